@@ -1,0 +1,537 @@
+//! YAML configuration: serde structs that mirror the file, then a validation pass that
+//! turns them into the typed [`Config`] the rest of the proxy uses.
+//!
+//! Every struct denies unknown keys, and every value whose validity depends on other
+//! values (duplicate names, overlapping binds) is wrapped in [`Spanned`] so the error can
+//! name its line. Parse errors from the YAML layer already carry line and column.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::{Location, Spanned};
+
+use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
+
+/// Default address of the admin listener (`/metrics`, `/healthz`).
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9464";
+
+/// A configuration problem, with the place in the file it comes from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML layer's own message: it names the line, column and offending key.
+    #[error("{0}")]
+    Yaml(String),
+    #[error("line {line}: `{key}`: {message}")]
+    Invalid {
+        key: String,
+        line: u64,
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// File format
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    admin: FileAdmin,
+    #[serde(default)]
+    limits: Limits,
+    listeners: Spanned<Vec<FileListener>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    #[serde(default = "default_admin_bind")]
+    bind: Spanned<SocketAddr>,
+}
+
+impl Default for FileAdmin {
+    fn default() -> Self {
+        FileAdmin {
+            bind: default_admin_bind(),
+        }
+    }
+}
+
+fn default_admin_bind() -> Spanned<SocketAddr> {
+    let addr = DEFAULT_ADMIN_BIND.parse().expect("valid default");
+    Spanned::new(addr, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListener {
+    name: Spanned<String>,
+    bind: Spanned<SocketAddr>,
+    #[serde(default)]
+    mode: Mode,
+    upstream: HostPort,
+    #[serde(default)]
+    data: DataMode,
+    #[serde(default)]
+    nat: FileNat,
+    #[serde(default)]
+    private_ranges: Option<Vec<IpNet>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNat {
+    #[serde(default)]
+    passive: NatMode,
+    #[serde(default)]
+    active: NatMode,
+    #[serde(default)]
+    client_address: Option<HostName>,
+}
+
+fn de_positive<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be greater than 0")),
+        n => Ok(n),
+    }
+}
+
+fn de_line_length<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        // Commands that carry a path easily exceed a few hundred bytes.
+        n if n < 512 => Err(serde::de::Error::custom("must be at least 512")),
+        n => Ok(n),
+    }
+}
+
+fn de_nonzero_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match de_duration(d)? {
+        z if z.is_zero() => Err(serde::de::Error::custom("must be longer than 0s")),
+        t => Ok(t),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration `{s}` ({e}); write e.g. `10s`, `500ms`, `2m`"
+        ))
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Typed configuration
+// ---------------------------------------------------------------------------------------
+
+/// How a listener finds its upstream. Only `reverse` exists so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every client goes to the one configured `upstream`.
+    #[default]
+    Reverse,
+}
+
+/// How data connections travel. Only `passthrough` exists so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataMode {
+    /// Client and server connect to each other directly; the proxy only fixes addresses.
+    #[default]
+    Passthrough,
+}
+
+/// `host:port`, where host is an IP literal (`[v6]` in brackets) or a DNS name that is
+/// resolved each time a session connects, so DNS changes need no restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(HostPort {
+                host: sa.ip().to_string(),
+                port: sa.port(),
+            });
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` is not host:port (e.g. `192.168.1.10:21`)"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{s}`: port must be a number from 1 to 65535"))?;
+        let host: HostName = host.parse()?;
+        Ok(HostPort { host: host.0, port })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An IP literal or a DNS host name (letters, digits, `-`, `.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostName(pub String);
+
+impl HostName {
+    /// The address itself when the name is an IP literal.
+    pub fn as_ip(&self) -> Option<IpAddr> {
+        self.0.parse().ok()
+    }
+}
+
+impl FromStr for HostName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<IpAddr>().is_ok() {
+            return Ok(HostName(bare.to_string()));
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        let name = s.strip_suffix('.').unwrap_or(s);
+        if name.len() <= 253 && name.split('.').all(label_ok) {
+            Ok(HostName(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is neither an IP address nor a valid host name"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Resource limits shared by all listeners (the `limits:` key; every field optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// How long resolving and connecting to an upstream may take before the client gets `421`.
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub connect_timeout: Duration,
+    /// How long open sessions may keep running after SIGTERM/SIGINT.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
+    /// Concurrent client sessions per listener; more are answered `421` and closed.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_sessions: usize,
+    /// Longest command line accepted from a client, CRLF included.
+    #[serde(deserialize_with = "de_line_length")]
+    pub max_line_length: usize,
+    /// Largest reply (all lines of a multi-line reply) accepted from an upstream.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_reply_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            max_sessions: 1024,
+            max_line_length: 4096,
+            max_reply_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// One listener, validated.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub mode: Mode,
+    pub upstream: HostPort,
+    pub data: DataMode,
+    pub nat: NatPolicy,
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub admin_bind: SocketAddr,
+    pub limits: Limits,
+    pub listeners: Vec<ListenerConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates YAML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        validate(file)
+    }
+}
+
+fn invalid<T>(
+    key: impl Into<String>,
+    line: u64,
+    message: impl Into<String>,
+) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        line,
+        message: message.into(),
+    })
+}
+
+fn validate(file: FileConfig) -> Result<Config, ConfigError> {
+    let limits = file.limits;
+    if file.listeners.value.is_empty() {
+        return invalid(
+            "listeners",
+            file.listeners.referenced.line(),
+            "at least one listener is needed",
+        );
+    }
+    let admin_bind = file.admin.bind.value;
+    let mut names = HashSet::new();
+    let mut binds: Vec<(SocketAddr, String)> = vec![(admin_bind, "admin.bind".into())];
+    let mut listeners = Vec::new();
+    for (i, l) in file.listeners.value.into_iter().enumerate() {
+        let key = |k: &str| format!("listeners[{i}].{k}");
+        let name = l.name.value.trim().to_string();
+        if name.is_empty() {
+            return invalid(key("name"), l.name.referenced.line(), "must not be empty");
+        }
+        if !names.insert(name.clone()) {
+            return invalid(
+                key("name"),
+                l.name.referenced.line(),
+                format!("duplicate listener name `{name}`: names must be unique"),
+            );
+        }
+        let bind = l.bind.value;
+        if let Some((_, other)) = binds.iter().find(|(b, _)| binds_overlap(*b, bind)) {
+            return invalid(
+                key("bind"),
+                l.bind.referenced.line(),
+                format!("{bind} overlaps with {other}"),
+            );
+        }
+        binds.push((bind, key("bind")));
+        let private = match l.private_ranges {
+            Some(ranges) => PrivateRanges::new(ranges),
+            None => PrivateRanges::default(),
+        };
+        listeners.push(ListenerConfig {
+            name,
+            bind,
+            mode: l.mode,
+            upstream: l.upstream,
+            data: l.data,
+            nat: NatPolicy {
+                passive: l.nat.passive,
+                active: l.nat.active,
+                client_address: l.nat.client_address,
+                private,
+            },
+        });
+    }
+    Ok(Config {
+        admin_bind,
+        limits,
+        listeners,
+    })
+}
+
+/// Two binds collide when they share a port and either address is a wildcard of the same
+/// family or both addresses are equal. Port 0 (any free port) never collides.
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let (ia, ib) = (a.ip(), b.ip());
+    ia == ib
+        || (ia.is_unspecified() && ia.is_ipv4() == ib.is_ipv4())
+        || (ib.is_unspecified() && ia.is_ipv4() == ib.is_ipv4())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+admin:
+  bind: 127.0.0.1:9464
+listeners:
+  - name: nas
+    bind: 0.0.0.0:2121
+    mode: reverse
+    upstream: 192.168.1.10:21
+    data: passthrough
+    nat:
+      passive: auto
+      active: auto
+      client_address: ftp-clients.example.net   # optional
+    private_ranges: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16]   # optional
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.admin_bind, "127.0.0.1:9464".parse().unwrap());
+        let l = &c.listeners[0];
+        assert_eq!(l.name, "nas");
+        assert_eq!(l.upstream.to_string(), "192.168.1.10:21");
+        assert_eq!(l.nat.passive, NatMode::Auto);
+        assert_eq!(
+            l.nat.client_address,
+            Some(HostName("ftp-clients.example.net".into()))
+        );
+        assert!(l.nat.private.contains("10.1.2.3".parse().unwrap()));
+        assert!(!l.nat.private.contains("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = include_str!("../config/fxprelay.yaml");
+        Config::parse(text).unwrap();
+    }
+
+    #[test]
+    fn defaults_are_filled() {
+        let c = Config::parse(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: ftp.example.com:21\n",
+        )
+        .unwrap();
+        assert_eq!(c.admin_bind.to_string(), DEFAULT_ADMIN_BIND);
+        assert_eq!(c.listeners[0].nat.passive, NatMode::Auto);
+        assert_eq!(c.listeners[0].data, DataMode::Passthrough);
+        assert_eq!(c.limits.max_sessions, 1024);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    colour: red\n",
+        );
+        assert!(e.contains("colour"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_names_line() {
+        let e = err("listeners:\n  - name: a\n    bind: 127.0.0.300:2121\n    upstream: h:21\n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:99999\n");
+        assert!(e.contains("line 4") && e.contains("port"), "{e}");
+        let e =
+            err("listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: 'bad host:21'\n");
+        assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected_with_line() {
+        let e = err(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n  - name: a\n    bind: 127.0.0.1:2122\n    upstream: h:21\n",
+        );
+        assert!(
+            e.contains("line 5") && e.contains("duplicate listener name"),
+            "{e}"
+        );
+        assert!(e.contains("listeners[1].name"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_binds_are_rejected() {
+        let e = err(
+            "listeners:\n  - name: a\n    bind: 0.0.0.0:2121\n    upstream: h:21\n  - name: b\n    bind: 127.0.0.1:2121\n    upstream: h:21\n",
+        );
+        assert!(e.contains("line 6") && e.contains("overlaps"), "{e}");
+        let e = err(
+            "admin:\n  bind: 127.0.0.1:2121\nlisteners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n",
+        );
+        assert!(e.contains("admin.bind"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_and_cidr() {
+        let e = err(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    nat:\n      passive: sometimes\n",
+        );
+        assert!(e.contains("line 6") && e.contains("sometimes"), "{e}");
+        let e = err(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    private_ranges: [10.0.0.0/33]\n",
+        );
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration() {
+        let e = err(
+            "limits:\n  connect_timeout: soon\nlisteners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n",
+        );
+        assert!(e.contains("line 2") && e.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn host_port_forms() {
+        let hp: HostPort = "[::1]:21".parse().unwrap();
+        assert_eq!((hp.host.as_str(), hp.port), ("::1", 21));
+        assert_eq!(hp.to_string(), "[::1]:21");
+        let hp: HostPort = "ftp.example.com:2121".parse().unwrap();
+        assert_eq!(hp.host, "ftp.example.com");
+        assert!("ftp.example.com".parse::<HostPort>().is_err());
+        assert!("ftp.example.com:0".parse::<HostPort>().is_err());
+        assert!("-bad.example:21".parse::<HostPort>().is_err());
+    }
+}

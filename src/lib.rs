@@ -1,0 +1,28 @@
+//! fxprelay: an FTP control-channel proxy that rewrites the addresses FTP carries so
+//! transfers work across NAT, firewalls and mismatched networks.
+//!
+//! How data flows through the modules:
+//!
+//! - [`config`] loads and validates the YAML file into a typed [`config::Config`].
+//! - [`app`] binds every socket, runs one accept loop per listener ([`server`]) and the
+//!   admin endpoint ([`admin`]), and drives the two-phase shutdown.
+//! - [`server`] accepts clients, enforces the session limit and spawns one task per
+//!   client running [`session`].
+//! - [`session`] connects upstream ([`upstream`]), reads both control connections line by
+//!   line ([`codec`]), parses them with the sans-IO [`proto`] module, asks [`rewrite`]
+//!   what to send, and records everything in [`metrics`].
+//! - [`proto`] is pure: commands, replies (incremental, multi-line) and the address
+//!   codecs of `227`/`228`/`229`/`PORT`/`EPRT`/`LPRT`. It never imports tokio.
+//! - [`rewrite`] is pure too: the NAT policy (`never`/`always`/`auto`) over parsed
+//!   messages.
+
+pub mod admin;
+pub mod app;
+pub mod codec;
+pub mod config;
+pub mod metrics;
+pub mod proto;
+pub mod rewrite;
+pub mod server;
+pub mod session;
+pub mod upstream;

@@ -1,0 +1,128 @@
+//! The `fxprelay` binary: command line, logging, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::error;
+use tracing_subscriber::EnvFilter;
+
+use fxprelay::{app, config::Config, metrics};
+
+/// fxprelay: an FTP proxy that fixes the addresses in FTP control traffic so transfers
+/// work across NAT and firewalls, with Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = false)]
+struct Cli {
+    /// Configuration file (YAML). See config/fxprelay.yaml for a commented example.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "FXPRELAY_CONFIG",
+        default_value = "/etc/fxprelay/fxprelay.yaml"
+    )]
+    config: PathBuf,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "FXPRELAY_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
+    /// Log filter, e.g. `info`, `debug`, `fxprelay=debug`. RUST_LOG overrides it.
+    #[arg(long, global = true, env = "FXPRELAY_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy (the default when no command is given).
+    Run,
+    /// Validate the configuration file and exit: 0 when valid, 1 with the error otherwise.
+    Check,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fxprelay: {}: {e}", cli.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            println!(
+                "{}: OK ({} listener{})",
+                cli.config.display(),
+                config.listeners.len(),
+                if config.listeners.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("fxprelay: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    eprintln!("fxprelay: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let bound = app::bind(&config).await?;
+    let handle = metrics::install()?;
+    let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if stop_tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    app::run(bound, Some(handle), stop_rx).await
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

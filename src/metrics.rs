@@ -1,0 +1,129 @@
+//! Every metric the proxy exports, named in one place, described once at start-up, and
+//! recorded through the small helpers below so label sets stay consistent.
+//!
+//! The Prometheus recorder is installed only by the binary; without it (unit and
+//! in-process tests) every call here is a cheap no-op.
+
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const SESSIONS_ACTIVE: &str = "fxprelay_sessions_active";
+pub const SESSIONS_TOTAL: &str = "fxprelay_sessions_total";
+pub const SESSION_SECONDS: &str = "fxprelay_session_duration_seconds";
+pub const COMMANDS_TOTAL: &str = "fxprelay_commands_total";
+pub const REPLIES_TOTAL: &str = "fxprelay_replies_total";
+pub const REWRITES_TOTAL: &str = "fxprelay_rewrites_total";
+pub const UPSTREAM_CONNECT_SECONDS: &str = "fxprelay_upstream_connect_seconds";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "fxprelay_upstream_errors_total";
+pub const REJECTED_TOTAL: &str = "fxprelay_rejected_total";
+
+/// Connect latency on a LAN is sub-millisecond; across the internet tens to hundreds of
+/// milliseconds; the last buckets catch timeouts.
+const CONNECT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Sessions last from a single command to hours of transfers.
+const SESSION_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+
+/// Installs the global Prometheus recorder and describes every metric.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(UPSTREAM_CONNECT_SECONDS.into()),
+            CONNECT_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(SESSION_SECONDS.into()), SESSION_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_gauge!(SESSIONS_ACTIVE, "Client sessions open now, per listener.");
+    describe_counter!(
+        SESSIONS_TOTAL,
+        "Client sessions accepted since start, per listener."
+    );
+    describe_histogram!(
+        SESSION_SECONDS,
+        Unit::Seconds,
+        "How long client sessions lasted."
+    );
+    describe_counter!(
+        COMMANDS_TOTAL,
+        "Client commands seen, by verb (unknown verbs count as OTHER)."
+    );
+    describe_counter!(
+        REPLIES_TOTAL,
+        "Upstream replies relayed, by class (1xx..5xx)."
+    );
+    describe_counter!(
+        REWRITES_TOTAL,
+        "Addresses rewritten, by kind (pasv, lpsv, port, eprt, lprt) and reason (always, private)."
+    );
+    describe_histogram!(
+        UPSTREAM_CONNECT_SECONDS,
+        Unit::Seconds,
+        "Time to resolve and connect to an upstream control port."
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS_TOTAL,
+        "Failed upstream connections, by reason."
+    );
+    describe_counter!(
+        REJECTED_TOTAL,
+        "Client connections, commands or upstream replies refused by the proxy, by reason."
+    );
+}
+
+pub fn session_started(listener: &str) {
+    counter!(SESSIONS_TOTAL, "listener" => listener.to_owned()).increment(1);
+    gauge!(SESSIONS_ACTIVE, "listener" => listener.to_owned()).increment(1.0);
+}
+
+pub fn session_ended(listener: &str, lasted: Duration) {
+    gauge!(SESSIONS_ACTIVE, "listener" => listener.to_owned()).decrement(1.0);
+    histogram!(SESSION_SECONDS, "listener" => listener.to_owned()).record(lasted.as_secs_f64());
+}
+
+pub fn command(listener: &str, verb: &str) {
+    counter!(COMMANDS_TOTAL, "listener" => listener.to_owned(), "verb" => verb.to_owned())
+        .increment(1);
+}
+
+pub fn reply(listener: &str, code: u16) {
+    let class = match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    };
+    counter!(REPLIES_TOTAL, "listener" => listener.to_owned(), "class" => class).increment(1);
+}
+
+pub fn rewrite(listener: &str, kind: &'static str, reason: &'static str) {
+    counter!(REWRITES_TOTAL, "listener" => listener.to_owned(), "kind" => kind, "reason" => reason)
+        .increment(1);
+}
+
+pub fn upstream_connected(listener: &str, took: Duration) {
+    histogram!(UPSTREAM_CONNECT_SECONDS, "listener" => listener.to_owned())
+        .record(took.as_secs_f64());
+}
+
+pub fn upstream_error(listener: &str, reason: &'static str) {
+    counter!(UPSTREAM_ERRORS_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+pub fn rejected(listener: &str, reason: &'static str) {
+    counter!(REJECTED_TOTAL, "listener" => listener.to_owned(), "reason" => reason).increment(1);
+}

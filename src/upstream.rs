@@ -1,0 +1,93 @@
+//! Reaching origin servers: resolve, connect within the configured time, classify failures.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::config::{HostName, HostPort};
+use crate::metrics;
+
+/// Why the proxy could not reach an upstream. The client only ever sees a generic `421`;
+/// this detail goes to the log and the `reason` label of `fxprelay_upstream_errors_total`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, io::Error),
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    #[error("connecting to {0} timed out after {1:?}")]
+    Timeout(String, Duration),
+    #[error("connection to {0} refused")]
+    Refused(SocketAddr),
+    #[error("cannot connect to {0}: {1}")]
+    Io(SocketAddr, io::Error),
+}
+
+impl ConnectError {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectError::Resolve(..) | ConnectError::NoAddress(_) => "resolve",
+            ConnectError::Timeout(..) => "timeout",
+            ConnectError::Refused(_) => "refused",
+            ConnectError::Io(..) => "io",
+        }
+    }
+}
+
+/// Resolves `target` and connects to its addresses in turn, all within `limit`.
+/// Records the connect latency or the failure reason for `listener`.
+pub async fn connect(
+    listener: &str,
+    target: &HostPort,
+    limit: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let started = Instant::now();
+    let result = match timeout(limit, connect_any(target)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectError::Timeout(target.to_string(), limit)),
+    };
+    match &result {
+        Ok(_) => metrics::upstream_connected(listener, started.elapsed()),
+        Err(e) => metrics::upstream_error(listener, e.reason()),
+    }
+    result
+}
+
+async fn connect_any(target: &HostPort) -> Result<TcpStream, ConnectError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| ConnectError::Resolve(target.to_string(), e))?
+        .collect();
+    let mut last = ConnectError::NoAddress(target.to_string());
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Control lines are small and interactive: do not wait to coalesce them.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                last = ConnectError::Refused(addr)
+            }
+            Err(e) => last = ConnectError::Io(addr, e),
+        }
+    }
+    Err(last)
+}
+
+/// Resolves a configured host name (or returns the IP literal) at the time of use, so a
+/// dynamic-DNS name keeps working without a restart.
+pub async fn resolve(name: &HostName, limit: Duration) -> io::Result<Vec<IpAddr>> {
+    if let Some(ip) = name.as_ip() {
+        return Ok(vec![ip]);
+    }
+    let lookup = tokio::net::lookup_host((name.0.as_str(), 0));
+    let addrs = timeout(limit, lookup)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "DNS lookup timed out"))??;
+    Ok(addrs.map(|a| a.ip()).collect())
+}

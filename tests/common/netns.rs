@@ -1,0 +1,126 @@
+//! A real NAT built from network namespaces, torn down on drop:
+//!
+//! ```text
+//!  root namespace                router namespace                  server namespace
+//!  198.18.N.1 ──veth── 198.18.N.2 (public)   10.99.N.1 ──veth── 10.99.N.2 (FTP server)
+//!                      DNAT :21 and the passive range to 10.99.N.2
+//!                      everything else forwarded from outside: rejected (TCP reset)
+//! ```
+//!
+//! The root namespace gets a route to 10.99.N.0/24 via the router so that a client
+//! trusting the server's private address is refused at the router at once, instead of its
+//! packets leaving the machine.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+/// Passive ports the router forwards to the server.
+pub const PASV_PORTS: (u16, u16) = (30000, 30009);
+
+pub struct NatLab {
+    pub router_ns: String,
+    pub server_ns: String,
+    /// The router's public address: what clients and the proxy dial.
+    pub public_ip: Ipv4Addr,
+    /// The server's own address, private, announced in its 227 replies.
+    pub server_ip: Ipv4Addr,
+    root_if: String,
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn in_ns(ns: &str, args: &[&str]) {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    sh(&full);
+}
+
+impl NatLab {
+    pub fn new() -> NatLab {
+        // One octet both names the namespaces and picks the subnets, so parallel labs
+        // (several test binaries) do not collide.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n: u8 = ((std::process::id() * 7 + k) % 200 + 20) as u8;
+        let tag = format!("{}{k}", std::process::id() % 10000);
+        let lab = NatLab {
+            router_ns: format!("fxpr-r{tag}"),
+            server_ns: format!("fxpr-s{tag}"),
+            public_ip: Ipv4Addr::new(198, 18, n, 2),
+            server_ip: Ipv4Addr::new(10, 99, n, 2),
+            root_if: format!("fxo{tag}"),
+        };
+        lab.teardown();
+        lab.build(n, &tag);
+        lab
+    }
+
+    fn build(&self, n: u8, tag: &str) {
+        let (r, s) = (self.router_ns.as_str(), self.server_ns.as_str());
+        let up_if = format!("fxu{tag}");
+        let priv_r = format!("fxp{tag}");
+        let priv_s = format!("fxs{tag}");
+        let public_ip = self.public_ip.to_string();
+        let server_ip = self.server_ip.to_string();
+        sh(&["ip", "netns", "add", r]);
+        sh(&["ip", "netns", "add", s]);
+        // root <-> router
+        sh(&["ip", "link", "add", &self.root_if, "type", "veth", "peer", "name", &up_if]);
+        sh(&["ip", "link", "set", &up_if, "netns", r]);
+        sh(&["ip", "addr", "add", &format!("198.18.{n}.1/24"), "dev", &self.root_if]);
+        sh(&["ip", "link", "set", &self.root_if, "up"]);
+        in_ns(r, &["ip", "addr", "add", &format!("{public_ip}/24"), "dev", &up_if]);
+        in_ns(r, &["ip", "link", "set", &up_if, "up"]);
+        in_ns(r, &["ip", "link", "set", "lo", "up"]);
+        // router <-> server
+        in_ns(r, &["ip", "link", "add", &priv_r, "type", "veth", "peer", "name", &priv_s]);
+        in_ns(r, &["ip", "link", "set", &priv_s, "netns", s]);
+        in_ns(r, &["ip", "addr", "add", &format!("10.99.{n}.1/24"), "dev", &priv_r]);
+        in_ns(r, &["ip", "link", "set", &priv_r, "up"]);
+        in_ns(s, &["ip", "addr", "add", &format!("{server_ip}/24"), "dev", &priv_s]);
+        in_ns(s, &["ip", "link", "set", &priv_s, "up"]);
+        in_ns(s, &["ip", "link", "set", "lo", "up"]);
+        in_ns(s, &["ip", "route", "add", "default", "via", &format!("10.99.{n}.1")]);
+        // The router NATs: the server's control port and passive range are published on
+        // the public address; nothing else from outside gets through.
+        in_ns(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let range = format!("{}:{}", PASV_PORTS.0, PASV_PORTS.1);
+        for ports in ["21", range.as_str()] {
+            in_ns(r, &[
+                "iptables", "-t", "nat", "-A", "PREROUTING", "-i", &up_if, "-p", "tcp", "-d", &public_ip,
+                "--dport", ports, "-j", "DNAT", "--to-destination", &server_ip,
+            ]);
+        }
+        in_ns(r, &[
+            "iptables", "-A", "FORWARD", "-i", &up_if, "-m", "conntrack", "!", "--ctstate", "DNAT,ESTABLISHED,RELATED",
+            "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset",
+        ]);
+        in_ns(r, &["iptables", "-A", "FORWARD", "-i", &up_if, "-m", "conntrack", "!", "--ctstate", "DNAT,ESTABLISHED,RELATED", "-j", "DROP"]);
+        // Root namespace: the private network is behind the router, never the default route.
+        sh(&["ip", "route", "add", &format!("10.99.{n}.0/24"), "via", &public_ip]);
+    }
+
+    fn teardown(&self) {
+        // Deleting the namespaces removes their veths, whose peers and routes go with them.
+        for ns in [&self.server_ns, &self.router_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.root_if]).output();
+    }
+}
+
+impl Drop for NatLab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

@@ -1,0 +1,186 @@
+//! Runs the real `fxprelay` binary with a generated config, as an operator would, and
+//! reads its metrics over HTTP. Stopped (SIGTERM, then SIGKILL) when dropped.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One reverse listener of a test proxy.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub upstream: SocketAddr,
+    pub passive: &'static str,
+    pub active: &'static str,
+    pub client_address: Option<String>,
+    pub private_ranges: Option<Vec<String>>,
+}
+
+impl ListenerSpec {
+    pub fn new(upstream: SocketAddr) -> Self {
+        ListenerSpec {
+            upstream,
+            passive: "auto",
+            active: "auto",
+            client_address: None,
+            private_ranges: None,
+        }
+    }
+
+    pub fn passive(mut self, mode: &'static str) -> Self {
+        self.passive = mode;
+        self
+    }
+
+    pub fn active(mut self, mode: &'static str) -> Self {
+        self.active = mode;
+        self
+    }
+}
+
+pub struct Proxy {
+    child: Child,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts the proxy with one reverse listener on `ip`, waiting until it serves.
+    pub fn start(ip: Ipv4Addr, spec: ListenerSpec) -> Proxy {
+        Proxy::start_with(ip, spec, "")
+    }
+
+    /// Like [`Proxy::start`], with extra top-level YAML (e.g. a `limits:` block).
+    pub fn start_with(ip: Ipv4Addr, spec: ListenerSpec, extra_yaml: &str) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = SocketAddr::from((ip, super::free_port(ip.into())));
+        let admin = SocketAddr::from((ip, super::free_port(ip.into())));
+        let mut nat = format!("      passive: {}\n      active: {}\n", spec.passive, spec.active);
+        if let Some(c) = &spec.client_address {
+            nat.push_str(&format!("      client_address: {c}\n"));
+        }
+        let mut yaml = format!(
+            "admin:\n  bind: {admin}\n{extra_yaml}\nlisteners:\n  - name: test\n    bind: {addr}\n    mode: reverse\n    upstream: {}\n    data: passthrough\n    nat:\n{nat}",
+            spec.upstream
+        );
+        if let Some(r) = &spec.private_ranges {
+            yaml.push_str(&format!("    private_ranges: [{}]\n", r.join(", ")));
+        }
+        let config = dir.path().join("fxprelay.yaml");
+        std::fs::write(&config, &yaml).expect("write config");
+        let log = dir.path().join("fxprelay.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .env("RUST_LOG", "fxprelay=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn fxprelay");
+        let mut proxy = Proxy {
+            child,
+            addr,
+            admin,
+            log,
+            _dir: dir,
+        };
+        proxy.wait_ready(&yaml);
+        proxy
+    }
+
+    fn wait_ready(&mut self, yaml: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("fxprelay exited with {status}\nconfig:\n{yaml}\nlog:\n{}", self.log());
+            }
+            if let Ok((200, _)) = http_get(self.admin, "/healthz") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "fxprelay did not come up\nlog:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the proxy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The Prometheus text from `/metrics`.
+    pub fn metrics(&self) -> String {
+        let (status, body) = http_get(self.admin, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The sum of every series of `name` whose labels include all of `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+
+    /// Sends SIGTERM and waits for exit, returning whether it exited by itself in time.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if self.terminate(Duration::from_secs(3)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sums the samples of `name` (exact metric name) whose label set contains `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let has_all = labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            has_all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// A minimal HTTP/1.1 GET, enough for the admin endpoint.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}

@@ -1,0 +1,343 @@
+//! Fast in-process tests of the session layer against a scripted upstream: byte-exact
+//! relaying, rewriting, hostile input and failure paths. The real-server evidence lives
+//! in `tests/nat_real_peers.rs`; these pin down behaviour no real server shows on demand.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fxprelay::config::{Config, DataMode, HostName, HostPort, Limits, ListenerConfig, Mode};
+use fxprelay::rewrite::{NatMode, NatPolicy};
+use fxprelay::server::{self, Shutdown};
+use fxprelay::session::ListenerCtx;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(5);
+
+/// A scripted upstream: accepts one connection and hands it to the test.
+async fn fake_upstream() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    (l, a)
+}
+
+fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> ListenerConfig {
+    ListenerConfig {
+        name: "t".into(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        mode: Mode::Reverse,
+        upstream: HostPort {
+            host: upstream.ip().to_string(),
+            port: upstream.port(),
+        },
+        data: DataMode::Passthrough,
+        nat: NatPolicy {
+            passive,
+            active,
+            ..NatPolicy::default()
+        },
+    }
+}
+
+/// Starts a proxy listener in-process; returns its address and the shutdown handle.
+async fn start_proxy(cfg: ListenerConfig, limits: Limits) -> (SocketAddr, Shutdown) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let shutdown = Shutdown::default();
+    let ctx = Arc::new(ListenerCtx { cfg, limits });
+    tokio::spawn(server::serve(l, ctx, shutdown.clone()));
+    (addr, shutdown)
+}
+
+struct Peer {
+    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Peer {
+    fn new(s: TcpStream) -> Peer {
+        let (r, w) = s.into_split();
+        Peer {
+            r: BufReader::new(r),
+            w,
+        }
+    }
+    async fn send(&mut self, b: &[u8]) {
+        self.w.write_all(b).await.unwrap();
+    }
+    async fn line(&mut self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        timeout(T, self.r.read_until(b'\n', &mut buf))
+            .await
+            .expect("line in time")
+            .unwrap();
+        buf
+    }
+    /// Waits for EOF, failing if more data or nothing arrives in time.
+    async fn eof(&mut self) {
+        let mut rest = Vec::new();
+        timeout(T, self.r.read_to_end(&mut rest))
+            .await
+            .expect("close in time")
+            .ok();
+        assert!(
+            rest.is_empty(),
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+}
+
+/// Client and upstream ends of one proxied session, after the greeting went through.
+async fn session(passive: NatMode, active: NatMode, limits: Limits) -> (Peer, Peer, Shutdown) {
+    let (up, up_addr) = fake_upstream().await;
+    let (proxy, shutdown) = start_proxy(listener_cfg(up_addr, passive, active), limits).await;
+    let client = TcpStream::connect(proxy).await.unwrap();
+    let (server, _) = timeout(T, up.accept()).await.unwrap().unwrap();
+    let (mut client, mut server) = (Peer::new(client), Peer::new(server));
+    server.send(b"220 fake server ready\r\n").await;
+    assert_eq!(client.line().await, b"220 fake server ready\r\n");
+    (client, server, shutdown)
+}
+
+#[tokio::test]
+async fn relays_bytes_exactly_including_non_utf8() {
+    let (mut c, mut s, _sd) = session(NatMode::Auto, NatMode::Auto, Limits::default()).await;
+    for cmd in [
+        &b"RETR caf\xe9 \xff\xfe.txt\r\n"[..],
+        b"user bob\n",
+        b"STOR  two  spaces\r\n",
+    ] {
+        c.send(cmd).await;
+        assert_eq!(s.line().await, cmd);
+    }
+    let multi = b"211-Features:\r\n EPRT\r\n EPSV\r\n211-not the end\r\n211 End\r\n";
+    s.send(multi).await;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.extend(c.line().await);
+    }
+    assert_eq!(got, multi);
+}
+
+#[tokio::test]
+async fn passive_always_rewrites_227_to_upstream_address() {
+    let (mut c, mut s, _sd) = session(NatMode::Always, NatMode::Never, Limits::default()).await;
+    c.send(b"PASV\r\n").await;
+    assert_eq!(s.line().await, b"PASV\r\n");
+    s.send(b"227 Entering Passive Mode (127,0,0,99,117,49).\r\n")
+        .await;
+    assert_eq!(
+        c.line().await,
+        b"227 Entering Passive Mode (127,0,0,1,117,49).\r\n"
+    );
+    // 229 carries no address and passes unchanged.
+    s.send(b"229 Entering Extended Passive Mode (|||30001|)\r\n")
+        .await;
+    assert_eq!(
+        c.line().await,
+        b"229 Entering Extended Passive Mode (|||30001|)\r\n"
+    );
+}
+
+#[tokio::test]
+async fn passive_never_and_auto_between_loopbacks_leave_227_alone() {
+    for mode in [NatMode::Never, NatMode::Auto] {
+        let (mut c, mut s, _sd) = session(mode, NatMode::Never, Limits::default()).await;
+        s.send(b"227 Entering Passive Mode (127,0,0,99,117,49).\r\n")
+            .await;
+        assert_eq!(
+            c.line().await,
+            b"227 Entering Passive Mode (127,0,0,99,117,49).\r\n"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_227_becomes_425() {
+    let (mut c, mut s, _sd) = session(NatMode::Always, NatMode::Never, Limits::default()).await;
+    s.send(b"227 Entering Passive Mode (127,0,0,300,117,49).\r\n")
+        .await;
+    let line = c.line().await;
+    assert!(
+        line.starts_with(b"425 "),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    // The session is still usable.
+    c.send(b"NOOP\r\n").await;
+    assert_eq!(s.line().await, b"NOOP\r\n");
+}
+
+#[tokio::test]
+async fn active_always_rewrites_port_to_client_address() {
+    let (mut c, mut s, _sd) = session(NatMode::Never, NatMode::Always, Limits::default()).await;
+    c.send(b"PORT 10,0,0,5,4,1\r\n").await;
+    assert_eq!(s.line().await, b"PORT 127,0,0,1,4,1\r\n");
+    c.send(b"EPRT |1|10.0.0.5|5282|\r\n").await;
+    assert_eq!(s.line().await, b"EPRT |1|127.0.0.1|5282|\r\n");
+    // Malformed: refused locally, never forwarded.
+    c.send(b"PORT 10,0,0,500,4,1\r\n").await;
+    assert!(c.line().await.starts_with(b"501 "));
+    c.send(b"NOOP\r\n").await;
+    assert_eq!(s.line().await, b"NOOP\r\n");
+}
+
+#[tokio::test]
+async fn active_uses_configured_client_address() {
+    let (up, up_addr) = fake_upstream().await;
+    let mut cfg = listener_cfg(up_addr, NatMode::Never, NatMode::Always);
+    cfg.nat.client_address = Some(HostName("localhost".into()));
+    let (proxy, _sd) = start_proxy(cfg, Limits::default()).await;
+    let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let mut s = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+    c.send(b"PORT 10,0,0,5,4,1\r\n").await;
+    assert_eq!(s.line().await, b"PORT 127,0,0,1,4,1\r\n");
+}
+
+#[tokio::test]
+async fn auth_tls_is_refused_locally() {
+    let (mut c, mut s, _sd) = session(NatMode::Auto, NatMode::Auto, Limits::default()).await;
+    c.send(b"AUTH TLS\r\n").await;
+    assert!(c.line().await.starts_with(b"534 "));
+    c.send(b"USER x\r\n").await;
+    assert_eq!(s.line().await, b"USER x\r\n");
+}
+
+#[tokio::test]
+async fn unreachable_upstream_gets_421_not_a_hang() {
+    // Bind then drop: nothing listens on this port any more.
+    let dead = fake_upstream().await.1;
+    let (proxy, _sd) = start_proxy(
+        listener_cfg(dead, NatMode::Auto, NatMode::Auto),
+        Limits::default(),
+    )
+    .await;
+    let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    assert!(c.line().await.starts_with(b"421 "));
+    c.eof().await;
+}
+
+#[tokio::test]
+async fn over_long_line_gets_500_and_close() {
+    let limits = Limits {
+        max_line_length: 512,
+        ..Limits::default()
+    };
+    let (mut c, _s, _sd) = session(NatMode::Auto, NatMode::Auto, limits).await;
+    c.send(&vec![b'A'; 4096]).await;
+    let line = c.line().await;
+    assert!(
+        line.starts_with(b"500 "),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    c.eof().await;
+}
+
+#[tokio::test]
+async fn garbage_gets_500_then_close_and_others_keep_working() {
+    let (up, up_addr) = fake_upstream().await;
+    let (proxy, _sd) = start_proxy(
+        listener_cfg(up_addr, NatMode::Auto, NatMode::Auto),
+        Limits::default(),
+    )
+    .await;
+    let mut bad = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let _bad_up = timeout(T, up.accept()).await.unwrap().unwrap();
+    bad.send(b"\x00\x01\x02garbage\r\n").await;
+    assert!(bad.line().await.starts_with(b"500 "));
+    for _ in 0..20 {
+        bad.send(b"12345 !!\r\n").await;
+    }
+    let mut saw_421 = false;
+    for _ in 0..20 {
+        let l = bad.line().await;
+        if l.starts_with(b"421 ") {
+            saw_421 = true;
+            break;
+        }
+        assert!(l.starts_with(b"500 "));
+    }
+    assert!(saw_421);
+    bad.eof().await;
+
+    // A second client is unaffected.
+    let mut good = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let mut good_up = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+    good_up.send(b"220 hi\r\n").await;
+    assert_eq!(good.line().await, b"220 hi\r\n");
+}
+
+#[tokio::test]
+async fn upstream_garbage_and_truncation_end_the_session_with_421() {
+    let (mut c, mut s, _sd) = session(NatMode::Auto, NatMode::Auto, Limits::default()).await;
+    s.send(b"this is not a reply\r\n").await;
+    assert!(c.line().await.starts_with(b"421 "));
+    c.eof().await;
+
+    let (mut c, mut s, _sd) = session(NatMode::Auto, NatMode::Auto, Limits::default()).await;
+    s.send(b"211-Features:\r\n EPSV\r\n").await;
+    drop(s);
+    assert!(c.line().await.starts_with(b"421 "));
+    c.eof().await;
+}
+
+#[tokio::test]
+async fn either_side_closing_ends_the_session() {
+    let (c, mut s, _sd) = session(NatMode::Auto, NatMode::Auto, Limits::default()).await;
+    drop(c);
+    s.eof().await;
+    let (mut c, s, _sd) = session(NatMode::Auto, NatMode::Auto, Limits::default()).await;
+    drop(s);
+    c.eof().await;
+}
+
+#[tokio::test]
+async fn session_limit_refuses_with_421() {
+    let (up, up_addr) = fake_upstream().await;
+    let (proxy, _sd) = start_proxy(
+        listener_cfg(up_addr, NatMode::Auto, NatMode::Auto),
+        Limits {
+            max_sessions: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let _first = TcpStream::connect(proxy).await.unwrap();
+    let _first_up = timeout(T, up.accept()).await.unwrap().unwrap();
+    let mut second = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    assert!(second.line().await.starts_with(b"421 "));
+    second.eof().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_then_closes_with_421() {
+    let text = "limits:\n  shutdown_grace: 200ms\nadmin:\n  bind: 127.0.0.1:0\nlisteners:\n  - name: a\n    bind: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n";
+    let mut config = Config::parse(text).unwrap();
+    let (up, up_addr) = fake_upstream().await;
+    config.listeners[0].upstream = HostPort {
+        host: "127.0.0.1".into(),
+        port: up_addr.port(),
+    };
+    let bound = fxprelay::app::bind(&config).await.unwrap();
+    let proxy = bound.listeners[0].0.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = tokio::spawn(fxprelay::app::run(bound, None, stop_rx));
+    let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let mut s = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+    s.send(b"220 hi\r\n").await;
+    assert_eq!(c.line().await, b"220 hi\r\n");
+
+    stop_tx.send(()).unwrap();
+    // Still served during the grace period ...
+    c.send(b"NOOP\r\n").await;
+    assert_eq!(s.line().await, b"NOOP\r\n");
+    // ... and told to go when it ends.
+    assert!(c.line().await.starts_with(b"421 "));
+    timeout(T, run).await.unwrap().unwrap().unwrap();
+    // New clients are refused at the TCP level.
+    assert!(TcpStream::connect(proxy).await.is_err());
+}
