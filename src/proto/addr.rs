@@ -444,7 +444,9 @@ pub fn format_eprt_command(addr: SocketAddr) -> Vec<u8> {
 /// The shape of a long address list, judged from its first numbers.
 enum LongShape {
     /// Not a long address: unknown family or host length.
-    Foreign(AddrError),
+    Foreign,
+    /// A long address with an impossible port length.
+    Invalid(AddrError),
     /// A long address, but the list stops before its end.
     Short,
     /// A complete long address: host length `hal`, in the first `len` numbers.
@@ -456,14 +458,14 @@ fn long_shape(values: &[u32]) -> LongShape {
         [4, 4, ..] => 4,
         [6, 16, ..] => 16,
         [] | [4 | 6] => return LongShape::Short,
-        _ => return LongShape::Foreign(AddrError::BadFamily),
+        _ => return LongShape::Foreign,
     };
     let Some(&pal) = values.get(2 + hal) else {
         return LongShape::Short;
     };
     // A byte like every other number; bounding it also keeps the arithmetic small.
     let Ok(pal) = u8::try_from(pal) else {
-        return LongShape::Foreign(AddrError::OctetOutOfRange);
+        return LongShape::Invalid(AddrError::OctetOutOfRange);
     };
     let len = 3 + hal + usize::from(pal);
     if values.len() < len {
@@ -505,7 +507,8 @@ pub fn parse_lprt_args(args: &[u8]) -> Result<SocketAddr, AddrError> {
     let list = strict_number_list(args)?;
     let values: Vec<u32> = list.values().collect();
     match long_shape(&values) {
-        LongShape::Foreign(e) => Err(e),
+        LongShape::Foreign => Err(AddrError::BadFamily),
+        LongShape::Invalid(e) => Err(e),
         LongShape::Short => Err(AddrError::Truncated),
         LongShape::Complete { hal, len } if len == values.len() => long_addr(&list.nums, hal),
         LongShape::Complete { .. } => Err(AddrError::Syntax),
@@ -525,6 +528,7 @@ pub fn parse_lpsv_reply(raw: &[u8]) -> Result<(SocketAddr, Range<usize>), AddrEr
                 let span = nums[0].span.start..nums[len - 1].span.end;
                 return Ok((long_addr(nums, hal)?, span));
             }
+            LongShape::Invalid(e) => return Err(e),
             LongShape::Short if values.len() >= 2 => truncated |= list.cut_short(raw),
             _ => {}
         }
@@ -1091,6 +1095,10 @@ mod tests {
             (
                 b"228 Entering Long Passive Mode (4,4,10,0,0,1,0)\r\n",
                 AddrError::Syntax,
+            ),
+            (
+                b"228 Entering Long Passive Mode (4,4,10,0,0,1,300,4,1)\r\n",
+                AddrError::OctetOutOfRange,
             ),
             (b"228 Entering Long Passive Mode\r\n", AddrError::NotFound),
             (b"228", AddrError::NotFound),
