@@ -59,7 +59,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
     #[serde(default = "default_admin_bind")]
-    bind: Spanned<SocketAddr>,
+    bind: Spanned<BindAddr>,
 }
 
 impl Default for FileAdmin {
@@ -70,16 +70,31 @@ impl Default for FileAdmin {
     }
 }
 
-fn default_admin_bind() -> Spanned<SocketAddr> {
+fn default_admin_bind() -> Spanned<BindAddr> {
     let addr = DEFAULT_ADMIN_BIND.parse().expect("valid default");
-    Spanned::new(addr, Location::UNKNOWN, Location::UNKNOWN)
+    Spanned::new(BindAddr(addr), Location::UNKNOWN, Location::UNKNOWN)
+}
+
+/// A local `ip:port` to listen on, with an error message that says what is expected.
+#[derive(Debug, Clone, Copy)]
+struct BindAddr(SocketAddr);
+
+impl<'de> Deserialize<'de> for BindAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(BindAddr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a local ip:port to listen on (e.g. `0.0.0.0:2121`, `[::]:2121`)"
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileListener {
     name: Spanned<String>,
-    bind: Spanned<SocketAddr>,
+    bind: Spanned<BindAddr>,
     #[serde(default)]
     mode: Mode,
     upstream: HostPort,
@@ -338,7 +353,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             "at least one listener is needed",
         );
     }
-    let admin_bind = file.admin.bind.value;
+    let admin_bind = file.admin.bind.value.0;
     let mut names = HashSet::new();
     let mut binds: Vec<(SocketAddr, String)> = vec![(admin_bind, "admin.bind".into())];
     let mut listeners = Vec::new();
@@ -355,7 +370,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
                 format!("duplicate listener name `{name}`: names must be unique"),
             );
         }
-        let bind = l.bind.value;
+        let bind = l.bind.value.0;
         if let Some((_, other)) = binds.iter().find(|(b, _)| binds_overlap(*b, bind)) {
             return invalid(
                 key("bind"),
