@@ -15,11 +15,14 @@
 //!   codecs of `227`/`228`/`229`/`PORT`/`EPRT`/`LPRT`. It never imports tokio.
 //! - [`rewrite`] is pure too: the NAT policy (`never`/`always`/`auto`) over parsed
 //!   messages.
+//! - [`data`] owns relay-mode data connections; [`data::ports`] leases every data port from
+//!   the operator's port spec.
 
 pub mod admin;
 pub mod app;
 pub mod codec;
 pub mod config;
+pub mod data;
 pub mod metrics;
 pub mod proto;
 pub mod rewrite;

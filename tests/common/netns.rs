@@ -75,39 +75,159 @@ impl NatLab {
         sh(&["ip", "netns", "add", r]);
         sh(&["ip", "netns", "add", s]);
         // root <-> router
-        sh(&["ip", "link", "add", &self.root_if, "type", "veth", "peer", "name", &up_if]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &self.root_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &up_if,
+        ]);
         sh(&["ip", "link", "set", &up_if, "netns", r]);
-        sh(&["ip", "addr", "add", &format!("198.18.{n}.1/24"), "dev", &self.root_if]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("198.18.{n}.1/24"),
+            "dev",
+            &self.root_if,
+        ]);
         sh(&["ip", "link", "set", &self.root_if, "up"]);
-        in_ns(r, &["ip", "addr", "add", &format!("{public_ip}/24"), "dev", &up_if]);
+        in_ns(
+            r,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{public_ip}/24"),
+                "dev",
+                &up_if,
+            ],
+        );
         in_ns(r, &["ip", "link", "set", &up_if, "up"]);
         in_ns(r, &["ip", "link", "set", "lo", "up"]);
         // router <-> server
-        in_ns(r, &["ip", "link", "add", &priv_r, "type", "veth", "peer", "name", &priv_s]);
+        in_ns(
+            r,
+            &[
+                "ip", "link", "add", &priv_r, "type", "veth", "peer", "name", &priv_s,
+            ],
+        );
         in_ns(r, &["ip", "link", "set", &priv_s, "netns", s]);
-        in_ns(r, &["ip", "addr", "add", &format!("10.99.{n}.1/24"), "dev", &priv_r]);
+        in_ns(
+            r,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.99.{n}.1/24"),
+                "dev",
+                &priv_r,
+            ],
+        );
         in_ns(r, &["ip", "link", "set", &priv_r, "up"]);
-        in_ns(s, &["ip", "addr", "add", &format!("{server_ip}/24"), "dev", &priv_s]);
+        in_ns(
+            s,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{server_ip}/24"),
+                "dev",
+                &priv_s,
+            ],
+        );
         in_ns(s, &["ip", "link", "set", &priv_s, "up"]);
         in_ns(s, &["ip", "link", "set", "lo", "up"]);
-        in_ns(s, &["ip", "route", "add", "default", "via", &format!("10.99.{n}.1")]);
+        in_ns(
+            s,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.99.{n}.1"),
+            ],
+        );
         // The router NATs: the server's control port and passive range are published on
         // the public address; nothing else from outside gets through.
         in_ns(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         let range = format!("{}:{}", PASV_PORTS.0, PASV_PORTS.1);
         for ports in ["21", range.as_str()] {
-            in_ns(r, &[
-                "iptables", "-t", "nat", "-A", "PREROUTING", "-i", &up_if, "-p", "tcp", "-d", &public_ip,
-                "--dport", ports, "-j", "DNAT", "--to-destination", &server_ip,
-            ]);
+            in_ns(
+                r,
+                &[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    &up_if,
+                    "-p",
+                    "tcp",
+                    "-d",
+                    &public_ip,
+                    "--dport",
+                    ports,
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    &server_ip,
+                ],
+            );
         }
-        in_ns(r, &[
-            "iptables", "-A", "FORWARD", "-i", &up_if, "-m", "conntrack", "!", "--ctstate", "DNAT,ESTABLISHED,RELATED",
-            "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset",
-        ]);
-        in_ns(r, &["iptables", "-A", "FORWARD", "-i", &up_if, "-m", "conntrack", "!", "--ctstate", "DNAT,ESTABLISHED,RELATED", "-j", "DROP"]);
+        in_ns(
+            r,
+            &[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                &up_if,
+                "-m",
+                "conntrack",
+                "!",
+                "--ctstate",
+                "DNAT,ESTABLISHED,RELATED",
+                "-p",
+                "tcp",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ],
+        );
+        in_ns(
+            r,
+            &[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                &up_if,
+                "-m",
+                "conntrack",
+                "!",
+                "--ctstate",
+                "DNAT,ESTABLISHED,RELATED",
+                "-j",
+                "DROP",
+            ],
+        );
         // Root namespace: the private network is behind the router, never the default route.
-        sh(&["ip", "route", "add", &format!("10.99.{n}.0/24"), "via", &public_ip]);
+        sh(&[
+            "ip",
+            "route",
+            "add",
+            &format!("10.99.{n}.0/24"),
+            "via",
+            &public_ip,
+        ]);
     }
 
     fn teardown(&self) {
@@ -115,7 +235,9 @@ impl NatLab {
         for ns in [&self.server_ns, &self.router_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.root_if]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root_if])
+            .output();
     }
 }
 

@@ -59,7 +59,10 @@ impl Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = SocketAddr::from((ip, super::free_port(ip.into())));
         let admin = SocketAddr::from((ip, super::free_port(ip.into())));
-        let mut nat = format!("      passive: {}\n      active: {}\n", spec.passive, spec.active);
+        let mut nat = format!(
+            "      passive: {}\n      active: {}\n",
+            spec.passive, spec.active
+        );
         if let Some(c) = &spec.client_address {
             nat.push_str(&format!("      client_address: {c}\n"));
         }
@@ -98,12 +101,19 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("fxprelay exited with {status}\nconfig:\n{yaml}\nlog:\n{}", self.log());
+                panic!(
+                    "fxprelay exited with {status}\nconfig:\n{yaml}\nlog:\n{}",
+                    self.log()
+                );
             }
             if let Ok((200, _)) = http_get(self.admin, "/healthz") {
                 return;
             }
-            assert!(Instant::now() < deadline, "fxprelay did not come up\nlog:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "fxprelay did not come up\nlog:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -173,7 +183,10 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let status = raw
@@ -181,6 +194,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

@@ -1,0 +1,8 @@
+//! Data connections the proxy owns itself (relay mode).
+//!
+//! - [`ports`]: the operator's port spec (`"21,80,50000-50100"`) and the pool that leases
+//!   ports from it, so every port the proxy listens on for data stays inside that spec.
+
+pub mod ports;
+
+pub use ports::{LeaseError, LeasedListener, PortLease, PortPool, PortSpec, PortSpecError};

@@ -1,0 +1,697 @@
+//! The operator's data port spec and the pool that leases ports from it.
+//!
+//! A [`PortSpec`] is a list of ports and inclusive ranges (`"21,80,50000-50100"`). A
+//! [`PortPool`] hands out ports from it at random, binds them with `SO_REUSEADDR`, skips
+//! ports another program holds, and takes each port back when its [`PortLease`] drops, so
+//! running out is a clean [`LeaseError::Exhausted`] and never a hang.
+
+use std::collections::HashSet;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpSocket};
+
+/// Gauge: data ports leased right now, over all pools.
+pub const DATA_PORTS_IN_USE: &str = "fxprelay_data_ports_in_use";
+/// Counter: leases refused because every port of the spec was taken.
+pub const DATA_PORT_EXHAUSTED_TOTAL: &str = "fxprelay_data_port_exhausted_total";
+
+/// Why a port spec was refused. Messages are for an operator editing the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PortSpecError {
+    #[error(
+        "the port list is empty; give ports and ranges such as \"50000-50100\" or \"21,80,50000-50100\""
+    )]
+    Empty,
+    #[error(
+        "the port list has an empty item (two commas in a row, or a comma at the start or end)"
+    )]
+    EmptyItem,
+    #[error(
+        "`{0}` is not a port or a port range; write a number from 1 to 65535 or a range such as 50000-50100"
+    )]
+    NotANumber(String),
+    #[error("`{0}` uses port 0, which is not a usable port; ports start at 1")]
+    PortZero(String),
+    #[error("`{0}` is above 65535, the highest TCP port")]
+    TooLarge(String),
+    #[error("the range `{item}` is reversed; write the low port first, as {low}-{high}")]
+    Reversed { item: String, low: u16, high: u16 },
+    #[error("`{first}` and `{second}` overlap; list each port only once")]
+    Overlap { first: String, second: String },
+}
+
+/// A non-empty set of TCP ports, parsed from `"21,80,50000-50100"`.
+///
+/// Stored as sorted, disjoint ranges with adjacent ones merged, so two specs covering the
+/// same ports compare equal and print the same canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    ranges: Vec<(u16, u16)>,
+    len: usize,
+}
+
+impl PortSpec {
+    /// Number of ports in the spec (at least 1).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a parsed spec holds at least one port.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.ranges
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&port))
+    }
+
+    /// Every port, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ranges.iter().flat_map(|&(low, high)| low..=high)
+    }
+}
+
+impl<'a> IntoIterator for &'a PortSpec {
+    type Item = u16;
+    type IntoIter = Box<dyn Iterator<Item = u16> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl FromStr for PortSpec {
+    type Err = PortSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err(PortSpecError::Empty);
+        }
+        // (low, high, position in the text, text) so overlap errors quote what was written,
+        // in the order it was written.
+        let mut items = Vec::new();
+        for (index, raw) in s.split(',').enumerate() {
+            let item = raw.trim();
+            if item.is_empty() {
+                return Err(PortSpecError::EmptyItem);
+            }
+            let (low, high) = match item.split_once('-') {
+                Some((low, high)) => (parse_port(low, item)?, parse_port(high, item)?),
+                None => {
+                    let port = parse_port(item, item)?;
+                    (port, port)
+                }
+            };
+            if low > high {
+                return Err(PortSpecError::Reversed {
+                    item: item.to_owned(),
+                    low: high,
+                    high: low,
+                });
+            }
+            items.push((low, high, index, item));
+        }
+        items.sort_unstable();
+
+        let mut ranges: Vec<(u16, u16)> = Vec::with_capacity(items.len());
+        // Sorted by start and overlap-free so far, so only the previous item can overlap.
+        for pair in items.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            if next.0 <= prev.1 {
+                let (first, second) = if prev.2 < next.2 {
+                    (prev, next)
+                } else {
+                    (next, prev)
+                };
+                return Err(PortSpecError::Overlap {
+                    first: first.3.to_owned(),
+                    second: second.3.to_owned(),
+                });
+            }
+        }
+        for &(low, high, _, _) in &items {
+            match ranges.last_mut() {
+                Some(last) if u32::from(last.1) + 1 == u32::from(low) => last.1 = high,
+                _ => ranges.push((low, high)),
+            }
+        }
+        let len = ranges
+            .iter()
+            .map(|&(low, high)| usize::from(high - low) + 1)
+            .sum();
+        Ok(PortSpec { ranges, len })
+    }
+}
+
+/// Digits only: `u16::from_str` would also accept `+80`, which no operator means.
+fn parse_port(text: &str, item: &str) -> Result<u16, PortSpecError> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PortSpecError::NotANumber(item.to_owned()));
+    }
+    match text.parse::<u16>() {
+        Ok(0) => Err(PortSpecError::PortZero(item.to_owned())),
+        Ok(port) => Ok(port),
+        Err(_) => Err(PortSpecError::TooLarge(item.to_owned())),
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(low, high)) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if low == high {
+                write!(f, "{low}")?;
+            } else {
+                write!(f, "{low}-{high}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// From a string, or from a bare number so YAML `ports: 2121` works without quotes.
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SpecVisitor;
+
+        impl Visitor<'_> for SpecVisitor {
+            type Value = PortSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port list such as \"21,80,50000-50100\"")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortSpec, E> {
+                v.parse().map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortSpec, E> {
+                self.visit_str(&v.to_string())
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortSpec, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+
+        deserializer.deserialize_any(SpecVisitor)
+    }
+}
+
+/// Why no data port could be leased.
+#[derive(Debug, Error)]
+pub enum LeaseError {
+    /// Every port of the spec is leased by this pool or held by another program.
+    #[error(
+        "no free data port on {ip} in the port list \"{spec}\": {leased} in use by this proxy, \
+         {busy} taken by other programs{}; widen the data port list (`data.ports`) or allow \
+         fewer concurrent transfers",
+        denied_note(.denied)
+    )]
+    Exhausted {
+        spec: String,
+        ip: IpAddr,
+        leased: usize,
+        busy: usize,
+        denied: usize,
+    },
+    /// A failure that is not about one port (e.g. `ip` is not an address of this host, or
+    /// the process is out of file descriptors), so trying other ports would not help.
+    #[error("could not open data port {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: io::Error },
+}
+
+fn denied_note(denied: &usize) -> String {
+    match denied {
+        0 => String::new(),
+        n => format!(", {n} refused by the system (ports below 1024 need CAP_NET_BIND_SERVICE)"),
+    }
+}
+
+/// Leases ports of one [`PortSpec`]. Cheap to clone; clones share the leases.
+#[derive(Clone)]
+pub struct PortPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spec: PortSpec,
+    leased: Mutex<HashSet<u16>>,
+}
+
+impl PortPool {
+    pub fn new(spec: &PortSpec) -> Self {
+        PortPool {
+            inner: Arc::new(Inner {
+                spec: spec.clone(),
+                leased: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    pub fn spec(&self) -> &PortSpec {
+        &self.inner.spec
+    }
+
+    /// Ports leased right now (including ones being bound at this instant).
+    pub fn in_use(&self) -> usize {
+        self.leased().len()
+    }
+
+    /// Leases a random free port and listens on `ip:port` (backlog 1).
+    ///
+    /// Synchronous, but must be called within a tokio runtime: the listener registers with
+    /// its reactor. Ports another program holds are skipped; [`LeaseError::Exhausted`]
+    /// comes only after every port of the spec was tried, and counts
+    /// [`DATA_PORT_EXHAUSTED_TOTAL`].
+    pub fn lease(&self, ip: IpAddr) -> Result<LeasedListener, LeaseError> {
+        let (listener, lease) = self.lease_with(ip, |addr| bound_socket(addr)?.listen(1))?;
+        Ok(LeasedListener { listener, lease })
+    }
+
+    /// Leases a random free port and returns a socket bound to `ip:port`, neither listening
+    /// nor connected, for callers that connect out from a port of the spec. Needs no runtime
+    /// until the socket is used. Keep the [`PortLease`] as long as the connection lives.
+    pub fn lease_socket(&self, ip: IpAddr) -> Result<(TcpSocket, PortLease), LeaseError> {
+        self.lease_with(ip, bound_socket)
+    }
+
+    /// Tries each port once, from a random starting point, until `bind` succeeds.
+    fn lease_with<T>(
+        &self,
+        ip: IpAddr,
+        mut bind: impl FnMut(SocketAddr) -> io::Result<T>,
+    ) -> Result<(T, PortLease), LeaseError> {
+        let spec = self.spec();
+        // Random, not lowest-free, so consecutive transfers do not get predictable ports
+        // that a third party could race the client to. Not security-critical: std's
+        // randomly keyed hasher is enough, no RNG crate needed.
+        let start = (RandomState::new().hash_one(0u8) % spec.len() as u64) as usize;
+        let (mut leased, mut busy, mut denied) = (0, 0, 0);
+        for port in spec.iter().skip(start).chain(spec.iter().take(start)) {
+            let Some(lease) = self.reserve(port) else {
+                leased += 1;
+                continue;
+            };
+            let addr = SocketAddr::new(ip, port);
+            match bind(addr) {
+                Ok(socket) => return Ok((socket, lease)),
+                // Port-specific: someone else owns it, or it is privileged. Try the next one;
+                // dropping `lease` hands the port back.
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => busy += 1,
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied += 1,
+                Err(cause) => return Err(LeaseError::Bind { addr, cause }),
+            }
+        }
+        metrics::counter!(DATA_PORT_EXHAUSTED_TOTAL).increment(1);
+        Err(LeaseError::Exhausted {
+            spec: spec.to_string(),
+            ip,
+            leased,
+            busy,
+            denied,
+        })
+    }
+
+    fn reserve(&self, port: u16) -> Option<PortLease> {
+        if !self.leased().insert(port) {
+            return None;
+        }
+        metrics::gauge!(DATA_PORTS_IN_USE).increment(1.0);
+        Some(PortLease {
+            port,
+            pool: self.clone(),
+        })
+    }
+
+    /// The set is valid after any panic (single insert/remove), so poisoning is ignored;
+    /// this also keeps `PortLease::drop` from panicking.
+    fn leased(&self) -> MutexGuard<'_, HashSet<u16>> {
+        self.inner
+            .leased
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for PortPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortPool")
+            .field("spec", &self.spec().to_string())
+            .field("in_use", &self.in_use())
+            .finish()
+    }
+}
+
+/// SO_REUSEADDR so a port whose last data connection is still in TIME_WAIT can be reused
+/// at once; a port another program listens on still fails with `AddrInUse`.
+fn bound_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// One leased port; dropping it returns the port to its pool.
+pub struct PortLease {
+    port: u16,
+    pool: PortPool,
+}
+
+impl PortLease {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        self.pool.leased().remove(&self.port);
+        metrics::gauge!(DATA_PORTS_IN_USE).decrement(1.0);
+    }
+}
+
+impl fmt::Debug for PortLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortLease")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+/// A listener on a leased port.
+///
+/// Typical relay use: accept the one data connection, then [`into_parts`](Self::into_parts)
+/// and drop the listener so nobody else can connect, but keep the [`PortLease`] until the
+/// transfer ends, so the port is not announced to another transfer while this one still
+/// uses it and [`DATA_PORTS_IN_USE`] counts transfers.
+#[derive(Debug)]
+pub struct LeasedListener {
+    listener: TcpListener,
+    lease: PortLease,
+}
+
+impl LeasedListener {
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    pub fn port(&self) -> u16 {
+        self.lease.port
+    }
+
+    pub fn into_parts(self) -> (TcpListener, PortLease) {
+        (self.listener, self.lease)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    fn spec(s: &str) -> PortSpec {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_good_specs() {
+        let s = spec(" 21 , 80 ,50000-50100 ");
+        assert_eq!(s.len(), 103);
+        assert_eq!(s.to_string(), "21,80,50000-50100");
+        assert!(s.contains(21) && s.contains(50000) && s.contains(50100));
+        assert!(!s.contains(22) && !s.contains(49999) && !s.contains(50101));
+        assert_eq!(s.iter().take(3).collect::<Vec<_>>(), [21, 80, 50000]);
+        assert_eq!((&s).into_iter().count(), 103);
+
+        // Canonical form: sorted, adjacent items merged, `a-a` and leading zeros dropped.
+        assert_eq!(spec("50101-50200,50000-50100").to_string(), "50000-50200");
+        assert_eq!(spec("7-7,5,6").to_string(), "5-7");
+        assert_eq!(spec("080,50000 - 50001").to_string(), "80,50000-50001");
+        assert_eq!(spec("1-65535").len(), 65535);
+        assert_eq!(spec("65535").to_string(), "65535");
+        assert_eq!(spec("21,80"), spec("80,21"));
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_readable_errors() {
+        let cases = [
+            ("", "port list is empty"),
+            ("  ", "port list is empty"),
+            ("21,,80", "empty item"),
+            ("21,", "empty item"),
+            (",21", "empty item"),
+            ("ftp", "`ftp` is not a port"),
+            ("+21", "`+21` is not a port"),
+            ("-5", "`-5` is not a port"),
+            ("1-2-3", "`1-2-3` is not a port"),
+            ("50000-", "`50000-` is not a port"),
+            ("0", "`0` uses port 0"),
+            ("0-10", "`0-10` uses port 0"),
+            ("65536", "`65536` is above 65535"),
+            ("1-99999999999999999999", "above 65535"),
+            (
+                "60000-50000",
+                "reversed; write the low port first, as 50000-60000",
+            ),
+            ("21,21", "`21` and `21` overlap"),
+            ("50000-50100,50050", "`50000-50100` and `50050` overlap"),
+            ("50050, 50000-50100", "`50050` and `50000-50100` overlap"),
+            ("10-20,1,15-30", "`10-20` and `15-30` overlap"),
+        ];
+        for (input, wanted) in cases {
+            let err = input.parse::<PortSpec>().unwrap_err().to_string();
+            assert!(err.contains(wanted), "{input:?}: got {err:?}");
+        }
+    }
+
+    #[test]
+    fn deserializes_from_string_or_number() {
+        let s: PortSpec = serde_json::from_str("\"21, 50000-50001\"").unwrap();
+        assert_eq!(s.to_string(), "21,50000-50001");
+        let s: PortSpec = serde_saphyr::from_str("2121").unwrap();
+        assert_eq!(s.to_string(), "2121");
+        let s: PortSpec = serde_saphyr::from_str("\"50000-50100\"").unwrap();
+        assert_eq!(s.len(), 101);
+        let err = serde_json::from_str::<PortSpec>("\"0\"").unwrap_err();
+        assert!(err.to_string().contains("port 0"), "{err}");
+        assert!(serde_json::from_str::<PortSpec>("-3").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in any::<String>()) {
+            let _ = s.parse::<PortSpec>();
+        }
+
+        #[test]
+        fn specish_strings_round_trip_when_valid(s in "[0-9 ,-]{0,30}") {
+            if let Ok(spec) = s.parse::<PortSpec>() {
+                prop_assert_eq!(spec.to_string().parse::<PortSpec>().unwrap(), spec);
+            }
+        }
+
+        #[test]
+        fn display_round_trips(raw in proptest::collection::vec((1u16.., 0u16..300), 1..20)) {
+            // Turn random (start, width) pairs into disjoint items, then write them
+            // back to front with stray spaces: order and spacing must not matter.
+            let mut raw = raw;
+            raw.sort_unstable();
+            let mut items = Vec::new();
+            let mut next_free = 1u32;
+            for (start, width) in raw {
+                let (low, high) = (u32::from(start), (u32::from(start) + u32::from(width)).min(65535));
+                if low >= next_free {
+                    items.push((low as u16, high as u16));
+                    next_free = high + 1;
+                }
+            }
+            let text = items
+                .iter()
+                .rev()
+                .map(|&(l, h)| if l == h { format!(" {l}") } else { format!("{l} - {h} ") })
+                .collect::<Vec<_>>()
+                .join(",");
+            let spec: PortSpec = text.parse().unwrap();
+            prop_assert!(spec.iter().eq(items.iter().flat_map(|&(l, h)| l..=h)));
+            prop_assert_eq!(spec.len(), spec.iter().count());
+            let again: PortSpec = spec.to_string().parse().unwrap();
+            prop_assert_eq!(again.to_string(), spec.to_string());
+            prop_assert_eq!(again, spec);
+        }
+    }
+
+    /// Each test uses its own loopback address (all of 127/8 is local on Linux), so tests
+    /// running in parallel never compete for ports.
+    fn test_ip(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(127, 0, n, 1))
+    }
+
+    /// `n` consecutive ports free on `ip` right now, below the ephemeral range.
+    fn free_spec(ip: IpAddr, n: u16) -> PortSpec {
+        for attempt in 0..100u64 {
+            let base = 20_000 + (RandomState::new().hash_one(attempt) % 10_000) as u16;
+            if (base..base + n).all(|p| std::net::TcpListener::bind((ip, p)).is_ok()) {
+                return format!("{base}-{}", base + n - 1).parse().unwrap();
+            }
+        }
+        panic!("no block of {n} free ports on {ip}");
+    }
+
+    #[tokio::test]
+    async fn leases_until_exhausted_and_recovers() {
+        let ip = test_ip(1);
+        let spec = free_spec(ip, 3);
+        let pool = PortPool::new(&spec);
+        let mut leases: Vec<_> = (0..3).map(|_| pool.lease(ip).unwrap()).collect();
+        let mut ports: Vec<_> = leases.iter().map(LeasedListener::port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, spec.iter().collect::<Vec<_>>());
+        assert_eq!(pool.in_use(), 3);
+
+        let err = pool.lease(ip).unwrap_err();
+        assert!(
+            matches!(err, LeaseError::Exhausted { leased: 3, .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("\"{spec}\"")), "{msg}");
+        assert!(msg.contains("3 in use by this proxy"), "{msg}");
+        assert_eq!(pool.in_use(), 3);
+
+        let freed = leases.pop().unwrap().port();
+        let again = pool.lease(ip).unwrap();
+        assert_eq!(again.port(), freed);
+
+        // The listener works: one connection, bytes through.
+        let mut client = TcpStream::connect((ip, again.port())).await.unwrap();
+        let (mut conn, _) = again.listener().accept().await.unwrap();
+        client.write_all(b"ok").await.unwrap();
+        let mut buf = [0; 2];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ok");
+
+        // The lease outlives the listener until the transfer ends.
+        let (listener, lease) = again.into_parts();
+        drop(listener);
+        assert_eq!(pool.in_use(), 3);
+        drop(lease);
+        drop(leases);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn skips_ports_held_by_other_programs() {
+        let ip = test_ip(2);
+        let spec = free_spec(ip, 3);
+        let middle = spec.iter().nth(1).unwrap();
+        // Another program: plain listener, no SO_REUSEADDR.
+        let other = TcpSocket::new_v4().unwrap();
+        other.bind(SocketAddr::new(ip, middle)).unwrap();
+        let _other = other.listen(1).unwrap();
+
+        let pool = PortPool::new(&spec);
+        let a = pool.lease(ip).unwrap();
+        let b = pool.lease(ip).unwrap();
+        assert!(a.port() != middle && b.port() != middle && a.port() != b.port());
+        let err = pool.lease(ip).unwrap_err();
+        assert!(
+            err.to_string().contains("1 taken by other programs"),
+            "{err}"
+        );
+        // The busy port was handed back after the failed bind.
+        assert_eq!(pool.in_use(), 2);
+    }
+
+    #[tokio::test]
+    async fn non_port_errors_are_not_exhaustion() {
+        // 192.0.2.1 (TEST-NET-1) is not an address of this host.
+        let pool = PortPool::new(&spec("50000-50010"));
+        let err = pool.lease("192.0.2.1".parse().unwrap()).unwrap_err();
+        assert!(matches!(err, LeaseError::Bind { .. }), "{err:?}");
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn leases_are_spread_over_the_range() {
+        let ip = test_ip(3);
+        let spec = free_spec(ip, 100);
+        let pool = PortPool::new(&spec);
+        let ports: HashSet<u16> = (0..100).map(|_| pool.lease(ip).unwrap().port()).collect();
+        assert!(ports.len() >= 20, "only {} distinct ports", ports.len());
+    }
+
+    #[test]
+    fn lease_socket_is_bound_to_the_leased_port() {
+        let ip = test_ip(4);
+        let pool = PortPool::new(&free_spec(ip, 2));
+        let (socket, lease) = pool.lease_socket(ip).unwrap();
+        assert_eq!(
+            socket.local_addr().unwrap(),
+            SocketAddr::new(ip, lease.port())
+        );
+        assert!(pool.spec().contains(lease.port()));
+        drop(lease);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn leases_on_ipv6_when_available() {
+        let ip: IpAddr = "::1".parse().unwrap();
+        if std::net::TcpListener::bind((ip, 0)).is_err() {
+            return; // no IPv6 loopback here
+        }
+        let lease = PortPool::new(&free_spec(ip, 2)).lease(ip).unwrap();
+        assert!(lease.listener().local_addr().unwrap().is_ipv6());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_leases_never_share_a_port() {
+        let ip = test_ip(5);
+        let pool = PortPool::new(&free_spec(ip, 16));
+        let barrier = Arc::new(tokio::sync::Barrier::new(32));
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (pool, barrier) = (pool.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    pool.lease(ip)
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        let mut exhausted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(lease) => held.push(lease),
+                Err(LeaseError::Exhausted { .. }) => exhausted += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let distinct: HashSet<u16> = held.iter().map(LeasedListener::port).collect();
+        assert_eq!((held.len(), distinct.len(), exhausted), (16, 16, 16));
+        drop(held);
+        assert_eq!(pool.in_use(), 0);
+    }
+}

@@ -1,0 +1,332 @@
+//! Real FTP clients (curl, lftp, Python ftplib) run as child processes with a hard
+//! timeout, configured so that the address in a `227` reply matters (modern clients
+//! quietly ignore it otherwise).
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Hard limit for one client run (the clients' own limits are shorter).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// curl `--connect-timeout`, lftp `net:timeout`, ftplib socket timeout, in seconds.
+pub const CONNECT_TIMEOUT_S: u32 = 5;
+/// curl `--max-time`, in seconds.
+pub const MAX_TIME_S: u32 = 45;
+
+/// What a client run produced.
+#[derive(Debug)]
+pub struct ClientResult {
+    /// The command line, for messages.
+    pub command: String,
+    /// `None` when it was killed on timeout.
+    pub status: Option<ExitStatus>,
+    /// stdout, lossily decoded; see `stdout_bytes` for the exact bytes.
+    pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
+    pub stderr: String,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+impl ClientResult {
+    /// Exited by itself with status 0.
+    pub fn ok(&self) -> bool {
+        !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    /// The exit code, if it exited by itself.
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+}
+
+impl fmt::Display for ClientResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.timed_out {
+            "TIMED OUT (killed)".to_string()
+        } else {
+            match self.status {
+                Some(s) => s.to_string(),
+                None => "no status".to_string(),
+            }
+        };
+        write!(
+            f,
+            "`{}` -> {how} after {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.command,
+            self.elapsed,
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
+    }
+}
+
+/// Runs `cmd` in its own process group, killing the group if it outlives `timeout`.
+pub fn run(mut cmd: Command, timeout: Duration) -> ClientResult {
+    let command = describe(&cmd);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{command}`: {e}"));
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    let (status, timed_out) = wait_deadline(&mut child, start + timeout);
+    let stdout_bytes = out.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+    ClientResult {
+        command,
+        status,
+        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+        stdout_bytes,
+        stderr,
+        timed_out,
+        elapsed: start.elapsed(),
+    }
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+fn wait_deadline(child: &mut Child, deadline: Instant) -> (Option<ExitStatus>, bool) {
+    let mut nap = Duration::from_millis(1);
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return (Some(s), false);
+        }
+        if Instant::now() >= deadline {
+            let pgid = child.id() as libc::pid_t;
+            // SAFETY: kill(2) on the process group this module created, still unreaped.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = child.wait();
+            return (None, true);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(10));
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let s = a.to_string_lossy();
+            if s.contains([' ', ';', '"']) {
+                format!("'{s}'")
+            } else {
+                s.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// ---------------------------------------------------------------------------------------
+// curl
+
+/// How curl opens data connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode<'a> {
+    /// `PASV`, connecting to the control connection's address and ignoring the one in
+    /// `227` (curl's default `--ftp-skip-pasv-ip`, forced to `PASV` with `--disable-epsv`).
+    Passive,
+    /// `PASV`, connecting to the address in `227` (`--no-ftp-skip-pasv-ip --disable-epsv`).
+    PassiveTrusting,
+    /// `PORT` naming this address (`-P ADDR --disable-eprt`).
+    Active(&'a str),
+}
+
+impl Mode<'_> {
+    pub fn curl_args(&self) -> Vec<OsString> {
+        let v: Vec<&str> = match self {
+            Mode::Passive => vec!["--ftp-pasv", "--ftp-skip-pasv-ip", "--disable-epsv"],
+            Mode::PassiveTrusting => vec!["--ftp-pasv", "--no-ftp-skip-pasv-ip", "--disable-epsv"],
+            Mode::Active(a) => vec!["-P", a, "--disable-eprt"],
+        };
+        v.into_iter().map(OsString::from).collect()
+    }
+}
+
+/// `ftp://user:pass@addr/path` (`path` without a leading slash; `""` is the root).
+pub fn ftp_url(user: &str, pass: &str, addr: SocketAddr, path: &str) -> String {
+    format!("ftp://{}:{}@{addr}/{path}", encode(user), encode(pass))
+}
+
+/// Percent-encodes what curl would take as URL syntax in the user part.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs curl on `url` with the mode's flags, `-sS`, connect/max-time limits, and `extra`.
+pub fn curl<I, S>(url: &str, mode: &Mode, extra: I) -> ClientResult
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--connect-timeout"])
+        .arg(CONNECT_TIMEOUT_S.to_string())
+        .arg("--max-time")
+        .arg(MAX_TIME_S.to_string())
+        .args(mode.curl_args())
+        .args(extra)
+        .arg(url);
+    run(cmd, CLIENT_TIMEOUT)
+}
+
+/// Names in a directory (`NLST`, `--list-only`); the URL should end with `/`.
+pub fn curl_list(url: &str, mode: &Mode) -> ClientResult {
+    curl(url, mode, ["--list-only"])
+}
+
+/// A full `LIST` of a directory; the URL should end with `/`.
+pub fn curl_list_long(url: &str, mode: &Mode) -> ClientResult {
+    curl(url, mode, std::iter::empty::<&str>())
+}
+
+/// `RETR` into `local`.
+pub fn curl_download(url: &str, local: &Path, mode: &Mode) -> ClientResult {
+    curl(url, mode, [OsStr::new("-o"), local.as_os_str()])
+}
+
+/// `STOR` from `local`.
+pub fn curl_upload(url: &str, local: &Path, mode: &Mode) -> ClientResult {
+    curl(url, mode, [OsStr::new("-T"), local.as_os_str()])
+}
+
+// ---------------------------------------------------------------------------------------
+// lftp
+
+/// Runs an lftp script (`;`-separated commands, e.g. `ls; get big.bin -o /tmp/x; put
+/// /tmp/y -o y`) after logging in at `addr`. `passive` picks `PASV` (trusting the `227`
+/// address: `ftp:fix-pasv-address false`) or `PORT`. Fails at the first failing command.
+///
+/// Trap: lftp 4.9 counts every 127.0.0.0/8 address but 127.0.0.1 as "reserved" and
+/// replaces such a `227` address with the control connection's address whatever the
+/// settings say. So lftp never connects to `127.0.0.99` (or to any 127.x.y.z other than
+/// 127.0.0.1) from a `227`; it does trust 127.0.0.1 and non-loopback addresses (e.g.
+/// the private address behind the netns NAT).
+pub fn lftp(addr: SocketAddr, user: &str, pass: &str, passive: bool, script: &str) -> ClientResult {
+    let full = format!(
+        "set cmd:fail-exit yes; set cmd:interactive false; \
+         set ftp:ssl-allow no; set ftp:fix-pasv-address false; set ftp:prefer-epsv false; \
+         set ftp:passive-mode {}; \
+         set net:max-retries 1; set net:persist-retries 0; set net:timeout {CONNECT_TIMEOUT_S}; \
+         set net:reconnect-interval-base 1; set xfer:clobber on; \
+         open -u {},{} -p {} {}; {script}",
+        if passive { "on" } else { "off" },
+        lftp_quote(user),
+        lftp_quote(pass),
+        addr.port(),
+        addr.ip()
+    );
+    let mut cmd = Command::new("lftp");
+    cmd.arg("-c").arg(full);
+    run(cmd, CLIENT_TIMEOUT)
+}
+
+fn lftp_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Python ftplib
+
+/// One operation of `tests/peers/ftplib_client.py`.
+#[derive(Debug, Clone, Copy)]
+pub enum FtplibOp<'a> {
+    /// `LIST`, printed to stdout.
+    List,
+    /// `NLST`, one name a line to stdout.
+    Nlst,
+    /// `RETR remote` into the local file.
+    Get(&'a str, &'a Path),
+    /// `STOR remote` from the local file.
+    Put(&'a Path, &'a str),
+}
+
+/// Runs Python's ftplib (with `trust_server_pasv_ipv4_address = True`) against `addr`:
+/// logs in, then the operations in order; passive (`PASV`) or active (`PORT`).
+pub fn ftplib_ops(
+    addr: SocketAddr,
+    user: &str,
+    pass: &str,
+    passive: bool,
+    ops: &[FtplibOp],
+) -> ClientResult {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ftplib_client.py");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(script)
+        .args(["--host", &addr.ip().to_string()])
+        .args(["--port", &addr.port().to_string()])
+        .args(["--user", user, "--password", pass])
+        .args(["--timeout", &CONNECT_TIMEOUT_S.to_string()])
+        .arg(if passive { "--passive" } else { "--active" });
+    for op in ops {
+        match op {
+            FtplibOp::List => {
+                cmd.arg("--list");
+            }
+            FtplibOp::Nlst => {
+                cmd.arg("--nlst");
+            }
+            FtplibOp::Get(remote, local) => {
+                cmd.arg("--get").arg(remote).arg(local);
+            }
+            FtplibOp::Put(local, remote) => {
+                cmd.arg("--put").arg(local).arg(remote);
+            }
+        }
+    }
+    run(cmd, CLIENT_TIMEOUT)
+}
+
+/// ftplib: download `remote_get` to `local_get`, then upload `local_put` as `remote_put`.
+#[allow(clippy::too_many_arguments)]
+pub fn ftplib(
+    addr: SocketAddr,
+    user: &str,
+    pass: &str,
+    passive: bool,
+    remote_get: &str,
+    local_get: &Path,
+    local_put: &Path,
+    remote_put: &str,
+) -> ClientResult {
+    ftplib_ops(
+        addr,
+        user,
+        pass,
+        passive,
+        &[
+            FtplibOp::Get(remote_get, local_get),
+            FtplibOp::Put(local_put, remote_put),
+        ],
+    )
+}

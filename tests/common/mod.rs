@@ -1,0 +1,51 @@
+//! Shared helpers of the integration tests. Each test binary uses a subset.
+#![allow(dead_code)]
+
+pub mod clients;
+pub mod netns;
+pub mod peers;
+pub mod proxy;
+
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A random loopback address `127.a.b.c` (a in 10..=250, so never `127.0.0.x`; c never 0
+/// or 255), never the same twice in this process: parallel tests never share an address,
+/// and a server's foreign-address checks see distinct peers.
+pub fn unique_loopback_ip() -> Ipv4Addr {
+    static USED: Mutex<Option<HashSet<Ipv4Addr>>> = Mutex::new(None);
+    let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+    let used = used.get_or_insert_with(HashSet::new);
+    loop {
+        let r = random_u64();
+        let a = 10 + (r % 241) as u8;
+        let b = (r >> 16) as u8;
+        let c = 1 + ((r >> 24) % 254) as u8;
+        let ip = Ipv4Addr::new(127, a, b, c);
+        if used.insert(ip) {
+            return ip;
+        }
+    }
+}
+
+/// A TCP port that is free on `ip` right now (bound to port 0 and released).
+pub fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
+        .port()
+}
+
+/// 64 random bits (std's per-process random hash keys, a counter and the clock).
+pub fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    std::collections::hash_map::RandomState::new().hash_one((n, t, std::process::id()))
+}
