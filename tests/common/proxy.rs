@@ -135,17 +135,28 @@ impl Proxy {
         metric_sum(&self.metrics(), name, labels)
     }
 
-    /// Sends SIGTERM and waits for exit, returning whether it exited by itself in time.
-    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `within` for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
+        loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        None
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait_exit(within)
     }
 }
 

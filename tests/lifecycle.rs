@@ -1,0 +1,186 @@
+//! The proxy binary's life as an operator sees it, against real servers: graceful
+//! shutdown on SIGTERM, `421` for an unreachable upstream, secrets kept out of the logs,
+//! hostile clients answered without disturbing others, and non-UTF-8 paths relayed
+//! byte for byte.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::clients::{self, Mode};
+use common::peers::{self, FtpServer, ServerKind, ServerOptions};
+use common::proxy::{ListenerSpec, Proxy, http_get};
+use common::unique_loopback_ip;
+
+/// A raw control connection, for what no FTP client does on purpose.
+struct Raw {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).expect("connect to proxy");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Raw {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    fn send(&mut self, line: &[u8]) {
+        self.w.write_all(line).expect("send");
+    }
+
+    /// One reply line (multi-line replies are not expected here).
+    fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        self.r.read_until(b'\n', &mut buf).expect("read reply");
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    fn closed(&mut self) -> bool {
+        let mut buf = Vec::new();
+        matches!(self.r.read_until(b'\n', &mut buf), Ok(0))
+    }
+}
+
+/// Polls `cond` until it holds, failing after a few seconds.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn vsftpd() -> FtpServer {
+    FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()))
+}
+
+#[test]
+fn sigterm_drains_open_sessions_then_exits() {
+    let server = vsftpd();
+    let mut proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(server.addr),
+        "limits:\n  shutdown_grace: 1s\n",
+    );
+    let mut c = Raw::connect(proxy.addr);
+    assert!(c.line().starts_with("220"));
+
+    unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) };
+    // Draining: /healthz says so and new clients are not accepted ...
+    wait_for("healthz to report draining", || {
+        http_get(proxy.admin, "/healthz")
+            .is_ok_and(|(status, body)| status == 503 && body.trim() == "draining")
+    });
+    wait_for("the listener to close", || {
+        TcpStream::connect(proxy.addr).is_err()
+    });
+    // ... while the open session is still served ...
+    c.send(b"USER fxptest\r\n");
+    assert!(
+        c.line().starts_with("331"),
+        "open session should work while draining"
+    );
+    // ... and when it ends the session is told and closed, and the process exits cleanly.
+    assert!(c.line().starts_with("421"));
+    assert!(c.closed());
+    let status = proxy
+        .wait_exit(Duration::from_secs(10))
+        .expect("proxy exits after the grace period");
+    assert!(status.success(), "{status}\n{}", proxy.log());
+}
+
+#[test]
+fn unreachable_upstream_gets_421_and_is_counted() {
+    // Nothing listens on this address and port.
+    let dead = SocketAddr::from((unique_loopback_ip(), 21));
+    let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(dead));
+    let mut c = Raw::connect(proxy.addr);
+    assert!(c.line().starts_with("421"));
+    assert!(c.closed());
+    assert_eq!(
+        proxy.metric("fxprelay_upstream_errors_total", &[("reason", "refused")]),
+        1.0
+    );
+    assert_eq!(proxy.metric("fxprelay_sessions_active", &[]), 0.0);
+}
+
+#[test]
+fn pass_argument_never_reaches_the_log() {
+    let server = vsftpd();
+    let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(server.addr));
+    let secret = "s3cr3t-do-not-log-7731";
+    let url = format!("ftp://{}:{}@{}/", peers::USER, secret, proxy.addr);
+    let r = clients::curl_list(&url, &Mode::PassiveTrusting);
+    assert!(!r.ok(), "login with a wrong password should fail");
+    // The proxy runs at debug level, where it logs every command.
+    let log = proxy.log();
+    assert!(
+        log.contains("PASS"),
+        "commands should be logged at debug:\n{log}"
+    );
+    assert!(
+        !log.contains(secret),
+        "password leaked into the log:\n{log}"
+    );
+}
+
+#[test]
+fn hostile_client_gets_errors_and_others_keep_working() {
+    let server = vsftpd();
+    let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(server.addr));
+    let mut bad = Raw::connect(proxy.addr);
+    assert!(bad.line().starts_with("220"));
+    bad.send(b"\x16\x03\x01\x02\x00garbage that is not FTP\r\n");
+    assert!(bad.line().starts_with("500"));
+    bad.send(b"PORT 300,1,1,1,4,1\r\n");
+    assert!(bad.line().starts_with("501"));
+    bad.send(&vec![b'X'; 100_000]);
+    assert!(bad.line().starts_with("500"));
+    assert!(bad.closed());
+
+    let r = clients::curl_list(
+        &clients::ftp_url(server.user, server.pass, proxy.addr, ""),
+        &Mode::PassiveTrusting,
+    );
+    assert!(r.ok(), "a normal client after the hostile one: {r}");
+    for reason in ["bad_command", "bad_port", "line_too_long"] {
+        assert_eq!(
+            proxy.metric("fxprelay_rejected_total", &[("reason", reason)]),
+            1.0,
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn latin1_path_is_relayed_byte_for_byte() {
+    let server = vsftpd();
+    let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(server.addr));
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("latin1");
+    // curl sends the percent-decoded bytes: RETR caf\xe9.txt
+    let url = clients::ftp_url(server.user, server.pass, proxy.addr, "caf%E9.txt");
+    let r = clients::curl_download(&url, &got, &Mode::PassiveTrusting);
+    assert!(r.ok(), "{r}\n{}", proxy.log());
+    assert_eq!(std::fs::read(&got).unwrap(), peers::LATIN1);
+    let listing = clients::curl_list(
+        &clients::ftp_url(server.user, server.pass, proxy.addr, ""),
+        &Mode::PassiveTrusting,
+    );
+    assert!(
+        listing
+            .stdout_bytes
+            .windows(peers::LATIN1_NAME.len())
+            .any(|w| w == peers::LATIN1_NAME),
+        "{listing}"
+    );
+}
