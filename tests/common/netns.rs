@@ -27,7 +27,14 @@ pub struct NatLab {
     root_if: String,
 }
 
-fn sh(args: &[&str]) {
+/// Runs a command given as one whitespace-separated string (no argument here contains a
+/// space), inside namespace `ns` when given.
+fn sh(ns: Option<&str>, cmd: &str) {
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["ip", "netns", "exec", ns]);
+    }
+    args.extend(cmd.split_whitespace());
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -37,12 +44,6 @@ fn sh(args: &[&str]) {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn in_ns(ns: &str, args: &[&str]) {
-    let mut full = vec!["ip", "netns", "exec", ns];
-    full.extend_from_slice(args);
-    sh(&full);
 }
 
 impl NatLab {
@@ -66,168 +67,68 @@ impl NatLab {
     }
 
     fn build(&self, n: u8, tag: &str) {
-        let (r, s) = (self.router_ns.as_str(), self.server_ns.as_str());
-        let up_if = format!("fxu{tag}");
-        let priv_r = format!("fxp{tag}");
-        let priv_s = format!("fxs{tag}");
-        let public_ip = self.public_ip.to_string();
-        let server_ip = self.server_ip.to_string();
-        sh(&["ip", "netns", "add", r]);
-        sh(&["ip", "netns", "add", s]);
+        let (r, s) = (Some(self.router_ns.as_str()), Some(self.server_ns.as_str()));
+        let (root_if, up_if, priv_r, priv_s) = (
+            &self.root_if,
+            format!("fxu{tag}"),
+            format!("fxp{tag}"),
+            format!("fxs{tag}"),
+        );
+        let (public_ip, server_ip) = (self.public_ip, self.server_ip);
+        let (first, last) = PASV_PORTS;
+        sh(None, &format!("ip netns add {}", self.router_ns));
+        sh(None, &format!("ip netns add {}", self.server_ns));
         // root <-> router
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            &self.root_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &up_if,
-        ]);
-        sh(&["ip", "link", "set", &up_if, "netns", r]);
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("198.18.{n}.1/24"),
-            "dev",
-            &self.root_if,
-        ]);
-        sh(&["ip", "link", "set", &self.root_if, "up"]);
-        in_ns(
-            r,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{public_ip}/24"),
-                "dev",
-                &up_if,
-            ],
+        sh(
+            None,
+            &format!("ip link add {root_if} type veth peer name {up_if}"),
         );
-        in_ns(r, &["ip", "link", "set", &up_if, "up"]);
-        in_ns(r, &["ip", "link", "set", "lo", "up"]);
+        sh(
+            None,
+            &format!("ip link set {up_if} netns {}", self.router_ns),
+        );
+        sh(None, &format!("ip addr add 198.18.{n}.1/24 dev {root_if}"));
+        sh(None, &format!("ip link set {root_if} up"));
+        sh(r, &format!("ip addr add {public_ip}/24 dev {up_if}"));
+        sh(r, &format!("ip link set {up_if} up"));
+        sh(r, "ip link set lo up");
         // router <-> server
-        in_ns(
+        sh(
             r,
-            &[
-                "ip", "link", "add", &priv_r, "type", "veth", "peer", "name", &priv_s,
-            ],
+            &format!("ip link add {priv_r} type veth peer name {priv_s}"),
         );
-        in_ns(r, &["ip", "link", "set", &priv_s, "netns", s]);
-        in_ns(
-            r,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("10.99.{n}.1/24"),
-                "dev",
-                &priv_r,
-            ],
-        );
-        in_ns(r, &["ip", "link", "set", &priv_r, "up"]);
-        in_ns(
-            s,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{server_ip}/24"),
-                "dev",
-                &priv_s,
-            ],
-        );
-        in_ns(s, &["ip", "link", "set", &priv_s, "up"]);
-        in_ns(s, &["ip", "link", "set", "lo", "up"]);
-        in_ns(
-            s,
-            &[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.99.{n}.1"),
-            ],
-        );
+        sh(r, &format!("ip link set {priv_s} netns {}", self.server_ns));
+        sh(r, &format!("ip addr add 10.99.{n}.1/24 dev {priv_r}"));
+        sh(r, &format!("ip link set {priv_r} up"));
+        sh(s, &format!("ip addr add {server_ip}/24 dev {priv_s}"));
+        sh(s, &format!("ip link set {priv_s} up"));
+        sh(s, "ip link set lo up");
+        sh(s, &format!("ip route add default via 10.99.{n}.1"));
         // The router NATs: the server's control port and passive range are published on
-        // the public address; nothing else from outside gets through.
-        in_ns(r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        let range = format!("{}:{}", PASV_PORTS.0, PASV_PORTS.1);
-        for ports in ["21", range.as_str()] {
-            in_ns(
+        // the public address; anything else from outside is refused at once (a reset, so a
+        // client trusting the private address fails fast instead of timing out).
+        sh(r, "sysctl -qw net.ipv4.ip_forward=1");
+        for ports in ["21".to_string(), format!("{first}:{last}")] {
+            sh(
                 r,
-                &[
-                    "iptables",
-                    "-t",
-                    "nat",
-                    "-A",
-                    "PREROUTING",
-                    "-i",
-                    &up_if,
-                    "-p",
-                    "tcp",
-                    "-d",
-                    &public_ip,
-                    "--dport",
-                    ports,
-                    "-j",
-                    "DNAT",
-                    "--to-destination",
-                    &server_ip,
-                ],
+                &format!(
+                    "iptables -t nat -A PREROUTING -i {up_if} -p tcp -d {public_ip} --dport {ports} -j DNAT --to-destination {server_ip}"
+                ),
             );
         }
-        in_ns(
-            r,
-            &[
-                "iptables",
-                "-A",
-                "FORWARD",
-                "-i",
-                &up_if,
-                "-m",
-                "conntrack",
-                "!",
-                "--ctstate",
-                "DNAT,ESTABLISHED,RELATED",
-                "-p",
-                "tcp",
-                "-j",
-                "REJECT",
-                "--reject-with",
-                "tcp-reset",
-            ],
+        let not_published = format!(
+            "iptables -A FORWARD -i {up_if} -m conntrack ! --ctstate DNAT,ESTABLISHED,RELATED"
         );
-        in_ns(
+        sh(
             r,
-            &[
-                "iptables",
-                "-A",
-                "FORWARD",
-                "-i",
-                &up_if,
-                "-m",
-                "conntrack",
-                "!",
-                "--ctstate",
-                "DNAT,ESTABLISHED,RELATED",
-                "-j",
-                "DROP",
-            ],
+            &format!("{not_published} -p tcp -j REJECT --reject-with tcp-reset"),
         );
+        sh(r, &format!("{not_published} -j DROP"));
         // Root namespace: the private network is behind the router, never the default route.
-        sh(&[
-            "ip",
-            "route",
-            "add",
-            &format!("10.99.{n}.0/24"),
-            "via",
-            &public_ip,
-        ]);
+        sh(
+            None,
+            &format!("ip route add 10.99.{n}.0/24 via {public_ip}"),
+        );
     }
 
     fn teardown(&self) {
