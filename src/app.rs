@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::data::PortPool;
 use crate::server::{self, Shutdown};
 use crate::session::ListenerCtx;
 
@@ -42,15 +43,18 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
     let admin = TcpListener::bind(config.admin_bind)
         .await
         .with_context(|| format!("cannot bind admin.bind {}", config.admin_bind))?;
+    let ports = PortPool::new(&config.data.ports);
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let socket = TcpListener::bind(l.bind)
             .await
             .with_context(|| format!("cannot bind listener `{}` to {}", l.name, l.bind))?;
-        let ctx = ListenerCtx {
-            cfg: l.clone(),
-            limits: config.limits.clone(),
-        };
+        let ctx = ListenerCtx::new(
+            l.clone(),
+            config.limits.clone(),
+            &config.data,
+            ports.clone(),
+        );
         listeners.push((socket, Arc::new(ctx)));
     }
     Ok(Bound {

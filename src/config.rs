@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::{Location, Spanned};
 
+use crate::data::PortSpec;
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
 
 /// Default address of the admin listener (`/metrics`, `/healthz`).
@@ -52,7 +53,38 @@ struct FileConfig {
     admin: FileAdmin,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    data: DataConfig,
     listeners: Spanned<Vec<FileListener>>,
+}
+
+/// The top-level `data:` block: where relay-mode data connections live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Every port the proxy listens on for data comes from this list.
+    #[serde(default = "default_data_ports")]
+    pub ports: PortSpec,
+    /// Local address for data listeners; default: the local address of the control
+    /// connection the data belongs to.
+    #[serde(default)]
+    pub bind: Option<IpAddr>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            ports: default_data_ports(),
+            bind: None,
+        }
+    }
+}
+
+/// Default data port range: 1000 ports above the usual ephemeral-port-free zone.
+pub const DEFAULT_DATA_PORTS: &str = "50000-50999";
+
+fn default_data_ports() -> PortSpec {
+    DEFAULT_DATA_PORTS.parse().expect("valid default")
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +132,12 @@ struct FileListener {
     upstream: HostPort,
     #[serde(default)]
     data: DataMode,
+    #[serde(default)]
+    public_address: Option<HostName>,
+    #[serde(default)]
+    upstream_data: UpstreamData,
+    #[serde(default)]
+    allow_foreign_port: Vec<IpNet>,
     #[serde(default)]
     nat: FileNat,
     #[serde(default)]
@@ -161,13 +199,29 @@ pub enum Mode {
     Reverse,
 }
 
-/// How data connections travel. Only `passthrough` exists so far.
+/// How data connections travel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataMode {
-    /// Client and server connect to each other directly; the proxy only fixes addresses.
+    /// The proxy terminates data connections on both sides and copies the bytes: works
+    /// with every server, whatever it thinks of foreign addresses.
     #[default]
+    Relay,
+    /// Client and server connect to each other directly; the proxy only fixes addresses.
     Passthrough,
+}
+
+/// How a relaying proxy opens data connections to the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamData {
+    /// `PASV` (`EPSV` for an IPv6 upstream), then connect.
+    Passive,
+    /// Listen on a leased port and send `PORT` (`EPRT` for IPv6).
+    Active,
+    /// Passive; after a `5xx` to it, active, remembered for this upstream.
+    #[default]
+    Auto,
 }
 
 /// `host:port`, where host is an IP literal (`[v6]` in brackets) or a DNS name that is
@@ -281,6 +335,9 @@ pub struct Limits {
     /// Largest reply (all lines of a multi-line reply) accepted from an upstream.
     #[serde(deserialize_with = "de_positive")]
     pub max_reply_bytes: usize,
+    /// How long a relay data listener waits for its one expected connection.
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub data_accept_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -291,6 +348,7 @@ impl Default for Limits {
             max_sessions: 1024,
             max_line_length: 4096,
             max_reply_bytes: 256 * 1024,
+            data_accept_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -303,6 +361,13 @@ pub struct ListenerConfig {
     pub mode: Mode,
     pub upstream: HostPort,
     pub data: DataMode,
+    /// Address announced to clients in relay-mode passive replies; default: the local
+    /// address of the client's control connection.
+    pub public_address: Option<HostName>,
+    pub upstream_data: UpstreamData,
+    /// Addresses a client's `PORT`/`EPRT`/`LPRT` may name besides its own (and where
+    /// ports below 1024 are allowed): the bounce-attack exceptions.
+    pub allow_foreign_port: Vec<IpNet>,
     pub nat: NatPolicy,
 }
 
@@ -311,6 +376,7 @@ pub struct ListenerConfig {
 pub struct Config {
     pub admin_bind: SocketAddr,
     pub limits: Limits,
+    pub data: DataConfig,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -389,6 +455,9 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             mode: l.mode,
             upstream: l.upstream,
             data: l.data,
+            public_address: l.public_address,
+            upstream_data: l.upstream_data,
+            allow_foreign_port: l.allow_foreign_port,
             nat: NatPolicy {
                 passive: l.nat.passive,
                 active: l.nat.active,
@@ -400,6 +469,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         admin_bind,
         limits,
+        data: file.data,
         listeners,
     })
 }
@@ -470,7 +540,8 @@ listeners:
         .unwrap();
         assert_eq!(c.admin_bind.to_string(), DEFAULT_ADMIN_BIND);
         assert_eq!(c.listeners[0].nat.passive, NatMode::Auto);
-        assert_eq!(c.listeners[0].data, DataMode::Passthrough);
+        assert_eq!(c.listeners[0].data, DataMode::Relay);
+        assert_eq!(c.data.ports.to_string(), DEFAULT_DATA_PORTS);
         assert_eq!(c.limits.max_sessions, 1024);
     }
 

@@ -20,6 +20,11 @@ pub const REWRITES_TOTAL: &str = "fxprelay_rewrites_total";
 pub const UPSTREAM_CONNECT_SECONDS: &str = "fxprelay_upstream_connect_seconds";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "fxprelay_upstream_errors_total";
 pub const REJECTED_TOTAL: &str = "fxprelay_rejected_total";
+pub const DATA_PORTS_IN_USE: &str = "fxprelay_data_ports_in_use";
+pub const DATA_PORT_EXHAUSTED_TOTAL: &str = "fxprelay_data_port_exhausted_total";
+pub const DATA_CONNECTIONS_TOTAL: &str = "fxprelay_data_connections_total";
+pub const DATA_BYTES_TOTAL: &str = "fxprelay_data_bytes_total";
+pub const DATA_TRANSFERS_TOTAL: &str = "fxprelay_data_transfers_total";
 
 /// Connect latency on a LAN is sub-millisecond; across the internet tens to hundreds of
 /// milliseconds; the last buckets catch timeouts.
@@ -76,6 +81,27 @@ fn describe() {
         UPSTREAM_ERRORS_TOTAL,
         "Failed upstream connections, by reason."
     );
+    describe_gauge!(
+        DATA_PORTS_IN_USE,
+        "Relay data ports leased now (listening or carrying a transfer)."
+    );
+    describe_counter!(
+        DATA_PORT_EXHAUSTED_TOTAL,
+        "Data port leases refused because the data port list was used up."
+    );
+    describe_counter!(
+        DATA_CONNECTIONS_TOTAL,
+        "Relay data connections established, by side (client, upstream)."
+    );
+    describe_counter!(
+        DATA_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes relayed on data connections, by direction (upload: client to server, download: server to client)."
+    );
+    describe_counter!(
+        DATA_TRANSFERS_TOTAL,
+        "Relayed transfers, by result (ok, failed, aborted)."
+    );
     describe_counter!(
         REJECTED_TOTAL,
         "Client connections, commands or upstream replies refused by the proxy, by reason."
@@ -126,4 +152,20 @@ pub fn upstream_error(listener: &str, reason: &'static str) {
 
 pub fn rejected(listener: &str, reason: &'static str) {
     counter!(REJECTED_TOTAL, "listener" => listener.to_owned(), "reason" => reason).increment(1);
+}
+
+pub fn data_connection(listener: &str, side: &'static str) {
+    counter!(DATA_CONNECTIONS_TOTAL, "listener" => listener.to_owned(), "side" => side)
+        .increment(1);
+}
+
+pub fn data_bytes(listener: &str, upload: u64, download: u64) {
+    let l = listener.to_owned();
+    counter!(DATA_BYTES_TOTAL, "listener" => l.clone(), "direction" => "upload").increment(upload);
+    counter!(DATA_BYTES_TOTAL, "listener" => l, "direction" => "download").increment(download);
+}
+
+pub fn data_transfer(listener: &str, result: &'static str) {
+    counter!(DATA_TRANSFERS_TOTAL, "listener" => listener.to_owned(), "result" => result)
+        .increment(1);
 }

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fxprelay::config::{Config, DataMode, HostName, HostPort, Limits, ListenerConfig, Mode};
+use fxprelay::config::{
+    Config, DataConfig, DataMode, HostName, HostPort, Limits, ListenerConfig, Mode,
+};
+use fxprelay::data::PortPool;
 use fxprelay::rewrite::{NatMode, NatPolicy};
 use fxprelay::server::{self, Shutdown};
 use fxprelay::session::ListenerCtx;
@@ -33,6 +36,9 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
             port: upstream.port(),
         },
         data: DataMode::Passthrough,
+        public_address: None,
+        upstream_data: Default::default(),
+        allow_foreign_port: Vec::new(),
         nat: NatPolicy {
             passive,
             active,
@@ -46,7 +52,9 @@ async fn start_proxy(cfg: ListenerConfig, limits: Limits) -> (SocketAddr, Shutdo
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let shutdown = Shutdown::default();
-    let ctx = Arc::new(ListenerCtx { cfg, limits });
+    let data = DataConfig::default();
+    let ports = PortPool::new(&data.ports);
+    let ctx = Arc::new(ListenerCtx::new(cfg, limits, &data, ports));
     tokio::spawn(server::serve(l, ctx, shutdown.clone()));
     (addr, shutdown)
 }

@@ -18,10 +18,7 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpSocket};
 
-/// Gauge: data ports leased right now, over all pools.
-pub const DATA_PORTS_IN_USE: &str = "fxprelay_data_ports_in_use";
-/// Counter: leases refused because every port of the spec was taken.
-pub const DATA_PORT_EXHAUSTED_TOTAL: &str = "fxprelay_data_port_exhausted_total";
+use crate::metrics::{DATA_PORT_EXHAUSTED_TOTAL, DATA_PORTS_IN_USE};
 
 /// Why a port spec was refused. Messages are for an operator editing the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -276,7 +273,7 @@ impl PortPool {
     /// Synchronous, but must be called within a tokio runtime: the listener registers with
     /// its reactor. Ports another program holds are skipped; [`LeaseError::Exhausted`]
     /// comes only after every port of the spec was tried, and counts
-    /// [`DATA_PORT_EXHAUSTED_TOTAL`].
+    /// [`DATA_PORT_EXHAUSTED_TOTAL`](crate::metrics::DATA_PORT_EXHAUSTED_TOTAL).
     pub fn lease(&self, ip: IpAddr) -> Result<LeasedListener, LeaseError> {
         let (listener, lease) = self.lease_with(ip, |addr| bound_socket(addr)?.listen(1))?;
         Ok(LeasedListener { listener, lease })
@@ -400,7 +397,7 @@ impl fmt::Debug for PortLease {
 /// Typical relay use: accept the one data connection, then [`into_parts`](Self::into_parts)
 /// and drop the listener so nobody else can connect, but keep the [`PortLease`] until the
 /// transfer ends, so the port is not announced to another transfer while this one still
-/// uses it and [`DATA_PORTS_IN_USE`] counts transfers.
+/// uses it and [`DATA_PORTS_IN_USE`](crate::metrics::DATA_PORTS_IN_USE) counts transfers.
 #[derive(Debug)]
 pub struct LeasedListener {
     listener: TcpListener,

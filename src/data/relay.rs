@@ -1,0 +1,135 @@
+//! One relayed transfer: open both data legs (accepting only the expected peer, or
+//! connecting out), then copy bytes both ways until each side has closed, so EOF (the end
+//! of the file) crosses the proxy exactly as it was sent.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::{debug, warn};
+
+use super::ports::{LeasedListener, PortLease};
+use crate::metrics;
+
+/// Copy buffer per direction: large enough that a loopback or LAN transfer is not bound by
+/// per-read overhead, small enough for thousands of concurrent transfers.
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// How one side of a transfer gets its data connection.
+#[derive(Debug)]
+pub enum Leg {
+    /// Wait on a leased port for one connection from `expect` (anyone else is port theft).
+    Accept {
+        listener: LeasedListener,
+        expect: IpAddr,
+    },
+    /// Connect out to this address.
+    Connect(SocketAddr),
+    /// Already connected (the upstream's passive port is reached before the command).
+    Ready(TcpStream),
+}
+
+/// Why a transfer failed. The session turns it into a `425`/`426` for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("no data connection from {expect} within {after:?}")]
+    AcceptTimeout { expect: IpAddr, after: Duration },
+    #[error("cannot open the data connection to {0}: {1}")]
+    Connect(SocketAddr, io::Error),
+    #[error("data connection broke: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What a finished transfer moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Client to server bytes.
+    pub upload: u64,
+    /// Server to client bytes.
+    pub download: u64,
+}
+
+/// Per-transfer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub accept: Duration,
+    pub connect: Duration,
+}
+
+/// Opens both legs concurrently, then relays until both directions are closed.
+pub async fn run(
+    listener: &str,
+    client: Leg,
+    upstream: Leg,
+    limits: Timeouts,
+) -> Result<Moved, DataError> {
+    let (mut c, _client_lease) = open(listener, "client", client, limits).await?;
+    let (mut u, _upstream_lease) = open(listener, "upstream", upstream, limits).await?;
+    let (upload, download) =
+        tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, COPY_BUFFER, COPY_BUFFER).await?;
+    metrics::data_bytes(listener, upload, download);
+    Ok(Moved { upload, download })
+}
+
+/// Establishes one leg. The returned lease (for accepted legs) keeps the port reserved,
+/// and counted, until the transfer is over.
+async fn open(
+    listener: &str,
+    side: &'static str,
+    leg: Leg,
+    limits: Timeouts,
+) -> Result<(TcpStream, Option<PortLease>), DataError> {
+    let (stream, lease) = match leg {
+        Leg::Ready(s) => (s, None),
+        Leg::Connect(to) => {
+            let s = timeout(limits.connect, TcpStream::connect(to))
+                .await
+                .map_err(|_| DataError::Connect(to, io::ErrorKind::TimedOut.into()))?
+                .map_err(|e| DataError::Connect(to, e))?;
+            (s, None)
+        }
+        Leg::Accept {
+            listener: leased,
+            expect,
+        } => {
+            let s = accept_from(listener, &leased, expect, limits.accept).await?;
+            // Drop the listening socket at once: the port takes no second connection.
+            let (_, lease) = leased.into_parts();
+            (s, Some(lease))
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    metrics::data_connection(listener, side);
+    debug!(side, peer = ?stream.peer_addr().ok(), "data connection open");
+    Ok((stream, lease))
+}
+
+/// Accepts the first connection from `expect`, refusing (and counting) any other peer.
+async fn accept_from(
+    listener: &str,
+    leased: &LeasedListener,
+    expect: IpAddr,
+    within: Duration,
+) -> Result<TcpStream, DataError> {
+    let deadline = Instant::now() + within;
+    let expect = expect.to_canonical();
+    loop {
+        let accepted = timeout_at(deadline, leased.listener().accept())
+            .await
+            .map_err(|_| DataError::AcceptTimeout {
+                expect,
+                after: within,
+            })?;
+        match accepted {
+            Ok((s, peer)) if peer.ip().to_canonical() == expect => return Ok(s),
+            Ok((_, peer)) => {
+                metrics::rejected(listener, "port_theft");
+                warn!(%peer, %expect, port = leased.port(), "refused a data connection from an unexpected address");
+            }
+            // A peer that reset before accept completed: keep waiting for the real one.
+            Err(e) => debug!(error = %e, "data accept failed"),
+        }
+    }
+}

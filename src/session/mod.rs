@@ -1,0 +1,479 @@
+//! One client session: a task that owns the client's control connection and its upstream
+//! control connection, relays commands and replies line by line, and applies the
+//! rewriting decisions of [`crate::rewrite`]. In relay mode, [`data`] owns the data
+//! connections as well.
+
+mod data;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::codec::{LineCodec, LineError};
+use crate::config::{DataConfig, DataMode, Limits, ListenerConfig};
+use crate::data::PortPool;
+use crate::metrics;
+use crate::proto::command::{Command, is_known_verb, parse_command};
+use crate::proto::reply::{Reply, ReplyAssembler, ReplyError, reply_line};
+use crate::rewrite::{self, ReplyAction};
+use crate::upstream;
+
+use data::{DataChannel, TransferEvent};
+
+/// After this many consecutive unparseable command lines the client is disconnected:
+/// nobody types that much garbage by accident.
+const MAX_BAD_COMMANDS: u32 = 10;
+
+/// What a session needs from its listener; shared by all sessions of that listener.
+#[derive(Debug)]
+pub struct ListenerCtx {
+    pub cfg: ListenerConfig,
+    pub limits: Limits,
+    /// Where relay-mode data ports come from (shared by every listener).
+    pub ports: PortPool,
+    /// `data.bind`: local address for data listeners, if set.
+    pub data_bind: Option<IpAddr>,
+    /// `upstream_data: auto` learned that the upstream refuses passive mode.
+    pub upstream_refuses_passive: AtomicBool,
+}
+
+impl ListenerCtx {
+    pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig, ports: PortPool) -> Self {
+        ListenerCtx {
+            cfg,
+            limits,
+            ports,
+            data_bind: data.bind,
+            upstream_refuses_passive: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Runs one session to completion. Never panics on peer input; every way out is logged
+/// once and counted.
+pub async fn run(
+    client: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    hard_stop: CancellationToken,
+) {
+    let span = tracing::info_span!("session", listener = %ctx.cfg.name, client = %peer);
+    async move {
+        let started = Instant::now();
+        metrics::session_started(&ctx.cfg.name);
+        let outcome = serve(client, peer, &ctx, hard_stop).await;
+        metrics::session_ended(&ctx.cfg.name, started.elapsed());
+        let secs = started.elapsed().as_secs_f32();
+        match outcome {
+            Ok(end) => info!(reason = end, secs, "session ended"),
+            Err(e) => warn!(error = %e, secs, "session failed"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+const SHUTTING_DOWN: &[u8] = b"421 Service not available: the proxy is shutting down.\r\n";
+
+async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    hard_stop: CancellationToken,
+) -> anyhow::Result<&'static str> {
+    let _ = client.set_nodelay(true);
+    let connect = upstream::connect(&ctx.cfg.name, &ctx.cfg.upstream, ctx.limits.connect_timeout);
+    let upstream = tokio::select! {
+        r = connect => r,
+        _ = hard_stop.cancelled() => {
+            let _ = client.write_all(SHUTTING_DOWN).await;
+            return Ok("shutdown");
+        }
+    };
+    let upstream = match upstream {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(upstream = %ctx.cfg.upstream, error = %e, "upstream unreachable");
+            let reply = reply_line(
+                421,
+                "Service not available: the FTP server behind this proxy cannot be reached.",
+            );
+            let _ = client.write_all(&reply).await;
+            let _ = client.shutdown().await;
+            return Ok("upstream unreachable");
+        }
+    };
+    let addrs = Addrs {
+        client: peer.ip().to_canonical(),
+        client_local: client.local_addr()?.ip().to_canonical(),
+        upstream: upstream.peer_addr()?.ip().to_canonical(),
+        upstream_local: upstream.local_addr()?.ip().to_canonical(),
+    };
+    debug!(upstream = %addrs.upstream, "upstream connected");
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = upstream.into_split();
+    let mut session = Session {
+        ctx,
+        addrs,
+        client_w: cw,
+        upstream_w: uw,
+        upstream_lines: FramedRead::new(ur, LineCodec::new(ctx.limits.max_reply_bytes)),
+        replies: ReplyAssembler::new(ctx.limits.max_reply_bytes),
+        bad_commands: 0,
+        data: DataChannel::default(),
+    };
+    let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
+    session.relay(&mut client_lines, hard_stop).await
+}
+
+/// The addresses a session's decisions depend on (IPv4-mapped forms made plain).
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    /// The client, as seen on its control connection.
+    client: IpAddr,
+    /// The proxy's address that the client connected to.
+    client_local: IpAddr,
+    /// The upstream, as the proxy reached it.
+    upstream: IpAddr,
+    /// The proxy's address on the upstream control connection.
+    upstream_local: IpAddr,
+}
+
+struct Session<'a> {
+    ctx: &'a ListenerCtx,
+    addrs: Addrs,
+    client_w: OwnedWriteHalf,
+    upstream_w: OwnedWriteHalf,
+    upstream_lines: FramedRead<OwnedReadHalf, LineCodec>,
+    replies: ReplyAssembler,
+    bad_commands: u32,
+    data: DataChannel,
+}
+
+/// Whether the session goes on after handling an event.
+enum Flow {
+    Continue,
+    End(&'static str),
+}
+
+/// What woke the session loop.
+enum Event {
+    Stop,
+    Client(Option<Result<BytesMut, LineError>>),
+    Upstream(Option<Result<BytesMut, LineError>>),
+    Transfer(TransferEvent),
+}
+
+impl Session<'_> {
+    fn listener(&self) -> &str {
+        &self.ctx.cfg.name
+    }
+
+    fn relaying(&self) -> bool {
+        self.ctx.cfg.data == DataMode::Relay
+    }
+
+    async fn relay(
+        &mut self,
+        client_lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
+        hard_stop: CancellationToken,
+    ) -> anyhow::Result<&'static str> {
+        loop {
+            let event = tokio::select! {
+                _ = hard_stop.cancelled() => Event::Stop,
+                line = client_lines.next() => Event::Client(line),
+                line = self.upstream_lines.next() => Event::Upstream(line),
+                done = self.data.finished() => Event::Transfer(done),
+            };
+            let flow = match event {
+                Event::Stop => {
+                    let _ = self.client_w.write_all(SHUTTING_DOWN).await;
+                    Flow::End("shutdown")
+                }
+                Event::Client(None) => Flow::End("client closed"),
+                Event::Client(Some(Ok(line))) => self.on_client_line(line).await?,
+                Event::Client(Some(Err(LineError::TooLong(e)))) => {
+                    metrics::rejected(self.listener(), "line_too_long");
+                    warn!(max = e.max, "client sent an over-long command line");
+                    let text = format!("Command line too long (limit {} bytes); closing.", e.max);
+                    self.client_w.write_all(&reply_line(500, &text)).await?;
+                    Flow::End("line too long")
+                }
+                Event::Client(Some(Err(LineError::Io(e)))) => return Err(e.into()),
+                Event::Upstream(None) => self.on_upstream_eof().await,
+                Event::Upstream(Some(Ok(line))) => self.on_upstream_line(&line).await?,
+                Event::Upstream(Some(Err(LineError::TooLong(_)))) => {
+                    self.upstream_broken(
+                        "reply_too_large",
+                        "a reply larger than limits.max_reply_bytes",
+                    )
+                    .await
+                }
+                Event::Upstream(Some(Err(LineError::Io(e)))) => return Err(e.into()),
+                Event::Transfer(done) => {
+                    self.on_transfer_finished(done).await?;
+                    Flow::Continue
+                }
+            };
+            if let Flow::End(why) = flow {
+                let _ = self.client_w.shutdown().await;
+                let _ = self.upstream_w.shutdown().await;
+                return Ok(why);
+            }
+        }
+    }
+
+    async fn on_client_line(&mut self, line: BytesMut) -> anyhow::Result<Flow> {
+        let cmd = match parse_command(&line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                self.bad_commands += 1;
+                metrics::rejected(self.listener(), "bad_command");
+                debug!(error = %e, "unparseable command line");
+                if self.bad_commands >= MAX_BAD_COMMANDS {
+                    let reply =
+                        reply_line(421, "Too many invalid commands; closing the connection.");
+                    self.client_w.write_all(&reply).await?;
+                    return Ok(Flow::End("too many invalid commands"));
+                }
+                self.reply(500, "Syntax error, command unrecognized.")
+                    .await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        self.bad_commands = 0;
+        let verb = cmd.verb.as_str();
+        metrics::command(
+            self.listener(),
+            if is_known_verb(&cmd.verb) {
+                verb
+            } else {
+                "OTHER"
+            },
+        );
+        if verb == "PASS" {
+            debug!(verb, "command (argument hidden)");
+        } else {
+            debug!(verb, args = %String::from_utf8_lossy(cmd.args).trim_end(), "command");
+        }
+
+        match verb {
+            "AUTH" => {
+                // Once TLS starts the proxy could no longer read or fix the addresses;
+                // refusing makes clients that merely prefer TLS fall back to plain FTP.
+                metrics::rejected(self.listener(), "auth_tls");
+                self.reply(
+                    534,
+                    "Request denied for policy reasons: this proxy does not relay TLS sessions.",
+                )
+                .await?;
+                Ok(Flow::Continue)
+            }
+            "PORT" | "EPRT" | "LPRT" => self.on_active_command(&cmd, &line).await,
+            "PASV" | "EPSV" | "LPSV" if self.relaying() => {
+                self.on_passive_command(&cmd).await?;
+                Ok(Flow::Continue)
+            }
+            "RETR" | "STOR" | "STOU" | "APPE" | "LIST" | "NLST" | "MLSD" if self.relaying() => {
+                self.on_transfer_command(&line).await
+            }
+            "ABOR" if self.relaying() => {
+                self.abort_transfer();
+                self.upstream_w.write_all(&line).await?;
+                Ok(Flow::Continue)
+            }
+            _ => {
+                self.upstream_w.write_all(&line).await?;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// `PORT`/`EPRT`/`LPRT`: applies `nat.active` and the bounce rules, then forwards the
+    /// (fixed) command in passthrough, or records the client's address in relay mode.
+    async fn on_active_command(&mut self, cmd: &Command<'_>, line: &[u8]) -> anyhow::Result<Flow> {
+        let verb = cmd.verb.as_str();
+        let target = match rewrite::active_target(cmd) {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => {
+                metrics::rejected(self.listener(), "bad_port");
+                debug!(error = %e, "malformed active-mode address");
+                self.reply(501, &format!("Syntax error in {verb} arguments: {e}."))
+                    .await?;
+                return Ok(Flow::Continue);
+            }
+            None => unreachable!("called for PORT, EPRT and LPRT only"),
+        };
+        let fixed = self.fix_active_address(&target).await;
+        let to = SocketAddr::new(fixed.unwrap_or(target.addr.ip()), target.addr.port());
+        if let Some(why) = self.bounce_violation(to, fixed.is_some()) {
+            metrics::rejected(self.listener(), "bounce");
+            warn!(%to, why, "refused an active-mode address (bounce protection)");
+            let text = format!("{verb} refused: {why}.");
+            self.reply(504, &text).await?;
+            return Ok(Flow::Continue);
+        }
+        if self.relaying() {
+            self.set_active_target(verb, to).await?;
+            return Ok(Flow::Continue);
+        }
+        match fixed.and_then(|ip| rewrite::rewrite_active(&target, ip)) {
+            Some(bytes) => self.upstream_w.write_all(&bytes).await?,
+            None => self.upstream_w.write_all(line).await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Applies `nat.active`: the address to use instead of the announced one, if any.
+    async fn fix_active_address(&self, target: &rewrite::ActiveTarget) -> Option<IpAddr> {
+        let policy = &self.ctx.cfg.nat;
+        // Who has to reach the address: the server in passthrough, the proxy in relay
+        // mode, whose view of the client is the client's observed address.
+        let other_side = if self.relaying() {
+            self.addrs.client
+        } else {
+            self.addrs.upstream
+        };
+        let reason = rewrite::active_needs_rewrite(target, policy, other_side)?;
+        let candidates = match &policy.client_address {
+            None => vec![self.addrs.client],
+            Some(name) => match upstream::resolve(name, self.ctx.limits.connect_timeout).await {
+                Ok(ips) => ips,
+                Err(e) => {
+                    warn!(client_address = %name.0, error = %e, "cannot resolve nat.client_address; address left unchanged");
+                    metrics::rejected(self.listener(), "client_address_unresolved");
+                    return None;
+                }
+            },
+        };
+        let ip = rewrite::pick_replacement(target.kind, target.addr.ip(), &candidates)?;
+        if ip == target.addr.ip().to_canonical() {
+            return None;
+        }
+        // In passthrough the new address must fit the command (PORT is IPv4 only).
+        if !self.relaying() && rewrite::rewrite_active(target, ip).is_none() {
+            debug!(
+                kind = target.kind.as_str(),
+                "no replacement address of a family this command can carry"
+            );
+            return None;
+        }
+        metrics::rewrite(self.listener(), target.kind.as_str(), reason.as_str());
+        info!(kind = target.kind.as_str(), reason = reason.as_str(), from = %target.addr, to = %ip, "rewrote active-mode address");
+        Some(ip)
+    }
+
+    /// RFC 2577: a client may only have data sent to itself, on an unprivileged port,
+    /// unless `allow_foreign_port` says otherwise. A NAT rewrite made by the proxy is the
+    /// operator's own choice and passes.
+    fn bounce_violation(&self, to: SocketAddr, rewritten: bool) -> Option<&'static str> {
+        let allowed = self
+            .ctx
+            .cfg
+            .allow_foreign_port
+            .iter()
+            .any(|net| net.contains(&to.ip().to_canonical()));
+        if allowed {
+            return None;
+        }
+        if to.port() < 1024 {
+            return Some("ports below 1024 are not allowed");
+        }
+        if !rewritten && to.ip().to_canonical() != self.addrs.client {
+            return Some("the address is not your own");
+        }
+        None
+    }
+
+    async fn on_upstream_line(&mut self, line: &[u8]) -> anyhow::Result<Flow> {
+        match self.replies.push_line(line) {
+            Ok(None) => Ok(Flow::Continue),
+            Ok(Some(reply)) => {
+                metrics::reply(self.listener(), reply.code);
+                if self.data.transfer_waiting_for_reply() && reply.code >= 200 {
+                    self.on_transfer_reply(reply).await?;
+                } else {
+                    self.forward_reply(reply).await?;
+                }
+                Ok(Flow::Continue)
+            }
+            Err(ReplyError::Malformed) => Ok(self
+                .upstream_broken("bad_reply", "a line that is not an FTP reply")
+                .await),
+            Err(ReplyError::TooLarge { .. }) => Ok(self
+                .upstream_broken(
+                    "reply_too_large",
+                    "a reply larger than limits.max_reply_bytes",
+                )
+                .await),
+        }
+    }
+
+    /// Sends an upstream reply on, fixing a passive address in passthrough mode.
+    async fn forward_reply(&mut self, reply: Reply) -> anyhow::Result<()> {
+        if self.relaying() {
+            self.client_w.write_all(&reply.raw).await?;
+            return Ok(());
+        }
+        let action = rewrite::rewrite_passive_reply(&reply, &self.ctx.cfg.nat, self.addrs.upstream);
+        match action {
+            ReplyAction::Forward => self.client_w.write_all(&reply.raw).await?,
+            ReplyAction::Rewrite {
+                bytes,
+                kind,
+                reason,
+                from,
+                to,
+            } => {
+                metrics::rewrite(self.listener(), kind.as_str(), reason.as_str());
+                info!(kind = kind.as_str(), reason = reason.as_str(), %from, %to, "rewrote passive address");
+                self.client_w.write_all(&bytes).await?;
+            }
+            ReplyAction::Malformed { kind, error } => {
+                metrics::rejected(self.listener(), "bad_passive_reply");
+                warn!(kind = kind.as_str(), %error, reply = %String::from_utf8_lossy(&reply.raw).trim_end(), "upstream sent an unusable passive address");
+                let text = format!(
+                    "Can't open data connection: the server announced an invalid address ({error})."
+                );
+                self.reply(425, &text).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_upstream_eof(&mut self) -> Flow {
+        if self.replies.in_progress() {
+            return self
+                .upstream_broken("truncated_reply", "a truncated multi-line reply")
+                .await;
+        }
+        Flow::End("upstream closed")
+    }
+
+    /// The upstream broke the protocol: tell the client in plain words and end the session.
+    async fn upstream_broken(&mut self, reason: &'static str, what: &str) -> Flow {
+        metrics::rejected(self.listener(), reason);
+        warn!(reason, "upstream sent {what}; closing the session");
+        let reply = reply_line(
+            421,
+            "Service not available: the FTP server sent an invalid reply.",
+        );
+        let _ = self.client_w.write_all(&reply).await;
+        Flow::End("upstream protocol error")
+    }
+
+    /// Sends the client a reply of the proxy's own.
+    async fn reply(&mut self, code: u16, text: &str) -> std::io::Result<()> {
+        self.client_w.write_all(&reply_line(code, text)).await
+    }
+}
