@@ -17,16 +17,20 @@
 #      `GET /healthz` = 200;
 #   5. downloads the file once through the proxy and `cmp`s it with the source, uploads
 #      once through the proxy and `cmp`s the server's copy (no speed for broken transfers);
-#   6. RETR then STOR, RUNS times each, interleaved direct/proxy/direct/proxy...; curl's
-#      average speed (%{speed_download} / %{speed_upload}, bytes over curl's whole run,
-#      login included), median per path; the proxy's CPU time (utime+stime of its pid,
-#      all threads) over its runs of each kind, per GiB moved;
+#   6. RETR then STOR, RUNS times each, interleaved direct/proxy/direct/proxy... so machine
+#      noise hits both alike; speed = bytes / (curl's time_total - time_pretransfer), i.e.
+#      from logged in to 226 (vsftpd's PAM login alone takes ~30 ms, 10% of a 1 GiB
+#      transfer), median per path; curl's own whole-run average and the login time are
+#      printed too; the proxy's CPU time (utime+stime of its pid, all threads) over its
+#      runs of each kind, per GiB moved;
 #   7. prints a table. Every process it started is killed by pid (vsftpd: its group) and
 #      every temporary file/mount removed on exit, including on errors and signals.
 #
 # Knobs (environment): FXP_BENCH_DATA=passthrough benchmarks passthrough instead (plumbing
 # check only: the data then bypasses the proxy); FXPRELAY_BIN=PATH uses that binary and
-# skips the build; FXP_BENCH_SERVER_IP / FXP_BENCH_PROXY_IP change the two addresses.
+# skips the build; FXP_BENCH_SERVER_IP / FXP_BENCH_PROXY_IP change the two addresses;
+# FXP_BENCH_TIME_LIMIT=SECONDS replaces the overall time limit (default: generous, from
+# SIZE_MIB and RUNS, build included).
 set -euo pipefail
 
 PROG=bench-relay
@@ -69,7 +73,8 @@ INSTALL_MAX=900
 BUILD_MAX=1800
 STEP_MAX=30
 CURL_MAX=$((30 + SIZE_MIB / 10))
-TOTAL_MAX=$((INSTALL_MAX + BUILD_MAX + 300 + SIZE_MIB / 5 + (4 * RUNS + 3) * (CURL_MAX + 5)))
+TOTAL_MAX=${FXP_BENCH_TIME_LIMIT:-$((INSTALL_MAX + BUILD_MAX + 300 + SIZE_MIB / 5 + (4 * RUNS + 3) * (CURL_MAX + 5)))}
+[[ $TOTAL_MAX =~ ^[1-9][0-9]*$ ]] || die "FXP_BENCH_TIME_LIMIT must be a positive number of seconds"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=/usr/bin/python3
@@ -392,29 +397,34 @@ curl_opts() { # VIA -> curl options for that path
     printf '%s\n' "${o[@]}"
 }
 
-# KIND VIA [OUT]: one transfer, prints curl's average speed in bytes/s. RETR writes to OUT
-# (default /dev/null); STOR uploads SRC as up.bin, checks its size and removes it.
+# KIND VIA [OUT]: one transfer; prints "DATA WHOLE LOGIN": bytes/s from the end of the
+# login to the end of the transfer (curl's time_total - time_pretransfer: PASV/EPSV, data
+# connection, RETR/STOR, the bytes, 226), curl's own average over the whole run, and the
+# seconds until logged in (for FTP curl's time_connect/time_pretransfer include greeting
+# and login). RETR writes to OUT (default /dev/null); STOR uploads SRC as up.bin, checks
+# its size and removes it (OUT=keep keeps it).
 transfer() {
-    local kind=$1 via=$2 out=${3:-/dev/null} url opts res speed size
+    local kind=$1 via=$2 out=${3:-/dev/null} url opts res whole size pre total
     url=$DIRECT_URL
     [[ $via == proxy ]] && url=$PROXY_URL
     mapfile -t opts < <(curl_opts "$via")
     if [[ $kind == RETR ]]; then
         res=$(timeout $((CURL_MAX + 5)) curl "${opts[@]}" -o "$out" \
-            -w '%{speed_download} %{size_download}' "$url/big.bin") ||
-            fail "RETR $via failed (curl exit $?)"
+            -w '%{speed_download} %{size_download} %{time_pretransfer} %{time_total}' \
+            "$url/big.bin") || fail "RETR $via failed (curl exit $?)"
     else
         res=$(timeout $((CURL_MAX + 5)) curl "${opts[@]}" -T "$SRC" \
-            -w '%{speed_upload} %{size_upload}' "$url/up.bin") ||
-            fail "STOR $via failed (curl exit $?)"
+            -w '%{speed_upload} %{size_upload} %{time_pretransfer} %{time_total}' \
+            "$url/up.bin") || fail "STOR $via failed (curl exit $?)"
         size=$(stat -c %s "$FTP_ROOT/up.bin" 2>/dev/null || echo missing)
         [[ $size == "$SIZE_BYTES" ]] ||
             fail "STOR $via: the server holds $size bytes, expected $SIZE_BYTES"
         [[ $out == keep ]] || rm -f "$FTP_ROOT/up.bin"
     fi
-    read -r speed size <<<"$res"
+    read -r whole size pre total <<<"$res"
     [[ $size == "$SIZE_BYTES" ]] || fail "$kind $via moved $size bytes, expected $SIZE_BYTES"
-    printf '%s\n' "$speed"
+    awk -v b="$size" -v w="$whole" -v p="$pre" -v t="$total" \
+        'BEGIN { d = t - p; if (d < 1e-6) d = 1e-6; printf "%.0f %.0f %.6f\n", b / d, w, p }'
 }
 
 log "checking a download and an upload through the proxy byte for byte"
@@ -430,7 +440,10 @@ transfer RETR direct >/dev/null # warm-up, as the checks were for the proxy path
 
 CLK_TCK=$(getconf CLK_TCK)
 GIB_PER_KIND=$(awk -v r="$RUNS" -v m="$SIZE_MIB" 'BEGIN { print r * m / 1024 }')
-declare -A MEDIAN CPU_PER_GIB
+declare -A MED CPU_PER_GIB
+col() { # N -> field N of each line on stdin
+    awk -v n="$1" '{ print $n }'
+}
 for kind in RETR STOR; do
     direct=()
     proxy=()
@@ -438,12 +451,21 @@ for kind in RETR STOR; do
     for ((run = 1; run <= RUNS; run++)); do
         direct+=("$(transfer "$kind" direct)")
         proxy+=("$(transfer "$kind" proxy)")
-        awk -v k="$kind" -v r="$run" -v n="$RUNS" -v d="${direct[-1]}" -v p="${proxy[-1]}" \
-            'BEGIN { printf "%s run %d/%d: direct %8.1f MB/s   proxy %8.1f MB/s\n", k, r, n, d / 1e6, p / 1e6 }' >&2
+        awk -v k="$kind" -v r="$run" -v n="$RUNS" -v d="${direct[-1]}" -v p="${proxy[-1]}" 'BEGIN {
+            split(d, a, " "); split(p, b, " ")
+            printf "%s run %d/%d: direct %5.0f MB/s (whole run %5.0f, login %4.1f ms)   " \
+                "proxy %5.0f MB/s (whole run %5.0f, login %4.1f ms)\n", k, r, n,
+                a[1] / 1e6, a[2] / 1e6, a[3] * 1e3, b[1] / 1e6, b[2] / 1e6, b[3] * 1e3
+        }' >&2
     done
     ticks1=$(cpu_ticks "$PROXY_PID")
-    MEDIAN[$kind.direct]=$(printf '%s\n' "${direct[@]}" | median)
-    MEDIAN[$kind.proxy]=$(printf '%s\n' "${proxy[@]}" | median)
+    for via in direct proxy; do
+        declare -n runs=$via
+        for f in 1 2 3; do
+            MED[$kind.$via.$f]=$(printf '%s\n' "${runs[@]}" | col "$f" | median)
+        done
+        unset -n runs
+    done
     CPU_PER_GIB[$kind]=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v g="$GIB_PER_KIND" \
         'BEGIN { printf "%.3f", t / hz / g }')
 done
@@ -451,21 +473,25 @@ hwm=$(awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$PROXY_PID/status")
 
 # --- report ---------------------------------------------------------------------------------
 mbs() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
+ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s * 1e3 }'; }
 ratio() { awk -v p="$1" -v d="$2" 'BEGIN { printf "%.2f", p / d }'; }
+row() { printf '| %-42s | %9s | %9s | %-25s |\n' "$@"; }
+PROXY_LABEL="curl -> fxprelay ($DATA_MODE) -> vsftpd"
 echo
-echo "median of $RUNS runs, ${SIZE_MIB} MiB each, MB/s = 10^6 bytes/s (curl's average over the whole run)"
-printf '| %-34s | %9s | %9s | %-24s |\n' path 'RETR MB/s' 'STOR MB/s' 'proxy CPU s/GiB RETR/STOR'
-printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..11})" \
-    "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..26})"
-printf '| %-34s | %9s | %9s | %-24s |\n' 'curl -> vsftpd (direct)' \
-    "$(mbs "${MEDIAN[RETR.direct]}")" "$(mbs "${MEDIAN[STOR.direct]}")" '-'
-printf '| %-34s | %9s | %9s | %-24s |\n' "curl -> fxprelay ($DATA_MODE) -> vsftpd" \
-    "$(mbs "${MEDIAN[RETR.proxy]}")" "$(mbs "${MEDIAN[STOR.proxy]}")" \
+echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s from logged in to 226"
+row path 'RETR MB/s' 'STOR MB/s' 'proxy CPU s/GiB RETR/STOR'
+printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..44})" "$(printf -- '-%.0s' {1..11})" \
+    "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..27})"
+row 'curl -> vsftpd (direct)' "$(mbs "${MED[RETR.direct.1]}")" "$(mbs "${MED[STOR.direct.1]}")" '-'
+row "$PROXY_LABEL" "$(mbs "${MED[RETR.proxy.1]}")" "$(mbs "${MED[STOR.proxy.1]}")" \
     "${CPU_PER_GIB[RETR]} / ${CPU_PER_GIB[STOR]}"
-printf '| %-34s | %9s | %9s | %-24s |\n' 'ratio proxy/direct' \
-    "$(ratio "${MEDIAN[RETR.proxy]}" "${MEDIAN[RETR.direct]}")" \
-    "$(ratio "${MEDIAN[STOR.proxy]}" "${MEDIAN[STOR.direct]}")" ''
+row 'ratio proxy/direct' "$(ratio "${MED[RETR.proxy.1]}" "${MED[RETR.direct.1]}")" \
+    "$(ratio "${MED[STOR.proxy.1]}" "${MED[STOR.direct.1]}")" ''
 echo
+echo "curl's own average over the whole run (login included), MB/s, median:"
+echo "  RETR direct $(mbs "${MED[RETR.direct.2]}"), proxy $(mbs "${MED[RETR.proxy.2]}");" \
+    "STOR direct $(mbs "${MED[STOR.direct.2]}"), proxy $(mbs "${MED[STOR.proxy.2]}")"
+echo "time to logged in, median: direct $(ms "${MED[RETR.direct.3]}") ms, proxy $(ms "${MED[RETR.proxy.3]}") ms (RETR runs)"
 echo "proxy peak RSS (VmHWM): $hwm; load at end: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS - START)) s"
 if [[ $DATA_MODE == passthrough ]]; then
     echo "note: passthrough moves the data directly between curl and vsftpd; only the control"

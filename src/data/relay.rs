@@ -1,11 +1,12 @@
 //! One relayed transfer: open both data legs (accepting only the expected peer, or
-//! connecting out), then copy bytes both ways until each side has closed, so EOF (the end
-//! of the file) crosses the proxy exactly as it was sent.
+//! connecting out), then copy the file from sender to receiver until EOF, and pass the
+//! EOF (the end of the file) on exactly as it was sent.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
@@ -13,7 +14,7 @@ use tracing::{debug, warn};
 use super::ports::{LeasedListener, PortLease};
 use crate::metrics;
 
-/// Copy buffer per direction: large enough that a loopback or LAN transfer is not bound by
+/// Copy buffer: large enough that a loopback or LAN transfer is not bound by
 /// per-read overhead, small enough for thousands of concurrent transfers.
 const COPY_BUFFER: usize = 256 * 1024;
 
@@ -51,6 +52,15 @@ pub struct Moved {
     pub download: u64,
 }
 
+/// Which way the file goes; the other direction of the data connection carries nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `STOR`, `STOU`, `APPE`: client to server.
+    Upload,
+    /// `RETR`, `LIST`, `NLST`, `MLSD`: server to client.
+    Download,
+}
+
 /// Per-transfer settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -58,19 +68,42 @@ pub struct Timeouts {
     pub connect: Duration,
 }
 
-/// Opens both legs concurrently, then relays until both directions are closed.
+/// Opens both legs, then copies the file one way until the sender's EOF, which is passed
+/// on as a half-close: the end of the file. The transfer is complete at that point; a
+/// receiver that keeps its socket open until it sees `226` must not hold it up.
 pub async fn run(
     listener: &str,
+    direction: Direction,
     client: Leg,
     upstream: Leg,
     limits: Timeouts,
 ) -> Result<Moved, DataError> {
-    let (mut c, _client_lease) = open(listener, "client", client, limits).await?;
-    let (mut u, _upstream_lease) = open(listener, "upstream", upstream, limits).await?;
-    let (upload, download) =
-        tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, COPY_BUFFER, COPY_BUFFER).await?;
-    metrics::data_bytes(listener, upload, download);
-    Ok(Moved { upload, download })
+    let (c, _client_lease) = open(listener, "client", client, limits).await?;
+    let (u, _upstream_lease) = open(listener, "upstream", upstream, limits).await?;
+    let (from, to) = match direction {
+        Direction::Upload => (c, u),
+        Direction::Download => (u, c),
+    };
+    let bytes = copy_to_eof(from, to).await?;
+    let moved = match direction {
+        Direction::Upload => Moved {
+            upload: bytes,
+            download: 0,
+        },
+        Direction::Download => Moved {
+            upload: 0,
+            download: bytes,
+        },
+    };
+    metrics::data_bytes(listener, moved.upload, moved.download);
+    Ok(moved)
+}
+
+async fn copy_to_eof(from: TcpStream, mut to: TcpStream) -> io::Result<u64> {
+    let mut from = BufReader::with_capacity(COPY_BUFFER, from);
+    let n = tokio::io::copy_buf(&mut from, &mut to).await?;
+    to.shutdown().await?;
+    Ok(n)
 }
 
 /// Establishes one leg. The returned lease (for accepted legs) keeps the port reserved,

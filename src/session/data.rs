@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::{Flow, Session};
 use crate::config::UpstreamData;
-use crate::data::relay::{self, DataError, Leg, Moved, Timeouts};
+use crate::data::relay::{self, DataError, Direction, Leg, Moved, Timeouts};
 use crate::data::{LeaseError, LeasedListener};
 use crate::metrics;
 use crate::proto::addr;
@@ -59,6 +59,8 @@ pub(super) struct DataChannel {
     /// RFC 2428 `EPSV ALL`: from now on only `EPSV` may set up data connections.
     epsv_all: bool,
     transfer: Option<Transfer>,
+    /// The client aborted a transfer whose final reply has not come yet.
+    aborted: bool,
 }
 
 impl DataChannel {
@@ -70,9 +72,9 @@ impl DataChannel {
         }
     }
 
-    /// Whether the next final upstream reply belongs to a running transfer.
+    /// Whether the next final upstream reply belongs to a running (or aborted) transfer.
     pub(super) fn transfer_waiting_for_reply(&self) -> bool {
-        self.transfer.as_ref().is_some_and(|t| t.reply.is_none())
+        self.aborted || self.transfer.as_ref().is_some_and(|t| t.reply.is_none())
     }
 }
 
@@ -179,7 +181,11 @@ impl Session<'_> {
     }
 
     /// A transfer command: open the upstream leg, send the command on, start relaying.
-    pub(super) async fn on_transfer_command(&mut self, line: &[u8]) -> anyhow::Result<Flow> {
+    pub(super) async fn on_transfer_command(
+        &mut self,
+        line: &[u8],
+        direction: Direction,
+    ) -> anyhow::Result<Flow> {
         let client = match mem::take(&mut self.data.pending) {
             Pending::None => {
                 self.reply(425, "Use PORT, EPRT, PASV or EPSV first.")
@@ -216,7 +222,7 @@ impl Session<'_> {
         let name = self.listener().to_owned();
         let task = tokio::spawn(
             async move {
-                let _ = tx.send(relay::run(&name, client, upstream, limits).await);
+                let _ = tx.send(relay::run(&name, direction, client, upstream, limits).await);
             }
             .in_current_span(),
         );
@@ -229,17 +235,37 @@ impl Session<'_> {
         Ok(Flow::Continue)
     }
 
-    /// `ABOR`: close both data connections now; the upstream's replies follow as usual.
+    /// `ABOR`: close both data connections now, unless the file has already crossed
+    /// completely. The server's final reply to the aborted transfer is then a `426`
+    /// whatever the server says, since the client did not get the whole file.
     pub(super) fn abort_transfer(&mut self) {
-        if self.data.transfer.take().is_some() {
+        self.data.pending = Pending::None;
+        let delivered = self
+            .data
+            .transfer
+            .as_ref()
+            .is_some_and(|t| matches!(t.result, Some(Ok(_))));
+        if delivered {
+            return;
+        }
+        if let Some(t) = self.data.transfer.take() {
             metrics::data_transfer(self.listener(), "aborted");
             info!("transfer aborted by the client");
+            self.data.aborted = t.reply.is_none();
         }
-        self.data.pending = Pending::None;
     }
 
     /// The upstream's final reply to the running transfer.
     pub(super) async fn on_transfer_reply(&mut self, reply: Reply) -> anyhow::Result<()> {
+        if mem::take(&mut self.data.aborted) {
+            if reply.class() == 2 {
+                return Ok(self
+                    .reply(426, "Connection closed; transfer aborted.")
+                    .await?);
+            }
+            self.client_w.write_all(&reply.raw).await?;
+            return Ok(());
+        }
         if reply.class() != 2 {
             // The server failed the transfer: stop relaying and pass its words on.
             self.data.transfer = None;

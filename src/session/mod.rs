@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::codec::{LineCodec, LineError};
 use crate::config::{DataConfig, DataMode, Limits, ListenerConfig};
 use crate::data::PortPool;
+use crate::data::relay::Direction;
 use crate::metrics;
 use crate::proto::command::{Command, is_known_verb, parse_command};
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError, reply_line};
@@ -130,6 +131,7 @@ async fn serve(
         upstream_lines: FramedRead::new(ur, LineCodec::new(ctx.limits.max_reply_bytes)),
         replies: ReplyAssembler::new(ctx.limits.max_reply_bytes),
         bad_commands: 0,
+        logged_in: false,
         data: DataChannel::default(),
     };
     let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
@@ -157,6 +159,8 @@ struct Session<'a> {
     upstream_lines: FramedRead<OwnedReadHalf, LineCodec>,
     replies: ReplyAssembler,
     bad_commands: u32,
+    /// Set by the upstream's `230`: data ports are only spent on logged-in clients.
+    logged_in: bool,
     data: DataChannel,
 }
 
@@ -181,6 +185,12 @@ impl Session<'_> {
 
     fn relaying(&self) -> bool {
         self.ctx.cfg.data == DataMode::Relay
+    }
+
+    /// Relay mode handles data commands itself, but only for a logged-in client; before
+    /// that they go to the server, which refuses them.
+    fn relaying_for_client(&self) -> bool {
+        self.relaying() && self.logged_in
     }
 
     async fn relay(
@@ -279,13 +289,24 @@ impl Session<'_> {
                 .await?;
                 Ok(Flow::Continue)
             }
-            "PORT" | "EPRT" | "LPRT" => self.on_active_command(&cmd, &line).await,
-            "PASV" | "EPSV" | "LPSV" if self.relaying() => {
+            "PORT" | "EPRT" | "LPRT" if self.logged_in || !self.relaying() => {
+                self.on_active_command(&cmd, &line).await
+            }
+            "PASV" | "EPSV" | "LPSV" if self.relaying_for_client() => {
                 self.on_passive_command(&cmd).await?;
                 Ok(Flow::Continue)
             }
-            "RETR" | "STOR" | "STOU" | "APPE" | "LIST" | "NLST" | "MLSD" if self.relaying() => {
-                self.on_transfer_command(&line).await
+            "STOR" | "STOU" | "APPE" if self.relaying_for_client() => {
+                self.on_transfer_command(&line, Direction::Upload).await
+            }
+            "RETR" | "LIST" | "NLST" | "MLSD" if self.relaying_for_client() => {
+                self.on_transfer_command(&line, Direction::Download).await
+            }
+            "REIN" => {
+                self.logged_in = false;
+                self.abort_transfer();
+                self.upstream_w.write_all(&line).await?;
+                Ok(Flow::Continue)
             }
             "ABOR" if self.relaying() => {
                 self.abort_transfer();
@@ -400,6 +421,9 @@ impl Session<'_> {
             Ok(None) => Ok(Flow::Continue),
             Ok(Some(reply)) => {
                 metrics::reply(self.listener(), reply.code);
+                if reply.code == 230 {
+                    self.logged_in = true;
+                }
                 if self.data.transfer_waiting_for_reply() && reply.code >= 200 {
                     self.on_transfer_reply(reply).await?;
                 } else {

@@ -79,6 +79,8 @@ pub struct ServerOptions {
     pub masquerade: Option<Ipv4Addr>,
     /// `false` refuses `PASV`/`EPSV` (not supported by pure-ftpd: `start` panics).
     pub passive: bool,
+    /// `false` refuses `PORT`/`EPRT` (vsftpd only: other servers panic in `start`).
+    pub active: bool,
     /// Allow FXP: `PORT` to and passive connections from foreign addresses.
     pub foreign_data: bool,
     /// Run the server inside this network namespace (`ip netns exec NAME ...`).
@@ -93,6 +95,7 @@ impl ServerOptions {
             ip,
             masquerade: None,
             passive: true,
+            active: true,
             foreign_data: false,
             netns: None,
             pasv_ports: None,
@@ -182,6 +185,10 @@ impl FtpServer {
     }
 
     fn launch(kind: ServerKind, opts: ServerOptions, port: u16, addr: SocketAddr) -> FtpServer {
+        assert!(
+            opts.active || kind == ServerKind::Vsftpd,
+            "only vsftpd can refuse active mode in this harness"
+        );
         let user = system_user();
         let dir = tempfile::Builder::new()
             .prefix(&format!("fxp-{}-", kind.name()))
@@ -546,7 +553,7 @@ fn vsftpd(c: &Ctx) -> Spec {
          pasv_enable={pasv}\n\
          pasv_min_port={pmin}\n\
          pasv_max_port={pmax}\n\
-         port_enable=YES\n\
+         port_enable={active}\n\
          port_promiscuous={foreign}\n\
          pasv_promiscuous={foreign}\n",
         ip = o.ip,
@@ -555,6 +562,7 @@ fn vsftpd(c: &Ctx) -> Spec {
         empty = empty.display(),
         log = log.display(),
         pasv = yes(o.passive),
+        active = yes(o.active),
         pmin = c.pasv_ports.0,
         pmax = c.pasv_ports.1,
         foreign = yes(o.foreign_data),

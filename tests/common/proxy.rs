@@ -2,7 +2,7 @@
 //! reads its metrics over HTTP. Stopped (SIGTERM, then SIGKILL) when dropped.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +15,10 @@ pub struct ListenerSpec {
     pub active: &'static str,
     pub client_address: Option<String>,
     pub private_ranges: Option<Vec<String>>,
+    /// `passthrough` or `relay`.
+    pub data: &'static str,
+    /// More listener keys, YAML lines indented by four spaces.
+    pub extra: String,
 }
 
 impl ListenerSpec {
@@ -25,6 +29,8 @@ impl ListenerSpec {
             active: "auto",
             client_address: None,
             private_ranges: None,
+            data: "passthrough",
+            extra: String::new(),
         }
     }
 
@@ -35,6 +41,15 @@ impl ListenerSpec {
 
     pub fn active(mut self, mode: &'static str) -> Self {
         self.active = mode;
+        self
+    }
+
+    /// Relay mode, with extra listener keys (`key: value` lines).
+    pub fn relay(mut self, keys: &[&str]) -> Self {
+        self.data = "relay";
+        for k in keys {
+            self.extra.push_str(&format!("    {k}\n"));
+        }
         self
     }
 }
@@ -50,15 +65,16 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts the proxy with one reverse listener on `ip`, waiting until it serves.
-    pub fn start(ip: Ipv4Addr, spec: ListenerSpec) -> Proxy {
+    pub fn start(ip: impl Into<IpAddr>, spec: ListenerSpec) -> Proxy {
         Proxy::start_with(ip, spec, "")
     }
 
     /// Like [`Proxy::start`], with extra top-level YAML (e.g. a `limits:` block).
-    pub fn start_with(ip: Ipv4Addr, spec: ListenerSpec, extra_yaml: &str) -> Proxy {
+    pub fn start_with(ip: impl Into<IpAddr>, spec: ListenerSpec, extra_yaml: &str) -> Proxy {
+        let ip: IpAddr = ip.into();
         let dir = tempfile::tempdir().expect("tempdir");
-        let addr = SocketAddr::from((ip, super::free_port(ip.into())));
-        let admin = SocketAddr::from((ip, super::free_port(ip.into())));
+        let addr = SocketAddr::new(ip, super::free_port(ip));
+        let admin = SocketAddr::new(ip, super::free_port(ip));
         let mut nat = format!(
             "      passive: {}\n      active: {}\n",
             spec.passive, spec.active
@@ -67,8 +83,8 @@ impl Proxy {
             nat.push_str(&format!("      client_address: {c}\n"));
         }
         let mut yaml = format!(
-            "admin:\n  bind: {admin}\n{extra_yaml}\nlisteners:\n  - name: test\n    bind: {addr}\n    mode: reverse\n    upstream: {}\n    data: passthrough\n    nat:\n{nat}",
-            spec.upstream
+            "admin:\n  bind: \"{admin}\"\n{extra_yaml}\nlisteners:\n  - name: test\n    bind: \"{addr}\"\n    mode: reverse\n    upstream: {}\n    data: {}\n{}    nat:\n{nat}",
+            spec.upstream, spec.data, spec.extra
         );
         if let Some(r) = &spec.private_ranges {
             yaml.push_str(&format!("    private_ranges: [{}]\n", r.join(", ")));

@@ -1,0 +1,469 @@
+//! Relay mode with real servers and clients. The servers announce the dead address
+//! `127.0.0.99`, so a client cannot reach a server's data port by itself: every
+//! successful transfer here crossed the proxy, which the data byte counter confirms.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::clients::{self, FtplibOp, Mode};
+use common::peers::{self, FtpServer, ServerKind, ServerOptions};
+use common::proxy::{ListenerSpec, Proxy};
+use common::unique_loopback_ip;
+
+const DEAD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 99);
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn masqueraded(kind: ServerKind, tweak: impl FnOnce(&mut ServerOptions)) -> FtpServer {
+    let mut opts = ServerOptions::new(unique_loopback_ip());
+    opts.masquerade = Some(DEAD);
+    tweak(&mut opts);
+    FtpServer::start(kind, opts)
+}
+
+/// A relaying proxy in front of `server`; its upstream leg fixes the dead address.
+fn relay(server: &FtpServer, keys: &[&str]) -> Proxy {
+    Proxy::start(
+        unique_loopback_ip(),
+        ListenerSpec::new(server.addr).passive("always").relay(keys),
+    )
+}
+
+fn url(server: &FtpServer, at: SocketAddr, path: &str) -> String {
+    clients::ftp_url(server.user, server.pass, at, path)
+}
+
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Data ports in use, which must return to zero when no transfer runs.
+fn ports_in_use(proxy: &Proxy) -> f64 {
+    proxy.metric("fxprelay_data_ports_in_use", &[])
+}
+
+/// curl passive (trusting the 227) and active, ftplib both ways, and lftp, all through
+/// the relay, with byte-identical files both ways.
+fn all_clients_through_relay(kind: ServerKind) {
+    let server = masqueraded(kind, |_| {});
+    let proxy = relay(&server, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let big = peers::big_bin();
+    let data = payload(3 * 1024 * 1024 + 1, 5);
+    let up = dir.path().join("up.bin");
+    std::fs::write(&up, &data).unwrap();
+
+    let direct = clients::curl_list(&url(&server, server.addr, ""), &Mode::PassiveTrusting);
+    assert!(
+        !direct.ok(),
+        "the server's own data address must be unreachable: {direct}"
+    );
+
+    for (i, mode) in [Mode::PassiveTrusting, Mode::Active("127.0.0.1")]
+        .iter()
+        .enumerate()
+    {
+        let list = clients::curl_list(&url(&server, proxy.addr, ""), mode);
+        assert!(list.ok(), "curl list ({mode:?}): {list}\n{}", proxy.log());
+        assert!(list.stdout.contains("big.bin"), "{list}");
+        let got = dir.path().join(format!("curl-{i}.bin"));
+        let r = clients::curl_download(&url(&server, proxy.addr, "big.bin"), &got, mode);
+        assert!(r.ok(), "curl download ({mode:?}): {r}\n{}", proxy.log());
+        assert!(
+            std::fs::read(&got).unwrap() == big,
+            "curl download differs ({mode:?})"
+        );
+        let name = format!("curl-up-{i}.bin");
+        let r = clients::curl_upload(&url(&server, proxy.addr, &name), &up, mode);
+        assert!(r.ok(), "curl upload ({mode:?}): {r}\n{}", proxy.log());
+        assert!(
+            std::fs::read(server.file(&name)).unwrap() == data,
+            "curl upload differs"
+        );
+    }
+    for passive in [true, false] {
+        let got = dir.path().join(format!("ftplib-{passive}.bin"));
+        let name = format!("ftplib-up-{passive}.bin");
+        let ops = [
+            FtplibOp::List,
+            FtplibOp::Get("big.bin", &got),
+            FtplibOp::Put(&up, &name),
+        ];
+        let r = clients::ftplib_ops(proxy.addr, server.user, server.pass, passive, &ops);
+        assert!(r.ok(), "ftplib (passive={passive}): {r}\n{}", proxy.log());
+        assert!(
+            std::fs::read(&got).unwrap() == big,
+            "ftplib download differs"
+        );
+        assert!(
+            std::fs::read(server.file(&name)).unwrap() == data,
+            "ftplib upload differs"
+        );
+    }
+    let got = dir.path().join("lftp.bin");
+    let script = format!(
+        "ls; get big.bin -o {}; put {} -o lftp-up.bin",
+        got.display(),
+        up.display()
+    );
+    let r = clients::lftp(proxy.addr, server.user, server.pass, true, &script);
+    assert!(r.ok(), "lftp: {r}\n{}", proxy.log());
+    assert!(std::fs::read(&got).unwrap() == big, "lftp download differs");
+    assert!(
+        std::fs::read(server.file("lftp-up.bin")).unwrap() == data,
+        "lftp upload differs"
+    );
+
+    // Five downloads of big.bin crossed the proxy (plus listings), four uploads too.
+    let down = proxy.metric("fxprelay_data_bytes_total", &[("direction", "download")]);
+    let up = proxy.metric("fxprelay_data_bytes_total", &[("direction", "upload")]);
+    assert!(down >= 5.0 * 8.0 * MIB, "download bytes {down}");
+    assert!(up >= 5.0 * data.len() as f64, "upload bytes {up}");
+    wait_for("data ports to be returned", || ports_in_use(&proxy) == 0.0);
+}
+
+macro_rules! per_server {
+    ($($name:ident => $kind:expr),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() { all_clients_through_relay($kind) }
+        )*
+    };
+}
+
+per_server! {
+    vsftpd_all_clients => ServerKind::Vsftpd,
+    pure_ftpd_all_clients => ServerKind::PureFtpd,
+    proftpd_all_clients => ServerKind::Proftpd,
+    pyftpdlib_all_clients => ServerKind::Pyftpdlib,
+}
+
+#[test]
+fn passive_client_with_active_only_server() {
+    let server = masqueraded(ServerKind::Vsftpd, |o| o.passive = false);
+    let direct = clients::curl_list(&url(&server, server.addr, ""), &Mode::Passive);
+    assert!(
+        !direct.ok(),
+        "the server must refuse passive mode: {direct}"
+    );
+    let proxy = relay(&server, &["upstream_data: auto"]);
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("big.bin");
+    for _ in 0..2 {
+        let r = clients::curl_download(
+            &url(&server, proxy.addr, "big.bin"),
+            &got,
+            &Mode::PassiveTrusting,
+        );
+        assert!(r.ok(), "{r}\n{}", proxy.log());
+        assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+    }
+    // The second transfer went straight to active mode: the refusal was remembered.
+    assert_eq!(
+        proxy.log().matches("upstream refused passive mode").count(),
+        1,
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn active_client_with_passive_only_server() {
+    let server = masqueraded(ServerKind::Vsftpd, |o| o.active = false);
+    let direct = clients::curl_list(&url(&server, server.addr, ""), &Mode::Active("127.0.0.1"));
+    assert!(!direct.ok(), "the server must refuse active mode: {direct}");
+    let proxy = relay(&server, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("big.bin");
+    let r = clients::curl_download(
+        &url(&server, proxy.addr, "big.bin"),
+        &got,
+        &Mode::Active("127.0.0.1"),
+    );
+    assert!(r.ok(), "{r}\n{}", proxy.log());
+    assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+}
+
+#[test]
+fn ipv6_client_with_ipv4_server() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let proxy = Proxy::start(
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ListenerSpec::new(server.addr).passive("always").relay(&[]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("big.bin");
+    for mode in [Mode::Passive, Mode::Active("::1")] {
+        // curl speaks EPSV/EPRT to an IPv6 proxy; the proxy speaks PASV to the IPv4 server.
+        let r = clients::curl(
+            &url(&server, proxy.addr, "big.bin"),
+            &mode,
+            ["-o".as_ref(), got.as_os_str()],
+        );
+        let r = if matches!(mode, Mode::Passive) {
+            // Mode::Passive disables EPSV; over IPv6 curl needs it, so run without it.
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args(["-sS", "--max-time", "30", "-o"])
+                .arg(&got)
+                .arg(url(&server, proxy.addr, "big.bin"));
+            clients::run(cmd, Duration::from_secs(40))
+        } else {
+            r
+        };
+        assert!(r.ok(), "{mode:?}: {r}\n{}", proxy.log());
+        assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+    }
+}
+
+/// A raw, logged-in control connection to drive what clients do not do on purpose.
+struct Raw {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Raw {
+    fn login(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut raw = Raw {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        assert!(raw.reply().starts_with("220"));
+        assert!(raw.cmd(&format!("USER {}", peers::USER)).starts_with("331"));
+        assert!(raw.cmd(&format!("PASS {}", peers::PASS)).starts_with("230"));
+        assert!(raw.cmd("TYPE I").starts_with("200"));
+        raw
+    }
+
+    /// Reads one reply, skipping the continuation lines of a multi-line one.
+    fn reply(&mut self) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).expect("reply");
+            let b = line.as_bytes();
+            if line.is_empty()
+                || (b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ')
+            {
+                return line;
+            }
+        }
+    }
+
+    fn cmd(&mut self, cmd: &str) -> String {
+        write!(self.w, "{cmd}\r\n").unwrap();
+        self.reply()
+    }
+
+    /// `PASV` and the address it announced.
+    fn pasv(&mut self) -> Result<SocketAddr, String> {
+        let r = self.cmd("PASV");
+        if !r.starts_with("227") {
+            return Err(r);
+        }
+        let nums: Vec<u16> = r[r.find('(').unwrap() + 1..r.find(')').unwrap()]
+            .split(',')
+            .map(|n| n.trim().parse().unwrap())
+            .collect();
+        let ip = Ipv4Addr::new(nums[0] as u8, nums[1] as u8, nums[2] as u8, nums[3] as u8);
+        Ok(SocketAddr::from((ip, nums[4] * 256 + nums[5])))
+    }
+}
+
+#[test]
+fn three_ports_five_sessions_clean_425_and_ports_return() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let ip = unique_loopback_ip();
+    let first = common::free_port(ip.into());
+    let ports = format!("data:\n  ports: \"{}-{}\"\n", first, first + 2);
+    let proxy = Proxy::start_with(
+        ip,
+        ListenerSpec::new(server.addr).passive("always").relay(&[]),
+        &ports,
+    );
+    let fds_before = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+        .unwrap()
+        .count();
+
+    let mut sessions: Vec<Raw> = (0..5).map(|_| Raw::login(proxy.addr)).collect();
+    let answers: Vec<Result<SocketAddr, String>> = sessions.iter_mut().map(Raw::pasv).collect();
+    let granted = answers.iter().filter(|a| a.is_ok()).count();
+    let refused: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert_eq!(granted, 3, "{answers:?}");
+    assert_eq!(refused.len(), 2);
+    for r in refused {
+        assert!(r.starts_with("425 ") && r.contains("in use"), "{r}");
+    }
+    assert_eq!(proxy.metric("fxprelay_data_port_exhausted_total", &[]), 2.0);
+    assert_eq!(ports_in_use(&proxy), 3.0);
+
+    // The three granted sessions transfer; the refused ones retry once ports are back.
+    for (s, a) in sessions.iter_mut().zip(&answers) {
+        if let Ok(addr) = a {
+            retr_hello(s, *addr);
+        }
+    }
+    wait_for("ports returned after the transfers", || {
+        ports_in_use(&proxy) == 0.0
+    });
+    for (s, a) in sessions.iter_mut().zip(&answers) {
+        if a.is_err() {
+            let addr = s.pasv().expect("a port is free again");
+            retr_hello(s, addr);
+        }
+    }
+    // An abandoned PASV holds its port until the session ends.
+    sessions[0].pasv().unwrap();
+    assert_eq!(ports_in_use(&proxy), 1.0);
+    drop(sessions);
+    wait_for("ports returned when sessions end", || {
+        ports_in_use(&proxy) == 0.0
+    });
+    wait_for("sessions to end", || {
+        proxy.metric("fxprelay_sessions_active", &[]) == 0.0
+    });
+    let fds_after = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+        .unwrap()
+        .count();
+    assert!(
+        fds_after <= fds_before,
+        "descriptors leaked: {fds_before} -> {fds_after}"
+    );
+}
+
+/// Downloads hello.txt over a data connection to `addr` after `PASV`.
+fn retr_hello(s: &mut Raw, addr: SocketAddr) {
+    let mut data = TcpStream::connect(addr).expect("data connect");
+    let r = s.cmd("RETR hello.txt");
+    assert!(r.starts_with("150") || r.starts_with("125"), "{r}");
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).unwrap();
+    assert_eq!(got, peers::HELLO);
+    let r = s.reply();
+    assert!(r.starts_with("226") || r.starts_with("250"), "{r}");
+}
+
+#[test]
+fn bounce_port_to_third_address_is_refused_in_both_modes() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    for data in ["relay", "passthrough"] {
+        let mut spec = ListenerSpec::new(server.addr).passive("always");
+        spec.data = data;
+        let proxy = Proxy::start(unique_loopback_ip(), spec);
+        let mut s = Raw::login(proxy.addr);
+        let r = s.cmd("PORT 127,0,0,250,200,1");
+        assert!(
+            r.starts_with("504 ") && r.contains("not your own"),
+            "{data}: {r}"
+        );
+        let r = s.cmd("EPRT |1|127.0.0.1|21|");
+        assert!(r.starts_with("504 ") && r.contains("1024"), "{data}: {r}");
+        assert_eq!(
+            proxy.metric("fxprelay_rejected_total", &[("reason", "bounce")]),
+            2.0
+        );
+        // The session goes on, and its own address is fine.
+        let r = s.cmd("PORT 127,0,0,1,200,1");
+        assert!(r.starts_with("200"), "{data}: {r}");
+    }
+}
+
+#[test]
+fn allow_foreign_port_permits_listed_addresses() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let proxy = relay(&server, &["allow_foreign_port: [127.0.0.250/32]"]);
+    let mut s = Raw::login(proxy.addr);
+    assert!(s.cmd("PORT 127,0,0,250,200,1").starts_with("200"));
+    assert!(s.cmd("PORT 127,0,0,251,200,1").starts_with("504"));
+}
+
+#[test]
+fn data_connection_from_another_address_is_refused() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let proxy = relay(&server, &[]);
+    let mut s = Raw::login(proxy.addr);
+    let addr = s.pasv().unwrap();
+    // The thief comes first, from another address; then the client.
+    let thief_sock = socket_from(Ipv4Addr::new(127, 0, 0, 77));
+    let mut thief = thief_sock
+        .connect(addr)
+        .expect("thief connects (the kernel accepts)");
+    let mut data = TcpStream::connect(addr).unwrap();
+    assert!(s.cmd("RETR hello.txt").starts_with("150"));
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).unwrap();
+    assert_eq!(got, peers::HELLO);
+    assert!(s.reply().starts_with("226"));
+    let mut stolen = Vec::new();
+    let _ = thief.read_to_end(&mut stolen);
+    assert!(stolen.is_empty(), "the thief got data");
+    assert_eq!(
+        proxy.metric("fxprelay_rejected_total", &[("reason", "port_theft")]),
+        1.0
+    );
+}
+
+/// A std TCP socket bound to `ip` before connecting, to pose as another host.
+fn socket_from(ip: Ipv4Addr) -> Connector {
+    Connector(ip)
+}
+
+struct Connector(Ipv4Addr);
+
+impl Connector {
+    fn connect(&self, to: SocketAddr) -> std::io::Result<TcpStream> {
+        let s = tokio::net::TcpSocket::new_v4()?;
+        s.bind(SocketAddr::from((self.0, 0)))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let stream = rt.block_on(s.connect(to))?;
+        stream
+            .into_std()
+            .and_then(|s| s.set_nonblocking(false).map(|_| s))
+    }
+}
+
+#[test]
+fn abort_mid_transfer_keeps_the_session_usable() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let proxy = relay(&server, &[]);
+    let mut s = Raw::login(proxy.addr);
+    let addr = s.pasv().unwrap();
+    let mut data = TcpStream::connect(addr).unwrap();
+    assert!(s.cmd("RETR big.bin").starts_with("150"));
+    let mut first = vec![0u8; 64 * 1024];
+    data.read_exact(&mut first).unwrap();
+    // Stop reading: the transfer stalls; then abort it.
+    // RFC 959: the aborted transfer's 426, then the reply to ABOR itself.
+    let r = s.cmd("ABOR");
+    assert!(r.starts_with("426"), "{r}");
+    let r = s.reply();
+    assert!(r.starts_with("226") || r.starts_with("225"), "{r}");
+    let r = s.cmd("NOOP");
+    assert!(r.starts_with("200"), "{r}\n{}", proxy.log());
+    // A new transfer in the same session works.
+    let addr = s.pasv().unwrap();
+    retr_hello(&mut s, addr);
+    assert!(proxy.metric("fxprelay_data_transfers_total", &[("result", "aborted")]) >= 1.0);
+    wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
+}
