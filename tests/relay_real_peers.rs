@@ -467,3 +467,71 @@ fn abort_mid_transfer_keeps_the_session_usable() {
     assert!(proxy.metric("fxprelay_data_transfers_total", &[("result", "aborted")]) >= 1.0);
     wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
 }
+
+/// pyftpdlib listening on `[::1]` only, stopped on drop.
+struct V6Server {
+    child: std::process::Child,
+    addr: SocketAddr,
+    root: tempfile::TempDir,
+}
+
+impl V6Server {
+    fn start() -> V6Server {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("big.bin"), peers::big_bin()).unwrap();
+        let ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let addr = SocketAddr::new(ip, common::free_port(ip));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pyftpd.py");
+        let child = std::process::Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--ip", "::1", "--port", &addr.port().to_string()])
+            .arg("--root")
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start pyftpdlib");
+        let server = V6Server { child, addr, root };
+        wait_for("pyftpdlib on [::1] to greet", || {
+            TcpStream::connect(addr).is_ok_and(|s| {
+                let mut first = [0u8; 3];
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                (&s).read_exact(&mut first).is_ok() && &first == b"220"
+            })
+        });
+        server
+    }
+}
+
+impl Drop for V6Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ipv4_client_with_ipv6_server() {
+    let server = V6Server::start();
+    let proxy = Proxy::start(
+        unique_loopback_ip(),
+        ListenerSpec::new(server.addr).relay(&[]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("big.bin");
+    let base = clients::ftp_url(peers::USER, peers::PASS, proxy.addr, "");
+    for mode in [Mode::PassiveTrusting, Mode::Active("127.0.0.1")] {
+        // The client speaks PASV/PORT over IPv4; the proxy speaks EPSV over IPv6.
+        let r = clients::curl_download(&format!("{base}big.bin"), &got, &mode);
+        assert!(r.ok(), "{mode:?}: {r}\n{}", proxy.log());
+        assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+    }
+    let up = dir.path().join("up.bin");
+    std::fs::write(&up, payload(1024 * 1024, 3)).unwrap();
+    let r = clients::curl_upload(&format!("{base}up.bin"), &up, &Mode::PassiveTrusting);
+    assert!(r.ok(), "{r}\n{}", proxy.log());
+    assert_eq!(
+        std::fs::read(server.root.path().join("up.bin")).unwrap(),
+        std::fs::read(&up).unwrap()
+    );
+}

@@ -83,7 +83,7 @@ impl Proxy {
             nat.push_str(&format!("      client_address: {c}\n"));
         }
         let mut yaml = format!(
-            "admin:\n  bind: \"{admin}\"\n{extra_yaml}\nlisteners:\n  - name: test\n    bind: \"{addr}\"\n    mode: reverse\n    upstream: {}\n    data: {}\n{}    nat:\n{nat}",
+            "admin:\n  bind: \"{admin}\"\n{extra_yaml}\nlisteners:\n  - name: test\n    bind: \"{addr}\"\n    mode: reverse\n    upstream: \"{}\"\n    data: {}\n{}    nat:\n{nat}",
             spec.upstream, spec.data, spec.extra
         );
         if let Some(r) = &spec.private_ranges {
