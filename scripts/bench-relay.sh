@@ -18,11 +18,12 @@
 #   5. downloads the file once through the proxy and `cmp`s it with the source, uploads
 #      once through the proxy and `cmp`s the server's copy (no speed for broken transfers);
 #   6. RETR then STOR, RUNS times each, interleaved direct/proxy/direct/proxy... so machine
-#      noise hits both alike; speed = bytes / (curl's time_total - time_pretransfer), i.e.
-#      from logged in to 226 (vsftpd's PAM login alone takes ~30 ms, 10% of a 1 GiB
-#      transfer), median per path; curl's own whole-run average and the login time are
-#      printed too; the proxy's CPU time (utime+stime of its pid, all threads) over its
-#      runs of each kind, per GiB moved;
+#      noise hits both alike; speed = bytes / (curl's time_total - time_pretransfer): for
+#      FTP curl's pretransfer mark falls after login, PWD, PASV/EPSV, the data connection
+#      and the 150 reply, so this is the data flow itself (vsftpd's PAM login alone takes
+#      ~30 ms, 10% of a 1 GiB transfer); median per path; curl's own whole-run average and
+#      the time to the 150 are printed too; the proxy's CPU time (utime+stime of its pid,
+#      all threads) over its runs of each kind, per GiB moved;
 #   7. prints a table. Every process it started is killed by pid (vsftpd: its group) and
 #      every temporary file/mount removed on exit, including on errors and signals.
 #
@@ -397,12 +398,12 @@ curl_opts() { # VIA -> curl options for that path
     printf '%s\n' "${o[@]}"
 }
 
-# KIND VIA [OUT]: one transfer; prints "DATA WHOLE LOGIN": bytes/s from the end of the
-# login to the end of the transfer (curl's time_total - time_pretransfer: PASV/EPSV, data
-# connection, RETR/STOR, the bytes, 226), curl's own average over the whole run, and the
-# seconds until logged in (for FTP curl's time_connect/time_pretransfer include greeting
-# and login). RETR writes to OUT (default /dev/null); STOR uploads SRC as up.bin, checks
-# its size and removes it (OUT=keep keeps it).
+# KIND VIA [OUT]: one transfer; prints "DATA WHOLE READY": bytes/s of the data flow
+# (curl's time_total - time_pretransfer; for FTP pretransfer comes after greeting, login,
+# PWD, PASV/EPSV, the data connection, TYPE, RETR/STOR and its 150), curl's own average
+# over the whole run, and time_pretransfer in seconds. (curl's time_connect is no use
+# here: the data connection overwrites it.) RETR writes to OUT (default /dev/null); STOR
+# uploads SRC as up.bin, checks its size and removes it (OUT=keep keeps it).
 transfer() {
     local kind=$1 via=$2 out=${3:-/dev/null} url opts res whole size pre total
     url=$DIRECT_URL
@@ -453,8 +454,8 @@ for kind in RETR STOR; do
         proxy+=("$(transfer "$kind" proxy)")
         awk -v k="$kind" -v r="$run" -v n="$RUNS" -v d="${direct[-1]}" -v p="${proxy[-1]}" 'BEGIN {
             split(d, a, " "); split(p, b, " ")
-            printf "%s run %d/%d: direct %5.0f MB/s (whole run %5.0f, login %4.1f ms)   " \
-                "proxy %5.0f MB/s (whole run %5.0f, login %4.1f ms)\n", k, r, n,
+            printf "%s run %d/%d: direct %5.0f MB/s (whole run %5.0f, 150 after %5.1f ms)   " \
+                "proxy %5.0f MB/s (whole run %5.0f, 150 after %5.1f ms)\n", k, r, n,
                 a[1] / 1e6, a[2] / 1e6, a[3] * 1e3, b[1] / 1e6, b[2] / 1e6, b[3] * 1e3
         }' >&2
     done
@@ -478,7 +479,7 @@ ratio() { awk -v p="$1" -v d="$2" 'BEGIN { printf "%.2f", p / d }'; }
 row() { printf '| %-42s | %9s | %9s | %-25s |\n' "$@"; }
 PROXY_LABEL="curl -> fxprelay ($DATA_MODE) -> vsftpd"
 echo
-echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s from logged in to 226"
+echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s of the data flow (150 to 226)"
 row path 'RETR MB/s' 'STOR MB/s' 'proxy CPU s/GiB RETR/STOR'
 printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..44})" "$(printf -- '-%.0s' {1..11})" \
     "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..27})"
@@ -488,10 +489,12 @@ row "$PROXY_LABEL" "$(mbs "${MED[RETR.proxy.1]}")" "$(mbs "${MED[STOR.proxy.1]}"
 row 'ratio proxy/direct' "$(ratio "${MED[RETR.proxy.1]}" "${MED[RETR.direct.1]}")" \
     "$(ratio "${MED[STOR.proxy.1]}" "${MED[STOR.direct.1]}")" ''
 echo
-echo "curl's own average over the whole run (login included), MB/s, median:"
+echo "curl's own average over the whole run (login and data setup included), MB/s, median:"
 echo "  RETR direct $(mbs "${MED[RETR.direct.2]}"), proxy $(mbs "${MED[RETR.proxy.2]}");" \
     "STOR direct $(mbs "${MED[STOR.direct.2]}"), proxy $(mbs "${MED[STOR.proxy.2]}")"
-echo "time to logged in, median: direct $(ms "${MED[RETR.direct.3]}") ms, proxy $(ms "${MED[RETR.proxy.3]}") ms (RETR runs)"
+echo "connect to 150 (login, PWD, PASV/EPSV, data connection, RETR/STOR), median ms:"
+echo "  RETR direct $(ms "${MED[RETR.direct.3]}"), proxy $(ms "${MED[RETR.proxy.3]}");" \
+    "STOR direct $(ms "${MED[STOR.direct.3]}"), proxy $(ms "${MED[STOR.proxy.3]}")"
 echo "proxy peak RSS (VmHWM): $hwm; load at end: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS - START)) s"
 if [[ $DATA_MODE == passthrough ]]; then
     echo "note: passthrough moves the data directly between curl and vsftpd; only the control"

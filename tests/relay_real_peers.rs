@@ -535,3 +535,93 @@ fn ipv4_client_with_ipv6_server() {
         std::fs::read(&up).unwrap()
     );
 }
+
+#[test]
+fn failures_on_either_leg_map_to_425_and_426() {
+    // Upstream leg: the server refuses passive mode and the listener insists on it.
+    let server = masqueraded(ServerKind::Vsftpd, |o| o.passive = false);
+    let proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(server.addr)
+            .passive("always")
+            .relay(&["upstream_data: passive"]),
+        "limits:\n  data_accept_timeout: 1s\n",
+    );
+    let mut s = Raw::login(proxy.addr);
+    let _addr = s.pasv().unwrap();
+    let r = s.cmd("RETR hello.txt");
+    assert!(r.starts_with("425 ") && r.contains("server"), "{r}");
+    assert!(s.cmd("NOOP").starts_with("200"));
+
+    // Client leg: a client that never connects gets 426 after data_accept_timeout, even
+    // though the server sent the whole (small) file into the proxy.
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(server.addr).passive("always").relay(&[]),
+        "limits:\n  data_accept_timeout: 1s\n",
+    );
+    let mut s = Raw::login(proxy.addr);
+    let _addr = s.pasv().unwrap();
+    assert!(s.cmd("RETR hello.txt").starts_with("150"));
+    let r = s.reply();
+    assert!(r.starts_with("426 "), "{r}");
+    assert!(s.cmd("NOOP").starts_with("200"));
+    assert_eq!(
+        proxy.metric("fxprelay_data_transfers_total", &[("result", "failed")]),
+        1.0
+    );
+    wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
+}
+
+#[test]
+fn burst_of_transfers_and_aborts_leaves_nothing_behind() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let proxy = relay(&server, &[]);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .unwrap()
+            .count()
+    };
+    // One warm-up session so lazily opened descriptors (e.g. the resolver) are counted.
+    let warm = clients::curl_list(&url(&server, proxy.addr, ""), &Mode::PassiveTrusting);
+    assert!(warm.ok(), "{warm}");
+    let before = fds();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let (server, proxy, dir) = (&server, &proxy, dir.path());
+            scope.spawn(move || {
+                let mode = if i % 2 == 0 {
+                    Mode::PassiveTrusting
+                } else {
+                    Mode::Active("127.0.0.1")
+                };
+                let got = dir.join(format!("b{i}"));
+                let r = clients::curl_download(&url(server, proxy.addr, "big.bin"), &got, &mode);
+                assert!(r.ok(), "{r}");
+                assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+            });
+        }
+        for _ in 0..3 {
+            let proxy = &proxy;
+            scope.spawn(move || {
+                let mut s = Raw::login(proxy.addr);
+                let addr = s.pasv().unwrap();
+                let mut data = TcpStream::connect(addr).unwrap();
+                assert!(s.cmd("RETR big.bin").starts_with("150"));
+                let mut some = vec![0u8; 4096];
+                data.read_exact(&mut some).unwrap();
+                assert!(s.cmd("ABOR").starts_with("426"));
+                s.reply();
+                // Hang up without QUIT, mid-session.
+            });
+        }
+    });
+    wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
+    wait_for("sessions ended", || {
+        proxy.metric("fxprelay_sessions_active", &[]) == 0.0
+    });
+    wait_for("descriptors back to the baseline", || fds() <= before);
+}

@@ -1,0 +1,502 @@
+#!/usr/bin/env bash
+# End-to-end throughput of fxprelay's `data: relay` mode against curl -> vsftpd directly.
+#
+#   scripts/bench-relay.sh [SIZE_MIB=1024] [RUNS=5]
+#
+# Loopback only, files on tmpfs, bounded in time; not part of `cargo test`.
+#
+#   1. builds `cargo build --release` (root needed: vsftpd logs in the system user
+#      `fxptest` from scripts/install-test-peers.sh, which is run if vsftpd/curl/the user
+#      are missing);
+#   2. creates a SIZE_MIB file of /dev/urandom bytes on tmpfs (/dev/shm when it is tmpfs
+#      with room, else a tmpfs mounted under a temporary directory);
+#   3. starts vsftpd in the foreground (own session, killed as a process group) on
+#      127.0.0.71 and a free port, user fxptest chrooted to the tmpfs directory;
+#   4. starts target/release/fxprelay on 127.0.0.72 (reverse listener to vsftpd,
+#      `data: relay`, `upstream_data: passive`, data ports 51000-51099) and waits for
+#      `GET /healthz` = 200;
+#   5. downloads the file once through the proxy and `cmp`s it with the source, uploads
+#      once through the proxy and `cmp`s the server's copy (no speed for broken transfers);
+#   6. RETR then STOR, RUNS times each, interleaved direct/proxy/direct/proxy... so machine
+#      noise hits both alike; speed = bytes / (curl's time_total - time_pretransfer): for
+#      FTP curl's pretransfer mark falls after login, PWD, PASV/EPSV, the data connection
+#      and the 150 reply, so this is the data flow itself (vsftpd's PAM login alone takes
+#      ~30 ms, 10% of a 1 GiB transfer); median per path; curl's own whole-run average and
+#      the time to the 150 are printed too; the proxy's CPU time (utime+stime of its pid,
+#      all threads) over its runs of each kind, per GiB moved;
+#   7. prints a table. Every process it started is killed by pid (vsftpd: its group) and
+#      every temporary file/mount removed on exit, including on errors and signals.
+#
+# Knobs (environment): FXP_BENCH_DATA=passthrough benchmarks passthrough instead (plumbing
+# check only: the data then bypasses the proxy); FXPRELAY_BIN=PATH uses that binary and
+# skips the build; FXP_BENCH_SERVER_IP / FXP_BENCH_PROXY_IP change the two addresses;
+# FXP_BENCH_TIME_LIMIT=SECONDS replaces the overall time limit (default: generous, from
+# SIZE_MIB and RUNS, build included).
+set -euo pipefail
+
+PROG=bench-relay
+log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+usage() {
+    sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+[[ ${1:-} == -h || ${1:-} == --help ]] && usage
+[[ $# -le 2 ]] || usage
+SIZE_MIB=${1:-1024}
+RUNS=${2:-5}
+[[ $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive integer, got '$SIZE_MIB'"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, got '$RUNS'"
+((SIZE_MIB <= 16384)) || die "SIZE_MIB above 16384 is not supported"
+((RUNS <= 50)) || die "RUNS above 50 is not supported"
+
+DATA_MODE=${FXP_BENCH_DATA:-relay}
+[[ $DATA_MODE == relay || $DATA_MODE == passthrough ]] ||
+    die "FXP_BENCH_DATA must be relay or passthrough, got '$DATA_MODE'"
+SERVER_IP=${FXP_BENCH_SERVER_IP:-127.0.0.71}
+PROXY_IP=${FXP_BENCH_PROXY_IP:-127.0.0.72}
+for ip in "$SERVER_IP" "$PROXY_IP"; do
+    [[ $ip =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "$ip is not a loopback (127.x.y.z) address"
+done
+[[ $SERVER_IP != "$PROXY_IP" ]] || die "server and proxy need different addresses"
+PROXY_DATA_PORTS=51000-51099
+FTP_USER=fxptest
+FTP_PASS=fxptest
+
+SIZE_BYTES=$((SIZE_MIB * 1024 * 1024))
+# Time bounds (seconds). A transfer may run at 10 MiB/s before it counts as hung.
+INSTALL_MAX=900
+BUILD_MAX=1800
+STEP_MAX=30
+CURL_MAX=$((30 + SIZE_MIB / 10))
+TOTAL_MAX=${FXP_BENCH_TIME_LIMIT:-$((INSTALL_MAX + BUILD_MAX + 300 + SIZE_MIB / 5 + (4 * RUNS + 3) * (CURL_MAX + 5)))}
+[[ $TOTAL_MAX =~ ^[1-9][0-9]*$ ]] || die "FXP_BENCH_TIME_LIMIT must be a positive number of seconds"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=/usr/bin/python3
+
+if [[ $(id -u) -ne 0 ]]; then
+    die "needs root (vsftpd logs in the system user $FTP_USER and switches to it)"
+fi
+
+# --- cleanup: everything started is recorded here and undone on exit ------------------
+WORK=
+MOUNTED=0
+VSFTPD_PID=
+PROXY_PID=
+WATCHDOG_PID=
+
+alive() { # PID -> true while the process exists and is not a zombie
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+
+stop_pid() { # PID [GROUP=0]: TERM, up to 5 s, KILL; reaps it
+    local pid=$1 group=${2:-0} target i
+    target=$pid
+    [[ $group -eq 1 ]] && target=-$pid
+    kill -TERM -- "$target" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    # The group's other members (vsftpd's session processes) get the KILL regardless.
+    kill -KILL -- "$target" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    [[ -n $WATCHDOG_PID ]] && stop_pid "$WATCHDOG_PID"
+    [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
+    [[ -n $VSFTPD_PID ]] && stop_pid "$VSFTPD_PID" 1
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ -f $WORK/.timed-out ]]; then
+            log "overall time limit (${TOTAL_MAX}s) reached"
+            rc=124
+        fi
+        if [[ $MOUNTED -eq 1 ]]; then
+            umount "$WORK" 2>/dev/null || umount -l "$WORK"
+        fi
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+show_logs() {
+    local f
+    for f in "$WORK/vsftpd.out" "$WORK/vsftpd.log" "$WORK/fxprelay.log"; do
+        if [[ -s $f ]]; then
+            printf -- '--- %s (last 30 lines)\n' "${f##*/}" >&2
+            tail -n 30 "$f" >&2
+        fi
+    done
+}
+fail() { # like die, with the servers' logs
+    show_logs
+    die "$*"
+}
+
+# --- tmpfs work directory -----------------------------------------------------------------
+NEED_MIB=$((3 * SIZE_MIB + 64)) # source, uploaded copy, verified download
+shm_avail_mib=0
+if [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs ]]; then
+    shm_avail_mib=$(($(df -k --output=avail /dev/shm | tail -n 1) / 1024))
+fi
+if ((shm_avail_mib >= NEED_MIB)); then
+    WORK=$(mktemp -d /dev/shm/fxp-bench.XXXXXX)
+    TMPFS_DESC="/dev/shm (tmpfs, ${shm_avail_mib} MiB free)"
+else
+    WORK=$(mktemp -d /tmp/fxp-bench.XXXXXX)
+    mount -t tmpfs -o "size=${NEED_MIB}m,mode=0755" fxp-bench "$WORK"
+    MOUNTED=1
+    TMPFS_DESC="tmpfs mounted at $WORK (${NEED_MIB} MiB)"
+fi
+# Root-owned 0755: vsftpd refuses configs in group/world-writable places, and fxptest must
+# be able to reach its root below.
+chmod 0755 "$WORK"
+
+# The overall bound: a watchdog TERMs the script, whose trap cleans up. Bash runs the trap
+# once the current step returns, and every step has its own bound.
+(
+    exec >/dev/null 2>&1
+    sleep "$TOTAL_MAX" &
+    s=$!
+    trap 'kill "$s"; exit 0' TERM
+    wait "$s"
+    touch "$WORK/.timed-out"
+    kill -TERM "$$"
+) &
+WATCHDOG_PID=$!
+
+# --- prerequisites and build --------------------------------------------------------------
+if [[ ! -x /usr/sbin/vsftpd ]] || ! command -v curl >/dev/null || ! id "$FTP_USER" >/dev/null 2>&1; then
+    log "vsftpd, curl or user $FTP_USER missing: running scripts/install-test-peers.sh"
+    timeout "$INSTALL_MAX" "$ROOT/scripts/install-test-peers.sh"
+fi
+[[ -x $PY ]] || die "$PY is needed to find free ports"
+
+if [[ -n ${FXPRELAY_BIN:-} ]]; then
+    BIN=$FXPRELAY_BIN
+    log "using FXPRELAY_BIN=$BIN (no build)"
+else
+    log "cargo build --release"
+    (cd "$ROOT" && timeout "$BUILD_MAX" cargo build --release) || die "cargo build --release failed"
+    BIN=$ROOT/target/release/fxprelay
+fi
+[[ -x $BIN ]] || die "$BIN is not an executable"
+START=$SECONDS
+
+# --- header: how the numbers were made ----------------------------------------------------
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+    git_rev="$git_rev+uncommitted changes"
+fi
+pkg_ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
+cat <<EOF
+# fxprelay relay benchmark
+command:  scripts/bench-relay.sh $SIZE_MIB $RUNS${FXP_BENCH_DATA:+  (FXP_BENCH_DATA=$FXP_BENCH_DATA)}
+date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')
+machine:  $(nproc) CPUs ($cpu_model), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr) $(uname -m)
+load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start
+software: fxprelay $git_rev ($BIN), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2)
+files:    ${SIZE_MIB} MiB of /dev/urandom on $TMPFS_DESC
+paths:    direct  curl -> vsftpd $SERVER_IP (PASV, --disable-epsv)
+          proxy   curl -> fxprelay $PROXY_IP (data: $DATA_MODE) -> vsftpd
+EOF
+
+# --- helpers ------------------------------------------------------------------------------
+free_port() { # IP -> a port free on IP now
+    "$PY" -c 'import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
+}
+
+free_range() { # IP LEN -> "LO HI", LEN consecutive ports in 40000-49999 free on IP now
+    "$PY" -c 'import random, socket, sys
+ip, n = sys.argv[1], int(sys.argv[2])
+for _ in range(50):
+    lo = random.randrange(40000, 50000 - n)
+    socks = []
+    try:
+        for p in range(lo, lo + n):
+            s = socket.socket(); socks.append(s); s.bind((ip, p))
+    except OSError:
+        continue
+    finally:
+        for s in socks: s.close()
+    print(lo, lo + n - 1); sys.exit(0)
+sys.exit("no free port range on " + ip)' "$1" "$2"
+}
+
+cpu_ticks() { # PID -> utime + stime of the whole process (all threads), in clock ticks
+    local stat
+    stat=$(cat "/proc/$1/stat")
+    stat=${stat##*) } # fields from 3 (state) on; the name may contain spaces
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+median() { # numbers on stdin -> their median
+    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# --- vsftpd ---------------------------------------------------------------------------------
+FTP_ROOT=$WORK/root
+SRC=$FTP_ROOT/big.bin
+mkdir -m 0755 "$FTP_ROOT" "$WORK/empty"
+log "writing $SIZE_MIB MiB of random bytes"
+timeout $((STEP_MAX + SIZE_MIB / 20)) \
+    dd if=/dev/urandom of="$SRC" bs=1M count="$SIZE_MIB" iflag=fullblock status=none ||
+    die "could not create the source file"
+chmod 0644 "$SRC"
+chown -R "$FTP_USER:" "$FTP_ROOT"
+
+VSFTPD_PORT=$(free_port "$SERVER_IP")
+pasv_range=$(free_range "$SERVER_IP" 100) || die "no free passive port range on $SERVER_IP"
+read -r PASV_LO PASV_HI <<<"$pasv_range"
+(
+    umask 077 # vsftpd wants its config root-owned and private
+    cat >"$WORK/vsftpd.conf" <<EOF
+listen=YES
+listen_ipv6=NO
+background=NO
+listen_address=$SERVER_IP
+listen_port=$VSFTPD_PORT
+anonymous_enable=NO
+local_enable=YES
+write_enable=YES
+local_umask=022
+local_root=$FTP_ROOT
+chroot_local_user=YES
+allow_writeable_chroot=YES
+secure_chroot_dir=$WORK/empty
+pam_service_name=vsftpd
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+userlist_enable=NO
+tcp_wrappers=NO
+dirmessage_enable=NO
+connect_from_port_20=NO
+max_clients=50
+max_per_ip=50
+idle_session_timeout=120
+data_connection_timeout=60
+accept_timeout=15
+connect_timeout=15
+syslog_enable=NO
+xferlog_enable=YES
+xferlog_std_format=NO
+log_ftp_protocol=YES
+vsftpd_log_file=$WORK/vsftpd.log
+pasv_enable=YES
+pasv_min_port=$PASV_LO
+pasv_max_port=$PASV_HI
+port_enable=YES
+port_promiscuous=NO
+pasv_promiscuous=NO
+EOF
+)
+# Without job control a background child is not a group leader, so setsid(1) calls
+# setsid() in place and execs vsftpd: $! is vsftpd and leads its own process group.
+setsid /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
+VSFTPD_PID=$!
+sleep 0.1
+[[ $(ps -o pgid= -p "$VSFTPD_PID" | tr -d ' ') == "$VSFTPD_PID" ]] ||
+    fail "vsftpd (pid $VSFTPD_PID) is not leading its own process group"
+
+DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$VSFTPD_PORT
+ready=0
+for ((i = 0; i < 50; i++)); do
+    alive "$VSFTPD_PID" || fail "vsftpd exited at start"
+    if curl -sS --max-time 2 --disable-epsv -o /dev/null "$DIRECT_URL/" 2>/dev/null; then
+        ready=1
+        break
+    fi
+    sleep 0.2
+done
+[[ $ready -eq 1 ]] || fail "vsftpd on $SERVER_IP:$VSFTPD_PORT did not let $FTP_USER log in within 10 s"
+log "vsftpd pid $VSFTPD_PID on $SERVER_IP:$VSFTPD_PORT, passive ports $PASV_LO-$PASV_HI"
+
+# --- fxprelay -------------------------------------------------------------------------------
+ADMIN_PORT=$(free_port "$PROXY_IP")
+PROXY_PORT=$(free_port "$PROXY_IP")
+while [[ $PROXY_PORT == "$ADMIN_PORT" ]]; do PROXY_PORT=$(free_port "$PROXY_IP"); done
+CONFIG=$WORK/fxprelay.yaml
+if [[ $DATA_MODE == relay ]]; then
+    cat >"$CONFIG" <<EOF
+admin:
+  bind: $PROXY_IP:$ADMIN_PORT
+limits:
+  shutdown_grace: 2s
+data:
+  ports: "$PROXY_DATA_PORTS"
+listeners:
+  - name: bench
+    bind: $PROXY_IP:$PROXY_PORT
+    mode: reverse
+    upstream: $SERVER_IP:$VSFTPD_PORT
+    data: relay
+    upstream_data: passive
+EOF
+else
+    cat >"$CONFIG" <<EOF
+admin:
+  bind: $PROXY_IP:$ADMIN_PORT
+limits:
+  shutdown_grace: 2s
+listeners:
+  - name: bench
+    bind: $PROXY_IP:$PROXY_PORT
+    mode: reverse
+    upstream: $SERVER_IP:$VSFTPD_PORT
+    data: passthrough
+EOF
+fi
+timeout "$STEP_MAX" "$BIN" check -c "$CONFIG" >"$WORK/check.out" 2>&1 || {
+    cat "$WORK/check.out" >&2
+    die "fxprelay rejects the generated config:"$'\n'"$(cat "$CONFIG")"
+}
+"$BIN" run -c "$CONFIG" </dev/null >"$WORK/fxprelay.log" 2>&1 &
+PROXY_PID=$!
+ready=0
+for ((i = 0; i < 100; i++)); do
+    alive "$PROXY_PID" || fail "fxprelay exited at start"
+    code=$(curl -s --max-time 1 -o /dev/null -w '%{http_code}' "http://$PROXY_IP:$ADMIN_PORT/healthz" || true)
+    if [[ $code == 200 ]]; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+[[ $ready -eq 1 ]] || fail "fxprelay's GET /healthz did not answer 200 within 10 s"
+PROXY_URL=ftp://$FTP_USER:$FTP_PASS@$PROXY_IP:$PROXY_PORT
+log "fxprelay pid $PROXY_PID on $PROXY_IP:$PROXY_PORT, admin $PROXY_IP:$ADMIN_PORT"
+
+# --- transfers ------------------------------------------------------------------------------
+curl_opts() { # VIA -> curl options for that path
+    local -a o=(-sS --max-time "$CURL_MAX")
+    if [[ $1 == direct ]]; then
+        o+=(--disable-epsv)
+    elif [[ $DATA_MODE == passthrough ]]; then
+        # The data connection goes to the server: EPSV's 229 would send curl to the proxy's
+        # address, and curl ignores 227 addresses unless told not to.
+        o+=(--disable-epsv --no-ftp-skip-pasv-ip)
+    fi
+    printf '%s\n' "${o[@]}"
+}
+
+# KIND VIA [OUT]: one transfer; prints "DATA WHOLE READY": bytes/s of the data flow
+# (curl's time_total - time_pretransfer; for FTP pretransfer comes after greeting, login,
+# PWD, PASV/EPSV, the data connection, TYPE, RETR/STOR and its 150), curl's own average
+# over the whole run, and time_pretransfer in seconds. (curl's time_connect is no use
+# here: the data connection overwrites it.) RETR writes to OUT (default /dev/null); STOR
+# uploads SRC as up.bin, checks its size and removes it (OUT=keep keeps it).
+transfer() {
+    local kind=$1 via=$2 out=${3:-/dev/null} url opts res whole size pre total
+    url=$DIRECT_URL
+    [[ $via == proxy ]] && url=$PROXY_URL
+    mapfile -t opts < <(curl_opts "$via")
+    if [[ $kind == RETR ]]; then
+        res=$(timeout $((CURL_MAX + 5)) curl "${opts[@]}" -o "$out" \
+            -w '%{speed_download} %{size_download} %{time_pretransfer} %{time_total}' \
+            "$url/big.bin") || fail "RETR $via failed (curl exit $?)"
+    else
+        res=$(timeout $((CURL_MAX + 5)) curl "${opts[@]}" -T "$SRC" \
+            -w '%{speed_upload} %{size_upload} %{time_pretransfer} %{time_total}' \
+            "$url/up.bin") || fail "STOR $via failed (curl exit $?)"
+        size=$(stat -c %s "$FTP_ROOT/up.bin" 2>/dev/null || echo missing)
+        [[ $size == "$SIZE_BYTES" ]] ||
+            fail "STOR $via: the server holds $size bytes, expected $SIZE_BYTES"
+        [[ $out == keep ]] || rm -f "$FTP_ROOT/up.bin"
+    fi
+    read -r whole size pre total <<<"$res"
+    [[ $size == "$SIZE_BYTES" ]] || fail "$kind $via moved $size bytes, expected $SIZE_BYTES"
+    awk -v b="$size" -v w="$whole" -v p="$pre" -v t="$total" \
+        'BEGIN { d = t - p; if (d < 1e-6) d = 1e-6; printf "%.0f %.0f %.6f\n", b / d, w, p }'
+}
+
+echo "READY $PROXY_URL $DIRECT_URL" >&2; sleep 60; exit 0
+transfer RETR proxy "$WORK/check.bin" >/dev/null
+timeout $((STEP_MAX + SIZE_MIB / 20)) cmp "$SRC" "$WORK/check.bin" ||
+    fail "the file downloaded through the proxy differs from the source"
+rm -f "$WORK/check.bin"
+transfer STOR proxy keep >/dev/null
+timeout $((STEP_MAX + SIZE_MIB / 20)) cmp "$SRC" "$FTP_ROOT/up.bin" ||
+    fail "the file uploaded through the proxy differs from the source"
+rm -f "$FTP_ROOT/up.bin"
+transfer RETR direct >/dev/null # warm-up, as the checks were for the proxy path
+
+CLK_TCK=$(getconf CLK_TCK)
+GIB_PER_KIND=$(awk -v r="$RUNS" -v m="$SIZE_MIB" 'BEGIN { print r * m / 1024 }')
+declare -A MED CPU_PER_GIB
+col() { # N -> field N of each line on stdin
+    awk -v n="$1" '{ print $n }'
+}
+for kind in RETR STOR; do
+    direct=()
+    proxy=()
+    ticks0=$(cpu_ticks "$PROXY_PID")
+    for ((run = 1; run <= RUNS; run++)); do
+        direct+=("$(transfer "$kind" direct)")
+        proxy+=("$(transfer "$kind" proxy)")
+        awk -v k="$kind" -v r="$run" -v n="$RUNS" -v d="${direct[-1]}" -v p="${proxy[-1]}" 'BEGIN {
+            split(d, a, " "); split(p, b, " ")
+            printf "%s run %d/%d: direct %5.0f MB/s (whole run %5.0f, 150 after %5.1f ms)   " \
+                "proxy %5.0f MB/s (whole run %5.0f, 150 after %5.1f ms)\n", k, r, n,
+                a[1] / 1e6, a[2] / 1e6, a[3] * 1e3, b[1] / 1e6, b[2] / 1e6, b[3] * 1e3
+        }' >&2
+    done
+    ticks1=$(cpu_ticks "$PROXY_PID")
+    for via in direct proxy; do
+        declare -n runs=$via
+        for f in 1 2 3; do
+            MED[$kind.$via.$f]=$(printf '%s\n' "${runs[@]}" | col "$f" | median)
+        done
+        unset -n runs
+    done
+    CPU_PER_GIB[$kind]=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v g="$GIB_PER_KIND" \
+        'BEGIN { printf "%.3f", t / hz / g }')
+done
+hwm=$(awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$PROXY_PID/status")
+
+# --- report ---------------------------------------------------------------------------------
+mbs() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
+ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s * 1e3 }'; }
+ratio() { awk -v p="$1" -v d="$2" 'BEGIN { printf "%.2f", p / d }'; }
+row() { printf '| %-42s | %9s | %9s | %-25s |\n' "$@"; }
+PROXY_LABEL="curl -> fxprelay ($DATA_MODE) -> vsftpd"
+echo
+echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s of the data flow (150 to 226)"
+row path 'RETR MB/s' 'STOR MB/s' 'proxy CPU s/GiB RETR/STOR'
+printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..44})" "$(printf -- '-%.0s' {1..11})" \
+    "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..27})"
+row 'curl -> vsftpd (direct)' "$(mbs "${MED[RETR.direct.1]}")" "$(mbs "${MED[STOR.direct.1]}")" '-'
+row "$PROXY_LABEL" "$(mbs "${MED[RETR.proxy.1]}")" "$(mbs "${MED[STOR.proxy.1]}")" \
+    "${CPU_PER_GIB[RETR]} / ${CPU_PER_GIB[STOR]}"
+row 'ratio proxy/direct' "$(ratio "${MED[RETR.proxy.1]}" "${MED[RETR.direct.1]}")" \
+    "$(ratio "${MED[STOR.proxy.1]}" "${MED[STOR.direct.1]}")" ''
+echo
+echo "curl's own average over the whole run (login and data setup included), MB/s, median:"
+echo "  RETR direct $(mbs "${MED[RETR.direct.2]}"), proxy $(mbs "${MED[RETR.proxy.2]}");" \
+    "STOR direct $(mbs "${MED[STOR.direct.2]}"), proxy $(mbs "${MED[STOR.proxy.2]}")"
+echo "connect to 150 (login, PWD, PASV/EPSV, data connection, RETR/STOR), median ms:"
+echo "  RETR direct $(ms "${MED[RETR.direct.3]}"), proxy $(ms "${MED[RETR.proxy.3]}");" \
+    "STOR direct $(ms "${MED[STOR.direct.3]}"), proxy $(ms "${MED[STOR.proxy.3]}")"
+echo "proxy peak RSS (VmHWM): $hwm; load at end: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS - START)) s"
+if [[ $DATA_MODE == passthrough ]]; then
+    echo "note: passthrough moves the data directly between curl and vsftpd; only the control"
+    echo "      channel crosses the proxy, so these figures check the plumbing, not the relay."
+fi
