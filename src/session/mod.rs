@@ -333,7 +333,11 @@ impl Session<'_> {
                     .await?;
                 return Ok(Flow::Continue);
             }
-            None => unreachable!("called for PORT, EPRT and LPRT only"),
+            // Not an active-mode command after all: relay it untouched.
+            None => {
+                self.upstream_w.write_all(line).await?;
+                return Ok(Flow::Continue);
+            }
         };
         let fixed = self.fix_active_address(&target).await;
         let to = SocketAddr::new(fixed.unwrap_or(target.addr.ip()), target.addr.port());
