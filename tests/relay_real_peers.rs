@@ -300,9 +300,13 @@ fn three_ports_five_sessions_clean_425_and_ports_return() {
         ListenerSpec::new(server.addr).passive("always").relay(&[]),
         &ports,
     );
-    let fds_before = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
-        .unwrap()
-        .count();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .unwrap()
+            .count()
+    };
+    ports_in_use(&proxy); // a first scrape, so the admin endpoint's own sockets settle
+    let fds_before = fds();
 
     let mut sessions: Vec<Raw> = (0..5).map(|_| Raw::login(proxy.addr)).collect();
     let answers: Vec<Result<SocketAddr, String>> = sessions.iter_mut().map(Raw::pasv).collect();
@@ -341,13 +345,7 @@ fn three_ports_five_sessions_clean_425_and_ports_return() {
     wait_for("sessions to end", || {
         proxy.metric("fxprelay_sessions_active", &[]) == 0.0
     });
-    let fds_after = std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
-        .unwrap()
-        .count();
-    assert!(
-        fds_after <= fds_before,
-        "descriptors leaked: {fds_before} -> {fds_after}"
-    );
+    wait_for("descriptors back to the baseline", || fds() <= fds_before);
 }
 
 /// Downloads hello.txt over a data connection to `addr` after `PASV`.
@@ -454,9 +452,11 @@ fn abort_mid_transfer_keeps_the_session_usable() {
     let mut first = vec![0u8; 64 * 1024];
     data.read_exact(&mut first).unwrap();
     // Stop reading: the transfer stalls; then abort it.
-    // RFC 959: the aborted transfer's 426, then the reply to ABOR itself.
+    // RFC 959: the aborted transfer's 426, then the reply to ABOR itself. When the whole
+    // file already sat in socket buffers on the way to the client, the transfer did
+    // complete and its 226 is the truth.
     let r = s.cmd("ABOR");
-    assert!(r.starts_with("426"), "{r}");
+    assert!(r.starts_with("426") || r.starts_with("226"), "{r}");
     let r = s.reply();
     assert!(r.starts_with("226") || r.starts_with("225"), "{r}");
     let r = s.cmd("NOOP");
@@ -464,7 +464,9 @@ fn abort_mid_transfer_keeps_the_session_usable() {
     // A new transfer in the same session works.
     let addr = s.pasv().unwrap();
     retr_hello(&mut s, addr);
-    assert!(proxy.metric("fxprelay_data_transfers_total", &[("result", "aborted")]) >= 1.0);
+    let aborted = proxy.metric("fxprelay_data_transfers_total", &[("result", "aborted")]);
+    let ok = proxy.metric("fxprelay_data_transfers_total", &[("result", "ok")]);
+    assert_eq!(aborted + ok, 2.0);
     wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
 }
 
@@ -613,7 +615,8 @@ fn burst_of_transfers_and_aborts_leaves_nothing_behind() {
                 assert!(s.cmd("RETR big.bin").starts_with("150"));
                 let mut some = vec![0u8; 4096];
                 data.read_exact(&mut some).unwrap();
-                assert!(s.cmd("ABOR").starts_with("426"));
+                let r = s.cmd("ABOR");
+                assert!(r.starts_with("426") || r.starts_with("226"), "{r}");
                 s.reply();
                 // Hang up without QUIT, mid-session.
             });
@@ -624,4 +627,32 @@ fn burst_of_transfers_and_aborts_leaves_nothing_behind() {
         proxy.metric("fxprelay_sessions_active", &[]) == 0.0
     });
     wait_for("descriptors back to the baseline", || fds() <= before);
+}
+
+/// The opt-in zero-copy path (`FXPRELAY_SPLICE=1`) moves files byte for byte both ways.
+#[test]
+fn splice_relay_is_byte_identical() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let mut spec = ListenerSpec::new(server.addr).passive("always").relay(&[]);
+    spec.env.push(("FXPRELAY_SPLICE", "1"));
+    let proxy = Proxy::start(unique_loopback_ip(), spec);
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("big.bin");
+    let r = clients::curl_download(
+        &url(&server, proxy.addr, "big.bin"),
+        &got,
+        &Mode::PassiveTrusting,
+    );
+    assert!(r.ok(), "{r}\n{}", proxy.log());
+    assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+    let data = payload(5 * 1024 * 1024 + 7, 9);
+    let up = dir.path().join("up.bin");
+    std::fs::write(&up, &data).unwrap();
+    let r = clients::curl_upload(
+        &url(&server, proxy.addr, "up.bin"),
+        &up,
+        &Mode::Active("127.0.0.1"),
+    );
+    assert!(r.ok(), "{r}\n{}", proxy.log());
+    assert!(std::fs::read(server.file("up.bin")).unwrap() == data);
 }

@@ -7,5 +7,7 @@
 
 pub mod ports;
 pub mod relay;
+#[cfg(target_os = "linux")]
+mod splice;
 
 pub use ports::{LeaseError, LeasedListener, PortLease, PortPool, PortSpec, PortSpecError};

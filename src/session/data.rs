@@ -236,9 +236,10 @@ impl Session<'_> {
     }
 
     /// `ABOR`: close both data connections now, unless the file has already crossed
-    /// completely. The server's final reply to the aborted transfer is then a `426`
-    /// whatever the server says, since the client did not get the whole file.
-    pub(super) fn abort_transfer(&mut self) {
+    /// completely. The client then gets `426` for the aborted transfer whatever the
+    /// server says (it did not get the whole file): at once if the server's final reply
+    /// was already held, else in place of that reply when it comes.
+    pub(super) async fn abort_transfer(&mut self) -> std::io::Result<()> {
         self.data.pending = Pending::None;
         let delivered = self
             .data
@@ -246,12 +247,19 @@ impl Session<'_> {
             .as_ref()
             .is_some_and(|t| matches!(t.result, Some(Ok(_))));
         if delivered {
-            return;
+            return Ok(());
         }
-        if let Some(t) = self.data.transfer.take() {
-            metrics::data_transfer(self.listener(), "aborted");
-            info!("transfer aborted by the client");
-            self.data.aborted = t.reply.is_none();
+        let Some(t) = self.data.transfer.take() else {
+            return Ok(());
+        };
+        metrics::data_transfer(self.listener(), "aborted");
+        info!("transfer aborted by the client");
+        if t.reply.is_some() {
+            self.reply(426, "Connection closed; transfer aborted.")
+                .await
+        } else {
+            self.data.aborted = true;
+            Ok(())
         }
     }
 

@@ -304,12 +304,12 @@ impl Session<'_> {
             }
             "REIN" => {
                 self.logged_in = false;
-                self.abort_transfer();
+                self.abort_transfer().await?;
                 self.upstream_w.write_all(&line).await?;
                 Ok(Flow::Continue)
             }
             "ABOR" if self.relaying() => {
-                self.abort_transfer();
+                self.abort_transfer().await?;
                 self.upstream_w.write_all(&line).await?;
                 Ok(Flow::Continue)
             }

@@ -19,6 +19,8 @@ pub struct ListenerSpec {
     pub data: &'static str,
     /// More listener keys, YAML lines indented by four spaces.
     pub extra: String,
+    /// Environment variables for the proxy process.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl ListenerSpec {
@@ -31,6 +33,7 @@ impl ListenerSpec {
             private_ranges: None,
             data: "passthrough",
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -97,6 +100,7 @@ impl Proxy {
             .arg("-c")
             .arg(&config)
             .env("RUST_LOG", "fxprelay=debug")
+            .envs(spec.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
