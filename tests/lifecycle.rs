@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::clients::{self, Mode};
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy, http_get};
-use common::unique_loopback_ip;
+use common::{unique_loopback_ip, wait_for};
 
 /// A raw control connection, for what no FTP client does on purpose.
 struct Raw {
@@ -44,18 +44,6 @@ impl Raw {
     fn closed(&mut self) -> bool {
         let mut buf = Vec::new();
         matches!(self.r.read_until(b'\n', &mut buf), Ok(0))
-    }
-}
-
-/// Polls `cond` until it holds, failing after a few seconds.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use common::clients::{self, FtplibOp, Mode};
 use common::peers::{FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy};
-use common::unique_loopback_ip;
+use common::{payload, unique_loopback_ip};
 
 const DEAD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 99);
 
@@ -29,19 +29,6 @@ fn server_behind(
 
 fn url(server: &FtpServer, at: SocketAddr, path: &str) -> String {
     format!("ftp://{}:{}@{}/{}", server.user, server.pass, at, path)
-}
-
-/// Deterministic, incompressible test content.
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Lists, downloads `big.bin` and uploads a multi-megabyte file through the proxy with

@@ -6,12 +6,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::clients::{self, FtplibOp, Mode};
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy};
-use common::unique_loopback_ip;
+use common::{payload, unique_loopback_ip, wait_for};
 
 const DEAD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 99);
 const MIB: f64 = 1024.0 * 1024.0;
@@ -33,26 +33,6 @@ fn relay(server: &FtpServer, keys: &[&str]) -> Proxy {
 
 fn url(server: &FtpServer, at: SocketAddr, path: &str) -> String {
     clients::ftp_url(server.user, server.pass, at, path)
-}
-
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Data ports in use, which must return to zero when no transfer runs.

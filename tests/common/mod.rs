@@ -49,3 +49,29 @@ pub fn random_u64() -> u64 {
         .unwrap_or(0);
     std::collections::hash_map::RandomState::new().hash_one((n, t, std::process::id()))
 }
+
+/// Deterministic, incompressible test content (xorshift), different per seed.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Polls `cond` until it holds, failing after ten seconds: tests wait on conditions,
+/// never on fixed sleeps.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
