@@ -338,6 +338,19 @@ pub struct Limits {
     /// How long a relay data listener waits for its one expected connection.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub data_accept_timeout: Duration,
+    /// Concurrent sessions from one client address per listener.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_sessions_per_ip: usize,
+    /// From connect until the server accepts the login (`230`); then `421` and close.
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub login_timeout: Duration,
+    /// A control connection with no complete command for this long (and no transfer
+    /// running) is closed with `421`. A client dribbling a line byte by byte counts as idle.
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub idle_timeout: Duration,
+    /// A relayed transfer that moves no byte for this long fails with `426`.
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub data_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -349,6 +362,10 @@ impl Default for Limits {
             max_line_length: 4096,
             max_reply_bytes: 256 * 1024,
             data_accept_timeout: Duration::from_secs(30),
+            max_sessions_per_ip: 64,
+            login_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(900),
+            data_idle_timeout: Duration::from_secs(300),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The accept loop of one listener: caps concurrent sessions, backs off on accept errors,
 //! and spawns one task per client into the shared [`TaskTracker`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -30,6 +31,7 @@ pub struct Shutdown {
 /// Accepts clients on `listener` until `shutdown.stop_accepting` is cancelled.
 pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, shutdown: Shutdown) {
     let slots = Arc::new(Semaphore::new(ctx.limits.max_sessions));
+    let per_ip = PerIp::new(ctx.limits.max_sessions_per_ip);
     let mut backoff = Duration::from_millis(10);
     info!(listener = %ctx.cfg.name, bind = ?listener.local_addr().ok(), upstream = %ctx.cfg.upstream, "listening");
     loop {
@@ -57,21 +59,29 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, shutdown: Shutd
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             metrics::rejected(&ctx.cfg.name, "max_sessions");
             warn!(listener = %ctx.cfg.name, client = %peer, max = ctx.limits.max_sessions, "session limit reached; refusing client");
-            shutdown.sessions.spawn(refuse(stream, peer));
+            let text = "Too many connections to this proxy; try again later.";
+            shutdown.sessions.spawn(refuse(stream, peer, text));
+            continue;
+        };
+        let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
+            metrics::rejected(&ctx.cfg.name, "max_sessions_per_ip");
+            warn!(listener = %ctx.cfg.name, client = %peer, max = ctx.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
+            let text = "Too many connections from your address; try again later.";
+            shutdown.sessions.spawn(refuse(stream, peer, text));
             continue;
         };
         let ctx = ctx.clone();
         let hard_stop = shutdown.hard_stop.clone();
         shutdown.sessions.spawn(async move {
             session::run(stream, peer, ctx, hard_stop).await;
-            drop(permit);
+            drop((permit, ip_slot));
         });
     }
     info!(listener = %ctx.cfg.name, "stopped accepting");
 }
 
-async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
-    let reply = reply_line(421, "Too many connections to this proxy; try again later.");
+async fn refuse(mut stream: TcpStream, peer: SocketAddr, text: &str) {
+    let reply = reply_line(421, text);
     // Bounded: a client that does not read must not hold the task.
     let write = async {
         stream.write_all(&reply).await?;
@@ -82,5 +92,72 @@ async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
         .is_err()
     {
         warn!(client = %peer, "client did not take the refusal in time");
+    }
+}
+
+/// Open sessions per client address, so one host cannot take every session slot.
+#[derive(Clone)]
+struct PerIp {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max: usize,
+}
+
+/// One session's share of its address's count; released on drop.
+struct IpSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn new(max: usize) -> Self {
+        PerIp {
+            open: Arc::default(),
+            max,
+        }
+    }
+
+    fn acquire(&self, ip: IpAddr) -> Option<IpSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            open: self.open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                // Keep the map as small as the set of connected addresses.
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_counts_and_releases() {
+        let per_ip = PerIp::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let s1 = per_ip.acquire(a).unwrap();
+        let _s2 = per_ip.acquire(b).unwrap(); // the same address, IPv4-mapped
+        assert!(per_ip.acquire(a).is_none());
+        assert!(per_ip.acquire("192.0.2.2".parse().unwrap()).is_some());
+        drop(s1);
+        assert!(per_ip.acquire(a).is_some());
     }
 }

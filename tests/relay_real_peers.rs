@@ -636,3 +636,26 @@ fn splice_relay_is_byte_identical() {
     assert!(r.ok(), "{r}\n{}", proxy.log());
     assert!(std::fs::read(server.file("up.bin")).unwrap() == data);
 }
+
+/// A client that stops reading mid-download cannot hold the transfer: after
+/// `limits.data_idle_timeout` without progress it fails with 426 and its port is returned.
+#[test]
+fn stalled_transfer_fails_after_data_idle_timeout() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    // Larger than every socket buffer on the way, so the transfer must stall.
+    let huge = payload(64 * 1024 * 1024, 21);
+    std::fs::write(server.file("huge.bin"), &huge).unwrap();
+    let proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(server.addr).passive("always").relay(&[]),
+        "limits:\n  data_idle_timeout: 1s\n",
+    );
+    let mut s = Raw::login(proxy.addr);
+    let addr = s.pasv().unwrap();
+    let _data = TcpStream::connect(addr).unwrap();
+    assert!(s.cmd("RETR huge.bin").starts_with("150"));
+    let r = s.reply();
+    assert!(r.starts_with("426 "), "{r}");
+    assert!(s.cmd("NOOP").starts_with("200"));
+    wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
+}

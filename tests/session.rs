@@ -349,3 +349,95 @@ async fn graceful_shutdown_drains_then_closes_with_421() {
     // New clients are refused at the TCP level.
     assert!(TcpStream::connect(proxy).await.is_err());
 }
+
+#[tokio::test]
+async fn per_address_limit_refuses_with_421() {
+    let (up, up_addr) = fake_upstream().await;
+    let limits = Limits {
+        max_sessions_per_ip: 1,
+        ..Limits::default()
+    };
+    let (proxy, _sd) =
+        start_proxy(listener_cfg(up_addr, NatMode::Auto, NatMode::Auto), limits).await;
+    let _first = TcpStream::connect(proxy).await.unwrap();
+    let _first_up = timeout(T, up.accept()).await.unwrap().unwrap();
+    let mut second = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let line = second.line().await;
+    assert!(line.starts_with(b"421 ") && String::from_utf8_lossy(&line).contains("your address"));
+    second.eof().await;
+}
+
+#[tokio::test]
+async fn login_timeout_closes_a_client_that_never_logs_in() {
+    let limits = Limits {
+        login_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (mut c, mut s, _sd) = session(NatMode::Auto, NatMode::Auto, limits).await;
+    // Activity does not help: only the server's 230 ends the login phase.
+    c.send(b"USER x\r\n").await;
+    assert_eq!(s.line().await, b"USER x\r\n");
+    s.send(b"331 Password required\r\n").await;
+    assert!(c.line().await.starts_with(b"331"));
+    let line = c.line().await;
+    assert!(
+        line.starts_with(b"421 ") && String::from_utf8_lossy(&line).contains("Login timed out")
+    );
+    c.eof().await;
+}
+
+async fn logged_in(limits: Limits) -> (Peer, Peer, Shutdown) {
+    let (mut c, mut s, sd) = session(NatMode::Auto, NatMode::Auto, limits).await;
+    c.send(b"PASS x\r\n").await;
+    assert_eq!(s.line().await, b"PASS x\r\n");
+    s.send(b"230 Logged in\r\n").await;
+    assert!(c.line().await.starts_with(b"230"));
+    (c, s, sd)
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_a_silent_or_dribbling_client() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (mut c, _s, _sd) = logged_in(limits.clone()).await;
+    let line = c.line().await;
+    assert!(line.starts_with(b"421 ") && String::from_utf8_lossy(&line).contains("Idle"));
+    c.eof().await;
+
+    // Slowloris: bytes keep coming, but never a whole command.
+    let (mut c, _s, _sd) = logged_in(limits).await;
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..30 {
+        if c.w.write_all(b"N").await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = c.line().await;
+    assert!(
+        closed || line.starts_with(b"421 "),
+        "{:?}",
+        String::from_utf8_lossy(&line)
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_running_passthrough_transfer_is_not_idle() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (mut c, mut s, _sd) = logged_in(limits).await;
+    c.send(b"RETR big\r\n").await;
+    assert_eq!(s.line().await, b"RETR big\r\n");
+    s.send(b"150 Opening\r\n").await;
+    assert!(c.line().await.starts_with(b"150"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.send(b"226 Done\r\n").await;
+    assert_eq!(c.line().await, b"226 Done\r\n");
+}

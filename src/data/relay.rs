@@ -6,7 +6,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
@@ -45,6 +45,8 @@ pub enum DataError {
     AcceptTimeout { expect: IpAddr, after: Duration },
     #[error("cannot open the data connection to {0}: {1}")]
     Connect(SocketAddr, io::Error),
+    #[error("no data moved for {0:?}")]
+    Idle(Duration),
     #[error("data connection broke: {0}")]
     Io(#[from] io::Error),
 }
@@ -72,6 +74,8 @@ pub enum Direction {
 pub struct Timeouts {
     pub accept: Duration,
     pub connect: Duration,
+    /// A transfer that moves no byte for this long has failed.
+    pub idle: Duration,
 }
 
 /// Opens both legs, then copies the file one way until the sender's EOF, which is passed
@@ -90,7 +94,7 @@ pub async fn run(
         Direction::Upload => (c, u),
         Direction::Download => (u, c),
     };
-    let bytes = copy_to_eof(from, to).await?;
+    let bytes = copy_to_eof(from, to, limits.idle).await?;
     let moved = match direction {
         Direction::Upload => Moved {
             upload: bytes,
@@ -105,18 +109,33 @@ pub async fn run(
     Ok(moved)
 }
 
-async fn copy_to_eof(from: TcpStream, mut to: TcpStream) -> io::Result<u64> {
+async fn copy_to_eof(from: TcpStream, mut to: TcpStream, idle: Duration) -> Result<u64, DataError> {
     #[cfg(target_os = "linux")]
     if splice_requested()
-        && let Some(n) = super::splice::splice_to_eof(&from, &to).await?
+        && let Some(n) = super::splice::splice_to_eof(&from, &to, idle).await?
     {
         to.shutdown().await?;
         return Ok(n);
     }
-    let mut from = BufReader::with_capacity(COPY_BUFFER, from);
-    let n = tokio::io::copy_buf(&mut from, &mut to).await?;
+    let mut from = from;
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut total = 0u64;
+    loop {
+        // Each step must make progress within `idle`: a stalled peer on either side
+        // cannot hold the transfer, its port and its buffers forever.
+        let n = timeout(idle, from.read(&mut buf))
+            .await
+            .map_err(|_| DataError::Idle(idle))??;
+        if n == 0 {
+            break;
+        }
+        timeout(idle, to.write_all(&buf[..n]))
+            .await
+            .map_err(|_| DataError::Idle(idle))??;
+        total += n as u64;
+    }
     to.shutdown().await?;
-    Ok(n)
+    Ok(total)
 }
 
 /// `FXPRELAY_SPLICE=1` relays with zero-copy `splice(2)`. Off by default: on the

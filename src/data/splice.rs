@@ -5,8 +5,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use std::time::Duration;
+
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::relay::DataError;
 
 /// Bytes asked of one `splice` call; the pipe is grown to hold this much.
 const CHUNK: usize = 1 << 20;
@@ -14,34 +19,40 @@ const CHUNK: usize = 1 << 20;
 /// Copies everything `from` sends until its EOF into `to`. Returns `Ok(None)` when the
 /// kernel cannot splice these sockets (the caller then copies in user space); nothing has
 /// been read in that case.
-pub async fn splice_to_eof(from: &TcpStream, to: &TcpStream) -> io::Result<Option<u64>> {
-    let Some((pipe_r, pipe_w)) = pipe()? else {
+pub async fn splice_to_eof(
+    from: &TcpStream,
+    to: &TcpStream,
+    idle: Duration,
+) -> Result<Option<u64>, DataError> {
+    let Some((pipe_r, pipe_w)) = pipe().map_err(DataError::Io)? else {
         return Ok(None);
     };
     let mut total = 0u64;
     loop {
-        let filled = from
-            .async_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), pipe_w.as_raw_fd(), CHUNK)
-            })
-            .await;
+        let fill = from.async_io(Interest::READABLE, || {
+            splice(from.as_raw_fd(), pipe_w.as_raw_fd(), CHUNK)
+        });
+        let filled = timeout(idle, fill)
+            .await
+            .map_err(|_| DataError::Idle(idle))?;
         let n = match filled {
             Ok(n) => n,
             Err(e) if total == 0 && unsupported(&e) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         if n == 0 {
             return Ok(Some(total));
         }
         let mut left = n;
         while left > 0 {
-            let sent = to
-                .async_io(Interest::WRITABLE, || {
-                    splice(pipe_r.as_raw_fd(), to.as_raw_fd(), left)
-                })
-                .await?;
+            let drain = to.async_io(Interest::WRITABLE, || {
+                splice(pipe_r.as_raw_fd(), to.as_raw_fd(), left)
+            });
+            let sent = timeout(idle, drain)
+                .await
+                .map_err(|_| DataError::Idle(idle))??;
             if sent == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Err(DataError::Io(io::ErrorKind::WriteZero.into()));
             }
             left -= sent;
         }

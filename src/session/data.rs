@@ -72,6 +72,11 @@ impl DataChannel {
         }
     }
 
+    /// Whether a transfer is running (the control connection may rightly be silent).
+    pub(super) fn busy(&self) -> bool {
+        self.transfer.is_some()
+    }
+
     /// Whether the next final upstream reply belongs to a running (or aborted) transfer.
     pub(super) fn transfer_waiting_for_reply(&self) -> bool {
         self.aborted || self.transfer.as_ref().is_some_and(|t| t.reply.is_none())
@@ -218,6 +223,7 @@ impl Session<'_> {
         let limits = Timeouts {
             accept: self.ctx.limits.data_accept_timeout,
             connect: self.ctx.limits.connect_timeout,
+            idle: self.ctx.limits.data_idle_timeout,
         };
         let name = self.listener().to_owned();
         let task = tokio::spawn(

@@ -8,7 +8,7 @@ mod data;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -132,6 +132,9 @@ async fn serve(
         replies: ReplyAssembler::new(ctx.limits.max_reply_bytes),
         bad_commands: 0,
         logged_in: false,
+        started: Instant::now(),
+        last_command: Instant::now(),
+        transfer_in_flight: false,
         data: DataChannel::default(),
     };
     let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
@@ -161,6 +164,13 @@ struct Session<'a> {
     bad_commands: u32,
     /// Set by the upstream's `230`: data ports are only spent on logged-in clients.
     logged_in: bool,
+    /// When the session started (for `limits.login_timeout`).
+    started: Instant,
+    /// When the client last completed a command line (for `limits.idle_timeout`).
+    last_command: Instant,
+    /// Passthrough: a transfer command awaits its final reply, so a quiet control
+    /// connection is not idle.
+    transfer_in_flight: bool,
     data: DataChannel,
 }
 
@@ -173,6 +183,7 @@ enum Flow {
 /// What woke the session loop.
 enum Event {
     Stop,
+    Timeout,
     Client(Option<Result<BytesMut, LineError>>),
     Upstream(Option<Result<BytesMut, LineError>>),
     Transfer(TransferEvent),
@@ -199,8 +210,10 @@ impl Session<'_> {
         hard_stop: CancellationToken,
     ) -> anyhow::Result<&'static str> {
         loop {
+            let deadline = self.deadline();
             let event = tokio::select! {
                 _ = hard_stop.cancelled() => Event::Stop,
+                _ = tokio::time::sleep_until(deadline.into()) => Event::Timeout,
                 line = client_lines.next() => Event::Client(line),
                 line = self.upstream_lines.next() => Event::Upstream(line),
                 done = self.data.finished() => Event::Transfer(done),
@@ -210,6 +223,7 @@ impl Session<'_> {
                     let _ = self.client_w.write_all(SHUTTING_DOWN).await;
                     Flow::End("shutdown")
                 }
+                Event::Timeout => self.on_timeout().await,
                 Event::Client(None) => Flow::End("client closed"),
                 Event::Client(Some(Ok(line))) => self.on_client_line(line).await?,
                 Event::Client(Some(Err(LineError::TooLong(e)))) => {
@@ -243,7 +257,40 @@ impl Session<'_> {
         }
     }
 
+    /// The next moment a limit expires: the login deadline until the server accepted the
+    /// login, and the idle deadline unless a transfer keeps the session busy.
+    fn deadline(&self) -> Instant {
+        let limits = &self.ctx.limits;
+        // Far enough to never fire, near enough not to overflow.
+        let never = Instant::now() + Duration::from_secs(86400 * 365);
+        let busy = self.data.busy() || self.transfer_in_flight;
+        let idle = if busy {
+            never
+        } else {
+            self.last_command + limits.idle_timeout
+        };
+        if self.logged_in {
+            idle
+        } else {
+            idle.min(self.started + limits.login_timeout)
+        }
+    }
+
+    async fn on_timeout(&mut self) -> Flow {
+        let (reason, text) =
+            if !self.logged_in && self.started.elapsed() >= self.ctx.limits.login_timeout {
+                ("login_timeout", "Login timed out; closing the connection.")
+            } else {
+                ("idle_timeout", "Idle timeout; closing the connection.")
+            };
+        metrics::rejected(self.listener(), reason);
+        info!(reason, "closing the session");
+        let _ = self.client_w.write_all(&reply_line(421, text)).await;
+        Flow::End(reason)
+    }
+
     async fn on_client_line(&mut self, line: BytesMut) -> anyhow::Result<Flow> {
+        self.last_command = Instant::now();
         let cmd = match parse_command(&line) {
             Ok(cmd) => cmd,
             Err(e) => {
@@ -314,6 +361,12 @@ impl Session<'_> {
                 Ok(Flow::Continue)
             }
             _ => {
+                if matches!(
+                    verb,
+                    "RETR" | "STOR" | "STOU" | "APPE" | "LIST" | "NLST" | "MLSD"
+                ) {
+                    self.transfer_in_flight = true;
+                }
                 self.upstream_w.write_all(&line).await?;
                 Ok(Flow::Continue)
             }
@@ -427,6 +480,9 @@ impl Session<'_> {
                 metrics::reply(self.listener(), reply.code);
                 if reply.code == 230 {
                     self.logged_in = true;
+                }
+                if reply.code >= 200 {
+                    self.transfer_in_flight = false;
                 }
                 if self.data.transfer_waiting_for_reply() && reply.code >= 200 {
                     self.on_transfer_reply(reply).await?;
