@@ -1,7 +1,9 @@
 //! Wiring: bind every socket the config names, run listeners and the admin endpoint, and
 //! drive the two-phase shutdown.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,13 +11,14 @@ use std::time::Duration;
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::data::PortPool;
+use crate::metrics as m;
 use crate::server::{self, Shutdown};
 use crate::session::ListenerCtx;
 
@@ -28,6 +31,15 @@ pub struct Bound {
     pub admin: TcpListener,
     pub listeners: Vec<(TcpListener, Arc<ListenerCtx>)>,
     pub shutdown_grace: Duration,
+    /// The configuration these sockets were bound for (what a reload compares against).
+    pub config: Config,
+    pub ports: PortPool,
+}
+
+/// SIGHUP reloads: re-read `path` whenever a request arrives.
+pub struct Reload {
+    pub path: PathBuf,
+    pub requests: mpsc::UnboundedReceiver<()>,
 }
 
 impl Bound {
@@ -61,15 +73,19 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
         admin,
         listeners,
         shutdown_grace: config.limits.shutdown_grace,
+        config: config.clone(),
+        ports,
     })
 }
 
 /// Serves until the first stop request (graceful: stop accepting, let sessions finish up
-/// to the grace period); a second request ends the wait at once.
+/// to the grace period); a second request ends the wait at once. Reload requests apply a
+/// re-read configuration to new sessions.
 pub async fn run(
     bound: Bound,
     metrics: Option<PrometheusHandle>,
     mut stop: mpsc::UnboundedReceiver<()>,
+    mut reload: Option<Reload>,
 ) -> anyhow::Result<()> {
     let shutdown = Shutdown::default();
     let admin_stop = CancellationToken::new();
@@ -80,13 +96,34 @@ pub async fn run(
     };
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
     let admin_task = tokio::spawn(admin::serve(bound.admin, state, admin_stop.clone()));
-    let accept_loops: Vec<_> = bound
-        .listeners
-        .into_iter()
-        .map(|(socket, ctx)| tokio::spawn(server::serve(socket, ctx, shutdown.clone())))
-        .collect();
+    let mut live = Live {
+        config: bound.config,
+        ports: bound.ports,
+        listeners: HashMap::new(),
+    };
+    let mut accept_loops = Vec::new();
+    for (socket, ctx) in bound.listeners {
+        let (tx, rx) = watch::channel(ctx.clone());
+        live.listeners.insert(ctx.cfg.name.clone(), tx);
+        accept_loops.push(tokio::spawn(server::serve_reloadable(
+            socket,
+            rx,
+            shutdown.clone(),
+        )));
+    }
 
-    stop.recv().await;
+    loop {
+        let reloaded = async {
+            match reload.as_mut() {
+                Some(r) => r.requests.recv().await.map(|()| r.path.clone()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.recv() => break,
+            Some(path) = reloaded => live.reload(&path),
+        }
+    }
     info!(grace = ?bound.shutdown_grace, "shutting down: no new sessions; open sessions may finish");
     draining.store(true, Ordering::Relaxed);
     shutdown.stop_accepting.cancel();
@@ -119,4 +156,78 @@ pub async fn run(
     admin_task.await?.context("admin endpoint failed")?;
     info!("stopped");
     Ok(())
+}
+
+/// What a reload may change: the configuration and each listener's shared context.
+struct Live {
+    config: Config,
+    ports: PortPool,
+    listeners: HashMap<String, watch::Sender<Arc<ListenerCtx>>>,
+}
+
+impl Live {
+    /// Applies a re-read config to new sessions of the existing listeners. A file that
+    /// does not load changes nothing. What needs new sockets (a listener's bind, new or
+    /// removed listeners, the admin address) is reported and left for a restart.
+    fn reload(&mut self, path: &Path) {
+        let new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                m::config_reload("error");
+                error!("config reload failed; the running configuration stays: {e}");
+                return;
+            }
+        };
+        if new.admin_bind != self.config.admin_bind {
+            warn!(old = %self.config.admin_bind, new = %new.admin_bind, "admin.bind changed: takes effect after a restart");
+        }
+        // A new port list gets a new pool; open sessions keep their leases in the old one.
+        if new.data.ports != self.config.data.ports {
+            self.ports = PortPool::new(&new.data.ports);
+        }
+        for l in &new.listeners {
+            let old_bind = self
+                .config
+                .listeners
+                .iter()
+                .find(|o| o.name == l.name)
+                .map(|o| o.bind);
+            match (self.listeners.get(&l.name), old_bind) {
+                (Some(tx), Some(bind)) if bind == l.bind => {
+                    let ctx = ListenerCtx::new(
+                        l.clone(),
+                        new.limits.clone(),
+                        &new.data,
+                        self.ports.clone(),
+                    );
+                    tx.send_replace(Arc::new(ctx));
+                }
+                (Some(_), _) => {
+                    warn!(listener = %l.name, bind = %l.bind, "listener bind changed: takes effect after a restart")
+                }
+                (None, _) => {
+                    warn!(listener = %l.name, "new listener: takes effect after a restart")
+                }
+            }
+        }
+        for name in self
+            .listeners
+            .keys()
+            .filter(|n| !new.listeners.iter().any(|l| &l.name == *n))
+        {
+            warn!(listener = %name, "listener removed from the file: it keeps running until a restart");
+        }
+        m::config_reload("ok");
+        info!(path = %path.display(), "configuration reloaded; new sessions use it, open sessions keep theirs");
+        // Keep the bound binds of listeners that could not change, so the next reload
+        // compares against what actually runs.
+        let mut applied = new;
+        for l in &mut applied.listeners {
+            if let Some(old) = self.config.listeners.iter().find(|o| o.name == l.name) {
+                l.bind = old.bind;
+            }
+        }
+        applied.admin_bind = self.config.admin_bind;
+        self.config = applied;
+    }
 }

@@ -85,7 +85,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config)) {
+            match runtime.block_on(run(config, cli.config.clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let bound = app::bind(&config).await?;
     let handle = metrics::install()?;
     let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -114,7 +114,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    app::run(bound, Some(handle), stop_rx).await
+    let (reload_tx, requests) = tokio::sync::mpsc::unbounded_channel();
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if reload_tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let reload = app::Reload { path, requests };
+    app::run(bound, Some(handle), stop_rx, Some(reload)).await
 }
 
 fn init_logging(cli: &Cli) {

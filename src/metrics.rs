@@ -25,6 +25,7 @@ pub const DATA_PORT_EXHAUSTED_TOTAL: &str = "fxprelay_data_port_exhausted_total"
 pub const DATA_CONNECTIONS_TOTAL: &str = "fxprelay_data_connections_total";
 pub const DATA_BYTES_TOTAL: &str = "fxprelay_data_bytes_total";
 pub const DATA_TRANSFERS_TOTAL: &str = "fxprelay_data_transfers_total";
+pub const CONFIG_RELOADS_TOTAL: &str = "fxprelay_config_reloads_total";
 
 /// Connect latency on a LAN is sub-millisecond; across the internet tens to hundreds of
 /// milliseconds; the last buckets catch timeouts.
@@ -103,6 +104,10 @@ fn describe() {
         "Relayed transfers, by result (ok, failed, aborted)."
     );
     describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Configuration reloads (SIGHUP), by result (ok, error)."
+    );
+    describe_counter!(
         REJECTED_TOTAL,
         "Client connections, commands or upstream replies refused by the proxy, by reason."
     );
@@ -148,6 +153,10 @@ pub fn upstream_connected(listener: &str, took: Duration) {
 pub fn upstream_error(listener: &str, reason: &'static str) {
     counter!(UPSTREAM_ERRORS_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
         .increment(1);
+}
+
+pub fn config_reload(result: &'static str) {
+    counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
 }
 
 pub fn rejected(listener: &str, reason: &'static str) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -28,17 +28,32 @@ pub struct Shutdown {
     pub sessions: TaskTracker,
 }
 
-/// Accepts clients on `listener` until `shutdown.stop_accepting` is cancelled.
+/// Accepts clients on `listener` with a fixed configuration until
+/// `shutdown.stop_accepting` is cancelled.
 pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, shutdown: Shutdown) {
-    let slots = Arc::new(Semaphore::new(ctx.limits.max_sessions));
-    let per_ip = PerIp::new(ctx.limits.max_sessions_per_ip);
+    let (_keep, ctx) = watch::channel(ctx);
+    serve_reloadable(listener, ctx, shutdown).await
+}
+
+/// Like [`serve`], but every new session takes the configuration current at its accept
+/// (SIGHUP reload); open sessions keep the one they started with.
+/// `limits.max_sessions` is sized at start and needs a restart to change.
+pub async fn serve_reloadable(
+    listener: TcpListener,
+    ctx: watch::Receiver<Arc<ListenerCtx>>,
+    shutdown: Shutdown,
+) {
+    let first = ctx.borrow().clone();
+    let slots = Arc::new(Semaphore::new(first.limits.max_sessions));
+    let per_ip = PerIp::default();
     let mut backoff = Duration::from_millis(10);
-    info!(listener = %ctx.cfg.name, bind = ?listener.local_addr().ok(), upstream = %ctx.cfg.upstream, "listening");
+    info!(listener = %first.cfg.name, bind = ?listener.local_addr().ok(), upstream = %first.cfg.upstream, "listening");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.stop_accepting.cancelled() => break,
             r = listener.accept() => r,
         };
+        let current = ctx.borrow().clone();
         let (stream, peer) = match accepted {
             Ok(conn) => {
                 backoff = Duration::from_millis(10);
@@ -47,7 +62,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, shutdown: Shutd
             Err(e) => {
                 // Typically EMFILE: wait for sessions to release descriptors instead of
                 // spinning on the error.
-                warn!(listener = %ctx.cfg.name, error = %e, "accept failed; backing off");
+                warn!(listener = %current.cfg.name, error = %e, "accept failed; backing off");
                 tokio::select! {
                     _ = shutdown.stop_accepting.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -57,27 +72,26 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, shutdown: Shutd
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::rejected(&ctx.cfg.name, "max_sessions");
-            warn!(listener = %ctx.cfg.name, client = %peer, max = ctx.limits.max_sessions, "session limit reached; refusing client");
+            metrics::rejected(&current.cfg.name, "max_sessions");
+            warn!(listener = %current.cfg.name, client = %peer, max = current.limits.max_sessions, "session limit reached; refusing client");
             let text = "Too many connections to this proxy; try again later.";
             shutdown.sessions.spawn(refuse(stream, peer, text));
             continue;
         };
-        let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
-            metrics::rejected(&ctx.cfg.name, "max_sessions_per_ip");
-            warn!(listener = %ctx.cfg.name, client = %peer, max = ctx.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
+        let Some(ip_slot) = per_ip.acquire(peer.ip(), current.limits.max_sessions_per_ip) else {
+            metrics::rejected(&current.cfg.name, "max_sessions_per_ip");
+            warn!(listener = %current.cfg.name, client = %peer, max = current.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
             let text = "Too many connections from your address; try again later.";
             shutdown.sessions.spawn(refuse(stream, peer, text));
             continue;
         };
-        let ctx = ctx.clone();
         let hard_stop = shutdown.hard_stop.clone();
         shutdown.sessions.spawn(async move {
-            session::run(stream, peer, ctx, hard_stop).await;
+            session::run(stream, peer, current, hard_stop).await;
             drop((permit, ip_slot));
         });
     }
-    info!(listener = %ctx.cfg.name, "stopped accepting");
+    info!(listener = %first.cfg.name, "stopped accepting");
 }
 
 async fn refuse(mut stream: TcpStream, peer: SocketAddr, text: &str) {
@@ -96,10 +110,9 @@ async fn refuse(mut stream: TcpStream, peer: SocketAddr, text: &str) {
 }
 
 /// Open sessions per client address, so one host cannot take every session slot.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct PerIp {
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    max: usize,
 }
 
 /// One session's share of its address's count; released on drop.
@@ -109,18 +122,11 @@ struct IpSlot {
 }
 
 impl PerIp {
-    fn new(max: usize) -> Self {
-        PerIp {
-            open: Arc::default(),
-            max,
-        }
-    }
-
-    fn acquire(&self, ip: IpAddr) -> Option<IpSlot> {
+    fn acquire(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
         let ip = ip.to_canonical();
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let n = open.entry(ip).or_insert(0);
-        if *n >= self.max {
+        if *n >= max {
             return None;
         }
         *n += 1;
@@ -150,14 +156,18 @@ mod tests {
 
     #[test]
     fn per_ip_counts_and_releases() {
-        let per_ip = PerIp::new(2);
+        let per_ip = PerIp::default();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        let s1 = per_ip.acquire(a).unwrap();
-        let _s2 = per_ip.acquire(b).unwrap(); // the same address, IPv4-mapped
-        assert!(per_ip.acquire(a).is_none());
-        assert!(per_ip.acquire("192.0.2.2".parse().unwrap()).is_some());
+        let s1 = per_ip.acquire(a, 2).unwrap();
+        let _s2 = per_ip.acquire(b, 2).unwrap(); // the same address, IPv4-mapped
+        assert!(per_ip.acquire(a, 2).is_none());
+        assert!(per_ip.acquire("192.0.2.2".parse().unwrap(), 2).is_some());
         drop(s1);
-        assert!(per_ip.acquire(a).is_some());
+        assert!(per_ip.acquire(a, 2).is_some());
+        assert!(
+            per_ip.open.lock().unwrap().len() == 1,
+            "released addresses leave the map"
+        );
     }
 }

@@ -172,3 +172,49 @@ fn latin1_path_is_relayed_byte_for_byte() {
         "{listing}"
     );
 }
+
+#[test]
+fn sighup_reloads_for_new_sessions_and_keeps_the_old_config_on_error() {
+    let a = vsftpd();
+    let b = vsftpd();
+    std::fs::write(b.file("only-on-b.txt"), b"b\n").unwrap();
+    let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(a.addr));
+    let list = |proxy: &Proxy| {
+        let r = clients::curl_list(
+            &clients::ftp_url(peers::USER, peers::PASS, proxy.addr, ""),
+            &Mode::PassiveTrusting,
+        );
+        assert!(r.ok(), "{r}\n{}", proxy.log());
+        r.stdout
+    };
+    assert!(!list(&proxy).contains("only-on-b.txt"));
+    // A session opened before the reload stays with server A.
+    let mut old = Raw::connect(proxy.addr);
+    assert!(old.line().starts_with("220"));
+
+    let text = std::fs::read_to_string(&proxy.config).unwrap();
+    std::fs::write(
+        &proxy.config,
+        text.replace(&a.addr.to_string(), &b.addr.to_string()),
+    )
+    .unwrap();
+    unsafe { libc::kill(proxy.pid() as i32, libc::SIGHUP) };
+    wait_for("the reload", || {
+        proxy.metric("fxprelay_config_reloads_total", &[("result", "ok")]) == 1.0
+    });
+    assert!(
+        list(&proxy).contains("only-on-b.txt"),
+        "new sessions use the new upstream"
+    );
+    old.send(b"USER fxptest\r\n");
+    assert!(old.line().starts_with("331"), "the old session still works");
+
+    // A broken file is refused and the running configuration stays.
+    std::fs::write(&proxy.config, "listeners: [oops\n").unwrap();
+    unsafe { libc::kill(proxy.pid() as i32, libc::SIGHUP) };
+    wait_for("the failed reload", || {
+        proxy.metric("fxprelay_config_reloads_total", &[("result", "error")]) == 1.0
+    });
+    assert!(proxy.log().contains("config reload failed"));
+    assert!(list(&proxy).contains("only-on-b.txt"));
+}

@@ -333,7 +333,7 @@ async fn graceful_shutdown_drains_then_closes_with_421() {
     let bound = fxprelay::app::bind(&config).await.unwrap();
     let proxy = bound.listeners[0].0.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
-    let run = tokio::spawn(fxprelay::app::run(bound, None, stop_rx));
+    let run = tokio::spawn(fxprelay::app::run(bound, None, stop_rx, None));
     let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
     let mut s = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
     s.send(b"220 hi\r\n").await;

@@ -62,6 +62,8 @@ pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The generated config file (tests rewrite it and send SIGHUP).
+    pub config: PathBuf,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -110,6 +112,7 @@ impl Proxy {
             child,
             addr,
             admin,
+            config: config.clone(),
             log,
             _dir: dir,
         };
