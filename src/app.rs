@@ -36,6 +36,14 @@ pub struct Bound {
     pub ports: PortPool,
 }
 
+/// Every address the proxy listens on, for the forward mode's loop guard.
+fn own_binds<T>(admin: &TcpListener, listeners: &[(TcpListener, T)]) -> Vec<SocketAddr> {
+    std::iter::once(admin)
+        .chain(listeners.iter().map(|(s, _)| s))
+        .filter_map(|s| s.local_addr().ok())
+        .collect()
+}
+
 /// SIGHUP reloads: re-read `path` whenever a request arrives.
 pub struct Reload {
     pub path: PathBuf,
@@ -56,19 +64,27 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
         .await
         .with_context(|| format!("cannot bind admin.bind {}", config.admin_bind))?;
     let ports = PortPool::new(&config.data.ports);
-    let mut listeners = Vec::new();
+    let mut sockets = Vec::new();
     for l in &config.listeners {
         let socket = TcpListener::bind(l.bind)
             .await
             .with_context(|| format!("cannot bind listener `{}` to {}", l.name, l.bind))?;
-        let ctx = ListenerCtx::new(
-            l.clone(),
-            config.limits.clone(),
-            &config.data,
-            ports.clone(),
-        );
-        listeners.push((socket, Arc::new(ctx)));
+        sockets.push((socket, l));
     }
+    let own_binds = own_binds(&admin, &sockets);
+    let listeners = sockets
+        .into_iter()
+        .map(|(socket, l)| {
+            let mut ctx = ListenerCtx::new(
+                l.clone(),
+                config.limits.clone(),
+                &config.data,
+                ports.clone(),
+            );
+            ctx.own_binds = own_binds.clone();
+            (socket, Arc::new(ctx))
+        })
+        .collect();
     Ok(Bound {
         admin,
         listeners,

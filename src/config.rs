@@ -129,7 +129,10 @@ struct FileListener {
     bind: Spanned<BindAddr>,
     #[serde(default)]
     mode: Mode,
-    upstream: HostPort,
+    #[serde(default)]
+    upstream: Option<HostPort>,
+    #[serde(default)]
+    allow: Vec<AllowEntry>,
     #[serde(default)]
     data: DataMode,
     #[serde(default)]
@@ -197,6 +200,55 @@ pub enum Mode {
     /// Every client goes to the one configured `upstream`.
     #[default]
     Reverse,
+    /// The client names its server: `USER user@host[:port]`, checked against `allow`.
+    Forward,
+}
+
+/// One entry of a forward listener's `allow` list: a network (an address is a
+/// one-address network) or a host name clients may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowEntry {
+    Net(IpNet),
+    Host(String),
+}
+
+impl AllowEntry {
+    /// Whether `host`, as the client wrote it, matches a host-name entry.
+    pub fn names(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        matches!(self, AllowEntry::Host(h) if h.eq_ignore_ascii_case(host))
+    }
+
+    /// Whether `ip` (after resolution) is inside a network entry.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        matches!(self, AllowEntry::Net(net) if net.contains(&ip.to_canonical()))
+    }
+}
+
+impl FromStr for AllowEntry {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(AllowEntry::Net(net));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(AllowEntry::Net(IpNet::from(ip)));
+        }
+        let name: HostName = s.parse().map_err(|_| {
+            format!("`{s}` is neither a CIDR (10.0.0.0/8), an address nor a host name")
+        })?;
+        Ok(AllowEntry::Host(
+            name.0.trim_end_matches('.').to_ascii_lowercase(),
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// How data connections travel.
@@ -376,7 +428,10 @@ pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub mode: Mode,
-    pub upstream: HostPort,
+    /// Reverse mode: the one upstream. Forward mode: none (the client names it).
+    pub upstream: Option<HostPort>,
+    /// Forward mode: where clients may go.
+    pub allow: Vec<AllowEntry>,
     pub data: DataMode,
     /// Address announced to clients in relay-mode passive replies; default: the local
     /// address of the client's control connection.
@@ -462,6 +517,23 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             );
         }
         binds.push((bind, key("bind")));
+        match (l.mode, &l.upstream) {
+            (Mode::Reverse, None) => {
+                return invalid(
+                    key("upstream"),
+                    l.name.referenced.line(),
+                    "a reverse listener needs `upstream: host:port`",
+                );
+            }
+            (Mode::Forward, Some(_)) => {
+                return invalid(
+                    key("upstream"),
+                    l.name.referenced.line(),
+                    "a forward listener takes its upstream from the client's `USER user@host`; remove `upstream` and list allowed hosts under `allow`",
+                );
+            }
+            _ => {}
+        }
         let private = match l.private_ranges {
             Some(ranges) => PrivateRanges::new(ranges),
             None => PrivateRanges::default(),
@@ -471,6 +543,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             bind,
             mode: l.mode,
             upstream: l.upstream,
+            allow: l.allow,
             data: l.data,
             public_address: l.public_address,
             upstream_data: l.upstream_data,
@@ -533,7 +606,7 @@ listeners:
         assert_eq!(c.admin_bind, "127.0.0.1:9464".parse().unwrap());
         let l = &c.listeners[0];
         assert_eq!(l.name, "nas");
-        assert_eq!(l.upstream.to_string(), "192.168.1.10:21");
+        assert_eq!(l.upstream.as_ref().unwrap().to_string(), "192.168.1.10:21");
         assert_eq!(l.nat.passive, NatMode::Auto);
         assert_eq!(
             l.nat.client_address,
@@ -624,6 +697,33 @@ listeners:
             "limits:\n  connect_timeout: soon\nlisteners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n",
         );
         assert!(e.contains("line 2") && e.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn forward_listeners() {
+        let c = Config::parse("listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    allow: [127.0.0.0/8, 10.1.2.3, ftp.Example.org]\n").unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.mode, Mode::Forward);
+        assert!(l.upstream.is_none());
+        assert!(l.allow[0].contains("127.9.9.9".parse().unwrap()));
+        assert!(l.allow[1].contains("10.1.2.3".parse().unwrap()));
+        assert!(l.allow[2].names("FTP.example.org."));
+        let e = err(
+            "listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    upstream: h:21\n",
+        );
+        assert!(
+            e.contains("listeners[0].upstream") && e.contains("allow"),
+            "{e}"
+        );
+        let e = err("listeners:\n  - name: r\n    bind: 127.0.0.1:2121\n");
+        assert!(
+            e.contains("listeners[0].upstream") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = err(
+            "listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    allow: [\"not a host\"]\n",
+        );
+        assert!(e.contains("line 5"), "{e}");
     }
 
     #[test]

@@ -47,7 +47,12 @@ pub async fn serve_reloadable(
     let slots = Arc::new(Semaphore::new(first.limits.max_sessions));
     let per_ip = PerIp::default();
     let mut backoff = Duration::from_millis(10);
-    info!(listener = %first.cfg.name, bind = ?listener.local_addr().ok(), upstream = %first.cfg.upstream, "listening");
+    let upstream = first
+        .cfg
+        .upstream
+        .as_ref()
+        .map_or("named by each client (forward)".into(), |u| u.to_string());
+    info!(listener = %first.cfg.name, bind = ?listener.local_addr().ok(), %upstream, "listening");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.stop_accepting.cancelled() => break,

@@ -24,6 +24,8 @@ pub enum ConnectError {
     Refused(SocketAddr),
     #[error("cannot connect to {0}: {1}")]
     Io(SocketAddr, io::Error),
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl ConnectError {
@@ -34,6 +36,7 @@ impl ConnectError {
             ConnectError::Timeout(..) => "timeout",
             ConnectError::Refused(_) => "refused",
             ConnectError::Io(..) => "io",
+            ConnectError::Denied(_) => "denied",
         }
     }
 }
@@ -45,8 +48,20 @@ pub async fn connect(
     target: &HostPort,
     limit: Duration,
 ) -> Result<TcpStream, ConnectError> {
+    connect_checked(listener, target, limit, |_| Ok(())).await
+}
+
+/// Like [`connect`], but only to resolved addresses that `check` accepts (the forward
+/// mode's allow list and loop guard, applied after DNS so a name cannot smuggle in an
+/// address that is not allowed).
+pub async fn connect_checked(
+    listener: &str,
+    target: &HostPort,
+    limit: Duration,
+    check: impl Fn(SocketAddr) -> Result<(), String>,
+) -> Result<TcpStream, ConnectError> {
     let started = Instant::now();
-    let result = match timeout(limit, connect_any(target)).await {
+    let result = match timeout(limit, connect_any(target, check)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout(target.to_string(), limit)),
     };
@@ -57,13 +72,20 @@ pub async fn connect(
     result
 }
 
-async fn connect_any(target: &HostPort) -> Result<TcpStream, ConnectError> {
+async fn connect_any(
+    target: &HostPort,
+    check: impl Fn(SocketAddr) -> Result<(), String>,
+) -> Result<TcpStream, ConnectError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .map_err(|e| ConnectError::Resolve(target.to_string(), e))?
         .collect();
     let mut last = ConnectError::NoAddress(target.to_string());
     for addr in addrs {
+        if let Err(why) = check(addr) {
+            last = ConnectError::Denied(why);
+            continue;
+        }
         match TcpStream::connect(addr).await {
             Ok(stream) => {
                 // Control lines are small and interactive: do not wait to coalesce them.

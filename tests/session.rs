@@ -31,10 +31,11 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
         name: "t".into(),
         bind: "127.0.0.1:0".parse().unwrap(),
         mode: Mode::Reverse,
-        upstream: HostPort {
+        upstream: Some(HostPort {
             host: upstream.ip().to_string(),
             port: upstream.port(),
-        },
+        }),
+        allow: Vec::new(),
         data: DataMode::Passthrough,
         public_address: None,
         upstream_data: Default::default(),
@@ -326,10 +327,10 @@ async fn graceful_shutdown_drains_then_closes_with_421() {
     let text = "limits:\n  shutdown_grace: 200ms\nadmin:\n  bind: 127.0.0.1:0\nlisteners:\n  - name: a\n    bind: 127.0.0.1:0\n    upstream: 127.0.0.1:1\n";
     let mut config = Config::parse(text).unwrap();
     let (up, up_addr) = fake_upstream().await;
-    config.listeners[0].upstream = HostPort {
+    config.listeners[0].upstream = Some(HostPort {
         host: "127.0.0.1".into(),
         port: up_addr.port(),
-    };
+    });
     let bound = fxprelay::app::bind(&config).await.unwrap();
     let proxy = bound.listeners[0].0.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -443,6 +443,11 @@ impl Session<'_> {
     /// `Err(flow)` when the upstream broke the protocol or went silent.
     async fn exchange(&mut self, cmd: &[u8]) -> anyhow::Result<Result<Reply, Flow>> {
         self.upstream_w.write_all(cmd).await?;
+        self.read_final_reply().await
+    }
+
+    /// Reads the upstream's next final reply (skipping `1xx`), within the connect timeout.
+    pub(super) async fn read_final_reply(&mut self) -> anyhow::Result<Result<Reply, Flow>> {
         let limit = self.ctx.limits.connect_timeout;
         loop {
             let line = match timeout(limit, self.upstream_lines.next()).await {

@@ -4,6 +4,7 @@
 //! connections as well.
 
 mod data;
+mod forward;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::codec::{LineCodec, LineError};
-use crate::config::{DataConfig, DataMode, Limits, ListenerConfig};
+use crate::config::{DataConfig, DataMode, Limits, ListenerConfig, Mode};
 use crate::data::PortPool;
 use crate::data::relay::Direction;
 use crate::metrics;
@@ -30,6 +31,7 @@ use crate::rewrite::{self, ReplyAction};
 use crate::upstream;
 
 use data::{DataChannel, TransferEvent};
+use forward::Login;
 
 /// After this many consecutive unparseable command lines the client is disconnected:
 /// nobody types that much garbage by accident.
@@ -46,6 +48,8 @@ pub struct ListenerCtx {
     pub data_bind: Option<IpAddr>,
     /// `upstream_data: auto` learned that the upstream refuses passive mode.
     pub upstream_refuses_passive: AtomicBool,
+    /// Every address this proxy listens on: forward mode never connects to these.
+    pub own_binds: Vec<SocketAddr>,
 }
 
 impl ListenerCtx {
@@ -56,6 +60,7 @@ impl ListenerCtx {
             ports,
             data_bind: data.bind,
             upstream_refuses_passive: AtomicBool::new(false),
+            own_binds: Vec::new(),
         }
     }
 }
@@ -87,46 +92,67 @@ pub async fn run(
 const SHUTTING_DOWN: &[u8] = b"421 Service not available: the proxy is shutting down.\r\n";
 
 async fn serve(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     ctx: &ListenerCtx,
     hard_stop: CancellationToken,
 ) -> anyhow::Result<&'static str> {
     let _ = client.set_nodelay(true);
-    let connect = upstream::connect(&ctx.cfg.name, &ctx.cfg.upstream, ctx.limits.connect_timeout);
-    let upstream = tokio::select! {
-        r = connect => r,
-        _ = hard_stop.cancelled() => {
-            let _ = client.write_all(SHUTTING_DOWN).await;
-            return Ok("shutdown");
+    let client_local = client.local_addr()?.ip().to_canonical();
+    let (cr, mut client_w) = client.into_split();
+    let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
+    let opening = async {
+        match (&ctx.cfg.mode, &ctx.cfg.upstream) {
+            (Mode::Reverse, Some(target)) => {
+                match upstream::connect(&ctx.cfg.name, target, ctx.limits.connect_timeout).await {
+                    Ok(stream) => Ok(Login::Connected {
+                        upstream: stream,
+                        user_line: Vec::new(),
+                        target: target.clone(),
+                    }),
+                    Err(e) => {
+                        warn!(upstream = %target, error = %e, "upstream unreachable");
+                        let text = "Service not available: the FTP server behind this proxy cannot be reached.";
+                        client_w.write_all(&reply_line(421, text)).await?;
+                        Ok(Login::End("upstream unreachable"))
+                    }
+                }
+            }
+            _ => forward::login(ctx, client_local, &mut client_w, &mut client_lines).await,
         }
     };
-    let upstream = match upstream {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(upstream = %ctx.cfg.upstream, error = %e, "upstream unreachable");
-            let reply = reply_line(
-                421,
-                "Service not available: the FTP server behind this proxy cannot be reached.",
-            );
-            let _ = client.write_all(&reply).await;
-            let _ = client.shutdown().await;
-            return Ok("upstream unreachable");
+    let login = tokio::select! {
+        r = opening => r?,
+        _ = hard_stop.cancelled() => Login::End("shutdown"),
+    };
+    let (upstream, user_line) = match login {
+        Login::Connected {
+            upstream,
+            user_line,
+            target,
+        } => {
+            debug!(upstream = %target, "upstream connected");
+            (upstream, user_line)
+        }
+        Login::End(why) => {
+            if why == "shutdown" {
+                let _ = client_w.write_all(SHUTTING_DOWN).await;
+            }
+            let _ = client_w.shutdown().await;
+            return Ok(why);
         }
     };
     let addrs = Addrs {
         client: peer.ip().to_canonical(),
-        client_local: client.local_addr()?.ip().to_canonical(),
+        client_local,
         upstream: upstream.peer_addr()?.ip().to_canonical(),
         upstream_local: upstream.local_addr()?.ip().to_canonical(),
     };
-    debug!(upstream = %addrs.upstream, "upstream connected");
-    let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
     let mut session = Session {
         ctx,
         addrs,
-        client_w: cw,
+        client_w,
         upstream_w: uw,
         upstream_lines: FramedRead::new(ur, LineCodec::new(ctx.limits.max_reply_bytes)),
         replies: ReplyAssembler::new(ctx.limits.max_reply_bytes),
@@ -137,7 +163,19 @@ async fn serve(
         transfer_in_flight: false,
         data: DataChannel::default(),
     };
-    let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
+    if !user_line.is_empty() {
+        // Forward mode: the client already had the proxy's greeting; take the server's
+        // in its place, then replay the client's USER with the host part removed.
+        match session.read_final_reply().await? {
+            Ok(greeting) if greeting.code == 220 => {}
+            Ok(other) => {
+                session.client_w.write_all(&other.raw).await?;
+                return Ok("upstream refused the session");
+            }
+            Err(_) => return Ok("upstream sent no greeting"),
+        }
+        session.upstream_w.write_all(&user_line).await?;
+    }
     session.relay(&mut client_lines, hard_stop).await
 }
 

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 /// One reverse listener of a test proxy.
 #[derive(Debug, Clone)]
 pub struct ListenerSpec {
-    pub upstream: SocketAddr,
+    /// `Some`: a reverse listener to this upstream; `None`: a forward listener.
+    pub upstream: Option<SocketAddr>,
+    /// Forward mode's allow list.
+    pub allow: Vec<String>,
     pub passive: &'static str,
     pub active: &'static str,
     pub client_address: Option<String>,
@@ -26,7 +29,8 @@ pub struct ListenerSpec {
 impl ListenerSpec {
     pub fn new(upstream: SocketAddr) -> Self {
         ListenerSpec {
-            upstream,
+            upstream: Some(upstream),
+            allow: Vec::new(),
             passive: "auto",
             active: "auto",
             client_address: None,
@@ -45,6 +49,14 @@ impl ListenerSpec {
     pub fn active(mut self, mode: &'static str) -> Self {
         self.active = mode;
         self
+    }
+
+    /// A forward listener (clients log in as `user@host:port`) allowing `allow`.
+    pub fn forward(allow: &[&str]) -> Self {
+        let mut spec = ListenerSpec::new(SocketAddr::from(([127, 0, 0, 1], 21)));
+        spec.upstream = None;
+        spec.allow = allow.iter().map(|a| a.to_string()).collect();
+        spec
     }
 
     /// Relay mode, with extra listener keys (`key: value` lines).
@@ -88,8 +100,16 @@ impl Proxy {
             nat.push_str(&format!("      client_address: {c}\n"));
         }
         let mut yaml = format!(
-            "admin:\n  bind: \"{admin}\"\n{extra_yaml}\nlisteners:\n  - name: test\n    bind: \"{addr}\"\n    mode: reverse\n    upstream: \"{}\"\n    data: {}\n{}    nat:\n{nat}",
-            spec.upstream, spec.data, spec.extra
+            "admin:\n  bind: \"{admin}\"\n{extra_yaml}\nlisteners:\n  - name: test\n    bind: \"{addr}\"\n{}    data: {}\n{}    nat:\n{nat}",
+            match spec.upstream {
+                Some(up) => format!("    mode: reverse\n    upstream: \"{up}\"\n"),
+                None => format!(
+                    "    mode: forward\n    allow: [{}]\n",
+                    spec.allow.join(", ")
+                ),
+            },
+            spec.data,
+            spec.extra
         );
         if let Some(r) = &spec.private_ranges {
             yaml.push_str(&format!("    private_ranges: [{}]\n", r.join(", ")));

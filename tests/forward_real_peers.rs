@@ -1,0 +1,129 @@
+//! Forward mode with real servers: the client names its server in `USER user@host:port`,
+//! the proxy checks it against the allow list (and its own addresses) and relays.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::clients::{self, FtplibOp, Mode};
+use common::peers::{self, FtpServer, ServerKind, ServerOptions};
+use common::proxy::{ListenerSpec, Proxy};
+use common::unique_loopback_ip;
+
+fn vsftpd() -> FtpServer {
+    FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()))
+}
+
+/// curl's URL for `user@host:port` through the proxy (the `@` and `:` percent-encoded).
+fn forward_url(server: SocketAddr, proxy: SocketAddr, path: &str) -> String {
+    format!(
+        "ftp://{}%40{}%3A{}:{}@{}/{}",
+        peers::USER,
+        server.ip(),
+        server.port(),
+        peers::PASS,
+        proxy,
+        path
+    )
+}
+
+#[test]
+fn user_at_host_reaches_an_allowed_server_in_both_data_modes() {
+    let server = vsftpd();
+    let allow = format!("{}/32", server.addr.ip());
+    for data in ["relay", "passthrough"] {
+        let mut spec = ListenerSpec::forward(&[&allow]);
+        spec.data = data;
+        let proxy = Proxy::start(unique_loopback_ip(), spec);
+        let dir = tempfile::tempdir().unwrap();
+        let got = dir.path().join("big.bin");
+        let url = forward_url(server.addr, proxy.addr, "big.bin");
+        let r = clients::curl_download(&url, &got, &Mode::PassiveTrusting);
+        assert!(r.ok(), "{data}: {r}\n{}", proxy.log());
+        assert!(std::fs::read(&got).unwrap() == peers::big_bin(), "{data}");
+
+        // ftplib, with the same convention in its user name.
+        let user = format!("{}@{}", peers::USER, server.addr);
+        let list = clients::ftplib_ops(proxy.addr, &user, peers::PASS, true, &[FtplibOp::Nlst]);
+        assert!(list.ok(), "{data}: {list}\n{}", proxy.log());
+        assert!(list.stdout.contains("big.bin"), "{list}");
+    }
+}
+
+struct Raw {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut raw = Raw {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        assert!(raw.line().starts_with("220 fxprelay"));
+        raw
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap();
+        l
+    }
+
+    fn cmd(&mut self, c: &str) -> String {
+        write!(self.w, "{c}\r\n").unwrap();
+        self.line()
+    }
+}
+
+#[test]
+fn hosts_outside_the_allow_list_and_the_proxy_itself_are_refused() {
+    let server = vsftpd();
+    let proxy = Proxy::start(
+        unique_loopback_ip(),
+        ListenerSpec::forward(&[&format!("{}/32", server.addr.ip())]),
+    );
+    let mut c = Raw::connect(proxy.addr);
+    // Another loopback address: not listed, so never even connected to.
+    let other = SocketAddr::from((unique_loopback_ip(), server.addr.port()));
+    let r = c.cmd(&format!("USER fxptest@{other}"));
+    assert!(
+        r.starts_with("530 ") && r.contains("not in the allow list"),
+        "{r}"
+    );
+    let r = c.cmd("PASV");
+    assert!(r.starts_with("530 ") && r.contains("USER user@host"), "{r}");
+    let r = c.cmd("USER nobody-without-a-host");
+    assert!(r.starts_with("530 "), "{r}");
+    // The allowed one works in the same session.
+    let r = c.cmd(&format!("USER fxptest@{}", server.addr));
+    assert!(r.starts_with("331"), "{r}");
+    assert_eq!(
+        proxy.metric("fxprelay_rejected_total", &[("reason", "forward_denied")]),
+        1.0
+    );
+
+    // Loop guard: even when the allow list covers it, the proxy never dials itself.
+    let wide = Proxy::start(
+        unique_loopback_ip(),
+        ListenerSpec::forward(&["127.0.0.0/8"]),
+    );
+    let mut c = Raw::connect(wide.addr);
+    let r = c.cmd(&format!("USER x@{}", wide.addr));
+    assert!(
+        r.starts_with("530 ") && r.contains("this proxy itself"),
+        "{r}"
+    );
+    let r = c.cmd(&format!("USER x@{}", wide.admin));
+    assert!(
+        r.starts_with("530 ") && r.contains("this proxy itself"),
+        "{r}"
+    );
+    let r = c.cmd("QUIT");
+    assert!(r.starts_with("221"), "{r}");
+}
