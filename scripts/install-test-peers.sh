@@ -21,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/.peers"
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib iptables iproute2 libpam-modules)
+APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib iptables iproute2 libpam-modules haproxy)
 EXTRACTED=(pure-ftpd proftpd-core)
 
 log() { printf 'install-test-peers: %s\n' "$*" >&2; }

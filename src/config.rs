@@ -142,6 +142,8 @@ struct FileListener {
     #[serde(default)]
     allow_foreign_port: Vec<IpNet>,
     #[serde(default)]
+    proxy_protocol: Option<ProxyProtocol>,
+    #[serde(default)]
     nat: FileNat,
     #[serde(default)]
     private_ranges: Option<Vec<IpNet>>,
@@ -202,6 +204,21 @@ pub enum Mode {
     Reverse,
     /// The client names its server: `USER user@host[:port]`, checked against `allow`.
     Forward,
+}
+
+/// `proxy_protocol:` on a listener: connections from `trusted` load balancers must start
+/// with a PROXY v1/v2 header naming the real client; others must not send one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocol {
+    pub trusted: Vec<IpNet>,
+}
+
+impl ProxyProtocol {
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trusted.iter().any(|net| net.contains(&peer))
+    }
 }
 
 /// One entry of a forward listener's `allow` list: a network (an address is a
@@ -440,6 +457,8 @@ pub struct ListenerConfig {
     /// Addresses a client's `PORT`/`EPRT`/`LPRT` may name besides its own (and where
     /// ports below 1024 are allowed): the bounce-attack exceptions.
     pub allow_foreign_port: Vec<IpNet>,
+    /// PROXY protocol from these load balancers, if set.
+    pub proxy_protocol: Option<ProxyProtocol>,
     pub nat: NatPolicy,
 }
 
@@ -548,6 +567,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             public_address: l.public_address,
             upstream_data: l.upstream_data,
             allow_foreign_port: l.allow_foreign_port,
+            proxy_protocol: l.proxy_protocol,
             nat: NatPolicy {
                 passive: l.nat.passive,
                 active: l.nat.active,

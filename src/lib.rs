@@ -13,6 +13,8 @@
 //!   what to send, and records everything in [`metrics`].
 //! - [`proto`] is pure: commands, replies (incremental, multi-line) and the address
 //!   codecs of `227`/`228`/`229`/`PORT`/`EPRT`/`LPRT`. It never imports tokio.
+//! - [`proxy_protocol`] reads PROXY v1/v2 headers from trusted load balancers, so the
+//!   real client address drives checks, limits and logs.
 //! - [`rewrite`] is pure too: the NAT policy (`never`/`always`/`auto`) over parsed
 //!   messages.
 //! - [`data`] owns relay-mode data connections; [`data::ports`] leases every data port from
@@ -25,6 +27,7 @@ pub mod config;
 pub mod data;
 pub mod metrics;
 pub mod proto;
+pub mod proxy_protocol;
 pub mod rewrite;
 pub mod server;
 pub mod session;

@@ -45,6 +45,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             CONNECT_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full(SESSION_SECONDS.into()), SESSION_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(FXP_TRANSFER_SECONDS.into()), FXP_BUCKETS)?
         .install_recorder()?;
     describe();
     Ok(handle)
@@ -111,6 +112,21 @@ fn describe() {
         REJECTED_TOTAL,
         "Client connections, commands or upstream replies refused by the proxy, by reason."
     );
+    describe_counter!(
+        FXP_TRANSFERS_TOTAL,
+        "FXP transfers (server to server) finished, by result (ok, failed) and method (fxp, reverse_fxp, relay, none)."
+    );
+    describe_counter!(
+        FXP_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes copied by FXP transfers, by method (only relay moves them through the proxy)."
+    );
+    describe_histogram!(
+        FXP_TRANSFER_SECONDS,
+        Unit::Seconds,
+        "How long FXP transfers took, retries included, by result."
+    );
+    describe_gauge!(FXP_ACTIVE, "FXP transfers running now.");
 }
 
 pub fn session_started(listener: &str) {
@@ -177,4 +193,27 @@ pub fn data_bytes(listener: &str, upload: u64, download: u64) {
 pub fn data_transfer(listener: &str, result: &'static str) {
     counter!(DATA_TRANSFERS_TOTAL, "listener" => listener.to_owned(), "result" => result)
         .increment(1);
+}
+
+pub const FXP_TRANSFERS_TOTAL: &str = "fxprelay_fxp_transfers_total";
+pub const FXP_BYTES_TOTAL: &str = "fxprelay_fxp_bytes_total";
+pub const FXP_TRANSFER_SECONDS: &str = "fxprelay_fxp_transfer_seconds";
+pub const FXP_ACTIVE: &str = "fxprelay_fxp_active";
+
+/// A server-to-server copy takes from milliseconds (a small file on a LAN) to hours.
+const FXP_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+];
+
+/// One FXP transfer started (`+1`) or ended (`-1`).
+pub fn fxp_active(delta: f64) {
+    gauge!(FXP_ACTIVE).increment(delta);
+}
+
+/// One FXP transfer ended: `result` `ok` or `failed`, `method` `fxp`, `reverse_fxp`,
+/// `relay` or `none` (failed before any method ran).
+pub fn fxp_transfer(result: &'static str, method: &'static str, bytes: u64, took: Duration) {
+    counter!(FXP_TRANSFERS_TOTAL, "result" => result, "method" => method).increment(1);
+    counter!(FXP_BYTES_TOTAL, "method" => method).increment(bytes);
+    histogram!(FXP_TRANSFER_SECONDS, "result" => result).record(took.as_secs_f64());
 }

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::metrics;
 use crate::proto::reply::reply_line;
+use crate::proxy_protocol;
 use crate::session::{self, ListenerCtx};
 
 /// The two phases of shutdown, shared by every listener.
@@ -80,26 +81,59 @@ pub async fn serve_reloadable(
             metrics::rejected(&current.cfg.name, "max_sessions");
             warn!(listener = %current.cfg.name, client = %peer, max = current.limits.max_sessions, "session limit reached; refusing client");
             let text = "Too many connections to this proxy; try again later.";
-            shutdown.sessions.spawn(refuse(stream, peer, text));
-            continue;
-        };
-        let Some(ip_slot) = per_ip.acquire(peer.ip(), current.limits.max_sessions_per_ip) else {
-            metrics::rejected(&current.cfg.name, "max_sessions_per_ip");
-            warn!(listener = %current.cfg.name, client = %peer, max = current.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
-            let text = "Too many connections from your address; try again later.";
-            shutdown.sessions.spawn(refuse(stream, peer, text));
+            shutdown.sessions.spawn(async move {
+                let mut stream = stream;
+                refuse(&mut stream, peer, text).await
+            });
             continue;
         };
         let hard_stop = shutdown.hard_stop.clone();
+        let per_ip = per_ip.clone();
+        // The PROXY header is read in the session's own task: a slow balancer connection
+        // must not stall the accept loop.
         shutdown.sessions.spawn(async move {
-            session::run(stream, peer, current, hard_stop).await;
-            drop((permit, ip_slot));
+            let _permit = permit;
+            let Some((mut stream, client, rest)) = client_of(stream, peer, &current).await else {
+                return;
+            };
+            let Some(_ip_slot) = per_ip.acquire(client.ip(), current.limits.max_sessions_per_ip) else {
+                metrics::rejected(&current.cfg.name, "max_sessions_per_ip");
+                warn!(listener = %current.cfg.name, %client, max = current.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
+                let text = "Too many connections from your address; try again later.";
+                refuse(&mut stream, client, text).await;
+                return;
+            };
+            session::run(stream, client, rest, current, hard_stop).await;
         });
     }
     info!(listener = %first.cfg.name, "stopped accepting");
 }
 
-async fn refuse(mut stream: TcpStream, peer: SocketAddr, text: &str) {
+/// The client behind a connection: from the PROXY header when the peer is a trusted load
+/// balancer, else the peer itself. `None` when a trusted peer sent no valid header (the
+/// connection is dropped: without it the proxy cannot know whom it serves).
+async fn client_of(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+) -> Option<(TcpStream, SocketAddr, Vec<u8>)> {
+    let Some(pp) = &ctx.cfg.proxy_protocol else {
+        return Some((stream, peer, Vec::new()));
+    };
+    if !pp.trusts(peer.ip()) {
+        return Some((stream, peer, Vec::new()));
+    }
+    match proxy_protocol::read_header(&mut stream, ctx.limits.connect_timeout).await {
+        Ok(h) => Some((stream, h.source.unwrap_or(peer), h.rest)),
+        Err(e) => {
+            metrics::rejected(&ctx.cfg.name, "proxy_header");
+            warn!(listener = %ctx.cfg.name, balancer = %peer, error = %e, "dropping a load-balancer connection without a valid PROXY header");
+            None
+        }
+    }
+}
+
+async fn refuse(stream: &mut TcpStream, peer: SocketAddr, text: &str) {
     let reply = reply_line(421, text);
     // Bounded: a client that does not read must not hold the task.
     let write = async {

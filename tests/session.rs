@@ -40,6 +40,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
         public_address: None,
         upstream_data: Default::default(),
         allow_foreign_port: Vec::new(),
+        proxy_protocol: None,
         nat: NatPolicy {
             passive,
             active,

@@ -107,6 +107,12 @@ pub(super) async fn login(
                 client_w.write_all(&say(200, "NOOP ok.")).await?;
                 continue;
             }
+            "PROXY" => {
+                metrics::rejected(name, "proxy_untrusted");
+                let text = "PROXY headers are accepted only from trusted load balancers.";
+                client_w.write_all(&say(500, text)).await?;
+                return Ok(Login::End("untrusted PROXY header"));
+            }
             "AUTH" => {
                 metrics::rejected(name, "auth_tls");
                 let text =

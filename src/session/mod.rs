@@ -67,9 +67,12 @@ impl ListenerCtx {
 
 /// Runs one session to completion. Never panics on peer input; every way out is logged
 /// once and counted.
+/// `peer` is the client's address (from the PROXY header behind a load balancer);
+/// `early` holds bytes the client sent before the proxy read anything else.
 pub async fn run(
     client: TcpStream,
     peer: SocketAddr,
+    early: Vec<u8>,
     ctx: Arc<ListenerCtx>,
     hard_stop: CancellationToken,
 ) {
@@ -77,7 +80,7 @@ pub async fn run(
     async move {
         let started = Instant::now();
         metrics::session_started(&ctx.cfg.name);
-        let outcome = serve(client, peer, &ctx, hard_stop).await;
+        let outcome = serve(client, peer, early, &ctx, hard_stop).await;
         metrics::session_ended(&ctx.cfg.name, started.elapsed());
         let secs = started.elapsed().as_secs_f32();
         match outcome {
@@ -94,6 +97,7 @@ const SHUTTING_DOWN: &[u8] = b"421 Service not available: the proxy is shutting 
 async fn serve(
     client: TcpStream,
     peer: SocketAddr,
+    early: Vec<u8>,
     ctx: &ListenerCtx,
     hard_stop: CancellationToken,
 ) -> anyhow::Result<&'static str> {
@@ -101,6 +105,7 @@ async fn serve(
     let client_local = client.local_addr()?.ip().to_canonical();
     let (cr, mut client_w) = client.into_split();
     let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
+    client_lines.read_buffer_mut().extend_from_slice(&early);
     let opening = async {
         match (&ctx.cfg.mode, &ctx.cfg.upstream) {
             (Mode::Reverse, Some(target)) => {
@@ -363,6 +368,18 @@ impl Session<'_> {
         }
 
         match verb {
+            "PROXY" => {
+                // A PROXY header from a source not listed in `proxy_protocol.trusted`:
+                // never believe it, never pass it on.
+                metrics::rejected(self.listener(), "proxy_untrusted");
+                warn!("PROXY header from an untrusted source; closing");
+                self.reply(
+                    500,
+                    "PROXY headers are accepted only from trusted load balancers.",
+                )
+                .await?;
+                Ok(Flow::End("untrusted PROXY header"))
+            }
             "AUTH" => {
                 // Once TLS starts the proxy could no longer read or fix the addresses;
                 // refusing makes clients that merely prefer TLS fall back to plain FTP.

@@ -1,0 +1,136 @@
+//! PROXY protocol v1/v2 from trusted load balancers: the real client address, so that
+//! bounce checks, data-connection expectations, per-address limits and logs see the
+//! client rather than the balancer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proxy_header::{ParseConfig, ProxyHeader};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Largest header accepted: a v1 line is at most 107 bytes; v2 with TLVs can be longer,
+/// but nothing an FTP proxy needs comes close to this.
+const MAX_HEADER: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("no PROXY header within {0:?}")]
+    Timeout(Duration),
+    #[error("the connection closed before a complete PROXY header")]
+    Closed,
+    #[error("invalid PROXY header: {0}")]
+    Invalid(String),
+    #[error("PROXY header larger than {MAX_HEADER} bytes")]
+    TooBig,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What the header said, and what followed it in the same reads.
+#[derive(Debug)]
+pub struct Header {
+    /// The client's address; `None` for a `LOCAL` header (the balancer's own health check).
+    pub source: Option<SocketAddr>,
+    /// Bytes after the header (a client that spoke before the greeting).
+    pub rest: Vec<u8>,
+}
+
+/// Reads one PROXY header (v1 or v2) from the start of `stream`.
+pub async fn read_header(stream: &mut TcpStream, within: Duration) -> Result<Header, HeaderError> {
+    let mut buf = Vec::with_capacity(256);
+    let read = async {
+        let mut chunk = [0u8; 512];
+        loop {
+            match ProxyHeader::parse(&buf, ParseConfig::default()) {
+                Ok((header, used)) => {
+                    let source = header.proxied_address().map(|a| a.source);
+                    return Ok(Header {
+                        source,
+                        rest: buf[used..].to_vec(),
+                    });
+                }
+                Err(proxy_header::Error::BufferTooShort) => {}
+                Err(e) => return Err(HeaderError::Invalid(e.to_string())),
+            }
+            if buf.len() >= MAX_HEADER {
+                return Err(HeaderError::TooBig);
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(HeaderError::Closed);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    timeout(within, read)
+        .await
+        .map_err(|_| HeaderError::Timeout(within))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// The parsed header, plus every byte after it (what was read with the header and
+    /// what came later), to check nothing is lost.
+    async fn feed(bytes: &'static [u8]) -> Result<(Header, Vec<u8>), HeaderError> {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            // Split writes: the parser must cope with a header that arrives in pieces.
+            for part in bytes.chunks(7) {
+                s.write_all(part).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let (mut s, _) = l.accept().await.unwrap();
+        let r = read_header(&mut s, Duration::from_secs(2)).await;
+        drop(writer.await);
+        let h = r?;
+        let mut after = h.rest.clone();
+        s.read_to_end(&mut after).await?;
+        Ok((h, after))
+    }
+
+    #[tokio::test]
+    async fn v1_with_pipelined_bytes() {
+        let (h, after) = feed(b"PROXY TCP4 203.0.113.9 192.0.2.1 40000 21\r\nUSER x\r\n")
+            .await
+            .unwrap();
+        assert_eq!(h.source, Some("203.0.113.9:40000".parse().unwrap()));
+        assert_eq!(after, b"USER x\r\n");
+    }
+
+    #[tokio::test]
+    async fn v2_and_local() {
+        let mut v2 = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+        v2.extend_from_slice(&[203, 0, 113, 9, 192, 0, 2, 1, 0x9c, 0x40, 0, 21]);
+        let v2: &'static [u8] = Box::leak(v2.into_boxed_slice());
+        let (h, after) = feed(v2).await.unwrap();
+        assert_eq!(h.source, Some("203.0.113.9:40000".parse().unwrap()));
+        assert!(after.is_empty());
+        let local: &'static [u8] = b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00";
+        assert_eq!(feed(local).await.unwrap().0.source, None);
+    }
+
+    #[tokio::test]
+    async fn garbage_is_refused() {
+        assert!(matches!(
+            feed(b"USER x\r\n").await,
+            Err(HeaderError::Invalid(_))
+        ));
+        assert!(matches!(
+            feed(b"PROXY TCP4 1.2.3.4\r\n").await,
+            Err(HeaderError::Invalid(_) | HeaderError::Closed)
+        ));
+        assert!(matches!(
+            feed(b"PROXY TCP4 1.2").await,
+            Err(HeaderError::Closed)
+        ));
+    }
+}

@@ -1,0 +1,153 @@
+//! Several fxprelay instances behind a real HAProxy speaking PROXY protocol v2: sessions
+//! and relayed transfers work, and the proxy acts on the real client address (bounce
+//! checks, logs), not the balancer's. Headers from untrusted sources are refused.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::clients::{self, Mode};
+use common::peers::{self, FtpServer, ServerKind, ServerOptions};
+use common::proxy::{ListenerSpec, Proxy};
+use common::{unique_loopback_ip, wait_for};
+
+/// The address HAProxy connects from: the one trusted load balancer.
+const BALANCER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 88);
+
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(backends: &[SocketAddr]) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = unique_loopback_ip();
+        let addr = SocketAddr::from((ip, common::free_port(ip.into())));
+        let mut cfg = format!(
+            "global\n  maxconn 200\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+             frontend ftp\n  bind {addr}\n  default_backend fxprelay\n\
+             backend fxprelay\n  balance roundrobin\n"
+        );
+        for (i, b) in backends.iter().enumerate() {
+            cfg.push_str(&format!(
+                "  server fx{i} {b} send-proxy-v2 source {BALANCER}\n"
+            ));
+        }
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/install-test-peers.sh installs it)");
+        let h = Haproxy {
+            child,
+            addr,
+            _dir: dir,
+        };
+        wait_for("haproxy to listen", || TcpStream::connect(addr).is_ok());
+        h
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn instance(server: &FtpServer) -> Proxy {
+    let spec = ListenerSpec::new(server.addr)
+        .relay(&[&format!("proxy_protocol: {{trusted: [{BALANCER}/32]}}")]);
+    Proxy::start(unique_loopback_ip(), spec)
+}
+
+#[test]
+fn two_instances_behind_haproxy_with_proxy_v2() {
+    let server = FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()));
+    let (a, b) = (instance(&server), instance(&server));
+    let haproxy = Haproxy::start(&[a.addr, b.addr]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = clients::ftp_url(server.user, server.pass, haproxy.addr, "big.bin");
+    // Active mode too: PORT names 127.0.0.1, which passes the bounce check only because
+    // the proxy knows the real client address from the PROXY header.
+    for (i, mode) in [
+        Mode::PassiveTrusting,
+        Mode::Active("127.0.0.1"),
+        Mode::PassiveTrusting,
+        Mode::Active("127.0.0.1"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let got = dir.path().join(format!("{i}.bin"));
+        let r = clients::curl_download(&url, &got, mode);
+        assert!(r.ok(), "{mode:?}: {r}\nA:\n{}\nB:\n{}", a.log(), b.log());
+        assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+    }
+    for p in [&a, &b] {
+        assert!(
+            p.metric("fxprelay_sessions_total", &[]) >= 2.0,
+            "round robin reaches both"
+        );
+        let log = p.log();
+        assert!(log.contains("client=127.0.0.1:"), "{log}");
+        assert!(!log.contains(&format!("client={BALANCER}")), "{log}");
+        assert_eq!(
+            p.metric("fxprelay_rejected_total", &[("reason", "bounce")]),
+            0.0
+        );
+    }
+}
+
+#[test]
+fn proxy_headers_only_from_trusted_balancers() {
+    let server = FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()));
+    let proxy = instance(&server);
+
+    // An ordinary client that sends a PROXY header: refused and closed.
+    let s = TcpStream::connect(proxy.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("220"), "{line}");
+    (&s).write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 21\r\n")
+        .unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("500 "), "{line}");
+    assert_eq!(
+        proxy.metric("fxprelay_rejected_total", &[("reason", "proxy_untrusted")]),
+        1.0
+    );
+
+    // The trusted balancer's address without a header: dropped, counted.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((BALANCER, 0))).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = sock.connect(proxy.addr).await.unwrap();
+        s.write_all(b"USER fxptest\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the connection should be closed");
+        assert!(rest.is_empty(), "no greeting without a header: {rest:?}");
+    });
+    wait_for("the rejection to be counted", || {
+        proxy.metric("fxprelay_rejected_total", &[("reason", "proxy_header")]) == 1.0
+    });
+}
