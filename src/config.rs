@@ -204,6 +204,9 @@ pub enum Mode {
     Reverse,
     /// The client names its server: `USER user@host[:port]`, checked against `allow`.
     Forward,
+    /// Connections redirected here by the firewall go to their original destination,
+    /// checked against `allow`.
+    Transparent,
 }
 
 /// `proxy_protocol:` on a listener: connections from `trusted` load balancers must start
@@ -549,6 +552,13 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
                     key("upstream"),
                     l.name.referenced.line(),
                     "a forward listener takes its upstream from the client's `USER user@host`; remove `upstream` and list allowed hosts under `allow`",
+                );
+            }
+            (Mode::Transparent, Some(_)) => {
+                return invalid(
+                    key("upstream"),
+                    l.name.referenced.line(),
+                    "a transparent listener connects to each connection's original destination; remove `upstream` and list allowed destinations under `allow`",
                 );
             }
             _ => {}

@@ -174,7 +174,7 @@ pub(super) async fn login(
 
 /// The allow list, checked on resolved addresses, and the loop guard: never connect to
 /// one of this proxy's own listeners.
-fn permitted(
+pub(super) fn permitted(
     ctx: &ListenerCtx,
     host: &str,
     addr: SocketAddr,

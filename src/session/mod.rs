@@ -5,6 +5,7 @@
 
 mod data;
 mod forward;
+mod transparent;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -103,6 +104,10 @@ async fn serve(
 ) -> anyhow::Result<&'static str> {
     let _ = client.set_nodelay(true);
     let client_local = client.local_addr()?.ip().to_canonical();
+    let original = match ctx.cfg.mode {
+        Mode::Transparent => Some(transparent::original_destination(&client)?),
+        _ => None,
+    };
     let (cr, mut client_w) = client.into_split();
     let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
     client_lines.read_buffer_mut().extend_from_slice(&early);
@@ -123,6 +128,10 @@ async fn serve(
                     }
                 }
             }
+            (Mode::Transparent, _) => match original {
+                Some(dst) => transparent::connect(ctx, dst, client_local, &mut client_w).await,
+                None => Ok(Login::End("no original destination")),
+            },
             _ => forward::login(ctx, client_local, &mut client_w, &mut client_lines).await,
         }
     };

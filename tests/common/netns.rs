@@ -147,3 +147,155 @@ impl Drop for NatLab {
         self.teardown();
     }
 }
+
+/// A transparent-proxy lab, torn down on drop:
+///
+/// ```text
+///  client ns 10.98.N.2 ──── router ns ──── server ns 10.97.N.2 (FTP server)
+///                       10.98.N.1 | 10.97.N.1
+///                        198.19.N.2 (admin, reachable from the root namespace 198.19.N.1)
+/// ```
+///
+/// In the router, connections from the client side to port 21 and to the relay data range
+/// are redirected (iptables `REDIRECT`) to the proxy running there; anything else the
+/// client sends through the router is refused, so the client reaches the server only
+/// through the proxy. The root namespace may reach the server (readiness probes).
+pub struct TransparentLab {
+    pub client_ns: String,
+    pub router_ns: String,
+    pub server_ns: String,
+    pub client_ip: Ipv4Addr,
+    pub server_ip: Ipv4Addr,
+    /// The router's address towards the root namespace (admin endpoint).
+    pub router_admin_ip: Ipv4Addr,
+    /// The router's address on the client side.
+    pub router_client_ip: Ipv4Addr,
+    root_if: String,
+}
+
+impl TransparentLab {
+    /// `proxy_port` is where REDIRECT sends control connections; `data` is the relay
+    /// data port range, redirected port for port.
+    pub fn new(proxy_port: u16, data: (u16, u16)) -> TransparentLab {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n: u8 = ((std::process::id() * 11 + k) % 200 + 20) as u8;
+        let tag = format!("{}{k}", std::process::id() % 10000);
+        let lab = TransparentLab {
+            client_ns: format!("fxtc{tag}"),
+            router_ns: format!("fxtr{tag}"),
+            server_ns: format!("fxts{tag}"),
+            client_ip: Ipv4Addr::new(10, 98, n, 2),
+            server_ip: Ipv4Addr::new(10, 97, n, 2),
+            router_admin_ip: Ipv4Addr::new(198, 19, n, 2),
+            router_client_ip: Ipv4Addr::new(10, 98, n, 1),
+            root_if: format!("fto{tag}"),
+        };
+        lab.teardown();
+        lab.build(n, &tag, proxy_port, data);
+        lab
+    }
+
+    fn build(&self, n: u8, tag: &str, proxy_port: u16, (first, last): (u16, u16)) {
+        let (c, r, s) = (
+            self.client_ns.as_str(),
+            self.router_ns.as_str(),
+            self.server_ns.as_str(),
+        );
+        let (cr, rc, rs, sr, ra) = (
+            format!("ftc{tag}"),
+            format!("ftk{tag}"),
+            format!("ftq{tag}"),
+            format!("fts{tag}"),
+            format!("fta{tag}"),
+        );
+        let root_if = &self.root_if;
+        for ns in [c, r, s] {
+            sh(None, &format!("ip netns add {ns}"));
+            sh(Some(ns), "ip link set lo up");
+        }
+        // root <-> router (admin and readiness probes only)
+        sh(
+            None,
+            &format!("ip link add {root_if} type veth peer name {ra}"),
+        );
+        sh(None, &format!("ip link set {ra} netns {r}"));
+        sh(None, &format!("ip addr add 198.19.{n}.1/24 dev {root_if}"));
+        sh(None, &format!("ip link set {root_if} up"));
+        sh(
+            Some(r),
+            &format!("ip addr add {}/24 dev {ra}", self.router_admin_ip),
+        );
+        sh(Some(r), &format!("ip link set {ra} up"));
+        // client <-> router
+        sh(
+            Some(c),
+            &format!("ip link add {cr} type veth peer name {rc}"),
+        );
+        sh(Some(c), &format!("ip link set {rc} netns {r}"));
+        sh(
+            Some(c),
+            &format!("ip addr add {}/24 dev {cr}", self.client_ip),
+        );
+        sh(Some(c), &format!("ip link set {cr} up"));
+        sh(Some(c), &format!("ip route add default via 10.98.{n}.1"));
+        sh(Some(r), &format!("ip addr add 10.98.{n}.1/24 dev {rc}"));
+        sh(Some(r), &format!("ip link set {rc} up"));
+        // router <-> server
+        sh(
+            Some(r),
+            &format!("ip link add {rs} type veth peer name {sr}"),
+        );
+        sh(Some(r), &format!("ip link set {sr} netns {s}"));
+        sh(Some(r), &format!("ip addr add 10.97.{n}.1/24 dev {rs}"));
+        sh(Some(r), &format!("ip link set {rs} up"));
+        sh(
+            Some(s),
+            &format!("ip addr add {}/24 dev {sr}", self.server_ip),
+        );
+        sh(Some(s), &format!("ip link set {sr} up"));
+        sh(Some(s), &format!("ip route add default via 10.97.{n}.1"));
+        // The router: FTP from the client side goes to the proxy, nothing else passes.
+        sh(Some(r), "sysctl -qw net.ipv4.ip_forward=1");
+        let redirect = format!("iptables -t nat -A PREROUTING -i {rc} -p tcp");
+        sh(
+            Some(r),
+            &format!("{redirect} --dport 21 -j REDIRECT --to-ports {proxy_port}"),
+        );
+        sh(
+            Some(r),
+            &format!("{redirect} --dport {first}:{last} -j REDIRECT"),
+        );
+        sh(
+            Some(r),
+            &format!("iptables -A FORWARD -i {rc} -p tcp -j REJECT --reject-with tcp-reset"),
+        );
+        sh(Some(r), &format!("iptables -A FORWARD -i {rc} -j DROP"));
+        sh(
+            None,
+            &format!("ip route add 10.97.{n}.0/24 via {}", self.router_admin_ip),
+        );
+    }
+
+    /// Runs `args` inside the client namespace (e.g. curl).
+    pub fn in_client(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.client_ns]).args(args);
+        cmd
+    }
+
+    fn teardown(&self) {
+        for ns in [&self.client_ns, &self.server_ns, &self.router_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root_if])
+            .output();
+    }
+}
+
+impl Drop for TransparentLab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

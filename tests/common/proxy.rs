@@ -89,7 +89,6 @@ impl Proxy {
     /// Like [`Proxy::start`], with extra top-level YAML (e.g. a `limits:` block).
     pub fn start_with(ip: impl Into<IpAddr>, spec: ListenerSpec, extra_yaml: &str) -> Proxy {
         let ip: IpAddr = ip.into();
-        let dir = tempfile::tempdir().expect("tempdir");
         let addr = SocketAddr::new(ip, super::free_port(ip));
         let admin = SocketAddr::new(ip, super::free_port(ip));
         let mut nat = format!(
@@ -114,15 +113,37 @@ impl Proxy {
         if let Some(r) = &spec.private_ranges {
             yaml.push_str(&format!("    private_ranges: [{}]\n", r.join(", ")));
         }
+        Proxy::launch(&yaml, addr, admin, None, &spec.env)
+    }
+
+    /// Runs the binary with a config written by the caller, inside network namespace
+    /// `netns` if given; `addr` and `admin` are what the config binds.
+    pub fn launch(
+        yaml: &str,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        netns: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("fxprelay.yaml");
-        std::fs::write(&config, &yaml).expect("write config");
+        std::fs::write(&config, yaml).expect("write config");
         let log = dir.path().join("fxprelay.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+        let mut cmd = match netns {
+            // `ip netns exec` execs the program: the pid stays the proxy's own.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_fxprelay")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_fxprelay")),
+        };
+        let child = cmd
             .arg("run")
             .arg("-c")
             .arg(&config)
             .env("RUST_LOG", "fxprelay=debug")
-            .envs(spec.env.iter().copied())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -136,7 +157,7 @@ impl Proxy {
             log,
             _dir: dir,
         };
-        proxy.wait_ready(&yaml);
+        proxy.wait_ready(yaml);
         proxy
     }
 

@@ -1,0 +1,89 @@
+//! Transparent mode in network namespaces: a client namespace whose FTP connections the
+//! router namespace redirects (iptables REDIRECT) to fxprelay running there, and a server
+//! namespace with a default vsftpd. The client can reach the server only through the
+//! proxy, and the proxy finds the server from the redirected connection itself.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::clients;
+use common::netns::TransparentLab;
+use common::peers::{self, FtpServer, ServerKind, ServerOptions};
+use common::proxy::Proxy;
+
+const PROXY_PORT: u16 = 2121;
+const DATA: (u16, u16) = (50000, 50049);
+
+#[test]
+fn redirected_connections_reach_their_original_destination() {
+    let lab = TransparentLab::new(PROXY_PORT, DATA);
+    let mut opts = ServerOptions::new(lab.server_ip);
+    opts.netns = Some(lab.server_ns.clone());
+    let server = FtpServer::start_at(
+        ServerKind::Vsftpd,
+        opts,
+        SocketAddr::from((lab.server_ip, 21)),
+    );
+
+    let admin = SocketAddr::from((lab.router_admin_ip, 9464));
+    let yaml = format!(
+        "admin:\n  bind: \"{admin}\"\ndata:\n  ports: \"{}-{}\"\nlisteners:\n  - name: transparent\n    bind: \"0.0.0.0:{PROXY_PORT}\"\n    mode: transparent\n    allow: [10.97.0.0/16]\n    data: relay\n",
+        DATA.0, DATA.1
+    );
+    let proxy = Proxy::launch(
+        &yaml,
+        SocketAddr::from(([0, 0, 0, 0], PROXY_PORT)),
+        admin,
+        Some(&lab.router_ns),
+        &[],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "ftp://{}:{}@{}/big.bin",
+        peers::USER,
+        peers::PASS,
+        lab.server_ip
+    );
+    // curl as it comes (EPSV, data to the server's own address: redirected as well),
+    // trusting PASV, and active mode.
+    let variants: [&[&str]; 3] = [
+        &[],
+        &["--no-ftp-skip-pasv-ip", "--disable-epsv"],
+        &["-P", "-", "--disable-eprt"],
+    ];
+    for (i, extra) in variants.iter().enumerate() {
+        let got = dir.path().join(format!("{i}.bin"));
+        let got_s = got.to_str().unwrap();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--connect-timeout",
+            "5",
+            "--max-time",
+            "30",
+            "-o",
+            got_s,
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let r = clients::run(lab.in_client(&args), Duration::from_secs(40));
+        assert!(r.ok(), "{extra:?}: {r}\n{}", proxy.log());
+        assert!(
+            std::fs::read(&got).unwrap() == peers::big_bin(),
+            "{extra:?}"
+        );
+    }
+    assert!(
+        proxy.metric("fxprelay_data_bytes_total", &[("direction", "download")])
+            >= 3.0 * peers::big_bin().len() as f64
+    );
+    assert!(
+        proxy.log().contains(&format!("client={}", lab.client_ip)),
+        "{}",
+        proxy.log()
+    );
+    drop(server);
+}
