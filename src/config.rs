@@ -144,6 +144,8 @@ struct FileListener {
     #[serde(default)]
     proxy_protocol: Option<ProxyProtocol>,
     #[serde(default)]
+    preserve_client_address: bool,
+    #[serde(default)]
     nat: FileNat,
     #[serde(default)]
     private_ranges: Option<Vec<IpNet>>,
@@ -462,6 +464,8 @@ pub struct ListenerConfig {
     pub allow_foreign_port: Vec<IpNet>,
     /// PROXY protocol from these load balancers, if set.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Transparent mode: connect upstream from the client's address (`IP_TRANSPARENT`).
+    pub preserve_client_address: bool,
     pub nat: NatPolicy,
 }
 
@@ -563,6 +567,13 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             }
             _ => {}
         }
+        if l.preserve_client_address && l.mode != Mode::Transparent {
+            return invalid(
+                key("preserve_client_address"),
+                l.name.referenced.line(),
+                "only a transparent listener can connect from the client's address",
+            );
+        }
         let private = match l.private_ranges {
             Some(ranges) => PrivateRanges::new(ranges),
             None => PrivateRanges::default(),
@@ -578,6 +589,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             upstream_data: l.upstream_data,
             allow_foreign_port: l.allow_foreign_port,
             proxy_protocol: l.proxy_protocol,
+            preserve_client_address: l.preserve_client_address,
             nat: NatPolicy {
                 passive: l.nat.passive,
                 active: l.nat.active,

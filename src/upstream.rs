@@ -4,7 +4,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use socket2::SockRef;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 use crate::config::{HostName, HostPort};
@@ -48,20 +49,22 @@ pub async fn connect(
     target: &HostPort,
     limit: Duration,
 ) -> Result<TcpStream, ConnectError> {
-    connect_checked(listener, target, limit, |_| Ok(())).await
+    connect_checked(listener, target, limit, None, |_| Ok(())).await
 }
 
 /// Like [`connect`], but only to resolved addresses that `check` accepts (the forward
 /// mode's allow list and loop guard, applied after DNS so a name cannot smuggle in an
-/// address that is not allowed).
+/// address that is not allowed), and, with `source`, from that address even though it is
+/// not one of this host's (`IP_TRANSPARENT`: the upstream sees the client's address).
 pub async fn connect_checked(
     listener: &str,
     target: &HostPort,
     limit: Duration,
+    source: Option<IpAddr>,
     check: impl Fn(SocketAddr) -> Result<(), String>,
 ) -> Result<TcpStream, ConnectError> {
     let started = Instant::now();
-    let result = match timeout(limit, connect_any(target, check)).await {
+    let result = match timeout(limit, connect_any(target, source, check)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout(target.to_string(), limit)),
     };
@@ -74,6 +77,7 @@ pub async fn connect_checked(
 
 async fn connect_any(
     target: &HostPort,
+    source: Option<IpAddr>,
     check: impl Fn(SocketAddr) -> Result<(), String>,
 ) -> Result<TcpStream, ConnectError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
@@ -86,7 +90,7 @@ async fn connect_any(
             last = ConnectError::Denied(why);
             continue;
         }
-        match TcpStream::connect(addr).await {
+        match connect_from(addr, source).await {
             Ok(stream) => {
                 // Control lines are small and interactive: do not wait to coalesce them.
                 let _ = stream.set_nodelay(true);
@@ -99,6 +103,25 @@ async fn connect_any(
         }
     }
     Err(last)
+}
+
+async fn connect_from(to: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(to).await;
+    };
+    let socket = if to.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let sock = SockRef::from(&socket);
+    if to.is_ipv4() {
+        sock.set_ip_transparent_v4(true)?;
+    } else {
+        sock.set_ip_transparent_v6(true)?;
+    }
+    socket.bind(SocketAddr::new(source.to_canonical(), 0))?;
+    socket.connect(to).await
 }
 
 /// Resolves a configured host name (or returns the IP literal) at the time of use, so a

@@ -41,6 +41,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
         upstream_data: Default::default(),
         allow_foreign_port: Vec::new(),
         proxy_protocol: None,
+        preserve_client_address: false,
         nat: NatPolicy {
             passive,
             active,

@@ -87,3 +87,66 @@ fn redirected_connections_reach_their_original_destination() {
     );
     drop(server);
 }
+
+/// Passthrough data needs the server to accept the client's own data connection, which a
+/// default vsftpd does only from its control peer. With `preserve_client_address` the
+/// proxy connects upstream from the client's address (IP_TRANSPARENT), so it works;
+/// without, vsftpd refuses the data connection.
+#[test]
+fn preserve_client_address_satisfies_a_strict_server_in_passthrough() {
+    let lab = TransparentLab::passthrough(PROXY_PORT);
+    let mut opts = ServerOptions::new(lab.server_ip);
+    opts.netns = Some(lab.server_ns.clone());
+    let server = FtpServer::start_at(
+        ServerKind::Vsftpd,
+        opts,
+        SocketAddr::from((lab.server_ip, 21)),
+    );
+    let admin = SocketAddr::from((lab.router_admin_ip, 9464));
+    let url = format!(
+        "ftp://{}:{}@{}/big.bin",
+        peers::USER,
+        peers::PASS,
+        lab.server_ip
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("big.bin");
+    let got_s = got.to_str().unwrap().to_string();
+    let fetch = || {
+        let args = [
+            "curl",
+            "-sS",
+            "--connect-timeout",
+            "5",
+            "--max-time",
+            "20",
+            "-o",
+            &got_s,
+            &url,
+        ];
+        clients::run(lab.in_client(&args), Duration::from_secs(30))
+    };
+    for preserve in [true, false] {
+        let yaml = format!(
+            "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: transparent\n    bind: \"0.0.0.0:{PROXY_PORT}\"\n    mode: transparent\n    allow: [10.97.0.0/16]\n    data: passthrough\n    preserve_client_address: {preserve}\n"
+        );
+        let proxy = Proxy::launch(
+            &yaml,
+            SocketAddr::from(([0, 0, 0, 0], PROXY_PORT)),
+            admin,
+            Some(&lab.router_ns),
+            &[],
+        );
+        let _ = std::fs::remove_file(&got);
+        let r = fetch();
+        if preserve {
+            assert!(r.ok(), "{r}\n{}\n{}", proxy.log(), server.log());
+            assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+        } else {
+            assert!(
+                !r.ok(),
+                "vsftpd should refuse the client's data connection: {r}"
+            );
+        }
+    }
+}

@@ -137,7 +137,9 @@ pub(super) async fn login(
             continue;
         };
         let check = |addr: SocketAddr| permitted(ctx, &target.host, addr, client_local);
-        match upstream::connect_checked(name, &target, ctx.limits.connect_timeout, check).await {
+        match upstream::connect_checked(name, &target, ctx.limits.connect_timeout, None, check)
+            .await
+        {
             Ok(stream) => {
                 info!(upstream = %target, "forward target connected");
                 let mut user_line = b"USER ".to_vec();

@@ -129,7 +129,16 @@ async fn serve(
                 }
             }
             (Mode::Transparent, _) => match original {
-                Some(dst) => transparent::connect(ctx, dst, client_local, &mut client_w).await,
+                Some(dst) => {
+                    transparent::connect(
+                        ctx,
+                        dst,
+                        peer.ip().to_canonical(),
+                        client_local,
+                        &mut client_w,
+                    )
+                    .await
+                }
                 None => Ok(Login::End("no original destination")),
             },
             _ => forward::login(ctx, client_local, &mut client_w, &mut client_lines).await,

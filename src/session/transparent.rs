@@ -35,9 +35,12 @@ pub(super) fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr>
 }
 
 /// Connects to the original destination if the allow list and the loop guard permit.
+/// With `preserve_client_address`, the upstream connection leaves from the client's own
+/// address, so strict servers accept the client's direct (passthrough) data connections.
 pub(super) async fn connect(
     ctx: &ListenerCtx,
     dst: SocketAddr,
+    client: IpAddr,
     client_local: IpAddr,
     client_w: &mut OwnedWriteHalf,
 ) -> anyhow::Result<Login> {
@@ -47,7 +50,9 @@ pub(super) async fn connect(
         port: dst.port(),
     };
     let check = |addr: SocketAddr| permitted(ctx, &target.host, addr, client_local);
-    match upstream::connect_checked(name, &target, ctx.limits.connect_timeout, check).await {
+    let source = ctx.cfg.preserve_client_address.then_some(client);
+    match upstream::connect_checked(name, &target, ctx.limits.connect_timeout, source, check).await
+    {
         Ok(upstream) => Ok(Login::Connected {
             upstream,
             user_line: Vec::new(),

@@ -177,6 +177,18 @@ impl TransparentLab {
     /// `proxy_port` is where REDIRECT sends control connections; `data` is the relay
     /// data port range, redirected port for port.
     pub fn new(proxy_port: u16, data: (u16, u16)) -> TransparentLab {
+        TransparentLab::create(proxy_port, Some(data))
+    }
+
+    /// For passthrough with `preserve_client_address`: only port 21 is redirected, the
+    /// router forwards the client's data connections to the server, and (the TPROXY
+    /// routing recipe) delivers the server's replies to the proxy's transparent sockets
+    /// locally.
+    pub fn passthrough(proxy_port: u16) -> TransparentLab {
+        TransparentLab::create(proxy_port, None)
+    }
+
+    fn create(proxy_port: u16, data: Option<(u16, u16)>) -> TransparentLab {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let n: u8 = ((std::process::id() * 11 + k) % 200 + 20) as u8;
@@ -196,7 +208,7 @@ impl TransparentLab {
         lab
     }
 
-    fn build(&self, n: u8, tag: &str, proxy_port: u16, (first, last): (u16, u16)) {
+    fn build(&self, n: u8, tag: &str, proxy_port: u16, data: Option<(u16, u16)>) {
         let (c, r, s) = (
             self.client_ns.as_str(),
             self.router_ns.as_str(),
@@ -262,15 +274,28 @@ impl TransparentLab {
             Some(r),
             &format!("{redirect} --dport 21 -j REDIRECT --to-ports {proxy_port}"),
         );
-        sh(
-            Some(r),
-            &format!("{redirect} --dport {first}:{last} -j REDIRECT"),
-        );
-        sh(
-            Some(r),
-            &format!("iptables -A FORWARD -i {rc} -p tcp -j REJECT --reject-with tcp-reset"),
-        );
-        sh(Some(r), &format!("iptables -A FORWARD -i {rc} -j DROP"));
+        match data {
+            // Relay: the data range goes to the proxy too; nothing else gets through.
+            Some((first, last)) => {
+                sh(
+                    Some(r),
+                    &format!("{redirect} --dport {first}:{last} -j REDIRECT"),
+                );
+                let reject = "-p tcp -j REJECT --reject-with tcp-reset";
+                sh(Some(r), &format!("iptables -A FORWARD -i {rc} {reject}"));
+                sh(Some(r), &format!("iptables -A FORWARD -i {rc} -j DROP"));
+            }
+            // Passthrough: forward data; replies to transparent sockets are local.
+            None => {
+                let mark = "-p tcp -m socket -j MARK --set-mark 1";
+                sh(
+                    Some(r),
+                    &format!("iptables -t mangle -A PREROUTING -i {rs} {mark}"),
+                );
+                sh(Some(r), "ip rule add fwmark 1 lookup 100");
+                sh(Some(r), "ip route add local 0.0.0.0/0 dev lo table 100");
+            }
+        }
         sh(
             None,
             &format!("ip route add 10.97.{n}.0/24 via {}", self.router_admin_ip),
