@@ -444,3 +444,58 @@ async fn a_running_passthrough_transfer_is_not_idle() {
     s.send(b"226 Done\r\n").await;
     assert_eq!(c.line().await, b"226 Done\r\n");
 }
+
+#[tokio::test]
+async fn oversized_upstream_reply_ends_the_session_with_421() {
+    let limits = Limits {
+        max_reply_bytes: 1024,
+        ..Limits::default()
+    };
+    let (mut c, mut s, _sd) = session(NatMode::Auto, NatMode::Auto, limits).await;
+    s.send(b"211-Features:\r\n").await;
+    for _ in 0..100 {
+        s.send(b" a feature line that goes on and on\r\n").await;
+    }
+    s.send(b"211 End\r\n").await;
+    let line = c.line().await;
+    assert!(
+        line.starts_with(b"421 "),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    c.eof().await;
+}
+
+#[tokio::test]
+async fn upstream_connect_timeout_gets_421_in_time() {
+    // A listener that never accepts, with its backlog full: further SYNs go unanswered.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let stuck = socket.listen(1).unwrap();
+    let stuck_addr = stuck.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = timeout(Duration::from_millis(200), TcpStream::connect(stuck_addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let limits = Limits {
+        connect_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let (proxy, _sd) = start_proxy(
+        listener_cfg(stuck_addr, NatMode::Auto, NatMode::Auto),
+        limits,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let line = c.line().await;
+    assert!(
+        line.starts_with(b"421 "),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
