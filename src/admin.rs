@@ -1,17 +1,23 @@
-//! The admin HTTP listener: `GET /metrics` (Prometheus text format) and `GET /healthz`.
+//! The admin HTTP listener: `GET /metrics` (Prometheus text format), `GET /healthz`, and
+//! the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::fxp::jobs::{self, Jobs, SubmitError};
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -19,6 +25,10 @@ pub struct AdminState {
     pub metrics: Option<PrometheusHandle>,
     /// Set once shutdown starts, so load balancers stop sending new clients.
     pub draining: Arc<AtomicBool>,
+    /// FXP transfers ordered over the API.
+    pub jobs: Jobs,
+    /// `admin.token`: required as `Authorization: Bearer ...` on `/api/...`.
+    pub token: Option<Arc<str>>,
 }
 
 /// Serves the admin endpoints until `stop` is cancelled.
@@ -40,9 +50,20 @@ pub async fn serve(
             }
         });
     }
+    let api = Router::new()
+        .route(
+            "/api/v1/transfers",
+            get(list_transfers).post(submit_transfer),
+        )
+        .route(
+            "/api/v1/transfers/{id}",
+            get(get_transfer).delete(cancel_transfer),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .merge(api)
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
@@ -69,5 +90,65 @@ async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         (StatusCode::OK, "ok\n")
+    }
+}
+
+/// Rejects API calls without the configured bearer token (none configured: open).
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(token.as_ref()) {
+        next.run(req).await
+    } else {
+        let body = Json(json!({"error": "missing or wrong bearer token (admin.token)"}));
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn submit_transfer(
+    State(state): State<AdminState>,
+    body: Result<Json<jobs::Request>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match state.jobs.submit(req) {
+        Ok(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        Err(e @ SubmitError::BadRequest { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ SubmitError::Forbidden(_)) => error(StatusCode::FORBIDDEN, e.to_string()),
+    }
+}
+
+async fn list_transfers(State(state): State<AdminState>) -> Response {
+    Json(json!({"transfers": state.jobs.list()})).into_response()
+}
+
+async fn get_transfer(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+    match state.jobs.get(id) {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no transfer {id}")),
+    }
+}
+
+async fn cancel_transfer(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+    match state.jobs.cancel(id) {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no transfer {id}")),
     }
 }

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::data::PortPool;
+use crate::fxp::jobs::Jobs;
 use crate::metrics as m;
 use crate::server::{self, Shutdown};
 use crate::session::ListenerCtx;
@@ -82,6 +83,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
                 ports.clone(),
             );
             ctx.own_binds = own_binds.clone();
+            ctx.fxp_allow = Arc::new(config.fxp.allow.clone());
             (socket, Arc::new(ctx))
         })
         .collect();
@@ -109,6 +111,8 @@ pub async fn run(
     let state = AdminState {
         metrics,
         draining: draining.clone(),
+        jobs: Jobs::new(bound.config.fxp.allow.clone(), bound.config.fxp.concurrency),
+        token: bound.config.admin_token.as_deref().map(Arc::from),
     };
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
     let admin_task = tokio::spawn(admin::serve(bound.admin, state, admin_stop.clone()));
@@ -210,12 +214,15 @@ impl Live {
                 .map(|o| o.bind);
             match (self.listeners.get(&l.name), old_bind) {
                 (Some(tx), Some(bind)) if bind == l.bind => {
-                    let ctx = ListenerCtx::new(
+                    let mut ctx = ListenerCtx::new(
                         l.clone(),
                         new.limits.clone(),
                         &new.data,
                         self.ports.clone(),
                     );
+                    // The sockets did not change, so neither did the loop guard's list.
+                    ctx.own_binds = tx.borrow().own_binds.clone();
+                    ctx.fxp_allow = Arc::new(new.fxp.allow.clone());
                     tx.send_replace(Arc::new(ctx));
                 }
                 (Some(_), _) => {

@@ -55,7 +55,35 @@ struct FileConfig {
     limits: Limits,
     #[serde(default)]
     data: DataConfig,
+    #[serde(default)]
+    fxp: FxpConfig,
     listeners: Spanned<Vec<FileListener>>,
+}
+
+/// The top-level `fxp:` block: FXP transfers ordered over the admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FxpConfig {
+    /// Servers the API may order transfers between (CIDRs, addresses, host names);
+    /// empty: none. The `fxprelay fxp` command line runs for its own user and needs none.
+    #[serde(default)]
+    pub allow: Vec<AllowEntry>,
+    /// Transfers run at once; more wait in the queue.
+    #[serde(default = "default_fxp_concurrency", deserialize_with = "de_positive")]
+    pub concurrency: usize,
+}
+
+impl Default for FxpConfig {
+    fn default() -> Self {
+        FxpConfig {
+            allow: Vec::new(),
+            concurrency: default_fxp_concurrency(),
+        }
+    }
+}
+
+fn default_fxp_concurrency() -> usize {
+    4
 }
 
 /// The top-level `data:` block: where relay-mode data connections live.
@@ -92,12 +120,15 @@ fn default_data_ports() -> PortSpec {
 struct FileAdmin {
     #[serde(default = "default_admin_bind")]
     bind: Spanned<BindAddr>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 impl Default for FileAdmin {
     fn default() -> Self {
         FileAdmin {
             bind: default_admin_bind(),
+            token: None,
         }
     }
 }
@@ -473,6 +504,10 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub admin_bind: SocketAddr,
+    /// Bearer token required by the admin API (`/api/...`); `/metrics` and `/healthz`
+    /// stay open.
+    pub admin_token: Option<String>,
+    pub fxp: FxpConfig,
     pub limits: Limits,
     pub data: DataConfig,
     pub listeners: Vec<ListenerConfig>,
@@ -600,6 +635,8 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         admin_bind,
+        admin_token: file.admin.token.filter(|t| !t.is_empty()),
+        fxp: file.fxp,
         limits,
         data: file.data,
         listeners,

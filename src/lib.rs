@@ -6,11 +6,14 @@
 //! - [`config`] loads and validates the YAML file into a typed [`config::Config`].
 //! - [`app`] binds every socket, runs one accept loop per listener ([`server`]) and the
 //!   admin endpoint ([`admin`]), and drives the two-phase shutdown.
-//! - [`server`] accepts clients, enforces the session limit and spawns one task per
-//!   client running [`session`].
-//! - [`session`] connects upstream ([`upstream`]), reads both control connections line by
-//!   line ([`codec`]), parses them with the sans-IO [`proto`] module, asks [`rewrite`]
-//!   what to send, and records everything in [`metrics`].
+//! - [`server`] accepts clients, enforces the session limits, reads PROXY headers from
+//!   trusted balancers ([`proxy_protocol`]) and spawns one task per client running
+//!   [`session`]; SIGHUP reloads reach new sessions through it.
+//! - [`session`] finds the upstream (reverse: configured; forward: `USER user@host`;
+//!   transparent: the redirected connection's original destination), connects
+//!   ([`upstream`]), reads both control connections line by line ([`codec`]), parses them
+//!   with the sans-IO [`proto`] module, asks [`rewrite`] what to send, hands relay-mode
+//!   transfers to [`data`], and records everything in [`metrics`].
 //! - [`proto`] is pure: commands, replies (incremental, multi-line) and the address
 //!   codecs of `227`/`228`/`229`/`PORT`/`EPRT`/`LPRT`. It never imports tokio.
 //! - [`proxy_protocol`] reads PROXY v1/v2 headers from trusted load balancers, so the
@@ -19,12 +22,15 @@
 //!   messages.
 //! - [`data`] owns relay-mode data connections; [`data::ports`] leases every data port from
 //!   the operator's port spec.
+//! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
+//!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
 
 pub mod admin;
 pub mod app;
 pub mod codec;
 pub mod config;
 pub mod data;
+pub mod fxp;
 pub mod metrics;
 pub mod proto;
 pub mod proxy_protocol;

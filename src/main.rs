@@ -49,6 +49,9 @@ enum Command {
     Run,
     /// Validate the configuration file and exit: 0 when valid, 1 with the error otherwise.
     Check,
+    /// Copy a file (or, with --recursive, a tree) from one FTP server to another by FXP,
+    /// falling back to reverse FXP and then to relaying the bytes. Needs no config file.
+    Fxp(Box<fxprelay::fxp::cli::FxpArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -58,8 +61,14 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_logging(&cli);
+    let check_only = match cli.command.take().unwrap_or(Command::Run) {
+        // `fxp` runs for its own user with URLs on the command line: no config file.
+        Command::Fxp(args) => return fxprelay::fxp::cli::run(*args),
+        Command::Check => true,
+        Command::Run => false,
+    };
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -67,8 +76,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Check => {
+    match check_only {
+        true => {
             println!(
                 "{}: OK ({} listener{})",
                 cli.config.display(),
@@ -77,7 +86,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Run => {
+        false => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {

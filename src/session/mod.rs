@@ -5,6 +5,7 @@
 
 mod data;
 mod forward;
+mod site;
 mod transparent;
 
 use std::net::{IpAddr, SocketAddr};
@@ -22,11 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::codec::{LineCodec, LineError};
-use crate::config::{DataConfig, DataMode, Limits, ListenerConfig, Mode};
+use crate::config::{AllowEntry, DataConfig, DataMode, Limits, ListenerConfig, Mode};
 use crate::data::PortPool;
 use crate::data::relay::Direction;
 use crate::metrics;
-use crate::proto::command::{Command, is_known_verb, parse_command};
+use crate::proto::command::{Command, Verb, is_known_verb, parse_command};
+use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError, reply_line};
 use crate::rewrite::{self, ReplyAction};
 use crate::upstream;
@@ -51,6 +53,8 @@ pub struct ListenerCtx {
     pub upstream_refuses_passive: AtomicBool,
     /// Every address this proxy listens on: forward mode never connects to these.
     pub own_binds: Vec<SocketAddr>,
+    /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
+    pub fxp_allow: Arc<Vec<AllowEntry>>,
 }
 
 impl ListenerCtx {
@@ -62,6 +66,7 @@ impl ListenerCtx {
             data_bind: data.bind,
             upstream_refuses_passive: AtomicBool::new(false),
             own_binds: Vec::new(),
+            fxp_allow: Arc::default(),
         }
     }
 }
@@ -165,6 +170,7 @@ async fn serve(
             return Ok(why);
         }
     };
+    let upstream_port = upstream.peer_addr()?.port();
     let addrs = Addrs {
         client: peer.ip().to_canonical(),
         client_local,
@@ -184,6 +190,9 @@ async fn serve(
         started: Instant::now(),
         last_command: Instant::now(),
         transfer_in_flight: false,
+        upstream_port,
+        last_verb: None,
+        site: site::SiteFxp::default(),
         data: DataChannel::default(),
     };
     if !user_line.is_empty() {
@@ -198,6 +207,8 @@ async fn serve(
             Err(_) => return Ok("upstream sent no greeting"),
         }
         session.upstream_w.write_all(&user_line).await?;
+        let user = trim_eol(user_line.strip_prefix(b"USER ").unwrap_or(&user_line));
+        session.site.user = Some(String::from_utf8_lossy(user).into_owned());
     }
     session.relay(&mut client_lines, hard_stop).await
 }
@@ -232,6 +243,11 @@ struct Session<'a> {
     /// Passthrough: a transfer command awaits its final reply, so a quiet control
     /// connection is not idle.
     transfer_in_flight: bool,
+    /// The upstream's control port (for `SITE FXP`'s login to it).
+    upstream_port: u16,
+    /// The last command forwarded, to recognise the replies to `FEAT` and `HELP`.
+    last_verb: Option<Verb>,
+    site: site::SiteFxp,
     data: DataChannel,
 }
 
@@ -385,6 +401,20 @@ impl Session<'_> {
             debug!(verb, args = %String::from_utf8_lossy(cmd.args).trim_end(), "command");
         }
 
+        self.last_verb = Some(cmd.verb);
+        match verb {
+            "USER" => {
+                self.site.user = Some(String::from_utf8_lossy(trim_eol(cmd.args)).into_owned())
+            }
+            "PASS" => {
+                self.site.pass = Some(String::from_utf8_lossy(trim_eol(cmd.args)).into_owned())
+            }
+            // SITE FXP is the proxy's own; other SITE commands go to the server.
+            "SITE" if self.logged_in && self.on_site(cmd.args).await? => {
+                return Ok(Flow::Continue);
+            }
+            _ => {}
+        }
         match verb {
             "PROXY" => {
                 // A PROXY header from a source not listed in `proxy_protocol.trusted`:
@@ -578,6 +608,18 @@ impl Session<'_> {
 
     /// Sends an upstream reply on, fixing a passive address in passthrough mode.
     async fn forward_reply(&mut self, reply: Reply) -> anyhow::Result<()> {
+        let last = self.last_verb.as_ref().map_or("", |v| v.as_str());
+        let listed = match (reply.code, last) {
+            (211, "FEAT") => Some("SITE FXP"),
+            (214, "HELP") => Some(site::HELP_LINE),
+            _ => None,
+        };
+        if let Some(line) = listed {
+            self.last_verb = None;
+            let raw = site::augment(&reply.raw, reply.code, line);
+            self.client_w.write_all(&raw).await?;
+            return Ok(());
+        }
         if self.relaying() {
             self.client_w.write_all(&reply.raw).await?;
             return Ok(());

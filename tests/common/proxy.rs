@@ -24,6 +24,8 @@ pub struct ListenerSpec {
     pub extra: String,
     /// Environment variables for the proxy process.
     pub env: Vec<(&'static str, &'static str)>,
+    /// `admin.token`, protecting the admin API.
+    pub admin_token: Option<&'static str>,
 }
 
 impl ListenerSpec {
@@ -38,6 +40,7 @@ impl ListenerSpec {
             data: "passthrough",
             extra: String::new(),
             env: Vec::new(),
+            admin_token: None,
         }
     }
 
@@ -99,7 +102,10 @@ impl Proxy {
             nat.push_str(&format!("      client_address: {c}\n"));
         }
         let mut yaml = format!(
-            "admin:\n  bind: \"{admin}\"\n{extra_yaml}\nlisteners:\n  - name: test\n    bind: \"{addr}\"\n{}    data: {}\n{}    nat:\n{nat}",
+            "admin:\n  bind: \"{admin}\"\n{}{extra_yaml}\nlisteners:\n  - name: test\n    bind: \"{addr}\"\n{}    data: {}\n{}    nat:\n{nat}",
+            spec.admin_token
+                .map(|t| format!("  token: {t}\n"))
+                .unwrap_or_default(),
             match spec.upstream {
                 Some(up) => format!("    mode: reverse\n    upstream: \"{up}\"\n"),
                 None => format!(

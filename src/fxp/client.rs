@@ -1,0 +1,638 @@
+//! A small async FTP client for the engine: one control connection, every read under a
+//! timeout, replies assembled by [`crate::proto::reply::ReplyAssembler`].
+//!
+//! Passive addresses come back as [`Announced`], a type only this module can make: the
+//! only way to send `PORT`/`EPRT` is [`Client::port_to`] with an `Announced` that another
+//! server returned, so the engine cannot aim a server at an address of its own choosing
+//! (bounce safety, RFC 2577).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::timeout;
+use tokio_util::codec::FramedRead;
+use tracing::debug;
+
+use super::url::FtpUrl;
+use crate::codec::{LineCodec, LineError};
+use crate::proto::addr::{
+    format_eprt_command, format_port_command, parse_epsv_reply, parse_pasv_reply,
+};
+use crate::proto::line::find_line;
+use crate::proto::reply::{Reply, ReplyAssembler};
+
+/// Longest control line and reply accepted from a server.
+const MAX_LINE: usize = 8192;
+const MAX_REPLY: usize = 256 * 1024;
+/// Largest directory listing read for a tree copy.
+const MAX_LISTING: usize = 64 * 1024 * 1024;
+
+/// Why a step with a server failed. Refusals carry the server's own code and text.
+#[derive(Debug, thiserror::Error)]
+pub enum FtpError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {host}: {source}")]
+    Connect {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: no answer within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error("{cmd} refused: {code} {text}")]
+    Refused {
+        cmd: String,
+        code: u16,
+        text: String,
+    },
+    #[error("the server closed the control connection ({during})")]
+    Closed { during: String },
+    #[error("bad reply to {cmd}: {text}")]
+    BadReply { cmd: String, text: String },
+    #[error("control connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("data connection: {0}")]
+    Data(std::io::Error),
+    #[error("{host} is not allowed: {why}")]
+    Denied { host: String, why: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Decides whether the engine may connect to a resolved server address (the API's and
+/// SITE commands' `fxp.allow` list); checked after DNS so a name cannot smuggle one in.
+pub type Allow = std::sync::Arc<dyn Fn(SocketAddr) -> Result<(), String> + Send + Sync>;
+
+impl FtpError {
+    /// The server's reply code, when the server refused something.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            FtpError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A data address a server announced (`227`/`229`) in this session: only
+/// [`Client::pasv`] makes one, only [`Client::port_to`] uses it, once.
+#[derive(Debug)]
+pub struct Announced {
+    addr: SocketAddr,
+    extended: bool,
+}
+
+impl Announced {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// What `FEAT` listed (upper-cased feature names and their arguments).
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    lines: Vec<String>,
+}
+
+impl Features {
+    fn parse(reply: &Reply) -> Features {
+        let text = String::from_utf8_lossy(&reply.raw);
+        let lines = text
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with(' '))
+            .map(|l| l.trim().to_ascii_uppercase())
+            .collect();
+        Features { lines }
+    }
+
+    /// Whether a feature line is `name` or starts with `name ` (`REST STREAM`, `MLST ...`).
+    pub fn has(&self, name: &str) -> bool {
+        self.lines
+            .iter()
+            .any(|l| l == name || l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+    }
+}
+
+/// One logged-in control connection.
+pub struct Client {
+    reader: FramedRead<OwnedReadHalf, LineCodec>,
+    writer: OwnedWriteHalf,
+    asm: ReplyAssembler,
+    peer: SocketAddr,
+    timeout: Duration,
+    /// `FEAT` as answered after login.
+    pub features: Features,
+    host: String,
+}
+
+impl Client {
+    /// Connects to `url`'s server, reads the greeting, logs in, sets `TYPE I` and asks
+    /// `FEAT`. Every step is bounded by `limit`.
+    pub async fn open(url: &FtpUrl, limit: Duration) -> Result<Client, FtpError> {
+        Self::open_checked(url, limit, None).await
+    }
+
+    /// [`Client::open`], connecting only to addresses `allow` accepts.
+    pub async fn open_checked(
+        url: &FtpUrl,
+        limit: Duration,
+        allow: Option<&Allow>,
+    ) -> Result<Client, FtpError> {
+        let host = url.host_port();
+        let stream = connect(&url.host, url.port, &host, limit, allow).await?;
+        let peer = stream.peer_addr()?;
+        let (r, w) = stream.into_split();
+        let mut c = Client {
+            reader: FramedRead::new(r, LineCodec::new(MAX_LINE)),
+            writer: w,
+            asm: ReplyAssembler::new(MAX_REPLY),
+            peer,
+            timeout: limit,
+            features: Features::default(),
+            host,
+        };
+        let mut greeting = c.read_reply("greeting").await?;
+        while greeting.class() == 1 {
+            greeting = c.read_reply("greeting").await?;
+        }
+        c.ok(greeting, "connect", |code| code == 220)?;
+        c.login(&url.user, url.login_password()).await?;
+        c.simple(b"TYPE I", |c| c == 200).await?;
+        let feat = c.command(b"FEAT").await?;
+        if feat.code == 211 {
+            c.features = Features::parse(&feat);
+        }
+        Ok(c)
+    }
+
+    /// The server's control address, as connected.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn login(&mut self, user: &str, pass: &str) -> Result<(), FtpError> {
+        let r = self.command(format!("USER {user}").as_bytes()).await?;
+        let r = match r.code {
+            230 | 202 => return Ok(()),
+            331 => {
+                // Never logged, never echoed in an error: the command is named "PASS" only.
+                self.send(format!("PASS {pass}").as_bytes()).await?;
+                self.read_final("PASS").await?
+            }
+            _ => return Err(refused("USER", &r)),
+        };
+        match r.code {
+            230 | 202 => Ok(()),
+            332 => Err(refused("PASS (ACCT needed, not supported)", &r)),
+            _ => Err(refused("PASS", &r)),
+        }
+    }
+
+    /// Sends one command line (no terminator in `line`).
+    pub async fn send(&mut self, line: &[u8]) -> Result<(), FtpError> {
+        let verb = verb_of(line);
+        if verb != "PASS" {
+            debug!(host = %self.host, "> {}", String::from_utf8_lossy(line));
+        }
+        let mut buf = Vec::with_capacity(line.len() + 2);
+        buf.extend_from_slice(line);
+        buf.extend_from_slice(b"\r\n");
+        timeout(self.timeout, self.writer.write_all(&buf))
+            .await
+            .map_err(|_| self.timed_out(&verb))??;
+        Ok(())
+    }
+
+    /// Reads one complete reply within the session timeout.
+    pub async fn read_reply(&mut self, during: &str) -> Result<Reply, FtpError> {
+        self.read_reply_within(during, self.timeout).await
+    }
+
+    /// Reads one complete reply within `limit`.
+    pub async fn read_reply_within(
+        &mut self,
+        during: &str,
+        limit: Duration,
+    ) -> Result<Reply, FtpError> {
+        let read = async {
+            loop {
+                let line = match self.reader.next().await {
+                    Some(Ok(line)) => line,
+                    Some(Err(LineError::Io(e))) => return Err(FtpError::Io(e)),
+                    Some(Err(LineError::TooLong(e))) => {
+                        return Err(FtpError::BadReply {
+                            cmd: during.to_owned(),
+                            text: e.to_string(),
+                        });
+                    }
+                    None => {
+                        return Err(FtpError::Closed {
+                            during: during.to_owned(),
+                        });
+                    }
+                };
+                match self.asm.push_line(&line) {
+                    Ok(Some(reply)) => {
+                        debug!(host = %self.host, "< {}", String::from_utf8_lossy(&reply.raw).trim_end());
+                        return Ok(reply);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(FtpError::BadReply {
+                            cmd: during.to_owned(),
+                            text: format!("{e}: {:?}", String::from_utf8_lossy(&line)),
+                        });
+                    }
+                }
+            }
+        };
+        match timeout(limit, read).await {
+            Ok(r) => r,
+            Err(_) => Err(FtpError::Timeout {
+                what: during.to_owned(),
+                after: limit,
+            }),
+        }
+    }
+
+    /// Reads replies until one that is not preliminary (1xx).
+    pub async fn read_final(&mut self, during: &str) -> Result<Reply, FtpError> {
+        loop {
+            let r = self.read_reply(during).await?;
+            if r.class() != 1 {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// Sends `line` and returns the final reply, whatever its code.
+    pub async fn command(&mut self, line: &[u8]) -> Result<Reply, FtpError> {
+        self.send(line).await?;
+        self.read_final(&verb_of(line)).await
+    }
+
+    /// Sends `line`; a final reply that `ok` does not accept is a [`FtpError::Refused`].
+    pub async fn simple(
+        &mut self,
+        line: &[u8],
+        ok: impl Fn(u16) -> bool,
+    ) -> Result<Reply, FtpError> {
+        let r = self.command(line).await?;
+        self.ok(r, &shown_command(line), ok)
+    }
+
+    fn ok(&self, r: Reply, cmd: &str, ok: impl Fn(u16) -> bool) -> Result<Reply, FtpError> {
+        if ok(r.code) {
+            Ok(r)
+        } else {
+            Err(refused(cmd, &r))
+        }
+    }
+
+    fn timed_out(&self, what: &str) -> FtpError {
+        FtpError::Timeout {
+            what: what.to_owned(),
+            after: self.timeout,
+        }
+    }
+
+    /// `EPSV` when `extended`, else `PASV`: the data address this server now listens on.
+    /// For `EPSV` that is the control address with the announced port (RFC 2428).
+    pub async fn pasv(&mut self, extended: bool) -> Result<Announced, FtpError> {
+        if extended {
+            let r = self.simple(b"EPSV", |c| c == 229).await?;
+            let port = parse_epsv_reply(&r.raw).map_err(|e| bad_reply("EPSV", &r, e))?;
+            Ok(Announced {
+                addr: SocketAddr::new(self.peer.ip(), port),
+                extended: true,
+            })
+        } else {
+            let r = self.simple(b"PASV", |c| c == 227).await?;
+            let (addr, _) = parse_pasv_reply(&r.raw).map_err(|e| bad_reply("PASV", &r, e))?;
+            Ok(Announced {
+                addr: SocketAddr::V4(addr),
+                extended: false,
+            })
+        }
+    }
+
+    /// `PORT`/`EPRT` naming exactly the address another server announced (`EPRT` when
+    /// that one was reached with `EPSV` or is IPv6).
+    pub async fn port_to(&mut self, target: Announced) -> Result<(), FtpError> {
+        let line = match target.addr {
+            SocketAddr::V4(v4) if !target.extended => format_port_command(v4),
+            addr => format_eprt_command(addr),
+        };
+        let line = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
+        self.simple(&line, |c| c == 200).await?;
+        Ok(())
+    }
+
+    /// `SIZE path`: `Ok(None)` when the server does not support it (500/502/504).
+    pub async fn size(&mut self, path: &[u8]) -> Result<Option<u64>, FtpError> {
+        let r = self.command(&with_arg(b"SIZE", path)).await?;
+        match r.code {
+            213 => {
+                let text = String::from_utf8_lossy(r.text());
+                text.trim()
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| FtpError::BadReply {
+                        cmd: "SIZE".into(),
+                        text: text.into_owned(),
+                    })
+            }
+            500 | 502 | 504 => Ok(None),
+            _ => Err(refused(&shown_command(&with_arg(b"SIZE", path)), &r)),
+        }
+    }
+
+    pub async fn rest(&mut self, offset: u64) -> Result<(), FtpError> {
+        self.simple(format!("REST {offset}").as_bytes(), |c| c == 350)
+            .await?;
+        Ok(())
+    }
+
+    /// `ABOR`, then `QUIT`: gives up a session whose transfer failed. Whatever the server
+    /// answers to `ABOR` (a `426` then `226`, or one reply) is read for half a second at
+    /// most; a server that says nothing in that time (stuck in its transfer) gets its
+    /// `QUIT` without a wait for the `221`.
+    pub async fn abort_and_quit(mut self) {
+        if self.send(b"ABOR").await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500).min(self.timeout);
+        let mut answered = false;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_reply_within("ABOR", left).await {
+                Ok(r) if r.code == 426 || r.class() == 1 => answered = true,
+                Ok(_) => {
+                    answered = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if answered {
+            self.quit().await;
+        } else {
+            let _ = self.send(b"QUIT").await;
+            let _ = self.writer.shutdown().await;
+        }
+    }
+
+    /// `QUIT`, waiting briefly for the `221`, then closes the connection.
+    pub async fn quit(mut self) {
+        if self.send(b"QUIT").await.is_ok() {
+            let brief = Duration::from_millis(500).min(self.timeout);
+            let _ = self.read_reply_within("QUIT", brief).await;
+        }
+        let _ = self.writer.shutdown().await;
+    }
+
+    /// `MKD path`; an existing directory (any `550`) is not an error here: the following
+    /// uploads tell whether it is usable.
+    pub async fn mkd(&mut self, path: &[u8]) -> Result<(), FtpError> {
+        let r = self.command(&with_arg(b"MKD", path)).await?;
+        match r.code {
+            257 | 250 | 550 | 521 => Ok(()),
+            _ => Err(refused(&shown_command(&with_arg(b"MKD", path)), &r)),
+        }
+    }
+
+    /// Reads a listing (`MLSD` when offered, else `LIST`) of `dir` over a passive data
+    /// connection this client opens itself. Returns the raw listing and whether it is MLSD.
+    pub async fn listing(&mut self, dir: &[u8]) -> Result<(Vec<u8>, bool), FtpError> {
+        let mlsd = self.features.has("MLST");
+        let extended = self.features.has("EPSV");
+        let target = self.pasv(extended).await?;
+        // Reach the data port at the control address, whatever 227 said: this is the
+        // proxy's own connection, and a server behind NAT often announces a private one.
+        let addr = SocketAddr::new(self.peer.ip(), target.addr.port());
+        let mut data = timeout(self.timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| self.timed_out("data connection"))?
+            .map_err(FtpError::Data)?;
+        let verb: &[u8] = if mlsd { b"MLSD" } else { b"LIST" };
+        let cmd = if dir.is_empty() {
+            verb.to_vec()
+        } else if !mlsd && dir.starts_with(b"-") {
+            // `LIST -x` would read as options (vsftpd, pure-ftpd): `./-x` cannot.
+            with_arg(verb, &[b"./", dir].concat())
+        } else {
+            with_arg(verb, dir)
+        };
+        self.send(&cmd).await?;
+        let first = self.read_reply(&verb_of(verb)).await?;
+        if first.class() != 1 {
+            return Err(refused(&shown_command(&cmd), &first));
+        }
+        let mut buf = Vec::new();
+        let read = async {
+            use tokio::io::AsyncReadExt;
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                let n = data.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                if buf.len() + n > MAX_LISTING {
+                    return Err(std::io::Error::other("listing too large"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        timeout(self.timeout, read)
+            .await
+            .map_err(|_| self.timed_out("listing"))?
+            .map_err(FtpError::Data)?;
+        let done = self.read_final(&verb_of(verb)).await?;
+        if done.class() != 2 {
+            return Err(refused(&shown_command(&cmd), &done));
+        }
+        Ok((buf, mlsd))
+    }
+}
+
+/// Resolves `host` and connects to its addresses in turn, within `limit` overall.
+async fn connect(
+    host: &str,
+    port: u16,
+    shown: &str,
+    limit: Duration,
+    allow: Option<&Allow>,
+) -> Result<TcpStream, FtpError> {
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|source| FtpError::Resolve {
+                    host: shown.to_owned(),
+                    source,
+                })?
+                .collect(),
+        };
+        let mut last = FtpError::Connect {
+            host: shown.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        };
+        for addr in addrs {
+            if let Some(Err(why)) = allow.map(|check| check(addr)) {
+                last = FtpError::Denied {
+                    host: addr.to_string(),
+                    why,
+                };
+                continue;
+            }
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(source) => {
+                    last = FtpError::Connect {
+                        host: shown.to_owned(),
+                        source,
+                    }
+                }
+            }
+        }
+        Err(last)
+    };
+    timeout(limit, attempt).await.unwrap_or_else(|_| {
+        Err(FtpError::Timeout {
+            what: format!("connecting to {shown}"),
+            after: limit,
+        })
+    })
+}
+
+/// `VERB arg` as bytes (paths are bytes).
+pub fn with_arg(verb: &[u8], arg: &[u8]) -> Vec<u8> {
+    let mut v = verb.to_vec();
+    v.push(b' ');
+    v.extend_from_slice(arg);
+    v
+}
+
+/// The upper-cased verb of a command line.
+fn verb_of(line: &[u8]) -> String {
+    let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    String::from_utf8_lossy(&line[..end]).to_ascii_uppercase()
+}
+
+/// A command as shown in errors: never the argument of `PASS`.
+fn shown_command(line: &[u8]) -> String {
+    if verb_of(line) == "PASS" {
+        "PASS".to_owned()
+    } else {
+        String::from_utf8_lossy(line).into_owned()
+    }
+}
+
+/// A refusal carrying the server's code and text (multi-line text joined by spaces).
+pub fn refused(cmd: &str, r: &Reply) -> FtpError {
+    FtpError::Refused {
+        cmd: cmd.to_owned(),
+        code: r.code,
+        text: reply_text(r),
+    }
+}
+
+/// The text of a reply on one line.
+pub fn reply_text(r: &Reply) -> String {
+    let text = String::from_utf8_lossy(r.text());
+    text.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn bad_reply(cmd: &str, r: &Reply, e: impl std::fmt::Display) -> FtpError {
+    FtpError::BadReply {
+        cmd: cmd.to_owned(),
+        text: format!("{e}: {}", reply_text(r)),
+    }
+}
+
+/// Splits a listing into lines (CRLF or LF), dropping empty ones.
+pub fn listing_lines(raw: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let n = match find_line(rest, rest.len()) {
+            Ok(Some(n)) => n,
+            _ => rest.len(),
+        };
+        let line = crate::proto::line::trim_eol(&rest[..n]);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.is_empty() {
+            out.push(line);
+        }
+        rest = &rest[n..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(raw: &[u8]) -> Reply {
+        let mut asm = ReplyAssembler::new(4096);
+        let mut out = None;
+        for line in raw.split_inclusive(|&b| b == b'\n') {
+            out = asm.push_line(line).unwrap();
+        }
+        out.unwrap()
+    }
+
+    #[test]
+    fn feat_lines() {
+        let f = Features::parse(&reply(
+            b"211-Features:\r\n EPRT\r\n EPSV\r\n MLST type*;size*;\r\n REST STREAM\r\n SIZE\r\n211 End\r\n",
+        ));
+        assert!(f.has("EPSV"));
+        assert!(f.has("REST STREAM"));
+        assert!(f.has("MLST"));
+        assert!(f.has("REST"));
+        assert!(!f.has("RES"));
+        assert!(!f.has("REST STREAMING"));
+        assert!(!f.has("MDTM"));
+    }
+
+    #[test]
+    fn errors_never_show_the_password() {
+        assert_eq!(shown_command(b"PASS secret"), "PASS");
+        assert_eq!(shown_command(b"pass secret"), "PASS");
+        assert_eq!(shown_command(b"RETR a"), "RETR a");
+    }
+
+    #[test]
+    fn reply_text_on_one_line() {
+        let r = reply(b"550-No such file\r\n550 or directory\r\n");
+        assert_eq!(reply_text(&r), "No such file 550 or directory");
+    }
+
+    #[test]
+    fn listing_split() {
+        assert_eq!(
+            listing_lines(b"a\r\nb\n\nc"),
+            vec![&b"a"[..], &b"b"[..], &b"c"[..]]
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The relay method: `PASV` on both servers, the engine connects to both data ports and
+//! copies the bytes itself. The last resort when neither server accepts a foreign peer;
+//! it connects only to the servers' control addresses, whatever their `227` says.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use super::client::{FtpError, refused};
+use super::engine::{Done, Event, Fail, FxpError, Method, Pair, Run, Side, State, classify};
+
+impl Run<'_> {
+    /// `PASV` on both; the engine connects to both data ports and copies.
+    pub(super) async fn relay(&self, p: &mut Pair, state: &mut State) -> Result<Done, Fail> {
+        let limit = self.opts.timeout;
+        let mut socks = vec![];
+        for side in [Side::Source, Side::Destination] {
+            let c = p.side(side);
+            let extended = c.features.has("EPSV");
+            let announced = c.pasv(extended).await;
+            let announced = announced.map_err(|e| Fail::Negotiation(self.err(side, e)))?;
+            // The engine's own connection: the control address with the announced port,
+            // so a server cannot point the engine anywhere else.
+            let addr = SocketAddr::new(c.peer().ip(), announced.addr().port());
+            let sock = match timeout(limit, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(Fail::Negotiation(self.err(side, FtpError::Data(e)))),
+                Err(_) => {
+                    let e = FtpError::Timeout {
+                        what: format!("data connection to {addr}"),
+                        after: limit,
+                    };
+                    return Err(Fail::Negotiation(self.err(side, e)));
+                }
+            };
+            socks.push(sock);
+        }
+        let (Some(mut to), Some(mut from)) = (socks.pop(), socks.pop()) else {
+            return Err(Fail::Negotiation(FxpError::Other(
+                "relay: no data connection".into(),
+            )));
+        };
+        self.rest_both(p).await?;
+        self.send_transfer(p, state).await?;
+        // Both must open (`150`) before any byte moves.
+        for side in [Side::Destination, Side::Source] {
+            let r = p.side(side).read_reply("transfer").await;
+            let r = r.map_err(|e| Fail::Transfer(self.err(side, e)))?;
+            if r.class() != 1 {
+                return Err(classify(side, refused(verb(side), &r), p));
+            }
+        }
+        let copied = self.pump(&mut from, &mut to).await;
+        drop(from);
+        let _ = to.shutdown().await;
+        drop(to);
+        let copied = copied.map_err(|e| Fail::Transfer(FxpError::Relay(e)))?;
+        for side in [Side::Source, Side::Destination] {
+            let r = p.side(side).read_final(verb(side)).await;
+            let r = r.map_err(|e| Fail::Transfer(self.err(side, e)))?;
+            if r.class() != 2 {
+                return Err(classify(side, refused(verb(side), &r), p));
+            }
+        }
+        Ok(Done {
+            method: Method::Relay,
+            bytes: self.offset + copied,
+            relayed: copied,
+            offset: self.offset,
+            verified: false,
+        })
+    }
+
+    /// Copies until EOF; every read and write must progress within the timeout.
+    async fn pump(&self, from: &mut TcpStream, to: &mut TcpStream) -> std::io::Result<u64> {
+        let limit = self.opts.timeout;
+        let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "no progress");
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut copied = 0u64;
+        let mut reported = Instant::now();
+        loop {
+            let n = timeout(limit, from.read(&mut buf))
+                .await
+                .map_err(|_| stalled())??;
+            if n == 0 {
+                break;
+            }
+            let chunk = buf.get(..n).unwrap_or_default();
+            timeout(limit, to.write_all(chunk))
+                .await
+                .map_err(|_| stalled())??;
+            copied += n as u64;
+            if reported.elapsed() >= self.opts.poll_interval {
+                reported = Instant::now();
+                self.opts.emit(Event::Bytes {
+                    done: self.offset + copied,
+                    total: self.total,
+                });
+            }
+        }
+        Ok(copied)
+    }
+}
+
+fn verb(side: Side) -> &'static str {
+    match side {
+        Side::Source => "RETR",
+        Side::Destination => "STOR",
+    }
+}

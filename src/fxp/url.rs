@@ -1,0 +1,361 @@
+//! `ftp://user:pass@host:port/path` URLs naming one end of a transfer.
+//!
+//! User, password and path are percent-decoded; the path stays bytes (FTP paths need not
+//! be UTF-8). A path is relative to the login directory (`ftp://h/a/b` is `a/b`, as curl
+//! reads it); `%2F` at its start makes it absolute. Decoded fields that would end a
+//! control line (CR, LF, NUL) are refused: a URL must never smuggle in a second command.
+//! `Display` never shows the password.
+
+use std::fmt;
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// User and password sent when the URL names no user (RFC 1635).
+pub const ANONYMOUS_USER: &str = "anonymous";
+pub const ANONYMOUS_PASS: &str = "anonymous@";
+
+/// One end of a transfer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FtpUrl {
+    /// Login name, decoded; [`ANONYMOUS_USER`] when the URL has none.
+    pub user: String,
+    /// Password, decoded; `None` when the URL has none (anonymous gets [`ANONYMOUS_PASS`]).
+    pub password: Option<String>,
+    /// Host name or IP literal, without the brackets of an IPv6 literal.
+    pub host: String,
+    pub port: u16,
+    /// Path after the host, decoded, without the leading `/`. Empty: the login directory.
+    pub path: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("not an ftp:// URL")]
+    Scheme,
+    #[error("the URL names no host")]
+    NoHost,
+    #[error("bad port {0:?}")]
+    Port(String),
+    #[error("unterminated IPv6 literal")]
+    Bracket,
+    #[error("the {0} is not valid UTF-8 once decoded")]
+    Utf8(&'static str),
+    #[error("the {0} contains a control character (CR, LF or NUL)")]
+    Control(&'static str),
+}
+
+impl FtpUrl {
+    pub fn parse(s: &str) -> Result<FtpUrl, UrlError> {
+        let rest = s
+            .get(..6)
+            .filter(|p| p.eq_ignore_ascii_case("ftp://"))
+            .and_then(|_| s.get(6..))
+            .ok_or(UrlError::Scheme)?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        // The last `@` ends the user info, so an unencoded `@` in a password still works.
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (host, port) = split_host_port(hostport)?;
+        let (user, password) = match userinfo {
+            None => (ANONYMOUS_USER.to_owned(), None),
+            Some(info) => {
+                let (u, p) = match info.find(':') {
+                    Some(i) => (&info[..i], Some(&info[i + 1..])),
+                    None => (info, None),
+                };
+                let user = decode_text(u, "user")?;
+                let password = p.map(|p| decode_text(p, "password")).transpose()?;
+                if user.is_empty() {
+                    (ANONYMOUS_USER.to_owned(), password)
+                } else {
+                    (user, password)
+                }
+            }
+        };
+        let path: Vec<u8> = percent_decode_str(path).collect();
+        check_control(&path, "path")?;
+        Ok(FtpUrl {
+            user,
+            password,
+            host,
+            port,
+            path,
+        })
+    }
+
+    /// The password to send: the URL's, or [`ANONYMOUS_PASS`] for an anonymous login.
+    pub fn login_password(&self) -> &str {
+        match &self.password {
+            Some(p) => p,
+            None if self.user == ANONYMOUS_USER || self.user == "ftp" => ANONYMOUS_PASS,
+            None => "",
+        }
+    }
+
+    /// The same server and login with another path.
+    pub fn with_path(&self, path: Vec<u8>) -> FtpUrl {
+        FtpUrl {
+            path,
+            ..self.clone()
+        }
+    }
+
+    /// `path` joined with `name` (`a` + `b` = `a/b`; an empty path gives `b`).
+    pub fn join(&self, name: &[u8]) -> FtpUrl {
+        let mut path = self.path.clone();
+        if !path.is_empty() && !path.ends_with(b"/") {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        self.with_path(path)
+    }
+
+    /// `host:port` for connecting (brackets around an IPv6 literal).
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The last path component (for naming a copy in a destination directory).
+    pub fn file_name(&self) -> &[u8] {
+        let p = self.path.strip_suffix(b"/").unwrap_or(&self.path);
+        match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => &p[i + 1..],
+            None => p,
+        }
+    }
+}
+
+fn split_host_port(hostport: &str) -> Result<(String, u16), UrlError> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let end = v6.find(']').ok_or(UrlError::Bracket)?;
+        let after = &v6[end + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(UrlError::Port(after.to_owned())),
+        };
+        (&v6[..end], port)
+    } else {
+        match hostport.find(':') {
+            Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(UrlError::NoHost);
+    }
+    let host = decode_text(host, "host")?;
+    let port = match port {
+        None | Some("") => 21,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(UrlError::Port(p.to_owned())),
+        },
+    };
+    Ok((host, port))
+}
+
+fn decode_text(s: &str, what: &'static str) -> Result<String, UrlError> {
+    let bytes: Vec<u8> = percent_decode_str(s).collect();
+    check_control(&bytes, what)?;
+    String::from_utf8(bytes).map_err(|_| UrlError::Utf8(what))
+}
+
+fn check_control(bytes: &[u8], what: &'static str) -> Result<(), UrlError> {
+    if bytes.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+        Err(UrlError::Control(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// What `Display` escapes in the user and path, so the shown URL parses back.
+const SHOWN: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'%')
+    .add(b'@')
+    .add(b':')
+    .add(b'#')
+    .add(b'?');
+
+/// The path may show `:` and `@` as they are.
+const PATH_SHOWN: &AsciiSet = &SHOWN.remove(b':').remove(b'@');
+
+impl fmt::Display for FtpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ftp://")?;
+        if self.user != ANONYMOUS_USER || self.password.is_some() {
+            write!(f, "{}", utf8_percent_encode(&self.user, SHOWN))?;
+            if self.password.is_some() {
+                write!(f, ":***")?;
+            }
+            write!(f, "@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            write!(f, "{}", self.host)?;
+        }
+        if self.port != 21 {
+            write!(f, ":{}", self.port)?;
+        }
+        write!(f, "/")?;
+        let path = String::from_utf8_lossy(&self.path);
+        write!(f, "{}", utf8_percent_encode(&path, PATH_SHOWN))
+    }
+}
+
+// Debug goes through Display so a `{:?}` in a log line cannot leak the password either.
+impl fmt::Debug for FtpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FtpUrl({self})")
+    }
+}
+
+impl std::str::FromStr for FtpUrl {
+    type Err = UrlError;
+    fn from_str(s: &str) -> Result<Self, UrlError> {
+        FtpUrl::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn full_url() {
+        let u = FtpUrl::parse("ftp://bob:s%40cret@files.example:2121/dir/a%20b.bin").unwrap();
+        assert_eq!(u.user, "bob");
+        assert_eq!(u.password.as_deref(), Some("s@cret"));
+        assert_eq!(u.host, "files.example");
+        assert_eq!(u.port, 2121);
+        assert_eq!(u.path, b"dir/a b.bin");
+        assert_eq!(u.file_name(), b"a b.bin");
+        assert_eq!(
+            u.to_string(),
+            "ftp://bob:***@files.example:2121/dir/a%20b.bin"
+        );
+    }
+
+    #[test]
+    fn anonymous_and_defaults() {
+        let u = FtpUrl::parse("FTP://host").unwrap();
+        assert_eq!(u.user, ANONYMOUS_USER);
+        assert_eq!(u.password, None);
+        assert_eq!(u.login_password(), ANONYMOUS_PASS);
+        assert_eq!(u.port, 21);
+        assert_eq!(u.path, b"");
+        assert_eq!(u.to_string(), "ftp://host/");
+        let u = FtpUrl::parse("ftp://alice@host/x").unwrap();
+        assert_eq!(u.user, "alice");
+        assert_eq!(u.password, None);
+        assert_eq!(u.login_password(), "");
+    }
+
+    #[test]
+    fn ipv6_literal() {
+        let u = FtpUrl::parse("ftp://u:p@[::1]:2100/f").unwrap();
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.port, 2100);
+        assert_eq!(u.host_port(), "[::1]:2100");
+        assert_eq!(u.to_string(), "ftp://u:***@[::1]:2100/f");
+        assert_eq!(FtpUrl::parse("ftp://[::1]/").unwrap().port, 21);
+        assert_eq!(FtpUrl::parse("ftp://[::1/"), Err(UrlError::Bracket));
+        assert!(matches!(
+            FtpUrl::parse("ftp://[::1]x/"),
+            Err(UrlError::Port(_))
+        ));
+    }
+
+    #[test]
+    fn absolute_and_latin1_paths() {
+        let u = FtpUrl::parse("ftp://h/%2Fetc/caf%E9.txt").unwrap();
+        assert_eq!(u.path, b"/etc/caf\xe9.txt");
+    }
+
+    #[test]
+    fn refused() {
+        assert_eq!(FtpUrl::parse("http://h/"), Err(UrlError::Scheme));
+        assert_eq!(FtpUrl::parse("ftp://"), Err(UrlError::NoHost));
+        assert_eq!(FtpUrl::parse("ftp://u@/x"), Err(UrlError::NoHost));
+        assert!(matches!(
+            FtpUrl::parse("ftp://h:0/"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            FtpUrl::parse("ftp://h:70000/"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            FtpUrl::parse("ftp://h:+21/"),
+            Err(UrlError::Port(_))
+        ));
+        assert_eq!(
+            FtpUrl::parse("ftp://h/a%0D%0ADELE%20x"),
+            Err(UrlError::Control("path"))
+        );
+        assert_eq!(
+            FtpUrl::parse("ftp://u:p%0Ax@h/"),
+            Err(UrlError::Control("password"))
+        );
+        assert_eq!(
+            FtpUrl::parse("ftp://u:%FF@h/"),
+            Err(UrlError::Utf8("password"))
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let u = FtpUrl::parse("ftp://u:topsecret@h/").unwrap();
+        assert!(!format!("{u:?}").contains("topsecret"));
+        assert!(!u.to_string().contains("topsecret"));
+    }
+
+    #[test]
+    fn join_paths() {
+        let u = FtpUrl::parse("ftp://h/").unwrap();
+        assert_eq!(u.join(b"a").path, b"a");
+        assert_eq!(u.join(b"a").join(b"b").path, b"a/b");
+        assert_eq!(FtpUrl::parse("ftp://h/d/").unwrap().join(b"x").path, b"d/x");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let _ = FtpUrl::parse(&s);
+            let _ = FtpUrl::parse(&format!("ftp://{s}"));
+        }
+
+        #[test]
+        fn display_round_trips_without_password(
+            user in "[a-z%@: ]{1,8}",
+            host in "[a-z][a-z0-9.]{0,10}",
+            port in 1u16..,
+            path in "[a-z/ %?#]{0,12}",
+        ) {
+            let enc = |s: &str| utf8_percent_encode(s, SHOWN).to_string();
+            let url = format!("ftp://{}:pw@{host}:{port}/{}", enc(&user), enc(&path));
+            let u = FtpUrl::parse(&url).unwrap();
+            prop_assert_eq!(&u.user, &user);
+            prop_assert_eq!(&u.path, path.as_bytes());
+            let shown = u.to_string();
+            prop_assert!(!shown.contains(":pw@"));
+            let back = FtpUrl::parse(&shown).unwrap();
+            prop_assert_eq!(back.user, user);
+            prop_assert_eq!(back.host, host);
+            prop_assert_eq!(back.port, port);
+            prop_assert_eq!(back.path, path.into_bytes());
+        }
+    }
+}

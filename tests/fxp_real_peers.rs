@@ -1,0 +1,439 @@
+//! The FXP engine against real servers on their own loopback addresses: standard FXP
+//! (the bytes never cross fxprelay), reverse FXP, relay fallback, a tree, failures with
+//! the server's text, and the `fxprelay fxp` command.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::peers::{self, FtpServer, ServerKind, ServerOptions};
+use common::{payload, unique_loopback_ip};
+use fxprelay::fxp::{self, FtpUrl, Method, Options};
+
+fn server(kind: ServerKind, tweak: impl FnOnce(&mut ServerOptions)) -> FtpServer {
+    let mut opts = ServerOptions::new(unique_loopback_ip());
+    tweak(&mut opts);
+    FtpServer::start(kind, opts)
+}
+
+/// An FXP-friendly server: foreign data addresses allowed (no masquerading: the
+/// servers must announce their real address to each other).
+fn fxp_server(kind: ServerKind) -> FtpServer {
+    server(kind, |o| o.foreign_data = true)
+}
+
+fn url(s: &FtpServer, path: &str) -> FtpUrl {
+    let text = format!(
+        "ftp://{}:{}@{}:{}/{path}",
+        s.user,
+        s.pass,
+        s.addr.ip(),
+        s.addr.port()
+    );
+    FtpUrl::parse(&text).unwrap()
+}
+
+fn opts() -> Options {
+    Options {
+        timeout: Duration::from_secs(10),
+        retries: 0,
+        ..Options::default()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn copy(src: &FtpUrl, dst: &FtpUrl, o: &Options) -> Result<fxp::Report, fxp::FxpError> {
+    rt().block_on(fxp::transfer(src, dst, o))
+}
+
+fn logs(a: &FtpServer, b: &FtpServer) -> String {
+    format!("{}\n{}", a.log(), b.log())
+}
+
+fn assert_big_copied(dst: &FtpServer, name: &str) {
+    let got = std::fs::read(dst.file(name)).unwrap_or_default();
+    assert!(
+        got == peers::big_bin(),
+        "{name} differs: {} bytes of {}",
+        got.len(),
+        peers::BIG_LEN
+    );
+}
+
+fn standard_fxp(src_kind: ServerKind, dst_kind: ServerKind) {
+    let a = fxp_server(src_kind);
+    let b = fxp_server(dst_kind);
+    let r = copy(&url(&a, "big.bin"), &url(&b, "copy.bin"), &opts())
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
+    assert_eq!(r.method, Method::Fxp, "{r:?}");
+    // Proof the bytes went server to server: the engine carried none.
+    assert_eq!(r.relayed_bytes, 0);
+    assert_eq!(r.bytes, peers::BIG_LEN as u64);
+    assert!(r.verified);
+    assert_big_copied(&b, "copy.bin");
+    eprintln!(
+        "standard FXP {} -> {}: 8 MiB in {:?}",
+        src_kind.name(),
+        dst_kind.name(),
+        r.duration
+    );
+}
+
+#[test]
+fn standard_fxp_vsftpd_to_pyftpdlib() {
+    standard_fxp(ServerKind::Vsftpd, ServerKind::Pyftpdlib);
+}
+
+#[test]
+fn standard_fxp_pyftpdlib_to_vsftpd() {
+    standard_fxp(ServerKind::Pyftpdlib, ServerKind::Vsftpd);
+}
+
+#[test]
+fn reverse_fxp_when_the_source_refuses_pasv() {
+    let a = server(ServerKind::Vsftpd, |o| {
+        o.foreign_data = true;
+        o.passive = false;
+    });
+    let b = fxp_server(ServerKind::Pyftpdlib);
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let o = Options {
+        progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
+            seen.lock().unwrap().push(format!("{e:?}"));
+        })),
+        ..opts()
+    };
+    let r = copy(&url(&a, "big.bin"), &url(&b, "rev.bin"), &o)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
+    assert_eq!(r.method, Method::ReverseFxp, "{r:?}");
+    assert_eq!(r.relayed_bytes, 0);
+    assert_big_copied(&b, "rev.bin");
+    let events = events.lock().unwrap().join("\n");
+    // The source's own refusal is what made the engine turn around.
+    assert!(events.contains("MethodFailed { method: Fxp"), "{events}");
+    assert!(events.contains("PASV"), "{events}");
+
+    // Asked for explicitly, reverse FXP is the first method.
+    let b2 = fxp_server(ServerKind::Vsftpd);
+    let a2 = fxp_server(ServerKind::Pyftpdlib);
+    let o = Options {
+        reverse: true,
+        ..opts()
+    };
+    let r = copy(&url(&a2, "big.bin"), &url(&b2, ""), &o)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a2, &b2)));
+    assert_eq!(r.method, Method::ReverseFxp);
+    assert_big_copied(&b2, "big.bin");
+}
+
+#[test]
+fn relay_fallback_when_the_destination_refuses_foreign_peers() {
+    let a = fxp_server(ServerKind::Vsftpd);
+    // A default vsftpd: "500 Illegal PORT command." and "425 Security: Bad IP connecting."
+    let b = server(ServerKind::Vsftpd, |_| {});
+    let started = Instant::now();
+    let r = copy(&url(&a, "big.bin"), &url(&b, "relayed.bin"), &opts())
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
+    assert_eq!(r.method, Method::Relay, "{r:?}");
+    assert_eq!(r.relayed_bytes, peers::BIG_LEN as u64);
+    assert!(r.verified);
+    assert_big_copied(&b, "relayed.bin");
+    eprintln!(
+        "relay fallback vsftpd -> vsftpd: 8 MiB in {:?}",
+        started.elapsed()
+    );
+
+    // Without the fallback the copy fails, naming the destination's refusal.
+    let o = Options {
+        relay_fallback: false,
+        ..opts()
+    };
+    let e = copy(&url(&a, "big.bin"), &url(&b, "never.bin"), &o).unwrap_err();
+    let text = e.to_string();
+    // Both methods' reasons, in the servers' own words.
+    assert!(text.contains("fxp: destination"), "{text}");
+    assert!(text.contains("Illegal"), "{text}");
+    assert!(
+        text.contains("reverse_fxp: destination")
+            && text.contains("425 Security: Bad IP connecting"),
+        "{text}"
+    );
+    eprintln!("without relay: {text}");
+}
+
+/// Writes `rel` under the server's root, owned like the root (the `fxptest` user).
+fn put(server: &FtpServer, rel: &str, data: Option<&[u8]>) {
+    let p = server.root.join(rel);
+    match data {
+        Some(d) => std::fs::write(&p, d).unwrap(),
+        None => std::fs::create_dir(&p).unwrap(),
+    }
+    let meta = std::fs::metadata(&server.root).unwrap();
+    std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())).unwrap();
+}
+
+fn tree_copy(src_kind: ServerKind, dst_kind: ServerKind) {
+    let a = fxp_server(src_kind);
+    let b = fxp_server(dst_kind);
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("tree/top.bin", payload(300_000, 1)),
+        ("tree/sub/a.txt", b"a\n".to_vec()),
+        ("tree/sub/with space.bin", payload(70_000, 2)),
+        ("tree/sub/deeper/b.bin", payload(1_000_001, 3)),
+        ("tree/-dash dir/c.bin", payload(5000, 4)),
+        ("tree/empty.bin", vec![]),
+    ];
+    for d in [
+        "tree",
+        "tree/sub",
+        "tree/sub/deeper",
+        "tree/hollow",
+        "tree/-dash dir",
+    ] {
+        put(&a, d, None);
+    }
+    for (f, data) in &files {
+        put(&a, f, Some(data));
+    }
+    let o = Options {
+        concurrency: 3,
+        // Shown when the test fails: why a file did not go by plain FXP.
+        progress: Some(std::sync::Arc::new(|e: &fxp::Event| {
+            if let fxp::Event::MethodFailed { .. } = e {
+                eprintln!("{e:?}");
+            }
+        })),
+        ..opts()
+    };
+    let r = rt()
+        .block_on(fxp::tree::copy_tree(
+            &url(&a, "tree"),
+            &url(&b, "copied"),
+            &o,
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
+    assert!(r.failed.is_empty(), "{r:?}\n{}", logs(&a, &b));
+    assert_eq!(r.files, files.len(), "{r:?}");
+    assert_eq!(r.dirs, 4, "{r:?}");
+    assert_eq!(r.methods.get("fxp"), Some(&files.len()), "{r:?}");
+    for (f, data) in &files {
+        let rel = f.replacen("tree/", "copied/", 1);
+        let got = std::fs::read(b.file(&rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(&got == data, "{rel} differs");
+    }
+    assert!(
+        b.file("copied/hollow").is_dir(),
+        "empty directory not created"
+    );
+}
+
+#[test]
+fn tree_from_vsftpd_list_to_pyftpdlib() {
+    tree_copy(ServerKind::Vsftpd, ServerKind::Pyftpdlib);
+}
+
+#[test]
+fn tree_from_pyftpdlib_mlsd_to_vsftpd() {
+    tree_copy(ServerKind::Pyftpdlib, ServerKind::Vsftpd);
+}
+
+/// Processes in the process group `pgid` (a vsftpd listener and its sessions).
+fn group_size(pgid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            rest.split_whitespace().nth(2) == Some(&pgid.to_string())
+        })
+        .count()
+}
+
+fn sessions_closed(s: &FtpServer) {
+    let pid = s.pids()[0];
+    common::wait_for("the server's sessions to end", || group_size(pid) == 1);
+}
+
+#[test]
+fn missing_source_file_reports_the_server_text_and_closes_sessions() {
+    let a = fxp_server(ServerKind::Vsftpd);
+    let b = fxp_server(ServerKind::Vsftpd);
+    let o = Options {
+        retries: 2,
+        ..opts()
+    };
+    let started = Instant::now();
+    let e = copy(&url(&a, "no-such.bin"), &url(&b, "x.bin"), &o).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.code(), Some(550), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("source") && text.contains("550"), "{text}");
+    assert!(text.contains("Could not get file size"), "{text}");
+    // The destination was never touched.
+    assert!(!b.file("x.bin").exists());
+    sessions_closed(&a);
+    sessions_closed(&b);
+}
+
+#[test]
+fn refused_destination_reports_the_server_text_and_closes_sessions() {
+    let a = fxp_server(ServerKind::Vsftpd);
+    let b = fxp_server(ServerKind::Vsftpd);
+    let started = Instant::now();
+    let e = copy(&url(&a, "big.bin"), &url(&b, "no/such/dir/x.bin"), &opts()).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("destination") && text.contains("553"),
+        "{text}"
+    );
+    sessions_closed(&a);
+    sessions_closed(&b);
+}
+
+fn fxprelay_fxp(args: &[String]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+        // A config file that does not exist: `fxp` must not read one.
+        .args(["-c", "/nonexistent/fxprelay.yaml", "fxp"])
+        .args(args)
+        .output()
+        .expect("run fxprelay");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_copies_and_reports() {
+    let a = fxp_server(ServerKind::Pyftpdlib);
+    let b = fxp_server(ServerKind::Vsftpd);
+    let src = format!("ftp://{}:{}@{}/big.bin", a.user, a.pass, a.addr);
+    let dst = format!("ftp://{}:{}@{}/", b.user, b.pass, b.addr);
+    // Debug logging shows every command but never the password.
+    let (ok, out, err) = fxprelay_fxp(&[src.clone(), dst.clone(), "--log".into(), "debug".into()]);
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("RETR big.bin"), "{err}");
+    assert!(!err.contains("PASS fxptest"), "{err}");
+    assert!(out.contains("method fxp, 8388608 bytes"), "{out}");
+    assert!(out.contains("MB/s"), "{out}");
+    // The password is never shown.
+    let pass = format!(":{}@", b.pass);
+    assert!(!out.contains(&pass) && !err.contains(&pass), "{out}\n{err}");
+    assert_big_copied(&b, "big.bin");
+
+    let missing = format!("ftp://{}:{}@{}/missing.bin", a.user, a.pass, a.addr);
+    let (ok, out, err) = fxprelay_fxp(&[missing, dst, "--retries".into(), "0".into()]);
+    assert!(!ok, "{out}\n{err}");
+    assert!(err.contains("550"), "{err}");
+
+    // A tree with --recursive.
+    put(&a, "d", None);
+    put(&a, "d/f.bin", Some(&payload(1234, 9)));
+    let src = format!("ftp://{}:{}@{}/d", a.user, a.pass, a.addr);
+    let dst = format!("ftp://{}:{}@{}/d2", b.user, b.pass, b.addr);
+    let (ok, out, err) = fxprelay_fxp(&[src, dst, "--recursive".into()]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("copied 1 files"), "{out}");
+    assert_eq!(std::fs::read(b.file("d2/f.bin")).unwrap(), payload(1234, 9));
+}
+
+#[test]
+fn standard_fxp_pure_ftpd_both_ways() {
+    standard_fxp(ServerKind::PureFtpd, ServerKind::Vsftpd);
+    standard_fxp(ServerKind::Vsftpd, ServerKind::PureFtpd);
+}
+
+#[test]
+fn standard_fxp_proftpd_both_ways() {
+    standard_fxp(ServerKind::Proftpd, ServerKind::Pyftpdlib);
+    standard_fxp(ServerKind::Pyftpdlib, ServerKind::Proftpd);
+}
+
+/// A default pure-ftpd as the source accepts the destination's data connection and drops
+/// it, then never answers `RETR`: the short copy is noticed at once and the relay takes
+/// over, well within the timeout.
+#[test]
+fn pure_ftpd_dropping_a_foreign_peer_falls_back_quickly() {
+    let a = server(ServerKind::PureFtpd, |_| {});
+    let b = fxp_server(ServerKind::Vsftpd);
+    let started = Instant::now();
+    let o = Options {
+        progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
+            eprintln!("{:?} {e:?}", started.elapsed());
+        })),
+        ..opts()
+    };
+    let r = copy(&url(&a, "big.bin"), &url(&b, "p.bin"), &o)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
+    assert_ne!(r.method, Method::Fxp, "{r:?}");
+    assert_big_copied(&b, "p.bin");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?} ({r:?})",
+        started.elapsed()
+    );
+    eprintln!("pure-ftpd default source: {r:?}");
+}
+
+/// A partial destination file (the first 3 MiB) is continued with `REST` on both sides,
+/// by FXP and by the relay, and the result is whole.
+#[test]
+fn resume_continues_a_partial_copy() {
+    const PART: usize = 3 * 1024 * 1024;
+    let a = fxp_server(ServerKind::Vsftpd);
+    let b = fxp_server(ServerKind::Pyftpdlib);
+    let c = server(ServerKind::Vsftpd, |_| {});
+    let o = Options {
+        resume: true,
+        ..opts()
+    };
+    for (dst, method) in [(&b, Method::Fxp), (&c, Method::Relay)] {
+        put(dst, "part.bin", Some(&peers::big_bin()[..PART]));
+        let r = copy(&url(&a, "big.bin"), &url(dst, "part.bin"), &o)
+            .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, dst)));
+        assert_eq!(r.method, method, "{r:?}");
+        assert_eq!(r.resumed_from, PART as u64, "{r:?}");
+        if method == Method::Relay {
+            assert_eq!(r.relayed_bytes, (peers::BIG_LEN - PART) as u64, "{r:?}");
+        }
+        assert_big_copied(dst, "part.bin");
+    }
+}
+
+#[test]
+fn a_list_of_files_as_a_queue() {
+    let a = fxp_server(ServerKind::Pyftpdlib);
+    let b = fxp_server(ServerKind::Vsftpd);
+    let jobs = vec![
+        (url(&a, "big.bin"), url(&b, "one.bin")),
+        (url(&a, peers::HELLO_NAME), url(&b, "two.txt")),
+        (url(&a, "missing"), url(&b, "three")),
+    ];
+    let r = rt().block_on(fxp::tree::copy_list(&jobs, &opts()));
+    assert_eq!(r.files, 2, "{r:?}");
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert!(r.failed[0].1.contains("550"), "{r:?}");
+    assert_big_copied(&b, "one.bin");
+    assert_eq!(std::fs::read(b.file("two.txt")).unwrap(), peers::HELLO);
+}
