@@ -414,15 +414,16 @@ async fn attempt_once(
     let mut total = None;
     let mut tried: Vec<(Method, FxpError)> = vec![];
     let mut announced_start = false;
-    // A pair given up after a failed transfer: `ABOR` and `QUIT` run while the next
-    // method logs in afresh (a server stuck in a transfer may take its time to answer).
+    // A pair given up after a failed transfer: `ABOR` and `QUIT` before the next method
+    // logs in afresh (pyftpdlib, logged into while it winds down the failed transfer,
+    // was seen to leave the new login unanswered for the whole timeout).
     let mut dying: Option<Pair> = None;
     for method in methods {
         let mut p = match pair.take() {
             Some(p) => p,
             None => {
-                let (opened, ()) = tokio::join!(Pair::open(src, dst, opts), teardown(dying.take()));
-                opened?
+                teardown(dying.take()).await;
+                Pair::open(src, dst, opts).await?
             }
         };
         if !announced_start {
@@ -572,7 +573,8 @@ impl Run<'_> {
             }
             return Err(fail);
         }
-        let result = self.start_and_wait(p, &mut poller, state).await;
+        let dst_active = active_side == Side::Destination;
+        let result = self.start_and_wait(p, &mut poller, state, dst_active).await;
         if let Some(c) = poller {
             c.quit().await;
         }
@@ -615,14 +617,15 @@ impl Run<'_> {
         p: &mut Pair,
         poller: &mut Option<Client>,
         state: &mut State,
+        dst_active: bool,
     ) -> Result<(), Fail> {
-        self.send_transfer(p, state).await?;
+        let opened = self.send_transfer(p, state, dst_active).await?;
         let limit = self.opts.timeout;
         let Pair { src, dst } = &mut *p;
         let outcome = {
-            let mut retr = pin!(finish(src, "RETR", &self.src.path, limit));
+            let mut retr = pin!(finish(src, "RETR", &self.src.path, limit, false));
             let mut stor = pin!(async {
-                finish(dst, "STOR", &self.dst.path, limit).await?;
+                finish(dst, "STOR", &self.dst.path, limit, opened).await?;
                 check_stored(dst, &self.dst.path, self.total).await
             });
             let mut poll = pin!(poll_progress(poller, self));
@@ -664,16 +667,53 @@ impl Run<'_> {
         }
     }
 
-    pub(super) async fn send_transfer(&self, p: &mut Pair, state: &mut State) -> Result<(), Fail> {
+    /// Sends `STOR` to the destination, then `RETR` to the source.
+    ///
+    /// Neither waits for the other's `150`: a passive server may answer only once its data
+    /// connection exists, which needs the other command. One exception, bounded: when
+    /// the destination is the active side its `150` cannot depend on the source (its
+    /// connection completes in the source's listen backlog), so it gets up to
+    /// [`OPEN_WAIT`] to open before `RETR` goes out. pyftpdlib drops an active data
+    /// connection that turns readable before it has processed `STOR`, and a small file
+    /// can arrive and end that fast. Returns whether the destination's `150` was read.
+    pub(super) async fn send_transfer(
+        &self,
+        p: &mut Pair,
+        state: &mut State,
+        dst_active: bool,
+    ) -> Result<bool, Fail> {
         state.stored = true;
         p.dst
             .send(&with_arg(b"STOR", &self.dst.path))
             .await
             .map_err(|e| Fail::Transfer(p.err(Side::Destination, e)))?;
+        let mut opened = false;
+        if dst_active {
+            match p
+                .dst
+                .read_reply_within("STOR", OPEN_WAIT.min(self.opts.timeout))
+                .await
+            {
+                Ok(r) if r.class() == 1 => opened = true,
+                Ok(r) => {
+                    let shown =
+                        String::from_utf8_lossy(&with_arg(b"STOR", &self.dst.path)).into_owned();
+                    return Err(classify(
+                        Side::Destination,
+                        super::client::refused(&shown, &r),
+                        p,
+                    ));
+                }
+                // Not open yet: the source's RETR may be what it waits for after all.
+                Err(FtpError::Timeout { .. }) => {}
+                Err(e) => return Err(Fail::Transfer(p.err(Side::Destination, e))),
+            }
+        }
         p.src
             .send(&with_arg(b"RETR", &self.src.path))
             .await
-            .map_err(|e| Fail::Transfer(p.err(Side::Source, e)))
+            .map_err(|e| Fail::Transfer(p.err(Side::Source, e)))?;
+        Ok(opened)
     }
 }
 
@@ -684,6 +724,9 @@ fn roles(p: &mut Pair, passive: Side) -> (&mut Client, &mut Client) {
         Side::Destination => (&mut p.dst, &mut p.src),
     }
 }
+
+/// How long an active destination gets to open (`150`) before `RETR` goes to the source.
+pub(super) const OPEN_WAIT: Duration = Duration::from_secs(2);
 
 /// How long the other side of a failed transfer gets to give its own reason.
 const GRACE: Duration = Duration::from_secs(1);
@@ -706,14 +749,23 @@ fn stalled(limit: Duration) -> FtpError {
     }
 }
 
-/// Reads a transfer's replies to the end: the preliminary one within `limit`, the final
-/// one without a bound of its own (the progress poll and the other side bound it).
-async fn finish(c: &mut Client, cmd: &str, path: &[u8], limit: Duration) -> Result<(), FtpError> {
+/// Reads a transfer's replies to the end: the preliminary one within `limit` (unless
+/// `opened`: already read), the final one without a bound of its own (the progress poll
+/// and the other side bound it).
+async fn finish(
+    c: &mut Client,
+    cmd: &str,
+    path: &[u8],
+    limit: Duration,
+    opened: bool,
+) -> Result<(), FtpError> {
     let shown = String::from_utf8_lossy(&with_arg(cmd.as_bytes(), path)).into_owned();
-    let first = c.read_reply_within(cmd, limit).await?;
+    let forever = Duration::from_secs(365 * 86400);
+    let first = c
+        .read_reply_within(cmd, if opened { forever } else { limit })
+        .await?;
     let last = if first.class() == 1 {
-        c.read_reply_within(cmd, Duration::from_secs(365 * 86400))
-            .await?
+        c.read_reply_within(cmd, forever).await?
     } else {
         first
     };

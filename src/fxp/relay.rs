@@ -44,7 +44,8 @@ impl Run<'_> {
             )));
         };
         self.rest_both(p).await?;
-        self.send_transfer(p, state).await?;
+        // Both are passive and connected already: nothing to wait for.
+        self.send_transfer(p, state, false).await?;
         // Both must open (`150`) before any byte moves.
         for side in [Side::Destination, Side::Source] {
             let r = p.side(side).read_reply("transfer").await;
