@@ -31,6 +31,9 @@
 # Knobs (environment): FXP_BENCH_DATA=passthrough benchmarks passthrough instead (plumbing
 # check only: the data then bypasses the proxy); FXPRELAY_BIN=PATH uses that binary and
 # skips the build; FXP_BENCH_SERVER_IP / FXP_BENCH_PROXY_IP change the two addresses;
+# FXP_BENCH_PIN=1 pins vsftpd and curl to CPU 0 and fxprelay to CPU 1 (needs 2 CPUs):
+# a diagnostic that takes CPU contention out of the comparison, to tell the relay's own
+# cost (latency, buffering) from the CPU it takes away from the peers on a small machine;
 # FXP_BENCH_TIME_LIMIT=SECONDS replaces the overall time limit (default: generous, from
 # SIZE_MIB and RUNS, build included).
 set -euo pipefail
@@ -59,6 +62,15 @@ RUNS=${2:-5}
 DATA_MODE=${FXP_BENCH_DATA:-relay}
 [[ $DATA_MODE == relay || $DATA_MODE == passthrough ]] ||
     die "FXP_BENCH_DATA must be relay or passthrough, got '$DATA_MODE'"
+PIN=${FXP_BENCH_PIN:-0}
+[[ $PIN == 0 || $PIN == 1 ]] || die "FXP_BENCH_PIN must be 0 or 1, got '$PIN'"
+PEER_CPU=()
+PROXY_CPU=()
+if [[ $PIN == 1 ]]; then
+    (($(nproc) >= 2)) || die "FXP_BENCH_PIN=1 needs at least 2 CPUs"
+    PEER_CPU=(taskset -c 0)
+    PROXY_CPU=(taskset -c 1)
+fi
 SERVER_IP=${FXP_BENCH_SERVER_IP:-127.0.0.71}
 PROXY_IP=${FXP_BENCH_PROXY_IP:-127.0.0.72}
 for ip in "$SERVER_IP" "$PROXY_IP"; do
@@ -209,12 +221,13 @@ fi
 pkg_ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 cat <<EOF
 # fxprelay relay benchmark
-command:  scripts/bench-relay.sh $SIZE_MIB $RUNS${FXP_BENCH_DATA:+  (FXP_BENCH_DATA=$FXP_BENCH_DATA)}
+command:  scripts/bench-relay.sh $SIZE_MIB $RUNS${FXP_BENCH_DATA:+  (FXP_BENCH_DATA=$FXP_BENCH_DATA)}${FXP_BENCH_PIN:+  (FXP_BENCH_PIN=$FXP_BENCH_PIN)}
 date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')
 machine:  $(nproc) CPUs ($cpu_model), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr) $(uname -m)
 load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start
 software: fxprelay $git_rev ($BIN), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2)
 files:    ${SIZE_MIB} MiB of /dev/urandom on $TMPFS_DESC
+cpus:     $(if [[ $PIN == 1 ]]; then echo "pinned: vsftpd and curl on CPU 0, fxprelay on CPU 1"; else echo "not pinned (all processes share all CPUs)"; fi)
 paths:    direct  curl -> vsftpd $SERVER_IP (PASV, --disable-epsv)
           proxy   curl -> fxprelay $PROXY_IP (data: $DATA_MODE) -> vsftpd
 EOF
@@ -312,7 +325,7 @@ EOF
 )
 # Without job control a background child is not a group leader, so setsid(1) calls
 # setsid() in place and execs vsftpd: $! is vsftpd and leads its own process group.
-setsid /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
+setsid "${PEER_CPU[@]}" /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
 VSFTPD_PID=$!
 sleep 0.1
 [[ $(ps -o pgid= -p "$VSFTPD_PID" | tr -d ' ') == "$VSFTPD_PID" ]] ||
@@ -370,7 +383,7 @@ timeout "$STEP_MAX" "$BIN" check -c "$CONFIG" >"$WORK/check.out" 2>&1 || {
     cat "$WORK/check.out" >&2
     die "fxprelay rejects the generated config:"$'\n'"$(cat "$CONFIG")"
 }
-"$BIN" run -c "$CONFIG" </dev/null >"$WORK/fxprelay.log" 2>&1 &
+"${PROXY_CPU[@]}" "$BIN" run -c "$CONFIG" </dev/null >"$WORK/fxprelay.log" 2>&1 &
 PROXY_PID=$!
 ready=0
 for ((i = 0; i < 100; i++)); do
@@ -411,11 +424,11 @@ transfer() {
     [[ $via == proxy ]] && url=$PROXY_URL
     mapfile -t opts < <(curl_opts "$via")
     if [[ $kind == RETR ]]; then
-        res=$(timeout $((CURL_MAX + 5)) curl "${opts[@]}" -o "$out" \
+        res=$(timeout $((CURL_MAX + 5)) "${PEER_CPU[@]}" curl "${opts[@]}" -o "$out" \
             -w '%{speed_download} %{size_download} %{time_pretransfer} %{time_total}' \
             "$url/big.bin") || fail "RETR $via failed (curl exit $?)"
     else
-        res=$(timeout $((CURL_MAX + 5)) curl "${opts[@]}" -T "$SRC" \
+        res=$(timeout $((CURL_MAX + 5)) "${PEER_CPU[@]}" curl "${opts[@]}" -T "$SRC" \
             -w '%{speed_upload} %{size_upload} %{time_pretransfer} %{time_total}' \
             "$url/up.bin") || fail "STOR $via failed (curl exit $?)"
         size=$(stat -c %s "$FTP_ROOT/up.bin" 2>/dev/null || echo missing)
@@ -442,7 +455,7 @@ transfer RETR direct >/dev/null # warm-up, as the checks were for the proxy path
 
 CLK_TCK=$(getconf CLK_TCK)
 GIB_PER_KIND=$(awk -v r="$RUNS" -v m="$SIZE_MIB" 'BEGIN { print r * m / 1024 }')
-declare -A MED CPU_PER_GIB
+declare -A MED CPU_PER_GIB PAIRED
 col() { # N -> field N of each line on stdin
     awk -v n="$1" '{ print $n }'
 }
@@ -468,6 +481,14 @@ for kind in RETR STOR; do
         }' >&2
     done
     ticks1=$(cpu_ticks "$PROXY_PID")
+    # Each run's proxy/direct ratio: the two transfers of a run ran back to back, so
+    # slow drifts of the machine cancel out; the spread shows how noisy it was.
+    PAIRED[$kind]=$(for ((i = 0; i < RUNS; i++)); do
+        awk -v d="${direct[i]%% *}" -v p="${proxy[i]%% *}" 'BEGIN { printf "%.4f\n", p / d }'
+    done | sort -g | awk '{ v[NR] = $1 } END {
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        printf "median %.2f (%.2f to %.2f)", m, v[1], v[NR]
+    }')
     for via in direct proxy; do
         declare -n runs=$via
         for f in 1 2 3; do
@@ -497,6 +518,8 @@ row "$PROXY_LABEL" "$(mbs "${MED[RETR.proxy.1]}")" "$(mbs "${MED[STOR.proxy.1]}"
 row 'ratio proxy/direct' "$(ratio "${MED[RETR.proxy.1]}" "${MED[RETR.direct.1]}")" \
     "$(ratio "${MED[STOR.proxy.1]}" "${MED[STOR.direct.1]}")" ''
 echo
+echo "ratio of each run's two transfers (proxy/direct, back to back):"
+echo "  RETR ${PAIRED[RETR]}; STOR ${PAIRED[STOR]}"
 # curl 7.88 at times idles ~150 ms between reading the 227/229 and connecting (strace: a
 # poll on its wakeup socket alone), seen only through the proxy; that lands in these two.
 echo "curl's own average over the whole run (login and data setup included), MB/s, median:"

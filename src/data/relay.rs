@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
@@ -19,9 +19,8 @@ use crate::metrics;
 /// little more for four times the memory per transfer.
 const COPY_BUFFER: usize = 1024 * 1024;
 
-/// Kernel socket buffers of data connections. Measured the same way: the default left
-/// RETR at ~0.85x of direct; 4 MiB brought it to parity, and it is still ample for a
-/// long fat WAN link (4 MiB in flight is 800 Mbit/s at 40 ms).
+/// Kernel socket buffers of data connections: 4 MiB in flight is 800 Mbit/s at 40 ms,
+/// and on loopback it measured better than the kernel's defaults (RETR ~0.85x -> ~0.9x).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 /// How one side of a transfer gets its data connection.
@@ -135,13 +134,14 @@ async fn copy_to_eof(from: TcpStream, mut to: TcpStream, idle: Duration) -> Resu
         total += n as u64;
     }
     to.shutdown().await?;
+    debug!(bytes = total, "data copied");
     Ok(total)
 }
 
-/// `FXPRELAY_SPLICE=1` relays with zero-copy `splice(2)`. Off by default: on the
-/// machines we measure on (a gVisor sandbox) it was slower than the user-space copy
-/// (RETR 0.55x vs 0.82x of direct, same CPU); on a plain Linux kernel it may win, so it
-/// stays available for operators to measure with scripts/bench-relay.sh.
+/// `FXPRELAY_SPLICE=1` relays with zero-copy `splice(2)`. Off by default: on the VMs we
+/// measure on (2 vCPUs, Linux 6.18) it made downloads slower than the user-space copy
+/// (RETR 0.64x vs 0.82x of direct) while halving the CPU of uploads; it stays available
+/// for operators to measure on their kernel with scripts/bench-relay.sh.
 #[cfg(target_os = "linux")]
 fn splice_requested() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -159,7 +159,7 @@ async fn open(
     let (stream, lease) = match leg {
         Leg::Ready(s) => (s, None),
         Leg::Connect(to) => {
-            let s = timeout(limits.connect, TcpStream::connect(to))
+            let s = timeout(limits.connect, connect(to))
                 .await
                 .map_err(|_| DataError::Connect(to, io::ErrorKind::TimedOut.into()))?
                 .map_err(|e| DataError::Connect(to, e))?;
@@ -175,13 +175,27 @@ async fn open(
             (s, Some(lease))
         }
     };
-    // Failing to grow the buffers only costs speed.
-    let sock = socket2::SockRef::from(&stream);
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
     metrics::data_connection(listener, side);
     debug!(side, peer = ?stream.peer_addr().ok(), "data connection open");
     Ok((stream, lease))
+}
+
+/// Connects a data connection, with its socket buffers sized before the handshake.
+pub async fn connect(to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match to {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    size_buffers(&socket);
+    socket.connect(to).await
+}
+
+/// Sizes a data socket's kernel buffers. Done before `connect`/`listen` (accepted sockets
+/// inherit the listener's), because the TCP window scale is fixed at the handshake.
+/// Failing only costs speed.
+pub fn size_buffers(socket: &TcpSocket) {
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER as u32);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER as u32);
 }
 
 /// Accepts the first connection from `expect`, refusing (and counting) any other peer.

@@ -383,7 +383,7 @@ impl Session<'_> {
             },
             _ => return Ok(Setup::Refused(reply_text(&reply))),
         };
-        let connect = tokio::net::TcpStream::connect(target);
+        let connect = crate::data::relay::connect(target);
         match timeout(self.ctx.limits.connect_timeout, connect).await {
             Ok(Ok(stream)) => Ok(Setup::Leg(Leg::Ready(stream))),
             Ok(Err(e)) => Ok(Setup::Refused(format!(
