@@ -10,6 +10,7 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::ops::Range;
 
 use fxprelay::proto::addr::*;
 use fxprelay::proto::{parse_command, trim_eol};
@@ -52,7 +53,7 @@ fn v4_of(addr: SocketAddr) -> SocketAddrV4 {
 }
 
 /// `rewritten` is `raw` with `span` replaced by `new_text`.
-fn assert_spliced(raw: &[u8], span: &std::ops::Range<usize>, new_text: &[u8], rewritten: &[u8]) {
+fn assert_spliced(raw: &[u8], span: &Range<usize>, new_text: &[u8], rewritten: &[u8]) {
     assert_eq!(rewritten.len(), raw.len() - span.len() + new_text.len());
     assert_eq!(&rewritten[..span.start], &raw[..span.start]);
     assert_eq!(
@@ -62,36 +63,45 @@ fn assert_spliced(raw: &[u8], span: &std::ops::Range<usize>, new_text: &[u8], re
     assert_eq!(&rewritten[span.start + new_text.len()..], &raw[span.end..]);
 }
 
-fn pasv(raw: &[u8], new: SocketAddr) {
-    let new = v4_of(new);
-    let parsed = parse_pasv_reply(raw);
-    let rewritten = rewrite_pasv_reply(raw, new);
-    let (addr, span) = match parsed {
-        Ok(ok) => ok,
-        Err(e) => {
-            assert_eq!(rewritten, Err(e));
-            return;
-        }
-    };
-    assert!(span.start < span.end && span.end <= raw.len(), "{span:?}");
-    // The span is the six numbers and nothing else: it reads as PORT arguments.
-    assert_eq!(parse_port_args(&raw[span.clone()]), Ok(addr));
-    assert_eq!(parse_port_args(format_pasv_addr(addr).as_bytes()), Ok(addr));
-    assert_eq!(
-        parse_pasv_reply(&format_pasv_reply(addr)).map(|p| p.0),
-        Ok(addr)
-    );
+/// The codecs of one passive reply kind (`227` or `228`), checked alike by [`passive`].
+struct Codec<A> {
+    code: &'static str,
+    parse_reply: fn(&[u8]) -> Result<(A, Range<usize>), AddrError>,
+    rewrite_reply: fn(&[u8], A) -> Result<Vec<u8>, AddrError>,
+    format_reply: fn(A) -> Vec<u8>,
+    /// The address as the reply's span holds it, which is also the matching command's
+    /// argument form (`PORT` for `227`, `LPRT` for `228`).
+    format_args: fn(A) -> String,
+    parse_args: fn(&[u8]) -> Result<A, AddrError>,
+}
 
-    let rewritten = rewritten.expect("a parsed 227 rewrites");
-    let text = format_pasv_addr(new);
-    assert_spliced(raw, &span, text.as_bytes(), &rewritten);
-    let again = parse_pasv_reply(&rewritten);
-    assert_eq!(again, Ok((new, span.start..span.start + text.len())));
+fn pasv(raw: &[u8], new: SocketAddr) {
+    let codec = Codec {
+        code: "227",
+        parse_reply: parse_pasv_reply,
+        rewrite_reply: rewrite_pasv_reply,
+        format_reply: format_pasv_reply,
+        format_args: format_pasv_addr,
+        parse_args: parse_port_args,
+    };
+    passive(&codec, raw, v4_of(new));
 }
 
 fn lpsv(raw: &[u8], new: SocketAddr) {
-    let parsed = parse_lpsv_reply(raw);
-    let rewritten = rewrite_lpsv_reply(raw, new);
+    let codec = Codec {
+        code: "228",
+        parse_reply: parse_lpsv_reply,
+        rewrite_reply: rewrite_lpsv_reply,
+        format_reply: format_lpsv_reply,
+        format_args: format_lprt_args,
+        parse_args: parse_lprt_args,
+    };
+    passive(&codec, raw, new);
+}
+
+fn passive<A: Copy + PartialEq + std::fmt::Debug>(c: &Codec<A>, raw: &[u8], new: A) {
+    let parsed = (c.parse_reply)(raw);
+    let rewritten = (c.rewrite_reply)(raw, new);
     let (addr, span) = match parsed {
         Ok(ok) => ok,
         Err(e) => {
@@ -100,17 +110,19 @@ fn lpsv(raw: &[u8], new: SocketAddr) {
         }
     };
     assert!(span.start < span.end && span.end <= raw.len(), "{span:?}");
-    assert_eq!(parse_lprt_args(&raw[span.clone()]), Ok(addr));
-    assert_eq!(parse_lprt_args(format_lprt_args(addr).as_bytes()), Ok(addr));
+    // The span is the address and nothing else: it reads as the command's arguments.
+    assert_eq!((c.parse_args)(&raw[span.clone()]), Ok(addr));
+    assert_eq!((c.parse_args)((c.format_args)(addr).as_bytes()), Ok(addr));
     assert_eq!(
-        parse_lpsv_reply(&format_lpsv_reply(addr)).map(|p| p.0),
+        (c.parse_reply)(&(c.format_reply)(addr)).map(|p| p.0),
         Ok(addr)
     );
 
-    let rewritten = rewritten.expect("a parsed 228 rewrites");
-    let text = format_lprt_args(new);
+    let rewritten =
+        rewritten.unwrap_or_else(|e| panic!("a parsed {} did not rewrite: {e}", c.code));
+    let text = (c.format_args)(new);
     assert_spliced(raw, &span, text.as_bytes(), &rewritten);
-    let again = parse_lpsv_reply(&rewritten);
+    let again = (c.parse_reply)(&rewritten);
     assert_eq!(again, Ok((new, span.start..span.start + text.len())));
 }
 

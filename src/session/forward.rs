@@ -35,6 +35,8 @@ pub(super) enum Login {
     },
     /// The session is over (client left, gave up, timed out).
     End(&'static str),
+    /// The proxy is shutting down before the login finished.
+    Stopped,
 }
 
 /// Splits `user@host[:port]` at the last `@` (user names may contain `@`).

@@ -151,7 +151,7 @@ async fn serve(
     };
     let login = tokio::select! {
         r = opening => r?,
-        _ = hard_stop.cancelled() => Login::End("shutdown"),
+        _ = hard_stop.cancelled() => Login::Stopped,
     };
     let (upstream, user_line) = match login {
         Login::Connected {
@@ -162,10 +162,12 @@ async fn serve(
             debug!(upstream = %target, "upstream connected");
             (upstream, user_line)
         }
+        Login::Stopped => {
+            let _ = client_w.write_all(SHUTTING_DOWN).await;
+            let _ = client_w.shutdown().await;
+            return Ok("shutdown");
+        }
         Login::End(why) => {
-            if why == "shutdown" {
-                let _ = client_w.write_all(SHUTTING_DOWN).await;
-            }
             let _ = client_w.shutdown().await;
             return Ok(why);
         }
