@@ -39,25 +39,15 @@
 set -euo pipefail
 
 PROG=bench-relay
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=SCRIPTDIR/lib/harness.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/harness.sh"
 
-usage() {
-    sed -n '2,4p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
-[[ ${1:-} == -h || ${1:-} == --help ]] && usage
-[[ $# -le 2 ]] || usage
+[[ ${1:-} == -h || ${1:-} == --help ]] && usage 2,4
+[[ $# -le 2 ]] || usage 2,4
 SIZE_MIB=${1:-1024}
 RUNS=${2:-5}
-[[ $SIZE_MIB =~ ^[1-9][0-9]*$ ]] || die "SIZE_MIB must be a positive integer, got '$SIZE_MIB'"
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, got '$RUNS'"
-((SIZE_MIB <= 16384)) || die "SIZE_MIB above 16384 is not supported"
-((RUNS <= 50)) || die "RUNS above 50 is not supported"
+check_count SIZE_MIB "$SIZE_MIB" 16384
+check_count RUNS "$RUNS" 50
 
 DATA_MODE=${FXP_BENCH_DATA:-relay}
 [[ $DATA_MODE == relay || $DATA_MODE == passthrough ]] ||
@@ -73,94 +63,22 @@ if [[ $PIN == 1 ]]; then
 fi
 SERVER_IP=${FXP_BENCH_SERVER_IP:-127.0.0.71}
 PROXY_IP=${FXP_BENCH_PROXY_IP:-127.0.0.72}
-for ip in "$SERVER_IP" "$PROXY_IP"; do
-    [[ $ip =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "$ip is not a loopback (127.x.y.z) address"
-done
-[[ $SERVER_IP != "$PROXY_IP" ]] || die "server and proxy need different addresses"
+check_addresses "$SERVER_IP" "$PROXY_IP"
 PROXY_DATA_PORTS=51000-51099
-FTP_USER=fxptest
-FTP_PASS=fxptest
 
 SIZE_BYTES=$((SIZE_MIB * 1024 * 1024))
-# Time bounds (seconds). A transfer may run at 10 MiB/s before it counts as hung.
-INSTALL_MAX=900
-BUILD_MAX=1800
-STEP_MAX=30
+# Time bounds (seconds), besides INSTALL_MAX, BUILD_MAX and STEP_MAX from lib/harness.sh.
+# A transfer may run at 10 MiB/s before it counts as hung.
 CURL_MAX=$((30 + SIZE_MIB / 10))
 TOTAL_MAX=${FXP_BENCH_TIME_LIMIT:-$((INSTALL_MAX + BUILD_MAX + 300 + SIZE_MIB / 5 + (4 * RUNS + 3) * (CURL_MAX + 5)))}
 [[ $TOTAL_MAX =~ ^[1-9][0-9]*$ ]] || die "FXP_BENCH_TIME_LIMIT must be a positive number of seconds"
-
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PY=/usr/bin/python3
 
 if [[ $(id -u) -ne 0 ]]; then
     die "needs root (vsftpd logs in the system user $FTP_USER and switches to it)"
 fi
 
-# --- cleanup: everything started is recorded here and undone on exit ------------------
-WORK=
-MOUNTED=0
-VSFTPD_PID=
-PROXY_PID=
-WATCHDOG_PID=
-
-alive() { # PID -> true while the process exists and is not a zombie
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-
-stop_pid() { # PID [GROUP=0]: TERM, up to 5 s, KILL; reaps it
-    local pid=$1 group=${2:-0} target i
-    target=$pid
-    [[ $group -eq 1 ]] && target=-$pid
-    kill -TERM -- "$target" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        alive "$pid" || break
-        sleep 0.1
-    done
-    # The group's other members (vsftpd's session processes) get the KILL regardless.
-    kill -KILL -- "$target" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    [[ -n $WATCHDOG_PID ]] && stop_pid "$WATCHDOG_PID"
-    [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
-    [[ -n $VSFTPD_PID ]] && stop_pid "$VSFTPD_PID" 1
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ -f $WORK/.timed-out ]]; then
-            log "overall time limit (${TOTAL_MAX}s) reached"
-            rc=124
-        fi
-        if [[ $MOUNTED -eq 1 ]]; then
-            umount "$WORK" 2>/dev/null || umount -l "$WORK"
-        fi
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-show_logs() {
-    local f
-    for f in "$WORK/vsftpd.out" "$WORK/vsftpd.log" "$WORK/fxprelay.log"; do
-        if [[ -s $f ]]; then
-            printf -- '--- %s (last 30 lines)\n' "${f##*/}" >&2
-            tail -n 30 "$f" >&2
-        fi
-    done
-}
-fail() { # like die, with the servers' logs
-    show_logs
-    die "$*"
-}
+trap_cleanup # from here on every process started is stopped, WORK removed, on any exit
+LOG_FILES=(vsftpd.out vsftpd.log fxprelay.log)
 
 # --- tmpfs work directory -----------------------------------------------------------------
 NEED_MIB=$((3 * SIZE_MIB + 64)) # source, uploaded copy, verified download
@@ -174,46 +92,22 @@ if ((shm_avail_mib >= NEED_MIB)); then
 else
     WORK=$(mktemp -d /tmp/fxp-bench.XXXXXX)
     mount -t tmpfs -o "size=${NEED_MIB}m,mode=0755" fxp-bench "$WORK"
-    MOUNTED=1
+    WORK_MOUNTED=1
     TMPFS_DESC="tmpfs mounted at $WORK (${NEED_MIB} MiB)"
 fi
 # Root-owned 0755: vsftpd refuses configs in group/world-writable places, and fxptest must
 # be able to reach its root below.
 chmod 0755 "$WORK"
 
-# The overall bound: a watchdog TERMs the script, whose trap cleans up. Bash runs the trap
-# once the current step returns, and every step has its own bound.
-(
-    exec >/dev/null 2>&1
-    sleep "$TOTAL_MAX" &
-    s=$!
-    trap 'kill "$s"; exit 0' TERM
-    wait "$s"
-    touch "$WORK/.timed-out"
-    kill -TERM "$$"
-) &
-WATCHDOG_PID=$!
+start_watchdog "$TOTAL_MAX"
 
 # --- prerequisites and build --------------------------------------------------------------
-if [[ ! -x /usr/sbin/vsftpd ]] || ! command -v curl >/dev/null || ! id "$FTP_USER" >/dev/null 2>&1; then
-    log "vsftpd, curl or user $FTP_USER missing: running scripts/install-test-peers.sh"
-    timeout "$INSTALL_MAX" "$ROOT/scripts/install-test-peers.sh"
-fi
+ensure_peers vsftpd test -x /usr/sbin/vsftpd
 [[ -x $PY ]] || die "$PY is needed to find free ports"
-
-if [[ -n ${FXPRELAY_BIN:-} ]]; then
-    BIN=$FXPRELAY_BIN
-    log "using FXPRELAY_BIN=$BIN (no build)"
-else
-    log "cargo build --release"
-    (cd "$ROOT" && timeout "$BUILD_MAX" cargo build --release) || die "cargo build --release failed"
-    BIN=$ROOT/target/release/fxprelay
-fi
-[[ -x $BIN ]] || die "$BIN is not an executable"
+build_fxprelay
 START=$SECONDS
 
 # --- header: how the numbers were made ----------------------------------------------------
-cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
     git_rev="$git_rev+uncommitted changes"
@@ -223,7 +117,7 @@ cat <<EOF
 # fxprelay relay benchmark
 command:  scripts/bench-relay.sh $SIZE_MIB $RUNS${FXP_BENCH_DATA:+  (FXP_BENCH_DATA=$FXP_BENCH_DATA)}${FXP_BENCH_PIN:+  (FXP_BENCH_PIN=$FXP_BENCH_PIN)}
 date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')
-machine:  $(nproc) CPUs ($cpu_model), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr) $(uname -m)
+machine:  $(nproc) CPUs ($(cpu_model)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr) $(uname -m)
 load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start
 software: fxprelay $git_rev ($BIN), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2)
 files:    ${SIZE_MIB} MiB of /dev/urandom on $TMPFS_DESC
@@ -233,11 +127,6 @@ paths:    direct  curl -> vsftpd $SERVER_IP (PASV, --disable-epsv)
 EOF
 
 # --- helpers ------------------------------------------------------------------------------
-free_port() { # IP -> a port free on IP now
-    "$PY" -c 'import socket, sys
-s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
-}
-
 free_range() { # IP LEN -> "LO HI", LEN consecutive ports in 40000-49999 free on IP now
     "$PY" -c 'import random, socket, sys
 ip, n = sys.argv[1], int(sys.argv[2])
@@ -324,78 +213,24 @@ pasv_promiscuous=NO
 EOF
 )
 # Without job control a background child is not a group leader, so setsid(1) calls
-# setsid() in place and execs vsftpd: $! is vsftpd and leads its own process group.
+# setsid() in place and execs vsftpd: $! is vsftpd and leads its own process group, which
+# cleanup kills whole (SERVER_GROUP=1: the session processes too).
+SERVER_GROUP=1
 setsid "${PEER_CPU[@]}" /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
-VSFTPD_PID=$!
+SERVER_PID=$!
 sleep 0.1
-[[ $(ps -o pgid= -p "$VSFTPD_PID" | tr -d ' ') == "$VSFTPD_PID" ]] ||
-    fail "vsftpd (pid $VSFTPD_PID) is not leading its own process group"
+[[ $(ps -o pgid= -p "$SERVER_PID" | tr -d ' ') == "$SERVER_PID" ]] ||
+    fail "vsftpd (pid $SERVER_PID) is not leading its own process group"
 
 DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$VSFTPD_PORT
-ready=0
-for ((i = 0; i < 50; i++)); do
-    alive "$VSFTPD_PID" || fail "vsftpd exited at start"
-    if curl -sS --max-time 2 --disable-epsv -o /dev/null "$DIRECT_URL/" 2>/dev/null; then
-        ready=1
-        break
-    fi
-    sleep 0.2
-done
-[[ $ready -eq 1 ]] || fail "vsftpd on $SERVER_IP:$VSFTPD_PORT did not let $FTP_USER log in within 10 s"
-log "vsftpd pid $VSFTPD_PID on $SERVER_IP:$VSFTPD_PORT, passive ports $PASV_LO-$PASV_HI"
+wait_ftp_login "$SERVER_PID" "vsftpd on $SERVER_IP:$VSFTPD_PORT" "$DIRECT_URL" --disable-epsv
+log "vsftpd pid $SERVER_PID on $SERVER_IP:$VSFTPD_PORT, passive ports $PASV_LO-$PASV_HI"
 
 # --- fxprelay -------------------------------------------------------------------------------
-ADMIN_PORT=$(free_port "$PROXY_IP")
-PROXY_PORT=$(free_port "$PROXY_IP")
-while [[ $PROXY_PORT == "$ADMIN_PORT" ]]; do PROXY_PORT=$(free_port "$PROXY_IP"); done
+pick_proxy_ports
 CONFIG=$WORK/fxprelay.yaml
-if [[ $DATA_MODE == relay ]]; then
-    cat >"$CONFIG" <<EOF
-admin:
-  bind: $PROXY_IP:$ADMIN_PORT
-limits:
-  shutdown_grace: 2s
-data:
-  ports: "$PROXY_DATA_PORTS"
-listeners:
-  - name: bench
-    bind: $PROXY_IP:$PROXY_PORT
-    mode: reverse
-    upstream: $SERVER_IP:$VSFTPD_PORT
-    data: relay
-    upstream_data: passive
-EOF
-else
-    cat >"$CONFIG" <<EOF
-admin:
-  bind: $PROXY_IP:$ADMIN_PORT
-limits:
-  shutdown_grace: 2s
-listeners:
-  - name: bench
-    bind: $PROXY_IP:$PROXY_PORT
-    mode: reverse
-    upstream: $SERVER_IP:$VSFTPD_PORT
-    data: passthrough
-EOF
-fi
-timeout "$STEP_MAX" "$BIN" check -c "$CONFIG" >"$WORK/check.out" 2>&1 || {
-    cat "$WORK/check.out" >&2
-    die "fxprelay rejects the generated config:"$'\n'"$(cat "$CONFIG")"
-}
-"${PROXY_CPU[@]}" "$BIN" run -c "$CONFIG" </dev/null >"$WORK/fxprelay.log" 2>&1 &
-PROXY_PID=$!
-ready=0
-for ((i = 0; i < 100; i++)); do
-    alive "$PROXY_PID" || fail "fxprelay exited at start"
-    code=$(curl -s --max-time 1 -o /dev/null -w '%{http_code}' "http://$PROXY_IP:$ADMIN_PORT/healthz" || true)
-    if [[ $code == 200 ]]; then
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-[[ $ready -eq 1 ]] || fail "fxprelay's GET /healthz did not answer 200 within 10 s"
+fxprelay_config bench "$SERVER_IP:$VSFTPD_PORT" "$DATA_MODE" "$PROXY_DATA_PORTS" >"$CONFIG"
+start_fxprelay "$CONFIG" "${PROXY_CPU[@]}"
 PROXY_URL=ftp://$FTP_USER:$FTP_PASS@$PROXY_IP:$PROXY_PORT
 log "fxprelay pid $PROXY_PID on $PROXY_IP:$PROXY_PORT, admin $PROXY_IP:$ADMIN_PORT"
 

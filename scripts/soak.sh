@@ -45,24 +45,15 @@
 set -euo pipefail
 
 PROG=soak
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-usage() {
-    sed -n '2,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
+# shellcheck source=SCRIPTDIR/lib/harness.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/harness.sh"
 
-[[ ${1:-} == -h || ${1:-} == --help ]] && usage
-[[ $# -le 2 ]] || usage
+[[ ${1:-} == -h || ${1:-} == --help ]] && usage 2,5
+[[ $# -le 2 ]] || usage 2,5
 SESSIONS=${1:-2000}
 DURATION=${2:-60}
-[[ $SESSIONS =~ ^[1-9][0-9]*$ ]] || die "SESSIONS must be a positive integer, got '$SESSIONS'"
-[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "SECONDS must be a positive integer, got '$DURATION'"
-((SESSIONS <= 20000)) || die "SESSIONS above 20000 is not supported"
-((DURATION <= 3600)) || die "SECONDS above 3600 is not supported"
+check_count SESSIONS "$SESSIONS" 20000
+check_count SECONDS "$DURATION" 3600
 
 PARALLEL=${FXP_SOAK_PARALLEL:-4}
 ROUNDS=${FXP_SOAK_ROUNDS:-1}
@@ -78,24 +69,16 @@ if ! [[ $FILE_MIB =~ ^[1-9][0-9]*$ ]] || ((FILE_MIB > 256)); then
 fi
 SERVER_IP=${FXP_SOAK_SERVER_IP:-127.0.0.81}
 PROXY_IP=${FXP_SOAK_PROXY_IP:-127.0.0.82}
-for ip in "$SERVER_IP" "$PROXY_IP"; do
-    [[ $ip =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "$ip is not a loopback (127.x.y.z) address"
-done
-[[ $SERVER_IP != "$PROXY_IP" ]] || die "server and proxy need different addresses"
+check_addresses "$SERVER_IP" "$PROXY_IP"
 DATA_PORTS=${FXP_SOAK_DATA_PORTS:-40000-40999}
 if ! [[ $DATA_PORTS =~ ^([0-9]+)-([0-9]+)$ ]] ||
     ((BASH_REMATCH[1] < 1024 || BASH_REMATCH[1] > BASH_REMATCH[2] || BASH_REMATCH[2] > 65535)); then
     die "FXP_SOAK_DATA_PORTS must be LO-HI within 1024-65535, got '$DATA_PORTS'"
 fi
-FTP_USER=fxptest
-FTP_PASS=fxptest
 FILE_BYTES=$((FILE_MIB * 1024 * 1024))
 NOOP_INTERVAL=5
 
-# Time bounds (seconds).
-INSTALL_MAX=900
-BUILD_MAX=1800
-STEP_MAX=30
+# Time bounds (seconds), besides INSTALL_MAX, BUILD_MAX and STEP_MAX from lib/harness.sh.
 CURL_MAX=$((60 + FILE_MIB))
 RAMP_MAX=$((60 + SESSIONS / 20))
 SETTLE_MAX=60
@@ -103,108 +86,31 @@ ROUND_MAX=$((RAMP_MAX + 30 + NOOP_INTERVAL + DURATION + CURL_MAX + 10 + 3 * SETT
 TOTAL_MAX=${FXP_SOAK_TIME_LIMIT:-$((INSTALL_MAX + BUILD_MAX + 300 + ROUNDS * ROUND_MAX))}
 [[ $TOTAL_MAX =~ ^[1-9][0-9]*$ ]] || die "FXP_SOAK_TIME_LIMIT must be a positive number of seconds"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PY=/usr/bin/python3
-
 [[ $(id -u) -eq 0 ]] || die "needs root (raises RLIMIT_NOFILE; the server switches to user $FTP_USER)"
 
-# --- cleanup: everything started is recorded here and undone on exit ------------------
-WORK=
-WATCHDOG_PID=
-SERVER_PID=
-PROXY_PID=
+# --- cleanup: lib/harness.sh stops the watchdog, proxy and server; the clients are ours ---
 CLIENTS_PID=
 WORKER_PIDS=()
-
-alive() { # PID -> true while the process exists and is not a zombie
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-
-stop_pid() { # PID: TERM, up to 5 s, KILL; reaps it
-    local pid=$1 i
-    kill -TERM -- "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        alive "$pid" || break
-        sleep 0.1
-    done
-    kill -KILL -- "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    set +e
-    trap - EXIT INT TERM
-    [[ -n $WATCHDOG_PID ]] && stop_pid "$WATCHDOG_PID"
+stop_clients() { # run by cleanup before the proxy and the server are stopped
+    local pid
     for pid in "${WORKER_PIDS[@]}"; do
         # A worker's curl dies with the pipe/time bound; the worker itself is a subshell.
         pkill -TERM -P "$pid" 2>/dev/null
         stop_pid "$pid"
     done
     [[ -n $CLIENTS_PID ]] && stop_pid "$CLIENTS_PID"
-    [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
-    [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID"
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ -f $WORK/.timed-out ]]; then
-            log "overall time limit (${TOTAL_MAX}s) reached"
-            rc=124
-        fi
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_cleanup # from here on every process started is stopped, WORK removed, on any exit
+LOG_FILES=(server.log fxprelay.log clients.log)
+LOG_LINES=20
 
 WORK=$(mktemp -d /dev/shm/fxp-soak.XXXXXX 2>/dev/null || mktemp -d /tmp/fxp-soak.XXXXXX)
 chmod 0755 "$WORK"
-
-# The overall bound: a watchdog TERMs the script, whose trap cleans up. Bash runs the trap
-# once the current step returns, and every step has its own bound.
-(
-    exec >/dev/null 2>&1
-    sleep "$TOTAL_MAX" &
-    s=$!
-    trap 'kill "$s"; exit 0' TERM
-    wait "$s"
-    touch "$WORK/.timed-out"
-    kill -TERM "$$"
-) &
-WATCHDOG_PID=$!
-
-show_logs() {
-    local f
-    for f in "$WORK/server.log" "$WORK/fxprelay.log" "$WORK/clients.log"; do
-        if [[ -s $f ]]; then
-            printf -- '--- %s (last 20 lines)\n' "${f##*/}" >&2
-            tail -n 20 "$f" >&2
-        fi
-    done
-}
-fail() { # like die, with the logs
-    show_logs
-    die "$*"
-}
+start_watchdog "$TOTAL_MAX"
 
 # --- prerequisites and build --------------------------------------------------------------
-if ! "$PY" -c 'import pyftpdlib' 2>/dev/null || ! command -v curl >/dev/null ||
-    ! id "$FTP_USER" >/dev/null 2>&1; then
-    log "pyftpdlib, curl or user $FTP_USER missing: running scripts/install-test-peers.sh"
-    timeout "$INSTALL_MAX" "$ROOT/scripts/install-test-peers.sh"
-fi
-if [[ -n ${FXPRELAY_BIN:-} ]]; then
-    BIN=$FXPRELAY_BIN
-    log "using FXPRELAY_BIN=$BIN (no build)"
-else
-    log "cargo build --release"
-    (cd "$ROOT" && timeout "$BUILD_MAX" cargo build --release) || die "cargo build --release failed"
-    BIN=$ROOT/target/release/fxprelay
-fi
-[[ -x $BIN ]] || die "$BIN is not an executable"
+ensure_peers pyftpdlib "$PY" -c 'import pyftpdlib'
+build_fxprelay
 START=$SECONDS
 
 # --- file descriptors: clients 1/session, server 1/session, proxy 2/session, + margin ----
@@ -222,10 +128,6 @@ fi
 log "RLIMIT_NOFILE $(ulimit -Sn) (soft) / $(ulimit -Hn) (hard)"
 
 # --- helpers ------------------------------------------------------------------------------
-free_port() { # IP -> a port free on IP now
-    "$PY" -c 'import socket, sys
-s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
-}
 fd_count() { # PID -> open fds
     local fds
     fds=$(ls "/proc/$1/fd" 2>/dev/null) || { echo 0; return; }
@@ -270,60 +172,16 @@ SERVER_PORT=$(free_port "$SERVER_IP")
 "$PY" "$ROOT/scripts/soak_server.py" --ip "$SERVER_IP" --port "$SERVER_PORT" --root "$FTP_ROOT" \
     --user "$FTP_USER" --password "$FTP_PASS" --run-as "$FTP_USER" </dev/null >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$SERVER_PORT
-ready=0
-for ((i = 0; i < 50; i++)); do
-    alive "$SERVER_PID" || fail "the pyftpdlib server exited at start"
-    if curl -sS --max-time 2 -o /dev/null "$DIRECT_URL/" 2>/dev/null; then
-        ready=1
-        break
-    fi
-    sleep 0.2
-done
-[[ $ready -eq 1 ]] || fail "pyftpdlib on $SERVER_IP:$SERVER_PORT did not let $FTP_USER log in within 10 s"
+wait_ftp_login "$SERVER_PID" "pyftpdlib on $SERVER_IP:$SERVER_PORT" "ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$SERVER_PORT"
 log "pyftpdlib pid $SERVER_PID on $SERVER_IP:$SERVER_PORT"
 
 # --- fxprelay -------------------------------------------------------------------------------
-ADMIN_PORT=$(free_port "$PROXY_IP")
-PROXY_PORT=$(free_port "$PROXY_IP")
-while [[ $PROXY_PORT == "$ADMIN_PORT" ]]; do PROXY_PORT=$(free_port "$PROXY_IP"); done
+pick_proxy_ports
 MAX_SESSIONS=$((SESSIONS + PARALLEL + 100))
 CONFIG=$WORK/fxprelay.yaml
-cat >"$CONFIG" <<EOF
-admin:
-  bind: $PROXY_IP:$ADMIN_PORT
-limits:
-  shutdown_grace: 2s
-  max_sessions: $MAX_SESSIONS
-  max_sessions_per_ip: $MAX_SESSIONS
-  login_timeout: 120s
-data:
-  ports: "$DATA_PORTS"
-listeners:
-  - name: soak
-    bind: $PROXY_IP:$PROXY_PORT
-    mode: reverse
-    upstream: $SERVER_IP:$SERVER_PORT
-    data: relay
-    upstream_data: passive
-EOF
-timeout "$STEP_MAX" "$BIN" check -c "$CONFIG" >"$WORK/check.out" 2>&1 || {
-    cat "$WORK/check.out" >&2
-    die "fxprelay rejects the generated config:"$'\n'"$(cat "$CONFIG")"
-}
-"$BIN" run -c "$CONFIG" </dev/null >"$WORK/fxprelay.log" 2>&1 &
-PROXY_PID=$!
-ready=0
-for ((i = 0; i < 100; i++)); do
-    check_proxy
-    code=$(curl -s --max-time 1 -o /dev/null -w '%{http_code}' "http://$PROXY_IP:$ADMIN_PORT/healthz" || true)
-    if [[ $code == 200 ]]; then
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-[[ $ready -eq 1 ]] || fail "fxprelay's GET /healthz did not answer 200 within 10 s"
+fxprelay_config soak "$SERVER_IP:$SERVER_PORT" relay "$DATA_PORTS" "max_sessions: $MAX_SESSIONS" \
+    "max_sessions_per_ip: $MAX_SESSIONS" "login_timeout: 120s" >"$CONFIG"
+start_fxprelay "$CONFIG"
 PROXY_NOFILE=$(awk '/^Max open files/ { print $4 }' "/proc/$PROXY_PID/limits")
 ((PROXY_NOFILE >= 2 * SESSIONS + 1024)) || fail "fxprelay runs with RLIMIT_NOFILE $PROXY_NOFILE, too low"
 PROXY_URL=ftp://$FTP_USER:$FTP_PASS@$PROXY_IP:$PROXY_PORT
@@ -587,13 +445,12 @@ done
 WARN_LINES=$(grep -c -E '\b(WARN|ERROR)\b' "$WORK/fxprelay.log" || true)
 
 # --- report ---------------------------------------------------------------------------------
-cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 echo
 echo "# fxprelay load and soak test"
 echo "command:   scripts/soak.sh $SESSIONS $DURATION (rounds $ROUNDS, parallel $PARALLEL, ${FILE_MIB} MiB files)"
 echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC'); took $((SECONDS - START)) s after the build"
-echo "machine:   $(nproc) CPUs ($cpu_model), kernel $(uname -sr)"
+echo "machine:   $(nproc) CPUs ($(cpu_model)), kernel $(uname -sr)"
 echo "software:  fxprelay $BIN (repository at $git_rev), pyftpdlib $("$PY" -c 'import pyftpdlib; print(pyftpdlib.__ver__)'), $(curl --version | head -n 1 | cut -d' ' -f1-2)"
 echo "limits:    RLIMIT_NOFILE $(ulimit -Sn) (script, server, clients), $PROXY_NOFILE (proxy)"
 echo

@@ -7,54 +7,37 @@ max_cons_per_ip=0), a long listen backlog, pyftpdlib's single-threaded epoll loo
 quiet logging (WARNING). One virtual user with full permissions on --root; passive
 replies announce the address it listens on (loopback). Drops root privileges to
 --run-as after binding. Raise RLIMIT_NOFILE before starting it (one fd per session,
-plus one per data connection).
+plus one per data connection). The set-up it shares with tests/peers/pyftpd.py
+(options, user, handler, privileges) is imported from there.
 """
-import argparse
 import logging
 import os
-import pwd
 import sys
 
-from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import FTPHandler
-from pyftpdlib.servers import FTPServer
+# Root runs this: no __pycache__ of root's in the repository.
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "peers"))
+import pyftpd  # noqa: E402
+
+from pyftpdlib.servers import FTPServer  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ip", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--root", required=True)
-    p.add_argument("--user", default="fxptest")
-    p.add_argument("--password", default="fxptest")
-    p.add_argument("--backlog", type=int, default=1024)
-    p.add_argument("--idle-timeout", type=int, default=600,
-                   help="seconds without a command before the server closes a session")
-    p.add_argument("--run-as", help="system user to switch to after binding")
-    a = p.parse_args()
+    def own_options(p):
+        p.add_argument("--backlog", type=int, default=1024)
+        p.add_argument("--idle-timeout", type=int, default=600,
+                       help="seconds without a command before the server closes a session")
 
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
-                        format="%(asctime)s soak-pyftpd[%(process)d] %(message)s")
+    a = pyftpd.parse_args(own_options, description=__doc__.splitlines()[0])
+    pyftpd.log_to_stderr("soak-pyftpd", logging.WARNING)
 
-    authorizer = DummyAuthorizer()
-    authorizer.add_user(a.user, a.password, a.root, perm="elradfmwMT")
-
-    class Handler(FTPHandler):
-        pass
-
-    Handler.authorizer = authorizer
-    Handler.banner = "fxprelay soak pyftpdlib ready."
+    Handler = pyftpd.make_handler(a, "fxprelay soak pyftpdlib ready.")
     Handler.timeout = a.idle_timeout
-    Handler.unicode_errors = "surrogateescape"
 
     server = FTPServer((a.ip, a.port), Handler, backlog=a.backlog)
     server.max_cons = 0
     server.max_cons_per_ip = 0
-    if a.run_as and os.geteuid() == 0:
-        pw = pwd.getpwnam(a.run_as)
-        os.setgroups([])
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
+    pyftpd.drop_privileges(a.run_as)
     print(f"soak-pyftpd: listening on {a.ip}:{a.port}, poller "
           f"{type(server.ioloop).__name__}", file=sys.stderr, flush=True)
     server.serve_forever(handle_exit=True)

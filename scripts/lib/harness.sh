@@ -1,0 +1,226 @@
+# shellcheck shell=bash disable=SC2034,SC2153 # variables shared with the sourcing script
+# What scripts/bench-relay.sh and scripts/soak.sh share: logging, stopping processes, the
+# EXIT trap and the watchdog, free ports, installing the peers, building fxprelay, waiting
+# for an FTP login, and starting fxprelay. Sourced, not run; the script sets PROG first.
+#
+# Contract with the script:
+#   - it sets PROG (log prefix), SERVER_IP and PROXY_IP, and WORK (its temporary directory)
+#     before anything is started; WORK_MOUNTED=1 if WORK is a mount of its own;
+#   - it records what it starts in SERVER_PID (SERVER_GROUP=1 to kill its whole process
+#     group), and may define stop_clients, run on exit before the proxy and the server stop;
+#   - the library sets BIN, ADMIN_PORT, PROXY_PORT and PROXY_PID;
+#   - LOG_FILES (names in WORK) and LOG_LINES choose what `fail` shows.
+# Every function that can fail exits the script through die/fail, so it works the same
+# whether or not the caller tests its status (set -e is off inside `if` and `||`).
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PY=/usr/bin/python3
+# The system user of scripts/install-test-peers.sh: vsftpd logs it in, pyftpdlib runs as it.
+FTP_USER=fxptest
+FTP_PASS=fxptest
+# Time bounds (seconds) of the steps every script takes.
+INSTALL_MAX=900
+BUILD_MAX=1800
+STEP_MAX=30
+
+# Undone by cleanup; empty until started.
+WORK=
+WORK_MOUNTED=0
+WATCHDOG_PID=
+WATCHDOG_MAX=
+SERVER_PID=
+SERVER_GROUP=0
+PROXY_PID=
+LOG_FILES=()
+LOG_LINES=30
+
+# --- messages ---------------------------------------------------------------------------
+log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+usage() { # LINES ("2,4"): prints those lines of the script's header comment, exits 2
+    sed -n "${1}p" "${BASH_SOURCE[-1]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+show_logs() {
+    local f
+    for f in "${LOG_FILES[@]}"; do
+        f=$WORK/$f
+        if [[ -s $f ]]; then
+            printf -- '--- %s (last %d lines)\n' "${f##*/}" "$LOG_LINES" >&2
+            tail -n "$LOG_LINES" "$f" >&2
+        fi
+    done
+}
+fail() { # like die, with the servers' logs
+    show_logs
+    die "$*"
+}
+
+check_count() { # NAME VALUE MAX: VALUE must be a whole number from 1 to MAX
+    [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"
+    (($2 <= $3)) || die "$1 above $3 is not supported"
+}
+check_addresses() { # SERVER_IP PROXY_IP: two different loopback addresses
+    local ip
+    for ip in "$1" "$2"; do
+        [[ $ip =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "$ip is not a loopback (127.x.y.z) address"
+    done
+    [[ $1 != "$2" ]] || die "server and proxy need different addresses"
+}
+
+# --- processes and cleanup ------------------------------------------------------------
+alive() { # PID -> true while the process exists and is not a zombie
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+
+stop_pid() { # PID [GROUP=0]: TERM, up to 5 s, KILL; reaps it. GROUP=1: its process group
+    local pid=$1 group=${2:-0} target i
+    target=$pid
+    [[ $group -eq 1 ]] && target=-$pid
+    kill -TERM -- "$target" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    # The group's other members (vsftpd's session processes) get the KILL regardless.
+    kill -KILL -- "$target" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    # A subshell (the watchdog) forked just before a signal can run the parent's trap
+    # until it installs its own; only the script itself cleans up.
+    [[ $BASHPID == "$$" ]] || exit "$rc"
+    set +e
+    trap - EXIT INT TERM
+    # The watchdog first: its TERM would cut this cleanup short.
+    [[ -n $WATCHDOG_PID ]] && stop_pid "$WATCHDOG_PID"
+    declare -F stop_clients >/dev/null && stop_clients
+    [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
+    [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID" "$SERVER_GROUP"
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ -f $WORK/.timed-out ]]; then
+            log "overall time limit (${WATCHDOG_MAX}s) reached"
+            rc=124
+        fi
+        if [[ $WORK_MOUNTED -eq 1 ]]; then
+            umount "$WORK" 2>/dev/null || umount -l "$WORK"
+        fi
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap_cleanup() { # runs cleanup on every exit, including errors and signals
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+start_watchdog() { # SECONDS: the overall bound (needs WORK)
+    WATCHDOG_MAX=$1
+    # The watchdog TERMs the script, whose trap cleans up. Bash runs the trap once the
+    # current step returns, and every step has its own bound.
+    (
+        exec >/dev/null 2>&1
+        sleep "$WATCHDOG_MAX" &
+        s=$!
+        trap 'kill "$s"; exit 0' TERM
+        wait "$s"
+        touch "$WORK/.timed-out"
+        kill -TERM "$$"
+    ) &
+    WATCHDOG_PID=$!
+}
+
+# --- prerequisites ----------------------------------------------------------------------
+ensure_peers() { # SERVER CHECK...: runs install-test-peers.sh unless CHECK, curl and FTP_USER pass
+    local server=$1
+    shift
+    if ! "$@" >/dev/null 2>&1 || ! command -v curl >/dev/null || ! id "$FTP_USER" >/dev/null 2>&1; then
+        log "$server, curl or user $FTP_USER missing: running scripts/install-test-peers.sh"
+        timeout "$INSTALL_MAX" "$ROOT/scripts/install-test-peers.sh" || die "scripts/install-test-peers.sh failed"
+    fi
+}
+
+build_fxprelay() { # sets BIN: FXPRELAY_BIN if given, else a fresh release build
+    if [[ -n ${FXPRELAY_BIN:-} ]]; then
+        BIN=$FXPRELAY_BIN
+        log "using FXPRELAY_BIN=$BIN (no build)"
+    else
+        log "cargo build --release"
+        (cd "$ROOT" && timeout "$BUILD_MAX" cargo build --release) || die "cargo build --release failed"
+        BIN=$ROOT/target/release/fxprelay
+    fi
+    [[ -x $BIN ]] || die "$BIN is not an executable"
+}
+
+cpu_model() { awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo; }
+
+free_port() { # IP -> a port free on IP now
+    "$PY" -c 'import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
+}
+
+# --- the FTP server and fxprelay --------------------------------------------------------
+wait_ftp_login() { # PID WHAT URL [CURL-OPTION...]: until a login at URL works (10 s), or fail
+    local pid=$1 what=$2 url=$3 i
+    shift 3
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" || fail "$what exited at start"
+        curl -sS --max-time 2 "$@" -o /dev/null "$url/" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    fail "$what did not let $FTP_USER log in within 10 s"
+}
+
+pick_proxy_ports() { # sets ADMIN_PORT and PROXY_PORT: two different free ports on PROXY_IP
+    ADMIN_PORT=$(free_port "$PROXY_IP")
+    PROXY_PORT=$(free_port "$PROXY_IP")
+    while [[ $PROXY_PORT == "$ADMIN_PORT" ]]; do PROXY_PORT=$(free_port "$PROXY_IP"); done
+}
+
+# NAME UPSTREAM DATA DATA_PORTS [LIMIT...] -> on stdout, a config with the admin listener
+# on PROXY_IP:ADMIN_PORT and one reverse listener NAME on PROXY_IP:PROXY_PORT to UPSTREAM.
+# DATA=relay: data.ports DATA_PORTS, upstream in passive; DATA=passthrough: DATA_PORTS is
+# unused. Each LIMIT ("max_sessions: 100") joins shutdown_grace under limits.
+fxprelay_config() {
+    local name=$1 upstream=$2 data=$3 ports=$4 limit
+    shift 4
+    printf 'admin:\n  bind: %s\nlimits:\n  shutdown_grace: 2s\n' "$PROXY_IP:$ADMIN_PORT"
+    for limit in "$@"; do printf '  %s\n' "$limit"; done
+    [[ $data != relay ]] || printf 'data:\n  ports: "%s"\n' "$ports"
+    cat <<EOF
+listeners:
+  - name: $name
+    bind: $PROXY_IP:$PROXY_PORT
+    mode: reverse
+    upstream: $upstream
+    data: $data
+EOF
+    [[ $data != relay ]] || printf '    upstream_data: passive\n'
+}
+
+start_fxprelay() { # CONFIG [PREFIX...]: `fxprelay check`, then run (PROXY_PID) until healthy
+    local config=$1 i code
+    shift
+    timeout "$STEP_MAX" "$BIN" check -c "$config" >"$WORK/check.out" 2>&1 || {
+        cat "$WORK/check.out" >&2
+        die "fxprelay rejects the generated config:"$'\n'"$(cat "$config")"
+    }
+    "$@" "$BIN" run -c "$config" </dev/null >"$WORK/fxprelay.log" 2>&1 &
+    PROXY_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        alive "$PROXY_PID" || fail "fxprelay exited at start"
+        code=$(curl -s --max-time 1 -o /dev/null -w '%{http_code}' "http://$PROXY_IP:$ADMIN_PORT/healthz" || true)
+        [[ $code == 200 ]] && return 0
+        sleep 0.1
+    done
+    fail "fxprelay's GET /healthz did not answer 200 within 10 s"
+}
