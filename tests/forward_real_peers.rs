@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use common::clients::{self, FtplibOp, Mode};
+use common::control::Control;
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy};
 use common::unique_loopback_ip;
@@ -52,33 +51,12 @@ fn user_at_host_reaches_an_allowed_server_in_both_data_modes() {
     }
 }
 
-struct Raw {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut raw = Raw {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        };
-        assert!(raw.line().starts_with("220 fxprelay"));
-        raw
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = String::new();
-        self.r.read_line(&mut l).unwrap();
-        l
-    }
-
-    fn cmd(&mut self, c: &str) -> String {
-        write!(self.w, "{c}\r\n").unwrap();
-        self.line()
-    }
+/// A control connection to a forward listener, past the proxy's own greeting.
+fn greeted(proxy: &Proxy) -> Control {
+    let mut c = Control::connect(proxy.addr);
+    let r = c.reply();
+    assert!(r.starts_with("220 fxprelay"), "{r}");
+    c
 }
 
 #[test]
@@ -88,7 +66,7 @@ fn hosts_outside_the_allow_list_and_the_proxy_itself_are_refused() {
         unique_loopback_ip(),
         ListenerSpec::forward(&[&format!("{}/32", server.addr.ip())]),
     );
-    let mut c = Raw::connect(proxy.addr);
+    let mut c = greeted(&proxy);
     // Another loopback address: not listed, so never even connected to.
     let other = SocketAddr::from((unique_loopback_ip(), server.addr.port()));
     let r = c.cmd(&format!("USER fxptest@{other}"));
@@ -113,7 +91,7 @@ fn hosts_outside_the_allow_list_and_the_proxy_itself_are_refused() {
         unique_loopback_ip(),
         ListenerSpec::forward(&["127.0.0.0/8"]),
     );
-    let mut c = Raw::connect(wide.addr);
+    let mut c = greeted(&wide);
     let r = c.cmd(&format!("USER x@{}", wide.addr));
     assert!(
         r.starts_with("530 ") && r.contains("this proxy itself"),

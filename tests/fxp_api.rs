@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
-use common::proxy::{ListenerSpec, Proxy};
+use common::proxy::{ListenerSpec, Proxy, http};
 use common::{unique_loopback_ip, wait_for};
 
 const TOKEN: &str = "t0ken-for-tests";
@@ -20,37 +18,27 @@ fn fxp_server() -> FtpServer {
     FtpServer::start(ServerKind::Vsftpd, opts)
 }
 
-/// One HTTP/1.1 request; returns status and body.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+/// The JSON that orders a copy of `src` on `a` to `dst` on `b`, as the test user.
+fn transfer(a: &FtpServer, src: &str, b: &FtpServer, dst: &str) -> String {
+    format!(
+        r#"{{"source": "ftp://{u}:{p}@{a}/{src}", "destination": "ftp://{u}:{p}@{b}/{dst}"}}"#,
+        u = peers::USER,
+        p = peers::PASS,
+        a = a.addr,
+        b = b.addr
     )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+}
+
+/// The job's current view.
+fn job(api: SocketAddr, id: &str) -> String {
+    http(api, "GET", &format!("/api/v1/transfers/{id}"), None, "").1
+}
+
+/// Polls the job until it has ended, either way.
+fn wait_ended(api: SocketAddr, id: &str) {
+    wait_for(&format!("transfer {id} to end"), || {
+        matches!(field(&job(api, id), "state"), Some("done" | "failed"))
+    });
 }
 
 fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
@@ -74,13 +62,7 @@ fn transfers_ordered_over_the_api() {
     let proxy = Proxy::start_with(unique_loopback_ip(), spec, &extra);
     let api = proxy.admin;
     let secret = peers::PASS;
-    let body = format!(
-        r#"{{"source": "ftp://{u}:{p}@{a}/big.bin", "destination": "ftp://{u}:{p}@{b}/copy.bin"}}"#,
-        u = peers::USER,
-        p = secret,
-        a = a.addr,
-        b = b.addr
-    );
+    let body = transfer(&a, "big.bin", &b, "copy.bin");
     let (status, resp) = http(api, "POST", "/api/v1/transfers", None, &body);
     assert_eq!(status, 202, "{resp}");
     assert!(
@@ -88,11 +70,8 @@ fn transfers_ordered_over_the_api() {
         "password echoed: {resp}"
     );
     let id = field(&resp, "id").unwrap().to_string();
-    wait_for("the transfer to finish", || {
-        let (_, v) = http(api, "GET", &format!("/api/v1/transfers/{id}"), None, "");
-        matches!(field(&v, "state"), Some("done" | "failed"))
-    });
-    let (_, v) = http(api, "GET", &format!("/api/v1/transfers/{id}"), None, "");
+    wait_ended(api, &id);
+    let v = job(api, &id);
     assert_eq!(field(&v, "state"), Some("done"), "{v}");
     assert_eq!(field(&v, "method"), Some("fxp"), "{v}");
     assert_eq!(field(&v, "relayed_bytes"), Some("0"), "{v}");
@@ -123,19 +102,10 @@ fn transfers_ordered_over_the_api() {
     );
     assert_eq!(status, 400, "{resp}");
     // A missing file fails with the server's words; cancel of a finished job keeps it.
-    let body = format!(
-        r#"{{"source": "ftp://{u}:{p}@{a}/missing.bin", "destination": "ftp://{u}:{p}@{b}/m.bin"}}"#,
-        u = peers::USER,
-        p = secret,
-        a = a.addr,
-        b = b.addr
-    );
+    let body = transfer(&a, "missing.bin", &b, "m.bin");
     let (_, resp) = http(api, "POST", "/api/v1/transfers", None, &body);
     let id = field(&resp, "id").unwrap().to_string();
-    wait_for("the failing transfer to end", || {
-        let (_, v) = http(api, "GET", &format!("/api/v1/transfers/{id}"), None, "");
-        matches!(field(&v, "state"), Some("done" | "failed"))
-    });
+    wait_ended(api, &id);
     let (_, v) = http(api, "DELETE", &format!("/api/v1/transfers/{id}"), None, "");
     assert_eq!(field(&v, "state"), Some("failed"), "{v}");
     assert!(v.contains("550"), "the server's reply text: {v}");

@@ -5,47 +5,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::clients::{self, Mode};
+use common::control::Control;
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy, http_get};
 use common::{unique_loopback_ip, wait_for};
-
-/// A raw control connection, for what no FTP client does on purpose.
-struct Raw {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).expect("connect to proxy");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Raw {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        }
-    }
-
-    fn send(&mut self, line: &[u8]) {
-        self.w.write_all(line).expect("send");
-    }
-
-    /// One reply line (multi-line replies are not expected here).
-    fn line(&mut self) -> String {
-        let mut buf = Vec::new();
-        self.r.read_until(b'\n', &mut buf).expect("read reply");
-        String::from_utf8_lossy(&buf).into_owned()
-    }
-
-    fn closed(&mut self) -> bool {
-        let mut buf = Vec::new();
-        matches!(self.r.read_until(b'\n', &mut buf), Ok(0))
-    }
-}
 
 fn vsftpd() -> FtpServer {
     FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()))
@@ -59,8 +26,8 @@ fn sigterm_drains_open_sessions_then_exits() {
         ListenerSpec::new(server.addr),
         "limits:\n  shutdown_grace: 1s\n",
     );
-    let mut c = Raw::connect(proxy.addr);
-    assert!(c.line().starts_with("220"));
+    let mut c = Control::connect(proxy.addr);
+    c.expect(220);
 
     unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) };
     // Draining: /healthz says so and new clients are not accepted ...
@@ -72,13 +39,13 @@ fn sigterm_drains_open_sessions_then_exits() {
         TcpStream::connect(proxy.addr).is_err()
     });
     // ... while the open session is still served ...
-    c.send(b"USER fxptest\r\n");
+    let r = c.cmd("USER fxptest");
     assert!(
-        c.line().starts_with("331"),
-        "open session should work while draining"
+        r.starts_with("331"),
+        "open session should work while draining: {r}"
     );
     // ... and when it ends the session is told and closed, and the process exits cleanly.
-    assert!(c.line().starts_with("421"));
+    c.expect(421);
     assert!(c.closed());
     let status = proxy
         .wait_exit(Duration::from_secs(10))
@@ -91,8 +58,8 @@ fn unreachable_upstream_gets_421_and_is_counted() {
     // Nothing listens on this address and port.
     let dead = SocketAddr::from((unique_loopback_ip(), 21));
     let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(dead));
-    let mut c = Raw::connect(proxy.addr);
-    assert!(c.line().starts_with("421"));
+    let mut c = Control::connect(proxy.addr);
+    c.expect(421);
     assert!(c.closed());
     assert_eq!(
         proxy.metric("fxprelay_upstream_errors_total", &[("reason", "refused")]),
@@ -125,14 +92,13 @@ fn pass_argument_never_reaches_the_log() {
 fn hostile_client_gets_errors_and_others_keep_working() {
     let server = vsftpd();
     let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(server.addr));
-    let mut bad = Raw::connect(proxy.addr);
-    assert!(bad.line().starts_with("220"));
+    let mut bad = Control::connect(proxy.addr);
+    bad.expect(220);
     bad.send(b"\x16\x03\x01\x02\x00garbage that is not FTP\r\n");
-    assert!(bad.line().starts_with("500"));
-    bad.send(b"PORT 300,1,1,1,4,1\r\n");
-    assert!(bad.line().starts_with("501"));
+    bad.expect(500);
+    bad.cmd_expect("PORT 300,1,1,1,4,1", 501);
     bad.send(&vec![b'X'; 100_000]);
-    assert!(bad.line().starts_with("500"));
+    bad.expect(500);
     assert!(bad.closed());
 
     let r = clients::curl_list(
@@ -189,8 +155,8 @@ fn sighup_reloads_for_new_sessions_and_keeps_the_old_config_on_error() {
     };
     assert!(!list(&proxy).contains("only-on-b.txt"));
     // A session opened before the reload stays with server A.
-    let mut old = Raw::connect(proxy.addr);
-    assert!(old.line().starts_with("220"));
+    let mut old = Control::connect(proxy.addr);
+    old.expect(220);
 
     let text = std::fs::read_to_string(&proxy.config).unwrap();
     std::fs::write(
@@ -206,8 +172,8 @@ fn sighup_reloads_for_new_sessions_and_keeps_the_old_config_on_error() {
         list(&proxy).contains("only-on-b.txt"),
         "new sessions use the new upstream"
     );
-    old.send(b"USER fxptest\r\n");
-    assert!(old.line().starts_with("331"), "the old session still works");
+    let r = old.cmd("USER fxptest");
+    assert!(r.starts_with("331"), "the old session still works: {r}");
 
     // A broken file is refused and the running configuration stays.
     std::fs::write(&proxy.config, "listeners: [oops\n").unwrap();

@@ -122,10 +122,8 @@ fn ftplib_passive_auto(kind: ServerKind) {
         spec
     });
     let dir = tempfile::tempdir().unwrap();
-    let data = payload(2 * 1024 * 1024 + 3, 11);
     let up = dir.path().join("up.bin");
-    std::fs::write(&up, &data).unwrap();
-    let big = std::fs::read(server.file("big.bin")).unwrap();
+    std::fs::write(&up, payload(2 * 1024 * 1024 + 3, 11)).unwrap();
 
     let direct = clients::ftplib(
         server.addr,
@@ -142,35 +140,7 @@ fn ftplib_passive_auto(kind: ServerKind) {
         "direct ftplib trusting 227 should fail: {direct}"
     );
 
-    for passive in [true, false] {
-        let got = dir.path().join(format!("ftplib-{passive}.bin"));
-        let name = format!("ftplib-up-{passive}.bin");
-        let r = clients::ftplib_ops(
-            proxy.addr,
-            server.user,
-            server.pass,
-            passive,
-            &[
-                FtplibOp::List,
-                FtplibOp::Get("big.bin", &got),
-                FtplibOp::Put(&up, &name),
-            ],
-        );
-        assert!(
-            r.ok(),
-            "ftplib (passive={passive}) through proxy failed: {r}\nproxy log:\n{}",
-            proxy.log()
-        );
-        assert!(r.stdout.contains("big.bin"), "{r}");
-        assert!(
-            std::fs::read(&got).unwrap() == big,
-            "ftplib download differs"
-        );
-        assert!(
-            std::fs::read(server.file(&name)).unwrap() == data,
-            "ftplib upload differs"
-        );
-    }
+    clients::ftplib_round_trip(&server, &proxy, dir.path(), &up);
     let rewrites = proxy.metric(
         "fxprelay_rewrites_total",
         &[("kind", "pasv"), ("reason", "private")],

@@ -4,11 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
-use common::clients::{self, FtplibOp, Mode};
+use common::clients::{self, Mode};
+use common::control::{Control, connect_from};
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy};
 use common::{payload, unique_loopback_ip, wait_for};
@@ -25,14 +27,30 @@ fn masqueraded(kind: ServerKind, tweak: impl FnOnce(&mut ServerOptions)) -> FtpS
 
 /// A relaying proxy in front of `server`; its upstream leg fixes the dead address.
 fn relay(server: &FtpServer, keys: &[&str]) -> Proxy {
-    Proxy::start(
+    relay_with(server, keys, "")
+}
+
+/// [`relay`] with extra top-level YAML (e.g. `limits:`).
+fn relay_with(server: &FtpServer, keys: &[&str], extra_yaml: &str) -> Proxy {
+    Proxy::start_with(
         unique_loopback_ip(),
         ListenerSpec::new(server.addr).passive("always").relay(keys),
+        extra_yaml,
     )
 }
 
 fn url(server: &FtpServer, at: SocketAddr, path: &str) -> String {
     clients::ftp_url(server.user, server.pass, at, path)
+}
+
+/// Downloads `big.bin` through `proxy` into `got` with curl and checks it byte for byte.
+fn download_big(server: &FtpServer, proxy: &Proxy, got: &Path, mode: &Mode) {
+    let r = clients::curl_download(&url(server, proxy.addr, "big.bin"), got, mode);
+    assert!(r.ok(), "curl download ({mode:?}): {r}\n{}", proxy.log());
+    assert!(
+        std::fs::read(got).unwrap() == peers::big_bin(),
+        "curl download differs ({mode:?})"
+    );
 }
 
 /// Data ports in use, which must return to zero when no transfer runs.
@@ -65,12 +83,7 @@ fn all_clients_through_relay(kind: ServerKind) {
         assert!(list.ok(), "curl list ({mode:?}): {list}\n{}", proxy.log());
         assert!(list.stdout.contains("big.bin"), "{list}");
         let got = dir.path().join(format!("curl-{i}.bin"));
-        let r = clients::curl_download(&url(&server, proxy.addr, "big.bin"), &got, mode);
-        assert!(r.ok(), "curl download ({mode:?}): {r}\n{}", proxy.log());
-        assert!(
-            std::fs::read(&got).unwrap() == big,
-            "curl download differs ({mode:?})"
-        );
+        download_big(&server, &proxy, &got, mode);
         let name = format!("curl-up-{i}.bin");
         let r = clients::curl_upload(&url(&server, proxy.addr, &name), &up, mode);
         assert!(r.ok(), "curl upload ({mode:?}): {r}\n{}", proxy.log());
@@ -79,25 +92,7 @@ fn all_clients_through_relay(kind: ServerKind) {
             "curl upload differs"
         );
     }
-    for passive in [true, false] {
-        let got = dir.path().join(format!("ftplib-{passive}.bin"));
-        let name = format!("ftplib-up-{passive}.bin");
-        let ops = [
-            FtplibOp::List,
-            FtplibOp::Get("big.bin", &got),
-            FtplibOp::Put(&up, &name),
-        ];
-        let r = clients::ftplib_ops(proxy.addr, server.user, server.pass, passive, &ops);
-        assert!(r.ok(), "ftplib (passive={passive}): {r}\n{}", proxy.log());
-        assert!(
-            std::fs::read(&got).unwrap() == big,
-            "ftplib download differs"
-        );
-        assert!(
-            std::fs::read(server.file(&name)).unwrap() == data,
-            "ftplib upload differs"
-        );
-    }
+    clients::ftplib_round_trip(&server, &proxy, dir.path(), &up);
     let got = dir.path().join("lftp.bin");
     let script = format!(
         "ls; get big.bin -o {}; put {} -o lftp-up.bin",
@@ -148,13 +143,7 @@ fn passive_client_with_active_only_server() {
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("big.bin");
     for _ in 0..2 {
-        let r = clients::curl_download(
-            &url(&server, proxy.addr, "big.bin"),
-            &got,
-            &Mode::PassiveTrusting,
-        );
-        assert!(r.ok(), "{r}\n{}", proxy.log());
-        assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+        download_big(&server, &proxy, &got, &Mode::PassiveTrusting);
     }
     // The second transfer went straight to active mode: the refusal was remembered.
     assert_eq!(
@@ -173,13 +162,7 @@ fn active_client_with_passive_only_server() {
     let proxy = relay(&server, &[]);
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("big.bin");
-    let r = clients::curl_download(
-        &url(&server, proxy.addr, "big.bin"),
-        &got,
-        &Mode::Active("127.0.0.1"),
-    );
-    assert!(r.ok(), "{r}\n{}", proxy.log());
-    assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+    download_big(&server, &proxy, &got, &Mode::Active("127.0.0.1"));
 }
 
 #[test]
@@ -213,62 +196,6 @@ fn ipv6_client_with_ipv4_server() {
     }
 }
 
-/// A raw, logged-in control connection to drive what clients do not do on purpose.
-struct Raw {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Raw {
-    fn login(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut raw = Raw {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        };
-        assert!(raw.reply().starts_with("220"));
-        assert!(raw.cmd(&format!("USER {}", peers::USER)).starts_with("331"));
-        assert!(raw.cmd(&format!("PASS {}", peers::PASS)).starts_with("230"));
-        assert!(raw.cmd("TYPE I").starts_with("200"));
-        raw
-    }
-
-    /// Reads one reply, skipping the continuation lines of a multi-line one.
-    fn reply(&mut self) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).expect("reply");
-            let b = line.as_bytes();
-            if line.is_empty()
-                || (b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && b[3] == b' ')
-            {
-                return line;
-            }
-        }
-    }
-
-    fn cmd(&mut self, cmd: &str) -> String {
-        write!(self.w, "{cmd}\r\n").unwrap();
-        self.reply()
-    }
-
-    /// `PASV` and the address it announced.
-    fn pasv(&mut self) -> Result<SocketAddr, String> {
-        let r = self.cmd("PASV");
-        if !r.starts_with("227") {
-            return Err(r);
-        }
-        let nums: Vec<u16> = r[r.find('(').unwrap() + 1..r.find(')').unwrap()]
-            .split(',')
-            .map(|n| n.trim().parse().unwrap())
-            .collect();
-        let ip = Ipv4Addr::new(nums[0] as u8, nums[1] as u8, nums[2] as u8, nums[3] as u8);
-        Ok(SocketAddr::from((ip, nums[4] * 256 + nums[5])))
-    }
-}
-
 #[test]
 fn three_ports_five_sessions_clean_425_and_ports_return() {
     let server = masqueraded(ServerKind::Vsftpd, |_| {});
@@ -288,8 +215,8 @@ fn three_ports_five_sessions_clean_425_and_ports_return() {
     ports_in_use(&proxy); // a first scrape, so the admin endpoint's own sockets settle
     let fds_before = fds();
 
-    let mut sessions: Vec<Raw> = (0..5).map(|_| Raw::login(proxy.addr)).collect();
-    let answers: Vec<Result<SocketAddr, String>> = sessions.iter_mut().map(Raw::pasv).collect();
+    let mut sessions: Vec<Control> = (0..5).map(|_| Control::login(proxy.addr)).collect();
+    let answers: Vec<Result<SocketAddr, String>> = sessions.iter_mut().map(Control::pasv).collect();
     let granted = answers.iter().filter(|a| a.is_ok()).count();
     let refused: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
     assert_eq!(granted, 3, "{answers:?}");
@@ -329,7 +256,7 @@ fn three_ports_five_sessions_clean_425_and_ports_return() {
 }
 
 /// Downloads hello.txt over a data connection to `addr` after `PASV`.
-fn retr_hello(s: &mut Raw, addr: SocketAddr) {
+fn retr_hello(s: &mut Control, addr: SocketAddr) {
     let mut data = TcpStream::connect(addr).expect("data connect");
     let r = s.cmd("RETR hello.txt");
     assert!(r.starts_with("150") || r.starts_with("125"), "{r}");
@@ -347,7 +274,7 @@ fn bounce_port_to_third_address_is_refused_in_both_modes() {
         let mut spec = ListenerSpec::new(server.addr).passive("always");
         spec.data = data;
         let proxy = Proxy::start(unique_loopback_ip(), spec);
-        let mut s = Raw::login(proxy.addr);
+        let mut s = Control::login(proxy.addr);
         let r = s.cmd("PORT 127,0,0,250,200,1");
         assert!(
             r.starts_with("504 ") && r.contains("not your own"),
@@ -369,28 +296,26 @@ fn bounce_port_to_third_address_is_refused_in_both_modes() {
 fn allow_foreign_port_permits_listed_addresses() {
     let server = masqueraded(ServerKind::Vsftpd, |_| {});
     let proxy = relay(&server, &["allow_foreign_port: [127.0.0.250/32]"]);
-    let mut s = Raw::login(proxy.addr);
-    assert!(s.cmd("PORT 127,0,0,250,200,1").starts_with("200"));
-    assert!(s.cmd("PORT 127,0,0,251,200,1").starts_with("504"));
+    let mut s = Control::login(proxy.addr);
+    s.cmd_expect("PORT 127,0,0,250,200,1", 200);
+    s.cmd_expect("PORT 127,0,0,251,200,1", 504);
 }
 
 #[test]
 fn data_connection_from_another_address_is_refused() {
     let server = masqueraded(ServerKind::Vsftpd, |_| {});
     let proxy = relay(&server, &[]);
-    let mut s = Raw::login(proxy.addr);
+    let mut s = Control::login(proxy.addr);
     let addr = s.pasv().unwrap();
     // The thief comes first, from another address; then the client.
-    let thief_sock = socket_from(Ipv4Addr::new(127, 0, 0, 77));
-    let mut thief = thief_sock
-        .connect(addr)
+    let mut thief = connect_from(Ipv4Addr::new(127, 0, 0, 77), addr)
         .expect("thief connects (the kernel accepts)");
     let mut data = TcpStream::connect(addr).unwrap();
-    assert!(s.cmd("RETR hello.txt").starts_with("150"));
+    s.cmd_expect("RETR hello.txt", 150);
     let mut got = Vec::new();
     data.read_to_end(&mut got).unwrap();
     assert_eq!(got, peers::HELLO);
-    assert!(s.reply().starts_with("226"));
+    s.expect(226);
     let mut stolen = Vec::new();
     let _ = thief.read_to_end(&mut stolen);
     assert!(stolen.is_empty(), "the thief got data");
@@ -400,35 +325,14 @@ fn data_connection_from_another_address_is_refused() {
     );
 }
 
-/// A std TCP socket bound to `ip` before connecting, to pose as another host.
-fn socket_from(ip: Ipv4Addr) -> Connector {
-    Connector(ip)
-}
-
-struct Connector(Ipv4Addr);
-
-impl Connector {
-    fn connect(&self, to: SocketAddr) -> std::io::Result<TcpStream> {
-        let s = tokio::net::TcpSocket::new_v4()?;
-        s.bind(SocketAddr::from((self.0, 0)))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let stream = rt.block_on(s.connect(to))?;
-        stream
-            .into_std()
-            .and_then(|s| s.set_nonblocking(false).map(|_| s))
-    }
-}
-
 #[test]
 fn abort_mid_transfer_keeps_the_session_usable() {
     let server = masqueraded(ServerKind::Vsftpd, |_| {});
     let proxy = relay(&server, &[]);
-    let mut s = Raw::login(proxy.addr);
+    let mut s = Control::login(proxy.addr);
     let addr = s.pasv().unwrap();
     let mut data = TcpStream::connect(addr).unwrap();
-    assert!(s.cmd("RETR big.bin").starts_with("150"));
+    s.cmd_expect("RETR big.bin", 150);
     let mut first = vec![0u8; 64 * 1024];
     data.read_exact(&mut first).unwrap();
     // Stop reading: the transfer stalls; then abort it.
@@ -522,33 +426,27 @@ fn ipv4_client_with_ipv6_server() {
 fn failures_on_either_leg_map_to_425_and_426() {
     // Upstream leg: the server refuses passive mode and the listener insists on it.
     let server = masqueraded(ServerKind::Vsftpd, |o| o.passive = false);
-    let proxy = Proxy::start_with(
-        unique_loopback_ip(),
-        ListenerSpec::new(server.addr)
-            .passive("always")
-            .relay(&["upstream_data: passive"]),
+    let proxy = relay_with(
+        &server,
+        &["upstream_data: passive"],
         "limits:\n  data_accept_timeout: 1s\n",
     );
-    let mut s = Raw::login(proxy.addr);
+    let mut s = Control::login(proxy.addr);
     let _addr = s.pasv().unwrap();
     let r = s.cmd("RETR hello.txt");
     assert!(r.starts_with("425 ") && r.contains("server"), "{r}");
-    assert!(s.cmd("NOOP").starts_with("200"));
+    s.cmd_expect("NOOP", 200);
 
     // Client leg: a client that never connects gets 426 after data_accept_timeout, even
     // though the server sent the whole (small) file into the proxy.
     let server = masqueraded(ServerKind::Vsftpd, |_| {});
-    let proxy = Proxy::start_with(
-        unique_loopback_ip(),
-        ListenerSpec::new(server.addr).passive("always").relay(&[]),
-        "limits:\n  data_accept_timeout: 1s\n",
-    );
-    let mut s = Raw::login(proxy.addr);
+    let proxy = relay_with(&server, &[], "limits:\n  data_accept_timeout: 1s\n");
+    let mut s = Control::login(proxy.addr);
     let _addr = s.pasv().unwrap();
-    assert!(s.cmd("RETR hello.txt").starts_with("150"));
+    s.cmd_expect("RETR hello.txt", 150);
     let r = s.reply();
     assert!(r.starts_with("426 "), "{r}");
-    assert!(s.cmd("NOOP").starts_with("200"));
+    s.cmd_expect("NOOP", 200);
     assert_eq!(
         proxy.metric("fxprelay_data_transfers_total", &[("result", "failed")]),
         1.0
@@ -581,18 +479,16 @@ fn burst_of_transfers_and_aborts_leaves_nothing_behind() {
                     Mode::Active("127.0.0.1")
                 };
                 let got = dir.join(format!("b{i}"));
-                let r = clients::curl_download(&url(server, proxy.addr, "big.bin"), &got, &mode);
-                assert!(r.ok(), "{r}");
-                assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+                download_big(server, proxy, &got, &mode);
             });
         }
         for _ in 0..3 {
             let proxy = &proxy;
             scope.spawn(move || {
-                let mut s = Raw::login(proxy.addr);
+                let mut s = Control::login(proxy.addr);
                 let addr = s.pasv().unwrap();
                 let mut data = TcpStream::connect(addr).unwrap();
-                assert!(s.cmd("RETR big.bin").starts_with("150"));
+                s.cmd_expect("RETR big.bin", 150);
                 let mut some = vec![0u8; 4096];
                 data.read_exact(&mut some).unwrap();
                 let r = s.cmd("ABOR");
@@ -618,13 +514,7 @@ fn splice_relay_is_byte_identical() {
     let proxy = Proxy::start(unique_loopback_ip(), spec);
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("big.bin");
-    let r = clients::curl_download(
-        &url(&server, proxy.addr, "big.bin"),
-        &got,
-        &Mode::PassiveTrusting,
-    );
-    assert!(r.ok(), "{r}\n{}", proxy.log());
-    assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+    download_big(&server, &proxy, &got, &Mode::PassiveTrusting);
     let data = payload(5 * 1024 * 1024 + 7, 9);
     let up = dir.path().join("up.bin");
     std::fs::write(&up, &data).unwrap();
@@ -645,17 +535,13 @@ fn stalled_transfer_fails_after_data_idle_timeout() {
     // Larger than every socket buffer on the way, so the transfer must stall.
     let huge = payload(64 * 1024 * 1024, 21);
     std::fs::write(server.file("huge.bin"), &huge).unwrap();
-    let proxy = Proxy::start_with(
-        unique_loopback_ip(),
-        ListenerSpec::new(server.addr).passive("always").relay(&[]),
-        "limits:\n  data_idle_timeout: 1s\n",
-    );
-    let mut s = Raw::login(proxy.addr);
+    let proxy = relay_with(&server, &[], "limits:\n  data_idle_timeout: 1s\n");
+    let mut s = Control::login(proxy.addr);
     let addr = s.pasv().unwrap();
     let _data = TcpStream::connect(addr).unwrap();
-    assert!(s.cmd("RETR huge.bin").starts_with("150"));
+    s.cmd_expect("RETR huge.bin", 150);
     let r = s.reply();
     assert!(r.starts_with("426 "), "{r}");
-    assert!(s.cmd("NOOP").starts_with("200"));
+    s.cmd_expect("NOOP", 200);
     wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
 }

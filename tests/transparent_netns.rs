@@ -6,9 +6,10 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use common::clients;
+use common::clients::{self, ClientResult};
 use common::netns::TransparentLab;
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::Proxy;
@@ -16,37 +17,70 @@ use common::proxy::Proxy;
 const PROXY_PORT: u16 = 2121;
 const DATA: (u16, u16) = (50000, 50049);
 
-#[test]
-fn redirected_connections_reach_their_original_destination() {
-    let lab = TransparentLab::new(PROXY_PORT, DATA);
+/// A default vsftpd in the lab's server namespace, on port 21.
+fn vsftpd(lab: &TransparentLab) -> FtpServer {
     let mut opts = ServerOptions::new(lab.server_ip);
     opts.netns = Some(lab.server_ns.clone());
-    let server = FtpServer::start_at(
+    FtpServer::start_at(
         ServerKind::Vsftpd,
         opts,
         SocketAddr::from((lab.server_ip, 21)),
-    );
+    )
+}
 
+/// fxprelay in the router namespace with one transparent listener for the lab's
+/// clients; `top` adds top-level YAML, `keys` listener keys.
+fn transparent_proxy(lab: &TransparentLab, top: &str, keys: &str) -> Proxy {
     let admin = SocketAddr::from((lab.router_admin_ip, 9464));
     let yaml = format!(
-        "admin:\n  bind: \"{admin}\"\ndata:\n  ports: \"{}-{}\"\nlisteners:\n  - name: transparent\n    bind: \"0.0.0.0:{PROXY_PORT}\"\n    mode: transparent\n    allow: [10.97.0.0/16]\n    data: relay\n",
-        DATA.0, DATA.1
+        "admin:\n  bind: \"{admin}\"\n{top}listeners:\n  - name: transparent\n    bind: \"0.0.0.0:{PROXY_PORT}\"\n    mode: transparent\n    allow: [10.97.0.0/16]\n{keys}"
     );
-    let proxy = Proxy::launch(
+    Proxy::launch(
         &yaml,
         SocketAddr::from(([0, 0, 0, 0], PROXY_PORT)),
         admin,
         Some(&lab.router_ns),
         &[],
-    );
+    )
+}
 
-    let dir = tempfile::tempdir().unwrap();
+/// curl in the client namespace downloading `big.bin` from the server's own address
+/// (which the router redirects) into `out`, with `extra` flags and `--max-time`.
+fn fetch_big(lab: &TransparentLab, extra: &[&str], out: &Path, max_time_s: u64) -> ClientResult {
     let url = format!(
         "ftp://{}:{}@{}/big.bin",
         peers::USER,
         peers::PASS,
         lab.server_ip
     );
+    let max_time = max_time_s.to_string();
+    let mut args = vec![
+        "curl",
+        "-sS",
+        "--connect-timeout",
+        "5",
+        "--max-time",
+        &max_time,
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    // The hard limit leaves curl time to give up by itself.
+    clients::run(lab.in_client(&args), Duration::from_secs(max_time_s + 10))
+}
+
+#[test]
+fn redirected_connections_reach_their_original_destination() {
+    let lab = TransparentLab::new(PROXY_PORT, DATA);
+    let server = vsftpd(&lab);
+    let proxy = transparent_proxy(
+        &lab,
+        &format!("data:\n  ports: \"{}-{}\"\n", DATA.0, DATA.1),
+        "    data: relay\n",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
     // curl as it comes (EPSV, data to the server's own address: redirected as well),
     // trusting PASV, and active mode.
     let variants: [&[&str]; 3] = [
@@ -56,20 +90,7 @@ fn redirected_connections_reach_their_original_destination() {
     ];
     for (i, extra) in variants.iter().enumerate() {
         let got = dir.path().join(format!("{i}.bin"));
-        let got_s = got.to_str().unwrap();
-        let mut args = vec![
-            "curl",
-            "-sS",
-            "--connect-timeout",
-            "5",
-            "--max-time",
-            "30",
-            "-o",
-            got_s,
-        ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        let r = clients::run(lab.in_client(&args), Duration::from_secs(40));
+        let r = fetch_big(&lab, extra, &got, 30);
         assert!(r.ok(), "{extra:?}: {r}\n{}", proxy.log());
         assert!(
             std::fs::read(&got).unwrap() == peers::big_bin(),
@@ -95,50 +116,17 @@ fn redirected_connections_reach_their_original_destination() {
 #[test]
 fn preserve_client_address_satisfies_a_strict_server_in_passthrough() {
     let lab = TransparentLab::passthrough(PROXY_PORT);
-    let mut opts = ServerOptions::new(lab.server_ip);
-    opts.netns = Some(lab.server_ns.clone());
-    let server = FtpServer::start_at(
-        ServerKind::Vsftpd,
-        opts,
-        SocketAddr::from((lab.server_ip, 21)),
-    );
-    let admin = SocketAddr::from((lab.router_admin_ip, 9464));
-    let url = format!(
-        "ftp://{}:{}@{}/big.bin",
-        peers::USER,
-        peers::PASS,
-        lab.server_ip
-    );
+    let server = vsftpd(&lab);
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("big.bin");
-    let got_s = got.to_str().unwrap().to_string();
-    let fetch = || {
-        let args = [
-            "curl",
-            "-sS",
-            "--connect-timeout",
-            "5",
-            "--max-time",
-            "20",
-            "-o",
-            &got_s,
-            &url,
-        ];
-        clients::run(lab.in_client(&args), Duration::from_secs(30))
-    };
     for preserve in [true, false] {
-        let yaml = format!(
-            "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: transparent\n    bind: \"0.0.0.0:{PROXY_PORT}\"\n    mode: transparent\n    allow: [10.97.0.0/16]\n    data: passthrough\n    preserve_client_address: {preserve}\n"
-        );
-        let proxy = Proxy::launch(
-            &yaml,
-            SocketAddr::from(([0, 0, 0, 0], PROXY_PORT)),
-            admin,
-            Some(&lab.router_ns),
-            &[],
+        let proxy = transparent_proxy(
+            &lab,
+            "",
+            &format!("    data: passthrough\n    preserve_client_address: {preserve}\n"),
         );
         let _ = std::fs::remove_file(&got);
-        let r = fetch();
+        let r = fetch_big(&lab, &[], &got, 20);
         if preserve {
             assert!(r.ok(), "{r}\n{}\n{}", proxy.log(), server.log());
             assert!(std::fs::read(&got).unwrap() == peers::big_bin());

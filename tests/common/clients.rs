@@ -11,6 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::peers::{self, FtpServer};
+use super::proxy::Proxy;
+
 /// Hard limit for one client run (the clients' own limits are shorter).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// curl `--connect-timeout`, lftp `net:timeout`, ftplib socket timeout, in seconds.
@@ -329,4 +332,35 @@ pub fn ftplib(
             FtplibOp::Put(local_put, remote_put),
         ],
     )
+}
+
+/// ftplib through `proxy` to `server`, passive and then active: lists, downloads
+/// `big.bin` into `dir` and uploads `up`, checking the listing and both files byte for
+/// byte.
+pub fn ftplib_round_trip(server: &FtpServer, proxy: &Proxy, dir: &Path, up: &Path) {
+    let data = std::fs::read(up).unwrap();
+    for passive in [true, false] {
+        let got = dir.join(format!("ftplib-{passive}.bin"));
+        let name = format!("ftplib-up-{passive}.bin");
+        let ops = [
+            FtplibOp::List,
+            FtplibOp::Get(peers::BIG_NAME, &got),
+            FtplibOp::Put(up, &name),
+        ];
+        let r = ftplib_ops(proxy.addr, server.user, server.pass, passive, &ops);
+        assert!(
+            r.ok(),
+            "ftplib (passive={passive}) through the proxy failed: {r}\nproxy log:\n{}",
+            proxy.log()
+        );
+        assert!(r.stdout.contains(peers::BIG_NAME), "{r}");
+        assert!(
+            std::fs::read(&got).unwrap() == peers::big_bin(),
+            "ftplib download differs (passive={passive})"
+        );
+        assert!(
+            std::fs::read(server.file(&name)).unwrap() == data,
+            "ftplib upload differs (passive={passive})"
+        );
+    }
 }

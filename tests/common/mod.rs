@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod control;
 pub mod netns;
 pub mod peers;
 pub mod proxy;

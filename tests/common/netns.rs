@@ -132,13 +132,7 @@ impl NatLab {
     }
 
     fn teardown(&self) {
-        // Deleting the namespaces removes their veths, whose peers and routes go with them.
-        for ns in [&self.server_ns, &self.router_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.root_if])
-            .output();
+        remove(&[&self.server_ns, &self.router_ns], &self.root_if);
     }
 }
 
@@ -310,12 +304,10 @@ impl TransparentLab {
     }
 
     fn teardown(&self) {
-        for ns in [&self.client_ns, &self.server_ns, &self.router_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.root_if])
-            .output();
+        remove(
+            &[&self.client_ns, &self.server_ns, &self.router_ns],
+            &self.root_if,
+        );
     }
 }
 
@@ -323,4 +315,13 @@ impl Drop for TransparentLab {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// Deletes a lab's namespaces and its root-namespace link, whichever exist: deleting a
+/// namespace removes its veths, whose peers and routes go with them.
+fn remove(namespaces: &[&str], root_if: &str) {
+    for ns in namespaces {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+    }
+    let _ = Command::new("ip").args(["link", "del", root_if]).output();
 }
