@@ -114,6 +114,57 @@ fn transfers_ordered_over_the_api() {
 }
 
 #[test]
+fn cancelling_a_running_transfer_closes_its_connections() {
+    // 8 MiB at 256 KiB/s: half a minute, far longer than the test needs.
+    let server = |throttle| {
+        let mut opts = ServerOptions::new(unique_loopback_ip());
+        opts.foreign_data = true;
+        opts.throttle = throttle;
+        FtpServer::start(ServerKind::Pyftpdlib, opts)
+    };
+    let (a, b) = (server(Some(256 * 1024)), server(None));
+    let extra = format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
+        a.addr.ip(),
+        b.addr.ip()
+    );
+    let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &extra);
+    let api = proxy.admin;
+    let fds = || proxy.fd_count();
+    // One request first, so descriptors opened once (the API's connection) are counted.
+    let _ = http(api, "GET", "/api/v1/transfers", None, "");
+    let before = fds();
+
+    let (status, resp) = http(
+        api,
+        "POST",
+        "/api/v1/transfers",
+        None,
+        &transfer(&a, "big.bin", &b, "copy.bin"),
+    );
+    assert_eq!(status, 202, "{resp}");
+    let id = field(&resp, "id").unwrap().to_string();
+    let copy = b.file("copy.bin");
+    wait_for("the copy to start arriving", || {
+        std::fs::metadata(&copy).is_ok_and(|m| m.len() > 0)
+    });
+    assert_eq!(field(&job(api, &id), "state"), Some("running"));
+
+    let (status, v) = http(api, "DELETE", &format!("/api/v1/transfers/{id}"), None, "");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(field(&v, "state"), Some("cancelled"), "{v}");
+    // Both control connections (and any relay socket) are gone with the job.
+    wait_for("the job's sockets to close", || fds() <= before);
+    let v = job(api, &id);
+    assert_eq!(field(&v, "state"), Some("cancelled"), "{v}");
+    let got = std::fs::metadata(&copy).unwrap().len();
+    assert!(
+        got < peers::BIG_LEN as u64,
+        "the copy finished anyway: {got} bytes"
+    );
+}
+
+#[test]
 fn the_api_requires_the_token_when_one_is_set() {
     let a = fxp_server();
     let extra = format!("fxp:\n  allow: [\"{}/32\"]\n", a.addr.ip());

@@ -93,6 +93,28 @@ fn standard_fxp(src_kind: ServerKind, dst_kind: ServerKind) {
     );
 }
 
+/// IPv6 servers: FXP with `EPSV` and `EPRT` (RFC 2428), as `PASV`/`PORT` cannot name them.
+#[test]
+fn standard_fxp_between_ipv6_servers() {
+    let (a, b) = (peers::V6Pyftpd::start(), peers::V6Pyftpd::start());
+    let url = |s: &peers::V6Pyftpd, path: &str| {
+        // An IPv6 SocketAddr displays as `[::1]:port`, the URL form.
+        FtpUrl::parse(&format!(
+            "ftp://{}:{}@{}/{path}",
+            peers::USER,
+            peers::PASS,
+            s.addr
+        ))
+        .unwrap()
+    };
+    let r = copy(&url(&a, "big.bin"), &url(&b, "copy.bin"), &opts()).unwrap();
+    assert_eq!(r.method, Method::Fxp, "{r:?}");
+    assert_eq!(r.relayed_bytes, 0);
+    assert!(r.verified);
+    let got = std::fs::read(b.root.path().join("copy.bin")).unwrap();
+    assert!(got == peers::big_bin(), "copy differs: {} bytes", got.len());
+}
+
 #[test]
 fn standard_fxp_vsftpd_to_pyftpdlib() {
     standard_fxp(ServerKind::Vsftpd, ServerKind::Pyftpdlib);

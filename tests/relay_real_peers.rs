@@ -207,11 +207,7 @@ fn three_ports_five_sessions_clean_425_and_ports_return() {
         ListenerSpec::new(server.addr).passive("always").relay(&[]),
         &ports,
     );
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
-            .unwrap()
-            .count()
-    };
+    let fds = || proxy.fd_count();
     ports_in_use(&proxy); // a first scrape, so the admin endpoint's own sockets settle
     let fds_before = fds();
 
@@ -354,51 +350,9 @@ fn abort_mid_transfer_keeps_the_session_usable() {
     wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
 }
 
-/// pyftpdlib listening on `[::1]` only, stopped on drop.
-struct V6Server {
-    child: std::process::Child,
-    addr: SocketAddr,
-    root: tempfile::TempDir,
-}
-
-impl V6Server {
-    fn start() -> V6Server {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("big.bin"), peers::big_bin()).unwrap();
-        let ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        let addr = SocketAddr::new(ip, common::free_port(ip));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pyftpd.py");
-        let child = std::process::Command::new("/usr/bin/python3")
-            .arg(script)
-            .args(["--ip", "::1", "--port", &addr.port().to_string()])
-            .arg("--root")
-            .arg(root.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start pyftpdlib");
-        let server = V6Server { child, addr, root };
-        wait_for("pyftpdlib on [::1] to greet", || {
-            TcpStream::connect(addr).is_ok_and(|s| {
-                let mut first = [0u8; 3];
-                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-                (&s).read_exact(&mut first).is_ok() && &first == b"220"
-            })
-        });
-        server
-    }
-}
-
-impl Drop for V6Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn ipv4_client_with_ipv6_server() {
-    let server = V6Server::start();
+    let server = peers::V6Pyftpd::start();
     let proxy = Proxy::start(
         unique_loopback_ip(),
         ListenerSpec::new(server.addr).relay(&[]),
@@ -458,11 +412,7 @@ fn failures_on_either_leg_map_to_425_and_426() {
 fn burst_of_transfers_and_aborts_leaves_nothing_behind() {
     let server = masqueraded(ServerKind::Vsftpd, |_| {});
     let proxy = relay(&server, &[]);
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
-            .unwrap()
-            .count()
-    };
+    let fds = || proxy.fd_count();
     // One warm-up session so lazily opened descriptors (e.g. the resolver) are counted.
     let warm = clients::curl_list(&url(&server, proxy.addr, ""), &Mode::PassiveTrusting);
     assert!(warm.ok(), "{warm}");

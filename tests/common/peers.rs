@@ -12,8 +12,8 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -87,6 +87,9 @@ pub struct ServerOptions {
     pub netns: Option<String>,
     /// Passive port range (inclusive); default: a free range of 100 ports.
     pub pasv_ports: Option<(u16, u16)>,
+    /// Bytes per second for every data connection, so a transfer is still running when
+    /// the test acts on it (pyftpdlib only: other servers panic in `start`).
+    pub throttle: Option<u32>,
 }
 
 impl ServerOptions {
@@ -99,6 +102,7 @@ impl ServerOptions {
             foreign_data: false,
             netns: None,
             pasv_ports: None,
+            throttle: None,
         }
     }
 }
@@ -188,6 +192,10 @@ impl FtpServer {
         assert!(
             opts.active || kind == ServerKind::Vsftpd,
             "only vsftpd can refuse active mode in this harness"
+        );
+        assert!(
+            opts.throttle.is_none() || kind == ServerKind::Pyftpdlib,
+            "only pyftpdlib can throttle data connections in this harness"
         );
         let user = system_user();
         let dir = tempfile::Builder::new()
@@ -757,6 +765,9 @@ fn pyftpdlib(c: &Ctx) -> Spec {
     if o.foreign_data {
         args.push("--foreign".into());
     }
+    if let Some(rate) = o.throttle {
+        args.extend(["--throttle".into(), rate.to_string().into()]);
+    }
     let config = format!("python3 {}", join_args(&args));
     Spec {
         program: python,
@@ -886,5 +897,49 @@ fn read_lossy(p: &Path) -> String {
     match fs::read(p) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => format!("(unreadable: {e})\n"),
+    }
+}
+
+/// pyftpdlib listening on `[::1]` only (the harness's `FtpServer` binds IPv4), running
+/// as root with one user and full permissions, stopped on drop.
+pub struct V6Pyftpd {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The directory the user sees as `/` (holds `big.bin`).
+    pub root: tempfile::TempDir,
+}
+
+impl V6Pyftpd {
+    pub fn start() -> V6Pyftpd {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("big.bin"), big_bin()).unwrap();
+        let ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let addr = SocketAddr::new(ip, super::free_port(ip));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pyftpd.py");
+        let child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--ip", "::1", "--port", &addr.port().to_string()])
+            .arg("--root")
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pyftpdlib");
+        let server = V6Pyftpd { child, addr, root };
+        super::wait_for("pyftpdlib on [::1] to greet", || {
+            TcpStream::connect(addr).is_ok_and(|s| {
+                let mut first = [0u8; 3];
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                (&s).read_exact(&mut first).is_ok() && &first == b"220"
+            })
+        });
+        server
+    }
+}
+
+impl Drop for V6Pyftpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -209,6 +209,13 @@ impl Proxy {
         self.child.id()
     }
 
+    /// How many file descriptors the proxy holds now (sockets included).
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("the proxy's /proc/PID/fd")
+            .count()
+    }
+
     /// Waits up to `within` for the process to exit by itself.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
