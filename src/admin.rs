@@ -132,6 +132,7 @@ async fn submit_transfer(
         Ok(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
         Err(e @ SubmitError::BadRequest { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ SubmitError::Forbidden(_)) => error(StatusCode::FORBIDDEN, e.to_string()),
+        Err(e @ SubmitError::TooMany(_)) => error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     }
 }
 

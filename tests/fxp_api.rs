@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy, http};
-use common::{unique_loopback_ip, wait_for};
+use common::{free_port, unique_loopback_ip, wait_for};
 
 const TOKEN: &str = "t0ken-for-tests";
 
@@ -180,4 +180,46 @@ fn the_api_requires_the_token_when_one_is_set() {
     // Metrics and health stay open for scrapers and load balancers.
     let (status, _) = http(proxy.admin, "GET", "/healthz", None, "");
     assert_eq!(status, 200);
+}
+
+/// A host name in `fxp.allow` admits that name's own connection only: with the
+/// destination named there, a source given by another name is refused after DNS. `127.1`
+/// is such a name (not an IP literal to the URL parser) resolving to 127.0.0.1 without
+/// any DNS server; nothing needs to listen, as nothing may be reached.
+#[test]
+fn an_allowed_destination_name_does_not_admit_the_source() {
+    let extra = "fxp:\n  allow: [\"localhost\"]\n";
+    let upstream = SocketAddr::from((unique_loopback_ip(), 21));
+    let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(upstream), extra);
+    let api = proxy.admin;
+    let port = free_port([127, 0, 0, 1].into());
+    let body = format!(
+        r#"{{"source": "ftp://x@127.1:{port}/f", "destination": "ftp://x@localhost:{port}/g"}}"#
+    );
+    let (status, resp) = http(api, "POST", "/api/v1/transfers", None, &body);
+    assert_eq!(status, 202, "{resp}");
+    let id = field(&resp, "id").unwrap().to_string();
+    wait_ended(api, &id);
+    let v = job(api, &id);
+    assert_eq!(field(&v, "state"), Some("failed"), "{v}");
+    assert!(
+        v.contains(&format!("source 127.1:{port}")) && v.contains("not in fxp.allow"),
+        "{v}"
+    );
+}
+
+#[test]
+fn too_many_retries_are_a_bad_request() {
+    let upstream = SocketAddr::from((unique_loopback_ip(), 21));
+    let extra = format!("fxp:\n  allow: [\"{}/32\"]\n", upstream.ip());
+    let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(upstream), &extra);
+    let body = format!(
+        r#"{{"source": "ftp://x@{upstream}/f", "destination": "ftp://x@{upstream}/g",
+            "options": {{"retries": 11}}}}"#
+    );
+    let (status, resp) = http(proxy.admin, "POST", "/api/v1/transfers", None, &body);
+    assert_eq!(status, 400, "{resp}");
+    assert!(resp.contains("retries"), "{resp}");
+    let (_, list) = http(proxy.admin, "GET", "/api/v1/transfers", None, "");
+    assert!(!list.contains("\"id\""), "{list}");
 }

@@ -1,11 +1,14 @@
 //! The FXP engine against real servers on their own loopback addresses: standard FXP
 //! (the bytes never cross fxprelay), reverse FXP, relay fallback, a tree, failures with
-//! the server's text, and the `fxprelay fxp` command.
+//! the server's text, and the `fxprelay fxp` command; and, against a scripted fake server
+//! (no real one misbehaves on purpose), a `227` aiming the other server elsewhere.
 
 mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
@@ -462,4 +465,167 @@ fn a_list_of_files_as_a_queue() {
     assert!(r.failed[0].1.contains("550"), "{r:?}");
     assert_big_copied(&b, "one.bin");
     assert_eq!(std::fs::read(b.file("two.txt")).unwrap(), peers::HELLO);
+}
+
+/// A scripted FTP server on its own loopback address, for what no real server does: it
+/// logs in anyone, lists no features (so the engine uses `PASV`/`PORT`), answers `PASV`
+/// with `pasv` (or refuses it), accepts `PORT`/`EPRT`, and answers `STOR`/`RETR` with
+/// `150` then `226` without any data connection. Records every command line; stops its
+/// threads and connections on drop.
+struct FakeFtp {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeFtp {
+    fn start(pasv: Option<String>) -> FakeFtp {
+        let listener = std::net::TcpListener::bind((unique_loopback_ip(), 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, halt) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut conns = vec![];
+            while !halt.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let (log, pasv) = (log.clone(), pasv.clone());
+                        let Ok(mine) = s.try_clone() else { continue };
+                        conns.push((
+                            mine,
+                            std::thread::spawn(move || fake_session(s, &log, pasv)),
+                        ));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for (s, t) in conns {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+                let _ = t.join();
+            }
+        });
+        FakeFtp {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> FtpUrl {
+        FtpUrl::parse(&format!("ftp://u:p@{}/{path}", self.addr)).unwrap()
+    }
+
+    /// The command lines received whose verb is one of `verbs`.
+    fn commands(&self, verbs: &[&str]) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|l| verbs.iter().any(|v| l.split(' ').next() == Some(*v)))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for FakeFtp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn fake_session(s: std::net::TcpStream, seen: &Mutex<Vec<String>>, pasv: Option<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let Ok(mut out) = s.try_clone() else { return };
+    let mut say = |text: &str| out.write_all(format!("{text}\r\n").as_bytes()).is_ok();
+    if !say("220 fake") {
+        return;
+    }
+    for line in BufReader::new(s).lines() {
+        let Ok(line) = line else { return };
+        let line = line.trim_end().to_string();
+        seen.lock().unwrap().push(line.clone());
+        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let reply = match verb.as_str() {
+            "USER" => "331 password".to_string(),
+            "PASS" => "230 in".into(),
+            "TYPE" => "200 binary".into(),
+            "PASV" => pasv
+                .clone()
+                .unwrap_or_else(|| "502 no passive mode here".into()),
+            "PORT" | "EPRT" => "200 ok".into(),
+            "STOR" | "RETR" => "150 opening\r\n226 done".into(),
+            "ABOR" => "226 aborted".into(),
+            "QUIT" => {
+                say("221 bye");
+                return;
+            }
+            _ => "502 not implemented".into(),
+        };
+        if !say(&reply) {
+            return;
+        }
+    }
+}
+
+/// `h1,h2,h3,h4,p1,p2` as in `227` and `PORT`.
+fn comma_addr(ip: std::net::Ipv4Addr, port: u16) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("{a},{b},{c},{d},{},{}", port >> 8, port & 0xff)
+}
+
+fn fake_ipv4(f: &FakeFtp) -> std::net::Ipv4Addr {
+    match f.addr.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        other => panic!("fake bound {other}"),
+    }
+}
+
+/// A `227` naming a third host: the destination is told the source's own control
+/// address with the announced port (what a server behind NAT needs, and no bounce).
+#[test]
+fn fxp_gives_the_passive_servers_control_address_not_the_announced_one() {
+    let third = unique_loopback_ip();
+    let a = FakeFtp::start(Some(format!(
+        "227 Entering Passive Mode ({}).",
+        comma_addr(third, 40021)
+    )));
+    let b = FakeFtp::start(None);
+    let o = Options {
+        relay_fallback: false,
+        ..opts()
+    };
+    let r = copy(&a.url("x.bin"), &b.url("y.bin"), &o).unwrap();
+    assert_eq!(r.method, Method::Fxp, "{r:?}");
+    assert_eq!(
+        b.commands(&["PORT", "EPRT"]),
+        [format!("PORT {}", comma_addr(fake_ipv4(&a), 40021))]
+    );
+}
+
+/// A `227` naming port 25 (RFC 2577's bounce to a mail server): refused with the
+/// server and the port named, and the other server never hears a `PORT`.
+#[test]
+fn a_passive_reply_naming_a_privileged_port_is_refused() {
+    let a = FakeFtp::start(Some("227 Entering Passive Mode (10,9,8,7,0,25).".into()));
+    let b = FakeFtp::start(None);
+    let o = Options {
+        relay_fallback: false,
+        ..opts()
+    };
+    let e = copy(&a.url("x.bin"), &b.url("y.bin"), &o).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("source {}: PASV announced data port 25", a.addr)),
+        "{text}"
+    );
+    assert_eq!(b.commands(&["PORT", "EPRT"]), Vec::<String>::new());
+    assert_eq!(b.commands(&["STOR"]), Vec::<String>::new());
+    assert_eq!(a.commands(&["RETR"]), Vec::<String>::new());
 }

@@ -4,7 +4,9 @@
 //! Passive addresses come back as [`Announced`], a type only this module can make: the
 //! only way to send `PORT`/`EPRT` is [`Client::port_to`] with an `Announced` that another
 //! server returned, so the engine cannot aim a server at an address of its own choosing
-//! (bounce safety, RFC 2577).
+//! (bounce safety, RFC 2577). An `Announced` always names the announcing server's own
+//! control address and a port of 1024 or above, whatever its `227` said: a malicious
+//! server cannot aim the other one (or the engine) at a third host or a service port.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -30,6 +32,9 @@ const MAX_LINE: usize = 8192;
 const MAX_REPLY: usize = 256 * 1024;
 /// Largest directory listing read for a tree copy.
 const MAX_LISTING: usize = 64 * 1024 * 1024;
+/// Lowest data port a passive reply may name: below are well-known services (SMTP, ...)
+/// a bounced `PORT` could attack, and no server listens for data there.
+pub const MIN_DATA_PORT: u16 = 1024;
 
 /// Why a step with a server failed. Refusals carry the server's own code and text.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,9 @@ pub enum FtpError {
     Data(std::io::Error),
     #[error("{host} is not allowed: {why}")]
     Denied { host: String, why: String },
+    /// A passive reply naming a port below 1024: never passed on (FTP bounce, RFC 2577).
+    #[error("{cmd} announced data port {port}, below 1024: refused (FTP bounce protection)")]
+    PrivilegedPort { cmd: &'static str, port: u16 },
     #[error("{0}")]
     Other(String),
 }
@@ -81,7 +89,8 @@ impl FtpError {
 }
 
 /// A data address a server announced (`227`/`229`) in this session: only
-/// [`Client::pasv`] makes one, only [`Client::port_to`] uses it, once.
+/// [`Client::pasv`] makes one, only [`Client::port_to`] uses it, once. Its IP is the
+/// server's control address and its port is at least [`MIN_DATA_PORT`].
 #[derive(Debug)]
 pub struct Announced {
     addr: SocketAddr,
@@ -308,23 +317,38 @@ impl Client {
     }
 
     /// `EPSV` when `extended`, else `PASV`: the data address this server now listens on.
-    /// For `EPSV` that is the control address with the announced port (RFC 2428).
+    ///
+    /// Always this server's control address with the announced port: for `EPSV` that is
+    /// the rule (RFC 2428); a `227` naming another IP is either a server behind NAT
+    /// announcing its private address (unreachable for the other server and the engine
+    /// anyway) or an attempt to aim them at a third host (RFC 2577 bounce). A port below
+    /// [`MIN_DATA_PORT`] is refused.
     pub async fn pasv(&mut self, extended: bool) -> Result<Announced, FtpError> {
-        if extended {
+        let (cmd, port) = if extended {
             let r = self.simple(b"EPSV", |c| c == 229).await?;
             let port = parse_epsv_reply(&r.raw).map_err(|e| bad_reply("EPSV", &r, e))?;
-            Ok(Announced {
-                addr: SocketAddr::new(self.peer.ip(), port),
-                extended: true,
-            })
+            ("EPSV", port)
         } else {
             let r = self.simple(b"PASV", |c| c == 227).await?;
             let (addr, _) = parse_pasv_reply(&r.raw).map_err(|e| bad_reply("PASV", &r, e))?;
-            Ok(Announced {
-                addr: SocketAddr::V4(addr),
-                extended: false,
-            })
+            let said = IpAddr::V4(*addr.ip());
+            if said.to_canonical() != self.peer.ip().to_canonical() {
+                debug!(
+                    host = %self.host,
+                    announced = %said,
+                    using = %self.peer.ip(),
+                    "PASV named another address than the control connection's: using the latter"
+                );
+            }
+            ("PASV", addr.port())
+        };
+        if port < MIN_DATA_PORT {
+            return Err(FtpError::PrivilegedPort { cmd, port });
         }
+        Ok(Announced {
+            addr: SocketAddr::new(self.peer.ip(), port),
+            extended,
+        })
     }
 
     /// `PORT`/`EPRT` naming exactly the address another server announced (`EPRT` when
@@ -417,10 +441,9 @@ impl Client {
     pub async fn listing(&mut self, dir: &[u8]) -> Result<(Vec<u8>, bool), FtpError> {
         let mlsd = self.features.has("MLST");
         let extended = self.features.has("EPSV");
-        let target = self.pasv(extended).await?;
-        // Reach the data port at the control address, whatever 227 said: this is the
-        // proxy's own connection, and a server behind NAT often announces a private one.
-        let addr = SocketAddr::new(self.peer.ip(), target.addr.port());
+        // `pasv` answers with the control address, whatever 227 said (a server behind NAT
+        // often announces a private one).
+        let addr = self.pasv(extended).await?.addr();
         let mut data = timeout(self.timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| self.timed_out("data connection"))?

@@ -1,8 +1,9 @@
 //! One file from a source server to a destination server.
 //!
 //! Methods, tried in this order until one works (`Options::reverse` skips the first):
-//! 1. standard FXP: `PASV`/`EPSV` on the source, `PORT`/`EPRT` with that very address on
-//!    the destination, `STOR` then `RETR`; the servers move the bytes;
+//! 1. standard FXP: `PASV`/`EPSV` on the source, `PORT`/`EPRT` on the destination naming
+//!    the source's control address and announced port (never another host, never a port
+//!    below 1024), `STOR` then `RETR`; the servers move the bytes;
 //! 2. reverse FXP: the same with the roles swapped (`PASV` on the destination);
 //! 3. relay: `PASV` on both, the engine connects to both and copies the bytes itself.
 //!
@@ -98,7 +99,17 @@ pub struct Options {
     /// Which server addresses may be reached (the CLI allows all; the API and SITE
     /// commands pass the `fxp.allow` list).
     pub allow: Option<Allow>,
+    /// Like `allow` (both must accept), but also told the host as the URL names it: a
+    /// host-name entry of an allow list can then admit that name's own connection only,
+    /// not every server of a transfer that mentions it.
+    pub allow_host: Option<HostAllow>,
 }
+
+/// Decides whether the engine may connect to a resolved address of the URL host `host`.
+pub type HostAllow = Arc<dyn Fn(&str, std::net::SocketAddr) -> Result<(), String> + Send + Sync>;
+
+/// Longest wait between two attempts, however many retries were asked for.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Default for Options {
     fn default() -> Self {
@@ -112,6 +123,7 @@ impl Default for Options {
             poll_interval: Duration::from_millis(250),
             progress: None,
             allow: None,
+            allow_host: None,
         }
     }
 }
@@ -130,9 +142,24 @@ impl std::fmt::Debug for Options {
 }
 
 impl Options {
-    /// A logged-in session to `url`, within the allow list.
+    /// A logged-in session to `url`, within the allow lists.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
-        Client::open_checked(url, self.timeout, self.allow.as_ref()).await
+        let check: Option<Allow> = match (&self.allow, &self.allow_host) {
+            (None, None) => None,
+            (allow, by_host) => {
+                let (allow, by_host, host) = (allow.clone(), by_host.clone(), url.host.clone());
+                Some(Arc::new(move |addr| {
+                    if let Some(f) = &allow {
+                        f(addr)?;
+                    }
+                    match &by_host {
+                        Some(f) => f(&host, addr),
+                        None => Ok(()),
+                    }
+                }))
+            }
+        };
+        Client::open_checked(url, self.timeout, check.as_ref()).await
     }
 
     pub(super) fn emit(&self, e: Event) {
@@ -255,7 +282,7 @@ pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Repo
             Ok(done) => break Ok(done),
             Err(e) if e.is_permanent() || attempt > opts.retries => break Err(e),
             Err(e) => {
-                let delay = Duration::from_millis(500) * 2u32.saturating_pow(attempt - 1);
+                let delay = backoff(attempt);
                 opts.emit(Event::Retrying {
                     attempt,
                     delay,
@@ -288,6 +315,14 @@ pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Repo
             Err(e)
         }
     }
+}
+
+/// The wait after failed attempt `attempt` (1-based): 0.5 s, 1 s, 2 s, ... up to
+/// [`MAX_BACKOFF`].
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(MAX_BACKOFF)
 }
 
 /// `dst`, with the source's file name appended when it names a directory.
@@ -550,9 +585,11 @@ impl Run<'_> {
         let extended = passive.features.has("EPSV")
             && active.features.has("EPRT")
             && passive.peer().is_ipv4() == active.peer().is_ipv4();
-        // Bounce safety: the active server gets exactly the address the passive server
-        // just announced in this transfer, as the opaque `Announced` value that only
-        // `pasv` makes and only `port_to` takes.
+        // Bounce safety: the active server gets the address the passive server just
+        // announced in this transfer, as the opaque `Announced` value that only `pasv`
+        // makes (with the passive server's own control IP and a port >= 1024: a `227`
+        // naming a third host or port 25 cannot turn the active server into a weapon)
+        // and only `port_to` takes.
         let negotiated = async {
             let announced = passive
                 .pasv(extended)
@@ -878,6 +915,44 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.to_string().contains("source 127.0.0.99:1"), "{e}");
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_a_minute() {
+        let ms = |n| backoff(n).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3), ms(4)], [500, 1000, 2000, 4000]);
+        assert_eq!(backoff(8), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+        assert_eq!(ms(0), 500);
+    }
+
+    /// `allow` and `allow_host` both apply, the latter told the URL's own host.
+    #[tokio::test]
+    async fn the_host_check_sees_each_urls_own_host() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let opts = Options {
+            retries: 0,
+            allow_host: Some(Arc::new(move |host: &str, a: std::net::SocketAddr| {
+                log.lock().unwrap().push(host.to_owned());
+                Err(format!("{host} at {} refused", a.ip()))
+            })),
+            ..Options::default()
+        };
+        let e = transfer(
+            &url("ftp://127.0.0.99:1/a"),
+            &url("ftp://127.0.0.98:1/b"),
+            &opts,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("127.0.0.99 at 127.0.0.99 refused"),
+            "{e}"
+        );
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen, ["127.0.0.98", "127.0.0.99"]);
     }
 
     /// The API and SITE front ends spawn transfers on the runtime: the future must be Send.

@@ -2,7 +2,7 @@
 //! running the engine, with the state the API reports. Passwords are kept only inside
 //! the task that needs them; everything the API shows is redacted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,8 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, info, warn};
 
-use super::client::Allow;
-use super::engine::{self, Options};
+use super::engine::{self, HostAllow, Options};
 use super::tree;
 use super::url::FtpUrl;
 use crate::config::AllowEntry;
@@ -37,9 +36,19 @@ pub struct RequestOptions {
     /// Copy a directory tree.
     #[serde(default)]
     pub recursive: bool,
+    /// Further attempts after a failed one (default 2, at most [`MAX_RETRIES`]).
     #[serde(default)]
     pub retries: Option<u32>,
 }
+
+/// Most retries a submission may ask for: each one logs in to both servers again.
+pub const MAX_RETRIES: u32 = 10;
+/// Finished jobs kept for `GET` (the newest); older ones are forgotten so a long-running
+/// proxy's registry does not grow without bound.
+pub const MAX_FINISHED: usize = 1000;
+/// Queued and running jobs at most: each queued job holds its URLs (with passwords) and
+/// a task, so a flood of submissions is refused rather than buffered without bound.
+pub const MAX_ACTIVE: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,18 +92,50 @@ pub enum SubmitError {
     },
     #[error("{0}")]
     Forbidden(String),
+    /// [`MAX_ACTIVE`] jobs are queued or running already.
+    #[error("{0}")]
+    TooMany(String),
 }
 
 struct Job {
     view: JobView,
+    /// Installed under the registry lock in the same step as the job itself, so a
+    /// cancel can always reach the task.
     abort: Option<AbortHandle>,
+}
+
+/// Everything behind the registry's one lock.
+struct Registry {
+    jobs: BTreeMap<u64, Job>,
+    /// Finished jobs' ids, oldest first, for dropping beyond [`MAX_FINISHED`].
+    finished: VecDeque<u64>,
+    next: u64,
+}
+
+impl Registry {
+    fn active(&self) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| matches!(j.view.state, State::Queued | State::Running))
+            .count()
+    }
+
+    /// Records that `id` has reached a final state and forgets the oldest finished jobs
+    /// beyond [`MAX_FINISHED`].
+    fn finished(&mut self, id: u64) {
+        self.finished.push_back(id);
+        while self.finished.len() > MAX_FINISHED {
+            if let Some(old) = self.finished.pop_front() {
+                self.jobs.remove(&old);
+            }
+        }
+    }
 }
 
 /// The registry shared by the API handlers.
 #[derive(Clone)]
 pub struct Jobs {
-    jobs: Arc<Mutex<BTreeMap<u64, Job>>>,
-    next: Arc<Mutex<u64>>,
+    reg: Arc<Mutex<Registry>>,
     slots: Arc<Semaphore>,
     allow: Arc<Vec<AllowEntry>>,
 }
@@ -103,15 +144,18 @@ impl Jobs {
     /// `allow` is the top-level `fxp.allow` list: the only servers jobs may reach.
     pub fn new(allow: Vec<AllowEntry>, concurrency: usize) -> Jobs {
         Jobs {
-            jobs: Arc::default(),
-            next: Arc::new(Mutex::new(1)),
+            reg: Arc::new(Mutex::new(Registry {
+                jobs: BTreeMap::new(),
+                finished: VecDeque::new(),
+                next: 1,
+            })),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             allow: Arc::new(allow),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Job>> {
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.reg.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Validates and queues a transfer; it starts when a slot is free.
@@ -127,12 +171,30 @@ impl Jobs {
         for url in [&src, &dst] {
             self.check_literal(url)?;
         }
-        let id = {
-            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-            let id = *next;
-            *next += 1;
-            id
+        let retries = req.options.retries.unwrap_or(2);
+        if retries > MAX_RETRIES {
+            return Err(SubmitError::BadRequest {
+                field: "options.retries",
+                message: format!("at most {MAX_RETRIES}, not {retries}"),
+            });
+        }
+        let opts = Options {
+            reverse: req.options.reverse,
+            retries,
+            allow_host: Some(self.allow_check()),
+            ..Options::default()
         };
+        let recursive = req.options.recursive;
+        let me = self.clone();
+        let mut reg = self.lock();
+        if reg.active() >= MAX_ACTIVE {
+            return Err(SubmitError::TooMany(format!(
+                "too many transfers queued or running (at most {MAX_ACTIVE}): \
+                 try again once some have finished"
+            )));
+        }
+        let id = reg.next;
+        reg.next += 1;
         let view = JobView {
             id,
             source: src.to_string(),
@@ -148,28 +210,18 @@ impl Jobs {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
-        self.lock().insert(
-            id,
-            Job {
-                view: view.clone(),
-                abort: None,
-            },
-        );
-        let opts = Options {
-            reverse: req.options.reverse,
-            retries: req.options.retries.unwrap_or(2),
-            allow: Some(self.allow_for(&src, &dst)),
-            ..Options::default()
-        };
-        let me = self.clone();
-        let recursive = req.options.recursive;
         let span = tracing::info_span!("fxp_job", id);
+        // Spawned with the registry locked: the task's first step (`start`) waits for
+        // the lock, so the job and its abort handle are in place before it can run and
+        // a cancel at any moment after this returns stops it.
         let task = tokio::spawn(
             async move {
                 let Ok(_slot) = me.slots.clone().acquire_owned().await else {
                     return;
                 };
-                me.update(id, |v| v.state = State::Running);
+                if !me.start(id) {
+                    return;
+                }
                 info!(source = %src, destination = %dst, "transfer started");
                 if recursive {
                     let outcome = tree::copy_tree(&src, &dst, &opts).await;
@@ -181,9 +233,13 @@ impl Jobs {
             }
             .instrument(span),
         );
-        if let Some(job) = self.lock().get_mut(&id) {
-            job.abort = Some(task.abort_handle());
-        }
+        reg.jobs.insert(
+            id,
+            Job {
+                view: view.clone(),
+                abort: Some(task.abort_handle()),
+            },
+        );
         Ok(view)
     }
 
@@ -200,17 +256,13 @@ impl Jobs {
         }
     }
 
-    /// The engine's address check: a host named in the list may resolve anywhere; any
-    /// other host's addresses must fall inside a listed network.
-    fn allow_for(&self, src: &FtpUrl, dst: &FtpUrl) -> Allow {
+    /// The engine's address check, per connection: a host named in the list may resolve
+    /// anywhere, but only for its own connection; any other host's addresses must fall
+    /// inside a listed network.
+    fn allow_check(&self) -> HostAllow {
         let allow = self.allow.clone();
-        let named: Vec<String> = [src, dst]
-            .iter()
-            .filter(|u| allow.iter().any(|e| e.names(&u.host)))
-            .map(|u| u.host.clone())
-            .collect();
-        Arc::new(move |addr: SocketAddr| {
-            if !named.is_empty() || allow.iter().any(|e| e.contains(addr.ip())) {
+        Arc::new(move |host: &str, addr: SocketAddr| {
+            if allow.iter().any(|e| e.names(host) || e.contains(addr.ip())) {
                 Ok(())
             } else {
                 Err(format!("{} is not in fxp.allow", addr.ip()))
@@ -218,14 +270,34 @@ impl Jobs {
         })
     }
 
-    fn update(&self, id: u64, f: impl FnOnce(&mut JobView)) {
-        if let Some(job) = self.lock().get_mut(&id) {
-            f(&mut job.view);
+    /// Queued -> running; `false` when the job is no longer queued (cancelled).
+    fn start(&self, id: u64) -> bool {
+        let mut reg = self.lock();
+        match reg.jobs.get_mut(&id) {
+            Some(job) if job.view.state == State::Queued => {
+                job.view.state = State::Running;
+                true
+            }
+            _ => false,
         }
     }
 
+    /// Applies a running job's outcome; a job cancelled meanwhile stays cancelled.
+    fn settle(&self, id: u64, f: impl FnOnce(&mut JobView)) {
+        let mut reg = self.lock();
+        let Some(job) = reg.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.view.state != State::Running {
+            return;
+        }
+        f(&mut job.view);
+        job.abort = None;
+        reg.finished(id);
+    }
+
     fn finish(&self, id: u64, outcome: Result<engine::Report, engine::FxpError>) {
-        self.update(id, |v| match outcome {
+        self.settle(id, |v| match outcome {
             Ok(r) => {
                 v.state = State::Done;
                 v.method = Some(r.method.as_str().to_string());
@@ -243,7 +315,7 @@ impl Jobs {
     }
 
     fn finish_tree(&self, id: u64, outcome: Result<tree::TreeReport, engine::FxpError>) {
-        self.update(id, |v| match outcome {
+        self.settle(id, |v| match outcome {
             Ok(r) if r.failed.is_empty() => {
                 v.state = State::Done;
                 v.files = Some(r.files);
@@ -265,25 +337,233 @@ impl Jobs {
     }
 
     pub fn list(&self) -> Vec<JobView> {
-        self.lock().values().map(|j| j.view.clone()).collect()
+        self.lock().jobs.values().map(|j| j.view.clone()).collect()
     }
 
     pub fn get(&self, id: u64) -> Option<JobView> {
-        self.lock().get(&id).map(|j| j.view.clone())
+        self.lock().jobs.get(&id).map(|j| j.view.clone())
     }
 
     /// Stops a queued or running job (dropping the engine's future closes both control
     /// connections); a finished one is left as it is.
     pub fn cancel(&self, id: u64) -> Option<JobView> {
-        let mut jobs = self.lock();
-        let job = jobs.get_mut(&id)?;
-        if matches!(job.view.state, State::Queued | State::Running) {
+        let mut reg = self.lock();
+        let job = reg.jobs.get_mut(&id)?;
+        let view = if matches!(job.view.state, State::Queued | State::Running) {
+            // Even if the task is past its last await, `settle` will not overwrite this.
             if let Some(a) = job.abort.take() {
                 a.abort();
             }
             job.view.state = State::Cancelled;
             info!(id, "transfer cancelled");
+            let view = job.view.clone();
+            reg.finished(id);
+            view
+        } else {
+            job.view.clone()
+        };
+        Some(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn jobs(allow: &[&str]) -> Jobs {
+        let allow = allow.iter().map(|s| s.parse().unwrap()).collect();
+        Jobs::new(allow, 1)
+    }
+
+    fn request(source: &str, destination: &str) -> Request {
+        Request {
+            source: source.into(),
+            destination: destination.into(),
+            options: RequestOptions::default(),
         }
-        Some(job.view.clone())
+    }
+
+    /// A job placed in the registry directly, without a task.
+    fn insert(jobs: &Jobs, state: State) -> u64 {
+        let mut reg = jobs.lock();
+        let id = reg.next;
+        reg.next += 1;
+        let view = JobView {
+            id,
+            source: "ftp://a/x".into(),
+            destination: "ftp://b/y".into(),
+            state,
+            method: None,
+            bytes: None,
+            relayed_bytes: None,
+            files: None,
+            seconds: None,
+            error: None,
+            submitted: 0,
+        };
+        reg.jobs.insert(id, Job { view, abort: None });
+        id
+    }
+
+    fn report() -> engine::Report {
+        engine::Report {
+            method: engine::Method::Fxp,
+            bytes: 1,
+            relayed_bytes: 0,
+            resumed_from: 0,
+            attempts: 1,
+            duration: Duration::ZERO,
+            verified: true,
+        }
+    }
+
+    fn state(jobs: &Jobs, id: u64) -> State {
+        jobs.get(id).map(|v| v.state).unwrap()
+    }
+
+    #[test]
+    fn a_listed_name_admits_only_its_own_connection() {
+        let check = jobs(&["allowed.example", "10.1.0.0/16"]).allow_check();
+        let anywhere: SocketAddr = "192.0.2.7:21".parse().unwrap();
+        assert!(check("allowed.example", anywhere).is_ok());
+        assert!(check("ALLOWED.example.", anywhere).is_ok());
+        let e = check("other.example", anywhere).unwrap_err();
+        assert!(e.contains("not in fxp.allow"), "{e}");
+        assert!(check("other.example", "10.1.2.3:21".parse().unwrap()).is_ok());
+    }
+
+    /// The destination's name is listed, the source's is not: the source may not ride
+    /// on it. `127.1` is a host name to the URL parser (no IP literal) that resolves,
+    /// without any DNS server, to 127.0.0.1.
+    #[tokio::test]
+    async fn an_allowed_destination_name_does_not_admit_the_source() {
+        let jobs = jobs(&["localhost"]);
+        let view = jobs
+            .submit(request("ftp://127.1:1/x", "ftp://localhost:1/y"))
+            .unwrap();
+        let end = tokio::time::Instant::now() + Duration::from_secs(20);
+        let v = loop {
+            let v = jobs.get(view.id).unwrap();
+            if v.state == State::Failed || tokio::time::Instant::now() > end {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(v.state, State::Failed, "{v:?}");
+        let e = v.error.unwrap_or_default();
+        assert!(
+            e.contains("source 127.1:1") && e.contains("not in fxp.allow"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn too_many_retries_are_a_bad_request() {
+        let jobs = jobs(&["127.0.0.0/8"]);
+        let mut req = request("ftp://127.0.0.2/x", "ftp://127.0.0.3/y");
+        req.options.retries = Some(MAX_RETRIES + 1);
+        let e = jobs.submit(req).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SubmitError::BadRequest {
+                    field: "options.retries",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(jobs.list().is_empty());
+    }
+
+    #[test]
+    fn submissions_beyond_the_active_cap_are_refused() {
+        let jobs = jobs(&["127.0.0.0/8"]);
+        for i in 0..MAX_ACTIVE {
+            insert(
+                &jobs,
+                if i % 2 == 0 {
+                    State::Queued
+                } else {
+                    State::Running
+                },
+            );
+        }
+        // Refused before anything is spawned (this test has no runtime).
+        let e = jobs
+            .submit(request("ftp://127.0.0.2/x", "ftp://127.0.0.3/y"))
+            .unwrap_err();
+        assert!(matches!(e, SubmitError::TooMany(_)), "{e}");
+        assert!(e.to_string().contains("too many transfers"), "{e}");
+        assert_eq!(jobs.list().len(), MAX_ACTIVE);
+    }
+
+    #[test]
+    fn only_the_newest_finished_jobs_are_kept() {
+        let jobs = jobs(&[]);
+        let ids: Vec<u64> = (0..MAX_FINISHED + 5)
+            .map(|_| insert(&jobs, State::Running))
+            .collect();
+        let waiting = insert(&jobs, State::Queued);
+        for &id in &ids {
+            jobs.finish(id, Ok(report()));
+        }
+        // The five oldest finished jobs are gone; the queued one stays whatever its age.
+        assert_eq!(jobs.list().len(), MAX_FINISHED + 1);
+        assert!(ids[..5].iter().all(|&id| jobs.get(id).is_none()));
+        assert_eq!(state(&jobs, ids[5]), State::Done);
+        assert_eq!(state(&jobs, waiting), State::Queued);
+        // A cancelled job counts as finished too.
+        jobs.cancel(waiting);
+        assert!(jobs.get(ids[5]).is_none());
+        assert_eq!(state(&jobs, waiting), State::Cancelled);
+    }
+
+    #[test]
+    fn a_cancelled_job_never_starts_and_keeps_its_state() {
+        let jobs = jobs(&[]);
+        // Cancelled while queued, before any abort handle: the task must not start.
+        let queued = insert(&jobs, State::Queued);
+        jobs.cancel(queued);
+        assert!(!jobs.start(queued));
+        assert_eq!(state(&jobs, queued), State::Cancelled);
+        // Cancelled while running: the outcome that arrives afterwards is not applied.
+        for outcome in [Ok(report()), Err(engine::FxpError::Other("boom".into()))] {
+            let running = insert(&jobs, State::Running);
+            jobs.cancel(running);
+            jobs.finish(running, outcome);
+            let v = jobs.get(running).unwrap();
+            assert_eq!(v.state, State::Cancelled, "{v:?}");
+            assert!(v.error.is_none() && v.method.is_none(), "{v:?}");
+        }
+        let running = insert(&jobs, State::Running);
+        jobs.cancel(running);
+        jobs.finish_tree(running, Err(engine::FxpError::Other("boom".into())));
+        assert_eq!(state(&jobs, running), State::Cancelled);
+        // A finished job is not cancelled, nor finished twice.
+        let done = insert(&jobs, State::Running);
+        jobs.finish(done, Ok(report()));
+        jobs.cancel(done);
+        jobs.finish(done, Err(engine::FxpError::Other("late".into())));
+        assert_eq!(state(&jobs, done), State::Done);
+    }
+
+    /// A cancel straight after submission, before the task has run at all (on this
+    /// single-threaded runtime it cannot run until the test yields).
+    #[tokio::test]
+    async fn a_cancel_right_after_submit_sticks() {
+        let jobs = jobs(&["127.0.0.0/8"]);
+        let view = jobs
+            .submit(request("ftp://127.0.0.99:1/x", "ftp://127.0.0.98:1/y"))
+            .unwrap();
+        let v = jobs.cancel(view.id).unwrap();
+        assert_eq!(v.state, State::Cancelled);
+        // Time for the task to have run had it not been stopped (its connects are
+        // refused at once, so it would have failed by now).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(state(&jobs, view.id), State::Cancelled);
+        assert!(jobs.get(view.id).unwrap().error.is_none());
     }
 }
