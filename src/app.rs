@@ -173,7 +173,16 @@ pub async fn run(
         );
     }
     admin_stop.cancel();
-    admin_task.await?.context("admin endpoint failed")?;
+    // Graceful shutdown waits for requests in flight; a client that never finishes
+    // sending one must not keep the process alive.
+    let mut admin_task = admin_task;
+    match tokio::time::timeout(HARD_STOP_WAIT, &mut admin_task).await {
+        Ok(done) => done?.context("admin endpoint failed")?,
+        Err(_) => {
+            warn!("admin requests did not finish in time; closing them");
+            admin_task.abort();
+        }
+    }
     info!("stopped");
     Ok(())
 }

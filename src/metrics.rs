@@ -139,8 +139,15 @@ pub fn session_ended(listener: &str, lasted: Duration) {
     histogram!(SESSION_SECONDS, "listener" => listener.to_owned()).record(lasted.as_secs_f64());
 }
 
-pub fn command(listener: &str, verb: &str) {
-    counter!(COMMANDS_TOTAL, "listener" => listener.to_owned(), "verb" => verb.to_owned())
+/// Counts a client command. Verbs outside the known FTP set count as `OTHER`: a client
+/// can send any eight letters, and each distinct label would be a new series forever.
+pub fn command(listener: &str, verb: &crate::proto::Verb) {
+    let label = if crate::proto::is_known_verb(verb) {
+        verb.as_str()
+    } else {
+        "OTHER"
+    };
+    counter!(COMMANDS_TOTAL, "listener" => listener.to_owned(), "verb" => label.to_owned())
         .increment(1);
 }
 

@@ -105,3 +105,38 @@ fn hosts_outside_the_allow_list_and_the_proxy_itself_are_refused() {
     let r = c.cmd("QUIT");
     assert!(r.starts_with("221"), "{r}");
 }
+
+/// In forward mode the client picks the server, so the server's `227` must not send the
+/// proxy to a third host: the proxy connects to the server itself, whatever it announces.
+#[test]
+fn a_chosen_server_cannot_point_the_proxy_at_a_third_host() {
+    // A trap on a third address, on the very port the server will announce.
+    let third = unique_loopback_ip();
+    let trap = std::net::TcpListener::bind((third, 0)).unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let port = trap.local_addr().unwrap().port();
+    let mut opts = ServerOptions::new(unique_loopback_ip());
+    opts.masquerade = Some(third);
+    opts.pasv_ports = Some((port, port));
+    let server = FtpServer::start(ServerKind::Pyftpdlib, opts);
+    let allow = format!("{}/32", server.addr.ip());
+    // Relay mode: the proxy makes the data connection (in passthrough the client would,
+    // to wherever the 227 says, as it could without a proxy).
+    let mut spec = ListenerSpec::forward(&[&allow]);
+    spec.data = "relay";
+    let proxy = Proxy::start(unique_loopback_ip(), spec);
+
+    let dir = tempfile::tempdir().unwrap();
+    let got = dir.path().join("big.bin");
+    let url = forward_url(server.addr, proxy.addr, "big.bin");
+    let r = clients::curl_download(&url, &got, &Mode::PassiveTrusting);
+    assert!(r.ok(), "{r}\n{}\n{}", proxy.log(), server.log());
+    assert!(std::fs::read(&got).unwrap() == peers::big_bin());
+    let knocked = trap.accept();
+    assert!(
+        knocked
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the proxy connected to the third host: {knocked:?}"
+    );
+}

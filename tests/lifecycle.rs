@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -51,6 +52,37 @@ fn sigterm_drains_open_sessions_then_exits() {
         .wait_exit(Duration::from_secs(10))
         .expect("proxy exits after the grace period");
     assert!(status.success(), "{status}\n{}", proxy.log());
+}
+
+#[test]
+fn a_half_sent_admin_request_does_not_hold_up_shutdown() {
+    let server = vsftpd();
+    let mut proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(server.addr),
+        "limits:\n  shutdown_grace: 1s\n",
+    );
+    // Promises 100 bytes of body, sends 5, then goes quiet. `Expect: 100-continue` makes
+    // the server say when it has started reading the body, so the request is in flight.
+    let mut admin = TcpStream::connect(proxy.admin).unwrap();
+    admin
+        .write_all(
+            b"POST /api/v1/transfers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    admin
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = [0u8; 25];
+    admin.read_exact(&mut got).unwrap();
+    assert!(got.starts_with(b"HTTP/1.1 100 Continue"), "{got:?}");
+    admin.write_all(b"{\"a\":").unwrap();
+    let status = proxy
+        .terminate(Duration::from_secs(15))
+        .expect("proxy exits despite the pending request");
+    assert!(status.success(), "{status}\n{}", proxy.log());
+    drop(admin);
 }
 
 #[test]

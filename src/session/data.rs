@@ -6,7 +6,6 @@
 
 use std::mem;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -16,7 +15,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, warn};
 
 use super::{Flow, Session};
-use crate::config::UpstreamData;
+use crate::config::{Mode, UpstreamData};
 use crate::data::relay::{self, DataError, Direction, Leg, Moved, Timeouts};
 use crate::data::{LeaseError, LeasedListener};
 use crate::metrics;
@@ -88,6 +87,8 @@ enum Setup {
     Leg(Leg),
     /// The upstream refused; the text goes to the client in a `425`.
     Refused(String),
+    /// The upstream answered `PASV`/`EPSV` with a 5xx: it does not do passive mode.
+    PassiveUnsupported(String),
     /// The upstream broke the protocol; the session is over.
     Ended(Flow),
 }
@@ -205,7 +206,7 @@ impl Session<'_> {
         };
         let upstream = match self.open_upstream_leg().await? {
             Setup::Leg(leg) => leg,
-            Setup::Refused(why) => {
+            Setup::Refused(why) | Setup::PassiveUnsupported(why) => {
                 metrics::data_transfer(self.listener(), "failed");
                 warn!(%why, "cannot open the upstream data connection");
                 self.reply(
@@ -345,16 +346,21 @@ impl Session<'_> {
     /// Opens the proxy's own data connection to the upstream, passive first where allowed.
     async fn open_upstream_leg(&mut self) -> anyhow::Result<Setup> {
         let mode = self.ctx.cfg.upstream_data;
-        let learned_active = self.ctx.upstream_refuses_passive.load(Ordering::Relaxed);
-        if mode == UpstreamData::Active || (mode == UpstreamData::Auto && learned_active) {
+        let upstream = SocketAddr::new(self.addrs.upstream, self.upstream_port);
+        let refused_before = self.ctx.passive_refused_by.contains(upstream);
+        if mode == UpstreamData::Active || (mode == UpstreamData::Auto && refused_before) {
             return self.upstream_active().await;
         }
         match self.upstream_passive().await? {
+            Setup::PassiveUnsupported(why) if mode == UpstreamData::Auto => {
+                info!(%why, %upstream, "upstream refused passive mode; using active mode with it from now on");
+                self.ctx.passive_refused_by.insert(upstream);
+                self.upstream_active().await
+            }
+            // A one-off failure (a 4xx, a data port that did not answer): active mode may
+            // still get this transfer through, but passive is not written off.
             Setup::Refused(why) if mode == UpstreamData::Auto => {
-                info!(%why, "upstream refused passive mode; trying active (remembered for this listener)");
-                self.ctx
-                    .upstream_refuses_passive
-                    .store(true, Ordering::Relaxed);
+                info!(%why, "upstream passive mode failed; trying active for this transfer");
                 self.upstream_active().await
             }
             other => Ok(other),
@@ -381,8 +387,19 @@ impl Session<'_> {
                 Ok(port) => SocketAddr::new(up, port),
                 Err(e) => return Ok(Setup::Refused(format!("unusable passive reply ({e})"))),
             },
+            500..=599 => return Ok(Setup::PassiveUnsupported(reply_text(&reply))),
             _ => return Ok(Setup::Refused(reply_text(&reply))),
         };
+        if target.port() < 1024 {
+            // No FTP server puts passive ports there; a server that does is steering the
+            // proxy at a service (RFC 2577's bounce, from the server side).
+            metrics::rejected(self.listener(), "bounce");
+            warn!(%target, "upstream announced a privileged data port; refused");
+            return Ok(Setup::Refused(format!(
+                "it announced the privileged data port {}",
+                target.port()
+            )));
+        }
         let connect = crate::data::relay::connect(target);
         match timeout(self.ctx.limits.connect_timeout, connect).await {
             Ok(Ok(stream)) => Ok(Setup::Leg(Leg::Ready(stream))),
@@ -395,12 +412,20 @@ impl Session<'_> {
         }
     }
 
-    /// Applies `nat.passive` to the address the upstream announced to the proxy.
+    /// Applies `nat.passive` to the address the upstream announced to the proxy. Only a
+    /// reverse listener's upstream, which the operator chose, may send the proxy to another
+    /// host; in forward and transparent mode the client picks the server, so its data
+    /// address is always the server itself (no connections to third hosts on its word).
     fn fix_upstream_passive(&self, announced: SocketAddr) -> SocketAddr {
         let up = self.addrs.upstream;
         let nat = &self.ctx.cfg.nat;
         if announced.ip() == up {
             return announced;
+        }
+        if self.ctx.cfg.mode != Mode::Reverse {
+            metrics::rewrite(self.listener(), "pasv", "foreign");
+            debug!(from = %announced, to = %up, "upstream passive address pinned to the server");
+            return SocketAddr::new(up, announced.port());
         }
         match rewrite::should_replace(nat.passive, announced.ip(), up, &nat.private) {
             Some(reason) => {

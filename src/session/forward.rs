@@ -98,7 +98,7 @@ pub(super) async fn login(
                 .await?;
             continue;
         };
-        metrics::command(name, cmd.verb.as_str());
+        metrics::command(name, &cmd.verb);
         match cmd.verb.as_str() {
             "USER" => {}
             "QUIT" => {

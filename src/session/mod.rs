@@ -10,7 +10,6 @@ mod transparent;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -27,7 +26,7 @@ use crate::config::{AllowEntry, DataConfig, DataMode, Limits, ListenerConfig, Mo
 use crate::data::PortPool;
 use crate::data::relay::Direction;
 use crate::metrics;
-use crate::proto::command::{Command, Verb, is_known_verb, parse_command};
+use crate::proto::command::{Command, Verb, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError, reply_line};
 use crate::rewrite::{self, ReplyAction};
@@ -49,12 +48,41 @@ pub struct ListenerCtx {
     pub ports: PortPool,
     /// `data.bind`: local address for data listeners, if set.
     pub data_bind: Option<IpAddr>,
-    /// `upstream_data: auto` learned that the upstream refuses passive mode.
-    pub upstream_refuses_passive: AtomicBool,
+    /// `upstream_data: auto`: upstreams (control address) that answered `PASV`/`EPSV`
+    /// with a 5xx, so later sessions go straight to active mode with them.
+    pub passive_refused_by: PassiveRefusals,
     /// Every address this proxy listens on: forward mode never connects to these.
     pub own_binds: Vec<SocketAddr>,
     /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
     pub fxp_allow: Arc<Vec<AllowEntry>>,
+}
+
+/// The upstreams `upstream_data: auto` has seen refuse passive mode. Bounded: in forward
+/// and transparent mode the upstreams are the clients' choice.
+#[derive(Debug, Default)]
+pub struct PassiveRefusals(std::sync::Mutex<std::collections::HashSet<SocketAddr>>);
+
+impl PassiveRefusals {
+    const MAX: usize = 4096;
+
+    pub fn contains(&self, upstream: SocketAddr) -> bool {
+        self.set().contains(&upstream)
+    }
+
+    pub fn insert(&self, upstream: SocketAddr) {
+        let mut set = self.set();
+        if set.len() >= Self::MAX {
+            // Forgetting only costs one more PASV attempt per upstream.
+            set.clear();
+        }
+        set.insert(upstream);
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<SocketAddr>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl ListenerCtx {
@@ -64,7 +92,7 @@ impl ListenerCtx {
             limits,
             ports,
             data_bind: data.bind,
-            upstream_refuses_passive: AtomicBool::new(false),
+            passive_refused_by: PassiveRefusals::default(),
             own_binds: Vec::new(),
             fxp_allow: Arc::default(),
         }
@@ -389,15 +417,9 @@ impl Session<'_> {
         };
         self.bad_commands = 0;
         let verb = cmd.verb.as_str();
-        metrics::command(
-            self.listener(),
-            if is_known_verb(&cmd.verb) {
-                verb
-            } else {
-                "OTHER"
-            },
-        );
-        if verb == "PASS" {
+        metrics::command(self.listener(), &cmd.verb);
+        // Passwords: PASS's own, and the URLs of SITE FXP.
+        if verb == "PASS" || (verb == "SITE" && site::is_site_fxp(cmd.args)) {
             debug!(verb, "command (argument hidden)");
         } else {
             debug!(verb, args = %String::from_utf8_lossy(cmd.args).trim_end(), "command");
@@ -412,7 +434,15 @@ impl Session<'_> {
                 self.site.pass = Some(String::from_utf8_lossy(trim_eol(cmd.args)).into_owned())
             }
             // SITE FXP is the proxy's own; other SITE commands go to the server.
+            "SITE" if site::is_site_fxp(cmd.args) && !self.logged_in => {
+                // Never forwarded: the server would see the destination's password.
+                self.reply(530, "Please log in with USER and PASS first.")
+                    .await?;
+                return Ok(Flow::Continue);
+            }
             "SITE" if self.logged_in && self.on_site(cmd.args).await? => {
+                // A copy can outlast limits.idle_timeout; the client was waiting, not idle.
+                self.last_command = Instant::now();
                 return Ok(Flow::Continue);
             }
             _ => {}

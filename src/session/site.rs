@@ -22,6 +22,14 @@ use crate::fxp::url::FtpUrl;
 use crate::proto::line::trim_eol;
 use crate::proto::reply::reply_line;
 
+/// Whether `SITE` arguments are the proxy's own `SITE FXP` (which carry passwords in URLs).
+pub(super) fn is_site_fxp(args: &[u8]) -> bool {
+    let args = args.trim_ascii_start();
+    args.get(..3)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"FXP"))
+        && args.get(3).is_none_or(|b| b.is_ascii_whitespace())
+}
+
 /// The `SITE FXP` state of one session.
 #[derive(Default)]
 pub(super) struct SiteFxp {
@@ -39,11 +47,11 @@ pub(super) const HELP_LINE: &str =
 impl Session<'_> {
     /// Handles `SITE FXP ...` (`args` after `SITE`); `false` if it is another SITE command.
     pub(super) async fn on_site(&mut self, args: &[u8]) -> anyhow::Result<bool> {
-        let args = String::from_utf8_lossy(trim_eol(args)).trim().to_string();
-        let mut words = args.split_whitespace();
-        if !words.next().is_some_and(|w| w.eq_ignore_ascii_case("FXP")) {
+        if !is_site_fxp(args) {
             return Ok(false);
         }
+        let args = String::from_utf8_lossy(trim_eol(args)).trim().to_string();
+        let mut words = args.split_whitespace().skip(1);
         let sub = words.next().unwrap_or("").to_ascii_uppercase();
         let rest: Vec<&str> = words.collect();
         let reply = match (sub.as_str(), rest.as_slice()) {
@@ -179,7 +187,7 @@ pub(super) fn augment(raw: &[u8], code: u16, line: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::augment;
+    use super::{augment, is_site_fxp};
 
     #[test]
     fn augments_single_and_multi_line_replies() {
@@ -191,5 +199,15 @@ mod tests {
             augment(b"211-Features:\r\n EPSV\r\n211 End\r\n", 211, "SITE FXP"),
             b"211-Features:\r\n EPSV\r\n SITE FXP\r\n211 End\r\n"
         );
+    }
+
+    #[test]
+    fn site_fxp_is_recognised_by_its_first_word() {
+        assert!(is_site_fxp(b"FXP TO ftp://u:p@h/\r\n"));
+        assert!(is_site_fxp(b" fxp status"));
+        assert!(is_site_fxp(b"FXP"));
+        assert!(!is_site_fxp(b"FXPX TO x"));
+        assert!(!is_site_fxp(b"CHMOD 644 FXP"));
+        assert!(!is_site_fxp(b""));
     }
 }
