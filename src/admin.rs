@@ -1,8 +1,8 @@
 //! The admin HTTP listener: `GET /metrics` (Prometheus text format), `GET /healthz`, and
 //! the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -27,8 +27,9 @@ pub struct AdminState {
     pub draining: Arc<AtomicBool>,
     /// FXP transfers ordered over the API.
     pub jobs: Jobs,
-    /// `admin.token`: required as `Authorization: Bearer ...` on `/api/...`.
-    pub token: Option<Arc<str>>,
+    /// `admin.token`: required as `Authorization: Bearer ...` on `/api/...`. A reload
+    /// replaces it.
+    pub token: Arc<RwLock<Option<Arc<str>>>>,
 }
 
 /// Serves the admin endpoints until `stop` is cancelled.
@@ -95,7 +96,12 @@ async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
 
 /// Rejects API calls without the configured bearer token (none configured: open).
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    let Some(token) = &state.token else {
+    let token = state
+        .token
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some(token) = token else {
         return next.run(req).await;
     };
     let given = req

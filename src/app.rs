@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -112,11 +112,14 @@ pub async fn run(
         metrics,
         draining: draining.clone(),
         jobs: Jobs::new(bound.config.fxp.allow.clone(), bound.config.fxp.concurrency),
-        token: bound.config.admin_token.as_deref().map(Arc::from),
+        token: Arc::new(RwLock::new(
+            bound.config.admin_token.as_deref().map(Arc::from),
+        )),
     };
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
-    let admin_task = tokio::spawn(admin::serve(bound.admin, state, admin_stop.clone()));
+    let admin_task = tokio::spawn(admin::serve(bound.admin, state.clone(), admin_stop.clone()));
     let mut live = Live {
+        admin: state,
         config: bound.config,
         ports: bound.ports,
         listeners: HashMap::new(),
@@ -189,6 +192,8 @@ pub async fn run(
 
 /// What a reload may change: the configuration and each listener's shared context.
 struct Live {
+    /// The admin API's token and FXP job settings, which a reload replaces in place.
+    admin: AdminState,
     config: Config,
     ports: PortPool,
     listeners: HashMap<String, watch::Sender<Arc<ListenerCtx>>>,
@@ -210,6 +215,18 @@ impl Live {
         if new.admin_bind != self.config.admin_bind {
             warn!(old = %self.config.admin_bind, new = %new.admin_bind, "admin.bind changed: takes effect after a restart");
         }
+        if new.admin_token != self.config.admin_token {
+            *self
+                .admin
+                .token
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) =
+                new.admin_token.as_deref().map(Arc::from);
+            info!("admin.token changed: the API takes the new one from now on");
+        }
+        self.admin
+            .jobs
+            .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
         // A new port list gets a new pool; open sessions keep their leases in the old one.
         if new.data.ports != self.config.data.ports {
             self.ports = PortPool::new(&new.data.ports);

@@ -223,3 +223,37 @@ fn too_many_retries_are_a_bad_request() {
     let (_, list) = http(proxy.admin, "GET", "/api/v1/transfers", None, "");
     assert!(!list.contains("\"id\""), "{list}");
 }
+
+#[test]
+fn a_reload_changes_the_token_and_the_allow_list() {
+    let (a, b) = (fxp_server(), fxp_server());
+    let extra = format!("fxp:\n  allow: [\"{}/32\"]\n", a.addr.ip());
+    let mut spec = ListenerSpec::new(a.addr);
+    spec.admin_token = Some(TOKEN);
+    let proxy = Proxy::start_with(unique_loopback_ip(), spec, &extra);
+    let api = proxy.admin;
+    let body = transfer(&a, "big.bin", &b, "copy.bin");
+    let (status, resp) = http(api, "POST", "/api/v1/transfers", Some(TOKEN), &body);
+    assert_eq!(status, 403, "b is not allowed yet: {resp}");
+
+    let text = std::fs::read_to_string(&proxy.config).unwrap();
+    let text = text.replace(TOKEN, "the-new-token").replace(
+        &format!("\"{}/32\"", a.addr.ip()),
+        &format!("\"{}/32\", \"{}/32\"", a.addr.ip(), b.addr.ip()),
+    );
+    std::fs::write(&proxy.config, text).unwrap();
+    unsafe { libc::kill(proxy.pid() as i32, libc::SIGHUP) };
+    wait_for("the reload", || {
+        proxy.metric("fxprelay_config_reloads_total", &[("result", "ok")]) == 1.0
+    });
+    let (status, _) = http(api, "GET", "/api/v1/transfers", Some(TOKEN), "");
+    assert_eq!(status, 401, "the old token no longer works");
+    let (status, resp) = http(
+        api,
+        "POST",
+        "/api/v1/transfers",
+        Some("the-new-token"),
+        &body,
+    );
+    assert_eq!(status, 202, "{resp}");
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -137,7 +137,13 @@ impl Registry {
 pub struct Jobs {
     reg: Arc<Mutex<Registry>>,
     slots: Arc<Semaphore>,
+    /// `fxp.allow` and `fxp.concurrency` as last loaded; a reload replaces them.
+    settings: Arc<RwLock<Settings>>,
+}
+
+struct Settings {
     allow: Arc<Vec<AllowEntry>>,
+    concurrency: usize,
 }
 
 impl Jobs {
@@ -150,8 +156,42 @@ impl Jobs {
                 next: 1,
             })),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
-            allow: Arc::new(allow),
+            settings: Arc::new(RwLock::new(Settings {
+                allow: Arc::new(allow),
+                concurrency: concurrency.max(1),
+            })),
         }
+    }
+
+    /// Applies a reloaded `fxp.allow` and `fxp.concurrency` to jobs submitted from now on
+    /// (and, for concurrency, to jobs still queued). Running jobs keep going.
+    pub fn reconfigure(&self, allow: Vec<AllowEntry>, concurrency: usize) {
+        let mut settings = self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        settings.allow = Arc::new(allow);
+        let (old, new) = (settings.concurrency, concurrency.max(1));
+        settings.concurrency = new;
+        if new > old {
+            self.slots.add_permits(new - old);
+        } else if new < old {
+            // Take the surplus slots out of circulation as running jobs hand them back.
+            let slots = self.slots.clone();
+            tokio::spawn(async move {
+                if let Ok(surplus) = slots.acquire_many_owned((old - new) as u32).await {
+                    surplus.forget();
+                }
+            });
+        }
+    }
+
+    fn allow(&self) -> Arc<Vec<AllowEntry>> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -249,7 +289,7 @@ impl Jobs {
         let Ok(ip) = url.host.parse::<IpAddr>() else {
             return Ok(());
         };
-        if self.allow.iter().any(|e| e.contains(ip)) {
+        if self.allow().iter().any(|e| e.contains(ip)) {
             Ok(())
         } else {
             Err(SubmitError::Forbidden(format!("{ip} is not in fxp.allow")))
@@ -260,7 +300,7 @@ impl Jobs {
     /// anywhere, but only for its own connection; any other host's addresses must fall
     /// inside a listed network.
     fn allow_check(&self) -> HostAllow {
-        let allow = self.allow.clone();
+        let allow = self.allow();
         Arc::new(move |host: &str, addr: SocketAddr| {
             if allow.iter().any(|e| e.names(host) || e.contains(addr.ip())) {
                 Ok(())
@@ -565,5 +605,23 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(state(&jobs, view.id), State::Cancelled);
         assert!(jobs.get(view.id).unwrap().error.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_reload_resizes_the_running_slots() {
+        let jobs = Jobs::new(Vec::new(), 2);
+        jobs.reconfigure(Vec::new(), 4);
+        assert_eq!(jobs.slots.available_permits(), 4);
+        // Shrinking waits for busy slots: with one held, only the free ones go at once.
+        let held = jobs.slots.clone().acquire_owned().await.unwrap();
+        jobs.reconfigure(Vec::new(), 1);
+        drop(held);
+        for _ in 0..100 {
+            if jobs.slots.available_permits() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(jobs.slots.available_permits(), 1);
     }
 }
