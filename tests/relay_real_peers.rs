@@ -495,3 +495,24 @@ fn stalled_transfer_fails_after_data_idle_timeout() {
     s.cmd_expect("NOOP", 200);
     wait_for("ports returned", || ports_in_use(&proxy) == 0.0);
 }
+
+/// A `PASV` nobody uses gives its port back after `limits.data_accept_timeout`, so idle
+/// clients cannot hold the shared range; the session itself goes on.
+#[test]
+fn an_unused_passive_port_is_released() {
+    let server = masqueraded(ServerKind::Vsftpd, |_| {});
+    let proxy = relay_with(&server, &[], "limits:\n  data_accept_timeout: 1s\n");
+    let mut s = Control::login(proxy.addr);
+    let _addr = s.pasv().unwrap();
+    assert_eq!(ports_in_use(&proxy), 1.0);
+    wait_for("the unused port to be released", || {
+        ports_in_use(&proxy) == 0.0
+    });
+    assert_eq!(
+        proxy.metric("fxprelay_rejected_total", &[("reason", "passive_unused")]),
+        1.0
+    );
+    s.cmd_expect("NOOP", 200);
+    let r = s.cmd("RETR hello.txt");
+    assert!(r.starts_with("425 "), "{r}");
+}

@@ -6,6 +6,7 @@
 
 use std::mem;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -31,8 +32,9 @@ use crate::upstream;
 enum Pending {
     #[default]
     None,
-    /// The client will connect to this leased port.
-    Passive(LeasedListener),
+    /// The client will connect to this leased port, and must order a transfer before the
+    /// deadline: an unused lease would keep a port of the shared range forever.
+    Passive(LeasedListener, Instant),
     /// The proxy will connect to the client here.
     Active(SocketAddr),
 }
@@ -63,6 +65,25 @@ pub(super) struct DataChannel {
 }
 
 impl DataChannel {
+    /// When the pending passive port, if any, is given up.
+    pub(super) fn passive_expires(&self) -> Option<Instant> {
+        match self.pending {
+            Pending::Passive(_, expires) => Some(expires),
+            _ => None,
+        }
+    }
+
+    /// Releases the pending passive port once its deadline has passed; `true` if it did.
+    pub(super) fn expire_passive(&mut self) -> bool {
+        match self.pending {
+            Pending::Passive(_, expires) if expires <= Instant::now() => {
+                self.pending = Pending::None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Resolves when the running transfer task reports; never when none runs.
     pub(super) async fn finished(&mut self) -> TransferEvent {
         match self.transfer.as_mut().and_then(|t| t.done.as_mut()) {
@@ -126,7 +147,8 @@ impl Session<'_> {
             _ => addr::format_lpsv_reply(SocketAddr::new(announce, port)),
         };
         debug!(verb, port, %announce, "data port leased for the client");
-        self.data.pending = Pending::Passive(leased);
+        let expires = Instant::now() + self.ctx.limits.data_accept_timeout;
+        self.data.pending = Pending::Passive(leased, expires);
         self.client_w.write_all(&reply).await
     }
 
@@ -198,7 +220,7 @@ impl Session<'_> {
                     .await?;
                 return Ok(Flow::Continue);
             }
-            Pending::Passive(listener) => Leg::Accept {
+            Pending::Passive(listener, _) => Leg::Accept {
                 listener,
                 expect: self.addrs.client,
             },

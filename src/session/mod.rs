@@ -376,6 +376,10 @@ impl Session<'_> {
         } else {
             self.last_command + limits.idle_timeout
         };
+        let idle = match self.data.passive_expires() {
+            Some(expires) => idle.min(expires),
+            None => idle,
+        };
         if self.logged_in {
             idle
         } else {
@@ -384,6 +388,14 @@ impl Session<'_> {
     }
 
     async fn on_timeout(&mut self) -> Flow {
+        if self.data.expire_passive() {
+            metrics::rejected(self.listener(), "passive_unused");
+            info!(
+                after = ?self.ctx.limits.data_accept_timeout,
+                "no transfer ordered for a passive data port; port released"
+            );
+            return Flow::Continue;
+        }
         let (reason, text) =
             if !self.logged_in && self.started.elapsed() >= self.ctx.limits.login_timeout {
                 ("login_timeout", "Login timed out; closing the connection.")
