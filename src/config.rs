@@ -456,6 +456,10 @@ pub struct Limits {
     /// A relayed transfer that moves no byte for this long fails with `426`.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub data_idle_timeout: Duration,
+    /// A reply the client does not take (it stopped reading) for this long ends the
+    /// session, so it cannot hold its slot, upstream connection and data port.
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub reply_write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -471,6 +475,7 @@ impl Default for Limits {
             login_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(900),
             data_idle_timeout: Duration::from_secs(300),
+            reply_write_timeout: Duration::from_secs(60),
         }
     }
 }

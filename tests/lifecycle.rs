@@ -216,3 +216,31 @@ fn sighup_reloads_for_new_sessions_and_keeps_the_old_config_on_error() {
     assert!(proxy.log().contains("config reload failed"));
     assert!(list(&proxy).contains("only-on-b.txt"));
 }
+
+/// A client that sends commands but never reads the replies is disconnected once a reply
+/// has waited `limits.reply_write_timeout`, instead of holding its session forever.
+#[test]
+fn a_client_that_stops_reading_is_disconnected() {
+    let server = vsftpd();
+    let proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(server.addr),
+        "limits:\n  reply_write_timeout: 1s\n",
+    );
+    let c = Control::login(proxy.addr);
+    // SITE FXP STATUS is answered by the proxy itself (~90 bytes): 100k of them are far
+    // more than the socket buffers between the two hold.
+    let burst = b"SITE FXP STATUS\r\n".repeat(100_000);
+    std::thread::scope(|scope| {
+        // Writes until the proxy stops reading (it is blocked on its replies) or closes.
+        scope.spawn(|| c.try_send(&burst));
+        wait_for("the session to end", || {
+            proxy.metric("fxprelay_sessions_active", &[]) == 0.0
+        });
+    });
+    assert!(
+        proxy.log().contains("took no reply bytes"),
+        "{}",
+        proxy.log()
+    );
+}

@@ -6,9 +6,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
+
+use super::writer::ClientWriter;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
@@ -58,7 +59,7 @@ pub fn parse_target(arg: &[u8]) -> Option<(&[u8], HostPort)> {
 pub(super) async fn login(
     ctx: &ListenerCtx,
     client_local: IpAddr,
-    client_w: &mut OwnedWriteHalf,
+    client_w: &mut ClientWriter,
     client_lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
 ) -> anyhow::Result<Login> {
     let name = ctx.cfg.name.as_str();

@@ -7,6 +7,9 @@ mod data;
 mod forward;
 mod site;
 mod transparent;
+mod writer;
+
+use writer::ClientWriter;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -141,7 +144,8 @@ async fn serve(
         Mode::Transparent => Some(transparent::original_destination(&client)?),
         _ => None,
     };
-    let (cr, mut client_w) = client.into_split();
+    let (cr, client_w) = client.into_split();
+    let mut client_w = ClientWriter::new(client_w, ctx.limits.reply_write_timeout);
     let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
     client_lines.read_buffer_mut().extend_from_slice(&early);
     let opening = async {
@@ -259,7 +263,7 @@ struct Addrs {
 struct Session<'a> {
     ctx: &'a ListenerCtx,
     addrs: Addrs,
-    client_w: OwnedWriteHalf,
+    client_w: ClientWriter,
     upstream_w: OwnedWriteHalf,
     upstream_lines: FramedRead<OwnedReadHalf, LineCodec>,
     replies: ReplyAssembler,

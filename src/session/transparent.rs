@@ -5,10 +5,9 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use super::writer::ClientWriter;
 use socket2::SockRef;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tracing::warn;
 
 use super::ListenerCtx;
@@ -42,7 +41,7 @@ pub(super) async fn connect(
     dst: SocketAddr,
     client: IpAddr,
     client_local: IpAddr,
-    client_w: &mut OwnedWriteHalf,
+    client_w: &mut ClientWriter,
 ) -> anyhow::Result<Login> {
     let name = ctx.cfg.name.as_str();
     let target = HostPort {

@@ -48,6 +48,13 @@ impl Control {
             .expect("send on the control connection");
     }
 
+    /// Sends `bytes`, reporting failure (the proxy closed) instead of panicking; gives up
+    /// after [`REPLY_TIMEOUT`] when the proxy stops reading.
+    pub fn try_send(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.w.set_write_timeout(Some(REPLY_TIMEOUT))?;
+        (&self.w).write_all(bytes)
+    }
+
     /// The next complete reply, lossily decoded: one line, or all lines of a multi-line
     /// reply (`123-...` up to `123 ...`). Panics on timeout or when the connection closes
     /// first.
