@@ -119,3 +119,20 @@ fn site_fxp_put_get_status_help_and_failures() {
     let r = ftplib_site(&proxy, &[&outside, "SITE FXP PUT big.bin z.bin+"]);
     assert!(r.stdout.contains("not in fxp.allow"), "{r}");
 }
+
+/// Before login `SITE FXP` is refused by the proxy itself: never forwarded to the server,
+/// and the destination's password never logged (the test proxy logs at debug level).
+#[test]
+fn site_fxp_before_login_is_refused_and_its_password_kept_secret() {
+    let a = fxp_server(ServerKind::Vsftpd);
+    let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(a.addr));
+    let mut c = common::control::Control::connect(proxy.addr);
+    c.expect(220);
+    c.cmd_expect("SITE FXP TO ftp://bob:Sekr1tPw@127.0.0.1/", 530);
+    c.cmd_expect(&format!("USER {}", peers::USER), 331);
+    c.cmd_expect(&format!("PASS {}", peers::PASS), 230);
+    c.cmd_expect("SITE FXP TO ftp://bob:Sekr1tPw@127.0.0.1/", 200);
+    c.cmd_expect("QUIT", 221);
+    let logs = format!("{}\n{}", proxy.log(), a.log());
+    assert!(!logs.contains("Sekr1tPw"), "{logs}");
+}

@@ -139,8 +139,10 @@ impl Session<'_> {
             }
             Err(e) => {
                 warn!(error = %e, "SITE FXP copy failed");
+                // The servers' own codes (in the text) describe their sessions, not the
+                // client's: a 421 or 530 from B would make the client think it lost A.
                 let code = match e.code() {
-                    Some(c) if (400..600).contains(&c) => c,
+                    Some(500..=599) => 550,
                     _ => 451,
                 };
                 let text = format!("FXP copy failed: {e}");
