@@ -118,6 +118,26 @@ fn standard_fxp_between_ipv6_servers() {
     assert!(got == peers::big_bin(), "copy differs: {} bytes", got.len());
 }
 
+/// One file under two spellings of the server's address is still one file: refused
+/// before `STOR` could truncate it.
+#[test]
+fn the_same_file_under_another_address_spelling_is_refused() {
+    let a = peers::V6Pyftpd::start();
+    let port = a.addr.port();
+    let spelled = |host: &str| {
+        FtpUrl::parse(&format!(
+            "ftp://{}:{}@[{host}]:{port}/big.bin",
+            peers::USER,
+            peers::PASS
+        ))
+        .unwrap()
+    };
+    let e = copy(&spelled("::1"), &spelled("0:0:0:0:0:0:0:1"), &opts()).unwrap_err();
+    assert!(e.to_string().contains("same file"), "{e}");
+    let kept = std::fs::read(a.root.path().join("big.bin")).unwrap();
+    assert!(kept == peers::big_bin(), "the file was touched");
+}
+
 #[test]
 fn standard_fxp_vsftpd_to_pyftpdlib() {
     standard_fxp(ServerKind::Vsftpd, ServerKind::Pyftpdlib);

@@ -461,6 +461,20 @@ async fn attempt_once(
                 Pair::open(src, dst, opts).await?
             }
         };
+        if !announced_start
+            && p.src.peer() == p.dst.peer()
+            && src.user == dst.user
+            && src.path == dst.path
+        {
+            // The same file under two names of one server (a host name and its address,
+            // say): STOR would truncate what RETR is about to read.
+            let e = FxpError::Other(format!(
+                "{src} and {dst} are the same file on {}",
+                p.src.peer()
+            ));
+            p.quit().await;
+            return Err(e);
+        }
         if !announced_start {
             // The source's size: a missing file ends everything here, before the
             // destination is touched.
