@@ -859,36 +859,41 @@ pub(super) fn classify(side: Side, e: FtpError, p: &Pair) -> Fail {
 /// a generous bound instead (ten timeouts plus the size at 256 KiB/s), so a pair of
 /// servers that never answer cannot hold the transfer forever.
 async fn poll_progress(poller: &mut Option<Client>, run: &Run<'_>) -> FxpError {
-    let Some(c) = poller else {
-        let bytes = run.total.unwrap_or(0).saturating_sub(run.offset);
-        let bound = run.opts.timeout.saturating_mul(10) + Duration::from_secs(bytes / (256 * 1024));
-        sleep(bound).await;
-        return FxpError::Other(format!(
-            "no completion within {bound:?} (the destination offers no SIZE to watch progress)"
-        ));
-    };
-    let limit = run.opts.timeout;
-    let mut last = run.offset;
-    let mut since = Instant::now();
-    loop {
-        sleep(run.opts.poll_interval).await;
-        let done = match c.size(&run.dst.path).await {
-            Ok(Some(n)) => n,
-            Ok(None) | Err(FtpError::Refused { .. }) => last,
-            // The poller itself is gone: progress is unknown, the completions still count.
-            Err(_) => return std::future::pending().await,
-        };
-        if done != last {
-            last = done;
-            since = Instant::now();
-            run.opts.emit(Event::Bytes {
-                done,
-                total: run.total,
-            });
-        } else if since.elapsed() >= limit {
-            return FxpError::Stalled(limit);
+    if let Some(c) = poller {
+        let limit = run.opts.timeout;
+        let mut last = run.offset;
+        let mut since = Instant::now();
+        loop {
+            sleep(run.opts.poll_interval).await;
+            let done = match c.size(&run.dst.path).await {
+                Ok(Some(n)) => n,
+                Ok(None) | Err(FtpError::Refused { .. }) => last,
+                // The poller itself is gone: fall back to the bound by size below.
+                Err(_) => break,
+            };
+            if done != last {
+                last = done;
+                since = Instant::now();
+                run.opts.emit(Event::Bytes {
+                    done,
+                    total: run.total,
+                });
+            } else if since.elapsed() >= limit {
+                return FxpError::Stalled(limit);
+            }
         }
     }
+    // Progress cannot be watched: allow the file's size at a slow 256 KiB/s, plus margin.
+    let bytes = run.total.unwrap_or(0).saturating_sub(run.offset);
+    let bound = run
+        .opts
+        .timeout
+        .saturating_mul(10)
+        .saturating_add(Duration::from_secs(bytes / (256 * 1024)));
+    sleep(bound).await;
+    FxpError::Other(format!(
+        "no completion within {bound:?} (the destination's size could not be watched)"
+    ))
 }
 
 #[cfg(test)]
