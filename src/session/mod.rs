@@ -38,6 +38,11 @@ use crate::upstream;
 use data::{DataChannel, TransferEvent};
 use forward::Login;
 
+/// Initial read buffer of each control connection (they grow for longer lines). Control
+/// lines are short, and tokio-util's 8 KiB default, twice per session, was most of an idle
+/// session's memory (heaptrack, 2000 sessions: 33 of 56 MB).
+const LINE_BUFFER: usize = 1024;
+
 /// After this many consecutive unparseable command lines the client is disconnected:
 /// nobody types that much garbage by accident.
 const MAX_BAD_COMMANDS: u32 = 10;
@@ -146,7 +151,8 @@ async fn serve(
     };
     let (cr, client_w) = client.into_split();
     let mut client_w = ClientWriter::new(client_w, ctx.limits.reply_write_timeout);
-    let mut client_lines = FramedRead::new(cr, LineCodec::new(ctx.limits.max_line_length));
+    let mut client_lines =
+        FramedRead::with_capacity(cr, LineCodec::new(ctx.limits.max_line_length), LINE_BUFFER);
     client_lines.read_buffer_mut().extend_from_slice(&early);
     let opening = async {
         match (&ctx.cfg.mode, &ctx.cfg.upstream) {
@@ -217,7 +223,11 @@ async fn serve(
         addrs,
         client_w,
         upstream_w: uw,
-        upstream_lines: FramedRead::new(ur, LineCodec::new(ctx.limits.max_reply_bytes)),
+        upstream_lines: FramedRead::with_capacity(
+            ur,
+            LineCodec::new(ctx.limits.max_reply_bytes),
+            LINE_BUFFER,
+        ),
         replies: ReplyAssembler::new(ctx.limits.max_reply_bytes),
         bad_commands: 0,
         logged_in: false,
