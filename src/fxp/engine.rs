@@ -946,6 +946,12 @@ mod tests {
     }
 
     /// `allow` and `allow_host` both apply, the latter told the URL's own host.
+    /// A copy between two dead addresses that the checks in `opts` must stop.
+    async fn refused_copy(opts: &Options) -> FxpError {
+        let (src, dst) = (url("ftp://127.0.0.99:1/a"), url("ftp://127.0.0.98:1/b"));
+        transfer(&src, &dst, opts).await.unwrap_err()
+    }
+
     #[tokio::test]
     async fn the_host_check_sees_each_urls_own_host() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -958,13 +964,7 @@ mod tests {
             })),
             ..Options::default()
         };
-        let e = transfer(
-            &url("ftp://127.0.0.99:1/a"),
-            &url("ftp://127.0.0.98:1/b"),
-            &opts,
-        )
-        .await
-        .unwrap_err();
+        let e = refused_copy(&opts).await;
         assert!(
             e.to_string().contains("127.0.0.99 at 127.0.0.99 refused"),
             "{e}"
@@ -997,13 +997,7 @@ mod tests {
             })),
             ..Options::default()
         };
-        let e = transfer(
-            &url("ftp://127.0.0.99:1/a"),
-            &url("ftp://127.0.0.98:1/b"),
-            &opts,
-        )
-        .await
-        .unwrap_err();
+        let e = refused_copy(&opts).await;
         assert!(e.to_string().contains("not allowed"), "{e}");
     }
 }

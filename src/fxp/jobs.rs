@@ -82,7 +82,28 @@ pub struct JobView {
     pub submitted: u64,
 }
 
-/// Why a submission was refused (the API's `400`/`403`).
+impl JobView {
+    /// A job just submitted: nothing known yet but what it copies.
+    fn queued(id: u64, source: String, destination: String) -> JobView {
+        JobView {
+            id,
+            source,
+            destination,
+            state: State::Queued,
+            method: None,
+            bytes: None,
+            relayed_bytes: None,
+            files: None,
+            seconds: None,
+            error: None,
+            submitted: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+/// Why a submission was refused (the API's `400`/`403`/`429`).
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("{field}: {message}")]
@@ -235,21 +256,7 @@ impl Jobs {
         }
         let id = reg.next;
         reg.next += 1;
-        let view = JobView {
-            id,
-            source: src.to_string(),
-            destination: dst.to_string(),
-            state: State::Queued,
-            method: None,
-            bytes: None,
-            relayed_bytes: None,
-            files: None,
-            seconds: None,
-            error: None,
-            submitted: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
+        let view = JobView::queued(id, src.to_string(), dst.to_string());
         let span = tracing::info_span!("fxp_job", id);
         // Spawned with the registry locked: the task's first step (`start`) waits for
         // the lock, so the job and its abort handle are in place before it can run and
@@ -431,17 +438,8 @@ mod tests {
         let id = reg.next;
         reg.next += 1;
         let view = JobView {
-            id,
-            source: "ftp://a/x".into(),
-            destination: "ftp://b/y".into(),
             state,
-            method: None,
-            bytes: None,
-            relayed_bytes: None,
-            files: None,
-            seconds: None,
-            error: None,
-            submitted: 0,
+            ..JobView::queued(id, "ftp://a/x".into(), "ftp://b/y".into())
         };
         reg.jobs.insert(id, Job { view, abort: None });
         id
