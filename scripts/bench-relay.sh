@@ -318,12 +318,11 @@ for kind in RETR STOR; do
     ticks1=$(cpu_ticks "$PROXY_PID")
     # Each run's proxy/direct ratio: the two transfers of a run ran back to back, so
     # slow drifts of the machine cancel out; the spread shows how noisy it was.
-    PAIRED[$kind]=$(for ((i = 0; i < RUNS; i++)); do
+    ratios=$(for ((i = 0; i < RUNS; i++)); do
         awk -v d="${direct[i]%% *}" -v p="${proxy[i]%% *}" 'BEGIN { printf "%.4f\n", p / d }'
-    done | sort -g | awk '{ v[NR] = $1 } END {
-        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-        printf "median %.2f (%.2f to %.2f)", m, v[1], v[NR]
-    }')
+    done | sort -g)
+    PAIRED[$kind]=$(printf 'median %.2f (%.2f to %.2f)' "$(median <<<"$ratios")" \
+        "$(head -n 1 <<<"$ratios")" "$(tail -n 1 <<<"$ratios")")
     for via in direct proxy; do
         declare -n runs=$via
         for f in 1 2 3; do
