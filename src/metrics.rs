@@ -182,8 +182,93 @@ pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
 }
 
-pub fn rejected(listener: &str, reason: &'static str) {
-    counter!(REJECTED_TOTAL, "listener" => listener.to_owned(), "reason" => reason).increment(1);
+/// Why the proxy refused something: the `reason` label of `fxprelay_rejected_total`.
+/// The label values are part of the interface (dashboards and alerts select on them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The listener's session limit.
+    MaxSessions,
+    /// The per-address session limit.
+    MaxSessionsPerIp,
+    /// A trusted load balancer's connection without a valid PROXY header.
+    ProxyHeader,
+    /// A PROXY header from a peer that is not a trusted balancer.
+    ProxyUntrusted,
+    /// `AUTH` (TLS is not relayed).
+    AuthTls,
+    /// An unparseable command line.
+    BadCommand,
+    /// A command line over `limits.max_line_length`.
+    LineTooLong,
+    /// No login within `limits.login_timeout`.
+    LoginTimeout,
+    /// No command within `limits.idle_timeout`.
+    IdleTimeout,
+    /// A forward target outside the allow list (or the proxy itself).
+    ForwardDenied,
+    /// A transparent destination outside the allow list (or the proxy itself).
+    TransparentDenied,
+    /// A malformed `PORT`/`EPRT`/`LPRT` address.
+    BadPort,
+    /// A data address naming a third host or a privileged port (RFC 2577).
+    Bounce,
+    /// A data connection from someone other than the expected peer.
+    PortTheft,
+    /// A passive data port leased but never used within `limits.data_accept_timeout`.
+    PassiveUnused,
+    /// `nat.client_address` did not resolve.
+    ClientAddressUnresolved,
+    /// A server's `227`/`228` the proxy could not read.
+    BadPassiveReply,
+    /// A server line that is not an FTP reply.
+    BadReply,
+    /// A server reply over `limits.max_reply_bytes`.
+    ReplyTooLarge,
+    /// A server that closed in the middle of a multi-line reply.
+    TruncatedReply,
+    /// A server that did not answer the proxy's own command in time.
+    ReplyTimeout,
+}
+
+impl Rejection {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        use Rejection as R;
+        match self {
+            R::MaxSessions => "max_sessions",
+            R::MaxSessionsPerIp => "max_sessions_per_ip",
+            R::ProxyHeader => "proxy_header",
+            R::ProxyUntrusted => "proxy_untrusted",
+            R::AuthTls => "auth_tls",
+            R::BadCommand => "bad_command",
+            R::LineTooLong => "line_too_long",
+            R::LoginTimeout => "login_timeout",
+            R::IdleTimeout => "idle_timeout",
+            R::ForwardDenied => "forward_denied",
+            R::TransparentDenied => "transparent_denied",
+            R::BadPort => "bad_port",
+            R::Bounce => "bounce",
+            R::PortTheft => "port_theft",
+            R::PassiveUnused => "passive_unused",
+            R::ClientAddressUnresolved => "client_address_unresolved",
+            R::BadPassiveReply => "bad_passive_reply",
+            R::BadReply => "bad_reply",
+            R::ReplyTooLarge => "reply_too_large",
+            R::TruncatedReply => "truncated_reply",
+            R::ReplyTimeout => "reply_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub fn rejected(listener: &str, reason: Rejection) {
+    counter!(REJECTED_TOTAL, "listener" => listener.to_owned(), "reason" => reason.as_str())
+        .increment(1);
 }
 
 pub fn data_connection(listener: &str, side: &'static str) {

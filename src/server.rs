@@ -78,7 +78,7 @@ pub async fn serve_reloadable(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::rejected(&current.cfg.name, "max_sessions");
+            metrics::rejected(&current.cfg.name, metrics::Rejection::MaxSessions);
             warn!(listener = %current.cfg.name, client = %peer, max = current.limits.max_sessions, "session limit reached; refusing client");
             let text = "Too many connections to this proxy; try again later.";
             shutdown.sessions.spawn(async move {
@@ -97,7 +97,7 @@ pub async fn serve_reloadable(
                 return;
             };
             let Some(_ip_slot) = per_ip.acquire(client.ip(), current.limits.max_sessions_per_ip) else {
-                metrics::rejected(&current.cfg.name, "max_sessions_per_ip");
+                metrics::rejected(&current.cfg.name, metrics::Rejection::MaxSessionsPerIp);
                 warn!(listener = %current.cfg.name, %client, max = current.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
                 let text = "Too many connections from your address; try again later.";
                 refuse(&mut stream, client, text).await;
@@ -126,7 +126,7 @@ async fn client_of(
     match proxy_protocol::read_header(&mut stream, ctx.limits.connect_timeout).await {
         Ok(h) => Some((stream, h.source.unwrap_or(peer), h.rest)),
         Err(e) => {
-            metrics::rejected(&ctx.cfg.name, "proxy_header");
+            metrics::rejected(&ctx.cfg.name, metrics::Rejection::ProxyHeader);
             warn!(listener = %ctx.cfg.name, balancer = %peer, error = %e, "dropping a load-balancer connection without a valid PROXY header");
             None
         }

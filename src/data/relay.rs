@@ -60,13 +60,7 @@ pub struct Moved {
 }
 
 /// Which way the file goes; the other direction of the data connection carries nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// `STOR`, `STOU`, `APPE`: client to server.
-    Upload,
-    /// `RETR`, `LIST`, `NLST`, `MLSD`: server to client.
-    Download,
-}
+pub use crate::proto::Direction;
 
 /// Per-transfer settings.
 #[derive(Debug, Clone, Copy)]
@@ -217,7 +211,7 @@ async fn accept_from(
         match accepted {
             Ok((s, peer)) if peer.ip().to_canonical() == expect => return Ok(s),
             Ok((_, peer)) => {
-                metrics::rejected(listener, "port_theft");
+                metrics::rejected(listener, metrics::Rejection::PortTheft);
                 warn!(%peer, %expect, port = leased.port(), "refused a data connection from an unexpected address");
             }
             // A peer that reset before accept completed: keep waiting for the real one.

@@ -83,6 +83,122 @@ impl PartialEq<&str> for Verb {
     }
 }
 
+/// Which way a transfer command moves a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `STOR`, `STOU`, `APPE`: client to server.
+    Upload,
+    /// `RETR`, `LIST`, `NLST`, `MLSD`: server to client.
+    Download,
+}
+
+/// What a verb does, as far as a proxy cares: the session dispatches on this instead of
+/// comparing verb strings at every call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerbClass {
+    /// `USER`.
+    User,
+    /// `PASS`: its argument is a secret.
+    Pass,
+    /// `ACCT`: its argument is a secret too.
+    Acct,
+    /// `PORT`, `EPRT`, `LPRT`: the client names a data address.
+    Active(ActiveVerb),
+    /// `PASV`, `EPSV`, `LPSV`: the client asks for a data address.
+    Passive(PassiveVerb),
+    /// A command that opens a data connection.
+    Transfer(Direction),
+    /// `ABOR`.
+    Abort,
+    /// `REIN`: back to the logged-out state.
+    Reinitialize,
+    /// `AUTH`: start TLS.
+    Auth,
+    /// `SITE`: server-specific, and the proxy's own `SITE FXP`.
+    Site,
+    /// `STAT`.
+    Status,
+    /// `NOOP`.
+    Noop,
+    /// `QUIT`.
+    Quit,
+    /// `FEAT`.
+    Features,
+    /// `HELP`.
+    Help,
+    /// `PROXY`: a PROXY-protocol v1 header arriving as if it were a command.
+    ProxyHeader,
+    /// Anything else: relayed as it is.
+    Other,
+}
+
+/// The active-mode verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveVerb {
+    Port,
+    Eprt,
+    Lprt,
+}
+
+/// The passive-mode verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassiveVerb {
+    Pasv,
+    Epsv,
+    Lpsv,
+}
+
+impl ActiveVerb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActiveVerb::Port => "PORT",
+            ActiveVerb::Eprt => "EPRT",
+            ActiveVerb::Lprt => "LPRT",
+        }
+    }
+}
+
+impl PassiveVerb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassiveVerb::Pasv => "PASV",
+            PassiveVerb::Epsv => "EPSV",
+            PassiveVerb::Lpsv => "LPSV",
+        }
+    }
+}
+
+impl Verb {
+    /// What the verb does (see [`VerbClass`]).
+    pub fn class(&self) -> VerbClass {
+        use VerbClass as C;
+        match self.as_str() {
+            "USER" => C::User,
+            "PASS" => C::Pass,
+            "ACCT" => C::Acct,
+            "PORT" => C::Active(ActiveVerb::Port),
+            "EPRT" => C::Active(ActiveVerb::Eprt),
+            "LPRT" => C::Active(ActiveVerb::Lprt),
+            "PASV" => C::Passive(PassiveVerb::Pasv),
+            "EPSV" => C::Passive(PassiveVerb::Epsv),
+            "LPSV" => C::Passive(PassiveVerb::Lpsv),
+            "STOR" | "STOU" | "APPE" => C::Transfer(Direction::Upload),
+            "RETR" | "LIST" | "NLST" | "MLSD" => C::Transfer(Direction::Download),
+            "ABOR" => C::Abort,
+            "REIN" => C::Reinitialize,
+            "AUTH" => C::Auth,
+            "SITE" => C::Site,
+            "STAT" => C::Status,
+            "NOOP" => C::Noop,
+            "QUIT" => C::Quit,
+            "FEAT" => C::Features,
+            "HELP" => C::Help,
+            "PROXY" => C::ProxyHeader,
+            _ => C::Other,
+        }
+    }
+}
+
 /// One parsed client command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Command<'a> {
@@ -253,6 +369,18 @@ mod tests {
         for v in KNOWN_VERBS {
             assert_eq!(Verb::new(v.as_bytes()).unwrap(), *v);
         }
+    }
+
+    #[test]
+    fn verb_classes() {
+        let class = |v: &str| Verb::new(v.as_bytes()).unwrap().class();
+        assert_eq!(class("retr"), VerbClass::Transfer(Direction::Download));
+        assert_eq!(class("APPE"), VerbClass::Transfer(Direction::Upload));
+        assert_eq!(class("eprt"), VerbClass::Active(ActiveVerb::Eprt));
+        assert_eq!(class("LPSV"), VerbClass::Passive(PassiveVerb::Lpsv));
+        assert_eq!(class("PASS"), VerbClass::Pass);
+        assert_eq!(class("PROXY"), VerbClass::ProxyHeader);
+        assert_eq!(class("CWD"), VerbClass::Other);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub mod line;
 pub mod reply;
 
 pub use addr::AddrError;
-pub use command::{Command, CommandError, Verb, is_known_verb, parse_command};
+pub use command::{
+    ActiveVerb, Command, CommandError, Direction, PassiveVerb, Verb, VerbClass, is_known_verb,
+    parse_command,
+};
 pub use line::{LineTooLong, find_line, trim_eol};
 pub use reply::{Reply, ReplyAssembler, ReplyError, reply_line};

@@ -3,20 +3,19 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
 /// Every reply must be taken by the client within `limit` (`limits.reply_write_timeout`):
 /// one that stops reading would otherwise block its session, and with it the session's
 /// slot, upstream connection and data port, for as long as it likes.
-pub(super) struct ClientWriter {
-    inner: OwnedWriteHalf,
+pub(super) struct ClientWriter<W> {
+    inner: W,
     limit: Duration,
 }
 
-impl ClientWriter {
-    pub(super) fn new(inner: OwnedWriteHalf, limit: Duration) -> Self {
+impl<W: AsyncWrite + Unpin> ClientWriter<W> {
+    pub(super) fn new(inner: W, limit: Duration) -> Self {
         ClientWriter { inner, limit }
     }
 

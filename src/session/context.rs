@@ -1,0 +1,67 @@
+//! What a session needs from its listener, shared by all sessions of that listener.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::config::{AllowEntry, DataConfig, Limits, ListenerConfig};
+use crate::data::PortPool;
+
+/// A listener's settings and shared state, as its sessions see them.
+#[derive(Debug)]
+pub struct ListenerCtx {
+    pub cfg: ListenerConfig,
+    pub limits: Limits,
+    /// Where relay-mode data ports come from (shared by every listener).
+    pub ports: PortPool,
+    /// `data.bind`: local address for data listeners, if set.
+    pub data_bind: Option<IpAddr>,
+    /// `upstream_data: auto`: upstreams (control address) that answered `PASV`/`EPSV`
+    /// with a 5xx, so later sessions go straight to active mode with them.
+    pub passive_refused_by: PassiveRefusals,
+    /// Every address this proxy listens on: forward mode never connects to these.
+    pub own_binds: Vec<SocketAddr>,
+    /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
+    pub fxp_allow: Arc<Vec<AllowEntry>>,
+}
+
+impl ListenerCtx {
+    pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig, ports: PortPool) -> Self {
+        ListenerCtx {
+            cfg,
+            limits,
+            ports,
+            data_bind: data.bind,
+            passive_refused_by: PassiveRefusals::default(),
+            own_binds: Vec::new(),
+            fxp_allow: Arc::default(),
+        }
+    }
+}
+
+/// The upstreams `upstream_data: auto` has seen refuse passive mode: a memo shared by the
+/// listener's sessions (in memory, no I/O). Bounded: in forward and transparent mode the
+/// upstreams are the clients' choice.
+#[derive(Debug, Default)]
+pub struct PassiveRefusals(Mutex<HashSet<SocketAddr>>);
+
+impl PassiveRefusals {
+    const MAX: usize = 4096;
+
+    pub fn contains(&self, upstream: SocketAddr) -> bool {
+        self.set().contains(&upstream)
+    }
+
+    pub fn insert(&self, upstream: SocketAddr) {
+        let mut set = self.set();
+        if set.len() >= Self::MAX {
+            // Forgetting only costs one more PASV attempt per upstream.
+            set.clear();
+        }
+        set.insert(upstream);
+    }
+
+    fn set(&self) -> MutexGuard<'_, HashSet<SocketAddr>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,248 @@
+//! Before there is an upstream: forward mode's own greeting and `USER user@host[:port]`,
+//! the allow list and loop guard every connection on a client's say-so passes, and what
+//! each mode tells the client when the connection fails.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tracing::{debug, info, warn};
+
+use super::{
+    Action, Answers, ConnectFailure, ConnectRequest, Connected, Machine, Phase, Say,
+};
+use crate::config::{HostPort, Mode};
+use crate::metrics::Rejection;
+use crate::proto::command::{VerbClass, parse_command};
+use crate::proto::line::trim_eol;
+use crate::proto::reply::Reply;
+use crate::session::context::ListenerCtx;
+
+/// After this many refused `USER` attempts the client is disconnected.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Splits `user@host[:port]` at the last `@` (user names may contain `@`).
+pub fn parse_target(arg: &[u8]) -> Option<(&[u8], HostPort)> {
+    let at = arg.iter().rposition(|&b| b == b'@')?;
+    let (user, host) = (&arg[..at], &arg[at + 1..]);
+    if user.is_empty() {
+        return None;
+    }
+    let host = std::str::from_utf8(host).ok()?.trim();
+    let target = host
+        .parse::<HostPort>()
+        .or_else(|_| format!("{host}:21").parse::<HostPort>())
+        .or_else(|_| format!("[{host}]:21").parse::<HostPort>())
+        .ok()?;
+    Some((user, target))
+}
+
+/// The allow list, checked on resolved addresses, and the loop guard: never connect to
+/// one of this proxy's own listeners.
+pub fn permitted(
+    ctx: &ListenerCtx,
+    host: &str,
+    addr: SocketAddr,
+    client_local: IpAddr,
+) -> Result<(), String> {
+    let ip = addr.ip().to_canonical();
+    let own = ctx.own_binds.iter().any(|b| {
+        b.port() == addr.port()
+            && (b.ip() == ip
+                || (b.ip().is_unspecified() && (ip.is_loopback() || ip == client_local)))
+    });
+    if own {
+        return Err("that is this proxy itself".into());
+    }
+    if ctx
+        .cfg
+        .allow
+        .iter()
+        .any(|e| e.names(host) || e.contains(ip))
+    {
+        Ok(())
+    } else {
+        Err(format!("{ip} is not in the allow list"))
+    }
+}
+
+impl Machine {
+    pub(super) fn connect(
+        &mut self,
+        target: HostPort,
+        user_line: Option<Vec<u8>>,
+        attempts: u32,
+        guarded: bool,
+        source: Option<IpAddr>,
+    ) {
+        self.phase = Phase::Connecting {
+            target: target.clone(),
+            user_line,
+            attempts,
+        };
+        self.act(Action::Connect(ConnectRequest {
+            target,
+            guarded,
+            source,
+        }));
+    }
+
+    /// Forward mode, before the upstream is known.
+    pub(super) fn forward_login_line(&mut self, line: &[u8], attempts: u32) {
+        let Ok(cmd) = parse_command(line) else {
+            self.reject(Rejection::BadCommand);
+            return self.say(Say::SyntaxError);
+        };
+        self.count(super::Count::Command(cmd.verb));
+        match cmd.verb.class() {
+            VerbClass::User => {}
+            VerbClass::Quit => {
+                self.say(Say::Goodbye);
+                return self.close("client quit");
+            }
+            VerbClass::Noop => return self.say(Say::NoopOk),
+            VerbClass::ProxyHeader => {
+                self.reject(Rejection::ProxyUntrusted);
+                self.say(Say::ProxyUntrusted);
+                return self.close("untrusted PROXY header");
+            }
+            VerbClass::Auth => {
+                self.reject(Rejection::AuthTls);
+                return self.say(Say::AuthRefused);
+            }
+            _ => return self.say(Say::ForwardLoginFirst),
+        }
+        let Some((user, target)) = parse_target(trim_eol(cmd.args)) else {
+            return self.say(Say::ForwardBadTarget);
+        };
+        self.site.user = Some(String::from_utf8_lossy(user).into_owned());
+        let mut user_line = b"USER ".to_vec();
+        user_line.extend_from_slice(user);
+        user_line.extend_from_slice(b"\r\n");
+        self.connect(target, Some(user_line), attempts, true, None);
+    }
+
+    /// The upstream control connection opened, or could not be.
+    pub fn on_connected(&mut self, result: Result<Connected, ConnectFailure>, now: std::time::Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        let Phase::Connecting {
+            target,
+            user_line,
+            attempts,
+        } = std::mem::replace(&mut self.phase, Phase::New)
+        else {
+            return;
+        };
+        match result {
+            Ok(c) => {
+                self.addrs.upstream = c.peer.ip().to_canonical();
+                self.addrs.upstream_port = c.peer.port();
+                self.addrs.upstream_local = c.local.to_canonical();
+                debug!(upstream = %target, "upstream connected");
+                match user_line {
+                    Some(user_line) => {
+                        info!(upstream = %target, "forward target connected");
+                        self.phase = Phase::Greeting { user_line };
+                        self.reply_deadline = Some(now + self.ctx.limits.connect_timeout);
+                    }
+                    None => {
+                        self.phase = Phase::Relaying;
+                        self.expect(Answers::Greeting);
+                    }
+                }
+            }
+            Err(failure) => self.connect_failed(target, attempts, failure),
+        }
+        self.settle(now);
+    }
+
+    fn connect_failed(&mut self, target: HostPort, attempts: u32, failure: ConnectFailure) {
+        match (self.ctx.cfg.mode, failure) {
+            (Mode::Transparent, ConnectFailure::Denied(why)) => {
+                self.reject(Rejection::TransparentDenied);
+                let destination = self.original.map_or(target.to_string(), |d| d.to_string());
+                warn!(%destination, why, "redirected connection refused");
+                self.say(Say::TransparentDenied { destination, why });
+                self.close("destination not allowed");
+            }
+            (Mode::Transparent, ConnectFailure::Unreachable(error)) => {
+                warn!(destination = %target, %error, "original destination unreachable");
+                self.say(Say::TransparentUnreachable);
+                self.close("upstream unreachable");
+            }
+            (Mode::Reverse, ConnectFailure::Denied(error) | ConnectFailure::Unreachable(error)) => {
+                warn!(upstream = %target, %error, "upstream unreachable");
+                self.say(Say::UpstreamUnreachable);
+                self.close("upstream unreachable");
+            }
+            (Mode::Forward, ConnectFailure::Denied(why)) => {
+                self.reject(Rejection::ForwardDenied);
+                warn!(upstream = %target, why, "forward target refused");
+                self.say(Say::ForwardDenied {
+                    host: target.host.clone(),
+                    why,
+                });
+                let attempts = attempts + 1;
+                if attempts >= MAX_ATTEMPTS {
+                    self.say(Say::TooManyRefusedTargets);
+                    return self.close("too many refused targets");
+                }
+                self.phase = Phase::ForwardLogin { attempts };
+            }
+            (Mode::Forward, ConnectFailure::Unreachable(error)) => {
+                debug!(upstream = %target, %error, "forward target unreachable");
+                self.say(Say::ForwardUnreachable {
+                    target: target.to_string(),
+                    error,
+                });
+                self.close("upstream unreachable");
+            }
+        }
+    }
+
+    /// Forward mode: the server's greeting replaces the proxy's, then the client's `USER`
+    /// (host part removed) goes to it.
+    pub(super) fn on_forward_greeting(&mut self, reply: Reply) {
+        if reply.code < 200 {
+            return;
+        }
+        self.reply_deadline = None;
+        let Phase::Greeting { user_line } = std::mem::replace(&mut self.phase, Phase::Relaying)
+        else {
+            return;
+        };
+        if reply.code != 220 {
+            self.act(Action::ToClient(reply.raw));
+            return self.close("upstream refused the session");
+        }
+        let verb = crate::proto::Verb::new(b"USER").expect("a valid verb");
+        self.forward(&user_line, verb);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let (u, t) = parse_target(b"anonymous@ftp.example.org").unwrap();
+        assert_eq!(
+            (u, t.host.as_str(), t.port),
+            (&b"anonymous"[..], "ftp.example.org", 21)
+        );
+        let (u, t) = parse_target(b"me@corp.com@127.0.0.1:2121").unwrap();
+        assert_eq!(
+            (u, t.host.as_str(), t.port),
+            (&b"me@corp.com"[..], "127.0.0.1", 2121)
+        );
+        let (_, t) = parse_target(b"u@[::1]:21").unwrap();
+        assert_eq!(t.host, "::1");
+        let (_, t) = parse_target(b"u@::1").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 21));
+        assert!(parse_target(b"nobody").is_none());
+        assert!(parse_target(b"@host").is_none());
+        assert!(parse_target(b"u@bad host").is_none());
+        assert!(parse_target(b"u@h:0").is_none());
+    }
+}

@@ -1,0 +1,789 @@
+//! The session's decisions, sans I/O: a state machine that takes events (a client line,
+//! an upstream line, a connection's or a lookup's outcome, a transfer's result, the
+//! clock) and answers with [`Action`]s for the shell in [`super`] to carry out (write
+//! these bytes, connect there, lease a port, start a transfer, close). It never touches a
+//! socket or reads the clock: every input carries `now`, and [`Machine::poll_timeout`]
+//! says when it next wants [`Machine::on_timer`]. So every policy branch is a unit test
+//! that runs in microseconds (`tests.rs`).
+//!
+//! The parts:
+//! - this file: phases, reply sequencing (which command each upstream reply answers),
+//!   command dispatch, limits and timers;
+//! - [`login`]: the pre-session dialogue of forward mode and the connect outcomes;
+//! - [`data`]: relay mode's data connections (the proxy's own `PASV`/`PORT` exchange
+//!   with the server, held `226`, `ABOR`) and passthrough's address fixes;
+//! - [`site`]: `SITE FXP`, whose copy runs as a task while the session goes on.
+
+mod data;
+mod login;
+mod site;
+#[cfg(test)]
+mod tests;
+
+pub use data::{ClientLeg, DataConnectError, UpstreamLeg};
+pub use login::{parse_target, permitted};
+pub use site::is_site_fxp;
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::context::ListenerCtx;
+use super::replies::Say;
+use crate::config::{DataMode, HostName, HostPort, Mode};
+use crate::data::LeaseError;
+use crate::data::relay::Moved;
+use crate::fxp::client::Allow;
+use crate::fxp::engine::{FxpError, Report};
+use crate::fxp::url::FtpUrl;
+use crate::metrics::Rejection;
+use crate::proto::command::{Command, Direction, Verb, VerbClass, parse_command};
+use crate::proto::line::trim_eol;
+use crate::proto::reply::{Reply, ReplyAssembler, ReplyError};
+
+/// After this many consecutive unparseable command lines the client is disconnected:
+/// nobody types that much garbage by accident.
+const MAX_BAD_COMMANDS: u32 = 10;
+
+/// What the shell must do, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Write to the client's control connection.
+    ToClient(Vec<u8>),
+    /// Write to the upstream's control connection.
+    ToUpstream(Vec<u8>),
+    /// Open the upstream control connection; answer with [`Machine::on_connected`].
+    Connect(ConnectRequest),
+    /// Look a name up; answer with [`Machine::on_resolved`].
+    Resolve(HostName),
+    /// Lease a data port on `bind` into `slot`; answer with [`Machine::on_leased`].
+    Lease { slot: Slot, bind: IpAddr },
+    /// Drop what `slot` holds (a leased port, a connected data socket).
+    Release(Slot),
+    /// Connect to the upstream's passive data port, into [`Slot::UpstreamData`]; answer
+    /// with [`Machine::on_data_connected`].
+    ConnectData(SocketAddr),
+    /// Run one relayed transfer with these legs; answer with
+    /// [`Machine::on_transfer_finished`].
+    StartTransfer {
+        direction: Direction,
+        client: ClientLeg,
+        upstream: UpstreamLeg,
+    },
+    /// Stop the running transfer now (both data connections close).
+    AbortTransfer,
+    /// Run a `SITE FXP` copy as a task; report with [`Machine::on_fxp_progress`] and
+    /// [`Machine::on_fxp_finished`].
+    StartFxp {
+        src: FtpUrl,
+        dst: FtpUrl,
+        allow: FxpAllow,
+    },
+    /// Stop the running `SITE FXP` copy.
+    CancelFxp,
+    /// Record a metric.
+    Count(Count),
+    /// The session is over ([`Machine::end_reason`] says why): close both connections.
+    Close,
+}
+
+/// The servers a `SITE FXP` copy may connect to.
+#[derive(Clone)]
+pub struct FxpAllow(pub Allow);
+
+impl std::fmt::Debug for FxpAllow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FxpAllow(..)")
+    }
+}
+
+/// Where the upstream control connection goes.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    pub target: HostPort,
+    /// Check every resolved address with [`permitted`] (forward and transparent mode:
+    /// the allow list and the loop guard).
+    pub guarded: bool,
+    /// Connect from this (non-local) address: transparent `preserve_client_address`.
+    pub source: Option<IpAddr>,
+}
+
+/// The resources the shell holds for the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A port leased for the client's passive data connection.
+    ClientPassive,
+    /// A port leased for the upstream's active data connection.
+    UpstreamActive,
+    /// The proxy's connection to the upstream's passive data port.
+    UpstreamData,
+}
+
+/// A metric event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Count {
+    Command(Verb),
+    Reply(u16),
+    Rewrite {
+        kind: &'static str,
+        reason: &'static str,
+    },
+    Rejected(Rejection),
+    /// A relayed transfer ended: `ok`, `failed` or `aborted`.
+    Transfer(&'static str),
+}
+
+/// The upstream control connection, once open.
+#[derive(Debug, Clone, Copy)]
+pub struct Connected {
+    pub peer: SocketAddr,
+    pub local: IpAddr,
+}
+
+/// Why the upstream control connection could not be opened.
+#[derive(Debug, Clone)]
+pub enum ConnectFailure {
+    /// Every resolved address was refused by [`permitted`].
+    Denied(String),
+    Unreachable(String),
+}
+
+/// The addresses a session's decisions depend on (IPv4-mapped forms made plain).
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    /// The client, as seen on its control connection (or in its PROXY header).
+    client: IpAddr,
+    /// The proxy's address that the client connected to.
+    client_local: IpAddr,
+    /// The upstream, as the proxy reached it (unspecified until connected).
+    upstream: IpAddr,
+    /// The upstream's control port.
+    upstream_port: u16,
+    /// The proxy's address on the upstream control connection.
+    upstream_local: IpAddr,
+}
+
+impl Addrs {
+    fn upstream_control(&self) -> SocketAddr {
+        SocketAddr::new(self.upstream, self.upstream_port)
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Before [`Machine::start`].
+    New,
+    /// Forward mode: the proxy greeted; reading `USER user@host`.
+    ForwardLogin { attempts: u32 },
+    /// The upstream control connection is being opened.
+    Connecting {
+        target: HostPort,
+        /// Forward mode: the `USER` to replay once the server greeted.
+        user_line: Option<Vec<u8>>,
+        attempts: u32,
+    },
+    /// Forward mode: connected; the server's greeting is taken in place of the proxy's,
+    /// then `user_line` goes to the server.
+    Greeting { user_line: Vec<u8> },
+    /// Client and upstream talk through the proxy.
+    Relaying,
+}
+
+/// A command (or the greeting) whose final reply the upstream still owes.
+#[derive(Debug, Clone, Copy)]
+struct Awaiting {
+    answers: Answers,
+    /// A `1xx` came already: the command runs (a transfer), its final reply comes later.
+    preliminary: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answers {
+    /// The server's greeting, relayed to the client (reverse and transparent mode).
+    Greeting,
+    /// A client command relayed as it was (or with its address fixed).
+    Forwarded(Verb),
+    /// Relay mode: the transfer command whose final reply is held until the bytes crossed.
+    RelayedTransfer(Verb),
+    /// The proxy's own `PASV`/`EPSV`, for its data connection to the server.
+    OwnPassive,
+    /// The proxy's own `PORT`/`EPRT`.
+    OwnActive,
+}
+
+impl Answers {
+    fn is_own(self) -> bool {
+        matches!(self, Answers::OwnPassive | Answers::OwnActive)
+    }
+}
+
+/// The machine of one session.
+pub struct Machine {
+    ctx: Arc<ListenerCtx>,
+    addrs: Addrs,
+    /// Transparent mode: where the client was going.
+    original: Option<SocketAddr>,
+    phase: Phase,
+    actions: VecDeque<Action>,
+    replies: ReplyAssembler,
+    /// What the upstream's next final replies answer, oldest first.
+    awaiting: VecDeque<Awaiting>,
+    /// Client lines held back until the proxy is ready for them (see
+    /// [`Machine::must_defer`]).
+    deferred: VecDeque<Vec<u8>>,
+    /// When the proxy stops waiting for a server that leaves commands unanswered.
+    deferred_until: Option<Instant>,
+    /// An asynchronous step the current command waits on; client lines wait meanwhile.
+    waiting: Option<data::Waiting>,
+    /// The proxy's own command (or forward mode's greeting) must be answered by then.
+    reply_deadline: Option<Instant>,
+    bad_commands: u32,
+    /// Set by the upstream's `230`: data ports are only spent on logged-in clients.
+    logged_in: bool,
+    started: Instant,
+    /// When the client last completed a command line (for `limits.idle_timeout`).
+    last_command: Instant,
+    data: data::DataState,
+    site: site::SiteState,
+    ended: Option<&'static str>,
+}
+
+impl Machine {
+    /// A session of the listener `ctx` for a client at `client` that reached the proxy at
+    /// `client_local`; `original` is a transparent listener's redirected destination.
+    pub fn new(
+        ctx: Arc<ListenerCtx>,
+        client: IpAddr,
+        client_local: IpAddr,
+        original: Option<SocketAddr>,
+        now: Instant,
+    ) -> Machine {
+        let max_reply = ctx.limits.max_reply_bytes;
+        Machine {
+            ctx,
+            addrs: Addrs {
+                client: client.to_canonical(),
+                client_local: client_local.to_canonical(),
+                upstream: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                upstream_port: 0,
+                upstream_local: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            },
+            original,
+            phase: Phase::New,
+            actions: VecDeque::new(),
+            replies: ReplyAssembler::new(max_reply),
+            awaiting: VecDeque::new(),
+            deferred: VecDeque::new(),
+            deferred_until: None,
+            waiting: None,
+            reply_deadline: None,
+            bad_commands: 0,
+            logged_in: false,
+            started: now,
+            last_command: now,
+            data: data::DataState::default(),
+            site: site::SiteState::default(),
+            ended: None,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // The shell's interface
+    // -----------------------------------------------------------------------------------
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Why the session ended, once it has.
+    pub fn end_reason(&self) -> Option<&'static str> {
+        self.ended
+    }
+
+    /// Whether the shell should read client lines now. While a command waits for a
+    /// lookup, a data connection or the server's answer to the proxy's own command, later
+    /// lines stay in the socket (TCP pushes back on a client that floods).
+    pub fn wants_client_input(&self) -> bool {
+        self.ended.is_none()
+            && self.waiting.is_none()
+            && self.deferred.is_empty()
+            && matches!(self.phase, Phase::ForwardLogin { .. } | Phase::Relaying)
+    }
+
+    /// When [`Machine::on_timer`] is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.ended.is_some() {
+            return None;
+        }
+        let limits = &self.ctx.limits;
+        let idle = if self.busy() {
+            None
+        } else {
+            Some(self.last_command + limits.idle_timeout)
+        };
+        let login = (!self.logged_in).then(|| self.started + limits.login_timeout);
+        [
+            idle,
+            login,
+            self.reply_deadline,
+            self.deferred_until,
+            self.data.passive_expires(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Opens the session: connect upstream or, in forward mode, greet the client.
+    pub fn start(&mut self, now: Instant) {
+        let _ = now;
+        let cfg = &self.ctx.cfg;
+        match (cfg.mode, &cfg.upstream, self.original) {
+            (Mode::Reverse, Some(target), _) => {
+                let target = target.clone();
+                self.connect(target, None, 0, false, None);
+            }
+            (Mode::Transparent, _, Some(dst)) => {
+                let target = HostPort {
+                    host: dst.ip().to_string(),
+                    port: dst.port(),
+                };
+                let source = cfg.preserve_client_address.then_some(self.addrs.client);
+                self.connect(target, None, 0, true, source);
+            }
+            (Mode::Transparent, _, None) => self.close("no original destination"),
+            _ => {
+                self.say(Say::ForwardGreeting);
+                self.phase = Phase::ForwardLogin { attempts: 0 };
+            }
+        }
+    }
+
+    /// A complete line from the client (terminator included).
+    pub fn on_client_line(&mut self, line: &[u8], now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.last_command = now;
+        if !self.deferred.is_empty() || self.must_defer(line) {
+            self.defer(line.to_vec(), now);
+        } else {
+            self.client_line(line, now);
+        }
+        self.settle(now);
+    }
+
+    /// The client sent a line longer than `limits.max_line_length`.
+    pub fn on_client_overlong(&mut self, max: usize) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.reject(Rejection::LineTooLong);
+        warn!(max, "client sent an over-long command line");
+        self.say(Say::LineTooLong { max });
+        self.close("line too long");
+    }
+
+    /// The client closed its control connection.
+    pub fn on_client_closed(&mut self) {
+        self.close("client closed");
+    }
+
+    /// A complete line from the upstream.
+    pub fn on_upstream_line(&mut self, line: &[u8], now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        match self.replies.push_line(line) {
+            Ok(None) => {}
+            Ok(Some(reply)) => self.on_reply(reply, now),
+            Err(ReplyError::Malformed) => {
+                self.upstream_broken(Rejection::BadReply, "a line that is not an FTP reply")
+            }
+            Err(ReplyError::TooLarge { .. }) => self.on_upstream_overlong(),
+        }
+        self.settle(now);
+    }
+
+    /// The upstream sent more than `limits.max_reply_bytes` without a line end.
+    pub fn on_upstream_overlong(&mut self) {
+        self.upstream_broken(
+            Rejection::ReplyTooLarge,
+            "a reply larger than limits.max_reply_bytes",
+        );
+    }
+
+    /// The upstream closed its control connection.
+    pub fn on_upstream_closed(&mut self) {
+        if self.replies.in_progress() {
+            return self.upstream_broken(Rejection::TruncatedReply, "a truncated multi-line reply");
+        }
+        match self.phase {
+            Phase::Greeting { .. } => self.close("upstream sent no greeting"),
+            _ => self.close("upstream closed"),
+        }
+    }
+
+    /// The proxy is shutting down now (the drain deadline passed).
+    pub fn on_stop(&mut self) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.say(Say::ShuttingDown);
+        self.close("shutdown");
+    }
+
+    /// The clock reached [`Machine::poll_timeout`] (or passed it).
+    pub fn on_timer(&mut self, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        let limits = &self.ctx.limits;
+        let (login_timeout, idle_timeout) = (limits.login_timeout, limits.idle_timeout);
+        if self.reply_deadline.is_some_and(|d| d <= now) {
+            self.reply_deadline = None;
+            return self.upstream_broken(Rejection::ReplyTimeout, "no reply in time");
+        }
+        if self.deferred_until.is_some_and(|d| d <= now) {
+            self.give_up_ordering(now);
+            return;
+        }
+        if self.data.expire_passive(now) {
+            self.act(Action::Release(Slot::ClientPassive));
+            self.reject(Rejection::PassiveUnused);
+            info!(
+                after = ?self.ctx.limits.data_accept_timeout,
+                "no transfer ordered for a passive data port; port released"
+            );
+            return;
+        }
+        if !self.logged_in && self.started + login_timeout <= now {
+            self.reject(Rejection::LoginTimeout);
+            info!(reason = "login_timeout", "closing the session");
+            self.say(Say::LoginTimedOut);
+            return self.close("login_timeout");
+        }
+        if !self.busy() && self.last_command + idle_timeout <= now {
+            self.reject(Rejection::IdleTimeout);
+            info!(reason = "idle_timeout", "closing the session");
+            self.say(Say::IdleTimeout);
+            self.close("idle_timeout");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Small helpers
+    // -----------------------------------------------------------------------------------
+
+    fn act(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn say(&mut self, reply: Say) {
+        self.act(Action::ToClient(reply.bytes()));
+    }
+
+    fn count(&mut self, c: Count) {
+        self.act(Action::Count(c));
+    }
+
+    fn reject(&mut self, r: Rejection) {
+        self.count(Count::Rejected(r));
+    }
+
+    fn close(&mut self, reason: &'static str) {
+        if self.ended.is_none() {
+            self.ended = Some(reason);
+            self.act(Action::Close);
+        }
+    }
+
+    fn relaying(&self) -> bool {
+        self.ctx.cfg.data == DataMode::Relay
+    }
+
+    /// Relay mode handles data commands itself, but only for a logged-in client; before
+    /// that they go to the server, which refuses them.
+    fn relaying_for_client(&self) -> bool {
+        self.relaying() && self.logged_in
+    }
+
+    /// Whether the session rightly has a quiet control connection: a transfer or a copy
+    /// runs, or the proxy is busy on the client's behalf.
+    fn busy(&self) -> bool {
+        self.data.busy()
+            || self.site.copying()
+            || self.waiting.is_some()
+            || matches!(self.phase, Phase::Connecting { .. })
+            || self.awaiting.iter().any(|a| match a.answers {
+                Answers::Forwarded(v) => matches!(v.class(), VerbClass::Transfer(_)),
+                _ => false,
+            })
+    }
+
+    /// The upstream broke the protocol: tell the client in plain words and end.
+    fn upstream_broken(&mut self, reason: Rejection, what: &str) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.reject(reason);
+        warn!(%reason, "upstream sent {what}; closing the session");
+        self.say(Say::UpstreamInvalid);
+        self.close("upstream protocol error");
+    }
+
+    fn forward(&mut self, line: &[u8], verb: Verb) {
+        self.act(Action::ToUpstream(line.to_vec()));
+        self.expect(Answers::Forwarded(verb));
+    }
+
+    fn expect(&mut self, answers: Answers) {
+        self.awaiting.push_back(Awaiting {
+            answers,
+            preliminary: false,
+        });
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Ordering
+    // -----------------------------------------------------------------------------------
+
+    /// Commands the server has not answered at all yet (a running transfer that already
+    /// had its `1xx` does not count: the client may talk meanwhile).
+    fn unanswered(&self) -> bool {
+        self.awaiting.iter().any(|a| !a.preliminary)
+    }
+
+    /// Whether `line` must wait: the proxy is busy with an earlier command, or `line` is
+    /// a relayed transfer, whose set-up sends the proxy's own `PASV`/`PORT` first: that
+    /// goes out only once the server has answered everything before it, so that each
+    /// reply is taken for what it answers.
+    fn must_defer(&self, line: &[u8]) -> bool {
+        if self.waiting.is_some() {
+            return true;
+        }
+        match self.phase {
+            Phase::Relaying => {}
+            Phase::ForwardLogin { .. } => return false,
+            _ => return true,
+        }
+        if self.site.copying() || !self.unanswered() || !self.relaying_for_client() {
+            return false;
+        }
+        parse_command(line).is_ok_and(|cmd| matches!(cmd.verb.class(), VerbClass::Transfer(_)))
+    }
+
+    fn defer(&mut self, line: Vec<u8>, now: Instant) {
+        if self.waiting.is_none() && self.deferred_until.is_none() {
+            self.deferred_until = Some(now + self.ctx.limits.connect_timeout);
+        }
+        self.deferred.push_back(line);
+    }
+
+    /// Processes deferred lines whose turn has come.
+    fn settle(&mut self, now: Instant) {
+        while self.ended.is_none() {
+            let Some(line) = self.deferred.front() else {
+                break;
+            };
+            if self.must_defer(line) {
+                break;
+            }
+            let line = self.deferred.pop_front().unwrap_or_default();
+            self.client_line(&line, now);
+        }
+        if self.deferred.is_empty() || self.waiting.is_some() {
+            self.deferred_until = None;
+        } else if self.deferred_until.is_none() {
+            self.deferred_until = Some(now + self.ctx.limits.connect_timeout);
+        }
+    }
+
+    /// The server left commands unanswered for a whole `connect_timeout` while the client
+    /// waits: stop keeping its answers in step rather than hang the session.
+    fn give_up_ordering(&mut self, now: Instant) {
+        let before = self.awaiting.len();
+        self.awaiting.retain(|a| a.preliminary || a.answers.is_own());
+        warn!(
+            unanswered = before - self.awaiting.len(),
+            "the server left commands unanswered; going on without their replies"
+        );
+        self.deferred_until = None;
+        // Whatever still blocks the first line, the next attempt waits another while.
+        let first = self.deferred.pop_front();
+        if let Some(line) = first {
+            self.client_line(&line, now);
+        }
+        self.settle(now);
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Client commands
+    // -----------------------------------------------------------------------------------
+
+    fn client_line(&mut self, line: &[u8], now: Instant) {
+        match self.phase {
+            Phase::ForwardLogin { attempts } => self.forward_login_line(line, attempts),
+            Phase::Relaying => self.relaying_line(line, now),
+            // Read only when deferring is over; kept for the next phase otherwise.
+            _ => self.deferred.push_front(line.to_vec()),
+        }
+    }
+
+    fn relaying_line(&mut self, line: &[u8], now: Instant) {
+        let cmd = match parse_command(line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                self.bad_commands += 1;
+                self.reject(Rejection::BadCommand);
+                debug!(error = %e, "unparseable command line");
+                if self.bad_commands >= MAX_BAD_COMMANDS {
+                    self.say(Say::TooManyInvalidCommands);
+                    return self.close("too many invalid commands");
+                }
+                return self.say(Say::SyntaxError);
+            }
+        };
+        self.bad_commands = 0;
+        self.count(Count::Command(cmd.verb));
+        let class = cmd.verb.class();
+        let verb = cmd.verb.as_str();
+        // Secrets: PASS's and ACCT's arguments, and the URLs of SITE FXP.
+        let secret = matches!(class, VerbClass::Pass | VerbClass::Acct)
+            || (class == VerbClass::Site && is_site_fxp(cmd.args));
+        if secret {
+            debug!(verb, "command (argument hidden)");
+        } else {
+            debug!(verb, args = %String::from_utf8_lossy(cmd.args).trim_end(), "command");
+        }
+        if self.site.copying() {
+            return self.while_copying(&cmd, line, now);
+        }
+        match class {
+            VerbClass::User => self.site.user = Some(lossy(cmd.args)),
+            VerbClass::Pass => self.site.pass = Some(lossy(cmd.args)),
+            _ => {}
+        }
+        match class {
+            // SITE FXP is the proxy's own; other SITE commands go to the server.
+            VerbClass::Site if is_site_fxp(cmd.args) => {
+                if self.logged_in {
+                    self.on_site_fxp(cmd.args, now);
+                } else {
+                    // Never forwarded: the server would see the destination's password.
+                    self.say(Say::LoginFirst);
+                }
+            }
+            VerbClass::ProxyHeader => {
+                // A PROXY header from a source not listed in `proxy_protocol.trusted`:
+                // never believe it, never pass it on.
+                self.reject(Rejection::ProxyUntrusted);
+                warn!("PROXY header from an untrusted source; closing");
+                self.say(Say::ProxyUntrusted);
+                self.close("untrusted PROXY header");
+            }
+            VerbClass::Auth => {
+                self.reject(Rejection::AuthTls);
+                self.say(Say::AuthRefused);
+            }
+            VerbClass::Active(v) if self.logged_in || !self.relaying() => {
+                self.on_active_command(&cmd, v, line)
+            }
+            VerbClass::Passive(v) if self.relaying_for_client() => {
+                self.on_passive_command(v, cmd.args)
+            }
+            VerbClass::Transfer(direction) if self.relaying_for_client() => {
+                self.on_transfer_command(line, cmd.verb, direction, now)
+            }
+            VerbClass::Reinitialize => {
+                self.logged_in = false;
+                self.abort_transfer();
+                self.forward(line, cmd.verb);
+            }
+            VerbClass::Abort if self.relaying() => {
+                self.abort_transfer();
+                self.forward(line, cmd.verb);
+            }
+            _ => self.forward(line, cmd.verb),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Upstream replies
+    // -----------------------------------------------------------------------------------
+
+    fn on_reply(&mut self, reply: Reply, now: Instant) {
+        self.count(Count::Reply(reply.code));
+        if reply.code == 230 {
+            self.logged_in = true;
+        }
+        if let Phase::Greeting { .. } = self.phase {
+            return self.on_forward_greeting(reply);
+        }
+        if reply.code < 200 {
+            match self.awaiting.front_mut() {
+                // The server's progress on the proxy's own command is nobody else's.
+                Some(a) if a.answers.is_own() => {}
+                Some(a) => {
+                    a.preliminary = true;
+                    self.act(Action::ToClient(reply.raw));
+                }
+                None => self.act(Action::ToClient(reply.raw)),
+            }
+            return;
+        }
+        match self.awaiting.pop_front().map(|a| a.answers) {
+            Some(Answers::OwnPassive) => {
+                self.reply_deadline = None;
+                self.on_own_passive_reply(&reply, now);
+            }
+            Some(Answers::OwnActive) => {
+                self.reply_deadline = None;
+                self.on_own_active_reply(&reply);
+            }
+            Some(Answers::RelayedTransfer(_)) if self.data.transfer_waiting_for_reply() => {
+                self.on_transfer_reply(reply)
+            }
+            Some(Answers::Forwarded(verb)) | Some(Answers::RelayedTransfer(verb)) => {
+                self.forward_reply(reply, Some(verb))
+            }
+            Some(Answers::Greeting) => self.act(Action::ToClient(reply.raw)),
+            None => self.forward_reply(reply, None),
+        }
+    }
+
+    /// Sends an upstream reply on: `FEAT` and `HELP` list the proxy's own commands too,
+    /// and in passthrough mode a passive address is fixed.
+    fn forward_reply(&mut self, reply: Reply, answers: Option<Verb>) {
+        if let Some(raw) = answers.and_then(|v| site::augment_listing(&reply, v)) {
+            return self.act(Action::ToClient(raw));
+        }
+        if self.relaying() {
+            return self.act(Action::ToClient(reply.raw));
+        }
+        self.forward_passive_reply(reply);
+    }
+}
+
+/// Command arguments as text for the `SITE FXP` login (lossy: FTP user names are text).
+fn lossy(args: &[u8]) -> String {
+    String::from_utf8_lossy(trim_eol(args)).into_owned()
+}
+
+/// A server reply's code and text, for a message to the client.
+fn reply_text(reply: &Reply) -> String {
+    format!(
+        "{} {}",
+        reply.code,
+        String::from_utf8_lossy(reply.text()).trim()
+    )
+}
+
+// The types the machine's inputs carry, re-exported for the shell.
+pub type TransferResult = Result<Moved, String>;
+pub type FxpResult = Result<Report, FxpError>;
+pub type LeaseResult = Result<u16, LeaseError>;

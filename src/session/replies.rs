@@ -1,0 +1,256 @@
+//! Every reply the proxy writes in its own name, in one place: the code and the words an
+//! operator or a user reads. Replies from servers are relayed as they came and are not
+//! here. Text that echoes peer input goes through [`reply_line`], which keeps it on one
+//! line.
+
+use std::borrow::Cow;
+use std::fmt::Display;
+
+use crate::proto::reply::reply_line;
+
+/// One of the proxy's own replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Say {
+    // Session life cycle.
+    ShuttingDown,
+    TooManySessions,
+    TooManySessionsFromYou,
+    UpstreamUnreachable,
+    LoginTimedOut,
+    IdleTimeout,
+    LineTooLong { max: usize },
+    TooManyInvalidCommands,
+    SyntaxError,
+    UpstreamInvalid,
+    Goodbye,
+    NoopOk,
+
+    // Login: forward and transparent modes.
+    ForwardGreeting,
+    ForwardLoginFirst,
+    ForwardBadTarget,
+    ForwardDenied { host: String, why: String },
+    ForwardUnreachable { target: String, error: String },
+    TooManyRefusedTargets,
+    TransparentDenied { destination: String, why: String },
+    TransparentUnreachable,
+
+    // Commands the proxy refuses.
+    ProxyUntrusted,
+    AuthRefused,
+    LoginFirst,
+
+    // Data set-up.
+    BadActiveArgs { verb: &'static str, error: String },
+    Bounce { verb: &'static str, why: &'static str },
+    BadPassiveAddress { error: String },
+    EpsvAllOk,
+    OnlyEpsv,
+    NoIpv4ForPasv,
+    PortsExhausted,
+    CannotListen,
+    ActiveOk { verb: &'static str },
+    NoDataSetup,
+    UpstreamDataFailed { why: String },
+    TransferAborted,
+    TransferFailed { error: String },
+
+    // SITE FXP.
+    FxpUsage,
+    FxpDestinationSet { url: String },
+    FxpNotAnUrl { error: String },
+    FxpNoDestination,
+    FxpLoginFirst,
+    FxpCopying { src: String, dst: String },
+    FxpDone { text: String },
+    FxpFailed { permanent: bool, text: String },
+    FxpBusy,
+    FxpAborted,
+    AbortOk,
+}
+
+/// The commands of `SITE FXP`, as `HELP` and the usage reply list them.
+pub const SITE_FXP_USAGE: &str =
+    "SITE FXP TO <ftp-url> | PUT <path> [<dest-path>] | GET <path> [<dest-path>] | STATUS";
+
+impl Say {
+    pub fn code(&self) -> u16 {
+        use Say as S;
+        match self {
+            S::Goodbye => 221,
+            S::NoopOk | S::EpsvAllOk | S::ActiveOk { .. } | S::FxpDestinationSet { .. } => 200,
+            S::ForwardGreeting => 220,
+            S::FxpDone { .. } | S::AbortOk => 226,
+            S::FxpCopying { .. } => 150,
+            S::ShuttingDown
+            | S::TooManySessions
+            | S::TooManySessionsFromYou
+            | S::UpstreamUnreachable
+            | S::LoginTimedOut
+            | S::IdleTimeout
+            | S::TooManyInvalidCommands
+            | S::UpstreamInvalid
+            | S::ForwardUnreachable { .. }
+            | S::TooManyRefusedTargets
+            | S::TransparentDenied { .. }
+            | S::TransparentUnreachable => 421,
+            S::BadPassiveAddress { .. }
+            | S::NoIpv4ForPasv
+            | S::PortsExhausted
+            | S::CannotListen
+            | S::NoDataSetup
+            | S::UpstreamDataFailed { .. } => 425,
+            S::TransferAborted | S::TransferFailed { .. } | S::FxpAborted => 426,
+            S::FxpFailed { permanent: false, .. } => 451,
+            S::LineTooLong { .. } | S::SyntaxError | S::ProxyUntrusted => 500,
+            S::BadActiveArgs { .. } | S::OnlyEpsv | S::FxpUsage | S::FxpNotAnUrl { .. } => 501,
+            S::FxpNoDestination | S::FxpBusy => 503,
+            S::Bounce { .. } => 504,
+            S::ForwardLoginFirst
+            | S::ForwardBadTarget
+            | S::ForwardDenied { .. }
+            | S::LoginFirst
+            | S::FxpLoginFirst => 530,
+            S::AuthRefused => 534,
+            S::FxpFailed { permanent: true, .. } => 550,
+        }
+    }
+
+    pub fn text(&self) -> Cow<'static, str> {
+        use Say as S;
+        let fixed = |s: &'static str| Cow::Borrowed(s);
+        let owned = |s: String| Cow::Owned(s);
+        match self {
+            S::ShuttingDown => fixed("Service not available: the proxy is shutting down."),
+            S::TooManySessions => fixed("Too many connections to this proxy; try again later."),
+            S::TooManySessionsFromYou => {
+                fixed("Too many connections from your address; try again later.")
+            }
+            S::UpstreamUnreachable => fixed(
+                "Service not available: the FTP server behind this proxy cannot be reached.",
+            ),
+            S::LoginTimedOut => fixed("Login timed out; closing the connection."),
+            S::IdleTimeout => fixed("Idle timeout; closing the connection."),
+            S::LineTooLong { max } => {
+                owned(format!("Command line too long (limit {max} bytes); closing."))
+            }
+            S::TooManyInvalidCommands => fixed("Too many invalid commands; closing the connection."),
+            S::SyntaxError => fixed("Syntax error, command unrecognized."),
+            S::UpstreamInvalid => {
+                fixed("Service not available: the FTP server sent an invalid reply.")
+            }
+            S::Goodbye => fixed("Goodbye."),
+            S::NoopOk => fixed("NOOP ok."),
+            S::ForwardGreeting => {
+                fixed("fxprelay FTP proxy ready. Log in as user@host or user@host:port.")
+            }
+            S::ForwardLoginFirst => fixed("Please log in with USER user@host[:port] first."),
+            S::ForwardBadTarget => {
+                fixed("Log in as user@host or user@host:port to name the FTP server.")
+            }
+            S::ForwardDenied { host, why } => {
+                owned(format!("{host} is not allowed through this proxy: {why}."))
+            }
+            S::ForwardUnreachable { target, error } => {
+                owned(format!("Cannot reach {target}: {error}."))
+            }
+            S::TooManyRefusedTargets => fixed("Too many refused log-in attempts; closing."),
+            S::TransparentDenied { destination, why } => owned(format!(
+                "Service not available: {destination} is not allowed through this proxy ({why})."
+            )),
+            S::TransparentUnreachable => {
+                fixed("Service not available: the FTP server cannot be reached.")
+            }
+            S::ProxyUntrusted => {
+                fixed("PROXY headers are accepted only from trusted load balancers.")
+            }
+            // Once TLS starts the proxy could no longer read or fix the addresses;
+            // refusing makes clients that merely prefer TLS fall back to plain FTP.
+            S::AuthRefused => fixed(
+                "Request denied for policy reasons: this proxy does not relay TLS sessions.",
+            ),
+            S::LoginFirst => fixed("Please log in with USER and PASS first."),
+            S::BadActiveArgs { verb, error } => {
+                owned(format!("Syntax error in {verb} arguments: {error}."))
+            }
+            S::Bounce { verb, why } => owned(format!("{verb} refused: {why}.")),
+            S::BadPassiveAddress { error } => owned(format!(
+                "Can't open data connection: the server announced an invalid address ({error})."
+            )),
+            S::EpsvAllOk => fixed("EPSV ALL command successful."),
+            S::OnlyEpsv => fixed("Only EPSV is allowed after EPSV ALL."),
+            S::NoIpv4ForPasv => fixed(
+                "Can't open passive connection: this proxy has no IPv4 address for you; use EPSV.",
+            ),
+            S::PortsExhausted => fixed(
+                "Can't open data connection: every data port of this proxy is in use; try again later.",
+            ),
+            S::CannotListen => fixed("Can't open data connection: the proxy cannot listen for data."),
+            S::ActiveOk { verb } => owned(format!("{verb} command successful.")),
+            S::NoDataSetup => fixed("Use PORT, EPRT, PASV or EPSV first."),
+            S::UpstreamDataFailed { why } => {
+                owned(format!("Can't open data connection to the server: {why}"))
+            }
+            S::TransferAborted => fixed("Connection closed; transfer aborted."),
+            S::TransferFailed { error } => {
+                owned(format!("Connection closed; transfer aborted: {error}."))
+            }
+            S::FxpUsage => owned(format!("Usage: {SITE_FXP_USAGE}")),
+            S::FxpDestinationSet { url } => owned(format!("FXP destination set to {url}.")),
+            S::FxpNotAnUrl { error } => owned(format!("Not an FTP URL: {error}.")),
+            S::FxpNoDestination => {
+                fixed("Choose the other server first: SITE FXP TO ftp://user:pass@host/dir/")
+            }
+            S::FxpLoginFirst => fixed("Log in first."),
+            S::FxpCopying { src, dst } => owned(format!("Copying {src} to {dst}.")),
+            S::FxpDone { text } | S::FxpFailed { text, .. } => owned(text.clone()),
+            S::FxpBusy => fixed(
+                "A SITE FXP copy is running: wait for its reply, or send STAT for its progress or ABOR to cancel it.",
+            ),
+            S::FxpAborted => fixed("FXP copy aborted."),
+            S::AbortOk => fixed("ABOR command successful."),
+        }
+    }
+
+    /// The reply on the wire.
+    pub fn bytes(&self) -> Vec<u8> {
+        reply_line(self.code(), &self.text())
+    }
+}
+
+/// A multi-line reply of the proxy's own: `CODE-first`, the lines indented, `CODE End`.
+pub fn multi_line<L: Display>(code: u16, first: &str, lines: impl IntoIterator<Item = L>) -> Vec<u8> {
+    let one_line = |s: String| s.replace(['\r', '\n'], " ");
+    let mut out = format!("{code}-{}\r\n", one_line(first.to_string()));
+    for line in lines {
+        out.push_str(&format!(" {}\r\n", one_line(line.to_string())));
+    }
+    out.push_str(&format!("{code} End\r\n"));
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_one_line_with_their_code() {
+        let r = Say::ForwardDenied {
+            host: "evil\r\n230 ok".into(),
+            why: "no".into(),
+        }
+        .bytes();
+        assert!(r.starts_with(b"530 evil  230 ok is not allowed"));
+        assert_eq!(r.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(Say::FxpFailed { permanent: true, text: "x".into() }.code(), 550);
+        assert_eq!(Say::FxpFailed { permanent: false, text: "x".into() }.code(), 451);
+    }
+
+    #[test]
+    fn multi_line_replies_close_with_the_code() {
+        assert_eq!(
+            multi_line(211, "FXP status", ["a", "b\r\nc"]),
+            b"211-FXP status\r\n a\r\n b  c\r\n211 End\r\n"
+        );
+    }
+}
