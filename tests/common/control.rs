@@ -2,7 +2,7 @@
 //! abandoned `PASV`s, commands in the middle of a transfer, sessions held open across a
 //! reload or shutdown.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -71,6 +71,68 @@ impl Control {
             if line.starts_with(code) && line[3..].starts_with([' ', '\r', '\n']) {
                 return all;
             }
+        }
+    }
+
+    /// The next complete reply if all of it arrives within `within`, else what went
+    /// wrong (a timeout, with any partial line, or the connection closing): for replies
+    /// that must come promptly, where [`REPLY_TIMEOUT`] would be far too lenient.
+    pub fn reply_within(&mut self, within: Duration) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + within;
+        let result = self.reply_by(deadline);
+        self.r
+            .get_ref()
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .expect("restore the read timeout");
+        result
+    }
+
+    fn reply_by(&mut self, deadline: std::time::Instant) -> Result<String, String> {
+        let first = self.line_by(deadline)?;
+        let code = match first.as_bytes() {
+            [a, b, c, b'-', ..] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
+                first[..3].to_string()
+            }
+            _ => return Ok(first),
+        };
+        let mut all = first;
+        loop {
+            let line = self
+                .line_by(deadline)
+                .map_err(|e| format!("{e} after {all:?}"))?;
+            all.push_str(&line);
+            if line.starts_with(&code) && line[3..].starts_with([' ', '\r', '\n']) {
+                return Ok(all);
+            }
+        }
+    }
+
+    fn line_by(&mut self, deadline: std::time::Instant) -> Result<String, String> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // A zero timeout is refused (it would mean "none").
+        let left = left.max(Duration::from_millis(1));
+        self.r
+            .get_ref()
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        match self.r.read_until(b'\n', &mut buf) {
+            Ok(0) => Err("the connection closed before a reply".into()),
+            Ok(_) if buf.ends_with(b"\n") => Ok(String::from_utf8_lossy(&buf).into_owned()),
+            Ok(_) => Err(format!(
+                "the connection closed within a line ({:?})",
+                String::from_utf8_lossy(&buf)
+            )),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(format!(
+                    "timed out, no complete reply (got {:?})",
+                    String::from_utf8_lossy(&buf)
+                ))
+            }
+            Err(e) => Err(format!(
+                "{e} before a complete reply (got {:?})",
+                String::from_utf8_lossy(&buf)
+            )),
         }
     }
 

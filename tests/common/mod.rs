@@ -76,3 +76,35 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Established IPv4 TCP connections (from `/proc/net/tcp`, this network namespace) whose
+/// local end is on one of `ips` and whose peer is not: what other hosts (the proxy, a
+/// client) hold open to those servers, as (local, peer) pairs. Server-to-server data
+/// connections between two of `ips` are left out.
+pub fn connections_from_outside(
+    ips: &[Ipv4Addr],
+) -> Vec<(std::net::SocketAddrV4, std::net::SocketAddrV4)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    // sl local_address rem_address st ...; addresses are HEXIP:HEXPORT, the IP as the
+    // kernel's network-order u32 printed in host order.
+    let parse = |s: &str| {
+        let (ip, port) = s.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(std::net::SocketAddrV4::new(
+            Ipv4Addr::from(ip.to_ne_bytes()),
+            port,
+        ))
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, peer) = (parse(f.get(1)?)?, parse(f.get(2)?)?);
+            // 01: TCP_ESTABLISHED.
+            (*f.get(3)? == "01" && ips.contains(local.ip()) && !ips.contains(peer.ip()))
+                .then_some((local, peer))
+        })
+        .collect()
+}
