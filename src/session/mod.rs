@@ -70,7 +70,13 @@ async fn serve(
         Mode::Transparent => Some(transparent::original_destination(&client)?),
         _ => None,
     };
-    let machine = Machine::new(ctx.clone(), peer.ip(), client_local, original, Instant::now());
+    let machine = Machine::new(
+        ctx.clone(),
+        peer.ip(),
+        client_local,
+        original,
+        Instant::now(),
+    );
     Shell::new(ctx, machine, client, &early, client_local)
         .run(hard_stop)
         .await

@@ -18,7 +18,9 @@ pub enum Say {
     UpstreamUnreachable,
     LoginTimedOut,
     IdleTimeout,
-    LineTooLong { max: usize },
+    LineTooLong {
+        max: usize,
+    },
     TooManyInvalidCommands,
     SyntaxError,
     UpstreamInvalid,
@@ -29,10 +31,19 @@ pub enum Say {
     ForwardGreeting,
     ForwardLoginFirst,
     ForwardBadTarget,
-    ForwardDenied { host: String, why: String },
-    ForwardUnreachable { target: String, error: String },
+    ForwardDenied {
+        host: String,
+        why: String,
+    },
+    ForwardUnreachable {
+        target: String,
+        error: String,
+    },
     TooManyRefusedTargets,
-    TransparentDenied { destination: String, why: String },
+    TransparentDenied {
+        destination: String,
+        why: String,
+    },
     TransparentUnreachable,
 
     // Commands the proxy refuses.
@@ -41,29 +52,55 @@ pub enum Say {
     LoginFirst,
 
     // Data set-up.
-    BadActiveArgs { verb: &'static str, error: String },
-    Bounce { verb: &'static str, why: &'static str },
-    BadPassiveAddress { error: String },
+    BadActiveArgs {
+        verb: &'static str,
+        error: String,
+    },
+    Bounce {
+        verb: &'static str,
+        why: &'static str,
+    },
+    BadPassiveAddress {
+        error: String,
+    },
     EpsvAllOk,
     OnlyEpsv,
     NoIpv4ForPasv,
     PortsExhausted,
     CannotListen,
-    ActiveOk { verb: &'static str },
+    ActiveOk {
+        verb: &'static str,
+    },
     NoDataSetup,
-    UpstreamDataFailed { why: String },
+    UpstreamDataFailed {
+        why: String,
+    },
     TransferAborted,
-    TransferFailed { error: String },
+    TransferFailed {
+        error: String,
+    },
 
     // SITE FXP.
     FxpUsage,
-    FxpDestinationSet { url: String },
-    FxpNotAnUrl { error: String },
+    FxpDestinationSet {
+        url: String,
+    },
+    FxpNotAnUrl {
+        error: String,
+    },
     FxpNoDestination,
     FxpLoginFirst,
-    FxpCopying { src: String, dst: String },
-    FxpDone { text: String },
-    FxpFailed { permanent: bool, text: String },
+    FxpCopying {
+        src: String,
+        dst: String,
+    },
+    FxpDone {
+        text: String,
+    },
+    FxpFailed {
+        permanent: bool,
+        text: String,
+    },
     FxpBusy,
     FxpAborted,
     AbortOk,
@@ -101,7 +138,9 @@ impl Say {
             | S::NoDataSetup
             | S::UpstreamDataFailed { .. } => 425,
             S::TransferAborted | S::TransferFailed { .. } | S::FxpAborted => 426,
-            S::FxpFailed { permanent: false, .. } => 451,
+            S::FxpFailed {
+                permanent: false, ..
+            } => 451,
             S::LineTooLong { .. } | S::SyntaxError | S::ProxyUntrusted => 500,
             S::BadActiveArgs { .. } | S::OnlyEpsv | S::FxpUsage | S::FxpNotAnUrl { .. } => 501,
             S::FxpNoDestination | S::FxpBusy => 503,
@@ -112,7 +151,9 @@ impl Say {
             | S::LoginFirst
             | S::FxpLoginFirst => 530,
             S::AuthRefused => 534,
-            S::FxpFailed { permanent: true, .. } => 550,
+            S::FxpFailed {
+                permanent: true, ..
+            } => 550,
         }
     }
 
@@ -126,15 +167,17 @@ impl Say {
             S::TooManySessionsFromYou => {
                 fixed("Too many connections from your address; try again later.")
             }
-            S::UpstreamUnreachable => fixed(
-                "Service not available: the FTP server behind this proxy cannot be reached.",
-            ),
+            S::UpstreamUnreachable => {
+                fixed("Service not available: the FTP server behind this proxy cannot be reached.")
+            }
             S::LoginTimedOut => fixed("Login timed out; closing the connection."),
             S::IdleTimeout => fixed("Idle timeout; closing the connection."),
-            S::LineTooLong { max } => {
-                owned(format!("Command line too long (limit {max} bytes); closing."))
+            S::LineTooLong { max } => owned(format!(
+                "Command line too long (limit {max} bytes); closing."
+            )),
+            S::TooManyInvalidCommands => {
+                fixed("Too many invalid commands; closing the connection.")
             }
-            S::TooManyInvalidCommands => fixed("Too many invalid commands; closing the connection."),
             S::SyntaxError => fixed("Syntax error, command unrecognized."),
             S::UpstreamInvalid => {
                 fixed("Service not available: the FTP server sent an invalid reply.")
@@ -166,9 +209,9 @@ impl Say {
             }
             // Once TLS starts the proxy could no longer read or fix the addresses;
             // refusing makes clients that merely prefer TLS fall back to plain FTP.
-            S::AuthRefused => fixed(
-                "Request denied for policy reasons: this proxy does not relay TLS sessions.",
-            ),
+            S::AuthRefused => {
+                fixed("Request denied for policy reasons: this proxy does not relay TLS sessions.")
+            }
             S::LoginFirst => fixed("Please log in with USER and PASS first."),
             S::BadActiveArgs { verb, error } => {
                 owned(format!("Syntax error in {verb} arguments: {error}."))
@@ -185,7 +228,9 @@ impl Say {
             S::PortsExhausted => fixed(
                 "Can't open data connection: every data port of this proxy is in use; try again later.",
             ),
-            S::CannotListen => fixed("Can't open data connection: the proxy cannot listen for data."),
+            S::CannotListen => {
+                fixed("Can't open data connection: the proxy cannot listen for data.")
+            }
             S::ActiveOk { verb } => owned(format!("{verb} command successful.")),
             S::NoDataSetup => fixed("Use PORT, EPRT, PASV or EPSV first."),
             S::UpstreamDataFailed { why } => {
@@ -219,7 +264,11 @@ impl Say {
 }
 
 /// A multi-line reply of the proxy's own: `CODE-first`, the lines indented, `CODE End`.
-pub fn multi_line<L: Display>(code: u16, first: &str, lines: impl IntoIterator<Item = L>) -> Vec<u8> {
+pub fn multi_line<L: Display>(
+    code: u16,
+    first: &str,
+    lines: impl IntoIterator<Item = L>,
+) -> Vec<u8> {
     let one_line = |s: String| s.replace(['\r', '\n'], " ");
     let mut out = format!("{code}-{}\r\n", one_line(first.to_string()));
     for line in lines {
@@ -242,8 +291,22 @@ mod tests {
         .bytes();
         assert!(r.starts_with(b"530 evil  230 ok is not allowed"));
         assert_eq!(r.iter().filter(|&&b| b == b'\n').count(), 1);
-        assert_eq!(Say::FxpFailed { permanent: true, text: "x".into() }.code(), 550);
-        assert_eq!(Say::FxpFailed { permanent: false, text: "x".into() }.code(), 451);
+        assert_eq!(
+            Say::FxpFailed {
+                permanent: true,
+                text: "x".into()
+            }
+            .code(),
+            550
+        );
+        assert_eq!(
+            Say::FxpFailed {
+                permanent: false,
+                text: "x".into()
+            }
+            .code(),
+            451
+        );
     }
 
     #[test]

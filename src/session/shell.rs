@@ -132,7 +132,10 @@ impl Shell {
     }
 
     /// Runs the session to its end; the reason it ended.
-    pub(super) async fn run(mut self, hard_stop: CancellationToken) -> anyhow::Result<&'static str> {
+    pub(super) async fn run(
+        mut self,
+        hard_stop: CancellationToken,
+    ) -> anyhow::Result<&'static str> {
         self.machine.start(Instant::now());
         loop {
             while let Some(action) = self.machine.poll_action() {
@@ -342,7 +345,9 @@ impl Shell {
                     (Some(c), Some(u)) => relay::run(&name, direction, c, u, limits).await,
                     // The machine ordered a leg the shell does not hold: a bug, reported
                     // as a failed transfer rather than a hang.
-                    _ => Err(DataError::Io(io::Error::other("no data connection to relay"))),
+                    _ => Err(DataError::Io(io::Error::other(
+                        "no data connection to relay",
+                    ))),
                 };
                 let _ = tx.send(result);
             }

@@ -279,7 +279,13 @@ impl Machine {
     /// operator's own choice and passes.
     fn bounce_violation(&self, to: SocketAddr, rewritten: bool) -> Option<&'static str> {
         let ip = to.ip().to_canonical();
-        if self.ctx.cfg.allow_foreign_port.iter().any(|n| n.contains(&ip)) {
+        if self
+            .ctx
+            .cfg
+            .allow_foreign_port
+            .iter()
+            .any(|n| n.contains(&ip))
+        {
             return None;
         }
         if to.port() < 1024 {
@@ -307,7 +313,13 @@ impl Machine {
                 let fixed = match result {
                     Ok(ips) => self.pick_active(&target, reason, &ips),
                     Err(error) => {
-                        let name = self.ctx.cfg.nat.client_address.as_ref().map(|n| n.0.clone());
+                        let name = self
+                            .ctx
+                            .cfg
+                            .nat
+                            .client_address
+                            .as_ref()
+                            .map(|n| n.0.clone());
                         warn!(client_address = name.unwrap_or_default(), %error, "cannot resolve nat.client_address; address left unchanged");
                         self.reject(Rejection::ClientAddressUnresolved);
                         None

@@ -6,9 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use tracing::{debug, info, warn};
 
-use super::{
-    Action, Answers, ConnectFailure, ConnectRequest, Connected, Machine, Phase, Say,
-};
+use super::{Action, Answers, ConnectFailure, ConnectRequest, Connected, Machine, Phase, Say};
 use crate::config::{HostPort, Mode};
 use crate::metrics::Rejection;
 use crate::proto::command::{VerbClass, parse_command};
@@ -121,7 +119,11 @@ impl Machine {
     }
 
     /// The upstream control connection opened, or could not be.
-    pub fn on_connected(&mut self, result: Result<Connected, ConnectFailure>, now: std::time::Instant) {
+    pub fn on_connected(
+        &mut self,
+        result: Result<Connected, ConnectFailure>,
+        now: std::time::Instant,
+    ) {
         if self.ended.is_some() {
             return;
         }

@@ -40,7 +40,7 @@ use crate::fxp::client::Allow;
 use crate::fxp::engine::{FxpError, Report};
 use crate::fxp::url::FtpUrl;
 use crate::metrics::Rejection;
-use crate::proto::command::{Command, Direction, Verb, VerbClass, parse_command};
+use crate::proto::command::{Direction, Verb, VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError};
 
@@ -607,7 +607,8 @@ impl Machine {
     /// waits: stop keeping its answers in step rather than hang the session.
     fn give_up_ordering(&mut self, now: Instant) {
         let before = self.awaiting.len();
-        self.awaiting.retain(|a| a.preliminary || a.answers.is_own());
+        self.awaiting
+            .retain(|a| a.preliminary || a.answers.is_own());
         warn!(
             unanswered = before - self.awaiting.len(),
             "the server left commands unanswered; going on without their replies"

@@ -1,0 +1,1166 @@
+//! The session's policy, without sockets: each test drives a [`Machine`] with lines,
+//! outcomes and a clock it moves by hand, and checks the actions it answers with.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::Config;
+use crate::data::PortPool;
+use crate::fxp::engine::Method;
+
+const CLIENT: &str = "198.51.100.7";
+const PROXY: &str = "127.0.0.1";
+const SERVER: &str = "198.18.0.2:21";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A listener context from YAML lines added to one listener (indented four spaces) and
+/// top-level blocks.
+fn ctx(listener: &str, top: &str) -> Arc<ListenerCtx> {
+    let yaml = format!("{top}listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n{listener}");
+    let cfg = Config::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let l = cfg.listeners[0].clone();
+    let mut c = ListenerCtx::new(
+        l,
+        cfg.limits.clone(),
+        &cfg.data,
+        PortPool::new(&cfg.data.ports),
+    );
+    c.fxp_allow = Arc::new(cfg.fxp.allow.clone());
+    Arc::new(c)
+}
+
+/// The limits the tests count on (connect_timeout and data_accept_timeout as defaults).
+const LIMITS: &str = "limits:\n  login_timeout: 30s\n  idle_timeout: 300s\n";
+
+fn reverse(extra: &str) -> Arc<ListenerCtx> {
+    ctx(&format!("    upstream: {SERVER}\n{extra}"), LIMITS)
+}
+
+/// A machine under test, its clock and everything it has asked for so far.
+struct T {
+    m: Machine,
+    now: Instant,
+    actions: Vec<Action>,
+}
+
+impl T {
+    fn new(ctx: Arc<ListenerCtx>) -> T {
+        Self::with_original(ctx, None)
+    }
+
+    fn with_original(ctx: Arc<ListenerCtx>, original: Option<SocketAddr>) -> T {
+        let now = Instant::now();
+        let mut t = T {
+            m: Machine::new(ctx, ip(CLIENT), ip(PROXY), original, now),
+            now,
+            actions: Vec::new(),
+        };
+        t.m.start(now);
+        t.drain();
+        t
+    }
+
+    /// A reverse session to [`SERVER`] whose greeting reached the client.
+    fn connected(ctx: Arc<ListenerCtx>) -> T {
+        let mut t = T::new(ctx);
+        assert!(matches!(t.take().as_slice(), [Action::Connect(_)]));
+        t.connect_ok(SERVER);
+        t.server("220 hi");
+        assert_eq!(t.client_bytes(), ["220 hi\r\n"]);
+        t
+    }
+
+    /// Logged in with USER/PASS.
+    fn logged_in(ctx: Arc<ListenerCtx>) -> T {
+        let mut t = T::connected(ctx);
+        t.client("USER u");
+        t.server("331 pass");
+        t.client("PASS secret");
+        t.server("230 in");
+        t.take();
+        t
+    }
+
+    fn drain(&mut self) {
+        while let Some(a) = self.m.poll_action() {
+            self.actions.push(a);
+        }
+    }
+
+    fn take(&mut self) -> Vec<Action> {
+        self.drain();
+        std::mem::take(&mut self.actions)
+    }
+
+    fn client(&mut self, line: &str) {
+        self.m
+            .on_client_line(format!("{line}\r\n").as_bytes(), self.now);
+        self.drain();
+    }
+
+    fn server(&mut self, line: &str) {
+        self.m
+            .on_upstream_line(format!("{line}\r\n").as_bytes(), self.now);
+        self.drain();
+    }
+
+    fn connect_ok(&mut self, peer: &str) {
+        let c = Connected {
+            peer: peer.parse().unwrap(),
+            local: ip("198.18.0.1"),
+        };
+        self.m.on_connected(Ok(c), self.now);
+        self.drain();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        if self.m.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.m.on_timer(self.now);
+        }
+        self.drain();
+    }
+
+    /// Takes the actions, keeping only the bytes written to the client.
+    fn client_bytes(&mut self) -> Vec<String> {
+        self.take()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::ToClient(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has(&self, pred: impl Fn(&Action) -> bool) -> bool {
+        self.actions.iter().any(pred)
+    }
+
+    fn counted(&self, c: Count) -> bool {
+        self.has(|a| matches!(a, Action::Count(x) if *x == c))
+    }
+
+    fn rejected(&self, r: Rejection) -> bool {
+        self.counted(Count::Rejected(r))
+    }
+
+    fn sent_upstream(&self) -> Vec<String> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ToUpstream(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent_client(&self) -> Vec<String> {
+        self.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ToClient(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed(&self) -> bool {
+        self.has(|a| matches!(a, Action::Close))
+    }
+}
+
+fn exhausted() -> LeaseError {
+    LeaseError::Exhausted {
+        spec: "50000-50001".into(),
+        ip: ip(PROXY),
+        leased: 2,
+        busy: 0,
+        denied: 0,
+    }
+}
+
+fn starts(lines: &[String], prefix: &str) -> bool {
+    lines.iter().any(|l| l.starts_with(prefix))
+}
+
+// ---------------------------------------------------------------------------------------
+// Login and connection
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn reverse_connects_and_relays_the_greeting() {
+    let mut t = T::new(reverse(""));
+    let acts = t.take();
+    let [Action::Connect(req)] = acts.as_slice() else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(req.target.to_string(), SERVER);
+    assert!(!req.guarded);
+    assert!(!t.m.wants_client_input());
+    t.connect_ok(SERVER);
+    assert!(t.m.wants_client_input());
+    t.server("220-Welcome");
+    assert!(t.client_bytes().is_empty());
+    t.server("220 ready");
+    assert_eq!(t.client_bytes(), ["220-Welcome\r\n220 ready\r\n"]);
+}
+
+#[test]
+fn an_unreachable_upstream_gets_421_and_closes() {
+    let mut t = T::new(reverse(""));
+    t.take();
+    t.m.on_connected(Err(ConnectFailure::Unreachable("refused".into())), t.now);
+    t.drain();
+    assert!(starts(
+        &t.sent_client(),
+        "421 Service not available: the FTP server behind"
+    ));
+    assert!(t.closed());
+    assert_eq!(t.m.end_reason(), Some("upstream unreachable"));
+}
+
+#[test]
+fn forward_mode_greets_checks_and_replays_user() {
+    let mut t = T::new(ctx(
+        "    mode: forward\n    allow: [\"198.18.0.0/15\"]\n",
+        "",
+    ));
+    assert!(starts(&t.client_bytes(), "220 fxprelay"));
+    t.client("PASS early");
+    assert!(starts(
+        &t.client_bytes(),
+        "530 Please log in with USER user@host"
+    ));
+    t.client("USER nobody");
+    assert!(starts(&t.client_bytes(), "530 Log in as user@host"));
+    for attempt in 1..=3 {
+        t.client("USER me@evil.example");
+        let acts = t.take();
+        let guarded = acts
+            .iter()
+            .any(|a| matches!(a, Action::Connect(req) if req.guarded && req.target.host == "evil.example"));
+        assert!(guarded, "{acts:?}");
+        t.m.on_connected(Err(ConnectFailure::Denied("not allowed".into())), t.now);
+        t.drain();
+        assert!(t.rejected(Rejection::ForwardDenied));
+        assert!(starts(&t.sent_client(), "530 evil.example is not allowed"));
+        assert_eq!(t.closed(), attempt == 3, "attempt {attempt}");
+        t.take();
+    }
+}
+
+#[test]
+fn forward_mode_takes_the_servers_greeting_in_place_of_its_own() {
+    let mut t = T::new(ctx(
+        "    mode: forward\n    allow: [\"198.18.0.0/15\"]\n",
+        "",
+    ));
+    t.take();
+    t.client("USER anonymous@198.18.0.2:2121");
+    t.take();
+    t.connect_ok("198.18.0.2:2121");
+    // Pipelined before the server greeted: it waits.
+    t.client("PASS guest");
+    assert!(t.take().is_empty());
+    t.server("220 real server");
+    let up = t.sent_upstream();
+    assert_eq!(up, ["USER anonymous\r\n", "PASS guest\r\n"]);
+    assert!(t.sent_client().is_empty());
+    t.take();
+    t.server("331 pass");
+    assert_eq!(t.client_bytes(), ["331 pass\r\n"]);
+}
+
+#[test]
+fn forward_greeting_must_come_in_time() {
+    let mut t = T::new(ctx(
+        "    mode: forward\n    allow: [\"198.18.0.0/15\"]\n",
+        "",
+    ));
+    t.client("USER a@198.18.0.2");
+    t.connect_ok("198.18.0.2:21");
+    t.take();
+    t.advance(Duration::from_secs(11));
+    assert!(t.rejected(Rejection::ReplyTimeout));
+    assert!(t.closed());
+}
+
+#[test]
+fn transparent_mode_needs_and_checks_the_original_destination() {
+    let t = T::with_original(ctx("    mode: transparent\n", ""), None);
+    assert!(t.closed());
+    let dst: SocketAddr = "203.0.113.9:21".parse().unwrap();
+    let mut t = T::with_original(ctx("    mode: transparent\n", ""), Some(dst));
+    let acts = t.take();
+    let [Action::Connect(req)] = acts.as_slice() else {
+        panic!("{acts:?}")
+    };
+    assert!(req.guarded);
+    assert_eq!(req.target.to_string(), "203.0.113.9:21");
+    t.m.on_connected(Err(ConnectFailure::Denied("outside".into())), t.now);
+    t.drain();
+    assert!(t.rejected(Rejection::TransparentDenied));
+    assert!(starts(
+        &t.sent_client(),
+        "421 Service not available: 203.0.113.9:21 is not allowed"
+    ));
+    assert!(t.closed());
+}
+
+// ---------------------------------------------------------------------------------------
+// Passthrough: NAT and bounce
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn passthrough_rewrites_a_private_227_behind_a_public_server() {
+    let mut t = T::logged_in(reverse("    data: passthrough\n"));
+    t.client("PASV");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+    t.take();
+    t.server("227 Entering Passive Mode (10,99,0,2,117,49).");
+    assert_eq!(
+        t.sent_client(),
+        ["227 Entering Passive Mode (198,18,0,2,117,49).\r\n"]
+    );
+    assert!(t.counted(Count::Rewrite {
+        kind: "pasv",
+        reason: "private"
+    }));
+}
+
+#[test]
+fn passthrough_never_leaves_227_alone_and_reports_garbage() {
+    let mut t = T::logged_in(reverse(
+        "    data: passthrough\n    nat:\n      passive: never\n",
+    ));
+    t.client("PASV");
+    t.take();
+    t.server("227 Entering Passive Mode (10,99,0,2,117,49).");
+    assert_eq!(
+        t.client_bytes(),
+        ["227 Entering Passive Mode (10,99,0,2,117,49).\r\n"]
+    );
+
+    let mut t = T::logged_in(reverse("    data: passthrough\n"));
+    t.client("PASV");
+    t.take();
+    t.server("227 Entering Passive Mode (10,99,0,300,117,49).");
+    assert!(t.rejected(Rejection::BadPassiveReply));
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection: the server announced"
+    ));
+}
+
+#[test]
+fn passthrough_fixes_a_private_port_address_and_refuses_bounces() {
+    let mut t = T::logged_in(reverse(
+        "    data: passthrough\n    nat:\n      active: always\n",
+    ));
+    t.client("PORT 10,0,0,5,4,1");
+    assert_eq!(t.sent_upstream(), ["PORT 198,51,100,7,4,1\r\n"]);
+    t.take();
+    let mut t = T::logged_in(reverse(
+        "    data: passthrough\n    nat:\n      active: never\n",
+    ));
+    t.client("PORT 203,0,113,9,4,1");
+    assert!(t.rejected(Rejection::Bounce));
+    assert!(starts(
+        &t.sent_client(),
+        "504 PORT refused: the address is not your own"
+    ));
+    assert!(t.sent_upstream().is_empty());
+    t.take();
+    t.client("EPRT |1|198.51.100.7|80|");
+    assert!(starts(
+        &t.sent_client(),
+        "504 EPRT refused: ports below 1024"
+    ));
+    t.take();
+    t.client("PORT 1,2,3");
+    assert!(t.rejected(Rejection::BadPort));
+    assert!(starts(
+        &t.sent_client(),
+        "501 Syntax error in PORT arguments"
+    ));
+}
+
+#[test]
+fn allow_foreign_port_exempts_listed_networks() {
+    let mut t = T::logged_in(reverse(
+        "    data: passthrough\n    nat:\n      active: never\n    allow_foreign_port: [\"203.0.113.0/24\"]\n",
+    ));
+    t.client("PORT 203,0,113,9,0,21");
+    assert_eq!(t.sent_upstream(), ["PORT 203,0,113,9,0,21\r\n"]);
+}
+
+#[test]
+fn a_dns_client_address_is_resolved_before_the_port_goes_on() {
+    let mut t = T::logged_in(reverse(
+        "    data: passthrough\n    nat:\n      active: always\n      client_address: office.example\n",
+    ));
+    t.client("PORT 10,0,0,5,4,1");
+    let acts = t.take();
+    assert!(
+        matches!(acts.as_slice(), [Action::Count(_), Action::Resolve(n)] if n.0 == "office.example"),
+        "{acts:?}"
+    );
+    assert!(!t.m.wants_client_input());
+    t.m.on_resolved(Ok(vec![ip("2001:db8::1"), ip("203.0.113.7")]), t.now);
+    t.drain();
+    assert_eq!(t.sent_upstream(), ["PORT 203,0,113,7,4,1\r\n"]);
+    t.take();
+    t.client("PORT 10,0,0,5,4,1");
+    t.m.on_resolved(Err("no such host".into()), t.now);
+    t.drain();
+    assert!(t.rejected(Rejection::ClientAddressUnresolved));
+    // Left alone, the private address is not the client's own: a bounce.
+    assert!(starts(&t.sent_client(), "504 "));
+}
+
+// ---------------------------------------------------------------------------------------
+// Relay mode
+// ---------------------------------------------------------------------------------------
+
+/// Relay-mode PASV from the client, answered with a port leased for it; what the
+/// client was sent (the actions stay in `t.actions`).
+fn client_pasv(t: &mut T, port: u16) -> Vec<String> {
+    t.client("PASV");
+    let acts = t.take();
+    assert!(
+        acts.iter().any(|a| matches!(
+            a,
+            Action::Lease {
+                slot: Slot::ClientPassive,
+                ..
+            }
+        )),
+        "{acts:?}"
+    );
+    t.m.on_leased(Slot::ClientPassive, Ok(port), t.now);
+    t.drain();
+    t.sent_client()
+}
+
+#[test]
+fn relay_answers_pasv_itself_and_releases_an_unused_port() {
+    let mut t = T::logged_in(reverse(""));
+    let r = client_pasv(&mut t, 50001);
+    assert_eq!(r, ["227 Entering Passive Mode (127,0,0,1,195,81).\r\n"]);
+    t.advance(Duration::from_secs(31));
+    assert!(t.has(|a| matches!(a, Action::Release(Slot::ClientPassive))));
+    assert!(t.rejected(Rejection::PassiveUnused));
+    assert!(!t.closed());
+}
+
+#[test]
+fn relay_announces_public_address_and_refuses_pasv_without_ipv4() {
+    let mut t = T::logged_in(reverse("    public_address: 192.0.2.10\n"));
+    assert_eq!(
+        client_pasv(&mut t, 50001),
+        ["227 Entering Passive Mode (192,0,2,10,195,81).\r\n"]
+    );
+    let mut t = T::logged_in(reverse("    public_address: \"2001:db8::10\"\n"));
+    assert!(starts(
+        &client_pasv(&mut t, 50001),
+        "425 Can't open passive connection"
+    ));
+    assert!(t.has(|a| matches!(a, Action::Release(Slot::ClientPassive))));
+    t.take();
+    t.client("EPSV");
+    t.m.on_leased(Slot::ClientPassive, Ok(50002), t.now);
+    assert_eq!(
+        t.client_bytes(),
+        ["229 Entering Extended Passive Mode (|||50002|)\r\n"]
+    );
+}
+
+#[test]
+fn relay_lease_failures_get_425() {
+    let mut t = T::logged_in(reverse(""));
+    t.client("PASV");
+    t.take();
+    t.m.on_leased(Slot::ClientPassive, Err(exhausted()), t.now);
+    assert!(starts(
+        &t.client_bytes(),
+        "425 Can't open data connection: every data port"
+    ));
+}
+
+#[test]
+fn epsv_all_locks_out_other_setups() {
+    let mut t = T::logged_in(reverse(""));
+    t.client("EPSV ALL");
+    assert_eq!(t.client_bytes(), ["200 EPSV ALL command successful.\r\n"]);
+    t.client("PASV");
+    assert!(starts(&t.client_bytes(), "501 Only EPSV"));
+    t.client("EPRT |1|198.51.100.7|5000|");
+    assert!(starts(&t.client_bytes(), "501 Only EPSV"));
+}
+
+#[test]
+fn a_transfer_without_setup_gets_425() {
+    let mut t = T::logged_in(reverse(""));
+    t.client("RETR f");
+    assert_eq!(
+        t.client_bytes(),
+        ["425 Use PORT, EPRT, PASV or EPSV first.\r\n"]
+    );
+}
+
+/// Relay-mode `PASV` + `RETR` up to the moment the transfer starts.
+fn start_download(t: &mut T) {
+    client_pasv(t, 50001);
+    t.client("RETR f");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+    assert!(!t.m.wants_client_input());
+    t.take();
+    // The server names another host: in relay mode the proxy connects to the server.
+    t.server("227 Entering Passive Mode (10,0,0,9,117,49)");
+    let acts = t.take();
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::ConnectData(to) if to.to_string() == "198.18.0.2:30001")),
+        "{acts:?}"
+    );
+    t.m.on_data_connected(Ok(()), t.now);
+    t.drain();
+    assert_eq!(t.sent_upstream(), ["RETR f\r\n"]);
+    assert!(t.has(|a| matches!(
+        a,
+        Action::StartTransfer {
+            direction: Direction::Download,
+            client: ClientLeg::Accept { .. },
+            upstream: UpstreamLeg::Connected
+        }
+    )));
+    assert!(t.m.wants_client_input());
+    t.take();
+}
+
+#[test]
+fn relay_holds_226_until_the_bytes_crossed() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    assert_eq!(t.client_bytes(), ["150 Opening\r\n"]);
+    t.server("226 Done");
+    assert!(t.client_bytes().is_empty(), "226 must wait for the data");
+    t.m.on_transfer_finished(
+        Ok(Moved {
+            upload: 0,
+            download: 5,
+        }),
+        t.now,
+    );
+    t.drain();
+    assert_eq!(t.sent_client(), ["226 Done\r\n"]);
+    assert!(t.counted(Count::Transfer("ok")));
+}
+
+#[test]
+fn a_failed_relay_gets_426_instead_of_226() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.m.on_transfer_finished(Err("data connection broke".into()), t.now);
+    t.server("226 Done");
+    assert!(starts(
+        &t.sent_client(),
+        "426 Connection closed; transfer aborted: data connection broke"
+    ));
+    assert!(t.counted(Count::Transfer("failed")));
+}
+
+#[test]
+fn abor_closes_the_data_connections_and_answers_426() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    t.take();
+    t.client("ABOR");
+    assert!(t.has(|a| matches!(a, Action::AbortTransfer)));
+    assert_eq!(t.sent_upstream(), ["ABOR\r\n"]);
+    t.take();
+    t.server("426 Aborted");
+    t.server("226 ABOR ok");
+    assert_eq!(t.client_bytes(), ["426 Aborted\r\n", "226 ABOR ok\r\n"]);
+
+    // The server had already finished: the client still learns it lacks the file.
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("226 Done");
+    t.take();
+    t.client("ABOR");
+    assert!(starts(
+        &t.sent_client(),
+        "426 Connection closed; transfer aborted."
+    ));
+}
+
+#[test]
+fn a_server_refusing_the_transfer_is_passed_on() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("550 No such file");
+    assert!(t.has(|a| matches!(a, Action::AbortTransfer)));
+    assert_eq!(t.sent_client(), ["550 No such file\r\n"]);
+}
+
+#[test]
+fn upstream_data_auto_falls_back_to_active_and_remembers_a_5xx() {
+    let c = reverse("");
+    let mut t = T::logged_in(c.clone());
+    client_pasv(&mut t, 50001);
+    t.client("STOR f");
+    t.take();
+    t.server("502 No passive mode here");
+    let acts = t.take();
+    assert!(
+        acts.iter().any(|a| matches!(
+            a,
+            Action::Lease {
+                slot: Slot::UpstreamActive,
+                ..
+            }
+        )),
+        "{acts:?}"
+    );
+    t.m.on_leased(Slot::UpstreamActive, Ok(50002), t.now);
+    t.drain();
+    assert_eq!(t.sent_upstream(), ["PORT 198,18,0,1,195,82\r\n"]);
+    t.take();
+    t.server("200 PORT ok");
+    assert_eq!(t.sent_upstream(), ["STOR f\r\n"]);
+    assert!(t.has(|a| matches!(
+        a,
+        Action::StartTransfer {
+            direction: Direction::Upload,
+            upstream: UpstreamLeg::Accept { .. },
+            ..
+        }
+    )));
+
+    // The next session to that server goes straight to active mode.
+    let mut t = T::logged_in(c);
+    client_pasv(&mut t, 50003);
+    t.client("STOR g");
+    assert!(t.has(|a| matches!(
+        a,
+        Action::Lease {
+            slot: Slot::UpstreamActive,
+            ..
+        }
+    )));
+    assert!(t.sent_upstream().is_empty());
+}
+
+#[test]
+fn a_privileged_passive_port_is_refused() {
+    let mut t = T::logged_in(reverse("    upstream_data: passive\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,2,0,22)");
+    assert!(t.rejected(Rejection::Bounce));
+    assert!(!t.has(|a| matches!(a, Action::ConnectData(_))));
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection to the server: it announced the privileged data port 22"
+    ));
+    assert!(t.has(|a| matches!(a, Action::Release(Slot::ClientPassive))));
+}
+
+#[test]
+fn a_data_port_that_does_not_answer_fails_the_transfer_in_passive_mode() {
+    let mut t = T::logged_in(reverse("    upstream_data: passive\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.server("229 Entering Extended Passive Mode (|||30001|)");
+    t.take();
+    t.m.on_data_connected(Err(DataConnectError::Timeout), t.now);
+    t.drain();
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection to the server: connecting to its data port 198.18.0.2:30001 timed out"
+    ));
+    assert!(t.counted(Count::Transfer("failed")));
+}
+
+#[test]
+fn a_silent_server_ends_the_session_after_the_connect_timeout() {
+    let mut t = T::logged_in(reverse(""));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.advance(Duration::from_secs(9));
+    assert!(!t.closed());
+    t.advance(Duration::from_secs(2));
+    assert!(t.rejected(Rejection::ReplyTimeout));
+    assert!(starts(
+        &t.sent_client(),
+        "421 Service not available: the FTP server sent an invalid reply."
+    ));
+    assert!(t.closed());
+}
+
+#[test]
+fn a_relayed_transfer_waits_for_earlier_replies_so_each_reply_finds_its_command() {
+    let mut t = T::logged_in(reverse(""));
+    client_pasv(&mut t, 50001);
+    t.client("TYPE I");
+    t.client("RETR f");
+    // The proxy's PASV must not overtake TYPE: its 227 would be taken for TYPE's answer.
+    assert_eq!(t.sent_upstream(), ["TYPE I\r\n"]);
+    t.take();
+    t.server("200 Type set to I");
+    assert_eq!(t.sent_client(), ["200 Type set to I\r\n"]);
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+}
+
+#[test]
+fn a_server_that_never_answers_does_not_hold_a_transfer_forever() {
+    let mut t = T::logged_in(reverse(""));
+    client_pasv(&mut t, 50001);
+    t.client("SITE QUIET");
+    t.client("RETR f");
+    t.take();
+    t.advance(Duration::from_secs(11));
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+    assert!(!t.closed());
+}
+
+#[test]
+fn relay_data_commands_before_login_go_to_the_server() {
+    let mut t = T::connected(reverse(""));
+    t.client("PASV");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits and shutdown
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn login_and_idle_timeouts() {
+    let mut t = T::connected(reverse(""));
+    t.advance(Duration::from_secs(29));
+    assert!(!t.closed());
+    t.advance(Duration::from_secs(2));
+    assert!(t.rejected(Rejection::LoginTimeout));
+    assert!(starts(&t.sent_client(), "421 Login timed out"));
+
+    let mut t = T::logged_in(reverse(""));
+    t.advance(Duration::from_secs(299));
+    t.client("NOOP");
+    t.advance(Duration::from_secs(299));
+    assert!(!t.closed());
+    t.advance(Duration::from_secs(2));
+    assert!(t.rejected(Rejection::IdleTimeout));
+    assert!(starts(&t.sent_client(), "421 Idle timeout"));
+}
+
+#[test]
+fn a_running_transfer_is_not_idle() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.advance(Duration::from_secs(3600));
+    assert!(!t.closed());
+    let mut t = T::logged_in(reverse("    data: passthrough\n"));
+    t.client("RETR big");
+    t.server("150 Opening");
+    t.advance(Duration::from_secs(3600));
+    assert!(!t.closed());
+    t.server("226 Done");
+    t.advance(Duration::from_secs(301));
+    assert!(t.closed());
+}
+
+#[test]
+fn bad_input_from_the_client() {
+    let mut t = T::connected(reverse(""));
+    t.m.on_client_overlong(512);
+    t.drain();
+    assert!(t.rejected(Rejection::LineTooLong));
+    assert!(starts(
+        &t.sent_client(),
+        "500 Command line too long (limit 512 bytes)"
+    ));
+    assert!(t.closed());
+
+    let mut t = T::connected(reverse(""));
+    for _ in 0..9 {
+        t.client("!!");
+        assert_eq!(
+            t.client_bytes(),
+            ["500 Syntax error, command unrecognized.\r\n"]
+        );
+    }
+    t.client("!!");
+    assert!(starts(&t.sent_client(), "421 Too many invalid commands"));
+    assert!(t.closed());
+
+    let mut t = T::connected(reverse(""));
+    t.client("PROXY TCP4 1.2.3.4 5.6.7.8 1 2");
+    assert!(t.rejected(Rejection::ProxyUntrusted));
+    assert!(t.closed());
+    let mut t = T::connected(reverse(""));
+    t.client("AUTH TLS");
+    assert!(t.rejected(Rejection::AuthTls));
+    assert!(starts(&t.sent_client(), "534 "));
+    assert!(!t.closed());
+}
+
+#[test]
+fn bad_input_from_the_server() {
+    let mut t = T::connected(reverse(""));
+    t.server("this is no reply");
+    assert!(t.rejected(Rejection::BadReply));
+    assert!(t.closed());
+    let mut t = T::connected(reverse(""));
+    t.server("211-Features:");
+    t.m.on_upstream_closed();
+    t.drain();
+    assert!(t.rejected(Rejection::TruncatedReply));
+    assert!(starts(&t.sent_client(), "421 "));
+    let mut t = T::connected(reverse(""));
+    t.m.on_upstream_closed();
+    assert_eq!(t.m.end_reason(), Some("upstream closed"));
+}
+
+#[test]
+fn shutdown_says_421_once() {
+    let mut t = T::logged_in(reverse(""));
+    t.m.on_stop();
+    t.m.on_stop();
+    t.drain();
+    assert_eq!(
+        t.sent_client(),
+        ["421 Service not available: the proxy is shutting down.\r\n"]
+    );
+    assert_eq!(t.m.end_reason(), Some("shutdown"));
+    assert_eq!(t.m.poll_timeout(), None);
+}
+
+#[test]
+fn feat_and_help_list_site_fxp() {
+    let mut t = T::logged_in(reverse(""));
+    t.client("FEAT");
+    t.take();
+    t.server("211-Features:");
+    t.server(" EPSV");
+    t.server("211 End");
+    assert_eq!(
+        t.client_bytes(),
+        ["211-Features:\r\n EPSV\r\n SITE FXP\r\n211 End\r\n"]
+    );
+    t.client("HELP");
+    t.take();
+    t.server("214 Help OK.");
+    assert!(starts(&t.client_bytes(), "214-SITE FXP TO <ftp-url>"));
+}
+
+// ---------------------------------------------------------------------------------------
+// SITE FXP
+// ---------------------------------------------------------------------------------------
+
+fn site_ctx() -> Arc<ListenerCtx> {
+    ctx(
+        &format!("    upstream: {SERVER}\n"),
+        "fxp:\n  allow: [\"203.0.113.0/24\"]\n",
+    )
+}
+
+/// Logged in, B chosen, a copy of `big.bin` started.
+fn copying() -> T {
+    let mut t = T::logged_in(site_ctx());
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/in/");
+    assert_eq!(
+        t.client_bytes(),
+        ["200 FXP destination set to ftp://u:***@203.0.113.5/in/.\r\n"]
+    );
+    t.client("SITE FXP PUT big.bin");
+    let acts = t.take();
+    let start = acts.iter().find_map(|a| match a {
+        Action::StartFxp { src, dst, allow } => Some((src.clone(), dst.clone(), allow.clone())),
+        _ => None,
+    });
+    let (src, dst, allow) = start.expect("a copy starts");
+    assert_eq!(
+        (src.host.as_str(), src.port, src.password.as_deref()),
+        ("198.18.0.2", 21, Some("secret"))
+    );
+    assert_eq!(dst.host, "203.0.113.5");
+    // The engine may reach A and fxp.allow, nothing else.
+    assert!((allow.0)("198.18.0.2:21".parse().unwrap()).is_ok());
+    assert!((allow.0)("203.0.113.77:21".parse().unwrap()).is_ok());
+    assert!((allow.0)("192.0.2.1:21".parse().unwrap()).is_err());
+    t
+}
+
+#[test]
+fn site_fxp_needs_a_login_and_a_destination() {
+    let mut t = T::connected(site_ctx());
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    assert_eq!(
+        t.client_bytes(),
+        ["530 Please log in with USER and PASS first.\r\n"]
+    );
+    let mut t = T::logged_in(site_ctx());
+    t.client("SITE FXP PUT x");
+    assert!(starts(
+        &t.client_bytes(),
+        "503 Choose the other server first"
+    ));
+    t.client("SITE FXP TO not-a-url");
+    assert!(starts(&t.client_bytes(), "501 Not an FTP URL"));
+    t.client("SITE FXP FROB");
+    assert!(starts(&t.client_bytes(), "501 Usage: SITE FXP TO"));
+    t.client("SITE CHMOD 644 f");
+    assert_eq!(t.sent_upstream(), ["SITE CHMOD 644 f\r\n"]);
+}
+
+#[test]
+fn stat_during_a_copy_reports_progress() {
+    let mut t = copying();
+    t.client("STAT");
+    assert_eq!(
+        t.client_bytes(),
+        [
+            "211-FXP copy in progress: ftp://u:***@198.18.0.2/big.bin to ftp://u:***@203.0.113.5/in/.\r\n 0 bytes so far.\r\n211 End\r\n"
+        ]
+    );
+    t.m.on_fxp_progress(4096, Some(8192));
+    t.client("STAT");
+    assert!(t.client_bytes()[0].contains(" 4096 bytes so far of 8192."));
+    t.client("LIST");
+    assert!(starts(&t.client_bytes(), "503 A SITE FXP copy is running"));
+    t.client("NOOP");
+    assert_eq!(t.client_bytes(), ["200 NOOP ok.\r\n"]);
+    // Waiting on a long copy is not idling.
+    t.advance(Duration::from_secs(3600));
+    assert!(!t.closed());
+    let report = Report {
+        method: Method::Fxp,
+        bytes: 8192,
+        relayed_bytes: 0,
+        resumed_from: 0,
+        attempts: 1,
+        duration: Duration::from_millis(1500),
+        verified: true,
+    };
+    t.m.on_fxp_finished(Ok(report), t.now);
+    t.drain();
+    assert_eq!(
+        t.sent_client(),
+        ["226 FXP copy done: 8192 bytes by fxp in 1.50 s.\r\n"]
+    );
+    t.take();
+    t.client("SITE FXP STATUS");
+    assert!(t.client_bytes()[0].contains("Last copy: FXP copy done: 8192 bytes"));
+}
+
+#[test]
+fn abor_cancels_a_copy_and_the_session_goes_on() {
+    let mut t = copying();
+    t.client("ABOR");
+    assert!(t.has(|a| matches!(a, Action::CancelFxp)));
+    assert_eq!(
+        t.sent_client(),
+        [
+            "426 FXP copy aborted.\r\n",
+            "226 ABOR command successful.\r\n"
+        ]
+    );
+    assert!(t.sent_upstream().is_empty());
+    t.take();
+    // The engine's late word changes nothing.
+    t.m.on_fxp_finished(Err(FxpError::Other("cancelled".into())), t.now);
+    assert!(t.client_bytes().is_empty());
+    t.client("PWD");
+    assert_eq!(t.sent_upstream(), ["PWD\r\n"]);
+}
+
+#[test]
+fn a_failed_copy_answers_451_or_550() {
+    let mut t = copying();
+    t.m.on_fxp_finished(Err(FxpError::Stalled(Duration::from_secs(30))), t.now);
+    assert!(starts(
+        &t.client_bytes(),
+        "451 FXP copy failed: no progress"
+    ));
+}
+
+#[test]
+fn shutdown_and_a_closing_server_end_a_copy() {
+    let mut t = copying();
+    t.m.on_stop();
+    t.drain();
+    assert!(starts(
+        &t.sent_client(),
+        "421 Service not available: the proxy is shutting down."
+    ));
+    assert!(t.closed());
+    let mut t = copying();
+    t.m.on_upstream_closed();
+    assert_eq!(t.m.end_reason(), Some("upstream closed"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------------------
+
+const SECRET: &str = "s3cr3t-Pa55";
+
+fn client_line() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"USER u\r\n".to_vec()),
+        Just(format!("PASS {SECRET}\r\n").into_bytes()),
+        Just(format!("ACCT {SECRET}\r\n").into_bytes()),
+        Just(b"PASV\r\n".to_vec()),
+        Just(b"EPSV\r\n".to_vec()),
+        Just(b"EPSV ALL\r\n".to_vec()),
+        Just(b"PORT 198,51,100,7,4,1\r\n".to_vec()),
+        Just(b"PORT 10,0,0,1,0,21\r\n".to_vec()),
+        Just(b"EPRT |2|::1|5000|\r\n".to_vec()),
+        Just(b"RETR f\r\n".to_vec()),
+        Just(b"STOR f\r\n".to_vec()),
+        Just(b"ABOR\r\n".to_vec()),
+        Just(b"REIN\r\n".to_vec()),
+        Just(b"STAT\r\n".to_vec()),
+        Just(b"FEAT\r\n".to_vec()),
+        Just(format!("SITE FXP TO ftp://u:{SECRET}@203.0.113.5/\r\n").into_bytes()),
+        Just(b"SITE FXP PUT a b\r\n".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..40),
+    ]
+}
+
+fn server_line() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"220 hi\r\n".to_vec()),
+        Just(b"230 in\r\n".to_vec()),
+        Just(b"331 pass\r\n".to_vec()),
+        Just(b"150 open\r\n".to_vec()),
+        Just(b"226 done\r\n".to_vec()),
+        Just(b"200 ok\r\n".to_vec()),
+        Just(b"227 Entering Passive Mode (10,0,0,1,117,49)\r\n".to_vec()),
+        Just(b"227 Entering Passive Mode (1,2,3,4,0,22)\r\n".to_vec()),
+        Just(b"229 Entering Extended Passive Mode (|||30001|)\r\n".to_vec()),
+        Just(b"211-Features:\r\n".to_vec()),
+        Just(b"211 End\r\n".to_vec()),
+        Just(b"502 no\r\n".to_vec()),
+        Just(b"426 aborted\r\n".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..40),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Input {
+    Client(Vec<u8>),
+    Server(Vec<u8>),
+    Connected(bool),
+    Leased(bool),
+    DataConnected(bool),
+    Resolved,
+    TransferDone(bool),
+    FxpDone,
+    Tick(u16),
+    ServerClosed,
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        4 => client_line().prop_map(Input::Client),
+        4 => server_line().prop_map(Input::Server),
+        1 => any::<bool>().prop_map(Input::Connected),
+        1 => any::<bool>().prop_map(Input::Leased),
+        1 => any::<bool>().prop_map(Input::DataConnected),
+        1 => Just(Input::Resolved),
+        1 => any::<bool>().prop_map(Input::TransferDone),
+        1 => Just(Input::FxpDone),
+        1 => any::<u16>().prop_map(Input::Tick),
+        1 => Just(Input::ServerClosed),
+    ]
+}
+
+fn listener_variant() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(format!("    upstream: {SERVER}\n")),
+        Just(format!("    upstream: {SERVER}\n    data: passthrough\n")),
+        Just(format!(
+            "    upstream: {SERVER}\n    upstream_data: active\n"
+        )),
+        Just("    mode: forward\n    allow: [\"198.18.0.0/15\"]\n".to_string()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the two peers send, in whatever order, the machine does not panic, and a
+    /// password reaches nobody but the server.
+    #[test]
+    fn arbitrary_interleavings_never_panic_or_leak_a_password(
+        listener in listener_variant(),
+        inputs in proptest::collection::vec(input(), 0..60),
+    ) {
+        let c = ctx(&listener, "fxp:\n  allow: [\"203.0.113.0/24\"]\n");
+        let mut now = Instant::now();
+        let mut m = Machine::new(c, ip(CLIENT), ip(PROXY), None, now);
+        m.start(now);
+        let check = |m: &mut Machine| {
+            while let Some(a) = m.poll_action() {
+                if let Action::ToClient(b) = &a {
+                    prop_assert!(!String::from_utf8_lossy(b).contains(SECRET), "{:?}", String::from_utf8_lossy(b));
+                }
+                if let Action::StartFxp { dst, .. } = &a {
+                    prop_assert!(!dst.to_string().contains(SECRET));
+                }
+            }
+            Ok(())
+        };
+        check(&mut m)?;
+        for i in inputs {
+            match i {
+                Input::Client(l) => m.on_client_line(&l, now),
+                Input::Server(l) => m.on_upstream_line(&l, now),
+                Input::Connected(ok) => m.on_connected(
+                    if ok {
+                        Ok(Connected { peer: SERVER.parse().unwrap(), local: ip("198.18.0.1") })
+                    } else {
+                        Err(ConnectFailure::Denied("no".into()))
+                    },
+                    now,
+                ),
+                Input::Leased(ok) => {
+                    let r = if ok { Ok(50001) } else { Err(exhausted()) };
+                    m.on_leased(Slot::ClientPassive, r, now);
+                }
+                Input::DataConnected(ok) => m.on_data_connected(
+                    if ok { Ok(()) } else { Err(DataConnectError::Timeout) },
+                    now,
+                ),
+                Input::Resolved => m.on_resolved(Ok(vec![ip("203.0.113.7")]), now),
+                Input::TransferDone(ok) => m.on_transfer_finished(
+                    if ok { Ok(Moved { upload: 1, download: 0 }) } else { Err("broke".into()) },
+                    now,
+                ),
+                Input::FxpDone => m.on_fxp_finished(Err(FxpError::Other("x".into())), now),
+                Input::Tick(s) => {
+                    now += Duration::from_secs(u64::from(s % 400));
+                    if m.poll_timeout().is_some_and(|t| t <= now) {
+                        m.on_timer(now);
+                    }
+                }
+                Input::ServerClosed => m.on_upstream_closed(),
+            }
+            check(&mut m)?;
+        }
+    }
+}
