@@ -40,7 +40,7 @@ pub(super) enum Fail {
     Negotiation(FxpError),
     /// Failed after `STOR`/`RETR` were sent: give up these sessions.
     Transfer(FxpError),
-    /// About the file itself, or a login: no other method would do better.
+    /// About the file itself (`550`, `553`, ...): no other method would do better.
     Fatal(FxpError),
 }
 
