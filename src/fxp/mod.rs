@@ -3,17 +3,30 @@
 //!
 //! - [`url`] parses `ftp://user:pass@host:port/path` (the password never displayed).
 //! - [`client`] is the async FTP client: one control connection, timeouts on every read.
-//! - [`engine`] picks standard FXP, reverse FXP or relay, retries and resumes; `relay`
-//!   is the method that copies the bytes itself.
+//! - [`engine`] copies one file: it carries out what `plan` decides, logs in, resumes
+//!   and checks the copy's size.
+//!   - `plan` is pure: the order of the methods, what each failure means, retries and
+//!     their backoff.
+//!   - `direct` is standard and reverse FXP (the servers move the bytes); `relay` is the
+//!     method that copies the bytes itself.
+//!   - `pair` holds the two sessions and the steps both kinds of method share (`REST`,
+//!     `STOR` and `RETR`).
+//!   - `report` ([`Method`], [`Event`], [`Report`]) and `error` ([`FxpError`]) are what a
+//!     transfer tells its caller; [`engine`] re-exports them.
 //! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue.
 //! - [`cli`] is `fxprelay fxp`: progress bar, summary line, exit code.
 //! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`).
 
 pub mod cli;
 pub mod client;
+mod direct;
 pub mod engine;
+mod error;
 pub mod jobs;
+mod pair;
+mod plan;
 mod relay;
+mod report;
 pub mod tree;
 pub mod url;
 

@@ -10,7 +10,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::client::{FtpError, refused};
-use super::engine::{Done, Event, Fail, FxpError, Method, Pair, Run, Side, State, classify};
+use super::error::{FxpError, Side};
+use super::pair::{Done, Pair, Run, State, classify};
+use super::plan::Fail;
+use super::report::{Event, Method};
 
 impl Run<'_> {
     /// `PASV` on both; the engine connects to both data ports and copies.

@@ -1,0 +1,78 @@
+//! How a transfer fails: [`FxpError`], naming the server ([`Side`]) that refused.
+
+use std::time::Duration;
+
+use super::client::FtpError;
+use super::report::Method;
+
+/// Which server a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FxpError {
+    #[error("{side} {host}: {error}")]
+    Server {
+        side: Side,
+        host: String,
+        error: FtpError,
+    },
+    #[error("size differs after the copy: source {src} bytes, destination {dst}")]
+    SizeMismatch { src: u64, dst: u64 },
+    #[error("no progress for {0:?}")]
+    Stalled(Duration),
+    #[error("relay: {0}")]
+    Relay(std::io::Error),
+    /// Every method failed: each one's reason, in the order tried.
+    #[error("{}", .0.iter().map(|(m, e)| format!("{m}: {e}")).collect::<Vec<_>>().join("; "))]
+    Methods(Vec<(Method, FxpError)>),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl FxpError {
+    /// `error` from the `side` server at `host`.
+    pub(super) fn at(side: Side, host: &str, error: FtpError) -> FxpError {
+        FxpError::Server {
+            side,
+            host: host.to_owned(),
+            error,
+        }
+    }
+
+    /// One method's failure as itself, several as [`FxpError::Methods`].
+    pub(super) fn methods(mut tried: Vec<(Method, FxpError)>) -> FxpError {
+        match tried.len() {
+            0 => FxpError::Other("no transfer method to try".into()),
+            1 => tried.remove(0).1,
+            _ => FxpError::Methods(tried),
+        }
+    }
+
+    /// The server's reply code, when a server refused something.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            FxpError::Server { error, .. } => error.code(),
+            // The last method's answer decides whether retrying is any use.
+            FxpError::Methods(tried) => tried.last().and_then(|(_, e)| e.code()),
+            _ => None,
+        }
+    }
+
+    /// A permanent refusal (5xx): retrying would get the same answer.
+    pub fn is_permanent(&self) -> bool {
+        self.code().is_some_and(|c| c / 100 == 5)
+    }
+}

@@ -1,0 +1,545 @@
+//! What to do next in a transfer: the order of the methods, what each way a method can
+//! fail means, and when a failed attempt is retried. Pure (no I/O, no clock): the engine
+//! reports each method's [`Outcome`] and carries out the [`Step`] it gets back.
+//!
+//! - The methods of an attempt: standard FXP, reverse FXP, relay; `reverse` skips the
+//!   first, no `relay_fallback` drops the last.
+//! - Refused while negotiating ([`Fail::Negotiation`]): the next method, on the same
+//!   sessions.
+//! - Failed once data should flow ([`Fail::Transfer`]): the sessions are given up
+//!   (`ABOR`, `QUIT`) and the next method starts on fresh ones (the engine resumes with
+//!   `REST` where it can). A copy whose size comes out wrong: the same, with a plain `QUIT`.
+//! - Refused about the file itself ([`Fail::Fatal`]) or unable to start (a login, the
+//!   source's `SIZE`): no other method would do better, the attempt ends.
+//! - An attempt that ends in failure is retried after a backoff, up to `retries` times,
+//!   unless the failure is permanent (a `5xx`): then the transfer gives up at once.
+
+use std::time::Duration;
+
+use super::error::FxpError;
+use super::report::Method;
+
+/// Longest wait between two attempts, however many retries were asked for.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What the caller asked for (the fields of the engine's `Options` of the same names).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Policy {
+    /// Start with reverse FXP (skip standard FXP).
+    pub(super) reverse: bool,
+    /// Relay the bytes when neither FXP direction works.
+    pub(super) relay_fallback: bool,
+    /// Further attempts after a failed one.
+    pub(super) retries: u32,
+}
+
+/// How a method failed.
+#[derive(Debug)]
+pub(super) enum Fail {
+    /// Refused while negotiating: the sessions are clean, the next method may use them.
+    Negotiation(FxpError),
+    /// Failed after `STOR`/`RETR` were sent: give up these sessions.
+    Transfer(FxpError),
+    /// About the file itself (`550`, `553`, ...): no other method would do better.
+    Fatal(FxpError),
+}
+
+impl Fail {
+    /// A failure once `STOR`/`RETR` were sent: a refusal about the data connection
+    /// (`425`, `426`) or no reply code at all (a timeout, a short file) lets the next
+    /// method try; any other code is about the file (`550`, `553`, ...) and does not.
+    pub(super) fn started(e: FxpError) -> Fail {
+        match e.code() {
+            Some(c) if c != 425 && c != 426 => Fail::Fatal(e),
+            _ => Fail::Transfer(e),
+        }
+    }
+}
+
+/// What came of the step the plan asked for.
+#[derive(Debug)]
+pub(super) enum Outcome<T> {
+    /// The method copied the file, and the sizes agree or cannot be compared.
+    Copied(T),
+    /// The method failed.
+    Failed(Fail),
+    /// The method finished but the destination's size differs from the source's
+    /// ([`FxpError::SizeMismatch`]).
+    Mismatch(FxpError),
+    /// The attempt could not start: a login, the source's `SIZE`, or the two URLs name
+    /// the same file.
+    NotStarted(FxpError),
+}
+
+impl<T> Outcome<T> {
+    /// A method's own failure, which the front end hears as `Event::MethodFailed`
+    /// (a failure to start is no method's).
+    pub(super) fn method_error(&self) -> Option<&FxpError> {
+        match self {
+            Outcome::Failed(Fail::Negotiation(e) | Fail::Transfer(e) | Fail::Fatal(e))
+            | Outcome::Mismatch(e) => Some(e),
+            Outcome::Copied(_) | Outcome::NotStarted(_) => None,
+        }
+    }
+}
+
+/// How to end the sessions in hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Close {
+    /// `QUIT`: nothing is in progress.
+    Quit,
+    /// `ABOR`, then `QUIT`: a transfer failed and may still be winding down; a server
+    /// logged into again before that ends may not answer the new login.
+    Abort,
+}
+
+/// What the engine does next. Every step but [`Step::Try`] first closes the sessions in
+/// hand, as [`Step::close`] says.
+#[derive(Debug)]
+pub(super) enum Step<T> {
+    /// Try `method` on the sessions in hand (logging in first when there are none).
+    Try(Method),
+    /// Close the sessions, then try `method` on fresh ones.
+    Reconnect(Method, Close),
+    /// Attempt `attempt` failed with `error`: close the sessions, wait `after`, then start
+    /// the next attempt with `method` on fresh sessions.
+    Retry {
+        close: Close,
+        attempt: u32,
+        after: Duration,
+        error: FxpError,
+        method: Method,
+    },
+    /// The transfer failed with this error.
+    GiveUp(Close, FxpError),
+    /// The transfer succeeded; `QUIT` both sessions.
+    Done(T),
+}
+
+impl<T> Step<T> {
+    /// How the sessions in hand end before this step; `None`: they are kept.
+    pub(super) fn close(&self) -> Option<Close> {
+        match self {
+            Step::Try(_) => None,
+            Step::Reconnect(_, close) | Step::Retry { close, .. } | Step::GiveUp(close, _) => {
+                Some(*close)
+            }
+            Step::Done(_) => Some(Close::Quit),
+        }
+    }
+}
+
+/// Where a transfer stands: which attempt, which method, what failed so far.
+#[derive(Debug)]
+pub(super) struct Plan {
+    policy: Policy,
+    /// 1-based.
+    attempt: u32,
+    /// The method being tried.
+    method: Method,
+    /// This attempt's failed methods, in order.
+    tried: Vec<(Method, FxpError)>,
+}
+
+impl Plan {
+    pub(super) fn new(policy: Policy) -> Plan {
+        Plan {
+            policy,
+            attempt: 1,
+            method: first(policy),
+            tried: vec![],
+        }
+    }
+
+    /// The first step: the first method, on fresh sessions.
+    pub(super) fn start<T>(&self) -> Step<T> {
+        Step::Try(self.method)
+    }
+
+    /// The attempt under way (1-based): when the transfer is done, the attempts it took.
+    pub(super) fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The step after `outcome` of the step last asked for.
+    pub(super) fn next<T>(&mut self, outcome: Outcome<T>) -> Step<T> {
+        match outcome {
+            Outcome::Copied(t) => Step::Done(t),
+            Outcome::Failed(Fail::Negotiation(e)) => self.next_method(e, None),
+            Outcome::Failed(Fail::Transfer(e)) => self.next_method(e, Some(Close::Abort)),
+            // The sessions are idle, but whatever made the copy short may linger in them.
+            Outcome::Mismatch(e) => self.next_method(e, Some(Close::Quit)),
+            Outcome::Failed(Fail::Fatal(e)) => self.end_attempt(e, Close::Abort),
+            Outcome::NotStarted(e) => self.end_attempt(e, Close::Quit),
+        }
+    }
+
+    /// The current method failed with `e`; `close`: how its sessions end (`None`: the
+    /// next method reuses them).
+    fn next_method<T>(&mut self, e: FxpError, close: Option<Close>) -> Step<T> {
+        self.tried.push((self.method, e));
+        match (after(self.policy, self.method), close) {
+            (Some(next), None) => {
+                self.method = next;
+                Step::Try(next)
+            }
+            (Some(next), Some(close)) => {
+                self.method = next;
+                Step::Reconnect(next, close)
+            }
+            (None, close) => {
+                let e = FxpError::methods(std::mem::take(&mut self.tried));
+                self.end_attempt(e, close.unwrap_or(Close::Quit))
+            }
+        }
+    }
+
+    /// The attempt failed with `e`: retry, unless retrying is no use or none is left.
+    fn end_attempt<T>(&mut self, e: FxpError, close: Close) -> Step<T> {
+        if e.is_permanent() || self.attempt > self.policy.retries {
+            return Step::GiveUp(close, e);
+        }
+        let failed = self.attempt;
+        self.attempt += 1;
+        self.method = first(self.policy);
+        self.tried.clear();
+        Step::Retry {
+            close,
+            attempt: failed,
+            after: backoff(failed),
+            error: e,
+            method: self.method,
+        }
+    }
+}
+
+fn first(policy: Policy) -> Method {
+    if policy.reverse {
+        Method::ReverseFxp
+    } else {
+        Method::Fxp
+    }
+}
+
+/// The method tried after `m` in one attempt.
+fn after(policy: Policy, m: Method) -> Option<Method> {
+    match m {
+        Method::Fxp => Some(Method::ReverseFxp),
+        Method::ReverseFxp => policy.relay_fallback.then_some(Method::Relay),
+        Method::Relay => None,
+    }
+}
+
+/// The wait after failed attempt `attempt` (1-based): 0.5 s, 1 s, 2 s, ... up to
+/// [`MAX_BACKOFF`].
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fxp::client::FtpError;
+    use crate::fxp::error::Side;
+
+    const ALL: Policy = Policy {
+        reverse: false,
+        relay_fallback: true,
+        retries: 2,
+    };
+
+    fn refused(code: u16) -> FxpError {
+        let error = FtpError::Refused {
+            cmd: "RETR f".into(),
+            code,
+            text: format!("{code} no"),
+        };
+        FxpError::at(Side::Source, "a", error)
+    }
+
+    fn other(text: &str) -> FxpError {
+        FxpError::Other(text.into())
+    }
+
+    fn negotiation(text: &str) -> Outcome<()> {
+        Outcome::Failed(Fail::Negotiation(other(text)))
+    }
+
+    fn transfer(text: &str) -> Outcome<()> {
+        Outcome::Failed(Fail::Transfer(other(text)))
+    }
+
+    /// The methods one attempt tries, each refused while negotiating.
+    fn order(policy: Policy) -> Vec<Method> {
+        let mut plan = Plan::new(policy);
+        let mut step = plan.start::<()>();
+        let mut seen = vec![];
+        while let Step::Try(m) = step {
+            seen.push(m);
+            step = plan.next(negotiation("no"));
+        }
+        seen
+    }
+
+    #[test]
+    fn the_methods_come_in_order_and_the_options_drop_some() {
+        use Method::*;
+        assert_eq!(order(ALL), [Fxp, ReverseFxp, Relay]);
+        let reverse = Policy {
+            reverse: true,
+            ..ALL
+        };
+        assert_eq!(order(reverse), [ReverseFxp, Relay]);
+        let direct = Policy {
+            relay_fallback: false,
+            ..ALL
+        };
+        assert_eq!(order(direct), [Fxp, ReverseFxp]);
+        let reverse_only = Policy {
+            relay_fallback: false,
+            ..reverse
+        };
+        assert_eq!(order(reverse_only), [ReverseFxp]);
+    }
+
+    #[test]
+    fn a_copy_is_done_and_quits() {
+        let mut plan = Plan::new(ALL);
+        let step = plan.next(Outcome::Copied(7));
+        assert!(matches!(step, Step::Done(7)), "{step:?}");
+        assert_eq!(step.close(), Some(Close::Quit));
+        assert_eq!(plan.attempt(), 1);
+    }
+
+    #[test]
+    fn the_first_step_tries_the_first_method_keeping_nothing() {
+        let step = Plan::new(ALL).start::<()>();
+        assert!(matches!(step, Step::Try(Method::Fxp)), "{step:?}");
+        assert_eq!(step.close(), None);
+    }
+
+    #[test]
+    fn a_refused_negotiation_keeps_the_sessions() {
+        let mut plan = Plan::new(ALL);
+        let step = plan.next(negotiation("PORT refused"));
+        assert!(matches!(step, Step::Try(Method::ReverseFxp)), "{step:?}");
+        assert_eq!(step.close(), None);
+    }
+
+    #[test]
+    fn a_failed_transfer_aborts_and_reconnects() {
+        let mut plan = Plan::new(ALL);
+        let step = plan.next(transfer("425"));
+        assert!(
+            matches!(step, Step::Reconnect(Method::ReverseFxp, Close::Abort)),
+            "{step:?}"
+        );
+        assert_eq!(step.close(), Some(Close::Abort));
+    }
+
+    #[test]
+    fn a_size_mismatch_quits_and_reconnects() {
+        let mut plan = Plan::new(ALL);
+        let step = plan.next::<()>(Outcome::Mismatch(FxpError::SizeMismatch { src: 9, dst: 4 }));
+        assert!(
+            matches!(step, Step::Reconnect(Method::ReverseFxp, Close::Quit)),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_of_the_file_ends_everything_at_once() {
+        let mut plan = Plan::new(ALL);
+        let step = plan.next::<()>(Outcome::Failed(Fail::Fatal(refused(550))));
+        // The file's own refusal, not a list of methods; no retry although two are left.
+        let Step::GiveUp(Close::Abort, e) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(e.code(), Some(550));
+        assert!(!matches!(e, FxpError::Methods(_)), "{e}");
+    }
+
+    #[test]
+    fn a_transient_refusal_of_the_file_retries_from_the_first_method() {
+        let mut plan = Plan::new(ALL);
+        assert!(matches!(plan.next(negotiation("a")), Step::Try(_)));
+        let step = plan.next::<()>(Outcome::Failed(Fail::Fatal(refused(451))));
+        let Step::Retry {
+            close,
+            attempt,
+            after,
+            error,
+            method,
+        } = step
+        else {
+            panic!("{step:?}")
+        };
+        assert_eq!((close, attempt, method), (Close::Abort, 1, Method::Fxp));
+        assert_eq!(after, Duration::from_millis(500));
+        assert_eq!(error.code(), Some(451));
+        assert_eq!(plan.attempt(), 2);
+    }
+
+    #[test]
+    fn an_attempt_that_cannot_start_quits_and_retries_unless_permanent() {
+        let mut plan = Plan::new(ALL);
+        let step = plan.next::<()>(Outcome::NotStarted(other("connection refused")));
+        assert!(
+            matches!(
+                step,
+                Step::Retry {
+                    close: Close::Quit,
+                    attempt: 1,
+                    method: Method::Fxp,
+                    ..
+                }
+            ),
+            "{step:?}"
+        );
+        // A missing source file (`550` on `SIZE`) is no better on the next attempt.
+        let step = plan.next::<()>(Outcome::NotStarted(refused(550)));
+        assert!(matches!(step, Step::GiveUp(Close::Quit, _)), "{step:?}");
+    }
+
+    #[test]
+    fn every_method_failing_ends_the_attempt_with_each_reason() {
+        let mut plan = Plan::new(Policy { retries: 0, ..ALL });
+        plan.next(negotiation("fxp refused"));
+        plan.next(transfer("reverse stalled"));
+        let step = plan.next(negotiation("relay refused"));
+        // The last method negotiated only: nothing to abort.
+        let Step::GiveUp(Close::Quit, FxpError::Methods(tried)) = step else {
+            panic!("{step:?}")
+        };
+        let tried: Vec<_> = tried.iter().map(|(m, e)| format!("{m}: {e}")).collect();
+        assert_eq!(
+            tried,
+            [
+                "fxp: fxp refused",
+                "reverse_fxp: reverse stalled",
+                "relay: relay refused"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_last_method_failing_in_transfer_aborts() {
+        let mut plan = Plan::new(Policy {
+            reverse: true,
+            relay_fallback: false,
+            retries: 0,
+        });
+        let step = plan.next(transfer("stalled"));
+        // One method tried: its error as itself.
+        assert!(
+            matches!(&step, Step::GiveUp(Close::Abort, FxpError::Other(t)) if t == "stalled"),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn the_last_methods_code_decides_whether_to_retry() {
+        // A 5xx refusal of PORT, then a 425 of the relay: worth another attempt.
+        let mut plan = Plan::new(Policy {
+            reverse: true,
+            ..ALL
+        });
+        plan.next::<()>(Outcome::Failed(Fail::Negotiation(refused(500))));
+        let step = plan.next::<()>(Outcome::Failed(Fail::Transfer(refused(425))));
+        assert!(matches!(step, Step::Retry { .. }), "{step:?}");
+        // The other way round: the last answer is permanent.
+        plan.next::<()>(Outcome::Failed(Fail::Transfer(refused(425))));
+        let step = plan.next::<()>(Outcome::Failed(Fail::Negotiation(refused(502))));
+        assert!(matches!(step, Step::GiveUp(Close::Quit, _)), "{step:?}");
+    }
+
+    #[test]
+    fn retries_start_afresh_until_none_are_left() {
+        let mut plan = Plan::new(Policy {
+            relay_fallback: false,
+            ..ALL
+        });
+        let mut delays = vec![];
+        let error = loop {
+            plan.next(negotiation("fxp refused"));
+            match plan.next(negotiation("reverse refused")) {
+                Step::Retry {
+                    attempt,
+                    after,
+                    error,
+                    method,
+                    ..
+                } => {
+                    assert_eq!(attempt as usize, delays.len() + 1);
+                    assert_eq!(method, Method::Fxp);
+                    // Each attempt's own failures only.
+                    assert!(
+                        matches!(&error, FxpError::Methods(t) if t.len() == 2),
+                        "{error}"
+                    );
+                    delays.push(after.as_millis());
+                }
+                Step::GiveUp(_, e) => break e,
+                step => panic!("{step:?}"),
+            }
+        };
+        assert_eq!(delays, [500, 1000]);
+        assert_eq!(plan.attempt(), 3);
+        assert!(
+            matches!(&error, FxpError::Methods(t) if t.len() == 2),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_copy_after_retries_counts_its_attempts() {
+        let mut plan = Plan::new(ALL);
+        plan.next::<()>(Outcome::NotStarted(other("timeout")));
+        plan.next::<()>(Outcome::NotStarted(other("timeout")));
+        assert!(matches!(plan.next(Outcome::Copied(())), Step::Done(())));
+        assert_eq!(plan.attempt(), 3);
+    }
+
+    #[test]
+    fn only_a_refusal_about_the_data_connection_lets_another_method_try() {
+        let kind = |e| match Fail::started(e) {
+            Fail::Transfer(_) => "transfer",
+            Fail::Fatal(_) => "fatal",
+            Fail::Negotiation(_) => "negotiation",
+        };
+        assert_eq!(kind(refused(425)), "transfer");
+        assert_eq!(kind(refused(426)), "transfer");
+        assert_eq!(kind(FxpError::Stalled(Duration::from_secs(1))), "transfer");
+        assert_eq!(kind(other("short file")), "transfer");
+        assert_eq!(kind(refused(550)), "fatal");
+        assert_eq!(kind(refused(553)), "fatal");
+        assert_eq!(kind(refused(451)), "fatal");
+    }
+
+    #[test]
+    fn methods_fail_aloud_but_a_failed_start_does_not() {
+        assert!(negotiation("x").method_error().is_some());
+        assert!(transfer("x").method_error().is_some());
+        let fatal: Outcome<()> = Outcome::Failed(Fail::Fatal(refused(550)));
+        assert!(fatal.method_error().is_some());
+        let short: Outcome<()> = Outcome::Mismatch(FxpError::SizeMismatch { src: 2, dst: 1 });
+        assert!(short.method_error().is_some());
+        assert!(
+            Outcome::<()>::NotStarted(other("x"))
+                .method_error()
+                .is_none()
+        );
+        assert!(Outcome::Copied(()).method_error().is_none());
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_a_minute() {
+        let ms = |n| backoff(n).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3), ms(4)], [500, 1000, 2000, 4000]);
+        assert_eq!(backoff(8), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+        assert_eq!(ms(0), 500);
+    }
+}
