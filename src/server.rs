@@ -14,8 +14,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::metrics;
-use crate::proto::reply::reply_line;
 use crate::proxy_protocol;
+use crate::session::replies::Say;
 use crate::session::{self, ListenerCtx};
 
 /// The two phases of shutdown, shared by every listener.
@@ -80,10 +80,9 @@ pub async fn serve_reloadable(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             metrics::rejected(&current.cfg.name, metrics::Rejection::MaxSessions);
             warn!(listener = %current.cfg.name, client = %peer, max = current.limits.max_sessions, "session limit reached; refusing client");
-            let text = "Too many connections to this proxy; try again later.";
             shutdown.sessions.spawn(async move {
                 let mut stream = stream;
-                refuse(&mut stream, peer, text).await
+                refuse(&mut stream, peer, Say::TooManySessions).await
             });
             continue;
         };
@@ -99,8 +98,7 @@ pub async fn serve_reloadable(
             let Some(_ip_slot) = per_ip.acquire(client.ip(), current.limits.max_sessions_per_ip) else {
                 metrics::rejected(&current.cfg.name, metrics::Rejection::MaxSessionsPerIp);
                 warn!(listener = %current.cfg.name, %client, max = current.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
-                let text = "Too many connections from your address; try again later.";
-                refuse(&mut stream, client, text).await;
+                refuse(&mut stream, client, Say::TooManySessionsFromYou).await;
                 return;
             };
             session::run(stream, client, rest, current, hard_stop).await;
@@ -133,8 +131,8 @@ async fn client_of(
     }
 }
 
-async fn refuse(stream: &mut TcpStream, peer: SocketAddr, text: &str) {
-    let reply = reply_line(421, text);
+async fn refuse(stream: &mut TcpStream, peer: SocketAddr, why: Say) {
+    let reply = why.bytes();
     // Bounded: a client that does not read must not hold the task.
     let write = async {
         stream.write_all(&reply).await?;

@@ -136,7 +136,7 @@ impl Shell {
         mut self,
         hard_stop: CancellationToken,
     ) -> anyhow::Result<&'static str> {
-        self.machine.start(Instant::now());
+        self.machine.start();
         loop {
             while let Some(action) = self.machine.poll_action() {
                 if let Some(reason) = self.execute(action).await? {

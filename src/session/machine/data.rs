@@ -523,7 +523,7 @@ impl Machine {
     }
 
     /// The server answered the proxy's `PASV`/`EPSV`.
-    pub(super) fn on_own_passive_reply(&mut self, reply: &Reply, now: Instant) {
+    pub(super) fn on_own_passive_reply(&mut self, reply: &Reply) {
         let Some(Waiting::Setup(mut setup)) = self.waiting.take() else {
             return;
         };
@@ -551,14 +551,14 @@ impl Machine {
                 self.reject(Rejection::Bounce);
                 warn!(%target, "upstream announced a privileged data port; refused");
                 let why = format!("it announced the privileged data port {}", target.port());
-                self.passive_failed(setup, PassiveFailure::Refused(why), now);
+                self.passive_failed(setup, PassiveFailure::Refused(why));
             }
             Ok(target) => {
                 setup.step = Step::ConnectingData(target);
                 self.waiting = Some(Waiting::Setup(setup));
                 self.act(Action::ConnectData(target));
             }
-            Err(failure) => self.passive_failed(setup, failure, now),
+            Err(failure) => self.passive_failed(setup, failure),
         }
     }
 
@@ -595,8 +595,7 @@ impl Machine {
 
     /// `upstream_data: auto` falls back to active mode; a 5xx is remembered for this
     /// server, a one-off failure only costs this transfer the extra try.
-    fn passive_failed(&mut self, setup: Setup, failure: PassiveFailure, now: Instant) {
-        let _ = now;
+    fn passive_failed(&mut self, setup: Setup, failure: PassiveFailure) {
         let auto = self.ctx.cfg.upstream_data == UpstreamData::Auto;
         match failure {
             PassiveFailure::Unsupported(why) if auto => {
@@ -637,7 +636,7 @@ impl Machine {
                                 format!("cannot connect to its data port {target}: {e}")
                             }
                         };
-                        self.passive_failed(setup, PassiveFailure::Refused(why), now);
+                        self.passive_failed(setup, PassiveFailure::Refused(why));
                     }
                 }
             }

@@ -339,8 +339,7 @@ impl Machine {
     }
 
     /// Opens the session: connect upstream or, in forward mode, greet the client.
-    pub fn start(&mut self, now: Instant) {
-        let _ = now;
+    pub fn start(&mut self) {
         let cfg = &self.ctx.cfg;
         match (cfg.mode, &cfg.upstream, self.original) {
             (Mode::Reverse, Some(target), _) => {
@@ -400,7 +399,7 @@ impl Machine {
         }
         match self.replies.push_line(line) {
             Ok(None) => {}
-            Ok(Some(reply)) => self.on_reply(reply, now),
+            Ok(Some(reply)) => self.on_reply(reply),
             Err(ReplyError::Malformed) => {
                 self.upstream_broken(Rejection::BadReply, "a line that is not an FTP reply")
             }
@@ -662,7 +661,7 @@ impl Machine {
             debug!(verb, args = %String::from_utf8_lossy(cmd.args).trim_end(), "command");
         }
         if self.site.copying() {
-            return self.while_copying(&cmd, line, now);
+            return self.while_copying(&cmd, line);
         }
         match class {
             VerbClass::User => self.site.user = Some(lossy(cmd.args)),
@@ -673,7 +672,7 @@ impl Machine {
             // SITE FXP is the proxy's own; other SITE commands go to the server.
             VerbClass::Site if is_site_fxp(cmd.args) => {
                 if self.logged_in {
-                    self.on_site_fxp(cmd.args, now);
+                    self.on_site_fxp(cmd.args);
                 } else {
                     // Never forwarded: the server would see the destination's password.
                     self.say(Say::LoginFirst);
@@ -717,7 +716,7 @@ impl Machine {
     // Upstream replies
     // -----------------------------------------------------------------------------------
 
-    fn on_reply(&mut self, reply: Reply, now: Instant) {
+    fn on_reply(&mut self, reply: Reply) {
         self.count(Count::Reply(reply.code));
         if reply.code == 230 {
             self.logged_in = true;
@@ -740,7 +739,7 @@ impl Machine {
         match self.awaiting.pop_front().map(|a| a.answers) {
             Some(Answers::OwnPassive) => {
                 self.reply_deadline = None;
-                self.on_own_passive_reply(&reply, now);
+                self.on_own_passive_reply(&reply);
             }
             Some(Answers::OwnActive) => {
                 self.reply_deadline = None;

@@ -62,8 +62,7 @@ struct Copy {
 
 impl Machine {
     /// Handles `SITE FXP ...` (`args` after `SITE`) for a logged-in client.
-    pub(super) fn on_site_fxp(&mut self, args: &[u8], now: Instant) {
-        let _ = now;
+    pub(super) fn on_site_fxp(&mut self, args: &[u8]) {
         let args = String::from_utf8_lossy(trim_eol(args)).trim().to_string();
         let mut words = args.split_whitespace().skip(1);
         let sub = words.next().unwrap_or("").to_ascii_uppercase();
@@ -156,8 +155,7 @@ impl Machine {
 
     /// A client command while a copy runs: `STAT` reports, `ABOR` cancels, `NOOP` keeps
     /// the connection alive, `QUIT` cancels and leaves; anything else waits its turn.
-    pub(super) fn while_copying(&mut self, cmd: &Command<'_>, line: &[u8], now: Instant) {
-        let _ = now;
+    pub(super) fn while_copying(&mut self, cmd: &Command<'_>, line: &[u8]) {
         match cmd.verb.class() {
             VerbClass::Status => {
                 let Some(c) = &self.site.running else { return };

@@ -62,7 +62,7 @@ impl T {
             now,
             actions: Vec::new(),
         };
-        t.m.start(now);
+        t.m.start();
         t.drain();
         t
     }
@@ -1113,7 +1113,7 @@ proptest! {
         let c = ctx(&listener, "fxp:\n  allow: [\"203.0.113.0/24\"]\n");
         let mut now = Instant::now();
         let mut m = Machine::new(c, ip(CLIENT), ip(PROXY), None, now);
-        m.start(now);
+        m.start();
         let check = |m: &mut Machine| {
             while let Some(a) = m.poll_action() {
                 if let Action::ToClient(b) = &a {
