@@ -16,8 +16,8 @@ use tracing::{debug, info, warn};
 
 use super::ListenerCtx;
 use crate::codec::{LineCodec, LineError};
-use crate::config::HostPort;
 use crate::metrics;
+use crate::net::HostPort;
 use crate::proto::command::parse_command;
 use crate::proto::line::trim_eol;
 use crate::proto::reply::reply_line;
@@ -194,16 +194,7 @@ pub(super) fn permitted(
     if own {
         return Err("that is this proxy itself".into());
     }
-    if ctx
-        .cfg
-        .allow
-        .iter()
-        .any(|e| e.names(host) || e.contains(ip))
-    {
-        Ok(())
-    } else {
-        Err(format!("{ip} is not in the allow list"))
-    }
+    ctx.cfg.allow.admits(host, ip).map_err(|d| d.to_string())
 }
 
 #[cfg(test)]

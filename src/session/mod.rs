@@ -25,10 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::codec::{LineCodec, LineError};
-use crate::config::{AllowEntry, DataConfig, DataMode, Limits, ListenerConfig, Mode};
+use crate::config::{DataConfig, DataMode, Limits, ListenerConfig, Mode};
 use crate::data::PortPool;
 use crate::data::relay::Direction;
 use crate::metrics;
+use crate::net::AllowList;
 use crate::proto::command::{Command, Verb, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError, reply_line};
@@ -62,7 +63,7 @@ pub struct ListenerCtx {
     /// Every address this proxy listens on: forward mode never connects to these.
     pub own_binds: Vec<SocketAddr>,
     /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
-    pub fxp_allow: Arc<Vec<AllowEntry>>,
+    pub fxp_allow: Arc<AllowList>,
 }
 
 /// The upstreams `upstream_data: auto` has seen refuse passive mode. Bounded: in forward

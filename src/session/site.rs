@@ -10,7 +10,6 @@
 //! The proxy logs in to A again with the credentials the client used (kept in memory for
 //! the session only, never logged), and runs the same engine as the CLI and the API.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -18,6 +17,7 @@ use tracing::{info, warn};
 use super::Session;
 use crate::fxp::engine::{self, Options};
 use crate::fxp::url::FtpUrl;
+use crate::net::AllowList;
 use crate::proto::line::trim_eol;
 use crate::proto::reply::reply_line;
 
@@ -119,7 +119,7 @@ impl Session<'_> {
             None => dst_base.clone(),
         };
         let opts = Options {
-            allow: Some(self.fxp_allow(&b.host)),
+            allow: Some(self.fxp_allow()),
             ..Options::default()
         };
         let _ = self
@@ -154,19 +154,9 @@ impl Session<'_> {
     }
 
     /// The engine may reach the session's own server A and what `fxp.allow` lists (a
-    /// host named there may resolve anywhere).
-    fn fxp_allow(&self, b_host: &str) -> crate::fxp::client::Allow {
-        let upstream = self.addrs.upstream;
-        let allow = self.ctx.fxp_allow.clone();
-        let b_named = allow.iter().any(|e| e.names(b_host));
-        Arc::new(move |addr: SocketAddr| {
-            let ip = addr.ip().to_canonical();
-            if ip == upstream || b_named || allow.iter().any(|e| e.contains(ip)) {
-                Ok(())
-            } else {
-                Err(format!("{ip} is not in fxp.allow"))
-            }
-        })
+    /// host named there may resolve anywhere, for its own connection).
+    fn fxp_allow(&self) -> Arc<AllowList> {
+        Arc::new(self.ctx.fxp_allow.with_address(self.addrs.upstream))
     }
 }
 

@@ -12,8 +12,8 @@ use tracing::warn;
 
 use super::ListenerCtx;
 use super::forward::{Login, permitted};
-use crate::config::HostPort;
 use crate::metrics;
+use crate::net::HostPort;
 use crate::proto::reply::reply_line;
 use crate::upstream::{self, ConnectError};
 
