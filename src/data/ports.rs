@@ -361,7 +361,7 @@ fn bound_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
-    super::relay::size_buffers(&socket);
+    super::socket::size_buffers(&socket);
     socket.bind(addr)?;
     Ok(socket)
 }

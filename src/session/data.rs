@@ -422,7 +422,7 @@ impl Session<'_> {
                 target.port()
             )));
         }
-        let connect = crate::data::relay::connect(target);
+        let connect = crate::data::socket::connect(target);
         match timeout(self.ctx.limits.connect_timeout, connect).await {
             Ok(Ok(stream)) => Ok(Setup::Leg(Leg::Ready(stream))),
             Ok(Err(e)) => Ok(Setup::Refused(format!(
