@@ -14,8 +14,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::{Location, Spanned};
 
-use crate::data::PortSpec;
-use crate::net::{AllowList, HostName, HostPort};
+use crate::net::{AllowList, HostName, HostPort, PortSpec};
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
 
 /// Default address of the admin listener (`/metrics`, `/healthz`).

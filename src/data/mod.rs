@@ -1,7 +1,8 @@
 //! Data connections the proxy owns itself (relay mode).
 //!
-//! - [`ports`]: the operator's port spec (`"21,80,50000-50100"`) and the pool that leases
-//!   ports from it, so every port the proxy listens on for data stays inside that spec.
+//! - [`ports`]: the pool that leases ports from the operator's port spec
+//!   ([`crate::net::PortSpec`]), so every port the proxy listens on for data stays inside
+//!   that spec.
 //! - [`relay`]: one transfer: open both legs (accepting only the expected peer), copy
 //!   the bytes with half-close preserved, count them.
 //! - [`copy`]: the one user-space copy loop (also the FXP engine's relay), and
@@ -16,4 +17,4 @@ pub mod socket;
 #[cfg(target_os = "linux")]
 mod splice;
 
-pub use ports::{LeaseError, LeasedListener, PortLease, PortPool, PortSpec, PortSpecError};
+pub use ports::{LeaseError, LeasedListener, PortLease, PortPool};
