@@ -6,17 +6,15 @@
 //! name its line. Parse errors from the YAML layer already carry line and column.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::{Location, Spanned};
 
-use crate::data::PortSpec;
+use crate::net::{AllowList, HostName, HostPort, PortSpec};
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
 
 /// Default address of the admin listener (`/metrics`, `/healthz`).
@@ -66,8 +64,8 @@ struct FileConfig {
 pub struct FxpConfig {
     /// Servers the API may order transfers between (CIDRs, addresses, host names);
     /// empty: none. The `fxprelay fxp` command line runs for its own user and needs none.
-    #[serde(default)]
-    pub allow: Vec<AllowEntry>,
+    #[serde(default = "default_fxp_allow")]
+    pub allow: AllowList,
     /// Transfers run at once; more wait in the queue.
     #[serde(default = "default_fxp_concurrency", deserialize_with = "de_positive")]
     pub concurrency: usize,
@@ -76,10 +74,17 @@ pub struct FxpConfig {
 impl Default for FxpConfig {
     fn default() -> Self {
         FxpConfig {
-            allow: Vec::new(),
+            allow: default_fxp_allow(),
             concurrency: default_fxp_concurrency(),
         }
     }
+}
+
+/// Refusals name the list by its key, so the operator knows which one to edit.
+const FXP_ALLOW: &str = "fxp.allow";
+
+fn default_fxp_allow() -> AllowList {
+    AllowList::default().named(FXP_ALLOW)
 }
 
 fn default_fxp_concurrency() -> usize {
@@ -163,7 +168,7 @@ struct FileListener {
     #[serde(default)]
     upstream: Option<HostPort>,
     #[serde(default)]
-    allow: Vec<AllowEntry>,
+    allow: AllowList,
     #[serde(default)]
     data: DataMode,
     #[serde(default)]
@@ -257,53 +262,6 @@ impl ProxyProtocol {
     }
 }
 
-/// One entry of a forward listener's `allow` list: a network (an address is a
-/// one-address network) or a host name clients may name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowEntry {
-    Net(IpNet),
-    Host(String),
-}
-
-impl AllowEntry {
-    /// Whether `host`, as the client wrote it, matches a host-name entry.
-    pub fn names(&self, host: &str) -> bool {
-        let host = host.trim_end_matches('.');
-        matches!(self, AllowEntry::Host(h) if h.eq_ignore_ascii_case(host))
-    }
-
-    /// Whether `ip` (after resolution) is inside a network entry.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        matches!(self, AllowEntry::Net(net) if net.contains(&ip.to_canonical()))
-    }
-}
-
-impl FromStr for AllowEntry {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Ok(net) = s.parse::<IpNet>() {
-            return Ok(AllowEntry::Net(net));
-        }
-        if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(AllowEntry::Net(IpNet::from(ip)));
-        }
-        let name: HostName = s.parse().map_err(|_| {
-            format!("`{s}` is neither a CIDR (10.0.0.0/8), an address nor a host name")
-        })?;
-        Ok(AllowEntry::Host(
-            name.0.trim_end_matches('.').to_ascii_lowercase(),
-        ))
-    }
-}
-
-impl<'de> Deserialize<'de> for AllowEntry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// How data connections travel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -327,98 +285,6 @@ pub enum UpstreamData {
     /// Passive; after a `5xx` to it, active, remembered for this upstream.
     #[default]
     Auto,
-}
-
-/// `host:port`, where host is an IP literal (`[v6]` in brackets) or a DNS name that is
-/// resolved each time a session connects, so DNS changes need no restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    pub host: String,
-    pub port: u16,
-}
-
-impl FromStr for HostPort {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Ok(sa) = s.parse::<SocketAddr>() {
-            return Ok(HostPort {
-                host: sa.ip().to_string(),
-                port: sa.port(),
-            });
-        }
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("`{s}` is not host:port (e.g. `192.168.1.10:21`)"))?;
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("`{s}`: port must be a number from 1 to 65535"))?;
-        let host: HostName = host.parse()?;
-        Ok(HostPort { host: host.0, port })
-    }
-}
-
-impl fmt::Display for HostPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for HostPort {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// An IP literal or a DNS host name (letters, digits, `-`, `.`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostName(pub String);
-
-impl HostName {
-    /// The address itself when the name is an IP literal.
-    pub fn as_ip(&self) -> Option<IpAddr> {
-        self.0.parse().ok()
-    }
-}
-
-impl FromStr for HostName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bare = s.trim_start_matches('[').trim_end_matches(']');
-        if bare.parse::<IpAddr>().is_ok() {
-            return Ok(HostName(bare.to_string()));
-        }
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        };
-        let name = s.strip_suffix('.').unwrap_or(s);
-        if name.len() <= 253 && name.split('.').all(label_ok) {
-            Ok(HostName(s.to_string()))
-        } else {
-            Err(format!(
-                "`{s}` is neither an IP address nor a valid host name"
-            ))
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for HostName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// Resource limits shared by all listeners (the `limits:` key; every field optional).
@@ -488,8 +354,8 @@ pub struct ListenerConfig {
     pub mode: Mode,
     /// Reverse mode: the one upstream. Forward mode: none (the client names it).
     pub upstream: Option<HostPort>,
-    /// Forward mode: where clients may go.
-    pub allow: Vec<AllowEntry>,
+    /// Forward and transparent mode: where clients may go.
+    pub allow: AllowList,
     pub data: DataMode,
     /// Address announced to clients in relay-mode passive replies; default: the local
     /// address of the client's control connection.
@@ -641,7 +507,10 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         admin_bind,
         admin_token: file.admin.token.filter(|t| !t.is_empty()),
-        fxp: file.fxp,
+        fxp: FxpConfig {
+            allow: file.fxp.allow.named(FXP_ALLOW),
+            ..file.fxp
+        },
         limits,
         data: file.data,
         listeners,
@@ -784,14 +653,33 @@ listeners:
     }
 
     #[test]
+    fn allow_lists_refuse_in_their_own_name() {
+        let c = Config::parse("fxp:\n  allow: [10.0.0.0/8]\nlisteners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    allow: [10.0.0.0/8]\n").unwrap();
+        let outside = "192.0.2.1".parse().unwrap();
+        let e = c.fxp.allow.admits("h", outside).unwrap_err();
+        assert_eq!(e.to_string(), "192.0.2.1 is not in fxp.allow");
+        let e = c.listeners[0].allow.admits("h", outside).unwrap_err();
+        assert_eq!(e.to_string(), "192.0.2.1 is not in the allow list");
+        // Without an `fxp:` block the (empty) list still has its name.
+        let c = Config::parse(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n",
+        )
+        .unwrap();
+        assert!(c.fxp.allow.is_empty());
+        assert_eq!(c.fxp.allow.name(), "fxp.allow");
+        assert_eq!(FxpConfig::default().allow.name(), "fxp.allow");
+    }
+
+    #[test]
     fn forward_listeners() {
         let c = Config::parse("listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    allow: [127.0.0.0/8, 10.1.2.3, ftp.Example.org]\n").unwrap();
         let l = &c.listeners[0];
         assert_eq!(l.mode, Mode::Forward);
         assert!(l.upstream.is_none());
-        assert!(l.allow[0].contains("127.9.9.9".parse().unwrap()));
-        assert!(l.allow[1].contains("10.1.2.3".parse().unwrap()));
-        assert!(l.allow[2].names("FTP.example.org."));
+        let allow: Vec<_> = l.allow.iter().collect();
+        assert!(allow[0].contains("127.9.9.9".parse().unwrap()));
+        assert!(allow[1].contains("10.1.2.3".parse().unwrap()));
+        assert!(allow[2].names("FTP.example.org."));
         let e = err(
             "listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    upstream: h:21\n",
         );
@@ -808,17 +696,5 @@ listeners:
             "listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    allow: [\"not a host\"]\n",
         );
         assert!(e.contains("line 5"), "{e}");
-    }
-
-    #[test]
-    fn host_port_forms() {
-        let hp: HostPort = "[::1]:21".parse().unwrap();
-        assert_eq!((hp.host.as_str(), hp.port), ("::1", 21));
-        assert_eq!(hp.to_string(), "[::1]:21");
-        let hp: HostPort = "ftp.example.com:2121".parse().unwrap();
-        assert_eq!(hp.host, "ftp.example.com");
-        assert!("ftp.example.com".parse::<HostPort>().is_err());
-        assert!("ftp.example.com:0".parse::<HostPort>().is_err());
-        assert!("-bad.example:21".parse::<HostPort>().is_err());
     }
 }

@@ -14,6 +14,10 @@
 //!   ([`upstream`]), reads both control connections line by line ([`codec`]), parses them
 //!   with the sans-IO [`proto`] module, asks [`rewrite`] what to send, hands relay-mode
 //!   transfers to [`data`], and records everything in [`metrics`].
+//! - [`net`] holds the network types every layer shares: [`net::HostName`],
+//!   [`net::HostPort`], the data port list [`net::PortSpec`] and the [`net::AllowList`]
+//!   that decides where the proxy may connect on someone's behalf (forward and transparent
+//!   `allow`, `fxp.allow`). Pure, and like [`proto`] it imports nothing from the crate.
 //! - [`proto`] is pure: commands, replies (incremental, multi-line) and the address
 //!   codecs of `227`/`228`/`229`/`PORT`/`EPRT`/`LPRT`. It never imports tokio.
 //! - [`proxy_protocol`] reads PROXY v1/v2 headers from trusted load balancers, so the
@@ -21,9 +25,14 @@
 //! - [`rewrite`] is pure too: the NAT policy (`never`/`always`/`auto`) over parsed
 //!   messages.
 //! - [`data`] owns relay-mode data connections; [`data::ports`] leases every data port from
-//!   the operator's port spec.
+//!   the operator's port spec, and [`data::copy`] is the one copy loop, shared with the
+//!   FXP engine's relay.
 //! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
 //!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
+//!
+//! Imports run one way, without cycles (`scripts/module-cycles.py` checks): `app` ->
+//! `server` -> `session` -> {`fxp`, `data`, `upstream`} -> {`config`, `rewrite`} ->
+//! {`net`, `proto`}; [`metrics`] is used from anywhere.
 
 pub mod admin;
 pub mod app;
@@ -32,6 +41,7 @@ pub mod config;
 pub mod data;
 pub mod fxp;
 pub mod metrics;
+pub mod net;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod rewrite;

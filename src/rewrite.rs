@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config::HostName;
+use crate::net::HostName;
 use crate::proto::addr::{self, AddrError};
 use crate::proto::command::Command;
 use crate::proto::reply::Reply;

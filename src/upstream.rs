@@ -8,8 +8,8 @@ use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-use crate::config::{HostName, HostPort};
 use crate::metrics;
+use crate::net::{HostName, HostPort};
 
 /// Why the proxy could not reach an upstream. The client only ever sees a generic `421`;
 /// this detail goes to the log and the `reason` label of `fxprelay_upstream_errors_total`.

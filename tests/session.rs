@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fxprelay::config::{
-    Config, DataConfig, DataMode, HostName, HostPort, Limits, ListenerConfig, Mode,
-};
+use fxprelay::config::{Config, DataConfig, DataMode, Limits, ListenerConfig, Mode};
 use fxprelay::data::PortPool;
+use fxprelay::net::{AllowList, HostName, HostPort};
 use fxprelay::rewrite::{NatMode, NatPolicy};
 use fxprelay::server::{self, Shutdown};
 use fxprelay::session::ListenerCtx;
@@ -35,7 +34,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
             host: upstream.ip().to_string(),
             port: upstream.port(),
         }),
-        allow: Vec::new(),
+        allow: AllowList::default(),
         data: DataMode::Passthrough,
         public_address: None,
         upstream_data: Default::default(),

@@ -8,7 +8,7 @@
 
 use std::str::FromStr;
 
-use fxprelay::data::ports::PortSpec;
+use fxprelay::net::PortSpec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

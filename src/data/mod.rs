@@ -1,13 +1,20 @@
 //! Data connections the proxy owns itself (relay mode).
 //!
-//! - [`ports`]: the operator's port spec (`"21,80,50000-50100"`) and the pool that leases
-//!   ports from it, so every port the proxy listens on for data stays inside that spec.
+//! - [`ports`]: the pool that leases ports from the operator's port spec
+//!   ([`crate::net::PortSpec`]), so every port the proxy listens on for data stays inside
+//!   that spec.
 //! - [`relay`]: one transfer: open both legs (accepting only the expected peer), copy
 //!   the bytes with half-close preserved, count them.
+//! - [`copy`]: the one user-space copy loop (also the FXP engine's relay), and
+//!   [`socket`]: data socket tuning and the TCP copy that may use `splice(2)`.
+//!
+//! Imports run one way: `relay` -> `ports` -> `socket` -> `splice` -> `copy`.
 
+pub mod copy;
 pub mod ports;
 pub mod relay;
+pub mod socket;
 #[cfg(target_os = "linux")]
 mod splice;
 
-pub use ports::{LeaseError, LeasedListener, PortLease, PortPool, PortSpec, PortSpecError};
+pub use ports::{LeaseError, LeasedListener, PortLease, PortPool};

@@ -6,22 +6,14 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
+use super::copy::CopyError;
 use super::ports::{LeasedListener, PortLease};
+use super::socket;
 use crate::metrics;
-
-/// Copy buffer. Measured with scripts/bench-relay.sh (1 GiB over loopback): 64 KiB cost
-/// 0.53 CPU s/GiB and 0.73x direct RETR speed, 1 MiB 0.27 s/GiB and ~1x; 4 MiB gained
-/// little more for four times the memory per transfer.
-const COPY_BUFFER: usize = 1024 * 1024;
-
-/// Kernel socket buffers of data connections: 4 MiB in flight is 800 Mbit/s at 40 ms,
-/// and on loopback it measured better than the kernel's defaults (RETR ~0.85x -> ~0.9x).
-const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 /// How one side of a transfer gets its data connection.
 #[derive(Debug)]
@@ -48,6 +40,15 @@ pub enum DataError {
     Idle(Duration),
     #[error("data connection broke: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<CopyError> for DataError {
+    fn from(e: CopyError) -> Self {
+        match e {
+            CopyError::Idle(after) => DataError::Idle(after),
+            CopyError::Io(e) => DataError::Io(e),
+        }
+    }
 }
 
 /// What a finished transfer moved.
@@ -83,11 +84,11 @@ pub async fn run(
 ) -> Result<Moved, DataError> {
     let (c, _client_lease) = open(listener, "client", client, limits).await?;
     let (u, _upstream_lease) = open(listener, "upstream", upstream, limits).await?;
-    let (from, to) = match direction {
+    let (mut from, mut to) = match direction {
         Direction::Upload => (c, u),
         Direction::Download => (u, c),
     };
-    let bytes = copy_to_eof(from, to, limits.idle).await?;
+    let bytes = socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?;
     let moved = match direction {
         Direction::Upload => Moved {
             upload: bytes,
@@ -102,46 +103,6 @@ pub async fn run(
     Ok(moved)
 }
 
-async fn copy_to_eof(from: TcpStream, mut to: TcpStream, idle: Duration) -> Result<u64, DataError> {
-    #[cfg(target_os = "linux")]
-    if splice_requested()
-        && let Some(n) = super::splice::splice_to_eof(&from, &to, idle).await?
-    {
-        to.shutdown().await?;
-        return Ok(n);
-    }
-    let mut from = from;
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut total = 0u64;
-    loop {
-        // Each step must make progress within `idle`: a stalled peer on either side
-        // cannot hold the transfer, its port and its buffers forever.
-        let n = timeout(idle, from.read(&mut buf))
-            .await
-            .map_err(|_| DataError::Idle(idle))??;
-        if n == 0 {
-            break;
-        }
-        timeout(idle, to.write_all(&buf[..n]))
-            .await
-            .map_err(|_| DataError::Idle(idle))??;
-        total += n as u64;
-    }
-    to.shutdown().await?;
-    debug!(bytes = total, "data copied");
-    Ok(total)
-}
-
-/// `FXPRELAY_SPLICE=1` relays with zero-copy `splice(2)`. Off by default: on the VMs we
-/// measure on (2 vCPUs, Linux 6.18) it made downloads slower than the user-space copy
-/// (RETR 0.64x vs 0.82x of direct) while halving the CPU of uploads; it stays available
-/// for operators to measure on their kernel with scripts/bench-relay.sh.
-#[cfg(target_os = "linux")]
-fn splice_requested() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("FXPRELAY_SPLICE").is_some_and(|v| v == "1"))
-}
-
 /// Establishes one leg. The returned lease (for accepted legs) keeps the port reserved,
 /// and counted, until the transfer is over.
 async fn open(
@@ -153,7 +114,7 @@ async fn open(
     let (stream, lease) = match leg {
         Leg::Ready(s) => (s, None),
         Leg::Connect(to) => {
-            let s = timeout(limits.connect, connect(to))
+            let s = timeout(limits.connect, socket::connect(to))
                 .await
                 .map_err(|_| DataError::Connect(to, io::ErrorKind::TimedOut.into()))?
                 .map_err(|e| DataError::Connect(to, e))?;
@@ -172,24 +133,6 @@ async fn open(
     metrics::data_connection(listener, side);
     debug!(side, peer = ?stream.peer_addr().ok(), "data connection open");
     Ok((stream, lease))
-}
-
-/// Connects a data connection, with its socket buffers sized before the handshake.
-pub async fn connect(to: SocketAddr) -> io::Result<TcpStream> {
-    let socket = match to {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    size_buffers(&socket);
-    socket.connect(to).await
-}
-
-/// Sizes a data socket's kernel buffers. Done before `connect`/`listen` (accepted sockets
-/// inherit the listener's), because the TCP window scale is fixed at the handshake.
-/// Failing only costs speed.
-pub fn size_buffers(socket: &TcpSocket) {
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER as u32);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER as u32);
 }
 
 /// Accepts the first connection from `expect`, refusing (and counting) any other peer.

@@ -11,20 +11,30 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::relay::DataError;
+use super::copy::CopyError;
 
 /// Bytes asked of one `splice` call; the pipe is grown to hold this much.
 const CHUNK: usize = 1 << 20;
 
-/// Copies everything `from` sends until its EOF into `to`. Returns `Ok(None)` when the
-/// kernel cannot splice these sockets (the caller then copies in user space); nothing has
-/// been read in that case.
+/// `FXPRELAY_SPLICE=1` relays with zero-copy `splice(2)`. Off by default: on the VMs we
+/// measure on (2 vCPUs, Linux 6.18) it made downloads slower than the user-space copy
+/// (RETR 0.64x vs 0.82x of direct) while halving the CPU of uploads; it stays available
+/// for operators to measure on their kernel with scripts/bench-relay.sh.
+pub fn requested() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FXPRELAY_SPLICE").is_some_and(|v| v == "1"))
+}
+
+/// Copies everything `from` sends until its EOF into `to`, telling `progress` the running
+/// total after each chunk. Returns `Ok(None)` when the kernel cannot splice these sockets
+/// (the caller then copies in user space); nothing has been read in that case.
 pub async fn splice_to_eof(
     from: &TcpStream,
     to: &TcpStream,
     idle: Duration,
-) -> Result<Option<u64>, DataError> {
-    let Some((pipe_r, pipe_w)) = pipe().map_err(DataError::Io)? else {
+    progress: &mut impl FnMut(u64),
+) -> Result<Option<u64>, CopyError> {
+    let Some((pipe_r, pipe_w)) = pipe()? else {
         return Ok(None);
     };
     let mut total = 0u64;
@@ -34,7 +44,7 @@ pub async fn splice_to_eof(
         });
         let filled = timeout(idle, fill)
             .await
-            .map_err(|_| DataError::Idle(idle))?;
+            .map_err(|_| CopyError::Idle(idle))?;
         let n = match filled {
             Ok(n) => n,
             Err(e) if total == 0 && unsupported(&e) => return Ok(None),
@@ -50,13 +60,14 @@ pub async fn splice_to_eof(
             });
             let sent = timeout(idle, drain)
                 .await
-                .map_err(|_| DataError::Idle(idle))??;
+                .map_err(|_| CopyError::Idle(idle))??;
             if sent == 0 {
-                return Err(DataError::Io(io::ErrorKind::WriteZero.into()));
+                return Err(CopyError::Io(io::ErrorKind::WriteZero.into()));
             }
             left -= sent;
         }
         total += n as u64;
+        progress(total);
     }
 }
 

@@ -106,7 +106,7 @@ pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
         r.method,
         r.bytes,
         // The rate of what moved in this run, not of a prefix resumed from earlier.
-        rate_mb(r.bytes.saturating_sub(r.resumed_from), secs),
+        tree::rate_mb(r.bytes.saturating_sub(r.resumed_from), secs),
         if r.resumed_from > 0 {
             format!(", resumed at {}", r.resumed_from)
         } else {
@@ -118,15 +118,6 @@ pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
             ", size not verified"
         },
     )
-}
-
-/// Megabytes (10^6) per second.
-pub fn rate_mb(bytes: u64, secs: f64) -> f64 {
-    if secs > 0.0 {
-        bytes as f64 / 1e6 / secs
-    } else {
-        0.0
-    }
 }
 
 /// A progress bar on a terminal, plain lines on stderr otherwise.

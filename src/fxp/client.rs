@@ -21,6 +21,7 @@ use tracing::debug;
 
 use super::url::FtpUrl;
 use crate::codec::{LineCodec, LineError};
+use crate::net::{AllowList, Denied};
 use crate::proto::addr::{
     format_eprt_command, format_port_command, parse_epsv_reply, parse_pasv_reply,
 };
@@ -66,17 +67,13 @@ pub enum FtpError {
     #[error("data connection: {0}")]
     Data(std::io::Error),
     #[error("{host} is not allowed: {why}")]
-    Denied { host: String, why: String },
+    Denied { host: String, why: Denied },
     /// A passive reply naming a port below 1024: never passed on (FTP bounce, RFC 2577).
     #[error("{cmd} announced data port {port}, below 1024: refused (FTP bounce protection)")]
     PrivilegedPort { cmd: &'static str, port: u16 },
     #[error("{0}")]
     Other(String),
 }
-
-/// Decides whether the engine may connect to a resolved server address (the API's and
-/// SITE commands' `fxp.allow` list); checked after DNS so a name cannot smuggle one in.
-pub type Allow = std::sync::Arc<dyn Fn(SocketAddr) -> Result<(), String> + Send + Sync>;
 
 impl FtpError {
     /// The server's reply code, when the server refused something.
@@ -148,11 +145,13 @@ impl Client {
         Self::open_checked(url, limit, None).await
     }
 
-    /// [`Client::open`], connecting only to addresses `allow` accepts.
+    /// [`Client::open`], connecting only where `allow` admits the URL's host (the API's
+    /// and SITE commands' `fxp.allow`); checked after DNS so a name cannot smuggle in an
+    /// address.
     pub async fn open_checked(
         url: &FtpUrl,
         limit: Duration,
-        allow: Option<&Allow>,
+        allow: Option<&AllowList>,
     ) -> Result<Client, FtpError> {
         let host = url.host_port();
         let stream = connect(&url.host, url.port, &host, limit, allow).await?;
@@ -495,7 +494,7 @@ async fn connect(
     port: u16,
     shown: &str,
     limit: Duration,
-    allow: Option<&Allow>,
+    allow: Option<&AllowList>,
 ) -> Result<TcpStream, FtpError> {
     let attempt = async {
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -513,7 +512,7 @@ async fn connect(
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
         };
         for addr in addrs {
-            if let Some(Err(why)) = allow.map(|check| check(addr)) {
+            if let Some(Err(why)) = allow.map(|list| list.admits(host, addr.ip())) {
                 last = FtpError::Denied {
                     host: addr.to_string(),
                     why,

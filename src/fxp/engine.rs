@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 
-use super::client::{Allow, Client, FtpError};
+use super::client::{Client, FtpError};
 pub use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, Settings, State};
 use super::plan::{Outcome, Plan, Policy, Step};
 pub use super::report::{Event, Method, Progress, Report};
 use super::url::FtpUrl;
 use crate::metrics;
+use crate::net::AllowList;
 
 #[derive(Clone)]
 pub struct Options {
@@ -50,17 +51,12 @@ pub struct Options {
     /// How often the destination's `SIZE` is polled during an FXP copy.
     pub poll_interval: Duration,
     pub progress: Option<Progress>,
-    /// Which server addresses may be reached (the CLI allows all; the API and SITE
-    /// commands pass the `fxp.allow` list).
-    pub allow: Option<Allow>,
-    /// Like `allow` (both must accept), but also told the host as the URL names it: a
-    /// host-name entry of an allow list can then admit that name's own connection only,
-    /// not every server of a transfer that mentions it.
-    pub allow_host: Option<HostAllow>,
+    /// Which servers may be reached: `None` (the CLI) allows all; the API and SITE
+    /// commands pass `fxp.allow`. Checked per connection with the URL's host as written
+    /// and each resolved address, so a host-name entry admits that name's own connection
+    /// only, not every server of a transfer that mentions it.
+    pub allow: Option<Arc<AllowList>>,
 }
-
-/// Decides whether the engine may connect to a resolved address of the URL host `host`.
-pub type HostAllow = Arc<dyn Fn(&str, std::net::SocketAddr) -> Result<(), String> + Send + Sync>;
 
 /// Longest wait between two attempts, however many retries were asked for.
 pub use super::plan::MAX_BACKOFF;
@@ -77,7 +73,6 @@ impl Default for Options {
             poll_interval: Duration::from_millis(250),
             progress: None,
             allow: None,
-            allow_host: None,
         }
     }
 }
@@ -96,24 +91,9 @@ impl std::fmt::Debug for Options {
 }
 
 impl Options {
-    /// A logged-in session to `url`, within the allow lists.
+    /// A logged-in session to `url`, within the allow list.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
-        let check: Option<Allow> = match (&self.allow, &self.allow_host) {
-            (None, None) => None,
-            (allow, by_host) => {
-                let (allow, by_host, host) = (allow.clone(), by_host.clone(), url.host.clone());
-                Some(Arc::new(move |addr| {
-                    if let Some(f) = &allow {
-                        f(addr)?;
-                    }
-                    match &by_host {
-                        Some(f) => f(&host, addr),
-                        None => Ok(()),
-                    }
-                }))
-            }
-        };
-        Client::open_checked(url, self.timeout, check.as_ref()).await
+        Client::open_checked(url, self.timeout, self.allow.as_deref()).await
     }
 
     pub(super) fn emit(&self, e: Event) {
@@ -416,33 +396,41 @@ mod tests {
         assert!(e.to_string().contains("source 127.0.0.99:1"), "{e}");
     }
 
-    /// `allow` and `allow_host` both apply, the latter told the URL's own host.
     /// A copy between two dead addresses that the checks in `opts` must stop.
     async fn refused_copy(opts: &Options) -> FxpError {
         let (src, dst) = (url("ftp://127.0.0.99:1/a"), url("ftp://127.0.0.98:1/b"));
         transfer(&src, &dst, opts).await.unwrap_err()
     }
 
+    /// Each connection is checked with its own URL's host: a name listed for one server
+    /// does not admit the other, though both resolve to the same address. `127.1` is a
+    /// host name to the URL parser that resolves, without DNS, to 127.0.0.1.
     #[tokio::test]
     async fn the_host_check_sees_each_urls_own_host() {
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = seen.clone();
+        let listed = AllowList::new(vec!["localhost".parse().unwrap()]);
         let opts = Options {
             retries: 0,
-            allow_host: Some(Arc::new(move |host: &str, a: std::net::SocketAddr| {
-                log.lock().unwrap().push(host.to_owned());
-                Err(format!("{host} at {} refused", a.ip()))
-            })),
+            allow: Some(Arc::new(listed)),
             ..Options::default()
         };
-        let e = refused_copy(&opts).await;
+        let (named, other) = (url("ftp://localhost:1/a"), url("ftp://127.1:1/b"));
+        let e = transfer(&other, &named, &opts)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.to_string().contains("127.0.0.99 at 127.0.0.99 refused"),
+            e.contains("source 127.1:1") && e.contains("127.0.0.1 is not in the allow list"),
             "{e}"
         );
-        let mut seen = seen.lock().unwrap().clone();
-        seen.sort();
-        assert_eq!(seen, ["127.0.0.98", "127.0.0.99"]);
+        // The named source is admitted: it gets as far as connecting (port 1 refuses).
+        let e = transfer(&named, &other, &opts)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("source localhost:1") && e.contains("cannot connect"),
+            "{e}"
+        );
     }
 
     /// The API and SITE front ends spawn transfers on the runtime: the future must be Send.
@@ -463,9 +451,8 @@ mod tests {
     async fn the_allow_list_is_checked_before_connecting() {
         let opts = Options {
             retries: 0,
-            allow: Some(Arc::new(|a: std::net::SocketAddr| {
-                Err(format!("{} is not on the list", a.ip()))
-            })),
+            // Empty: admits nothing.
+            allow: Some(Arc::new(AllowList::default())),
             ..Options::default()
         };
         let e = refused_copy(&opts).await;

@@ -3,7 +3,7 @@
 //! the task that needs them; everything the API shows is redacted.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,10 +12,10 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, info, warn};
 
-use super::engine::{self, HostAllow, Options};
+use super::engine::{self, Options};
 use super::tree;
 use super::url::FtpUrl;
-use crate::config::AllowEntry;
+use crate::net::AllowList;
 
 /// What a client posts to `POST /api/v1/transfers`.
 #[derive(Debug, Deserialize)]
@@ -163,13 +163,13 @@ pub struct Jobs {
 }
 
 struct Settings {
-    allow: Arc<Vec<AllowEntry>>,
+    allow: Arc<AllowList>,
     concurrency: usize,
 }
 
 impl Jobs {
     /// `allow` is the top-level `fxp.allow` list: the only servers jobs may reach.
-    pub fn new(allow: Vec<AllowEntry>, concurrency: usize) -> Jobs {
+    pub fn new(allow: AllowList, concurrency: usize) -> Jobs {
         Jobs {
             reg: Arc::new(Mutex::new(Registry {
                 jobs: BTreeMap::new(),
@@ -186,7 +186,7 @@ impl Jobs {
 
     /// Applies a reloaded `fxp.allow` and `fxp.concurrency` to jobs submitted from now on
     /// (and, for concurrency, to jobs still queued). Running jobs keep going.
-    pub fn reconfigure(&self, allow: Vec<AllowEntry>, concurrency: usize) {
+    pub fn reconfigure(&self, allow: AllowList, concurrency: usize) {
         let mut settings = self
             .settings
             .write()
@@ -207,7 +207,11 @@ impl Jobs {
         }
     }
 
-    fn allow(&self) -> Arc<Vec<AllowEntry>> {
+    /// The list as it is now; a job keeps the one it was submitted under. The engine
+    /// checks every connection against it: a host named in the list may resolve
+    /// anywhere, but only for its own connection; any other host's addresses must fall
+    /// inside a listed network.
+    fn allow(&self) -> Arc<AllowList> {
         self.settings
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -242,7 +246,7 @@ impl Jobs {
         let opts = Options {
             reverse: req.options.reverse,
             retries,
-            allow_host: Some(self.allow_check()),
+            allow: Some(self.allow()),
             ..Options::default()
         };
         let recursive = req.options.recursive;
@@ -296,25 +300,10 @@ impl Jobs {
         let Ok(ip) = url.host.parse::<IpAddr>() else {
             return Ok(());
         };
-        if self.allow().iter().any(|e| e.contains(ip)) {
-            Ok(())
-        } else {
-            Err(SubmitError::Forbidden(format!("{ip} is not in fxp.allow")))
-        }
-    }
-
-    /// The engine's address check, per connection: a host named in the list may resolve
-    /// anywhere, but only for its own connection; any other host's addresses must fall
-    /// inside a listed network.
-    fn allow_check(&self) -> HostAllow {
-        let allow = self.allow();
-        Arc::new(move |host: &str, addr: SocketAddr| {
-            if allow.iter().any(|e| e.names(host) || e.contains(addr.ip())) {
-                Ok(())
-            } else {
-                Err(format!("{} is not in fxp.allow", addr.ip()))
-            }
-        })
+        // An IP literal is never a host-name entry: only the networks can admit it.
+        self.allow()
+            .admits(&url.host, ip)
+            .map_err(|d| SubmitError::Forbidden(d.to_string()))
     }
 
     /// Queued -> running; `false` when the job is no longer queued (cancelled).
@@ -420,8 +409,8 @@ mod tests {
     use super::*;
 
     fn jobs(allow: &[&str]) -> Jobs {
-        let allow = allow.iter().map(|s| s.parse().unwrap()).collect();
-        Jobs::new(allow, 1)
+        let allow: AllowList = allow.iter().map(|s| s.parse().unwrap()).collect();
+        Jobs::new(allow.named("fxp.allow"), 1)
     }
 
     fn request(source: &str, destination: &str) -> Request {
@@ -463,13 +452,17 @@ mod tests {
 
     #[test]
     fn a_listed_name_admits_only_its_own_connection() {
-        let check = jobs(&["allowed.example", "10.1.0.0/16"]).allow_check();
-        let anywhere: SocketAddr = "192.0.2.7:21".parse().unwrap();
-        assert!(check("allowed.example", anywhere).is_ok());
-        assert!(check("ALLOWED.example.", anywhere).is_ok());
-        let e = check("other.example", anywhere).unwrap_err();
-        assert!(e.contains("not in fxp.allow"), "{e}");
-        assert!(check("other.example", "10.1.2.3:21".parse().unwrap()).is_ok());
+        let check = jobs(&["allowed.example", "10.1.0.0/16"]).allow();
+        let anywhere: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(check.admits("allowed.example", anywhere).is_ok());
+        assert!(check.admits("ALLOWED.example.", anywhere).is_ok());
+        let e = check.admits("other.example", anywhere).unwrap_err();
+        assert!(e.to_string().contains("not in fxp.allow"), "{e}");
+        assert!(
+            check
+                .admits("other.example", "10.1.2.3".parse().unwrap())
+                .is_ok()
+        );
     }
 
     /// The destination's name is listed, the source's is not: the source may not ride
@@ -607,12 +600,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_reload_resizes_the_running_slots() {
-        let jobs = Jobs::new(Vec::new(), 2);
-        jobs.reconfigure(Vec::new(), 4);
+        let jobs = Jobs::new(AllowList::default(), 2);
+        jobs.reconfigure(AllowList::default(), 4);
         assert_eq!(jobs.slots.available_permits(), 4);
         // Shrinking waits for busy slots: with one held, only the free ones go at once.
         let held = jobs.slots.clone().acquire_owned().await.unwrap();
-        jobs.reconfigure(Vec::new(), 1);
+        jobs.reconfigure(AllowList::default(), 1);
         drop(held);
         for _ in 0..100 {
             if jobs.slots.available_permits() == 1 {

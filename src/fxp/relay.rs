@@ -1,11 +1,14 @@
 //! The relay method: `PASV` on both servers, the engine connects to both data ports and
 //! copies the bytes itself. The last resort when neither server accepts a foreign peer;
 //! it connects only to the servers' control addresses, whatever their `227` says.
+//!
+//! The bytes go through the same sockets and copy loop as relay-mode data connections
+//! ([`crate::data::socket`]): one tuning for every byte the proxy copies.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -14,6 +17,8 @@ use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, State, classify};
 use super::plan::Fail;
 use super::report::{Event, Method};
+use crate::data::copy::CopyError;
+use crate::data::socket;
 
 impl Run<'_> {
     /// `PASV` on both; the engine connects to both data ports and copies.
@@ -28,7 +33,7 @@ impl Run<'_> {
             // The engine's own connection: the control address with the announced port,
             // so a server cannot point the engine anywhere else.
             let addr = SocketAddr::new(c.peer().ip(), announced.addr().port());
-            let sock = match timeout(limit, TcpStream::connect(addr)).await {
+            let sock = match timeout(limit, socket::connect(addr)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(Fail::Negotiation(self.err(side, FtpError::Data(e)))),
                 Err(_) => {
@@ -59,9 +64,16 @@ impl Run<'_> {
         }
         let copied = self.pump(&mut from, &mut to).await;
         drop(from);
+        // Passed on already after a whole copy; after a failed one, the destination
+        // must still see the end.
         let _ = to.shutdown().await;
         drop(to);
-        let copied = copied.map_err(|e| Fail::Transfer(FxpError::Relay(e)))?;
+        let copied = copied.map_err(|e| {
+            Fail::Transfer(match e {
+                CopyError::Idle(after) => FxpError::Stalled(after),
+                CopyError::Io(e) => FxpError::Relay(e),
+            })
+        })?;
         for side in [Side::Source, Side::Destination] {
             let r = p.side(side).read_final(verb(side)).await;
             let r = r.map_err(|e| Fail::Transfer(self.err(side, e)))?;
@@ -78,25 +90,11 @@ impl Run<'_> {
         })
     }
 
-    /// Copies until EOF; every read and write must progress within the timeout.
-    async fn pump(&self, from: &mut TcpStream, to: &mut TcpStream) -> std::io::Result<u64> {
-        let limit = self.opts.timeout;
-        let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "no progress");
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut copied = 0u64;
+    /// Copies until EOF; every read and write must progress within the timeout. The
+    /// byte count reaches the front end at most every `poll_interval`.
+    async fn pump(&self, from: &mut TcpStream, to: &mut TcpStream) -> Result<u64, CopyError> {
         let mut reported = Instant::now();
-        loop {
-            let n = timeout(limit, from.read(&mut buf))
-                .await
-                .map_err(|_| stalled())??;
-            if n == 0 {
-                break;
-            }
-            let chunk = buf.get(..n).unwrap_or_default();
-            timeout(limit, to.write_all(chunk))
-                .await
-                .map_err(|_| stalled())??;
-            copied += n as u64;
+        let progress = |copied: u64| {
             if reported.elapsed() >= self.opts.poll_interval {
                 reported = Instant::now();
                 self.opts.emit(Event::Bytes {
@@ -104,8 +102,8 @@ impl Run<'_> {
                     total: self.total,
                 });
             }
-        }
-        Ok(copied)
+        };
+        socket::copy_tcp_to_eof(from, to, self.opts.timeout, progress).await
     }
 }
 

@@ -60,7 +60,7 @@ impl TreeReport {
             self.files,
             self.dirs,
             self.bytes,
-            super::cli::rate_mb(self.bytes, secs),
+            rate_mb(self.bytes, secs),
             if methods.is_empty() {
                 "none".to_owned()
             } else {
@@ -72,6 +72,15 @@ impl TreeReport {
                 format!(", {} FAILED", self.failed.len())
             }
         )
+    }
+}
+
+/// Megabytes (10^6) per second, as the summaries (this one and the CLI's) show it.
+pub fn rate_mb(bytes: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        bytes as f64 / 1e6 / secs
+    } else {
+        0.0
     }
 }
 

@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::config::{AllowEntry, DataConfig, Limits, ListenerConfig};
+use crate::config::{DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
+use crate::net::AllowList;
 
 /// A listener's settings and shared state, as its sessions see them.
 #[derive(Debug)]
@@ -22,7 +23,7 @@ pub struct ListenerCtx {
     /// Every address this proxy listens on: forward mode never connects to these.
     pub own_binds: Vec<SocketAddr>,
     /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
-    pub fxp_allow: Arc<Vec<AllowEntry>>,
+    pub fxp_allow: Arc<AllowList>,
 }
 
 impl ListenerCtx {

@@ -29,6 +29,7 @@ use super::writer::ClientWriter;
 use crate::codec::{LineCodec, LineError};
 use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Timeouts};
+use crate::data::socket;
 use crate::fxp::engine::{self, Event as FxpEvent, FxpError, Options};
 use crate::metrics;
 use crate::upstream::{self, ConnectError};
@@ -265,7 +266,7 @@ impl Shell {
                 let limit = limits.connect_timeout;
                 self.ops.push(
                     async move {
-                        let r = match timeout(limit, relay::connect(to)).await {
+                        let r = match timeout(limit, socket::connect(to)).await {
                             Ok(Ok(s)) => Ok(s),
                             Ok(Err(e)) => Err(DataConnectError::Io(e.to_string())),
                             Err(_) => Err(DataConnectError::Timeout),
@@ -363,12 +364,12 @@ impl Shell {
         &mut self,
         src: crate::fxp::url::FtpUrl,
         dst: crate::fxp::url::FtpUrl,
-        allow: super::machine::FxpAllow,
+        allow: Arc<crate::net::AllowList>,
     ) {
         let (tx, news) = mpsc::unbounded_channel();
         let progress_tx = tx.clone();
         let opts = Options {
-            allow: Some(allow.0),
+            allow: Some(allow),
             progress: Some(Arc::new(move |e: &FxpEvent| {
                 if let FxpEvent::Bytes { done, total } = e {
                     let _ = progress_tx.send(FxpNews::Bytes {

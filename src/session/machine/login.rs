@@ -7,8 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use tracing::{debug, info, warn};
 
 use super::{Action, Answers, ConnectFailure, ConnectRequest, Connected, Machine, Phase, Say};
-use crate::config::{HostPort, Mode};
+use crate::config::Mode;
 use crate::metrics::Rejection;
+use crate::net::HostPort;
 use crate::proto::command::{VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
@@ -50,16 +51,7 @@ pub fn permitted(
     if own {
         return Err("that is this proxy itself".into());
     }
-    if ctx
-        .cfg
-        .allow
-        .iter()
-        .any(|e| e.names(host) || e.contains(ip))
-    {
-        Ok(())
-    } else {
-        Err(format!("{ip} is not in the allow list"))
-    }
+    ctx.cfg.allow.admits(host, ip).map_err(|d| d.to_string())
 }
 
 impl Machine {

@@ -33,13 +33,13 @@ use tracing::{debug, info, warn};
 
 use super::context::ListenerCtx;
 use super::replies::Say;
-use crate::config::{DataMode, HostName, HostPort, Mode};
+use crate::config::{DataMode, Mode};
 use crate::data::LeaseError;
 use crate::data::relay::Moved;
-use crate::fxp::client::Allow;
 use crate::fxp::engine::{FxpError, Report};
 use crate::fxp::url::FtpUrl;
 use crate::metrics::Rejection;
+use crate::net::{AllowList, HostName, HostPort};
 use crate::proto::command::{Direction, Verb, VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError};
@@ -80,7 +80,7 @@ pub enum Action {
     StartFxp {
         src: FtpUrl,
         dst: FtpUrl,
-        allow: FxpAllow,
+        allow: Arc<AllowList>,
     },
     /// Stop the running `SITE FXP` copy.
     CancelFxp,
@@ -88,16 +88,6 @@ pub enum Action {
     Count(Count),
     /// The session is over ([`Machine::end_reason`] says why): close both connections.
     Close,
-}
-
-/// The servers a `SITE FXP` copy may connect to.
-#[derive(Clone)]
-pub struct FxpAllow(pub Allow);
-
-impl std::fmt::Debug for FxpAllow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FxpAllow(..)")
-    }
 }
 
 /// Where the upstream control connection goes.

@@ -12,15 +12,14 @@
 //! task: meanwhile the client may ask `STAT` (bytes so far) or `ABOR` (cancel), and the
 //! session still honours shutdown and an upstream that closes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Action, FxpAllow, FxpResult, Machine, Say};
-use crate::fxp::client::Allow;
+use super::{Action, FxpResult, Machine, Say};
 use crate::fxp::url::FtpUrl;
+use crate::net::AllowList;
 use crate::proto::command::{Command, Verb, VerbClass};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
@@ -129,28 +128,14 @@ impl Machine {
             done: 0,
             total: None,
         });
-        let allow = self.fxp_allow(&b.host);
-        self.act(Action::StartFxp {
-            src,
-            dst,
-            allow: FxpAllow(allow),
-        });
+        let allow = self.fxp_allow();
+        self.act(Action::StartFxp { src, dst, allow });
     }
 
     /// The engine may reach the session's own server A and what `fxp.allow` lists (a
-    /// host named there may resolve anywhere).
-    fn fxp_allow(&self, b_host: &str) -> Allow {
-        let upstream = self.addrs.upstream;
-        let allow = self.ctx.fxp_allow.clone();
-        let b_named = allow.iter().any(|e| e.names(b_host));
-        Arc::new(move |addr: SocketAddr| {
-            let ip = addr.ip().to_canonical();
-            if ip == upstream || b_named || allow.iter().any(|e| e.contains(ip)) {
-                Ok(())
-            } else {
-                Err(format!("{ip} is not in fxp.allow"))
-            }
-        })
+    /// host named there may resolve anywhere, for its own connection).
+    fn fxp_allow(&self) -> Arc<AllowList> {
+        Arc::new(self.ctx.fxp_allow.with_address(self.addrs.upstream))
     }
 
     /// A client command while a copy runs: `STAT` reports, `ABOR` cancels, `NOOP` keeps

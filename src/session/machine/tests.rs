@@ -898,9 +898,10 @@ fn copying() -> T {
     );
     assert_eq!(dst.host, "203.0.113.5");
     // The engine may reach A and fxp.allow, nothing else.
-    assert!((allow.0)("198.18.0.2:21".parse().unwrap()).is_ok());
-    assert!((allow.0)("203.0.113.77:21".parse().unwrap()).is_ok());
-    assert!((allow.0)("192.0.2.1:21".parse().unwrap()).is_err());
+    assert!(allow.admits("198.18.0.2", ip("198.18.0.2")).is_ok());
+    assert!(allow.admits("203.0.113.5", ip("203.0.113.77")).is_ok());
+    let e = allow.admits("192.0.2.1", ip("192.0.2.1")).unwrap_err();
+    assert_eq!(e.to_string(), "192.0.2.1 is not in fxp.allow");
     t
 }
 

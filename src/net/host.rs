@@ -1,0 +1,137 @@
+//! Host names and `host:port` targets as the configuration and the clients write them.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+/// `host:port`, where host is an IP literal (`[v6]` in brackets) or a DNS name that is
+/// resolved each time a session connects, so DNS changes need no restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            return Ok(HostPort {
+                host: sa.ip().to_string(),
+                port: sa.port(),
+            });
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` is not host:port (e.g. `192.168.1.10:21`)"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{s}`: port must be a number from 1 to 65535"))?;
+        let host: HostName = host.parse()?;
+        Ok(HostPort { host: host.0, port })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An IP literal or a DNS host name (letters, digits, `-`, `.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostName(pub String);
+
+impl HostName {
+    /// The address itself when the name is an IP literal.
+    pub fn as_ip(&self) -> Option<IpAddr> {
+        self.0.parse().ok()
+    }
+}
+
+impl FromStr for HostName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<IpAddr>().is_ok() {
+            return Ok(HostName(bare.to_string()));
+        }
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        let name = s.strip_suffix('.').unwrap_or(s);
+        if name.len() <= 253 && name.split('.').all(label_ok) {
+            Ok(HostName(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is neither an IP address nor a valid host name"
+            ))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn host_port_forms() {
+        let hp: HostPort = "[::1]:21".parse().unwrap();
+        assert_eq!((hp.host.as_str(), hp.port), ("::1", 21));
+        assert_eq!(hp.to_string(), "[::1]:21");
+        let hp: HostPort = "ftp.example.com:2121".parse().unwrap();
+        assert_eq!(hp.host, "ftp.example.com");
+        assert!("ftp.example.com".parse::<HostPort>().is_err());
+        assert!("ftp.example.com:0".parse::<HostPort>().is_err());
+        assert!("-bad.example:21".parse::<HostPort>().is_err());
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(
+            "[::1]".parse::<HostName>().unwrap().as_ip(),
+            Some(ip("::1"))
+        );
+        let n: HostName = "ftp.example.com.".parse().unwrap();
+        assert_eq!((n.0.as_str(), n.as_ip()), ("ftp.example.com.", None));
+        assert!("bad host".parse::<HostName>().is_err());
+        assert!("a..b".parse::<HostName>().is_err());
+        assert!(
+            format!("{}.com", "x".repeat(64))
+                .parse::<HostName>()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! Network names, address lists and port lists shared by the configuration, the sessions,
+//! the data relay and the FXP engine:
+//!
+//! - [`HostName`] and [`HostPort`]: hosts and `host:port` targets as written;
+//! - [`AllowList`]: where the proxy may connect on someone's behalf (a listener's
+//!   `allow`, `fxp.allow`), refusing with a [`Denied`] that names the list;
+//! - [`PortSpec`]: the operator's data port list (`data.ports`).
+//!
+//! Pure types with their parsers: nothing here does I/O or imports anything else from the
+//! crate, so every layer above can use them (the bottom of the graph, next to `proto`).
+
+mod allow;
+mod host;
+mod ports;
+
+pub use allow::{AllowEntry, AllowList, Denied};
+pub use host::{HostName, HostPort};
+pub use ports::{PortSpec, PortSpecError};
