@@ -76,14 +76,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
     let listeners = sockets
         .into_iter()
         .map(|(socket, l)| {
-            let mut ctx = ListenerCtx::new(
-                l.clone(),
-                config.limits.clone(),
-                &config.data,
-                ports.clone(),
-            );
-            ctx.own_binds = own_binds.clone();
-            ctx.fxp_allow = Arc::new(config.fxp.allow.clone());
+            let ctx = ListenerCtx::of(config, l, ports.clone(), own_binds.clone());
             (socket, Arc::new(ctx))
         })
         .collect();
@@ -240,15 +233,9 @@ impl Live {
                 .map(|o| o.bind);
             match (self.listeners.get(&l.name), old_bind) {
                 (Some(tx), Some(bind)) if bind == l.bind => {
-                    let mut ctx = ListenerCtx::new(
-                        l.clone(),
-                        new.limits.clone(),
-                        &new.data,
-                        self.ports.clone(),
-                    );
                     // The sockets did not change, so neither did the loop guard's list.
-                    ctx.own_binds = tx.borrow().own_binds.clone();
-                    ctx.fxp_allow = Arc::new(new.fxp.allow.clone());
+                    let own_binds = tx.borrow().own_binds.clone();
+                    let ctx = ListenerCtx::of(&new, l, self.ports.clone(), own_binds);
                     tx.send_replace(Arc::new(ctx));
                 }
                 (Some(_), _) => {

@@ -9,11 +9,13 @@
 //! - [`server`] accepts clients, enforces the session limits, reads PROXY headers from
 //!   trusted balancers ([`proxy_protocol`]) and spawns one task per client running
 //!   [`session`]; SIGHUP reloads reach new sessions through it.
-//! - [`session`] finds the upstream (reverse: configured; forward: `USER user@host`;
-//!   transparent: the redirected connection's original destination), connects
-//!   ([`upstream`]), reads both control connections line by line ([`codec`]), parses them
-//!   with the sans-IO [`proto`] module, asks [`rewrite`] what to send, hands relay-mode
-//!   transfers to [`data`], and records everything in [`metrics`].
+//! - [`session`] is one client session, in two halves: [`session::machine`] makes every
+//!   decision sans I/O (which upstream, in forward mode `USER user@host`; what each
+//!   command and reply means, using [`proto`]; NAT fixes from [`rewrite`]; relay-mode data
+//!   set-up, bounce and limit rules; `SITE FXP`), taking events and returning actions
+//!   with time passed in; the shell around it owns the sockets ([`codec`] frames them,
+//!   [`upstream`] connects), runs [`data`] transfers and FXP copies as tasks, and counts
+//!   in [`metrics`].
 //! - [`net`] holds the network types every layer shares: [`net::HostName`],
 //!   [`net::HostPort`], the data port list [`net::PortSpec`] and the [`net::AllowList`]
 //!   that decides where the proxy may connect on someone's behalf (forward and transparent

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::config::{DataConfig, Limits, ListenerConfig};
+use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
 use crate::net::AllowList;
 
@@ -27,6 +27,22 @@ pub struct ListenerCtx {
 }
 
 impl ListenerCtx {
+    /// The context of listener `l` of `config`; `own_binds` lists every socket this
+    /// proxy listens on.
+    pub fn of(
+        config: &Config,
+        l: &ListenerConfig,
+        ports: PortPool,
+        own_binds: Vec<SocketAddr>,
+    ) -> Self {
+        ListenerCtx {
+            own_binds,
+            fxp_allow: Arc::new(config.fxp.allow.clone()),
+            ..ListenerCtx::new(l.clone(), config.limits.clone(), &config.data, ports)
+        }
+    }
+
+    /// A context with no loop guard and no `fxp.allow` (in-process tests).
     pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig, ports: PortPool) -> Self {
         ListenerCtx {
             cfg,
