@@ -16,6 +16,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::net::{AllowList, HostName, HostPort, PortSpec};
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
+use crate::tls::{ListenerTls, TlsSettings};
 
 /// Default address of the admin listener (`/metrics`, `/healthz`).
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9464";
@@ -69,6 +70,10 @@ pub struct FxpConfig {
     /// Transfers run at once; more wait in the queue.
     #[serde(default = "default_fxp_concurrency", deserialize_with = "de_positive")]
     pub concurrency: usize,
+    /// Between two TLS servers that offer neither `SSCN` nor `CPSV`, FXP with `PROT C`
+    /// (the file crosses the network between them unencrypted); off: the proxy relays.
+    #[serde(default)]
+    pub allow_clear_data: bool,
 }
 
 impl Default for FxpConfig {
@@ -76,6 +81,7 @@ impl Default for FxpConfig {
         FxpConfig {
             allow: default_fxp_allow(),
             concurrency: default_fxp_concurrency(),
+            allow_clear_data: false,
         }
     }
 }
@@ -181,6 +187,8 @@ struct FileListener {
     proxy_protocol: Option<ProxyProtocol>,
     #[serde(default)]
     preserve_client_address: bool,
+    #[serde(default)]
+    tls: Option<Spanned<TlsSettings>>,
     #[serde(default)]
     nat: FileNat,
     #[serde(default)]
@@ -368,6 +376,8 @@ pub struct ListenerConfig {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Transparent mode: connect upstream from the client's address (`IP_TRANSPARENT`).
     pub preserve_client_address: bool,
+    /// FTPS on either leg, with its certificates loaded (`None`: plain FTP only).
+    pub tls: Option<ListenerTls>,
     pub nat: NatPolicy,
 }
 
@@ -480,6 +490,23 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
                 "only a transparent listener can connect from the client's address",
             );
         }
+        let tls = match &l.tls {
+            Some(t) if t.value.enabled() => {
+                let line = t.referenced.line();
+                if l.data == DataMode::Passthrough {
+                    return invalid(
+                        key("tls"),
+                        line,
+                        "TLS needs `data: relay`: in passthrough the client's data connections would have to resume a TLS session that the server shares with the proxy, which cannot work",
+                    );
+                }
+                match ListenerTls::load(&t.value) {
+                    Ok(loaded) => Some(loaded),
+                    Err(e) => return invalid(key("tls"), line, e.to_string()),
+                }
+            }
+            _ => None,
+        };
         let private = match l.private_ranges {
             Some(ranges) => PrivateRanges::new(ranges),
             None => PrivateRanges::default(),
@@ -496,6 +523,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             allow_foreign_port: l.allow_foreign_port,
             proxy_protocol: l.proxy_protocol,
             preserve_client_address: l.preserve_client_address,
+            tls,
             nat: NatPolicy {
                 passive: l.nat.passive,
                 active: l.nat.active,

@@ -49,4 +49,5 @@ pub mod proxy_protocol;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod upstream;

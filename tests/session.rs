@@ -41,6 +41,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
         allow_foreign_port: Vec::new(),
         proxy_protocol: None,
         preserve_client_address: false,
+        tls: None,
         nat: NatPolicy {
             passive,
             active,

@@ -1,0 +1,363 @@
+//! TLS for both legs with rustls on the `ring` provider: the proxy's server side toward
+//! clients (its certificate from PEM files) and its client side toward servers (system
+//! roots plus an optional CA file, verification on unless the operator says otherwise).
+//!
+//! - [`settings`]: the `tls:` block as written.
+//! - this file: turning it into rustls configs, loaded at start and on every reload, and
+//!   checked by `fxprelay check` (files readable, PEM valid, key matching certificate).
+//!
+//! FTPS data connections resume the control connection's TLS session (vsftpd's
+//! `require_ssl_reuse`, FileZilla Server): every proxy session gets its own client
+//! session cache ([`Upstream::for_session`]), so its data connections resume its own
+//! control session and no other.
+
+pub mod settings;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+pub use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+pub use settings::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, UpstreamTlsMode};
+
+/// TLS sessions a proxy session keeps for its data connections to resume. TLS 1.3
+/// tickets are single-use; servers hand out new ones on each resumption, so a few are
+/// plenty even over hundreds of transfers.
+const SESSIONS_PER_PROXY_SESSION: usize = 8;
+
+/// Why a TLS setting cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} is not a PEM certificate file: {why}")]
+    BadCertificate { path: PathBuf, why: String },
+    #[error("{path} holds no usable PEM private key: {why}")]
+    BadKey { path: PathBuf, why: String },
+    #[error("the key in {key} does not belong to the certificate in {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("`tls.client.mode: {mode}` needs `tls.client.cert` and `tls.client.key`")]
+    MissingCertificate { mode: &'static str },
+    #[error("no trust roots: the system has none and `tls.upstream.ca` is not set")]
+    NoRoots,
+    #[error("{0} is not a valid TLS server name")]
+    ServerName(String),
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The TLS side of one listener, ready to use.
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub settings: TlsSettings,
+    /// Toward clients, when `tls.client.mode` is not `off`.
+    pub client: Option<TlsAcceptor>,
+    /// Toward the server, when the upstream leg may use TLS.
+    pub upstream: Option<Upstream>,
+}
+
+impl fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerTls {
+    /// Loads the certificates and roots `settings` names.
+    pub fn load(settings: &TlsSettings) -> Result<ListenerTls, TlsError> {
+        let client = match settings.client.mode {
+            ClientTlsMode::Off => None,
+            mode => {
+                let (Some(cert), Some(key)) = (&settings.client.cert, &settings.client.key) else {
+                    return Err(TlsError::MissingCertificate {
+                        mode: client_mode_name(mode),
+                    });
+                };
+                Some(TlsAcceptor::from(server_config(cert, key)?))
+            }
+        };
+        let upstream = match settings.upstream_plan() {
+            UpstreamPlan::Plain => None,
+            _ => Some(Upstream::new(
+                settings.upstream.verify,
+                settings.upstream.ca.as_deref(),
+            )?),
+        };
+        Ok(ListenerTls {
+            settings: settings.clone(),
+            client,
+            upstream,
+        })
+    }
+}
+
+fn client_mode_name(mode: ClientTlsMode) -> &'static str {
+    match mode {
+        ClientTlsMode::Off => "off",
+        ClientTlsMode::Explicit => "explicit",
+        ClientTlsMode::Required => "required",
+        ClientTlsMode::Implicit => "implicit",
+    }
+}
+
+/// The proxy as a TLS client of FTP servers.
+#[derive(Clone)]
+pub struct Upstream {
+    config: Arc<ClientConfig>,
+    pub verify: bool,
+}
+
+impl Upstream {
+    /// System roots plus `ca`; `verify: false` accepts any certificate.
+    pub fn new(verify: bool, ca: Option<&Path>) -> Result<Upstream, TlsError> {
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let config = if verify {
+            builder
+                .with_root_certificates(roots(ca)?)
+                .with_no_client_auth()
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider())))
+                .with_no_client_auth()
+        };
+        Ok(Upstream {
+            config: Arc::new(config),
+            verify,
+        })
+    }
+
+    /// A connector with a session cache of its own, for one proxy session's control
+    /// connection and the data connections that must resume it.
+    pub fn for_session(&self) -> TlsConnector {
+        let mut config = (*self.config).clone();
+        config.resumption = Resumption::in_memory_sessions(SESSIONS_PER_PROXY_SESSION);
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// The name to verify the server's certificate against: a DNS name or an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|_| TlsError::ServerName(host.to_string()))
+}
+
+/// The one crypto provider of the binary (see README "FTPS" for why `ring`).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config from a PEM chain and key, checking that they belong together.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = certificates(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::BadKey {
+        path: key.to_path_buf(),
+        why: pem_error(e),
+    })?;
+    let provider = provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| TlsError::BadKey {
+            path: key.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    let certified = CertifiedKey::new(chain, signing);
+    if certified.keys_match().is_err() {
+        return Err(TlsError::KeyMismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        });
+    }
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    Ok(Arc::new(config))
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| read_or_bad(path, e))?;
+    let chain = iter
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_or_bad(path, e))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(chain)
+}
+
+fn read_or_bad(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
+    match e {
+        rustls::pki_types::pem::Error::Io(source) => TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        e => TlsError::BadCertificate {
+            path: path.to_path_buf(),
+            why: pem_error(e),
+        },
+    }
+}
+
+fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::NoItemsFound => "no PEM section found".into(),
+        e => e.to_string(),
+    }
+}
+
+fn roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    // Unreadable system certificates are skipped: the operator's own CA may be all
+    // that is needed.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = ca {
+        for cert in certificates(ca)? {
+            roots.add(cert).map_err(|e| TlsError::BadCertificate {
+                path: ca.to_path_buf(),
+                why: e.to_string(),
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoRoots);
+    }
+    Ok(roots)
+}
+
+/// `tls.upstream.verify: false`: any certificate is taken (the handshake signatures are
+/// still checked, so the session keys are the server's).
+#[derive(Debug)]
+struct AcceptAnything(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its key in `dir`, plus an unrelated key.
+    fn files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let (cert, key, wrong) = (dir.join("c.pem"), dir.join("k.pem"), dir.join("w.pem"));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&wrong, other.serialize_pem()).unwrap();
+        (cert, key, wrong)
+    }
+
+    #[test]
+    fn server_configs_load_and_check_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, wrong) = files(dir.path());
+        server_config(&cert, &key).unwrap();
+        let e = server_config(&cert, &wrong).err().unwrap();
+        assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
+        let e = server_config(&dir.path().join("none.pem"), &key)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+        let e = server_config(&key, &key).err().unwrap();
+        assert!(matches!(e, TlsError::NoCertificate { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_client_mode_needs_a_certificate() {
+        let mut s = TlsSettings::default();
+        s.client.mode = ClientTlsMode::Explicit;
+        let e = ListenerTls::load(&s).err().unwrap();
+        assert!(e.to_string().contains("needs `tls.client.cert`"), "{e}");
+    }
+
+    #[test]
+    fn server_names() {
+        assert!(matches!(
+            server_name("127.0.0.1").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("[::1]").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("ftp.example.net").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        assert!(server_name("bad name").is_err());
+    }
+
+    #[test]
+    fn extra_roots_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _, _) = files(dir.path());
+        Upstream::new(true, Some(&cert)).unwrap();
+        assert!(Upstream::new(true, Some(&dir.path().join("nope"))).is_err());
+        Upstream::new(false, None).unwrap();
+    }
+}
