@@ -26,6 +26,10 @@ pub const DATA_CONNECTIONS_TOTAL: &str = "fxprelay_data_connections_total";
 pub const DATA_BYTES_TOTAL: &str = "fxprelay_data_bytes_total";
 pub const DATA_TRANSFERS_TOTAL: &str = "fxprelay_data_transfers_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "fxprelay_config_reloads_total";
+pub const TLS_HANDSHAKES_TOTAL: &str = "fxprelay_tls_handshakes_total";
+pub const TLS_HANDSHAKE_SECONDS: &str = "fxprelay_tls_handshake_seconds";
+pub const TLS_RESUMPTIONS_TOTAL: &str = "fxprelay_tls_resumptions_total";
+pub const TLS_SESSIONS_TOTAL: &str = "fxprelay_tls_sessions_total";
 
 /// Connect latency on a LAN is sub-millisecond; across the internet tens to hundreds of
 /// milliseconds; the last buckets catch timeouts.
@@ -37,6 +41,11 @@ const SESSION_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
 ];
 
+/// A TLS handshake takes a round trip or two plus the key exchange: milliseconds on a LAN.
+const TLS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Installs the global Prometheus recorder and describes every metric.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
@@ -46,6 +55,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         )?
         .set_buckets_for_metric(Matcher::Full(SESSION_SECONDS.into()), SESSION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(FXP_TRANSFER_SECONDS.into()), FXP_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(TLS_HANDSHAKE_SECONDS.into()), TLS_BUCKETS)?
         .install_recorder()?;
     describe();
     Ok(handle)
@@ -127,6 +137,67 @@ fn describe() {
         "How long FXP transfers took, retries included, by result."
     );
     describe_gauge!(FXP_ACTIVE, "FXP transfers running now.");
+    describe_counter!(
+        TLS_HANDSHAKES_TOTAL,
+        "TLS handshakes, by side (client, upstream), channel (control, data) and result (ok, error)."
+    );
+    describe_histogram!(
+        TLS_HANDSHAKE_SECONDS,
+        Unit::Seconds,
+        "How long TLS handshakes took, by side and channel."
+    );
+    describe_counter!(
+        TLS_RESUMPTIONS_TOTAL,
+        "TLS handshakes that resumed an earlier session, by side (data connections resume their control connection's)."
+    );
+    describe_counter!(
+        TLS_SESSIONS_TOTAL,
+        "Control connections that turned to TLS, per listener and side: compare with fxprelay_sessions_total to see how much traffic is encrypted."
+    );
+}
+
+/// Which end of the proxy a TLS handshake was on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSide {
+    /// Toward the FTP client (the proxy is the TLS server).
+    Client,
+    /// Toward the FTP server (the proxy is the TLS client).
+    Upstream,
+}
+
+impl TlsSide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsSide::Client => "client",
+            TlsSide::Upstream => "upstream",
+        }
+    }
+}
+
+/// One TLS handshake: `channel` is `control` or `data`; `resumed` when it resumed a
+/// session.
+pub fn tls_handshake(
+    side: TlsSide,
+    channel: &'static str,
+    ok: bool,
+    resumed: bool,
+    took: Duration,
+) {
+    let side = side.as_str();
+    let result = if ok { "ok" } else { "error" };
+    counter!(TLS_HANDSHAKES_TOTAL, "side" => side, "channel" => channel, "result" => result)
+        .increment(1);
+    histogram!(TLS_HANDSHAKE_SECONDS, "side" => side, "channel" => channel)
+        .record(took.as_secs_f64());
+    if resumed {
+        counter!(TLS_RESUMPTIONS_TOTAL, "side" => side).increment(1);
+    }
+}
+
+/// A control connection of `listener` turned to TLS on `side`.
+pub fn tls_session(listener: &str, side: TlsSide) {
+    counter!(TLS_SESSIONS_TOTAL, "listener" => listener.to_owned(), "side" => side.as_str())
+        .increment(1);
 }
 
 pub fn session_started(listener: &str) {
@@ -228,6 +299,16 @@ pub enum Rejection {
     TruncatedReply,
     /// A server that did not answer the proxy's own command in time.
     ReplyTimeout,
+    /// Commands a client sent in clear after `AUTH TLS`, before the handshake: discarded
+    /// (the STARTTLS command-injection class).
+    TlsPipelined,
+    /// `USER`/`PASS` in clear on a listener that requires TLS.
+    TlsRequired,
+    /// A client whose TLS handshake failed.
+    ClientTls,
+    /// A server whose TLS handshake failed (an untrusted certificate, most often) or
+    /// that refused the TLS the listener requires.
+    UpstreamTls,
 }
 
 impl Rejection {
@@ -256,6 +337,10 @@ impl Rejection {
             R::ReplyTooLarge => "reply_too_large",
             R::TruncatedReply => "truncated_reply",
             R::ReplyTimeout => "reply_timeout",
+            R::TlsPipelined => "tls_pipelined",
+            R::TlsRequired => "tls_required",
+            R::ClientTls => "client_tls",
+            R::UpstreamTls => "upstream_tls",
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod copy;
 pub mod ports;
 pub mod relay;
+pub mod secure;
 pub mod socket;
 #[cfg(target_os = "linux")]
 mod splice;

@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
-use super::copy::CopyError;
+use super::copy::{self, CopyError};
 use super::ports::{LeasedListener, PortLease};
+pub use super::secure::Protection;
 use super::socket;
 use crate::metrics;
 
@@ -38,6 +39,8 @@ pub enum DataError {
     Connect(SocketAddr, io::Error),
     #[error("no data moved for {0:?}")]
     Idle(Duration),
+    #[error("TLS on the {side}'s data connection failed: {why}")]
+    Tls { side: &'static str, why: String },
     #[error("data connection broke: {0}")]
     Io(#[from] io::Error),
 }
@@ -80,15 +83,27 @@ pub async fn run(
     direction: Direction,
     client: Leg,
     upstream: Leg,
+    protect: Protection,
     limits: Timeouts,
 ) -> Result<Moved, DataError> {
     let (c, _client_lease) = open(listener, "client", client, limits).await?;
     let (u, _upstream_lease) = open(listener, "upstream", upstream, limits).await?;
-    let (mut from, mut to) = match direction {
-        Direction::Upload => (c, u),
-        Direction::Download => (u, c),
+    let bytes = if protect.is_clear() {
+        let (mut from, mut to) = match direction {
+            Direction::Upload => (c, u),
+            Direction::Download => (u, c),
+        };
+        socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?
+    } else {
+        let (c, u) = protect.secure(c, u, limits.connect).await?;
+        let (from, to) = match direction {
+            Direction::Upload => (c, u),
+            Direction::Download => (u, c),
+        };
+        // A TLS reader reports a peer that closed without close_notify as an error:
+        // a truncated file is a failed transfer, never a 226.
+        copy::copy_to_eof(from, to, limits.idle, |_| {}).await?
     };
-    let bytes = socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?;
     let moved = match direction {
         Direction::Upload => Moved {
             upload: bytes,

@@ -114,6 +114,12 @@ pub enum VerbClass {
     Reinitialize,
     /// `AUTH`: start TLS.
     Auth,
+    /// `PBSZ` (RFC 4217: always `0` with TLS).
+    Pbsz,
+    /// `PROT`: data connection protection.
+    Prot,
+    /// `CCC`: drop TLS from the control connection.
+    Ccc,
     /// `SITE`: server-specific, and the proxy's own `SITE FXP`.
     Site,
     /// `STAT`.
@@ -187,6 +193,9 @@ impl Verb {
             "ABOR" => C::Abort,
             "REIN" => C::Reinitialize,
             "AUTH" => C::Auth,
+            "PBSZ" => C::Pbsz,
+            "PROT" => C::Prot,
+            "CCC" => C::Ccc,
             "SITE" => C::Site,
             "STAT" => C::Status,
             "NOOP" => C::Noop,

@@ -25,9 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use crate::config::Mode;
-use crate::metrics;
+use crate::metrics::{self, Rejection, TlsSide};
+use crate::tls::ClientTlsMode;
 use machine::Machine;
-use shell::Shell;
+use shell::{BoxStream, Shell};
+use tokio::io::AsyncReadExt;
 
 /// Runs one session to completion. Never panics on peer input; every way out is logged
 /// once and counted.
@@ -69,6 +71,36 @@ async fn serve(
     let original = match ctx.cfg.mode {
         Mode::Transparent => Some(transparent::original_destination(&client)?),
         _ => None,
+    };
+    let tls = ctx.cfg.tls.as_ref();
+    let implicit = tls
+        .filter(|t| t.settings.client.mode == ClientTlsMode::Implicit)
+        .and_then(|t| t.client.clone());
+    let (client, early): (BoxStream, Vec<u8>) = match implicit {
+        None => (Box::new(client), early),
+        // Implicit TLS: the handshake comes before any FTP. Bytes the client sent behind
+        // a PROXY header are the start of its TLS hello: they go back in front.
+        Some(acceptor) => {
+            let (r, w) = client.into_split();
+            let stream = tokio::io::join(std::io::Cursor::new(early).chain(r), w);
+            let limit = ctx.limits.connect_timeout;
+            let handshake = shell::handshake_client(acceptor, Box::new(stream), limit);
+            let secured = tokio::select! {
+                r = handshake => r,
+                _ = hard_stop.cancelled() => return Ok("shutdown"),
+            };
+            match secured {
+                Ok(s) => {
+                    metrics::tls_session(&ctx.cfg.name, TlsSide::Client);
+                    (s, Vec::new())
+                }
+                Err(error) => {
+                    metrics::rejected(&ctx.cfg.name, Rejection::ClientTls);
+                    info!(%error, "client TLS handshake failed");
+                    return Ok("client TLS handshake failed");
+                }
+            }
+        }
     };
     let machine = Machine::new(
         ctx.clone(),

@@ -80,6 +80,26 @@ pub enum Say {
         error: String,
     },
 
+    // FTPS.
+    TlsGo,
+    TlsAlready,
+    AuthUnsupported,
+    TlsRequired,
+    PbszOk,
+    ProtNeedsTls,
+    PbszFirst,
+    ProtOk {
+        private: bool,
+    },
+    ProtUnsupported,
+    ProtUnknown,
+    CccRefused,
+    UpstreamRefusedTls {
+        text: String,
+    },
+    UpstreamTlsRequired,
+    UpstreamTlsFailed,
+
     // SITE FXP.
     FxpUsage,
     FxpDestinationSet {
@@ -119,6 +139,14 @@ impl Say {
             S::ForwardGreeting => 220,
             S::FxpDone { .. } | S::AbortOk => 226,
             S::FxpCopying { .. } => 150,
+            S::TlsGo => 234,
+            S::PbszOk | S::ProtOk { .. } => 200,
+            S::TlsAlready | S::ProtNeedsTls | S::PbszFirst => 503,
+            S::AuthUnsupported | S::ProtUnknown => 504,
+            S::TlsRequired => 530,
+            S::ProtUnsupported => 536,
+            S::CccRefused | S::UpstreamRefusedTls { .. } => 534,
+            S::UpstreamTlsRequired | S::UpstreamTlsFailed => 421,
             S::ShuttingDown
             | S::TooManySessions
             | S::TooManySessionsFromYou
@@ -240,6 +268,27 @@ impl Say {
             S::TransferFailed { error } => {
                 owned(format!("Connection closed; transfer aborted: {error}."))
             }
+            S::TlsGo => fixed("AUTH TLS successful; go ahead with the TLS handshake."),
+            S::TlsAlready => fixed("This connection is already protected by TLS."),
+            S::AuthUnsupported => fixed("Only AUTH TLS (or AUTH SSL) is supported."),
+            S::TlsRequired => fixed("This proxy requires TLS: send AUTH TLS first."),
+            S::PbszOk => fixed("PBSZ=0"),
+            S::ProtNeedsTls => fixed("PBSZ and PROT need AUTH TLS first."),
+            S::PbszFirst => fixed("Send PBSZ 0 before PROT."),
+            S::ProtOk { private: true } => fixed("Protection level set to Private."),
+            S::ProtOk { private: false } => fixed("Protection level set to Clear."),
+            S::ProtUnsupported => fixed("Only PROT C and PROT P are supported."),
+            S::ProtUnknown => fixed("Unknown protection level; use PROT C or PROT P."),
+            S::CccRefused => fixed("CCC refused: the control connection stays encrypted."),
+            S::UpstreamRefusedTls { text } => owned(format!(
+                "The FTP server behind this proxy refused TLS ({text}); the session stays unencrypted."
+            )),
+            S::UpstreamTlsRequired => fixed(
+                "Service not available: the FTP server behind this proxy refused TLS, which this proxy requires.",
+            ),
+            S::UpstreamTlsFailed => fixed(
+                "Service not available: TLS with the FTP server behind this proxy failed (its certificate may not be trusted).",
+            ),
             S::FxpUsage => owned(format!("Usage: {SITE_FXP_USAGE}")),
             S::FxpDestinationSet { url } => owned(format!("FXP destination set to {url}.")),
             S::FxpNotAnUrl { error } => owned(format!("Not an FTP URL: {error}.")),

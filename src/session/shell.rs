@@ -28,11 +28,14 @@ use super::machine::{
 use super::writer::ClientWriter;
 use crate::codec::{LineCodec, LineError};
 use crate::data::LeasedListener;
-use crate::data::relay::{self, DataError, Leg, Moved, Timeouts};
+use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
 use crate::data::socket;
 use crate::fxp::engine::{self, Event as FxpEvent, FxpError, Options};
-use crate::metrics;
+use crate::metrics::{self, TlsSide};
+use crate::tls::{self, TlsAcceptor, TlsConnector};
 use crate::upstream::{self, ConnectError};
+use rustls::pki_types::ServerName;
+use tracing::warn;
 
 /// Initial read buffer of each control connection (they grow for longer lines). Control
 /// lines are short, and tokio-util's 8 KiB default, twice per session, was most of an idle
@@ -43,14 +46,21 @@ const LINE_BUFFER: usize = 1024;
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
-type BoxStream = Box<dyn Stream>;
+pub(super) type BoxStream = Box<dyn Stream>;
 type Lines = FramedRead<ReadHalf<BoxStream>, LineCodec>;
 
 /// What an asynchronous operation the machine ordered came back with.
 enum Done {
-    Connected(Result<TcpStream, ConnectError>),
+    Connected(Result<(BoxStream, Connected), ConnectFailure>),
     Resolved(io::Result<Vec<IpAddr>>),
     DataConnected(Result<TcpStream, DataConnectError>),
+    /// A control connection's TLS handshake; `discarded` bytes had been read past the
+    /// `AUTH TLS` exchange and were dropped unread.
+    Secured {
+        side: TlsSide,
+        stream: Result<BoxStream, String>,
+        discarded: usize,
+    },
 }
 
 /// What a `SITE FXP` task reports.
@@ -88,10 +98,17 @@ pub(super) struct Shell {
     ctx: Arc<ListenerCtx>,
     machine: Machine,
     client_local: IpAddr,
-    client_lines: Lines,
-    client_w: ClientWriter<WriteHalf<BoxStream>>,
+    /// Both control connections; `None` while a TLS handshake has them (or, upstream,
+    /// before the connect).
+    client_lines: Option<Lines>,
+    client_w: Option<ClientWriter<WriteHalf<BoxStream>>>,
     upstream_lines: Option<Lines>,
     upstream_w: Option<WriteHalf<BoxStream>>,
+    /// This session's TLS client side toward the server: its own session cache, so the
+    /// data connections resume this session's control connection.
+    upstream_tls: Option<TlsConnector>,
+    /// The name the server's certificate was checked against.
+    upstream_name: Option<ServerName<'static>>,
     ops: FuturesUnordered<BoxFuture<'static, Done>>,
     client_passive: Option<LeasedListener>,
     upstream_active: Option<LeasedListener>,
@@ -106,30 +123,51 @@ impl Shell {
     pub(super) fn new(
         ctx: Arc<ListenerCtx>,
         machine: Machine,
-        client: impl Stream,
+        client: BoxStream,
         early: &[u8],
         client_local: IpAddr,
     ) -> Shell {
-        let (r, w) = tokio::io::split(Box::new(client) as BoxStream);
-        let mut client_lines =
-            FramedRead::with_capacity(r, LineCodec::new(ctx.limits.max_line_length), LINE_BUFFER);
-        client_lines.read_buffer_mut().extend_from_slice(early);
-        let client_w = ClientWriter::new(w, ctx.limits.reply_write_timeout);
-        Shell {
+        let upstream_tls = ctx
+            .cfg
+            .tls
+            .as_ref()
+            .and_then(|t| t.upstream.as_ref())
+            .map(tls::Upstream::for_session);
+        let mut shell = Shell {
             ctx,
             machine,
             client_local,
-            client_lines,
-            client_w,
+            client_lines: None,
+            client_w: None,
             upstream_lines: None,
             upstream_w: None,
+            upstream_tls,
+            upstream_name: None,
             ops: FuturesUnordered::new(),
             client_passive: None,
             upstream_active: None,
             upstream_data: None,
             transfer: None,
             fxp: None,
-        }
+        };
+        shell.set_client(client, early);
+        shell
+    }
+
+    fn set_client(&mut self, stream: BoxStream, early: &[u8]) {
+        let (r, w) = tokio::io::split(stream);
+        let codec = LineCodec::new(self.ctx.limits.max_line_length);
+        let mut lines = FramedRead::with_capacity(r, codec, LINE_BUFFER);
+        lines.read_buffer_mut().extend_from_slice(early);
+        self.client_lines = Some(lines);
+        self.client_w = Some(ClientWriter::new(w, self.ctx.limits.reply_write_timeout));
+    }
+
+    fn set_upstream(&mut self, stream: BoxStream) {
+        let (r, w) = tokio::io::split(stream);
+        let codec = LineCodec::new(self.ctx.limits.max_reply_bytes);
+        self.upstream_lines = Some(FramedRead::with_capacity(r, codec, LINE_BUFFER));
+        self.upstream_w = Some(w);
     }
 
     /// Runs the session to its end; the reason it ended.
@@ -150,7 +188,7 @@ impl Shell {
                 biased;
                 _ = hard_stop.cancelled() => Wake::Stop,
                 _ = sleep_until(deadline) => Wake::Timer,
-                line = self.client_lines.next(), if reading => Wake::Client(line),
+                line = next_line(&mut self.client_lines), if reading => Wake::Client(line),
                 line = next_line(&mut self.upstream_lines) => Wake::Upstream(line),
                 Some(done) = self.ops.next(), if !self.ops.is_empty() => Wake::Op(done),
                 done = transfer_done(&mut self.transfer) => Wake::Transfer(done),
@@ -175,23 +213,35 @@ impl Shell {
             Wake::Upstream(Some(Ok(line))) => m.on_upstream_line(&line, now),
             Wake::Upstream(Some(Err(LineError::TooLong(_)))) => m.on_upstream_overlong(),
             Wake::Upstream(Some(Err(LineError::Io(e)))) => return Err(e.into()),
-            Wake::Op(Done::Connected(Ok(stream))) => {
-                let connected = Connected {
-                    peer: stream.peer_addr()?,
-                    local: stream.local_addr()?.ip(),
-                };
-                let (r, w) = tokio::io::split(Box::new(stream) as BoxStream);
-                let codec = LineCodec::new(self.ctx.limits.max_reply_bytes);
-                self.upstream_lines = Some(FramedRead::with_capacity(r, codec, LINE_BUFFER));
-                self.upstream_w = Some(w);
+            Wake::Op(Done::Connected(Ok((stream, connected)))) => {
+                self.set_upstream(stream);
                 self.machine.on_connected(Ok(connected), now);
             }
-            Wake::Op(Done::Connected(Err(e))) => {
-                let failure = match e {
-                    ConnectError::Denied(why) => ConnectFailure::Denied(why),
-                    e => ConnectFailure::Unreachable(e.to_string()),
-                };
-                m.on_connected(Err(failure), now);
+            Wake::Op(Done::Connected(Err(failure))) => m.on_connected(Err(failure), now),
+            Wake::Op(Done::Secured {
+                side,
+                stream,
+                discarded,
+            }) => {
+                let result = stream.map(|s| match side {
+                    TlsSide::Client => self.set_client(s, &[]),
+                    TlsSide::Upstream => self.set_upstream(s),
+                });
+                if result.is_ok() {
+                    metrics::tls_session(&self.ctx.cfg.name, side);
+                }
+                match side {
+                    TlsSide::Client => self.machine.on_client_secured(result, discarded, now),
+                    TlsSide::Upstream => {
+                        if discarded > 0 {
+                            warn!(
+                                bytes = discarded,
+                                "discarded what the server sent in clear after its 234"
+                            );
+                        }
+                        self.machine.on_upstream_secured(result, now)
+                    }
+                }
             }
             Wake::Op(Done::Resolved(r)) => m.on_resolved(r.map_err(|e| e.to_string()), now),
             Wake::Op(Done::DataConnected(r)) => {
@@ -224,10 +274,12 @@ impl Shell {
         let limits = &self.ctx.limits;
         match action {
             Action::ToClient(bytes) => {
-                let written = self.client_w.write_all(&bytes).await;
-                // After the end only the last words are at stake: a gone client is fine.
-                if self.machine.end_reason().is_none() {
-                    written?;
+                if let Some(w) = self.client_w.as_mut() {
+                    let written = w.write_all(&bytes).await;
+                    // After the end only the last words are at stake: a gone client is fine.
+                    if self.machine.end_reason().is_none() {
+                        written?;
+                    }
                 }
             }
             Action::ToUpstream(bytes) => {
@@ -235,7 +287,10 @@ impl Shell {
                     w.write_all(&bytes).await?;
                 }
             }
-            Action::Connect(req) => self.ops.push(self.connect(req)),
+            Action::Connect(req) => {
+                let op = self.connect(req);
+                self.ops.push(op);
+            }
             Action::Resolve(name) => {
                 let limit = limits.connect_timeout;
                 self.ops.push(
@@ -280,13 +335,28 @@ impl Shell {
                 direction,
                 client,
                 upstream,
-            } => self.start_transfer(direction, client, upstream),
+                client_tls,
+                upstream_tls,
+            } => {
+                let protect = Protection {
+                    client: self.client_acceptor().filter(|_| client_tls),
+                    upstream: match (&self.upstream_tls, &self.upstream_name) {
+                        (Some(c), Some(n)) if upstream_tls => Some((c.clone(), n.clone())),
+                        _ => None,
+                    },
+                };
+                self.start_transfer(direction, client, upstream, protect)
+            }
+            Action::UpgradeClient => self.upgrade_client(),
+            Action::UpgradeUpstream { server_name } => self.upgrade_upstream(&server_name),
             Action::AbortTransfer => self.transfer = None,
             Action::StartFxp { src, dst, allow } => self.start_fxp(src, dst, allow),
             Action::CancelFxp => self.fxp = None,
             Action::Count(c) => count(&self.ctx.cfg.name, c),
             Action::Close => {
-                let _ = self.client_w.shutdown().await;
+                if let Some(w) = self.client_w.as_mut() {
+                    let _ = w.shutdown().await;
+                }
                 if let Some(w) = self.upstream_w.as_mut() {
                     let _ = w.shutdown().await;
                 }
@@ -296,9 +366,20 @@ impl Shell {
         Ok(None)
     }
 
-    fn connect(&self, req: ConnectRequest) -> BoxFuture<'static, Done> {
+    fn connect(&mut self, req: ConnectRequest) -> BoxFuture<'static, Done> {
         let ctx = self.ctx.clone();
         let client_local = self.client_local;
+        let implicit = match (&req.tls, &self.upstream_tls) {
+            (Some(name), Some(connector)) => match tls::server_name(name) {
+                Ok(n) => {
+                    self.upstream_name = Some(n.clone());
+                    Some(Ok((connector.clone(), n)))
+                }
+                Err(e) => Some(Err(e.to_string())),
+            },
+            (Some(_), None) => Some(Err("no TLS client configured".to_string())),
+            _ => None,
+        };
         async move {
             let (name, limit) = (&ctx.cfg.name, ctx.limits.connect_timeout);
             let r = if req.guarded {
@@ -308,9 +389,103 @@ impl Shell {
             } else {
                 upstream::connect(name, &req.target, limit).await
             };
-            Done::Connected(r)
+            let stream = match r {
+                Ok(s) => s,
+                Err(ConnectError::Denied(why)) => {
+                    return Done::Connected(Err(ConnectFailure::Denied(why)));
+                }
+                Err(e) => return Done::Connected(Err(ConnectFailure::Unreachable(e.to_string()))),
+            };
+            let connected = match (stream.peer_addr(), stream.local_addr()) {
+                (Ok(peer), Ok(local)) => Connected {
+                    peer,
+                    local: local.ip(),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    return Done::Connected(Err(ConnectFailure::Unreachable(e.to_string())));
+                }
+            };
+            let stream: BoxStream = match implicit {
+                None => Box::new(stream),
+                Some(Err(e)) => return Done::Connected(Err(ConnectFailure::Tls(e))),
+                Some(Ok((connector, server_name))) => {
+                    match handshake_upstream(connector, server_name, Box::new(stream), limit).await
+                    {
+                        Ok(s) => {
+                            metrics::tls_session(name, TlsSide::Upstream);
+                            s
+                        }
+                        Err(e) => return Done::Connected(Err(ConnectFailure::Tls(e))),
+                    }
+                }
+            };
+            Done::Connected(Ok((stream, connected)))
         }
         .boxed()
+    }
+
+    fn client_acceptor(&self) -> Option<TlsAcceptor> {
+        self.ctx.cfg.tls.as_ref().and_then(|t| t.client.clone())
+    }
+
+    /// Hands the client connection to a TLS handshake as the server, dropping whatever
+    /// the client sent after `AUTH TLS` unread.
+    fn upgrade_client(&mut self) {
+        let (Some(lines), Some(w)) = (self.client_lines.take(), self.client_w.take()) else {
+            return;
+        };
+        let discarded = lines.read_buffer().len();
+        let stream = lines.into_inner().unsplit(w.into_inner());
+        let acceptor = self.client_acceptor();
+        let limit = self.ctx.limits.connect_timeout;
+        self.ops.push(
+            async move {
+                let stream = match acceptor {
+                    Some(a) => handshake_client(a, stream, limit).await,
+                    None => Err("no TLS certificate configured".to_string()),
+                };
+                Done::Secured {
+                    side: TlsSide::Client,
+                    stream,
+                    discarded,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Hands the upstream connection to a TLS handshake as the client.
+    fn upgrade_upstream(&mut self, server_name: &str) {
+        let (Some(lines), Some(w)) = (self.upstream_lines.take(), self.upstream_w.take()) else {
+            return;
+        };
+        let discarded = lines.read_buffer().len();
+        let stream = lines.into_inner().unsplit(w);
+        let target = match (&self.upstream_tls, tls::server_name(server_name)) {
+            (Some(c), Ok(n)) => {
+                self.upstream_name = Some(n.clone());
+                Ok((c.clone(), n))
+            }
+            (None, _) => Err("no TLS client configured".to_string()),
+            (_, Err(e)) => Err(e.to_string()),
+        };
+        let limit = self.ctx.limits.connect_timeout;
+        self.ops.push(
+            async move {
+                let stream = match target {
+                    Ok((connector, name)) => {
+                        handshake_upstream(connector, name, stream, limit).await
+                    }
+                    Err(e) => Err(e),
+                };
+                Done::Secured {
+                    side: TlsSide::Upstream,
+                    stream,
+                    discarded,
+                }
+            }
+            .boxed(),
+        );
     }
 
     fn start_transfer(
@@ -318,6 +493,7 @@ impl Shell {
         direction: crate::proto::Direction,
         client: ClientLeg,
         upstream: UpstreamLeg,
+        protect: Protection,
     ) {
         let client = match client {
             ClientLeg::Accept { expect } => self
@@ -343,7 +519,7 @@ impl Shell {
         let task = tokio::spawn(
             async move {
                 let result = match (client, upstream) {
-                    (Some(c), Some(u)) => relay::run(&name, direction, c, u, limits).await,
+                    (Some(c), Some(u)) => relay::run(&name, direction, c, u, protect, limits).await,
                     // The machine ordered a leg the shell does not hold: a bug, reported
                     // as a failed transfer rather than a hang.
                     _ => Err(DataError::Io(io::Error::other(
@@ -392,6 +568,51 @@ impl Shell {
             news,
         });
     }
+}
+
+/// The proxy as TLS server of the client's control connection.
+pub(super) async fn handshake_client(
+    acceptor: TlsAcceptor,
+    stream: BoxStream,
+    limit: std::time::Duration,
+) -> Result<BoxStream, String> {
+    let started = Instant::now();
+    let r = timeout(limit, acceptor.accept(stream)).await;
+    let took = started.elapsed();
+    let r = match r {
+        Ok(Ok(s)) => {
+            let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            metrics::tls_handshake(TlsSide::Client, "control", true, resumed, took);
+            return Ok(Box::new(s));
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no TLS handshake within {limit:?}"),
+    };
+    metrics::tls_handshake(TlsSide::Client, "control", false, false, took);
+    Err(r)
+}
+
+/// The proxy as TLS client of the server's control connection.
+async fn handshake_upstream(
+    connector: TlsConnector,
+    name: ServerName<'static>,
+    stream: BoxStream,
+    limit: std::time::Duration,
+) -> Result<BoxStream, String> {
+    let started = Instant::now();
+    let r = timeout(limit, connector.connect(name, stream)).await;
+    let took = started.elapsed();
+    let r = match r {
+        Ok(Ok(s)) => {
+            let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            metrics::tls_handshake(TlsSide::Upstream, "control", true, resumed, took);
+            return Ok(Box::new(s));
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no TLS handshake within {limit:?}"),
+    };
+    metrics::tls_handshake(TlsSide::Upstream, "control", false, false, took);
+    Err(r)
 }
 
 fn count(listener: &str, c: Count) {

@@ -30,6 +30,11 @@ impl<W: AsyncWrite + Unpin> ClientWriter<W> {
             })
     }
 
+    /// The stream, for a TLS upgrade.
+    pub(super) fn into_inner(self) -> W {
+        self.inner
+    }
+
     /// Sends FIN after the last reply (bounded like a write).
     pub(super) async fn shutdown(&mut self) -> io::Result<()> {
         timeout(self.limit, self.inner.shutdown())

@@ -128,6 +128,8 @@ pub(super) enum Waiting {
     },
     /// The upstream side of a transfer is being set up.
     Setup(Setup),
+    /// A TLS step on either leg.
+    Tls(super::tls::TlsStep),
 }
 
 /// A relayed transfer command waiting for the proxy's data connection to the server.
@@ -138,11 +140,17 @@ pub(super) struct Setup {
     verb: Verb,
     direction: Direction,
     client: ClientLeg,
+    /// TLS on the client's data connection (its `PROT P`).
+    client_tls: bool,
+    /// TLS on the server's data connection.
+    upstream_tls: bool,
     step: Step,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
+    /// The proxy's `PBSZ`/`PROT` await their replies.
+    Protect,
     /// The proxy's `PASV`/`EPSV` awaits its reply.
     Passive,
     /// Connecting to the server's passive data port.
@@ -475,13 +483,53 @@ impl Machine {
             },
             Pending::Active(to) => ClientLeg::Connect(to),
         };
-        let setup = Setup {
+        let (upstream_tls, protect) = self.upstream_protection();
+        let mut setup = Setup {
             line: line.to_vec(),
             verb,
             direction,
             client,
+            client_tls: self.tls.client_secure && self.tls.client_private,
+            upstream_tls,
             step: Step::Passive,
         };
+        if !protect.is_empty() {
+            setup.step = Step::Protect;
+            if protect.starts_with(b"PBSZ") {
+                self.expect(Answers::OwnPbsz);
+            }
+            self.own_command(
+                protect,
+                Answers::OwnProt {
+                    private: upstream_tls,
+                },
+                now,
+            );
+            self.waiting = Some(Waiting::Setup(setup));
+            return;
+        }
+        self.choose_upstream_mode(setup, now);
+    }
+
+    /// The server said whether it takes the `PROT` the transfer needs.
+    pub(super) fn on_own_prot_reply(&mut self, reply: &Reply, private: bool, now: Instant) {
+        let Some(Waiting::Setup(setup)) = self.waiting.take() else {
+            return;
+        };
+        if reply.class() == 2 {
+            self.protection_set(private);
+            self.choose_upstream_mode(setup, now);
+        } else {
+            let level = if private { "P" } else { "C" };
+            self.fail_setup(
+                setup,
+                format!("it refused PROT {level}: {}", reply_text(reply)),
+            );
+        }
+    }
+
+    /// Passive or active toward the server, as `upstream_data` and its history say.
+    fn choose_upstream_mode(&mut self, setup: Setup, now: Instant) {
         let mode = self.ctx.cfg.upstream_data;
         let refused_before = self
             .ctx
@@ -495,7 +543,7 @@ impl Machine {
     }
 
     /// Sends a command of the proxy's own; its reply must come within the connect timeout.
-    fn own_command(&mut self, cmd: Vec<u8>, answers: Answers, now: Instant) {
+    pub(super) fn own_command(&mut self, cmd: Vec<u8>, answers: Answers, now: Instant) {
         self.act(Action::ToUpstream(cmd));
         self.expect(answers);
         self.reply_deadline = Some(now + self.ctx.limits.connect_timeout);
@@ -672,6 +720,8 @@ impl Machine {
             direction: setup.direction,
             client: setup.client,
             upstream,
+            client_tls: setup.client_tls,
+            upstream_tls: setup.upstream_tls,
         });
         self.data.transfer = Some(Transfer::default());
     }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use tracing::{debug, info, warn};
 
+use super::tls::AfterUpstream;
 use super::{Action, Answers, ConnectFailure, ConnectRequest, Connected, Machine, Phase, Say};
 use crate::config::Mode;
 use crate::metrics::Rejection;
@@ -14,6 +15,7 @@ use crate::proto::command::{VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
 use crate::session::context::ListenerCtx;
+use crate::tls::UpstreamPlan;
 
 /// After this many refused `USER` attempts the client is disconnected.
 const MAX_ATTEMPTS: u32 = 3;
@@ -63,6 +65,9 @@ impl Machine {
         guarded: bool,
         source: Option<IpAddr>,
     ) {
+        let tls = (self.upstream_plan() == UpstreamPlan::Implicit)
+            .then(|| self.upstream_server_name(&target.host));
+        self.upstream_host = target.host.clone();
         self.phase = Phase::Connecting {
             target: target.clone(),
             user_line,
@@ -72,18 +77,32 @@ impl Machine {
             target,
             guarded,
             source,
+            tls,
         }));
     }
 
     /// Forward mode, before the upstream is known.
-    pub(super) fn forward_login_line(&mut self, line: &[u8], attempts: u32) {
+    pub(super) fn forward_login_line(
+        &mut self,
+        line: &[u8],
+        attempts: u32,
+        now: std::time::Instant,
+    ) {
         let Ok(cmd) = parse_command(line) else {
             self.reject(Rejection::BadCommand);
             return self.say(Say::SyntaxError);
         };
         self.count(super::Count::Command(cmd.verb));
+        if self.tls_command(&cmd, now) {
+            return;
+        }
         match cmd.verb.class() {
             VerbClass::User => {}
+            VerbClass::Features if self.tls_features().is_some() => {
+                let ours = self.tls_features().map_or(&[][..], |(_, ours)| ours);
+                let reply = crate::session::replies::multi_line(211, "Features:", ours);
+                return self.act(Action::ToClient(reply));
+            }
             VerbClass::Quit => {
                 self.say(Say::Goodbye);
                 return self.close("client quit");
@@ -93,10 +112,6 @@ impl Machine {
                 self.reject(Rejection::ProxyUntrusted);
                 self.say(Say::ProxyUntrusted);
                 return self.close("untrusted PROXY header");
-            }
-            VerbClass::Auth => {
-                self.reject(Rejection::AuthTls);
-                return self.say(Say::AuthRefused);
             }
             _ => return self.say(Say::ForwardLoginFirst),
         }
@@ -132,6 +147,7 @@ impl Machine {
                 self.addrs.upstream = c.peer.ip().to_canonical();
                 self.addrs.upstream_port = c.peer.port();
                 self.addrs.upstream_local = c.local.to_canonical();
+                self.tls.upstream_secure = self.upstream_plan() == UpstreamPlan::Implicit;
                 debug!(upstream = %target, "upstream connected");
                 match user_line {
                     Some(user_line) => {
@@ -144,6 +160,9 @@ impl Machine {
                         self.expect(Answers::Greeting);
                     }
                 }
+            }
+            Err(ConnectFailure::Tls(error)) => {
+                return self.on_upstream_secured(Err(error), now);
             }
             Err(failure) => self.connect_failed(target, attempts, failure),
         }
@@ -163,6 +182,12 @@ impl Machine {
                 warn!(destination = %target, %error, "original destination unreachable");
                 self.say(Say::TransparentUnreachable);
                 self.close("upstream unreachable");
+            }
+            (_, ConnectFailure::Tls(error)) => {
+                self.reject(Rejection::UpstreamTls);
+                warn!(upstream = %target, %error, "TLS with the FTP server failed");
+                self.say(Say::UpstreamTlsFailed);
+                self.close("upstream TLS failed");
             }
             (Mode::Reverse, ConnectFailure::Denied(error) | ConnectFailure::Unreachable(error)) => {
                 warn!(upstream = %target, %error, "upstream unreachable");
@@ -196,7 +221,7 @@ impl Machine {
 
     /// Forward mode: the server's greeting replaces the proxy's, then the client's `USER`
     /// (host part removed) goes to it.
-    pub(super) fn on_forward_greeting(&mut self, reply: Reply) {
+    pub(super) fn on_forward_greeting(&mut self, reply: Reply, now: std::time::Instant) {
         if reply.code < 200 {
             return;
         }
@@ -208,6 +233,12 @@ impl Machine {
         if reply.code != 220 {
             self.act(Action::ToClient(reply.raw));
             return self.close("upstream refused the session");
+        }
+        let plan = self.upstream_plan();
+        let tls_now = plan == UpstreamPlan::AfterGreeting
+            || (plan == UpstreamPlan::WithClient && self.tls.client_secure);
+        if tls_now && !self.tls.upstream_secure {
+            return self.upstream_auth(AfterUpstream::ReplayUser(user_line), now);
         }
         let verb = crate::proto::Verb::new(b"USER").expect("a valid verb");
         self.forward(&user_line, verb);

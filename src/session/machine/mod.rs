@@ -12,13 +12,15 @@
 //! - [`login`]: the pre-session dialogue of forward mode and the connect outcomes;
 //! - [`data`]: relay mode's data connections (the proxy's own `PASV`/`PORT` exchange
 //!   with the server, held `226`, `ABOR`) and passthrough's address fixes;
-//! - [`site`]: `SITE FXP`, whose copy runs as a task while the session goes on.
+//! - [`site`]: `SITE FXP`, whose copy runs as a task while the session goes on;
+//! - [`tls`]: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers).
 
 mod data;
 mod login;
 mod site;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use data::{ClientLeg, DataConnectError, UpstreamLeg};
 pub use login::{parse_target, permitted};
@@ -66,13 +68,22 @@ pub enum Action {
     /// Connect to the upstream's passive data port, into [`Slot::UpstreamData`]; answer
     /// with [`Machine::on_data_connected`].
     ConnectData(SocketAddr),
-    /// Run one relayed transfer with these legs; answer with
-    /// [`Machine::on_transfer_finished`].
+    /// Run one relayed transfer with these legs, each TLS-protected when its flag says
+    /// so; answer with [`Machine::on_transfer_finished`].
     StartTransfer {
         direction: Direction,
         client: ClientLeg,
         upstream: UpstreamLeg,
+        client_tls: bool,
+        upstream_tls: bool,
     },
+    /// The client's `234` is written: discard whatever the client sent after `AUTH TLS`
+    /// unread, and run the TLS handshake as the server; answer with
+    /// [`Machine::on_client_secured`].
+    UpgradeClient,
+    /// The server's `234` came: run the TLS handshake as the client, checking that the
+    /// certificate is for `server_name`; answer with [`Machine::on_upstream_secured`].
+    UpgradeUpstream { server_name: String },
     /// Stop the running transfer now (both data connections close).
     AbortTransfer,
     /// Run a `SITE FXP` copy as a task; report with [`Machine::on_fxp_progress`] and
@@ -99,6 +110,8 @@ pub struct ConnectRequest {
     pub guarded: bool,
     /// Connect from this (non-local) address: transparent `preserve_client_address`.
     pub source: Option<IpAddr>,
+    /// Implicit TLS: the handshake follows the connect, for this certificate name.
+    pub tls: Option<String>,
 }
 
 /// The resources the shell holds for the machine.
@@ -139,6 +152,8 @@ pub enum ConnectFailure {
     /// Every resolved address was refused by [`permitted`].
     Denied(String),
     Unreachable(String),
+    /// Connected, but implicit TLS with the server failed.
+    Tls(String),
 }
 
 /// The addresses a session's decisions depend on (IPv4-mapped forms made plain).
@@ -202,11 +217,24 @@ enum Answers {
     OwnPassive,
     /// The proxy's own `PORT`/`EPRT`.
     OwnActive,
+    /// The proxy's own `AUTH TLS`.
+    OwnAuth,
+    /// The proxy's own `PBSZ 0`.
+    OwnPbsz,
+    /// The proxy's own `PROT`, `P` when `private`.
+    OwnProt { private: bool },
 }
 
 impl Answers {
     fn is_own(self) -> bool {
-        matches!(self, Answers::OwnPassive | Answers::OwnActive)
+        matches!(
+            self,
+            Answers::OwnPassive
+                | Answers::OwnActive
+                | Answers::OwnAuth
+                | Answers::OwnPbsz
+                | Answers::OwnProt { .. }
+        )
     }
 }
 
@@ -238,6 +266,9 @@ pub struct Machine {
     last_command: Instant,
     data: data::DataState,
     site: site::SiteState,
+    tls: tls::TlsState,
+    /// The upstream host as configured or named (for its TLS certificate's name).
+    upstream_host: String,
     ended: Option<&'static str>,
 }
 
@@ -252,7 +283,13 @@ impl Machine {
         now: Instant,
     ) -> Machine {
         let max_reply = ctx.limits.max_reply_bytes;
-        Machine {
+        // An implicit-TLS listener's shell has finished the handshake before this runs.
+        let implicit = ctx
+            .cfg
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.settings.client.mode == crate::tls::ClientTlsMode::Implicit);
+        let mut m = Machine {
             ctx,
             addrs: Addrs {
                 client: client.to_canonical(),
@@ -276,8 +313,12 @@ impl Machine {
             last_command: now,
             data: data::DataState::default(),
             site: site::SiteState::default(),
+            tls: tls::TlsState::default(),
+            upstream_host: String::new(),
             ended: None,
-        }
+        };
+        m.tls.client_secure = implicit;
+        m
     }
 
     // -----------------------------------------------------------------------------------
@@ -389,7 +430,7 @@ impl Machine {
         }
         match self.replies.push_line(line) {
             Ok(None) => {}
-            Ok(Some(reply)) => self.on_reply(reply),
+            Ok(Some(reply)) => self.on_reply(reply, now),
             Err(ReplyError::Malformed) => {
                 self.upstream_broken(Rejection::BadReply, "a line that is not an FTP reply")
             }
@@ -617,7 +658,7 @@ impl Machine {
 
     fn client_line(&mut self, line: &[u8], now: Instant) {
         match self.phase {
-            Phase::ForwardLogin { attempts } => self.forward_login_line(line, attempts),
+            Phase::ForwardLogin { attempts } => self.forward_login_line(line, attempts, now),
             Phase::Relaying => self.relaying_line(line, now),
             // Read only when deferring is over; kept for the next phase otherwise.
             _ => self.deferred.push_front(line.to_vec()),
@@ -653,6 +694,9 @@ impl Machine {
         if self.site.copying() {
             return self.while_copying(&cmd, line);
         }
+        if self.tls_command(&cmd, now) {
+            return;
+        }
         match class {
             VerbClass::User => self.site.user = Some(lossy(cmd.args)),
             VerbClass::Pass => self.site.pass = Some(lossy(cmd.args)),
@@ -675,10 +719,6 @@ impl Machine {
                 warn!("PROXY header from an untrusted source; closing");
                 self.say(Say::ProxyUntrusted);
                 self.close("untrusted PROXY header");
-            }
-            VerbClass::Auth => {
-                self.reject(Rejection::AuthTls);
-                self.say(Say::AuthRefused);
             }
             VerbClass::Active(v) if self.logged_in || !self.relaying() => {
                 self.on_active_command(&cmd, v, line)
@@ -706,13 +746,13 @@ impl Machine {
     // Upstream replies
     // -----------------------------------------------------------------------------------
 
-    fn on_reply(&mut self, reply: Reply) {
+    fn on_reply(&mut self, reply: Reply, now: Instant) {
         self.count(Count::Reply(reply.code));
         if reply.code == 230 {
             self.logged_in = true;
         }
         if let Phase::Greeting { .. } = self.phase {
-            return self.on_forward_greeting(reply);
+            return self.on_forward_greeting(reply, now);
         }
         if reply.code < 200 {
             match self.awaiting.front_mut() {
@@ -735,13 +775,29 @@ impl Machine {
                 self.reply_deadline = None;
                 self.on_own_active_reply(&reply);
             }
+            Some(Answers::OwnAuth) => {
+                self.reply_deadline = None;
+                self.on_own_auth_reply(&reply);
+            }
+            // Its failure shows in the PROT that follows it.
+            Some(Answers::OwnPbsz) => {}
+            Some(Answers::OwnProt { private }) => {
+                self.reply_deadline = None;
+                self.on_own_prot_reply(&reply, private, now);
+            }
             Some(Answers::RelayedTransfer(_)) if self.data.transfer_waiting_for_reply() => {
                 self.on_transfer_reply(reply)
             }
             Some(Answers::Forwarded(verb)) | Some(Answers::RelayedTransfer(verb)) => {
                 self.forward_reply(reply, Some(verb))
             }
-            Some(Answers::Greeting) => self.act(Action::ToClient(reply.raw)),
+            Some(Answers::Greeting) => {
+                let ready = reply.code == 220;
+                self.act(Action::ToClient(reply.raw));
+                if ready && self.upstream_plan() == crate::tls::UpstreamPlan::AfterGreeting {
+                    self.upstream_auth(tls::AfterUpstream::Nothing, now);
+                }
+            }
             None => self.forward_reply(reply, None),
         }
     }
@@ -749,7 +805,8 @@ impl Machine {
     /// Sends an upstream reply on: `FEAT` and `HELP` list the proxy's own commands too,
     /// and in passthrough mode a passive address is fixed.
     fn forward_reply(&mut self, reply: Reply, answers: Option<Verb>) {
-        if let Some(raw) = answers.and_then(|v| site::augment_listing(&reply, v)) {
+        let tls = self.tls_features();
+        if let Some(raw) = answers.and_then(|v| site::augment_listing(&reply, v, tls)) {
             return self.act(Action::ToClient(raw));
         }
         if self.relaying() {

@@ -213,25 +213,47 @@ impl Machine {
 }
 
 /// `FEAT` and `HELP` answers list the proxy's own commands too: the new reply, or `None`
-/// when `reply` is not such an answer.
-pub(super) fn augment_listing(reply: &Reply, answers: Verb) -> Option<Vec<u8>> {
-    let line = match (reply.code, answers.class()) {
-        (211, VerbClass::Features) => "SITE FXP",
-        (214, VerbClass::Help) => SITE_FXP_USAGE,
+/// when `reply` is not such an answer. `tls` is the proxy's TLS offer (see
+/// `Machine::tls_features`): the server's TLS features to drop and the proxy's to add.
+pub(super) fn augment_listing(
+    reply: &Reply,
+    answers: Verb,
+    tls: Option<(&[&str], &[&str])>,
+) -> Option<Vec<u8>> {
+    let (drop, mut add): (&[&str], Vec<&str>) = match (reply.code, answers.class()) {
+        (211, VerbClass::Features) => {
+            let (drop, ours) = tls.unwrap_or_default();
+            (drop, ours.iter().copied().chain(["SITE FXP"]).collect())
+        }
+        (214, VerbClass::Help) => (&[], vec![SITE_FXP_USAGE]),
         _ => return None,
     };
-    Some(augment(&reply.raw, reply.code, line))
+    add.retain(|l| !l.is_empty());
+    Some(augment(&reply.raw, reply.code, &add, drop))
 }
 
-/// Adds `line` to a (possibly single-line) reply, before its last line.
-fn augment(raw: &[u8], code: u16, line: &str) -> Vec<u8> {
+/// Adds `lines` to a (possibly single-line) reply, before its last line, leaving out
+/// inner lines whose first word is in `drop`.
+fn augment(raw: &[u8], code: u16, lines: &[&str], drop: &[&str]) -> Vec<u8> {
     let body = raw.strip_suffix(b"\n").unwrap_or(raw);
     let last_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut out = Vec::with_capacity(raw.len() + line.len() + 8);
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    let mut added = lines.iter();
     if last_start == 0 {
-        out.extend_from_slice(format!("{code}-{line}\r\n").as_bytes());
+        if let Some(first) = added.next() {
+            out.extend_from_slice(format!("{code}-{first}\r\n").as_bytes());
+        }
     } else {
-        out.extend_from_slice(&raw[..last_start]);
+        for line in raw[..last_start].split_inclusive(|&b| b == b'\n') {
+            let word = line.trim_ascii().split(|b| b.is_ascii_whitespace()).next();
+            let dropped =
+                word.is_some_and(|w| drop.iter().any(|d| w.eq_ignore_ascii_case(d.as_bytes())));
+            if !dropped || line.starts_with(format!("{code}-").as_bytes()) {
+                out.extend_from_slice(line);
+            }
+        }
+    }
+    for line in added {
         out.extend_from_slice(format!(" {line}\r\n").as_bytes());
     }
     out.extend_from_slice(&raw[last_start..]);
@@ -245,12 +267,27 @@ mod tests {
     #[test]
     fn augments_single_and_multi_line_replies() {
         assert_eq!(
-            augment(b"214 Help OK.\r\n", 214, "SITE FXP"),
+            augment(b"214 Help OK.\r\n", 214, &["SITE FXP"], &[]),
             b"214-SITE FXP\r\n214 Help OK.\r\n"
         );
         assert_eq!(
-            augment(b"211-Features:\r\n EPSV\r\n211 End\r\n", 211, "SITE FXP"),
+            augment(
+                b"211-Features:\r\n EPSV\r\n211 End\r\n",
+                211,
+                &["SITE FXP"],
+                &[]
+            ),
             b"211-Features:\r\n EPSV\r\n SITE FXP\r\n211 End\r\n"
+        );
+        // The server's TLS offer is replaced by the proxy's.
+        assert_eq!(
+            augment(
+                b"211-Features:\r\n AUTH TLS\r\n EPSV\r\n PROT\r\n211 End\r\n",
+                211,
+                &["AUTH TLS", "SITE FXP"],
+                &["AUTH", "PROT"]
+            ),
+            b"211-Features:\r\n EPSV\r\n AUTH TLS\r\n SITE FXP\r\n211 End\r\n"
         );
     }
 

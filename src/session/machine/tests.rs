@@ -538,7 +538,9 @@ fn start_download(t: &mut T) {
         Action::StartTransfer {
             direction: Direction::Download,
             client: ClientLeg::Accept { .. },
-            upstream: UpstreamLeg::Connected
+            upstream: UpstreamLeg::Connected,
+            client_tls: false,
+            upstream_tls: false,
         }
     )));
     assert!(t.m.wants_client_input());

@@ -1,0 +1,97 @@
+//! TLS on relayed data connections (FTPS `PROT P`), each leg as its own control
+//! connection negotiated: toward the client the proxy is the TLS server (clients resume
+//! their control session, which the server side's session cache allows), toward the
+//! server it is the TLS client and resumes its own control session (vsftpd's
+//! `require_ssl_reuse`). Whoever opened the TCP connection, the FTP client side is the
+//! TLS client (RFC 4217 section 7).
+
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::relay::DataError;
+use crate::metrics::{self, TlsSide};
+
+/// A data connection, plain or TLS.
+pub trait DataStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> DataStream for T {}
+
+/// Which legs of a transfer are protected.
+#[derive(Default)]
+pub struct Protection {
+    /// `PROT P` toward the client.
+    pub client: Option<TlsAcceptor>,
+    /// `PROT P` toward the server, with the name its certificate must carry.
+    pub upstream: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Protection {
+    /// Whether both legs stay plain TCP (and can take the zero-copy path).
+    pub fn is_clear(&self) -> bool {
+        self.client.is_none() && self.upstream.is_none()
+    }
+
+    /// Runs the handshakes of the protected legs, within `limit` each.
+    pub async fn secure(
+        self,
+        client: TcpStream,
+        upstream: TcpStream,
+        limit: Duration,
+    ) -> Result<(Box<dyn DataStream>, Box<dyn DataStream>), DataError> {
+        let client: Box<dyn DataStream> = match self.client {
+            None => Box::new(client),
+            Some(acceptor) => {
+                let started = Instant::now();
+                let r = timeout(limit, acceptor.accept(client)).await;
+                let tls = finish(TlsSide::Client, r, started, |s| {
+                    s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+                })?;
+                Box::new(tls)
+            }
+        };
+        let upstream: Box<dyn DataStream> = match self.upstream {
+            None => Box::new(upstream),
+            Some((connector, name)) => {
+                let started = Instant::now();
+                let r = timeout(limit, connector.connect(name, upstream)).await;
+                let tls = finish(TlsSide::Upstream, r, started, |s| {
+                    s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+                })?;
+                Box::new(tls)
+            }
+        };
+        Ok((client, upstream))
+    }
+}
+
+/// Counts a data handshake and turns its failure into the transfer's.
+fn finish<S>(
+    side: TlsSide,
+    r: Result<std::io::Result<S>, tokio::time::error::Elapsed>,
+    started: Instant,
+    resumed: impl Fn(&S) -> bool,
+) -> Result<S, DataError> {
+    let took = started.elapsed();
+    let outcome = match r {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no TLS handshake within {took:?}")),
+    };
+    match outcome {
+        Ok(s) => {
+            metrics::tls_handshake(side, "data", true, resumed(&s), took);
+            Ok(s)
+        }
+        Err(why) => {
+            metrics::tls_handshake(side, "data", false, false, took);
+            Err(DataError::Tls {
+                side: side.as_str(),
+                why,
+            })
+        }
+    }
+}
