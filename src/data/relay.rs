@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use super::copy::{self, CopyError};
 use super::ports::{LeasedListener, PortLease};
+use super::secure;
 pub use super::secure::Protection;
 use super::socket;
 use crate::metrics;
@@ -96,13 +97,18 @@ pub async fn run(
         socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?
     } else {
         let (c, u) = protect.secure(c, u, limits.connect).await?;
-        let (from, to) = match direction {
+        let (mut from, mut to) = match direction {
             Direction::Upload => (c, u),
             Direction::Download => (u, c),
         };
         // A TLS reader reports a peer that closed without close_notify as an error:
         // a truncated file is a failed transfer, never a 226.
-        copy::copy_to_eof(from, to, limits.idle, |_| {}).await?
+        let n = copy::copy_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?;
+        // The receiver's TLS layer may have sent records of its own (session tickets);
+        // closing with them unread would reset the connection and lose the file's tail
+        // in flight. Wait for the receiver's own close (its close_notify or EOF).
+        secure::await_close(&mut to, limits.idle.min(secure::CLOSE_WAIT)).await;
+        n
     };
     let moved = match direction {
         Direction::Upload => Moved {

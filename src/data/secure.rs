@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -66,6 +66,25 @@ impl Protection {
         };
         Ok((client, upstream))
     }
+}
+
+/// How long a protected data connection's receiver gets to close after the proxy's
+/// close_notify: well-behaved peers answer at once; one that waits for the `226` (which
+/// the proxy holds until this transfer ends) must not hold the transfer up for long.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads (and drops) whatever the peer still sends until it closes, within `limit`:
+/// after the proxy's close_notify, a TLS peer answers with its own.
+pub async fn await_close(stream: &mut (impl AsyncRead + Unpin), limit: Duration) {
+    let mut sink = [0u8; 4096];
+    let _ = timeout(limit, async {
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Counts a data handshake and turns its failure into the transfer's.

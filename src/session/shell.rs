@@ -208,10 +208,18 @@ impl Shell {
             Wake::Client(None) => m.on_client_closed(),
             Wake::Client(Some(Ok(line))) => m.on_client_line(&line, now),
             Wake::Client(Some(Err(LineError::TooLong(e)))) => m.on_client_overlong(e.max),
+            // A TLS peer that closes without close_notify: nothing to lose on a control
+            // connection, the session is simply over.
+            Wake::Client(Some(Err(LineError::Io(e)))) if closed_without_notify(&e) => {
+                m.on_client_closed()
+            }
             Wake::Client(Some(Err(LineError::Io(e)))) => return Err(e.into()),
             Wake::Upstream(None) => m.on_upstream_closed(),
             Wake::Upstream(Some(Ok(line))) => m.on_upstream_line(&line, now),
             Wake::Upstream(Some(Err(LineError::TooLong(_)))) => m.on_upstream_overlong(),
+            Wake::Upstream(Some(Err(LineError::Io(e)))) if closed_without_notify(&e) => {
+                m.on_upstream_closed()
+            }
             Wake::Upstream(Some(Err(LineError::Io(e)))) => return Err(e.into()),
             Wake::Op(Done::Connected(Ok((stream, connected)))) => {
                 self.set_upstream(stream);
@@ -613,6 +621,10 @@ async fn handshake_upstream(
     };
     metrics::tls_handshake(TlsSide::Upstream, "control", false, false, took);
     Err(r)
+}
+
+fn closed_without_notify(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::UnexpectedEof
 }
 
 fn count(listener: &str, c: Count) {

@@ -130,8 +130,23 @@ impl Upstream {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
         let config = if verify {
+            let pinned = match ca {
+                Some(path) => certificates(path)?,
+                None => Vec::new(),
+            };
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
             builder
-                .with_root_certificates(roots(ca)?)
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Verifier {
+                    webpki,
+                    pinned,
+                    provider: provider(),
+                }))
                 .with_no_client_auth()
         } else {
             builder
@@ -245,6 +260,82 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
         return Err(TlsError::NoRoots);
     }
     Ok(roots)
+}
+
+/// The usual checks (chain to a trusted root, name, dates), with one addition: a
+/// certificate listed itself in `tls.upstream.ca` is trusted as it is. Self-signed server
+/// certificates made with `openssl req -x509` carry `CA:TRUE`, which the usual checks
+/// refuse as a server's own certificate; listing that exact certificate is how an operator
+/// pins it.
+#[derive(Debug)]
+struct Verifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => Ok(v),
+            Err(_)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref()) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// `tls.upstream.verify: false`: any certificate is taken (the handshake signatures are

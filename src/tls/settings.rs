@@ -101,7 +101,8 @@ pub enum UpstreamTlsMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataProtection {
-    /// What the client chose with its own `PROT`.
+    /// What the client chose with its own `PROT`; `P` for a client in clear (it cannot
+    /// choose, and TLS toward the server was enabled to protect that leg).
     #[default]
     Mirror,
     /// Always `PROT P`.

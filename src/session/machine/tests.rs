@@ -1167,3 +1167,244 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// FTPS
+// ---------------------------------------------------------------------------------------
+
+/// A listener with a `tls:` block; the certificate is made for the test.
+fn tls_ctx(client: &str, upstream: &str, extra: &str) -> (Arc<ListenerCtx>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let listener = format!(
+        "    upstream: {SERVER}\n    tls:\n      client: {{mode: {client}, cert: {}, key: {}}}\n      upstream: {{mode: {upstream}{extra}}}\n",
+        cert.display(),
+        key.display()
+    );
+    (ctx(&listener, LIMITS), dir)
+}
+
+#[test]
+fn explicit_tls_secures_the_server_leg_first_then_the_client() {
+    let (c, _dir) = tls_ctx("explicit", "mirror", "");
+    let mut t = T::connected(c);
+    t.client("FEAT");
+    t.take();
+    t.server("211-Features:");
+    t.server(" AUTH TLS");
+    t.server(" EPSV");
+    t.server(" PBSZ");
+    t.server("211 End");
+    assert_eq!(
+        t.client_bytes(),
+        ["211-Features:\r\n EPSV\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n SITE FXP\r\n211 End\r\n"]
+    );
+    t.client("AUTH TLS");
+    assert_eq!(t.sent_upstream(), ["AUTH TLS\r\n"]);
+    assert!(t.sent_client().is_empty());
+    assert!(!t.m.wants_client_input());
+    t.take();
+    t.server("234 Proceed");
+    let acts = t.take();
+    assert!(
+        acts.iter().any(
+            |a| matches!(a, Action::UpgradeUpstream { server_name } if server_name == "198.18.0.2")
+        ),
+        "{acts:?}"
+    );
+    t.m.on_upstream_secured(Ok(()), t.now);
+    t.drain();
+    assert_eq!(
+        t.sent_client(),
+        ["234 AUTH TLS successful; go ahead with the TLS handshake.\r\n"]
+    );
+    assert!(t.has(|a| matches!(a, Action::UpgradeClient)));
+    t.take();
+    // What the client pipelined in clear behind AUTH TLS was dropped by the shell.
+    t.m.on_client_secured(Ok(()), 13, t.now);
+    t.drain();
+    assert!(t.rejected(Rejection::TlsPipelined));
+    t.client("PROT P");
+    assert!(starts(&t.client_bytes(), "503 Send PBSZ 0 before PROT"));
+    t.client("PBSZ 0");
+    assert_eq!(t.client_bytes(), ["200 PBSZ=0\r\n"]);
+    t.client("PROT P");
+    assert_eq!(
+        t.client_bytes(),
+        ["200 Protection level set to Private.\r\n"]
+    );
+    t.client("USER u");
+    t.server("331 pass");
+    t.client("PASS p");
+    t.server("230 in");
+    t.take();
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    // The server's data connection must be protected too: it is told so first.
+    assert_eq!(t.sent_upstream(), ["PBSZ 0\r\nPROT P\r\n"]);
+    t.take();
+    t.server("200 PBSZ=0");
+    t.server("200 PROT now Private");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
+    t.m.on_data_connected(Ok(()), t.now);
+    t.drain();
+    assert!(t.has(|a| matches!(
+        a,
+        Action::StartTransfer {
+            client_tls: true,
+            upstream_tls: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_server_that_refuses_tls_is_reported_to_a_mirroring_client() {
+    let (c, _dir) = tls_ctx("explicit", "mirror", "");
+    let mut t = T::connected(c);
+    t.client("AUTH TLS");
+    t.take();
+    t.server("502 No TLS here");
+    assert!(starts(
+        &t.client_bytes(),
+        "534 The FTP server behind this proxy refused TLS (502 No TLS here)"
+    ));
+    assert!(t.m.wants_client_input());
+    assert!(!t.closed());
+}
+
+#[test]
+fn required_tls_refuses_a_clear_login() {
+    let (c, _dir) = tls_ctx("required", "off", "");
+    let mut t = T::connected(c);
+    t.client("USER u");
+    assert!(t.rejected(Rejection::TlsRequired));
+    assert!(starts(&t.sent_client(), "530 This proxy requires TLS"));
+    assert!(t.sent_upstream().is_empty());
+    t.take();
+    // Upstream off: the client leg alone turns to TLS.
+    t.client("AUTH TLS");
+    assert!(t.has(|a| matches!(a, Action::UpgradeClient)));
+    assert!(t.sent_upstream().is_empty());
+    t.take();
+    t.m.on_client_secured(Ok(()), 0, t.now);
+    t.drain();
+    assert!(!t.rejected(Rejection::TlsPipelined));
+    t.client("USER u");
+    assert_eq!(t.sent_upstream(), ["USER u\r\n"]);
+    t.take();
+    t.client("CCC");
+    assert!(starts(&t.client_bytes(), "534 CCC refused"));
+    t.client("PBSZ 0");
+    t.client("PROT S");
+    assert!(starts(&t.client_bytes()[1..], "536 "));
+}
+
+#[test]
+fn an_explicit_upstream_gets_auth_tls_before_the_login() {
+    let (c, _dir) = tls_ctx("off", "explicit", ", server_name: ftp.internal.test");
+    let mut t = T::new(c);
+    let acts = t.take();
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Connect(r) if r.tls.is_none()))
+    );
+    t.connect_ok(SERVER);
+    t.server("220 hi");
+    assert_eq!(t.sent_client(), ["220 hi\r\n"]);
+    assert_eq!(t.sent_upstream(), ["AUTH TLS\r\n"]);
+    t.take();
+    // The client's login waits until the server's leg is secure.
+    t.client("USER u");
+    assert!(t.take().is_empty());
+    t.server("234 go");
+    assert!(t.has(|a| matches!(a, Action::UpgradeUpstream { server_name } if server_name == "ftp.internal.test")));
+    t.take();
+    t.m.on_upstream_secured(Ok(()), t.now);
+    t.drain();
+    assert_eq!(t.sent_upstream(), ["USER u\r\n"]);
+    // A plain client asking for TLS is refused: its leg is off.
+    t.take();
+    t.client("AUTH TLS");
+    assert!(starts(&t.client_bytes(), "534 "));
+}
+
+#[test]
+fn an_untrusted_server_certificate_ends_the_session() {
+    let (c, _dir) = tls_ctx("off", "explicit", "");
+    let mut t = T::connected(c);
+    t.take();
+    t.server("234 go");
+    t.m.on_upstream_secured(Err("invalid peer certificate: UnknownIssuer".into()), t.now);
+    t.drain();
+    assert!(t.rejected(Rejection::UpstreamTls));
+    assert!(starts(
+        &t.sent_client(),
+        "421 Service not available: TLS with the FTP server"
+    ));
+    assert!(t.closed());
+}
+
+#[test]
+fn implicit_tls_on_both_legs() {
+    let (c, _dir) = tls_ctx("implicit", "mirror", "");
+    let mut t = T::new(c);
+    let acts = t.take();
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Connect(r) if r.tls.as_deref() == Some("198.18.0.2"))),
+        "{acts:?}"
+    );
+    t.connect_ok(SERVER);
+    t.server("220 hi");
+    t.take();
+    // The client's leg was secured by the shell before the session began.
+    t.client("PBSZ 0");
+    assert_eq!(t.client_bytes(), ["200 PBSZ=0\r\n"]);
+    t.client("AUTH TLS");
+    assert!(starts(
+        &t.client_bytes(),
+        "503 This connection is already protected"
+    ));
+}
+
+#[test]
+fn clear_upstream_data_policy_leaves_the_server_leg_clear() {
+    let (c, _dir) = tls_ctx("explicit", "explicit", ", data: clear");
+    let mut t = T::connected(c);
+    t.server("234 go");
+    t.m.on_upstream_secured(Ok(()), t.now);
+    t.client("AUTH TLS");
+    t.m.on_client_secured(Ok(()), 0, t.now);
+    t.client("PBSZ 0");
+    t.client("PROT P");
+    t.client("USER u");
+    t.server("331 p");
+    t.client("PASS p");
+    t.server("230 in");
+    t.take();
+    client_pasv(&mut t, 50001);
+    t.client("STOR f");
+    assert_eq!(t.sent_upstream(), ["PBSZ 0\r\nPROT C\r\n"]);
+    t.take();
+    t.server("200 ok");
+    t.server("534 PROT C refused");
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection to the server: it refused PROT C: 534"
+    ));
+}
+
+#[test]
+fn without_a_tls_block_pbsz_and_prot_go_to_the_server() {
+    let mut t = T::connected(reverse(""));
+    t.client("PBSZ 0");
+    t.client("AUTH TLS");
+    assert_eq!(t.sent_upstream(), ["PBSZ 0\r\n"]);
+    assert!(t.rejected(Rejection::AuthTls));
+}

@@ -268,7 +268,9 @@ impl Machine {
         let want = match self.tls_settings().map(|t| t.upstream.data) {
             Some(DataProtection::Private) => true,
             Some(DataProtection::Clear) => false,
-            _ => self.tls.client_secure && self.tls.client_private,
+            // A client in clear made no choice: the server leg gets the protection the
+            // operator enabled TLS toward it for.
+            _ => !self.tls.client_secure || self.tls.client_private,
         };
         let mut cmds = Vec::new();
         if !self.tls.upstream_pbsz {
