@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the real FTP peers and clients the integration tests run (Debian 12).
 #
-#   - with apt: vsftpd, lftp, curl, python3-pyftpdlib, iptables, iproute2, and the runtime
-#     libraries of pure-ftpd and proftpd;
+#   - with apt: vsftpd, lftp, curl, python3-pyftpdlib (+ python3-openssl for its FTPS),
+#     iptables, iproute2, and the runtime libraries of pure-ftpd and proftpd;
 #   - pure-ftpd and proftpd-core conflict with vsftpd in apt (virtual `ftp-server`), so they
 #     are fetched with `apt-get download` and unpacked with `dpkg -x` into `.peers/` at the
-#     repository root (gitignored), never installed system-wide;
+#     repository root (gitignored), never installed system-wide; proftpd's `mod_tls` (from
+#     proftpd-mod-crypto, for the FTPS tests) is unpacked beside it;
 #   - a system user `fxptest` (password `fxptest`) for vsftpd's PAM login and as the owner
 #     of the servers' per-test directories.
 #
@@ -21,8 +22,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/.peers"
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib iptables iproute2 libpam-modules haproxy)
-EXTRACTED=(pure-ftpd proftpd-core)
+APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy)
+EXTRACTED=(pure-ftpd proftpd-core proftpd-mod-crypto)
 
 log() { printf 'install-test-peers: %s\n' "$*" >&2; }
 
@@ -81,7 +82,8 @@ apt_install "${missing[@]}"
 # 2. pure-ftpd and proftpd-core unpacked into .peers/.
 stamp="$PEERS/.stamp"
 need_extract=1
-if [[ -x $PEERS/usr/sbin/pure-ftpd && -x $PEERS/usr/bin/pure-pw && -x $PEERS/usr/sbin/proftpd && -f $stamp ]]; then
+if [[ -x $PEERS/usr/sbin/pure-ftpd && -x $PEERS/usr/bin/pure-pw && -x $PEERS/usr/sbin/proftpd &&
+    -f $PEERS/usr/lib/proftpd/mod_tls.so && -f $stamp ]]; then
     need_extract=0
 fi
 if [[ $need_extract -eq 1 ]]; then
@@ -107,7 +109,8 @@ fi
 
 # Their runtime libraries, installed with apt (the `lib*` packages they declare), then
 # checked with ldd; stale or missing package lists get one `apt-get update` and a retry.
-BINS=("$PEERS/usr/sbin/pure-ftpd" "$PEERS/usr/bin/pure-pw" "$PEERS/usr/sbin/proftpd")
+BINS=("$PEERS/usr/sbin/pure-ftpd" "$PEERS/usr/bin/pure-pw" "$PEERS/usr/sbin/proftpd"
+    "$PEERS/usr/lib/proftpd/mod_tls.so")
 install_libs() {
     local missing=() p
     for p in $(lib_deps "${EXTRACTED[@]}"); do

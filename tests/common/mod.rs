@@ -6,6 +6,7 @@ pub mod control;
 pub mod netns;
 pub mod peers;
 pub mod proxy;
+pub mod tls;
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;

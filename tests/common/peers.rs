@@ -8,6 +8,9 @@
 //! Every server logs in `fxptest`/`fxptest` and serves a directory owned by `fxptest`
 //! holding the fixtures [`HELLO_NAME`], [`BIG_NAME`] (8 MiB, see [`big_bin`]) and
 //! [`LATIN1_NAME`] (a name that is not UTF-8).
+//!
+//! With [`ServerOptions::tls`] a server requires FTPS, with a certificate from the test CA
+//! (`tests/common/tls.rs`) whose PEM file is [`FtpServer::ca_file`].
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;
@@ -90,6 +93,54 @@ pub struct ServerOptions {
     /// Bytes per second for every data connection, so a transfer is still running when
     /// the test acts on it (pyftpdlib only: other servers panic in `start`).
     pub throttle: Option<u32>,
+    /// FTPS: the server requires TLS on login and data (see [`ServerTls`]).
+    pub tls: Option<ServerTls>,
+}
+
+/// How a server speaks FTPS. With it, every server refuses a plaintext login (see
+/// [`plain_login_refusal`]) and wants `PROT P` on data, except pure-ftpd (`--tls=2`: TLS
+/// required on the control connection, clear data still allowed).
+///
+/// Session reuse: vsftpd (`require_ssl_reuse=YES`) and proftpd (mod_tls's default) refuse
+/// a data connection whose TLS session does not resume the control connection's;
+/// pure-ftpd and pyftpdlib do not check.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub identity: super::tls::Identity,
+    /// TLS from the first byte (the port-990 convention) instead of `AUTH TLS`; vsftpd
+    /// (`implicit_ssl=YES`) and proftpd (`TLSOptions UseImplicitSSL`) only: the others
+    /// panic in `start`.
+    pub implicit: bool,
+}
+
+/// The reply code with which a server started with `tls` refuses a plaintext login:
+/// vsftpd `530 Non-anonymous sessions must use encryption.` (to `USER`), proftpd and
+/// pyftpdlib `550 SSL/TLS required on the control channel` (to `USER`), pure-ftpd
+/// `421 ... cleartext sessions ... are not accepted` (to `USER`, then it hangs up).
+pub fn plain_login_refusal(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Vsftpd => "530",
+        ServerKind::Proftpd | ServerKind::Pyftpdlib => "550",
+        ServerKind::PureFtpd => "421",
+    }
+}
+
+impl ServerTls {
+    /// Explicit FTPS (`AUTH TLS`) with a certificate for `ip` from the test CA.
+    pub fn explicit(ip: Ipv4Addr) -> ServerTls {
+        ServerTls {
+            identity: super::tls::identity_for(ip.into()),
+            implicit: false,
+        }
+    }
+
+    /// Implicit FTPS with a certificate for `ip` from the test CA.
+    pub fn implicit(ip: Ipv4Addr) -> ServerTls {
+        ServerTls {
+            implicit: true,
+            ..ServerTls::explicit(ip)
+        }
+    }
 }
 
 impl ServerOptions {
@@ -103,7 +154,14 @@ impl ServerOptions {
             netns: None,
             pasv_ports: None,
             throttle: None,
+            tls: None,
         }
+    }
+
+    /// These options with explicit FTPS required, certificate from the test CA.
+    pub fn with_tls(mut self) -> Self {
+        self.tls = Some(ServerTls::explicit(self.ip));
+        self
     }
 }
 
@@ -117,6 +175,13 @@ pub struct FtpServer {
     pub pass: &'static str,
     /// The passive port range the server uses.
     pub pasv_ports: (u16, u16),
+    /// With `tls`: the CA certificate that signed the server's certificate, a PEM file in
+    /// the server's directory (what a client passes as `--cacert`).
+    pub ca_file: Option<PathBuf>,
+    /// With `tls`: the server's certificate and key files.
+    pub tls_files: Option<super::tls::IdentityFiles>,
+    /// Whether the server speaks TLS from the first byte.
+    pub implicit_tls: bool,
     /// The server process (leader of its own process group), or `None` in inetd mode.
     child: Option<Child>,
     /// proftpd: an acceptor thread runs one `ServerType inetd` process per connection
@@ -213,8 +278,26 @@ impl FtpServer {
             "bad passive range {pasv_ports:?}"
         );
 
+        if let Some(t) = &opts.tls {
+            assert!(
+                !t.implicit || matches!(kind, ServerKind::Vsftpd | ServerKind::Proftpd),
+                "only vsftpd and proftpd speak implicit TLS in this harness"
+            );
+        }
+        let tls_files = opts
+            .tls
+            .as_ref()
+            .map(|t| t.identity.write(dir.path(), "server"));
+        let ca_file = opts.tls.as_ref().map(|t| {
+            let p = dir.path().join("server-ca.pem");
+            fs::write(&p, &t.identity.ca_pem).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+            p
+        });
+
         let output = dir.path().join("output.log");
         let ctx = Ctx {
+            tls: tls_files.as_ref(),
             opts: &opts,
             port,
             pasv_ports,
@@ -236,6 +319,9 @@ impl FtpServer {
             user: USER,
             pass: PASS,
             pasv_ports,
+            ca_file,
+            tls_files,
+            implicit_tls: opts.tls.as_ref().is_some_and(|t| t.implicit),
             child: None,
             inetd: None,
             output,
@@ -287,7 +373,17 @@ impl FtpServer {
                     self.log()
                 );
             }
-            let last = match greeting(self.addr) {
+            let first_line = if self.implicit_tls {
+                let ca = fs::read_to_string(self.ca_file.as_ref().unwrap()).unwrap();
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(rustls_pki_types::pem::PemObject::from_pem_slice(ca.as_bytes()).unwrap())
+                    .unwrap();
+                super::tls::implicit_greeting(self.addr, super::tls::client_config(roots))
+            } else {
+                greeting(self.addr)
+            };
+            let last = match first_line {
                 Ok(line) if line.starts_with("220") => return self,
                 Ok(line) => format!("greeting {line:?}"),
                 Err(e) => e.to_string(),
@@ -487,6 +583,8 @@ fn greeting(addr: SocketAddr) -> std::io::Result<String> {
 
 struct Ctx<'a> {
     opts: &'a ServerOptions,
+    /// The certificate and key files when `opts.tls` is set.
+    tls: Option<&'a super::tls::IdentityFiles>,
     port: u16,
     pasv_ports: (u16, u16),
     dir: &'a Path,
@@ -578,6 +676,27 @@ fn vsftpd(c: &Ctx) -> Spec {
     if let Some(m) = o.masquerade {
         let _ = writeln!(conf, "pasv_address={m}\npasv_addr_resolve=NO");
     }
+    if let (Some(t), Some(f)) = (&o.tls, c.tls) {
+        // ssl_ciphers: vsftpd's default is DES-CBC3-SHA, which no modern client offers.
+        let _ = write!(
+            conf,
+            "ssl_enable=YES\n\
+             rsa_cert_file={cert}\n\
+             rsa_private_key_file={key}\n\
+             force_local_logins_ssl=YES\n\
+             force_local_data_ssl=YES\n\
+             require_ssl_reuse=YES\n\
+             ssl_tlsv1=YES\n\
+             ssl_sslv2=NO\n\
+             ssl_sslv3=NO\n\
+             ssl_ciphers=HIGH\n\
+             debug_ssl=YES\n\
+             implicit_ssl={implicit}\n",
+            cert = f.cert.display(),
+            key = f.key.display(),
+            implicit = yes(t.implicit),
+        );
+    }
     let path = c.dir.join("vsftpd.conf");
     write_private(&path, conf.as_bytes());
     Spec {
@@ -643,6 +762,10 @@ fn pure_ftpd(c: &Ctx) -> Spec {
     }
     if o.foreign_data {
         args.push("--allowuserfxp".into());
+    }
+    if let Some(f) = c.tls {
+        args.push("--tls=2".into());
+        args.push(format!("--certfile={}", f.combined.display()).into());
     }
     let config = format!("pure-ftpd {}\n{line}", join_args(&args));
     Spec {
@@ -724,13 +847,41 @@ fn proftpd(c: &Ctx) -> Spec {
     if !o.passive {
         conf.push_str("<Limit PASV EPSV>\n  DenyAll\n</Limit>\n");
     }
+    let mut logs = vec![syslog, xferlog];
+    if let (Some(t), Some(f)) = (&o.tls, c.tls) {
+        let tls_log = d.join("tls.log");
+        // TLSCACertificateFile: with SSCN the server is the data connection's TLS client
+        // and verifies its peer against it (TLSVerifyServer defaults to on).
+        let _ = write!(
+            conf,
+            "ModulePath {modules}\n\
+             LoadModule mod_tls.c\n\
+             TLSEngine on\n\
+             TLSRequired on\n\
+             TLSProtocol TLSv1.2 TLSv1.3\n\
+             TLSECCertificateFile {cert}\n\
+             TLSECCertificateKeyFile {key}\n\
+             TLSCACertificateFile {ca}\n\
+             TLSVerifyClient off\n\
+             TLSLog {log}\n",
+            modules = peers_dir().join("usr/lib/proftpd").display(),
+            cert = f.cert.display(),
+            key = f.key.display(),
+            ca = d.join("server-ca.pem").display(),
+            log = tls_log.display(),
+        );
+        if t.implicit {
+            conf.push_str("TLSOptions UseImplicitSSL\n");
+        }
+        logs.push(tls_log);
+    }
     let path = d.join("proftpd.conf");
     write_private(&path, conf.as_bytes());
     Spec {
         program: bin,
         args: vec!["-c".into(), path.into()],
         config: conf,
-        logs: vec![syslog, xferlog],
+        logs,
         inetd: true,
     }
 }
@@ -767,6 +918,18 @@ fn pyftpdlib(c: &Ctx) -> Spec {
     }
     if let Some(rate) = o.throttle {
         args.extend(["--throttle".into(), rate.to_string().into()]);
+    }
+    if let Some(f) = c.tls {
+        assert!(
+            o.throttle.is_none(),
+            "pyftpdlib cannot throttle TLS data connections in this harness"
+        );
+        args.extend([
+            "--tls-cert".into(),
+            f.cert.clone().into(),
+            "--tls-key".into(),
+            f.key.clone().into(),
+        ]);
     }
     let config = format!("python3 {}", join_args(&args));
     Spec {

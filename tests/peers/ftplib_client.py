@@ -8,11 +8,26 @@ the operations in the order given:
   --nlst                  NLST, one name a line to stdout
   --get REMOTE LOCAL      RETR into a local file
   --put LOCAL REMOTE      STOR from a local file
+With --tls-ca CA: explicit FTPS (FTP_TLS, AUTH TLS before login, then PROT P), trusting
+only that CA; data connections resume the control connection's TLS session.
 Exits non-zero with the error on stderr at the first failure.
 """
 import argparse
 import ftplib
+import ssl
 import sys
+
+
+class ReusingFTP_TLS(ftplib.FTP_TLS):
+    """FTP_TLS whose data connections resume the control connection's TLS session:
+    vsftpd (require_ssl_reuse) and proftpd refuse data connections that do not."""
+
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host,
+                                            session=self.sock.session)
+        return conn, size
 
 
 class Op(argparse.Action):
@@ -31,6 +46,7 @@ def main():
     mode.add_argument("--passive", dest="passive", action="store_true", default=True)
     mode.add_argument("--active", dest="passive", action="store_false")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--tls-ca", help="explicit FTPS, trusting this CA certificate (PEM)")
     p.add_argument("--list", dest="list", nargs=0, action=Op)
     p.add_argument("--nlst", dest="nlst", nargs=0, action=Op)
     p.add_argument("--get", dest="get", nargs=2, metavar=("REMOTE", "LOCAL"), action=Op)
@@ -39,10 +55,16 @@ def main():
 
     out = sys.stdout
     try:
-        ftp = ftplib.FTP(timeout=a.timeout, encoding="latin-1")
+        if a.tls_ca:
+            ctx = ssl.create_default_context(cafile=a.tls_ca)
+            ftp = ReusingFTP_TLS(context=ctx, timeout=a.timeout, encoding="latin-1")
+        else:
+            ftp = ftplib.FTP(timeout=a.timeout, encoding="latin-1")
         ftp.trust_server_pasv_ipv4_address = True
         ftp.connect(a.host, a.port)
-        ftp.login(a.user, a.password)
+        ftp.login(a.user, a.password)  # FTP_TLS: AUTH TLS first
+        if a.tls_ca:
+            ftp.prot_p()
         ftp.set_pasv(a.passive)
         for op, args in a.ops:
             if op == "list":

@@ -37,12 +37,13 @@ def log_to_stderr(name, level):
                         format=f"%(asctime)s {name}[%(process)d] %(message)s")
 
 
-def make_handler(a, banner):
-    """An FTPHandler class for the one user a.user / a.password, full permissions on a.root."""
+def make_handler(a, banner, base=FTPHandler):
+    """A `base` (FTPHandler) subclass for the one user a.user / a.password, full
+    permissions on a.root."""
     authorizer = DummyAuthorizer()
     authorizer.add_user(a.user, a.password, a.root, perm="elradfmwMT")
 
-    class Handler(FTPHandler):
+    class Handler(base):
         pass
 
     Handler.authorizer = authorizer
@@ -50,6 +51,18 @@ def make_handler(a, banner):
     # Names that are not UTF-8 (Latin-1 fixtures) round-trip as bytes, like os.fsdecode.
     Handler.unicode_errors = "surrogateescape"
     return Handler
+
+
+def eager_tls_dtp(base):
+    """pyftpdlib's TLS data handler polls its socket only once a transfer command came, so a
+    client that starts the data connection's TLS handshake before sending RETR/LIST (curl
+    does) stalls and is reset. This subclass also reads while the handshake is under way."""
+
+    class EagerTLS(base):
+        def readable(self):
+            return self._ssl_accepting or super().readable()
+
+    return EagerTLS
 
 
 def drop_privileges(user):
@@ -71,11 +84,26 @@ def main():
         p.add_argument("--throttle", type=int, metavar="BYTES_PER_SECOND",
                        help="limit every data connection, for transfers that must still "
                             "be running when a test acts on them")
+        p.add_argument("--tls-cert", help="PEM certificate: require explicit FTPS "
+                                          "(AUTH TLS) on login and PROT P on data")
+        p.add_argument("--tls-key", help="PEM private key of --tls-cert")
 
     a = parse_args(own_options)
     log_to_stderr("pyftpd", logging.INFO)
 
-    Handler = make_handler(a, "fxprelay test pyftpdlib ready.")
+    base = FTPHandler
+    if a.tls_cert:
+        from pyftpdlib.handlers import TLS_FTPHandler  # needs python3-openssl
+        base = TLS_FTPHandler
+    Handler = make_handler(a, "fxprelay test pyftpdlib ready.", base)
+    if a.tls_cert:
+        Handler.certfile = a.tls_cert
+        Handler.keyfile = a.tls_key
+        Handler.tls_control_required = True
+        Handler.tls_data_required = True
+        # Loaded now, while still root: the key file is readable by root only.
+        Handler.get_ssl_context()
+        Handler.dtp_handler = eager_tls_dtp(Handler.dtp_handler)
     Handler.permit_foreign_addresses = a.foreign
     if a.masquerade:
         Handler.masquerade_address = a.masquerade
