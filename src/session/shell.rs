@@ -347,7 +347,7 @@ impl Shell {
                 upstream_tls,
             } => {
                 let protect = Protection {
-                    client: self.client_acceptor().filter(|_| client_tls),
+                    client: self.data_acceptor().filter(|_| client_tls),
                     upstream: match (&self.upstream_tls, &self.upstream_name) {
                         (Some(c), Some(n)) if upstream_tls => Some((c.clone(), n.clone())),
                         _ => None,
@@ -434,6 +434,14 @@ impl Shell {
 
     fn client_acceptor(&self) -> Option<TlsAcceptor> {
         self.ctx.cfg.tls.as_ref().and_then(|t| t.client.clone())
+    }
+
+    fn data_acceptor(&self) -> Option<TlsAcceptor> {
+        self.ctx
+            .cfg
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_data.clone())
     }
 
     /// Hands the client connection to a TLS handshake as the server, dropping whatever

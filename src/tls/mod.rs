@@ -65,8 +65,13 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct ListenerTls {
     pub settings: TlsSettings,
-    /// Toward clients, when `tls.client.mode` is not `off`.
+    /// Toward clients' control connections, when `tls.client.mode` is not `off`.
     pub client: Option<TlsAcceptor>,
+    /// Toward clients' data connections: the same certificate and session cache (data
+    /// connections resume the control session), but no TLS 1.3 session tickets. A client
+    /// that only writes (an upload) never reads them, and closing with them unread makes
+    /// its kernel reset the connection, losing the file's tail in flight.
+    pub client_data: Option<TlsAcceptor>,
     /// Toward the server, when the upstream leg may use TLS.
     pub upstream: Option<Upstream>,
 }
@@ -82,15 +87,21 @@ impl fmt::Debug for ListenerTls {
 impl ListenerTls {
     /// Loads the certificates and roots `settings` names.
     pub fn load(settings: &TlsSettings) -> Result<ListenerTls, TlsError> {
-        let client = match settings.client.mode {
-            ClientTlsMode::Off => None,
+        let (client, client_data) = match settings.client.mode {
+            ClientTlsMode::Off => (None, None),
             mode => {
                 let (Some(cert), Some(key)) = (&settings.client.cert, &settings.client.key) else {
                     return Err(TlsError::MissingCertificate {
                         mode: client_mode_name(mode),
                     });
                 };
-                Some(TlsAcceptor::from(server_config(cert, key)?))
+                let control = server_config(cert, key)?;
+                let mut data = (*control).clone();
+                data.send_tls13_tickets = 0;
+                (
+                    Some(TlsAcceptor::from(control)),
+                    Some(TlsAcceptor::from(Arc::new(data))),
+                )
             }
         };
         let upstream = match settings.upstream_plan() {
@@ -103,6 +114,7 @@ impl ListenerTls {
         Ok(ListenerTls {
             settings: settings.clone(),
             client,
+            client_data,
             upstream,
         })
     }
