@@ -404,6 +404,21 @@ impl Config {
         Config::parse(&text)
     }
 
+    /// Settings that work but that an operator should know the cost of.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            let Some(tls) = &l.tls else { continue };
+            if tls.upstream.is_some() && !tls.settings.upstream.verify {
+                out.push(format!(
+                    "listener `{}`: tls.upstream.verify is false: any server certificate is accepted, so anyone on the path to the server can read and change the session",
+                    l.name
+                ));
+            }
+        }
+        out
+    }
+
     /// Parses and validates YAML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let file: FileConfig =

@@ -78,6 +78,9 @@ fn main() -> ExitCode {
     };
     match check_only {
         true => {
+            for w in config.warnings() {
+                eprintln!("fxprelay: warning: {w}");
+            }
             println!(
                 "{}: OK ({} listener{})",
                 cli.config.display(),
@@ -107,6 +110,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let bound = app::bind(&config).await?;
     let handle = metrics::install()?;
     let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -137,7 +143,15 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn init_logging(cli: &Cli) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    // rustls warns about peers' harmless quirks (lftp sends an IP address as SNI) on
+    // every connection; its errors reach our own log lines anyway.
+    let directives = if cli.log.contains("rustls") {
+        cli.log.clone()
+    } else {
+        format!("{},rustls=error", cli.log)
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
