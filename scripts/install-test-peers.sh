@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real FTP peers and clients the integration tests run (Debian 12).
 #
-#   - with apt: vsftpd, lftp, curl, python3-pyftpdlib, iptables, iproute2, and the runtime
+#   - with apt: vsftpd, lftp, curl, python3-pyftpdlib, iptables, iproute2, haproxy,
+#     prometheus (for `promtool`: ~22 MB, checks the metrics and alert rules), systemd
+#     (for `systemd-analyze verify` of the shipped unit), and the runtime
 #     libraries of pure-ftpd and proftpd;
 #   - pure-ftpd and proftpd-core conflict with vsftpd in apt (virtual `ftp-server`), so they
 #     are fetched with `apt-get download` and unpacked with `dpkg -x` into `.peers/` at the
@@ -21,7 +23,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/.peers"
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib iptables iproute2 libpam-modules haproxy)
+APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib iptables iproute2 libpam-modules haproxy prometheus systemd)
 EXTRACTED=(pure-ftpd proftpd-core)
 
 log() { printf 'install-test-peers: %s\n' "$*" >&2; }

@@ -75,7 +75,10 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let body = state
         .metrics
         .as_ref()
-        .map(|h| h.render())
+        .map(|h| {
+            crate::metrics::collect_process();
+            h.render()
+        })
         .unwrap_or_default();
     (
         [(

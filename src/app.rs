@@ -109,6 +109,10 @@ pub async fn run(
             bound.config.admin_token.as_deref().map(Arc::from),
         )),
     };
+    m::process_started(bound.config.data.ports.len());
+    for (_, ctx) in &bound.listeners {
+        m::listener_started(&ctx.cfg.name, ctx.limits.max_sessions);
+    }
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
     let admin_task = tokio::spawn(admin::serve(bound.admin, state.clone(), admin_stop.clone()));
     let mut live = Live {
@@ -201,6 +205,7 @@ impl Live {
             Ok(c) => c,
             Err(e) => {
                 m::config_reload("error");
+                m::config_loaded(false);
                 error!("config reload failed; the running configuration stays: {e}");
                 return;
             }
@@ -254,6 +259,8 @@ impl Live {
             warn!(listener = %name, "listener removed from the file: it keeps running until a restart");
         }
         m::config_reload("ok");
+        m::config_loaded(true);
+        m::data_ports_available(new.data.ports.len());
         info!(path = %path.display(), "configuration reloaded; new sessions use it, open sessions keep theirs");
         // Keep the bound binds of listeners that could not change, so the next reload
         // compares against what actually runs.
