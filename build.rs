@@ -21,8 +21,7 @@ fn main() {
     // (a commit). Both paths are git's own, so worktrees work too.
     for path in [
         git(&["rev-parse", "--git-path", "HEAD"]),
-        git(&["symbolic-ref", "-q", "HEAD"])
-            .and_then(|r| git(&["rev-parse", "--git-path", &r])),
+        git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])),
         git(&["rev-parse", "--git-path", "packed-refs"]),
     ]
     .into_iter()

@@ -125,6 +125,44 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     }
 }
 
+/// Where to reach an admin endpoint bound to `bind`: a wildcard address is asked on
+/// loopback of the same family.
+pub fn reachable(bind: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match bind.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, bind.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, bind.port()).into(),
+        _ => bind,
+    }
+}
+
+/// `GET /healthz` on `addr`, blocking, within `timeout`: the HTTP status. For
+/// `fxprelay healthcheck`, which a distroless image (no curl) runs as its health check;
+/// one request line and a status line are all it needs of HTTP.
+pub fn probe_health(addr: std::net::SocketAddr, timeout: Duration) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /healthz HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: fxprelay-healthcheck\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match s.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
