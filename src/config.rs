@@ -625,7 +625,7 @@ fn comment_start(line: &str) -> usize {
 fn yaml_error(e: serde_saphyr::Error) -> ConfigError {
     let (line, column) = e
         .location()
-        .map_or((0, 0), |l| (l.line() as u64, l.column() as u64));
+        .map_or((0, 0), |l| (l.line(), l.column()));
     let plain = e.render_with_options(serde_saphyr::render_options! {
         snippets: serde_saphyr::SnippetMode::Off,
     });
