@@ -623,9 +623,7 @@ fn comment_start(line: &str) -> usize {
 /// [`Config::load`], naming the file), a suggestion for a misspelt key or value, no
 /// library jargon.
 fn yaml_error(e: serde_saphyr::Error) -> ConfigError {
-    let (line, column) = e
-        .location()
-        .map_or((0, 0), |l| (l.line(), l.column()));
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
     let plain = e.render_with_options(serde_saphyr::render_options! {
         snippets: serde_saphyr::SnippetMode::Off,
     });

@@ -137,11 +137,9 @@ fn main() -> ExitCode {
             for w in &config.warnings {
                 eprintln!("fxprelay: {}: warning: {w}", cli.config.display());
             }
-            if try_binds {
-                if let Err(e) = try_bind(&config) {
-                    eprintln!("fxprelay: {}: {e}", cli.config.display());
-                    return ExitCode::FAILURE;
-                }
+            if let Err(e) = try_binds.then(|| try_bind(&config)).unwrap_or(Ok(())) {
+                eprintln!("fxprelay: {}: {e}", cli.config.display());
+                return ExitCode::FAILURE;
             }
             println!(
                 "{}: OK ({} listener{}{}{})",
@@ -243,7 +241,7 @@ fn healthcheck(
         fxprelay::admin::reachable(bind)
     });
     match fxprelay::admin::probe_health(addr, timeout) {
-        Ok(status) if status == 200 => ExitCode::SUCCESS,
+        Ok(200) => ExitCode::SUCCESS,
         Ok(status) => {
             eprintln!("fxprelay: {addr}/healthz answered {status}");
             ExitCode::FAILURE
