@@ -137,7 +137,8 @@ fn main() -> ExitCode {
             for w in &config.warnings {
                 eprintln!("fxprelay: {}: warning: {w}", cli.config.display());
             }
-            if let Err(e) = try_binds.then(|| try_bind(&config)).unwrap_or(Ok(())) {
+            let bound = if try_binds { try_bind(&config) } else { Ok(()) };
+            if let Err(e) = bound {
                 eprintln!("fxprelay: {}: {e}", cli.config.display());
                 return ExitCode::FAILURE;
             }
