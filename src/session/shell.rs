@@ -21,6 +21,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::context::ListenerCtx;
+use super::registry::Registration;
 use super::machine::{
     Action, ClientLeg, ConnectFailure, ConnectRequest, Connected, Count, DataConnectError,
     FxpResult, Machine, Slot, UpstreamLeg, permitted,
@@ -98,6 +99,8 @@ pub(super) struct Shell {
     upstream_data: Option<TcpStream>,
     transfer: Option<TransferTask>,
     fxp: Option<FxpTask>,
+    /// The session's entry in `GET /api/v1/sessions`, refreshed after every event.
+    registration: Option<Registration>,
 }
 
 impl Shell {
@@ -129,7 +132,14 @@ impl Shell {
             upstream_data: None,
             transfer: None,
             fxp: None,
+            registration: None,
         }
+    }
+
+    /// Shows the session in `registration` while it runs.
+    pub(super) fn registered(mut self, registration: Registration) -> Shell {
+        self.registration = Some(registration);
+        self
     }
 
     /// Runs the session to its end; the reason it ended.
@@ -157,6 +167,9 @@ impl Shell {
                 news = fxp_news(&mut self.fxp) => Wake::Fxp(news),
             };
             self.feed(wake)?;
+            if let Some(r) = &self.registration {
+                r.update(self.machine.snapshot());
+            }
         }
     }
 

@@ -132,6 +132,7 @@ impl Machine {
                 self.addrs.upstream = c.peer.ip().to_canonical();
                 self.addrs.upstream_port = c.peer.port();
                 self.addrs.upstream_local = c.local.to_canonical();
+                self.audit.upstream = Some(target.to_string());
                 debug!(upstream = %target, "upstream connected");
                 match user_line {
                     Some(user_line) => {

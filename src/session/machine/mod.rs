@@ -14,12 +14,14 @@
 //!   with the server, held `226`, `ABOR`) and passthrough's address fixes;
 //! - [`site`]: `SITE FXP`, whose copy runs as a task while the session goes on.
 
+mod audit;
 mod data;
 mod login;
 mod site;
 #[cfg(test)]
 mod tests;
 
+pub use audit::Snapshot;
 pub use data::{ClientLeg, DataConnectError, UpstreamLeg};
 pub use login::{parse_target, permitted};
 pub use site::is_site_fxp;
@@ -238,6 +240,8 @@ pub struct Machine {
     last_command: Instant,
     data: data::DataState,
     site: site::SiteState,
+    /// The login and transfer lines, and what the admin API shows.
+    audit: audit::Audit,
     ended: Option<&'static str>,
 }
 
@@ -276,6 +280,7 @@ impl Machine {
             last_command: now,
             data: data::DataState::default(),
             site: site::SiteState::default(),
+            audit: audit::Audit::default(),
             ended: None,
         }
     }
@@ -445,7 +450,7 @@ impl Machine {
             self.act(Action::Release(Slot::ClientPassive));
             self.reject(Rejection::PassiveUnused);
             info!(
-                after = ?self.ctx.limits.data_accept_timeout,
+                after_ms = self.ctx.limits.data_accept_timeout.as_millis() as u64,
                 "no transfer ordered for a passive data port; port released"
             );
             return;
@@ -575,6 +580,7 @@ impl Machine {
 
     /// Processes deferred lines whose turn has come.
     fn settle(&mut self, now: Instant) {
+        self.audit.flush(now);
         while self.ended.is_none() {
             let Some(line) = self.deferred.front() else {
                 break;
@@ -653,6 +659,9 @@ impl Machine {
         if self.site.copying() {
             return self.while_copying(&cmd, line);
         }
+        if matches!(class, VerbClass::Transfer(_)) && self.logged_in && !self.relaying() {
+            self.audit.start(cmd.verb, cmd.args, false, now);
+        }
         match class {
             VerbClass::User => self.site.user = Some(lossy(cmd.args)),
             VerbClass::Pass => self.site.pass = Some(lossy(cmd.args)),
@@ -708,6 +717,9 @@ impl Machine {
 
     fn on_reply(&mut self, reply: Reply) {
         self.count(Count::Reply(reply.code));
+        if reply.code >= 200 {
+            self.audit_reply(&reply);
+        }
         if reply.code == 230 {
             self.logged_in = true;
         }
@@ -743,6 +755,25 @@ impl Machine {
             }
             Some(Answers::Greeting) => self.act(Action::ToClient(reply.raw)),
             None => self.forward_reply(reply, None),
+        }
+    }
+
+    /// The audit trail's view of a final reply: a login's result, a passthrough
+    /// transfer's end.
+    fn audit_reply(&mut self, reply: &Reply) {
+        let Some(Answers::Forwarded(verb)) = self.awaiting.front().map(|a| a.answers) else {
+            return;
+        };
+        match verb.class() {
+            VerbClass::User | VerbClass::Pass | VerbClass::Acct => self.audit_login(reply.code),
+            VerbClass::Transfer(_) if !self.relaying() => {
+                let (outcome, detail) = match reply.class() {
+                    2 => (audit::Outcome::Ok, None),
+                    _ => (audit::Outcome::Failed, Some(reply_text(reply))),
+                };
+                self.audit.finish(outcome, (0, 0), detail);
+            }
+            _ => {}
         }
     }
 
