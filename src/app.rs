@@ -156,7 +156,10 @@ pub async fn run(
             Some(path) = reloaded => live.reload(&path),
         }
     }
-    info!(grace_ms = bound.shutdown_grace.as_millis() as u64, "shutting down: no new sessions; open sessions may finish");
+    info!(
+        grace_ms = bound.shutdown_grace.as_millis() as u64,
+        "shutting down: no new sessions; open sessions may finish"
+    );
     draining.store(true, Ordering::Relaxed);
     shutdown.stop_accepting.cancel();
     for task in accept_loops {

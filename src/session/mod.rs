@@ -50,7 +50,7 @@ pub async fn run(
         metrics::session_ended(&name, started.elapsed());
         let ms = started.elapsed().as_millis() as u64;
         match outcome {
-            Ok(end) => info!(reason = end, ms, "session ended"),
+            Ok(end) => info!(reason = %end, ms, "session ended"),
             Err(e) => warn!(error = %e, ms, "session failed"),
         }
     }

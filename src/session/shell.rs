@@ -21,11 +21,11 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::context::ListenerCtx;
-use super::registry::Registration;
 use super::machine::{
     Action, ClientLeg, ConnectFailure, ConnectRequest, Connected, Count, DataConnectError,
     FxpResult, Machine, Slot, UpstreamLeg, permitted,
 };
+use super::registry::Registration;
 use super::writer::ClientWriter;
 use crate::codec::{LineCodec, LineError};
 use crate::data::LeasedListener;

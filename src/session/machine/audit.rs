@@ -112,21 +112,21 @@ impl Audit {
             let r = &f.running;
             let ms = now.saturating_duration_since(r.started).as_millis() as u64;
             let (verb, path, result) = (r.verb.as_str(), r.path.as_str(), f.outcome.as_str());
-            let detail = f.detail.as_deref().unwrap_or("");
-            if r.relayed {
-                info!(
-                    verb,
-                    path,
-                    upload_bytes = f.bytes.0,
-                    download_bytes = f.bytes.1,
-                    ms,
-                    result,
-                    detail,
-                    "transfer"
-                );
-            } else {
-                // The bytes went straight between client and server.
-                info!(verb, path, ms, result, detail, data = "passthrough", "transfer");
+            // Display, not Debug: `path=big.iso`, not `path="big.iso"`. The empty
+            // `detail` of a success is left out.
+            let (up, down) = f.bytes;
+            match (r.relayed, f.detail.as_deref()) {
+                (true, None) => {
+                    info!(%verb, %path, upload_bytes = up, download_bytes = down, ms, %result, "transfer")
+                }
+                (true, Some(detail)) => {
+                    info!(%verb, %path, upload_bytes = up, download_bytes = down, ms, %result, %detail, "transfer")
+                }
+                // Passthrough: the bytes went straight between client and server.
+                (false, None) => info!(%verb, %path, ms, %result, data = "passthrough", "transfer"),
+                (false, Some(detail)) => {
+                    info!(%verb, %path, ms, %result, %detail, data = "passthrough", "transfer")
+                }
             }
         }
     }
@@ -160,6 +160,6 @@ impl Machine {
         };
         let user = self.site.user.as_deref().unwrap_or("");
         let upstream = self.audit.upstream.as_deref().unwrap_or("");
-        info!(user, upstream, result, reply = code, "login");
+        info!(%user, %upstream, %result, reply = code, "login");
     }
 }

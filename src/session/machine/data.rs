@@ -685,7 +685,8 @@ impl Machine {
             self.act(Action::Release(Slot::ClientPassive));
         }
         self.count(Count::Transfer("failed"));
-        self.audit.finish(Outcome::Failed, (0, 0), Some(why.clone()));
+        self.audit
+            .finish(Outcome::Failed, (0, 0), Some(why.clone()));
         warn!(%why, "cannot open the upstream data connection");
         self.say(Say::UpstreamDataFailed { why });
     }
@@ -709,7 +710,8 @@ impl Machine {
         };
         self.act(Action::AbortTransfer);
         self.count(Count::Transfer("aborted"));
-        self.audit.finish(Outcome::Aborted, (0, 0), Some("ABOR".into()));
+        self.audit
+            .finish(Outcome::Aborted, (0, 0), Some("ABOR".into()));
         debug!("transfer aborted by the client");
         if t.reply.is_some() {
             self.say(Say::TransferAborted);
