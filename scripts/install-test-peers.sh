@@ -2,7 +2,10 @@
 # Installs the real FTP peers and clients the integration tests run (Debian 12).
 #
 #   - with apt: vsftpd, lftp, curl, python3-pyftpdlib (+ python3-openssl for its FTPS),
-#     iptables, iproute2, and the runtime libraries of pure-ftpd and proftpd;
+#     iptables, iproute2, haproxy,
+#     prometheus (for `promtool`: ~22 MB, checks the metrics and alert rules), systemd
+#     (for `systemd-analyze verify` of the shipped unit), and the runtime
+#     libraries of pure-ftpd and proftpd;
 #   - pure-ftpd and proftpd-core conflict with vsftpd in apt (virtual `ftp-server`), so they
 #     are fetched with `apt-get download` and unpacked with `dpkg -x` into `.peers/` at the
 #     repository root (gitignored), never installed system-wide; proftpd's `mod_tls` (from
@@ -22,7 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/.peers"
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy)
+APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy prometheus systemd)
 EXTRACTED=(pure-ftpd proftpd-core proftpd-mod-crypto)
 
 log() { printf 'install-test-peers: %s\n' "$*" >&2; }

@@ -1,5 +1,6 @@
-//! The admin HTTP listener: `GET /metrics` (Prometheus text format), `GET /healthz`, and
-//! the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
+//! The admin HTTP listener: `GET /` (a small HTML page for people), `GET /metrics`
+//! (Prometheus text format), `GET /healthz`, the open sessions (`GET /api/v1/sessions`)
+//! and the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -17,7 +18,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{DataMode, ListenerConfig, Mode};
 use crate::fxp::jobs::{self, Jobs, SubmitError};
+use crate::session::registry::Sessions;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -30,6 +33,44 @@ pub struct AdminState {
     /// `admin.token`: required as `Authorization: Bearer ...` on `/api/...`. A reload
     /// replaces it.
     pub token: Arc<RwLock<Option<Arc<str>>>>,
+    /// The open sessions of every listener.
+    pub sessions: Sessions,
+    /// What `GET /` lists.
+    pub listeners: Arc<[ListenerSummary]>,
+}
+
+/// One listener as the admin page shows it.
+#[derive(Debug, Clone)]
+pub struct ListenerSummary {
+    pub name: String,
+    pub bind: String,
+    pub mode: &'static str,
+    pub data: &'static str,
+    pub upstream: String,
+}
+
+impl ListenerSummary {
+    /// `bound` is the address the socket got (the config may say port 0).
+    pub fn of(cfg: &ListenerConfig, bound: Option<std::net::SocketAddr>) -> Self {
+        ListenerSummary {
+            name: cfg.name.clone(),
+            bind: bound.unwrap_or(cfg.bind).to_string(),
+            mode: match cfg.mode {
+                Mode::Reverse => "reverse",
+                Mode::Forward => "forward",
+                Mode::Transparent => "transparent",
+            },
+            data: match cfg.data {
+                DataMode::Relay => "relay",
+                DataMode::Passthrough => "passthrough",
+            },
+            upstream: match (&cfg.upstream, cfg.mode) {
+                (Some(u), _) => u.to_string(),
+                (None, Mode::Forward) => "named by each client (USER user@host)".into(),
+                (None, _) => "each connection's original destination".into(),
+            },
+        }
+    }
 }
 
 /// Serves the admin endpoints until `stop` is cancelled.
@@ -60,8 +101,10 @@ pub async fn serve(
             "/api/v1/transfers/{id}",
             get(get_transfer).delete(cancel_transfer),
         )
+        .route("/api/v1/sessions", get(list_sessions))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let app = Router::new()
+        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(api)
@@ -75,7 +118,10 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let body = state
         .metrics
         .as_ref()
-        .map(|h| h.render())
+        .map(|h| {
+            crate::metrics::collect_process();
+            h.render()
+        })
         .unwrap_or_default();
     (
         [(
@@ -84,6 +130,57 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         body,
     )
+}
+
+/// A page for a person who opens the admin address in a browser: what runs, and where
+/// the machine-readable endpoints are.
+async fn index(State(state): State<AdminState>) -> impl IntoResponse {
+    let rows: String = state
+        .listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                html(&l.name),
+                html(&l.bind),
+                l.mode,
+                l.data,
+                html(&l.upstream)
+            )
+        })
+        .collect();
+    let status = if state.draining.load(Ordering::Relaxed) {
+        "draining (shutting down)"
+    } else {
+        "serving"
+    };
+    let body = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>fxprelay</title>\n\
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style></head>\n\
+<body><h1>fxprelay {version}</h1>\n<p>commit {commit}; {status}; {open} open session{s}.</p>\n\
+<h2>Listeners</h2>\n<table><tr><th>name</th><th>bind</th><th>mode</th><th>data</th><th>upstream</th></tr>\n{rows}</table>\n\
+<h2>Endpoints</h2>\n<ul>\n<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\n\
+<li><a href=\"/healthz\">/healthz</a>: 200 ok, 503 while draining</li>\n\
+<li><a href=\"/api/v1/sessions\">/api/v1/sessions</a>: open sessions (JSON; bearer token if admin.token is set)</li>\n\
+<li><a href=\"/api/v1/transfers\">/api/v1/transfers</a>: FXP transfers (JSON; POST to order one)</li>\n</ul>\n</body></html>\n",
+        version = crate::metrics::VERSION,
+        commit = crate::metrics::COMMIT,
+        open = state.sessions.len(),
+        s = if state.sessions.len() == 1 { "" } else { "s" },
+    );
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body)
+}
+
+/// Escapes text for HTML (listener names and hosts come from the config file).
+fn html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn list_sessions(State(state): State<AdminState>) -> Response {
+    Json(json!({"sessions": state.sessions.list()})).into_response()
 }
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
@@ -120,6 +217,44 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         )
             .into_response()
     }
+}
+
+/// Where to reach an admin endpoint bound to `bind`: a wildcard address is asked on
+/// loopback of the same family.
+pub fn reachable(bind: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match bind.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, bind.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, bind.port()).into(),
+        _ => bind,
+    }
+}
+
+/// `GET /healthz` on `addr`, blocking, within `timeout`: the HTTP status. For
+/// `fxprelay healthcheck`, which a distroless image (no curl) runs as its health check;
+/// one request line and a status line are all it needs of HTTP.
+pub fn probe_health(addr: std::net::SocketAddr, timeout: Duration) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET /healthz HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: fxprelay-healthcheck\r\n\r\n"
+    )?;
+    let mut head = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match s.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -22,6 +22,7 @@ use crate::fxp::jobs::Jobs;
 use crate::metrics as m;
 use crate::server::{self, Shutdown};
 use crate::session::ListenerCtx;
+use crate::session::registry::Sessions;
 
 /// How long sessions get to say `421` and close after the grace period ran out.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -35,6 +36,8 @@ pub struct Bound {
     /// The configuration these sockets were bound for (what a reload compares against).
     pub config: Config,
     pub ports: PortPool,
+    /// The open sessions of every listener (`GET /api/v1/sessions`).
+    pub sessions: Sessions,
 }
 
 /// Every address the proxy listens on, for the forward mode's loop guard.
@@ -73,10 +76,12 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
         sockets.push((socket, l));
     }
     let own_binds = own_binds(&admin, &sockets);
+    let sessions = Sessions::default();
     let listeners = sockets
         .into_iter()
         .map(|(socket, l)| {
-            let ctx = ListenerCtx::of(config, l, ports.clone(), own_binds.clone());
+            let ctx = ListenerCtx::of(config, l, ports.clone(), own_binds.clone())
+                .with_sessions(sessions.clone());
             (socket, Arc::new(ctx))
         })
         .collect();
@@ -86,6 +91,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
         shutdown_grace: config.limits.shutdown_grace,
         config: config.clone(),
         ports,
+        sessions,
     })
 }
 
@@ -108,7 +114,17 @@ pub async fn run(
         token: Arc::new(RwLock::new(
             bound.config.admin_token.as_deref().map(Arc::from),
         )),
+        sessions: bound.sessions.clone(),
+        listeners: bound
+            .listeners
+            .iter()
+            .map(|(socket, ctx)| admin::ListenerSummary::of(&ctx.cfg, socket.local_addr().ok()))
+            .collect(),
     };
+    m::process_started(bound.config.data.ports.len());
+    for (_, ctx) in &bound.listeners {
+        m::listener_started(&ctx.cfg.name, ctx.limits.max_sessions);
+    }
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
     let admin_task = tokio::spawn(admin::serve(bound.admin, state.clone(), admin_stop.clone()));
     let mut live = Live {
@@ -140,7 +156,10 @@ pub async fn run(
             Some(path) = reloaded => live.reload(&path),
         }
     }
-    info!(grace = ?bound.shutdown_grace, "shutting down: no new sessions; open sessions may finish");
+    info!(
+        grace_ms = bound.shutdown_grace.as_millis() as u64,
+        "shutting down: no new sessions; open sessions may finish"
+    );
     draining.store(true, Ordering::Relaxed);
     shutdown.stop_accepting.cancel();
     for task in accept_loops {
@@ -201,6 +220,7 @@ impl Live {
             Ok(c) => c,
             Err(e) => {
                 m::config_reload("error");
+                m::config_loaded(false);
                 error!("config reload failed; the running configuration stays: {e}");
                 return;
             }
@@ -235,7 +255,8 @@ impl Live {
                 (Some(tx), Some(bind)) if bind == l.bind => {
                     // The sockets did not change, so neither did the loop guard's list.
                     let own_binds = tx.borrow().own_binds.clone();
-                    let ctx = ListenerCtx::of(&new, l, self.ports.clone(), own_binds);
+                    let ctx = ListenerCtx::of(&new, l, self.ports.clone(), own_binds)
+                        .with_sessions(self.admin.sessions.clone());
                     tx.send_replace(Arc::new(ctx));
                 }
                 (Some(_), _) => {
@@ -254,6 +275,8 @@ impl Live {
             warn!(listener = %name, "listener removed from the file: it keeps running until a restart");
         }
         m::config_reload("ok");
+        m::config_loaded(true);
+        m::data_ports_available(new.data.ports.len());
         info!(path = %path.display(), "configuration reloaded; new sessions use it, open sessions keep theirs");
         // Keep the bound binds of listeners that could not change, so the next reload
         // compares against what actually runs.

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use crate::net::{AllowList, HostName, HostPort, PortSpec};
@@ -30,15 +30,86 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The YAML layer's own message: it names the line, column and offending key.
-    #[error("{0}")]
-    Yaml(String),
+    /// The YAML layer's own message (made plainer, with a suggestion for a misspelt key).
+    #[error("line {line} column {column}: {message}")]
+    Yaml {
+        line: u64,
+        column: u64,
+        message: String,
+    },
     #[error("line {line}: `{key}`: {message}")]
     Invalid {
         key: String,
         line: u64,
         message: String,
     },
+    /// A `${VAR}` that cannot be expanded.
+    #[error("line {line}: {message}")]
+    Env { line: u64, message: String },
+    /// One of the above in a file: its name and the lines around the problem.
+    #[error("{file}: {error}\n{snippet}")]
+    InFile {
+        file: String,
+        error: Box<ConfigError>,
+        snippet: String,
+    },
+}
+
+impl ConfigError {
+    /// The line (and column, if known) the problem is on.
+    fn position(&self) -> Option<(u64, Option<u64>)> {
+        match self {
+            ConfigError::Yaml { line, column, .. } => Some((*line, Some(*column))),
+            ConfigError::Invalid { line, .. } | ConfigError::Env { line, .. } => {
+                Some((*line, None))
+            }
+            _ => None,
+        }
+        .filter(|(line, _)| *line > 0)
+    }
+
+    /// Names `file` and quotes the lines around the problem.
+    fn in_file(self, file: &Path, text: &str) -> ConfigError {
+        let Some((line, column)) = self.position() else {
+            return self;
+        };
+        ConfigError::InFile {
+            file: file.display().to_string(),
+            snippet: snippet(file, text, line, column),
+            error: Box::new(self),
+        }
+    }
+}
+
+/// The line `line` of `text` and the one before it, with a caret under `column`:
+///
+/// ```text
+///  --> /etc/fxprelay/fxprelay.yaml:5:5
+///   |
+/// 4 |     upstream: h:21
+/// 5 |     upstream_dat: active
+///   |     ^
+/// ```
+fn snippet(file: &Path, text: &str, line: u64, column: Option<u64>) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = line as usize;
+    let width = at.to_string().len();
+    let pad = " ".repeat(width);
+    let mut out = match column {
+        Some(c) => format!("{pad}--> {}:{line}:{c}\n", file.display()),
+        None => format!("{pad}--> {}:{line}\n", file.display()),
+    };
+    out.push_str(&format!("{pad} |\n"));
+    for n in at.saturating_sub(1).max(1)..=at {
+        if let Some(l) = lines.get(n - 1) {
+            out.push_str(&format!("{n:>width$} | {l}\n"));
+        }
+    }
+    if let Some(c) = column {
+        let caret = " ".repeat(c.saturating_sub(1) as usize);
+        out.push_str(&format!("{pad} | {caret}^\n"));
+    }
+    out.trim_end().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -171,17 +242,17 @@ struct FileListener {
     bind: Spanned<BindAddr>,
     #[serde(default)]
     mode: Mode,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_upstream")]
     upstream: Option<HostPort>,
     #[serde(default)]
-    allow: AllowList,
+    allow: Option<AllowList>,
     #[serde(default)]
     data: DataMode,
     #[serde(default)]
     public_address: Option<HostName>,
     #[serde(default)]
-    upstream_data: UpstreamData,
-    #[serde(default)]
+    upstream_data: Option<UpstreamData>,
+    #[serde(default, deserialize_with = "de_nets")]
     allow_foreign_port: Vec<IpNet>,
     #[serde(default)]
     proxy_protocol: Option<ProxyProtocol>,
@@ -191,8 +262,64 @@ struct FileListener {
     tls: Option<Spanned<TlsSettings>>,
     #[serde(default)]
     nat: FileNat,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_opt_nets")]
     private_ranges: Option<Vec<IpNet>>,
+}
+
+/// A network in CIDR form, or a bare address (a one-address network), as in `allow`.
+struct Net(IpNet);
+
+impl<'de> Deserialize<'de> for Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let s = s.trim();
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+            .map(Net)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{s}` is not an address or a network (e.g. `10.0.0.5`, `10.0.0.0/8`, `fd00::/8`)"
+                ))
+            })
+    }
+}
+
+fn de_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Ok(Vec::<Net>::deserialize(d)?
+        .into_iter()
+        .map(|n| n.0)
+        .collect())
+}
+
+fn de_opt_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
+    de_nets(d).map(Some)
+}
+
+/// `host:port`, refusing an IPv6 address without brackets: in `2001:db8::1:21` the port
+/// is a guess (`:21`, or part of the address?), so the operator must say.
+fn de_upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HostPort>, D::Error> {
+    let s = String::deserialize(d)?;
+    let t = s.trim();
+    if !t.starts_with('[') && t.matches(':').count() > 1 {
+        let v6 = |h: &str| h.parse::<std::net::Ipv6Addr>().is_ok();
+        let split = t
+            .rsplit_once(':')
+            .filter(|(host, port)| v6(host) && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let hint = match (split, v6(t)) {
+            (Some((host, port)), true) => {
+                format!("`[{host}]:{port}` for port {port} of {host}, or `[{t}]:21`")
+            }
+            (Some((host, port)), false) => format!("`[{host}]:{port}`"),
+            (None, true) => format!("`[{t}]:21`"),
+            (None, false) => "`[address]:port`".into(),
+        };
+        return Err(serde::de::Error::custom(format!(
+            "`{t}` looks like an IPv6 address without brackets, so its port is ambiguous; write {hint} (quoted in YAML)"
+        )));
+    }
+    t.parse::<HostPort>()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,6 +387,7 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyProtocol {
+    #[serde(deserialize_with = "de_nets")]
     pub trusted: Vec<IpNet>,
 }
 
@@ -392,6 +520,9 @@ pub struct Config {
     pub limits: Limits,
     pub data: DataConfig,
     pub listeners: Vec<ListenerConfig>,
+    /// Settings that load but do nothing or will likely not work as meant, worded for
+    /// the operator (`fxprelay check` prints them; `run` logs them).
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -401,30 +532,162 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text)
+        Config::parse(&text).map_err(|e| e.in_file(path, &text))
     }
 
-    /// Settings that work but that an operator should know the cost of.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for l in &self.listeners {
-            let Some(tls) = &l.tls else { continue };
-            if tls.upstream.is_some() && !tls.settings.upstream.verify {
-                out.push(format!(
-                    "listener `{}`: tls.upstream.verify is false: any server certificate is accepted, so anyone on the path to the server can read and change the session",
-                    l.name
-                ));
-            }
-        }
-        out
-    }
-
-    /// Parses and validates YAML text.
+    /// Expands `${VAR}` references from the environment, then parses and validates YAML
+    /// text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let file: FileConfig =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        Config::parse_with_env(text, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::parse`], with `env` in place of the process environment.
+    pub fn parse_with_env(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = expand_env(text, env)?;
+        let file: FileConfig = serde_saphyr::from_str(&text).map_err(yaml_error)?;
         validate(file)
     }
+}
+
+/// Replaces `${VAR}` with the variable's value and `${VAR:-default}` with the value, or
+/// `default` when the variable is unset or empty (the shell's rules), so one file can
+/// serve many nodes (`public_address: ${NODE_IP}`). `$${` writes a literal `${`.
+/// Comments are left alone: a commented-out line may name variables nobody sets.
+pub fn expand_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let (code, comment) = line.split_at(comment_start(line));
+        let mut rest = code;
+        while let Some(i) = rest.find("${") {
+            if rest[..i].ends_with('$') {
+                out.push_str(&rest[..i - 1]);
+                out.push_str("${");
+                rest = &rest[i + 2..];
+                continue;
+            }
+            out.push_str(&rest[..i]);
+            let line = n as u64 + 1;
+            let Some(end) = rest[i..].find('}') else {
+                return Err(ConfigError::Env {
+                    line,
+                    message: "`${` without a closing `}`; write `$${` for a literal `${`".into(),
+                });
+            };
+            let inner = &rest[i + 2..i + end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inner, None),
+            };
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(ConfigError::Env {
+                    line,
+                    message: format!(
+                        "`${{{inner}}}`: `{name}` is not a variable name (letters, digits, `_`)"
+                    ),
+                });
+            }
+            match (env(name).filter(|v| !v.is_empty()), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err(ConfigError::Env {
+                        line,
+                        message: format!(
+                            "`${{{name}}}`: the environment variable {name} is not set (or empty); set it, or write `${{{name}:-default}}`"
+                        ),
+                    });
+                }
+            }
+            rest = &rest[i + end + 1..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
+    }
+    Ok(out)
+}
+
+/// Where a YAML comment starts in `line` (its length if none): a `#` at the start or
+/// after whitespace, outside quotes.
+fn comment_start(line: &str) -> usize {
+    let mut quote = None;
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if prev.is_whitespace() => return i,
+            _ => {}
+        }
+        prev = c;
+    }
+    line.len()
+}
+
+/// The YAML layer's error, worded for an operator: one message (the snippet is added by
+/// [`Config::load`], naming the file), a suggestion for a misspelt key or value, no
+/// library jargon.
+fn yaml_error(e: serde_saphyr::Error) -> ConfigError {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let plain = e.render_with_options(serde_saphyr::render_options! {
+        snippets: serde_saphyr::SnippetMode::Off,
+    });
+    // The plain rendering ends with its own location; ours goes in front.
+    let message = match plain.rfind(" at line ") {
+        Some(i) => plain[..i].to_owned(),
+        None => plain,
+    };
+    ConfigError::Yaml {
+        line,
+        column,
+        message: reword(&message),
+    }
+}
+
+/// Adds "did you mean" to unknown keys and values; rewords duplicate keys.
+fn reword(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return format!(
+            "`{key}` appears twice in the same block; keep one (the second would silently replace the first)"
+        );
+    }
+    for what in ["unknown field `", "unknown variant `"] {
+        let Some(rest) = message.strip_prefix(what) else {
+            continue;
+        };
+        let Some((given, expected)) = rest.split_once('`') else {
+            continue;
+        };
+        let choices: Vec<&str> = expected
+            .trim_start_matches(',')
+            .trim()
+            .trim_start_matches("expected one of")
+            .trim_start_matches("expected")
+            .split(',')
+            .map(|c| c.trim().trim_matches('`'))
+            .filter(|c| !c.is_empty())
+            .collect();
+        if let Some(best) = did_you_mean(given, &choices) {
+            return format!("{message}; did you mean `{best}`?");
+        }
+    }
+    message.to_owned()
+}
+
+/// The choice closest to `given`, if one is close enough to be a typo.
+pub fn did_you_mean<'a>(given: &str, choices: &[&'a str]) -> Option<&'a str> {
+    choices
+        .iter()
+        .map(|c| (strsim::jaro_winkler(given, c), *c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
 }
 
 fn invalid<T>(
@@ -449,6 +712,15 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         );
     }
     let admin_bind = file.admin.bind.value.0;
+    let mut warnings = Vec::new();
+    let data_ports = &file.data.ports;
+    if data_ports.contains(admin_bind.port()) && admin_bind.port() != 0 {
+        return invalid(
+            "admin.bind",
+            file.admin.bind.referenced.line(),
+            port_overlap(admin_bind.port(), data_ports),
+        );
+    }
     let mut names = HashSet::new();
     let mut binds: Vec<(SocketAddr, String)> = vec![(admin_bind, "admin.bind".into())];
     let mut listeners = Vec::new();
@@ -474,6 +746,19 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             );
         }
         binds.push((bind, key("bind")));
+        if bind.port() != 0 && data_ports.contains(bind.port()) {
+            return invalid(
+                key("bind"),
+                l.bind.referenced.line(),
+                port_overlap(bind.port(), data_ports),
+            );
+        }
+        warnings.extend(mode_warnings(&l).into_iter().map(|w| {
+            format!(
+                "listeners[{i}] (`{name}`, line {}): {w}",
+                l.name.referenced.line()
+            )
+        }));
         match (l.mode, &l.upstream) {
             (Mode::Reverse, None) => {
                 return invalid(
@@ -516,7 +801,14 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
                     );
                 }
                 match ListenerTls::load(&t.value) {
-                    Ok(loaded) => Some(loaded),
+                    Ok(loaded) => {
+                        if loaded.upstream.is_some() && !t.value.upstream.verify {
+                            warnings.push(format!(
+                                "listeners[{i}] (`{name}`, line {line}): tls.upstream.verify is false: any server certificate is accepted, so anyone on the path to the server can read and change the session"
+                            ));
+                        }
+                        Some(loaded)
+                    }
                     Err(e) => return invalid(key("tls"), line, e.to_string()),
                 }
             }
@@ -531,10 +823,10 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             bind,
             mode: l.mode,
             upstream: l.upstream,
-            allow: l.allow,
+            allow: l.allow.unwrap_or_default(),
             data: l.data,
             public_address: l.public_address,
-            upstream_data: l.upstream_data,
+            upstream_data: l.upstream_data.unwrap_or_default(),
             allow_foreign_port: l.allow_foreign_port,
             proxy_protocol: l.proxy_protocol,
             preserve_client_address: l.preserve_client_address,
@@ -557,7 +849,227 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         limits,
         data: file.data,
         listeners,
+        warnings,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// The effective configuration (`fxprelay config`)
+// ---------------------------------------------------------------------------------------
+
+impl Config {
+    /// The configuration as the proxy runs it, every default filled in and `${VAR}`s
+    /// expanded, as YAML that loads back to the same configuration. `admin.token` is
+    /// shown as `"***"`.
+    pub fn effective_yaml(&self) -> String {
+        let view = EffectiveConfig::of(self);
+        match serde_saphyr::to_string(&view) {
+            Ok(yaml) if yaml.ends_with('\n') => yaml,
+            Ok(yaml) => yaml + "\n",
+            Err(e) => format!("# cannot print the configuration: {e}\n"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EffectiveConfig {
+    admin: EffectiveAdmin,
+    fxp: EffectiveFxp,
+    limits: EffectiveLimits,
+    data: EffectiveData,
+    listeners: Vec<EffectiveListener>,
+}
+
+#[derive(Serialize)]
+struct EffectiveAdmin {
+    bind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct EffectiveFxp {
+    allow: Vec<String>,
+    concurrency: usize,
+}
+
+#[derive(Serialize)]
+struct EffectiveLimits {
+    connect_timeout: String,
+    shutdown_grace: String,
+    max_sessions: usize,
+    max_line_length: usize,
+    max_reply_bytes: usize,
+    data_accept_timeout: String,
+    max_sessions_per_ip: usize,
+    login_timeout: String,
+    idle_timeout: String,
+    data_idle_timeout: String,
+    reply_write_timeout: String,
+}
+
+#[derive(Serialize)]
+struct EffectiveData {
+    ports: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bind: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EffectiveListener {
+    name: String,
+    bind: String,
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<String>,
+    allow: Vec<String>,
+    data: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_address: Option<String>,
+    upstream_data: &'static str,
+    allow_foreign_port: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_protocol: Option<EffectiveProxyProtocol>,
+    preserve_client_address: bool,
+    nat: EffectiveNat,
+    private_ranges: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EffectiveProxyProtocol {
+    trusted: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EffectiveNat {
+    passive: &'static str,
+    active: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_address: Option<String>,
+}
+
+fn duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn strings<T: ToString>(items: impl IntoIterator<Item = T>) -> Vec<String> {
+    items.into_iter().map(|i| i.to_string()).collect()
+}
+
+fn allow_strings(list: &AllowList) -> Vec<String> {
+    list.iter()
+        .map(|e| match e {
+            crate::net::AllowEntry::Net(net) => net.to_string(),
+            crate::net::AllowEntry::Host(host) => host.clone(),
+        })
+        .collect()
+}
+
+fn nat_mode(m: NatMode) -> &'static str {
+    match m {
+        NatMode::Never => "never",
+        NatMode::Always => "always",
+        NatMode::Auto => "auto",
+    }
+}
+
+impl EffectiveConfig {
+    fn of(c: &Config) -> Self {
+        let l = &c.limits;
+        EffectiveConfig {
+            admin: EffectiveAdmin {
+                bind: c.admin_bind.to_string(),
+                token: c.admin_token.as_ref().map(|_| "***"),
+            },
+            fxp: EffectiveFxp {
+                allow: allow_strings(&c.fxp.allow),
+                concurrency: c.fxp.concurrency,
+            },
+            limits: EffectiveLimits {
+                connect_timeout: duration(l.connect_timeout),
+                shutdown_grace: duration(l.shutdown_grace),
+                max_sessions: l.max_sessions,
+                max_line_length: l.max_line_length,
+                max_reply_bytes: l.max_reply_bytes,
+                data_accept_timeout: duration(l.data_accept_timeout),
+                max_sessions_per_ip: l.max_sessions_per_ip,
+                login_timeout: duration(l.login_timeout),
+                idle_timeout: duration(l.idle_timeout),
+                data_idle_timeout: duration(l.data_idle_timeout),
+                reply_write_timeout: duration(l.reply_write_timeout),
+            },
+            data: EffectiveData {
+                ports: c.data.ports.to_string(),
+                bind: c.data.bind.map(|b| b.to_string()),
+            },
+            listeners: c.listeners.iter().map(EffectiveListener::of).collect(),
+        }
+    }
+}
+
+impl EffectiveListener {
+    fn of(l: &ListenerConfig) -> Self {
+        EffectiveListener {
+            name: l.name.clone(),
+            bind: l.bind.to_string(),
+            mode: match l.mode {
+                Mode::Reverse => "reverse",
+                Mode::Forward => "forward",
+                Mode::Transparent => "transparent",
+            },
+            upstream: l.upstream.as_ref().map(|u| u.to_string()),
+            allow: allow_strings(&l.allow),
+            data: match l.data {
+                DataMode::Relay => "relay",
+                DataMode::Passthrough => "passthrough",
+            },
+            public_address: l.public_address.as_ref().map(|h| h.0.clone()),
+            upstream_data: match l.upstream_data {
+                UpstreamData::Passive => "passive",
+                UpstreamData::Active => "active",
+                UpstreamData::Auto => "auto",
+            },
+            allow_foreign_port: strings(&l.allow_foreign_port),
+            proxy_protocol: l.proxy_protocol.as_ref().map(|p| EffectiveProxyProtocol {
+                trusted: strings(&p.trusted),
+            }),
+            preserve_client_address: l.preserve_client_address,
+            nat: EffectiveNat {
+                passive: nat_mode(l.nat.passive),
+                active: nat_mode(l.nat.active),
+                client_address: l.nat.client_address.as_ref().map(|h| h.0.clone()),
+            },
+            private_ranges: strings(l.nat.private.ranges()),
+        }
+    }
+}
+
+fn port_overlap(port: u16, data_ports: &PortSpec) -> String {
+    format!(
+        "port {port} is also in `data.ports` (\"{data_ports}\"): a data transfer would take it from the listener, or the listener from the transfers; move the listener or leave the port out of `data.ports`"
+    )
+}
+
+/// Keys a listener sets that its modes ignore, and a passthrough listener's trap: the
+/// default settings of today's clients do not work through it.
+fn mode_warnings(l: &FileListener) -> Vec<String> {
+    let mut w = Vec::new();
+    if l.data == DataMode::Passthrough {
+        if l.upstream_data.is_some() {
+            w.push("`upstream_data` does nothing with `data: passthrough` (it chooses how a relaying proxy reaches the server)".into());
+        }
+        if l.public_address.is_some() {
+            w.push("`public_address` does nothing with `data: passthrough` (passive replies carry the server's address, fixed by `nat.passive`)".into());
+        }
+        w.push("`data: passthrough`: clients with default settings open data connections to the address they reached the control port on, which is the proxy's, where nothing listens in passthrough (curl uses EPSV, whose 229 carries no address, and ignores the 227 address; lftp's fix-pasv-address and ftplib do the same). Use `data: relay`, or see README \"Client compatibility\" for the client settings that work".into());
+    }
+    if l.mode == Mode::Reverse && l.allow.is_some() {
+        w.push("`allow` does nothing in `mode: reverse` (it limits where forward and transparent listeners may connect)".into());
+    }
+    if l.nat.client_address.is_some() && l.nat.active == NatMode::Never {
+        w.push("`nat.client_address` does nothing with `nat.active: never` (no PORT address is ever replaced)".into());
+    }
+    w
 }
 
 /// Two binds collide when they share a port and either address is a wildcard of the same
@@ -711,6 +1223,150 @@ listeners:
         assert!(c.fxp.allow.is_empty());
         assert_eq!(c.fxp.allow.name(), "fxp.allow");
         assert_eq!(FxpConfig::default().allow.name(), "fxp.allow");
+    }
+
+    const ONE: &str = "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n";
+
+    #[test]
+    fn env_vars_expand_in_values_not_comments() {
+        let env = |name: &str| (name == "NODE_IP").then(|| "10.1.2.3".to_string());
+        let text = format!(
+            "{ONE}    public_address: ${{NODE_IP}}   # ${{UNSET}} here is a comment\n    nat: {{client_address: \"${{CLIENTS:-clients.example}}\"}}\n"
+        );
+        let c = Config::parse_with_env(&text, env).unwrap();
+        let l = &c.listeners[0];
+        assert_eq!(l.public_address, Some(HostName("10.1.2.3".into())));
+        assert_eq!(
+            l.nat.client_address,
+            Some(HostName("clients.example".into()))
+        );
+        let e = Config::parse_with_env(&format!("{ONE}    public_address: ${{NODE}}\n"), env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 5") && e.contains("NODE is not set"), "{e}");
+        assert_eq!(
+            expand_env("a: $${X} '# ${Y}'\n", |_| Some("v".into())).unwrap(),
+            "a: ${X} '# v'\n"
+        );
+        assert!(expand_env("a: ${X\n", |_| None).is_err());
+        assert!(expand_env("a: ${1X}\n", |_| None).is_err());
+    }
+
+    #[test]
+    fn misspelt_keys_and_values_get_a_suggestion() {
+        let e = err(&format!("{ONE}    upstream_dat: active\n"));
+        assert!(e.contains("did you mean `upstream_data`?"), "{e}");
+        let e = err(&format!("{ONE}    nat: {{passive: allways}}\n"));
+        assert!(e.contains("did you mean `always`?"), "{e}");
+        let e = err(&format!("limit:\n  max_sessions: 5\n{ONE}"));
+        assert!(e.contains("did you mean `limits`?"), "{e}");
+        // Nothing close: no suggestion.
+        let e = err(&format!("{ONE}    colour: red\n"));
+        assert!(!e.contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn errors_in_a_file_name_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.yaml");
+        std::fs::write(&path, format!("{ONE}    upstream_dat: active\n")).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains(&format!("{}:5:5", path.display())), "{e}");
+        assert!(!e.contains("<input>"), "{e}");
+        assert_eq!(e.matches("unknown field").count(), 1, "{e}");
+        assert!(e.contains("5 |     upstream_dat: active"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_worded_for_operators() {
+        let e = err(&format!(
+            "admin:\n  bind: 127.0.0.1:1\nadmin:\n  bind: 127.0.0.1:2\n{ONE}"
+        ));
+        assert!(
+            e.contains("`admin` appears twice") && e.contains("line 3"),
+            "{e}"
+        );
+        assert!(!e.contains("DuplicateKeyPolicy"), "{e}");
+    }
+
+    #[test]
+    fn bare_addresses_are_accepted_wherever_networks_are() {
+        let c = Config::parse(&format!(
+            "{ONE}    private_ranges: [10.0.0.1, 192.168.0.0/16]\n    allow_foreign_port: [192.0.2.7]\n    proxy_protocol: {{trusted: [10.0.0.5, \"::1\"]}}\n"
+        ))
+        .unwrap();
+        let l = &c.listeners[0];
+        assert!(l.nat.private.contains("10.0.0.1".parse().unwrap()));
+        assert!(!l.nat.private.contains("10.0.0.2".parse().unwrap()));
+        assert_eq!(l.allow_foreign_port[0].to_string(), "192.0.2.7/32");
+        let pp = l.proxy_protocol.as_ref().unwrap();
+        assert!(pp.trusts("10.0.0.5".parse().unwrap()) && pp.trusts("::1".parse().unwrap()));
+        let e = err(&format!("{ONE}    private_ranges: [10.0.0]\n"));
+        assert!(
+            e.contains("line 5") && e.contains("not an address or a network"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unbracketed_ipv6_upstream_is_refused_with_the_bracketed_form() {
+        let e = err(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: \"2001:db8::1:21\"\n",
+        );
+        assert!(
+            e.contains("`[2001:db8::1]:21`") && e.contains("line 4"),
+            "{e}"
+        );
+        let e =
+            err("listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: \"fe80::1\"\n");
+        assert!(e.contains("`[fe80::1]:21`"), "{e}");
+        let c = Config::parse("listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: \"[2001:db8::1]:21\"\n").unwrap();
+        assert_eq!(c.listeners[0].upstream.as_ref().unwrap().port, 21);
+    }
+
+    #[test]
+    fn listener_ports_inside_the_data_ports_are_refused() {
+        let e = err("listeners:\n  - name: a\n    bind: 127.0.0.1:50010\n    upstream: h:21\n");
+        assert!(
+            e.contains("listeners[0].bind") && e.contains("data.ports"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "admin:\n  bind: 127.0.0.1:7000\ndata:\n  ports: \"7000-7010\"\n{ONE}"
+        ));
+        assert!(e.contains("admin.bind") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn keys_that_do_nothing_are_warned_about() {
+        let c = Config::parse(ONE).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = Config::parse(&format!(
+            "{ONE}    data: passthrough\n    upstream_data: active\n    allow: [10.0.0.0/8]\n"
+        ))
+        .unwrap();
+        let all = c.warnings.join("\n");
+        assert!(all.contains("`upstream_data` does nothing"), "{all}");
+        assert!(
+            all.contains("`allow` does nothing in `mode: reverse`"),
+            "{all}"
+        );
+        assert!(all.contains("proxy's, where nothing listens"), "{all}");
+    }
+
+    #[test]
+    fn effective_config_loads_back_the_same() {
+        let text = include_str!("../config/fxprelay.yaml");
+        let c = Config::parse(text).unwrap();
+        let yaml = c.effective_yaml();
+        assert!(
+            yaml.contains("idle_timeout: 15m") && yaml.contains("private_ranges"),
+            "{yaml}"
+        );
+        let again = Config::parse(&yaml).unwrap();
+        assert_eq!(again.effective_yaml(), yaml);
+        let c = Config::parse("admin:\n  token: s3cret\nlisteners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n").unwrap();
+        assert!(!c.effective_yaml().contains("s3cret"));
     }
 
     #[test]

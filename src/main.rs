@@ -4,17 +4,25 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
 use fxprelay::{app, config::Config, metrics};
 
+/// `--version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FXPRELAY_COMMIT"),
+    ")"
+);
+
 /// fxprelay: an FTP proxy that fixes the addresses in FTP control traffic so transfers
 /// work across NAT and firewalls, with Prometheus metrics.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, args_conflicts_with_subcommands = false)]
+#[command(version = VERSION, about, long_about = None, args_conflicts_with_subcommands = false)]
 struct Cli {
     /// Configuration file (YAML). See config/fxprelay.yaml for a commented example.
     #[arg(
@@ -47,8 +55,32 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default when no command is given).
     Run,
-    /// Validate the configuration file and exit: 0 when valid, 1 with the error otherwise.
-    Check,
+    /// Validate the configuration file and exit: 0 when valid (warnings printed), 1 with
+    /// the error otherwise.
+    Check {
+        /// Also try to bind every listener and the admin endpoint (then release them):
+        /// catches addresses this host lacks, ports in use and missing privileges.
+        #[arg(long)]
+        bind: bool,
+    },
+    /// Print the effective configuration (every default filled in, `${VAR}`s expanded)
+    /// as YAML.
+    Config,
+    /// Ask a running proxy's admin endpoint whether it is healthy (`GET /healthz`): exit
+    /// 0 when it answers 200, 1 otherwise. For container health checks.
+    Healthcheck {
+        /// The admin endpoint, `ip:port`; default: `admin.bind` of the config file (a
+        /// wildcard address is asked on loopback), else 127.0.0.1:9464.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) to stdout: `fxprelay man | man -l -`.
+    Man,
     /// Copy a file (or, with --recursive, a tree) from one FTP server to another by FXP,
     /// falling back to reverse FXP and then to relaying the bytes. Needs no config file.
     Fxp(Box<fxprelay::fxp::cli::FxpArgs>),
@@ -62,34 +94,72 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    let command = cli.command.take().unwrap_or(Command::Run);
+    match command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "fxprelay", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fxprelay: cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Healthcheck { admin, timeout } => return healthcheck(&cli, admin, timeout),
+        _ => {}
+    }
     init_logging(&cli);
-    let check_only = match cli.command.take().unwrap_or(Command::Run) {
+    let (check_only, try_binds) = match command {
         // `fxp` runs for its own user with URLs on the command line: no config file.
         Command::Fxp(args) => return fxprelay::fxp::cli::run(*args),
-        Command::Check => true,
-        Command::Run => false,
+        Command::Check { bind } => (true, bind),
+        Command::Config => (true, false),
+        _ => (false, false),
     };
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("fxprelay: {}: {e}", cli.config.display());
+            eprintln!("fxprelay: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if matches!(command, Command::Config) {
+        print!("{}", config.effective_yaml());
+        return ExitCode::SUCCESS;
+    }
     match check_only {
         true => {
-            for w in config.warnings() {
-                eprintln!("fxprelay: warning: {w}");
+            for w in &config.warnings {
+                eprintln!("fxprelay: {}: warning: {w}", cli.config.display());
+            }
+            let bound = if try_binds { try_bind(&config) } else { Ok(()) };
+            if let Err(e) = bound {
+                eprintln!("fxprelay: {}: {e}", cli.config.display());
+                return ExitCode::FAILURE;
             }
             println!(
-                "{}: OK ({} listener{})",
+                "{}: OK ({} listener{}{}{})",
                 cli.config.display(),
                 config.listeners.len(),
-                if config.listeners.len() == 1 { "" } else { "s" }
+                if config.listeners.len() == 1 { "" } else { "s" },
+                match config.warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".into(),
+                    n => format!(", {n} warnings"),
+                },
+                if try_binds { ", every bind works" } else { "" },
             );
             ExitCode::SUCCESS
         }
         false => {
+            for w in &config.warnings {
+                tracing::warn!("{w}");
+            }
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -110,9 +180,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    for w in config.warnings() {
-        tracing::warn!("{w}");
-    }
     let bound = app::bind(&config).await?;
     let handle = metrics::install()?;
     let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -142,7 +209,54 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     app::run(bound, Some(handle), stop_rx, Some(reload)).await
 }
 
+/// Binds (and releases) the admin endpoint and every listener, as `run` would.
+fn try_bind(config: &Config) -> Result<(), String> {
+    let binds = std::iter::once(("admin.bind".to_owned(), config.admin_bind)).chain(
+        config
+            .listeners
+            .iter()
+            .map(|l| (format!("listener `{}`", l.name), l.bind)),
+    );
+    for (what, addr) in binds {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot bind {what} to {addr}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `fxprelay healthcheck`: `GET /healthz` on the admin endpoint.
+fn healthcheck(
+    cli: &Cli,
+    admin: Option<std::net::SocketAddr>,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let addr = admin.unwrap_or_else(|| {
+        let bind = Config::load(&cli.config).map_or_else(
+            |_| {
+                fxprelay::config::DEFAULT_ADMIN_BIND
+                    .parse()
+                    .expect("valid default")
+            },
+            |c| c.admin_bind,
+        );
+        fxprelay::admin::reachable(bind)
+    });
+    match fxprelay::admin::probe_health(addr, timeout) {
+        Ok(200) => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("fxprelay: {addr}/healthz answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("fxprelay: cannot ask {addr}/healthz: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn init_logging(cli: &Cli) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // rustls warns about peers' harmless quirks (lftp sends an IP address as SNI) on
     // every connection; its errors reach our own log lines anyway.
     let directives = if cli.log.contains("rustls") {
@@ -150,14 +264,26 @@ fn init_logging(cli: &Cli) {
     } else {
         format!("{},rustls=error", cli.log)
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        LogFormat::Json => {
+            // One flat object per line: the event's fields and those of its spans (the
+            // session's listener and client) at the top level, each once.
+            let mut json = json_subscriber::JsonLayer::stderr();
+            json.with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
+                .with_level("level")
+                .with_target("target")
+                .with_flattened_event()
+                .with_top_level_flattened_span_list();
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(json)
+                .init();
+        }
     }
 }

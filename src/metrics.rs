@@ -30,6 +30,17 @@ pub const TLS_HANDSHAKES_TOTAL: &str = "fxprelay_tls_handshakes_total";
 pub const TLS_HANDSHAKE_SECONDS: &str = "fxprelay_tls_handshake_seconds";
 pub const TLS_RESUMPTIONS_TOTAL: &str = "fxprelay_tls_resumptions_total";
 pub const TLS_SESSIONS_TOTAL: &str = "fxprelay_tls_sessions_total";
+pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "fxprelay_config_last_reload_success";
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str =
+    "fxprelay_config_last_reload_success_timestamp_seconds";
+pub const BUILD_INFO: &str = "fxprelay_build_info";
+pub const DATA_PORTS_AVAILABLE: &str = "fxprelay_data_ports_available";
+pub const SESSIONS_LIMIT: &str = "fxprelay_sessions_limit";
+
+/// The version and commit this binary was built from (`build.rs` asks git; `unknown`
+/// when built outside a checkout, e.g. from a crates.io package).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("FXPRELAY_COMMIT");
 
 /// Connect latency on a LAN is sub-millisecond; across the internet tens to hundreds of
 /// milliseconds; the last buckets catch timeouts.
@@ -47,6 +58,10 @@ const TLS_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the global Prometheus recorder and describes every metric.
+///
+/// Series are created at 0 only by [`listener_started`] and [`process_started`]: call
+/// them before the first scrape, so dashboards and `rate()` alerts see every series
+/// from the start instead of "no data" until the first event.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -198,6 +213,141 @@ pub fn tls_handshake(
 pub fn tls_session(listener: &str, side: TlsSide) {
     counter!(TLS_SESSIONS_TOTAL, "listener" => listener.to_owned(), "side" => side.as_str())
         .increment(1);
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say which version and commit runs."
+    );
+    describe_gauge!(
+        DATA_PORTS_AVAILABLE,
+        "Ports in the data port list (data.ports): the most relay data ports that can be leased at once."
+    );
+    describe_gauge!(
+        SESSIONS_LIMIT,
+        "Concurrent sessions a listener accepts (limits.max_sessions), per listener."
+    );
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_SUCCESS,
+        "1 when the last configuration load (start or SIGHUP) succeeded, 0 when it failed."
+    );
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
+        Unit::Seconds,
+        "When the configuration last loaded successfully (start or SIGHUP), Unix time."
+    );
+    process_collector().describe();
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Refreshes the `process_*` series (CPU seconds, resident memory, open fds, start time:
+/// the names Prometheus client libraries use). Called on every scrape.
+pub fn collect_process() {
+    process_collector().collect();
+}
+
+/// The process-wide series at their start values: build info, data port capacity, the
+/// configuration's load state, FXP counters for every result and method.
+pub fn process_started(data_ports: usize) {
+    gauge!(BUILD_INFO, "version" => VERSION, "commit" => COMMIT).set(1.0);
+    data_ports_available(data_ports);
+    gauge!(DATA_PORTS_IN_USE).increment(0.0);
+    counter!(DATA_PORT_EXHAUSTED_TOTAL).increment(0);
+    for result in ["ok", "error"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    config_loaded(true);
+    gauge!(FXP_ACTIVE).increment(0.0);
+    for method in FXP_METHODS {
+        counter!(FXP_BYTES_TOTAL, "method" => *method).increment(0);
+        for result in FXP_RESULTS {
+            // `none` means no method ran, which only a failure can say.
+            if *method != "none" || *result == "failed" {
+                counter!(FXP_TRANSFERS_TOTAL, "result" => *result, "method" => *method)
+                    .increment(0);
+            }
+        }
+    }
+    for result in FXP_RESULTS {
+        let _ = histogram!(FXP_TRANSFER_SECONDS, "result" => *result);
+    }
+    collect_process();
+}
+
+/// Every series of one listener, at 0 (the gauges of a listener that a reload kept
+/// keep their value: `increment(0)` only creates what is missing).
+pub fn listener_started(listener: &str, max_sessions: usize) {
+    let l = || listener.to_owned();
+    gauge!(SESSIONS_LIMIT, "listener" => l()).set(max_sessions as f64);
+    gauge!(SESSIONS_ACTIVE, "listener" => l()).increment(0.0);
+    counter!(SESSIONS_TOTAL, "listener" => l()).increment(0);
+    let _ = histogram!(SESSION_SECONDS, "listener" => l());
+    let _ = histogram!(UPSTREAM_CONNECT_SECONDS, "listener" => l());
+    for verb in crate::proto::command::KNOWN_VERBS.iter().chain(&["OTHER"]) {
+        counter!(COMMANDS_TOTAL, "listener" => l(), "verb" => *verb).increment(0);
+    }
+    for class in REPLY_CLASSES {
+        counter!(REPLIES_TOTAL, "listener" => l(), "class" => *class).increment(0);
+    }
+    for (kind, reason) in REWRITES {
+        counter!(REWRITES_TOTAL, "listener" => l(), "kind" => *kind, "reason" => *reason)
+            .increment(0);
+    }
+    for reason in UPSTREAM_ERRORS {
+        counter!(UPSTREAM_ERRORS_TOTAL, "listener" => l(), "reason" => *reason).increment(0);
+    }
+    for r in Rejection::ALL {
+        counter!(REJECTED_TOTAL, "listener" => l(), "reason" => r.as_str()).increment(0);
+    }
+    for side in ["client", "upstream"] {
+        counter!(DATA_CONNECTIONS_TOTAL, "listener" => l(), "side" => side).increment(0);
+    }
+    for direction in ["upload", "download"] {
+        counter!(DATA_BYTES_TOTAL, "listener" => l(), "direction" => direction).increment(0);
+    }
+    for result in TRANSFER_RESULTS {
+        counter!(DATA_TRANSFERS_TOTAL, "listener" => l(), "result" => *result).increment(0);
+    }
+}
+
+/// The label values each labelled series can take (beyond `listener`).
+const REPLY_CLASSES: &[&str] = &["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+/// `kind` and `reason` of `fxprelay_rewrites_total`: every kind by policy, and relay
+/// mode's pinning of a foreign passive address in forward and transparent mode.
+const REWRITES: &[(&str, &str)] = &[
+    ("pasv", "always"),
+    ("pasv", "private"),
+    ("pasv", "foreign"),
+    ("lpsv", "always"),
+    ("lpsv", "private"),
+    ("port", "always"),
+    ("port", "private"),
+    ("eprt", "always"),
+    ("eprt", "private"),
+    ("lprt", "always"),
+    ("lprt", "private"),
+];
+/// The `reason` of `fxprelay_upstream_errors_total` (`upstream::ConnectError::reason`).
+const UPSTREAM_ERRORS: &[&str] = &["resolve", "timeout", "refused", "io", "denied"];
+const TRANSFER_RESULTS: &[&str] = &["ok", "failed", "aborted"];
+const FXP_RESULTS: &[&str] = &["ok", "failed"];
+const FXP_METHODS: &[&str] = &["fxp", "reverse_fxp", "relay", "none"];
+
+pub fn data_ports_available(ports: usize) {
+    gauge!(DATA_PORTS_AVAILABLE).set(ports as f64);
+}
+
+/// A configuration load (at start or by SIGHUP) succeeded or failed.
+pub fn config_loaded(ok: bool) {
+    gauge!(CONFIG_LAST_RELOAD_SUCCESS).set(if ok { 1.0 } else { 0.0 });
+    if ok {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        gauge!(CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP).set(now.as_secs_f64());
+    }
 }
 
 pub fn session_started(listener: &str) {
@@ -312,6 +462,36 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every reason, so each series exists at 0 from the start. A new variant goes here
+    /// too (the test `every_rejection_is_listed` checks).
+    pub const ALL: &[Rejection] = &[
+        Rejection::MaxSessions,
+        Rejection::MaxSessionsPerIp,
+        Rejection::ProxyHeader,
+        Rejection::ProxyUntrusted,
+        Rejection::AuthTls,
+        Rejection::BadCommand,
+        Rejection::LineTooLong,
+        Rejection::LoginTimeout,
+        Rejection::IdleTimeout,
+        Rejection::ForwardDenied,
+        Rejection::TransparentDenied,
+        Rejection::BadPort,
+        Rejection::Bounce,
+        Rejection::PortTheft,
+        Rejection::PassiveUnused,
+        Rejection::ClientAddressUnresolved,
+        Rejection::BadPassiveReply,
+        Rejection::BadReply,
+        Rejection::ReplyTooLarge,
+        Rejection::TruncatedReply,
+        Rejection::ReplyTimeout,
+        Rejection::TlsPipelined,
+        Rejection::TlsRequired,
+        Rejection::ClientTls,
+        Rejection::UpstreamTls,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         use Rejection as R;
@@ -393,4 +573,52 @@ pub fn fxp_transfer(result: &'static str, method: &'static str, bytes: u64, took
     counter!(FXP_TRANSFERS_TOTAL, "result" => result, "method" => method).increment(1);
     counter!(FXP_BYTES_TOTAL, "method" => method).increment(bytes);
     histogram!(FXP_TRANSFER_SECONDS, "result" => result).record(took.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Its position in [`Rejection::ALL`]. No wildcard arm: a new variant does not
+    /// compile until it gets the next number here, and the test then fails until
+    /// `ALL` lists it there.
+    fn position(r: Rejection) -> usize {
+        use Rejection as R;
+        match r {
+            R::MaxSessions => 0,
+            R::MaxSessionsPerIp => 1,
+            R::ProxyHeader => 2,
+            R::ProxyUntrusted => 3,
+            R::AuthTls => 4,
+            R::BadCommand => 5,
+            R::LineTooLong => 6,
+            R::LoginTimeout => 7,
+            R::IdleTimeout => 8,
+            R::ForwardDenied => 9,
+            R::TransparentDenied => 10,
+            R::BadPort => 11,
+            R::Bounce => 12,
+            R::PortTheft => 13,
+            R::PassiveUnused => 14,
+            R::ClientAddressUnresolved => 15,
+            R::BadPassiveReply => 16,
+            R::BadReply => 17,
+            R::ReplyTooLarge => 18,
+            R::TruncatedReply => 19,
+            R::ReplyTimeout => 20,
+            R::TlsPipelined => 21,
+            R::TlsRequired => 22,
+            R::ClientTls => 23,
+            R::UpstreamTls => 24,
+        }
+    }
+
+    #[test]
+    fn every_rejection_is_listed() {
+        let highest = Rejection::ALL.iter().map(|r| position(*r)).max().unwrap();
+        assert_eq!(highest + 1, Rejection::ALL.len());
+        for (i, r) in Rejection::ALL.iter().enumerate() {
+            assert_eq!(position(*r), i, "{r} is out of place in Rejection::ALL");
+        }
+    }
 }

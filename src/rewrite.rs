@@ -38,6 +38,11 @@ impl PrivateRanges {
         PrivateRanges(ranges)
     }
 
+    /// The ranges, as configured (or the built-in set).
+    pub fn ranges(&self) -> &[IpNet] {
+        &self.0
+    }
+
     /// Whether `ip` is in one of the ranges (IPv4-mapped IPv6 counts as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();

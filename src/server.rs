@@ -53,7 +53,10 @@ pub async fn serve_reloadable(
         .upstream
         .as_ref()
         .map_or("named by each client (forward)".into(), |u| u.to_string());
-    info!(listener = %first.cfg.name, bind = ?listener.local_addr().ok(), %upstream, "listening");
+    let bind = listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
+    info!(listener = %first.cfg.name, %bind, %upstream, "listening");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.stop_accepting.cancelled() => break,

@@ -78,3 +78,61 @@ fn help_describes_commands() {
         assert!(out.contains(word), "{out}");
     }
 }
+
+#[test]
+fn check_warns_expands_and_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    std::fs::write(
+        &path,
+        "listeners:\n  - name: a\n    bind: ${BIND}\n    upstream: h:21\n    data: passthrough\n    upstream_data: active\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], bind: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+            .args(args)
+            .arg("-c")
+            .arg(&path)
+            .env("BIND", bind)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(&["check"], "127.0.0.1:2121");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning") && out.contains("`upstream_data` does nothing"),
+        "{out}"
+    );
+    assert!(out.contains("2 warnings"), "{out}");
+    // --bind tries the binds: a port another program holds fails.
+    let (ok, out) = run(&["check", "--bind"], &format!("127.0.0.1:{port}"));
+    assert!(!ok && out.contains("cannot bind listener `a`"), "{out}");
+    let (ok, out) = run(&["config"], "127.0.0.1:2121");
+    assert!(
+        ok && out.contains("bind: 127.0.0.1:2121") && out.contains("idle_timeout: 15m"),
+        "{out}"
+    );
+    drop(busy);
+}
+
+#[test]
+fn a_misspelt_key_gets_a_suggestion_naming_the_file() {
+    let (ok, out) = check(
+        "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    upstream_dat: active\n",
+    );
+    assert!(!ok);
+    assert!(out.contains("did you mean `upstream_data`?"), "{out}");
+    assert!(
+        out.contains("c.yaml:5:5") && !out.contains("<input>"),
+        "{out}"
+    );
+    assert_eq!(out.matches("unknown field").count(), 1, "{out}");
+}

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
 use crate::net::AllowList;
+use crate::session::registry::Sessions;
 
 /// A listener's settings and shared state, as its sessions see them.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct ListenerCtx {
     pub own_binds: Vec<SocketAddr>,
     /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
     pub fxp_allow: Arc<AllowList>,
+    /// Where sessions register for `GET /api/v1/sessions`.
+    pub sessions: Sessions,
 }
 
 impl ListenerCtx {
@@ -52,7 +55,13 @@ impl ListenerCtx {
             passive_refused_by: PassiveRefusals::default(),
             own_binds: Vec::new(),
             fxp_allow: Arc::default(),
+            sessions: Sessions::default(),
         }
+    }
+
+    /// The same context, registering its sessions in `sessions`.
+    pub fn with_sessions(self, sessions: Sessions) -> Self {
+        ListenerCtx { sessions, ..self }
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod machine;
+pub mod registry;
 pub mod replies;
 mod shell;
 mod transparent;
@@ -49,10 +50,10 @@ pub async fn run(
         let name = ctx.cfg.name.clone();
         let outcome = serve(client, peer, early, ctx, hard_stop).await;
         metrics::session_ended(&name, started.elapsed());
-        let secs = started.elapsed().as_secs_f32();
+        let ms = started.elapsed().as_millis() as u64;
         match outcome {
-            Ok(end) => info!(reason = end, secs, "session ended"),
-            Err(e) => warn!(error = %e, secs, "session failed"),
+            Ok(end) => info!(reason = %end, ms, "session ended"),
+            Err(e) => warn!(error = %e, ms, "session failed"),
         }
     }
     .instrument(span)
@@ -109,7 +110,9 @@ async fn serve(
         original,
         Instant::now(),
     );
+    let registration = ctx.sessions.register(&ctx.cfg.name, peer);
     Shell::new(ctx, machine, client, &early, client_local)
+        .registered(registration)
         .run(hard_stop)
         .await
 }

@@ -25,6 +25,7 @@ use super::machine::{
     Action, ClientLeg, ConnectFailure, ConnectRequest, Connected, Count, DataConnectError,
     FxpResult, Machine, Slot, UpstreamLeg, permitted,
 };
+use super::registry::Registration;
 use super::writer::ClientWriter;
 use crate::codec::{LineCodec, LineError};
 use crate::data::LeasedListener;
@@ -115,6 +116,8 @@ pub(super) struct Shell {
     upstream_data: Option<TcpStream>,
     transfer: Option<TransferTask>,
     fxp: Option<FxpTask>,
+    /// The session's entry in `GET /api/v1/sessions`, refreshed after every event.
+    registration: Option<Registration>,
 }
 
 impl Shell {
@@ -149,6 +152,7 @@ impl Shell {
             upstream_data: None,
             transfer: None,
             fxp: None,
+            registration: None,
         };
         shell.set_client(client, early);
         shell
@@ -168,6 +172,12 @@ impl Shell {
         let codec = LineCodec::new(self.ctx.limits.max_reply_bytes);
         self.upstream_lines = Some(FramedRead::with_capacity(r, codec, LINE_BUFFER));
         self.upstream_w = Some(w);
+    }
+
+    /// Shows the session in `registration` while it runs.
+    pub(super) fn registered(mut self, registration: Registration) -> Shell {
+        self.registration = Some(registration);
+        self
     }
 
     /// Runs the session to its end; the reason it ended.
@@ -195,6 +205,9 @@ impl Shell {
                 news = fxp_news(&mut self.fxp) => Wake::Fxp(news),
             };
             self.feed(wake)?;
+            if let Some(r) = &self.registration {
+                r.update(self.machine.snapshot());
+            }
         }
     }
 

@@ -33,12 +33,18 @@ pub fn unique_loopback_ip() -> Ipv4Addr {
     }
 }
 
-/// A TCP port that is free on `ip` right now (bound to port 0 and released).
+/// A TCP port that is free on `ip` right now (bound to port 0 and released), outside the
+/// default data port list (`50000-50999`), which the proxy refuses to share with a listener.
 pub fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
-        .port()
+    loop {
+        let port = TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
+            .port();
+        if !(50000..=50999).contains(&port) {
+            return port;
+        }
+    }
 }
 
 /// 64 random bits (std's per-process random hash keys, a counter and the clock).

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
+use super::audit::Outcome;
 use super::{Action, Answers, Count, Machine, Say, Slot, TransferResult, reply_text};
 use crate::config::{Mode, UpstreamData};
 use crate::data::LeaseError;
@@ -483,6 +484,9 @@ impl Machine {
             },
             Pending::Active(to) => ClientLeg::Connect(to),
         };
+        if let Ok(cmd) = crate::proto::command::parse_command(line) {
+            self.audit.start(verb, cmd.args, true, now);
+        }
         let (upstream_tls, protect) = self.upstream_protection();
         let mut setup = Setup {
             line: line.to_vec(),
@@ -731,6 +735,8 @@ impl Machine {
             self.act(Action::Release(Slot::ClientPassive));
         }
         self.count(Count::Transfer("failed"));
+        self.audit
+            .finish(Outcome::Failed, (0, 0), Some(why.clone()));
         warn!(%why, "cannot open the upstream data connection");
         self.say(Say::UpstreamDataFailed { why });
     }
@@ -754,7 +760,9 @@ impl Machine {
         };
         self.act(Action::AbortTransfer);
         self.count(Count::Transfer("aborted"));
-        info!("transfer aborted by the client");
+        self.audit
+            .finish(Outcome::Aborted, (0, 0), Some("ABOR".into()));
+        debug!("transfer aborted by the client");
         if t.reply.is_some() {
             self.say(Say::TransferAborted);
         } else {
@@ -775,6 +783,8 @@ impl Machine {
             self.data.transfer = None;
             self.act(Action::AbortTransfer);
             self.count(Count::Transfer("failed"));
+            self.audit
+                .finish(Outcome::Failed, (0, 0), Some(reply_text(&reply)));
             return self.act(Action::ToClient(reply.raw));
         }
         if let Some(t) = self.data.transfer.as_mut() {
@@ -815,16 +825,14 @@ impl Machine {
         match result {
             Ok(moved) => {
                 self.count(Count::Transfer("ok"));
-                debug!(
-                    upload = moved.upload,
-                    download = moved.download,
-                    "transfer relayed"
-                );
+                self.audit
+                    .finish(Outcome::Ok, (moved.upload, moved.download), None);
                 self.act(Action::ToClient(reply.raw));
             }
             Err(error) => {
                 self.count(Count::Transfer("failed"));
-                warn!(%error, "relayed transfer failed");
+                self.audit
+                    .finish(Outcome::Failed, (0, 0), Some(error.clone()));
                 self.say(Say::TransferFailed { error });
             }
         }

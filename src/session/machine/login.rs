@@ -148,6 +148,7 @@ impl Machine {
                 self.addrs.upstream_port = c.peer.port();
                 self.addrs.upstream_local = c.local.to_canonical();
                 self.tls.upstream_secure = self.upstream_plan() == UpstreamPlan::Implicit;
+                self.audit.upstream = Some(target.to_string());
                 debug!(upstream = %target, "upstream connected");
                 match user_line {
                     Some(user_line) => {

@@ -15,6 +15,7 @@
 //! - [`site`]: `SITE FXP`, whose copy runs as a task while the session goes on;
 //! - [`tls`]: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers).
 
+mod audit;
 mod data;
 mod login;
 mod site;
@@ -22,6 +23,7 @@ mod site;
 mod tests;
 mod tls;
 
+pub use audit::Snapshot;
 pub use data::{ClientLeg, DataConnectError, UpstreamLeg};
 pub use login::{parse_target, permitted};
 pub use site::is_site_fxp;
@@ -269,6 +271,8 @@ pub struct Machine {
     tls: tls::TlsState,
     /// The upstream host as configured or named (for its TLS certificate's name).
     upstream_host: String,
+    /// The login and transfer lines, and what the admin API shows.
+    audit: audit::Audit,
     ended: Option<&'static str>,
 }
 
@@ -315,6 +319,7 @@ impl Machine {
             site: site::SiteState::default(),
             tls: tls::TlsState::default(),
             upstream_host: String::new(),
+            audit: audit::Audit::default(),
             ended: None,
         };
         m.tls.client_secure = implicit;
@@ -486,7 +491,7 @@ impl Machine {
             self.act(Action::Release(Slot::ClientPassive));
             self.reject(Rejection::PassiveUnused);
             info!(
-                after = ?self.ctx.limits.data_accept_timeout,
+                after_ms = self.ctx.limits.data_accept_timeout.as_millis() as u64,
                 "no transfer ordered for a passive data port; port released"
             );
             return;
@@ -616,6 +621,7 @@ impl Machine {
 
     /// Processes deferred lines whose turn has come.
     fn settle(&mut self, now: Instant) {
+        self.audit.flush(now);
         while self.ended.is_none() {
             let Some(line) = self.deferred.front() else {
                 break;
@@ -697,6 +703,9 @@ impl Machine {
         if self.tls_command(&cmd, now) {
             return;
         }
+        if matches!(class, VerbClass::Transfer(_)) && self.logged_in && !self.relaying() {
+            self.audit.start(cmd.verb, cmd.args, false, now);
+        }
         match class {
             VerbClass::User => self.site.user = Some(lossy(cmd.args)),
             VerbClass::Pass => self.site.pass = Some(lossy(cmd.args)),
@@ -748,6 +757,9 @@ impl Machine {
 
     fn on_reply(&mut self, reply: Reply, now: Instant) {
         self.count(Count::Reply(reply.code));
+        if reply.code >= 200 {
+            self.audit_reply(&reply);
+        }
         if reply.code == 230 {
             self.logged_in = true;
         }
@@ -799,6 +811,25 @@ impl Machine {
                 }
             }
             None => self.forward_reply(reply, None),
+        }
+    }
+
+    /// The audit trail's view of a final reply: a login's result, a passthrough
+    /// transfer's end.
+    fn audit_reply(&mut self, reply: &Reply) {
+        let Some(Answers::Forwarded(verb)) = self.awaiting.front().map(|a| a.answers) else {
+            return;
+        };
+        match verb.class() {
+            VerbClass::User | VerbClass::Pass | VerbClass::Acct => self.audit_login(reply.code),
+            VerbClass::Transfer(_) if !self.relaying() => {
+                let (outcome, detail) = match reply.class() {
+                    2 => (audit::Outcome::Ok, None),
+                    _ => (audit::Outcome::Failed, Some(reply_text(reply))),
+                };
+                self.audit.finish(outcome, (0, 0), detail);
+            }
+            _ => {}
         }
     }
 

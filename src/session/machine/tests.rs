@@ -1408,3 +1408,60 @@ fn without_a_tls_block_pbsz_and_prot_go_to_the_server() {
     assert_eq!(t.sent_upstream(), ["PBSZ 0\r\n"]);
     assert!(t.rejected(Rejection::AuthTls));
 }
+
+#[test]
+fn the_snapshot_follows_login_and_transfers() {
+    let mut t = T::connected(reverse(""));
+    assert_eq!(t.m.snapshot().upstream.as_deref(), Some(SERVER));
+    t.client("USER alice");
+    t.server("331 pass");
+    t.client("PASS secret");
+    let before = t.m.snapshot();
+    assert_eq!(before.user.as_deref(), Some("alice"));
+    assert!(!before.logged_in);
+    t.server("230 in");
+    t.take();
+    assert!(t.m.snapshot().logged_in);
+    start_download(&mut t);
+    assert_eq!(
+        t.m.snapshot().transfer,
+        Some(("RETR".to_string(), "f".to_string()))
+    );
+    t.server("226 Done");
+    t.m.on_transfer_finished(
+        Ok(Moved {
+            upload: 0,
+            download: 5,
+        }),
+        t.now,
+    );
+    t.drain();
+    let after = t.m.snapshot();
+    assert_eq!(after.transfer, None);
+    assert_eq!((after.download_bytes, after.transfers), (5, 1));
+    // A failed one counts as a transfer, with no bytes.
+    start_download(&mut t);
+    t.m.on_transfer_finished(Err("broke".into()), t.now);
+    t.server("226 Done");
+    let s = t.m.snapshot();
+    assert_eq!((s.download_bytes, s.transfers, s.transfer), (5, 2, None));
+}
+
+#[test]
+fn a_passthrough_transfer_runs_until_its_final_reply() {
+    let mut t = T::logged_in(reverse("    data: passthrough\n"));
+    t.client("RETR big.iso");
+    assert_eq!(
+        t.m.snapshot().transfer,
+        Some(("RETR".to_string(), "big.iso".to_string()))
+    );
+    t.server("150 Opening");
+    assert!(t.m.snapshot().transfer.is_some(), "a 1xx is not the end");
+    t.server("226 Done");
+    let s = t.m.snapshot();
+    assert_eq!((s.transfer, s.transfers), (None, 1));
+    // Before the login nothing is a transfer yet.
+    let mut t = T::connected(reverse("    data: passthrough\n"));
+    t.client("RETR x");
+    assert_eq!(t.m.snapshot().transfer, None);
+}
