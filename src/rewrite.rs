@@ -298,16 +298,20 @@ pub fn rewrite_active(target: &ActiveTarget, ip: IpAddr) -> Option<Vec<u8>> {
 /// Picks from resolved addresses the one a command of `kind` can carry, preferring the
 /// family the client used.
 pub fn pick_replacement(kind: Kind, client_used: IpAddr, candidates: &[IpAddr]) -> Option<IpAddr> {
-    let same_family = |ip: &&IpAddr| ip.is_ipv4() == client_used.is_ipv4();
-    let any_v4 = |ip: &&IpAddr| ip.is_ipv4();
-    match kind {
-        Kind::Port => candidates.iter().find(any_v4).copied(),
-        _ => candidates
-            .iter()
-            .find(same_family)
-            .or_else(|| candidates.first())
-            .copied(),
+    pick_family(candidates, kind == Kind::Port, client_used)
+}
+
+/// The address among `candidates` that a message can carry: the first IPv4 one when
+/// `need_v4` (`PORT`, `227`), else the first of `prefer`'s family, else the first.
+pub fn pick_family(candidates: &[IpAddr], need_v4: bool, prefer: IpAddr) -> Option<IpAddr> {
+    if need_v4 {
+        return candidates.iter().find(|ip| ip.is_ipv4()).copied();
     }
+    candidates
+        .iter()
+        .find(|ip| ip.is_ipv4() == prefer.is_ipv4())
+        .or_else(|| candidates.first())
+        .copied()
 }
 
 #[cfg(test)]

@@ -873,17 +873,10 @@ impl Machine {
 }
 
 /// The address to announce from `public_address`'s addresses: IPv4 for `PASV`, else the
-/// family the client used, else the first; the local address when there is none.
+/// family the client used; else the first (a `PASV` then says it has no IPv4 address),
+/// and the local address when there is none.
 fn pick_announced(ips: &[IpAddr], need_v4: bool, local: IpAddr) -> IpAddr {
-    ips.iter()
-        .find(|ip| {
-            if need_v4 {
-                ip.is_ipv4()
-            } else {
-                ip.is_ipv4() == local.is_ipv4()
-            }
-        })
-        .or(ips.first())
-        .copied()
+    rewrite::pick_family(ips, need_v4, local)
+        .or(ips.first().copied())
         .unwrap_or(local)
 }
