@@ -169,6 +169,28 @@ fn describe() {
         TLS_SESSIONS_TOTAL,
         "Control connections that turned to TLS, per listener and side: compare with fxprelay_sessions_total to see how much traffic is encrypted."
     );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say which version and commit runs."
+    );
+    describe_gauge!(
+        DATA_PORTS_AVAILABLE,
+        "Ports in the data port list (data.ports): the most relay data ports that can be leased at once."
+    );
+    describe_gauge!(
+        SESSIONS_LIMIT,
+        "Concurrent sessions a listener accepts (limits.max_sessions), per listener."
+    );
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_SUCCESS,
+        "1 when the last configuration load (start or SIGHUP) succeeded, 0 when it failed."
+    );
+    describe_gauge!(
+        CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
+        Unit::Seconds,
+        "When the configuration last loaded successfully (start or SIGHUP), Unix time."
+    );
+    process_collector().describe();
 }
 
 /// Which end of the proxy a TLS handshake was on.
@@ -213,28 +235,6 @@ pub fn tls_handshake(
 pub fn tls_session(listener: &str, side: TlsSide) {
     counter!(TLS_SESSIONS_TOTAL, "listener" => listener.to_owned(), "side" => side.as_str())
         .increment(1);
-    describe_gauge!(
-        BUILD_INFO,
-        "Always 1; the labels say which version and commit runs."
-    );
-    describe_gauge!(
-        DATA_PORTS_AVAILABLE,
-        "Ports in the data port list (data.ports): the most relay data ports that can be leased at once."
-    );
-    describe_gauge!(
-        SESSIONS_LIMIT,
-        "Concurrent sessions a listener accepts (limits.max_sessions), per listener."
-    );
-    describe_gauge!(
-        CONFIG_LAST_RELOAD_SUCCESS,
-        "1 when the last configuration load (start or SIGHUP) succeeded, 0 when it failed."
-    );
-    describe_gauge!(
-        CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP,
-        Unit::Seconds,
-        "When the configuration last loaded successfully (start or SIGHUP), Unix time."
-    );
-    process_collector().describe();
 }
 
 fn process_collector() -> &'static metrics_process::Collector {
@@ -273,6 +273,17 @@ pub fn process_started(data_ports: usize) {
     for result in FXP_RESULTS {
         let _ = histogram!(FXP_TRANSFER_SECONDS, "result" => *result);
     }
+    for side in [TlsSide::Client, TlsSide::Upstream] {
+        let side = side.as_str();
+        for channel in ["control", "data"] {
+            for result in ["ok", "error"] {
+                counter!(TLS_HANDSHAKES_TOTAL, "side" => side, "channel" => channel, "result" => result)
+                    .increment(0);
+            }
+            let _ = histogram!(TLS_HANDSHAKE_SECONDS, "side" => side, "channel" => channel);
+        }
+        counter!(TLS_RESUMPTIONS_TOTAL, "side" => side).increment(0);
+    }
     collect_process();
 }
 
@@ -280,6 +291,9 @@ pub fn process_started(data_ports: usize) {
 /// keep their value: `increment(0)` only creates what is missing).
 pub fn listener_started(listener: &str, max_sessions: usize) {
     let l = || listener.to_owned();
+    for side in [TlsSide::Client, TlsSide::Upstream] {
+        counter!(TLS_SESSIONS_TOTAL, "listener" => l(), "side" => side.as_str()).increment(0);
+    }
     gauge!(SESSIONS_LIMIT, "listener" => l()).set(max_sessions as f64);
     gauge!(SESSIONS_ACTIVE, "listener" => l()).increment(0.0);
     counter!(SESSIONS_TOTAL, "listener" => l()).increment(0);
