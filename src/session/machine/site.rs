@@ -104,6 +104,7 @@ impl Machine {
             return self.say(Say::FxpLoginFirst);
         };
         let a = FtpUrl {
+            security: Default::default(),
             user,
             password: Some(pass),
             host: self.addrs.upstream.to_string(),
