@@ -207,6 +207,7 @@ fn certificate_from_unknown_ca_is_refused_by_curl() {
     opts.tls = Some(ServerTls {
         identity: tls::untrusted_identity(ip.into()),
         implicit: false,
+        reuse_required: true,
     });
     let server = FtpServer::start(ServerKind::Vsftpd, opts);
     let dir = tempfile::tempdir().unwrap();
