@@ -109,6 +109,9 @@ pub async fn run(
             bound.config.admin_token.as_deref().map(Arc::from),
         )),
     };
+    state
+        .jobs
+        .set_allow_clear_data(bound.config.fxp.allow_clear_data);
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
     let admin_task = tokio::spawn(admin::serve(bound.admin, state.clone(), admin_stop.clone()));
     let mut live = Live {
@@ -220,6 +223,9 @@ impl Live {
         self.admin
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
+        self.admin
+            .jobs
+            .set_allow_clear_data(new.fxp.allow_clear_data);
         // A new port list gets a new pool; open sessions keep their leases in the old one.
         if new.data.ports != self.config.data.ports {
             self.ports = PortPool::new(&new.data.ports);
