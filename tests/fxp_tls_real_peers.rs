@@ -119,8 +119,20 @@ fn proftpd_to_proftpd_over_tls_uses_sscn() {
         &b,
         &url("ftpes", &a, "big.bin"),
         &url("ftpes", &b, "copy.bin"),
-        &["--log", "debug"],
+        &[],
         "fxp_sscn",
+    );
+    // The destination was the data connection's TLS client, the source its TLS server.
+    assert!(
+        b.log()
+            .contains("making TLS connection for data connection"),
+        "{}",
+        b.log()
+    );
+    assert!(
+        a.log().contains("TLSv1.3 data connection accepted"),
+        "{}",
+        a.log()
     );
 }
 

@@ -123,10 +123,9 @@ fn pyftpdlib_requires_tls_and_serves_curl() {
 }
 
 /// lftp (`ftp:ssl-force`, `ftp:ssl-protect-data`) and ftplib (`FTP_TLS` + `prot_p()`)
-/// against vsftpd with session reuse required, passive and active.
-#[test]
-fn lftp_and_ftplib_over_tls_to_vsftpd() {
-    let server = tls_server(ServerKind::Vsftpd);
+/// against a server that requires session reuse, passive and active.
+fn lftp_and_ftplib_over_tls(kind: ServerKind) {
+    let server = tls_server(kind);
     let dir = tempfile::tempdir().unwrap();
     let up = dir.path().join("up.bin");
     let data = common::payload(300 * 1024 + 7, 5);
@@ -174,6 +173,16 @@ fn lftp_and_ftplib_over_tls_to_vsftpd() {
         assert!(std::fs::read(&got).unwrap() == peers::big_bin());
         assert!(std::fs::read(server.file(&name)).unwrap() == data);
     }
+}
+
+#[test]
+fn lftp_and_ftplib_over_tls_to_vsftpd() {
+    lftp_and_ftplib_over_tls(ServerKind::Vsftpd);
+}
+
+#[test]
+fn lftp_and_ftplib_over_tls_to_proftpd() {
+    lftp_and_ftplib_over_tls(ServerKind::Proftpd);
 }
 
 /// Implicit FTPS (TLS from the first byte) with curl `ftps://`.
