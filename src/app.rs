@@ -125,6 +125,9 @@ pub async fn run(
     for (_, ctx) in &bound.listeners {
         m::listener_started(&ctx.cfg.name, ctx.limits.max_sessions);
     }
+    state
+        .jobs
+        .set_allow_clear_data(bound.config.fxp.allow_clear_data);
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
     let admin_task = tokio::spawn(admin::serve(bound.admin, state.clone(), admin_stop.clone()));
     let mut live = Live {
@@ -240,6 +243,9 @@ impl Live {
         self.admin
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
+        self.admin
+            .jobs
+            .set_allow_clear_data(new.fxp.allow_clear_data);
         // A new port list gets a new pool; open sessions keep their leases in the old one.
         if new.data.ports != self.config.data.ports {
             self.ports = PortPool::new(&new.data.ports);

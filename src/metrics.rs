@@ -139,7 +139,7 @@ fn describe() {
     );
     describe_counter!(
         FXP_TRANSFERS_TOTAL,
-        "FXP transfers (server to server) finished, by result (ok, failed) and method (fxp, reverse_fxp, relay, none)."
+        "FXP transfers (server to server) finished, by result (ok, failed) and method (fxp, reverse_fxp, relay, none; between TLS servers fxp_sscn, fxp_cpsv, fxp_clear and their reverse_ forms)."
     );
     describe_counter!(
         FXP_BYTES_TOTAL,
@@ -581,8 +581,8 @@ pub fn fxp_active(delta: f64) {
     gauge!(FXP_ACTIVE).increment(delta);
 }
 
-/// One FXP transfer ended: `result` `ok` or `failed`, `method` `fxp`, `reverse_fxp`,
-/// `relay` or `none` (failed before any method ran).
+/// One FXP transfer ended: `result` `ok` or `failed`, `method` one of
+/// `fxp::Method::as_str` or `none` (failed before any method ran).
 pub fn fxp_transfer(result: &'static str, method: &'static str, bytes: u64, took: Duration) {
     counter!(FXP_TRANSFERS_TOTAL, "result" => result, "method" => method).increment(1);
     counter!(FXP_BYTES_TOTAL, "method" => method).increment(bytes);

@@ -123,10 +123,9 @@ fn pyftpdlib_requires_tls_and_serves_curl() {
 }
 
 /// lftp (`ftp:ssl-force`, `ftp:ssl-protect-data`) and ftplib (`FTP_TLS` + `prot_p()`)
-/// against vsftpd with session reuse required, passive and active.
-#[test]
-fn lftp_and_ftplib_over_tls_to_vsftpd() {
-    let server = tls_server(ServerKind::Vsftpd);
+/// against a server that requires session reuse, passive and active.
+fn lftp_and_ftplib_over_tls(kind: ServerKind) {
+    let server = tls_server(kind);
     let dir = tempfile::tempdir().unwrap();
     let up = dir.path().join("up.bin");
     let data = common::payload(300 * 1024 + 7, 5);
@@ -176,6 +175,16 @@ fn lftp_and_ftplib_over_tls_to_vsftpd() {
     }
 }
 
+#[test]
+fn lftp_and_ftplib_over_tls_to_vsftpd() {
+    lftp_and_ftplib_over_tls(ServerKind::Vsftpd);
+}
+
+#[test]
+fn lftp_and_ftplib_over_tls_to_proftpd() {
+    lftp_and_ftplib_over_tls(ServerKind::Proftpd);
+}
+
 /// Implicit FTPS (TLS from the first byte) with curl `ftps://`.
 #[test]
 fn implicit_tls_with_curl_ftps_url() {
@@ -207,6 +216,7 @@ fn certificate_from_unknown_ca_is_refused_by_curl() {
     opts.tls = Some(ServerTls {
         identity: tls::untrusted_identity(ip.into()),
         implicit: false,
+        reuse_required: true,
     });
     let server = FtpServer::start(ServerKind::Vsftpd, opts);
     let dir = tempfile::tempdir().unwrap();

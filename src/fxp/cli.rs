@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::engine::{self, Event, Options, Progress};
+use super::client::TlsPolicy;
+use super::engine::{self, Event, FxpError, Options, Progress};
 use super::tree;
 use super::url::FtpUrl;
 
 #[derive(Debug, clap::Args)]
 pub struct FxpArgs {
-    /// Source: ftp://user:pass@host:port/path (password optional; no user = anonymous).
+    /// Source: ftp://user:pass@host:port/path (password optional; no user = anonymous);
+    /// ftpes:// for explicit TLS (AUTH TLS), ftps:// for implicit TLS (default port 990).
     pub src: FtpUrl,
     /// Destination: a file path, or a directory ending in `/` to keep the source's name.
     pub dst: FtpUrl,
@@ -40,6 +42,18 @@ pub struct FxpArgs {
     /// Never relay the bytes through fxprelay: fail when neither FXP direction works.
     #[arg(long)]
     pub no_relay: bool,
+    /// Trust TLS servers whose certificate this CA (a PEM file) signed, besides the
+    /// system's trust roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Do not check TLS servers' certificates (anyone in the path can then read and
+    /// change the transfer, passwords included).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Between TLS servers that cannot encrypt between themselves (no SSCN or CPSV),
+    /// try FXP with clear data (PROT C) before relaying through fxprelay.
+    #[arg(long)]
+    pub allow_clear_data: bool,
 }
 
 pub fn run(args: FxpArgs) -> ExitCode {
@@ -51,6 +65,9 @@ pub fn run(args: FxpArgs) -> ExitCode {
         }
     };
     let display = Display::new();
+    if args.insecure {
+        eprintln!("fxprelay fxp: warning: --insecure: TLS certificates are not checked");
+    }
     let opts = Options {
         reverse: args.reverse,
         retries: args.retries,
@@ -59,6 +76,8 @@ pub fn run(args: FxpArgs) -> ExitCode {
         resume: args.resume,
         concurrency: args.concurrency.max(1),
         progress: Some(display.callback()),
+        tls: TlsPolicy::new(!args.insecure, args.ca.clone()),
+        allow_clear_data: args.allow_clear_data,
         ..Options::default()
     };
     if args.recursive {
@@ -78,6 +97,7 @@ pub fn run(args: FxpArgs) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("fxprelay fxp: {e}");
+                hint(&e);
                 ExitCode::FAILURE
             }
         }
@@ -92,9 +112,20 @@ pub fn run(args: FxpArgs) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("fxprelay fxp: {} -> {dst}: {e}", args.src);
+                hint(&e);
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// What the operator can do about a failure, when there is something.
+fn hint(e: &FxpError) {
+    if e.untrusted_certificate() {
+        eprintln!(
+            "fxprelay fxp: the server's TLS certificate is not signed by a trusted CA: \
+             give that CA's certificate with --ca FILE (or skip the check with --insecure)"
+        );
     }
 }
 

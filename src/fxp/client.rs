@@ -7,19 +7,28 @@
 //! (bounce safety, RFC 2577). An `Announced` always names the announcing server's own
 //! control address and a port of 1024 or above, whatever its `227` said: a malicious
 //! server cannot aim the other one (or the engine) at a third host or a service port.
+//!
+//! TLS (`ftpes://`, `ftps://`): the control connection is upgraded after `AUTH TLS` (or
+//! is TLS from the first byte), then `PBSZ 0` and `PROT P` protect data connections.
+//! Each session has its own TLS session cache ([`tls::Upstream::for_session`]), so its
+//! data connections resume its control connection's session, as vsftpd and proftpd
+//! require.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
 use tracing::debug;
 
-use super::url::FtpUrl;
+use super::stream::Stream;
+use super::url::{FtpUrl, Security};
 use crate::codec::{LineCodec, LineError};
 use crate::net::{AllowList, Denied};
 use crate::proto::addr::{
@@ -27,6 +36,7 @@ use crate::proto::addr::{
 };
 use crate::proto::line::find_line;
 use crate::proto::reply::{Reply, ReplyAssembler};
+use crate::tls::{self, TlsConnector};
 
 /// Longest control line and reply accepted from a server.
 const MAX_LINE: usize = 8192;
@@ -66,6 +76,17 @@ pub enum FtpError {
     Io(#[from] std::io::Error),
     #[error("data connection: {0}")]
     Data(std::io::Error),
+    /// A TLS handshake failed; `untrusted`: because of the server's certificate.
+    #[error("TLS handshake on the {channel} connection failed: {source}{}",
+        if *.untrusted { " (the server's certificate is not trusted)" } else { "" })]
+    Tls {
+        channel: &'static str,
+        source: std::io::Error,
+        untrusted: bool,
+    },
+    /// The engine's TLS client could not be set up (an unreadable `--ca` file, say).
+    #[error("TLS setup: {0}")]
+    TlsSetup(String),
     #[error("{host} is not allowed: {why}")]
     Denied { host: String, why: Denied },
     /// A passive reply naming a port below 1024: never passed on (FTP bounce, RFC 2577).
@@ -83,6 +104,109 @@ impl FtpError {
             _ => None,
         }
     }
+
+    /// The same on every attempt: an untrusted certificate, a TLS setup that cannot work.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            FtpError::Tls {
+                untrusted: true,
+                ..
+            } | FtpError::TlsSetup(_)
+        )
+    }
+
+    /// A handshake failure, classified.
+    fn tls(channel: &'static str, source: std::io::Error) -> FtpError {
+        let untrusted = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+                )
+            });
+        FtpError::Tls {
+            channel,
+            source,
+            untrusted,
+        }
+    }
+}
+
+/// How the engine checks TLS servers' certificates: the system's trust roots plus an
+/// optional CA file, or no check at all (`verify: false`). The rustls configuration is
+/// built on first use and shared by every session made with these options.
+#[derive(Clone)]
+pub struct TlsPolicy {
+    pub verify: bool,
+    pub ca: Option<PathBuf>,
+    built: Arc<OnceLock<Result<tls::Upstream, String>>>,
+}
+
+impl TlsPolicy {
+    pub fn new(verify: bool, ca: Option<PathBuf>) -> TlsPolicy {
+        TlsPolicy {
+            verify,
+            ca,
+            built: Arc::default(),
+        }
+    }
+
+    fn upstream(&self) -> Result<&tls::Upstream, FtpError> {
+        self.built
+            .get_or_init(|| {
+                tls::Upstream::new(self.verify, self.ca.as_deref()).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| FtpError::TlsSetup(e.clone()))
+    }
+}
+
+impl Default for TlsPolicy {
+    /// Certificates checked against the system's trust roots.
+    fn default() -> Self {
+        TlsPolicy::new(true, None)
+    }
+}
+
+impl std::fmt::Debug for TlsPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPolicy")
+            .field("verify", &self.verify)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What protects a session's data connections: nothing, or TLS with the engine as
+/// client, resuming the control connection's session. Cheap to clone, so a handshake
+/// can run while the session reads its replies.
+#[derive(Clone)]
+pub struct DataTls(Option<(TlsConnector, ServerName<'static>)>);
+
+impl DataTls {
+    /// `tcp` as the data connection: through a TLS handshake (within `limit`) under
+    /// `PROT P`, as it is otherwise.
+    pub async fn wrap(self, tcp: TcpStream, limit: Duration) -> Result<Stream, FtpError> {
+        match self.0 {
+            Some((connector, name)) => handshake(&connector, name, tcp, limit, "data").await,
+            None => Ok(Stream::Plain(tcp)),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// A TLS session's TLS client state.
+struct Secure {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+    /// `PROT P` in force (else `PROT C`).
+    private: bool,
 }
 
 /// A data address a server announced (`227`/`229`) in this session: only
@@ -128,8 +252,10 @@ impl Features {
 
 /// One logged-in control connection.
 pub struct Client {
-    reader: FramedRead<OwnedReadHalf, LineCodec>,
-    writer: OwnedWriteHalf,
+    reader: FramedRead<ReadHalf<Stream>, LineCodec>,
+    writer: WriteHalf<Stream>,
+    /// Over TLS: the connector and the data protection in force.
+    secure: Option<Secure>,
     asm: ReplyAssembler,
     peer: SocketAddr,
     timeout: Duration,
@@ -142,42 +268,154 @@ impl Client {
     /// Connects to `url`'s server, reads the greeting, logs in, sets `TYPE I` and asks
     /// `FEAT`. Every step is bounded by `limit`.
     pub async fn open(url: &FtpUrl, limit: Duration) -> Result<Client, FtpError> {
-        Self::open_checked(url, limit, None).await
+        Self::open_checked(url, limit, None, &TlsPolicy::default()).await
     }
 
     /// [`Client::open`], connecting only where `allow` admits the URL's host (the API's
     /// and SITE commands' `fxp.allow`); checked after DNS so a name cannot smuggle in an
-    /// address.
+    /// address. A TLS URL's server must show a certificate `tls` trusts.
     pub async fn open_checked(
         url: &FtpUrl,
         limit: Duration,
         allow: Option<&AllowList>,
+        tls: &TlsPolicy,
     ) -> Result<Client, FtpError> {
         let host = url.host_port();
-        let stream = connect(&url.host, url.port, &host, limit, allow).await?;
-        let peer = stream.peer_addr()?;
-        let (r, w) = stream.into_split();
-        let mut c = Client {
-            reader: FramedRead::new(r, LineCodec::new(MAX_LINE)),
-            writer: w,
-            asm: ReplyAssembler::new(MAX_REPLY),
-            peer,
-            timeout: limit,
-            features: Features::default(),
-            host,
+        let secure = if url.security.is_tls() {
+            let name =
+                tls::server_name(&url.host).map_err(|e| FtpError::TlsSetup(e.to_string()))?;
+            Some((tls.upstream()?.for_session(), name))
+        } else {
+            None
         };
+        let tcp = connect(&url.host, url.port, &host, limit, allow).await?;
+        let peer = tcp.peer_addr()?;
+        let stream = match (&secure, url.security) {
+            (Some((connector, name)), Security::Implicit) => {
+                handshake(connector, name.clone(), tcp, limit, "control").await?
+            }
+            _ => Stream::Plain(tcp),
+        };
+        let mut c = Client::over(stream, None, peer, limit, host);
         let mut greeting = c.read_reply("greeting").await?;
         while greeting.class() == 1 {
             greeting = c.read_reply("greeting").await?;
         }
         c.ok(greeting, "connect", |code| code == 220)?;
+        if let Some((connector, name)) = secure {
+            if url.security == Security::Explicit {
+                c.simple(b"AUTH TLS", |code| code == 234).await?;
+                c = c.start_tls(connector, name).await?;
+            } else {
+                c.secure = Some(Secure {
+                    connector,
+                    name,
+                    private: false,
+                });
+            }
+        }
         c.login(&url.user, url.login_password()).await?;
+        if c.secure.is_some() {
+            // vsftpd takes PBSZ/PROT only once logged in.
+            c.simple(b"PBSZ 0", |code| code == 200).await?;
+            c.set_private(true).await?;
+        }
         c.simple(b"TYPE I", |c| c == 200).await?;
         let feat = c.command(b"FEAT").await?;
         if feat.code == 211 {
             c.features = Features::parse(&feat);
         }
         Ok(c)
+    }
+
+    fn over(
+        stream: Stream,
+        secure: Option<Secure>,
+        peer: SocketAddr,
+        limit: Duration,
+        host: String,
+    ) -> Client {
+        let (r, w) = tokio::io::split(stream);
+        Client {
+            reader: FramedRead::new(r, LineCodec::new(MAX_LINE)),
+            writer: w,
+            secure,
+            asm: ReplyAssembler::new(MAX_REPLY),
+            peer,
+            timeout: limit,
+            features: Features::default(),
+            host,
+        }
+    }
+
+    /// The TLS handshake after `234` to `AUTH TLS`. Anything the server sent after the
+    /// `234` would be plaintext posing as protected: refused (the STARTTLS injection
+    /// class, CVE-2011-0411).
+    async fn start_tls(
+        self,
+        connector: TlsConnector,
+        name: ServerName<'static>,
+    ) -> Result<Client, FtpError> {
+        if !self.reader.read_buffer().is_empty() || self.asm.in_progress() {
+            return Err(FtpError::BadReply {
+                cmd: "AUTH TLS".into(),
+                text: "the server sent more after 234, before the TLS handshake".into(),
+            });
+        }
+        let Client {
+            reader,
+            writer,
+            peer,
+            timeout: limit,
+            host,
+            ..
+        } = self;
+        let Stream::Plain(tcp) = reader.into_inner().unsplit(writer) else {
+            return Err(FtpError::Other("AUTH TLS on a TLS connection".into()));
+        };
+        let stream = handshake(&connector, name.clone(), tcp, limit, "control").await?;
+        let secure = Secure {
+            connector,
+            name,
+            private: false,
+        };
+        Ok(Client::over(stream, Some(secure), peer, limit, host))
+    }
+
+    /// Whether the control connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// `PROT P` (`private`) or `PROT C` on a TLS session, sent only when that is not in
+    /// force already. A plain session has clear data only: asking it for `private` is an
+    /// error.
+    pub async fn set_private(&mut self, private: bool) -> Result<(), FtpError> {
+        match &self.secure {
+            None if private => Err(FtpError::Other(
+                "data protection asked of a plain FTP session".into(),
+            )),
+            None => Ok(()),
+            Some(s) if s.private == private => Ok(()),
+            Some(_) => {
+                let cmd: &[u8] = if private { b"PROT P" } else { b"PROT C" };
+                self.simple(cmd, |c| c == 200).await?;
+                if let Some(s) = &mut self.secure {
+                    s.private = private;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// How this session's data connections are protected now (see [`DataTls::wrap`]).
+    pub fn data_tls(&self) -> DataTls {
+        DataTls(
+            self.secure
+                .as_ref()
+                .filter(|s| s.private)
+                .map(|s| (s.connector.clone(), s.name.clone())),
+        )
     }
 
     /// The server's control address, as connected.
@@ -323,13 +561,31 @@ impl Client {
     /// anyway) or an attempt to aim them at a third host (RFC 2577 bounce). A port below
     /// [`MIN_DATA_PORT`] is refused.
     pub async fn pasv(&mut self, extended: bool) -> Result<Announced, FtpError> {
-        let (cmd, port) = if extended {
+        self.passive(if extended { "EPSV" } else { "PASV" }).await
+    }
+
+    /// `CPSV`: `PASV`, with this server the TLS client of the coming data connection (so
+    /// two TLS servers can protect FXP data between themselves). Answered like `PASV`.
+    pub async fn cpsv(&mut self) -> Result<Announced, FtpError> {
+        self.passive("CPSV").await
+    }
+
+    /// `SSCN ON`/`OFF`: this server is the TLS client of data connections from now on
+    /// (or no more).
+    pub async fn sscn(&mut self, on: bool) -> Result<(), FtpError> {
+        let cmd: &[u8] = if on { b"SSCN ON" } else { b"SSCN OFF" };
+        self.simple(cmd, |c| c == 200).await?;
+        Ok(())
+    }
+
+    async fn passive(&mut self, cmd: &'static str) -> Result<Announced, FtpError> {
+        let extended = cmd == "EPSV";
+        let port = if extended {
             let r = self.simple(b"EPSV", |c| c == 229).await?;
-            let port = parse_epsv_reply(&r.raw).map_err(|e| bad_reply("EPSV", &r, e))?;
-            ("EPSV", port)
+            parse_epsv_reply(&r.raw).map_err(|e| bad_reply("EPSV", &r, e))?
         } else {
-            let r = self.simple(b"PASV", |c| c == 227).await?;
-            let (addr, _) = parse_pasv_reply(&r.raw).map_err(|e| bad_reply("PASV", &r, e))?;
+            let r = self.simple(cmd.as_bytes(), |c| c == 227).await?;
+            let (addr, _) = parse_pasv_reply(&r.raw).map_err(|e| bad_reply(cmd, &r, e))?;
             let said = IpAddr::V4(*addr.ip());
             if said.to_canonical() != self.peer.ip().to_canonical() {
                 debug!(
@@ -339,7 +595,7 @@ impl Client {
                     "PASV named another address than the control connection's: using the latter"
                 );
             }
-            ("PASV", addr.port())
+            addr.port()
         };
         if port < MIN_DATA_PORT {
             return Err(FtpError::PrivilegedPort { cmd, port });
@@ -443,7 +699,7 @@ impl Client {
         // `pasv` answers with the control address, whatever 227 said (a server behind NAT
         // often announces a private one).
         let addr = self.pasv(extended).await?.addr();
-        let mut data = timeout(self.timeout, TcpStream::connect(addr))
+        let tcp = timeout(self.timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| self.timed_out("data connection"))?
             .map_err(FtpError::Data)?;
@@ -457,10 +713,17 @@ impl Client {
             with_arg(verb, dir)
         };
         self.send(&cmd).await?;
-        let first = self.read_reply(&verb_of(verb)).await?;
-        if first.class() != 1 {
-            return Err(refused(&shown_command(&cmd), &first));
-        }
+        // Under PROT P the handshake runs while the `150` is awaited: proftpd answers
+        // only once the data connection's handshake is done, vsftpd only before it.
+        let (tls, limit) = (self.data_tls(), self.timeout);
+        let opened = async {
+            let first = self.read_reply(&verb_of(verb)).await?;
+            if first.class() != 1 {
+                return Err(refused(&shown_command(&cmd), &first));
+            }
+            Ok(())
+        };
+        let (mut data, ()) = tokio::try_join!(tls.wrap(tcp, limit), opened)?;
         let mut buf = Vec::new();
         let read = async {
             use tokio::io::AsyncReadExt;
@@ -480,11 +743,34 @@ impl Client {
             .await
             .map_err(|_| self.timed_out("listing"))?
             .map_err(FtpError::Data)?;
+        // Over TLS, the engine's `close_notify` answers the server's: vsftpd waits for it
+        // before it sends the `226`.
+        let _ = timeout(self.timeout, data.shutdown()).await;
+        drop(data);
         let done = self.read_final(&verb_of(verb)).await?;
         if done.class() != 2 {
             return Err(refused(&shown_command(&cmd), &done));
         }
         Ok((buf, mlsd))
+    }
+}
+
+/// The engine's TLS handshake with the server `name` over `tcp` (the `channel`
+/// connection: control or data), within `limit`.
+async fn handshake(
+    connector: &TlsConnector,
+    name: ServerName<'static>,
+    tcp: TcpStream,
+    limit: Duration,
+    channel: &'static str,
+) -> Result<Stream, FtpError> {
+    match timeout(limit, connector.connect(name, tcp)).await {
+        Ok(Ok(t)) => Ok(Stream::Tls(Box::new(t))),
+        Ok(Err(e)) => Err(FtpError::tls(channel, e)),
+        Err(_) => Err(FtpError::Timeout {
+            what: format!("TLS handshake on the {channel} connection"),
+            after: limit,
+        }),
     }
 }
 
@@ -635,6 +921,34 @@ mod tests {
         assert!(!f.has("RES"));
         assert!(!f.has("REST STREAMING"));
         assert!(!f.has("MDTM"));
+    }
+
+    /// Bytes a server sends after its `234` and before the TLS handshake are plaintext
+    /// posing as protected: the session ends there (the STARTTLS injection class).
+    #[tokio::test]
+    async fn replies_pipelined_after_234_are_refused() {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            w.write_all(b"220 hi\r\n").await.unwrap();
+            let mut line = String::new();
+            BufReader::new(r).read_line(&mut line).await.unwrap();
+            // One segment: the 234 and a forged login reply.
+            w.write_all(b"234 go ahead\r\n230 logged in\r\n")
+                .await
+                .unwrap();
+            line
+        });
+        let url = FtpUrl::parse(&format!("ftpes://u:p@{addr}/")).unwrap();
+        let e = Client::open_checked(&url, Duration::from_secs(5), None, &TlsPolicy::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("sent more after 234"), "{e}");
+        assert_eq!(server.await.unwrap(), "AUTH TLS\r\n");
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! other connects to it (`PORT`/`EPRT`), and the bytes go server to server. The engine
 //! only watches: it reads both servers' replies and polls the destination's `SIZE` for
 //! progress and stalls.
+//!
+//! Between TLS servers the data connection is protected by the servers themselves: with
+//! `SSCN ON` one server is the TLS client of the data connection (the active one when it
+//! offers `SSCN`), with `CPSV` the passive one is; or it is clear (`PROT C`, when the
+//! operator allows it).
 
 use std::pin::pin;
 use std::time::{Duration, Instant};
@@ -12,46 +17,78 @@ use super::client::{Client, FtpError, refused, with_arg};
 use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, State, classify};
 use super::plan::Fail;
-use super::report::{Event, Method};
+use super::report::{Event, Method, Protection};
 
 impl Run<'_> {
-    /// Standard (`Fxp`) or reverse FXP. `poller`, a second session on the destination,
-    /// reports progress and notices a stall.
+    /// Standard or reverse FXP (`method.is_reverse()`), its data protected as
+    /// `protection` says. `poller`, a second session on the destination, reports progress
+    /// and notices a stall.
     pub(super) async fn direct(
         &self,
         p: &mut Pair,
         method: Method,
+        protection: Protection,
         mut poller: Option<Client>,
         state: &mut State,
     ) -> Result<Done, Fail> {
-        let (passive_side, active_side) = match method {
-            Method::ReverseFxp => (Side::Destination, Side::Source),
-            _ => (Side::Source, Side::Destination),
+        let (passive_side, active_side) = if method.is_reverse() {
+            (Side::Destination, Side::Source)
+        } else {
+            (Side::Source, Side::Destination)
         };
+        if let Err(e) = protect(p, protection).await {
+            if let Some(c) = poller {
+                c.quit().await;
+            }
+            return Err(Fail::Negotiation(e));
+        }
         let (passive, active) = roles(p, passive_side);
-        let extended = passive.features.has("EPSV")
+        // CPSV is PASV's counterpart only: IPv4 and `227`.
+        let extended = protection != Protection::Cpsv
+            && passive.features.has("EPSV")
             && active.features.has("EPRT")
             && passive.peer().is_ipv4() == active.peer().is_ipv4();
+        // With SSCN, the server that is the data connection's TLS client.
+        let sscn_side = (protection == Protection::Sscn).then(|| {
+            if active.features.has("SSCN") {
+                active_side
+            } else {
+                passive_side
+            }
+        });
+        let mut sscn_on = false;
         // Bounce safety: the active server gets the address the passive server just
         // announced in this transfer, as the opaque `Announced` value that only `pasv`
         // makes (with the passive server's own control IP and a port >= 1024: a `227`
         // naming a third host or port 25 cannot turn the active server into a weapon)
         // and only `port_to` takes.
         let negotiated = async {
-            let announced = passive
-                .pasv(extended)
-                .await
-                .map_err(|e| self.err(passive_side, e))?;
+            let announced = if protection == Protection::Cpsv {
+                passive.cpsv().await
+            } else {
+                passive.pasv(extended).await
+            };
+            let announced = announced.map_err(|e| self.err(passive_side, e))?;
             active
                 .port_to(announced)
                 .await
-                .map_err(|e| self.err(active_side, e))
+                .map_err(|e| self.err(active_side, e))?;
+            if let Some(side) = sscn_side {
+                let c = if side == active_side { active } else { passive };
+                c.sscn(true).await.map_err(|e| self.err(side, e))?;
+                sscn_on = true;
+            }
+            Ok(())
         };
         let negotiated = match negotiated.await {
             Ok(()) => self.rest_both(p).await,
             Err(e) => Err(Fail::Negotiation(e)),
         };
         if let Err(fail) = negotiated {
+            // The sessions go on to the next method: as they were.
+            if let (Some(side), true) = (sscn_side, sscn_on) {
+                let _ = p.side(side).sscn(false).await;
+            }
             if let Some(c) = poller {
                 c.quit().await;
             }
@@ -115,10 +152,11 @@ impl Run<'_> {
             .into_iter()
             .filter_map(|(side, r)| r.err().map(|e| (side, e)))
             .collect();
-        // The root cause first: a refusal of the data connection (`425`) or of the file
+        // The root cause first: a refusal of the data connection (`425`, or `522` for its
+        // TLS) or of the file
         // explains the other side's `426` or timeout.
         failures.sort_by_key(|(_, e)| match e.code() {
-            Some(425) => 0,
+            Some(425 | 522) => 0,
             Some(426) => 2,
             Some(_) => 1,
             None => 3,
@@ -128,6 +166,21 @@ impl Run<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// Sets both sessions' data protection for `protection`: `PROT P` for the servers to
+/// encrypt between themselves, `PROT C` for clear data (plain sessions stay as they are).
+async fn protect(p: &mut Pair, protection: Protection) -> Result<(), FxpError> {
+    let private = match protection {
+        Protection::Plain => return Ok(()),
+        Protection::Clear => false,
+        Protection::Sscn | Protection::Cpsv => true,
+    };
+    for side in [Side::Source, Side::Destination] {
+        let r = p.side(side).set_private(private).await;
+        r.map_err(|e| p.err(side, e))?;
+    }
+    Ok(())
 }
 
 /// `(passive, active)` sessions for a direct transfer whose passive side is `passive`.

@@ -9,6 +9,13 @@
 //! 3. relay: `PASV` on both, the engine connects to both and copies the bytes itself
 //!    (`relay`).
 //!
+//! When a server speaks TLS (`ftpes://`, `ftps://`) the direct methods keep the data
+//! encrypted between the servers: `SSCN ON` on one of them, or `CPSV` on the passive
+//! one, where a server offers it (`FEAT`); FXP with `PROT C` only when the operator
+//! allows clear data (`Options::allow_clear_data`); otherwise the relay, with the engine
+//! the TLS client of each leg whose server speaks TLS (resuming that session's control
+//! connection's TLS session, as vsftpd and proftpd require). See `plan::methods`.
+//!
 //! A method that is refused while negotiating (a `PORT` to a foreign address, no `PASV`)
 //! moves on to the next on the same sessions; one that fails once data should flow
 //! (`425`, a stall, a short copy) gives up both sessions (`ABOR`, `QUIT`) and the next
@@ -24,11 +31,11 @@ use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 
-use super::client::{Client, FtpError};
+use super::client::{Client, FtpError, TlsPolicy};
 pub use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, Settings, State};
 use super::plan::{Outcome, Plan, Policy, Step};
-pub use super::report::{Event, Method, Progress, Report};
+pub use super::report::{Event, Method, Progress, Protection, Report};
 use super::url::FtpUrl;
 use crate::metrics;
 use crate::net::AllowList;
@@ -56,6 +63,11 @@ pub struct Options {
     /// and each resolved address, so a host-name entry admits that name's own connection
     /// only, not every server of a transfer that mentions it.
     pub allow: Option<Arc<AllowList>>,
+    /// Which certificates TLS servers may show (default: the system's trust roots).
+    pub tls: TlsPolicy,
+    /// `fxp.allow_clear_data`: between TLS servers, FXP with `PROT C` (the file crosses
+    /// the network between them unencrypted) may be tried before the relay.
+    pub allow_clear_data: bool,
 }
 
 /// Longest wait between two attempts, however many retries were asked for.
@@ -73,6 +85,8 @@ impl Default for Options {
             poll_interval: Duration::from_millis(250),
             progress: None,
             allow: None,
+            tls: TlsPolicy::default(),
+            allow_clear_data: false,
         }
     }
 }
@@ -86,6 +100,8 @@ impl std::fmt::Debug for Options {
             .field("relay_fallback", &self.relay_fallback)
             .field("resume", &self.resume)
             .field("concurrency", &self.concurrency)
+            .field("tls", &self.tls)
+            .field("allow_clear_data", &self.allow_clear_data)
             .finish_non_exhaustive()
     }
 }
@@ -93,7 +109,7 @@ impl std::fmt::Debug for Options {
 impl Options {
     /// A logged-in session to `url`, within the allow list.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
-        Client::open_checked(url, self.timeout, self.allow.as_deref()).await
+        Client::open_checked(url, self.timeout, self.allow.as_deref(), &self.tls).await
     }
 
     pub(super) fn emit(&self, e: Event) {
@@ -129,6 +145,8 @@ pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Repo
         reverse: opts.reverse,
         relay_fallback: opts.relay_fallback,
         retries: opts.retries,
+        secure: src.security.is_tls() || dst.security.is_tls(),
+        clear_data: opts.allow_clear_data,
     });
     let mut copy = Transfer {
         src,
@@ -269,6 +287,9 @@ impl Transfer<'_> {
                 Err(e) => return Outcome::NotStarted(e),
             },
         };
+        if let Err(why) = supported(method, p) {
+            return Outcome::Unsupported(why);
+        }
         let offset = resume_offset(p, dst, total, &self.state).await;
         opts.emit(Event::Trying { method, offset });
         self.state.last_method = Some(method);
@@ -283,23 +304,44 @@ impl Transfer<'_> {
             total,
             offset,
         };
-        let result = match method {
-            Method::Fxp | Method::ReverseFxp => {
+        let result = match method.protection() {
+            Some(protection) => {
                 // A second session on the destination watches the copy grow.
                 let poller = if p.dst.features.has("SIZE") {
                     opts.open(dst).await.ok()
                 } else {
                     None
                 };
-                run.direct(p, method, poller, &mut self.state).await
+                run.direct(p, method, protection, poller, &mut self.state)
+                    .await
             }
-            Method::Relay => run.relay(p, &mut self.state).await,
+            None => run.relay(p, &mut self.state).await,
         };
         match result {
             Ok(done) => verify(p, dst, total, done).await,
             Err(fail) => Outcome::Failed(fail),
         }
     }
+}
+
+/// Whether these two sessions can do `method` at all (the plan offers the secure ones
+/// whenever a server speaks TLS): `SSCN` needs both servers on TLS and one offering it,
+/// `CPSV` both on TLS and the passive one offering it.
+fn supported(method: Method, p: &Pair) -> Result<(), FxpError> {
+    let both_tls = p.src.is_tls() && p.dst.is_tls();
+    let passive = if method.is_reverse() { &p.dst } else { &p.src };
+    let why = match method.protection() {
+        Some(Protection::Sscn) if !both_tls => "SSCN needs TLS on both servers",
+        Some(Protection::Sscn) if !p.src.features.has("SSCN") && !p.dst.features.has("SSCN") => {
+            "neither server offers SSCN"
+        }
+        Some(Protection::Cpsv) if !both_tls => "CPSV needs TLS on both servers",
+        Some(Protection::Cpsv) if !passive.features.has("CPSV") => {
+            "the passive server does not offer CPSV"
+        }
+        _ => return Ok(()),
+    };
+    Err(FxpError::Other(why.into()))
 }
 
 /// The start of an attempt: refuses one file under two names, and returns the source's
@@ -445,6 +487,31 @@ mod tests {
         spawnable(async move { crate::fxp::tree::copy_list(&jobs, &opts).await.files });
         let (src, dst, opts) = (url("ftp://a/x"), url("ftp://b/y"), Options::default());
         spawnable(async move { crate::fxp::tree::copy_tree(&src, &dst, &opts).await.is_ok() });
+    }
+
+    /// A TLS setup that cannot work (an unreadable CA file) fails before any connection
+    /// and is not retried: every attempt would fail the same way.
+    #[tokio::test]
+    async fn a_broken_tls_setup_fails_at_once() {
+        let retries = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = retries.clone();
+        let opts = Options {
+            retries: 3,
+            tls: TlsPolicy::new(true, Some("/nonexistent/ca.pem".into())),
+            progress: Some(Arc::new(move |e: &Event| {
+                if let Event::Retrying { .. } = e {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })),
+            ..Options::default()
+        };
+        let (src, dst) = (url("ftpes://127.0.0.99:1/a"), url("ftp://127.0.0.98:1/b"));
+        let e = transfer(&src, &dst, &opts).await.unwrap_err().to_string();
+        assert!(
+            e.contains("TLS setup") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        assert_eq!(retries.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

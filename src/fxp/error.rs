@@ -71,8 +71,31 @@ impl FxpError {
         }
     }
 
-    /// A permanent refusal (5xx): retrying would get the same answer.
+    /// A permanent refusal (5xx), or a TLS failure that no retry can mend (an untrusted
+    /// certificate): retrying would get the same answer.
     pub fn is_permanent(&self) -> bool {
         self.code().is_some_and(|c| c / 100 == 5)
+            || self.server_error().is_some_and(FtpError::is_permanent)
+    }
+
+    /// The server's error behind this one (the last method's, for several).
+    fn server_error(&self) -> Option<&FtpError> {
+        match self {
+            FxpError::Server { error, .. } => Some(error),
+            FxpError::Methods(tried) => tried.last().and_then(|(_, e)| e.server_error()),
+            _ => None,
+        }
+    }
+
+    /// A server's certificate was not trusted (the operator may trust its CA, or not
+    /// check): front ends say how.
+    pub fn untrusted_certificate(&self) -> bool {
+        matches!(
+            self.server_error(),
+            Some(FtpError::Tls {
+                untrusted: true,
+                ..
+            })
+        )
     }
 }

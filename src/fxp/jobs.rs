@@ -160,6 +160,8 @@ pub struct Jobs {
     slots: Arc<Semaphore>,
     /// `fxp.allow` and `fxp.concurrency` as last loaded; a reload replaces them.
     settings: Arc<RwLock<Settings>>,
+    /// `fxp.allow_clear_data` as last loaded.
+    clear_data: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Settings {
@@ -181,7 +183,15 @@ impl Jobs {
                 allow: Arc::new(allow),
                 concurrency: concurrency.max(1),
             })),
+            clear_data: Arc::default(),
         }
+    }
+
+    /// `fxp.allow_clear_data` for jobs submitted from now on: FXP with `PROT C` between
+    /// TLS servers that cannot encrypt between themselves.
+    pub fn set_allow_clear_data(&self, allowed: bool) {
+        self.clear_data
+            .store(allowed, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Applies a reloaded `fxp.allow` and `fxp.concurrency` to jobs submitted from now on
@@ -247,6 +257,7 @@ impl Jobs {
             reverse: req.options.reverse,
             retries,
             allow: Some(self.allow()),
+            allow_clear_data: self.clear_data.load(std::sync::atomic::Ordering::Relaxed),
             ..Options::default()
         };
         let recursive = req.options.recursive;

@@ -1,8 +1,11 @@
 //! The FXP engine: fxprelay as a client of two servers, making them copy a file (or a
 //! tree) between themselves, or relaying the bytes when they will not.
 //!
-//! - [`url`] parses `ftp://user:pass@host:port/path` (the password never displayed).
-//! - [`client`] is the async FTP client: one control connection, timeouts on every read.
+//! - [`url`] parses `ftp://user:pass@host:port/path`, `ftpes://` (explicit TLS) and
+//!   `ftps://` (implicit TLS); the password is never displayed.
+//! - [`client`] is the async FTP client: one control connection (TLS after `AUTH TLS`,
+//!   or from the first byte), timeouts on every read; [`stream`] is its plain-or-TLS
+//!   connection.
 //! - [`engine`] copies one file: it carries out what `plan` decides, logs in, resumes
 //!   and checks the copy's size.
 //!   - `plan` is pure: the order of the methods, what each failure means, retries and
@@ -27,9 +30,10 @@ mod pair;
 mod plan;
 mod relay;
 mod report;
+pub mod stream;
 pub mod tree;
 pub mod url;
 
-pub use client::{Client, FtpError};
+pub use client::{Client, FtpError, TlsPolicy};
 pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer};
 pub use url::{FtpUrl, UrlError};

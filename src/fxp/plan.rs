@@ -2,8 +2,14 @@
 //! fail means, and when a failed attempt is retried. Pure (no I/O, no clock): the engine
 //! reports each method's [`Outcome`] and carries out the [`Step`] it gets back.
 //!
-//! - The methods of an attempt: standard FXP, reverse FXP, relay; `reverse` skips the
-//!   first, no `relay_fallback` drops the last.
+//! - The methods of an attempt ([`methods`]): between plain servers standard FXP, reverse
+//!   FXP, relay. When a server speaks TLS: FXP with `SSCN` (standard, then reverse), FXP
+//!   with `CPSV` (the same), FXP with `PROT C` only if clear data is allowed, then the
+//!   relay (TLS on each of its legs whose server speaks TLS). `reverse` keeps only the
+//!   reverse direct methods, no `relay_fallback` drops the relay.
+//! - A method these servers cannot do ([`Outcome::Unsupported`]: neither offers `SSCN`,
+//!   say) is passed over quietly, on the same sessions; its reason is told only if no
+//!   method could be tried at all.
 //! - Refused while negotiating ([`Fail::Negotiation`]): the next method, on the same
 //!   sessions.
 //! - Failed once data should flow ([`Fail::Transfer`]): the sessions are given up
@@ -31,6 +37,32 @@ pub(super) struct Policy {
     pub(super) relay_fallback: bool,
     /// Further attempts after a failed one.
     pub(super) retries: u32,
+    /// A server speaks TLS (`ftpes://`, `ftps://`): the secure methods apply.
+    pub(super) secure: bool,
+    /// `fxp.allow_clear_data`: FXP with `PROT C` may be tried between TLS servers.
+    pub(super) clear_data: bool,
+}
+
+/// The methods one attempt tries, in order. Never empty: every policy keeps at least one
+/// direct method.
+pub(super) fn methods(policy: Policy) -> Vec<Method> {
+    use Method::*;
+    let mut v = if policy.secure {
+        let mut v = vec![FxpSscn, ReverseFxpSscn, FxpCpsv, ReverseFxpCpsv];
+        if policy.clear_data {
+            v.extend([FxpClear, ReverseFxpClear]);
+        }
+        v
+    } else {
+        vec![Fxp, ReverseFxp]
+    };
+    if policy.reverse {
+        v.retain(|m| m.is_reverse());
+    }
+    if policy.relay_fallback {
+        v.push(Relay);
+    }
+    v
 }
 
 /// How a method failed.
@@ -46,12 +78,14 @@ pub(super) enum Fail {
 
 impl Fail {
     /// A failure once `STOR`/`RETR` were sent: a refusal about the data connection
-    /// (`425`, `426`) or no reply code at all (a timeout, a short file) lets the next
-    /// method try; any other code is about the file (`550`, `553`, ...) and does not.
+    /// (`425`, `426`, and `522`: its TLS failed, e.g. vsftpd's `session reuse required`
+    /// when another server is its TLS client under `SSCN`) or no reply code at all (a
+    /// timeout, a short file) lets the next method try; any other code is about the file
+    /// (`550`, `553`, ...) and does not.
     pub(super) fn started(e: FxpError) -> Fail {
         match e.code() {
-            Some(c) if c != 425 && c != 426 => Fail::Fatal(e),
-            _ => Fail::Transfer(e),
+            Some(425 | 426 | 522) | None => Fail::Transfer(e),
+            Some(_) => Fail::Fatal(e),
         }
     }
 }
@@ -69,6 +103,8 @@ pub(super) enum Outcome<T> {
     /// The attempt could not start: a login, the source's `SIZE`, or the two URLs name
     /// the same file.
     NotStarted(FxpError),
+    /// These servers cannot do the method (neither offers `SSCN`, say); nothing was sent.
+    Unsupported(FxpError),
 }
 
 impl<T> Outcome<T> {
@@ -78,7 +114,7 @@ impl<T> Outcome<T> {
         match self {
             Outcome::Failed(Fail::Negotiation(e) | Fail::Transfer(e) | Fail::Fatal(e))
             | Outcome::Mismatch(e) => Some(e),
-            Outcome::Copied(_) | Outcome::NotStarted(_) => None,
+            Outcome::Copied(_) | Outcome::NotStarted(_) | Outcome::Unsupported(_) => None,
         }
     }
 }
@@ -133,27 +169,38 @@ impl<T> Step<T> {
 #[derive(Debug)]
 pub(super) struct Plan {
     policy: Policy,
+    /// [`methods`] of the policy.
+    order: Vec<Method>,
     /// 1-based.
     attempt: u32,
-    /// The method being tried.
-    method: Method,
+    /// Index in `order` of the method being tried.
+    at: usize,
     /// This attempt's failed methods, in order.
     tried: Vec<(Method, FxpError)>,
+    /// This attempt's methods the servers could not do, with why.
+    skipped: Vec<(Method, FxpError)>,
 }
 
 impl Plan {
     pub(super) fn new(policy: Policy) -> Plan {
         Plan {
             policy,
+            order: methods(policy),
             attempt: 1,
-            method: first(policy),
+            at: 0,
             tried: vec![],
+            skipped: vec![],
         }
+    }
+
+    /// The method being tried.
+    fn method(&self) -> Method {
+        self.order.get(self.at).copied().unwrap_or(Method::Relay)
     }
 
     /// The first step: the first method, on fresh sessions.
     pub(super) fn start<T>(&self) -> Step<T> {
-        Step::Try(self.method)
+        Step::Try(self.method())
     }
 
     /// The attempt under way (1-based): when the transfer is done, the attempts it took.
@@ -171,25 +218,34 @@ impl Plan {
             Outcome::Mismatch(e) => self.next_method(e, Some(Close::Quit)),
             Outcome::Failed(Fail::Fatal(e)) => self.end_attempt(e, Close::Abort),
             Outcome::NotStarted(e) => self.end_attempt(e, Close::Quit),
+            Outcome::Unsupported(e) => {
+                self.skipped.push((self.method(), e));
+                self.advance(None)
+            }
         }
     }
 
     /// The current method failed with `e`; `close`: how its sessions end (`None`: the
     /// next method reuses them).
     fn next_method<T>(&mut self, e: FxpError, close: Option<Close>) -> Step<T> {
-        self.tried.push((self.method, e));
-        match (after(self.policy, self.method), close) {
-            (Some(next), None) => {
-                self.method = next;
-                Step::Try(next)
-            }
-            (Some(next), Some(close)) => {
-                self.method = next;
-                Step::Reconnect(next, close)
-            }
+        self.tried.push((self.method(), e));
+        self.advance(close)
+    }
+
+    /// On to the next method of the attempt, or the end of the attempt after the last.
+    fn advance<T>(&mut self, close: Option<Close>) -> Step<T> {
+        self.at += 1;
+        match (self.order.get(self.at).copied(), close) {
+            (Some(next), None) => Step::Try(next),
+            (Some(next), Some(close)) => Step::Reconnect(next, close),
             (None, close) => {
-                let e = FxpError::methods(std::mem::take(&mut self.tried));
-                self.end_attempt(e, close.unwrap_or(Close::Quit))
+                // Only when no method could be tried do the reasons they could not count.
+                let tried = if self.tried.is_empty() {
+                    std::mem::take(&mut self.skipped)
+                } else {
+                    std::mem::take(&mut self.tried)
+                };
+                self.end_attempt(FxpError::methods(tried), close.unwrap_or(Close::Quit))
             }
         }
     }
@@ -201,32 +257,16 @@ impl Plan {
         }
         let failed = self.attempt;
         self.attempt += 1;
-        self.method = first(self.policy);
+        self.at = 0;
         self.tried.clear();
+        self.skipped.clear();
         Step::Retry {
             close,
             attempt: failed,
             after: backoff(failed),
             error: e,
-            method: self.method,
+            method: self.method(),
         }
-    }
-}
-
-fn first(policy: Policy) -> Method {
-    if policy.reverse {
-        Method::ReverseFxp
-    } else {
-        Method::Fxp
-    }
-}
-
-/// The method tried after `m` in one attempt.
-fn after(policy: Policy, m: Method) -> Option<Method> {
-    match m {
-        Method::Fxp => Some(Method::ReverseFxp),
-        Method::ReverseFxp => policy.relay_fallback.then_some(Method::Relay),
-        Method::Relay => None,
     }
 }
 
@@ -248,6 +288,13 @@ mod tests {
         reverse: false,
         relay_fallback: true,
         retries: 2,
+        secure: false,
+        clear_data: false,
+    };
+
+    const SECURE: Policy = Policy {
+        secure: true,
+        ..ALL
     };
 
     fn refused(code: u16) -> FxpError {
@@ -302,6 +349,95 @@ mod tests {
             ..reverse
         };
         assert_eq!(order(reverse_only), [ReverseFxp]);
+    }
+
+    #[test]
+    fn tls_servers_try_the_protected_methods_then_the_relay() {
+        use Method::*;
+        assert_eq!(
+            order(SECURE),
+            [FxpSscn, ReverseFxpSscn, FxpCpsv, ReverseFxpCpsv, Relay]
+        );
+        // Clear data between the servers only when the operator allows it, after the
+        // protected ways and before the relay.
+        let clear = Policy {
+            clear_data: true,
+            ..SECURE
+        };
+        assert_eq!(
+            order(clear),
+            [
+                FxpSscn,
+                ReverseFxpSscn,
+                FxpCpsv,
+                ReverseFxpCpsv,
+                FxpClear,
+                ReverseFxpClear,
+                Relay
+            ]
+        );
+        // Never plain FXP between TLS servers, and no clear data for plain ones either.
+        assert!(!order(clear).contains(&Fxp) && !order(clear).contains(&ReverseFxp));
+        assert_eq!(
+            order(Policy {
+                clear_data: true,
+                ..ALL
+            }),
+            [Fxp, ReverseFxp, Relay]
+        );
+        let reverse = Policy {
+            reverse: true,
+            relay_fallback: false,
+            ..clear
+        };
+        assert_eq!(
+            order(reverse),
+            [ReverseFxpSscn, ReverseFxpCpsv, ReverseFxpClear]
+        );
+    }
+
+    #[test]
+    fn unsupported_methods_are_passed_over_quietly() {
+        let mut plan = Plan::new(SECURE);
+        let unsupported = |why: &str| Outcome::<()>::Unsupported(other(why));
+        assert!(unsupported("x").method_error().is_none());
+        // Neither offers SSCN, nor CPSV: straight to the relay, on the same sessions.
+        for next in [
+            Method::ReverseFxpSscn,
+            Method::FxpCpsv,
+            Method::ReverseFxpCpsv,
+            Method::Relay,
+        ] {
+            let step = plan.next(unsupported("no SSCN or CPSV"));
+            assert!(matches!(step, Step::Try(m) if m == next), "{step:?}");
+        }
+        // A method that was tried explains the failure; the skipped ones do not.
+        let step = plan.next(negotiation("relay refused"));
+        let Step::Retry { error, .. } = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(error.to_string(), "relay refused");
+    }
+
+    #[test]
+    fn when_nothing_could_be_tried_the_reasons_are_told() {
+        let mut plan = Plan::new(Policy {
+            relay_fallback: false,
+            retries: 0,
+            ..SECURE
+        });
+        for _ in 0..3 {
+            assert!(matches!(
+                plan.next(Outcome::<()>::Unsupported(other("no SSCN"))),
+                Step::Try(_)
+            ));
+        }
+        let step = plan.next(Outcome::<()>::Unsupported(other("no CPSV")));
+        let Step::GiveUp(Close::Quit, FxpError::Methods(why)) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(why.len(), 4);
+        assert_eq!(why[3].0, Method::ReverseFxpCpsv);
     }
 
     #[test]
@@ -430,6 +566,7 @@ mod tests {
             reverse: true,
             relay_fallback: false,
             retries: 0,
+            ..ALL
         });
         let step = plan.next(transfer("stalled"));
         // One method tried: its error as itself.
@@ -511,6 +648,7 @@ mod tests {
         };
         assert_eq!(kind(refused(425)), "transfer");
         assert_eq!(kind(refused(426)), "transfer");
+        assert_eq!(kind(refused(522)), "transfer");
         assert_eq!(kind(FxpError::Stalled(Duration::from_secs(1))), "transfer");
         assert_eq!(kind(other("short file")), "transfer");
         assert_eq!(kind(refused(550)), "fatal");

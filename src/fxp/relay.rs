@@ -4,12 +4,18 @@
 //!
 //! The bytes go through the same sockets and copy loop as relay-mode data connections
 //! ([`crate::data::socket`]): one tuning for every byte the proxy copies.
+//!
+//! A leg whose server speaks TLS is protected (`PROT P`), the engine its TLS client,
+//! resuming that session's control connection's TLS session. The handshakes run while
+//! the `150`s are awaited: proftpd answers only once the handshake is done, vsftpd only
+//! before it starts. The source's `close_notify` must arrive (a connection that just
+//! ends may be a truncated file), and the destination's is awaited after the engine's
+//! own, so the destination has read everything before the engine closes.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 use super::client::{FtpError, refused};
@@ -17,13 +23,20 @@ use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, State, classify};
 use super::plan::Fail;
 use super::report::{Event, Method};
-use crate::data::copy::CopyError;
+use super::stream::Stream;
+use crate::data::copy::{self, CopyError};
 use crate::data::socket;
 
 impl Run<'_> {
     /// `PASV` on both; the engine connects to both data ports and copies.
     pub(super) async fn relay(&self, p: &mut Pair, state: &mut State) -> Result<Done, Fail> {
         let limit = self.opts.timeout;
+        for side in [Side::Source, Side::Destination] {
+            // Data protected wherever the server speaks TLS (after a `PROT C` method).
+            let tls = p.side(side).is_tls();
+            let r = p.side(side).set_private(tls).await;
+            r.map_err(|e| Fail::Negotiation(self.err(side, e)))?;
+        }
         let mut socks = vec![];
         for side in [Side::Source, Side::Destination] {
             let c = p.side(side);
@@ -46,7 +59,7 @@ impl Run<'_> {
             };
             socks.push(sock);
         }
-        let (Some(mut to), Some(mut from)) = (socks.pop(), socks.pop()) else {
+        let (Some(to), Some(from)) = (socks.pop(), socks.pop()) else {
             return Err(Fail::Negotiation(FxpError::Other(
                 "relay: no data connection".into(),
             )));
@@ -54,19 +67,44 @@ impl Run<'_> {
         self.rest_both(p).await?;
         // Both are passive and connected already: nothing to wait for.
         self.send_transfer(p, state, false).await?;
+        let (src_tls, dst_tls) = (p.src.data_tls(), p.dst.data_tls());
+        let secured = async {
+            tokio::try_join!(
+                async {
+                    let r = src_tls.wrap(from, limit).await;
+                    r.map_err(|e| Fail::Transfer(self.err(Side::Source, e)))
+                },
+                async {
+                    let r = dst_tls.wrap(to, limit).await;
+                    r.map_err(|e| Fail::Transfer(self.err(Side::Destination, e)))
+                },
+            )
+        };
         // Both must open (`150`) before any byte moves.
-        for side in [Side::Destination, Side::Source] {
-            let r = p.side(side).read_reply("transfer").await;
-            let r = r.map_err(|e| Fail::Transfer(self.err(side, e)))?;
-            if r.class() != 1 {
-                return Err(classify(side, refused(verb(side), &r), p));
+        let opened = async {
+            for side in [Side::Destination, Side::Source] {
+                let r = p.side(side).read_reply("transfer").await;
+                let r = r.map_err(|e| Fail::Transfer(self.err(side, e)))?;
+                if r.class() != 1 {
+                    return Err(classify(side, refused(verb(side), &r), p));
+                }
             }
-        }
+            Ok(())
+        };
+        let ((mut from, mut to), ()) = tokio::try_join!(secured, opened)?;
         let copied = self.pump(&mut from, &mut to).await;
+        if copied.is_ok() && from.is_tls() {
+            // The source's `close_notify` came (the copy reached its EOF): the engine's
+            // answers it (vsftpd waits for it before it says `226`).
+            let _ = timeout(limit, from.shutdown()).await;
+        }
         drop(from);
         // Passed on already after a whole copy; after a failed one, the destination
         // must still see the end.
         let _ = to.shutdown().await;
+        if copied.is_ok() && to.is_tls() {
+            await_close(&mut to, limit).await;
+        }
         drop(to);
         let copied = copied.map_err(|e| {
             Fail::Transfer(match e {
@@ -92,7 +130,7 @@ impl Run<'_> {
 
     /// Copies until EOF; every read and write must progress within the timeout. The
     /// byte count reaches the front end at most every `poll_interval`.
-    async fn pump(&self, from: &mut TcpStream, to: &mut TcpStream) -> Result<u64, CopyError> {
+    async fn pump(&self, from: &mut Stream, to: &mut Stream) -> Result<u64, CopyError> {
         let mut reported = Instant::now();
         let progress = |copied: u64| {
             if reported.elapsed() >= self.opts.poll_interval {
@@ -103,8 +141,29 @@ impl Run<'_> {
                 });
             }
         };
-        socket::copy_tcp_to_eof(from, to, self.opts.timeout, progress).await
+        match (from, to) {
+            (Stream::Plain(from), Stream::Plain(to)) => {
+                socket::copy_tcp_to_eof(from, to, self.opts.timeout, progress).await
+            }
+            (from, to) => copy::copy_to_eof(from, to, self.opts.timeout, progress).await,
+        }
     }
+}
+
+/// After the engine's `close_notify` to a TLS destination: reads until the server's own
+/// (or the connection's end), within `limit`. Closing at once could reset the connection
+/// while the server still has the file's tail to read (it may have sent something the
+/// engine never read, a TLS 1.3 session ticket say), and the tail would be lost.
+async fn await_close(to: &mut Stream, limit: Duration) {
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        while let Ok(n) = to.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = timeout(limit, drain).await;
 }
 
 fn verb(side: Side) -> &'static str {

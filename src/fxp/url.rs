@@ -1,4 +1,6 @@
-//! `ftp://user:pass@host:port/path` URLs naming one end of a transfer.
+//! `ftp://user:pass@host:port/path` URLs naming one end of a transfer; `ftpes://` is the
+//! same over explicit TLS (`AUTH TLS` after the greeting, then `PBSZ 0`/`PROT P`) and
+//! `ftps://` over implicit TLS (TLS from the first byte, default port 990).
 //!
 //! User, password and path are percent-decoded; the path stays bytes (FTP paths need not
 //! be UTF-8). A path is relative to the login directory (`ftp://h/a/b` is `a/b`, as curl
@@ -14,9 +16,45 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 pub const ANONYMOUS_USER: &str = "anonymous";
 pub const ANONYMOUS_PASS: &str = "anonymous@";
 
+/// Whether and how the control connection is encrypted: the URL's scheme.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// `ftp://`: plain FTP.
+    #[default]
+    Plain,
+    /// `ftpes://`: `AUTH TLS` after the greeting; data protected with `PROT P`.
+    Explicit,
+    /// `ftps://`: TLS from the first byte (the port-990 convention); data protected.
+    Implicit,
+}
+
+impl Security {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Security::Plain => "ftp",
+            Security::Explicit => "ftpes",
+            Security::Implicit => "ftps",
+        }
+    }
+
+    /// The port a URL of this scheme names when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Security::Implicit => 990,
+            Security::Plain | Security::Explicit => 21,
+        }
+    }
+
+    pub fn is_tls(self) -> bool {
+        self != Security::Plain
+    }
+}
+
 /// One end of a transfer.
 #[derive(Clone, PartialEq, Eq)]
 pub struct FtpUrl {
+    /// The scheme: plain FTP, explicit or implicit TLS.
+    pub security: Security,
     /// Login name, decoded; [`ANONYMOUS_USER`] when the URL has none.
     pub user: String,
     /// Password, decoded; `None` when the URL has none (anonymous gets [`ANONYMOUS_PASS`]).
@@ -30,7 +68,7 @@ pub struct FtpUrl {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    #[error("not an ftp:// URL")]
+    #[error("not an ftp://, ftpes:// (explicit TLS) or ftps:// (implicit TLS) URL")]
     Scheme,
     #[error("the URL names no host")]
     NoHost,
@@ -46,10 +84,10 @@ pub enum UrlError {
 
 impl FtpUrl {
     pub fn parse(s: &str) -> Result<FtpUrl, UrlError> {
-        let rest = s
-            .get(..6)
-            .filter(|p| p.eq_ignore_ascii_case("ftp://"))
-            .and_then(|_| s.get(6..))
+        let (scheme, rest) = s.split_once("://").ok_or(UrlError::Scheme)?;
+        let security = [Security::Plain, Security::Explicit, Security::Implicit]
+            .into_iter()
+            .find(|sec| scheme.eq_ignore_ascii_case(sec.scheme()))
             .ok_or(UrlError::Scheme)?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -60,7 +98,7 @@ impl FtpUrl {
             Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
             None => (None, authority),
         };
-        let (host, port) = split_host_port(hostport)?;
+        let (host, port) = split_host_port(hostport, security.default_port())?;
         let (user, password) = match userinfo {
             None => (ANONYMOUS_USER.to_owned(), None),
             Some(info) => {
@@ -80,6 +118,7 @@ impl FtpUrl {
         let path: Vec<u8> = percent_decode_str(path).collect();
         check_control(&path, "path")?;
         Ok(FtpUrl {
+            security,
             user,
             password,
             host,
@@ -134,7 +173,7 @@ impl FtpUrl {
     }
 }
 
-fn split_host_port(hostport: &str) -> Result<(String, u16), UrlError> {
+fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16), UrlError> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let end = v6.find(']').ok_or(UrlError::Bracket)?;
         let after = &v6[end + 1..];
@@ -155,7 +194,7 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), UrlError> {
     }
     let host = decode_text(host, "host")?;
     let port = match port {
-        None | Some("") => 21,
+        None | Some("") => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => return Err(UrlError::Port(p.to_owned())),
@@ -192,7 +231,7 @@ const PATH_SHOWN: &AsciiSet = &SHOWN.remove(b':').remove(b'@');
 
 impl fmt::Display for FtpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ftp://")?;
+        write!(f, "{}://", self.security.scheme())?;
         if self.user != ANONYMOUS_USER || self.password.is_some() {
             write!(f, "{}", utf8_percent_encode(&self.user, SHOWN))?;
             if self.password.is_some() {
@@ -205,7 +244,7 @@ impl fmt::Display for FtpUrl {
         } else {
             write!(f, "{}", self.host)?;
         }
-        if self.port != 21 {
+        if self.port != self.security.default_port() {
             write!(f, ":{}", self.port)?;
         }
         write!(f, "/")?;
@@ -285,7 +324,35 @@ mod tests {
     }
 
     #[test]
+    fn tls_schemes() {
+        let u = FtpUrl::parse("ftpes://bob:pw@files.example/a.bin").unwrap();
+        assert_eq!(u.security, Security::Explicit);
+        assert_eq!(u.port, 21);
+        assert_eq!(u.to_string(), "ftpes://bob:***@files.example/a.bin");
+        let u = FtpUrl::parse("FTPS://bob:pw@files.example/a.bin").unwrap();
+        assert_eq!(u.security, Security::Implicit);
+        assert_eq!(u.port, 990);
+        assert_eq!(u.to_string(), "ftps://bob:***@files.example/a.bin");
+        let u = FtpUrl::parse("ftps://h:21/").unwrap();
+        assert_eq!((u.port, u.to_string().as_str()), (21, "ftps://h:21/"));
+        let u = FtpUrl::parse("ftpes://[::1]:990/").unwrap();
+        assert_eq!(u.to_string(), "ftpes://[::1]:990/");
+        assert_eq!(FtpUrl::parse("ftp://h/").unwrap().security, Security::Plain);
+        // A path, a user or a join keeps the scheme.
+        assert_eq!(u.join(b"x").security, Security::Explicit);
+        assert!(
+            !FtpUrl::parse("ftpes://u:secret@h/")
+                .unwrap()
+                .to_string()
+                .contains("secret")
+        );
+    }
+
+    #[test]
     fn refused() {
+        assert_eq!(FtpUrl::parse("sftp://h/"), Err(UrlError::Scheme));
+        assert_eq!(FtpUrl::parse("ftpx://h/"), Err(UrlError::Scheme));
+        assert_eq!(FtpUrl::parse("ftp:/h/"), Err(UrlError::Scheme));
         assert_eq!(FtpUrl::parse("http://h/"), Err(UrlError::Scheme));
         assert_eq!(FtpUrl::parse("ftp://"), Err(UrlError::NoHost));
         assert_eq!(FtpUrl::parse("ftp://u@/x"), Err(UrlError::NoHost));
@@ -339,19 +406,21 @@ mod tests {
 
         #[test]
         fn display_round_trips_without_password(
+            scheme in prop::sample::select(vec!["ftp", "ftpes", "ftps"]),
             user in "[a-z%@: ]{1,8}",
             host in "[a-z][a-z0-9.]{0,10}",
             port in 1u16..,
             path in "[a-z/ %?#]{0,12}",
         ) {
             let enc = |s: &str| utf8_percent_encode(s, SHOWN).to_string();
-            let url = format!("ftp://{}:pw@{host}:{port}/{}", enc(&user), enc(&path));
+            let url = format!("{scheme}://{}:pw@{host}:{port}/{}", enc(&user), enc(&path));
             let u = FtpUrl::parse(&url).unwrap();
             prop_assert_eq!(&u.user, &user);
             prop_assert_eq!(&u.path, path.as_bytes());
             let shown = u.to_string();
             prop_assert!(!shown.contains(":pw@"));
             let back = FtpUrl::parse(&shown).unwrap();
+            prop_assert_eq!(back.security, u.security);
             prop_assert_eq!(back.user, user);
             prop_assert_eq!(back.host, host);
             prop_assert_eq!(back.port, port);

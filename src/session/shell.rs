@@ -573,8 +573,14 @@ impl Shell {
     ) {
         let (tx, news) = mpsc::unbounded_channel();
         let progress_tx = tx.clone();
+        // The copy trusts what the listener's upstream leg trusts.
+        let trust = self.ctx.cfg.tls.as_ref().map(|t| &t.settings.upstream);
         let opts = Options {
             allow: Some(allow),
+            tls: match trust {
+                Some(u) => crate::fxp::client::TlsPolicy::new(u.verify, u.ca.clone()),
+                None => Options::default().tls,
+            },
             progress: Some(Arc::new(move |e: &FxpEvent| {
                 if let FxpEvent::Bytes { done, total } = e {
                     let _ = progress_tx.send(FxpNews::Bytes {

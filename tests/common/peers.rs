@@ -111,6 +111,11 @@ pub struct ServerTls {
     /// (`implicit_ssl=YES`) and proftpd (`TLSOptions UseImplicitSSL`) only: the others
     /// panic in `start`.
     pub implicit: bool,
+    /// vsftpd and proftpd: refuse data connections whose TLS session does not resume the
+    /// control connection's (their default). `false` (`require_ssl_reuse=NO`, `TLSOptions
+    /// NoSessionReuseRequired`) lets another server be the data connection's TLS client
+    /// (FXP with `SSCN`): it cannot resume a session it never had.
+    pub reuse_required: bool,
 }
 
 /// The reply code with which a server started with `tls` refuses a plaintext login:
@@ -131,6 +136,7 @@ impl ServerTls {
         ServerTls {
             identity: super::tls::identity_for(ip.into()),
             implicit: false,
+            reuse_required: true,
         }
     }
 
@@ -685,7 +691,7 @@ fn vsftpd(c: &Ctx) -> Spec {
              rsa_private_key_file={key}\n\
              force_local_logins_ssl=YES\n\
              force_local_data_ssl=YES\n\
-             require_ssl_reuse=YES\n\
+             require_ssl_reuse={reuse}\n\
              ssl_tlsv1=YES\n\
              ssl_sslv2=NO\n\
              ssl_sslv3=NO\n\
@@ -695,6 +701,7 @@ fn vsftpd(c: &Ctx) -> Spec {
             cert = f.cert.display(),
             key = f.key.display(),
             implicit = yes(t.implicit),
+            reuse = yes(t.reuse_required),
         );
     }
     let path = c.dir.join("vsftpd.conf");
@@ -870,8 +877,15 @@ fn proftpd(c: &Ctx) -> Spec {
             ca = d.join("server-ca.pem").display(),
             log = tls_log.display(),
         );
-        if t.implicit {
-            conf.push_str("TLSOptions UseImplicitSSL\n");
+        let options: Vec<&str> = [
+            t.implicit.then_some("UseImplicitSSL"),
+            (!t.reuse_required).then_some("NoSessionReuseRequired"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !options.is_empty() {
+            let _ = writeln!(conf, "TLSOptions {}", options.join(" "));
         }
         logs.push(tls_log);
     }

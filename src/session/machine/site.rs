@@ -18,7 +18,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::{Action, FxpResult, Machine, Say};
-use crate::fxp::url::FtpUrl;
+use crate::fxp::url::{FtpUrl, Security};
 use crate::net::AllowList;
 use crate::proto::command::{Command, Verb, VerbClass};
 use crate::proto::line::trim_eol;
@@ -104,6 +104,12 @@ impl Machine {
             return self.say(Say::FxpLoginFirst);
         };
         let a = FtpUrl {
+            // The engine reaches A the way this session does.
+            security: match (self.tls.upstream_secure, self.upstream_plan()) {
+                (false, _) => Security::Plain,
+                (true, crate::tls::UpstreamPlan::Implicit) => Security::Implicit,
+                (true, _) => Security::Explicit,
+            },
             user,
             password: Some(pass),
             host: self.addrs.upstream.to_string(),

@@ -1,0 +1,251 @@
+//! Secure FXP against real servers that accept only TLS: `fxprelay fxp ftpes://…
+//! ftpes://…` (the binary, trusting the test CA with `--ca`) copies byte for byte and
+//! the summary names the method: `fxp_sscn` between proftpds (mod_tls offers `SSCN`),
+//! the relay with TLS on both legs between vsftpds (no `SSCN`/`CPSV`; each data
+//! connection resumes its control session, as `require_ssl_reuse` demands),
+//! `fxp_clear` between pure-ftpds only when clear data is allowed; implicit TLS
+//! (`ftps://`), a plain server on one side, a tree listed under `PROT P`; and a
+//! certificate from an unknown CA refused unless `--insecure`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::peers::{self, FtpServer, ServerKind, ServerOptions, ServerTls};
+use common::{payload, tls, unique_loopback_ip};
+
+/// A server that requires TLS and allows FXP (foreign data addresses).
+fn tls_server(kind: ServerKind) -> FtpServer {
+    let mut opts = ServerOptions::new(unique_loopback_ip()).with_tls();
+    opts.foreign_data = true;
+    FtpServer::start(kind, opts)
+}
+
+fn url(scheme: &str, s: &FtpServer, path: &str) -> String {
+    format!("{scheme}://{}:{}@{}/{path}", s.user, s.pass, s.addr)
+}
+
+/// Runs `fxprelay fxp ARGS` (no configuration file): (success, stdout, stderr).
+fn fxprelay_fxp(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["-c", "/nonexistent/fxprelay.yaml", "fxp"])
+        .args(["--timeout", "10", "--retries", "0"])
+        .args(args)
+        .output()
+        .expect("run fxprelay");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ca(s: &FtpServer) -> &str {
+    s.ca_file.as_deref().and_then(Path::to_str).unwrap()
+}
+
+fn logs(a: &FtpServer, b: &FtpServer) -> String {
+    format!("{}\n{}", a.log(), b.log())
+}
+
+fn assert_big_copied(dst: &FtpServer, name: &str) {
+    let got = std::fs::read(dst.file(name)).unwrap_or_default();
+    assert!(
+        got == peers::big_bin(),
+        "{name} differs: {} bytes of {}",
+        got.len(),
+        peers::BIG_LEN
+    );
+}
+
+/// `fxprelay fxp SRC DST --ca CA` succeeds with `method`, the copy byte-identical.
+fn copies_with(a: &FtpServer, b: &FtpServer, src: &str, dst: &str, extra: &[&str], method: &str) {
+    let ca = a.ca_file.as_ref().or(b.ca_file.as_ref()).unwrap();
+    let mut args = vec![src, dst, "--ca", ca.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = fxprelay_fxp(&args);
+    assert!(ok, "{out}\n{err}\n{}", logs(a, b));
+    assert!(
+        out.contains(&format!("method {method}, 8388608 bytes")),
+        "{out}\n{err}\n{}",
+        logs(a, b)
+    );
+    assert!(!out.contains("size not verified"), "{out}");
+    assert!(!out.contains(":fxptest@") && !err.contains(":fxptest@"));
+    assert_big_copied(b, "copy.bin");
+}
+
+/// vsftpd offers neither SSCN nor CPSV: the relay, the engine the TLS client of both
+/// data connections, each resuming its own control session (`require_ssl_reuse=YES`).
+#[test]
+fn vsftpd_to_vsftpd_over_tls_relays_with_tls_on_both_legs() {
+    let (a, b) = (
+        tls_server(ServerKind::Vsftpd),
+        tls_server(ServerKind::Vsftpd),
+    );
+    copies_with(
+        &a,
+        &b,
+        &url("ftpes", &a, "big.bin"),
+        &url("ftpes", &b, "copy.bin"),
+        &[],
+        "relay",
+    );
+    // vsftpd logs each data connection's TLS session: all resumed.
+    let log = a.log() + &b.log();
+    assert!(log.contains(", reused,"), "{log}");
+    assert!(!log.contains("session reuse required"), "{log}");
+}
+
+/// proftpd's mod_tls offers SSCN: the servers encrypt the data between themselves and
+/// no byte crosses the engine. The destination (the active side) gets `SSCN ON` and is
+/// the TLS client; the source, the TLS server, must not require session reuse (the
+/// other server cannot resume its control session: `client did not reuse TLS session,
+/// rejecting data connection`, a `425`).
+#[test]
+fn proftpd_to_proftpd_over_tls_uses_sscn() {
+    let ip = unique_loopback_ip();
+    let mut opts = ServerOptions::new(ip);
+    opts.tls = Some(ServerTls {
+        reuse_required: false,
+        ..ServerTls::explicit(ip)
+    });
+    opts.foreign_data = true;
+    let a = FtpServer::start(ServerKind::Proftpd, opts);
+    let b = tls_server(ServerKind::Proftpd);
+    copies_with(
+        &a,
+        &b,
+        &url("ftpes", &a, "big.bin"),
+        &url("ftpes", &b, "copy.bin"),
+        &[],
+        "fxp_sscn",
+    );
+    // The destination was the data connection's TLS client, the source its TLS server.
+    assert!(
+        b.log()
+            .contains("making TLS connection for data connection"),
+        "{}",
+        b.log()
+    );
+    assert!(
+        a.log().contains("TLSv1.3 data connection accepted"),
+        "{}",
+        a.log()
+    );
+}
+
+/// pure-ftpd (`--tls=2`) allows clear data: FXP with `PROT C` is tried only when the
+/// operator allows it; otherwise the file goes through the relay, encrypted.
+#[test]
+fn clear_fxp_only_when_allowed() {
+    let (a, b) = (
+        tls_server(ServerKind::PureFtpd),
+        tls_server(ServerKind::PureFtpd),
+    );
+    let (src, dst) = (url("ftpes", &a, "big.bin"), url("ftpes", &b, "copy.bin"));
+    copies_with(&a, &b, &src, &dst, &[], "relay");
+    std::fs::remove_file(b.file("copy.bin")).unwrap();
+    copies_with(&a, &b, &src, &dst, &["--allow-clear-data"], "fxp_clear");
+}
+
+/// Implicit TLS (`ftps://`) on the source, explicit on the destination.
+#[test]
+fn implicit_tls_source() {
+    let ip = unique_loopback_ip();
+    let mut opts = ServerOptions::new(ip);
+    opts.tls = Some(ServerTls::implicit(ip));
+    let a = FtpServer::start(ServerKind::Vsftpd, opts);
+    let b = tls_server(ServerKind::Vsftpd);
+    copies_with(
+        &a,
+        &b,
+        &url("ftps", &a, "big.bin"),
+        &url("ftpes", &b, "copy.bin"),
+        &[],
+        "relay",
+    );
+}
+
+/// A plain FTP source and a TLS-only destination: the relay, TLS on the destination leg
+/// only.
+#[test]
+fn plain_source_to_tls_destination() {
+    let mut opts = ServerOptions::new(unique_loopback_ip());
+    opts.foreign_data = true;
+    let a = FtpServer::start(ServerKind::Pyftpdlib, opts);
+    let b = tls_server(ServerKind::Vsftpd);
+    copies_with(
+        &a,
+        &b,
+        &url("ftp", &a, "big.bin"),
+        &url("ftpes", &b, "copy.bin"),
+        &[],
+        "relay",
+    );
+}
+
+/// A tree: the listing itself is read over a protected data connection.
+#[test]
+fn tree_between_tls_servers() {
+    let (a, b) = (
+        tls_server(ServerKind::Vsftpd),
+        tls_server(ServerKind::Proftpd),
+    );
+    let dir = a.file("d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f.bin"), payload(123_457, 4)).unwrap();
+    let owner = std::fs::metadata(a.file("hello.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    for p in [dir.clone(), dir.join("f.bin")] {
+        std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let (ok, out, err) = fxprelay_fxp(&[
+        &url("ftpes", &a, "d"),
+        &url("ftpes", &b, "d2"),
+        "--recursive",
+        "--ca",
+        ca(&a),
+    ]);
+    assert!(ok, "{out}\n{err}\n{}", logs(&a, &b));
+    assert!(out.contains("copied 1 files"), "{out}");
+    assert_eq!(
+        std::fs::read(b.file("d2/f.bin")).unwrap(),
+        payload(123_457, 4)
+    );
+}
+
+/// A server whose certificate no trusted CA signed: refused with a clear message and a
+/// hint, both with and without `--ca` of another CA; `--insecure` copies anyway.
+#[test]
+fn untrusted_certificate_refused_unless_insecure() {
+    let ip = unique_loopback_ip();
+    let mut opts = ServerOptions::new(ip);
+    opts.tls = Some(ServerTls {
+        identity: tls::untrusted_identity(ip.into()),
+        implicit: false,
+        reuse_required: true,
+    });
+    opts.foreign_data = true;
+    let a = FtpServer::start(ServerKind::Vsftpd, opts);
+    let b = tls_server(ServerKind::Vsftpd);
+    let (src, dst) = (url("ftpes", &a, "big.bin"), url("ftpes", &b, "copy.bin"));
+    // `--ca` trusts b's CA (the test CA), not a's.
+    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--ca", ca(&b)]);
+    assert!(!ok, "{out}\n{err}");
+    assert!(
+        err.contains("TLS handshake on the control connection failed")
+            && err.contains("not trusted")
+            && err.contains("--ca FILE"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("source {}", a.addr)), "{err}");
+    assert!(!b.file("copy.bin").exists());
+
+    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--ca", ca(&b), "--insecure"]);
+    assert!(ok, "{out}\n{err}\n{}", logs(&a, &b));
+    assert!(err.contains("--insecure"), "the warning: {err}");
+    assert!(out.contains("method relay, 8388608 bytes"), "{out}");
+    assert_big_copied(&b, "copy.bin");
+}
