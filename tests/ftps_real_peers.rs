@@ -335,6 +335,7 @@ fn an_untrusted_upstream_certificate_is_refused_unless_the_operator_says_so() {
     opts.tls = Some(ServerTls {
         identity: tls::untrusted_identity(IpAddr::V4(ip)),
         implicit: false,
+        reuse_required: true,
     });
     let server = FtpServer::start(ServerKind::Vsftpd, opts);
     let p = tls_proxy(server.addr, "explicit", "mirror", "");
