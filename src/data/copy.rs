@@ -30,8 +30,9 @@ const WINDOW: Duration = Duration::from_millis(10);
 /// (the floor) below 32 MB/s. Bigger buffers only save syscalls, which matter when fast.
 const SLICE: Duration = Duration::from_micros(500);
 
-/// Sizes a transfer's copy buffer from its throughput: at most doubling per [`WINDOW`]
-/// (a burst into an empty socket buffer does not buy a large buffer at once), and
+/// Sizes a transfer's copy buffer from its throughput: growing only after two windows in a
+/// row wanted more, and then at most doubling per [`WINDOW`] (the burst that fills empty
+/// socket buffers at the start of a slow transfer buys nothing), and
 /// shrinking to the need at once when that is a quarter of the buffer or the floor (a
 /// transfer near the boundary does not reallocate every window).
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct Sizer {
     size: usize,
     window_start: Instant,
     window_bytes: u64,
+    /// The last window wanted a bigger buffer.
+    wanted_more: bool,
 }
 
 impl Sizer {
@@ -47,6 +50,7 @@ impl Sizer {
             size: MIN_BUFFER,
             window_start: now,
             window_bytes: 0,
+            wanted_more: false,
         }
     }
 
@@ -68,8 +72,11 @@ impl Sizer {
             .next_power_of_two();
         self.window_start = now;
         self.window_bytes = 0;
-        let next = if need > self.size {
+        let wanted_more = std::mem::replace(&mut self.wanted_more, need > self.size);
+        let next = if need > self.size && wanted_more {
             need.min(self.size * 2)
+        } else if need > self.size {
+            self.size
         } else if need <= self.size / 4 || need == MIN_BUFFER {
             need
         } else {
@@ -164,6 +171,7 @@ mod tests {
         // 2 GB/s: 20 MB per 10 ms window.
         let sizes = feed(&mut sizer, &mut now, 20_000_000, 10);
         let kib: Vec<usize> = sizes.iter().map(|s| s / 1024).collect();
+        // The first window only notes the need; then one doubling per window.
         assert_eq!(kib, [32, 64, 128, 256, 512, 1024]);
         assert_eq!(sizer.size(), COPY_BUFFER);
     }
@@ -181,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_into_empty_socket_buffers_buys_one_step_only() {
+    fn a_burst_into_empty_socket_buffers_buys_nothing() {
         let mut now = Instant::now();
         let mut sizer = Sizer::new(now);
         // 4 MiB vanish into the kernel's socket buffers at once ...
@@ -189,10 +197,10 @@ mod tests {
             now += Duration::from_micros(40);
             sizer.moved(MIN_BUFFER, now);
         }
-        assert_eq!(sizer.size(), 2 * MIN_BUFFER);
-        // ... then the receiver's pace (1 MB/s) shows and the buffer is small again.
-        now += Duration::from_millis(32);
-        assert_eq!(sizer.moved(2 * MIN_BUFFER, now), Some(MIN_BUFFER));
+        // ... then the receiver's pace (1 MB/s) shows.
+        now += Duration::from_millis(16);
+        assert_eq!(sizer.moved(MIN_BUFFER, now), None);
+        assert_eq!(sizer.size(), MIN_BUFFER);
     }
 
     #[test]
