@@ -126,39 +126,10 @@ paths:    direct  curl -> vsftpd $SERVER_IP (PASV, --disable-epsv)
           proxy   curl -> fxprelay $PROXY_IP (data: $DATA_MODE) -> vsftpd
 EOF
 
-# --- helpers ------------------------------------------------------------------------------
-free_range() { # IP LEN -> "LO HI", LEN consecutive ports in 40000-49999 free on IP now
-    "$PY" -c 'import random, socket, sys
-ip, n = sys.argv[1], int(sys.argv[2])
-for _ in range(50):
-    lo = random.randrange(40000, 50000 - n)
-    socks = []
-    try:
-        for p in range(lo, lo + n):
-            s = socket.socket(); socks.append(s); s.bind((ip, p))
-    except OSError:
-        continue
-    finally:
-        for s in socks: s.close()
-    print(lo, lo + n - 1); sys.exit(0)
-sys.exit("no free port range on " + ip)' "$1" "$2"
-}
-
-cpu_ticks() { # PID -> utime + stime of the whole process (all threads), in clock ticks
-    local stat
-    stat=$(cat "/proc/$1/stat")
-    stat=${stat##*) } # fields from 3 (state) on; the name may contain spaces
-    awk '{ print $12 + $13 }' <<<"$stat"
-}
-
-median() { # numbers on stdin -> their median
-    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # --- vsftpd ---------------------------------------------------------------------------------
 FTP_ROOT=$WORK/root
 SRC=$FTP_ROOT/big.bin
-mkdir -m 0755 "$FTP_ROOT" "$WORK/empty"
+mkdir -m 0755 "$FTP_ROOT"
 log "writing $SIZE_MIB MiB of random bytes"
 timeout $((STEP_MAX + SIZE_MIB / 20)) \
     dd if=/dev/urandom of="$SRC" bs=1M count="$SIZE_MIB" iflag=fullblock status=none ||
@@ -166,65 +137,7 @@ timeout $((STEP_MAX + SIZE_MIB / 20)) \
 chmod 0644 "$SRC"
 chown -R "$FTP_USER:" "$FTP_ROOT"
 
-VSFTPD_PORT=$(free_port "$SERVER_IP")
-pasv_range=$(free_range "$SERVER_IP" 100) || die "no free passive port range on $SERVER_IP"
-read -r PASV_LO PASV_HI <<<"$pasv_range"
-(
-    umask 077 # vsftpd wants its config root-owned and private
-    cat >"$WORK/vsftpd.conf" <<EOF
-listen=YES
-listen_ipv6=NO
-background=NO
-listen_address=$SERVER_IP
-listen_port=$VSFTPD_PORT
-anonymous_enable=NO
-local_enable=YES
-write_enable=YES
-local_umask=022
-local_root=$FTP_ROOT
-chroot_local_user=YES
-allow_writeable_chroot=YES
-secure_chroot_dir=$WORK/empty
-pam_service_name=vsftpd
-seccomp_sandbox=NO
-isolate=NO
-isolate_network=NO
-userlist_enable=NO
-tcp_wrappers=NO
-dirmessage_enable=NO
-connect_from_port_20=NO
-max_clients=50
-max_per_ip=50
-idle_session_timeout=120
-data_connection_timeout=60
-accept_timeout=15
-connect_timeout=15
-syslog_enable=NO
-xferlog_enable=YES
-xferlog_std_format=NO
-log_ftp_protocol=YES
-vsftpd_log_file=$WORK/vsftpd.log
-pasv_enable=YES
-pasv_min_port=$PASV_LO
-pasv_max_port=$PASV_HI
-port_enable=YES
-port_promiscuous=NO
-pasv_promiscuous=NO
-EOF
-)
-# Without job control a background child is not a group leader, so setsid(1) calls
-# setsid() in place and execs vsftpd: $! is vsftpd and leads its own process group, which
-# cleanup kills whole (SERVER_GROUP=1: the session processes too).
-SERVER_GROUP=1
-setsid "${PEER_CPU[@]}" /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
-SERVER_PID=$!
-sleep 0.1
-[[ $(ps -o pgid= -p "$SERVER_PID" | tr -d ' ') == "$SERVER_PID" ]] ||
-    fail "vsftpd (pid $SERVER_PID) is not leading its own process group"
-
-DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$VSFTPD_PORT
-wait_ftp_login "$SERVER_PID" "vsftpd on $SERVER_IP:$VSFTPD_PORT" "$DIRECT_URL" --disable-epsv
-log "vsftpd pid $SERVER_PID on $SERVER_IP:$VSFTPD_PORT, passive ports $PASV_LO-$PASV_HI"
+start_vsftpd "$FTP_ROOT" 100 50 "${PEER_CPU[@]}"
 
 # --- fxprelay -------------------------------------------------------------------------------
 pick_proxy_ports

@@ -1,13 +1,16 @@
 # shellcheck shell=bash disable=SC2034,SC2153 # variables shared with the sourcing script
-# What scripts/bench-relay.sh and scripts/soak.sh share: logging, stopping processes, the
-# EXIT trap and the watchdog, free ports, installing the peers, building fxprelay, waiting
-# for an FTP login, and starting fxprelay. Sourced, not run; the script sets PROG first.
+# What scripts/bench-relay.sh, scripts/bench-data.sh and scripts/soak.sh share: logging,
+# stopping processes, the EXIT trap and the watchdog, free ports, installing the peers,
+# building fxprelay, starting vsftpd, waiting for an FTP login, starting fxprelay, CPU
+# ticks and medians. Sourced, not run; the script sets PROG first.
 #
 # Contract with the script:
 #   - it sets PROG (log prefix), SERVER_IP and PROXY_IP, and WORK (its temporary directory)
 #     before anything is started; WORK_MOUNTED=1 if WORK is a mount of its own;
 #   - it records what it starts in SERVER_PID (SERVER_GROUP=1 to kill its whole process
 #     group), and may define stop_clients, run on exit before the proxy and the server stop;
+#     more processes (a second proxy) go in EXTRA_PIDS ("PID" or "PID:group"), stopped
+#     after stop_clients;
 #   - the library sets BIN, ADMIN_PORT, PROXY_PORT and PROXY_PID;
 #   - LOG_FILES (names in WORK) and LOG_LINES choose what `fail` shows.
 # Every function that can fail exits the script through die/fail, so it works the same
@@ -30,6 +33,7 @@ WATCHDOG_PID=
 WATCHDOG_MAX=
 SERVER_PID=
 SERVER_GROUP=0
+EXTRA_PIDS=()
 PROXY_PID=
 LOG_FILES=()
 LOG_LINES=30
@@ -103,6 +107,10 @@ cleanup() {
     # The watchdog first: its TERM would cut this cleanup short.
     [[ -n $WATCHDOG_PID ]] && stop_pid "$WATCHDOG_PID"
     declare -F stop_clients >/dev/null && stop_clients
+    local extra
+    for extra in "${EXTRA_PIDS[@]}"; do
+        if [[ $extra == *:group ]]; then stop_pid "${extra%:group}" 1; else stop_pid "$extra"; fi
+    done
     [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
     [[ -n $SERVER_PID ]] && stop_pid "$SERVER_PID" "$SERVER_GROUP"
     if [[ -n $WORK && -d $WORK ]]; then
@@ -168,7 +176,104 @@ free_port() { # IP -> a port free on IP now
 s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
 }
 
+free_range() { # IP LEN -> "LO HI", LEN consecutive ports in 40000-49999 free on IP now
+    "$PY" -c 'import random, socket, sys
+ip, n = sys.argv[1], int(sys.argv[2])
+for _ in range(50):
+    lo = random.randrange(40000, 50000 - n)
+    socks = []
+    try:
+        for p in range(lo, lo + n):
+            s = socket.socket(); socks.append(s); s.bind((ip, p))
+    except OSError:
+        continue
+    finally:
+        for s in socks: s.close()
+    print(lo, lo + n - 1); sys.exit(0)
+sys.exit("no free port range on " + ip)' "$1" "$2"
+}
+
+# --- measuring ----------------------------------------------------------------------------
+cpu_ticks() { # PID [CHILDREN=0] -> utime + stime of the whole process (all threads), in
+    # clock ticks; CHILDREN=1: cutime + cstime instead, the CPU of the children it reaped
+    local stat
+    stat=$(cat "/proc/$1/stat")
+    stat=${stat##*) } # fields from 3 (state) on; the name may contain spaces
+    awk -v c="${2:-0}" '{ print c ? $14 + $15 : $12 + $13 }' <<<"$stat"
+}
+
+median() { # numbers on stdin -> their median
+    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 # --- the FTP server and fxprelay --------------------------------------------------------
+# ROOT PASV_PORTS MAX_CLIENTS [PREFIX...]: vsftpd in the foreground on SERVER_IP and a free
+# port, user FTP_USER chrooted to ROOT (on WORK), PASV_PORTS passive ports, its config and
+# logs in WORK. Sets VSFTPD_PORT, DIRECT_URL, SERVER_PID (leading its own process group,
+# SERVER_GROUP=1: cleanup kills the session processes too). PREFIX runs it (taskset ...).
+start_vsftpd() {
+    local root=$1 pasv=$2 clients=$3 range lo hi
+    shift 3
+    mkdir -p -m 0755 "$WORK/empty"
+    VSFTPD_PORT=$(free_port "$SERVER_IP")
+    range=$(free_range "$SERVER_IP" "$pasv") || die "no free passive port range on $SERVER_IP"
+    read -r lo hi <<<"$range"
+    (
+        umask 077 # vsftpd wants its config root-owned and private
+        cat >"$WORK/vsftpd.conf" <<EOF
+listen=YES
+listen_ipv6=NO
+background=NO
+listen_address=$SERVER_IP
+listen_port=$VSFTPD_PORT
+anonymous_enable=NO
+local_enable=YES
+write_enable=YES
+local_umask=022
+local_root=$root
+chroot_local_user=YES
+allow_writeable_chroot=YES
+secure_chroot_dir=$WORK/empty
+pam_service_name=vsftpd
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+userlist_enable=NO
+tcp_wrappers=NO
+dirmessage_enable=NO
+connect_from_port_20=NO
+max_clients=$clients
+max_per_ip=$clients
+idle_session_timeout=120
+data_connection_timeout=60
+accept_timeout=15
+connect_timeout=15
+syslog_enable=NO
+xferlog_enable=YES
+xferlog_std_format=NO
+log_ftp_protocol=YES
+vsftpd_log_file=$WORK/vsftpd.log
+pasv_enable=YES
+pasv_min_port=$lo
+pasv_max_port=$hi
+port_enable=YES
+port_promiscuous=NO
+pasv_promiscuous=NO
+EOF
+    )
+    # Without job control a background child is not a group leader, so setsid(1) calls
+    # setsid() in place and execs vsftpd: $! is vsftpd and leads its own process group.
+    SERVER_GROUP=1
+    setsid "$@" /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
+    SERVER_PID=$!
+    sleep 0.1
+    [[ $(ps -o pgid= -p "$SERVER_PID" | tr -d ' ') == "$SERVER_PID" ]] ||
+        fail "vsftpd (pid $SERVER_PID) is not leading its own process group"
+    DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$VSFTPD_PORT
+    wait_ftp_login "$SERVER_PID" "vsftpd on $SERVER_IP:$VSFTPD_PORT" "$DIRECT_URL" --disable-epsv
+    log "vsftpd pid $SERVER_PID on $SERVER_IP:$VSFTPD_PORT, passive ports $lo-$hi"
+}
+
 wait_ftp_login() { # PID WHAT URL [CURL-OPTION...]: until a login at URL works (10 s), or fail
     local pid=$1 what=$2 url=$3 i
     shift 3
@@ -207,14 +312,16 @@ EOF
     [[ $data != relay ]] || printf '    upstream_data: passive\n'
 }
 
-start_fxprelay() { # CONFIG [PREFIX...]: `fxprelay check`, then run (PROXY_PID) until healthy
+# CONFIG [PREFIX...]: `fxprelay check`, then run (PROXY_PID) until healthy; its output goes
+# to WORK/$FXPRELAY_LOG (default fxprelay.log).
+start_fxprelay() {
     local config=$1 i code
     shift
     timeout "$STEP_MAX" "$BIN" check -c "$config" >"$WORK/check.out" 2>&1 || {
         cat "$WORK/check.out" >&2
         die "fxprelay rejects the generated config:"$'\n'"$(cat "$config")"
     }
-    "$@" "$BIN" run -c "$config" </dev/null >"$WORK/fxprelay.log" 2>&1 &
+    "$@" "$BIN" run -c "$config" </dev/null >"$WORK/${FXPRELAY_LOG:-fxprelay.log}" 2>&1 &
     PROXY_PID=$!
     for ((i = 0; i < 100; i++)); do
         alive "$PROXY_PID" || fail "fxprelay exited at start"

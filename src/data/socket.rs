@@ -33,21 +33,38 @@ pub fn size_buffers(socket: &TcpSocket) {
 }
 
 /// [`copy::copy_to_eof`] between two TCP sockets, through the kernel with `splice(2)`
-/// when the operator asked for it (`FXPRELAY_SPLICE=1`) and the kernel can.
+/// where the kernel can (unless the operator turned it off with `FXPRELAY_SPLICE=0`).
 pub async fn copy_tcp_to_eof(
     from: &mut TcpStream,
     to: &mut TcpStream,
     idle: Duration,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<u64, CopyError> {
     #[cfg(target_os = "linux")]
-    if super::splice::requested()
+    let zero_copy = super::splice::enabled();
+    #[cfg(not(target_os = "linux"))]
+    let zero_copy = false;
+    copy_tcp(from, to, idle, progress, zero_copy).await
+}
+
+/// [`copy_tcp_to_eof`] with the choice of path made by the caller.
+async fn copy_tcp(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    idle: Duration,
+    mut progress: impl FnMut(u64),
+    zero_copy: bool,
+) -> Result<u64, CopyError> {
+    #[cfg(target_os = "linux")]
+    if zero_copy
         && let Some(n) = super::splice::splice_to_eof(from, to, idle, &mut progress).await?
     {
         use tokio::io::AsyncWriteExt;
         to.shutdown().await?;
         return Ok(n);
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = zero_copy;
     copy::copy_to_eof(from, to, idle, progress).await
 }
 
@@ -67,7 +84,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn copies_between_sockets_and_half_closes() {
+    async fn both_paths_copy_between_sockets_and_half_close() {
+        for zero_copy in [true, false] {
+            copies_between_sockets_and_half_closes(zero_copy).await;
+        }
+    }
+
+    async fn copies_between_sockets_and_half_closes(zero_copy: bool) {
         let (mut sender, mut from) = pair().await;
         let (mut to, mut receiver) = pair().await;
         let data: Vec<u8> = (0..2 * copy::COPY_BUFFER + 7)
@@ -88,7 +111,7 @@ mod tests {
             got
         });
         let idle = Duration::from_secs(5);
-        let n = copy_tcp_to_eof(&mut from, &mut to, idle, |_| {})
+        let n = copy_tcp(&mut from, &mut to, idle, |_| {}, zero_copy)
             .await
             .unwrap();
         drop(from);
