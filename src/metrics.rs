@@ -228,6 +228,13 @@ pub enum Rejection {
     TruncatedReply,
     /// A server that did not answer the proxy's own command in time.
     ReplyTimeout,
+    /// A server reply that answers no command (or cannot answer the one in flight, such
+    /// as a `227` to `SYST`): dropped, and after a few the server is disconnected.
+    UnsolicitedReply,
+    /// A connection someone asked for that would reach this proxy itself: one of its
+    /// listeners, its admin endpoint or its data ports (a forward or transparent target,
+    /// a server's passive address, an FXP URL).
+    SelfTarget,
 }
 
 impl Rejection {
@@ -256,6 +263,8 @@ impl Rejection {
             R::ReplyTooLarge => "reply_too_large",
             R::TruncatedReply => "truncated_reply",
             R::ReplyTimeout => "reply_timeout",
+            R::UnsolicitedReply => "unsolicited_reply",
+            R::SelfTarget => "self_target",
         }
     }
 }

@@ -72,6 +72,7 @@ pub enum Say {
         verb: &'static str,
     },
     NoDataSetup,
+    PassiveBeforeLogin,
     UpstreamDataFailed {
         why: String,
     },
@@ -137,6 +138,7 @@ impl Say {
             | S::CannotListen
             | S::NoDataSetup
             | S::UpstreamDataFailed { .. } => 425,
+            S::PassiveBeforeLogin => 530,
             S::TransferAborted | S::TransferFailed { .. } | S::FxpAborted => 426,
             S::FxpFailed {
                 permanent: false, ..
@@ -233,6 +235,9 @@ impl Say {
             }
             S::ActiveOk { verb } => owned(format!("{verb} command successful.")),
             S::NoDataSetup => fixed("Use PORT, EPRT, PASV or EPSV first."),
+            S::PassiveBeforeLogin => fixed(
+                "Please log in with USER and PASS first: the proxy sets up data connections itself.",
+            ),
             S::UpstreamDataFailed { why } => {
                 owned(format!("Can't open data connection to the server: {why}"))
             }

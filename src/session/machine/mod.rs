@@ -40,13 +40,19 @@ use crate::fxp::engine::{FxpError, Report};
 use crate::fxp::url::FtpUrl;
 use crate::metrics::Rejection;
 use crate::net::{AllowList, HostName, HostPort};
-use crate::proto::command::{Direction, Verb, VerbClass, parse_command};
+use crate::proto::command::{Direction, PassiveVerb, Verb, VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError};
 
 /// After this many consecutive unparseable command lines the client is disconnected:
 /// nobody types that much garbage by accident.
 const MAX_BAD_COMMANDS: u32 = 10;
+
+/// After this many replies that answer no command the server is disconnected. One can be
+/// an honest late answer (after the proxy gave up waiting for it, see
+/// [`Machine::give_up_ordering`]); a server that keeps sending them is broken or is
+/// trying to put words in the proxy's mouth.
+const MAX_UNSOLICITED: u32 = 5;
 
 /// What the shell must do, in order.
 #[derive(Debug)]
@@ -208,6 +214,25 @@ impl Answers {
     fn is_own(self) -> bool {
         matches!(self, Answers::OwnPassive | Answers::OwnActive)
     }
+
+    /// Whether a reply with `code` can be the answer to this: a passive address
+    /// (`227`/`228`/`229`) answers only the passive command that asks for it; anything
+    /// else is judged by the server's protocol, not here.
+    fn may_be_answered_by(self, code: u16) -> bool {
+        let passive = match self {
+            Answers::Forwarded(v) => match v.class() {
+                VerbClass::Passive(p) => Some(p),
+                _ => None,
+            },
+            _ => None,
+        };
+        match code {
+            227 => self == Answers::OwnPassive || passive == Some(PassiveVerb::Pasv),
+            228 => passive == Some(PassiveVerb::Lpsv),
+            229 => self == Answers::OwnPassive || passive == Some(PassiveVerb::Epsv),
+            _ => true,
+        }
+    }
 }
 
 /// The machine of one session.
@@ -231,6 +256,8 @@ pub struct Machine {
     /// The proxy's own command (or forward mode's greeting) must be answered by then.
     reply_deadline: Option<Instant>,
     bad_commands: u32,
+    /// Upstream replies that answered no command, so far.
+    unsolicited: u32,
     /// Set by the upstream's `230`: data ports are only spent on logged-in clients.
     logged_in: bool,
     started: Instant,
@@ -271,6 +298,7 @@ impl Machine {
             waiting: None,
             reply_deadline: None,
             bad_commands: 0,
+            unsolicited: 0,
             logged_in: false,
             started: now,
             last_command: now,
@@ -708,51 +736,95 @@ impl Machine {
 
     fn on_reply(&mut self, reply: Reply) {
         self.count(Count::Reply(reply.code));
-        if reply.code == 230 {
-            self.logged_in = true;
-        }
         if let Phase::Greeting { .. } = self.phase {
             return self.on_forward_greeting(reply);
         }
+        if reply.code == 421 {
+            // RFC 959 lets a server say 421 at any time before it closes: whatever it
+            // answers, it is the last word, and the client should hear it.
+            return self.upstream_closing(reply);
+        }
+        // Each reply is taken for what the oldest unanswered command asked; one that
+        // cannot be its answer answers nothing (a server putting words in the proxy's
+        // mouth: passed on, it would shift every later reply by one).
+        let Some(front) = self.awaiting.front_mut() else {
+            return self.unsolicited(&reply, "no command is waiting for a reply");
+        };
+        if !front.answers.may_be_answered_by(reply.code) {
+            return self.unsolicited(&reply, "it cannot answer the command in flight");
+        }
         if reply.code < 200 {
-            match self.awaiting.front_mut() {
-                // The server's progress on the proxy's own command is nobody else's.
-                Some(a) if a.answers.is_own() => {}
-                Some(a) => {
-                    a.preliminary = true;
-                    self.act(Action::ToClient(reply.raw));
-                }
-                None => self.act(Action::ToClient(reply.raw)),
+            // The server's progress on the proxy's own command is nobody else's.
+            if !front.answers.is_own() {
+                front.preliminary = true;
+                self.act(Action::ToClient(reply.raw));
             }
             return;
         }
-        match self.awaiting.pop_front().map(|a| a.answers) {
-            Some(Answers::OwnPassive) => {
+        let answers = front.answers;
+        self.awaiting.pop_front();
+        if reply.code == 230 && matches!(answers, Answers::Forwarded(_)) {
+            self.logged_in = true;
+        }
+        match answers {
+            Answers::OwnPassive => {
                 self.reply_deadline = None;
                 self.on_own_passive_reply(&reply);
             }
-            Some(Answers::OwnActive) => {
+            Answers::OwnActive => {
                 self.reply_deadline = None;
                 self.on_own_active_reply(&reply);
             }
-            Some(Answers::RelayedTransfer(_)) if self.data.transfer_waiting_for_reply() => {
+            Answers::RelayedTransfer(_) if self.data.transfer_waiting_for_reply() => {
                 self.on_transfer_reply(reply)
             }
-            Some(Answers::Forwarded(verb)) | Some(Answers::RelayedTransfer(verb)) => {
-                self.forward_reply(reply, Some(verb))
+            Answers::Forwarded(verb) | Answers::RelayedTransfer(verb) => {
+                self.forward_reply(reply, verb)
             }
-            Some(Answers::Greeting) => self.act(Action::ToClient(reply.raw)),
-            None => self.forward_reply(reply, None),
+            Answers::Greeting => self.act(Action::ToClient(reply.raw)),
         }
+    }
+
+    /// A reply that answers nothing: dropped and counted; a server that keeps sending
+    /// them is disconnected.
+    fn unsolicited(&mut self, reply: &Reply, why: &str) {
+        self.unsolicited += 1;
+        if self.unsolicited >= MAX_UNSOLICITED {
+            return self.upstream_broken(
+                Rejection::UnsolicitedReply,
+                "one reply too many that answered no command",
+            );
+        }
+        self.reject(Rejection::UnsolicitedReply);
+        warn!(
+            code = reply.code,
+            why, "dropped an upstream reply that answers no command"
+        );
+    }
+
+    /// The server's `421`: it reaches the client and the session ends.
+    fn upstream_closing(&mut self, reply: Reply) {
+        info!(reply = %reply_text(&reply), "the server is closing the session");
+        self.act(Action::ToClient(reply.raw));
+        self.close("upstream closed with 421");
     }
 
     /// Sends an upstream reply on: `FEAT` and `HELP` list the proxy's own commands too,
     /// and in passthrough mode a passive address is fixed.
-    fn forward_reply(&mut self, reply: Reply, answers: Option<Verb>) {
-        if let Some(raw) = answers.and_then(|v| site::augment_listing(&reply, v)) {
+    fn forward_reply(&mut self, reply: Reply, answers: Verb) {
+        if let Some(raw) = site::augment_listing(&reply, answers) {
             return self.act(Action::ToClient(raw));
         }
         if self.relaying() {
+            if matches!(reply.code, 227..=229) {
+                // A passive command sent on before login: in relay mode only the proxy's
+                // own address may reach the client, and it gives that once logged in.
+                debug!(
+                    code = reply.code,
+                    "server's passive address withheld from the client"
+                );
+                return self.say(Say::PassiveBeforeLogin);
+            }
             return self.act(Action::ToClient(reply.raw));
         }
         self.forward_passive_reply(reply);

@@ -744,6 +744,162 @@ fn relay_data_commands_before_login_go_to_the_server() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Reply sequencing
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_unrequested_227_never_answers_the_clients_pasv() {
+    // The adversarial pass: `215 UNIX` and a `227` naming a third host, in one answer.
+    let mut t = T::logged_in(reverse(""));
+    t.client("SYST");
+    t.take();
+    t.server("215 UNIX");
+    t.server("227 Entering Passive Mode (203,0,113,66,4,1)");
+    assert_eq!(t.sent_client(), ["215 UNIX\r\n"]);
+    assert!(t.rejected(Rejection::UnsolicitedReply));
+    assert!(!t.closed());
+    t.take();
+    assert_eq!(
+        client_pasv(&mut t, 50001),
+        ["227 Entering Passive Mode (127,0,0,1,195,81).\r\n"]
+    );
+    t.take();
+    t.client("NOOP");
+    t.server("200 NOOP ok");
+    assert_eq!(t.client_bytes(), ["200 NOOP ok\r\n"]);
+
+    // Passthrough: the client's PASV gets the server's real answer, not the injected one.
+    let mut t = T::logged_in(reverse("    data: passthrough\n"));
+    t.client("SYST");
+    t.server("215 UNIX");
+    t.server("227 Entering Passive Mode (203,0,113,66,4,1)");
+    assert_eq!(t.client_bytes(), ["215 UNIX\r\n"]);
+    t.client("PASV");
+    t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
+    assert_eq!(
+        t.client_bytes(),
+        ["227 Entering Passive Mode (198,18,0,2,117,49)\r\n"]
+    );
+}
+
+#[test]
+fn a_227_after_150_is_not_the_transfers_completion() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    t.server("227 Entering Passive Mode (203,0,113,66,4,1)");
+    assert_eq!(t.sent_client(), ["150 Opening\r\n"]);
+    assert!(t.rejected(Rejection::UnsolicitedReply));
+    t.take();
+    t.m.on_transfer_finished(
+        Ok(Moved {
+            upload: 0,
+            download: 5,
+        }),
+        t.now,
+    );
+    assert!(
+        t.client_bytes().is_empty(),
+        "the completion is still to come"
+    );
+    t.server("226 Done");
+    assert_eq!(t.client_bytes(), ["226 Done\r\n"]);
+}
+
+#[test]
+fn a_server_that_keeps_answering_nothing_is_disconnected() {
+    let mut t = T::logged_in(reverse(""));
+    for _ in 0..4 {
+        t.server("200 nobody asked");
+    }
+    assert!(t.sent_client().is_empty());
+    assert!(!t.closed());
+    t.server("200 nobody asked");
+    assert!(t.closed());
+    assert!(starts(&t.sent_client(), "421 Service not available"));
+    let unsolicited = t
+        .actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Count(Count::Rejected(Rejection::UnsolicitedReply))
+            )
+        })
+        .count();
+    assert_eq!(unsolicited, 5);
+}
+
+#[test]
+fn a_421_reaches_the_client_and_ends_the_session() {
+    // Unrequested,
+    let mut t = T::logged_in(reverse(""));
+    t.server("421 Timeout, closing control connection.");
+    assert_eq!(
+        t.sent_client(),
+        ["421 Timeout, closing control connection.\r\n"]
+    );
+    assert!(t.closed());
+    assert!(!t.rejected(Rejection::UnsolicitedReply));
+    // as an answer to a command,
+    let mut t = T::logged_in(reverse(""));
+    t.client("STAT");
+    t.server("421 Shutting down");
+    assert!(t.closed());
+    assert_eq!(t.client_bytes(), ["421 Shutting down\r\n"]);
+    // and to the proxy's own PASV in relay mode.
+    let mut t = T::logged_in(reverse(""));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("421 Going away");
+    assert!(t.closed());
+    assert_eq!(t.client_bytes(), ["421 Going away\r\n"]);
+}
+
+#[test]
+fn relay_mode_never_passes_a_servers_passive_address_on() {
+    // Before login the client's PASV goes to the server; its 227 is withheld.
+    let mut t = T::connected(reverse(""));
+    t.client("PASV");
+    t.server("227 Entering Passive Mode (203,0,113,66,117,49)");
+    assert_eq!(
+        t.client_bytes(),
+        [
+            "530 Please log in with USER and PASS first: the proxy sets up data connections itself.\r\n"
+        ]
+    );
+    t.client("EPSV");
+    t.server("229 Entering Extended Passive Mode (|||30001|)");
+    assert!(starts(&t.client_bytes(), "530 "));
+    // An unrequested 230 does not log anyone in.
+    let mut t = T::connected(reverse(""));
+    t.server("230 you are in");
+    t.take();
+    t.client("PASV");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+}
+
+#[test]
+fn the_address_of_a_continuation_line_is_never_used() {
+    let mut t = T::logged_in(reverse("    upstream_data: passive\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("227-Note (203,0,113,66,4,1)");
+    t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
+    let acts = t.take();
+    let targets: Vec<String> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::ConnectData(to) => Some(to.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets, ["198.18.0.2:30001"]);
+}
+
+// ---------------------------------------------------------------------------------------
 // Limits and shutdown
 // ---------------------------------------------------------------------------------------
 
