@@ -9,6 +9,7 @@
 //! server cannot aim the other one (or the engine) at a third host or a service port.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -21,7 +22,7 @@ use tracing::debug;
 
 use super::url::FtpUrl;
 use crate::codec::{LineCodec, LineError};
-use crate::net::{AllowList, Denied};
+use crate::net::{AllowList, Denied, OwnSockets, SelfTarget};
 use crate::proto::addr::{
     format_eprt_command, format_port_command, parse_epsv_reply, parse_pasv_reply,
 };
@@ -68,6 +69,10 @@ pub enum FtpError {
     Data(std::io::Error),
     #[error("{host} is not allowed: {why}")]
     Denied { host: String, why: Denied },
+    /// A control or data address that is the proxy itself (its admin endpoint, a
+    /// listener, a data port).
+    #[error("refused: {0}")]
+    SelfTarget(SelfTarget),
     /// A passive reply naming a port below 1024: never passed on (FTP bounce, RFC 2577).
     #[error("{cmd} announced data port {port}, below 1024: refused (FTP bounce protection)")]
     PrivilegedPort { cmd: &'static str, port: u16 },
@@ -136,25 +141,29 @@ pub struct Client {
     /// `FEAT` as answered after login.
     pub features: Features,
     host: String,
+    /// The proxy's own sockets, which no data address may be.
+    own: Option<Arc<OwnSockets>>,
 }
 
 impl Client {
     /// Connects to `url`'s server, reads the greeting, logs in, sets `TYPE I` and asks
     /// `FEAT`. Every step is bounded by `limit`.
     pub async fn open(url: &FtpUrl, limit: Duration) -> Result<Client, FtpError> {
-        Self::open_checked(url, limit, None).await
+        Self::open_checked(url, limit, None, None).await
     }
 
     /// [`Client::open`], connecting only where `allow` admits the URL's host (the API's
     /// and SITE commands' `fxp.allow`); checked after DNS so a name cannot smuggle in an
-    /// address.
+    /// address. With `own`, neither the control connection nor a passive data address
+    /// may be one of the proxy's own sockets.
     pub async fn open_checked(
         url: &FtpUrl,
         limit: Duration,
         allow: Option<&AllowList>,
+        own: Option<&Arc<OwnSockets>>,
     ) -> Result<Client, FtpError> {
         let host = url.host_port();
-        let stream = connect(&url.host, url.port, &host, limit, allow).await?;
+        let stream = connect(&url.host, url.port, &host, limit, allow, own).await?;
         let peer = stream.peer_addr()?;
         let (r, w) = stream.into_split();
         let mut c = Client {
@@ -165,6 +174,7 @@ impl Client {
             timeout: limit,
             features: Features::default(),
             host,
+            own: own.cloned(),
         };
         let mut greeting = c.read_reply("greeting").await?;
         while greeting.class() == 1 {
@@ -344,10 +354,11 @@ impl Client {
         if port < MIN_DATA_PORT {
             return Err(FtpError::PrivilegedPort { cmd, port });
         }
-        Ok(Announced {
-            addr: SocketAddr::new(self.peer.ip(), port),
-            extended,
-        })
+        let addr = SocketAddr::new(self.peer.ip(), port);
+        if let Some(own) = &self.own {
+            own.check(addr, &[]).map_err(FtpError::SelfTarget)?;
+        }
+        Ok(Announced { addr, extended })
     }
 
     /// `PORT`/`EPRT` naming exactly the address another server announced (`EPRT` when
@@ -495,6 +506,7 @@ async fn connect(
     shown: &str,
     limit: Duration,
     allow: Option<&AllowList>,
+    own: Option<&Arc<OwnSockets>>,
 ) -> Result<TcpStream, FtpError> {
     let attempt = async {
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -512,6 +524,10 @@ async fn connect(
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
         };
         for addr in addrs {
+            if let Some(Err(e)) = own.map(|own| own.check(addr, &[])) {
+                last = FtpError::SelfTarget(e);
+                continue;
+            }
             if let Some(Err(why)) = allow.map(|list| list.admits(host, addr.ip())) {
                 last = FtpError::Denied {
                     host: addr.to_string(),

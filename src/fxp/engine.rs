@@ -31,7 +31,7 @@ use super::plan::{Outcome, Plan, Policy, Step};
 pub use super::report::{Event, Method, Progress, Report};
 use super::url::FtpUrl;
 use crate::metrics;
-use crate::net::AllowList;
+use crate::net::{AllowList, OwnSockets};
 
 #[derive(Clone)]
 pub struct Options {
@@ -56,6 +56,9 @@ pub struct Options {
     /// and each resolved address, so a host-name entry admits that name's own connection
     /// only, not every server of a transfer that mentions it.
     pub allow: Option<Arc<AllowList>>,
+    /// The proxy's own sockets, which no server or data address may be: the API and
+    /// SITE commands pass them (the CLI runs outside any proxy).
+    pub own: Option<Arc<OwnSockets>>,
 }
 
 /// Longest wait between two attempts, however many retries were asked for.
@@ -73,6 +76,7 @@ impl Default for Options {
             poll_interval: Duration::from_millis(250),
             progress: None,
             allow: None,
+            own: None,
         }
     }
 }
@@ -93,7 +97,7 @@ impl std::fmt::Debug for Options {
 impl Options {
     /// A logged-in session to `url`, within the allow list.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
-        Client::open_checked(url, self.timeout, self.allow.as_deref()).await
+        Client::open_checked(url, self.timeout, self.allow.as_deref(), self.own.as_ref()).await
     }
 
     pub(super) fn emit(&self, e: Event) {

@@ -71,8 +71,15 @@ impl FxpError {
         }
     }
 
-    /// A permanent refusal (5xx): retrying would get the same answer.
+    /// A permanent refusal (5xx, or a server the proxy may not reach at all): retrying
+    /// would get the same answer.
     pub fn is_permanent(&self) -> bool {
-        self.code().is_some_and(|c| c / 100 == 5)
+        let unreachable_by_rule =
+            |e: &FtpError| matches!(e, FtpError::Denied { .. } | FtpError::SelfTarget(_));
+        match self {
+            FxpError::Server { error, .. } if unreachable_by_rule(error) => true,
+            FxpError::Methods(tried) => tried.last().is_some_and(|(_, e)| e.is_permanent()),
+            _ => self.code().is_some_and(|c| c / 100 == 5),
+        }
     }
 }

@@ -15,7 +15,7 @@ use tracing::{Instrument, info, warn};
 use super::engine::{self, Options};
 use super::tree;
 use super::url::FtpUrl;
-use crate::net::AllowList;
+use crate::net::{AllowList, OwnSockets};
 
 /// What a client posts to `POST /api/v1/transfers`.
 #[derive(Debug, Deserialize)]
@@ -165,6 +165,8 @@ pub struct Jobs {
 struct Settings {
     allow: Arc<AllowList>,
     concurrency: usize,
+    /// The proxy's own sockets, which no job may reach.
+    own: Option<Arc<OwnSockets>>,
 }
 
 impl Jobs {
@@ -180,6 +182,7 @@ impl Jobs {
             settings: Arc::new(RwLock::new(Settings {
                 allow: Arc::new(allow),
                 concurrency: concurrency.max(1),
+                own: None,
             })),
         }
     }
@@ -205,6 +208,23 @@ impl Jobs {
                 }
             });
         }
+    }
+
+    /// Refuses jobs that would reach `own`, the proxy's own sockets: a URL naming the
+    /// admin endpoint would have the engine post FTP commands into the API.
+    pub fn guard_against(&self, own: Arc<OwnSockets>) {
+        self.settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .own = Some(own);
+    }
+
+    fn own(&self) -> Option<Arc<OwnSockets>> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .own
+            .clone()
     }
 
     /// The list as it is now; a job keeps the one it was submitted under. The engine
@@ -247,6 +267,7 @@ impl Jobs {
             reverse: req.options.reverse,
             retries,
             allow: Some(self.allow()),
+            own: self.own(),
             ..Options::default()
         };
         let recursive = req.options.recursive;
@@ -294,12 +315,17 @@ impl Jobs {
         Ok(view)
     }
 
-    /// A URL whose host is an IP literal outside the allow list is refused at once;
-    /// names are checked on their resolved addresses when the job connects.
+    /// A URL whose host is an IP literal outside the allow list, or that is the proxy
+    /// itself, is refused at once; names are checked on their resolved addresses when
+    /// the job connects (and such a job fails at once, without retries).
     fn check_literal(&self, url: &FtpUrl) -> Result<(), SubmitError> {
         let Ok(ip) = url.host.parse::<IpAddr>() else {
             return Ok(());
         };
+        if let Some(own) = self.own() {
+            own.check(std::net::SocketAddr::new(ip, url.port), &[])
+                .map_err(|e| SubmitError::Forbidden(e.to_string()))?;
+        }
         // An IP literal is never a host-name entry: only the networks can admit it.
         self.allow()
             .admits(&url.host, ip)

@@ -23,6 +23,7 @@ pub enum Say {
     },
     TooManyInvalidCommands,
     SyntaxError,
+    ControlByte,
     UpstreamInvalid,
     Goodbye,
     NoopOk,
@@ -60,6 +61,10 @@ pub enum Say {
         verb: &'static str,
         why: &'static str,
     },
+    SelfTarget {
+        verb: &'static str,
+        why: String,
+    },
     BadPassiveAddress {
         error: String,
     },
@@ -90,6 +95,9 @@ pub enum Say {
         error: String,
     },
     FxpNoDestination,
+    FxpRefused {
+        why: String,
+    },
     FxpLoginFirst,
     FxpCopying {
         src: String,
@@ -144,9 +152,10 @@ impl Say {
                 permanent: false, ..
             } => 451,
             S::LineTooLong { .. } | S::SyntaxError | S::ProxyUntrusted => 500,
+            S::ControlByte => 501,
             S::BadActiveArgs { .. } | S::OnlyEpsv | S::FxpUsage | S::FxpNotAnUrl { .. } => 501,
             S::FxpNoDestination | S::FxpBusy => 503,
-            S::Bounce { .. } => 504,
+            S::Bounce { .. } | S::SelfTarget { .. } => 504,
             S::ForwardLoginFirst
             | S::ForwardBadTarget
             | S::ForwardDenied { .. }
@@ -155,7 +164,8 @@ impl Say {
             S::AuthRefused => 534,
             S::FxpFailed {
                 permanent: true, ..
-            } => 550,
+            }
+            | S::FxpRefused { .. } => 550,
         }
     }
 
@@ -181,6 +191,9 @@ impl Say {
                 fixed("Too many invalid commands; closing the connection.")
             }
             S::SyntaxError => fixed("Syntax error, command unrecognized."),
+            S::ControlByte => fixed(
+                "Syntax error in parameters: a carriage return or NUL inside the command line.",
+            ),
             S::UpstreamInvalid => {
                 fixed("Service not available: the FTP server sent an invalid reply.")
             }
@@ -219,6 +232,7 @@ impl Say {
                 owned(format!("Syntax error in {verb} arguments: {error}."))
             }
             S::Bounce { verb, why } => owned(format!("{verb} refused: {why}.")),
+            S::SelfTarget { verb, why } => owned(format!("{verb} refused: {why}.")),
             S::BadPassiveAddress { error } => owned(format!(
                 "Can't open data connection: the server announced an invalid address ({error})."
             )),
@@ -251,6 +265,7 @@ impl Say {
             S::FxpNoDestination => {
                 fixed("Choose the other server first: SITE FXP TO ftp://user:pass@host/dir/")
             }
+            S::FxpRefused { why } => owned(format!("Not an FXP destination: {why}.")),
             S::FxpLoginFirst => fixed("Log in first."),
             S::FxpCopying { src, dst } => owned(format!("Copying {src} to {dst}.")),
             S::FxpDone { text } | S::FxpFailed { text, .. } => owned(text.clone()),
@@ -259,6 +274,14 @@ impl Say {
             ),
             S::FxpAborted => fixed("FXP copy aborted."),
             S::AbortOk => fixed("ABOR command successful."),
+        }
+    }
+
+    /// The answer to a command line that does not parse.
+    pub fn for_bad_command(e: crate::proto::CommandError) -> Say {
+        match e {
+            crate::proto::CommandError::ControlByte => Say::ControlByte,
+            _ => Say::SyntaxError,
         }
     }
 

@@ -189,6 +189,7 @@ impl Shell {
             Wake::Op(Done::Connected(Err(e))) => {
                 let failure = match e {
                     ConnectError::Denied(why) => ConnectFailure::Denied(why),
+                    ConnectError::SelfTarget(why) => ConnectFailure::SelfTarget(why),
                     e => ConnectFailure::Unreachable(e.to_string()),
                 };
                 m.on_connected(Err(failure), now);
@@ -370,6 +371,7 @@ impl Shell {
         let progress_tx = tx.clone();
         let opts = Options {
             allow: Some(allow),
+            own: Some(self.ctx.own.clone()),
             progress: Some(Arc::new(move |e: &FxpEvent| {
                 if let FxpEvent::Bytes { done, total } = e {
                     let _ = progress_tx.send(FxpNews::Bytes {

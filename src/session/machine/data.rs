@@ -262,6 +262,14 @@ impl Machine {
             if self.data.epsv_all {
                 return self.say(Say::OnlyEpsv);
             }
+            if let Some(e) = self.own_socket(to) {
+                self.reject(Rejection::SelfTarget);
+                warn!(%to, "refused an active-mode address that is this proxy itself");
+                return self.say(Say::SelfTarget {
+                    verb: active.as_str(),
+                    why: e.to_string(),
+                });
+            }
             self.release_pending();
             self.data.pending = Pending::Active(to);
             return self.say(Say::ActiveOk {
@@ -544,6 +552,19 @@ impl Machine {
             500..=599 => Err(PassiveFailure::Unsupported(reply_text(reply))),
             _ => Err(PassiveFailure::Refused(reply_text(reply))),
         };
+        let target = match target {
+            Ok(t) => match self.own_socket(t) {
+                Some(e) => {
+                    // Aimed at the admin endpoint, the client's bytes would be an HTTP
+                    // request to the API; at a listener or a data port, a loop.
+                    self.reject(Rejection::SelfTarget);
+                    warn!(target = %t, "upstream announced a data address that is this proxy itself; refused");
+                    Err(PassiveFailure::Refused(format!("it announced {e}")))
+                }
+                None => Ok(t),
+            },
+            Err(e) => Err(e),
+        };
         match target {
             Ok(target) if target.port() < 1024 => {
                 // No FTP server puts passive ports there; a server that does is steering
@@ -560,6 +581,13 @@ impl Machine {
             }
             Err(failure) => self.passive_failed(setup, failure),
         }
+    }
+
+    /// The self-target guard, for an address the proxy would connect to in this session:
+    /// its own side of both control connections is local for sure.
+    pub(super) fn own_socket(&self, target: SocketAddr) -> Option<crate::net::SelfTarget> {
+        let local = [self.addrs.client_local, self.addrs.upstream_local];
+        self.ctx.own.check(target, &local).err()
     }
 
     /// Applies `nat.passive` to the address the upstream announced to the proxy. Only a

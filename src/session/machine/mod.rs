@@ -142,8 +142,10 @@ pub struct Connected {
 /// Why the upstream control connection could not be opened.
 #[derive(Debug, Clone)]
 pub enum ConnectFailure {
-    /// Every resolved address was refused by [`permitted`].
+    /// Every resolved address was refused by [`permitted`]'s allow list.
     Denied(String),
+    /// A resolved address was this proxy itself (and none was allowed).
+    SelfTarget(String),
     Unreachable(String),
 }
 
@@ -663,7 +665,7 @@ impl Machine {
                     self.say(Say::TooManyInvalidCommands);
                     return self.close("too many invalid commands");
                 }
-                return self.say(Say::SyntaxError);
+                return self.say(Say::for_bad_command(e));
             }
         };
         self.bad_commands = 0;

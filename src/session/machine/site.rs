@@ -69,6 +69,16 @@ impl Machine {
         match (sub.as_str(), rest.as_slice()) {
             ("TO", [url]) => match FtpUrl::parse(url) {
                 Ok(u) => {
+                    let own = u
+                        .host
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .and_then(|ip| self.own_socket(std::net::SocketAddr::new(ip, u.port)));
+                    if let Some(e) = own {
+                        self.reject(crate::metrics::Rejection::SelfTarget);
+                        warn!(error = %e, "SITE FXP TO names this proxy itself; refused");
+                        return self.say(Say::FxpRefused { why: e.to_string() });
+                    }
                     let url = u.to_string();
                     self.site.destination = Some(u);
                     self.say(Say::FxpDestinationSet { url });
@@ -201,7 +211,7 @@ impl Machine {
                 warn!(error = %e, "SITE FXP copy failed");
                 // The servers' own codes (in the text) describe their sessions, not the
                 // client's: a 421 or 530 from B would make the client think it lost A.
-                let permanent = matches!(e.code(), Some(500..=599));
+                let permanent = e.is_permanent();
                 let text = format!("FXP copy failed: {e}");
                 self.site.last = Some(text.clone());
                 Say::FxpFailed { permanent, text }

@@ -23,6 +23,11 @@ fn ip(s: &str) -> IpAddr {
 /// A listener context from YAML lines added to one listener (indented four spaces) and
 /// top-level blocks.
 fn ctx(listener: &str, top: &str) -> Arc<ListenerCtx> {
+    ctx_guarded(listener, top, crate::net::OwnSockets::default())
+}
+
+/// [`ctx`] with a self-target guard.
+fn ctx_guarded(listener: &str, top: &str, own: crate::net::OwnSockets) -> Arc<ListenerCtx> {
     let yaml = format!("{top}listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n{listener}");
     let cfg = Config::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let l = cfg.listeners[0].clone();
@@ -33,6 +38,7 @@ fn ctx(listener: &str, top: &str) -> Arc<ListenerCtx> {
         PortPool::new(&cfg.data.ports),
     );
     c.fxp_allow = Arc::new(cfg.fxp.allow.clone());
+    c.own = Arc::new(own);
     Arc::new(c)
 }
 
@@ -897,6 +903,123 @@ fn the_address_of_a_continuation_line_is_never_used() {
         })
         .collect();
     assert_eq!(targets, ["198.18.0.2:30001"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Self-target guard
+// ---------------------------------------------------------------------------------------
+
+/// A proxy whose admin endpoint listens on every address of a host that the test's
+/// server (198.18.0.2) shares, with data ports 50000-50999.
+fn guarded(extra: &str) -> Arc<ListenerCtx> {
+    let own = crate::net::OwnSockets::new(
+        vec![
+            "0.0.0.0:9464".parse().unwrap(),
+            "127.0.0.1:2121".parse().unwrap(),
+        ],
+        "50000-50999".parse().unwrap(),
+        None,
+        vec![ip("198.18.0.2")],
+    );
+    ctx_guarded(
+        &format!("    upstream: {SERVER}\n{extra}"),
+        &format!("{LIMITS}fxp:\n  allow: [\"198.18.0.0/15\"]\n"),
+        own,
+    )
+}
+
+#[test]
+fn a_servers_passive_address_naming_the_admin_endpoint_is_refused() {
+    // The adversarial pass: a 227 with the admin port, so the client's STOR bytes would
+    // be an HTTP request to the API.
+    let mut t = T::logged_in(guarded("    upstream_data: passive\n"));
+    client_pasv(&mut t, 50001);
+    t.client("STOR job.http");
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,2,36,248)");
+    assert!(t.rejected(Rejection::SelfTarget));
+    assert!(!t.has(|a| matches!(a, Action::ConnectData(_))));
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection to the server: it announced 198.18.0.2:9464 is this proxy itself"
+    ));
+    assert!(!t.sent_upstream().iter().any(|l| l.starts_with("STOR")));
+    // The proxy's own data ports, on its side of the upstream connection, likewise; in
+    // `auto` the transfer goes on in active mode instead.
+    let mut t = T::logged_in(guarded("    nat:\n      passive: never\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,1,195,90)");
+    assert!(t.rejected(Rejection::SelfTarget));
+    assert!(!t.has(|a| matches!(a, Action::ConnectData(_))));
+    assert!(t.has(|a| matches!(
+        a,
+        Action::Lease {
+            slot: Slot::UpstreamActive,
+            ..
+        }
+    )));
+    // Someone else's port on the same host is fine.
+    let mut t = T::logged_in(guarded("    upstream_data: passive\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
+    assert!(t.has(|a| matches!(a, Action::ConnectData(to) if to.port() == 30001)));
+}
+
+#[test]
+fn forward_targets_and_fxp_destinations_that_are_the_proxy_are_refused() {
+    let own = crate::net::OwnSockets::new(
+        vec!["127.0.0.1:9464".parse().unwrap()],
+        "50000-50999".parse().unwrap(),
+        None,
+        Vec::new(),
+    );
+    let c = ctx_guarded(
+        "    mode: forward\n    allow: [\"127.0.0.0/8\"]\n",
+        LIMITS,
+        own,
+    );
+    let e = permitted(
+        &c,
+        "127.0.0.1",
+        "127.0.0.1:9464".parse().unwrap(),
+        ip(PROXY),
+    );
+    assert!(
+        matches!(e, Err(crate::upstream::ConnectError::SelfTarget(_))),
+        "{e:?}"
+    );
+    assert!(permitted(&c, "127.0.0.1", "127.0.0.1:21".parse().unwrap(), ip(PROXY)).is_ok());
+    let mut t = T::new(c);
+    t.client("USER anonymous@127.0.0.1:9464");
+    t.take();
+    t.m.on_connected(
+        Err(ConnectFailure::SelfTarget(
+            "127.0.0.1:9464 is this proxy itself".into(),
+        )),
+        t.now,
+    );
+    t.drain();
+    assert!(t.rejected(Rejection::SelfTarget));
+    assert!(starts(
+        &t.sent_client(),
+        "530 127.0.0.1 is not allowed through this proxy: 127.0.0.1:9464 is this proxy itself"
+    ));
+    assert!(!t.closed());
+
+    let mut t = T::logged_in(guarded(""));
+    t.client("SITE FXP TO ftp://u:p@198.18.0.2:9464/");
+    assert!(t.rejected(Rejection::SelfTarget));
+    assert!(starts(
+        &t.sent_client(),
+        "550 Not an FXP destination: 198.18.0.2:9464 is this proxy itself"
+    ));
+    t.take();
+    t.client("SITE FXP PUT f");
+    assert!(!t.has(|a| matches!(a, Action::StartFxp { .. })));
 }
 
 // ---------------------------------------------------------------------------------------
