@@ -25,6 +25,11 @@ pub enum Say {
     SyntaxError,
     ControlByte,
     UpstreamInvalid,
+    UpstreamSilent {
+        /// It never greeted (else: it left the proxy's own command unanswered).
+        greeting: bool,
+        after: std::time::Duration,
+    },
     Goodbye,
     NoopOk,
 
@@ -136,6 +141,7 @@ impl Say {
             | S::IdleTimeout
             | S::TooManyInvalidCommands
             | S::UpstreamInvalid
+            | S::UpstreamSilent { .. }
             | S::ForwardUnreachable { .. }
             | S::TooManyRefusedTargets
             | S::TransparentDenied { .. }
@@ -197,6 +203,11 @@ impl Say {
             S::UpstreamInvalid => {
                 fixed("Service not available: the FTP server sent an invalid reply.")
             }
+            S::UpstreamSilent { greeting, after } => owned(format!(
+                "Service not available: the FTP server did not {} within {}.",
+                if *greeting { "greet" } else { "answer" },
+                humantime::format_duration(*after)
+            )),
             S::Goodbye => fixed("Goodbye."),
             S::NoopOk => fixed("NOOP ok."),
             S::ForwardGreeting => {

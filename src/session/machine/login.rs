@@ -143,6 +143,7 @@ impl Machine {
                     None => {
                         self.phase = Phase::Relaying;
                         self.expect(Answers::Greeting);
+                        self.reply_deadline = Some(now + self.ctx.limits.connect_timeout);
                     }
                 }
             }

@@ -465,7 +465,7 @@ impl Machine {
         let (login_timeout, idle_timeout) = (limits.login_timeout, limits.idle_timeout);
         if self.reply_deadline.is_some_and(|d| d <= now) {
             self.reply_deadline = None;
-            return self.upstream_broken(Rejection::ReplyTimeout, "no reply in time");
+            return self.upstream_silent();
         }
         if self.deferred_until.is_some_and(|d| d <= now) {
             self.give_up_ordering(now);
@@ -553,6 +553,25 @@ impl Machine {
         warn!(%reason, "upstream sent {what}; closing the session");
         self.say(Say::UpstreamInvalid);
         self.close("upstream protocol error");
+    }
+
+    /// The server let `limits.connect_timeout` pass without greeting or without
+    /// answering the proxy's own command: say so plainly, and end.
+    fn upstream_silent(&mut self) {
+        let greeting = matches!(self.phase, Phase::Greeting { .. })
+            || self
+                .awaiting
+                .front()
+                .is_some_and(|a| a.answers == Answers::Greeting);
+        let after = self.ctx.limits.connect_timeout;
+        self.reject(Rejection::ReplyTimeout);
+        warn!(?after, greeting, "the upstream went silent; closing the session");
+        self.say(Say::UpstreamSilent { greeting, after });
+        self.close(if greeting {
+            "upstream sent no greeting"
+        } else {
+            "upstream did not answer"
+        });
     }
 
     fn forward(&mut self, line: &[u8], verb: Verb) {
@@ -754,6 +773,11 @@ impl Machine {
         };
         if !front.answers.may_be_answered_by(reply.code) {
             return self.unsolicited(&reply, "it cannot answer the command in flight");
+        }
+        if front.answers == Answers::Greeting {
+            // The server spoke: a 120 ("ready in nnn minutes") may be followed by a long
+            // wait for its 220, which is the client's to sit out.
+            self.reply_deadline = None;
         }
         if reply.code < 200 {
             // The server's progress on the proxy's own command is nobody else's.

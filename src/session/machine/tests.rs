@@ -295,7 +295,29 @@ fn forward_greeting_must_come_in_time() {
     t.take();
     t.advance(Duration::from_secs(11));
     assert!(t.rejected(Rejection::ReplyTimeout));
+    assert_eq!(
+        t.sent_client(),
+        ["421 Service not available: the FTP server did not greet within 10s.\r\n"]
+    );
     assert!(t.closed());
+}
+
+#[test]
+fn a_reverse_upstream_that_never_greets_is_named_as_such() {
+    let mut t = T::new(reverse(""));
+    t.connect_ok(SERVER);
+    t.advance(Duration::from_secs(9));
+    assert!(!t.closed());
+    t.advance(Duration::from_secs(2));
+    assert_eq!(
+        t.sent_client(),
+        ["421 Service not available: the FTP server did not greet within 10s.\r\n"]
+    );
+    assert_eq!(t.m.end_reason(), Some("upstream sent no greeting"));
+    // A greeting in time clears the deadline.
+    let mut t = T::connected(reverse(""));
+    t.advance(Duration::from_secs(20));
+    assert!(!t.closed());
 }
 
 #[test]
@@ -711,7 +733,7 @@ fn a_silent_server_ends_the_session_after_the_connect_timeout() {
     assert!(t.rejected(Rejection::ReplyTimeout));
     assert!(starts(
         &t.sent_client(),
-        "421 Service not available: the FTP server sent an invalid reply."
+        "421 Service not available: the FTP server did not answer within 10s."
     ));
     assert!(t.closed());
 }
