@@ -178,6 +178,8 @@ struct FileListener {
     #[serde(default)]
     allow_foreign_port: Vec<IpNet>,
     #[serde(default)]
+    allow_passive_hosts: Vec<IpNet>,
+    #[serde(default)]
     proxy_protocol: Option<ProxyProtocol>,
     #[serde(default)]
     preserve_client_address: bool,
@@ -364,6 +366,10 @@ pub struct ListenerConfig {
     /// Addresses a client's `PORT`/`EPRT`/`LPRT` may name besides its own (and where
     /// ports below 1024 are allowed): the bounce-attack exceptions.
     pub allow_foreign_port: Vec<IpNet>,
+    /// Relay mode: hosts besides the server itself that a server's `227`/`228` may send
+    /// the proxy's data connection to (then `nat.passive` decides); every other announced
+    /// address is replaced with the server's own.
+    pub allow_passive_hosts: Vec<IpNet>,
     /// PROXY protocol from these load balancers, if set.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Transparent mode: connect upstream from the client's address (`IP_TRANSPARENT`).
@@ -494,6 +500,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             public_address: l.public_address,
             upstream_data: l.upstream_data,
             allow_foreign_port: l.allow_foreign_port,
+            allow_passive_hosts: l.allow_passive_hosts,
             proxy_protocol: l.proxy_protocol,
             preserve_client_address: l.preserve_client_address,
             nat: NatPolicy {

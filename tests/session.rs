@@ -39,6 +39,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
         public_address: None,
         upstream_data: Default::default(),
         allow_foreign_port: Vec::new(),
+        allow_passive_hosts: Vec::new(),
         proxy_protocol: None,
         preserve_client_address: false,
         nat: NatPolicy {

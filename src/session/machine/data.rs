@@ -12,7 +12,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{Action, Answers, Count, Machine, Say, Slot, TransferResult, reply_text};
-use crate::config::{Mode, UpstreamData};
+use crate::config::UpstreamData;
 use crate::data::LeaseError;
 use crate::metrics::Rejection;
 use crate::proto::addr;
@@ -590,35 +590,34 @@ impl Machine {
         self.ctx.own.check(target, &local).err()
     }
 
-    /// Applies `nat.passive` to the address the upstream announced to the proxy. Only a
-    /// reverse listener's upstream, which the operator chose, may send the proxy to another
-    /// host; in forward and transparent mode the client picks the server, so its data
-    /// address is always the server itself (no connections to third hosts on its word).
+    /// Where the proxy connects for a server's announced passive address: the server's
+    /// own address, whatever host the reply names, unless `allow_passive_hosts` lists
+    /// that host; then `nat.passive` decides. A server (or whoever controls its replies)
+    /// can never aim the proxy at a third host on its word alone.
     fn fix_upstream_passive(&mut self, announced: SocketAddr) -> SocketAddr {
         let up = self.addrs.upstream;
-        if announced.ip() == up {
+        let ip = announced.ip().to_canonical();
+        if ip == up {
             return announced;
         }
-        if self.ctx.cfg.mode != Mode::Reverse {
-            self.count(Count::Rewrite {
-                kind: "pasv",
-                reason: "foreign",
-            });
-            debug!(from = %announced, to = %up, "upstream passive address pinned to the server");
-            return SocketAddr::new(up, announced.port());
-        }
+        let listed = self
+            .ctx
+            .cfg
+            .allow_passive_hosts
+            .iter()
+            .any(|n| n.contains(&ip));
         let nat = &self.ctx.cfg.nat;
-        match rewrite::should_replace(nat.passive, announced.ip(), up, &nat.private) {
-            Some(reason) => {
-                self.count(Count::Rewrite {
-                    kind: "pasv",
-                    reason: reason.as_str(),
-                });
-                debug!(from = %announced, to = %up, "upstream passive address fixed");
-                SocketAddr::new(up, announced.port())
-            }
-            None => announced,
-        }
+        let reason = match rewrite::should_replace(nat.passive, ip, up, &nat.private) {
+            Some(reason) => reason.as_str(),
+            None if listed => return announced,
+            None => "foreign",
+        };
+        self.count(Count::Rewrite {
+            kind: "pasv",
+            reason,
+        });
+        debug!(from = %announced, to = %up, reason, "upstream passive address replaced with the server's");
+        SocketAddr::new(up, announced.port())
     }
 
     /// `upstream_data: auto` falls back to active mode; a 5xx is remembered for this

@@ -706,6 +706,32 @@ fn a_privileged_passive_port_is_refused() {
 }
 
 #[test]
+fn a_server_cannot_aim_the_relay_at_a_third_host_unless_listed() {
+    let connects_to = |extra: &str, announced: &str| {
+        let mut t = T::logged_in(reverse(&format!("    upstream_data: passive\n{extra}")));
+        client_pasv(&mut t, 50001);
+        t.client("RETR f");
+        t.take();
+        t.server(&format!("227 Entering Passive Mode ({announced})"));
+        t.take()
+            .into_iter()
+            .find_map(|a| match a {
+                Action::ConnectData(to) => Some(to.to_string()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    // `never`, `auto` with a private host the server could reach: the server's own.
+    let never = "    nat:\n      passive: never\n";
+    assert_eq!(connects_to(never, "203,0,113,66,117,49"), "198.18.0.2:30001");
+    assert_eq!(connects_to("", "10,9,9,9,117,49"), "198.18.0.2:30001");
+    // Listed hosts are the operator's choice.
+    let listed = format!("{never}    allow_passive_hosts: [203.0.113.0/24]\n");
+    assert_eq!(connects_to(&listed, "203,0,113,66,117,49"), "203.0.113.66:30001");
+    assert_eq!(connects_to(&listed, "192,0,2,1,117,49"), "198.18.0.2:30001");
+}
+
+#[test]
 fn a_data_port_that_does_not_answer_fails_the_transfer_in_passive_mode() {
     let mut t = T::logged_in(reverse("    upstream_data: passive\n"));
     client_pasv(&mut t, 50001);
