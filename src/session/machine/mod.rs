@@ -565,7 +565,10 @@ impl Machine {
                 .is_some_and(|a| a.answers == Answers::Greeting);
         let after = self.ctx.limits.connect_timeout;
         self.reject(Rejection::ReplyTimeout);
-        warn!(?after, greeting, "the upstream went silent; closing the session");
+        warn!(
+            ?after,
+            greeting, "the upstream went silent; closing the session"
+        );
         self.say(Say::UpstreamSilent { greeting, after });
         self.close(if greeting {
             "upstream sent no greeting"

@@ -723,11 +723,17 @@ fn a_server_cannot_aim_the_relay_at_a_third_host_unless_listed() {
     };
     // `never`, `auto` with a private host the server could reach: the server's own.
     let never = "    nat:\n      passive: never\n";
-    assert_eq!(connects_to(never, "203,0,113,66,117,49"), "198.18.0.2:30001");
+    assert_eq!(
+        connects_to(never, "203,0,113,66,117,49"),
+        "198.18.0.2:30001"
+    );
     assert_eq!(connects_to("", "10,9,9,9,117,49"), "198.18.0.2:30001");
     // Listed hosts are the operator's choice.
     let listed = format!("{never}    allow_passive_hosts: [203.0.113.0/24]\n");
-    assert_eq!(connects_to(&listed, "203,0,113,66,117,49"), "203.0.113.66:30001");
+    assert_eq!(
+        connects_to(&listed, "203,0,113,66,117,49"),
+        "203.0.113.66:30001"
+    );
     assert_eq!(connects_to(&listed, "192,0,2,1,117,49"), "198.18.0.2:30001");
 }
 
@@ -1230,6 +1236,34 @@ fn copying() -> T {
     let e = allow.admits("192.0.2.1", ip("192.0.2.1")).unwrap_err();
     assert_eq!(e.to_string(), "192.0.2.1 is not in fxp.allow");
     t
+}
+
+#[test]
+fn site_fxp_paths_stay_bytes() {
+    let mut t = T::logged_in(site_ctx());
+    t.m.on_client_line(b"SITE FXP TO ftp://u:pw@203.0.113.5/caf\xe9/\r\n", t.now);
+    assert_eq!(
+        t.client_bytes(),
+        ["200 FXP destination set to ftp://u:***@203.0.113.5/caf%E9/.\r\n"]
+    );
+    t.m.on_client_line(b"SITE FXP PUT d\xe9j\xe0.bin \xff\r\n", t.now);
+    let (src, dst) = t
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::StartFxp { src, dst, .. } => Some((src, dst)),
+            _ => None,
+        })
+        .expect("a copy starts");
+    assert_eq!(src.path, b"d\xe9j\xe0.bin");
+    assert_eq!(dst.path, b"caf\xe9/\xff");
+    t.m.on_fxp_finished(Err(FxpError::Other("x".into())), t.now);
+    t.take();
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/100%zz");
+    assert!(starts(
+        &t.client_bytes(),
+        "501 Not an FTP URL: `%` must be followed"
+    ));
 }
 
 #[test]
