@@ -115,7 +115,12 @@ pub async fn run(
         own_binds(&bound.admin, &bound.listeners),
     )));
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
-    let admin_task = tokio::spawn(admin::serve(bound.admin, state.clone(), admin_stop.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        bound.admin,
+        state.clone(),
+        bound.config.admin_limits,
+        admin_stop.clone(),
+    ));
     let mut live = Live {
         admin: state,
         config: bound.config,

@@ -127,13 +127,68 @@ struct FileAdmin {
     bind: Spanned<BindAddr>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(
+        default = "AdminLimits::default_header_read_timeout",
+        deserialize_with = "de_nonzero_duration"
+    )]
+    header_read_timeout: Duration,
+    #[serde(
+        default = "AdminLimits::default_request_timeout",
+        deserialize_with = "de_nonzero_duration"
+    )]
+    request_timeout: Duration,
+    #[serde(
+        default = "AdminLimits::default_max_connections",
+        deserialize_with = "de_positive"
+    )]
+    max_connections: usize,
 }
 
 impl Default for FileAdmin {
     fn default() -> Self {
+        let limits = AdminLimits::default();
         FileAdmin {
             bind: default_admin_bind(),
             token: None,
+            header_read_timeout: limits.header_read_timeout,
+            request_timeout: limits.request_timeout,
+            max_connections: limits.max_connections,
+        }
+    }
+}
+
+/// Bounds of the admin HTTP listener (`admin:` keys), so that clients that open
+/// connections and never finish a request cannot hold its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// A request's headers must arrive within this, counted from the connection's start
+    /// or from the previous response (so it also closes idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// A whole request, body and answer included.
+    pub request_timeout: Duration,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+}
+
+impl AdminLimits {
+    fn default_header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_max_connections() -> usize {
+        // Prometheus and a few operators' scripts; far below the fd limit.
+        64
+    }
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            header_read_timeout: Self::default_header_read_timeout(),
+            request_timeout: Self::default_request_timeout(),
+            max_connections: Self::default_max_connections(),
         }
     }
 }
@@ -384,6 +439,7 @@ pub struct Config {
     /// Bearer token required by the admin API (`/api/...`); `/metrics` and `/healthz`
     /// stay open.
     pub admin_token: Option<String>,
+    pub admin_limits: AdminLimits,
     pub fxp: FxpConfig,
     pub limits: Limits,
     pub data: DataConfig,
@@ -391,6 +447,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Settings that load but that an operator should think twice about, in words for
+    /// them (`check` prints these, `run` logs them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.admin_token.is_none() && !self.admin_bind.ip().to_canonical().is_loopback() {
+            out.push(format!(
+                "admin.bind {} is reachable from other hosts and admin.token is not set: \
+                 anyone who reaches it can order FXP transfers through the API; set admin.token",
+                self.admin_bind
+            ));
+        }
+        out
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -514,6 +584,11 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         admin_bind,
         admin_token: file.admin.token.filter(|t| !t.is_empty()),
+        admin_limits: AdminLimits {
+            header_read_timeout: file.admin.header_read_timeout,
+            request_timeout: file.admin.request_timeout,
+            max_connections: file.admin.max_connections,
+        },
         fxp: FxpConfig {
             allow: file.fxp.allow.named(FXP_ALLOW),
             ..file.fxp
@@ -589,6 +664,7 @@ listeners:
         )
         .unwrap();
         assert_eq!(c.admin_bind.to_string(), DEFAULT_ADMIN_BIND);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
         assert_eq!(c.listeners[0].nat.passive, NatMode::Auto);
         assert_eq!(c.listeners[0].data, DataMode::Relay);
         assert_eq!(c.data.ports.to_string(), DEFAULT_DATA_PORTS);
@@ -703,5 +779,30 @@ listeners:
             "listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    allow: [\"not a host\"]\n",
         );
         assert!(e.contains("line 5"), "{e}");
+    }
+    #[test]
+    fn an_open_admin_bind_without_a_token_is_warned_about_and_admin_limits_load() {
+        let base = "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n";
+        let c = Config::parse(&format!("admin:\n  bind: 0.0.0.0:9464\n{base}")).unwrap();
+        let w = c.warnings();
+        assert!(w.len() == 1 && w[0].contains("set admin.token"), "{w:?}");
+        let c =
+            Config::parse(&format!("admin:\n  bind: 0.0.0.0:9464\n  token: t\n{base}")).unwrap();
+        assert!(c.warnings().is_empty());
+        assert_eq!(c.admin_limits, AdminLimits::default());
+        let c = Config::parse(&format!(
+            "admin:\n  header_read_timeout: 2s\n  request_timeout: 5s\n  max_connections: 8\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.admin_limits,
+            AdminLimits {
+                header_read_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(5),
+                max_connections: 8,
+            }
+        );
+        let e = Config::parse(&format!("admin:\n  max_connections: 0\n{base}")).unwrap_err();
+        assert!(e.to_string().contains("greater than 0"), "{e}");
     }
 }

@@ -76,6 +76,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in config.warnings() {
+        eprintln!("fxprelay: warning: {warning}");
+    }
     match check_only {
         true => {
             println!(

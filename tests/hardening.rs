@@ -152,3 +152,120 @@ fn bare_cr_and_nul_inside_a_command_get_501_and_never_reach_the_server() {
     assert_eq!(seen, ["NOOP\r\n"], "only the clean command went on");
     drop(TcpStream::connect(proxy.addr));
 }
+
+#[test]
+fn half_sent_admin_requests_are_closed_and_the_admin_endpoint_stays_usable() {
+    use std::io::Read;
+    let ip = unique_loopback_ip();
+    // Defaults: header_read_timeout 10s, max_connections 64.
+    let proxy = Proxy::start(
+        ip,
+        ListenerSpec::new(SocketAddr::from(([127, 0, 0, 1], 21))),
+    );
+    let fds_before = proxy.fd_count();
+    let started = std::time::Instant::now();
+    let mut held: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(proxy.admin).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s
+        })
+        .collect();
+    for s in &mut held {
+        let mut rest = Vec::new();
+        // The proxy closes (EOF or reset); a timeout here means it held the connection.
+        match s.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "a half-sent request was held: {e}"
+            ),
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "closed after {took:?}");
+    drop(held);
+    common::wait_for("the admin endpoint's sockets to be released", || {
+        proxy.fd_count() <= fds_before + 2
+    });
+    let (status, _) = http(proxy.admin, "GET", "/healthz", None, "");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn the_job_api_refuses_oversized_urls_and_pages_its_list() {
+    let ip = unique_loopback_ip();
+    let proxy = Proxy::start_with(
+        ip,
+        ListenerSpec::new(SocketAddr::from(([127, 0, 0, 1], 21))),
+        "fxp:\n  allow: [\"127.0.0.0/8\"]\n",
+    );
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = rss();
+    let huge = format!("ftp://127.0.0.9/{}", "a".repeat(1 << 20));
+    for _ in 0..20 {
+        let (status, body) = http(
+            proxy.admin,
+            "POST",
+            "/api/v1/transfers",
+            None,
+            &fxp_job(&huge, "ftp://127.0.0.9/y"),
+        );
+        assert_eq!(status, 413, "{body}");
+        assert!(body.starts_with("{\"error\":"), "{body}");
+    }
+    // Just under the body limit but over the URL cap: 400, naming the field.
+    let long = format!("ftp://127.0.0.9/{}", "a".repeat(5000));
+    let (status, body) = http(
+        proxy.admin,
+        "POST",
+        "/api/v1/transfers",
+        None,
+        &fxp_job(&long, "ftp://127.0.0.9/y"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("source: longer than 4096 bytes"), "{body}");
+    let (_, body) = http(proxy.admin, "GET", "/api/v1/transfers", None, "");
+    assert!(body.contains(r#""transfers":[]"#), "{body}");
+    let grew = rss().saturating_sub(before);
+    assert!(grew < 64 * 1024, "RSS grew by {grew} kB");
+
+    // Pages: a refused port makes each job fail fast, but every one is listed.
+    for i in 0..3 {
+        let (status, body) = http(
+            proxy.admin,
+            "POST",
+            "/api/v1/transfers",
+            None,
+            &fxp_job(&format!("ftp://127.0.0.9:1/{i}"), "ftp://127.0.0.9:1/y"),
+        );
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, body) = http(proxy.admin, "GET", "/api/v1/transfers?limit=2", None, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.matches("\"id\":").count(), 2, "{body}");
+    assert!(body.contains("\"next_cursor\":2"), "{body}");
+    let (_, body) = http(
+        proxy.admin,
+        "GET",
+        "/api/v1/transfers?limit=2&cursor=2",
+        None,
+        "",
+    );
+    assert_eq!(body.matches("\"id\":").count(), 1, "{body}");
+    assert!(body.contains("\"next_cursor\":null"), "{body}");
+    let (status, body) = http(proxy.admin, "GET", "/api/v1/transfers?limit=0", None, "");
+    assert_eq!(status, 400, "{body}");
+}
