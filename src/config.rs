@@ -231,6 +231,8 @@ struct FileListener {
     #[serde(default)]
     upstream_data: UpstreamData,
     #[serde(default)]
+    upstream_connect: UpstreamConnect,
+    #[serde(default)]
     allow_foreign_port: Vec<IpNet>,
     #[serde(default)]
     allow_passive_hosts: Vec<IpNet>,
@@ -344,6 +346,18 @@ pub enum UpstreamData {
     Auto,
 }
 
+/// When a reverse listener connects to its upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamConnect {
+    /// As soon as the client connects; the client sees the server's own greeting.
+    #[default]
+    Immediately,
+    /// Once the client sent `USER`: the proxy greets it itself, so clients that never log
+    /// in cost the server nothing.
+    OnLogin,
+}
+
 /// Resource limits shared by all listeners (the `limits:` key; every field optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -383,6 +397,17 @@ pub struct Limits {
     /// session, so it cannot hold its slot, upstream connection and data port.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub reply_write_timeout: Duration,
+    /// Sessions per listener that have not logged in yet (no `230`), apart from
+    /// `max_sessions`: idle connections that never log in cannot crowd out real users.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_pre_login_sessions: usize,
+    /// The same, per client address.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_pre_login_sessions_per_ip: usize,
+    /// Relay data ports one client address may hold at once (listening or carrying a
+    /// transfer), across its sessions: a few addresses cannot take the whole port list.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_data_ports_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -399,6 +424,9 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(900),
             data_idle_timeout: Duration::from_secs(300),
             reply_write_timeout: Duration::from_secs(60),
+            max_pre_login_sessions: 256,
+            max_pre_login_sessions_per_ip: 16,
+            max_data_ports_per_ip: 64,
         }
     }
 }
@@ -418,6 +446,8 @@ pub struct ListenerConfig {
     /// address of the client's control connection.
     pub public_address: Option<HostName>,
     pub upstream_data: UpstreamData,
+    /// Reverse mode: connect upstream at once or after the client's `USER`.
+    pub upstream_connect: UpstreamConnect,
     /// Addresses a client's `PORT`/`EPRT`/`LPRT` may name besides its own (and where
     /// ports below 1024 are allowed): the bounce-attack exceptions.
     pub allow_foreign_port: Vec<IpNet>,
@@ -549,6 +579,13 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             }
             _ => {}
         }
+        if l.upstream_connect == UpstreamConnect::OnLogin && l.mode != Mode::Reverse {
+            return invalid(
+                key("upstream_connect"),
+                l.name.referenced.line(),
+                "only a reverse listener has a fixed upstream to connect to at login; forward and transparent listeners learn theirs from the client",
+            );
+        }
         if l.preserve_client_address && l.mode != Mode::Transparent {
             return invalid(
                 key("preserve_client_address"),
@@ -569,6 +606,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             data: l.data,
             public_address: l.public_address,
             upstream_data: l.upstream_data,
+            upstream_connect: l.upstream_connect,
             allow_foreign_port: l.allow_foreign_port,
             allow_passive_hosts: l.allow_passive_hosts,
             proxy_protocol: l.proxy_protocol,

@@ -190,6 +190,12 @@ pub enum Rejection {
     MaxSessions,
     /// The per-address session limit.
     MaxSessionsPerIp,
+    /// `limits.max_pre_login_sessions`: too many sessions waiting to log in.
+    MaxPreLoginSessions,
+    /// `limits.max_pre_login_sessions_per_ip`.
+    MaxPreLoginSessionsPerIp,
+    /// `limits.max_data_ports_per_ip`: one address holds too many data ports.
+    MaxDataPortsPerIp,
     /// A trusted load balancer's connection without a valid PROXY header.
     ProxyHeader,
     /// A PROXY header from a peer that is not a trusted balancer.
@@ -244,6 +250,9 @@ impl Rejection {
         match self {
             R::MaxSessions => "max_sessions",
             R::MaxSessionsPerIp => "max_sessions_per_ip",
+            R::MaxPreLoginSessions => "max_pre_login_sessions",
+            R::MaxPreLoginSessionsPerIp => "max_pre_login_sessions_per_ip",
+            R::MaxDataPortsPerIp => "max_data_ports_per_ip",
             R::ProxyHeader => "proxy_header",
             R::ProxyUntrusted => "proxy_untrusted",
             R::AuthTls => "auth_tls",

@@ -38,6 +38,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
         data: DataMode::Passthrough,
         public_address: None,
         upstream_data: Default::default(),
+        upstream_connect: Default::default(),
         allow_foreign_port: Vec::new(),
         allow_passive_hosts: Vec::new(),
         proxy_protocol: None,
@@ -607,4 +608,65 @@ async fn a_servers_421_reaches_the_client_and_ends_the_session() {
     s.send(b"421 Timeout.\r\n").await;
     assert_eq!(c.line().await, b"421 Timeout.\r\n");
     c.eof().await;
+}
+
+#[tokio::test]
+async fn sessions_waiting_to_log_in_have_their_own_cap() {
+    let (up, up_addr) = fake_upstream().await;
+    let limits = Limits {
+        max_pre_login_sessions_per_ip: 2,
+        ..Limits::default()
+    };
+    let (proxy, _sd) =
+        start_proxy(listener_cfg(up_addr, NatMode::Auto, NatMode::Auto), limits).await;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
+        let mut s = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+        s.send(b"220 hi\r\n").await;
+        assert_eq!(c.line().await, b"220 hi\r\n");
+        sessions.push((c, s));
+    }
+    let mut third = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let line = third.line().await;
+    assert!(
+        line.starts_with(b"421 ") && String::from_utf8_lossy(&line).contains("waiting to log in"),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    third.eof().await;
+    // Once one logs in, its pre-login slot is free again; logged-in sessions do not count.
+    let (c, s) = &mut sessions[0];
+    c.send(b"USER u\r\n").await;
+    assert_eq!(s.line().await, b"USER u\r\n");
+    s.send(b"230 in\r\n").await;
+    assert_eq!(c.line().await, b"230 in\r\n");
+    c.send(b"NOOP\r\n").await;
+    assert_eq!(s.line().await, b"NOOP\r\n");
+    let mut again = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let mut again_up = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+    again_up.send(b"220 hi\r\n").await;
+    assert_eq!(again.line().await, b"220 hi\r\n");
+}
+
+#[tokio::test]
+async fn on_login_reverse_listeners_connect_upstream_only_after_user() {
+    let (up, up_addr) = fake_upstream().await;
+    let mut cfg = listener_cfg(up_addr, NatMode::Auto, NatMode::Auto);
+    cfg.upstream_connect = fxprelay::config::UpstreamConnect::OnLogin;
+    let (proxy, _sd) = start_proxy(cfg, Limits::default()).await;
+    let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    assert_eq!(c.line().await, b"220 fxprelay FTP proxy ready.\r\n");
+    // No upstream connection for a client that has not sent USER.
+    assert!(
+        timeout(Duration::from_millis(300), up.accept())
+            .await
+            .is_err()
+    );
+    c.send(b"USER bob\r\n").await;
+    let mut s = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+    s.send(b"220 real\r\n").await;
+    assert_eq!(s.line().await, b"USER bob\r\n");
+    s.send(b"331 pass\r\n").await;
+    assert_eq!(c.line().await, b"331 pass\r\n");
 }

@@ -15,6 +15,8 @@ pub enum Say {
     ShuttingDown,
     TooManySessions,
     TooManySessionsFromYou,
+    TooManyPreLogin,
+    TooManyPreLoginFromYou,
     UpstreamUnreachable,
     LoginTimedOut,
     IdleTimeout,
@@ -35,6 +37,7 @@ pub enum Say {
 
     // Login: forward and transparent modes.
     ForwardGreeting,
+    ProxyGreeting,
     ForwardLoginFirst,
     ForwardBadTarget,
     ForwardDenied {
@@ -77,6 +80,9 @@ pub enum Say {
     OnlyEpsv,
     NoIpv4ForPasv,
     PortsExhausted,
+    TooManyDataPorts {
+        max: usize,
+    },
     CannotListen,
     ActiveOk {
         verb: &'static str,
@@ -130,12 +136,14 @@ impl Say {
         match self {
             S::Goodbye => 221,
             S::NoopOk | S::EpsvAllOk | S::ActiveOk { .. } | S::FxpDestinationSet { .. } => 200,
-            S::ForwardGreeting => 220,
+            S::ForwardGreeting | S::ProxyGreeting => 220,
             S::FxpDone { .. } | S::AbortOk => 226,
             S::FxpCopying { .. } => 150,
             S::ShuttingDown
             | S::TooManySessions
             | S::TooManySessionsFromYou
+            | S::TooManyPreLogin
+            | S::TooManyPreLoginFromYou
             | S::UpstreamUnreachable
             | S::LoginTimedOut
             | S::IdleTimeout
@@ -149,6 +157,7 @@ impl Say {
             S::BadPassiveAddress { .. }
             | S::NoIpv4ForPasv
             | S::PortsExhausted
+            | S::TooManyDataPorts { .. }
             | S::CannotListen
             | S::NoDataSetup
             | S::UpstreamDataFailed { .. } => 425,
@@ -185,6 +194,10 @@ impl Say {
             S::TooManySessionsFromYou => {
                 fixed("Too many connections from your address; try again later.")
             }
+            S::TooManyPreLogin => fixed("Too many connections waiting to log in; try again later."),
+            S::TooManyPreLoginFromYou => fixed(
+                "Too many connections from your address waiting to log in; log in or close some first.",
+            ),
             S::UpstreamUnreachable => {
                 fixed("Service not available: the FTP server behind this proxy cannot be reached.")
             }
@@ -213,6 +226,7 @@ impl Say {
             S::ForwardGreeting => {
                 fixed("fxprelay FTP proxy ready. Log in as user@host or user@host:port.")
             }
+            S::ProxyGreeting => fixed("fxprelay FTP proxy ready."),
             S::ForwardLoginFirst => fixed("Please log in with USER user@host[:port] first."),
             S::ForwardBadTarget => {
                 fixed("Log in as user@host or user@host:port to name the FTP server.")
@@ -255,6 +269,9 @@ impl Say {
             S::PortsExhausted => fixed(
                 "Can't open data connection: every data port of this proxy is in use; try again later.",
             ),
+            S::TooManyDataPorts { max } => owned(format!(
+                "Can't open data connection: your address holds {max} data ports of this proxy already; finish or abort a transfer first."
+            )),
             S::CannotListen => {
                 fixed("Can't open data connection: the proxy cannot listen for data.")
             }

@@ -136,9 +136,14 @@ impl Shell {
     pub(super) async fn run(
         mut self,
         hard_stop: CancellationToken,
+        until_login: super::UntilLogin,
     ) -> anyhow::Result<&'static str> {
+        let mut until_login = Some(until_login);
         self.machine.start();
         loop {
+            if until_login.is_some() && self.machine.logged_in() {
+                until_login = None;
+            }
             while let Some(action) = self.machine.poll_action() {
                 if let Some(reason) = self.execute(action).await? {
                     return Ok(reason);
@@ -243,8 +248,9 @@ impl Shell {
                     async move { Done::Resolved(upstream::resolve(&name, limit).await) }.boxed(),
                 );
             }
-            Action::Lease { slot, bind } => {
-                let port = match self.ctx.ports.lease(bind) {
+            Action::Lease { slot, bind, client } => {
+                let max = limits.max_data_ports_per_ip;
+                let port = match self.ctx.ports.lease_for(bind, client, max) {
                     Ok(leased) => {
                         let port = leased.port();
                         match slot {

@@ -372,6 +372,7 @@ impl Machine {
         self.act(Action::Lease {
             slot: Slot::ClientPassive,
             bind,
+            client: self.addrs.client,
         });
     }
 
@@ -385,8 +386,12 @@ impl Machine {
                 Ok(port) => self.announce(verb, port, now),
                 Err(e) => {
                     warn!(error = %e, "no data port for the client");
+                    if let LeaseError::PerClient { .. } = e {
+                        self.reject(Rejection::MaxDataPortsPerIp);
+                    }
                     self.say(match e {
                         LeaseError::Exhausted { .. } => Say::PortsExhausted,
+                        LeaseError::PerClient { max, .. } => Say::TooManyDataPorts { max },
                         LeaseError::Bind { .. } => Say::CannotListen,
                     });
                 }
@@ -407,7 +412,14 @@ impl Machine {
                     }
                     Err(e) => {
                         warn!(error = %e, "no data port for the upstream");
-                        self.fail_setup(setup, "the proxy has no free data port".into());
+                        let why = match e {
+                            LeaseError::PerClient { max, .. } => {
+                                self.reject(Rejection::MaxDataPortsPerIp);
+                                format!("your address holds {max} data ports already")
+                            }
+                            _ => "the proxy has no free data port".into(),
+                        };
+                        self.fail_setup(setup, why);
                     }
                 }
             }
@@ -527,6 +539,7 @@ impl Machine {
         self.act(Action::Lease {
             slot: Slot::UpstreamActive,
             bind,
+            client: self.addrs.client,
         });
     }
 

@@ -73,7 +73,8 @@ impl Machine {
         }));
     }
 
-    /// Forward mode, before the upstream is known.
+    /// Before the upstream is connected: forward mode, or a reverse listener with
+    /// `upstream_connect: on_login`.
     pub(super) fn forward_login_line(&mut self, line: &[u8], attempts: u32) {
         let cmd = match parse_command(line) {
             Ok(cmd) => cmd,
@@ -99,7 +100,14 @@ impl Machine {
                 self.reject(Rejection::AuthTls);
                 return self.say(Say::AuthRefused);
             }
+            _ if self.ctx.cfg.mode == Mode::Reverse => return self.say(Say::LoginFirst),
             _ => return self.say(Say::ForwardLoginFirst),
+        }
+        if let (Mode::Reverse, Some(target)) = (self.ctx.cfg.mode, &self.ctx.cfg.upstream) {
+            // `upstream_connect: on_login`: the operator's upstream, the USER as it came.
+            let target = target.clone();
+            self.site.user = Some(super::lossy(cmd.args));
+            return self.connect(target, Some(line.to_vec()), attempts, false, None);
         }
         let Some((user, target)) = parse_target(trim_eol(cmd.args)) else {
             return self.say(Say::ForwardBadTarget);

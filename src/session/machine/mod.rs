@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use super::context::ListenerCtx;
 use super::replies::Say;
-use crate::config::{DataMode, Mode};
+use crate::config::{DataMode, Mode, UpstreamConnect};
 use crate::data::LeaseError;
 use crate::data::relay::Moved;
 use crate::fxp::engine::{FxpError, Report};
@@ -65,8 +65,13 @@ pub enum Action {
     Connect(ConnectRequest),
     /// Look a name up; answer with [`Machine::on_resolved`].
     Resolve(HostName),
-    /// Lease a data port on `bind` into `slot`; answer with [`Machine::on_leased`].
-    Lease { slot: Slot, bind: IpAddr },
+    /// Lease a data port on `bind` into `slot`, counted against `client`'s share
+    /// (`limits.max_data_ports_per_ip`); answer with [`Machine::on_leased`].
+    Lease {
+        slot: Slot,
+        bind: IpAddr,
+        client: IpAddr,
+    },
     /// Drop what `slot` holds (a leased port, a connected data socket).
     Release(Slot),
     /// Connect to the upstream's passive data port, into [`Slot::UpstreamData`]; answer
@@ -174,17 +179,18 @@ impl Addrs {
 enum Phase {
     /// Before [`Machine::start`].
     New,
-    /// Forward mode: the proxy greeted; reading `USER user@host`.
+    /// The proxy greeted the client itself (forward mode, or a reverse listener with
+    /// `upstream_connect: on_login`); reading `USER` (`user@host` in forward mode).
     ForwardLogin { attempts: u32 },
     /// The upstream control connection is being opened.
     Connecting {
         target: HostPort,
-        /// Forward mode: the `USER` to replay once the server greeted.
+        /// Forward mode or `on_login`: the `USER` to replay once the server greeted.
         user_line: Option<Vec<u8>>,
         attempts: u32,
     },
-    /// Forward mode: connected; the server's greeting is taken in place of the proxy's,
-    /// then `user_line` goes to the server.
+    /// Forward mode or `on_login`: connected; the server's greeting is taken in place of
+    /// the proxy's, then `user_line` goes to the server.
     Greeting { user_line: Vec<u8> },
     /// Client and upstream talk through the proxy.
     Relaying,
@@ -319,6 +325,11 @@ impl Machine {
         self.actions.pop_front()
     }
 
+    /// Whether the server accepted the client's login (its `230`).
+    pub fn logged_in(&self) -> bool {
+        self.logged_in
+    }
+
     /// Why the session ended, once it has.
     pub fn end_reason(&self) -> Option<&'static str> {
         self.ended
@@ -362,6 +373,10 @@ impl Machine {
     pub fn start(&mut self) {
         let cfg = &self.ctx.cfg;
         match (cfg.mode, &cfg.upstream, self.original) {
+            (Mode::Reverse, Some(_), _) if cfg.upstream_connect == UpstreamConnect::OnLogin => {
+                self.say(Say::ProxyGreeting);
+                self.phase = Phase::ForwardLogin { attempts: 0 };
+            }
             (Mode::Reverse, Some(target), _) => {
                 let target = target.clone();
                 self.connect(target, None, 0, false, None);

@@ -321,6 +321,61 @@ fn a_reverse_upstream_that_never_greets_is_named_as_such() {
 }
 
 #[test]
+fn a_reverse_listener_on_login_greets_first_and_connects_after_user() {
+    let mut t = T::new(reverse("    upstream_connect: on_login\n"));
+    assert!(!t.has(|a| matches!(a, Action::Connect(_))));
+    assert_eq!(t.client_bytes(), ["220 fxprelay FTP proxy ready.\r\n"]);
+    t.client("NOOP");
+    assert_eq!(t.client_bytes(), ["200 NOOP ok.\r\n"]);
+    t.client("LIST");
+    assert!(starts(
+        &t.client_bytes(),
+        "530 Please log in with USER and PASS"
+    ));
+    t.client("USER anonymous");
+    let acts = t.take();
+    assert!(
+        acts.iter().any(
+            |a| matches!(a, Action::Connect(r) if r.target.to_string() == SERVER && !r.guarded)
+        ),
+        "{acts:?}"
+    );
+    t.connect_ok(SERVER);
+    // The server's greeting is the proxy's to take; the USER goes on as it came.
+    t.server("220 real server");
+    assert!(t.sent_client().is_empty());
+    assert_eq!(t.sent_upstream(), ["USER anonymous\r\n"]);
+    t.take();
+    t.server("331 pass");
+    assert_eq!(t.client_bytes(), ["331 pass\r\n"]);
+    // Only reverse listeners have the option.
+    let e = Config::parse(
+        "listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    upstream_connect: on_login\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("upstream_connect"), "{e}");
+}
+
+#[test]
+fn a_client_over_its_data_port_share_gets_425() {
+    let mut t = T::logged_in(reverse(""));
+    t.client("PASV");
+    t.take();
+    let e = LeaseError::PerClient {
+        client: ip(CLIENT),
+        max: 64,
+    };
+    t.m.on_leased(Slot::ClientPassive, Err(e), t.now);
+    t.drain();
+    assert!(t.rejected(Rejection::MaxDataPortsPerIp));
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection: your address holds 64 data ports"
+    ));
+    assert!(t.m.wants_client_input());
+}
+
+#[test]
 fn transparent_mode_needs_and_checks_the_original_destination() {
     let t = T::with_original(ctx("    mode: transparent\n", ""), None);
     assert!(t.closed());
