@@ -776,6 +776,11 @@ impl Machine {
     fn on_reply(&mut self, reply: Reply) {
         self.count(Count::Reply(reply.code));
         if let Phase::Greeting { .. } = self.phase {
+            // Forward mode and `on_login` take the server's greeting in place of the
+            // proxy's: it answers the connection, so a passive address cannot be it.
+            if !Answers::Greeting.may_be_answered_by(reply.code) {
+                return self.unsolicited(&reply, "a greeting is no passive address");
+            }
             return self.on_forward_greeting(reply);
         }
         if reply.code == 421 {

@@ -987,6 +987,16 @@ fn relay_mode_never_passes_a_servers_passive_address_on() {
     t.client("EPSV");
     t.server("229 Entering Extended Passive Mode (|||30001|)");
     assert!(starts(&t.client_bytes(), "530 "));
+    // Nor as a forward target's greeting (found by the session fuzz target).
+    let mut t = T::new(ctx("    mode: forward\n    allow: [\"198.18.0.0/15\"]\n", LIMITS));
+    t.client("USER a@198.18.0.2");
+    t.connect_ok("198.18.0.2:21");
+    t.take();
+    t.server("227 Entering Passive Mode (203,0,113,66,117,49)");
+    assert!(t.sent_client().is_empty());
+    assert!(t.rejected(Rejection::UnsolicitedReply));
+    t.server("220 hi");
+    assert_eq!(t.sent_upstream(), ["USER a\r\n"]);
     // An unrequested 230 does not log anyone in.
     let mut t = T::connected(reverse(""));
     t.server("230 you are in");
