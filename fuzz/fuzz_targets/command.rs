@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
 
     let line = trim_eol(data);
     // Nothing in the arguments could make a server see a second command.
-    assert!(!cmd.args.iter().any(|&b| b == b'\r' || b == 0), "{:?}", cmd.args);
+    assert!(
+        !cmd.args.iter().any(|&b| b == b'\r' || b == 0),
+        "{:?}",
+        cmd.args
+    );
     // Where the verb as written ends: just before the separating space, or at the end.
     let verb_end = if cmd.args.is_empty() {
         // No argument: the line ends in the verb or in the verb and one space.

@@ -68,12 +68,32 @@ struct Input {
 }
 
 const COMMANDS: &[&str] = &[
-    "USER", "PASS", "ACCT", "PASV", "EPSV", "LPSV", "PORT", "EPRT", "RETR", "STOR", "LIST",
-    "ABOR", "REIN", "STAT", "FEAT", "SYST", "NOOP", "QUIT", "SITE FXP TO", "SITE FXP PUT",
+    "USER",
+    "PASS",
+    "ACCT",
+    "PASV",
+    "EPSV",
+    "LPSV",
+    "PORT",
+    "EPRT",
+    "RETR",
+    "STOR",
+    "LIST",
+    "ABOR",
+    "REIN",
+    "STAT",
+    "FEAT",
+    "SYST",
+    "NOOP",
+    "QUIT",
+    "SITE FXP TO",
+    "SITE FXP PUT",
 ];
 
 fn command(i: u8, args: &[u8]) -> Vec<u8> {
-    let mut line = COMMANDS[usize::from(i) % COMMANDS.len()].as_bytes().to_vec();
+    let mut line = COMMANDS[usize::from(i) % COMMANDS.len()]
+        .as_bytes()
+        .to_vec();
     if !args.is_empty() {
         line.push(b' ');
         line.extend(args.iter().filter(|&&b| b != b'\n'));
@@ -164,14 +184,28 @@ impl Watch {
             match a {
                 Action::ToClient(bytes) => self.shown(&bytes),
                 Action::ConnectData(to) => {
-                    assert_eq!(to.ip(), SERVER_IP, "a data connection to a third host: {to}");
-                    assert!(to.port() >= 1024, "a data connection to a privileged port: {to}");
+                    assert_eq!(
+                        to.ip(),
+                        SERVER_IP,
+                        "a data connection to a third host: {to}"
+                    );
+                    assert!(
+                        to.port() >= 1024,
+                        "a data connection to a privileged port: {to}"
+                    );
                     let local = [PROXY, UPSTREAM_LOCAL];
-                    assert!(self.own.check(to, &local).is_ok(), "a data connection to the proxy itself: {to}");
+                    assert!(
+                        self.own.check(to, &local).is_ok(),
+                        "a data connection to the proxy itself: {to}"
+                    );
                 }
                 Action::Connect(req) => {
                     let forward = req.target.to_string() != SERVER;
-                    assert!(!forward || req.guarded, "an unguarded connect to {}", req.target);
+                    assert!(
+                        !forward || req.guarded,
+                        "an unguarded connect to {}",
+                        req.target
+                    );
                 }
                 _ => {}
             }
@@ -200,7 +234,12 @@ impl Watch {
             match r.code {
                 227 => {
                     let (a, _) = addr::parse_pasv_reply(&r.raw).expect("the proxy's 227 parses");
-                    assert_eq!(IpAddr::V4(*a.ip()), PROXY, "{:?}", String::from_utf8_lossy(&r.raw));
+                    assert_eq!(
+                        IpAddr::V4(*a.ip()),
+                        PROXY,
+                        "{:?}",
+                        String::from_utf8_lossy(&r.raw)
+                    );
                     assert!(own_port(a.port()), "{:?}", String::from_utf8_lossy(&r.raw));
                 }
                 228 => {

@@ -988,7 +988,10 @@ fn relay_mode_never_passes_a_servers_passive_address_on() {
     t.server("229 Entering Extended Passive Mode (|||30001|)");
     assert!(starts(&t.client_bytes(), "530 "));
     // Nor as a forward target's greeting (found by the session fuzz target).
-    let mut t = T::new(ctx("    mode: forward\n    allow: [\"198.18.0.0/15\"]\n", LIMITS));
+    let mut t = T::new(ctx(
+        "    mode: forward\n    allow: [\"198.18.0.0/15\"]\n",
+        LIMITS,
+    ));
     t.client("USER a@198.18.0.2");
     t.connect_ok("198.18.0.2:21");
     t.take();
