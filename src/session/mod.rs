@@ -15,9 +15,7 @@ mod transparent;
 mod writer;
 
 pub use context::{ListenerCtx, PassiveRefusals};
-
-/// What a session holds until its client has logged in (dropped then).
-pub type UntilLogin = Box<dyn Send>;
+pub use shell::UntilLogin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

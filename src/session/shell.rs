@@ -44,6 +44,10 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 type BoxStream = Box<dyn Stream>;
+
+/// What a session holds until its client has logged in (dropped then): the listener's
+/// pre-login slots.
+pub type UntilLogin = Box<dyn Send>;
 type Lines = FramedRead<ReadHalf<BoxStream>, LineCodec>;
 
 /// What an asynchronous operation the machine ordered came back with.
@@ -136,7 +140,7 @@ impl Shell {
     pub(super) async fn run(
         mut self,
         hard_stop: CancellationToken,
-        until_login: super::UntilLogin,
+        until_login: UntilLogin,
     ) -> anyhow::Result<&'static str> {
         let mut until_login = Some(until_login);
         self.machine.start();
