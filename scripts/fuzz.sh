@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the cargo-fuzz targets of fuzz/ (the sans-IO parsers) for a bounded time each.
+# Runs the cargo-fuzz targets of fuzz/ (the sans-IO parsers and the session machine) for
+# a bounded time each.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET=60] [TARGET...]
 #
@@ -25,7 +26,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    targets=(command reply addr rewrite portspec)
+    targets=(command reply addr rewrite portspec session)
 fi
 sanitizer=${FUZZ_SANITIZER:-none}
 if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds < 1)); then

@@ -13,8 +13,8 @@
 #      clients (1 fd per session), the server (1 per session) and the proxy (2 per
 #      session, plus data connections and ports);
 #   3. starts pyftpdlib (scripts/soak_server.py: no connection limits, epoll loop) on
-#      127.0.0.81 and fxprelay (reverse listener, `data: relay`, max_sessions and
-#      max_sessions_per_ip above SESSIONS, 1000 data ports) on 127.0.0.82, checks one
+#      127.0.0.81 and fxprelay (reverse listener, `data: relay`, max_sessions,
+#      max_sessions_per_ip and the pre-login caps above SESSIONS (all from one address), 1000 data ports) on 127.0.0.82, checks one
 #      download and one upload through the proxy byte for byte, then takes the baseline:
 #      proxy VmRSS, PSS (smaps_rollup), open fds, and from /metrics
 #      fxprelay_sessions_active and fxprelay_data_ports_in_use;
@@ -180,7 +180,9 @@ pick_proxy_ports
 MAX_SESSIONS=$((SESSIONS + PARALLEL + 100))
 CONFIG=$WORK/fxprelay.yaml
 fxprelay_config soak "$SERVER_IP:$SERVER_PORT" relay "$DATA_PORTS" "max_sessions: $MAX_SESSIONS" \
-    "max_sessions_per_ip: $MAX_SESSIONS" "login_timeout: 120s" >"$CONFIG"
+    "max_sessions_per_ip: $MAX_SESSIONS" "max_pre_login_sessions: $MAX_SESSIONS" \
+    "max_pre_login_sessions_per_ip: $MAX_SESSIONS" "max_data_ports_per_ip: 1000" \
+    "login_timeout: 120s" >"$CONFIG"
 start_fxprelay "$CONFIG"
 PROXY_NOFILE=$(awk '/^Max open files/ { print $4 }' "/proc/$PROXY_PID/limits")
 ((PROXY_NOFILE >= 2 * SESSIONS + 1024)) || fail "fxprelay runs with RLIMIT_NOFILE $PROXY_NOFILE, too low"

@@ -6,21 +6,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
+use crate::config::AdminLimits;
 use crate::config::{DataMode, ListenerConfig, Mode};
 use crate::fxp::jobs::{self, Jobs, SubmitError};
 use crate::session::registry::Sessions;
+
+/// Largest API request body: two URLs of at most [`jobs::MAX_URL`] and the options.
+pub const API_BODY_LIMIT: usize = 3 * jobs::MAX_URL;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -73,10 +84,13 @@ impl ListenerSummary {
     }
 }
 
-/// Serves the admin endpoints until `stop` is cancelled.
+/// Serves the admin endpoints until `stop` is cancelled, within `limits`: at most
+/// `max_connections` at once, each request's headers within `header_read_timeout` (which
+/// also closes idle keep-alive connections), each request within `request_timeout`.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
+    limits: AdminLimits,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     if let Some(handle) = state.metrics.clone() {
@@ -102,16 +116,87 @@ pub async fn serve(
             get(get_transfer).delete(cancel_transfer),
         )
         .route("/api/v1/sessions", get(list_sessions))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let app = Router::new()
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .merge(api)
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            bounded,
+        ));
+    serve_bounded(listener, app, limits, stop).await;
+    Ok(())
+}
+
+/// The accept loop: one task per connection, a slot each, closed on `stop` (gracefully:
+/// a request in flight is answered first).
+async fn serve_bounded(
+    listener: TcpListener,
+    app: Router,
+    limits: AdminLimits,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // Out of fds, most likely: give the connections in flight a moment.
+                    warn!(%error, "admin listener cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, max = limits.max_connections, "admin connection refused: admin.max_connections are open");
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                debug!(%peer, %error, "admin connection ended");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// `admin.request_timeout` over a whole request, body included.
+async fn bounded(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request did not complete within admin.request_timeout ({})",
+                humantime::format_duration(limit)
+            ),
+        ),
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
@@ -206,7 +291,9 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_ref()) {
+    // Constant time: how much of a guess matched must not show in the answer's timing.
+    let matches = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(token.as_bytes())));
+    if matches {
         next.run(req).await
     } else {
         let body = Json(json!({"error": "missing or wrong bearer token (admin.token)"}));
@@ -267,6 +354,14 @@ async fn submit_transfer(
 ) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
+        // A body over API_BODY_LIMIT is a 413; anything else that is not the JSON asked
+        // for, a 400.
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {API_BODY_LIMIT} bytes"),
+            );
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     match state.jobs.submit(req) {
@@ -277,8 +372,32 @@ async fn submit_transfer(
     }
 }
 
-async fn list_transfers(State(state): State<AdminState>) -> Response {
-    Json(json!({"transfers": state.jobs.list()})).into_response()
+/// `?limit=&cursor=`: a page of jobs, oldest first; `next_cursor` fetches the next page.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<usize>,
+    cursor: Option<u64>,
+}
+
+async fn list_transfers(
+    State(state): State<AdminState>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Response {
+    let Query(page) = match page {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let limit = page.limit.unwrap_or(jobs::PAGE_DEFAULT);
+    if !(1..=jobs::PAGE_MAX).contains(&limit) {
+        let max = jobs::PAGE_MAX;
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit: from 1 to {max}, not {limit}"),
+        );
+    }
+    let (transfers, next) = state.jobs.list(page.cursor.unwrap_or(0), limit);
+    Json(json!({"transfers": transfers, "next_cursor": next})).into_response()
 }
 
 async fn get_transfer(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {

@@ -22,6 +22,7 @@ use crate::fxp::jobs::Jobs;
 use crate::metrics as m;
 use crate::server::{self, Shutdown};
 use crate::session::ListenerCtx;
+use crate::session::context::own_sockets;
 use crate::session::registry::Sessions;
 
 /// How long sessions get to say `421` and close after the grace period ran out.
@@ -128,8 +129,17 @@ pub async fn run(
     state
         .jobs
         .set_allow_clear_data(bound.config.fxp.allow_clear_data);
+    state.jobs.guard_against(Arc::new(own_sockets(
+        &bound.config,
+        own_binds(&bound.admin, &bound.listeners),
+    )));
     info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
-    let admin_task = tokio::spawn(admin::serve(bound.admin, state.clone(), admin_stop.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        bound.admin,
+        state.clone(),
+        bound.config.admin_limits,
+        admin_stop.clone(),
+    ));
     let mut live = Live {
         admin: state,
         config: bound.config,
@@ -272,6 +282,10 @@ impl Live {
                     warn!(listener = %l.name, "new listener: takes effect after a restart")
                 }
             }
+        }
+        // The data ports may have changed: jobs take the new guard.
+        if let Some(tx) = self.listeners.values().next() {
+            self.admin.jobs.guard_against(tx.borrow().own.clone());
         }
         for name in self
             .listeners

@@ -204,13 +204,68 @@ struct FileAdmin {
     bind: Spanned<BindAddr>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(
+        default = "AdminLimits::default_header_read_timeout",
+        deserialize_with = "de_nonzero_duration"
+    )]
+    header_read_timeout: Duration,
+    #[serde(
+        default = "AdminLimits::default_request_timeout",
+        deserialize_with = "de_nonzero_duration"
+    )]
+    request_timeout: Duration,
+    #[serde(
+        default = "AdminLimits::default_max_connections",
+        deserialize_with = "de_positive"
+    )]
+    max_connections: usize,
 }
 
 impl Default for FileAdmin {
     fn default() -> Self {
+        let limits = AdminLimits::default();
         FileAdmin {
             bind: default_admin_bind(),
             token: None,
+            header_read_timeout: limits.header_read_timeout,
+            request_timeout: limits.request_timeout,
+            max_connections: limits.max_connections,
+        }
+    }
+}
+
+/// Bounds of the admin HTTP listener (`admin:` keys), so that clients that open
+/// connections and never finish a request cannot hold its sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// A request's headers must arrive within this, counted from the connection's start
+    /// or from the previous response (so it also closes idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// A whole request, body and answer included.
+    pub request_timeout: Duration,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+}
+
+impl AdminLimits {
+    fn default_header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_max_connections() -> usize {
+        // Prometheus and a few operators' scripts; far below the fd limit.
+        64
+    }
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            header_read_timeout: Self::default_header_read_timeout(),
+            request_timeout: Self::default_request_timeout(),
+            max_connections: Self::default_max_connections(),
         }
     }
 }
@@ -252,8 +307,12 @@ struct FileListener {
     public_address: Option<HostName>,
     #[serde(default)]
     upstream_data: Option<UpstreamData>,
+    #[serde(default)]
+    upstream_connect: UpstreamConnect,
     #[serde(default, deserialize_with = "de_nets")]
     allow_foreign_port: Vec<IpNet>,
+    #[serde(default)]
+    allow_passive_hosts: Vec<IpNet>,
     #[serde(default)]
     proxy_protocol: Option<ProxyProtocol>,
     #[serde(default)]
@@ -423,6 +482,18 @@ pub enum UpstreamData {
     Auto,
 }
 
+/// When a reverse listener connects to its upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamConnect {
+    /// As soon as the client connects; the client sees the server's own greeting.
+    #[default]
+    Immediately,
+    /// Once the client sent `USER`: the proxy greets it itself, so clients that never log
+    /// in cost the server nothing.
+    OnLogin,
+}
+
 /// Resource limits shared by all listeners (the `limits:` key; every field optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -462,6 +533,17 @@ pub struct Limits {
     /// session, so it cannot hold its slot, upstream connection and data port.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub reply_write_timeout: Duration,
+    /// Sessions per listener that have not logged in yet (no `230`), apart from
+    /// `max_sessions`: idle connections that never log in cannot crowd out real users.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_pre_login_sessions: usize,
+    /// The same, per client address.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_pre_login_sessions_per_ip: usize,
+    /// Relay data ports one client address may hold at once (listening or carrying a
+    /// transfer), across its sessions: a few addresses cannot take the whole port list.
+    #[serde(deserialize_with = "de_positive")]
+    pub max_data_ports_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -478,6 +560,9 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(900),
             data_idle_timeout: Duration::from_secs(300),
             reply_write_timeout: Duration::from_secs(60),
+            max_pre_login_sessions: 256,
+            max_pre_login_sessions_per_ip: 16,
+            max_data_ports_per_ip: 64,
         }
     }
 }
@@ -497,9 +582,15 @@ pub struct ListenerConfig {
     /// address of the client's control connection.
     pub public_address: Option<HostName>,
     pub upstream_data: UpstreamData,
+    /// Reverse mode: connect upstream at once or after the client's `USER`.
+    pub upstream_connect: UpstreamConnect,
     /// Addresses a client's `PORT`/`EPRT`/`LPRT` may name besides its own (and where
     /// ports below 1024 are allowed): the bounce-attack exceptions.
     pub allow_foreign_port: Vec<IpNet>,
+    /// Relay mode: hosts besides the server itself that a server's `227`/`228` may send
+    /// the proxy's data connection to (then `nat.passive` decides); every other announced
+    /// address is replaced with the server's own.
+    pub allow_passive_hosts: Vec<IpNet>,
     /// PROXY protocol from these load balancers, if set.
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Transparent mode: connect upstream from the client's address (`IP_TRANSPARENT`).
@@ -516,6 +607,7 @@ pub struct Config {
     /// Bearer token required by the admin API (`/api/...`); `/metrics` and `/healthz`
     /// stay open.
     pub admin_token: Option<String>,
+    pub admin_limits: AdminLimits,
     pub fxp: FxpConfig,
     pub limits: Limits,
     pub data: DataConfig,
@@ -783,6 +875,13 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             }
             _ => {}
         }
+        if l.upstream_connect == UpstreamConnect::OnLogin && l.mode != Mode::Reverse {
+            return invalid(
+                key("upstream_connect"),
+                l.name.referenced.line(),
+                "only a reverse listener has a fixed upstream to connect to at login; forward and transparent listeners learn theirs from the client",
+            );
+        }
         if l.preserve_client_address && l.mode != Mode::Transparent {
             return invalid(
                 key("preserve_client_address"),
@@ -827,7 +926,9 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             data: l.data,
             public_address: l.public_address,
             upstream_data: l.upstream_data.unwrap_or_default(),
+            upstream_connect: l.upstream_connect,
             allow_foreign_port: l.allow_foreign_port,
+            allow_passive_hosts: l.allow_passive_hosts,
             proxy_protocol: l.proxy_protocol,
             preserve_client_address: l.preserve_client_address,
             tls,
@@ -839,9 +940,21 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             },
         });
     }
+    let admin_token = file.admin.token.filter(|t| !t.is_empty());
+    if admin_token.is_none() && !admin_bind.ip().to_canonical().is_loopback() {
+        warnings.push(format!(
+            "admin.bind {admin_bind} is reachable from other hosts and admin.token is not set: \
+             anyone who reaches it can order FXP transfers through the API; set admin.token"
+        ));
+    }
     Ok(Config {
         admin_bind,
-        admin_token: file.admin.token.filter(|t| !t.is_empty()),
+        admin_token,
+        admin_limits: AdminLimits {
+            header_read_timeout: file.admin.header_read_timeout,
+            request_timeout: file.admin.request_timeout,
+            max_connections: file.admin.max_connections,
+        },
         fxp: FxpConfig {
             allow: file.fxp.allow.named(FXP_ALLOW),
             ..file.fxp
@@ -1137,6 +1250,7 @@ listeners:
         )
         .unwrap();
         assert_eq!(c.admin_bind.to_string(), DEFAULT_ADMIN_BIND);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert_eq!(c.listeners[0].nat.passive, NatMode::Auto);
         assert_eq!(c.listeners[0].data, DataMode::Relay);
         assert_eq!(c.data.ports.to_string(), DEFAULT_DATA_PORTS);
@@ -1395,5 +1509,30 @@ listeners:
             "listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    allow: [\"not a host\"]\n",
         );
         assert!(e.contains("line 5"), "{e}");
+    }
+    #[test]
+    fn an_open_admin_bind_without_a_token_is_warned_about_and_admin_limits_load() {
+        let base = "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n";
+        let c = Config::parse(&format!("admin:\n  bind: 0.0.0.0:9464\n{base}")).unwrap();
+        let w = &c.warnings;
+        assert!(w.len() == 1 && w[0].contains("set admin.token"), "{w:?}");
+        let c =
+            Config::parse(&format!("admin:\n  bind: 0.0.0.0:9464\n  token: t\n{base}")).unwrap();
+        assert!(c.warnings.is_empty());
+        assert_eq!(c.admin_limits, AdminLimits::default());
+        let c = Config::parse(&format!(
+            "admin:\n  header_read_timeout: 2s\n  request_timeout: 5s\n  max_connections: 8\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.admin_limits,
+            AdminLimits {
+                header_read_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(5),
+                max_connections: 8,
+            }
+        );
+        let e = Config::parse(&format!("admin:\n  max_connections: 0\n{base}")).unwrap_err();
+        assert!(e.to_string().contains("greater than 0"), "{e}");
     }
 }

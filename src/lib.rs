@@ -17,9 +17,10 @@
 //!   [`upstream`] connects), runs [`data`] transfers and FXP copies as tasks, and counts
 //!   in [`metrics`].
 //! - [`net`] holds the network types every layer shares: [`net::HostName`],
-//!   [`net::HostPort`], the data port list [`net::PortSpec`] and the [`net::AllowList`]
+//!   [`net::HostPort`], the data port list [`net::PortSpec`], the [`net::AllowList`]
 //!   that decides where the proxy may connect on someone's behalf (forward and transparent
-//!   `allow`, `fxp.allow`). Pure, and like [`proto`] it imports nothing from the crate.
+//!   `allow`, `fxp.allow`) and [`net::OwnSockets`], the self-target guard that keeps every
+//!   such connection off the proxy's own listeners, admin endpoint and data ports. Pure, and like [`proto`] it imports nothing from the crate.
 //! - [`proto`] is pure: commands, replies (incremental, multi-line) and the address
 //!   codecs of `227`/`228`/`229`/`PORT`/`EPRT`/`LPRT`. It never imports tokio.
 //! - [`proxy_protocol`] reads PROXY v1/v2 headers from trusted load balancers, so the

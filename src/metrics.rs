@@ -425,6 +425,12 @@ pub enum Rejection {
     MaxSessions,
     /// The per-address session limit.
     MaxSessionsPerIp,
+    /// `limits.max_pre_login_sessions`: too many sessions waiting to log in.
+    MaxPreLoginSessions,
+    /// `limits.max_pre_login_sessions_per_ip`.
+    MaxPreLoginSessionsPerIp,
+    /// `limits.max_data_ports_per_ip`: one address holds too many data ports.
+    MaxDataPortsPerIp,
     /// A trusted load balancer's connection without a valid PROXY header.
     ProxyHeader,
     /// A PROXY header from a peer that is not a trusted balancer.
@@ -473,6 +479,13 @@ pub enum Rejection {
     /// A server whose TLS handshake failed (an untrusted certificate, most often) or
     /// that refused the TLS the listener requires.
     UpstreamTls,
+    /// A server reply that answers no command (or cannot answer the one in flight, such
+    /// as a `227` to `SYST`): dropped, and after a few the server is disconnected.
+    UnsolicitedReply,
+    /// A connection someone asked for that would reach this proxy itself: one of its
+    /// listeners, its admin endpoint or its data ports (a forward or transparent target,
+    /// a server's passive address, an FXP URL).
+    SelfTarget,
 }
 
 impl Rejection {
@@ -504,6 +517,11 @@ impl Rejection {
         Rejection::TlsRequired,
         Rejection::ClientTls,
         Rejection::UpstreamTls,
+        Rejection::MaxPreLoginSessions,
+        Rejection::MaxPreLoginSessionsPerIp,
+        Rejection::MaxDataPortsPerIp,
+        Rejection::UnsolicitedReply,
+        Rejection::SelfTarget,
     ];
 
     /// The metric label.
@@ -512,6 +530,9 @@ impl Rejection {
         match self {
             R::MaxSessions => "max_sessions",
             R::MaxSessionsPerIp => "max_sessions_per_ip",
+            R::MaxPreLoginSessions => "max_pre_login_sessions",
+            R::MaxPreLoginSessionsPerIp => "max_pre_login_sessions_per_ip",
+            R::MaxDataPortsPerIp => "max_data_ports_per_ip",
             R::ProxyHeader => "proxy_header",
             R::ProxyUntrusted => "proxy_untrusted",
             R::AuthTls => "auth_tls",
@@ -535,6 +556,8 @@ impl Rejection {
             R::TlsRequired => "tls_required",
             R::ClientTls => "client_tls",
             R::UpstreamTls => "upstream_tls",
+            R::UnsolicitedReply => "unsolicited_reply",
+            R::SelfTarget => "self_target",
         }
     }
 }
@@ -624,6 +647,11 @@ mod tests {
             R::TlsRequired => 22,
             R::ClientTls => 23,
             R::UpstreamTls => 24,
+            R::MaxPreLoginSessions => 25,
+            R::MaxPreLoginSessionsPerIp => 26,
+            R::MaxDataPortsPerIp => 27,
+            R::UnsolicitedReply => 28,
+            R::SelfTarget => 29,
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -47,6 +47,10 @@ pub async fn serve_reloadable(
     let first = ctx.borrow().clone();
     let slots = Arc::new(Semaphore::new(first.limits.max_sessions));
     let per_ip = PerIp::default();
+    let pre_login = PreLogin {
+        slots: Arc::new(Semaphore::new(first.limits.max_pre_login_sessions)),
+        per_ip: PerIp::default(),
+    };
     let mut backoff = Duration::from_millis(10);
     let upstream = first
         .cfg
@@ -91,6 +95,7 @@ pub async fn serve_reloadable(
         };
         let hard_stop = shutdown.hard_stop.clone();
         let per_ip = per_ip.clone();
+        let pre_login = pre_login.clone();
         // The PROXY header is read in the session's own task: a slow balancer connection
         // must not stall the accept loop.
         shutdown.sessions.spawn(async move {
@@ -104,7 +109,16 @@ pub async fn serve_reloadable(
                 refuse(&mut stream, client, Say::TooManySessionsFromYou).await;
                 return;
             };
-            session::run(stream, client, rest, current, hard_stop).await;
+            let until_login = match pre_login.acquire(client.ip(), &current.limits) {
+                Ok(slot) => slot,
+                Err((rejection, say)) => {
+                    metrics::rejected(&current.cfg.name, rejection);
+                    warn!(listener = %current.cfg.name, %client, reason = %rejection, "too many sessions waiting to log in; refusing client");
+                    refuse(&mut stream, client, say).await;
+                    return;
+                }
+            };
+            session::run(stream, client, rest, current, hard_stop, Box::new(until_login)).await;
         });
     }
     info!(listener = %first.cfg.name, "stopped accepting");
@@ -146,6 +160,39 @@ async fn refuse(stream: &mut TcpStream, peer: SocketAddr, why: Say) {
         .is_err()
     {
         warn!(client = %peer, "client did not take the refusal in time");
+    }
+}
+
+/// The slots of sessions that have not logged in yet, in total and per address (sized at
+/// start, like `max_sessions`).
+#[derive(Clone)]
+struct PreLogin {
+    slots: Arc<Semaphore>,
+    per_ip: PerIp,
+}
+
+impl PreLogin {
+    /// A session's pre-login slots, which it gives back once logged in (or when it ends).
+    #[allow(clippy::type_complexity)]
+    fn acquire(
+        &self,
+        ip: IpAddr,
+        limits: &crate::config::Limits,
+    ) -> Result<(IpSlot, OwnedSemaphorePermit), (metrics::Rejection, Say)> {
+        let ip_slot = self
+            .per_ip
+            .acquire(ip, limits.max_pre_login_sessions_per_ip)
+            .ok_or((
+                metrics::Rejection::MaxPreLoginSessionsPerIp,
+                Say::TooManyPreLoginFromYou,
+            ))?;
+        let total = self.slots.clone().try_acquire_owned().map_err(|_| {
+            (
+                metrics::Rejection::MaxPreLoginSessions,
+                Say::TooManyPreLogin,
+            )
+        })?;
+        Ok((ip_slot, total))
     }
 }
 

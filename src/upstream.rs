@@ -27,6 +27,9 @@ pub enum ConnectError {
     Io(SocketAddr, io::Error),
     #[error("{0}")]
     Denied(String),
+    /// The target is this proxy itself (see [`crate::net::OwnSockets`]).
+    #[error("{0}")]
+    SelfTarget(String),
 }
 
 impl ConnectError {
@@ -38,6 +41,7 @@ impl ConnectError {
             ConnectError::Refused(_) => "refused",
             ConnectError::Io(..) => "io",
             ConnectError::Denied(_) => "denied",
+            ConnectError::SelfTarget(_) => "self_target",
         }
     }
 }
@@ -53,7 +57,8 @@ pub async fn connect(
 }
 
 /// Like [`connect`], but only to resolved addresses that `check` accepts (the forward
-/// mode's allow list and loop guard, applied after DNS so a name cannot smuggle in an
+/// mode's allow list and self-target guard, refusing with [`ConnectError::Denied`] or
+/// [`ConnectError::SelfTarget`], applied after DNS so a name cannot smuggle in an
 /// address that is not allowed), and, with `source`, from that address even though it is
 /// not one of this host's (`IP_TRANSPARENT`: the upstream sees the client's address).
 pub async fn connect_checked(
@@ -61,7 +66,7 @@ pub async fn connect_checked(
     target: &HostPort,
     limit: Duration,
     source: Option<IpAddr>,
-    check: impl Fn(SocketAddr) -> Result<(), String>,
+    check: impl Fn(SocketAddr) -> Result<(), ConnectError>,
 ) -> Result<TcpStream, ConnectError> {
     let started = Instant::now();
     let result = match timeout(limit, connect_any(target, source, check)).await {
@@ -78,7 +83,7 @@ pub async fn connect_checked(
 async fn connect_any(
     target: &HostPort,
     source: Option<IpAddr>,
-    check: impl Fn(SocketAddr) -> Result<(), String>,
+    check: impl Fn(SocketAddr) -> Result<(), ConnectError>,
 ) -> Result<TcpStream, ConnectError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
@@ -86,8 +91,8 @@ async fn connect_any(
         .collect();
     let mut last = ConnectError::NoAddress(target.to_string());
     for addr in addrs {
-        if let Err(why) = check(addr) {
-            last = ConnectError::Denied(why);
+        if let Err(refused) = check(addr) {
+            last = refused;
             continue;
         }
         match connect_from(addr, source).await {

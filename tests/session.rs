@@ -38,7 +38,9 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
         data: DataMode::Passthrough,
         public_address: None,
         upstream_data: Default::default(),
+        upstream_connect: Default::default(),
         allow_foreign_port: Vec::new(),
+        allow_passive_hosts: Vec::new(),
         proxy_protocol: None,
         preserve_client_address: false,
         tls: None,
@@ -145,6 +147,8 @@ async fn passive_always_rewrites_227_to_upstream_address() {
         b"227 Entering Passive Mode (127,0,0,1,117,49).\r\n"
     );
     // 229 carries no address and passes unchanged.
+    c.send(b"EPSV\r\n").await;
+    assert_eq!(s.line().await, b"EPSV\r\n");
     s.send(b"229 Entering Extended Passive Mode (|||30001|)\r\n")
         .await;
     assert_eq!(
@@ -157,6 +161,8 @@ async fn passive_always_rewrites_227_to_upstream_address() {
 async fn passive_never_and_auto_between_loopbacks_leave_227_alone() {
     for mode in [NatMode::Never, NatMode::Auto] {
         let (mut c, mut s, _sd) = session(mode, NatMode::Never, Limits::default()).await;
+        c.send(b"PASV\r\n").await;
+        assert_eq!(s.line().await, b"PASV\r\n");
         s.send(b"227 Entering Passive Mode (127,0,0,99,117,49).\r\n")
             .await;
         assert_eq!(
@@ -169,6 +175,8 @@ async fn passive_never_and_auto_between_loopbacks_leave_227_alone() {
 #[tokio::test]
 async fn malformed_227_becomes_425() {
     let (mut c, mut s, _sd) = session(NatMode::Always, NatMode::Never, Limits::default()).await;
+    c.send(b"PASV\r\n").await;
+    assert_eq!(s.line().await, b"PASV\r\n");
     s.send(b"227 Entering Passive Mode (127,0,0,300,117,49).\r\n")
         .await;
     let line = c.line().await;
@@ -498,4 +506,168 @@ async fn upstream_connect_timeout_gets_421_in_time() {
         String::from_utf8_lossy(&line)
     );
     assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// A relay-mode session through a hostile scripted server, logged in.
+async fn relay_logged_in() -> (Peer, Peer, Shutdown) {
+    let (up, up_addr) = fake_upstream().await;
+    let mut cfg = listener_cfg(up_addr, NatMode::Auto, NatMode::Auto);
+    cfg.data = DataMode::Relay;
+    let (proxy, shutdown) = start_proxy(cfg, Limits::default()).await;
+    let client = TcpStream::connect(proxy).await.unwrap();
+    let (server, _) = timeout(T, up.accept()).await.unwrap().unwrap();
+    let (mut c, mut s) = (Peer::new(client), Peer::new(server));
+    s.send(b"220 hostile server ready\r\n").await;
+    assert_eq!(c.line().await, b"220 hostile server ready\r\n");
+    c.send(b"USER u\r\n").await;
+    assert_eq!(s.line().await, b"USER u\r\n");
+    s.send(b"230 in\r\n").await;
+    assert_eq!(c.line().await, b"230 in\r\n");
+    (c, s, shutdown)
+}
+
+/// The port of a `227` the proxy sent.
+fn pasv_port(line: &[u8]) -> SocketAddr {
+    fxprelay::proto::addr::parse_pasv_reply(line)
+        .unwrap()
+        .0
+        .into()
+}
+
+#[tokio::test]
+async fn a_hostile_servers_extra_227_never_answers_the_clients_pasv() {
+    let (mut c, mut s, _sd) = relay_logged_in().await;
+    c.send(b"SYST\r\n").await;
+    assert_eq!(s.line().await, b"SYST\r\n");
+    // One write, two replies: the second answers nothing.
+    s.send(b"215 UNIX\r\n227 Entering Passive Mode (127,0,0,66,4,1)\r\n")
+        .await;
+    assert_eq!(c.line().await, b"215 UNIX\r\n");
+    c.send(b"PASV\r\n").await;
+    let pasv = c.line().await;
+    let text = String::from_utf8_lossy(&pasv);
+    assert!(
+        text.starts_with("227 ") && pasv_port(&pasv).ip().to_string() == "127.0.0.1",
+        "the proxy's own address, not the injected one: {text}"
+    );
+    c.send(b"NOOP\r\n").await;
+    assert_eq!(
+        s.line().await,
+        b"NOOP\r\n",
+        "the client's PASV never reached the server"
+    );
+    s.send(b"200 NOOP ok\r\n").await;
+    assert_eq!(c.line().await, b"200 NOOP ok\r\n", "replies stay in step");
+}
+
+#[tokio::test]
+async fn a_continuation_lines_address_is_never_connected_to() {
+    let (mut c, mut s, _sd) = relay_logged_in().await;
+    let decoy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let data = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (d, r) = (decoy.local_addr().unwrap(), data.local_addr().unwrap());
+    let six = |a: SocketAddr| {
+        let SocketAddr::V4(a) = a else { unreachable!() };
+        fxprelay::proto::addr::format_pasv_addr(a)
+    };
+    c.send(b"PASV\r\n").await;
+    let to = pasv_port(&c.line().await);
+    c.send(b"RETR f\r\n").await;
+    assert_eq!(s.line().await, b"PASV\r\n");
+    let reply = format!(
+        "227-Note ({})\r\n227 Entering Passive Mode ({})\r\n",
+        six(d),
+        six(r)
+    );
+    s.send(reply.as_bytes()).await;
+    let (mut up_data, _) = timeout(T, data.accept()).await.unwrap().unwrap();
+    assert_eq!(s.line().await, b"RETR f\r\n");
+    let mut client_data = TcpStream::connect(to).await.unwrap();
+    s.send(b"150 Opening\r\n").await;
+    assert_eq!(c.line().await, b"150 Opening\r\n");
+    up_data.write_all(b"the file").await.unwrap();
+    drop(up_data);
+    s.send(b"226 Done\r\n").await;
+    let mut got = Vec::new();
+    timeout(T, client_data.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"the file");
+    assert_eq!(c.line().await, b"226 Done\r\n");
+    // The decoy was never reached.
+    assert!(
+        timeout(Duration::from_millis(200), decoy.accept())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_servers_421_reaches_the_client_and_ends_the_session() {
+    let (mut c, mut s, _sd) = relay_logged_in().await;
+    s.send(b"421 Timeout.\r\n").await;
+    assert_eq!(c.line().await, b"421 Timeout.\r\n");
+    c.eof().await;
+}
+
+#[tokio::test]
+async fn sessions_waiting_to_log_in_have_their_own_cap() {
+    let (up, up_addr) = fake_upstream().await;
+    let limits = Limits {
+        max_pre_login_sessions_per_ip: 2,
+        ..Limits::default()
+    };
+    let (proxy, _sd) =
+        start_proxy(listener_cfg(up_addr, NatMode::Auto, NatMode::Auto), limits).await;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
+        let mut s = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+        s.send(b"220 hi\r\n").await;
+        assert_eq!(c.line().await, b"220 hi\r\n");
+        sessions.push((c, s));
+    }
+    let mut third = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let line = third.line().await;
+    assert!(
+        line.starts_with(b"421 ") && String::from_utf8_lossy(&line).contains("waiting to log in"),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    third.eof().await;
+    // Once one logs in, its pre-login slot is free again; logged-in sessions do not count.
+    let (c, s) = &mut sessions[0];
+    c.send(b"USER u\r\n").await;
+    assert_eq!(s.line().await, b"USER u\r\n");
+    s.send(b"230 in\r\n").await;
+    assert_eq!(c.line().await, b"230 in\r\n");
+    c.send(b"NOOP\r\n").await;
+    assert_eq!(s.line().await, b"NOOP\r\n");
+    let mut again = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    let mut again_up = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+    again_up.send(b"220 hi\r\n").await;
+    assert_eq!(again.line().await, b"220 hi\r\n");
+}
+
+#[tokio::test]
+async fn on_login_reverse_listeners_connect_upstream_only_after_user() {
+    let (up, up_addr) = fake_upstream().await;
+    let mut cfg = listener_cfg(up_addr, NatMode::Auto, NatMode::Auto);
+    cfg.upstream_connect = fxprelay::config::UpstreamConnect::OnLogin;
+    let (proxy, _sd) = start_proxy(cfg, Limits::default()).await;
+    let mut c = Peer::new(TcpStream::connect(proxy).await.unwrap());
+    assert_eq!(c.line().await, b"220 fxprelay FTP proxy ready.\r\n");
+    // No upstream connection for a client that has not sent USER.
+    assert!(
+        timeout(Duration::from_millis(300), up.accept())
+            .await
+            .is_err()
+    );
+    c.send(b"USER bob\r\n").await;
+    let mut s = Peer::new(timeout(T, up.accept()).await.unwrap().unwrap().0);
+    s.send(b"220 real\r\n").await;
+    assert_eq!(s.line().await, b"USER bob\r\n");
+    s.send(b"331 pass\r\n").await;
+    assert_eq!(c.line().await, b"331 pass\r\n");
 }

@@ -3,7 +3,7 @@
 //! Properties: an accepted command has a verb of 1 to `MAX_VERB_LEN` uppercase ASCII
 //! letters and digits starting with a letter, written (in any case) just before the
 //! arguments; the arguments borrow the input and are everything after the verb and its
-//! one separating space, up to the line terminator.
+//! one separating space, up to the line terminator, with no CR or NUL among them.
 
 #![no_main]
 
@@ -28,6 +28,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = is_known_verb(&cmd.verb);
 
     let line = trim_eol(data);
+    // Nothing in the arguments could make a server see a second command.
+    assert!(
+        !cmd.args.iter().any(|&b| b == b'\r' || b == 0),
+        "{:?}",
+        cmd.args
+    );
     // Where the verb as written ends: just before the separating space, or at the end.
     let verb_end = if cmd.args.is_empty() {
         // No argument: the line ends in the verb or in the verb and one space.

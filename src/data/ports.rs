@@ -5,8 +5,8 @@
 //! back when its [`PortLease`] drops, so running out is a clean
 //! [`LeaseError::Exhausted`] and never a hang.
 
-use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::io;
@@ -36,6 +36,12 @@ pub enum LeaseError {
         busy: usize,
         denied: usize,
     },
+    /// `client` holds `max` ports already (`limits.max_data_ports_per_ip`).
+    #[error(
+        "{client} holds {max} data ports already (limits.max_data_ports_per_ip); \
+         finish or abort a transfer first"
+    )]
+    PerClient { client: IpAddr, max: usize },
     /// A failure that is not about one port (e.g. `ip` is not an address of this host, or
     /// the process is out of file descriptors), so trying other ports would not help.
     #[error("could not open data port {addr}: {cause}")]
@@ -58,6 +64,8 @@ pub struct PortPool {
 struct Inner {
     spec: PortSpec,
     leased: Mutex<HashSet<u16>>,
+    /// Leases per client address, for [`PortPool::lease_for`].
+    per_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl PortPool {
@@ -66,6 +74,7 @@ impl PortPool {
             inner: Arc::new(Inner {
                 spec: spec.clone(),
                 leased: Mutex::new(HashSet::new()),
+                per_client: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -88,6 +97,40 @@ impl PortPool {
     pub fn lease(&self, ip: IpAddr) -> Result<LeasedListener, LeaseError> {
         let (listener, lease) = self.lease_with(ip, |addr| bound_socket(addr)?.listen(1))?;
         Ok(LeasedListener { listener, lease })
+    }
+
+    /// [`PortPool::lease`] on behalf of `client`, which may hold at most `max` leases of
+    /// this pool at once ([`LeaseError::PerClient`] beyond).
+    pub fn lease_for(
+        &self,
+        ip: IpAddr,
+        client: IpAddr,
+        max: usize,
+    ) -> Result<LeasedListener, LeaseError> {
+        let share = self.client_share(client.to_canonical(), max)?;
+        let mut leased = self.lease(ip)?;
+        leased.lease.share = Some(share);
+        Ok(leased)
+    }
+
+    fn client_share(&self, client: IpAddr, max: usize) -> Result<ClientShare, LeaseError> {
+        let mut counts = self.per_client();
+        let n = counts.entry(client).or_insert(0);
+        if *n >= max {
+            return Err(LeaseError::PerClient { client, max });
+        }
+        *n += 1;
+        Ok(ClientShare {
+            client,
+            pool: self.clone(),
+        })
+    }
+
+    fn per_client(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.inner
+            .per_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Leases a random free port and returns a socket bound to `ip:port`, neither listening
@@ -142,6 +185,7 @@ impl PortPool {
         Some(PortLease {
             port,
             pool: self.clone(),
+            share: None,
         })
     }
 
@@ -181,6 +225,26 @@ fn bound_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
 pub struct PortLease {
     port: u16,
     pool: PortPool,
+    /// The client's count, when leased with [`PortPool::lease_for`].
+    share: Option<ClientShare>,
+}
+
+/// One lease in a client address's count; dropping it takes it off.
+struct ClientShare {
+    client: IpAddr,
+    pool: PortPool,
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut counts = self.pool.per_client();
+        if let Some(n) = counts.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl PortLease {
@@ -258,6 +322,27 @@ mod tests {
             }
         }
         panic!("no block of {n} free ports on {ip}");
+    }
+
+    #[tokio::test]
+    async fn one_client_address_holds_at_most_its_share() {
+        let ip = test_ip(1);
+        let pool = PortPool::new(&free_spec(ip, 4));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let first = pool.lease_for(ip, a, 2).unwrap();
+        let _second = pool
+            .lease_for(ip, "::ffff:192.0.2.1".parse().unwrap(), 2)
+            .unwrap();
+        let err = pool.lease_for(ip, a, 2).unwrap_err();
+        assert!(
+            matches!(err, LeaseError::PerClient { max: 2, .. }),
+            "{err:?}"
+        );
+        // Others are not affected, and a returned port frees the share.
+        let _other = pool.lease_for(ip, b, 2).unwrap();
+        drop(first);
+        assert!(pool.lease_for(ip, a, 2).is_ok());
+        assert!(pool.per_client().len() <= 2);
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use tracing::debug;
 use super::stream::Stream;
 use super::url::{FtpUrl, Security};
 use crate::codec::{LineCodec, LineError};
-use crate::net::{AllowList, Denied};
+use crate::net::{AllowList, Denied, OwnSockets, SelfTarget};
 use crate::proto::addr::{
     format_eprt_command, format_port_command, parse_epsv_reply, parse_pasv_reply,
 };
@@ -89,6 +89,10 @@ pub enum FtpError {
     TlsSetup(String),
     #[error("{host} is not allowed: {why}")]
     Denied { host: String, why: Denied },
+    /// A control or data address that is the proxy itself (its admin endpoint, a
+    /// listener, a data port).
+    #[error("refused: {0}")]
+    SelfTarget(SelfTarget),
     /// A passive reply naming a port below 1024: never passed on (FTP bounce, RFC 2577).
     #[error("{cmd} announced data port {port}, below 1024: refused (FTP bounce protection)")]
     PrivilegedPort { cmd: &'static str, port: u16 },
@@ -262,23 +266,28 @@ pub struct Client {
     /// `FEAT` as answered after login.
     pub features: Features,
     host: String,
+    /// The proxy's own sockets, which no data address may be.
+    own: Option<Arc<OwnSockets>>,
 }
 
 impl Client {
     /// Connects to `url`'s server, reads the greeting, logs in, sets `TYPE I` and asks
     /// `FEAT`. Every step is bounded by `limit`.
     pub async fn open(url: &FtpUrl, limit: Duration) -> Result<Client, FtpError> {
-        Self::open_checked(url, limit, None, &TlsPolicy::default()).await
+        Self::open_checked(url, limit, None, &TlsPolicy::default(), None).await
     }
 
     /// [`Client::open`], connecting only where `allow` admits the URL's host (the API's
     /// and SITE commands' `fxp.allow`); checked after DNS so a name cannot smuggle in an
-    /// address. A TLS URL's server must show a certificate `tls` trusts.
+    /// address. A TLS URL's server must show a certificate `tls` trusts. With `own`,
+    /// neither the control connection nor a passive data address may be one of the
+    /// proxy's own sockets.
     pub async fn open_checked(
         url: &FtpUrl,
         limit: Duration,
         allow: Option<&AllowList>,
         tls: &TlsPolicy,
+        own: Option<&Arc<OwnSockets>>,
     ) -> Result<Client, FtpError> {
         let host = url.host_port();
         let secure = if url.security.is_tls() {
@@ -288,7 +297,7 @@ impl Client {
         } else {
             None
         };
-        let tcp = connect(&url.host, url.port, &host, limit, allow).await?;
+        let tcp = connect(&url.host, url.port, &host, limit, allow, own).await?;
         let peer = tcp.peer_addr()?;
         let stream = match (&secure, url.security) {
             (Some((connector, name)), Security::Implicit) => {
@@ -296,7 +305,7 @@ impl Client {
             }
             _ => Stream::Plain(tcp),
         };
-        let mut c = Client::over(stream, None, peer, limit, host);
+        let mut c = Client::over(stream, None, peer, limit, host, own.cloned());
         let mut greeting = c.read_reply("greeting").await?;
         while greeting.class() == 1 {
             greeting = c.read_reply("greeting").await?;
@@ -334,9 +343,11 @@ impl Client {
         peer: SocketAddr,
         limit: Duration,
         host: String,
+        own: Option<Arc<OwnSockets>>,
     ) -> Client {
         let (r, w) = tokio::io::split(stream);
         Client {
+            own,
             reader: FramedRead::new(r, LineCodec::new(MAX_LINE)),
             writer: w,
             secure,
@@ -368,6 +379,7 @@ impl Client {
             peer,
             timeout: limit,
             host,
+            own,
             ..
         } = self;
         let Stream::Plain(tcp) = reader.into_inner().unsplit(writer) else {
@@ -379,7 +391,7 @@ impl Client {
             name,
             private: false,
         };
-        Ok(Client::over(stream, Some(secure), peer, limit, host))
+        Ok(Client::over(stream, Some(secure), peer, limit, host, own))
     }
 
     /// Whether the control connection is TLS.
@@ -600,10 +612,11 @@ impl Client {
         if port < MIN_DATA_PORT {
             return Err(FtpError::PrivilegedPort { cmd, port });
         }
-        Ok(Announced {
-            addr: SocketAddr::new(self.peer.ip(), port),
-            extended,
-        })
+        let addr = SocketAddr::new(self.peer.ip(), port);
+        if let Some(own) = &self.own {
+            own.check(addr, &[]).map_err(FtpError::SelfTarget)?;
+        }
+        Ok(Announced { addr, extended })
     }
 
     /// `PORT`/`EPRT` naming exactly the address another server announced (`EPRT` when
@@ -781,6 +794,7 @@ async fn connect(
     shown: &str,
     limit: Duration,
     allow: Option<&AllowList>,
+    own: Option<&Arc<OwnSockets>>,
 ) -> Result<TcpStream, FtpError> {
     let attempt = async {
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
@@ -798,6 +812,10 @@ async fn connect(
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
         };
         for addr in addrs {
+            if let Some(Err(e)) = own.map(|own| own.check(addr, &[])) {
+                last = FtpError::SelfTarget(e);
+                continue;
+            }
             if let Some(Err(why)) = allow.map(|list| list.admits(host, addr.ip())) {
                 last = FtpError::Denied {
                     host: addr.to_string(),
@@ -943,10 +961,16 @@ mod tests {
             line
         });
         let url = FtpUrl::parse(&format!("ftpes://u:p@{addr}/")).unwrap();
-        let e = Client::open_checked(&url, Duration::from_secs(5), None, &TlsPolicy::default())
-            .await
-            .err()
-            .unwrap();
+        let e = Client::open_checked(
+            &url,
+            Duration::from_secs(5),
+            None,
+            &TlsPolicy::default(),
+            None,
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("sent more after 234"), "{e}");
         assert_eq!(server.await.unwrap(), "AUTH TLS\r\n");
     }

@@ -38,7 +38,7 @@ use super::plan::{Outcome, Plan, Policy, Step};
 pub use super::report::{Event, Method, Progress, Protection, Report};
 use super::url::FtpUrl;
 use crate::metrics;
-use crate::net::AllowList;
+use crate::net::{AllowList, OwnSockets};
 
 #[derive(Clone)]
 pub struct Options {
@@ -68,6 +68,9 @@ pub struct Options {
     /// `fxp.allow_clear_data`: between TLS servers, FXP with `PROT C` (the file crosses
     /// the network between them unencrypted) may be tried before the relay.
     pub allow_clear_data: bool,
+    /// The proxy's own sockets, which no server or data address may be: the API and
+    /// SITE commands pass them (the CLI runs outside any proxy).
+    pub own: Option<Arc<OwnSockets>>,
 }
 
 /// Longest wait between two attempts, however many retries were asked for.
@@ -87,6 +90,7 @@ impl Default for Options {
             allow: None,
             tls: TlsPolicy::default(),
             allow_clear_data: false,
+            own: None,
         }
     }
 }
@@ -109,7 +113,14 @@ impl std::fmt::Debug for Options {
 impl Options {
     /// A logged-in session to `url`, within the allow list.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
-        Client::open_checked(url, self.timeout, self.allow.as_deref(), &self.tls).await
+        Client::open_checked(
+            url,
+            self.timeout,
+            self.allow.as_deref(),
+            &self.tls,
+            self.own.as_ref(),
+        )
+        .await
     }
 
     pub(super) fn emit(&self, e: Event) {

@@ -71,11 +71,16 @@ impl FxpError {
         }
     }
 
-    /// A permanent refusal (5xx), or a TLS failure that no retry can mend (an untrusted
-    /// certificate): retrying would get the same answer.
+    /// A permanent refusal (5xx, a server the proxy may not reach at all, or a TLS failure
+    /// that no retry can mend, such as an untrusted certificate): retrying would get the
+    /// same answer.
     pub fn is_permanent(&self) -> bool {
+        let unreachable_by_rule =
+            |e: &FtpError| matches!(e, FtpError::Denied { .. } | FtpError::SelfTarget(_));
         self.code().is_some_and(|c| c / 100 == 5)
-            || self.server_error().is_some_and(FtpError::is_permanent)
+            || self
+                .server_error()
+                .is_some_and(|e| e.is_permanent() || unreachable_by_rule(e))
     }
 
     /// The server's error behind this one (the last method's, for several).

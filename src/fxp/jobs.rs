@@ -15,7 +15,7 @@ use tracing::{Instrument, info, warn};
 use super::engine::{self, Options};
 use super::tree;
 use super::url::FtpUrl;
-use crate::net::AllowList;
+use crate::net::{AllowList, OwnSockets};
 
 /// What a client posts to `POST /api/v1/transfers`.
 #[derive(Debug, Deserialize)]
@@ -43,6 +43,16 @@ pub struct RequestOptions {
 
 /// Most retries a submission may ask for: each one logs in to both servers again.
 pub const MAX_RETRIES: u32 = 10;
+/// Longest URL a job may name. Paths and host names fit easily (Linux's PATH_MAX is 4096
+/// bytes); what a job holds stays small: about 4 KiB per URL, kept twice (as parsed and as
+/// shown), plus at most [`MAX_ERROR`] of error text, so the registry's
+/// [`MAX_ACTIVE`] + [`MAX_FINISHED`] jobs stay under about 40 MB in all.
+pub const MAX_URL: usize = 4096;
+/// Longest error text a job keeps (servers' replies can be long).
+pub const MAX_ERROR: usize = 2048;
+/// `GET /api/v1/transfers` pages: the default and the largest `limit`.
+pub const PAGE_DEFAULT: usize = 100;
+pub const PAGE_MAX: usize = 1000;
 /// Finished jobs kept for `GET` (the newest); older ones are forgotten so a long-running
 /// proxy's registry does not grow without bound.
 pub const MAX_FINISHED: usize = 1000;
@@ -167,6 +177,8 @@ pub struct Jobs {
 struct Settings {
     allow: Arc<AllowList>,
     concurrency: usize,
+    /// The proxy's own sockets, which no job may reach.
+    own: Option<Arc<OwnSockets>>,
 }
 
 impl Jobs {
@@ -182,6 +194,7 @@ impl Jobs {
             settings: Arc::new(RwLock::new(Settings {
                 allow: Arc::new(allow),
                 concurrency: concurrency.max(1),
+                own: None,
             })),
             clear_data: Arc::default(),
         }
@@ -217,6 +230,23 @@ impl Jobs {
         }
     }
 
+    /// Refuses jobs that would reach `own`, the proxy's own sockets: a URL naming the
+    /// admin endpoint would have the engine post FTP commands into the API.
+    pub fn guard_against(&self, own: Arc<OwnSockets>) {
+        self.settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .own = Some(own);
+    }
+
+    fn own(&self) -> Option<Arc<OwnSockets>> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .own
+            .clone()
+    }
+
     /// The list as it is now; a job keeps the one it was submitted under. The engine
     /// checks every connection against it: a host named in the list may resolve
     /// anywhere, but only for its own connection; any other host's addresses must fall
@@ -236,6 +266,12 @@ impl Jobs {
     /// Validates and queues a transfer; it starts when a slot is free.
     pub fn submit(&self, req: Request) -> Result<JobView, SubmitError> {
         let parse = |field, s: &str| {
+            if s.len() > MAX_URL {
+                return Err(SubmitError::BadRequest {
+                    field,
+                    message: format!("longer than {MAX_URL} bytes ({} bytes)", s.len()),
+                });
+            }
             FtpUrl::parse(s).map_err(|e| SubmitError::BadRequest {
                 field,
                 message: e.to_string(),
@@ -258,6 +294,7 @@ impl Jobs {
             retries,
             allow: Some(self.allow()),
             allow_clear_data: self.clear_data.load(std::sync::atomic::Ordering::Relaxed),
+            own: self.own(),
             ..Options::default()
         };
         let recursive = req.options.recursive;
@@ -305,12 +342,17 @@ impl Jobs {
         Ok(view)
     }
 
-    /// A URL whose host is an IP literal outside the allow list is refused at once;
-    /// names are checked on their resolved addresses when the job connects.
+    /// A URL whose host is an IP literal outside the allow list, or that is the proxy
+    /// itself, is refused at once; names are checked on their resolved addresses when
+    /// the job connects (and such a job fails at once, without retries).
     fn check_literal(&self, url: &FtpUrl) -> Result<(), SubmitError> {
         let Ok(ip) = url.host.parse::<IpAddr>() else {
             return Ok(());
         };
+        if let Some(own) = self.own() {
+            own.check(std::net::SocketAddr::new(ip, url.port), &[])
+                .map_err(|e| SubmitError::Forbidden(e.to_string()))?;
+        }
         // An IP literal is never a host-name entry: only the networks can admit it.
         self.allow()
             .admits(&url.host, ip)
@@ -355,7 +397,7 @@ impl Jobs {
             }
             Err(e) => {
                 v.state = State::Failed;
-                v.error = Some(e.to_string());
+                v.error = Some(bounded_error(e.to_string()));
                 warn!(error = %e, "transfer failed");
             }
         });
@@ -374,17 +416,30 @@ impl Jobs {
             Ok(r) => {
                 v.state = State::Failed;
                 v.files = Some(r.files);
-                v.error = Some(r.summary());
+                v.error = Some(bounded_error(r.summary()));
             }
             Err(e) => {
                 v.state = State::Failed;
-                v.error = Some(e.to_string());
+                v.error = Some(bounded_error(e.to_string()));
             }
         });
     }
 
-    pub fn list(&self) -> Vec<JobView> {
-        self.lock().jobs.values().map(|j| j.view.clone()).collect()
+    /// Up to `limit` jobs with ids above `after`, oldest first, and the cursor for the
+    /// next page (`None` on the last one).
+    pub fn list(&self, after: u64, limit: usize) -> (Vec<JobView>, Option<u64>) {
+        let reg = self.lock();
+        let mut page: Vec<JobView> = reg
+            .jobs
+            .range(after.saturating_add(1)..)
+            .take(limit.saturating_add(1))
+            .map(|(_, j)| j.view.clone())
+            .collect();
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page.last().map_or(after, |v| v.id)
+        });
+        (page, next)
     }
 
     pub fn get(&self, id: u64) -> Option<JobView> {
@@ -411,6 +466,19 @@ impl Jobs {
         };
         Some(view)
     }
+}
+
+/// `text` cut to [`MAX_ERROR`] bytes (on a character boundary), marked when cut.
+fn bounded_error(mut text: String) -> String {
+    if text.len() > MAX_ERROR {
+        let mut end = MAX_ERROR;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" [...]");
+    }
+    text
 }
 
 #[cfg(test)]
@@ -517,7 +585,67 @@ mod tests {
             ),
             "{e}"
         );
-        assert!(jobs.list().is_empty());
+        assert!(jobs.list(0, PAGE_MAX).0.is_empty());
+    }
+
+    #[test]
+    fn a_url_over_the_cap_is_refused_and_never_held() {
+        let jobs = jobs(&["127.0.0.0/8"]);
+        let long = format!("ftp://127.0.0.2/{}", "a".repeat(1 << 20));
+        let e = jobs
+            .submit(request(&long, "ftp://127.0.0.3/y"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("source: longer than {MAX_URL} bytes ({} bytes)", long.len())
+        );
+        let e = jobs
+            .submit(request("ftp://127.0.0.3/y", &long))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("destination: longer than"), "{e}");
+        assert!(jobs.list(0, PAGE_MAX).0.is_empty());
+        let e = bounded_error("é".repeat(MAX_ERROR));
+        assert!(
+            e.len() <= MAX_ERROR + 6 && e.ends_with(" [...]"),
+            "{}",
+            e.len()
+        );
+    }
+
+    #[test]
+    fn jobs_naming_the_proxy_itself_are_refused_at_once() {
+        let jobs = jobs(&["127.0.0.0/8"]);
+        jobs.guard_against(Arc::new(OwnSockets::new(
+            vec!["127.0.0.1:9464".parse().unwrap()],
+            "50000-50009".parse().unwrap(),
+            None,
+            Vec::new(),
+        )));
+        for dst in [
+            "ftp://127.0.0.1:9464/x",
+            "ftp://0.0.0.0:9464/x",
+            "ftp://127.0.0.1:50005/x",
+        ] {
+            let e = jobs.submit(request("ftp://127.0.0.2/x", dst)).unwrap_err();
+            assert!(matches!(e, SubmitError::Forbidden(_)), "{dst}: {e}");
+            assert!(e.to_string().contains("is this proxy itself"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_list_comes_in_pages() {
+        let jobs = jobs(&[]);
+        let ids: Vec<u64> = (0..5).map(|_| insert(&jobs, State::Done)).collect();
+        let ids_of = |page: Vec<JobView>| page.iter().map(|v| v.id).collect::<Vec<_>>();
+        let (page, next) = jobs.list(0, 2);
+        assert_eq!(ids_of(page), ids[..2]);
+        assert_eq!(next, Some(ids[1]));
+        let (page, next) = jobs.list(ids[1], 2);
+        assert_eq!(ids_of(page), ids[2..4]);
+        assert_eq!(next, Some(ids[3]));
+        let (page, next) = jobs.list(ids[3], 2);
+        assert_eq!(ids_of(page), ids[4..]);
+        assert_eq!(next, None);
     }
 
     #[test]
@@ -539,7 +667,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, SubmitError::TooMany(_)), "{e}");
         assert!(e.to_string().contains("too many transfers"), "{e}");
-        assert_eq!(jobs.list().len(), MAX_ACTIVE);
+        assert_eq!(jobs.list(0, PAGE_MAX).0.len(), MAX_ACTIVE);
     }
 
     #[test]
@@ -553,7 +681,7 @@ mod tests {
             jobs.finish(id, Ok(report()));
         }
         // The five oldest finished jobs are gone; the queued one stays whatever its age.
-        assert_eq!(jobs.list().len(), MAX_FINISHED + 1);
+        assert_eq!(jobs.list(0, usize::MAX).0.len(), MAX_FINISHED + 1);
         assert!(ids[..5].iter().all(|&id| jobs.get(id).is_none()));
         assert_eq!(state(&jobs, ids[5]), State::Done);
         assert_eq!(state(&jobs, waiting), State::Queued);

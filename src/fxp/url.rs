@@ -10,7 +10,9 @@
 
 use std::fmt;
 
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{
+    AsciiSet, CONTROLS, percent_decode_str, percent_encode, utf8_percent_encode,
+};
 
 /// User and password sent when the URL names no user (RFC 1635).
 pub const ANONYMOUS_USER: &str = "anonymous";
@@ -80,10 +82,28 @@ pub enum UrlError {
     Utf8(&'static str),
     #[error("the {0} contains a control character (CR, LF or NUL)")]
     Control(&'static str),
+    #[error("`%` must be followed by two hex digits (write a literal % as %25)")]
+    BadEscape,
 }
 
 impl FtpUrl {
+    /// A URL as bytes, as an FTP command carries it: bytes outside ASCII (a Latin-1 path
+    /// typed raw) are taken as they are, as if percent-encoded.
+    pub fn parse_bytes(raw: &[u8]) -> Result<FtpUrl, UrlError> {
+        FtpUrl::parse(&percent_encode(raw, CONTROLS).to_string())
+    }
+
     pub fn parse(s: &str) -> Result<FtpUrl, UrlError> {
+        // An invalid escape would be kept as it is and name another file than meant.
+        let b = s.as_bytes();
+        let bad_escape = b.iter().enumerate().any(|(i, &c)| {
+            c == b'%'
+                && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        if bad_escape {
+            return Err(UrlError::BadEscape);
+        }
         let (scheme, rest) = s.split_once("://").ok_or(UrlError::Scheme)?;
         let security = [Security::Plain, Security::Explicit, Security::Implicit]
             .into_iter()
@@ -248,8 +268,8 @@ impl fmt::Display for FtpUrl {
             write!(f, ":{}", self.port)?;
         }
         write!(f, "/")?;
-        let path = String::from_utf8_lossy(&self.path);
-        write!(f, "{}", utf8_percent_encode(&path, PATH_SHOWN))
+        // Bytes, escaped as they are: the shown URL names the same file.
+        write!(f, "{}", percent_encode(&self.path, PATH_SHOWN))
     }
 }
 
@@ -387,6 +407,23 @@ mod tests {
         let u = FtpUrl::parse("ftp://u:topsecret@h/").unwrap();
         assert!(!format!("{u:?}").contains("topsecret"));
         assert!(!u.to_string().contains("topsecret"));
+    }
+
+    #[test]
+    fn paths_stay_bytes_and_bad_escapes_are_refused() {
+        let u = FtpUrl::parse_bytes(b"ftp://u:p@h/caf\xe9/\xff.bin").unwrap();
+        assert_eq!(u.path, b"caf\xe9/\xff.bin");
+        assert_eq!(u.to_string(), "ftp://u:***@h/caf%E9/%FF.bin");
+        assert_eq!(FtpUrl::parse(&u.to_string().replace("***", "p")), Ok(u));
+        for bad in [
+            "ftp://h/%zz",
+            "ftp://h/a%2",
+            "ftp://h/a%",
+            "ftp://u:p%g1@h/",
+        ] {
+            assert_eq!(FtpUrl::parse(bad), Err(UrlError::BadEscape), "{bad}");
+        }
+        assert_eq!(FtpUrl::parse("ftp://h/100%25").unwrap().path, b"100%");
     }
 
     #[test]

@@ -4,15 +4,19 @@
 //! - [`HostName`] and [`HostPort`]: hosts and `host:port` targets as written;
 //! - [`AllowList`]: where the proxy may connect on someone's behalf (a listener's
 //!   `allow`, `fxp.allow`), refusing with a [`Denied`] that names the list;
-//! - [`PortSpec`]: the operator's data port list (`data.ports`).
+//! - [`PortSpec`]: the operator's data port list (`data.ports`);
+//! - [`OwnSockets`]: the proxy's own listeners, admin endpoint and data ports, which
+//!   nothing it connects to on someone's behalf may be ([`SelfTarget`]).
 //!
 //! Pure types with their parsers: nothing here does I/O or imports anything else from the
 //! crate, so every layer above can use them (the bottom of the graph, next to `proto`).
 
 mod allow;
 mod host;
+mod own;
 mod ports;
 
 pub use allow::{AllowEntry, AllowList, Denied};
 pub use host::{HostName, HostPort};
+pub use own::{OwnSocket, OwnSockets, SelfTarget};
 pub use ports::{PortSpec, PortSpecError};

@@ -9,10 +9,13 @@
 //! | `LPRT` | `af,hal,h1..hn,pal,p1..pm` | 1639 |
 //! | `EPRT` | `<d>af<d>addr<d>port<d>` | 2428 |
 //!
-//! Reply parsers take the whole raw reply (code and all lines included) and scan it the
-//! tolerant way RFC 1123 asks for, because servers word these replies in many ways. They
-//! return the byte range ("span") of the address so a rewrite can replace exactly that
-//! and keep every other byte. Command parsers take the arguments after the verb and are
+//! Reply parsers take the whole raw reply (code and all lines included) and scan its final
+//! line the tolerant way RFC 1123 asks for, because servers word these replies in many
+//! ways. Only the final line: the lines before it are free text (RFC 959 4.2), so an
+//! address there is whatever the server chose to write, not its answer (a `227-` line
+//! naming a third host must never be taken for the data address). They return the byte
+//! range ("span") of the address, as offsets into the whole reply, so a rewrite can
+//! replace exactly that and keep every other byte. Command parsers take the arguments after the verb and are
 //! strict. Nothing here panics, whatever the input.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
@@ -132,6 +135,14 @@ fn rest_is_blank(input: &[u8], pos: usize) -> bool {
         .all(u8::is_ascii_whitespace)
 }
 
+/// Where the final line of a reply starts: a multi-line reply's closing `DDD text` line,
+/// or 0 for a single line.
+fn final_line_start(raw: &[u8]) -> usize {
+    let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
 /// Every number list in a reply, in order, skipping the reply code at the start of each
 /// line (`227 `, `227-`) so a code is never read as part of an address.
 fn reply_number_lists(raw: &[u8]) -> impl Iterator<Item = NumList> + '_ {
@@ -220,21 +231,24 @@ fn addr_from_six(nums: &[Num]) -> Result<SocketAddrV4, AddrError> {
 
 /// Finds the address of a `227` reply.
 ///
-/// `raw` is the whole reply as received (code, text, line ends; multi-line is fine).
-/// The first run of at least six comma-separated numbers is the address, whatever
+/// `raw` is the whole reply as received (code, text, line ends; multi-line is fine: only
+/// its final line is read). The first run of at least six comma-separated numbers there
+/// is the address, whatever
 /// surrounds it: parentheses, `=`, nothing, trailing text (RFC 1123 4.1.2.6). Shorter
 /// runs (`v2`, `1,2`) are skipped. When a longer run is found, its first six numbers
 /// are used, as a client's `%d,%d,%d,%d,%d,%d` scan would. The returned span runs from
 /// the first digit of h1 to the last digit of p2, as offsets into `raw`.
 pub fn parse_pasv_reply(raw: &[u8]) -> Result<(SocketAddrV4, Range<usize>), AddrError> {
+    let start = final_line_start(raw);
+    let line = &raw[start..];
     let mut truncated = false;
-    for list in reply_number_lists(raw) {
+    for list in reply_number_lists(line) {
         if list.nums.len() >= 6 {
             let nums = &list.nums[..6];
-            let span = nums[0].span.start..nums[5].span.end;
+            let span = start + nums[0].span.start..start + nums[5].span.end;
             return Ok((addr_from_six(nums)?, span));
         }
-        truncated |= list.cut_short(raw);
+        truncated |= list.cut_short(line);
     }
     Err(if truncated {
         AddrError::Truncated
@@ -295,7 +309,8 @@ fn strict_number_list(args: &[u8]) -> Result<NumList, AddrError> {
 
 /// Finds the port of a `229` reply: `<d><d><d>port<d>` with the same delimiter four
 /// times, any printable ASCII but a digit (RFC 2428 recommends `|`). `raw` is the whole
-/// reply; the first well-formed group wins, so `...` in the text does no harm.
+/// reply (only its final line is read); the first well-formed group there wins, so `...`
+/// in the text does no harm.
 pub fn parse_epsv_reply(raw: &[u8]) -> Result<u16, AddrError> {
     epsv_port_span(raw).and_then(|span| port_from_decimal(&raw[span]))
 }
@@ -303,7 +318,7 @@ pub fn parse_epsv_reply(raw: &[u8]) -> Result<u16, AddrError> {
 /// Where the port digits of a `229` reply are.
 fn epsv_port_span(raw: &[u8]) -> Result<Range<usize>, AddrError> {
     let mut truncated = false;
-    for i in 0..raw.len() {
+    for i in final_line_start(raw)..raw.len() {
         let d = raw[i];
         if !is_delimiter(d) || d.is_ascii_digit() || raw.get(i + 1..i + 3) != Some(&[d, d]) {
             continue;
@@ -517,19 +532,21 @@ pub fn parse_lprt_args(args: &[u8]) -> Result<SocketAddr, AddrError> {
 
 /// Finds the address of a `228` reply: the first number list in the text that starts
 /// with `4,4` or `6,16` and is long enough for its host and port lengths. `raw` is the
-/// whole reply; the span is the address as offsets into it.
+/// whole reply (only its final line is read); the span is the address as offsets into it.
 pub fn parse_lpsv_reply(raw: &[u8]) -> Result<(SocketAddr, Range<usize>), AddrError> {
+    let start = final_line_start(raw);
+    let line = &raw[start..];
     let mut truncated = false;
-    for list in reply_number_lists(raw) {
+    for list in reply_number_lists(line) {
         let values: Vec<u32> = list.values().collect();
         match long_shape(&values) {
             LongShape::Complete { hal, len } => {
                 let nums = &list.nums[..len];
-                let span = nums[0].span.start..nums[len - 1].span.end;
+                let span = start + nums[0].span.start..start + nums[len - 1].span.end;
                 return Ok((long_addr(nums, hal)?, span));
             }
             LongShape::Invalid(e) => return Err(e),
-            LongShape::Short if values.len() >= 2 => truncated |= list.cut_short(raw),
+            LongShape::Short if values.len() >= 2 => truncated |= list.cut_short(line),
             _ => {}
         }
     }
@@ -677,11 +694,38 @@ mod tests {
         // Three digits followed by a comma are a number, not a code: text given without
         // its code still parses.
         assert_eq!(pasv(b"127,0,0,1,4,1"), Ok(v4("127.0.0.1:1025")));
-        // The same for the codes of a multi-line reply.
+        // The same for the code of a multi-line reply's final line.
         let raw = b"227-Entering Passive Mode\r\n227 (10,0,0,1,4,1)\r\n";
         assert_eq!(pasv(raw), Ok(v4("10.0.0.1:1025")));
-        let raw = b"227-Entering Passive Mode\r\n 227,1,2,3,4,5\r\n227 (10,0,0,1,4,1)\r\n";
+        let raw = b"227-Entering\r\n227 227,1,2,3,4,5\r\n";
         assert_eq!(pasv(raw), Ok(v4("227.1.2.3:1029")));
+    }
+
+    #[test]
+    fn only_the_final_line_of_a_multi_line_reply_carries_the_address() {
+        // Lines before the last are free text: a third host there is never the answer.
+        let raw = b"227-Note (6,6,6,6,4,1)\r\n227 Entering Passive Mode (10,0,0,1,4,2)\r\n";
+        let (addr, span) = parse_pasv_reply(raw).unwrap();
+        assert_eq!(addr, v4("10.0.0.1:1026"));
+        assert_eq!(&raw[span], b"10,0,0,1,4,2");
+        let rewritten = rewrite_pasv_reply(raw, v4("192.0.2.1:1026")).unwrap();
+        assert_eq!(
+            rewritten,
+            b"227-Note (6,6,6,6,4,1)\r\n227 Entering Passive Mode (192,0,2,1,4,2)\r\n"
+        );
+        let raw = b"227-Entering Passive Mode (6,6,6,6,4,1)\r\n227 OK\r\n";
+        assert_eq!(pasv(raw), Err(AddrError::NotFound));
+        let raw = b"229-Note (|||4444|)\r\n229 Entering Extended Passive Mode (|||30001|)\r\n";
+        assert_eq!(parse_epsv_reply(raw), Ok(30001));
+        assert_eq!(
+            parse_epsv_reply(b"229-(|||4444|)\r\n229 no port\r\n"),
+            Err(AddrError::NotFound)
+        );
+        let raw = b"228-(4,4,6,6,6,6,2,4,1)\r\n228 Long (4,4,10,0,0,1,2,4,2)\r\n";
+        assert_eq!(
+            parse_lpsv_reply(raw).map(|p| p.0),
+            Ok("10.0.0.1:1026".parse().unwrap())
+        );
     }
 
     #[test]
@@ -1237,6 +1281,33 @@ mod tests {
             prop_assert_eq!(parse_epsv_reply(&raw), Ok(old));
             let want = format!("229 {prefix}(|||{new}|){suffix}\r\n").into_bytes();
             prop_assert_eq!(rewrite_epsv_reply(&raw, new).unwrap(), want);
+        }
+
+        #[test]
+        fn continuation_lines_never_supply_the_address(
+            decoy in any_v4(),
+            real in any_v4(),
+            port in 1..=u16::MAX,
+            decoy_port in 1..=u16::MAX,
+            text in NO_DIGITS,
+        ) {
+            // Whatever the lines before the last say, the final line decides, and a final
+            // line without an address is no address at all.
+            let inner = format!(
+                "227-{text}({})\r\n ({})\r\n229-(|||{decoy_port}|)\r\n228-({})\r\n",
+                format_pasv_addr(decoy), format_pasv_addr(decoy),
+                format_lprt_args(SocketAddr::V4(decoy)),
+            );
+            let raw = format!("{inner}227 ({})\r\n", format_pasv_addr(real)).into_bytes();
+            prop_assert_eq!(parse_pasv_reply(&raw).unwrap().0, real);
+            let raw = format!("{inner}227 {text}\r\n").into_bytes();
+            prop_assert!(parse_pasv_reply(&raw).is_err());
+            let raw = format!("{inner}229 (|||{port}|)\r\n").into_bytes();
+            prop_assert_eq!(parse_epsv_reply(&raw), Ok(port));
+            let raw = format!("{inner}229 {text}\r\n").into_bytes();
+            prop_assert!(parse_epsv_reply(&raw).is_err());
+            let raw = format!("{inner}228 {text}\r\n").into_bytes();
+            prop_assert!(parse_lpsv_reply(&raw).is_err());
         }
 
         #[test]

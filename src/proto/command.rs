@@ -224,6 +224,10 @@ pub enum CommandError {
     Empty,
     #[error("invalid command verb")]
     BadVerb,
+    /// A carriage return or NUL inside the arguments: servers that split on either would see
+    /// a second command the proxy never checked (RFC 959 has neither inside a command).
+    #[error("bare CR or NUL inside the command line")]
+    ControlByte,
 }
 
 /// Parses one command line (terminator optional).
@@ -241,6 +245,9 @@ pub fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
     let verb = Verb::new(verb).ok_or(CommandError::BadVerb)?;
     // `rest` is empty or starts with the separating space, which is not an argument.
     let args = rest.get(1..).unwrap_or_default();
+    if args.iter().any(|&b| b == b'\r' || b == 0) {
+        return Err(CommandError::ControlByte);
+    }
     Ok(Command { verb, args })
 }
 
@@ -290,6 +297,25 @@ mod tests {
     }
 
     #[test]
+    fn bare_cr_and_nul_inside_a_line_are_refused() {
+        for line in [
+            &b"DELE a\rb\r\n"[..],
+            b"RETR x\0y\r\n",
+            b"USER u\r\r\n",
+            b"NOOP \r",
+        ] {
+            assert_eq!(
+                parse_command(line).err(),
+                Some(CommandError::ControlByte),
+                "{line:?}"
+            );
+        }
+        // The terminator itself is fine, bare LF included.
+        assert!(parse_command(b"NOOP\r\n").is_ok());
+        assert!(parse_command(b"NOOP\n").is_ok());
+    }
+
+    #[test]
     fn simple_commands() {
         assert_eq!(
             cmd(b"USER anonymous\r\n"),
@@ -319,7 +345,7 @@ mod tests {
     #[test]
     fn non_utf8_args_preserved() {
         assert_eq!(cmd(b"RETR caf\xe9.txt\r\n").1, b"caf\xe9.txt".to_vec());
-        assert_eq!(cmd(b"STOR \xff\xfe\x00\r\n").1, b"\xff\xfe\x00".to_vec());
+        assert_eq!(cmd(b"STOR \xff\xfe\x01\r\n").1, b"\xff\xfe\x01".to_vec());
     }
 
     #[test]
@@ -408,7 +434,7 @@ mod tests {
         #[test]
         fn args_are_a_suffix_of_the_line(
             verb in "[A-Za-z][A-Za-z0-9]{0,7}",
-            args in proptest::collection::vec(any::<u8>().prop_filter("no LF", |b| *b != b'\n'), 0..40),
+            args in proptest::collection::vec(any::<u8>().prop_filter("no LF, CR or NUL", |b| !matches!(b, b'\n' | b'\r' | 0)), 0..40),
         ) {
             let mut line = verb.clone().into_bytes();
             line.push(b' ');

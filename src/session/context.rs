@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
-use crate::net::AllowList;
+use crate::net::{AllowList, OwnSockets};
 use crate::session::registry::Sessions;
 
 /// A listener's settings and shared state, as its sessions see them.
@@ -21,8 +21,11 @@ pub struct ListenerCtx {
     /// `upstream_data: auto`: upstreams (control address) that answered `PASV`/`EPSV`
     /// with a 5xx, so later sessions go straight to active mode with them.
     pub passive_refused_by: PassiveRefusals,
-    /// Every address this proxy listens on: forward mode never connects to these.
+    /// Every address this proxy listens on (its listeners and the admin endpoint).
     pub own_binds: Vec<SocketAddr>,
+    /// Those and the data ports: nothing a session connects to on someone's say-so may
+    /// be one of them.
+    pub own: Arc<OwnSockets>,
     /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
     pub fxp_allow: Arc<AllowList>,
     /// Where sessions register for `GET /api/v1/sessions`.
@@ -39,13 +42,14 @@ impl ListenerCtx {
         own_binds: Vec<SocketAddr>,
     ) -> Self {
         ListenerCtx {
+            own: Arc::new(own_sockets(config, own_binds.clone())),
             own_binds,
             fxp_allow: Arc::new(config.fxp.allow.clone()),
             ..ListenerCtx::new(l.clone(), config.limits.clone(), &config.data, ports)
         }
     }
 
-    /// A context with no loop guard and no `fxp.allow` (in-process tests).
+    /// A context with no self-target guard and no `fxp.allow` (in-process tests).
     pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig, ports: PortPool) -> Self {
         ListenerCtx {
             cfg,
@@ -54,6 +58,7 @@ impl ListenerCtx {
             data_bind: data.bind,
             passive_refused_by: PassiveRefusals::default(),
             own_binds: Vec::new(),
+            own: Arc::default(),
             fxp_allow: Arc::default(),
             sessions: Sessions::default(),
         }
@@ -62,6 +67,28 @@ impl ListenerCtx {
     /// The same context, registering its sessions in `sessions`.
     pub fn with_sessions(self, sessions: Sessions) -> Self {
         ListenerCtx { sessions, ..self }
+    }
+}
+
+/// The self-target guard of a proxy bound to `binds` with `config`'s data ports.
+pub fn own_sockets(config: &Config, binds: Vec<SocketAddr>) -> OwnSockets {
+    OwnSockets::new(
+        binds,
+        config.data.ports.clone(),
+        config.data.bind,
+        machine_addresses(),
+    )
+}
+
+/// This machine's interface addresses: a wildcard bind listens on each of them.
+fn machine_addresses() -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(ifs) => ifs.into_iter().map(|i| i.ip()).collect(),
+        Err(error) => {
+            // The guard still knows loopback and each connection's own addresses.
+            tracing::warn!(%error, "cannot list this machine's addresses for the self-target guard");
+            Vec::new()
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod transparent;
 mod writer;
 
 pub use context::{ListenerCtx, PassiveRefusals};
+pub use shell::UntilLogin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,20 +36,22 @@ use tokio::io::AsyncReadExt;
 /// Runs one session to completion. Never panics on peer input; every way out is logged
 /// once and counted.
 /// `peer` is the client's address (from the PROXY header behind a load balancer);
-/// `early` holds bytes the client sent before the proxy read anything else.
+/// `early` holds bytes the client sent before the proxy read anything else;
+/// `until_login` is dropped once the client has logged in (the listener's pre-login slots).
 pub async fn run(
     client: TcpStream,
     peer: SocketAddr,
     early: Vec<u8>,
     ctx: Arc<ListenerCtx>,
     hard_stop: CancellationToken,
+    until_login: UntilLogin,
 ) {
     let span = tracing::info_span!("session", listener = %ctx.cfg.name, client = %peer);
     async move {
         let started = Instant::now();
         metrics::session_started(&ctx.cfg.name);
         let name = ctx.cfg.name.clone();
-        let outcome = serve(client, peer, early, ctx, hard_stop).await;
+        let outcome = serve(client, peer, early, ctx, hard_stop, until_login).await;
         metrics::session_ended(&name, started.elapsed());
         let ms = started.elapsed().as_millis() as u64;
         match outcome {
@@ -66,6 +69,7 @@ async fn serve(
     early: Vec<u8>,
     ctx: Arc<ListenerCtx>,
     hard_stop: CancellationToken,
+    until_login: UntilLogin,
 ) -> anyhow::Result<&'static str> {
     let _ = client.set_nodelay(true);
     let client_local = client.local_addr()?.ip().to_canonical();
@@ -113,6 +117,6 @@ async fn serve(
     let registration = ctx.sessions.register(&ctx.cfg.name, peer);
     Shell::new(ctx, machine, client, &early, client_local)
         .registered(registration)
-        .run(hard_stop)
+        .run(hard_stop, until_login)
         .await
 }

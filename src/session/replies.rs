@@ -15,6 +15,8 @@ pub enum Say {
     ShuttingDown,
     TooManySessions,
     TooManySessionsFromYou,
+    TooManyPreLogin,
+    TooManyPreLoginFromYou,
     UpstreamUnreachable,
     LoginTimedOut,
     IdleTimeout,
@@ -23,12 +25,19 @@ pub enum Say {
     },
     TooManyInvalidCommands,
     SyntaxError,
+    ControlByte,
     UpstreamInvalid,
+    UpstreamSilent {
+        /// It never greeted (else: it left the proxy's own command unanswered).
+        greeting: bool,
+        after: std::time::Duration,
+    },
     Goodbye,
     NoopOk,
 
     // Login: forward and transparent modes.
     ForwardGreeting,
+    ProxyGreeting,
     ForwardLoginFirst,
     ForwardBadTarget,
     ForwardDenied {
@@ -60,6 +69,10 @@ pub enum Say {
         verb: &'static str,
         why: &'static str,
     },
+    SelfTarget {
+        verb: &'static str,
+        why: String,
+    },
     BadPassiveAddress {
         error: String,
     },
@@ -67,11 +80,15 @@ pub enum Say {
     OnlyEpsv,
     NoIpv4ForPasv,
     PortsExhausted,
+    TooManyDataPorts {
+        max: usize,
+    },
     CannotListen,
     ActiveOk {
         verb: &'static str,
     },
     NoDataSetup,
+    PassiveBeforeLogin,
     UpstreamDataFailed {
         why: String,
     },
@@ -109,6 +126,9 @@ pub enum Say {
         error: String,
     },
     FxpNoDestination,
+    FxpRefused {
+        why: String,
+    },
     FxpLoginFirst,
     FxpCopying {
         src: String,
@@ -136,7 +156,7 @@ impl Say {
         match self {
             S::Goodbye => 221,
             S::NoopOk | S::EpsvAllOk | S::ActiveOk { .. } | S::FxpDestinationSet { .. } => 200,
-            S::ForwardGreeting => 220,
+            S::ForwardGreeting | S::ProxyGreeting => 220,
             S::FxpDone { .. } | S::AbortOk => 226,
             S::FxpCopying { .. } => 150,
             S::TlsGo => 234,
@@ -150,11 +170,14 @@ impl Say {
             S::ShuttingDown
             | S::TooManySessions
             | S::TooManySessionsFromYou
+            | S::TooManyPreLogin
+            | S::TooManyPreLoginFromYou
             | S::UpstreamUnreachable
             | S::LoginTimedOut
             | S::IdleTimeout
             | S::TooManyInvalidCommands
             | S::UpstreamInvalid
+            | S::UpstreamSilent { .. }
             | S::ForwardUnreachable { .. }
             | S::TooManyRefusedTargets
             | S::TransparentDenied { .. }
@@ -162,17 +185,20 @@ impl Say {
             S::BadPassiveAddress { .. }
             | S::NoIpv4ForPasv
             | S::PortsExhausted
+            | S::TooManyDataPorts { .. }
             | S::CannotListen
             | S::NoDataSetup
             | S::UpstreamDataFailed { .. } => 425,
+            S::PassiveBeforeLogin => 530,
             S::TransferAborted | S::TransferFailed { .. } | S::FxpAborted => 426,
             S::FxpFailed {
                 permanent: false, ..
             } => 451,
             S::LineTooLong { .. } | S::SyntaxError | S::ProxyUntrusted => 500,
+            S::ControlByte => 501,
             S::BadActiveArgs { .. } | S::OnlyEpsv | S::FxpUsage | S::FxpNotAnUrl { .. } => 501,
             S::FxpNoDestination | S::FxpBusy => 503,
-            S::Bounce { .. } => 504,
+            S::Bounce { .. } | S::SelfTarget { .. } => 504,
             S::ForwardLoginFirst
             | S::ForwardBadTarget
             | S::ForwardDenied { .. }
@@ -181,7 +207,8 @@ impl Say {
             S::AuthRefused => 534,
             S::FxpFailed {
                 permanent: true, ..
-            } => 550,
+            }
+            | S::FxpRefused { .. } => 550,
         }
     }
 
@@ -195,6 +222,10 @@ impl Say {
             S::TooManySessionsFromYou => {
                 fixed("Too many connections from your address; try again later.")
             }
+            S::TooManyPreLogin => fixed("Too many connections waiting to log in; try again later."),
+            S::TooManyPreLoginFromYou => fixed(
+                "Too many connections from your address waiting to log in; log in or close some first.",
+            ),
             S::UpstreamUnreachable => {
                 fixed("Service not available: the FTP server behind this proxy cannot be reached.")
             }
@@ -207,14 +238,23 @@ impl Say {
                 fixed("Too many invalid commands; closing the connection.")
             }
             S::SyntaxError => fixed("Syntax error, command unrecognized."),
+            S::ControlByte => fixed(
+                "Syntax error in parameters: a carriage return or NUL inside the command line.",
+            ),
             S::UpstreamInvalid => {
                 fixed("Service not available: the FTP server sent an invalid reply.")
             }
+            S::UpstreamSilent { greeting, after } => owned(format!(
+                "Service not available: the FTP server did not {} within {}.",
+                if *greeting { "greet" } else { "answer" },
+                humantime::format_duration(*after)
+            )),
             S::Goodbye => fixed("Goodbye."),
             S::NoopOk => fixed("NOOP ok."),
             S::ForwardGreeting => {
                 fixed("fxprelay FTP proxy ready. Log in as user@host or user@host:port.")
             }
+            S::ProxyGreeting => fixed("fxprelay FTP proxy ready."),
             S::ForwardLoginFirst => fixed("Please log in with USER user@host[:port] first."),
             S::ForwardBadTarget => {
                 fixed("Log in as user@host or user@host:port to name the FTP server.")
@@ -245,6 +285,7 @@ impl Say {
                 owned(format!("Syntax error in {verb} arguments: {error}."))
             }
             S::Bounce { verb, why } => owned(format!("{verb} refused: {why}.")),
+            S::SelfTarget { verb, why } => owned(format!("{verb} refused: {why}.")),
             S::BadPassiveAddress { error } => owned(format!(
                 "Can't open data connection: the server announced an invalid address ({error})."
             )),
@@ -256,11 +297,17 @@ impl Say {
             S::PortsExhausted => fixed(
                 "Can't open data connection: every data port of this proxy is in use; try again later.",
             ),
+            S::TooManyDataPorts { max } => owned(format!(
+                "Can't open data connection: your address holds {max} data ports of this proxy already; finish or abort a transfer first."
+            )),
             S::CannotListen => {
                 fixed("Can't open data connection: the proxy cannot listen for data.")
             }
             S::ActiveOk { verb } => owned(format!("{verb} command successful.")),
             S::NoDataSetup => fixed("Use PORT, EPRT, PASV or EPSV first."),
+            S::PassiveBeforeLogin => fixed(
+                "Please log in with USER and PASS first: the proxy sets up data connections itself.",
+            ),
             S::UpstreamDataFailed { why } => {
                 owned(format!("Can't open data connection to the server: {why}"))
             }
@@ -295,6 +342,7 @@ impl Say {
             S::FxpNoDestination => {
                 fixed("Choose the other server first: SITE FXP TO ftp://user:pass@host/dir/")
             }
+            S::FxpRefused { why } => owned(format!("Not an FXP destination: {why}.")),
             S::FxpLoginFirst => fixed("Log in first."),
             S::FxpCopying { src, dst } => owned(format!("Copying {src} to {dst}.")),
             S::FxpDone { text } | S::FxpFailed { text, .. } => owned(text.clone()),
@@ -303,6 +351,14 @@ impl Say {
             ),
             S::FxpAborted => fixed("FXP copy aborted."),
             S::AbortOk => fixed("ABOR command successful."),
+        }
+    }
+
+    /// The answer to a command line that does not parse.
+    pub fn for_bad_command(e: crate::proto::CommandError) -> Say {
+        match e {
+            crate::proto::CommandError::ControlByte => Say::ControlByte,
+            _ => Say::SyntaxError,
         }
     }
 

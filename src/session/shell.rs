@@ -48,6 +48,10 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 pub(super) type BoxStream = Box<dyn Stream>;
+
+/// What a session holds until its client has logged in (dropped then): the listener's
+/// pre-login slots.
+pub type UntilLogin = Box<dyn Send>;
 type Lines = FramedRead<ReadHalf<BoxStream>, LineCodec>;
 
 /// What an asynchronous operation the machine ordered came back with.
@@ -184,9 +188,14 @@ impl Shell {
     pub(super) async fn run(
         mut self,
         hard_stop: CancellationToken,
+        until_login: UntilLogin,
     ) -> anyhow::Result<&'static str> {
+        let mut until_login = Some(until_login);
         self.machine.start();
         loop {
+            if until_login.is_some() && self.machine.logged_in() {
+                until_login = None;
+            }
             while let Some(action) = self.machine.poll_action() {
                 if let Some(reason) = self.execute(action).await? {
                     return Ok(reason);
@@ -318,8 +327,9 @@ impl Shell {
                     async move { Done::Resolved(upstream::resolve(&name, limit).await) }.boxed(),
                 );
             }
-            Action::Lease { slot, bind } => {
-                let port = match self.ctx.ports.lease(bind) {
+            Action::Lease { slot, bind, client } => {
+                let max = limits.max_data_ports_per_ip;
+                let port = match self.ctx.ports.lease_for(bind, client, max) {
                     Ok(leased) => {
                         let port = leased.port();
                         match slot {
@@ -581,6 +591,7 @@ impl Shell {
                 Some(u) => crate::fxp::client::TlsPolicy::new(u.verify, u.ca.clone()),
                 None => Options::default().tls,
             },
+            own: Some(self.ctx.own.clone()),
             progress: Some(Arc::new(move |e: &FxpEvent| {
                 if let FxpEvent::Bytes { done, total } = e {
                     let _ = progress_tx.send(FxpNews::Bytes {

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::audit::Outcome;
 use super::{Action, Answers, Count, Machine, Say, Slot, TransferResult, reply_text};
-use crate::config::{Mode, UpstreamData};
+use crate::config::UpstreamData;
 use crate::data::LeaseError;
 use crate::metrics::Rejection;
 use crate::proto::addr;
@@ -271,6 +271,14 @@ impl Machine {
             if self.data.epsv_all {
                 return self.say(Say::OnlyEpsv);
             }
+            if let Some(e) = self.own_socket(to) {
+                self.reject(Rejection::SelfTarget);
+                warn!(%to, "refused an active-mode address that is this proxy itself");
+                return self.say(Say::SelfTarget {
+                    verb: active.as_str(),
+                    why: e.to_string(),
+                });
+            }
             self.release_pending();
             self.data.pending = Pending::Active(to);
             return self.say(Say::ActiveOk {
@@ -373,6 +381,7 @@ impl Machine {
         self.act(Action::Lease {
             slot: Slot::ClientPassive,
             bind,
+            client: self.addrs.client,
         });
     }
 
@@ -386,8 +395,12 @@ impl Machine {
                 Ok(port) => self.announce(verb, port, now),
                 Err(e) => {
                     warn!(error = %e, "no data port for the client");
+                    if let LeaseError::PerClient { .. } = e {
+                        self.reject(Rejection::MaxDataPortsPerIp);
+                    }
                     self.say(match e {
                         LeaseError::Exhausted { .. } => Say::PortsExhausted,
+                        LeaseError::PerClient { max, .. } => Say::TooManyDataPorts { max },
                         LeaseError::Bind { .. } => Say::CannotListen,
                     });
                 }
@@ -408,7 +421,14 @@ impl Machine {
                     }
                     Err(e) => {
                         warn!(error = %e, "no data port for the upstream");
-                        self.fail_setup(setup, "the proxy has no free data port".into());
+                        let why = match e {
+                            LeaseError::PerClient { max, .. } => {
+                                self.reject(Rejection::MaxDataPortsPerIp);
+                                format!("your address holds {max} data ports already")
+                            }
+                            _ => "the proxy has no free data port".into(),
+                        };
+                        self.fail_setup(setup, why);
                     }
                 }
             }
@@ -571,6 +591,7 @@ impl Machine {
         self.act(Action::Lease {
             slot: Slot::UpstreamActive,
             bind,
+            client: self.addrs.client,
         });
     }
 
@@ -596,6 +617,19 @@ impl Machine {
             500..=599 => Err(PassiveFailure::Unsupported(reply_text(reply))),
             _ => Err(PassiveFailure::Refused(reply_text(reply))),
         };
+        let target = match target {
+            Ok(t) => match self.own_socket(t) {
+                Some(e) => {
+                    // Aimed at the admin endpoint, the client's bytes would be an HTTP
+                    // request to the API; at a listener or a data port, a loop.
+                    self.reject(Rejection::SelfTarget);
+                    warn!(target = %t, "upstream announced a data address that is this proxy itself; refused");
+                    Err(PassiveFailure::Refused(format!("it announced {e}")))
+                }
+                None => Ok(t),
+            },
+            Err(e) => Err(e),
+        };
         match target {
             Ok(target) if target.port() < 1024 => {
                 // No FTP server puts passive ports there; a server that does is steering
@@ -614,35 +648,41 @@ impl Machine {
         }
     }
 
-    /// Applies `nat.passive` to the address the upstream announced to the proxy. Only a
-    /// reverse listener's upstream, which the operator chose, may send the proxy to another
-    /// host; in forward and transparent mode the client picks the server, so its data
-    /// address is always the server itself (no connections to third hosts on its word).
+    /// The self-target guard, for an address the proxy would connect to in this session:
+    /// its own side of both control connections is local for sure.
+    pub(super) fn own_socket(&self, target: SocketAddr) -> Option<crate::net::SelfTarget> {
+        let local = [self.addrs.client_local, self.addrs.upstream_local];
+        self.ctx.own.check(target, &local).err()
+    }
+
+    /// Where the proxy connects for a server's announced passive address: the server's
+    /// own address, whatever host the reply names, unless `allow_passive_hosts` lists
+    /// that host; then `nat.passive` decides. A server (or whoever controls its replies)
+    /// can never aim the proxy at a third host on its word alone.
     fn fix_upstream_passive(&mut self, announced: SocketAddr) -> SocketAddr {
         let up = self.addrs.upstream;
-        if announced.ip() == up {
+        let ip = announced.ip().to_canonical();
+        if ip == up {
             return announced;
         }
-        if self.ctx.cfg.mode != Mode::Reverse {
-            self.count(Count::Rewrite {
-                kind: "pasv",
-                reason: "foreign",
-            });
-            debug!(from = %announced, to = %up, "upstream passive address pinned to the server");
-            return SocketAddr::new(up, announced.port());
-        }
+        let listed = self
+            .ctx
+            .cfg
+            .allow_passive_hosts
+            .iter()
+            .any(|n| n.contains(&ip));
         let nat = &self.ctx.cfg.nat;
-        match rewrite::should_replace(nat.passive, announced.ip(), up, &nat.private) {
-            Some(reason) => {
-                self.count(Count::Rewrite {
-                    kind: "pasv",
-                    reason: reason.as_str(),
-                });
-                debug!(from = %announced, to = %up, "upstream passive address fixed");
-                SocketAddr::new(up, announced.port())
-            }
-            None => announced,
-        }
+        let reason = match rewrite::should_replace(nat.passive, ip, up, &nat.private) {
+            Some(reason) => reason.as_str(),
+            None if listed => return announced,
+            None => "foreign",
+        };
+        self.count(Count::Rewrite {
+            kind: "pasv",
+            reason,
+        });
+        debug!(from = %announced, to = %up, reason, "upstream passive address replaced with the server's");
+        SocketAddr::new(up, announced.port())
     }
 
     /// `upstream_data: auto` falls back to active mode; a 5xx is remembered for this

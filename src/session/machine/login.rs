@@ -16,6 +16,7 @@ use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
 use crate::session::context::ListenerCtx;
 use crate::tls::UpstreamPlan;
+use crate::upstream::ConnectError;
 
 /// After this many refused `USER` attempts the client is disconnected.
 const MAX_ATTEMPTS: u32 = 3;
@@ -36,24 +37,21 @@ pub fn parse_target(arg: &[u8]) -> Option<(&[u8], HostPort)> {
     Some((user, target))
 }
 
-/// The allow list, checked on resolved addresses, and the loop guard: never connect to
-/// one of this proxy's own listeners.
+/// The self-target guard and the allow list, checked on resolved addresses: never
+/// connect to one of this proxy's own sockets, nor outside `allow`.
 pub fn permitted(
     ctx: &ListenerCtx,
     host: &str,
     addr: SocketAddr,
     client_local: IpAddr,
-) -> Result<(), String> {
-    let ip = addr.ip().to_canonical();
-    let own = ctx.own_binds.iter().any(|b| {
-        b.port() == addr.port()
-            && (b.ip() == ip
-                || (b.ip().is_unspecified() && (ip.is_loopback() || ip == client_local)))
-    });
-    if own {
-        return Err("that is this proxy itself".into());
-    }
-    ctx.cfg.allow.admits(host, ip).map_err(|d| d.to_string())
+) -> Result<(), ConnectError> {
+    ctx.own
+        .check(addr, &[client_local])
+        .map_err(|e| ConnectError::SelfTarget(e.to_string()))?;
+    ctx.cfg
+        .allow
+        .admits(host, addr.ip().to_canonical())
+        .map_err(|d| ConnectError::Denied(d.to_string()))
 }
 
 impl Machine {
@@ -81,16 +79,20 @@ impl Machine {
         }));
     }
 
-    /// Forward mode, before the upstream is known.
+    /// Before the upstream is connected: forward mode, or a reverse listener with
+    /// `upstream_connect: on_login`.
     pub(super) fn forward_login_line(
         &mut self,
         line: &[u8],
         attempts: u32,
         now: std::time::Instant,
     ) {
-        let Ok(cmd) = parse_command(line) else {
-            self.reject(Rejection::BadCommand);
-            return self.say(Say::SyntaxError);
+        let cmd = match parse_command(line) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                self.reject(Rejection::BadCommand);
+                return self.say(Say::for_bad_command(e));
+            }
         };
         self.count(super::Count::Command(cmd.verb));
         if self.tls_command(&cmd, now) {
@@ -113,7 +115,14 @@ impl Machine {
                 self.say(Say::ProxyUntrusted);
                 return self.close("untrusted PROXY header");
             }
+            _ if self.ctx.cfg.mode == Mode::Reverse => return self.say(Say::LoginFirst),
             _ => return self.say(Say::ForwardLoginFirst),
+        }
+        if let (Mode::Reverse, Some(target)) = (self.ctx.cfg.mode, &self.ctx.cfg.upstream) {
+            // `upstream_connect: on_login`: the operator's upstream, the USER as it came.
+            let target = target.clone();
+            self.site.user = Some(super::lossy(cmd.args));
+            return self.connect(target, Some(line.to_vec()), attempts, false, None);
         }
         let Some((user, target)) = parse_target(trim_eol(cmd.args)) else {
             return self.say(Say::ForwardBadTarget);
@@ -159,6 +168,7 @@ impl Machine {
                     None => {
                         self.phase = Phase::Relaying;
                         self.expect(Answers::Greeting);
+                        self.reply_deadline = Some(now + self.ctx.limits.connect_timeout);
                     }
                 }
             }
@@ -171,32 +181,24 @@ impl Machine {
     }
 
     fn connect_failed(&mut self, target: HostPort, attempts: u32, failure: ConnectFailure) {
-        match (self.ctx.cfg.mode, failure) {
-            (Mode::Transparent, ConnectFailure::Denied(why)) => {
-                self.reject(Rejection::TransparentDenied);
+        let (why, rejection) = match failure {
+            ConnectFailure::Unreachable(error) => return self.unreachable(target, error),
+            ConnectFailure::Denied(why) => (why, None),
+            ConnectFailure::SelfTarget(why) => (why, Some(Rejection::SelfTarget)),
+            // `on_connected` answers a TLS failure before it gets here.
+            ConnectFailure::Tls(error) => return self.unreachable(target, error),
+        };
+        match self.ctx.cfg.mode {
+            Mode::Transparent => {
+                self.reject(rejection.unwrap_or(Rejection::TransparentDenied));
                 let destination = self.original.map_or(target.to_string(), |d| d.to_string());
                 warn!(%destination, why, "redirected connection refused");
                 self.say(Say::TransparentDenied { destination, why });
                 self.close("destination not allowed");
             }
-            (Mode::Transparent, ConnectFailure::Unreachable(error)) => {
-                warn!(destination = %target, %error, "original destination unreachable");
-                self.say(Say::TransparentUnreachable);
-                self.close("upstream unreachable");
-            }
-            (_, ConnectFailure::Tls(error)) => {
-                self.reject(Rejection::UpstreamTls);
-                warn!(upstream = %target, %error, "TLS with the FTP server failed");
-                self.say(Say::UpstreamTlsFailed);
-                self.close("upstream TLS failed");
-            }
-            (Mode::Reverse, ConnectFailure::Denied(error) | ConnectFailure::Unreachable(error)) => {
-                warn!(upstream = %target, %error, "upstream unreachable");
-                self.say(Say::UpstreamUnreachable);
-                self.close("upstream unreachable");
-            }
-            (Mode::Forward, ConnectFailure::Denied(why)) => {
-                self.reject(Rejection::ForwardDenied);
+            Mode::Reverse => self.unreachable(target, why),
+            Mode::Forward => {
+                self.reject(rejection.unwrap_or(Rejection::ForwardDenied));
                 warn!(upstream = %target, why, "forward target refused");
                 self.say(Say::ForwardDenied {
                     host: target.host.clone(),
@@ -209,15 +211,28 @@ impl Machine {
                 }
                 self.phase = Phase::ForwardLogin { attempts };
             }
-            (Mode::Forward, ConnectFailure::Unreachable(error)) => {
+        }
+    }
+
+    fn unreachable(&mut self, target: HostPort, error: String) {
+        match self.ctx.cfg.mode {
+            Mode::Transparent => {
+                warn!(destination = %target, %error, "original destination unreachable");
+                self.say(Say::TransparentUnreachable);
+            }
+            Mode::Reverse => {
+                warn!(upstream = %target, %error, "upstream unreachable");
+                self.say(Say::UpstreamUnreachable);
+            }
+            Mode::Forward => {
                 debug!(upstream = %target, %error, "forward target unreachable");
                 self.say(Say::ForwardUnreachable {
                     target: target.to_string(),
                     error,
                 });
-                self.close("upstream unreachable");
             }
         }
+        self.close("upstream unreachable");
     }
 
     /// Forward mode: the server's greeting replaces the proxy's, then the client's `USER`

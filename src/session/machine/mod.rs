@@ -37,20 +37,26 @@ use tracing::{debug, info, warn};
 
 use super::context::ListenerCtx;
 use super::replies::Say;
-use crate::config::{DataMode, Mode};
+use crate::config::{DataMode, Mode, UpstreamConnect};
 use crate::data::LeaseError;
 use crate::data::relay::Moved;
 use crate::fxp::engine::{FxpError, Report};
 use crate::fxp::url::FtpUrl;
 use crate::metrics::Rejection;
 use crate::net::{AllowList, HostName, HostPort};
-use crate::proto::command::{Direction, Verb, VerbClass, parse_command};
+use crate::proto::command::{Direction, PassiveVerb, Verb, VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError};
 
 /// After this many consecutive unparseable command lines the client is disconnected:
 /// nobody types that much garbage by accident.
 const MAX_BAD_COMMANDS: u32 = 10;
+
+/// After this many replies that answer no command the server is disconnected. One can be
+/// an honest late answer (after the proxy gave up waiting for it, see
+/// [`Machine::give_up_ordering`]); a server that keeps sending them is broken or is
+/// trying to put words in the proxy's mouth.
+const MAX_UNSOLICITED: u32 = 5;
 
 /// What the shell must do, in order.
 #[derive(Debug)]
@@ -63,8 +69,13 @@ pub enum Action {
     Connect(ConnectRequest),
     /// Look a name up; answer with [`Machine::on_resolved`].
     Resolve(HostName),
-    /// Lease a data port on `bind` into `slot`; answer with [`Machine::on_leased`].
-    Lease { slot: Slot, bind: IpAddr },
+    /// Lease a data port on `bind` into `slot`, counted against `client`'s share
+    /// (`limits.max_data_ports_per_ip`); answer with [`Machine::on_leased`].
+    Lease {
+        slot: Slot,
+        bind: IpAddr,
+        client: IpAddr,
+    },
     /// Drop what `slot` holds (a leased port, a connected data socket).
     Release(Slot),
     /// Connect to the upstream's passive data port, into [`Slot::UpstreamData`]; answer
@@ -151,8 +162,10 @@ pub struct Connected {
 /// Why the upstream control connection could not be opened.
 #[derive(Debug, Clone)]
 pub enum ConnectFailure {
-    /// Every resolved address was refused by [`permitted`].
+    /// Every resolved address was refused by [`permitted`]'s allow list.
     Denied(String),
+    /// A resolved address was this proxy itself (and none was allowed).
+    SelfTarget(String),
     Unreachable(String),
     /// Connected, but implicit TLS with the server failed.
     Tls(String),
@@ -183,17 +196,18 @@ impl Addrs {
 enum Phase {
     /// Before [`Machine::start`].
     New,
-    /// Forward mode: the proxy greeted; reading `USER user@host`.
+    /// The proxy greeted the client itself (forward mode, or a reverse listener with
+    /// `upstream_connect: on_login`); reading `USER` (`user@host` in forward mode).
     ForwardLogin { attempts: u32 },
     /// The upstream control connection is being opened.
     Connecting {
         target: HostPort,
-        /// Forward mode: the `USER` to replay once the server greeted.
+        /// Forward mode or `on_login`: the `USER` to replay once the server greeted.
         user_line: Option<Vec<u8>>,
         attempts: u32,
     },
-    /// Forward mode: connected; the server's greeting is taken in place of the proxy's,
-    /// then `user_line` goes to the server.
+    /// Forward mode or `on_login`: connected; the server's greeting is taken in place of
+    /// the proxy's, then `user_line` goes to the server.
     Greeting { user_line: Vec<u8> },
     /// Client and upstream talk through the proxy.
     Relaying,
@@ -238,6 +252,25 @@ impl Answers {
                 | Answers::OwnProt { .. }
         )
     }
+
+    /// Whether a reply with `code` can be the answer to this: a passive address
+    /// (`227`/`228`/`229`) answers only the passive command that asks for it; anything
+    /// else is judged by the server's protocol, not here.
+    fn may_be_answered_by(self, code: u16) -> bool {
+        let passive = match self {
+            Answers::Forwarded(v) => match v.class() {
+                VerbClass::Passive(p) => Some(p),
+                _ => None,
+            },
+            _ => None,
+        };
+        match code {
+            227 => self == Answers::OwnPassive || passive == Some(PassiveVerb::Pasv),
+            228 => passive == Some(PassiveVerb::Lpsv),
+            229 => self == Answers::OwnPassive || passive == Some(PassiveVerb::Epsv),
+            _ => true,
+        }
+    }
 }
 
 /// The machine of one session.
@@ -261,6 +294,8 @@ pub struct Machine {
     /// The proxy's own command (or forward mode's greeting) must be answered by then.
     reply_deadline: Option<Instant>,
     bad_commands: u32,
+    /// Upstream replies that answered no command, so far.
+    unsolicited: u32,
     /// Set by the upstream's `230`: data ports are only spent on logged-in clients.
     logged_in: bool,
     started: Instant,
@@ -312,6 +347,7 @@ impl Machine {
             waiting: None,
             reply_deadline: None,
             bad_commands: 0,
+            unsolicited: 0,
             logged_in: false,
             started: now,
             last_command: now,
@@ -333,6 +369,11 @@ impl Machine {
     /// The next thing to do, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// Whether the server accepted the client's login (its `230`).
+    pub fn logged_in(&self) -> bool {
+        self.logged_in
     }
 
     /// Why the session ended, once it has.
@@ -378,6 +419,10 @@ impl Machine {
     pub fn start(&mut self) {
         let cfg = &self.ctx.cfg;
         match (cfg.mode, &cfg.upstream, self.original) {
+            (Mode::Reverse, Some(_), _) if cfg.upstream_connect == UpstreamConnect::OnLogin => {
+                self.say(Say::ProxyGreeting);
+                self.phase = Phase::ForwardLogin { attempts: 0 };
+            }
             (Mode::Reverse, Some(target), _) => {
                 let target = target.clone();
                 self.connect(target, None, 0, false, None);
@@ -481,7 +526,7 @@ impl Machine {
         let (login_timeout, idle_timeout) = (limits.login_timeout, limits.idle_timeout);
         if self.reply_deadline.is_some_and(|d| d <= now) {
             self.reply_deadline = None;
-            return self.upstream_broken(Rejection::ReplyTimeout, "no reply in time");
+            return self.upstream_silent();
         }
         if self.deferred_until.is_some_and(|d| d <= now) {
             self.give_up_ordering(now);
@@ -569,6 +614,28 @@ impl Machine {
         warn!(%reason, "upstream sent {what}; closing the session");
         self.say(Say::UpstreamInvalid);
         self.close("upstream protocol error");
+    }
+
+    /// The server let `limits.connect_timeout` pass without greeting or without
+    /// answering the proxy's own command: say so plainly, and end.
+    fn upstream_silent(&mut self) {
+        let greeting = matches!(self.phase, Phase::Greeting { .. })
+            || self
+                .awaiting
+                .front()
+                .is_some_and(|a| a.answers == Answers::Greeting);
+        let after = self.ctx.limits.connect_timeout;
+        self.reject(Rejection::ReplyTimeout);
+        warn!(
+            ?after,
+            greeting, "the upstream went silent; closing the session"
+        );
+        self.say(Say::UpstreamSilent { greeting, after });
+        self.close(if greeting {
+            "upstream sent no greeting"
+        } else {
+            "upstream did not answer"
+        });
     }
 
     fn forward(&mut self, line: &[u8], verb: Verb) {
@@ -682,7 +749,7 @@ impl Machine {
                     self.say(Say::TooManyInvalidCommands);
                     return self.close("too many invalid commands");
                 }
-                return self.say(Say::SyntaxError);
+                return self.say(Say::for_bad_command(e));
             }
         };
         self.bad_commands = 0;
@@ -757,60 +824,79 @@ impl Machine {
 
     fn on_reply(&mut self, reply: Reply, now: Instant) {
         self.count(Count::Reply(reply.code));
-        if reply.code >= 200 {
-            self.audit_reply(&reply);
-        }
-        if reply.code == 230 {
-            self.logged_in = true;
-        }
         if let Phase::Greeting { .. } = self.phase {
+            // Forward mode and `on_login` take the server's greeting in place of the
+            // proxy's: it answers the connection, so a passive address cannot be it.
+            if !Answers::Greeting.may_be_answered_by(reply.code) {
+                return self.unsolicited(&reply, "a greeting is no passive address");
+            }
             return self.on_forward_greeting(reply, now);
         }
+        if reply.code == 421 {
+            // RFC 959 lets a server say 421 at any time before it closes: whatever it
+            // answers, it is the last word, and the client should hear it.
+            return self.upstream_closing(reply);
+        }
+        // Each reply is taken for what the oldest unanswered command asked; one that
+        // cannot be its answer answers nothing (a server putting words in the proxy's
+        // mouth: passed on, it would shift every later reply by one).
+        let Some(front) = self.awaiting.front_mut() else {
+            return self.unsolicited(&reply, "no command is waiting for a reply");
+        };
+        if !front.answers.may_be_answered_by(reply.code) {
+            return self.unsolicited(&reply, "it cannot answer the command in flight");
+        }
+        if front.answers == Answers::Greeting {
+            // The server spoke: a 120 ("ready in nnn minutes") may be followed by a long
+            // wait for its 220, which is the client's to sit out.
+            self.reply_deadline = None;
+        }
         if reply.code < 200 {
-            match self.awaiting.front_mut() {
-                // The server's progress on the proxy's own command is nobody else's.
-                Some(a) if a.answers.is_own() => {}
-                Some(a) => {
-                    a.preliminary = true;
-                    self.act(Action::ToClient(reply.raw));
-                }
-                None => self.act(Action::ToClient(reply.raw)),
+            // The server's progress on the proxy's own command is nobody else's.
+            if !front.answers.is_own() {
+                front.preliminary = true;
+                self.act(Action::ToClient(reply.raw));
             }
             return;
         }
-        match self.awaiting.pop_front().map(|a| a.answers) {
-            Some(Answers::OwnPassive) => {
+        let answers = front.answers;
+        self.audit_reply(&reply);
+        self.awaiting.pop_front();
+        if reply.code == 230 && matches!(answers, Answers::Forwarded(_)) {
+            self.logged_in = true;
+        }
+        match answers {
+            Answers::OwnPassive => {
                 self.reply_deadline = None;
                 self.on_own_passive_reply(&reply);
             }
-            Some(Answers::OwnActive) => {
+            Answers::OwnActive => {
                 self.reply_deadline = None;
                 self.on_own_active_reply(&reply);
             }
-            Some(Answers::OwnAuth) => {
+            Answers::OwnAuth => {
                 self.reply_deadline = None;
                 self.on_own_auth_reply(&reply);
             }
             // Its failure shows in the PROT that follows it.
-            Some(Answers::OwnPbsz) => {}
-            Some(Answers::OwnProt { private }) => {
+            Answers::OwnPbsz => {}
+            Answers::OwnProt { private } => {
                 self.reply_deadline = None;
                 self.on_own_prot_reply(&reply, private, now);
             }
-            Some(Answers::RelayedTransfer(_)) if self.data.transfer_waiting_for_reply() => {
+            Answers::RelayedTransfer(_) if self.data.transfer_waiting_for_reply() => {
                 self.on_transfer_reply(reply)
             }
-            Some(Answers::Forwarded(verb)) | Some(Answers::RelayedTransfer(verb)) => {
-                self.forward_reply(reply, Some(verb))
+            Answers::Forwarded(verb) | Answers::RelayedTransfer(verb) => {
+                self.forward_reply(reply, verb)
             }
-            Some(Answers::Greeting) => {
+            Answers::Greeting => {
                 let ready = reply.code == 220;
                 self.act(Action::ToClient(reply.raw));
                 if ready && self.upstream_plan() == crate::tls::UpstreamPlan::AfterGreeting {
                     self.upstream_auth(tls::AfterUpstream::Nothing, now);
                 }
             }
-            None => self.forward_reply(reply, None),
         }
     }
 
@@ -833,14 +919,47 @@ impl Machine {
         }
     }
 
+    /// A reply that answers nothing: dropped and counted; a server that keeps sending
+    /// them is disconnected.
+    fn unsolicited(&mut self, reply: &Reply, why: &str) {
+        self.unsolicited += 1;
+        if self.unsolicited >= MAX_UNSOLICITED {
+            return self.upstream_broken(
+                Rejection::UnsolicitedReply,
+                "one reply too many that answered no command",
+            );
+        }
+        self.reject(Rejection::UnsolicitedReply);
+        warn!(
+            code = reply.code,
+            why, "dropped an upstream reply that answers no command"
+        );
+    }
+
+    /// The server's `421`: it reaches the client and the session ends.
+    fn upstream_closing(&mut self, reply: Reply) {
+        info!(reply = %reply_text(&reply), "the server is closing the session");
+        self.act(Action::ToClient(reply.raw));
+        self.close("upstream closed with 421");
+    }
+
     /// Sends an upstream reply on: `FEAT` and `HELP` list the proxy's own commands too,
     /// and in passthrough mode a passive address is fixed.
-    fn forward_reply(&mut self, reply: Reply, answers: Option<Verb>) {
+    fn forward_reply(&mut self, reply: Reply, answers: Verb) {
         let tls = self.tls_features();
-        if let Some(raw) = answers.and_then(|v| site::augment_listing(&reply, v, tls)) {
+        if let Some(raw) = site::augment_listing(&reply, answers, tls) {
             return self.act(Action::ToClient(raw));
         }
         if self.relaying() {
+            if matches!(reply.code, 227..=229) {
+                // A passive command sent on before login: in relay mode only the proxy's
+                // own address may reach the client, and it gives that once logged in.
+                debug!(
+                    code = reply.code,
+                    "server's passive address withheld from the client"
+                );
+                return self.say(Say::PassiveBeforeLogin);
+            }
             return self.act(Action::ToClient(reply.raw));
         }
         self.forward_passive_reply(reply);

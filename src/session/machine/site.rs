@@ -62,13 +62,27 @@ struct Copy {
 impl Machine {
     /// Handles `SITE FXP ...` (`args` after `SITE`) for a logged-in client.
     pub(super) fn on_site_fxp(&mut self, args: &[u8]) {
-        let args = String::from_utf8_lossy(trim_eol(args)).trim().to_string();
-        let mut words = args.split_whitespace().skip(1);
-        let sub = words.next().unwrap_or("").to_ascii_uppercase();
-        let rest: Vec<&str> = words.collect();
-        match (sub.as_str(), rest.as_slice()) {
-            ("TO", [url]) => match FtpUrl::parse(url) {
+        // Bytes throughout: paths need not be UTF-8, and a lossy decoding would copy
+        // another file than the one named.
+        let mut words = trim_eol(args)
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .skip(1);
+        let sub = words.next().unwrap_or_default().to_ascii_uppercase();
+        let rest: Vec<&[u8]> = words.collect();
+        match (sub.as_slice(), rest.as_slice()) {
+            (b"TO", [url]) => match FtpUrl::parse_bytes(url) {
                 Ok(u) => {
+                    let own = u
+                        .host
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .and_then(|ip| self.own_socket(std::net::SocketAddr::new(ip, u.port)));
+                    if let Some(e) = own {
+                        self.reject(crate::metrics::Rejection::SelfTarget);
+                        warn!(error = %e, "SITE FXP TO names this proxy itself; refused");
+                        return self.say(Say::FxpRefused { why: e.to_string() });
+                    }
                     let url = u.to_string();
                     self.site.destination = Some(u);
                     self.say(Say::FxpDestinationSet { url });
@@ -77,9 +91,9 @@ impl Machine {
                     error: e.to_string(),
                 }),
             },
-            ("PUT", [a, b @ ..]) if b.len() <= 1 => self.site_copy(true, a, b.first().copied()),
-            ("GET", [b, a @ ..]) if a.len() <= 1 => self.site_copy(false, b, a.first().copied()),
-            ("STATUS", []) => self.site_status(),
+            (b"PUT", [a, b @ ..]) if b.len() <= 1 => self.site_copy(true, a, b.first().copied()),
+            (b"GET", [b, a @ ..]) if a.len() <= 1 => self.site_copy(false, b, a.first().copied()),
+            (b"STATUS", []) => self.site_status(),
             _ => self.say(Say::FxpUsage),
         }
     }
@@ -96,7 +110,7 @@ impl Machine {
     }
 
     /// Starts one copy: `put` is A to B, else B to A.
-    fn site_copy(&mut self, put: bool, from: &str, to: Option<&str>) {
+    fn site_copy(&mut self, put: bool, from: &[u8], to: Option<&[u8]>) {
         let Some(b) = self.site.destination.clone() else {
             return self.say(Say::FxpNoDestination);
         };
@@ -117,9 +131,9 @@ impl Machine {
             path: Vec::new(),
         };
         let (src_base, dst_base) = if put { (&a, &b) } else { (&b, &a) };
-        let src = src_base.join(from.as_bytes());
+        let src = src_base.join(from);
         let dst = match to {
-            Some(p) => dst_base.join(p.as_bytes()),
+            Some(p) => dst_base.join(p),
             None => dst_base.clone(),
         };
         let (shown_src, shown_dst) = (src.to_string(), dst.to_string());
@@ -207,7 +221,7 @@ impl Machine {
                 warn!(error = %e, "SITE FXP copy failed");
                 // The servers' own codes (in the text) describe their sessions, not the
                 // client's: a 421 or 530 from B would make the client think it lost A.
-                let permanent = matches!(e.code(), Some(500..=599));
+                let permanent = e.is_permanent();
                 let text = format!("FXP copy failed: {e}");
                 self.site.last = Some(text.clone());
                 Say::FxpFailed { permanent, text }

@@ -23,6 +23,11 @@ fn ip(s: &str) -> IpAddr {
 /// A listener context from YAML lines added to one listener (indented four spaces) and
 /// top-level blocks.
 fn ctx(listener: &str, top: &str) -> Arc<ListenerCtx> {
+    ctx_guarded(listener, top, crate::net::OwnSockets::default())
+}
+
+/// [`ctx`] with a self-target guard.
+fn ctx_guarded(listener: &str, top: &str, own: crate::net::OwnSockets) -> Arc<ListenerCtx> {
     let yaml = format!("{top}listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n{listener}");
     let cfg = Config::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let l = cfg.listeners[0].clone();
@@ -33,6 +38,7 @@ fn ctx(listener: &str, top: &str) -> Arc<ListenerCtx> {
         PortPool::new(&cfg.data.ports),
     );
     c.fxp_allow = Arc::new(cfg.fxp.allow.clone());
+    c.own = Arc::new(own);
     Arc::new(c)
 }
 
@@ -289,7 +295,84 @@ fn forward_greeting_must_come_in_time() {
     t.take();
     t.advance(Duration::from_secs(11));
     assert!(t.rejected(Rejection::ReplyTimeout));
+    assert_eq!(
+        t.sent_client(),
+        ["421 Service not available: the FTP server did not greet within 10s.\r\n"]
+    );
     assert!(t.closed());
+}
+
+#[test]
+fn a_reverse_upstream_that_never_greets_is_named_as_such() {
+    let mut t = T::new(reverse(""));
+    t.connect_ok(SERVER);
+    t.advance(Duration::from_secs(9));
+    assert!(!t.closed());
+    t.advance(Duration::from_secs(2));
+    assert_eq!(
+        t.sent_client(),
+        ["421 Service not available: the FTP server did not greet within 10s.\r\n"]
+    );
+    assert_eq!(t.m.end_reason(), Some("upstream sent no greeting"));
+    // A greeting in time clears the deadline.
+    let mut t = T::connected(reverse(""));
+    t.advance(Duration::from_secs(20));
+    assert!(!t.closed());
+}
+
+#[test]
+fn a_reverse_listener_on_login_greets_first_and_connects_after_user() {
+    let mut t = T::new(reverse("    upstream_connect: on_login\n"));
+    assert!(!t.has(|a| matches!(a, Action::Connect(_))));
+    assert_eq!(t.client_bytes(), ["220 fxprelay FTP proxy ready.\r\n"]);
+    t.client("NOOP");
+    assert_eq!(t.client_bytes(), ["200 NOOP ok.\r\n"]);
+    t.client("LIST");
+    assert!(starts(
+        &t.client_bytes(),
+        "530 Please log in with USER and PASS"
+    ));
+    t.client("USER anonymous");
+    let acts = t.take();
+    assert!(
+        acts.iter().any(
+            |a| matches!(a, Action::Connect(r) if r.target.to_string() == SERVER && !r.guarded)
+        ),
+        "{acts:?}"
+    );
+    t.connect_ok(SERVER);
+    // The server's greeting is the proxy's to take; the USER goes on as it came.
+    t.server("220 real server");
+    assert!(t.sent_client().is_empty());
+    assert_eq!(t.sent_upstream(), ["USER anonymous\r\n"]);
+    t.take();
+    t.server("331 pass");
+    assert_eq!(t.client_bytes(), ["331 pass\r\n"]);
+    // Only reverse listeners have the option.
+    let e = Config::parse(
+        "listeners:\n  - name: f\n    bind: 127.0.0.1:2121\n    mode: forward\n    upstream_connect: on_login\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("upstream_connect"), "{e}");
+}
+
+#[test]
+fn a_client_over_its_data_port_share_gets_425() {
+    let mut t = T::logged_in(reverse(""));
+    t.client("PASV");
+    t.take();
+    let e = LeaseError::PerClient {
+        client: ip(CLIENT),
+        max: 64,
+    };
+    t.m.on_leased(Slot::ClientPassive, Err(e), t.now);
+    t.drain();
+    assert!(t.rejected(Rejection::MaxDataPortsPerIp));
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection: your address holds 64 data ports"
+    ));
+    assert!(t.m.wants_client_input());
 }
 
 #[test]
@@ -680,6 +763,38 @@ fn a_privileged_passive_port_is_refused() {
 }
 
 #[test]
+fn a_server_cannot_aim_the_relay_at_a_third_host_unless_listed() {
+    let connects_to = |extra: &str, announced: &str| {
+        let mut t = T::logged_in(reverse(&format!("    upstream_data: passive\n{extra}")));
+        client_pasv(&mut t, 50001);
+        t.client("RETR f");
+        t.take();
+        t.server(&format!("227 Entering Passive Mode ({announced})"));
+        t.take()
+            .into_iter()
+            .find_map(|a| match a {
+                Action::ConnectData(to) => Some(to.to_string()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    // `never`, `auto` with a private host the server could reach: the server's own.
+    let never = "    nat:\n      passive: never\n";
+    assert_eq!(
+        connects_to(never, "203,0,113,66,117,49"),
+        "198.18.0.2:30001"
+    );
+    assert_eq!(connects_to("", "10,9,9,9,117,49"), "198.18.0.2:30001");
+    // Listed hosts are the operator's choice.
+    let listed = format!("{never}    allow_passive_hosts: [203.0.113.0/24]\n");
+    assert_eq!(
+        connects_to(&listed, "203,0,113,66,117,49"),
+        "203.0.113.66:30001"
+    );
+    assert_eq!(connects_to(&listed, "192,0,2,1,117,49"), "198.18.0.2:30001");
+}
+
+#[test]
 fn a_data_port_that_does_not_answer_fails_the_transfer_in_passive_mode() {
     let mut t = T::logged_in(reverse("    upstream_data: passive\n"));
     client_pasv(&mut t, 50001);
@@ -707,7 +822,7 @@ fn a_silent_server_ends_the_session_after_the_connect_timeout() {
     assert!(t.rejected(Rejection::ReplyTimeout));
     assert!(starts(
         &t.sent_client(),
-        "421 Service not available: the FTP server sent an invalid reply."
+        "421 Service not available: the FTP server did not answer within 10s."
     ));
     assert!(t.closed());
 }
@@ -743,6 +858,292 @@ fn relay_data_commands_before_login_go_to_the_server() {
     let mut t = T::connected(reverse(""));
     t.client("PASV");
     assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reply sequencing
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_unrequested_227_never_answers_the_clients_pasv() {
+    // The adversarial pass: `215 UNIX` and a `227` naming a third host, in one answer.
+    let mut t = T::logged_in(reverse(""));
+    t.client("SYST");
+    t.take();
+    t.server("215 UNIX");
+    t.server("227 Entering Passive Mode (203,0,113,66,4,1)");
+    assert_eq!(t.sent_client(), ["215 UNIX\r\n"]);
+    assert!(t.rejected(Rejection::UnsolicitedReply));
+    assert!(!t.closed());
+    t.take();
+    assert_eq!(
+        client_pasv(&mut t, 50001),
+        ["227 Entering Passive Mode (127,0,0,1,195,81).\r\n"]
+    );
+    t.take();
+    t.client("NOOP");
+    t.server("200 NOOP ok");
+    assert_eq!(t.client_bytes(), ["200 NOOP ok\r\n"]);
+
+    // Passthrough: the client's PASV gets the server's real answer, not the injected one.
+    let mut t = T::logged_in(reverse("    data: passthrough\n"));
+    t.client("SYST");
+    t.server("215 UNIX");
+    t.server("227 Entering Passive Mode (203,0,113,66,4,1)");
+    assert_eq!(t.client_bytes(), ["215 UNIX\r\n"]);
+    t.client("PASV");
+    t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
+    assert_eq!(
+        t.client_bytes(),
+        ["227 Entering Passive Mode (198,18,0,2,117,49)\r\n"]
+    );
+}
+
+#[test]
+fn a_227_after_150_is_not_the_transfers_completion() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    t.server("227 Entering Passive Mode (203,0,113,66,4,1)");
+    assert_eq!(t.sent_client(), ["150 Opening\r\n"]);
+    assert!(t.rejected(Rejection::UnsolicitedReply));
+    t.take();
+    t.m.on_transfer_finished(
+        Ok(Moved {
+            upload: 0,
+            download: 5,
+        }),
+        t.now,
+    );
+    assert!(
+        t.client_bytes().is_empty(),
+        "the completion is still to come"
+    );
+    t.server("226 Done");
+    assert_eq!(t.client_bytes(), ["226 Done\r\n"]);
+}
+
+#[test]
+fn a_server_that_keeps_answering_nothing_is_disconnected() {
+    let mut t = T::logged_in(reverse(""));
+    for _ in 0..4 {
+        t.server("200 nobody asked");
+    }
+    assert!(t.sent_client().is_empty());
+    assert!(!t.closed());
+    t.server("200 nobody asked");
+    assert!(t.closed());
+    assert!(starts(&t.sent_client(), "421 Service not available"));
+    let unsolicited = t
+        .actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Count(Count::Rejected(Rejection::UnsolicitedReply))
+            )
+        })
+        .count();
+    assert_eq!(unsolicited, 5);
+}
+
+#[test]
+fn a_421_reaches_the_client_and_ends_the_session() {
+    // Unrequested,
+    let mut t = T::logged_in(reverse(""));
+    t.server("421 Timeout, closing control connection.");
+    assert_eq!(
+        t.sent_client(),
+        ["421 Timeout, closing control connection.\r\n"]
+    );
+    assert!(t.closed());
+    assert!(!t.rejected(Rejection::UnsolicitedReply));
+    // as an answer to a command,
+    let mut t = T::logged_in(reverse(""));
+    t.client("STAT");
+    t.server("421 Shutting down");
+    assert!(t.closed());
+    assert_eq!(t.client_bytes(), ["421 Shutting down\r\n"]);
+    // and to the proxy's own PASV in relay mode.
+    let mut t = T::logged_in(reverse(""));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("421 Going away");
+    assert!(t.closed());
+    assert_eq!(t.client_bytes(), ["421 Going away\r\n"]);
+}
+
+#[test]
+fn relay_mode_never_passes_a_servers_passive_address_on() {
+    // Before login the client's PASV goes to the server; its 227 is withheld.
+    let mut t = T::connected(reverse(""));
+    t.client("PASV");
+    t.server("227 Entering Passive Mode (203,0,113,66,117,49)");
+    assert_eq!(
+        t.client_bytes(),
+        [
+            "530 Please log in with USER and PASS first: the proxy sets up data connections itself.\r\n"
+        ]
+    );
+    t.client("EPSV");
+    t.server("229 Entering Extended Passive Mode (|||30001|)");
+    assert!(starts(&t.client_bytes(), "530 "));
+    // Nor as a forward target's greeting (found by the session fuzz target).
+    let mut t = T::new(ctx(
+        "    mode: forward\n    allow: [\"198.18.0.0/15\"]\n",
+        LIMITS,
+    ));
+    t.client("USER a@198.18.0.2");
+    t.connect_ok("198.18.0.2:21");
+    t.take();
+    t.server("227 Entering Passive Mode (203,0,113,66,117,49)");
+    assert!(t.sent_client().is_empty());
+    assert!(t.rejected(Rejection::UnsolicitedReply));
+    t.server("220 hi");
+    assert_eq!(t.sent_upstream(), ["USER a\r\n"]);
+    // An unrequested 230 does not log anyone in.
+    let mut t = T::connected(reverse(""));
+    t.server("230 you are in");
+    t.take();
+    t.client("PASV");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+}
+
+#[test]
+fn the_address_of_a_continuation_line_is_never_used() {
+    let mut t = T::logged_in(reverse("    upstream_data: passive\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("227-Note (203,0,113,66,4,1)");
+    t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
+    let acts = t.take();
+    let targets: Vec<String> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::ConnectData(to) => Some(to.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets, ["198.18.0.2:30001"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Self-target guard
+// ---------------------------------------------------------------------------------------
+
+/// A proxy whose admin endpoint listens on every address of a host that the test's
+/// server (198.18.0.2) shares, with data ports 50000-50999.
+fn guarded(extra: &str) -> Arc<ListenerCtx> {
+    let own = crate::net::OwnSockets::new(
+        vec![
+            "0.0.0.0:9464".parse().unwrap(),
+            "127.0.0.1:2121".parse().unwrap(),
+        ],
+        "50000-50999".parse().unwrap(),
+        None,
+        vec![ip("198.18.0.2")],
+    );
+    ctx_guarded(
+        &format!("    upstream: {SERVER}\n{extra}"),
+        &format!("{LIMITS}fxp:\n  allow: [\"198.18.0.0/15\"]\n"),
+        own,
+    )
+}
+
+#[test]
+fn a_servers_passive_address_naming_the_admin_endpoint_is_refused() {
+    // The adversarial pass: a 227 with the admin port, so the client's STOR bytes would
+    // be an HTTP request to the API.
+    let mut t = T::logged_in(guarded("    upstream_data: passive\n"));
+    client_pasv(&mut t, 50001);
+    t.client("STOR job.http");
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,2,36,248)");
+    assert!(t.rejected(Rejection::SelfTarget));
+    assert!(!t.has(|a| matches!(a, Action::ConnectData(_))));
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection to the server: it announced 198.18.0.2:9464 is this proxy itself"
+    ));
+    assert!(!t.sent_upstream().iter().any(|l| l.starts_with("STOR")));
+    // The proxy's own data ports, on its side of the upstream connection, likewise; in
+    // `auto` the transfer goes on in active mode instead.
+    let mut t = T::logged_in(guarded("    nat:\n      passive: never\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,1,195,90)");
+    assert!(t.rejected(Rejection::SelfTarget));
+    assert!(!t.has(|a| matches!(a, Action::ConnectData(_))));
+    assert!(t.has(|a| matches!(
+        a,
+        Action::Lease {
+            slot: Slot::UpstreamActive,
+            ..
+        }
+    )));
+    // Someone else's port on the same host is fine.
+    let mut t = T::logged_in(guarded("    upstream_data: passive\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
+    assert!(t.has(|a| matches!(a, Action::ConnectData(to) if to.port() == 30001)));
+}
+
+#[test]
+fn forward_targets_and_fxp_destinations_that_are_the_proxy_are_refused() {
+    let own = crate::net::OwnSockets::new(
+        vec!["127.0.0.1:9464".parse().unwrap()],
+        "50000-50999".parse().unwrap(),
+        None,
+        Vec::new(),
+    );
+    let c = ctx_guarded(
+        "    mode: forward\n    allow: [\"127.0.0.0/8\"]\n",
+        LIMITS,
+        own,
+    );
+    let e = permitted(
+        &c,
+        "127.0.0.1",
+        "127.0.0.1:9464".parse().unwrap(),
+        ip(PROXY),
+    );
+    assert!(
+        matches!(e, Err(crate::upstream::ConnectError::SelfTarget(_))),
+        "{e:?}"
+    );
+    assert!(permitted(&c, "127.0.0.1", "127.0.0.1:21".parse().unwrap(), ip(PROXY)).is_ok());
+    let mut t = T::new(c);
+    t.client("USER anonymous@127.0.0.1:9464");
+    t.take();
+    t.m.on_connected(
+        Err(ConnectFailure::SelfTarget(
+            "127.0.0.1:9464 is this proxy itself".into(),
+        )),
+        t.now,
+    );
+    t.drain();
+    assert!(t.rejected(Rejection::SelfTarget));
+    assert!(starts(
+        &t.sent_client(),
+        "530 127.0.0.1 is not allowed through this proxy: 127.0.0.1:9464 is this proxy itself"
+    ));
+    assert!(!t.closed());
+
+    let mut t = T::logged_in(guarded(""));
+    t.client("SITE FXP TO ftp://u:p@198.18.0.2:9464/");
+    assert!(t.rejected(Rejection::SelfTarget));
+    assert!(starts(
+        &t.sent_client(),
+        "550 Not an FXP destination: 198.18.0.2:9464 is this proxy itself"
+    ));
+    t.take();
+    t.client("SITE FXP PUT f");
+    assert!(!t.has(|a| matches!(a, Action::StartFxp { .. })));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -905,6 +1306,34 @@ fn copying() -> T {
     let e = allow.admits("192.0.2.1", ip("192.0.2.1")).unwrap_err();
     assert_eq!(e.to_string(), "192.0.2.1 is not in fxp.allow");
     t
+}
+
+#[test]
+fn site_fxp_paths_stay_bytes() {
+    let mut t = T::logged_in(site_ctx());
+    t.m.on_client_line(b"SITE FXP TO ftp://u:pw@203.0.113.5/caf\xe9/\r\n", t.now);
+    assert_eq!(
+        t.client_bytes(),
+        ["200 FXP destination set to ftp://u:***@203.0.113.5/caf%E9/.\r\n"]
+    );
+    t.m.on_client_line(b"SITE FXP PUT d\xe9j\xe0.bin \xff\r\n", t.now);
+    let (src, dst) = t
+        .take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::StartFxp { src, dst, .. } => Some((src, dst)),
+            _ => None,
+        })
+        .expect("a copy starts");
+    assert_eq!(src.path, b"d\xe9j\xe0.bin");
+    assert_eq!(dst.path, b"caf\xe9/\xff");
+    t.m.on_fxp_finished(Err(FxpError::Other("x".into())), t.now);
+    t.take();
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/100%zz");
+    assert!(starts(
+        &t.client_bytes(),
+        "501 Not an FTP URL: `%` must be followed"
+    ));
 }
 
 #[test]
