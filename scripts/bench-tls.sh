@@ -40,7 +40,9 @@
 # and the proxies to CPU 1 (needs 2 CPUs): a diagnostic that takes CPU contention out of
 # the comparison (unpinned on 2 CPUs, a proxy's decrypt + encrypt competes with the
 # endpoints' for the same cores); FXP_BENCH_SERVER_IP, FXP_BENCH_PROXY_IP and
-# FXP_BENCH_MODPROXY_IP change the three addresses; FXP_BENCH_TIME_LIMIT=SECONDS replaces
+# FXP_BENCH_MODPROXY_IP change the three addresses; FXP_BENCH_COMPARE_BIN=PATH runs a
+# second fxprelay binary ("fxprelay B", on FXP_BENCH_COMPARE_IP, default 127.0.0.94) as one
+# more path of the same run, for A/B comparisons of builds; FXP_BENCH_TIME_LIMIT=SECONDS replaces
 # the overall time limit (default: generous, from SIZE_MIB and RUNS, build included).
 set -euo pipefail
 
@@ -75,6 +77,14 @@ SERVER_IP=${FXP_BENCH_SERVER_IP:-127.0.0.91}
 PROXY_IP=${FXP_BENCH_PROXY_IP:-127.0.0.92}
 MP_IP=${FXP_BENCH_MODPROXY_IP:-127.0.0.93}
 WANT_MP=${FXP_BENCH_MODPROXY:-1}
+BIN_B=${FXP_BENCH_COMPARE_BIN:-}
+PROXY_B_IP=${FXP_BENCH_COMPARE_IP:-127.0.0.94}
+if [[ -n $BIN_B ]]; then
+    [[ -x $BIN_B ]] || die "FXP_BENCH_COMPARE_BIN=$BIN_B is not an executable"
+    [[ $PROXY_B_IP =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ && $PROXY_B_IP != "$SERVER_IP" &&
+        $PROXY_B_IP != "$PROXY_IP" && $PROXY_B_IP != "$MP_IP" ]] ||
+        die "FXP_BENCH_COMPARE_IP must be a loopback address of its own, got '$PROXY_B_IP'"
+fi
 [[ $WANT_MP == 0 || $WANT_MP == 1 ]] || die "FXP_BENCH_MODPROXY must be 0 or 1, got '$WANT_MP'"
 PIN=${FXP_BENCH_PIN:-0}
 [[ $PIN == 0 || $PIN == 1 ]] || die "FXP_BENCH_PIN must be 0 or 1, got '$PIN'"
@@ -96,7 +106,7 @@ SIZE_BYTES=$((SIZE_MIB * 1024 * 1024))
 # Time bounds in seconds. A transfer may run at 10 MiB/s before it counts as hung.
 STEP_MAX=30
 CURL_MAX=$((30 + SIZE_MIB / 10))
-TOTAL_MAX=${FXP_BENCH_TIME_LIMIT:-$((900 + 1800 + 300 + SIZE_MIB / 5 + (6 * RUNS + 6) * (CURL_MAX + 5)))}
+TOTAL_MAX=${FXP_BENCH_TIME_LIMIT:-$((900 + 1800 + 300 + SIZE_MIB / 5 + (8 * RUNS + 8) * (CURL_MAX + 5)))}
 [[ $TOTAL_MAX =~ ^[1-9][0-9]*$ ]] || die "FXP_BENCH_TIME_LIMIT must be a positive number of seconds"
 
 # --- processes and cleanup ------------------------------------------------------------------
@@ -104,7 +114,7 @@ WORK=
 WORK_MOUNTED=0
 WATCHDOG_PID=
 VSFTPD_PID=
-PROXY_PID=
+declare -A FXP_PID=()
 MP_PID=
 alive() { # PID -> true while it exists and is not a zombie
     local stat
@@ -125,7 +135,7 @@ stop_pid() { # PID [GROUP=0]: TERM, up to 5 s, KILL, reap. GROUP=1: its whole pr
 }
 show_logs() {
     local f
-    for f in vsftpd.out vsftpd.log fxprelay.log mp/proftpd.out mp/proftpd.log mp/proxy.log mp/tls.log; do
+    for f in vsftpd.out vsftpd.log fxprelay.log fxprelay-b.log mp/proftpd.out mp/proftpd.log mp/proxy.log mp/tls.log; do
         if [[ -n $WORK && -s $WORK/$f ]]; then
             printf -- '--- %s (last 30 lines)\n' "$f" >&2
             tail -n 30 "$WORK/$f" >&2
@@ -143,7 +153,7 @@ cleanup() {
     trap - EXIT INT TERM
     [[ -n $WATCHDOG_PID ]] && stop_pid "$WATCHDOG_PID"
     [[ -n $MP_PID ]] && stop_pid "$MP_PID" 1
-    [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
+    for pid in "${FXP_PID[@]}"; do stop_pid "$pid"; done
     [[ -n $VSFTPD_PID ]] && stop_pid "$VSFTPD_PID" 1
     if [[ -n $WORK && -d $WORK ]]; then
         if [[ -f $WORK/.timed-out ]]; then
@@ -283,6 +293,7 @@ SRC=$FTP_ROOT/big.bin
 mkdir -m 0755 "$FTP_ROOT" "$WORK/empty"
 make_cert vsftpd "$SERVER_IP"
 make_cert fxprelay "$PROXY_IP"
+[[ -z $BIN_B ]] || make_cert fxprelay-b "$PROXY_B_IP"
 [[ -n $MP_WHY ]] || make_cert modproxy "$MP_IP"
 log "writing $SIZE_MIB MiB of random bytes"
 timeout $((STEP_MAX + SIZE_MIB / 20)) \
@@ -360,35 +371,41 @@ fi
 log "vsftpd pid $VSFTPD_PID on $SERVER_IP:$VSFTPD_PORT (TLS required), passive ports $PASV_LO-$PASV_HI"
 
 # --- fxprelay: TLS on both legs -------------------------------------------------------------
-ADMIN_PORT=$(free_port "$PROXY_IP")
-PROXY_PORT=$(free_port "$PROXY_IP")
-while [[ $PROXY_PORT == "$ADMIN_PORT" ]]; do PROXY_PORT=$(free_port "$PROXY_IP"); done
-read -r DATA_LO DATA_HI < <(free_range "$PROXY_IP" 100) || fail "no free data port range on $PROXY_IP"
-cat >"$WORK/fxprelay.yaml" <<EOF
+declare -A FXP_URL
+start_fxprelay() { # NAME BIN IP: a reverse listener to vsftpd, TLS on both legs, data: relay
+    local name=$1 bin=$2 ip=$3 admin port lo hi
+    admin=$(free_port "$ip")
+    port=$(free_port "$ip")
+    while [[ $port == "$admin" ]]; do port=$(free_port "$ip"); done
+    read -r lo hi < <(free_range "$ip" 100) || fail "no free data port range on $ip"
+    cat >"$WORK/$name.yaml" <<EOF
 admin:
-  bind: $PROXY_IP:$ADMIN_PORT
+  bind: $ip:$admin
 limits:
   shutdown_grace: 2s
 data:
-  ports: "$DATA_LO-$DATA_HI"
+  ports: "$lo-$hi"
 listeners:
   - name: bench-tls
-    bind: $PROXY_IP:$PROXY_PORT
+    bind: $ip:$port
     mode: reverse
     upstream: $SERVER_IP:$VSFTPD_PORT
     data: relay
     upstream_data: passive
     tls:
-      client: {mode: explicit, cert: $WORK/fxprelay.crt, key: $WORK/fxprelay.key}
+      client: {mode: explicit, cert: $WORK/$name.crt, key: $WORK/$name.key}
       upstream: {mode: mirror, ca: $WORK/vsftpd.crt}
 EOF
-timeout "$STEP_MAX" "$BIN" check -c "$WORK/fxprelay.yaml" >"$WORK/check.out" 2>&1 ||
-    fail "fxprelay rejects the generated config: $(cat "$WORK/check.out")"
-"${PROXY_CPU[@]}" "$BIN" run -c "$WORK/fxprelay.yaml" </dev/null >"$WORK/fxprelay.log" 2>&1 &
-PROXY_PID=$!
-PROXY_URL=ftp://$FTP_USER:$FTP_PASS@$PROXY_IP:$PROXY_PORT
-wait_login "$PROXY_PID" "fxprelay on $PROXY_IP:$PROXY_PORT" "$PROXY_URL" "$WORK/fxprelay.crt"
-log "fxprelay pid $PROXY_PID on $PROXY_IP:$PROXY_PORT, data ports $DATA_LO-$DATA_HI"
+    timeout "$STEP_MAX" "$bin" check -c "$WORK/$name.yaml" >"$WORK/check.out" 2>&1 ||
+        fail "$bin rejects the generated config: $(cat "$WORK/check.out")"
+    "${PROXY_CPU[@]}" "$bin" run -c "$WORK/$name.yaml" </dev/null >"$WORK/$name.log" 2>&1 &
+    FXP_PID[$name]=$!
+    FXP_URL[$name]=ftp://$FTP_USER:$FTP_PASS@$ip:$port
+    wait_login "${FXP_PID[$name]}" "$name on $ip:$port" "${FXP_URL[$name]}" "$WORK/$name.crt"
+    log "$name ($bin) pid ${FXP_PID[$name]} on $ip:$port, data ports $lo-$hi"
+}
+start_fxprelay fxprelay "$BIN" "$PROXY_IP"
+[[ -z $BIN_B ]] || start_fxprelay fxprelay-b "$BIN_B" "$PROXY_B_IP"
 
 # --- ProFTPD mod_proxy: TLS on both legs ----------------------------------------------------
 MP_URL=
@@ -456,9 +473,10 @@ fi
 # --- transfers ------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 PATHS=(direct fxprelay)
+[[ -z $BIN_B ]] || PATHS+=(fxprelay-b)
 [[ -n $MP_URL ]] && PATHS+=(modproxy)
-declare -A URL=([direct]=$DIRECT_URL [fxprelay]=$PROXY_URL [modproxy]=$MP_URL)
-declare -A CA=([direct]=$WORK/vsftpd.crt [fxprelay]=$WORK/fxprelay.crt [modproxy]=$WORK/modproxy.crt)
+declare -A URL=([direct]=$DIRECT_URL [fxprelay]=${FXP_URL[fxprelay]} [fxprelay-b]=${FXP_URL[fxprelay-b]:-} [modproxy]=$MP_URL)
+declare -A CA=([direct]=$WORK/vsftpd.crt [fxprelay]=$WORK/fxprelay.crt [fxprelay-b]=$WORK/fxprelay-b.crt [modproxy]=$WORK/modproxy.crt)
 STOR_TLS=(--tls-max 1.2)
 
 # KIND PATH [OUT] [TLS-OPTION...]: one transfer; prints "DATA WHOLE READY PEERS": bytes/s
@@ -508,7 +526,7 @@ for via in "${PATHS[@]:1}"; do
     timeout $((STEP_MAX + SIZE_MIB / 20)) cmp "$SRC" "$WORK/check.bin" ||
         fail "the file downloaded through $via differs from the source"
     rm -f "$WORK/check.bin"
-    if [[ $via == fxprelay ]]; then
+    if [[ $via == fxprelay* ]]; then
         transfer STOR "$via" keep --tls-max 1.3 >/dev/null # no ticket on its data connections
     else
         transfer STOR "$via" keep >/dev/null
@@ -527,7 +545,7 @@ GIB_PER_KIND=$(awk -v r="$RUNS" -v m="$SIZE_MIB" 'BEGIN { print r * m / 1024 }')
 declare -A RES MED CPU PAIRED PEERS_CPU
 proxy_ticks() { # PATH -> its CPU ticks so far
     case $1 in
-    fxprelay) cpu_ticks "$PROXY_PID" ;;
+    fxprelay*) cpu_ticks "${FXP_PID[$1]}" ;;
     modproxy)
         wait_no_children "$MP_PID"
         cpu_ticks_tree "$MP_PID"
@@ -570,7 +588,7 @@ for kind in RETR STOR; do
             "$(head -n 1 <<<"$ratios")" "$(tail -n 1 <<<"$ratios")")
     done
 done
-hwm=$(awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$PROXY_PID/status")
+hwm=$(awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${FXP_PID[fxprelay]}/status")
 
 # --- report ---------------------------------------------------------------------------------
 git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
@@ -582,15 +600,17 @@ ratio() { awk -v p="$1" -v d="$2" 'BEGIN { printf "%.2f", p / d }'; }
 row() { printf '| %-38s | %9s | %9s | %-19s | %-19s |\n' "$@"; }
 declare -A LABEL=([direct]='curl -> vsftpd (direct TLS)'
     [fxprelay]='curl -> fxprelay -> vsftpd'
+    [fxprelay-b]='curl -> fxprelay B -> vsftpd'
     [modproxy]='curl -> proftpd mod_proxy -> vsftpd')
+declare -A NAME=([direct]=direct [fxprelay]=fxprelay [fxprelay-b]='fxprelay B' [modproxy]=mod_proxy)
 cat <<EOF
 
 # fxprelay FTPS benchmark
-command:  scripts/bench-tls.sh $SIZE_MIB $RUNS${FXP_BENCH_PIN:+  (FXP_BENCH_PIN=$FXP_BENCH_PIN)}${FXP_BENCH_MODPROXY:+  (FXP_BENCH_MODPROXY=$FXP_BENCH_MODPROXY)}
+command:  scripts/bench-tls.sh $SIZE_MIB $RUNS${FXP_BENCH_COMPARE_BIN:+  (FXP_BENCH_COMPARE_BIN=$FXP_BENCH_COMPARE_BIN)}${FXP_BENCH_PIN:+  (FXP_BENCH_PIN=$FXP_BENCH_PIN)}${FXP_BENCH_MODPROXY:+  (FXP_BENCH_MODPROXY=$FXP_BENCH_MODPROXY)}
 date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')
 machine:  $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr)
 load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end
-software: fxprelay $git_rev (rustls, ring), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2), $(openssl version | cut -d' ' -f1-2)$([[ -z $MP_URL ]] || echo ", proftpd $(peer_ver proftpd-core) + mod_proxy $(peer_ver proftpd-mod-proxy)")
+software: fxprelay $git_rev (rustls, ring)$([[ -z $BIN_B ]] || echo "; fxprelay B = $BIN_B"), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2), $(openssl version | cut -d' ' -f1-2)$([[ -z $MP_URL ]] || echo ", proftpd $(peer_ver proftpd-core) + mod_proxy $(peer_ver proftpd-mod-proxy)")
 files:    ${SIZE_MIB} MiB of /dev/urandom on $TMPFS_DESC
 cpus:     $(if [[ $PIN == 1 ]]; then echo "pinned: vsftpd and curl on CPU 0, the proxies on CPU 1"; else echo "not pinned (all processes share all CPUs)"; fi)
 TLS:      every path requires TLS on control and data (PROT P) on both legs; vsftpd
@@ -599,7 +619,7 @@ TLS:      every path requires TLS on control and data (PROT P) on both legs; vsf
           makes the kernel reset the connection and lose the upload's tail; fxprelay's own
           check upload ran over TLS 1.3). Negotiated on the client leg:
 EOF
-for via in "${PATHS[@]}"; do printf '          %-9s %s\n' "$via" "${NEGOTIATED[$via]}"; done
+for via in "${PATHS[@]}"; do printf '          %-10s %s\n' "${NAME[$via]}" "${NEGOTIATED[$via]}"; done
 [[ -z $MP_WHY ]] || echo "mod_proxy: $MP_WHY"
 echo
 echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s of the data flow (150 to 226)"
@@ -614,9 +634,13 @@ for via in "${PATHS[@]}"; do
         "$(printf '%.2f / %.2f' "${PEERS_CPU[RETR.$via]}" "${PEERS_CPU[STOR.$via]}")"
 done
 for via in "${PATHS[@]:1}"; do
-    row "ratio $via / direct" "$(ratio "${MED[RETR.$via]}" "${MED[RETR.direct]}")" \
+    row "ratio ${NAME[$via]} / direct" "$(ratio "${MED[RETR.$via]}" "${MED[RETR.direct]}")" \
         "$(ratio "${MED[STOR.$via]}" "${MED[STOR.direct]}")" '' ''
 done
+if [[ -n $BIN_B ]]; then
+    row "ratio fxprelay / fxprelay B" "$(ratio "${MED[RETR.fxprelay]}" "${MED[RETR.fxprelay-b]}")" \
+        "$(ratio "${MED[STOR.fxprelay]}" "${MED[STOR.fxprelay-b]}")" '' ''
+fi
 if [[ -n $MP_URL ]]; then
     row "ratio fxprelay / mod_proxy" "$(ratio "${MED[RETR.fxprelay]}" "${MED[RETR.modproxy]}")" \
         "$(ratio "${MED[STOR.fxprelay]}" "${MED[STOR.modproxy]}")" '' ''
@@ -625,7 +649,7 @@ echo
 echo "ratio of each run's back-to-back transfers, median (min to max):"
 for other in "${PATHS[@]}"; do
     [[ $other == fxprelay ]] && continue
-    echo "  fxprelay / $other: RETR ${PAIRED[RETR.$other]}; STOR ${PAIRED[STOR.$other]}"
+    echo "  fxprelay / ${NAME[$other]}: RETR ${PAIRED[RETR.$other]}; STOR ${PAIRED[STOR.$other]}"
 done
 echo "CPU per GiB moved: fxprelay utime+stime of its process; mod_proxy utime+stime+cutime+cstime"
 echo "     of its master (its session processes included); curl+vsftpd: the two endpoints"
