@@ -398,7 +398,10 @@ listeners:
 EOF
     timeout "$STEP_MAX" "$bin" check -c "$WORK/$name.yaml" >"$WORK/check.out" 2>&1 ||
         fail "$bin rejects the generated config: $(cat "$WORK/check.out")"
-    "${PROXY_CPU[@]}" "$bin" run -c "$WORK/$name.yaml" </dev/null >"$WORK/$name.log" 2>&1 &
+    # A session of its own, as vsftpd and proftpd have: with sched_autogroup the kernel
+    # shares CPU between sessions first, and a proxy in the script's session would share
+    # one slice with curl.
+    setsid "${PROXY_CPU[@]}" "$bin" run -c "$WORK/$name.yaml" </dev/null >"$WORK/$name.log" 2>&1 &
     FXP_PID[$name]=$!
     FXP_URL[$name]=ftp://$FTP_USER:$FTP_PASS@$ip:$port
     wait_login "${FXP_PID[$name]}" "$name on $ip:$port" "${FXP_URL[$name]}" "$WORK/$name.crt"
@@ -612,7 +615,9 @@ machine:  $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/c
 load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end
 software: fxprelay $git_rev (rustls, ring)$([[ -z $BIN_B ]] || echo "; fxprelay B = $BIN_B"), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2), $(openssl version | cut -d' ' -f1-2)$([[ -z $MP_URL ]] || echo ", proftpd $(peer_ver proftpd-core) + mod_proxy $(peer_ver proftpd-mod-proxy)")
 files:    ${SIZE_MIB} MiB of /dev/urandom on $TMPFS_DESC
-cpus:     $(if [[ $PIN == 1 ]]; then echo "pinned: vsftpd and curl on CPU 0, the proxies on CPU 1"; else echo "not pinned (all processes share all CPUs)"; fi)
+cpus:     $(if [[ $PIN == 1 ]]; then echo "pinned: vsftpd and curl on CPU 0, the proxies on CPU 1"; else echo "not pinned (all processes share all CPUs)"; fi); sched_autogroup $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo '?')
+          (vsftpd and each proxy run in sessions of their own, curl in this script's:
+          with autogroup on, the kernel shares CPU between sessions before processes)
 TLS:      every path requires TLS on control and data (PROT P) on both legs; vsftpd
           requires session reuse. curl uploads with --tls-max 1.2 on every path (over TLS
           1.3 vsftpd's and mod_tls's data-connection session ticket, left unread by curl,
