@@ -656,6 +656,16 @@ for other in "${PATHS[@]}"; do
     [[ $other == fxprelay ]] && continue
     echo "  fxprelay / ${NAME[$other]}: RETR ${PAIRED[RETR.$other]}; STOR ${PAIRED[STOR.$other]}"
 done
+# When the machine's CPU is the limit (2 cores, or other work on them), throughput goes
+# as 1 / (CPU per byte of every process on the path): that ratio is the expectation.
+echo "CPU-bound expectation (direct path's CPU / this path's CPU, curl + vsftpd + proxy):"
+for via in "${PATHS[@]:1}"; do
+    exp_ratio() { # KIND
+        awk -v d="${PEERS_CPU[$1.direct]}" -v e="${PEERS_CPU[$1.$via]}" -v p="${CPU[$1.$via]}" \
+            'BEGIN { printf "%.2f (%.2f / %.2f s/GiB)", d / (e + p), d, e + p }'
+    }
+    echo "  ${NAME[$via]}: RETR $(exp_ratio RETR); STOR $(exp_ratio STOR)"
+done
 echo "CPU per GiB moved: fxprelay utime+stime of its process; mod_proxy utime+stime+cutime+cstime"
 echo "     of its master (its session processes included); curl+vsftpd: the two endpoints"
 echo "     together, median per transfer (on $(nproc) CPUs a proxy's decrypt + encrypt competes"
