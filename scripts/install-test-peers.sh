@@ -9,7 +9,8 @@
 #   - pure-ftpd and proftpd-core conflict with vsftpd in apt (virtual `ftp-server`), so they
 #     are fetched with `apt-get download` and unpacked with `dpkg -x` into `.peers/` at the
 #     repository root (gitignored), never installed system-wide; proftpd's `mod_tls` (from
-#     proftpd-mod-crypto, for the FTPS tests) is unpacked beside it;
+#     proftpd-mod-crypto, for the FTPS tests) and `mod_proxy` (proftpd-mod-proxy, the
+#     reference proxy of scripts/bench-tls.sh) are unpacked beside it;
 #   - a system user `fxptest` (password `fxptest`) for vsftpd's PAM login and as the owner
 #     of the servers' per-test directories.
 #
@@ -26,7 +27,7 @@ PEERS="$ROOT/.peers"
 export DEBIAN_FRONTEND=noninteractive
 
 APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy prometheus systemd)
-EXTRACTED=(pure-ftpd proftpd-core proftpd-mod-crypto)
+EXTRACTED=(pure-ftpd proftpd-core proftpd-mod-crypto proftpd-mod-proxy)
 
 log() { printf 'install-test-peers: %s\n' "$*" >&2; }
 
@@ -86,7 +87,7 @@ apt_install "${missing[@]}"
 stamp="$PEERS/.stamp"
 need_extract=1
 if [[ -x $PEERS/usr/sbin/pure-ftpd && -x $PEERS/usr/bin/pure-pw && -x $PEERS/usr/sbin/proftpd &&
-    -f $PEERS/usr/lib/proftpd/mod_tls.so && -f $stamp ]]; then
+    -f $PEERS/usr/lib/proftpd/mod_tls.so && -f $PEERS/usr/lib/proftpd/mod_proxy.so && -f $stamp ]]; then
     need_extract=0
 fi
 if [[ $need_extract -eq 1 ]]; then
@@ -113,7 +114,7 @@ fi
 # Their runtime libraries, installed with apt (the `lib*` packages they declare), then
 # checked with ldd; stale or missing package lists get one `apt-get update` and a retry.
 BINS=("$PEERS/usr/sbin/pure-ftpd" "$PEERS/usr/bin/pure-pw" "$PEERS/usr/sbin/proftpd"
-    "$PEERS/usr/lib/proftpd/mod_tls.so")
+    "$PEERS/usr/lib/proftpd/mod_tls.so" "$PEERS/usr/lib/proftpd/mod_proxy.so")
 install_libs() {
     local missing=() p
     for p in $(lib_deps "${EXTRACTED[@]}"); do

@@ -1,0 +1,686 @@
+#!/usr/bin/env bash
+# FTPS throughput: curl --ssl-reqd directly to a TLS-only vsftpd, through fxprelay (TLS on
+# both legs) and, when Debian's proftpd-mod-proxy is there, through ProFTPD mod_proxy
+# (TLS on both legs), interleaved in one run.
+#
+#   scripts/bench-tls.sh [SIZE_MIB=1024] [RUNS=3]
+#
+# Loopback only, files on tmpfs, bounded in count and time; not part of `cargo test`.
+#
+#   1. builds `cargo build --release` (root needed: vsftpd logs in the system user
+#      `fxptest` of scripts/install-test-peers.sh, which is run when vsftpd, curl, the
+#      user or .peers/usr/lib/proftpd/mod_proxy.so are missing);
+#   2. makes self-signed certificates (openssl req -x509, subjectAltName IP) for the three
+#      servers and a SIZE_MIB file of /dev/urandom bytes, on tmpfs (/dev/shm when it has
+#      room, else a tmpfs mounted under a temporary directory);
+#   3. starts vsftpd on 127.0.0.91 requiring TLS on login and data and session reuse
+#      (ssl_enable force_local_logins_ssl force_local_data_ssl require_ssl_reuse),
+#      fxprelay on 127.0.0.92 (tls.client explicit, tls.upstream mirror, data: relay) and
+#      proftpd + mod_tls + mod_proxy on 127.0.0.93 (TLSEngine/TLSRequired on the client
+#      side, ProxyRole reverse, ProxyTLSEngine on and protected data toward vsftpd);
+#   4. downloads and uploads the file once through each proxy and compares it byte for
+#      byte (no speed is reported for broken transfers);
+#   5. RETR then STOR, RUNS times each per path, the order of the paths rotating every
+#      run; speed = bytes / (curl's time_total - time_pretransfer), the data flow from
+#      the 150 to the 226; medians per path; CPU time of each proxy over its runs of each
+#      kind, per GiB: fxprelay's utime+stime (all threads), mod_proxy's
+#      utime+stime+cutime+cstime of its master (each session is a child process, reaped
+#      before the reading);
+#   6. prints a table and the issue's targets (fxprelay >= 0.6x direct TLS, goal 0.8x;
+#      >= 1.2x mod_proxy). Every process it started is killed by pid (vsftpd and proftpd:
+#      their process groups) and every temporary file/mount removed on exit.
+#
+# Uploads run with curl --tls-max 1.2 on every path: over TLS 1.3 vsftpd and mod_tls send
+# a session ticket on the data connection, curl closes with it unread, the kernel answers
+# with a reset and the server loses the upload's tail (fxprelay sends no ticket on data
+# connections; its check upload in step 4 runs over TLS 1.3 to show it).
+#
+# Knobs (environment): FXPRELAY_BIN=PATH uses that binary and skips the build;
+# FXP_BENCH_MODPROXY=0 leaves mod_proxy out; FXP_BENCH_PIN=1 pins vsftpd and curl to CPU 0
+# and the proxies to CPU 1 (needs 2 CPUs): a diagnostic that takes CPU contention out of
+# the comparison (unpinned on 2 CPUs, a proxy's decrypt + encrypt competes with the
+# endpoints' for the same cores); FXP_BENCH_SERVER_IP, FXP_BENCH_PROXY_IP and
+# FXP_BENCH_MODPROXY_IP change the three addresses; FXP_BENCH_COMPARE_BIN=PATH runs a
+# second fxprelay binary ("fxprelay B", on FXP_BENCH_COMPARE_IP, default 127.0.0.94) as one
+# more path of the same run, for A/B comparisons of builds; FXP_BENCH_TIME_LIMIT=SECONDS replaces
+# the overall time limit (default: generous, from SIZE_MIB and RUNS, build included).
+set -euo pipefail
+
+PROG=bench-tls
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PEERS=$ROOT/.peers
+PY=/usr/bin/python3
+FTP_USER=fxptest # scripts/install-test-peers.sh
+FTP_PASS=fxptest
+
+log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+usage() {
+    sed -n '6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+check_count() { # NAME VALUE MAX
+    [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"
+    (($2 <= $3)) || die "$1 above $3 is not supported"
+}
+
+[[ ${1:-} == -h || ${1:-} == --help ]] && usage
+[[ $# -le 2 ]] || usage
+SIZE_MIB=${1:-1024}
+RUNS=${2:-3}
+check_count SIZE_MIB "$SIZE_MIB" 8192
+check_count RUNS "$RUNS" 25
+SERVER_IP=${FXP_BENCH_SERVER_IP:-127.0.0.91}
+PROXY_IP=${FXP_BENCH_PROXY_IP:-127.0.0.92}
+MP_IP=${FXP_BENCH_MODPROXY_IP:-127.0.0.93}
+WANT_MP=${FXP_BENCH_MODPROXY:-1}
+BIN_B=${FXP_BENCH_COMPARE_BIN:-}
+PROXY_B_IP=${FXP_BENCH_COMPARE_IP:-127.0.0.94}
+if [[ -n $BIN_B ]]; then
+    [[ -x $BIN_B ]] || die "FXP_BENCH_COMPARE_BIN=$BIN_B is not an executable"
+    [[ $PROXY_B_IP =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ && $PROXY_B_IP != "$SERVER_IP" &&
+        $PROXY_B_IP != "$PROXY_IP" && $PROXY_B_IP != "$MP_IP" ]] ||
+        die "FXP_BENCH_COMPARE_IP must be a loopback address of its own, got '$PROXY_B_IP'"
+fi
+[[ $WANT_MP == 0 || $WANT_MP == 1 ]] || die "FXP_BENCH_MODPROXY must be 0 or 1, got '$WANT_MP'"
+PIN=${FXP_BENCH_PIN:-0}
+[[ $PIN == 0 || $PIN == 1 ]] || die "FXP_BENCH_PIN must be 0 or 1, got '$PIN'"
+PEER_CPU=()
+PROXY_CPU=()
+if [[ $PIN == 1 ]]; then
+    (($(nproc) >= 2)) || die "FXP_BENCH_PIN=1 needs at least 2 CPUs"
+    PEER_CPU=(taskset -c 0)
+    PROXY_CPU=(taskset -c 1)
+fi
+for ip in "$SERVER_IP" "$PROXY_IP" "$MP_IP"; do
+    [[ $ip =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "$ip is not a loopback (127.x.y.z) address"
+done
+[[ $SERVER_IP != "$PROXY_IP" && $SERVER_IP != "$MP_IP" && $PROXY_IP != "$MP_IP" ]] ||
+    die "vsftpd, fxprelay and mod_proxy need three different addresses"
+[[ $(id -u) -eq 0 ]] || die "needs root (vsftpd logs in the system user $FTP_USER and switches to it)"
+
+SIZE_BYTES=$((SIZE_MIB * 1024 * 1024))
+# Time bounds in seconds. A transfer may run at 10 MiB/s before it counts as hung.
+STEP_MAX=30
+CURL_MAX=$((30 + SIZE_MIB / 10))
+TOTAL_MAX=${FXP_BENCH_TIME_LIMIT:-$((900 + 1800 + 300 + SIZE_MIB / 5 + (8 * RUNS + 8) * (CURL_MAX + 5)))}
+[[ $TOTAL_MAX =~ ^[1-9][0-9]*$ ]] || die "FXP_BENCH_TIME_LIMIT must be a positive number of seconds"
+
+# --- processes and cleanup ------------------------------------------------------------------
+WORK=
+WORK_MOUNTED=0
+WATCHDOG_PID=
+VSFTPD_PID=
+declare -A FXP_PID=()
+MP_PID=
+alive() { # PID -> true while it exists and is not a zombie
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+stop_pid() { # PID [GROUP=0]: TERM, up to 5 s, KILL, reap. GROUP=1: its whole process group
+    local pid=$1 target=$1 i
+    [[ ${2:-0} -eq 1 ]] && target=-$1
+    kill -TERM -- "$target" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    kill -KILL -- "$target" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+show_logs() {
+    local f
+    for f in vsftpd.out vsftpd.log fxprelay.log fxprelay-b.log mp/proftpd.out mp/proftpd.log mp/proxy.log mp/tls.log; do
+        if [[ -n $WORK && -s $WORK/$f ]]; then
+            printf -- '--- %s (last 30 lines)\n' "$f" >&2
+            tail -n 30 "$WORK/$f" >&2
+        fi
+    done
+}
+fail() {
+    show_logs
+    die "$*"
+}
+cleanup() {
+    local rc=$?
+    [[ $BASHPID == "$$" ]] || exit "$rc" # a subshell forked just before a signal
+    set +e
+    trap - EXIT INT TERM
+    [[ -n $WATCHDOG_PID ]] && stop_pid "$WATCHDOG_PID"
+    [[ -n $MP_PID ]] && stop_pid "$MP_PID" 1
+    for pid in "${FXP_PID[@]}"; do stop_pid "$pid"; done
+    [[ -n $VSFTPD_PID ]] && stop_pid "$VSFTPD_PID" 1
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ -f $WORK/.timed-out ]]; then
+            log "overall time limit (${TOTAL_MAX}s) reached"
+            rc=124
+        fi
+        if [[ $WORK_MOUNTED -eq 1 ]]; then
+            umount "$WORK" 2>/dev/null || umount -l "$WORK"
+        fi
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- tmpfs work directory and the overall bound ---------------------------------------------
+NEED_MIB=$((3 * SIZE_MIB + 64)) # source, uploaded copy, checked download
+shm_avail_mib=0
+if [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs ]]; then
+    shm_avail_mib=$(($(df -k --output=avail /dev/shm | tail -n 1) / 1024))
+fi
+if ((shm_avail_mib >= NEED_MIB)); then
+    WORK=$(mktemp -d /dev/shm/fxp-bench-tls.XXXXXX)
+    TMPFS_DESC="/dev/shm (tmpfs, ${shm_avail_mib} MiB free)"
+else
+    WORK=$(mktemp -d /tmp/fxp-bench-tls.XXXXXX)
+    mount -t tmpfs -o "size=${NEED_MIB}m,mode=0755" fxp-bench-tls "$WORK"
+    WORK_MOUNTED=1
+    TMPFS_DESC="tmpfs mounted at $WORK (${NEED_MIB} MiB)"
+fi
+chmod 0755 "$WORK" # vsftpd wants a root-owned config path; fxptest must reach its root
+(
+    exec >/dev/null 2>&1
+    sleep "$TOTAL_MAX" &
+    s=$!
+    trap 'kill "$s"; exit 0' TERM
+    wait "$s"
+    touch "$WORK/.timed-out"
+    kill -TERM "$$"
+) &
+WATCHDOG_PID=$!
+
+# --- prerequisites and build ----------------------------------------------------------------
+if [[ ! -x /usr/sbin/vsftpd ]] || ! command -v curl >/dev/null || ! id "$FTP_USER" >/dev/null 2>&1 ||
+    { [[ $WANT_MP == 1 ]] && [[ ! -f $PEERS/usr/lib/proftpd/mod_proxy.so ]]; }; then
+    log "vsftpd, curl, user $FTP_USER or mod_proxy missing: running scripts/install-test-peers.sh"
+    timeout 900 "$ROOT/scripts/install-test-peers.sh" || die "scripts/install-test-peers.sh failed"
+fi
+[[ -x $PY ]] || die "$PY is needed to find free ports"
+command -v openssl >/dev/null || die "openssl (the command) is needed to make certificates"
+MP_WHY=
+if [[ $WANT_MP == 0 ]]; then
+    MP_WHY="left out (FXP_BENCH_MODPROXY=0)"
+elif [[ ! -x $PEERS/usr/sbin/proftpd || ! -f $PEERS/usr/lib/proftpd/mod_tls.so ||
+    ! -f $PEERS/usr/lib/proftpd/mod_proxy.so ]]; then
+    MP_WHY="not available ($PEERS/usr/sbin/proftpd, mod_tls.so or mod_proxy.so missing)"
+fi
+if [[ -n ${FXPRELAY_BIN:-} ]]; then
+    BIN=$FXPRELAY_BIN
+    log "using FXPRELAY_BIN=$BIN (no build)"
+else
+    log "cargo build --release"
+    (cd "$ROOT" && timeout 1800 cargo build --release) || die "cargo build --release failed"
+    BIN=$ROOT/target/release/fxprelay
+fi
+[[ -x $BIN ]] || die "$BIN is not an executable"
+START=$SECONDS
+
+# --- helpers --------------------------------------------------------------------------------
+free_port() { # IP -> a port free on IP now
+    "$PY" -c 'import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
+}
+free_range() { # IP LEN -> "LO HI": LEN consecutive ports in 40000-59999 free on IP now
+    "$PY" -c 'import random, socket, sys
+ip, n = sys.argv[1], int(sys.argv[2])
+for _ in range(50):
+    lo = random.randrange(40000, 60000 - n)
+    socks = []
+    try:
+        for p in range(lo, lo + n):
+            s = socket.socket(); socks.append(s); s.bind((ip, p))
+    except OSError:
+        continue
+    finally:
+        for s in socks: s.close()
+    print(lo, lo + n - 1); sys.exit(0)
+sys.exit("no free port range on " + ip)' "$1" "$2"
+}
+stat_fields() { # PID -> fields 14-17 of /proc/PID/stat: utime stime cutime cstime (ticks)
+    local stat
+    stat=$(cat "/proc/$1/stat")
+    stat=${stat##*) } # from field 3 on; the name may contain spaces
+    awk '{ print $12, $13, $14, $15 }' <<<"$stat"
+}
+cpu_ticks() { # PID -> utime + stime (every thread of the process)
+    stat_fields "$1" | awk '{ print $1 + $2 }'
+}
+cpu_ticks_tree() { # PID -> utime + stime + cutime + cstime (children it has reaped included)
+    stat_fields "$1" | awk '{ print $1 + $2 + $3 + $4 }'
+}
+wait_no_children() { # PID: until it has no child processes (sessions ended and reaped), 10 s
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -z $(ps -o pid= --ppid "$1") ]] && return 0
+        sleep 0.1
+    done
+    fail "pid $1 still has session processes 10 s after the last transfer"
+}
+median() { # numbers on stdin -> their median
+    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+make_cert() { # NAME IP: WORK/NAME.crt + WORK/NAME.key, self-signed, subjectAltName IP
+    timeout "$STEP_MAX" openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$1" \
+        -addext "subjectAltName=IP:$2" -keyout "$WORK/$1.key" -out "$WORK/$1.crt" 2>"$WORK/openssl.err" ||
+        fail "openssl could not make a certificate for $1: $(cat "$WORK/openssl.err")"
+}
+CURL_TLS=(--ssl-reqd) # + --cacert per path
+wait_login() { # PID WHAT URL CA: until a TLS login at URL lists the root (10 s)
+    local i
+    for ((i = 0; i < 50; i++)); do
+        alive "$1" || fail "$2 exited at start"
+        curl -sS --max-time 3 "${CURL_TLS[@]}" --cacert "$4" -o /dev/null "$3/" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    curl -sS --max-time 3 "${CURL_TLS[@]}" --cacert "$4" -o /dev/null "$3/" || true
+    fail "$2 did not let $FTP_USER log in over TLS within 10 s"
+}
+pkg_ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
+peer_ver() { awk -v p="$1" '$1 == p { print $2 }' "$PEERS/.stamp" 2>/dev/null || echo '?'; }
+
+# --- certificates and the file --------------------------------------------------------------
+FTP_ROOT=$WORK/root
+SRC=$FTP_ROOT/big.bin
+mkdir -m 0755 "$FTP_ROOT" "$WORK/empty"
+make_cert vsftpd "$SERVER_IP"
+make_cert fxprelay "$PROXY_IP"
+[[ -z $BIN_B ]] || make_cert fxprelay-b "$PROXY_B_IP"
+[[ -n $MP_WHY ]] || make_cert modproxy "$MP_IP"
+log "writing $SIZE_MIB MiB of random bytes"
+timeout $((STEP_MAX + SIZE_MIB / 20)) \
+    dd if=/dev/urandom of="$SRC" bs=1M count="$SIZE_MIB" iflag=fullblock status=none ||
+    fail "could not create the source file"
+chmod 0644 "$SRC"
+chown -R "$FTP_USER:" "$FTP_ROOT"
+
+# --- vsftpd: TLS required on login and data, session reuse required -------------------------
+VSFTPD_PORT=$(free_port "$SERVER_IP")
+read -r PASV_LO PASV_HI < <(free_range "$SERVER_IP" 100) || fail "no free passive port range on $SERVER_IP"
+(
+    umask 077 # vsftpd wants its config root-owned and private
+    # ssl_ciphers: vsftpd's default (DES-CBC3-SHA) is offered by no modern client.
+    cat >"$WORK/vsftpd.conf" <<EOF
+listen=YES
+listen_ipv6=NO
+background=NO
+listen_address=$SERVER_IP
+listen_port=$VSFTPD_PORT
+anonymous_enable=NO
+local_enable=YES
+write_enable=YES
+local_umask=022
+local_root=$FTP_ROOT
+chroot_local_user=YES
+allow_writeable_chroot=YES
+secure_chroot_dir=$WORK/empty
+pam_service_name=vsftpd
+seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
+userlist_enable=NO
+tcp_wrappers=NO
+dirmessage_enable=NO
+connect_from_port_20=NO
+max_clients=50
+max_per_ip=50
+idle_session_timeout=120
+data_connection_timeout=60
+accept_timeout=15
+connect_timeout=15
+syslog_enable=NO
+xferlog_enable=YES
+xferlog_std_format=NO
+log_ftp_protocol=YES
+vsftpd_log_file=$WORK/vsftpd.log
+pasv_enable=YES
+pasv_min_port=$PASV_LO
+pasv_max_port=$PASV_HI
+port_enable=YES
+ssl_enable=YES
+rsa_cert_file=$WORK/vsftpd.crt
+rsa_private_key_file=$WORK/vsftpd.key
+force_local_logins_ssl=YES
+force_local_data_ssl=YES
+require_ssl_reuse=YES
+ssl_tlsv1=YES
+ssl_sslv2=NO
+ssl_sslv3=NO
+ssl_ciphers=HIGH
+debug_ssl=YES
+EOF
+)
+# Without job control a background child is not a group leader, so setsid(1) calls
+# setsid() in place and execs: $! leads its own process group, killed whole at the end.
+setsid "${PEER_CPU[@]}" /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
+VSFTPD_PID=$!
+DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$VSFTPD_PORT
+wait_login "$VSFTPD_PID" "vsftpd on $SERVER_IP:$VSFTPD_PORT" "$DIRECT_URL" "$WORK/vsftpd.crt"
+# The proof that TLS is required: a plain login is refused.
+if curl -sS --max-time 5 -o /dev/null "$DIRECT_URL/" 2>/dev/null; then
+    fail "vsftpd let a plaintext login in; the benchmark needs a TLS-only server"
+fi
+log "vsftpd pid $VSFTPD_PID on $SERVER_IP:$VSFTPD_PORT (TLS required), passive ports $PASV_LO-$PASV_HI"
+
+# --- fxprelay: TLS on both legs -------------------------------------------------------------
+declare -A FXP_URL
+start_fxprelay() { # NAME BIN IP: a reverse listener to vsftpd, TLS on both legs, data: relay
+    local name=$1 bin=$2 ip=$3 admin port lo hi
+    admin=$(free_port "$ip")
+    port=$(free_port "$ip")
+    while [[ $port == "$admin" ]]; do port=$(free_port "$ip"); done
+    read -r lo hi < <(free_range "$ip" 100) || fail "no free data port range on $ip"
+    cat >"$WORK/$name.yaml" <<EOF
+admin:
+  bind: $ip:$admin
+limits:
+  shutdown_grace: 2s
+data:
+  ports: "$lo-$hi"
+listeners:
+  - name: bench-tls
+    bind: $ip:$port
+    mode: reverse
+    upstream: $SERVER_IP:$VSFTPD_PORT
+    data: relay
+    upstream_data: passive
+    tls:
+      client: {mode: explicit, cert: $WORK/$name.crt, key: $WORK/$name.key}
+      upstream: {mode: mirror, ca: $WORK/vsftpd.crt}
+EOF
+    timeout "$STEP_MAX" "$bin" check -c "$WORK/$name.yaml" >"$WORK/check.out" 2>&1 ||
+        fail "$bin rejects the generated config: $(cat "$WORK/check.out")"
+    # A session of its own, as vsftpd and proftpd have: with sched_autogroup the kernel
+    # shares CPU between sessions first, and a proxy in the script's session would share
+    # one slice with curl.
+    setsid "${PROXY_CPU[@]}" "$bin" run -c "$WORK/$name.yaml" </dev/null >"$WORK/$name.log" 2>&1 &
+    FXP_PID[$name]=$!
+    FXP_URL[$name]=ftp://$FTP_USER:$FTP_PASS@$ip:$port
+    wait_login "${FXP_PID[$name]}" "$name on $ip:$port" "${FXP_URL[$name]}" "$WORK/$name.crt"
+    log "$name ($bin) pid ${FXP_PID[$name]} on $ip:$port, data ports $lo-$hi"
+}
+start_fxprelay fxprelay "$BIN" "$PROXY_IP"
+[[ -z $BIN_B ]] || start_fxprelay fxprelay-b "$BIN_B" "$PROXY_B_IP"
+
+# --- ProFTPD mod_proxy: TLS on both legs ----------------------------------------------------
+MP_URL=
+if [[ -z $MP_WHY ]]; then
+    mkdir -m 0755 "$WORK/mp" "$WORK/mp/tables"
+    chown "$FTP_USER:" "$WORK/mp/tables"
+    MP_PORT=$(free_port "$MP_IP")
+    read -r MP_LO MP_HI < <(free_range "$MP_IP" 100) || fail "no free passive port range on $MP_IP"
+    # Standalone and in the foreground (-n): each session is a child of this master.
+    # mod_tls on the client side; mod_proxy as a reverse proxy doing AUTH TLS and PROT P
+    # toward vsftpd (ProxyTLSTransferProtectionPolicy required), verifying its certificate.
+    # ProxyTLSProtocol TLSv1.2: over TLS 1.3 mod_proxy 0.9.2 closes an upload's data
+    # connection with vsftpd's session ticket unread, and vsftpd loses the tail (426).
+    (
+        umask 077
+        cat >"$WORK/mp/proftpd.conf" <<EOF
+ServerType standalone
+ServerName "bench mod_proxy"
+DefaultAddress $MP_IP
+SocketBindTight on
+Port $MP_PORT
+UseIPv6 off
+User $FTP_USER
+Group $(id -gn "$FTP_USER")
+PidFile $WORK/mp/proftpd.pid
+ScoreboardFile $WORK/mp/proftpd.scoreboard
+DelayTable $WORK/mp/proftpd.delay
+SystemLog $WORK/mp/proftpd.log
+WtmpLog off
+UseReverseDNS off
+MaxInstances 50
+TimeoutIdle 120
+TimeoutNoTransfer 120
+TimeoutStalled 60
+PassivePorts $MP_LO $MP_HI
+ModulePath $PEERS/usr/lib/proftpd
+LoadModule mod_tls.c
+LoadModule mod_proxy.c
+TLSEngine on
+TLSRequired on
+TLSProtocol TLSv1.2 TLSv1.3
+TLSRSACertificateFile $WORK/modproxy.crt
+TLSRSACertificateKeyFile $WORK/modproxy.key
+TLSVerifyClient off
+TLSLog $WORK/mp/tls.log
+ProxyEngine on
+ProxyLog $WORK/mp/proxy.log
+ProxyTables $WORK/mp/tables
+ProxyRole reverse
+ProxyReverseServers ftp://$SERVER_IP:$VSFTPD_PORT
+ProxyTLSEngine on
+ProxyTLSProtocol TLSv1.2
+ProxyTLSCACertificateFile $WORK/vsftpd.crt
+ProxyTLSVerifyServer on
+ProxyTLSTransferProtectionPolicy required
+EOF
+    )
+    setsid "${PROXY_CPU[@]}" "$PEERS/usr/sbin/proftpd" -n -c "$WORK/mp/proftpd.conf" </dev/null >"$WORK/mp/proftpd.out" 2>&1 &
+    MP_PID=$!
+    MP_URL=ftp://$FTP_USER:$FTP_PASS@$MP_IP:$MP_PORT
+    wait_login "$MP_PID" "proftpd mod_proxy on $MP_IP:$MP_PORT" "$MP_URL" "$WORK/modproxy.crt"
+    log "proftpd mod_proxy pid $MP_PID on $MP_IP:$MP_PORT, passive ports $MP_LO-$MP_HI"
+fi
+
+# --- transfers ------------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+PATHS=(direct fxprelay)
+[[ -z $BIN_B ]] || PATHS+=(fxprelay-b)
+[[ -n $MP_URL ]] && PATHS+=(modproxy)
+declare -A URL=([direct]=$DIRECT_URL [fxprelay]=${FXP_URL[fxprelay]} [fxprelay-b]=${FXP_URL[fxprelay-b]:-} [modproxy]=$MP_URL)
+declare -A CA=([direct]=$WORK/vsftpd.crt [fxprelay]=$WORK/fxprelay.crt [fxprelay-b]=$WORK/fxprelay-b.crt [modproxy]=$WORK/modproxy.crt)
+STOR_TLS=(--tls-max 1.2)
+
+# KIND PATH [OUT] [TLS-OPTION...]: one transfer; prints "DATA WHOLE READY PEERS": bytes/s
+# of the data flow (time_total - time_pretransfer; for FTP curl's pretransfer mark falls
+# after login, PASV/EPSV, the data connection and the 150), curl's own average over the
+# whole run, time_pretransfer in s, and the CPU seconds of the two endpoints (curl's, from
+# `times`, plus vsftpd's: its listener's utime+stime+cutime+cstime, the session reaped). RETR writes OUT (default /dev/null); STOR uploads SRC as
+# up.bin, checks its size and removes it (OUT=keep keeps it). TLS options replace the
+# kind's default (STOR: --tls-max 1.2).
+transfer() {
+    local kind=$1 via=$2 out=${3:-/dev/null} res whole size pre total v0 v1 curl_cpu
+    local -a tls=("${@:4}")
+    local -a opts=(-sS --max-time "$CURL_MAX" "${CURL_TLS[@]}" --cacert "${CA[$via]}")
+    wait_no_children "$VSFTPD_PID"
+    v0=$(cpu_ticks_tree "$VSFTPD_PID")
+    if [[ $kind == RETR ]]; then
+        res=$(timeout $((CURL_MAX + 5)) "${PEER_CPU[@]}" curl "${opts[@]}" "${tls[@]}" -o "$out" \
+            -w '%{speed_download} %{size_download} %{time_pretransfer} %{time_total}' \
+            "${URL[$via]}/big.bin" && times) || fail "RETR via $via failed (curl exit $?)"
+    else
+        [[ $# -ge 4 ]] || tls=("${STOR_TLS[@]}")
+        res=$(timeout $((CURL_MAX + 5)) "${PEER_CPU[@]}" curl "${opts[@]}" "${tls[@]}" -T "$SRC" \
+            -w '%{speed_upload} %{size_upload} %{time_pretransfer} %{time_total}' \
+            "${URL[$via]}/up.bin" && times) || fail "STOR via $via failed (curl exit $?)"
+        size=$(stat -c %s "$FTP_ROOT/up.bin" 2>/dev/null || echo missing)
+        [[ $size == "$SIZE_BYTES" ]] ||
+            fail "STOR via $via: the server holds $size bytes, expected $SIZE_BYTES"
+        [[ $out == keep ]] || rm -f "$FTP_ROOT/up.bin"
+    fi
+    wait_no_children "$VSFTPD_PID"
+    v1=$(cpu_ticks_tree "$VSFTPD_PID")
+    # -w's line, then `times`: the subshell's own times, then its children's ("0m1.2s 0m0.3s").
+    read -r whole size pre total <<<"$(head -n 1 <<<"$res")"
+    curl_cpu=$(tail -n 1 <<<"$res" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] } print s }')
+    [[ $size == "$SIZE_BYTES" ]] || fail "$kind via $via moved $size bytes, expected $SIZE_BYTES"
+    awk -v b="$size" -v w="$whole" -v p="$pre" -v t="$total" -v c="$curl_cpu" -v v=$((v1 - v0)) -v hz="$CLK_TCK" \
+        'BEGIN { d = t - p; if (d < 1e-6) d = 1e-6; printf "%.0f %.0f %.6f %.3f\n", b / d, w, p, c + v / hz }'
+}
+tls_of() { # PATH [TLS-OPTION...] -> "TLSv1.3 / TLS_AES_256_GCM_SHA384": what curl negotiated
+    curl -sS -v --max-time "$STEP_MAX" "${CURL_TLS[@]}" --cacert "${CA[$1]}" "${@:2}" \
+        -o /dev/null "${URL[$1]}/" 2>&1 | sed -n 's/^\* SSL connection using //p' | head -n 1
+}
+
+for via in "${PATHS[@]:1}"; do
+    log "checking a download and an upload through $via byte for byte"
+    transfer RETR "$via" "$WORK/check.bin" >/dev/null
+    timeout $((STEP_MAX + SIZE_MIB / 20)) cmp "$SRC" "$WORK/check.bin" ||
+        fail "the file downloaded through $via differs from the source"
+    rm -f "$WORK/check.bin"
+    if [[ $via == fxprelay* ]]; then
+        transfer STOR "$via" keep --tls-max 1.3 >/dev/null # no ticket on its data connections
+    else
+        transfer STOR "$via" keep >/dev/null
+    fi
+    timeout $((STEP_MAX + SIZE_MIB / 20)) cmp "$SRC" "$FTP_ROOT/up.bin" ||
+        fail "the file uploaded through $via differs from the source"
+    rm -f "$FTP_ROOT/up.bin"
+done
+transfer RETR direct >/dev/null # warm-up, as the checks were for the proxies
+declare -A NEGOTIATED
+for via in "${PATHS[@]}"; do
+    NEGOTIATED[$via]="RETR $(tls_of "$via"), STOR $(tls_of "$via" "${STOR_TLS[@]}")"
+done
+
+GIB_PER_KIND=$(awk -v r="$RUNS" -v m="$SIZE_MIB" 'BEGIN { print r * m / 1024 }')
+declare -A RES MED CPU PAIRED PEERS_CPU
+proxy_ticks() { # PATH -> its CPU ticks so far
+    case $1 in
+    fxprelay*) cpu_ticks "${FXP_PID[$1]}" ;;
+    modproxy)
+        wait_no_children "$MP_PID"
+        cpu_ticks_tree "$MP_PID"
+        ;;
+    esac
+}
+n=${#PATHS[@]}
+for kind in RETR STOR; do
+    declare -A t0=()
+    for via in "${PATHS[@]:1}"; do t0[$via]=$(proxy_ticks "$via"); done
+    for via in "${PATHS[@]}"; do RES[$kind.$via]=; done
+    for ((run = 1; run <= RUNS; run++)); do
+        # The order rotates every run (direct first, then fxprelay first, ...) so no
+        # path always runs right after the same other one.
+        line="$kind run $run/$RUNS:"
+        for ((i = 0; i < n; i++)); do
+            via=${PATHS[(i + run - 1) % n]}
+            r=$(transfer "$kind" "$via")
+            RES[$kind.$via]+="$r"$'\n'
+            line+=$(awk -v v="$via" -v r="$r" 'BEGIN { split(r, a, " "); printf "  %s %5.0f MB/s", v, a[1] / 1e6 }')
+        done
+        log "$line"
+    done
+    for via in "${PATHS[@]:1}"; do
+        t1=$(proxy_ticks "$via")
+        CPU[$kind.$via]=$(awk -v t=$((t1 - t0[$via])) -v hz="$CLK_TCK" -v g="$GIB_PER_KIND" \
+            'BEGIN { printf "%.2f", t / hz / g }')
+    done
+    for via in "${PATHS[@]}"; do
+        MED[$kind.$via]=$(awk 'NF { print $1 }' <<<"${RES[$kind.$via]}" | median)
+        PEERS_CPU[$kind.$via]=$(awk -v m="$SIZE_MIB" 'NF { print $4 * 1024 / m }' <<<"${RES[$kind.$via]}" | median)
+    done
+    # Each run's fxprelay/other ratio: the transfers of a run ran back to back, so slow
+    # drifts of the machine cancel out; the spread shows how noisy it was.
+    for other in "${PATHS[@]}"; do
+        [[ $other == fxprelay ]] && continue
+        ratios=$(paste <(awk 'NF { print $1 }' <<<"${RES[$kind.fxprelay]}") \
+            <(awk 'NF { print $1 }' <<<"${RES[$kind.$other]}") | awk '{ printf "%.4f\n", $1 / $2 }' | sort -g)
+        PAIRED[$kind.$other]=$(printf '%.2f (%.2f to %.2f)' "$(median <<<"$ratios")" \
+            "$(head -n 1 <<<"$ratios")" "$(tail -n 1 <<<"$ratios")")
+    done
+done
+hwm=$(awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${FXP_PID[fxprelay]}/status")
+
+# --- report ---------------------------------------------------------------------------------
+git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+    git_rev="$git_rev+uncommitted changes"
+fi
+mbs() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
+ratio() { awk -v p="$1" -v d="$2" 'BEGIN { printf "%.2f", p / d }'; }
+row() { printf '| %-38s | %9s | %9s | %-19s | %-19s |\n' "$@"; }
+declare -A LABEL=([direct]='curl -> vsftpd (direct TLS)'
+    [fxprelay]='curl -> fxprelay -> vsftpd'
+    [fxprelay-b]='curl -> fxprelay B -> vsftpd'
+    [modproxy]='curl -> proftpd mod_proxy -> vsftpd')
+declare -A NAME=([direct]=direct [fxprelay]=fxprelay [fxprelay-b]='fxprelay B' [modproxy]=mod_proxy)
+cat <<EOF
+
+# fxprelay FTPS benchmark
+command:  scripts/bench-tls.sh $SIZE_MIB $RUNS${FXP_BENCH_COMPARE_BIN:+  (FXP_BENCH_COMPARE_BIN=$FXP_BENCH_COMPARE_BIN)}${FXP_BENCH_PIN:+  (FXP_BENCH_PIN=$FXP_BENCH_PIN)}${FXP_BENCH_MODPROXY:+  (FXP_BENCH_MODPROXY=$FXP_BENCH_MODPROXY)}
+date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')
+machine:  $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr)
+load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end
+software: fxprelay $git_rev (rustls, ring)$([[ -z $BIN_B ]] || echo "; fxprelay B = $BIN_B"), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2), $(openssl version | cut -d' ' -f1-2)$([[ -z $MP_URL ]] || echo ", proftpd $(peer_ver proftpd-core) + mod_proxy $(peer_ver proftpd-mod-proxy)")
+files:    ${SIZE_MIB} MiB of /dev/urandom on $TMPFS_DESC
+cpus:     $(if [[ $PIN == 1 ]]; then echo "pinned: vsftpd and curl on CPU 0, the proxies on CPU 1"; else echo "not pinned (all processes share all CPUs)"; fi); sched_autogroup $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo '?')
+          (vsftpd and each proxy run in sessions of their own, curl in this script's:
+          with autogroup on, the kernel shares CPU between sessions before processes)
+TLS:      every path requires TLS on control and data (PROT P) on both legs; vsftpd
+          requires session reuse. curl uploads with --tls-max 1.2 on every path (over TLS
+          1.3 vsftpd's and mod_tls's data-connection session ticket, left unread by curl,
+          makes the kernel reset the connection and lose the upload's tail; fxprelay's own
+          check upload ran over TLS 1.3). Negotiated on the client leg:
+EOF
+for via in "${PATHS[@]}"; do printf '          %-10s %s\n' "${NAME[$via]}" "${NEGOTIATED[$via]}"; done
+[[ -z $MP_WHY ]] || echo "mod_proxy: $MP_WHY"
+echo
+echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s of the data flow (150 to 226)"
+row path 'RETR MB/s' 'STOR MB/s' 'proxy CPU s/GiB' 'curl+vsftpd s/GiB'
+row '' '' '' 'RETR / STOR' 'RETR / STOR'
+dashes() { printf -- '-%.0s' $(seq "$1"); }
+printf '|%s|%s|%s|%s|%s|\n' "$(dashes 40)" "$(dashes 11)" "$(dashes 11)" "$(dashes 21)" "$(dashes 21)"
+for via in "${PATHS[@]}"; do
+    cpu=-
+    [[ $via == direct ]] || cpu="${CPU[RETR.$via]} / ${CPU[STOR.$via]}"
+    row "${LABEL[$via]}" "$(mbs "${MED[RETR.$via]}")" "$(mbs "${MED[STOR.$via]}")" "$cpu" \
+        "$(printf '%.2f / %.2f' "${PEERS_CPU[RETR.$via]}" "${PEERS_CPU[STOR.$via]}")"
+done
+for via in "${PATHS[@]:1}"; do
+    row "ratio ${NAME[$via]} / direct" "$(ratio "${MED[RETR.$via]}" "${MED[RETR.direct]}")" \
+        "$(ratio "${MED[STOR.$via]}" "${MED[STOR.direct]}")" '' ''
+done
+if [[ -n $BIN_B ]]; then
+    row "ratio fxprelay / fxprelay B" "$(ratio "${MED[RETR.fxprelay]}" "${MED[RETR.fxprelay-b]}")" \
+        "$(ratio "${MED[STOR.fxprelay]}" "${MED[STOR.fxprelay-b]}")" '' ''
+fi
+if [[ -n $MP_URL ]]; then
+    row "ratio fxprelay / mod_proxy" "$(ratio "${MED[RETR.fxprelay]}" "${MED[RETR.modproxy]}")" \
+        "$(ratio "${MED[STOR.fxprelay]}" "${MED[STOR.modproxy]}")" '' ''
+fi
+echo
+echo "ratio of each run's back-to-back transfers, median (min to max):"
+for other in "${PATHS[@]}"; do
+    [[ $other == fxprelay ]] && continue
+    echo "  fxprelay / ${NAME[$other]}: RETR ${PAIRED[RETR.$other]}; STOR ${PAIRED[STOR.$other]}"
+done
+# When the machine's CPU is the limit (2 cores, or other work on them), throughput goes
+# as 1 / (CPU per byte of every process on the path): that ratio is the expectation.
+echo "CPU-bound expectation (direct path's CPU / this path's CPU, curl + vsftpd + proxy):"
+for via in "${PATHS[@]:1}"; do
+    exp_ratio() { # KIND
+        awk -v d="${PEERS_CPU[$1.direct]}" -v e="${PEERS_CPU[$1.$via]}" -v p="${CPU[$1.$via]}" \
+            'BEGIN { printf "%.2f (%.2f / %.2f s/GiB)", d / (e + p), d, e + p }'
+    }
+    echo "  ${NAME[$via]}: RETR $(exp_ratio RETR); STOR $(exp_ratio STOR)"
+done
+echo "CPU per GiB moved: fxprelay utime+stime of its process; mod_proxy utime+stime+cutime+cstime"
+echo "     of its master (its session processes included); curl+vsftpd: the two endpoints"
+echo "     together, median per transfer (on $(nproc) CPUs a proxy's decrypt + encrypt competes"
+echo "     with theirs for the same cores)."
+echo "fxprelay peak RSS (VmHWM): $hwm; took $((SECONDS - START)) s"
+echo
+verdict() { # NAME VALUE LIMIT [GOAL]
+    local v
+    v=$(awk -v x="$2" -v l="$3" -v g="${4:-0}" 'BEGIN {
+        if (x < l) print "BELOW"; else if (g > 0 && x < g) print "ok, below the goal"; else print "ok" }')
+    printf '  %-34s %s (minimum %s%s): %s\n' "$1" "$2" "$3" "${4:+, goal $4}" "$v"
+}
+echo "targets (issue 10): fxprelay >= 0.6x direct TLS (goal 0.8x), >= 1.2x mod_proxy"
+for kind in RETR STOR; do
+    verdict "$kind fxprelay / direct TLS" "$(ratio "${MED[$kind.fxprelay]}" "${MED[$kind.direct]}")" 0.6 0.8
+    [[ -z $MP_URL ]] ||
+        verdict "$kind fxprelay / mod_proxy" "$(ratio "${MED[$kind.fxprelay]}" "${MED[$kind.modproxy]}")" 1.2
+done
