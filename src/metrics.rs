@@ -595,6 +595,30 @@ pub fn fxp_transfer(result: &'static str, method: &'static str, bytes: u64, took
     histogram!(FXP_TRANSFER_SECONDS, "result" => result).record(took.as_secs_f64());
 }
 
+/// A pool backend's series at their starting values (up, no sessions): created before
+/// the first scrape, like [`listener_started`]'s.
+pub fn upstream_started(listener: &str, upstream: &str) {
+    let (l, u) = (listener.to_owned(), upstream.to_owned());
+    gauge!(UPSTREAM_UP, "listener" => l.clone(), "upstream" => u.clone()).set(1.0);
+    gauge!(UPSTREAM_SESSIONS, "listener" => l.clone(), "upstream" => u.clone()).increment(0.0);
+    let _ = histogram!(UPSTREAM_CHECK_SECONDS, "listener" => l, "upstream" => u);
+}
+
+pub fn upstream_up(listener: &str, upstream: &str, up: bool) {
+    let (l, u) = (listener.to_owned(), upstream.to_owned());
+    gauge!(UPSTREAM_UP, "listener" => l, "upstream" => u).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn upstream_sessions(listener: &str, upstream: &str, delta: f64) {
+    let (l, u) = (listener.to_owned(), upstream.to_owned());
+    gauge!(UPSTREAM_SESSIONS, "listener" => l, "upstream" => u).increment(delta);
+}
+
+pub fn upstream_check(listener: &str, upstream: &str, took: Duration) {
+    let (l, u) = (listener.to_owned(), upstream.to_owned());
+    histogram!(UPSTREAM_CHECK_SECONDS, "listener" => l, "upstream" => u).record(took.as_secs_f64());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,28 +665,4 @@ mod tests {
             assert_eq!(position(*r), i, "{r} is out of place in Rejection::ALL");
         }
     }
-}
-
-/// A pool backend's series at their starting values (up, no sessions): created before
-/// the first scrape, like [`listener_started`]'s.
-pub fn upstream_started(listener: &str, upstream: &str) {
-    let (l, u) = (listener.to_owned(), upstream.to_owned());
-    gauge!(UPSTREAM_UP, "listener" => l.clone(), "upstream" => u.clone()).set(1.0);
-    gauge!(UPSTREAM_SESSIONS, "listener" => l.clone(), "upstream" => u.clone()).increment(0.0);
-    let _ = histogram!(UPSTREAM_CHECK_SECONDS, "listener" => l, "upstream" => u);
-}
-
-pub fn upstream_up(listener: &str, upstream: &str, up: bool) {
-    let (l, u) = (listener.to_owned(), upstream.to_owned());
-    gauge!(UPSTREAM_UP, "listener" => l, "upstream" => u).set(if up { 1.0 } else { 0.0 });
-}
-
-pub fn upstream_sessions(listener: &str, upstream: &str, delta: f64) {
-    let (l, u) = (listener.to_owned(), upstream.to_owned());
-    gauge!(UPSTREAM_SESSIONS, "listener" => l, "upstream" => u).increment(delta);
-}
-
-pub fn upstream_check(listener: &str, upstream: &str, took: Duration) {
-    let (l, u) = (listener.to_owned(), upstream.to_owned());
-    histogram!(UPSTREAM_CHECK_SECONDS, "listener" => l, "upstream" => u).record(took.as_secs_f64());
 }

@@ -46,6 +46,10 @@ pub enum Say {
     },
     TransparentUnreachable,
 
+    // Pools of upstreams.
+    PoolGreeting,
+    PoolDown,
+
     // Commands the proxy refuses.
     ProxyUntrusted,
     AuthRefused,
@@ -136,7 +140,7 @@ impl Say {
         match self {
             S::Goodbye => 221,
             S::NoopOk | S::EpsvAllOk | S::ActiveOk { .. } | S::FxpDestinationSet { .. } => 200,
-            S::ForwardGreeting => 220,
+            S::ForwardGreeting | S::PoolGreeting => 220,
             S::FxpDone { .. } | S::AbortOk => 226,
             S::FxpCopying { .. } => 150,
             S::TlsGo => 234,
@@ -158,7 +162,8 @@ impl Say {
             | S::ForwardUnreachable { .. }
             | S::TooManyRefusedTargets
             | S::TransparentDenied { .. }
-            | S::TransparentUnreachable => 421,
+            | S::TransparentUnreachable
+            | S::PoolDown => 421,
             S::BadPassiveAddress { .. }
             | S::NoIpv4ForPasv
             | S::PortsExhausted
@@ -215,6 +220,10 @@ impl Say {
             S::ForwardGreeting => {
                 fixed("fxprelay FTP proxy ready. Log in as user@host or user@host:port.")
             }
+            S::PoolGreeting => fixed("fxprelay FTP proxy ready."),
+            S::PoolDown => fixed(
+                "Service not available: every FTP server behind this proxy is down; try again later.",
+            ),
             S::ForwardLoginFirst => fixed("Please log in with USER user@host[:port] first."),
             S::ForwardBadTarget => {
                 fixed("Log in as user@host or user@host:port to name the FTP server.")

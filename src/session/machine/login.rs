@@ -97,6 +97,7 @@ impl Machine {
             return;
         }
         match cmd.verb.class() {
+            VerbClass::User if self.pooled() => return self.pooled_user(line, cmd.args),
             VerbClass::User => {}
             VerbClass::Features if self.tls_features().is_some() => {
                 let ours = self.tls_features().map_or(&[][..], |(_, ours)| ours);
@@ -113,6 +114,7 @@ impl Machine {
                 self.say(Say::ProxyUntrusted);
                 return self.close("untrusted PROXY header");
             }
+            _ if self.pooled() => return self.say(Say::LoginFirst),
             _ => return self.say(Say::ForwardLoginFirst),
         }
         let Some((user, target)) = parse_target(trim_eol(cmd.args)) else {
@@ -165,6 +167,7 @@ impl Machine {
             Err(ConnectFailure::Tls(error)) => {
                 return self.on_upstream_secured(Err(error), now);
             }
+            Err(failure) if self.pooled_connect_failed(&target, &user_line, &failure) => {}
             Err(failure) => self.connect_failed(target, attempts, failure),
         }
         self.settle(now);

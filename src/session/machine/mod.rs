@@ -16,6 +16,7 @@
 //! - [`tls`]: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers).
 
 mod audit;
+mod balance;
 mod data;
 mod login;
 mod site;
@@ -273,6 +274,8 @@ pub struct Machine {
     upstream_host: String,
     /// The login and transfer lines, and what the admin API shows.
     audit: audit::Audit,
+    /// Reverse mode over a pool: the backend held and those that failed.
+    balance: balance::BalanceState,
     ended: Option<&'static str>,
 }
 
@@ -320,6 +323,7 @@ impl Machine {
             tls: tls::TlsState::default(),
             upstream_host: String::new(),
             audit: audit::Audit::default(),
+            balance: balance::BalanceState::default(),
             ended: None,
         };
         m.tls.client_secure = implicit;
@@ -376,6 +380,9 @@ impl Machine {
 
     /// Opens the session: connect upstream or, in forward mode, greet the client.
     pub fn start(&mut self) {
+        if self.pooled() {
+            return self.start_pooled();
+        }
         let cfg = &self.ctx.cfg;
         match (cfg.mode, &cfg.upstream, self.original) {
             (Mode::Reverse, Some(target), _) => {
