@@ -328,6 +328,7 @@ fn start_checks(
     let Some(pool) = ctx.pool.clone() else {
         return;
     };
+    pool.announce();
     pools.insert(name.clone(), pool.clone());
     let stop = CancellationToken::new();
     checkers.insert(name.clone(), stop.clone());

@@ -125,9 +125,6 @@ impl Pool {
                 .zip(&cfg.backends)
                 .map(|(b, c)| (b.name.as_str(), c.weight)),
         );
-        for b in &backends {
-            metrics::upstream_started(listener, &b.name);
-        }
         Pool {
             listener: listener.to_owned(),
             cfg,
@@ -146,7 +143,13 @@ impl Pool {
                 *lock(&b.state) = lock(&o.state).clone();
             }
         }
+    }
+
+    /// Creates every backend's series with its current state (before the first scrape,
+    /// and again after a reload for backends the file added).
+    pub fn announce(&self) {
         for b in &self.backends {
+            metrics::upstream_started(&self.listener, &b.name);
             metrics::upstream_up(&self.listener, &b.name, lock(&b.state).health.is_up());
         }
     }
