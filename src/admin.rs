@@ -48,7 +48,13 @@ pub struct AdminState {
     pub sessions: Sessions,
     /// What `GET /` lists.
     pub listeners: Arc<[ListenerSummary]>,
+    /// The pools of upstreams, per listener (`GET /api/v1/upstreams`); a reload replaces
+    /// them.
+    pub pools: Pools,
 }
+
+/// The running pools by listener name.
+pub type Pools = Arc<RwLock<std::collections::BTreeMap<String, Arc<crate::pool::Pool>>>>;
 
 /// One listener as the admin page shows it.
 #[derive(Debug, Clone)]
@@ -78,6 +84,7 @@ impl ListenerSummary {
             upstream: match (&cfg.upstream, cfg.mode) {
                 (Some(u), _) => u.to_string(),
                 (None, Mode::Forward) => "named by each client (USER user@host)".into(),
+                (None, Mode::Reverse) => "a pool (see /api/v1/upstreams)".into(),
                 (None, _) => "each connection's original destination".into(),
             },
         }
@@ -116,6 +123,7 @@ pub async fn serve(
             get(get_transfer).delete(cancel_transfer),
         )
         .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/upstreams", get(list_upstreams))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let app = Router::new()
@@ -197,6 +205,13 @@ async fn bounded(State(limit): State<Duration>, req: Request, next: Next) -> Res
             ),
         ),
     }
+}
+
+/// Every pool's backends: state, sessions, last check and last error.
+async fn list_upstreams(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let pools = state.pools.read().unwrap_or_else(PoisonError::into_inner);
+    let list: Vec<crate::pool::PoolStatus> = pools.values().map(|p| p.status()).collect();
+    Json(json!({ "pools": list }))
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

@@ -116,6 +116,7 @@ pub async fn run(
             bound.config.admin_token.as_deref().map(Arc::from),
         )),
         sessions: bound.sessions.clone(),
+        pools: admin::Pools::default(),
         listeners: bound
             .listeners
             .iter()
@@ -145,9 +146,11 @@ pub async fn run(
         config: bound.config,
         ports: bound.ports,
         listeners: HashMap::new(),
+        checkers: HashMap::new(),
     };
     let mut accept_loops = Vec::new();
     for (socket, ctx) in bound.listeners {
+        live.start_checks(&ctx);
         let (tx, rx) = watch::channel(ctx.clone());
         live.listeners.insert(ctx.cfg.name.clone(), tx);
         accept_loops.push(tokio::spawn(server::serve_reloadable(
@@ -174,6 +177,9 @@ pub async fn run(
         "shutting down: no new sessions; open sessions may finish"
     );
     draining.store(true, Ordering::Relaxed);
+    for (_, stop) in live.checkers.drain() {
+        stop.cancel();
+    }
     shutdown.stop_accepting.cancel();
     for task in accept_loops {
         let _ = task.await;
@@ -222,9 +228,17 @@ struct Live {
     config: Config,
     ports: PortPool,
     listeners: HashMap<String, watch::Sender<Arc<ListenerCtx>>>,
+    /// The health-check task of each listener with a pool.
+    checkers: HashMap<String, CancellationToken>,
 }
 
 impl Live {
+    /// Starts checking `ctx`'s pool (stopping the checks of the pool it replaces) and
+    /// shows it in `GET /api/v1/upstreams`.
+    fn start_checks(&mut self, ctx: &ListenerCtx) {
+        start_checks(&mut self.checkers, &self.admin.pools, ctx);
+    }
+
     /// Applies a re-read config to new sessions of the existing listeners. A file that
     /// does not load changes nothing. What needs new sockets (a listener's bind, new or
     /// removed listeners, the admin address) is reported and left for a restart.
@@ -271,8 +285,15 @@ impl Live {
                 (Some(tx), Some(bind)) if bind == l.bind => {
                     // The sockets did not change, so neither did the loop guard's list.
                     let own_binds = tx.borrow().own_binds.clone();
-                    let ctx = ListenerCtx::of(&new, l, self.ports.clone(), own_binds)
+                    let mut ctx = ListenerCtx::of(&new, l, self.ports.clone(), own_binds)
                         .with_sessions(self.admin.sessions.clone());
+                    let old_pool = tx.borrow().pool.clone();
+                    if let (Some(pool), Some(old)) =
+                        (ctx.pool.as_mut().and_then(Arc::get_mut), old_pool)
+                    {
+                        pool.inherit(&old);
+                    }
+                    start_checks(&mut self.checkers, &self.admin.pools, &ctx);
                     tx.send_replace(Arc::new(ctx));
                 }
                 (Some(_), _) => {
@@ -309,4 +330,27 @@ impl Live {
         applied.admin_bind = self.config.admin_bind;
         self.config = applied;
     }
+}
+
+/// Starts checking `ctx`'s pool (stopping the checks of the pool it replaces) and shows
+/// it in `GET /api/v1/upstreams`.
+fn start_checks(
+    checkers: &mut HashMap<String, CancellationToken>,
+    admin_pools: &admin::Pools,
+    ctx: &ListenerCtx,
+) {
+    let name = &ctx.cfg.name;
+    if let Some(old) = checkers.remove(name) {
+        old.cancel();
+    }
+    let mut pools = admin_pools.write().unwrap_or_else(PoisonError::into_inner);
+    pools.remove(name);
+    let Some(pool) = ctx.pool.clone() else {
+        return;
+    };
+    pool.announce();
+    pools.insert(name.clone(), pool.clone());
+    let stop = CancellationToken::new();
+    checkers.insert(name.clone(), stop.clone());
+    tokio::spawn(crate::pool::check::run(pool, stop));
 }

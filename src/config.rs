@@ -5,7 +5,7 @@
 //! values (duplicate names, overlapping binds) is wrapped in [`Spanned`] so the error can
 //! name its line. Parse errors from the YAML layer already carry line and column.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +15,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use crate::net::{AllowList, HostName, HostPort, PortSpec};
+use crate::pool::config::{
+    Balance, FileHealthCheck, FileUpstream, PoolConfig, ProxyVersion, UpstreamSettings,
+};
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
 use crate::tls::{ListenerTls, TlsSettings};
 
@@ -297,8 +300,14 @@ struct FileListener {
     bind: Spanned<BindAddr>,
     #[serde(default)]
     mode: Mode,
-    #[serde(default, deserialize_with = "de_upstream")]
-    upstream: Option<HostPort>,
+    #[serde(default)]
+    upstream: Option<FileUpstream>,
+    #[serde(default)]
+    balance: Option<Balance>,
+    #[serde(default)]
+    health_check: Option<FileHealthCheck>,
+    #[serde(default)]
+    upstream_proxy_protocol: Option<ProxyVersion>,
     #[serde(default)]
     allow: Option<AllowList>,
     #[serde(default)]
@@ -352,33 +361,6 @@ fn de_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
 
 fn de_opt_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<IpNet>>, D::Error> {
     de_nets(d).map(Some)
-}
-
-/// `host:port`, refusing an IPv6 address without brackets: in `2001:db8::1:21` the port
-/// is a guess (`:21`, or part of the address?), so the operator must say.
-fn de_upstream<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HostPort>, D::Error> {
-    let s = String::deserialize(d)?;
-    let t = s.trim();
-    if !t.starts_with('[') && t.matches(':').count() > 1 {
-        let v6 = |h: &str| h.parse::<std::net::Ipv6Addr>().is_ok();
-        let split = t
-            .rsplit_once(':')
-            .filter(|(host, port)| v6(host) && port.parse::<u16>().is_ok_and(|p| p > 0));
-        let hint = match (split, v6(t)) {
-            (Some((host, port)), true) => {
-                format!("`[{host}]:{port}` for port {port} of {host}, or `[{t}]:21`")
-            }
-            (Some((host, port)), false) => format!("`[{host}]:{port}`"),
-            (None, true) => format!("`[{t}]:21`"),
-            (None, false) => "`[address]:port`".into(),
-        };
-        return Err(serde::de::Error::custom(format!(
-            "`{t}` looks like an IPv6 address without brackets, so its port is ambiguous; write {hint} (quoted in YAML)"
-        )));
-    }
-    t.parse::<HostPort>()
-        .map(Some)
-        .map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -612,6 +594,9 @@ pub struct Config {
     pub limits: Limits,
     pub data: DataConfig,
     pub listeners: Vec<ListenerConfig>,
+    /// Per listener name: a pool of upstreams and the PROXY header toward them (only
+    /// listeners that set either).
+    pub upstreams: HashMap<String, UpstreamSettings>,
     /// Settings that load but do nothing or will likely not work as meant, worded for
     /// the operator (`fxprelay check` prints them; `run` logs them).
     pub warnings: Vec<String>,
@@ -816,6 +801,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
     let mut names = HashSet::new();
     let mut binds: Vec<(SocketAddr, String)> = vec![(admin_bind, "admin.bind".into())];
     let mut listeners = Vec::new();
+    let mut upstreams = HashMap::new();
     for (i, l) in file.listeners.value.into_iter().enumerate() {
         let key = |k: &str| format!("listeners[{i}].{k}");
         let name = l.name.value.trim().to_string();
@@ -851,6 +837,24 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
                 l.name.referenced.line()
             )
         }));
+        let pool = PoolConfig::from_file(l.upstream.as_ref(), l.balance, l.health_check).map_err(
+            |message| ConfigError::Invalid {
+                key: key("upstream"),
+                line: l.name.referenced.line(),
+                message,
+            },
+        )?;
+        if l.mode != Mode::Reverse && (l.balance.is_some() || pool.is_some()) {
+            return invalid(
+                key("balance"),
+                l.name.referenced.line(),
+                "`balance` and `health_check` belong to a reverse listener with `upstream` (one `host:port` or a list)",
+            );
+        }
+        let single = match (&l.upstream, &pool) {
+            (Some(FileUpstream::One(u)), None) => Some(u.clone()),
+            _ => None,
+        };
         match (l.mode, &l.upstream) {
             (Mode::Reverse, None) => {
                 return invalid(
@@ -913,6 +917,15 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             }
             _ => None,
         };
+        if pool.is_some() || l.upstream_proxy_protocol.is_some() {
+            upstreams.insert(
+                name.clone(),
+                UpstreamSettings {
+                    pool,
+                    proxy_protocol: l.upstream_proxy_protocol,
+                },
+            );
+        }
         let private = match l.private_ranges {
             Some(ranges) => PrivateRanges::new(ranges),
             None => PrivateRanges::default(),
@@ -921,7 +934,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             name,
             bind,
             mode: l.mode,
-            upstream: l.upstream,
+            upstream: single,
             allow: l.allow.unwrap_or_default(),
             data: l.data,
             public_address: l.public_address,
@@ -962,6 +975,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
         limits,
         data: file.data,
         listeners,
+        upstreams,
         warnings,
     })
 }
@@ -1034,7 +1048,13 @@ struct EffectiveListener {
     bind: String,
     mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    upstream: Option<String>,
+    upstream: Option<EffectiveUpstream>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_check: Option<EffectiveHealthCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_proxy_protocol: Option<ProxyVersion>,
     allow: Vec<String>,
     data: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1046,6 +1066,30 @@ struct EffectiveListener {
     preserve_client_address: bool,
     nat: EffectiveNat,
     private_ranges: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EffectiveUpstream {
+    One(String),
+    Many(Vec<EffectiveBackend>),
+}
+
+#[derive(Serialize)]
+struct EffectiveBackend {
+    address: String,
+    weight: u32,
+    backup: bool,
+}
+
+#[derive(Serialize)]
+struct EffectiveHealthCheck {
+    interval: String,
+    timeout: String,
+    rise: u32,
+    fall: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login: Option<crate::pool::config::CheckLogin>,
 }
 
 #[derive(Serialize)]
@@ -1115,14 +1159,53 @@ impl EffectiveConfig {
                 ports: c.data.ports.to_string(),
                 bind: c.data.bind.map(|b| b.to_string()),
             },
-            listeners: c.listeners.iter().map(EffectiveListener::of).collect(),
+            listeners: c
+                .listeners
+                .iter()
+                .map(|l| EffectiveListener::of(l, c.upstreams.get(&l.name)))
+                .collect(),
         }
     }
 }
 
 impl EffectiveListener {
-    fn of(l: &ListenerConfig) -> Self {
+    fn of(l: &ListenerConfig, extra: Option<&UpstreamSettings>) -> Self {
+        let pool = extra.and_then(|u| u.pool.as_ref());
+        let upstream = match pool {
+            Some(p) => Some(EffectiveUpstream::Many(
+                p.backends
+                    .iter()
+                    .map(|b| EffectiveBackend {
+                        address: b.address.to_string(),
+                        weight: b.weight,
+                        backup: b.backup,
+                    })
+                    .collect(),
+            )),
+            None => l
+                .upstream
+                .as_ref()
+                .map(|u| EffectiveUpstream::One(u.to_string())),
+        };
         EffectiveListener {
+            upstream,
+            balance: pool.map(|p| p.balance.as_str()),
+            health_check: pool.map(|p| EffectiveHealthCheck {
+                interval: duration(p.health.interval),
+                timeout: duration(p.health.timeout),
+                rise: p.health.rise,
+                fall: p.health.fall,
+                // Shown, like admin.token, without the secret.
+                login: p
+                    .health
+                    .login
+                    .as_ref()
+                    .map(|l| crate::pool::config::CheckLogin {
+                        user: l.user.clone(),
+                        password: "***".into(),
+                    }),
+            }),
+            upstream_proxy_protocol: extra.and_then(|u| u.proxy_protocol),
             name: l.name.clone(),
             bind: l.bind.to_string(),
             mode: match l.mode {
@@ -1130,7 +1213,6 @@ impl EffectiveListener {
                 Mode::Forward => "forward",
                 Mode::Transparent => "transparent",
             },
-            upstream: l.upstream.as_ref().map(|u| u.to_string()),
             allow: allow_strings(&l.allow),
             data: match l.data {
                 DataMode::Relay => "relay",

@@ -45,6 +45,7 @@ pub mod data;
 pub mod fxp;
 pub mod metrics;
 pub mod net;
+pub mod pool;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod rewrite;

@@ -36,6 +36,9 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP: &str =
 pub const BUILD_INFO: &str = "fxprelay_build_info";
 pub const DATA_PORTS_AVAILABLE: &str = "fxprelay_data_ports_available";
 pub const SESSIONS_LIMIT: &str = "fxprelay_sessions_limit";
+pub const UPSTREAM_UP: &str = "fxprelay_upstream_up";
+pub const UPSTREAM_SESSIONS: &str = "fxprelay_upstream_sessions";
+pub const UPSTREAM_CHECK_SECONDS: &str = "fxprelay_upstream_check_seconds";
 
 /// The version and commit this binary was built from (`build.rs` asks git; `unknown`
 /// when built outside a checkout, e.g. from a crates.io package).
@@ -71,6 +74,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(SESSION_SECONDS.into()), SESSION_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(FXP_TRANSFER_SECONDS.into()), FXP_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(TLS_HANDSHAKE_SECONDS.into()), TLS_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(UPSTREAM_CHECK_SECONDS.into()),
+            CONNECT_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
     Ok(handle)
@@ -164,6 +171,19 @@ fn describe() {
     describe_counter!(
         TLS_RESUMPTIONS_TOTAL,
         "TLS handshakes that resumed an earlier session, by side (data connections resume their control connection's)."
+    );
+    describe_gauge!(
+        UPSTREAM_UP,
+        "Whether a pool backend takes new sessions (1) or is down after failed health checks or connects (0), per listener and upstream."
+    );
+    describe_gauge!(
+        UPSTREAM_SESSIONS,
+        "Sessions open now on each pool backend, per listener and upstream."
+    );
+    describe_histogram!(
+        UPSTREAM_CHECK_SECONDS,
+        Unit::Seconds,
+        "How long each health check of a pool backend took (connect, banner, optional login and NOOP), per listener and upstream."
     );
     describe_counter!(
         TLS_SESSIONS_TOTAL,
@@ -610,6 +630,30 @@ pub fn fxp_transfer(result: &'static str, method: &'static str, bytes: u64, took
     counter!(FXP_TRANSFERS_TOTAL, "result" => result, "method" => method).increment(1);
     counter!(FXP_BYTES_TOTAL, "method" => method).increment(bytes);
     histogram!(FXP_TRANSFER_SECONDS, "result" => result).record(took.as_secs_f64());
+}
+
+/// A pool backend's series at their starting values (up, no sessions): created before
+/// the first scrape, like [`listener_started`]'s.
+pub fn upstream_started(listener: &str, upstream: &str) {
+    let (l, u) = (listener.to_owned(), upstream.to_owned());
+    gauge!(UPSTREAM_UP, "listener" => l.clone(), "upstream" => u.clone()).set(1.0);
+    gauge!(UPSTREAM_SESSIONS, "listener" => l.clone(), "upstream" => u.clone()).increment(0.0);
+    let _ = histogram!(UPSTREAM_CHECK_SECONDS, "listener" => l, "upstream" => u);
+}
+
+pub fn upstream_up(listener: &str, upstream: &str, up: bool) {
+    let (l, u) = (listener.to_owned(), upstream.to_owned());
+    gauge!(UPSTREAM_UP, "listener" => l, "upstream" => u).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn upstream_sessions(listener: &str, upstream: &str, delta: f64) {
+    let (l, u) = (listener.to_owned(), upstream.to_owned());
+    gauge!(UPSTREAM_SESSIONS, "listener" => l, "upstream" => u).increment(delta);
+}
+
+pub fn upstream_check(listener: &str, upstream: &str, took: Duration) {
+    let (l, u) = (listener.to_owned(), upstream.to_owned());
+    histogram!(UPSTREAM_CHECK_SECONDS, "listener" => l, "upstream" => u).record(took.as_secs_f64());
 }
 
 #[cfg(test)]

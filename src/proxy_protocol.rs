@@ -134,3 +134,56 @@ mod tests {
         ));
     }
 }
+
+/// The PROXY header (`version`) that tells a server behind this proxy where the client
+/// came from: `addrs` is (client, the address it connected to). Without them, or when
+/// v1 cannot carry the pair (mixed address families), a `LOCAL`/`UNKNOWN` header: the
+/// server still gets the header it expects, only without an address.
+pub fn encode(
+    version: crate::pool::config::ProxyVersion,
+    addrs: Option<(SocketAddr, SocketAddr)>,
+) -> Vec<u8> {
+    use crate::pool::config::ProxyVersion;
+    use proxy_header::ProxiedAddress;
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let header = match addrs.map(|(s, d)| (canonical(s), canonical(d))) {
+        Some((s, d)) if s.is_ipv4() == d.is_ipv4() => {
+            ProxyHeader::with_address(ProxiedAddress::stream(s, d))
+        }
+        _ => ProxyHeader::with_local(),
+    };
+    let encode = |h: &ProxyHeader, buf: &mut Vec<u8>| match version {
+        ProxyVersion::V1 => h.encode_v1(buf),
+        ProxyVersion::V2 => h.encode_v2(buf),
+    };
+    let mut buf = Vec::with_capacity(64);
+    if encode(&header, &mut buf).is_err() {
+        // Only TLVs (none here) make encoding fail; the LOCAL form always encodes.
+        buf.clear();
+        let _ = encode(&ProxyHeader::with_local(), &mut buf);
+    }
+    buf
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+    use crate::pool::config::ProxyVersion;
+
+    #[test]
+    fn headers_toward_servers_carry_the_client() {
+        let client: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+        let local: SocketAddr = "[::ffff:127.0.0.1]:2121".parse().unwrap();
+        let v1 = encode(ProxyVersion::V1, Some((client, local)));
+        assert_eq!(v1, b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 2121\r\n");
+        let v2 = encode(ProxyVersion::V2, Some((client, local)));
+        let (h, used) = ProxyHeader::parse(&v2, ParseConfig::default()).unwrap();
+        assert_eq!(used, v2.len());
+        assert_eq!(h.proxied_address().unwrap().source, client);
+        let mixed = encode(
+            ProxyVersion::V1,
+            Some((client, "[::1]:21".parse().unwrap())),
+        );
+        assert_eq!(mixed, b"PROXY UNKNOWN\r\n");
+    }
+}

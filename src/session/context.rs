@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
 use crate::net::{AllowList, OwnSockets};
+use crate::pool::Pool;
+use crate::pool::config::ProxyVersion;
 use crate::session::registry::Sessions;
 
 /// A listener's settings and shared state, as its sessions see them.
@@ -30,6 +32,11 @@ pub struct ListenerCtx {
     pub fxp_allow: Arc<AllowList>,
     /// Where sessions register for `GET /api/v1/sessions`.
     pub sessions: Sessions,
+    /// Reverse mode with several upstreams (or a checked one): where sessions go.
+    pub pool: Option<Arc<Pool>>,
+    /// `upstream_proxy_protocol`: a PROXY header with the client's address goes first
+    /// on every upstream control connection.
+    pub upstream_proxy: Option<ProxyVersion>,
 }
 
 impl ListenerCtx {
@@ -41,10 +48,16 @@ impl ListenerCtx {
         ports: PortPool,
         own_binds: Vec<SocketAddr>,
     ) -> Self {
+        let extra = config.upstreams.get(&l.name);
         ListenerCtx {
             own: Arc::new(own_sockets(config, own_binds.clone())),
             own_binds,
             fxp_allow: Arc::new(config.fxp.allow.clone()),
+            pool: extra.and_then(|u| {
+                let pool = u.pool.clone()?;
+                Some(Arc::new(Pool::new(&l.name, pool, u.proxy_protocol)))
+            }),
+            upstream_proxy: extra.and_then(|u| u.proxy_protocol),
             ..ListenerCtx::new(l.clone(), config.limits.clone(), &config.data, ports)
         }
     }
@@ -61,6 +74,8 @@ impl ListenerCtx {
             own: Arc::default(),
             fxp_allow: Arc::default(),
             sessions: Sessions::default(),
+            pool: None,
+            upstream_proxy: None,
         }
     }
 

@@ -115,7 +115,9 @@ async fn serve(
         Instant::now(),
     );
     let registration = ctx.sessions.register(&ctx.cfg.name, peer);
+    let local = SocketAddr::new(client_local, ctx.cfg.bind.port());
     Shell::new(ctx, machine, client, &early, client_local)
+        .client_addrs(peer, local)
         .registered(registration)
         .run(hard_stop, until_login)
         .await

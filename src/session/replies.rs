@@ -55,6 +55,9 @@ pub enum Say {
     },
     TransparentUnreachable,
 
+    // Pools of upstreams.
+    PoolDown,
+
     // Commands the proxy refuses.
     ProxyUntrusted,
     AuthRefused,
@@ -181,7 +184,8 @@ impl Say {
             | S::ForwardUnreachable { .. }
             | S::TooManyRefusedTargets
             | S::TransparentDenied { .. }
-            | S::TransparentUnreachable => 421,
+            | S::TransparentUnreachable
+            | S::PoolDown => 421,
             S::BadPassiveAddress { .. }
             | S::NoIpv4ForPasv
             | S::PortsExhausted
@@ -255,6 +259,9 @@ impl Say {
                 fixed("fxprelay FTP proxy ready. Log in as user@host or user@host:port.")
             }
             S::ProxyGreeting => fixed("fxprelay FTP proxy ready."),
+            S::PoolDown => fixed(
+                "Service not available: every FTP server behind this proxy is down; try again later.",
+            ),
             S::ForwardLoginFirst => fixed("Please log in with USER user@host[:port] first."),
             S::ForwardBadTarget => {
                 fixed("Log in as user@host or user@host:port to name the FTP server.")

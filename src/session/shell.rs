@@ -122,6 +122,9 @@ pub(super) struct Shell {
     fxp: Option<FxpTask>,
     /// The session's entry in `GET /api/v1/sessions`, refreshed after every event.
     registration: Option<Registration>,
+    /// The client's address and the one it connected to, for a PROXY header toward the
+    /// server (`upstream_proxy_protocol`).
+    client_addrs: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Shell {
@@ -157,6 +160,7 @@ impl Shell {
             transfer: None,
             fxp: None,
             registration: None,
+            client_addrs: None,
         };
         shell.set_client(client, early);
         shell
@@ -176,6 +180,13 @@ impl Shell {
         let codec = LineCodec::new(self.ctx.limits.max_reply_bytes);
         self.upstream_lines = Some(FramedRead::with_capacity(r, codec, LINE_BUFFER));
         self.upstream_w = Some(w);
+    }
+
+    /// The client is `peer` and reached this proxy at `local` (what a PROXY header toward
+    /// the server says).
+    pub(super) fn client_addrs(mut self, peer: SocketAddr, local: SocketAddr) -> Shell {
+        self.client_addrs = Some((peer, local));
+        self
     }
 
     /// Shows the session in `registration` while it runs.
@@ -411,6 +422,9 @@ impl Shell {
             (Some(_), None) => Some(Err("no TLS client configured".to_string())),
             _ => None,
         };
+        let proxy_header = ctx
+            .upstream_proxy
+            .map(|v| crate::proxy_protocol::encode(v, self.client_addrs));
         async move {
             let (name, limit) = (&ctx.cfg.name, ctx.limits.connect_timeout);
             let r = if req.guarded {
@@ -420,10 +434,13 @@ impl Shell {
             } else {
                 upstream::connect(name, &req.target, limit).await
             };
-            let stream = match r {
+            let mut stream = match r {
                 Ok(s) => s,
                 Err(ConnectError::Denied(why)) => {
                     return Done::Connected(Err(ConnectFailure::Denied(why)));
+                }
+                Err(ConnectError::SelfTarget(why)) => {
+                    return Done::Connected(Err(ConnectFailure::SelfTarget(why)));
                 }
                 Err(e) => return Done::Connected(Err(ConnectFailure::Unreachable(e.to_string()))),
             };
@@ -436,6 +453,14 @@ impl Shell {
                     return Done::Connected(Err(ConnectFailure::Unreachable(e.to_string())));
                 }
             };
+            // The header comes first, before any TLS: it is for the server's TCP layer.
+            if let Some(header) = proxy_header {
+                use tokio::io::AsyncWriteExt;
+                if let Err(e) = stream.write_all(&header).await {
+                    let e = format!("cannot write the PROXY header: {e}");
+                    return Done::Connected(Err(ConnectFailure::Unreachable(e)));
+                }
+            }
             let stream: BoxStream = match implicit {
                 None => Box::new(stream),
                 Some(Err(e)) => return Done::Connected(Err(ConnectFailure::Tls(e))),

@@ -99,6 +99,7 @@ impl Machine {
             return;
         }
         match cmd.verb.class() {
+            VerbClass::User if self.pooled() => return self.pooled_user(line, cmd.args),
             VerbClass::User => {}
             VerbClass::Features if self.tls_features().is_some() => {
                 let ours = self.tls_features().map_or(&[][..], |(_, ours)| ours);
@@ -115,7 +116,9 @@ impl Machine {
                 self.say(Say::ProxyUntrusted);
                 return self.close("untrusted PROXY header");
             }
-            _ if self.ctx.cfg.mode == Mode::Reverse => return self.say(Say::LoginFirst),
+            _ if self.ctx.cfg.mode == Mode::Reverse || self.pooled() => {
+                return self.say(Say::LoginFirst);
+            }
             _ => return self.say(Say::ForwardLoginFirst),
         }
         if let (Mode::Reverse, Some(target)) = (self.ctx.cfg.mode, &self.ctx.cfg.upstream) {
@@ -175,6 +178,7 @@ impl Machine {
             Err(ConnectFailure::Tls(error)) => {
                 return self.on_upstream_secured(Err(error), now);
             }
+            Err(failure) if self.pooled_connect_failed(&target, &user_line, &failure) => {}
             Err(failure) => self.connect_failed(target, attempts, failure),
         }
         self.settle(now);

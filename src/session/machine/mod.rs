@@ -16,6 +16,7 @@
 //! - [`tls`]: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers).
 
 mod audit;
+mod balance;
 mod data;
 mod login;
 mod site;
@@ -308,6 +309,8 @@ pub struct Machine {
     upstream_host: String,
     /// The login and transfer lines, and what the admin API shows.
     audit: audit::Audit,
+    /// Reverse mode over a pool: the backend held and those that failed.
+    balance: balance::BalanceState,
     ended: Option<&'static str>,
 }
 
@@ -356,6 +359,7 @@ impl Machine {
             tls: tls::TlsState::default(),
             upstream_host: String::new(),
             audit: audit::Audit::default(),
+            balance: balance::BalanceState::default(),
             ended: None,
         };
         m.tls.client_secure = implicit;
@@ -417,6 +421,9 @@ impl Machine {
 
     /// Opens the session: connect upstream or, in forward mode, greet the client.
     pub fn start(&mut self) {
+        if self.pooled() {
+            return self.start_pooled();
+        }
         let cfg = &self.ctx.cfg;
         match (cfg.mode, &cfg.upstream, self.original) {
             (Mode::Reverse, Some(_), _) if cfg.upstream_connect == UpstreamConnect::OnLogin => {

@@ -1894,3 +1894,100 @@ fn a_passthrough_transfer_runs_until_its_final_reply() {
     t.client("RETR x");
     assert_eq!(t.m.snapshot().transfer, None);
 }
+
+// ---------------------------------------------------------------------------------------
+// Pools of upstreams
+// ---------------------------------------------------------------------------------------
+
+fn pooled(extra: &str) -> Arc<ListenerCtx> {
+    let yaml = format!(
+        "{LIMITS}listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n    upstream: [198.18.0.2:21, 198.18.0.3:21, 198.18.0.4:21]\n{extra}"
+    );
+    let cfg = Config::parse(&yaml).unwrap();
+    let ports = PortPool::new(&cfg.data.ports);
+    Arc::new(ListenerCtx::of(&cfg, &cfg.listeners[0], ports, Vec::new()))
+}
+
+fn connect_target(actions: &[Action]) -> String {
+    let targets: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Connect(req) => Some(req.target.to_string()),
+            _ => None,
+        })
+        .collect();
+    match targets.as_slice() {
+        [one] => one.clone(),
+        _ => panic!("expected one Connect, got {actions:?}"),
+    }
+}
+
+#[test]
+fn a_pooled_session_connects_to_the_chosen_backend_and_skips_one_that_fails() {
+    let ctx = pooled("    balance: round_robin\n");
+    let mut t = T::new(ctx.clone());
+    let first = connect_target(&t.take());
+    t.m.on_connected(Err(ConnectFailure::Unreachable("refused".into())), t.now);
+    let second = connect_target(&t.take());
+    assert_ne!(first, second, "the next backend, not the failed one again");
+    t.connect_ok(&second);
+    t.server("220 hi");
+    assert_eq!(t.client_bytes(), ["220 hi\r\n"]);
+    let st = ctx.pool.as_ref().unwrap().status();
+    let held: Vec<_> = st.backends.iter().filter(|b| b.sessions == 1).collect();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].address, second);
+    assert!(st.backends.iter().any(|b| b.last_error.is_some()));
+}
+
+#[test]
+fn a_pool_that_is_all_down_answers_421_at_once() {
+    let ctx = pooled("    health_check: {fall: 1}\n");
+    let pool = ctx.pool.clone().unwrap();
+    for i in 0..pool.len() {
+        pool.check_done(i, Err("refused".into()), Duration::ZERO);
+    }
+    let mut t = T::new(ctx);
+    let actions = t.take();
+    assert!(!actions.iter().any(|a| matches!(a, Action::Connect(_))));
+    let text: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToClient(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        text[0].starts_with("421 ") && text[0].contains("down"),
+        "{text:?}"
+    );
+    assert!(matches!(actions.last(), Some(Action::Close)));
+}
+
+#[test]
+fn balance_user_greets_then_connects_after_user_to_the_same_backend_each_time() {
+    let ctx = pooled("    balance: user\n");
+    let mut targets = Vec::new();
+    for _ in 0..3 {
+        let mut t = T::new(ctx.clone());
+        assert_eq!(t.client_bytes(), ["220 fxprelay FTP proxy ready.\r\n"]);
+        t.client("PWD");
+        assert!(t.client_bytes()[0].starts_with("530 "));
+        t.client("USER alice");
+        let target = connect_target(&t.take());
+        t.connect_ok(&target);
+        // The server's greeting is taken in place of the proxy's; USER goes on.
+        t.server("220 server");
+        let actions = t.take();
+        assert!(!actions.iter().any(|a| matches!(a, Action::ToClient(_))));
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::ToUpstream(b) if b.as_slice() == b"USER alice\r\n"))
+        );
+        t.server("331 pass");
+        assert_eq!(t.client_bytes(), ["331 pass\r\n"]);
+        targets.push(target);
+    }
+    assert!(targets.windows(2).all(|w| w[0] == w[1]), "{targets:?}");
+}
