@@ -271,7 +271,13 @@ impl Machine {
             if self.data.epsv_all {
                 return self.say(Say::OnlyEpsv);
             }
-            if let Some(e) = self.own_socket(to) {
+            // Only the listeners count: the address is the client's own (checked above),
+            // and a client on the proxy's host may well pick an ephemeral port inside
+            // `data.ports`; a leased data port takes only its own expected peer anyway.
+            let own = self
+                .own_socket(to)
+                .filter(|e| e.socket == crate::net::OwnSocket::Listener);
+            if let Some(e) = own {
                 self.reject(Rejection::SelfTarget);
                 warn!(%to, "refused an active-mode address that is this proxy itself");
                 return self.say(Say::SelfTarget {
