@@ -17,7 +17,8 @@
 #      (ssl_enable force_local_logins_ssl force_local_data_ssl require_ssl_reuse),
 #      fxprelay on 127.0.0.92 (tls.client explicit, tls.upstream mirror, data: relay) and
 #      proftpd + mod_tls + mod_proxy on 127.0.0.93 (TLSEngine/TLSRequired on the client
-#      side, ProxyRole reverse, ProxyTLSEngine on and protected data toward vsftpd);
+#      side, ProxyRole reverse, ProxyTLSEngine on and protected data toward vsftpd), each
+#      in a session of its own (with sched_autogroup the kernel shares CPU per session);
 #   4. downloads and uploads the file once through each proxy and compares it byte for
 #      byte (no speed is reported for broken transfers);
 #   5. RETR then STOR, RUNS times each per path, the order of the paths rotating every
@@ -25,24 +26,27 @@
 #      the 150 to the 226; medians per path; CPU time of each proxy over its runs of each
 #      kind, per GiB: fxprelay's utime+stime (all threads), mod_proxy's
 #      utime+stime+cutime+cstime of its master (each session is a child process, reaped
-#      before the reading);
-#   6. prints a table and the issue's targets (fxprelay >= 0.6x direct TLS, goal 0.8x;
-#      >= 1.2x mod_proxy). Every process it started is killed by pid (vsftpd and proftpd:
-#      their process groups) and every temporary file/mount removed on exit.
+#      before the reading); the endpoints' CPU per transfer (curl's, vsftpd's sessions);
+#   6. prints a table, the ratio each proxied path would reach if CPU were the only limit
+#      (direct path's CPU per GiB over the proxied path's), and the issue's targets
+#      (fxprelay >= 0.6x direct TLS, goal 0.8x; >= 1.2x mod_proxy). Every process it
+#      started is killed by pid (vsftpd and proftpd: their process groups) and every
+#      temporary file/mount removed on exit, including on errors and signals.
 #
 # Uploads run with curl --tls-max 1.2 on every path: over TLS 1.3 vsftpd and mod_tls send
 # a session ticket on the data connection, curl closes with it unread, the kernel answers
 # with a reset and the server loses the upload's tail (fxprelay sends no ticket on data
-# connections; its check upload in step 4 runs over TLS 1.3 to show it).
+# connections; its check upload in step 4 runs over TLS 1.3 to show it). mod_proxy talks
+# TLS 1.2 to vsftpd for the same reason (ProxyTLSProtocol TLSv1.2).
 #
 # Knobs (environment): FXPRELAY_BIN=PATH uses that binary and skips the build;
 # FXP_BENCH_MODPROXY=0 leaves mod_proxy out; FXP_BENCH_PIN=1 pins vsftpd and curl to CPU 0
 # and the proxies to CPU 1 (needs 2 CPUs): a diagnostic that takes CPU contention out of
 # the comparison (unpinned on 2 CPUs, a proxy's decrypt + encrypt competes with the
-# endpoints' for the same cores); FXP_BENCH_SERVER_IP, FXP_BENCH_PROXY_IP and
-# FXP_BENCH_MODPROXY_IP change the three addresses; FXP_BENCH_COMPARE_BIN=PATH runs a
-# second fxprelay binary ("fxprelay B", on FXP_BENCH_COMPARE_IP, default 127.0.0.94) as one
-# more path of the same run, for A/B comparisons of builds; FXP_BENCH_TIME_LIMIT=SECONDS replaces
+# endpoints' for the same cores); FXP_BENCH_COMPARE_BIN=PATH runs a second fxprelay binary
+# ("fxprelay B", on FXP_BENCH_COMPARE_IP, default 127.0.0.94) as one more path of the same
+# run, for A/B comparisons of builds; FXP_BENCH_SERVER_IP, FXP_BENCH_PROXY_IP and
+# FXP_BENCH_MODPROXY_IP change the three addresses; FXP_BENCH_TIME_LIMIT=SECONDS replaces
 # the overall time limit (default: generous, from SIZE_MIB and RUNS, build included).
 set -euo pipefail
 
