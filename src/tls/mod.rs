@@ -155,7 +155,7 @@ impl Upstream {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Verifier {
-                    webpki,
+                    webpki: Some(webpki),
                     pinned,
                     provider: provider(),
                 }))
@@ -163,7 +163,11 @@ impl Upstream {
         } else {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider())))
+                .with_custom_certificate_verifier(Arc::new(Verifier {
+                    webpki: None,
+                    pinned: Vec::new(),
+                    provider: provider(),
+                }))
                 .with_no_client_auth()
         };
         Ok(Upstream {
@@ -278,10 +282,11 @@ fn roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
 /// certificate listed itself in `tls.upstream.ca` is trusted as it is. Self-signed server
 /// certificates made with `openssl req -x509` carry `CA:TRUE`, which the usual checks
 /// refuse as a server's own certificate; listing that exact certificate is how an operator
-/// pins it.
+/// pins it. Without `webpki` (`tls.upstream.verify: false`) any certificate is taken;
+/// the handshake signatures are checked either way, so the session keys are the server's.
 #[derive(Debug)]
 struct Verifier {
-    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     pinned: Vec<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
 }
@@ -295,13 +300,11 @@ impl ServerCertVerifier for Verifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(webpki) = &self.webpki else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Ok(v) => Ok(v),
             Err(_)
                 if self
@@ -347,56 +350,6 @@ impl ServerCertVerifier for Verifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// `tls.upstream.verify: false`: any certificate is taken (the handshake signatures are
-/// still checked, so the session keys are the server's).
-#[derive(Debug)]
-struct AcceptAnything(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
