@@ -216,15 +216,25 @@ fn the_job_api_refuses_oversized_urls_and_pages_its_list() {
     let before = rss();
     let huge = format!("ftp://127.0.0.9/{}", "a".repeat(1 << 20));
     for _ in 0..20 {
-        let (status, body) = http(
+        let sent = common::proxy::http_request(
             proxy.admin,
             "POST",
             "/api/v1/transfers",
             None,
             &fxp_job(&huge, "ftp://127.0.0.9/y"),
         );
-        assert_eq!(status, 413, "{body}");
-        assert!(body.starts_with("{\"error\":"), "{body}");
+        match sent {
+            Ok((status, body)) => {
+                assert_eq!(status, 413, "{body}");
+                assert!(body.starts_with("{\"error\":"), "{body}");
+            }
+            // Refused so early that the close reset the connection before its 413 could
+            // be read: refused all the same (the list below stays empty).
+            Err(e) => assert!(
+                e.kind() == std::io::ErrorKind::ConnectionReset,
+                "POST of a 1 MB URL: {e}"
+            ),
+        }
     }
     // Just under the body limit but over the URL cap: 400, naming the field.
     let long = format!("ftp://127.0.0.9/{}", "a".repeat(5000));

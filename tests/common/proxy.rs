@@ -287,11 +287,21 @@ pub fn http_request(
     } else {
         "Content-Type: application/json\r\n"
     };
-    write!(
+    let wrote = write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}{content_type}Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )?;
+    );
+    // A server may answer (e.g. 413) and close before taking a large body: its answer
+    // is still there to read.
+    if let Err(e) = wrote
+        && !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        )
+    {
+        return Err(e);
+    }
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let status = raw
