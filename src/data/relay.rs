@@ -40,8 +40,8 @@ pub enum DataError {
     Connect(SocketAddr, io::Error),
     #[error("no data moved for {0:?}")]
     Idle(Duration),
-    #[error("TLS on the {side}'s data connection failed: {why}")]
-    Tls { side: &'static str, why: String },
+    #[error(transparent)]
+    Tls(#[from] secure::HandshakeFailed),
     #[error("data connection broke: {0}")]
     Io(#[from] io::Error),
 }

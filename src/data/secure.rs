@@ -13,8 +13,15 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::relay::DataError;
 use crate::metrics::{self, TlsSide};
+
+/// A protected leg's TLS handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS on the {side}'s data connection failed: {why}")]
+pub struct HandshakeFailed {
+    pub side: &'static str,
+    pub why: String,
+}
 
 /// A data connection, plain or TLS.
 pub trait DataStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -41,7 +48,7 @@ impl Protection {
         client: TcpStream,
         upstream: TcpStream,
         limit: Duration,
-    ) -> Result<(Box<dyn DataStream>, Box<dyn DataStream>), DataError> {
+    ) -> Result<(Box<dyn DataStream>, Box<dyn DataStream>), HandshakeFailed> {
         let client: Box<dyn DataStream> = match self.client {
             None => Box::new(client),
             Some(acceptor) => {
@@ -93,7 +100,7 @@ fn finish<S>(
     r: Result<std::io::Result<S>, tokio::time::error::Elapsed>,
     started: Instant,
     resumed: impl Fn(&S) -> bool,
-) -> Result<S, DataError> {
+) -> Result<S, HandshakeFailed> {
     let took = started.elapsed();
     let outcome = match r {
         Ok(Ok(s)) => Ok(s),
@@ -107,7 +114,7 @@ fn finish<S>(
         }
         Err(why) => {
             metrics::tls_handshake(side, "data", false, false, took);
-            Err(DataError::Tls {
+            Err(HandshakeFailed {
                 side: side.as_str(),
                 why,
             })

@@ -12,7 +12,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::audit::Outcome;
-use super::{Action, Answers, Count, Machine, Say, Slot, TransferResult, reply_text};
+use super::{Action, Answers, Count, Machine, Say, Slot, TransferResult, Waiting, reply_text};
 use crate::config::UpstreamData;
 use crate::data::LeaseError;
 use crate::metrics::Rejection;
@@ -110,27 +110,6 @@ impl DataState {
     pub(super) fn transfer_waiting_for_reply(&self) -> bool {
         self.aborted || self.transfer.as_ref().is_some_and(|t| t.reply.is_none())
     }
-}
-
-/// An asynchronous step a command waits on.
-#[derive(Debug)]
-pub(super) enum Waiting {
-    /// A port for the client's passive connection is being leased.
-    PassiveLease { verb: PassiveVerb },
-    /// `public_address` is being resolved for the reply to `verb`.
-    PassiveResolve { verb: PassiveVerb, port: u16 },
-    /// `nat.client_address` is being resolved for an active-mode command.
-    ActiveResolve {
-        line: Vec<u8>,
-        verb: Verb,
-        active: ActiveVerb,
-        target: ActiveTarget,
-        reason: Reason,
-    },
-    /// The upstream side of a transfer is being set up.
-    Setup(Setup),
-    /// A TLS step on either leg.
-    Tls(super::tls::TlsStep),
 }
 
 /// A relayed transfer command waiting for the proxy's data connection to the server.

@@ -274,6 +274,32 @@ impl Answers {
     }
 }
 
+/// An asynchronous step a command waits on.
+#[derive(Debug)]
+enum Waiting {
+    /// A port for the client's passive connection is being leased.
+    PassiveLease {
+        verb: crate::proto::command::PassiveVerb,
+    },
+    /// `public_address` is being resolved for the reply to `verb`.
+    PassiveResolve {
+        verb: crate::proto::command::PassiveVerb,
+        port: u16,
+    },
+    /// `nat.client_address` is being resolved for an active-mode command.
+    ActiveResolve {
+        line: Vec<u8>,
+        verb: Verb,
+        active: crate::proto::command::ActiveVerb,
+        target: crate::rewrite::ActiveTarget,
+        reason: crate::rewrite::Reason,
+    },
+    /// The upstream side of a transfer is being set up.
+    Setup(data::Setup),
+    /// A TLS step on either leg.
+    Tls(tls::TlsStep),
+}
+
 /// The machine of one session.
 pub struct Machine {
     ctx: Arc<ListenerCtx>,
@@ -291,7 +317,7 @@ pub struct Machine {
     /// When the proxy stops waiting for a server that leaves commands unanswered.
     deferred_until: Option<Instant>,
     /// An asynchronous step the current command waits on; client lines wait meanwhile.
-    waiting: Option<data::Waiting>,
+    waiting: Option<Waiting>,
     /// The proxy's own command (or forward mode's greeting) must be answered by then.
     reply_deadline: Option<Instant>,
     bad_commands: u32,

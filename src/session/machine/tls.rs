@@ -148,26 +148,25 @@ impl Machine {
     fn secure_client(&mut self) {
         self.say(Say::TlsGo);
         self.act(Action::UpgradeClient);
-        self.waiting = Some(super::data::Waiting::Tls(TlsStep::ClientHandshake));
+        self.waiting = Some(super::Waiting::Tls(TlsStep::ClientHandshake));
     }
 
     /// Sends `AUTH TLS` to the server; `then` follows once its leg is secure.
     pub(super) fn upstream_auth(&mut self, then: AfterUpstream, now: Instant) {
         self.own_command(b"AUTH TLS\r\n".to_vec(), Answers::OwnAuth, now);
-        self.waiting = Some(super::data::Waiting::Tls(TlsStep::UpstreamAuth(then)));
+        self.waiting = Some(super::Waiting::Tls(TlsStep::UpstreamAuth(then)));
     }
 
     /// The server answered the proxy's `AUTH TLS`.
     pub(super) fn on_own_auth_reply(&mut self, reply: &Reply) {
-        let Some(super::data::Waiting::Tls(TlsStep::UpstreamAuth(then))) = self.waiting.take()
-        else {
+        let Some(super::Waiting::Tls(TlsStep::UpstreamAuth(then))) = self.waiting.take() else {
             return;
         };
         if reply.code == 234 {
             let host = self.upstream_host.clone();
             let server_name = self.upstream_server_name(&host);
             self.act(Action::UpgradeUpstream { server_name });
-            self.waiting = Some(super::data::Waiting::Tls(TlsStep::UpstreamHandshake(then)));
+            self.waiting = Some(super::Waiting::Tls(TlsStep::UpstreamHandshake(then)));
             return;
         }
         let text = super::reply_text(reply);
@@ -191,7 +190,7 @@ impl Machine {
             return;
         }
         let then = match self.waiting.take() {
-            Some(super::data::Waiting::Tls(TlsStep::UpstreamHandshake(then))) => then,
+            Some(super::Waiting::Tls(TlsStep::UpstreamHandshake(then))) => then,
             // Implicit TLS: secured while connecting.
             other => {
                 self.waiting = other;
@@ -231,7 +230,7 @@ impl Machine {
         if self.ended.is_some() {
             return;
         }
-        if let Some(super::data::Waiting::Tls(TlsStep::ClientHandshake)) = &self.waiting {
+        if let Some(super::Waiting::Tls(TlsStep::ClientHandshake)) = &self.waiting {
             self.waiting = None;
         }
         // Lines the machine held back arrived in clear after AUTH TLS too.
