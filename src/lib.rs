@@ -30,6 +30,10 @@
 //! - [`data`] owns relay-mode data connections; [`data::ports`] leases every data port from
 //!   the operator's port spec, and [`data::copy`] is the one copy loop, shared with the
 //!   FXP engine's relay.
+//! - [`tls`] turns a listener's `tls:` block into rustls configs for both legs (FTPS is
+//!   terminated on each leg so the proxy can still read and fix addresses).
+//! - [`pool`] picks a reverse listener's backend from a pool (pure selection and health
+//!   counting) and runs its FTP-aware health checks.
 //! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
 //!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
 //!
