@@ -455,17 +455,16 @@ fn burst_of_transfers_and_aborts_leaves_nothing_behind() {
     wait_for("descriptors back to the baseline", || fds() <= before);
 }
 
-/// The zero-copy path (`FXPRELAY_SPLICE=1`, the default) moves files byte for byte both ways.
-#[test]
-fn splice_relay_is_byte_identical() {
+/// A relay with `FXPRELAY_SPLICE` set to `splice` moves files byte for byte both ways.
+fn relay_is_byte_identical(splice: &'static str, seed: u64) {
     let server = masqueraded(ServerKind::Vsftpd, |_| {});
     let mut spec = ListenerSpec::new(server.addr).passive("always").relay(&[]);
-    spec.env.push(("FXPRELAY_SPLICE", "1"));
+    spec.env.push(("FXPRELAY_SPLICE", splice));
     let proxy = Proxy::start(unique_loopback_ip(), spec);
     let dir = tempfile::tempdir().unwrap();
     let got = dir.path().join("big.bin");
     download_big(&server, &proxy, &got, &Mode::PassiveTrusting);
-    let data = payload(5 * 1024 * 1024 + 7, 9);
+    let data = payload(5 * 1024 * 1024 + 7, seed);
     let up = dir.path().join("up.bin");
     std::fs::write(&up, &data).unwrap();
     let r = clients::curl_upload(
@@ -477,27 +476,17 @@ fn splice_relay_is_byte_identical() {
     assert!(std::fs::read(server.file("up.bin")).unwrap() == data);
 }
 
-/// The user-space copy (`FXPRELAY_SPLICE=0`, and what TLS legs will use) moves files byte
-/// for byte both ways, through its growing buffers.
+/// The zero-copy path (`FXPRELAY_SPLICE=1`, the default).
+#[test]
+fn splice_relay_is_byte_identical() {
+    relay_is_byte_identical("1", 9);
+}
+
+/// The user-space copy (`FXPRELAY_SPLICE=0`, and what TLS legs use), through its growing
+/// buffers.
 #[test]
 fn copy_relay_is_byte_identical() {
-    let server = masqueraded(ServerKind::Vsftpd, |_| {});
-    let mut spec = ListenerSpec::new(server.addr).passive("always").relay(&[]);
-    spec.env.push(("FXPRELAY_SPLICE", "0"));
-    let proxy = Proxy::start(unique_loopback_ip(), spec);
-    let dir = tempfile::tempdir().unwrap();
-    let got = dir.path().join("big.bin");
-    download_big(&server, &proxy, &got, &Mode::PassiveTrusting);
-    let data = payload(5 * 1024 * 1024 + 7, 10);
-    let up = dir.path().join("up.bin");
-    std::fs::write(&up, &data).unwrap();
-    let r = clients::curl_upload(
-        &url(&server, proxy.addr, "up.bin"),
-        &up,
-        &Mode::Active("127.0.0.1"),
-    );
-    assert!(r.ok(), "{r}\n{}", proxy.log());
-    assert!(std::fs::read(server.file("up.bin")).unwrap() == data);
+    relay_is_byte_identical("0", 10);
 }
 
 /// A client that stops reading mid-download cannot hold the transfer: after
