@@ -134,15 +134,9 @@ pub async fn run(
         &bound.config,
         own_binds(&bound.admin, &bound.listeners),
     )));
-    info!(admin = %bound.admin_addr(), "admin endpoint (/metrics, /healthz)");
-    let admin_task = tokio::spawn(admin::serve(
-        bound.admin,
-        state.clone(),
-        bound.config.admin_limits,
-        admin_stop.clone(),
-    ));
+    let admin_limits = bound.config.admin_limits;
     let mut live = Live {
-        admin: state,
+        admin: state.clone(),
         config: bound.config,
         ports: bound.ports,
         listeners: HashMap::new(),
@@ -159,6 +153,14 @@ pub async fn run(
             shutdown.clone(),
         )));
     }
+    // Served only now, so the first `/healthz` 200 means every pool's series exist.
+    info!(admin = %bound.admin.local_addr()?, "admin endpoint (/metrics, /healthz)");
+    let admin_task = tokio::spawn(admin::serve(
+        bound.admin,
+        state,
+        admin_limits,
+        admin_stop.clone(),
+    ));
 
     loop {
         let reloaded = async {

@@ -12,6 +12,7 @@ use common::control::Control;
 use common::peers::{FtpServer, ServerKind, ServerOptions};
 use common::proxy::{Proxy, http_get};
 use common::{free_port, unique_loopback_ip, wait_for};
+use fxprelay::pool::select::{Key, Ring};
 
 /// A pyftpdlib server whose root holds `who.txt` of `n` bytes: `SIZE who.txt` says which
 /// server a session reached, without a data connection.
@@ -171,9 +172,19 @@ fn balance_user_is_sticky_and_adding_a_server_moves_about_a_quarter_of_users() {
         moved.iter().all(|i| after[*i] == 3),
         "users moved between old servers: {before:?} {after:?}"
     );
-    // 1/4 expected; 60 users make 5..=25 a wide but failing-capable window.
+    // Each user is where rendezvous hashing over these addresses puts it (the ports are
+    // random per run, so how many move varies: about a quarter, shown over 3,000 users
+    // in pool::select's unit test); a count window here would fail now and then.
+    let predicted = |n: usize, user: &str| {
+        let names: Vec<String> = addrs[..n].iter().map(|a| a.to_string()).collect();
+        Ring::new(names.iter().map(|s| (s.as_str(), 1))).order(Key::User(user.as_bytes()))[0]
+    };
+    for (i, u) in users.iter().enumerate() {
+        assert_eq!(before[i], predicted(3, u), "{u} with three servers");
+        assert_eq!(after[i], predicted(4, u), "{u} with four servers");
+    }
     assert!(
-        (5..=25).contains(&moved.len()),
+        !moved.is_empty() && moved.len() < users.len() / 2,
         "{} of 60 moved",
         moved.len()
     );
