@@ -51,28 +51,12 @@
 set -euo pipefail
 
 PROG=bench-tls
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/harness.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/harness.sh"
 PEERS=$ROOT/.peers
-PY=/usr/bin/python3
-FTP_USER=fxptest # scripts/install-test-peers.sh
-FTP_PASS=fxptest
 
-log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-usage() {
-    sed -n '6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-check_count() { # NAME VALUE MAX
-    [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"
-    (($2 <= $3)) || die "$1 above $3 is not supported"
-}
-
-[[ ${1:-} == -h || ${1:-} == --help ]] && usage
-[[ $# -le 2 ]] || usage
+[[ ${1:-} == -h || ${1:-} == --help ]] && usage 6
+[[ $# -le 2 ]] || usage 6
 SIZE_MIB=${1:-1024}
 RUNS=${2:-3}
 check_count SIZE_MIB "$SIZE_MIB" 8192
@@ -108,72 +92,17 @@ done
 
 SIZE_BYTES=$((SIZE_MIB * 1024 * 1024))
 # Time bounds in seconds. A transfer may run at 10 MiB/s before it counts as hung.
-STEP_MAX=30
 CURL_MAX=$((30 + SIZE_MIB / 10))
 TOTAL_MAX=${FXP_BENCH_TIME_LIMIT:-$((900 + 1800 + 300 + SIZE_MIB / 5 + (8 * RUNS + 8) * (CURL_MAX + 5)))}
 [[ $TOTAL_MAX =~ ^[1-9][0-9]*$ ]] || die "FXP_BENCH_TIME_LIMIT must be a positive number of seconds"
 
 # --- processes and cleanup ------------------------------------------------------------------
-WORK=
-WORK_MOUNTED=0
-WATCHDOG_PID=
-VSFTPD_PID=
+# vsftpd is the harness's SERVER_PID (its process group); the proxies go in EXTRA_PIDS.
+SERVER_GROUP=1
 declare -A FXP_PID=()
 MP_PID=
-alive() { # PID -> true while it exists and is not a zombie
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat:0:1} != Z ]]
-}
-stop_pid() { # PID [GROUP=0]: TERM, up to 5 s, KILL, reap. GROUP=1: its whole process group
-    local pid=$1 target=$1 i
-    [[ ${2:-0} -eq 1 ]] && target=-$1
-    kill -TERM -- "$target" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        alive "$pid" || break
-        sleep 0.1
-    done
-    kill -KILL -- "$target" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-show_logs() {
-    local f
-    for f in vsftpd.out vsftpd.log fxprelay.log fxprelay-b.log mp/proftpd.out mp/proftpd.log mp/proxy.log mp/tls.log; do
-        if [[ -n $WORK && -s $WORK/$f ]]; then
-            printf -- '--- %s (last 30 lines)\n' "$f" >&2
-            tail -n 30 "$WORK/$f" >&2
-        fi
-    done
-}
-fail() {
-    show_logs
-    die "$*"
-}
-cleanup() {
-    local rc=$?
-    [[ $BASHPID == "$$" ]] || exit "$rc" # a subshell forked just before a signal
-    set +e
-    trap - EXIT INT TERM
-    [[ -n $WATCHDOG_PID ]] && stop_pid "$WATCHDOG_PID"
-    [[ -n $MP_PID ]] && stop_pid "$MP_PID" 1
-    for pid in "${FXP_PID[@]}"; do stop_pid "$pid"; done
-    [[ -n $VSFTPD_PID ]] && stop_pid "$VSFTPD_PID" 1
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ -f $WORK/.timed-out ]]; then
-            log "overall time limit (${TOTAL_MAX}s) reached"
-            rc=124
-        fi
-        if [[ $WORK_MOUNTED -eq 1 ]]; then
-            umount "$WORK" 2>/dev/null || umount -l "$WORK"
-        fi
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+LOG_FILES=(vsftpd.out vsftpd.log fxprelay.log fxprelay-b.log mp/proftpd.out mp/proftpd.log mp/proxy.log mp/tls.log)
+trap_cleanup
 
 # --- tmpfs work directory and the overall bound ---------------------------------------------
 NEED_MIB=$((3 * SIZE_MIB + 64)) # source, uploaded copy, checked download
@@ -191,23 +120,11 @@ else
     TMPFS_DESC="tmpfs mounted at $WORK (${NEED_MIB} MiB)"
 fi
 chmod 0755 "$WORK" # vsftpd wants a root-owned config path; fxptest must reach its root
-(
-    exec >/dev/null 2>&1
-    sleep "$TOTAL_MAX" &
-    s=$!
-    trap 'kill "$s"; exit 0' TERM
-    wait "$s"
-    touch "$WORK/.timed-out"
-    kill -TERM "$$"
-) &
-WATCHDOG_PID=$!
+start_watchdog "$TOTAL_MAX"
 
 # --- prerequisites and build ----------------------------------------------------------------
-if [[ ! -x /usr/sbin/vsftpd ]] || ! command -v curl >/dev/null || ! id "$FTP_USER" >/dev/null 2>&1 ||
-    { [[ $WANT_MP == 1 ]] && [[ ! -f $PEERS/usr/lib/proftpd/mod_proxy.so ]]; }; then
-    log "vsftpd, curl, user $FTP_USER or mod_proxy missing: running scripts/install-test-peers.sh"
-    timeout 900 "$ROOT/scripts/install-test-peers.sh" || die "scripts/install-test-peers.sh failed"
-fi
+tls_peers_there() { [[ -x /usr/sbin/vsftpd ]] && { [[ $WANT_MP == 0 ]] || [[ -f $PEERS/usr/lib/proftpd/mod_proxy.so ]]; }; }
+ensure_peers "vsftpd or mod_proxy" tls_peers_there
 [[ -x $PY ]] || die "$PY is needed to find free ports"
 command -v openssl >/dev/null || die "openssl (the command) is needed to make certificates"
 MP_WHY=
@@ -217,49 +134,12 @@ elif [[ ! -x $PEERS/usr/sbin/proftpd || ! -f $PEERS/usr/lib/proftpd/mod_tls.so |
     ! -f $PEERS/usr/lib/proftpd/mod_proxy.so ]]; then
     MP_WHY="not available ($PEERS/usr/sbin/proftpd, mod_tls.so or mod_proxy.so missing)"
 fi
-if [[ -n ${FXPRELAY_BIN:-} ]]; then
-    BIN=$FXPRELAY_BIN
-    log "using FXPRELAY_BIN=$BIN (no build)"
-else
-    log "cargo build --release"
-    (cd "$ROOT" && timeout 1800 cargo build --release) || die "cargo build --release failed"
-    BIN=$ROOT/target/release/fxprelay
-fi
-[[ -x $BIN ]] || die "$BIN is not an executable"
+build_fxprelay
 START=$SECONDS
 
 # --- helpers --------------------------------------------------------------------------------
-free_port() { # IP -> a port free on IP now
-    "$PY" -c 'import socket, sys
-s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
-}
-free_range() { # IP LEN -> "LO HI": LEN consecutive ports in 40000-59999 free on IP now
-    "$PY" -c 'import random, socket, sys
-ip, n = sys.argv[1], int(sys.argv[2])
-for _ in range(50):
-    lo = random.randrange(40000, 60000 - n)
-    socks = []
-    try:
-        for p in range(lo, lo + n):
-            s = socket.socket(); socks.append(s); s.bind((ip, p))
-    except OSError:
-        continue
-    finally:
-        for s in socks: s.close()
-    print(lo, lo + n - 1); sys.exit(0)
-sys.exit("no free port range on " + ip)' "$1" "$2"
-}
-stat_fields() { # PID -> fields 14-17 of /proc/PID/stat: utime stime cutime cstime (ticks)
-    local stat
-    stat=$(cat "/proc/$1/stat")
-    stat=${stat##*) } # from field 3 on; the name may contain spaces
-    awk '{ print $12, $13, $14, $15 }' <<<"$stat"
-}
-cpu_ticks() { # PID -> utime + stime (every thread of the process)
-    stat_fields "$1" | awk '{ print $1 + $2 }'
-}
 cpu_ticks_tree() { # PID -> utime + stime + cutime + cstime (children it has reaped included)
-    stat_fields "$1" | awk '{ print $1 + $2 + $3 + $4 }'
+    echo $(($(cpu_ticks "$1") + $(cpu_ticks "$1" 1)))
 }
 wait_no_children() { # PID: until it has no child processes (sessions ended and reaped), 10 s
     local i
@@ -268,9 +148,6 @@ wait_no_children() { # PID: until it has no child processes (sessions ended and 
         sleep 0.1
     done
     fail "pid $1 still has session processes 10 s after the last transfer"
-}
-median() { # numbers on stdin -> their median
-    sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 make_cert() { # NAME IP: WORK/NAME.crt + WORK/NAME.key, self-signed, subjectAltName IP
     timeout "$STEP_MAX" openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$1" \
@@ -366,6 +243,7 @@ EOF
 # setsid() in place and execs: $! leads its own process group, killed whole at the end.
 setsid "${PEER_CPU[@]}" /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
 VSFTPD_PID=$!
+SERVER_PID=$VSFTPD_PID
 DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$VSFTPD_PORT
 wait_login "$VSFTPD_PID" "vsftpd on $SERVER_IP:$VSFTPD_PORT" "$DIRECT_URL" "$WORK/vsftpd.crt"
 # The proof that TLS is required: a plain login is refused.
@@ -407,6 +285,7 @@ EOF
     # one slice with curl.
     setsid "${PROXY_CPU[@]}" "$bin" run -c "$WORK/$name.yaml" </dev/null >"$WORK/$name.log" 2>&1 &
     FXP_PID[$name]=$!
+    EXTRA_PIDS+=("${FXP_PID[$name]}")
     FXP_URL[$name]=ftp://$FTP_USER:$FTP_PASS@$ip:$port
     wait_login "${FXP_PID[$name]}" "$name on $ip:$port" "${FXP_URL[$name]}" "$WORK/$name.crt"
     log "$name ($bin) pid ${FXP_PID[$name]} on $ip:$port, data ports $lo-$hi"
@@ -472,6 +351,7 @@ EOF
     )
     setsid "${PROXY_CPU[@]}" "$PEERS/usr/sbin/proftpd" -n -c "$WORK/mp/proftpd.conf" </dev/null >"$WORK/mp/proftpd.out" 2>&1 &
     MP_PID=$!
+    EXTRA_PIDS+=("$MP_PID:group")
     MP_URL=ftp://$FTP_USER:$FTP_PASS@$MP_IP:$MP_PORT
     wait_login "$MP_PID" "proftpd mod_proxy on $MP_IP:$MP_PORT" "$MP_URL" "$WORK/modproxy.crt"
     log "proftpd mod_proxy pid $MP_PID on $MP_IP:$MP_PORT, passive ports $MP_LO-$MP_HI"
@@ -615,7 +495,7 @@ cat <<EOF
 # fxprelay FTPS benchmark
 command:  scripts/bench-tls.sh $SIZE_MIB $RUNS${FXP_BENCH_COMPARE_BIN:+  (FXP_BENCH_COMPARE_BIN=$FXP_BENCH_COMPARE_BIN)}${FXP_BENCH_PIN:+  (FXP_BENCH_PIN=$FXP_BENCH_PIN)}${FXP_BENCH_MODPROXY:+  (FXP_BENCH_MODPROXY=$FXP_BENCH_MODPROXY)}
 date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')
-machine:  $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr)
+machine:  $(nproc) CPUs ($(cpu_model)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr)
 load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end
 software: fxprelay $git_rev (rustls, ring)$([[ -z $BIN_B ]] || echo "; fxprelay B = $BIN_B"), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2), $(openssl version | cut -d' ' -f1-2)$([[ -z $MP_URL ]] || echo ", proftpd $(peer_ver proftpd-core) + mod_proxy $(peer_ver proftpd-mod-proxy)")
 files:    ${SIZE_MIB} MiB of /dev/urandom on $TMPFS_DESC
