@@ -161,7 +161,7 @@ impl Machine {
             Some(Ok(t)) => t,
             Some(Err(e)) => {
                 self.reject(Rejection::BadPort);
-                debug!(error = %e, "malformed active-mode address");
+                info!(error = %e, "refused a malformed active-mode address");
                 return self.say(Say::BadActiveArgs {
                     verb: active.as_str(),
                     error: e.to_string(),

@@ -91,6 +91,7 @@ impl Machine {
             Ok(cmd) => cmd,
             Err(e) => {
                 self.reject(Rejection::BadCommand);
+                info!(error = %e, "refused an unparseable command line before login");
                 return self.say(Say::for_bad_command(e));
             }
         };

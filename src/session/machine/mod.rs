@@ -777,7 +777,7 @@ impl Machine {
             Err(e) => {
                 self.bad_commands += 1;
                 self.reject(Rejection::BadCommand);
-                debug!(error = %e, "unparseable command line");
+                info!(error = %e, "refused an unparseable command line");
                 if self.bad_commands >= MAX_BAD_COMMANDS {
                     self.say(Say::TooManyInvalidCommands);
                     return self.close("too many invalid commands");

@@ -92,6 +92,7 @@ impl Machine {
                 if !secure && self.client_tls_mode() == ClientTlsMode::Required =>
             {
                 self.reject(Rejection::TlsRequired);
+                info!(verb = %cmd.verb.as_str(), "refused a login in clear: tls.client.mode is required");
                 self.say(Say::TlsRequired);
             }
             VerbClass::Pbsz if !secure => self.say(Say::ProtNeedsTls),
@@ -124,6 +125,7 @@ impl Machine {
     fn on_auth(&mut self, args: &[u8], now: Instant) {
         if self.client_tls_mode() == ClientTlsMode::Off {
             self.reject(Rejection::AuthTls);
+            info!("refused AUTH: this listener has no tls.client (mode off)");
             return self.say(Say::AuthRefused);
         }
         if self.tls.client_secure {
