@@ -73,8 +73,14 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
 
 /// Polls `cond` until it holds, failing after ten seconds: tests wait on conditions,
 /// never on fixed sleeps.
-pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_for_within(std::time::Duration::from_secs(10), what, cond)
+}
+
+/// [`wait_for`] with a bound of its own, for conditions that take real work (a
+/// debug-build proxy chewing through a burst on a busy machine).
+pub fn wait_for_within(within: std::time::Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
     while !cond() {
         assert!(
             std::time::Instant::now() < deadline,
