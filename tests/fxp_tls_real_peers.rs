@@ -86,7 +86,7 @@ fn copies(
         logs(a, b)
     );
     assert!(
-        !size_verified || !out.contains("size not verified"),
+        !size_verified || out.contains(", verified size"),
         "{out}"
     );
     assert!(!out.contains(":fxptest@") && !err.contains(":fxptest@"));

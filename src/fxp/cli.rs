@@ -54,6 +54,20 @@ pub struct FxpArgs {
     /// try FXP with clear data (PROT C) before relaying through fxprelay.
     #[arg(long)]
     pub allow_clear_data: bool,
+    /// How each copy is checked: `auto` compares a hash both servers compute (HASH,
+    /// XSHA256, XSHA1, XMD5, XCRC as their FEAT lists them: the strongest in common),
+    /// else SIZE; `hash` fails a file when they have no hash in common; `size`; `none`.
+    #[arg(long, value_enum, default_value_t = engine::Verify::Auto)]
+    pub verify: engine::Verify,
+    /// A copy whose hash differs fails; `keep` renames it to NAME.fxprelay-mismatch for
+    /// inspection (the default: the evidence of which side went wrong stays, and the
+    /// file's own name no longer holds a bad copy), `delete` removes it.
+    #[arg(long, value_enum, default_value_t = engine::OnMismatch::Keep)]
+    pub on_mismatch: engine::OnMismatch,
+    /// Seconds a server may take to answer a hash command: it reads the whole file first
+    /// (at disk speed, often 100-500 MB/s), so this is far longer than --timeout.
+    #[arg(long, value_name = "SECS", default_value_t = engine::HASH_TIMEOUT.as_secs())]
+    pub hash_timeout: u64,
 }
 
 pub fn run(args: FxpArgs) -> ExitCode {
@@ -78,6 +92,9 @@ pub fn run(args: FxpArgs) -> ExitCode {
         progress: Some(display.callback()),
         tls: TlsPolicy::new(!args.insecure, args.ca.clone()),
         allow_clear_data: args.allow_clear_data,
+        verify: args.verify,
+        on_mismatch: args.on_mismatch,
+        hash_timeout: Duration::from_secs(args.hash_timeout.max(1)),
         ..Options::default()
     };
     if args.recursive {
@@ -129,7 +146,7 @@ fn hint(e: &FxpError) {
     }
 }
 
-/// `copied SRC -> DST: method fxp, 8388608 bytes, 0.052 s, 161.30 MB/s`.
+/// `copied SRC -> DST: method fxp, 8388608 bytes, 0.052 s, 161.30 MB/s, verified sha-256`.
 pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
     let secs = r.duration.as_secs_f64();
     format!(
@@ -143,10 +160,10 @@ pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
         } else {
             String::new()
         },
-        if r.verified {
-            ""
+        if r.verified.is_verified() {
+            format!(", verified {}", r.verified)
         } else {
-            ", size not verified"
+            ", not verified".to_owned()
         },
     )
 }
