@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -122,6 +123,17 @@ fn cli_reports_a_verified_sha256() {
     assert_big(&b.file("copy.bin"));
     let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--verify", "size"]);
     assert!(ok && out.contains("verified size"), "{out}\n{err}");
+    // A tree: the summary counts the files per check.
+    let dir = a.file("d");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("f.txt"), b"tree file\n").unwrap();
+    let owner = std::fs::metadata(&a.root).unwrap();
+    for p in [&dir, &dir.join("f.txt")] {
+        std::os::unix::fs::chown(p, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let (src, dst) = (url_text(&a, "d"), url_text(&b, "d2"));
+    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--recursive"]);
+    assert!(ok && out.contains("verified: sha-256 1"), "{out}\n{err}");
 }
 
 /// proftpd answers `HASH`, the other server only `XSHA256`/`XMD5`/...: each is asked
@@ -160,6 +172,44 @@ fn a_corrupted_copy_fails_and_is_kept_for_inspection() {
     assert_eq!(kept.len(), peers::BIG_LEN);
     assert_eq!(kept[0], peers::big_bin()[0] ^ 0xFF);
     assert_eq!(&kept[1..], &peers::big_bin()[1..]);
+}
+
+/// A hash takes as long as the server needs to read the file: bounded by `hash_timeout`,
+/// not by the (shorter) `timeout` of every other step. Past it, the file fails as
+/// unverified and the copy stays where it is.
+#[test]
+fn a_slow_hash_is_bounded_by_the_hash_timeout() {
+    let a = server(ServerKind::Proftpd, Digests::Hash, false);
+    let mut o = ServerOptions::new(unique_loopback_ip());
+    o.foreign_data = true;
+    o.digests = Digests::Hash;
+    o.hash_delay = Some(Duration::from_secs(6));
+    let b = FtpServer::start(ServerKind::Pyftpdlib, o);
+    let retries = Arc::new(AtomicU32::new(0));
+    let patient = Options {
+        timeout: Duration::from_secs(3),
+        hash_timeout: Duration::from_secs(60),
+        ..opts(&retries)
+    };
+    let r = copy(&url(&a, "hello.txt"), &url(&b, "one.txt"), &patient)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
+    assert_eq!(r.verified, Check::Hash(Algorithm::Sha256), "{r:?}");
+    let hasty = Options {
+        hash_timeout: Duration::from_secs(1),
+        ..patient
+    };
+    let e = copy(&url(&a, "hello.txt"), &url(&b, "two.txt"), &hasty)
+        .expect_err("a hash past its timeout must fail the file");
+    let text = e.to_string();
+    assert!(
+        matches!(e, FxpError::Unverified(_))
+            && text.contains("no answer within 1s")
+            && text.contains("raise --hash-timeout")
+            && text.contains("left in place"),
+        "{text}"
+    );
+    assert_eq!(retries.load(Ordering::Relaxed), 0, "{text}");
+    assert_eq!(std::fs::read(b.file("two.txt")).unwrap(), peers::HELLO);
 }
 
 /// `--on-mismatch delete` through the CLI: exit 1, the reason on stderr, no copy left.
@@ -209,4 +259,50 @@ fn without_a_common_hash_the_size_is_checked() {
         !b.file("other.txt").exists(),
         "copied despite --verify hash"
     );
+}
+
+/// The API's job view says which check was made, and `options.verify` is honoured.
+#[test]
+fn the_api_job_view_names_the_check() {
+    use common::proxy::{ListenerSpec, Proxy, http};
+    let a = server(ServerKind::Proftpd, Digests::Hash, false);
+    let b = server(ServerKind::Proftpd, Digests::Hash, false);
+    let extra = format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
+        a.addr.ip(),
+        b.addr.ip()
+    );
+    let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &extra);
+    let api = proxy.admin;
+    let order = |dst: &str, verify: &str| {
+        let body = format!(
+            r#"{{"source": "{}", "destination": "{}", "options": {{"verify": "{verify}"}}}}"#,
+            url_text(&a, "big.bin"),
+            url_text(&b, dst)
+        );
+        let (status, resp) = http(api, "POST", "/api/v1/transfers", None, &body);
+        assert!(status / 100 == 2, "{status} {resp}");
+        let id = resp
+            .split("\"id\":")
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .unwrap()
+            .trim()
+            .to_owned();
+        let path = format!("/api/v1/transfers/{id}");
+        let mut view = String::new();
+        common::wait_for("the transfer to end", || {
+            view = http(api, "GET", &path, None, "").1;
+            view.contains("\"state\":\"done\"") || view.contains("\"state\":\"failed\"")
+        });
+        view
+    };
+    let v = order("one.bin", "auto");
+    assert!(
+        v.contains("\"state\":\"done\"") && v.contains("\"verified\":\"sha-512\""),
+        "{v}"
+    );
+    let v = order("two.bin", "size");
+    assert!(v.contains("\"verified\":\"size\""), "{v}");
+    assert_big(&b.file("one.bin"));
 }

@@ -54,14 +54,13 @@ pub struct FxpArgs {
     /// try FXP with clear data (PROT C) before relaying through fxprelay.
     #[arg(long)]
     pub allow_clear_data: bool,
-    /// How each copy is checked: `auto` compares a hash both servers compute (HASH,
-    /// XSHA256, XSHA1, XMD5, XCRC as their FEAT lists them: the strongest in common),
-    /// else SIZE; `hash` fails a file when they have no hash in common; `size`; `none`.
+    /// How each copy is checked once it ends (the servers compute the hashes; fxprelay
+    /// reads no file data). The summary line says which check was made.
     #[arg(long, value_enum, default_value_t = engine::Verify::Auto)]
     pub verify: engine::Verify,
-    /// A copy whose hash differs fails; `keep` renames it to NAME.fxprelay-mismatch for
-    /// inspection (the default: the evidence of which side went wrong stays, and the
-    /// file's own name no longer holds a bad copy), `delete` removes it.
+    /// What becomes of a copy whose hash differs from the source's (the file fails
+    /// either way, without retries). Default keep: the evidence of which side went wrong
+    /// stays, and the file's own name no longer holds a bad copy.
     #[arg(long, value_enum, default_value_t = engine::OnMismatch::Keep)]
     pub on_mismatch: engine::OnMismatch,
     /// Seconds a server may take to answer a hash command: it reads the whole file first

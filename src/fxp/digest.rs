@@ -401,13 +401,14 @@ impl serde::Serialize for Check {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verify {
-    /// A hash when both servers compute a common one, else `SIZE`.
+    /// SIZE, then a hash both servers compute (HASH, XSHA512, XSHA256, XSHA1, XMD5, XCRC
+    /// as their FEAT lists them; the strongest in common) when they have one.
     #[default]
     Auto,
-    /// A hash, or the file fails (before anything is copied when the servers have none
-    /// in common).
+    /// As auto, but a file fails without a hash (before anything is copied when the
+    /// servers have none in common).
     Hash,
-    /// `SIZE` only.
+    /// SIZE on both ends only.
     Size,
     /// No check.
     None,
@@ -417,11 +418,10 @@ pub enum Verify {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnMismatch {
-    /// Renamed to `NAME.fxprelay-mismatch`, for inspection; its own name is free again,
-    /// so nothing takes it for a good copy.
+    /// Rename it to NAME.fxprelay-mismatch (RNFR/RNTO) for inspection.
     #[default]
     Keep,
-    /// Deleted.
+    /// Delete it (DELE).
     Delete,
 }
 

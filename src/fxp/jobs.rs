@@ -683,6 +683,30 @@ mod tests {
     }
 
     #[test]
+    fn verification_options_and_result() {
+        let req: Request = serde_json::from_str(
+            r#"{"source": "ftp://a/x", "destination": "ftp://b/y",
+                "options": {"verify": "hash", "on_mismatch": "delete"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.options.verify, engine::Verify::Hash);
+        assert_eq!(req.options.on_mismatch, engine::OnMismatch::Delete);
+        let default: Request =
+            serde_json::from_str(r#"{"source": "ftp://a/x", "destination": "ftp://b/y"}"#).unwrap();
+        assert_eq!(default.options.verify, engine::Verify::Auto);
+        assert_eq!(default.options.on_mismatch, engine::OnMismatch::Keep);
+        let bad = serde_json::from_str::<Request>(
+            r#"{"source": "a", "destination": "b", "options": {"verify": "sha"}}"#,
+        );
+        assert!(bad.is_err());
+        let jobs = jobs(&[]);
+        let id = insert(&jobs, State::Running);
+        jobs.finish(id, Ok(report()));
+        let json = serde_json::to_string(&jobs.get(id).unwrap()).unwrap();
+        assert!(json.contains(r#""verified":"size""#), "{json}");
+    }
+
+    #[test]
     fn only_the_newest_finished_jobs_are_kept() {
         let jobs = jobs(&[]);
         let ids: Vec<u64> = (0..MAX_FINISHED + 5)

@@ -100,6 +100,8 @@ pub struct ServerOptions {
     /// pyftpdlib only: flip the first byte of every uploaded file once it is stored (a
     /// destination whose copy differs at the same size).
     pub corrupt_uploads: bool,
+    /// pyftpdlib only: how long a hash command takes to answer (a large file's hash).
+    pub hash_delay: Option<Duration>,
 }
 
 /// Which hash commands a server offers. proftpd's are its own (`mod_digest`, shipped in
@@ -182,6 +184,7 @@ impl ServerOptions {
             tls: None,
             digests: Digests::None,
             corrupt_uploads: false,
+            hash_delay: None,
         }
     }
 
@@ -294,7 +297,8 @@ impl FtpServer {
                 Digests::None => true,
                 Digests::Hash => matches!(kind, ServerKind::Proftpd | ServerKind::Pyftpdlib),
                 Digests::Legacy => kind == ServerKind::Pyftpdlib,
-            } && (!opts.corrupt_uploads || kind == ServerKind::Pyftpdlib),
+            } && (!opts.corrupt_uploads && opts.hash_delay.is_none()
+                || kind == ServerKind::Pyftpdlib),
             "{:?} hash commands (corrupt uploads: {}) are not available on {} in this harness",
             opts.digests,
             opts.corrupt_uploads,
@@ -978,6 +982,9 @@ fn pyftpdlib(c: &Ctx) -> Spec {
     }
     if o.corrupt_uploads {
         args.push("--corrupt-uploads".into());
+    }
+    if let Some(d) = o.hash_delay {
+        args.extend(["--hash-delay".into(), d.as_secs_f64().to_string().into()]);
     }
     if let Some(f) = c.tls {
         assert!(

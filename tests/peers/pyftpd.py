@@ -13,6 +13,7 @@ import logging
 import os
 import pwd
 import sys
+import time
 import zlib
 
 from pyftpdlib.authorizers import DummyAuthorizer
@@ -86,10 +87,11 @@ def file_digest(path, alg):
     return h.hexdigest() if h else "%08x" % crc
 
 
-def with_digests(base, mode):
+def with_digests(base, mode, delay=0.0):
     """`base` with `HASH` + `OPTS HASH` (draft-bryan-ftpext-hash, mode "hash") or the
     one-algorithm XSHA256/XSHA1/XMD5/XCRC commands (mode "legacy", answered `250 HEX`
-    like proftpd's mod_digest), listed in FEAT."""
+    like proftpd's mod_digest), listed in FEAT. Each answer waits `delay` seconds first
+    (a server hashing a large file)."""
     verbs = ["HASH"] if mode == "hash" else list(LEGACY)
     cmds = dict(base.proto_cmds)
     for v in verbs:
@@ -123,6 +125,8 @@ def with_digests(base, mode):
             if not self.fs.isfile(self.fs.realpath(path)):
                 self.respond("550 %s: not a plain file." % self.fs.fs2ftp(path))
                 return
+            if delay:
+                time.sleep(delay)
             hexd = self.run_as_current_user(file_digest, path, alg)
             size = self.run_as_current_user(self.fs.getsize, path)
             self.respond(layout.format(alg=alg, size=size, hex=hexd,
@@ -176,6 +180,8 @@ def main():
         p.add_argument("--tls-key", help="PEM private key of --tls-cert")
         p.add_argument("--digest", choices=["hash", "legacy"],
                        help="offer HASH (draft-bryan-ftpext-hash) or XSHA256/XSHA1/XMD5/XCRC")
+        p.add_argument("--hash-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long before answering a hash command")
         p.add_argument("--corrupt-uploads", action="store_true",
                        help="flip the first byte of every uploaded file once it is stored")
 
@@ -211,7 +217,7 @@ def main():
                               if k not in ("PASV", "EPSV")}
 
     if a.digest:
-        Handler = with_digests(Handler, a.digest)
+        Handler = with_digests(Handler, a.digest, a.hash_delay)
     if a.corrupt_uploads:
         Handler = corrupting(Handler)
 
