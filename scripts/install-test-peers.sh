@@ -10,7 +10,8 @@
 #     are fetched with `apt-get download` and unpacked with `dpkg -x` into `.peers/` at the
 #     repository root (gitignored), never installed system-wide; proftpd's `mod_tls` (from
 #     proftpd-mod-crypto, for the FTPS tests) and `mod_proxy` (proftpd-mod-proxy, the
-#     reference proxy of scripts/bench-tls.sh) are unpacked beside it;
+#     reference proxy of scripts/bench-tls.sh) are unpacked beside it; proftpd-core itself
+#     ships `mod_digest` (HASH, XSHA256, ...: the hash verification tests);
 #   - a system user `fxptest` (password `fxptest`) for vsftpd's PAM login and as the owner
 #     of the servers' per-test directories.
 #
@@ -87,7 +88,8 @@ apt_install "${missing[@]}"
 stamp="$PEERS/.stamp"
 need_extract=1
 if [[ -x $PEERS/usr/sbin/pure-ftpd && -x $PEERS/usr/bin/pure-pw && -x $PEERS/usr/sbin/proftpd &&
-    -f $PEERS/usr/lib/proftpd/mod_tls.so && -f $PEERS/usr/lib/proftpd/mod_proxy.so && -f $stamp ]]; then
+    -f $PEERS/usr/lib/proftpd/mod_tls.so && -f $PEERS/usr/lib/proftpd/mod_proxy.so &&
+    -f $PEERS/usr/lib/proftpd/mod_digest.so && -f $stamp ]]; then
     need_extract=0
 fi
 if [[ $need_extract -eq 1 ]]; then
@@ -114,7 +116,8 @@ fi
 # Their runtime libraries, installed with apt (the `lib*` packages they declare), then
 # checked with ldd; stale or missing package lists get one `apt-get update` and a retry.
 BINS=("$PEERS/usr/sbin/pure-ftpd" "$PEERS/usr/bin/pure-pw" "$PEERS/usr/sbin/proftpd"
-    "$PEERS/usr/lib/proftpd/mod_tls.so" "$PEERS/usr/lib/proftpd/mod_proxy.so")
+    "$PEERS/usr/lib/proftpd/mod_tls.so" "$PEERS/usr/lib/proftpd/mod_proxy.so"
+    "$PEERS/usr/lib/proftpd/mod_digest.so")
 install_libs() {
     local missing=() p
     for p in $(lib_deps "${EXTRACTED[@]}"); do

@@ -86,7 +86,7 @@ fn standard_fxp(src_kind: ServerKind, dst_kind: ServerKind) {
     // Proof the bytes went server to server: the engine carried none.
     assert_eq!(r.relayed_bytes, 0);
     assert_eq!(r.bytes, peers::BIG_LEN as u64);
-    assert!(r.verified);
+    assert_eq!(r.verified, fxp::engine::Check::Size, "{r:?}");
     assert_big_copied(&b, "copy.bin");
     eprintln!(
         "standard FXP {} -> {}: 8 MiB in {:?}",
@@ -113,7 +113,7 @@ fn standard_fxp_between_ipv6_servers() {
     let r = copy(&url(&a, "big.bin"), &url(&b, "copy.bin"), &opts()).unwrap();
     assert_eq!(r.method, Method::Fxp, "{r:?}");
     assert_eq!(r.relayed_bytes, 0);
-    assert!(r.verified);
+    assert_eq!(r.verified, fxp::engine::Check::Size, "{r:?}");
     let got = std::fs::read(b.root.path().join("copy.bin")).unwrap();
     assert!(got == peers::big_bin(), "copy differs: {} bytes", got.len());
 }
@@ -196,7 +196,7 @@ fn relay_fallback_when_the_destination_refuses_foreign_peers() {
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
     assert_eq!(r.method, Method::Relay, "{r:?}");
     assert_eq!(r.relayed_bytes, peers::BIG_LEN as u64);
-    assert!(r.verified);
+    assert_eq!(r.verified, fxp::engine::Check::Size, "{r:?}");
     assert_big_copied(&b, "relayed.bin");
     eprintln!(
         "relay fallback vsftpd -> vsftpd: 8 MiB in {:?}",

@@ -85,10 +85,7 @@ fn copies(
         "{out}\n{err}\n{}",
         logs(a, b)
     );
-    assert!(
-        !size_verified || !out.contains("size not verified"),
-        "{out}"
-    );
+    assert!(!size_verified || out.contains(", verified size"), "{out}");
     assert!(!out.contains(":fxptest@") && !err.contains(":fxptest@"));
     assert_big_copied(b, "copy.bin");
 }

@@ -54,6 +54,19 @@ pub struct FxpArgs {
     /// try FXP with clear data (PROT C) before relaying through fxprelay.
     #[arg(long)]
     pub allow_clear_data: bool,
+    /// How each copy is checked once it ends (the servers compute the hashes; fxprelay
+    /// reads no file data). The summary line says which check was made.
+    #[arg(long, value_enum, default_value_t = engine::Verify::Auto)]
+    pub verify: engine::Verify,
+    /// What becomes of a copy whose hash differs from the source's (the file fails
+    /// either way, without retries). Default keep: the evidence of which side went wrong
+    /// stays, and the file's own name no longer holds a bad copy.
+    #[arg(long, value_enum, default_value_t = engine::OnMismatch::Keep)]
+    pub on_mismatch: engine::OnMismatch,
+    /// Seconds a server may take to answer a hash command: it reads the whole file first
+    /// (at disk speed, often 100-500 MB/s), so this is far longer than --timeout.
+    #[arg(long, value_name = "SECS", default_value_t = engine::HASH_TIMEOUT.as_secs())]
+    pub hash_timeout: u64,
 }
 
 pub fn run(args: FxpArgs) -> ExitCode {
@@ -78,6 +91,9 @@ pub fn run(args: FxpArgs) -> ExitCode {
         progress: Some(display.callback()),
         tls: TlsPolicy::new(!args.insecure, args.ca.clone()),
         allow_clear_data: args.allow_clear_data,
+        verify: args.verify,
+        on_mismatch: args.on_mismatch,
+        hash_timeout: Duration::from_secs(args.hash_timeout.max(1)),
         ..Options::default()
     };
     if args.recursive {
@@ -129,7 +145,7 @@ fn hint(e: &FxpError) {
     }
 }
 
-/// `copied SRC -> DST: method fxp, 8388608 bytes, 0.052 s, 161.30 MB/s`.
+/// `copied SRC -> DST: method fxp, 8388608 bytes, 0.052 s, 161.30 MB/s, verified sha-256`.
 pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
     let secs = r.duration.as_secs_f64();
     format!(
@@ -143,10 +159,10 @@ pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
         } else {
             String::new()
         },
-        if r.verified {
-            ""
+        if r.verified.is_verified() {
+            format!(", verified {}", r.verified)
         } else {
-            ", size not verified"
+            ", not verified".to_owned()
         },
     )
 }

@@ -27,6 +27,7 @@ use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
 use tracing::debug;
 
+use super::digest;
 use super::stream::Stream;
 use super::url::{FtpUrl, Security};
 use crate::codec::{LineCodec, LineError};
@@ -244,6 +245,11 @@ impl Features {
             .map(|l| l.trim().to_ascii_uppercase())
             .collect();
         Features { lines }
+    }
+
+    /// The feature lines, upper-cased and trimmed.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(String::as_str)
     }
 
     /// Whether a feature line is `name` or starts with `name ` (`REST STREAM`, `MLST ...`).
@@ -692,6 +698,50 @@ impl Client {
             let _ = self.read_reply_within("QUIT", brief).await;
         }
         let _ = self.writer.shutdown().await;
+    }
+
+    /// `path`'s digest as the server computes it, asked with `cmd` (`OPTS HASH alg` first
+    /// for `HASH`, since a reused session may have another algorithm in force). `limit`
+    /// bounds the wait for the answer (hashing a large file takes the server a while);
+    /// `size`, when known, is checked against the range a `HASH` reply covers. A reply
+    /// without a usable digest is a [`FtpError::BadReply`], a refusal a
+    /// [`FtpError::Refused`]: the session stays in step either way.
+    pub async fn digest(
+        &mut self,
+        cmd: digest::Command,
+        alg: digest::Algorithm,
+        path: &[u8],
+        size: Option<u64>,
+        limit: Duration,
+    ) -> Result<digest::Digest, FtpError> {
+        if cmd == digest::Command::Hash {
+            self.simple(&digest::opts_line(alg), |c| c == 200).await?;
+        }
+        let line = cmd.line(path);
+        self.send(&line).await?;
+        let r = loop {
+            let r = self.read_reply_within(cmd.verb(), limit).await?;
+            if r.class() != 1 {
+                break r;
+            }
+        };
+        if r.class() != 2 {
+            return Err(refused(&shown_command(&line), &r));
+        }
+        digest::parse_reply(cmd, alg, path, size, &r.raw).map_err(|e| bad_reply(cmd.verb(), &r, e))
+    }
+
+    /// `RNFR from`, `RNTO to`.
+    pub async fn rename(&mut self, from: &[u8], to: &[u8]) -> Result<(), FtpError> {
+        self.simple(&with_arg(b"RNFR", from), |c| c == 350).await?;
+        self.simple(&with_arg(b"RNTO", to), |c| c == 250).await?;
+        Ok(())
+    }
+
+    /// `DELE path`.
+    pub async fn delete(&mut self, path: &[u8]) -> Result<(), FtpError> {
+        self.simple(&with_arg(b"DELE", path), |c| c == 250).await?;
+        Ok(())
     }
 
     /// `MKD path`; an existing directory (any `550`) is not an error here: the following

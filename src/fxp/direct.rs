@@ -105,7 +105,7 @@ impl Run<'_> {
             bytes: self.total.unwrap_or(0),
             relayed: 0,
             offset: self.offset,
-            verified: false,
+            verified: super::report::Check::None,
         })
     }
 

@@ -23,8 +23,14 @@
 //! A refusal about the file itself (`550` on `RETR`/`SIZE`, `553` on `STOR`) ends the
 //! transfer at once with the server's text; other failures are retried with backoff.
 //!
+//! After the copy: `SIZE` on both ends, then (`Options::verify`, `auto` by default) the
+//! strongest hash both servers compute (`HASH`, `XSHA256`, ... as `FEAT` lists them;
+//! see `digest`), asked of both at once; the [`Report`] says which check was made
+//! ([`Check`]). A differing hash fails the file for good, the copy renamed to
+//! `NAME.fxprelay-mismatch` or deleted (`Options::on_mismatch`).
+//!
 //! Here: the [`Options`], the loop that runs the plan's steps (logging in, checking the
-//! source, resuming, verifying the copy's size, closing sessions), and the [`Report`].
+//! source, resuming, verifying the copy, closing sessions), and the [`Report`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +38,11 @@ use std::time::{Duration, Instant};
 use tokio::time::sleep;
 
 use super::client::{Client, FtpError, TlsPolicy};
+use super::digest::{self, Choice, Support};
+pub use super::digest::{Check, OnMismatch, Verify};
 pub use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, Settings, State};
-use super::plan::{Outcome, Plan, Policy, Step};
+use super::plan::{Fail, Outcome, Plan, Policy, Step};
 pub use super::report::{Event, Method, Progress, Protection, Report};
 use super::url::FtpUrl;
 use crate::metrics;
@@ -71,7 +79,17 @@ pub struct Options {
     /// The proxy's own sockets, which no server or data address may be: the API and
     /// SITE commands pass them (the CLI runs outside any proxy).
     pub own: Option<Arc<OwnSockets>>,
+    /// How each copy is checked: a hash both servers compute, else `SIZE` (`auto`).
+    pub verify: Verify,
+    /// What becomes of a copy whose hash differs from the source's.
+    pub on_mismatch: OnMismatch,
+    /// How long a server may take to answer a hash command: it reads the whole file
+    /// (a few hundred MB/s on a fast disk), so far longer than `timeout`.
+    pub hash_timeout: Duration,
 }
+
+/// Default [`Options::hash_timeout`]: a 100 GiB file at about 200 MB/s.
+pub const HASH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Longest wait between two attempts, however many retries were asked for.
 pub use super::plan::MAX_BACKOFF;
@@ -91,6 +109,9 @@ impl Default for Options {
             tls: TlsPolicy::default(),
             allow_clear_data: false,
             own: None,
+            verify: Verify::Auto,
+            on_mismatch: OnMismatch::Keep,
+            hash_timeout: HASH_TIMEOUT,
         }
     }
 }
@@ -106,6 +127,9 @@ impl std::fmt::Debug for Options {
             .field("concurrency", &self.concurrency)
             .field("tls", &self.tls)
             .field("allow_clear_data", &self.allow_clear_data)
+            .field("verify", &self.verify)
+            .field("on_mismatch", &self.on_mismatch)
+            .field("hash_timeout", &self.hash_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -291,6 +315,10 @@ impl Transfer<'_> {
                 }
             }
         };
+        let hash = match hash_choice(p, opts.verify) {
+            Ok(choice) => choice,
+            Err(e) => return Outcome::NotStarted(e),
+        };
         let total = match self.source_size {
             Some(total) => total,
             None => match check_source(p, src, dst, opts).await {
@@ -329,7 +357,7 @@ impl Transfer<'_> {
             None => run.relay(p, &mut self.state).await,
         };
         match result {
-            Ok(done) => verify(p, dst, total, done).await,
+            Ok(done) => verify(p, (src, dst), total, hash, opts, done).await,
             Err(fail) => Outcome::Failed(fail),
         }
     }
@@ -397,16 +425,145 @@ async fn resume_offset(p: &mut Pair, dst: &FtpUrl, total: Option<u64>, state: &S
     }
 }
 
-/// A method's copy, its size checked against the source's where both servers tell.
-async fn verify(p: &mut Pair, dst: &FtpUrl, total: Option<u64>, mut done: Done) -> Outcome<Done> {
+/// The hash these sessions check a copy with, as `mode` asks: `None` for no hash;
+/// `--verify hash` between servers without a common one fails before anything is copied.
+fn hash_choice(p: &Pair, mode: Verify) -> Result<Option<Choice>, FxpError> {
+    if !matches!(mode, Verify::Auto | Verify::Hash) {
+        return Ok(None);
+    }
+    let (s, d) = (
+        Support::from_features(p.src.features.lines()),
+        Support::from_features(p.dst.features.lines()),
+    );
+    match digest::choose(&s, &d) {
+        Some(c) => Ok(Some(c)),
+        None if mode == Verify::Hash => Err(FxpError::Unverified(format!(
+            "--verify hash: no hash algorithm both servers compute (source {}: {}; \
+             destination {}: {})",
+            p.src.host(),
+            offered(&s),
+            p.dst.host(),
+            offered(&d)
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// `sha-256, md5` or `no hash command`, for messages.
+fn offered(s: &Support) -> String {
+    let all: Vec<&str> = s.algorithms().into_iter().map(|a| a.as_str()).collect();
+    if all.is_empty() {
+        "no hash command".into()
+    } else {
+        all.join(", ")
+    }
+}
+
+/// A method's copy, checked as `opts.verify` asks: the sizes first where both servers
+/// tell (a short copy is a [`Outcome::Mismatch`]: the next method may do better), then
+/// the `hash` both servers compute, in parallel. A differing hash fails the file for good
+/// and keeps or deletes the copy (`opts.on_mismatch`).
+async fn verify(
+    p: &mut Pair,
+    (src, dst): (&FtpUrl, &FtpUrl),
+    total: Option<u64>,
+    hash: Option<Choice>,
+    opts: &Options,
+    mut done: Done,
+) -> Outcome<Done> {
+    if opts.verify == Verify::None {
+        return Outcome::Copied(done);
+    }
     if let (Some(t), Ok(Some(d))) = (total, p.dst.size(&dst.path).await) {
         if d != t {
             return Outcome::Mismatch(FxpError::SizeMismatch { src: t, dst: d });
         }
         done.bytes = d;
-        done.verified = true;
+        done.verified = Check::Size;
     }
-    Outcome::Copied(done)
+    let Some(c) = hash else {
+        return Outcome::Copied(done);
+    };
+    let (alg, limit) = (c.algorithm, opts.hash_timeout);
+    let (s, d) = tokio::join!(
+        p.src.digest(c.src, alg, &src.path, total, limit),
+        p.dst.digest(c.dst, alg, &dst.path, total, limit)
+    );
+    let failed = match (s, d) {
+        (Ok(s), Ok(d)) if s == d => {
+            tracing::debug!(%dst, digest = %d, "copy verified");
+            done.verified = Check::Hash(alg);
+            return Outcome::Copied(done);
+        }
+        (Ok(s), Ok(d)) => {
+            let copy = dispose(p, &dst.path, opts.on_mismatch).await;
+            return Outcome::Failed(Fail::Fatal(FxpError::HashMismatch {
+                algorithm: alg,
+                src: s.hex().to_owned(),
+                dst: d.hex().to_owned(),
+                copy,
+            }));
+        }
+        (Err(e), _) => p.err(Side::Source, e),
+        (_, Err(e)) => p.err(Side::Destination, e),
+    };
+    let in_step = |e: &FxpError| {
+        matches!(
+            e,
+            FxpError::Server {
+                error: FtpError::Refused { .. } | FtpError::BadReply { .. },
+                ..
+            }
+        )
+    };
+    if opts.verify == Verify::Auto && in_step(&failed) {
+        // The server answered, only not with a digest (a file too large for its hash
+        // limit, say): the size check stands.
+        tracing::warn!(%dst, error = %failed, check = %done.verified, "hash check failed; keeping the size check");
+        return Outcome::Copied(done);
+    }
+    let hint = match &failed {
+        FxpError::Server {
+            error: FtpError::Timeout { .. },
+            ..
+        } => " (raise --hash-timeout for large files)",
+        _ => "",
+    };
+    Outcome::Failed(Fail::Fatal(FxpError::Unverified(format!(
+        "{failed}{hint}; the copy is left in place, unchecked"
+    ))))
+}
+
+/// Renames (`keep`) or deletes a copy whose hash differs, saying what became of it.
+/// A copy that cannot be renamed is deleted: it must not stay under the file's name.
+async fn dispose(p: &mut Pair, path: &[u8], how: OnMismatch) -> String {
+    let shown = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let renamed = match how {
+        OnMismatch::Keep => {
+            let kept = digest::mismatch_path(path);
+            match p.dst.rename(path, &kept).await {
+                Ok(()) => return format!("was kept as {} for inspection", shown(&kept)),
+                Err(e) => Some((kept, e)),
+            }
+        }
+        OnMismatch::Delete => None,
+    };
+    let deleted = p.dst.delete(path).await;
+    match (renamed, deleted) {
+        (None, Ok(())) => "was deleted".into(),
+        (None, Err(e)) => format!("could not be deleted ({e}): it is still {}", shown(path)),
+        (Some((kept, e)), Ok(())) => {
+            format!(
+                "could not be renamed to {} ({e}) and was deleted",
+                shown(&kept)
+            )
+        }
+        (Some((kept, e)), Err(d)) => format!(
+            "could not be renamed to {} ({e}) nor deleted ({d}): it is still {}",
+            shown(&kept),
+            shown(path)
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::client::FtpError;
+use super::digest::Algorithm;
 use super::report::Method;
 
 /// Which server a failure came from.
@@ -31,6 +32,18 @@ pub enum FxpError {
     },
     #[error("size differs after the copy: source {src} bytes, destination {dst}")]
     SizeMismatch { src: u64, dst: u64 },
+    /// The servers' digests of the copy differ; `copy` says what became of it.
+    #[error("{algorithm} differs after the copy: source {src}, destination {dst}; the copy {copy}")]
+    HashMismatch {
+        algorithm: Algorithm,
+        src: String,
+        dst: String,
+        copy: String,
+    },
+    /// The copy could not be checked as asked (`--verify hash` between servers without a
+    /// common hash, a hash that took too long): final, retrying would not help.
+    #[error("cannot verify the copy: {0}")]
+    Unverified(String),
     #[error("no progress for {0:?}")]
     Stalled(Duration),
     #[error("relay: {0}")]
@@ -77,7 +90,10 @@ impl FxpError {
     pub fn is_permanent(&self) -> bool {
         let unreachable_by_rule =
             |e: &FtpError| matches!(e, FtpError::Denied { .. } | FtpError::SelfTarget(_));
-        self.code().is_some_and(|c| c / 100 == 5)
+        matches!(
+            self,
+            FxpError::HashMismatch { .. } | FxpError::Unverified(_)
+        ) || self.code().is_some_and(|c| c / 100 == 5)
             || self
                 .server_error()
                 .is_some_and(|e| e.is_permanent() || unreachable_by_rule(e))

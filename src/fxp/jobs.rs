@@ -39,6 +39,12 @@ pub struct RequestOptions {
     /// Further attempts after a failed one (default 2, at most [`MAX_RETRIES`]).
     #[serde(default)]
     pub retries: Option<u32>,
+    /// `auto` (default), `hash`, `size` or `none`: see the CLI's `--verify`.
+    #[serde(default)]
+    pub verify: engine::Verify,
+    /// `keep` (default: renamed to `NAME.fxprelay-mismatch`) or `delete`.
+    #[serde(default)]
+    pub on_mismatch: engine::OnMismatch,
 }
 
 /// Most retries a submission may ask for: each one logs in to both servers again.
@@ -86,6 +92,8 @@ pub struct JobView {
     /// Files copied (trees).
     pub files: Option<usize>,
     pub seconds: Option<f64>,
+    /// What the copy was checked with: `sha-256` (or another hash), `size` or `none`.
+    pub verified: Option<engine::Check>,
     /// The servers' own words when something failed.
     pub error: Option<String>,
     /// Unix time of submission.
@@ -105,6 +113,7 @@ impl JobView {
             relayed_bytes: None,
             files: None,
             seconds: None,
+            verified: None,
             error: None,
             submitted: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -295,6 +304,8 @@ impl Jobs {
             allow: Some(self.allow()),
             allow_clear_data: self.clear_data.load(std::sync::atomic::Ordering::Relaxed),
             own: self.own(),
+            verify: req.options.verify,
+            on_mismatch: req.options.on_mismatch,
             ..Options::default()
         };
         let recursive = req.options.recursive;
@@ -393,7 +404,8 @@ impl Jobs {
                 v.bytes = Some(r.bytes);
                 v.relayed_bytes = Some(r.relayed_bytes);
                 v.seconds = Some(r.duration.as_secs_f64());
-                info!(method = r.method.as_str(), bytes = r.bytes, "transfer done");
+                v.verified = Some(r.verified);
+                info!(method = r.method.as_str(), bytes = r.bytes, verified = %r.verified, "transfer done");
             }
             Err(e) => {
                 v.state = State::Failed;
@@ -521,7 +533,7 @@ mod tests {
             resumed_from: 0,
             attempts: 1,
             duration: Duration::ZERO,
-            verified: true,
+            verified: engine::Check::Size,
         }
     }
 
@@ -668,6 +680,30 @@ mod tests {
         assert!(matches!(e, SubmitError::TooMany(_)), "{e}");
         assert!(e.to_string().contains("too many transfers"), "{e}");
         assert_eq!(jobs.list(0, PAGE_MAX).0.len(), MAX_ACTIVE);
+    }
+
+    #[test]
+    fn verification_options_and_result() {
+        let req: Request = serde_json::from_str(
+            r#"{"source": "ftp://a/x", "destination": "ftp://b/y",
+                "options": {"verify": "hash", "on_mismatch": "delete"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.options.verify, engine::Verify::Hash);
+        assert_eq!(req.options.on_mismatch, engine::OnMismatch::Delete);
+        let default: Request =
+            serde_json::from_str(r#"{"source": "ftp://a/x", "destination": "ftp://b/y"}"#).unwrap();
+        assert_eq!(default.options.verify, engine::Verify::Auto);
+        assert_eq!(default.options.on_mismatch, engine::OnMismatch::Keep);
+        let bad = serde_json::from_str::<Request>(
+            r#"{"source": "a", "destination": "b", "options": {"verify": "sha"}}"#,
+        );
+        assert!(bad.is_err());
+        let jobs = jobs(&[]);
+        let id = insert(&jobs, State::Running);
+        jobs.finish(id, Ok(report()));
+        let json = serde_json::to_string(&jobs.get(id).unwrap()).unwrap();
+        assert!(json.contains(r#""verified":"size""#), "{json}");
     }
 
     #[test]

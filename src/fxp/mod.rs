@@ -14,6 +14,8 @@
 //!     method that copies the bytes itself.
 //!   - `pair` holds the two sessions and the steps both kinds of method share (`REST`,
 //!     `STOR` and `RETR`).
+//!   - [`digest`] is pure: which hash both servers compute (`HASH`, `XSHA256`, ...),
+//!     their replies, and the `--verify` / `--on-mismatch` choices.
 //!   - `report` ([`Method`], [`Event`], [`Report`]) and `error` ([`FxpError`]) are what a
 //!     transfer tells its caller; [`engine`] re-exports them.
 //! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue.
@@ -22,6 +24,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod digest;
 mod direct;
 pub mod engine;
 mod error;

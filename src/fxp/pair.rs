@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::client::{Client, FtpError, refused, with_arg};
 use super::error::{FxpError, Side};
 use super::plan::{Close, Fail};
-use super::report::{Event, Method, Progress};
+use super::report::{Check, Event, Method, Progress};
 use super::url::FtpUrl;
 
 /// Two logged-in sessions.
@@ -85,8 +85,8 @@ pub(super) struct Done {
     pub(super) bytes: u64,
     pub(super) relayed: u64,
     pub(super) offset: u64,
-    /// Set by the engine once both servers' `SIZE` agree.
-    pub(super) verified: bool,
+    /// Set by the engine once the copy is checked.
+    pub(super) verified: Check,
 }
 
 /// What a method reads of the transfer's options.

@@ -124,7 +124,7 @@ impl Run<'_> {
             bytes: self.offset + copied,
             relayed: copied,
             offset: self.offset,
-            verified: false,
+            verified: super::report::Check::None,
         })
     }
 

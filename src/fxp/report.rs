@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::digest::Check;
+
 /// How a file was moved. The names ([`Method::as_str`], the JSON and metric labels) of
 /// the first three never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -130,8 +132,9 @@ pub struct Report {
     pub resumed_from: u64,
     pub attempts: u32,
     pub duration: Duration,
-    /// `SIZE` on both ends agreed.
-    pub verified: bool,
+    /// What the copy was checked with: a hash both servers computed (`sha-256`, ...),
+    /// `SIZE` on both ends, or nothing.
+    pub verified: Check,
 }
 
 #[cfg(test)]

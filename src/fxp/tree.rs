@@ -43,6 +43,8 @@ pub struct TreeReport {
     pub duration: Duration,
     /// Files per method used.
     pub methods: BTreeMap<&'static str, usize>,
+    /// Files per check made (`sha-256`, `size`, `none`).
+    pub verified: BTreeMap<&'static str, usize>,
     /// Files that failed, with the error.
     pub failed: Vec<(String, String)>,
 }
@@ -56,7 +58,7 @@ impl TreeReport {
             .map(|(m, n)| format!("{m} {n}"))
             .collect();
         format!(
-            "copied {} files in {} directories: {} bytes, {secs:.3} s, {:.2} MB/s, methods: {}{}",
+            "copied {} files in {} directories: {} bytes, {secs:.3} s, {:.2} MB/s, methods: {}{}{}",
             self.files,
             self.dirs,
             self.bytes,
@@ -65,6 +67,16 @@ impl TreeReport {
                 "none".to_owned()
             } else {
                 methods.join(", ")
+            },
+            if self.verified.is_empty() {
+                String::new()
+            } else {
+                let v: Vec<String> = self
+                    .verified
+                    .iter()
+                    .map(|(c, n)| format!("{c} {n}"))
+                    .collect();
+                format!(", verified: {}", v.join(", "))
             },
             if self.failed.is_empty() {
                 String::new()
@@ -152,6 +164,7 @@ pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport 
                 report.bytes += rep.bytes;
                 report.relayed_bytes += rep.relayed_bytes;
                 *report.methods.entry(rep.method.as_str()).or_default() += 1;
+                *report.verified.entry(rep.verified.as_str()).or_default() += 1;
             }
             Err(e) => report.failed.push((s.to_string(), e.to_string())),
         }

@@ -95,6 +95,27 @@ pub struct ServerOptions {
     pub throttle: Option<u32>,
     /// FTPS: the server requires TLS on login and data (see [`ServerTls`]).
     pub tls: Option<ServerTls>,
+    /// Hash commands (see [`Digests`]); vsftpd and pure-ftpd have none: `start` panics.
+    pub digests: Digests,
+    /// pyftpdlib only: flip the first byte of every uploaded file once it is stored (a
+    /// destination whose copy differs at the same size).
+    pub corrupt_uploads: bool,
+    /// pyftpdlib only: how long a hash command takes to answer (a large file's hash).
+    pub hash_delay: Option<Duration>,
+}
+
+/// Which hash commands a server offers. proftpd's are its own (`mod_digest`, shipped in
+/// Debian's proftpd-core, loaded with `LoadModule mod_digest.c`); pyftpdlib has none,
+/// so `tests/peers/pyftpd.py` adds them in Python.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digests {
+    None,
+    /// proftpd: mod_digest, which offers `HASH` (CRC32, MD5, SHA-1, SHA-256, SHA-512)
+    /// and `XCRC`/`XMD5`/`XSHA1`/`XSHA256`/`XSHA512`; pyftpdlib: `HASH` and `OPTS HASH`
+    /// (SHA-256, SHA-1, MD5, CRC32).
+    Hash,
+    /// pyftpdlib only: `XSHA256`, `XSHA1`, `XMD5`, `XCRC`, without `HASH`.
+    Legacy,
 }
 
 /// How a server speaks FTPS. With it, every server refuses a plaintext login (see
@@ -161,6 +182,9 @@ impl ServerOptions {
             pasv_ports: None,
             throttle: None,
             tls: None,
+            digests: Digests::None,
+            corrupt_uploads: false,
+            hash_delay: None,
         }
     }
 
@@ -267,6 +291,18 @@ impl FtpServer {
         assert!(
             opts.throttle.is_none() || kind == ServerKind::Pyftpdlib,
             "only pyftpdlib can throttle data connections in this harness"
+        );
+        assert!(
+            match opts.digests {
+                Digests::None => true,
+                Digests::Hash => matches!(kind, ServerKind::Proftpd | ServerKind::Pyftpdlib),
+                Digests::Legacy => kind == ServerKind::Pyftpdlib,
+            } && (!opts.corrupt_uploads && opts.hash_delay.is_none()
+                || kind == ServerKind::Pyftpdlib),
+            "{:?} hash commands (corrupt uploads: {}) are not available on {} in this harness",
+            opts.digests,
+            opts.corrupt_uploads,
+            kind.name()
         );
         let user = system_user();
         let dir = tempfile::Builder::new()
@@ -855,14 +891,21 @@ fn proftpd(c: &Ctx) -> Spec {
         conf.push_str("<Limit PASV EPSV>\n  DenyAll\n</Limit>\n");
     }
     let mut logs = vec![syslog, xferlog];
+    if o.digests == Digests::Hash || o.tls.is_some() {
+        let modules = peers_dir().join("usr/lib/proftpd");
+        let _ = writeln!(conf, "ModulePath {}", modules.display());
+    }
+    if o.digests == Digests::Hash {
+        // DigestEngine is on once the module is loaded.
+        conf.push_str("LoadModule mod_digest.c\n");
+    }
     if let (Some(t), Some(f)) = (&o.tls, c.tls) {
         let tls_log = d.join("tls.log");
         // TLSCACertificateFile: with SSCN the server is the data connection's TLS client
         // and verifies its peer against it (TLSVerifyServer defaults to on).
         let _ = write!(
             conf,
-            "ModulePath {modules}\n\
-             LoadModule mod_tls.c\n\
+            "LoadModule mod_tls.c\n\
              TLSEngine on\n\
              TLSRequired on\n\
              TLSProtocol TLSv1.2 TLSv1.3\n\
@@ -871,7 +914,6 @@ fn proftpd(c: &Ctx) -> Spec {
              TLSCACertificateFile {ca}\n\
              TLSVerifyClient off\n\
              TLSLog {log}\n",
-            modules = peers_dir().join("usr/lib/proftpd").display(),
             cert = f.cert.display(),
             key = f.key.display(),
             ca = d.join("server-ca.pem").display(),
@@ -932,6 +974,17 @@ fn pyftpdlib(c: &Ctx) -> Spec {
     }
     if let Some(rate) = o.throttle {
         args.extend(["--throttle".into(), rate.to_string().into()]);
+    }
+    match o.digests {
+        Digests::None => {}
+        Digests::Hash => args.extend(["--digest".into(), "hash".into()]),
+        Digests::Legacy => args.extend(["--digest".into(), "legacy".into()]),
+    }
+    if o.corrupt_uploads {
+        args.push("--corrupt-uploads".into());
+    }
+    if let Some(d) = o.hash_delay {
+        args.extend(["--hash-delay".into(), d.as_secs_f64().to_string().into()]);
     }
     if let Some(f) = c.tls {
         assert!(

@@ -8,10 +8,13 @@ scripts/soak_server.py imports the set-up both servers share: parse_args, log_to
 make_handler, drop_privileges.
 """
 import argparse
+import hashlib
 import logging
 import os
 import pwd
 import sys
+import time
+import zlib
 
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler
@@ -65,6 +68,94 @@ def eager_tls_dtp(base):
     return EagerTLS
 
 
+# Hash commands pyftpdlib lacks, for the verification tests: (FEAT name, hashlib name).
+DIGESTS = {"SHA-256": "sha256", "SHA-1": "sha1", "MD5": "md5", "CRC32": None}
+LEGACY = {"XSHA256": "SHA-256", "XSHA1": "SHA-1", "XMD5": "MD5", "XCRC": "CRC32"}
+
+
+def file_digest(path, alg):
+    """Hex digest of the file at `path` with `alg` (a key of DIGESTS)."""
+    name = DIGESTS[alg]
+    h = hashlib.new(name) if name else None
+    crc = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            if h:
+                h.update(chunk)
+            else:
+                crc = zlib.crc32(chunk, crc)
+    return h.hexdigest() if h else "%08x" % crc
+
+
+def with_digests(base, mode, delay=0.0):
+    """`base` with `HASH` + `OPTS HASH` (draft-bryan-ftpext-hash, mode "hash") or the
+    one-algorithm XSHA256/XSHA1/XMD5/XCRC commands (mode "legacy", answered `250 HEX`
+    like proftpd's mod_digest), listed in FEAT. Each answer waits `delay` seconds first
+    (a server hashing a large file)."""
+    verbs = ["HASH"] if mode == "hash" else list(LEGACY)
+    cmds = dict(base.proto_cmds)
+    for v in verbs:
+        cmds[v] = dict(perm="r", auth=True, arg=True, help="Syntax: %s <SP> file-name" % v)
+
+    class Digests(base):
+        proto_cmds = cmds
+        hash_alg = "SHA-256"
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if mode == "hash":
+                algs = ["%s*" % a if a == self.hash_alg else a for a in DIGESTS]
+                self._extra_feats.append("HASH " + ";".join(algs))
+            else:
+                self._extra_feats.extend(LEGACY)
+
+        def ftp_OPTS(self, line):
+            cmd, _, arg = line.partition(" ")
+            if mode != "hash" or cmd.upper() != "HASH":
+                return super().ftp_OPTS(line)
+            if not arg:
+                self.respond("200 " + self.hash_alg)
+            elif arg.upper() in DIGESTS:
+                self.hash_alg = arg.upper()
+                self.respond("200 " + self.hash_alg)
+            else:
+                self.respond("501 Unknown algorithm")
+
+        def answer(self, path, alg, layout):
+            if not self.fs.isfile(self.fs.realpath(path)):
+                self.respond("550 %s: not a plain file." % self.fs.fs2ftp(path))
+                return
+            if delay:
+                time.sleep(delay)
+            hexd = self.run_as_current_user(file_digest, path, alg)
+            size = self.run_as_current_user(self.fs.getsize, path)
+            self.respond(layout.format(alg=alg, size=size, hex=hexd,
+                                       path=self.fs.fs2ftp(path)))
+
+        def ftp_HASH(self, path):
+            self.answer(path, self.hash_alg, "213 {alg} 0-{size} {hex} {path}")
+
+    for verb, alg in LEGACY.items():
+        setattr(Digests, "ftp_" + verb,
+                lambda self, path, alg=alg: self.answer(path, alg, "250 {hex}"))
+    return Digests
+
+
+def corrupting(base):
+    """`base` that flips the first byte of every file it receives, once the upload is
+    complete: a destination whose copy differs from what was sent, at the same size."""
+
+    class Corrupting(base):
+        def on_file_received(self, file):
+            with open(file, "r+b") as f:
+                first = f.read(1)
+                if first:
+                    f.seek(0)
+                    f.write(bytes([first[0] ^ 0xFF]))
+
+    return Corrupting
+
+
 def drop_privileges(user):
     """Switches to the system user `user` (if given and running as root): after binding."""
     if user and os.geteuid() == 0:
@@ -87,6 +178,12 @@ def main():
         p.add_argument("--tls-cert", help="PEM certificate: require explicit FTPS "
                                           "(AUTH TLS) on login and PROT P on data")
         p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+        p.add_argument("--digest", choices=["hash", "legacy"],
+                       help="offer HASH (draft-bryan-ftpext-hash) or XSHA256/XSHA1/XMD5/XCRC")
+        p.add_argument("--hash-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long before answering a hash command")
+        p.add_argument("--corrupt-uploads", action="store_true",
+                       help="flip the first byte of every uploaded file once it is stored")
 
     a = parse_args(own_options)
     log_to_stderr("pyftpd", logging.INFO)
@@ -118,6 +215,11 @@ def main():
     if a.no_passive:
         Handler.proto_cmds = {k: v for k, v in FTPHandler.proto_cmds.items()
                               if k not in ("PASV", "EPSV")}
+
+    if a.digest:
+        Handler = with_digests(Handler, a.digest, a.hash_delay)
+    if a.corrupt_uploads:
+        Handler = corrupting(Handler)
 
     server = FTPServer((a.ip, a.port), Handler)
     server.max_cons = 256

@@ -1385,7 +1385,7 @@ fn stat_during_a_copy_reports_progress() {
         resumed_from: 0,
         attempts: 1,
         duration: Duration::from_millis(1500),
-        verified: true,
+        verified: crate::fxp::engine::Check::Size,
     };
     t.m.on_fxp_finished(Ok(report), t.now);
     t.drain();
