@@ -4,7 +4,9 @@
 //! both. Clients with their default settings (curl with `EPSV`, curl `--disable-epsv`,
 //! lftp, Python ftplib) connect their data connections to HAProxy's address, which is
 //! exactly what makes this layout work. Both instances run from one config file whose
-//! per-instance values come from `${VAR}`s.
+//! per-instance values come from `${VAR}`s. README's and `docker/kubernetes.yaml`'s
+//! versions of the layout are checked too: HAProxy accepts their files, and each
+//! instance's range is the one the balancer forwards to it.
 
 mod common;
 
@@ -361,4 +363,120 @@ fn data_ports_check_the_client_named_by_the_balancer() {
         log.contains("named by the balancer's PROXY header"),
         "{log}"
     );
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The YAML literal block under `key: |` in `text`, without its indentation.
+fn literal_block(text: &str, key: &str) -> String {
+    let mut lines = text.lines().skip_while(|l| l.trim() != format!("{key}: |"));
+    lines
+        .next()
+        .unwrap_or_else(|| panic!("no `{key}: |` block"));
+    let body: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .collect();
+    body.iter()
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect()
+}
+
+/// The fenced code block of README.md that starts with `first_line`.
+fn readme_block(first_line: &str) -> String {
+    let readme = repo_file("README.md");
+    let start = readme
+        .find(&format!("```\n{first_line}\n"))
+        .or_else(|| readme.find(&format!("```yaml\n{first_line}\n")))
+        .unwrap_or_else(|| panic!("README has no block starting {first_line:?}"));
+    let body = &readme[readme[start..].find('\n').unwrap() + start + 1..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+/// `haproxy -c` on `cfg`: HAProxy itself says whether the file is valid.
+fn haproxy_accepts(cfg: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .expect("haproxy");
+    assert!(
+        out.status.success(),
+        "haproxy -c refused:\n{cfg}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The data ranges an haproxy.cfg forwards, per server address (`bind :A-B` of each data
+/// frontend, and the one server of its backend).
+fn forwarded_ranges(cfg: &str) -> Vec<(String, String)> {
+    let mut ranges = Vec::new();
+    let mut bind = None;
+    for line in cfg.lines().map(str::trim) {
+        if let Some(b) = line.strip_prefix("bind :").filter(|b| b.contains('-')) {
+            bind = Some(b.to_string());
+        } else if let Some(server) = line.strip_prefix("server ")
+            && line.contains("check port")
+            && let Some(range) = bind.take()
+        {
+            let host = server.split_whitespace().nth(1).unwrap().to_string();
+            ranges.push((host, range));
+        }
+    }
+    ranges
+}
+
+fn load(yaml: &str, env: &[(&str, &str)]) -> fxprelay::config::Config {
+    fxprelay::config::Config::parse_with_env(yaml, |name| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+#[test]
+fn the_documented_layouts_are_valid_and_agree() {
+    // README: the balancer's file, and the instances' one file with their own ranges.
+    let cfg = readme_block("defaults");
+    haproxy_accepts(&cfg);
+    let yaml = readme_block("# fxprelay.yaml, the same on every instance");
+    let forwarded = forwarded_ranges(&cfg);
+    assert_eq!(forwarded.len(), 2, "{cfg}");
+    for (_, range) in &forwarded {
+        let c = load(&yaml, &[("FXPRELAY_DATA_PORTS", range)]);
+        assert_eq!(c.data.ports.to_string(), *range);
+        assert!(c.listeners[0].proxy_protocol.is_some());
+        assert!(c.listeners[0].public_address.is_some());
+    }
+
+    // Kubernetes: pod N's range is the one HAProxy forwards to pod N, and the ten
+    // possible pods' ranges are disjoint.
+    let manifest = repo_file("docker/kubernetes.yaml");
+    let cfg = literal_block(&manifest, "haproxy.cfg");
+    haproxy_accepts(&cfg);
+    let yaml = literal_block(&manifest, "fxprelay.yaml");
+    let ranges: Vec<_> = (0..10)
+        .map(|i| load(&yaml, &[("POD_INDEX", &i.to_string())]).data.ports)
+        .collect();
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            assert!(a.iter().all(|p| !b.contains(p)), "{a} overlaps {b}");
+        }
+    }
+    let forwarded = forwarded_ranges(&cfg);
+    assert!(!forwarded.is_empty(), "{cfg}");
+    for (host, range) in forwarded {
+        let pod: usize = host
+            .strip_prefix("fxprelay-")
+            .and_then(|h| h.split('.').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{host}: not a StatefulSet pod name"));
+        assert_eq!(ranges[pod].to_string(), range, "pod {pod}");
+    }
 }

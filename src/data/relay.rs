@@ -243,3 +243,57 @@ async fn accept_from(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpSocket;
+
+    use super::*;
+    use crate::data::PortPool;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+    const BALANCER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+
+    async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::from((from, 0))).unwrap();
+        s.connect(to).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_balancer_connection_does_not_hold_up_the_client() {
+        let pool = PortPool::new(&"42000-42999".parse().unwrap());
+        let leased = pool.lease(Ipv4Addr::LOCALHOST.into()).unwrap();
+        let at = SocketAddr::from((Ipv4Addr::LOCALHOST, leased.port()));
+        let balancers = ProxyProtocol {
+            trusted: vec![IpAddr::from(BALANCER).into()],
+        };
+        // Headers may take an hour here: only reading them beside the accept lets the
+        // client's connection through while the first one stays silent.
+        let limits = Timeouts {
+            accept: Duration::from_secs(3600),
+            connect: Duration::from_secs(3600),
+            idle: Duration::from_secs(3600),
+        };
+        let _silent = connect_from(BALANCER, at).await;
+        let mut proxied = connect_from(BALANCER, at).await;
+        let header = format!("PROXY TCP4 {CLIENT} 127.0.0.1 40000 {}\r\n", at.port());
+        proxied.write_all(header.as_bytes()).await.unwrap();
+        proxied.write_all(b"first bytes of the file").await.unwrap();
+        let accepted = accept_from("t", &leased, CLIENT.into(), Some(&balancers), limits);
+        let mut s = tokio::time::timeout(Duration::from_secs(30), accepted)
+            .await
+            .expect("the proxied client's connection is taken at once")
+            .unwrap();
+        proxied.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            rest, b"first bytes of the file",
+            "nothing past the header is lost"
+        );
+    }
+}
