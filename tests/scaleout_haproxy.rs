@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::ops::RangeInclusive;
@@ -81,8 +82,18 @@ struct Farm {
 
 impl Farm {
     fn start() -> Farm {
+        Farm::start_with("")
+    }
+
+    /// With more listener keys (YAML lines indented by four spaces) on every instance.
+    fn start_with(extra: &str) -> Farm {
+        Farm::start_at(unique_loopback_ip(), extra)
+    }
+
+    /// With HAProxy on `h`.
+    fn start_at(h: Ipv4Addr, extra: &str) -> Farm {
+        let yaml = format!("{INSTANCE_YAML}{extra}");
         let server = FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()));
-        let h = unique_loopback_ip();
         let public = SocketAddr::from((h, free_port(h.into())));
         let ips = [unique_loopback_ip(), unique_loopback_ip()];
         let range_a = free_range(&[h.into(), ips[0].into()], RANGE_LEN, &[]);
@@ -107,7 +118,7 @@ impl Farm {
             ];
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
             Instance {
-                proxy: Proxy::launch(INSTANCE_YAML, bind, admin, None, &env),
+                proxy: Proxy::launch(&yaml, bind, admin, None, &env),
                 ports,
             }
         };
@@ -281,6 +292,50 @@ fn default_clients_through_two_instances_behind_haproxy() {
         }
         let log = p.log();
         assert!(log.contains("client=127.0.0.1:"), "{name}: {log}");
+    }
+}
+
+#[test]
+fn ftps_with_protected_data_through_the_balancer() {
+    // The clients verify the certificate against the address they connect to: HAProxy's.
+    // So the balancer is chosen first and every instance shows a certificate for it.
+    let dir = tempfile::tempdir().unwrap();
+    let h = unique_loopback_ip();
+    let files = common::tls::identity_for(h.into()).write(dir.path(), "farm");
+    let ca = common::tls::test_ca().write_cert(dir.path());
+    let tls = format!(
+        "    tls:\n      client: {{mode: required, cert: \"{}\", key: \"{}\"}}\n      upstream: {{mode: off}}\n",
+        files.cert.display(),
+        files.key.display()
+    );
+    let farm = Farm::start_at(h, &tls);
+    let s = &farm.server;
+    // PROT P: each data connection's TLS handshake follows HAProxy's header at once, and
+    // must reach the instance's TLS layer whole.
+    for (i, mode) in [Mode::Stock, Mode::StockPasv].iter().enumerate() {
+        let got = dir.path().join(format!("tls-{i}.bin"));
+        let url = clients::ftp_url(s.user, s.pass, farm.public, peers::BIG_NAME);
+        let r = clients::curl_tls(&url, mode, &ca, [OsStr::new("-o"), got.as_os_str()]);
+        assert!(r.ok(), "{mode:?}: {r}\n{}", farm.logs());
+        assert!(read(&got) == peers::big_bin(), "{mode:?}: download differs");
+
+        let up = dir.path().join(format!("tls-up-{i}.bin"));
+        std::fs::write(&up, payload(3 << 20, random_u64())).unwrap();
+        let name = format!("tls-up-{i}.bin");
+        let url = clients::ftp_url(s.user, s.pass, farm.public, &name);
+        let r = clients::curl_tls(&url, mode, &ca, clients::curl_tls_upload_args(&up));
+        assert!(r.ok(), "{mode:?}: {r}\n{}", farm.logs());
+        assert!(
+            read(&s.file(&name)) == read(&up),
+            "{mode:?}: upload differs"
+        );
+    }
+    for inst in farm.instances() {
+        assert!(
+            inst.proxy.metric("fxprelay_sessions_total", &[]) >= 1.0,
+            "{}",
+            farm.logs()
+        );
     }
 }
 
