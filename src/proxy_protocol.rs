@@ -1,6 +1,8 @@
 //! PROXY protocol v1/v2 from trusted load balancers: the real client address, so that
 //! bounce checks, data-connection expectations, per-address limits and logs see the
-//! client rather than the balancer.
+//! client rather than the balancer. [`read_header`] serves control connections (bytes a
+//! client sent after the header are handed back); [`read_header_exact`] serves relay data
+//! ports, where what follows the header is a file or a TLS handshake left in the socket.
 
 use std::net::SocketAddr;
 use std::time::Duration;
