@@ -23,8 +23,9 @@
 //!   such connection off the proxy's own listeners, admin endpoint and data ports. Pure, and like [`proto`] it imports nothing from the crate.
 //! - [`proto`] is pure: commands, replies (incremental, multi-line) and the address
 //!   codecs of `227`/`228`/`229`/`PORT`/`EPRT`/`LPRT`. It never imports tokio.
-//! - [`proxy_protocol`] reads PROXY v1/v2 headers from trusted load balancers, so the
-//!   real client address drives checks, limits and logs.
+//! - [`proxy_protocol`] reads PROXY v1/v2 headers from trusted load balancers (on control
+//!   connections, and on relay data ports via [`data::peer`]), so the real client address
+//!   drives checks, limits and logs.
 //! - [`rewrite`] is pure too: the NAT policy (`never`/`always`/`auto`) over parsed
 //!   messages.
 //! - [`data`] owns relay-mode data connections; [`data::ports`] leases every data port from

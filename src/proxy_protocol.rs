@@ -1,6 +1,8 @@
 //! PROXY protocol v1/v2 from trusted load balancers: the real client address, so that
 //! bounce checks, data-connection expectations, per-address limits and logs see the
-//! client rather than the balancer.
+//! client rather than the balancer. [`read_header`] serves control connections (bytes a
+//! client sent after the header are handed back); [`read_header_exact`] serves relay data
+//! ports, where what follows the header is a file or a TLS handshake left in the socket.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +26,9 @@ pub enum HeaderError {
     Invalid(String),
     #[error("PROXY header larger than {MAX_HEADER} bytes")]
     TooBig,
+    /// A data port already reading as many headers as it allows.
+    #[error("too many connections reading their PROXY header at once")]
+    Crowded,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -67,6 +72,67 @@ pub async fn read_header(stream: &mut TcpStream, within: Duration) -> Result<Hea
     timeout(within, read)
         .await
         .map_err(|_| HeaderError::Timeout(within))?
+}
+
+/// The v2 signature; a v1 header starts with `PROXY` instead.
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\x00\r\nQUIT\n";
+/// A v1 line is at most 107 bytes, CRLF included (the specification's own bound).
+const V1_MAX: usize = 107;
+
+/// Reads one PROXY header (v1 or v2) from the start of `stream` and not one byte more:
+/// `Ok(None)` for a `LOCAL`/`UNKNOWN` header (the balancer's own connection). For data
+/// connections, whose first bytes after the header may be a file or a TLS handshake
+/// that the relay must pass on untouched. v1 is read a byte at a time up to its LF;
+/// v2's fixed 16 bytes say how long the rest is.
+pub async fn read_header_exact(
+    stream: &mut TcpStream,
+    within: Duration,
+) -> Result<Option<SocketAddr>, HeaderError> {
+    let read = async {
+        // Both forms are longer than this (v1 `PROXY UNKNOWN\r\n` is 15, v2 at least 16),
+        // so reading it exactly never waits for bytes that are not part of the header.
+        let mut buf = vec![0u8; 5];
+        read_exact(stream, &mut buf).await?;
+        if buf == b"PROXY" {
+            while buf.last() != Some(&b'\n') {
+                if buf.len() >= V1_MAX {
+                    return Err(HeaderError::Invalid("v1 line longer than 107 bytes".into()));
+                }
+                let mut byte = [0u8; 1];
+                read_exact(stream, &mut byte).await?;
+                buf.push(byte[0]);
+            }
+        } else if V2_SIGNATURE.starts_with(&buf) {
+            buf.resize(16, 0);
+            read_exact(stream, &mut buf[5..]).await?;
+            let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
+            if 16 + len > MAX_HEADER {
+                return Err(HeaderError::TooBig);
+            }
+            buf.resize(16 + len, 0);
+            read_exact(stream, &mut buf[16..]).await?;
+        } else {
+            return Err(HeaderError::Invalid("not a PROXY header".into()));
+        }
+        match ProxyHeader::parse(&buf, ParseConfig::default()) {
+            Ok((header, used)) if used == buf.len() => {
+                Ok(header.proxied_address().map(|a| a.source))
+            }
+            Ok(_) => Err(HeaderError::Invalid("trailing bytes in the header".into())),
+            Err(e) => Err(HeaderError::Invalid(e.to_string())),
+        }
+    };
+    timeout(within, read)
+        .await
+        .map_err(|_| HeaderError::Timeout(within))?
+}
+
+async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), HeaderError> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(HeaderError::Closed),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +182,64 @@ mod tests {
         assert!(after.is_empty());
         let local: &'static [u8] = b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00";
         assert_eq!(feed(local).await.unwrap().0.source, None);
+    }
+
+    /// [`read_header_exact`] on `bytes`: what it said, and every byte left after it.
+    async fn feed_exact(
+        bytes: &'static [u8],
+    ) -> Result<(Option<SocketAddr>, Vec<u8>), HeaderError> {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            for part in bytes.chunks(7) {
+                s.write_all(part).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let (mut s, _) = l.accept().await.unwrap();
+        let r = read_header_exact(&mut s, Duration::from_secs(2)).await;
+        drop(writer.await);
+        let source = r?;
+        let mut after = Vec::new();
+        s.read_to_end(&mut after).await?;
+        Ok((source, after))
+    }
+
+    #[tokio::test]
+    async fn exact_reads_leave_the_data_after_the_header() {
+        let (src, after) =
+            feed_exact(b"PROXY TCP4 203.0.113.9 192.0.2.1 40000 21\r\n\x16\x03\x01rest")
+                .await
+                .unwrap();
+        assert_eq!(src, Some("203.0.113.9:40000".parse().unwrap()));
+        assert_eq!(after, b"\x16\x03\x01rest");
+        let (src, after) = feed_exact(b"PROXY UNKNOWN\r\n").await.unwrap();
+        assert_eq!((src, after), (None, Vec::new()));
+        let mut v2 = b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+        v2.extend_from_slice(&[203, 0, 113, 9, 192, 0, 2, 1, 0x9c, 0x40, 0, 21]);
+        v2.extend_from_slice(b"PROXY file bytes");
+        let v2: &'static [u8] = Box::leak(v2.into_boxed_slice());
+        let (src, after) = feed_exact(v2).await.unwrap();
+        assert_eq!(src, Some("203.0.113.9:40000".parse().unwrap()));
+        assert_eq!(after, b"PROXY file bytes");
+        assert!(matches!(
+            feed_exact(b"RETR x\r\n").await,
+            Err(HeaderError::Invalid(_))
+        ));
+        assert!(matches!(
+            feed_exact(b"PROXY TCP4 1.2").await,
+            Err(HeaderError::Closed)
+        ));
+        let long: &'static [u8] = Box::leak(
+            format!("PROXY {}\r\n", "x".repeat(120))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        assert!(matches!(
+            feed_exact(long).await,
+            Err(HeaderError::Invalid(_))
+        ));
     }
 
     #[tokio::test]

@@ -5,12 +5,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::clients::{self, Mode};
 use common::control::{Control, connect_from};
+use common::haproxy::Haproxy;
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy};
 use common::{unique_loopback_ip, wait_for};
@@ -18,52 +18,21 @@ use common::{unique_loopback_ip, wait_for};
 /// The address HAProxy connects from: the one trusted load balancer.
 const BALANCER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 88);
 
-struct Haproxy {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(backends: &[SocketAddr]) -> Haproxy {
-        let dir = tempfile::tempdir().unwrap();
-        let ip = unique_loopback_ip();
-        let addr = SocketAddr::from((ip, common::free_port(ip.into())));
-        let mut cfg = format!(
-            "global\n  maxconn 200\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-             frontend ftp\n  bind {addr}\n  default_backend fxprelay\n\
-             backend fxprelay\n  balance roundrobin\n"
-        );
-        for (i, b) in backends.iter().enumerate() {
-            cfg.push_str(&format!(
-                "  server fx{i} {b} send-proxy-v2 source {BALANCER}\n"
-            ));
-        }
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy (scripts/install-test-peers.sh installs it)");
-        let h = Haproxy {
-            child,
-            addr,
-            _dir: dir,
-        };
-        wait_for("haproxy to listen", || TcpStream::connect(addr).is_ok());
-        h
+/// HAProxy balancing its control port over `backends`, connecting from [`BALANCER`]
+/// with a PROXY v2 header; returns it and its address.
+fn balancer(backends: &[SocketAddr]) -> (Haproxy, SocketAddr) {
+    let ip = unique_loopback_ip();
+    let addr = SocketAddr::from((ip, common::free_port(ip.into())));
+    let mut cfg = format!(
+        "frontend ftp\n  bind {addr}\n  default_backend fxprelay\n\
+         backend fxprelay\n  balance roundrobin\n"
+    );
+    for (i, b) in backends.iter().enumerate() {
+        cfg.push_str(&format!(
+            "  server fx{i} {b} send-proxy-v2 source {BALANCER}\n"
+        ));
     }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    (Haproxy::start(&cfg, addr), addr)
 }
 
 fn instance(server: &FtpServer) -> Proxy {
@@ -76,9 +45,9 @@ fn instance(server: &FtpServer) -> Proxy {
 fn two_instances_behind_haproxy_with_proxy_v2() {
     let server = FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()));
     let (a, b) = (instance(&server), instance(&server));
-    let haproxy = Haproxy::start(&[a.addr, b.addr]);
+    let (_haproxy, haproxy) = balancer(&[a.addr, b.addr]);
     let dir = tempfile::tempdir().unwrap();
-    let url = clients::ftp_url(server.user, server.pass, haproxy.addr, "big.bin");
+    let url = clients::ftp_url(server.user, server.pass, haproxy, "big.bin");
     // Active mode too: PORT names 127.0.0.1, which passes the bounce check only because
     // the proxy knows the real client address from the PROXY header.
     for (i, mode) in [

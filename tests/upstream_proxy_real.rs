@@ -6,71 +6,30 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 
 use common::control::connect_from;
+use common::haproxy::Haproxy;
 use common::peers::{FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy};
 use common::{unique_loopback_ip, wait_for};
 
-struct Haproxy {
-    child: Child,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    /// Accepts PROXY headers and forwards to `server`, logging each connection's client.
-    fn accept_proxy(server: SocketAddr) -> Haproxy {
-        let dir = tempfile::tempdir().unwrap();
-        let ip = unique_loopback_ip();
-        let addr = SocketAddr::from((ip, common::free_port(ip.into())));
-        let cfg = format!(
-            "global\n  maxconn 100\n  log stdout format raw local0 info\n\
-             defaults\n  mode tcp\n  log global\n  option tcplog\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-             frontend ftp\n  bind {addr} accept-proxy\n  default_backend ftp\n\
-             backend ftp\n  server s {server}\n"
-        );
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let log = dir.path().join("haproxy.log");
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy (scripts/install-test-peers.sh installs it)");
-        wait_for("haproxy to listen", || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
-        Haproxy {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// HAProxy accepting PROXY headers in front of `server`, logging each connection's
+/// client; returns it and its address.
+fn accept_proxy(server: SocketAddr) -> (Haproxy, SocketAddr) {
+    let ip = unique_loopback_ip();
+    let addr = SocketAddr::from((ip, common::free_port(ip.into())));
+    let cfg = format!(
+        "frontend ftp\n  bind {addr} accept-proxy\n  default_backend ftp\n\
+         backend ftp\n  server s {server}\n"
+    );
+    (Haproxy::start(&cfg, addr), addr)
 }
 
 fn server_logs_the_real_client(version: &str) {
     let server = FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()));
-    let haproxy = Haproxy::accept_proxy(server.addr);
+    let (haproxy, haproxy_addr) = accept_proxy(server.addr);
     let spec =
-        ListenerSpec::new(haproxy.addr).relay(&[&format!("upstream_proxy_protocol: {version}")]);
+        ListenerSpec::new(haproxy_addr).relay(&[&format!("upstream_proxy_protocol: {version}")]);
     let proxy = Proxy::start(unique_loopback_ip(), spec);
     let client_ip = unique_loopback_ip();
     let s = connect_from(client_ip, proxy.addr).unwrap();

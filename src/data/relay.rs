@@ -7,23 +7,36 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
 use super::copy::{self, CopyError};
+use super::peer::{self, Origin, Verdict};
 use super::ports::{LeasedListener, PortLease};
 use super::secure;
 pub use super::secure::Protection;
 use super::socket;
+use crate::config::ProxyProtocol;
 use crate::metrics;
+use crate::proxy_protocol::HeaderError;
+
+/// PROXY headers read at once on one leased port: the real client's connection and a
+/// few strays. Beyond that, new balancer connections are refused rather than held.
+const MAX_PENDING_HEADERS: usize = 8;
 
 /// How one side of a transfer gets its data connection.
 #[derive(Debug)]
 pub enum Leg {
     /// Wait on a leased port for one connection from `expect` (anyone else is port theft).
+    /// Connections from `balancers` must start with a PROXY header, whose address is
+    /// the one compared (see [`super::peer`]).
     Accept {
         listener: LeasedListener,
         expect: IpAddr,
+        balancers: Option<ProxyProtocol>,
     },
     /// Connect out to this address.
     Connect(SocketAddr),
@@ -144,8 +157,9 @@ async fn open(
         Leg::Accept {
             listener: leased,
             expect,
+            balancers,
         } => {
-            let s = accept_from(listener, &leased, expect, limits.accept).await?;
+            let s = accept_from(listener, &leased, expect, balancers.as_ref(), limits).await?;
             // Drop the listening socket at once: the port takes no second connection.
             let (_, lease) = leased.into_parts();
             (s, Some(lease))
@@ -157,29 +171,129 @@ async fn open(
 }
 
 /// Accepts the first connection from `expect`, refusing (and counting) any other peer.
+/// Headers from trusted balancers are read beside the accept, each within the connect
+/// timeout, so a slow one does not hold up the client's connection.
 async fn accept_from(
     listener: &str,
     leased: &LeasedListener,
     expect: IpAddr,
-    within: Duration,
+    balancers: Option<&ProxyProtocol>,
+    limits: Timeouts,
 ) -> Result<TcpStream, DataError> {
-    let deadline = Instant::now() + within;
+    let deadline = Instant::now() + limits.accept;
     let expect = expect.to_canonical();
+    let mut headers = FuturesUnordered::new();
     loop {
-        let accepted = timeout_at(deadline, leased.listener().accept())
-            .await
-            .map_err(|_| DataError::AcceptTimeout {
-                expect,
-                after: within,
-            })?;
-        match accepted {
-            Ok((s, peer)) if peer.ip().to_canonical() == expect => return Ok(s),
-            Ok((_, peer)) => {
-                metrics::rejected(listener, metrics::Rejection::PortTheft);
-                warn!(%peer, %expect, port = leased.port(), "refused a data connection from an unexpected address");
+        let (stream, origin) = tokio::select! {
+            accepted = leased.listener().accept() => match accepted {
+                Ok((mut s, peer)) if peer::needs_header(peer.ip(), balancers) => {
+                    if headers.len() >= MAX_PENDING_HEADERS {
+                        let origin = Origin::NoHeader {
+                            balancer: peer.ip(),
+                            error: HeaderError::Crowded,
+                        };
+                        (s, origin)
+                    } else {
+                        let within = limits.connect;
+                        headers.push(async move {
+                            let origin = peer::through_balancer(&mut s, peer.ip(), within).await;
+                            (s, origin)
+                        });
+                        continue;
+                    }
+                }
+                Ok((s, peer)) => (s, Origin::Direct(peer.ip())),
+                // A peer that reset before accept completed: keep waiting for the real one.
+                Err(e) => {
+                    debug!(error = %e, "data accept failed");
+                    continue;
+                }
+            },
+            Some(read) = headers.next(), if !headers.is_empty() => read,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(DataError::AcceptTimeout {
+                    expect,
+                    after: limits.accept,
+                });
             }
-            // A peer that reset before accept completed: keep waiting for the real one.
-            Err(e) => debug!(error = %e, "data accept failed"),
+        };
+        let port = leased.port();
+        match (peer::judge(&origin, expect), &origin) {
+            (Verdict::Accept, _) => return Ok(stream),
+            (Verdict::Refuse(reason), origin) => {
+                metrics::rejected(listener, reason);
+                match origin {
+                    Origin::NoHeader { balancer, error } => {
+                        warn!(%balancer, %error, %expect, port, "refused a load-balancer data connection without a valid PROXY header");
+                    }
+                    Origin::Proxied { balancer, client } => {
+                        warn!(peer = %client, %balancer, %expect, port, "refused a data connection from an unexpected address (named by the balancer's PROXY header)");
+                    }
+                    Origin::Direct(peer) | Origin::BalancerOwn(peer) => {
+                        warn!(%peer, %expect, port, "refused a data connection from an unexpected address");
+                    }
+                }
+            }
+            (Verdict::Ignore, _) => {
+                debug!(
+                    port,
+                    "closed a load balancer's own data connection (LOCAL header)"
+                )
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpSocket;
+
+    use super::*;
+    use crate::data::PortPool;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+    const BALANCER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+
+    async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::from((from, 0))).unwrap();
+        s.connect(to).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_balancer_connection_does_not_hold_up_the_client() {
+        let pool = PortPool::new(&"42000-42999".parse().unwrap());
+        let leased = pool.lease(Ipv4Addr::LOCALHOST.into()).unwrap();
+        let at = SocketAddr::from((Ipv4Addr::LOCALHOST, leased.port()));
+        let balancers = ProxyProtocol {
+            trusted: vec![IpAddr::from(BALANCER).into()],
+        };
+        // Headers may take an hour here: only reading them beside the accept lets the
+        // client's connection through while the first one stays silent.
+        let limits = Timeouts {
+            accept: Duration::from_secs(3600),
+            connect: Duration::from_secs(3600),
+            idle: Duration::from_secs(3600),
+        };
+        let _silent = connect_from(BALANCER, at).await;
+        let mut proxied = connect_from(BALANCER, at).await;
+        let header = format!("PROXY TCP4 {CLIENT} 127.0.0.1 40000 {}\r\n", at.port());
+        proxied.write_all(header.as_bytes()).await.unwrap();
+        proxied.write_all(b"first bytes of the file").await.unwrap();
+        let accepted = accept_from("t", &leased, CLIENT.into(), Some(&balancers), limits);
+        let mut s = tokio::time::timeout(Duration::from_secs(30), accepted)
+            .await
+            .expect("the proxied client's connection is taken at once")
+            .unwrap();
+        proxied.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            rest, b"first bytes of the file",
+            "nothing past the header is lost"
+        );
     }
 }

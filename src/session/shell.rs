@@ -560,18 +560,26 @@ impl Shell {
         protect: Protection,
     ) {
         let client = match client {
-            ClientLeg::Accept { expect } => self
-                .client_passive
-                .take()
-                .map(|listener| Leg::Accept { listener, expect }),
+            // Behind a balancer that forwards the data ports, the client's connection
+            // arrives from the balancer with a PROXY header naming the client.
+            ClientLeg::Accept { expect } => {
+                self.client_passive.take().map(|listener| Leg::Accept {
+                    listener,
+                    expect,
+                    balancers: self.ctx.cfg.proxy_protocol.clone(),
+                })
+            }
             ClientLeg::Connect(to) => Some(Leg::Connect(to)),
         };
         let upstream = match upstream {
             UpstreamLeg::Connected => self.upstream_data.take().map(Leg::Ready),
-            UpstreamLeg::Accept { expect } => self
-                .upstream_active
-                .take()
-                .map(|listener| Leg::Accept { listener, expect }),
+            UpstreamLeg::Accept { expect } => {
+                self.upstream_active.take().map(|listener| Leg::Accept {
+                    listener,
+                    expect,
+                    balancers: None,
+                })
+            }
         };
         let (tx, done) = oneshot::channel();
         let limits = Timeouts {

@@ -150,6 +150,11 @@ pub enum Mode<'a> {
     PassiveTrusting,
     /// `PORT` naming this address (`-P ADDR --disable-eprt`).
     Active(&'a str),
+    /// curl's defaults: `EPSV` first (`229` names only a port, on the control host), the
+    /// `227` address ignored.
+    Stock,
+    /// curl's defaults but `--disable-epsv`: `PASV`, its address ignored.
+    StockPasv,
 }
 
 impl Mode<'_> {
@@ -158,6 +163,8 @@ impl Mode<'_> {
             Mode::Passive => vec!["--ftp-pasv", "--ftp-skip-pasv-ip", "--disable-epsv"],
             Mode::PassiveTrusting => vec!["--ftp-pasv", "--no-ftp-skip-pasv-ip", "--disable-epsv"],
             Mode::Active(a) => vec!["-P", a, "--disable-eprt"],
+            Mode::Stock => vec![],
+            Mode::StockPasv => vec!["--disable-epsv"],
         };
         v.into_iter().map(OsString::from).collect()
     }
@@ -316,6 +323,25 @@ fn lftp_with(
     run(cmd, CLIENT_TIMEOUT)
 }
 
+/// An lftp script after logging in at `addr`, with lftp's own defaults for everything
+/// that decides where data connections go (passive, `ftp:fix-pasv-address` on, `EPSV`
+/// not preferred, TLS tried): only failing fast, retries and overwrites are set.
+pub fn lftp_stock(addr: SocketAddr, user: &str, pass: &str, script: &str) -> ClientResult {
+    let full = format!(
+        "set cmd:fail-exit yes; set cmd:interactive false; \
+         set net:max-retries 1; set net:persist-retries 0; set net:timeout {CONNECT_TIMEOUT_S}; \
+         set net:reconnect-interval-base 1; set xfer:clobber on; \
+         open -u {},{} -p {} {}; {script}",
+        lftp_quote(user),
+        lftp_quote(pass),
+        addr.port(),
+        addr.ip()
+    );
+    let mut cmd = Command::new("lftp");
+    cmd.arg("-c").arg(full);
+    run(cmd, CLIENT_TIMEOUT)
+}
+
 fn lftp_quote(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "-._@".contains(c))
@@ -354,6 +380,19 @@ pub fn ftplib_ops(
     ftplib_ops_with(addr, user, pass, passive, None, ops)
 }
 
+/// [`ftplib_ops`] with ftplib's own defaults: passive, and the `227` address ignored
+/// (`trust_server_pasv_ipv4_address = False`): data goes to the control host.
+pub fn ftplib_stock_ops(
+    addr: SocketAddr,
+    user: &str,
+    pass: &str,
+    ops: &[FtplibOp],
+) -> ClientResult {
+    let mut cmd = ftplib_command(addr, user, pass, true, None, ops);
+    cmd.arg("--stock");
+    run(cmd, CLIENT_TIMEOUT)
+}
+
 /// [`ftplib_ops`] over explicit FTPS: `ftplib.FTP_TLS` with a context trusting only the
 /// CA in `ca` (certificate and host name checked), `AUTH TLS` before login, then
 /// `prot_p()`. Data connections resume the control connection's TLS session (stock
@@ -377,6 +416,20 @@ fn ftplib_ops_with(
     tls_ca: Option<&Path>,
     ops: &[FtplibOp],
 ) -> ClientResult {
+    run(
+        ftplib_command(addr, user, pass, passive, tls_ca, ops),
+        CLIENT_TIMEOUT,
+    )
+}
+
+fn ftplib_command(
+    addr: SocketAddr,
+    user: &str,
+    pass: &str,
+    passive: bool,
+    tls_ca: Option<&Path>,
+    ops: &[FtplibOp],
+) -> Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ftplib_client.py");
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg(script)
@@ -404,7 +457,7 @@ fn ftplib_ops_with(
             }
         }
     }
-    run(cmd, CLIENT_TIMEOUT)
+    cmd
 }
 
 /// ftplib: download `remote_get` to `local_get`, then upload `local_put` as `remote_put`.

@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod control;
+pub mod haproxy;
 pub mod netns;
 pub mod peers;
 pub mod proxy;

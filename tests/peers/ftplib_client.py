@@ -8,6 +8,8 @@ the operations in the order given:
   --nlst                  NLST, one name a line to stdout
   --get REMOTE LOCAL      RETR into a local file
   --put LOCAL REMOTE      STOR from a local file
+With --stock: ftplib's own default instead (trust_server_pasv_ipv4_address = False: the
+227 address is ignored and data goes to the control host, as through a load balancer).
 With --tls-ca CA: explicit FTPS (FTP_TLS, AUTH TLS before login, then PROT P), trusting
 only that CA; data connections resume the control connection's TLS session.
 Exits non-zero with the error on stderr at the first failure.
@@ -46,6 +48,7 @@ def main():
     mode.add_argument("--passive", dest="passive", action="store_true", default=True)
     mode.add_argument("--active", dest="passive", action="store_false")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--stock", action="store_true", help="keep ftplib's default PASV address handling")
     p.add_argument("--tls-ca", help="explicit FTPS, trusting this CA certificate (PEM)")
     p.add_argument("--list", dest="list", nargs=0, action=Op)
     p.add_argument("--nlst", dest="nlst", nargs=0, action=Op)
@@ -60,7 +63,7 @@ def main():
             ftp = ReusingFTP_TLS(context=ctx, timeout=a.timeout, encoding="latin-1")
         else:
             ftp = ftplib.FTP(timeout=a.timeout, encoding="latin-1")
-        ftp.trust_server_pasv_ipv4_address = True
+        ftp.trust_server_pasv_ipv4_address = not a.stock
         ftp.connect(a.host, a.port)
         ftp.login(a.user, a.password)  # FTP_TLS: AUTH TLS first
         if a.tls_ca:
