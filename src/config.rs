@@ -1012,12 +1012,16 @@ struct EffectiveAdmin {
     bind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<&'static str>,
+    header_read_timeout: String,
+    request_timeout: String,
+    max_connections: usize,
 }
 
 #[derive(Serialize)]
 struct EffectiveFxp {
     allow: Vec<String>,
     concurrency: usize,
+    allow_clear_data: bool,
 }
 
 #[derive(Serialize)]
@@ -1033,6 +1037,9 @@ struct EffectiveLimits {
     idle_timeout: String,
     data_idle_timeout: String,
     reply_write_timeout: String,
+    max_pre_login_sessions: usize,
+    max_pre_login_sessions_per_ip: usize,
+    max_data_ports_per_ip: usize,
 }
 
 #[derive(Serialize)]
@@ -1060,10 +1067,14 @@ struct EffectiveListener {
     #[serde(skip_serializing_if = "Option::is_none")]
     public_address: Option<String>,
     upstream_data: &'static str,
+    upstream_connect: &'static str,
     allow_foreign_port: Vec<String>,
+    allow_passive_hosts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_protocol: Option<EffectiveProxyProtocol>,
     preserve_client_address: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<TlsSettings>,
     nat: EffectiveNat,
     private_ranges: Vec<String>,
 }
@@ -1137,10 +1148,14 @@ impl EffectiveConfig {
             admin: EffectiveAdmin {
                 bind: c.admin_bind.to_string(),
                 token: c.admin_token.as_ref().map(|_| "***"),
+                header_read_timeout: duration(c.admin_limits.header_read_timeout),
+                request_timeout: duration(c.admin_limits.request_timeout),
+                max_connections: c.admin_limits.max_connections,
             },
             fxp: EffectiveFxp {
                 allow: allow_strings(&c.fxp.allow),
                 concurrency: c.fxp.concurrency,
+                allow_clear_data: c.fxp.allow_clear_data,
             },
             limits: EffectiveLimits {
                 connect_timeout: duration(l.connect_timeout),
@@ -1154,6 +1169,9 @@ impl EffectiveConfig {
                 idle_timeout: duration(l.idle_timeout),
                 data_idle_timeout: duration(l.data_idle_timeout),
                 reply_write_timeout: duration(l.reply_write_timeout),
+                max_pre_login_sessions: l.max_pre_login_sessions,
+                max_pre_login_sessions_per_ip: l.max_pre_login_sessions_per_ip,
+                max_data_ports_per_ip: l.max_data_ports_per_ip,
             },
             data: EffectiveData {
                 ports: c.data.ports.to_string(),
@@ -1224,11 +1242,17 @@ impl EffectiveListener {
                 UpstreamData::Active => "active",
                 UpstreamData::Auto => "auto",
             },
+            upstream_connect: match l.upstream_connect {
+                UpstreamConnect::Immediately => "immediately",
+                UpstreamConnect::OnLogin => "on_login",
+            },
             allow_foreign_port: strings(&l.allow_foreign_port),
+            allow_passive_hosts: strings(&l.allow_passive_hosts),
             proxy_protocol: l.proxy_protocol.as_ref().map(|p| EffectiveProxyProtocol {
                 trusted: strings(&p.trusted),
             }),
             preserve_client_address: l.preserve_client_address,
+            tls: l.tls.as_ref().map(|t| t.settings.clone()),
             nat: EffectiveNat {
                 passive: nat_mode(l.nat.passive),
                 active: nat_mode(l.nat.active),
@@ -1563,6 +1587,99 @@ listeners:
         assert_eq!(again.effective_yaml(), yaml);
         let c = Config::parse("admin:\n  token: s3cret\nlisteners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n").unwrap();
         assert!(!c.effective_yaml().contains("s3cret"));
+    }
+
+    /// `fxprelay config` prints every setting: a file that sets each key away from its
+    /// default loads back from the printout to the same configuration.
+    #[test]
+    fn effective_config_keeps_every_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+        let (cert, key) = (dir.path().join("p.crt"), dir.path().join("p.key"));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        let tls = format!(
+            "    tls:\n      client: {{mode: required, cert: {}, key: {}}}\n      upstream: {{mode: explicit, verify: false, server_name: s.example, data: private}}",
+            cert.display(),
+            key.display()
+        );
+        let text = [
+            "admin:",
+            "  bind: 127.0.0.1:9999",
+            "  token: t",
+            "  header_read_timeout: 3s",
+            "  request_timeout: 7s",
+            "  max_connections: 9",
+            "fxp: {allow: [10.0.0.0/8, ftp.example.org], concurrency: 3, allow_clear_data: true}",
+            "limits:",
+            "  connect_timeout: 3s",
+            "  shutdown_grace: 4s",
+            "  max_sessions: 11",
+            "  max_line_length: 1000",
+            "  max_reply_bytes: 5000",
+            "  data_accept_timeout: 6s",
+            "  max_sessions_per_ip: 5",
+            "  login_timeout: 8s",
+            "  idle_timeout: 9s",
+            "  data_idle_timeout: 10s",
+            "  reply_write_timeout: 11s",
+            "  max_pre_login_sessions: 12",
+            "  max_pre_login_sessions_per_ip: 4",
+            "  max_data_ports_per_ip: 13",
+            "data: {ports: 40000-40099, bind: 127.0.0.2}",
+            "listeners:",
+            "  - name: r",
+            "    bind: 127.0.0.1:2121",
+            "    upstream: [h1:21, {address: h2:21, weight: 2, backup: true}]",
+            "    balance: user",
+            "    health_check: {interval: 2s, timeout: 1s, rise: 3, fall: 4}",
+            "    upstream_proxy_protocol: v2",
+            "    public_address: ftp.example.net",
+            "    upstream_data: active",
+            "    allow_foreign_port: [192.0.2.0/24]",
+            "    allow_passive_hosts: [198.51.100.0/24]",
+            "    proxy_protocol: {trusted: [127.0.0.9/32]}",
+            "    nat: {passive: always, active: never, client_address: 203.0.113.5}",
+            "    private_ranges: [10.0.0.0/8]",
+            &tls,
+            "  - name: o",
+            "    bind: 127.0.0.1:2122",
+            "    upstream: h3:21",
+            "    upstream_connect: on_login",
+            "    data: passthrough",
+            "  - name: f",
+            "    bind: 127.0.0.1:2123",
+            "    mode: forward",
+            "    allow: [127.0.0.0/8]",
+            "",
+        ]
+        .join("\n");
+        let first = Config::parse(&text).unwrap();
+        let printed = first.effective_yaml();
+        // The token is shown as *** and loads back as that: compare everything else.
+        let again = Config::parse(&printed.replace("\"***\"", "t"))
+            .unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        let view = |c: &Config| {
+            format!(
+                "{:?}",
+                (
+                    c.admin_bind,
+                    &c.admin_token,
+                    c.admin_limits,
+                    &c.fxp,
+                    &c.limits,
+                    &c.data,
+                    &c.listeners,
+                    &c.upstreams
+                )
+            )
+        };
+        let (a, b) = (view(&first), view(&again));
+        assert_eq!(a, b, "printed:\n{printed}");
+        assert!(
+            printed.contains("allow_passive_hosts") && printed.contains("tls:"),
+            "{printed}"
+        );
     }
 
     #[test]

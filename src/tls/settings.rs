@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `tls:` of one listener: the two legs are independent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// The leg toward FTP clients.
@@ -17,7 +17,7 @@ pub struct TlsSettings {
 }
 
 /// `tls.client`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientTls {
     #[serde(default)]
@@ -31,7 +31,7 @@ pub struct ClientTls {
 }
 
 /// How clients reach the proxy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientTlsMode {
     /// Plain FTP only; `AUTH TLS` is refused.
@@ -46,7 +46,7 @@ pub enum ClientTlsMode {
 }
 
 /// `tls.upstream`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     #[serde(default)]
@@ -82,7 +82,7 @@ fn yes() -> bool {
 }
 
 /// How the proxy reaches the server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamTlsMode {
     /// Plain FTP.
@@ -98,7 +98,7 @@ pub enum UpstreamTlsMode {
 }
 
 /// `tls.upstream.data`: `PROT` toward the server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataProtection {
     /// What the client chose with its own `PROT`; `P` for a client in clear (it cannot
