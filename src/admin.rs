@@ -548,14 +548,10 @@ async fn list_transfers(
     Json(json!({"transfers": transfers, "next_cursor": next})).into_response()
 }
 
-/// The `{id}` of `/api/v1/transfers/{id}`.
-fn transfer_id(id: Result<Path<u64>, PathRejection>) -> Result<u64, Response> {
-    id.map(|Path(id)| id).map_err(|e| {
-        error(
-            ErrorCode::InvalidId,
-            format!("transfer id: {}", e.body_text()),
-        )
-    })
+/// The `{id}` of `/api/v1/transfers/{id}`, or why it is not one.
+fn transfer_id(id: Result<Path<u64>, PathRejection>) -> Result<u64, String> {
+    id.map(|Path(id)| id)
+        .map_err(|e| format!("transfer id: {}", e.body_text()))
 }
 
 async fn get_transfer(
@@ -564,7 +560,7 @@ async fn get_transfer(
 ) -> Response {
     let id = match transfer_id(id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(why) => return error(ErrorCode::InvalidId, why),
     };
     match state.jobs.get(id) {
         Some(v) => Json(v).into_response(),
@@ -578,7 +574,7 @@ async fn cancel_transfer(
 ) -> Response {
     let id = match transfer_id(id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(why) => return error(ErrorCode::InvalidId, why),
     };
     match state.jobs.cancel(id) {
         Some(v) => Json(v).into_response(),
