@@ -323,19 +323,15 @@ impl Shell {
                 }
             }
             Wake::Fxp(news) => {
-                self.fxp = None;
+                let copy = self.fxp.take().is_some_and(|f| f.copy);
+                let m = &mut self.machine;
                 match news {
-                    Some(FxpNews::Finished(r)) => self.machine.on_fxp_finished(r, now),
-                    Some(FxpNews::TreeFinished(r)) => self.machine.on_fxp_tree_finished(r, now),
-                    Some(FxpNews::Checked(r)) => self.machine.on_fxp_destination_checked(r, now),
-                    _ => {
-                        let stopped = Err(FxpError::Other("the copy task stopped".into()));
-                        self.machine.on_fxp_destination_checked(
-                            Err(FxpError::Other("the check stopped".into())),
-                            now,
-                        );
-                        self.machine.on_fxp_finished(stopped, now);
-                    }
+                    Some(FxpNews::Finished(r)) => m.on_fxp_finished(r, now),
+                    Some(FxpNews::TreeFinished(r)) => m.on_fxp_tree_finished(r, now),
+                    Some(FxpNews::Checked(r)) => m.on_fxp_destination_checked(r, now),
+                    // The task ended without a word (it panicked).
+                    _ if copy => m.on_fxp_finished(Err(stopped("copy")), now),
+                    _ => m.on_fxp_destination_checked(Err(stopped("login check")), now),
                 }
             }
         }
@@ -884,6 +880,10 @@ async fn transfer_done(
         Some(t) => (&mut t.done).await,
         None => std::future::pending().await,
     }
+}
+
+fn stopped(what: &str) -> FxpError {
+    FxpError::Other(format!("the {what} task stopped"))
 }
 
 async fn fxp_news(f: &mut Option<FxpTask>) -> Option<FxpNews> {
