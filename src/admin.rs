@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,6 +29,10 @@ use tracing::{debug, warn};
 use crate::config::AdminLimits;
 use crate::config::{DataMode, ListenerConfig, Mode};
 use crate::fxp::jobs::{self, Jobs, SubmitError};
+
+/// The OpenAPI 3.1 description of `/api/v1/...`, served at `/api/v1/openapi.json`; a test
+/// checks the real responses against its schemas.
+pub const OPENAPI: &str = include_str!("openapi.json");
 use crate::session::registry::Sessions;
 
 /// Largest API request body: two URLs of at most [`jobs::MAX_URL`] and the options.
@@ -130,7 +135,11 @@ pub async fn serve(
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        // Open like /metrics: it describes the API, it reveals nothing of this proxy.
+        .route("/api/v1/openapi.json", get(openapi))
         .merge(api)
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
@@ -198,7 +207,7 @@ async fn bounded(State(limit): State<Duration>, req: Request, next: Next) -> Res
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => error(
-            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
             format!(
                 "the request did not complete within admin.request_timeout ({})",
                 humantime::format_duration(limit)
@@ -311,13 +320,15 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     if matches {
         next.run(req).await
     } else {
-        let body = Json(json!({"error": "missing or wrong bearer token (admin.token)"}));
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            body,
-        )
-            .into_response()
+        let mut response = error(
+            ErrorCode::Unauthorized,
+            "missing or wrong bearer token (admin.token)",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        response
     }
 }
 
@@ -359,31 +370,153 @@ pub fn probe_health(addr: std::net::SocketAddr, timeout: Duration) -> std::io::R
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+/// The `code` of every API error (`{"code": ..., "error": ..., "field": ...}`): stable
+/// names a program can match on; `error` is the text for a person and may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body is not the JSON asked for (syntax, a missing or unknown field).
+    InvalidJson,
+    /// 400: a value is refused; `field` names it (`source`, `options.retries`, ...).
+    InvalidField,
+    /// 400: the query string is not understood (`limit`, `cursor`).
+    InvalidQuery,
+    /// 400: a transfer id that is not a number.
+    InvalidId,
+    /// 401: `admin.token` is set and the request's bearer token is missing or wrong.
+    Unauthorized,
+    /// 403: a server outside `fxp.allow`, or the proxy itself.
+    NotAllowed,
+    /// 403: an option this proxy's configuration does not permit.
+    OptionNotPermitted,
+    /// 404: no such transfer (or it finished long ago and was forgotten).
+    TransferNotFound,
+    /// 404: no such endpoint.
+    NoSuchEndpoint,
+    /// 405: the endpoint does not take this method.
+    MethodNotAllowed,
+    /// 408: the request took longer than `admin.request_timeout`.
+    RequestTimeout,
+    /// 413: the body is larger than the API takes.
+    BodyTooLarge,
+    /// 415: a `Content-Type` other than `application/json`.
+    UnsupportedMediaType,
+    /// 429: too many transfers queued or running.
+    TooManyTransfers,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        use ErrorCode as C;
+        match self {
+            C::InvalidJson | C::InvalidField | C::InvalidQuery | C::InvalidId => {
+                StatusCode::BAD_REQUEST
+            }
+            C::Unauthorized => StatusCode::UNAUTHORIZED,
+            C::NotAllowed | C::OptionNotPermitted => StatusCode::FORBIDDEN,
+            C::TransferNotFound | C::NoSuchEndpoint => StatusCode::NOT_FOUND,
+            C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            C::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    error_body(code, message.into(), None)
+}
+
+fn error_body(code: ErrorCode, message: String, field: Option<&str>) -> Response {
+    let mut body = json!({"code": code, "error": message});
+    if let Some(f) = field {
+        body["field"] = json!(f);
+    }
+    (code.status(), Json(body)).into_response()
+}
+
+async fn no_such_endpoint(req: Request) -> Response {
+    error(
+        ErrorCode::NoSuchEndpoint,
+        format!(
+            "no endpoint {} (see /api/v1/openapi.json)",
+            req.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    error(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not take {}", req.uri().path(), req.method()),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// A body is JSON when it says so (`application/json`, `...+json`) or says nothing:
+/// `curl -d` without `-H` would say `application/x-www-form-urlencoded`.
+fn says_json(headers: &HeaderMap) -> Result<(), String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let mime = text.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json")
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "Content-Type {text:?} is not JSON: send application/json (curl --json '{{...}}', \
+         or -H 'Content-Type: application/json'), or no Content-Type at all"
+    ))
 }
 
 async fn submit_transfer(
     State(state): State<AdminState>,
-    body: Result<Json<jobs::Request>, JsonRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Json(req) = match body {
+    if let Err(why) = says_json(&headers) {
+        return error(ErrorCode::UnsupportedMediaType, why);
+    }
+    let body = match body {
         Ok(b) => b,
-        // A body over API_BODY_LIMIT is a 413; anything else that is not the JSON asked
-        // for, a 400.
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::BodyTooLarge,
                 format!("the request body is larger than {API_BODY_LIMIT} bytes"),
             );
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return error(ErrorCode::InvalidJson, e.body_text()),
+    };
+    let req: jobs::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(ErrorCode::InvalidJson, format!("the body: {e}")),
     };
     match state.jobs.submit(req) {
-        Ok(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
-        Err(e @ SubmitError::BadRequest { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ SubmitError::Forbidden(_)) => error(StatusCode::FORBIDDEN, e.to_string()),
-        Err(e @ SubmitError::TooMany(_)) => error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        Ok(view) => {
+            let location = format!("/api/v1/transfers/{}", view.id);
+            (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(view),
+            )
+                .into_response()
+        }
+        Err(SubmitError::BadRequest { field, message }) => error_body(
+            ErrorCode::InvalidField,
+            format!("{field}: {message}"),
+            Some(field),
+        ),
+        Err(e @ SubmitError::Forbidden(_)) => error(ErrorCode::NotAllowed, e.to_string()),
+        Err(e @ SubmitError::NotPermitted(_)) => {
+            error(ErrorCode::OptionNotPermitted, e.to_string())
+        }
+        Err(e @ SubmitError::TooMany(_)) => error(ErrorCode::TooManyTransfers, e.to_string()),
     }
 }
 
@@ -401,13 +534,13 @@ async fn list_transfers(
 ) -> Response {
     let Query(page) = match page {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return error(ErrorCode::InvalidQuery, e.body_text()),
     };
     let limit = page.limit.unwrap_or(jobs::PAGE_DEFAULT);
     if !(1..=jobs::PAGE_MAX).contains(&limit) {
         let max = jobs::PAGE_MAX;
         return error(
-            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidQuery,
             format!("limit: from 1 to {max}, not {limit}"),
         );
     }
@@ -415,16 +548,36 @@ async fn list_transfers(
     Json(json!({"transfers": transfers, "next_cursor": next})).into_response()
 }
 
-async fn get_transfer(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+/// The `{id}` of `/api/v1/transfers/{id}`, or why it is not one.
+fn transfer_id(id: Result<Path<u64>, PathRejection>) -> Result<u64, String> {
+    id.map(|Path(id)| id)
+        .map_err(|e| format!("transfer id: {}", e.body_text()))
+}
+
+async fn get_transfer(
+    State(state): State<AdminState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Response {
+    let id = match transfer_id(id) {
+        Ok(id) => id,
+        Err(why) => return error(ErrorCode::InvalidId, why),
+    };
     match state.jobs.get(id) {
         Some(v) => Json(v).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no transfer {id}")),
+        None => error(ErrorCode::TransferNotFound, format!("no transfer {id}")),
     }
 }
 
-async fn cancel_transfer(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+async fn cancel_transfer(
+    State(state): State<AdminState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Response {
+    let id = match transfer_id(id) {
+        Ok(id) => id,
+        Err(why) => return error(ErrorCode::InvalidId, why),
+    };
     match state.jobs.cancel(id) {
         Some(v) => Json(v).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no transfer {id}")),
+        None => error(ErrorCode::TransferNotFound, format!("no transfer {id}")),
     }
 }

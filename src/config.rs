@@ -145,7 +145,8 @@ pub struct FxpConfig {
     #[serde(default = "default_fxp_concurrency", deserialize_with = "de_positive")]
     pub concurrency: usize,
     /// Between two TLS servers that offer neither `SSCN` nor `CPSV`, FXP with `PROT C`
-    /// (the file crosses the network between them unencrypted); off: the proxy relays.
+    /// (the file crosses the network between them unencrypted) may be asked for by an
+    /// API job (`options.allow_clear_data`); off: such a job is refused, the proxy relays.
     #[serde(default)]
     pub allow_clear_data: bool,
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -114,14 +115,136 @@ fn site_fxp_put_get_status_help_and_failures() {
     // The servers moved the bytes; the proxy's data relay carried none.
     assert_eq!(proxy.metric("fxprelay_data_bytes_total", &[]), 0.0);
 
-    // A destination outside fxp.allow is refused when the copy connects.
+    // `SITE FXP TO` is checked at once: outside fxp.allow (530, and no destination is
+    // left chosen for the PUT), a wrong password (530, B's words), nothing listening at
+    // an allowed address (451: temporary).
     let outside = format!(
         "SITE FXP TO ftp://x:y@{}:{}/",
         unique_loopback_ip(),
         b.addr.port()
     );
-    let r = ftplib_site(&proxy, &[&outside, "SITE FXP PUT big.bin z.bin+"]);
-    assert!(r.stdout.contains("not in fxp.allow"), "{r}");
+    let wrong = format!("SITE FXP TO ftp://{}:wrong@{}/", peers::USER, b.addr);
+    let closed = std::net::SocketAddr::new(b.addr.ip(), common::free_port(b.addr.ip()));
+    let down = format!(
+        "SITE FXP TO ftp://{}:{}@{closed}/",
+        peers::USER,
+        peers::PASS
+    );
+    let r = ftplib_site(
+        &proxy,
+        &[&outside, "SITE FXP PUT big.bin z.bin+", &wrong, &down],
+    );
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines.len() == 4
+            && lines[0].starts_with("ERR 530 Not an FXP destination")
+            && lines[0].contains("not in fxp.allow"),
+        "{r}"
+    );
+    assert!(
+        lines[1].starts_with("ERR 503 Choose the other server first"),
+        "{r}"
+    );
+    assert!(
+        lines[2].starts_with("ERR 530 FXP destination") && lines[2].contains("PASS refused: 530"),
+        "{r}"
+    );
+    assert!(
+        lines[3].starts_with("ERR 451 FXP destination") && lines[3].contains("cannot connect"),
+        "{r}"
+    );
+    assert!(!b.file("z.bin").exists());
+}
+
+/// Outside `fxp.allow`: `530` at once, before any connection to that address (a
+/// listener there sees none).
+#[test]
+fn site_fxp_to_outside_the_allow_list_answers_530_without_connecting() {
+    let a = fxp_server(ServerKind::Vsftpd);
+    let outside_ip = unique_loopback_ip();
+    let outside = std::net::TcpListener::bind((outside_ip, 0)).unwrap();
+    outside.set_nonblocking(true).unwrap();
+    let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(a.addr));
+    let mut c = Control::login(proxy.addr);
+    let to = format!(
+        "SITE FXP TO ftp://u:p@{}/in/",
+        outside.local_addr().unwrap()
+    );
+    let r = c.cmd_expect(&to, 530);
+    assert!(
+        r.starts_with("530 Not an FXP destination:") && r.contains("not in fxp.allow"),
+        "{r}"
+    );
+    assert!(
+        matches!(outside.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the proxy connected to a destination it refused"
+    );
+    c.cmd_expect("SITE FXP PUT big.bin", 503);
+    c.cmd_expect("QUIT", 221);
+}
+
+/// `SITE FXP PUT -r` and `GET -r` copy directory trees, every file intact, with the same
+/// tree copy as `fxprelay fxp -r`.
+#[test]
+fn site_fxp_put_and_get_r_copy_trees() {
+    let a = fxp_server(ServerKind::Vsftpd);
+    let b = fxp_server(ServerKind::Pyftpdlib);
+    let files: [(&str, Vec<u8>); 3] = [
+        (
+            "tree/top.bin",
+            (0..300_000u32).map(|i| (i % 251) as u8).collect(),
+        ),
+        ("tree/sub/a.txt", b"a\n".to_vec()),
+        ("tree/sub/deeper/with space.bin", vec![7u8; 70_000]),
+    ];
+    let owner = std::fs::metadata(&a.root).unwrap();
+    for dir in ["tree", "tree/sub", "tree/sub/deeper"] {
+        std::fs::create_dir(a.file(dir)).unwrap();
+        std::os::unix::fs::chown(a.file(dir), Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    for (rel, data) in &files {
+        std::fs::write(a.file(rel), data).unwrap();
+        std::os::unix::fs::chown(a.file(rel), Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(a.addr),
+        &format!("fxp:\n  allow: [\"{}/32\"]\n", b.addr.ip()),
+    );
+    let to_b = format!(
+        "SITE FXP TO ftp://{}:{}@{}/",
+        peers::USER,
+        peers::PASS,
+        b.addr
+    );
+    let r = ftplib_site(
+        &proxy,
+        &[
+            &to_b,
+            "SITE FXP PUT -r tree copied+",
+            "SITE FXP GET -r copied back+",
+        ],
+    );
+    assert!(r.ok(), "{r}\n{}", proxy.log());
+    assert!(
+        r.stdout
+            .contains("226 FXP tree copied 3 files in 2 directories"),
+        "{r}"
+    );
+    for (rel, data) in &files {
+        let rel = rel.strip_prefix("tree/").unwrap();
+        assert_eq!(
+            &std::fs::read(b.file(format!("copied/{rel}"))).unwrap(),
+            data,
+            "A to B: {rel}"
+        );
+        assert_eq!(
+            &std::fs::read(a.file(format!("back/{rel}"))).unwrap(),
+            data,
+            "B to A: {rel}"
+        );
+    }
+    assert_eq!(proxy.metric("fxprelay_data_bytes_total", &[]), 0.0);
 }
 
 /// Before login `SITE FXP` is refused by the proxy itself: never forwarded to the server,
@@ -135,7 +258,8 @@ fn site_fxp_before_login_is_refused_and_its_password_kept_secret() {
     c.cmd_expect("SITE FXP TO ftp://bob:Sekr1tPw@127.0.0.1/", 530);
     c.cmd_expect(&format!("USER {}", peers::USER), 331);
     c.cmd_expect(&format!("PASS {}", peers::PASS), 230);
-    c.cmd_expect("SITE FXP TO ftp://bob:Sekr1tPw@127.0.0.1/", 200);
+    // Outside fxp.allow (none is set): refused at once, the password still unlogged.
+    c.cmd_expect("SITE FXP TO ftp://bob:Sekr1tPw@127.0.0.1/", 530);
     c.cmd_expect("QUIT", 221);
     let logs = format!("{}\n{}", proxy.log(), a.log());
     assert!(!logs.contains("Sekr1tPw"), "{logs}");
@@ -417,6 +541,11 @@ fn abor_during_site_fxp_put_cancels_the_copy() {
     );
     copy.c.cmd_expect("PWD", 257);
     copy.c.cmd_expect("QUIT", 221);
+    let cancelled = copy.proxy.metric(
+        "fxprelay_fxp_transfers_total",
+        &[("result", "cancelled"), ("method", "fxp")],
+    );
+    assert_eq!(cancelled, 1.0, "the cancelled copy is counted");
 }
 
 /// SIGTERM during a copy: the session gets `421` when the drain deadline ends (plus a

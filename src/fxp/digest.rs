@@ -398,7 +398,17 @@ impl serde::Serialize for Check {
 }
 
 /// How a copy is checked (`--verify`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Verify {
     /// SIZE, then a hash both servers compute (HASH, XSHA512, XSHA256, XSHA1, XMD5, XCRC
@@ -415,7 +425,17 @@ pub enum Verify {
 }
 
 /// What happens to a copy whose hash differs from the source's (`--on-mismatch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OnMismatch {
     /// Rename it to NAME.fxprelay-mismatch (RNFR/RNTO) for inspection.

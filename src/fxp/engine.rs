@@ -43,7 +43,7 @@ pub use super::digest::{Check, OnMismatch, Verify};
 pub use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, Settings, State};
 use super::plan::{Fail, Outcome, Plan, Policy, Step};
-pub use super::report::{Event, Method, Progress, Protection, Report};
+pub use super::report::{Event, FileProgress, Method, Progress, Protection, Report};
 use super::url::FtpUrl;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
@@ -66,6 +66,9 @@ pub struct Options {
     /// How often the destination's `SIZE` is polled during an FXP copy.
     pub poll_interval: Duration,
     pub progress: Option<Progress>,
+    /// Per-file progress of a list or tree copy (`tree::copy_list` calls it); a single
+    /// [`transfer`] ignores it.
+    pub files: Option<Arc<dyn FileProgress>>,
     /// Which servers may be reached: `None` (the CLI) allows all; the API and SITE
     /// commands pass `fxp.allow`. Checked per connection with the URL's host as written
     /// and each resolved address, so a host-name entry admits that name's own connection
@@ -105,6 +108,7 @@ impl Default for Options {
             concurrency: 2,
             poll_interval: Duration::from_millis(250),
             progress: None,
+            files: None,
             allow: None,
             tls: TlsPolicy::default(),
             allow_clear_data: false,
@@ -145,6 +149,24 @@ impl Options {
             self.own.as_ref(),
         )
         .await
+    }
+
+    /// These options for file `index` of a list: its events reach [`Options::files`]
+    /// with the index, besides [`Options::progress`].
+    pub fn for_file(&self, index: usize) -> Options {
+        let Some(files) = self.files.clone() else {
+            return self.clone();
+        };
+        let outer = self.progress.clone();
+        Options {
+            progress: Some(Arc::new(move |e: &Event| {
+                files.event(index, e);
+                if let Some(p) = &outer {
+                    p(e);
+                }
+            })),
+            ..self.clone()
+        }
     }
 
     pub(super) fn emit(&self, e: Event) {

@@ -1,20 +1,27 @@
 //! FXP transfers ordered over the admin HTTP API: a registry of jobs, each one a task
 //! running the engine, with the state the API reports. Passwords are kept only inside
 //! the task that needs them; everything the API shows is redacted.
+//!
+//! A job's progress comes from the engine's callbacks ([`engine::Options::progress`] for
+//! one file, [`engine::FileProgress`] for a tree's files): they update the job's [`Live`]
+//! record, behind a lock of its own, and a `GET` reads it. The JSON a job shows is
+//! [`JobView`]; `src/openapi.json` describes it (a test holds the two together).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, info, warn};
 
-use super::engine::{self, Options};
+use super::engine::{self, Check, Event, FileProgress, FxpError};
+pub use super::options::{MAX_RETRIES, TransferOptions};
 use super::tree;
 use super::url::FtpUrl;
+use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
 
 /// What a client posts to `POST /api/v1/transfers`.
@@ -23,39 +30,24 @@ use crate::net::{AllowList, OwnSockets};
 pub struct Request {
     pub source: String,
     pub destination: String,
+    /// Every `fxprelay fxp` flag, by its long name with `_` for `-`.
     #[serde(default)]
-    pub options: RequestOptions,
+    pub options: TransferOptions,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestOptions {
-    /// Reverse FXP first (`PASV` on the destination).
-    #[serde(default)]
-    pub reverse: bool,
-    /// Copy a directory tree.
-    #[serde(default)]
-    pub recursive: bool,
-    /// Further attempts after a failed one (default 2, at most [`MAX_RETRIES`]).
-    #[serde(default)]
-    pub retries: Option<u32>,
-    /// `auto` (default), `hash`, `size` or `none`: see the CLI's `--verify`.
-    #[serde(default)]
-    pub verify: engine::Verify,
-    /// `keep` (default: renamed to `NAME.fxprelay-mismatch`) or `delete`.
-    #[serde(default)]
-    pub on_mismatch: engine::OnMismatch,
-}
-
-/// Most retries a submission may ask for: each one logs in to both servers again.
-pub const MAX_RETRIES: u32 = 10;
 /// Longest URL a job may name. Paths and host names fit easily (Linux's PATH_MAX is 4096
 /// bytes); what a job holds stays small: about 4 KiB per URL, kept twice (as parsed and as
-/// shown), plus at most [`MAX_ERROR`] of error text, so the registry's
-/// [`MAX_ACTIVE`] + [`MAX_FINISHED`] jobs stay under about 40 MB in all.
+/// shown), plus at most [`MAX_ERROR`] of error text and [`MAX_FILE_RECORDS`] per-file
+/// results of at most [`MAX_FILE_TEXT`] each, so the registry's
+/// [`MAX_ACTIVE`] + [`MAX_FINISHED`] jobs stay bounded.
 pub const MAX_URL: usize = 4096;
 /// Longest error text a job keeps (servers' replies can be long).
 pub const MAX_ERROR: usize = 2048;
+/// Per-file results a finished tree keeps (failures first); a running tree holds one
+/// record per file it lists (at most the tree walk's bound).
+pub const MAX_FILE_RECORDS: usize = 200;
+/// Longest URL or error text a per-file result keeps.
+pub const MAX_FILE_TEXT: usize = 1024;
 /// `GET /api/v1/transfers` pages: the default and the largest `limit`.
 pub const PAGE_DEFAULT: usize = 100;
 pub const PAGE_MAX: usize = 1000;
@@ -66,6 +58,8 @@ pub const MAX_FINISHED: usize = 1000;
 /// a task, so a flood of submissions is refused rather than buffered without bound.
 pub const MAX_ACTIVE: usize = 1000;
 
+/// A job's (or one of its files') state. `queued` and `running` change; the other three
+/// are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -76,7 +70,13 @@ pub enum State {
     Cancelled,
 }
 
-/// A job as the API shows it.
+impl State {
+    fn is_active(self) -> bool {
+        matches!(self, State::Queued | State::Running)
+    }
+}
+
+/// A job as the API shows it (`GET /api/v1/transfers/{id}`; the list leaves out `files`).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
     pub id: u64,
@@ -84,45 +84,116 @@ pub struct JobView {
     pub source: String,
     pub destination: String,
     pub state: State,
-    /// `fxp`, `reverse_fxp` or `relay` once known (for a tree: the first file's).
-    pub method: Option<String>,
-    pub bytes: Option<u64>,
+    /// The options in effect (the request's, defaults filled in).
+    pub options: TransferOptions,
+    /// `fxp`, `reverse_fxp`, `relay`, ... once known: the method being tried or used;
+    /// for a tree, the one most of its files used.
+    pub method: Option<&'static str>,
+    /// Bytes at the destination so far: exact once a file is done, else as last polled
+    /// (`SIZE` every 250 ms during FXP) or counted (relay). For a cancelled job, what had
+    /// moved when it was stopped.
+    pub bytes_done: u64,
+    /// The source's size (a tree's: the sum, once every file's size is known).
+    pub bytes_total: Option<u64>,
     /// Bytes that crossed the proxy (0 for FXP).
-    pub relayed_bytes: Option<u64>,
-    /// Files copied (trees).
-    pub files: Option<usize>,
+    pub relayed_bytes: u64,
+    /// `bytes_done` over the time since the job started.
+    pub rate_bytes_per_second: Option<f64>,
+    /// While running, with `bytes_total` known and a rate: the time left at that rate.
+    pub eta_seconds: Option<f64>,
+    /// How the copies were checked: a file's check; for a tree the weakest any of its
+    /// copied files had (`none` < `size` < crc32 < md5 < sha-1 < sha-256 < sha-512).
+    pub verified: Option<Check>,
+    pub files_done: usize,
+    pub files_failed: usize,
+    /// 1 for a file; a tree's file count once it is listed.
+    pub files_total: Option<usize>,
+    /// A tree's files, in the order listed (a finished tree keeps at most
+    /// [`MAX_FILE_RECORDS`], failures first; `files_omitted` counts the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_omitted: Option<usize>,
+    /// RFC 3339 (UTC) times.
+    pub submitted_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Seconds from start to end (or to now, while running).
     pub seconds: Option<f64>,
-    /// What the copy was checked with: `sha-256` (or another hash), `size` or `none`.
-    pub verified: Option<engine::Check>,
     /// The servers' own words when something failed.
     pub error: Option<String>,
-    /// Unix time of submission.
-    pub submitted: u64,
+    /// The reply code behind `error`, when a server refused something.
+    pub reply_code: Option<u16>,
 }
 
-impl JobView {
-    /// A job just submitted: nothing known yet but what it copies.
-    fn queued(id: u64, source: String, destination: String) -> JobView {
-        JobView {
-            id,
-            source,
-            destination,
+/// One file of a tree job.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileView {
+    pub source: String,
+    pub destination: String,
+    pub state: State,
+    pub method: Option<&'static str>,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    /// How the copy was checked once done: `sha-256` (or another hash), `size`, `none`.
+    pub verified: Option<Check>,
+    pub error: Option<String>,
+    pub reply_code: Option<u16>,
+}
+
+impl FileView {
+    fn queued(source: String, destination: String) -> FileView {
+        FileView {
+            source: bounded(source, MAX_FILE_TEXT),
+            destination: bounded(destination, MAX_FILE_TEXT),
             state: State::Queued,
             method: None,
-            bytes: None,
-            relayed_bytes: None,
-            files: None,
-            seconds: None,
             verified: None,
+            bytes_done: 0,
+            bytes_total: None,
             error: None,
-            submitted: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            reply_code: None,
+        }
+    }
+
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::Started { size, .. } => {
+                self.state = State::Running;
+                self.bytes_total = *size;
+            }
+            Event::Trying { method, offset } => {
+                self.method = Some(method.as_str());
+                self.bytes_done = *offset;
+            }
+            Event::Bytes { done, total } => {
+                self.bytes_done = *done;
+                self.bytes_total = total.or(self.bytes_total);
+            }
+            Event::MethodFailed { .. } | Event::Retrying { .. } => {}
+        }
+    }
+
+    fn finished(&mut self, result: &Result<engine::Report, FxpError>, relayed: &mut u64) {
+        match result {
+            Ok(r) => {
+                self.state = State::Done;
+                self.method = Some(r.method.as_str());
+                self.bytes_done = r.bytes;
+                self.bytes_total = self.bytes_total.or(Some(r.bytes));
+                self.verified = Some(r.verified);
+                *relayed += r.relayed_bytes;
+            }
+            Err(e) => {
+                self.state = State::Failed;
+                self.error = Some(bounded(e.to_string(), MAX_FILE_TEXT));
+                self.reply_code = e.code();
+            }
         }
     }
 }
 
-/// Why a submission was refused (the API's `400`/`403`/`429`).
+/// Why a submission was refused: what the API answers (`code` is the stable name).
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     #[error("{field}: {message}")]
@@ -130,18 +201,264 @@ pub enum SubmitError {
         field: &'static str,
         message: String,
     },
+    /// A server outside `fxp.allow`, or the proxy itself.
     #[error("{0}")]
     Forbidden(String),
+    /// An option the configuration does not permit (`allow_clear_data`).
+    #[error("{0}")]
+    NotPermitted(String),
     /// [`MAX_ACTIVE`] jobs are queued or running already.
     #[error("{0}")]
     TooMany(String),
 }
 
+/// What a running job has heard from the engine; behind its own lock, so progress never
+/// waits for the registry's.
+#[derive(Debug, Default)]
+struct Live {
+    /// One record for a file; a tree's files once listed.
+    files: Vec<FileView>,
+    relayed: u64,
+    /// Set once the job has ended: what arrives afterwards is not applied.
+    frozen: bool,
+    /// The counts as they were when the job ended, taken before a tree's records were
+    /// cut to [`MAX_FILE_RECORDS`].
+    totals: Option<Totals>,
+}
+
+/// A job's counts, summed over its files.
+#[derive(Debug, Clone)]
+struct Totals {
+    bytes_done: u64,
+    bytes_total: Option<u64>,
+    files_done: usize,
+    files_failed: usize,
+    files_total: Option<usize>,
+    method: Option<&'static str>,
+    verified: Option<Check>,
+    omitted: usize,
+}
+
+impl Live {
+    /// `listed`: the file list is known (always, for one file).
+    fn totals(&self, listed: bool) -> Totals {
+        if let Some(t) = &self.totals {
+            return t.clone();
+        }
+        let count = |s: State| self.files.iter().filter(|f| f.state == s).count();
+        Totals {
+            bytes_done: self.files.iter().map(|f| f.bytes_done).sum(),
+            bytes_total: if listed {
+                self.files.iter().map(|f| f.bytes_total).sum()
+            } else {
+                None
+            },
+            files_done: count(State::Done),
+            files_failed: count(State::Failed),
+            files_total: listed.then_some(self.files.len()),
+            method: main_method(&self.files),
+            verified: self.files.iter().filter_map(|f| f.verified).min(),
+            omitted: 0,
+        }
+    }
+
+    /// The job has ended: the counts are fixed and a tree's records cut down.
+    fn seal(&mut self, listed: bool) {
+        if self.totals.is_some() {
+            return;
+        }
+        let mut totals = self.totals(listed);
+        let (kept, omitted) = kept_records(&self.files);
+        totals.omitted = omitted;
+        self.files = kept;
+        self.totals = Some(totals);
+        self.frozen = true;
+    }
+}
+
+impl Live {
+    fn file(&mut self, index: usize) -> Option<&mut FileView> {
+        if self.frozen {
+            return None;
+        }
+        self.files.get_mut(index)
+    }
+}
+
+/// Shared handle on a job's [`Live`] record, the engine's callbacks' target.
+#[derive(Clone, Default)]
+struct Watch(Arc<Mutex<Live>>);
+
+impl Watch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The progress callback of a one-file job (file 0).
+    fn progress(&self) -> engine::Progress {
+        let me = self.clone();
+        Arc::new(move |e: &Event| {
+            if let Some(f) = me.lock().file(0) {
+                f.event(e);
+            }
+        })
+    }
+}
+
+impl FileProgress for Watch {
+    fn listed(&self, files: &[(FtpUrl, FtpUrl)]) {
+        let mut live = self.lock();
+        if !live.frozen {
+            live.files = files
+                .iter()
+                .map(|(s, d)| FileView::queued(s.to_string(), d.to_string()))
+                .collect();
+        }
+    }
+
+    fn event(&self, index: usize, event: &Event) {
+        if let Some(f) = self.lock().file(index) {
+            f.event(event);
+        }
+    }
+
+    fn finished(&self, index: usize, result: &Result<engine::Report, FxpError>) {
+        let mut live = self.lock();
+        let mut relayed = live.relayed;
+        if let Some(f) = live.file(index) {
+            f.finished(result, &mut relayed);
+        }
+        live.relayed = relayed;
+    }
+}
+
 struct Job {
-    view: JobView,
+    id: u64,
+    source: String,
+    destination: String,
+    options: TransferOptions,
+    state: State,
+    submitted: SystemTime,
+    /// Wall-clock time for the view, monotonic time for durations.
+    started: Option<(SystemTime, Instant)>,
+    finished: Option<(SystemTime, Instant)>,
+    error: Option<String>,
+    reply_code: Option<u16>,
+    watch: Watch,
     /// Installed under the registry lock in the same step as the job itself, so a
     /// cancel can always reach the task.
     abort: Option<AbortHandle>,
+}
+
+impl Job {
+    fn new(id: u64, source: String, destination: String, options: TransferOptions) -> Job {
+        let watch = Watch::default();
+        if !options.recursive {
+            watch.lock().files = vec![FileView::queued(source.clone(), destination.clone())];
+        }
+        Job {
+            id,
+            source,
+            destination,
+            options,
+            state: State::Queued,
+            submitted: SystemTime::now(),
+            started: None,
+            finished: None,
+            error: None,
+            reply_code: None,
+            watch,
+            abort: None,
+        }
+    }
+
+    fn fail(&mut self, e: &FxpError) {
+        self.state = State::Failed;
+        self.error = Some(bounded(e.to_string(), MAX_ERROR));
+        self.reply_code = e.code();
+    }
+
+    /// The file list is known: always for one file, once walked for a tree.
+    fn listed(&self, live: &Live) -> bool {
+        !self.options.recursive || !live.files.is_empty() || live.totals.is_some()
+    }
+
+    /// The job as the API shows it now; `files` for the single view of a tree.
+    fn view(&self, files: bool) -> JobView {
+        let live = self.watch.lock();
+        let t = live.totals(self.listed(&live));
+        let seconds = self.started.map(|(_, at)| match self.finished {
+            Some((_, end)) => end.duration_since(at).as_secs_f64(),
+            None => at.elapsed().as_secs_f64(),
+        });
+        let rate = seconds
+            .filter(|&s| s > 0.0)
+            .map(|s| t.bytes_done as f64 / s);
+        let eta = match (self.state, t.bytes_total, rate) {
+            (State::Running, Some(total), Some(r)) if r > 0.0 => {
+                Some(total.saturating_sub(t.bytes_done) as f64 / r)
+            }
+            _ => None,
+        };
+        let tree = files && self.options.recursive;
+        JobView {
+            id: self.id,
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            state: self.state,
+            options: self.options.clone(),
+            method: t.method,
+            bytes_done: t.bytes_done,
+            bytes_total: t.bytes_total,
+            relayed_bytes: live.relayed,
+            rate_bytes_per_second: rate,
+            eta_seconds: eta,
+            verified: t.verified,
+            files_done: t.files_done,
+            files_failed: t.files_failed,
+            files_total: t.files_total,
+            files: tree.then(|| live.files.clone()),
+            files_omitted: tree.then_some(t.omitted),
+            submitted_at: rfc3339(self.submitted),
+            started_at: self.started.map(|(t, _)| rfc3339(t)),
+            finished_at: self.finished.map(|(t, _)| rfc3339(t)),
+            seconds,
+            error: self.error.clone(),
+            reply_code: self.reply_code,
+        }
+    }
+}
+
+/// What a finished tree keeps of its records: failures first, then the others in order,
+/// at most [`MAX_FILE_RECORDS`]; and how many were left out.
+fn kept_records(files: &[FileView]) -> (Vec<FileView>, usize) {
+    let failed = files.iter().filter(|f| f.state == State::Failed);
+    let others = files.iter().filter(|f| f.state != State::Failed);
+    let kept: Vec<FileView> = failed
+        .chain(others)
+        .take(MAX_FILE_RECORDS)
+        .cloned()
+        .collect();
+    let omitted = files.len() - kept.len();
+    (kept, omitted)
+}
+
+/// The method most files used (or are trying), the first listed of equals.
+fn main_method(files: &[FileView]) -> Option<&'static str> {
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for m in files.iter().filter_map(|f| f.method) {
+        match counts.iter_mut().find(|(n, _)| *n == m) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((m, 1)),
+        }
+    }
+    let best = counts.iter().map(|(_, c)| *c).max()?;
+    counts.iter().find(|(_, c)| *c == best).map(|(m, _)| *m)
+}
+
+/// RFC 3339, UTC, to the millisecond: `2026-12-02T01:37:38.123Z`.
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Everything behind the registry's one lock.
@@ -154,15 +471,19 @@ struct Registry {
 
 impl Registry {
     fn active(&self) -> usize {
-        self.jobs
-            .values()
-            .filter(|j| matches!(j.view.state, State::Queued | State::Running))
-            .count()
+        self.jobs.values().filter(|j| j.state.is_active()).count()
     }
 
     /// Records that `id` has reached a final state and forgets the oldest finished jobs
-    /// beyond [`MAX_FINISHED`].
+    /// beyond [`MAX_FINISHED`]; a finished tree's records shrink to what it keeps.
     fn finished(&mut self, id: u64) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.finished = Some((SystemTime::now(), Instant::now()));
+            job.abort = None;
+            let mut live = job.watch.lock();
+            let listed = job.listed(&live);
+            live.seal(listed);
+        }
         self.finished.push_back(id);
         while self.finished.len() > MAX_FINISHED {
             if let Some(old) = self.finished.pop_front() {
@@ -209,8 +530,9 @@ impl Jobs {
         }
     }
 
-    /// `fxp.allow_clear_data` for jobs submitted from now on: FXP with `PROT C` between
-    /// TLS servers that cannot encrypt between themselves.
+    /// `fxp.allow_clear_data` for jobs submitted from now on: whether a job may ask for
+    /// FXP with `PROT C` between TLS servers that cannot encrypt between themselves
+    /// (`options.allow_clear_data`).
     pub fn set_allow_clear_data(&self, allowed: bool) {
         self.clear_data
             .store(allowed, std::sync::atomic::Ordering::Relaxed);
@@ -291,24 +613,18 @@ impl Jobs {
         for url in [&src, &dst] {
             self.check_literal(url)?;
         }
-        let retries = req.options.retries.unwrap_or(2);
-        if retries > MAX_RETRIES {
-            return Err(SubmitError::BadRequest {
-                field: "options.retries",
-                message: format!("at most {MAX_RETRIES}, not {retries}"),
-            });
+        let options = req.options;
+        options.check().map_err(|e| SubmitError::BadRequest {
+            field: e.field,
+            message: e.message,
+        })?;
+        if options.allow_clear_data && !self.clear_data.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(SubmitError::NotPermitted(
+                "options.allow_clear_data: this proxy does not permit FXP with clear data \
+                 (fxp.allow_clear_data is false)"
+                    .into(),
+            ));
         }
-        let opts = Options {
-            reverse: req.options.reverse,
-            retries,
-            allow: Some(self.allow()),
-            allow_clear_data: self.clear_data.load(std::sync::atomic::Ordering::Relaxed),
-            own: self.own(),
-            verify: req.options.verify,
-            on_mismatch: req.options.on_mismatch,
-            ..Options::default()
-        };
-        let recursive = req.options.recursive;
         let me = self.clone();
         let mut reg = self.lock();
         if reg.active() >= MAX_ACTIVE {
@@ -319,7 +635,17 @@ impl Jobs {
         }
         let id = reg.next;
         reg.next += 1;
-        let view = JobView::queued(id, src.to_string(), dst.to_string());
+        let job = Job::new(id, src.to_string(), dst.to_string(), options.clone());
+        let mut opts = engine::Options {
+            allow: Some(self.allow()),
+            own: self.own(),
+            ..options.engine()
+        };
+        if options.recursive {
+            opts.files = Some(Arc::new(job.watch.clone()));
+        } else {
+            opts.progress = Some(job.watch.progress());
+        }
         let span = tracing::info_span!("fxp_job", id);
         // Spawned with the registry locked: the task's first step (`start`) waits for
         // the lock, so the job and its abort handle are in place before it can run and
@@ -333,7 +659,7 @@ impl Jobs {
                     return;
                 }
                 info!(source = %src, destination = %dst, "transfer started");
-                if recursive {
+                if options.recursive {
                     let outcome = tree::copy_tree(&src, &dst, &opts).await;
                     me.finish_tree(id, outcome);
                 } else {
@@ -343,11 +669,12 @@ impl Jobs {
             }
             .instrument(span),
         );
+        let view = job.view(true);
         reg.jobs.insert(
             id,
             Job {
-                view: view.clone(),
                 abort: Some(task.abort_handle()),
+                ..job
             },
         );
         Ok(view)
@@ -374,8 +701,9 @@ impl Jobs {
     fn start(&self, id: u64) -> bool {
         let mut reg = self.lock();
         match reg.jobs.get_mut(&id) {
-            Some(job) if job.view.state == State::Queued => {
-                job.view.state = State::Running;
+            Some(job) if job.state == State::Queued => {
+                job.state = State::Running;
+                job.started = Some((SystemTime::now(), Instant::now()));
                 true
             }
             _ => false,
@@ -383,69 +711,67 @@ impl Jobs {
     }
 
     /// Applies a running job's outcome; a job cancelled meanwhile stays cancelled.
-    fn settle(&self, id: u64, f: impl FnOnce(&mut JobView)) {
+    fn settle(&self, id: u64, f: impl FnOnce(&mut Job)) {
         let mut reg = self.lock();
         let Some(job) = reg.jobs.get_mut(&id) else {
             return;
         };
-        if job.view.state != State::Running {
+        if job.state != State::Running {
             return;
         }
-        f(&mut job.view);
-        job.abort = None;
+        f(job);
         reg.finished(id);
     }
 
-    fn finish(&self, id: u64, outcome: Result<engine::Report, engine::FxpError>) {
-        self.settle(id, |v| match outcome {
-            Ok(r) => {
-                v.state = State::Done;
-                v.method = Some(r.method.as_str().to_string());
-                v.bytes = Some(r.bytes);
-                v.relayed_bytes = Some(r.relayed_bytes);
-                v.seconds = Some(r.duration.as_secs_f64());
-                v.verified = Some(r.verified);
-                info!(method = r.method.as_str(), bytes = r.bytes, verified = %r.verified, "transfer done");
+    fn finish(&self, id: u64, outcome: Result<engine::Report, FxpError>) {
+        self.settle(id, |job| {
+            let mut live = job.watch.lock();
+            let mut relayed = live.relayed;
+            if let Some(f) = live.file(0) {
+                f.finished(&outcome, &mut relayed);
             }
-            Err(e) => {
-                v.state = State::Failed;
-                v.error = Some(bounded_error(e.to_string()));
-                warn!(error = %e, "transfer failed");
+            live.relayed = relayed;
+            drop(live);
+            match outcome {
+                Ok(r) => {
+                    job.state = State::Done;
+                    info!(method = r.method.as_str(), bytes = r.bytes, "transfer done");
+                }
+                Err(e) => {
+                    warn!(error = %e, "transfer failed");
+                    job.fail(&e);
+                }
             }
         });
     }
 
-    fn finish_tree(&self, id: u64, outcome: Result<tree::TreeReport, engine::FxpError>) {
-        self.settle(id, |v| match outcome {
+    fn finish_tree(&self, id: u64, outcome: Result<tree::TreeReport, FxpError>) {
+        self.settle(id, |job| match outcome {
             Ok(r) if r.failed.is_empty() => {
-                v.state = State::Done;
-                v.files = Some(r.files);
-                v.bytes = Some(r.bytes);
-                v.relayed_bytes = Some(r.relayed_bytes);
-                v.method = r.methods.keys().next().map(|m| m.to_string());
-                v.seconds = Some(r.duration.as_secs_f64());
+                job.state = State::Done;
+                info!(files = r.files, bytes = r.bytes, "tree copied");
             }
             Ok(r) => {
-                v.state = State::Failed;
-                v.files = Some(r.files);
-                v.error = Some(bounded_error(r.summary()));
+                warn!(failed = r.failed.len(), "tree copied with failures");
+                job.state = State::Failed;
+                job.error = Some(bounded(r.summary(), MAX_ERROR));
             }
             Err(e) => {
-                v.state = State::Failed;
-                v.error = Some(bounded_error(e.to_string()));
+                warn!(error = %e, "tree copy failed");
+                job.fail(&e);
             }
         });
     }
 
-    /// Up to `limit` jobs with ids above `after`, oldest first, and the cursor for the
-    /// next page (`None` on the last one).
+    /// Up to `limit` jobs with ids above `after`, oldest first (without trees' per-file
+    /// records), and the cursor for the next page (`None` on the last one).
     pub fn list(&self, after: u64, limit: usize) -> (Vec<JobView>, Option<u64>) {
         let reg = self.lock();
         let mut page: Vec<JobView> = reg
             .jobs
             .range(after.saturating_add(1)..)
             .take(limit.saturating_add(1))
-            .map(|(_, j)| j.view.clone())
+            .map(|(_, j)| j.view(false))
             .collect();
         let next = (page.len() > limit).then(|| {
             page.truncate(limit);
@@ -455,35 +781,55 @@ impl Jobs {
     }
 
     pub fn get(&self, id: u64) -> Option<JobView> {
-        self.lock().jobs.get(&id).map(|j| j.view.clone())
+        self.lock().jobs.get(&id).map(|j| j.view(true))
     }
 
     /// Stops a queued or running job (dropping the engine's future closes both control
-    /// connections); a finished one is left as it is.
+    /// connections) and counts it as `result="cancelled"`; its view keeps the bytes
+    /// that had moved. A finished job is left as it is.
     pub fn cancel(&self, id: u64) -> Option<JobView> {
         let mut reg = self.lock();
         let job = reg.jobs.get_mut(&id)?;
-        let view = if matches!(job.view.state, State::Queued | State::Running) {
+        if job.state.is_active() {
             // Even if the task is past its last await, `settle` will not overwrite this.
             if let Some(a) = job.abort.take() {
                 a.abort();
             }
-            job.view.state = State::Cancelled;
+            job.state = State::Cancelled;
+            count_cancelled(job);
             info!(id, "transfer cancelled");
-            let view = job.view.clone();
             reg.finished(id);
-            view
-        } else {
-            job.view.clone()
-        };
-        Some(view)
+        }
+        reg.jobs.get(&id).map(|j| j.view(true))
     }
 }
 
-/// `text` cut to [`MAX_ERROR`] bytes (on a character boundary), marked when cut.
-fn bounded_error(mut text: String) -> String {
-    if text.len() > MAX_ERROR {
-        let mut end = MAX_ERROR;
+/// `fxprelay_fxp_transfers_total{result="cancelled"}`: one per file that was under way
+/// (by the method it was on), or one with `method="none"` for a job that had not got
+/// that far.
+fn count_cancelled(job: &mut Job) {
+    let took = job
+        .started
+        .map_or(Default::default(), |(_, at)| at.elapsed());
+    let mut live = job.watch.lock();
+    let mut counted = false;
+    for f in live.files.iter_mut().filter(|f| f.state.is_active()) {
+        if f.state == State::Running || f.method.is_some() {
+            metrics::fxp_transfer("cancelled", f.method.unwrap_or("none"), 0, took);
+            counted = true;
+        }
+        f.state = State::Cancelled;
+    }
+    live.frozen = true;
+    if !counted {
+        metrics::fxp_transfer("cancelled", "none", 0, took);
+    }
+}
+
+/// `text` cut to `max` bytes (on a character boundary), marked when cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
         while !text.is_char_boundary(end) {
             end -= 1;
         }
@@ -498,6 +844,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::fxp::engine::Method;
 
     fn jobs(allow: &[&str]) -> Jobs {
         let allow: AllowList = allow.iter().map(|s| s.parse().unwrap()).collect();
@@ -508,7 +855,7 @@ mod tests {
         Request {
             source: source.into(),
             destination: destination.into(),
-            options: RequestOptions::default(),
+            options: TransferOptions::default(),
         }
     }
 
@@ -517,11 +864,17 @@ mod tests {
         let mut reg = jobs.lock();
         let id = reg.next;
         reg.next += 1;
-        let view = JobView {
-            state,
-            ..JobView::queued(id, "ftp://a/x".into(), "ftp://b/y".into())
-        };
-        reg.jobs.insert(id, Job { view, abort: None });
+        let mut job = Job::new(
+            id,
+            "ftp://a/x".into(),
+            "ftp://b/y".into(),
+            TransferOptions::default(),
+        );
+        job.state = state;
+        if state == State::Running {
+            job.started = Some((SystemTime::now(), Instant::now()));
+        }
+        reg.jobs.insert(id, job);
         id
     }
 
@@ -533,7 +886,7 @@ mod tests {
             resumed_from: 0,
             attempts: 1,
             duration: Duration::ZERO,
-            verified: engine::Check::Size,
+            verified: Check::Size,
         }
     }
 
@@ -585,7 +938,7 @@ mod tests {
     fn too_many_retries_are_a_bad_request() {
         let jobs = jobs(&["127.0.0.0/8"]);
         let mut req = request("ftp://127.0.0.2/x", "ftp://127.0.0.3/y");
-        req.options.retries = Some(MAX_RETRIES + 1);
+        req.options.retries = MAX_RETRIES + 1;
         let e = jobs.submit(req).unwrap_err();
         assert!(
             matches!(
@@ -616,7 +969,7 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().starts_with("destination: longer than"), "{e}");
         assert!(jobs.list(0, PAGE_MAX).0.is_empty());
-        let e = bounded_error("é".repeat(MAX_ERROR));
+        let e = bounded("é".repeat(MAX_ERROR), MAX_ERROR);
         assert!(
             e.len() <= MAX_ERROR + 6 && e.ends_with(" [...]"),
             "{}",
@@ -680,30 +1033,6 @@ mod tests {
         assert!(matches!(e, SubmitError::TooMany(_)), "{e}");
         assert!(e.to_string().contains("too many transfers"), "{e}");
         assert_eq!(jobs.list(0, PAGE_MAX).0.len(), MAX_ACTIVE);
-    }
-
-    #[test]
-    fn verification_options_and_result() {
-        let req: Request = serde_json::from_str(
-            r#"{"source": "ftp://a/x", "destination": "ftp://b/y",
-                "options": {"verify": "hash", "on_mismatch": "delete"}}"#,
-        )
-        .unwrap();
-        assert_eq!(req.options.verify, engine::Verify::Hash);
-        assert_eq!(req.options.on_mismatch, engine::OnMismatch::Delete);
-        let default: Request =
-            serde_json::from_str(r#"{"source": "ftp://a/x", "destination": "ftp://b/y"}"#).unwrap();
-        assert_eq!(default.options.verify, engine::Verify::Auto);
-        assert_eq!(default.options.on_mismatch, engine::OnMismatch::Keep);
-        let bad = serde_json::from_str::<Request>(
-            r#"{"source": "a", "destination": "b", "options": {"verify": "sha"}}"#,
-        );
-        assert!(bad.is_err());
-        let jobs = jobs(&[]);
-        let id = insert(&jobs, State::Running);
-        jobs.finish(id, Ok(report()));
-        let json = serde_json::to_string(&jobs.get(id).unwrap()).unwrap();
-        assert!(json.contains(r#""verified":"size""#), "{json}");
     }
 
     #[test]
@@ -771,6 +1100,131 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(state(&jobs, view.id), State::Cancelled);
         assert!(jobs.get(view.id).unwrap().error.is_none());
+    }
+
+    /// A job placed in the registry as running, with a task-less watch.
+    fn running(jobs: &Jobs, recursive: bool) -> (u64, Watch) {
+        let id = insert(jobs, State::Running);
+        let mut reg = jobs.lock();
+        let job = reg.jobs.get_mut(&id).unwrap();
+        job.options.recursive = recursive;
+        if recursive {
+            job.watch.lock().files.clear();
+        }
+        (id, job.watch.clone())
+    }
+
+    #[test]
+    fn a_running_file_shows_its_progress_and_a_cancel_keeps_what_moved() {
+        let jobs = jobs(&[]);
+        let (id, watch) = running(&jobs, false);
+        let progress = watch.progress();
+        progress(&Event::Started {
+            src: "s".into(),
+            dst: "d".into(),
+            size: Some(1000),
+        });
+        progress(&Event::Trying {
+            method: Method::Fxp,
+            offset: 0,
+        });
+        let v = jobs.get(id).unwrap();
+        assert_eq!((v.bytes_done, v.bytes_total), (0, Some(1000)));
+        assert_eq!((v.files_total, v.method), (Some(1), Some("fxp")));
+        progress(&Event::Bytes {
+            done: 400,
+            total: Some(1000),
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        let v = jobs.get(id).unwrap();
+        assert_eq!(v.bytes_done, 400);
+        assert!(v.rate_bytes_per_second.is_some_and(|r| r > 0.0), "{v:?}");
+        assert!(v.eta_seconds.is_some_and(|e| e > 0.0), "{v:?}");
+        assert!(v.started_at.is_some() && v.finished_at.is_none(), "{v:?}");
+
+        let v = jobs.cancel(id).unwrap();
+        assert_eq!((v.state, v.bytes_done), (State::Cancelled, 400));
+        assert!(v.finished_at.is_some() && v.eta_seconds.is_none(), "{v:?}");
+        // What a stopped engine might still report is not applied.
+        progress(&Event::Bytes {
+            done: 900,
+            total: Some(1000),
+        });
+        assert_eq!(jobs.get(id).unwrap().bytes_done, 400);
+    }
+
+    #[test]
+    fn a_tree_counts_its_files_and_keeps_failures_first() {
+        let jobs = jobs(&[]);
+        let (id, watch) = running(&jobs, true);
+        let v = jobs.get(id).unwrap();
+        assert_eq!(
+            (v.files_total, v.bytes_total),
+            (None, None),
+            "not listed yet"
+        );
+        let list: Vec<(FtpUrl, FtpUrl)> = (0..MAX_FILE_RECORDS + 2)
+            .map(|i| {
+                let u = |h: &str| FtpUrl::parse(&format!("ftp://u:secret@{h}/f{i}")).unwrap();
+                (u("a"), u("b"))
+            })
+            .collect();
+        watch.listed(&list);
+        watch.event(
+            1,
+            &Event::Started {
+                src: String::new(),
+                dst: String::new(),
+                size: Some(10),
+            },
+        );
+        watch.event(
+            1,
+            &Event::Bytes {
+                done: 4,
+                total: Some(10),
+            },
+        );
+        watch.finished(0, &Ok(report()));
+        let last = list.len() - 1;
+        watch.finished(last, &Err(FxpError::Other("550 no".into())));
+        let v = jobs.get(id).unwrap();
+        assert_eq!(
+            (v.files_total, v.files_done, v.files_failed),
+            (Some(list.len()), 1, 1)
+        );
+        assert_eq!(v.bytes_done, 1 + 4);
+        let files = v.files.unwrap();
+        assert_eq!(files[1].state, State::Running);
+        assert!(!files[0].source.contains("secret"), "{:?}", files[0]);
+        assert!(
+            jobs.list(0, 10).0[0].files.is_none(),
+            "the list leaves files out"
+        );
+
+        jobs.finish_tree(id, Ok(tree::TreeReport::default()));
+        let v = jobs.get(id).unwrap();
+        assert_eq!(v.state, State::Done);
+        assert_eq!((v.files_done, v.files_failed, v.bytes_done), (1, 1, 5));
+        let files = v.files.unwrap();
+        assert_eq!(files.len(), MAX_FILE_RECORDS);
+        assert_eq!(v.files_omitted, Some(2));
+        assert_eq!(files[0].state, State::Failed, "failures first");
+        assert_eq!(files[0].error.as_deref(), Some("550 no"));
+    }
+
+    #[test]
+    fn times_are_rfc3339() {
+        let jobs = jobs(&[]);
+        let id = insert(&jobs, State::Queued);
+        let v = jobs.get(id).unwrap();
+        assert!(
+            humantime::parse_rfc3339(&v.submitted_at).is_ok(),
+            "{}",
+            v.submitted_at
+        );
+        assert!(v.submitted_at.ends_with('Z'), "{}", v.submitted_at);
+        assert!(v.started_at.is_none() && v.rate_bytes_per_second.is_none());
     }
 
     #[tokio::test]

@@ -20,7 +20,8 @@
 //!     transfer tells its caller; [`engine`] re-exports them.
 //! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue.
 //! - [`cli`] is `fxprelay fxp`: progress bar, summary line, exit code.
-//! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`).
+//! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`);
+//!   [`options`] is the options object it takes, the same struct as the CLI's flags.
 
 pub mod cli;
 pub mod client;
@@ -29,6 +30,7 @@ mod direct;
 pub mod engine;
 mod error;
 pub mod jobs;
+pub mod options;
 mod pair;
 mod plan;
 mod relay;

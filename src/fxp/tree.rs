@@ -139,19 +139,28 @@ pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport 
     // A named async fn, not a closure in a stream adapter: keeps the future `Send` for
     // callers that spawn it.
     async fn one<'a>(
+        index: usize,
         s: &'a FtpUrl,
         t: &FtpUrl,
         opts: &Options,
     ) -> (&'a FtpUrl, Result<engine::Report, FxpError>) {
-        (s, engine::transfer(s, t, opts).await)
+        let opts = opts.for_file(index);
+        let r = engine::transfer(s, t, &opts).await;
+        if let Some(f) = &opts.files {
+            f.finished(index, &r);
+        }
+        (s, r)
+    }
+    if let Some(f) = &opts.files {
+        f.listed(jobs);
     }
     let limit = opts.concurrency.max(1);
-    let mut queue = jobs.iter();
+    let mut queue = jobs.iter().enumerate();
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < limit {
             match queue.next() {
-                Some((s, t)) => running.push(one(s, t, opts)),
+                Some((i, (s, t))) => running.push(one(i, s, t, opts)),
                 None => break,
             }
         }

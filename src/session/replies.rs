@@ -129,9 +129,6 @@ pub enum Say {
         error: String,
     },
     FxpNoDestination,
-    FxpRefused {
-        why: String,
-    },
     FxpLoginFirst,
     FxpCopying {
         src: String,
@@ -140,18 +137,42 @@ pub enum Say {
     FxpDone {
         text: String,
     },
+    /// A `SITE FXP` failure, answered as `answer` says.
     FxpFailed {
-        permanent: bool,
+        answer: FxpAnswer,
         text: String,
     },
     FxpBusy,
     FxpAborted,
+    FxpCheckAborted,
     AbortOk,
 }
 
+/// How a `SITE FXP` failure is answered (`site::answer` decides which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FxpAnswer {
+    /// `530`: the destination is outside `fxp.allow` or is the proxy itself.
+    NotAllowed,
+    /// `530`: the destination refused the login.
+    LoginRefused,
+    /// `550`: a permanent refusal; the same command would fail the same way.
+    Permanent,
+    /// `451`: unreachable, no answer, a `4xx`: trying again later may work.
+    Temporary,
+}
+
+impl FxpAnswer {
+    pub fn code(self) -> u16 {
+        match self {
+            FxpAnswer::NotAllowed | FxpAnswer::LoginRefused => 530,
+            FxpAnswer::Permanent => 550,
+            FxpAnswer::Temporary => 451,
+        }
+    }
+}
+
 /// The commands of `SITE FXP`, as `HELP` and the usage reply list them.
-pub const SITE_FXP_USAGE: &str =
-    "SITE FXP TO <ftp-url> | PUT <path> [<dest-path>] | GET <path> [<dest-path>] | STATUS";
+pub const SITE_FXP_USAGE: &str = "SITE FXP TO <ftp-url> | PUT [-r] <path> [<dest-path>] | GET [-r] <path> [<dest-path>] | STATUS";
 
 impl Say {
     pub fn code(&self) -> u16 {
@@ -194,10 +215,10 @@ impl Say {
             | S::NoDataSetup
             | S::UpstreamDataFailed { .. } => 425,
             S::PassiveBeforeLogin => 530,
-            S::TransferAborted | S::TransferFailed { .. } | S::FxpAborted => 426,
-            S::FxpFailed {
-                permanent: false, ..
-            } => 451,
+            S::TransferAborted | S::TransferFailed { .. } | S::FxpAborted | S::FxpCheckAborted => {
+                426
+            }
+            S::FxpFailed { answer, .. } => answer.code(),
             S::LineTooLong { .. } | S::SyntaxError | S::ProxyUntrusted => 500,
             S::ControlByte => 501,
             S::BadActiveArgs { .. } | S::OnlyEpsv | S::FxpUsage | S::FxpNotAnUrl { .. } => 501,
@@ -209,10 +230,6 @@ impl Say {
             | S::LoginFirst
             | S::FxpLoginFirst => 530,
             S::AuthRefused => 534,
-            S::FxpFailed {
-                permanent: true, ..
-            }
-            | S::FxpRefused { .. } => 550,
         }
     }
 
@@ -344,12 +361,13 @@ impl Say {
                 "Service not available: TLS with the FTP server behind this proxy failed (its certificate may not be trusted).",
             ),
             S::FxpUsage => owned(format!("Usage: {SITE_FXP_USAGE}")),
-            S::FxpDestinationSet { url } => owned(format!("FXP destination set to {url}.")),
+            S::FxpDestinationSet { url } => {
+                owned(format!("FXP destination set to {url} (login checked)."))
+            }
             S::FxpNotAnUrl { error } => owned(format!("Not an FTP URL: {error}.")),
             S::FxpNoDestination => {
                 fixed("Choose the other server first: SITE FXP TO ftp://user:pass@host/dir/")
             }
-            S::FxpRefused { why } => owned(format!("Not an FXP destination: {why}.")),
             S::FxpLoginFirst => fixed("Log in first."),
             S::FxpCopying { src, dst } => owned(format!("Copying {src} to {dst}.")),
             S::FxpDone { text } | S::FxpFailed { text, .. } => owned(text.clone()),
@@ -357,6 +375,7 @@ impl Say {
                 "A SITE FXP copy is running: wait for its reply, or send STAT for its progress or ABOR to cancel it.",
             ),
             S::FxpAborted => fixed("FXP copy aborted."),
+            S::FxpCheckAborted => fixed("FXP destination check aborted; no destination chosen."),
             S::AbortOk => fixed("ABOR command successful."),
         }
     }
@@ -405,7 +424,7 @@ mod tests {
         assert_eq!(r.iter().filter(|&&b| b == b'\n').count(), 1);
         assert_eq!(
             Say::FxpFailed {
-                permanent: true,
+                answer: FxpAnswer::Permanent,
                 text: "x".into()
             }
             .code(),
@@ -413,7 +432,7 @@ mod tests {
         );
         assert_eq!(
             Say::FxpFailed {
-                permanent: false,
+                answer: FxpAnswer::Temporary,
                 text: "x".into()
             }
             .code(),

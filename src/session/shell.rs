@@ -70,8 +70,21 @@ enum Done {
 
 /// What a `SITE FXP` task reports.
 enum FxpNews {
-    Bytes { done: u64, total: Option<u64> },
+    Bytes {
+        done: u64,
+        total: Option<u64>,
+    },
+    /// A tree's files: copied, listed.
+    Files {
+        done: usize,
+        total: usize,
+    },
+    /// A method is being tried (for the metric of a cancelled copy).
+    Method(&'static str),
     Finished(FxpResult),
+    TreeFinished(Result<crate::fxp::tree::TreeReport, FxpError>),
+    /// The `SITE FXP TO` login check.
+    Checked(Result<(), FxpError>),
 }
 
 /// What woke the loop.
@@ -97,6 +110,11 @@ struct TransferTask {
 struct FxpTask {
     _task: AbortOnDropHandle<()>,
     news: mpsc::UnboundedReceiver<FxpNews>,
+    /// A copy (not a destination check): a cancel is counted.
+    copy: bool,
+    /// The method last tried, for that count.
+    method: &'static str,
+    started: Instant,
 }
 
 pub(super) struct Shell {
@@ -298,13 +316,23 @@ impl Shell {
                 self.machine.on_transfer_finished(result, now);
             }
             Wake::Fxp(Some(FxpNews::Bytes { done, total })) => m.on_fxp_progress(done, total),
+            Wake::Fxp(Some(FxpNews::Files { done, total })) => m.on_fxp_files(done, total),
+            Wake::Fxp(Some(FxpNews::Method(method))) => {
+                if let Some(f) = self.fxp.as_mut() {
+                    f.method = method;
+                }
+            }
             Wake::Fxp(news) => {
-                self.fxp = None;
-                let result = match news {
-                    Some(FxpNews::Finished(r)) => r,
-                    _ => Err(FxpError::Other("the copy task stopped".into())),
-                };
-                self.machine.on_fxp_finished(result, now);
+                let copy = self.fxp.take().is_some_and(|f| f.copy);
+                let m = &mut self.machine;
+                match news {
+                    Some(FxpNews::Finished(r)) => m.on_fxp_finished(r, now),
+                    Some(FxpNews::TreeFinished(r)) => m.on_fxp_tree_finished(r, now),
+                    Some(FxpNews::Checked(r)) => m.on_fxp_destination_checked(r, now),
+                    // The task ended without a word (it panicked).
+                    _ if copy => m.on_fxp_finished(Err(stopped("copy")), now),
+                    _ => m.on_fxp_destination_checked(Err(stopped("login check")), now),
+                }
             }
         }
         Ok(())
@@ -392,8 +420,20 @@ impl Shell {
             Action::UpgradeClient => self.upgrade_client(),
             Action::UpgradeUpstream { server_name } => self.upgrade_upstream(&server_name),
             Action::AbortTransfer => self.transfer = None,
-            Action::StartFxp { src, dst, allow } => self.start_fxp(src, dst, allow),
-            Action::CancelFxp => self.fxp = None,
+            Action::StartFxp {
+                src,
+                dst,
+                allow,
+                recursive,
+            } => self.start_fxp(src, dst, allow, recursive),
+            Action::CheckFxpDestination { url, allow } => self.check_fxp_destination(url, allow),
+            Action::CancelFxp => {
+                if let Some(f) = self.fxp.take()
+                    && f.copy
+                {
+                    metrics::fxp_transfer("cancelled", f.method, 0, f.started.elapsed());
+                }
+            }
             Action::Count(c) => count(&self.ctx.cfg.name, c),
             Action::Close => {
                 if let Some(w) = self.client_w.as_mut() {
@@ -608,43 +648,162 @@ impl Shell {
         });
     }
 
-    fn start_fxp(
-        &mut self,
-        src: crate::fxp::url::FtpUrl,
-        dst: crate::fxp::url::FtpUrl,
-        allow: Arc<crate::net::AllowList>,
-    ) {
-        let (tx, news) = mpsc::unbounded_channel();
-        let progress_tx = tx.clone();
-        // The copy trusts what the listener's upstream leg trusts.
+    /// The engine's options for a `SITE FXP` task: `allow`, the proxy's own sockets, and
+    /// the trust of the listener's upstream leg.
+    fn fxp_options(&self, allow: Arc<crate::net::AllowList>) -> Options {
         let trust = self.ctx.cfg.tls.as_ref().map(|t| &t.settings.upstream);
-        let opts = Options {
+        Options {
             allow: Some(allow),
             tls: match trust {
                 Some(u) => crate::fxp::client::TlsPolicy::new(u.verify, u.ca.clone()),
                 None => Options::default().tls,
             },
             own: Some(self.ctx.own.clone()),
-            progress: Some(Arc::new(move |e: &FxpEvent| {
-                if let FxpEvent::Bytes { done, total } = e {
-                    let _ = progress_tx.send(FxpNews::Bytes {
-                        done: *done,
-                        total: *total,
-                    });
-                }
-            })),
             ..Options::default()
-        };
+        }
+    }
+
+    fn start_fxp(
+        &mut self,
+        src: crate::fxp::url::FtpUrl,
+        dst: crate::fxp::url::FtpUrl,
+        allow: Arc<crate::net::AllowList>,
+        recursive: bool,
+    ) {
+        let (tx, news) = mpsc::unbounded_channel();
+        let progress_tx = tx.clone();
+        let mut opts = self.fxp_options(allow);
+        let progress: crate::fxp::Progress = Arc::new(move |e: &FxpEvent| {
+            let news = match e {
+                FxpEvent::Bytes { done, total } => FxpNews::Bytes {
+                    done: *done,
+                    total: *total,
+                },
+                FxpEvent::Trying { method, .. } => FxpNews::Method(method.as_str()),
+                _ => return,
+            };
+            let _ = progress_tx.send(news);
+        });
+        if recursive {
+            // A tree's files run side by side: their bytes are summed per file.
+            opts.files = Some(Arc::new(TreeNews {
+                tx: tx.clone(),
+                files: std::sync::Mutex::default(),
+            }));
+        } else {
+            opts.progress = Some(progress);
+        }
         let task = tokio::spawn(
             async move {
-                let result = engine::transfer(&src, &dst, &opts).await;
-                let _ = tx.send(FxpNews::Finished(result));
+                let news = if recursive {
+                    FxpNews::TreeFinished(crate::fxp::tree::copy_tree(&src, &dst, &opts).await)
+                } else {
+                    FxpNews::Finished(engine::transfer(&src, &dst, &opts).await)
+                };
+                let _ = tx.send(news);
             }
             .in_current_span(),
         );
         self.fxp = Some(FxpTask {
             _task: AbortOnDropHandle::new(task),
             news,
+            copy: true,
+            method: "none",
+            started: Instant::now(),
+        });
+    }
+
+    /// `SITE FXP TO`: logs in to the destination (every address checked against
+    /// `allow` and the proxy's own sockets, each step within the engine's timeout) and
+    /// out again.
+    fn check_fxp_destination(
+        &mut self,
+        url: crate::fxp::url::FtpUrl,
+        allow: Arc<crate::net::AllowList>,
+    ) {
+        let (tx, news) = mpsc::unbounded_channel();
+        let opts = self.fxp_options(allow);
+        let task = tokio::spawn(
+            async move {
+                let result = match opts.open(&url).await {
+                    Ok(c) => {
+                        c.quit().await;
+                        Ok(())
+                    }
+                    Err(error) => Err(FxpError::Server {
+                        side: crate::fxp::engine::Side::Destination,
+                        host: url.host_port(),
+                        error,
+                    }),
+                };
+                let _ = tx.send(FxpNews::Checked(result));
+            }
+            .in_current_span(),
+        );
+        self.fxp = Some(FxpTask {
+            _task: AbortOnDropHandle::new(task),
+            news,
+            copy: false,
+            method: "none",
+            started: Instant::now(),
+        });
+    }
+}
+
+/// A `SITE FXP -r` tree's progress, summed over its files for `STAT`.
+struct TreeNews {
+    tx: mpsc::UnboundedSender<FxpNews>,
+    /// Per file: bytes so far, size, done.
+    files: std::sync::Mutex<Vec<(u64, Option<u64>, bool)>>,
+}
+
+impl TreeNews {
+    fn update(&self, f: impl FnOnce(&mut Vec<(u64, Option<u64>, bool)>)) {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut files);
+        let done = files.iter().map(|f| f.0).sum();
+        let total = files.iter().map(|f| f.1).sum();
+        let copied = files.iter().filter(|f| f.2).count();
+        let _ = self.tx.send(FxpNews::Bytes { done, total });
+        let _ = self.tx.send(FxpNews::Files {
+            done: copied,
+            total: files.len(),
+        });
+    }
+}
+
+impl crate::fxp::engine::FileProgress for TreeNews {
+    fn listed(&self, list: &[(crate::fxp::url::FtpUrl, crate::fxp::url::FtpUrl)]) {
+        self.update(|files| *files = vec![(0, None, false); list.len()]);
+    }
+
+    fn event(&self, index: usize, event: &FxpEvent) {
+        let news = match event {
+            FxpEvent::Trying { method, .. } => FxpNews::Method(method.as_str()),
+            FxpEvent::Started { size, .. } => {
+                return self.update(|files| {
+                    if let Some(f) = files.get_mut(index) {
+                        f.1 = *size;
+                    }
+                });
+            }
+            FxpEvent::Bytes { done, total } => {
+                return self.update(|files| {
+                    if let Some(f) = files.get_mut(index) {
+                        (f.0, f.1) = (*done, total.or(f.1));
+                    }
+                });
+            }
+            _ => return,
+        };
+        let _ = self.tx.send(news);
+    }
+
+    fn finished(&self, index: usize, result: &FxpResult) {
+        self.update(|files| {
+            if let (Some(f), Ok(r)) = (files.get_mut(index), result) {
+                (f.0, f.1, f.2) = (r.bytes, f.1.or(Some(r.bytes)), true);
+            }
         });
     }
 }
@@ -729,6 +888,10 @@ async fn transfer_done(
         Some(t) => (&mut t.done).await,
         None => std::future::pending().await,
     }
+}
+
+fn stopped(what: &str) -> FxpError {
+    FxpError::Other(format!("the {what} task stopped"))
 }
 
 async fn fxp_news(f: &mut Option<FxpTask>) -> Option<FxpNews> {

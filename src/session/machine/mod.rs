@@ -101,13 +101,18 @@ pub enum Action {
     /// Stop the running transfer now (both data connections close).
     AbortTransfer,
     /// Run a `SITE FXP` copy as a task; report with [`Machine::on_fxp_progress`] and
-    /// [`Machine::on_fxp_finished`].
+    /// [`Machine::on_fxp_finished`] (a tree, `recursive`: [`Machine::on_fxp_files`] and
+    /// [`Machine::on_fxp_tree_finished`]).
     StartFxp {
         src: FtpUrl,
         dst: FtpUrl,
         allow: Arc<AllowList>,
+        recursive: bool,
     },
-    /// Stop the running `SITE FXP` copy.
+    /// Log in to a `SITE FXP TO` destination (within `allow`, within a timeout) and out
+    /// again; report with [`Machine::on_fxp_destination_checked`].
+    CheckFxpDestination { url: FtpUrl, allow: Arc<AllowList> },
+    /// Stop the running `SITE FXP` copy or destination check.
     CancelFxp,
     /// Record a metric.
     Count(Count),

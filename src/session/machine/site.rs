@@ -2,10 +2,17 @@
 //! orders a server-to-server copy to or from server B with a raw command, which any
 //! client can send:
 //!
-//! - `SITE FXP TO ftp://user:pass@B/dir/` chooses B (it must pass `fxp.allow`);
-//! - `SITE FXP PUT <path-on-A> [<path-on-B>]` copies A to B, `SITE FXP GET <path-on-B>
-//!   [<path-on-A>]` B to A (paths relative to the login directories);
+//! - `SITE FXP TO ftp://user:pass@B/dir/` chooses B: it must pass `fxp.allow` and not be
+//!   the proxy itself, and the proxy logs in to it at once (and out again), so a wrong
+//!   server, password or address is answered here and not at the first copy;
+//! - `SITE FXP PUT [-r] <path-on-A> [<path-on-B>]` copies A to B, `SITE FXP GET [-r]
+//!   <path-on-B> [<path-on-A>]` B to A (paths relative to the login directories); `-r`
+//!   copies a directory tree, through the same tree copy as `fxprelay fxp -r`;
 //! - `SITE FXP STATUS` shows the destination and the last result.
+//!
+//! Failures are answered by [`answer`], the one place that turns an error's kind into a
+//! reply code: a refusal by rule or by B's login `530`, other permanent refusals `550`,
+//! temporary failures (unreachable, timed out, `4xx`) `451`.
 //!
 //! The proxy logs in to A again with the credentials the client used (kept in memory for
 //! the session only, never logged), and runs the same engine as the CLI and the API, as a
@@ -18,12 +25,15 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::{Action, FxpResult, Machine, Say};
+use crate::fxp::client::FtpError;
+use crate::fxp::engine::FxpError;
+use crate::fxp::tree::TreeReport;
 use crate::fxp::url::{FtpUrl, Security};
 use crate::net::AllowList;
 use crate::proto::command::{Command, Verb, VerbClass};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
-use crate::session::replies::{SITE_FXP_USAGE, multi_line};
+use crate::session::replies::{FxpAnswer, SITE_FXP_USAGE, multi_line};
 
 /// Whether `SITE` arguments are the proxy's own `SITE FXP` (which carry passwords in URLs).
 pub fn is_site_fxp(args: &[u8]) -> bool {
@@ -40,13 +50,16 @@ pub(super) struct SiteState {
     pub user: Option<String>,
     pub pass: Option<String>,
     destination: Option<FtpUrl>,
+    /// A `SITE FXP TO` whose login is under way.
+    checking: Option<FtpUrl>,
     last: Option<String>,
     running: Option<Copy>,
 }
 
 impl SiteState {
+    /// A copy or a destination check is under way: the client waits for its reply.
     pub(super) fn copying(&self) -> bool {
-        self.running.is_some()
+        self.running.is_some() || self.checking.is_some()
     }
 }
 
@@ -57,6 +70,45 @@ struct Copy {
     dst: String,
     done: u64,
     total: Option<u64>,
+    /// A tree's files copied and listed (`None` for one file, or before the listing).
+    files: Option<(usize, usize)>,
+}
+
+/// What a `SITE FXP` failure is about: where it is answered differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The check of a `SITE FXP TO` destination.
+    Destination,
+    /// A copy.
+    Copy,
+}
+
+/// The one place that turns a `SITE FXP` failure into a reply code (see [`FxpAnswer`]):
+/// refused by rule (outside `fxp.allow`, the proxy itself) or by B's login: `530`, only
+/// while choosing the destination (during a copy a `530` would read as the client's own
+/// session ending); other permanent refusals (a `5xx` from a server, an untrusted
+/// certificate): `550`; anything a retry may mend (unreachable, no answer, a `4xx`):
+/// `451`.
+pub fn answer(stage: Stage, e: &FxpError) -> FxpAnswer {
+    let server = match e {
+        FxpError::Server { error, .. } => Some(error),
+        _ => None,
+    };
+    let by_rule = matches!(
+        server,
+        Some(FtpError::Denied { .. } | FtpError::SelfTarget(_))
+    );
+    let login = matches!(
+        server,
+        Some(FtpError::Refused { cmd, code, .. })
+            if *code / 100 == 5 && (cmd.starts_with("USER") || cmd.starts_with("PASS"))
+    );
+    match stage {
+        Stage::Destination if by_rule => FxpAnswer::NotAllowed,
+        Stage::Destination if login => FxpAnswer::LoginRefused,
+        _ if e.is_permanent() || by_rule => FxpAnswer::Permanent,
+        _ => FxpAnswer::Temporary,
+    }
 }
 
 impl Machine {
@@ -72,30 +124,79 @@ impl Machine {
         let rest: Vec<&[u8]> = words.collect();
         match (sub.as_slice(), rest.as_slice()) {
             (b"TO", [url]) => match FtpUrl::parse_bytes(url) {
-                Ok(u) => {
-                    let own = u
-                        .host
-                        .parse::<std::net::IpAddr>()
-                        .ok()
-                        .and_then(|ip| self.own_socket(std::net::SocketAddr::new(ip, u.port)));
-                    if let Some(e) = own {
-                        self.reject(crate::metrics::Rejection::SelfTarget);
-                        warn!(error = %e, "SITE FXP TO names this proxy itself; refused");
-                        return self.say(Say::FxpRefused { why: e.to_string() });
-                    }
-                    let url = u.to_string();
-                    self.site.destination = Some(u);
-                    self.say(Say::FxpDestinationSet { url });
-                }
+                Ok(u) => self.site_destination(u),
                 Err(e) => self.say(Say::FxpNotAnUrl {
                     error: e.to_string(),
                 }),
             },
-            (b"PUT", [a, b @ ..]) if b.len() <= 1 => self.site_copy(true, a, b.first().copied()),
-            (b"GET", [b, a @ ..]) if a.len() <= 1 => self.site_copy(false, b, a.first().copied()),
+            (b"PUT" | b"GET", [flag, from, to @ ..]) if is_recursive(flag) && to.len() <= 1 => {
+                self.site_copy(sub == b"PUT", true, from, to.first().copied())
+            }
+            (b"PUT" | b"GET", [from, to @ ..]) if !is_recursive(from) && to.len() <= 1 => {
+                self.site_copy(sub == b"PUT", false, from, to.first().copied())
+            }
             (b"STATUS", []) => self.site_status(),
             _ => self.say(Say::FxpUsage),
         }
+    }
+
+    /// `SITE FXP TO`: refused at once when the URL names an address outside `fxp.allow`
+    /// or the proxy itself; otherwise the shell logs in to it (names are checked on
+    /// their addresses then) and [`Machine::on_fxp_destination_checked`] answers.
+    fn site_destination(&mut self, u: FtpUrl) {
+        let literal = u.host.parse::<std::net::IpAddr>().ok();
+        if let Some(e) =
+            literal.and_then(|ip| self.own_socket(std::net::SocketAddr::new(ip, u.port)))
+        {
+            self.reject(crate::metrics::Rejection::SelfTarget);
+            warn!(error = %e, "SITE FXP TO names this proxy itself; refused");
+            return self.refuse_destination(e.to_string());
+        }
+        let allow = self.fxp_allow();
+        if let Some(Err(denied)) = literal.map(|ip| allow.admits(&u.host, ip)) {
+            info!(destination = %u, %denied, "SITE FXP TO outside fxp.allow; refused");
+            return self.refuse_destination(denied.to_string());
+        }
+        // Until the check says otherwise, no destination: a copy must never go to the
+        // one chosen before.
+        self.site.destination = None;
+        self.site.checking = Some(u.clone());
+        self.act(Action::CheckFxpDestination { url: u, allow });
+    }
+
+    fn refuse_destination(&mut self, why: String) {
+        self.site.destination = None;
+        self.say(Say::FxpFailed {
+            answer: FxpAnswer::NotAllowed,
+            text: format!("Not an FXP destination: {why}."),
+        });
+    }
+
+    /// The login to a `SITE FXP TO` destination succeeded or failed.
+    pub fn on_fxp_destination_checked(&mut self, result: Result<(), FxpError>, now: Instant) {
+        let Some(u) = self.site.checking.take() else {
+            return;
+        };
+        if self.ended.is_some() {
+            return;
+        }
+        self.last_command = now;
+        match result {
+            Ok(()) => {
+                let url = u.to_string();
+                self.site.destination = Some(u);
+                self.say(Say::FxpDestinationSet { url });
+            }
+            Err(e) => {
+                warn!(destination = %u, error = %e, "SITE FXP TO refused");
+                let text = format!("FXP destination {u}: {e}");
+                self.say(Say::FxpFailed {
+                    answer: answer(Stage::Destination, &e),
+                    text,
+                });
+            }
+        }
+        self.settle(now);
     }
 
     fn site_status(&mut self) {
@@ -109,8 +210,8 @@ impl Machine {
         self.act(Action::ToClient(multi_line(211, "FXP status", lines)));
     }
 
-    /// Starts one copy: `put` is A to B, else B to A.
-    fn site_copy(&mut self, put: bool, from: &[u8], to: Option<&[u8]>) {
+    /// Starts one copy: `put` is A to B, else B to A; `recursive`, a tree.
+    fn site_copy(&mut self, put: bool, recursive: bool, from: &[u8], to: Option<&[u8]>) {
         let Some(b) = self.site.destination.clone() else {
             return self.say(Say::FxpNoDestination);
         };
@@ -141,15 +242,21 @@ impl Machine {
             src: shown_src.clone(),
             dst: shown_dst.clone(),
         });
-        info!(source = %src, destination = %dst, "SITE FXP copy");
+        info!(source = %src, destination = %dst, recursive, "SITE FXP copy");
         self.site.running = Some(Copy {
             src: shown_src,
             dst: shown_dst,
             done: 0,
             total: None,
+            files: None,
         });
         let allow = self.fxp_allow();
-        self.act(Action::StartFxp { src, dst, allow });
+        self.act(Action::StartFxp {
+            src,
+            dst,
+            allow,
+            recursive,
+        });
     }
 
     /// The engine may reach the session's own server A and what `fxp.allow` lists (a
@@ -163,11 +270,25 @@ impl Machine {
     pub(super) fn while_copying(&mut self, cmd: &Command<'_>, line: &[u8]) {
         match cmd.verb.class() {
             VerbClass::Status => {
+                if let Some(u) = &self.site.checking {
+                    let first = format!("Logging in to the FXP destination {u}.");
+                    let reply = multi_line(211, &first, ["SITE FXP TO answers once it has."]);
+                    return self.act(Action::ToClient(reply));
+                }
                 let Some(c) = &self.site.running else { return };
                 let of = c.total.map(|t| format!(" of {t}")).unwrap_or_default();
                 let first = format!("FXP copy in progress: {} to {}.", c.src, c.dst);
-                let reply = multi_line(211, &first, [format!("{} bytes so far{of}.", c.done)]);
-                self.act(Action::ToClient(reply));
+                let mut lines = vec![format!("{} bytes so far{of}.", c.done)];
+                if let Some((done, total)) = c.files {
+                    lines.push(format!("{done} of {total} files copied."));
+                }
+                self.act(Action::ToClient(multi_line(211, &first, lines)));
+            }
+            VerbClass::Abort if self.site.checking.is_some() => {
+                self.site.checking = None;
+                self.act(Action::CancelFxp);
+                self.say(Say::FxpCheckAborted);
+                self.say(Say::AbortOk);
             }
             VerbClass::Abort => {
                 self.cancel_copy("aborted by the client");
@@ -176,6 +297,9 @@ impl Machine {
             }
             VerbClass::Noop => self.say(Say::NoopOk),
             VerbClass::Quit => {
+                if self.site.checking.take().is_some() {
+                    self.act(Action::CancelFxp);
+                }
                 self.cancel_copy("cancelled: the client quit");
                 self.forward(line, cmd.verb);
             }
@@ -199,37 +323,76 @@ impl Machine {
         }
     }
 
+    /// A tree copy's files: `done` copied of `total` listed.
+    pub fn on_fxp_files(&mut self, done: usize, total: usize) {
+        if let Some(c) = self.site.running.as_mut() {
+            c.files = Some((done, total));
+        }
+    }
+
+    /// A tree copy (`-r`) ended.
+    pub fn on_fxp_tree_finished(&mut self, result: Result<TreeReport, FxpError>, now: Instant) {
+        let reply = match result {
+            Ok(r) if r.failed.is_empty() => Say::FxpDone {
+                text: format!("FXP tree {}.", r.summary()),
+            },
+            Ok(r) => {
+                // Per-file errors come as text: the first one is shown. A rerun copies
+                // what failed (the others again too), so this is not final: 451.
+                let (path, error) = &r.failed[0];
+                Say::FxpFailed {
+                    answer: FxpAnswer::Temporary,
+                    text: format!("FXP tree {}; first failure: {path}: {error}", r.summary()),
+                }
+            }
+            Err(e) => Say::FxpFailed {
+                answer: answer(Stage::Copy, &e),
+                text: format!("FXP tree copy failed: {e}"),
+            },
+        };
+        self.copy_ended(reply, now);
+    }
+
     /// The copy task ended.
     pub fn on_fxp_finished(&mut self, result: FxpResult, now: Instant) {
+        let reply = match result {
+            Ok(r) => Say::FxpDone {
+                text: format!(
+                    "FXP copy done: {} bytes by {} in {:.2} s.",
+                    r.bytes,
+                    r.method.as_str(),
+                    r.duration.as_secs_f64()
+                ),
+            },
+            Err(e) => {
+                warn!(error = %e, "SITE FXP copy failed");
+                Say::FxpFailed {
+                    answer: answer(Stage::Copy, &e),
+                    text: format!("FXP copy failed: {e}"),
+                }
+            }
+        };
+        self.copy_ended(reply, now);
+    }
+
+    /// Answers the end of the running copy (nothing when it was cancelled meanwhile).
+    fn copy_ended(&mut self, reply: Say, now: Instant) {
         if self.ended.is_some() || self.site.running.take().is_none() {
             return;
         }
         // A copy can outlast limits.idle_timeout; the client was waiting, not idle.
         self.last_command = now;
-        let reply = match result {
-            Ok(r) => {
-                let text = format!(
-                    "FXP copy done: {} bytes by {} in {:.2} s.",
-                    r.bytes,
-                    r.method.as_str(),
-                    r.duration.as_secs_f64()
-                );
-                self.site.last = Some(text.clone());
-                Say::FxpDone { text }
-            }
-            Err(e) => {
-                warn!(error = %e, "SITE FXP copy failed");
-                // The servers' own codes (in the text) describe their sessions, not the
-                // client's: a 421 or 530 from B would make the client think it lost A.
-                let permanent = e.is_permanent();
-                let text = format!("FXP copy failed: {e}");
-                self.site.last = Some(text.clone());
-                Say::FxpFailed { permanent, text }
-            }
-        };
+        if let Say::FxpDone { text } | Say::FxpFailed { text, .. } = &reply {
+            self.site.last = Some(text.clone());
+        }
         self.say(reply);
         self.settle(now);
     }
+}
+
+/// `-r` (or `-R`, `--recursive`) before the paths: a tree.
+fn is_recursive(word: &[u8]) -> bool {
+    matches!(word, b"-r" | b"-R" | b"--recursive")
 }
 
 /// `FEAT` and `HELP` answers list the proxy's own commands too: the new reply, or `None`

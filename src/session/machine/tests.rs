@@ -1139,7 +1139,7 @@ fn forward_targets_and_fxp_destinations_that_are_the_proxy_are_refused() {
     assert!(t.rejected(Rejection::SelfTarget));
     assert!(starts(
         &t.sent_client(),
-        "550 Not an FXP destination: 198.18.0.2:9464 is this proxy itself"
+        "530 Not an FXP destination: 198.18.0.2:9464 is this proxy itself"
     ));
     t.take();
     t.client("SITE FXP PUT f");
@@ -1280,18 +1280,37 @@ fn site_ctx() -> Arc<ListenerCtx> {
     )
 }
 
+/// `SITE FXP TO url`, its login checked by the shell with `result`: the check's URL.
+fn choose(t: &mut T, url: &str, result: Result<(), FxpError>) -> crate::fxp::url::FtpUrl {
+    t.client(&format!("SITE FXP TO {url}"));
+    let checked = t.take().into_iter().find_map(|a| match a {
+        Action::CheckFxpDestination { url, .. } => Some(url),
+        _ => None,
+    });
+    let checked = checked.expect("the destination is logged in to");
+    // Nothing is answered before the login's outcome.
+    assert!(t.sent_client().is_empty());
+    t.m.on_fxp_destination_checked(result, t.now);
+    checked
+}
+
 /// Logged in, B chosen, a copy of `big.bin` started.
 fn copying() -> T {
     let mut t = T::logged_in(site_ctx());
-    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/in/");
+    choose(&mut t, "ftp://u:pw@203.0.113.5/in/", Ok(()));
     assert_eq!(
         t.client_bytes(),
-        ["200 FXP destination set to ftp://u:***@203.0.113.5/in/.\r\n"]
+        ["200 FXP destination set to ftp://u:***@203.0.113.5/in/ (login checked).\r\n"]
     );
     t.client("SITE FXP PUT big.bin");
     let acts = t.take();
     let start = acts.iter().find_map(|a| match a {
-        Action::StartFxp { src, dst, allow } => Some((src.clone(), dst.clone(), allow.clone())),
+        Action::StartFxp {
+            src,
+            dst,
+            allow,
+            recursive: false,
+        } => Some((src.clone(), dst.clone(), allow.clone())),
         _ => None,
     });
     let (src, dst, allow) = start.expect("a copy starts");
@@ -1312,9 +1331,11 @@ fn copying() -> T {
 fn site_fxp_paths_stay_bytes() {
     let mut t = T::logged_in(site_ctx());
     t.m.on_client_line(b"SITE FXP TO ftp://u:pw@203.0.113.5/caf\xe9/\r\n", t.now);
+    t.take();
+    t.m.on_fxp_destination_checked(Ok(()), t.now);
     assert_eq!(
         t.client_bytes(),
-        ["200 FXP destination set to ftp://u:***@203.0.113.5/caf%E9/.\r\n"]
+        ["200 FXP destination set to ftp://u:***@203.0.113.5/caf%E9/ (login checked).\r\n"]
     );
     t.m.on_client_line(b"SITE FXP PUT d\xe9j\xe0.bin \xff\r\n", t.now);
     let (src, dst) = t
@@ -1356,6 +1377,207 @@ fn site_fxp_needs_a_login_and_a_destination() {
     assert!(starts(&t.client_bytes(), "501 Usage: SITE FXP TO"));
     t.client("SITE CHMOD 644 f");
     assert_eq!(t.sent_upstream(), ["SITE CHMOD 644 f\r\n"]);
+}
+
+#[test]
+fn site_fxp_to_outside_the_allow_list_is_refused_at_once() {
+    let mut t = T::logged_in(site_ctx());
+    t.client("SITE FXP TO ftp://u:pw@192.0.2.1/in/");
+    // No login is tried: the answer comes with the command.
+    assert!(!t.has(|a| matches!(a, Action::CheckFxpDestination { .. })));
+    assert_eq!(
+        t.sent_client(),
+        ["530 Not an FXP destination: 192.0.2.1 is not in fxp.allow.\r\n"]
+    );
+    t.take();
+    t.client("SITE FXP PUT x");
+    assert!(starts(
+        &t.client_bytes(),
+        "503 Choose the other server first"
+    ));
+}
+
+#[test]
+fn site_fxp_to_answers_the_login_check() {
+    use crate::fxp::client::FtpError;
+    use crate::fxp::engine::Side;
+    let server = |error| {
+        Err(FxpError::Server {
+            side: Side::Destination,
+            host: "203.0.113.5:21".into(),
+            error,
+        })
+    };
+    let mut t = T::logged_in(site_ctx());
+    choose(&mut t, "ftp://u:pw@203.0.113.5/", Ok(()));
+    t.take();
+    // A wrong password: 530, and the destination chosen before is gone.
+    let refused = FtpError::Refused {
+        cmd: "PASS".into(),
+        code: 530,
+        text: "Login incorrect.".into(),
+    };
+    choose(&mut t, "ftp://u:bad@203.0.113.5/", server(refused));
+    assert_eq!(
+        t.client_bytes(),
+        [
+            "530 FXP destination ftp://u:***@203.0.113.5/: destination 203.0.113.5:21: PASS refused: 530 Login incorrect.\r\n"
+        ]
+    );
+    t.client("SITE FXP PUT x");
+    assert!(starts(
+        &t.client_bytes(),
+        "503 Choose the other server first"
+    ));
+    // Unreachable: temporary, 451.
+    let down = FtpError::Connect {
+        host: "203.0.113.5:21".into(),
+        source: std::io::ErrorKind::ConnectionRefused.into(),
+    };
+    choose(&mut t, "ftp://u:pw@203.0.113.5/", server(down));
+    assert!(starts(&t.client_bytes(), "451 FXP destination"));
+    // While the check runs: STAT says so, ABOR cancels it.
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    t.take();
+    t.client("STAT");
+    assert!(t.client_bytes()[0].starts_with("211-Logging in to the FXP destination"));
+    t.client("ABOR");
+    assert!(t.has(|a| matches!(a, Action::CancelFxp)));
+    assert_eq!(
+        t.sent_client(),
+        [
+            "426 FXP destination check aborted; no destination chosen.\r\n",
+            "226 ABOR command successful.\r\n"
+        ]
+    );
+    t.take();
+    t.m.on_fxp_destination_checked(Ok(()), t.now);
+    assert!(t.client_bytes().is_empty(), "a late check changes nothing");
+    t.client("SITE FXP PUT x");
+    assert!(starts(
+        &t.client_bytes(),
+        "503 Choose the other server first"
+    ));
+}
+
+#[test]
+fn site_fxp_failures_map_to_one_set_of_codes() {
+    use super::site::{Stage, answer};
+    use crate::fxp::client::FtpError;
+    use crate::fxp::engine::Side;
+    use crate::session::replies::FxpAnswer as A;
+    let server = |error| FxpError::Server {
+        side: Side::Destination,
+        host: "h:21".into(),
+        error,
+    };
+    let refused = |cmd: &str, code| {
+        server(FtpError::Refused {
+            cmd: cmd.into(),
+            code,
+            text: "no".into(),
+        })
+    };
+    let denied = || {
+        let allow = crate::net::AllowList::default().named("fxp.allow");
+        let why = allow.admits("h", ip("192.0.2.1")).unwrap_err();
+        server(FtpError::Denied {
+            host: "h".into(),
+            why,
+        })
+    };
+    let timeout = server(FtpError::Timeout {
+        what: "USER".into(),
+        after: Duration::from_secs(30),
+    });
+    let cases = [
+        (Stage::Destination, denied(), A::NotAllowed, 530),
+        (
+            Stage::Destination,
+            refused("PASS", 530),
+            A::LoginRefused,
+            530,
+        ),
+        (
+            Stage::Destination,
+            refused("USER u", 530),
+            A::LoginRefused,
+            530,
+        ),
+        (Stage::Destination, refused("CWD", 550), A::Permanent, 550),
+        (Stage::Destination, refused("PASS", 421), A::Temporary, 451),
+        (Stage::Destination, timeout, A::Temporary, 451),
+        // During a copy a 530 would read as the client's own session ending.
+        (Stage::Copy, denied(), A::Permanent, 550),
+        (Stage::Copy, refused("PASS", 530), A::Permanent, 550),
+        (Stage::Copy, refused("RETR", 550), A::Permanent, 550),
+        (
+            Stage::Copy,
+            FxpError::Stalled(Duration::from_secs(30)),
+            A::Temporary,
+            451,
+        ),
+    ];
+    for (stage, e, want, code) in cases {
+        let got = answer(stage, &e);
+        assert_eq!((got, got.code()), (want, code), "{stage:?} {e}");
+    }
+}
+
+#[test]
+fn site_fxp_put_and_get_take_r_for_trees() {
+    let mut t = T::logged_in(site_ctx());
+    choose(&mut t, "ftp://u:pw@203.0.113.5/in/", Ok(()));
+    t.take();
+    t.client("SITE FXP PUT -r pub/tree copied");
+    let start = t.take().into_iter().find_map(|a| match a {
+        Action::StartFxp {
+            src,
+            dst,
+            recursive,
+            ..
+        } => Some((src, dst, recursive)),
+        _ => None,
+    });
+    let (src, dst, recursive) = start.expect("a tree copy starts");
+    assert!(recursive);
+    assert_eq!(
+        (src.path.as_slice(), dst.path.as_slice()),
+        (&b"pub/tree"[..], &b"in/copied"[..])
+    );
+    assert_eq!(src.host, "198.18.0.2");
+    t.m.on_fxp_files(1, 3);
+    t.client("STAT");
+    assert!(t.client_bytes()[0].contains(" 1 of 3 files copied."));
+    let report = crate::fxp::tree::TreeReport {
+        files: 3,
+        dirs: 1,
+        bytes: 30,
+        ..Default::default()
+    };
+    t.m.on_fxp_tree_finished(Ok(report), t.now);
+    assert!(starts(
+        &t.client_bytes(),
+        "226 FXP tree copied 3 files in 1 directories"
+    ));
+    // GET -r: from B to A.
+    t.client("SITE FXP GET -r tree");
+    let start = t.take().into_iter().find_map(|a| match a {
+        Action::StartFxp { src, recursive, .. } => Some((src, recursive)),
+        _ => None,
+    });
+    let (src, recursive) = start.expect("a tree copy starts");
+    assert!(recursive && src.host == "203.0.113.5" && src.path == b"in/tree");
+    let failed = crate::fxp::tree::TreeReport {
+        files: 1,
+        failed: vec![("ftp://b/x".into(), "553 no".into())],
+        ..Default::default()
+    };
+    t.m.on_fxp_tree_finished(Ok(failed), t.now);
+    assert!(starts(&t.client_bytes(), "451 FXP tree copied 1 files"));
+    // `-r` alone is not a file name.
+    t.client("SITE FXP PUT -r");
+    assert!(starts(&t.client_bytes(), "501 Usage: SITE FXP TO"));
 }
 
 #[test]
@@ -1502,6 +1724,7 @@ enum Input {
     Resolved,
     TransferDone(bool),
     FxpDone,
+    FxpChecked(bool),
     Tick(u16),
     ServerClosed,
 }
@@ -1516,6 +1739,7 @@ fn input() -> impl Strategy<Value = Input> {
         1 => Just(Input::Resolved),
         1 => any::<bool>().prop_map(Input::TransferDone),
         1 => Just(Input::FxpDone),
+        1 => any::<bool>().prop_map(Input::FxpChecked),
         1 => any::<u16>().prop_map(Input::Tick),
         1 => Just(Input::ServerClosed),
     ]
@@ -1584,6 +1808,10 @@ proptest! {
                     now,
                 ),
                 Input::FxpDone => m.on_fxp_finished(Err(FxpError::Other("x".into())), now),
+                Input::FxpChecked(ok) => m.on_fxp_destination_checked(
+                    if ok { Ok(()) } else { Err(FxpError::Other("x".into())) },
+                    now,
+                ),
                 Input::Tick(s) => {
                     now += Duration::from_secs(u64::from(s % 400));
                     if m.poll_timeout().is_some_and(|t| t <= now) {

@@ -1,0 +1,232 @@
+//! The options of one transfer as a person or a program gives them: the `options` object
+//! of `POST /api/v1/transfers` (serde) and the flags of `fxprelay fxp` (clap) are this
+//! one struct, so the two cannot drift apart.
+//!
+//! Adding an option is one field here, with its `#[arg]` (the flag, its default) and a
+//! matching value in `Default` (the API's default); then its use in
+//! [`TransferOptions::engine`] and, when some values are unsafe for a remote caller, its
+//! bound in [`TransferOptions::check`]. A test checks that every `fxprelay fxp` flag has
+//! its field here (`FxpArgs` should `#[command(flatten)]` this struct).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::client::TlsPolicy;
+use super::engine::{HASH_TIMEOUT, OnMismatch, Options, Verify};
+
+/// Most retries the API accepts: each one logs in to both servers again.
+pub const MAX_RETRIES: u32 = 10;
+/// Longest `timeout` the API accepts, in seconds.
+pub const MAX_TIMEOUT: u64 = 3600;
+/// Most files at once the API accepts for one tree: each file holds two control
+/// connections (three with the size poller).
+pub const MAX_CONCURRENCY: usize = 16;
+/// Longest `hash_timeout` the API accepts, in seconds (a day: hashing a very large file).
+pub const MAX_HASH_TIMEOUT: u64 = 86_400;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransferOptions {
+    /// Reverse FXP first: PASV on the destination, PORT on the source.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Copy a directory tree (MLSD, or LIST parsed as `ls -l`).
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// Further attempts after a failure (with backoff and REST resume).
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+    /// Seconds any control step may take, and a transfer may go without progress.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Files copied at once with --recursive.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Continue a partial destination file from an earlier run (REST).
+    #[arg(long)]
+    pub resume: bool,
+    /// Never relay the bytes through fxprelay: fail when neither FXP direction works.
+    #[arg(long)]
+    pub no_relay: bool,
+    /// Trust TLS servers whose certificate this CA (a PEM file) signed, besides the
+    /// system's trust roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Do not check TLS servers' certificates (anyone in the path can then read and
+    /// change the transfer, passwords included).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Between TLS servers that cannot encrypt between themselves (no SSCN or CPSV),
+    /// try FXP with clear data (PROT C) before relaying through fxprelay.
+    #[arg(long)]
+    pub allow_clear_data: bool,
+    /// How each copy is checked once it ends (the servers compute the hashes; fxprelay
+    /// reads no file data). The summary line says which check was made.
+    #[arg(long, value_enum, default_value_t = Verify::Auto)]
+    pub verify: Verify,
+    /// What becomes of a copy whose hash differs from the source's (the file fails
+    /// either way, without retries). Default keep: the evidence of which side went wrong
+    /// stays, and the file's own name no longer holds a bad copy.
+    #[arg(long, value_enum, default_value_t = OnMismatch::Keep)]
+    pub on_mismatch: OnMismatch,
+    /// Seconds a server may take to answer a hash command: it reads the whole file first
+    /// (at disk speed, often 100-500 MB/s), so this is far longer than --timeout.
+    #[arg(long, value_name = "SECS", default_value_t = HASH_TIMEOUT.as_secs())]
+    pub hash_timeout: u64,
+}
+
+impl Default for TransferOptions {
+    /// The `fxprelay fxp` defaults (a test holds the two together).
+    fn default() -> Self {
+        TransferOptions {
+            reverse: false,
+            recursive: false,
+            retries: 2,
+            timeout: 30,
+            concurrency: 2,
+            resume: false,
+            no_relay: false,
+            ca: None,
+            insecure: false,
+            allow_clear_data: false,
+            verify: Verify::Auto,
+            on_mismatch: OnMismatch::Keep,
+            hash_timeout: HASH_TIMEOUT.as_secs(),
+        }
+    }
+}
+
+/// An option outside what the API accepts: the field (as the JSON names it) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct OptionError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl TransferOptions {
+    /// The bounds a remote caller is held to (the CLI's user may ask for anything).
+    pub fn check(&self) -> Result<(), OptionError> {
+        let bad = |field, message: String| Err(OptionError { field, message });
+        if self.retries > MAX_RETRIES {
+            return bad(
+                "options.retries",
+                format!("at most {MAX_RETRIES}, not {}", self.retries),
+            );
+        }
+        if !(1..=MAX_TIMEOUT).contains(&self.timeout) {
+            return bad(
+                "options.timeout",
+                format!("from 1 to {MAX_TIMEOUT} seconds, not {}", self.timeout),
+            );
+        }
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            return bad(
+                "options.concurrency",
+                format!("from 1 to {MAX_CONCURRENCY}, not {}", self.concurrency),
+            );
+        }
+        if !(1..=MAX_HASH_TIMEOUT).contains(&self.hash_timeout) {
+            return bad(
+                "options.hash_timeout",
+                format!(
+                    "from 1 to {MAX_HASH_TIMEOUT} seconds, not {}",
+                    self.hash_timeout
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The engine's options for these (allow list, own sockets and progress are the
+    /// front end's to add).
+    pub fn engine(&self) -> Options {
+        Options {
+            reverse: self.reverse,
+            retries: self.retries,
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            relay_fallback: !self.no_relay,
+            resume: self.resume,
+            concurrency: self.concurrency.max(1),
+            tls: TlsPolicy::new(!self.insecure, self.ca.clone()),
+            allow_clear_data: self.allow_clear_data,
+            verify: self.verify,
+            on_mismatch: self.on_mismatch,
+            hash_timeout: Duration::from_secs(self.hash_timeout.max(1)),
+            ..Options::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        opts: TransferOptions,
+    }
+
+    #[test]
+    fn the_api_defaults_are_the_cli_defaults() {
+        let parsed = Flags::try_parse_from(["fxp"]).unwrap().opts;
+        assert_eq!(parsed, TransferOptions::default());
+        let json: TransferOptions = serde_json::from_str("{}").unwrap();
+        assert_eq!(json, TransferOptions::default());
+    }
+
+    /// Every flag of `fxprelay fxp` (but the two URLs) is an option here, so the API
+    /// takes it too. A flag added to the CLI alone fails this test: add its field above.
+    #[test]
+    fn every_cli_flag_is_an_api_option() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: crate::fxp::cli::FxpArgs,
+        }
+        let ours: Vec<String> = Flags::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(
+                ours.iter().any(|o| o == long),
+                "`fxprelay fxp --{long}` has no field in TransferOptions (src/fxp/options.rs)"
+            );
+            let json = serde_json::json!({ long.replace('-', "_"): null });
+            let e = serde_json::from_value::<TransferOptions>(json).err();
+            assert!(
+                e.is_none_or(|e| !e.to_string().contains("unknown field")),
+                "--{long} is not accepted in the API's options"
+            );
+        }
+    }
+
+    #[test]
+    fn remote_callers_are_held_to_bounds() {
+        let with = |f: fn(&mut TransferOptions)| {
+            let mut o = TransferOptions::default();
+            f(&mut o);
+            o.check().map_err(|e| e.field)
+        };
+        assert_eq!(with(|_| ()), Ok(()));
+        assert_eq!(
+            with(|o| o.retries = MAX_RETRIES + 1),
+            Err("options.retries")
+        );
+        assert_eq!(with(|o| o.timeout = 0), Err("options.timeout"));
+        assert_eq!(with(|o| o.concurrency = 0), Err("options.concurrency"));
+        assert_eq!(
+            with(|o| o.concurrency = MAX_CONCURRENCY + 1),
+            Err("options.concurrency")
+        );
+        let e = serde_json::from_str::<TransferOptions>(r#"{"bogus": 1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `bogus`"), "{e}");
+    }
+}
