@@ -1,23 +1,37 @@
-//! `fxprelay fxp SRC DST`: the engine for a person or a script. A progress bar on a
-//! terminal, plain lines otherwise, one summary line on stdout, the server's text on
-//! stderr and a non-zero exit code on failure. Needs no configuration file.
+//! `fxprelay fxp SRC DST`: the engine for a person or a script. Progress bars on a
+//! terminal (see [`super::progress`]), plain lines otherwise; a report on stdout (a line
+//! per entry of a tree and a summary, or with `--json` one JSON object), the server's
+//! text on stderr and a non-zero exit code on failure; Ctrl-C stops both servers' transfers
+//! and says how to resume (exit 130). Passwords can come from the environment, a netrc
+//! file or a prompt ([`super::credentials`]). Needs no configuration file.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 
 use super::client::TlsPolicy;
-use super::engine::{self, Event, FxpError, Options, Progress};
-use super::tree;
+use super::credentials::{self, Lookup, Netrc};
+use super::engine::{self, FxpError, Method, Options};
+use super::mirror::MirrorOptions;
+use super::progress::{Hooks, Live};
+use super::tree::{self, EntryResult, FileRecord, Kind, TreeReport};
 use super::url::FtpUrl;
+
+/// The exit code after Ctrl-C (128 + SIGINT), as shells report it.
+const INTERRUPTED: u8 = 130;
 
 #[derive(Debug, clap::Args)]
 pub struct FxpArgs {
-    /// Source: ftp://user:pass@host:port/path (password optional; no user = anonymous);
+    /// Source: ftp://user@host:port/path (no user: anonymous, or the netrc file's login);
     /// ftpes:// for explicit TLS (AUTH TLS), ftps:// for implicit TLS (default port 990).
+    /// Passwords, first found wins: written in the URL (ftp://user:pass@host/; visible
+    /// in `ps`), then FXPRELAY_SRC_PASSWORD / FXPRELAY_DST_PASSWORD, then the netrc file
+    /// (the host's `machine` entry with that `login`, else `default`), then a prompt on
+    /// the terminal. Never printed.
     pub src: FtpUrl,
     /// Destination: a file path, or a directory ending in `/` to keep the source's name.
     pub dst: FtpUrl,
@@ -54,9 +68,30 @@ pub struct FxpArgs {
     /// try FXP with clear data (PROT C) before relaying through fxprelay.
     #[arg(long)]
     pub allow_clear_data: bool,
+    /// Print one JSON object (counts, exact bytes, seconds, method, and a record per
+    /// file) on stdout instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+    /// The netrc file to read logins from (default: $NETRC, else ~/.netrc when it
+    /// exists).
+    #[arg(long, value_name = "PATH")]
+    pub netrc_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub mirror: MirrorOptions,
 }
 
-pub fn run(args: FxpArgs) -> ExitCode {
+pub fn run(mut args: FxpArgs) -> ExitCode {
+    if args.mirror.any() && !args.recursive {
+        eprintln!(
+            "fxprelay fxp: --skip-existing, --dry-run, --include, --exclude and --delete \
+             apply to trees: add --recursive"
+        );
+        return ExitCode::from(2);
+    }
+    if let Err(e) = fill_credentials(&mut args) {
+        eprintln!("fxprelay fxp: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -64,10 +99,12 @@ pub fn run(args: FxpArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let display = Display::new();
     if args.insecure {
         eprintln!("fxprelay fxp: warning: --insecure: TLS certificates are not checked");
     }
+    let root: &[u8] = if args.recursive { &args.src.path } else { b"" };
+    let live = Live::new(std::io::stderr().is_terminal(), root);
+    let cancel = CancellationToken::new();
     let opts = Options {
         reverse: args.reverse,
         retries: args.retries,
@@ -75,47 +112,289 @@ pub fn run(args: FxpArgs) -> ExitCode {
         relay_fallback: !args.no_relay,
         resume: args.resume,
         concurrency: args.concurrency.max(1),
-        progress: Some(display.callback()),
+        files: Some(Arc::new(Hooks(live.clone()))),
+        cancel: Some(cancel.clone()),
         tls: TlsPolicy::new(!args.insecure, args.ca.clone()),
         allow_clear_data: args.allow_clear_data,
         ..Options::default()
     };
-    if args.recursive {
-        let r = runtime.block_on(tree::copy_tree(&args.src, &args.dst, &opts));
-        display.finish();
-        match r {
-            Ok(report) => {
-                println!("{}", report.summary());
-                if report.failed.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    for (path, e) in &report.failed {
-                        eprintln!("fxprelay fxp: {path}: {e}");
-                    }
-                    ExitCode::FAILURE
+    let started = Instant::now();
+    let work = async {
+        if args.recursive {
+            let plan = tree::plan_tree(&args.src, &args.dst, &opts, &args.mirror).await?;
+            if !args.mirror.dry_run {
+                let (files, bytes) = plan.to_copy();
+                live.set_totals(files, bytes);
+            }
+            tree::run_plan(&plan, &opts).await.map(Outcome::Tree)
+        } else {
+            let dst = engine::destination_path(&args.src, &args.dst);
+            let r = engine::transfer(&args.src, &dst, &opts).await;
+            Ok(Outcome::File(dst, r))
+        }
+    };
+    let (result, left) = runtime.block_on(async {
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => (r, None),
+            _ = tokio::signal::ctrl_c() => {
+                // What was in flight, before the aborts end it.
+                let left = live.left();
+                cancel.cancel();
+                live.println("fxprelay fxp: interrupted: aborting the transfers on both servers (ABOR); Ctrl-C again to quit at once");
+                tokio::select! {
+                    r = &mut work => (r, Some(left)),
+                    _ = tokio::signal::ctrl_c() => std::process::exit(INTERRUPTED.into()),
                 }
             }
-            Err(e) => {
-                eprintln!("fxprelay fxp: {e}");
-                hint(&e);
-                ExitCode::FAILURE
-            }
         }
+    });
+    live.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let code = match result {
+        Ok(Outcome::Tree(report)) => tree_result(&args, &report, seconds),
+        Ok(Outcome::File(dst, r)) => file_result(&args, &dst, r, seconds),
+        Err(e) => {
+            if args.json {
+                print_json(&JsonResult::failed(e.to_string(), seconds));
+            }
+            eprintln!("fxprelay fxp: {e}");
+            hint(&e);
+            ExitCode::FAILURE
+        }
+    };
+    match left {
+        Some(left) => {
+            interrupted(&args, &left);
+            ExitCode::from(INTERRUPTED)
+        }
+        None => code,
+    }
+}
+
+enum Outcome {
+    Tree(TreeReport),
+    File(FtpUrl, Result<engine::Report, FxpError>),
+}
+
+/// Fills in passwords the URLs lack (see [`credentials`]); a prompt only on a terminal.
+fn fill_credentials(args: &mut FxpArgs) -> Result<(), credentials::CredentialError> {
+    let netrc = Netrc::load(args.netrc_file.as_deref())?;
+    let ask = |prompt: &str| rpassword::prompt_password(prompt);
+    let terminal = std::io::stdin().is_terminal();
+    for (url, var, side) in [
+        (&mut args.src, "FXPRELAY_SRC_PASSWORD", "source"),
+        (&mut args.dst, "FXPRELAY_DST_PASSWORD", "destination"),
+    ] {
+        let with = Lookup {
+            env: std::env::var(var).ok(),
+            netrc: netrc.as_ref(),
+            prompt: terminal.then_some(&ask as credentials::Prompt<'_>),
+        };
+        let from = credentials::fill(url, &with)?;
+        tracing::debug!(side, user = %url.user, from = ?from, "credentials");
+    }
+    Ok(())
+}
+
+/// The report of a tree: a line per entry and the summary (or the JSON object).
+fn tree_result(args: &FxpArgs, r: &TreeReport, seconds: f64) -> ExitCode {
+    if args.json {
+        print_json(&JsonResult::tree(r, seconds));
     } else {
-        let dst = engine::destination_path(&args.src, &args.dst);
-        let r = runtime.block_on(engine::transfer(&args.src, &dst, &opts));
-        display.finish();
+        for rec in &r.records {
+            println!("{}", record_line(rec));
+        }
+        println!("{}", r.summary());
+    }
+    for (path, e) in &r.failed {
+        eprintln!("fxprelay fxp: {path}: {e}");
+    }
+    if r.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `copied   sub/a.bin (68.36 KiB (70000 bytes), fxp)`, `skipped  sub/b.bin (same size,
+/// not older)`, `FAILED   sub/c.bin: the reason`.
+pub fn record_line(r: &FileRecord) -> String {
+    let what = r.result.as_str();
+    let dir = if r.kind == Kind::Dir { "/" } else { "" };
+    let detail = match (r.result, &r.error, r.method) {
+        (_, Some(e), _) => format!(": {e}"),
+        (EntryResult::Copied, _, Some(m)) => format!(" ({}, {m})", tree::bytes_iec(r.bytes)),
+        (EntryResult::WouldCopy, _, _) => {
+            format!(" ({}, {})", tree::bytes_iec(r.bytes), r.reason.as_str())
+        }
+        (EntryResult::Skipped | EntryResult::WouldDelete | EntryResult::Deleted, _, _) => {
+            format!(" ({})", r.reason.as_str())
+        }
+        _ => String::new(),
+    };
+    format!("{what:<12} {}{dir}{detail}", r.path)
+}
+
+fn file_result(
+    args: &FxpArgs,
+    dst: &FtpUrl,
+    r: Result<engine::Report, FxpError>,
+    seconds: f64,
+) -> ExitCode {
+    if args.json {
+        print_json(&JsonResult::file(&args.src, dst, &r, seconds));
+    }
+    match r {
+        Ok(report) => {
+            if !args.json {
+                println!("{}", summary(&args.src, dst, &report));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(FxpError::Cancelled) => ExitCode::from(INTERRUPTED),
+        Err(e) => {
+            eprintln!("fxprelay fxp: {} -> {dst}: {e}", args.src);
+            hint(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// After Ctrl-C: what was left part way, and how to go on.
+fn interrupted(args: &FxpArgs, left: &super::progress::Left) {
+    eprintln!("fxprelay fxp: interrupted");
+    for (name, done, total) in left {
+        let of = total.map_or(String::new(), |t| {
+            format!(" of {}", indicatif::HumanBytes(t))
+        });
+        eprintln!(
+            "fxprelay fxp:   {name}: {}{of} written when stopped: a partial file is left at the destination",
+            tree::bytes_iec(*done)
+        );
+    }
+    let again = if args.recursive {
+        "run the same command again with --resume --skip-existing (files already copied are skipped, partial ones continued with REST)"
+    } else {
+        "run the same command again with --resume (the partial file is continued with REST where both servers offer it)"
+    };
+    eprintln!("fxprelay fxp: to resume: {again}");
+}
+
+/// `--json`: the one object printed on stdout.
+#[derive(Debug, serde::Serialize)]
+struct JsonResult {
+    files_copied: usize,
+    files_skipped: usize,
+    files_failed: usize,
+    dirs_created: usize,
+    deleted: usize,
+    /// Bytes of the copied files, exact.
+    bytes: u64,
+    /// Of those, bytes that went through fxprelay (the relay method).
+    relayed_bytes: u64,
+    seconds: f64,
+    /// The method of the copy (a tree's most used one); `null` when nothing was copied.
+    method: Option<String>,
+    methods: std::collections::BTreeMap<String, usize>,
+    dry_run: bool,
+    interrupted: bool,
+    /// A failure that ended the whole run (a source that cannot be listed, say).
+    error: Option<String>,
+    files: Vec<FileRecord>,
+}
+
+impl JsonResult {
+    fn empty(seconds: f64) -> JsonResult {
+        JsonResult {
+            files_copied: 0,
+            files_skipped: 0,
+            files_failed: 0,
+            dirs_created: 0,
+            deleted: 0,
+            bytes: 0,
+            relayed_bytes: 0,
+            seconds,
+            method: None,
+            methods: Default::default(),
+            dry_run: false,
+            interrupted: false,
+            error: None,
+            files: vec![],
+        }
+    }
+
+    fn failed(error: String, seconds: f64) -> JsonResult {
+        JsonResult {
+            error: Some(error),
+            ..JsonResult::empty(seconds)
+        }
+    }
+
+    fn tree(r: &TreeReport, seconds: f64) -> JsonResult {
+        JsonResult {
+            files_copied: r.files,
+            files_skipped: r.skipped,
+            files_failed: r.failed.len(),
+            dirs_created: r.created,
+            deleted: r.deleted,
+            bytes: r.bytes,
+            relayed_bytes: r.relayed_bytes,
+            method: r.main_method().map(str::to_owned),
+            methods: r.methods.iter().map(|(m, n)| (m.to_string(), *n)).collect(),
+            dry_run: r.dry_run,
+            interrupted: r.interrupted,
+            files: r.records.clone(),
+            ..JsonResult::empty(seconds)
+        }
+    }
+
+    fn file(
+        src: &FtpUrl,
+        dst: &FtpUrl,
+        r: &Result<engine::Report, FxpError>,
+        seconds: f64,
+    ) -> JsonResult {
+        let mut rec = FileRecord {
+            path: src.to_string(),
+            kind: Kind::File,
+            result: EntryResult::Copied,
+            reason: super::mirror::Reason::Overwrite,
+            bytes: 0,
+            method: None,
+            error: None,
+        };
+        let _ = dst;
+        let mut out = JsonResult::empty(seconds);
         match r {
-            Ok(report) => {
-                println!("{}", summary(&args.src, &dst, &report));
-                ExitCode::SUCCESS
+            Ok(rep) => {
+                rec.bytes = rep.bytes;
+                rec.method = Some(rep.method);
+                out.files_copied = 1;
+                out.bytes = rep.bytes;
+                out.relayed_bytes = rep.relayed_bytes;
+                out.method = Some(rep.method.as_str().to_owned());
+                out.methods.insert(rep.method.as_str().to_owned(), 1);
+            }
+            Err(FxpError::Cancelled) => {
+                rec.result = EntryResult::Interrupted;
+                out.interrupted = true;
             }
             Err(e) => {
-                eprintln!("fxprelay fxp: {} -> {dst}: {e}", args.src);
-                hint(&e);
-                ExitCode::FAILURE
+                rec.result = EntryResult::Failed;
+                rec.error = Some(e.to_string());
+                out.files_failed = 1;
             }
         }
+        out.files = vec![rec];
+        out
+    }
+}
+
+fn print_json(r: &JsonResult) {
+    match serde_json::to_string_pretty(r) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("fxprelay fxp: cannot write the JSON result: {e}"),
     }
 }
 
@@ -129,15 +408,15 @@ fn hint(e: &FxpError) {
     }
 }
 
-/// `copied SRC -> DST: method fxp, 8388608 bytes, 0.052 s, 161.30 MB/s`.
+/// `copied SRC -> DST: method fxp, 8.00 MiB (8388608 bytes), 0.052 s, 153.85 MiB/s`.
 pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
     let secs = r.duration.as_secs_f64();
     format!(
-        "copied {src} -> {dst}: method {}, {} bytes, {secs:.3} s, {:.2} MB/s{}{}",
+        "copied {src} -> {dst}: method {}, {}, {secs:.3} s, {}/s{}{}",
         r.method,
-        r.bytes,
+        tree::bytes_iec(r.bytes),
         // The rate of what moved in this run, not of a prefix resumed from earlier.
-        tree::rate_mb(r.bytes.saturating_sub(r.resumed_from), secs),
+        tree::rate_iec(r.bytes.saturating_sub(r.resumed_from), secs),
         if r.resumed_from > 0 {
             format!(", resumed at {}", r.resumed_from)
         } else {
@@ -151,79 +430,7 @@ pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
     )
 }
 
-/// A progress bar on a terminal, plain lines on stderr otherwise.
-struct Display {
-    bar: Option<ProgressBar>,
-}
-
-impl Display {
-    fn new() -> Display {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::no_length();
-            if let Ok(style) = ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        Display { bar }
-    }
-
-    fn callback(&self) -> Progress {
-        let bar = self.bar.clone();
-        // Plain mode prints at most one byte-count line every few seconds.
-        let last_line = Mutex::new(std::time::Instant::now());
-        Arc::new(move |e: &Event| match &bar {
-            Some(bar) => match e {
-                Event::Started { src, size, .. } => {
-                    bar.set_message(src.clone());
-                    if let Some(n) = size {
-                        bar.set_length(*n);
-                    }
-                    bar.set_position(0);
-                }
-                Event::Bytes { done, .. } => bar.set_position(*done),
-                other => bar.println(line(other)),
-            },
-            None => match e {
-                Event::Bytes { .. } => {
-                    let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
-                    if last.elapsed() >= Duration::from_secs(5) {
-                        *last = std::time::Instant::now();
-                        eprintln!("{}", line(e));
-                    }
-                }
-                other => eprintln!("{}", line(other)),
-            },
-        })
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-fn line(e: &Event) -> String {
-    match e {
-        Event::Started { src, dst, size } => match size {
-            Some(n) => format!("fxp: {src} -> {dst} ({n} bytes)"),
-            None => format!("fxp: {src} -> {dst}"),
-        },
-        Event::Trying { method, offset: 0 } => format!("fxp: trying {method}"),
-        Event::Trying { method, offset } => format!("fxp: trying {method}, resuming at {offset}"),
-        Event::MethodFailed { method, error } => format!("fxp: {method} failed: {error}"),
-        Event::Bytes { done, total } => match total {
-            Some(t) => format!("fxp: {done}/{t} bytes"),
-            None => format!("fxp: {done} bytes"),
-        },
-        Event::Retrying {
-            attempt,
-            delay,
-            error,
-        } => format!("fxp: attempt {attempt} failed ({error}); retrying in {delay:?}"),
-    }
+/// The method names in JSON and in the report agree with the metric labels.
+pub fn method_name(m: Method) -> &'static str {
+    m.as_str()
 }

@@ -30,12 +30,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, FtpError, TlsPolicy};
 pub use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, Settings, State};
 use super::plan::{Outcome, Plan, Policy, Step};
-pub use super::report::{Event, Method, Progress, Protection, Report};
+pub use super::report::{Event, FileHooks, Method, Progress, Protection, Report};
 use super::url::FtpUrl;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
@@ -71,6 +72,12 @@ pub struct Options {
     /// The proxy's own sockets, which no server or data address may be: the API and
     /// SITE commands pass them (the CLI runs outside any proxy).
     pub own: Option<Arc<OwnSockets>>,
+    /// Per-file hooks for the front ends of trees and lists (live file bars, per-file
+    /// reports): see [`FileHooks`].
+    pub files: Option<Arc<dyn FileHooks>>,
+    /// Cancelled: the transfers in flight send `ABOR` to both servers and end with
+    /// [`FxpError::Cancelled`]; those not begun end so at once.
+    pub cancel: Option<CancellationToken>,
 }
 
 /// Longest wait between two attempts, however many retries were asked for.
@@ -91,6 +98,8 @@ impl Default for Options {
             tls: TlsPolicy::default(),
             allow_clear_data: false,
             own: None,
+            files: None,
+            cancel: None,
         }
     }
 }
@@ -141,7 +150,23 @@ impl Options {
 
 /// Copies `src` to `dst` (a `dst` path that is empty or ends in `/` names a directory:
 /// the file keeps its name). Never returns before both control sessions are closed.
+/// With `Options::files`, tells those hooks where the file starts and how it ends.
 pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Report, FxpError> {
+    let Some(hooks) = &opts.files else {
+        return transfer_one(src, dst, opts).await;
+    };
+    let dst = destination_path(src, dst);
+    let mut own = opts.clone();
+    own.files = None;
+    if let Some(p) = hooks.started(src, &dst) {
+        own.progress = Some(p);
+    }
+    let r = transfer_one(src, &dst, &own).await;
+    hooks.finished(src, &dst, r.as_ref());
+    r
+}
+
+async fn transfer_one(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Report, FxpError> {
     let dst = &destination_path(src, dst);
     if same_file(src, dst) {
         // STOR would truncate the very file RETR is about to read.
@@ -235,7 +260,17 @@ impl Transfer<'_> {
     /// Carries out `plan`'s steps until it is done or gives up.
     async fn follow(&mut self, plan: &mut Plan) -> Result<Done, FxpError> {
         let mut step = plan.start();
+        let cancel = self.opts.cancel.clone();
+        let cancelled = || async {
+            match &cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
+            if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                return Err(self.abort().await);
+            }
             // The one place sessions end: before the next login (pyftpdlib, logged into
             // while it winds down a failed transfer, was seen to leave the new login
             // unanswered for the whole timeout) and before the transfer returns.
@@ -258,7 +293,10 @@ impl Transfer<'_> {
                         delay: after,
                         error: error.to_string(),
                     });
-                    sleep(after).await;
+                    tokio::select! {
+                        () = sleep(after) => {}
+                        () = cancelled() => return Err(self.abort().await),
+                    }
                     // A new attempt checks the source again.
                     self.source_size = None;
                     method
@@ -266,7 +304,10 @@ impl Transfer<'_> {
                 Step::GiveUp(_, e) => return Err(e),
                 Step::Done(done) => return Ok(done),
             };
-            let outcome = self.try_method(method).await;
+            let outcome = tokio::select! {
+                o = self.try_method(method) => o,
+                () = cancelled() => return Err(self.abort().await),
+            };
             if let Some(e) = outcome.method_error() {
                 self.opts.emit(Event::MethodFailed {
                     method,
@@ -275,6 +316,14 @@ impl Transfer<'_> {
             }
             step = plan.next(outcome);
         }
+    }
+
+    /// Cancelled: `ABOR` to both servers (a transfer in flight stops there), then `QUIT`.
+    async fn abort(&mut self) -> FxpError {
+        if let Some(p) = self.pair.take() {
+            p.close(super::plan::Close::Abort).await;
+        }
+        FxpError::Cancelled
     }
 
     /// `method` on the sessions in hand, logging in first when there are none; the first

@@ -16,18 +16,25 @@
 //!     `STOR` and `RETR`).
 //!   - `report` ([`Method`], [`Event`], [`Report`]) and `error` ([`FxpError`]) are what a
 //!     transfer tells its caller; [`engine`] re-exports them.
-//! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue.
-//! - [`cli`] is `fxprelay fxp`: progress bar, summary line, exit code.
+//! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue;
+//!   [`mirror`] is the pure half: what to create, copy, skip or delete per entry
+//!   ([`mirror::MirrorOptions`]: skip-existing, dry run, include/exclude, delete).
+//! - [`cli`] is `fxprelay fxp`: progress bars ([`progress`]), the report (text or
+//!   `--json`), Ctrl-C, exit code; [`credentials`] finds passwords off the command line
+//!   (environment, netrc, a prompt).
 //! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`).
 
 pub mod cli;
 pub mod client;
+pub mod credentials;
 mod direct;
 pub mod engine;
 mod error;
 pub mod jobs;
+pub mod mirror;
 mod pair;
 mod plan;
+pub mod progress;
 mod relay;
 mod report;
 pub mod stream;
