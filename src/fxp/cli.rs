@@ -17,7 +17,7 @@ use super::client::TlsPolicy;
 use super::credentials::{self, Lookup, Netrc};
 use super::engine::{self, FxpError, Method, Options};
 use super::mirror::MirrorOptions;
-use super::progress::{Hooks, Live};
+use super::progress::{Hooks, Left, Live};
 use super::tree::{self, EntryResult, FileRecord, Kind, TreeReport};
 use super::url::FtpUrl;
 
@@ -165,6 +165,7 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
     };
     match left {
         Some(left) => {
+            let left = runtime.block_on(written(left, &opts));
             interrupted(&args, &left);
             ExitCode::from(INTERRUPTED)
         }
@@ -261,16 +262,32 @@ fn file_result(
     }
 }
 
+/// The files left part way, each with the destination's `SIZE` now that its transfer
+/// is aborted (the last polled count where the server does not tell).
+async fn written(mut left: Vec<Left>, opts: &Options) -> Vec<Left> {
+    for l in &mut left {
+        if let Ok(mut c) = opts.open(&l.dst).await {
+            if let Ok(Some(n)) = c.size(&l.dst.path).await {
+                l.done = n;
+            }
+            c.quit().await;
+        }
+    }
+    left
+}
+
 /// After Ctrl-C: what was left part way, and how to go on.
-fn interrupted(args: &FxpArgs, left: &super::progress::Left) {
+fn interrupted(args: &FxpArgs, left: &[Left]) {
     eprintln!("fxprelay fxp: interrupted");
-    for (name, done, total) in left {
-        let of = total.map_or(String::new(), |t| {
+    for l in left {
+        let of = l.total.map_or(String::new(), |t| {
             format!(" of {}", indicatif::HumanBytes(t))
         });
         eprintln!(
-            "fxprelay fxp:   {name}: {}{of} written when stopped: a partial file is left at the destination",
-            tree::bytes_iec(*done)
+            "fxprelay fxp:   {} -> {}: {}{of} written when stopped (a partial file is left at the destination)",
+            l.name,
+            l.dst,
+            tree::bytes_iec(l.done)
         );
     }
     let again = if args.recursive {

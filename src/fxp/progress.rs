@@ -72,6 +72,7 @@ impl Drop for LogWriter {
 struct Flight {
     /// As shown: the path relative to the tree's root (or the URL, for one file).
     name: String,
+    dst: FtpUrl,
     bar: Option<ProgressBar>,
     done: u64,
     total: Option<u64>,
@@ -97,9 +98,17 @@ pub struct Live {
     state: Mutex<State>,
 }
 
-/// What was in flight when a copy stopped: name, bytes at the destination (last seen),
-/// size.
-pub type Left = Vec<(String, u64, Option<u64>)>;
+/// A file in flight when a copy stopped.
+#[derive(Debug, Clone)]
+pub struct Left {
+    /// As shown in the bars.
+    pub name: String,
+    pub dst: FtpUrl,
+    /// Bytes at the destination when last polled.
+    pub done: u64,
+    /// The source's size.
+    pub total: Option<u64>,
+}
 
 impl Live {
     /// Bars when `terminal`, plain lines otherwise. `root` is the source path that file
@@ -166,13 +175,18 @@ impl Live {
     }
 
     /// The files in flight now, for the report of an interrupted copy.
-    pub fn left(&self) -> Left {
-        let mut v: Left = lock(&self.state)
+    pub fn left(&self) -> Vec<Left> {
+        let mut v: Vec<Left> = lock(&self.state)
             .flights
             .values()
-            .map(|f| (f.name.clone(), f.done, f.total))
+            .map(|f| Left {
+                name: f.name.clone(),
+                dst: f.dst.clone(),
+                done: f.done,
+                total: f.total,
+            })
             .collect();
-        v.sort();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
@@ -194,7 +208,7 @@ impl Live {
         }
     }
 
-    fn begin(&self, src: &FtpUrl) {
+    fn begin(&self, src: &FtpUrl, dst: &FtpUrl) {
         let name = self.name(src);
         let bar = self.bars.as_ref().map(|mp| {
             let bar = mp.add(ProgressBar::no_length());
@@ -210,6 +224,7 @@ impl Live {
             src.path.clone(),
             Flight {
                 name,
+                dst: dst.clone(),
                 bar,
                 done: 0,
                 total: None,
@@ -306,8 +321,8 @@ impl Live {
 pub struct Hooks(pub Arc<Live>);
 
 impl FileHooks for Hooks {
-    fn started(&self, src: &FtpUrl, _dst: &FtpUrl) -> Option<Progress> {
-        self.0.begin(src);
+    fn started(&self, src: &FtpUrl, dst: &FtpUrl) -> Option<Progress> {
+        self.0.begin(src, dst);
         Some(self.0.callback(src.path.clone()))
     }
 
