@@ -489,7 +489,8 @@ impl Drop for Tmux {
 }
 
 /// On a terminal (a tmux pane, captured as text) a tree shows one overall line (files
-/// done/total, bytes done/total, rate, ETA) and a line per file in flight.
+/// done/total, bytes done/total, rate, ETA) and a line per file in flight, below the log
+/// lines, which never break into them.
 #[test]
 fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
     // Four files of 800 KB at 200 KB/s, two at a time: several seconds of bars.
@@ -503,7 +504,8 @@ fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
         socket: format!("fxprelay-test-{}", common::random_u64()),
     };
     let line = format!(
-        "{} -c /nonexistent/fxprelay.yaml fxp -r {} {}; echo EXIT=$?; sleep 600",
+        // Debug logging: every command a line, which must go above the bars.
+        "{} -c /nonexistent/fxprelay.yaml --log fxprelay=debug fxp -r {} {}; echo EXIT=$?; sleep 600",
         env!("CARGO_BIN_EXE_fxprelay"),
         url(&a, "t"),
         url(&b, "t2")
@@ -543,8 +545,20 @@ fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
     assert!(overall.contains("/3.05 MiB"), "{pane}");
     assert!(overall.contains("KiB") || overall.contains("MiB"), "{pane}");
     assert!(live.contains("KiB") || live.contains(" B"), "{pane}");
-    // One overall line only, whatever the redraws.
+    // One overall line only, whatever the redraws and the log lines, and the bars last.
     assert_eq!(pane.matches("ETA").count(), 1, "{pane}");
+    let lines: Vec<&str> = pane.lines().filter(|l| !l.trim().is_empty()).collect();
+    let at = lines.iter().position(|l| l.starts_with("files ")).unwrap();
+    assert!(
+        lines[..at].iter().any(|l| l.contains("DEBUG")),
+        "no log lines above:\n{pane}"
+    );
+    assert!(
+        lines[at + 1..]
+            .iter()
+            .all(|l| l.trim_start().starts_with("file-")),
+        "something else below the overall bar:\n{pane}"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let pane = loop {

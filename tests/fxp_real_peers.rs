@@ -384,7 +384,10 @@ fn cli_copies_and_reports() {
     assert!(ok, "{out}\n{err}");
     assert!(err.contains("RETR big.bin"), "{err}");
     assert!(!err.contains("PASS fxptest"), "{err}");
-    assert!(out.contains("method fxp, 8.00 MiB (8388608 bytes)"), "{out}");
+    assert!(
+        out.contains("method fxp, 8.00 MiB (8388608 bytes)"),
+        "{out}"
+    );
     // One unit system: IEC, as in the progress bars.
     assert!(out.contains("MiB/s") && !out.contains(" MB/s"), "{out}");
     // The password is never shown.

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::TlsPolicy;
 use super::credentials::{self, Lookup, Netrc};
-use super::engine::{self, FxpError, Method, Options};
+use super::engine::{self, FxpError, Options};
 use super::mirror::MirrorOptions;
 use super::progress::{Hooks, Left, Live};
 use super::tree::{self, EntryResult, FileRecord, Kind, TreeReport};
@@ -156,7 +156,7 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
         Ok(Outcome::File(dst, r)) => file_result(&args, &dst, r, seconds),
         Err(e) => {
             if args.json {
-                print_json(&JsonResult::failed(e.to_string(), seconds));
+                print_json(&JsonResult::failed(&args, e.to_string(), seconds));
             }
             eprintln!("fxprelay fxp: {e}");
             hint(&e);
@@ -201,7 +201,7 @@ fn fill_credentials(args: &mut FxpArgs) -> Result<(), credentials::CredentialErr
 /// The report of a tree: a line per entry and the summary (or the JSON object).
 fn tree_result(args: &FxpArgs, r: &TreeReport, seconds: f64) -> ExitCode {
     if args.json {
-        print_json(&JsonResult::tree(r, seconds));
+        print_json(&JsonResult::tree(args, r, seconds));
     } else {
         for rec in &r.records {
             println!("{}", record_line(rec));
@@ -244,7 +244,7 @@ fn file_result(
     seconds: f64,
 ) -> ExitCode {
     if args.json {
-        print_json(&JsonResult::file(&args.src, dst, &r, seconds));
+        print_json(&JsonResult::file(args, dst, &r, seconds));
     }
     match r {
         Ok(report) => {
@@ -301,6 +301,10 @@ fn interrupted(args: &FxpArgs, left: &[Left]) {
 /// `--json`: the one object printed on stdout.
 #[derive(Debug, serde::Serialize)]
 struct JsonResult {
+    /// The URLs as given (passwords shown as `***`), the destination completed with the
+    /// source's name where it named a directory.
+    source: String,
+    destination: String,
     files_copied: usize,
     files_skipped: usize,
     files_failed: usize,
@@ -322,8 +326,10 @@ struct JsonResult {
 }
 
 impl JsonResult {
-    fn empty(seconds: f64) -> JsonResult {
+    fn empty(args: &FxpArgs, seconds: f64) -> JsonResult {
         JsonResult {
+            source: args.src.to_string(),
+            destination: args.dst.to_string(),
             files_copied: 0,
             files_skipped: 0,
             files_failed: 0,
@@ -341,14 +347,14 @@ impl JsonResult {
         }
     }
 
-    fn failed(error: String, seconds: f64) -> JsonResult {
+    fn failed(args: &FxpArgs, error: String, seconds: f64) -> JsonResult {
         JsonResult {
             error: Some(error),
-            ..JsonResult::empty(seconds)
+            ..JsonResult::empty(args, seconds)
         }
     }
 
-    fn tree(r: &TreeReport, seconds: f64) -> JsonResult {
+    fn tree(args: &FxpArgs, r: &TreeReport, seconds: f64) -> JsonResult {
         JsonResult {
             files_copied: r.files,
             files_skipped: r.skipped,
@@ -362,18 +368,18 @@ impl JsonResult {
             dry_run: r.dry_run,
             interrupted: r.interrupted,
             files: r.records.clone(),
-            ..JsonResult::empty(seconds)
+            ..JsonResult::empty(args, seconds)
         }
     }
 
     fn file(
-        src: &FtpUrl,
+        args: &FxpArgs,
         dst: &FtpUrl,
         r: &Result<engine::Report, FxpError>,
         seconds: f64,
     ) -> JsonResult {
         let mut rec = FileRecord {
-            path: src.to_string(),
+            path: args.src.to_string(),
             kind: Kind::File,
             result: EntryResult::Copied,
             reason: super::mirror::Reason::Overwrite,
@@ -381,8 +387,10 @@ impl JsonResult {
             method: None,
             error: None,
         };
-        let _ = dst;
-        let mut out = JsonResult::empty(seconds);
+        let mut out = JsonResult {
+            destination: dst.to_string(),
+            ..JsonResult::empty(args, seconds)
+        };
         match r {
             Ok(rep) => {
                 rec.bytes = rep.bytes;
@@ -445,9 +453,4 @@ pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
             ", size not verified"
         },
     )
-}
-
-/// The method names in JSON and in the report agree with the metric labels.
-pub fn method_name(m: Method) -> &'static str {
-    m.as_str()
 }

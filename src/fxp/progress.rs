@@ -245,7 +245,8 @@ impl Live {
                 if let (Some(bar), Some(n)) = (&f.bar, size) {
                     bar.set_length(*n);
                 }
-                if f.bar.is_none() {
+                // Plain lines for a tree: the end of each file only (see `end`).
+                if f.bar.is_none() && self.root.is_empty() {
                     eprintln!("{}", line(e));
                 }
             }
@@ -268,7 +269,7 @@ impl Live {
                 }
             }
             // Which method is tried is noise on a terminal; a failure or a retry is not.
-            Event::Trying { .. } if f.bar.is_some() => {}
+            Event::Trying { .. } if f.bar.is_some() || !self.root.is_empty() => {}
             other => {
                 let text = format!("fxp: {}: {}", f.name, line(other));
                 drop(st);
