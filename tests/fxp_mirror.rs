@@ -580,3 +580,52 @@ fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
         );
     }
 }
+
+/// A URL naming a user but no password, on a terminal: the password is asked for, not
+/// echoed, and the copy goes on.
+#[test]
+fn a_missing_password_is_asked_on_the_terminal() {
+    let (a, b) = (
+        fxp_server(ServerKind::Pyftpdlib),
+        fxp_server(ServerKind::Vsftpd),
+    );
+    let tmux = Tmux {
+        socket: format!("fxprelay-test-{}", common::random_u64()),
+    };
+    let line = format!(
+        "NETRC=/nonexistent {} -c /nonexistent/fxprelay.yaml fxp ftp://{}@{}/{} {}; echo EXIT=$?; sleep 600",
+        env!("CARGO_BIN_EXE_fxprelay"),
+        a.user,
+        a.addr,
+        peers::HELLO_NAME,
+        url(&b, "asked.txt")
+    );
+    let ok = tmux
+        .cmd()
+        .args(["new-session", "-d", "-s", "t", "-x", "150", "-y", "30"])
+        .arg(line)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let prompt = format!("Password for {}@{}: ", a.user, a.addr);
+    wait_for("the password prompt", || {
+        tmux.pane().contains(prompt.trim_end())
+    });
+    let typed = tmux
+        .cmd()
+        .args(["send-keys", "-t", "t", a.pass, "Enter"])
+        .status()
+        .unwrap();
+    assert!(typed.success());
+    wait_for("the copy to end", || tmux.pane().contains("EXIT="));
+    let pane = tmux.pane();
+    assert!(pane.contains("EXIT=0"), "{pane}");
+    assert!(pane.contains("copied"), "{pane}");
+    // Never echoed: the pane shows the user's name only in the prompt and the URLs.
+    assert!(!pane.contains(&format!(": {}", a.pass)), "{pane}");
+    assert!(
+        !pane.contains(&format!("{}{}", prompt.trim_end(), a.pass)),
+        "{pane}"
+    );
+    assert_eq!(std::fs::read(b.file("asked.txt")).unwrap(), peers::HELLO);
+}

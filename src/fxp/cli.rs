@@ -25,20 +25,29 @@ use super::url::FtpUrl;
 const INTERRUPTED: u8 = 130;
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit codes: 0 copied (or nothing to do), 1 a failure (the server's reply on stderr), \
+2 bad arguments, 130 interrupted.
+Ctrl-C sends ABOR to both servers of every transfer in flight, says which files were \
+left part way and how many bytes the destination holds, and how to resume: the same \
+command with --resume (and --skip-existing for a tree).")]
 pub struct FxpArgs {
     /// Source: ftp://user@host:port/path (no user: anonymous, or the netrc file's login);
     /// ftpes:// for explicit TLS (AUTH TLS), ftps:// for implicit TLS (default port 990).
     /// Passwords, first found wins: written in the URL (ftp://user:pass@host/; visible
     /// in `ps`), then FXPRELAY_SRC_PASSWORD / FXPRELAY_DST_PASSWORD, then the netrc file
     /// (the host's `machine` entry with that `login`, else `default`), then a prompt on
-    /// the terminal. Never printed.
+    /// the terminal; else none (an empty password). Never printed.
     pub src: FtpUrl,
     /// Destination: a file path, or a directory ending in `/` to keep the source's name.
     pub dst: FtpUrl,
     /// Reverse FXP first: PASV on the destination, PORT on the source.
     #[arg(long)]
     pub reverse: bool,
-    /// Copy a directory tree (MLSD, or LIST parsed as `ls -l`).
+    /// Copy a directory tree (MLSD, or LIST parsed as `ls -l`): every missing directory
+    /// is made (the destination's missing parents too, like `mkdir -p`), then the files;
+    /// a line per entry is reported. See --skip-existing, --dry-run, --include, --exclude,
+    /// --delete.
     #[arg(long, short = 'r')]
     pub recursive: bool,
     /// Further attempts after a failure (with backoff and REST resume).
