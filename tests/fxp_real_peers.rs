@@ -385,7 +385,7 @@ fn cli_copies_and_reports() {
     assert!(err.contains("RETR big.bin"), "{err}");
     assert!(!err.contains("PASS fxptest"), "{err}");
     assert!(
-        out.contains("method fxp, 8.00 MiB (8388608 bytes)"),
+        out.contains("method fxp, 8388608 bytes (8.00 MiB)"),
         "{out}"
     );
     // One unit system: IEC, as in the progress bars.

@@ -227,7 +227,7 @@ fn tree_result(args: &FxpArgs, r: &TreeReport, seconds: f64) -> ExitCode {
     }
 }
 
-/// `copied   sub/a.bin (68.36 KiB (70000 bytes), fxp)`, `skipped  sub/b.bin (same size,
+/// `copied   sub/a.bin (70000 bytes (68.36 KiB), fxp)`, `skipped  sub/b.bin (same size,
 /// not older)`, `FAILED   sub/c.bin: the reason`.
 pub fn record_line(r: &FileRecord) -> String {
     let what = r.result.as_str();
@@ -442,7 +442,7 @@ fn hint(e: &FxpError) {
     }
 }
 
-/// `copied SRC -> DST: method fxp, 8.00 MiB (8388608 bytes), 0.052 s, 153.85 MiB/s`.
+/// `copied SRC -> DST: method fxp, 8388608 bytes (8.00 MiB), 0.052 s, 153.85 MiB/s`.
 pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
     let secs = r.duration.as_secs_f64();
     format!(

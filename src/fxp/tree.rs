@@ -83,7 +83,8 @@ pub struct FileRecord {
     pub result: EntryResult,
     /// Why it was copied, skipped or deleted.
     pub reason: Reason,
-    /// The file's size once copied (for a skipped or planned file: the source's size).
+    /// The file's size once copied (skipped or planned: the source's size; failed or
+    /// interrupted: 0; the destination's size for a deletion).
     pub bytes: u64,
     pub method: Option<Method>,
     /// The server's reply or the engine's reason, for a failure.
@@ -198,10 +199,14 @@ pub fn rate_mb(bytes: u64, secs: f64) -> f64 {
     }
 }
 
-/// `12.34 MiB (12939428 bytes)`: IEC units, as the progress bars show them, and the exact
-/// count.
+/// `12939428 bytes (12.34 MiB)`: the exact count, and in IEC units as the progress bars
+/// show it (below 1 KiB the count alone).
 pub fn bytes_iec(bytes: u64) -> String {
-    format!("{} ({bytes} bytes)", indicatif::HumanBytes(bytes))
+    if bytes < 1024 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{bytes} bytes ({})", indicatif::HumanBytes(bytes))
+    }
 }
 
 /// `161.30 MiB` (per second, when the caller appends `/s`).
@@ -357,12 +362,15 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
         dry_run: plan.mirror.dry_run,
         ..TreeReport::default()
     };
-    let record = |d: &Decision, result, error: Option<String>| FileRecord {
+    let record = |d: &Decision, result: EntryResult, error: Option<String>| FileRecord {
         path: String::from_utf8_lossy(&d.rel).into_owned(),
         kind: d.kind,
         result,
         reason: d.reason,
-        bytes: d.size.unwrap_or(0),
+        bytes: match result {
+            EntryResult::Failed => 0,
+            _ => d.size.unwrap_or(0),
+        },
         method: None,
         error,
     };
@@ -421,8 +429,7 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
         }
         let path = plan.dst.join(&d.rel).path;
         let result = make_dir(&mut c, &path, home.as_deref()).await;
-        if let Err(FtpError::Refused { .. }) | Ok(_) = &result {
-        } else {
+        if matches!(&result, Err(e) if !matches!(e, FtpError::Refused { .. })) {
             // The session itself broke: no further MKD can work on it.
             c.quit().await;
             c = opts
@@ -483,10 +490,14 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
                 r.bytes = *bytes;
                 r.method = Some(*method);
             }
-            Some(Err(Ended::Cancelled)) => r.result = EntryResult::Interrupted,
+            Some(Err(Ended::Cancelled)) => {
+                r.result = EntryResult::Interrupted;
+                r.bytes = 0;
+            }
             Some(Err(Ended::Failed(e))) => {
                 r.result = EntryResult::Failed;
                 r.error = Some(e.clone());
+                r.bytes = 0;
             }
             // Executed outside `engine::transfer`'s hooks: the queue's own count.
             None => {
@@ -494,6 +505,7 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
                 if let Some((_, e)) = copied.failed.iter().find(|(u, _)| *u == shown) {
                     r.result = EntryResult::Failed;
                     r.error = Some(e.clone());
+                    r.bytes = 0;
                 }
             }
         }
@@ -725,7 +737,12 @@ async fn walk(
         let path = root.join(&rel).path;
         let (raw, mlsd) = match c.listing(&path).await {
             Ok(l) => l,
-            Err(e @ FtpError::Refused { .. }) if side == Side::Destination => {
+            // A missing directory is a 5xx (vsftpd lists it as empty); a 4xx is not that.
+            Err(
+                e @ FtpError::Refused {
+                    code: 500..=599, ..
+                },
+            ) if side == Side::Destination => {
                 tracing::debug!(dir = %String::from_utf8_lossy(&path), error = %e, "destination directory not listed: taken as empty");
                 continue;
             }
