@@ -414,8 +414,9 @@ fn size_of(p: &Path) -> u64 {
 /// then completes the file.
 #[test]
 fn ctrl_c_aborts_reports_and_resumes() {
-    // 8 MiB at 2 MiB/s: 4 s, stopped after the first bytes.
-    let a = slow_server(2 * 1024 * 1024);
+    // 8 MiB at 1 MiB/s (pyftpdlib's throttle lets some bursts through: a few seconds),
+    // stopped after the first bytes.
+    let a = slow_server(1024 * 1024);
     let b = fxp_server(ServerKind::Vsftpd);
     let (src, dst) = (url(&a, "big.bin"), url(&b, "part.bin"));
     let child = fxprelay()
@@ -459,6 +460,44 @@ fn ctrl_c_aborts_reports_and_resumes() {
         std::fs::read(&part).unwrap() == peers::big_bin(),
         "not whole"
     );
+
+    // A tree: the JSON result says what was interrupted, and the suggested rerun
+    // completes it.
+    put(&a, "t", None);
+    let files: Vec<Vec<u8>> = (0..3).map(|n| payload(3_000_000, n)).collect();
+    for (n, data) in files.iter().enumerate() {
+        put(&a, &format!("t/f{n}.bin"), Some(data));
+    }
+    let (src, dst) = (url(&a, "t"), url(&b, "t"));
+    let child = fxprelay()
+        .args(["-r", &src, &dst, "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the tree copy to start", || {
+        (0..3).any(|n| size_of(&b.file(format!("t/f{n}.bin"))) > 0)
+    });
+    sigint(child.id());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o).1);
+    let v = json(&o);
+    assert_eq!(v["interrupted"], true, "{v:#}");
+    assert!(results(&v).iter().any(|(_, r)| r == "interrupted"), "{v:#}");
+    assert!(
+        text(&o).1.contains("--resume --skip-existing"),
+        "{}",
+        text(&o).1
+    );
+    let o = run(&["-r", &src, &dst, "--resume", "--skip-existing", "--json"]);
+    let v = json(&o);
+    assert!(o.status.success(), "{v:#}");
+    for (n, data) in files.iter().enumerate() {
+        assert!(
+            &std::fs::read(b.file(format!("t/f{n}.bin"))).unwrap() == data,
+            "f{n}"
+        );
+    }
 }
 
 /// Stops a tmux server (its own socket) when dropped.
@@ -494,8 +533,9 @@ impl Drop for Tmux {
 /// lines, which never break into them.
 #[test]
 fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
-    // Four files of 800 KB at 200 KB/s, two at a time: several seconds of bars.
-    let a = slow_server(200_000);
+    // Four files of 800 KB at 100 KB/s (some bursts get through), two at a time:
+    // several seconds of bars.
+    let a = slow_server(100_000);
     let b = fxp_server(ServerKind::Vsftpd);
     put(&a, "t", None);
     for n in 0..4 {
