@@ -34,9 +34,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, FtpError, TlsPolicy};
 pub use super::error::{FxpError, Side};
+pub use super::hooks::FileHooks;
 use super::pair::{Done, Pair, Run, Settings, State};
 use super::plan::{Outcome, Plan, Policy, Step};
-pub use super::report::{Event, FileHooks, Method, Progress, Protection, Report};
+pub use super::report::{Event, Method, Progress, Protection, Report};
 use super::url::FtpUrl;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};

@@ -23,7 +23,13 @@ use std::path::Path;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-pub use super::tree::Kind;
+/// A file or a directory (links and special files are never listed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    File,
+    Dir,
+}
 
 /// What a tree copy does besides copying (the CLI's `--skip-existing`, `--dry-run`,
 /// `--include`, `--exclude`, `--delete`; the API's `options`). The doc comments are the

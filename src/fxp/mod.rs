@@ -15,7 +15,8 @@
 //!   - `pair` holds the two sessions and the steps both kinds of method share (`REST`,
 //!     `STOR` and `RETR`).
 //!   - `report` ([`Method`], [`Event`], [`Report`]) and `error` ([`FxpError`]) are what a
-//!     transfer tells its caller; [`engine`] re-exports them.
+//!     transfer tells its caller, `hooks` (`FileHooks`) what a queue tells per file;
+//!     [`engine`] re-exports them.
 //! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue;
 //!   [`mirror`] is the pure half: what to create, copy, skip or delete per entry
 //!   ([`mirror::MirrorOptions`]: skip-existing, dry run, include/exclude, delete).
@@ -30,6 +31,7 @@ pub mod credentials;
 mod direct;
 pub mod engine;
 mod error;
+mod hooks;
 pub mod jobs;
 pub mod mirror;
 mod pair;

@@ -5,9 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::FxpError;
-use super::url::FtpUrl;
-
 /// How a file was moved. The names ([`Method::as_str`], the JSON and metric labels) of
 /// the first three never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -119,16 +116,6 @@ pub enum Event {
 
 /// Progress callback; must be cheap (it runs on the engine's task).
 pub type Progress = Arc<dyn Fn(&Event) + Send + Sync>;
-
-/// Per-file hooks (`Options::files`): which file a tree's or list's events belong to,
-/// and how each file ended. Both run on the engine's task: keep them cheap.
-pub trait FileHooks: Send + Sync {
-    /// `src` is about to be copied to `dst`: the callback for this file's events
-    /// (`None`: `Options::progress` hears them).
-    fn started(&self, src: &FtpUrl, dst: &FtpUrl) -> Option<Progress>;
-    /// The copy of `src` to `dst` ended so.
-    fn finished(&self, src: &FtpUrl, dst: &FtpUrl, result: Result<&Report, &FxpError>);
-}
 
 /// The outcome of a successful copy.
 #[derive(Debug, Clone)]

@@ -24,12 +24,7 @@ use super::url::FtpUrl;
 const MAX_DIRS: usize = 10_000;
 const MAX_FILES: usize = 100_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    File,
-    Dir,
-}
+pub use super::mirror::Kind;
 
 /// One listing entry (links and special files are left out).
 #[derive(Debug, Clone, PartialEq, Eq)]
