@@ -420,6 +420,7 @@ fn ctrl_c_aborts_reports_and_resumes() {
     let b = fxp_server(ServerKind::Vsftpd);
     let (src, dst) = (url(&a, "big.bin"), url(&b, "part.bin"));
     let child = fxprelay()
+        .args(["--log", "fxprelay=debug"])
         .args([&src, &dst])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -434,9 +435,19 @@ fn ctrl_c_aborts_reports_and_resumes() {
     assert_eq!(o.status.code(), Some(130), "{out}\n{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "{err}");
     assert!(err.contains("interrupted"), "{err}");
-    assert!(err.contains("ABOR"), "{err}");
+    // Both servers were told (the engine's debug log shows each command it sends).
+    for server in [&a, &b] {
+        let abor = format!("> ABOR host={}", server.addr);
+        assert!(err.contains(&abor), "{abor} missing:\n{err}");
+    }
     assert!(err.contains("--resume"), "{err}");
-    eprintln!("after Ctrl-C:\n{err}");
+    eprintln!(
+        "after Ctrl-C:\n{}",
+        err.lines()
+            .filter(|l| !l.contains("DEBUG"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let left = size_of(&part);
     assert!(left > 0 && left < peers::BIG_LEN as u64, "{left}");
     // The bytes the destination held once both transfers were aborted (its `SIZE`).
