@@ -2,7 +2,7 @@
 # Installs the real FTP peers and clients the integration tests run (Debian 12).
 #
 #   - with apt: vsftpd, lftp, curl, python3-pyftpdlib (+ python3-openssl for its FTPS),
-#     iptables, iproute2, haproxy,
+#     iptables, iproute2, haproxy, tmux (drives `fxprelay fxp` on a terminal in a test),
 #     prometheus (for `promtool`: ~22 MB, checks the metrics and alert rules), systemd
 #     (for `systemd-analyze verify` of the shipped unit), and the runtime
 #     libraries of pure-ftpd and proftpd;
@@ -27,7 +27,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/.peers"
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy prometheus systemd)
+APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy prometheus systemd tmux)
 EXTRACTED=(pure-ftpd proftpd-core proftpd-mod-crypto proftpd-mod-proxy)
 
 log() { printf 'install-test-peers: %s\n' "$*" >&2; }

@@ -268,7 +268,8 @@ fn init_logging(cli: &Cli) {
     match cli.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            // Above `fxprelay fxp`'s progress bars while they are shown; stderr otherwise.
+            .with_writer(fxprelay::fxp::progress::LogWriter::make)
             .with_ansi(std::io::stderr().is_terminal())
             .init(),
         LogFormat::Json => {

@@ -384,8 +384,12 @@ fn cli_copies_and_reports() {
     assert!(ok, "{out}\n{err}");
     assert!(err.contains("RETR big.bin"), "{err}");
     assert!(!err.contains("PASS fxptest"), "{err}");
-    assert!(out.contains("method fxp, 8388608 bytes"), "{out}");
-    assert!(out.contains("MB/s"), "{out}");
+    assert!(
+        out.contains("method fxp, 8388608 bytes (8.00 MiB)"),
+        "{out}"
+    );
+    // One unit system: IEC, as in the progress bars.
+    assert!(out.contains("MiB/s") && !out.contains(" MB/s"), "{out}");
     // The password is never shown.
     let pass = format!(":{}@", b.pass);
     assert!(!out.contains(&pass) && !err.contains(&pass), "{out}\n{err}");

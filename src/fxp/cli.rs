@@ -1,75 +1,69 @@
-//! `fxprelay fxp SRC DST`: the engine for a person or a script. A progress bar on a
-//! terminal, plain lines otherwise, one summary line on stdout, the server's text on
-//! stderr and a non-zero exit code on failure. Needs no configuration file.
+//! `fxprelay fxp SRC DST`: the engine for a person or a script. Progress bars on a
+//! terminal (see [`super::progress`]), plain lines otherwise; a report on stdout (a line
+//! per entry of a tree and a summary, or with `--json` one JSON object), the server's
+//! text on stderr and a non-zero exit code on failure; Ctrl-C stops both servers' transfers
+//! and says how to resume (exit 130). Passwords can come from the environment, a netrc
+//! file or a prompt ([`super::credentials`]). Needs no configuration file.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 
-use super::client::TlsPolicy;
-use super::engine::{self, Event, FxpError, Options, Progress};
-use super::tree;
+use super::credentials::{self, Lookup, Netrc};
+use super::engine::{self, FxpError, Options};
+use super::options::TransferOptions;
+use super::progress::{Hooks, Left, Live};
+use super::tree::{self, EntryResult, FileRecord, Kind, TreeReport};
 use super::url::FtpUrl;
 
+/// The exit code after Ctrl-C (128 + SIGINT), as shells report it.
+const INTERRUPTED: u8 = 130;
+
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit codes: 0 copied (or nothing to do), 1 a failure (the server's reply on stderr), \
+2 bad arguments, 130 interrupted.
+Ctrl-C sends ABOR to both servers of every transfer in flight, says which files were \
+left part way and how many bytes the destination holds, and how to resume: the same \
+command with --resume (and --skip-existing for a tree).")]
 pub struct FxpArgs {
-    /// Source: ftp://user:pass@host:port/path (password optional; no user = anonymous);
+    /// Source: ftp://user@host:port/path (no user: anonymous, or the netrc file's login);
     /// ftpes:// for explicit TLS (AUTH TLS), ftps:// for implicit TLS (default port 990).
+    /// Passwords, first found wins: written in the URL (ftp://user:pass@host/; visible
+    /// in `ps`), then FXPRELAY_SRC_PASSWORD / FXPRELAY_DST_PASSWORD, then the netrc file
+    /// (the host's `machine` entry with that `login`, else `default`), then a prompt on
+    /// the terminal; else none (an empty password). Never printed.
     pub src: FtpUrl,
     /// Destination: a file path, or a directory ending in `/` to keep the source's name.
     pub dst: FtpUrl,
-    /// Reverse FXP first: PASV on the destination, PORT on the source.
+    #[command(flatten)]
+    pub opts: TransferOptions,
+    /// Print one JSON object (counts, exact bytes, seconds, method, and a record per
+    /// file) on stdout instead of the text report.
     #[arg(long)]
-    pub reverse: bool,
-    /// Copy a directory tree (MLSD, or LIST parsed as `ls -l`).
-    #[arg(long, short = 'r')]
-    pub recursive: bool,
-    /// Further attempts after a failure (with backoff and REST resume).
-    #[arg(long, default_value_t = 2)]
-    pub retries: u32,
-    /// Seconds any control step may take, and a transfer may go without progress.
-    #[arg(long, default_value_t = 30)]
-    pub timeout: u64,
-    /// Files copied at once with --recursive.
-    #[arg(long, default_value_t = 2)]
-    pub concurrency: usize,
-    /// Continue a partial destination file from an earlier run (REST).
-    #[arg(long)]
-    pub resume: bool,
-    /// Never relay the bytes through fxprelay: fail when neither FXP direction works.
-    #[arg(long)]
-    pub no_relay: bool,
-    /// Trust TLS servers whose certificate this CA (a PEM file) signed, besides the
-    /// system's trust roots.
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<std::path::PathBuf>,
-    /// Do not check TLS servers' certificates (anyone in the path can then read and
-    /// change the transfer, passwords included).
-    #[arg(long)]
-    pub insecure: bool,
-    /// Between TLS servers that cannot encrypt between themselves (no SSCN or CPSV),
-    /// try FXP with clear data (PROT C) before relaying through fxprelay.
-    #[arg(long)]
-    pub allow_clear_data: bool,
-    /// How each copy is checked once it ends (the servers compute the hashes; fxprelay
-    /// reads no file data). The summary line says which check was made.
-    #[arg(long, value_enum, default_value_t = engine::Verify::Auto)]
-    pub verify: engine::Verify,
-    /// What becomes of a copy whose hash differs from the source's (the file fails
-    /// either way, without retries). Default keep: the evidence of which side went wrong
-    /// stays, and the file's own name no longer holds a bad copy.
-    #[arg(long, value_enum, default_value_t = engine::OnMismatch::Keep)]
-    pub on_mismatch: engine::OnMismatch,
-    /// Seconds a server may take to answer a hash command: it reads the whole file first
-    /// (at disk speed, often 100-500 MB/s), so this is far longer than --timeout.
-    #[arg(long, value_name = "SECS", default_value_t = engine::HASH_TIMEOUT.as_secs())]
-    pub hash_timeout: u64,
+    pub json: bool,
+    /// The netrc file to read logins from (default: $NETRC, else ~/.netrc when it
+    /// exists).
+    #[arg(long, value_name = "PATH")]
+    pub netrc_file: Option<PathBuf>,
 }
 
-pub fn run(args: FxpArgs) -> ExitCode {
+pub fn run(mut args: FxpArgs) -> ExitCode {
+    if args.opts.mirror().any() && !args.opts.recursive {
+        eprintln!(
+            "fxprelay fxp: --skip-existing, --dry-run, --include, --exclude and --delete \
+             apply to trees: add --recursive"
+        );
+        return ExitCode::from(2);
+    }
+    if let Err(e) = fill_credentials(&mut args) {
+        eprintln!("fxprelay fxp: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -77,61 +71,325 @@ pub fn run(args: FxpArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let display = Display::new();
-    if args.insecure {
+    if args.opts.insecure {
         eprintln!("fxprelay fxp: warning: --insecure: TLS certificates are not checked");
     }
-    let opts = Options {
-        reverse: args.reverse,
-        retries: args.retries,
-        timeout: Duration::from_secs(args.timeout.max(1)),
-        relay_fallback: !args.no_relay,
-        resume: args.resume,
-        concurrency: args.concurrency.max(1),
-        progress: Some(display.callback()),
-        tls: TlsPolicy::new(!args.insecure, args.ca.clone()),
-        allow_clear_data: args.allow_clear_data,
-        verify: args.verify,
-        on_mismatch: args.on_mismatch,
-        hash_timeout: Duration::from_secs(args.hash_timeout.max(1)),
-        ..Options::default()
+    let root: &[u8] = if args.opts.recursive {
+        &args.src.path
+    } else {
+        b""
     };
-    if args.recursive {
-        let r = runtime.block_on(tree::copy_tree(&args.src, &args.dst, &opts));
-        display.finish();
-        match r {
-            Ok(report) => {
-                println!("{}", report.summary());
-                if report.failed.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    for (path, e) in &report.failed {
-                        eprintln!("fxprelay fxp: {path}: {e}");
-                    }
-                    ExitCode::FAILURE
+    let live = Live::new(std::io::stderr().is_terminal(), root);
+    let cancel = CancellationToken::new();
+    let opts = Options {
+        files: Some(Arc::new(Hooks(live.clone()))),
+        cancel: Some(cancel.clone()),
+        ..args.opts.engine()
+    };
+    let started = Instant::now();
+    let work = async {
+        if args.opts.recursive {
+            let plan = tree::plan_tree(&args.src, &args.dst, &opts, &args.opts.mirror()).await?;
+            if !args.opts.dry_run {
+                let (files, bytes) = plan.to_copy();
+                live.set_totals(files, bytes);
+            }
+            tree::run_plan(&plan, &opts).await.map(Outcome::Tree)
+        } else {
+            let dst = engine::destination_path(&args.src, &args.dst);
+            let r = engine::transfer(&args.src, &dst, &opts).await;
+            Ok(Outcome::File(dst, r))
+        }
+    };
+    let (result, left) = runtime.block_on(async {
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => (r, None),
+            _ = tokio::signal::ctrl_c() => {
+                // What was in flight, before the aborts end it.
+                let left = live.left();
+                cancel.cancel();
+                live.println("fxprelay fxp: interrupted: aborting the transfers on both servers (ABOR); Ctrl-C again to quit at once");
+                tokio::select! {
+                    r = &mut work => (r, Some(left)),
+                    _ = tokio::signal::ctrl_c() => std::process::exit(INTERRUPTED.into()),
                 }
             }
-            Err(e) => {
-                eprintln!("fxprelay fxp: {e}");
-                hint(&e);
-                ExitCode::FAILURE
-            }
         }
+    });
+    live.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let code = match result {
+        Ok(Outcome::Tree(report)) => tree_result(&args, &report, seconds),
+        Ok(Outcome::File(dst, r)) => file_result(&args, &dst, r, seconds),
+        Err(e) => {
+            if args.json {
+                print_json(&JsonResult::failed(&args, e.to_string(), seconds));
+            }
+            eprintln!("fxprelay fxp: {e}");
+            hint(&e);
+            ExitCode::FAILURE
+        }
+    };
+    match left {
+        Some(left) => {
+            let left = runtime.block_on(written(left, &opts));
+            interrupted(&args, &left);
+            ExitCode::from(INTERRUPTED)
+        }
+        None => code,
+    }
+}
+
+enum Outcome {
+    Tree(TreeReport),
+    File(FtpUrl, Result<engine::Report, FxpError>),
+}
+
+/// Fills in passwords the URLs lack (see [`credentials`]); a prompt only on a terminal.
+fn fill_credentials(args: &mut FxpArgs) -> Result<(), credentials::CredentialError> {
+    let netrc = Netrc::load(args.netrc_file.as_deref())?;
+    let ask = |prompt: &str| rpassword::prompt_password(prompt);
+    let terminal = std::io::stdin().is_terminal();
+    for (url, var, side) in [
+        (&mut args.src, "FXPRELAY_SRC_PASSWORD", "source"),
+        (&mut args.dst, "FXPRELAY_DST_PASSWORD", "destination"),
+    ] {
+        let with = Lookup {
+            env: std::env::var(var).ok(),
+            netrc: netrc.as_ref(),
+            prompt: terminal.then_some(&ask as credentials::Prompt<'_>),
+        };
+        let from = credentials::fill(url, &with)?;
+        tracing::debug!(side, user = %url.user, from = ?from, "credentials");
+    }
+    Ok(())
+}
+
+/// The report of a tree: a line per entry and the summary (or the JSON object).
+fn tree_result(args: &FxpArgs, r: &TreeReport, seconds: f64) -> ExitCode {
+    if args.json {
+        print_json(&JsonResult::tree(args, r, seconds));
     } else {
-        let dst = engine::destination_path(&args.src, &args.dst);
-        let r = runtime.block_on(engine::transfer(&args.src, &dst, &opts));
-        display.finish();
+        for rec in &r.records {
+            println!("{}", record_line(rec));
+        }
+        println!("{}", r.summary());
+    }
+    for (path, e) in &r.failed {
+        eprintln!("fxprelay fxp: {path}: {e}");
+    }
+    if r.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `copied   sub/a.bin (70000 bytes (68.36 KiB), fxp)`, `skipped  sub/b.bin (same size,
+/// not older)`, `FAILED   sub/c.bin: the reason`.
+pub fn record_line(r: &FileRecord) -> String {
+    let what = r.result.as_str();
+    let dir = if r.kind == Kind::Dir { "/" } else { "" };
+    let detail = match (r.result, &r.error, r.method) {
+        (_, Some(e), _) => format!(": {e}"),
+        (EntryResult::Copied, _, Some(m)) => format!(" ({}, {m})", tree::bytes_iec(r.bytes)),
+        (EntryResult::WouldCopy, _, _) => {
+            format!(" ({}, {})", tree::bytes_iec(r.bytes), r.reason.as_str())
+        }
+        (EntryResult::Skipped | EntryResult::WouldDelete | EntryResult::Deleted, _, _) => {
+            format!(" ({})", r.reason.as_str())
+        }
+        _ => String::new(),
+    };
+    format!("{what:<12} {}{dir}{detail}", r.path)
+}
+
+fn file_result(
+    args: &FxpArgs,
+    dst: &FtpUrl,
+    r: Result<engine::Report, FxpError>,
+    seconds: f64,
+) -> ExitCode {
+    if args.json {
+        print_json(&JsonResult::file(args, dst, &r, seconds));
+    }
+    match r {
+        Ok(report) => {
+            if !args.json {
+                println!("{}", summary(&args.src, dst, &report));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(FxpError::Cancelled) => ExitCode::from(INTERRUPTED),
+        Err(e) => {
+            eprintln!("fxprelay fxp: {} -> {dst}: {e}", args.src);
+            hint(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The files left part way, each with the destination's `SIZE` now that its transfer
+/// is aborted (the last polled count where the server does not tell).
+async fn written(mut left: Vec<Left>, opts: &Options) -> Vec<Left> {
+    for l in &mut left {
+        if let Ok(mut c) = opts.open(&l.dst).await {
+            if let Ok(Some(n)) = c.size(&l.dst.path).await {
+                l.done = n;
+            }
+            c.quit().await;
+        }
+    }
+    left
+}
+
+/// After Ctrl-C: what was left part way, and how to go on.
+fn interrupted(args: &FxpArgs, left: &[Left]) {
+    eprintln!("fxprelay fxp: interrupted");
+    for l in left {
+        let of = l.total.map_or(String::new(), |t| {
+            format!(" of {}", indicatif::HumanBytes(t))
+        });
+        eprintln!(
+            "fxprelay fxp:   {} -> {}: {}{of} written when stopped (a partial file is left at the destination)",
+            l.name,
+            l.dst,
+            tree::bytes_iec(l.done)
+        );
+    }
+    let again = if args.opts.recursive {
+        "run the same command again with --resume --skip-existing (files already copied are skipped, partial ones continued with REST)"
+    } else {
+        "run the same command again with --resume (the partial file is continued with REST where both servers offer it)"
+    };
+    eprintln!("fxprelay fxp: to resume: {again}");
+}
+
+/// `--json`: the one object printed on stdout.
+#[derive(Debug, serde::Serialize)]
+struct JsonResult {
+    /// The URLs as given (passwords shown as `***`), the destination completed with the
+    /// source's name where it named a directory.
+    source: String,
+    destination: String,
+    files_copied: usize,
+    files_skipped: usize,
+    files_failed: usize,
+    dirs_created: usize,
+    deleted: usize,
+    /// Bytes of the copied files, exact.
+    bytes: u64,
+    /// Of those, bytes that went through fxprelay (the relay method).
+    relayed_bytes: u64,
+    seconds: f64,
+    /// The method of the copy (a tree's most used one); `null` when nothing was copied.
+    method: Option<String>,
+    methods: std::collections::BTreeMap<String, usize>,
+    dry_run: bool,
+    interrupted: bool,
+    /// A failure that ended the whole run (a source that cannot be listed, say).
+    error: Option<String>,
+    files: Vec<FileRecord>,
+}
+
+impl JsonResult {
+    fn empty(args: &FxpArgs, seconds: f64) -> JsonResult {
+        JsonResult {
+            source: args.src.to_string(),
+            destination: args.dst.to_string(),
+            files_copied: 0,
+            files_skipped: 0,
+            files_failed: 0,
+            dirs_created: 0,
+            deleted: 0,
+            bytes: 0,
+            relayed_bytes: 0,
+            seconds,
+            method: None,
+            methods: Default::default(),
+            dry_run: false,
+            interrupted: false,
+            error: None,
+            files: vec![],
+        }
+    }
+
+    fn failed(args: &FxpArgs, error: String, seconds: f64) -> JsonResult {
+        JsonResult {
+            error: Some(error),
+            ..JsonResult::empty(args, seconds)
+        }
+    }
+
+    fn tree(args: &FxpArgs, r: &TreeReport, seconds: f64) -> JsonResult {
+        JsonResult {
+            files_copied: r.files,
+            files_skipped: r.skipped,
+            files_failed: r.failed.len(),
+            dirs_created: r.created,
+            deleted: r.deleted,
+            bytes: r.bytes,
+            relayed_bytes: r.relayed_bytes,
+            method: r.main_method().map(str::to_owned),
+            methods: r.methods.iter().map(|(m, n)| (m.to_string(), *n)).collect(),
+            dry_run: r.dry_run,
+            interrupted: r.interrupted,
+            files: r.records.clone(),
+            ..JsonResult::empty(args, seconds)
+        }
+    }
+
+    fn file(
+        args: &FxpArgs,
+        dst: &FtpUrl,
+        r: &Result<engine::Report, FxpError>,
+        seconds: f64,
+    ) -> JsonResult {
+        let mut rec = FileRecord {
+            path: args.src.to_string(),
+            kind: Kind::File,
+            result: EntryResult::Copied,
+            reason: super::mirror::Reason::Overwrite,
+            bytes: 0,
+            method: None,
+            verified: None,
+            error: None,
+        };
+        let mut out = JsonResult {
+            destination: dst.to_string(),
+            ..JsonResult::empty(args, seconds)
+        };
         match r {
-            Ok(report) => {
-                println!("{}", summary(&args.src, &dst, &report));
-                ExitCode::SUCCESS
+            Ok(rep) => {
+                rec.bytes = rep.bytes;
+                rec.method = Some(rep.method);
+                rec.verified = Some(rep.verified);
+                out.files_copied = 1;
+                out.bytes = rep.bytes;
+                out.relayed_bytes = rep.relayed_bytes;
+                out.method = Some(rep.method.as_str().to_owned());
+                out.methods.insert(rep.method.as_str().to_owned(), 1);
+            }
+            Err(FxpError::Cancelled) => {
+                rec.result = EntryResult::Interrupted;
+                out.interrupted = true;
             }
             Err(e) => {
-                eprintln!("fxprelay fxp: {} -> {dst}: {e}", args.src);
-                hint(&e);
-                ExitCode::FAILURE
+                rec.result = EntryResult::Failed;
+                rec.error = Some(e.to_string());
+                out.files_failed = 1;
             }
         }
+        out.files = vec![rec];
+        out
+    }
+}
+
+fn print_json(r: &JsonResult) {
+    match serde_json::to_string_pretty(r) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("fxprelay fxp: cannot write the JSON result: {e}"),
     }
 }
 
@@ -145,15 +403,15 @@ fn hint(e: &FxpError) {
     }
 }
 
-/// `copied SRC -> DST: method fxp, 8388608 bytes, 0.052 s, 161.30 MB/s, verified sha-256`.
+/// `copied SRC -> DST: method fxp, 8388608 bytes (8.00 MiB), 0.052 s, 153.85 MiB/s, verified sha-256`.
 pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
     let secs = r.duration.as_secs_f64();
     format!(
-        "copied {src} -> {dst}: method {}, {} bytes, {secs:.3} s, {:.2} MB/s{}{}",
+        "copied {src} -> {dst}: method {}, {}, {secs:.3} s, {}/s{}{}",
         r.method,
-        r.bytes,
+        tree::bytes_iec(r.bytes),
         // The rate of what moved in this run, not of a prefix resumed from earlier.
-        tree::rate_mb(r.bytes.saturating_sub(r.resumed_from), secs),
+        tree::rate_iec(r.bytes.saturating_sub(r.resumed_from), secs),
         if r.resumed_from > 0 {
             format!(", resumed at {}", r.resumed_from)
         } else {
@@ -165,81 +423,4 @@ pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
             ", not verified".to_owned()
         },
     )
-}
-
-/// A progress bar on a terminal, plain lines on stderr otherwise.
-struct Display {
-    bar: Option<ProgressBar>,
-}
-
-impl Display {
-    fn new() -> Display {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::no_length();
-            if let Ok(style) = ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        Display { bar }
-    }
-
-    fn callback(&self) -> Progress {
-        let bar = self.bar.clone();
-        // Plain mode prints at most one byte-count line every few seconds.
-        let last_line = Mutex::new(std::time::Instant::now());
-        Arc::new(move |e: &Event| match &bar {
-            Some(bar) => match e {
-                Event::Started { src, size, .. } => {
-                    bar.set_message(src.clone());
-                    if let Some(n) = size {
-                        bar.set_length(*n);
-                    }
-                    bar.set_position(0);
-                }
-                Event::Bytes { done, .. } => bar.set_position(*done),
-                other => bar.println(line(other)),
-            },
-            None => match e {
-                Event::Bytes { .. } => {
-                    let mut last = last_line.lock().unwrap_or_else(|p| p.into_inner());
-                    if last.elapsed() >= Duration::from_secs(5) {
-                        *last = std::time::Instant::now();
-                        eprintln!("{}", line(e));
-                    }
-                }
-                other => eprintln!("{}", line(other)),
-            },
-        })
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-fn line(e: &Event) -> String {
-    match e {
-        Event::Started { src, dst, size } => match size {
-            Some(n) => format!("fxp: {src} -> {dst} ({n} bytes)"),
-            None => format!("fxp: {src} -> {dst}"),
-        },
-        Event::Trying { method, offset: 0 } => format!("fxp: trying {method}"),
-        Event::Trying { method, offset } => format!("fxp: trying {method}, resuming at {offset}"),
-        Event::MethodFailed { method, error } => format!("fxp: {method} failed: {error}"),
-        Event::Bytes { done, total } => match total {
-            Some(t) => format!("fxp: {done}/{t} bytes"),
-            None => format!("fxp: {done} bytes"),
-        },
-        Event::Retrying {
-            attempt,
-            delay,
-            error,
-        } => format!("fxp: attempt {attempt} failed ({error}); retrying in {delay:?}"),
-    }
 }

@@ -36,14 +36,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, FtpError, TlsPolicy};
 use super::digest::{self, Choice, Support};
 pub use super::digest::{Check, OnMismatch, Verify};
 pub use super::error::{FxpError, Side};
+pub use super::hooks::FileHooks;
 use super::pair::{Done, Pair, Run, Settings, State};
 use super::plan::{Fail, Outcome, Plan, Policy, Step};
-pub use super::report::{Event, FileProgress, Method, Progress, Protection, Report};
+pub use super::report::{Event, Method, Progress, Protection, Report};
 use super::url::FtpUrl;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
@@ -66,9 +68,9 @@ pub struct Options {
     /// How often the destination's `SIZE` is polled during an FXP copy.
     pub poll_interval: Duration,
     pub progress: Option<Progress>,
-    /// Per-file progress of a list or tree copy (`tree::copy_list` calls it); a single
-    /// [`transfer`] ignores it.
-    pub files: Option<Arc<dyn FileProgress>>,
+    /// Per-file hooks for the front ends of trees and lists (live file bars, per-file
+    /// reports, the API's file records): see [`FileHooks`].
+    pub files: Option<Arc<dyn FileHooks>>,
     /// Which servers may be reached: `None` (the CLI) allows all; the API and SITE
     /// commands pass `fxp.allow`. Checked per connection with the URL's host as written
     /// and each resolved address, so a host-name entry admits that name's own connection
@@ -89,6 +91,9 @@ pub struct Options {
     /// How long a server may take to answer a hash command: it reads the whole file
     /// (a few hundred MB/s on a fast disk), so far longer than `timeout`.
     pub hash_timeout: Duration,
+    /// Cancelled: the transfers in flight send `ABOR` to both servers and end with
+    /// [`FxpError::Cancelled`]; those not begun end so at once.
+    pub cancel: Option<CancellationToken>,
 }
 
 /// Default [`Options::hash_timeout`]: a 100 GiB file at about 200 MB/s.
@@ -116,6 +121,7 @@ impl Default for Options {
             verify: Verify::Auto,
             on_mismatch: OnMismatch::Keep,
             hash_timeout: HASH_TIMEOUT,
+            cancel: None,
         }
     }
 }
@@ -151,24 +157,6 @@ impl Options {
         .await
     }
 
-    /// These options for file `index` of a list: its events reach [`Options::files`]
-    /// with the index, besides [`Options::progress`].
-    pub fn for_file(&self, index: usize) -> Options {
-        let Some(files) = self.files.clone() else {
-            return self.clone();
-        };
-        let outer = self.progress.clone();
-        Options {
-            progress: Some(Arc::new(move |e: &Event| {
-                files.event(index, e);
-                if let Some(p) = &outer {
-                    p(e);
-                }
-            })),
-            ..self.clone()
-        }
-    }
-
     pub(super) fn emit(&self, e: Event) {
         match &e {
             Event::MethodFailed { method, error } => {
@@ -187,7 +175,41 @@ impl Options {
 
 /// Copies `src` to `dst` (a `dst` path that is empty or ends in `/` names a directory:
 /// the file keeps its name). Never returns before both control sessions are closed.
+/// With `Options::files`, tells those hooks where the file starts and how it ends (as
+/// file 0 of a list of one).
 pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Report, FxpError> {
+    transfer_nth(0, src, dst, opts).await
+}
+
+/// [`transfer`] as file `index` of a list: the index the hooks hear.
+pub async fn transfer_nth(
+    index: usize,
+    src: &FtpUrl,
+    dst: &FtpUrl,
+    opts: &Options,
+) -> Result<Report, FxpError> {
+    let Some(hooks) = &opts.files else {
+        return transfer_one(src, dst, opts).await;
+    };
+    let dst = destination_path(src, dst);
+    let mut own = opts.clone();
+    own.files = None;
+    if let Some(file) = hooks.started(index, src, &dst) {
+        // The file's own callback, besides the whole transfer's.
+        let outer = opts.progress.clone();
+        own.progress = Some(Arc::new(move |e: &Event| {
+            file(e);
+            if let Some(p) = &outer {
+                p(e);
+            }
+        }));
+    }
+    let r = transfer_one(src, &dst, &own).await;
+    hooks.finished(index, src, &dst, r.as_ref());
+    r
+}
+
+async fn transfer_one(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Report, FxpError> {
     let dst = &destination_path(src, dst);
     if same_file(src, dst) {
         // STOR would truncate the very file RETR is about to read.
@@ -281,7 +303,17 @@ impl Transfer<'_> {
     /// Carries out `plan`'s steps until it is done or gives up.
     async fn follow(&mut self, plan: &mut Plan) -> Result<Done, FxpError> {
         let mut step = plan.start();
+        let cancel = self.opts.cancel.clone();
+        let cancelled = || async {
+            match &cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         loop {
+            if cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                return Err(self.abort().await);
+            }
             // The one place sessions end: before the next login (pyftpdlib, logged into
             // while it winds down a failed transfer, was seen to leave the new login
             // unanswered for the whole timeout) and before the transfer returns.
@@ -304,7 +336,10 @@ impl Transfer<'_> {
                         delay: after,
                         error: error.to_string(),
                     });
-                    sleep(after).await;
+                    tokio::select! {
+                        () = sleep(after) => {}
+                        () = cancelled() => return Err(self.abort().await),
+                    }
                     // A new attempt checks the source again.
                     self.source_size = None;
                     method
@@ -312,7 +347,10 @@ impl Transfer<'_> {
                 Step::GiveUp(_, e) => return Err(e),
                 Step::Done(done) => return Ok(done),
             };
-            let outcome = self.try_method(method).await;
+            let outcome = tokio::select! {
+                o = self.try_method(method) => o,
+                () = cancelled() => return Err(self.abort().await),
+            };
             if let Some(e) = outcome.method_error() {
                 self.opts.emit(Event::MethodFailed {
                     method,
@@ -321,6 +359,14 @@ impl Transfer<'_> {
             }
             step = plan.next(outcome);
         }
+    }
+
+    /// Cancelled: `ABOR` to both servers (a transfer in flight stops there), then `QUIT`.
+    async fn abort(&mut self) -> FxpError {
+        if let Some(p) = self.pair.take() {
+            p.close(super::plan::Close::Abort).await;
+        }
+        FxpError::Cancelled
     }
 
     /// `method` on the sessions in hand, logging in first when there are none; the first

@@ -51,6 +51,10 @@ pub enum FxpError {
     /// Every method failed: each one's reason, in the order tried.
     #[error("{}", .0.iter().map(|(m, e)| format!("{m}: {e}")).collect::<Vec<_>>().join("; "))]
     Methods(Vec<(Method, FxpError)>),
+    /// Stopped by the caller (`Options::cancel`: Ctrl-C, an API cancel); both servers
+    /// were sent `ABOR`.
+    #[error("interrupted")]
+    Cancelled,
     #[error("{0}")]
     Other(String),
 }

@@ -3,7 +3,7 @@
 //! the task that needs them; everything the API shows is redacted.
 //!
 //! A job's progress comes from the engine's callbacks ([`engine::Options::progress`] for
-//! one file, [`engine::FileProgress`] for a tree's files): they update the job's [`Live`]
+//! one file, [`engine::FileHooks`] for a tree's files): they update the job's [`Live`]
 //! record, behind a lock of its own, and a `GET` reads it. The JSON a job shows is
 //! [`JobView`]; `src/openapi.json` describes it (a test holds the two together).
 
@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, info, warn};
 
-use super::engine::{self, Check, Event, FileProgress, FxpError};
+use super::engine::{self, Check, Event, FileHooks, FxpError};
 pub use super::options::{MAX_RETRIES, TransferOptions};
 use super::tree;
 use super::url::FtpUrl;
@@ -174,7 +174,7 @@ impl FileView {
         }
     }
 
-    fn finished(&mut self, result: &Result<engine::Report, FxpError>, relayed: &mut u64) {
+    fn finished(&mut self, result: Result<&engine::Report, &FxpError>, relayed: &mut u64) {
         match result {
             Ok(r) => {
                 self.state = State::Done;
@@ -305,7 +305,7 @@ impl Watch {
     }
 }
 
-impl FileProgress for Watch {
+impl FileHooks for Watch {
     fn listed(&self, files: &[(FtpUrl, FtpUrl)]) {
         let mut live = self.lock();
         if !live.frozen {
@@ -316,13 +316,22 @@ impl FileProgress for Watch {
         }
     }
 
-    fn event(&self, index: usize, event: &Event) {
-        if let Some(f) = self.lock().file(index) {
-            f.event(event);
-        }
+    fn started(&self, index: usize, _src: &FtpUrl, _dst: &FtpUrl) -> Option<engine::Progress> {
+        let me = self.clone();
+        Some(Arc::new(move |e: &Event| {
+            if let Some(f) = me.lock().file(index) {
+                f.event(e);
+            }
+        }))
     }
 
-    fn finished(&self, index: usize, result: &Result<engine::Report, FxpError>) {
+    fn finished(
+        &self,
+        index: usize,
+        _src: &FtpUrl,
+        _dst: &FtpUrl,
+        result: Result<&engine::Report, &FxpError>,
+    ) {
         let mut live = self.lock();
         let mut relayed = live.relayed;
         if let Some(f) = live.file(index) {
@@ -660,7 +669,7 @@ impl Jobs {
                 }
                 info!(source = %src, destination = %dst, "transfer started");
                 if options.recursive {
-                    let outcome = tree::copy_tree(&src, &dst, &opts).await;
+                    let outcome = tree::copy_tree_with(&src, &dst, &opts, &options.mirror()).await;
                     me.finish_tree(id, outcome);
                 } else {
                     let outcome = engine::transfer(&src, &dst, &opts).await;
@@ -728,7 +737,7 @@ impl Jobs {
             let mut live = job.watch.lock();
             let mut relayed = live.relayed;
             if let Some(f) = live.file(0) {
-                f.finished(&outcome, &mut relayed);
+                f.finished(outcome.as_ref(), &mut relayed);
             }
             live.relayed = relayed;
             drop(live);
@@ -1170,24 +1179,22 @@ mod tests {
             })
             .collect();
         watch.listed(&list);
-        watch.event(
-            1,
-            &Event::Started {
-                src: String::new(),
-                dst: String::new(),
-                size: Some(10),
-            },
-        );
-        watch.event(
-            1,
-            &Event::Bytes {
-                done: 4,
-                total: Some(10),
-            },
-        );
-        watch.finished(0, &Ok(report()));
+        let (s1, d1) = &list[1];
+        let file1 = watch.started(1, s1, d1).expect("a callback per file");
+        file1(&Event::Started {
+            src: String::new(),
+            dst: String::new(),
+            size: Some(10),
+        });
+        file1(&Event::Bytes {
+            done: 4,
+            total: Some(10),
+        });
+        let (s0, d0) = &list[0];
+        watch.finished(0, s0, d0, Ok(&report()));
         let last = list.len() - 1;
-        watch.finished(last, &Err(FxpError::Other("550 no".into())));
+        let (sl, dl) = &list[last];
+        watch.finished(last, sl, dl, Err(&FxpError::Other("550 no".into())));
         let v = jobs.get(id).unwrap();
         assert_eq!(
             (v.files_total, v.files_done, v.files_failed),

@@ -17,22 +17,31 @@
 //!   - [`digest`] is pure: which hash both servers compute (`HASH`, `XSHA256`, ...),
 //!     their replies, and the `--verify` / `--on-mismatch` choices.
 //!   - `report` ([`Method`], [`Event`], [`Report`]) and `error` ([`FxpError`]) are what a
-//!     transfer tells its caller; [`engine`] re-exports them.
-//! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue.
-//! - [`cli`] is `fxprelay fxp`: progress bar, summary line, exit code.
+//!     transfer tells its caller, `hooks` (`FileHooks`) what a queue tells per file;
+//!     [`engine`] re-exports them.
+//! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue;
+//!   [`mirror`] is the pure half: what to create, copy, skip or delete per entry
+//!   ([`mirror::MirrorOptions`]: skip-existing, dry run, include/exclude, delete).
+//! - [`cli`] is `fxprelay fxp`: progress bars ([`progress`]), the report (text or
+//!   `--json`), Ctrl-C, exit code; [`credentials`] finds passwords off the command line
+//!   (environment, netrc, a prompt).
 //! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`);
 //!   [`options`] is the options object it takes, the same struct as the CLI's flags.
 
 pub mod cli;
 pub mod client;
+pub mod credentials;
 pub mod digest;
 mod direct;
 pub mod engine;
 mod error;
+mod hooks;
 pub mod jobs;
+pub mod mirror;
 pub mod options;
 mod pair;
 mod plan;
+pub mod progress;
 mod relay;
 mod report;
 pub mod stream;

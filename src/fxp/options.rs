@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::TlsPolicy;
 use super::engine::{HASH_TIMEOUT, OnMismatch, Options, Verify};
+use super::mirror::MirrorOptions;
 
 /// Most retries the API accepts: each one logs in to both servers again.
 pub const MAX_RETRIES: u32 = 10;
@@ -32,7 +33,10 @@ pub struct TransferOptions {
     /// Reverse FXP first: PASV on the destination, PORT on the source.
     #[arg(long)]
     pub reverse: bool,
-    /// Copy a directory tree (MLSD, or LIST parsed as `ls -l`).
+    /// Copy a directory tree (MLSD, or LIST parsed as `ls -l`): every missing directory
+    /// is made (the destination's missing parents too, like `mkdir -p`), then the files;
+    /// a line per entry is reported. See --skip-existing, --dry-run, --include, --exclude,
+    /// --delete.
     #[arg(long, short = 'r')]
     pub recursive: bool,
     /// Further attempts after a failure (with backoff and REST resume).
@@ -75,6 +79,31 @@ pub struct TransferOptions {
     /// (at disk speed, often 100-500 MB/s), so this is far longer than --timeout.
     #[arg(long, value_name = "SECS", default_value_t = HASH_TIMEOUT.as_secs())]
     pub hash_timeout: u64,
+    /// With --recursive: skip files the destination already has, so a rerun copies only
+    /// what is new or changed. A file is up to date when its size is the source's and it
+    /// is not older (its modification time, in UTC to the second, from MLSD or MDTM,
+    /// compared only where both servers tell it); otherwise it is copied again.
+    #[arg(long)]
+    pub skip_existing: bool,
+    /// With --recursive: list what would be copied, skipped, created and deleted, and
+    /// touch nothing on the destination.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --recursive: copy only files matching this glob (repeatable). Globs match the
+    /// path relative to the tree's root (`sub/*.bin`; `*` stops at `/`, `**` does not);
+    /// one without `/` matches the name at any depth (`*.iso`). Directories are always
+    /// walked.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// With --recursive: leave out files and directories matching this glob (repeatable;
+    /// matched like --include). An excluded directory is not entered; excluded entries
+    /// are never deleted.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// With --recursive: delete destination files and directories, inside the tree only,
+    /// that the source lacks. Done last, and only when every copy succeeded.
+    #[arg(long)]
+    pub delete: bool,
 }
 
 impl Default for TransferOptions {
@@ -94,6 +123,11 @@ impl Default for TransferOptions {
             verify: Verify::Auto,
             on_mismatch: OnMismatch::Keep,
             hash_timeout: HASH_TIMEOUT.as_secs(),
+            skip_existing: false,
+            dry_run: false,
+            include: vec![],
+            exclude: vec![],
+            delete: false,
         }
     }
 }
@@ -128,6 +162,22 @@ impl TransferOptions {
                 format!("from 1 to {MAX_CONCURRENCY}, not {}", self.concurrency),
             );
         }
+        let mirror = self.mirror();
+        if mirror.any() && !self.recursive {
+            return bad(
+                "options.recursive",
+                "skip_existing, dry_run, include, exclude and delete apply to trees: set recursive"
+                    .into(),
+            );
+        }
+        if let Err(e) = super::mirror::Filter::new(&mirror) {
+            let field = if self.include.is_empty() {
+                "options.exclude"
+            } else {
+                "options.include"
+            };
+            return bad(field, e.to_string());
+        }
         if !(1..=MAX_HASH_TIMEOUT).contains(&self.hash_timeout) {
             return bad(
                 "options.hash_timeout",
@@ -138,6 +188,17 @@ impl TransferOptions {
             );
         }
         Ok(())
+    }
+
+    /// The tree options (`skip_existing`, `dry_run`, `include`, `exclude`, `delete`).
+    pub fn mirror(&self) -> MirrorOptions {
+        MirrorOptions {
+            skip_existing: self.skip_existing,
+            dry_run: self.dry_run,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            delete: self.delete,
+        }
     }
 
     /// The engine's options for these (allow list, own sockets and progress are the
@@ -180,7 +241,7 @@ mod tests {
         assert_eq!(json, TransferOptions::default());
     }
 
-    /// Every flag of `fxprelay fxp` (but the two URLs) is an option here, so the API
+    /// Every flag of `fxprelay fxp` (but the two URLs, `--json` and `--netrc-file`) is an option here, so the API
     /// takes it too. A flag added to the CLI alone fails this test: add its field above.
     #[test]
     fn every_cli_flag_is_an_api_option() {
@@ -193,8 +254,13 @@ mod tests {
             .get_arguments()
             .filter_map(|a| a.get_long().map(str::to_owned))
             .collect();
+        // The command line's own: how it prints its report, where it finds passwords.
+        let cli_only = ["json", "netrc-file"];
         for arg in Cli::command().get_arguments() {
             let Some(long) = arg.get_long() else { continue };
+            if cli_only.contains(&long) {
+                continue;
+            }
             assert!(
                 ours.iter().any(|o| o == long),
                 "`fxprelay fxp --{long}` has no field in TransferOptions (src/fxp/options.rs)"
@@ -206,6 +272,23 @@ mod tests {
                 "--{long} is not accepted in the API's options"
             );
         }
+    }
+
+    #[test]
+    fn tree_options_need_a_tree_and_good_globs() {
+        let o: TransferOptions = serde_json::from_str(
+            r#"{"recursive": true, "skip_existing": true, "exclude": ["*.tmp"]}"#,
+        )
+        .unwrap();
+        let m = o.mirror();
+        assert!(m.skip_existing && !m.delete && !m.dry_run);
+        assert_eq!(m.exclude, ["*.tmp"]);
+        assert_eq!(o.check(), Ok(()));
+        let flat: TransferOptions = serde_json::from_str(r#"{"dry_run": true}"#).unwrap();
+        assert_eq!(flat.check().map_err(|e| e.field), Err("options.recursive"));
+        let glob: TransferOptions =
+            serde_json::from_str(r#"{"recursive": true, "include": ["a[b"]}"#).unwrap();
+        assert_eq!(glob.check().map_err(|e| e.field), Err("options.include"));
     }
 
     #[test]

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::digest::Check;
-use super::error::FxpError;
-use super::url::FtpUrl;
 
 /// How a file was moved. The names ([`Method::as_str`], the JSON and metric labels) of
 /// the first three never change.
@@ -120,19 +118,6 @@ pub enum Event {
 
 /// Progress callback; must be cheap (it runs on the engine's task).
 pub type Progress = Arc<dyn Fn(&Event) + Send + Sync>;
-
-/// What a list or tree copy tells about its files, one by one (`Options::files`): the
-/// files it is about to copy, each file's events with its index in that list, and each
-/// file's end. The API's jobs build `files_done`/`files_total` and per-file results from
-/// it; cheap like [`Progress`].
-pub trait FileProgress: Send + Sync {
-    /// The `(source, destination)` pairs about to be copied, in order.
-    fn listed(&self, files: &[(FtpUrl, FtpUrl)]);
-    /// File `index` heard `event` (the same events [`Progress`] hears).
-    fn event(&self, index: usize, event: &Event);
-    /// File `index` ended.
-    fn finished(&self, index: usize, result: &Result<Report, FxpError>);
-}
 
 /// The outcome of a successful copy.
 #[derive(Debug, Clone)]

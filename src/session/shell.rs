@@ -32,6 +32,7 @@ use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
 use crate::data::socket;
 use crate::fxp::engine::{self, Event as FxpEvent, FxpError, Options};
+use crate::fxp::url::FtpUrl;
 use crate::metrics::{self, TlsSide};
 use crate::tls::{self, TlsAcceptor, TlsConnector};
 use crate::upstream::{self, ConnectError};
@@ -688,7 +689,7 @@ impl Shell {
             // A tree's files run side by side: their bytes are summed per file.
             opts.files = Some(Arc::new(TreeNews {
                 tx: tx.clone(),
-                files: std::sync::Mutex::default(),
+                files: Arc::default(),
             }));
         } else {
             opts.progress = Some(progress);
@@ -750,15 +751,19 @@ impl Shell {
     }
 }
 
+/// One file of a `SITE FXP -r` tree: bytes so far, size, done.
+type TreeFile = (u64, Option<u64>, bool);
+
 /// A `SITE FXP -r` tree's progress, summed over its files for `STAT`.
+#[derive(Clone)]
 struct TreeNews {
     tx: mpsc::UnboundedSender<FxpNews>,
     /// Per file: bytes so far, size, done.
-    files: std::sync::Mutex<Vec<(u64, Option<u64>, bool)>>,
+    files: Arc<std::sync::Mutex<Vec<TreeFile>>>,
 }
 
 impl TreeNews {
-    fn update(&self, f: impl FnOnce(&mut Vec<(u64, Option<u64>, bool)>)) {
+    fn update(&self, f: impl FnOnce(&mut Vec<TreeFile>)) {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut files);
         let done = files.iter().map(|f| f.0).sum();
@@ -772,11 +777,32 @@ impl TreeNews {
     }
 }
 
-impl crate::fxp::engine::FileProgress for TreeNews {
-    fn listed(&self, list: &[(crate::fxp::url::FtpUrl, crate::fxp::url::FtpUrl)]) {
+impl crate::fxp::engine::FileHooks for TreeNews {
+    fn listed(&self, list: &[(FtpUrl, FtpUrl)]) {
         self.update(|files| *files = vec![(0, None, false); list.len()]);
     }
 
+    fn started(&self, index: usize, _src: &FtpUrl, _dst: &FtpUrl) -> Option<crate::fxp::Progress> {
+        let me = self.clone();
+        Some(Arc::new(move |e: &FxpEvent| me.event(index, e)))
+    }
+
+    fn finished(
+        &self,
+        index: usize,
+        _src: &FtpUrl,
+        _dst: &FtpUrl,
+        result: Result<&crate::fxp::Report, &crate::fxp::FxpError>,
+    ) {
+        self.update(|files| {
+            if let (Some(f), Ok(r)) = (files.get_mut(index), result) {
+                (f.0, f.1, f.2) = (r.bytes, f.1.or(Some(r.bytes)), true);
+            }
+        });
+    }
+}
+
+impl TreeNews {
     fn event(&self, index: usize, event: &FxpEvent) {
         let news = match event {
             FxpEvent::Trying { method, .. } => FxpNews::Method(method.as_str()),
@@ -797,14 +823,6 @@ impl crate::fxp::engine::FileProgress for TreeNews {
             _ => return,
         };
         let _ = self.tx.send(news);
-    }
-
-    fn finished(&self, index: usize, result: &FxpResult) {
-        self.update(|files| {
-            if let (Some(f), Ok(r)) = (files.get_mut(index), result) {
-                (f.0, f.1, f.2) = (r.bytes, f.1.or(Some(r.bytes)), true);
-            }
-        });
     }
 }
 
