@@ -36,6 +36,7 @@ pub use super::error::{FxpError, Side};
 use super::pair::{Done, Pair, Run, Settings, State};
 use super::plan::{Outcome, Plan, Policy, Step};
 pub use super::report::{Event, Method, Progress, Protection, Report};
+use super::sessions::Sessions;
 use super::url::FtpUrl;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
@@ -142,6 +143,20 @@ impl Options {
 /// Copies `src` to `dst` (a `dst` path that is empty or ends in `/` names a directory:
 /// the file keeps its name). Never returns before both control sessions are closed.
 pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Report, FxpError> {
+    let sessions = Sessions::new(2);
+    let result = transfer_with(&sessions, src, dst, opts).await;
+    sessions.close().await;
+    result
+}
+
+/// [`transfer`] on sessions from `sessions` (and back to it once the file is copied):
+/// the files of a tree or list share their logins. The caller closes `sessions`.
+pub async fn transfer_with(
+    sessions: &Sessions,
+    src: &FtpUrl,
+    dst: &FtpUrl,
+    opts: &Options,
+) -> Result<Report, FxpError> {
     let dst = &destination_path(src, dst);
     if same_file(src, dst) {
         // STOR would truncate the very file RETR is about to read.
@@ -163,6 +178,7 @@ pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Repo
         src,
         dst,
         opts,
+        sessions,
         state: State {
             stored: opts.resume,
             last_method: None,
@@ -223,6 +239,8 @@ struct Transfer<'a> {
     src: &'a FtpUrl,
     dst: &'a FtpUrl,
     opts: &'a Options,
+    /// Where sessions come from, and go back to once the file is copied.
+    sessions: &'a Sessions,
     state: State,
     /// The sessions in hand, if any.
     pair: Option<Pair>,
@@ -242,7 +260,15 @@ impl Transfer<'_> {
             if let Some(how) = step.close()
                 && let Some(p) = self.pair.take()
             {
-                p.close(how).await;
+                if let Step::Done(_) = step {
+                    // Copied and checked: both sessions are clean for the next file.
+                    tokio::join!(
+                        self.sessions.put(self.src, p.src),
+                        self.sessions.put(self.dst, p.dst)
+                    );
+                } else {
+                    p.close(how).await;
+                }
             }
             let method = match step {
                 Step::Try(method) | Step::Reconnect(method, _) => method,
@@ -280,11 +306,11 @@ impl Transfer<'_> {
     /// `method` on the sessions in hand, logging in first when there are none; the first
     /// method of an attempt checks the source first.
     async fn try_method(&mut self, method: Method) -> Outcome<Done> {
-        let (src, dst, opts) = (self.src, self.dst, self.opts);
+        let (src, dst, opts, sessions) = (self.src, self.dst, self.opts, self.sessions);
         let p = match &mut self.pair {
             Some(p) => p,
             none => {
-                let (s, d) = tokio::join!(opts.open(src), opts.open(dst));
+                let (s, d) = tokio::join!(sessions.lease(src, opts), sessions.lease(dst, opts));
                 match Pair::from_logins((src, dst), s, d).await {
                     Ok(p) => none.insert(p),
                     Err(e) => return Outcome::NotStarted(e),
@@ -311,21 +337,14 @@ impl Transfer<'_> {
                 timeout: opts.timeout,
                 poll_interval: opts.poll_interval,
                 progress: opts.progress.as_ref(),
+                sessions,
+                options: opts,
             },
             total,
             offset,
         };
         let result = match method.protection() {
-            Some(protection) => {
-                // A second session on the destination watches the copy grow.
-                let poller = if p.dst.features.has("SIZE") {
-                    opts.open(dst).await.ok()
-                } else {
-                    None
-                };
-                run.direct(p, method, protection, poller, &mut self.state)
-                    .await
-            }
+            Some(protection) => run.direct(p, method, protection, &mut self.state).await,
             None => run.relay(p, &mut self.state).await,
         };
         match result {

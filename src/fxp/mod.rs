@@ -16,6 +16,8 @@
 //!     `STOR` and `RETR`).
 //!   - `report` ([`Method`], [`Event`], [`Report`]) and `error` ([`FxpError`]) are what a
 //!     transfer tells its caller; [`engine`] re-exports them.
+//! - [`sessions`] keeps logged-in control sessions for the next file of a tree or list
+//!   (checked and reset before reuse; a session whose transfer failed is never kept).
 //! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue.
 //! - [`cli`] is `fxprelay fxp`: progress bar, summary line, exit code.
 //! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`).
@@ -30,10 +32,12 @@ mod pair;
 mod plan;
 mod relay;
 mod report;
+pub mod sessions;
 pub mod stream;
 pub mod tree;
 pub mod url;
 
 pub use client::{Client, FtpError, TlsPolicy};
-pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer};
+pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer, transfer_with};
+pub use sessions::Sessions;
 pub use url::{FtpUrl, UrlError};

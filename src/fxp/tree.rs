@@ -11,6 +11,7 @@ use futures_util::stream::FuturesUnordered;
 
 use super::client::listing_lines;
 use super::engine::{self, FxpError, Options, Side};
+use super::sessions::Sessions;
 use super::url::FtpUrl;
 
 /// Directories listed at most, and entries accepted, so a hostile or looping server
@@ -120,18 +121,43 @@ pub async fn copy_tree(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Tre
 }
 
 /// Copies each `(source, destination)` pair, `Options::concurrency` at a time; failures
-/// are collected, the others go on.
+/// are collected, the others go on. The files share their logins: each of the
+/// `concurrency` transfers under way holds one session on each server, taken from a pool
+/// that outlives the file (see [`Sessions`]), so a list logs in to each server about
+/// `concurrency` times, not once per file.
 pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport {
+    let limit = opts.concurrency.max(1);
+    // One more per server than transfers run at once: the session that watches a slow
+    // copy grow comes back too.
+    let sessions = Sessions::new(limit + 1);
+    let report = copy_list_with(&sessions, jobs, opts).await;
+    sessions.close().await;
+    tracing::debug!(
+        files = jobs.len(),
+        logins = sessions.logins(),
+        reused = sessions.reused(),
+        "fxp queue done"
+    );
+    report
+}
+
+/// [`copy_list`] on sessions from `sessions`; the caller closes it.
+pub async fn copy_list_with(
+    sessions: &Sessions,
+    jobs: &[(FtpUrl, FtpUrl)],
+    opts: &Options,
+) -> TreeReport {
     let started = Instant::now();
     let mut report = TreeReport::default();
     // A named async fn, not a closure in a stream adapter: keeps the future `Send` for
     // callers that spawn it.
     async fn one<'a>(
+        sessions: &Sessions,
         s: &'a FtpUrl,
         t: &FtpUrl,
         opts: &Options,
     ) -> (&'a FtpUrl, Result<engine::Report, FxpError>) {
-        (s, engine::transfer(s, t, opts).await)
+        (s, engine::transfer_with(sessions, s, t, opts).await)
     }
     let limit = opts.concurrency.max(1);
     let mut queue = jobs.iter();
@@ -139,7 +165,7 @@ pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport 
     loop {
         while running.len() < limit {
             match queue.next() {
-                Some((s, t)) => running.push(one(s, t, opts)),
+                Some((s, t)) => running.push(one(sessions, s, t, opts)),
                 None => break,
             }
         }
