@@ -2,7 +2,7 @@
 # FXP queue speed: `fxprelay fxp --recursive` against lftp `mirror --parallel=4` (FXP), in
 # the same run, on the same two servers and the same tree.
 #
-#   scripts/bench-fxp.sh [FILES=200] [ROUNDS=3]
+#   scripts/bench-fxp.sh [FILES=200] [ROUNDS=5]
 #
 # Loopback only, files on tmpfs, bounded in count and time; not part of `cargo test`.
 #
@@ -41,7 +41,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/harness.sh"
 [[ ${1:-} == -h || ${1:-} == --help ]] && usage 2,4
 [[ $# -le 2 ]] || usage 2,4
 FILES=${1:-200}
-ROUNDS=${2:-3}
+ROUNDS=${2:-5}
 check_count FILES "$FILES" 5000
 check_count ROUNDS "$ROUNDS" 20
 FILE_KB=100
@@ -176,7 +176,7 @@ copy_with() {
         local -a debug=()
         [[ -n $LOG_LEVEL ]] && debug=(-d)
         timeout "$COPY_MAX" lftp "${debug[@]}" -c "set ftp:use-fxp true; set ftp:fxp-force true; \
-            set net:max-retries 1; set net:timeout 20; set cmd:fail-exit true; \
+            set net:max-retries 3; set net:timeout 10; set cmd:fail-exit true; \
             mirror --parallel=4 $SRC_URL/tree $DST_URL/lftp-copy" >"$WORK/lftp.log" 2>&1 || rc=$?
         t1=$(now)
         [[ -n $LOG_LEVEL ]] && cp "$WORK/lftp.log" "$PWD/bench-fxp-lftp.log"

@@ -33,8 +33,10 @@ pub struct FxpArgs {
     /// Seconds any control step may take, and a transfer may go without progress.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
-    /// Files copied at once with --recursive.
-    #[arg(long, default_value_t = 2)]
+    /// Files copied at once with --recursive, each on its own pair of logged-in sessions
+    /// reused from file to file (4: measured as fast as lftp mirror --parallel=4 on small
+    /// files; more adds little and costs each server more sessions).
+    #[arg(long, default_value_t = engine::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Continue a partial destination file from an earlier run (REST).
     #[arg(long)]

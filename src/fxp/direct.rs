@@ -290,17 +290,31 @@ async fn check_stored(c: &mut Client, path: &[u8], total: Option<u64>) -> Result
 /// whole file, before the transfer counts as lost (see the module's doc); its `SIZE`
 /// is asked every [`AFTER_SOURCE_POLL`], the first time [`SETTLE`] after the source's
 /// `226` (most destinations have answered by then).
-pub(super) const SILENT_AFTER_SOURCE: Duration = Duration::from_millis(500);
-const AFTER_SOURCE_POLL: Duration = Duration::from_millis(100);
+pub(super) const SILENT_AFTER_SOURCE: Duration = Duration::from_millis(300);
+/// The same for a destination that holds the whole file but has not said so: it may
+/// still be flushing it (the reply comes once the file is closed), so it gets longer;
+/// pyftpdlib that lost the connection's end never says so.
+pub(super) const SILENT_WHEN_COMPLETE: Duration = Duration::from_secs(2);
+const AFTER_SOURCE_POLL: Duration = Duration::from_millis(50);
 const SETTLE: Duration = Duration::from_millis(20);
+
+/// How long a destination may stay silent after the source's end.
+fn silent_limit(complete: bool) -> Duration {
+    if complete {
+        SILENT_WHEN_COMPLETE
+    } else {
+        SILENT_AFTER_SOURCE
+    }
+}
 
 impl Run<'_> {
     /// Watches the destination's `SIZE` (when `watcher` is given: the destination offers
     /// `SIZE`) over a session it takes from the pool only when there is something to
     /// watch: after a poll interval (progress events), or once the source has finished
     /// (`source_done`) and the destination has not. Returns only on a failure: no growth
-    /// for the timeout ([`FxpError::Stalled`]), or no growth for [`SILENT_AFTER_SOURCE`]
-    /// after the source's end with less than the file stored ([`Fail::Lost`]).
+    /// for the timeout ([`FxpError::Stalled`]), or, after the source's end, no growth and
+    /// no reply for [`SILENT_AFTER_SOURCE`] ([`SILENT_WHEN_COMPLETE`] when the whole file
+    /// is there) ([`Fail::Lost`]).
     ///
     /// Without a watcher progress cannot be seen: it returns after a generous bound
     /// instead (ten timeouts plus the size at 256 KiB/s), so a pair of servers that never
@@ -319,7 +333,6 @@ impl Run<'_> {
         let mut complete = false;
         while let Some(slot) = watcher.as_deref_mut() {
             match silent {
-                None if complete => sleep(self.opts.poll_interval).await,
                 None => tokio::select! {
                     () = sleep(self.opts.poll_interval) => {}
                     // (The borrow `wait_for` returns must not live across the sleep.)
@@ -330,25 +343,31 @@ impl Run<'_> {
                 },
                 Some(_) => sleep(AFTER_SOURCE_POLL).await,
             }
-            if slot.is_none() {
-                match self.opts.sessions.lease(self.dst, self.opts.options).await {
-                    Ok(c) => *slot = Some(c),
-                    Err(_) => break,
+            let path = &self.dst.path;
+            let ask = async {
+                if slot.is_none() {
+                    *slot = Some(
+                        self.opts
+                            .sessions
+                            .lease(self.dst, self.opts.options)
+                            .await?,
+                    );
                 }
-            }
-            let Some(c) = slot.as_mut() else { break };
+                match slot.as_mut() {
+                    Some(c) => c.size(path).await,
+                    None => Ok(None),
+                }
+            };
             let asked = match silent {
-                // After the source's end the watcher too must answer within the window:
-                // a destination that has stopped reading one connection may have
-                // stopped reading the watcher's as well (pyftpdlib, see above).
+                // After the source's end the watcher too must answer (and log in, if it
+                // must) within the window: a destination that has stopped reading one
+                // connection may have stopped reading the watcher's as well (pyftpdlib,
+                // see above).
                 Some(t) => {
-                    timeout(
-                        SILENT_AFTER_SOURCE.saturating_sub(t.elapsed()),
-                        c.size(&self.dst.path),
-                    )
-                    .await
+                    let left = silent_limit(complete).saturating_sub(t.elapsed());
+                    timeout(left, ask).await
                 }
-                None => Ok(c.size(&self.dst.path).await),
+                None => Ok(ask.await),
             };
             let Ok(asked) = asked else {
                 // No sign of progress within the window; the watcher, with a reply
@@ -364,10 +383,10 @@ impl Run<'_> {
             let done = match asked {
                 Ok(Some(n)) => n,
                 Ok(None) | Err(FtpError::Refused { .. }) => last,
-                // The watcher itself is gone: fall back to the bound by size below.
+                // The watcher is gone (or could not log in): another is taken next time.
                 Err(_) => {
                     *slot = None;
-                    break;
+                    last
                 }
             };
             complete = self.total.is_some_and(|t| done >= t);
@@ -379,8 +398,8 @@ impl Run<'_> {
                     done,
                     total: self.total,
                 });
-            } else if let Some(t) = silent.filter(|_| self.total.is_some() && !complete) {
-                if t.elapsed() >= SILENT_AFTER_SOURCE {
+            } else if let Some(t) = silent.filter(|_| self.total.is_some()) {
+                if t.elapsed() >= silent_limit(complete) {
                     return Fail::Lost(FxpError::DestinationSilent {
                         stored: done,
                         total: self.total.unwrap_or(0),
@@ -389,10 +408,6 @@ impl Run<'_> {
                 }
             } else if since.elapsed() >= limit {
                 return Fail::Transfer(FxpError::Stalled(limit));
-            }
-            if complete {
-                // All there, the reply still to come: no need to ask often.
-                silent = None;
             }
         }
         // Progress cannot be watched: allow the file's size at a slow 256 KiB/s, plus margin.
