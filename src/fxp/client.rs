@@ -44,10 +44,11 @@ const MAX_REPLY: usize = 256 * 1024;
 /// Largest directory listing read for a tree copy.
 const MAX_LISTING: usize = 64 * 1024 * 1024;
 /// How long a server gets to answer `PORT`/`EPRT`. Most answer at once; pyftpdlib only
-/// once it has connected to the address (a lost SYN is resent after 1 s). pyftpdlib 1.5
+/// once it has connected to the address (a lost SYN, resent after 1 s, costs a fresh
+/// try of the same method, not the file). pyftpdlib 1.5
 /// may also lose that connection and never answer (see `direct`): the engine then starts
 /// afresh after this, not after the session timeout.
-pub const PORT_REPLY: Duration = Duration::from_secs(3);
+pub const PORT_REPLY: Duration = Duration::from_secs(1);
 /// Lowest data port a passive reply may name: below are well-known services (SMTP, ...)
 /// a bounced `PORT` could attack, and no server listens for data there.
 pub const MIN_DATA_PORT: u16 = 1024;
