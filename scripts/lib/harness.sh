@@ -211,9 +211,11 @@ median() { # numbers on stdin -> their median
 # port, user FTP_USER chrooted to ROOT (on WORK), PASV_PORTS passive ports, its config and
 # logs in WORK. Sets VSFTPD_PORT, DIRECT_URL, SERVER_PID (leading its own process group,
 # SERVER_GROUP=1: cleanup kills the session processes too). PREFIX runs it (taskset ...).
+# VSFTPD_FXP=1 lets it take part in FXP (port_promiscuous, pasv_promiscuous).
 start_vsftpd() {
-    local root=$1 pasv=$2 clients=$3 range lo hi
+    local root=$1 pasv=$2 clients=$3 range lo hi fxp=NO
     shift 3
+    [[ ${VSFTPD_FXP:-0} == 1 ]] && fxp=YES
     mkdir -p -m 0755 "$WORK/empty"
     VSFTPD_PORT=$(free_port "$SERVER_IP")
     range=$(free_range "$SERVER_IP" "$pasv") || die "no free passive port range on $SERVER_IP"
@@ -257,8 +259,8 @@ pasv_enable=YES
 pasv_min_port=$lo
 pasv_max_port=$hi
 port_enable=YES
-port_promiscuous=NO
-pasv_promiscuous=NO
+port_promiscuous=$fxp
+pasv_promiscuous=$fxp
 EOF
     )
     # Without job control a background child is not a group leader, so setsid(1) calls

@@ -44,6 +44,12 @@ const MAX_LINE: usize = 8192;
 const MAX_REPLY: usize = 256 * 1024;
 /// Largest directory listing read for a tree copy.
 const MAX_LISTING: usize = 64 * 1024 * 1024;
+/// How long a server gets to answer `PORT`/`EPRT`. Most answer at once; pyftpdlib only
+/// once it has connected to the address (a lost SYN, resent after 1 s, costs a fresh
+/// try of the same method, not the file). pyftpdlib 1.5
+/// may also lose that connection and never answer (see `direct`): the engine then starts
+/// afresh after this, not after the session timeout.
+pub const PORT_REPLY: Duration = Duration::from_secs(1);
 /// Lowest data port a passive reply may name: below are well-known services (SMTP, ...)
 /// a bounced `PORT` could attack, and no server listens for data there.
 pub const MIN_DATA_PORT: u16 = 1024;
@@ -274,6 +280,12 @@ pub struct Client {
     host: String,
     /// The proxy's own sockets, which no data address may be.
     own: Option<Arc<OwnSockets>>,
+    /// Commands sent whose final (non-1xx) reply has not been read: a session is only
+    /// fit for another file when this is 0 (a reply still on its way would answer the
+    /// next file's command).
+    outstanding: usize,
+    /// `SSCN ON` in force.
+    sscn: bool,
 }
 
 impl Client {
@@ -362,6 +374,8 @@ impl Client {
             timeout: limit,
             features: Features::default(),
             host,
+            outstanding: 0,
+            sscn: false,
         }
     }
 
@@ -472,6 +486,7 @@ impl Client {
         let mut buf = Vec::with_capacity(line.len() + 2);
         buf.extend_from_slice(line);
         buf.extend_from_slice(b"\r\n");
+        self.outstanding += 1;
         timeout(self.timeout, self.writer.write_all(&buf))
             .await
             .map_err(|_| self.timed_out(&verb))??;
@@ -509,6 +524,9 @@ impl Client {
                 match self.asm.push_line(&line) {
                     Ok(Some(reply)) => {
                         debug!(host = %self.host, "< {}", String::from_utf8_lossy(&reply.raw).trim_end());
+                        if reply.class() != 1 {
+                            self.outstanding = self.outstanding.saturating_sub(1);
+                        }
                         return Ok(reply);
                     }
                     Ok(None) => {}
@@ -593,6 +611,56 @@ impl Client {
     pub async fn sscn(&mut self, on: bool) -> Result<(), FtpError> {
         let cmd: &[u8] = if on { b"SSCN ON" } else { b"SSCN OFF" };
         self.simple(cmd, |c| c == 200).await?;
+        self.sscn = on;
+        Ok(())
+    }
+
+    /// Whether every command sent has had its final reply: nothing is in flight.
+    pub fn is_idle(&self) -> bool {
+        self.outstanding == 0
+    }
+
+    /// Makes a session that copied a file ready for the next one, or says it cannot be
+    /// used (then it is dropped). First, without waiting, anything the server sent
+    /// unasked: a `421` idle timeout or the connection's end (EOF) means it is gone.
+    /// Then the state a file may leave behind is set back explicitly:
+    /// - `SSCN OFF` if a secure method turned it on;
+    /// - `TYPE I` always: the engine's only type, and the round trip that proves the
+    ///   session still answers (a server may close it between the check and the next
+    ///   command; that shows here, and the caller logs in afresh).
+    ///
+    /// `PROT` needs nothing: it is tracked and every method sets what it needs
+    /// ([`Client::set_private`]). `REST` needs nothing: only a transfer command follows
+    /// it, and a session whose transfer failed is never reused. `CWD` needs nothing: the
+    /// engine never changes directory (paths are relative to the login directory).
+    pub async fn reset_for_reuse(&mut self) -> Result<(), FtpError> {
+        use futures_util::FutureExt;
+        if !self.is_idle() {
+            return Err(FtpError::Other("a reply is still outstanding".into()));
+        }
+        if !self.reader.read_buffer().is_empty() || self.asm.in_progress() {
+            return Err(FtpError::Other("the server sent something unasked".into()));
+        }
+        match self.reader.next().now_or_never() {
+            None => {}
+            Some(Some(Ok(line))) => {
+                let line = String::from_utf8_lossy(&line);
+                debug!(host = %self.host, "idle session: < {}", line.trim_end());
+                return Err(FtpError::Other(format!(
+                    "the idle session said {:?}",
+                    line.trim_end()
+                )));
+            }
+            Some(_) => {
+                return Err(FtpError::Closed {
+                    during: "idle".into(),
+                });
+            }
+        }
+        if self.sscn {
+            self.sscn(false).await?;
+        }
+        self.simple(b"TYPE I", |c| c == 200).await?;
         Ok(())
     }
 
@@ -633,7 +701,11 @@ impl Client {
             addr => format_eprt_command(addr),
         };
         let line = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
-        self.simple(&line, |c| c == 200).await?;
+        self.send(&line).await?;
+        let r = self
+            .read_reply_within(&verb_of(&line), PORT_REPLY.min(self.timeout))
+            .await?;
+        self.ok(r, &shown_command(&line), |c| c == 200)?;
         Ok(())
     }
 

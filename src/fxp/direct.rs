@@ -1,7 +1,21 @@
 //! The direct methods, standard and reverse FXP: one server listens (`PASV`/`EPSV`), the
 //! other connects to it (`PORT`/`EPRT`), and the bytes go server to server. The engine
 //! only watches: it reads both servers' replies and polls the destination's `SIZE` for
-//! progress and stalls.
+//! progress and stalls, over a second session on the destination that it takes (from
+//! the pool) only once a copy has run a poll interval, or once the source has finished
+//! and the destination has not: small files need none.
+//!
+//! A destination that stops reading its data connection never answers `STOR`, though the
+//! source said `226` (everything was sent, into the destination's socket buffer).
+//! pyftpdlib 1.5 does this to a transfer when another session of it with an active
+//! (`PORT`) transfer behind it sends its next `PORT`, `PASV`, `ABOR` or `QUIT`: it closes
+//! the finished connector again, unregistering from its event loop the file descriptor
+//! number that connector once had, which by then may be the other transfer's new data
+//! connection. The engine sees it from the source's completion and the destination's
+//! size, which no longer grows: [`SILENT_AFTER_SOURCE`] after the source's `226` with
+//! less than the whole file stored, the transfer is given up (`ABOR`, `QUIT`: the bytes
+//! that wait unread in that connection can reach no other file) and the same method
+//! runs again on fresh sessions (`plan::Fail::Lost`).
 //!
 //! Between TLS servers the data connection is protected by the servers themselves: with
 //! `SSCN ON` one server is the TLS client of the data connection (the active one when it
@@ -11,6 +25,7 @@
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 
 use super::client::{Client, FtpError, refused, with_arg};
@@ -21,14 +36,12 @@ use super::report::{Event, Method, Protection};
 
 impl Run<'_> {
     /// Standard or reverse FXP (`method.is_reverse()`), its data protected as
-    /// `protection` says. `poller`, a second session on the destination, reports progress
-    /// and notices a stall.
+    /// `protection` says.
     pub(super) async fn direct(
         &self,
         p: &mut Pair,
         method: Method,
         protection: Protection,
-        mut poller: Option<Client>,
         state: &mut State,
     ) -> Result<Done, Fail> {
         let (passive_side, active_side) = if method.is_reverse() {
@@ -37,9 +50,6 @@ impl Run<'_> {
             (Side::Source, Side::Destination)
         };
         if let Err(e) = protect(p, protection).await {
-            if let Some(c) = poller {
-                c.quit().await;
-            }
             return Err(Fail::Negotiation(e));
         }
         let (passive, active) = roles(p, passive_side);
@@ -85,19 +95,29 @@ impl Run<'_> {
             Err(e) => Err(Fail::Negotiation(e)),
         };
         if let Err(fail) = negotiated {
+            if !p.src.is_idle() || !p.dst.is_idle() {
+                // A command went unanswered (pyftpdlib's lost `PORT` connection): its
+                // late reply would answer the next method's command. Fresh sessions.
+                return Err(match fail {
+                    Fail::Negotiation(e) => Fail::Lost(e),
+                    other => other,
+                });
+            }
             // The sessions go on to the next method: as they were.
             if let (Some(side), true) = (sscn_side, sscn_on) {
                 let _ = p.side(side).sscn(false).await;
             }
-            if let Some(c) = poller {
-                c.quit().await;
-            }
             return Err(fail);
         }
         let dst_active = active_side == Side::Destination;
-        let result = self.start_and_wait(p, &mut poller, state, dst_active).await;
-        if let Some(c) = poller {
-            c.quit().await;
+        // A second session on the destination, taken when there is something to watch.
+        let mut watcher = None;
+        let result = self
+            .start_and_wait(p, &mut watcher, state, dst_active)
+            .await;
+        if let Some(c) = watcher {
+            // Kept only if its last SIZE was answered (see `Sessions::put`).
+            self.opts.sessions.put(self.dst, c).await;
         }
         result?;
         Ok(Done {
@@ -114,27 +134,39 @@ impl Run<'_> {
     async fn start_and_wait(
         &self,
         p: &mut Pair,
-        poller: &mut Option<Client>,
+        watcher: &mut Option<Client>,
         state: &mut State,
         dst_active: bool,
     ) -> Result<(), Fail> {
         let opened = self.send_transfer(p, state, dst_active).await?;
         let limit = self.opts.timeout;
+        let watchable = p.dst.features.has("SIZE");
         let Pair { src, dst } = &mut *p;
+        let (source_done, done_seen) = watch::channel(false);
         let outcome = {
             let mut retr = pin!(finish(src, "RETR", &self.src.path, limit, false));
             let mut stor = pin!(async {
                 finish(dst, "STOR", &self.dst.path, limit, opened).await?;
                 check_stored(dst, &self.dst.path, self.total).await
             });
-            let mut poll = pin!(poll_progress(poller, self));
+            let mut poll = pin!(self.watch(watchable.then_some(watcher), done_seen));
             // Once one side is done the bytes have all gone; the other gets `limit` to say
-            // so (pure-ftpd may drop a foreign peer and never answer RETR). After a failure
-            // the other side gets a moment only, for its (often more telling) reason.
+            // so (pure-ftpd may drop a foreign peer and never answer RETR), and a
+            // destination that has stopped reading is found sooner by the watch. After a
+            // failure the other side gets a moment only, for its (often more telling)
+            // reason.
             let (first, second) = tokio::select! {
                 r = &mut retr => {
                     let wait = other_wait(&r, limit);
-                    let other = timeout(wait, &mut stor).await;
+                    let other = if r.is_ok() {
+                        let _ = source_done.send(true);
+                        tokio::select! {
+                            other = timeout(wait, &mut stor) => other,
+                            fail = &mut poll => return Err(fail),
+                        }
+                    } else {
+                        timeout(wait, &mut stor).await
+                    };
                     ((Side::Source, r), (Side::Destination, other.unwrap_or_else(|_| Err(stalled(wait)))))
                 }
                 r = &mut stor => {
@@ -142,8 +174,8 @@ impl Run<'_> {
                     let other = timeout(wait, &mut retr).await;
                     ((Side::Destination, r), (Side::Source, other.unwrap_or_else(|_| Err(stalled(wait)))))
                 }
-                e = &mut poll => {
-                    return Err(Fail::Transfer(e));
+                fail = &mut poll => {
+                    return Err(fail);
                 }
             };
             [first, second]
@@ -254,44 +286,140 @@ async fn check_stored(c: &mut Client, path: &[u8], total: Option<u64>) -> Result
     }
 }
 
-/// Polls the destination's `SIZE` for progress events; returns only on a stall (no
-/// growth for the timeout). Without a poller, progress cannot be seen: it returns after
-/// a generous bound instead (ten timeouts plus the size at 256 KiB/s), so a pair of
-/// servers that never answer cannot hold the transfer forever.
-async fn poll_progress(poller: &mut Option<Client>, run: &Run<'_>) -> FxpError {
-    if let Some(c) = poller {
-        let limit = run.opts.timeout;
-        let mut last = run.offset;
+/// How long a destination may go without storing more, once the source has sent the
+/// whole file, before the transfer counts as lost (see the module's doc); its `SIZE`
+/// is asked every [`AFTER_SOURCE_POLL`], the first time [`SETTLE`] after the source's
+/// `226` (most destinations have answered by then).
+pub(super) const SILENT_AFTER_SOURCE: Duration = Duration::from_millis(300);
+/// The same for a destination that holds the whole file but has not said so: it may
+/// still be flushing it (the reply comes once the file is closed), so it gets longer;
+/// pyftpdlib that lost the connection's end never says so.
+pub(super) const SILENT_WHEN_COMPLETE: Duration = Duration::from_secs(2);
+const AFTER_SOURCE_POLL: Duration = Duration::from_millis(50);
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// How long a destination may stay silent after the source's end.
+fn silent_limit(complete: bool) -> Duration {
+    if complete {
+        SILENT_WHEN_COMPLETE
+    } else {
+        SILENT_AFTER_SOURCE
+    }
+}
+
+impl Run<'_> {
+    /// Watches the destination's `SIZE` (when `watcher` is given: the destination offers
+    /// `SIZE`) over a session it takes from the pool only when there is something to
+    /// watch: after a poll interval (progress events), or once the source has finished
+    /// (`source_done`) and the destination has not. Returns only on a failure: no growth
+    /// for the timeout ([`FxpError::Stalled`]), or, after the source's end, no growth and
+    /// no reply for [`SILENT_AFTER_SOURCE`] ([`SILENT_WHEN_COMPLETE`] when the whole file
+    /// is there) ([`Fail::Lost`]).
+    ///
+    /// Without a watcher progress cannot be seen: it returns after a generous bound
+    /// instead (ten timeouts plus the size at 256 KiB/s), so a pair of servers that never
+    /// answer cannot hold the transfer forever.
+    async fn watch(
+        &self,
+        mut watcher: Option<&mut Option<Client>>,
+        mut source_done: watch::Receiver<bool>,
+    ) -> Fail {
+        let limit = self.opts.timeout;
+        let mut last = self.offset;
         let mut since = Instant::now();
-        loop {
-            sleep(run.opts.poll_interval).await;
-            let done = match c.size(&run.dst.path).await {
+        // Since when the source is done and the destination has not grown.
+        let mut silent: Option<Instant> = None;
+        // The destination holds the whole file: only its reply is awaited.
+        let mut complete = false;
+        while let Some(slot) = watcher.as_deref_mut() {
+            match silent {
+                None => tokio::select! {
+                    () = sleep(self.opts.poll_interval) => {}
+                    // (The borrow `wait_for` returns must not live across the sleep.)
+                    _ = async { source_done.wait_for(|done| *done).await.is_ok() } => {
+                        sleep(SETTLE).await;
+                        silent = Some(Instant::now());
+                    }
+                },
+                Some(_) => sleep(AFTER_SOURCE_POLL).await,
+            }
+            let path = &self.dst.path;
+            let ask = async {
+                if slot.is_none() {
+                    *slot = Some(
+                        self.opts
+                            .sessions
+                            .lease(self.dst, self.opts.options)
+                            .await?,
+                    );
+                }
+                match slot.as_mut() {
+                    Some(c) => c.size(path).await,
+                    None => Ok(None),
+                }
+            };
+            let asked = match silent {
+                // After the source's end the watcher too must answer (and log in, if it
+                // must) within the window: a destination that has stopped reading one
+                // connection may have stopped reading the watcher's as well (pyftpdlib,
+                // see above).
+                Some(t) => {
+                    let left = silent_limit(complete).saturating_sub(t.elapsed());
+                    timeout(left, ask).await
+                }
+                None => Ok(ask.await),
+            };
+            let Ok(asked) = asked else {
+                // No sign of progress within the window; the watcher, with a reply
+                // outstanding, is of no more use.
+                *slot = None;
+                let t = silent.unwrap_or_else(Instant::now);
+                return Fail::Lost(FxpError::DestinationSilent {
+                    stored: last,
+                    total: self.total.unwrap_or(0),
+                    after: t.elapsed(),
+                });
+            };
+            let done = match asked {
                 Ok(Some(n)) => n,
                 Ok(None) | Err(FtpError::Refused { .. }) => last,
-                // The poller itself is gone: fall back to the bound by size below.
-                Err(_) => break,
+                // The watcher is gone (or could not log in): another is taken next time.
+                Err(_) => {
+                    *slot = None;
+                    last
+                }
             };
+            complete = self.total.is_some_and(|t| done >= t);
             if done != last {
                 last = done;
                 since = Instant::now();
-                run.opts.emit(Event::Bytes {
+                silent = silent.map(|_| Instant::now());
+                self.opts.emit(Event::Bytes {
                     done,
-                    total: run.total,
+                    total: self.total,
                 });
+            } else if let Some(t) = silent.filter(|_| self.total.is_some()) {
+                if t.elapsed() >= silent_limit(complete) {
+                    return Fail::Lost(FxpError::DestinationSilent {
+                        stored: done,
+                        total: self.total.unwrap_or(0),
+                        after: t.elapsed(),
+                    });
+                }
             } else if since.elapsed() >= limit {
-                return FxpError::Stalled(limit);
+                return Fail::Transfer(FxpError::Stalled(limit));
             }
         }
+        // Progress cannot be watched: allow the file's size at a slow 256 KiB/s, plus margin.
+        let bytes = self.total.unwrap_or(0).saturating_sub(self.offset);
+        let bound = self
+            .opts
+            .timeout
+            .saturating_mul(10)
+            .saturating_add(Duration::from_secs(bytes / (256 * 1024)));
+        sleep(bound).await;
+        Fail::Transfer(FxpError::Other(format!(
+            "no completion within {bound:?} (the destination's size could not be watched)"
+        )))
     }
-    // Progress cannot be watched: allow the file's size at a slow 256 KiB/s, plus margin.
-    let bytes = run.total.unwrap_or(0).saturating_sub(run.offset);
-    let bound = run
-        .opts
-        .timeout
-        .saturating_mul(10)
-        .saturating_add(Duration::from_secs(bytes / (256 * 1024)));
-    sleep(bound).await;
-    FxpError::Other(format!(
-        "no completion within {bound:?} (the destination's size could not be watched)"
-    ))
 }

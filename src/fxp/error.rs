@@ -46,6 +46,18 @@ pub enum FxpError {
     Unverified(String),
     #[error("no progress for {0:?}")]
     Stalled(Duration),
+    /// The source sent the whole file; the destination stored `stored` bytes of it, then
+    /// nothing more for `after`, and never answered (it stopped reading its data
+    /// connection).
+    #[error(
+        "destination: stored {stored} of {total} bytes, then nothing for {after:.1?} after \
+         the source had sent everything, and no reply (it stopped reading the data connection)"
+    )]
+    DestinationSilent {
+        stored: u64,
+        total: u64,
+        after: Duration,
+    },
     #[error("relay: {0}")]
     Relay(std::io::Error),
     /// Every method failed: each one's reason, in the order tried.

@@ -19,6 +19,8 @@
 //!   - `report` ([`Method`], [`Event`], [`Report`]) and `error` ([`FxpError`]) are what a
 //!     transfer tells its caller, `hooks` (`FileHooks`) what a queue tells per file;
 //!     [`engine`] re-exports them.
+//! - [`sessions`] keeps logged-in control sessions for the next file of a tree or list
+//!   (checked and reset before reuse; a session whose transfer failed is never kept).
 //! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue;
 //!   [`mirror`] is the pure half: what to create, copy, skip or delete per entry
 //!   ([`mirror::MirrorOptions`]: skip-existing, dry run, include/exclude, delete).
@@ -44,10 +46,12 @@ mod plan;
 pub mod progress;
 mod relay;
 mod report;
+pub mod sessions;
 pub mod stream;
 pub mod tree;
 pub mod url;
 
 pub use client::{Client, FtpError, TlsPolicy};
-pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer};
+pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer, transfer_with};
+pub use sessions::Sessions;
 pub use url::{FtpUrl, UrlError};

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use super::client::{Client, FtpError, refused, with_arg};
+use super::engine::Options;
 use super::error::{FxpError, Side};
 use super::plan::{Close, Fail};
 use super::report::{Check, Event, Method, Progress};
+use super::sessions::Sessions;
 use super::url::FtpUrl;
 
 /// Two logged-in sessions.
@@ -96,6 +98,10 @@ pub(super) struct Settings<'a> {
     /// How often progress is reported (and the destination's `SIZE` polled).
     pub(super) poll_interval: Duration,
     pub(super) progress: Option<&'a Progress>,
+    /// Where a session watching the destination comes from (and goes back to).
+    pub(super) sessions: &'a Sessions,
+    /// How such a session logs in.
+    pub(super) options: &'a Options,
 }
 
 impl Settings<'_> {

@@ -17,6 +17,7 @@ use futures_util::stream::FuturesUnordered;
 use super::client::{Client, FtpError, listing_lines, refused, with_arg};
 use super::engine::{self, Check, FileHooks, FxpError, Method, Options, Progress, Side};
 use super::mirror::{self, Action, Decision, Filter, Item, MirrorOptions, Reason, Timestamp};
+use super::sessions::Sessions;
 use super::url::FtpUrl;
 
 /// Directories listed at most, and entries accepted, so a hostile or looping server
@@ -707,19 +708,44 @@ async fn make_dir(c: &mut Client, path: &[u8], home: Option<&[u8]>) -> Result<bo
 }
 
 /// Copies each `(source, destination)` pair, `Options::concurrency` at a time; failures
-/// are collected, the others go on.
+/// are collected, the others go on. The files share their logins: each of the
+/// `concurrency` transfers under way holds one session on each server, taken from a pool
+/// that outlives the file (see [`Sessions`]), so a list logs in to each server about
+/// `concurrency` times, not once per file.
 pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport {
+    let limit = opts.concurrency.max(1);
+    // One more per server than transfers run at once: the session that watches a slow
+    // copy grow comes back too.
+    let sessions = Sessions::new(limit + 1);
+    let report = copy_list_with(&sessions, jobs, opts).await;
+    sessions.close().await;
+    tracing::debug!(
+        files = jobs.len(),
+        logins = sessions.logins(),
+        reused = sessions.reused(),
+        "fxp queue done"
+    );
+    report
+}
+
+/// [`copy_list`] on sessions from `sessions`; the caller closes it.
+pub async fn copy_list_with(
+    sessions: &Sessions,
+    jobs: &[(FtpUrl, FtpUrl)],
+    opts: &Options,
+) -> TreeReport {
     let started = Instant::now();
     let mut report = TreeReport::default();
     // A named async fn, not a closure in a stream adapter: keeps the future `Send` for
     // callers that spawn it.
     async fn one<'a>(
+        sessions: &Sessions,
         index: usize,
         s: &'a FtpUrl,
         t: &FtpUrl,
         opts: &Options,
     ) -> (&'a FtpUrl, Result<engine::Report, FxpError>) {
-        (s, engine::transfer_nth(index, s, t, opts).await)
+        (s, engine::transfer_with(sessions, index, s, t, opts).await)
     }
     if let Some(f) = &opts.files {
         f.listed(jobs);
@@ -730,7 +756,7 @@ pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport 
     loop {
         while running.len() < limit {
             match queue.next() {
-                Some((i, (s, t))) => running.push(one(i, s, t, opts)),
+                Some((i, (s, t))) => running.push(one(sessions, i, s, t, opts)),
                 None => break,
             }
         }

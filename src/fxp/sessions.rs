@@ -1,0 +1,293 @@
+//! Logged-in control sessions kept for the next file ([`Sessions`]): a tree or a list
+//! logs in to each server once per parallel transfer, not once per file (vsftpd's PAM
+//! login alone takes ~35 ms, more than copying a 100 KB file).
+//!
+//! A session goes back to the pool only after a file it took part in was copied and
+//! checked, with no reply outstanding ([`Client::is_idle`]); every other ending (a
+//! failed transfer, an `ABOR`) quits it, so whatever a failure left in a session
+//! (a late `226`, a half-open data connection) never meets the next file. A session
+//! taken from the pool is first checked and reset ([`Client::reset_for_reuse`]): one the
+//! server closed while it waited (`421` idle timeout, EOF) is dropped and a fresh login
+//! takes its place, so the file never sees it.
+//!
+//! Sessions are keyed by everything that makes a login: scheme, host (as written, case
+//! folded), port, user and password. A pool lives as long as one tree, list or
+//! single-file transfer; [`Sessions::close`] quits what is left.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::client::{Client, FtpError};
+use super::engine::Options;
+use super::url::{FtpUrl, Security};
+
+/// How long a session taken from the pool gets to answer its reset.
+const REUSE_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What makes two logins the same.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    security: Security,
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+}
+
+impl Key {
+    fn of(url: &FtpUrl) -> Key {
+        Key {
+            security: url.security,
+            host: url.host.to_ascii_lowercase(),
+            port: url.port,
+            user: url.user.clone(),
+            password: url.login_password().to_owned(),
+        }
+    }
+}
+
+/// Idle logged-in sessions, per server, and how many logins were made.
+pub struct Sessions {
+    idle: Mutex<HashMap<Key, Vec<Client>>>,
+    /// Idle sessions kept per server; more are quit when they come back.
+    keep: usize,
+    logins: AtomicUsize,
+    reused: AtomicUsize,
+}
+
+impl Sessions {
+    /// A pool keeping up to `keep` idle sessions per server (a tree copy with
+    /// concurrency N needs N, plus one for watching a copy grow).
+    pub fn new(keep: usize) -> Sessions {
+        Sessions {
+            idle: Mutex::default(),
+            keep: keep.max(1),
+            logins: AtomicUsize::new(0),
+            reused: AtomicUsize::new(0),
+        }
+    }
+
+    /// A logged-in session to `url`'s server: an idle one that is still good, else a
+    /// fresh login (within `opts`' allow list and TLS policy).
+    pub async fn lease(&self, url: &FtpUrl, opts: &Options) -> Result<Client, FtpError> {
+        let key = Key::of(url);
+        while let Some(mut c) = self.take(&key) {
+            // A live server answers `TYPE I` at once: one that does not within
+            // REUSE_PROBE may have lost the connection (pyftpdlib can stop reading a
+            // control connection; see `direct`), and a fresh login is cheaper than the
+            // session timeout.
+            let reset = tokio::time::timeout(REUSE_PROBE.min(opts.timeout), c.reset_for_reuse());
+            match reset
+                .await
+                .unwrap_or_else(|_| Err(FtpError::Other("no answer to TYPE I".into())))
+            {
+                Ok(()) => {
+                    self.reused.fetch_add(1, Ordering::Relaxed);
+                    return Ok(c);
+                }
+                Err(e) => {
+                    tracing::debug!(host = %c.host(), error = %e, "idle session not reusable: logging in afresh");
+                    // Gone or confused: closed without a word.
+                    drop(c);
+                }
+            }
+        }
+        let c = opts.open(url).await?;
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        Ok(c)
+    }
+
+    fn take(&self, key: &Key) -> Option<Client> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get_mut(key).and_then(Vec::pop)
+    }
+
+    /// Gives back a session whose file is done: kept when nothing is in flight and
+    /// there is room, else quit.
+    pub async fn put(&self, url: &FtpUrl, c: Client) {
+        let back = if c.is_idle() {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = idle.entry(Key::of(url)).or_default();
+            if list.len() < self.keep {
+                list.push(c);
+                None
+            } else {
+                Some(c)
+            }
+        } else {
+            Some(c)
+        };
+        if let Some(c) = back {
+            c.quit().await;
+        }
+    }
+
+    /// Quits every idle session, all at once.
+    pub async fn close(&self) {
+        let all: Vec<Client> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.drain().flat_map(|(_, v)| v).collect()
+        };
+        futures_util::future::join_all(all.into_iter().map(Client::quit)).await;
+    }
+
+    /// Logins made so far (each server's, all together).
+    pub fn logins(&self) -> usize {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    /// Sessions taken from the pool instead of logging in.
+    pub fn reused(&self) -> usize {
+        self.reused.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// How a fake server ends the first session once it is idle.
+    #[derive(Clone, Copy)]
+    enum Ending {
+        /// `421` and close, unasked (vsftpd's and pyftpdlib's idle timeout).
+        Says421,
+        /// Closes without a word.
+        Eof,
+        /// Keeps the connection but answers the next command with `421` and closes: the
+        /// server gave up just as the session was taken.
+        On421Reply,
+        /// Stays good.
+        Never,
+    }
+
+    /// A fake server: greets, takes any login, answers `TYPE`, `FEAT`, `NOOP`; the
+    /// first session is ended as `ending` says once it sees `NOOP` (the test's sign
+    /// that the session is back in the pool). Returns its address and the logins seen.
+    async fn fake(ending: Ending) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let logins = Arc::new(AtomicUsize::new(0));
+        let seen = logins.clone();
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((s, _)) = l.accept().await {
+                let (r, mut w) = s.into_split();
+                let ending = if first { ending } else { Ending::Never };
+                first = false;
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut r = BufReader::new(r);
+                    w.write_all(b"220 fake\r\n").await.unwrap();
+                    let mut line = String::new();
+                    let mut ended = false;
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let verb = line.split_whitespace().next().unwrap_or("").to_owned();
+                        if ended {
+                            // On421Reply: the command after the idle time.
+                            let _ = w.write_all(b"421 Timeout.\r\n").await;
+                            return;
+                        }
+                        let reply: &[u8] = match verb.as_str() {
+                            "USER" => b"331 pass\r\n",
+                            "PASS" => {
+                                seen.fetch_add(1, Ordering::SeqCst);
+                                b"230 in\r\n"
+                            }
+                            "TYPE" | "NOOP" => b"200 ok\r\n",
+                            "FEAT" => b"211-f\r\n SIZE\r\n211 End\r\n",
+                            "QUIT" => {
+                                let _ = w.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"502 no\r\n",
+                        };
+                        w.write_all(reply).await.unwrap();
+                        if verb == "NOOP" {
+                            match ending {
+                                Ending::Says421 => {
+                                    let _ = w.write_all(b"421 Timeout.\r\n").await;
+                                    return;
+                                }
+                                Ending::Eof => return,
+                                Ending::On421Reply => ended = true,
+                                Ending::Never => {}
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, logins)
+    }
+
+    /// Leases a session, puts it back, lets the server end it as `ending` says, then
+    /// leases again: the second lease must work (a fresh login where the first session
+    /// is gone, the same session where it is not).
+    async fn reuse_after(ending: Ending) -> (usize, usize, usize) {
+        let (addr, seen) = fake(ending).await;
+        let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+        let opts = Options {
+            timeout: Duration::from_secs(5),
+            ..Options::default()
+        };
+        let pool = Sessions::new(2);
+        let mut c = pool.lease(&url, &opts).await.unwrap();
+        c.simple(b"NOOP", |c| c == 200).await.unwrap();
+        pool.put(&url, c).await;
+        // Give the server's 421 or EOF time to arrive (the On421Reply case waits for
+        // the next command instead).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut c = pool.lease(&url, &opts).await.unwrap();
+        // The session answers: it is a real one, not the dead one.
+        c.simple(b"TYPE I", |c| c == 200).await.unwrap();
+        pool.put(&url, c).await;
+        pool.close().await;
+        (seen.load(Ordering::SeqCst), pool.logins(), pool.reused())
+    }
+
+    #[tokio::test]
+    async fn a_session_closed_with_421_while_idle_is_replaced() {
+        assert_eq!(reuse_after(Ending::Says421).await, (2, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_session_closed_silently_while_idle_is_replaced() {
+        assert_eq!(reuse_after(Ending::Eof).await, (2, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_session_that_answers_421_when_taken_is_replaced() {
+        assert_eq!(reuse_after(Ending::On421Reply).await, (2, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_good_session_is_reused() {
+        assert_eq!(reuse_after(Ending::Never).await, (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_session_with_a_reply_outstanding_is_not_kept() {
+        let (addr, seen) = fake(Ending::Never).await;
+        let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+        let opts = Options::default();
+        let pool = Sessions::new(2);
+        let mut c = pool.lease(&url, &opts).await.unwrap();
+        // Sent, never read: the reply would answer the next file's first command.
+        c.send(b"NOOP").await.unwrap();
+        assert!(!c.is_idle());
+        pool.put(&url, c).await;
+        let c = pool.lease(&url, &opts).await.unwrap();
+        pool.put(&url, c).await;
+        pool.close().await;
+        assert_eq!((seen.load(Ordering::SeqCst), pool.reused()), (2, 0));
+    }
+}

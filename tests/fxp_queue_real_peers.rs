@@ -1,0 +1,241 @@
+//! The FXP queue: a tree of many files copied with default settings on reused sessions
+//! (vsftpd to pyftpdlib), and a destination that stops reading its data connection
+//! while the source completes (what pyftpdlib 1.5 does now and then to one of several
+//! parallel transfers), played by a small fake server against a real vsftpd.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::peers::{FtpServer, ServerKind, ServerOptions};
+use common::{payload, unique_loopback_ip};
+use fxprelay::fxp::{self, FtpUrl, Method, Options};
+
+fn fxp_server(kind: ServerKind) -> FtpServer {
+    let mut opts = ServerOptions::new(unique_loopback_ip());
+    opts.foreign_data = true;
+    FtpServer::start(kind, opts)
+}
+
+fn url(s: &FtpServer, path: &str) -> FtpUrl {
+    let (ip, port) = (s.addr.ip(), s.addr.port());
+    FtpUrl::parse(&format!("ftp://{}:{}@{ip}:{port}/{path}", s.user, s.pass)).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes `rel` under the server's root (a directory when `data` is `None`), owned like
+/// the root.
+fn put(server: &FtpServer, rel: &str, data: Option<&[u8]>) {
+    let p = server.root.join(rel);
+    match data {
+        Some(d) => std::fs::write(&p, d).unwrap(),
+        None => std::fs::create_dir(&p).unwrap(),
+    }
+    let meta = std::fs::metadata(&server.root).unwrap();
+    std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())).unwrap();
+}
+
+/// Logins vsftpd logged (`log_ftp_protocol`: one `OK LOGIN` per login).
+fn vsftpd_logins(s: &FtpServer) -> usize {
+    s.log().matches("OK LOGIN").count()
+}
+
+/// 200 small files with default settings: every one byte for byte, every one by plain
+/// FXP (no reverse FXP, no relay), and the source logged in to a handful of times, not
+/// once per file.
+#[test]
+fn a_tree_of_200_files_goes_by_plain_fxp_on_reused_sessions() {
+    const FILES: usize = 200;
+    let a = fxp_server(ServerKind::Vsftpd);
+    let b = fxp_server(ServerKind::Pyftpdlib);
+    put(&a, "tree", None);
+    put(&a, "tree/sub", None);
+    let files: Vec<(String, Vec<u8>)> = (0..FILES)
+        .map(|i| {
+            let dir = if i % 2 == 0 { "tree" } else { "tree/sub" };
+            (
+                format!("{dir}/f{i:03}.bin"),
+                payload(1000 + 37 * i, i as u64),
+            )
+        })
+        .collect();
+    for (f, data) in &files {
+        put(&a, f, Some(data));
+    }
+    let before = vsftpd_logins(&a);
+    let r = rt()
+        .block_on(fxp::tree::copy_tree(
+            &url(&a, "tree"),
+            &url(&b, "copy"),
+            &Options::default(),
+        ))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log(), b.log()));
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.files, FILES, "{r:?}");
+    assert_eq!(
+        r.methods.get("fxp"),
+        Some(&FILES),
+        "every file by plain FXP: {:?}",
+        r.methods
+    );
+    assert_eq!(r.relayed_bytes, 0);
+    for (f, data) in &files {
+        let rel = f.replacen("tree", "copy", 1);
+        let got = std::fs::read(b.file(&rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(&got == data, "{rel} differs");
+    }
+    // The walk's session, one per transfer running at once, one watching a slow copy,
+    // and a fresh pair for each transfer pyftpdlib lost (rare): far below one per file.
+    let logins = vsftpd_logins(&a) - before;
+    assert!(
+        logins <= 20,
+        "{logins} logins on the source for {FILES} files: sessions were not reused"
+    );
+}
+
+/// A destination that takes `STOR` (`125`) and then never reads its data connection nor
+/// answers, the first time; later sessions behave. The source (a real vsftpd) sends the
+/// whole small file into the socket buffer and says `226`. The engine must see from
+/// that and the destination's unchanged `SIZE` that the transfer is lost, give it up and
+/// run plain FXP again on fresh sessions, long before the 30 s timeout: with the timeout
+/// it would move on to reverse FXP and the relay, which this fake refuses (no `PASV`), and
+/// the copy would fail.
+#[test]
+fn a_destination_that_stops_reading_is_found_from_the_sources_end() {
+    let a = fxp_server(ServerKind::Vsftpd);
+    let data = payload(100_000, 7);
+    put(&a, "small.bin", Some(&data));
+    let fake = StuckOnce::start();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let opts = Options {
+        retries: 0,
+        progress: Some(Arc::new(move |e: &fxp::Event| {
+            seen.lock().unwrap().push(format!("{e:?}"));
+        })),
+        ..Options::default()
+    };
+    let dst = FtpUrl::parse(&format!("ftp://u:p@{}/copy.bin", fake.addr)).unwrap();
+    let r = rt()
+        .block_on(fxp::transfer(&url(&a, "small.bin"), &dst, &opts))
+        .unwrap_or_else(|e| panic!("{e}\nevents: {:?}\n{}", events.lock().unwrap(), a.log()));
+    assert_eq!(r.method, Method::Fxp, "{r:?}");
+    let events = events.lock().unwrap().join("\n");
+    assert!(events.contains("stopped reading"), "{events}");
+    assert!(fake.stuck.load(Ordering::SeqCst), "the fake never stalled");
+    let stored = fake.files.lock().unwrap().get("copy.bin").cloned();
+    assert!(stored.as_deref() == Some(&data[..]), "the copy differs");
+}
+
+/// The fake destination of the test above (plain threads and std sockets).
+struct StuckOnce {
+    addr: SocketAddr,
+    /// The first `STOR` was left hanging.
+    stuck: Arc<AtomicBool>,
+    /// What later `STOR`s stored, by path.
+    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+impl StuckOnce {
+    fn start() -> StuckOnce {
+        let ip = unique_loopback_ip();
+        let l = TcpListener::bind((ip, 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stuck = Arc::new(AtomicBool::new(false));
+        let files = Arc::new(Mutex::new(HashMap::new()));
+        let (s2, f2) = (stuck.clone(), files.clone());
+        // The thread ends with the test process; each session ends with its connection.
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let (stuck, files) = (s2.clone(), f2.clone());
+                std::thread::spawn(move || session(conn, &stuck, &files));
+            }
+        });
+        StuckOnce { addr, stuck, files }
+    }
+}
+
+fn session(conn: TcpStream, stuck: &AtomicBool, files: &Mutex<HashMap<String, Vec<u8>>>) {
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    let _ = w.write_all(b"220 fake\r\n");
+    let mut data: Option<TcpStream> = None;
+    // Held open and never read: the hung transfer's connection.
+    let mut hung: Vec<TcpStream> = vec![];
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let (verb, arg) = line
+            .trim_end()
+            .split_once(' ')
+            .unwrap_or((line.trim_end(), ""));
+        let reply = match verb.to_ascii_uppercase().as_str() {
+            "USER" => "331 pass".to_owned(),
+            "PASS" => "230 in".to_owned(),
+            "TYPE" => "200 ok".to_owned(),
+            "FEAT" => "211-Features:\r\n SIZE\r\n211 End".to_owned(),
+            "PORT" => {
+                let n: Vec<u8> = arg.split(',').filter_map(|x| x.parse().ok()).collect();
+                if n.len() != 6 {
+                    "501 bad PORT".to_owned()
+                } else {
+                    let ip = Ipv4Addr::new(n[0], n[1], n[2], n[3]);
+                    let port = u16::from(n[4]) * 256 + u16::from(n[5]);
+                    match TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(5)) {
+                        Ok(s) => {
+                            data = Some(s);
+                            "200 connected".to_owned()
+                        }
+                        Err(_) => "425 cannot connect".to_owned(),
+                    }
+                }
+            }
+            "STOR" => match data.take() {
+                None => "425 no data connection".to_owned(),
+                Some(s) if !stuck.swap(true, Ordering::SeqCst) => {
+                    // Accepted, then neither read nor answered.
+                    let _ = w.write_all(b"125 go\r\n");
+                    hung.push(s);
+                    continue;
+                }
+                Some(mut s) => {
+                    let _ = w.write_all(b"125 go\r\n");
+                    let mut got = vec![];
+                    let _ = s.read_to_end(&mut got);
+                    files.lock().unwrap().insert(arg.to_owned(), got);
+                    "226 stored".to_owned()
+                }
+            },
+            "SIZE" => match files.lock().unwrap().get(arg) {
+                Some(f) => format!("213 {}", f.len()),
+                // The hung transfer's file exists, empty.
+                None => "213 0".to_owned(),
+            },
+            "ABOR" => {
+                hung.clear();
+                "225 aborted".to_owned()
+            }
+            "QUIT" => {
+                let _ = w.write_all(b"221 bye\r\n");
+                return;
+            }
+            _ => "502 not here".to_owned(),
+        };
+        let _ = w.write_all(format!("{reply}\r\n").as_bytes());
+    }
+}
