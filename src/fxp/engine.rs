@@ -29,16 +29,17 @@
 //! ([`Check`]). A differing hash fails the file for good, the copy renamed to
 //! `NAME.fxprelay-mismatch` or deleted (`Options::on_mismatch`).
 //!
-//! Here: the [`Options`], the loop that runs the plan's steps (logging in, checking the
-//! source, resuming, verifying the copy, closing sessions), and the [`Report`].
+//! Here: the loop that runs the plan's steps (logging in, checking the
+//! source, resuming, verifying the copy, closing sessions), and the [`Report`]; the
+//! engine's [`Options`] are in `options`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, FtpError, TlsPolicy};
+use super::client::FtpError;
 use super::digest::{self, Choice, Support};
 pub use super::digest::{Check, OnMismatch, Verify};
 pub use super::error::{FxpError, Side};
@@ -49,139 +50,11 @@ pub use super::report::{Event, Method, Progress, Protection, Report};
 use super::sessions::Sessions;
 use super::url::FtpUrl;
 use crate::metrics;
-use crate::net::{AllowList, OwnSockets};
 
-#[derive(Clone)]
-pub struct Options {
-    /// Try reverse FXP first (skip standard FXP).
-    pub reverse: bool,
-    /// Further attempts after a failed one (backoff 0.5 s, 1 s, 2 s, ...).
-    pub retries: u32,
-    /// Bound on every control step, and on a transfer making no progress.
-    pub timeout: Duration,
-    /// Relay the bytes when neither FXP direction works.
-    pub relay_fallback: bool,
-    /// Continue a partial destination file left by an earlier run (`REST`, when both
-    /// servers offer `REST STREAM`); otherwise only this transfer's own retries resume.
-    pub resume: bool,
-    /// Files copied at once by a tree copy, each on its own pair of logged-in sessions
-    /// (see [`DEFAULT_CONCURRENCY`]).
-    pub concurrency: usize,
-    /// How often the destination's `SIZE` is polled during an FXP copy.
-    pub poll_interval: Duration,
-    pub progress: Option<Progress>,
-    /// Per-file hooks for the front ends of trees and lists (live file bars, per-file
-    /// reports, the API's file records): see [`FileHooks`].
-    pub files: Option<Arc<dyn FileHooks>>,
-    /// Which servers may be reached: `None` (the CLI) allows all; the API and SITE
-    /// commands pass `fxp.allow`. Checked per connection with the URL's host as written
-    /// and each resolved address, so a host-name entry admits that name's own connection
-    /// only, not every server of a transfer that mentions it.
-    pub allow: Option<Arc<AllowList>>,
-    /// Which certificates TLS servers may show (default: the system's trust roots).
-    pub tls: TlsPolicy,
-    /// `fxp.allow_clear_data`: between TLS servers, FXP with `PROT C` (the file crosses
-    /// the network between them unencrypted) may be tried before the relay.
-    pub allow_clear_data: bool,
-    /// The proxy's own sockets, which no server or data address may be: the API and
-    /// SITE commands pass them (the CLI runs outside any proxy).
-    pub own: Option<Arc<OwnSockets>>,
-    /// How each copy is checked: a hash both servers compute, else `SIZE` (`auto`).
-    pub verify: Verify,
-    /// What becomes of a copy whose hash differs from the source's.
-    pub on_mismatch: OnMismatch,
-    /// How long a server may take to answer a hash command: it reads the whole file
-    /// (a few hundred MB/s on a fast disk), so far longer than `timeout`.
-    pub hash_timeout: Duration,
-    /// Cancelled: the transfers in flight send `ABOR` to both servers and end with
-    /// [`FxpError::Cancelled`]; those not begun end so at once.
-    pub cancel: Option<CancellationToken>,
-}
-
-/// Default [`Options::hash_timeout`]: a 100 GiB file at about 200 MB/s.
-pub const HASH_TIMEOUT: Duration = Duration::from_secs(600);
+pub use super::options::{DEFAULT_CONCURRENCY, HASH_TIMEOUT, Options};
 
 /// Longest wait between two attempts, however many retries were asked for.
 pub use super::plan::MAX_BACKOFF;
-
-/// Files a tree copy moves at once. Measured with `scripts/bench-fxp.sh` (200 files of
-/// 100 KB, vsftpd to pyftpdlib on loopback, a busy 2-vCPU machine): rounds without a
-/// lost transfer took ~0.70 s at 2 and 0.53 to 0.81 s at 4 (a file costs about ten
-/// control round trips on reused sessions, mostly waiting on the servers); 4 is what
-/// lftp `mirror --parallel=4` uses. More sessions per server cost each server a session
-/// pair each and made pyftpdlib lose more transfers.
-pub const DEFAULT_CONCURRENCY: usize = 4;
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            reverse: false,
-            retries: 2,
-            timeout: Duration::from_secs(30),
-            relay_fallback: true,
-            resume: false,
-            concurrency: DEFAULT_CONCURRENCY,
-            poll_interval: Duration::from_millis(250),
-            progress: None,
-            files: None,
-            allow: None,
-            tls: TlsPolicy::default(),
-            allow_clear_data: false,
-            own: None,
-            verify: Verify::Auto,
-            on_mismatch: OnMismatch::Keep,
-            hash_timeout: HASH_TIMEOUT,
-            cancel: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for Options {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
-            .field("reverse", &self.reverse)
-            .field("retries", &self.retries)
-            .field("timeout", &self.timeout)
-            .field("relay_fallback", &self.relay_fallback)
-            .field("resume", &self.resume)
-            .field("concurrency", &self.concurrency)
-            .field("tls", &self.tls)
-            .field("allow_clear_data", &self.allow_clear_data)
-            .field("verify", &self.verify)
-            .field("on_mismatch", &self.on_mismatch)
-            .field("hash_timeout", &self.hash_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Options {
-    /// A logged-in session to `url`, within the allow list.
-    pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
-        Client::open_checked(
-            url,
-            self.timeout,
-            self.allow.as_deref(),
-            &self.tls,
-            self.own.as_ref(),
-        )
-        .await
-    }
-
-    pub(super) fn emit(&self, e: Event) {
-        match &e {
-            Event::MethodFailed { method, error } => {
-                tracing::debug!(%method, %error, "fxp method failed");
-            }
-            Event::Retrying { attempt, error, .. } => {
-                tracing::debug!(attempt, %error, "fxp attempt failed, retrying");
-            }
-            _ => {}
-        }
-        if let Some(p) = &self.progress {
-            p(&e);
-        }
-    }
-}
 
 /// Copies `src` to `dst` (a `dst` path that is empty or ends in `/` names a directory:
 /// the file keeps its name). Never returns before both control sessions are closed.
@@ -661,7 +534,11 @@ async fn dispose(p: &mut Pair, path: &[u8], how: OnMismatch) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::fxp::client::TlsPolicy;
+    use crate::net::AllowList;
 
     fn url(s: &str) -> FtpUrl {
         FtpUrl::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::client::{Client, FtpError, refused, with_arg};
-use super::engine::Options;
 use super::error::{FxpError, Side};
+use super::options::Options;
 use super::plan::{Close, Fail};
 use super::report::{Check, Event, Method, Progress};
 use super::sessions::Sessions;

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::client::{Client, FtpError};
-use super::engine::Options;
+use super::options::Options;
 use super::url::{FtpUrl, Security};
 
 /// How long a session taken from the pool gets to answer its reset.
