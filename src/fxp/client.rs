@@ -17,7 +17,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rustls::pki_types::ServerName;
@@ -50,6 +50,9 @@ const MAX_LISTING: usize = 64 * 1024 * 1024;
 /// may also lose that connection and never answer (see `direct`): the engine then starts
 /// afresh after this, not after the session timeout.
 pub const PORT_REPLY: Duration = Duration::from_secs(1);
+/// Round trips [`Client::patience`] allows: a login (greeting, `USER`, `PASS`, `TYPE`,
+/// `FEAT`) and a `SIZE` with room to spare.
+pub const RTT_PATIENCE: u32 = 10;
 /// Lowest data port a passive reply may name: below are well-known services (SMTP, ...)
 /// a bounced `PORT` could attack, and no server listens for data there.
 pub const MIN_DATA_PORT: u16 = 1024;
@@ -286,6 +289,12 @@ pub struct Client {
     outstanding: usize,
     /// `SSCN ON` in force.
     sscn: bool,
+    /// The quickest command-to-reply time seen on this connection (a command sent with
+    /// nothing else outstanding): the short bounds of [`Client::patience`] grow with it,
+    /// so a distant server is not taken for a silent one.
+    rtt: Option<Duration>,
+    /// When the command now awaited went out, if nothing else was outstanding.
+    sent_at: Option<Instant>,
 }
 
 impl Client {
@@ -376,6 +385,8 @@ impl Client {
             host,
             outstanding: 0,
             sscn: false,
+            rtt: None,
+            sent_at: None,
         }
     }
 
@@ -486,11 +497,27 @@ impl Client {
         let mut buf = Vec::with_capacity(line.len() + 2);
         buf.extend_from_slice(line);
         buf.extend_from_slice(b"\r\n");
+        if self.outstanding == 0 {
+            self.sent_at = Some(Instant::now());
+        }
         self.outstanding += 1;
         timeout(self.timeout, self.writer.write_all(&buf))
             .await
             .map_err(|_| self.timed_out(&verb))??;
         Ok(())
+    }
+
+    /// A short bound for a reply that should come at once (`base` on a near server),
+    /// widened to [`RTT_PATIENCE`] times this connection's quickest round trip: on a link
+    /// of 150 ms a login and a `SIZE` take about a second.
+    pub fn patience(&self, base: Duration) -> Duration {
+        base.max(self.rtt.unwrap_or_default().saturating_mul(RTT_PATIENCE))
+            .min(self.timeout)
+    }
+
+    /// This connection's quickest command-to-reply time so far (zero before any).
+    pub fn round_trip(&self) -> Duration {
+        self.rtt.unwrap_or_default()
     }
 
     /// Reads one complete reply within the session timeout.
@@ -526,6 +553,12 @@ impl Client {
                         debug!(host = %self.host, "< {}", String::from_utf8_lossy(&reply.raw).trim_end());
                         if reply.class() != 1 {
                             self.outstanding = self.outstanding.saturating_sub(1);
+                            if self.outstanding == 0
+                                && let Some(at) = self.sent_at.take()
+                            {
+                                let took = at.elapsed();
+                                self.rtt = Some(self.rtt.map_or(took, |r| r.min(took)));
+                            }
                         }
                         return Ok(reply);
                     }
@@ -703,7 +736,7 @@ impl Client {
         let line = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
         self.send(&line).await?;
         let r = self
-            .read_reply_within(&verb_of(&line), PORT_REPLY.min(self.timeout))
+            .read_reply_within(&verb_of(&line), self.patience(PORT_REPLY))
             .await?;
         self.ok(r, &shown_command(&line), |c| c == 200)?;
         Ok(())
@@ -1061,6 +1094,44 @@ mod tests {
         assert!(!f.has("RES"));
         assert!(!f.has("REST STREAMING"));
         assert!(!f.has("MDTM"));
+    }
+
+    /// A server 120 ms away (each reply delayed so) gets ten round trips where a near
+    /// one gets the short bound: the short bounds are not reached on a slow link.
+    #[tokio::test]
+    async fn patience_grows_with_the_round_trip() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let delay = Duration::from_millis(120);
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 far\r\n").await.unwrap();
+            let mut line = String::new();
+            while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+                tokio::time::sleep(delay).await;
+                let reply: &[u8] = match line.split_whitespace().next().unwrap_or("") {
+                    "USER" => b"331 pass\r\n",
+                    "PASS" => b"230 in\r\n",
+                    "FEAT" => b"211-f\r\n SIZE\r\n211 End\r\n",
+                    _ => b"200 ok\r\n",
+                };
+                if w.write_all(reply).await.is_err() {
+                    return;
+                }
+                line.clear();
+            }
+        });
+        let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+        let c = Client::open(&url, Duration::from_secs(30)).await.unwrap();
+        assert!(c.round_trip() >= delay, "{:?}", c.round_trip());
+        assert!(c.patience(PORT_REPLY) >= delay * RTT_PATIENCE);
+        assert!(
+            c.patience(Duration::from_secs(60)) == Duration::from_secs(30),
+            "at most the timeout"
+        );
     }
 
     /// Bytes a server sends after its `234` and before the TLS handshake are plaintext

@@ -141,6 +141,7 @@ impl Run<'_> {
         let opened = self.send_transfer(p, state, dst_active).await?;
         let limit = self.opts.timeout;
         let watchable = p.dst.features.has("SIZE");
+        let dst_rtt = p.dst.round_trip();
         let Pair { src, dst } = &mut *p;
         let (source_done, done_seen) = watch::channel(false);
         let outcome = {
@@ -149,7 +150,7 @@ impl Run<'_> {
                 finish(dst, "STOR", &self.dst.path, limit, opened).await?;
                 check_stored(dst, &self.dst.path, self.total).await
             });
-            let mut poll = pin!(self.watch(watchable.then_some(watcher), done_seen));
+            let mut poll = pin!(self.watch(watchable.then_some(watcher), done_seen, dst_rtt));
             // Once one side is done the bytes have all gone; the other gets `limit` to say
             // so (pure-ftpd may drop a foreign peer and never answer RETR), and a
             // destination that has stopped reading is found sooner by the watch. After a
@@ -298,13 +299,16 @@ pub(super) const SILENT_WHEN_COMPLETE: Duration = Duration::from_secs(2);
 const AFTER_SOURCE_POLL: Duration = Duration::from_millis(50);
 const SETTLE: Duration = Duration::from_millis(20);
 
-/// How long a destination may stay silent after the source's end.
-fn silent_limit(complete: bool) -> Duration {
-    if complete {
+/// How long a destination may stay silent after the source's end; `rtt` is the
+/// destination's quickest round trip, so a distant server gets as many round trips as a
+/// near one (see `Client::patience`).
+fn silent_limit(complete: bool, rtt: Duration) -> Duration {
+    let base = if complete {
         SILENT_WHEN_COMPLETE
     } else {
         SILENT_AFTER_SOURCE
-    }
+    };
+    base.max(rtt.saturating_mul(super::client::RTT_PATIENCE))
 }
 
 impl Run<'_> {
@@ -323,6 +327,7 @@ impl Run<'_> {
         &self,
         mut watcher: Option<&mut Option<Client>>,
         mut source_done: watch::Receiver<bool>,
+        dst_rtt: Duration,
     ) -> Fail {
         let limit = self.opts.timeout;
         let mut last = self.offset;
@@ -364,7 +369,7 @@ impl Run<'_> {
                 // connection may have stopped reading the watcher's as well (pyftpdlib,
                 // see above).
                 Some(t) => {
-                    let left = silent_limit(complete).saturating_sub(t.elapsed());
+                    let left = silent_limit(complete, dst_rtt).saturating_sub(t.elapsed());
                     timeout(left, ask).await
                 }
                 None => Ok(ask.await),
@@ -399,7 +404,7 @@ impl Run<'_> {
                     total: self.total,
                 });
             } else if let Some(t) = silent.filter(|_| self.total.is_some()) {
-                if t.elapsed() >= silent_limit(complete) {
+                if t.elapsed() >= silent_limit(complete, dst_rtt) {
                     return Fail::Lost(FxpError::DestinationSilent {
                         stored: done,
                         total: self.total.unwrap_or(0),

@@ -77,7 +77,7 @@ impl Sessions {
             // REUSE_PROBE may have lost the connection (pyftpdlib can stop reading a
             // control connection; see `direct`), and a fresh login is cheaper than the
             // session timeout.
-            let reset = tokio::time::timeout(REUSE_PROBE.min(opts.timeout), c.reset_for_reuse());
+            let reset = tokio::time::timeout(c.patience(REUSE_PROBE), c.reset_for_reuse());
             match reset
                 .await
                 .unwrap_or_else(|_| Err(FtpError::Other("no answer to TYPE I".into())))
