@@ -44,12 +44,14 @@ const MAX_LINE: usize = 8192;
 const MAX_REPLY: usize = 256 * 1024;
 /// Largest directory listing read for a tree copy.
 const MAX_LISTING: usize = 64 * 1024 * 1024;
-/// How long a server gets to answer `PORT`/`EPRT`. Most answer at once; pyftpdlib only
-/// once it has connected to the address (a lost SYN, resent after 1 s, costs a fresh
-/// try of the same method, not the file). pyftpdlib 1.5
-/// may also lose that connection and never answer (see `direct`): the engine then starts
-/// afresh after this, not after the session timeout.
-pub const PORT_REPLY: Duration = Duration::from_secs(1);
+/// How long a server gets to answer `PORT`/`EPRT` (grown with its round trip, see
+/// [`Client::patience`]). Most answer at once; pyftpdlib only once it has connected to
+/// the address, one round trip between the two servers (half a second covers servers on
+/// different continents; a lost SYN, resent after 1 s, costs a fresh try of the same
+/// method, not the file). pyftpdlib 1.5 may also lose that connection and never answer
+/// (see `direct`): the engine then starts afresh after this, not after the session
+/// timeout. Measured: at 1 s such a loss was most of a 200-file tree's time.
+pub const PORT_REPLY: Duration = Duration::from_millis(500);
 /// Round trips [`Client::patience`] allows: a login (greeting, `USER`, `PASS`, `TYPE`,
 /// `FEAT`) and a `SIZE` with room to spare.
 pub const RTT_PATIENCE: u32 = 10;
