@@ -141,20 +141,25 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
-    /// The parsed header, plus every byte after it (what was read with the header and
-    /// what came later), to check nothing is lost.
-    async fn feed(bytes: &'static [u8]) -> Result<(Header, Vec<u8>), HeaderError> {
+    /// The accepted end of a loopback connection whose other end writes `bytes` in
+    /// pieces (the parsers must cope with a header that arrives so), and that writer.
+    async fn sent(bytes: &'static [u8]) -> (TcpStream, tokio::task::JoinHandle<()>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let writer = tokio::spawn(async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
-            // Split writes: the parser must cope with a header that arrives in pieces.
             for part in bytes.chunks(7) {
                 s.write_all(part).await.unwrap();
                 tokio::task::yield_now().await;
             }
         });
-        let (mut s, _) = l.accept().await.unwrap();
+        (l.accept().await.unwrap().0, writer)
+    }
+
+    /// The parsed header, plus every byte after it (what was read with the header and
+    /// what came later), to check nothing is lost.
+    async fn feed(bytes: &'static [u8]) -> Result<(Header, Vec<u8>), HeaderError> {
+        let (mut s, writer) = sent(bytes).await;
         let r = read_header(&mut s, Duration::from_secs(2)).await;
         drop(writer.await);
         let h = r?;
@@ -188,16 +193,7 @@ mod tests {
     async fn feed_exact(
         bytes: &'static [u8],
     ) -> Result<(Option<SocketAddr>, Vec<u8>), HeaderError> {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let writer = tokio::spawn(async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            for part in bytes.chunks(7) {
-                s.write_all(part).await.unwrap();
-                tokio::task::yield_now().await;
-            }
-        });
-        let (mut s, _) = l.accept().await.unwrap();
+        let (mut s, writer) = sent(bytes).await;
         let r = read_header_exact(&mut s, Duration::from_secs(2)).await;
         drop(writer.await);
         let source = r?;
