@@ -184,49 +184,8 @@ chmod 0644 "$SRC"
 chown -R "$FTP_USER:" "$FTP_ROOT"
 
 # --- vsftpd: TLS required on login and data, session reuse required -------------------------
-VSFTPD_PORT=$(free_port "$SERVER_IP")
-read -r PASV_LO PASV_HI < <(free_range "$SERVER_IP" 100) || fail "no free passive port range on $SERVER_IP"
-(
-    umask 077 # vsftpd wants its config root-owned and private
-    # ssl_ciphers: vsftpd's default (DES-CBC3-SHA) is offered by no modern client.
-    cat >"$WORK/vsftpd.conf" <<EOF
-listen=YES
-listen_ipv6=NO
-background=NO
-listen_address=$SERVER_IP
-listen_port=$VSFTPD_PORT
-anonymous_enable=NO
-local_enable=YES
-write_enable=YES
-local_umask=022
-local_root=$FTP_ROOT
-chroot_local_user=YES
-allow_writeable_chroot=YES
-secure_chroot_dir=$WORK/empty
-pam_service_name=vsftpd
-seccomp_sandbox=NO
-isolate=NO
-isolate_network=NO
-userlist_enable=NO
-tcp_wrappers=NO
-dirmessage_enable=NO
-connect_from_port_20=NO
-max_clients=50
-max_per_ip=50
-idle_session_timeout=120
-data_connection_timeout=60
-accept_timeout=15
-connect_timeout=15
-syslog_enable=NO
-xferlog_enable=YES
-xferlog_std_format=NO
-log_ftp_protocol=YES
-vsftpd_log_file=$WORK/vsftpd.log
-pasv_enable=YES
-pasv_min_port=$PASV_LO
-pasv_max_port=$PASV_HI
-port_enable=YES
-ssl_enable=YES
+# ssl_ciphers: vsftpd's default (DES-CBC3-SHA) is offered by no modern client.
+VSFTPD_EXTRA="ssl_enable=YES
 rsa_cert_file=$WORK/vsftpd.crt
 rsa_private_key_file=$WORK/vsftpd.key
 force_local_logins_ssl=YES
@@ -236,21 +195,14 @@ ssl_tlsv1=YES
 ssl_sslv2=NO
 ssl_sslv3=NO
 ssl_ciphers=HIGH
-debug_ssl=YES
-EOF
-)
-# Without job control a background child is not a group leader, so setsid(1) calls
-# setsid() in place and execs: $! leads its own process group, killed whole at the end.
-setsid "${PEER_CPU[@]}" /usr/sbin/vsftpd "$WORK/vsftpd.conf" </dev/null >"$WORK/vsftpd.out" 2>&1 &
-VSFTPD_PID=$!
-SERVER_PID=$VSFTPD_PID
-DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$VSFTPD_PORT
-wait_login "$VSFTPD_PID" "vsftpd on $SERVER_IP:$VSFTPD_PORT" "$DIRECT_URL" "$WORK/vsftpd.crt"
+debug_ssl=YES"
+VSFTPD_LOGIN_CHECK="${CURL_TLS[*]} --cacert $WORK/vsftpd.crt" start_vsftpd "$FTP_ROOT" 100 50 "${PEER_CPU[@]}"
+VSFTPD_PID=$SERVER_PID
 # The proof that TLS is required: a plain login is refused.
 if curl -sS --max-time 5 -o /dev/null "$DIRECT_URL/" 2>/dev/null; then
     fail "vsftpd let a plaintext login in; the benchmark needs a TLS-only server"
 fi
-log "vsftpd pid $VSFTPD_PID on $SERVER_IP:$VSFTPD_PORT (TLS required), passive ports $PASV_LO-$PASV_HI"
+log "vsftpd requires TLS"
 
 # --- fxprelay: TLS on both legs -------------------------------------------------------------
 declare -A FXP_URL

@@ -211,10 +211,14 @@ median() { # numbers on stdin -> their median
 # port, user FTP_USER chrooted to ROOT (on WORK), PASV_PORTS passive ports, its config and
 # logs in WORK. Sets VSFTPD_PORT, DIRECT_URL, SERVER_PID (leading its own process group,
 # SERVER_GROUP=1: cleanup kills the session processes too). PREFIX runs it (taskset ...).
-# VSFTPD_FXP=1 lets it take part in FXP (port_promiscuous, pasv_promiscuous).
+# VSFTPD_FXP=1 lets it take part in FXP (port_promiscuous, pasv_promiscuous);
+# VSFTPD_EXTRA holds more vsftpd.conf lines (TLS, say) and VSFTPD_LOGIN_CHECK the curl
+# options the login check needs then (default --disable-epsv; no spaces inside one).
 start_vsftpd() {
     local root=$1 pasv=$2 clients=$3 range lo hi fxp=NO
+    local -a check=(--disable-epsv)
     shift 3
+    [[ -n ${VSFTPD_LOGIN_CHECK:-} ]] && read -ra check <<<"$VSFTPD_LOGIN_CHECK"
     [[ ${VSFTPD_FXP:-0} == 1 ]] && fxp=YES
     mkdir -p -m 0755 "$WORK/empty"
     VSFTPD_PORT=$(free_port "$SERVER_IP")
@@ -261,6 +265,7 @@ pasv_max_port=$hi
 port_enable=YES
 port_promiscuous=$fxp
 pasv_promiscuous=$fxp
+${VSFTPD_EXTRA:-}
 EOF
     )
     # Without job control a background child is not a group leader, so setsid(1) calls
@@ -272,7 +277,7 @@ EOF
     [[ $(ps -o pgid= -p "$SERVER_PID" | tr -d ' ') == "$SERVER_PID" ]] ||
         fail "vsftpd (pid $SERVER_PID) is not leading its own process group"
     DIRECT_URL=ftp://$FTP_USER:$FTP_PASS@$SERVER_IP:$VSFTPD_PORT
-    wait_ftp_login "$SERVER_PID" "vsftpd on $SERVER_IP:$VSFTPD_PORT" "$DIRECT_URL" --disable-epsv
+    wait_ftp_login "$SERVER_PID" "vsftpd on $SERVER_IP:$VSFTPD_PORT" "$DIRECT_URL" "${check[@]}"
     log "vsftpd pid $SERVER_PID on $SERVER_IP:$VSFTPD_PORT, passive ports $lo-$hi"
 }
 
