@@ -517,6 +517,22 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A tmux server of its own (parallel tests do not meet) running `line` in a 150x30
+    /// pane; stopped on drop.
+    fn start(line: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("fxprelay-test-{}", common::random_u64()),
+        };
+        let ok = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "t", "-x", "150", "-y", "30"])
+            .arg(line)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        tmux
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
         c.args(["-L", &self.socket]);
@@ -552,9 +568,6 @@ fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
     for n in 0..4 {
         put(&a, &format!("t/file-{n}.bin"), Some(&payload(800_000, n)));
     }
-    let tmux = Tmux {
-        socket: format!("fxprelay-test-{}", common::random_u64()),
-    };
     let line = format!(
         // Debug logging: every command a line, which must go above the bars.
         "{} -c /nonexistent/fxprelay.yaml --log fxprelay=debug fxp -r {} {}; echo EXIT=$?; sleep 600",
@@ -562,13 +575,7 @@ fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
         url(&a, "t"),
         url(&b, "t2")
     );
-    let ok = tmux
-        .cmd()
-        .args(["new-session", "-d", "-s", "t", "-x", "150", "-y", "30"])
-        .arg(line)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let tmux = Tmux::start(&line);
     let deadline = Instant::now() + Duration::from_secs(60);
     let seen = loop {
         let pane = tmux.pane();
@@ -641,9 +648,6 @@ fn a_missing_password_is_asked_on_the_terminal() {
         fxp_server(ServerKind::Pyftpdlib),
         fxp_server(ServerKind::Vsftpd),
     );
-    let tmux = Tmux {
-        socket: format!("fxprelay-test-{}", common::random_u64()),
-    };
     let line = format!(
         "NETRC=/nonexistent {} -c /nonexistent/fxprelay.yaml fxp ftp://{}@{}/{} {}; echo EXIT=$?; sleep 600",
         env!("CARGO_BIN_EXE_fxprelay"),
@@ -652,13 +656,7 @@ fn a_missing_password_is_asked_on_the_terminal() {
         peers::HELLO_NAME,
         url(&b, "asked.txt")
     );
-    let ok = tmux
-        .cmd()
-        .args(["new-session", "-d", "-s", "t", "-x", "150", "-y", "30"])
-        .arg(line)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    let tmux = Tmux::start(&line);
     let prompt = format!("Password for {}@{}: ", a.user, a.addr);
     wait_for("the password prompt", || {
         tmux.pane().contains(prompt.trim_end())
