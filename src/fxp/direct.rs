@@ -119,26 +119,30 @@ impl Run<'_> {
             // Kept only if its last SIZE was answered (see `Sessions::put`).
             self.opts.sessions.put(self.dst, c).await;
         }
-        result?;
+        let dst_size = result?;
         Ok(Done {
             method,
             bytes: self.total.unwrap_or(0),
             relayed: 0,
             offset: self.offset,
             verified: super::report::Check::None,
+            dst_size,
         })
     }
 
     /// Sends `STOR` and `RETR` before waiting on either (a passive server may answer only
-    /// once its data connection exists), then waits for both completions.
+    /// once its data connection exists), then waits for both completions. Returns the
+    /// destination's `SIZE` asked after its `226`, when it was asked.
     async fn start_and_wait(
         &self,
         p: &mut Pair,
         watcher: &mut Option<Client>,
         state: &mut State,
         dst_active: bool,
-    ) -> Result<(), Fail> {
+    ) -> Result<Option<u64>, Fail> {
         let opened = self.send_transfer(p, state, dst_active).await?;
+        // Set by the STOR side (a lock, not a Cell: the engine's future must stay `Send`).
+        let stored = std::sync::OnceLock::new();
         let limit = self.opts.timeout;
         let watchable = p.dst.features.has("SIZE");
         let dst_rtt = p.dst.round_trip();
@@ -148,7 +152,10 @@ impl Run<'_> {
             let mut retr = pin!(finish(src, "RETR", &self.src.path, limit, false));
             let mut stor = pin!(async {
                 finish(dst, "STOR", &self.dst.path, limit, opened).await?;
-                check_stored(dst, &self.dst.path, self.total).await
+                if let Some(n) = check_stored(dst, &self.dst.path, self.total).await? {
+                    let _ = stored.set(n);
+                }
+                Ok(())
             });
             let mut poll = pin!(self.watch(watchable.then_some(watcher), done_seen, dst_rtt));
             // Once one side is done the bytes have all gone; the other gets `limit` to say
@@ -196,7 +203,7 @@ impl Run<'_> {
         });
         match failures.into_iter().next() {
             Some((side, e)) => Err(classify(side, e, p)),
-            None => Ok(()),
+            None => Ok(stored.into_inner()),
         }
     }
 }
@@ -274,16 +281,21 @@ async fn finish(
 
 /// After the destination's `226`: a short file means the source's data connection broke
 /// (pure-ftpd accepts a foreign peer, then drops it and never answers `RETR`), which is
-/// better known now than after waiting for the source.
-async fn check_stored(c: &mut Client, path: &[u8], total: Option<u64>) -> Result<(), FtpError> {
+/// better known now than after waiting for the source. The size it read, so the check
+/// after the copy need not ask again.
+async fn check_stored(
+    c: &mut Client,
+    path: &[u8],
+    total: Option<u64>,
+) -> Result<Option<u64>, FtpError> {
     let Some(total) = total.filter(|_| c.features.has("SIZE")) else {
-        return Ok(());
+        return Ok(None);
     };
     match c.size(path).await? {
         Some(n) if n < total => Err(FtpError::Other(format!(
             "the destination stored {n} of {total} bytes"
         ))),
-        _ => Ok(()),
+        n => Ok(n),
     }
 }
 

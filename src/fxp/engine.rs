@@ -440,7 +440,11 @@ async fn verify(
     if opts.verify == Verify::None {
         return Outcome::Copied(done);
     }
-    if let (Some(t), Ok(Some(d))) = (total, p.dst.size(&dst.path).await) {
+    let dst_size = match done.dst_size {
+        Some(n) => Ok(Some(n)),
+        None => p.dst.size(&dst.path).await,
+    };
+    if let (Some(t), Ok(Some(d))) = (total, dst_size) {
         if d != t {
             return Outcome::Mismatch(FxpError::SizeMismatch { src: t, dst: d });
         }

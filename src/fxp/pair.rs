@@ -89,6 +89,9 @@ pub(super) struct Done {
     pub(super) offset: u64,
     /// Set by the engine once the copy is checked.
     pub(super) verified: Check,
+    /// The destination's `SIZE` the method already read after the copy's end (the
+    /// check after the copy uses it instead of asking again).
+    pub(super) dst_size: Option<u64>,
 }
 
 /// What a method reads of the transfer's options.

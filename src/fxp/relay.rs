@@ -125,6 +125,7 @@ impl Run<'_> {
             relayed: copied,
             offset: self.offset,
             verified: super::report::Check::None,
+            dst_size: None,
         })
     }
 
