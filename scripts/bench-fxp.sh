@@ -29,7 +29,7 @@
 # Knobs (environment): FXPRELAY_BIN=PATH uses that binary and skips the build;
 # FXP_BENCH_ARGS="--concurrency 8" adds options to fxprelay's command line (to compare
 # settings; the figures then are not the default's); FXP_BENCH_LOG=debug keeps fxprelay's
-# `--log debug` output of the last round in ./bench-fxp-fxprelay.log; FXP_BENCH_SERVER_IP /
+# `--log debug` output of each round in ./bench-fxp-fxprelay.ROUND.log (0: the warm-up); FXP_BENCH_SERVER_IP /
 # FXP_BENCH_DEST_IP change the two addresses; FXP_BENCH_TIME_LIMIT=SECONDS replaces the
 # overall time limit.
 set -euo pipefail
@@ -154,9 +154,10 @@ check_copy() { # NAME: the copy DST_ROOT/NAME holds every file of the tree, byte
     rm -rf "${DST_ROOT:?}/$name"
 }
 
-# KIND -> "SECONDS LOGINS": one copy of the tree, checked, then removed.
+# KIND ROUND -> "SECONDS LOGINS LOST": one copy of the tree, checked, then removed. LOST: the
+# transfers fxprelay gave up and ran again (a server lost them; lftp's count is not known).
 copy_with() {
-    local kind=$1 t0 t1 l0 l1 rc=0 summary
+    local kind=$1 tag=$2 t0 t1 l0 l1 rc=0 summary lost=0
     l0=$(logins)
     t0=$(now)
     if [[ $kind == fxprelay ]]; then
@@ -166,13 +167,14 @@ copy_with() {
             "$SRC_URL/tree" "$DST_URL/fxprelay-copy" >"$WORK/fxprelay.out" 2>"$WORK/fxprelay.log" || rc=$?
         t1=$(now)
         ((rc == 0)) || fail "fxprelay fxp exited $rc: $(tail -n 3 "$WORK/fxprelay.out")"
-        [[ -n $LOG_LEVEL ]] && cp "$WORK/fxprelay.log" "$PWD/bench-fxp-fxprelay.log"
+        [[ -n $LOG_LEVEL ]] && cp "$WORK/fxprelay.log" "$PWD/bench-fxp-fxprelay.$tag.log"
         summary=$(tail -n 1 "$WORK/fxprelay.out")
         # Every file by plain FXP: no reverse FXP, no relay, no failure.
         # (Counted per method, so `fxp $FILES` leaves no file to any other.)
         [[ $summary == *"copied $FILES files"*"methods: fxp $FILES"* && $summary != *FAILED* ]] ||
             fail "fxprelay did not copy every file by plain FXP: $summary"
         check_copy fxprelay-copy
+        lost=$(grep -c ': fxp failed: ' "$WORK/fxprelay.log" || true)
     else
         local -a debug=()
         [[ -n $LOG_LEVEL ]] && debug=(-d)
@@ -180,32 +182,39 @@ copy_with() {
             set net:max-retries 3; set net:timeout 10; set cmd:fail-exit true; \
             mirror --parallel=4 $SRC_URL/tree $DST_URL/lftp-copy" >"$WORK/lftp.log" 2>&1 || rc=$?
         t1=$(now)
-        [[ -n $LOG_LEVEL ]] && cp "$WORK/lftp.log" "$PWD/bench-fxp-lftp.log"
-        ((rc == 0)) || fail "lftp mirror exited $rc"
-        check_copy lftp-copy
+        [[ -n $LOG_LEVEL ]] && cp "$WORK/lftp.log" "$PWD/bench-fxp-lftp.$tag.log"
+        if ((rc == 124)); then
+            # lftp hung (it waits out a transfer pyftpdlib lost): its time is at least
+            # this, the copy is incomplete.
+            log "round $tag: lftp did not finish within ${COPY_MAX}s; counted as ${COPY_MAX}s"
+            rm -rf "${DST_ROOT:?}/lftp-copy"
+        else
+            ((rc == 0)) || fail "lftp mirror exited $rc"
+            check_copy lftp-copy
+        fi
     fi
     l1=$(logins)
-    awk -v a="$t0" -v b="$t1" -v l=$((l1 - l0)) 'BEGIN { printf "%.3f %d\n", b - a, l }'
+    awk -v a="$t0" -v b="$t1" -v l=$((l1 - l0)) -v x="$lost" 'BEGIN { printf "%.3f %d %d\n", b - a, l, x }'
 }
 
 log "warm-up: one copy each (not counted)"
-copy_with fxprelay >/dev/null
-copy_with lftp >/dev/null
+copy_with fxprelay 0 >/dev/null
+copy_with lftp 0 >/dev/null
 
 fx=()
 lf=()
 for ((round = 1; round <= ROUNDS; round++)); do
     if ((round % 2)); then
-        fx+=("$(copy_with fxprelay)")
-        lf+=("$(copy_with lftp)")
+        fx+=("$(copy_with fxprelay "$round")")
+        lf+=("$(copy_with lftp "$round")")
     else
-        lf+=("$(copy_with lftp)")
-        fx+=("$(copy_with fxprelay)")
+        lf+=("$(copy_with lftp "$round")")
+        fx+=("$(copy_with fxprelay "$round")")
     fi
     awk -v r="$round" -v n="$ROUNDS" -v f="${fx[-1]}" -v l="${lf[-1]}" 'BEGIN {
         split(f, a, " "); split(l, b, " ")
-        printf "round %d/%d: fxprelay %.3f s (%d vsftpd logins)   lftp %.3f s (%d logins)   ratio %.2f\n",
-            r, n, a[1], a[2], b[1], b[2], a[1] / b[1]
+        printf "round %d/%d: fxprelay %.3f s (%d vsftpd logins, %d lost and run again)   lftp %.3f s (%d logins)   ratio %.2f\n",
+            r, n, a[1], a[2], a[3], b[1], b[2], a[1] / b[1]
     }' >&2
 done
 

@@ -139,7 +139,67 @@ fn a_destination_that_stops_reading_is_found_from_the_sources_end() {
     assert!(stored.as_deref() == Some(&data[..]), "the copy differs");
 }
 
-/// The fake destination of the test above (plain threads and std sockets).
+/// A destination that stores the file and says `226`, then answers nothing more on that
+/// session (pyftpdlib, when another session's stale close unregisters this control
+/// connection): the `ABOR` and `SIZE` after the transfer go unanswered. The engine must
+/// run plain FXP again on fresh sessions, not wait its 10 s timeout for the `SIZE` and
+/// then move on to reverse FXP and the relay (which this fake refuses: the copy would
+/// fail).
+#[test]
+fn a_destination_silent_after_its_226_costs_a_fresh_try_not_the_timeout() {
+    copies_by_fxp_again(Stall::AfterTransfer, "the replies after the transfer");
+}
+
+/// A destination whose first login is never answered (pyftpdlib, a connection made while
+/// its transfers run): a second login beside it is the session, with no retry of the
+/// attempt (`retries: 0`: waiting out the timeout would fail the copy).
+#[test]
+fn a_login_left_unanswered_is_overtaken() {
+    copies_by_fxp_again(Stall::Login, "");
+}
+
+/// Copies a small file from vsftpd to a fake destination that stalls once as `stall`
+/// says, with a 10 s timeout and no retries: the copy must succeed by plain FXP, the
+/// events must name `reason` (when given), and the copy must be byte-identical.
+fn copies_by_fxp_again(stall: Stall, reason: &str) {
+    let a = fxp_server(ServerKind::Vsftpd);
+    let data = payload(100_000, 11);
+    put(&a, "small.bin", Some(&data));
+    let fake = StuckOnce::start_with(stall);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let opts = Options {
+        retries: 0,
+        timeout: Duration::from_secs(10),
+        progress: Some(Arc::new(move |e: &fxp::Event| {
+            seen.lock().unwrap().push(format!("{e:?}"));
+        })),
+        ..Options::default()
+    };
+    let dst = FtpUrl::parse(&format!("ftp://u:p@{}/copy.bin", fake.addr)).unwrap();
+    let r = rt()
+        .block_on(fxp::transfer(&url(&a, "small.bin"), &dst, &opts))
+        .unwrap_or_else(|e| panic!("{e}\nevents: {:?}\n{}", events.lock().unwrap(), a.log()));
+    let events = events.lock().unwrap().join("\n");
+    assert_eq!(r.method, Method::Fxp, "{r:?}\n{events}");
+    assert!(events.contains(reason), "{events}");
+    assert!(fake.stuck.load(Ordering::SeqCst), "the fake never stalled");
+    let stored = fake.files.lock().unwrap().get("copy.bin").cloned();
+    assert!(stored.as_deref() == Some(&data[..]), "the copy differs");
+}
+
+/// How [`StuckOnce`] misbehaves, once.
+#[derive(Clone, Copy, PartialEq)]
+enum Stall {
+    /// Takes the first `STOR` (`125`), then neither reads its data connection nor answers.
+    Data,
+    /// Stores the first file and says `226`, then answers nothing more on that session.
+    AfterTransfer,
+    /// Never answers the first `PASS`.
+    Login,
+}
+
+/// The fake destination of the tests above (plain threads and std sockets).
 struct StuckOnce {
     addr: SocketAddr,
     /// The first `STOR` was left hanging.
@@ -150,6 +210,10 @@ struct StuckOnce {
 
 impl StuckOnce {
     fn start() -> StuckOnce {
+        Self::start_with(Stall::Data)
+    }
+
+    fn start_with(stall: Stall) -> StuckOnce {
         let ip = unique_loopback_ip();
         let l = TcpListener::bind((ip, 0)).unwrap();
         let addr = l.local_addr().unwrap();
@@ -160,14 +224,19 @@ impl StuckOnce {
         std::thread::spawn(move || {
             for conn in l.incoming().flatten() {
                 let (stuck, files) = (s2.clone(), f2.clone());
-                std::thread::spawn(move || session(conn, &stuck, &files));
+                std::thread::spawn(move || session(conn, stall, &stuck, &files));
             }
         });
         StuckOnce { addr, stuck, files }
     }
 }
 
-fn session(conn: TcpStream, stuck: &AtomicBool, files: &Mutex<HashMap<String, Vec<u8>>>) {
+fn session(
+    conn: TcpStream,
+    stall: Stall,
+    stuck: &AtomicBool,
+    files: &Mutex<HashMap<String, Vec<u8>>>,
+) {
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     let _ = w.write_all(b"220 fake\r\n");
@@ -175,10 +244,15 @@ fn session(conn: TcpStream, stuck: &AtomicBool, files: &Mutex<HashMap<String, Ve
     // Held open and never read: the hung transfer's connection.
     let mut hung: Vec<TcpStream> = vec![];
     let mut line = String::new();
+    // This session answers nothing more (Stall::AfterTransfer, Stall::Login).
+    let mut mute = false;
     loop {
         line.clear();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return;
+        }
+        if mute {
+            continue;
         }
         let (verb, arg) = line
             .trim_end()
@@ -186,6 +260,10 @@ fn session(conn: TcpStream, stuck: &AtomicBool, files: &Mutex<HashMap<String, Ve
             .unwrap_or((line.trim_end(), ""));
         let reply = match verb.to_ascii_uppercase().as_str() {
             "USER" => "331 pass".to_owned(),
+            "PASS" if stall == Stall::Login && !stuck.swap(true, Ordering::SeqCst) => {
+                mute = true;
+                continue;
+            }
             "PASS" => "230 in".to_owned(),
             "TYPE" => "200 ok".to_owned(),
             "FEAT" => "211-Features:\r\n SIZE\r\n211 End".to_owned(),
@@ -207,7 +285,7 @@ fn session(conn: TcpStream, stuck: &AtomicBool, files: &Mutex<HashMap<String, Ve
             }
             "STOR" => match data.take() {
                 None => "425 no data connection".to_owned(),
-                Some(s) if !stuck.swap(true, Ordering::SeqCst) => {
+                Some(s) if stall == Stall::Data && !stuck.swap(true, Ordering::SeqCst) => {
                     // Accepted, then neither read nor answered.
                     let _ = w.write_all(b"125 go\r\n");
                     hung.push(s);
@@ -218,6 +296,9 @@ fn session(conn: TcpStream, stuck: &AtomicBool, files: &Mutex<HashMap<String, Ve
                     let mut got = vec![];
                     let _ = s.read_to_end(&mut got);
                     files.lock().unwrap().insert(arg.to_owned(), got);
+                    if stall == Stall::AfterTransfer && !stuck.swap(true, Ordering::SeqCst) {
+                        mute = true;
+                    }
                     "226 stored".to_owned()
                 }
             },

@@ -89,12 +89,16 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
     let started = Instant::now();
     let work = async {
         if args.opts.recursive {
-            let plan = tree::plan_tree(&args.src, &args.dst, &opts, &args.opts.mirror()).await?;
-            if !args.opts.dry_run {
-                let (files, bytes) = plan.to_copy();
-                live.set_totals(files, bytes);
-            }
-            tree::run_plan(&plan, &opts).await.map(Outcome::Tree)
+            let mirror = args.opts.mirror();
+            let planned = |plan: &tree::TreePlan| {
+                if !args.opts.dry_run {
+                    let (files, bytes) = plan.to_copy();
+                    live.set_totals(files, bytes);
+                }
+            };
+            tree::copy_tree_planned(&args.src, &args.dst, &opts, &mirror, planned)
+                .await
+                .map(Outcome::Tree)
         } else {
             let dst = engine::destination_path(&args.src, &args.dst);
             let r = engine::transfer(&args.src, &dst, &opts).await;

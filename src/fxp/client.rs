@@ -44,14 +44,21 @@ const MAX_LINE: usize = 8192;
 const MAX_REPLY: usize = 256 * 1024;
 /// Largest directory listing read for a tree copy.
 const MAX_LISTING: usize = 64 * 1024 * 1024;
-/// How long a server gets to answer `PORT`/`EPRT` (grown with its round trip, see
-/// [`Client::patience`]). Most answer at once; pyftpdlib only once it has connected to
-/// the address, one round trip between the two servers (half a second covers servers on
-/// different continents; a lost SYN, resent after 1 s, costs a fresh try of the same
-/// method, not the file). pyftpdlib 1.5 may also lose that connection and never answer
+/// How long a server gets to answer `PORT`/`EPRT` between near servers (the engine grows
+/// it with both servers' round trips and with each loss of the file, see `direct`). Most
+/// answer at once; pyftpdlib only once it has connected to the address, one round trip
+/// between the two servers. pyftpdlib 1.5 may also lose that connection and never answer
 /// (see `direct`): the engine then starts afresh after this, not after the session
-/// timeout. Measured: at 1 s such a loss was most of a 200-file tree's time.
-pub const PORT_REPLY: Duration = Duration::from_millis(500);
+/// timeout (a lost SYN, resent after 1 s, costs a fresh try of the same method with
+/// more patience, not the file). Measured: at 500 ms such losses were a third of a
+/// 200-file tree's time; pyftpdlib answers in under a millisecond on loopback.
+pub const PORT_REPLY: Duration = Duration::from_millis(30);
+/// How long `QUIT` waits for its `221` and `ABOR` for its answer (grown with the round
+/// trip): a live server answers at once, and the connection ends either way. A session
+/// whose server stopped reading it (pyftpdlib, see `direct`) would otherwise hold up the
+/// end of a whole tree copy.
+const QUIT_WAIT: Duration = Duration::from_millis(50);
+const ABOR_WAIT: Duration = Duration::from_millis(250);
 /// Round trips [`Client::patience`] allows: a login (greeting, `USER`, `PASS`, `TYPE`,
 /// `FEAT`) and a `SIZE` with room to spare.
 pub const RTT_PATIENCE: u32 = 10;
@@ -297,6 +304,8 @@ pub struct Client {
     rtt: Option<Duration>,
     /// When the command now awaited went out, if nothing else was outstanding.
     sent_at: Option<Instant>,
+    /// The connection's local port: tells one session's lines from another's in the log.
+    local_port: u16,
 }
 
 impl Client {
@@ -374,8 +383,10 @@ impl Client {
         host: String,
         own: Option<Arc<OwnSockets>>,
     ) -> Client {
+        let local_port = stream.tcp().local_addr().map_or(0, |a| a.port());
         let (r, w) = tokio::io::split(stream);
         Client {
+            local_port,
             own,
             reader: FramedRead::new(r, LineCodec::new(MAX_LINE)),
             writer: w,
@@ -494,7 +505,7 @@ impl Client {
     pub async fn send(&mut self, line: &[u8]) -> Result<(), FtpError> {
         let verb = verb_of(line);
         if verb != "PASS" {
-            debug!(host = %self.host, "> {}", String::from_utf8_lossy(line));
+            debug!(host = %self.host, session = self.local_port, "> {}", String::from_utf8_lossy(line));
         }
         let mut buf = Vec::with_capacity(line.len() + 2);
         buf.extend_from_slice(line);
@@ -552,7 +563,7 @@ impl Client {
                 };
                 match self.asm.push_line(&line) {
                     Ok(Some(reply)) => {
-                        debug!(host = %self.host, "< {}", String::from_utf8_lossy(&reply.raw).trim_end());
+                        debug!(host = %self.host, session = self.local_port, "< {}", String::from_utf8_lossy(&reply.raw).trim_end());
                         if reply.class() != 1 {
                             self.outstanding = self.outstanding.saturating_sub(1);
                             if self.outstanding == 0
@@ -729,8 +740,9 @@ impl Client {
     }
 
     /// `PORT`/`EPRT` naming exactly the address another server announced (`EPRT` when
-    /// that one was reached with `EPSV` or is IPv6).
-    pub async fn port_to(&mut self, target: Announced) -> Result<(), FtpError> {
+    /// that one was reached with `EPSV` or is IPv6), answered within `wait` (at most the
+    /// session timeout).
+    pub async fn port_to(&mut self, target: Announced, wait: Duration) -> Result<(), FtpError> {
         let line = match target.addr {
             SocketAddr::V4(v4) if !target.extended => format_port_command(v4),
             addr => format_eprt_command(addr),
@@ -738,7 +750,7 @@ impl Client {
         let line = line.strip_suffix(b"\r\n").unwrap_or(&line).to_vec();
         self.send(&line).await?;
         let r = self
-            .read_reply_within(&verb_of(&line), self.patience(PORT_REPLY))
+            .read_reply_within(&verb_of(&line), wait.min(self.timeout))
             .await?;
         self.ok(r, &shown_command(&line), |c| c == 200)?;
         Ok(())
@@ -777,7 +789,7 @@ impl Client {
         if self.send(b"ABOR").await.is_err() {
             return;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(500).min(self.timeout);
+        let deadline = tokio::time::Instant::now() + self.patience(ABOR_WAIT);
         let mut answered = false;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -798,11 +810,24 @@ impl Client {
         }
     }
 
+    /// `ABOR` after a finished transfer (see `direct`): read to its final reply, past a
+    /// `426` where a server sends one.
+    pub async fn abort_finished(&mut self) -> Result<(), FtpError> {
+        self.send(b"ABOR").await?;
+        loop {
+            let r = self.read_reply("ABOR").await?;
+            if r.code != 426 && r.class() != 1 {
+                return Ok(());
+            }
+        }
+    }
+
     /// `QUIT`, waiting briefly for the `221`, then closes the connection.
     pub async fn quit(mut self) {
         if self.send(b"QUIT").await.is_ok() {
-            let brief = Duration::from_millis(500).min(self.timeout);
-            let _ = self.read_reply_within("QUIT", brief).await;
+            let _ = self
+                .read_reply_within("QUIT", self.patience(QUIT_WAIT))
+                .await;
         }
         let _ = self.writer.shutdown().await;
     }

@@ -34,18 +34,18 @@
 //! engine's [`Options`] are in `options`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
-use super::client::FtpError;
+use super::client::{Client, FtpError};
 use super::digest::{self, Choice, Support};
 pub use super::digest::{Check, OnMismatch, Verify};
 pub use super::error::{FxpError, Side};
 pub use super::hooks::FileHooks;
 use super::pair::{Done, Pair, Run, Settings, State};
-use super::plan::{Fail, Outcome, Plan, Policy, Step};
+use super::plan::{Close, Fail, Outcome, Plan, Policy, Step};
 pub use super::report::{Event, Method, Progress, Protection, Report};
 use super::sessions::Sessions;
 use super::url::FtpUrl;
@@ -217,15 +217,7 @@ impl Transfer<'_> {
             if let Some(how) = step.close()
                 && let Some(p) = self.pair.take()
             {
-                if let Step::Done(_) = step {
-                    // Copied and checked: both sessions are clean for the next file.
-                    tokio::join!(
-                        self.sessions.put(self.src, p.src),
-                        self.sessions.put(self.dst, p.dst)
-                    );
-                } else {
-                    p.close(how).await;
-                }
+                self.end(p, how, matches!(step, Step::Done(_))).await;
             }
             let method = match step {
                 Step::Try(method) | Step::Reconnect(method, _) => method,
@@ -253,7 +245,7 @@ impl Transfer<'_> {
                 Step::Done(done) => return Ok(done),
             };
             let outcome = tokio::select! {
-                o = self.try_method(method) => o,
+                o = self.try_method(method, plan.losses()) => o,
                 () = cancelled() => return Err(self.abort().await),
             };
             if let Some(e) = outcome.method_error() {
@@ -266,17 +258,37 @@ impl Transfer<'_> {
         }
     }
 
+    /// Ends both sessions at once, as `how` says. Those of a copied and checked file
+    /// (`copied`) are clean for the next file and go back to the pool, and so does a
+    /// session with nothing outstanding when the other server lost the file.
+    async fn end(&self, p: Pair, how: Close, copied: bool) {
+        async fn one(sessions: &Sessions, url: &FtpUrl, c: Client, how: Close, copied: bool) {
+            if copied || (how == Close::Lost && c.is_idle()) {
+                sessions.put(url, c).await;
+            } else if how == Close::Quit {
+                c.quit().await;
+            } else {
+                c.abort_and_quit().await;
+            }
+        }
+        tokio::join!(
+            one(self.sessions, self.src, p.src, how, copied),
+            one(self.sessions, self.dst, p.dst, how, copied)
+        );
+    }
+
     /// Cancelled: `ABOR` to both servers (a transfer in flight stops there), then `QUIT`.
     async fn abort(&mut self) -> FxpError {
         if let Some(p) = self.pair.take() {
-            p.close(super::plan::Close::Abort).await;
+            self.end(p, Close::Abort, false).await;
         }
         FxpError::Cancelled
     }
 
     /// `method` on the sessions in hand, logging in first when there are none; the first
-    /// method of an attempt checks the source first.
-    async fn try_method(&mut self, method: Method) -> Outcome<Done> {
+    /// method of an attempt checks the source first. `losses`: how often a server lost
+    /// this file in this attempt ([`Plan::losses`]).
+    async fn try_method(&mut self, method: Method, losses: u32) -> Outcome<Done> {
         let (src, dst, opts, sessions) = (self.src, self.dst, self.opts, self.sessions);
         let p = match &mut self.pair {
             Some(p) => p,
@@ -302,7 +314,10 @@ impl Transfer<'_> {
         if let Err(why) = supported(method, p) {
             return Outcome::Unsupported(why);
         }
-        let offset = resume_offset(p, dst, total, &self.state).await;
+        let offset = match resume_offset(p, dst, total, &self.state).await {
+            Ok(offset) => offset,
+            Err(fail) => return Outcome::Failed(fail),
+        };
         opts.emit(Event::Trying { method, offset });
         self.state.last_method = Some(method);
         let run = Run {
@@ -317,6 +332,7 @@ impl Transfer<'_> {
             },
             total,
             offset,
+            losses,
         };
         let result = match method.protection() {
             Some(protection) => run.direct(p, method, protection, &mut self.state).await,
@@ -378,17 +394,39 @@ async fn check_source(
     Ok(total)
 }
 
+/// How long the destination gets to tell its size before a resumed try (grown with its
+/// round trip): a live server answers at once.
+const RESUME_SIZE_WAIT: Duration = Duration::from_millis(300);
+
 /// Where to resume: the destination's size when an earlier try of this transfer wrote
-/// part of the file and both servers offer `REST STREAM`; else 0.
-async fn resume_offset(p: &mut Pair, dst: &FtpUrl, total: Option<u64>, state: &State) -> u64 {
+/// part of the file and both servers offer `REST STREAM`; else 0. A destination that
+/// does not answer has lost the session (its reply would answer the next command): the
+/// try runs again on fresh sessions.
+async fn resume_offset(
+    p: &mut Pair,
+    dst: &FtpUrl,
+    total: Option<u64>,
+    state: &State,
+) -> Result<u64, Fail> {
     let both = p.src.features.has("REST STREAM") && p.dst.features.has("REST STREAM");
     if !state.stored || !both {
-        return 0;
+        return Ok(0);
     }
-    match (total, p.dst.size(&dst.path).await) {
+    let wait = p.dst.patience(RESUME_SIZE_WAIT);
+    let size = match tokio::time::timeout(wait, p.dst.size(&dst.path)).await {
+        Ok(size) => size,
+        Err(_) => {
+            let e = FtpError::Timeout {
+                what: "SIZE".into(),
+                after: wait,
+            };
+            return Err(Fail::Lost(p.err(Side::Destination, e)));
+        }
+    };
+    Ok(match (total, size) {
         (Some(t), Ok(Some(d))) if d < t => d,
         _ => 0,
-    }
+    })
 }
 
 /// The hash these sessions check a copy with, as `mode` asks: `None` for no hash;

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::client::{Client, FtpError, refused, with_arg};
+use super::client::{Client, FtpError, RTT_PATIENCE, refused, with_arg};
 use super::error::{FxpError, Side};
 use super::options::Options;
-use super::plan::{Close, Fail};
+use super::plan::Fail;
 use super::report::{Check, Event, Method, Progress};
 use super::sessions::Sessions;
 use super::url::FtpUrl;
@@ -53,18 +53,6 @@ impl Pair {
             Side::Destination => self.dst.host(),
         };
         FxpError::at(side, host, e)
-    }
-
-    /// Ends both sessions, at once.
-    pub(super) async fn close(self, how: Close) {
-        match how {
-            Close::Quit => {
-                tokio::join!(self.src.quit(), self.dst.quit());
-            }
-            Close::Abort => {
-                tokio::join!(self.src.abort_and_quit(), self.dst.abort_and_quit());
-            }
-        }
     }
 }
 
@@ -122,10 +110,15 @@ pub(super) struct Run<'a> {
     pub(super) opts: Settings<'a>,
     pub(super) total: Option<u64>,
     pub(super) offset: u64,
+    /// How often a server lost this file in this attempt (`Plan::losses`).
+    pub(super) losses: u32,
 }
 
-/// How long an active destination gets to open (`150`) before `RETR` goes to the source.
-pub(super) const OPEN_WAIT: Duration = Duration::from_secs(2);
+/// How long an active destination gets to open (`150`) before `RETR` goes to the source
+/// anyway (grown with both servers' round trips): a late `150` is still read, but a
+/// destination that has stopped reading the session (pyftpdlib, see `direct`) is then
+/// found by the watch from the source's end, in a fraction of this.
+pub(super) const OPEN_WAIT: Duration = Duration::from_millis(250);
 
 impl Run<'_> {
     pub(super) fn err(&self, side: Side, e: FtpError) -> FxpError {
@@ -166,6 +159,8 @@ impl Run<'_> {
         dst_active: bool,
     ) -> Result<bool, Fail> {
         state.stored = true;
+        let open_wait =
+            OPEN_WAIT.max((p.src.round_trip() + p.dst.round_trip()).saturating_mul(RTT_PATIENCE));
         p.dst
             .send(&with_arg(b"STOR", &self.dst.path))
             .await
@@ -174,7 +169,7 @@ impl Run<'_> {
         if dst_active {
             match p
                 .dst
-                .read_reply_within("STOR", OPEN_WAIT.min(self.opts.timeout))
+                .read_reply_within("STOR", open_wait.min(self.opts.timeout))
                 .await
             {
                 Ok(r) if r.class() == 1 => opened = true,

@@ -22,8 +22,31 @@ use super::client::{Client, FtpError};
 use super::options::Options;
 use super::url::{FtpUrl, Security};
 
-/// How long a session taken from the pool gets to answer its reset.
-const REUSE_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a session taken from the pool gets to answer its reset (grown with its round
+/// trip): a live server answers `TYPE I` at once, and a needless fresh login costs less
+/// than waiting longer for one that has stopped reading the session.
+const REUSE_PROBE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a login may take before a second one starts beside it (the first to finish
+/// is used): pyftpdlib may stop reading a connection made while its transfers run (see
+/// `direct`), and the login would wait for the whole session timeout. A slow server
+/// (PAM, LDAP) costs one login given up.
+const LOGIN_HEDGE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A login to `url`'s server, hedged after [`LOGIN_HEDGE`]. A refusal of the first login
+/// is the answer; the second one's only if the first has not finished.
+async fn hedged_login(url: &FtpUrl, opts: &Options) -> Result<Client, FtpError> {
+    let first = opts.open(url);
+    let second = async {
+        tokio::time::sleep(LOGIN_HEDGE).await;
+        opts.open(url).await
+    };
+    tokio::pin!(first, second);
+    tokio::select! {
+        r = &mut first => r,
+        Ok(c) = &mut second => Ok(c),
+    }
+}
 
 /// What makes two logins the same.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -73,10 +96,8 @@ impl Sessions {
     pub async fn lease(&self, url: &FtpUrl, opts: &Options) -> Result<Client, FtpError> {
         let key = Key::of(url);
         while let Some(mut c) = self.take(&key) {
-            // A live server answers `TYPE I` at once: one that does not within
-            // REUSE_PROBE may have lost the connection (pyftpdlib can stop reading a
-            // control connection; see `direct`), and a fresh login is cheaper than the
-            // session timeout.
+            // One that does not answer within REUSE_PROBE may have lost the connection
+            // (pyftpdlib can stop reading a control connection; see `direct`).
             let reset = tokio::time::timeout(c.patience(REUSE_PROBE), c.reset_for_reuse());
             match reset
                 .await
@@ -93,9 +114,27 @@ impl Sessions {
                 }
             }
         }
-        let c = opts.open(url).await?;
+        let c = hedged_login(url, opts).await?;
         self.logins.fetch_add(1, Ordering::Relaxed);
         Ok(c)
+    }
+
+    /// Logs in `n` sessions to `url`'s server at once and keeps them for the files to
+    /// come (as many as there is room for). A login that fails is only logged: the file
+    /// that needs the session logs in itself and reports why it could not.
+    pub async fn prefill(&self, url: &FtpUrl, opts: &Options, n: usize) {
+        let login = || async {
+            match opts.open(url).await {
+                Ok(c) => {
+                    self.logins.fetch_add(1, Ordering::Relaxed);
+                    self.put(url, c).await;
+                }
+                Err(e) => {
+                    tracing::debug!(host = %url.host_port(), error = %e, "login ahead of the copy failed")
+                }
+            }
+        };
+        futures_util::future::join_all((0..n).map(|_| login())).await;
     }
 
     fn take(&self, key: &Key) -> Option<Client> {
@@ -130,6 +169,17 @@ impl Sessions {
             idle.drain().flat_map(|(_, v)| v).collect()
         };
         futures_util::future::join_all(all.into_iter().map(Client::quit)).await;
+        tracing::debug!(
+            logins = self.logins(),
+            reused = self.reused(),
+            "fxp sessions closed"
+        );
+    }
+
+    /// Idle sessions kept (each server's, all together).
+    pub fn idle(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.values().map(Vec::len).sum()
     }
 
     /// Logins made so far (each server's, all together).
@@ -289,5 +339,76 @@ mod tests {
         pool.put(&url, c).await;
         pool.close().await;
         assert_eq!((seen.load(Ordering::SeqCst), pool.reused()), (2, 0));
+    }
+
+    /// A fake server whose first connection never answers `PASS` (`mute_first`), or
+    /// that refuses every login (`!mute_first`). Returns its address and the
+    /// connections it accepted.
+    async fn login_fake(mute_first: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut r = BufReader::new(r);
+                    w.write_all(b"220 fake\r\n").await.unwrap();
+                    let mut line = String::new();
+                    while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+                        let reply: &[u8] = match line.split_whitespace().next().unwrap_or("") {
+                            "USER" => b"331 pass\r\n",
+                            "PASS" if mute_first && first => b"",
+                            "PASS" if mute_first => b"230 in\r\n",
+                            "PASS" => b"530 Login incorrect.\r\n",
+                            "TYPE" => b"200 ok\r\n",
+                            "FEAT" => b"211-f\r\n SIZE\r\n211 End\r\n",
+                            _ => b"502 no\r\n",
+                        };
+                        line.clear();
+                        if w.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A login the server stops answering is not waited for to the timeout: a second
+    /// one, started beside it, is the session.
+    #[tokio::test]
+    async fn a_login_left_unanswered_is_overtaken_by_a_second() {
+        let (addr, accepted) = login_fake(true).await;
+        let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+        let opts = Options {
+            timeout: Duration::from_secs(60),
+            ..Options::default()
+        };
+        let pool = Sessions::new(2);
+        let lease = tokio::time::timeout(Duration::from_secs(30), pool.lease(&url, &opts));
+        let mut c = lease.await.expect("the mute login was waited for").unwrap();
+        c.simple(b"TYPE I", |c| c == 200).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A refused login is the answer at once: no second login is tried.
+    #[tokio::test]
+    async fn a_refused_login_is_not_tried_twice() {
+        let (addr, accepted) = login_fake(false).await;
+        let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+        let pool = Sessions::new(2);
+        let e = pool
+            .lease(&url, &Options::default())
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("530"), "{e}");
+        // Past the hedge's start: still one connection.
+        tokio::time::sleep(LOGIN_HEDGE * 2).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }

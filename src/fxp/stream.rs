@@ -20,6 +20,14 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
     /// Whether the TLS handshake resumed an earlier session (servers such as vsftpd and
     /// proftpd require data connections to resume the control connection's).
     pub fn resumed(&self) -> bool {

@@ -239,11 +239,58 @@ pub async fn copy_tree_with(
     opts: &Options,
     mirror: &MirrorOptions,
 ) -> Result<TreeReport, FxpError> {
+    copy_tree_planned(src, dst, opts, mirror, |_| {}).await
+}
+
+/// [`copy_tree_with`], telling `planned` the plan before carrying it out (the CLI's
+/// overall bar learns its totals there).
+pub async fn copy_tree_planned(
+    src: &FtpUrl,
+    dst: &FtpUrl,
+    opts: &Options,
+    mirror: &MirrorOptions,
+    planned: impl FnOnce(&TreePlan),
+) -> Result<TreeReport, FxpError> {
     let started = Instant::now();
-    let plan = plan_tree(src, dst, opts, mirror).await?;
-    let mut report = run_plan(&plan, opts).await?;
+    let sessions = queue_sessions(opts);
+    let result = async {
+        // The copy's logins are made while the trees are walked (vsftpd's PAM login
+        // takes ~50 ms), and before any file: pyftpdlib may stop reading a connection
+        // made while its transfers run (see `direct`).
+        let warm = async {
+            if !mirror.dry_run {
+                let n = opts.concurrency.max(1);
+                let dst = engine::destination_path(src, dst);
+                // The walk brings one session to each; the destination gets one more,
+                // for watching a copy.
+                tokio::join!(
+                    sessions.prefill(src, opts, n - 1),
+                    sessions.prefill(&dst, opts, n)
+                );
+            }
+        };
+        let (plan, ()) = tokio::join!(plan_tree(&sessions, src, dst, opts, mirror), warm);
+        let plan = match plan {
+            // A server that takes fewer logins at once may have refused the walk's for
+            // those made ahead: once more, with a session those made.
+            Err(_) if sessions.idle() > 0 => plan_tree(&sessions, src, dst, opts, mirror).await?,
+            plan => plan?,
+        };
+        planned(&plan);
+        run_plan(&sessions, &plan, opts).await
+    }
+    .await;
+    sessions.close().await;
+    let mut report = result?;
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// The pool a tree or list copy takes its sessions from: the walk's, the directories'
+/// and the files' are the same logins. One more per server than transfers run at once:
+/// the session that watches a slow copy grow comes back too.
+fn queue_sessions(opts: &Options) -> Sessions {
+    Sessions::new(opts.concurrency.max(1) + 1)
 }
 
 /// A tree copy decided and not yet carried out.
@@ -270,8 +317,10 @@ impl TreePlan {
 
 /// Lists both trees and decides every entry (see [`mirror::decide`]); the destination is
 /// only read. A destination directory that cannot be listed counts as empty (it may not
-/// exist yet); a source that cannot be listed ends the copy here.
+/// exist yet); a source that cannot be listed ends the copy here. The walk's sessions
+/// come from `sessions` and go back to it for the copy.
 pub async fn plan_tree(
+    sessions: &Sessions,
     src: &FtpUrl,
     dst: &FtpUrl,
     opts: &Options,
@@ -279,8 +328,8 @@ pub async fn plan_tree(
 ) -> Result<TreePlan, FxpError> {
     let filter = Filter::new(mirror).map_err(|e| FxpError::Other(e.to_string()))?;
     let dst = engine::destination_path(src, dst);
-    let mut s = opts
-        .open(src)
+    let mut s = sessions
+        .lease(src, opts)
         .await
         .map_err(|e| server_err(Side::Source, src, e))?;
     let mut src_items = match walk(&mut s, src, &filter, Side::Source, &|_| true).await {
@@ -290,7 +339,7 @@ pub async fn plan_tree(
             return Err(e);
         }
     };
-    let mut d = match opts.open(&dst).await {
+    let mut d = match sessions.lease(&dst, opts).await {
         Ok(d) => d,
         Err(e) => {
             s.quit().await;
@@ -315,7 +364,7 @@ pub async fn plan_tree(
     if mirror.skip_existing {
         fill_times(&mut s, src, &mut src_items, &mut d, &dst, &mut dst_items).await;
     }
-    tokio::join!(s.quit(), d.quit());
+    tokio::join!(sessions.put(src, s), sessions.put(&dst, d));
     let dirs = src_items.iter().filter(|i| i.kind == Kind::Dir).count();
     let decisions = mirror::decide(&src_items, &dst_items, mirror, &filter);
     Ok(TreePlan {
@@ -375,7 +424,12 @@ async fn mdtm(c: &mut Client, path: &[u8]) -> Option<Timestamp> {
 /// directory that cannot be made fails with the server's reply, and so does everything
 /// beneath it; the rest goes on. `--dry-run` touches nothing and reports what would be
 /// done. Only a destination root that cannot be made (or logged into) is an error.
-pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, FxpError> {
+/// Sessions come from `sessions`; the caller closes it.
+pub async fn run_plan(
+    sessions: &Sessions,
+    plan: &TreePlan,
+    opts: &Options,
+) -> Result<TreeReport, FxpError> {
     let started = Instant::now();
     let mut report = TreeReport {
         dirs: plan.dirs,
@@ -413,8 +467,8 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
     }
 
     // Directories: the root's every level, then the tree's, parents first.
-    let mut c = opts
-        .open(&plan.dst)
+    let mut c = sessions
+        .lease(&plan.dst, opts)
         .await
         .map_err(|e| server_err(Side::Destination, &plan.dst, e))?;
     let home = pwd(&mut c).await;
@@ -453,8 +507,8 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
         if matches!(&result, Err(e) if !matches!(e, FtpError::Refused { .. })) {
             // The session itself broke: no further MKD can work on it.
             c.quit().await;
-            c = opts
-                .open(&plan.dst)
+            c = sessions
+                .lease(&plan.dst, opts)
                 .await
                 .map_err(|e| server_err(Side::Destination, &plan.dst, e))?;
         }
@@ -470,7 +524,7 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
             }
         });
     }
-    c.quit().await;
+    sessions.put(&plan.dst, c).await;
 
     // Files: the queue, with a hook that hears how each one ended.
     let collect = Arc::new(Collect {
@@ -495,7 +549,7 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
         files: Some(collect.clone()),
         ..opts.clone()
     };
-    let copied = copy_list(&jobs, &queue_opts).await;
+    let copied = copy_list_with(sessions, &jobs, &queue_opts).await;
     report.files = copied.files;
     report.bytes = copied.bytes;
     report.relayed_bytes = copied.relayed_bytes;
@@ -550,7 +604,12 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
         .collect();
     if !deletions.is_empty() {
         let mut session = if clean {
-            Some(opts.open(&plan.dst).await.map_err(|e| e.to_string()))
+            Some(
+                sessions
+                    .lease(&plan.dst, opts)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
         } else {
             None
         };
@@ -585,7 +644,7 @@ pub async fn run_plan(plan: &TreePlan, opts: &Options) -> Result<TreeReport, Fxp
             });
         }
         if let Some(Ok(c)) = session {
-            c.quit().await;
+            sessions.put(&plan.dst, c).await;
         }
     }
     report.records = records.into_iter().flatten().collect();
@@ -713,18 +772,9 @@ async fn make_dir(c: &mut Client, path: &[u8], home: Option<&[u8]>) -> Result<bo
 /// that outlives the file (see [`Sessions`]), so a list logs in to each server about
 /// `concurrency` times, not once per file.
 pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport {
-    let limit = opts.concurrency.max(1);
-    // One more per server than transfers run at once: the session that watches a slow
-    // copy grow comes back too.
-    let sessions = Sessions::new(limit + 1);
+    let sessions = queue_sessions(opts);
     let report = copy_list_with(&sessions, jobs, opts).await;
     sessions.close().await;
-    tracing::debug!(
-        files = jobs.len(),
-        logins = sessions.logins(),
-        reused = sessions.reused(),
-        "fxp queue done"
-    );
     report
 }
 
