@@ -22,7 +22,9 @@
 #      each copy is checked file by file against the source (`diff -r`, and the file
 #      count), fxprelay's summary must say every file went by plain FXP; then removed;
 #   5. prints each round's times, the medians, the ratio fxprelay/lftp (the target is at
-#      most 2.0) and the logins each tool made on vsftpd (its log). Every process it
+#      most 2.0), the logins each tool made on vsftpd (its log) and the transfers
+#      fxprelay gave up and ran again (a server lost them); an lftp copy that outlasts
+#      the copy limit (it waits out transfers pyftpdlib lost) counts at the limit. Every process it
 #      started is stopped by pid (vsftpd: its group) and every temporary file or mount
 #      removed on exit, including on errors and signals.
 #

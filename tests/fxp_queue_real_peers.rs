@@ -24,8 +24,12 @@ fn fxp_server(kind: ServerKind) -> FtpServer {
 }
 
 fn url(s: &FtpServer, path: &str) -> FtpUrl {
-    let (ip, port) = (s.addr.ip(), s.addr.port());
-    FtpUrl::parse(&format!("ftp://{}:{}@{ip}:{port}/{path}", s.user, s.pass)).unwrap()
+    url_at(s, s.addr, path)
+}
+
+/// `path` on `s`, reached at `addr` (a forwarder to it).
+fn url_at(s: &FtpServer, addr: SocketAddr, path: &str) -> FtpUrl {
+    FtpUrl::parse(&format!("ftp://{}:{}@{addr}/{path}", s.user, s.pass)).unwrap()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -103,6 +107,106 @@ fn a_tree_of_200_files_goes_by_plain_fxp_on_reused_sessions() {
         logins <= 20,
         "{logins} logins on the source for {FILES} files: sessions were not reused"
     );
+}
+
+/// Both servers 50 ms away (their control connections through a forwarder that delays
+/// every byte so; their data connection to each other stays near): the short bounds grow
+/// with the round trip, so not one transfer is taken for lost and every file goes by
+/// plain FXP. With the bounds as they are for near servers (`PORT` 30 ms, the replies
+/// after `226` 100 ms) every file would fail over to reverse FXP.
+#[test]
+fn a_tree_over_a_slow_link_goes_by_plain_fxp_with_no_transfer_taken_for_lost() {
+    const FILES: usize = 12;
+    let a = fxp_server(ServerKind::Vsftpd);
+    let b = fxp_server(ServerKind::Vsftpd);
+    put(&a, "tree", None);
+    let files: Vec<(String, Vec<u8>)> = (0..FILES)
+        .map(|i| (format!("tree/f{i:02}.bin"), payload(20_000 + i, i as u64)))
+        .collect();
+    for (f, data) in &files {
+        put(&a, f, Some(data));
+    }
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let opts = Options {
+        progress: Some(Arc::new(move |e: &fxp::Event| {
+            if let fxp::Event::MethodFailed { .. } | fxp::Event::Retrying { .. } = e {
+                seen.lock().unwrap().push(format!("{e:?}"));
+            }
+        })),
+        ..Options::default()
+    };
+    let one_way = Duration::from_millis(50);
+    let r = rt()
+        .block_on(async {
+            let (src, dst) = (
+                slow_link(a.addr, one_way).await,
+                slow_link(b.addr, one_way).await,
+            );
+            let src = url_at(&a, src, "tree");
+            let dst = url_at(&b, dst, "copy");
+            fxp::tree::copy_tree(&src, &dst, &opts).await
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log(), b.log()));
+    let events = events.lock().unwrap();
+    assert!(
+        events.is_empty(),
+        "taken for lost on a slow link: {events:#?}"
+    );
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert_eq!(r.methods.get("fxp"), Some(&FILES), "{:?}", r.methods);
+    for (f, data) in &files {
+        let rel = f.replacen("tree", "copy", 1);
+        let got = std::fs::read(b.file(&rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert!(&got == data, "{rel} differs");
+    }
+}
+
+/// A forwarder to `server` on the server's own address (so the engine tells the other
+/// server that address, as for a direct connection), another port, that delays every
+/// byte by `one_way` in each direction. Its tasks end with the runtime.
+async fn slow_link(server: SocketAddr, one_way: Duration) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind((server.ip(), 0))
+        .await
+        .unwrap();
+    let addr = l.local_addr().unwrap();
+    // Bytes read at one time reach the other side `one_way` later, in order.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        one_way: Duration,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n @ 1..) = from.read(&mut buf).await {
+                let due = tokio::time::Instant::now() + one_way;
+                if tx.send((due, buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+        });
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            let Ok(up) = tokio::net::TcpStream::connect(server).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (ur, uw) = up.into_split();
+            tokio::spawn(pump(cr, uw, one_way));
+            tokio::spawn(pump(ur, cw, one_way));
+        }
+    });
+    addr
 }
 
 /// A destination that takes `STOR` (`125`) and then never reads its data connection nor

@@ -16,7 +16,7 @@
 //! as the copy itself took ([`SILENT_MIN`] to [`SILENT_AFTER_SOURCE`]) with less than the
 //! whole file stored, the transfer is given up (`ABOR`, `QUIT`: the bytes that wait
 //! unread in that connection can reach no other file) and the same method runs again on
-//! fresh sessions (`plan::Fail::Lost`), with four times the patience for each loss of
+//! fresh sessions (`plan::Fail::Lost`), with twice the patience for each loss of
 //! the file. A small file is cheaper to copy again than to wait for: a healthy
 //! destination has said `226` within a millisecond of the source on loopback, and one
 //! taken for lost when it was only slow costs a copy of that file.
@@ -390,10 +390,10 @@ fn silent_limit(complete: bool, took: Duration, rtt: Duration, losses: u32) -> D
     grown(base, losses).max(rtt.saturating_mul(RTT_PATIENCE))
 }
 
-/// `base` grown four times for each loss of the file (a server that is slow, not lost,
+/// `base` doubled for each loss of the file (a server that is slow, not lost,
 /// gets its file on the next try).
 fn grown(base: Duration, losses: u32) -> Duration {
-    base.saturating_mul(4u32.saturating_pow(losses.min(8)))
+    base.saturating_mul(2u32.saturating_pow(losses.min(16)))
 }
 
 impl Run<'_> {
@@ -569,8 +569,8 @@ mod tests {
 
     #[test]
     fn each_loss_and_a_distant_server_make_the_window_longer() {
-        assert_eq!(silent_limit(false, MS, Duration::ZERO, 1), 4 * SILENT_MIN);
-        assert_eq!(silent_limit(false, MS, Duration::ZERO, 2), 16 * SILENT_MIN);
+        assert_eq!(silent_limit(false, MS, Duration::ZERO, 1), 2 * SILENT_MIN);
+        assert_eq!(silent_limit(false, MS, Duration::ZERO, 2), 4 * SILENT_MIN);
         // Ten round trips of a server 150 ms away.
         assert_eq!(
             silent_limit(false, MS, 150 * MS, 0),
@@ -579,6 +579,6 @@ mod tests {
         // However many losses: no overflow.
         assert!(silent_limit(true, MS, Duration::ZERO, u32::MAX) > SILENT_WHEN_COMPLETE);
         assert_eq!(grown(PORT_REPLY, 0), PORT_REPLY);
-        assert_eq!(grown(PORT_REPLY, 1), 4 * PORT_REPLY);
+        assert_eq!(grown(PORT_REPLY, 1), 2 * PORT_REPLY);
     }
 }
