@@ -427,8 +427,8 @@ impl Run<'_> {
         // The destination holds the whole file: only its reply is awaited.
         let mut complete = false;
         // The silence is counted again from a watcher's login, once: a slow login is
-        // no sign of a lost transfer (a new connection is read even when an old one
-        // is not).
+        // no sign of a lost transfer (one that does not come at all is, see
+        // `lease_watcher`).
         let mut recounted = false;
         while let Some(slot) = watcher.as_deref_mut() {
             match silent {
