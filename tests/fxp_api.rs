@@ -14,12 +14,6 @@ use common::{free_port, unique_loopback_ip, wait_for};
 
 const TOKEN: &str = "t0ken-for-tests";
 
-fn fxp_server() -> FtpServer {
-    let mut opts = ServerOptions::new(unique_loopback_ip());
-    opts.foreign_data = true;
-    FtpServer::start(ServerKind::Vsftpd, opts)
-}
-
 /// The JSON that orders a copy of `src` on `a` to `dst` on `b`, as the test user.
 fn transfer(a: &FtpServer, src: &str, b: &FtpServer, dst: &str) -> String {
     format!(
@@ -52,7 +46,10 @@ fn field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
 
 #[test]
 fn transfers_ordered_over_the_api() {
-    let (a, b) = (fxp_server(), fxp_server());
+    let (a, b) = (
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+    );
     // The API needs a listener in the config; any upstream will do.
     let extra = format!(
         "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
@@ -242,7 +239,7 @@ fn a_running_transfer_shows_growing_bytes_and_a_cancel_what_moved() {
 
 #[test]
 fn the_api_requires_the_token_when_one_is_set() {
-    let a = fxp_server();
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let extra = format!("fxp:\n  allow: [\"{}/32\"]\n", a.addr.ip());
     let mut spec = ListenerSpec::new(a.addr);
     spec.admin_token = Some(TOKEN);
@@ -302,7 +299,10 @@ fn too_many_retries_are_a_bad_request() {
 
 #[test]
 fn a_reload_changes_the_token_and_the_allow_list() {
-    let (a, b) = (fxp_server(), fxp_server());
+    let (a, b) = (
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+    );
     let extra = format!("fxp:\n  allow: [\"{}/32\"]\n", a.addr.ip());
     let mut spec = ListenerSpec::new(a.addr);
     spec.admin_token = Some(TOKEN);
@@ -456,7 +456,10 @@ impl Contract {
 /// without a `Content-Type`, other types are a `415`, and `202` says where the job is.
 #[test]
 fn the_answers_match_the_openapi_document() {
-    let (a, b) = (fxp_server(), fxp_server());
+    let (a, b) = (
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+    );
     let extra = format!(
         "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
         a.addr.ip(),
@@ -774,7 +777,10 @@ fn the_readme_curl_example_works() {
             break;
         }
     }
-    let (a, b) = (fxp_server(), fxp_server());
+    let (a, b) = (
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+    );
     let extra = format!(
         "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
         a.addr.ip(),

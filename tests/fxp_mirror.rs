@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -14,12 +13,6 @@ use std::time::{Duration, Instant, SystemTime};
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::{payload, unique_loopback_ip, wait_for};
 use serde_json::Value;
-
-fn fxp_server(kind: ServerKind) -> FtpServer {
-    let mut o = ServerOptions::new(unique_loopback_ip());
-    o.foreign_data = true;
-    FtpServer::start(kind, o)
-}
 
 /// A pyftpdlib that sends (and takes) every data connection at `rate` bytes per second.
 fn slow_server(rate: u32) -> FtpServer {
@@ -32,18 +25,6 @@ fn slow_server(rate: u32) -> FtpServer {
 /// `ftp://user:pass@addr/path`.
 fn url(s: &FtpServer, path: &str) -> String {
     format!("ftp://{}:{}@{}/{path}", s.user, s.pass, s.addr)
-}
-
-/// Writes `rel` under the server's root (a directory when `data` is `None`), owned like
-/// the root.
-fn put(server: &FtpServer, rel: &str, data: Option<&[u8]>) {
-    let p = server.root.join(rel);
-    match data {
-        Some(d) => std::fs::write(&p, d).unwrap(),
-        None => std::fs::create_dir_all(&p).unwrap(),
-    }
-    let meta = std::fs::metadata(&server.root).unwrap();
-    std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())).unwrap();
 }
 
 fn fxprelay() -> Command {
@@ -120,10 +101,10 @@ fn tree_files() -> Vec<(&'static str, Vec<u8>)> {
 
 fn put_tree(a: &FtpServer) {
     for d in ["tree", "tree/sub", "tree/sub/deep", "tree/hollow"] {
-        put(a, d, None);
+        a.put(d, None);
     }
     for (f, data) in tree_files() {
-        put(a, f, Some(&data));
+        a.put(f, Some(&data));
     }
 }
 
@@ -131,7 +112,10 @@ fn put_tree(a: &FtpServer) {
 /// copied, with exact bytes in `--json`; a rerun with `--skip-existing` copies nothing;
 /// a dry run lists and touches nothing; `--delete` removes what the source lacks.
 fn mirror_round(src_kind: ServerKind, dst_kind: ServerKind) {
-    let (a, b) = (fxp_server(src_kind), fxp_server(dst_kind));
+    let (a, b) = (
+        FtpServer::start_fxp(src_kind),
+        FtpServer::start_fxp(dst_kind),
+    );
     put_tree(&a);
     let (src, dst) = (url(&a, "tree"), url(&b, "new/parent/copy"));
     let logs = || format!("{}\n{}", a.log(), b.log());
@@ -172,9 +156,9 @@ fn mirror_round(src_kind: ServerKind, dst_kind: ServerKind) {
 
     // A changed file, a new one, and a stale one at the destination: the dry run names
     // each and changes nothing.
-    put(&a, "tree/sub/a.txt", Some(b"longer now\n"));
-    put(&a, "tree/sub/new.bin", Some(&payload(4096, 5)));
-    put(&b, "new/parent/copy/sub/stale.bin", Some(b"old"));
+    a.put("tree/sub/a.txt", Some(b"longer now\n"));
+    a.put("tree/sub/new.bin", Some(&payload(4096, 5)));
+    b.put("new/parent/copy/sub/stale.bin", Some(b"old"));
     let o = run(&["-r", &src, &dst, "--skip-existing", "--delete", "--dry-run"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
@@ -233,11 +217,11 @@ fn mirror_pyftpdlib_mlsd_to_proftpd() {
 #[test]
 fn skip_existing_compares_times_and_filters_choose() {
     let (a, b) = (
-        fxp_server(ServerKind::Vsftpd),
-        fxp_server(ServerKind::Pyftpdlib),
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Pyftpdlib),
     );
     put_tree(&a);
-    put(&a, "tree/sub/notes.tmp", Some(b"tmp"));
+    a.put("tree/sub/notes.tmp", Some(b"tmp"));
     let (src, dst) = (url(&a, "tree"), url(&b, "m"));
     let o = run(&[
         "-r",
@@ -301,13 +285,13 @@ fn skip_existing_compares_times_and_filters_choose() {
 #[test]
 fn a_refused_mkd_stops_only_its_subtree() {
     let (a, b) = (
-        fxp_server(ServerKind::Vsftpd),
-        fxp_server(ServerKind::Pyftpdlib),
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Pyftpdlib),
     );
     put_tree(&a);
     // A file where the tree's `sub` directory should go.
-    put(&b, "c", None);
-    put(&b, "c/sub", Some(b"in the way"));
+    b.put("c", None);
+    b.put("c/sub", Some(b"in the way"));
     let o = run(&["-r", &url(&a, "tree"), &url(&b, "c"), "--json"]);
     let v = json(&o);
     assert!(!o.status.success(), "{v:#}");
@@ -345,8 +329,8 @@ fn a_refused_mkd_stops_only_its_subtree() {
 #[test]
 fn passwords_off_the_command_line() {
     let (a, b) = (
-        fxp_server(ServerKind::Pyftpdlib),
-        fxp_server(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Pyftpdlib),
+        FtpServer::start_fxp(ServerKind::Vsftpd),
     );
     let dir = tempfile::tempdir().unwrap();
     let netrc = dir.path().join("netrc");
@@ -417,7 +401,7 @@ fn ctrl_c_aborts_reports_and_resumes() {
     // 8 MiB at 1 MiB/s (pyftpdlib's throttle lets some bursts through: a few seconds),
     // stopped after the first bytes.
     let a = slow_server(1024 * 1024);
-    let b = fxp_server(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let (src, dst) = (url(&a, "big.bin"), url(&b, "part.bin"));
     let child = fxprelay()
         .args(["--log", "fxprelay=debug"])
@@ -474,10 +458,10 @@ fn ctrl_c_aborts_reports_and_resumes() {
 
     // A tree: the JSON result says what was interrupted, and the suggested rerun
     // completes it.
-    put(&a, "t", None);
+    a.put("t", None);
     let files: Vec<Vec<u8>> = (0..3).map(|n| payload(3_000_000, n)).collect();
     for (n, data) in files.iter().enumerate() {
-        put(&a, &format!("t/f{n}.bin"), Some(data));
+        a.put(&format!("t/f{n}.bin"), Some(data));
     }
     let (src, dst) = (url(&a, "t"), url(&b, "t"));
     let child = fxprelay()
@@ -563,10 +547,10 @@ fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
     // Four files of 800 KB at 100 KB/s (some bursts get through), two at a time:
     // several seconds of bars.
     let a = slow_server(100_000);
-    let b = fxp_server(ServerKind::Vsftpd);
-    put(&a, "t", None);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
+    a.put("t", None);
     for n in 0..4 {
-        put(&a, &format!("t/file-{n}.bin"), Some(&payload(800_000, n)));
+        a.put(&format!("t/file-{n}.bin"), Some(&payload(800_000, n)));
     }
     let line = format!(
         // Debug logging: every command a line, which must go above the bars.
@@ -645,8 +629,8 @@ fn a_tree_on_a_terminal_shows_an_overall_bar_and_live_files() {
 #[test]
 fn a_missing_password_is_asked_on_the_terminal() {
     let (a, b) = (
-        fxp_server(ServerKind::Pyftpdlib),
-        fxp_server(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Pyftpdlib),
+        FtpServer::start_fxp(ServerKind::Vsftpd),
     );
     let line = format!(
         "NETRC=/nonexistent {} -c /nonexistent/fxprelay.yaml fxp ftp://{}@{}/{} {}; echo EXIT=$?; sleep 600",

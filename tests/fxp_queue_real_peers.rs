@@ -10,20 +10,13 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::peers::{FtpServer, ServerKind, ServerOptions};
+use common::peers::{FtpServer, ServerKind};
 use common::{payload, unique_loopback_ip};
 use fxprelay::fxp::{self, FtpUrl, Method, Options};
-
-fn fxp_server(kind: ServerKind) -> FtpServer {
-    let mut opts = ServerOptions::new(unique_loopback_ip());
-    opts.foreign_data = true;
-    FtpServer::start(kind, opts)
-}
 
 fn url(s: &FtpServer, path: &str) -> FtpUrl {
     url_at(s, s.addr, path)
@@ -41,18 +34,6 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Writes `rel` under the server's root (a directory when `data` is `None`), owned like
-/// the root.
-fn put(server: &FtpServer, rel: &str, data: Option<&[u8]>) {
-    let p = server.root.join(rel);
-    match data {
-        Some(d) => std::fs::write(&p, d).unwrap(),
-        None => std::fs::create_dir(&p).unwrap(),
-    }
-    let meta = std::fs::metadata(&server.root).unwrap();
-    std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())).unwrap();
-}
-
 /// Logins vsftpd logged (`log_ftp_protocol`: one `OK LOGIN` per login).
 fn vsftpd_logins(s: &FtpServer) -> usize {
     s.log().matches("OK LOGIN").count()
@@ -64,10 +45,10 @@ fn vsftpd_logins(s: &FtpServer) -> usize {
 #[test]
 fn a_tree_of_200_files_goes_by_plain_fxp_on_reused_sessions() {
     const FILES: usize = 200;
-    let a = fxp_server(ServerKind::Vsftpd);
-    let b = fxp_server(ServerKind::Pyftpdlib);
-    put(&a, "tree", None);
-    put(&a, "tree/sub", None);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
+    a.put("tree", None);
+    a.put("tree/sub", None);
     let files: Vec<(String, Vec<u8>)> = (0..FILES)
         .map(|i| {
             let dir = if i % 2 == 0 { "tree" } else { "tree/sub" };
@@ -78,7 +59,7 @@ fn a_tree_of_200_files_goes_by_plain_fxp_on_reused_sessions() {
         })
         .collect();
     for (f, data) in &files {
-        put(&a, f, Some(data));
+        a.put(f, Some(data));
     }
     let before = vsftpd_logins(&a);
     let r = rt()
@@ -119,14 +100,14 @@ fn a_tree_of_200_files_goes_by_plain_fxp_on_reused_sessions() {
 #[test]
 fn a_tree_over_a_slow_link_goes_by_plain_fxp_with_no_transfer_taken_for_lost() {
     const FILES: usize = 12;
-    let a = fxp_server(ServerKind::Vsftpd);
-    let b = fxp_server(ServerKind::Vsftpd);
-    put(&a, "tree", None);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
+    a.put("tree", None);
     let files: Vec<(String, Vec<u8>)> = (0..FILES)
         .map(|i| (format!("tree/f{i:02}.bin"), payload(20_000 + i, i as u64)))
         .collect();
     for (f, data) in &files {
-        put(&a, f, Some(data));
+        a.put(f, Some(data));
     }
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
@@ -246,9 +227,9 @@ fn a_login_left_unanswered_is_overtaken() {
 /// says, with a 10 s timeout and no retries: the copy must succeed by plain FXP, the
 /// events must name `reason` (when given), and the copy must be byte-identical.
 fn copies_by_fxp_again(stall: Stall, reason: &str) {
-    let a = fxp_server(ServerKind::Vsftpd);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let data = payload(100_000, 11);
-    put(&a, "small.bin", Some(&data));
+    a.put("small.bin", Some(&data));
     let fake = StuckOnce::start(stall);
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,12 +17,6 @@ fn server(kind: ServerKind, tweak: impl FnOnce(&mut ServerOptions)) -> FtpServer
     let mut opts = ServerOptions::new(unique_loopback_ip());
     tweak(&mut opts);
     FtpServer::start(kind, opts)
-}
-
-/// An FXP-friendly server: foreign data addresses allowed (no masquerading: the
-/// servers must announce their real address to each other).
-fn fxp_server(kind: ServerKind) -> FtpServer {
-    server(kind, |o| o.foreign_data = true)
 }
 
 fn url(s: &FtpServer, path: &str) -> FtpUrl {
@@ -78,8 +70,8 @@ fn assert_big_copied(dst: &FtpServer, name: &str) {
 }
 
 fn standard_fxp(src_kind: ServerKind, dst_kind: ServerKind) {
-    let a = fxp_server(src_kind);
-    let b = fxp_server(dst_kind);
+    let a = FtpServer::start_fxp(src_kind);
+    let b = FtpServer::start_fxp(dst_kind);
     let r = copy(&url(&a, "big.bin"), &url(&b, "copy.bin"), &opts())
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
     assert_eq!(r.method, Method::Fxp, "{r:?}");
@@ -154,7 +146,7 @@ fn reverse_fxp_when_the_source_refuses_pasv() {
         o.foreign_data = true;
         o.passive = false;
     });
-    let b = fxp_server(ServerKind::Pyftpdlib);
+    let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
     let o = Options {
@@ -174,8 +166,8 @@ fn reverse_fxp_when_the_source_refuses_pasv() {
     assert!(events.contains("PASV"), "{events}");
 
     // Asked for explicitly, reverse FXP is the first method.
-    let b2 = fxp_server(ServerKind::Vsftpd);
-    let a2 = fxp_server(ServerKind::Pyftpdlib);
+    let b2 = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let a2 = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let o = Options {
         reverse: true,
         ..opts()
@@ -188,7 +180,7 @@ fn reverse_fxp_when_the_source_refuses_pasv() {
 
 #[test]
 fn relay_fallback_when_the_destination_refuses_foreign_peers() {
-    let a = fxp_server(ServerKind::Vsftpd);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     // A default vsftpd: "500 Illegal PORT command." and "425 Security: Bad IP connecting."
     let b = server(ServerKind::Vsftpd, |_| {});
     let started = Instant::now();
@@ -221,20 +213,9 @@ fn relay_fallback_when_the_destination_refuses_foreign_peers() {
     eprintln!("without relay: {text}");
 }
 
-/// Writes `rel` under the server's root, owned like the root (the `fxptest` user).
-fn put(server: &FtpServer, rel: &str, data: Option<&[u8]>) {
-    let p = server.root.join(rel);
-    match data {
-        Some(d) => std::fs::write(&p, d).unwrap(),
-        None => std::fs::create_dir(&p).unwrap(),
-    }
-    let meta = std::fs::metadata(&server.root).unwrap();
-    std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())).unwrap();
-}
-
 fn tree_copy(src_kind: ServerKind, dst_kind: ServerKind) {
-    let a = fxp_server(src_kind);
-    let b = fxp_server(dst_kind);
+    let a = FtpServer::start_fxp(src_kind);
+    let b = FtpServer::start_fxp(dst_kind);
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("tree/top.bin", payload(300_000, 1)),
         ("tree/sub/a.txt", b"a\n".to_vec()),
@@ -250,10 +231,10 @@ fn tree_copy(src_kind: ServerKind, dst_kind: ServerKind) {
         "tree/hollow",
         "tree/-dash dir",
     ] {
-        put(&a, d, None);
+        a.put(d, None);
     }
     for (f, data) in &files {
-        put(&a, f, Some(data));
+        a.put(f, Some(data));
     }
     let o = Options {
         concurrency: 3,
@@ -316,8 +297,8 @@ fn sessions_closed(s: &FtpServer) {
 
 #[test]
 fn missing_source_file_reports_the_server_text_and_closes_sessions() {
-    let a = fxp_server(ServerKind::Vsftpd);
-    let b = fxp_server(ServerKind::Vsftpd);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let o = Options {
         retries: 2,
         ..opts()
@@ -341,8 +322,8 @@ fn missing_source_file_reports_the_server_text_and_closes_sessions() {
 
 #[test]
 fn refused_destination_reports_the_server_text_and_closes_sessions() {
-    let a = fxp_server(ServerKind::Vsftpd);
-    let b = fxp_server(ServerKind::Vsftpd);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let started = Instant::now();
     let e = copy(&url(&a, "big.bin"), &url(&b, "no/such/dir/x.bin"), &opts()).unwrap_err();
     assert!(
@@ -359,28 +340,15 @@ fn refused_destination_reports_the_server_text_and_closes_sessions() {
     sessions_closed(&b);
 }
 
-fn fxprelay_fxp(args: &[String]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
-        // A config file that does not exist: `fxp` must not read one.
-        .args(["-c", "/nonexistent/fxprelay.yaml", "fxp"])
-        .args(args)
-        .output()
-        .expect("run fxprelay");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn cli_copies_and_reports() {
-    let a = fxp_server(ServerKind::Pyftpdlib);
-    let b = fxp_server(ServerKind::Vsftpd);
+    let a = FtpServer::start_fxp(ServerKind::Pyftpdlib);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let src = format!("ftp://{}:{}@{}/big.bin", a.user, a.pass, a.addr);
     let dst = format!("ftp://{}:{}@{}/", b.user, b.pass, b.addr);
     // Debug logging shows every command but never the password.
-    let (ok, out, err) = fxprelay_fxp(&[src.clone(), dst.clone(), "--log".into(), "debug".into()]);
+    let (ok, out, err) =
+        common::fxprelay_fxp(&[src.clone(), dst.clone(), "--log".into(), "debug".into()]);
     assert!(ok, "{out}\n{err}");
     assert!(err.contains("RETR big.bin"), "{err}");
     assert!(!err.contains("PASS fxptest"), "{err}");
@@ -396,16 +364,16 @@ fn cli_copies_and_reports() {
     assert_big_copied(&b, "big.bin");
 
     let missing = format!("ftp://{}:{}@{}/missing.bin", a.user, a.pass, a.addr);
-    let (ok, out, err) = fxprelay_fxp(&[missing, dst, "--retries".into(), "0".into()]);
+    let (ok, out, err) = common::fxprelay_fxp(&[missing, dst, "--retries".into(), "0".into()]);
     assert!(!ok, "{out}\n{err}");
     assert!(err.contains("550"), "{err}");
 
     // A tree with --recursive.
-    put(&a, "d", None);
-    put(&a, "d/f.bin", Some(&payload(1234, 9)));
+    a.put("d", None);
+    a.put("d/f.bin", Some(&payload(1234, 9)));
     let src = format!("ftp://{}:{}@{}/d", a.user, a.pass, a.addr);
     let dst = format!("ftp://{}:{}@{}/d2", b.user, b.pass, b.addr);
-    let (ok, out, err) = fxprelay_fxp(&[src, dst, "--recursive".into()]);
+    let (ok, out, err) = common::fxprelay_fxp(&[src, dst, "--recursive".into()]);
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("copied 1 files"), "{out}");
     assert_eq!(std::fs::read(b.file("d2/f.bin")).unwrap(), payload(1234, 9));
@@ -429,7 +397,7 @@ fn standard_fxp_proftpd_both_ways() {
 #[test]
 fn pure_ftpd_dropping_a_foreign_peer_falls_back_quickly() {
     let a = server(ServerKind::PureFtpd, |_| {});
-    let b = fxp_server(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let started = Instant::now();
     let o = Options {
         progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
@@ -454,15 +422,15 @@ fn pure_ftpd_dropping_a_foreign_peer_falls_back_quickly() {
 #[test]
 fn resume_continues_a_partial_copy() {
     const PART: usize = 3 * 1024 * 1024;
-    let a = fxp_server(ServerKind::Vsftpd);
-    let b = fxp_server(ServerKind::Pyftpdlib);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let c = server(ServerKind::Vsftpd, |_| {});
     let o = Options {
         resume: true,
         ..opts()
     };
     for (dst, method) in [(&b, Method::Fxp), (&c, Method::Relay)] {
-        put(dst, "part.bin", Some(&peers::big_bin()[..PART]));
+        dst.put("part.bin", Some(&peers::big_bin()[..PART]));
         let r = copy(&url(&a, "big.bin"), &url(dst, "part.bin"), &o)
             .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, dst)));
         assert_eq!(r.method, method, "{r:?}");
@@ -476,8 +444,8 @@ fn resume_continues_a_partial_copy() {
 
 #[test]
 fn a_list_of_files_as_a_queue() {
-    let a = fxp_server(ServerKind::Pyftpdlib);
-    let b = fxp_server(ServerKind::Vsftpd);
+    let a = FtpServer::start_fxp(ServerKind::Pyftpdlib);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let jobs = vec![
         (url(&a, "big.bin"), url(&b, "one.bin")),
         (url(&a, peers::HELLO_NAME), url(&b, "two.txt")),

@@ -16,12 +16,6 @@ use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::proxy::{ListenerSpec, Proxy};
 use common::{connections_from_outside, unique_loopback_ip, wait_for};
 
-fn fxp_server(kind: ServerKind) -> FtpServer {
-    let mut opts = ServerOptions::new(unique_loopback_ip());
-    opts.foreign_data = true;
-    FtpServer::start(kind, opts)
-}
-
 /// Logs in through the proxy with ftplib and runs `commands`; a command ending in `+`
 /// expects a preliminary reply and reads the final one too. Prints every reply.
 fn ftplib_site(proxy: &Proxy, commands: &[&str]) -> clients::ClientResult {
@@ -55,8 +49,8 @@ ftp.quit()
 
 #[test]
 fn site_fxp_put_get_status_help_and_failures() {
-    let a = fxp_server(ServerKind::Vsftpd);
-    let b = fxp_server(ServerKind::Pyftpdlib);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let mut spec = ListenerSpec::new(a.addr);
     spec.data = "relay";
     let proxy = Proxy::start_with(
@@ -160,7 +154,7 @@ fn site_fxp_put_get_status_help_and_failures() {
 /// listener there sees none).
 #[test]
 fn site_fxp_to_outside_the_allow_list_answers_530_without_connecting() {
-    let a = fxp_server(ServerKind::Vsftpd);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let outside_ip = unique_loopback_ip();
     let outside = std::net::TcpListener::bind((outside_ip, 0)).unwrap();
     outside.set_nonblocking(true).unwrap();
@@ -187,8 +181,8 @@ fn site_fxp_to_outside_the_allow_list_answers_530_without_connecting() {
 /// tree copy as `fxprelay fxp -r`.
 #[test]
 fn site_fxp_put_and_get_r_copy_trees() {
-    let a = fxp_server(ServerKind::Vsftpd);
-    let b = fxp_server(ServerKind::Pyftpdlib);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let files: [(&str, Vec<u8>); 3] = [
         (
             "tree/top.bin",
@@ -251,7 +245,7 @@ fn site_fxp_put_and_get_r_copy_trees() {
 /// and the destination's password never logged (the test proxy logs at debug level).
 #[test]
 fn site_fxp_before_login_is_refused_and_its_password_kept_secret() {
-    let a = fxp_server(ServerKind::Vsftpd);
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let proxy = Proxy::start(unique_loopback_ip(), ListenerSpec::new(a.addr));
     let mut c = common::control::Control::connect(proxy.addr);
     c.expect(220);

@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::peers::{self, FtpServer, ServerKind, ServerOptions, ServerTls};
 use common::{payload, tls, unique_loopback_ip};
@@ -26,19 +25,11 @@ fn url(scheme: &str, s: &FtpServer, path: &str) -> String {
     format!("{scheme}://{}:{}@{}/{path}", s.user, s.pass, s.addr)
 }
 
-/// Runs `fxprelay fxp ARGS` (no configuration file): (success, stdout, stderr).
-fn fxprelay_fxp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
-        .args(["-c", "/nonexistent/fxprelay.yaml", "fxp"])
-        .args(["--timeout", "10", "--retries", "0"])
-        .args(args)
-        .output()
-        .expect("run fxprelay");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `fxprelay fxp` with a 10 s timeout and no retries, then `args`.
+fn tls_fxp(args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["--timeout", "10", "--retries", "0"];
+    all.extend_from_slice(args);
+    common::fxprelay_fxp(&all)
 }
 
 fn ca(s: &FtpServer) -> &str {
@@ -78,7 +69,7 @@ fn copies(
     let ca = a.ca_file.as_ref().or(b.ca_file.as_ref()).unwrap();
     let mut args = vec![src, dst, "--ca", ca.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let (ok, out, err) = fxprelay_fxp(&args);
+    let (ok, out, err) = tls_fxp(&args);
     assert!(ok, "{out}\n{err}\n{}", logs(a, b));
     assert!(
         out.contains(&format!("method {method}, 8388608 bytes")),
@@ -219,7 +210,7 @@ fn tree_between_tls_servers() {
     for p in [dir.clone(), dir.join("f.bin")] {
         std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).unwrap();
     }
-    let (ok, out, err) = fxprelay_fxp(&[
+    let (ok, out, err) = tls_fxp(&[
         &url("ftpes", &a, "d"),
         &url("ftpes", &b, "d2"),
         "--recursive",
@@ -250,7 +241,7 @@ fn untrusted_certificate_refused_unless_insecure() {
     let b = tls_server(ServerKind::Vsftpd);
     let (src, dst) = (url("ftpes", &a, "big.bin"), url("ftpes", &b, "copy.bin"));
     // `--ca` trusts b's CA (the test CA), not a's.
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--ca", ca(&b)]);
+    let (ok, out, err) = tls_fxp(&[&src, &dst, "--ca", ca(&b)]);
     assert!(!ok, "{out}\n{err}");
     assert!(
         err.contains("TLS handshake on the control connection failed")
@@ -261,7 +252,7 @@ fn untrusted_certificate_refused_unless_insecure() {
     assert!(err.contains(&format!("source {}", a.addr)), "{err}");
     assert!(!b.file("copy.bin").exists());
 
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--ca", ca(&b), "--insecure"]);
+    let (ok, out, err) = tls_fxp(&[&src, &dst, "--ca", ca(&b), "--insecure"]);
     assert!(ok, "{out}\n{err}\n{}", logs(&a, &b));
     assert!(err.contains("--insecure"), "the warning: {err}");
     assert!(out.contains("method relay, 8388608 bytes"), "{out}");

@@ -7,7 +7,6 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -64,19 +63,6 @@ fn logs(a: &FtpServer, b: &FtpServer) -> String {
     format!("{}\n{}", a.log(), b.log())
 }
 
-fn fxprelay_fxp(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
-        .args(["-c", "/nonexistent/fxprelay.yaml", "fxp"])
-        .args(args)
-        .output()
-        .expect("run fxprelay");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn assert_big(path: &std::path::Path) {
     let got = std::fs::read(path).unwrap_or_default();
     assert!(
@@ -109,7 +95,7 @@ fn cli_reports_a_verified_sha256() {
     let a = server(ServerKind::Proftpd, Digests::Hash, false);
     let b = server(ServerKind::Pyftpdlib, Digests::Hash, false);
     let (src, dst) = (url_text(&a, "big.bin"), url_text(&b, "copy.bin"));
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--log", "debug"]);
+    let (ok, out, err) = common::fxprelay_fxp(&[&src, &dst, "--log", "debug"]);
     assert!(ok, "{out}\n{err}\n{}", logs(&a, &b));
     assert!(
         out.contains("method fxp, 8388608 bytes") && out.contains("verified sha-256"),
@@ -121,7 +107,7 @@ fn cli_reports_a_verified_sha256() {
         "{err}"
     );
     assert_big(&b.file("copy.bin"));
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--verify", "size"]);
+    let (ok, out, err) = common::fxprelay_fxp(&[&src, &dst, "--verify", "size"]);
     assert!(ok && out.contains("verified size"), "{out}\n{err}");
     // A tree: the summary counts the files per check.
     let dir = a.file("d");
@@ -132,7 +118,7 @@ fn cli_reports_a_verified_sha256() {
         std::os::unix::fs::chown(p, Some(owner.uid()), Some(owner.gid())).unwrap();
     }
     let (src, dst) = (url_text(&a, "d"), url_text(&b, "d2"));
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--recursive"]);
+    let (ok, out, err) = common::fxprelay_fxp(&[&src, &dst, "--recursive"]);
     assert!(ok && out.contains("verified: sha-256 1"), "{out}\n{err}");
 }
 
@@ -218,7 +204,7 @@ fn cli_deletes_a_mismatching_copy_when_asked() {
     let a = server(ServerKind::Proftpd, Digests::Hash, false);
     let b = server(ServerKind::Pyftpdlib, Digests::Hash, true);
     let (src, dst) = (url_text(&a, "hello.txt"), url_text(&b, "copy.txt"));
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--on-mismatch", "delete"]);
+    let (ok, out, err) = common::fxprelay_fxp(&[&src, &dst, "--on-mismatch", "delete"]);
     assert!(!ok, "{out}\n{err}");
     assert!(
         err.contains("sha-256 differs after the copy") && err.contains("was deleted"),
@@ -241,13 +227,13 @@ fn without_a_common_hash_the_size_is_checked() {
     assert_big(&b.file("copy.bin"));
 
     let (src, dst) = (url_text(&a, "big.bin"), url_text(&b, "copy.bin"));
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--verify", "size"]);
+    let (ok, out, err) = common::fxprelay_fxp(&[&src, &dst, "--verify", "size"]);
     assert!(ok && out.contains(", verified size"), "{out}\n{err}");
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--verify", "none"]);
+    let (ok, out, err) = common::fxprelay_fxp(&[&src, &dst, "--verify", "none"]);
     assert!(ok && out.contains(", not verified"), "{out}\n{err}");
 
     let (src, dst) = (url_text(&a, "hello.txt"), url_text(&b, "other.txt"));
-    let (ok, out, err) = fxprelay_fxp(&[&src, &dst, "--verify", "hash"]);
+    let (ok, out, err) = common::fxprelay_fxp(&[&src, &dst, "--verify", "hash"]);
     assert!(!ok, "{out}\n{err}");
     assert!(
         err.contains("no hash algorithm both servers compute")

@@ -305,30 +305,32 @@ fn lftp_with(
             lftp_quote(&ca.to_string_lossy())
         ),
     };
-    let full = format!(
-        "set cmd:fail-exit yes; set cmd:interactive false; \
-         {tls} set ftp:fix-pasv-address false; set ftp:prefer-epsv false; \
-         set ftp:passive-mode {}; \
-         set net:max-retries 1; set net:persist-retries 0; set net:timeout {CONNECT_TIMEOUT_S}; \
-         set net:reconnect-interval-base 1; set xfer:clobber on; \
-         open -u {},{} -p {} {}; {script}",
+    let settings = format!(
+        "{tls} set ftp:fix-pasv-address false; set ftp:prefer-epsv false; \
+         set ftp:passive-mode {};",
         if passive { "on" } else { "off" },
-        lftp_quote(user),
-        lftp_quote(pass),
-        addr.port(),
-        addr.ip()
     );
-    let mut cmd = Command::new("lftp");
-    cmd.arg("-c").arg(full);
-    run(cmd, CLIENT_TIMEOUT)
+    lftp_run(addr, user, pass, &settings, script)
 }
 
 /// An lftp script after logging in at `addr`, with lftp's own defaults for everything
 /// that decides where data connections go (passive, `ftp:fix-pasv-address` on, `EPSV`
 /// not preferred, TLS tried): only failing fast, retries and overwrites are set.
 pub fn lftp_stock(addr: SocketAddr, user: &str, pass: &str, script: &str) -> ClientResult {
+    lftp_run(addr, user, pass, "", script)
+}
+
+/// lftp with `settings`, failing fast (no interaction, one retry, overwrites allowed),
+/// logged in at `addr`, then `script`.
+fn lftp_run(
+    addr: SocketAddr,
+    user: &str,
+    pass: &str,
+    settings: &str,
+    script: &str,
+) -> ClientResult {
     let full = format!(
-        "set cmd:fail-exit yes; set cmd:interactive false; \
+        "set cmd:fail-exit yes; set cmd:interactive false; {settings} \
          set net:max-retries 1; set net:persist-retries 0; set net:timeout {CONNECT_TIMEOUT_S}; \
          set net:reconnect-interval-base 1; set xfer:clobber on; \
          open -u {},{} -p {} {}; {script}",

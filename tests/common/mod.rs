@@ -122,3 +122,19 @@ pub fn connections_from_outside(
         })
         .collect()
 }
+
+/// Runs `fxprelay fxp ARGS` (with a config path that does not exist: `fxp` must not read
+/// one) to the end: whether it succeeded, its stdout and its stderr.
+#[allow(dead_code)] // not every test binary runs the CLI
+pub fn fxprelay_fxp<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["-c", "/nonexistent/fxprelay.yaml", "fxp"])
+        .args(args)
+        .output()
+        .expect("run fxprelay");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -248,6 +248,28 @@ impl FtpServer {
         Self::launch(kind, opts, public.port(), public)
     }
 
+    /// A server on its own loopback address that takes `PORT` to and data connections
+    /// from other hosts: one end of an FXP copy (not masqueraded: the servers must
+    /// announce their real addresses to each other).
+    pub fn start_fxp(kind: ServerKind) -> FtpServer {
+        let mut opts = ServerOptions::new(super::unique_loopback_ip());
+        opts.foreign_data = true;
+        Self::start(kind, opts)
+    }
+
+    /// Writes `rel` under the server's root (a directory when `data` is `None`), owned
+    /// like the root (vsftpd's and proftpd's logins switch to that user).
+    pub fn put(&self, rel: &str, data: Option<&[u8]>) {
+        use std::os::unix::fs::MetadataExt;
+        let p = self.root.join(rel);
+        match data {
+            Some(d) => fs::write(&p, d).unwrap(),
+            None => fs::create_dir(&p).unwrap(),
+        }
+        let meta = fs::metadata(&self.root).unwrap();
+        std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())).unwrap();
+    }
+
     /// Path of `name` in the server's root.
     pub fn file(&self, name: impl AsRef<Path>) -> PathBuf {
         self.root.join(name)
