@@ -149,11 +149,6 @@ wait_no_children() { # PID: until it has no child processes (sessions ended and 
     done
     fail "pid $1 still has session processes 10 s after the last transfer"
 }
-make_cert() { # NAME IP: WORK/NAME.crt + WORK/NAME.key, self-signed, subjectAltName IP
-    timeout "$STEP_MAX" openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$1" \
-        -addext "subjectAltName=IP:$2" -keyout "$WORK/$1.key" -out "$WORK/$1.crt" 2>"$WORK/openssl.err" ||
-        fail "openssl could not make a certificate for $1: $(cat "$WORK/openssl.err")"
-}
 CURL_TLS=(--ssl-reqd) # + --cacert per path
 wait_login() { # PID WHAT URL CA: until a TLS login at URL lists the root (10 s)
     local i
@@ -184,18 +179,7 @@ chmod 0644 "$SRC"
 chown -R "$FTP_USER:" "$FTP_ROOT"
 
 # --- vsftpd: TLS required on login and data, session reuse required -------------------------
-# ssl_ciphers: vsftpd's default (DES-CBC3-SHA) is offered by no modern client.
-VSFTPD_EXTRA="ssl_enable=YES
-rsa_cert_file=$WORK/vsftpd.crt
-rsa_private_key_file=$WORK/vsftpd.key
-force_local_logins_ssl=YES
-force_local_data_ssl=YES
-require_ssl_reuse=YES
-ssl_tlsv1=YES
-ssl_sslv2=NO
-ssl_sslv3=NO
-ssl_ciphers=HIGH
-debug_ssl=YES"
+VSFTPD_EXTRA=$(vsftpd_tls_lines "$WORK/vsftpd.crt" "$WORK/vsftpd.key")
 VSFTPD_LOGIN_CHECK="${CURL_TLS[*]} --cacert $WORK/vsftpd.crt" start_vsftpd "$FTP_ROOT" 100 50 "${PEER_CPU[@]}"
 VSFTPD_PID=$SERVER_PID
 # The proof that TLS is required: a plain login is refused.

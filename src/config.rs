@@ -509,11 +509,14 @@ pub struct Limits {
     /// running) is closed with `421`. A client dribbling a line byte by byte counts as idle.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub idle_timeout: Duration,
-    /// A relayed transfer that moves no byte for this long fails with `426`.
+    /// A relayed transfer that moves no byte for this long fails with `426`; a server
+    /// that has not sent a crossed transfer's final reply this long after its data ended
+    /// gets the session closed with `421`.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub data_idle_timeout: Duration,
-    /// A reply the client does not take (it stopped reading) for this long ends the
-    /// session, so it cannot hold its slot, upstream connection and data port.
+    /// A control line the client (or the server) does not take (it stopped reading) for
+    /// this long ends the session, so it cannot hold its slot, upstream connection and
+    /// data port.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub reply_write_timeout: Duration,
     /// Sessions per listener that have not logged in yet (no `230`), apart from

@@ -480,3 +480,142 @@ fn commands_pipelined_after_auth_tls_are_discarded() {
         ) >= 1.0
     );
 }
+
+/// Python's `ftplib.FTP_TLS` unwraps the data connection after every upload: it sends
+/// `close_notify` and waits for the proxy's, and Python 3.11.7 fails the upload
+/// (`SSLEOFError`) when the proxy closes without one. Every Python here, Debian's and
+/// any other on `PATH`, uploads and downloads through a TLS listener, passive and active,
+/// to vsftpd and pyftpdlib, byte for byte.
+#[test]
+fn ftplib_tls_uploads_end_with_close_notify_on_every_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = dir.path().join("up.bin");
+    std::fs::write(&up, common::payload(300 * 1024 + 5, 11)).unwrap();
+    let up_data = std::fs::read(&up).unwrap();
+    for kind in [ServerKind::Vsftpd, ServerKind::Pyftpdlib] {
+        let server = tls_server(kind, true);
+        let p = tls_proxy(server.addr, "explicit", "mirror", "");
+        for (n, python) in clients::pythons().iter().enumerate() {
+            for passive in [true, false] {
+                let name = format!("py{n}-{passive}.bin");
+                let back = dir.path().join(format!("{}-{name}", kind.name()));
+                let what = format!("{} {} passive={passive}", kind.name(), python.display());
+                let r = clients::ftplib_tls_ops_with(
+                    python,
+                    p.proxy.addr,
+                    (server.user, server.pass),
+                    passive,
+                    &p.ca,
+                    &[FtplibOp::Put(&up, &name), FtplibOp::Get(&name, &back)],
+                );
+                ok(&r, &what, &p.proxy);
+                same_file(&server.file(&name), &up_data, &what);
+                same_file(&back, &up_data, &what);
+            }
+        }
+    }
+}
+
+/// A TLS control connection to the proxy, logged in and with `PROT P`, read a line at a
+/// time.
+struct TlsControl {
+    s: std::io::BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+}
+
+impl TlsControl {
+    fn login(proxy: SocketAddr, server: &FtpServer) -> TlsControl {
+        let mut s = TcpStream::connect(proxy).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut clear = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut clear, &mut line).unwrap();
+        assert!(line.starts_with("220"), "{line}");
+        s.write_all(b"AUTH TLS\r\n").unwrap();
+        line.clear();
+        std::io::BufRead::read_line(&mut clear, &mut line).unwrap();
+        assert!(line.starts_with("234"), "{line}");
+        let config = tls::client_config(tls::test_ca().roots());
+        let name = rustls_pki_types::ServerName::IpAddress(proxy.ip().into());
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut c = TlsControl {
+            s: std::io::BufReader::new(rustls::StreamOwned::new(conn, s)),
+        };
+        c.cmd(&format!("USER {}", server.user), "331");
+        c.cmd(&format!("PASS {}", server.pass), "230");
+        c.cmd("PBSZ 0", "200");
+        c.cmd("PROT P", "200");
+        c
+    }
+
+    fn send(&mut self, line: &str) {
+        let s = self.s.get_mut();
+        s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        s.flush().unwrap();
+    }
+
+    fn line(&mut self) -> std::io::Result<String> {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.s, &mut line)?;
+        Ok(line)
+    }
+
+    fn cmd(&mut self, line: &str, want: &str) -> String {
+        self.send(line);
+        let r = self.line().unwrap();
+        assert!(r.starts_with(want), "{line}: {r}");
+        r
+    }
+}
+
+/// vsftpd gives a data connection's TLS handshake `data_connection_timeout` to finish;
+/// then it ends the session with a `500 OOPS` written in clear on its TLS control
+/// connection. The proxy cannot read that as FTP, but the client still hears `421`
+/// rather than a silent close.
+#[test]
+fn a_server_writing_plaintext_inside_tls_gets_the_client_a_421() {
+    let mut opts = ServerOptions::new(unique_loopback_ip()).with_tls();
+    opts.masquerade = Some(MASQUERADE);
+    opts.data_timeout = Some(2);
+    let server = FtpServer::start(ServerKind::Vsftpd, opts);
+    let p = tls_proxy(server.addr, "explicit", "mirror", "");
+    let mut c = TlsControl::login(p.proxy.addr, &server);
+    let pasv = c.cmd("PASV", "227");
+    let nums: Vec<u16> = pasv[pasv.find('(').unwrap() + 1..pasv.find(')').unwrap()]
+        .split(',')
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    let data_at = SocketAddr::from((p.proxy.addr.ip(), nums[4] * 256 + nums[5]));
+    // The client connects its data connection but never starts TLS on it: the proxy
+    // waits for that handshake (connect_timeout, 10 s), and vsftpd, which waits for the
+    // proxy's, gives up after 2 s.
+    let _data = TcpStream::connect(data_at).unwrap();
+    c.send(&format!("RETR {}", peers::HELLO_NAME));
+    let mut replies = Vec::new();
+    loop {
+        match c.line() {
+            Ok(l) if l.is_empty() => break,
+            Ok(l) => replies.push(l),
+            Err(e) => {
+                replies.push(format!("<{e}>"));
+                break;
+            }
+        }
+    }
+    assert!(
+        replies.iter().any(|r| r.starts_with(
+            "421 Service not available: TLS with the FTP server behind this proxy broke."
+        )),
+        "{replies:?}\n{}",
+        p.proxy.log()
+    );
+    assert!(
+        p.proxy.log().contains("TLS with the FTP server broke"),
+        "{}",
+        p.proxy.log()
+    );
+    assert_eq!(
+        p.proxy
+            .metric("fxprelay_rejected_total", &[("reason", "upstream_tls")]),
+        1.0
+    );
+}

@@ -241,7 +241,9 @@ fn a_client_that_stops_reading_is_disconnected() {
         });
     });
     assert!(
-        proxy.log().contains("took no reply bytes"),
+        proxy
+            .log()
+            .contains("the client took no control-connection bytes"),
         "{}",
         proxy.log()
     );

@@ -57,6 +57,8 @@ enum Event {
     FxpDone,
     Tick(u16),
     ServerClosed,
+    /// The upstream connection broke (a reset, TLS that does not decrypt).
+    ServerBroke,
     ClientClosed,
     Stop,
 }
@@ -356,6 +358,7 @@ fuzz_target!(|input: Input| {
                 }
             }
             Event::ServerClosed => m.on_upstream_closed(),
+            Event::ServerBroke => m.on_upstream_error("corrupt message"),
             Event::ClientClosed => m.on_client_closed(),
             Event::Stop => m.on_stop(),
         }

@@ -206,6 +206,22 @@ median() { # numbers on stdin -> their median
     sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# --- certificates ---------------------------------------------------------------------------
+make_cert() { # NAME IP: WORK/NAME.crt + WORK/NAME.key, self-signed, subjectAltName IP
+    timeout "$STEP_MAX" openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$1" \
+        -addext "subjectAltName=IP:$2" -keyout "$WORK/$1.key" -out "$WORK/$1.crt" 2>"$WORK/openssl.err" ||
+        fail "openssl could not make a certificate for $1: $(cat "$WORK/openssl.err")"
+}
+
+# CERT KEY -> on stdout, the vsftpd.conf lines (for VSFTPD_EXTRA) of a server that requires
+# TLS on login and data and data connections that resume the control session.
+# ssl_ciphers: vsftpd's default (DES-CBC3-SHA) is offered by no modern client.
+vsftpd_tls_lines() {
+    printf '%s\n' ssl_enable=YES "rsa_cert_file=$1" "rsa_private_key_file=$2" \
+        force_local_logins_ssl=YES force_local_data_ssl=YES require_ssl_reuse=YES \
+        ssl_tlsv1=YES ssl_sslv2=NO ssl_sslv3=NO ssl_ciphers=HIGH debug_ssl=YES
+}
+
 # --- the FTP server and fxprelay --------------------------------------------------------
 # ROOT PASV_PORTS MAX_CLIENTS [PREFIX...]: vsftpd in the foreground on SERVER_IP and a free
 # port, user FTP_USER chrooted to ROOT (on WORK), PASV_PORTS passive ports, its config and

@@ -6,6 +6,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
@@ -117,10 +118,18 @@ pub async fn run(
         // A TLS reader reports a peer that closed without close_notify as an error:
         // a truncated file is a failed transfer, never a 226.
         let n = copy::copy_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?;
-        // The receiver's TLS layer may have sent records of its own (session tickets);
+        // Both legs end as TLS ends: the proxy's close_notify went to the receiver with
+        // the end of the file, and goes to the sender now, answering the one that ended
+        // the copy (a sender that unwraps its connection, as Python's ftplib.FTP_TLS
+        // does after an upload, waits for it and fails the upload without it). The
+        // receiver's TLS layer may have sent records of its own (session tickets);
         // closing with them unread would reset the connection and lose the file's tail
-        // in flight. Wait for the receiver's own close (its close_notify or EOF).
-        secure::await_close(&mut to, limits.idle.min(secure::CLOSE_WAIT)).await;
+        // in flight, so its own close (close_notify or EOF) is awaited.
+        let wait = limits.idle.min(secure::CLOSE_WAIT);
+        let answer = async {
+            let _ = timeout(wait, from.shutdown()).await;
+        };
+        tokio::join!(answer, secure::await_close(&mut to, wait));
         n
     };
     let moved = match direction {

@@ -30,7 +30,7 @@ use tracing::debug;
 use super::digest;
 use super::stream::Stream;
 use super::url::{FtpUrl, Security};
-use crate::codec::{LineCodec, LineError};
+use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::net::{AllowList, Denied, OwnSockets, SelfTarget};
 use crate::proto::addr::{
     format_eprt_command, format_port_command, parse_epsv_reply, parse_pasv_reply,
@@ -281,7 +281,9 @@ impl Features {
 /// One logged-in control connection.
 pub struct Client {
     reader: FramedRead<ReadHalf<Stream>, LineCodec>,
-    writer: WriteHalf<Stream>,
+    /// Every command is flushed onto the wire (a TLS record could otherwise sit in
+    /// rustls' buffer) within `timeout`.
+    writer: LineWriter<WriteHalf<Stream>>,
     /// Over TLS: the connector and the data protection in force.
     secure: Option<Secure>,
     asm: ReplyAssembler,
@@ -389,7 +391,7 @@ impl Client {
             local_port,
             own,
             reader: FramedRead::new(r, LineCodec::new(MAX_LINE)),
-            writer: w,
+            writer: LineWriter::new(w, limit, "server"),
             secure,
             asm: ReplyAssembler::new(MAX_REPLY),
             peer,
@@ -426,7 +428,7 @@ impl Client {
             own,
             ..
         } = self;
-        let Stream::Plain(tcp) = reader.into_inner().unsplit(writer) else {
+        let Stream::Plain(tcp) = reader.into_inner().unsplit(writer.into_inner()) else {
             return Err(FtpError::Other("AUTH TLS on a TLS connection".into()));
         };
         let stream = handshake(&connector, name.clone(), tcp, limit, "control").await?;
@@ -514,10 +516,10 @@ impl Client {
             self.sent_at = Some(Instant::now());
         }
         self.outstanding += 1;
-        timeout(self.timeout, self.writer.write_all(&buf))
-            .await
-            .map_err(|_| self.timed_out(&verb))??;
-        Ok(())
+        self.writer.send(&buf).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => self.timed_out(&verb),
+            _ => FtpError::Io(e),
+        })
     }
 
     /// A short bound for a reply that should come at once (`base` on a near server),

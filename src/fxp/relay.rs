@@ -13,9 +13,9 @@
 //! own, so the destination has read everything before the engine closes.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
 use super::client::{FtpError, refused};
@@ -25,6 +25,7 @@ use super::plan::Fail;
 use super::report::{Event, Method};
 use super::stream::Stream;
 use crate::data::copy::{self, CopyError};
+use crate::data::secure;
 use crate::data::socket;
 
 impl Run<'_> {
@@ -103,7 +104,10 @@ impl Run<'_> {
         // must still see the end.
         let _ = to.shutdown().await;
         if copied.is_ok() && to.is_tls() {
-            await_close(&mut to, limit).await;
+            // Closing at once could reset the connection while the server still has
+            // the file's tail to read (it may have sent a TLS 1.3 ticket the engine never
+            // read): its own close is awaited.
+            secure::await_close(&mut to, limit).await;
         }
         drop(to);
         let copied = copied.map_err(|e| {
@@ -149,22 +153,6 @@ impl Run<'_> {
             (from, to) => copy::copy_to_eof(from, to, self.opts.timeout, progress).await,
         }
     }
-}
-
-/// After the engine's `close_notify` to a TLS destination: reads until the server's own
-/// (or the connection's end), within `limit`. Closing at once could reset the connection
-/// while the server still has the file's tail to read (it may have sent something the
-/// engine never read, a TLS 1.3 session ticket say), and the tail would be lost.
-async fn await_close(to: &mut Stream, limit: Duration) {
-    let mut sink = [0u8; 4096];
-    let drain = async {
-        while let Ok(n) = to.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let _ = timeout(limit, drain).await;
 }
 
 fn verb(side: Side) -> &'static str {

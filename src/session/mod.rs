@@ -13,7 +13,6 @@ pub mod registry;
 pub mod replies;
 mod shell;
 mod transparent;
-mod writer;
 
 pub use context::{ListenerCtx, PassiveRefusals};
 pub use shell::UntilLogin;

@@ -119,6 +119,10 @@ pub enum Say {
     },
     UpstreamTlsRequired,
     UpstreamTlsFailed,
+    /// The control connection with the server broke mid-session.
+    UpstreamBroke {
+        tls: bool,
+    },
 
     // SITE FXP.
     FxpUsage,
@@ -190,7 +194,7 @@ impl Say {
             S::TlsRequired => 530,
             S::ProtUnsupported => 536,
             S::CccRefused | S::UpstreamRefusedTls { .. } => 534,
-            S::UpstreamTlsRequired | S::UpstreamTlsFailed => 421,
+            S::UpstreamTlsRequired | S::UpstreamTlsFailed | S::UpstreamBroke { .. } => 421,
             S::ShuttingDown
             | S::TooManySessions
             | S::TooManySessionsFromYou
@@ -360,6 +364,12 @@ impl Say {
             S::UpstreamTlsFailed => fixed(
                 "Service not available: TLS with the FTP server behind this proxy failed (its certificate may not be trusted).",
             ),
+            S::UpstreamBroke { tls: true } => {
+                fixed("Service not available: TLS with the FTP server behind this proxy broke.")
+            }
+            S::UpstreamBroke { tls: false } => {
+                fixed("Service not available: the connection to the FTP server broke.")
+            }
             S::FxpUsage => owned(format!("Usage: {SITE_FXP_USAGE}")),
             S::FxpDestinationSet { url } => {
                 owned(format!("FXP destination set to {url} (login checked)."))

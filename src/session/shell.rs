@@ -11,7 +11,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
@@ -26,8 +26,7 @@ use super::machine::{
     FxpResult, Machine, Slot, UpstreamLeg, permitted,
 };
 use super::registry::Registration;
-use super::writer::ClientWriter;
-use crate::codec::{LineCodec, LineError};
+use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
 use crate::data::socket;
@@ -125,9 +124,9 @@ pub(super) struct Shell {
     /// Both control connections; `None` while a TLS handshake has them (or, upstream,
     /// before the connect).
     client_lines: Option<Lines>,
-    client_w: Option<ClientWriter<WriteHalf<BoxStream>>>,
+    client_w: Option<LineWriter<WriteHalf<BoxStream>>>,
     upstream_lines: Option<Lines>,
-    upstream_w: Option<WriteHalf<BoxStream>>,
+    upstream_w: Option<LineWriter<WriteHalf<BoxStream>>>,
     /// This session's TLS client side toward the server: its own session cache, so the
     /// data connections resume this session's control connection.
     upstream_tls: Option<TlsConnector>,
@@ -191,14 +190,25 @@ impl Shell {
         let mut lines = FramedRead::with_capacity(r, codec, LINE_BUFFER);
         lines.read_buffer_mut().extend_from_slice(early);
         self.client_lines = Some(lines);
-        self.client_w = Some(ClientWriter::new(w, self.ctx.limits.reply_write_timeout));
+        // Every reply must be taken by the client within `limits.reply_write_timeout`: one
+        // that stops reading would otherwise hold its slot, upstream and data port.
+        self.client_w = Some(LineWriter::new(
+            w,
+            self.ctx.limits.reply_write_timeout,
+            "client",
+        ));
     }
 
     fn set_upstream(&mut self, stream: BoxStream) {
         let (r, w) = tokio::io::split(stream);
         let codec = LineCodec::new(self.ctx.limits.max_reply_bytes);
         self.upstream_lines = Some(FramedRead::with_capacity(r, codec, LINE_BUFFER));
-        self.upstream_w = Some(w);
+        // The same bound toward the server: a server that stops reading is a dead session.
+        self.upstream_w = Some(LineWriter::new(
+            w,
+            self.ctx.limits.reply_write_timeout,
+            "server",
+        ));
     }
 
     /// The client is `peer` and reached this proxy at `local` (what a PROXY header toward
@@ -272,7 +282,7 @@ impl Shell {
             Wake::Upstream(Some(Err(LineError::Io(e)))) if closed_without_notify(&e) => {
                 m.on_upstream_closed()
             }
-            Wake::Upstream(Some(Err(LineError::Io(e)))) => return Err(e.into()),
+            Wake::Upstream(Some(Err(LineError::Io(e)))) => m.on_upstream_error(&e.to_string()),
             Wake::Op(Done::Connected(Ok((stream, connected)))) => {
                 self.set_upstream(stream);
                 self.machine.on_connected(Ok(connected), now);
@@ -345,7 +355,7 @@ impl Shell {
         match action {
             Action::ToClient(bytes) => {
                 if let Some(w) = self.client_w.as_mut() {
-                    let written = w.write_all(&bytes).await;
+                    let written = w.send(&bytes).await;
                     // After the end only the last words are at stake: a gone client is fine.
                     if self.machine.end_reason().is_none() {
                         written?;
@@ -353,8 +363,10 @@ impl Shell {
                 }
             }
             Action::ToUpstream(bytes) => {
-                if let Some(w) = self.upstream_w.as_mut() {
-                    w.write_all(&bytes).await?;
+                if let Some(w) = self.upstream_w.as_mut()
+                    && let Err(e) = w.send(&bytes).await
+                {
+                    self.machine.on_upstream_error(&e.to_string());
                 }
             }
             Action::Connect(req) => {
@@ -565,7 +577,7 @@ impl Shell {
             return;
         };
         let discarded = lines.read_buffer().len();
-        let stream = lines.into_inner().unsplit(w);
+        let stream = lines.into_inner().unsplit(w.into_inner());
         let target = match (&self.upstream_tls, tls::server_name(server_name)) {
             (Some(c), Ok(n)) => {
                 self.upstream_name = Some(n.clone());

@@ -7,7 +7,7 @@ use std::fmt;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -390,7 +390,7 @@ pub fn ftplib_stock_ops(
     pass: &str,
     ops: &[FtplibOp],
 ) -> ClientResult {
-    let mut cmd = ftplib_command(addr, user, pass, true, None, ops);
+    let mut cmd = ftplib_command(Path::new(DEBIAN_PYTHON), addr, user, pass, true, None, ops);
     cmd.arg("--stock");
     run(cmd, CLIENT_TIMEOUT)
 }
@@ -410,6 +410,41 @@ pub fn ftplib_tls_ops(
     ftplib_ops_with(addr, user, pass, passive, Some(ca), ops)
 }
 
+/// [`ftplib_tls_ops`] run by the Python interpreter `python` (see [`pythons`]).
+pub fn ftplib_tls_ops_with(
+    python: &Path,
+    addr: SocketAddr,
+    (user, pass): (&str, &str),
+    passive: bool,
+    ca: &Path,
+    ops: &[FtplibOp],
+) -> ClientResult {
+    let cmd = ftplib_command(python, addr, user, pass, passive, Some(ca), ops);
+    run(cmd, CLIENT_TIMEOUT)
+}
+
+/// The Python 3 interpreters on this machine, Debian's first: `/usr/bin/python3` and the
+/// `python3` on `PATH` when that is another build (a pyenv one, say). How a TLS
+/// connection is closed matters to them differently: Python 3.11.7's `ftplib.FTP_TLS`
+/// fails an upload whose data connection ends without the peer's `close_notify`, where
+/// Debian's 3.11.2 lets it pass.
+pub fn pythons() -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::from(DEBIAN_PYTHON)];
+    let on_path = Command::new("python3")
+        .args(["-c", "import ftplib, ssl, sys; print(sys.executable)"])
+        .output();
+    if let Ok(out) = on_path
+        && out.status.success()
+    {
+        let exe = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let same = |a: &Path, b: &Path| a.canonicalize().ok() == b.canonicalize().ok();
+        if exe.is_file() && !found.iter().any(|p| same(p, &exe)) {
+            found.push(exe);
+        }
+    }
+    found
+}
+
 fn ftplib_ops_with(
     addr: SocketAddr,
     user: &str,
@@ -419,12 +454,24 @@ fn ftplib_ops_with(
     ops: &[FtplibOp],
 ) -> ClientResult {
     run(
-        ftplib_command(addr, user, pass, passive, tls_ca, ops),
+        ftplib_command(
+            Path::new(DEBIAN_PYTHON),
+            addr,
+            user,
+            pass,
+            passive,
+            tls_ca,
+            ops,
+        ),
         CLIENT_TIMEOUT,
     )
 }
 
+/// Debian's Python, which has pyftpdlib beside it and runs the ftplib client by default.
+const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+
 fn ftplib_command(
+    python: &Path,
     addr: SocketAddr,
     user: &str,
     pass: &str,
@@ -433,7 +480,7 @@ fn ftplib_command(
     ops: &[FtplibOp],
 ) -> Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ftplib_client.py");
-    let mut cmd = Command::new("/usr/bin/python3");
+    let mut cmd = Command::new(python);
     cmd.arg(script)
         .args(["--host", &addr.ip().to_string()])
         .args(["--port", &addr.port().to_string()])

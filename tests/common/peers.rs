@@ -102,6 +102,10 @@ pub struct ServerOptions {
     pub corrupt_uploads: bool,
     /// pyftpdlib only: how long a hash command takes to answer (a large file's hash).
     pub hash_delay: Option<Duration>,
+    /// vsftpd only: `data_connection_timeout`, seconds (default 60). A data connection
+    /// whose TLS handshake does not finish by then makes vsftpd end the session with a
+    /// `500 OOPS` written in clear on its TLS control connection.
+    pub data_timeout: Option<u32>,
 }
 
 /// Which hash commands a server offers. proftpd's are its own (`mod_digest`, shipped in
@@ -185,6 +189,7 @@ impl ServerOptions {
             digests: Digests::None,
             corrupt_uploads: false,
             hash_delay: None,
+            data_timeout: None,
         }
     }
 
@@ -309,6 +314,10 @@ impl FtpServer {
         assert!(
             opts.active || kind == ServerKind::Vsftpd,
             "only vsftpd can refuse active mode in this harness"
+        );
+        assert!(
+            opts.data_timeout.is_none() || kind == ServerKind::Vsftpd,
+            "only vsftpd takes a data timeout in this harness"
         );
         assert!(
             opts.throttle.is_none() || kind == ServerKind::Pyftpdlib,
@@ -712,7 +721,7 @@ fn vsftpd(c: &Ctx) -> Spec {
          max_clients=200\n\
          max_per_ip=200\n\
          idle_session_timeout=120\n\
-         data_connection_timeout=60\n\
+         data_connection_timeout={data_timeout}\n\
          accept_timeout=15\n\
          connect_timeout=15\n\
          syslog_enable=NO\n\
@@ -736,6 +745,7 @@ fn vsftpd(c: &Ctx) -> Spec {
         pmin = c.pasv_ports.0,
         pmax = c.pasv_ports.1,
         foreign = yes(o.foreign_data),
+        data_timeout = o.data_timeout.unwrap_or(60),
     );
     if let Some(m) = o.masquerade {
         let _ = writeln!(conf, "pasv_address={m}\npasv_addr_resolve=NO");

@@ -90,6 +90,13 @@ impl Audit {
         });
     }
 
+    /// The running transfer's verb and path.
+    pub(super) fn current(&self) -> Option<(&str, &str)> {
+        self.running
+            .as_ref()
+            .map(|r| (r.verb.as_str(), r.path.as_str()))
+    }
+
     /// The running transfer ended; `bytes` are the relayed ones (0 when unknown).
     pub(super) fn finish(&mut self, outcome: Outcome, bytes: (u64, u64), detail: Option<String>) {
         let Some(running) = self.running.take() else {

@@ -68,6 +68,8 @@ struct Transfer {
     result: Option<TransferResult>,
     /// The upstream's final `2xx`, held until the data has crossed.
     reply: Option<Reply>,
+    /// The data has crossed: the server's final reply is due by then.
+    confirm_by: Option<Instant>,
 }
 
 /// The data state of one session.
@@ -104,6 +106,22 @@ impl DataState {
     /// Whether a transfer is running (the control connection may rightly be silent).
     pub(super) fn busy(&self) -> bool {
         self.transfer.is_some()
+    }
+
+    /// Whether the proxy carries a transfer whose final reply the client has not had yet
+    /// (running, or aborted and waiting for the server's word on it).
+    pub(super) fn relayed_transfer(&self) -> bool {
+        self.transfer.is_some() || self.aborted
+    }
+
+    /// When the server's final reply to a transfer whose data has crossed is overdue.
+    pub(super) fn confirm_by(&self) -> Option<Instant> {
+        self.transfer.as_ref().and_then(|t| t.confirm_by)
+    }
+
+    /// Drops the running transfer's state (the session is ending without its reply).
+    pub(super) fn forget_transfer(&mut self) {
+        self.transfer = None;
     }
 
     /// Whether the next final upstream reply belongs to a running (or aborted) transfer.
@@ -823,8 +841,10 @@ impl Machine {
         if self.ended.is_some() {
             return;
         }
+        let confirm_by = now + self.ctx.limits.data_idle_timeout;
         if let Some(t) = self.data.transfer.as_mut() {
             t.result = Some(result);
+            t.confirm_by = Some(confirm_by);
         }
         self.complete_transfer_if_done();
         self.settle(now);
@@ -843,6 +863,7 @@ impl Machine {
         let Some(Transfer {
             reply: Some(reply),
             result: Some(result),
+            ..
         }) = self.data.transfer.take()
         else {
             return;
@@ -861,6 +882,28 @@ impl Machine {
                 self.say(Say::TransferFailed { error });
             }
         }
+    }
+
+    /// `STAT` while the proxy carries a transfer: answered by the proxy, which knows where
+    /// the transfer stands (the server is not asked: its answer could not be told from
+    /// the transfer's own final reply).
+    pub(super) fn transfer_status(&mut self) {
+        let what = self
+            .audit
+            .current()
+            .map(|(verb, path)| format!("{verb} {path}"))
+            .unwrap_or_else(|| "The transfer".into());
+        let state = match &self.data.transfer {
+            None => "aborted; waiting for the FTP server's last word on it.",
+            Some(Transfer { result: None, .. }) => "in progress: the data connection is open.",
+            Some(Transfer { reply: None, .. }) => {
+                "the data has crossed; waiting for the FTP server's final reply."
+            }
+            Some(_) => "complete.",
+        };
+        let first = "Status of fxprelay's relayed transfer:";
+        let reply = super::super::replies::multi_line(211, first, [format!("{what}: {state}")]);
+        self.act(Action::ToClient(reply));
     }
 
     // -----------------------------------------------------------------------------------

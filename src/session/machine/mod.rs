@@ -59,6 +59,11 @@ const MAX_BAD_COMMANDS: u32 = 10;
 /// trying to put words in the proxy's mouth.
 const MAX_UNSOLICITED: u32 = 5;
 
+/// Client lines read and held while a transfer runs, beyond which the shell stops reading
+/// (TCP pushes back). A client rarely sends more than one or two then; reading them at
+/// all lets an `ABOR` behind them be seen.
+const MAX_HELD_DURING_TRANSFER: usize = 16;
+
 /// What the shell must do, in order.
 #[derive(Debug)]
 pub enum Action {
@@ -259,10 +264,24 @@ impl Answers {
         )
     }
 
+    /// A command that opens a data connection, relayed or passed through.
+    fn is_transfer(self) -> bool {
+        match self {
+            Answers::RelayedTransfer(_) => true,
+            Answers::Forwarded(v) => matches!(v.class(), VerbClass::Transfer(_)),
+            _ => false,
+        }
+    }
+
     /// Whether a reply with `code` can be the answer to this: a passive address
-    /// (`227`/`228`/`229`) answers only the passive command that asks for it; anything
-    /// else is judged by the server's protocol, not here.
+    /// (`227`/`228`/`229`) answers only the passive command that asks for it; a transfer
+    /// is started by a `1xx` and ended only by `226`/`250` or a `4xx`/`5xx` (RFC 959), so
+    /// that no other reply (a server answering some command while a transfer runs) is
+    /// ever taken for its end; anything else is judged by the server's protocol.
     fn may_be_answered_by(self, code: u16) -> bool {
+        if self.is_transfer() {
+            return matches!(code, 100..=199 | 226 | 250 | 400..=599);
+        }
         let passive = match self {
             Answers::Forwarded(v) => match v.class() {
                 VerbClass::Passive(p) => Some(p),
@@ -419,10 +438,14 @@ impl Machine {
     /// Whether the shell should read client lines now. While a command waits for a
     /// lookup, a data connection or the server's answer to the proxy's own command, later
     /// lines stay in the socket (TCP pushes back on a client that floods).
+    /// While a transfer runs, a few lines are read and held in order (see
+    /// [`Machine::must_defer`]), so that an `ABOR` behind them is seen.
     pub fn wants_client_input(&self) -> bool {
+        let held = self.deferred.is_empty()
+            || (self.transfer_pending() && self.deferred.len() < MAX_HELD_DURING_TRANSFER);
         self.ended.is_none()
             && self.waiting.is_none()
-            && self.deferred.is_empty()
+            && held
             && matches!(self.phase, Phase::ForwardLogin { .. } | Phase::Relaying)
     }
 
@@ -444,6 +467,7 @@ impl Machine {
             self.reply_deadline,
             self.deferred_until,
             self.data.passive_expires(),
+            self.data.confirm_by(),
         ]
         .into_iter()
         .flatten()
@@ -488,6 +512,11 @@ impl Machine {
         }
         self.last_command = now;
         if !self.deferred.is_empty() || self.must_defer(line) {
+            if self.transfer_pending() && is_abort(line) {
+                // Behind other held lines the ABOR keeps its place (its reply comes in
+                // order), but the transfer it is for stops now.
+                self.abort_transfer();
+            }
             self.defer(line.to_vec(), now);
         } else {
             self.client_line(line, now);
@@ -546,6 +575,25 @@ impl Machine {
         }
     }
 
+    /// Reading from or writing to the upstream's control connection failed (a reset, or
+    /// over TLS a record that does not decrypt: a server that writes plaintext inside
+    /// TLS, as vsftpd's `500 OOPS` after a failed data handshake). The client hears
+    /// `421` rather than a silent close.
+    pub fn on_upstream_error(&mut self, error: &str) {
+        if self.ended.is_some() {
+            return;
+        }
+        let tls = self.tls.upstream_secure;
+        if tls {
+            self.reject(Rejection::UpstreamTls);
+            warn!(%error, "TLS with the FTP server broke (a server writing plaintext inside TLS looks like this); closing the session");
+        } else {
+            warn!(%error, "the connection to the FTP server broke; closing the session");
+        }
+        self.say(Say::UpstreamBroke { tls });
+        self.close("upstream connection broke");
+    }
+
     /// The proxy is shutting down now (the drain deadline passed).
     pub fn on_stop(&mut self) {
         if self.ended.is_some() {
@@ -564,7 +612,21 @@ impl Machine {
         let (login_timeout, idle_timeout) = (limits.login_timeout, limits.idle_timeout);
         if self.reply_deadline.is_some_and(|d| d <= now) {
             self.reply_deadline = None;
-            return self.upstream_silent();
+            return self.upstream_silent(self.ctx.limits.connect_timeout);
+        }
+        if self.data.confirm_by().is_some_and(|d| d <= now) {
+            // The bytes crossed but the server never said how the file ended: the client
+            // must not take it for stored, and a reply that comes later would answer its
+            // next command.
+            self.data.forget_transfer();
+            self.count(Count::Transfer("failed"));
+            let after = self.ctx.limits.data_idle_timeout;
+            self.audit.finish(
+                audit::Outcome::Failed,
+                (0, 0),
+                Some("the server did not confirm the transfer".into()),
+            );
+            return self.upstream_silent(after);
         }
         if self.deferred_until.is_some_and(|d| d <= now) {
             self.give_up_ordering(now);
@@ -656,13 +718,12 @@ impl Machine {
 
     /// The server let `limits.connect_timeout` pass without greeting or without
     /// answering the proxy's own command: say so plainly, and end.
-    fn upstream_silent(&mut self) {
+    fn upstream_silent(&mut self, after: std::time::Duration) {
         let greeting = matches!(self.phase, Phase::Greeting { .. })
             || self
                 .awaiting
                 .front()
                 .is_some_and(|a| a.answers == Answers::Greeting);
-        let after = self.ctx.limits.connect_timeout;
         self.reject(Rejection::ReplyTimeout);
         warn!(
             ?after,
@@ -698,10 +759,15 @@ impl Machine {
         self.awaiting.iter().any(|a| !a.preliminary)
     }
 
-    /// Whether `line` must wait: the proxy is busy with an earlier command, or `line` is
-    /// a relayed transfer, whose set-up sends the proxy's own `PASV`/`PORT` first: that
-    /// goes out only once the server has answered everything before it, so that each
-    /// reply is taken for what it answers.
+    /// Whether `line` must wait:
+    /// - the proxy is busy with an earlier command;
+    /// - a transfer's final reply is still to reach the client: every command but `ABOR`
+    ///   (and, for a relayed transfer, `STAT`, which the proxy answers) waits for it, so
+    ///   no reply overtakes it and no reply to a later command can be taken for it (a
+    ///   server such as pyftpdlib answers commands while a transfer runs);
+    /// - `line` is a relayed transfer, whose set-up sends the proxy's own `PASV`/`PORT`
+    ///   first: that goes out only once the server has answered everything before it, so
+    ///   that each reply is taken for what it answers.
     fn must_defer(&self, line: &[u8]) -> bool {
         if self.waiting.is_some() {
             return true;
@@ -711,17 +777,51 @@ impl Machine {
             Phase::ForwardLogin { .. } => return false,
             _ => return true,
         }
-        if self.site.copying() || !self.unanswered() || !self.relaying_for_client() {
+        if self.site.copying() {
+            return false;
+        }
+        if self.transfer_pending() {
+            return !self.answered_during_transfer(line);
+        }
+        if !self.unanswered() || !self.relaying_for_client() {
             return false;
         }
         parse_command(line).is_ok_and(|cmd| matches!(cmd.verb.class(), VerbClass::Transfer(_)))
     }
 
+    /// A transfer's final reply is outstanding, or held until its bytes have crossed.
+    fn transfer_pending(&self) -> bool {
+        self.data.busy() || self.awaiting.iter().any(|a| a.answers.is_transfer())
+    }
+
+    /// The commands that go ahead while a transfer runs: `ABOR`, and `STAT` without
+    /// arguments while the proxy carries the transfer (it answers that itself).
+    fn answered_during_transfer(&self, line: &[u8]) -> bool {
+        let Ok(cmd) = parse_command(line) else {
+            return false;
+        };
+        match cmd.verb.class() {
+            VerbClass::Abort => true,
+            VerbClass::Status => {
+                self.data.relayed_transfer() && trim_eol(cmd.args).trim_ascii().is_empty()
+            }
+            _ => false,
+        }
+    }
+
     fn defer(&mut self, line: Vec<u8>, now: Instant) {
-        if self.waiting.is_none() && self.deferred_until.is_none() {
+        if self.ordering_deadline_applies() && self.deferred_until.is_none() {
             self.deferred_until = Some(now + self.ctx.limits.connect_timeout);
         }
         self.deferred.push_back(line);
+    }
+
+    /// Held lines wait for the server to answer earlier commands only so long (see
+    /// [`Machine::give_up_ordering`]); not while a transfer runs, which takes as long as
+    /// its file does (its own bounds are the data timeouts), nor while the proxy's own
+    /// step runs (bounded by `reply_deadline` and the shell's timeouts).
+    fn ordering_deadline_applies(&self) -> bool {
+        self.waiting.is_none() && !self.transfer_pending()
     }
 
     /// Processes deferred lines whose turn has come.
@@ -737,7 +837,7 @@ impl Machine {
             let line = self.deferred.pop_front().unwrap_or_default();
             self.client_line(&line, now);
         }
-        if self.deferred.is_empty() || self.waiting.is_some() {
+        if self.deferred.is_empty() || !self.ordering_deadline_applies() {
             self.deferred_until = None;
         } else if self.deferred_until.is_none() {
             self.deferred_until = Some(now + self.ctx.limits.connect_timeout);
@@ -804,6 +904,9 @@ impl Machine {
         }
         if self.site.copying() {
             return self.while_copying(&cmd, line);
+        }
+        if class == VerbClass::Status && self.data.relayed_transfer() {
+            return self.transfer_status();
         }
         if self.tls_command(&cmd, now) {
             return;
@@ -1002,6 +1105,11 @@ impl Machine {
         }
         self.forward_passive_reply(reply);
     }
+}
+
+/// Whether a client line is `ABOR` (Telnet sequences before it included).
+fn is_abort(line: &[u8]) -> bool {
+    parse_command(line).is_ok_and(|cmd| cmd.verb.class() == VerbClass::Abort)
 }
 
 /// Command arguments as text for the `SITE FXP` login (lossy: FTP user names are text).

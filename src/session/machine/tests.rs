@@ -689,6 +689,222 @@ fn abor_closes_the_data_connections_and_answers_426() {
     ));
 }
 
+/// Relay-mode `PASV` + `STOR` up to the server's `150`.
+fn start_upload(t: &mut T) {
+    client_pasv(t, 50001);
+    t.client("STOR up.bin");
+    t.take();
+    t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
+    t.m.on_data_connected(Ok(()), t.now);
+    t.drain();
+    assert_eq!(t.sent_upstream(), ["STOR up.bin\r\n"]);
+    t.server("150 Ok to send data.");
+    assert_eq!(t.client_bytes(), ["150 Ok to send data.\r\n"]);
+}
+
+fn moved(upload: u64, download: u64) -> TransferResult {
+    Ok(Moved { upload, download })
+}
+
+#[test]
+fn a_command_sent_during_an_upload_waits_and_never_cuts_the_file() {
+    // pyftpdlib answers commands while a transfer runs: a SIZE sent on at once would be
+    // answered 550 while the file still flows, and that 550 taken for the STOR's end.
+    let mut t = T::logged_in(reverse(""));
+    start_upload(&mut t);
+    t.client("SIZE no-such-file");
+    assert!(t.sent_upstream().is_empty(), "SIZE waits for the transfer");
+    assert!(
+        t.m.wants_client_input(),
+        "more lines are read (an ABOR may follow)"
+    );
+    t.take();
+    t.m.on_transfer_finished(moved(1_376_256, 0), t.now);
+    t.drain();
+    assert!(!t.has(|a| matches!(a, Action::AbortTransfer)));
+    assert!(t.sent_upstream().is_empty(), "still waiting for the 226");
+    t.take();
+    t.server("226 Transfer complete.");
+    assert_eq!(t.sent_client(), ["226 Transfer complete.\r\n"]);
+    assert_eq!(t.sent_upstream(), ["SIZE no-such-file\r\n"]);
+    assert!(t.counted(Count::Transfer("ok")));
+    t.take();
+    t.server("550 No such file.");
+    assert_eq!(t.client_bytes(), ["550 No such file.\r\n"]);
+}
+
+#[test]
+fn a_reply_that_cannot_end_a_transfer_is_never_taken_for_its_end() {
+    let mut t = T::logged_in(reverse(""));
+    start_upload(&mut t);
+    // A 2xx other than 226/250 answers no transfer (a misbehaving server's answer to
+    // something else): dropped, the upload goes on.
+    t.server("213 1310720");
+    assert!(t.sent_client().is_empty());
+    assert!(t.rejected(Rejection::UnsolicitedReply));
+    assert!(!t.has(|a| matches!(a, Action::AbortTransfer)));
+    t.take();
+    t.m.on_transfer_finished(moved(7, 0), t.now);
+    t.server("226 Done");
+    assert_eq!(t.client_bytes(), ["226 Done\r\n"]);
+}
+
+#[test]
+fn replies_never_overtake_a_held_226() {
+    // lftp pipelines SITE UTIME right after the data connection closes, before the 226.
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    t.take();
+    t.server("226 Done");
+    t.client("SITE UTIME 20260101000000 a");
+    t.client("NOOP");
+    assert!(
+        t.sent_upstream().is_empty(),
+        "both wait behind the held 226"
+    );
+    assert!(t.sent_client().is_empty(), "the 226 waits for the data");
+    t.take();
+    t.m.on_transfer_finished(moved(0, 5), t.now);
+    t.drain();
+    assert_eq!(t.sent_client(), ["226 Done\r\n"]);
+    assert_eq!(
+        t.sent_upstream(),
+        ["SITE UTIME 20260101000000 a\r\n", "NOOP\r\n"]
+    );
+    t.take();
+    t.server("500 Unknown SITE command.");
+    t.server("200 NOOP ok.");
+    assert_eq!(
+        t.client_bytes(),
+        ["500 Unknown SITE command.\r\n", "200 NOOP ok.\r\n"]
+    );
+}
+
+#[test]
+fn lines_held_by_a_long_transfer_are_never_given_up_on() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    t.client("NOOP");
+    t.take();
+    // Far past connect_timeout (which bounds a server's silence on plain commands): a
+    // transfer takes as long as its file does.
+    t.advance(Duration::from_secs(120));
+    assert!(t.sent_upstream().is_empty());
+    assert!(!t.closed());
+    t.m.on_transfer_finished(moved(0, 5), t.now);
+    t.server("226 Done");
+    assert_eq!(t.sent_upstream(), ["NOOP\r\n"]);
+}
+
+#[test]
+fn a_server_that_never_confirms_a_crossed_transfer_ends_the_session() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    t.m.on_transfer_finished(moved(0, 5), t.now);
+    t.take();
+    t.advance(Duration::from_secs(299));
+    assert!(!t.closed());
+    t.advance(Duration::from_secs(2));
+    assert!(t.closed());
+    assert!(starts(&t.sent_client(), "421 Service not available"));
+    assert!(t.counted(Count::Transfer("failed")));
+    assert!(!starts(&t.sent_client(), "226"));
+}
+
+#[test]
+fn abor_behind_held_lines_stops_the_transfer_at_once_and_keeps_its_place() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    t.take();
+    t.client("NOOP");
+    t.client("ABOR");
+    assert!(
+        t.has(|a| matches!(a, Action::AbortTransfer)),
+        "the data connections close at once"
+    );
+    assert!(t.sent_upstream().is_empty(), "NOOP and ABOR go on in order");
+    t.take();
+    // The server sees its data connection go and fails the transfer.
+    t.server("426 Failure writing network stream.");
+    assert_eq!(t.sent_client(), ["426 Failure writing network stream.\r\n"]);
+    assert_eq!(t.sent_upstream().len(), 2, "NOOP, then ABOR");
+    t.take();
+    t.server("200 NOOP ok.");
+    t.server("225 No transfer to ABOR.");
+    assert_eq!(
+        t.client_bytes(),
+        ["200 NOOP ok.\r\n", "225 No transfer to ABOR.\r\n"]
+    );
+}
+
+#[test]
+fn stat_during_a_relayed_transfer_is_answered_by_the_proxy() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    t.take();
+    t.client("STAT");
+    assert!(t.sent_upstream().is_empty(), "the server is not asked");
+    let status = t.client_bytes().concat();
+    assert!(status.starts_with("211-"), "{status}");
+    assert!(status.contains("RETR f: in progress"), "{status}");
+    assert!(status.ends_with("211 End\r\n"), "{status}");
+    t.m.on_transfer_finished(moved(0, 5), t.now);
+    t.take();
+    t.client("STAT");
+    let status = t.client_bytes().concat();
+    assert!(
+        status.contains("waiting for the FTP server's final reply"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_passthrough_transfer_holds_later_commands_until_its_final_reply() {
+    let mut t = T::logged_in(reverse("    data: passthrough\n"));
+    t.client("STOR up.bin");
+    t.server("150 Ok to send data.");
+    t.take();
+    t.client("SIZE up.bin");
+    t.client("STAT");
+    assert!(t.sent_upstream().is_empty());
+    t.client("ABOR");
+    assert!(
+        t.sent_upstream().is_empty(),
+        "ABOR keeps its place behind them"
+    );
+    t.take();
+    t.server("226 Transfer complete.");
+    assert_eq!(t.sent_client(), ["226 Transfer complete.\r\n"]);
+    assert_eq!(
+        t.sent_upstream(),
+        ["SIZE up.bin\r\n", "STAT\r\n", "ABOR\r\n"]
+    );
+    // Alone, ABOR goes on at once, as ever.
+    let mut t = T::logged_in(reverse("    data: passthrough\n"));
+    t.client("RETR big");
+    t.server("150 Opening");
+    t.take();
+    t.client("ABOR");
+    assert_eq!(t.sent_upstream(), ["ABOR\r\n"]);
+}
+
+#[test]
+fn a_client_flooding_a_transfer_is_read_only_so_far() {
+    let mut t = T::logged_in(reverse(""));
+    start_download(&mut t);
+    t.server("150 Opening");
+    for _ in 0..MAX_HELD_DURING_TRANSFER {
+        assert!(t.m.wants_client_input());
+        t.client("NOOP");
+    }
+    assert!(!t.m.wants_client_input(), "the socket pushes back");
+}
+
 #[test]
 fn a_server_refusing_the_transfer_is_passed_on() {
     let mut t = T::logged_in(reverse(""));
@@ -1727,6 +1943,7 @@ enum Input {
     FxpChecked(bool),
     Tick(u16),
     ServerClosed,
+    ServerBroke,
 }
 
 fn input() -> impl Strategy<Value = Input> {
@@ -1742,6 +1959,7 @@ fn input() -> impl Strategy<Value = Input> {
         1 => any::<bool>().prop_map(Input::FxpChecked),
         1 => any::<u16>().prop_map(Input::Tick),
         1 => Just(Input::ServerClosed),
+        1 => Just(Input::ServerBroke),
     ]
 }
 
@@ -1819,6 +2037,7 @@ proptest! {
                     }
                 }
                 Input::ServerClosed => m.on_upstream_closed(),
+                Input::ServerBroke => m.on_upstream_error("corrupt message"),
             }
             check(&mut m)?;
         }
@@ -2004,6 +2223,35 @@ fn an_untrusted_server_certificate_ends_the_session() {
         &t.sent_client(),
         "421 Service not available: TLS with the FTP server"
     ));
+    assert!(t.closed());
+}
+
+#[test]
+fn a_broken_upstream_connection_is_told_to_the_client() {
+    let (c, _dir) = tls_ctx("off", "explicit", "");
+    let mut t = T::connected(c);
+    t.take();
+    t.server("234 go");
+    t.m.on_upstream_secured(Ok(()), t.now);
+    t.take();
+    // vsftpd's `500 OOPS` in clear inside the TLS stream.
+    t.m.on_upstream_error("received corrupt message of type InvalidContentType");
+    t.drain();
+    assert!(t.rejected(Rejection::UpstreamTls));
+    assert!(starts(
+        &t.sent_client(),
+        "421 Service not available: TLS with the FTP server behind this proxy broke."
+    ));
+    assert!(t.closed());
+    // Plain TCP: a reset.
+    let mut t = T::logged_in(reverse(""));
+    t.m.on_upstream_error("Connection reset by peer (os error 104)");
+    t.drain();
+    assert!(starts(
+        &t.sent_client(),
+        "421 Service not available: the connection"
+    ));
+    assert!(!t.rejected(Rejection::UpstreamTls));
     assert!(t.closed());
 }
 
