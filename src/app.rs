@@ -171,7 +171,14 @@ pub async fn run(
         };
         tokio::select! {
             _ = stop.recv() => break,
-            Some(path) = reloaded => live.reload(&path),
+            Some(path) = reloaded => {
+                // The file and the TLS files it names are read off the runtime.
+                let file = path.clone();
+                let loaded = tokio::task::spawn_blocking(move || Config::load(&file))
+                    .await
+                    .context("config reload")?;
+                live.reload(&path, loaded);
+            }
         }
     }
     info!(
@@ -244,8 +251,8 @@ impl Live {
     /// Applies a re-read config to new sessions of the existing listeners. A file that
     /// does not load changes nothing. What needs new sockets (a listener's bind, new or
     /// removed listeners, the admin address) is reported and left for a restart.
-    fn reload(&mut self, path: &Path) {
-        let new = match Config::load(path) {
+    fn reload(&mut self, path: &Path, loaded: Result<Config, crate::config::ConfigError>) {
+        let new = match loaded {
             Ok(c) => c,
             Err(e) => {
                 m::config_reload("error");

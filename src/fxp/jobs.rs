@@ -648,7 +648,7 @@ impl Jobs {
         let mut opts = engine::Options {
             allow: Some(self.allow()),
             own: self.own(),
-            ..options.engine()
+            ..options.engine(options.ca_file())
         };
         if options.recursive {
             opts.files = Some(Arc::new(job.watch.clone()));

@@ -51,7 +51,7 @@ pub mod stream;
 pub mod tree;
 pub mod url;
 
-pub use client::{Client, FtpError, TlsPolicy};
+pub use client::{Client, ExtraRoots, FtpError, TlsPolicy};
 pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer, transfer_with};
 pub use sessions::Sessions;
 pub use url::{FtpUrl, UrlError};
