@@ -127,9 +127,7 @@ pub async fn run(
     for (_, ctx) in &bound.listeners {
         m::listener_started(&ctx.cfg.name, ctx.limits.max_sessions);
     }
-    state
-        .jobs
-        .set_allow_clear_data(bound.config.fxp.allow_clear_data);
+    state.jobs.set_permits((&bound.config.fxp).into());
     state.jobs.guard_against(Arc::new(own_sockets(
         &bound.config,
         own_binds(&bound.admin, &bound.listeners),
@@ -276,9 +274,7 @@ impl Live {
         self.admin
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
-        self.admin
-            .jobs
-            .set_allow_clear_data(new.fxp.allow_clear_data);
+        self.admin.jobs.set_permits((&new.fxp).into());
         // A new port list gets a new pool; open sessions keep their leases in the old one.
         if new.data.ports != self.config.data.ports {
             self.ports = PortPool::new(&new.data.ports);

@@ -17,12 +17,15 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::{Instrument, info, warn};
 
+use super::client::ExtraRoots;
 use super::engine::{self, Check, Event, FileHooks, FxpError};
 pub use super::options::{MAX_RETRIES, TransferOptions};
 use super::tree;
 use super::url::FtpUrl;
+use crate::config::FxpConfig;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
+use crate::tls::CaBundles;
 
 /// What a client posts to `POST /api/v1/transfers`.
 #[derive(Debug, Deserialize)]
@@ -204,7 +207,7 @@ pub enum SubmitError {
     /// A server outside `fxp.allow`, or the proxy itself.
     #[error("{0}")]
     Forbidden(String),
-    /// An option the configuration does not permit (`allow_clear_data`).
+    /// An option the configuration does not permit (`allow_clear_data`, `insecure`).
     #[error("{0}")]
     NotPermitted(String),
     /// [`MAX_ACTIVE`] jobs are queued or running already.
@@ -509,8 +512,27 @@ pub struct Jobs {
     slots: Arc<Semaphore>,
     /// `fxp.allow` and `fxp.concurrency` as last loaded; a reload replaces them.
     settings: Arc<RwLock<Settings>>,
-    /// `fxp.allow_clear_data` as last loaded.
-    clear_data: Arc<std::sync::atomic::AtomicBool>,
+    /// What callers may ask for, as last loaded.
+    permits: Arc<RwLock<Permits>>,
+}
+
+/// The options a caller may use only as far as the operator allows (`fxp:` keys): FXP
+/// with clear data, no certificate check, and which CA bundles may be named.
+#[derive(Debug, Clone, Default)]
+pub struct Permits {
+    pub allow_clear_data: bool,
+    pub allow_insecure: bool,
+    pub ca_bundles: CaBundles,
+}
+
+impl From<&FxpConfig> for Permits {
+    fn from(fxp: &FxpConfig) -> Permits {
+        Permits {
+            allow_clear_data: fxp.allow_clear_data,
+            allow_insecure: fxp.allow_insecure,
+            ca_bundles: fxp.ca_bundles.clone(),
+        }
+    }
 }
 
 struct Settings {
@@ -535,16 +557,52 @@ impl Jobs {
                 concurrency: concurrency.max(1),
                 own: None,
             })),
-            clear_data: Arc::default(),
+            permits: Arc::default(),
         }
     }
 
-    /// `fxp.allow_clear_data` for jobs submitted from now on: whether a job may ask for
-    /// FXP with `PROT C` between TLS servers that cannot encrypt between themselves
-    /// (`options.allow_clear_data`).
-    pub fn set_allow_clear_data(&self, allowed: bool) {
-        self.clear_data
-            .store(allowed, std::sync::atomic::Ordering::Relaxed);
+    /// What jobs submitted from now on may ask for: FXP with `PROT C` between TLS
+    /// servers that cannot encrypt between themselves (`options.allow_clear_data`), no
+    /// certificate check (`options.insecure`), which CA bundle to trust (`options.ca`).
+    pub fn set_permits(&self, permits: Permits) {
+        *self.permits.write().unwrap_or_else(PoisonError::into_inner) = permits;
+    }
+
+    fn permits(&self) -> Permits {
+        self.permits
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The roots `options` asks to trust besides the system's, and whether it may: a
+    /// caller names a bundle of `fxp.ca_bundles`, never a file, and turns the check off
+    /// only where `fxp.allow_insecure` says so.
+    fn trust(&self, options: &TransferOptions) -> Result<ExtraRoots, SubmitError> {
+        let permits = self.permits();
+        if options.insecure && !permits.allow_insecure {
+            return Err(SubmitError::NotPermitted(
+                "options.insecure: this proxy does not let API callers turn off the check \
+                 of TLS servers' certificates (fxp.allow_insecure is false); name a CA \
+                 bundle of fxp.ca_bundles in options.ca to trust a private CA"
+                    .into(),
+            ));
+        }
+        let Some(name) = &options.ca else {
+            return Ok(ExtraRoots::None);
+        };
+        match permits.ca_bundles.get(name) {
+            Some(certs) => Ok(ExtraRoots::Loaded(certs.clone())),
+            None => Err(SubmitError::BadRequest {
+                field: "options.ca",
+                message: format!(
+                    "no CA bundle named {:?} in fxp.ca_bundles (this proxy has: {}); \
+                     options.ca names a bundle the operator configured, not a file",
+                    bounded(name.clone(), crate::tls::bundles::MAX_NAME),
+                    permits.ca_bundles.names()
+                ),
+            }),
+        }
     }
 
     /// Applies a reloaded `fxp.allow` and `fxp.concurrency` to jobs submitted from now on
@@ -627,7 +685,8 @@ impl Jobs {
             field: e.field,
             message: e.message,
         })?;
-        if options.allow_clear_data && !self.clear_data.load(std::sync::atomic::Ordering::Relaxed) {
+        let ca = self.trust(&options)?;
+        if options.allow_clear_data && !self.permits().allow_clear_data {
             return Err(SubmitError::NotPermitted(
                 "options.allow_clear_data: this proxy does not permit FXP with clear data \
                  (fxp.allow_clear_data is false)"
@@ -648,7 +707,7 @@ impl Jobs {
         let mut opts = engine::Options {
             allow: Some(self.allow()),
             own: self.own(),
-            ..options.engine(options.ca_file())
+            ..options.engine(ca)
         };
         if options.recursive {
             opts.files = Some(Arc::new(job.watch.clone()));
@@ -984,6 +1043,59 @@ mod tests {
             "{}",
             e.len()
         );
+    }
+
+    /// `options.ca` names one of the operator's bundles, never a file; `insecure` needs
+    /// `fxp.allow_insecure`. Refused before any task exists, so nothing is read.
+    #[tokio::test]
+    async fn a_caller_names_a_ca_bundle_never_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, c.cert.pem()).unwrap();
+        let jobs = jobs(&["127.0.0.0/8"]);
+        jobs.set_permits(Permits {
+            ca_bundles: CaBundles::load([("corp", ca.as_path())]).unwrap(),
+            ..Permits::default()
+        });
+        let with = |f: fn(&mut TransferOptions)| {
+            let mut req = request("ftpes://127.0.0.99:1/x", "ftp://127.0.0.98:1/y");
+            f(&mut req.options);
+            jobs.submit(req)
+        };
+        for path in ["/dev/zero", "/etc/passwd", "/nonexistent"] {
+            let mut req = request("ftpes://127.0.0.99:1/x", "ftp://127.0.0.98:1/y");
+            req.options.ca = Some(path.into());
+            let e = jobs.submit(req).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    SubmitError::BadRequest {
+                        field: "options.ca",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains("has: corp") && text.contains("not a file"),
+                "{text}"
+            );
+            assert!(!text.contains(&ca.display().to_string()), "{text}");
+        }
+        let e = with(|o| o.insecure = true).unwrap_err();
+        assert!(matches!(e, SubmitError::NotPermitted(_)), "{e}");
+        assert!(e.to_string().contains("fxp.allow_insecure"), "{e}");
+        assert!(jobs.list(0, PAGE_MAX).0.is_empty(), "nothing was queued");
+
+        let v = with(|o| o.ca = Some("corp".into())).unwrap();
+        assert_eq!(v.options.ca.as_deref(), Some("corp"));
+        jobs.set_permits(Permits {
+            allow_insecure: true,
+            ..Permits::default()
+        });
+        with(|o| o.insecure = true).unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! - [`settings`]: the `tls:` block as written.
 //! - [`pem`]: reading certificates, keys and CA files, each at most 1 MiB.
+//! - [`bundles`]: `fxp.ca_bundles`, the CA files API callers may name.
 //! - this file: turning it into rustls configs, loaded at start and on every reload, and
 //!   checked by `fxprelay check` (files readable, PEM valid, key matching certificate).
 //!
@@ -12,6 +13,7 @@
 //! session cache ([`Upstream::for_session`]), so its data connections resume its own
 //! control session and no other.
 
+pub mod bundles;
 pub mod pem;
 pub mod settings;
 
@@ -28,6 +30,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+pub use bundles::CaBundles;
 pub use pem::{CaCerts, MAX_PEM_BYTES};
 pub use settings::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, UpstreamTlsMode};
 
