@@ -256,6 +256,11 @@ struct FileAdmin {
         deserialize_with = "de_positive"
     )]
     max_connections: usize,
+    #[serde(
+        default = "AdminLimits::default_max_connections_per_ip",
+        deserialize_with = "de_positive"
+    )]
+    max_connections_per_ip: usize,
 }
 
 impl Default for FileAdmin {
@@ -267,6 +272,7 @@ impl Default for FileAdmin {
             header_read_timeout: limits.header_read_timeout,
             request_timeout: limits.request_timeout,
             max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
         }
     }
 }
@@ -280,8 +286,11 @@ pub struct AdminLimits {
     pub header_read_timeout: Duration,
     /// A whole request, body and answer included.
     pub request_timeout: Duration,
-    /// Connections served at once; more are closed as they arrive.
+    /// Connections open at once. A newcomer beyond it closes the oldest idle connection
+    /// (one not being served a request), or is closed when there is none.
     pub max_connections: usize,
+    /// The same for one client address, which makes room among its own connections.
+    pub max_connections_per_ip: usize,
 }
 
 impl AdminLimits {
@@ -295,6 +304,10 @@ impl AdminLimits {
         // Prometheus and a few operators' scripts; far below the fd limit.
         64
     }
+    fn default_max_connections_per_ip() -> usize {
+        // A scraper, probes and a few scripts from one host; a quarter of the slots.
+        16
+    }
 }
 
 impl Default for AdminLimits {
@@ -303,6 +316,7 @@ impl Default for AdminLimits {
             header_read_timeout: Self::default_header_read_timeout(),
             request_timeout: Self::default_request_timeout(),
             max_connections: Self::default_max_connections(),
+            max_connections_per_ip: Self::default_max_connections_per_ip(),
         }
     }
 }
@@ -1001,6 +1015,7 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             header_read_timeout: file.admin.header_read_timeout,
             request_timeout: file.admin.request_timeout,
             max_connections: file.admin.max_connections,
+            max_connections_per_ip: file.admin.max_connections_per_ip,
         },
         fxp: fxp_config(file.fxp, &mut warnings)?,
         limits,
@@ -1075,6 +1090,7 @@ struct EffectiveAdmin {
     header_read_timeout: String,
     request_timeout: String,
     max_connections: usize,
+    max_connections_per_ip: usize,
 }
 
 #[derive(Serialize)]
@@ -1213,6 +1229,7 @@ impl EffectiveConfig {
                 header_read_timeout: duration(c.admin_limits.header_read_timeout),
                 request_timeout: duration(c.admin_limits.request_timeout),
                 max_connections: c.admin_limits.max_connections,
+                max_connections_per_ip: c.admin_limits.max_connections_per_ip,
             },
             fxp: EffectiveFxp {
                 allow: allow_strings(&c.fxp.allow),
@@ -1679,6 +1696,7 @@ listeners:
             "  header_read_timeout: 3s",
             "  request_timeout: 7s",
             "  max_connections: 9",
+            "  max_connections_per_ip: 2",
             &format!(
                 "fxp: {{allow: [10.0.0.0/8, ftp.example.org], concurrency: 3, allow_clear_data: true, allow_insecure: true, ca_bundles: {{corp: {}}}}}",
                 cert.display()
@@ -1835,7 +1853,7 @@ listeners:
         assert!(c.warnings.is_empty());
         assert_eq!(c.admin_limits, AdminLimits::default());
         let c = Config::parse(&format!(
-            "admin:\n  header_read_timeout: 2s\n  request_timeout: 5s\n  max_connections: 8\n{base}"
+            "admin:\n  header_read_timeout: 2s\n  request_timeout: 5s\n  max_connections: 8\n  max_connections_per_ip: 3\n{base}"
         ))
         .unwrap();
         assert_eq!(
@@ -1844,6 +1862,7 @@ listeners:
                 header_read_timeout: Duration::from_secs(2),
                 request_timeout: Duration::from_secs(5),
                 max_connections: 8,
+                max_connections_per_ip: 3,
             }
         );
         let e = Config::parse(&format!("admin:\n  max_connections: 0\n{base}")).unwrap_err();

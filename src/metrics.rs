@@ -39,6 +39,7 @@ pub const SESSIONS_LIMIT: &str = "fxprelay_sessions_limit";
 pub const UPSTREAM_UP: &str = "fxprelay_upstream_up";
 pub const UPSTREAM_SESSIONS: &str = "fxprelay_upstream_sessions";
 pub const UPSTREAM_CHECK_SECONDS: &str = "fxprelay_upstream_check_seconds";
+pub const ADMIN_REJECTED_TOTAL: &str = "fxprelay_admin_rejected_total";
 
 /// The version and commit this binary was built from (`build.rs` asks git; `unknown`
 /// when built outside a checkout, e.g. from a crates.io package).
@@ -201,6 +202,10 @@ fn describe() {
         SESSIONS_LIMIT,
         "Concurrent sessions a listener accepts (limits.max_sessions), per listener."
     );
+    describe_counter!(
+        ADMIN_REJECTED_TOTAL,
+        "Connections and requests the admin endpoint refused or closed, by reason (idle_evicted: an idle connection closed to make room; max_connections, max_connections_per_ip: a connection refused, every slot busy with a request; cross_origin: an API request a web page sent)."
+    );
     describe_gauge!(
         CONFIG_LAST_RELOAD_SUCCESS,
         "1 when the last configuration load (start or SIGHUP) succeeded, 0 when it failed."
@@ -304,7 +309,47 @@ pub fn process_started(data_ports: usize) {
         }
         counter!(TLS_RESUMPTIONS_TOTAL, "side" => side).increment(0);
     }
+    for r in AdminRejection::ALL {
+        counter!(ADMIN_REJECTED_TOTAL, "reason" => r.as_str()).increment(0);
+    }
     collect_process();
+}
+
+/// Why the admin endpoint refused or closed something: the `reason` label of
+/// `fxprelay_admin_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRejection {
+    /// An idle connection (no request being served) closed to make room for a new one.
+    IdleEvicted,
+    /// A new connection refused: `admin.max_connections` are open, each serving a request.
+    MaxConnections,
+    /// A new connection refused: its address holds `admin.max_connections_per_ip`, each
+    /// serving a request.
+    MaxConnectionsPerIp,
+    /// An API request a web page sent (another site's `Origin`, `Sec-Fetch-Site`).
+    CrossOrigin,
+}
+
+impl AdminRejection {
+    pub const ALL: &[AdminRejection] = &[
+        AdminRejection::IdleEvicted,
+        AdminRejection::MaxConnections,
+        AdminRejection::MaxConnectionsPerIp,
+        AdminRejection::CrossOrigin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRejection::IdleEvicted => "idle_evicted",
+            AdminRejection::MaxConnections => "max_connections",
+            AdminRejection::MaxConnectionsPerIp => "max_connections_per_ip",
+            AdminRejection::CrossOrigin => "cross_origin",
+        }
+    }
+}
+
+pub fn admin_rejected(reason: AdminRejection) {
+    counter!(ADMIN_REJECTED_TOTAL, "reason" => reason.as_str()).increment(1);
 }
 
 /// Every series of one listener, at 0 (the gauges of a listener that a reload kept
@@ -696,6 +741,25 @@ mod tests {
             R::MaxDataPortsPerIp => 27,
             R::UnsolicitedReply => 28,
             R::SelfTarget => 29,
+        }
+    }
+
+    #[test]
+    fn every_admin_rejection_is_listed() {
+        // No wildcard arm: a new variant does not compile until it has its place.
+        let position = |r: AdminRejection| match r {
+            AdminRejection::IdleEvicted => 0,
+            AdminRejection::MaxConnections => 1,
+            AdminRejection::MaxConnectionsPerIp => 2,
+            AdminRejection::CrossOrigin => 3,
+        };
+        assert_eq!(AdminRejection::ALL.len(), 4);
+        for (i, r) in AdminRejection::ALL.iter().enumerate() {
+            assert_eq!(
+                position(*r),
+                i,
+                "{r:?} is out of place in AdminRejection::ALL"
+            );
         }
     }
 

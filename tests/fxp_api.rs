@@ -730,6 +730,31 @@ fn the_answers_match_the_openapi_document() {
         resp.contains(r#""field":"options.retries""#),
         "{status} {resp}"
     );
+    // Another site's page (see `a_web_page_cannot_order_transfers`).
+    let host = api.to_string();
+    let page = [
+        ("Host", host.as_str()),
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ];
+    for (method, path, template) in [
+        ("POST", transfers, transfers),
+        ("GET", transfers, transfers),
+    ] {
+        let (status, resp) = send(
+            api,
+            method,
+            path,
+            &page,
+            if method == "POST" { &body } else { "" },
+        );
+        assert_eq!(
+            (status, code(&resp).as_str()),
+            (403, "cross_origin"),
+            "{resp}"
+        );
+        c.check(method, template, status, &resp);
+    }
     // Outside the documented paths, still JSON with a code.
     let (status, _, resp) = raw(api, "GET", "/api/v1/nothing", None, "");
     assert_eq!(
@@ -754,6 +779,7 @@ fn the_answers_match_the_openapi_document() {
     for (_, _, _, _, _, _, code) in cases {
         assert!(documented.contains(code), "{code} is not documented");
     }
+    assert!(documented.contains(&"cross_origin"), "{documented:?}");
     assert!(c.checked >= 20, "{} answers checked", c.checked);
 }
 
@@ -837,4 +863,143 @@ fn the_readme_curl_example_works() {
         field(&v, "state") == Some("done")
     });
     assert!(std::fs::read(b.file("big.bin")).unwrap() == peers::big_bin());
+}
+
+/// One HTTP/1.1 request with exactly `headers` (and a `Content-Length`): status and body.
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\n{head}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// What a browser sends for `fetch('http://127.0.0.1:9464/api/v1/transfers', {method:
+/// 'POST', mode: 'no-cors', body: new Blob([json])})` on another site's page (a CORS
+/// "simple request": no preflight, no Content-Type) is refused, and so are its
+/// variations (a same-site page, a rebound DNS name, a DELETE); curl's requests and
+/// pages of the endpoint itself still work.
+#[test]
+fn a_web_page_cannot_order_transfers() {
+    let upstream = SocketAddr::from((unique_loopback_ip(), 21));
+    let proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(upstream),
+        "fxp:\n  allow: [\"127.0.0.0/8\"]\n",
+    );
+    let api = proxy.admin;
+    let host = api.to_string();
+    // A port nothing listens on: the jobs that are accepted fail at once.
+    let body = r#"{"source": "ftp://x@127.0.0.9:1/f", "destination": "ftp://x@127.0.0.9:1/g"}"#;
+    let browser = |origin: &str, site: &str| -> Vec<(&str, String)> {
+        vec![
+            ("Host", host.clone()),
+            (
+                "User-Agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0".into(),
+            ),
+            ("Accept", "*/*".into()),
+            ("Origin", origin.into()),
+            ("Sec-Fetch-Site", site.into()),
+            ("Sec-Fetch-Mode", "no-cors".into()),
+            ("Sec-Fetch-Dest", "empty".into()),
+            ("Referer", format!("{origin}/")),
+        ]
+    };
+    let refused = |headers: Vec<(&str, String)>, method: &str, path: &str| {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, resp) = send(
+            api,
+            method,
+            path,
+            &h,
+            if method == "POST" { body } else { "" },
+        );
+        assert_eq!(status, 403, "{h:?}: {resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        assert_eq!(v["code"], "cross_origin", "{v}");
+        v["error"].as_str().unwrap().to_owned()
+    };
+    let why = refused(
+        browser("http://evil.example", "cross-site"),
+        "POST",
+        "/api/v1/transfers",
+    );
+    assert!(why.contains("Sec-Fetch-Site: cross-site"), "{why}");
+    refused(
+        browser("http://admin.evil.example", "same-site"),
+        "POST",
+        "/api/v1/transfers",
+    );
+    // An older browser without Sec-Fetch-*: its Origin alone gives it away.
+    let mut old = browser("http://evil.example", "");
+    old.retain(|(k, _)| !k.starts_with("Sec-"));
+    refused(old, "POST", "/api/v1/transfers");
+    // DNS rebinding: evil.example now resolves here, so the browser calls it same-origin.
+    let rebound = format!("evil.example:{}", api.port());
+    let mut rebinding = browser(&format!("http://{rebound}"), "same-origin");
+    rebinding[0].1 = rebound;
+    let why = refused(rebinding, "POST", "/api/v1/transfers");
+    assert!(why.contains("not this endpoint's address"), "{why}");
+    refused(
+        browser("http://evil.example", "cross-site"),
+        "DELETE",
+        "/api/v1/transfers/1",
+    );
+    let (_, list) = http(api, "GET", "/api/v1/transfers", None, "");
+    assert!(
+        list.contains(r#""transfers":[]"#),
+        "nothing was ordered: {list}"
+    );
+    let refusals = proxy.metric(
+        "fxprelay_admin_rejected_total",
+        &[("reason", "cross_origin")],
+    );
+    assert_eq!(refusals, 5.0);
+
+    // curl: no Origin, no Sec-Fetch-*, with or without a Content-Type.
+    let (status, resp) = send(api, "POST", "/api/v1/transfers", &[("Host", &host)], body);
+    assert_eq!(status, 202, "{resp}");
+    let (status, resp) = http(api, "POST", "/api/v1/transfers", None, body);
+    assert_eq!(status, 202, "{resp}");
+    // A page of the endpoint itself, reached by its address.
+    let own = format!("http://{host}");
+    let same: Vec<(&str, &str)> = vec![
+        ("Host", &host),
+        ("Origin", &own),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, resp) = send(api, "POST", "/api/v1/transfers", &same, body);
+    assert_eq!(status, 202, "{resp}");
+    // The address typed into the browser's address bar.
+    let typed = [("Host", host.as_str()), ("Sec-Fetch-Site", "none")];
+    let (status, resp) = send(api, "GET", "/api/v1/transfers", &typed, "");
+    assert_eq!(status, 200, "{resp}");
 }

@@ -279,3 +279,52 @@ fn the_job_api_refuses_oversized_urls_and_pages_its_list() {
     let (status, body) = http(proxy.admin, "GET", "/api/v1/transfers?limit=0", None, "");
     assert_eq!(status, 400, "{body}");
 }
+
+/// Idle sockets cannot lock the probes out: with more connections held open (no byte
+/// sent) from one address than `admin.max_connections`, `/healthz` and `/metrics` from
+/// that same address still answer 200 at once (the bound below is generous, not a
+/// performance check); the idle connections made room, counted and logged.
+#[test]
+fn idle_connections_cannot_starve_healthz_and_metrics() {
+    let ip = unique_loopback_ip();
+    // Defaults: max_connections 64, max_connections_per_ip 16, header_read_timeout 10s:
+    // everything below happens well within one header timeout.
+    let proxy = Proxy::start(
+        ip,
+        ListenerSpec::new(SocketAddr::from(([127, 0, 0, 1], 21))),
+    );
+    let idle: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(proxy.admin).unwrap())
+        .collect();
+    for path in ["/healthz", "/metrics", "/healthz"] {
+        let (status, body) = common::proxy::http_request(proxy.admin, "GET", path, None, "")
+            .unwrap_or_else(|e| panic!("GET {path} with idle connections held: {e}"));
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let evicted = proxy.metric(
+        "fxprelay_admin_rejected_total",
+        &[("reason", "idle_evicted")],
+    );
+    assert!(evicted >= 64.0, "{evicted} idle connections closed");
+    assert!(
+        proxy.log().contains("admin connection closed to make room"),
+        "{}",
+        proxy.log()
+    );
+    // Another address is not held back by the first one's connections.
+    let other = unique_loopback_ip();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((other, 0)).into()).unwrap();
+    socket.connect(&proxy.admin.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+}

@@ -1,9 +1,13 @@
 //! The admin HTTP listener: `GET /` (a small HTML page for people), `GET /metrics`
 //! (Prometheus text format), `GET /healthz`, the open sessions (`GET /api/v1/sessions`)
 //! and the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
+//!
+//! - [`conns`]: the connection slots; idle connections make room, so `/healthz` and
+//!   `/metrics` stay reachable however many sockets someone holds open.
+//! - [`origin`]: which API requests a browser may make (pages of this endpoint only).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -21,18 +25,21 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+pub mod conns;
+pub mod origin;
+
 use crate::config::AdminLimits;
 use crate::config::{DataMode, ListenerConfig, Mode};
 use crate::fxp::jobs::{self, Jobs, SubmitError};
+use crate::metrics::AdminRejection;
 
 /// The OpenAPI 3.1 description of `/api/v1/...`, served at `/api/v1/openapi.json`; a test
 /// checks the real responses against its schemas.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI: &str = include_str!("../openapi.json");
 use crate::session::registry::Sessions;
 
 /// Largest API request body: two URLs of at most [`jobs::MAX_URL`] and the options.
@@ -130,6 +137,8 @@ pub async fn serve(
         .route("/api/v1/sessions", get(list_sessions))
         .route("/api/v1/upstreams", get(list_upstreams))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Outside the token check: a web page's request is refused before anything else.
+        .route_layer(middleware::from_fn(same_origin))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let app = Router::new()
         .route("/", get(index))
@@ -149,15 +158,24 @@ pub async fn serve(
     Ok(())
 }
 
-/// The accept loop: one task per connection, a slot each, closed on `stop` (gracefully:
-/// a request in flight is answered first).
+/// The local address a request came in on (what [`origin`] compares `Host` with).
+#[derive(Debug, Clone, Copy)]
+struct LocalAddr(std::net::SocketAddr);
+
+/// The accept loop: one task per connection, a slot each (see [`conns`]), closed on
+/// `stop` (gracefully: a request in flight is answered first), or at once when an idle
+/// connection must make room.
 async fn serve_bounded(
     listener: TcpListener,
     app: Router,
     limits: AdminLimits,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    use hyper::service::Service as _;
+    let slots = Arc::new(Mutex::new(conns::Slots::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+    )));
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -172,14 +190,62 @@ async fn serve_bounded(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, max = limits.max_connections, "admin connection refused: admin.max_connections are open");
-            continue;
+        let close = CancellationToken::new();
+        let admitted = slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(peer.ip(), close.clone());
+        let id = match admitted {
+            Ok((id, evicted)) => {
+                if let Some(gone) = evicted {
+                    let limit = match gone.limit {
+                        conns::Full::All => "admin.max_connections",
+                        conns::Full::Address => "admin.max_connections_per_ip",
+                    };
+                    crate::metrics::admin_rejected(AdminRejection::IdleEvicted);
+                    warn!(peer = %gone.ip, %limit, newcomer = %peer, "admin connection closed to make room: it was idle (no request being served)");
+                }
+                id
+            }
+            Err(full) => {
+                let (reason, limit, max) = match full {
+                    conns::Full::All => (
+                        AdminRejection::MaxConnections,
+                        "admin.max_connections",
+                        limits.max_connections,
+                    ),
+                    conns::Full::Address => (
+                        AdminRejection::MaxConnectionsPerIp,
+                        "admin.max_connections_per_ip",
+                        limits.max_connections_per_ip,
+                    ),
+                };
+                crate::metrics::admin_rejected(reason);
+                warn!(%peer, %limit, max, "admin connection refused: every connection it could replace is serving a request");
+                continue;
+            }
         };
-        let service = TowerToHyperService::new(app.clone());
+        let local = stream.local_addr().ok();
+        let inner = TowerToHyperService::new(app.clone());
+        let busy_slots = slots.clone();
+        // Marks the connection busy while a request is served, so it is not closed to
+        // make room in the middle of one.
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            if let Some(local) = local {
+                req.extensions_mut().insert(LocalAddr(local));
+            }
+            let busy = Busy::start(&busy_slots, id);
+            let answer = inner.call(req);
+            async move {
+                let response = answer.await;
+                drop(busy);
+                response
+            }
+        });
         let stop = stop.clone();
+        let released = Release(slots.clone(), id);
         connections.spawn(async move {
-            let _slot = slot;
+            let _slot = released;
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -188,6 +254,8 @@ async fn serve_bounded(
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
+                // Idle by construction: dropping it closes the socket.
+                _ = close.cancelled() => return,
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
@@ -200,6 +268,57 @@ async fn serve_bounded(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// A connection's request being served; dropped when the answer is ready.
+struct Busy(Arc<Mutex<conns::Slots>>, conns::Id);
+
+impl Busy {
+    fn start(slots: &Arc<Mutex<conns::Slots>>, id: conns::Id) -> Busy {
+        slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_busy(id, true);
+        Busy(slots.clone(), id)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_busy(self.1, false);
+    }
+}
+
+/// A connection's slot, given back when its task ends.
+struct Release(Arc<Mutex<conns::Slots>>, conns::Id);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(self.1);
+    }
+}
+
+/// Refuses API requests a web page of another origin sent (see [`origin`]).
+async fn same_origin(req: Request, next: Next) -> Response {
+    // Without the connection's address (never, in practice) no browser request passes.
+    let local = req
+        .extensions()
+        .get::<LocalAddr>()
+        .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |l| l.0);
+    match origin::check(req.headers(), local) {
+        Ok(()) => next.run(req).await,
+        Err(why) => {
+            crate::metrics::admin_rejected(AdminRejection::CrossOrigin);
+            warn!(path = %req.uri().path(), method = %req.method(), reason = %why, "admin API request refused: sent by a web page");
+            error(ErrorCode::CrossOrigin, format!("refused: {why}"))
+        }
+    }
 }
 
 /// `admin.request_timeout` over a whole request, body included.
@@ -389,6 +508,8 @@ pub enum ErrorCode {
     NotAllowed,
     /// 403: an option this proxy's configuration does not permit.
     OptionNotPermitted,
+    /// 403: a web page of another origin sent the request (`Origin`, `Sec-Fetch-Site`).
+    CrossOrigin,
     /// 404: no such transfer (or it finished long ago and was forgotten).
     TransferNotFound,
     /// 404: no such endpoint.
@@ -413,7 +534,7 @@ impl ErrorCode {
                 StatusCode::BAD_REQUEST
             }
             C::Unauthorized => StatusCode::UNAUTHORIZED,
-            C::NotAllowed | C::OptionNotPermitted => StatusCode::FORBIDDEN,
+            C::NotAllowed | C::OptionNotPermitted | C::CrossOrigin => StatusCode::FORBIDDEN,
             C::TransferNotFound | C::NoSuchEndpoint => StatusCode::NOT_FOUND,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -458,7 +579,9 @@ async fn openapi() -> impl IntoResponse {
 }
 
 /// A body is JSON when it says so (`application/json`, `...+json`) or says nothing:
-/// `curl -d` without `-H` would say `application/x-www-form-urlencoded`.
+/// `curl -d` without `-H` would say `application/x-www-form-urlencoded`. Nothing is what
+/// a web page's `fetch` with a `Blob` body says too: such requests were refused before
+/// this, by their `Origin` and `Sec-Fetch-Site` ([`origin`]).
 fn says_json(headers: &HeaderMap) -> Result<(), String> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
