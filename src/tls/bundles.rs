@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{CaCerts, TlsError};
+use super::error::TlsError;
+use super::pem::CaCerts;
 
 /// Longest bundle name.
 pub const MAX_NAME: usize = 64;

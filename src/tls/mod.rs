@@ -14,12 +14,12 @@
 //! control session and no other.
 
 pub mod bundles;
+mod error;
 pub mod pem;
 pub mod settings;
 
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::Resumption;
@@ -31,6 +31,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub use bundles::CaBundles;
+pub use error::TlsError;
 pub use pem::{CaCerts, MAX_PEM_BYTES};
 pub use settings::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, UpstreamTlsMode};
 
@@ -38,35 +39,6 @@ pub use settings::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, Ups
 /// tickets are single-use; servers hand out new ones on each resumption, so a few are
 /// plenty even over hundreds of transfers.
 const SESSIONS_PER_PROXY_SESSION: usize = 8;
-
-/// Why a TLS setting cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} is larger than {} MiB, the most fxprelay reads of a PEM file (a certificate, key or CA bundle): is it the right file?", .max / (1024 * 1024))]
-    TooLarge { path: PathBuf, max: u64 },
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("{path} is not a PEM certificate file: {why}")]
-    BadCertificate { path: PathBuf, why: String },
-    #[error("{path} holds no usable PEM private key: {why}")]
-    BadKey { path: PathBuf, why: String },
-    #[error("the key in {key} does not belong to the certificate in {cert}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("`tls.client.mode: {mode}` needs `tls.client.cert` and `tls.client.key`")]
-    MissingCertificate { mode: &'static str },
-    #[error("no trust roots: the system has none and `tls.upstream.ca` is not set")]
-    NoRoots,
-    #[error("{0} is not a valid TLS server name")]
-    ServerName(String),
-    #[error("TLS: {0}")]
-    Rustls(#[from] rustls::Error),
-}
 
 /// The TLS side of one listener, ready to use.
 #[derive(Clone)]
@@ -336,6 +308,8 @@ impl ServerCertVerifier for Verifier {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     /// A self-signed certificate and its key in `dir`, plus an unrelated key.

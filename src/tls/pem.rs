@@ -12,7 +12,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::TlsError;
+use super::error::TlsError;
 
 /// Largest PEM file read: Mozilla's whole CA bundle is about 220 KB, a certificate chain
 /// a few KB.
