@@ -328,3 +328,47 @@ fn idle_connections_cannot_starve_healthz_and_metrics() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(idle);
 }
+
+/// A `USER` carrying terminal escapes (erase the line, back to column 1, then a forged
+/// entry) reaches the text log escaped: no ESC byte in the file, the sequence visible as
+/// `\u{1b}`. The JSON log is as it was: the string intact inside JSON's own escaping.
+#[test]
+fn terminal_escapes_from_a_client_are_escaped_in_the_text_log() {
+    let forged = "\x1b[2K\x1b[1Glogin user=root result=ok";
+    let logged_in = |json: bool| {
+        let ip = unique_loopback_ip();
+        let server = TcpListener::bind((IpAddr::from(ip), 0)).unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let _hostile = Hostile::serve(server, SocketAddr::from(([127, 0, 0, 1], 1)));
+        let mut spec = ListenerSpec::new(server_addr);
+        if json {
+            spec.env = vec![("FXPRELAY_LOG_FORMAT", "json")];
+        }
+        let proxy = Proxy::start(ip, spec);
+        let mut c = Control::connect(proxy.addr);
+        c.expect(220);
+        c.cmd_expect(&format!("USER {forged}"), 230);
+        c.cmd_expect("QUIT", 221);
+        common::wait_for("the login line", || proxy.log().contains("login"));
+        proxy.log()
+    };
+    let text = logged_in(false);
+    assert!(!text.contains('\x1b'), "a raw ESC in the text log:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(": login "))
+        .unwrap_or_else(|| panic!("no login line:\n{text}"));
+    assert!(
+        line.contains(r"login user=\u{1b}[2K\u{1b}[1Glogin user=root result=ok upstream="),
+        "{line}"
+    );
+
+    let json = logged_in(true);
+    assert!(!json.contains('\x1b'), "{json}");
+    let login: serde_json::Value = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "login")
+        .unwrap_or_else(|| panic!("no login object:\n{json}"));
+    assert_eq!(login["user"], forged, "{login}");
+}
