@@ -39,6 +39,8 @@ pub struct Bound {
     pub ports: PortPool,
     /// The open sessions of every listener (`GET /api/v1/sessions`).
     pub sessions: Sessions,
+    /// The FXP transfers ordered over the API (a shutdown interrupts what still runs).
+    pub jobs: Jobs,
 }
 
 /// Every address the proxy listens on, for the forward mode's loop guard.
@@ -93,12 +95,16 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
         config: config.clone(),
         ports,
         sessions,
+        jobs: Jobs::new(config.fxp.allow.clone(), config.fxp.concurrency),
     })
 }
 
-/// Serves until the first stop request (graceful: stop accepting, let sessions finish up
-/// to the grace period); a second request ends the wait at once. Reload requests apply a
-/// re-read configuration to new sessions.
+/// Serves until the first stop request (graceful: stop accepting new sessions and API
+/// transfers, interrupt the queued transfers, let sessions and running transfers finish
+/// up to the grace period, then interrupt those still running); a second request ends
+/// the wait at once. The admin endpoint answers until the end (the interrupted
+/// transfers' records included). Reload requests apply a re-read configuration to new
+/// sessions.
 pub async fn run(
     bound: Bound,
     metrics: Option<PrometheusHandle>,
@@ -111,7 +117,7 @@ pub async fn run(
     let state = AdminState {
         metrics,
         draining: draining.clone(),
-        jobs: Jobs::new(bound.config.fxp.allow.clone(), bound.config.fxp.concurrency),
+        jobs: bound.jobs.clone(),
         token: Arc::new(RwLock::new(
             bound.config.admin_token.as_deref().map(Arc::from),
         )),
@@ -188,29 +194,40 @@ pub async fn run(
         stop.cancel();
     }
     shutdown.stop_accepting.cancel();
+    let jobs = live.admin.jobs.clone();
+    jobs.drain();
     for task in accept_loops {
         let _ = task.await;
     }
     shutdown.sessions.close();
-    let open = shutdown.sessions.len();
-    if open > 0 {
-        info!(open, "waiting for open sessions");
+    let (open, running) = (shutdown.sessions.len(), jobs.running());
+    if open > 0 || running > 0 {
+        info!(
+            open,
+            running, "waiting for open sessions and running API transfers"
+        );
     }
+    let settled = async {
+        shutdown.sessions.wait().await;
+        jobs.settled().await;
+    };
     tokio::select! {
-        _ = shutdown.sessions.wait() => {}
+        _ = settled => {}
         _ = tokio::time::sleep(bound.shutdown_grace) => {
-            warn!(open = shutdown.sessions.len(), "grace period over; closing remaining sessions");
+            warn!(open = shutdown.sessions.len(), running = jobs.running(), "grace period over; closing remaining sessions and interrupting API transfers");
         }
-        Some(()) = stop.recv() => warn!("second stop signal; closing remaining sessions"),
+        Some(()) = stop.recv() => warn!("second stop signal; closing remaining sessions and interrupting API transfers"),
     }
     shutdown.hard_stop.cancel();
-    if tokio::time::timeout(HARD_STOP_WAIT, shutdown.sessions.wait())
-        .await
-        .is_err()
-    {
+    jobs.interrupt();
+    let closed = async {
+        shutdown.sessions.wait().await;
+        jobs.settled().await;
+    };
+    if tokio::time::timeout(HARD_STOP_WAIT, closed).await.is_err() {
         warn!(
             open = shutdown.sessions.len(),
-            "sessions did not close in time"
+            "sessions or API transfers did not close in time"
         );
     }
     admin_stop.cancel();

@@ -531,7 +531,8 @@ pub struct Limits {
     /// How long resolving and connecting to an upstream may take before the client gets `421`.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub connect_timeout: Duration,
-    /// How long open sessions may keep running after SIGTERM/SIGINT.
+    /// How long open sessions and running API transfers may keep running after
+    /// SIGTERM/SIGINT.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
     /// Concurrent client sessions per listener; more are answered `421` and closed.

@@ -147,7 +147,7 @@ fn describe() {
     );
     describe_counter!(
         FXP_TRANSFERS_TOTAL,
-        "FXP transfers (server to server) finished, by result (ok, failed, cancelled: stopped by DELETE on the API or ABOR during SITE FXP) and method (fxp, reverse_fxp, relay, none; between TLS servers fxp_sscn, fxp_cpsv, fxp_clear and their reverse_ forms)."
+        "FXP transfers (server to server) finished, by result (ok, failed, cancelled: stopped by DELETE on the API or ABOR during SITE FXP, interrupted: API transfers a shutdown stopped) and method (fxp, reverse_fxp, relay, none; between TLS servers fxp_sscn, fxp_cpsv, fxp_clear and their reverse_ forms)."
     );
     describe_counter!(
         FXP_BYTES_TOTAL,
@@ -411,7 +411,7 @@ const REWRITES: &[(&str, &str)] = &[
 /// The `reason` of `fxprelay_upstream_errors_total` (`upstream::ConnectError::reason`).
 const UPSTREAM_ERRORS: &[&str] = &["resolve", "timeout", "refused", "io", "denied"];
 const TRANSFER_RESULTS: &[&str] = &["ok", "failed", "aborted"];
-const FXP_RESULTS: &[&str] = &["ok", "failed", "cancelled"];
+const FXP_RESULTS: &[&str] = &["ok", "failed", "cancelled", "interrupted"];
 const FXP_METHODS: &[&str] = &["fxp", "reverse_fxp", "relay", "none"];
 
 pub fn data_ports_available(ports: usize) {
@@ -669,7 +669,7 @@ pub fn fxp_active(delta: f64) {
     gauge!(FXP_ACTIVE).increment(delta);
 }
 
-/// One FXP transfer ended: `result` `ok`, `failed` or `cancelled`, `method` one of
+/// One FXP transfer ended: `result` `ok`, `failed`, `cancelled` or `interrupted`, `method` one of
 /// `fxp::Method::as_str` or `none` (failed before any method ran).
 pub fn fxp_transfer(result: &'static str, method: &'static str, bytes: u64, took: Duration) {
     counter!(FXP_TRANSFERS_TOTAL, "result" => result, "method" => method).increment(1);

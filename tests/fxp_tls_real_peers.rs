@@ -332,10 +332,7 @@ fn the_api_trusts_named_ca_bundles_and_reads_no_file_a_caller_names() {
     assert!(grew < 64 * 1024, "RSS grew by {grew} kB");
 
     let wait = |v: &serde_json::Value| {
-        let path = format!(
-            "/api/v1/transfers/{}",
-            v["id"].as_str().map_or(v["id"].to_string(), str::to_owned)
-        );
+        let path = format!("/api/v1/transfers/{}", v["id"].as_str().expect("the id"));
         let mut job = serde_json::Value::Null;
         common::wait_for_within(std::time::Duration::from_secs(60), "the job to end", || {
             let (_, text) = http(api, "GET", &path, None, "");

@@ -34,7 +34,7 @@ pub mod origin;
 
 use crate::config::AdminLimits;
 use crate::config::{DataMode, ListenerConfig, Mode};
-use crate::fxp::jobs::{self, Jobs, SubmitError};
+use crate::fxp::jobs::{self, JobId, Jobs, SubmitError};
 use crate::metrics::AdminRejection;
 
 /// The OpenAPI 3.1 description of `/api/v1/...`, served at `/api/v1/openapi.json`; a test
@@ -500,7 +500,7 @@ pub enum ErrorCode {
     InvalidField,
     /// 400: the query string is not understood (`limit`, `cursor`).
     InvalidQuery,
-    /// 400: a transfer id that is not a number.
+    /// 400: a transfer id that is not one (ids are UUIDs).
     InvalidId,
     /// 401: `admin.token` is set and the request's bearer token is missing or wrong.
     Unauthorized,
@@ -524,6 +524,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 429: too many transfers queued or running.
     TooManyTransfers,
+    /// 503: the proxy is shutting down and starts no new transfer.
+    ShuttingDown,
 }
 
 impl ErrorCode {
@@ -541,6 +543,7 @@ impl ErrorCode {
             C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             C::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
+            C::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -640,6 +643,7 @@ async fn submit_transfer(
             error(ErrorCode::OptionNotPermitted, e.to_string())
         }
         Err(e @ SubmitError::TooMany(_)) => error(ErrorCode::TooManyTransfers, e.to_string()),
+        Err(e @ SubmitError::ShuttingDown(_)) => error(ErrorCode::ShuttingDown, e.to_string()),
     }
 }
 
@@ -648,7 +652,7 @@ async fn submit_transfer(
 #[serde(deny_unknown_fields)]
 struct Page {
     limit: Option<usize>,
-    cursor: Option<u64>,
+    cursor: Option<String>,
 }
 
 async fn list_transfers(
@@ -667,19 +671,23 @@ async fn list_transfers(
             format!("limit: from 1 to {max}, not {limit}"),
         );
     }
-    let (transfers, next) = state.jobs.list(page.cursor.unwrap_or(0), limit);
+    let after = match page.cursor.as_deref().map(str::parse::<JobId>).transpose() {
+        Ok(after) => after,
+        Err(e) => return error(ErrorCode::InvalidQuery, format!("cursor: {e}")),
+    };
+    let (transfers, next) = state.jobs.list(after, limit);
     Json(json!({"transfers": transfers, "next_cursor": next})).into_response()
 }
 
 /// The `{id}` of `/api/v1/transfers/{id}`, or why it is not one.
-fn transfer_id(id: Result<Path<u64>, PathRejection>) -> Result<u64, String> {
-    id.map(|Path(id)| id)
-        .map_err(|e| format!("transfer id: {}", e.body_text()))
+fn transfer_id(id: Result<Path<String>, PathRejection>) -> Result<JobId, String> {
+    let Path(text) = id.map_err(|e| format!("transfer id: {}", e.body_text()))?;
+    text.parse().map_err(|e: jobs::BadJobId| e.to_string())
 }
 
 async fn get_transfer(
     State(state): State<AdminState>,
-    id: Result<Path<u64>, PathRejection>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let id = match transfer_id(id) {
         Ok(id) => id,
@@ -693,7 +701,7 @@ async fn get_transfer(
 
 async fn cancel_transfer(
     State(state): State<AdminState>,
-    id: Result<Path<u64>, PathRejection>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let id = match transfer_id(id) {
         Ok(id) => id,
