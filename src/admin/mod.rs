@@ -104,8 +104,9 @@ impl ListenerSummary {
 }
 
 /// Serves the admin endpoints until `stop` is cancelled, within `limits`: at most
-/// `max_connections` at once, each request's headers within `header_read_timeout` (which
-/// also closes idle keep-alive connections), each request within `request_timeout`.
+/// `max_connections` open (`max_connections_per_ip` from one address; idle ones make
+/// room, see [`conns`]), each request's headers within `header_read_timeout` (which also
+/// closes idle keep-alive connections), each request within `request_timeout`.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
@@ -190,40 +191,8 @@ async fn serve_bounded(
                 }
             },
         };
-        let close = CancellationToken::new();
-        let admitted = slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(peer.ip(), close.clone());
-        let id = match admitted {
-            Ok((id, evicted)) => {
-                if let Some(gone) = evicted {
-                    let limit = match gone.limit {
-                        conns::Full::All => "admin.max_connections",
-                        conns::Full::Address => "admin.max_connections_per_ip",
-                    };
-                    crate::metrics::admin_rejected(AdminRejection::IdleEvicted);
-                    warn!(peer = %gone.ip, %limit, newcomer = %peer, "admin connection closed to make room: it was idle (no request being served)");
-                }
-                id
-            }
-            Err(full) => {
-                let (reason, limit, max) = match full {
-                    conns::Full::All => (
-                        AdminRejection::MaxConnections,
-                        "admin.max_connections",
-                        limits.max_connections,
-                    ),
-                    conns::Full::Address => (
-                        AdminRejection::MaxConnectionsPerIp,
-                        "admin.max_connections_per_ip",
-                        limits.max_connections_per_ip,
-                    ),
-                };
-                crate::metrics::admin_rejected(reason);
-                warn!(%peer, %limit, max, "admin connection refused: every connection it could replace is serving a request");
-                continue;
-            }
+        let Some((id, close)) = admit(&slots, peer, &limits) else {
+            continue;
         };
         let local = stream.local_addr().ok();
         let inner = TowerToHyperService::new(app.clone());
@@ -268,6 +237,46 @@ async fn serve_bounded(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// A slot for a new connection from `peer` and what closes it, or `None` when every
+/// connection it could replace is serving a request. Refusals and the idle connections
+/// closed to make room are counted and logged.
+fn admit(
+    slots: &Mutex<conns::Slots>,
+    peer: std::net::SocketAddr,
+    limits: &AdminLimits,
+) -> Option<(conns::Id, CancellationToken)> {
+    let close = CancellationToken::new();
+    let admitted = slots
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .admit(peer.ip(), close.clone());
+    let name = |full| match full {
+        conns::Full::All => "admin.max_connections",
+        conns::Full::Address => "admin.max_connections_per_ip",
+    };
+    match admitted {
+        Ok((id, evicted)) => {
+            if let Some(gone) = evicted {
+                crate::metrics::admin_rejected(AdminRejection::IdleEvicted);
+                warn!(peer = %gone.ip, limit = name(gone.limit), newcomer = %peer, "admin connection closed to make room: it was idle (no request being served)");
+            }
+            Some((id, close))
+        }
+        Err(full) => {
+            let (reason, max) = match full {
+                conns::Full::All => (AdminRejection::MaxConnections, limits.max_connections),
+                conns::Full::Address => (
+                    AdminRejection::MaxConnectionsPerIp,
+                    limits.max_connections_per_ip,
+                ),
+            };
+            crate::metrics::admin_rejected(reason);
+            warn!(%peer, limit = name(full), max, "admin connection refused: every connection it could replace is serving a request");
+            None
+        }
+    }
 }
 
 /// A connection's request being served; dropped when the answer is ready.
