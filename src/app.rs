@@ -39,6 +39,8 @@ pub struct Bound {
     pub ports: PortPool,
     /// The open sessions of every listener (`GET /api/v1/sessions`).
     pub sessions: Sessions,
+    /// The FXP transfers ordered over the API (a shutdown interrupts what still runs).
+    pub jobs: Jobs,
 }
 
 /// Every address the proxy listens on, for the forward mode's loop guard.
@@ -93,12 +95,16 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
         config: config.clone(),
         ports,
         sessions,
+        jobs: Jobs::new(config.fxp.allow.clone(), config.fxp.concurrency),
     })
 }
 
-/// Serves until the first stop request (graceful: stop accepting, let sessions finish up
-/// to the grace period); a second request ends the wait at once. Reload requests apply a
-/// re-read configuration to new sessions.
+/// Serves until the first stop request (graceful: stop accepting new sessions and API
+/// transfers, interrupt the queued transfers, let sessions and running transfers finish
+/// up to the grace period, then interrupt those still running); a second request ends
+/// the wait at once. The admin endpoint answers until the end (the interrupted
+/// transfers' records included). Reload requests apply a re-read configuration to new
+/// sessions.
 pub async fn run(
     bound: Bound,
     metrics: Option<PrometheusHandle>,
@@ -111,7 +117,7 @@ pub async fn run(
     let state = AdminState {
         metrics,
         draining: draining.clone(),
-        jobs: Jobs::new(bound.config.fxp.allow.clone(), bound.config.fxp.concurrency),
+        jobs: bound.jobs.clone(),
         token: Arc::new(RwLock::new(
             bound.config.admin_token.as_deref().map(Arc::from),
         )),
@@ -127,9 +133,7 @@ pub async fn run(
     for (_, ctx) in &bound.listeners {
         m::listener_started(&ctx.cfg.name, ctx.limits.max_sessions);
     }
-    state
-        .jobs
-        .set_allow_clear_data(bound.config.fxp.allow_clear_data);
+    state.jobs.set_permits((&bound.config.fxp).into());
     state.jobs.guard_against(Arc::new(own_sockets(
         &bound.config,
         own_binds(&bound.admin, &bound.listeners),
@@ -171,7 +175,14 @@ pub async fn run(
         };
         tokio::select! {
             _ = stop.recv() => break,
-            Some(path) = reloaded => live.reload(&path),
+            Some(path) = reloaded => {
+                // The file and the TLS files it names are read off the runtime.
+                let file = path.clone();
+                let loaded = tokio::task::spawn_blocking(move || Config::load(&file))
+                    .await
+                    .context("config reload")?;
+                live.reload(&path, loaded);
+            }
         }
     }
     info!(
@@ -183,29 +194,40 @@ pub async fn run(
         stop.cancel();
     }
     shutdown.stop_accepting.cancel();
+    let jobs = live.admin.jobs.clone();
+    jobs.drain();
     for task in accept_loops {
         let _ = task.await;
     }
     shutdown.sessions.close();
-    let open = shutdown.sessions.len();
-    if open > 0 {
-        info!(open, "waiting for open sessions");
+    let (open, running) = (shutdown.sessions.len(), jobs.running());
+    if open > 0 || running > 0 {
+        info!(
+            open,
+            running, "waiting for open sessions and running API transfers"
+        );
     }
+    let settled = async {
+        shutdown.sessions.wait().await;
+        jobs.settled().await;
+    };
     tokio::select! {
-        _ = shutdown.sessions.wait() => {}
+        _ = settled => {}
         _ = tokio::time::sleep(bound.shutdown_grace) => {
-            warn!(open = shutdown.sessions.len(), "grace period over; closing remaining sessions");
+            warn!(open = shutdown.sessions.len(), running = jobs.running(), "grace period over; closing remaining sessions and interrupting API transfers");
         }
-        Some(()) = stop.recv() => warn!("second stop signal; closing remaining sessions"),
+        Some(()) = stop.recv() => warn!("second stop signal; closing remaining sessions and interrupting API transfers"),
     }
     shutdown.hard_stop.cancel();
-    if tokio::time::timeout(HARD_STOP_WAIT, shutdown.sessions.wait())
-        .await
-        .is_err()
-    {
+    jobs.interrupt();
+    let closed = async {
+        shutdown.sessions.wait().await;
+        jobs.settled().await;
+    };
+    if tokio::time::timeout(HARD_STOP_WAIT, closed).await.is_err() {
         warn!(
             open = shutdown.sessions.len(),
-            "sessions did not close in time"
+            "sessions or API transfers did not close in time"
         );
     }
     admin_stop.cancel();
@@ -244,8 +266,8 @@ impl Live {
     /// Applies a re-read config to new sessions of the existing listeners. A file that
     /// does not load changes nothing. What needs new sockets (a listener's bind, new or
     /// removed listeners, the admin address) is reported and left for a restart.
-    fn reload(&mut self, path: &Path) {
-        let new = match Config::load(path) {
+    fn reload(&mut self, path: &Path, loaded: Result<Config, crate::config::ConfigError>) {
+        let new = match loaded {
             Ok(c) => c,
             Err(e) => {
                 m::config_reload("error");
@@ -269,9 +291,7 @@ impl Live {
         self.admin
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
-        self.admin
-            .jobs
-            .set_allow_clear_data(new.fxp.allow_clear_data);
+        self.admin.jobs.set_permits((&new.fxp).into());
         // A new port list gets a new pool; open sessions keep their leases in the old one.
         if new.data.ports != self.config.data.ports {
             self.ports = PortPool::new(&new.data.ports);

@@ -5,9 +5,9 @@
 //! values (duplicate names, overlapping binds) is wrapped in [`Spanned`] so the error can
 //! name its line. Parse errors from the YAML layer already carry line and column.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -19,7 +19,7 @@ use crate::pool::config::{
     Balance, FileHealthCheck, FileUpstream, PoolConfig, ProxyVersion, UpstreamSettings,
 };
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
-use crate::tls::{ListenerTls, TlsSettings};
+use crate::tls::{CaBundles, ListenerTls, TlsSettings};
 
 /// Default address of the admin listener (`/metrics`, `/healthz`).
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9464";
@@ -129,26 +129,57 @@ struct FileConfig {
     #[serde(default)]
     data: DataConfig,
     #[serde(default)]
-    fxp: FxpConfig,
+    fxp: FileFxp,
     listeners: Spanned<Vec<FileListener>>,
 }
 
-/// The top-level `fxp:` block: FXP transfers ordered over the admin API.
-#[derive(Debug, Clone, Deserialize)]
+/// The top-level `fxp:` block as written.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileFxp {
+    #[serde(default = "default_fxp_allow")]
+    allow: AllowList,
+    #[serde(default = "default_fxp_concurrency", deserialize_with = "de_positive")]
+    concurrency: usize,
+    #[serde(default)]
+    allow_clear_data: bool,
+    #[serde(default)]
+    allow_insecure: bool,
+    #[serde(default)]
+    ca_bundles: BTreeMap<String, Spanned<PathBuf>>,
+}
+
+impl Default for FileFxp {
+    fn default() -> Self {
+        FileFxp {
+            allow: default_fxp_allow(),
+            concurrency: default_fxp_concurrency(),
+            allow_clear_data: false,
+            allow_insecure: false,
+            ca_bundles: BTreeMap::new(),
+        }
+    }
+}
+
+/// The top-level `fxp:` block, validated: FXP transfers ordered over the admin API (and,
+/// for `allow`, with `SITE FXP`).
+#[derive(Debug, Clone)]
 pub struct FxpConfig {
     /// Servers the API may order transfers between (CIDRs, addresses, host names);
     /// empty: none. The `fxprelay fxp` command line runs for its own user and needs none.
-    #[serde(default = "default_fxp_allow")]
     pub allow: AllowList,
     /// Transfers run at once; more wait in the queue.
-    #[serde(default = "default_fxp_concurrency", deserialize_with = "de_positive")]
     pub concurrency: usize,
     /// Between two TLS servers that offer neither `SSCN` nor `CPSV`, FXP with `PROT C`
     /// (the file crosses the network between them unencrypted) may be asked for by an
     /// API job (`options.allow_clear_data`); off: such a job is refused, the proxy relays.
-    #[serde(default)]
     pub allow_clear_data: bool,
+    /// An API job may turn off the check of TLS servers' certificates
+    /// (`options.insecure`); off: such a job is refused.
+    pub allow_insecure: bool,
+    /// CA files an API job may name in `options.ca` (by name: callers name no file),
+    /// read when the configuration loads.
+    pub ca_bundles: CaBundles,
 }
 
 impl Default for FxpConfig {
@@ -157,6 +188,8 @@ impl Default for FxpConfig {
             allow: default_fxp_allow(),
             concurrency: default_fxp_concurrency(),
             allow_clear_data: false,
+            allow_insecure: false,
+            ca_bundles: CaBundles::default(),
         }
     }
 }
@@ -223,6 +256,11 @@ struct FileAdmin {
         deserialize_with = "de_positive"
     )]
     max_connections: usize,
+    #[serde(
+        default = "AdminLimits::default_max_connections_per_ip",
+        deserialize_with = "de_positive"
+    )]
+    max_connections_per_ip: usize,
 }
 
 impl Default for FileAdmin {
@@ -234,6 +272,7 @@ impl Default for FileAdmin {
             header_read_timeout: limits.header_read_timeout,
             request_timeout: limits.request_timeout,
             max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
         }
     }
 }
@@ -247,8 +286,11 @@ pub struct AdminLimits {
     pub header_read_timeout: Duration,
     /// A whole request, body and answer included.
     pub request_timeout: Duration,
-    /// Connections served at once; more are closed as they arrive.
+    /// Connections open at once. A newcomer beyond it closes the oldest idle connection
+    /// (one not being served a request), or is closed when there is none.
     pub max_connections: usize,
+    /// The same for one client address, which makes room among its own connections.
+    pub max_connections_per_ip: usize,
 }
 
 impl AdminLimits {
@@ -262,6 +304,10 @@ impl AdminLimits {
         // Prometheus and a few operators' scripts; far below the fd limit.
         64
     }
+    fn default_max_connections_per_ip() -> usize {
+        // A scraper, probes and a few scripts from one host; a quarter of the slots.
+        16
+    }
 }
 
 impl Default for AdminLimits {
@@ -270,6 +316,7 @@ impl Default for AdminLimits {
             header_read_timeout: Self::default_header_read_timeout(),
             request_timeout: Self::default_request_timeout(),
             max_connections: Self::default_max_connections(),
+            max_connections_per_ip: Self::default_max_connections_per_ip(),
         }
     }
 }
@@ -484,7 +531,8 @@ pub struct Limits {
     /// How long resolving and connecting to an upstream may take before the client gets `421`.
     #[serde(deserialize_with = "de_nonzero_duration")]
     pub connect_timeout: Duration,
-    /// How long open sessions may keep running after SIGTERM/SIGINT.
+    /// How long open sessions and running API transfers may keep running after
+    /// SIGTERM/SIGINT.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
     /// Concurrent client sessions per listener; more are answered `421` and closed.
@@ -971,16 +1019,43 @@ fn validate(file: FileConfig) -> Result<Config, ConfigError> {
             header_read_timeout: file.admin.header_read_timeout,
             request_timeout: file.admin.request_timeout,
             max_connections: file.admin.max_connections,
+            max_connections_per_ip: file.admin.max_connections_per_ip,
         },
-        fxp: FxpConfig {
-            allow: file.fxp.allow.named(FXP_ALLOW),
-            ..file.fxp
-        },
+        fxp: fxp_config(file.fxp, &mut warnings)?,
         limits,
         data: file.data,
         listeners,
         upstreams,
         warnings,
+    })
+}
+
+/// The `fxp:` block, validated: every CA bundle read (a bad one is an error naming its
+/// key and line), a warning for `allow_insecure`.
+fn fxp_config(file: FileFxp, warnings: &mut Vec<String>) -> Result<FxpConfig, ConfigError> {
+    let ca_bundles = CaBundles::load(
+        file.ca_bundles
+            .iter()
+            .map(|(name, path)| (name.as_str(), path.value.as_path())),
+    )
+    .or_else(|(name, e)| {
+        let line = file
+            .ca_bundles
+            .get(&name)
+            .map_or(0, |p| p.referenced.line());
+        invalid(format!("fxp.ca_bundles.{name}"), line, e.to_string())
+    })?;
+    if file.allow_insecure {
+        warnings.push(
+            "fxp.allow_insecure is true: API callers may turn off the check of TLS servers' certificates (options.insecure), so anyone on the path to those servers can read and change the transfer, passwords included".into(),
+        );
+    }
+    Ok(FxpConfig {
+        allow: file.allow.named(FXP_ALLOW),
+        concurrency: file.concurrency,
+        allow_clear_data: file.allow_clear_data,
+        allow_insecure: file.allow_insecure,
+        ca_bundles,
     })
 }
 
@@ -1019,6 +1094,7 @@ struct EffectiveAdmin {
     header_read_timeout: String,
     request_timeout: String,
     max_connections: usize,
+    max_connections_per_ip: usize,
 }
 
 #[derive(Serialize)]
@@ -1026,6 +1102,8 @@ struct EffectiveFxp {
     allow: Vec<String>,
     concurrency: usize,
     allow_clear_data: bool,
+    allow_insecure: bool,
+    ca_bundles: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -1155,11 +1233,19 @@ impl EffectiveConfig {
                 header_read_timeout: duration(c.admin_limits.header_read_timeout),
                 request_timeout: duration(c.admin_limits.request_timeout),
                 max_connections: c.admin_limits.max_connections,
+                max_connections_per_ip: c.admin_limits.max_connections_per_ip,
             },
             fxp: EffectiveFxp {
                 allow: allow_strings(&c.fxp.allow),
                 concurrency: c.fxp.concurrency,
                 allow_clear_data: c.fxp.allow_clear_data,
+                allow_insecure: c.fxp.allow_insecure,
+                ca_bundles: c
+                    .fxp
+                    .ca_bundles
+                    .iter()
+                    .map(|(name, certs)| (name.to_owned(), certs.path().display().to_string()))
+                    .collect(),
             },
             limits: EffectiveLimits {
                 connect_timeout: duration(l.connect_timeout),
@@ -1614,7 +1700,11 @@ listeners:
             "  header_read_timeout: 3s",
             "  request_timeout: 7s",
             "  max_connections: 9",
-            "fxp: {allow: [10.0.0.0/8, ftp.example.org], concurrency: 3, allow_clear_data: true}",
+            "  max_connections_per_ip: 2",
+            &format!(
+                "fxp: {{allow: [10.0.0.0/8, ftp.example.org], concurrency: 3, allow_clear_data: true, allow_insecure: true, ca_bundles: {{corp: {}}}}}",
+                cert.display()
+            ),
             "limits:",
             "  connect_timeout: 3s",
             "  shutdown_grace: 4s",
@@ -1684,6 +1774,49 @@ listeners:
             printed.contains("allow_passive_hosts") && printed.contains("tls:"),
             "{printed}"
         );
+        assert!(
+            printed.contains("allow_insecure: true") && printed.contains("corp:"),
+            "{printed}"
+        );
+        assert_eq!(again.fxp.ca_bundles.names(), "corp");
+    }
+
+    /// `fxp.ca_bundles` are read at load, like the listeners' TLS files: a bad one is an
+    /// error naming its key and line, and `fxp.allow_insecure` is warned about.
+    #[test]
+    fn ca_bundles_are_read_at_load_and_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, c.cert.pem()).unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        let with = |bundles: &str| format!("fxp:\n  ca_bundles:\n{bundles}{ONE}");
+        let cfg = Config::parse(&with(&format!("    corp: {}\n", ca.display()))).unwrap();
+        let corp = cfg.fxp.ca_bundles.get("corp").expect("the bundle");
+        assert_eq!(corp.certs().len(), 1);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        for (file, says) in [
+            (key.display().to_string(), "holds no PEM certificate"),
+            ("/nonexistent/ca.pem".into(), "cannot read"),
+            ("/dev/zero".into(), "larger than 1 MiB"),
+        ] {
+            let text = with(&format!("    corp: {}\n    other: {file}\n", ca.display()));
+            let e = err(&text);
+            assert!(
+                e.contains("`fxp.ca_bundles.other`") && e.contains("line 4") && e.contains(says),
+                "{e}"
+            );
+        }
+        let e = err(&with(&format!("    \"/etc/ca\": {}\n", ca.display())));
+        assert!(e.contains("not a bundle name"), "{e}");
+        let cfg = Config::parse(&format!("fxp:\n  allow_insecure: true\n{ONE}")).unwrap();
+        assert!(cfg.fxp.allow_insecure);
+        assert!(
+            cfg.warnings[0].contains("fxp.allow_insecure is true"),
+            "{:?}",
+            cfg.warnings
+        );
     }
 
     #[test]
@@ -1724,7 +1857,7 @@ listeners:
         assert!(c.warnings.is_empty());
         assert_eq!(c.admin_limits, AdminLimits::default());
         let c = Config::parse(&format!(
-            "admin:\n  header_read_timeout: 2s\n  request_timeout: 5s\n  max_connections: 8\n{base}"
+            "admin:\n  header_read_timeout: 2s\n  request_timeout: 5s\n  max_connections: 8\n  max_connections_per_ip: 3\n{base}"
         ))
         .unwrap();
         assert_eq!(
@@ -1733,6 +1866,7 @@ listeners:
                 header_read_timeout: Duration::from_secs(2),
                 request_timeout: Duration::from_secs(5),
                 max_connections: 8,
+                max_connections_per_ip: 3,
             }
         );
         let e = Config::parse(&format!("admin:\n  max_connections: 0\n{base}")).unwrap_err();

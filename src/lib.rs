@@ -38,6 +38,9 @@
 //! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
 //!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
 //!
+//! - [`logging`] is the text log's field formatter: control characters a client or a
+//!   server sent are escaped, so a log read in a terminal shows them instead of obeying.
+//!
 //! Imports run one way, without cycles (`scripts/module-cycles.py` checks): `app` ->
 //! `server` -> `session` -> {`fxp`, `data`, `upstream`} -> {`config`, `rewrite`} ->
 //! {`net`, `proto`}; [`metrics`] is used from anywhere.
@@ -48,6 +51,7 @@ pub mod codec;
 pub mod config;
 pub mod data;
 pub mod fxp;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -268,6 +268,8 @@ fn init_logging(cli: &Cli) {
     match cli.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
+            // Control characters in fields (a client's USER, a path) are escaped.
+            .fmt_fields(fxprelay::logging::EscapedFields)
             // Above `fxprelay fxp`'s progress bars while they are shown; stderr otherwise.
             .with_writer(fxprelay::fxp::progress::LogWriter::make)
             .with_ansi(std::io::stderr().is_terminal())

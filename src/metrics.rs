@@ -39,6 +39,7 @@ pub const SESSIONS_LIMIT: &str = "fxprelay_sessions_limit";
 pub const UPSTREAM_UP: &str = "fxprelay_upstream_up";
 pub const UPSTREAM_SESSIONS: &str = "fxprelay_upstream_sessions";
 pub const UPSTREAM_CHECK_SECONDS: &str = "fxprelay_upstream_check_seconds";
+pub const ADMIN_REJECTED_TOTAL: &str = "fxprelay_admin_rejected_total";
 
 /// The version and commit this binary was built from (`build.rs` asks git; `unknown`
 /// when built outside a checkout, e.g. from a crates.io package).
@@ -146,7 +147,7 @@ fn describe() {
     );
     describe_counter!(
         FXP_TRANSFERS_TOTAL,
-        "FXP transfers (server to server) finished, by result (ok, failed, cancelled: stopped by DELETE on the API or ABOR during SITE FXP) and method (fxp, reverse_fxp, relay, none; between TLS servers fxp_sscn, fxp_cpsv, fxp_clear and their reverse_ forms)."
+        "FXP transfers (server to server) finished, by result (ok, failed, cancelled: stopped by DELETE on the API or ABOR during SITE FXP, interrupted: API transfers a shutdown stopped) and method (fxp, reverse_fxp, relay, none; between TLS servers fxp_sscn, fxp_cpsv, fxp_clear and their reverse_ forms)."
     );
     describe_counter!(
         FXP_BYTES_TOTAL,
@@ -200,6 +201,10 @@ fn describe() {
     describe_gauge!(
         SESSIONS_LIMIT,
         "Concurrent sessions a listener accepts (limits.max_sessions), per listener."
+    );
+    describe_counter!(
+        ADMIN_REJECTED_TOTAL,
+        "Connections and requests the admin endpoint refused or closed, by reason (idle_evicted: an idle connection closed to make room; max_connections, max_connections_per_ip: a connection refused, every slot busy with a request; cross_origin: an API request a web page sent)."
     );
     describe_gauge!(
         CONFIG_LAST_RELOAD_SUCCESS,
@@ -304,7 +309,47 @@ pub fn process_started(data_ports: usize) {
         }
         counter!(TLS_RESUMPTIONS_TOTAL, "side" => side).increment(0);
     }
+    for r in AdminRejection::ALL {
+        counter!(ADMIN_REJECTED_TOTAL, "reason" => r.as_str()).increment(0);
+    }
     collect_process();
+}
+
+/// Why the admin endpoint refused or closed something: the `reason` label of
+/// `fxprelay_admin_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRejection {
+    /// An idle connection (no request being served) closed to make room for a new one.
+    IdleEvicted,
+    /// A new connection refused: `admin.max_connections` are open, each serving a request.
+    MaxConnections,
+    /// A new connection refused: its address holds `admin.max_connections_per_ip`, each
+    /// serving a request.
+    MaxConnectionsPerIp,
+    /// An API request a web page sent (another site's `Origin`, `Sec-Fetch-Site`).
+    CrossOrigin,
+}
+
+impl AdminRejection {
+    pub const ALL: &[AdminRejection] = &[
+        AdminRejection::IdleEvicted,
+        AdminRejection::MaxConnections,
+        AdminRejection::MaxConnectionsPerIp,
+        AdminRejection::CrossOrigin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRejection::IdleEvicted => "idle_evicted",
+            AdminRejection::MaxConnections => "max_connections",
+            AdminRejection::MaxConnectionsPerIp => "max_connections_per_ip",
+            AdminRejection::CrossOrigin => "cross_origin",
+        }
+    }
+}
+
+pub fn admin_rejected(reason: AdminRejection) {
+    counter!(ADMIN_REJECTED_TOTAL, "reason" => reason.as_str()).increment(1);
 }
 
 /// Every series of one listener, at 0 (the gauges of a listener that a reload kept
@@ -366,7 +411,7 @@ const REWRITES: &[(&str, &str)] = &[
 /// The `reason` of `fxprelay_upstream_errors_total` (`upstream::ConnectError::reason`).
 const UPSTREAM_ERRORS: &[&str] = &["resolve", "timeout", "refused", "io", "denied"];
 const TRANSFER_RESULTS: &[&str] = &["ok", "failed", "aborted"];
-const FXP_RESULTS: &[&str] = &["ok", "failed", "cancelled"];
+const FXP_RESULTS: &[&str] = &["ok", "failed", "cancelled", "interrupted"];
 const FXP_METHODS: &[&str] = &["fxp", "reverse_fxp", "relay", "none"];
 
 pub fn data_ports_available(ports: usize) {
@@ -624,7 +669,7 @@ pub fn fxp_active(delta: f64) {
     gauge!(FXP_ACTIVE).increment(delta);
 }
 
-/// One FXP transfer ended: `result` `ok`, `failed` or `cancelled`, `method` one of
+/// One FXP transfer ended: `result` `ok`, `failed`, `cancelled` or `interrupted`, `method` one of
 /// `fxp::Method::as_str` or `none` (failed before any method ran).
 pub fn fxp_transfer(result: &'static str, method: &'static str, bytes: u64, took: Duration) {
     counter!(FXP_TRANSFERS_TOTAL, "result" => result, "method" => method).increment(1);
@@ -696,6 +741,25 @@ mod tests {
             R::MaxDataPortsPerIp => 27,
             R::UnsolicitedReply => 28,
             R::SelfTarget => 29,
+        }
+    }
+
+    #[test]
+    fn every_admin_rejection_is_listed() {
+        // No wildcard arm: a new variant does not compile until it has its place.
+        let position = |r: AdminRejection| match r {
+            AdminRejection::IdleEvicted => 0,
+            AdminRejection::MaxConnections => 1,
+            AdminRejection::MaxConnectionsPerIp => 2,
+            AdminRejection::CrossOrigin => 3,
+        };
+        assert_eq!(AdminRejection::ALL.len(), 4);
+        for (i, r) in AdminRejection::ALL.iter().enumerate() {
+            assert_eq!(
+                position(*r),
+                i,
+                "{r:?} is out of place in AdminRejection::ALL"
+            );
         }
     }
 

@@ -9,10 +9,13 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
-use common::proxy::{ListenerSpec, Proxy, http};
+use common::proxy::{ListenerSpec, Proxy, http, http_get};
 use common::{free_port, unique_loopback_ip, wait_for};
 
 const TOKEN: &str = "t0ken-for-tests";
+
+/// A transfer id no proxy gave (a well-formed UUID).
+const UNKNOWN: &str = "00000000-0000-7000-8000-000000000000";
 
 /// The JSON that orders a copy of `src` on `a` to `dst` on `b`, as the test user.
 fn transfer(a: &FtpServer, src: &str, b: &FtpServer, dst: &str) -> String {
@@ -80,7 +83,7 @@ fn transfers_ordered_over_the_api() {
 
     let (status, list) = http(api, "GET", "/api/v1/transfers", None, "");
     assert_eq!(status, 200);
-    assert!(list.contains(&format!("\"id\":{id}")), "{list}");
+    assert!(list.contains(&format!("\"id\":\"{id}\"")), "{list}");
     assert!(!list.contains(&format!(":{secret}@")), "{list}");
 
     // Outside fxp.allow: refused before anything connects.
@@ -108,12 +111,18 @@ fn transfers_ordered_over_the_api() {
     let (_, v) = http(api, "DELETE", &format!("/api/v1/transfers/{id}"), None, "");
     assert_eq!(field(&v, "state"), Some("failed"), "{v}");
     assert!(v.contains("550"), "the server's reply text: {v}");
-    let (status, _) = http(api, "GET", "/api/v1/transfers/9999", None, "");
+    let (status, _) = http(
+        api,
+        "GET",
+        &format!("/api/v1/transfers/{UNKNOWN}"),
+        None,
+        "",
+    );
     assert_eq!(status, 404);
 }
 
 /// The job as JSON.
-fn job_json(api: SocketAddr, id: u64) -> serde_json::Value {
+fn job_json(api: SocketAddr, id: &str) -> serde_json::Value {
     let (status, body) = http(api, "GET", &format!("/api/v1/transfers/{id}"), None, "");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
@@ -170,7 +179,8 @@ fn a_running_transfer_shows_growing_bytes_and_a_cancel_what_moved() {
         &transfer(&a, "big.bin", &b, "copy.bin"),
     );
     assert_eq!(status, 202, "{resp}");
-    let id: u64 = field(&resp, "id").unwrap().parse().unwrap();
+    let id = field(&resp, "id").unwrap().to_owned();
+    let id = id.as_str();
     let len = peers::BIG_LEN as u64;
 
     let mut first = serde_json::Value::Null;
@@ -480,7 +490,7 @@ fn the_answers_match_the_openapi_document() {
     let (status, headers, resp) = raw(api, "POST", transfers, None, &body);
     assert_eq!(status, 202, "{resp}");
     c.check("POST", transfers, status, &resp);
-    let id: u64 = field(&resp, "id").unwrap().parse().unwrap();
+    let id = field(&resp, "id").unwrap().to_owned();
     let location = headers
         .iter()
         .find(|(k, _)| k == "location")
@@ -597,6 +607,8 @@ fn the_answers_match_the_openapi_document() {
     let retries = body.replace("\"}", "\", \"options\": {\"retries\": 11}}");
     let clear = body.replace("\"}", "\", \"options\": {\"allow_clear_data\": true}}");
     let unknown = body.replace("\"}", "\", \"options\": {\"bogus\": 1}}");
+    let missing = format!("/api/v1/transfers/{UNKNOWN}");
+    let cursor = "/api/v1/transfers?cursor=7";
     let cases: &[ErrorCase] = &[
         (
             "POST",
@@ -679,6 +691,7 @@ fn the_answers_match_the_openapi_document() {
             400,
             "invalid_query",
         ),
+        ("GET", cursor, transfers, None, "", 400, "invalid_query"),
         (
             "GET",
             "/api/v1/transfers?bogus=1",
@@ -688,24 +701,8 @@ fn the_answers_match_the_openapi_document() {
             400,
             "invalid_query",
         ),
-        (
-            "GET",
-            "/api/v1/transfers/9999",
-            one,
-            None,
-            "",
-            404,
-            "transfer_not_found",
-        ),
-        (
-            "DELETE",
-            "/api/v1/transfers/9999",
-            one,
-            None,
-            "",
-            404,
-            "transfer_not_found",
-        ),
+        ("GET", &missing, one, None, "", 404, "transfer_not_found"),
+        ("DELETE", &missing, one, None, "", 404, "transfer_not_found"),
         (
             "GET",
             "/api/v1/transfers/abc",
@@ -730,6 +727,31 @@ fn the_answers_match_the_openapi_document() {
         resp.contains(r#""field":"options.retries""#),
         "{status} {resp}"
     );
+    // Another site's page (see `a_web_page_cannot_order_transfers`).
+    let host = api.to_string();
+    let page = [
+        ("Host", host.as_str()),
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ];
+    for (method, path, template) in [
+        ("POST", transfers, transfers),
+        ("GET", transfers, transfers),
+    ] {
+        let (status, resp) = send(
+            api,
+            method,
+            path,
+            &page,
+            if method == "POST" { &body } else { "" },
+        );
+        assert_eq!(
+            (status, code(&resp).as_str()),
+            (403, "cross_origin"),
+            "{resp}"
+        );
+        c.check(method, template, status, &resp);
+    }
     // Outside the documented paths, still JSON with a code.
     let (status, _, resp) = raw(api, "GET", "/api/v1/nothing", None, "");
     assert_eq!(
@@ -754,6 +776,7 @@ fn the_answers_match_the_openapi_document() {
     for (_, _, _, _, _, _, code) in cases {
         assert!(documented.contains(code), "{code} is not documented");
     }
+    assert!(documented.contains(&"cross_origin"), "{documented:?}");
     assert!(c.checked >= 20, "{} answers checked", c.checked);
 }
 
@@ -817,7 +840,7 @@ fn the_readme_curl_example_works() {
     let v: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(v["state"], "queued", "{v}");
-    let id = v["id"].to_string();
+    let id = v["id"].as_str().expect("the id").to_owned();
     let (_, resp) = http(
         proxy.admin,
         "GET",
@@ -837,4 +860,315 @@ fn the_readme_curl_example_works() {
         field(&v, "state") == Some("done")
     });
     assert!(std::fs::read(b.file("big.bin")).unwrap() == peers::big_bin());
+}
+
+/// One HTTP/1.1 request with exactly `headers` (and a `Content-Length`): status and body.
+fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\n{head}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// What a browser sends for `fetch('http://127.0.0.1:9464/api/v1/transfers', {method:
+/// 'POST', mode: 'no-cors', body: new Blob([json])})` on another site's page (a CORS
+/// "simple request": no preflight, no Content-Type) is refused, and so are its
+/// variations (a same-site page, a rebound DNS name, a DELETE); curl's requests and
+/// pages of the endpoint itself still work.
+#[test]
+fn a_web_page_cannot_order_transfers() {
+    let upstream = SocketAddr::from((unique_loopback_ip(), 21));
+    let proxy = Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(upstream),
+        "fxp:\n  allow: [\"127.0.0.0/8\"]\n",
+    );
+    let api = proxy.admin;
+    let host = api.to_string();
+    // A port nothing listens on: the jobs that are accepted fail at once.
+    let body = r#"{"source": "ftp://x@127.0.0.9:1/f", "destination": "ftp://x@127.0.0.9:1/g"}"#;
+    let browser = |origin: &str, site: &str| -> Vec<(&str, String)> {
+        vec![
+            ("Host", host.clone()),
+            (
+                "User-Agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0".into(),
+            ),
+            ("Accept", "*/*".into()),
+            ("Origin", origin.into()),
+            ("Sec-Fetch-Site", site.into()),
+            ("Sec-Fetch-Mode", "no-cors".into()),
+            ("Sec-Fetch-Dest", "empty".into()),
+            ("Referer", format!("{origin}/")),
+        ]
+    };
+    let refused = |headers: Vec<(&str, String)>, method: &str, path: &str| {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, resp) = send(
+            api,
+            method,
+            path,
+            &h,
+            if method == "POST" { body } else { "" },
+        );
+        assert_eq!(status, 403, "{h:?}: {resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        assert_eq!(v["code"], "cross_origin", "{v}");
+        v["error"].as_str().unwrap().to_owned()
+    };
+    let why = refused(
+        browser("http://evil.example", "cross-site"),
+        "POST",
+        "/api/v1/transfers",
+    );
+    assert!(why.contains("Sec-Fetch-Site: cross-site"), "{why}");
+    refused(
+        browser("http://admin.evil.example", "same-site"),
+        "POST",
+        "/api/v1/transfers",
+    );
+    // An older browser without Sec-Fetch-*: its Origin alone gives it away.
+    let mut old = browser("http://evil.example", "");
+    old.retain(|(k, _)| !k.starts_with("Sec-"));
+    refused(old, "POST", "/api/v1/transfers");
+    // DNS rebinding: evil.example now resolves here, so the browser calls it same-origin.
+    let rebound = format!("evil.example:{}", api.port());
+    let mut rebinding = browser(&format!("http://{rebound}"), "same-origin");
+    rebinding[0].1 = rebound;
+    let why = refused(rebinding, "POST", "/api/v1/transfers");
+    assert!(why.contains("not this endpoint's address"), "{why}");
+    refused(
+        browser("http://evil.example", "cross-site"),
+        "DELETE",
+        "/api/v1/transfers/1",
+    );
+    let (_, list) = http(api, "GET", "/api/v1/transfers", None, "");
+    assert!(
+        list.contains(r#""transfers":[]"#),
+        "nothing was ordered: {list}"
+    );
+    let refusals = proxy.metric(
+        "fxprelay_admin_rejected_total",
+        &[("reason", "cross_origin")],
+    );
+    assert_eq!(refusals, 5.0);
+
+    // curl: no Origin, no Sec-Fetch-*, with or without a Content-Type.
+    let (status, resp) = send(api, "POST", "/api/v1/transfers", &[("Host", &host)], body);
+    assert_eq!(status, 202, "{resp}");
+    let (status, resp) = http(api, "POST", "/api/v1/transfers", None, body);
+    assert_eq!(status, 202, "{resp}");
+    // A page of the endpoint itself, reached by its address.
+    let own = format!("http://{host}");
+    let same: Vec<(&str, &str)> = vec![
+        ("Host", &host),
+        ("Origin", &own),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, resp) = send(api, "POST", "/api/v1/transfers", &same, body);
+    assert_eq!(status, 202, "{resp}");
+    // The address typed into the browser's address bar.
+    let typed = [("Host", host.as_str()), ("Sec-Fetch-Site", "none")];
+    let (status, resp) = send(api, "GET", "/api/v1/transfers", &typed, "");
+    assert_eq!(status, 200, "{resp}");
+}
+
+/// A job's id from the answer to its `POST`.
+fn submitted(api: SocketAddr, body: &str) -> String {
+    let (status, resp) = http(api, "POST", "/api/v1/transfers", None, body);
+    assert_eq!(status, 202, "{resp}");
+    let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+    // As written, so a number (ids once counted from 1) shows in the assertions below.
+    v["id"]
+        .as_str()
+        .map_or_else(|| v["id"].to_string(), str::to_owned)
+}
+
+/// Ids never start again at 1: a proxy started after another (a restart, or a second
+/// instance) gives ids the first never gave, later in their order.
+#[test]
+fn job_ids_do_not_repeat_across_restarts() {
+    let upstream = SocketAddr::from((unique_loopback_ip(), 21));
+    let extra = "fxp:\n  allow: [\"127.0.0.0/8\"]\n";
+    // A port nothing listens on: the jobs fail at once.
+    let body = r#"{"source": "ftp://x@127.0.0.9:1/f", "destination": "ftp://x@127.0.0.9:1/g"}"#;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(upstream), extra);
+        ids.push(submitted(proxy.admin, body));
+        ids.push(submitted(proxy.admin, body));
+    }
+    assert!(ids.iter().all(|id| id != "1" && id.len() == 36), "{ids:?}");
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, ids, "distinct, in the order submitted");
+}
+
+/// A throttled pyftpdlib source (256 KiB/s: `big.bin` takes half a minute) and a
+/// destination, both allowing FXP, and the `fxp:` block naming them.
+fn slow_pair() -> (FtpServer, FtpServer, String) {
+    let server = |throttle| {
+        let mut opts = ServerOptions::new(unique_loopback_ip());
+        opts.foreign_data = true;
+        opts.throttle = throttle;
+        FtpServer::start(ServerKind::Pyftpdlib, opts)
+    };
+    let (a, b) = (server(Some(256 * 1024)), server(None));
+    let extra = format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
+        a.addr.ip(),
+        b.addr.ip()
+    );
+    (a, b, extra)
+}
+
+/// SIGTERM with an API transfer running: during the grace period the job goes on, the
+/// API still answers (new transfers get `503 shutting_down`), then the job is stopped
+/// (`ABOR` to both servers), logged as interrupted with its id and counted, and the
+/// process exits.
+#[test]
+fn sigterm_interrupts_running_api_transfers_and_says_which() {
+    let (a, b, extra) = slow_pair();
+    let extra = format!("{extra}limits:\n  shutdown_grace: 1s\n");
+    let mut proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &extra);
+    let api = proxy.admin;
+    let id = submitted(api, &transfer(&a, "big.bin", &b, "copy.bin"));
+    wait_for("bytes to move", || {
+        job_json(api, &id)["bytes_done"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    });
+    unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) };
+    wait_for("the drain", || {
+        http_get(api, "/healthz").is_ok_and(|(status, _)| status == 503)
+    });
+    assert_eq!(job_json(api, &id)["state"], "running");
+    let (status, resp) = http(
+        api,
+        "POST",
+        "/api/v1/transfers",
+        None,
+        &transfer(&a, "big.bin", &b, "other.bin"),
+    );
+    assert_eq!(status, 503, "{resp}");
+    assert!(resp.contains("\"code\":\"shutting_down\""), "{resp}");
+    let status = proxy.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("transfer interrupted"))
+        .unwrap_or_else(|| panic!("no interrupted transfer logged:\n{log}"));
+    assert!(
+        line.contains(&format!("id={id}")) && line.contains("before it ended"),
+        "{line}"
+    );
+    let got = std::fs::metadata(b.file("copy.bin")).map_or(0, |m| m.len());
+    assert!(
+        got < peers::BIG_LEN as u64,
+        "the copy finished anyway: {got} bytes"
+    );
+}
+
+/// What the API answers about a job a shutdown stopped, until the process exits: the
+/// admin endpoint served in-process over a registry the test drains as `app::run`
+/// does on SIGTERM.
+#[test]
+fn an_interrupted_transfer_keeps_its_record() {
+    use fxprelay::admin::{self, AdminState};
+    use fxprelay::config::AdminLimits;
+    use fxprelay::fxp::jobs::Jobs;
+    let (a, b, _) = slow_pair();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let allow = [a.addr.ip(), b.addr.ip()]
+        .iter()
+        .map(|ip| ip.to_string().parse().unwrap())
+        .collect();
+    let jobs = Jobs::new(allow, 2);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind((unique_loopback_ip(), 0)))
+        .unwrap();
+    let api = listener.local_addr().unwrap();
+    let state = AdminState {
+        metrics: None,
+        draining: Default::default(),
+        jobs: jobs.clone(),
+        token: Default::default(),
+        sessions: Default::default(),
+        listeners: Vec::new().into(),
+        pools: Default::default(),
+    };
+    let served = runtime.spawn(admin::serve(
+        listener,
+        state,
+        AdminLimits::default(),
+        stop.clone(),
+    ));
+    let running = submitted(api, &transfer(&a, "big.bin", &b, "copy.bin"));
+    wait_for("bytes to move", || {
+        job_json(api, &running)["bytes_done"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    });
+    jobs.drain();
+    jobs.interrupt();
+    let v = job_json(api, &running);
+    assert_eq!(v["state"], "interrupted", "{v}");
+    let moved = v["bytes_done"].as_u64().unwrap();
+    assert!(moved > 0 && moved < peers::BIG_LEN as u64, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("shut down"), "{v}");
+    assert!(v["finished_at"].is_string(), "{v}");
+    // The engine stops cleanly (ABOR to both, sessions closed) within a bound.
+    let settled = async { tokio::time::timeout(Duration::from_secs(10), jobs.settled()).await };
+    runtime.block_on(settled).expect("the job's task ended");
+    let v = job_json(api, &running);
+    assert_eq!(
+        (v["state"].as_str(), v["bytes_done"].as_u64()),
+        (Some("interrupted"), Some(moved))
+    );
+    let mut c = Contract::fetch(api);
+    let (status, body) = http(
+        api,
+        "GET",
+        &format!("/api/v1/transfers/{running}"),
+        None,
+        "",
+    );
+    c.check("GET", "/api/v1/transfers/{id}", status, &body);
+    stop.cancel();
+    runtime.block_on(served).unwrap().unwrap();
 }

@@ -258,3 +258,102 @@ fn untrusted_certificate_refused_unless_insecure() {
     assert!(out.contains("method relay, 8388608 bytes"), "{out}");
     assert_big_copied(&b, "copy.bin");
 }
+
+/// Over the API a caller names a CA bundle the operator configured (`fxp.ca_bundles`),
+/// never a file on the proxy's host: a path, even a valid CA file's, is a `400` that
+/// reads nothing (`/dev/zero` once made the proxy read until the OOM killer came), and
+/// `insecure` is a `403` unless `fxp.allow_insecure`. The named bundle is what makes the
+/// copy between two TLS servers work.
+#[test]
+fn the_api_trusts_named_ca_bundles_and_reads_no_file_a_caller_names() {
+    use common::proxy::{ListenerSpec, Proxy, http};
+    let (a, b) = (
+        tls_server(ServerKind::Vsftpd),
+        tls_server(ServerKind::Vsftpd),
+    );
+    let extra = format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n  ca_bundles:\n    test-ca: \"{}\"\n",
+        a.addr.ip(),
+        b.addr.ip(),
+        ca(&a)
+    );
+    let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &extra);
+    let api = proxy.admin;
+    let order = |dst: &str, options: &str| {
+        let body = format!(
+            r#"{{"source": "{}", "destination": "{}", "options": {{"retries": 0, "timeout": 10{options}}}}}"#,
+            url("ftpes", &a, "big.bin"),
+            url("ftpes", &b, dst)
+        );
+        let (status, resp) = http(api, "POST", "/api/v1/transfers", None, &body);
+        let v: serde_json::Value =
+            serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}: {resp}"));
+        (status, v)
+    };
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = rss();
+    for path in [ca(&a), "/etc/passwd", "/nonexistent/ca.pem", "/dev/zero"] {
+        let (status, v) = order("x.bin", &format!(r#", "ca": "{path}""#));
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (400, Some("invalid_field")),
+            "{path}: {v}"
+        );
+        assert_eq!(v["field"], "options.ca", "{v}");
+        let text = v["error"].as_str().unwrap();
+        assert!(
+            text.contains("test-ca") && text.contains("not a file"),
+            "{text}"
+        );
+    }
+    let (status, v) = order("x.bin", r#", "insecure": true"#);
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("option_not_permitted")),
+        "{v}"
+    );
+    assert!(
+        v["error"].as_str().unwrap().contains("fxp.allow_insecure"),
+        "{v}"
+    );
+    let (_, list) = http(api, "GET", "/api/v1/transfers", None, "");
+    assert!(
+        list.contains(r#""transfers":[]"#),
+        "nothing was queued: {list}"
+    );
+    let grew = rss().saturating_sub(before);
+    assert!(grew < 64 * 1024, "RSS grew by {grew} kB");
+
+    let wait = |v: &serde_json::Value| {
+        let path = format!("/api/v1/transfers/{}", v["id"].as_str().expect("the id"));
+        let mut job = serde_json::Value::Null;
+        common::wait_for_within(std::time::Duration::from_secs(60), "the job to end", || {
+            let (_, text) = http(api, "GET", &path, None, "");
+            job = serde_json::from_str(&text).unwrap();
+            matches!(job["state"].as_str(), Some("done" | "failed"))
+        });
+        job
+    };
+    // Without the bundle the test CA is unknown: refused, nothing copied.
+    let (status, v) = order("none.bin", "");
+    assert_eq!(status, 202, "{v}");
+    let job = wait(&v);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("not trusted"),
+        "{job}"
+    );
+    let (status, v) = order("copy.bin", r#", "ca": "test-ca""#);
+    assert_eq!(status, 202, "{v}");
+    let job = wait(&v);
+    assert_eq!(job["state"], "done", "{job}\n{}", logs(&a, &b));
+    assert_eq!(job["options"]["ca"], "test-ca", "{job}");
+    assert_big_copied(&b, "copy.bin");
+}

@@ -274,6 +274,7 @@ fn the_api_job_view_names_the_check() {
             .and_then(|r| r.split([',', '}']).next())
             .unwrap()
             .trim()
+            .trim_matches('"')
             .to_owned();
         let path = format!("/api/v1/transfers/{id}");
         let mut view = String::new();

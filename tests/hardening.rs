@@ -265,17 +265,118 @@ fn the_job_api_refuses_oversized_urls_and_pages_its_list() {
     }
     let (status, body) = http(proxy.admin, "GET", "/api/v1/transfers?limit=2", None, "");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body.matches("\"id\":").count(), 2, "{body}");
-    assert!(body.contains("\"next_cursor\":2"), "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = page["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{body}");
+    assert_eq!(page["next_cursor"].as_str(), Some(ids[1]), "{body}");
     let (_, body) = http(
         proxy.admin,
         "GET",
-        "/api/v1/transfers?limit=2&cursor=2",
+        &format!("/api/v1/transfers?limit=2&cursor={}", ids[1]),
         None,
         "",
     );
     assert_eq!(body.matches("\"id\":").count(), 1, "{body}");
+    assert!(!body.contains(ids[0]) && !body.contains(ids[1]), "{body}");
     assert!(body.contains("\"next_cursor\":null"), "{body}");
     let (status, body) = http(proxy.admin, "GET", "/api/v1/transfers?limit=0", None, "");
     assert_eq!(status, 400, "{body}");
+}
+
+/// Idle sockets cannot lock the probes out: with more connections held open (no byte
+/// sent) from one address than `admin.max_connections`, `/healthz` and `/metrics` from
+/// that same address still answer 200 at once (the bound below is generous, not a
+/// performance check); the idle connections made room, counted and logged.
+#[test]
+fn idle_connections_cannot_starve_healthz_and_metrics() {
+    let ip = unique_loopback_ip();
+    // Defaults: max_connections 64, max_connections_per_ip 16, header_read_timeout 10s:
+    // everything below happens well within one header timeout.
+    let proxy = Proxy::start(
+        ip,
+        ListenerSpec::new(SocketAddr::from(([127, 0, 0, 1], 21))),
+    );
+    let idle: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(proxy.admin).unwrap())
+        .collect();
+    for path in ["/healthz", "/metrics", "/healthz"] {
+        let (status, body) = common::proxy::http_request(proxy.admin, "GET", path, None, "")
+            .unwrap_or_else(|e| panic!("GET {path} with idle connections held: {e}"));
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let evicted = proxy.metric(
+        "fxprelay_admin_rejected_total",
+        &[("reason", "idle_evicted")],
+    );
+    assert!(evicted >= 64.0, "{evicted} idle connections closed");
+    assert!(
+        proxy.log().contains("admin connection closed to make room"),
+        "{}",
+        proxy.log()
+    );
+    // Another address is not held back by the first one's connections.
+    let other = unique_loopback_ip();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((other, 0)).into()).unwrap();
+    socket.connect(&proxy.admin.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+}
+
+/// A `USER` carrying terminal escapes (erase the line, back to column 1, then a forged
+/// entry) reaches the text log escaped: no ESC byte in the file, the sequence visible as
+/// `\u{1b}`. The JSON log is as it was: the string intact inside JSON's own escaping.
+#[test]
+fn terminal_escapes_from_a_client_are_escaped_in_the_text_log() {
+    let forged = "\x1b[2K\x1b[1Glogin user=root result=ok";
+    let logged_in = |json: bool| {
+        let ip = unique_loopback_ip();
+        let server = TcpListener::bind((IpAddr::from(ip), 0)).unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let _hostile = Hostile::serve(server, SocketAddr::from(([127, 0, 0, 1], 1)));
+        let mut spec = ListenerSpec::new(server_addr);
+        if json {
+            spec.env = vec![("FXPRELAY_LOG_FORMAT", "json")];
+        }
+        let proxy = Proxy::start(ip, spec);
+        let mut c = Control::connect(proxy.addr);
+        c.expect(220);
+        c.cmd_expect(&format!("USER {forged}"), 230);
+        c.cmd_expect("QUIT", 221);
+        common::wait_for("the login line", || proxy.log().contains("login"));
+        proxy.log()
+    };
+    let text = logged_in(false);
+    assert!(!text.contains('\x1b'), "a raw ESC in the text log:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(": login "))
+        .unwrap_or_else(|| panic!("no login line:\n{text}"));
+    assert!(
+        line.contains(r"login user=\u{1b}[2K\u{1b}[1Glogin user=root result=ok upstream="),
+        "{line}"
+    );
+
+    let json = logged_in(true);
+    assert!(!json.contains('\x1b'), "{json}");
+    let login: serde_json::Value = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "login")
+        .unwrap_or_else(|| panic!("no login object:\n{json}"));
+    assert_eq!(login["user"], forged, "{login}");
 }

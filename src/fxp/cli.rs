@@ -84,7 +84,7 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
     let opts = Options {
         files: Some(Arc::new(Hooks(live.clone()))),
         cancel: Some(cancel.clone()),
-        ..args.opts.engine()
+        ..args.opts.engine(args.opts.ca_file())
     };
     let started = Instant::now();
     let work = async {

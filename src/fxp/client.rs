@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -158,18 +158,34 @@ impl FtpError {
     }
 }
 
-/// How the engine checks TLS servers' certificates: the system's trust roots plus an
-/// optional CA file, or no check at all (`verify: false`). The rustls configuration is
-/// built on first use and shared by every session made with these options.
+/// How the engine checks TLS servers' certificates: the system's trust roots plus
+/// optional extra roots, or no check at all (`verify: false`). The rustls configuration
+/// is built on first use, off the async runtime (it reads the system's certificates and,
+/// for the command line's `--ca`, a file), and shared by every session made with these
+/// options.
 #[derive(Clone)]
 pub struct TlsPolicy {
     pub verify: bool,
-    pub ca: Option<PathBuf>,
-    built: Arc<OnceLock<Result<tls::Upstream, String>>>,
+    pub ca: ExtraRoots,
+    built: Arc<tokio::sync::OnceCell<Result<tls::Upstream, String>>>,
+}
+
+/// Where a [`TlsPolicy`]'s extra trust roots come from.
+#[derive(Debug, Clone, Default)]
+pub enum ExtraRoots {
+    /// The system's roots only.
+    #[default]
+    None,
+    /// A PEM file named by the local user (`fxprelay fxp --ca FILE`), read when first
+    /// needed. Never from a remote caller: the API names configured bundles instead.
+    File(PathBuf),
+    /// Certificates the proxy read when it loaded its configuration (`fxp.ca_bundles`,
+    /// a listener's `tls.upstream.ca`).
+    Loaded(tls::CaCerts),
 }
 
 impl TlsPolicy {
-    pub fn new(verify: bool, ca: Option<PathBuf>) -> TlsPolicy {
+    pub fn new(verify: bool, ca: ExtraRoots) -> TlsPolicy {
         TlsPolicy {
             verify,
             ca,
@@ -177,11 +193,26 @@ impl TlsPolicy {
         }
     }
 
-    fn upstream(&self) -> Result<&tls::Upstream, FtpError> {
+    async fn upstream(&self) -> Result<&tls::Upstream, FtpError> {
         self.built
             .get_or_init(|| {
-                tls::Upstream::new(self.verify, self.ca.as_deref()).map_err(|e| e.to_string())
+                let (verify, ca) = (self.verify, self.ca.clone());
+                async move {
+                    let build = move || {
+                        let ca = match ca {
+                            ExtraRoots::None => None,
+                            ExtraRoots::File(path) => Some(tls::CaCerts::load(&path)?),
+                            ExtraRoots::Loaded(certs) => Some(certs),
+                        };
+                        tls::Upstream::new(verify, ca.as_ref())
+                    };
+                    match tokio::task::spawn_blocking(build).await {
+                        Ok(built) => built.map_err(|e| e.to_string()),
+                        Err(e) => Err(format!("cannot build the TLS client: {e}")),
+                    }
+                }
             })
+            .await
             .as_ref()
             .map_err(|e| FtpError::TlsSetup(e.clone()))
     }
@@ -190,7 +221,7 @@ impl TlsPolicy {
 impl Default for TlsPolicy {
     /// Certificates checked against the system's trust roots.
     fn default() -> Self {
-        TlsPolicy::new(true, None)
+        TlsPolicy::new(true, ExtraRoots::None)
     }
 }
 
@@ -333,7 +364,7 @@ impl Client {
         let secure = if url.security.is_tls() {
             let name =
                 tls::server_name(&url.host).map_err(|e| FtpError::TlsSetup(e.to_string()))?;
-            Some((tls.upstream()?.for_session(), name))
+            Some((tls.upstream().await?.for_session(), name))
         } else {
             None
         };

@@ -677,7 +677,10 @@ mod tests {
         let seen = retries.clone();
         let opts = Options {
             retries: 3,
-            tls: TlsPolicy::new(true, Some("/nonexistent/ca.pem".into())),
+            tls: TlsPolicy::new(
+                true,
+                crate::fxp::ExtraRoots::File("/nonexistent/ca.pem".into()),
+            ),
             progress: Some(Arc::new(move |e: &Event| {
                 if let Event::Retrying { .. } = e {
                     seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -15,14 +15,20 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
+use super::client::ExtraRoots;
 use super::engine::{self, Check, Event, FileHooks, FxpError};
+pub use super::job_id::{BadJobId, JobId};
 pub use super::options::{MAX_RETRIES, TransferOptions};
 use super::tree;
 use super::url::FtpUrl;
+use crate::config::FxpConfig;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
+use crate::tls::CaBundles;
 
 /// What a client posts to `POST /api/v1/transfers`.
 #[derive(Debug, Deserialize)]
@@ -58,8 +64,8 @@ pub const MAX_FINISHED: usize = 1000;
 /// a task, so a flood of submissions is refused rather than buffered without bound.
 pub const MAX_ACTIVE: usize = 1000;
 
-/// A job's (or one of its files') state. `queued` and `running` change; the other three
-/// are final.
+/// A job's (or one of its files') state. `queued` and `running` change; the others are
+/// final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -67,7 +73,11 @@ pub enum State {
     Running,
     Done,
     Failed,
+    /// Stopped by `DELETE` (or, for a file of a tree, with its job).
     Cancelled,
+    /// Stopped because the proxy shut down (SIGTERM or SIGINT): queued jobs at once,
+    /// running ones when `limits.shutdown_grace` ran out.
+    Interrupted,
 }
 
 impl State {
@@ -79,7 +89,7 @@ impl State {
 /// A job as the API shows it (`GET /api/v1/transfers/{id}`; the list leaves out `files`).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
-    pub id: u64,
+    pub id: JobId,
     /// The URLs with their passwords masked.
     pub source: String,
     pub destination: String,
@@ -204,7 +214,10 @@ pub enum SubmitError {
     /// A server outside `fxp.allow`, or the proxy itself.
     #[error("{0}")]
     Forbidden(String),
-    /// An option the configuration does not permit (`allow_clear_data`).
+    /// The proxy is shutting down: it starts no new transfer.
+    #[error("{0}")]
+    ShuttingDown(String),
+    /// An option the configuration does not permit (`allow_clear_data`, `insecure`).
     #[error("{0}")]
     NotPermitted(String),
     /// [`MAX_ACTIVE`] jobs are queued or running already.
@@ -342,7 +355,7 @@ impl FileHooks for Watch {
 }
 
 struct Job {
-    id: u64,
+    id: JobId,
     source: String,
     destination: String,
     options: TransferOptions,
@@ -357,10 +370,13 @@ struct Job {
     /// Installed under the registry lock in the same step as the job itself, so a
     /// cancel can always reach the task.
     abort: Option<AbortHandle>,
+    /// Stops the engine cleanly (`ABOR` to both servers): how a shutdown ends a running
+    /// job, while `DELETE` drops it at once.
+    stop: CancellationToken,
 }
 
 impl Job {
-    fn new(id: u64, source: String, destination: String, options: TransferOptions) -> Job {
+    fn new(id: JobId, source: String, destination: String, options: TransferOptions) -> Job {
         let watch = Watch::default();
         if !options.recursive {
             watch.lock().files = vec![FileView::queued(source.clone(), destination.clone())];
@@ -378,6 +394,7 @@ impl Job {
             reply_code: None,
             watch,
             abort: None,
+            stop: CancellationToken::new(),
         }
     }
 
@@ -472,10 +489,12 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// Everything behind the registry's one lock.
 struct Registry {
-    jobs: BTreeMap<u64, Job>,
+    /// By id: in the order submitted.
+    jobs: BTreeMap<JobId, Job>,
     /// Finished jobs' ids, oldest first, for dropping beyond [`MAX_FINISHED`].
-    finished: VecDeque<u64>,
-    next: u64,
+    finished: VecDeque<JobId>,
+    /// Shutdown has begun: no job is submitted or started any more.
+    draining: bool,
 }
 
 impl Registry {
@@ -485,7 +504,7 @@ impl Registry {
 
     /// Records that `id` has reached a final state and forgets the oldest finished jobs
     /// beyond [`MAX_FINISHED`]; a finished tree's records shrink to what it keeps.
-    fn finished(&mut self, id: u64) {
+    fn finished(&mut self, id: JobId) {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.finished = Some((SystemTime::now(), Instant::now()));
             job.abort = None;
@@ -507,10 +526,31 @@ impl Registry {
 pub struct Jobs {
     reg: Arc<Mutex<Registry>>,
     slots: Arc<Semaphore>,
+    /// Every job's task, so a shutdown can wait for them to end.
+    tasks: TaskTracker,
     /// `fxp.allow` and `fxp.concurrency` as last loaded; a reload replaces them.
     settings: Arc<RwLock<Settings>>,
-    /// `fxp.allow_clear_data` as last loaded.
-    clear_data: Arc<std::sync::atomic::AtomicBool>,
+    /// What callers may ask for, as last loaded.
+    permits: Arc<RwLock<Permits>>,
+}
+
+/// The options a caller may use only as far as the operator allows (`fxp:` keys): FXP
+/// with clear data, no certificate check, and which CA bundles may be named.
+#[derive(Debug, Clone, Default)]
+pub struct Permits {
+    pub allow_clear_data: bool,
+    pub allow_insecure: bool,
+    pub ca_bundles: CaBundles,
+}
+
+impl From<&FxpConfig> for Permits {
+    fn from(fxp: &FxpConfig) -> Permits {
+        Permits {
+            allow_clear_data: fxp.allow_clear_data,
+            allow_insecure: fxp.allow_insecure,
+            ca_bundles: fxp.ca_bundles.clone(),
+        }
+    }
 }
 
 struct Settings {
@@ -527,24 +567,61 @@ impl Jobs {
             reg: Arc::new(Mutex::new(Registry {
                 jobs: BTreeMap::new(),
                 finished: VecDeque::new(),
-                next: 1,
+                draining: false,
             })),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            tasks: TaskTracker::new(),
             settings: Arc::new(RwLock::new(Settings {
                 allow: Arc::new(allow),
                 concurrency: concurrency.max(1),
                 own: None,
             })),
-            clear_data: Arc::default(),
+            permits: Arc::default(),
         }
     }
 
-    /// `fxp.allow_clear_data` for jobs submitted from now on: whether a job may ask for
-    /// FXP with `PROT C` between TLS servers that cannot encrypt between themselves
-    /// (`options.allow_clear_data`).
-    pub fn set_allow_clear_data(&self, allowed: bool) {
-        self.clear_data
-            .store(allowed, std::sync::atomic::Ordering::Relaxed);
+    /// What jobs submitted from now on may ask for: FXP with `PROT C` between TLS
+    /// servers that cannot encrypt between themselves (`options.allow_clear_data`), no
+    /// certificate check (`options.insecure`), which CA bundle to trust (`options.ca`).
+    pub fn set_permits(&self, permits: Permits) {
+        *self.permits.write().unwrap_or_else(PoisonError::into_inner) = permits;
+    }
+
+    fn permits(&self) -> Permits {
+        self.permits
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The roots `options` asks to trust besides the system's, and whether it may: a
+    /// caller names a bundle of `fxp.ca_bundles`, never a file, and turns the check off
+    /// only where `fxp.allow_insecure` says so.
+    fn trust(&self, options: &TransferOptions) -> Result<ExtraRoots, SubmitError> {
+        let permits = self.permits();
+        if options.insecure && !permits.allow_insecure {
+            return Err(SubmitError::NotPermitted(
+                "options.insecure: this proxy does not let API callers turn off the check \
+                 of TLS servers' certificates (fxp.allow_insecure is false); name a CA \
+                 bundle of fxp.ca_bundles in options.ca to trust a private CA"
+                    .into(),
+            ));
+        }
+        let Some(name) = &options.ca else {
+            return Ok(ExtraRoots::None);
+        };
+        match permits.ca_bundles.get(name) {
+            Some(certs) => Ok(ExtraRoots::Loaded(certs.clone())),
+            None => Err(SubmitError::BadRequest {
+                field: "options.ca",
+                message: format!(
+                    "no CA bundle named {:?} in fxp.ca_bundles (this proxy has: {}); \
+                     options.ca names a bundle the operator configured, not a file",
+                    bounded(name.clone(), crate::tls::bundles::MAX_NAME),
+                    permits.ca_bundles.names()
+                ),
+            }),
+        }
     }
 
     /// Applies a reloaded `fxp.allow` and `fxp.concurrency` to jobs submitted from now on
@@ -627,7 +704,8 @@ impl Jobs {
             field: e.field,
             message: e.message,
         })?;
-        if options.allow_clear_data && !self.clear_data.load(std::sync::atomic::Ordering::Relaxed) {
+        let ca = self.trust(&options)?;
+        if options.allow_clear_data && !self.permits().allow_clear_data {
             return Err(SubmitError::NotPermitted(
                 "options.allow_clear_data: this proxy does not permit FXP with clear data \
                  (fxp.allow_clear_data is false)"
@@ -636,30 +714,37 @@ impl Jobs {
         }
         let me = self.clone();
         let mut reg = self.lock();
+        if reg.draining {
+            return Err(SubmitError::ShuttingDown(
+                "this proxy is shutting down and starts no new transfer; submit it again \
+                 once it is back"
+                    .into(),
+            ));
+        }
         if reg.active() >= MAX_ACTIVE {
             return Err(SubmitError::TooMany(format!(
                 "too many transfers queued or running (at most {MAX_ACTIVE}): \
                  try again once some have finished"
             )));
         }
-        let id = reg.next;
-        reg.next += 1;
+        let id = JobId::new();
         let job = Job::new(id, src.to_string(), dst.to_string(), options.clone());
         let mut opts = engine::Options {
             allow: Some(self.allow()),
             own: self.own(),
-            ..options.engine()
+            cancel: Some(job.stop.clone()),
+            ..options.engine(ca)
         };
         if options.recursive {
             opts.files = Some(Arc::new(job.watch.clone()));
         } else {
             opts.progress = Some(job.watch.progress());
         }
-        let span = tracing::info_span!("fxp_job", id);
+        let span = tracing::info_span!("fxp_job", %id);
         // Spawned with the registry locked: the task's first step (`start`) waits for
         // the lock, so the job and its abort handle are in place before it can run and
         // a cancel at any moment after this returns stops it.
-        let task = tokio::spawn(
+        let task = self.tasks.spawn(
             async move {
                 let Ok(_slot) = me.slots.clone().acquire_owned().await else {
                     return;
@@ -707,7 +792,7 @@ impl Jobs {
     }
 
     /// Queued -> running; `false` when the job is no longer queued (cancelled).
-    fn start(&self, id: u64) -> bool {
+    fn start(&self, id: JobId) -> bool {
         let mut reg = self.lock();
         match reg.jobs.get_mut(&id) {
             Some(job) if job.state == State::Queued => {
@@ -720,7 +805,7 @@ impl Jobs {
     }
 
     /// Applies a running job's outcome; a job cancelled meanwhile stays cancelled.
-    fn settle(&self, id: u64, f: impl FnOnce(&mut Job)) {
+    fn settle(&self, id: JobId, f: impl FnOnce(&mut Job)) {
         let mut reg = self.lock();
         let Some(job) = reg.jobs.get_mut(&id) else {
             return;
@@ -732,7 +817,7 @@ impl Jobs {
         reg.finished(id);
     }
 
-    fn finish(&self, id: u64, outcome: Result<engine::Report, FxpError>) {
+    fn finish(&self, id: JobId, outcome: Result<engine::Report, FxpError>) {
         self.settle(id, |job| {
             let mut live = job.watch.lock();
             let mut relayed = live.relayed;
@@ -754,7 +839,7 @@ impl Jobs {
         });
     }
 
-    fn finish_tree(&self, id: u64, outcome: Result<tree::TreeReport, FxpError>) {
+    fn finish_tree(&self, id: JobId, outcome: Result<tree::TreeReport, FxpError>) {
         self.settle(id, |job| match outcome {
             Ok(r) if r.failed.is_empty() => {
                 job.state = State::Done;
@@ -772,31 +857,34 @@ impl Jobs {
         });
     }
 
-    /// Up to `limit` jobs with ids above `after`, oldest first (without trees' per-file
-    /// records), and the cursor for the next page (`None` on the last one).
-    pub fn list(&self, after: u64, limit: usize) -> (Vec<JobView>, Option<u64>) {
+    /// Up to `limit` jobs submitted after `after` (from the first without), oldest first
+    /// (without trees' per-file records), and the cursor for the next page (`None` on
+    /// the last one).
+    pub fn list(&self, after: Option<JobId>, limit: usize) -> (Vec<JobView>, Option<JobId>) {
+        use std::ops::Bound;
         let reg = self.lock();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut page: Vec<JobView> = reg
             .jobs
-            .range(after.saturating_add(1)..)
+            .range((from, Bound::Unbounded))
             .take(limit.saturating_add(1))
             .map(|(_, j)| j.view(false))
             .collect();
         let next = (page.len() > limit).then(|| {
             page.truncate(limit);
-            page.last().map_or(after, |v| v.id)
+            page.last().map(|v| v.id)
         });
-        (page, next)
+        (page, next.flatten())
     }
 
-    pub fn get(&self, id: u64) -> Option<JobView> {
+    pub fn get(&self, id: JobId) -> Option<JobView> {
         self.lock().jobs.get(&id).map(|j| j.view(true))
     }
 
     /// Stops a queued or running job (dropping the engine's future closes both control
     /// connections) and counts it as `result="cancelled"`; its view keeps the bytes
     /// that had moved. A finished job is left as it is.
-    pub fn cancel(&self, id: u64) -> Option<JobView> {
+    pub fn cancel(&self, id: JobId) -> Option<JobView> {
         let mut reg = self.lock();
         let job = reg.jobs.get_mut(&id)?;
         if job.state.is_active() {
@@ -805,18 +893,105 @@ impl Jobs {
                 a.abort();
             }
             job.state = State::Cancelled;
-            count_cancelled(job);
-            info!(id, "transfer cancelled");
+            count_stopped(job, State::Cancelled);
+            info!(%id, "transfer cancelled");
             reg.finished(id);
         }
         reg.jobs.get(&id).map(|j| j.view(true))
     }
+
+    /// Shutdown begins: no job is submitted from now on ([`SubmitError::ShuttingDown`]),
+    /// and the queued ones are interrupted (they never start); running ones go on, until
+    /// [`Jobs::settled`] or [`Jobs::interrupt`].
+    pub fn drain(&self) {
+        let mut reg = self.lock();
+        reg.draining = true;
+        let queued: Vec<JobId> = reg
+            .jobs
+            .values()
+            .filter(|j| j.state == State::Queued)
+            .map(|j| j.id)
+            .collect();
+        for id in queued {
+            if let Some(job) = reg.jobs.get_mut(&id) {
+                // Waiting for a slot: nothing to stop cleanly.
+                if let Some(a) = job.abort.take() {
+                    a.abort();
+                }
+                interrupted(job, "the proxy shut down before it started");
+                reg.finished(id);
+            }
+        }
+        drop(reg);
+        self.tasks.close();
+    }
+
+    /// Running jobs now (after [`Jobs::drain`], what shutdown waits for).
+    pub fn running(&self) -> usize {
+        self.lock()
+            .jobs
+            .values()
+            .filter(|j| j.state == State::Running)
+            .count()
+    }
+
+    /// Returns once every job's task has ended (after [`Jobs::drain`]; before it, it
+    /// waits for that too).
+    pub async fn settled(&self) {
+        self.tasks.wait().await;
+    }
+
+    /// The shutdown's grace period is over: every running job is interrupted. Each
+    /// sends `ABOR` to both servers and closes its sessions (wait with
+    /// [`Jobs::settled`]); its record stays for `GET`, state `interrupted`, with what
+    /// had moved.
+    pub fn interrupt(&self) {
+        let mut reg = self.lock();
+        let running: Vec<JobId> = reg
+            .jobs
+            .values()
+            .filter(|j| j.state == State::Running)
+            .map(|j| j.id)
+            .collect();
+        for id in running {
+            if let Some(job) = reg.jobs.get_mut(&id) {
+                // `settle` leaves an interrupted job alone: the engine's own end (a
+                // cancelled transfer) is not applied.
+                job.stop.cancel();
+                job.abort = None;
+                interrupted(job, "the proxy shut down before it ended");
+                reg.finished(id);
+            }
+        }
+    }
 }
 
-/// `fxprelay_fxp_transfers_total{result="cancelled"}`: one per file that was under way
-/// (by the method it was on), or one with `method="none"` for a job that had not got
-/// that far.
-fn count_cancelled(job: &mut Job) {
+/// Marks `job` interrupted by the shutdown, counts it and says so in the log.
+fn interrupted(job: &mut Job, when: &str) {
+    job.state = State::Interrupted;
+    job.error = Some(format!("interrupted: {when} (SIGTERM or SIGINT)"));
+    count_stopped(job, State::Interrupted);
+    let live = job.watch.lock();
+    let bytes_done: u64 = live.files.iter().map(|f| f.bytes_done).sum();
+    drop(live);
+    warn!(
+        id = %job.id,
+        source = %job.source,
+        destination = %job.destination,
+        bytes_done,
+        "transfer interrupted: {when}"
+    );
+}
+
+/// `fxprelay_fxp_transfers_total{result="cancelled"}` (or `"interrupted"`, as `how`
+/// says): one per file that was under way (by the method it was on), or one with
+/// `method="none"` for a job that had not got that far. The files under way take the
+/// job's state.
+fn count_stopped(job: &mut Job, how: State) {
+    let result = match how {
+        State::Interrupted => "interrupted",
+        _ => "cancelled",
+    };
     let took = job
         .started
         .map_or(Default::default(), |(_, at)| at.elapsed());
@@ -824,14 +999,14 @@ fn count_cancelled(job: &mut Job) {
     let mut counted = false;
     for f in live.files.iter_mut().filter(|f| f.state.is_active()) {
         if f.state == State::Running || f.method.is_some() {
-            metrics::fxp_transfer("cancelled", f.method.unwrap_or("none"), 0, took);
+            metrics::fxp_transfer(result, f.method.unwrap_or("none"), 0, took);
             counted = true;
         }
-        f.state = State::Cancelled;
+        f.state = how;
     }
     live.frozen = true;
     if !counted {
-        metrics::fxp_transfer("cancelled", "none", 0, took);
+        metrics::fxp_transfer(result, "none", 0, took);
     }
 }
 
@@ -869,10 +1044,9 @@ mod tests {
     }
 
     /// A job placed in the registry directly, without a task.
-    fn insert(jobs: &Jobs, state: State) -> u64 {
+    fn insert(jobs: &Jobs, state: State) -> JobId {
         let mut reg = jobs.lock();
-        let id = reg.next;
-        reg.next += 1;
+        let id = JobId::new();
         let mut job = Job::new(
             id,
             "ftp://a/x".into(),
@@ -899,7 +1073,7 @@ mod tests {
         }
     }
 
-    fn state(jobs: &Jobs, id: u64) -> State {
+    fn state(jobs: &Jobs, id: JobId) -> State {
         jobs.get(id).map(|v| v.state).unwrap()
     }
 
@@ -959,7 +1133,7 @@ mod tests {
             ),
             "{e}"
         );
-        assert!(jobs.list(0, PAGE_MAX).0.is_empty());
+        assert!(jobs.list(None, PAGE_MAX).0.is_empty());
     }
 
     #[test]
@@ -977,13 +1151,66 @@ mod tests {
             .submit(request("ftp://127.0.0.3/y", &long))
             .unwrap_err();
         assert!(e.to_string().starts_with("destination: longer than"), "{e}");
-        assert!(jobs.list(0, PAGE_MAX).0.is_empty());
+        assert!(jobs.list(None, PAGE_MAX).0.is_empty());
         let e = bounded("é".repeat(MAX_ERROR), MAX_ERROR);
         assert!(
             e.len() <= MAX_ERROR + 6 && e.ends_with(" [...]"),
             "{}",
             e.len()
         );
+    }
+
+    /// `options.ca` names one of the operator's bundles, never a file; `insecure` needs
+    /// `fxp.allow_insecure`. Refused before any task exists, so nothing is read.
+    #[tokio::test]
+    async fn a_caller_names_a_ca_bundle_never_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, c.cert.pem()).unwrap();
+        let jobs = jobs(&["127.0.0.0/8"]);
+        jobs.set_permits(Permits {
+            ca_bundles: CaBundles::load([("corp", ca.as_path())]).unwrap(),
+            ..Permits::default()
+        });
+        let with = |f: fn(&mut TransferOptions)| {
+            let mut req = request("ftpes://127.0.0.99:1/x", "ftp://127.0.0.98:1/y");
+            f(&mut req.options);
+            jobs.submit(req)
+        };
+        for path in ["/dev/zero", "/etc/passwd", "/nonexistent"] {
+            let mut req = request("ftpes://127.0.0.99:1/x", "ftp://127.0.0.98:1/y");
+            req.options.ca = Some(path.into());
+            let e = jobs.submit(req).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    SubmitError::BadRequest {
+                        field: "options.ca",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains("has: corp") && text.contains("not a file"),
+                "{text}"
+            );
+            assert!(!text.contains(&ca.display().to_string()), "{text}");
+        }
+        let e = with(|o| o.insecure = true).unwrap_err();
+        assert!(matches!(e, SubmitError::NotPermitted(_)), "{e}");
+        assert!(e.to_string().contains("fxp.allow_insecure"), "{e}");
+        assert!(jobs.list(None, PAGE_MAX).0.is_empty(), "nothing was queued");
+
+        let v = with(|o| o.ca = Some("corp".into())).unwrap();
+        assert_eq!(v.options.ca.as_deref(), Some("corp"));
+        jobs.set_permits(Permits {
+            allow_insecure: true,
+            ..Permits::default()
+        });
+        with(|o| o.insecure = true).unwrap();
     }
 
     #[test]
@@ -1009,15 +1236,15 @@ mod tests {
     #[test]
     fn the_list_comes_in_pages() {
         let jobs = jobs(&[]);
-        let ids: Vec<u64> = (0..5).map(|_| insert(&jobs, State::Done)).collect();
+        let ids: Vec<JobId> = (0..5).map(|_| insert(&jobs, State::Done)).collect();
         let ids_of = |page: Vec<JobView>| page.iter().map(|v| v.id).collect::<Vec<_>>();
-        let (page, next) = jobs.list(0, 2);
+        let (page, next) = jobs.list(None, 2);
         assert_eq!(ids_of(page), ids[..2]);
         assert_eq!(next, Some(ids[1]));
-        let (page, next) = jobs.list(ids[1], 2);
+        let (page, next) = jobs.list(Some(ids[1]), 2);
         assert_eq!(ids_of(page), ids[2..4]);
         assert_eq!(next, Some(ids[3]));
-        let (page, next) = jobs.list(ids[3], 2);
+        let (page, next) = jobs.list(Some(ids[3]), 2);
         assert_eq!(ids_of(page), ids[4..]);
         assert_eq!(next, None);
     }
@@ -1041,13 +1268,13 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, SubmitError::TooMany(_)), "{e}");
         assert!(e.to_string().contains("too many transfers"), "{e}");
-        assert_eq!(jobs.list(0, PAGE_MAX).0.len(), MAX_ACTIVE);
+        assert_eq!(jobs.list(None, PAGE_MAX).0.len(), MAX_ACTIVE);
     }
 
     #[test]
     fn only_the_newest_finished_jobs_are_kept() {
         let jobs = jobs(&[]);
-        let ids: Vec<u64> = (0..MAX_FINISHED + 5)
+        let ids: Vec<JobId> = (0..MAX_FINISHED + 5)
             .map(|_| insert(&jobs, State::Running))
             .collect();
         let waiting = insert(&jobs, State::Queued);
@@ -1055,7 +1282,7 @@ mod tests {
             jobs.finish(id, Ok(report()));
         }
         // The five oldest finished jobs are gone; the queued one stays whatever its age.
-        assert_eq!(jobs.list(0, usize::MAX).0.len(), MAX_FINISHED + 1);
+        assert_eq!(jobs.list(None, usize::MAX).0.len(), MAX_FINISHED + 1);
         assert!(ids[..5].iter().all(|&id| jobs.get(id).is_none()));
         assert_eq!(state(&jobs, ids[5]), State::Done);
         assert_eq!(state(&jobs, waiting), State::Queued);
@@ -1112,7 +1339,7 @@ mod tests {
     }
 
     /// A job placed in the registry as running, with a task-less watch.
-    fn running(jobs: &Jobs, recursive: bool) -> (u64, Watch) {
+    fn running(jobs: &Jobs, recursive: bool) -> (JobId, Watch) {
         let id = insert(jobs, State::Running);
         let mut reg = jobs.lock();
         let job = reg.jobs.get_mut(&id).unwrap();
@@ -1205,7 +1432,7 @@ mod tests {
         assert_eq!(files[1].state, State::Running);
         assert!(!files[0].source.contains("secret"), "{:?}", files[0]);
         assert!(
-            jobs.list(0, 10).0[0].files.is_none(),
+            jobs.list(None, 10).0[0].files.is_none(),
             "the list leaves files out"
         );
 
@@ -1232,6 +1459,72 @@ mod tests {
         );
         assert!(v.submitted_at.ends_with('Z'), "{}", v.submitted_at);
         assert!(v.started_at.is_none() && v.rate_bytes_per_second.is_none());
+    }
+
+    /// Ids from registries that never met (two processes, one after the other or side
+    /// by side) never repeat, and each registry's sort in the order submitted.
+    #[tokio::test]
+    async fn ids_never_repeat_across_registries() {
+        let (first, second) = (jobs(&["127.0.0.0/8"]), jobs(&["127.0.0.0/8"]));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            for jobs in [&first, &second] {
+                let v = jobs
+                    .submit(request("ftp://127.0.0.99:1/x", "ftp://127.0.0.98:1/y"))
+                    .unwrap();
+                assert!(seen.insert(v.id), "{} twice", v.id);
+                assert_ne!(v.id.to_string(), "1");
+            }
+        }
+        for jobs in [&first, &second] {
+            let ids: Vec<JobId> = jobs.list(None, PAGE_MAX).0.iter().map(|v| v.id).collect();
+            assert_eq!(ids.len(), 50);
+            assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    /// SIGTERM: queued jobs are interrupted at once, running ones go on until the grace
+    /// period ends; then they are interrupted too, keeping what had moved; nothing new is
+    /// taken meanwhile, and what the engine reports afterwards is not applied.
+    #[tokio::test]
+    async fn a_drain_interrupts_queued_jobs_then_running_ones_and_keeps_their_records() {
+        let jobs = jobs(&["127.0.0.0/8"]);
+        let queued = insert(&jobs, State::Queued);
+        let (running, watch) = running(&jobs, false);
+        watch.progress()(&Event::Bytes {
+            done: 300,
+            total: Some(1000),
+        });
+        let done = insert(&jobs, State::Done);
+        jobs.drain();
+        let v = jobs.get(queued).unwrap();
+        assert_eq!(v.state, State::Interrupted, "{v:?}");
+        assert!(
+            v.error.as_deref().unwrap().contains("before it started"),
+            "{v:?}"
+        );
+        assert_eq!(state(&jobs, running), State::Running);
+        assert_eq!(jobs.running(), 1);
+        let e = jobs
+            .submit(request("ftp://127.0.0.2/x", "ftp://127.0.0.3/y"))
+            .unwrap_err();
+        assert!(matches!(e, SubmitError::ShuttingDown(_)), "{e}");
+
+        let stop = jobs.lock().jobs[&running].stop.clone();
+        jobs.interrupt();
+        assert!(stop.is_cancelled(), "the engine is told to ABOR");
+        let v = jobs.get(running).unwrap();
+        assert_eq!((v.state, v.bytes_done), (State::Interrupted, 300), "{v:?}");
+        assert!(v.finished_at.is_some(), "{v:?}");
+        assert!(v.error.as_deref().unwrap().contains("shut down"), "{v:?}");
+        jobs.finish(running, Err(FxpError::Cancelled));
+        assert_eq!(state(&jobs, running), State::Interrupted);
+        assert_eq!(state(&jobs, done), State::Done);
+        assert_eq!(jobs.running(), 0);
+        // No task runs (these jobs had none): settled at once.
+        tokio::time::timeout(Duration::from_secs(5), jobs.settled())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -27,7 +27,8 @@
 //! - [`cli`] is `fxprelay fxp`: progress bars ([`progress`]), the report (text or
 //!   `--json`), Ctrl-C, exit code; [`credentials`] finds passwords off the command line
 //!   (environment, netrc, a prompt).
-//! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`);
+//! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`), each
+//!   under a [`jobs::JobId`] that never repeats (`job_id`);
 //!   [`options`] is the options object it takes, the same struct as the CLI's flags.
 
 pub mod cli;
@@ -38,6 +39,7 @@ mod direct;
 pub mod engine;
 mod error;
 mod hooks;
+mod job_id;
 pub mod jobs;
 pub mod mirror;
 pub mod options;
@@ -51,7 +53,7 @@ pub mod stream;
 pub mod tree;
 pub mod url;
 
-pub use client::{Client, FtpError, TlsPolicy};
+pub use client::{Client, ExtraRoots, FtpError, TlsPolicy};
 pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer, transfer_with};
 pub use sessions::Sessions;
 pub use url::{FtpUrl, UrlError};

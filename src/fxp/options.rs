@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Client, FtpError, TlsPolicy};
+use super::client::{Client, ExtraRoots, FtpError, TlsPolicy};
 use super::digest::{OnMismatch, Verify};
 use super::hooks::FileHooks;
 use super::mirror::MirrorOptions;
@@ -197,8 +197,10 @@ pub struct TransferOptions {
     pub no_relay: bool,
     /// Trust TLS servers whose certificate this CA (a PEM file) signed, besides the
     /// system's trust roots.
+    // Over the API this is the name of a bundle in the proxy's `fxp.ca_bundles`, never a
+    // path: a remote caller names no file on the proxy's host (see `jobs`).
     #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
+    pub ca: Option<String>,
     /// Do not check TLS servers' certificates (anyone in the path can then read and
     /// change the transfer, passwords included).
     #[arg(long)]
@@ -331,6 +333,13 @@ impl TransferOptions {
         Ok(())
     }
 
+    /// `ca` as the command line takes it: a PEM file of the local user's.
+    pub fn ca_file(&self) -> ExtraRoots {
+        self.ca.as_ref().map_or(ExtraRoots::None, |path| {
+            ExtraRoots::File(PathBuf::from(path))
+        })
+    }
+
     /// The tree options (`skip_existing`, `dry_run`, `include`, `exclude`, `delete`).
     pub fn mirror(&self) -> MirrorOptions {
         MirrorOptions {
@@ -342,9 +351,11 @@ impl TransferOptions {
         }
     }
 
-    /// The engine's options for these (allow list, own sockets and progress are the
-    /// front end's to add).
-    pub fn engine(&self) -> Options {
+    /// The engine's options for these, trusting `ca` besides the system's roots: what
+    /// `self.ca` names is the front end's to decide ([`TransferOptions::ca_file`] on the
+    /// command line, a configured bundle over the API). Allow list, own sockets and
+    /// progress are the front end's to add too.
+    pub fn engine(&self, ca: ExtraRoots) -> Options {
         Options {
             reverse: self.reverse,
             retries: self.retries,
@@ -352,7 +363,7 @@ impl TransferOptions {
             relay_fallback: !self.no_relay,
             resume: self.resume,
             concurrency: self.concurrency.max(1),
-            tls: TlsPolicy::new(!self.insecure, self.ca.clone()),
+            tls: TlsPolicy::new(!self.insecure, ca),
             allow_clear_data: self.allow_clear_data,
             verify: self.verify,
             on_mismatch: self.on_mismatch,

@@ -664,11 +664,17 @@ impl Shell {
     /// The engine's options for a `SITE FXP` task: `allow`, the proxy's own sockets, and
     /// the trust of the listener's upstream leg.
     fn fxp_options(&self, allow: Arc<crate::net::AllowList>) -> Options {
-        let trust = self.ctx.cfg.tls.as_ref().map(|t| &t.settings.upstream);
+        use crate::fxp::{ExtraRoots, TlsPolicy};
         Options {
             allow: Some(allow),
-            tls: match trust {
-                Some(u) => crate::fxp::client::TlsPolicy::new(u.verify, u.ca.clone()),
+            // The CA file was read with the configuration: nothing is read here.
+            tls: match &self.ctx.cfg.tls {
+                Some(t) => TlsPolicy::new(
+                    t.settings.upstream.verify,
+                    t.upstream_ca
+                        .clone()
+                        .map_or(ExtraRoots::None, ExtraRoots::Loaded),
+                ),
                 None => Options::default().tls,
             },
             own: Some(self.ctx.own.clone()),

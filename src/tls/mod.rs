@@ -3,6 +3,8 @@
 //! roots plus an optional CA file, verification on unless the operator says otherwise).
 //!
 //! - [`settings`]: the `tls:` block as written.
+//! - [`pem`]: reading certificates, keys and CA files, each at most 1 MiB.
+//! - [`bundles`]: `fxp.ca_bundles`, the CA files API callers may name.
 //! - this file: turning it into rustls configs, loaded at start and on every reload, and
 //!   checked by `fxprelay check` (files readable, PEM valid, key matching certificate).
 //!
@@ -11,55 +13,32 @@
 //! session cache ([`Upstream::for_session`]), so its data connections resume its own
 //! control session and no other.
 
+pub mod bundles;
+mod error;
+pub mod pem;
 pub mod settings;
 
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+pub use bundles::CaBundles;
+pub use error::TlsError;
+pub use pem::{CaCerts, MAX_PEM_BYTES};
 pub use settings::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, UpstreamTlsMode};
 
 /// TLS sessions a proxy session keeps for its data connections to resume. TLS 1.3
 /// tickets are single-use; servers hand out new ones on each resumption, so a few are
 /// plenty even over hundreds of transfers.
 const SESSIONS_PER_PROXY_SESSION: usize = 8;
-
-/// Why a TLS setting cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("{path} is not a PEM certificate file: {why}")]
-    BadCertificate { path: PathBuf, why: String },
-    #[error("{path} holds no usable PEM private key: {why}")]
-    BadKey { path: PathBuf, why: String },
-    #[error("the key in {key} does not belong to the certificate in {cert}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("`tls.client.mode: {mode}` needs `tls.client.cert` and `tls.client.key`")]
-    MissingCertificate { mode: &'static str },
-    #[error("no trust roots: the system has none and `tls.upstream.ca` is not set")]
-    NoRoots,
-    #[error("{0} is not a valid TLS server name")]
-    ServerName(String),
-    #[error("TLS: {0}")]
-    Rustls(#[from] rustls::Error),
-}
 
 /// The TLS side of one listener, ready to use.
 #[derive(Clone)]
@@ -74,6 +53,8 @@ pub struct ListenerTls {
     pub client_data: Option<TlsAcceptor>,
     /// Toward the server, when the upstream leg may use TLS.
     pub upstream: Option<Upstream>,
+    /// `tls.upstream.ca`, read at load: also what `SITE FXP` trusts for TLS servers.
+    pub upstream_ca: Option<CaCerts>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -104,11 +85,17 @@ impl ListenerTls {
                 )
             }
         };
+        let upstream_ca = settings
+            .upstream
+            .ca
+            .as_deref()
+            .map(CaCerts::load)
+            .transpose()?;
         let upstream = match settings.upstream_plan() {
             UpstreamPlan::Plain => None,
             _ => Some(Upstream::new(
                 settings.upstream.verify,
-                settings.upstream.ca.as_deref(),
+                upstream_ca.as_ref(),
             )?),
         };
         Ok(ListenerTls {
@@ -116,6 +103,7 @@ impl ListenerTls {
             client,
             client_data,
             upstream,
+            upstream_ca,
         })
     }
 }
@@ -137,15 +125,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// System roots plus `ca`; `verify: false` accepts any certificate.
-    pub fn new(verify: bool, ca: Option<&Path>) -> Result<Upstream, TlsError> {
+    /// System roots plus `ca`; `verify: false` accepts any certificate. Reads the
+    /// system's certificates: blocking.
+    pub fn new(verify: bool, ca: Option<&CaCerts>) -> Result<Upstream, TlsError> {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
         let config = if verify {
-            let pinned = match ca {
-                Some(path) => certificates(path)?,
-                None => Vec::new(),
-            };
+            let pinned = ca.map(|c| c.certs().to_vec()).unwrap_or_default();
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots(ca)?),
                 provider(),
@@ -198,11 +184,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// A server config from a PEM chain and key, checking that they belong together.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = certificates(cert)?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::BadKey {
-        path: key.to_path_buf(),
-        why: pem_error(e),
-    })?;
+    let chain = pem::certificates(cert)?;
+    let key_der = pem::private_key(key)?;
     let provider = provider();
     let signing = provider
         .key_provider
@@ -225,51 +208,21 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let iter = CertificateDer::pem_file_iter(path).map_err(|e| read_or_bad(path, e))?;
-    let chain = iter
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| read_or_bad(path, e))?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(chain)
-}
-
-fn read_or_bad(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
-    match e {
-        rustls::pki_types::pem::Error::Io(source) => TlsError::Read {
-            path: path.to_path_buf(),
-            source,
-        },
-        e => TlsError::BadCertificate {
-            path: path.to_path_buf(),
-            why: pem_error(e),
-        },
-    }
-}
-
-fn pem_error(e: rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::NoItemsFound => "no PEM section found".into(),
-        e => e.to_string(),
-    }
-}
-
-fn roots(ca: Option<&Path>) -> Result<RootCertStore, TlsError> {
+fn roots(ca: Option<&CaCerts>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     // Unreadable system certificates are skipped: the operator's own CA may be all
     // that is needed.
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(ca) = ca {
-        for cert in certificates(ca)? {
-            roots.add(cert).map_err(|e| TlsError::BadCertificate {
-                path: ca.to_path_buf(),
-                why: e.to_string(),
-            })?;
+        for cert in ca.certs() {
+            // Checked when the file was read (`CaCerts::load`).
+            roots
+                .add(cert.clone())
+                .map_err(|e| TlsError::BadCertificate {
+                    path: ca.path().to_path_buf(),
+                    why: e.to_string(),
+                })?;
         }
     }
     if roots.is_empty() {
@@ -355,6 +308,8 @@ impl ServerCertVerifier for Verifier {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     /// A self-signed certificate and its key in `dir`, plus an unrelated key.
@@ -412,8 +367,26 @@ mod tests {
     fn extra_roots_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, _, _) = files(dir.path());
-        Upstream::new(true, Some(&cert)).unwrap();
-        assert!(Upstream::new(true, Some(&dir.path().join("nope"))).is_err());
+        Upstream::new(true, Some(&CaCerts::load(&cert).unwrap())).unwrap();
+        assert!(CaCerts::load(&dir.path().join("nope")).is_err());
         Upstream::new(false, None).unwrap();
+    }
+
+    #[test]
+    fn a_listeners_files_are_read_with_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, _) = files(dir.path());
+        let mut s = TlsSettings::default();
+        s.upstream.ca = Some("/dev/zero".into());
+        let e = ListenerTls::load(&s).err().unwrap();
+        assert!(matches!(e, TlsError::TooLarge { .. }), "{e}");
+        s.upstream.ca = None;
+        s.client.mode = ClientTlsMode::Explicit;
+        s.client.cert = Some(cert);
+        s.client.key = Some("/dev/zero".into());
+        let e = ListenerTls::load(&s).err().unwrap();
+        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+        s.client.key = Some(key);
+        ListenerTls::load(&s).unwrap();
     }
 }

@@ -1,9 +1,13 @@
 //! The admin HTTP listener: `GET /` (a small HTML page for people), `GET /metrics`
 //! (Prometheus text format), `GET /healthz`, the open sessions (`GET /api/v1/sessions`)
 //! and the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
+//!
+//! - [`conns`]: the connection slots; idle connections make room, so `/healthz` and
+//!   `/metrics` stay reachable however many sockets someone holds open.
+//! - [`origin`]: which API requests a browser may make (pages of this endpoint only).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -21,18 +25,21 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+pub mod conns;
+pub mod origin;
+
 use crate::config::AdminLimits;
 use crate::config::{DataMode, ListenerConfig, Mode};
-use crate::fxp::jobs::{self, Jobs, SubmitError};
+use crate::fxp::jobs::{self, JobId, Jobs, SubmitError};
+use crate::metrics::AdminRejection;
 
 /// The OpenAPI 3.1 description of `/api/v1/...`, served at `/api/v1/openapi.json`; a test
 /// checks the real responses against its schemas.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI: &str = include_str!("../openapi.json");
 use crate::session::registry::Sessions;
 
 /// Largest API request body: two URLs of at most [`jobs::MAX_URL`] and the options.
@@ -97,8 +104,9 @@ impl ListenerSummary {
 }
 
 /// Serves the admin endpoints until `stop` is cancelled, within `limits`: at most
-/// `max_connections` at once, each request's headers within `header_read_timeout` (which
-/// also closes idle keep-alive connections), each request within `request_timeout`.
+/// `max_connections` open (`max_connections_per_ip` from one address; idle ones make
+/// room, see [`conns`]), each request's headers within `header_read_timeout` (which also
+/// closes idle keep-alive connections), each request within `request_timeout`.
 pub async fn serve(
     listener: TcpListener,
     state: AdminState,
@@ -130,6 +138,8 @@ pub async fn serve(
         .route("/api/v1/sessions", get(list_sessions))
         .route("/api/v1/upstreams", get(list_upstreams))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        // Outside the token check: a web page's request is refused before anything else.
+        .route_layer(middleware::from_fn(same_origin))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let app = Router::new()
         .route("/", get(index))
@@ -149,15 +159,24 @@ pub async fn serve(
     Ok(())
 }
 
-/// The accept loop: one task per connection, a slot each, closed on `stop` (gracefully:
-/// a request in flight is answered first).
+/// The local address a request came in on (what [`origin`] compares `Host` with).
+#[derive(Debug, Clone, Copy)]
+struct LocalAddr(std::net::SocketAddr);
+
+/// The accept loop: one task per connection, a slot each (see [`conns`]), closed on
+/// `stop` (gracefully: a request in flight is answered first), or at once when an idle
+/// connection must make room.
 async fn serve_bounded(
     listener: TcpListener,
     app: Router,
     limits: AdminLimits,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    use hyper::service::Service as _;
+    let slots = Arc::new(Mutex::new(conns::Slots::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+    )));
     let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -172,14 +191,30 @@ async fn serve_bounded(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, max = limits.max_connections, "admin connection refused: admin.max_connections are open");
+        let Some((id, close)) = admit(&slots, peer, &limits) else {
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        let local = stream.local_addr().ok();
+        let inner = TowerToHyperService::new(app.clone());
+        let busy_slots = slots.clone();
+        // Marks the connection busy while a request is served, so it is not closed to
+        // make room in the middle of one.
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            if let Some(local) = local {
+                req.extensions_mut().insert(LocalAddr(local));
+            }
+            let busy = Busy::start(&busy_slots, id);
+            let answer = inner.call(req);
+            async move {
+                let response = answer.await;
+                drop(busy);
+                response
+            }
+        });
         let stop = stop.clone();
+        let released = Release(slots.clone(), id);
         connections.spawn(async move {
-            let _slot = slot;
+            let _slot = released;
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -188,6 +223,8 @@ async fn serve_bounded(
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
+                // Idle by construction: dropping it closes the socket.
+                _ = close.cancelled() => return,
                 _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
@@ -200,6 +237,97 @@ async fn serve_bounded(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// A slot for a new connection from `peer` and what closes it, or `None` when every
+/// connection it could replace is serving a request. Refusals and the idle connections
+/// closed to make room are counted and logged.
+fn admit(
+    slots: &Mutex<conns::Slots>,
+    peer: std::net::SocketAddr,
+    limits: &AdminLimits,
+) -> Option<(conns::Id, CancellationToken)> {
+    let close = CancellationToken::new();
+    let admitted = slots
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .admit(peer.ip(), close.clone());
+    let name = |full| match full {
+        conns::Full::All => "admin.max_connections",
+        conns::Full::Address => "admin.max_connections_per_ip",
+    };
+    match admitted {
+        Ok((id, evicted)) => {
+            if let Some(gone) = evicted {
+                crate::metrics::admin_rejected(AdminRejection::IdleEvicted);
+                warn!(peer = %gone.ip, limit = name(gone.limit), newcomer = %peer, "admin connection closed to make room: it was idle (no request being served)");
+            }
+            Some((id, close))
+        }
+        Err(full) => {
+            let (reason, max) = match full {
+                conns::Full::All => (AdminRejection::MaxConnections, limits.max_connections),
+                conns::Full::Address => (
+                    AdminRejection::MaxConnectionsPerIp,
+                    limits.max_connections_per_ip,
+                ),
+            };
+            crate::metrics::admin_rejected(reason);
+            warn!(%peer, limit = name(full), max, "admin connection refused: every connection it could replace is serving a request");
+            None
+        }
+    }
+}
+
+/// A connection's request being served; dropped when the answer is ready.
+struct Busy(Arc<Mutex<conns::Slots>>, conns::Id);
+
+impl Busy {
+    fn start(slots: &Arc<Mutex<conns::Slots>>, id: conns::Id) -> Busy {
+        slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_busy(id, true);
+        Busy(slots.clone(), id)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_busy(self.1, false);
+    }
+}
+
+/// A connection's slot, given back when its task ends.
+struct Release(Arc<Mutex<conns::Slots>>, conns::Id);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(self.1);
+    }
+}
+
+/// Refuses API requests a web page of another origin sent (see [`origin`]).
+async fn same_origin(req: Request, next: Next) -> Response {
+    // Without the connection's address (never, in practice) no browser request passes.
+    let local = req
+        .extensions()
+        .get::<LocalAddr>()
+        .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |l| l.0);
+    match origin::check(req.headers(), local) {
+        Ok(()) => next.run(req).await,
+        Err(why) => {
+            crate::metrics::admin_rejected(AdminRejection::CrossOrigin);
+            warn!(path = %req.uri().path(), method = %req.method(), reason = %why, "admin API request refused: sent by a web page");
+            error(ErrorCode::CrossOrigin, format!("refused: {why}"))
+        }
+    }
 }
 
 /// `admin.request_timeout` over a whole request, body included.
@@ -381,7 +509,7 @@ pub enum ErrorCode {
     InvalidField,
     /// 400: the query string is not understood (`limit`, `cursor`).
     InvalidQuery,
-    /// 400: a transfer id that is not a number.
+    /// 400: a transfer id that is not one (ids are UUIDs).
     InvalidId,
     /// 401: `admin.token` is set and the request's bearer token is missing or wrong.
     Unauthorized,
@@ -389,6 +517,8 @@ pub enum ErrorCode {
     NotAllowed,
     /// 403: an option this proxy's configuration does not permit.
     OptionNotPermitted,
+    /// 403: a web page of another origin sent the request (`Origin`, `Sec-Fetch-Site`).
+    CrossOrigin,
     /// 404: no such transfer (or it finished long ago and was forgotten).
     TransferNotFound,
     /// 404: no such endpoint.
@@ -403,6 +533,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 429: too many transfers queued or running.
     TooManyTransfers,
+    /// 503: the proxy is shutting down and starts no new transfer.
+    ShuttingDown,
 }
 
 impl ErrorCode {
@@ -413,13 +545,14 @@ impl ErrorCode {
                 StatusCode::BAD_REQUEST
             }
             C::Unauthorized => StatusCode::UNAUTHORIZED,
-            C::NotAllowed | C::OptionNotPermitted => StatusCode::FORBIDDEN,
+            C::NotAllowed | C::OptionNotPermitted | C::CrossOrigin => StatusCode::FORBIDDEN,
             C::TransferNotFound | C::NoSuchEndpoint => StatusCode::NOT_FOUND,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             C::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
+            C::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -458,7 +591,9 @@ async fn openapi() -> impl IntoResponse {
 }
 
 /// A body is JSON when it says so (`application/json`, `...+json`) or says nothing:
-/// `curl -d` without `-H` would say `application/x-www-form-urlencoded`.
+/// `curl -d` without `-H` would say `application/x-www-form-urlencoded`. Nothing is what
+/// a web page's `fetch` with a `Blob` body says too: such requests were refused before
+/// this, by their `Origin` and `Sec-Fetch-Site` ([`origin`]).
 fn says_json(headers: &HeaderMap) -> Result<(), String> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
@@ -517,6 +652,7 @@ async fn submit_transfer(
             error(ErrorCode::OptionNotPermitted, e.to_string())
         }
         Err(e @ SubmitError::TooMany(_)) => error(ErrorCode::TooManyTransfers, e.to_string()),
+        Err(e @ SubmitError::ShuttingDown(_)) => error(ErrorCode::ShuttingDown, e.to_string()),
     }
 }
 
@@ -525,7 +661,7 @@ async fn submit_transfer(
 #[serde(deny_unknown_fields)]
 struct Page {
     limit: Option<usize>,
-    cursor: Option<u64>,
+    cursor: Option<String>,
 }
 
 async fn list_transfers(
@@ -544,19 +680,23 @@ async fn list_transfers(
             format!("limit: from 1 to {max}, not {limit}"),
         );
     }
-    let (transfers, next) = state.jobs.list(page.cursor.unwrap_or(0), limit);
+    let after = match page.cursor.as_deref().map(str::parse::<JobId>).transpose() {
+        Ok(after) => after,
+        Err(e) => return error(ErrorCode::InvalidQuery, format!("cursor: {e}")),
+    };
+    let (transfers, next) = state.jobs.list(after, limit);
     Json(json!({"transfers": transfers, "next_cursor": next})).into_response()
 }
 
 /// The `{id}` of `/api/v1/transfers/{id}`, or why it is not one.
-fn transfer_id(id: Result<Path<u64>, PathRejection>) -> Result<u64, String> {
-    id.map(|Path(id)| id)
-        .map_err(|e| format!("transfer id: {}", e.body_text()))
+fn transfer_id(id: Result<Path<String>, PathRejection>) -> Result<JobId, String> {
+    let Path(text) = id.map_err(|e| format!("transfer id: {}", e.body_text()))?;
+    text.parse().map_err(|e: jobs::BadJobId| e.to_string())
 }
 
 async fn get_transfer(
     State(state): State<AdminState>,
-    id: Result<Path<u64>, PathRejection>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let id = match transfer_id(id) {
         Ok(id) => id,
@@ -570,7 +710,7 @@ async fn get_transfer(
 
 async fn cancel_transfer(
     State(state): State<AdminState>,
-    id: Result<Path<u64>, PathRejection>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let id = match transfer_id(id) {
         Ok(id) => id,
