@@ -13,8 +13,9 @@ their descendants.
 
 Test code is the body of an inline `#[cfg(test)] mod name { ... }` and the file of a
 `#[cfg(test)] mod name;` declaration; the declaration removes nothing else from its file
-(the `use` lines after it count). `mod` declarations are not edges, and a method an
-`impl` in another file adds is invisible here.
+(the `use` lines after it count). Imports for doc links only (`#[cfg(doc)] use`) are
+not edges either, nor `mod` declarations; a method an `impl` in another file adds is
+invisible here.
 
 Usage: scripts/module-cycles.py [SRC_DIR]   (exit status 1 when a cycle exists)
 """
@@ -53,10 +54,12 @@ def uncomment(text: str) -> str:
 
 
 def strip(text: str) -> str:
-    """Source without comments, literals and the bodies of inline test modules. A
+    """Source without comments, literals, doc-only imports and the bodies of inline test
+    modules. A
     `#[cfg(test)] mod tests;` declaration drops nothing: the code after it is the
     module's own (see `test_files` for the file it names)."""
-    text = uncomment(text)
+    # Imports for doc links only (`#[cfg(doc)] use ...;`) are not in the compiled crate.
+    text = re.sub(r"#\[cfg\(doc\)\]\s*(?:pub(?:\([^)]*\))?\s+)?use\s[^;]*;", " ", uncomment(text))
     out, at = [], 0
     for m in TEST_MOD.finditer(text):
         if m.start() < at or m.group(2) == ";":
