@@ -2628,3 +2628,228 @@ fn balance_user_greets_then_connects_after_user_to_the_same_backend_each_time() 
     }
     assert!(targets.windows(2).all(|w| w[0] == w[1]), "{targets:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Requests to the shell's services, and what the machine decides for its tasks
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_passive_refusal_is_remembered_through_the_shell_and_kept_for_the_session() {
+    let mut t = T::logged_in(reverse(""));
+    client_pasv(&mut t, 50001);
+    t.client("STOR f");
+    t.take();
+    t.server("502 No passive mode here");
+    let server: SocketAddr = SERVER.parse().unwrap();
+    assert!(t.has(|a| matches!(a, Action::RememberPassiveRefusal(s) if *s == server)));
+    t.m.handle(
+        Event::Leased {
+            slot: Slot::UpstreamActive,
+            result: Ok(50002),
+        },
+        t.now,
+    );
+    t.server("200 PORT ok");
+    t.server("150 go");
+    t.m.handle(Event::TransferFinished(moved(3, 0)), t.now);
+    t.server("226 done");
+    t.take();
+    // The same session's next transfer goes straight to active mode, whatever the
+    // listener's memo says by then.
+    client_pasv(&mut t, 50003);
+    t.client("STOR g");
+    assert!(t.has(|a| matches!(
+        a,
+        Action::Lease {
+            slot: Slot::UpstreamActive,
+            ..
+        }
+    )));
+    assert!(t.sent_upstream().is_empty());
+}
+
+#[test]
+fn a_connect_that_knows_a_passive_refusal_goes_straight_to_active_mode() {
+    let mut t = T::new(reverse(""));
+    t.take();
+    let c = Connected {
+        peer: SERVER.parse().unwrap(),
+        local: ip("198.18.0.1"),
+        refuses_passive: true,
+    };
+    t.m.handle(Event::Connected(Ok(c)), t.now);
+    t.server("220 hi");
+    t.client("USER u");
+    t.server("331 pass");
+    t.client("PASS p");
+    t.server("230 in");
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    assert!(t.has(|a| matches!(
+        a,
+        Action::Lease {
+            slot: Slot::UpstreamActive,
+            ..
+        }
+    )));
+    // With `upstream_data: passive` the memo changes nothing.
+    let mut t = T::new(reverse("    upstream_data: passive\n"));
+    t.take();
+    t.m.handle(Event::Connected(Ok(c)), t.now);
+    t.server("220 hi");
+    t.client("USER u");
+    t.server("331 pass");
+    t.client("PASS p");
+    t.server("230 in");
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+}
+
+#[test]
+fn a_pooled_session_reports_the_backend_it_could_not_reach_by_its_index() {
+    let ctx = pooled("    balance: round_robin\n");
+    let mut t = T::new(ctx);
+    let acts = t.take();
+    let chose = acts
+        .iter()
+        .any(|a| matches!(a, Action::ChooseBackend { user: None, tried, .. } if tried.is_empty()));
+    assert!(chose, "{acts:?}");
+    let first = t.backend.as_ref().expect("a backend held").index;
+    t.m.handle(
+        Event::Connected(Err(ConnectFailure::Unreachable("refused".into()))),
+        t.now,
+    );
+    let acts = t.take();
+    assert!(
+        matches!(acts.first(), Some(Action::BackendFailed { index, error }) if *index == first && error == "refused"),
+        "{acts:?}"
+    );
+    assert!(
+        acts.iter().any(
+            |a| matches!(a, Action::ChooseBackend { tried, .. } if tried.as_slice() == [first])
+        )
+    );
+    // A choice nobody asked for changes nothing.
+    t.m.handle(Event::BackendChosen(None), t.now);
+    assert!(t.take().is_empty());
+}
+
+#[test]
+fn a_cancelled_copy_is_counted_with_the_method_it_was_trying() {
+    let mut t = copying();
+    t.m.handle(Event::FxpTrying(Method::ReverseFxp), t.now);
+    t.now += Duration::from_secs(3);
+    t.client("ABOR");
+    assert!(t.has(|a| matches!(a, Action::CancelFxp)));
+    assert!(t.counted(Count::FxpCancelled {
+        method: Some(Method::ReverseFxp),
+        took: Duration::from_secs(3),
+    }));
+    // Before the engine tried any method; and QUIT cancels too.
+    let mut t = copying();
+    t.client("QUIT");
+    assert!(t.counted(Count::FxpCancelled {
+        method: None,
+        took: Duration::ZERO,
+    }));
+    // A destination check that is aborted is no copy.
+    let mut t = T::logged_in(site_ctx());
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    t.client("ABOR");
+    assert!(t.has(|a| matches!(a, Action::CancelFxp)));
+    assert!(!t.has(|a| matches!(a, Action::Count(Count::FxpCancelled { .. }))));
+}
+
+#[test]
+fn a_task_that_ends_without_a_word_is_answered_and_one_that_spoke_is_not() {
+    let mut t = copying();
+    t.m.handle(Event::FxpTaskEnded, t.now);
+    let said = t.client_bytes();
+    assert!(
+        starts(&said, "451 FXP copy failed: the copy task stopped"),
+        "{said:?}"
+    );
+    // The session goes on: the next command goes to the server again.
+    t.client("NOOP");
+    assert_eq!(t.sent_upstream(), ["NOOP\r\n"]);
+
+    let mut t = copying();
+    t.m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), t.now);
+    t.take();
+    t.m.handle(Event::FxpTaskEnded, t.now);
+    assert!(t.take().is_empty());
+
+    let mut t = T::logged_in(site_ctx());
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    t.take();
+    t.m.handle(Event::FxpTaskEnded, t.now);
+    let said = t.client_bytes();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("the login check task stopped")),
+        "{said:?}"
+    );
+}
+
+/// The rules of the `SITE FXP TO` check for the listener `ctx`.
+fn check_rules(ctx: Arc<ListenerCtx>) -> FxpRules {
+    let mut t = T::logged_in(ctx);
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    t.take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::CheckFxpDestination { rules, .. } => Some(rules),
+            _ => None,
+        })
+        .expect("the destination is logged in to")
+}
+
+#[test]
+fn site_fxp_reaches_and_trusts_what_the_listener_does() {
+    // Without a `tls:` block: the system's roots, certificates checked.
+    let ctx = site_ctx();
+    let rules = check_rules(ctx.clone());
+    assert!(rules.verify && rules.ca.is_none());
+    assert!(Arc::ptr_eq(&rules.own, &ctx.policy.own));
+    assert!(rules.allow.admits("198.18.0.2", ip("198.18.0.2")).is_ok());
+    assert!(rules.allow.admits("192.0.2.1", ip("192.0.2.1")).is_err());
+
+    // The listener's upstream trust, as for the session's own server (a client in clear:
+    // the server's leg mirrors it).
+    let dir = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+    let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let tls = |verify: bool| {
+        ctx_guarded(
+            &format!(
+                "    upstream: {SERVER}\n    tls:\n      client: {{mode: explicit, cert: {ca}, key: {key}}}\n      upstream: {{mode: mirror, verify: {verify}, ca: {ca}}}\n",
+                ca = ca.display(),
+                key = key.display(),
+            ),
+            &format!("{LIMITS}fxp:\n  allow: [\"203.0.113.0/24\"]\n"),
+            crate::net::OwnSockets::default(),
+        )
+    };
+    let rules = check_rules(tls(true));
+    assert!(rules.verify);
+    assert_eq!(rules.ca.as_deref(), Some(ca.as_path()));
+    let rules = check_rules(tls(false));
+    assert!(!rules.verify);
+}
+
+#[test]
+fn the_machine_holds_tls_settings_and_the_shell_the_material() {
+    let (ctx, _dir) = tls_ctx("explicit", "explicit", "");
+    let machine_side = ctx.policy.cfg.tls.as_ref().expect("the settings");
+    assert!(machine_side.client.is_none() && machine_side.client_data.is_none());
+    assert!(machine_side.upstream.is_none());
+    assert_eq!(
+        machine_side.settings,
+        ctx.services.tls.as_ref().unwrap().settings
+    );
+    let shell_side = ctx.services.tls.as_ref().unwrap();
+    assert!(shell_side.client.is_some() && shell_side.upstream.is_some());
+}
