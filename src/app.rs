@@ -126,12 +126,14 @@ pub async fn run(
         listeners: bound
             .listeners
             .iter()
-            .map(|(socket, ctx)| admin::ListenerSummary::of(&ctx.cfg, socket.local_addr().ok()))
+            .map(|(socket, ctx)| {
+                admin::ListenerSummary::of(&ctx.policy.cfg, socket.local_addr().ok())
+            })
             .collect(),
     };
     m::process_started(bound.config.data.ports.len());
     for (_, ctx) in &bound.listeners {
-        m::listener_started(&ctx.cfg.name, ctx.limits.max_sessions);
+        m::listener_started(&ctx.policy.cfg.name, ctx.policy.limits.max_sessions);
     }
     state.jobs.set_permits((&bound.config.fxp).into());
     state.jobs.guard_against(Arc::new(own_sockets(
@@ -150,7 +152,7 @@ pub async fn run(
     for (socket, ctx) in bound.listeners {
         live.start_checks(&ctx);
         let (tx, rx) = watch::channel(ctx.clone());
-        live.listeners.insert(ctx.cfg.name.clone(), tx);
+        live.listeners.insert(ctx.policy.cfg.name.clone(), tx);
         accept_loops.push(tokio::spawn(server::serve_reloadable(
             socket,
             rx,
@@ -309,9 +311,9 @@ impl Live {
                     let own_binds = tx.borrow().own_binds.clone();
                     let mut ctx = ListenerCtx::of(&new, l, self.ports.clone(), own_binds)
                         .with_sessions(self.admin.sessions.clone());
-                    let old_pool = tx.borrow().pool.clone();
+                    let old_pool = tx.borrow().services.pool.clone();
                     if let (Some(pool), Some(old)) =
-                        (ctx.pool.as_mut().and_then(Arc::get_mut), old_pool)
+                        (ctx.services.pool.as_mut().and_then(Arc::get_mut), old_pool)
                     {
                         pool.inherit(&old);
                     }
@@ -328,7 +330,9 @@ impl Live {
         }
         // The data ports may have changed: jobs take the new guard.
         if let Some(tx) = self.listeners.values().next() {
-            self.admin.jobs.guard_against(tx.borrow().own.clone());
+            self.admin
+                .jobs
+                .guard_against(tx.borrow().policy.own.clone());
         }
         for name in self
             .listeners
@@ -361,13 +365,13 @@ fn start_checks(
     admin_pools: &admin::Pools,
     ctx: &ListenerCtx,
 ) {
-    let name = &ctx.cfg.name;
+    let name = &ctx.policy.cfg.name;
     if let Some(old) = checkers.remove(name) {
         old.cancel();
     }
     let mut pools = admin_pools.write().unwrap_or_else(PoisonError::into_inner);
     pools.remove(name);
-    let Some(pool) = ctx.pool.clone() else {
+    let Some(pool) = ctx.services.pool.clone() else {
         return;
     };
     pool.announce();

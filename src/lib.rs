@@ -12,10 +12,15 @@
 //! - [`session`] is one client session, in two halves: [`session::machine`] makes every
 //!   decision sans I/O (which upstream, in forward mode `USER user@host`; what each
 //!   command and reply means, using [`proto`]; NAT fixes from [`rewrite`]; relay-mode data
-//!   set-up, bounce and limit rules; `SITE FXP`), taking events and returning actions
-//!   with time passed in; the shell around it owns the sockets ([`codec`] frames them,
-//!   [`upstream`] connects), runs [`data`] transfers and FXP copies as tasks, and counts
-//!   in [`metrics`].
+//!   set-up, bounce and limit rules; `SITE FXP` and what its engine may reach and trust),
+//!   taking one [`session::machine::Event`] at a time through `handle(event, now)` and
+//!   returning [`session::machine::Action`]s. It holds only the listener's immutable
+//!   [`session::Policy`]; whatever is shared and changes (the [`data::PortPool`], a
+//!   [`pool::Pool`]'s choice and health, the passive-refusal memo, the session registry)
+//!   is a request it makes and an event that answers it. The shell around it owns the
+//!   sockets ([`codec`] frames them, [`upstream`] connects) and those services
+//!   ([`session::Services`]), runs [`data`] transfers and FXP copies as tasks whose news
+//!   come back as events, and counts in [`metrics`]; it decides nothing.
 //! - [`net`] holds the network types every layer shares: [`net::HostName`],
 //!   [`net::HostPort`], the data port list [`net::PortSpec`], the [`net::AllowList`]
 //!   that decides where the proxy may connect on someone's behalf (forward and transparent
@@ -41,9 +46,13 @@
 //! - [`logging`] is the text log's field formatter: control characters a client or a
 //!   server sent are escaped, so a log read in a terminal shows them instead of obeying.
 //!
-//! Imports run one way, without cycles (`scripts/module-cycles.py` checks): `app` ->
-//! `server` -> `session` -> {`fxp`, `data`, `upstream`} -> {`config`, `rewrite`} ->
-//! {`net`, `proto`}; [`metrics`] is used from anywhere.
+//! Imports run one way, without cycles among siblings at any level
+//! (`scripts/module-cycles.py` checks, `.ci/run` runs it): `app` -> {`server`, `admin`}
+//! -> `session` -> {`fxp`, `upstream`} -> `data` -> {`config`, `proxy_protocol`} ->
+//! {`pool`, `rewrite`, `codec`} -> {`net`, `proto`, `tls`}, each layer using any below
+//! it; [`metrics`] is used from anywhere. Inside [`session`]: `shell` -> `machine` ->
+//! {`policy`, `view`, `replies`}, and `context` -> {`policy`, `registry` -> `view`}: the
+//! machine never sees the context, the registry or the shell.
 
 pub mod admin;
 pub mod app;

@@ -45,14 +45,15 @@ pub async fn serve_reloadable(
     shutdown: Shutdown,
 ) {
     let first = ctx.borrow().clone();
-    let slots = Arc::new(Semaphore::new(first.limits.max_sessions));
+    let slots = Arc::new(Semaphore::new(first.policy.limits.max_sessions));
     let per_ip = PerIp::default();
     let pre_login = PreLogin {
-        slots: Arc::new(Semaphore::new(first.limits.max_pre_login_sessions)),
+        slots: Arc::new(Semaphore::new(first.policy.limits.max_pre_login_sessions)),
         per_ip: PerIp::default(),
     };
     let mut backoff = Duration::from_millis(10);
     let upstream = first
+        .policy
         .cfg
         .upstream
         .as_ref()
@@ -60,7 +61,7 @@ pub async fn serve_reloadable(
     let bind = listener
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
-    info!(listener = %first.cfg.name, %bind, %upstream, "listening");
+    info!(listener = %first.policy.cfg.name, %bind, %upstream, "listening");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.stop_accepting.cancelled() => break,
@@ -75,7 +76,7 @@ pub async fn serve_reloadable(
             Err(e) => {
                 // Typically EMFILE: wait for sessions to release descriptors instead of
                 // spinning on the error.
-                warn!(listener = %current.cfg.name, error = %e, "accept failed; backing off");
+                warn!(listener = %current.policy.cfg.name, error = %e, "accept failed; backing off");
                 tokio::select! {
                     _ = shutdown.stop_accepting.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -85,8 +86,8 @@ pub async fn serve_reloadable(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::rejected(&current.cfg.name, metrics::Rejection::MaxSessions);
-            warn!(listener = %current.cfg.name, client = %peer, max = current.limits.max_sessions, "session limit reached; refusing client");
+            metrics::rejected(&current.policy.cfg.name, metrics::Rejection::MaxSessions);
+            warn!(listener = %current.policy.cfg.name, client = %peer, max = current.policy.limits.max_sessions, "session limit reached; refusing client");
             shutdown.sessions.spawn(async move {
                 let mut stream = stream;
                 refuse(&mut stream, peer, Say::TooManySessions).await
@@ -103,17 +104,17 @@ pub async fn serve_reloadable(
             let Some((mut stream, client, rest)) = client_of(stream, peer, &current).await else {
                 return;
             };
-            let Some(_ip_slot) = per_ip.acquire(client.ip(), current.limits.max_sessions_per_ip) else {
-                metrics::rejected(&current.cfg.name, metrics::Rejection::MaxSessionsPerIp);
-                warn!(listener = %current.cfg.name, %client, max = current.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
+            let Some(_ip_slot) = per_ip.acquire(client.ip(), current.policy.limits.max_sessions_per_ip) else {
+                metrics::rejected(&current.policy.cfg.name, metrics::Rejection::MaxSessionsPerIp);
+                warn!(listener = %current.policy.cfg.name, %client, max = current.policy.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
                 refuse(&mut stream, client, Say::TooManySessionsFromYou).await;
                 return;
             };
-            let until_login = match pre_login.acquire(client.ip(), &current.limits) {
+            let until_login = match pre_login.acquire(client.ip(), &current.policy.limits) {
                 Ok(slot) => slot,
                 Err((rejection, say)) => {
-                    metrics::rejected(&current.cfg.name, rejection);
-                    warn!(listener = %current.cfg.name, %client, reason = %rejection, "too many sessions waiting to log in; refusing client");
+                    metrics::rejected(&current.policy.cfg.name, rejection);
+                    warn!(listener = %current.policy.cfg.name, %client, reason = %rejection, "too many sessions waiting to log in; refusing client");
                     refuse(&mut stream, client, say).await;
                     return;
                 }
@@ -121,7 +122,7 @@ pub async fn serve_reloadable(
             session::run(stream, client, rest, current, hard_stop, Box::new(until_login)).await;
         });
     }
-    info!(listener = %first.cfg.name, "stopped accepting");
+    info!(listener = %first.policy.cfg.name, "stopped accepting");
 }
 
 /// The client behind a connection: from the PROXY header when the peer is a trusted load
@@ -132,17 +133,17 @@ async fn client_of(
     peer: SocketAddr,
     ctx: &ListenerCtx,
 ) -> Option<(TcpStream, SocketAddr, Vec<u8>)> {
-    let Some(pp) = &ctx.cfg.proxy_protocol else {
+    let Some(pp) = &ctx.policy.cfg.proxy_protocol else {
         return Some((stream, peer, Vec::new()));
     };
     if !pp.trusts(peer.ip()) {
         return Some((stream, peer, Vec::new()));
     }
-    match proxy_protocol::read_header(&mut stream, ctx.limits.connect_timeout).await {
+    match proxy_protocol::read_header(&mut stream, ctx.policy.limits.connect_timeout).await {
         Ok(h) => Some((stream, h.source.unwrap_or(peer), h.rest)),
         Err(e) => {
-            metrics::rejected(&ctx.cfg.name, metrics::Rejection::ProxyHeader);
-            warn!(listener = %ctx.cfg.name, balancer = %peer, error = %e, "dropping a load-balancer connection without a valid PROXY header");
+            metrics::rejected(&ctx.policy.cfg.name, metrics::Rejection::ProxyHeader);
+            warn!(listener = %ctx.policy.cfg.name, balancer = %peer, error = %e, "dropping a load-balancer connection without a valid PROXY header");
             None
         }
     }

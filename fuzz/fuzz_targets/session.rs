@@ -1,7 +1,7 @@
-//! The session machine (`session::machine::Machine`) driven with arbitrary client lines,
-//! upstream lines and outcomes of what it asked for, in any order, on five listener
-//! shapes (reverse relay, passthrough and active-upstream, forward relay, reverse relay
-//! with `upstream_connect: on_login`).
+//! The session machine (`session::machine::Machine`) driven through `handle` with
+//! arbitrary client lines, upstream lines and outcomes of what it asked for, in any order,
+//! on five listener shapes (reverse relay, passthrough and active-upstream, forward relay,
+//! reverse relay with `upstream_connect: on_login`).
 //!
 //! Properties, besides "no panic":
 //! - relay mode never shows the client a server's address: every `227`/`228` it gets
@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use fxprelay::config::Config;
-use fxprelay::data::{LeaseError, PortPool};
+use fxprelay::data::LeaseError;
 use fxprelay::fxp::engine::FxpError;
 use fxprelay::net::OwnSockets;
 use fxprelay::proto::addr;
 use fxprelay::proto::reply::ReplyAssembler;
-use fxprelay::session::ListenerCtx;
+use fxprelay::session::Policy;
 use fxprelay::session::machine::{
-    Action, ConnectFailure, Connected, DataConnectError, Machine, Slot,
+    Action, ConnectFailure, Connected, DataConnectError, Event, Machine, Slot,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -40,8 +40,9 @@ const SERVER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
 /// The proxy's side of its upstream connection.
 const UPSTREAM_LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
 
+/// One step of the session: something one of its peers, the shell or the clock does.
 #[derive(Debug, Arbitrary)]
-enum Event {
+enum Step {
     Client(Vec<u8>),
     /// One of a few meaningful client commands (the fuzzer finds verbs slowly).
     Command(u8, Vec<u8>),
@@ -66,7 +67,7 @@ enum Event {
 #[derive(Debug, Arbitrary)]
 struct Input {
     listener: u8,
-    events: Vec<Event>,
+    steps: Vec<Step>,
 }
 
 const COMMANDS: &[&str] = &[
@@ -147,9 +148,9 @@ fn own() -> OwnSockets {
     )
 }
 
-fn contexts() -> &'static [Arc<ListenerCtx>] {
-    static CTX: OnceLock<Vec<Arc<ListenerCtx>>> = OnceLock::new();
-    CTX.get_or_init(|| {
+fn policies() -> &'static [Arc<Policy>] {
+    static POLICIES: OnceLock<Vec<Arc<Policy>>> = OnceLock::new();
+    POLICIES.get_or_init(|| {
         LISTENERS
             .iter()
             .map(|l| {
@@ -157,14 +158,9 @@ fn contexts() -> &'static [Arc<ListenerCtx>] {
                     "limits:\n  login_timeout: 30s\n  idle_timeout: 300s\nfxp:\n  allow: [\"203.0.113.0/24\"]\nlisteners:\n  - name: t\n    bind: 127.0.0.1:2121\n{l}"
                 );
                 let cfg = Config::parse(&yaml).unwrap();
-                let mut c = ListenerCtx::new(
-                    cfg.listeners[0].clone(),
-                    cfg.limits.clone(),
-                    &cfg.data,
-                    PortPool::new(&cfg.data.ports),
-                );
-                c.own = Arc::new(own());
-                Arc::new(c)
+                let mut p = Policy::new(cfg.listeners[0].clone(), cfg.limits.clone(), &cfg.data);
+                p.own = Arc::new(own());
+                Arc::new(p)
             })
             .collect()
     })
@@ -261,9 +257,9 @@ impl Watch {
 
 fuzz_target!(|input: Input| {
     let shape = usize::from(input.listener) % LISTENERS.len();
-    let ctx = contexts()[shape].clone();
+    let policy = policies()[shape].clone();
     let mut now = Instant::now();
-    let mut m = Machine::new(ctx, CLIENT, PROXY, None, now);
+    let mut m = Machine::new(policy, CLIENT, PROXY, None, now);
     let mut w = Watch {
         relay: shape != 1,
         leased: Vec::new(),
@@ -272,40 +268,40 @@ fuzz_target!(|input: Input| {
         replies: ReplyAssembler::new(1 << 20),
         own: own(),
     };
-    m.start();
     w.check(&mut m);
-    for event in input.events.into_iter().take(200) {
-        match event {
-            Event::Client(line) => {
+    for step in input.steps.into_iter().take(200) {
+        match step {
+            Step::Client(line) => {
                 w.client_lines += 1;
-                m.on_client_line(&line, now);
+                m.handle(Event::ClientLine(line.into()), now);
             }
-            Event::Command(i, args) => {
+            Step::Command(i, args) => {
                 w.client_lines += 1;
-                m.on_client_line(&command(i, &args), now);
+                m.handle(Event::ClientLine(command(i, &args).into()), now);
             }
-            Event::Server(line) => m.on_upstream_line(&line, now),
-            Event::Reply(i, port) => {
+            Step::Server(line) => m.handle(Event::UpstreamLine(line.into()), now),
+            Step::Reply(i, port) => {
                 for line in reply(i, port).split_inclusive(|&b| b == b'\n') {
-                    m.on_upstream_line(line, now);
+                    m.handle(Event::UpstreamLine(line.to_vec().into()), now);
                 }
             }
-            Event::ClientOverlong => {
+            Step::ClientOverlong => {
                 w.client_lines += 1;
-                m.on_client_overlong(512);
+                m.handle(Event::ClientOverlong { max: 512 }, now);
             }
-            Event::Connected(ok) => m.on_connected(
-                if ok {
+            Step::Connected(ok) => m.handle(
+                Event::Connected(if ok {
                     Ok(Connected {
                         peer: SERVER.parse().unwrap(),
                         local: UPSTREAM_LOCAL,
+                        refuses_passive: false,
                     })
                 } else {
                     Err(ConnectFailure::Denied("no".into()))
-                },
+                }),
                 now,
             ),
-            Event::Leased(passive, ok, port) => {
+            Step::Leased(passive, ok, port) => {
                 let port = 50000 + port % 1000;
                 let slot = if passive {
                     Slot::ClientPassive
@@ -321,46 +317,46 @@ fuzz_target!(|input: Input| {
                         max: 1,
                     })
                 };
-                m.on_leased(slot, r, now);
+                m.handle(Event::Leased { slot, result: r }, now);
             }
-            Event::DataConnected(ok) => m.on_data_connected(
-                if ok {
+            Step::DataConnected(ok) => m.handle(
+                Event::DataConnected(if ok {
                     Ok(())
                 } else {
                     Err(DataConnectError::Timeout)
-                },
+                }),
                 now,
             ),
-            Event::Resolved(ok) => m.on_resolved(
-                if ok {
+            Step::Resolved(ok) => m.handle(
+                Event::Resolved(if ok {
                     Ok(vec!["203.0.113.7".parse().unwrap()])
                 } else {
                     Err("no".into())
-                },
+                }),
                 now,
             ),
-            Event::TransferDone(ok) => m.on_transfer_finished(
-                if ok {
+            Step::TransferDone(ok) => m.handle(
+                Event::TransferFinished(if ok {
                     Ok(fxprelay::data::relay::Moved {
                         upload: 1,
                         download: 0,
                     })
                 } else {
                     Err("broke".into())
-                },
+                }),
                 now,
             ),
-            Event::FxpDone => m.on_fxp_finished(Err(FxpError::Other("x".into())), now),
-            Event::Tick(s) => {
+            Step::FxpDone => m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), now),
+            Step::Tick(s) => {
                 now += Duration::from_secs(u64::from(s % 400));
                 if m.poll_timeout().is_some_and(|t| t <= now) {
-                    m.on_timer(now);
+                    m.handle_timeout(now);
                 }
             }
-            Event::ServerClosed => m.on_upstream_closed(),
-            Event::ServerBroke => m.on_upstream_error("corrupt message"),
-            Event::ClientClosed => m.on_client_closed(),
-            Event::Stop => m.on_stop(),
+            Step::ServerClosed => m.handle(Event::UpstreamClosed, now),
+            Step::ServerBroke => m.handle(Event::UpstreamError("corrupt message".into()), now),
+            Step::ClientClosed => m.handle(Event::ClientClosed, now),
+            Step::Stop => m.handle(Event::Stop, now),
         }
         w.check(&mut m);
     }

@@ -1,4 +1,5 @@
-//! What a session needs from its listener, shared by all sessions of that listener.
+//! A listener's context, shared by all its sessions: the [`Policy`] their machines decide
+//! by, and the [`Services`] their shells use and change while they run.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -6,37 +7,40 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
-use crate::net::{AllowList, OwnSockets};
+use crate::net::OwnSockets;
 use crate::pool::Pool;
-use crate::pool::config::ProxyVersion;
-use crate::session::registry::Sessions;
+use crate::tls::ListenerTls;
+
+use super::policy::Policy;
+use super::registry::Sessions;
 
 /// A listener's settings and shared state, as its sessions see them.
 #[derive(Debug)]
 pub struct ListenerCtx {
-    pub cfg: ListenerConfig,
-    pub limits: Limits,
+    /// What the sessions' machines decide by; immutable.
+    pub policy: Arc<Policy>,
+    /// What only the sessions' shells touch.
+    pub services: Services,
+    /// Every address this proxy listens on (its listeners and the admin endpoint), which
+    /// `policy.own` was built from: a reload that keeps the sockets keeps them.
+    pub own_binds: Vec<SocketAddr>,
+}
+
+/// The listener's shared mutable state and loaded TLS material: the shell carries out
+/// the machine's requests with them (a port lease, a backend choice, a memo lookup) and
+/// never hands them to the machine.
+#[derive(Debug)]
+pub struct Services {
     /// Where relay-mode data ports come from (shared by every listener).
     pub ports: PortPool,
-    /// `data.bind`: local address for data listeners, if set.
-    pub data_bind: Option<IpAddr>,
-    /// `upstream_data: auto`: upstreams (control address) that answered `PASV`/`EPSV`
-    /// with a 5xx, so later sessions go straight to active mode with them.
-    pub passive_refused_by: PassiveRefusals,
-    /// Every address this proxy listens on (its listeners and the admin endpoint).
-    pub own_binds: Vec<SocketAddr>,
-    /// Those and the data ports: nothing a session connects to on someone's say-so may
-    /// be one of them.
-    pub own: Arc<OwnSockets>,
-    /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
-    pub fxp_allow: Arc<AllowList>,
+    /// Reverse mode over a pool: its backends, their health and session counts.
+    pub pool: Option<Arc<Pool>>,
+    /// `upstream_data: auto`: the upstreams seen to refuse passive mode.
+    pub passive_refusals: PassiveRefusals,
     /// Where sessions register for `GET /api/v1/sessions`.
     pub sessions: Sessions,
-    /// Reverse mode with several upstreams (or a checked one): where sessions go.
-    pub pool: Option<Arc<Pool>>,
-    /// `upstream_proxy_protocol`: a PROXY header with the client's address goes first
-    /// on every upstream control connection.
-    pub upstream_proxy: Option<ProxyVersion>,
+    /// The certificates and rustls configs of the listener's `tls:` block.
+    pub tls: Option<ListenerTls>,
 }
 
 impl ListenerCtx {
@@ -48,40 +52,48 @@ impl ListenerCtx {
         ports: PortPool,
         own_binds: Vec<SocketAddr>,
     ) -> Self {
+        let own = Arc::new(own_sockets(config, own_binds.clone()));
         let extra = config.upstreams.get(&l.name);
+        let pool = extra.and_then(|u| {
+            let pool = u.pool.clone()?;
+            Some(Arc::new(Pool::new(&l.name, pool, u.proxy_protocol)))
+        });
         ListenerCtx {
-            own: Arc::new(own_sockets(config, own_binds.clone())),
+            policy: Arc::new(Policy::of(config, l, own)),
+            services: Services {
+                pool,
+                ..Services::new(l, ports)
+            },
             own_binds,
-            fxp_allow: Arc::new(config.fxp.allow.clone()),
-            pool: extra.and_then(|u| {
-                let pool = u.pool.clone()?;
-                Some(Arc::new(Pool::new(&l.name, pool, u.proxy_protocol)))
-            }),
-            upstream_proxy: extra.and_then(|u| u.proxy_protocol),
-            ..ListenerCtx::new(l.clone(), config.limits.clone(), &config.data, ports)
         }
     }
 
-    /// A context with no self-target guard and no `fxp.allow` (in-process tests).
+    /// A context with no self-target guard, no `fxp.allow` and no pool (in-process
+    /// tests).
     pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig, ports: PortPool) -> Self {
         ListenerCtx {
-            cfg,
-            limits,
-            ports,
-            data_bind: data.bind,
-            passive_refused_by: PassiveRefusals::default(),
+            services: Services::new(&cfg, ports),
+            policy: Arc::new(Policy::new(cfg, limits, data)),
             own_binds: Vec::new(),
-            own: Arc::default(),
-            fxp_allow: Arc::default(),
-            sessions: Sessions::default(),
-            pool: None,
-            upstream_proxy: None,
         }
     }
 
     /// The same context, registering its sessions in `sessions`.
-    pub fn with_sessions(self, sessions: Sessions) -> Self {
-        ListenerCtx { sessions, ..self }
+    pub fn with_sessions(mut self, sessions: Sessions) -> Self {
+        self.services.sessions = sessions;
+        self
+    }
+}
+
+impl Services {
+    fn new(l: &ListenerConfig, ports: PortPool) -> Services {
+        Services {
+            ports,
+            pool: None,
+            passive_refusals: PassiveRefusals::default(),
+            sessions: Sessions::default(),
+            tls: l.tls.clone(),
+        }
     }
 }
 
@@ -107,8 +119,10 @@ fn machine_addresses() -> Vec<IpAddr> {
     }
 }
 
-/// The upstreams `upstream_data: auto` has seen refuse passive mode: a memo shared by the
-/// listener's sessions (in memory, no I/O). Bounded: in forward and transparent mode the
+/// The upstreams `upstream_data: auto` has seen refuse passive mode (keyed by control
+/// address): a memo shared by the listener's sessions, in memory. A session learns what
+/// it holds when it connects and adds what it learns itself; a refusal another session
+/// learns later costs it one more `PASV` try. Bounded: in forward and transparent mode the
 /// upstreams are the clients' choice.
 #[derive(Debug, Default)]
 pub struct PassiveRefusals(Mutex<HashSet<SocketAddr>>);
@@ -117,7 +131,7 @@ impl PassiveRefusals {
     const MAX: usize = 4096;
 
     pub fn contains(&self, upstream: SocketAddr) -> bool {
-        self.set().contains(&upstream)
+        self.set().contains(&canonical(upstream))
     }
 
     pub fn insert(&self, upstream: SocketAddr) {
@@ -126,10 +140,15 @@ impl PassiveRefusals {
             // Forgetting only costs one more PASV attempt per upstream.
             set.clear();
         }
-        set.insert(upstream);
+        set.insert(canonical(upstream));
     }
 
     fn set(&self) -> MutexGuard<'_, HashSet<SocketAddr>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// IPv4-mapped addresses as plain IPv4: one server, one entry.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }

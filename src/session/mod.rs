@@ -1,20 +1,33 @@
 //! One client session: a task that owns the client's control connection and its upstream
 //! control connection, and relays commands and replies between them.
 //!
-//! - [`machine`] decides everything, sans I/O: events in, actions out, time passed in;
-//! - [`shell`] is the async half that owns sockets, ports and tasks and carries the
-//!   actions out;
-//! - [`context`] is what sessions share with their listener;
+//! - [`machine`] decides everything, sans I/O: [`machine::Event`]s in through one
+//!   `handle`, [`machine::Action`]s out, time passed in; it holds only the listener's
+//!   [`policy`], immutable;
+//! - [`shell`] is the async half that owns sockets, ports, the chosen backend and tasks,
+//!   turns each completion into an event and carries the actions out with the listener's
+//!   services; [`handshake`] is its one TLS handshake for either control connection;
+//! - [`context`] is what sessions share with their listener: the [`Policy`] and the
+//!   shell's [`Services`];
+//! - [`registry`] lists the open sessions for the admin API, each as a [`view::Snapshot`]
+//!   its machine makes;
 //! - [`replies`] is the catalogue of the proxy's own replies.
+//!
+//! Imports run one way: `shell` -> `machine` -> {`policy`, `view`, `replies`};
+//! `context` -> {`policy`, `registry` -> `view`}; the machine never sees `context`.
 
 pub mod context;
+mod handshake;
 pub mod machine;
+pub mod policy;
 pub mod registry;
 pub mod replies;
 mod shell;
 mod transparent;
+pub mod view;
 
-pub use context::{ListenerCtx, PassiveRefusals};
+pub use context::{ListenerCtx, PassiveRefusals, Services};
+pub use policy::Policy;
 pub use shell::UntilLogin;
 
 use std::net::SocketAddr;
@@ -28,6 +41,7 @@ use tracing::{Instrument, info, warn};
 use crate::config::Mode;
 use crate::metrics::{self, Rejection, TlsSide};
 use crate::tls::ClientTlsMode;
+use handshake::Handshake;
 use machine::Machine;
 use shell::{BoxStream, Shell};
 use tokio::io::AsyncReadExt;
@@ -45,11 +59,11 @@ pub async fn run(
     hard_stop: CancellationToken,
     until_login: UntilLogin,
 ) {
-    let span = tracing::info_span!("session", listener = %ctx.cfg.name, client = %peer);
+    let span = tracing::info_span!("session", listener = %ctx.policy.cfg.name, client = %peer);
     async move {
         let started = Instant::now();
-        metrics::session_started(&ctx.cfg.name);
-        let name = ctx.cfg.name.clone();
+        metrics::session_started(&ctx.policy.cfg.name);
+        let name = ctx.policy.cfg.name.clone();
         let outcome = serve(client, peer, early, ctx, hard_stop, until_login).await;
         metrics::session_ended(&name, started.elapsed());
         let ms = started.elapsed().as_millis() as u64;
@@ -72,11 +86,12 @@ async fn serve(
 ) -> anyhow::Result<&'static str> {
     let _ = client.set_nodelay(true);
     let client_local = client.local_addr()?.ip().to_canonical();
-    let original = match ctx.cfg.mode {
+    let policy = ctx.policy.clone();
+    let original = match policy.cfg.mode {
         Mode::Transparent => Some(transparent::original_destination(&client)?),
         _ => None,
     };
-    let tls = ctx.cfg.tls.as_ref();
+    let tls = ctx.services.tls.as_ref();
     let implicit = tls
         .filter(|t| t.settings.client.mode == ClientTlsMode::Implicit)
         .and_then(|t| t.client.clone());
@@ -87,19 +102,19 @@ async fn serve(
         Some(acceptor) => {
             let (r, w) = client.into_split();
             let stream = tokio::io::join(std::io::Cursor::new(early).chain(r), w);
-            let limit = ctx.limits.connect_timeout;
-            let handshake = shell::handshake_client(acceptor, Box::new(stream), limit);
+            let limit = policy.limits.connect_timeout;
+            let handshake = handshake::secure(Handshake::Accept(acceptor), stream, limit);
             let secured = tokio::select! {
                 r = handshake => r,
                 _ = hard_stop.cancelled() => return Ok("shutdown"),
             };
             match secured {
                 Ok(s) => {
-                    metrics::tls_session(&ctx.cfg.name, TlsSide::Client);
-                    (s, Vec::new())
+                    metrics::tls_session(&policy.cfg.name, TlsSide::Client);
+                    (Box::new(s), Vec::new())
                 }
                 Err(error) => {
-                    metrics::rejected(&ctx.cfg.name, Rejection::ClientTls);
+                    metrics::rejected(&policy.cfg.name, Rejection::ClientTls);
                     info!(%error, "client TLS handshake failed");
                     return Ok("client TLS handshake failed");
                 }
@@ -107,14 +122,14 @@ async fn serve(
         }
     };
     let machine = Machine::new(
-        ctx.clone(),
+        policy.clone(),
         peer.ip(),
         client_local,
         original,
         Instant::now(),
     );
-    let registration = ctx.sessions.register(&ctx.cfg.name, peer);
-    let local = SocketAddr::new(client_local, ctx.cfg.bind.port());
+    let registration = ctx.services.sessions.register(&policy.cfg.name, peer);
+    let local = SocketAddr::new(client_local, policy.cfg.bind.port());
     Shell::new(ctx, machine, client, &early, client_local)
         .client_addrs(peer, local)
         .registered(registration)

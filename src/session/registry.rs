@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::machine::Snapshot;
+use super::view::Snapshot;
 
 /// Every open session of the process. Cheap to clone; clones share the sessions.
 #[derive(Debug, Clone, Default)]

@@ -1,7 +1,10 @@
-//! The session's async shell: it owns the sockets, the leased ports and the tasks, feeds
-//! what happens to the [`Machine`] and carries out the [`Action`]s it answers with. It
+//! The session's async shell: it owns the sockets, the leased ports, the backend it holds
+//! and the tasks; it turns each I/O completion into an [`Event`] for the [`Machine`] and
+//! carries out the [`Action`]s it answers with, using the listener's [`Services`]. It
 //! decides nothing. Both control connections are boxed `AsyncRead + AsyncWrite` streams,
 //! so a TLS stream can take the place of a TCP one mid-session.
+//!
+//! [`Services`]: super::context::Services
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +14,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -21,22 +25,24 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use super::context::ListenerCtx;
+use super::handshake::{self, Handshake};
 use super::machine::{
-    Action, ClientLeg, ConnectFailure, ConnectRequest, Connected, Count, DataConnectError,
-    FxpResult, Machine, Slot, UpstreamLeg, permitted,
+    Action, Backend, ClientLeg, ConnectFailure, ConnectRequest, Connected, Count, DataConnectError,
+    Event, FxpRules, Machine, Slot, UpstreamLeg, permitted,
 };
+use super::policy::Policy;
 use super::registry::Registration;
 use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
 use crate::data::socket;
+use crate::fxp::client::{ExtraRoots, TlsPolicy};
 use crate::fxp::engine::{self, Event as FxpEvent, FxpError, Options};
 use crate::fxp::url::FtpUrl;
 use crate::metrics::{self, TlsSide};
-use crate::tls::{self, TlsAcceptor, TlsConnector};
+use crate::pool::Chosen;
+use crate::tls::{self, TlsConnector};
 use crate::upstream::{self, ConnectError};
-use rustls::pki_types::ServerName;
-use tracing::warn;
 
 /// Initial read buffer of each control connection (they grow for longer lines). Control
 /// lines are short, and tokio-util's 8 KiB default, twice per session, was most of an idle
@@ -54,48 +60,27 @@ pub(super) type BoxStream = Box<dyn Stream>;
 pub type UntilLogin = Box<dyn Send>;
 type Lines = FramedRead<ReadHalf<BoxStream>, LineCodec>;
 
-/// What an asynchronous operation the machine ordered came back with.
-enum Done {
-    Connected(Result<(BoxStream, Connected), ConnectFailure>),
-    Resolved(io::Result<Vec<IpAddr>>),
-    DataConnected(Result<TcpStream, DataConnectError>),
-    /// A control connection's TLS handshake; `discarded` bytes had been read past the
-    /// `AUTH TLS` exchange and were dropped unread.
-    Secured {
-        side: TlsSide,
-        stream: Result<BoxStream, String>,
-        discarded: usize,
-    },
+/// What an operation the machine ordered came back with: the event that answers it, and
+/// the connection it opened, which the shell keeps.
+struct Completion {
+    event: Event,
+    keep: Option<Keep>,
 }
 
-/// What a `SITE FXP` task reports.
-enum FxpNews {
-    Bytes {
-        done: u64,
-        total: Option<u64>,
-    },
-    /// A tree's files: copied, listed.
-    Files {
-        done: usize,
-        total: usize,
-    },
-    /// A method is being tried (for the metric of a cancelled copy).
-    Method(&'static str),
-    Finished(FxpResult),
-    TreeFinished(Result<crate::fxp::tree::TreeReport, FxpError>),
-    /// The `SITE FXP TO` login check.
-    Checked(Result<(), FxpError>),
+/// A connection an operation opened.
+enum Keep {
+    /// The client's control connection, now over TLS.
+    Client(BoxStream),
+    /// The upstream's control connection, opened or now over TLS.
+    Upstream(BoxStream),
+    /// The proxy's connection to the upstream's passive data port.
+    UpstreamData(TcpStream),
 }
 
-/// What woke the loop.
-enum Wake {
-    Stop,
-    Timer,
-    Client(Option<Result<bytes::BytesMut, LineError>>),
-    Upstream(Option<Result<bytes::BytesMut, LineError>>),
-    Op(Done),
-    Transfer(Result<Result<Moved, DataError>, oneshot::error::RecvError>),
-    Fxp(Option<FxpNews>),
+impl From<Event> for Completion {
+    fn from(event: Event) -> Completion {
+        Completion { event, keep: None }
+    }
 }
 
 /// One running relayed transfer: dropping it stops the task and closes both data
@@ -105,20 +90,19 @@ struct TransferTask {
     done: oneshot::Receiver<Result<Moved, DataError>>,
 }
 
-/// One running `SITE FXP` copy: dropping it cancels the engine, which closes its
-/// sessions with both servers.
+/// One running `SITE FXP` copy or destination check: dropping it cancels the engine,
+/// which closes its sessions with both servers. Its news are the machine's events.
 struct FxpTask {
     _task: AbortOnDropHandle<()>,
-    news: mpsc::UnboundedReceiver<FxpNews>,
-    /// A copy (not a destination check): a cancel is counted.
-    copy: bool,
-    /// The method last tried, for that count.
-    method: &'static str,
-    started: Instant,
+    news: mpsc::UnboundedReceiver<Event>,
 }
 
 pub(super) struct Shell {
-    ctx: Arc<ListenerCtx>,
+    /// The listener's policy, the one the machine has: names, limits and the settings the
+    /// I/O needs.
+    ctx: Arc<Policy>,
+    /// The listener's services (ports, pool, memo, TLS material) through its context.
+    listener: Arc<ListenerCtx>,
     machine: Machine,
     client_local: IpAddr,
     /// Both control connections; `None` while a TLS handshake has them (or, upstream,
@@ -132,12 +116,15 @@ pub(super) struct Shell {
     upstream_tls: Option<TlsConnector>,
     /// The name the server's certificate was checked against.
     upstream_name: Option<ServerName<'static>>,
-    ops: FuturesUnordered<BoxFuture<'static, Done>>,
+    ops: FuturesUnordered<BoxFuture<'static, Completion>>,
     client_passive: Option<LeasedListener>,
     upstream_active: Option<LeasedListener>,
     upstream_data: Option<TcpStream>,
     transfer: Option<TransferTask>,
     fxp: Option<FxpTask>,
+    /// Reverse mode over a pool: the backend chosen for the machine, one of its sessions
+    /// while held.
+    backend: Option<Chosen>,
     /// The session's entry in `GET /api/v1/sessions`, refreshed after every event.
     registration: Option<Registration>,
     /// The client's address and the one it connected to, for a PROXY header toward the
@@ -149,20 +136,21 @@ impl Shell {
     /// `early` holds bytes the client sent before the session started (behind a PROXY
     /// header, in the same segment).
     pub(super) fn new(
-        ctx: Arc<ListenerCtx>,
+        listener: Arc<ListenerCtx>,
         machine: Machine,
         client: BoxStream,
         early: &[u8],
         client_local: IpAddr,
     ) -> Shell {
-        let upstream_tls = ctx
-            .cfg
+        let upstream_tls = listener
+            .services
             .tls
             .as_ref()
             .and_then(|t| t.upstream.as_ref())
             .map(tls::Upstream::for_session);
         let mut shell = Shell {
-            ctx,
+            ctx: listener.policy.clone(),
+            listener,
             machine,
             client_local,
             client_lines: None,
@@ -177,6 +165,7 @@ impl Shell {
             upstream_data: None,
             transfer: None,
             fxp: None,
+            backend: None,
             registration: None,
             client_addrs: None,
         };
@@ -231,7 +220,6 @@ impl Shell {
         until_login: UntilLogin,
     ) -> anyhow::Result<&'static str> {
         let mut until_login = Some(until_login);
-        self.machine.start();
         loop {
             if until_login.is_some() && self.machine.logged_in() {
                 until_login = None;
@@ -243,110 +231,53 @@ impl Shell {
             }
             let deadline = self.machine.poll_timeout();
             let reading = self.machine.wants_client_input();
-            let wake = tokio::select! {
+            let event = tokio::select! {
                 biased;
-                _ = hard_stop.cancelled() => Wake::Stop,
-                _ = sleep_until(deadline) => Wake::Timer,
-                line = next_line(&mut self.client_lines), if reading => Wake::Client(line),
-                line = next_line(&mut self.upstream_lines) => Wake::Upstream(line),
-                Some(done) = self.ops.next(), if !self.ops.is_empty() => Wake::Op(done),
-                done = transfer_done(&mut self.transfer) => Wake::Transfer(done),
-                news = fxp_news(&mut self.fxp) => Wake::Fxp(news),
+                _ = hard_stop.cancelled() => Event::Stop,
+                _ = sleep_until(deadline) => {
+                    self.machine.handle_timeout(Instant::now());
+                    self.refresh();
+                    continue;
+                }
+                line = next_line(&mut self.client_lines), if reading => client_event(line)?,
+                line = next_line(&mut self.upstream_lines) => upstream_event(line),
+                Some(done) = self.ops.next(), if !self.ops.is_empty() => self.keep(done),
+                done = transfer_done(&mut self.transfer) => {
+                    self.transfer = None;
+                    Event::TransferFinished(match done {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(DataError::Io(io::ErrorKind::Interrupted.into()).to_string()),
+                    })
+                }
+                news = fxp_news(&mut self.fxp) => match news {
+                    Some(event) => event,
+                    None => {
+                        self.fxp = None;
+                        Event::FxpTaskEnded
+                    }
+                },
             };
-            self.feed(wake)?;
-            if let Some(r) = &self.registration {
-                r.update(self.machine.snapshot());
-            }
+            self.machine.handle(event, Instant::now());
+            self.refresh();
         }
     }
 
-    /// Hands what happened to the machine.
-    fn feed(&mut self, wake: Wake) -> anyhow::Result<()> {
-        let now = Instant::now();
-        let m = &mut self.machine;
-        match wake {
-            Wake::Stop => m.on_stop(),
-            Wake::Timer => m.on_timer(now),
-            Wake::Client(None) => m.on_client_closed(),
-            Wake::Client(Some(Ok(line))) => m.on_client_line(&line, now),
-            Wake::Client(Some(Err(LineError::TooLong(e)))) => m.on_client_overlong(e.max),
-            // A TLS peer that closes without close_notify: nothing to lose on a control
-            // connection, the session is simply over.
-            Wake::Client(Some(Err(LineError::Io(e)))) if closed_without_notify(&e) => {
-                m.on_client_closed()
-            }
-            Wake::Client(Some(Err(LineError::Io(e)))) => return Err(e.into()),
-            Wake::Upstream(None) => m.on_upstream_closed(),
-            Wake::Upstream(Some(Ok(line))) => m.on_upstream_line(&line, now),
-            Wake::Upstream(Some(Err(LineError::TooLong(_)))) => m.on_upstream_overlong(),
-            Wake::Upstream(Some(Err(LineError::Io(e)))) if closed_without_notify(&e) => {
-                m.on_upstream_closed()
-            }
-            Wake::Upstream(Some(Err(LineError::Io(e)))) => m.on_upstream_error(&e.to_string()),
-            Wake::Op(Done::Connected(Ok((stream, connected)))) => {
-                self.set_upstream(stream);
-                self.machine.on_connected(Ok(connected), now);
-            }
-            Wake::Op(Done::Connected(Err(failure))) => m.on_connected(Err(failure), now),
-            Wake::Op(Done::Secured {
-                side,
-                stream,
-                discarded,
-            }) => {
-                let result = stream.map(|s| match side {
-                    TlsSide::Client => self.set_client(s, &[]),
-                    TlsSide::Upstream => self.set_upstream(s),
-                });
-                if result.is_ok() {
-                    metrics::tls_session(&self.ctx.cfg.name, side);
-                }
-                match side {
-                    TlsSide::Client => self.machine.on_client_secured(result, discarded, now),
-                    TlsSide::Upstream => {
-                        if discarded > 0 {
-                            warn!(
-                                bytes = discarded,
-                                "discarded what the server sent in clear after its 234"
-                            );
-                        }
-                        self.machine.on_upstream_secured(result, now)
-                    }
-                }
-            }
-            Wake::Op(Done::Resolved(r)) => m.on_resolved(r.map_err(|e| e.to_string()), now),
-            Wake::Op(Done::DataConnected(r)) => {
-                let r = r.map(|stream| self.upstream_data = Some(stream));
-                self.machine.on_data_connected(r, now);
-            }
-            Wake::Transfer(done) => {
-                self.transfer = None;
-                let result = match done {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err(DataError::Io(io::ErrorKind::Interrupted.into()).to_string()),
-                };
-                self.machine.on_transfer_finished(result, now);
-            }
-            Wake::Fxp(Some(FxpNews::Bytes { done, total })) => m.on_fxp_progress(done, total),
-            Wake::Fxp(Some(FxpNews::Files { done, total })) => m.on_fxp_files(done, total),
-            Wake::Fxp(Some(FxpNews::Method(method))) => {
-                if let Some(f) = self.fxp.as_mut() {
-                    f.method = method;
-                }
-            }
-            Wake::Fxp(news) => {
-                let copy = self.fxp.take().is_some_and(|f| f.copy);
-                let m = &mut self.machine;
-                match news {
-                    Some(FxpNews::Finished(r)) => m.on_fxp_finished(r, now),
-                    Some(FxpNews::TreeFinished(r)) => m.on_fxp_tree_finished(r, now),
-                    Some(FxpNews::Checked(r)) => m.on_fxp_destination_checked(r, now),
-                    // The task ended without a word (it panicked).
-                    _ if copy => m.on_fxp_finished(Err(stopped("copy")), now),
-                    _ => m.on_fxp_destination_checked(Err(stopped("login check")), now),
-                }
-            }
+    /// Shows what the machine knows now in `GET /api/v1/sessions`.
+    fn refresh(&self) {
+        if let Some(r) = &self.registration {
+            r.update(self.machine.snapshot());
         }
-        Ok(())
+    }
+
+    /// Takes over what an operation opened; the event that reports it.
+    fn keep(&mut self, done: Completion) -> Event {
+        match done.keep {
+            Some(Keep::Client(s)) => self.set_client(s, &[]),
+            Some(Keep::Upstream(s)) => self.set_upstream(s),
+            Some(Keep::UpstreamData(s)) => self.upstream_data = Some(s),
+            None => {}
+        }
+        done.event
     }
 
     /// Carries out one action; `Some(reason)` once the session is closed.
@@ -366,7 +297,31 @@ impl Shell {
                 if let Some(w) = self.upstream_w.as_mut()
                     && let Err(e) = w.send(&bytes).await
                 {
-                    self.machine.on_upstream_error(&e.to_string());
+                    self.machine
+                        .handle(Event::UpstreamError(e.to_string()), Instant::now());
+                }
+            }
+            Action::ChooseBackend {
+                client,
+                user,
+                tried,
+            } => {
+                let pool = self.listener.services.pool.as_ref();
+                let chosen = pool.and_then(|p| p.choose(client, user.as_deref(), &tried));
+                let backend = chosen.as_ref().map(|c| Backend {
+                    index: c.index,
+                    target: c.target.clone(),
+                });
+                self.backend = chosen;
+                self.machine
+                    .handle(Event::BackendChosen(backend), Instant::now());
+            }
+            Action::BackendFailed { index, error } => {
+                if let Some(pool) = &self.listener.services.pool {
+                    pool.session_failed(index, &error);
+                }
+                if self.backend.as_ref().is_some_and(|c| c.index == index) {
+                    self.backend = None;
                 }
             }
             Action::Connect(req) => {
@@ -376,12 +331,20 @@ impl Shell {
             Action::Resolve(name) => {
                 let limit = limits.connect_timeout;
                 self.ops.push(
-                    async move { Done::Resolved(upstream::resolve(&name, limit).await) }.boxed(),
+                    async move {
+                        Event::Resolved(
+                            upstream::resolve(&name, limit)
+                                .await
+                                .map_err(|e| e.to_string()),
+                        )
+                        .into()
+                    }
+                    .boxed(),
                 );
             }
             Action::Lease { slot, bind, client } => {
                 let max = limits.max_data_ports_per_ip;
-                let port = match self.ctx.ports.lease_for(bind, client, max) {
+                let result = match self.listener.services.ports.lease_for(bind, client, max) {
                     Ok(leased) => {
                         let port = leased.port();
                         match slot {
@@ -393,7 +356,8 @@ impl Shell {
                     }
                     Err(e) => Err(e),
                 };
-                self.machine.on_leased(slot, port, Instant::now());
+                self.machine
+                    .handle(Event::Leased { slot, result }, Instant::now());
             }
             Action::Release(slot) => match slot {
                 Slot::ClientPassive => self.client_passive = None,
@@ -404,15 +368,23 @@ impl Shell {
                 let limit = limits.connect_timeout;
                 self.ops.push(
                     async move {
-                        let r = match timeout(limit, socket::connect(to)).await {
-                            Ok(Ok(s)) => Ok(s),
-                            Ok(Err(e)) => Err(DataConnectError::Io(e.to_string())),
-                            Err(_) => Err(DataConnectError::Timeout),
-                        };
-                        Done::DataConnected(r)
+                        match timeout(limit, socket::connect(to)).await {
+                            Ok(Ok(s)) => Completion {
+                                event: Event::DataConnected(Ok(())),
+                                keep: Some(Keep::UpstreamData(s)),
+                            },
+                            Ok(Err(e)) => {
+                                Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
+                                    .into()
+                            }
+                            Err(_) => Event::DataConnected(Err(DataConnectError::Timeout)).into(),
+                        }
                     }
                     .boxed(),
                 );
+            }
+            Action::RememberPassiveRefusal(upstream) => {
+                self.listener.services.passive_refusals.insert(upstream)
             }
             Action::StartTransfer {
                 direction,
@@ -421,8 +393,11 @@ impl Shell {
                 client_tls,
                 upstream_tls,
             } => {
+                let data_acceptor = self.listener.services.tls.as_ref();
                 let protect = Protection {
-                    client: self.data_acceptor().filter(|_| client_tls),
+                    client: data_acceptor
+                        .and_then(|t| t.client_data.clone())
+                        .filter(|_| client_tls),
                     upstream: match (&self.upstream_tls, &self.upstream_name) {
                         (Some(c), Some(n)) if upstream_tls => Some((c.clone(), n.clone())),
                         _ => None,
@@ -436,17 +411,11 @@ impl Shell {
             Action::StartFxp {
                 src,
                 dst,
-                allow,
                 recursive,
-            } => self.start_fxp(src, dst, allow, recursive),
-            Action::CheckFxpDestination { url, allow } => self.check_fxp_destination(url, allow),
-            Action::CancelFxp => {
-                if let Some(f) = self.fxp.take()
-                    && f.copy
-                {
-                    metrics::fxp_transfer("cancelled", f.method, 0, f.started.elapsed());
-                }
-            }
+                rules,
+            } => self.start_fxp(src, dst, rules, recursive),
+            Action::CheckFxpDestination { url, rules } => self.check_fxp_destination(url, rules),
+            Action::CancelFxp => self.fxp = None,
             Action::Count(c) => count(&self.ctx.cfg.name, c),
             Action::Close => {
                 if let Some(w) = self.client_w.as_mut() {
@@ -461,8 +430,8 @@ impl Shell {
         Ok(None)
     }
 
-    fn connect(&mut self, req: ConnectRequest) -> BoxFuture<'static, Done> {
-        let ctx = self.ctx.clone();
+    fn connect(&mut self, req: ConnectRequest) -> BoxFuture<'static, Completion> {
+        let listener = self.listener.clone();
         let client_local = self.client_local;
         let implicit = match (&req.tls, &self.upstream_tls) {
             (Some(name), Some(connector)) => match tls::server_name(name) {
@@ -475,35 +444,31 @@ impl Shell {
             (Some(_), None) => Some(Err("no TLS client configured".to_string())),
             _ => None,
         };
-        let proxy_header = ctx
-            .upstream_proxy
+        let proxy_header = req
+            .proxy_header
             .map(|v| crate::proxy_protocol::encode(v, self.client_addrs));
+        let failed = |f: ConnectFailure| Completion::from(Event::Connected(Err(f)));
         async move {
+            let ctx = &listener.policy;
             let (name, limit) = (&ctx.cfg.name, ctx.limits.connect_timeout);
             let r = if req.guarded {
-                let check =
-                    |addr: SocketAddr| permitted(&ctx, &req.target.host, addr, client_local);
+                let check = |addr: SocketAddr| permitted(ctx, &req.target.host, addr, client_local);
                 upstream::connect_checked(name, &req.target, limit, req.source, check).await
             } else {
                 upstream::connect(name, &req.target, limit).await
             };
             let mut stream = match r {
                 Ok(s) => s,
-                Err(ConnectError::Denied(why)) => {
-                    return Done::Connected(Err(ConnectFailure::Denied(why)));
-                }
+                Err(ConnectError::Denied(why)) => return failed(ConnectFailure::Denied(why)),
                 Err(ConnectError::SelfTarget(why)) => {
-                    return Done::Connected(Err(ConnectFailure::SelfTarget(why)));
+                    return failed(ConnectFailure::SelfTarget(why));
                 }
-                Err(e) => return Done::Connected(Err(ConnectFailure::Unreachable(e.to_string()))),
+                Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
             };
-            let connected = match (stream.peer_addr(), stream.local_addr()) {
-                (Ok(peer), Ok(local)) => Connected {
-                    peer,
-                    local: local.ip(),
-                },
+            let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+                (Ok(peer), Ok(local)) => (peer, local.ip()),
                 (Err(e), _) | (_, Err(e)) => {
-                    return Done::Connected(Err(ConnectFailure::Unreachable(e.to_string())));
+                    return failed(ConnectFailure::Unreachable(e.to_string()));
                 }
             };
             // The header comes first, before any TLS: it is for the server's TCP layer.
@@ -511,38 +476,34 @@ impl Shell {
                 use tokio::io::AsyncWriteExt;
                 if let Err(e) = stream.write_all(&header).await {
                     let e = format!("cannot write the PROXY header: {e}");
-                    return Done::Connected(Err(ConnectFailure::Unreachable(e)));
+                    return failed(ConnectFailure::Unreachable(e));
                 }
             }
             let stream: BoxStream = match implicit {
                 None => Box::new(stream),
-                Some(Err(e)) => return Done::Connected(Err(ConnectFailure::Tls(e))),
+                Some(Err(e)) => return failed(ConnectFailure::Tls(e)),
                 Some(Ok((connector, server_name))) => {
-                    match handshake_upstream(connector, server_name, Box::new(stream), limit).await
-                    {
+                    let how = Handshake::Connect(connector, server_name);
+                    match handshake::secure(how, stream, limit).await {
                         Ok(s) => {
                             metrics::tls_session(name, TlsSide::Upstream);
-                            s
+                            Box::new(s)
                         }
-                        Err(e) => return Done::Connected(Err(ConnectFailure::Tls(e))),
+                        Err(e) => return failed(ConnectFailure::Tls(e)),
                     }
                 }
             };
-            Done::Connected(Ok((stream, connected)))
+            let connected = Connected {
+                peer,
+                local,
+                refuses_passive: listener.services.passive_refusals.contains(peer),
+            };
+            Completion {
+                event: Event::Connected(Ok(connected)),
+                keep: Some(Keep::Upstream(stream)),
+            }
         }
         .boxed()
-    }
-
-    fn client_acceptor(&self) -> Option<TlsAcceptor> {
-        self.ctx.cfg.tls.as_ref().and_then(|t| t.client.clone())
-    }
-
-    fn data_acceptor(&self) -> Option<TlsAcceptor> {
-        self.ctx
-            .cfg
-            .tls
-            .as_ref()
-            .and_then(|t| t.client_data.clone())
     }
 
     /// Hands the client connection to a TLS handshake as the server, dropping whatever
@@ -553,53 +514,71 @@ impl Shell {
         };
         let discarded = lines.read_buffer().len();
         let stream = lines.into_inner().unsplit(w.into_inner());
-        let acceptor = self.client_acceptor();
-        let limit = self.ctx.limits.connect_timeout;
-        self.ops.push(
-            async move {
-                let stream = match acceptor {
-                    Some(a) => handshake_client(a, stream, limit).await,
-                    None => Err("no TLS certificate configured".to_string()),
-                };
-                Done::Secured {
-                    side: TlsSide::Client,
-                    stream,
-                    discarded,
-                }
-            }
-            .boxed(),
-        );
+        let how = self
+            .listener
+            .services
+            .tls
+            .as_ref()
+            .and_then(|t| t.client.clone());
+        let how = how
+            .map(Handshake::Accept)
+            .ok_or_else(|| "no TLS certificate configured".to_string());
+        self.secure(TlsSide::Client, how, stream, discarded);
     }
 
-    /// Hands the upstream connection to a TLS handshake as the client.
+    /// Hands the upstream connection to a TLS handshake as the client, dropping whatever
+    /// the server sent after its `234` unread.
     fn upgrade_upstream(&mut self, server_name: &str) {
         let (Some(lines), Some(w)) = (self.upstream_lines.take(), self.upstream_w.take()) else {
             return;
         };
         let discarded = lines.read_buffer().len();
         let stream = lines.into_inner().unsplit(w.into_inner());
-        let target = match (&self.upstream_tls, tls::server_name(server_name)) {
+        let how = match (&self.upstream_tls, tls::server_name(server_name)) {
             (Some(c), Ok(n)) => {
                 self.upstream_name = Some(n.clone());
-                Ok((c.clone(), n))
+                Ok(Handshake::Connect(c.clone(), n))
             }
             (None, _) => Err("no TLS client configured".to_string()),
             (_, Err(e)) => Err(e.to_string()),
         };
+        self.secure(TlsSide::Upstream, how, stream, discarded);
+    }
+
+    /// Runs the handshake `how` (or reports why there is none) over the control
+    /// connection of `side`.
+    fn secure(
+        &mut self,
+        side: TlsSide,
+        how: Result<Handshake, String>,
+        stream: BoxStream,
+        discarded: usize,
+    ) {
         let limit = self.ctx.limits.connect_timeout;
+        let listener = self.ctx.cfg.name.clone();
         self.ops.push(
             async move {
-                let stream = match target {
-                    Ok((connector, name)) => {
-                        handshake_upstream(connector, name, stream, limit).await
-                    }
+                let secured = match how {
+                    Ok(how) => handshake::secure(how, stream, limit).await,
                     Err(e) => Err(e),
                 };
-                Done::Secured {
-                    side: TlsSide::Upstream,
-                    stream,
-                    discarded,
-                }
+                let (result, keep) = match secured {
+                    Ok(s) => {
+                        metrics::tls_session(&listener, side);
+                        let s: BoxStream = Box::new(s);
+                        let keep = match side {
+                            TlsSide::Client => Keep::Client(s),
+                            TlsSide::Upstream => Keep::Upstream(s),
+                        };
+                        (Ok(()), Some(keep))
+                    }
+                    Err(e) => (Err(e), None),
+                };
+                let event = match side {
+                    TlsSide::Client => Event::ClientSecured { result, discarded },
+                    TlsSide::Upstream => Event::UpstreamSecured { result, discarded },
+                };
+                Completion { event, keep }
             }
             .boxed(),
         );
@@ -661,44 +640,17 @@ impl Shell {
         });
     }
 
-    /// The engine's options for a `SITE FXP` task: `allow`, the proxy's own sockets, and
-    /// the trust of the listener's upstream leg.
-    fn fxp_options(&self, allow: Arc<crate::net::AllowList>) -> Options {
-        use crate::fxp::{ExtraRoots, TlsPolicy};
-        Options {
-            allow: Some(allow),
-            // The CA file was read with the configuration: nothing is read here.
-            tls: match &self.ctx.cfg.tls {
-                Some(t) => TlsPolicy::new(
-                    t.settings.upstream.verify,
-                    t.upstream_ca
-                        .clone()
-                        .map_or(ExtraRoots::None, ExtraRoots::Loaded),
-                ),
-                None => Options::default().tls,
-            },
-            own: Some(self.ctx.own.clone()),
-            ..Options::default()
-        }
-    }
-
-    fn start_fxp(
-        &mut self,
-        src: crate::fxp::url::FtpUrl,
-        dst: crate::fxp::url::FtpUrl,
-        allow: Arc<crate::net::AllowList>,
-        recursive: bool,
-    ) {
+    fn start_fxp(&mut self, src: FtpUrl, dst: FtpUrl, rules: FxpRules, recursive: bool) {
         let (tx, news) = mpsc::unbounded_channel();
         let progress_tx = tx.clone();
-        let mut opts = self.fxp_options(allow);
+        let mut opts = engine_options(rules, self.listener.services.tls.as_ref());
         let progress: crate::fxp::Progress = Arc::new(move |e: &FxpEvent| {
             let news = match e {
-                FxpEvent::Bytes { done, total } => FxpNews::Bytes {
+                FxpEvent::Bytes { done, total } => Event::FxpProgress {
                     done: *done,
                     total: *total,
                 },
-                FxpEvent::Trying { method, .. } => FxpNews::Method(method.as_str()),
+                FxpEvent::Trying { method, .. } => Event::FxpTrying(*method),
                 _ => return,
             };
             let _ = progress_tx.send(news);
@@ -715,9 +667,9 @@ impl Shell {
         let task = tokio::spawn(
             async move {
                 let news = if recursive {
-                    FxpNews::TreeFinished(crate::fxp::tree::copy_tree(&src, &dst, &opts).await)
+                    Event::FxpTreeFinished(crate::fxp::tree::copy_tree(&src, &dst, &opts).await)
                 } else {
-                    FxpNews::Finished(engine::transfer(&src, &dst, &opts).await)
+                    Event::FxpFinished(engine::transfer(&src, &dst, &opts).await)
                 };
                 let _ = tx.send(news);
             }
@@ -726,22 +678,15 @@ impl Shell {
         self.fxp = Some(FxpTask {
             _task: AbortOnDropHandle::new(task),
             news,
-            copy: true,
-            method: "none",
-            started: Instant::now(),
         });
     }
 
     /// `SITE FXP TO`: logs in to the destination (every address checked against
     /// `allow` and the proxy's own sockets, each step within the engine's timeout) and
     /// out again.
-    fn check_fxp_destination(
-        &mut self,
-        url: crate::fxp::url::FtpUrl,
-        allow: Arc<crate::net::AllowList>,
-    ) {
+    fn check_fxp_destination(&mut self, url: FtpUrl, rules: FxpRules) {
         let (tx, news) = mpsc::unbounded_channel();
-        let opts = self.fxp_options(allow);
+        let opts = engine_options(rules, self.listener.services.tls.as_ref());
         let task = tokio::spawn(
             async move {
                 let result = match opts.open(&url).await {
@@ -755,17 +700,34 @@ impl Shell {
                         error,
                     }),
                 };
-                let _ = tx.send(FxpNews::Checked(result));
+                let _ = tx.send(Event::FxpChecked(result));
             }
             .in_current_span(),
         );
         self.fxp = Some(FxpTask {
             _task: AbortOnDropHandle::new(task),
             news,
-            copy: false,
-            method: "none",
-            started: Instant::now(),
         });
+    }
+}
+
+/// The engine's options for a `SITE FXP` task: what the machine's `rules` allow and
+/// trust, the engine's defaults otherwise.
+/// The engine's options for a `SITE FXP` task, as the machine's `rules` say. The CA the
+/// rules name is the listener's `tls.upstream.ca`, read with the configuration: nothing
+/// is read here.
+fn engine_options(rules: FxpRules, tls: Option<&crate::tls::ListenerTls>) -> Options {
+    let loaded = tls.and_then(|t| t.upstream_ca.clone());
+    let ca = match (rules.ca, loaded) {
+        (Some(_), Some(certs)) => ExtraRoots::Loaded(certs),
+        (Some(path), None) => ExtraRoots::File(path),
+        (None, _) => ExtraRoots::None,
+    };
+    Options {
+        allow: Some(rules.allow),
+        tls: TlsPolicy::new(rules.verify, ca),
+        own: Some(rules.own),
+        ..Options::default()
     }
 }
 
@@ -775,7 +737,7 @@ type TreeFile = (u64, Option<u64>, bool);
 /// A `SITE FXP -r` tree's progress, summed over its files for `STAT`.
 #[derive(Clone)]
 struct TreeNews {
-    tx: mpsc::UnboundedSender<FxpNews>,
+    tx: mpsc::UnboundedSender<Event>,
     /// Per file: bytes so far, size, done.
     files: Arc<std::sync::Mutex<Vec<TreeFile>>>,
 }
@@ -787,8 +749,8 @@ impl TreeNews {
         let done = files.iter().map(|f| f.0).sum();
         let total = files.iter().map(|f| f.1).sum();
         let copied = files.iter().filter(|f| f.2).count();
-        let _ = self.tx.send(FxpNews::Bytes { done, total });
-        let _ = self.tx.send(FxpNews::Files {
+        let _ = self.tx.send(Event::FxpProgress { done, total });
+        let _ = self.tx.send(Event::FxpFiles {
             done: copied,
             total: files.len(),
         });
@@ -823,7 +785,7 @@ impl crate::fxp::engine::FileHooks for TreeNews {
 impl TreeNews {
     fn event(&self, index: usize, event: &FxpEvent) {
         let news = match event {
-            FxpEvent::Trying { method, .. } => FxpNews::Method(method.as_str()),
+            FxpEvent::Trying { method, .. } => Event::FxpTrying(*method),
             FxpEvent::Started { size, .. } => {
                 return self.update(|files| {
                     if let Some(f) = files.get_mut(index) {
@@ -844,49 +806,29 @@ impl TreeNews {
     }
 }
 
-/// The proxy as TLS server of the client's control connection.
-pub(super) async fn handshake_client(
-    acceptor: TlsAcceptor,
-    stream: BoxStream,
-    limit: std::time::Duration,
-) -> Result<BoxStream, String> {
-    let started = Instant::now();
-    let r = timeout(limit, acceptor.accept(stream)).await;
-    let took = started.elapsed();
-    let r = match r {
-        Ok(Ok(s)) => {
-            let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-            metrics::tls_handshake(TlsSide::Client, "control", true, resumed, took);
-            return Ok(Box::new(s));
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no TLS handshake within {limit:?}"),
-    };
-    metrics::tls_handshake(TlsSide::Client, "control", false, false, took);
-    Err(r)
+/// A line read from the client's control connection, as the machine hears it; an I/O
+/// error ends the session.
+fn client_event(line: Option<Result<bytes::BytesMut, LineError>>) -> io::Result<Event> {
+    Ok(match line {
+        None => Event::ClientClosed,
+        Some(Ok(line)) => Event::ClientLine(line.freeze()),
+        Some(Err(LineError::TooLong(e))) => Event::ClientOverlong { max: e.max },
+        // A TLS peer that closes without close_notify: nothing to lose on a control
+        // connection, the session is simply over.
+        Some(Err(LineError::Io(e))) if closed_without_notify(&e) => Event::ClientClosed,
+        Some(Err(LineError::Io(e))) => return Err(e),
+    })
 }
 
-/// The proxy as TLS client of the server's control connection.
-async fn handshake_upstream(
-    connector: TlsConnector,
-    name: ServerName<'static>,
-    stream: BoxStream,
-    limit: std::time::Duration,
-) -> Result<BoxStream, String> {
-    let started = Instant::now();
-    let r = timeout(limit, connector.connect(name, stream)).await;
-    let took = started.elapsed();
-    let r = match r {
-        Ok(Ok(s)) => {
-            let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-            metrics::tls_handshake(TlsSide::Upstream, "control", true, resumed, took);
-            return Ok(Box::new(s));
-        }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("no TLS handshake within {limit:?}"),
-    };
-    metrics::tls_handshake(TlsSide::Upstream, "control", false, false, took);
-    Err(r)
+/// A line read from the upstream's control connection, as the machine hears it.
+fn upstream_event(line: Option<Result<bytes::BytesMut, LineError>>) -> Event {
+    match line {
+        None => Event::UpstreamClosed,
+        Some(Ok(line)) => Event::UpstreamLine(line.freeze()),
+        Some(Err(LineError::TooLong(_))) => Event::UpstreamOverlong,
+        Some(Err(LineError::Io(e))) if closed_without_notify(&e) => Event::UpstreamClosed,
+        Some(Err(LineError::Io(e))) => Event::UpstreamError(e.to_string()),
+    }
 }
 
 fn closed_without_notify(e: &io::Error) -> bool {
@@ -900,6 +842,10 @@ fn count(listener: &str, c: Count) {
         Count::Rewrite { kind, reason } => metrics::rewrite(listener, kind, reason),
         Count::Rejected(r) => metrics::rejected(listener, r),
         Count::Transfer(result) => metrics::data_transfer(listener, result),
+        Count::FxpCancelled { method, took } => {
+            let method = method.map_or("none", |m| m.as_str());
+            metrics::fxp_transfer("cancelled", method, 0, took)
+        }
     }
 }
 
@@ -926,11 +872,7 @@ async fn transfer_done(
     }
 }
 
-fn stopped(what: &str) -> FxpError {
-    FxpError::Other(format!("the {what} task stopped"))
-}
-
-async fn fxp_news(f: &mut Option<FxpTask>) -> Option<FxpNews> {
+async fn fxp_news(f: &mut Option<FxpTask>) -> Option<Event> {
     match f {
         Some(f) => f.news.recv().await,
         None => std::future::pending().await,

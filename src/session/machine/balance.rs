@@ -1,21 +1,24 @@
-//! Reverse mode over a pool of upstreams: the session asks the pool for a backend (by
-//! client address at once, or by user after `USER` with `balance: user`, greeting the
-//! client itself as forward mode does) and moves on to the next one when a backend
-//! cannot be reached, reporting the failure (passive ejection).
+//! Reverse mode over a pool of upstreams: the session asks the shell for a backend of the
+//! pool (by client address at once, or by user after `USER` with `balance: user`,
+//! greeting the client itself as forward mode does) and moves on to the next one when a
+//! backend cannot be reached, reporting the failure (passive ejection). The pool, with
+//! its health and session counts, is the shell's: the machine knows the balance mode and
+//! which backends it tried.
+
+use std::mem;
 
 use tracing::warn;
 
-use super::{ConnectFailure, Machine, Phase, Say};
+use super::{Action, Backend, ConnectFailure, Machine, Phase, Say};
 use crate::config::Mode;
 use crate::net::HostPort;
-use crate::pool::Chosen;
 use crate::pool::config::Balance;
 use crate::proto::line::trim_eol;
 
 #[derive(Debug, Default)]
 pub(super) struct BalanceState {
-    /// The backend this session holds: counted as one of its sessions until the end.
-    chosen: Option<Chosen>,
+    /// The backend the shell holds for this session.
+    chosen: Option<usize>,
     /// Backends this session could not reach.
     tried: Vec<usize>,
     /// `balance: user`: the name the client gave.
@@ -28,19 +31,14 @@ impl Machine {
         self.ctx.pool.is_some() && self.ctx.cfg.mode == Mode::Reverse
     }
 
-    /// Opens a pooled session: connect now, or with `balance: user` greet and wait for
-    /// `USER`.
+    /// Opens a pooled session: choose a backend now, or with `balance: user` greet and
+    /// wait for `USER`.
     pub(super) fn start_pooled(&mut self) {
-        if self
-            .ctx
-            .pool
-            .as_ref()
-            .is_some_and(|p| p.balance() == Balance::User)
-        {
+        if self.ctx.pool == Some(Balance::User) {
             self.say(Say::ProxyGreeting);
             self.phase = Phase::ForwardLogin { attempts: 0 };
         } else {
-            self.connect_pooled(None);
+            self.choose_backend(None);
         }
     }
 
@@ -50,19 +48,32 @@ impl Machine {
         let user = trim_eol(args).to_vec();
         self.site.user = Some(String::from_utf8_lossy(&user).into_owned());
         self.balance.user = Some(user);
-        self.connect_pooled(Some(line.to_vec()));
+        self.choose_backend(Some(line.to_vec()));
     }
 
-    fn connect_pooled(&mut self, user_line: Option<Vec<u8>>) {
-        let Some(pool) = self.ctx.pool.clone() else {
-            return;
+    fn choose_backend(&mut self, user_line: Option<Vec<u8>>) {
+        self.phase = Phase::Choosing { user_line };
+        self.act(Action::ChooseBackend {
+            client: self.addrs.client,
+            user: self.balance.user.clone(),
+            tried: self.balance.tried.clone(),
+        });
+    }
+
+    /// The shell chose `backend` (or found every usable one down).
+    pub(super) fn on_backend_chosen(&mut self, backend: Option<Backend>) {
+        let user_line = match mem::replace(&mut self.phase, Phase::New) {
+            Phase::Choosing { user_line } => user_line,
+            other => {
+                // Not asked for: the shell lets it go with the session.
+                self.phase = other;
+                return;
+            }
         };
-        let user = self.balance.user.as_deref();
-        match pool.choose(self.addrs.client, user, &self.balance.tried) {
-            Some(chosen) => {
-                let target = chosen.target.clone();
-                self.balance.tried.push(chosen.index);
-                self.balance.chosen = Some(chosen);
+        match backend {
+            Some(Backend { index, target }) => {
+                self.balance.tried.push(index);
+                self.balance.chosen = Some(index);
                 self.connect(target, user_line, 0, false, None);
             }
             None => {
@@ -88,12 +99,15 @@ impl Machine {
             ConnectFailure::Unreachable(e) | ConnectFailure::Denied(e) => e,
             ConnectFailure::Tls(_) | ConnectFailure::SelfTarget(_) => return false,
         };
-        let (Some(chosen), Some(pool)) = (self.balance.chosen.take(), self.ctx.pool.clone()) else {
+        let Some(index) = self.balance.chosen.take() else {
             return false;
         };
         warn!(upstream = %target, %error, "upstream unreachable; trying the next one of the pool");
-        pool.session_failed(chosen.index, error);
-        self.connect_pooled(user_line.clone());
+        self.act(Action::BackendFailed {
+            index,
+            error: error.clone(),
+        });
+        self.choose_backend(user_line.clone());
         true
     }
 }

@@ -12,7 +12,10 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::audit::Outcome;
-use super::{Action, Answers, Count, Machine, Say, Slot, TransferResult, Waiting, reply_text};
+use super::{
+    Action, Answers, ClientLeg, Count, DataConnectError, LeaseResult, Machine, Say, Slot,
+    TransferResult, UpstreamLeg, Waiting, reply_text,
+};
 use crate::config::UpstreamData;
 use crate::data::LeaseError;
 use crate::metrics::Rejection;
@@ -21,32 +24,6 @@ use crate::proto::command::{ActiveVerb, Command, Direction, PassiveVerb, Verb};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
 use crate::rewrite::{self, ActiveTarget, Reason, ReplyAction};
-
-/// How the client's side of a transfer gets its data connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientLeg {
-    /// The client connects to the port in [`Slot::ClientPassive`]; only from `expect`
-    /// (anyone else is port theft).
-    Accept { expect: IpAddr },
-    /// The proxy connects to the client here.
-    Connect(SocketAddr),
-}
-
-/// How the upstream's side of a transfer gets its data connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamLeg {
-    /// Already connected: the socket in [`Slot::UpstreamData`].
-    Connected,
-    /// The server connects to the port in [`Slot::UpstreamActive`], only from `expect`.
-    Accept { expect: IpAddr },
-}
-
-/// Why the proxy's connection to the server's passive data port failed.
-#[derive(Debug, Clone)]
-pub enum DataConnectError {
-    Timeout,
-    Io(String),
-}
 
 /// What the client asked for with its last data-setup command.
 #[derive(Debug, Default)]
@@ -81,6 +58,9 @@ pub(super) struct DataState {
     transfer: Option<Transfer>,
     /// The client aborted a transfer whose final reply has not come yet.
     aborted: bool,
+    /// The server refuses passive mode: its `5xx` to the proxy's `PASV`/`EPSV`, this
+    /// session's or (as the shell said when it connected) an earlier session's.
+    pub(super) refuses_passive: bool,
 }
 
 impl DataState {
@@ -318,10 +298,7 @@ impl Machine {
     }
 
     /// A name the machine asked for resolved (or failed to).
-    pub fn on_resolved(&mut self, result: Result<Vec<IpAddr>, String>, now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
+    pub(super) fn on_resolved(&mut self, result: Result<Vec<IpAddr>, String>, now: Instant) {
         match self.waiting.take() {
             Some(Waiting::ActiveResolve {
                 line,
@@ -389,10 +366,7 @@ impl Machine {
     }
 
     /// A port the machine asked for was leased into `slot` (or could not be).
-    pub fn on_leased(&mut self, slot: Slot, result: Result<u16, LeaseError>, now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
+    pub(super) fn on_leased(&mut self, slot: Slot, result: LeaseResult, now: Instant) {
         match (self.waiting.take(), slot) {
             (Some(Waiting::PassiveLease { verb }), Slot::ClientPassive) => match result {
                 Ok(port) => self.announce(verb, port, now),
@@ -558,11 +532,8 @@ impl Machine {
     /// Passive or active toward the server, as `upstream_data` and its history say.
     fn choose_upstream_mode(&mut self, setup: Setup, now: Instant) {
         let mode = self.ctx.cfg.upstream_data;
-        let refused_before = self
-            .ctx
-            .passive_refused_by
-            .contains(self.addrs.upstream_control());
-        if mode == UpstreamData::Active || (mode == UpstreamData::Auto && refused_before) {
+        let refused = self.data.refuses_passive;
+        if mode == UpstreamData::Active || (mode == UpstreamData::Auto && refused) {
             self.begin_active(setup);
         } else {
             self.begin_passive(setup, now);
@@ -696,7 +667,8 @@ impl Machine {
             PassiveFailure::Unsupported(why) if auto => {
                 let upstream = self.addrs.upstream_control();
                 info!(%why, %upstream, "upstream refused passive mode; using active mode with it from now on");
-                self.ctx.passive_refused_by.insert(upstream);
+                self.data.refuses_passive = true;
+                self.act(Action::RememberPassiveRefusal(upstream));
                 self.begin_active(setup);
             }
             PassiveFailure::Refused(why) if auto => {
@@ -710,10 +682,7 @@ impl Machine {
     }
 
     /// The proxy's connection to the server's passive data port opened (or did not).
-    pub fn on_data_connected(&mut self, result: Result<(), DataConnectError>, now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
+    pub(super) fn on_data_connected(&mut self, result: Result<(), DataConnectError>, now: Instant) {
         match self.waiting.take() {
             Some(Waiting::Setup(setup)) => {
                 let Step::ConnectingData(target) = setup.step else {
@@ -837,10 +806,7 @@ impl Machine {
     }
 
     /// The transfer task reported.
-    pub fn on_transfer_finished(&mut self, result: TransferResult, now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
+    pub(super) fn on_transfer_finished(&mut self, result: TransferResult, now: Instant) {
         let confirm_by = now + self.ctx.limits.data_idle_timeout;
         if let Some(t) = self.data.transfer.as_mut() {
             t.result = Some(result);

@@ -14,7 +14,7 @@ use crate::net::HostPort;
 use crate::proto::command::{VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
-use crate::session::context::ListenerCtx;
+use crate::session::policy::Policy;
 use crate::tls::UpstreamPlan;
 use crate::upstream::ConnectError;
 
@@ -38,9 +38,10 @@ pub fn parse_target(arg: &[u8]) -> Option<(&[u8], HostPort)> {
 }
 
 /// The self-target guard and the allow list, checked on resolved addresses: never
-/// connect to one of this proxy's own sockets, nor outside `allow`.
+/// connect to one of this proxy's own sockets, nor outside `allow`. The shell applies it
+/// to each address a [`super::ConnectRequest`] marked `guarded` resolves to.
 pub fn permitted(
-    ctx: &ListenerCtx,
+    ctx: &Policy,
     host: &str,
     addr: SocketAddr,
     client_local: IpAddr,
@@ -76,6 +77,7 @@ impl Machine {
             guarded,
             source,
             tls,
+            proxy_header: self.ctx.upstream_proxy,
         }));
     }
 
@@ -139,27 +141,29 @@ impl Machine {
     }
 
     /// The upstream control connection opened, or could not be.
-    pub fn on_connected(
+    pub(super) fn on_connected(
         &mut self,
         result: Result<Connected, ConnectFailure>,
         now: std::time::Instant,
     ) {
-        if self.ended.is_some() {
-            return;
-        }
-        let Phase::Connecting {
-            target,
-            user_line,
-            attempts,
-        } = std::mem::replace(&mut self.phase, Phase::New)
-        else {
-            return;
+        let (target, user_line, attempts) = match std::mem::replace(&mut self.phase, Phase::New) {
+            Phase::Connecting {
+                target,
+                user_line,
+                attempts,
+            } => (target, user_line, attempts),
+            other => {
+                // Not asked for: the session stays where it is.
+                self.phase = other;
+                return;
+            }
         };
         match result {
             Ok(c) => {
                 self.addrs.upstream = c.peer.ip().to_canonical();
                 self.addrs.upstream_port = c.peer.port();
                 self.addrs.upstream_local = c.local.to_canonical();
+                self.data.refuses_passive = c.refuses_passive;
                 self.tls.upstream_secure = self.upstream_plan() == UpstreamPlan::Implicit;
                 self.audit.upstream = Some(target.to_string());
                 debug!(upstream = %target, "upstream connected");
@@ -177,7 +181,7 @@ impl Machine {
                 }
             }
             Err(ConnectFailure::Tls(error)) => {
-                return self.on_upstream_secured(Err(error), now);
+                return self.on_upstream_secured(Err(error), 0, now);
             }
             Err(failure) if self.pooled_connect_failed(&target, &user_line, &failure) => {}
             Err(failure) => self.connect_failed(target, attempts, failure),

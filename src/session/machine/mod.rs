@@ -1,31 +1,43 @@
-//! The session's decisions, sans I/O: a state machine that takes events (a client line,
-//! an upstream line, a connection's or a lookup's outcome, a transfer's result, the
-//! clock) and answers with [`Action`]s for the shell in [`super`] to carry out (write
-//! these bytes, connect there, lease a port, start a transfer, close). It never touches a
-//! socket or reads the clock: every input carries `now`, and [`Machine::poll_timeout`]
-//! says when it next wants [`Machine::on_timer`]. So every policy branch is a unit test
-//! that runs in microseconds (`tests.rs`).
+//! The session's decisions, sans I/O: a state machine that takes [`Event`]s (a client
+//! line, an upstream line, the outcome of something it asked for, a `SITE FXP` task's
+//! news) through one entry, [`Machine::handle`], and answers with [`Action`]s for the
+//! shell in [`super`] to carry out (write these bytes, connect there, lease a port,
+//! choose a backend, start a transfer, close). It never touches a socket, a lock or the
+//! clock: it holds only its listener's immutable [`Policy`], every input carries `now`,
+//! and [`Machine::poll_timeout`] says when it next wants [`Machine::handle_timeout`].
+//! Shared services (the data ports, a pool's health and counts, the passive-refusal
+//! memo) are requests and answers, like the port lease. So every policy branch is a unit
+//! test that runs in microseconds (`tests.rs`).
 //!
-//! The parts:
+//! The parts (`handle` dispatches each event to the part that owns its concern):
 //! - this file: phases, reply sequencing (which command each upstream reply answers),
-//!   command dispatch, limits and timers;
+//!   command dispatch, the control connections' events, limits and timers;
+//! - [`event`] and [`action`]: the vocabulary in and out;
 //! - [`login`]: the pre-session dialogue of forward mode and the connect outcomes;
+//! - [`balance`]: the backend of a pooled reverse listener;
 //! - [`data`]: relay mode's data connections (the proxy's own `PASV`/`PORT` exchange
 //!   with the server, held `226`, `ABOR`) and passthrough's address fixes;
 //! - [`site`]: `SITE FXP`, whose copy runs as a task while the session goes on;
-//! - [`tls`]: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers).
+//! - [`tls`]: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers);
+//! - [`audit`]: the login and transfer log lines, and the
+//!   [`Snapshot`](super::view::Snapshot) the API shows.
 
+mod action;
 mod audit;
 mod balance;
 mod data;
+mod event;
 mod login;
 mod site;
 #[cfg(test)]
 mod tests;
 mod tls;
 
-pub use audit::Snapshot;
-pub use data::{ClientLeg, DataConnectError, UpstreamLeg};
+pub use action::{Action, ClientLeg, ConnectRequest, Count, FxpRules, Slot, UpstreamLeg};
+pub use event::{
+    Backend, ConnectFailure, Connected, DataConnectError, Event, FxpResult, LeaseResult,
+    TransferResult,
+};
 pub use login::{parse_target, permitted};
 pub use site::is_site_fxp;
 
@@ -36,16 +48,12 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::context::ListenerCtx;
+use super::policy::Policy;
 use super::replies::Say;
 use crate::config::{DataMode, Mode, UpstreamConnect};
-use crate::data::LeaseError;
-use crate::data::relay::Moved;
-use crate::fxp::engine::{FxpError, Report};
-use crate::fxp::url::FtpUrl;
 use crate::metrics::Rejection;
-use crate::net::{AllowList, HostName, HostPort};
-use crate::proto::command::{Direction, PassiveVerb, Verb, VerbClass, parse_command};
+use crate::net::HostPort;
+use crate::proto::command::{PassiveVerb, Verb, VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError};
 
@@ -63,124 +71,6 @@ const MAX_UNSOLICITED: u32 = 5;
 /// (TCP pushes back). A client rarely sends more than one or two then; reading them at
 /// all lets an `ABOR` behind them be seen.
 const MAX_HELD_DURING_TRANSFER: usize = 16;
-
-/// What the shell must do, in order.
-#[derive(Debug)]
-pub enum Action {
-    /// Write to the client's control connection.
-    ToClient(Vec<u8>),
-    /// Write to the upstream's control connection.
-    ToUpstream(Vec<u8>),
-    /// Open the upstream control connection; answer with [`Machine::on_connected`].
-    Connect(ConnectRequest),
-    /// Look a name up; answer with [`Machine::on_resolved`].
-    Resolve(HostName),
-    /// Lease a data port on `bind` into `slot`, counted against `client`'s share
-    /// (`limits.max_data_ports_per_ip`); answer with [`Machine::on_leased`].
-    Lease {
-        slot: Slot,
-        bind: IpAddr,
-        client: IpAddr,
-    },
-    /// Drop what `slot` holds (a leased port, a connected data socket).
-    Release(Slot),
-    /// Connect to the upstream's passive data port, into [`Slot::UpstreamData`]; answer
-    /// with [`Machine::on_data_connected`].
-    ConnectData(SocketAddr),
-    /// Run one relayed transfer with these legs, each TLS-protected when its flag says
-    /// so; answer with [`Machine::on_transfer_finished`].
-    StartTransfer {
-        direction: Direction,
-        client: ClientLeg,
-        upstream: UpstreamLeg,
-        client_tls: bool,
-        upstream_tls: bool,
-    },
-    /// The client's `234` is written: discard whatever the client sent after `AUTH TLS`
-    /// unread, and run the TLS handshake as the server; answer with
-    /// [`Machine::on_client_secured`].
-    UpgradeClient,
-    /// The server's `234` came: run the TLS handshake as the client, checking that the
-    /// certificate is for `server_name`; answer with [`Machine::on_upstream_secured`].
-    UpgradeUpstream { server_name: String },
-    /// Stop the running transfer now (both data connections close).
-    AbortTransfer,
-    /// Run a `SITE FXP` copy as a task; report with [`Machine::on_fxp_progress`] and
-    /// [`Machine::on_fxp_finished`] (a tree, `recursive`: [`Machine::on_fxp_files`] and
-    /// [`Machine::on_fxp_tree_finished`]).
-    StartFxp {
-        src: FtpUrl,
-        dst: FtpUrl,
-        allow: Arc<AllowList>,
-        recursive: bool,
-    },
-    /// Log in to a `SITE FXP TO` destination (within `allow`, within a timeout) and out
-    /// again; report with [`Machine::on_fxp_destination_checked`].
-    CheckFxpDestination { url: FtpUrl, allow: Arc<AllowList> },
-    /// Stop the running `SITE FXP` copy or destination check.
-    CancelFxp,
-    /// Record a metric.
-    Count(Count),
-    /// The session is over ([`Machine::end_reason`] says why): close both connections.
-    Close,
-}
-
-/// Where the upstream control connection goes.
-#[derive(Debug, Clone)]
-pub struct ConnectRequest {
-    pub target: HostPort,
-    /// Check every resolved address with [`permitted`] (forward and transparent mode:
-    /// the allow list and the loop guard).
-    pub guarded: bool,
-    /// Connect from this (non-local) address: transparent `preserve_client_address`.
-    pub source: Option<IpAddr>,
-    /// Implicit TLS: the handshake follows the connect, for this certificate name.
-    pub tls: Option<String>,
-}
-
-/// The resources the shell holds for the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// A port leased for the client's passive data connection.
-    ClientPassive,
-    /// A port leased for the upstream's active data connection.
-    UpstreamActive,
-    /// The proxy's connection to the upstream's passive data port.
-    UpstreamData,
-}
-
-/// A metric event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Count {
-    Command(Verb),
-    Reply(u16),
-    Rewrite {
-        kind: &'static str,
-        reason: &'static str,
-    },
-    Rejected(Rejection),
-    /// A relayed transfer ended: `ok`, `failed` or `aborted`.
-    Transfer(&'static str),
-}
-
-/// The upstream control connection, once open.
-#[derive(Debug, Clone, Copy)]
-pub struct Connected {
-    pub peer: SocketAddr,
-    pub local: IpAddr,
-}
-
-/// Why the upstream control connection could not be opened.
-#[derive(Debug, Clone)]
-pub enum ConnectFailure {
-    /// Every resolved address was refused by [`permitted`]'s allow list.
-    Denied(String),
-    /// A resolved address was this proxy itself (and none was allowed).
-    SelfTarget(String),
-    Unreachable(String),
-    /// Connected, but implicit TLS with the server failed.
-    Tls(String),
-}
 
 /// The addresses a session's decisions depend on (IPv4-mapped forms made plain).
 #[derive(Debug, Clone, Copy)]
@@ -205,11 +95,15 @@ impl Addrs {
 
 #[derive(Debug)]
 enum Phase {
-    /// Before [`Machine::start`].
+    /// Before [`Machine::new`] has opened the session (and while a connect's outcome
+    /// is being taken in).
     New,
     /// The proxy greeted the client itself (forward mode, or a reverse listener with
     /// `upstream_connect: on_login`); reading `USER` (`user@host` in forward mode).
     ForwardLogin { attempts: u32 },
+    /// Reverse mode over a pool: the shell is choosing a backend (`user_line`: as in
+    /// [`Phase::Connecting`]).
+    Choosing { user_line: Option<Vec<u8>> },
     /// The upstream control connection is being opened.
     Connecting {
         target: HostPort,
@@ -326,7 +220,8 @@ enum Waiting {
 
 /// The machine of one session.
 pub struct Machine {
-    ctx: Arc<ListenerCtx>,
+    /// The listener's policy.
+    ctx: Arc<Policy>,
     addrs: Addrs,
     /// Transparent mode: where the client was going.
     original: Option<SocketAddr>,
@@ -365,10 +260,12 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// A session of the listener `ctx` for a client at `client` that reached the proxy at
-    /// `client_local`; `original` is a transparent listener's redirected destination.
+    /// A session under the listener policy `ctx` for a client at `client` that reached
+    /// the proxy at `client_local`; `original` is a transparent listener's redirected
+    /// destination. The session is open at once: its first actions (greet the client,
+    /// connect upstream, choose a backend) wait in [`Machine::poll_action`].
     pub fn new(
-        ctx: Arc<ListenerCtx>,
+        ctx: Arc<Policy>,
         client: IpAddr,
         client_local: IpAddr,
         original: Option<SocketAddr>,
@@ -413,6 +310,7 @@ impl Machine {
             ended: None,
         };
         m.tls.client_secure = implicit;
+        m.start();
         m
     }
 
@@ -449,7 +347,7 @@ impl Machine {
             && matches!(self.phase, Phase::ForwardLogin { .. } | Phase::Relaying)
     }
 
-    /// When [`Machine::on_timer`] is due next.
+    /// When [`Machine::handle_timeout`] is due next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.ended.is_some() {
             return None;
@@ -474,8 +372,44 @@ impl Machine {
         .min()
     }
 
+    /// What happened, at `now`. After the end ([`Machine::end_reason`]) nothing does.
+    pub fn handle(&mut self, event: Event, now: Instant) {
+        if self.ended.is_some() {
+            return;
+        }
+        match event {
+            Event::ClientLine(line) => self.on_client_line(&line, now),
+            Event::ClientOverlong { max } => self.on_client_overlong(max),
+            Event::ClientClosed => self.close("client closed"),
+            Event::UpstreamLine(line) => self.on_upstream_line(&line, now),
+            Event::UpstreamOverlong => self.on_upstream_overlong(),
+            Event::UpstreamClosed => self.on_upstream_closed(),
+            Event::UpstreamError(error) => self.on_upstream_error(&error),
+            Event::Stop => self.on_stop(),
+            Event::BackendChosen(backend) => self.on_backend_chosen(backend),
+            Event::Connected(result) => self.on_connected(result, now),
+            Event::Resolved(result) => self.on_resolved(result, now),
+            Event::Leased { slot, result } => self.on_leased(slot, result, now),
+            Event::DataConnected(result) => self.on_data_connected(result, now),
+            Event::TransferFinished(result) => self.on_transfer_finished(result, now),
+            Event::ClientSecured { result, discarded } => {
+                self.on_client_secured(result, discarded, now)
+            }
+            Event::UpstreamSecured { result, discarded } => {
+                self.on_upstream_secured(result, discarded, now)
+            }
+            Event::FxpTrying(method) => self.on_fxp_trying(method),
+            Event::FxpProgress { done, total } => self.on_fxp_progress(done, total),
+            Event::FxpFiles { done, total } => self.on_fxp_files(done, total),
+            Event::FxpFinished(result) => self.on_fxp_finished(result, now),
+            Event::FxpTreeFinished(result) => self.on_fxp_tree_finished(result, now),
+            Event::FxpChecked(result) => self.on_fxp_destination_checked(result, now),
+            Event::FxpTaskEnded => self.on_fxp_task_ended(now),
+        }
+    }
+
     /// Opens the session: connect upstream or, in forward mode, greet the client.
-    pub fn start(&mut self) {
+    fn start(&mut self) {
         if self.pooled() {
             return self.start_pooled();
         }
@@ -506,10 +440,7 @@ impl Machine {
     }
 
     /// A complete line from the client (terminator included).
-    pub fn on_client_line(&mut self, line: &[u8], now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
+    fn on_client_line(&mut self, line: &[u8], now: Instant) {
         self.last_command = now;
         if !self.deferred.is_empty() || self.must_defer(line) {
             if self.transfer_pending() && is_abort(line) {
@@ -525,26 +456,15 @@ impl Machine {
     }
 
     /// The client sent a line longer than `limits.max_line_length`.
-    pub fn on_client_overlong(&mut self, max: usize) {
-        if self.ended.is_some() {
-            return;
-        }
+    fn on_client_overlong(&mut self, max: usize) {
         self.reject(Rejection::LineTooLong);
         warn!(max, "client sent an over-long command line");
         self.say(Say::LineTooLong { max });
         self.close("line too long");
     }
 
-    /// The client closed its control connection.
-    pub fn on_client_closed(&mut self) {
-        self.close("client closed");
-    }
-
     /// A complete line from the upstream.
-    pub fn on_upstream_line(&mut self, line: &[u8], now: Instant) {
-        if self.ended.is_some() {
-            return;
-        }
+    fn on_upstream_line(&mut self, line: &[u8], now: Instant) {
         match self.replies.push_line(line) {
             Ok(None) => {}
             Ok(Some(reply)) => self.on_reply(reply, now),
@@ -557,7 +477,7 @@ impl Machine {
     }
 
     /// The upstream sent more than `limits.max_reply_bytes` without a line end.
-    pub fn on_upstream_overlong(&mut self) {
+    fn on_upstream_overlong(&mut self) {
         self.upstream_broken(
             Rejection::ReplyTooLarge,
             "a reply larger than limits.max_reply_bytes",
@@ -565,7 +485,7 @@ impl Machine {
     }
 
     /// The upstream closed its control connection.
-    pub fn on_upstream_closed(&mut self) {
+    fn on_upstream_closed(&mut self) {
         if self.replies.in_progress() {
             return self.upstream_broken(Rejection::TruncatedReply, "a truncated multi-line reply");
         }
@@ -579,10 +499,7 @@ impl Machine {
     /// over TLS a record that does not decrypt: a server that writes plaintext inside
     /// TLS, as vsftpd's `500 OOPS` after a failed data handshake). The client hears
     /// `421` rather than a silent close.
-    pub fn on_upstream_error(&mut self, error: &str) {
-        if self.ended.is_some() {
-            return;
-        }
+    fn on_upstream_error(&mut self, error: &str) {
         let tls = self.tls.upstream_secure;
         if tls {
             self.reject(Rejection::UpstreamTls);
@@ -595,16 +512,13 @@ impl Machine {
     }
 
     /// The proxy is shutting down now (the drain deadline passed).
-    pub fn on_stop(&mut self) {
-        if self.ended.is_some() {
-            return;
-        }
+    fn on_stop(&mut self) {
         self.say(Say::ShuttingDown);
         self.close("shutdown");
     }
 
     /// The clock reached [`Machine::poll_timeout`] (or passed it).
-    pub fn on_timer(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         if self.ended.is_some() {
             return;
         }
@@ -698,7 +612,10 @@ impl Machine {
         self.data.busy()
             || self.site.copying()
             || self.waiting.is_some()
-            || matches!(self.phase, Phase::Connecting { .. })
+            || matches!(
+                self.phase,
+                Phase::Choosing { .. } | Phase::Connecting { .. }
+            )
             || self.awaiting.iter().any(|a| match a.answers {
                 Answers::Forwarded(v) => matches!(v.class(), VerbClass::Transfer(_)),
                 _ => false,
@@ -903,7 +820,7 @@ impl Machine {
             debug!(verb, args = %String::from_utf8_lossy(cmd.args).trim_end(), "command");
         }
         if self.site.copying() {
-            return self.while_copying(&cmd, line);
+            return self.while_copying(&cmd, line, now);
         }
         if class == VerbClass::Status && self.data.relayed_transfer() {
             return self.transfer_status();
@@ -923,7 +840,7 @@ impl Machine {
             // SITE FXP is the proxy's own; other SITE commands go to the server.
             VerbClass::Site if is_site_fxp(cmd.args) => {
                 if self.logged_in {
-                    self.on_site_fxp(cmd.args);
+                    self.on_site_fxp(cmd.args, now);
                 } else {
                     // Never forwarded: the server would see the destination's password.
                     self.say(Say::LoginFirst);
@@ -1125,8 +1042,3 @@ fn reply_text(reply: &Reply) -> String {
         String::from_utf8_lossy(reply.text()).trim()
     )
 }
-
-// The types the machine's inputs carry, re-exported for the shell.
-pub type TransferResult = Result<Moved, String>;
-pub type FxpResult = Result<Report, FxpError>;
-pub type LeaseResult = Result<u16, LeaseError>;

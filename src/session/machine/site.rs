@@ -17,16 +17,17 @@
 //! The proxy logs in to A again with the credentials the client used (kept in memory for
 //! the session only, never logged), and runs the same engine as the CLI and the API, as a
 //! task: meanwhile the client may ask `STAT` (bytes so far) or `ABOR` (cancel), and the
-//! session still honours shutdown and an upstream that closes.
+//! session still honours shutdown and an upstream that closes. What the engine may reach
+//! and which certificates it trusts are decided here ([`FxpRules`]), not by the shell.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Action, FxpResult, Machine, Say};
+use super::{Action, Count, FxpResult, FxpRules, Machine, Say};
 use crate::fxp::client::FtpError;
-use crate::fxp::engine::FxpError;
+use crate::fxp::engine::{FxpError, Method};
 use crate::fxp::tree::TreeReport;
 use crate::fxp::url::{FtpUrl, Security};
 use crate::net::AllowList;
@@ -68,6 +69,10 @@ impl SiteState {
 struct Copy {
     src: String,
     dst: String,
+    /// When it started, and the method the engine tries now (for the metric of a
+    /// cancelled copy).
+    started: Instant,
+    method: Option<Method>,
     done: u64,
     total: Option<u64>,
     /// A tree's files copied and listed (`None` for one file, or before the listing).
@@ -113,7 +118,7 @@ pub fn answer(stage: Stage, e: &FxpError) -> FxpAnswer {
 
 impl Machine {
     /// Handles `SITE FXP ...` (`args` after `SITE`) for a logged-in client.
-    pub(super) fn on_site_fxp(&mut self, args: &[u8]) {
+    pub(super) fn on_site_fxp(&mut self, args: &[u8], now: Instant) {
         // Bytes throughout: paths need not be UTF-8, and a lossy decoding would copy
         // another file than the one named.
         let mut words = trim_eol(args)
@@ -130,10 +135,10 @@ impl Machine {
                 }),
             },
             (b"PUT" | b"GET", [flag, from, to @ ..]) if is_recursive(flag) && to.len() <= 1 => {
-                self.site_copy(sub == b"PUT", true, from, to.first().copied())
+                self.site_copy(sub == b"PUT", true, from, to.first().copied(), now)
             }
             (b"PUT" | b"GET", [from, to @ ..]) if !is_recursive(from) && to.len() <= 1 => {
-                self.site_copy(sub == b"PUT", false, from, to.first().copied())
+                self.site_copy(sub == b"PUT", false, from, to.first().copied(), now)
             }
             (b"STATUS", []) => self.site_status(),
             _ => self.say(Say::FxpUsage),
@@ -142,7 +147,7 @@ impl Machine {
 
     /// `SITE FXP TO`: refused at once when the URL names an address outside `fxp.allow`
     /// or the proxy itself; otherwise the shell logs in to it (names are checked on
-    /// their addresses then) and [`Machine::on_fxp_destination_checked`] answers.
+    /// their addresses then) and [`super::Event::FxpChecked`] answers.
     fn site_destination(&mut self, u: FtpUrl) {
         let literal = u.host.parse::<std::net::IpAddr>().ok();
         if let Some(e) =
@@ -161,7 +166,8 @@ impl Machine {
         // one chosen before.
         self.site.destination = None;
         self.site.checking = Some(u.clone());
-        self.act(Action::CheckFxpDestination { url: u, allow });
+        let rules = self.fxp_rules(allow);
+        self.act(Action::CheckFxpDestination { url: u, rules });
     }
 
     fn refuse_destination(&mut self, why: String) {
@@ -173,13 +179,14 @@ impl Machine {
     }
 
     /// The login to a `SITE FXP TO` destination succeeded or failed.
-    pub fn on_fxp_destination_checked(&mut self, result: Result<(), FxpError>, now: Instant) {
+    pub(super) fn on_fxp_destination_checked(
+        &mut self,
+        result: Result<(), FxpError>,
+        now: Instant,
+    ) {
         let Some(u) = self.site.checking.take() else {
             return;
         };
-        if self.ended.is_some() {
-            return;
-        }
         self.last_command = now;
         match result {
             Ok(()) => {
@@ -211,7 +218,14 @@ impl Machine {
     }
 
     /// Starts one copy: `put` is A to B, else B to A; `recursive`, a tree.
-    fn site_copy(&mut self, put: bool, recursive: bool, from: &[u8], to: Option<&[u8]>) {
+    fn site_copy(
+        &mut self,
+        put: bool,
+        recursive: bool,
+        from: &[u8],
+        to: Option<&[u8]>,
+        now: Instant,
+    ) {
         let Some(b) = self.site.destination.clone() else {
             return self.say(Say::FxpNoDestination);
         };
@@ -246,17 +260,31 @@ impl Machine {
         self.site.running = Some(Copy {
             src: shown_src,
             dst: shown_dst,
+            started: now,
+            method: None,
             done: 0,
             total: None,
             files: None,
         });
-        let allow = self.fxp_allow();
+        let rules = self.fxp_rules(self.fxp_allow());
         self.act(Action::StartFxp {
             src,
             dst,
-            allow,
             recursive,
+            rules,
         });
+    }
+
+    /// What the engine of a `SITE FXP` task may reach (`allow`, never the proxy itself)
+    /// and trust: the listener's upstream trust, as for the session's own server.
+    fn fxp_rules(&self, allow: Arc<AllowList>) -> FxpRules {
+        let trust = self.tls_settings().map(|t| &t.upstream);
+        FxpRules {
+            allow,
+            own: self.ctx.own.clone(),
+            verify: trust.is_none_or(|u| u.verify),
+            ca: trust.and_then(|u| u.ca.clone()),
+        }
     }
 
     /// The engine may reach the session's own server A and what `fxp.allow` lists (a
@@ -267,7 +295,7 @@ impl Machine {
 
     /// A client command while a copy runs: `STAT` reports, `ABOR` cancels, `NOOP` keeps
     /// the connection alive, `QUIT` cancels and leaves; anything else waits its turn.
-    pub(super) fn while_copying(&mut self, cmd: &Command<'_>, line: &[u8]) {
+    pub(super) fn while_copying(&mut self, cmd: &Command<'_>, line: &[u8], now: Instant) {
         match cmd.verb.class() {
             VerbClass::Status => {
                 if let Some(u) = &self.site.checking {
@@ -291,7 +319,7 @@ impl Machine {
                 self.say(Say::AbortOk);
             }
             VerbClass::Abort => {
-                self.cancel_copy("aborted by the client");
+                self.cancel_copy("aborted by the client", now);
                 self.say(Say::FxpAborted);
                 self.say(Say::AbortOk);
             }
@@ -300,23 +328,34 @@ impl Machine {
                 if self.site.checking.take().is_some() {
                     self.act(Action::CancelFxp);
                 }
-                self.cancel_copy("cancelled: the client quit");
+                self.cancel_copy("cancelled: the client quit", now);
                 self.forward(line, cmd.verb);
             }
             _ => self.say(Say::FxpBusy),
         }
     }
 
-    fn cancel_copy(&mut self, why: &str) {
-        if self.site.running.take().is_some() {
+    fn cancel_copy(&mut self, why: &str, now: Instant) {
+        if let Some(c) = self.site.running.take() {
             info!(why, "SITE FXP copy cancelled");
             self.act(Action::CancelFxp);
+            self.count(Count::FxpCancelled {
+                method: c.method,
+                took: now.saturating_duration_since(c.started),
+            });
             self.site.last = Some(format!("FXP copy {why}."));
         }
     }
 
+    /// The engine tries `method` now.
+    pub(super) fn on_fxp_trying(&mut self, method: Method) {
+        if let Some(c) = self.site.running.as_mut() {
+            c.method = Some(method);
+        }
+    }
+
     /// Bytes at the destination so far.
-    pub fn on_fxp_progress(&mut self, done: u64, total: Option<u64>) {
+    pub(super) fn on_fxp_progress(&mut self, done: u64, total: Option<u64>) {
         if let Some(c) = self.site.running.as_mut() {
             c.done = done;
             c.total = total.or(c.total);
@@ -324,14 +363,18 @@ impl Machine {
     }
 
     /// A tree copy's files: `done` copied of `total` listed.
-    pub fn on_fxp_files(&mut self, done: usize, total: usize) {
+    pub(super) fn on_fxp_files(&mut self, done: usize, total: usize) {
         if let Some(c) = self.site.running.as_mut() {
             c.files = Some((done, total));
         }
     }
 
     /// A tree copy (`-r`) ended.
-    pub fn on_fxp_tree_finished(&mut self, result: Result<TreeReport, FxpError>, now: Instant) {
+    pub(super) fn on_fxp_tree_finished(
+        &mut self,
+        result: Result<TreeReport, FxpError>,
+        now: Instant,
+    ) {
         let reply = match result {
             Ok(r) if r.failed.is_empty() => Say::FxpDone {
                 text: format!("FXP tree {}.", r.summary()),
@@ -353,8 +396,19 @@ impl Machine {
         self.copy_ended(reply, now);
     }
 
-    /// The copy task ended.
-    pub fn on_fxp_finished(&mut self, result: FxpResult, now: Instant) {
+    /// The task is gone: if it had not said how the copy or the check ended, it
+    /// stopped (it panicked), and the client hears so.
+    pub(super) fn on_fxp_task_ended(&mut self, now: Instant) {
+        let stopped = |what: &str| FxpError::Other(format!("the {what} task stopped"));
+        if self.site.checking.is_some() {
+            self.on_fxp_destination_checked(Err(stopped("login check")), now);
+        } else if self.site.running.is_some() {
+            self.on_fxp_finished(Err(stopped("copy")), now);
+        }
+    }
+
+    /// A one-file copy ended.
+    pub(super) fn on_fxp_finished(&mut self, result: FxpResult, now: Instant) {
         let reply = match result {
             Ok(r) => Say::FxpDone {
                 text: format!(

@@ -5,12 +5,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
 use crate::config::Config;
-use crate::data::PortPool;
-use crate::fxp::engine::Method;
+use crate::data::relay::Moved;
+use crate::data::{LeaseError, PortPool};
+use crate::fxp::engine::{FxpError, Method, Report};
+use crate::pool::Chosen;
+use crate::proto::command::Direction;
+use crate::session::context::ListenerCtx;
 
 const CLIENT: &str = "198.51.100.7";
 const PROXY: &str = "127.0.0.1";
@@ -37,8 +42,9 @@ fn ctx_guarded(listener: &str, top: &str, own: crate::net::OwnSockets) -> Arc<Li
         &cfg.data,
         PortPool::new(&cfg.data.ports),
     );
-    c.fxp_allow = Arc::new(cfg.fxp.allow.clone());
-    c.own = Arc::new(own);
+    let policy = Arc::get_mut(&mut c.policy).expect("a policy of its own");
+    policy.fxp_allow = Arc::new(cfg.fxp.allow.clone());
+    policy.own = Arc::new(own);
     Arc::new(c)
 }
 
@@ -49,11 +55,16 @@ fn reverse(extra: &str) -> Arc<ListenerCtx> {
     ctx(&format!("    upstream: {SERVER}\n{extra}"), LIMITS)
 }
 
-/// A machine under test, its clock and everything it has asked for so far.
+/// A machine under test, its clock and everything it has asked for so far. Like the
+/// shell, it answers what the machine asks of the listener's services (a backend of the
+/// pool, the passive-refusal memo) from `ctx`, which sessions of one listener share.
 struct T {
     m: Machine,
+    ctx: Arc<ListenerCtx>,
     now: Instant,
     actions: Vec<Action>,
+    /// The backend chosen for the session, held as the shell holds it.
+    backend: Option<Chosen>,
 }
 
 impl T {
@@ -64,11 +75,12 @@ impl T {
     fn with_original(ctx: Arc<ListenerCtx>, original: Option<SocketAddr>) -> T {
         let now = Instant::now();
         let mut t = T {
-            m: Machine::new(ctx, ip(CLIENT), ip(PROXY), original, now),
+            m: Machine::new(ctx.policy.clone(), ip(CLIENT), ip(PROXY), original, now),
+            ctx,
             now,
             actions: Vec::new(),
+            backend: None,
         };
-        t.m.start();
         t.drain();
         t
     }
@@ -96,7 +108,37 @@ impl T {
 
     fn drain(&mut self) {
         while let Some(a) = self.m.poll_action() {
+            self.serve(&a);
             self.actions.push(a);
+        }
+    }
+
+    /// What the shell does with the listener's services for `a`.
+    fn serve(&mut self, a: &Action) {
+        let services = &self.ctx.services;
+        match a {
+            Action::ChooseBackend {
+                client,
+                user,
+                tried,
+            } => {
+                let pool = services.pool.as_ref();
+                let chosen = pool.and_then(|p| p.choose(*client, user.as_deref(), tried));
+                let backend = chosen.as_ref().map(|c| Backend {
+                    index: c.index,
+                    target: c.target.clone(),
+                });
+                self.backend = chosen;
+                self.m.handle(Event::BackendChosen(backend), self.now);
+            }
+            Action::BackendFailed { index, error } => {
+                if let Some(pool) = &services.pool {
+                    pool.session_failed(*index, error);
+                }
+                self.backend = None;
+            }
+            Action::RememberPassiveRefusal(upstream) => services.passive_refusals.insert(*upstream),
+            _ => {}
         }
     }
 
@@ -107,29 +149,31 @@ impl T {
 
     fn client(&mut self, line: &str) {
         self.m
-            .on_client_line(format!("{line}\r\n").as_bytes(), self.now);
+            .handle(Event::ClientLine(format!("{line}\r\n").into()), self.now);
         self.drain();
     }
 
     fn server(&mut self, line: &str) {
         self.m
-            .on_upstream_line(format!("{line}\r\n").as_bytes(), self.now);
+            .handle(Event::UpstreamLine(format!("{line}\r\n").into()), self.now);
         self.drain();
     }
 
     fn connect_ok(&mut self, peer: &str) {
+        let peer = peer.parse().unwrap();
         let c = Connected {
-            peer: peer.parse().unwrap(),
+            peer,
             local: ip("198.18.0.1"),
+            refuses_passive: self.ctx.services.passive_refusals.contains(peer),
         };
-        self.m.on_connected(Ok(c), self.now);
+        self.m.handle(Event::Connected(Ok(c)), self.now);
         self.drain();
     }
 
     fn advance(&mut self, d: Duration) {
         self.now += d;
         if self.m.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.m.on_timer(self.now);
+            self.m.handle_timeout(self.now);
         }
         self.drain();
     }
@@ -222,7 +266,10 @@ fn reverse_connects_and_relays_the_greeting() {
 fn an_unreachable_upstream_gets_421_and_closes() {
     let mut t = T::new(reverse(""));
     t.take();
-    t.m.on_connected(Err(ConnectFailure::Unreachable("refused".into())), t.now);
+    t.m.handle(
+        Event::Connected(Err(ConnectFailure::Unreachable("refused".into()))),
+        t.now,
+    );
     t.drain();
     assert!(starts(
         &t.sent_client(),
@@ -253,7 +300,10 @@ fn forward_mode_greets_checks_and_replays_user() {
             .iter()
             .any(|a| matches!(a, Action::Connect(req) if req.guarded && req.target.host == "evil.example"));
         assert!(guarded, "{acts:?}");
-        t.m.on_connected(Err(ConnectFailure::Denied("not allowed".into())), t.now);
+        t.m.handle(
+            Event::Connected(Err(ConnectFailure::Denied("not allowed".into()))),
+            t.now,
+        );
         t.drain();
         assert!(t.rejected(Rejection::ForwardDenied));
         assert!(starts(&t.sent_client(), "530 evil.example is not allowed"));
@@ -365,7 +415,13 @@ fn a_client_over_its_data_port_share_gets_425() {
         client: ip(CLIENT),
         max: 64,
     };
-    t.m.on_leased(Slot::ClientPassive, Err(e), t.now);
+    t.m.handle(
+        Event::Leased {
+            slot: Slot::ClientPassive,
+            result: Err(e),
+        },
+        t.now,
+    );
     t.drain();
     assert!(t.rejected(Rejection::MaxDataPortsPerIp));
     assert!(starts(
@@ -387,7 +443,10 @@ fn transparent_mode_needs_and_checks_the_original_destination() {
     };
     assert!(req.guarded);
     assert_eq!(req.target.to_string(), "203.0.113.9:21");
-    t.m.on_connected(Err(ConnectFailure::Denied("outside".into())), t.now);
+    t.m.handle(
+        Event::Connected(Err(ConnectFailure::Denied("outside".into()))),
+        t.now,
+    );
     t.drain();
     assert!(t.rejected(Rejection::TransparentDenied));
     assert!(starts(
@@ -496,12 +555,15 @@ fn a_dns_client_address_is_resolved_before_the_port_goes_on() {
         "{acts:?}"
     );
     assert!(!t.m.wants_client_input());
-    t.m.on_resolved(Ok(vec![ip("2001:db8::1"), ip("203.0.113.7")]), t.now);
+    t.m.handle(
+        Event::Resolved(Ok(vec![ip("2001:db8::1"), ip("203.0.113.7")])),
+        t.now,
+    );
     t.drain();
     assert_eq!(t.sent_upstream(), ["PORT 203,0,113,7,4,1\r\n"]);
     t.take();
     t.client("PORT 10,0,0,5,4,1");
-    t.m.on_resolved(Err("no such host".into()), t.now);
+    t.m.handle(Event::Resolved(Err("no such host".into())), t.now);
     t.drain();
     assert!(t.rejected(Rejection::ClientAddressUnresolved));
     // Left alone, the private address is not the client's own: a bounce.
@@ -527,7 +589,13 @@ fn client_pasv(t: &mut T, port: u16) -> Vec<String> {
         )),
         "{acts:?}"
     );
-    t.m.on_leased(Slot::ClientPassive, Ok(port), t.now);
+    t.m.handle(
+        Event::Leased {
+            slot: Slot::ClientPassive,
+            result: Ok(port),
+        },
+        t.now,
+    );
     t.drain();
     t.sent_client()
 }
@@ -558,7 +626,13 @@ fn relay_announces_public_address_and_refuses_pasv_without_ipv4() {
     assert!(t.has(|a| matches!(a, Action::Release(Slot::ClientPassive))));
     t.take();
     t.client("EPSV");
-    t.m.on_leased(Slot::ClientPassive, Ok(50002), t.now);
+    t.m.handle(
+        Event::Leased {
+            slot: Slot::ClientPassive,
+            result: Ok(50002),
+        },
+        t.now,
+    );
     assert_eq!(
         t.client_bytes(),
         ["229 Entering Extended Passive Mode (|||50002|)\r\n"]
@@ -570,7 +644,13 @@ fn relay_lease_failures_get_425() {
     let mut t = T::logged_in(reverse(""));
     t.client("PASV");
     t.take();
-    t.m.on_leased(Slot::ClientPassive, Err(exhausted()), t.now);
+    t.m.handle(
+        Event::Leased {
+            slot: Slot::ClientPassive,
+            result: Err(exhausted()),
+        },
+        t.now,
+    );
     assert!(starts(
         &t.client_bytes(),
         "425 Can't open data connection: every data port"
@@ -613,7 +693,7 @@ fn start_download(t: &mut T) {
             .any(|a| matches!(a, Action::ConnectData(to) if to.to_string() == "198.18.0.2:30001")),
         "{acts:?}"
     );
-    t.m.on_data_connected(Ok(()), t.now);
+    t.m.handle(Event::DataConnected(Ok(())), t.now);
     t.drain();
     assert_eq!(t.sent_upstream(), ["RETR f\r\n"]);
     assert!(t.has(|a| matches!(
@@ -638,11 +718,11 @@ fn relay_holds_226_until_the_bytes_crossed() {
     assert_eq!(t.client_bytes(), ["150 Opening\r\n"]);
     t.server("226 Done");
     assert!(t.client_bytes().is_empty(), "226 must wait for the data");
-    t.m.on_transfer_finished(
-        Ok(Moved {
+    t.m.handle(
+        Event::TransferFinished(Ok(Moved {
             upload: 0,
             download: 5,
-        }),
+        })),
         t.now,
     );
     t.drain();
@@ -654,7 +734,10 @@ fn relay_holds_226_until_the_bytes_crossed() {
 fn a_failed_relay_gets_426_instead_of_226() {
     let mut t = T::logged_in(reverse(""));
     start_download(&mut t);
-    t.m.on_transfer_finished(Err("data connection broke".into()), t.now);
+    t.m.handle(
+        Event::TransferFinished(Err("data connection broke".into())),
+        t.now,
+    );
     t.server("226 Done");
     assert!(starts(
         &t.sent_client(),
@@ -695,7 +778,7 @@ fn start_upload(t: &mut T) {
     t.client("STOR up.bin");
     t.take();
     t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
-    t.m.on_data_connected(Ok(()), t.now);
+    t.m.handle(Event::DataConnected(Ok(())), t.now);
     t.drain();
     assert_eq!(t.sent_upstream(), ["STOR up.bin\r\n"]);
     t.server("150 Ok to send data.");
@@ -719,7 +802,7 @@ fn a_command_sent_during_an_upload_waits_and_never_cuts_the_file() {
         "more lines are read (an ABOR may follow)"
     );
     t.take();
-    t.m.on_transfer_finished(moved(1_376_256, 0), t.now);
+    t.m.handle(Event::TransferFinished(moved(1_376_256, 0)), t.now);
     t.drain();
     assert!(!t.has(|a| matches!(a, Action::AbortTransfer)));
     assert!(t.sent_upstream().is_empty(), "still waiting for the 226");
@@ -744,7 +827,7 @@ fn a_reply_that_cannot_end_a_transfer_is_never_taken_for_its_end() {
     assert!(t.rejected(Rejection::UnsolicitedReply));
     assert!(!t.has(|a| matches!(a, Action::AbortTransfer)));
     t.take();
-    t.m.on_transfer_finished(moved(7, 0), t.now);
+    t.m.handle(Event::TransferFinished(moved(7, 0)), t.now);
     t.server("226 Done");
     assert_eq!(t.client_bytes(), ["226 Done\r\n"]);
 }
@@ -765,7 +848,7 @@ fn replies_never_overtake_a_held_226() {
     );
     assert!(t.sent_client().is_empty(), "the 226 waits for the data");
     t.take();
-    t.m.on_transfer_finished(moved(0, 5), t.now);
+    t.m.handle(Event::TransferFinished(moved(0, 5)), t.now);
     t.drain();
     assert_eq!(t.sent_client(), ["226 Done\r\n"]);
     assert_eq!(
@@ -793,7 +876,7 @@ fn lines_held_by_a_long_transfer_are_never_given_up_on() {
     t.advance(Duration::from_secs(120));
     assert!(t.sent_upstream().is_empty());
     assert!(!t.closed());
-    t.m.on_transfer_finished(moved(0, 5), t.now);
+    t.m.handle(Event::TransferFinished(moved(0, 5)), t.now);
     t.server("226 Done");
     assert_eq!(t.sent_upstream(), ["NOOP\r\n"]);
 }
@@ -803,7 +886,7 @@ fn a_server_that_never_confirms_a_crossed_transfer_ends_the_session() {
     let mut t = T::logged_in(reverse(""));
     start_download(&mut t);
     t.server("150 Opening");
-    t.m.on_transfer_finished(moved(0, 5), t.now);
+    t.m.handle(Event::TransferFinished(moved(0, 5)), t.now);
     t.take();
     t.advance(Duration::from_secs(299));
     assert!(!t.closed());
@@ -853,7 +936,7 @@ fn stat_during_a_relayed_transfer_is_answered_by_the_proxy() {
     assert!(status.starts_with("211-"), "{status}");
     assert!(status.contains("RETR f: in progress"), "{status}");
     assert!(status.ends_with("211 End\r\n"), "{status}");
-    t.m.on_transfer_finished(moved(0, 5), t.now);
+    t.m.handle(Event::TransferFinished(moved(0, 5)), t.now);
     t.take();
     t.client("STAT");
     let status = t.client_bytes().concat();
@@ -933,7 +1016,13 @@ fn upstream_data_auto_falls_back_to_active_and_remembers_a_5xx() {
         )),
         "{acts:?}"
     );
-    t.m.on_leased(Slot::UpstreamActive, Ok(50002), t.now);
+    t.m.handle(
+        Event::Leased {
+            slot: Slot::UpstreamActive,
+            result: Ok(50002),
+        },
+        t.now,
+    );
     t.drain();
     assert_eq!(t.sent_upstream(), ["PORT 198,18,0,1,195,82\r\n"]);
     t.take();
@@ -1017,7 +1106,7 @@ fn a_data_port_that_does_not_answer_fails_the_transfer_in_passive_mode() {
     t.client("RETR f");
     t.server("229 Entering Extended Passive Mode (|||30001|)");
     t.take();
-    t.m.on_data_connected(Err(DataConnectError::Timeout), t.now);
+    t.m.handle(Event::DataConnected(Err(DataConnectError::Timeout)), t.now);
     t.drain();
     assert!(starts(
         &t.sent_client(),
@@ -1124,11 +1213,11 @@ fn a_227_after_150_is_not_the_transfers_completion() {
     assert_eq!(t.sent_client(), ["150 Opening\r\n"]);
     assert!(t.rejected(Rejection::UnsolicitedReply));
     t.take();
-    t.m.on_transfer_finished(
-        Ok(Moved {
+    t.m.handle(
+        Event::TransferFinished(Ok(Moved {
             upload: 0,
             download: 5,
-        }),
+        })),
         t.now,
     );
     assert!(
@@ -1323,7 +1412,7 @@ fn forward_targets_and_fxp_destinations_that_are_the_proxy_are_refused() {
         own,
     );
     let e = permitted(
-        &c,
+        &c.policy,
         "127.0.0.1",
         "127.0.0.1:9464".parse().unwrap(),
         ip(PROXY),
@@ -1332,14 +1421,22 @@ fn forward_targets_and_fxp_destinations_that_are_the_proxy_are_refused() {
         matches!(e, Err(crate::upstream::ConnectError::SelfTarget(_))),
         "{e:?}"
     );
-    assert!(permitted(&c, "127.0.0.1", "127.0.0.1:21".parse().unwrap(), ip(PROXY)).is_ok());
+    assert!(
+        permitted(
+            &c.policy,
+            "127.0.0.1",
+            "127.0.0.1:21".parse().unwrap(),
+            ip(PROXY)
+        )
+        .is_ok()
+    );
     let mut t = T::new(c);
     t.client("USER anonymous@127.0.0.1:9464");
     t.take();
-    t.m.on_connected(
-        Err(ConnectFailure::SelfTarget(
+    t.m.handle(
+        Event::Connected(Err(ConnectFailure::SelfTarget(
             "127.0.0.1:9464 is this proxy itself".into(),
-        )),
+        ))),
         t.now,
     );
     t.drain();
@@ -1404,7 +1501,7 @@ fn a_running_transfer_is_not_idle() {
 #[test]
 fn bad_input_from_the_client() {
     let mut t = T::connected(reverse(""));
-    t.m.on_client_overlong(512);
+    t.m.handle(Event::ClientOverlong { max: 512 }, t.now);
     t.drain();
     assert!(t.rejected(Rejection::LineTooLong));
     assert!(starts(
@@ -1444,20 +1541,20 @@ fn bad_input_from_the_server() {
     assert!(t.closed());
     let mut t = T::connected(reverse(""));
     t.server("211-Features:");
-    t.m.on_upstream_closed();
+    t.m.handle(Event::UpstreamClosed, t.now);
     t.drain();
     assert!(t.rejected(Rejection::TruncatedReply));
     assert!(starts(&t.sent_client(), "421 "));
     let mut t = T::connected(reverse(""));
-    t.m.on_upstream_closed();
+    t.m.handle(Event::UpstreamClosed, t.now);
     assert_eq!(t.m.end_reason(), Some("upstream closed"));
 }
 
 #[test]
 fn shutdown_says_421_once() {
     let mut t = T::logged_in(reverse(""));
-    t.m.on_stop();
-    t.m.on_stop();
+    t.m.handle(Event::Stop, t.now);
+    t.m.handle(Event::Stop, t.now);
     t.drain();
     assert_eq!(
         t.sent_client(),
@@ -1506,7 +1603,7 @@ fn choose(t: &mut T, url: &str, result: Result<(), FxpError>) -> crate::fxp::url
     let checked = checked.expect("the destination is logged in to");
     // Nothing is answered before the login's outcome.
     assert!(t.sent_client().is_empty());
-    t.m.on_fxp_destination_checked(result, t.now);
+    t.m.handle(Event::FxpChecked(result), t.now);
     checked
 }
 
@@ -1524,9 +1621,9 @@ fn copying() -> T {
         Action::StartFxp {
             src,
             dst,
-            allow,
+            rules,
             recursive: false,
-        } => Some((src.clone(), dst.clone(), allow.clone())),
+        } => Some((src.clone(), dst.clone(), rules.allow.clone())),
         _ => None,
     });
     let (src, dst, allow) = start.expect("a copy starts");
@@ -1546,14 +1643,22 @@ fn copying() -> T {
 #[test]
 fn site_fxp_paths_stay_bytes() {
     let mut t = T::logged_in(site_ctx());
-    t.m.on_client_line(b"SITE FXP TO ftp://u:pw@203.0.113.5/caf\xe9/\r\n", t.now);
+    t.m.handle(
+        Event::ClientLine(Bytes::from_static(
+            b"SITE FXP TO ftp://u:pw@203.0.113.5/caf\xe9/\r\n",
+        )),
+        t.now,
+    );
     t.take();
-    t.m.on_fxp_destination_checked(Ok(()), t.now);
+    t.m.handle(Event::FxpChecked(Ok(())), t.now);
     assert_eq!(
         t.client_bytes(),
         ["200 FXP destination set to ftp://u:***@203.0.113.5/caf%E9/ (login checked).\r\n"]
     );
-    t.m.on_client_line(b"SITE FXP PUT d\xe9j\xe0.bin \xff\r\n", t.now);
+    t.m.handle(
+        Event::ClientLine(Bytes::from_static(b"SITE FXP PUT d\xe9j\xe0.bin \xff\r\n")),
+        t.now,
+    );
     let (src, dst) = t
         .take()
         .into_iter()
@@ -1564,7 +1669,7 @@ fn site_fxp_paths_stay_bytes() {
         .expect("a copy starts");
     assert_eq!(src.path, b"d\xe9j\xe0.bin");
     assert_eq!(dst.path, b"caf\xe9/\xff");
-    t.m.on_fxp_finished(Err(FxpError::Other("x".into())), t.now);
+    t.m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), t.now);
     t.take();
     t.client("SITE FXP TO ftp://u:pw@203.0.113.5/100%zz");
     assert!(starts(
@@ -1667,7 +1772,7 @@ fn site_fxp_to_answers_the_login_check() {
         ]
     );
     t.take();
-    t.m.on_fxp_destination_checked(Ok(()), t.now);
+    t.m.handle(Event::FxpChecked(Ok(())), t.now);
     assert!(t.client_bytes().is_empty(), "a late check changes nothing");
     t.client("SITE FXP PUT x");
     assert!(starts(
@@ -1762,7 +1867,7 @@ fn site_fxp_put_and_get_take_r_for_trees() {
         (&b"pub/tree"[..], &b"in/copied"[..])
     );
     assert_eq!(src.host, "198.18.0.2");
-    t.m.on_fxp_files(1, 3);
+    t.m.handle(Event::FxpFiles { done: 1, total: 3 }, t.now);
     t.client("STAT");
     assert!(t.client_bytes()[0].contains(" 1 of 3 files copied."));
     let report = crate::fxp::tree::TreeReport {
@@ -1771,7 +1876,7 @@ fn site_fxp_put_and_get_take_r_for_trees() {
         bytes: 30,
         ..Default::default()
     };
-    t.m.on_fxp_tree_finished(Ok(report), t.now);
+    t.m.handle(Event::FxpTreeFinished(Ok(report)), t.now);
     assert!(starts(
         &t.client_bytes(),
         "226 FXP tree copied 3 files in 1 directories"
@@ -1789,7 +1894,7 @@ fn site_fxp_put_and_get_take_r_for_trees() {
         failed: vec![("ftp://b/x".into(), "553 no".into())],
         ..Default::default()
     };
-    t.m.on_fxp_tree_finished(Ok(failed), t.now);
+    t.m.handle(Event::FxpTreeFinished(Ok(failed)), t.now);
     assert!(starts(&t.client_bytes(), "451 FXP tree copied 1 files"));
     // `-r` alone is not a file name.
     t.client("SITE FXP PUT -r");
@@ -1806,7 +1911,13 @@ fn stat_during_a_copy_reports_progress() {
             "211-FXP copy in progress: ftp://u:***@198.18.0.2/big.bin to ftp://u:***@203.0.113.5/in/.\r\n 0 bytes so far.\r\n211 End\r\n"
         ]
     );
-    t.m.on_fxp_progress(4096, Some(8192));
+    t.m.handle(
+        Event::FxpProgress {
+            done: 4096,
+            total: Some(8192),
+        },
+        t.now,
+    );
     t.client("STAT");
     assert!(t.client_bytes()[0].contains(" 4096 bytes so far of 8192."));
     t.client("LIST");
@@ -1825,7 +1936,7 @@ fn stat_during_a_copy_reports_progress() {
         duration: Duration::from_millis(1500),
         verified: crate::fxp::engine::Check::Size,
     };
-    t.m.on_fxp_finished(Ok(report), t.now);
+    t.m.handle(Event::FxpFinished(Ok(report)), t.now);
     t.drain();
     assert_eq!(
         t.sent_client(),
@@ -1851,7 +1962,10 @@ fn abor_cancels_a_copy_and_the_session_goes_on() {
     assert!(t.sent_upstream().is_empty());
     t.take();
     // The engine's late word changes nothing.
-    t.m.on_fxp_finished(Err(FxpError::Other("cancelled".into())), t.now);
+    t.m.handle(
+        Event::FxpFinished(Err(FxpError::Other("cancelled".into()))),
+        t.now,
+    );
     assert!(t.client_bytes().is_empty());
     t.client("PWD");
     assert_eq!(t.sent_upstream(), ["PWD\r\n"]);
@@ -1860,7 +1974,10 @@ fn abor_cancels_a_copy_and_the_session_goes_on() {
 #[test]
 fn a_failed_copy_answers_451_or_550() {
     let mut t = copying();
-    t.m.on_fxp_finished(Err(FxpError::Stalled(Duration::from_secs(30))), t.now);
+    t.m.handle(
+        Event::FxpFinished(Err(FxpError::Stalled(Duration::from_secs(30)))),
+        t.now,
+    );
     assert!(starts(
         &t.client_bytes(),
         "451 FXP copy failed: no progress"
@@ -1870,7 +1987,7 @@ fn a_failed_copy_answers_451_or_550() {
 #[test]
 fn shutdown_and_a_closing_server_end_a_copy() {
     let mut t = copying();
-    t.m.on_stop();
+    t.m.handle(Event::Stop, t.now);
     t.drain();
     assert!(starts(
         &t.sent_client(),
@@ -1878,7 +1995,7 @@ fn shutdown_and_a_closing_server_end_a_copy() {
     ));
     assert!(t.closed());
     let mut t = copying();
-    t.m.on_upstream_closed();
+    t.m.handle(Event::UpstreamClosed, t.now);
     assert_eq!(t.m.end_reason(), Some("upstream closed"));
 }
 
@@ -1986,8 +2103,7 @@ proptest! {
     ) {
         let c = ctx(&listener, "fxp:\n  allow: [\"203.0.113.0/24\"]\n");
         let mut now = Instant::now();
-        let mut m = Machine::new(c, ip(CLIENT), ip(PROXY), None, now);
-        m.start();
+        let mut m = Machine::new(c.policy.clone(), ip(CLIENT), ip(PROXY), None, now);
         let check = |m: &mut Machine| {
             while let Some(a) = m.poll_action() {
                 if let Action::ToClient(b) = &a {
@@ -2002,42 +2118,30 @@ proptest! {
         check(&mut m)?;
         for i in inputs {
             match i {
-                Input::Client(l) => m.on_client_line(&l, now),
-                Input::Server(l) => m.on_upstream_line(&l, now),
-                Input::Connected(ok) => m.on_connected(
-                    if ok {
-                        Ok(Connected { peer: SERVER.parse().unwrap(), local: ip("198.18.0.1") })
+                Input::Client(l) => m.handle(Event::ClientLine(l.into()), now),
+                Input::Server(l) => m.handle(Event::UpstreamLine(l.into()), now),
+                Input::Connected(ok) => m.handle(Event::Connected(if ok {
+                        Ok(Connected { peer: SERVER.parse().unwrap(), local: ip("198.18.0.1"), refuses_passive: false })
                     } else {
                         Err(ConnectFailure::Denied("no".into()))
-                    },
-                    now,
-                ),
+                    }), now),
                 Input::Leased(ok) => {
                     let r = if ok { Ok(50001) } else { Err(exhausted()) };
-                    m.on_leased(Slot::ClientPassive, r, now);
+                    m.handle(Event::Leased { slot: Slot::ClientPassive, result: r }, now);
                 }
-                Input::DataConnected(ok) => m.on_data_connected(
-                    if ok { Ok(()) } else { Err(DataConnectError::Timeout) },
-                    now,
-                ),
-                Input::Resolved => m.on_resolved(Ok(vec![ip("203.0.113.7")]), now),
-                Input::TransferDone(ok) => m.on_transfer_finished(
-                    if ok { Ok(Moved { upload: 1, download: 0 }) } else { Err("broke".into()) },
-                    now,
-                ),
-                Input::FxpDone => m.on_fxp_finished(Err(FxpError::Other("x".into())), now),
-                Input::FxpChecked(ok) => m.on_fxp_destination_checked(
-                    if ok { Ok(()) } else { Err(FxpError::Other("x".into())) },
-                    now,
-                ),
+                Input::DataConnected(ok) => m.handle(Event::DataConnected(if ok { Ok(()) } else { Err(DataConnectError::Timeout) }), now),
+                Input::Resolved => m.handle(Event::Resolved(Ok(vec![ip("203.0.113.7")])), now),
+                Input::TransferDone(ok) => m.handle(Event::TransferFinished(if ok { Ok(Moved { upload: 1, download: 0 }) } else { Err("broke".into()) }), now),
+                Input::FxpDone => m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), now),
+                Input::FxpChecked(ok) => m.handle(Event::FxpChecked(if ok { Ok(()) } else { Err(FxpError::Other("x".into())) }), now),
                 Input::Tick(s) => {
                     now += Duration::from_secs(u64::from(s % 400));
                     if m.poll_timeout().is_some_and(|t| t <= now) {
-                        m.on_timer(now);
+                        m.handle_timeout(now);
                     }
                 }
-                Input::ServerClosed => m.on_upstream_closed(),
-                Input::ServerBroke => m.on_upstream_error("corrupt message"),
+                Input::ServerClosed => m.handle(Event::UpstreamClosed, now),
+                Input::ServerBroke => m.handle(Event::UpstreamError("corrupt message".into()), now),
             }
             check(&mut m)?;
         }
@@ -2091,7 +2195,13 @@ fn explicit_tls_secures_the_server_leg_first_then_the_client() {
         ),
         "{acts:?}"
     );
-    t.m.on_upstream_secured(Ok(()), t.now);
+    t.m.handle(
+        Event::UpstreamSecured {
+            result: Ok(()),
+            discarded: 0,
+        },
+        t.now,
+    );
     t.drain();
     assert_eq!(
         t.sent_client(),
@@ -2100,7 +2210,13 @@ fn explicit_tls_secures_the_server_leg_first_then_the_client() {
     assert!(t.has(|a| matches!(a, Action::UpgradeClient)));
     t.take();
     // What the client pipelined in clear behind AUTH TLS was dropped by the shell.
-    t.m.on_client_secured(Ok(()), 13, t.now);
+    t.m.handle(
+        Event::ClientSecured {
+            result: Ok(()),
+            discarded: 13,
+        },
+        t.now,
+    );
     t.drain();
     assert!(t.rejected(Rejection::TlsPipelined));
     t.client("PROT P");
@@ -2127,7 +2243,7 @@ fn explicit_tls_secures_the_server_leg_first_then_the_client() {
     assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
     t.take();
     t.server("227 Entering Passive Mode (198,18,0,2,117,49)");
-    t.m.on_data_connected(Ok(()), t.now);
+    t.m.handle(Event::DataConnected(Ok(())), t.now);
     t.drain();
     assert!(t.has(|a| matches!(
         a,
@@ -2168,7 +2284,13 @@ fn required_tls_refuses_a_clear_login() {
     assert!(t.has(|a| matches!(a, Action::UpgradeClient)));
     assert!(t.sent_upstream().is_empty());
     t.take();
-    t.m.on_client_secured(Ok(()), 0, t.now);
+    t.m.handle(
+        Event::ClientSecured {
+            result: Ok(()),
+            discarded: 0,
+        },
+        t.now,
+    );
     t.drain();
     assert!(!t.rejected(Rejection::TlsPipelined));
     t.client("USER u");
@@ -2201,7 +2323,13 @@ fn an_explicit_upstream_gets_auth_tls_before_the_login() {
     t.server("234 go");
     assert!(t.has(|a| matches!(a, Action::UpgradeUpstream { server_name } if server_name == "ftp.internal.test")));
     t.take();
-    t.m.on_upstream_secured(Ok(()), t.now);
+    t.m.handle(
+        Event::UpstreamSecured {
+            result: Ok(()),
+            discarded: 0,
+        },
+        t.now,
+    );
     t.drain();
     assert_eq!(t.sent_upstream(), ["USER u\r\n"]);
     // A plain client asking for TLS is refused: its leg is off.
@@ -2216,7 +2344,13 @@ fn an_untrusted_server_certificate_ends_the_session() {
     let mut t = T::connected(c);
     t.take();
     t.server("234 go");
-    t.m.on_upstream_secured(Err("invalid peer certificate: UnknownIssuer".into()), t.now);
+    t.m.handle(
+        Event::UpstreamSecured {
+            result: Err("invalid peer certificate: UnknownIssuer".into()),
+            discarded: 0,
+        },
+        t.now,
+    );
     t.drain();
     assert!(t.rejected(Rejection::UpstreamTls));
     assert!(starts(
@@ -2232,10 +2366,19 @@ fn a_broken_upstream_connection_is_told_to_the_client() {
     let mut t = T::connected(c);
     t.take();
     t.server("234 go");
-    t.m.on_upstream_secured(Ok(()), t.now);
+    t.m.handle(
+        Event::UpstreamSecured {
+            result: Ok(()),
+            discarded: 0,
+        },
+        t.now,
+    );
     t.take();
     // vsftpd's `500 OOPS` in clear inside the TLS stream.
-    t.m.on_upstream_error("received corrupt message of type InvalidContentType");
+    t.m.handle(
+        Event::UpstreamError("received corrupt message of type InvalidContentType".into()),
+        t.now,
+    );
     t.drain();
     assert!(t.rejected(Rejection::UpstreamTls));
     assert!(starts(
@@ -2245,7 +2388,10 @@ fn a_broken_upstream_connection_is_told_to_the_client() {
     assert!(t.closed());
     // Plain TCP: a reset.
     let mut t = T::logged_in(reverse(""));
-    t.m.on_upstream_error("Connection reset by peer (os error 104)");
+    t.m.handle(
+        Event::UpstreamError("Connection reset by peer (os error 104)".into()),
+        t.now,
+    );
     t.drain();
     assert!(starts(
         &t.sent_client(),
@@ -2283,9 +2429,21 @@ fn clear_upstream_data_policy_leaves_the_server_leg_clear() {
     let (c, _dir) = tls_ctx("explicit", "explicit", ", data: clear");
     let mut t = T::connected(c);
     t.server("234 go");
-    t.m.on_upstream_secured(Ok(()), t.now);
+    t.m.handle(
+        Event::UpstreamSecured {
+            result: Ok(()),
+            discarded: 0,
+        },
+        t.now,
+    );
     t.client("AUTH TLS");
-    t.m.on_client_secured(Ok(()), 0, t.now);
+    t.m.handle(
+        Event::ClientSecured {
+            result: Ok(()),
+            discarded: 0,
+        },
+        t.now,
+    );
     t.client("PBSZ 0");
     t.client("PROT P");
     t.client("USER u");
@@ -2333,11 +2491,11 @@ fn the_snapshot_follows_login_and_transfers() {
         Some(("RETR".to_string(), "f".to_string()))
     );
     t.server("226 Done");
-    t.m.on_transfer_finished(
-        Ok(Moved {
+    t.m.handle(
+        Event::TransferFinished(Ok(Moved {
             upload: 0,
             download: 5,
-        }),
+        })),
         t.now,
     );
     t.drain();
@@ -2346,7 +2504,7 @@ fn the_snapshot_follows_login_and_transfers() {
     assert_eq!((after.download_bytes, after.transfers), (5, 1));
     // A failed one counts as a transfer, with no bytes.
     start_download(&mut t);
-    t.m.on_transfer_finished(Err("broke".into()), t.now);
+    t.m.handle(Event::TransferFinished(Err("broke".into())), t.now);
     t.server("226 Done");
     let s = t.m.snapshot();
     assert_eq!((s.download_bytes, s.transfers, s.transfer), (5, 2, None));
@@ -2403,13 +2561,16 @@ fn a_pooled_session_connects_to_the_chosen_backend_and_skips_one_that_fails() {
     let ctx = pooled("    balance: round_robin\n");
     let mut t = T::new(ctx.clone());
     let first = connect_target(&t.take());
-    t.m.on_connected(Err(ConnectFailure::Unreachable("refused".into())), t.now);
+    t.m.handle(
+        Event::Connected(Err(ConnectFailure::Unreachable("refused".into()))),
+        t.now,
+    );
     let second = connect_target(&t.take());
     assert_ne!(first, second, "the next backend, not the failed one again");
     t.connect_ok(&second);
     t.server("220 hi");
     assert_eq!(t.client_bytes(), ["220 hi\r\n"]);
-    let st = ctx.pool.as_ref().unwrap().status();
+    let st = ctx.services.pool.as_ref().unwrap().status();
     let held: Vec<_> = st.backends.iter().filter(|b| b.sessions == 1).collect();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].address, second);
@@ -2419,7 +2580,7 @@ fn a_pooled_session_connects_to_the_chosen_backend_and_skips_one_that_fails() {
 #[test]
 fn a_pool_that_is_all_down_answers_421_at_once() {
     let ctx = pooled("    health_check: {fall: 1}\n");
-    let pool = ctx.pool.clone().unwrap();
+    let pool = ctx.services.pool.clone().unwrap();
     for i in 0..pool.len() {
         pool.check_done(i, Err("refused".into()), Duration::ZERO);
     }
@@ -2466,4 +2627,229 @@ fn balance_user_greets_then_connects_after_user_to_the_same_backend_each_time() 
         targets.push(target);
     }
     assert!(targets.windows(2).all(|w| w[0] == w[1]), "{targets:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests to the shell's services, and what the machine decides for its tasks
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_passive_refusal_is_remembered_through_the_shell_and_kept_for_the_session() {
+    let mut t = T::logged_in(reverse(""));
+    client_pasv(&mut t, 50001);
+    t.client("STOR f");
+    t.take();
+    t.server("502 No passive mode here");
+    let server: SocketAddr = SERVER.parse().unwrap();
+    assert!(t.has(|a| matches!(a, Action::RememberPassiveRefusal(s) if *s == server)));
+    t.m.handle(
+        Event::Leased {
+            slot: Slot::UpstreamActive,
+            result: Ok(50002),
+        },
+        t.now,
+    );
+    t.server("200 PORT ok");
+    t.server("150 go");
+    t.m.handle(Event::TransferFinished(moved(3, 0)), t.now);
+    t.server("226 done");
+    t.take();
+    // The same session's next transfer goes straight to active mode, whatever the
+    // listener's memo says by then.
+    client_pasv(&mut t, 50003);
+    t.client("STOR g");
+    assert!(t.has(|a| matches!(
+        a,
+        Action::Lease {
+            slot: Slot::UpstreamActive,
+            ..
+        }
+    )));
+    assert!(t.sent_upstream().is_empty());
+}
+
+#[test]
+fn a_connect_that_knows_a_passive_refusal_goes_straight_to_active_mode() {
+    let mut t = T::new(reverse(""));
+    t.take();
+    let c = Connected {
+        peer: SERVER.parse().unwrap(),
+        local: ip("198.18.0.1"),
+        refuses_passive: true,
+    };
+    t.m.handle(Event::Connected(Ok(c)), t.now);
+    t.server("220 hi");
+    t.client("USER u");
+    t.server("331 pass");
+    t.client("PASS p");
+    t.server("230 in");
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    assert!(t.has(|a| matches!(
+        a,
+        Action::Lease {
+            slot: Slot::UpstreamActive,
+            ..
+        }
+    )));
+    // With `upstream_data: passive` the memo changes nothing.
+    let mut t = T::new(reverse("    upstream_data: passive\n"));
+    t.take();
+    t.m.handle(Event::Connected(Ok(c)), t.now);
+    t.server("220 hi");
+    t.client("USER u");
+    t.server("331 pass");
+    t.client("PASS p");
+    t.server("230 in");
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+}
+
+#[test]
+fn a_pooled_session_reports_the_backend_it_could_not_reach_by_its_index() {
+    let ctx = pooled("    balance: round_robin\n");
+    let mut t = T::new(ctx);
+    let acts = t.take();
+    let chose = acts
+        .iter()
+        .any(|a| matches!(a, Action::ChooseBackend { user: None, tried, .. } if tried.is_empty()));
+    assert!(chose, "{acts:?}");
+    let first = t.backend.as_ref().expect("a backend held").index;
+    t.m.handle(
+        Event::Connected(Err(ConnectFailure::Unreachable("refused".into()))),
+        t.now,
+    );
+    let acts = t.take();
+    assert!(
+        matches!(acts.first(), Some(Action::BackendFailed { index, error }) if *index == first && error == "refused"),
+        "{acts:?}"
+    );
+    assert!(
+        acts.iter().any(
+            |a| matches!(a, Action::ChooseBackend { tried, .. } if tried.as_slice() == [first])
+        )
+    );
+    // A choice nobody asked for changes nothing.
+    t.m.handle(Event::BackendChosen(None), t.now);
+    assert!(t.take().is_empty());
+}
+
+#[test]
+fn a_cancelled_copy_is_counted_with_the_method_it_was_trying() {
+    let mut t = copying();
+    t.m.handle(Event::FxpTrying(Method::ReverseFxp), t.now);
+    t.now += Duration::from_secs(3);
+    t.client("ABOR");
+    assert!(t.has(|a| matches!(a, Action::CancelFxp)));
+    assert!(t.counted(Count::FxpCancelled {
+        method: Some(Method::ReverseFxp),
+        took: Duration::from_secs(3),
+    }));
+    // Before the engine tried any method; and QUIT cancels too.
+    let mut t = copying();
+    t.client("QUIT");
+    assert!(t.counted(Count::FxpCancelled {
+        method: None,
+        took: Duration::ZERO,
+    }));
+    // A destination check that is aborted is no copy.
+    let mut t = T::logged_in(site_ctx());
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    t.client("ABOR");
+    assert!(t.has(|a| matches!(a, Action::CancelFxp)));
+    assert!(!t.has(|a| matches!(a, Action::Count(Count::FxpCancelled { .. }))));
+}
+
+#[test]
+fn a_task_that_ends_without_a_word_is_answered_and_one_that_spoke_is_not() {
+    let mut t = copying();
+    t.m.handle(Event::FxpTaskEnded, t.now);
+    let said = t.client_bytes();
+    assert!(
+        starts(&said, "451 FXP copy failed: the copy task stopped"),
+        "{said:?}"
+    );
+    // The session goes on: the next command goes to the server again.
+    t.client("NOOP");
+    assert_eq!(t.sent_upstream(), ["NOOP\r\n"]);
+
+    let mut t = copying();
+    t.m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), t.now);
+    t.take();
+    t.m.handle(Event::FxpTaskEnded, t.now);
+    assert!(t.take().is_empty());
+
+    let mut t = T::logged_in(site_ctx());
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    t.take();
+    t.m.handle(Event::FxpTaskEnded, t.now);
+    let said = t.client_bytes();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("the login check task stopped")),
+        "{said:?}"
+    );
+}
+
+/// The rules of the `SITE FXP TO` check for the listener `ctx`.
+fn check_rules(ctx: Arc<ListenerCtx>) -> FxpRules {
+    let mut t = T::logged_in(ctx);
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    t.take()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::CheckFxpDestination { rules, .. } => Some(rules),
+            _ => None,
+        })
+        .expect("the destination is logged in to")
+}
+
+#[test]
+fn site_fxp_reaches_and_trusts_what_the_listener_does() {
+    // Without a `tls:` block: the system's roots, certificates checked.
+    let ctx = site_ctx();
+    let rules = check_rules(ctx.clone());
+    assert!(rules.verify && rules.ca.is_none());
+    assert!(Arc::ptr_eq(&rules.own, &ctx.policy.own));
+    assert!(rules.allow.admits("198.18.0.2", ip("198.18.0.2")).is_ok());
+    assert!(rules.allow.admits("192.0.2.1", ip("192.0.2.1")).is_err());
+
+    // The listener's upstream trust, as for the session's own server (a client in clear:
+    // the server's leg mirrors it).
+    let dir = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+    let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let tls = |verify: bool| {
+        ctx_guarded(
+            &format!(
+                "    upstream: {SERVER}\n    tls:\n      client: {{mode: explicit, cert: {ca}, key: {key}}}\n      upstream: {{mode: mirror, verify: {verify}, ca: {ca}}}\n",
+                ca = ca.display(),
+                key = key.display(),
+            ),
+            &format!("{LIMITS}fxp:\n  allow: [\"203.0.113.0/24\"]\n"),
+            crate::net::OwnSockets::default(),
+        )
+    };
+    let rules = check_rules(tls(true));
+    assert!(rules.verify);
+    assert_eq!(rules.ca.as_deref(), Some(ca.as_path()));
+    let rules = check_rules(tls(false));
+    assert!(!rules.verify);
+}
+
+#[test]
+fn the_machine_holds_tls_settings_and_the_shell_the_material() {
+    let (ctx, _dir) = tls_ctx("explicit", "explicit", "");
+    let machine_side = ctx.policy.cfg.tls.as_ref().expect("the settings");
+    assert!(machine_side.client.is_none() && machine_side.client_data.is_none());
+    assert!(machine_side.upstream.is_none());
+    assert_eq!(
+        machine_side.settings,
+        ctx.services.tls.as_ref().unwrap().settings
+    );
+    let shell_side = ctx.services.tls.as_ref().unwrap();
+    assert!(shell_side.client.is_some() && shell_side.upstream.is_some());
 }

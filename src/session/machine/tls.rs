@@ -186,10 +186,19 @@ impl Machine {
         }
     }
 
-    /// The upstream handshake finished (or failed: an untrusted certificate, most often).
-    pub fn on_upstream_secured(&mut self, result: Result<(), String>, now: Instant) {
-        if self.ended.is_some() {
-            return;
+    /// The upstream handshake finished (or failed: an untrusted certificate, most often);
+    /// `discarded` bytes the server had sent in clear after its `234` were dropped unread.
+    pub(super) fn on_upstream_secured(
+        &mut self,
+        result: Result<(), String>,
+        discarded: usize,
+        now: Instant,
+    ) {
+        if discarded > 0 {
+            warn!(
+                bytes = discarded,
+                "discarded what the server sent in clear after its 234"
+            );
         }
         let then = match self.waiting.take() {
             Some(super::Waiting::Tls(TlsStep::UpstreamHandshake(then))) => then,
@@ -223,15 +232,12 @@ impl Machine {
 
     /// The client handshake finished; `discarded` bytes the client had sent in clear
     /// after `AUTH TLS` were thrown away unread.
-    pub fn on_client_secured(
+    pub(super) fn on_client_secured(
         &mut self,
         result: Result<(), String>,
         discarded: usize,
         now: Instant,
     ) {
-        if self.ended.is_some() {
-            return;
-        }
         if let Some(super::Waiting::Tls(TlsStep::ClientHandshake)) = &self.waiting {
             self.waiting = None;
         }

@@ -1,0 +1,79 @@
+//! What a session's machine decides by: its listener's settings, immutable and shared by
+//! the listener's sessions. Plain data: no lock, atomic, socket or TLS session cache is
+//! reachable from a [`Policy`]. What changes while sessions run (data ports, a pool's
+//! health and session counts, the passive-refusal memo, the registry) and the loaded TLS
+//! material are the shell's ([`super::context::Services`]); the machine reaches them only
+//! through actions and the events that answer them.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::{Config, DataConfig, Limits, ListenerConfig};
+use crate::net::{AllowList, OwnSockets};
+use crate::pool::config::{Balance, ProxyVersion};
+use crate::tls::ListenerTls;
+
+/// A listener's settings, as its sessions' machines see them.
+#[derive(Debug)]
+pub struct Policy {
+    /// The listener's settings. Its `tls` holds the settings only (see [`settings_only`]):
+    /// certificates, keys and rustls configs are the shell's.
+    pub cfg: ListenerConfig,
+    pub limits: Limits,
+    /// `data.bind`: local address for data listeners, if set.
+    pub data_bind: Option<IpAddr>,
+    /// This proxy's listeners, admin endpoint and data ports: nothing a session connects
+    /// to on someone's say-so may be one of them.
+    pub own: Arc<OwnSockets>,
+    /// `fxp.allow`: the servers `SITE FXP` may reach besides the session's own.
+    pub fxp_allow: Arc<AllowList>,
+    /// Reverse mode over a pool (several upstreams, or a checked one): how a backend is
+    /// chosen. The pool itself, its health and session counts, is the shell's.
+    pub pool: Option<Balance>,
+    /// `upstream_proxy_protocol`: a PROXY header with the client's address goes first on
+    /// every upstream control connection.
+    pub upstream_proxy: Option<ProxyVersion>,
+}
+
+impl Policy {
+    /// The policy of listener `l` of `config`, guarded by `own`.
+    pub fn of(config: &Config, l: &ListenerConfig, own: Arc<OwnSockets>) -> Policy {
+        let extra = config.upstreams.get(&l.name);
+        Policy {
+            own,
+            fxp_allow: Arc::new(config.fxp.allow.clone()),
+            pool: extra.and_then(|u| Some(u.pool.as_ref()?.balance)),
+            upstream_proxy: extra.and_then(|u| u.proxy_protocol),
+            ..Policy::new(l.clone(), config.limits.clone(), &config.data)
+        }
+    }
+
+    /// A policy with no self-target guard, no `fxp.allow` and no pool (in-process tests).
+    pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig) -> Policy {
+        let cfg = ListenerConfig {
+            tls: cfg.tls.as_ref().map(settings_only),
+            ..cfg
+        };
+        Policy {
+            cfg,
+            limits,
+            data_bind: data.bind,
+            own: Arc::default(),
+            fxp_allow: Arc::default(),
+            pool: None,
+            upstream_proxy: None,
+        }
+    }
+}
+
+/// A listener's TLS block without its loaded material: the machine decides by the
+/// settings, and the rustls configs hold session caches that change under every handshake.
+pub fn settings_only(tls: &ListenerTls) -> ListenerTls {
+    ListenerTls {
+        settings: tls.settings.clone(),
+        client: None,
+        client_data: None,
+        upstream: None,
+        upstream_ca: None,
+    }
+}
