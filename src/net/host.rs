@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `host:port`, where host is an IP literal (`[v6]` in brackets) or a DNS name that is
 /// resolved each time a session connects, so DNS changes need no restart.
@@ -54,6 +54,13 @@ impl<'de> Deserialize<'de> for HostPort {
     }
 }
 
+/// As written: `host:port`, an IPv6 address in brackets.
+impl Serialize for HostPort {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// An IP literal or a DNS host name (letters, digits, `-`, `.`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostName(pub String);
@@ -95,6 +102,13 @@ impl<'de> Deserialize<'de> for HostName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// As written.
+impl Serialize for HostName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

@@ -70,7 +70,7 @@ impl CaBundles {
 
 /// What a caller may write in `options.ca`: short, and nothing a path would need (`/`),
 /// so a path is never mistaken for a name.
-fn is_name(name: &str) -> bool {
+pub fn is_name(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name

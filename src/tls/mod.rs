@@ -73,7 +73,7 @@ impl ListenerTls {
             mode => {
                 let (Some(cert), Some(key)) = (&settings.client.cert, &settings.client.key) else {
                     return Err(TlsError::MissingCertificate {
-                        mode: client_mode_name(mode),
+                        mode: mode.as_str(),
                     });
                 };
                 let control = server_config(cert, key)?;
@@ -105,15 +105,6 @@ impl ListenerTls {
             upstream,
             upstream_ca,
         })
-    }
-}
-
-fn client_mode_name(mode: ClientTlsMode) -> &'static str {
-    match mode {
-        ClientTlsMode::Off => "off",
-        ClientTlsMode::Explicit => "explicit",
-        ClientTlsMode::Required => "required",
-        ClientTlsMode::Implicit => "implicit",
     }
 }
 
