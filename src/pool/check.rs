@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Pool;
-use super::config::{HealthCheck, ProxyVersion};
+use crate::config::{HealthCheck, ProxyVersion};
 use crate::net::HostPort;
 use crate::proto::reply::{Reply, ReplyAssembler};
 

@@ -1,6 +1,7 @@
 //! `fxp.ca_bundles`: CA files the operator names, so that API callers can ask to trust
 //! one by its name (`options.ca`) without naming any file on the proxy's host. Every
-//! bundle is read and checked when the configuration loads; a job only picks one.
+//! bundle is read and checked with the rest of the TLS material (`app::material`: at
+//! start, on every reload, by `fxprelay check`); a job only picks one.
 
 use std::collections::BTreeMap;
 use std::path::Path;

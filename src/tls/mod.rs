@@ -2,11 +2,13 @@
 //! clients (its certificate from PEM files) and its client side toward servers (system
 //! roots plus an optional CA file, verification on unless the operator says otherwise).
 //!
-//! - [`settings`]: the `tls:` block as written.
+//! - [`settings`]: the `tls:` block as written, which is also the listener's typed
+//!   setting (plain data: modes and paths).
 //! - [`pem`]: reading certificates, keys and CA files, each at most 1 MiB.
 //! - [`bundles`]: `fxp.ca_bundles`, the CA files API callers may name.
-//! - this file: turning it into rustls configs, loaded at start and on every reload, and
-//!   checked by `fxprelay check` (files readable, PEM valid, key matching certificate).
+//! - this file: turning it into rustls configs. `app::material` does that for every
+//!   listener at start, on every reload and for `fxprelay check` (files readable, PEM
+//!   valid, key matching certificate), after the configuration validated.
 //!
 //! FTPS data connections resume the control connection's TLS session (vsftpd's
 //! `require_ssl_reuse`, FileZilla Server): every proxy session gets its own client
