@@ -45,7 +45,8 @@
 //!   is terminated on each leg so the proxy can still read and fix addresses).
 //! - [`pool`] runs a reverse listener's pool ([`config::PoolConfig`]): picks each
 //!   session's backend (pure selection and health counting) and checks the backends the
-//!   way an FTP client would.
+//!   way an FTP client would, reading replies with [`codec`] and [`proto`] as the
+//!   sessions do.
 //! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
 //!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
 //!
