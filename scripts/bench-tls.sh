@@ -160,7 +160,6 @@ wait_login() { # PID WHAT URL CA: until a TLS login at URL lists the root (10 s)
     curl -sS --max-time 3 "${CURL_TLS[@]}" --cacert "$4" -o /dev/null "$3/" || true
     fail "$2 did not let $FTP_USER log in over TLS within 10 s"
 }
-pkg_ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 peer_ver() { awk -v p="$1" '$1 == p { print $2 }' "$PEERS/.stamp" 2>/dev/null || echo '?'; }
 
 # --- certificates and the file --------------------------------------------------------------
@@ -414,13 +413,8 @@ done
 hwm=$(awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${FXP_PID[fxprelay]}/status")
 
 # --- report ---------------------------------------------------------------------------------
-git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    git_rev="$git_rev+uncommitted changes"
-fi
-mbs() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
-ratio() { awk -v p="$1" -v d="$2" 'BEGIN { printf "%.2f", p / d }'; }
-row() { printf '| %-38s | %9s | %9s | %-19s | %-19s |\n' "$@"; }
+git_rev=$(git_rev)
+table -38 9 9 -19 -19
 declare -A LABEL=([direct]='curl -> vsftpd (direct TLS)'
     [fxprelay]='curl -> fxprelay -> vsftpd'
     [fxprelay-b]='curl -> fxprelay B -> vsftpd'
@@ -450,8 +444,7 @@ echo
 echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s of the data flow (150 to 226)"
 row path 'RETR MB/s' 'STOR MB/s' 'proxy CPU s/GiB' 'curl+vsftpd s/GiB'
 row '' '' '' 'RETR / STOR' 'RETR / STOR'
-dashes() { printf -- '-%.0s' $(seq "$1"); }
-printf '|%s|%s|%s|%s|%s|\n' "$(dashes 40)" "$(dashes 11)" "$(dashes 11)" "$(dashes 21)" "$(dashes 21)"
+rule
 for via in "${PATHS[@]}"; do
     cpu=-
     [[ $via == direct ]] || cpu="${CPU[RETR.$via]} / ${CPU[STOR.$via]}"

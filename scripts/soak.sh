@@ -274,7 +274,8 @@ log "baseline: RSS $(mib "$BASE_RSS"), PSS $(mib "$BASE_PSS"), $BASE_FDS fds, se
 errors=()
 ROWS=()
 SUMMARY=()
-row() { printf '%-36s | %10s | %10s | %6s | %15s | %17s\n' "$@"; }
+# Not Markdown: the rows are collected per round and printed together at the end.
+ROW_FORMAT='%-36s | %10s | %10s | %6s | %15s | %17s\n'
 max() {
     awk -v a="$1" -v b="$2" 'BEGIN {
         if (a == "n/a" || a == "?") print b; else if (b == "n/a" || b == "?") print a; else print (a > b ? a : b) }'
@@ -447,7 +448,7 @@ done
 WARN_LINES=$(grep -c -E '\b(WARN|ERROR)\b' "$WORK/fxprelay.log" || true)
 
 # --- report ---------------------------------------------------------------------------------
-git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+git_rev=$(git_rev)
 echo
 echo "# fxprelay load and soak test"
 echo "command:   scripts/soak.sh $SESSIONS $DURATION (rounds $ROUNDS, parallel $PARALLEL, ${FILE_MIB} MiB files)"
