@@ -213,7 +213,8 @@ async fn run(loaded: &Loaded, path: PathBuf) -> anyhow::Result<()> {
     app::run(bound, Some(handle), stop_rx, Some(reload)).await
 }
 
-/// Binds (and releases) the admin endpoint and every listener, as `run` would.
+/// Binds (and releases) the admin endpoint and every listener, as `run` would. The error
+/// is the line `check --bind` prints.
 fn try_bind(config: &Config) -> Result<(), String> {
     let binds = std::iter::once(("admin.bind".to_owned(), config.admin.bind)).chain(
         config

@@ -44,6 +44,8 @@ fn canonical_net(net: IpNet) -> IpNet {
 }
 
 impl FromStr for AllowEntry {
+    /// The message, worded for whoever wrote the value: every caller shows it (in a
+    /// configuration error, a reply) or tries another form; none tells reasons apart.
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -15,6 +15,8 @@ pub struct HostPort {
 }
 
 impl FromStr for HostPort {
+    /// The message, worded for whoever wrote the value: every caller shows it (in a
+    /// configuration error, a reply) or tries another form; none tells reasons apart.
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -73,6 +75,8 @@ impl HostName {
 }
 
 impl FromStr for HostName {
+    /// The message, worded for whoever wrote the value: every caller shows it (in a
+    /// configuration error, a reply) or tries another form; none tells reasons apart.
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -211,7 +211,8 @@ impl Pool {
         self.record(index, Err(error.to_owned()), "session", false);
     }
 
-    /// A check's result.
+    /// A check's result. The error is only words to show (`last_error`, the DOWN log
+    /// line), so the pool keeps it as text.
     pub fn check_done(&self, index: usize, result: Result<(), String>, took: Duration) {
         metrics::upstream_check(&self.listener, &self.backends[index].name, took);
         {
