@@ -76,6 +76,11 @@ enum Command {
         /// catches addresses this host lacks, ports in use and missing privileges.
         #[arg(long)]
         bind: bool,
+        /// Also connect to every reverse listener's servers as its sessions would (PROXY
+        /// header, implicit TLS or AUTH TLS), ask FEAT, and report what each offers and
+        /// which setting stands in the way (exit 1 when something does).
+        #[arg(long)]
+        probe: bool,
     },
     /// Print the effective configuration (every default filled in, `${VAR}`s expanded)
     /// as YAML.
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     init_logging(&cli);
+    let probe = matches!(command, Command::Check { probe: true, .. });
     let (check_only, try_binds) = match command {
         // `fxp` runs for its own user with URLs on the command line: no config file.
         Command::Fxp(args) => return fxprelay::fxp::cli::run(*args),
@@ -170,6 +176,13 @@ fn main() -> ExitCode {
                 eprintln!("fxprelay: {}: {e}", cli.config.display());
                 return ExitCode::FAILURE;
             }
+            if probe && !probe_servers(&loaded) {
+                eprintln!(
+                    "fxprelay: {}: --probe found problems (above)",
+                    cli.config.display()
+                );
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: OK ({} listener{}{}{})",
                 cli.config.display(),
@@ -180,7 +193,12 @@ fn main() -> ExitCode {
                     1 => ", 1 warning".into(),
                     n => format!(", {n} warnings"),
                 },
-                if try_binds { ", every bind works" } else { "" },
+                match (try_binds, probe) {
+                    (true, true) => ", every bind works, every server fits",
+                    (true, false) => ", every bind works",
+                    (false, true) => ", every server fits",
+                    (false, false) => "",
+                },
             );
             ExitCode::SUCCESS
         }
@@ -251,6 +269,39 @@ fn try_bind(config: &Config) -> Result<(), String> {
             .map_err(|e| format!("cannot bind {what} to {addr}: {e}"))?;
     }
     Ok(())
+}
+
+/// `check --probe`: every reverse listener's servers, one report each on stdout. Whether
+/// none had a problem.
+fn probe_servers(loaded: &Loaded) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fxprelay: cannot start the async runtime: {e}");
+            return false;
+        }
+    };
+    let reports = runtime.block_on(async {
+        let listeners = loaded
+            .config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| async move {
+                let tls = loaded.tls.listener(i);
+                fxprelay::probe::listener(l, tls.as_ref()).await
+            });
+        futures_util::future::join_all(listeners).await
+    });
+    let mut fits = true;
+    for report in reports.into_iter().flatten() {
+        println!("{report}");
+        fits &= report.problems().is_empty();
+    }
+    fits
 }
 
 /// `fxprelay man`: the main page on stdout, or every page into `dir`.
