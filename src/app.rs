@@ -136,13 +136,13 @@ pub async fn run(
         )),
         sessions: bound.sessions.clone(),
         pools: admin::Pools::default(),
-        listeners: bound
-            .listeners
-            .iter()
-            .map(|(socket, ctx)| {
-                admin::ListenerSummary::of(&ctx.policy.cfg, socket.local_addr().ok())
-            })
-            .collect(),
+        listeners: Arc::new(RwLock::new(
+            bound
+                .listeners
+                .iter()
+                .map(|(socket, ctx)| summary(ctx, socket.local_addr().ok()))
+                .collect(),
+        )),
     };
     m::process_started(bound.config.data.ports.len());
     for (_, ctx) in &bound.listeners {
@@ -278,6 +278,19 @@ impl Live {
         start_checks(&mut self.checkers, &self.admin.pools, ctx);
     }
 
+    /// Shows `ctx` in `GET /api/v1/listeners` instead of what its listener had, at the
+    /// address its socket is bound to.
+    fn show(&self, ctx: &ListenerCtx) {
+        let mut listeners = self
+            .admin
+            .listeners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = listeners.iter_mut().find(|l| l.name == ctx.policy.cfg.name) {
+            *l = summary(ctx, l.bind.parse().ok());
+        }
+    }
+
     /// Applies a re-read config to new sessions of the existing listeners. A file that
     /// does not load changes nothing. What needs new sockets (a listener's bind, new or
     /// removed listeners, the admin address) is reported and left for a restart.
@@ -332,6 +345,7 @@ impl Live {
                         pool.inherit(&old);
                     }
                     start_checks(&mut self.checkers, &self.admin.pools, &ctx);
+                    self.show(&ctx);
                     tx.send_replace(Arc::new(ctx));
                 }
                 (Some(_), _) => {
@@ -370,6 +384,16 @@ impl Live {
         applied.admin.bind = self.config.admin.bind;
         self.config = applied;
     }
+}
+
+/// What the API shows of a listener, at `bound`; its certificate's expiry goes to the
+/// metric too.
+fn summary(ctx: &ListenerCtx, bound: Option<SocketAddr>) -> admin::ListenerSummary {
+    let tls = ctx.services.tls.as_ref();
+    if let Some(cert) = tls.and_then(|t| t.certificate.as_ref()) {
+        m::tls_certificate_expiry(&ctx.policy.cfg.name, cert.not_after);
+    }
+    admin::ListenerSummary::of(&ctx.policy.cfg, bound, tls)
 }
 
 /// Starts checking `ctx`'s pool (stopping the checks of the pool it replaces) and shows

@@ -40,6 +40,7 @@ pub const UPSTREAM_UP: &str = "fxprelay_upstream_up";
 pub const UPSTREAM_SESSIONS: &str = "fxprelay_upstream_sessions";
 pub const UPSTREAM_CHECK_SECONDS: &str = "fxprelay_upstream_check_seconds";
 pub const ADMIN_REJECTED_TOTAL: &str = "fxprelay_admin_rejected_total";
+pub const TLS_CERTIFICATE_EXPIRY: &str = "fxprelay_tls_certificate_expiry_timestamp_seconds";
 
 /// The version and commit this binary was built from (`build.rs` asks git; `unknown`
 /// when built outside a checkout, e.g. from a crates.io package).
@@ -191,6 +192,10 @@ fn describe() {
         "Control connections that turned to TLS, per listener and side: compare with fxprelay_sessions_total to see how much traffic is encrypted."
     );
     describe_gauge!(
+        TLS_CERTIFICATE_EXPIRY,
+        "When the certificate a listener shows its clients expires, Unix time in seconds, per listener (listeners with TLS only)."
+    );
+    describe_gauge!(
         BUILD_INFO,
         "Always 1; the labels say which version and commit runs."
     );
@@ -254,6 +259,12 @@ pub fn tls_handshake(
     if resumed {
         counter!(TLS_RESUMPTIONS_TOTAL, "side" => side).increment(1);
     }
+}
+
+/// The certificate `listener` shows its clients expires at `not_after` (Unix seconds);
+/// set at start and on every reload.
+pub fn tls_certificate_expiry(listener: &str, not_after: i64) {
+    gauge!(TLS_CERTIFICATE_EXPIRY, "listener" => listener.to_owned()).set(not_after as f64);
 }
 
 /// A control connection of `listener` turned to TLS on `side`.

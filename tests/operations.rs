@@ -58,6 +58,28 @@ fn idle_proxy() -> Proxy {
 }
 
 /// The metric families of a scrape (its `# TYPE` lines).
+/// A proxy with what the idle one lacks: a listener over a pool of two members (nobody
+/// listens there) that shows clients a certificate of the test CA.
+fn tls_pool_proxy() -> (tempfile::TempDir, Proxy) {
+    let ip = unique_loopback_ip();
+    let dir = tempfile::tempdir().unwrap();
+    let files = common::tls::identity_for(ip.into()).write(dir.path(), "proxy");
+    let (addr, admin) = (
+        SocketAddr::new(ip.into(), free_port(ip.into())),
+        SocketAddr::new(ip.into(), free_port(ip.into())),
+    );
+    let member = || SocketAddr::new(ip.into(), free_port(ip.into()));
+    let yaml = format!(
+        "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: edge\n    bind: \"{addr}\"\n    upstream: [\"{}\", \"{}\"]\n    data: relay\n    tls:\n      client: {{mode: explicit, cert: \"{}\", key: \"{}\"}}\n",
+        member(),
+        member(),
+        files.cert.display(),
+        files.key.display()
+    );
+    let proxy = Proxy::launch(&yaml, addr, admin, None, &[]);
+    (dir, proxy)
+}
+
 fn families(scrape: &str) -> HashSet<String> {
     scrape
         .lines()
@@ -164,10 +186,30 @@ fn alert_rules_pass_promtool_checks_and_their_unit_tests() {
         "FxprelayFxpFailureRatio",
         "FxprelayConfigReloadFailed",
         "FxprelaySessionsNearLimit",
+        "FxprelayPoolMemberDown",
+        "FxprelayCertificateExpiringSoon",
     ] {
         assert!(text.contains(&format!("alert: {alert}")), "{alert}");
     }
-    let have = families(&idle_proxy().metrics());
+    // Pool and certificate series exist where there are pools and certificates.
+    let (_dir, full) = tls_pool_proxy();
+    let scrape = full.metrics();
+    let have = families(&scrape);
+    let expiry = scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fxprelay_tls_certificate_expiry_timestamp_seconds{listener=\"edge\"} ")
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no certificate expiry for edge:\n{scrape}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        expiry > now + 86400.0,
+        "the test certificate expires at {expiry}"
+    );
     for name in metric_names(&text) {
         assert!(have.contains(family_of(&name)), "alerts.yml names {name}");
     }

@@ -1,7 +1,8 @@
-//! The admin HTTP listener: `GET /` (a small HTML page for people), `GET /metrics`
+//! The admin HTTP listener: `GET /` (the console: a live page for people), `GET /metrics`
 //! (Prometheus text format), `GET /healthz`, the open sessions (`GET /api/v1/sessions`)
 //! and the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
 //!
+//! - [`console`]: the page at `/`, which polls the API below.
 //! - [`conns`]: the connection slots; idle connections make room, so `/healthz` and
 //!   `/metrics` stay reachable however many sockets someone holds open.
 //! - [`origin`]: which API requests a browser may make (pages of this endpoint only).
@@ -30,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 pub mod conns;
+mod console;
 pub mod origin;
 
 use crate::config::AdminLimits;
@@ -58,8 +60,9 @@ pub struct AdminState {
     pub token: Arc<RwLock<Option<Arc<str>>>>,
     /// The open sessions of every listener.
     pub sessions: Sessions,
-    /// What `GET /` lists.
-    pub listeners: Arc<[ListenerSummary]>,
+    /// The listeners as configured now (`GET /api/v1/listeners`, the console); a reload
+    /// replaces the entries of the listeners it changes.
+    pub listeners: Listeners,
     /// The pools of upstreams, per listener (`GET /api/v1/upstreams`); a reload replaces
     /// them.
     pub pools: Pools,
@@ -68,19 +71,37 @@ pub struct AdminState {
 /// The running pools by listener name.
 pub type Pools = Arc<RwLock<std::collections::BTreeMap<String, Arc<crate::pool::Pool>>>>;
 
-/// One listener as the admin page shows it.
-#[derive(Debug, Clone)]
+/// The listeners as the API shows them, in the configuration's order.
+pub type Listeners = Arc<RwLock<Vec<ListenerSummary>>>;
+
+/// One listener as the API and the console show it.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ListenerSummary {
     pub name: String,
     pub bind: String,
     pub mode: &'static str,
     pub data: &'static str,
     pub upstream: String,
+    /// The `tls:` modes of both legs and the certificate clients are shown.
+    pub tls: Option<TlsSummary>,
+}
+
+/// A listener's TLS as the console shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TlsSummary {
+    pub client: crate::tls::ClientTlsMode,
+    pub upstream: crate::tls::UpstreamTlsMode,
+    pub certificate: Option<crate::tls::CertificateInfo>,
 }
 
 impl ListenerSummary {
-    /// `bound` is the address the socket got (the config may say port 0).
-    pub fn of(cfg: &ListenerConfig, bound: Option<std::net::SocketAddr>) -> Self {
+    /// `bound` is the address the socket got (the config may say port 0); `tls` the
+    /// listener's material as read.
+    pub fn of(
+        cfg: &ListenerConfig,
+        bound: Option<std::net::SocketAddr>,
+        tls: Option<&crate::tls::ListenerTls>,
+    ) -> Self {
         ListenerSummary {
             name: cfg.name.clone(),
             bind: bound.unwrap_or(cfg.bind).to_string(),
@@ -93,12 +114,24 @@ impl ListenerSummary {
                 DataMode::Relay => "relay",
                 DataMode::Passthrough => "passthrough",
             },
-            upstream: match (&cfg.upstream, cfg.mode) {
-                (Some(u), _) => u.to_string(),
-                (None, Mode::Forward) => "named by each client (USER user@host)".into(),
-                (None, Mode::Reverse) => "a pool (see /api/v1/upstreams)".into(),
-                (None, _) => "each connection's original destination".into(),
+            upstream: match (&cfg.upstream, &cfg.pool, cfg.mode) {
+                (Some(u), _, _) => u.to_string(),
+                (None, Some(pool), _) => {
+                    let backends: Vec<String> = pool
+                        .backends
+                        .iter()
+                        .map(|b| b.address.to_string())
+                        .collect();
+                    format!("pool of {} ({})", backends.len(), backends.join(", "))
+                }
+                (None, None, Mode::Forward) => "named by each client (USER user@host)".into(),
+                (None, None, _) => "each connection's original destination".into(),
             },
+            tls: cfg.tls.as_ref().map(|t| TlsSummary {
+                client: t.client.mode,
+                upstream: t.upstream.mode,
+                certificate: tls.and_then(|m| m.certificate.clone()),
+            }),
         }
     }
 }
@@ -136,13 +169,15 @@ pub async fn serve(
             get(get_transfer).delete(cancel_transfer),
         )
         .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/{id}", axum::routing::delete(end_session))
+        .route("/api/v1/listeners", get(list_listeners))
         .route("/api/v1/upstreams", get(list_upstreams))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Outside the token check: a web page's request is refused before anything else.
         .route_layer(middleware::from_fn(same_origin))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let app = Router::new()
-        .route("/", get(index))
+        .route("/", get(console::page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         // Open like /metrics: it describes the API, it reveals nothing of this proxy.
@@ -369,55 +404,50 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-/// A page for a person who opens the admin address in a browser: what runs, and where
-/// the machine-readable endpoints are.
-async fn index(State(state): State<AdminState>) -> impl IntoResponse {
-    let rows: String = state
-        .listeners
-        .iter()
-        .map(|l| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                html(&l.name),
-                html(&l.bind),
-                l.mode,
-                l.data,
-                html(&l.upstream)
-            )
-        })
-        .collect();
-    let status = if state.draining.load(Ordering::Relaxed) {
-        "draining (shutting down)"
-    } else {
-        "serving"
-    };
-    let body = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>fxprelay</title>\n\
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style></head>\n\
-<body><h1>fxprelay {version}</h1>\n<p>commit {commit}; {status}; {open} open session{s}.</p>\n\
-<h2>Listeners</h2>\n<table><tr><th>name</th><th>bind</th><th>mode</th><th>data</th><th>upstream</th></tr>\n{rows}</table>\n\
-<h2>Endpoints</h2>\n<ul>\n<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\n\
-<li><a href=\"/healthz\">/healthz</a>: 200 ok, 503 while draining</li>\n\
-<li><a href=\"/api/v1/sessions\">/api/v1/sessions</a>: open sessions (JSON; bearer token if admin.token is set)</li>\n\
-<li><a href=\"/api/v1/transfers\">/api/v1/transfers</a>: FXP transfers (JSON; POST to order one)</li>\n</ul>\n</body></html>\n",
-        version = crate::metrics::VERSION,
-        commit = crate::metrics::COMMIT,
-        open = state.sessions.len(),
-        s = if state.sessions.len() == 1 { "" } else { "s" },
-    );
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body)
-}
-
-/// Escapes text for HTML (listener names and hosts come from the config file).
-fn html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 async fn list_sessions(State(state): State<AdminState>) -> Response {
     Json(json!({"sessions": state.sessions.list()})).into_response()
+}
+
+/// `DELETE /api/v1/sessions/{id}`: the session's client gets `421` and both control
+/// connections close; a transfer it runs is cut.
+async fn end_session(
+    State(state): State<AdminState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(
+            ErrorCode::InvalidId,
+            "a session id is a number (see GET /api/v1/sessions)",
+        );
+    };
+    if state.sessions.end(id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(ErrorCode::SessionNotFound, format!("no open session {id}"))
+    }
+}
+
+/// `GET /api/v1/listeners`: each listener as configured now, with its open sessions.
+async fn list_listeners(State(state): State<AdminState>) -> Response {
+    let open = state.sessions.count_by_listener();
+    let listeners: Vec<serde_json::Value> = state
+        .listeners
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|l| {
+            let mut v = json!(l);
+            v["sessions"] = json!(open.get(&l.name).copied().unwrap_or(0));
+            v
+        })
+        .collect();
+    Json(json!({
+        "version": crate::metrics::VERSION,
+        "commit": crate::metrics::COMMIT,
+        "draining": state.draining.load(Ordering::Relaxed),
+        "listeners": listeners,
+    }))
+    .into_response()
 }
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
@@ -521,6 +551,8 @@ pub enum ErrorCode {
     CrossOrigin,
     /// 404: no such transfer (or it finished long ago and was forgotten).
     TransferNotFound,
+    /// 404: no open session with this id (it may have ended).
+    SessionNotFound,
     /// 404: no such endpoint.
     NoSuchEndpoint,
     /// 405: the endpoint does not take this method.
@@ -546,7 +578,7 @@ impl ErrorCode {
             }
             C::Unauthorized => StatusCode::UNAUTHORIZED,
             C::NotAllowed | C::OptionNotPermitted | C::CrossOrigin => StatusCode::FORBIDDEN,
-            C::TransferNotFound | C::NoSuchEndpoint => StatusCode::NOT_FOUND,
+            C::TransferNotFound | C::SessionNotFound | C::NoSuchEndpoint => StatusCode::NOT_FOUND,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

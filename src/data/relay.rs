@@ -93,13 +93,15 @@ pub struct Timeouts {
 /// Opens both legs, then copies the file one way until the sender's EOF, which is passed
 /// on as a half-close: the end of the file. The transfer is complete at that point; a
 /// receiver that keeps its socket open until it sees `226` must not hold it up.
+/// `progress` hears the running total after each write (the console's live bytes), so
+/// it must be cheap.
 pub async fn run(
     listener: &str,
     direction: Direction,
-    client: Leg,
-    upstream: Leg,
+    (client, upstream): (Leg, Leg),
     protect: Protection,
     limits: Timeouts,
+    progress: impl FnMut(u64),
 ) -> Result<Moved, DataError> {
     let (c, _client_lease) = open(listener, "client", client, limits).await?;
     let (u, _upstream_lease) = open(listener, "upstream", upstream, limits).await?;
@@ -108,7 +110,7 @@ pub async fn run(
             Direction::Upload => (c, u),
             Direction::Download => (u, c),
         };
-        socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?
+        socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, progress).await?
     } else {
         let (c, u) = protect.secure(c, u, limits.connect).await?;
         let (mut from, mut to) = match direction {
@@ -117,7 +119,7 @@ pub async fn run(
         };
         // A TLS reader reports a peer that closed without close_notify as an error:
         // a truncated file is a failed transfer, never a 226.
-        let n = copy::copy_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?;
+        let n = copy::copy_to_eof(&mut from, &mut to, limits.idle, progress).await?;
         // Both legs end as TLS ends: the proxy's close_notify went to the receiver with
         // the end of the file, and goes to the sender now, answering the one that ended
         // the copy (a sender that unwraps its connection, as Python's ftplib.FTP_TLS

@@ -13,6 +13,7 @@ use crate::proto::reply::reply_line;
 pub enum Say {
     // Session life cycle.
     ShuttingDown,
+    EndedByOperator,
     TooManySessions,
     TooManySessionsFromYou,
     TooManyPreLogin,
@@ -196,6 +197,7 @@ impl Say {
             S::CccRefused | S::UpstreamRefusedTls { .. } => 534,
             S::UpstreamTlsRequired | S::UpstreamTlsFailed | S::UpstreamBroke { .. } => 421,
             S::ShuttingDown
+            | S::EndedByOperator
             | S::TooManySessions
             | S::TooManySessionsFromYou
             | S::TooManyPreLogin
@@ -243,6 +245,9 @@ impl Say {
         let owned = |s: String| Cow::Owned(s);
         match self {
             S::ShuttingDown => fixed("Service not available: the proxy is shutting down."),
+            S::EndedByOperator => {
+                fixed("Service not available: an operator of this proxy ended the session.")
+            }
             S::TooManySessions => fixed("Too many connections to this proxy; try again later."),
             S::TooManySessionsFromYou => {
                 fixed("Too many connections from your address; try again later.")

@@ -214,9 +214,11 @@ impl Shell {
     }
 
     /// Runs the session to its end; the reason it ended.
+    /// `hard_stop` is the proxy's shutdown; `end` an operator ending this session.
     pub(super) async fn run(
         mut self,
         hard_stop: CancellationToken,
+        end: CancellationToken,
         until_login: UntilLogin,
     ) -> anyhow::Result<&'static str> {
         let mut until_login = Some(until_login);
@@ -234,6 +236,7 @@ impl Shell {
             let event = tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => Event::Stop,
+                _ = end.cancelled(), if self.machine.end_reason().is_none() => Event::Ended,
                 _ = sleep_until(deadline) => {
                     self.machine.handle_timeout(Instant::now());
                     self.refresh();
@@ -620,10 +623,21 @@ impl Shell {
             idle: self.ctx.limits.data_idle_timeout,
         };
         let name = self.ctx.cfg.name.clone();
+        let live = self
+            .registration
+            .as_ref()
+            .and_then(Registration::live_bytes);
+        let progress = move |total| {
+            if let Some(live) = &live {
+                live.store(total, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
         let task = tokio::spawn(
             async move {
                 let result = match (client, upstream) {
-                    (Some(c), Some(u)) => relay::run(&name, direction, c, u, protect, limits).await,
+                    (Some(c), Some(u)) => {
+                        relay::run(&name, direction, (c, u), protect, limits, progress).await
+                    }
                     // The machine ordered a leg the shell does not hold: a bug, reported
                     // as a failed transfer rather than a hang.
                     _ => Err(DataError::Io(io::Error::other(

@@ -36,7 +36,7 @@ pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub use bundles::CaBundles;
 pub use error::TlsError;
-pub use pem::{CaCerts, MAX_PEM_BYTES};
+pub use pem::{CaCerts, CertificateInfo, MAX_PEM_BYTES};
 pub use settings::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, UpstreamTlsMode};
 
 /// TLS sessions a proxy session keeps for its data connections to resume. TLS 1.3
@@ -59,6 +59,8 @@ pub struct ListenerTls {
     pub upstream: Option<Upstream>,
     /// `tls.upstream.ca`, read at load: also what `SITE FXP` trusts for TLS servers.
     pub upstream_ca: Option<CaCerts>,
+    /// The certificate clients are shown, summarized (the console, the expiry metric).
+    pub certificate: Option<CertificateInfo>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -72,8 +74,8 @@ impl fmt::Debug for ListenerTls {
 impl ListenerTls {
     /// Loads the certificates and roots `settings` names.
     pub fn load(settings: &TlsSettings) -> Result<ListenerTls, TlsError> {
-        let (client, client_data) = match settings.client.mode {
-            ClientTlsMode::Off => (None, None),
+        let (client, client_data, certificate) = match settings.client.mode {
+            ClientTlsMode::Off => (None, None, None),
             mode => {
                 let (Some(cert), Some(key)) = (&settings.client.cert, &settings.client.key) else {
                     return Err(TlsError::MissingCertificate {
@@ -86,6 +88,7 @@ impl ListenerTls {
                 (
                     Some(TlsAcceptor::from(control)),
                     Some(TlsAcceptor::from(Arc::new(data))),
+                    CertificateInfo::of(&pem::certificates(cert)?),
                 )
             }
         };
@@ -108,6 +111,7 @@ impl ListenerTls {
             client_data,
             upstream,
             upstream_ca,
+            certificate,
         })
     }
 }

@@ -205,6 +205,12 @@ impl Proxy {
         metric_sum(&self.metrics(), name, labels)
     }
 
+    /// Asks the proxy to re-read its config file (`SIGHUP`).
+    pub fn reload(&self) {
+        // SAFETY: a signal to the child this struct owns, by its pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -39,6 +39,8 @@ pub enum Event {
     UpstreamError(String),
     /// The proxy is shutting down now (the drain deadline passed).
     Stop,
+    /// An operator ended this session (`DELETE /api/v1/sessions/{id}`, the console).
+    Ended,
 
     // Answers to actions.
     /// To [`Action::ChooseBackend`]: the backend the shell now holds, or none when every

@@ -386,6 +386,7 @@ impl Machine {
             Event::UpstreamClosed => self.on_upstream_closed(),
             Event::UpstreamError(error) => self.on_upstream_error(&error),
             Event::Stop => self.on_stop(),
+            Event::Ended => self.on_ended(),
             Event::BackendChosen(backend) => self.on_backend_chosen(backend),
             Event::Connected(result) => self.on_connected(result, now),
             Event::Resolved(result) => self.on_resolved(result, now),
@@ -515,6 +516,12 @@ impl Machine {
     fn on_stop(&mut self) {
         self.say(Say::ShuttingDown);
         self.close("shutdown");
+    }
+
+    fn on_ended(&mut self) {
+        info!("an operator ended the session");
+        self.say(Say::EndedByOperator);
+        self.close("ended by an operator");
     }
 
     /// The clock reached [`Machine::poll_timeout`] (or passed it).

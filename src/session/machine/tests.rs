@@ -1571,6 +1571,19 @@ fn shutdown_says_421_once() {
 }
 
 #[test]
+fn an_operator_ending_the_session_says_so_once() {
+    let mut t = T::logged_in(reverse(""));
+    t.m.handle(Event::Ended, t.now);
+    t.m.handle(Event::Ended, t.now);
+    t.drain();
+    assert_eq!(
+        t.sent_client(),
+        ["421 Service not available: an operator of this proxy ended the session.\r\n"]
+    );
+    assert_eq!(t.m.end_reason(), Some("ended by an operator"));
+}
+
+#[test]
 fn feat_and_help_list_site_fxp() {
     let mut t = T::logged_in(reverse(""));
     t.client("FEAT");
