@@ -98,6 +98,22 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Print what a running proxy is doing (what its console shows): listeners, pools,
+    /// sessions with their transfers, FXP jobs. Asks its admin API.
+    Status {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// The admin endpoint, `ip:port`; default: `admin.bind` of the config file (a
+        /// wildcard address is asked on loopback), else 127.0.0.1:9464.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// The API's bearer token; default: `admin.token` of the config file.
+        #[arg(long, env = "FXPRELAY_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// How long to wait for the answers.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff) to stdout: `fxprelay man | man -l -`; with `--dir`,
@@ -128,7 +144,8 @@ fn main() -> ExitCode {
     if let Command::Run(file)
     | Command::Check { file, .. }
     | Command::Config(file)
-    | Command::Healthcheck { file, .. } = &command
+    | Command::Healthcheck { file, .. }
+    | Command::Status { file, .. } = &command
         && let Some(path) = &file.config
     {
         cli.config = path.clone();
@@ -141,6 +158,12 @@ fn main() -> ExitCode {
         }
         Command::Man { dir } => return man(dir),
         Command::Healthcheck { admin, timeout, .. } => return healthcheck(&cli, admin, timeout),
+        Command::Status {
+            admin,
+            token,
+            timeout,
+            ..
+        } => return status(&cli, admin, token, timeout),
         _ => {}
     }
     init_logging(&cli);
@@ -320,23 +343,66 @@ fn man(dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// `fxprelay status`: the console's tables, from the running proxy's API.
+fn status(
+    cli: &Cli,
+    admin: Option<std::net::SocketAddr>,
+    token: Option<String>,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let config = Config::load(&cli.config).ok();
+    let addr = admin.unwrap_or_else(|| admin_address(config.as_ref()));
+    let token = token.or_else(|| config.and_then(|c| c.admin.token));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fxprelay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fxprelay::admin::status::fetch(
+        addr,
+        token.as_deref(),
+        timeout,
+    )) {
+        Ok(s) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            print!("{}", fxprelay::admin::status::render(&s, now));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fxprelay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin endpoint of `config` (a wildcard bind asked on loopback), else the default.
+fn admin_address(config: Option<&Config>) -> std::net::SocketAddr {
+    let bind = config.map_or_else(
+        || {
+            fxprelay::config::DEFAULT_ADMIN_BIND
+                .parse()
+                .expect("valid default")
+        },
+        |c| c.admin.bind,
+    );
+    fxprelay::admin::reachable(bind)
+}
+
 /// `fxprelay healthcheck`: `GET /healthz` on the admin endpoint.
 fn healthcheck(
     cli: &Cli,
     admin: Option<std::net::SocketAddr>,
     timeout: std::time::Duration,
 ) -> ExitCode {
-    let addr = admin.unwrap_or_else(|| {
-        let bind = Config::load(&cli.config).map_or_else(
-            |_| {
-                fxprelay::config::DEFAULT_ADMIN_BIND
-                    .parse()
-                    .expect("valid default")
-            },
-            |c| c.admin.bind,
-        );
-        fxprelay::admin::reachable(bind)
-    });
+    let addr = admin.unwrap_or_else(|| admin_address(Config::load(&cli.config).ok().as_ref()));
     match fxprelay::admin::probe_health(addr, timeout) {
         Ok(200) => ExitCode::SUCCESS,
         Ok(status) => {

@@ -123,7 +123,7 @@ fn help_describes_commands() {
 /// `-c` is offered by the commands that read the configuration and by no other.
 #[test]
 fn each_command_offers_only_its_own_options() {
-    for command in ["run", "check", "config", "healthcheck"] {
+    for command in ["run", "check", "config", "healthcheck", "status"] {
         let (ok, out) = fxprelay(&[command, "--help"]);
         assert!(ok && out.contains("--config"), "{command}: {out}");
     }

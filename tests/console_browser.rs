@@ -113,6 +113,36 @@ fn the_console_shows_a_live_session_and_job_and_ends_the_session() {
         png.len()
     );
 
+    // `fxprelay status` prints the same in a terminal, with the token from the config
+    // file; without a token it says which one it needs.
+    let status = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+            .arg("status")
+            .args(args)
+            .env_remove("FXPRELAY_ADMIN_TOKEN")
+            .output()
+            .expect("run fxprelay status");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = status(&["-c", proxy.config.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    for needle in [
+        "SESSIONS (1)",
+        &format!("RETR {}", peers::BIG_NAME),
+        "FXP TRANSFERS (1)",
+        "running",
+        &a.addr.to_string(),
+    ] {
+        assert!(out.contains(needle), "{needle} missing:\n{out}");
+    }
+    let (ok, out) = status(&["--admin", &proxy.admin.to_string()]);
+    assert!(
+        !ok && out.contains("401") && out.contains("admin.token"),
+        "{out}"
+    );
+
     // The page's End button ends the client's session: lftp loses its connection, the
     // API and the page forget the session.
     let id = page

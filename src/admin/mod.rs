@@ -6,6 +6,8 @@
 //! - [`conns`]: the connection slots; idle connections make room, so `/healthz` and
 //!   `/metrics` stay reachable however many sockets someone holds open.
 //! - [`origin`]: which API requests a browser may make (pages of this endpoint only).
+//! - [`status`]: `fxprelay status`, the console's tables in a terminal (a client of this
+//!   API).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -33,6 +35,7 @@ use tracing::{debug, warn};
 pub mod conns;
 mod console;
 pub mod origin;
+pub mod status;
 
 use crate::config::AdminLimits;
 use crate::config::{DataMode, ListenerConfig, Mode};
