@@ -71,6 +71,7 @@ pub mod app;
 pub mod codec;
 pub mod config;
 pub mod data;
+pub mod defense;
 pub mod fxp;
 pub mod logging;
 pub mod metrics;
