@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
 use super::data::DataConfig;
+use super::defense::ListenerDefense;
 use super::error::ConfigError;
 use super::origin::{Origin, listener_key};
 use super::pool::{self, PoolConfig, PoolError};
@@ -71,6 +72,9 @@ pub struct ListenerConfig {
     /// Written as `nat:` and, beside it, `private_ranges`.
     #[serde(flatten, serialize_with = "nat_keys")]
     pub nat: NatPolicy,
+    /// `defense: off`, settings of its own, or (not printed) the top level's.
+    #[serde(skip_serializing_if = "ListenerDefense::is_shared")]
+    pub defense: ListenerDefense,
 }
 
 /// The file writes a listener's NAT policy as two keys: `nat:` (the modes and the
@@ -167,6 +171,8 @@ impl<'a> Listeners<'a> {
                     .private_ranges
                     .map_or_else(PrivateRanges::default, PrivateRanges::new),
             },
+            // Over the top-level `defense:`, by the validation pass.
+            defense: ListenerDefense::Shared,
         })
     }
 

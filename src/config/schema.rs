@@ -25,8 +25,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::data::DataConfig;
+use super::defense;
 use super::limits::Limits;
 use super::values::{self, BindAddr};
+use crate::defense::Rate;
 use crate::net::{AllowList, HostName, HostPort};
 use crate::rewrite::NatMode;
 use crate::tls::TlsSettings;
@@ -43,6 +45,8 @@ pub(super) struct FileConfig {
     pub data: DataConfig,
     #[serde(default)]
     pub fxp: FileFxp,
+    #[serde(default)]
+    pub defense: Option<Spanned<FileDefense>>,
     pub listeners: Spanned<Vec<FileListener>>,
 }
 
@@ -198,6 +202,8 @@ pub(super) struct FileListener {
     pub nat: FileNat,
     #[serde(default, deserialize_with = "values::opt_nets")]
     pub private_ranges: Option<Vec<IpNet>>,
+    #[serde(default)]
+    pub defense: Option<Spanned<FileListenerDefense>>,
 }
 
 /// A listener's `nat:`.
@@ -436,4 +442,61 @@ pub(super) struct FileHealthCheck {
     pub fall: Option<u32>,
     #[serde(default)]
     pub login: Option<CheckLogin>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Edge defense
+// ---------------------------------------------------------------------------------------
+
+/// `defense:` at the top level, or the keys a listener's `defense:` overrides: every key
+/// optional. What the top level leaves out takes the default ([`crate::defense::Settings`]),
+/// what a listener leaves out the top level's. `ban` and `max_ban` keep their lines (a
+/// rule holds between them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileDefense {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "values::opt_nonzero_duration")]
+    pub window: Option<Duration>,
+    #[serde(default, deserialize_with = "defense::opt_threshold")]
+    pub threshold: Option<u32>,
+    #[serde(default)]
+    pub ban: Option<Spanned<defense::NonzeroDuration>>,
+    #[serde(default)]
+    pub max_ban: Option<Spanned<defense::NonzeroDuration>>,
+    #[serde(default, deserialize_with = "defense::opt_prefix")]
+    pub ipv6_prefix: Option<u8>,
+    #[serde(default, deserialize_with = "defense::opt_rate")]
+    pub connect_rate: Option<Rate>,
+    #[serde(default, deserialize_with = "defense::opt_names")]
+    pub bait_users: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "values::opt_nets")]
+    pub exempt: Option<Vec<IpNet>>,
+    #[serde(default)]
+    pub silent: Option<bool>,
+    #[serde(default)]
+    pub scores: Option<FileScores>,
+    #[serde(default)]
+    pub clear_on_login: Option<bool>,
+}
+
+/// `defense.scores:`: what each event adds to a client's score.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileScores {
+    pub login_failed: Option<u32>,
+    pub bait_user: Option<u32>,
+    pub bad_command: Option<u32>,
+    pub early_close: Option<u32>,
+    pub rate_limited: Option<u32>,
+}
+
+/// A listener's `defense:`: `off`, `on` (the top level's, also where the top level says
+/// `enabled: false`), or overrides (read by [`super::defense`]).
+#[derive(Debug)]
+pub(super) enum FileListenerDefense {
+    Off,
+    On,
+    Override(Box<FileDefense>),
 }
