@@ -68,6 +68,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod bans;
 pub mod codec;
 pub mod config;
 pub mod data;

@@ -215,6 +215,8 @@ pub struct Defender {
     /// Bans not yet reported ended, by end: what [`Defender::expire`] walks.
     bans: BTreeSet<(Instant, Key)>,
     forgot: Option<Instant>,
+    /// Connections and events of new keys left unscored: the table was full of bans.
+    untracked: u64,
 }
 
 impl Defender {
@@ -231,6 +233,7 @@ impl Defender {
             entries: HashMap::new(),
             bans: BTreeSet::new(),
             forgot: None,
+            untracked: 0,
         }
     }
 
@@ -251,6 +254,12 @@ impl Defender {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Connections and events of new keys left unscored since the table was made,
+    /// because it was full of bans that had not ended.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
     }
 
     /// Bans that have not been reported ended (those [`Defender::bans`] lists, and those
@@ -482,6 +491,7 @@ impl Defender {
                 self.evict();
             }
             if self.entries.len() >= self.capacity {
+                self.untracked += 1;
                 return None;
             }
             self.entries.insert(key, Entry::new(now));

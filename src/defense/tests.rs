@@ -338,6 +338,7 @@ fn the_table_is_bounded_oldest_scores_first_bans_never() {
     assert_eq!(fail(&mut full, "192.0.2.3", 3, t0), None);
     assert_eq!(full.ban(ip("192.0.2.3"), HOUR, t0), Err(Refusal::Full));
     assert_eq!(full.len(), 2);
+    assert_eq!(full.untracked(), 4, "three failures and the operator's ban");
     // ... until a ban ends and is reported.
     assert_eq!(full.expire(first.until).len(), 2);
     assert!(fail(&mut full, "192.0.2.3", 3, first.until).is_some());
