@@ -390,3 +390,62 @@ fn wall(at: Instant) -> SystemTime {
         None => SystemTime::now() - now.saturating_duration_since(at),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::parse(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    }
+
+    const TWO: &str = "defense:\n  threshold: 2\nlisteners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    proxy_protocol: {trusted: [192.0.2.100]}\n  - name: b\n    bind: 127.0.0.1:2122\n    upstream: h:21\n";
+
+    #[test]
+    fn listeners_with_the_top_level_settings_share_one_table() {
+        let bans = Bans::default();
+        let guards = bans.apply(&config(TWO));
+        let (a, b) = (guards[0].clone().unwrap(), guards[1].clone().unwrap());
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(!a.record(client, DefenseEvent::LoginFailed));
+        assert!(
+            b.record(client, DefenseEvent::LoginFailed),
+            "the second ban"
+        );
+        assert_eq!(a.admit(client), Admission::Refuse { silent: false });
+        assert!(b.is_banned(client));
+        assert_eq!(bans.list().len(), 1);
+        assert_eq!(bans.list()[0].listeners, ["a", "b"]);
+        // A reload keeps the table and its bans.
+        let guards = bans.apply(&config(TWO));
+        assert!(guards[1].as_ref().unwrap().is_banned(client));
+        // The operator lets it in.
+        assert_eq!(bans.unban(client).len(), 1);
+        assert_eq!(a.admit(client), Admission::Admit);
+    }
+
+    #[test]
+    fn a_trusted_balancer_is_never_judged_and_off_means_no_table() {
+        let bans = Bans::default();
+        let guards = bans.apply(&config(TWO));
+        let a = guards[0].clone().unwrap();
+        let balancer: IpAddr = "192.0.2.100".parse().unwrap();
+        for _ in 0..5 {
+            assert!(!a.record(balancer, DefenseEvent::LoginFailed));
+        }
+        assert_eq!(a.admit(balancer), Admission::Admit);
+        let off = config(&format!("{TWO}    defense: off\n"));
+        let guards = bans.apply(&off);
+        assert!(guards[1].is_none(), "`defense: off`: no guard");
+        // Operators ban by address: refused where the defense runs.
+        let client: IpAddr = "2001:db8:1:2::7".parse().unwrap();
+        let made = bans.ban(client, Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(made[0].address, "2001:db8:1:2::/64");
+        assert_eq!(made[0].source, "api");
+        let neighbour: IpAddr = "2001:db8:1:2::8".parse().unwrap();
+        assert!(guards[0].as_ref().unwrap().is_banned(neighbour));
+        let none = Bans::default();
+        none.apply(&config(&TWO.replace("threshold: 2", "enabled: false")));
+        assert_eq!(none.ban(client, None).unwrap_err(), BanError::NoDefense);
+    }
+}

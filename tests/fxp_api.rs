@@ -1129,6 +1129,7 @@ fn an_interrupted_transfer_keeps_its_record() {
         jobs: jobs.clone(),
         token: Default::default(),
         sessions: Default::default(),
+        bans: Default::default(),
         listeners: Vec::new().into(),
         pools: Default::default(),
     };

@@ -16,9 +16,9 @@ use serde_saphyr::Spanned;
 
 use super::error::ConfigError;
 use super::origin::listener_key;
-use super::schema::{FileDefense, FileListenerDefense};
-use super::{Config, ListenerConfig};
-use crate::defense::{Rate, Settings};
+use super::schema::{FileDefense, FileListenerDefense, NonzeroDuration};
+
+use crate::defense::Settings;
 
 /// The top-level `defense:` block, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,17 +70,6 @@ impl Serialize for ListenerDefense {
                 settings: settings.clone(),
             }
             .serialize(s),
-        }
-    }
-}
-
-impl Config {
-    /// The defense settings listener `l` runs with, if it defends itself at all.
-    pub fn defense_of<'a>(&'a self, l: &'a ListenerConfig) -> Option<&'a Settings> {
-        match &l.defense {
-            ListenerDefense::Shared => self.defense.enabled.then_some(&self.defense.settings),
-            ListenerDefense::Off => None,
-            ListenerDefense::Own(settings) => Some(settings),
         }
     }
 }
@@ -243,62 +232,12 @@ impl<'de> Deserialize<'de> for FileListenerDefense {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Single values, checked as they are parsed (the YAML layer's error names line and column)
-// ---------------------------------------------------------------------------------------
-
-/// A duration above 0s, kept with its line where a rule across keys may need it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct NonzeroDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for NonzeroDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::values::nonzero_duration::deserialize(d).map(NonzeroDuration)
-    }
-}
-
-/// `threshold`: at least 1.
-pub(super) fn opt_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    match u32::deserialize(d)? {
-        0 => Err(de::Error::custom(
-            "must be at least 1 (to stop banning, write `enabled: false`)",
-        )),
-        n => Ok(Some(n)),
-    }
-}
-
-/// `ipv6_prefix`: a prefix length from 1 to 128.
-pub(super) fn opt_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
-    match u32::deserialize(d)? {
-        n @ 1..=128 => Ok(Some(n as u8)),
-        n => Err(de::Error::custom(format!(
-            "{n} is not an IPv6 prefix length: write 1 to 128 (64: a client's /64 is one key; 128: every address its own)"
-        ))),
-    }
-}
-
-/// `connect_rate: 20/10s`.
-pub(super) fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse::<Rate>().map(Some).map_err(de::Error::custom)
-}
-
-/// `bait_users`: names, none empty.
-pub(super) fn opt_names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    let names = Vec::<String>::deserialize(d)?;
-    if names.iter().any(|n| n.trim().is_empty()) {
-        return Err(de::Error::custom("a user name must not be empty"));
-    }
-    Ok(Some(
-        names.into_iter().map(|n| n.trim().to_owned()).collect(),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::Config;
 
     const LISTENER: &str =
         "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n";

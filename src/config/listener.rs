@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
+use super::Config;
 use super::data::DataConfig;
 use super::defense::ListenerDefense;
 use super::error::ConfigError;
@@ -18,6 +19,7 @@ use super::schema::{
     UpstreamData,
 };
 use super::tls;
+use crate::defense::Settings;
 use crate::net::{AllowList, HostName, HostPort};
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
 use crate::tls::TlsSettings;
@@ -313,4 +315,15 @@ fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     ia == ib
         || (ia.is_unspecified() && ia.is_ipv4() == ib.is_ipv4())
         || (ib.is_unspecified() && ia.is_ipv4() == ib.is_ipv4())
+}
+
+impl Config {
+    /// The defense settings listener `l` runs with, if it defends itself at all.
+    pub fn defense_of<'a>(&'a self, l: &'a ListenerConfig) -> Option<&'a Settings> {
+        match &l.defense {
+            ListenerDefense::Shared => self.defense.enabled.then_some(&self.defense.settings),
+            ListenerDefense::Off => None,
+            ListenerDefense::Own(settings) => Some(settings),
+        }
+    }
 }

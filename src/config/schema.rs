@@ -25,7 +25,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::data::DataConfig;
-use super::defense;
 use super::limits::Limits;
 use super::values::{self, BindAddr};
 use crate::defense::Rate;
@@ -459,17 +458,17 @@ pub(super) struct FileDefense {
     pub enabled: Option<bool>,
     #[serde(default, deserialize_with = "values::opt_nonzero_duration")]
     pub window: Option<Duration>,
-    #[serde(default, deserialize_with = "defense::opt_threshold")]
+    #[serde(default, deserialize_with = "opt_threshold")]
     pub threshold: Option<u32>,
     #[serde(default)]
-    pub ban: Option<Spanned<defense::NonzeroDuration>>,
+    pub ban: Option<Spanned<NonzeroDuration>>,
     #[serde(default)]
-    pub max_ban: Option<Spanned<defense::NonzeroDuration>>,
-    #[serde(default, deserialize_with = "defense::opt_prefix")]
+    pub max_ban: Option<Spanned<NonzeroDuration>>,
+    #[serde(default, deserialize_with = "opt_prefix")]
     pub ipv6_prefix: Option<u8>,
-    #[serde(default, deserialize_with = "defense::opt_rate")]
+    #[serde(default, deserialize_with = "opt_rate")]
     pub connect_rate: Option<Rate>,
-    #[serde(default, deserialize_with = "defense::opt_names")]
+    #[serde(default, deserialize_with = "opt_names")]
     pub bait_users: Option<Vec<String>>,
     #[serde(default, deserialize_with = "values::opt_nets")]
     pub exempt: Option<Vec<IpNet>>,
@@ -499,4 +498,55 @@ pub(super) enum FileListenerDefense {
     Off,
     On,
     Override(Box<FileDefense>),
+}
+
+// ---------------------------------------------------------------------------------------
+// Single values, checked as they are parsed (the YAML layer's error names line and column)
+// ---------------------------------------------------------------------------------------
+
+/// A duration above 0s, kept with its line where a rule across keys may need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NonzeroDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for NonzeroDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        values::nonzero_duration::deserialize(d).map(NonzeroDuration)
+    }
+}
+
+/// `threshold`: at least 1.
+pub(super) fn opt_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(de::Error::custom(
+            "must be at least 1 (to stop banning, write `enabled: false`)",
+        )),
+        n => Ok(Some(n)),
+    }
+}
+
+/// `ipv6_prefix`: a prefix length from 1 to 128.
+pub(super) fn opt_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    match u32::deserialize(d)? {
+        n @ 1..=128 => Ok(Some(n as u8)),
+        n => Err(de::Error::custom(format!(
+            "{n} is not an IPv6 prefix length: write 1 to 128 (64: a client's /64 is one key; 128: every address its own)"
+        ))),
+    }
+}
+
+/// `connect_rate: 20/10s`.
+pub(super) fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse::<Rate>().map(Some).map_err(de::Error::custom)
+}
+
+/// `bait_users`: names, none empty.
+pub(super) fn opt_names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    if names.iter().any(|n| n.trim().is_empty()) {
+        return Err(de::Error::custom("a user name must not be empty"));
+    }
+    Ok(Some(
+        names.into_iter().map(|n| n.trim().to_owned()).collect(),
+    ))
 }

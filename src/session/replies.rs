@@ -15,6 +15,8 @@ pub enum Say {
     ShuttingDown,
     TooManySessions,
     TooManySessionsFromYou,
+    /// The edge defense has banned the client's address (or IPv6 network).
+    Banned,
     TooManyPreLogin,
     TooManyPreLoginFromYou,
     UpstreamUnreachable,
@@ -198,6 +200,7 @@ impl Say {
             S::ShuttingDown
             | S::TooManySessions
             | S::TooManySessionsFromYou
+            | S::Banned
             | S::TooManyPreLogin
             | S::TooManyPreLoginFromYou
             | S::UpstreamUnreachable
@@ -247,6 +250,7 @@ impl Say {
             S::TooManySessionsFromYou => {
                 fixed("Too many connections from your address; try again later.")
             }
+            S::Banned => fixed("Too many failed logins from your address; try again later."),
             S::TooManyPreLogin => fixed("Too many connections waiting to log in; try again later."),
             S::TooManyPreLoginFromYou => fixed(
                 "Too many connections from your address waiting to log in; log in or close some first.",
