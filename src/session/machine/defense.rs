@@ -104,8 +104,17 @@ impl Machine {
         match (class, code) {
             (VerbClass::User | VerbClass::Pass | VerbClass::Acct, 530) => self.login_failed(now),
             (_, 230) => self.defend(DefenseEvent::LoggedIn),
-            // Refused for want of a login (`LIST` before `USER`, the bots' probing).
-            (_, 530) if !self.logged_in => self.defend(DefenseEvent::BadCommand),
+            // Refused for want of a login: data and file commands before `USER` (a bot
+            // probing for anonymous access). Not what clients send to negotiate before
+            // logging in (`OPTS UTF8 ON`, `SYST`, `CLNT`), which some servers refuse
+            // with `530` too: every lftp connection to pyftpdlib would score.
+            (
+                VerbClass::Transfer(_)
+                | VerbClass::Passive(_)
+                | VerbClass::Active(_)
+                | VerbClass::Site,
+                530,
+            ) if !self.logged_in => self.defend(DefenseEvent::BadCommand),
             _ => {}
         }
     }

@@ -2920,6 +2920,9 @@ fn the_machine_reports_failed_logins_bait_users_bad_commands_and_logins() {
     t.client("LIST");
     t.server("530 Please login with USER and PASS.");
     assert_eq!(t.reported(), [D::BadCommand], "refused for want of a login");
+    t.client("OPTS UTF8 ON");
+    t.server("530 Log in with USER and PASS first.");
+    assert_eq!(t.reported(), [], "clients negotiate before logging in");
     t.client("USER u");
     t.server("331 pass");
     t.client("PASS right");
