@@ -69,7 +69,7 @@ chown "$FTP_USER:" "$FTP_ROOT"
 # vsftpd's own 1 s delay on a failed login would only hold the spray's connections open.
 VSFTPD_EXTRA=delay_failed_login=0 start_vsftpd "$FTP_ROOT" 10 400
 pick_proxy_ports
-fxprelay_config bench "$SERVER_IP:$VSFTPD_PORT" passthrough "" >"$WORK/fxprelay.yaml"
+DEFENSE=on fxprelay_config bench "$SERVER_IP:$VSFTPD_PORT" passthrough "" >"$WORK/fxprelay.yaml"
 start_fxprelay "$WORK/fxprelay.yaml"
 CLIENTS=("$PY" "$ROOT/scripts/bench_defense_clients.py" --host "$PROXY_IP" --port "$PROXY_PORT")
 metric() { # NAME -> its value (the sum of its series) from /metrics
