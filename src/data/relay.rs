@@ -331,4 +331,37 @@ mod tests {
             "nothing past the header is lost"
         );
     }
+
+    #[tokio::test]
+    async fn a_banned_client_gets_no_data_connection() {
+        let pool = PortPool::new(&"43000-43999".parse().unwrap());
+        let leased = pool.lease(Ipv4Addr::LOCALHOST.into()).unwrap();
+        let at = SocketAddr::from((Ipv4Addr::LOCALHOST, leased.port()));
+        let yaml = "listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n    upstream: h:21\n";
+        let bans = crate::bans::Bans::default();
+        let guard = bans.apply(&crate::config::Config::parse(yaml).unwrap())[0]
+            .clone()
+            .unwrap();
+        bans.ban(CLIENT.into(), Some(Duration::from_secs(60)))
+            .unwrap();
+        let limits = Timeouts {
+            accept: Duration::from_millis(500),
+            connect: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+        };
+        let mut refused = connect_from(CLIENT, at).await;
+        let accepted = accept_from("t", &leased, CLIENT.into(), None, Some(&guard), limits);
+        assert!(matches!(
+            accepted.await,
+            Err(DataError::AcceptTimeout { .. })
+        ));
+        let mut buf = [0u8; 1];
+        let read = refused.read(&mut buf).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+        // Let in again: the same client's next connection is the transfer's.
+        bans.unban(CLIENT.into());
+        let _client = connect_from(CLIENT, at).await;
+        let accepted = accept_from("t", &leased, CLIENT.into(), None, Some(&guard), limits);
+        assert!(accepted.await.is_ok());
+    }
 }
