@@ -151,11 +151,6 @@ impl Guard {
     pub fn is_banned(&self, ip: IpAddr) -> bool {
         !self.exempt(ip) && self.table.defender().banned(ip, Instant::now()).is_some()
     }
-
-    /// Whether banned clients' connections are closed without a word.
-    pub fn silent(&self) -> bool {
-        self.table.defender().settings().silent
-    }
 }
 
 /// Every ban table of the proxy, by the listeners they serve. Cloned handles share them.
