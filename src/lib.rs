@@ -47,6 +47,9 @@
 //!   session's backend (pure selection and health counting) and checks the backends the
 //!   way an FTP client would, reading replies with [`codec`] and [`proto`] as the
 //!   sessions do.
+//! - [`probe`] is `fxprelay check --probe`: it reaches each reverse listener's servers as
+//!   the sessions would (with [`codec`], [`tls`], [`proxy_protocol`]) and says what they
+//!   offer and which setting stands in the way ([`probe::advice`], pure).
 //! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
 //!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
 //!
@@ -88,6 +91,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod probe;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod rewrite;

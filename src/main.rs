@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
@@ -25,11 +25,11 @@ const VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(version = VERSION, about, long_about = None, args_conflicts_with_subcommands = false)]
 struct Cli {
-    /// Configuration file (YAML). See config/fxprelay.yaml for a commented example.
+    /// Configuration file (YAML) for `run`, the command when none is given. See
+    /// config/fxprelay.yaml for a commented example.
     #[arg(
         short,
         long,
-        global = true,
         env = "FXPRELAY_CONFIG",
         default_value = "/etc/fxprelay/fxprelay.yaml"
     )]
@@ -52,24 +52,44 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// `-c` of the commands that read the configuration. Only they take it, so the others'
+/// `--help` does not offer it; written before the command (`fxprelay -c F check`) it
+/// applies too.
+#[derive(Debug, Args)]
+struct ConfigFile {
+    /// Configuration file (YAML) [default: -c before the command, else $FXPRELAY_CONFIG,
+    /// else /etc/fxprelay/fxprelay.yaml].
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (the default when no command is given).
-    Run,
+    Run(ConfigFile),
     /// Validate the configuration file and exit: 0 when valid (warnings printed), 1 with
     /// the error otherwise.
     Check {
+        #[command(flatten)]
+        file: ConfigFile,
         /// Also try to bind every listener and the admin endpoint (then release them):
         /// catches addresses this host lacks, ports in use and missing privileges.
         #[arg(long)]
         bind: bool,
+        /// Also connect to every reverse listener's servers as its sessions would (PROXY
+        /// header, implicit TLS or AUTH TLS), ask FEAT, and report what each offers and
+        /// which setting stands in the way (exit 1 when something does).
+        #[arg(long)]
+        probe: bool,
     },
     /// Print the effective configuration (every default filled in, `${VAR}`s expanded)
     /// as YAML.
-    Config,
+    Config(ConfigFile),
     /// Ask a running proxy's admin endpoint whether it is healthy (`GET /healthz`): exit
     /// 0 when it answers 200, 1 otherwise. For container health checks.
     Healthcheck {
+        #[command(flatten)]
+        file: ConfigFile,
         /// The admin endpoint, `ip:port`; default: `admin.bind` of the config file (a
         /// wildcard address is asked on loopback), else 127.0.0.1:9464.
         #[arg(long)]
@@ -80,8 +100,13 @@ enum Command {
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
-    /// Print the manual page (roff) to stdout: `fxprelay man | man -l -`.
-    Man,
+    /// Print the manual page (roff) to stdout: `fxprelay man | man -l -`; with `--dir`,
+    /// write it and one page per command (fxprelay-run.1, fxprelay-fxp.1, ...) there.
+    Man {
+        /// Directory to write every page into, instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Copy a file (or, with --recursive, a tree) from one FTP server to another by FXP,
     /// falling back to reverse FXP and then to relaying the bytes. Needs no config file.
     Fxp(Box<fxprelay::fxp::cli::FxpArgs>),
@@ -95,31 +120,36 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    let command = cli.command.take().unwrap_or(Command::Run);
+    let command = cli
+        .command
+        .take()
+        .unwrap_or(Command::Run(ConfigFile { config: None }));
+    // A command's own `-c` wins over one written before it.
+    if let Command::Run(file)
+    | Command::Check { file, .. }
+    | Command::Config(file)
+    | Command::Healthcheck { file, .. } = &command
+        && let Some(path) = &file.config
+    {
+        cli.config = path.clone();
+    }
     match command {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "fxprelay", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
-        Command::Man => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("fxprelay: cannot write the manual page: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        Command::Healthcheck { admin, timeout } => return healthcheck(&cli, admin, timeout),
+        Command::Man { dir } => return man(dir),
+        Command::Healthcheck { admin, timeout, .. } => return healthcheck(&cli, admin, timeout),
         _ => {}
     }
     init_logging(&cli);
+    let probe = matches!(command, Command::Check { probe: true, .. });
     let (check_only, try_binds) = match command {
         // `fxp` runs for its own user with URLs on the command line: no config file.
         Command::Fxp(args) => return fxprelay::fxp::cli::run(*args),
-        Command::Check { bind } => (true, bind),
-        Command::Config => (true, false),
+        Command::Check { bind, .. } => (true, bind),
+        Command::Config(_) => (true, false),
         _ => (false, false),
     };
     // The file, then the TLS files it names: `check` and `config` read them all too, so
@@ -132,7 +162,7 @@ fn main() -> ExitCode {
         }
     };
     let config = &loaded.config;
-    if matches!(command, Command::Config) {
+    if matches!(command, Command::Config(_)) {
         print!("{}", config.effective_yaml());
         return ExitCode::SUCCESS;
     }
@@ -146,6 +176,13 @@ fn main() -> ExitCode {
                 eprintln!("fxprelay: {}: {e}", cli.config.display());
                 return ExitCode::FAILURE;
             }
+            if probe && !probe_servers(&loaded) {
+                eprintln!(
+                    "fxprelay: {}: --probe found problems (above)",
+                    cli.config.display()
+                );
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: OK ({} listener{}{}{})",
                 cli.config.display(),
@@ -156,7 +193,12 @@ fn main() -> ExitCode {
                     1 => ", 1 warning".into(),
                     n => format!(", {n} warnings"),
                 },
-                if try_binds { ", every bind works" } else { "" },
+                match (try_binds, probe) {
+                    (true, true) => ", every bind works, every server fits",
+                    (true, false) => ", every bind works",
+                    (false, true) => ", every server fits",
+                    (false, false) => "",
+                },
             );
             ExitCode::SUCCESS
         }
@@ -227,6 +269,55 @@ fn try_bind(config: &Config) -> Result<(), String> {
             .map_err(|e| format!("cannot bind {what} to {addr}: {e}"))?;
     }
     Ok(())
+}
+
+/// `check --probe`: every reverse listener's servers, one report each on stdout. Whether
+/// none had a problem.
+fn probe_servers(loaded: &Loaded) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fxprelay: cannot start the async runtime: {e}");
+            return false;
+        }
+    };
+    let reports = runtime.block_on(async {
+        let listeners = loaded
+            .config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| async move {
+                let tls = loaded.tls.listener(i);
+                fxprelay::probe::listener(l, tls.as_ref()).await
+            });
+        futures_util::future::join_all(listeners).await
+    });
+    let mut fits = true;
+    for report in reports.into_iter().flatten() {
+        println!("{report}");
+        fits &= report.problems().is_empty();
+    }
+    fits
+}
+
+/// `fxprelay man`: the main page on stdout, or every page into `dir`.
+fn man(dir: Option<PathBuf>) -> ExitCode {
+    let written = match &dir {
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let to = dir.map_or_else(|| "stdout".into(), |d| d.display().to_string());
+            eprintln!("fxprelay: cannot write the manual pages to {to}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `fxprelay healthcheck`: `GET /healthz` on the admin endpoint.

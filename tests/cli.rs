@@ -33,6 +33,47 @@ fn shipped_config_checks_ok() {
     assert!(ok);
 }
 
+/// The shipped config with only the forward listener's `bind` opened to other hosts is
+/// an open FTP relay: `check` still passes (the file is valid) but says so, naming the
+/// listener, and the unchanged file draws no such warning.
+#[test]
+fn check_warns_when_the_shipped_forward_listener_is_opened_to_other_hosts() {
+    let shipped = include_str!("../config/fxprelay.yaml");
+    let (ok, out) = check(shipped);
+    assert!(ok && !out.contains("open FTP relay"), "{out}");
+    let opened = shipped.replace("bind: 127.0.0.1:2122", "bind: 0.0.0.0:2122");
+    assert_ne!(opened, shipped, "the shipped forward listener's bind moved");
+    let (ok, out) = check(&opened);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("open FTP relay") && out.contains("`forward`"),
+        "{out}"
+    );
+}
+
+/// The image's config passes `check` without a warning once its token is given, and
+/// refuses to load without one (an open API is not a default).
+#[test]
+fn the_docker_config_checks_without_warnings() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/fxprelay.yaml");
+    let run = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fxprelay"));
+        cmd.args(["check", "-c", path])
+            .env_remove("FXPRELAY_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("FXPRELAY_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().expect("run fxprelay");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(Some("t0ken"));
+    assert!(ok && !out.contains("warning"), "{out}");
+    let (ok, out) = run(None);
+    assert!(!ok && out.contains("FXPRELAY_ADMIN_TOKEN"), "{out}");
+}
+
 #[test]
 fn bad_configs_fail_naming_key_and_line() {
     let cases = [
@@ -49,8 +90,8 @@ fn bad_configs_fail_naming_key_and_line() {
             &["line 5", "listeners[1].name", "duplicate"][..],
         ),
         (
-            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: 192.168.1.10\n",
-            &["line 4", "host:port"][..],
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: 192.168.1.10:ftp\n",
+            &["line 4", "port"][..],
         ),
         ("listeners: []\n", &["listeners", "at least one"][..]),
     ];
@@ -76,6 +117,49 @@ fn help_describes_commands() {
     assert!(ok);
     for word in ["run", "check", "--config", "--log-format"] {
         assert!(out.contains(word), "{out}");
+    }
+}
+
+/// `-c` is offered by the commands that read the configuration and by no other.
+#[test]
+fn each_command_offers_only_its_own_options() {
+    for command in ["run", "check", "config", "healthcheck"] {
+        let (ok, out) = fxprelay(&[command, "--help"]);
+        assert!(ok && out.contains("--config"), "{command}: {out}");
+    }
+    for command in ["fxp", "man", "completions"] {
+        let (ok, out) = fxprelay(&[command, "--help"]);
+        assert!(ok && !out.contains("--config"), "{command}: {out}");
+    }
+}
+
+/// `man --dir` writes the main page and one per command, each naming its command, so
+/// the main page's SEE ALSO points at pages that exist.
+#[test]
+fn man_writes_a_page_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = fxprelay(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let main = std::fs::read_to_string(dir.path().join("fxprelay.1")).unwrap();
+    for command in [
+        "run",
+        "check",
+        "config",
+        "healthcheck",
+        "completions",
+        "man",
+        "fxp",
+    ] {
+        let page = dir.path().join(format!("fxprelay-{command}.1"));
+        let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{page:?}: {e}"));
+        assert!(
+            text.contains(&format!(".TH fxprelay-{command}")),
+            "{page:?}"
+        );
+        assert!(
+            main.contains(&format!("fxprelay\\-{command}")),
+            "main page lacks {command}"
+        );
     }
 }
 

@@ -139,6 +139,7 @@ impl<'a> Listeners<'a> {
         let bind = self.bind(i, &l)?;
         let warn = |line: u64, w: String| format!("listeners[{i}] (`{name}`, line {line}): {w}");
         warnings.extend(mode_warnings(&l).into_iter().map(|w| warn(at, w)));
+        warnings.extend(relay_warnings(&l, bind).into_iter().map(|w| warn(at, w)));
         let (upstream, pool) = upstream(i, &l)?;
         only_in_mode(i, &l)?;
         let tls_key = listener_key(i, "tls");
@@ -303,6 +304,29 @@ fn mode_warnings(l: &FileListener) -> Vec<String> {
         w.push("`nat.client_address` does nothing with `nat.active: never` (no PORT address is ever replaced)".into());
     }
     w
+}
+
+/// The traps of a listener that connects where its clients say (forward, transparent):
+/// without `allow` it refuses every client; with an `allow` that admits every address
+/// on a bind other hosts can reach, it is an open FTP relay for anyone who finds it.
+fn relay_warnings(l: &FileListener, bind: SocketAddr) -> Vec<String> {
+    if l.mode == Mode::Reverse {
+        return Vec::new();
+    }
+    match &l.allow {
+        None => vec![
+            "no `allow`: a forward or transparent listener may connect nowhere without one, so every client is refused; list the servers' networks or names under `allow` (e.g. `allow: [192.0.2.0/24, ftp.example.net]`)".into(),
+        ],
+        Some(a) if a.is_empty() => vec![
+            "`allow: []` admits no server, so every client is refused; list the servers' networks or names under `allow`".into(),
+        ],
+        Some(a) if a.admits_everything() && !bind.ip().to_canonical().is_loopback() => {
+            vec![format!(
+                "open FTP relay: `allow` admits every address and `bind: {bind}` is reachable from other hosts, so anyone who finds this port can use the proxy to reach any FTP server (and scan or attack through it); list only the servers clients may reach under `allow`, or bind to 127.0.0.1"
+            )]
+        }
+        Some(_) => Vec::new(),
+    }
 }
 
 /// Two binds collide when they share a port and either address is a wildcard of the same

@@ -6,6 +6,7 @@
 //!   setting (plain data: modes and paths).
 //! - [`pem`]: reading certificates, keys and CA files, each at most 1 MiB.
 //! - [`bundles`]: `fxp.ca_bundles`, the CA files API callers may name.
+//! - [`diagnose`]: why a handshake with a server failed, and the setting that fixes it.
 //! - this file: turning it into rustls configs. `app::material` does that for every
 //!   listener at start, on every reload and for `fxprelay check` (files readable, PEM
 //!   valid, key matching certificate), after the configuration validated.
@@ -16,6 +17,7 @@
 //! control session and no other.
 
 pub mod bundles;
+pub mod diagnose;
 mod error;
 pub mod pem;
 pub mod settings;

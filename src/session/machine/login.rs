@@ -30,11 +30,7 @@ pub fn parse_target(arg: &[u8]) -> Option<(&[u8], HostPort)> {
         return None;
     }
     let host = std::str::from_utf8(host).ok()?.trim();
-    let target = host
-        .parse::<HostPort>()
-        .or_else(|_| format!("{host}:21").parse::<HostPort>())
-        .or_else(|_| format!("[{host}]:21").parse::<HostPort>())
-        .ok()?;
+    let target = HostPort::parse_or_port(host, HostPort::FTP_PORT).ok()?;
     Some((user, target))
 }
 
