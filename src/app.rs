@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::bans::Bans;
 use crate::config::{Config, ConfigError};
 use crate::data::PortPool;
 use crate::fxp::jobs::Jobs;
@@ -52,6 +53,8 @@ pub struct Bound {
     pub sessions: Sessions,
     /// The FXP transfers ordered over the API (a shutdown interrupts what still runs).
     pub jobs: Jobs,
+    /// The edge defense's ban tables (`/api/v1/bans`).
+    pub bans: Bans,
 }
 
 /// Every address the proxy listens on, for the forward mode's loop guard.
@@ -92,11 +95,14 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
     }
     let own_binds = own_binds(&admin, &sockets);
     let sessions = Sessions::default();
+    let bans = Bans::default();
+    let guards = bans.apply(config);
     let listeners = sockets
         .into_iter()
         .map(|(socket, (i, l))| {
             let ctx = ListenerCtx::of(config, l, tls.listener(i), ports.clone(), own_binds.clone())
-                .with_sessions(sessions.clone());
+                .with_sessions(sessions.clone())
+                .with_defense(guards[i].clone());
             (socket, Arc::new(ctx))
         })
         .collect();
@@ -109,6 +115,7 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
         ports,
         sessions,
         jobs: Jobs::new(config.fxp.allow.clone(), config.fxp.concurrency),
+        bans,
     })
 }
 
@@ -135,6 +142,7 @@ pub async fn run(
             bound.config.admin.token.as_deref().map(Arc::from),
         )),
         sessions: bound.sessions.clone(),
+        bans: bound.bans.clone(),
         pools: admin::Pools::default(),
         listeners: Arc::new(RwLock::new(
             bound
@@ -174,6 +182,7 @@ pub async fn run(
     }
     // Served only now, so the first `/healthz` 200 means every pool's series exist.
     info!(admin = %bound.admin.local_addr()?, "admin endpoint (/metrics, /healthz)");
+    tokio::spawn(bound.bans.clone().run_sweeps(admin_stop.clone()));
     let admin_task = tokio::spawn(admin::serve(
         bound.admin,
         state,
@@ -320,6 +329,8 @@ impl Live {
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
         self.admin.jobs.set_permits(tls.permits(&new.fxp));
+        // Ban tables carry over (scores and bans kept) under the new settings.
+        let guards = self.admin.bans.apply(&new);
         // A new port list gets a new pool; open sessions keep their leases in the old one.
         if new.data.ports != self.config.data.ports {
             self.ports = PortPool::new(&new.data.ports);
@@ -337,7 +348,8 @@ impl Live {
                     let own_binds = tx.borrow().own_binds.clone();
                     let mut ctx =
                         ListenerCtx::of(&new, l, tls.listener(i), self.ports.clone(), own_binds)
-                            .with_sessions(self.admin.sessions.clone());
+                            .with_sessions(self.admin.sessions.clone())
+                            .with_defense(guards[i].clone());
                     let old_pool = tx.borrow().services.pool.clone();
                     if let (Some(pool), Some(old)) =
                         (ctx.services.pool.as_mut().and_then(Arc::get_mut), old_pool)

@@ -1156,6 +1156,7 @@ fn an_interrupted_transfer_keeps_its_record() {
         jobs: jobs.clone(),
         token: Default::default(),
         sessions: Default::default(),
+        bans: Default::default(),
         listeners: Default::default(),
         pools: Default::default(),
     };

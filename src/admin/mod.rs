@@ -1,6 +1,9 @@
 //! The admin HTTP listener: `GET /` (the console: a live page for people), `GET /metrics`
 //! (Prometheus text format), `GET /healthz`, the open sessions (`GET /api/v1/sessions`)
-//! and the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
+//! and the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`;
+//! the edge defense's bans: `GET`/`POST /api/v1/bans`, `DELETE /api/v1/bans/{address}`.
+//!
+//! - [`bans`]: the ban endpoints.
 //!
 //! - [`console`]: the page at `/`, which polls the API below.
 //! - [`conns`]: the connection slots; idle connections make room, so `/healthz` and
@@ -19,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+mod bans;
 pub mod conns;
 mod console;
 pub mod origin;
@@ -63,6 +67,8 @@ pub struct AdminState {
     pub token: Arc<RwLock<Option<Arc<str>>>>,
     /// The open sessions of every listener.
     pub sessions: Sessions,
+    /// The edge defense's ban tables (`/api/v1/bans`).
+    pub bans: crate::bans::Bans,
     /// The listeners as configured now (`GET /api/v1/listeners`, the console); a reload
     /// replaces the entries of the listeners it changes.
     pub listeners: Listeners,
@@ -175,6 +181,8 @@ pub async fn serve(
         .route("/api/v1/sessions/{id}", axum::routing::delete(end_session))
         .route("/api/v1/listeners", get(list_listeners))
         .route("/api/v1/upstreams", get(list_upstreams))
+        .route("/api/v1/bans", get(bans::list).post(bans::ban))
+        .route("/api/v1/bans/{address}", delete(bans::unban))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Outside the token check: a web page's request is refused before anything else.
         .route_layer(middleware::from_fn(same_origin))
@@ -544,6 +552,8 @@ pub enum ErrorCode {
     InvalidQuery,
     /// 400: a transfer id that is not one (ids are UUIDs).
     InvalidId,
+    /// 400: the `{address}` of `/api/v1/bans/{address}` is not an IP address.
+    InvalidAddress,
     /// 401: `admin.token` is set and the request's bearer token is missing or wrong.
     Unauthorized,
     /// 403: a server outside `fxp.allow`, or the proxy itself.
@@ -552,16 +562,22 @@ pub enum ErrorCode {
     OptionNotPermitted,
     /// 403: a web page of another origin sent the request (`Origin`, `Sec-Fetch-Site`).
     CrossOrigin,
+    /// 403: the address is in `defense.exempt` of every listener that runs the defense.
+    AddressExempt,
     /// 404: no such transfer (or it finished long ago and was forgotten).
     TransferNotFound,
     /// 404: no open session with this id (it may have ended).
     SessionNotFound,
     /// 404: no such endpoint.
     NoSuchEndpoint,
+    /// 404: the address is not banned.
+    BanNotFound,
     /// 405: the endpoint does not take this method.
     MethodNotAllowed,
     /// 408: the request took longer than `admin.request_timeout`.
     RequestTimeout,
+    /// 409: no listener runs the edge defense, so there is no ban table to ban in.
+    DefenseOff,
     /// 413: the body is larger than the API takes.
     BodyTooLarge,
     /// 415: a `Content-Type` other than `application/json`.
@@ -570,24 +586,33 @@ pub enum ErrorCode {
     TooManyTransfers,
     /// 503: the proxy is shutting down and starts no new transfer.
     ShuttingDown,
+    /// 503: the ban table is full of bans that have not ended.
+    BanTableFull,
 }
 
 impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode as C;
         match self {
-            C::InvalidJson | C::InvalidField | C::InvalidQuery | C::InvalidId => {
-                StatusCode::BAD_REQUEST
-            }
+            C::InvalidJson
+            | C::InvalidField
+            | C::InvalidQuery
+            | C::InvalidId
+            | C::InvalidAddress => StatusCode::BAD_REQUEST,
             C::Unauthorized => StatusCode::UNAUTHORIZED,
-            C::NotAllowed | C::OptionNotPermitted | C::CrossOrigin => StatusCode::FORBIDDEN,
-            C::TransferNotFound | C::SessionNotFound | C::NoSuchEndpoint => StatusCode::NOT_FOUND,
+            C::NotAllowed | C::OptionNotPermitted | C::CrossOrigin | C::AddressExempt => {
+                StatusCode::FORBIDDEN
+            }
+            C::TransferNotFound | C::SessionNotFound | C::NoSuchEndpoint | C::BanNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            C::DefenseOff => StatusCode::CONFLICT,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             C::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
-            C::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            C::ShuttingDown | C::BanTableFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

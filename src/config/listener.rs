@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
+use super::Config;
 use super::data::DataConfig;
+use super::defense::ListenerDefense;
 use super::error::ConfigError;
 use super::origin::{Origin, listener_key};
 use super::pool::{self, PoolConfig, PoolError};
@@ -17,6 +19,7 @@ use super::schema::{
     UpstreamData,
 };
 use super::tls;
+use crate::defense::Settings;
 use crate::net::{AllowList, HostName, HostPort};
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
 use crate::tls::TlsSettings;
@@ -71,6 +74,9 @@ pub struct ListenerConfig {
     /// Written as `nat:` and, beside it, `private_ranges`.
     #[serde(flatten, serialize_with = "nat_keys")]
     pub nat: NatPolicy,
+    /// `defense: off`, settings of its own, or (not printed) the top level's.
+    #[serde(skip_serializing_if = "ListenerDefense::is_shared")]
+    pub defense: ListenerDefense,
 }
 
 /// The file writes a listener's NAT policy as two keys: `nat:` (the modes and the
@@ -168,6 +174,8 @@ impl<'a> Listeners<'a> {
                     .private_ranges
                     .map_or_else(PrivateRanges::default, PrivateRanges::new),
             },
+            // Over the top-level `defense:`, by the validation pass.
+            defense: ListenerDefense::Shared,
         })
     }
 
@@ -331,4 +339,15 @@ fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     ia == ib
         || (ia.is_unspecified() && ia.is_ipv4() == ib.is_ipv4())
         || (ib.is_unspecified() && ia.is_ipv4() == ib.is_ipv4())
+}
+
+impl Config {
+    /// The defense settings listener `l` runs with, if it defends itself at all.
+    pub fn defense_of<'a>(&'a self, l: &'a ListenerConfig) -> Option<&'a Settings> {
+        match &l.defense {
+            ListenerDefense::Shared => self.defense.enabled.then_some(&self.defense.settings),
+            ListenerDefense::Off => None,
+            ListenerDefense::Own(settings) => Some(settings),
+        }
+    }
 }

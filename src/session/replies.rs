@@ -16,6 +16,8 @@ pub enum Say {
     EndedByOperator,
     TooManySessions,
     TooManySessionsFromYou,
+    /// The edge defense has banned the client's address (or IPv6 network).
+    Banned,
     TooManyPreLogin,
     TooManyPreLoginFromYou,
     UpstreamUnreachable,
@@ -200,6 +202,7 @@ impl Say {
             | S::EndedByOperator
             | S::TooManySessions
             | S::TooManySessionsFromYou
+            | S::Banned
             | S::TooManyPreLogin
             | S::TooManyPreLoginFromYou
             | S::UpstreamUnreachable
@@ -252,6 +255,7 @@ impl Say {
             S::TooManySessionsFromYou => {
                 fixed("Too many connections from your address; try again later.")
             }
+            S::Banned => fixed("Too many failed logins from your address; try again later."),
             S::TooManyPreLogin => fixed("Too many connections waiting to log in; try again later."),
             S::TooManyPreLoginFromYou => fixed(
                 "Too many connections from your address waiting to log in; log in or close some first.",

@@ -419,6 +419,12 @@ impl Shell {
             } => self.start_fxp(src, dst, rules, recursive),
             Action::CheckFxpDestination { url, rules } => self.check_fxp_destination(url, rules),
             Action::CancelFxp => self.fxp = None,
+            Action::Defend { client, event } => {
+                let guard = self.listener.services.defense.as_ref();
+                if guard.is_some_and(|g| g.record(client, event)) {
+                    self.machine.handle(Event::Banned, Instant::now());
+                }
+            }
             Action::Count(c) => count(&self.ctx.cfg.name, c),
             Action::Close => {
                 if let Some(w) = self.client_w.as_mut() {
@@ -602,6 +608,7 @@ impl Shell {
                     listener,
                     expect,
                     balancers: self.ctx.cfg.proxy_protocol.clone(),
+                    guard: self.listener.services.defense.clone(),
                 })
             }
             ClientLeg::Connect(to) => Some(Leg::Connect(to)),
@@ -613,6 +620,7 @@ impl Shell {
                     listener,
                     expect,
                     balancers: None,
+                    guard: None,
                 })
             }
         };
