@@ -1,7 +1,8 @@
 //! The console at the admin address, in a real browser (headless Chromium): a real lftp
 //! download through the proxy and a running FXP job show up and their bytes grow between
 //! two reads of the page's DOM; the token form lets the page use a token-guarded API;
-//! the page's "End" button ends the lftp session; a reload's new upstream shows.
+//! the page's "End" button ends the lftp session; a reload's new upstream shows; an
+//! operator's ban shows and the page lifts it.
 //! `FXPRELAY_CONSOLE_SCREENSHOT=PATH` keeps the screenshot (README's picture).
 
 mod common;
@@ -30,7 +31,7 @@ fn the_console_shows_a_live_session_and_job_and_ends_the_session() {
     };
     let (a, b) = (server(Some(256 * 1024)), server(None));
     let extra = format!(
-        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
+        "defense:\n  enabled: true\nfxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
         a.addr.ip(),
         b.addr.ip()
     );
@@ -183,6 +184,26 @@ fn the_console_shows_a_live_session_and_job_and_ends_the_session() {
             b.addr
         ),
     );
+    // An operator's ban shows, and the page's Lift button lifts it.
+    let (status, resp) = http(
+        proxy.admin,
+        "POST",
+        "/api/v1/bans",
+        Some(TOKEN),
+        r#"{"address": "192.0.2.77", "duration": "1h"}"#,
+    );
+    assert_eq!(status, 201, "{resp}");
+    page.wait_for(
+        "the ban on the page",
+        Duration::from_secs(10),
+        "document.querySelector('#bans tbody').innerText.includes('192.0.2.77')",
+    );
+    page.eval("document.querySelector('button[data-lift=\"192.0.2.77\"]').click(); true");
+    wait_for("the ban lifted", || {
+        let (_, body) = http(proxy.admin, "GET", "/api/v1/bans", Some(TOKEN), "");
+        !body.contains("192.0.2.77")
+    });
+
     // The job runs on; cancel it from the page too.
     page.eval("document.querySelector('#transfers button[data-cancel]').click(); true");
     page.wait_for(

@@ -2,7 +2,8 @@
 //! something without JavaScript too), whose script (`console/console.js`, no library, no
 //! build step) polls the API once a second: listeners after reloads, pools and their
 //! health, sessions with their running transfer (and a button to end one), FXP jobs
-//! with live progress (and cancel), a form to order a copy. The API's token rules hold:
+//! with live progress (and cancel), a form to order a copy, the edge defense's bans (and
+//! a button to lift one). The API's token rules hold:
 //! the page asks for `admin.token` when the API answers 401 and keeps it for the tab.
 
 use std::sync::PoisonError;
@@ -68,6 +69,8 @@ pub(super) async fn page(State(state): State<AdminState>) -> impl IntoResponse {
 <table id="sessions"><thead><tr><th>id</th><th>listener</th><th>client</th><th>user</th><th>upstream</th><th>TLS</th><th>transfer now</th><th>finished transfers</th><th></th></tr></thead><tbody></tbody></table>
 <h2>FXP transfers</h2>
 <table id="transfers"><thead><tr><th>id</th><th>state</th><th>source</th><th>destination</th><th>progress</th><th>error</th><th></th></tr></thead><tbody></tbody></table>
+<h2>Bans (edge defense)</h2>
+<table id="bans"><thead><tr><th>address</th><th>by</th><th>left</th><th>events</th><th>listeners</th><th></th></tr></thead><tbody></tbody></table>
 <form id="order" class="inline"><p>Order a copy:
 <input id="source" type="text" placeholder="ftp://user:pass@source.example/path/file" required>
 to <input id="destination" type="text" placeholder="ftp://user:pass@destination.example/dir/" required>

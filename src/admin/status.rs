@@ -41,6 +41,7 @@ pub struct Status {
     pub pools: Value,
     pub sessions: Value,
     pub transfers: Value,
+    pub bans: Value,
 }
 
 /// Asks the proxy at `admin` (with `token`, if any) within `within`.
@@ -56,6 +57,7 @@ pub async fn fetch(
             pools: get(admin, token, "/api/v1/upstreams").await?,
             sessions: get(admin, token, "/api/v1/sessions").await?,
             transfers: get(admin, token, "/api/v1/transfers?limit=1000").await?,
+            bans: get(admin, token, "/api/v1/bans").await?,
         })
     };
     tokio::time::timeout(within, all)
@@ -233,6 +235,26 @@ pub fn render(s: &Status, now_unix: f64) -> String {
         &["ID", "STATE", "SOURCE", "DESTINATION", "PROGRESS"],
         rows.collect(),
     );
+    let rows = list(&s.bans["bans"]).map(|b| {
+        let events: Vec<String> = b["events"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k} {}", text(v)))
+            .collect();
+        vec![
+            text(&b["address"]),
+            text(&b["source"]),
+            text(&b["until"]),
+            events.join(", "),
+        ]
+    });
+    table(
+        &mut out,
+        "BANS",
+        &["ADDRESS", "BY", "UNTIL", "EVENTS"],
+        rows.collect(),
+    );
     out
 }
 
@@ -313,6 +335,8 @@ mod tests {
                 "transfer": {"verb": "RETR", "path": "big.bin", "bytes": 2097152, "seconds": 2.0}}]}),
             transfers: json!({"transfers": [{"id": "0193", "state": "running", "source": "ftp://a/f",
                 "destination": "ftp://b/f", "bytes_done": 512, "bytes_total": 1024}]}),
+            bans: json!({"bans": [{"address": "192.0.2.9", "source": "defense",
+                "until": "2026-12-05T20:00:00Z", "events": {"login_failed": 10}}]}),
         };
         let text = render(&s, 0.0);
         assert!(
@@ -324,5 +348,9 @@ mod tests {
         assert!(text.contains("512 B of 1.0 KiB (50%)"), "{text}");
         assert!(!text.contains("POOLS"), "{text}");
         assert!(text.contains("SESSIONS (1)\nID  LISTENER"), "{text}");
+        assert!(
+            text.contains("192.0.2.9  defense  2026-12-05T20:00:00Z  login_failed 10"),
+            "{text}"
+        );
     }
 }

@@ -128,23 +128,40 @@ function transferRows(transfers) {
   });
 }
 
+function banRows(bans) {
+  return bans.map((b) => {
+    const events = Object.entries(b.events).map(([k, v]) => `${k} ${v}`).join(", ");
+    const lift = el("button", {
+      "data-lift": b.address,
+      onclick: () => api("DELETE", `/api/v1/bans/${encodeURIComponent(b.address)}`)
+        .then(refresh, report),
+    }, "Lift");
+    return el("tr", { "data-ban": b.address },
+      el("td", {}, b.address), el("td", {}, b.source),
+      el("td", { class: "num" }, `${Math.ceil(b.seconds_left / 60)} min`),
+      el("td", {}, events || ""), el("td", {}, b.listeners.join(", ")), el("td", {}, lift));
+  });
+}
+
 function report(e) {
   $("#status").textContent = e.message;
 }
 
 async function refresh() {
   try {
-    const [listeners, pools, sessions, transfers] = await Promise.all([
+    const [listeners, pools, sessions, transfers, bans] = await Promise.all([
       api("GET", "/api/v1/listeners"),
       api("GET", "/api/v1/upstreams"),
       api("GET", "/api/v1/sessions"),
       api("GET", "/api/v1/transfers?limit=50"),
+      api("GET", "/api/v1/bans"),
     ]);
     replace($("#listeners tbody"), listenerRows(listeners.listeners));
     replace($("#pools tbody"), poolRows(pools.pools));
     $("#pools").hidden = pools.pools.length === 0;
     replace($("#sessions tbody"), sessionRows(sessions.sessions));
     replace($("#transfers tbody"), transferRows(transfers.transfers.slice().reverse()));
+    replace($("#bans tbody"), banRows(bans.bans));
     $("#serving").textContent = listeners.draining ? "draining (shutting down)" : "serving";
     $("#status").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
