@@ -74,6 +74,68 @@ fn the_docker_config_checks_without_warnings() {
     assert!(!ok && out.contains("FXPRELAY_ADMIN_TOKEN"), "{out}");
 }
 
+/// A key made by root (`0600 root`) that the proxy's own user cannot read: `check`, run
+/// as that user, says "permission denied", who it runs as, and points at the `key:`
+/// line; a key passed as a systemd credential is found through `$CREDENTIALS_DIRECTORY`.
+#[test]
+fn a_key_the_proxy_user_cannot_read_is_named_at_its_key_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+    let (cert, key) = (dir.path().join("proxy.crt"), dir.path().join("proxy.key"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("fxprelay.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    data: relay\n    tls:\n      client:\n        mode: explicit\n        cert: ${{CREDENTIALS_DIRECTORY:-{dir}}}/proxy.crt\n        key: ${{CREDENTIALS_DIRECTORY:-{dir}}}/proxy.key\n",
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("setpriv (util-linux)");
+    let text = String::from_utf8_lossy(&as_nobody.stderr);
+    assert!(!as_nobody.status.success(), "{text}");
+    assert!(
+        text.contains("line 10: `listeners[0].tls.client.key`")
+            && text.contains("permission denied: the proxy runs as uid 65534")
+            && text.contains("LoadCredential="),
+        "{text}"
+    );
+    // systemd copies credentials readable for the service's user into a directory of
+    // their own: the same file, found through the variable.
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(creds.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["proxy.crt", "proxy.key"] {
+        let to = creds.path().join(f);
+        std::fs::copy(dir.path().join(f), &to).unwrap();
+        std::os::unix::fs::chown(&to, Some(65534), Some(65534)).unwrap();
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
+}
+
 #[test]
 fn bad_configs_fail_naming_key_and_line() {
     let cases = [

@@ -498,7 +498,17 @@ fn completions_man_healthcheck_and_the_systemd_unit() {
     ] {
         assert!(unit.contains(needle), "{needle}");
     }
-    let unit = unit.replace("/usr/bin/fxprelay", env!("CARGO_BIN_EXE_fxprelay"));
+    // With the TLS drop-in's LoadCredential= lines, as systemd would merge them.
+    let drop_in = std::fs::read_to_string(repo("deploy/systemd/tls-credentials.conf")).unwrap();
+    let credentials: String = drop_in
+        .lines()
+        .filter(|l| l.starts_with("LoadCredential="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(credentials.lines().count(), 2, "{drop_in}");
+    let unit = unit
+        .replace("/usr/bin/fxprelay", env!("CARGO_BIN_EXE_fxprelay"))
+        .replace("[Service]\n", &format!("[Service]\n{credentials}"));
     let path = dir.path().join("fxprelay.service");
     std::fs::write(&path, unit).unwrap();
     std::fs::create_dir_all(dir.path().join("man/man1")).unwrap();
