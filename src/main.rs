@@ -194,11 +194,14 @@ fn main() -> ExitCode {
             for w in &config.warnings {
                 eprintln!("fxprelay: {}: warning: {w}", cli.config.display());
             }
-            let bound = if try_binds { try_bind(config) } else { Ok(()) };
-            if let Err(e) = bound {
-                eprintln!("fxprelay: {}: {e}", cli.config.display());
-                return ExitCode::FAILURE;
-            }
+            let held = if try_binds { try_bind(config) } else { Ok(0) };
+            let held = match held {
+                Ok(held) => held,
+                Err(e) => {
+                    eprintln!("fxprelay: {}: {e}", cli.config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
             if probe && !probe_servers(&loaded) {
                 eprintln!(
                     "fxprelay: {}: --probe found problems (above)",
@@ -207,7 +210,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             println!(
-                "{}: OK ({} listener{}{}{})",
+                "{}: OK ({} listener{}{}{}{})",
                 cli.config.display(),
                 config.listeners.len(),
                 if config.listeners.len() == 1 { "" } else { "s" },
@@ -216,12 +219,12 @@ fn main() -> ExitCode {
                     1 => ", 1 warning".into(),
                     n => format!(", {n} warnings"),
                 },
-                match (try_binds, probe) {
-                    (true, true) => ", every bind works, every server fits",
-                    (true, false) => ", every bind works",
-                    (false, true) => ", every server fits",
-                    (false, false) => "",
+                match (try_binds, held) {
+                    (false, _) => String::new(),
+                    (true, 0) => ", every bind works".into(),
+                    (true, n) => format!(", every bind works ({n} held by the running instance)"),
                 },
+                if probe { ", every server fits" } else { "" },
             );
             ExitCode::SUCCESS
         }
@@ -278,20 +281,65 @@ async fn run(loaded: &Loaded, path: PathBuf) -> anyhow::Result<()> {
     app::run(bound, Some(handle), stop_rx, Some(reload)).await
 }
 
-/// Binds (and releases) the admin endpoint and every listener, as `run` would. The error
-/// is the line `check --bind` prints.
-fn try_bind(config: &Config) -> Result<(), String> {
+/// Binds (and releases) the admin endpoint and every listener, as `run` would: how many
+/// binds the running instance holds (a bind in use counts as working when the proxy
+/// answering at this config's admin address holds it: `check --bind` before a reload).
+/// The error is the line `check --bind` prints.
+fn try_bind(config: &Config) -> Result<usize, String> {
     let binds = std::iter::once(("admin.bind".to_owned(), config.admin.bind)).chain(
         config
             .listeners
             .iter()
             .map(|l| (format!("listener `{}`", l.name), l.bind)),
     );
+    let mut running: Option<Result<Vec<std::net::SocketAddr>, String>> = None;
+    let mut held = 0;
     for (what, addr) in binds {
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("cannot bind {what} to {addr}: {e}"))?;
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let running = running.get_or_insert_with(|| running_binds(config));
+                let admin = fxprelay::admin::reachable(config.admin.bind);
+                match running {
+                    Ok(b)
+                        if b.contains(&addr)
+                            || (addr == config.admin.bind && b.contains(&admin)) =>
+                    {
+                        held += 1;
+                    }
+                    Ok(_) => {
+                        return Err(format!(
+                            "cannot bind {what} to {addr}: {e} (not by the fxprelay answering at {admin})"
+                        ));
+                    }
+                    Err(why) => {
+                        return Err(format!(
+                            "cannot bind {what} to {addr}: {e} (and no fxprelay of this config answers at {admin}: {why})"
+                        ));
+                    }
+                }
+            }
+            Err(e) => return Err(format!("cannot bind {what} to {addr}: {e}")),
+        }
     }
-    Ok(())
+    Ok(held)
+}
+
+/// What the proxy running with this config's admin address holds.
+fn running_binds(config: &Config) -> Result<Vec<std::net::SocketAddr>, String> {
+    let admin = fxprelay::admin::reachable(config.admin.bind);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let token = config.admin.token.as_deref();
+    runtime
+        .block_on(fxprelay::admin::status::held_binds(
+            admin,
+            token,
+            std::time::Duration::from_secs(3),
+        ))
+        .map_err(|e| e.to_string())
 }
 
 /// `check --probe`: every reverse listener's servers, one report each on stdout. Whether

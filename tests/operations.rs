@@ -465,6 +465,39 @@ fn the_admin_page_and_the_sessions_api() {
     });
 }
 
+/// `check --bind` next to the running proxy, as before a `systemctl reload`: the binds
+/// that proxy holds count as working; a port someone else holds still fails.
+#[test]
+fn check_bind_beside_the_running_instance() {
+    let proxy = idle_proxy();
+    let config = proxy.config.to_str().unwrap();
+    let (ok, out) = fxprelay(&["check", "--bind", "-c", config]);
+    assert!(
+        ok && out.contains("every bind works (2 held by the running instance)"),
+        "{out}"
+    );
+    // Another program's port in the same file: refused, saying it is not the proxy's.
+    let ip = unique_loopback_ip();
+    let other = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let yaml = std::fs::read_to_string(&proxy.config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("more.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{yaml}  - name: other\n    bind: \"{}\"\n    upstream: h:21\n",
+            other.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = fxprelay(&["check", "--bind", "-c", path.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("cannot bind listener `other`")
+            && out.contains("not by the fxprelay answering at"),
+        "{out}"
+    );
+}
+
 #[test]
 fn completions_man_healthcheck_and_the_systemd_unit() {
     let (ok, out) = fxprelay(&["completions", "bash"]);

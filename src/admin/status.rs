@@ -68,6 +68,23 @@ pub async fn fetch(
         }))
 }
 
+/// The sockets the proxy answering at `admin` holds: its admin endpoint and its
+/// listeners' binds (`GET /api/v1/listeners`), for `check --bind` next to it.
+pub async fn held_binds(
+    admin: SocketAddr,
+    token: Option<&str>,
+    within: Duration,
+) -> Result<Vec<SocketAddr>, StatusError> {
+    let listeners = tokio::time::timeout(within, get(admin, token, "/api/v1/listeners"))
+        .await
+        .unwrap_or(Err(StatusError::Timeout {
+            addr: admin,
+            within,
+        }))?;
+    let binds = list(&listeners["listeners"]).filter_map(|l| l["bind"].as_str()?.parse().ok());
+    Ok(std::iter::once(admin).chain(binds).collect())
+}
+
 async fn get(addr: SocketAddr, token: Option<&str>, path: &str) -> Result<Value, StatusError> {
     let http = |e: &dyn std::fmt::Display| StatusError::Http(e.to_string(), path.to_owned());
     let stream = tokio::net::TcpStream::connect(addr)
