@@ -54,12 +54,7 @@ pub async fn serve_reloadable(
         per_ip: PerIp::default(),
     };
     let mut backoff = Duration::from_millis(10);
-    let upstream = first
-        .policy
-        .cfg
-        .upstream
-        .as_ref()
-        .map_or("named by each client (forward)".into(), |u| u.to_string());
+    let upstream = first.policy.cfg.upstream_description();
     let bind = listener
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());

@@ -123,19 +123,7 @@ impl ListenerSummary {
                 DataMode::Relay => "relay",
                 DataMode::Passthrough => "passthrough",
             },
-            upstream: match (&cfg.upstream, &cfg.pool, cfg.mode) {
-                (Some(u), _, _) => u.to_string(),
-                (None, Some(pool), _) => {
-                    let backends: Vec<String> = pool
-                        .backends
-                        .iter()
-                        .map(|b| b.address.to_string())
-                        .collect();
-                    format!("pool of {} ({})", backends.len(), backends.join(", "))
-                }
-                (None, None, Mode::Forward) => "named by each client (USER user@host)".into(),
-                (None, None, _) => "each connection's original destination".into(),
-            },
+            upstream: cfg.upstream_description(),
             tls: cfg.tls.as_ref().map(|t| TlsSummary {
                 client: t.client.mode,
                 upstream: t.upstream.mode,

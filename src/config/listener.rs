@@ -79,6 +79,26 @@ pub struct ListenerConfig {
     pub defense: ListenerDefense,
 }
 
+impl ListenerConfig {
+    /// Where the listener's sessions go, in words (the start-up line, the console):
+    /// `host:port`, a pool's members, or where forward and transparent listeners go.
+    pub fn upstream_description(&self) -> String {
+        match (&self.upstream, &self.pool, self.mode) {
+            (Some(u), _, _) => u.to_string(),
+            (None, Some(pool), _) => {
+                let members: Vec<String> = pool
+                    .backends
+                    .iter()
+                    .map(|b| b.address.to_string())
+                    .collect();
+                format!("pool of {} ({})", members.len(), members.join(", "))
+            }
+            (None, None, Mode::Forward) => "named by each client (USER user@host)".into(),
+            (None, None, _) => "each connection's original destination".into(),
+        }
+    }
+}
+
 /// The file writes a listener's NAT policy as two keys: `nat:` (the modes and the
 /// client address) and `private_ranges` beside it.
 fn nat_keys<S: Serializer>(nat: &NatPolicy, s: S) -> Result<S::Ok, S::Error> {
