@@ -79,6 +79,7 @@ pub mod pool;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod rewrite;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod tls;
