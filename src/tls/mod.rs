@@ -35,7 +35,9 @@ pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 pub use bundles::CaBundles;
 pub use error::TlsError;
 pub use pem::{CaCerts, MAX_PEM_BYTES};
-pub use settings::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, UpstreamTlsMode};
+pub use settings::{
+    ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, UpstreamTls, UpstreamTlsMode,
+};
 
 /// TLS sessions a proxy session keeps for its data connections to resume. TLS 1.3
 /// tickets are single-use; servers hand out new ones on each resumption, so a few are
