@@ -128,32 +128,10 @@ fi
 log "RLIMIT_NOFILE $(ulimit -Sn) (soft) / $(ulimit -Hn) (hard)"
 
 # --- helpers ------------------------------------------------------------------------------
-fd_count() { # PID -> open fds
-    local fds
-    fds=$(ls "/proc/$1/fd" 2>/dev/null) || { echo 0; return; }
-    wc -l <<<"$fds" | tr -d ' '
-}
-rss_kib() { # PID -> VmRSS in KiB
-    awk '/^VmRSS:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0
-}
-pss_kib() { # PID -> Pss in KiB, or "n/a"
-    if [[ -r /proc/$1/smaps_rollup ]]; then
-        awk '/^Pss:/ { print $2; f = 1 } END { if (!f) print "n/a" }' "/proc/$1/smaps_rollup"
-    elif [[ -r /proc/$1/smaps ]]; then
-        awk '/^Pss:/ { s += $2; f = 1 } END { if (f) print s; else print "n/a" }' "/proc/$1/smaps"
-    else
-        echo n/a
-    fi
-}
 metric() { # NAME -> sum of that metric's samples on /metrics (0 when absent), or "?"
     local body
     body=$(curl -s --max-time 5 "http://$PROXY_IP:$ADMIN_PORT/metrics") || { echo '?'; return; }
     awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%d\n", s }' <<<"$body"
-}
-mib() { awk -v k="$1" 'BEGIN { if (k == "n/a") print k; else printf "%.1f MiB", k / 1024 }'; }
-per_session() { # NOW BASE N -> KiB per session
-    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {
-        if (a == "n/a" || b == "n/a" || n == 0) print "n/a"; else printf "%.1f", (a - b) / n }'
 }
 check_proxy() {
     alive "$PROXY_PID" || fail "fxprelay (pid $PROXY_PID) is gone"

@@ -203,6 +203,28 @@ cpu_ticks() { # PID [CHILDREN=0] -> utime + stime of the whole process (all thre
     awk -v c="${2:-0}" '{ print c ? $14 + $15 : $12 + $13 }' <<<"$stat"
 }
 
+fd_count() { # PID -> open fds
+    local fds
+    fds=$(ls "/proc/$1/fd" 2>/dev/null) || { echo 0; return; }
+    wc -l <<<"$fds" | tr -d ' '
+}
+rss_kib() { # PID -> VmRSS in KiB
+    awk '/^VmRSS:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+pss_kib() { # PID -> Pss in KiB, or "n/a"
+    if [[ -r /proc/$1/smaps_rollup ]]; then
+        awk '/^Pss:/ { print $2; f = 1 } END { if (!f) print "n/a" }' "/proc/$1/smaps_rollup"
+    elif [[ -r /proc/$1/smaps ]]; then
+        awk '/^Pss:/ { s += $2; f = 1 } END { if (f) print s; else print "n/a" }' "/proc/$1/smaps"
+    else
+        echo n/a
+    fi
+}
+mib() { awk -v k="$1" 'BEGIN { if (k == "n/a") print k; else printf "%.1f MiB", k / 1024 }'; }
+per_session() { # NOW BASE N -> KiB per session
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {
+        if (a == "n/a" || b == "n/a" || n == 0) print "n/a"; else printf "%.1f", (a - b) / n }'
+}
 median() { # numbers on stdin -> their median
     sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }

@@ -1,4 +1,4 @@
-//! TLS for both legs with rustls on the `ring` provider: the proxy's server side toward
+//! TLS for both legs with rustls on the `aws-lc-rs` provider: the proxy's server side toward
 //! clients (its certificate from PEM files) and its client side toward servers (system
 //! roots plus an optional CA file, verification on unless the operator says otherwise).
 //!
@@ -308,9 +308,9 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.to_string()).map_err(|_| TlsError::ServerName(host.to_string()))
 }
 
-/// The one crypto provider of the binary (see README "FTPS" for why `ring`).
+/// The one crypto provider of the binary (see README "FTPS" for why `aws-lc-rs`).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A server config from a PEM chain and key, checking that they belong together.
