@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const SESSIONS_ACTIVE: &str = "fxprelay_sessions_active";
 pub const SESSIONS_TOTAL: &str = "fxprelay_sessions_total";
+pub const ROUTE_SESSIONS_TOTAL: &str = "fxprelay_route_sessions_total";
 pub const SESSION_SECONDS: &str = "fxprelay_session_duration_seconds";
 pub const COMMANDS_TOTAL: &str = "fxprelay_commands_total";
 pub const REPLIES_TOTAL: &str = "fxprelay_replies_total";
@@ -89,6 +90,10 @@ fn describe() {
     describe_counter!(
         SESSIONS_TOTAL,
         "Client sessions accepted since start, per listener."
+    );
+    describe_counter!(
+        ROUTE_SESSIONS_TOTAL,
+        "Sessions that took each route of a listener with routes (`default`: the listener's own upstream), per listener and route."
     );
     describe_histogram!(
         SESSION_SECONDS,
@@ -434,6 +439,21 @@ pub fn session_started(listener: &str) {
     gauge!(SESSIONS_ACTIVE, "listener" => listener.to_owned()).increment(1.0);
 }
 
+/// A session of `listener` took the route `route` (`default`: the listener's own
+/// upstream). Bounded: the routes come from the configuration.
+/// A listener's routes, at 0 (see [`listener_started`]).
+pub fn routes_started(listener: &str, routes: &[&str]) {
+    for route in routes {
+        counter!(ROUTE_SESSIONS_TOTAL, "listener" => listener.to_owned(), "route" => (*route).to_owned())
+            .increment(0);
+    }
+}
+
+pub fn route_session(listener: &str, route: &str) {
+    counter!(ROUTE_SESSIONS_TOTAL, "listener" => listener.to_owned(), "route" => route.to_owned())
+        .increment(1);
+}
+
 pub fn session_ended(listener: &str, lasted: Duration) {
     gauge!(SESSIONS_ACTIVE, "listener" => listener.to_owned()).decrement(1.0);
     histogram!(SESSION_SECONDS, "listener" => listener.to_owned()).record(lasted.as_secs_f64());
@@ -551,6 +571,11 @@ pub enum Rejection {
     /// listeners, its admin endpoint or its data ports (a forward or transparent target,
     /// a server's passive address, an FXP URL).
     SelfTarget,
+    /// A `HOST` naming no route of a routed listener (answered `504`).
+    UnknownHost,
+    /// A login no route of a routed listener takes, without a default route (`530`
+    /// after `PASS`, no upstream connection).
+    NoRoute,
 }
 
 impl Rejection {
@@ -587,6 +612,8 @@ impl Rejection {
         Rejection::MaxDataPortsPerIp,
         Rejection::UnsolicitedReply,
         Rejection::SelfTarget,
+        Rejection::UnknownHost,
+        Rejection::NoRoute,
     ];
 
     /// The metric label.
@@ -623,6 +650,8 @@ impl Rejection {
             R::UpstreamTls => "upstream_tls",
             R::UnsolicitedReply => "unsolicited_reply",
             R::SelfTarget => "self_target",
+            R::UnknownHost => "unknown_host",
+            R::NoRoute => "no_route",
         }
     }
 }
@@ -741,6 +770,8 @@ mod tests {
             R::MaxDataPortsPerIp => 27,
             R::UnsolicitedReply => 28,
             R::SelfTarget => 29,
+            R::UnknownHost => 30,
+            R::NoRoute => 31,
         }
     }
 

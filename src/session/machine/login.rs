@@ -101,7 +101,17 @@ impl Machine {
         if self.tls_command(&cmd, now) {
             return;
         }
+        // A route taken by the TLS name, with `upstream_connect: on_login`: its server
+        // gets the name the route makes.
+        let routed = match cmd.verb.class() {
+            VerbClass::User => self.routed_user_line(cmd.args),
+            _ => None,
+        };
+        let line = routed.as_deref().unwrap_or(line);
         match cmd.verb.class() {
+            VerbClass::User if self.pooled() && routed.is_some() => {
+                return self.pooled_connect(Some(line.to_vec()));
+            }
             VerbClass::User if self.pooled() => return self.pooled_user(line, cmd.args),
             VerbClass::User => {}
             VerbClass::Features if self.tls_features().is_some() => {
@@ -127,7 +137,9 @@ impl Machine {
         if let (Mode::Reverse, Some(target)) = (self.ctx.cfg.mode, &self.ctx.cfg.upstream) {
             // `upstream_connect: on_login`: the operator's upstream, the USER as it came.
             let target = target.clone();
-            self.site.user = Some(super::lossy(cmd.args));
+            if routed.is_none() {
+                self.site.user = Some(super::lossy(cmd.args));
+            }
             return self.connect(target, Some(line.to_vec()), attempts, false, None);
         }
         let Some((user, target)) = parse_target(trim_eol(cmd.args)) else {
@@ -170,7 +182,14 @@ impl Machine {
                 match user_line {
                     Some(user_line) => {
                         info!(upstream = %target, "forward target connected");
-                        self.phase = Phase::Greeting { user_line };
+                        self.phase = Phase::Greeting {
+                            user_line: Some(user_line),
+                        };
+                        self.reply_deadline = Some(now + self.ctx.limits.connect_timeout);
+                    }
+                    // A route chosen by HOST or SNI after the proxy greeted.
+                    None if self.route.greeted => {
+                        self.phase = Phase::Greeting { user_line: None };
                         self.reply_deadline = Some(now + self.ctx.limits.connect_timeout);
                     }
                     None => {
@@ -263,10 +282,16 @@ impl Machine {
         let tls_now = plan == UpstreamPlan::AfterGreeting
             || (plan == UpstreamPlan::WithClient && self.tls.client_secure);
         if tls_now && !self.tls.upstream_secure {
-            return self.upstream_auth(AfterUpstream::ReplayUser(user_line), now);
+            let then = match user_line {
+                Some(line) => AfterUpstream::ReplayUser(line),
+                None => AfterUpstream::Nothing,
+            };
+            return self.upstream_auth(then, now);
         }
-        let verb = crate::proto::Verb::new(b"USER").expect("a valid verb");
-        self.forward(&user_line, verb);
+        if let Some(user_line) = user_line {
+            let verb = crate::proto::Verb::new(b"USER").expect("a valid verb");
+            self.forward(&user_line, verb);
+        }
     }
 }
 

@@ -28,6 +28,7 @@ mod balance;
 mod data;
 mod event;
 mod login;
+mod routing;
 mod site;
 #[cfg(test)]
 mod tests;
@@ -111,9 +112,10 @@ enum Phase {
         user_line: Option<Vec<u8>>,
         attempts: u32,
     },
-    /// Forward mode or `on_login`: connected; the server's greeting is taken in place of
-    /// the proxy's, then `user_line` goes to the server.
-    Greeting { user_line: Vec<u8> },
+    /// Forward mode, `on_login` or a route chosen after the proxy greeted: connected; the
+    /// server's greeting is taken in place of the proxy's, then `user_line` (if any) goes
+    /// to the server.
+    Greeting { user_line: Option<Vec<u8>> },
     /// Client and upstream talk through the proxy.
     Relaying,
 }
@@ -256,6 +258,8 @@ pub struct Machine {
     audit: audit::Audit,
     /// Reverse mode over a pool: the backend held and those that failed.
     balance: balance::BalanceState,
+    /// A listener with routes: which one this session takes.
+    route: routing::RouteState,
     ended: Option<&'static str>,
 }
 
@@ -269,6 +273,19 @@ impl Machine {
         client: IpAddr,
         client_local: IpAddr,
         original: Option<SocketAddr>,
+        now: Instant,
+    ) -> Machine {
+        Self::with_name(ctx, client, client_local, original, None, now)
+    }
+
+    /// [`Machine::new`] for a client whose implicit-TLS handshake asked for `name` (SNI):
+    /// on a listener with routes, a name a route has chooses it at once.
+    pub fn with_name(
+        ctx: Arc<Policy>,
+        client: IpAddr,
+        client_local: IpAddr,
+        original: Option<SocketAddr>,
+        name: Option<&str>,
         now: Instant,
     ) -> Machine {
         let max_reply = ctx.limits.max_reply_bytes;
@@ -307,9 +324,11 @@ impl Machine {
             upstream_host: String::new(),
             audit: audit::Audit::default(),
             balance: balance::BalanceState::default(),
+            route: routing::RouteState::default(),
             ended: None,
         };
         m.tls.client_secure = implicit;
+        m.set_client_name(name);
         m.start();
         m
     }
@@ -392,6 +411,7 @@ impl Machine {
             Event::Leased { slot, result } => self.on_leased(slot, result, now),
             Event::DataConnected(result) => self.on_data_connected(result, now),
             Event::TransferFinished(result) => self.on_transfer_finished(result, now),
+            Event::ClientNamed(name) => self.on_client_named(&name),
             Event::ClientSecured { result, discarded } => {
                 self.on_client_secured(result, discarded, now)
             }
@@ -410,6 +430,9 @@ impl Machine {
 
     /// Opens the session: connect upstream or, in forward mode, greet the client.
     fn start(&mut self) {
+        if self.ctx.routes.is_some() {
+            return self.start_routed();
+        }
         if self.pooled() {
             return self.start_pooled();
         }
@@ -786,6 +809,9 @@ impl Machine {
 
     fn client_line(&mut self, line: &[u8], now: Instant) {
         match self.phase {
+            Phase::ForwardLogin { attempts } if self.routing_pending() => {
+                self.routing_line(line, attempts, now)
+            }
             Phase::ForwardLogin { attempts } => self.forward_login_line(line, attempts, now),
             Phase::Relaying => self.relaying_line(line, now),
             // Read only when deferring is over; kept for the next phase otherwise.
@@ -825,14 +851,20 @@ impl Machine {
         if class == VerbClass::Status && self.data.relayed_transfer() {
             return self.transfer_status();
         }
-        if self.tls_command(&cmd, now) {
+        if self.tls_command(&cmd, now) || self.host_after_route(class, cmd.args) {
             return;
         }
         if matches!(class, VerbClass::Transfer(_)) && self.logged_in && !self.relaying() {
             self.audit.start(cmd.verb, cmd.args, false, now);
         }
         match class {
-            VerbClass::User => self.site.user = Some(lossy(cmd.args)),
+            VerbClass::User => {
+                // A routed session's server gets the name its route makes.
+                if let Some(rewritten) = self.routed_user_line(cmd.args) {
+                    return self.forward(&rewritten, cmd.verb);
+                }
+                self.site.user = Some(lossy(cmd.args))
+            }
             VerbClass::Pass => self.site.pass = Some(lossy(cmd.args)),
             _ => {}
         }
