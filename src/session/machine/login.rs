@@ -263,6 +263,15 @@ impl Machine {
         self.close("upstream unreachable");
     }
 
+    /// Whether the upstream leg turns to TLS right after the server's greeting: the
+    /// operator says so, or it mirrors a client that is on TLS already.
+    pub(super) fn tls_after_greeting(&self) -> bool {
+        let plan = self.upstream_plan();
+        let tls_now = plan == UpstreamPlan::AfterGreeting
+            || (plan == UpstreamPlan::WithClient && self.tls.client_secure);
+        tls_now && !self.tls.upstream_secure
+    }
+
     /// Forward mode: the server's greeting replaces the proxy's, then the client's `USER`
     /// (host part removed) goes to it.
     pub(super) fn on_forward_greeting(&mut self, reply: Reply, now: std::time::Instant) {
@@ -278,10 +287,11 @@ impl Machine {
             self.act(Action::ToClient(reply.raw));
             return self.close("upstream refused the session");
         }
-        let plan = self.upstream_plan();
-        let tls_now = plan == UpstreamPlan::AfterGreeting
-            || (plan == UpstreamPlan::WithClient && self.tls.client_secure);
-        if tls_now && !self.tls.upstream_secure {
+        if user_line.is_none() && self.host_to_pass().is_some() {
+            // The client's HOST goes on to a server that takes it, before anything else.
+            return self.ask_server_features(now);
+        }
+        if self.tls_after_greeting() {
             let then = match user_line {
                 Some(line) => AfterUpstream::ReplayUser(line),
                 None => AfterUpstream::Nothing,

@@ -146,6 +146,10 @@ enum Answers {
     OwnPbsz,
     /// The proxy's own `PROT`, `P` when `private`.
     OwnProt { private: bool },
+    /// The proxy's own `FEAT` (does the server take `HOST`?).
+    OwnFeat,
+    /// The proxy's own `HOST`, passing on the client's.
+    OwnHost,
 }
 
 impl Answers {
@@ -157,6 +161,8 @@ impl Answers {
                 | Answers::OwnAuth
                 | Answers::OwnPbsz
                 | Answers::OwnProt { .. }
+                | Answers::OwnFeat
+                | Answers::OwnHost
         )
     }
 
@@ -218,6 +224,8 @@ enum Waiting {
     Setup(data::Setup),
     /// A TLS step on either leg.
     Tls(tls::TlsStep),
+    /// Passing the client's `HOST` on to its route's server.
+    Host(routing::HostStep),
 }
 
 /// The machine of one session.
@@ -973,6 +981,10 @@ impl Machine {
             Answers::OwnProt { private } => {
                 self.reply_deadline = None;
                 self.on_own_prot_reply(&reply, private, now);
+            }
+            Answers::OwnFeat | Answers::OwnHost => {
+                self.reply_deadline = None;
+                self.on_own_host_step_reply(&reply, now);
             }
             Answers::RelayedTransfer(_) if self.data.transfer_waiting_for_reply() => {
                 self.on_transfer_reply(reply)

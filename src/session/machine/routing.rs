@@ -18,10 +18,11 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
-use super::{Action, Machine, Phase, Say};
+use super::{Action, Answers, Machine, Phase, Say, Waiting};
 use crate::metrics::Rejection;
 use crate::proto::command::{VerbClass, parse_command};
 use crate::proto::line::trim_eol;
+use crate::proto::reply::Reply;
 use crate::route::{Chosen, Decision, Said, normalize};
 use crate::session::policy::RouteTable;
 
@@ -40,6 +41,16 @@ pub(super) struct RouteState {
     unrouted: bool,
     /// A `USER` came (after it, `HOST` is too late).
     user_sent: bool,
+    /// The route was chosen by the client's `HOST`: the server gets it too, if it
+    /// takes `HOST` (its `FEAT` says so).
+    host_sent: bool,
+}
+
+/// Passing the client's `HOST` on: the proxy asks the server's features, then sends it.
+#[derive(Debug)]
+pub(super) enum HostStep {
+    Features,
+    Host,
 }
 
 impl RouteState {
@@ -178,6 +189,7 @@ impl Machine {
             return self.say(Say::HostUnknown { name });
         };
         self.route.name = Some(name.clone());
+        self.route.host_sent = true;
         self.say(Say::HostAccepted { name });
         self.take_route(Chosen::Route(i));
         self.connect_route(None);
@@ -249,6 +261,45 @@ impl Machine {
         true
     }
 
+    /// The name a client's `HOST` chose its route with, still to pass to the server.
+    pub(super) fn host_to_pass(&self) -> Option<&str> {
+        self.route.name.as_deref().filter(|_| self.route.host_sent)
+    }
+
+    /// After the greeting of a server chosen by `HOST`: does it take `HOST` too? (As
+    /// mod_proxy does: a server without it never sees one.)
+    pub(super) fn ask_server_features(&mut self, now: Instant) {
+        self.own_command(b"FEAT\r\n".to_vec(), Answers::OwnFeat, now);
+        self.waiting = Some(Waiting::Host(HostStep::Features));
+    }
+
+    /// The server answered the proxy's `FEAT` or `HOST`.
+    pub(super) fn on_own_host_step_reply(&mut self, reply: &Reply, now: Instant) {
+        let Some(Waiting::Host(step)) = self.waiting.take() else {
+            return;
+        };
+        let name = self.host_to_pass().map(str::to_owned);
+        match (step, name) {
+            (HostStep::Features, Some(name)) if reply.code == 211 && lists_host(reply) => {
+                let line = format!("HOST {name}\r\n").into_bytes();
+                self.own_command(line, Answers::OwnHost, now);
+                self.waiting = Some(Waiting::Host(HostStep::Host));
+                return;
+            }
+            (HostStep::Features, _) => debug!("the server does not take HOST; not sent"),
+            (HostStep::Host, _) if reply.class() == 2 => debug!("the server took HOST"),
+            (HostStep::Host, _) => {
+                // The proxy chose the server already; its own view of the name is
+                // its business, the session goes on.
+                info!(reply = %super::reply_text(reply), "the server refused HOST");
+            }
+        }
+        self.route.host_sent = false;
+        if self.tls_after_greeting() {
+            self.upstream_auth(super::tls::AfterUpstream::Nothing, now);
+        }
+    }
+
     /// The client's TLS handshake asked for `name` (SNI).
     pub(super) fn on_client_named(&mut self, name: &str) {
         if self.route.chosen.is_none() {
@@ -276,6 +327,14 @@ impl Machine {
         self.take_route(Chosen::Route(i));
         self.connect_route(None);
     }
+}
+
+/// Whether a `211` answer to `FEAT` lists `HOST` (one feature a line, RFC 2389).
+fn lists_host(reply: &Reply) -> bool {
+    reply.raw.split(|&b| b == b'\n').skip(1).any(|line| {
+        let word = line.trim_ascii().split(|b| b.is_ascii_whitespace()).next();
+        word.is_some_and(|w| w.eq_ignore_ascii_case(b"HOST"))
+    })
 }
 
 #[cfg(test)]
@@ -413,9 +472,47 @@ mod tests {
         s.connected("10.0.0.11:21");
         let a = s.server("220 alpha's own greeting");
         assert!(to_client(&a).is_empty(), "{a:?}");
+        // The server takes HOST (its FEAT says so): it gets the client's.
+        assert_eq!(to_server(&a), ["FEAT\r\n"]);
+        s.server("211-Features:");
+        s.server(" MDTM");
+        let a = s.server(" HOST");
+        assert!(a.is_empty());
+        let a = s.server("211 End");
+        assert!(to_client(&a).is_empty(), "{a:?}");
+        assert_eq!(to_server(&a), ["HOST alpha.example.net\r\n"]);
+        let a = s.server("220 alpha here");
+        assert!(to_client(&a).is_empty(), "{a:?}");
         assert_eq!(to_server(&a), ["USER alice\r\n"]);
         let a = s.server("331 password please");
         assert_eq!(to_client(&a), ["331 password please\r\n"]);
+    }
+
+    /// A server whose FEAT has no HOST never sees one; one that refuses it still serves.
+    #[test]
+    fn host_goes_on_only_to_a_server_that_takes_it() {
+        let mut s = S::new(policy(true, ""), None);
+        s.take();
+        s.client("HOST alpha.example.net");
+        s.connected("10.0.0.11:21");
+        assert_eq!(to_server(&s.server("220 hi")), ["FEAT\r\n"]);
+        s.client("USER alice");
+        s.server("211-Features:");
+        s.server(" MDTM HOST");
+        let a = s.server("211 End");
+        assert_eq!(to_server(&a), ["USER alice\r\n"]);
+        let mut s = S::new(policy(true, ""), None);
+        s.take();
+        s.client("HOST alpha.example.net");
+        s.connected("10.0.0.11:21");
+        s.server("220 hi");
+        s.server("211-Features:");
+        s.server(" HOST");
+        assert_eq!(to_server(&s.server("211 End")).len(), 1);
+        s.client("USER alice");
+        let a = s.server("504 no such host here");
+        assert!(to_client(&a).is_empty(), "{a:?}");
+        assert_eq!(to_server(&a), ["USER alice\r\n"]);
     }
 
     /// An unknown name: 504, and the session goes on (another HOST, or a login).
@@ -496,6 +593,7 @@ mod tests {
         s.client("HOST ftp.gamma.example.net");
         s.connected("10.0.0.14:21");
         s.server("220 gamma");
+        s.server("500 FEAT unknown");
         let a = s.client("USER bob");
         assert_eq!(to_server(&a), ["USER bob@ftp.gamma.example.net\r\n"]);
     }
