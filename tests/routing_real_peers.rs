@@ -425,3 +425,60 @@ fn host_answers_and_a_login_without_a_route() {
     c.cmd_expect(&format!("PASS {pass}"), 230);
     assert_eq!(connects(), 1.0);
 }
+
+/// A route's own pool: its backends are checked and shown as `listener/route`, a stopped
+/// one is taken out of the route's pool, and the route's sessions go to the other.
+#[test]
+fn a_routes_pool_is_checked_on_its_own() {
+    let servers: Vec<FtpServer> = (0..2)
+        .map(|i| server(ServerKind::Pyftpdlib, 40 + i * 10))
+        .collect();
+    let default = server(ServerKind::Pyftpdlib, 90);
+    let ip: IpAddr = unique_loopback_ip().into();
+    let (addr, admin) = (
+        SocketAddr::new(ip, free_port(ip)),
+        SocketAddr::new(ip, free_port(ip)),
+    );
+    let yaml = format!(
+        "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: edge\n    bind: \"{addr}\"\n    upstream: \"{}\"\n    data: relay\n    routes:\n      - match: {{user: '^(.+)@farm$'}}\n        name: farm\n        upstream: [\"{}\", \"{}\"]\n        balance: round_robin\n        health_check: {{interval: 200ms, timeout: 1s, rise: 2, fall: 2}}\n",
+        default.addr, servers[0].addr, servers[1].addr
+    );
+    let proxy = Proxy::launch(&yaml, addr, admin, None, &[]);
+    let up = |b: &FtpServer| {
+        proxy.metric(
+            "fxprelay_upstream_up",
+            &[("listener", "edge/farm"), ("upstream", &b.addr.to_string())],
+        )
+    };
+    assert!(servers.iter().all(|s| up(s) == 1.0), "{}", proxy.metrics());
+    let (_, api) = common::proxy::http_get(admin, "/api/v1/upstreams").unwrap();
+    assert!(api.contains("edge/farm"), "{api}");
+    // A `name@farm` session logs in on a backend of the route's pool.
+    let (user, pass) = (default.user, default.pass);
+    let reached = || {
+        let mut c = Control::connect(addr);
+        c.expect(220);
+        c.cmd_expect(&format!("USER {user}@farm"), 331);
+        c.cmd_expect(&format!("PASS {pass}"), 230);
+        c.cmd_expect("TYPE I", 200);
+        c.cmd_expect(&format!("SIZE {WHO}"), 213);
+        c.cmd_expect("QUIT", 221);
+    };
+    reached();
+    // Stop the second server: the route's checks take it out; sessions go on.
+    let mut servers = servers;
+    let stopped = servers.pop().unwrap();
+    let stopped_addr = stopped.addr.to_string();
+    drop(stopped);
+    common::wait_for("the stopped backend to be down", || {
+        proxy.metric(
+            "fxprelay_upstream_up",
+            &[("listener", "edge/farm"), ("upstream", &stopped_addr)],
+        ) == 0.0
+    });
+    for _ in 0..4 {
+        reached();
+    }
+    assert_eq!(up(&servers[0]), 1.0);
+    assert!(proxy.log().contains("route=farm"), "{}", proxy.log());
+}
