@@ -419,7 +419,7 @@ impl Shell {
                 let name = self.client_name.as_deref();
                 let protect = Protection {
                     client: data_acceptor
-                        .and_then(|t| t.client_data_for(name))
+                        .and_then(|t| t.client_data_for(name, self.route))
                         .filter(|_| client_tls),
                     upstream: match (&self.upstream_tls, &self.upstream_name) {
                         (Some(c), Some(n)) if upstream_tls => Some((c.clone(), n.clone())),
@@ -537,12 +537,13 @@ impl Shell {
         };
         let discarded = lines.read_buffer().len();
         let stream = lines.into_inner().unsplit(w.into_inner());
+        // A route chosen by HOST before AUTH TLS shows its own certificate.
         let how = self
             .listener
             .services
             .tls
             .as_ref()
-            .and_then(|t| t.client.clone());
+            .and_then(|t| t.client_for(self.route));
         let how = how
             .map(Handshake::Accept)
             .ok_or_else(|| "no TLS certificate configured".to_string());

@@ -89,6 +89,9 @@ pub struct RouteTls {
     /// `tls.upstream`, else the listener's.
     pub upstream: Option<Upstream>,
     pub upstream_ca: Option<CaCerts>,
+    /// Toward the control connections of clients the route was chosen for before their
+    /// handshake (RFC 7151 `HOST`): its certificate when they name nothing themselves.
+    client: Option<TlsAcceptor>,
     /// Toward the data connections of clients whose control connection got this route's
     /// certificate.
     client_data: Option<TlsAcceptor>,
@@ -177,19 +180,27 @@ impl ListenerTls {
                 }
                 _ => (upstream.clone(), upstream_ca.clone()),
             };
-            // Only a route whose own certificate clients get needs data connections of
-            // its own; the others share the listener's.
-            let client_data = match (&by_name, &client_data, names.iter().find(|n| n.0 == i)) {
-                (Some(by_name), Some(data), Some((_, _, Some(cert)))) => {
-                    let mut config = ServerConfig::clone(data.config());
-                    config.cert_resolver = Arc::new(by_name.with_default(cert.clone()));
-                    Some(TlsAcceptor::from(Arc::new(config)))
-                }
-                _ => None,
-            };
+            // Only a route with a certificate of its own needs acceptors of its own (the
+            // same names, its certificate for a client that names none); the others
+            // share the listener's.
+            let (route_client, client_data) =
+                match (&by_name, &client, names.iter().find(|n| n.0 == i)) {
+                    (Some(by_name), Some(control), Some((_, _, Some(cert)))) => {
+                        let mut config = ServerConfig::clone(control.config());
+                        config.cert_resolver = Arc::new(by_name.with_default(cert.clone()));
+                        let config = Arc::new(config);
+                        let data = without_tickets(&config);
+                        (
+                            Some(TlsAcceptor::from(config)),
+                            Some(TlsAcceptor::from(data)),
+                        )
+                    }
+                    _ => (None, None),
+                };
             route_tls.push(RouteTls {
                 upstream,
                 upstream_ca,
+                client: route_client,
                 client_data,
             });
         }
@@ -212,16 +223,28 @@ impl ListenerTls {
         }
     }
 
-    /// The acceptor for the data connections of a session whose client asked for
-    /// `name` in its control connection's handshake: they get the certificate it got
+    /// The acceptor for the control connection of a session on `route` (`None`: no
+    /// route yet, or the default): the route's certificate for a client that names
+    /// nothing in its handshake (it chose the route with `HOST`), the certificate of the
+    /// name it asks for otherwise.
+    pub fn client_for(&self, route: Option<usize>) -> Option<TlsAcceptor> {
+        route
+            .and_then(|i| self.routes.get(i))
+            .and_then(|r| r.client.clone())
+            .or_else(|| self.client.clone())
+    }
+
+    /// The acceptor for the data connections of a session on `route` whose client asked
+    /// for `name` in its control connection's handshake: they get the certificate it got
     /// there when they name nothing themselves.
-    pub fn client_data_for(&self, name: Option<&str>) -> Option<TlsAcceptor> {
-        let route = self
+    pub fn client_data_for(&self, name: Option<&str>, route: Option<usize>) -> Option<TlsAcceptor> {
+        let by_name = self
             .names
             .as_ref()
             .zip(name)
             .and_then(|(n, name)| n.select(name));
-        route
+        by_name
+            .or(route)
             .and_then(|i| self.routes.get(i))
             .and_then(|r| r.client_data.clone())
             .or_else(|| self.client_data.clone())
@@ -548,14 +571,27 @@ mod tests {
         assert_eq!(shown(control, Some("beta.test")), edge_der);
         assert_eq!(shown(control, Some("other.test")), edge_der);
         assert_eq!(shown(control, None), edge_der);
-        let data = l.client_data_for(Some("alpha.test")).unwrap();
+        let data = l.client_data_for(Some("alpha.test"), None).unwrap();
         assert_eq!(shown(&data, None), alpha_der);
         assert_eq!(shown(&data, Some("ftp.gamma.test")), gamma_der);
-        assert_eq!(shown(&l.client_data_for(None).unwrap(), None), edge_der);
         assert_eq!(
-            shown(&l.client_data_for(Some("beta.test")).unwrap(), None),
+            shown(&l.client_data_for(None, None).unwrap(), None),
             edge_der
         );
+        let beta = l.client_data_for(Some("beta.test"), None).unwrap();
+        assert_eq!(shown(&beta, None), edge_der);
+        // A session routed to alpha by HOST, naming nothing in its handshakes: alpha's,
+        // on its control and its data connections; a name it does ask for wins.
+        let control = l.client_for(Some(0)).unwrap();
+        assert_eq!(shown(&control, None), alpha_der);
+        assert_eq!(shown(&control, Some("ftp.gamma.test")), gamma_der);
+        assert_eq!(
+            shown(&l.client_data_for(None, Some(0)).unwrap(), None),
+            alpha_der
+        );
+        // A route without a certificate of its own: the listener's.
+        assert_eq!(shown(&l.client_for(Some(2)).unwrap(), None), edge_der);
+        assert_eq!(shown(&l.client_for(None).unwrap(), None), edge_der);
         // A route's file that does not read is named by the route's place.
         let bad = [RouteTlsSpec {
             cert: Some((alpha.clone(), edge_data_key(dir.path()))),
