@@ -29,6 +29,8 @@ struct Lab {
     proxy: Proxy,
     /// The listener without a default route (only `alpha.test`).
     strict: SocketAddr,
+    /// The same routes behind implicit TLS (the port-990 convention).
+    implicit: SocketAddr,
     /// The CA of the listener's own certificate, and of alpha's.
     edge_ca: PathBuf,
     alpha_ca: PathBuf,
@@ -51,7 +53,8 @@ impl Lab {
         );
         let dir = tempfile::tempdir().unwrap();
         let ip: IpAddr = unique_loopback_ip().into();
-        let (addr, strict, admin) = (
+        let (addr, strict, implicit, admin) = (
+            SocketAddr::new(ip, free_port(ip)),
             SocketAddr::new(ip, free_port(ip)),
             SocketAddr::new(ip, free_port(ip)),
             SocketAddr::new(ip, free_port(ip)),
@@ -68,8 +71,8 @@ impl Lab {
         let f = |i: &IdentityFiles| (i.cert.display().to_string(), i.key.display().to_string());
         let ((ec, ek), (ac, ak)) = (f(&edge_files), f(&alpha_files));
         let yaml = format!(
-            "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: edge\n    bind: \"{addr}\"\n    upstream: \"{}\"\n    data: relay\n    tls:\n      client: {{mode: explicit, cert: {ec}, key: {ek}}}\n      upstream: {{mode: off}}\n    routes:\n      - match: {{host: alpha.test}}\n        name: alpha\n        upstream: \"{}\"\n        tls: {{cert: {ac}, key: {ak}}}\n      - match: {{user: '^(.+)@beta$'}}\n        name: beta\n        upstream: \"{}\"\n  - name: strict\n    bind: \"{strict}\"\n    data: relay\n    routes:\n      - match: {{host: alpha.test}}\n        upstream: \"{}\"\n",
-            default.addr, alpha.addr, beta.addr, alpha.addr
+            "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: edge\n    bind: \"{addr}\"\n    upstream: \"{}\"\n    data: relay\n    tls:\n      client: {{mode: explicit, cert: {ec}, key: {ek}}}\n      upstream: {{mode: off}}\n    routes:\n      - match: {{host: alpha.test}}\n        name: alpha\n        upstream: \"{}\"\n        tls: {{cert: {ac}, key: {ak}}}\n      - match: {{user: '^(.+)@beta$'}}\n        name: beta\n        upstream: \"{}\"\n  - name: strict\n    bind: \"{strict}\"\n    data: relay\n    routes:\n      - match: {{host: alpha.test}}\n        upstream: \"{}\"\n  - name: implicit\n    bind: \"{implicit}\"\n    upstream: \"{}\"\n    data: relay\n    tls:\n      client: {{mode: implicit, cert: {ec}, key: {ek}}}\n      upstream: {{mode: off}}\n    routes:\n      - match: {{host: alpha.test}}\n        upstream: \"{}\"\n        tls: {{cert: {ac}, key: {ak}}}\n",
+            default.addr, alpha.addr, beta.addr, alpha.addr, default.addr, alpha.addr
         );
         let proxy = Proxy::launch(&yaml, addr, admin, None, &[]);
         Lab {
@@ -80,6 +83,7 @@ impl Lab {
             default,
             proxy,
             strict,
+            implicit,
             dir,
         }
     }
@@ -343,6 +347,43 @@ fn the_tls_name_chooses_certificate_and_server() {
         "curl-tls-default.bin",
         &sent,
     );
+
+    // Implicit TLS: the handshake's name chooses before anything is said.
+    let resolve = format!("alpha.test:{}:{}", lab.implicit.port(), lab.implicit.ip());
+    let url = format!(
+        "ftps://{user}:{pass}@alpha.test:{}/{WHO}",
+        lab.implicit.port()
+    );
+    let got = lab.dir.path().join("implicit-alpha.got");
+    let args = ["--resolve", resolve.as_str(), "-o", got.to_str().unwrap()];
+    let r = clients::curl_tls(&url, &Mode::Stock, &lab.alpha_ca, args);
+    assert!(r.ok(), "{r}\n{}", lab.proxy.log());
+    let (up, sent) = lab.upload("curl-implicit-alpha");
+    let mut args = clients::curl_tls_upload_args(&up);
+    args.extend(["--resolve".into(), resolve.clone().into()]);
+    let url = format!(
+        "ftps://{user}:{pass}@alpha.test:{}/curl-implicit-alpha.bin",
+        lab.implicit.port()
+    );
+    let r = clients::curl_tls(&url, &Mode::Stock, &lab.alpha_ca, args);
+    assert!(r.ok(), "{r}\n{}", lab.proxy.log());
+    lab.check(
+        "curl implicit alpha.test",
+        &lab.alpha,
+        &got,
+        "curl-implicit-alpha.bin",
+        &sent,
+    );
+    let got = lab.dir.path().join("implicit-default.got");
+    let url = clients::ftps_url(user, pass, lab.implicit, WHO);
+    let r = clients::curl_tls(
+        &url,
+        &Mode::Stock,
+        &lab.edge_ca,
+        ["-o", got.to_str().unwrap()],
+    );
+    assert!(r.ok(), "{r}\n{}", lab.proxy.log());
+    assert!(std::fs::read(&got).unwrap() == std::fs::read(lab.default.file(WHO)).unwrap());
 
     // HOST before AUTH TLS, by address (no SNI): alpha's certificate on the control and
     // data connections (trusting alpha's CA only), and alpha's server.
