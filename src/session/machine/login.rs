@@ -19,7 +19,7 @@ use crate::tls::UpstreamPlan;
 use crate::upstream::ConnectError;
 
 /// After this many refused `USER` attempts the client is disconnected.
-const MAX_ATTEMPTS: u32 = 3;
+pub(super) const MAX_ATTEMPTS: u32 = 3;
 
 /// Splits `user@host[:port]` at the last `@` (user names may contain `@`).
 pub fn parse_target(arg: &[u8]) -> Option<(&[u8], HostPort)> {

@@ -39,6 +39,8 @@ pub(super) struct RouteState {
     pub greeted: bool,
     /// A `USER` came that no route takes: its `PASS` is refused.
     unrouted: bool,
+    /// Logins refused so far for want of a route.
+    refused: u32,
     /// A `USER` came (after it, `HOST` is too late).
     user_sent: bool,
     /// The route was chosen by the client's `HOST`: the server gets it too, if it
@@ -163,6 +165,12 @@ impl Machine {
                 self.route.user_sent = false;
                 self.reject(Rejection::NoRoute);
                 self.say(Say::NoServerForLogin);
+                // As forward mode's refused targets: a client guessing names gets few tries.
+                self.route.refused += 1;
+                if self.route.refused >= super::login::MAX_ATTEMPTS {
+                    self.say(Say::TooManyRefusedTargets);
+                    self.close("too many logins without a route");
+                }
             }
             VerbClass::Pass => self.say(Say::LoginFirst),
             _ => {
@@ -583,6 +591,18 @@ mod tests {
         // The session goes on: another login may have a route.
         let a = s.client("USER dave@beta");
         assert_eq!(connects(&a).as_deref(), Some("10.0.0.12:21"));
+        // A client guessing names gets three tries, then the session ends.
+        let mut s = S::new(policy(false, ""), None);
+        s.take();
+        for _ in 0..2 {
+            s.client("USER nobody");
+            let a = s.client("PASS x");
+            assert!(!a.iter().any(|a| matches!(a, Action::Close)));
+        }
+        s.client("USER nobody");
+        let a = s.client("PASS x");
+        assert!(to_client(&a).concat().contains("421 "), "{a:?}");
+        assert!(a.iter().any(|a| matches!(a, Action::Close)));
     }
 
     /// A host route's template makes the server's name from the login and the name.
