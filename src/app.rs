@@ -32,7 +32,7 @@ use crate::fxp::jobs::Jobs;
 use crate::metrics as m;
 use crate::server::{self, Shutdown};
 use crate::session::ListenerCtx;
-use crate::session::context::own_sockets;
+use crate::session::context::{own_sockets, route_pool_name};
 use crate::session::registry::Sessions;
 
 /// How long sessions get to say `421` and close after the grace period ran out.
@@ -155,6 +155,13 @@ pub async fn run(
     m::process_started(bound.config.data.ports.len());
     for (_, ctx) in &bound.listeners {
         m::listener_started(&ctx.policy.cfg.name, ctx.policy.limits.max_sessions);
+        if let Some(routes) = &ctx.policy.routes {
+            let mut names: Vec<&str> = routes.routes().iter().map(|r| r.name.as_str()).collect();
+            if routes.default_route().is_some() {
+                names.push(crate::route::DEFAULT_ROUTE);
+            }
+            m::routes_started(&ctx.policy.cfg.name, &names);
+        }
     }
     state.jobs.set_permits(bound.tls.permits(&bound.config.fxp));
     state.jobs.guard_against(Arc::new(own_sockets(
@@ -356,6 +363,17 @@ impl Live {
                     {
                         pool.inherit(&old);
                     }
+                    // A route's pool of the same name keeps its backends' health too.
+                    let old_routes = tx.borrow().services.route_pools.clone();
+                    for new_pool in ctx.services.route_pools.iter_mut().flatten() {
+                        let old = old_routes
+                            .iter()
+                            .flatten()
+                            .find(|o| o.listener == new_pool.listener);
+                        if let (Some(pool), Some(old)) = (Arc::get_mut(new_pool), old) {
+                            pool.inherit(old);
+                        }
+                    }
                     start_checks(&mut self.checkers, &self.admin.pools, &ctx);
                     self.show(&ctx);
                     tx.send_replace(Arc::new(ctx));
@@ -416,17 +434,28 @@ fn start_checks(
     ctx: &ListenerCtx,
 ) {
     let name = &ctx.policy.cfg.name;
-    if let Some(old) = checkers.remove(name) {
-        old.cancel();
+    // The listener's pool and its routes' (`listener/route`), those of the routes a
+    // reload removed included.
+    let route_prefix = format!("{name}/");
+    let mine = |k: &String| k == name || k.starts_with(&route_prefix);
+    let stale: Vec<String> = checkers.keys().filter(|k| mine(k)).cloned().collect();
+    for key in stale {
+        if let Some(old) = checkers.remove(&key) {
+            old.cancel();
+        }
     }
     let mut pools = admin_pools.write().unwrap_or_else(PoisonError::into_inner);
-    pools.remove(name);
-    let Some(pool) = ctx.services.pool.clone() else {
-        return;
-    };
-    pool.announce();
-    pools.insert(name.clone(), pool.clone());
-    let stop = CancellationToken::new();
-    checkers.insert(name.clone(), stop.clone());
-    tokio::spawn(crate::pool::check::run(pool, stop));
+    pools.retain(|k, _| !mine(k));
+    let routes = ctx.policy.cfg.routes.iter();
+    let route_pools = routes
+        .zip(&ctx.services.route_pools)
+        .filter_map(|(r, p)| Some((route_pool_name(name, &r.name), p.clone()?)));
+    let own = ctx.services.pool.clone().map(|p| (name.clone(), p));
+    for (key, pool) in own.into_iter().chain(route_pools) {
+        pool.announce();
+        pools.insert(key.clone(), pool.clone());
+        let stop = CancellationToken::new();
+        checkers.insert(key, stop.clone());
+        tokio::spawn(crate::pool::check::run(pool, stop));
+    }
 }

@@ -95,6 +95,7 @@ pub mod probe;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod rewrite;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const SESSIONS_ACTIVE: &str = "fxprelay_sessions_active";
 pub const SESSIONS_TOTAL: &str = "fxprelay_sessions_total";
+pub const ROUTE_SESSIONS_TOTAL: &str = "fxprelay_route_sessions_total";
 pub const SESSION_SECONDS: &str = "fxprelay_session_duration_seconds";
 pub const COMMANDS_TOTAL: &str = "fxprelay_commands_total";
 pub const REPLIES_TOTAL: &str = "fxprelay_replies_total";
@@ -93,6 +94,10 @@ fn describe() {
     describe_counter!(
         SESSIONS_TOTAL,
         "Client sessions accepted since start, per listener."
+    );
+    describe_counter!(
+        ROUTE_SESSIONS_TOTAL,
+        "Sessions that took each route of a listener with routes (`default`: the listener's own upstream), per listener and route."
     );
     describe_histogram!(
         SESSION_SECONDS,
@@ -490,6 +495,21 @@ pub fn session_started(listener: &str) {
     gauge!(SESSIONS_ACTIVE, "listener" => listener.to_owned()).increment(1.0);
 }
 
+/// A session of `listener` took the route `route` (`default`: the listener's own
+/// upstream). Bounded: the routes come from the configuration.
+/// A listener's routes, at 0 (see [`listener_started`]).
+pub fn routes_started(listener: &str, routes: &[&str]) {
+    for route in routes {
+        counter!(ROUTE_SESSIONS_TOTAL, "listener" => listener.to_owned(), "route" => (*route).to_owned())
+            .increment(0);
+    }
+}
+
+pub fn route_session(listener: &str, route: &str) {
+    counter!(ROUTE_SESSIONS_TOTAL, "listener" => listener.to_owned(), "route" => route.to_owned())
+        .increment(1);
+}
+
 pub fn session_ended(listener: &str, lasted: Duration) {
     gauge!(SESSIONS_ACTIVE, "listener" => listener.to_owned()).decrement(1.0);
     histogram!(SESSION_SECONDS, "listener" => listener.to_owned()).record(lasted.as_secs_f64());
@@ -610,6 +630,11 @@ pub enum Rejection {
     /// A connection (control, or to a relay data port) from a client the edge defense
     /// has banned.
     Banned,
+    /// A `HOST` naming no route of a routed listener (answered `504`).
+    UnknownHost,
+    /// A login no route of a routed listener takes, without a default route (`530`
+    /// after `PASS`, no upstream connection).
+    NoRoute,
 }
 
 impl Rejection {
@@ -647,6 +672,8 @@ impl Rejection {
         Rejection::UnsolicitedReply,
         Rejection::SelfTarget,
         Rejection::Banned,
+        Rejection::UnknownHost,
+        Rejection::NoRoute,
     ];
 
     /// The metric label.
@@ -684,6 +711,8 @@ impl Rejection {
             R::UnsolicitedReply => "unsolicited_reply",
             R::SelfTarget => "self_target",
             R::Banned => "banned",
+            R::UnknownHost => "unknown_host",
+            R::NoRoute => "no_route",
         }
     }
 }
@@ -803,6 +832,8 @@ mod tests {
             R::UnsolicitedReply => 28,
             R::SelfTarget => 29,
             R::Banned => 30,
+            R::UnknownHost => 31,
+            R::NoRoute => 32,
         }
     }
 

@@ -52,6 +52,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
             ..NatPolicy::default()
         },
         defense: Default::default(),
+        routes: Vec::new(),
     }
 }
 

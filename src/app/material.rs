@@ -9,9 +9,12 @@
 
 use std::path::Path;
 
-use crate::config::{Config, ConfigError, FxpConfig, ca_bundle_key, listener_key};
+use crate::config::{
+    Config, ConfigError, FxpConfig, ListenerConfig, ca_bundle_key, listener_key, route_key,
+};
 use crate::fxp::jobs::Permits;
-use crate::tls::{CaBundles, ListenerTls, TlsSettings};
+use crate::route::Match;
+use crate::tls::{CaBundles, ListenerTls, RouteTlsSpec, TlsSettings};
 
 /// A configuration together with the TLS material it names, read: what `run` starts
 /// from and what a reload replaces, always both at once.
@@ -53,20 +56,25 @@ impl TlsMaterial {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                l.tls
-                    .as_ref()
-                    .map(|settings| {
-                        ListenerTls::load(settings).map_err(|e| {
-                            let block = listener_key(i, "tls");
-                            match e.path().and_then(|p| Some((p, field_naming(settings, p)?))) {
-                                Some((path, field)) => {
-                                    origin.file_error(&block, field, path, e.to_string())
-                                }
-                                None => origin.error(&block, e.to_string()),
-                            }
-                        })
-                    })
-                    .transpose()
+                listener_tls(l).map_err(|(route, e)| {
+                    let block = match route {
+                        Some(j) => route_key(i, j, "tls"),
+                        None => listener_key(i, "tls"),
+                    };
+                    // The listener's own files are named by their key and line.
+                    let field = match (route, &l.tls) {
+                        (None, Some(settings)) => {
+                            e.path().and_then(|p| Some((p, field_naming(settings, p)?)))
+                        }
+                        _ => None,
+                    };
+                    match field {
+                        Some((path, field)) => {
+                            origin.file_error(&block, field, path, e.to_string())
+                        }
+                        None => origin.error(&block, e.to_string()),
+                    }
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let bundles = config
@@ -83,6 +91,7 @@ impl TlsMaterial {
     }
 
     /// The material of the listener at `index` of the configuration it was read for.
+    /// A listener has some when its `tls:` or one of its routes' says TLS.
     pub fn listener(&self, index: usize) -> Option<ListenerTls> {
         self.listeners.get(index).cloned().flatten()
     }
@@ -109,6 +118,37 @@ fn field_naming(settings: &TlsSettings, path: &Path) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The TLS material of listener `l`: its `tls:` block and its routes' (certificates by
+/// name, their own upstream legs); `None` when none of them says TLS. An error names the
+/// route whose file it is (`Some(index)`), or the listener's own block.
+fn listener_tls(
+    l: &ListenerConfig,
+) -> Result<Option<ListenerTls>, (Option<usize>, crate::tls::TlsError)> {
+    if l.tls.is_none() && l.routes.iter().all(|r| r.tls.is_none()) {
+        return Ok(None);
+    }
+    let routes: Vec<RouteTlsSpec> = l
+        .routes
+        .iter()
+        .map(|r| RouteTlsSpec {
+            name: match &r.matches {
+                Match::Host(p) => Some(p.clone()),
+                Match::User(_) => None,
+            },
+            cert: r
+                .certificate()
+                .map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+            settings: r
+                .tls
+                .as_ref()
+                .filter(|t| t.upstream.is_some())
+                .and_then(|_| r.tls_settings(l.tls.as_ref())),
+        })
+        .collect();
+    let settings = l.tls.clone().unwrap_or_default();
+    ListenerTls::load_routed(&settings, &routes).map(Some)
 }
 
 #[cfg(test)]
@@ -225,5 +265,36 @@ mod tests {
         );
         // Validation itself reads nothing: the configuration loads, the material does not.
         Config::load(&path).unwrap();
+    }
+
+    /// A route's certificate is read with its listener's; one that does not read is
+    /// named by the route's `tls` key and line. A route's own `tls.upstream` makes
+    /// material for a listener that has no `tls:` of its own.
+    #[test]
+    fn route_certificates_are_read_and_bad_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = files(dir.path());
+        let text = |route_key: &Path| {
+            format!(
+                "listeners:\n  - name: edge\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    tls:\n      client: {{mode: explicit, cert: {c}, key: {k}}}\n    routes:\n      - match: {{host: a.test}}\n        upstream: a:21\n      - match: {{host: b.test}}\n        upstream: b:21\n        tls: {{cert: {c}, key: {rk}}}\n",
+                c = cert.display(),
+                k = key.display(),
+                rk = route_key.display()
+            )
+        };
+        let loaded = load(&text(&key)).unwrap();
+        let l = loaded.tls.listener(0).unwrap();
+        assert_eq!(l.routes.len(), 2);
+        let e = err(&text(Path::new("/dev/zero")));
+        assert!(
+            e.contains("`listeners[0].routes[1].tls`")
+                && e.contains("line 12")
+                && e.contains("1 MiB"),
+            "{e}"
+        );
+        let plain = load("listeners:\n  - name: edge\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    routes:\n      - match: {user: '@tls$'}\n        upstream: a:21\n        tls: {upstream: {mode: explicit, verify: false}}\n").unwrap();
+        let l = plain.tls.listener(0).expect("a route's upstream TLS");
+        assert!(l.client.is_none() && l.upstream_of(None).0.is_none());
+        assert!(l.upstream_of(Some(0)).0.is_some());
     }
 }

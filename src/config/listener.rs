@@ -14,6 +14,7 @@ use super::defense::ListenerDefense;
 use super::error::ConfigError;
 use super::origin::{Origin, listener_key};
 use super::pool::{self, PoolConfig, PoolError};
+use super::route::{self, RouteConfig};
 use super::schema::{
     DataMode, FileListener, FileUpstream, Mode, ProxyProtocol, ProxyVersion, UpstreamConnect,
     UpstreamData,
@@ -77,6 +78,10 @@ pub struct ListenerConfig {
     /// `defense: off`, settings of its own, or (not printed) the top level's.
     #[serde(skip_serializing_if = "ListenerDefense::is_shared")]
     pub defense: ListenerDefense,
+    /// Reverse mode: routes to other upstreams, first match wins; `upstream` (or the
+    /// pool) is then the default route, and may be left out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
 }
 
 impl ListenerConfig {
@@ -169,6 +174,30 @@ impl<'a> Listeners<'a> {
         if let Some(t) = &l.tls {
             origin.record(tls_key, t.referenced.line());
         }
+        let nat = NatPolicy {
+            passive: l.nat.passive,
+            active: l.nat.active,
+            client_address: l.nat.client_address.clone(),
+            private: l
+                .private_ranges
+                .clone()
+                .map_or_else(PrivateRanges::default, PrivateRanges::new),
+        };
+        let upstream_data = l.upstream_data.unwrap_or_default();
+        let routes = match &l.routes {
+            None => Vec::new(),
+            Some(routes) => {
+                let from = route::Inherited {
+                    data: l.data,
+                    tls: tls.as_ref(),
+                    nat: &nat,
+                    upstream_data,
+                };
+                route::validate(i, routes, &from, origin, |line, w| {
+                    warnings.push(warn(line, w))
+                })?
+            }
+        };
         Ok(ListenerConfig {
             name,
             bind,
@@ -179,21 +208,15 @@ impl<'a> Listeners<'a> {
             allow: l.allow.unwrap_or_default(),
             data: l.data,
             public_address: l.public_address,
-            upstream_data: l.upstream_data.unwrap_or_default(),
+            upstream_data,
             upstream_connect: l.upstream_connect,
             allow_foreign_port: l.allow_foreign_port,
             allow_passive_hosts: l.allow_passive_hosts,
             proxy_protocol: l.proxy_protocol,
             preserve_client_address: l.preserve_client_address,
             tls,
-            nat: NatPolicy {
-                passive: l.nat.passive,
-                active: l.nat.active,
-                client_address: l.nat.client_address,
-                private: l
-                    .private_ranges
-                    .map_or_else(PrivateRanges::default, PrivateRanges::new),
-            },
+            nat,
+            routes,
             // Over the top-level `defense:`, by the validation pass.
             defense: ListenerDefense::Shared,
         })
@@ -261,8 +284,19 @@ fn upstream(
             "`balance` and `health_check` belong to a reverse listener with `upstream` (one `host:port` or a list)",
         ));
     }
+    let routed = l.routes.as_ref().is_some_and(|r| !r.value.is_empty());
+    if let Some(routes) = l.routes.as_ref().filter(|_| l.mode != Mode::Reverse) {
+        return Err(ConfigError::invalid(
+            key("routes"),
+            line_of(Some(routes.referenced.line())),
+            "`routes` belong to a reverse listener: forward and transparent listeners learn each session's upstream from the client",
+        ));
+    }
     let refused = match (l.mode, upstream) {
-        (Mode::Reverse, None) => Some((at, "a reverse listener needs `upstream: host:port`")),
+        (Mode::Reverse, None) if !routed => Some((
+            at,
+            "a reverse listener needs `upstream: host:port` (or `routes`, with or without a default `upstream`)",
+        )),
         (Mode::Forward, Some(_)) => Some((
             upstream_line,
             "a forward listener takes its upstream from the client's `USER user@host`; remove `upstream` and list allowed hosts under `allow`",

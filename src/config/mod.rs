@@ -12,8 +12,11 @@
 //!   its rules: `admin` (an open endpoint needs a token), `data` (no listener on a data
 //!   port), `limits` (each limit a rule about its own value, checked as it is parsed),
 //!   `fxp` (bundle names), `defense` (the edge defense, a listener's overrides of it),
-//!   `listener` (names, binds, upstreams by mode, keys a mode ignores), `pool` (a reverse listener's backends and health checks, with
-//!   [`PoolError`]), `tls` (a listener's `tls:` block). `validate` runs them in order;
+//!   `listener` (names, binds, upstreams by mode, keys a mode ignores), `pool` (a reverse
+//!   listener's backends and health checks, with [`PoolError`]), `route` (a reverse
+//!   listener's `routes:`, each with what it overrides of the listener's settings, and
+//!   which of them can never be chosen), `tls` (a listener's `tls:` block). `validate`
+//!   runs them in order;
 //!   `values` holds the rules and the written form of single values (durations,
 //!   counts, networks, secrets).
 //! - `print`: the typed configuration is plain data (addresses, durations, paths,
@@ -39,6 +42,7 @@ mod load;
 mod origin;
 mod pool;
 mod print;
+mod route;
 mod schema;
 mod tls;
 mod validate;
@@ -57,8 +61,9 @@ pub use limits::Limits;
 pub use listener::ListenerConfig;
 pub use origin::{Origin, ca_bundle_key, listener_key};
 pub use pool::{BackendConfig, HealthCheck, PoolConfig, PoolError};
+pub use route::{RouteConfig, route_key};
 pub use schema::{
-    Balance, CheckLogin, DEFAULT_ADMIN_BIND, DataMode, Mode, ProxyProtocol, ProxyVersion,
+    Balance, CheckLogin, DEFAULT_ADMIN_BIND, DataMode, Mode, ProxyProtocol, ProxyVersion, RouteTls,
     UpstreamConnect, UpstreamData,
 };
 pub use yaml::did_you_mean;

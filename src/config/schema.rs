@@ -30,7 +30,7 @@ use super::values::{self, BindAddr};
 use crate::defense::Rate;
 use crate::net::{AllowList, HostName, HostPort};
 use crate::rewrite::NatMode;
-use crate::tls::TlsSettings;
+use crate::tls::{TlsSettings, UpstreamTls};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -203,6 +203,10 @@ pub(super) struct FileListener {
     pub private_ranges: Option<Vec<IpNet>>,
     #[serde(default)]
     pub defense: Option<Spanned<FileListenerDefense>>,
+    /// Reverse mode: the routes to other upstreams, first match wins (the listener's own
+    /// `upstream`, if any, is the default route).
+    #[serde(default)]
+    pub routes: Option<Spanned<Vec<Spanned<FileRoute>>>>,
 }
 
 /// A listener's `nat:`.
@@ -213,6 +217,53 @@ pub(super) struct FileNat {
     pub passive: NatMode,
     #[serde(default)]
     pub active: NatMode,
+    #[serde(default)]
+    pub client_address: Option<HostName>,
+}
+
+/// One entry of a listener's `routes:`. Keys left out take the listener's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRoute {
+    /// The route's name in logs and metrics; default: its host pattern, or `routes[N]`.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub matches: Spanned<FileMatch>,
+    pub upstream: Spanned<FileUpstream>,
+    #[serde(default)]
+    pub balance: Option<Spanned<Balance>>,
+    #[serde(default, alias = "health")]
+    pub health_check: Option<Spanned<FileHealthCheck>>,
+    /// The server's login name, from `{user}` and `{host}`.
+    #[serde(default)]
+    pub user: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RouteTls>>,
+    #[serde(default)]
+    pub nat: Option<Spanned<FileRouteNat>>,
+    #[serde(default)]
+    pub upstream_data: Option<Spanned<UpstreamData>>,
+}
+
+/// A route's `match:`: one of the two keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileMatch {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// A route's `nat:`: the keys it sets replace the listener's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRouteNat {
+    #[serde(default)]
+    pub passive: Option<NatMode>,
+    #[serde(default)]
+    pub active: Option<NatMode>,
     #[serde(default)]
     pub client_address: Option<HostName>,
 }
@@ -321,6 +372,20 @@ impl Balance {
 pub enum ProxyVersion {
     V1,
     V2,
+}
+
+/// A route's `tls:`: the certificate clients that ask for its name get (TLS SNI), and the
+/// upstream leg's settings, replacing the listener's `tls.upstream` as a whole (its keys
+/// left out take their defaults, as in the listener's block).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamTls>,
 }
 
 /// The check user: the check logs in and sends `NOOP`, proving more than a banner.

@@ -132,6 +132,8 @@ pub enum VerbClass {
     Features,
     /// `HELP`.
     Help,
+    /// `HOST` (RFC 7151): the name of the server the client wants, before it logs in.
+    Host,
     /// `PROXY`: a PROXY-protocol v1 header arriving as if it were a command.
     ProxyHeader,
     /// Anything else: relayed as it is.
@@ -202,6 +204,7 @@ impl Verb {
             "QUIT" => C::Quit,
             "FEAT" => C::Features,
             "HELP" => C::Help,
+            "HOST" => C::Host,
             "PROXY" => C::ProxyHeader,
             _ => C::Other,
         }

@@ -36,6 +36,8 @@ pub struct Services {
     pub ports: PortPool,
     /// Reverse mode over a pool: its backends, their health and session counts.
     pub pool: Option<Arc<Pool>>,
+    /// A listener with routes: each route's pool, when it has one (by the route's place).
+    pub route_pools: Vec<Option<Arc<Pool>>>,
     /// `upstream_data: auto`: the upstreams seen to refuse passive mode.
     pub passive_refusals: PassiveRefusals,
     /// Where sessions register for `GET /api/v1/sessions`.
@@ -64,10 +66,20 @@ impl ListenerCtx {
             .pool
             .clone()
             .map(|pool| Arc::new(Pool::new(&l.name, pool, l.upstream_proxy_protocol)));
+        let route_pools = l
+            .routes
+            .iter()
+            .map(|r| {
+                let name = route_pool_name(&l.name, &r.name);
+                let pool = r.pool.clone()?;
+                Some(Arc::new(Pool::new(&name, pool, l.upstream_proxy_protocol)))
+            })
+            .collect();
         ListenerCtx {
             policy: Arc::new(Policy::of(config, l, own)),
             services: Services {
                 pool,
+                route_pools,
                 tls,
                 ..Services::new(ports)
             },
@@ -103,12 +115,19 @@ impl Services {
         Services {
             ports,
             pool: None,
+            route_pools: Vec::new(),
             passive_refusals: PassiveRefusals::default(),
             sessions: Sessions::default(),
             tls: None,
             defense: None,
         }
     }
+}
+
+/// What a route's pool is called (its metrics' `listener` label, its health checks, the
+/// admin API's `upstreams`): `listener/route`.
+pub fn route_pool_name(listener: &str, route: &str) -> String {
+    format!("{listener}/{route}")
 }
 
 /// The self-target guard of a proxy bound to `binds` with `config`'s data ports.

@@ -74,3 +74,11 @@ fn resumed<S>(s: &TlsStream<S>) -> bool {
     };
     kind == Some(HandshakeKind::Resumed)
 }
+
+/// The name a client asked for in its handshake (SNI), when the proxy is its server.
+pub(super) fn client_name<S>(s: &TlsStream<S>) -> Option<String> {
+    match s {
+        TlsStream::Server(c) => c.get_ref().1.server_name().map(str::to_owned),
+        TlsStream::Client(_) => None,
+    }
+}

@@ -59,7 +59,13 @@ pub async fn run(
     hard_stop: CancellationToken,
     until_login: UntilLogin,
 ) {
-    let span = tracing::info_span!("session", listener = %ctx.policy.cfg.name, client = %peer);
+    // `route` is filled in once the session takes one (a listener with routes).
+    let span = tracing::info_span!(
+        "session",
+        listener = %ctx.policy.cfg.name,
+        client = %peer,
+        route = tracing::field::Empty
+    );
     async move {
         let started = Instant::now();
         metrics::session_started(&ctx.policy.cfg.name);
@@ -95,8 +101,8 @@ async fn serve(
     let implicit = tls
         .filter(|t| t.settings.client.mode == ClientTlsMode::Implicit)
         .and_then(|t| t.client.clone());
-    let (client, early): (BoxStream, Vec<u8>) = match implicit {
-        None => (Box::new(client), early),
+    let (client, early, name): (BoxStream, Vec<u8>, Option<String>) = match implicit {
+        None => (Box::new(client), early, None),
         // Implicit TLS: the handshake comes before any FTP. Bytes the client sent behind
         // a PROXY header are the start of its TLS hello: they go back in front.
         Some(acceptor) => {
@@ -111,7 +117,8 @@ async fn serve(
             match secured {
                 Ok(s) => {
                     metrics::tls_session(&policy.cfg.name, TlsSide::Client);
-                    (Box::new(s), Vec::new())
+                    let name = handshake::client_name(&s);
+                    (Box::new(s), Vec::new(), name)
                 }
                 Err(error) => {
                     metrics::rejected(&policy.cfg.name, Rejection::ClientTls);
@@ -121,11 +128,12 @@ async fn serve(
             }
         }
     };
-    let machine = Machine::new(
+    let machine = Machine::with_name(
         policy.clone(),
         peer.ip(),
         client_local,
         original,
+        name.as_deref(),
         Instant::now(),
     );
     let end = CancellationToken::new();
@@ -135,6 +143,7 @@ async fn serve(
         .register(&policy.cfg.name, peer, end.clone());
     let local = SocketAddr::new(client_local, policy.cfg.bind.port());
     Shell::new(ctx, machine, client, &early, client_local)
+        .client_named(name)
         .client_addrs(peer, local)
         .registered(registration)
         .run(hard_stop, end, until_login)

@@ -9,9 +9,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::{Balance, ProxyVersion};
-use crate::config::{Config, DataConfig, Limits, ListenerConfig};
+use crate::config::{Config, DataConfig, Limits, ListenerConfig, RouteConfig};
 use crate::defense::Settings;
 use crate::net::{AllowList, OwnSockets};
+use crate::route::{Route, Routes};
+
+/// A reverse listener's routes, each going to the policy its sessions run under once
+/// chosen: the listener's, with the route's upstream and what it overrides (`nat`,
+/// `upstream_data`, `tls.upstream`, the pool's balance). The default route's is the
+/// listener's own, without routes.
+pub type RouteTable = Routes<Arc<Policy>>;
 
 /// A listener's settings, as its sessions' machines see them.
 #[derive(Debug)]
@@ -36,23 +43,80 @@ pub struct Policy {
     /// The edge defense this listener runs with (`None`: `defense: off`): what the
     /// machine reports to the ban table, and its tarpit's window and bait user names.
     pub defense: Option<Settings>,
+    /// A reverse listener with `routes:`: a session's policy is its route's, chosen by
+    /// what the client says before it logs in (`None` on a route's own policy).
+    pub routes: Option<Arc<RouteTable>>,
 }
 
 impl Policy {
     /// The policy of listener `l` of `config`, guarded by `own`.
     pub fn of(config: &Config, l: &ListenerConfig, own: Arc<OwnSockets>) -> Policy {
-        Policy {
+        let unrouted = Policy {
             own,
             fxp_allow: Arc::new(config.fxp.allow.clone()),
             pool: l.pool.as_ref().map(|p| p.balance),
             upstream_proxy: l.upstream_proxy_protocol,
             defense: config.defense_of(l).cloned(),
             ..Policy::new(l.clone(), config.limits.clone(), &config.data)
+        };
+        unrouted.routed()
+    }
+
+    /// This policy with its listener's routes, when it has some.
+    fn routed(mut self) -> Policy {
+        if self.cfg.routes.is_empty() {
+            return self;
+        }
+        let routes = std::mem::take(&mut self.cfg.routes);
+        let table = routes
+            .iter()
+            .map(|r| Route {
+                name: r.name.clone(),
+                matches: r.matches.clone(),
+                user: r.user.clone(),
+                to: Arc::new(self.for_route(r)),
+            })
+            .collect();
+        let has_default = self.cfg.upstream.is_some() || self.cfg.pool.is_some();
+        let default = has_default.then(|| Arc::new(self.unrouted()));
+        self.cfg.routes = routes;
+        self.routes = Some(Arc::new(Routes::new(table, default)));
+        self
+    }
+
+    /// The policy of sessions on route `r`: the listener's, with the route's upstream and
+    /// the settings it overrides.
+    fn for_route(&self, r: &RouteConfig) -> Policy {
+        let mut p = self.unrouted();
+        p.cfg.upstream = r.upstream.clone();
+        p.cfg.pool = r.pool.clone();
+        p.pool = r.pool.as_ref().map(|pool| pool.balance);
+        p.cfg.nat = r.nat.clone();
+        p.cfg.upstream_data = r.upstream_data;
+        p.cfg.tls = r.tls_settings(self.cfg.tls.as_ref());
+        p
+    }
+
+    /// The same settings without routes (a route's policy, or the default route's).
+    fn unrouted(&self) -> Policy {
+        let mut cfg = self.cfg.clone();
+        cfg.routes = Vec::new();
+        Policy {
+            cfg,
+            limits: self.limits.clone(),
+            data_bind: self.data_bind,
+            own: self.own.clone(),
+            fxp_allow: self.fxp_allow.clone(),
+            pool: self.pool,
+            upstream_proxy: self.upstream_proxy,
+            defense: self.defense.clone(),
+            routes: None,
         }
     }
 
     /// A policy with no self-target guard, no `fxp.allow`, no pool and no defense
-    /// (in-process tests).
+    /// (in-process tests). A listener's `routes:` are kept (a route's pool balance
+    /// included).
     pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig) -> Policy {
         Policy {
             cfg,
@@ -63,6 +127,8 @@ impl Policy {
             pool: None,
             upstream_proxy: None,
             defense: None,
+            routes: None,
         }
+        .routed()
     }
 }

@@ -61,6 +61,20 @@ pub enum Say {
     // Pools of upstreams.
     PoolDown,
 
+    // Routes of a reverse listener (RFC 7151 `HOST`, the login name).
+    HostAccepted {
+        name: String,
+    },
+    HostUnknown {
+        name: String,
+    },
+    HostTooLate,
+    HostSyntax,
+    /// `USER` that no route takes: asked for the password like any other, so that the
+    /// reply does not tell which names exist.
+    PasswordRequired,
+    NoServerForLogin,
+
     // Commands the proxy refuses.
     ProxyUntrusted,
     AuthRefused,
@@ -187,7 +201,12 @@ impl Say {
         match self {
             S::Goodbye => 221,
             S::NoopOk | S::EpsvAllOk | S::ActiveOk { .. } | S::FxpDestinationSet { .. } => 200,
-            S::ForwardGreeting | S::ProxyGreeting => 220,
+            S::ForwardGreeting | S::ProxyGreeting | S::HostAccepted { .. } => 220,
+            S::PasswordRequired => 331,
+            S::HostUnknown { .. } => 504,
+            S::HostTooLate => 503,
+            S::HostSyntax => 501,
+            S::NoServerForLogin => 530,
             S::FxpDone { .. } | S::AbortOk => 226,
             S::FxpCopying { .. } => 150,
             S::TlsGo => 234,
@@ -289,6 +308,12 @@ impl Say {
                 fixed("fxprelay FTP proxy ready. Log in as user@host or user@host:port.")
             }
             S::ProxyGreeting => fixed("fxprelay FTP proxy ready."),
+            S::HostAccepted { name } => owned(format!("{name} ready.")),
+            S::HostUnknown { name } => owned(format!("Unknown host {name}.")),
+            S::HostTooLate => fixed("HOST must come before USER."),
+            S::HostSyntax => fixed("HOST needs a host name."),
+            S::PasswordRequired => fixed("Password required."),
+            S::NoServerForLogin => fixed("No server for this login."),
             S::PoolDown => fixed(
                 "Service not available: every FTP server behind this proxy is down; try again later.",
             ),

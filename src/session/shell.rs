@@ -69,8 +69,9 @@ struct Completion {
 
 /// A connection an operation opened.
 enum Keep {
-    /// The client's control connection, now over TLS.
-    Client(BoxStream),
+    /// The client's control connection, now over TLS, and the name its handshake asked
+    /// for (SNI).
+    Client(BoxStream, Option<String>),
     /// The upstream's control connection, opened or now over TLS.
     Upstream(BoxStream),
     /// The proxy's connection to the upstream's passive data port.
@@ -125,6 +126,11 @@ pub(super) struct Shell {
     /// Reverse mode over a pool: the backend chosen for the machine, one of its sessions
     /// while held.
     backend: Option<Chosen>,
+    /// A listener with routes: the route taken (`None`: none yet, or the default).
+    route: Option<usize>,
+    /// The name the client asked for in its control connection's TLS handshake (SNI):
+    /// its data connections get the certificate that one got.
+    client_name: Option<String>,
     /// The session's entry in `GET /api/v1/sessions`, refreshed after every event.
     registration: Option<Registration>,
     /// The client's address and the one it connected to, for a PROXY header toward the
@@ -166,6 +172,8 @@ impl Shell {
             transfer: None,
             fxp: None,
             backend: None,
+            route: None,
+            client_name: None,
             registration: None,
             client_addrs: None,
         };
@@ -204,6 +212,12 @@ impl Shell {
     /// the server says).
     pub(super) fn client_addrs(mut self, peer: SocketAddr, local: SocketAddr) -> Shell {
         self.client_addrs = Some((peer, local));
+        self
+    }
+
+    /// The client asked for `name` in its implicit-TLS handshake (SNI).
+    pub(super) fn client_named(mut self, name: Option<String>) -> Shell {
+        self.client_name = name;
         self
     }
 
@@ -275,7 +289,14 @@ impl Shell {
     /// Takes over what an operation opened; the event that reports it.
     fn keep(&mut self, done: Completion) -> Event {
         match done.keep {
-            Some(Keep::Client(s)) => self.set_client(s, &[]),
+            Some(Keep::Client(s, name)) => {
+                self.set_client(s, &[]);
+                if let Some(name) = name {
+                    self.client_name = Some(name.clone());
+                    self.machine
+                        .handle(Event::ClientNamed(name), Instant::now());
+                }
+            }
             Some(Keep::Upstream(s)) => self.set_upstream(s),
             Some(Keep::UpstreamData(s)) => self.upstream_data = Some(s),
             None => {}
@@ -304,12 +325,13 @@ impl Shell {
                         .handle(Event::UpstreamError(e.to_string()), Instant::now());
                 }
             }
+            Action::Routed { route, name } => self.routed(route, name),
             Action::ChooseBackend {
                 client,
                 user,
                 tried,
             } => {
-                let pool = self.listener.services.pool.as_ref();
+                let pool = self.pool();
                 let chosen = pool.and_then(|p| p.choose(client, user.as_deref(), &tried));
                 let backend = chosen.as_ref().map(|c| Backend {
                     index: c.index,
@@ -320,7 +342,7 @@ impl Shell {
                     .handle(Event::BackendChosen(backend), Instant::now());
             }
             Action::BackendFailed { index, error } => {
-                if let Some(pool) = &self.listener.services.pool {
+                if let Some(pool) = self.pool() {
                     pool.session_failed(index, &error);
                 }
                 if self.backend.as_ref().is_some_and(|c| c.index == index) {
@@ -397,9 +419,10 @@ impl Shell {
                 upstream_tls,
             } => {
                 let data_acceptor = self.listener.services.tls.as_ref();
+                let name = self.client_name.as_deref();
                 let protect = Protection {
                     client: data_acceptor
-                        .and_then(|t| t.client_data.clone())
+                        .and_then(|t| t.client_data_for(name, self.route))
                         .filter(|_| client_tls),
                     upstream: match (&self.upstream_tls, &self.upstream_name) {
                         (Some(c), Some(n)) if upstream_tls => Some((c.clone(), n.clone())),
@@ -523,12 +546,13 @@ impl Shell {
         };
         let discarded = lines.read_buffer().len();
         let stream = lines.into_inner().unsplit(w.into_inner());
+        // A route chosen by HOST before AUTH TLS shows its own certificate.
         let how = self
             .listener
             .services
             .tls
             .as_ref()
-            .and_then(|t| t.client.clone());
+            .and_then(|t| t.client_for(self.route));
         let how = how
             .map(Handshake::Accept)
             .ok_or_else(|| "no TLS certificate configured".to_string());
@@ -573,10 +597,11 @@ impl Shell {
                 };
                 let (result, keep) = match secured {
                     Ok(s) => {
+                        let name = handshake::client_name(&s);
                         metrics::tls_session(&listener, side);
                         let s: BoxStream = Box::new(s);
                         let keep = match side {
-                            TlsSide::Client => Keep::Client(s),
+                            TlsSide::Client => Keep::Client(s, name),
                             TlsSide::Upstream => Keep::Upstream(s),
                         };
                         (Ok(()), Some(keep))
@@ -591,6 +616,33 @@ impl Shell {
             }
             .boxed(),
         );
+    }
+
+    /// The machine took route `route` (`None`: the default) called `name`: its pool and
+    /// upstream TLS from now on, its name in the session's log lines and metrics.
+    fn routed(&mut self, route: Option<usize>, name: String) {
+        tracing::Span::current().record("route", name.as_str());
+        metrics::route_session(&self.ctx.cfg.name, &name);
+        self.route = route;
+        let tls = self.listener.services.tls.as_ref();
+        self.upstream_tls = tls
+            .and_then(|t| t.upstream_of(route).0)
+            .map(tls::Upstream::for_session);
+    }
+
+    /// The pool this session's backends come from: its route's, or the listener's.
+    fn pool(&self) -> Option<&Arc<crate::pool::Pool>> {
+        let services = &self.listener.services;
+        match self.route {
+            Some(i) => services.route_pools.get(i).and_then(Option::as_ref),
+            None => services.pool.as_ref(),
+        }
+    }
+
+    /// The CA the session's server is checked with (`tls.upstream.ca`, its route's).
+    fn upstream_ca(&self) -> Option<crate::tls::CaCerts> {
+        let tls = self.listener.services.tls.as_ref()?;
+        tls.upstream_of(self.route).1.cloned()
     }
 
     fn start_transfer(
@@ -665,7 +717,7 @@ impl Shell {
     fn start_fxp(&mut self, src: FtpUrl, dst: FtpUrl, rules: FxpRules, recursive: bool) {
         let (tx, news) = mpsc::unbounded_channel();
         let progress_tx = tx.clone();
-        let mut opts = engine_options(rules, self.listener.services.tls.as_ref());
+        let mut opts = engine_options(rules, self.upstream_ca());
         let progress: crate::fxp::Progress = Arc::new(move |e: &FxpEvent| {
             let news = match e {
                 FxpEvent::Bytes { done, total } => Event::FxpProgress {
@@ -708,7 +760,7 @@ impl Shell {
     /// out again.
     fn check_fxp_destination(&mut self, url: FtpUrl, rules: FxpRules) {
         let (tx, news) = mpsc::unbounded_channel();
-        let opts = engine_options(rules, self.listener.services.tls.as_ref());
+        let opts = engine_options(rules, self.upstream_ca());
         let task = tokio::spawn(
             async move {
                 let result = match opts.open(&url).await {
@@ -738,8 +790,7 @@ impl Shell {
 /// The engine's options for a `SITE FXP` task, as the machine's `rules` say. The CA the
 /// rules name is the listener's `tls.upstream.ca`, read with the configuration: nothing
 /// is read here.
-fn engine_options(rules: FxpRules, tls: Option<&crate::tls::ListenerTls>) -> Options {
-    let loaded = tls.and_then(|t| t.upstream_ca.clone());
+fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> Options {
     let ca = match (rules.ca, loaded) {
         (Some(_), Some(certs)) => ExtraRoots::Loaded(certs),
         (Some(path), None) => ExtraRoots::File(path),

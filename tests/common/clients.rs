@@ -496,7 +496,7 @@ pub fn ftplib_from(
 /// Debian's Python, which has pyftpdlib beside it and runs the ftplib client by default.
 const DEBIAN_PYTHON: &str = "/usr/bin/python3";
 
-fn ftplib_command(
+pub fn ftplib_command(
     python: &Path,
     addr: SocketAddr,
     user: &str,

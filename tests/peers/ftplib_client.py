@@ -12,6 +12,7 @@ With --stock: ftplib's own default instead (trust_server_pasv_ipv4_address = Fal
 227 address is ignored and data goes to the control host, as through a load balancer).
 With --tls-ca CA: explicit FTPS (FTP_TLS, AUTH TLS before login, then PROT P), trusting
 only that CA; data connections resume the control connection's TLS session.
+With --send-host NAME: RFC 7151 HOST NAME before logging in (its reply on stderr).
 Exits non-zero with the error on stderr at the first failure.
 """
 import argparse
@@ -51,6 +52,7 @@ def main():
     p.add_argument("--source", help="connect from this local address")
     p.add_argument("--stock", action="store_true", help="keep ftplib's default PASV address handling")
     p.add_argument("--tls-ca", help="explicit FTPS, trusting this CA certificate (PEM)")
+    p.add_argument("--send-host", help="send HOST NAME (RFC 7151) before logging in")
     p.add_argument("--list", dest="list", nargs=0, action=Op)
     p.add_argument("--nlst", dest="nlst", nargs=0, action=Op)
     p.add_argument("--get", dest="get", nargs=2, metavar=("REMOTE", "LOCAL"), action=Op)
@@ -66,6 +68,8 @@ def main():
             ftp = ftplib.FTP(timeout=a.timeout, encoding="latin-1")
         ftp.trust_server_pasv_ipv4_address = not a.stock
         ftp.connect(a.host, a.port, source_address=(a.source, 0) if a.source else None)
+        if a.send_host:
+            print("HOST: " + ftp.sendcmd("HOST " + a.send_host), file=sys.stderr)
         ftp.login(a.user, a.password)  # FTP_TLS: AUTH TLS first
         if a.tls_ca:
             ftp.prot_p()

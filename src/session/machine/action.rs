@@ -32,6 +32,10 @@ pub enum Action {
         user: Option<Vec<u8>>,
         tried: Vec<usize>,
     },
+    /// A listener with routes: the session takes route `route` (`None`: the default
+    /// route, the listener's own `upstream`), called `name`. Its pool, upstream TLS
+    /// settings, metrics and log lines are that route's from now on.
+    Routed { route: Option<usize>, name: String },
     /// The chosen backend `index` could not be reached: report it to the pool (it counts
     /// toward `fall`, like a failed check) and let go of it.
     BackendFailed { index: usize, error: String },

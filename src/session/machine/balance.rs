@@ -51,6 +51,15 @@ impl Machine {
         self.choose_backend(Some(line.to_vec()));
     }
 
+    /// A routed session's pool: choose a backend of it (by the server's login name with
+    /// `balance: user`), `user_line` to replay once it greeted.
+    pub(super) fn pooled_connect(&mut self, user_line: Option<Vec<u8>>) {
+        if self.ctx.pool == Some(Balance::User) {
+            self.balance.user = self.site.user.as_ref().map(|u| u.as_bytes().to_vec());
+        }
+        self.choose_backend(user_line);
+    }
+
     fn choose_backend(&mut self, user_line: Option<Vec<u8>>) {
         self.phase = Phase::Choosing { user_line };
         self.act(Action::ChooseBackend {

@@ -59,6 +59,9 @@ pub enum Event {
     DataConnected(Result<(), DataConnectError>),
     /// To [`Action::StartTransfer`]: the transfer task ended.
     TransferFinished(TransferResult),
+    /// Before [`Event::ClientSecured`]: the name the client asked for in its TLS
+    /// handshake (SNI), when it sent one.
+    ClientNamed(String),
     /// To [`Action::UpgradeClient`]; `discarded` bytes the client had sent in clear after
     /// `AUTH TLS` were thrown away unread.
     ClientSecured {

@@ -20,7 +20,7 @@ use crate::tls::UpstreamPlan;
 use crate::upstream::ConnectError;
 
 /// After this many refused `USER` attempts the client is disconnected.
-const MAX_ATTEMPTS: u32 = 3;
+pub(super) const MAX_ATTEMPTS: u32 = 3;
 
 /// Splits `user@host[:port]` at the last `@` (user names may contain `@`).
 pub fn parse_target(arg: &[u8]) -> Option<(&[u8], HostPort)> {
@@ -102,7 +102,17 @@ impl Machine {
         if cmd.verb.class() == VerbClass::User {
             self.defend_user(cmd.args);
         }
+        // A route taken by the TLS name, with `upstream_connect: on_login`: its server
+        // gets the name the route makes.
+        let routed = match cmd.verb.class() {
+            VerbClass::User => self.routed_user_line(cmd.args),
+            _ => None,
+        };
+        let line = routed.as_deref().unwrap_or(line);
         match cmd.verb.class() {
+            VerbClass::User if self.pooled() && routed.is_some() => {
+                return self.pooled_connect(Some(line.to_vec()));
+            }
             VerbClass::User if self.pooled() => return self.pooled_user(line, cmd.args),
             VerbClass::User => {}
             VerbClass::Features if self.tls_features().is_some() => {
@@ -132,7 +142,9 @@ impl Machine {
         if let (Mode::Reverse, Some(target)) = (self.ctx.cfg.mode, &self.ctx.cfg.upstream) {
             // `upstream_connect: on_login`: the operator's upstream, the USER as it came.
             let target = target.clone();
-            self.site.user = Some(super::lossy(cmd.args));
+            if routed.is_none() {
+                self.site.user = Some(super::lossy(cmd.args));
+            }
             return self.connect(target, Some(line.to_vec()), attempts, false, None);
         }
         let Some((user, target)) = parse_target(trim_eol(cmd.args)) else {
@@ -176,7 +188,14 @@ impl Machine {
                 match user_line {
                     Some(user_line) => {
                         info!(upstream = %target, "forward target connected");
-                        self.phase = Phase::Greeting { user_line };
+                        self.phase = Phase::Greeting {
+                            user_line: Some(user_line),
+                        };
+                        self.reply_deadline = Some(now + self.ctx.limits.connect_timeout);
+                    }
+                    // A route chosen by HOST or SNI after the proxy greeted.
+                    None if self.route.greeted => {
+                        self.phase = Phase::Greeting { user_line: None };
                         self.reply_deadline = Some(now + self.ctx.limits.connect_timeout);
                     }
                     None => {
@@ -257,6 +276,15 @@ impl Machine {
         self.close("upstream unreachable");
     }
 
+    /// Whether the upstream leg turns to TLS right after the server's greeting: the
+    /// operator says so, or it mirrors a client that is on TLS already.
+    pub(super) fn tls_after_greeting(&self) -> bool {
+        let plan = self.upstream_plan();
+        let tls_now = plan == UpstreamPlan::AfterGreeting
+            || (plan == UpstreamPlan::WithClient && self.tls.client_secure);
+        tls_now && !self.tls.upstream_secure
+    }
+
     /// Forward mode: the server's greeting replaces the proxy's, then the client's `USER`
     /// (host part removed) goes to it.
     pub(super) fn on_forward_greeting(&mut self, reply: Reply, now: std::time::Instant) {
@@ -272,14 +300,21 @@ impl Machine {
             self.act(Action::ToClient(reply.raw));
             return self.close("upstream refused the session");
         }
-        let plan = self.upstream_plan();
-        let tls_now = plan == UpstreamPlan::AfterGreeting
-            || (plan == UpstreamPlan::WithClient && self.tls.client_secure);
-        if tls_now && !self.tls.upstream_secure {
-            return self.upstream_auth(AfterUpstream::ReplayUser(user_line), now);
+        if user_line.is_none() && self.host_to_pass().is_some() {
+            // The client's HOST goes on to a server that takes it, before anything else.
+            return self.ask_server_features(now);
         }
-        let verb = crate::proto::Verb::new(b"USER").expect("a valid verb");
-        self.forward(&user_line, verb);
+        if self.tls_after_greeting() {
+            let then = match user_line {
+                Some(line) => AfterUpstream::ReplayUser(line),
+                None => AfterUpstream::Nothing,
+            };
+            return self.upstream_auth(then, now);
+        }
+        if let Some(user_line) = user_line {
+            let verb = crate::proto::Verb::new(b"USER").expect("a valid verb");
+            self.forward(&user_line, verb);
+        }
     }
 }
 

@@ -31,6 +31,7 @@ mod data;
 mod defense;
 mod event;
 mod login;
+mod routing;
 mod site;
 #[cfg(test)]
 mod tests;
@@ -114,9 +115,10 @@ enum Phase {
         user_line: Option<Vec<u8>>,
         attempts: u32,
     },
-    /// Forward mode or `on_login`: connected; the server's greeting is taken in place of
-    /// the proxy's, then `user_line` goes to the server.
-    Greeting { user_line: Vec<u8> },
+    /// Forward mode, `on_login` or a route chosen after the proxy greeted: connected; the
+    /// server's greeting is taken in place of the proxy's, then `user_line` (if any) goes
+    /// to the server.
+    Greeting { user_line: Option<Vec<u8>> },
     /// Client and upstream talk through the proxy.
     Relaying,
 }
@@ -147,6 +149,10 @@ enum Answers {
     OwnPbsz,
     /// The proxy's own `PROT`, `P` when `private`.
     OwnProt { private: bool },
+    /// The proxy's own `FEAT` (does the server take `HOST`?).
+    OwnFeat,
+    /// The proxy's own `HOST`, passing on the client's.
+    OwnHost,
 }
 
 impl Answers {
@@ -158,6 +164,8 @@ impl Answers {
                 | Answers::OwnAuth
                 | Answers::OwnPbsz
                 | Answers::OwnProt { .. }
+                | Answers::OwnFeat
+                | Answers::OwnHost
         )
     }
 
@@ -219,6 +227,8 @@ enum Waiting {
     Setup(data::Setup),
     /// A TLS step on either leg.
     Tls(tls::TlsStep),
+    /// Passing the client's `HOST` on to its route's server.
+    Host(routing::HostStep),
 }
 
 /// The machine of one session.
@@ -261,6 +271,8 @@ pub struct Machine {
     balance: balance::BalanceState,
     /// What the edge defense hears of the client, and the tarpit's held replies.
     defense: defense::DefenseState,
+    /// A listener with routes: which one this session takes.
+    route: routing::RouteState,
     ended: Option<&'static str>,
 }
 
@@ -274,6 +286,19 @@ impl Machine {
         client: IpAddr,
         client_local: IpAddr,
         original: Option<SocketAddr>,
+        now: Instant,
+    ) -> Machine {
+        Self::with_name(ctx, client, client_local, original, None, now)
+    }
+
+    /// [`Machine::new`] for a client whose implicit-TLS handshake asked for `name` (SNI):
+    /// on a listener with routes, a name a route has chooses it at once.
+    pub fn with_name(
+        ctx: Arc<Policy>,
+        client: IpAddr,
+        client_local: IpAddr,
+        original: Option<SocketAddr>,
+        name: Option<&str>,
         now: Instant,
     ) -> Machine {
         let max_reply = ctx.limits.max_reply_bytes;
@@ -313,9 +338,11 @@ impl Machine {
             audit: audit::Audit::default(),
             balance: balance::BalanceState::default(),
             defense: defense::DefenseState::default(),
+            route: routing::RouteState::default(),
             ended: None,
         };
         m.tls.client_secure = implicit;
+        m.set_client_name(name);
         m.start();
         m
     }
@@ -405,6 +432,7 @@ impl Machine {
             Event::Leased { slot, result } => self.on_leased(slot, result, now),
             Event::DataConnected(result) => self.on_data_connected(result, now),
             Event::TransferFinished(result) => self.on_transfer_finished(result, now),
+            Event::ClientNamed(name) => self.on_client_named(&name),
             Event::ClientSecured { result, discarded } => {
                 self.on_client_secured(result, discarded, now)
             }
@@ -423,6 +451,9 @@ impl Machine {
 
     /// Opens the session: connect upstream or, in forward mode, greet the client.
     fn start(&mut self) {
+        if self.ctx.routes.is_some() {
+            return self.start_routed();
+        }
         if self.pooled() {
             return self.start_pooled();
         }
@@ -820,6 +851,9 @@ impl Machine {
 
     fn client_line(&mut self, line: &[u8], now: Instant) {
         match self.phase {
+            Phase::ForwardLogin { attempts } if self.routing_pending() => {
+                self.routing_line(line, attempts, now)
+            }
             Phase::ForwardLogin { attempts } => self.forward_login_line(line, attempts, now),
             Phase::Relaying => self.relaying_line(line, now),
             // Read only when deferring is over; kept for the next phase otherwise.
@@ -862,7 +896,7 @@ impl Machine {
         if class == VerbClass::Status && self.data.relayed_transfer() {
             return self.transfer_status();
         }
-        if self.tls_command(&cmd, now) {
+        if self.tls_command(&cmd, now) || self.host_after_route(class, cmd.args) {
             return;
         }
         if matches!(class, VerbClass::Transfer(_)) && self.logged_in && !self.relaying() {
@@ -872,7 +906,13 @@ impl Machine {
             self.defend_user(cmd.args);
         }
         match class {
-            VerbClass::User => self.site.user = Some(lossy(cmd.args)),
+            VerbClass::User => {
+                // A routed session's server gets the name its route makes.
+                if let Some(rewritten) = self.routed_user_line(cmd.args) {
+                    return self.forward(&rewritten, cmd.verb);
+                }
+                self.site.user = Some(lossy(cmd.args))
+            }
             VerbClass::Pass => self.site.pass = Some(lossy(cmd.args)),
             _ => {}
         }
@@ -985,6 +1025,10 @@ impl Machine {
             Answers::OwnProt { private } => {
                 self.reply_deadline = None;
                 self.on_own_prot_reply(&reply, private, now);
+            }
+            Answers::OwnFeat | Answers::OwnHost => {
+                self.reply_deadline = None;
+                self.on_own_host_step_reply(&reply, now);
             }
             Answers::RelayedTransfer(_) if self.data.transfer_waiting_for_reply() => {
                 self.on_transfer_reply(reply)

@@ -260,6 +260,7 @@ impl Machine {
                 // RFC 4217: a new TLS session starts with clear data until PROT P.
                 self.tls.client_pbsz = false;
                 self.tls.client_private = false;
+                self.route_after_tls();
             }
             Err(error) => {
                 self.reject(Rejection::ClientTls);
@@ -302,17 +303,24 @@ impl Machine {
     /// The features the proxy offers in `FEAT`: the server's, less its own TLS ones
     /// (the proxy terminates TLS, the server's offer does not apply to the client), plus
     /// the proxy's when its client leg offers TLS. `None`: `FEAT` goes through as it is.
+    /// A listener with routes offers `HOST` (RFC 7151) itself, in place of the server's.
     pub(super) fn tls_features(
         &self,
     ) -> Option<(&'static [&'static str], &'static [&'static str])> {
-        self.tls_settings()?;
         const SERVERS: &[&str] = &["AUTH", "PBSZ", "PROT", "CCC", "SSCN", "CPSV"];
         const OURS: &[&str] = &["AUTH TLS", "PBSZ", "PROT"];
-        let ours: &[&str] = if self.client_tls_mode() == ClientTlsMode::Off {
-            &[]
-        } else {
-            OURS
-        };
-        Some((SERVERS, ours))
+        const SERVERS_HOST: &[&str] = &["AUTH", "PBSZ", "PROT", "CCC", "SSCN", "CPSV", "HOST"];
+        const OURS_HOST: &[&str] = &["AUTH TLS", "PBSZ", "PROT", "HOST"];
+        let routed = self.routed();
+        if self.tls_settings().is_none() {
+            return routed.then_some((&["HOST"][..], &["HOST"][..]));
+        }
+        let offers_tls = self.client_tls_mode() != ClientTlsMode::Off;
+        Some(match (routed, offers_tls) {
+            (false, false) => (SERVERS, &[]),
+            (false, true) => (SERVERS, OURS),
+            (true, false) => (SERVERS_HOST, &["HOST"]),
+            (true, true) => (SERVERS_HOST, OURS_HOST),
+        })
     }
 }
