@@ -463,6 +463,18 @@ fn host_answers_and_a_login_without_a_route() {
     c.cmd_expect("HOST alpha.test", 503);
     let size = c.cmd_expect(&format!("SIZE {WHO}"), 213);
     assert!(size.contains("200000"), "{size}");
+    // The API (and the console) show the route the session took.
+    let (status, body) = common::proxy::http(lab.proxy.admin, "GET", "/api/v1/sessions", None, "");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["route"] == "alpha" && s["upstream"] == lab.alpha.addr.to_string()),
+        "{body}"
+    );
 
     // HOST after USER (a routed login): 503.
     let mut c = Control::connect(lab.proxy.addr);

@@ -207,7 +207,10 @@ pub fn render(s: &Status, now_unix: f64) -> String {
             text(&x["listener"]),
             text(&x["client"]),
             text(&x["user"]),
-            text(&x["upstream"]),
+            match x["route"].as_str() {
+                Some(route) => format!("{} (route {route})", text(&x["upstream"])),
+                None => text(&x["upstream"]),
+            },
             if x["tls"].as_bool() == Some(true) {
                 "TLS"
             } else {

@@ -68,6 +68,8 @@ pub struct SessionView {
     pub transfer: Option<TransferView>,
     /// Whether the client's control connection is TLS.
     pub tls: bool,
+    /// The route the session took, on a listener with `routes:`.
+    pub route: Option<String>,
 }
 
 /// The transfer a session runs now.
@@ -144,6 +146,7 @@ impl Sessions {
                         }),
                     }),
                     tls: s.client_tls,
+                    route: s.route.clone(),
                 }
             })
             .collect()

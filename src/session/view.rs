@@ -20,4 +20,6 @@ pub struct Snapshot {
     pub transfers: u64,
     /// Whether the client's control connection is TLS.
     pub client_tls: bool,
+    /// The route the session took, on a listener with `routes:`.
+    pub route: Option<String>,
 }

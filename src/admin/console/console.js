@@ -97,7 +97,8 @@ function sessionRows(sessions) {
     }, "End");
     return el("tr", { "data-session-id": s.id, "data-bytes": t ? t.bytes : "" },
       el("td", { class: "num" }, s.id), el("td", {}, s.listener), el("td", {}, s.client),
-      el("td", {}, s.user || ""), el("td", {}, s.upstream || ""),
+      el("td", {}, s.user || ""),
+      el("td", {}, (s.upstream || "") + (s.route ? ` (route ${s.route})` : "")),
       el("td", {}, s.tls ? "TLS" : "plain"), el("td", {}, transfer),
       el("td", { class: "num" }, `${bytes(s.download_bytes)} down, ${bytes(s.upload_bytes)} up`),
       el("td", {}, end));

@@ -137,6 +137,7 @@ impl Machine {
             download_bytes: a.download_bytes,
             transfers: a.transfers,
             client_tls: self.tls.client_secure,
+            route: self.route_name(),
         }
     }
 

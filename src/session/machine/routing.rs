@@ -63,6 +63,12 @@ impl RouteState {
 }
 
 impl Machine {
+    /// The name of the route this session took, once taken (the console, the API).
+    pub(super) fn route_name(&self) -> Option<String> {
+        let (table, chosen) = (self.route.table.as_ref()?, self.route.chosen?);
+        Some(table.name(chosen).to_string())
+    }
+
     /// Whether this session's listener has routes.
     pub(super) fn routed(&self) -> bool {
         self.route.table.is_some()
