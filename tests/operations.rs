@@ -315,6 +315,73 @@ fn logging_proxy(server: &FtpServer, format: &'static str) -> Proxy {
     Proxy::start(unique_loopback_ip(), spec)
 }
 
+/// A session that moves into `a/b`, uploads, renames, deletes and makes a directory:
+/// one INFO line per action, each with the absolute path and the session's id.
+#[test]
+fn file_operations_log_one_line_each_with_absolute_paths() {
+    let server = FtpServer::start(ServerKind::Vsftpd, ServerOptions::new(unique_loopback_ip()));
+    server.put("a", None);
+    server.put("a/b", None);
+    let proxy = logging_proxy(&server, "text");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("up.bin");
+    std::fs::write(&local, b"some bytes").unwrap();
+    let url = clients::ftp_url(server.user, server.pass, proxy.addr, "a/b/up.bin");
+    // curl's defaults: PWD after the login, CWD a, CWD b, STOR; then the post-quotes.
+    let r = clients::curl(
+        &url,
+        &Mode::Passive,
+        [
+            "-T".as_ref(),
+            local.as_os_str(),
+            "-Q".as_ref(),
+            "-RNFR up.bin".as_ref(),
+            "-Q".as_ref(),
+            "-RNTO moved.bin".as_ref(),
+            "-Q".as_ref(),
+            "-MKD made".as_ref(),
+            "-Q".as_ref(),
+            "-DELE moved.bin".as_ref(),
+        ],
+    );
+    assert!(r.ok(), "{r}\n{}", proxy.log());
+    // vsftpd shows its root as `/`: paths are absolute as the server names them.
+    let root = server.root.clone();
+    let b = "/a/b";
+    wait_for("the delete's line", || {
+        proxy.log().contains("audit: delete")
+    });
+    let log = proxy.log();
+    let line = |what: &str| {
+        let found: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("audit: {what} ")))
+            .collect();
+        assert_eq!(found.len(), 1, "{what}:\n{log}");
+        assert!(found[0].contains("session="), "{}", found[0]);
+        found[0].to_owned()
+    };
+    assert!(
+        line("transfer").contains(&format!("verb=STOR path={b}/up.bin")),
+        "{log}"
+    );
+    assert!(
+        line("rename").contains(&format!(
+            "from={b}/up.bin to={b}/moved.bin result=ok reply=250"
+        )),
+        "{log}"
+    );
+    assert!(
+        line("mkdir").contains(&format!("path={b}/made result=ok reply=257")),
+        "{log}"
+    );
+    assert!(
+        line("delete").contains(&format!("path={b}/moved.bin result=ok reply=250")),
+        "{log}"
+    );
+    assert!(root.join("a/b/made").is_dir() && !root.join("a/b/moved.bin").exists());
+}
+
 #[test]
 fn one_login_and_one_download_log_one_line_each_in_text_and_json() {
     let server = FtpServer::start(
@@ -367,10 +434,19 @@ fn one_login_and_one_download_log_one_line_each_in_text_and_json() {
                     "{log}"
                 );
                 assert!(logins[1].contains("result=failed reply=530"), "{log}");
+                // Whether TLS carried the login, and the session's id, on every line.
+                assert!(logins[0].contains("tls=false"), "{log}");
+                assert!(
+                    log.lines()
+                        .filter(|l| l.contains("fxprelay::session"))
+                        .all(|l| l.contains("session=")),
+                    "{log}"
+                );
                 assert_eq!(transfers.len(), 1, "{log}");
                 let t = transfers[0];
+                // Absolute: curl asked PWD (pyftpdlib's root is `/`).
                 assert!(
-                    t.contains(&format!("verb=RETR path={}", peers::HELLO_NAME)),
+                    t.contains(&format!("verb=RETR path=/{}", peers::HELLO_NAME)),
                     "{t}"
                 );
                 assert!(
@@ -414,7 +490,10 @@ fn one_login_and_one_download_log_one_line_each_in_text_and_json() {
                 let t = transfers[0];
                 assert_eq!(
                     (t["verb"].as_str(), t["path"].as_str()),
-                    (Some("RETR"), Some(peers::HELLO_NAME))
+                    (
+                        Some("RETR"),
+                        Some(format!("/{}", peers::HELLO_NAME).as_str())
+                    )
                 );
                 assert_eq!(t["download_bytes"].to_string(), len);
                 assert!(t["ms"].is_u64() && t["result"] == "ok", "{t}");

@@ -59,9 +59,17 @@ pub async fn run(
     hard_stop: CancellationToken,
     until_login: UntilLogin,
 ) {
+    // The session's id (the one the API and the console show, which `DELETE
+    // /api/v1/sessions/{id}` takes) is on every line of the session, from the first.
+    let end = CancellationToken::new();
+    let registration = ctx
+        .services
+        .sessions
+        .register(&ctx.policy.cfg.name, peer, end.clone());
     // `route` is filled in once the session takes one (a listener with routes).
     let span = tracing::info_span!(
         "session",
+        session = registration.id(),
         listener = %ctx.policy.cfg.name,
         client = %peer,
         route = tracing::field::Empty
@@ -70,7 +78,8 @@ pub async fn run(
         let started = Instant::now();
         metrics::session_started(&ctx.policy.cfg.name);
         let name = ctx.policy.cfg.name.clone();
-        let outcome = serve(client, peer, early, ctx, hard_stop, until_login).await;
+        let session = Registered { registration, end };
+        let outcome = serve(client, peer, early, ctx, hard_stop, until_login, session).await;
         metrics::session_ended(&name, started.elapsed());
         let ms = started.elapsed().as_millis() as u64;
         match outcome {
@@ -82,6 +91,12 @@ pub async fn run(
     .await
 }
 
+/// A session's place in the registry, and how an operator ends it.
+struct Registered {
+    registration: registry::Registration,
+    end: CancellationToken,
+}
+
 async fn serve(
     client: TcpStream,
     peer: SocketAddr,
@@ -89,6 +104,7 @@ async fn serve(
     ctx: Arc<ListenerCtx>,
     hard_stop: CancellationToken,
     until_login: UntilLogin,
+    Registered { registration, end }: Registered,
 ) -> anyhow::Result<&'static str> {
     let _ = client.set_nodelay(true);
     let client_local = client.local_addr()?.ip().to_canonical();
@@ -136,11 +152,6 @@ async fn serve(
         name.as_deref(),
         Instant::now(),
     );
-    let end = CancellationToken::new();
-    let registration = ctx
-        .services
-        .sessions
-        .register(&policy.cfg.name, peer, end.clone());
     let local = SocketAddr::new(client_local, policy.cfg.bind.port());
     Shell::new(ctx, machine, client, &early, client_local)
         .client_named(name)

@@ -188,6 +188,11 @@ impl Inner {
 }
 
 impl Registration {
+    /// The session's id, as the API shows it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Records what the session's machine knows now. A transfer that begins starts its
     /// byte count and clock from zero.
     pub fn update(&self, snapshot: Snapshot) {

@@ -720,6 +720,7 @@ impl Machine {
     }
 
     fn forward(&mut self, line: &[u8], verb: Verb) {
+        self.audit.files.forwarded(&verb, line);
         self.act(Action::ToUpstream(line.to_vec()));
         self.expect(Answers::Forwarded(verb));
     }
@@ -1052,6 +1053,9 @@ impl Machine {
         let Some(Answers::Forwarded(verb)) = self.awaiting.front().map(|a| a.answers) else {
             return;
         };
+        let first = String::from_utf8_lossy(&reply.raw);
+        let first = first.lines().next().unwrap_or("");
+        self.audit.files.answered(&verb, reply.code, first);
         match verb.class() {
             VerbClass::User | VerbClass::Pass | VerbClass::Acct => self.audit_login(reply.code),
             VerbClass::Transfer(_) if !self.relaying() => {

@@ -1,17 +1,25 @@
-//! The session's audit trail at INFO: one line per login (user, upstream, result) and
+//! The session's audit trail at INFO: one line per login (user, upstream, TLS, result),
 //! one per transfer (verb, path, bytes each way, milliseconds, result), the facts
-//! vsftpd's xferlog gives, greppable as `message="login"` / `message="transfer"`. The
-//! session span adds listener and client. Passwords never appear: only the `USER`
+//! vsftpd's xferlog gives, greppable as `message="login"` / `message="transfer"`, and
+//! one per file operation ([`files`]); paths absolute once the working directory
+//! is known. The session span adds listener, client and the session's id. Passwords never appear: only the `USER`
 //! argument is kept. The same facts feed the session's [`Snapshot`] for the admin API.
 
 use std::time::Instant;
 
 use tracing::info;
 
+mod files;
+
 use super::Machine;
+use files::Files;
 use crate::proto::command::Verb;
 use crate::proto::line::trim_eol;
 use crate::session::view::Snapshot;
+
+/// The target of every line of the trail (`--log fxprelay::session::machine::audit=info`
+/// keeps just these).
+pub(super) const TARGET: &str = module_path!();
 
 /// How a transfer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,8 @@ struct Finished {
 #[derive(Debug, Default)]
 pub(super) struct Audit {
     pub(super) upstream: Option<String>,
+    /// File operations and the working directory their paths resolve against.
+    pub(super) files: Files,
     running: Option<Running>,
     finished: Vec<Finished>,
     upload_bytes: u64,
@@ -64,9 +74,10 @@ pub(super) struct Audit {
 impl Audit {
     /// A transfer command was sent on (or set up) at `now`.
     pub(super) fn start(&mut self, verb: Verb, args: &[u8], relayed: bool, now: Instant) {
+        let arg = String::from_utf8_lossy(trim_eol(args));
         self.running = Some(Running {
             verb,
-            path: String::from_utf8_lossy(trim_eol(args)).trim().to_owned(),
+            path: self.files.resolve(arg.trim()),
             started: now,
             relayed,
         });
@@ -151,6 +162,7 @@ impl Machine {
         };
         let user = self.site.user.as_deref().unwrap_or("");
         let upstream = self.audit.upstream.as_deref().unwrap_or("");
-        info!(%user, %upstream, %result, reply = code, "login");
+        let tls = self.tls.client_secure;
+        info!(%user, %upstream, %result, reply = code, tls, "login");
     }
 }
