@@ -229,6 +229,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         false => {
+            tracing::info!(
+                version = %VERSION,
+                config = %cli.config.display(),
+                listeners = config.listeners.len(),
+                "fxprelay starting"
+            );
             for w in &config.warnings {
                 tracing::warn!("{w}");
             }
@@ -242,8 +248,8 @@ fn main() -> ExitCode {
             match runtime.block_on(run(&loaded, cli.config.clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
+                    // Once: the log is on stderr already (text or JSON).
                     error!("{e:#}");
-                    eprintln!("fxprelay: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -136,6 +136,39 @@ fn a_key_the_proxy_user_cannot_read_is_named_at_its_key_line() {
     assert!(out.status.success() && text.contains("OK"), "{text}");
 }
 
+/// `run` says once that it starts (version, config file, listeners), and an error that
+/// stops it is printed once.
+#[test]
+fn run_says_it_starts_and_a_fatal_error_once() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "admin:\n  bind: 127.0.0.1:0\nlisteners:\n  - name: a\n    bind: \"{}\"\n    upstream: h\n",
+            busy.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run fxprelay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("fxprelay starting")
+            && err.contains(env!("CARGO_PKG_VERSION"))
+            && err.contains(&format!("config={}", path.display()))
+            && err.contains("listeners=1"),
+        "{err}"
+    );
+    assert_eq!(err.matches("cannot bind listener `a`").count(), 1, "{err}");
+}
+
 #[test]
 fn bad_configs_fail_naming_key_and_line() {
     let cases = [

@@ -98,6 +98,24 @@ fn unreachable_upstream_gets_421_and_is_counted() {
         1.0
     );
     assert_eq!(proxy.metric("fxprelay_sessions_active", &[]), 0.0);
+
+    // Forward mode: the INFO log names the host the client could not reach.
+    let mut spec = ListenerSpec::forward(&["127.0.0.0/8"]);
+    spec.env = vec![("RUST_LOG", "info")];
+    let proxy = Proxy::start(unique_loopback_ip(), spec);
+    let mut c = Control::connect(proxy.addr);
+    c.expect(220);
+    let r = c.cmd(&format!("USER anonymous@{dead}"));
+    assert!(r.starts_with("421"), "{r}");
+    wait_for("the forward failure's line", || {
+        proxy.log().contains("forward target unreachable")
+    });
+    let log = proxy.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("forward target unreachable") && l.contains(&dead.to_string())),
+        "{log}"
+    );
 }
 
 #[test]

@@ -266,7 +266,9 @@ impl Machine {
                 self.say(Say::UpstreamUnreachable);
             }
             Mode::Forward => {
-                debug!(upstream = %target, %error, "forward target unreachable");
+                // INFO, not WARN: the client chose the host. Named, so the session's
+                // end says where it could not go.
+                info!(upstream = %target, %error, "forward target unreachable");
                 self.say(Say::ForwardUnreachable {
                     target: target.to_string(),
                     error,

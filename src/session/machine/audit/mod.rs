@@ -12,10 +12,10 @@ use tracing::info;
 mod files;
 
 use super::Machine;
-use files::Files;
 use crate::proto::command::Verb;
 use crate::proto::line::trim_eol;
 use crate::session::view::Snapshot;
+use files::Files;
 
 /// The target of every line of the trail (`--log fxprelay::session::machine::audit=info`
 /// keeps just these).
