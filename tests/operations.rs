@@ -223,7 +223,30 @@ fn the_dashboard_loads_and_every_query_names_a_real_metric() {
     assert!(dash["schemaVersion"].as_u64().unwrap() >= 36);
     assert!(dash["title"].is_string());
     let panels = dash["panels"].as_array().unwrap();
-    let have = families(&idle_proxy().metrics());
+    // Pool and certificate panels query series a proxy has with pools and TLS.
+    let (_dir, full) = tls_pool_proxy();
+    let have = families(&full.metrics());
+    // Every query is scoped to the chosen job and instances.
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(
+        vars.contains(&"job") && vars.contains(&"instance"),
+        "{vars:?}"
+    );
+    for p in panels {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            assert!(
+                expr.contains("instance=~\"$instance\""),
+                "{}: {expr}",
+                p["title"]
+            );
+        }
+    }
     let mut queried = BTreeSet::new();
     for p in panels {
         let title = p["title"].as_str().unwrap();
