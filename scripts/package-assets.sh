@@ -13,9 +13,10 @@ if readelf -S "$bin" | grep -q '\.symtab'; then
 fi
 rm -rf target/assets/man
 mkdir -p target/assets/man
-# fxprelay.1 and a page per command (fxprelay-run.1, fxprelay-fxp.1, ...).
+# fxprelay.1, a page per command (fxprelay-run.1, fxprelay-fxp.1, ...) and
+# fxprelay.yaml.5 (the configuration reference).
 "$bin" man --dir target/assets/man
-gzip -9n target/assets/man/*.1
+gzip -9n target/assets/man/*.1 target/assets/man/*.5
 "$bin" completions bash >target/assets/fxprelay.bash
 "$bin" completions zsh >target/assets/_fxprelay
 "$bin" completions fish >target/assets/fxprelay.fish

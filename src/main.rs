@@ -348,6 +348,71 @@ fn running_binds(config: &Config) -> Result<Vec<std::net::SocketAddr>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// README, for the configuration reference's manual page: the table there is the one
+/// reference, so the page cannot drift from it.
+const README: &str = include_str!("../README.md");
+
+/// `fxprelay.yaml(5)` in roff: README's "Configuration reference" section, its
+/// paragraphs and one entry per key of its table (key, default, meaning).
+fn config_reference_page(readme: &str) -> String {
+    let section = readme
+        .split("\n## Configuration reference\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap_or_default();
+    // roff: backslashes doubled, a leading `.` or `'` guarded, markdown's code quotes
+    // in bold.
+    let text = |s: &str| {
+        let mut out = String::new();
+        for (i, part) in s
+            .replace('\\', "\\e")
+            .replace("***", "\u{0}")
+            .replace("**", "")
+            .replace('\u{0}', "***")
+            .split('`')
+            .enumerate()
+        {
+            if i % 2 == 1 {
+                out.push_str(&format!("\\fB{part}\\fR"));
+            } else {
+                out.push_str(part);
+            }
+        }
+        if out.starts_with(['.', '\'']) {
+            out.insert_str(0, "\\&");
+        }
+        out
+    };
+    let mut page = format!(
+        ".TH fxprelay.yaml 5 \"\" \"fxprelay {}\"\n.SH NAME\nfxprelay.yaml \\- configuration of the fxprelay FTP proxy\n.SH DESCRIPTION\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut keys = String::new();
+    for line in section.lines() {
+        let cells: Vec<&str> = line.trim().trim_matches('|').split(" | ").collect();
+        match cells.as_slice() {
+            [key, default, meaning] if line.starts_with("| `") => {
+                keys.push_str(&format!(
+                    ".TP\n{}\nDefault: {}. {}\n",
+                    text(key.trim()),
+                    text(default.trim()),
+                    text(meaning.trim())
+                ));
+            }
+            _ if line.starts_with('|') => {}
+            _ if line.trim().is_empty() => page.push_str(".PP\n"),
+            _ => match line.strip_prefix("- ") {
+                Some(item) => page.push_str(&format!(".IP \\(bu 2\n{}\n", text(item.trim()))),
+                None => page.push_str(&format!("{}\n", text(line.trim()))),
+            },
+        }
+    }
+    page.push_str(".SH KEYS\n");
+    page.push_str(&keys);
+    page.push_str(".SH SEE ALSO\nfxprelay(1), fxprelay\\-check(1), fxprelay\\-config(1)\n");
+    page
+}
+
 /// `check --probe`: every reverse listener's servers, one report each on stdout. Whether
 /// none had a problem.
 fn probe_servers(loaded: &Loaded) -> bool {
@@ -381,11 +446,16 @@ fn probe_servers(loaded: &Loaded) -> bool {
     fits
 }
 
-/// `fxprelay man`: the main page on stdout, or every page into `dir`.
+/// `fxprelay man`: the main page on stdout, or every page into `dir` (a page per
+/// command and `fxprelay.yaml.5`, the configuration reference).
 fn man(dir: Option<PathBuf>) -> ExitCode {
     let written = match &dir {
         None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
-        Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+            .and_then(|()| {
+                std::fs::write(dir.join("fxprelay.yaml.5"), config_reference_page(README))
+            }),
     };
     match written {
         Ok(()) => ExitCode::SUCCESS,

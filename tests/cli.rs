@@ -256,6 +256,26 @@ fn man_writes_a_page_per_command() {
             "main page lacks {command}"
         );
     }
+    // fxprelay.yaml(5): every key of README's configuration reference, with its default.
+    let yaml = std::fs::read_to_string(dir.path().join("fxprelay.yaml.5")).unwrap();
+    assert!(yaml.starts_with(".TH fxprelay.yaml 5"), "{yaml}");
+    let readme = include_str!("../README.md");
+    let reference = readme
+        .split("\n## Configuration reference\n")
+        .nth(1)
+        .unwrap();
+    let reference = reference.split("\n## ").next().unwrap();
+    let keys: Vec<&str> = reference
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    assert!(keys.len() > 40, "{keys:?}");
+    for key in keys {
+        assert!(
+            yaml.contains(&format!(".TP\n\\fB{key}\\fR\nDefault: ")),
+            "{key} missing"
+        );
+    }
 }
 
 #[test]
