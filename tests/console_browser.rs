@@ -131,7 +131,7 @@ fn the_console_shows_a_live_session_and_job_and_ends_the_session() {
     assert!(ok, "{out}");
     for needle in [
         "SESSIONS (1)",
-        &format!("RETR {}", peers::BIG_NAME),
+        &format!("RETR /{}", peers::BIG_NAME),
         "FXP TRANSFERS (1)",
         "running",
         &a.addr.to_string(),
