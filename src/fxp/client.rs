@@ -35,7 +35,6 @@ use crate::net::{AllowList, Denied, OwnSockets, SelfTarget};
 use crate::proto::addr::{
     format_eprt_command, format_port_command, parse_epsv_reply, parse_pasv_reply,
 };
-use crate::proto::line::find_line;
 use crate::proto::reply::{Reply, ReplyAssembler};
 use crate::tls::{self, TlsConnector};
 
@@ -1110,25 +1109,6 @@ fn bad_reply(cmd: &str, r: &Reply, e: impl std::fmt::Display) -> FtpError {
     }
 }
 
-/// Splits a listing into lines (CRLF or LF), dropping empty ones.
-pub fn listing_lines(raw: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = raw;
-    while !rest.is_empty() {
-        let n = match find_line(rest, rest.len()) {
-            Ok(Some(n)) => n,
-            _ => rest.len(),
-        };
-        let line = crate::proto::line::trim_eol(&rest[..n]);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !line.is_empty() {
-            out.push(line);
-        }
-        rest = &rest[n..];
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1239,13 +1219,5 @@ mod tests {
     fn reply_text_on_one_line() {
         let r = reply(b"550-No such file\r\n550 or directory\r\n");
         assert_eq!(reply_text(&r), "No such file 550 or directory");
-    }
-
-    #[test]
-    fn listing_split() {
-        assert_eq!(
-            listing_lines(b"a\r\nb\n\nc"),
-            vec![&b"a"[..], &b"b"[..], &b"c"[..]]
-        );
     }
 }

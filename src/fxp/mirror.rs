@@ -23,13 +23,7 @@ use std::path::Path;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-/// A file or a directory (links and special files are never listed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    File,
-    Dir,
-}
+pub use crate::proto::listing::{Kind, Timestamp};
 
 /// What a tree copy does besides copying: [`TransferOptions`](super::options::TransferOptions)'s
 /// `skip_existing`, `dry_run`, `include`, `exclude` and `delete` (the flags' help there
@@ -133,24 +127,6 @@ impl Filter {
                     .include
                     .as_ref()
                     .is_none_or(|inc| inc.is_match(as_path(rel))))
-    }
-}
-
-/// A modification time in UTC, to the second: `YYYYMMDDHHMMSS` read as a number, which
-/// orders like the time it names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// `MLSD`'s `modify` fact or `MDTM`'s `213` text (RFC 3659 `time-val`:
-    /// `YYYYMMDDHHMMSS[.sss]`); fractions are dropped (servers differ in precision).
-    pub fn parse(text: &[u8]) -> Option<Timestamp> {
-        let text = text.trim_ascii();
-        let whole = text.split(|&b| b == b'.').next()?;
-        if whole.len() != 14 || !whole.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(whole).ok()?.parse().ok().map(Timestamp)
     }
 }
 
@@ -481,20 +457,6 @@ mod tests {
             ..MirrorOptions::default()
         };
         assert!(Filter::new(&bad).unwrap_err().to_string().contains("\"[\""));
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(
-            Timestamp::parse(b"20261124160000"),
-            Some(Timestamp(20261124160000))
-        );
-        assert_eq!(
-            Timestamp::parse(b" 20261124160000.123\r\n"),
-            Some(Timestamp(20261124160000))
-        );
-        assert_eq!(Timestamp::parse(b"2026112416"), None);
-        assert_eq!(Timestamp::parse(b"2026112416000x"), None);
     }
 
     fn tree() -> impl Strategy<Value = Vec<Item>> {

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use super::client::{Client, FtpError, listing_lines, refused, with_arg};
+use super::client::{Client, FtpError, refused, with_arg};
 use super::engine::{self, Check, FileHooks, FxpError, Method, Options, Progress, Side};
 use super::mirror::{self, Action, Decision, Filter, Item, MirrorOptions, Reason, Timestamp};
 use super::sessions::Sessions;
 use super::url::FtpUrl;
+use crate::proto::listing::{parse_list, parse_mlsd};
+use crate::proto::reply::quoted_path;
 
 /// Directories listed at most, and entries accepted, so a hostile or looping server
 /// cannot make the walk endless.
@@ -26,16 +28,6 @@ const MAX_DIRS: usize = 10_000;
 const MAX_FILES: usize = 100_000;
 
 pub use super::mirror::Kind;
-
-/// One listing entry (links and special files are left out).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub name: Vec<u8>,
-    pub kind: Kind,
-    pub size: Option<u64>,
-    /// MLSD's `modify` fact (UTC); `LIST` times are too coarse to use.
-    pub modified: Option<Timestamp>,
-}
 
 /// How one entry of a tree copy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -722,28 +714,7 @@ pub fn levels(path: &[u8]) -> Vec<Vec<u8>> {
 /// The login directory, from `PWD`'s `257 "dir"` (a doubled `"` is one).
 async fn pwd(c: &mut Client) -> Option<Vec<u8>> {
     let r = c.command(b"PWD").await.ok()?;
-    (r.code == 257).then(|| quoted(r.text())).flatten()
-}
-
-/// The first `"..."` of a reply's text, with `""` read as `"`.
-fn quoted(text: &[u8]) -> Option<Vec<u8>> {
-    let start = text.iter().position(|&b| b == b'"')? + 1;
-    let mut out = vec![];
-    let mut i = start;
-    while i < text.len() {
-        match (text[i], text.get(i + 1)) {
-            (b'"', Some(b'"')) => {
-                out.push(b'"');
-                i += 2;
-            }
-            (b'"', _) => return Some(out),
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    None
+    (r.code == 257).then(|| quoted_path(r.text())).flatten()
 }
 
 /// `MKD path`: `Ok(true)` when made, `Ok(false)` when it was there already (a `550`
@@ -899,167 +870,9 @@ fn server_err(side: Side, url: &FtpUrl, error: super::client::FtpError) -> FxpEr
     }
 }
 
-/// A name that is safe to join into a path: not empty, `.`, `..`, and without `/`.
-fn usable_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/')
-}
-
-/// RFC 3659 `MLSD` lines: `fact=value;fact=value; name`.
-pub fn parse_mlsd(raw: &[u8]) -> Vec<Entry> {
-    listing_lines(raw)
-        .into_iter()
-        .filter_map(|line| {
-            let sp = line.iter().position(|&b| b == b' ')?;
-            let (facts, name) = (&line[..sp], &line[sp + 1..]);
-            let mut kind = None;
-            let mut size = None;
-            let mut modified = None;
-            for fact in facts.split(|&b| b == b';') {
-                let Some(eq) = fact.iter().position(|&b| b == b'=') else {
-                    continue;
-                };
-                let key = String::from_utf8_lossy(&fact[..eq]).to_ascii_lowercase();
-                let value = String::from_utf8_lossy(&fact[eq + 1..]).to_ascii_lowercase();
-                match key.as_str() {
-                    "type" => {
-                        kind = match value.as_str() {
-                            "file" => Some(Kind::File),
-                            "dir" => Some(Kind::Dir),
-                            _ => None,
-                        }
-                    }
-                    "size" => size = value.parse().ok(),
-                    "modify" => modified = Timestamp::parse(value.as_bytes()),
-                    _ => {}
-                }
-            }
-            let kind = kind?;
-            usable_name(name).then(|| Entry {
-                name: name.to_vec(),
-                kind,
-                size,
-                modified,
-            })
-        })
-        .collect()
-}
-
-/// Unix `ls -l` lines: `drwxr-xr-x 2 owner group 4096 Nov 24 16:00 name`. The name is
-/// everything after the eighth field, spaces included. Links, devices and `total` lines
-/// are skipped.
-pub fn parse_list(raw: &[u8]) -> Vec<Entry> {
-    listing_lines(raw)
-        .into_iter()
-        .filter_map(|line| {
-            let kind = match line.first()? {
-                b'-' => Kind::File,
-                b'd' => Kind::Dir,
-                _ => return None,
-            };
-            let mut fields = vec![];
-            let mut i = 0;
-            while fields.len() < 8 {
-                while line.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
-                    i += 1;
-                }
-                let start = i;
-                while line.get(i).is_some_and(|b| !b.is_ascii_whitespace()) {
-                    i += 1;
-                }
-                if start == i {
-                    return None;
-                }
-                fields.push(&line[start..i]);
-            }
-            // Exactly one blank separates the time from the name; more belong to it.
-            let name = line.get(i + 1..)?;
-            let size = fields
-                .get(4)
-                .and_then(|f| std::str::from_utf8(f).ok())
-                .and_then(|s| s.parse().ok());
-            usable_name(name).then(|| Entry {
-                name: name.to_vec(),
-                kind,
-                size,
-                modified: None,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn mlsd() {
-        let raw = b"type=cdir;modify=20261124;perm=el; .\r\n\
-type=pdir;modify=20261124; ..\r\n\
-type=file;size=8388608;modify=20261124;perm=r; big.bin\r\n\
-type=dir;modify=20261124160102.5;perm=el; sub dir\r\n\
-type=OS.unix=slink:/x;size=1; link\r\n\
-Type=File;Size=3; caf\xe9.txt\r\n";
-        let e = parse_mlsd(raw);
-        assert_eq!(
-            e,
-            vec![
-                Entry {
-                    name: b"big.bin".to_vec(),
-                    kind: Kind::File,
-                    size: Some(8388608),
-                    modified: None,
-                },
-                Entry {
-                    name: b"sub dir".to_vec(),
-                    kind: Kind::Dir,
-                    size: None,
-                    modified: Some(Timestamp(20261124160102)),
-                },
-                Entry {
-                    name: b"caf\xe9.txt".to_vec(),
-                    kind: Kind::File,
-                    size: Some(3),
-                    modified: None,
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn ls_l() {
-        let raw = b"total 8\r\n\
-drwxr-xr-x    2 999      995          4096 Nov 24 16:00 a dir\r\n\
--rw-r--r--    1 999      995       8388608 Nov 24 16:00 big.bin\r\n\
--rw-r--r--    1 owner    group           5 Jan 01  2020  two spaces\r\n\
-lrwxrwxrwx    1 999      995             7 Nov 24 16:00 l -> big.bin\r\n\
-drwxr-xr-x    2 999      995          4096 Nov 24 16:00 ..\r\n\
--rw-r--r-- 1 short\r\n";
-        let e = parse_list(raw);
-        assert_eq!(
-            e,
-            vec![
-                Entry {
-                    name: b"a dir".to_vec(),
-                    kind: Kind::Dir,
-                    size: Some(4096),
-                    modified: None,
-                },
-                Entry {
-                    name: b"big.bin".to_vec(),
-                    kind: Kind::File,
-                    size: Some(8388608),
-                    modified: None,
-                },
-                Entry {
-                    name: b" two spaces".to_vec(),
-                    kind: Kind::File,
-                    size: Some(5),
-                    modified: None,
-                },
-            ]
-        );
-    }
 
     #[test]
     fn every_level_of_a_path() {
@@ -1071,30 +884,5 @@ drwxr-xr-x    2 999      995          4096 Nov 24 16:00 ..\r\n\
         assert_eq!(l(b"/abs/x/"), vec![b"/abs".to_vec(), b"/abs/x".to_vec()]);
         assert_eq!(l(b"one"), vec![b"one".to_vec()]);
         assert!(l(b"").is_empty());
-    }
-
-    #[test]
-    fn pwd_quotes() {
-        assert_eq!(
-            quoted(b"\"/home/x\" is the current directory"),
-            Some(b"/home/x".to_vec())
-        );
-        assert_eq!(quoted(b"\"/a \"\"q\"\"\" ok"), Some(b"/a \"q\"".to_vec()));
-        assert_eq!(quoted(b"no quotes"), None);
-    }
-
-    #[test]
-    fn names_that_would_escape_are_dropped() {
-        assert!(parse_mlsd(b"type=file; a/../../x\r\n").is_empty());
-        assert!(parse_list(b"-rw-r--r-- 1 o g 5 Jan 01 2020 ../x\r\n").is_empty());
-    }
-
-    proptest! {
-        #[test]
-        fn parsers_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..400)) {
-            for e in parse_mlsd(&raw).into_iter().chain(parse_list(&raw)) {
-                prop_assert!(usable_name(&e.name));
-            }
-        }
     }
 }

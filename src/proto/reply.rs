@@ -154,10 +154,45 @@ pub fn reply_line(code: u16, text: &str) -> Vec<u8> {
     out
 }
 
+/// The path a `257` reply names (`PWD`, `MKD`): the first `"..."` of the reply's text,
+/// with `""` read as `"` (RFC 959, appendix II). `None` without a closed quote.
+pub fn quoted_path(text: &[u8]) -> Option<Vec<u8>> {
+    let start = text.iter().position(|&b| b == b'"')? + 1;
+    let mut out = vec![];
+    let mut i = start;
+    while i < text.len() {
+        match (text[i], text.get(i + 1)) {
+            (b'"', Some(b'"')) => {
+                out.push(b'"');
+                i += 2;
+            }
+            (b'"', _) => return Some(out),
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn pwd_quotes() {
+        assert_eq!(
+            quoted_path(b"\"/home/x\" is the current directory"),
+            Some(b"/home/x".to_vec())
+        );
+        assert_eq!(
+            quoted_path(b"\"/a \"\"q\"\"\" ok"),
+            Some(b"/a \"q\"".to_vec())
+        );
+        assert_eq!(quoted_path(b"no quotes"), None);
+    }
 
     /// Feeds `raw` line by line, collecting every completed reply.
     fn assemble(max: usize, raw: &[u8]) -> Result<Vec<Reply>, ReplyError> {
