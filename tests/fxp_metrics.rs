@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::peers::{FtpServer, ServerKind, ServerOptions};
 use common::unique_loopback_ip;
-use fxprelay::fxp::{self, FtpUrl, Options};
+use fxprelay::fxp::{self, EngineOptions, FtpUrl};
 
 fn url(s: &FtpServer, path: &str) -> FtpUrl {
     FtpUrl::parse(&format!("ftp://{}:{}@{}/{path}", s.user, s.pass, s.addr)).unwrap()
@@ -21,10 +21,10 @@ fn transfers_are_counted_by_result_and_method() {
     let a = FtpServer::start(ServerKind::Vsftpd, o.clone());
     o.ip = unique_loopback_ip();
     let b = FtpServer::start(ServerKind::Pyftpdlib, o);
-    let opts = Options {
+    let opts = EngineOptions {
         retries: 0,
         timeout: Duration::from_secs(10),
-        ..Options::default()
+        ..EngineOptions::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::peers::{FtpServer, ServerKind};
 use common::{payload, unique_loopback_ip};
-use fxprelay::fxp::{self, FtpUrl, Method, Options};
+use fxprelay::fxp::{self, EngineOptions, FtpUrl, Method};
 
 fn url(s: &FtpServer, path: &str) -> FtpUrl {
     url_at(s, s.addr, path)
@@ -66,7 +66,7 @@ fn a_tree_of_200_files_goes_by_plain_fxp_on_reused_sessions() {
         .block_on(fxp::tree::copy_tree(
             &url(&a, "tree"),
             &url(&b, "copy"),
-            &Options::default(),
+            &EngineOptions::default(),
         ))
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log(), b.log()));
     assert!(r.failed.is_empty(), "{:?}", r.failed);
@@ -111,13 +111,13 @@ fn a_tree_over_a_slow_link_goes_by_plain_fxp_with_no_transfer_taken_for_lost() {
     }
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
-    let opts = Options {
+    let opts = EngineOptions {
         progress: Some(Arc::new(move |e: &fxp::Event| {
             if let fxp::Event::MethodFailed { .. } | fxp::Event::Retrying { .. } = e {
                 seen.lock().unwrap().push(format!("{e:?}"));
             }
         })),
-        ..Options::default()
+        ..EngineOptions::default()
     };
     let one_way = Duration::from_millis(50);
     let r = rt()
@@ -233,13 +233,13 @@ fn copies_by_fxp_again(stall: Stall, reason: &str) {
     let fake = StuckOnce::start(stall);
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
-    let opts = Options {
+    let opts = EngineOptions {
         retries: 0,
         timeout: Duration::from_secs(10),
         progress: Some(Arc::new(move |e: &fxp::Event| {
             seen.lock().unwrap().push(format!("{e:?}"));
         })),
-        ..Options::default()
+        ..EngineOptions::default()
     };
     let dst = FtpUrl::parse(&format!("ftp://u:p@{}/copy.bin", fake.addr)).unwrap();
     let r = rt()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::{payload, unique_loopback_ip};
-use fxprelay::fxp::{self, FtpUrl, Method, Options};
+use fxprelay::fxp::{self, EngineOptions, FtpUrl, Method};
 
 fn server(kind: ServerKind, tweak: impl FnOnce(&mut ServerOptions)) -> FtpServer {
     let mut opts = ServerOptions::new(unique_loopback_ip());
@@ -30,8 +30,8 @@ fn url(s: &FtpServer, path: &str) -> FtpUrl {
     FtpUrl::parse(&text).unwrap()
 }
 
-fn opts() -> Options {
-    Options {
+fn opts() -> EngineOptions {
+    EngineOptions {
         timeout: Duration::from_secs(10),
         retries: 0,
         // Shown with a failing test: why a method was given up.
@@ -40,7 +40,7 @@ fn opts() -> Options {
                 eprintln!("{e:?}");
             }
         })),
-        ..Options::default()
+        ..EngineOptions::default()
     }
 }
 
@@ -51,7 +51,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn copy(src: &FtpUrl, dst: &FtpUrl, o: &Options) -> Result<fxp::Report, fxp::FxpError> {
+fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, fxp::FxpError> {
     rt().block_on(fxp::transfer(src, dst, o))
 }
 
@@ -149,7 +149,7 @@ fn reverse_fxp_when_the_source_refuses_pasv() {
     let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
-    let o = Options {
+    let o = EngineOptions {
         progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
             seen.lock().unwrap().push(format!("{e:?}"));
         })),
@@ -168,7 +168,7 @@ fn reverse_fxp_when_the_source_refuses_pasv() {
     // Asked for explicitly, reverse FXP is the first method.
     let b2 = FtpServer::start_fxp(ServerKind::Vsftpd);
     let a2 = FtpServer::start_fxp(ServerKind::Pyftpdlib);
-    let o = Options {
+    let o = EngineOptions {
         reverse: true,
         ..opts()
     };
@@ -196,7 +196,7 @@ fn relay_fallback_when_the_destination_refuses_foreign_peers() {
     );
 
     // Without the fallback the copy fails, naming the destination's refusal.
-    let o = Options {
+    let o = EngineOptions {
         relay_fallback: false,
         ..opts()
     };
@@ -236,7 +236,7 @@ fn tree_copy(src_kind: ServerKind, dst_kind: ServerKind) {
     for (f, data) in &files {
         a.put(f, Some(data));
     }
-    let o = Options {
+    let o = EngineOptions {
         concurrency: 3,
         ..opts()
     };
@@ -299,7 +299,7 @@ fn sessions_closed(s: &FtpServer) {
 fn missing_source_file_reports_the_server_text_and_closes_sessions() {
     let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let b = FtpServer::start_fxp(ServerKind::Vsftpd);
-    let o = Options {
+    let o = EngineOptions {
         retries: 2,
         ..opts()
     };
@@ -399,7 +399,7 @@ fn pure_ftpd_dropping_a_foreign_peer_falls_back_quickly() {
     let a = server(ServerKind::PureFtpd, |_| {});
     let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let started = Instant::now();
-    let o = Options {
+    let o = EngineOptions {
         progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
             eprintln!("{:?} {e:?}", started.elapsed());
         })),
@@ -425,7 +425,7 @@ fn resume_continues_a_partial_copy() {
     let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let c = server(ServerKind::Vsftpd, |_| {});
-    let o = Options {
+    let o = EngineOptions {
         resume: true,
         ..opts()
     };
@@ -589,7 +589,7 @@ fn fxp_gives_the_passive_servers_control_address_not_the_announced_one() {
         comma_addr(third, 40021)
     )));
     let b = FakeFtp::start(None);
-    let o = Options {
+    let o = EngineOptions {
         relay_fallback: false,
         ..opts()
     };
@@ -607,7 +607,7 @@ fn fxp_gives_the_passive_servers_control_address_not_the_announced_one() {
 fn a_passive_reply_naming_a_privileged_port_is_refused() {
     let a = FakeFtp::start(Some("227 Entering Passive Mode (10,9,8,7,0,25).".into()));
     let b = FakeFtp::start(None);
-    let o = Options {
+    let o = EngineOptions {
         relay_fallback: false,
         ..opts()
     };

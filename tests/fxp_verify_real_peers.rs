@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::peers::{self, Digests, FtpServer, ServerKind, ServerOptions};
 use common::unique_loopback_ip;
 use fxprelay::fxp::digest::{Algorithm, Check};
-use fxprelay::fxp::{self, FtpUrl, FxpError, Method, Options};
+use fxprelay::fxp::{self, EngineOptions, FtpUrl, FxpError, Method};
 
 /// An FXP-friendly server with `digests`.
 fn server(kind: ServerKind, digests: Digests, corrupt_uploads: bool) -> FtpServer {
@@ -33,10 +33,10 @@ fn url(s: &FtpServer, path: &str) -> FtpUrl {
     FtpUrl::parse(&url_text(s, path)).unwrap()
 }
 
-/// Options for the tests, counting the retries the engine makes.
-fn opts(retries: &Arc<AtomicU32>) -> Options {
+/// EngineOptions for the tests, counting the retries the engine makes.
+fn opts(retries: &Arc<AtomicU32>) -> EngineOptions {
     let seen = retries.clone();
-    Options {
+    EngineOptions {
         timeout: Duration::from_secs(10),
         retries: 2,
         progress: Some(Arc::new(move |e: &fxp::Event| {
@@ -47,11 +47,11 @@ fn opts(retries: &Arc<AtomicU32>) -> Options {
                 eprintln!("{e:?}");
             }
         })),
-        ..Options::default()
+        ..EngineOptions::default()
     }
 }
 
-fn copy(src: &FtpUrl, dst: &FtpUrl, o: &Options) -> Result<fxp::Report, FxpError> {
+fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, FxpError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -172,7 +172,7 @@ fn a_slow_hash_is_bounded_by_the_hash_timeout() {
     o.hash_delay = Some(Duration::from_secs(6));
     let b = FtpServer::start(ServerKind::Pyftpdlib, o);
     let retries = Arc::new(AtomicU32::new(0));
-    let patient = Options {
+    let patient = EngineOptions {
         timeout: Duration::from_secs(3),
         hash_timeout: Duration::from_secs(60),
         ..opts(&retries)
@@ -180,7 +180,7 @@ fn a_slow_hash_is_bounded_by_the_hash_timeout() {
     let r = copy(&url(&a, "hello.txt"), &url(&b, "one.txt"), &patient)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
     assert_eq!(r.verified, Check::Hash(Algorithm::Sha256), "{r:?}");
-    let hasty = Options {
+    let hasty = EngineOptions {
         hash_timeout: Duration::from_secs(1),
         ..patient
     };

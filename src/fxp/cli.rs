@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::{self, Lookup, Netrc};
-use super::engine::{self, FxpError, Options};
+use super::engine::{self, EngineOptions, FxpError};
 use super::options::TransferOptions;
 use super::progress::{Hooks, Left, Live};
 use super::tree::{self, EntryResult, FileRecord, Kind, TreeReport};
@@ -81,7 +81,7 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
     };
     let live = Live::new(std::io::stderr().is_terminal(), root);
     let cancel = CancellationToken::new();
-    let opts = Options {
+    let opts = EngineOptions {
         files: Some(Arc::new(Hooks(live.clone()))),
         cancel: Some(cancel.clone()),
         ..args.opts.engine(args.opts.ca_file())
@@ -236,7 +236,7 @@ fn file_result(
 
 /// The files left part way, each with the destination's `SIZE` now that its transfer
 /// is aborted (the last polled count where the server does not tell).
-async fn written(mut left: Vec<Left>, opts: &Options) -> Vec<Left> {
+async fn written(mut left: Vec<Left>, opts: &EngineOptions) -> Vec<Left> {
     for l in &mut left {
         if let Ok(mut c) = opts.open(&l.dst).await {
             if let Ok(Some(n)) = c.size(&l.dst.path).await {

@@ -27,8 +27,8 @@ use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
 use tracing::debug;
 
+use super::client_stream::ClientStream;
 use super::digest;
-use super::stream::Stream;
 use super::url::{FtpUrl, Security};
 use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::net::{AllowList, Denied, OwnSockets, SelfTarget};
@@ -242,10 +242,10 @@ pub struct DataTls(Option<(TlsConnector, ServerName<'static>)>);
 impl DataTls {
     /// `tcp` as the data connection: through a TLS handshake (within `limit`) under
     /// `PROT P`, as it is otherwise.
-    pub async fn wrap(self, tcp: TcpStream, limit: Duration) -> Result<Stream, FtpError> {
+    pub async fn wrap(self, tcp: TcpStream, limit: Duration) -> Result<ClientStream, FtpError> {
         match self.0 {
             Some((connector, name)) => handshake(&connector, name, tcp, limit, "data").await,
-            None => Ok(Stream::Plain(tcp)),
+            None => Ok(ClientStream::Plain(tcp)),
         }
     }
 
@@ -310,10 +310,10 @@ impl Features {
 
 /// One logged-in control connection.
 pub struct Client {
-    reader: FramedRead<ReadHalf<Stream>, LineCodec>,
+    reader: FramedRead<ReadHalf<ClientStream>, LineCodec>,
     /// Every command is flushed onto the wire (a TLS record could otherwise sit in
     /// rustls' buffer) within `timeout`.
-    writer: LineWriter<WriteHalf<Stream>>,
+    writer: LineWriter<WriteHalf<ClientStream>>,
     /// Over TLS: the connector and the data protection in force.
     secure: Option<Secure>,
     asm: ReplyAssembler,
@@ -373,7 +373,7 @@ impl Client {
             (Some((connector, name)), Security::Implicit) => {
                 handshake(connector, name.clone(), tcp, limit, "control").await?
             }
-            _ => Stream::Plain(tcp),
+            _ => ClientStream::Plain(tcp),
         };
         let mut c = Client::over(stream, None, peer, limit, host, own.cloned());
         let mut greeting = c.read_reply("greeting").await?;
@@ -408,7 +408,7 @@ impl Client {
     }
 
     fn over(
-        stream: Stream,
+        stream: ClientStream,
         secure: Option<Secure>,
         peer: SocketAddr,
         limit: Duration,
@@ -458,7 +458,7 @@ impl Client {
             own,
             ..
         } = self;
-        let Stream::Plain(tcp) = reader.into_inner().unsplit(writer.into_inner()) else {
+        let ClientStream::Plain(tcp) = reader.into_inner().unsplit(writer.into_inner()) else {
             return Err(FtpError::Other("AUTH TLS on a TLS connection".into()));
         };
         let stream = handshake(&connector, name.clone(), tcp, limit, "control").await?;
@@ -990,9 +990,9 @@ async fn handshake(
     tcp: TcpStream,
     limit: Duration,
     channel: &'static str,
-) -> Result<Stream, FtpError> {
+) -> Result<ClientStream, FtpError> {
     match timeout(limit, connector.connect(name, tcp)).await {
-        Ok(Ok(t)) => Ok(Stream::Tls(Box::new(t))),
+        Ok(Ok(t)) => Ok(ClientStream::Tls(Box::new(t))),
         Ok(Err(e)) => Err(FtpError::tls(channel, e)),
         Err(_) => Err(FtpError::Timeout {
             what: format!("TLS handshake on the {channel} connection"),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::client::FtpError;
 use super::digest::Algorithm;
-use super::report::Method;
+use super::method::Method;
 
 /// Which server a failure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -729,7 +729,7 @@ impl Jobs {
         }
         let id = JobId::new();
         let job = Job::new(id, src.to_string(), dst.to_string(), options.clone());
-        let mut opts = engine::Options {
+        let mut opts = engine::EngineOptions {
             allow: Some(self.allow()),
             own: self.own(),
             cancel: Some(job.stop.clone()),

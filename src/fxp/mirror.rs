@@ -142,7 +142,7 @@ pub struct Item {
 /// What to do with one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub enum Operation {
     /// `MKD` on the destination.
     CreateDir,
     /// Copy the source file over.
@@ -193,7 +193,7 @@ impl Reason {
 pub struct Decision {
     pub rel: Vec<u8>,
     pub kind: Kind,
-    pub action: Action,
+    pub action: Operation,
     pub reason: Reason,
     /// The source's size (for copies and skips), else the destination's.
     pub size: Option<u64>,
@@ -230,7 +230,7 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
         .map(|i| Decision {
             rel: i.rel.clone(),
             kind: Kind::Dir,
-            action: Action::CreateDir,
+            action: Operation::CreateDir,
             reason: Reason::Missing,
             size: None,
         })
@@ -262,9 +262,9 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
             rel: d.rel.clone(),
             kind: d.kind,
             action: if d.kind == Kind::Dir {
-                Action::RemoveDir
+                Operation::RemoveDir
             } else {
-                Action::Delete
+                Operation::Delete
             },
             reason: Reason::NotInSource,
             size: d.size,
@@ -273,20 +273,20 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
     out
 }
 
-fn file_action(s: &Item, d: Option<&Item>, opts: &MirrorOptions) -> (Action, Reason) {
+fn file_action(s: &Item, d: Option<&Item>, opts: &MirrorOptions) -> (Operation, Reason) {
     let Some(d) = d else {
-        return (Action::Copy, Reason::Missing);
+        return (Operation::Copy, Reason::Missing);
     };
     if !opts.skip_existing {
-        return (Action::Copy, Reason::Overwrite);
+        return (Operation::Copy, Reason::Overwrite);
     }
     match (s.size, d.size) {
-        (Some(a), Some(b)) if a != b => (Action::Copy, Reason::SizeDiffers),
+        (Some(a), Some(b)) if a != b => (Operation::Copy, Reason::SizeDiffers),
         (Some(_), Some(_)) => match (s.modified, d.modified) {
-            (Some(sm), Some(dm)) if dm < sm => (Action::Copy, Reason::Older),
-            _ => (Action::Skip, Reason::UpToDate),
+            (Some(sm), Some(dm)) if dm < sm => (Operation::Copy, Reason::Older),
+            _ => (Operation::Skip, Reason::UpToDate),
         },
-        _ => (Action::Copy, Reason::SizeUnknown),
+        _ => (Operation::Copy, Reason::SizeUnknown),
     }
 }
 
@@ -323,7 +323,7 @@ mod tests {
         }
     }
 
-    fn summary(d: &[Decision]) -> Vec<(String, Action, Reason)> {
+    fn summary(d: &[Decision]) -> Vec<(String, Operation, Reason)> {
         d.iter()
             .map(|d| {
                 (
@@ -335,7 +335,7 @@ mod tests {
             .collect()
     }
 
-    fn s(rel: &str, a: Action, r: Reason) -> (String, Action, Reason) {
+    fn s(rel: &str, a: Operation, r: Reason) -> (String, Operation, Reason) {
         (rel.to_owned(), a, r)
     }
 
@@ -352,11 +352,11 @@ mod tests {
         assert_eq!(
             summary(&d),
             vec![
-                s("a", Action::CreateDir, Reason::Missing),
-                s("b", Action::CreateDir, Reason::Missing),
-                s("a/deep", Action::CreateDir, Reason::Missing),
-                s("top.bin", Action::Copy, Reason::Missing),
-                s("a/deep/x", Action::Copy, Reason::Missing),
+                s("a", Operation::CreateDir, Reason::Missing),
+                s("b", Operation::CreateDir, Reason::Missing),
+                s("a/deep", Operation::CreateDir, Reason::Missing),
+                s("top.bin", Operation::Copy, Reason::Missing),
+                s("a/deep/x", Operation::Copy, Reason::Missing),
             ]
         );
     }
@@ -385,17 +385,17 @@ mod tests {
         assert_eq!(
             summary(&decide(&src, &dst, &skip, &Filter::default())),
             vec![
-                s("same", Action::Skip, Reason::UpToDate),
-                s("bigger", Action::Copy, Reason::SizeDiffers),
-                s("newer-src", Action::Copy, Reason::Older),
-                s("older-src", Action::Skip, Reason::UpToDate),
-                s("one-time", Action::Skip, Reason::UpToDate),
-                s("new", Action::Copy, Reason::Missing),
+                s("same", Operation::Skip, Reason::UpToDate),
+                s("bigger", Operation::Copy, Reason::SizeDiffers),
+                s("newer-src", Operation::Copy, Reason::Older),
+                s("older-src", Operation::Skip, Reason::UpToDate),
+                s("one-time", Operation::Skip, Reason::UpToDate),
+                s("new", Operation::Copy, Reason::Missing),
             ]
         );
         // Without the option everything is copied again.
         let all = decide(&src, &dst, &MirrorOptions::default(), &Filter::default());
-        assert!(all.iter().all(|d| d.action == Action::Copy), "{all:?}");
+        assert!(all.iter().all(|d| d.action == Operation::Copy), "{all:?}");
         assert_eq!(all[0].reason, Reason::Overwrite);
     }
 
@@ -420,11 +420,11 @@ mod tests {
         assert_eq!(
             summary(&d),
             vec![
-                s("keep/a", Action::Copy, Reason::Overwrite),
-                s("gone/deeper/f", Action::Delete, Reason::NotInSource),
-                s("keep/stale", Action::Delete, Reason::NotInSource),
-                s("gone/deeper", Action::RemoveDir, Reason::NotInSource),
-                s("gone", Action::RemoveDir, Reason::NotInSource),
+                s("keep/a", Operation::Copy, Reason::Overwrite),
+                s("gone/deeper/f", Operation::Delete, Reason::NotInSource),
+                s("keep/stale", Operation::Delete, Reason::NotInSource),
+                s("gone/deeper", Operation::RemoveDir, Reason::NotInSource),
+                s("gone", Operation::RemoveDir, Reason::NotInSource),
             ]
         );
     }
@@ -533,24 +533,24 @@ mod tests {
                 prop_assert!(seen.insert((x.rel.clone(), x.action)), "{x:?} twice");
                 prop_assert!(filter.admits(&x.rel, x.kind));
                 match x.action {
-                    Action::CreateDir => {
+                    Operation::CreateDir => {
                         prop_assert!(at_dst.get(x.rel.as_slice()).is_none_or(|d| d.kind != Kind::Dir));
                         created.insert(x.rel.clone());
                     }
-                    Action::Copy | Action::Skip => {
+                    Operation::Copy | Operation::Skip => {
                         // Every parent exists or was created before.
                         for (n, _) in x.rel.iter().enumerate().filter(|(_, b)| **b == b'/') {
                             let p = &x.rel[..n];
                             let is_dir = at_dst.get(p).is_some_and(|d| d.kind == Kind::Dir);
                             prop_assert!(is_dir || created.contains(p), "{x:?}");
                         }
-                        if x.action == Action::Skip {
+                        if x.action == Operation::Skip {
                             let there = at_dst[x.rel.as_slice()];
                             prop_assert!(skip_existing);
                             prop_assert_eq!(there.size, x.size);
                         }
                     }
-                    Action::Delete | Action::RemoveDir => {
+                    Operation::Delete | Operation::RemoveDir => {
                         prop_assert!(delete);
                         prop_assert!(!src.iter().any(|s| s.rel == x.rel));
                         prop_assert!(at_dst.contains_key(x.rel.as_slice()));
@@ -560,10 +560,10 @@ mod tests {
             // Every admitted source file is copied or skipped.
             for s in src.iter().filter(|s| s.kind == Kind::File && filter.admits(&s.rel, s.kind)) {
                 prop_assert!(d.iter().any(|x| x.rel == s.rel
-                    && matches!(x.action, Action::Copy | Action::Skip)));
+                    && matches!(x.action, Operation::Copy | Operation::Skip)));
             }
             // Deleted directories come after everything deleted beneath them.
-            for (i, x) in d.iter().enumerate().filter(|(_, x)| x.action == Action::RemoveDir) {
+            for (i, x) in d.iter().enumerate().filter(|(_, x)| x.action == Operation::RemoveDir) {
                 let mut prefix = x.rel.clone();
                 prefix.push(b'/');
                 prop_assert!(!d[i..].iter().any(|y| y.rel.starts_with(&prefix)));

@@ -33,27 +33,26 @@
 
 pub mod cli;
 pub mod client;
+pub mod client_stream;
 pub mod credentials;
 pub mod digest;
-mod direct;
 pub mod engine;
 mod error;
 mod hooks;
 mod job_id;
 pub mod jobs;
+pub mod logins;
+pub mod method;
 pub mod mirror;
 pub mod options;
-mod pair;
-mod plan;
 pub mod progress;
-mod relay;
 mod report;
-pub mod sessions;
-pub mod stream;
 pub mod tree;
 pub mod url;
 
 pub use client::{Client, ExtraRoots, FtpError, TlsPolicy};
-pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer, transfer_with};
-pub use sessions::Sessions;
+pub use engine::{
+    EngineOptions, Event, FxpError, Method, Progress, Report, transfer, transfer_with,
+};
+pub use logins::LoginPool;
 pub use url::{FtpUrl, UrlError};

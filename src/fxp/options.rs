@@ -37,7 +37,7 @@ pub const MAX_HASH_TIMEOUT: u64 = 86_400;
 /// [`TransferOptions::engine`] by the front ends, which add the allow list, the proxy's
 /// own sockets, progress, hooks and cancellation.
 #[derive(Clone)]
-pub struct Options {
+pub struct EngineOptions {
     /// Try reverse FXP first (skip standard FXP).
     pub reverse: bool,
     /// Further attempts after a failed one (backoff 0.5 s, 1 s, 2 s, ...).
@@ -94,9 +94,9 @@ pub const HASH_TIMEOUT: Duration = Duration::from_secs(600);
 /// pair each and made pyftpdlib lose more transfers.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
-impl Default for Options {
+impl Default for EngineOptions {
     fn default() -> Self {
-        Options {
+        EngineOptions {
             reverse: false,
             retries: 2,
             timeout: Duration::from_secs(30),
@@ -118,9 +118,9 @@ impl Default for Options {
     }
 }
 
-impl std::fmt::Debug for Options {
+impl std::fmt::Debug for EngineOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
+        f.debug_struct("EngineOptions")
             .field("reverse", &self.reverse)
             .field("retries", &self.retries)
             .field("timeout", &self.timeout)
@@ -136,7 +136,7 @@ impl std::fmt::Debug for Options {
     }
 }
 
-impl Options {
+impl EngineOptions {
     /// A logged-in session to `url`, within the allow list.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
         Client::open_checked(
@@ -355,8 +355,8 @@ impl TransferOptions {
     /// `self.ca` names is the front end's to decide ([`TransferOptions::ca_file`] on the
     /// command line, a configured bundle over the API). Allow list, own sockets and
     /// progress are the front end's to add too.
-    pub fn engine(&self, ca: ExtraRoots) -> Options {
-        Options {
+    pub fn engine(&self, ca: ExtraRoots) -> EngineOptions {
+        EngineOptions {
             reverse: self.reverse,
             retries: self.retries,
             timeout: Duration::from_secs(self.timeout.max(1)),
@@ -368,7 +368,7 @@ impl TransferOptions {
             verify: self.verify,
             on_mismatch: self.on_mismatch,
             hash_timeout: Duration::from_secs(self.hash_timeout.max(1)),
-            ..Options::default()
+            ..EngineOptions::default()
         }
     }
 }

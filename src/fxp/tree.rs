@@ -15,9 +15,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::client::{Client, FtpError, refused, with_arg};
-use super::engine::{self, Check, FileHooks, FxpError, Method, Options, Progress, Side};
-use super::mirror::{self, Action, Decision, Filter, Item, MirrorOptions, Reason, Timestamp};
-use super::sessions::Sessions;
+use super::engine::{self, Check, EngineOptions, FileHooks, FxpError, Method, Progress, Side};
+use super::logins::LoginPool;
+use super::mirror::{self, Decision, Filter, Item, MirrorOptions, Operation, Reason, Timestamp};
 use super::url::FtpUrl;
 use crate::proto::listing::{parse_list, parse_mlsd};
 use crate::proto::reply::quoted_path;
@@ -220,7 +220,11 @@ pub fn rate_iec(bytes: u64, secs: f64) -> String {
 /// Copies the tree under `src` into `dst` (`dst` ending in `/` gets the source
 /// directory's name appended), overwriting what is there: [`plan_tree`] then [`run_plan`]
 /// with the default [`MirrorOptions`].
-pub async fn copy_tree(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<TreeReport, FxpError> {
+pub async fn copy_tree(
+    src: &FtpUrl,
+    dst: &FtpUrl,
+    opts: &EngineOptions,
+) -> Result<TreeReport, FxpError> {
     copy_tree_with(src, dst, opts, &MirrorOptions::default()).await
 }
 
@@ -228,7 +232,7 @@ pub async fn copy_tree(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Tre
 pub async fn copy_tree_with(
     src: &FtpUrl,
     dst: &FtpUrl,
-    opts: &Options,
+    opts: &EngineOptions,
     mirror: &MirrorOptions,
 ) -> Result<TreeReport, FxpError> {
     copy_tree_planned(src, dst, opts, mirror, |_| {}).await
@@ -239,7 +243,7 @@ pub async fn copy_tree_with(
 pub async fn copy_tree_planned(
     src: &FtpUrl,
     dst: &FtpUrl,
-    opts: &Options,
+    opts: &EngineOptions,
     mirror: &MirrorOptions,
     planned: impl FnOnce(&TreePlan),
 ) -> Result<TreeReport, FxpError> {
@@ -281,8 +285,8 @@ pub async fn copy_tree_planned(
 /// The pool a tree or list copy takes its sessions from: the walk's, the directories'
 /// and the files' are the same logins. One more per server than transfers run at once:
 /// the session that watches a slow copy grow comes back too.
-fn queue_sessions(opts: &Options) -> Sessions {
-    Sessions::new(opts.concurrency.max(1) + 1)
+fn queue_sessions(opts: &EngineOptions) -> LoginPool {
+    LoginPool::new(opts.concurrency.max(1) + 1)
 }
 
 /// A tree copy decided and not yet carried out.
@@ -302,7 +306,7 @@ impl TreePlan {
     pub fn to_copy(&self) -> (usize, u64) {
         self.decisions
             .iter()
-            .filter(|d| d.action == Action::Copy)
+            .filter(|d| d.action == Operation::Copy)
             .fold((0, 0), |(n, b), d| (n + 1, b + d.size.unwrap_or(0)))
     }
 }
@@ -312,10 +316,10 @@ impl TreePlan {
 /// exist yet); a source that cannot be listed ends the copy here. The walk's sessions
 /// come from `sessions` and go back to it for the copy.
 pub async fn plan_tree(
-    sessions: &Sessions,
+    sessions: &LoginPool,
     src: &FtpUrl,
     dst: &FtpUrl,
-    opts: &Options,
+    opts: &EngineOptions,
     mirror: &MirrorOptions,
 ) -> Result<TreePlan, FxpError> {
     let filter = Filter::new(mirror).map_err(|e| FxpError::Other(e.to_string()))?;
@@ -416,11 +420,11 @@ async fn mdtm(c: &mut Client, path: &[u8]) -> Option<Timestamp> {
 /// directory that cannot be made fails with the server's reply, and so does everything
 /// beneath it; the rest goes on. `--dry-run` touches nothing and reports what would be
 /// done. Only a destination root that cannot be made (or logged into) is an error.
-/// Sessions come from `sessions`; the caller closes it.
+/// LoginPool come from `sessions`; the caller closes it.
 pub async fn run_plan(
-    sessions: &Sessions,
+    sessions: &LoginPool,
     plan: &TreePlan,
-    opts: &Options,
+    opts: &EngineOptions,
 ) -> Result<TreeReport, FxpError> {
     let started = Instant::now();
     let mut report = TreeReport {
@@ -444,13 +448,13 @@ pub async fn run_plan(
     if plan.mirror.dry_run {
         for d in &plan.decisions {
             let result = match d.action {
-                Action::CreateDir => EntryResult::WouldCreate,
-                Action::Copy => EntryResult::WouldCopy,
-                Action::Skip => {
+                Operation::CreateDir => EntryResult::WouldCreate,
+                Operation::Copy => EntryResult::WouldCopy,
+                Operation::Skip => {
                     report.skipped += 1;
                     EntryResult::Skipped
                 }
-                Action::Delete | Action::RemoveDir => EntryResult::WouldDelete,
+                Operation::Delete | Operation::RemoveDir => EntryResult::WouldDelete,
             };
             report.records.push(record(d, result, None));
         }
@@ -487,7 +491,7 @@ pub async fn run_plan(
     };
     let mut records: Vec<Option<FileRecord>> = vec![None; plan.decisions.len()];
     for (n, d) in plan.decisions.iter().enumerate() {
-        if d.action != Action::CreateDir {
+        if d.action != Operation::CreateDir {
             continue;
         }
         if let Some(why) = under_broken(&d.rel, &broken) {
@@ -526,18 +530,18 @@ pub async fn run_plan(
     let mut jobs = vec![];
     for (n, d) in plan.decisions.iter().enumerate() {
         match d.action {
-            Action::Copy => match under_broken(&d.rel, &broken) {
+            Operation::Copy => match under_broken(&d.rel, &broken) {
                 Some(why) => records[n] = Some(record(d, EntryResult::Failed, Some(why))),
                 None => jobs.push((plan.src.join(&d.rel), plan.dst.join(&d.rel))),
             },
-            Action::Skip => {
+            Operation::Skip => {
                 report.skipped += 1;
                 records[n] = Some(record(d, EntryResult::Skipped, None));
             }
             _ => {}
         }
     }
-    let queue_opts = Options {
+    let queue_opts = EngineOptions {
         files: Some(collect.clone()),
         ..opts.clone()
     };
@@ -549,7 +553,7 @@ pub async fn run_plan(
     report.verified = copied.verified;
     let ended = std::mem::take(&mut *collect.ended.lock().unwrap_or_else(|p| p.into_inner()));
     for (n, d) in plan.decisions.iter().enumerate() {
-        if d.action != Action::Copy || records[n].is_some() {
+        if d.action != Operation::Copy || records[n].is_some() {
             continue;
         }
         let mut r = record(d, EntryResult::Copied, None);
@@ -592,7 +596,12 @@ pub async fn run_plan(
             .flatten()
             .all(|r| r.result != EntryResult::Failed);
     let deletions: Vec<usize> = (0..plan.decisions.len())
-        .filter(|&n| matches!(plan.decisions[n].action, Action::Delete | Action::RemoveDir))
+        .filter(|&n| {
+            matches!(
+                plan.decisions[n].action,
+                Operation::Delete | Operation::RemoveDir
+            )
+        })
         .collect();
     if !deletions.is_empty() {
         let mut session = if clean {
@@ -616,7 +625,7 @@ pub async fn run_plan(
                 Some(Err(e)) => record(d, EntryResult::Failed, Some(format!("not deleted: {e}"))),
                 Some(Ok(c)) => {
                     let (verb, ok): (&[u8], u16) = match d.action {
-                        Action::RemoveDir => (b"RMD", 250),
+                        Operation::RemoveDir => (b"RMD", 250),
                         _ => (b"DELE", 250),
                     };
                     let line = with_arg(verb, &plan.dst.join(&d.rel).path);
@@ -740,9 +749,9 @@ async fn make_dir(c: &mut Client, path: &[u8], home: Option<&[u8]>) -> Result<bo
 /// Copies each `(source, destination)` pair, `Options::concurrency` at a time; failures
 /// are collected, the others go on. The files share their logins: each of the
 /// `concurrency` transfers under way holds one session on each server, taken from a pool
-/// that outlives the file (see [`Sessions`]), so a list logs in to each server about
+/// that outlives the file (see [`LoginPool`]), so a list logs in to each server about
 /// `concurrency` times, not once per file.
-pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport {
+pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &EngineOptions) -> TreeReport {
     let sessions = queue_sessions(opts);
     let report = copy_list_with(&sessions, jobs, opts).await;
     sessions.close().await;
@@ -751,20 +760,20 @@ pub async fn copy_list(jobs: &[(FtpUrl, FtpUrl)], opts: &Options) -> TreeReport 
 
 /// [`copy_list`] on sessions from `sessions`; the caller closes it.
 pub async fn copy_list_with(
-    sessions: &Sessions,
+    sessions: &LoginPool,
     jobs: &[(FtpUrl, FtpUrl)],
-    opts: &Options,
+    opts: &EngineOptions,
 ) -> TreeReport {
     let started = Instant::now();
     let mut report = TreeReport::default();
     // A named async fn, not a closure in a stream adapter: keeps the future `Send` for
     // callers that spawn it.
     async fn one<'a>(
-        sessions: &Sessions,
+        sessions: &LoginPool,
         index: usize,
         s: &'a FtpUrl,
         t: &FtpUrl,
-        opts: &Options,
+        opts: &EngineOptions,
     ) -> (&'a FtpUrl, Result<engine::Report, FxpError>) {
         (s, engine::transfer_with(sessions, index, s, t, opts).await)
     }

@@ -37,7 +37,7 @@ use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
 use crate::data::socket;
 use crate::fxp::client::{ExtraRoots, TlsPolicy};
-use crate::fxp::engine::{self, Event as FxpEvent, FxpError, Options};
+use crate::fxp::engine::{self, EngineOptions, Event as FxpEvent, FxpError};
 use crate::fxp::url::FtpUrl;
 use crate::metrics::{self, TlsSide};
 use crate::pool::Chosen;
@@ -716,18 +716,18 @@ impl Shell {
 /// The engine's options for a `SITE FXP` task, as the machine's `rules` say. The CA the
 /// rules name is the listener's `tls.upstream.ca`, read with the configuration: nothing
 /// is read here.
-fn engine_options(rules: FxpRules, tls: Option<&crate::tls::ListenerTls>) -> Options {
+fn engine_options(rules: FxpRules, tls: Option<&crate::tls::ListenerTls>) -> EngineOptions {
     let loaded = tls.and_then(|t| t.upstream_ca.clone());
     let ca = match (rules.ca, loaded) {
         (Some(_), Some(certs)) => ExtraRoots::Loaded(certs),
         (Some(path), None) => ExtraRoots::File(path),
         (None, _) => ExtraRoots::None,
     };
-    Options {
+    EngineOptions {
         allow: Some(rules.allow),
         tls: TlsPolicy::new(rules.verify, ca),
         own: Some(rules.own),
-        ..Options::default()
+        ..EngineOptions::default()
     }
 }
 

@@ -1,7 +1,7 @@
 //! One file from a source server to a destination server: [`transfer`] carries out what
 //! `plan` decides.
 //!
-//! Methods, tried in this order until one works (`Options::reverse` skips the first):
+//! Methods, tried in this order until one works (`EngineOptions::reverse` skips the first):
 //! 1. standard FXP: `PASV`/`EPSV` on the source, `PORT`/`EPRT` on the destination naming
 //!    the source's control address and announced port (never another host, never a port
 //!    below 1024), `STOR` then `RETR`; the servers move the bytes (`direct`);
@@ -12,7 +12,7 @@
 //! When a server speaks TLS (`ftpes://`, `ftps://`) the direct methods keep the data
 //! encrypted between the servers: `SSCN ON` on one of them, or `CPSV` on the passive
 //! one, where a server offers it (`FEAT`); FXP with `PROT C` only when the operator
-//! allows clear data (`Options::allow_clear_data`); otherwise the relay, with the engine
+//! allows clear data (`EngineOptions::allow_clear_data`); otherwise the relay, with the engine
 //! the TLS client of each leg whose server speaks TLS (resuming that session's control
 //! connection's TLS session, as vsftpd and proftpd require). See `plan::methods`.
 //!
@@ -23,15 +23,15 @@
 //! A refusal about the file itself (`550` on `RETR`/`SIZE`, `553` on `STOR`) ends the
 //! transfer at once with the server's text; other failures are retried with backoff.
 //!
-//! After the copy: `SIZE` on both ends, then (`Options::verify`, `auto` by default) the
+//! After the copy: `SIZE` on both ends, then (`EngineOptions::verify`, `auto` by default) the
 //! strongest hash both servers compute (`HASH`, `XSHA256`, ... as `FEAT` lists them;
 //! see `digest`), asked of both at once; the [`Report`] says which check was made
 //! ([`Check`]). A differing hash fails the file for good, the copy renamed to
-//! `NAME.fxprelay-mismatch` or deleted (`Options::on_mismatch`).
+//! `NAME.fxprelay-mismatch` or deleted (`EngineOptions::on_mismatch`).
 //!
 //! Here: the loop that runs the plan's steps (logging in, checking the
 //! source, resuming, verifying the copy, closing sessions), and the [`Report`]; the
-//! engine's [`Options`] are in `options`.
+//! engine's [`EngineOptions`] are in `options`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,29 +39,39 @@ use std::time::{Duration, Instant};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+mod attempts;
+mod direct;
+mod pair;
+mod relay_method;
+
+use self::attempts::{Attempts, Choices, Close, Fail, Outcome, Step};
+use self::pair::{Context, Done, Pair, Run, State};
 use super::client::{Client, FtpError};
 use super::digest::{self, Choice, Support};
 pub use super::digest::{Check, OnMismatch, Verify};
 pub use super::error::{FxpError, Side};
 pub use super::hooks::FileHooks;
-use super::pair::{Done, Pair, Run, Settings, State};
-use super::plan::{Close, Fail, Outcome, Plan, Policy, Step};
-pub use super::report::{Event, Method, Progress, Protection, Report};
-use super::sessions::Sessions;
+use super::logins::LoginPool;
+pub use super::method::{Method, Protection};
+pub use super::report::{Event, Progress, Report};
 use super::url::FtpUrl;
 use crate::metrics;
 
-pub use super::options::{DEFAULT_CONCURRENCY, HASH_TIMEOUT, Options};
+pub use super::options::{DEFAULT_CONCURRENCY, EngineOptions, HASH_TIMEOUT};
 
 /// Longest wait between two attempts, however many retries were asked for.
-pub use super::plan::MAX_BACKOFF;
+pub use self::attempts::MAX_BACKOFF;
 
 /// Copies `src` to `dst` (a `dst` path that is empty or ends in `/` names a directory:
 /// the file keeps its name). Never returns before both control sessions are closed.
-/// With `Options::files`, tells those hooks where the file starts and how it ends (as
+/// With `EngineOptions::files`, tells those hooks where the file starts and how it ends (as
 /// file 0 of a list of one).
-pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Report, FxpError> {
-    let sessions = Sessions::new(2);
+pub async fn transfer(
+    src: &FtpUrl,
+    dst: &FtpUrl,
+    opts: &EngineOptions,
+) -> Result<Report, FxpError> {
+    let sessions = LoginPool::new(2);
     let result = transfer_with(&sessions, 0, src, dst, opts).await;
     sessions.close().await;
     result
@@ -71,11 +81,11 @@ pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Repo
 /// as file `index` of a list (the index the hooks hear): the files of a tree or list
 /// share their logins. The caller closes `sessions`.
 pub async fn transfer_with(
-    sessions: &Sessions,
+    sessions: &LoginPool,
     index: usize,
     src: &FtpUrl,
     dst: &FtpUrl,
-    opts: &Options,
+    opts: &EngineOptions,
 ) -> Result<Report, FxpError> {
     let Some(hooks) = &opts.files else {
         return transfer_one(sessions, src, dst, opts).await;
@@ -99,10 +109,10 @@ pub async fn transfer_with(
 }
 
 async fn transfer_one(
-    sessions: &Sessions,
+    sessions: &LoginPool,
     src: &FtpUrl,
     dst: &FtpUrl,
-    opts: &Options,
+    opts: &EngineOptions,
 ) -> Result<Report, FxpError> {
     let dst = &destination_path(src, dst);
     if same_file(src, dst) {
@@ -114,7 +124,7 @@ async fn transfer_one(
     metrics::fxp_active(1.0);
     let _active = ActiveGuard;
     let started = Instant::now();
-    let mut plan = Plan::new(Policy {
+    let mut plan = Attempts::new(Choices {
         reverse: opts.reverse,
         relay_fallback: opts.relay_fallback,
         retries: opts.retries,
@@ -185,9 +195,9 @@ impl Drop for ActiveGuard {
 struct Transfer<'a> {
     src: &'a FtpUrl,
     dst: &'a FtpUrl,
-    opts: &'a Options,
+    opts: &'a EngineOptions,
     /// Where sessions come from, and go back to once the file is copied.
-    sessions: &'a Sessions,
+    sessions: &'a LoginPool,
     state: State,
     /// The sessions in hand, if any.
     pair: Option<Pair>,
@@ -198,7 +208,7 @@ struct Transfer<'a> {
 
 impl Transfer<'_> {
     /// Carries out `plan`'s steps until it is done or gives up.
-    async fn follow(&mut self, plan: &mut Plan) -> Result<Done, FxpError> {
+    async fn follow(&mut self, plan: &mut Attempts) -> Result<Done, FxpError> {
         let mut step = plan.start();
         let cancel = self.opts.cancel.clone();
         let cancelled = || async {
@@ -262,7 +272,7 @@ impl Transfer<'_> {
     /// (`copied`) are clean for the next file and go back to the pool, and so does a
     /// session with nothing outstanding when the other server lost the file.
     async fn end(&self, p: Pair, how: Close, copied: bool) {
-        async fn one(sessions: &Sessions, url: &FtpUrl, c: Client, how: Close, copied: bool) {
+        async fn one(sessions: &LoginPool, url: &FtpUrl, c: Client, how: Close, copied: bool) {
             if copied || (how == Close::Lost && c.is_idle()) {
                 sessions.put(url, c).await;
             } else if how == Close::Quit {
@@ -287,7 +297,7 @@ impl Transfer<'_> {
 
     /// `method` on the sessions in hand, logging in first when there are none; the first
     /// method of an attempt checks the source first. `losses`: how often a server lost
-    /// this file in this attempt ([`Plan::losses`]).
+    /// this file in this attempt ([`Attempts::losses`]).
     async fn try_method(&mut self, method: Method, losses: u32) -> Outcome<Done> {
         let (src, dst, opts, sessions) = (self.src, self.dst, self.opts, self.sessions);
         let p = match &mut self.pair {
@@ -323,7 +333,7 @@ impl Transfer<'_> {
         let run = Run {
             src,
             dst,
-            opts: Settings {
+            opts: Context {
                 timeout: opts.timeout,
                 poll_interval: opts.poll_interval,
                 progress: opts.progress.as_ref(),
@@ -371,7 +381,7 @@ async fn check_source(
     p: &mut Pair,
     src: &FtpUrl,
     dst: &FtpUrl,
-    opts: &Options,
+    opts: &EngineOptions,
 ) -> Result<Option<u64>, FxpError> {
     if p.src.peer() == p.dst.peer() && src.user == dst.user && src.path == dst.path {
         // The same file under two names of one server (a host name and its address,
@@ -472,7 +482,7 @@ async fn verify(
     (src, dst): (&FtpUrl, &FtpUrl),
     total: Option<u64>,
     hash: Option<Choice>,
-    opts: &Options,
+    opts: &EngineOptions,
     mut done: Done,
 ) -> Outcome<Done> {
     if opts.verify == Verify::None {
@@ -601,16 +611,18 @@ mod tests {
     async fn the_same_file_is_refused_without_connecting() {
         // Port 1 on a dead address: any connection attempt would fail differently.
         let u = url("ftp://u:p@127.0.0.99:1/f.bin");
-        let e = transfer(&u, &u, &Options::default()).await.unwrap_err();
+        let e = transfer(&u, &u, &EngineOptions::default())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("same file"), "{e}");
         let other = url("ftp://u:p@127.0.0.99:1/g.bin");
         let e = transfer(
             &u,
             &other,
-            &Options {
+            &EngineOptions {
                 retries: 0,
                 timeout: Duration::from_secs(2),
-                ..Options::default()
+                ..EngineOptions::default()
             },
         )
         .await
@@ -619,7 +631,7 @@ mod tests {
     }
 
     /// A copy between two dead addresses that the checks in `opts` must stop.
-    async fn refused_copy(opts: &Options) -> FxpError {
+    async fn refused_copy(opts: &EngineOptions) -> FxpError {
         let (src, dst) = (url("ftp://127.0.0.99:1/a"), url("ftp://127.0.0.98:1/b"));
         transfer(&src, &dst, opts).await.unwrap_err()
     }
@@ -630,10 +642,10 @@ mod tests {
     #[tokio::test]
     async fn the_host_check_sees_each_urls_own_host() {
         let listed = AllowList::new(vec!["localhost".parse().unwrap()]);
-        let opts = Options {
+        let opts = EngineOptions {
             retries: 0,
             allow: Some(Arc::new(listed)),
-            ..Options::default()
+            ..EngineOptions::default()
         };
         let (named, other) = (url("ftp://localhost:1/a"), url("ftp://127.1:1/b"));
         let e = transfer(&other, &named, &opts)
@@ -660,12 +672,12 @@ mod tests {
     fn transfers_can_be_spawned() {
         fn spawnable<T: Send + 'static>(_: T) {}
         let (src, dst) = (url("ftp://a/x"), url("ftp://b/y"));
-        let opts = Options::default();
+        let opts = EngineOptions::default();
         spawnable(async move { transfer(&src, &dst, &opts).await.map(|r| r.bytes) });
         let jobs = vec![(url("ftp://a/x"), url("ftp://b/y"))];
-        let opts = Options::default();
+        let opts = EngineOptions::default();
         spawnable(async move { crate::fxp::tree::copy_list(&jobs, &opts).await.files });
-        let (src, dst, opts) = (url("ftp://a/x"), url("ftp://b/y"), Options::default());
+        let (src, dst, opts) = (url("ftp://a/x"), url("ftp://b/y"), EngineOptions::default());
         spawnable(async move { crate::fxp::tree::copy_tree(&src, &dst, &opts).await.is_ok() });
     }
 
@@ -675,7 +687,7 @@ mod tests {
     async fn a_broken_tls_setup_fails_at_once() {
         let retries = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let seen = retries.clone();
-        let opts = Options {
+        let opts = EngineOptions {
             retries: 3,
             tls: TlsPolicy::new(
                 true,
@@ -686,7 +698,7 @@ mod tests {
                     seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             })),
-            ..Options::default()
+            ..EngineOptions::default()
         };
         let (src, dst) = (url("ftpes://127.0.0.99:1/a"), url("ftp://127.0.0.98:1/b"));
         let e = transfer(&src, &dst, &opts).await.unwrap_err().to_string();
@@ -699,11 +711,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_allow_list_is_checked_before_connecting() {
-        let opts = Options {
+        let opts = EngineOptions {
             retries: 0,
             // Empty: admits nothing.
             allow: Some(Arc::new(AllowList::default())),
-            ..Options::default()
+            ..EngineOptions::default()
         };
         let e = refused_copy(&opts).await;
         assert!(e.to_string().contains("not allowed"), "{e}");
