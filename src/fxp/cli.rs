@@ -354,7 +354,7 @@ impl JsonResult {
             path: args.src.to_string(),
             kind: Kind::File,
             result: EntryResult::Copied,
-            reason: super::mirror::Reason::Overwrite,
+            reason: super::job::mirror::Reason::Overwrite,
             bytes: 0,
             method: None,
             verified: None,

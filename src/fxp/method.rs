@@ -4,7 +4,7 @@
 
 /// How a file was moved. The names ([`Method::as_str`], the JSON and metric labels) of
 /// the first three never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// `PASV` on the source, `PORT` on the destination.

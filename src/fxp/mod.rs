@@ -22,8 +22,8 @@
 //! - [`sessions`] keeps logged-in control sessions for the next file of a tree or list
 //!   (checked and reset before reuse; a session whose transfer failed is never kept).
 //! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue;
-//!   [`mirror`] is the pure half: what to create, copy, skip or delete per entry
-//!   ([`mirror::MirrorOptions`]: skip-existing, dry run, include/exclude, delete).
+//!   [`job::mirror`] is the pure half: what to create, copy, skip or delete per entry
+//!   ([`job::mirror::MirrorOptions`]: skip-existing, dry run, include/exclude, delete).
 //! - [`cli`] is `fxprelay fxp`: progress bars ([`progress`]), the report (text or
 //!   `--json`), Ctrl-C, exit code; [`credentials`] finds passwords off the command line
 //!   (environment, netrc, a prompt).
@@ -39,11 +39,11 @@ pub mod digest;
 pub mod engine;
 mod error;
 mod hooks;
+pub mod job;
 mod job_id;
 pub mod jobs;
 pub mod logins;
 pub mod method;
-pub mod mirror;
 pub mod options;
 pub mod progress;
 mod report;

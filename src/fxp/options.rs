@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{Client, ExtraRoots, FtpError, TlsPolicy};
 use super::digest::{OnMismatch, Verify};
 use super::hooks::FileHooks;
-use super::mirror::MirrorOptions;
+use super::job::mirror::MirrorOptions;
 use super::report::{Event, Progress};
 use super::url::FtpUrl;
 use crate::net::{AllowList, OwnSockets};
@@ -313,7 +313,7 @@ impl TransferOptions {
                     .into(),
             );
         }
-        if let Err(e) = super::mirror::Filter::new(&mirror) {
+        if let Err(e) = super::job::mirror::Filter::new(&mirror) {
             let field = if self.include.is_empty() {
                 "options.exclude"
             } else {

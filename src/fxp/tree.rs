@@ -1,6 +1,6 @@
 //! Directory trees: list the source (MLSD when offered, else `LIST` read as Unix
 //! `ls -l`) and the destination, decide what to do with every entry
-//! ([`super::mirror::decide`]: create, copy, skip, delete), create the missing
+//! ([`super::job::mirror::decide`]: create, copy, skip, delete), create the missing
 //! directories on the destination (`MKD` each missing level, like `mkdir -p`), then copy
 //! the files as a queue, `Options::concurrency` at a time, each through
 //! [`super::engine::transfer`], and last delete what `--delete` asks for. [`plan_tree`]
@@ -16,8 +16,10 @@ use futures_util::stream::FuturesUnordered;
 
 use super::client::{Client, FtpError, refused, with_arg};
 use super::engine::{self, Check, EngineOptions, FileHooks, FxpError, Method, Progress, Side};
+use super::job::mirror::{
+    self, Decision, Filter, Item, MirrorOptions, Operation, Reason, Timestamp,
+};
 use super::logins::LoginPool;
-use super::mirror::{self, Decision, Filter, Item, MirrorOptions, Operation, Reason, Timestamp};
 use super::url::FtpUrl;
 use crate::proto::listing::{parse_list, parse_mlsd};
 use crate::proto::reply::quoted_path;
@@ -27,7 +29,7 @@ use crate::proto::reply::quoted_path;
 const MAX_DIRS: usize = 10_000;
 const MAX_FILES: usize = 100_000;
 
-pub use super::mirror::Kind;
+pub use super::job::mirror::Kind;
 
 /// How one entry of a tree copy ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -306,7 +308,7 @@ impl TreePlan {
     pub fn to_copy(&self) -> (usize, u64) {
         self.decisions
             .iter()
-            .filter(|d| d.action == Operation::Copy)
+            .filter(|d| d.operation == Operation::Copy)
             .fold((0, 0), |(n, b), d| (n + 1, b + d.size.unwrap_or(0)))
     }
 }
@@ -447,7 +449,7 @@ pub async fn run_plan(
     };
     if plan.mirror.dry_run {
         for d in &plan.decisions {
-            let result = match d.action {
+            let result = match d.operation {
                 Operation::CreateDir => EntryResult::WouldCreate,
                 Operation::Copy => EntryResult::WouldCopy,
                 Operation::Skip => {
@@ -491,7 +493,7 @@ pub async fn run_plan(
     };
     let mut records: Vec<Option<FileRecord>> = vec![None; plan.decisions.len()];
     for (n, d) in plan.decisions.iter().enumerate() {
-        if d.action != Operation::CreateDir {
+        if d.operation != Operation::CreateDir {
             continue;
         }
         if let Some(why) = under_broken(&d.rel, &broken) {
@@ -529,7 +531,7 @@ pub async fn run_plan(
     });
     let mut jobs = vec![];
     for (n, d) in plan.decisions.iter().enumerate() {
-        match d.action {
+        match d.operation {
             Operation::Copy => match under_broken(&d.rel, &broken) {
                 Some(why) => records[n] = Some(record(d, EntryResult::Failed, Some(why))),
                 None => jobs.push((plan.src.join(&d.rel), plan.dst.join(&d.rel))),
@@ -553,7 +555,7 @@ pub async fn run_plan(
     report.verified = copied.verified;
     let ended = std::mem::take(&mut *collect.ended.lock().unwrap_or_else(|p| p.into_inner()));
     for (n, d) in plan.decisions.iter().enumerate() {
-        if d.action != Operation::Copy || records[n].is_some() {
+        if d.operation != Operation::Copy || records[n].is_some() {
             continue;
         }
         let mut r = record(d, EntryResult::Copied, None);
@@ -598,7 +600,7 @@ pub async fn run_plan(
     let deletions: Vec<usize> = (0..plan.decisions.len())
         .filter(|&n| {
             matches!(
-                plan.decisions[n].action,
+                plan.decisions[n].operation,
                 Operation::Delete | Operation::RemoveDir
             )
         })
@@ -624,7 +626,7 @@ pub async fn run_plan(
                 ),
                 Some(Err(e)) => record(d, EntryResult::Failed, Some(format!("not deleted: {e}"))),
                 Some(Ok(c)) => {
-                    let (verb, ok): (&[u8], u16) = match d.action {
+                    let (verb, ok): (&[u8], u16) = match d.operation {
                         Operation::RemoveDir => (b"RMD", 250),
                         _ => (b"DELE", 250),
                     };

@@ -1,6 +1,6 @@
 //! Mirror semantics, pure: given the source tree's listing and the destination's, decide
 //! for every entry whether to create it, copy it, skip it or delete it ([`decide`]).
-//! No I/O here: `tree` lists both servers and carries the decisions out; the CLI, the
+//! No I/O here: the runner lists both servers and carries the decisions out; the CLI, the
 //! HTTP API and `SITE` share the option set ([`MirrorOptions`], deserializable as JSON).
 //!
 //! - Paths are relative to the tree's root, as bytes (`sub/a.bin`), `/`-separated.
@@ -140,7 +140,9 @@ pub struct Item {
 }
 
 /// What to do with one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
     /// `MKD` on the destination.
@@ -156,7 +158,7 @@ pub enum Operation {
 }
 
 /// Why, in words an operator reads in the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Not at the destination.
@@ -193,7 +195,7 @@ impl Reason {
 pub struct Decision {
     pub rel: Vec<u8>,
     pub kind: Kind,
-    pub action: Operation,
+    pub operation: Operation,
     pub reason: Reason,
     /// The source's size (for copies and skips), else the destination's.
     pub size: Option<u64>,
@@ -230,18 +232,18 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
         .map(|i| Decision {
             rel: i.rel.clone(),
             kind: Kind::Dir,
-            action: Operation::CreateDir,
+            operation: Operation::CreateDir,
             reason: Reason::Missing,
             size: None,
         })
         .collect();
 
     for s in src.iter().filter(admitted).filter(|i| i.kind == Kind::File) {
-        let (action, reason) = file_action(s, at_dst.get(s.rel.as_slice()).copied(), opts);
+        let (operation, reason) = file_operation(s, at_dst.get(s.rel.as_slice()).copied(), opts);
         out.push(Decision {
             rel: s.rel.clone(),
             kind: Kind::File,
-            action,
+            operation,
             reason,
             size: s.size,
         });
@@ -261,7 +263,7 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
         out.extend(gone.into_iter().map(|d| Decision {
             rel: d.rel.clone(),
             kind: d.kind,
-            action: if d.kind == Kind::Dir {
+            operation: if d.kind == Kind::Dir {
                 Operation::RemoveDir
             } else {
                 Operation::Delete
@@ -273,7 +275,7 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
     out
 }
 
-fn file_action(s: &Item, d: Option<&Item>, opts: &MirrorOptions) -> (Operation, Reason) {
+fn file_operation(s: &Item, d: Option<&Item>, opts: &MirrorOptions) -> (Operation, Reason) {
     let Some(d) = d else {
         return (Operation::Copy, Reason::Missing);
     };
@@ -328,7 +330,7 @@ mod tests {
             .map(|d| {
                 (
                     String::from_utf8_lossy(&d.rel).into_owned(),
-                    d.action,
+                    d.operation,
                     d.reason,
                 )
             })
@@ -395,7 +397,10 @@ mod tests {
         );
         // Without the option everything is copied again.
         let all = decide(&src, &dst, &MirrorOptions::default(), &Filter::default());
-        assert!(all.iter().all(|d| d.action == Operation::Copy), "{all:?}");
+        assert!(
+            all.iter().all(|d| d.operation == Operation::Copy),
+            "{all:?}"
+        );
         assert_eq!(all[0].reason, Reason::Overwrite);
     }
 
@@ -530,9 +535,9 @@ mod tests {
             let mut created = BTreeSet::new();
             for x in &d {
                 // Each entry once, and never one the filter leaves out.
-                prop_assert!(seen.insert((x.rel.clone(), x.action)), "{x:?} twice");
+                prop_assert!(seen.insert((x.rel.clone(), x.operation)), "{x:?} twice");
                 prop_assert!(filter.admits(&x.rel, x.kind));
-                match x.action {
+                match x.operation {
                     Operation::CreateDir => {
                         prop_assert!(at_dst.get(x.rel.as_slice()).is_none_or(|d| d.kind != Kind::Dir));
                         created.insert(x.rel.clone());
@@ -544,7 +549,7 @@ mod tests {
                             let is_dir = at_dst.get(p).is_some_and(|d| d.kind == Kind::Dir);
                             prop_assert!(is_dir || created.contains(p), "{x:?}");
                         }
-                        if x.action == Operation::Skip {
+                        if x.operation == Operation::Skip {
                             let there = at_dst[x.rel.as_slice()];
                             prop_assert!(skip_existing);
                             prop_assert_eq!(there.size, x.size);
@@ -560,10 +565,10 @@ mod tests {
             // Every admitted source file is copied or skipped.
             for s in src.iter().filter(|s| s.kind == Kind::File && filter.admits(&s.rel, s.kind)) {
                 prop_assert!(d.iter().any(|x| x.rel == s.rel
-                    && matches!(x.action, Operation::Copy | Operation::Skip)));
+                    && matches!(x.operation, Operation::Copy | Operation::Skip)));
             }
             // Deleted directories come after everything deleted beneath them.
-            for (i, x) in d.iter().enumerate().filter(|(_, x)| x.action == Operation::RemoveDir) {
+            for (i, x) in d.iter().enumerate().filter(|(_, x)| x.operation == Operation::RemoveDir) {
                 let mut prefix = x.rel.clone();
                 prefix.push(b'/');
                 prop_assert!(!d[i..].iter().any(|y| y.rel.starts_with(&prefix)));
