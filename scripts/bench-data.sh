@@ -123,10 +123,7 @@ DEFAULT_PATH=splice
 LABEL[$DEFAULT_PATH]+=' (default)'
 
 # --- header -------------------------------------------------------------------------------
-git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    git_rev="$git_rev+uncommitted changes"
-fi
+git_rev=$(git_rev)
 cat <<EOF
 # fxprelay data path benchmark
 command:  scripts/bench-data.sh $SIZE_MIB $RUNS
@@ -374,7 +371,6 @@ for kind in RETR STOR; do
 done
 
 # --- 4. parallel transfers: aggregate MB/s --------------------------------------------------
-now() { date +%s.%N; }
 declare -A PAR
 for n in "${PAR_SIZES[@]}"; do
     declare -A AGG=()
@@ -408,16 +404,13 @@ for n in "${PAR_SIZES[@]}"; do
 done
 
 # --- report ---------------------------------------------------------------------------------
-mbs() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
-row() { printf '| %-40s | %9s | %9s | %15s | %8s | %8s | %14s |\n' "$@"; }
+table -40 9 9 15 8 8 14
 echo
 echo "single stream: median of $RUNS rounds of ${SIZE_MIB} MiB, MB/s = 10^6 bytes/s of the data flow;"
 echo "parallel: median of $PAR_RUNS rounds, all bytes over the wall time of the round;"
 echo "memory: PSS with $MEM_N downloads held at $MEM_RATE/s each, minus PSS idle, per download"
 row path 'RETR MB/s' 'STOR MB/s' 'CPU s/GiB R / S' "${PAR_SIZES[0]}x MB/s" "${PAR_SIZES[1]}x MB/s" 'KiB / transfer'
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" "$(printf -- '-%.0s' {1..11})" \
-    "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..17})" "$(printf -- '-%.0s' {1..10})" \
-    "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..16})"
+rule
 for p in "${PATHS[@]}"; do
     cpu=-
     [[ $p == direct ]] || cpu="${CPU[RETR.$p]} / ${CPU[STOR.$p]}"
@@ -425,7 +418,6 @@ for p in "${PATHS[@]}"; do
         "$(mbs "${PAR[${PAR_SIZES[0]}.$p]}")" "$(mbs "${PAR[${PAR_SIZES[1]}.$p]}")" "${MEM[$p]:--}"
 done
 echo
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 for p in copy splice $([[ " ${PATHS[*]} " == *" base "* ]] && echo base); do
     echo "fxprelay ($p) / direct: RETR $(ratio "${MBS[RETR.$p]}" "${MBS[RETR.direct]}"), STOR $(ratio "${MBS[STOR.$p]}" "${MBS[STOR.direct]}"), ${PAR_SIZES[0]}x $(ratio "${PAR[${PAR_SIZES[0]}.$p]}" "${PAR[${PAR_SIZES[0]}.direct]}"), ${PAR_SIZES[1]}x $(ratio "${PAR[${PAR_SIZES[1]}.$p]}" "${PAR[${PAR_SIZES[1]}.direct]}")"
 done

@@ -94,11 +94,7 @@ command -v lftp >/dev/null || die "lftp is missing after scripts/install-test-pe
 build_fxprelay
 START=$SECONDS
 
-git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    git_rev="$git_rev+uncommitted changes"
-fi
-pkg_ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
+git_rev=$(git_rev)
 cat <<EOF
 # fxprelay FXP queue benchmark
 command:  scripts/bench-fxp.sh $FILES $ROUNDS${FXP_BENCH_ARGS:+  (FXP_BENCH_ARGS=$FXP_BENCH_ARGS)}
@@ -144,7 +140,6 @@ wait_ftp_login "$DST_PID" "pyftpdlib on $DEST_IP:$DST_PORT" "$DST_URL"
 log "pyftpdlib pid $DST_PID on $DEST_IP:$DST_PORT, passive ports $dlo-$dhi"
 
 # --- the copies -----------------------------------------------------------------------------
-now() { date +%s.%N; }
 logins() { grep -c 'OK LOGIN' "$WORK/vsftpd.log" 2>/dev/null || true; }
 
 check_copy() { # NAME: the copy DST_ROOT/NAME holds every file of the tree, byte for byte
@@ -221,7 +216,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 
 # --- report ---------------------------------------------------------------------------------
-col() { awk -v n="$1" '{ print $n }'; }
 med_fx=$(printf '%s\n' "${fx[@]}" | col 1 | median)
 med_lf=$(printf '%s\n' "${lf[@]}" | col 1 | median)
 log_fx=$(printf '%s\n' "${fx[@]}" | col 2 | median)

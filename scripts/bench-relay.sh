@@ -108,11 +108,7 @@ build_fxprelay
 START=$SECONDS
 
 # --- header: how the numbers were made ----------------------------------------------------
-git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    git_rev="$git_rev+uncommitted changes"
-fi
-pkg_ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
+git_rev=$(git_rev)
 cat <<EOF
 # fxprelay relay benchmark
 command:  scripts/bench-relay.sh $SIZE_MIB $RUNS${FXP_BENCH_DATA:+  (FXP_BENCH_DATA=$FXP_BENCH_DATA)}${FXP_BENCH_PIN:+  (FXP_BENCH_PIN=$FXP_BENCH_PIN)}
@@ -204,9 +200,6 @@ transfer RETR direct >/dev/null # warm-up, as the checks were for the proxy path
 CLK_TCK=$(getconf CLK_TCK)
 GIB_PER_KIND=$(awk -v r="$RUNS" -v m="$SIZE_MIB" 'BEGIN { print r * m / 1024 }')
 declare -A MED CPU_PER_GIB PAIRED
-col() { # N -> field N of each line on stdin
-    awk -v n="$1" '{ print $n }'
-}
 for kind in RETR STOR; do
     direct=()
     proxy=()
@@ -249,16 +242,12 @@ done
 hwm=$(awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$PROXY_PID/status")
 
 # --- report ---------------------------------------------------------------------------------
-mbs() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
-ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s * 1e3 }'; }
-ratio() { awk -v p="$1" -v d="$2" 'BEGIN { printf "%.2f", p / d }'; }
-row() { printf '| %-42s | %9s | %9s | %-25s |\n' "$@"; }
+table -42 9 9 -25
 PROXY_LABEL="curl -> fxprelay ($DATA_MODE) -> vsftpd"
 echo
 echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s of the data flow (150 to 226)"
 row path 'RETR MB/s' 'STOR MB/s' 'proxy CPU s/GiB RETR/STOR'
-printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..44})" "$(printf -- '-%.0s' {1..11})" \
-    "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..27})"
+rule
 row 'curl -> vsftpd (direct)' "$(mbs "${MED[RETR.direct.1]}")" "$(mbs "${MED[STOR.direct.1]}")" '-'
 row "$PROXY_LABEL" "$(mbs "${MED[RETR.proxy.1]}")" "$(mbs "${MED[STOR.proxy.1]}")" \
     "${CPU_PER_GIB[RETR]} / ${CPU_PER_GIB[STOR]}"

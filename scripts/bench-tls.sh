@@ -29,7 +29,9 @@
 #      before the reading); the endpoints' CPU per transfer (curl's, vsftpd's sessions);
 #   6. prints a table, the ratio each proxied path would reach if CPU were the only limit
 #      (direct path's CPU per GiB over the proxied path's), and the issue's targets
-#      (fxprelay >= 0.6x direct TLS, goal 0.8x; >= 1.2x mod_proxy). Every process it
+#      (fxprelay >= 0.6x direct TLS, goal 0.8x; >= 1.2x mod_proxy), and fxprelay's CPU per
+#      GiB as a multiple of the floor, `openssl speed -evp aes-256-gcm` measured in the same
+#      run (decrypting and encrypting every byte once; target <= 1.3x). Every process it
 #      started is killed by pid (vsftpd and proftpd: their process groups) and every
 #      temporary file/mount removed on exit, including on errors and signals.
 #
@@ -160,7 +162,6 @@ wait_login() { # PID WHAT URL CA: until a TLS login at URL lists the root (10 s)
     curl -sS --max-time 3 "${CURL_TLS[@]}" --cacert "$4" -o /dev/null "$3/" || true
     fail "$2 did not let $FTP_USER log in over TLS within 10 s"
 }
-pkg_ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
 peer_ver() { awk -v p="$1" '$1 == p { print $2 }' "$PEERS/.stamp" 2>/dev/null || echo '?'; }
 
 # --- certificates and the file --------------------------------------------------------------
@@ -413,14 +414,19 @@ for kind in RETR STOR; do
 done
 hwm=$(awk '/^VmHWM/ { printf "%.1f MiB", $2 / 1024 }' "/proc/${FXP_PID[fxprelay]}/status")
 
+# --- the cipher's own cost, measured now ----------------------------------------------------
+# The least a TLS relay can spend: every byte decrypted once and encrypted once, at the speed
+# of one core's AES-256-GCM on full-size (16 KiB) records. openssl speed prints kB/s (1000s of
+# bytes) for that block size in its last line.
+log "openssl speed -evp aes-256-gcm -bytes 16384 (the floor)"
+aes_kbs=$(timeout "$STEP_MAX" openssl speed -evp aes-256-gcm -bytes 16384 -seconds 3 2>/dev/null |
+    awk '/^AES-256-GCM/ { v = $2 } END { sub(/k$/, "", v); print v }')
+[[ $aes_kbs =~ ^[0-9.]+$ ]] || fail "could not read openssl speed's AES-256-GCM figure"
+FLOOR=$(awk -v k="$aes_kbs" 'BEGIN { printf "%.3f", 2 * 1073741824 / (k * 1000) }')
+
 # --- report ---------------------------------------------------------------------------------
-git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
-    git_rev="$git_rev+uncommitted changes"
-fi
-mbs() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
-ratio() { awk -v p="$1" -v d="$2" 'BEGIN { printf "%.2f", p / d }'; }
-row() { printf '| %-38s | %9s | %9s | %-19s | %-19s |\n' "$@"; }
+git_rev=$(git_rev)
+table -38 9 9 -19 -19
 declare -A LABEL=([direct]='curl -> vsftpd (direct TLS)'
     [fxprelay]='curl -> fxprelay -> vsftpd'
     [fxprelay-b]='curl -> fxprelay B -> vsftpd'
@@ -433,7 +439,7 @@ command:  scripts/bench-tls.sh $SIZE_MIB $RUNS${FXP_BENCH_COMPARE_BIN:+  (FXP_BE
 date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')
 machine:  $(nproc) CPUs ($(cpu_model)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -sr)
 load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end
-software: fxprelay $git_rev (rustls, ring)$([[ -z $BIN_B ]] || echo "; fxprelay B = $BIN_B"), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2), $(openssl version | cut -d' ' -f1-2)$([[ -z $MP_URL ]] || echo ", proftpd $(peer_ver proftpd-core) + mod_proxy $(peer_ver proftpd-mod-proxy)")
+software: fxprelay $git_rev (rustls, aws-lc-rs)$([[ -z $BIN_B ]] || echo "; fxprelay B = $BIN_B"), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2), $(openssl version | cut -d' ' -f1-2)$([[ -z $MP_URL ]] || echo ", proftpd $(peer_ver proftpd-core) + mod_proxy $(peer_ver proftpd-mod-proxy)")
 files:    ${SIZE_MIB} MiB of /dev/urandom on $TMPFS_DESC
 cpus:     $(if [[ $PIN == 1 ]]; then echo "pinned: vsftpd and curl on CPU 0, the proxies on CPU 1"; else echo "not pinned (all processes share all CPUs)"; fi); sched_autogroup $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo '?')
           (vsftpd and each proxy run in sessions of their own, curl in this script's:
@@ -450,8 +456,7 @@ echo
 echo "median of $RUNS runs of ${SIZE_MIB} MiB; MB/s = 10^6 bytes/s of the data flow (150 to 226)"
 row path 'RETR MB/s' 'STOR MB/s' 'proxy CPU s/GiB' 'curl+vsftpd s/GiB'
 row '' '' '' 'RETR / STOR' 'RETR / STOR'
-dashes() { printf -- '-%.0s' $(seq "$1"); }
-printf '|%s|%s|%s|%s|%s|\n' "$(dashes 40)" "$(dashes 11)" "$(dashes 11)" "$(dashes 21)" "$(dashes 21)"
+rule
 for via in "${PATHS[@]}"; do
     cpu=-
     [[ $via == direct ]] || cpu="${CPU[RETR.$via]} / ${CPU[STOR.$via]}"
@@ -492,13 +497,26 @@ echo "     together, median per transfer (on $(nproc) CPUs a proxy's decrypt + e
 echo "     with theirs for the same cores)."
 echo "fxprelay peak RSS (VmHWM): $hwm; took $((SECONDS - START)) s"
 echo
+echo "the floor: one core's AES-256-GCM (openssl speed, 16 KiB blocks) $(awk -v k="$aes_kbs" 'BEGIN { printf "%.0f", k / 1000 }') MB/s;"
+echo "     decrypting and encrypting each byte once costs $FLOOR CPU s/GiB"
+for via in "${PATHS[@]:1}"; do
+    [[ $via == modproxy ]] && continue
+    echo "  ${NAME[$via]} CPU / floor: RETR $(ratio "${CPU[RETR.$via]}" "$FLOOR"); STOR $(ratio "${CPU[STOR.$via]}" "$FLOOR")"
+done
+echo
 verdict() { # NAME VALUE LIMIT [GOAL]
     local v
     v=$(awk -v x="$2" -v l="$3" -v g="${4:-0}" 'BEGIN {
         if (x < l) print "BELOW"; else if (g > 0 && x < g) print "ok, below the goal"; else print "ok" }')
     printf '  %-34s %s (minimum %s%s): %s\n' "$1" "$2" "$3" "${4:+, goal $4}" "$v"
 }
-echo "targets (issue 10): fxprelay >= 0.6x direct TLS (goal 0.8x), >= 1.2x mod_proxy"
+echo "targets (issue 10): fxprelay >= 0.6x direct TLS (goal 0.8x), >= 1.2x mod_proxy;"
+echo "         (issue 26): fxprelay CPU per GiB <= 1.3x the floor"
+for kind in RETR STOR; do
+    v=$(ratio "${CPU[$kind.fxprelay]}" "$FLOOR")
+    printf '  %-34s %s (at most 1.3): %s\n' "$kind fxprelay CPU / floor" "$v" \
+        "$(awk -v x="$v" 'BEGIN { print (x <= 1.3) ? "ok" : "ABOVE" }')"
+done
 for kind in RETR STOR; do
     verdict "$kind fxprelay / direct TLS" "$(ratio "${MED[$kind.fxprelay]}" "${MED[$kind.direct]}")" 0.6 0.8
     [[ -z $MP_URL ]] ||

@@ -9,7 +9,8 @@ NOOP every --noop-interval seconds (random phase) and expecting 200. On SIGTERM/
 them all, writes "done ..." to --status and a report to --report: lines "KEY VALUE"
 (established, failed, dropped, noops_ok, quit_ok, quit_failed, ramp_seconds) and
 "reason COUNT TEXT" for every distinct failure. Every step has a timeout; the exit code
-is 0 whenever the report was written (soak.sh judges the numbers).
+is 0 whenever the report was written (soak.sh judges the numbers). With --tls-ca every
+session does AUTH TLS after the greeting (scripts/mem-tls.sh).
 """
 import argparse
 import asyncio
@@ -18,6 +19,7 @@ import os
 import random
 import re
 import signal
+import ssl
 import sys
 import time
 
@@ -83,6 +85,8 @@ class Soak:
         self.quit_ok = 0
         self.quit_failed = 0
         self.stop = asyncio.Event()
+        # Explicit FTPS: the context every session's AUTH TLS handshake uses.
+        self.tls = ssl.create_default_context(cafile=a.tls_ca) if a.tls_ca else None
 
     def write_status(self, text):
         tmp = self.a.status + ".tmp"
@@ -107,6 +111,13 @@ class Soak:
                 except OSError as e:
                     raise FtpError(f"connect: {type(e).__name__} {e.strerror or ''}".strip()) from None
                 expect("greeting", await read_reply(reader, a.timeout), (220,))
+                if self.tls is not None:
+                    expect("AUTH TLS", await command(reader, writer, "AUTH TLS", a.timeout), (234,))
+                    try:
+                        await asyncio.wait_for(
+                            writer.start_tls(self.tls, server_hostname=a.host), a.timeout)
+                    except (asyncio.TimeoutError, OSError) as e:
+                        raise FtpError(f"TLS handshake: {type(e).__name__}") from None
                 got = await command(reader, writer, f"USER {a.user}", a.timeout)
                 if got[0] == 331:
                     got = await command(reader, writer, f"PASS {a.password}", a.timeout)
@@ -224,6 +235,7 @@ def main():
     p.add_argument("--timeout", type=float, default=15.0, help="per connect/reply")
     p.add_argument("--ramp-timeout", type=float, default=120.0)
     p.add_argument("--hold-max", type=float, default=3600.0)
+    p.add_argument("--tls-ca", help="explicit FTPS (AUTH TLS before USER), trusting this CA")
     p.add_argument("--status", required=True)
     p.add_argument("--report", required=True)
     a = p.parse_args()

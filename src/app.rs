@@ -1,5 +1,14 @@
 //! Wiring: bind every socket the config names, run listeners and the admin endpoint, and
-//! drive the two-phase shutdown.
+//! drive the two-phase shutdown and reloads.
+//!
+//! - [`material`]: the TLS material a configuration names (certificates, keys, CA
+//!   files), read when the configuration is put to use: at start, on `SIGHUP`, for
+//!   `fxprelay check`.
+//! - this file: binding, serving, shutting down, applying a reload to new sessions.
+
+pub mod material;
+
+pub use material::{Loaded, TlsMaterial};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::data::PortPool;
 use crate::fxp::jobs::Jobs;
 use crate::metrics as m;
@@ -36,6 +45,8 @@ pub struct Bound {
     pub shutdown_grace: Duration,
     /// The configuration these sockets were bound for (what a reload compares against).
     pub config: Config,
+    /// Its TLS material (the listeners' is in their contexts already).
+    pub tls: TlsMaterial,
     pub ports: PortPool,
     /// The open sessions of every listener (`GET /api/v1/sessions`).
     pub sessions: Sessions,
@@ -65,25 +76,26 @@ impl Bound {
     }
 }
 
-/// Binds the admin endpoint and every listener of `config`.
-pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
-    let admin = TcpListener::bind(config.admin_bind)
+/// Binds the admin endpoint and every listener of `loaded`'s configuration.
+pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
+    let Loaded { config, tls } = loaded;
+    let admin = TcpListener::bind(config.admin.bind)
         .await
-        .with_context(|| format!("cannot bind admin.bind {}", config.admin_bind))?;
+        .with_context(|| format!("cannot bind admin.bind {}", config.admin.bind))?;
     let ports = PortPool::new(&config.data.ports);
     let mut sockets = Vec::new();
-    for l in &config.listeners {
+    for (i, l) in config.listeners.iter().enumerate() {
         let socket = TcpListener::bind(l.bind)
             .await
             .with_context(|| format!("cannot bind listener `{}` to {}", l.name, l.bind))?;
-        sockets.push((socket, l));
+        sockets.push((socket, (i, l)));
     }
     let own_binds = own_binds(&admin, &sockets);
     let sessions = Sessions::default();
     let listeners = sockets
         .into_iter()
-        .map(|(socket, l)| {
-            let ctx = ListenerCtx::of(config, l, ports.clone(), own_binds.clone())
+        .map(|(socket, (i, l))| {
+            let ctx = ListenerCtx::of(config, l, tls.listener(i), ports.clone(), own_binds.clone())
                 .with_sessions(sessions.clone());
             (socket, Arc::new(ctx))
         })
@@ -93,6 +105,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Bound> {
         listeners,
         shutdown_grace: config.limits.shutdown_grace,
         config: config.clone(),
+        tls: tls.clone(),
         ports,
         sessions,
         jobs: Jobs::new(config.fxp.allow.clone(), config.fxp.concurrency),
@@ -119,7 +132,7 @@ pub async fn run(
         draining: draining.clone(),
         jobs: bound.jobs.clone(),
         token: Arc::new(RwLock::new(
-            bound.config.admin_token.as_deref().map(Arc::from),
+            bound.config.admin.token.as_deref().map(Arc::from),
         )),
         sessions: bound.sessions.clone(),
         pools: admin::Pools::default(),
@@ -135,12 +148,12 @@ pub async fn run(
     for (_, ctx) in &bound.listeners {
         m::listener_started(&ctx.policy.cfg.name, ctx.policy.limits.max_sessions);
     }
-    state.jobs.set_permits((&bound.config.fxp).into());
+    state.jobs.set_permits(bound.tls.permits(&bound.config.fxp));
     state.jobs.guard_against(Arc::new(own_sockets(
         &bound.config,
         own_binds(&bound.admin, &bound.listeners),
     )));
-    let admin_limits = bound.config.admin_limits;
+    let admin_limits = bound.config.admin.limits;
     let mut live = Live {
         admin: state.clone(),
         config: bound.config,
@@ -180,7 +193,7 @@ pub async fn run(
             Some(path) = reloaded => {
                 // The file and the TLS files it names are read off the runtime.
                 let file = path.clone();
-                let loaded = tokio::task::spawn_blocking(move || Config::load(&file))
+                let loaded = tokio::task::spawn_blocking(move || Loaded::read(&file))
                     .await
                     .context("config reload")?;
                 live.reload(&path, loaded);
@@ -268,9 +281,9 @@ impl Live {
     /// Applies a re-read config to new sessions of the existing listeners. A file that
     /// does not load changes nothing. What needs new sockets (a listener's bind, new or
     /// removed listeners, the admin address) is reported and left for a restart.
-    fn reload(&mut self, path: &Path, loaded: Result<Config, crate::config::ConfigError>) {
-        let new = match loaded {
-            Ok(c) => c,
+    fn reload(&mut self, path: &Path, loaded: Result<Loaded, ConfigError>) {
+        let Loaded { config: new, tls } = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 m::config_reload("error");
                 m::config_loaded(false);
@@ -278,27 +291,27 @@ impl Live {
                 return;
             }
         };
-        if new.admin_bind != self.config.admin_bind {
-            warn!(old = %self.config.admin_bind, new = %new.admin_bind, "admin.bind changed: takes effect after a restart");
+        if new.admin.bind != self.config.admin.bind {
+            warn!(old = %self.config.admin.bind, new = %new.admin.bind, "admin.bind changed: takes effect after a restart");
         }
-        if new.admin_token != self.config.admin_token {
+        if new.admin.token != self.config.admin.token {
             *self
                 .admin
                 .token
                 .write()
                 .unwrap_or_else(PoisonError::into_inner) =
-                new.admin_token.as_deref().map(Arc::from);
+                new.admin.token.as_deref().map(Arc::from);
             info!("admin.token changed: the API takes the new one from now on");
         }
         self.admin
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
-        self.admin.jobs.set_permits((&new.fxp).into());
+        self.admin.jobs.set_permits(tls.permits(&new.fxp));
         // A new port list gets a new pool; open sessions keep their leases in the old one.
         if new.data.ports != self.config.data.ports {
             self.ports = PortPool::new(&new.data.ports);
         }
-        for l in &new.listeners {
+        for (i, l) in new.listeners.iter().enumerate() {
             let old_bind = self
                 .config
                 .listeners
@@ -309,8 +322,9 @@ impl Live {
                 (Some(tx), Some(bind)) if bind == l.bind => {
                     // The sockets did not change, so neither did the loop guard's list.
                     let own_binds = tx.borrow().own_binds.clone();
-                    let mut ctx = ListenerCtx::of(&new, l, self.ports.clone(), own_binds)
-                        .with_sessions(self.admin.sessions.clone());
+                    let mut ctx =
+                        ListenerCtx::of(&new, l, tls.listener(i), self.ports.clone(), own_binds)
+                            .with_sessions(self.admin.sessions.clone());
                     let old_pool = tx.borrow().services.pool.clone();
                     if let (Some(pool), Some(old)) =
                         (ctx.services.pool.as_mut().and_then(Arc::get_mut), old_pool)
@@ -353,7 +367,7 @@ impl Live {
                 l.bind = old.bind;
             }
         }
-        applied.admin_bind = self.config.admin_bind;
+        applied.admin.bind = self.config.admin.bind;
         self.config = applied;
     }
 }

@@ -3,9 +3,14 @@
 //!
 //! How data flows through the modules:
 //!
-//! - [`config`] loads and validates the YAML file into a typed [`config::Config`].
-//! - [`app`] binds every socket, runs one accept loop per listener ([`server`]) and the
-//!   admin endpoint ([`admin`]), and drives the two-phase shutdown.
+//! - [`config`] loads and validates the YAML file into a typed [`config::Config`]: plain
+//!   data (addresses, durations, paths, enums), one validator per section, printed back
+//!   by `fxprelay config`; it reads no file but the configuration.
+//! - [`app`] reads the TLS material the configuration names ([`app::material`]: the
+//!   listeners' certificates and keys, CA files, `fxp.ca_bundles`), binds every socket,
+//!   runs one accept loop per listener ([`server`]) and the admin endpoint ([`admin`]),
+//!   drives the two-phase shutdown, and applies `SIGHUP` reloads (configuration and
+//!   material together; either failing keeps the running one).
 //! - [`server`] accepts clients, enforces the session limits, reads PROXY headers from
 //!   trusted balancers ([`proxy_protocol`]) and spawns one task per client running
 //!   [`session`]; SIGHUP reloads reach new sessions through it.
@@ -36,10 +41,12 @@
 //! - [`data`] owns relay-mode data connections; [`data::ports`] leases every data port from
 //!   the operator's port spec, and [`data::copy`] is the one copy loop, shared with the
 //!   FXP engine's relay.
-//! - [`tls`] turns a listener's `tls:` block into rustls configs for both legs (FTPS is
-//!   terminated on each leg so the proxy can still read and fix addresses).
-//! - [`pool`] picks a reverse listener's backend from a pool (pure selection and health
-//!   counting) and runs its FTP-aware health checks.
+//! - [`tls`] turns a listener's `tls:` settings into rustls configs for both legs (FTPS
+//!   is terminated on each leg so the proxy can still read and fix addresses).
+//! - [`pool`] runs a reverse listener's pool ([`config::PoolConfig`]): picks each
+//!   session's backend (pure selection and health counting) and checks the backends the
+//!   way an FTP client would, reading replies with [`codec`] and [`proto`] as the
+//!   sessions do.
 //! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
 //!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
 //!
@@ -48,11 +55,16 @@
 //!
 //! Imports run one way, without cycles among siblings at any level
 //! (`scripts/module-cycles.py` checks, `.ci/run` runs it): `app` -> {`server`, `admin`}
-//! -> `session` -> {`fxp`, `upstream`} -> `data` -> {`config`, `proxy_protocol`} ->
-//! {`pool`, `rewrite`, `codec`} -> {`net`, `proto`, `tls`}, each layer using any below
-//! it; [`metrics`] is used from anywhere. Inside [`session`]: `shell` -> `machine` ->
+//! -> `session` -> {`fxp`, `pool`, `upstream`} -> `data` -> `proxy_protocol` -> `config`
+//! -> {`rewrite`, `codec`, `tls`} -> {`net`, `proto`}, each layer using any below it;
+//! [`metrics`] is used from anywhere. The configuration is plain data every runtime
+//! module reads; it depends on none of them. Inside [`session`]: `shell` -> `machine` ->
 //! {`policy`, `view`, `replies`}, and `context` -> {`policy`, `registry` -> `view`}: the
 //! machine never sees the context, the registry or the shell.
+
+// The library's few unsafe blocks (pipes and splice(2) in `data::splice`) each say why
+// they are sound. (Tests call libc freely: the rule is the library's, not Cargo.toml's.)
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
 pub mod app;

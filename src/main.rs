@@ -9,7 +9,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
-use fxprelay::{app, config::Config, metrics};
+use fxprelay::app::{self, Loaded};
+use fxprelay::{config::Config, metrics};
 
 /// `--version`: the crate version and the commit it was built from.
 const VERSION: &str = concat!(
@@ -121,13 +122,16 @@ fn main() -> ExitCode {
         Command::Config => (true, false),
         _ => (false, false),
     };
-    let config = match Config::load(&cli.config) {
-        Ok(c) => c,
+    // The file, then the TLS files it names: `check` and `config` read them all too, so
+    // a configuration they accept is one `run` starts with.
+    let loaded = match Loaded::read(&cli.config) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("fxprelay: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let config = &loaded.config;
     if matches!(command, Command::Config) {
         print!("{}", config.effective_yaml());
         return ExitCode::SUCCESS;
@@ -137,7 +141,7 @@ fn main() -> ExitCode {
             for w in &config.warnings {
                 eprintln!("fxprelay: {}: warning: {w}", cli.config.display());
             }
-            let bound = if try_binds { try_bind(&config) } else { Ok(()) };
+            let bound = if try_binds { try_bind(config) } else { Ok(()) };
             if let Err(e) = bound {
                 eprintln!("fxprelay: {}: {e}", cli.config.display());
                 return ExitCode::FAILURE;
@@ -167,7 +171,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(config, cli.config.clone())) {
+            match runtime.block_on(run(&loaded, cli.config.clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e:#}");
@@ -179,8 +183,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    let bound = app::bind(&config).await?;
+async fn run(loaded: &Loaded, path: PathBuf) -> anyhow::Result<()> {
+    let bound = app::bind(loaded).await?;
     let handle = metrics::install()?;
     let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut term = signal(SignalKind::terminate())?;
@@ -209,9 +213,10 @@ async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     app::run(bound, Some(handle), stop_rx, Some(reload)).await
 }
 
-/// Binds (and releases) the admin endpoint and every listener, as `run` would.
+/// Binds (and releases) the admin endpoint and every listener, as `run` would. The error
+/// is the line `check --bind` prints.
 fn try_bind(config: &Config) -> Result<(), String> {
-    let binds = std::iter::once(("admin.bind".to_owned(), config.admin_bind)).chain(
+    let binds = std::iter::once(("admin.bind".to_owned(), config.admin.bind)).chain(
         config
             .listeners
             .iter()
@@ -237,7 +242,7 @@ fn healthcheck(
                     .parse()
                     .expect("valid default")
             },
-            |c| c.admin_bind,
+            |c| c.admin.bind,
         );
         fxprelay::admin::reachable(bind)
     });

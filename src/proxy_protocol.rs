@@ -260,10 +260,10 @@ mod tests {
 /// v1 cannot carry the pair (mixed address families), a `LOCAL`/`UNKNOWN` header: the
 /// server still gets the header it expects, only without an address.
 pub fn encode(
-    version: crate::pool::config::ProxyVersion,
+    version: crate::config::ProxyVersion,
     addrs: Option<(SocketAddr, SocketAddr)>,
 ) -> Vec<u8> {
-    use crate::pool::config::ProxyVersion;
+    use crate::config::ProxyVersion;
     use proxy_header::ProxiedAddress;
     let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     let header = match addrs.map(|(s, d)| (canonical(s), canonical(d))) {
@@ -288,7 +288,7 @@ pub fn encode(
 #[cfg(test)]
 mod encode_tests {
     use super::*;
-    use crate::pool::config::ProxyVersion;
+    use crate::config::ProxyVersion;
 
     #[test]
     fn headers_toward_servers_carry_the_client() {

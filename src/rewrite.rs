@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::net::HostName;
 use crate::proto::addr::{self, AddrError};
@@ -16,7 +16,7 @@ use crate::proto::reply::Reply;
 
 /// When to replace an address (`nat.passive` for `227`/`228`, `nat.active` for
 /// `PORT`/`EPRT`/`LPRT`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NatMode {
     /// Leave every address alone.
@@ -76,7 +76,7 @@ impl Default for PrivateRanges {
 }
 
 /// A listener's NAT settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NatPolicy {
     pub passive: NatMode,
     pub active: NatMode,

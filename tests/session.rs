@@ -34,6 +34,8 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
             host: upstream.ip().to_string(),
             port: upstream.port(),
         }),
+        pool: None,
+        upstream_proxy_protocol: None,
         allow: AllowList::default(),
         data: DataMode::Passthrough,
         public_address: None,
@@ -342,7 +344,8 @@ async fn graceful_shutdown_drains_then_closes_with_421() {
         host: "127.0.0.1".into(),
         port: up_addr.port(),
     });
-    let bound = fxprelay::app::bind(&config).await.unwrap();
+    let loaded = fxprelay::app::Loaded::new(config).unwrap();
+    let bound = fxprelay::app::bind(&loaded).await.unwrap();
     let proxy = bound.listeners[0].0.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::mpsc::unbounded_channel();
     let run = tokio::spawn(fxprelay::app::run(bound, None, stop_rx, None));

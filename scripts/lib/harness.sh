@@ -1,8 +1,9 @@
 # shellcheck shell=bash disable=SC2034,SC2153 # variables shared with the sourcing script
-# What scripts/bench-relay.sh, scripts/bench-data.sh and scripts/soak.sh share: logging,
+# What scripts/bench-*.sh, scripts/soak.sh and scripts/stress-ftps.sh share: logging,
 # stopping processes, the EXIT trap and the watchdog, free ports, installing the peers,
 # building fxprelay, starting vsftpd, waiting for an FTP login, starting fxprelay, CPU
-# ticks and medians. Sourced, not run; the script sets PROG first.
+# ticks and medians, and the report's pieces (times, rates, ratios, versions, table
+# rows). Sourced, not run; the script sets PROG first.
 #
 # Contract with the script:
 #   - it sets PROG (log prefix), SERVER_IP and PROXY_IP, and WORK (its temporary directory)
@@ -202,8 +203,88 @@ cpu_ticks() { # PID [CHILDREN=0] -> utime + stime of the whole process (all thre
     awk -v c="${2:-0}" '{ print c ? $14 + $15 : $12 + $13 }' <<<"$stat"
 }
 
+fd_count() { # PID -> open fds
+    local fds
+    fds=$(ls "/proc/$1/fd" 2>/dev/null) || { echo 0; return; }
+    wc -l <<<"$fds" | tr -d ' '
+}
+rss_kib() { # PID -> VmRSS in KiB
+    awk '/^VmRSS:/ { print $2; f = 1 } END { if (!f) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+pss_kib() { # PID -> Pss in KiB, or "n/a"
+    if [[ -r /proc/$1/smaps_rollup ]]; then
+        awk '/^Pss:/ { print $2; f = 1 } END { if (!f) print "n/a" }' "/proc/$1/smaps_rollup"
+    elif [[ -r /proc/$1/smaps ]]; then
+        awk '/^Pss:/ { s += $2; f = 1 } END { if (f) print s; else print "n/a" }' "/proc/$1/smaps"
+    else
+        echo n/a
+    fi
+}
+mib() { awk -v k="$1" 'BEGIN { if (k == "n/a") print k; else printf "%.1f MiB", k / 1024 }'; }
+per_session() { # NOW BASE N -> KiB per session
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {
+        if (a == "n/a" || b == "n/a" || n == 0) print "n/a"; else printf "%.1f", (a - b) / n }'
+}
 median() { # numbers on stdin -> their median
     sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+now() { date +%s.%N; } # -> seconds since the epoch, to the nanosecond
+
+col() { # N -> field N of each line on stdin
+    awk -v n="$1" '{ print $n }'
+}
+
+# --- reporting ------------------------------------------------------------------------------
+mbs() { # BYTES_PER_SECOND -> MB/s (10^6 bytes), whole
+    awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'
+}
+
+ms() { # SECONDS -> milliseconds, one decimal
+    awk -v s="$1" 'BEGIN { printf "%.1f", s * 1e3 }'
+}
+
+ratio() { # A B -> A / B to two decimals; "-" when B is 0 or empty (a path that did not run)
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+}
+
+pkg_ver() { # PACKAGE -> its installed Debian version, or ?
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'
+}
+
+git_rev() { # -> the repository's commit, "+uncommitted changes" when src/ or Cargo.* differ
+    local rev
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+    if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+        rev="$rev+uncommitted changes"
+    fi
+    printf '%s\n' "$rev"
+}
+
+# A Markdown table: `table -40 9 9` sets the columns (a negative width left-aligns), `row`
+# prints one row, `rule` the line under the header. A script with a table of another
+# shape sets ROW_FORMAT (a printf format) itself and uses `row` alone.
+ROW_FORMAT=
+TABLE_WIDTHS=()
+table() { # WIDTH...
+    local w
+    TABLE_WIDTHS=("$@")
+    ROW_FORMAT='|'
+    for w in "$@"; do ROW_FORMAT+=" %${w}s |"; done
+    ROW_FORMAT+='\n'
+}
+row() { # CELL...: one row, in ROW_FORMAT
+    [[ -n $ROW_FORMAT ]] || die "row before table (or ROW_FORMAT)"
+    # shellcheck disable=SC2059 # the format is the script's own, made by `table`
+    printf "$ROW_FORMAT" "$@"
+}
+rule() { # the |---|---| line of the table's widths
+    local w line='|'
+    for w in "${TABLE_WIDTHS[@]}"; do
+        w=${w#-}
+        line+=$(printf -- '-%.0s' $(seq $((w + 2))))'|'
+    done
+    printf '%s\n' "$line"
 }
 
 # --- certificates ---------------------------------------------------------------------------

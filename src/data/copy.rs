@@ -9,6 +9,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tracing::debug;
@@ -117,14 +118,29 @@ where
     let mut sizer = Sizer::new(Instant::now());
     let mut buf = vec![0u8; sizer.size()];
     let mut total = 0u64;
-    loop {
+    let mut eof = false;
+    while !eof {
         // Each step must make progress within `idle`: a stalled peer on either side
         // cannot hold the transfer, its port and its buffers forever.
-        let n = timeout(idle, from.read(&mut buf))
+        let mut n = timeout(idle, from.read(&mut buf))
             .await
             .map_err(|_| CopyError::Idle(idle))??;
         if n == 0 {
             break;
+        }
+        // Then whatever else is there already, up to the buffer: a TLS reader hands out
+        // one record (16 KiB) a read, and writing each on its own would cost a write, a
+        // wake-up of the receiver and a small TCP segment per record.
+        while n < buf.len() {
+            match from.read(&mut buf[n..]).now_or_never() {
+                Some(Ok(0)) => {
+                    eof = true;
+                    break;
+                }
+                Some(Ok(more)) => n += more,
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            }
         }
         let chunk = buf.get(..n).unwrap_or_default();
         timeout(idle, to.write_all(chunk))
@@ -243,6 +259,65 @@ mod tests {
         assert!(got == data, "{} bytes received", got.len());
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
         assert_eq!(seen.last(), Some(&n));
+    }
+
+    /// Hands out `chunk` bytes a read, always at once (a TLS reader with records waiting).
+    struct Records {
+        left: usize,
+        chunk: usize,
+    }
+
+    impl AsyncRead for Records {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.left.min(self.chunk).min(buf.remaining());
+            buf.put_slice(&vec![7; n]);
+            self.left -= n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Counts the writes it takes.
+    #[derive(Default)]
+    struct Writes(Vec<usize>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.0.push(buf.len());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_already_there_goes_out_in_one_write() {
+        let from = Records {
+            left: 64 * 1024 + 100,
+            chunk: 4096,
+        };
+        let mut to = Writes::default();
+        let n = copy_to_eof(from, &mut to, T, |_| {}).await.unwrap();
+        assert_eq!(n, 64 * 1024 + 100);
+        // Four reads of 4 KiB fill each 16 KiB buffer: one write each, not four.
+        assert_eq!(to.0, [MIN_BUFFER, MIN_BUFFER, MIN_BUFFER, MIN_BUFFER, 100]);
     }
 
     #[tokio::test]

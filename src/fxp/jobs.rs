@@ -25,7 +25,6 @@ pub use super::job_id::{BadJobId, JobId};
 pub use super::options::{MAX_RETRIES, TransferOptions};
 use super::tree;
 use super::url::FtpUrl;
-use crate::config::FxpConfig;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
 use crate::tls::CaBundles;
@@ -541,16 +540,6 @@ pub struct Permits {
     pub allow_clear_data: bool,
     pub allow_insecure: bool,
     pub ca_bundles: CaBundles,
-}
-
-impl From<&FxpConfig> for Permits {
-    fn from(fxp: &FxpConfig) -> Permits {
-        Permits {
-            allow_clear_data: fxp.allow_clear_data,
-            allow_insecure: fxp.allow_insecure,
-            ca_bundles: fxp.ca_bundles.clone(),
-        }
-    }
 }
 
 struct Settings {

@@ -1,10 +1,11 @@
 //! Allow lists: where the proxy may connect on someone's behalf.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::host::HostName;
 
@@ -43,6 +44,8 @@ fn canonical_net(net: IpNet) -> IpNet {
 }
 
 impl FromStr for AllowEntry {
+    /// The message, worded for whoever wrote the value: every caller shows it (in a
+    /// configuration error, a reply) or tries another form; none tells reasons apart.
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -62,6 +65,16 @@ impl FromStr for AllowEntry {
         Ok(AllowEntry::Host(
             name.0.trim_end_matches('.').to_ascii_lowercase(),
         ))
+    }
+}
+
+/// As written in the configuration: the network, or the host name (lower case).
+impl fmt::Display for AllowEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AllowEntry::Net(net) => net.fmt(f),
+            AllowEntry::Host(host) => f.write_str(host),
+        }
     }
 }
 
@@ -175,6 +188,13 @@ impl<'a> IntoIterator for &'a AllowList {
 impl<'de> Deserialize<'de> for AllowList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Vec::<AllowEntry>::deserialize(d).map(AllowList::new)
+    }
+}
+
+/// The entries, as written; the name is the key the list is read from, not a setting.
+impl Serialize for AllowList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.entries.iter().map(ToString::to_string))
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `host:port`, where host is an IP literal (`[v6]` in brackets) or a DNS name that is
 /// resolved each time a session connects, so DNS changes need no restart.
@@ -15,6 +15,8 @@ pub struct HostPort {
 }
 
 impl FromStr for HostPort {
+    /// The message, worded for whoever wrote the value: every caller shows it (in a
+    /// configuration error, a reply) or tries another form; none tells reasons apart.
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -54,6 +56,13 @@ impl<'de> Deserialize<'de> for HostPort {
     }
 }
 
+/// As written: `host:port`, an IPv6 address in brackets.
+impl Serialize for HostPort {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// An IP literal or a DNS host name (letters, digits, `-`, `.`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostName(pub String);
@@ -66,6 +75,8 @@ impl HostName {
 }
 
 impl FromStr for HostName {
+    /// The message, worded for whoever wrote the value: every caller shows it (in a
+    /// configuration error, a reply) or tries another form; none tells reasons apart.
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -95,6 +106,13 @@ impl<'de> Deserialize<'de> for HostName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// As written.
+impl Serialize for HostName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 

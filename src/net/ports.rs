@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::{Serialize, Serializer};
 use thiserror::Error;
 
 /// Why a port spec was refused. Messages are for an operator editing the config file.
@@ -164,6 +165,13 @@ impl fmt::Display for PortSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// As written: `"21,80,50000-50100"`.
+impl Serialize for PortSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

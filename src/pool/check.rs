@@ -1,23 +1,54 @@
 //! The health check, as an FTP client would see the server: connect, a `220` banner
 //! within `timeout`, optionally log in as the check user and `NOOP`, then `QUIT`. One task
 //! per pool checks every backend each `interval`, all at once.
+//!
+//! Replies are read the way the sessions and the FXP client read them: lines framed by
+//! [`LineCodec`] (bounded, so a backend that never ends a line cannot grow the buffer)
+//! and assembled by [`ReplyAssembler`] (multi-line replies, malformed codes).
 
+use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
-use proxy_header::ProxyHeader;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::Pool;
-use super::config::{HealthCheck, ProxyVersion};
+use crate::codec::{LineCodec, LineError};
+use crate::config::{HealthCheck, ProxyVersion};
 use crate::net::HostPort;
-use crate::proto::reply::{Reply, ReplyAssembler};
+use crate::proto::reply::{Reply, ReplyAssembler, ReplyError, code};
 
 /// A banner or a reply to the check's few commands is far smaller than this.
 const MAX_REPLY: usize = 16 * 1024;
+
+/// Why a check failed, as the pool shows it (`last_error` in `GET /api/v1/upstreams`,
+/// the log line of an upstream going down).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("connect: {0}")]
+    Connect(#[source] io::Error),
+    #[error("write: {0}")]
+    Write(#[source] io::Error),
+    #[error("read: {0}")]
+    Read(#[source] io::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("reply too large")]
+    TooLarge,
+    #[error("not an FTP reply: {0}")]
+    NotFtp(ReplyError),
+    /// The server answered `step` with something else than the check expects: its
+    /// reply's first line.
+    #[error("{step}: {line}")]
+    Refused { step: &'static str, line: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
 
 /// Checks `pool`'s backends every `interval` until `stop`.
 pub async fn run(pool: Arc<Pool>, stop: CancellationToken) {
@@ -32,13 +63,7 @@ pub async fn run(pool: Arc<Pool>, stop: CancellationToken) {
         }
         let checks = targets.iter().map(|t| async {
             let started = Instant::now();
-            let result =
-                match tokio::time::timeout(health.timeout, probe(t, &health, pool.proxy_protocol))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(format!("no answer within {:?}", health.timeout)),
-                };
+            let result = check(t, &health, pool.proxy_protocol).await;
             (result, started.elapsed())
         });
         let results = tokio::select! {
@@ -46,99 +71,236 @@ pub async fn run(pool: Arc<Pool>, stop: CancellationToken) {
             r = join_all(checks) => r,
         };
         for (i, (result, took)) in results.into_iter().enumerate() {
-            pool.check_done(i, result, took);
+            // The pool keeps the words only: they are shown, never acted on.
+            pool.check_done(i, result.map_err(|e| e.to_string()), took);
         }
     }
 }
 
-/// One check of one backend.
-pub async fn probe(
+/// One check of one backend, within `health.timeout`.
+pub async fn check(
     target: &HostPort,
     health: &HealthCheck,
     proxy: Option<ProxyVersion>,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
+    tokio::time::timeout(health.timeout, probe(target, health, proxy))
+        .await
+        .unwrap_or(Err(CheckError::Timeout(health.timeout)))
+}
+
+/// One check of one backend, unbounded in time ([`check`] bounds it).
+async fn probe(
+    target: &HostPort,
+    health: &HealthCheck,
+    proxy: Option<ProxyVersion>,
+) -> Result<(), CheckError> {
     let mut stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(CheckError::Connect)?;
     let _ = stream.set_nodelay(true);
     if let Some(version) = proxy {
         // LOCAL: "this connection is the proxy's own", as HAProxy's checks send.
-        let mut header = Vec::new();
-        let local = ProxyHeader::with_local();
-        let encoded = match version {
-            ProxyVersion::V1 => local.encode_v1(&mut header),
-            ProxyVersion::V2 => local.encode_v2(&mut header),
-        };
-        encoded.map_err(|e| format!("PROXY header: {e}"))?;
-        stream
-            .write_all(&header)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+        let header = crate::proxy_protocol::encode(version, None);
+        stream.write_all(&header).await.map_err(CheckError::Write)?;
     }
     let (r, mut w) = stream.split();
-    let mut r = BufReader::new(r);
-    let mut replies = ReplyAssembler::new(MAX_REPLY);
-    let banner = final_reply(&mut r, &mut replies).await?;
-    expect(&banner, &[220], "banner")?;
+    let mut server = Replies::new(r);
+    let banner = server.final_reply().await?;
+    expect(&banner, &[code::SERVICE_READY], "banner")?;
     if let Some(login) = &health.login {
         send(&mut w, &format!("USER {}\r\n", login.user)).await?;
-        let user = final_reply(&mut r, &mut replies).await?;
-        if user.code == 331 {
+        let user = server.final_reply().await?;
+        if user.code == code::NEED_PASSWORD {
             send(&mut w, &format!("PASS {}\r\n", login.password)).await?;
-            let pass = final_reply(&mut r, &mut replies).await?;
-            expect(&pass, &[230, 202], "PASS")?;
+            let pass = server.final_reply().await?;
+            expect(&pass, &[code::LOGGED_IN, code::SUPERFLUOUS], "PASS")?;
         } else {
-            expect(&user, &[230], "USER")?;
+            expect(&user, &[code::LOGGED_IN], "USER")?;
         }
         send(&mut w, "NOOP\r\n").await?;
-        let noop = final_reply(&mut r, &mut replies).await?;
-        expect(&noop, &[200], "NOOP")?;
+        let noop = server.final_reply().await?;
+        expect(&noop, &[code::COMMAND_OK], "NOOP")?;
     }
     // Politeness only: the check has its answer, whatever QUIT gets.
     let _ = send(&mut w, "QUIT\r\n").await;
-    let _ = final_reply(&mut r, &mut replies).await;
+    let _ = server.final_reply().await;
     Ok(())
 }
 
-async fn send(w: &mut (impl AsyncWriteExt + Unpin), line: &str) -> Result<(), String> {
+async fn send(w: &mut (impl AsyncWrite + Unpin), line: &str) -> Result<(), CheckError> {
     w.write_all(line.as_bytes())
         .await
-        .map_err(|e| format!("write: {e}"))
+        .map_err(CheckError::Write)
 }
 
-/// The next reply that is not preliminary (`1xx`).
-async fn final_reply(
-    r: &mut (impl AsyncBufReadExt + Unpin),
-    replies: &mut ReplyAssembler,
-) -> Result<Reply, String> {
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = r
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("the server closed the connection".into());
+/// The server's side of the check's connection: its lines, assembled into replies.
+struct Replies<R> {
+    lines: FramedRead<R, LineCodec>,
+    assembler: ReplyAssembler,
+}
+
+impl<R: AsyncRead + Unpin> Replies<R> {
+    fn new(r: R) -> Self {
+        Replies {
+            lines: FramedRead::new(r, LineCodec::new(MAX_REPLY)),
+            assembler: ReplyAssembler::new(MAX_REPLY),
         }
-        if line.len() > MAX_REPLY {
-            return Err("reply too large".into());
-        }
-        match replies.push_line(&line) {
-            Ok(Some(reply)) if reply.code >= 200 => return Ok(reply),
-            Ok(_) => {}
-            Err(e) => return Err(format!("not an FTP reply: {e}")),
+    }
+
+    /// The next reply that is not preliminary (`1xx`).
+    async fn final_reply(&mut self) -> Result<Reply, CheckError> {
+        loop {
+            let line = match self.lines.next().await {
+                Some(Ok(line)) => line,
+                Some(Err(LineError::Io(e))) => return Err(CheckError::Read(e)),
+                Some(Err(LineError::TooLong(_))) => return Err(CheckError::TooLarge),
+                None => return Err(CheckError::Closed),
+            };
+            match self.assembler.push_line(&line) {
+                Ok(Some(reply)) if reply.class() != 1 => return Ok(reply),
+                Ok(_) => {}
+                Err(e) => return Err(CheckError::NotFtp(e)),
+            }
         }
     }
 }
 
-fn expect(reply: &Reply, codes: &[u16], what: &str) -> Result<(), String> {
+fn expect(reply: &Reply, codes: &[u16], step: &'static str) -> Result<(), CheckError> {
     if codes.contains(&reply.code) {
         return Ok(());
     }
     let text = String::from_utf8_lossy(&reply.raw);
-    Err(format!(
-        "{what}: {}",
-        text.lines().next().unwrap_or("").trim()
-    ))
+    Err(CheckError::Refused {
+        step,
+        line: text.lines().next().unwrap_or("").trim().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::CheckLogin;
+
+    /// A scripted server on loopback: for each step, the line it expects from the check
+    /// (`None`: none) and the bytes it answers with. Returns its address.
+    async fn server(script: Vec<(Option<&'static str>, Vec<u8>)>) -> HostPort {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            for (expect, answer) in script {
+                if let Some(expect) = expect {
+                    let mut line = String::new();
+                    r.read_line(&mut line).await.unwrap();
+                    assert_eq!(line, expect);
+                }
+                if w.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+            // Hold the connection until the check hangs up.
+            let _ = r.read_line(&mut String::new()).await;
+        });
+        HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    fn health(login: bool) -> HealthCheck {
+        HealthCheck {
+            timeout: Duration::from_secs(5),
+            login: login.then(|| CheckLogin {
+                user: "mon".into(),
+                password: "pw".into(),
+            }),
+            ..HealthCheck::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_greets_and_lets_the_check_user_in_is_up() {
+        let target = server(vec![
+            // A preliminary reply and a multi-line banner, as some servers send.
+            (
+                None,
+                b"120 ready in a moment\r\n220-Welcome\r\n  to the\r\n220 server\r\n".to_vec(),
+            ),
+            (Some("USER mon\r\n"), b"331 password\r\n".to_vec()),
+            (Some("PASS pw\r\n"), b"230 in\r\n".to_vec()),
+            (Some("NOOP\r\n"), b"200 ok\r\n".to_vec()),
+            (Some("QUIT\r\n"), b"221 bye\r\n".to_vec()),
+        ])
+        .await;
+        check(&target, &health(true), None).await.unwrap();
+        let target = server(vec![(None, b"220 hi\r\n".to_vec())]).await;
+        check(&target, &health(false), None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn what_a_failed_check_says() {
+        let target = server(vec![(None, b"421 too many users\r\n".to_vec())]).await;
+        let e = check(&target, &health(false), None).await.unwrap_err();
+        assert!(
+            matches!(&e, CheckError::Refused { step: "banner", line } if line == "421 too many users"),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "banner: 421 too many users");
+        let target = server(vec![
+            (None, b"220 hi\r\n".to_vec()),
+            (Some("USER mon\r\n"), b"331 password\r\n".to_vec()),
+            (Some("PASS pw\r\n"), b"530 no\r\n".to_vec()),
+        ])
+        .await;
+        let e = check(&target, &health(true), None).await.unwrap_err();
+        assert_eq!(e.to_string(), "PASS: 530 no");
+        let target = server(vec![(None, b"SSH-2.0-OpenSSH_9.6\r\n".to_vec())]).await;
+        let e = check(&target, &health(false), None).await.unwrap_err();
+        assert!(
+            matches!(e, CheckError::NotFtp(ReplyError::Malformed)),
+            "{e}"
+        );
+    }
+
+    /// A backend that sends an endless line, or nothing, costs the check a bounded
+    /// buffer and `timeout`.
+    #[tokio::test]
+    async fn an_endless_line_or_silence_is_bounded() {
+        let target = server(vec![(None, vec![b'2'; MAX_REPLY + 1])]).await;
+        let e = check(&target, &health(false), None).await.unwrap_err();
+        assert!(matches!(e, CheckError::TooLarge), "{e}");
+        let target = server(vec![]).await;
+        let quick = HealthCheck {
+            timeout: Duration::from_millis(100),
+            ..health(false)
+        };
+        let e = check(&target, &quick, None).await.unwrap_err();
+        assert!(matches!(e, CheckError::Timeout(_)), "{e}");
+        let e = check(&target_closed().await, &health(false), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, CheckError::Closed | CheckError::Connect(_)),
+            "{e}"
+        );
+    }
+
+    /// A server that accepts and hangs up at once.
+    async fn target_closed() -> HostPort {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            drop(s);
+        });
+        HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
 }

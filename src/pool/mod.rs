@@ -1,8 +1,8 @@
 //! Backend pools: a reverse listener with several upstreams, the selection of each new
 //! session's backend, and health checks in HAProxy's model applied to FTP.
 //!
-//! - [`config`]: the listener keys (`upstream:` as a list, `balance`, `health_check`,
-//!   `upstream_proxy_protocol`);
+//! - the settings are a listener's (`upstream:` as a list, `balance`, `health_check`,
+//!   `upstream_proxy_protocol`): [`crate::config::PoolConfig`] and its section's rules;
 //! - [`select`]: the policies, pure (round robin, least sessions, sticky by client
 //!   address or user through rendezvous hashing, weights, backups);
 //! - [`health`]: the rise/fall state machine, pure;
@@ -11,7 +11,6 @@
 //!   checks and failed sessions report to, and `GET /api/v1/upstreams` reads.
 
 pub mod check;
-pub mod config;
 pub mod health;
 pub mod select;
 
@@ -23,9 +22,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::config::{Balance, PoolConfig, ProxyVersion};
 use crate::metrics;
 use crate::net::HostPort;
-use config::{Balance, PoolConfig, ProxyVersion};
 use health::{Change, Health};
 use select::{Candidate, Key, Ring};
 
@@ -212,7 +211,8 @@ impl Pool {
         self.record(index, Err(error.to_owned()), "session", false);
     }
 
-    /// A check's result.
+    /// A check's result. The error is only words to show (`last_error`, the DOWN log
+    /// line), so the pool keeps it as text.
     pub fn check_done(&self, index: usize, result: Result<(), String>, took: Duration) {
         metrics::upstream_check(&self.listener, &self.backends[index].name, took);
         {
@@ -307,8 +307,8 @@ mod tests {
             "listeners:\n  - name: p\n    bind: 127.0.0.1:0\n    upstream: [a:21, b:21, c:21]\n{extra}"
         ))
         .unwrap();
-        let u = c.upstreams["p"].clone();
-        Pool::new("p", u.pool.unwrap(), u.proxy_protocol)
+        let l = c.listeners[0].clone();
+        Pool::new("p", l.pool.unwrap(), l.upstream_proxy_protocol)
     }
 
     #[test]

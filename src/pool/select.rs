@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use rendezvous_hash::{Capacity, DefaultNodeHasher, IdNode, RendezvousNodes, WeightedNode};
 
-use super::config::Balance;
+use crate::config::Balance;
 
 /// One backend as selection sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

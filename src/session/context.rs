@@ -39,40 +39,43 @@ pub struct Services {
     pub passive_refusals: PassiveRefusals,
     /// Where sessions register for `GET /api/v1/sessions`.
     pub sessions: Sessions,
-    /// The certificates and rustls configs of the listener's `tls:` block.
+    /// The certificates and rustls configs of the listener's `tls:` block, read by `app`
+    /// from its settings.
     pub tls: Option<ListenerTls>,
 }
 
 impl ListenerCtx {
-    /// The context of listener `l` of `config`; `own_binds` lists every socket this
-    /// proxy listens on.
+    /// The context of listener `l` of `config`, with the TLS material read from its
+    /// `tls:` block (`None` without one); `own_binds` lists every socket this proxy
+    /// listens on.
     pub fn of(
         config: &Config,
         l: &ListenerConfig,
+        tls: Option<ListenerTls>,
         ports: PortPool,
         own_binds: Vec<SocketAddr>,
     ) -> Self {
         let own = Arc::new(own_sockets(config, own_binds.clone()));
-        let extra = config.upstreams.get(&l.name);
-        let pool = extra.and_then(|u| {
-            let pool = u.pool.clone()?;
-            Some(Arc::new(Pool::new(&l.name, pool, u.proxy_protocol)))
-        });
+        let pool = l
+            .pool
+            .clone()
+            .map(|pool| Arc::new(Pool::new(&l.name, pool, l.upstream_proxy_protocol)));
         ListenerCtx {
             policy: Arc::new(Policy::of(config, l, own)),
             services: Services {
                 pool,
-                ..Services::new(l, ports)
+                tls,
+                ..Services::new(ports)
             },
             own_binds,
         }
     }
 
-    /// A context with no self-target guard, no `fxp.allow` and no pool (in-process
-    /// tests).
+    /// A context with no self-target guard, no `fxp.allow`, no pool and no TLS material
+    /// (in-process tests).
     pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig, ports: PortPool) -> Self {
         ListenerCtx {
-            services: Services::new(&cfg, ports),
+            services: Services::new(ports),
             policy: Arc::new(Policy::new(cfg, limits, data)),
             own_binds: Vec::new(),
         }
@@ -86,13 +89,13 @@ impl ListenerCtx {
 }
 
 impl Services {
-    fn new(l: &ListenerConfig, ports: PortPool) -> Services {
+    fn new(ports: PortPool) -> Services {
         Services {
             ports,
             pool: None,
             passive_refusals: PassiveRefusals::default(),
             sessions: Sessions::default(),
-            tls: l.tls.clone(),
+            tls: None,
         }
     }
 }

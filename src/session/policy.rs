@@ -8,16 +8,15 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::config::{Balance, ProxyVersion};
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::net::{AllowList, OwnSockets};
-use crate::pool::config::{Balance, ProxyVersion};
-use crate::tls::ListenerTls;
 
 /// A listener's settings, as its sessions' machines see them.
 #[derive(Debug)]
 pub struct Policy {
-    /// The listener's settings. Its `tls` holds the settings only (see [`settings_only`]):
-    /// certificates, keys and rustls configs are the shell's.
+    /// The listener's settings. Its `tls` holds the settings only: certificates, keys and
+    /// rustls configs are the shell's.
     pub cfg: ListenerConfig,
     pub limits: Limits,
     /// `data.bind`: local address for data listeners, if set.
@@ -38,22 +37,17 @@ pub struct Policy {
 impl Policy {
     /// The policy of listener `l` of `config`, guarded by `own`.
     pub fn of(config: &Config, l: &ListenerConfig, own: Arc<OwnSockets>) -> Policy {
-        let extra = config.upstreams.get(&l.name);
         Policy {
             own,
             fxp_allow: Arc::new(config.fxp.allow.clone()),
-            pool: extra.and_then(|u| Some(u.pool.as_ref()?.balance)),
-            upstream_proxy: extra.and_then(|u| u.proxy_protocol),
+            pool: l.pool.as_ref().map(|p| p.balance),
+            upstream_proxy: l.upstream_proxy_protocol,
             ..Policy::new(l.clone(), config.limits.clone(), &config.data)
         }
     }
 
     /// A policy with no self-target guard, no `fxp.allow` and no pool (in-process tests).
     pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig) -> Policy {
-        let cfg = ListenerConfig {
-            tls: cfg.tls.as_ref().map(settings_only),
-            ..cfg
-        };
         Policy {
             cfg,
             limits,
@@ -63,17 +57,5 @@ impl Policy {
             pool: None,
             upstream_proxy: None,
         }
-    }
-}
-
-/// A listener's TLS block without its loaded material: the machine decides by the
-/// settings, and the rustls configs hold session caches that change under every handshake.
-pub fn settings_only(tls: &ListenerTls) -> ListenerTls {
-    ListenerTls {
-        settings: tls.settings.clone(),
-        client: None,
-        client_data: None,
-        upstream: None,
-        upstream_ca: None,
     }
 }

@@ -1,6 +1,7 @@
 //! `fxp.ca_bundles`: CA files the operator names, so that API callers can ask to trust
 //! one by its name (`options.ca`) without naming any file on the proxy's host. Every
-//! bundle is read and checked when the configuration loads; a job only picks one.
+//! bundle is read and checked with the rest of the TLS material (`app::material`: at
+//! start, on every reload, by `fxprelay check`); a job only picks one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,7 +71,7 @@ impl CaBundles {
 
 /// What a caller may write in `options.ca`: short, and nothing a path would need (`/`),
 /// so a path is never mistaken for a name.
-fn is_name(name: &str) -> bool {
+pub fn is_name(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name

@@ -1,12 +1,14 @@
-//! TLS for both legs with rustls on the `ring` provider: the proxy's server side toward
+//! TLS for both legs with rustls on the `aws-lc-rs` provider: the proxy's server side toward
 //! clients (its certificate from PEM files) and its client side toward servers (system
 //! roots plus an optional CA file, verification on unless the operator says otherwise).
 //!
-//! - [`settings`]: the `tls:` block as written.
+//! - [`settings`]: the `tls:` block as written, which is also the listener's typed
+//!   setting (plain data: modes and paths).
 //! - [`pem`]: reading certificates, keys and CA files, each at most 1 MiB.
 //! - [`bundles`]: `fxp.ca_bundles`, the CA files API callers may name.
-//! - this file: turning it into rustls configs, loaded at start and on every reload, and
-//!   checked by `fxprelay check` (files readable, PEM valid, key matching certificate).
+//! - this file: turning it into rustls configs. `app::material` does that for every
+//!   listener at start, on every reload and for `fxprelay check` (files readable, PEM
+//!   valid, key matching certificate), after the configuration validated.
 //!
 //! FTPS data connections resume the control connection's TLS session (vsftpd's
 //! `require_ssl_reuse`, FileZilla Server): every proxy session gets its own client
@@ -73,7 +75,7 @@ impl ListenerTls {
             mode => {
                 let (Some(cert), Some(key)) = (&settings.client.cert, &settings.client.key) else {
                     return Err(TlsError::MissingCertificate {
-                        mode: client_mode_name(mode),
+                        mode: mode.as_str(),
                     });
                 };
                 let control = server_config(cert, key)?;
@@ -105,15 +107,6 @@ impl ListenerTls {
             upstream,
             upstream_ca,
         })
-    }
-}
-
-fn client_mode_name(mode: ClientTlsMode) -> &'static str {
-    match mode {
-        ClientTlsMode::Off => "off",
-        ClientTlsMode::Explicit => "explicit",
-        ClientTlsMode::Required => "required",
-        ClientTlsMode::Implicit => "implicit",
     }
 }
 
@@ -177,9 +170,9 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(host.to_string()).map_err(|_| TlsError::ServerName(host.to_string()))
 }
 
-/// The one crypto provider of the binary (see README "FTPS" for why `ring`).
+/// The one crypto provider of the binary (see README "FTPS" for why `aws-lc-rs`).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A server config from a PEM chain and key, checking that they belong together.

@@ -45,6 +45,18 @@ pub enum ClientTlsMode {
     Implicit,
 }
 
+impl ClientTlsMode {
+    /// As the file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientTlsMode::Off => "off",
+            ClientTlsMode::Explicit => "explicit",
+            ClientTlsMode::Required => "required",
+            ClientTlsMode::Implicit => "implicit",
+        }
+    }
+}
+
 /// `tls.upstream`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

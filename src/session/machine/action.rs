@@ -8,11 +8,11 @@ use std::time::Duration;
 
 #[cfg(doc)]
 use super::{Event, Machine};
+use crate::config::ProxyVersion;
 use crate::fxp::engine::Method;
 use crate::fxp::url::FtpUrl;
 use crate::metrics::Rejection;
 use crate::net::{AllowList, HostName, HostPort, OwnSockets};
-use crate::pool::config::ProxyVersion;
 use crate::proto::command::{Direction, Verb};
 
 /// What the shell must do, in order.

@@ -10,9 +10,9 @@ use std::mem;
 use tracing::warn;
 
 use super::{Action, Backend, ConnectFailure, Machine, Phase, Say};
+use crate::config::Balance;
 use crate::config::Mode;
 use crate::net::HostPort;
-use crate::pool::config::Balance;
 use crate::proto::line::trim_eol;
 
 #[derive(Debug, Default)]

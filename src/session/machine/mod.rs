@@ -277,7 +277,7 @@ impl Machine {
             .cfg
             .tls
             .as_ref()
-            .is_some_and(|t| t.settings.client.mode == crate::tls::ClientTlsMode::Implicit);
+            .is_some_and(|t| t.client.mode == crate::tls::ClientTlsMode::Implicit);
         let mut m = Machine {
             ctx,
             addrs: Addrs {

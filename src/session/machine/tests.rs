@@ -36,12 +36,18 @@ fn ctx_guarded(listener: &str, top: &str, own: crate::net::OwnSockets) -> Arc<Li
     let yaml = format!("{top}listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n{listener}");
     let cfg = Config::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let l = cfg.listeners[0].clone();
+    // The shell's TLS material, read from the settings as `app` reads it.
+    let tls = l
+        .tls
+        .as_ref()
+        .map(|s| crate::tls::ListenerTls::load(s).unwrap());
     let mut c = ListenerCtx::new(
         l,
         cfg.limits.clone(),
         &cfg.data,
         PortPool::new(&cfg.data.ports),
     );
+    c.services.tls = tls;
     let policy = Arc::get_mut(&mut c.policy).expect("a policy of its own");
     policy.fxp_allow = Arc::new(cfg.fxp.allow.clone());
     policy.own = Arc::new(own);
@@ -2539,7 +2545,13 @@ fn pooled(extra: &str) -> Arc<ListenerCtx> {
     );
     let cfg = Config::parse(&yaml).unwrap();
     let ports = PortPool::new(&cfg.data.ports);
-    Arc::new(ListenerCtx::of(&cfg, &cfg.listeners[0], ports, Vec::new()))
+    Arc::new(ListenerCtx::of(
+        &cfg,
+        &cfg.listeners[0],
+        None,
+        ports,
+        Vec::new(),
+    ))
 }
 
 fn connect_target(actions: &[Action]) -> String {
@@ -2843,13 +2855,9 @@ fn site_fxp_reaches_and_trusts_what_the_listener_does() {
 #[test]
 fn the_machine_holds_tls_settings_and_the_shell_the_material() {
     let (ctx, _dir) = tls_ctx("explicit", "explicit", "");
-    let machine_side = ctx.policy.cfg.tls.as_ref().expect("the settings");
-    assert!(machine_side.client.is_none() && machine_side.client_data.is_none());
-    assert!(machine_side.upstream.is_none());
-    assert_eq!(
-        machine_side.settings,
-        ctx.services.tls.as_ref().unwrap().settings
-    );
+    // The listener's configuration holds settings only (plain data, by its type).
+    let machine_side: &crate::tls::TlsSettings = ctx.policy.cfg.tls.as_ref().expect("the settings");
+    assert_eq!(*machine_side, ctx.services.tls.as_ref().unwrap().settings);
     let shell_side = ctx.services.tls.as_ref().unwrap();
     assert!(shell_side.client.is_some() && shell_side.upstream.is_some());
 }

@@ -55,7 +55,7 @@ pub(super) enum TlsStep {
 
 impl Machine {
     pub(super) fn tls_settings(&self) -> Option<&TlsSettings> {
-        self.ctx.cfg.tls.as_ref().map(|t| &t.settings)
+        self.ctx.cfg.tls.as_ref()
     }
 
     fn client_tls_mode(&self) -> ClientTlsMode {
