@@ -35,8 +35,8 @@ fn opts() -> EngineOptions {
         timeout: Duration::from_secs(10),
         retries: 0,
         // Shown with a failing test: why a method was given up.
-        progress: Some(std::sync::Arc::new(|e: &fxp::Event| {
-            if let fxp::Event::MethodFailed { .. } | fxp::Event::Retrying { .. } = e {
+        progress: Some(std::sync::Arc::new(|e: &fxp::FileEvent| {
+            if let fxp::FileEvent::MethodFailed { .. } | fxp::FileEvent::Retrying { .. } = e {
                 eprintln!("{e:?}");
             }
         })),
@@ -150,7 +150,7 @@ fn reverse_fxp_when_the_source_refuses_pasv() {
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
     let o = EngineOptions {
-        progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
+        progress: Some(std::sync::Arc::new(move |e: &fxp::FileEvent| {
             seen.lock().unwrap().push(format!("{e:?}"));
         })),
         ..opts()
@@ -240,16 +240,19 @@ fn tree_copy(src_kind: ServerKind, dst_kind: ServerKind) {
         concurrency: 3,
         ..opts()
     };
-    let r = rt()
-        .block_on(fxp::tree::copy_tree(
-            &url(&a, "tree"),
-            &url(&b, "copied"),
-            &o,
-        ))
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
-    assert!(r.failed.is_empty(), "{r:?}\n{}", logs(&a, &b));
-    assert_eq!(r.files, files.len(), "{r:?}");
-    assert_eq!(r.dirs, 4, "{r:?}");
+    let order = fxp::Order::Tree {
+        src: url(&a, "tree"),
+        dst: url(&b, "copied"),
+        mirror: Default::default(),
+    };
+    let s = rt().block_on(common::run_job(order, o));
+    if let Some(e) = s.finished.as_ref().and_then(|f| f.error.as_ref()) {
+        panic!("{e}\n{}", logs(&a, &b));
+    }
+    let r = s.totals();
+    assert_eq!(r.failed, 0, "{s:?}\n{}", logs(&a, &b));
+    assert_eq!(r.files_copied, files.len(), "{r:?}");
+    assert_eq!(s.dirs, 4, "{s:?}");
     // Server to server, every byte: a file may take reverse FXP when a data connection
     // is slow to open under load (seen once in a while on this sandbox's loopback).
     assert_eq!(r.relayed_bytes, 0, "{r:?}");
@@ -400,7 +403,7 @@ fn pure_ftpd_dropping_a_foreign_peer_falls_back_quickly() {
     let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let started = Instant::now();
     let o = EngineOptions {
-        progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
+        progress: Some(std::sync::Arc::new(move |e: &fxp::FileEvent| {
             eprintln!("{:?} {e:?}", started.elapsed());
         })),
         ..opts()
@@ -451,10 +454,12 @@ fn a_list_of_files_as_a_queue() {
         (url(&a, peers::HELLO_NAME), url(&b, "two.txt")),
         (url(&a, "missing"), url(&b, "three")),
     ];
-    let r = rt().block_on(fxp::tree::copy_list(&jobs, &opts()));
-    assert_eq!(r.files, 2, "{r:?}");
-    assert_eq!(r.failed.len(), 1, "{r:?}");
-    assert!(r.failed[0].1.contains("550"), "{r:?}");
+    let s = rt().block_on(common::run_job(fxp::Order::List(jobs), opts()));
+    let r = s.totals();
+    assert_eq!(r.files_copied, 2, "{s:?}");
+    assert_eq!(r.failed, 1, "{s:?}");
+    let failed = s.failures().next().and_then(|e| e.error.as_ref()).unwrap();
+    assert!(failed.message.contains("550"), "{s:?}");
     assert_big_copied(&b, "one.bin");
     assert_eq!(std::fs::read(b.file("two.txt")).unwrap(), peers::HELLO);
 }

@@ -39,11 +39,11 @@ fn opts(retries: &Arc<AtomicU32>) -> EngineOptions {
     EngineOptions {
         timeout: Duration::from_secs(10),
         retries: 2,
-        progress: Some(Arc::new(move |e: &fxp::Event| {
-            if let fxp::Event::Retrying { .. } = e {
+        progress: Some(Arc::new(move |e: &fxp::FileEvent| {
+            if let fxp::FileEvent::Retrying { .. } = e {
                 seen.fetch_add(1, Ordering::Relaxed);
             }
-            if let fxp::Event::MethodFailed { .. } | fxp::Event::Retrying { .. } = e {
+            if let fxp::FileEvent::MethodFailed { .. } | fxp::FileEvent::Retrying { .. } = e {
                 eprintln!("{e:?}");
             }
         })),

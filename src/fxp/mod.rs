@@ -38,7 +38,6 @@ pub mod credentials;
 pub mod digest;
 pub mod engine;
 mod error;
-mod hooks;
 pub mod job;
 mod job_id;
 pub mod jobs;
@@ -46,13 +45,12 @@ pub mod logins;
 pub mod method;
 pub mod options;
 pub mod progress;
-mod report;
-pub mod tree;
+pub mod render;
+pub mod runner;
 pub mod url;
 
 pub use client::{Client, ExtraRoots, FtpError, TlsPolicy};
-pub use engine::{
-    EngineOptions, Event, FxpError, Method, Progress, Report, transfer, transfer_with,
-};
+pub use engine::{EngineOptions, FxpError, Method, Progress, transfer};
+pub use job::{FileEvent, JobEvent, JobState, Order, Report};
 pub use logins::LoginPool;
 pub use url::{FtpUrl, UrlError};

@@ -17,9 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, ExtraRoots, FtpError, TlsPolicy};
 use super::digest::{OnMismatch, Verify};
-use super::hooks::FileHooks;
+use super::job::event::FileEvent;
 use super::job::mirror::MirrorOptions;
-use super::report::{Event, Progress};
 use super::url::FtpUrl;
 use crate::net::{AllowList, OwnSockets};
 
@@ -54,10 +53,9 @@ pub struct EngineOptions {
     pub concurrency: usize,
     /// How often the destination's `SIZE` is polled during an FXP copy.
     pub poll_interval: Duration,
+    /// What the engine says of the file it copies (a job's runner passes each file's
+    /// own; see `job::run`).
     pub progress: Option<Progress>,
-    /// Per-file hooks for the front ends of trees and lists (live file bars, per-file
-    /// reports, the API's file records): see [`FileHooks`].
-    pub files: Option<Arc<dyn FileHooks>>,
     /// Which servers may be reached: `None` (the CLI) allows all; the API and SITE
     /// commands pass `fxp.allow`. Checked per connection with the URL's host as written
     /// and each resolved address, so a host-name entry admits that name's own connection
@@ -83,7 +81,10 @@ pub struct EngineOptions {
     pub cancel: Option<CancellationToken>,
 }
 
-/// Default [`Options::hash_timeout`]: a 100 GiB file at about 200 MB/s.
+/// Progress callback of one file's copy; must be cheap (it runs on the engine's task).
+pub type Progress = Arc<dyn Fn(&FileEvent) + Send + Sync>;
+
+/// Default [`EngineOptions::hash_timeout`]: a 100 GiB file at about 200 MB/s.
 pub const HASH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Files a tree copy moves at once. Measured with `scripts/bench-fxp.sh` (200 files of
@@ -105,7 +106,6 @@ impl Default for EngineOptions {
             concurrency: DEFAULT_CONCURRENCY,
             poll_interval: Duration::from_millis(250),
             progress: None,
-            files: None,
             allow: None,
             tls: TlsPolicy::default(),
             allow_clear_data: false,
@@ -149,12 +149,12 @@ impl EngineOptions {
         .await
     }
 
-    pub(super) fn emit(&self, e: Event) {
+    pub(super) fn emit(&self, e: FileEvent) {
         match &e {
-            Event::MethodFailed { method, error } => {
+            FileEvent::MethodFailed { method, error } => {
                 tracing::debug!(%method, %error, "fxp method failed");
             }
-            Event::Retrying { attempt, error, .. } => {
+            FileEvent::Retrying { attempt, error, .. } => {
                 tracing::debug!(attempt, %error, "fxp attempt failed, retrying");
             }
             _ => {}

@@ -36,8 +36,8 @@ use super::attempts::Fail;
 use super::pair::{Done, Pair, Run, State, classify};
 use crate::fxp::client::{Client, FtpError, PORT_REPLY, RTT_PATIENCE, refused, with_arg};
 use crate::fxp::error::{FxpError, Side};
+use crate::fxp::job::event::FileEvent as Event;
 use crate::fxp::method::{Method, Protection};
-use crate::fxp::report::Event;
 
 impl Run<'_> {
     /// Standard or reverse FXP (`method.is_reverse()`), its data protected as

@@ -33,7 +33,6 @@
 //! source, resuming, verifying the copy, closing sessions), and the [`Report`]; the
 //! engine's [`EngineOptions`] are in `options`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
@@ -50,10 +49,12 @@ use super::client::{Client, FtpError};
 use super::digest::{self, Choice, Support};
 pub use super::digest::{Check, OnMismatch, Verify};
 pub use super::error::{FxpError, Side};
-pub use super::hooks::FileHooks;
+use super::job::event::Failure;
+pub use super::job::event::{FileEvent, Report};
+pub use super::job::plan::destination_path;
 use super::logins::LoginPool;
 pub use super::method::{Method, Protection};
-pub use super::report::{Event, Progress, Report};
+pub use super::options::Progress;
 use super::url::FtpUrl;
 use crate::metrics;
 
@@ -64,51 +65,20 @@ pub use self::attempts::MAX_BACKOFF;
 
 /// Copies `src` to `dst` (a `dst` path that is empty or ends in `/` names a directory:
 /// the file keeps its name). Never returns before both control sessions are closed.
-/// With `EngineOptions::files`, tells those hooks where the file starts and how it ends (as
-/// file 0 of a list of one).
 pub async fn transfer(
     src: &FtpUrl,
     dst: &FtpUrl,
     opts: &EngineOptions,
 ) -> Result<Report, FxpError> {
     let sessions = LoginPool::new(2);
-    let result = transfer_with(&sessions, 0, src, dst, opts).await;
+    let result = transfer_with(&sessions, src, dst, opts).await;
     sessions.close().await;
     result
 }
 
-/// [`transfer`] on sessions from `sessions` (and back to it once the file is copied),
-/// as file `index` of a list (the index the hooks hear): the files of a tree or list
-/// share their logins. The caller closes `sessions`.
-pub async fn transfer_with(
-    sessions: &LoginPool,
-    index: usize,
-    src: &FtpUrl,
-    dst: &FtpUrl,
-    opts: &EngineOptions,
-) -> Result<Report, FxpError> {
-    let Some(hooks) = &opts.files else {
-        return transfer_one(sessions, src, dst, opts).await;
-    };
-    let dst = destination_path(src, dst);
-    let mut own = opts.clone();
-    own.files = None;
-    if let Some(file) = hooks.started(index, src, &dst) {
-        // The file's own callback, besides the whole transfer's.
-        let outer = opts.progress.clone();
-        own.progress = Some(Arc::new(move |e: &Event| {
-            file(e);
-            if let Some(p) = &outer {
-                p(e);
-            }
-        }));
-    }
-    let r = transfer_one(sessions, src, &dst, &own).await;
-    hooks.finished(index, src, &dst, r.as_ref());
-    r
-}
-
-async fn transfer_one(
+/// [`transfer`] on sessions from `sessions` (and back to it once the file is copied):
+/// the files of a job share their logins. The caller closes `sessions`.
+pub(crate) async fn transfer_with(
     sessions: &LoginPool,
     src: &FtpUrl,
     dst: &FtpUrl,
@@ -166,15 +136,6 @@ async fn transfer_one(
             tracing::debug!(%src, %dst, error = %e, "fxp transfer failed");
             Err(e)
         }
-    }
-}
-
-/// `dst`, with the source's file name appended when it names a directory.
-pub fn destination_path(src: &FtpUrl, dst: &FtpUrl) -> FtpUrl {
-    if dst.path.is_empty() || dst.path.ends_with(b"/") {
-        dst.join(src.file_name())
-    } else {
-        dst.clone()
     }
 }
 
@@ -238,10 +199,10 @@ impl Transfer<'_> {
                     method,
                     ..
                 } => {
-                    self.opts.emit(Event::Retrying {
+                    self.opts.emit(FileEvent::Retrying {
                         attempt,
                         delay: after,
-                        error: error.to_string(),
+                        error: Failure::from(&error),
                     });
                     tokio::select! {
                         () = sleep(after) => {}
@@ -259,9 +220,9 @@ impl Transfer<'_> {
                 () = cancelled() => return Err(self.abort().await),
             };
             if let Some(e) = outcome.method_error() {
-                self.opts.emit(Event::MethodFailed {
+                self.opts.emit(FileEvent::MethodFailed {
                     method,
-                    error: e.to_string(),
+                    error: Failure::from(e),
                 });
             }
             step = plan.next(outcome);
@@ -328,7 +289,7 @@ impl Transfer<'_> {
             Ok(offset) => offset,
             Err(fail) => return Outcome::Failed(fail),
         };
-        opts.emit(Event::Trying { method, offset });
+        opts.emit(FileEvent::Trying { method, offset });
         self.state.last_method = Some(method);
         let run = Run {
             src,
@@ -396,11 +357,7 @@ async fn check_source(
         .size(&src.path)
         .await
         .map_err(|e| p.err(Side::Source, e))?;
-    opts.emit(Event::Started {
-        src: src.to_string(),
-        dst: dst.to_string(),
-        size: total,
-    });
+    opts.emit(FileEvent::SourceSize { size: total });
     Ok(total)
 }
 
@@ -586,6 +543,7 @@ async fn dispose(p: &mut Pair, path: &[u8], how: OnMismatch) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -594,17 +552,6 @@ mod tests {
 
     fn url(s: &str) -> FtpUrl {
         FtpUrl::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-
-    #[test]
-    fn a_directory_destination_keeps_the_name() {
-        let src = url("ftp://a/pub/big.bin");
-        assert_eq!(destination_path(&src, &url("ftp://b/")).path, b"big.bin");
-        assert_eq!(
-            destination_path(&src, &url("ftp://b/in/")).path,
-            b"in/big.bin"
-        );
-        assert_eq!(destination_path(&src, &url("ftp://b/x.bin")).path, b"x.bin");
     }
 
     #[tokio::test]
@@ -667,18 +614,14 @@ mod tests {
         );
     }
 
-    /// The API and SITE front ends spawn transfers on the runtime: the future must be Send.
+    /// Jobs spawn transfers on the runtime: the future must be Send (`job::run`'s test
+    /// holds the job's stream to the same).
     #[test]
     fn transfers_can_be_spawned() {
         fn spawnable<T: Send + 'static>(_: T) {}
         let (src, dst) = (url("ftp://a/x"), url("ftp://b/y"));
         let opts = EngineOptions::default();
         spawnable(async move { transfer(&src, &dst, &opts).await.map(|r| r.bytes) });
-        let jobs = vec![(url("ftp://a/x"), url("ftp://b/y"))];
-        let opts = EngineOptions::default();
-        spawnable(async move { crate::fxp::tree::copy_list(&jobs, &opts).await.files });
-        let (src, dst, opts) = (url("ftp://a/x"), url("ftp://b/y"), EngineOptions::default());
-        spawnable(async move { crate::fxp::tree::copy_tree(&src, &dst, &opts).await.is_ok() });
     }
 
     /// A TLS setup that cannot work (an unreadable CA file) fails before any connection
@@ -693,8 +636,8 @@ mod tests {
                 true,
                 crate::fxp::ExtraRoots::File("/nonexistent/ca.pem".into()),
             ),
-            progress: Some(Arc::new(move |e: &Event| {
-                if let Event::Retrying { .. } = e {
+            progress: Some(Arc::new(move |e: &FileEvent| {
+                if let FileEvent::Retrying { .. } = e {
                     seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             })),

@@ -7,10 +7,11 @@ use super::attempts::Fail;
 use crate::fxp::client::{Client, FtpError, RTT_PATIENCE, refused, with_arg};
 use crate::fxp::digest::Check;
 use crate::fxp::error::{FxpError, Side};
+use crate::fxp::job::event::FileEvent as Event;
 use crate::fxp::logins::LoginPool;
 use crate::fxp::method::Method;
 use crate::fxp::options::EngineOptions;
-use crate::fxp::report::{Event, Progress};
+use crate::fxp::options::Progress;
 use crate::fxp::url::FtpUrl;
 
 /// Two logged-in sessions.

@@ -26,8 +26,8 @@ use crate::data::socket;
 use crate::fxp::client::{FtpError, refused};
 use crate::fxp::client_stream::ClientStream;
 use crate::fxp::error::{FxpError, Side};
+use crate::fxp::job::event::FileEvent as Event;
 use crate::fxp::method::Method;
-use crate::fxp::report::Event;
 
 impl Run<'_> {
     /// `PASV` on both; the engine connects to both data ports and copies.
