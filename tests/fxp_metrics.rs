@@ -30,10 +30,14 @@ fn transfers_are_counted_by_result_and_method() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(fxp::transfer(&url(&a, "big.bin"), &url(&b, "c.bin"), &opts))
+    let copy = |src, dst| {
+        let order = fxp::Order::File { src, dst };
+        let state = rt.block_on(common::run_job(order, opts.clone()));
+        state.outcome().expect("an outcome").cloned()
+    };
+    copy(url(&a, "big.bin"), url(&b, "c.bin"))
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log(), b.log()));
-    rt.block_on(fxp::transfer(&url(&a, "nope"), &url(&b, "d.bin"), &opts))
-        .unwrap_err();
+    copy(url(&a, "nope"), url(&b, "d.bin")).unwrap_err();
     let text = handle.render();
     for needle in [
         "fxprelay_fxp_transfers_total{result=\"ok\",method=\"fxp\"} 1",

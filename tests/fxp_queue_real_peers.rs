@@ -254,7 +254,16 @@ fn copies_by_fxp_again(stall: Stall, reason: &str) {
     };
     let dst = FtpUrl::parse(&format!("ftp://u:p@{}/copy.bin", fake.addr)).unwrap();
     let r = rt()
-        .block_on(fxp::transfer(&url(&a, "small.bin"), &dst, &opts))
+        .block_on(common::run_job(
+            fxp::Order::File {
+                src: url(&a, "small.bin"),
+                dst,
+            },
+            opts,
+        ))
+        .outcome()
+        .expect("an outcome")
+        .cloned()
         .unwrap_or_else(|e| panic!("{e}\nevents: {:?}\n{}", events.lock().unwrap(), a.log()));
     let events = events.lock().unwrap().join("\n");
     assert_eq!(r.method, Method::Fxp, "{r:?}\n{events}");

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::{payload, unique_loopback_ip};
+use fxprelay::fxp::job::Failure;
 use fxprelay::fxp::{self, EngineOptions, FtpUrl, Method};
 
 fn server(kind: ServerKind, tweak: impl FnOnce(&mut ServerOptions)) -> FtpServer {
@@ -51,8 +52,15 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, fxp::FxpError> {
-    rt().block_on(fxp::transfer(src, dst, o))
+fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, Failure> {
+    let order = fxp::Order::File {
+        src: src.clone(),
+        dst: dst.clone(),
+    };
+    rt().block_on(common::run_job(order, o.clone()))
+        .outcome()
+        .expect("a finished job has an outcome")
+        .cloned()
 }
 
 fn logs(a: &FtpServer, b: &FtpServer) -> String {
@@ -313,7 +321,7 @@ fn missing_source_file_reports_the_server_text_and_closes_sessions() {
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(e.code(), Some(550), "{e}");
+    assert_eq!(e.code, Some(550), "{e}");
     let text = e.to_string();
     assert!(text.contains("source") && text.contains("550"), "{text}");
     assert!(text.contains("Could not get file size"), "{text}");

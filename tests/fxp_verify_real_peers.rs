@@ -14,7 +14,8 @@ use std::time::Duration;
 use common::peers::{self, Digests, FtpServer, ServerKind, ServerOptions};
 use common::unique_loopback_ip;
 use fxprelay::fxp::digest::{Algorithm, Check};
-use fxprelay::fxp::{self, EngineOptions, FtpUrl, FxpError, Method};
+use fxprelay::fxp::job::{Failure, FailureKind};
+use fxprelay::fxp::{self, EngineOptions, FtpUrl, Method};
 
 /// An FXP-friendly server with `digests`.
 fn server(kind: ServerKind, digests: Digests, corrupt_uploads: bool) -> FtpServer {
@@ -51,12 +52,19 @@ fn opts(retries: &Arc<AtomicU32>) -> EngineOptions {
     }
 }
 
-fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, FxpError> {
+fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, Failure> {
+    let order = fxp::Order::File {
+        src: src.clone(),
+        dst: dst.clone(),
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(fxp::transfer(src, dst, o))
+        .block_on(common::run_job(order, o.clone()))
+        .outcome()
+        .expect("a finished job has an outcome")
+        .cloned()
 }
 
 fn logs(a: &FtpServer, b: &FtpServer) -> String {
@@ -146,7 +154,7 @@ fn a_corrupted_copy_fails_and_is_kept_for_inspection() {
     let e = copy(&url(&a, "big.bin"), &url(&b, "copy.bin"), &opts(&retries))
         .expect_err("a corrupted copy must fail");
     let text = e.to_string();
-    assert!(matches!(e, FxpError::HashMismatch { .. }), "{text}");
+    assert_eq!(e.kind, FailureKind::HashMismatch, "{text}");
     assert!(
         text.contains("sha-256 differs after the copy")
             && text.contains("kept as copy.bin.fxprelay-mismatch"),
@@ -188,7 +196,7 @@ fn a_slow_hash_is_bounded_by_the_hash_timeout() {
         .expect_err("a hash past its timeout must fail the file");
     let text = e.to_string();
     assert!(
-        matches!(e, FxpError::Unverified(_))
+        e.kind == FailureKind::Unverified
             && text.contains("no answer within 1s")
             && text.contains("raise --hash-timeout")
             && text.contains("left in place"),

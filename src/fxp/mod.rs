@@ -52,7 +52,7 @@ pub mod runner;
 pub mod url;
 
 pub use client::{Client, ExtraRoots, FtpError, TlsPolicy};
-pub use engine::{EngineOptions, FxpError, Method, Progress, transfer};
+pub use engine::{EngineOptions, FxpError, Method, Progress};
 pub use job::{FileEvent, JobEvent, JobState, Order, Report};
 pub use logins::LoginPool;
 pub use url::{FtpUrl, UrlError};

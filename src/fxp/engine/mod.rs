@@ -1,5 +1,5 @@
-//! One file from a source server to a destination server: [`transfer`] carries out what
-//! `plan` decides.
+//! One file from a source server to a destination server: [`transfer_with`] carries out what
+//! `attempts` decides.
 //!
 //! Methods, tried in this order until one works (`EngineOptions::reverse` skips the first):
 //! 1. standard FXP: `PASV`/`EPSV` on the source, `PORT`/`EPRT` on the destination naming
@@ -64,20 +64,10 @@ pub use super::options::{DEFAULT_CONCURRENCY, EngineOptions, HASH_TIMEOUT};
 pub use self::attempts::MAX_BACKOFF;
 
 /// Copies `src` to `dst` (a `dst` path that is empty or ends in `/` names a directory:
-/// the file keeps its name). Never returns before both control sessions are closed.
-pub async fn transfer(
-    src: &FtpUrl,
-    dst: &FtpUrl,
-    opts: &EngineOptions,
-) -> Result<Report, FxpError> {
-    let sessions = LoginPool::new(2);
-    let result = transfer_with(&sessions, src, dst, opts).await;
-    sessions.close().await;
-    result
-}
-
-/// [`transfer`] on sessions from `sessions` (and back to it once the file is copied):
-/// the files of a job share their logins. The caller closes `sessions`.
+/// the file keeps its name) on sessions from `sessions`, and back to it once the file
+/// is copied: the files of a job share their logins. The caller closes `sessions`.
+/// The job runner's one call into the engine (`runner::run`, an `Order::File` for one
+/// file).
 pub(crate) async fn transfer_with(
     sessions: &LoginPool,
     src: &FtpUrl,
@@ -548,6 +538,18 @@ mod tests {
 
     use super::*;
     use crate::fxp::client::TlsPolicy;
+
+    /// One file on a pool of its own, closed after.
+    async fn transfer(
+        src: &FtpUrl,
+        dst: &FtpUrl,
+        opts: &EngineOptions,
+    ) -> Result<Report, FxpError> {
+        let sessions = LoginPool::new(2);
+        let result = transfer_with(&sessions, src, dst, opts).await;
+        sessions.close().await;
+        result
+    }
     use crate::net::AllowList;
 
     fn url(s: &str) -> FtpUrl {
