@@ -4,7 +4,8 @@
 #   - with apt: vsftpd, lftp, curl, python3-pyftpdlib (+ python3-openssl for its FTPS),
 #     iptables, iproute2, haproxy, tmux (drives `fxprelay fxp` on a terminal in a test),
 #     prometheus (for `promtool`: ~22 MB, checks the metrics and alert rules), systemd
-#     (for `systemd-analyze verify` of the shipped unit), and the runtime
+#     (for `systemd-analyze verify` of the shipped unit), chromium and python3-websocket
+#     (the console's test drives the page in headless Chromium), and the runtime
 #     libraries of pure-ftpd and proftpd;
 #   - pure-ftpd and proftpd-core conflict with vsftpd in apt (virtual `ftp-server`), so they
 #     are fetched with `apt-get download` and unpacked with `dpkg -x` into `.peers/` at the
@@ -27,7 +28,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/.peers"
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy prometheus systemd tmux)
+APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy prometheus systemd tmux chromium python3-websocket)
 EXTRACTED=(pure-ftpd proftpd-core proftpd-mod-crypto proftpd-mod-proxy)
 
 log() { printf 'install-test-peers: %s\n' "$*" >&2; }
@@ -168,4 +169,5 @@ ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
     echo "  lftp         $(ver lftp)"
     echo "  curl         $(ver curl)"
     echo "  iptables     $(ver iptables), iproute2 $(ver iproute2)"
+    echo "  chromium     $(ver chromium) (headless, the console test)"
 } >&2

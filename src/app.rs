@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::bans::Bans;
 use crate::config::{Config, ConfigError};
 use crate::data::PortPool;
 use crate::fxp::jobs::Jobs;
@@ -52,6 +53,8 @@ pub struct Bound {
     pub sessions: Sessions,
     /// The FXP transfers ordered over the API (a shutdown interrupts what still runs).
     pub jobs: Jobs,
+    /// The edge defense's ban tables (`/api/v1/bans`).
+    pub bans: Bans,
 }
 
 /// Every address the proxy listens on, for the forward mode's loop guard.
@@ -92,11 +95,14 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
     }
     let own_binds = own_binds(&admin, &sockets);
     let sessions = Sessions::default();
+    let bans = Bans::default();
+    let guards = bans.apply(config);
     let listeners = sockets
         .into_iter()
         .map(|(socket, (i, l))| {
             let ctx = ListenerCtx::of(config, l, tls.listener(i), ports.clone(), own_binds.clone())
-                .with_sessions(sessions.clone());
+                .with_sessions(sessions.clone())
+                .with_defense(guards[i].clone());
             (socket, Arc::new(ctx))
         })
         .collect();
@@ -109,6 +115,7 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
         ports,
         sessions,
         jobs: Jobs::new(config.fxp.allow.clone(), config.fxp.concurrency),
+        bans,
     })
 }
 
@@ -135,14 +142,15 @@ pub async fn run(
             bound.config.admin.token.as_deref().map(Arc::from),
         )),
         sessions: bound.sessions.clone(),
+        bans: bound.bans.clone(),
         pools: admin::Pools::default(),
-        listeners: bound
-            .listeners
-            .iter()
-            .map(|(socket, ctx)| {
-                admin::ListenerSummary::of(&ctx.policy.cfg, socket.local_addr().ok())
-            })
-            .collect(),
+        listeners: Arc::new(RwLock::new(
+            bound
+                .listeners
+                .iter()
+                .map(|(socket, ctx)| summary(ctx, socket.local_addr().ok()))
+                .collect(),
+        )),
     };
     m::process_started(bound.config.data.ports.len());
     for (_, ctx) in &bound.listeners {
@@ -174,6 +182,7 @@ pub async fn run(
     }
     // Served only now, so the first `/healthz` 200 means every pool's series exist.
     info!(admin = %bound.admin.local_addr()?, "admin endpoint (/metrics, /healthz)");
+    tokio::spawn(bound.bans.clone().run_sweeps(admin_stop.clone()));
     let admin_task = tokio::spawn(admin::serve(
         bound.admin,
         state,
@@ -278,6 +287,19 @@ impl Live {
         start_checks(&mut self.checkers, &self.admin.pools, ctx);
     }
 
+    /// Shows `ctx` in `GET /api/v1/listeners` instead of what its listener had, at the
+    /// address its socket is bound to.
+    fn show(&self, ctx: &ListenerCtx) {
+        let mut listeners = self
+            .admin
+            .listeners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = listeners.iter_mut().find(|l| l.name == ctx.policy.cfg.name) {
+            *l = summary(ctx, l.bind.parse().ok());
+        }
+    }
+
     /// Applies a re-read config to new sessions of the existing listeners. A file that
     /// does not load changes nothing. What needs new sockets (a listener's bind, new or
     /// removed listeners, the admin address) is reported and left for a restart.
@@ -307,6 +329,8 @@ impl Live {
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
         self.admin.jobs.set_permits(tls.permits(&new.fxp));
+        // Ban tables carry over (scores and bans kept) under the new settings.
+        let guards = self.admin.bans.apply(&new);
         // A new port list gets a new pool; open sessions keep their leases in the old one.
         if new.data.ports != self.config.data.ports {
             self.ports = PortPool::new(&new.data.ports);
@@ -324,7 +348,8 @@ impl Live {
                     let own_binds = tx.borrow().own_binds.clone();
                     let mut ctx =
                         ListenerCtx::of(&new, l, tls.listener(i), self.ports.clone(), own_binds)
-                            .with_sessions(self.admin.sessions.clone());
+                            .with_sessions(self.admin.sessions.clone())
+                            .with_defense(guards[i].clone());
                     let old_pool = tx.borrow().services.pool.clone();
                     if let (Some(pool), Some(old)) =
                         (ctx.services.pool.as_mut().and_then(Arc::get_mut), old_pool)
@@ -332,6 +357,7 @@ impl Live {
                         pool.inherit(&old);
                     }
                     start_checks(&mut self.checkers, &self.admin.pools, &ctx);
+                    self.show(&ctx);
                     tx.send_replace(Arc::new(ctx));
                 }
                 (Some(_), _) => {
@@ -370,6 +396,16 @@ impl Live {
         applied.admin.bind = self.config.admin.bind;
         self.config = applied;
     }
+}
+
+/// What the API shows of a listener, at `bound`; its certificate's expiry goes to the
+/// metric too.
+fn summary(ctx: &ListenerCtx, bound: Option<SocketAddr>) -> admin::ListenerSummary {
+    let tls = ctx.services.tls.as_ref();
+    if let Some(cert) = tls.and_then(|t| t.certificate.as_ref()) {
+        m::tls_certificate_expiry(&ctx.policy.cfg.name, cert.not_after);
+    }
+    admin::ListenerSummary::of(&ctx.policy.cfg, bound, tls)
 }
 
 /// Starts checking `ctx`'s pool (stopping the checks of the pool it replaces) and shows

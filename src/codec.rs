@@ -1,17 +1,20 @@
 //! The async adapters for control-channel framing, both ways: a `tokio_util` decoder that
 //! yields whole lines with their terminators intact (the scanning is
-//! [`crate::proto::line`]'s), and [`LineWriter`], which gets every line it is given onto
-//! the wire within a deadline.
+//! [`crate::proto::line`]'s), [`ReplyReader`], which assembles a server's lines into
+//! replies, and [`LineWriter`], which gets every line it is given onto the wire within a
+//! deadline.
 
 use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
-use tokio_util::codec::Decoder;
+use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::proto::line::{LineTooLong, find_line};
+use crate::proto::reply::{Reply, ReplyAssembler, ReplyError};
 
 /// A framing failure on the control channel.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +114,60 @@ impl<W: AsyncWrite + Unpin> LineWriter<W> {
                 self.reader, self.limit
             ),
         )
+    }
+}
+
+/// Why [`ReplyReader`] has no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadReplyError {
+    #[error("read: {0}")]
+    Io(#[source] io::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("reply too large")]
+    TooLarge,
+    #[error("not an FTP reply: {0}")]
+    NotFtp(ReplyError),
+}
+
+/// A server's side of a short conversation (a health check, a probe): its lines, framed
+/// by [`LineCodec`] (bounded, so a server that never ends a line cannot grow the buffer)
+/// and assembled by [`ReplyAssembler`] (multi-line replies, malformed codes).
+pub struct ReplyReader<R> {
+    lines: FramedRead<R, LineCodec>,
+    assembler: ReplyAssembler,
+}
+
+impl<R: AsyncRead + Unpin> ReplyReader<R> {
+    /// Replies of at most `max` bytes.
+    pub fn new(r: R, max: usize) -> Self {
+        ReplyReader {
+            lines: FramedRead::new(r, LineCodec::new(max)),
+            assembler: ReplyAssembler::new(max),
+        }
+    }
+
+    /// The next reply that is not preliminary (`1xx`).
+    pub async fn final_reply(&mut self) -> Result<Reply, ReadReplyError> {
+        loop {
+            let line = match self.lines.next().await {
+                Some(Ok(line)) => line,
+                Some(Err(LineError::Io(e))) => return Err(ReadReplyError::Io(e)),
+                Some(Err(LineError::TooLong(_))) => return Err(ReadReplyError::TooLarge),
+                None => return Err(ReadReplyError::Closed),
+            };
+            match self.assembler.push_line(&line) {
+                Ok(Some(reply)) if reply.class() != 1 => return Ok(reply),
+                Ok(_) => {}
+                Err(e) => return Err(ReadReplyError::NotFtp(e)),
+            }
+        }
+    }
+
+    /// The reader back, for a TLS handshake after `234` (the server sends nothing in
+    /// clear after it, so nothing buffered is lost).
+    pub fn into_inner(self) -> R {
+        self.lines.into_inner()
     }
 }
 

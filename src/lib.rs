@@ -47,6 +47,9 @@
 //!   session's backend (pure selection and health counting) and checks the backends the
 //!   way an FTP client would, reading replies with [`codec`] and [`proto`] as the
 //!   sessions do.
+//! - [`probe`] is `fxprelay check --probe`: it reaches each reverse listener's servers as
+//!   the sessions would (with [`codec`], [`tls`], [`proxy_protocol`]) and says what they
+//!   offer and which setting stands in the way ([`probe::advice`], pure).
 //! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
 //!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
 //!   A job (a file, a list, a tree) is planned and run by [`fxp::runner`] (`plan`,
@@ -54,13 +57,23 @@
 //!   the three front ends (the CLI, the admin API's jobs, `SITE FXP` in the session
 //!   machine) only render it.
 //!
+//! - [`defense`] is the edge defense's pure core: it scores what clients do per key (an
+//!   address, an IPv6 client's network) with time passed in, decides bans (growing for
+//!   repeats, bounded in keys) and the tarpit's delay; like [`proto`] it imports nothing
+//!   from the crate. [`bans`] is its running side: one [`defense::Defender`] per ban
+//!   table behind a mutex, asked by [`server`] at accept (before the upstream connect
+//!   and any TLS handshake), by relay data ports and told by the session shells what
+//!   their machines report; the INFO lines per ban and unban, the ban metrics, and what
+//!   [`admin`]'s `/api/v1/bans` lists and changes.
+//!
 //! - [`logging`] is the text log's field formatter: control characters a client or a
 //!   server sent are escaped, so a log read in a terminal shows them instead of obeying.
 //!
 //! Imports run one way, without cycles among siblings at any level
 //! (`scripts/module-cycles.py` checks, `.ci/run` runs it): `app` -> {`server`, `admin`}
-//! -> `session` -> {`fxp`, `pool`, `upstream`} -> `data` -> `proxy_protocol` -> `config`
-//! -> {`rewrite`, `codec`, `tls`} -> {`net`, `proto`}, each layer using any below it;
+//! -> `session` -> {`fxp`, `pool`, `upstream`} -> `data` -> {`proxy_protocol`, `bans`}
+//! -> `config` -> {`rewrite`, `codec`, `tls`, `defense`} -> {`net`, `proto`}, each layer
+//! using any below it;
 //! [`metrics`] is used from anywhere. The configuration is plain data every runtime
 //! module reads; it depends on none of them. Inside [`session`]: `shell` -> `machine` ->
 //! {`policy`, `view`, `replies`}, and `context` -> {`policy`, `registry` -> `view`}: the
@@ -75,14 +88,17 @@
 
 pub mod admin;
 pub mod app;
+pub mod bans;
 pub mod codec;
 pub mod config;
 pub mod data;
+pub mod defense;
 pub mod fxp;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod probe;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod rewrite;

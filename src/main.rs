@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::error;
 use tracing_subscriber::EnvFilter;
@@ -25,11 +25,11 @@ const VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(version = VERSION, about, long_about = None, args_conflicts_with_subcommands = false)]
 struct Cli {
-    /// Configuration file (YAML). See config/fxprelay.yaml for a commented example.
+    /// Configuration file (YAML) for `run`, the command when none is given. See
+    /// config/fxprelay.yaml for a commented example.
     #[arg(
         short,
         long,
-        global = true,
         env = "FXPRELAY_CONFIG",
         default_value = "/etc/fxprelay/fxprelay.yaml"
     )]
@@ -52,24 +52,44 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// `-c` of the commands that read the configuration. Only they take it, so the others'
+/// `--help` does not offer it; written before the command (`fxprelay -c F check`) it
+/// applies too.
+#[derive(Debug, Args)]
+struct ConfigFile {
+    /// Configuration file (YAML) [default: -c before the command, else $FXPRELAY_CONFIG,
+    /// else /etc/fxprelay/fxprelay.yaml].
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (the default when no command is given).
-    Run,
+    Run(ConfigFile),
     /// Validate the configuration file and exit: 0 when valid (warnings printed), 1 with
     /// the error otherwise.
     Check {
+        #[command(flatten)]
+        file: ConfigFile,
         /// Also try to bind every listener and the admin endpoint (then release them):
         /// catches addresses this host lacks, ports in use and missing privileges.
         #[arg(long)]
         bind: bool,
+        /// Also connect to every reverse listener's servers as its sessions would (PROXY
+        /// header, implicit TLS or AUTH TLS), ask FEAT, and report what each offers and
+        /// which setting stands in the way (exit 1 when something does).
+        #[arg(long)]
+        probe: bool,
     },
     /// Print the effective configuration (every default filled in, `${VAR}`s expanded)
     /// as YAML.
-    Config,
+    Config(ConfigFile),
     /// Ask a running proxy's admin endpoint whether it is healthy (`GET /healthz`): exit
     /// 0 when it answers 200, 1 otherwise. For container health checks.
     Healthcheck {
+        #[command(flatten)]
+        file: ConfigFile,
         /// The admin endpoint, `ip:port`; default: `admin.bind` of the config file (a
         /// wildcard address is asked on loopback), else 127.0.0.1:9464.
         #[arg(long)]
@@ -78,10 +98,31 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Print what a running proxy is doing (what its console shows): listeners, pools,
+    /// sessions with their transfers, FXP jobs. Asks its admin API.
+    Status {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// The admin endpoint, `ip:port`; default: `admin.bind` of the config file (a
+        /// wildcard address is asked on loopback), else 127.0.0.1:9464.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// The API's bearer token; default: `admin.token` of the config file.
+        #[arg(long, env = "FXPRELAY_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// How long to wait for the answers.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
-    /// Print the manual page (roff) to stdout: `fxprelay man | man -l -`.
-    Man,
+    /// Print the manual page (roff) to stdout: `fxprelay man | man -l -`; with `--dir`,
+    /// write it and one page per command (fxprelay-run.1, fxprelay-fxp.1, ...) there.
+    Man {
+        /// Directory to write every page into, instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Copy a file (or, with --recursive, a tree) from one FTP server to another by FXP,
     /// falling back to reverse FXP and then to relaying the bytes. Needs no config file.
     Fxp(Box<fxprelay::fxp::cli::FxpArgs>),
@@ -95,31 +136,43 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    let command = cli.command.take().unwrap_or(Command::Run);
+    let command = cli
+        .command
+        .take()
+        .unwrap_or(Command::Run(ConfigFile { config: None }));
+    // A command's own `-c` wins over one written before it.
+    if let Command::Run(file)
+    | Command::Check { file, .. }
+    | Command::Config(file)
+    | Command::Healthcheck { file, .. }
+    | Command::Status { file, .. } = &command
+        && let Some(path) = &file.config
+    {
+        cli.config = path.clone();
+    }
     match command {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "fxprelay", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
-        Command::Man => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("fxprelay: cannot write the manual page: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        Command::Healthcheck { admin, timeout } => return healthcheck(&cli, admin, timeout),
+        Command::Man { dir } => return man(dir),
+        Command::Healthcheck { admin, timeout, .. } => return healthcheck(&cli, admin, timeout),
+        Command::Status {
+            admin,
+            token,
+            timeout,
+            ..
+        } => return status(&cli, admin, token, timeout),
         _ => {}
     }
     init_logging(&cli);
+    let probe = matches!(command, Command::Check { probe: true, .. });
     let (check_only, try_binds) = match command {
         // `fxp` runs for its own user with URLs on the command line: no config file.
         Command::Fxp(args) => return fxprelay::fxp::cli::run(*args),
-        Command::Check { bind } => (true, bind),
-        Command::Config => (true, false),
+        Command::Check { bind, .. } => (true, bind),
+        Command::Config(_) => (true, false),
         _ => (false, false),
     };
     // The file, then the TLS files it names: `check` and `config` read them all too, so
@@ -132,7 +185,7 @@ fn main() -> ExitCode {
         }
     };
     let config = &loaded.config;
-    if matches!(command, Command::Config) {
+    if matches!(command, Command::Config(_)) {
         print!("{}", config.effective_yaml());
         return ExitCode::SUCCESS;
     }
@@ -141,13 +194,23 @@ fn main() -> ExitCode {
             for w in &config.warnings {
                 eprintln!("fxprelay: {}: warning: {w}", cli.config.display());
             }
-            let bound = if try_binds { try_bind(config) } else { Ok(()) };
-            if let Err(e) = bound {
-                eprintln!("fxprelay: {}: {e}", cli.config.display());
+            let held = if try_binds { try_bind(config) } else { Ok(0) };
+            let held = match held {
+                Ok(held) => held,
+                Err(e) => {
+                    eprintln!("fxprelay: {}: {e}", cli.config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            if probe && !probe_servers(&loaded) {
+                eprintln!(
+                    "fxprelay: {}: --probe found problems (above)",
+                    cli.config.display()
+                );
                 return ExitCode::FAILURE;
             }
             println!(
-                "{}: OK ({} listener{}{}{})",
+                "{}: OK ({} listener{}{}{}{})",
                 cli.config.display(),
                 config.listeners.len(),
                 if config.listeners.len() == 1 { "" } else { "s" },
@@ -156,7 +219,12 @@ fn main() -> ExitCode {
                     1 => ", 1 warning".into(),
                     n => format!(", {n} warnings"),
                 },
-                if try_binds { ", every bind works" } else { "" },
+                match (try_binds, held) {
+                    (false, _) => String::new(),
+                    (true, 0) => ", every bind works".into(),
+                    (true, n) => format!(", every bind works ({n} held by the running instance)"),
+                },
+                if probe { ", every server fits" } else { "" },
             );
             ExitCode::SUCCESS
         }
@@ -213,20 +281,167 @@ async fn run(loaded: &Loaded, path: PathBuf) -> anyhow::Result<()> {
     app::run(bound, Some(handle), stop_rx, Some(reload)).await
 }
 
-/// Binds (and releases) the admin endpoint and every listener, as `run` would. The error
-/// is the line `check --bind` prints.
-fn try_bind(config: &Config) -> Result<(), String> {
+/// Binds (and releases) the admin endpoint and every listener, as `run` would: how many
+/// binds the running instance holds (a bind in use counts as working when the proxy
+/// answering at this config's admin address holds it: `check --bind` before a reload).
+/// The error is the line `check --bind` prints.
+fn try_bind(config: &Config) -> Result<usize, String> {
     let binds = std::iter::once(("admin.bind".to_owned(), config.admin.bind)).chain(
         config
             .listeners
             .iter()
             .map(|l| (format!("listener `{}`", l.name), l.bind)),
     );
+    let mut running: Option<Result<Vec<std::net::SocketAddr>, String>> = None;
+    let mut held = 0;
     for (what, addr) in binds {
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| format!("cannot bind {what} to {addr}: {e}"))?;
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                let running = running.get_or_insert_with(|| running_binds(config));
+                let admin = fxprelay::admin::reachable(config.admin.bind);
+                match running {
+                    Ok(b)
+                        if b.contains(&addr)
+                            || (addr == config.admin.bind && b.contains(&admin)) =>
+                    {
+                        held += 1;
+                    }
+                    Ok(_) => {
+                        return Err(format!(
+                            "cannot bind {what} to {addr}: {e} (not by the fxprelay answering at {admin})"
+                        ));
+                    }
+                    Err(why) => {
+                        return Err(format!(
+                            "cannot bind {what} to {addr}: {e} (and no fxprelay of this config answers at {admin}: {why})"
+                        ));
+                    }
+                }
+            }
+            Err(e) => return Err(format!("cannot bind {what} to {addr}: {e}")),
+        }
     }
-    Ok(())
+    Ok(held)
+}
+
+/// What the proxy running with this config's admin address holds.
+fn running_binds(config: &Config) -> Result<Vec<std::net::SocketAddr>, String> {
+    let admin = fxprelay::admin::reachable(config.admin.bind);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let token = config.admin.token.as_deref();
+    runtime
+        .block_on(fxprelay::admin::status::held_binds(
+            admin,
+            token,
+            std::time::Duration::from_secs(3),
+        ))
+        .map_err(|e| e.to_string())
+}
+
+/// `check --probe`: every reverse listener's servers, one report each on stdout. Whether
+/// none had a problem.
+fn probe_servers(loaded: &Loaded) -> bool {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fxprelay: cannot start the async runtime: {e}");
+            return false;
+        }
+    };
+    let reports = runtime.block_on(async {
+        let listeners = loaded
+            .config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| async move {
+                let tls = loaded.tls.listener(i);
+                fxprelay::probe::listener(l, tls.as_ref()).await
+            });
+        futures_util::future::join_all(listeners).await
+    });
+    let mut fits = true;
+    for report in reports.into_iter().flatten() {
+        println!("{report}");
+        fits &= report.problems().is_empty();
+    }
+    fits
+}
+
+/// `fxprelay man`: the main page on stdout, or every page into `dir`.
+fn man(dir: Option<PathBuf>) -> ExitCode {
+    let written = match &dir {
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let to = dir.map_or_else(|| "stdout".into(), |d| d.display().to_string());
+            eprintln!("fxprelay: cannot write the manual pages to {to}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fxprelay status`: the console's tables, from the running proxy's API.
+fn status(
+    cli: &Cli,
+    admin: Option<std::net::SocketAddr>,
+    token: Option<String>,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let config = Config::load(&cli.config).ok();
+    let addr = admin.unwrap_or_else(|| admin_address(config.as_ref()));
+    let token = token.or_else(|| config.and_then(|c| c.admin.token));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fxprelay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fxprelay::admin::status::fetch(
+        addr,
+        token.as_deref(),
+        timeout,
+    )) {
+        Ok(s) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            print!("{}", fxprelay::admin::status::render(&s, now));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fxprelay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin endpoint of `config` (a wildcard bind asked on loopback), else the default.
+fn admin_address(config: Option<&Config>) -> std::net::SocketAddr {
+    let bind = config.map_or_else(
+        || {
+            fxprelay::config::DEFAULT_ADMIN_BIND
+                .parse()
+                .expect("valid default")
+        },
+        |c| c.admin.bind,
+    );
+    fxprelay::admin::reachable(bind)
 }
 
 /// `fxprelay healthcheck`: `GET /healthz` on the admin endpoint.
@@ -235,17 +450,7 @@ fn healthcheck(
     admin: Option<std::net::SocketAddr>,
     timeout: std::time::Duration,
 ) -> ExitCode {
-    let addr = admin.unwrap_or_else(|| {
-        let bind = Config::load(&cli.config).map_or_else(
-            |_| {
-                fxprelay::config::DEFAULT_ADMIN_BIND
-                    .parse()
-                    .expect("valid default")
-            },
-            |c| c.admin.bind,
-        );
-        fxprelay::admin::reachable(bind)
-    });
+    let addr = admin.unwrap_or_else(|| admin_address(Config::load(&cli.config).ok().as_ref()));
     match fxprelay::admin::probe_health(addr, timeout) {
         Ok(200) => ExitCode::SUCCESS,
         Ok(status) => {

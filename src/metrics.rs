@@ -40,6 +40,10 @@ pub const UPSTREAM_UP: &str = "fxprelay_upstream_up";
 pub const UPSTREAM_SESSIONS: &str = "fxprelay_upstream_sessions";
 pub const UPSTREAM_CHECK_SECONDS: &str = "fxprelay_upstream_check_seconds";
 pub const ADMIN_REJECTED_TOTAL: &str = "fxprelay_admin_rejected_total";
+pub const TLS_CERTIFICATE_EXPIRY: &str = "fxprelay_tls_certificate_expiry_timestamp_seconds";
+pub const BANS_ACTIVE: &str = "fxprelay_bans_active";
+pub const BANS_TOTAL: &str = "fxprelay_bans_total";
+pub const DEFENSE_EVENTS_TOTAL: &str = "fxprelay_defense_events_total";
 
 /// The version and commit this binary was built from (`build.rs` asks git; `unknown`
 /// when built outside a checkout, e.g. from a crates.io package).
@@ -191,6 +195,10 @@ fn describe() {
         "Control connections that turned to TLS, per listener and side: compare with fxprelay_sessions_total to see how much traffic is encrypted."
     );
     describe_gauge!(
+        TLS_CERTIFICATE_EXPIRY,
+        "When the certificate a listener shows its clients expires, Unix time in seconds, per listener (listeners with TLS only)."
+    );
+    describe_gauge!(
         BUILD_INFO,
         "Always 1; the labels say which version and commit runs."
     );
@@ -205,6 +213,18 @@ fn describe() {
     describe_counter!(
         ADMIN_REJECTED_TOTAL,
         "Connections and requests the admin endpoint refused or closed, by reason (idle_evicted: an idle connection closed to make room; max_connections, max_connections_per_ip: a connection refused, every slot busy with a request; cross_origin: an API request a web page sent)."
+    );
+    describe_gauge!(
+        BANS_ACTIVE,
+        "Client addresses (IPv6: networks) banned now, over every ban table."
+    );
+    describe_counter!(
+        BANS_TOTAL,
+        "Bans imposed since start: by the defense (a score that reached the threshold) or by an operator (POST /api/v1/bans)."
+    );
+    describe_counter!(
+        DEFENSE_EVENTS_TOTAL,
+        "What the edge defense scored, by event (login_failed, bait_user, bad_command, early_close, rate_limited)."
     );
     describe_gauge!(
         CONFIG_LAST_RELOAD_SUCCESS,
@@ -254,6 +274,12 @@ pub fn tls_handshake(
     if resumed {
         counter!(TLS_RESUMPTIONS_TOTAL, "side" => side).increment(1);
     }
+}
+
+/// The certificate `listener` shows its clients expires at `not_after` (Unix seconds);
+/// set at start and on every reload.
+pub fn tls_certificate_expiry(listener: &str, not_after: i64) {
+    gauge!(TLS_CERTIFICATE_EXPIRY, "listener" => listener.to_owned()).set(not_after as f64);
 }
 
 /// A control connection of `listener` turned to TLS on `side`.
@@ -311,6 +337,11 @@ pub fn process_started(data_ports: usize) {
     }
     for r in AdminRejection::ALL {
         counter!(ADMIN_REJECTED_TOTAL, "reason" => r.as_str()).increment(0);
+    }
+    gauge!(BANS_ACTIVE).increment(0.0);
+    counter!(BANS_TOTAL).increment(0);
+    for event in DEFENSE_EVENTS {
+        counter!(DEFENSE_EVENTS_TOTAL, "event" => *event).increment(0);
     }
     collect_process();
 }
@@ -413,6 +444,31 @@ const UPSTREAM_ERRORS: &[&str] = &["resolve", "timeout", "refused", "io", "denie
 const TRANSFER_RESULTS: &[&str] = &["ok", "failed", "aborted"];
 const FXP_RESULTS: &[&str] = &["ok", "failed", "cancelled", "interrupted"];
 const FXP_METHODS: &[&str] = &["fxp", "reverse_fxp", "relay", "none"];
+/// The `event` of `fxprelay_defense_events_total` (`defense::DefenseEvent::as_str` of the
+/// scored events).
+const DEFENSE_EVENTS: &[&str] = &[
+    "login_failed",
+    "bait_user",
+    "bad_command",
+    "early_close",
+    "rate_limited",
+];
+
+/// The edge defense heard of `event` (a `DEFENSE_EVENTS` label) from a client it judges.
+pub fn defense_event(event: &'static str) {
+    counter!(DEFENSE_EVENTS_TOTAL, "event" => event).increment(1);
+}
+
+/// A ban was imposed (a new one: a ban replacing one in force is not counted again).
+pub fn ban_imposed() {
+    counter!(BANS_TOTAL).increment(1);
+    gauge!(BANS_ACTIVE).increment(1.0);
+}
+
+/// `n` bans ended, were lifted, or went with their table.
+pub fn bans_ended(n: usize) {
+    gauge!(BANS_ACTIVE).decrement(n as f64);
+}
 
 pub fn data_ports_available(ports: usize) {
     gauge!(DATA_PORTS_AVAILABLE).set(ports as f64);
@@ -551,6 +607,9 @@ pub enum Rejection {
     /// listeners, its admin endpoint or its data ports (a forward or transparent target,
     /// a server's passive address, an FXP URL).
     SelfTarget,
+    /// A connection (control, or to a relay data port) from a client the edge defense
+    /// has banned.
+    Banned,
 }
 
 impl Rejection {
@@ -587,6 +646,7 @@ impl Rejection {
         Rejection::MaxDataPortsPerIp,
         Rejection::UnsolicitedReply,
         Rejection::SelfTarget,
+        Rejection::Banned,
     ];
 
     /// The metric label.
@@ -623,6 +683,7 @@ impl Rejection {
             R::UpstreamTls => "upstream_tls",
             R::UnsolicitedReply => "unsolicited_reply",
             R::SelfTarget => "self_target",
+            R::Banned => "banned",
         }
     }
 }
@@ -741,6 +802,7 @@ mod tests {
             R::MaxDataPortsPerIp => 27,
             R::UnsolicitedReply => 28,
             R::SelfTarget => 29,
+            R::Banned => 30,
         }
     }
 

@@ -11,12 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::bans::Admission;
 use crate::metrics;
 use crate::proxy_protocol;
 use crate::session::replies::Say;
 use crate::session::{self, ListenerCtx};
+use crate::tls::ClientTlsMode;
 
 /// The two phases of shutdown, shared by every listener.
 #[derive(Clone, Debug, Default)]
@@ -52,12 +54,7 @@ pub async fn serve_reloadable(
         per_ip: PerIp::default(),
     };
     let mut backoff = Duration::from_millis(10);
-    let upstream = first
-        .policy
-        .cfg
-        .upstream
-        .as_ref()
-        .map_or("named by each client (forward)".into(), |u| u.to_string());
+    let upstream = first.policy.cfg.upstream_description();
     let bind = listener
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
@@ -104,6 +101,15 @@ pub async fn serve_reloadable(
             let Some((mut stream, client, rest)) = client_of(stream, peer, &current).await else {
                 return;
             };
+            // Before anything costs: the upstream connect, a TLS handshake, a slot.
+            if let Some(silent) = banned(&current, client.ip()) {
+                metrics::rejected(&current.policy.cfg.name, metrics::Rejection::Banned);
+                debug!(listener = %current.policy.cfg.name, %client, "banned client refused");
+                if !silent {
+                    refuse(&mut stream, client, Say::Banned).await;
+                }
+                return;
+            }
             let Some(_ip_slot) = per_ip.acquire(client.ip(), current.policy.limits.max_sessions_per_ip) else {
                 metrics::rejected(&current.policy.cfg.name, metrics::Rejection::MaxSessionsPerIp);
                 warn!(listener = %current.policy.cfg.name, %client, max = current.policy.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
@@ -123,6 +129,26 @@ pub async fn serve_reloadable(
         });
     }
     info!(listener = %first.policy.cfg.name, "stopped accepting");
+}
+
+/// Whether the edge defense refuses a new connection from `client` (counting it against
+/// `connect_rate`); `Some(silent)`: close it, without a word when `silent`. An
+/// implicit-TLS listener's clients expect a TLS handshake, not a `421`: theirs are closed
+/// silently.
+fn banned(ctx: &ListenerCtx, client: IpAddr) -> Option<bool> {
+    let guard = ctx.services.defense.as_ref()?;
+    match guard.admit(client) {
+        Admission::Admit => None,
+        Admission::Refuse { silent } => {
+            let implicit = ctx
+                .policy
+                .cfg
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client.mode == ClientTlsMode::Implicit);
+            Some(silent || implicit)
+        }
+    }
 }
 
 /// The client behind a connection: from the PROXY header when the peer is a trusted load

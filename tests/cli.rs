@@ -33,6 +33,109 @@ fn shipped_config_checks_ok() {
     assert!(ok);
 }
 
+/// The shipped config with only the forward listener's `bind` opened to other hosts is
+/// an open FTP relay: `check` still passes (the file is valid) but says so, naming the
+/// listener, and the unchanged file draws no such warning.
+#[test]
+fn check_warns_when_the_shipped_forward_listener_is_opened_to_other_hosts() {
+    let shipped = include_str!("../config/fxprelay.yaml");
+    let (ok, out) = check(shipped);
+    assert!(ok && !out.contains("open FTP relay"), "{out}");
+    let opened = shipped.replace("bind: 127.0.0.1:2122", "bind: 0.0.0.0:2122");
+    assert_ne!(opened, shipped, "the shipped forward listener's bind moved");
+    let (ok, out) = check(&opened);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("open FTP relay") && out.contains("`forward`"),
+        "{out}"
+    );
+}
+
+/// The image's config passes `check` without a warning once its token is given, and
+/// refuses to load without one (an open API is not a default).
+#[test]
+fn the_docker_config_checks_without_warnings() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/fxprelay.yaml");
+    let run = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fxprelay"));
+        cmd.args(["check", "-c", path])
+            .env_remove("FXPRELAY_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("FXPRELAY_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().expect("run fxprelay");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(Some("t0ken"));
+    assert!(ok && !out.contains("warning"), "{out}");
+    let (ok, out) = run(None);
+    assert!(!ok && out.contains("FXPRELAY_ADMIN_TOKEN"), "{out}");
+}
+
+/// A key made by root (`0600 root`) that the proxy's own user cannot read: `check`, run
+/// as that user, says "permission denied", who it runs as, and points at the `key:`
+/// line; a key passed as a systemd credential is found through `$CREDENTIALS_DIRECTORY`.
+#[test]
+fn a_key_the_proxy_user_cannot_read_is_named_at_its_key_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+    let (cert, key) = (dir.path().join("proxy.crt"), dir.path().join("proxy.key"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("fxprelay.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:21\n    data: relay\n    tls:\n      client:\n        mode: explicit\n        cert: ${{CREDENTIALS_DIRECTORY:-{dir}}}/proxy.crt\n        key: ${{CREDENTIALS_DIRECTORY:-{dir}}}/proxy.key\n",
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("setpriv (util-linux)");
+    let text = String::from_utf8_lossy(&as_nobody.stderr);
+    assert!(!as_nobody.status.success(), "{text}");
+    assert!(
+        text.contains("line 10: `listeners[0].tls.client.key`")
+            && text.contains("permission denied: the proxy runs as uid 65534")
+            && text.contains("LoadCredential="),
+        "{text}"
+    );
+    // systemd copies credentials readable for the service's user into a directory of
+    // their own: the same file, found through the variable.
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(creds.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["proxy.crt", "proxy.key"] {
+        let to = creds.path().join(f);
+        std::fs::copy(dir.path().join(f), &to).unwrap();
+        std::os::unix::fs::chown(&to, Some(65534), Some(65534)).unwrap();
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", creds.path())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
+}
+
 #[test]
 fn bad_configs_fail_naming_key_and_line() {
     let cases = [
@@ -49,8 +152,8 @@ fn bad_configs_fail_naming_key_and_line() {
             &["line 5", "listeners[1].name", "duplicate"][..],
         ),
         (
-            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: 192.168.1.10\n",
-            &["line 4", "host:port"][..],
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: 192.168.1.10:ftp\n",
+            &["line 4", "port"][..],
         ),
         ("listeners: []\n", &["listeners", "at least one"][..]),
     ];
@@ -76,6 +179,49 @@ fn help_describes_commands() {
     assert!(ok);
     for word in ["run", "check", "--config", "--log-format"] {
         assert!(out.contains(word), "{out}");
+    }
+}
+
+/// `-c` is offered by the commands that read the configuration and by no other.
+#[test]
+fn each_command_offers_only_its_own_options() {
+    for command in ["run", "check", "config", "healthcheck", "status"] {
+        let (ok, out) = fxprelay(&[command, "--help"]);
+        assert!(ok && out.contains("--config"), "{command}: {out}");
+    }
+    for command in ["fxp", "man", "completions"] {
+        let (ok, out) = fxprelay(&[command, "--help"]);
+        assert!(ok && !out.contains("--config"), "{command}: {out}");
+    }
+}
+
+/// `man --dir` writes the main page and one per command, each naming its command, so
+/// the main page's SEE ALSO points at pages that exist.
+#[test]
+fn man_writes_a_page_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = fxprelay(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let main = std::fs::read_to_string(dir.path().join("fxprelay.1")).unwrap();
+    for command in [
+        "run",
+        "check",
+        "config",
+        "healthcheck",
+        "completions",
+        "man",
+        "fxp",
+    ] {
+        let page = dir.path().join(format!("fxprelay-{command}.1"));
+        let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{page:?}: {e}"));
+        assert!(
+            text.contains(&format!(".TH fxprelay-{command}")),
+            "{page:?}"
+        );
+        assert!(
+            main.contains(&format!("fxprelay\\-{command}")),
+            "main page lacks {command}"
+        );
     }
 }
 

@@ -590,6 +590,15 @@ fn the_answers_match_the_openapi_document() {
 
     let (status, _, resp) = raw(api, "GET", transfers, None, "");
     c.check("GET", transfers, status, &resp);
+    for (path, template) in [
+        ("/api/v1/listeners", "/api/v1/listeners"),
+        ("/api/v1/sessions", "/api/v1/sessions"),
+        ("/api/v1/upstreams", "/api/v1/upstreams"),
+    ] {
+        let (status, _, resp) = raw(api, "GET", path, None, "");
+        assert_eq!(status, 200, "{path}: {resp}");
+        c.check("GET", template, status, &resp);
+    }
     let (status, _, resp) = raw(api, "DELETE", &format!("/api/v1/transfers/{id}"), None, "");
     c.check("DELETE", one, status, &resp);
     assert_eq!(
@@ -703,6 +712,24 @@ fn the_answers_match_the_openapi_document() {
         ),
         ("GET", &missing, one, None, "", 404, "transfer_not_found"),
         ("DELETE", &missing, one, None, "", 404, "transfer_not_found"),
+        (
+            "DELETE",
+            "/api/v1/sessions/987654",
+            "/api/v1/sessions/{id}",
+            None,
+            "",
+            404,
+            "session_not_found",
+        ),
+        (
+            "DELETE",
+            "/api/v1/sessions/abc",
+            "/api/v1/sessions/{id}",
+            None,
+            "",
+            400,
+            "invalid_id",
+        ),
         (
             "GET",
             "/api/v1/transfers/abc",
@@ -1129,7 +1156,8 @@ fn an_interrupted_transfer_keeps_its_record() {
         jobs: jobs.clone(),
         token: Default::default(),
         sessions: Default::default(),
-        listeners: Vec::new().into(),
+        bans: Default::default(),
+        listeners: Default::default(),
         pools: Default::default(),
     };
     let served = runtime.spawn(admin::serve(

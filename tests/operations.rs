@@ -58,6 +58,28 @@ fn idle_proxy() -> Proxy {
 }
 
 /// The metric families of a scrape (its `# TYPE` lines).
+/// A proxy with what the idle one lacks: a listener over a pool of two members (nobody
+/// listens there) that shows clients a certificate of the test CA.
+fn tls_pool_proxy() -> (tempfile::TempDir, Proxy) {
+    let ip = unique_loopback_ip();
+    let dir = tempfile::tempdir().unwrap();
+    let files = common::tls::identity_for(ip.into()).write(dir.path(), "proxy");
+    let (addr, admin) = (
+        SocketAddr::new(ip.into(), free_port(ip.into())),
+        SocketAddr::new(ip.into(), free_port(ip.into())),
+    );
+    let member = || SocketAddr::new(ip.into(), free_port(ip.into()));
+    let yaml = format!(
+        "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: edge\n    bind: \"{addr}\"\n    upstream: [\"{}\", \"{}\"]\n    data: relay\n    tls:\n      client: {{mode: explicit, cert: \"{}\", key: \"{}\"}}\n",
+        member(),
+        member(),
+        files.cert.display(),
+        files.key.display()
+    );
+    let proxy = Proxy::launch(&yaml, addr, admin, None, &[]);
+    (dir, proxy)
+}
+
 fn families(scrape: &str) -> HashSet<String> {
     scrape
         .lines()
@@ -164,10 +186,30 @@ fn alert_rules_pass_promtool_checks_and_their_unit_tests() {
         "FxprelayFxpFailureRatio",
         "FxprelayConfigReloadFailed",
         "FxprelaySessionsNearLimit",
+        "FxprelayPoolMemberDown",
+        "FxprelayCertificateExpiringSoon",
     ] {
         assert!(text.contains(&format!("alert: {alert}")), "{alert}");
     }
-    let have = families(&idle_proxy().metrics());
+    // Pool and certificate series exist where there are pools and certificates.
+    let (_dir, full) = tls_pool_proxy();
+    let scrape = full.metrics();
+    let have = families(&scrape);
+    let expiry = scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fxprelay_tls_certificate_expiry_timestamp_seconds{listener=\"edge\"} ")
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no certificate expiry for edge:\n{scrape}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        expiry > now + 86400.0,
+        "the test certificate expires at {expiry}"
+    );
     for name in metric_names(&text) {
         assert!(have.contains(family_of(&name)), "alerts.yml names {name}");
     }
@@ -423,6 +465,39 @@ fn the_admin_page_and_the_sessions_api() {
     });
 }
 
+/// `check --bind` next to the running proxy, as before a `systemctl reload`: the binds
+/// that proxy holds count as working; a port someone else holds still fails.
+#[test]
+fn check_bind_beside_the_running_instance() {
+    let proxy = idle_proxy();
+    let config = proxy.config.to_str().unwrap();
+    let (ok, out) = fxprelay(&["check", "--bind", "-c", config]);
+    assert!(
+        ok && out.contains("every bind works (2 held by the running instance)"),
+        "{out}"
+    );
+    // Another program's port in the same file: refused, saying it is not the proxy's.
+    let ip = unique_loopback_ip();
+    let other = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let yaml = std::fs::read_to_string(&proxy.config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("more.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "{yaml}  - name: other\n    bind: \"{}\"\n    upstream: h:21\n",
+            other.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = fxprelay(&["check", "--bind", "-c", path.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("cannot bind listener `other`")
+            && out.contains("not by the fxprelay answering at"),
+        "{out}"
+    );
+}
+
 #[test]
 fn completions_man_healthcheck_and_the_systemd_unit() {
     let (ok, out) = fxprelay(&["completions", "bash"]);
@@ -456,7 +531,17 @@ fn completions_man_healthcheck_and_the_systemd_unit() {
     ] {
         assert!(unit.contains(needle), "{needle}");
     }
-    let unit = unit.replace("/usr/bin/fxprelay", env!("CARGO_BIN_EXE_fxprelay"));
+    // With the TLS drop-in's LoadCredential= lines, as systemd would merge them.
+    let drop_in = std::fs::read_to_string(repo("deploy/systemd/tls-credentials.conf")).unwrap();
+    let credentials: String = drop_in
+        .lines()
+        .filter(|l| l.starts_with("LoadCredential="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(credentials.lines().count(), 2, "{drop_in}");
+    let unit = unit
+        .replace("/usr/bin/fxprelay", env!("CARGO_BIN_EXE_fxprelay"))
+        .replace("[Service]\n", &format!("[Service]\n{credentials}"));
     let path = dir.path().join("fxprelay.service");
     std::fs::write(&path, unit).unwrap();
     std::fs::create_dir_all(dir.path().join("man/man1")).unwrap();

@@ -51,6 +51,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
             active,
             ..NatPolicy::default()
         },
+        defense: Default::default(),
     }
 }
 

@@ -398,12 +398,15 @@ pick_proxy_ports() { # sets ADMIN_PORT and PROXY_PORT: two different free ports 
 # NAME UPSTREAM DATA DATA_PORTS [LIMIT...] -> on stdout, a config with the admin listener
 # on PROXY_IP:ADMIN_PORT and one reverse listener NAME on PROXY_IP:PROXY_PORT to UPSTREAM.
 # DATA=relay: data.ports DATA_PORTS, upstream in passive; DATA=passthrough: DATA_PORTS is
-# unused. Each LIMIT ("max_sessions: 100") joins shutdown_grace under limits.
+# unused. Each LIMIT ("max_sessions: 100") joins shutdown_grace under limits. The edge
+# defense is off (soak and stress runs open thousands of sessions from one address, which
+# it would rightly ban) unless the script sets DEFENSE=on.
 fxprelay_config() {
     local name=$1 upstream=$2 data=$3 ports=$4 limit
     shift 4
     printf 'admin:\n  bind: %s\nlimits:\n  shutdown_grace: 2s\n' "$PROXY_IP:$ADMIN_PORT"
     for limit in "$@"; do printf '  %s\n' "$limit"; done
+    [[ ${DEFENSE:-off} == on ]] || printf 'defense:\n  enabled: false\n'
     [[ $data != relay ]] || printf 'data:\n  ports: "%s"\n' "$ports"
     cat <<EOF
 listeners:

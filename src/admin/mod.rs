@@ -1,10 +1,16 @@
-//! The admin HTTP listener: `GET /` (a small HTML page for people), `GET /metrics`
+//! The admin HTTP listener: `GET /` (the console: a live page for people), `GET /metrics`
 //! (Prometheus text format), `GET /healthz`, the open sessions (`GET /api/v1/sessions`)
-//! and the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`.
+//! and the FXP API: `POST`/`GET /api/v1/transfers`, `GET`/`DELETE /api/v1/transfers/{id}`;
+//! the edge defense's bans: `GET`/`POST /api/v1/bans`, `DELETE /api/v1/bans/{address}`.
 //!
+//! - [`bans`]: the ban endpoints.
+//!
+//! - [`console`]: the page at `/`, which polls the API below.
 //! - [`conns`]: the connection slots; idle connections make room, so `/healthz` and
 //!   `/metrics` stay reachable however many sockets someone holds open.
 //! - [`origin`]: which API requests a browser may make (pages of this endpoint only).
+//! - [`status`]: `fxprelay status`, the console's tables in a terminal (a client of this
+//!   API).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -16,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -29,8 +35,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+mod bans;
 pub mod conns;
+mod console;
 pub mod origin;
+pub mod status;
 
 use crate::config::AdminLimits;
 use crate::config::{DataMode, ListenerConfig, Mode};
@@ -58,8 +67,11 @@ pub struct AdminState {
     pub token: Arc<RwLock<Option<Arc<str>>>>,
     /// The open sessions of every listener.
     pub sessions: Sessions,
-    /// What `GET /` lists.
-    pub listeners: Arc<[ListenerSummary]>,
+    /// The edge defense's ban tables (`/api/v1/bans`).
+    pub bans: crate::bans::Bans,
+    /// The listeners as configured now (`GET /api/v1/listeners`, the console); a reload
+    /// replaces the entries of the listeners it changes.
+    pub listeners: Listeners,
     /// The pools of upstreams, per listener (`GET /api/v1/upstreams`); a reload replaces
     /// them.
     pub pools: Pools,
@@ -68,19 +80,37 @@ pub struct AdminState {
 /// The running pools by listener name.
 pub type Pools = Arc<RwLock<std::collections::BTreeMap<String, Arc<crate::pool::Pool>>>>;
 
-/// One listener as the admin page shows it.
-#[derive(Debug, Clone)]
+/// The listeners as the API shows them, in the configuration's order.
+pub type Listeners = Arc<RwLock<Vec<ListenerSummary>>>;
+
+/// One listener as the API and the console show it.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ListenerSummary {
     pub name: String,
     pub bind: String,
     pub mode: &'static str,
     pub data: &'static str,
     pub upstream: String,
+    /// The `tls:` modes of both legs and the certificate clients are shown.
+    pub tls: Option<TlsSummary>,
+}
+
+/// A listener's TLS as the console shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TlsSummary {
+    pub client: crate::tls::ClientTlsMode,
+    pub upstream: crate::tls::UpstreamTlsMode,
+    pub certificate: Option<crate::tls::CertificateInfo>,
 }
 
 impl ListenerSummary {
-    /// `bound` is the address the socket got (the config may say port 0).
-    pub fn of(cfg: &ListenerConfig, bound: Option<std::net::SocketAddr>) -> Self {
+    /// `bound` is the address the socket got (the config may say port 0); `tls` the
+    /// listener's material as read.
+    pub fn of(
+        cfg: &ListenerConfig,
+        bound: Option<std::net::SocketAddr>,
+        tls: Option<&crate::tls::ListenerTls>,
+    ) -> Self {
         ListenerSummary {
             name: cfg.name.clone(),
             bind: bound.unwrap_or(cfg.bind).to_string(),
@@ -93,12 +123,12 @@ impl ListenerSummary {
                 DataMode::Relay => "relay",
                 DataMode::Passthrough => "passthrough",
             },
-            upstream: match (&cfg.upstream, cfg.mode) {
-                (Some(u), _) => u.to_string(),
-                (None, Mode::Forward) => "named by each client (USER user@host)".into(),
-                (None, Mode::Reverse) => "a pool (see /api/v1/upstreams)".into(),
-                (None, _) => "each connection's original destination".into(),
-            },
+            upstream: cfg.upstream_description(),
+            tls: cfg.tls.as_ref().map(|t| TlsSummary {
+                client: t.client.mode,
+                upstream: t.upstream.mode,
+                certificate: tls.and_then(|m| m.certificate.clone()),
+            }),
         }
     }
 }
@@ -136,13 +166,17 @@ pub async fn serve(
             get(get_transfer).delete(cancel_transfer),
         )
         .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/{id}", axum::routing::delete(end_session))
+        .route("/api/v1/listeners", get(list_listeners))
         .route("/api/v1/upstreams", get(list_upstreams))
+        .route("/api/v1/bans", get(bans::list).post(bans::ban))
+        .route("/api/v1/bans/{address}", delete(bans::unban))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         // Outside the token check: a web page's request is refused before anything else.
         .route_layer(middleware::from_fn(same_origin))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     let app = Router::new()
-        .route("/", get(index))
+        .route("/", get(console::page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         // Open like /metrics: it describes the API, it reveals nothing of this proxy.
@@ -369,55 +403,50 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-/// A page for a person who opens the admin address in a browser: what runs, and where
-/// the machine-readable endpoints are.
-async fn index(State(state): State<AdminState>) -> impl IntoResponse {
-    let rows: String = state
-        .listeners
-        .iter()
-        .map(|l| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                html(&l.name),
-                html(&l.bind),
-                l.mode,
-                l.data,
-                html(&l.upstream)
-            )
-        })
-        .collect();
-    let status = if state.draining.load(Ordering::Relaxed) {
-        "draining (shutting down)"
-    } else {
-        "serving"
-    };
-    let body = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>fxprelay</title>\n\
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}</style></head>\n\
-<body><h1>fxprelay {version}</h1>\n<p>commit {commit}; {status}; {open} open session{s}.</p>\n\
-<h2>Listeners</h2>\n<table><tr><th>name</th><th>bind</th><th>mode</th><th>data</th><th>upstream</th></tr>\n{rows}</table>\n\
-<h2>Endpoints</h2>\n<ul>\n<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\n\
-<li><a href=\"/healthz\">/healthz</a>: 200 ok, 503 while draining</li>\n\
-<li><a href=\"/api/v1/sessions\">/api/v1/sessions</a>: open sessions (JSON; bearer token if admin.token is set)</li>\n\
-<li><a href=\"/api/v1/transfers\">/api/v1/transfers</a>: FXP transfers (JSON; POST to order one)</li>\n</ul>\n</body></html>\n",
-        version = crate::metrics::VERSION,
-        commit = crate::metrics::COMMIT,
-        open = state.sessions.len(),
-        s = if state.sessions.len() == 1 { "" } else { "s" },
-    );
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body)
-}
-
-/// Escapes text for HTML (listener names and hosts come from the config file).
-fn html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 async fn list_sessions(State(state): State<AdminState>) -> Response {
     Json(json!({"sessions": state.sessions.list()})).into_response()
+}
+
+/// `DELETE /api/v1/sessions/{id}`: the session's client gets `421` and both control
+/// connections close; a transfer it runs is cut.
+async fn end_session(
+    State(state): State<AdminState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(
+            ErrorCode::InvalidId,
+            "a session id is a number (see GET /api/v1/sessions)",
+        );
+    };
+    if state.sessions.end(id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(ErrorCode::SessionNotFound, format!("no open session {id}"))
+    }
+}
+
+/// `GET /api/v1/listeners`: each listener as configured now, with its open sessions.
+async fn list_listeners(State(state): State<AdminState>) -> Response {
+    let open = state.sessions.count_by_listener();
+    let listeners: Vec<serde_json::Value> = state
+        .listeners
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|l| {
+            let mut v = json!(l);
+            v["sessions"] = json!(open.get(&l.name).copied().unwrap_or(0));
+            v
+        })
+        .collect();
+    Json(json!({
+        "version": crate::metrics::VERSION,
+        "commit": crate::metrics::COMMIT,
+        "draining": state.draining.load(Ordering::Relaxed),
+        "listeners": listeners,
+    }))
+    .into_response()
 }
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
@@ -511,6 +540,8 @@ pub enum ErrorCode {
     InvalidQuery,
     /// 400: a transfer id that is not one (ids are UUIDs).
     InvalidId,
+    /// 400: the `{address}` of `/api/v1/bans/{address}` is not an IP address.
+    InvalidAddress,
     /// 401: `admin.token` is set and the request's bearer token is missing or wrong.
     Unauthorized,
     /// 403: a server outside `fxp.allow`, or the proxy itself.
@@ -519,14 +550,22 @@ pub enum ErrorCode {
     OptionNotPermitted,
     /// 403: a web page of another origin sent the request (`Origin`, `Sec-Fetch-Site`).
     CrossOrigin,
+    /// 403: the address is in `defense.exempt` of every listener that runs the defense.
+    AddressExempt,
     /// 404: no such transfer (or it finished long ago and was forgotten).
     TransferNotFound,
+    /// 404: no open session with this id (it may have ended).
+    SessionNotFound,
     /// 404: no such endpoint.
     NoSuchEndpoint,
+    /// 404: the address is not banned.
+    BanNotFound,
     /// 405: the endpoint does not take this method.
     MethodNotAllowed,
     /// 408: the request took longer than `admin.request_timeout`.
     RequestTimeout,
+    /// 409: no listener runs the edge defense, so there is no ban table to ban in.
+    DefenseOff,
     /// 413: the body is larger than the API takes.
     BodyTooLarge,
     /// 415: a `Content-Type` other than `application/json`.
@@ -535,24 +574,33 @@ pub enum ErrorCode {
     TooManyTransfers,
     /// 503: the proxy is shutting down and starts no new transfer.
     ShuttingDown,
+    /// 503: the ban table is full of bans that have not ended.
+    BanTableFull,
 }
 
 impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode as C;
         match self {
-            C::InvalidJson | C::InvalidField | C::InvalidQuery | C::InvalidId => {
-                StatusCode::BAD_REQUEST
-            }
+            C::InvalidJson
+            | C::InvalidField
+            | C::InvalidQuery
+            | C::InvalidId
+            | C::InvalidAddress => StatusCode::BAD_REQUEST,
             C::Unauthorized => StatusCode::UNAUTHORIZED,
-            C::NotAllowed | C::OptionNotPermitted | C::CrossOrigin => StatusCode::FORBIDDEN,
-            C::TransferNotFound | C::NoSuchEndpoint => StatusCode::NOT_FOUND,
+            C::NotAllowed | C::OptionNotPermitted | C::CrossOrigin | C::AddressExempt => {
+                StatusCode::FORBIDDEN
+            }
+            C::TransferNotFound | C::SessionNotFound | C::NoSuchEndpoint | C::BanNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            C::DefenseOff => StatusCode::CONFLICT,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             C::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
-            C::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            C::ShuttingDown | C::BanTableFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::config::{Config, ConfigError, FxpConfig, ca_bundle_key, listener_key};
 use crate::fxp::jobs::Permits;
-use crate::tls::{CaBundles, ListenerTls};
+use crate::tls::{CaBundles, ListenerTls, TlsSettings};
 
 /// A configuration together with the TLS material it names, read: what `run` starts
 /// from and what a reload replaces, always both at once.
@@ -56,8 +56,15 @@ impl TlsMaterial {
                 l.tls
                     .as_ref()
                     .map(|settings| {
-                        ListenerTls::load(settings)
-                            .map_err(|e| origin.error(&listener_key(i, "tls"), e.to_string()))
+                        ListenerTls::load(settings).map_err(|e| {
+                            let block = listener_key(i, "tls");
+                            match e.path().and_then(|p| Some((p, field_naming(settings, p)?))) {
+                                Some((path, field)) => {
+                                    origin.file_error(&block, field, path, e.to_string())
+                                }
+                                None => origin.error(&block, e.to_string()),
+                            }
+                        })
                     })
                     .transpose()
             })
@@ -87,6 +94,20 @@ impl TlsMaterial {
             allow_insecure: fxp.allow_insecure,
             ca_bundles: self.ca_bundles.clone(),
         }
+    }
+}
+
+/// The key of a `tls:` block that names `path`.
+fn field_naming(settings: &TlsSettings, path: &Path) -> Option<&'static str> {
+    let is = |p: &Option<std::path::PathBuf>| p.as_deref() == Some(path);
+    if is(&settings.client.key) {
+        Some("client.key")
+    } else if is(&settings.client.cert) {
+        Some("client.cert")
+    } else if is(&settings.upstream.ca) {
+        Some("upstream.ca")
+    } else {
+        None
     }
 }
 
@@ -156,8 +177,9 @@ mod tests {
     }
 
     /// A listener's certificate, key or CA that does not read is reported as validation
-    /// reports a bad value: the `tls` key, its line, and in a file the file's name and
-    /// the lines around it. The material is the listener's own.
+    /// reports a bad value: the key that names it (`tls.client.key`), the line that
+    /// writes the path, and in a file the file's name and the lines around it. The
+    /// material is the listener's own.
     #[test]
     fn a_listeners_tls_files_are_read_and_bad_ones_named_with_key_line_and_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -178,13 +200,27 @@ mod tests {
         std::fs::write(&path, format!("{ONE}{}", tls(Path::new("/dev/zero")))).unwrap();
         let e = Loaded::read(&path).unwrap_err().to_string();
         assert!(
-            e.contains("`listeners[1].tls`") && e.contains("line 9") && e.contains("1 MiB"),
+            e.contains("`listeners[1].tls.client.key`")
+                && e.contains("line 9")
+                && e.contains("1 MiB"),
             "{e}"
         );
-        // The block's line is where its value starts (as validation's own errors).
+        // The line that writes the path (here the block's own, a flow mapping).
         assert!(e.contains(&format!("{}:9", path.display())), "{e}");
         assert!(
             e.contains("8 |     tls:") && e.contains("9 |       client:"),
+            "{e}"
+        );
+        // Written as a block mapping, the error points at the `key:` line itself, and a
+        // missing file says so.
+        let block = format!(
+            "{ONE}  - name: b\n    bind: 127.0.0.1:2122\n    upstream: h:21\n    tls:\n      client:\n        mode: explicit\n        cert: {}\n        key: /nonexistent/proxy.key\n",
+            cert.display()
+        );
+        std::fs::write(&path, block).unwrap();
+        let e = Loaded::read(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("line 12: `listeners[1].tls.client.key`: cannot read /nonexistent/proxy.key: no such file"),
             "{e}"
         );
         // Validation itself reads nothing: the configuration loads, the material does not.

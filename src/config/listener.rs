@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
+use super::Config;
 use super::data::DataConfig;
+use super::defense::ListenerDefense;
 use super::error::ConfigError;
 use super::origin::{Origin, listener_key};
 use super::pool::{self, PoolConfig, PoolError};
@@ -17,6 +19,7 @@ use super::schema::{
     UpstreamData,
 };
 use super::tls;
+use crate::defense::Settings;
 use crate::net::{AllowList, HostName, HostPort};
 use crate::rewrite::{NatMode, NatPolicy, PrivateRanges};
 use crate::tls::TlsSettings;
@@ -71,6 +74,29 @@ pub struct ListenerConfig {
     /// Written as `nat:` and, beside it, `private_ranges`.
     #[serde(flatten, serialize_with = "nat_keys")]
     pub nat: NatPolicy,
+    /// `defense: off`, settings of its own, or (not printed) the top level's.
+    #[serde(skip_serializing_if = "ListenerDefense::is_shared")]
+    pub defense: ListenerDefense,
+}
+
+impl ListenerConfig {
+    /// Where the listener's sessions go, in words (the start-up line, the console):
+    /// `host:port`, a pool's members, or where forward and transparent listeners go.
+    pub fn upstream_description(&self) -> String {
+        match (&self.upstream, &self.pool, self.mode) {
+            (Some(u), _, _) => u.to_string(),
+            (None, Some(pool), _) => {
+                let members: Vec<String> = pool
+                    .backends
+                    .iter()
+                    .map(|b| b.address.to_string())
+                    .collect();
+                format!("pool of {} ({})", members.len(), members.join(", "))
+            }
+            (None, None, Mode::Forward) => "named by each client (USER user@host)".into(),
+            (None, None, _) => "each connection's original destination".into(),
+        }
+    }
 }
 
 /// The file writes a listener's NAT policy as two keys: `nat:` (the modes and the
@@ -133,6 +159,7 @@ impl<'a> Listeners<'a> {
         let bind = self.bind(i, &l)?;
         let warn = |line: u64, w: String| format!("listeners[{i}] (`{name}`, line {line}): {w}");
         warnings.extend(mode_warnings(&l).into_iter().map(|w| warn(at, w)));
+        warnings.extend(relay_warnings(&l, bind).into_iter().map(|w| warn(at, w)));
         let (upstream, pool) = upstream(i, &l)?;
         only_in_mode(i, &l)?;
         let tls_key = listener_key(i, "tls");
@@ -167,6 +194,8 @@ impl<'a> Listeners<'a> {
                     .private_ranges
                     .map_or_else(PrivateRanges::default, PrivateRanges::new),
             },
+            // Over the top-level `defense:`, by the validation pass.
+            defense: ListenerDefense::Shared,
         })
     }
 
@@ -297,6 +326,29 @@ fn mode_warnings(l: &FileListener) -> Vec<String> {
     w
 }
 
+/// The traps of a listener that connects where its clients say (forward, transparent):
+/// without `allow` it refuses every client; with an `allow` that admits every address
+/// on a bind other hosts can reach, it is an open FTP relay for anyone who finds it.
+fn relay_warnings(l: &FileListener, bind: SocketAddr) -> Vec<String> {
+    if l.mode == Mode::Reverse {
+        return Vec::new();
+    }
+    match &l.allow {
+        None => vec![
+            "no `allow`: a forward or transparent listener may connect nowhere without one, so every client is refused; list the servers' networks or names under `allow` (e.g. `allow: [192.0.2.0/24, ftp.example.net]`)".into(),
+        ],
+        Some(a) if a.is_empty() => vec![
+            "`allow: []` admits no server, so every client is refused; list the servers' networks or names under `allow`".into(),
+        ],
+        Some(a) if a.admits_everything() && !bind.ip().to_canonical().is_loopback() => {
+            vec![format!(
+                "open FTP relay: `allow` admits every address and `bind: {bind}` is reachable from other hosts, so anyone who finds this port can use the proxy to reach any FTP server (and scan or attack through it); list only the servers clients may reach under `allow`, or bind to 127.0.0.1"
+            )]
+        }
+        Some(_) => Vec::new(),
+    }
+}
+
 /// Two binds collide when they share a port and either address is a wildcard of the same
 /// family or both addresses are equal. Port 0 (any free port) never collides.
 fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
@@ -307,4 +359,15 @@ fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     ia == ib
         || (ia.is_unspecified() && ia.is_ipv4() == ib.is_ipv4())
         || (ib.is_unspecified() && ia.is_ipv4() == ib.is_ipv4())
+}
+
+impl Config {
+    /// The defense settings listener `l` runs with, if it defends itself at all.
+    pub fn defense_of<'a>(&'a self, l: &'a ListenerConfig) -> Option<&'a Settings> {
+        match &l.defense {
+            ListenerDefense::Shared => self.defense.enabled.then_some(&self.defense.settings),
+            ListenerDefense::Off => None,
+            ListenerDefense::Own(settings) => Some(settings),
+        }
+    }
 }

@@ -11,8 +11,8 @@
 //! - One validator per section, each module owning its section's typed settings and
 //!   its rules: `admin` (an open endpoint needs a token), `data` (no listener on a data
 //!   port), `limits` (each limit a rule about its own value, checked as it is parsed),
-//!   `fxp` (bundle names), `listener` (names, binds, upstreams by mode, keys a mode
-//!   ignores), `pool` (a reverse listener's backends and health checks, with
+//!   `fxp` (bundle names), `defense` (the edge defense, a listener's overrides of it),
+//!   `listener` (names, binds, upstreams by mode, keys a mode ignores), `pool` (a reverse listener's backends and health checks, with
 //!   [`PoolError`]), `tls` (a listener's `tls:` block). `validate` runs them in order;
 //!   `values` holds the rules and the written form of single values (durations,
 //!   counts, networks, secrets).
@@ -29,6 +29,7 @@
 
 mod admin;
 mod data;
+mod defense;
 mod env;
 mod error;
 mod fxp;
@@ -48,6 +49,7 @@ use serde::Serialize;
 
 pub use admin::{AdminConfig, AdminLimits};
 pub use data::{DEFAULT_DATA_PORTS, DataConfig};
+pub use defense::{DefenseConfig, ListenerDefense};
 pub use env::expand_env;
 pub use error::ConfigError;
 pub use fxp::FxpConfig;
@@ -69,6 +71,7 @@ pub struct Config {
     pub fxp: FxpConfig,
     pub limits: Limits,
     pub data: DataConfig,
+    pub defense: DefenseConfig,
     pub listeners: Vec<ListenerConfig>,
     /// Settings that load but do nothing or will likely not work as meant, worded for
     /// the operator (`fxprelay check` prints them; `run` logs them).

@@ -61,6 +61,42 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// The error `message` about the file `path` that the block `block` names as
+    /// `field` (`client.key` of `listeners[0].tls`): placed on the line that writes the
+    /// path, at or after the block's own, so the operator sees the `key:` line, not the
+    /// block's first.
+    pub fn file_error(
+        &self,
+        block: &str,
+        field: &str,
+        path: &Path,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let start = self.lines.get(block).copied().unwrap_or(0);
+        // The path as written, else its file name: the text is the file before `${VAR}`
+        // expansion (`${CREDENTIALS_DIRECTORY}/proxy.key`).
+        let whole = path.to_string_lossy();
+        let name = path.file_name().map(|n| n.to_string_lossy());
+        let find = |needle: &str| {
+            self.text
+                .lines()
+                .enumerate()
+                .skip(start.saturating_sub(1) as usize)
+                .find(|(_, l)| l.contains(needle))
+                .map(|(i, _)| i as u64 + 1)
+        };
+        let line = find(&whole)
+            .or_else(|| name.and_then(|n| find(&n)))
+            .unwrap_or(start);
+        let error = ConfigError::invalid(format!("{block}.{field}"), line, message);
+        match &self.file {
+            Some(file) => error.in_file(file, &self.text),
+            None => error,
+        }
+    }
+}
+
 /// Without the text: a configuration's debug view shows settings, not the file.
 impl fmt::Debug for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

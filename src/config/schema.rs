@@ -27,6 +27,7 @@ use serde_saphyr::{Location, Spanned};
 use super::data::DataConfig;
 use super::limits::Limits;
 use super::values::{self, BindAddr};
+use crate::defense::Rate;
 use crate::net::{AllowList, HostName, HostPort};
 use crate::rewrite::NatMode;
 use crate::tls::TlsSettings;
@@ -43,6 +44,8 @@ pub(super) struct FileConfig {
     pub data: DataConfig,
     #[serde(default)]
     pub fxp: FileFxp,
+    #[serde(default)]
+    pub defense: Option<Spanned<FileDefense>>,
     pub listeners: Spanned<Vec<FileListener>>,
 }
 
@@ -198,6 +201,8 @@ pub(super) struct FileListener {
     pub nat: FileNat,
     #[serde(default, deserialize_with = "values::opt_nets")]
     pub private_ranges: Option<Vec<IpNet>>,
+    #[serde(default)]
+    pub defense: Option<Spanned<FileListenerDefense>>,
 }
 
 /// A listener's `nat:`.
@@ -436,4 +441,112 @@ pub(super) struct FileHealthCheck {
     pub fall: Option<u32>,
     #[serde(default)]
     pub login: Option<CheckLogin>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Edge defense
+// ---------------------------------------------------------------------------------------
+
+/// `defense:` at the top level, or the keys a listener's `defense:` overrides: every key
+/// optional. What the top level leaves out takes the default ([`crate::defense::Settings`]),
+/// what a listener leaves out the top level's. `ban` and `max_ban` keep their lines (a
+/// rule holds between them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileDefense {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "values::opt_nonzero_duration")]
+    pub window: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_threshold")]
+    pub threshold: Option<u32>,
+    #[serde(default)]
+    pub ban: Option<Spanned<NonzeroDuration>>,
+    #[serde(default)]
+    pub max_ban: Option<Spanned<NonzeroDuration>>,
+    #[serde(default, deserialize_with = "opt_prefix")]
+    pub ipv6_prefix: Option<u8>,
+    #[serde(default, deserialize_with = "opt_rate")]
+    pub connect_rate: Option<Rate>,
+    #[serde(default, deserialize_with = "opt_names")]
+    pub bait_users: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "values::opt_nets")]
+    pub exempt: Option<Vec<IpNet>>,
+    #[serde(default)]
+    pub silent: Option<bool>,
+    #[serde(default)]
+    pub scores: Option<FileScores>,
+    #[serde(default)]
+    pub clear_on_login: Option<bool>,
+}
+
+/// `defense.scores:`: what each event adds to a client's score.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileScores {
+    pub login_failed: Option<u32>,
+    pub bait_user: Option<u32>,
+    pub bad_command: Option<u32>,
+    pub early_close: Option<u32>,
+    pub rate_limited: Option<u32>,
+}
+
+/// A listener's `defense:`: `off`, `on` (the top level's, also where the top level says
+/// `enabled: false`), or overrides (read by [`super::defense`]).
+#[derive(Debug)]
+pub(super) enum FileListenerDefense {
+    Off,
+    On,
+    Override(Box<FileDefense>),
+}
+
+// ---------------------------------------------------------------------------------------
+// Single values, checked as they are parsed (the YAML layer's error names line and column)
+// ---------------------------------------------------------------------------------------
+
+/// A duration above 0s, kept with its line where a rule across keys may need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct NonzeroDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for NonzeroDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        values::nonzero_duration::deserialize(d).map(NonzeroDuration)
+    }
+}
+
+/// `threshold`: at least 1.
+pub(super) fn opt_threshold<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(de::Error::custom(
+            "must be at least 1 (to stop banning, write `enabled: false`)",
+        )),
+        n => Ok(Some(n)),
+    }
+}
+
+/// `ipv6_prefix`: a prefix length from 1 to 128.
+pub(super) fn opt_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    match u32::deserialize(d)? {
+        n @ 1..=128 => Ok(Some(n as u8)),
+        n => Err(de::Error::custom(format!(
+            "{n} is not an IPv6 prefix length: write 1 to 128 (64: a client's /64 is one key; 128: every address its own)"
+        ))),
+    }
+}
+
+/// `connect_rate: 20/10s`.
+pub(super) fn opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse::<Rate>().map(Some).map_err(de::Error::custom)
+}
+
+/// `bait_users`: names, none empty.
+pub(super) fn opt_names<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    if names.iter().any(|n| n.trim().is_empty()) {
+        return Err(de::Error::custom("a user name must not be empty"));
+    }
+    Ok(Some(
+        names.into_iter().map(|n| n.trim().to_owned()).collect(),
+    ))
 }

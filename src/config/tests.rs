@@ -468,3 +468,65 @@ fn an_open_admin_bind_without_a_token_is_warned_about_and_admin_limits_load() {
     let e = Config::parse(&format!("admin:\n  max_connections: 0\n{base}")).unwrap_err();
     assert!(e.to_string().contains("greater than 0"), "{e}");
 }
+
+/// A forward or transparent listener without `allow` refuses everyone; one whose
+/// `allow` spans everything on a bind other hosts reach is an open relay. Both are
+/// warned about; loopback binds, narrow lists and reverse listeners are not.
+#[test]
+fn forward_listeners_without_allow_or_open_to_all_are_warned_about() {
+    let listener = |mode: &str, bind: &str, allow: &str| {
+        Config::parse(&format!(
+            "listeners:\n  - name: f\n    bind: {bind}\n    mode: {mode}\n{allow}"
+        ))
+        .unwrap()
+        .warnings
+        .join("\n")
+    };
+    let w = listener("forward", "127.0.0.1:2121", "");
+    assert!(
+        w.contains("no `allow`") && w.contains("every client is refused"),
+        "{w}"
+    );
+    let w = listener("transparent", "0.0.0.0:2121", "    allow: []\n");
+    assert!(w.contains("`allow: []` admits no server"), "{w}");
+    for (mode, all) in [("forward", "0.0.0.0/0"), ("transparent", "::/0")] {
+        let w = listener(
+            mode,
+            "0.0.0.0:2121",
+            &format!("    allow: [10.0.0.0/8, \"{all}\"]\n"),
+        );
+        assert!(
+            w.contains("open FTP relay") && w.contains("0.0.0.0:2121"),
+            "{w}"
+        );
+        assert!(w.contains("listeners[0] (`f`, line 2)"), "{w}");
+    }
+    for (bind, allow) in [
+        ("127.0.0.1:2121", "[\"0.0.0.0/0\", \"::/0\"]"),
+        ("\"[::1]:2121\"", "[\"::/0\"]"),
+        ("0.0.0.0:2121", "[10.0.0.0/8, ftp.example.net]"),
+    ] {
+        let w = listener("forward", bind, &format!("    allow: {allow}\n"));
+        assert!(w.is_empty(), "{bind} {allow}: {w}");
+    }
+}
+
+/// `upstream: host` means FTP's port 21, as forward logins and FXP URLs do; an IPv6
+/// address in brackets too. A port that is not a number is still refused.
+#[test]
+fn an_upstream_without_a_port_means_port_21() {
+    for (written, host) in [
+        ("ftp.example.net", "ftp.example.net"),
+        ("192.0.2.10", "192.0.2.10"),
+        ("\"[2001:db8::1]\"", "2001:db8::1"),
+    ] {
+        let c = Config::parse(&format!(
+            "listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: {written}\n"
+        ))
+        .unwrap();
+        let up = c.listeners[0].upstream.as_ref().unwrap();
+        assert_eq!((up.host.as_str(), up.port), (host, 21), "{written}");
+    }
+    let e = err("listeners:\n  - name: a\n    bind: 127.0.0.1:2121\n    upstream: h:ftp\n");
+    assert!(e.contains("line 4") && e.contains("port"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 use super::Config;
 use super::admin;
+use super::defense;
 use super::error::ConfigError;
 use super::fxp;
 use super::listener::Listeners;
@@ -25,14 +26,21 @@ pub(super) fn validate(file: FileConfig, mut origin: Origin) -> Result<Config, C
     let admin_line = file.admin.bind.referenced.line();
     let admin = admin::validate(file.admin);
     data.refuse_port("admin.bind", admin_line, admin.bind.port())?;
+    let defense = defense::validate(file.defense.as_ref())?;
     let mut rules = Listeners::new(admin.bind, &data);
     let listeners = file
         .listeners
         .value
         .into_iter()
         .enumerate()
-        .map(|(i, l)| rules.validate(i, l, &mut origin, &mut warnings))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(i, mut l)| {
+            let own = l.defense.take();
+            let mut listener = rules.validate(i, l, &mut origin, &mut warnings)?;
+            listener.defense =
+                defense::validate_listener(i, &defense, own.as_ref(), &mut warnings)?;
+            Ok(listener)
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
     admin::warn(&admin, &mut warnings);
     let fxp = fxp::validate(file.fxp, &mut origin, &mut warnings)?;
     Ok(Config {
@@ -40,6 +48,7 @@ pub(super) fn validate(file: FileConfig, mut origin: Origin) -> Result<Config, C
         fxp,
         limits: file.limits,
         data,
+        defense,
         listeners,
         warnings,
         origin,

@@ -131,7 +131,7 @@ pub(super) fn redacted_opt<S: Serializer>(
     }
 }
 
-/// An upstream `host:port`, refusing an IPv6 address without brackets: in
+/// An upstream `host:port` (a host alone means port 21), refusing an IPv6 address without brackets: in
 /// `2001:db8::1:21` the port is a guess (`:21`, or part of the address?), so the
 /// operator must say. The message goes straight into the YAML layer's error (with line
 /// and column), which is all a caller does with it.
@@ -154,5 +154,5 @@ pub(super) fn upstream_address(s: &str) -> Result<HostPort, String> {
             "`{t}` looks like an IPv6 address without brackets, so its port is ambiguous; write {hint} (quoted in YAML)"
         ));
     }
-    t.parse::<HostPort>()
+    HostPort::parse_or_port(t, HostPort::FTP_PORT)
 }

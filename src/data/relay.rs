@@ -20,8 +20,10 @@ use super::ports::{LeasedListener, PortLease};
 use super::secure;
 pub use super::secure::Protection;
 use super::socket;
+use crate::bans::Guard;
 use crate::config::ProxyProtocol;
 use crate::metrics;
+use crate::metrics::Rejection;
 use crate::proxy_protocol::HeaderError;
 
 /// PROXY headers read at once on one leased port: the real client's connection and a
@@ -33,11 +35,13 @@ const MAX_PENDING_HEADERS: usize = 8;
 pub enum Leg {
     /// Wait on a leased port for one connection from `expect` (anyone else is port theft).
     /// Connections from `balancers` must start with a PROXY header, whose address is
-    /// the one compared (see [`super::peer`]).
+    /// the one compared (see [`super::peer`]). A client `guard` has banned gets no
+    /// connection either.
     Accept {
         listener: LeasedListener,
         expect: IpAddr,
         balancers: Option<ProxyProtocol>,
+        guard: Option<Guard>,
     },
     /// Connect out to this address.
     Connect(SocketAddr),
@@ -93,13 +97,15 @@ pub struct Timeouts {
 /// Opens both legs, then copies the file one way until the sender's EOF, which is passed
 /// on as a half-close: the end of the file. The transfer is complete at that point; a
 /// receiver that keeps its socket open until it sees `226` must not hold it up.
+/// `progress` hears the running total after each write (the console's live bytes), so
+/// it must be cheap.
 pub async fn run(
     listener: &str,
     direction: Direction,
-    client: Leg,
-    upstream: Leg,
+    (client, upstream): (Leg, Leg),
     protect: Protection,
     limits: Timeouts,
+    progress: impl FnMut(u64),
 ) -> Result<Moved, DataError> {
     let (c, _client_lease) = open(listener, "client", client, limits).await?;
     let (u, _upstream_lease) = open(listener, "upstream", upstream, limits).await?;
@@ -108,7 +114,7 @@ pub async fn run(
             Direction::Upload => (c, u),
             Direction::Download => (u, c),
         };
-        socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?
+        socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, progress).await?
     } else {
         let (c, u) = protect.secure(c, u, limits.connect).await?;
         let (mut from, mut to) = match direction {
@@ -117,7 +123,7 @@ pub async fn run(
         };
         // A TLS reader reports a peer that closed without close_notify as an error:
         // a truncated file is a failed transfer, never a 226.
-        let n = copy::copy_to_eof(&mut from, &mut to, limits.idle, |_| {}).await?;
+        let n = copy::copy_to_eof(&mut from, &mut to, limits.idle, progress).await?;
         // Both legs end as TLS ends: the proxy's close_notify went to the receiver with
         // the end of the file, and goes to the sender now, answering the one that ended
         // the copy (a sender that unwraps its connection, as Python's ftplib.FTP_TLS
@@ -167,8 +173,17 @@ async fn open(
             listener: leased,
             expect,
             balancers,
+            guard,
         } => {
-            let s = accept_from(listener, &leased, expect, balancers.as_ref(), limits).await?;
+            let s = accept_from(
+                listener,
+                &leased,
+                expect,
+                balancers.as_ref(),
+                guard.as_ref(),
+                limits,
+            )
+            .await?;
             // Drop the listening socket at once: the port takes no second connection.
             let (_, lease) = leased.into_parts();
             (s, Some(lease))
@@ -179,7 +194,8 @@ async fn open(
     Ok((stream, lease))
 }
 
-/// Accepts the first connection from `expect`, refusing (and counting) any other peer.
+/// Accepts the first connection from `expect`, refusing (and counting) any other peer,
+/// and `expect` too while `guard` says it is banned.
 /// Headers from trusted balancers are read beside the accept, each within the connect
 /// timeout, so a slow one does not hold up the client's connection.
 async fn accept_from(
@@ -187,6 +203,7 @@ async fn accept_from(
     leased: &LeasedListener,
     expect: IpAddr,
     balancers: Option<&ProxyProtocol>,
+    guard: Option<&Guard>,
     limits: Timeouts,
 ) -> Result<TcpStream, DataError> {
     let deadline = Instant::now() + limits.accept;
@@ -227,6 +244,17 @@ async fn accept_from(
             }
         };
         let port = leased.port();
+        let client = match origin {
+            Origin::Direct(ip) | Origin::Proxied { client: ip, .. } => Some(ip),
+            Origin::BalancerOwn(_) | Origin::NoHeader { .. } => None,
+        };
+        if let (Some(client), Some(guard)) = (client, guard)
+            && guard.is_banned(client)
+        {
+            metrics::rejected(listener, Rejection::Banned);
+            warn!(%client, port, "refused a data connection from a banned client");
+            continue;
+        }
         match (peer::judge(&origin, expect), &origin) {
             (Verdict::Accept, _) => return Ok(stream),
             (Verdict::Refuse(reason), origin) => {
@@ -292,7 +320,7 @@ mod tests {
         let header = format!("PROXY TCP4 {CLIENT} 127.0.0.1 40000 {}\r\n", at.port());
         proxied.write_all(header.as_bytes()).await.unwrap();
         proxied.write_all(b"first bytes of the file").await.unwrap();
-        let accepted = accept_from("t", &leased, CLIENT.into(), Some(&balancers), limits);
+        let accepted = accept_from("t", &leased, CLIENT.into(), Some(&balancers), None, limits);
         let mut s = tokio::time::timeout(Duration::from_secs(30), accepted)
             .await
             .expect("the proxied client's connection is taken at once")
@@ -304,5 +332,38 @@ mod tests {
             rest, b"first bytes of the file",
             "nothing past the header is lost"
         );
+    }
+
+    #[tokio::test]
+    async fn a_banned_client_gets_no_data_connection() {
+        let pool = PortPool::new(&"43000-43999".parse().unwrap());
+        let leased = pool.lease(Ipv4Addr::LOCALHOST.into()).unwrap();
+        let at = SocketAddr::from((Ipv4Addr::LOCALHOST, leased.port()));
+        let yaml = "listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n    upstream: h:21\n";
+        let bans = crate::bans::Bans::default();
+        let guard = bans.apply(&crate::config::Config::parse(yaml).unwrap())[0]
+            .clone()
+            .unwrap();
+        bans.ban(CLIENT.into(), Some(Duration::from_secs(60)))
+            .unwrap();
+        let limits = Timeouts {
+            accept: Duration::from_millis(500),
+            connect: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+        };
+        let mut refused = connect_from(CLIENT, at).await;
+        let accepted = accept_from("t", &leased, CLIENT.into(), None, Some(&guard), limits);
+        assert!(matches!(
+            accepted.await,
+            Err(DataError::AcceptTimeout { .. })
+        ));
+        let mut buf = [0u8; 1];
+        let read = refused.read(&mut buf).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+        // Let in again: the same client's next connection is the transfer's.
+        bans.unban(CLIENT.into());
+        let _client = connect_from(CLIENT, at).await;
+        let accepted = accept_from("t", &leased, CLIENT.into(), None, Some(&guard), limits);
+        assert!(accepted.await.is_ok());
     }
 }

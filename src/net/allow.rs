@@ -158,6 +158,14 @@ impl AllowList {
         self.entries.is_empty()
     }
 
+    /// Whether a network of the list spans a whole address family (`0.0.0.0/0`,
+    /// `::/0`): the list then limits nothing.
+    pub fn admits_everything(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e, AllowEntry::Net(net) if net.prefix_len() == 0))
+    }
+
     pub fn iter(&self) -> std::slice::Iter<'_, AllowEntry> {
         self.entries.iter()
     }

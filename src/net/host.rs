@@ -1,7 +1,7 @@
 //! Host names and `host:port` targets as the configuration and the clients write them.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -12,6 +12,29 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct HostPort {
     pub host: String,
     pub port: u16,
+}
+
+impl HostPort {
+    /// FTP's control port, for a target written without one.
+    pub const FTP_PORT: u16 = 21;
+
+    /// `host:port`, or a host alone (a name, an IPv4 address, an IPv6 address with or
+    /// without brackets) on port `default`: how clients, URLs and upstreams may omit
+    /// FTP's port.
+    pub fn parse_or_port(s: &str, default: u16) -> Result<HostPort, String> {
+        s.parse().or_else(|e| {
+            let bare = s.strip_prefix('[').and_then(|b| b.strip_suffix(']'));
+            let host = match bare.unwrap_or(s).parse::<Ipv6Addr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) if s.contains(':') => return Err(e),
+                Err(_) => s.parse::<HostName>()?.0,
+            };
+            Ok(HostPort {
+                host,
+                port: default,
+            })
+        })
+    }
 }
 
 impl FromStr for HostPort {
@@ -134,6 +157,25 @@ mod tests {
         assert!("ftp.example.com".parse::<HostPort>().is_err());
         assert!("ftp.example.com:0".parse::<HostPort>().is_err());
         assert!("-bad.example:21".parse::<HostPort>().is_err());
+    }
+
+    #[test]
+    fn a_target_without_a_port_takes_the_default() {
+        let parsed =
+            |s: &str| HostPort::parse_or_port(s, HostPort::FTP_PORT).map(|h| h.to_string());
+        for (written, meant) in [
+            ("ftp.example.com", "ftp.example.com:21"),
+            ("ftp.example.com:2121", "ftp.example.com:2121"),
+            ("192.0.2.1", "192.0.2.1:21"),
+            ("[2001:db8::1]", "[2001:db8::1]:21"),
+            ("2001:db8::1", "[2001:db8::1]:21"),
+            ("[::1]:990", "[::1]:990"),
+        ] {
+            assert_eq!(parsed(written).as_deref(), Ok(meant), "{written}");
+        }
+        for bad in ["h:ftp", "h:0", "", "-bad", "[h]", "a b"] {
+            assert!(parsed(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

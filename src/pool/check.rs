@@ -2,26 +2,22 @@
 //! within `timeout`, optionally log in as the check user and `NOOP`, then `QUIT`. One task
 //! per pool checks every backend each `interval`, all at once.
 //!
-//! Replies are read the way the sessions and the FXP client read them: lines framed by
-//! [`LineCodec`] (bounded, so a backend that never ends a line cannot grow the buffer)
-//! and assembled by [`ReplyAssembler`] (multi-line replies, malformed codes).
+//! Replies are read by [`ReplyReader`], as `fxprelay check --probe` reads them.
 
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use futures_util::future::join_all;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::Pool;
-use crate::codec::{LineCodec, LineError};
+use crate::codec::{ReadReplyError, ReplyReader};
 use crate::config::{HealthCheck, ProxyVersion};
 use crate::net::HostPort;
-use crate::proto::reply::{Reply, ReplyAssembler, ReplyError, code};
+use crate::proto::reply::{Reply, code};
 
 /// A banner or a reply to the check's few commands is far smaller than this.
 const MAX_REPLY: usize = 16 * 1024;
@@ -34,14 +30,9 @@ pub enum CheckError {
     Connect(#[source] io::Error),
     #[error("write: {0}")]
     Write(#[source] io::Error),
-    #[error("read: {0}")]
-    Read(#[source] io::Error),
-    #[error("the server closed the connection")]
-    Closed,
-    #[error("reply too large")]
-    TooLarge,
-    #[error("not an FTP reply: {0}")]
-    NotFtp(ReplyError),
+    /// No reply: read error, closed, too large, not FTP.
+    #[error(transparent)]
+    Reply(#[from] ReadReplyError),
     /// The server answered `step` with something else than the check expects: its
     /// reply's first line.
     #[error("{step}: {line}")]
@@ -104,7 +95,7 @@ async fn probe(
         stream.write_all(&header).await.map_err(CheckError::Write)?;
     }
     let (r, mut w) = stream.split();
-    let mut server = Replies::new(r);
+    let mut server = ReplyReader::new(r, MAX_REPLY);
     let banner = server.final_reply().await?;
     expect(&banner, &[code::SERVICE_READY], "banner")?;
     if let Some(login) = &health.login {
@@ -133,38 +124,6 @@ async fn send(w: &mut (impl AsyncWrite + Unpin), line: &str) -> Result<(), Check
         .map_err(CheckError::Write)
 }
 
-/// The server's side of the check's connection: its lines, assembled into replies.
-struct Replies<R> {
-    lines: FramedRead<R, LineCodec>,
-    assembler: ReplyAssembler,
-}
-
-impl<R: AsyncRead + Unpin> Replies<R> {
-    fn new(r: R) -> Self {
-        Replies {
-            lines: FramedRead::new(r, LineCodec::new(MAX_REPLY)),
-            assembler: ReplyAssembler::new(MAX_REPLY),
-        }
-    }
-
-    /// The next reply that is not preliminary (`1xx`).
-    async fn final_reply(&mut self) -> Result<Reply, CheckError> {
-        loop {
-            let line = match self.lines.next().await {
-                Some(Ok(line)) => line,
-                Some(Err(LineError::Io(e))) => return Err(CheckError::Read(e)),
-                Some(Err(LineError::TooLong(_))) => return Err(CheckError::TooLarge),
-                None => return Err(CheckError::Closed),
-            };
-            match self.assembler.push_line(&line) {
-                Ok(Some(reply)) if reply.class() != 1 => return Ok(reply),
-                Ok(_) => {}
-                Err(e) => return Err(CheckError::NotFtp(e)),
-            }
-        }
-    }
-}
-
 fn expect(reply: &Reply, codes: &[u16], step: &'static str) -> Result<(), CheckError> {
     if codes.contains(&reply.code) {
         return Ok(());
@@ -183,6 +142,7 @@ mod tests {
 
     use super::*;
     use crate::config::CheckLogin;
+    use crate::proto::reply::ReplyError;
 
     /// A scripted server on loopback: for each step, the line it expects from the check
     /// (`None`: none) and the bytes it answers with. Returns its address.
@@ -262,7 +222,10 @@ mod tests {
         let target = server(vec![(None, b"SSH-2.0-OpenSSH_9.6\r\n".to_vec())]).await;
         let e = check(&target, &health(false), None).await.unwrap_err();
         assert!(
-            matches!(e, CheckError::NotFtp(ReplyError::Malformed)),
+            matches!(
+                e,
+                CheckError::Reply(ReadReplyError::NotFtp(ReplyError::Malformed))
+            ),
             "{e}"
         );
     }
@@ -273,7 +236,10 @@ mod tests {
     async fn an_endless_line_or_silence_is_bounded() {
         let target = server(vec![(None, vec![b'2'; MAX_REPLY + 1])]).await;
         let e = check(&target, &health(false), None).await.unwrap_err();
-        assert!(matches!(e, CheckError::TooLarge), "{e}");
+        assert!(
+            matches!(e, CheckError::Reply(ReadReplyError::TooLarge)),
+            "{e}"
+        );
         let target = server(vec![]).await;
         let quick = HealthCheck {
             timeout: Duration::from_millis(100),
@@ -285,7 +251,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(e, CheckError::Closed | CheckError::Connect(_)),
+            matches!(
+                e,
+                CheckError::Reply(ReadReplyError::Closed) | CheckError::Connect(_)
+            ),
             "{e}"
         );
     }

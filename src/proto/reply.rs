@@ -148,10 +148,14 @@ pub mod code {
     /// `202 Command not implemented, superfluous at this site.` (a `PASS` the server
     /// did not need).
     pub const SUPERFLUOUS: u16 = 202;
+    /// `211 System status`: also the reply carrying `FEAT`'s list (RFC 2389).
+    pub const SYSTEM_STATUS: u16 = 211;
     /// `220 Service ready for new user.`: the greeting.
     pub const SERVICE_READY: u16 = 220;
     /// `230 User logged in, proceed.`
     pub const LOGGED_IN: u16 = 230;
+    /// `234`: `AUTH TLS` accepted, the TLS handshake follows (RFC 4217).
+    pub const AUTH_OK: u16 = 234;
     /// `331 User name okay, need password.`
     pub const NEED_PASSWORD: u16 = 331;
 }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::bans::Guard;
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
 use crate::net::OwnSockets;
@@ -42,6 +43,9 @@ pub struct Services {
     /// The certificates and rustls configs of the listener's `tls:` block, read by `app`
     /// from its settings.
     pub tls: Option<ListenerTls>,
+    /// The listener's ban table (`None`: `defense: off`): asked at accept and on relay
+    /// data ports, told what the sessions' machines report.
+    pub defense: Option<Guard>,
 }
 
 impl ListenerCtx {
@@ -81,6 +85,12 @@ impl ListenerCtx {
         }
     }
 
+    /// The same context, guarded by the ban table `defense` (from [`crate::bans::Bans::apply`]).
+    pub fn with_defense(mut self, defense: Option<Guard>) -> Self {
+        self.services.defense = defense;
+        self
+    }
+
     /// The same context, registering its sessions in `sessions`.
     pub fn with_sessions(mut self, sessions: Sessions) -> Self {
         self.services.sessions = sessions;
@@ -96,6 +106,7 @@ impl Services {
             passive_refusals: PassiveRefusals::default(),
             sessions: Sessions::default(),
             tls: None,
+            defense: None,
         }
     }
 }

@@ -58,6 +58,7 @@ where
             metrics::tls_handshake(side, "control", true, resumed(&s), took);
             return Ok(s);
         }
+        Ok(Err(e)) if side == TlsSide::Upstream => crate::tls::diagnose::server_handshake(&e),
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no TLS handshake within {limit:?}"),
     };

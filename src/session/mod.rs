@@ -128,11 +128,15 @@ async fn serve(
         original,
         Instant::now(),
     );
-    let registration = ctx.services.sessions.register(&policy.cfg.name, peer);
+    let end = CancellationToken::new();
+    let registration = ctx
+        .services
+        .sessions
+        .register(&policy.cfg.name, peer, end.clone());
     let local = SocketAddr::new(client_local, policy.cfg.bind.port());
     Shell::new(ctx, machine, client, &early, client_local)
         .client_addrs(peer, local)
         .registered(registration)
-        .run(hard_stop, until_login)
+        .run(hard_stop, end, until_login)
         .await
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::{Balance, ProxyVersion};
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
+use crate::defense::Settings;
 use crate::net::{AllowList, OwnSockets};
 
 /// A listener's settings, as its sessions' machines see them.
@@ -32,6 +33,9 @@ pub struct Policy {
     /// `upstream_proxy_protocol`: a PROXY header with the client's address goes first on
     /// every upstream control connection.
     pub upstream_proxy: Option<ProxyVersion>,
+    /// The edge defense this listener runs with (`None`: `defense: off`): what the
+    /// machine reports to the ban table, and its tarpit's window and bait user names.
+    pub defense: Option<Settings>,
 }
 
 impl Policy {
@@ -42,11 +46,13 @@ impl Policy {
             fxp_allow: Arc::new(config.fxp.allow.clone()),
             pool: l.pool.as_ref().map(|p| p.balance),
             upstream_proxy: l.upstream_proxy_protocol,
+            defense: config.defense_of(l).cloned(),
             ..Policy::new(l.clone(), config.limits.clone(), &config.data)
         }
     }
 
-    /// A policy with no self-target guard, no `fxp.allow` and no pool (in-process tests).
+    /// A policy with no self-target guard, no `fxp.allow`, no pool and no defense
+    /// (in-process tests).
     pub fn new(cfg: ListenerConfig, limits: Limits, data: &DataConfig) -> Policy {
         Policy {
             cfg,
@@ -56,6 +62,7 @@ impl Policy {
             fxp_allow: Arc::default(),
             pool: None,
             upstream_proxy: None,
+            defense: None,
         }
     }
 }

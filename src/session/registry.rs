@@ -1,6 +1,8 @@
-//! The open sessions, for `GET /api/v1/sessions`: each session registers when it starts,
-//! its shell refreshes what its machine knows ([`Snapshot`]) as events arrive, and the
-//! entry goes away when the session ends (its [`Registration`] drops).
+//! The open sessions, for `GET /api/v1/sessions` and the console: each session registers
+//! when it starts, its shell refreshes what its machine knows ([`Snapshot`]) as events
+//! arrive and counts the running transfer's bytes as they move, and the entry goes away
+//! when the session ends (its [`Registration`] drops). An operator can end a session
+//! (`DELETE /api/v1/sessions/{id}`): its `end` token is cancelled.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::view::Snapshot;
 
@@ -30,6 +33,12 @@ struct Entry {
     client: SocketAddr,
     started: SystemTime,
     snapshot: Snapshot,
+    /// Cancelled to end the session.
+    end: CancellationToken,
+    /// Bytes the running transfer has moved so far (the data task adds to it).
+    live: Arc<AtomicU64>,
+    /// When the running transfer began.
+    transfer_started: Option<SystemTime>,
 }
 
 /// One session's place in [`Sessions`]; removed on drop.
@@ -57,16 +66,29 @@ pub struct SessionView {
     pub download_bytes: u64,
     pub transfers: u64,
     pub transfer: Option<TransferView>,
+    /// Whether the client's control connection is TLS.
+    pub tls: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// The transfer a session runs now.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TransferView {
     pub verb: String,
     pub path: String,
+    /// Bytes moved so far.
+    pub bytes: u64,
+    /// Since the transfer began.
+    pub seconds: f64,
 }
 
 impl Sessions {
-    pub fn register(&self, listener: &str, client: SocketAddr) -> Registration {
+    /// Registers a session; cancelling `end` is how [`Sessions::end`] ends it.
+    pub fn register(
+        &self,
+        listener: &str,
+        client: SocketAddr,
+        end: CancellationToken,
+    ) -> Registration {
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.open().insert(
             id,
@@ -75,6 +97,9 @@ impl Sessions {
                 client,
                 started: SystemTime::now(),
                 snapshot: Snapshot::default(),
+                end,
+                live: Arc::new(AtomicU64::new(0)),
+                transfer_started: None,
             },
         );
         Registration {
@@ -113,10 +138,35 @@ impl Sessions {
                     transfer: s.transfer.as_ref().map(|(verb, path)| TransferView {
                         verb: verb.clone(),
                         path: path.clone(),
+                        bytes: e.live.load(Ordering::Relaxed),
+                        seconds: e.transfer_started.map_or(0.0, |t| {
+                            now.duration_since(t).unwrap_or_default().as_secs_f64()
+                        }),
                     }),
+                    tls: s.client_tls,
                 }
             })
             .collect()
+    }
+
+    /// Ends session `id` (its client hears `421`); false when no such session is open.
+    pub fn end(&self, id: u64) -> bool {
+        match self.inner.open().get(&id) {
+            Some(e) => {
+                e.end.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Open sessions per listener.
+    pub fn count_by_listener(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for e in self.inner.open().values() {
+            *counts.entry(e.listener.clone()).or_default() += 1;
+        }
+        counts
     }
 
     pub fn len(&self) -> usize {
@@ -135,11 +185,21 @@ impl Inner {
 }
 
 impl Registration {
-    /// Records what the session's machine knows now.
+    /// Records what the session's machine knows now. A transfer that begins starts its
+    /// byte count and clock from zero.
     pub fn update(&self, snapshot: Snapshot) {
         if let Some(e) = self.inner.open().get_mut(&self.id) {
+            if snapshot.transfer.is_some() && snapshot.transfer != e.snapshot.transfer {
+                e.live.store(0, Ordering::Relaxed);
+                e.transfer_started = Some(SystemTime::now());
+            }
             e.snapshot = snapshot;
         }
+    }
+
+    /// The running transfer's byte count, for the data task to add to.
+    pub fn live_bytes(&self) -> Option<Arc<AtomicU64>> {
+        self.inner.open().get(&self.id).map(|e| e.live.clone())
     }
 }
 
@@ -156,20 +216,38 @@ mod tests {
     #[test]
     fn sessions_appear_update_and_leave() {
         let sessions = Sessions::default();
-        let a = sessions.register("ftp", "192.0.2.1:4000".parse().unwrap());
-        let b = sessions.register("ftp", "192.0.2.2:4000".parse().unwrap());
-        a.update(Snapshot {
+        let (end_a, end_b) = (CancellationToken::new(), CancellationToken::new());
+        let a = sessions.register("ftp", "192.0.2.1:4000".parse().unwrap(), end_a.clone());
+        let b = sessions.register("ftp", "192.0.2.2:4000".parse().unwrap(), end_b.clone());
+        let running = Snapshot {
             user: Some("alice".into()),
             transfer: Some(("RETR".into(), "f".into())),
             download_bytes: 7,
+            client_tls: true,
             ..Snapshot::default()
-        });
+        };
+        a.update(running.clone());
+        a.live_bytes().unwrap().fetch_add(100, Ordering::Relaxed);
         let list = sessions.list();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].user.as_deref(), Some("alice"));
         assert_eq!(list[0].download_bytes, 7);
-        assert_eq!(list[0].transfer.as_ref().unwrap().verb, "RETR");
+        assert!(list[0].tls && !list[1].tls);
+        let t = list[0].transfer.as_ref().unwrap();
+        assert_eq!((t.verb.as_str(), t.bytes), ("RETR", 100));
         assert_eq!(list[1].client, "192.0.2.2:4000");
+        // The same transfer keeps its count; the next one starts from zero.
+        a.update(running.clone());
+        assert_eq!(sessions.list()[0].transfer.as_ref().unwrap().bytes, 100);
+        a.update(Snapshot {
+            transfer: Some(("STOR".into(), "g".into())),
+            ..running
+        });
+        assert_eq!(sessions.list()[0].transfer.as_ref().unwrap().bytes, 0);
+        assert_eq!(sessions.count_by_listener()["ftp"], 2);
+        // Ending one cancels its token only; an unknown id ends nothing.
+        assert!(sessions.end(2) && end_b.is_cancelled() && !end_a.is_cancelled());
+        assert!(!sessions.end(99));
         drop(a);
         assert_eq!(sessions.list().len(), 1);
         drop(b);

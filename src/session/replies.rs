@@ -13,8 +13,11 @@ use crate::proto::reply::reply_line;
 pub enum Say {
     // Session life cycle.
     ShuttingDown,
+    EndedByOperator,
     TooManySessions,
     TooManySessionsFromYou,
+    /// The edge defense has banned the client's address (or IPv6 network).
+    Banned,
     TooManyPreLogin,
     TooManyPreLoginFromYou,
     UpstreamUnreachable,
@@ -196,8 +199,10 @@ impl Say {
             S::CccRefused | S::UpstreamRefusedTls { .. } => 534,
             S::UpstreamTlsRequired | S::UpstreamTlsFailed | S::UpstreamBroke { .. } => 421,
             S::ShuttingDown
+            | S::EndedByOperator
             | S::TooManySessions
             | S::TooManySessionsFromYou
+            | S::Banned
             | S::TooManyPreLogin
             | S::TooManyPreLoginFromYou
             | S::UpstreamUnreachable
@@ -243,10 +248,14 @@ impl Say {
         let owned = |s: String| Cow::Owned(s);
         match self {
             S::ShuttingDown => fixed("Service not available: the proxy is shutting down."),
+            S::EndedByOperator => {
+                fixed("Service not available: an operator of this proxy ended the session.")
+            }
             S::TooManySessions => fixed("Too many connections to this proxy; try again later."),
             S::TooManySessionsFromYou => {
                 fixed("Too many connections from your address; try again later.")
             }
+            S::Banned => fixed("Too many failed logins from your address; try again later."),
             S::TooManyPreLogin => fixed("Too many connections waiting to log in; try again later."),
             S::TooManyPreLoginFromYou => fixed(
                 "Too many connections from your address waiting to log in; log in or close some first.",

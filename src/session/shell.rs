@@ -216,9 +216,11 @@ impl Shell {
     }
 
     /// Runs the session to its end; the reason it ended.
+    /// `hard_stop` is the proxy's shutdown; `end` an operator ending this session.
     pub(super) async fn run(
         mut self,
         hard_stop: CancellationToken,
+        end: CancellationToken,
         until_login: UntilLogin,
     ) -> anyhow::Result<&'static str> {
         let mut until_login = Some(until_login);
@@ -236,6 +238,7 @@ impl Shell {
             let event = tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => Event::Stop,
+                _ = end.cancelled(), if self.machine.end_reason().is_none() => Event::Ended,
                 _ = sleep_until(deadline) => {
                     self.machine.handle_timeout(Instant::now());
                     self.refresh();
@@ -418,6 +421,12 @@ impl Shell {
             } => self.start_fxp(src, dst, rules, recursive),
             Action::CheckFxpDestination { url, rules } => self.check_fxp_destination(url, rules),
             Action::CancelFxp => self.fxp = None,
+            Action::Defend { client, event } => {
+                let guard = self.listener.services.defense.as_ref();
+                if guard.is_some_and(|g| g.record(client, event)) {
+                    self.machine.handle(Event::Banned, Instant::now());
+                }
+            }
             Action::Count(c) => count(&self.ctx.cfg.name, c),
             Action::Close => {
                 if let Some(w) = self.client_w.as_mut() {
@@ -601,6 +610,7 @@ impl Shell {
                     listener,
                     expect,
                     balancers: self.ctx.cfg.proxy_protocol.clone(),
+                    guard: self.listener.services.defense.clone(),
                 })
             }
             ClientLeg::Connect(to) => Some(Leg::Connect(to)),
@@ -612,6 +622,7 @@ impl Shell {
                     listener,
                     expect,
                     balancers: None,
+                    guard: None,
                 })
             }
         };
@@ -622,10 +633,21 @@ impl Shell {
             idle: self.ctx.limits.data_idle_timeout,
         };
         let name = self.ctx.cfg.name.clone();
+        let live = self
+            .registration
+            .as_ref()
+            .and_then(Registration::live_bytes);
+        let progress = move |total| {
+            if let Some(live) = &live {
+                live.store(total, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
         let task = tokio::spawn(
             async move {
                 let result = match (client, upstream) {
-                    (Some(c), Some(u)) => relay::run(&name, direction, c, u, protect, limits).await,
+                    (Some(c), Some(u)) => {
+                        relay::run(&name, direction, (c, u), protect, limits, progress).await
+                    }
                     // The machine ordered a leg the shell does not hold: a bug, reported
                     // as a failed transfer rather than a hang.
                     _ => Err(DataError::Io(io::Error::other(

@@ -18,4 +18,6 @@ pub struct Snapshot {
     pub download_bytes: u64,
     /// Transfers finished (any result).
     pub transfers: u64,
+    /// Whether the client's control connection is TLS.
+    pub client_tls: bool,
 }

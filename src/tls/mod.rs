@@ -6,6 +6,7 @@
 //!   setting (plain data: modes and paths).
 //! - [`pem`]: reading certificates, keys and CA files, each at most 1 MiB.
 //! - [`bundles`]: `fxp.ca_bundles`, the CA files API callers may name.
+//! - [`diagnose`]: why a handshake with a server failed, and the setting that fixes it.
 //! - this file: turning it into rustls configs. `app::material` does that for every
 //!   listener at start, on every reload and for `fxprelay check` (files readable, PEM
 //!   valid, key matching certificate), after the configuration validated.
@@ -16,6 +17,7 @@
 //! control session and no other.
 
 pub mod bundles;
+pub mod diagnose;
 mod error;
 pub mod pem;
 pub mod settings;
@@ -34,7 +36,7 @@ pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub use bundles::CaBundles;
 pub use error::TlsError;
-pub use pem::{CaCerts, MAX_PEM_BYTES};
+pub use pem::{CaCerts, CertificateInfo, MAX_PEM_BYTES};
 pub use settings::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, UpstreamTlsMode};
 
 /// TLS sessions a proxy session keeps for its data connections to resume. TLS 1.3
@@ -57,6 +59,8 @@ pub struct ListenerTls {
     pub upstream: Option<Upstream>,
     /// `tls.upstream.ca`, read at load: also what `SITE FXP` trusts for TLS servers.
     pub upstream_ca: Option<CaCerts>,
+    /// The certificate clients are shown, summarized (the console, the expiry metric).
+    pub certificate: Option<CertificateInfo>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -70,8 +74,8 @@ impl fmt::Debug for ListenerTls {
 impl ListenerTls {
     /// Loads the certificates and roots `settings` names.
     pub fn load(settings: &TlsSettings) -> Result<ListenerTls, TlsError> {
-        let (client, client_data) = match settings.client.mode {
-            ClientTlsMode::Off => (None, None),
+        let (client, client_data, certificate) = match settings.client.mode {
+            ClientTlsMode::Off => (None, None, None),
             mode => {
                 let (Some(cert), Some(key)) = (&settings.client.cert, &settings.client.key) else {
                     return Err(TlsError::MissingCertificate {
@@ -84,6 +88,7 @@ impl ListenerTls {
                 (
                     Some(TlsAcceptor::from(control)),
                     Some(TlsAcceptor::from(Arc::new(data))),
+                    CertificateInfo::of(&pem::certificates(cert)?),
                 )
             }
         };
@@ -106,6 +111,7 @@ impl ListenerTls {
             client_data,
             upstream,
             upstream_ca,
+            certificate,
         })
     }
 }

@@ -56,6 +56,56 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
     Ok(chain)
 }
 
+/// What an operator wants to know of a certificate the proxy shows: whose it is and
+/// when it stops working (the console, `GET /api/v1/listeners`, the expiry metric).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateInfo {
+    /// The subject, as `CN=proxy.example.net` (RFC 4514).
+    pub subject: String,
+    /// The DNS names and addresses it is valid for.
+    pub names: Vec<String>,
+    /// The end of its validity, Unix time in seconds.
+    pub not_after: i64,
+}
+
+impl CertificateInfo {
+    /// Of the first certificate of a chain (the proxy's own); `None` when it does not
+    /// parse (rustls, which loaded it, is the judge of validity, not this summary).
+    pub fn of(chain: &[CertificateDer<'_>]) -> Option<CertificateInfo> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+        let names = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        GeneralName::DNSName(d) => Some(d.to_string()),
+                        GeneralName::IPAddress(ip) => match ip.len() {
+                            4 => <[u8; 4]>::try_from(*ip)
+                                .ok()
+                                .map(|b| std::net::IpAddr::from(b).to_string()),
+                            16 => <[u8; 16]>::try_from(*ip)
+                                .ok()
+                                .map(|b| std::net::IpAddr::from(b).to_string()),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(CertificateInfo {
+            subject: cert.subject().to_string(),
+            names,
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
 /// The private key in the PEM file `path`.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read(path)?;

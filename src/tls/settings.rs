@@ -109,6 +109,18 @@ pub enum UpstreamTlsMode {
     Mirror,
 }
 
+impl UpstreamTlsMode {
+    /// As the file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamTlsMode::Off => "off",
+            UpstreamTlsMode::Explicit => "explicit",
+            UpstreamTlsMode::Implicit => "implicit",
+            UpstreamTlsMode::Mirror => "mirror",
+        }
+    }
+}
+
 /// `tls.upstream.data`: `PROT` toward the server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

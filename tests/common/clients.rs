@@ -313,6 +313,20 @@ fn lftp_with(
     lftp_run(addr, user, pass, &settings, script)
 }
 
+/// [`lftp`] (passive, no TLS) connecting from the local address `source`, so the proxy
+/// sees the client as that host.
+pub fn lftp_from(
+    addr: SocketAddr,
+    (user, pass): (&str, &str),
+    source: std::net::Ipv4Addr,
+    script: &str,
+) -> ClientResult {
+    let settings = format!(
+        "set ftp:ssl-allow no; set ftp:passive-mode on; set net:socket-bind-ipv4 {source};"
+    );
+    lftp_run(addr, user, pass, &settings, script)
+}
+
 /// An lftp script after logging in at `addr`, with lftp's own defaults for everything
 /// that decides where data connections go (passive, `ftp:fix-pasv-address` on, `EPSV`
 /// not preferred, TLS tried): only failing fast, retries and overwrites are set.
@@ -465,6 +479,18 @@ fn ftplib_ops_with(
         ),
         CLIENT_TIMEOUT,
     )
+}
+
+/// [`ftplib_ops`] (passive) connecting from the local address `source`.
+pub fn ftplib_from(
+    addr: SocketAddr,
+    (user, pass): (&str, &str),
+    source: std::net::Ipv4Addr,
+    ops: &[FtplibOp],
+) -> ClientResult {
+    let mut cmd = ftplib_command(Path::new(DEBIAN_PYTHON), addr, user, pass, true, None, ops);
+    cmd.args(["--source", &source.to_string()]);
+    run(cmd, CLIENT_TIMEOUT)
 }
 
 /// Debian's Python, which has pyftpdlib beside it and runs the ftplib client by default.

@@ -106,6 +106,9 @@ pub struct ServerOptions {
     /// whose TLS handshake does not finish by then makes vsftpd end the session with a
     /// `500 OOPS` written in clear on its TLS control connection.
     pub data_timeout: Option<u32>,
+    /// pyftpdlib only: how long its `530` to a wrong password waits (its own default is
+    /// 3 s, which a test of many wrong passwords need not sit out).
+    pub auth_failed_delay: Option<Duration>,
 }
 
 /// Which hash commands a server offers. proftpd's are its own (`mod_digest`, shipped in
@@ -190,6 +193,7 @@ impl ServerOptions {
             corrupt_uploads: false,
             hash_delay: None,
             data_timeout: None,
+            auth_failed_delay: None,
         }
     }
 
@@ -1017,6 +1021,12 @@ fn pyftpdlib(c: &Ctx) -> Spec {
     }
     if let Some(d) = o.hash_delay {
         args.extend(["--hash-delay".into(), d.as_secs_f64().to_string().into()]);
+    }
+    if let Some(d) = o.auth_failed_delay {
+        args.extend([
+            "--auth-failed-delay".into(),
+            d.as_secs_f64().to_string().into(),
+        ]);
     }
     if let Some(f) = c.tls {
         assert!(

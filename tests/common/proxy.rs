@@ -133,6 +133,13 @@ impl Proxy {
     ) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("fxprelay.yaml");
+        // The edge defense is on by default, and would ban the loopback address of a
+        // test that opens many connections or tries wrong passwords on purpose: tests
+        // that are not about it run without it; those that are write `defense:`.
+        let yaml = &match yaml.contains("defense:") {
+            true => yaml.to_string(),
+            false => format!("defense:\n  enabled: false\n{yaml}"),
+        };
         std::fs::write(&config, yaml).expect("write config");
         let log = dir.path().join("fxprelay.log");
         let mut cmd = match netns {
@@ -203,6 +210,12 @@ impl Proxy {
     /// The sum of every series of `name` whose labels include all of `labels`.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_sum(&self.metrics(), name, labels)
+    }
+
+    /// Asks the proxy to re-read its config file (`SIGHUP`).
+    pub fn reload(&self) {
+        // SAFETY: a signal to the child this struct owns, by its pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
     }
 
     pub fn pid(&self) -> u32 {

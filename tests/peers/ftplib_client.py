@@ -48,6 +48,7 @@ def main():
     mode.add_argument("--passive", dest="passive", action="store_true", default=True)
     mode.add_argument("--active", dest="passive", action="store_false")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--source", help="connect from this local address")
     p.add_argument("--stock", action="store_true", help="keep ftplib's default PASV address handling")
     p.add_argument("--tls-ca", help="explicit FTPS, trusting this CA certificate (PEM)")
     p.add_argument("--list", dest="list", nargs=0, action=Op)
@@ -64,7 +65,7 @@ def main():
         else:
             ftp = ftplib.FTP(timeout=a.timeout, encoding="latin-1")
         ftp.trust_server_pasv_ipv4_address = not a.stock
-        ftp.connect(a.host, a.port)
+        ftp.connect(a.host, a.port, source_address=(a.source, 0) if a.source else None)
         ftp.login(a.user, a.password)  # FTP_TLS: AUTH TLS first
         if a.tls_ca:
             ftp.prot_p()

@@ -182,6 +182,8 @@ def main():
                        help="offer HASH (draft-bryan-ftpext-hash) or XSHA256/XSHA1/XMD5/XCRC")
         p.add_argument("--hash-delay", type=float, default=0.0, metavar="SECONDS",
                        help="wait this long before answering a hash command")
+        p.add_argument("--auth-failed-delay", type=float, metavar="SECONDS",
+                       help="how long a failed login's 530 waits (pyftpdlib's default: 3)")
         p.add_argument("--corrupt-uploads", action="store_true",
                        help="flip the first byte of every uploaded file once it is stored")
 
@@ -202,6 +204,8 @@ def main():
         Handler.get_ssl_context()
         Handler.dtp_handler = eager_tls_dtp(Handler.dtp_handler)
     Handler.permit_foreign_addresses = a.foreign
+    if a.auth_failed_delay is not None:
+        Handler.auth_failed_timeout = a.auth_failed_delay
     if a.masquerade:
         Handler.masquerade_address = a.masquerade
     if a.passive_ports:

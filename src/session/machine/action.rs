@@ -9,6 +9,7 @@ use std::time::Duration;
 #[cfg(doc)]
 use super::{Event, Machine};
 use crate::config::ProxyVersion;
+use crate::defense::DefenseEvent;
 use crate::fxp::engine::Method;
 use crate::fxp::url::FtpUrl;
 use crate::metrics::Rejection;
@@ -89,6 +90,9 @@ pub enum Action {
     CheckFxpDestination { url: FtpUrl, rules: FxpRules },
     /// Stop the running `SITE FXP` copy or destination check: no event follows.
     CancelFxp,
+    /// Report what `client` did to the listener's ban table; answer with
+    /// [`Event::Banned`] if the client is banned now, else nothing.
+    Defend { client: IpAddr, event: DefenseEvent },
     /// Record a metric.
     Count(Count),
     /// The session is over ([`Machine::end_reason`] says why): close both connections.

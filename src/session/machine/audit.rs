@@ -136,6 +136,7 @@ impl Machine {
             upload_bytes: a.upload_bytes,
             download_bytes: a.download_bytes,
             transfers: a.transfers,
+            client_tls: self.tls.client_secure,
         }
     }
 

@@ -39,6 +39,11 @@ pub enum Event {
     UpstreamError(String),
     /// The proxy is shutting down now (the drain deadline passed).
     Stop,
+    /// An operator ended this session (`DELETE /api/v1/sessions/{id}`, the console).
+    Ended,
+    /// To [`Action::Defend`]: the client is banned now (that report's score banned it,
+    /// or another session's did meanwhile).
+    Banned,
 
     // Answers to actions.
     /// To [`Action::ChooseBackend`]: the backend the shell now holds, or none when every

@@ -9,6 +9,7 @@ use tracing::{debug, info, warn};
 use super::tls::AfterUpstream;
 use super::{Action, Answers, ConnectFailure, ConnectRequest, Connected, Machine, Phase, Say};
 use crate::config::Mode;
+use crate::defense::DefenseEvent;
 use crate::metrics::Rejection;
 use crate::net::HostPort;
 use crate::proto::command::{VerbClass, parse_command};
@@ -29,11 +30,7 @@ pub fn parse_target(arg: &[u8]) -> Option<(&[u8], HostPort)> {
         return None;
     }
     let host = std::str::from_utf8(host).ok()?.trim();
-    let target = host
-        .parse::<HostPort>()
-        .or_else(|_| format!("{host}:21").parse::<HostPort>())
-        .or_else(|_| format!("[{host}]:21").parse::<HostPort>())
-        .ok()?;
+    let target = HostPort::parse_or_port(host, HostPort::FTP_PORT).ok()?;
     Some((user, target))
 }
 
@@ -93,6 +90,7 @@ impl Machine {
             Ok(cmd) => cmd,
             Err(e) => {
                 self.reject(Rejection::BadCommand);
+                self.defend(DefenseEvent::BadCommand);
                 info!(error = %e, "refused an unparseable command line before login");
                 return self.say(Say::for_bad_command(e));
             }
@@ -100,6 +98,9 @@ impl Machine {
         self.count(super::Count::Command(cmd.verb));
         if self.tls_command(&cmd, now) {
             return;
+        }
+        if cmd.verb.class() == VerbClass::User {
+            self.defend_user(cmd.args);
         }
         match cmd.verb.class() {
             VerbClass::User if self.pooled() => return self.pooled_user(line, cmd.args),
@@ -120,9 +121,13 @@ impl Machine {
                 return self.close("untrusted PROXY header");
             }
             _ if self.ctx.cfg.mode == Mode::Reverse || self.pooled() => {
+                self.defend(DefenseEvent::BadCommand);
                 return self.say(Say::LoginFirst);
             }
-            _ => return self.say(Say::ForwardLoginFirst),
+            _ => {
+                self.defend(DefenseEvent::BadCommand);
+                return self.say(Say::ForwardLoginFirst);
+            }
         }
         if let (Mode::Reverse, Some(target)) = (self.ctx.cfg.mode, &self.ctx.cfg.upstream) {
             // `upstream_connect: on_login`: the operator's upstream, the USER as it came.
@@ -131,6 +136,7 @@ impl Machine {
             return self.connect(target, Some(line.to_vec()), attempts, false, None);
         }
         let Some((user, target)) = parse_target(trim_eol(cmd.args)) else {
+            self.login_failed(now);
             return self.say(Say::ForwardBadTarget);
         };
         self.site.user = Some(String::from_utf8_lossy(user).into_owned());
@@ -184,12 +190,18 @@ impl Machine {
                 return self.on_upstream_secured(Err(error), 0, now);
             }
             Err(failure) if self.pooled_connect_failed(&target, &user_line, &failure) => {}
-            Err(failure) => self.connect_failed(target, attempts, failure),
+            Err(failure) => self.connect_failed(target, attempts, failure, now),
         }
         self.settle(now);
     }
 
-    fn connect_failed(&mut self, target: HostPort, attempts: u32, failure: ConnectFailure) {
+    fn connect_failed(
+        &mut self,
+        target: HostPort,
+        attempts: u32,
+        failure: ConnectFailure,
+        now: std::time::Instant,
+    ) {
         let (why, rejection) = match failure {
             ConnectFailure::Unreachable(error) => return self.unreachable(target, error),
             ConnectFailure::Denied(why) => (why, None),
@@ -209,6 +221,7 @@ impl Machine {
             Mode::Forward => {
                 self.reject(rejection.unwrap_or(Rejection::ForwardDenied));
                 warn!(upstream = %target, why, "forward target refused");
+                self.login_failed(now);
                 self.say(Say::ForwardDenied {
                     host: target.host.clone(),
                     why,

@@ -19,6 +19,8 @@
 //!   with the server, held `226`, `ABOR`) and passthrough's address fixes;
 //! - [`site`]: `SITE FXP`, whose copy runs as a task while the session goes on;
 //! - [`tls`]: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers);
+//! - [`defense`]: what the edge defense hears of the client (failed logins, bait users,
+//!   bad commands, early closes) and the tarpit on repeated failed logins;
 //! - [`audit`]: the login and transfer log lines, and the
 //!   [`Snapshot`](super::view::Snapshot) the API shows.
 
@@ -26,6 +28,7 @@ mod action;
 mod audit;
 mod balance;
 mod data;
+mod defense;
 mod event;
 mod login;
 mod site;
@@ -255,6 +258,8 @@ pub struct Machine {
     audit: audit::Audit,
     /// Reverse mode over a pool: the backend held and those that failed.
     balance: balance::BalanceState,
+    /// What the edge defense hears of the client, and the tarpit's held replies.
+    defense: defense::DefenseState,
     ended: Option<&'static str>,
 }
 
@@ -306,6 +311,7 @@ impl Machine {
             upstream_host: String::new(),
             audit: audit::Audit::default(),
             balance: balance::BalanceState::default(),
+            defense: defense::DefenseState::default(),
             ended: None,
         };
         m.tls.client_secure = implicit;
@@ -342,6 +348,7 @@ impl Machine {
             || (self.transfer_pending() && self.deferred.len() < MAX_HELD_DURING_TRANSFER);
         self.ended.is_none()
             && self.waiting.is_none()
+            && self.defense.held_until().is_none()
             && held
             && matches!(self.phase, Phase::ForwardLogin { .. } | Phase::Relaying)
     }
@@ -365,6 +372,7 @@ impl Machine {
             self.deferred_until,
             self.data.passive_expires(),
             self.data.confirm_by(),
+            self.defense.held_until(),
         ]
         .into_iter()
         .flatten()
@@ -379,12 +387,17 @@ impl Machine {
         match event {
             Event::ClientLine(line) => self.on_client_line(&line, now),
             Event::ClientOverlong { max } => self.on_client_overlong(max),
-            Event::ClientClosed => self.close("client closed"),
+            Event::ClientClosed => {
+                self.defend_early_close();
+                self.close("client closed")
+            }
+            Event::Banned => self.on_banned(),
             Event::UpstreamLine(line) => self.on_upstream_line(&line, now),
             Event::UpstreamOverlong => self.on_upstream_overlong(),
             Event::UpstreamClosed => self.on_upstream_closed(),
             Event::UpstreamError(error) => self.on_upstream_error(&error),
             Event::Stop => self.on_stop(),
+            Event::Ended => self.on_ended(),
             Event::BackendChosen(backend) => self.on_backend_chosen(backend),
             Event::Connected(result) => self.on_connected(result, now),
             Event::Resolved(result) => self.on_resolved(result, now),
@@ -437,6 +450,7 @@ impl Machine {
     /// A complete line from the client (terminator included).
     fn on_client_line(&mut self, line: &[u8], now: Instant) {
         self.last_command = now;
+        self.defense.heard = true;
         if !self.deferred.is_empty() || self.must_defer(line) {
             if self.transfer_pending() && is_abort(line) {
                 // Behind other held lines the ABOR keeps its place (its reply comes in
@@ -512,6 +526,12 @@ impl Machine {
         self.close("shutdown");
     }
 
+    fn on_ended(&mut self) {
+        info!("an operator ended the session");
+        self.say(Say::EndedByOperator);
+        self.close("ended by an operator");
+    }
+
     /// The clock reached [`Machine::poll_timeout`] (or passed it).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.ended.is_some() {
@@ -519,6 +539,9 @@ impl Machine {
         }
         let limits = &self.ctx.limits;
         let (login_timeout, idle_timeout) = (limits.login_timeout, limits.idle_timeout);
+        if self.defense.held_until().is_some_and(|d| d <= now) {
+            self.release_held();
+        }
         if self.reply_deadline.is_some_and(|d| d <= now) {
             self.reply_deadline = None;
             return self.upstream_silent(self.ctx.limits.connect_timeout);
@@ -552,6 +575,7 @@ impl Machine {
         }
         if !self.logged_in && self.started + login_timeout <= now {
             self.reject(Rejection::LoginTimeout);
+            self.defend_early_close();
             info!(reason = "login_timeout", "closing the session");
             self.say(Say::LoginTimedOut);
             return self.close("login_timeout");
@@ -569,6 +593,15 @@ impl Machine {
     // -----------------------------------------------------------------------------------
 
     fn act(&mut self, action: Action) {
+        // Behind a reply the tarpit holds, every later one waits too: replies keep
+        // the order of the commands.
+        let action = match action {
+            Action::ToClient(bytes) => match self.defense.hold(bytes) {
+                Some(bytes) => Action::ToClient(bytes),
+                None => return,
+            },
+            other => other,
+        };
         self.actions.push_back(action);
     }
 
@@ -586,6 +619,7 @@ impl Machine {
 
     fn close(&mut self, reason: &'static str) {
         if self.ended.is_none() {
+            self.release_held();
             self.ended = Some(reason);
             self.act(Action::Close);
         }
@@ -794,6 +828,9 @@ impl Machine {
             Err(e) => {
                 self.bad_commands += 1;
                 self.reject(Rejection::BadCommand);
+                if !self.logged_in {
+                    self.defend(crate::defense::DefenseEvent::BadCommand);
+                }
                 info!(error = %e, "refused an unparseable command line");
                 if self.bad_commands >= MAX_BAD_COMMANDS {
                     self.say(Say::TooManyInvalidCommands);
@@ -826,6 +863,9 @@ impl Machine {
         if matches!(class, VerbClass::Transfer(_)) && self.logged_in && !self.relaying() {
             self.audit.start(cmd.verb, cmd.args, false, now);
         }
+        if class == VerbClass::User && !self.logged_in {
+            self.defend_user(cmd.args);
+        }
         match class {
             VerbClass::User => self.site.user = Some(lossy(cmd.args)),
             VerbClass::Pass => self.site.pass = Some(lossy(cmd.args)),
@@ -838,6 +878,7 @@ impl Machine {
                     self.on_site_fxp(cmd.args, now);
                 } else {
                     // Never forwarded: the server would see the destination's password.
+                    self.defend(crate::defense::DefenseEvent::BadCommand);
                     self.say(Say::LoginFirst);
                 }
             }
@@ -917,6 +958,9 @@ impl Machine {
         self.awaiting.pop_front();
         if reply.code == 230 && matches!(answers, Answers::Forwarded(_)) {
             self.logged_in = true;
+        }
+        if let Answers::Forwarded(verb) = answers {
+            self.defend_reply(verb.class(), reply.code, now);
         }
         match answers {
             Answers::OwnPassive => {

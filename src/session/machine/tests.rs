@@ -52,6 +52,11 @@ fn ctx_guarded(listener: &str, top: &str, own: crate::net::OwnSockets) -> Arc<Li
     let policy = Arc::get_mut(&mut c.policy).expect("a policy of its own");
     policy.fxp_allow = Arc::new(cfg.fxp.allow.clone());
     policy.own = Arc::new(own);
+    // The edge defense only where a test writes `defense:` (it is on by default, and
+    // would add its reports to every other test's actions).
+    if top.contains("defense:") {
+        policy.defense = cfg.defense_of(&cfg.listeners[0]).cloned();
+    }
     Arc::new(c)
 }
 
@@ -1572,6 +1577,19 @@ fn shutdown_says_421_once() {
 }
 
 #[test]
+fn an_operator_ending_the_session_says_so_once() {
+    let mut t = T::logged_in(reverse(""));
+    t.m.handle(Event::Ended, t.now);
+    t.m.handle(Event::Ended, t.now);
+    t.drain();
+    assert_eq!(
+        t.sent_client(),
+        ["421 Service not available: an operator of this proxy ended the session.\r\n"]
+    );
+    assert_eq!(t.m.end_reason(), Some("ended by an operator"));
+}
+
+#[test]
 fn feat_and_help_list_site_fxp() {
     let mut t = T::logged_in(reverse(""));
     t.client("FEAT");
@@ -2935,4 +2953,202 @@ fn file_ended(entry: usize, outcome: Result<(), FxpError>) -> JobEvent {
         took: Duration::from_millis(5),
         outcome,
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The edge defense: what the machine reports, the tarpit
+// ---------------------------------------------------------------------------------------
+
+fn defended(defense: &str) -> Arc<ListenerCtx> {
+    ctx(
+        &format!("    upstream: {SERVER}\n"),
+        &format!("{LIMITS}defense:\n{defense}"),
+    )
+}
+
+impl T {
+    /// The defense events reported so far (taking the actions).
+    fn reported(&mut self) -> Vec<crate::defense::DefenseEvent> {
+        self.take()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Defend { client, event } => {
+                    assert_eq!(client, ip(CLIENT));
+                    Some(event)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// One wrong password: `USER`, `331`, `PASS`, the server's `530`.
+    fn wrong_password(&mut self) {
+        self.client("USER u");
+        self.server("331 pass");
+        self.client("PASS wrong");
+        self.server("530 Login incorrect.");
+    }
+}
+
+#[test]
+fn the_machine_reports_failed_logins_bait_users_bad_commands_and_logins() {
+    use crate::defense::DefenseEvent as D;
+    let mut t = T::connected(defended("  bait_users: [root]\n"));
+    t.wrong_password();
+    assert_eq!(t.reported(), [D::LoginFailed]);
+    // A 530 to USER (servers that refuse a name at once) is a failed login too.
+    t.client("USER nobody");
+    t.server("530 Permission denied.");
+    assert_eq!(t.reported(), [D::LoginFailed]);
+    t.client("USER ROOT");
+    assert_eq!(t.reported(), [D::BaitUser], "bait names match without case");
+    t.server("331 pass");
+    t.client("\u{1}\u{2} garbage");
+    assert_eq!(t.reported(), [D::BadCommand]);
+    t.client("LIST");
+    t.server("530 Please login with USER and PASS.");
+    assert_eq!(t.reported(), [D::BadCommand], "refused for want of a login");
+    t.client("OPTS UTF8 ON");
+    t.server("530 Log in with USER and PASS first.");
+    assert_eq!(t.reported(), [], "clients negotiate before logging in");
+    t.client("USER u");
+    t.server("331 pass");
+    t.client("PASS right");
+    t.server("230 in");
+    assert_eq!(t.reported(), [D::LoggedIn]);
+    // Once logged in, a 530 (or garbage) is nobody's attack.
+    t.client("\u{1}\u{2} garbage");
+    t.client("SITE CHMOD 777 x");
+    t.server("530 Not allowed.");
+    t.m.handle(Event::ClientClosed, t.now);
+    assert_eq!(t.reported(), []);
+}
+
+#[test]
+fn a_close_before_any_command_is_an_early_close() {
+    use crate::defense::DefenseEvent as D;
+    let mut t = T::connected(defended("  threshold: 10\n"));
+    t.m.handle(Event::ClientClosed, t.now);
+    assert_eq!(t.reported(), [D::EarlyClose]);
+    let mut t = T::connected(defended("  threshold: 10\n"));
+    t.client("NOOP");
+    t.m.handle(Event::ClientClosed, t.now);
+    assert_eq!(t.reported(), [], "it said something first");
+    // A login timeout without a word is one too.
+    let mut t = T::connected(defended("  threshold: 10\n"));
+    t.advance(Duration::from_secs(31));
+    assert!(t.closed());
+    assert_eq!(t.reported(), [D::EarlyClose]);
+}
+
+#[test]
+fn without_defense_nothing_is_reported_and_nothing_held() {
+    let mut t = T::connected(reverse(""));
+    for _ in 0..6 {
+        t.wrong_password();
+        assert_eq!(t.reported(), []);
+        // Every 530 goes out at once.
+        t.wrong_password();
+        assert_eq!(
+            t.client_bytes(),
+            ["331 pass\r\n", "530 Login incorrect.\r\n"]
+        );
+    }
+    assert!(t.m.poll_timeout() > Some(t.now + Duration::from_secs(10)));
+}
+
+#[test]
+fn the_tarpit_holds_the_fourth_and_later_wrong_passwords_longer_and_longer() {
+    let mut t = T::connected(defended("  threshold: 100\n"));
+    for _ in 0..3 {
+        t.wrong_password();
+        assert_eq!(
+            t.client_bytes(),
+            ["331 pass\r\n", "530 Login incorrect.\r\n"]
+        );
+    }
+    // The 4th waits 1 s, the 5th 2 s, the 6th 4 s, then 5 s each: never sooner.
+    for delay in [1, 2, 4, 5, 5] {
+        let delay = Duration::from_secs(delay);
+        t.wrong_password();
+        assert_eq!(t.client_bytes(), ["331 pass\r\n"], "the 530 is held");
+        assert_eq!(t.m.poll_timeout(), Some(t.now + delay));
+        assert!(
+            !t.m.wants_client_input(),
+            "no next try while the answer waits"
+        );
+        t.advance(delay - Duration::from_millis(1));
+        assert_eq!(
+            t.client_bytes(),
+            Vec::<String>::new(),
+            "not before {delay:?}"
+        );
+        t.advance(Duration::from_millis(1));
+        assert_eq!(t.client_bytes(), ["530 Login incorrect.\r\n"]);
+        assert!(t.m.wants_client_input());
+    }
+}
+
+#[test]
+fn the_tarpit_keeps_later_replies_behind_the_held_one_and_forgets_old_failures() {
+    let mut t = T::connected(defended("  threshold: 100\n  window: 1m\n"));
+    for _ in 0..3 {
+        t.wrong_password();
+    }
+    t.take();
+    t.wrong_password();
+    // The server answers a pipelined command meanwhile: it waits behind the 530.
+    t.client_bytes();
+    t.m.handle(Event::UpstreamLine("421 bye\r\n".into()), t.now);
+    t.drain();
+    assert_eq!(
+        t.sent_client(),
+        ["530 Login incorrect.\r\n", "421 bye\r\n"],
+        "the session ends: what was held goes first"
+    );
+    // Failures older than the window no longer count.
+    let mut t = T::connected(defended("  threshold: 100\n  window: 20s\n"));
+    for _ in 0..3 {
+        t.wrong_password();
+    }
+    t.advance(Duration::from_secs(21));
+    t.take();
+    t.wrong_password();
+    assert_eq!(
+        t.client_bytes(),
+        ["331 pass\r\n", "530 Login incorrect.\r\n"]
+    );
+}
+
+#[test]
+fn a_banned_client_hears_421_and_nothing_more_reaches_the_server() {
+    // The report comes before the USER goes on; the shell's answer: the bait user's
+    // score banned the client.
+    let mut t = T::connected(defended("  bait_users: [admin]\n"));
+    t.m.handle(Event::ClientLine("USER admin\r\n".into()), t.now);
+    loop {
+        match t.m.poll_action() {
+            Some(Action::Defend { .. }) => break,
+            Some(Action::ToUpstream(_)) | None => panic!("the report comes first"),
+            Some(_) => {}
+        }
+    }
+    t.m.handle(Event::Banned, t.now);
+    t.drain();
+    assert_eq!(
+        t.sent_upstream(),
+        Vec::<String>::new(),
+        "the USER never goes"
+    );
+    assert_eq!(
+        t.sent_client(),
+        ["421 Too many failed logins from your address; try again later.\r\n"]
+    );
+    assert!(t.rejected(Rejection::Banned) && t.closed());
+    assert_eq!(t.m.end_reason(), Some("banned"));
+    // `silent: true`: closed without a word.
+    let mut t = T::connected(defended("  silent: true\n"));
+    t.m.handle(Event::Banned, t.now);
+    t.drain();
+    assert!(t.sent_client().is_empty() && t.closed());
 }

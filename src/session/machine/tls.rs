@@ -15,7 +15,7 @@ use crate::metrics::Rejection;
 use crate::proto::command::{Command, Verb, VerbClass};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
-use crate::tls::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan};
+use crate::tls::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, diagnose};
 
 /// The TLS state of both legs.
 #[derive(Debug, Default)]
@@ -175,11 +175,14 @@ impl Machine {
         match then {
             // Mirroring a client that asked for TLS: it learns the server's answer and
             // decides itself whether to go on in clear.
-            AfterUpstream::ClientAuth => self.say(Say::UpstreamRefusedTls { text }),
+            AfterUpstream::ClientAuth => {
+                warn!(reply = %text, "the FTP server refused the AUTH TLS a client asked for (tls.upstream.mode: mirror); {}", diagnose::NO_AUTH_TLS_FIX);
+                self.say(Say::UpstreamRefusedTls { text })
+            }
             // The operator wants TLS toward the server whatever the client does.
             _ => {
                 self.reject(Rejection::UpstreamTls);
-                warn!(reply = %text, "the FTP server refused AUTH TLS, which tls.upstream.mode requires");
+                warn!(reply = %text, "the FTP server refused AUTH TLS, which tls.upstream.mode requires; {}", diagnose::NO_AUTH_TLS_FIX);
                 self.say(Say::UpstreamTlsRequired);
                 self.close("upstream refused TLS");
             }
@@ -222,7 +225,8 @@ impl Machine {
             }
             Err(error) => {
                 self.reject(Rejection::UpstreamTls);
-                warn!(%error, "TLS with the FTP server failed; set tls.upstream.ca to trust its certificate authority, or tls.upstream.verify: false to skip the check");
+                // The error says why, and what to set (`tls::diagnose`).
+                warn!(%error, "TLS with the FTP server failed");
                 self.say(Say::UpstreamTlsFailed);
                 self.close("upstream TLS failed");
             }
