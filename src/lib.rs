@@ -52,6 +52,10 @@
 //!   offer and which setting stands in the way ([`probe::advice`], pure).
 //! - [`fxp`] is the FXP engine: it drives two servers as a client so they copy files
 //!   between themselves (standard or reverse FXP), or relays the bytes when they refuse.
+//!   A job (a file, a list, a tree) is planned and run by [`fxp::runner`] (`plan`,
+//!   `run`: a stream of [`fxp::JobEvent`]s); [`fxp::JobState`] folds those events, and
+//!   the three front ends (the CLI, the admin API's jobs, `SITE FXP` in the session
+//!   machine) only render it.
 //!
 //! - [`defense`] is the edge defense's pure core: it scores what clients do per key (an
 //!   address, an IPv6 client's network) with time passed in, decides bans (growing for
@@ -73,7 +77,10 @@
 //! [`metrics`] is used from anywhere. The configuration is plain data every runtime
 //! module reads; it depends on none of them. Inside [`session`]: `shell` -> `machine` ->
 //! {`policy`, `view`, `replies`}, and `context` -> {`policy`, `registry` -> `view`}: the
-//! machine never sees the context, the registry or the shell.
+//! machine never sees the context, the registry or the shell. Inside [`fxp`]: the front
+//! ends {`cli` -> `progress`, `jobs`} -> `runner` -> `engine` -> {`logins`, `options`,
+//! `error`} -> `job` (pure: plan, events, state) -> {`digest`, `method`, `url`}; the
+//! session machine uses `job` and `render`, never the runner.
 
 // The library's few unsafe blocks (pipes and splice(2) in `data::splice`) each say why
 // they are sound. (Tests call libc freely: the rule is the library's, not Cargo.toml's.)

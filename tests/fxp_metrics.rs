@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::peers::{FtpServer, ServerKind, ServerOptions};
 use common::unique_loopback_ip;
-use fxprelay::fxp::{self, FtpUrl, Options};
+use fxprelay::fxp::{self, EngineOptions, FtpUrl};
 
 fn url(s: &FtpServer, path: &str) -> FtpUrl {
     FtpUrl::parse(&format!("ftp://{}:{}@{}/{path}", s.user, s.pass, s.addr)).unwrap()
@@ -21,19 +21,23 @@ fn transfers_are_counted_by_result_and_method() {
     let a = FtpServer::start(ServerKind::Vsftpd, o.clone());
     o.ip = unique_loopback_ip();
     let b = FtpServer::start(ServerKind::Pyftpdlib, o);
-    let opts = Options {
+    let opts = EngineOptions {
         retries: 0,
         timeout: Duration::from_secs(10),
-        ..Options::default()
+        ..EngineOptions::default()
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(fxp::transfer(&url(&a, "big.bin"), &url(&b, "c.bin"), &opts))
+    let copy = |src, dst| {
+        let order = fxp::Order::File { src, dst };
+        let state = rt.block_on(common::run_job(order, opts.clone()));
+        state.outcome().expect("an outcome").cloned()
+    };
+    copy(url(&a, "big.bin"), url(&b, "c.bin"))
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log(), b.log()));
-    rt.block_on(fxp::transfer(&url(&a, "nope"), &url(&b, "d.bin"), &opts))
-        .unwrap_err();
+    copy(url(&a, "nope"), url(&b, "d.bin")).unwrap_err();
     let text = handle.render();
     for needle in [
         "fxprelay_fxp_transfers_total{result=\"ok\",method=\"fxp\"} 1",

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::peers::{FtpServer, ServerKind};
 use common::{payload, unique_loopback_ip};
-use fxprelay::fxp::{self, FtpUrl, Method, Options};
+use fxprelay::fxp::{self, EngineOptions, FtpUrl, Method};
 
 fn url(s: &FtpServer, path: &str) -> FtpUrl {
     url_at(s, s.addr, path)
@@ -62,15 +62,18 @@ fn a_tree_of_200_files_goes_by_plain_fxp_on_reused_sessions() {
         a.put(f, Some(data));
     }
     let before = vsftpd_logins(&a);
-    let r = rt()
-        .block_on(fxp::tree::copy_tree(
-            &url(&a, "tree"),
-            &url(&b, "copy"),
-            &Options::default(),
-        ))
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log(), b.log()));
-    assert!(r.failed.is_empty(), "{:?}", r.failed);
-    assert_eq!(r.files, FILES, "{r:?}");
+    let order = fxp::Order::Tree {
+        src: url(&a, "tree"),
+        dst: url(&b, "copy"),
+        mirror: Default::default(),
+    };
+    let s = rt().block_on(common::run_job(order, EngineOptions::default()));
+    if let Some(e) = s.finished.as_ref().and_then(|f| f.error.as_ref()) {
+        panic!("{e}\n{}\n{}", a.log(), b.log());
+    }
+    let r = s.totals();
+    assert_eq!(r.failed, 0, "{:?}", s.records());
+    assert_eq!(r.files_copied, FILES, "{r:?}");
     assert_eq!(
         r.methods.get("fxp"),
         Some(&FILES),
@@ -111,32 +114,40 @@ fn a_tree_over_a_slow_link_goes_by_plain_fxp_with_no_transfer_taken_for_lost() {
     }
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
-    let opts = Options {
-        progress: Some(Arc::new(move |e: &fxp::Event| {
-            if let fxp::Event::MethodFailed { .. } | fxp::Event::Retrying { .. } = e {
+    let opts = EngineOptions {
+        progress: Some(Arc::new(move |e: &fxp::FileEvent| {
+            if let fxp::FileEvent::MethodFailed { .. } | fxp::FileEvent::Retrying { .. } = e {
                 seen.lock().unwrap().push(format!("{e:?}"));
             }
         })),
-        ..Options::default()
+        ..EngineOptions::default()
     };
     let one_way = Duration::from_millis(50);
-    let r = rt()
-        .block_on(async {
-            let (src, dst) = (
-                slow_link(a.addr, one_way).await,
-                slow_link(b.addr, one_way).await,
-            );
-            let src = url_at(&a, src, "tree");
-            let dst = url_at(&b, dst, "copy");
-            fxp::tree::copy_tree(&src, &dst, &opts).await
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log(), b.log()));
+    let r = rt().block_on(async {
+        let (src, dst) = (
+            slow_link(a.addr, one_way).await,
+            slow_link(b.addr, one_way).await,
+        );
+        let src = url_at(&a, src, "tree");
+        let dst = url_at(&b, dst, "copy");
+        let order = fxp::Order::Tree {
+            src,
+            dst,
+            mirror: Default::default(),
+        };
+        common::run_job(order, opts).await
+    });
+    if let Some(e) = r.finished.as_ref().and_then(|f| f.error.as_ref()) {
+        panic!("{e}\n{}\n{}", a.log(), b.log());
+    }
+    let failed: Vec<_> = r.failures().map(|e| (&e.plan.path, &e.error)).collect();
+    let r = r.totals();
     let events = events.lock().unwrap();
     assert!(
         events.is_empty(),
         "taken for lost on a slow link: {events:#?}"
     );
-    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(r.methods.get("fxp"), Some(&FILES), "{:?}", r.methods);
     for (f, data) in &files {
         let rel = f.replacen("tree", "copy", 1);
@@ -233,17 +244,26 @@ fn copies_by_fxp_again(stall: Stall, reason: &str) {
     let fake = StuckOnce::start(stall);
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
-    let opts = Options {
+    let opts = EngineOptions {
         retries: 0,
         timeout: Duration::from_secs(10),
-        progress: Some(Arc::new(move |e: &fxp::Event| {
+        progress: Some(Arc::new(move |e: &fxp::FileEvent| {
             seen.lock().unwrap().push(format!("{e:?}"));
         })),
-        ..Options::default()
+        ..EngineOptions::default()
     };
     let dst = FtpUrl::parse(&format!("ftp://u:p@{}/copy.bin", fake.addr)).unwrap();
     let r = rt()
-        .block_on(fxp::transfer(&url(&a, "small.bin"), &dst, &opts))
+        .block_on(common::run_job(
+            fxp::Order::File {
+                src: url(&a, "small.bin"),
+                dst,
+            },
+            opts,
+        ))
+        .outcome()
+        .expect("an outcome")
+        .cloned()
         .unwrap_or_else(|e| panic!("{e}\nevents: {:?}\n{}", events.lock().unwrap(), a.log()));
     let events = events.lock().unwrap().join("\n");
     assert_eq!(r.method, Method::Fxp, "{r:?}\n{events}");

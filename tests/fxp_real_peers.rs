@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::{payload, unique_loopback_ip};
-use fxprelay::fxp::{self, FtpUrl, Method, Options};
+use fxprelay::fxp::job::Failure;
+use fxprelay::fxp::{self, EngineOptions, FtpUrl, Method};
 
 fn server(kind: ServerKind, tweak: impl FnOnce(&mut ServerOptions)) -> FtpServer {
     let mut opts = ServerOptions::new(unique_loopback_ip());
@@ -30,17 +31,17 @@ fn url(s: &FtpServer, path: &str) -> FtpUrl {
     FtpUrl::parse(&text).unwrap()
 }
 
-fn opts() -> Options {
-    Options {
+fn opts() -> EngineOptions {
+    EngineOptions {
         timeout: Duration::from_secs(10),
         retries: 0,
         // Shown with a failing test: why a method was given up.
-        progress: Some(std::sync::Arc::new(|e: &fxp::Event| {
-            if let fxp::Event::MethodFailed { .. } | fxp::Event::Retrying { .. } = e {
+        progress: Some(std::sync::Arc::new(|e: &fxp::FileEvent| {
+            if let fxp::FileEvent::MethodFailed { .. } | fxp::FileEvent::Retrying { .. } = e {
                 eprintln!("{e:?}");
             }
         })),
-        ..Options::default()
+        ..EngineOptions::default()
     }
 }
 
@@ -51,8 +52,15 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn copy(src: &FtpUrl, dst: &FtpUrl, o: &Options) -> Result<fxp::Report, fxp::FxpError> {
-    rt().block_on(fxp::transfer(src, dst, o))
+fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, Failure> {
+    let order = fxp::Order::File {
+        src: src.clone(),
+        dst: dst.clone(),
+    };
+    rt().block_on(common::run_job(order, o.clone()))
+        .outcome()
+        .expect("a finished job has an outcome")
+        .cloned()
 }
 
 fn logs(a: &FtpServer, b: &FtpServer) -> String {
@@ -149,8 +157,8 @@ fn reverse_fxp_when_the_source_refuses_pasv() {
     let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = events.clone();
-    let o = Options {
-        progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
+    let o = EngineOptions {
+        progress: Some(std::sync::Arc::new(move |e: &fxp::FileEvent| {
             seen.lock().unwrap().push(format!("{e:?}"));
         })),
         ..opts()
@@ -168,7 +176,7 @@ fn reverse_fxp_when_the_source_refuses_pasv() {
     // Asked for explicitly, reverse FXP is the first method.
     let b2 = FtpServer::start_fxp(ServerKind::Vsftpd);
     let a2 = FtpServer::start_fxp(ServerKind::Pyftpdlib);
-    let o = Options {
+    let o = EngineOptions {
         reverse: true,
         ..opts()
     };
@@ -196,7 +204,7 @@ fn relay_fallback_when_the_destination_refuses_foreign_peers() {
     );
 
     // Without the fallback the copy fails, naming the destination's refusal.
-    let o = Options {
+    let o = EngineOptions {
         relay_fallback: false,
         ..opts()
     };
@@ -236,20 +244,23 @@ fn tree_copy(src_kind: ServerKind, dst_kind: ServerKind) {
     for (f, data) in &files {
         a.put(f, Some(data));
     }
-    let o = Options {
+    let o = EngineOptions {
         concurrency: 3,
         ..opts()
     };
-    let r = rt()
-        .block_on(fxp::tree::copy_tree(
-            &url(&a, "tree"),
-            &url(&b, "copied"),
-            &o,
-        ))
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
-    assert!(r.failed.is_empty(), "{r:?}\n{}", logs(&a, &b));
-    assert_eq!(r.files, files.len(), "{r:?}");
-    assert_eq!(r.dirs, 4, "{r:?}");
+    let order = fxp::Order::Tree {
+        src: url(&a, "tree"),
+        dst: url(&b, "copied"),
+        mirror: Default::default(),
+    };
+    let s = rt().block_on(common::run_job(order, o));
+    if let Some(e) = s.finished.as_ref().and_then(|f| f.error.as_ref()) {
+        panic!("{e}\n{}", logs(&a, &b));
+    }
+    let r = s.totals();
+    assert_eq!(r.failed, 0, "{s:?}\n{}", logs(&a, &b));
+    assert_eq!(r.files_copied, files.len(), "{r:?}");
+    assert_eq!(s.dirs, 4, "{s:?}");
     // Server to server, every byte: a file may take reverse FXP when a data connection
     // is slow to open under load (seen once in a while on this sandbox's loopback).
     assert_eq!(r.relayed_bytes, 0, "{r:?}");
@@ -299,7 +310,7 @@ fn sessions_closed(s: &FtpServer) {
 fn missing_source_file_reports_the_server_text_and_closes_sessions() {
     let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let b = FtpServer::start_fxp(ServerKind::Vsftpd);
-    let o = Options {
+    let o = EngineOptions {
         retries: 2,
         ..opts()
     };
@@ -310,7 +321,7 @@ fn missing_source_file_reports_the_server_text_and_closes_sessions() {
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(e.code(), Some(550), "{e}");
+    assert_eq!(e.code, Some(550), "{e}");
     let text = e.to_string();
     assert!(text.contains("source") && text.contains("550"), "{text}");
     assert!(text.contains("Could not get file size"), "{text}");
@@ -399,8 +410,8 @@ fn pure_ftpd_dropping_a_foreign_peer_falls_back_quickly() {
     let a = server(ServerKind::PureFtpd, |_| {});
     let b = FtpServer::start_fxp(ServerKind::Vsftpd);
     let started = Instant::now();
-    let o = Options {
-        progress: Some(std::sync::Arc::new(move |e: &fxp::Event| {
+    let o = EngineOptions {
+        progress: Some(std::sync::Arc::new(move |e: &fxp::FileEvent| {
             eprintln!("{:?} {e:?}", started.elapsed());
         })),
         ..opts()
@@ -425,7 +436,7 @@ fn resume_continues_a_partial_copy() {
     let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let c = server(ServerKind::Vsftpd, |_| {});
-    let o = Options {
+    let o = EngineOptions {
         resume: true,
         ..opts()
     };
@@ -451,10 +462,12 @@ fn a_list_of_files_as_a_queue() {
         (url(&a, peers::HELLO_NAME), url(&b, "two.txt")),
         (url(&a, "missing"), url(&b, "three")),
     ];
-    let r = rt().block_on(fxp::tree::copy_list(&jobs, &opts()));
-    assert_eq!(r.files, 2, "{r:?}");
-    assert_eq!(r.failed.len(), 1, "{r:?}");
-    assert!(r.failed[0].1.contains("550"), "{r:?}");
+    let s = rt().block_on(common::run_job(fxp::Order::List(jobs), opts()));
+    let r = s.totals();
+    assert_eq!(r.files_copied, 2, "{s:?}");
+    assert_eq!(r.failed, 1, "{s:?}");
+    let failed = s.failures().next().and_then(|e| e.error.as_ref()).unwrap();
+    assert!(failed.message.contains("550"), "{s:?}");
     assert_big_copied(&b, "one.bin");
     assert_eq!(std::fs::read(b.file("two.txt")).unwrap(), peers::HELLO);
 }
@@ -589,7 +602,7 @@ fn fxp_gives_the_passive_servers_control_address_not_the_announced_one() {
         comma_addr(third, 40021)
     )));
     let b = FakeFtp::start(None);
-    let o = Options {
+    let o = EngineOptions {
         relay_fallback: false,
         ..opts()
     };
@@ -607,7 +620,7 @@ fn fxp_gives_the_passive_servers_control_address_not_the_announced_one() {
 fn a_passive_reply_naming_a_privileged_port_is_refused() {
     let a = FakeFtp::start(Some("227 Entering Passive Mode (10,9,8,7,0,25).".into()));
     let b = FakeFtp::start(None);
-    let o = Options {
+    let o = EngineOptions {
         relay_fallback: false,
         ..opts()
     };

@@ -14,7 +14,8 @@ use std::time::Duration;
 use common::peers::{self, Digests, FtpServer, ServerKind, ServerOptions};
 use common::unique_loopback_ip;
 use fxprelay::fxp::digest::{Algorithm, Check};
-use fxprelay::fxp::{self, FtpUrl, FxpError, Method, Options};
+use fxprelay::fxp::job::{Failure, FailureKind};
+use fxprelay::fxp::{self, EngineOptions, FtpUrl, Method};
 
 /// An FXP-friendly server with `digests`.
 fn server(kind: ServerKind, digests: Digests, corrupt_uploads: bool) -> FtpServer {
@@ -33,30 +34,37 @@ fn url(s: &FtpServer, path: &str) -> FtpUrl {
     FtpUrl::parse(&url_text(s, path)).unwrap()
 }
 
-/// Options for the tests, counting the retries the engine makes.
-fn opts(retries: &Arc<AtomicU32>) -> Options {
+/// EngineOptions for the tests, counting the retries the engine makes.
+fn opts(retries: &Arc<AtomicU32>) -> EngineOptions {
     let seen = retries.clone();
-    Options {
+    EngineOptions {
         timeout: Duration::from_secs(10),
         retries: 2,
-        progress: Some(Arc::new(move |e: &fxp::Event| {
-            if let fxp::Event::Retrying { .. } = e {
+        progress: Some(Arc::new(move |e: &fxp::FileEvent| {
+            if let fxp::FileEvent::Retrying { .. } = e {
                 seen.fetch_add(1, Ordering::Relaxed);
             }
-            if let fxp::Event::MethodFailed { .. } | fxp::Event::Retrying { .. } = e {
+            if let fxp::FileEvent::MethodFailed { .. } | fxp::FileEvent::Retrying { .. } = e {
                 eprintln!("{e:?}");
             }
         })),
-        ..Options::default()
+        ..EngineOptions::default()
     }
 }
 
-fn copy(src: &FtpUrl, dst: &FtpUrl, o: &Options) -> Result<fxp::Report, FxpError> {
+fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, Failure> {
+    let order = fxp::Order::File {
+        src: src.clone(),
+        dst: dst.clone(),
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(fxp::transfer(src, dst, o))
+        .block_on(common::run_job(order, o.clone()))
+        .outcome()
+        .expect("a finished job has an outcome")
+        .cloned()
 }
 
 fn logs(a: &FtpServer, b: &FtpServer) -> String {
@@ -146,7 +154,7 @@ fn a_corrupted_copy_fails_and_is_kept_for_inspection() {
     let e = copy(&url(&a, "big.bin"), &url(&b, "copy.bin"), &opts(&retries))
         .expect_err("a corrupted copy must fail");
     let text = e.to_string();
-    assert!(matches!(e, FxpError::HashMismatch { .. }), "{text}");
+    assert_eq!(e.kind, FailureKind::HashMismatch, "{text}");
     assert!(
         text.contains("sha-256 differs after the copy")
             && text.contains("kept as copy.bin.fxprelay-mismatch"),
@@ -172,7 +180,7 @@ fn a_slow_hash_is_bounded_by_the_hash_timeout() {
     o.hash_delay = Some(Duration::from_secs(6));
     let b = FtpServer::start(ServerKind::Pyftpdlib, o);
     let retries = Arc::new(AtomicU32::new(0));
-    let patient = Options {
+    let patient = EngineOptions {
         timeout: Duration::from_secs(3),
         hash_timeout: Duration::from_secs(60),
         ..opts(&retries)
@@ -180,7 +188,7 @@ fn a_slow_hash_is_bounded_by_the_hash_timeout() {
     let r = copy(&url(&a, "hello.txt"), &url(&b, "one.txt"), &patient)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
     assert_eq!(r.verified, Check::Hash(Algorithm::Sha256), "{r:?}");
-    let hasty = Options {
+    let hasty = EngineOptions {
         hash_timeout: Duration::from_secs(1),
         ..patient
     };
@@ -188,7 +196,7 @@ fn a_slow_hash_is_bounded_by_the_hash_timeout() {
         .expect_err("a hash past its timeout must fail the file");
     let text = e.to_string();
     assert!(
-        matches!(e, FxpError::Unverified(_))
+        e.kind == FailureKind::Unverified
             && text.contains("no answer within 1s")
             && text.contains("raise --hash-timeout")
             && text.contains("left in place"),

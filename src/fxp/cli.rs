@@ -8,16 +8,20 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::{self, Lookup, Netrc};
-use super::engine::{self, FxpError, Options};
+use super::engine::EngineOptions;
+use super::job::mirror::{Kind, Reason};
+use super::job::plan::{Plan, destination_path};
+use super::job::{EntryResult, Failure, FailureKind, FileRecord, JobState, Order, Report};
 use super::options::TransferOptions;
-use super::progress::{Hooks, Left, Live};
-use super::tree::{self, EntryResult, FileRecord, Kind, TreeReport};
+use super::progress::{Left, Live};
+use super::render::{self, bytes_iec, rate_iec};
+use super::runner;
 use super::url::FtpUrl;
 
 /// The exit code after Ctrl-C (128 + SIGINT), as shells report it.
@@ -74,59 +78,63 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
     if args.opts.insecure {
         eprintln!("fxprelay fxp: warning: --insecure: TLS certificates are not checked");
     }
-    let root: &[u8] = if args.opts.recursive {
-        &args.src.path
-    } else {
-        b""
-    };
-    let live = Live::new(std::io::stderr().is_terminal(), root);
+    let mut live = Live::new(std::io::stderr().is_terminal(), args.opts.recursive);
     let cancel = CancellationToken::new();
-    let opts = Options {
-        files: Some(Arc::new(Hooks(live.clone()))),
+    let opts = EngineOptions {
         cancel: Some(cancel.clone()),
         ..args.opts.engine(args.opts.ca_file())
     };
-    let started = Instant::now();
-    let work = async {
-        if args.opts.recursive {
-            let mirror = args.opts.mirror();
-            let planned = |plan: &tree::TreePlan| {
-                if !args.opts.dry_run {
-                    let (files, bytes) = plan.to_copy();
-                    live.set_totals(files, bytes);
-                }
-            };
-            tree::copy_tree_planned(&args.src, &args.dst, &opts, &mirror, planned)
-                .await
-                .map(Outcome::Tree)
-        } else {
-            let dst = engine::destination_path(&args.src, &args.dst);
-            let r = engine::transfer(&args.src, &dst, &opts).await;
-            Ok(Outcome::File(dst, r))
+    let order = if args.opts.recursive {
+        Order::Tree {
+            src: args.src.clone(),
+            dst: args.dst.clone(),
+            mirror: args.opts.mirror(),
+        }
+    } else {
+        Order::File {
+            src: args.src.clone(),
+            dst: args.dst.clone(),
         }
     };
-    let (result, left) = runtime.block_on(async {
-        tokio::pin!(work);
-        tokio::select! {
-            r = &mut work => (r, None),
-            _ = tokio::signal::ctrl_c() => {
-                // What was in flight, before the aborts end it.
-                let left = live.left();
-                cancel.cancel();
-                live.println("fxprelay fxp: interrupted: aborting the transfers on both servers (ABOR); Ctrl-C again to quit at once");
-                tokio::select! {
-                    r = &mut work => (r, Some(left)),
-                    _ = tokio::signal::ctrl_c() => std::process::exit(INTERRUPTED.into()),
+    let started = Instant::now();
+    let (state, left) = runtime.block_on(async {
+        let mut events = runner::run(order, opts.clone());
+        let mut state = JobState::new();
+        let mut left = None;
+        let mut interrupt = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "Ctrl-C cannot be caught: it ends the copy at once");
+                None
+            }
+        };
+        loop {
+            tokio::select! {
+                e = events.next() => match e {
+                    Some(e) => {
+                        state.apply(&e);
+                        live.show(&e, &state);
+                    }
+                    None => break,
+                },
+                () = ctrl_c(&mut interrupt) => {
+                    if left.is_some() {
+                        std::process::exit(INTERRUPTED.into());
+                    }
+                    // What was in flight, before the aborts end it.
+                    left = Some(Live::left(&state));
+                    cancel.cancel();
+                    live.println("fxprelay fxp: interrupted: aborting the transfers on both servers (ABOR); Ctrl-C again to quit at once");
                 }
             }
         }
+        (state, left)
     });
     live.finish();
     let seconds = started.elapsed().as_secs_f64();
-    let code = match result {
-        Ok(Outcome::Tree(report)) => tree_result(&args, &report, seconds),
-        Ok(Outcome::File(dst, r)) => file_result(&args, &dst, r, seconds),
-        Err(e) => {
+    let job_error = state.finished.as_ref().and_then(|f| f.error.clone());
+    let code = match job_error {
+        Some(e) => {
             if args.json {
                 print_json(&JsonResult::failed(&args, e.to_string(), seconds));
             }
@@ -134,10 +142,17 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
             hint(&e);
             ExitCode::FAILURE
         }
+        None if args.opts.recursive => tree_result(&args, &state, seconds),
+        None => file_result(&args, &state, seconds),
     };
     match left {
         Some(left) => {
-            let left = runtime.block_on(written(left, &opts));
+            let root = args
+                .opts
+                .recursive
+                .then(|| Plan::tree_root(&args.src, &args.dst));
+            let dst = destination_path(&args.src, &args.dst);
+            let left = runtime.block_on(written(left, &opts, root.as_ref(), &dst));
             interrupted(&args, &left);
             ExitCode::from(INTERRUPTED)
         }
@@ -145,9 +160,14 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
     }
 }
 
-enum Outcome {
-    Tree(TreeReport),
-    File(FtpUrl, Result<engine::Report, FxpError>),
+/// The next Ctrl-C (never, when it cannot be caught).
+async fn ctrl_c(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Fills in passwords the URLs lack (see [`credentials`]); a prompt only on a terminal.
@@ -171,22 +191,25 @@ fn fill_credentials(args: &mut FxpArgs) -> Result<(), credentials::CredentialErr
 }
 
 /// The report of a tree: a line per entry and the summary (or the JSON object).
-fn tree_result(args: &FxpArgs, r: &TreeReport, seconds: f64) -> ExitCode {
+fn tree_result(args: &FxpArgs, state: &JobState, seconds: f64) -> ExitCode {
     if args.json {
-        print_json(&JsonResult::tree(args, r, seconds));
+        print_json(&JsonResult::tree(args, state, seconds));
     } else {
-        for rec in &r.records {
-            println!("{}", record_line(rec));
+        for rec in state.records() {
+            println!("{}", record_line(&rec));
         }
-        println!("{}", r.summary());
+        println!("{}", render::summary(state));
     }
-    for (path, e) in &r.failed {
-        eprintln!("fxprelay fxp: {path}: {e}");
+    let mut failed = false;
+    for e in state.failures() {
+        failed = true;
+        let why = e.error.as_ref().map_or("", |f| f.message.as_str());
+        eprintln!("fxprelay fxp: {}: {why}", e.plan.path);
     }
-    if r.failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    if failed {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -197,9 +220,9 @@ pub fn record_line(r: &FileRecord) -> String {
     let dir = if r.kind == Kind::Dir { "/" } else { "" };
     let detail = match (r.result, &r.error, r.method) {
         (_, Some(e), _) => format!(": {e}"),
-        (EntryResult::Copied, _, Some(m)) => format!(" ({}, {m})", tree::bytes_iec(r.bytes)),
+        (EntryResult::Copied, _, Some(m)) => format!(" ({}, {m})", bytes_iec(r.bytes)),
         (EntryResult::WouldCopy, _, _) => {
-            format!(" ({}, {})", tree::bytes_iec(r.bytes), r.reason.as_str())
+            format!(" ({}, {})", bytes_iec(r.bytes), r.reason.as_str())
         }
         (EntryResult::Skipped | EntryResult::WouldDelete | EntryResult::Deleted, _, _) => {
             format!(" ({})", r.reason.as_str())
@@ -209,37 +232,45 @@ pub fn record_line(r: &FileRecord) -> String {
     format!("{what:<12} {}{dir}{detail}", r.path)
 }
 
-fn file_result(
-    args: &FxpArgs,
-    dst: &FtpUrl,
-    r: Result<engine::Report, FxpError>,
-    seconds: f64,
-) -> ExitCode {
+fn file_result(args: &FxpArgs, state: &JobState, seconds: f64) -> ExitCode {
+    let dst = destination_path(&args.src, &args.dst);
+    let outcome = state.outcome();
     if args.json {
-        print_json(&JsonResult::file(args, dst, &r, seconds));
+        print_json(&JsonResult::file(args, &dst, outcome.clone(), seconds));
     }
-    match r {
-        Ok(report) => {
+    match outcome {
+        Some(Ok(report)) => {
             if !args.json {
-                println!("{}", summary(&args.src, dst, &report));
+                println!("{}", summary(&args.src, &dst, report));
             }
             ExitCode::SUCCESS
         }
-        Err(FxpError::Cancelled) => ExitCode::from(INTERRUPTED),
-        Err(e) => {
+        Some(Err(e)) if e.kind == FailureKind::Cancelled => ExitCode::from(INTERRUPTED),
+        Some(Err(e)) => {
             eprintln!("fxprelay fxp: {} -> {dst}: {e}", args.src);
             hint(&e);
             ExitCode::FAILURE
         }
+        None => ExitCode::FAILURE,
     }
 }
 
 /// The files left part way, each with the destination's `SIZE` now that its transfer
-/// is aborted (the last polled count where the server does not tell).
-async fn written(mut left: Vec<Left>, opts: &Options) -> Vec<Left> {
+/// is aborted (the last polled count where the server does not tell): a tree's file
+/// is `root` joined with its path, a single file's `file`.
+async fn written(
+    mut left: Vec<Left>,
+    opts: &EngineOptions,
+    root: Option<&FtpUrl>,
+    file: &FtpUrl,
+) -> Vec<Left> {
     for l in &mut left {
-        if let Ok(mut c) = opts.open(&l.dst).await {
-            if let Ok(Some(n)) = c.size(&l.dst.path).await {
+        let dst = match root {
+            Some(root) => root.join(l.name.as_bytes()),
+            None => file.clone(),
+        };
+        if let Ok(mut c) = opts.open(&dst).await {
+            if let Ok(Some(n)) = c.size(&dst.path).await {
                 l.done = n;
             }
             c.quit().await;
@@ -259,7 +290,7 @@ fn interrupted(args: &FxpArgs, left: &[Left]) {
             "fxprelay fxp:   {} -> {}: {}{of} written when stopped (a partial file is left at the destination)",
             l.name,
             l.dst,
-            tree::bytes_iec(l.done)
+            bytes_iec(l.done)
         );
     }
     let again = if args.opts.recursive {
@@ -326,20 +357,21 @@ impl JsonResult {
         }
     }
 
-    fn tree(args: &FxpArgs, r: &TreeReport, seconds: f64) -> JsonResult {
+    fn tree(args: &FxpArgs, state: &JobState, seconds: f64) -> JsonResult {
+        let t = state.totals();
         JsonResult {
-            files_copied: r.files,
-            files_skipped: r.skipped,
-            files_failed: r.failed.len(),
-            dirs_created: r.created,
-            deleted: r.deleted,
-            bytes: r.bytes,
-            relayed_bytes: r.relayed_bytes,
-            method: r.main_method().map(str::to_owned),
-            methods: r.methods.iter().map(|(m, n)| (m.to_string(), *n)).collect(),
-            dry_run: r.dry_run,
-            interrupted: r.interrupted,
-            files: r.records.clone(),
+            files_copied: t.files_copied,
+            files_skipped: t.skipped,
+            files_failed: t.failed,
+            dirs_created: t.created,
+            deleted: t.deleted,
+            bytes: t.bytes_copied,
+            relayed_bytes: t.relayed_bytes,
+            method: render::main_method(state).map(str::to_owned),
+            methods: t.methods.iter().map(|(m, n)| (m.to_string(), *n)).collect(),
+            dry_run: state.dry_run,
+            interrupted: render::interrupted(state),
+            files: state.records(),
             ..JsonResult::empty(args, seconds)
         }
     }
@@ -347,14 +379,14 @@ impl JsonResult {
     fn file(
         args: &FxpArgs,
         dst: &FtpUrl,
-        r: &Result<engine::Report, FxpError>,
+        r: Option<Result<&Report, Failure>>,
         seconds: f64,
     ) -> JsonResult {
         let mut rec = FileRecord {
             path: args.src.to_string(),
             kind: Kind::File,
             result: EntryResult::Copied,
-            reason: super::mirror::Reason::Overwrite,
+            reason: Reason::Overwrite,
             bytes: 0,
             method: None,
             verified: None,
@@ -365,7 +397,7 @@ impl JsonResult {
             ..JsonResult::empty(args, seconds)
         };
         match r {
-            Ok(rep) => {
+            Some(Ok(rep)) => {
                 rec.bytes = rep.bytes;
                 rec.method = Some(rep.method);
                 rec.verified = Some(rep.verified);
@@ -375,14 +407,18 @@ impl JsonResult {
                 out.method = Some(rep.method.as_str().to_owned());
                 out.methods.insert(rep.method.as_str().to_owned(), 1);
             }
-            Err(FxpError::Cancelled) => {
+            Some(Err(e)) if e.kind == FailureKind::Cancelled => {
                 rec.result = EntryResult::Interrupted;
                 out.interrupted = true;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 rec.result = EntryResult::Failed;
-                rec.error = Some(e.to_string());
+                rec.error = Some(e.message);
                 out.files_failed = 1;
+            }
+            None => {
+                rec.result = EntryResult::Interrupted;
+                out.interrupted = true;
             }
         }
         out.files = vec![rec];
@@ -398,8 +434,8 @@ fn print_json(r: &JsonResult) {
 }
 
 /// What the operator can do about a failure, when there is something.
-fn hint(e: &FxpError) {
-    if e.untrusted_certificate() {
+fn hint(e: &Failure) {
+    if e.kind == FailureKind::UntrustedCertificate {
         eprintln!(
             "fxprelay fxp: the server's TLS certificate is not signed by a trusted CA: \
              give that CA's certificate with --ca FILE (or skip the check with --insecure)"
@@ -408,14 +444,14 @@ fn hint(e: &FxpError) {
 }
 
 /// `copied SRC -> DST: method fxp, 8388608 bytes (8.00 MiB), 0.052 s, 153.85 MiB/s, verified sha-256`.
-pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &engine::Report) -> String {
+pub fn summary(src: &FtpUrl, dst: &FtpUrl, r: &Report) -> String {
     let secs = r.duration.as_secs_f64();
     format!(
         "copied {src} -> {dst}: method {}, {}, {secs:.3} s, {}/s{}{}",
         r.method,
-        tree::bytes_iec(r.bytes),
+        bytes_iec(r.bytes),
         // The rate of what moved in this run, not of a prefix resumed from earlier.
-        tree::rate_iec(r.bytes.saturating_sub(r.resumed_from), secs),
+        rate_iec(r.bytes.saturating_sub(r.resumed_from), secs),
         if r.resumed_from > 0 {
             format!(", resumed at {}", r.resumed_from)
         } else {

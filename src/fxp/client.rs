@@ -27,15 +27,14 @@ use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
 use tracing::debug;
 
+use super::client_stream::ClientStream;
 use super::digest;
-use super::stream::Stream;
 use super::url::{FtpUrl, Security};
 use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::net::{AllowList, Denied, OwnSockets, SelfTarget};
 use crate::proto::addr::{
     format_eprt_command, format_port_command, parse_epsv_reply, parse_pasv_reply,
 };
-use crate::proto::line::find_line;
 use crate::proto::reply::{Reply, ReplyAssembler};
 use crate::tls::{self, TlsConnector};
 
@@ -243,10 +242,10 @@ pub struct DataTls(Option<(TlsConnector, ServerName<'static>)>);
 impl DataTls {
     /// `tcp` as the data connection: through a TLS handshake (within `limit`) under
     /// `PROT P`, as it is otherwise.
-    pub async fn wrap(self, tcp: TcpStream, limit: Duration) -> Result<Stream, FtpError> {
+    pub async fn wrap(self, tcp: TcpStream, limit: Duration) -> Result<ClientStream, FtpError> {
         match self.0 {
             Some((connector, name)) => handshake(&connector, name, tcp, limit, "data").await,
-            None => Ok(Stream::Plain(tcp)),
+            None => Ok(ClientStream::Plain(tcp)),
         }
     }
 
@@ -311,10 +310,10 @@ impl Features {
 
 /// One logged-in control connection.
 pub struct Client {
-    reader: FramedRead<ReadHalf<Stream>, LineCodec>,
+    reader: FramedRead<ReadHalf<ClientStream>, LineCodec>,
     /// Every command is flushed onto the wire (a TLS record could otherwise sit in
     /// rustls' buffer) within `timeout`.
-    writer: LineWriter<WriteHalf<Stream>>,
+    writer: LineWriter<WriteHalf<ClientStream>>,
     /// Over TLS: the connector and the data protection in force.
     secure: Option<Secure>,
     asm: ReplyAssembler,
@@ -374,7 +373,7 @@ impl Client {
             (Some((connector, name)), Security::Implicit) => {
                 handshake(connector, name.clone(), tcp, limit, "control").await?
             }
-            _ => Stream::Plain(tcp),
+            _ => ClientStream::Plain(tcp),
         };
         let mut c = Client::over(stream, None, peer, limit, host, own.cloned());
         let mut greeting = c.read_reply("greeting").await?;
@@ -409,7 +408,7 @@ impl Client {
     }
 
     fn over(
-        stream: Stream,
+        stream: ClientStream,
         secure: Option<Secure>,
         peer: SocketAddr,
         limit: Duration,
@@ -459,7 +458,7 @@ impl Client {
             own,
             ..
         } = self;
-        let Stream::Plain(tcp) = reader.into_inner().unsplit(writer.into_inner()) else {
+        let ClientStream::Plain(tcp) = reader.into_inner().unsplit(writer.into_inner()) else {
             return Err(FtpError::Other("AUTH TLS on a TLS connection".into()));
         };
         let stream = handshake(&connector, name.clone(), tcp, limit, "control").await?;
@@ -991,9 +990,9 @@ async fn handshake(
     tcp: TcpStream,
     limit: Duration,
     channel: &'static str,
-) -> Result<Stream, FtpError> {
+) -> Result<ClientStream, FtpError> {
     match timeout(limit, connector.connect(name, tcp)).await {
-        Ok(Ok(t)) => Ok(Stream::Tls(Box::new(t))),
+        Ok(Ok(t)) => Ok(ClientStream::Tls(Box::new(t))),
         Ok(Err(e)) => Err(FtpError::tls(channel, e)),
         Err(_) => Err(FtpError::Timeout {
             what: format!("TLS handshake on the {channel} connection"),
@@ -1110,25 +1109,6 @@ fn bad_reply(cmd: &str, r: &Reply, e: impl std::fmt::Display) -> FtpError {
     }
 }
 
-/// Splits a listing into lines (CRLF or LF), dropping empty ones.
-pub fn listing_lines(raw: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = raw;
-    while !rest.is_empty() {
-        let n = match find_line(rest, rest.len()) {
-            Ok(Some(n)) => n,
-            _ => rest.len(),
-        };
-        let line = crate::proto::line::trim_eol(&rest[..n]);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if !line.is_empty() {
-            out.push(line);
-        }
-        rest = &rest[n..];
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1239,13 +1219,5 @@ mod tests {
     fn reply_text_on_one_line() {
         let r = reply(b"550-No such file\r\n550 or directory\r\n");
         assert_eq!(reply_text(&r), "No such file 550 or directory");
-    }
-
-    #[test]
-    fn listing_split() {
-        assert_eq!(
-            listing_lines(b"a\r\nb\n\nc"),
-            vec![&b"a"[..], &b"b"[..], &b"c"[..]]
-        );
     }
 }

@@ -391,9 +391,32 @@ impl fmt::Display for Check {
     }
 }
 
+impl Check {
+    /// A check by its word ([`Check::as_str`]).
+    pub fn from_word(word: &str) -> Option<Check> {
+        match word {
+            "none" => Some(Check::None),
+            "size" => Some(Check::Size),
+            _ => Algorithm::ALL
+                .into_iter()
+                .find(|a| a.as_str() == word)
+                .map(Check::Hash),
+        }
+    }
+}
+
 impl serde::Serialize for Check {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
+    }
+}
+
+/// Read back as written (a saved job state restored).
+impl<'de> serde::Deserialize<'de> for Check {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Check, D::Error> {
+        let word = String::deserialize(d)?;
+        Check::from_word(&word)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a check: {word:?}")))
     }
 }
 
@@ -460,6 +483,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn checks_read_back_as_written() {
+        let all = [Check::None, Check::Size]
+            .into_iter()
+            .chain(Algorithm::ALL.map(Check::Hash));
+        for c in all {
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(serde_json::from_str::<Check>(&json).unwrap(), c);
+        }
+        assert!(serde_json::from_str::<Check>("\"sha-3\"").is_err());
+    }
 
     /// proftpd 1.3.8 with mod_digest, as it answered `FEAT` here.
     const PROFTPD_FEAT: &[&str] = &[

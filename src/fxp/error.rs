@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use super::client::FtpError;
 use super::digest::Algorithm;
-use super::report::Method;
+use super::job::event::{Failure, FailureKind};
+use super::method::Method;
 
 /// Which server a failure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,5 +135,54 @@ impl FxpError {
                 ..
             })
         )
+    }
+}
+
+impl From<&FxpError> for Failure {
+    /// The failure as plain data: its kind, its words, its reply code, whether a retry
+    /// could mend it.
+    fn from(e: &FxpError) -> Failure {
+        Failure {
+            kind: e.kind(),
+            message: e.to_string(),
+            code: e.code(),
+            permanent: e.is_permanent(),
+        }
+    }
+}
+
+impl FxpError {
+    /// What kind of failure this is, for the front ends ([`FailureKind`]).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            FxpError::Server { error, .. } => match error {
+                FtpError::Resolve { .. } | FtpError::Connect { .. } => FailureKind::Unreachable,
+                FtpError::Timeout { .. } => FailureKind::Timeout,
+                FtpError::Refused { cmd, .. }
+                    if cmd.starts_with("USER") || cmd.starts_with("PASS") =>
+                {
+                    FailureKind::LoginRefused
+                }
+                FtpError::Refused { .. } => FailureKind::Refused,
+                FtpError::Closed { .. }
+                | FtpError::BadReply { .. }
+                | FtpError::Io(_)
+                | FtpError::Data(_) => FailureKind::Connection,
+                FtpError::Tls {
+                    untrusted: true, ..
+                } => FailureKind::UntrustedCertificate,
+                FtpError::Tls { .. } | FtpError::TlsSetup(_) => FailureKind::Tls,
+                FtpError::Denied { .. } | FtpError::SelfTarget(_) => FailureKind::NotAllowed,
+                FtpError::PrivilegedPort { .. } | FtpError::Other(_) => FailureKind::Other,
+            },
+            FxpError::SizeMismatch { .. } => FailureKind::SizeMismatch,
+            FxpError::HashMismatch { .. } => FailureKind::HashMismatch,
+            FxpError::Unverified(_) => FailureKind::Unverified,
+            FxpError::Stalled(_) | FxpError::DestinationSilent { .. } => FailureKind::Stalled,
+            FxpError::Relay(_) => FailureKind::Connection,
+            FxpError::Methods(tried) => tried.last().map_or(FailureKind::Other, |(_, e)| e.kind()),
+            FxpError::Cancelled => FailureKind::Cancelled,
+            FxpError::Other(_) => FailureKind::Other,
+        }
     }
 }

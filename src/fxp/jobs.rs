@@ -2,10 +2,10 @@
 //! running the engine, with the state the API reports. Passwords are kept only inside
 //! the task that needs them; everything the API shows is redacted.
 //!
-//! A job's progress comes from the engine's callbacks ([`engine::Options::progress`] for
-//! one file, [`engine::FileHooks`] for a tree's files): they update the job's [`Live`]
-//! record, behind a lock of its own, and a `GET` reads it. The JSON a job shows is
-//! [`JobView`]; `src/openapi.json` describes it (a test holds the two together).
+//! A job's task folds the events of [`job::run`] into the job's [`JobState`], behind a
+//! lock of its own, and a `GET` renders it. The JSON a job shows is [`JobView`];
+//! `src/openapi.json` describes it (a test holds the two together). Once a job ends its
+//! view's counts are fixed and a tree's records cut to [`MAX_FILE_RECORDS`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -19,11 +19,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
+use futures_util::StreamExt;
+
 use super::client::ExtraRoots;
-use super::engine::{self, Check, Event, FileHooks, FxpError};
+use super::engine::{self, Check};
+use super::job::event::{JobEvent, StopReason, bounded};
+use super::job::plan::Plan;
+use super::job::{EntryState, JobState, Order, Status, Totals};
 pub use super::job_id::{BadJobId, JobId};
 pub use super::options::{MAX_RETRIES, TransferOptions};
-use super::tree;
+use super::render;
+use super::runner;
 use super::url::FtpUrl;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
@@ -151,53 +157,35 @@ pub struct FileView {
 }
 
 impl FileView {
-    fn queued(source: String, destination: String) -> FileView {
+    /// A file of the job's state, as the API shows it (texts bounded).
+    fn of(e: &EntryState) -> FileView {
         FileView {
-            source: bounded(source, MAX_FILE_TEXT),
-            destination: bounded(destination, MAX_FILE_TEXT),
-            state: State::Queued,
-            method: None,
-            verified: None,
-            bytes_done: 0,
-            bytes_total: None,
-            error: None,
-            reply_code: None,
+            source: bounded(e.plan.src.clone(), MAX_FILE_TEXT),
+            destination: bounded(e.plan.dst.clone(), MAX_FILE_TEXT),
+            state: State::of(e.status),
+            method: e.method.map(|m| m.as_str()),
+            verified: e.report.as_ref().map(|r| r.verified),
+            bytes_done: e.done,
+            bytes_total: e.total,
+            error: e
+                .error
+                .as_ref()
+                .map(|f| bounded(f.message.clone(), MAX_FILE_TEXT)),
+            reply_code: e.error.as_ref().and_then(|f| f.code),
         }
     }
+}
 
-    fn event(&mut self, e: &Event) {
-        match e {
-            Event::Started { size, .. } => {
-                self.state = State::Running;
-                self.bytes_total = *size;
-            }
-            Event::Trying { method, offset } => {
-                self.method = Some(method.as_str());
-                self.bytes_done = *offset;
-            }
-            Event::Bytes { done, total } => {
-                self.bytes_done = *done;
-                self.bytes_total = total.or(self.bytes_total);
-            }
-            Event::MethodFailed { .. } | Event::Retrying { .. } => {}
-        }
-    }
-
-    fn finished(&mut self, result: Result<&engine::Report, &FxpError>, relayed: &mut u64) {
-        match result {
-            Ok(r) => {
-                self.state = State::Done;
-                self.method = Some(r.method.as_str());
-                self.bytes_done = r.bytes;
-                self.bytes_total = self.bytes_total.or(Some(r.bytes));
-                self.verified = Some(r.verified);
-                *relayed += r.relayed_bytes;
-            }
-            Err(e) => {
-                self.state = State::Failed;
-                self.error = Some(bounded(e.to_string(), MAX_FILE_TEXT));
-                self.reply_code = e.code();
-            }
+impl State {
+    /// A file's state from its entry's.
+    fn of(status: Status) -> State {
+        match status {
+            Status::Queued => State::Queued,
+            Status::Running => State::Running,
+            Status::Copied | Status::Created | Status::Deleted | Status::Skipped => State::Done,
+            Status::Failed => State::Failed,
+            Status::Stopped(StopReason::Cancelled) => State::Cancelled,
+            Status::Stopped(StopReason::Interrupted) => State::Interrupted,
         }
     }
 }
@@ -224,132 +212,97 @@ pub enum SubmitError {
     TooMany(String),
 }
 
-/// What a running job has heard from the engine; behind its own lock, so progress never
-/// waits for the registry's.
+/// A job's progress: its [`JobState`] while it runs, what its view keeps once it has
+/// ended. Behind its own lock, so progress never waits for the registry's.
 #[derive(Debug, Default)]
-struct Live {
-    /// One record for a file; a tree's files once listed.
-    files: Vec<FileView>,
-    relayed: u64,
-    /// Set once the job has ended: what arrives afterwards is not applied.
-    frozen: bool,
-    /// The counts as they were when the job ended, taken before a tree's records were
-    /// cut to [`MAX_FILE_RECORDS`].
-    totals: Option<Totals>,
+struct Record {
+    state: JobState,
+    /// Set once the job has ended: the view's counts and records as they were then
+    /// (what arrives afterwards is not applied).
+    sealed: Option<Sealed>,
 }
 
-/// A job's counts, summed over its files.
+/// An ended job's view: counts fixed, a tree's records cut to [`MAX_FILE_RECORDS`].
 #[derive(Debug, Clone)]
-struct Totals {
+struct Sealed {
+    counts: Counts,
+    files: Vec<FileView>,
+    omitted: usize,
+}
+
+/// What a job's view shows of its [`Totals`].
+#[derive(Debug, Clone)]
+struct Counts {
     bytes_done: u64,
     bytes_total: Option<u64>,
+    relayed_bytes: u64,
     files_done: usize,
     files_failed: usize,
     files_total: Option<usize>,
     method: Option<&'static str>,
     verified: Option<Check>,
-    omitted: usize,
 }
 
-impl Live {
-    /// `listed`: the file list is known (always, for one file).
-    fn totals(&self, listed: bool) -> Totals {
-        if let Some(t) = &self.totals {
-            return t.clone();
+impl From<Totals> for Counts {
+    fn from(t: Totals) -> Counts {
+        Counts {
+            bytes_done: t.bytes_done,
+            bytes_total: t.bytes_total,
+            relayed_bytes: t.relayed_bytes,
+            files_done: t.files_copied,
+            files_failed: t.files_failed,
+            files_total: t.files_total,
+            method: t.method.map(|m| m.as_str()),
+            verified: t.weakest_check,
         }
-        let count = |s: State| self.files.iter().filter(|f| f.state == s).count();
-        Totals {
-            bytes_done: self.files.iter().map(|f| f.bytes_done).sum(),
-            bytes_total: if listed {
-                self.files.iter().map(|f| f.bytes_total).sum()
-            } else {
-                None
-            },
-            files_done: count(State::Done),
-            files_failed: count(State::Failed),
-            files_total: listed.then_some(self.files.len()),
-            method: main_method(&self.files),
-            verified: self.files.iter().filter_map(|f| f.verified).min(),
-            omitted: 0,
+    }
+}
+
+impl Record {
+    /// The counts, and a tree's file records, now.
+    fn view(&self) -> (Counts, Vec<FileView>, usize) {
+        match &self.sealed {
+            Some(s) => (s.counts.clone(), s.files.clone(), s.omitted),
+            None => (
+                self.state.totals().into(),
+                self.state.files().map(FileView::of).collect(),
+                0,
+            ),
         }
     }
 
     /// The job has ended: the counts are fixed and a tree's records cut down.
-    fn seal(&mut self, listed: bool) {
-        if self.totals.is_some() {
+    fn seal(&mut self) {
+        if self.sealed.is_some() {
             return;
         }
-        let mut totals = self.totals(listed);
-        let (kept, omitted) = kept_records(&self.files);
-        totals.omitted = omitted;
-        self.files = kept;
-        self.totals = Some(totals);
-        self.frozen = true;
+        let files: Vec<FileView> = self.state.files().map(FileView::of).collect();
+        let (files, omitted) = kept_records(&files);
+        self.sealed = Some(Sealed {
+            counts: self.state.totals().into(),
+            files,
+            omitted,
+        });
+        // The view keeps what it shows; the entries (up to the walk's bound) go.
+        self.state = JobState::default();
     }
 }
 
-impl Live {
-    fn file(&mut self, index: usize) -> Option<&mut FileView> {
-        if self.frozen {
-            return None;
-        }
-        self.files.get_mut(index)
-    }
-}
-
-/// Shared handle on a job's [`Live`] record, the engine's callbacks' target.
+/// Shared handle on a job's [`Record`], which its task feeds.
 #[derive(Clone, Default)]
-struct Watch(Arc<Mutex<Live>>);
+struct Watch(Arc<Mutex<Record>>);
 
 impl Watch {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Record> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The progress callback of a one-file job (file 0).
-    fn progress(&self) -> engine::Progress {
-        let me = self.clone();
-        Arc::new(move |e: &Event| {
-            if let Some(f) = me.lock().file(0) {
-                f.event(e);
-            }
-        })
-    }
-}
-
-impl FileHooks for Watch {
-    fn listed(&self, files: &[(FtpUrl, FtpUrl)]) {
-        let mut live = self.lock();
-        if !live.frozen {
-            live.files = files
-                .iter()
-                .map(|(s, d)| FileView::queued(s.to_string(), d.to_string()))
-                .collect();
+    /// One event of the job's run (ignored once the job has ended).
+    fn apply(&self, e: &JobEvent) {
+        let mut r = self.lock();
+        if r.sealed.is_none() {
+            r.state.apply(e);
         }
-    }
-
-    fn started(&self, index: usize, _src: &FtpUrl, _dst: &FtpUrl) -> Option<engine::Progress> {
-        let me = self.clone();
-        Some(Arc::new(move |e: &Event| {
-            if let Some(f) = me.lock().file(index) {
-                f.event(e);
-            }
-        }))
-    }
-
-    fn finished(
-        &self,
-        index: usize,
-        _src: &FtpUrl,
-        _dst: &FtpUrl,
-        result: Result<&engine::Report, &FxpError>,
-    ) {
-        let mut live = self.lock();
-        let mut relayed = live.relayed;
-        if let Some(f) = live.file(index) {
-            f.finished(result, &mut relayed);
-        }
-        live.relayed = relayed;
     }
 }
 
@@ -375,10 +328,18 @@ struct Job {
 }
 
 impl Job {
-    fn new(id: JobId, source: String, destination: String, options: TransferOptions) -> Job {
+    /// `plan`: what the job is known to do before it runs (one file's plan; a tree's
+    /// comes once listed).
+    fn new(
+        id: JobId,
+        source: String,
+        destination: String,
+        options: TransferOptions,
+        plan: Option<&Plan>,
+    ) -> Job {
         let watch = Watch::default();
-        if !options.recursive {
-            watch.lock().files = vec![FileView::queued(source.clone(), destination.clone())];
+        if let Some(plan) = plan {
+            watch.apply(&JobEvent::Planned(plan.outline()));
         }
         Job {
             id,
@@ -397,21 +358,15 @@ impl Job {
         }
     }
 
-    fn fail(&mut self, e: &FxpError) {
+    fn fail(&mut self, error: &str, code: Option<u16>) {
         self.state = State::Failed;
-        self.error = Some(bounded(e.to_string(), MAX_ERROR));
-        self.reply_code = e.code();
-    }
-
-    /// The file list is known: always for one file, once walked for a tree.
-    fn listed(&self, live: &Live) -> bool {
-        !self.options.recursive || !live.files.is_empty() || live.totals.is_some()
+        self.error = Some(bounded(error.to_owned(), MAX_ERROR));
+        self.reply_code = code;
     }
 
     /// The job as the API shows it now; `files` for the single view of a tree.
     fn view(&self, files: bool) -> JobView {
-        let live = self.watch.lock();
-        let t = live.totals(self.listed(&live));
+        let (t, records, omitted) = self.watch.lock().view();
         let seconds = self.started.map(|(_, at)| match self.finished {
             Some((_, end)) => end.duration_since(at).as_secs_f64(),
             None => at.elapsed().as_secs_f64(),
@@ -435,15 +390,15 @@ impl Job {
             method: t.method,
             bytes_done: t.bytes_done,
             bytes_total: t.bytes_total,
-            relayed_bytes: live.relayed,
+            relayed_bytes: t.relayed_bytes,
             rate_bytes_per_second: rate,
             eta_seconds: eta,
             verified: t.verified,
             files_done: t.files_done,
             files_failed: t.files_failed,
             files_total: t.files_total,
-            files: tree.then(|| live.files.clone()),
-            files_omitted: tree.then_some(t.omitted),
+            files: tree.then_some(records),
+            files_omitted: tree.then_some(omitted),
             submitted_at: rfc3339(self.submitted),
             started_at: self.started.map(|(t, _)| rfc3339(t)),
             finished_at: self.finished.map(|(t, _)| rfc3339(t)),
@@ -466,19 +421,6 @@ fn kept_records(files: &[FileView]) -> (Vec<FileView>, usize) {
         .collect();
     let omitted = files.len() - kept.len();
     (kept, omitted)
-}
-
-/// The method most files used (or are trying), the first listed of equals.
-fn main_method(files: &[FileView]) -> Option<&'static str> {
-    let mut counts: Vec<(&'static str, usize)> = Vec::new();
-    for m in files.iter().filter_map(|f| f.method) {
-        match counts.iter_mut().find(|(n, _)| *n == m) {
-            Some((_, c)) => *c += 1,
-            None => counts.push((m, 1)),
-        }
-    }
-    let best = counts.iter().map(|(_, c)| *c).max()?;
-    counts.iter().find(|(_, c)| *c == best).map(|(m, _)| *m)
 }
 
 /// RFC 3339, UTC, to the millisecond: `2026-12-02T01:37:38.123Z`.
@@ -507,9 +449,7 @@ impl Registry {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.finished = Some((SystemTime::now(), Instant::now()));
             job.abort = None;
-            let mut live = job.watch.lock();
-            let listed = job.listed(&live);
-            live.seal(listed);
+            job.watch.lock().seal();
         }
         self.finished.push_back(id);
         while self.finished.len() > MAX_FINISHED {
@@ -717,18 +657,33 @@ impl Jobs {
             )));
         }
         let id = JobId::new();
-        let job = Job::new(id, src.to_string(), dst.to_string(), options.clone());
-        let mut opts = engine::Options {
+        let order = if options.recursive {
+            Order::Tree {
+                src: src.clone(),
+                dst: dst.clone(),
+                mirror: options.mirror(),
+            }
+        } else {
+            Order::File {
+                src: src.clone(),
+                dst: dst.clone(),
+            }
+        };
+        let plan = (!options.recursive).then(|| Plan::file(&src, &dst));
+        let job = Job::new(
+            id,
+            src.to_string(),
+            dst.to_string(),
+            options.clone(),
+            plan.as_ref(),
+        );
+        let opts = engine::EngineOptions {
             allow: Some(self.allow()),
             own: self.own(),
             cancel: Some(job.stop.clone()),
             ..options.engine(ca)
         };
-        if options.recursive {
-            opts.files = Some(Arc::new(job.watch.clone()));
-        } else {
-            opts.progress = Some(job.watch.progress());
-        }
+        let watch = job.watch.clone();
         let span = tracing::info_span!("fxp_job", %id);
         // Spawned with the registry locked: the task's first step (`start`) waits for
         // the lock, so the job and its abort handle are in place before it can run and
@@ -742,13 +697,11 @@ impl Jobs {
                     return;
                 }
                 info!(source = %src, destination = %dst, "transfer started");
-                if options.recursive {
-                    let outcome = tree::copy_tree_with(&src, &dst, &opts, &options.mirror()).await;
-                    me.finish_tree(id, outcome);
-                } else {
-                    let outcome = engine::transfer(&src, &dst, &opts).await;
-                    me.finish(id, outcome);
+                let mut events = runner::run(order, opts);
+                while let Some(e) = events.next().await {
+                    watch.apply(&e);
                 }
+                me.finish(id);
             }
             .instrument(span),
         );
@@ -806,42 +759,44 @@ impl Jobs {
         reg.finished(id);
     }
 
-    fn finish(&self, id: JobId, outcome: Result<engine::Report, FxpError>) {
+    /// The job's run is over: its state says how it went.
+    fn finish(&self, id: JobId) {
         self.settle(id, |job| {
-            let mut live = job.watch.lock();
-            let mut relayed = live.relayed;
-            if let Some(f) = live.file(0) {
-                f.finished(outcome.as_ref(), &mut relayed);
+            let watch = job.watch.clone();
+            let record = watch.lock();
+            let state = &record.state;
+            if !job.options.recursive {
+                match state.outcome() {
+                    Some(Ok(r)) => {
+                        job.state = State::Done;
+                        info!(method = r.method.as_str(), bytes = r.bytes, "transfer done");
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "transfer failed");
+                        job.fail(&e.message, e.code);
+                    }
+                    None => job.fail("the transfer ended without an outcome", None),
+                }
+                return;
             }
-            live.relayed = relayed;
-            drop(live);
-            match outcome {
-                Ok(r) => {
+            let t = state.totals();
+            match state.finished.as_ref().and_then(|f| f.error.as_ref()) {
+                Some(e) => {
+                    warn!(error = %e, "tree copy failed");
+                    job.fail(&e.message, e.code);
+                }
+                None if t.failed == 0 => {
                     job.state = State::Done;
-                    info!(method = r.method.as_str(), bytes = r.bytes, "transfer done");
+                    info!(
+                        files = t.files_copied,
+                        bytes = t.bytes_copied,
+                        "tree copied"
+                    );
                 }
-                Err(e) => {
-                    warn!(error = %e, "transfer failed");
-                    job.fail(&e);
+                None => {
+                    warn!(failed = t.failed, "tree copied with failures");
+                    job.fail(&render::summary(state), None);
                 }
-            }
-        });
-    }
-
-    fn finish_tree(&self, id: JobId, outcome: Result<tree::TreeReport, FxpError>) {
-        self.settle(id, |job| match outcome {
-            Ok(r) if r.failed.is_empty() => {
-                job.state = State::Done;
-                info!(files = r.files, bytes = r.bytes, "tree copied");
-            }
-            Ok(r) => {
-                warn!(failed = r.failed.len(), "tree copied with failures");
-                job.state = State::Failed;
-                job.error = Some(bounded(r.summary(), MAX_ERROR));
-            }
-            Err(e) => {
-                warn!(error = %e, "tree copy failed");
-                job.fail(&e);
             }
         });
     }
@@ -960,9 +915,7 @@ fn interrupted(job: &mut Job, when: &str) {
     job.state = State::Interrupted;
     job.error = Some(format!("interrupted: {when} (SIGTERM or SIGINT)"));
     count_stopped(job, State::Interrupted);
-    let live = job.watch.lock();
-    let bytes_done: u64 = live.files.iter().map(|f| f.bytes_done).sum();
-    drop(live);
+    let bytes_done = job.watch.lock().view().0.bytes_done;
     warn!(
         id = %job.id,
         source = %job.source,
@@ -984,32 +937,25 @@ fn count_stopped(job: &mut Job, how: State) {
     let took = job
         .started
         .map_or(Default::default(), |(_, at)| at.elapsed());
-    let mut live = job.watch.lock();
+    let stopped = match how {
+        State::Interrupted => StopReason::Interrupted,
+        _ => StopReason::Cancelled,
+    };
+    let mut record = job.watch.lock();
     let mut counted = false;
-    for f in live.files.iter_mut().filter(|f| f.state.is_active()) {
-        if f.state == State::Running || f.method.is_some() {
-            metrics::fxp_transfer(result, f.method.unwrap_or("none"), 0, took);
+    for f in record.state.files().filter(|f| f.status.is_active()) {
+        if f.status == Status::Running || f.method.is_some() {
+            metrics::fxp_transfer(result, f.method.map_or("none", |m| m.as_str()), 0, took);
             counted = true;
         }
-        f.state = how;
     }
-    live.frozen = true;
+    // The files under way take the job's state; what the engine says after is not
+    // applied.
+    record.state.apply(&JobEvent::Stopped(stopped));
+    record.seal();
     if !counted {
         metrics::fxp_transfer(result, "none", 0, took);
     }
-}
-
-/// `text` cut to `max` bytes (on a character boundary), marked when cut.
-fn bounded(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str(" [...]");
-    }
-    text
 }
 
 #[cfg(test)]
@@ -1017,7 +963,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::fxp::engine::Method;
+    use crate::fxp::engine::{FxpError, Method};
+    use crate::fxp::job::{EntryOutcome, Failure, FileEvent, Report};
 
     fn jobs(allow: &[&str]) -> Jobs {
         let allow: AllowList = allow.iter().map(|s| s.parse().unwrap()).collect();
@@ -1036,11 +983,16 @@ mod tests {
     fn insert(jobs: &Jobs, state: State) -> JobId {
         let mut reg = jobs.lock();
         let id = JobId::new();
+        let plan = Plan::file(
+            &FtpUrl::parse("ftp://a/x").unwrap(),
+            &FtpUrl::parse("ftp://b/y").unwrap(),
+        );
         let mut job = Job::new(
             id,
             "ftp://a/x".into(),
             "ftp://b/y".into(),
             TransferOptions::default(),
+            Some(&plan),
         );
         job.state = state;
         if state == State::Running {
@@ -1050,8 +1002,28 @@ mod tests {
         id
     }
 
-    fn report() -> engine::Report {
-        engine::Report {
+    /// A one-file job's run ends with `outcome`, then the job is finished.
+    fn finish(jobs: &Jobs, id: JobId, outcome: Result<Report, FxpError>) {
+        let watch = jobs.lock().jobs[&id].watch.clone();
+        watch.apply(&JobEvent::Started { entry: 0 });
+        let outcome = match outcome {
+            Ok(r) => EntryOutcome::Copied(r),
+            Err(e) => EntryOutcome::Failed(Failure::from(&e)),
+        };
+        watch.apply(&JobEvent::Ended {
+            entry: 0,
+            took: Duration::ZERO,
+            outcome,
+        });
+        watch.apply(&JobEvent::Finished {
+            error: None,
+            took: Duration::ZERO,
+        });
+        jobs.finish(id);
+    }
+
+    fn report() -> Report {
+        Report {
             method: engine::Method::Fxp,
             bytes: 1,
             relayed_bytes: 0,
@@ -1268,7 +1240,7 @@ mod tests {
             .collect();
         let waiting = insert(&jobs, State::Queued);
         for &id in &ids {
-            jobs.finish(id, Ok(report()));
+            finish(&jobs, id, Ok(report()));
         }
         // The five oldest finished jobs are gone; the queued one stays whatever its age.
         assert_eq!(jobs.list(None, usize::MAX).0.len(), MAX_FINISHED + 1);
@@ -1290,23 +1262,27 @@ mod tests {
         assert!(!jobs.start(queued));
         assert_eq!(state(&jobs, queued), State::Cancelled);
         // Cancelled while running: the outcome that arrives afterwards is not applied.
-        for outcome in [Ok(report()), Err(engine::FxpError::Other("boom".into()))] {
+        for outcome in [Ok(report()), Err(FxpError::Other("boom".into()))] {
             let running = insert(&jobs, State::Running);
             jobs.cancel(running);
-            jobs.finish(running, outcome);
+            finish(&jobs, running, outcome);
             let v = jobs.get(running).unwrap();
             assert_eq!(v.state, State::Cancelled, "{v:?}");
             assert!(v.error.is_none() && v.method.is_none(), "{v:?}");
         }
         let running = insert(&jobs, State::Running);
         jobs.cancel(running);
-        jobs.finish_tree(running, Err(engine::FxpError::Other("boom".into())));
+        jobs.lock().jobs[&running].watch.apply(&JobEvent::Finished {
+            error: Some(Failure::from(&FxpError::Other("boom".into()))),
+            took: Duration::ZERO,
+        });
+        jobs.finish(running);
         assert_eq!(state(&jobs, running), State::Cancelled);
         // A finished job is not cancelled, nor finished twice.
         let done = insert(&jobs, State::Running);
-        jobs.finish(done, Ok(report()));
+        finish(&jobs, done, Ok(report()));
         jobs.cancel(done);
-        jobs.finish(done, Err(engine::FxpError::Other("late".into())));
+        finish(&jobs, done, Err(FxpError::Other("late".into())));
         assert_eq!(state(&jobs, done), State::Done);
     }
 
@@ -1334,7 +1310,8 @@ mod tests {
         let job = reg.jobs.get_mut(&id).unwrap();
         job.options.recursive = recursive;
         if recursive {
-            job.watch.lock().files.clear();
+            // A tree: nothing known until it is listed.
+            job.watch.lock().state = JobState::default();
         }
         (id, job.watch.clone())
     }
@@ -1343,20 +1320,17 @@ mod tests {
     fn a_running_file_shows_its_progress_and_a_cancel_keeps_what_moved() {
         let jobs = jobs(&[]);
         let (id, watch) = running(&jobs, false);
-        let progress = watch.progress();
-        progress(&Event::Started {
-            src: "s".into(),
-            dst: "d".into(),
-            size: Some(1000),
-        });
-        progress(&Event::Trying {
+        let progress = |event: FileEvent| watch.apply(&JobEvent::File { entry: 0, event });
+        watch.apply(&JobEvent::Started { entry: 0 });
+        progress(FileEvent::SourceSize { size: Some(1000) });
+        progress(FileEvent::Trying {
             method: Method::Fxp,
             offset: 0,
         });
         let v = jobs.get(id).unwrap();
         assert_eq!((v.bytes_done, v.bytes_total), (0, Some(1000)));
         assert_eq!((v.files_total, v.method), (Some(1), Some("fxp")));
-        progress(&Event::Bytes {
+        progress(FileEvent::Bytes {
             done: 400,
             total: Some(1000),
         });
@@ -1371,7 +1345,7 @@ mod tests {
         assert_eq!((v.state, v.bytes_done), (State::Cancelled, 400));
         assert!(v.finished_at.is_some() && v.eta_seconds.is_none(), "{v:?}");
         // What a stopped engine might still report is not applied.
-        progress(&Event::Bytes {
+        progress(FileEvent::Bytes {
             done: 900,
             total: Some(1000),
         });
@@ -1394,23 +1368,32 @@ mod tests {
                 (u("a"), u("b"))
             })
             .collect();
-        watch.listed(&list);
-        let (s1, d1) = &list[1];
-        let file1 = watch.started(1, s1, d1).expect("a callback per file");
-        file1(&Event::Started {
-            src: String::new(),
-            dst: String::new(),
-            size: Some(10),
-        });
-        file1(&Event::Bytes {
-            done: 4,
-            total: Some(10),
-        });
-        let (s0, d0) = &list[0];
-        watch.finished(0, s0, d0, Ok(&report()));
+        let mut outline = Plan::list(&list).outline();
+        outline.shape = crate::fxp::job::plan::Shape::Tree;
+        watch.apply(&JobEvent::Planned(outline));
+        let file = |entry, event| watch.apply(&JobEvent::File { entry, event });
+        watch.apply(&JobEvent::Started { entry: 1 });
+        file(1, FileEvent::SourceSize { size: Some(10) });
+        file(
+            1,
+            FileEvent::Bytes {
+                done: 4,
+                total: Some(10),
+            },
+        );
+        let ended = |entry, outcome| {
+            watch.apply(&JobEvent::Ended {
+                entry,
+                took: Duration::ZERO,
+                outcome,
+            })
+        };
+        ended(0, EntryOutcome::Copied(report()));
         let last = list.len() - 1;
-        let (sl, dl) = &list[last];
-        watch.finished(last, sl, dl, Err(&FxpError::Other("550 no".into())));
+        ended(
+            last,
+            EntryOutcome::Failed(Failure::from(&FxpError::Other("550 no".into()))),
+        );
         let v = jobs.get(id).unwrap();
         assert_eq!(
             (v.files_total, v.files_done, v.files_failed),
@@ -1425,9 +1408,15 @@ mod tests {
             "the list leaves files out"
         );
 
-        jobs.finish_tree(id, Ok(tree::TreeReport::default()));
+        watch.apply(&JobEvent::Finished {
+            error: None,
+            took: Duration::ZERO,
+        });
+        jobs.finish(id);
         let v = jobs.get(id).unwrap();
-        assert_eq!(v.state, State::Done);
+        // A file failed: so did the tree, and it says so in its summary.
+        assert_eq!(v.state, State::Failed);
+        assert!(v.error.as_deref().unwrap().contains("1 FAILED"), "{v:?}");
         assert_eq!((v.files_done, v.files_failed, v.bytes_done), (1, 1, 5));
         let files = v.files.unwrap();
         assert_eq!(files.len(), MAX_FILE_RECORDS);
@@ -1480,9 +1469,13 @@ mod tests {
         let jobs = jobs(&["127.0.0.0/8"]);
         let queued = insert(&jobs, State::Queued);
         let (running, watch) = running(&jobs, false);
-        watch.progress()(&Event::Bytes {
-            done: 300,
-            total: Some(1000),
+        watch.apply(&JobEvent::Started { entry: 0 });
+        watch.apply(&JobEvent::File {
+            entry: 0,
+            event: FileEvent::Bytes {
+                done: 300,
+                total: Some(1000),
+            },
         });
         let done = insert(&jobs, State::Done);
         jobs.drain();
@@ -1506,7 +1499,7 @@ mod tests {
         assert_eq!((v.state, v.bytes_done), (State::Interrupted, 300), "{v:?}");
         assert!(v.finished_at.is_some(), "{v:?}");
         assert!(v.error.as_deref().unwrap().contains("shut down"), "{v:?}");
-        jobs.finish(running, Err(FxpError::Cancelled));
+        finish(&jobs, running, Err(FxpError::Cancelled));
         assert_eq!(state(&jobs, running), State::Interrupted);
         assert_eq!(state(&jobs, done), State::Done);
         assert_eq!(jobs.running(), 0);

@@ -4,56 +4,55 @@
 //! - [`url`] parses `ftp://user:pass@host:port/path`, `ftpes://` (explicit TLS) and
 //!   `ftps://` (implicit TLS); the password is never displayed.
 //! - [`client`] is the async FTP client: one control connection (TLS after `AUTH TLS`,
-//!   or from the first byte), timeouts on every read; [`stream`] is its plain-or-TLS
+//!   or from the first byte), timeouts on every read; [`client_stream`] is its plain-or-TLS
 //!   connection.
-//! - [`engine`] copies one file: it carries out what `plan` decides, logs in, resumes
-//!   and checks the copy's size.
-//!   - `plan` is pure: the order of the methods, what each failure means, retries and
-//!     their backoff.
-//!   - `direct` is standard and reverse FXP (the servers move the bytes); `relay` is the
-//!     method that copies the bytes itself.
-//!   - `pair` holds the two sessions and the steps both kinds of method share (`REST`,
-//!     `STOR` and `RETR`).
+//! - [`job`] is what a job is, pure: its [`job::Plan`] (what to copy, how, in which
+//!   order; [`job::mirror`] decides a tree's entries: create, copy, skip, delete), its
+//!   events ([`JobEvent`], plain data) and [`JobState`], which folds them into per-file
+//!   progress, totals and records. The front ends below render a `JobState`.
+//! - [`runner`] carries a job out: `plan` (a tree: both servers listed, MLSD or
+//!   `ls -l`), `run` (a stream of [`JobEvent`]s: the directories, the files as a queue,
+//!   the deletions), on logins shared through a [`LoginPool`] ([`logins`]: checked and
+//!   reset before reuse; a session whose transfer failed is never kept).
+//! - [`engine`] copies one file: it carries out what `attempts` decides, logs in,
+//!   resumes and checks the copy.
+//!   - `attempts` is pure: the order of the methods, what each failure means, retries
+//!     and their backoff.
+//!   - `direct` is standard and reverse FXP (the servers move the bytes);
+//!     `relay_method` copies the bytes itself; `pair` holds the two sessions and the
+//!     steps both kinds of method share (`REST`, `STOR` and `RETR`).
 //!   - [`digest`] is pure: which hash both servers compute (`HASH`, `XSHA256`, ...),
 //!     their replies, and the `--verify` / `--on-mismatch` choices.
-//!   - `report` ([`Method`], [`Event`], [`Report`]) and `error` ([`FxpError`]) are what a
-//!     transfer tells its caller, `hooks` (`FileHooks`) what a queue tells per file;
-//!     [`engine`] re-exports them.
-//! - [`sessions`] keeps logged-in control sessions for the next file of a tree or list
-//!   (checked and reset before reuse; a session whose transfer failed is never kept).
-//! - [`tree`] lists directories (MLSD or `ls -l`) and copies a tree as a queue;
-//!   [`mirror`] is the pure half: what to create, copy, skip or delete per entry
-//!   ([`mirror::MirrorOptions`]: skip-existing, dry run, include/exclude, delete).
+//!   - `error` ([`FxpError`]) is how a copy fails; a job's events carry it as a
+//!     [`job::Failure`].
 //! - [`cli`] is `fxprelay fxp`: progress bars ([`progress`]), the report (text or
 //!   `--json`), Ctrl-C, exit code; [`credentials`] finds passwords off the command line
-//!   (environment, netrc, a prompt).
+//!   (environment, netrc, a prompt); [`render`] words a job's numbers (IEC bytes, the
+//!   summary line) for the CLI and `SITE FXP`.
 //! - [`jobs`] runs transfers ordered over the admin HTTP API (`/api/v1/transfers`), each
 //!   under a [`jobs::JobId`] that never repeats (`job_id`);
 //!   [`options`] is the options object it takes, the same struct as the CLI's flags.
 
 pub mod cli;
 pub mod client;
+pub mod client_stream;
 pub mod credentials;
 pub mod digest;
-mod direct;
 pub mod engine;
 mod error;
-mod hooks;
+pub mod job;
 mod job_id;
 pub mod jobs;
-pub mod mirror;
+pub mod logins;
+pub mod method;
 pub mod options;
-mod pair;
-mod plan;
 pub mod progress;
-mod relay;
-mod report;
-pub mod sessions;
-pub mod stream;
-pub mod tree;
+pub mod render;
+pub mod runner;
 pub mod url;
 
 pub use client::{Client, ExtraRoots, FtpError, TlsPolicy};
-pub use engine::{Event, FxpError, Method, Options, Progress, Report, transfer, transfer_with};
-pub use sessions::Sessions;
+pub use engine::{EngineOptions, FxpError, Method, Progress};
+pub use job::{FileEvent, JobEvent, JobState, Order, Report};
+pub use logins::LoginPool;
 pub use url::{FtpUrl, UrlError};

@@ -17,9 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, ExtraRoots, FtpError, TlsPolicy};
 use super::digest::{OnMismatch, Verify};
-use super::hooks::FileHooks;
-use super::mirror::MirrorOptions;
-use super::report::{Event, Progress};
+use super::job::event::FileEvent;
+use super::job::mirror::MirrorOptions;
 use super::url::FtpUrl;
 use crate::net::{AllowList, OwnSockets};
 
@@ -37,7 +36,7 @@ pub const MAX_HASH_TIMEOUT: u64 = 86_400;
 /// [`TransferOptions::engine`] by the front ends, which add the allow list, the proxy's
 /// own sockets, progress, hooks and cancellation.
 #[derive(Clone)]
-pub struct Options {
+pub struct EngineOptions {
     /// Try reverse FXP first (skip standard FXP).
     pub reverse: bool,
     /// Further attempts after a failed one (backoff 0.5 s, 1 s, 2 s, ...).
@@ -54,10 +53,9 @@ pub struct Options {
     pub concurrency: usize,
     /// How often the destination's `SIZE` is polled during an FXP copy.
     pub poll_interval: Duration,
+    /// What the engine says of the file it copies (a job's runner passes each file's
+    /// own; see `job::run`).
     pub progress: Option<Progress>,
-    /// Per-file hooks for the front ends of trees and lists (live file bars, per-file
-    /// reports, the API's file records): see [`FileHooks`].
-    pub files: Option<Arc<dyn FileHooks>>,
     /// Which servers may be reached: `None` (the CLI) allows all; the API and SITE
     /// commands pass `fxp.allow`. Checked per connection with the URL's host as written
     /// and each resolved address, so a host-name entry admits that name's own connection
@@ -83,7 +81,10 @@ pub struct Options {
     pub cancel: Option<CancellationToken>,
 }
 
-/// Default [`Options::hash_timeout`]: a 100 GiB file at about 200 MB/s.
+/// Progress callback of one file's copy; must be cheap (it runs on the engine's task).
+pub type Progress = Arc<dyn Fn(&FileEvent) + Send + Sync>;
+
+/// Default [`EngineOptions::hash_timeout`]: a 100 GiB file at about 200 MB/s.
 pub const HASH_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Files a tree copy moves at once. Measured with `scripts/bench-fxp.sh` (200 files of
@@ -94,9 +95,9 @@ pub const HASH_TIMEOUT: Duration = Duration::from_secs(600);
 /// pair each and made pyftpdlib lose more transfers.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
-impl Default for Options {
+impl Default for EngineOptions {
     fn default() -> Self {
-        Options {
+        EngineOptions {
             reverse: false,
             retries: 2,
             timeout: Duration::from_secs(30),
@@ -105,7 +106,6 @@ impl Default for Options {
             concurrency: DEFAULT_CONCURRENCY,
             poll_interval: Duration::from_millis(250),
             progress: None,
-            files: None,
             allow: None,
             tls: TlsPolicy::default(),
             allow_clear_data: false,
@@ -118,9 +118,9 @@ impl Default for Options {
     }
 }
 
-impl std::fmt::Debug for Options {
+impl std::fmt::Debug for EngineOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options")
+        f.debug_struct("EngineOptions")
             .field("reverse", &self.reverse)
             .field("retries", &self.retries)
             .field("timeout", &self.timeout)
@@ -136,7 +136,7 @@ impl std::fmt::Debug for Options {
     }
 }
 
-impl Options {
+impl EngineOptions {
     /// A logged-in session to `url`, within the allow list.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
         Client::open_checked(
@@ -149,12 +149,12 @@ impl Options {
         .await
     }
 
-    pub(super) fn emit(&self, e: Event) {
+    pub(super) fn emit(&self, e: FileEvent) {
         match &e {
-            Event::MethodFailed { method, error } => {
+            FileEvent::MethodFailed { method, error } => {
                 tracing::debug!(%method, %error, "fxp method failed");
             }
-            Event::Retrying { attempt, error, .. } => {
+            FileEvent::Retrying { attempt, error, .. } => {
                 tracing::debug!(attempt, %error, "fxp attempt failed, retrying");
             }
             _ => {}
@@ -313,7 +313,7 @@ impl TransferOptions {
                     .into(),
             );
         }
-        if let Err(e) = super::mirror::Filter::new(&mirror) {
+        if let Err(e) = super::job::mirror::Filter::new(&mirror) {
             let field = if self.include.is_empty() {
                 "options.exclude"
             } else {
@@ -355,8 +355,8 @@ impl TransferOptions {
     /// `self.ca` names is the front end's to decide ([`TransferOptions::ca_file`] on the
     /// command line, a configured bundle over the API). Allow list, own sockets and
     /// progress are the front end's to add too.
-    pub fn engine(&self, ca: ExtraRoots) -> Options {
-        Options {
+    pub fn engine(&self, ca: ExtraRoots) -> EngineOptions {
+        EngineOptions {
             reverse: self.reverse,
             retries: self.retries,
             timeout: Duration::from_secs(self.timeout.max(1)),
@@ -368,7 +368,7 @@ impl TransferOptions {
             verify: self.verify,
             on_mismatch: self.on_mismatch,
             hash_timeout: Duration::from_secs(self.hash_timeout.max(1)),
-            ..Options::default()
+            ..EngineOptions::default()
         }
     }
 }

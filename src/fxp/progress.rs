@@ -5,18 +5,18 @@
 //! through them. Elsewhere (a pipe, a log file): plain lines on stderr, byte counts at
 //! most every few seconds. Units are IEC (KiB, MiB/s) everywhere.
 //!
-//! [`Live`] is the engine's [`FileHooks`]: it hears which file each event belongs to, and
-//! keeps what is in flight for the report of an interrupted copy.
+//! [`Live`] draws the job's [`JobState`] after each of its events: the numbers on the
+//! bars are the state's; the bars themselves (one per file in flight) are the display's.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::engine::{Event, FileHooks, FxpError, Progress, Report};
-use super::url::FtpUrl;
+use super::job::{EntryOutcome, FailureKind, FileEvent, JobEvent, JobState};
+use super::render::bytes_iec;
 
 /// How often a plain (non-terminal) display prints a file's byte count.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
@@ -68,42 +68,28 @@ impl Drop for LogWriter {
     }
 }
 
-/// A file in flight.
+/// A file in flight: its bar, or (plain) when its byte count was last printed.
 struct Flight {
-    /// As shown: the path relative to the tree's root (or the URL, for one file).
-    name: String,
-    dst: FtpUrl,
     bar: Option<ProgressBar>,
-    done: u64,
-    total: Option<u64>,
-    /// Plain mode: when its byte count was last printed.
     printed: Instant,
-}
-
-#[derive(Default)]
-struct State {
-    files_total: usize,
-    files_done: usize,
-    /// Bytes of the files that ended (copied or not: what the bar has counted).
-    bytes_finished: u64,
-    flights: HashMap<Vec<u8>, Flight>,
 }
 
 /// The live view of one run (see the module doc).
 pub struct Live {
     bars: Option<MultiProgress>,
-    overall: Mutex<Option<ProgressBar>>,
-    /// Source path prefix dropped from file names (the tree's root).
-    root: Vec<u8>,
-    state: Mutex<State>,
+    overall: Option<ProgressBar>,
+    /// A tree: plain lines say each file's end only.
+    tree: bool,
+    flights: HashMap<usize, Flight>,
 }
 
 /// A file in flight when a copy stopped.
 #[derive(Debug, Clone)]
 pub struct Left {
-    /// As shown in the bars.
+    /// As shown in the bars: the path in the tree, or the source URL.
     pub name: String,
-    pub dst: FtpUrl,
+    /// The destination as shown (password masked).
+    pub dst: String,
     /// Bytes at the destination when last polled.
     pub done: u64,
     /// The source's size.
@@ -111,30 +97,42 @@ pub struct Left {
 }
 
 impl Live {
-    /// Bars when `terminal`, plain lines otherwise. `root` is the source path that file
-    /// names are shown relative to (empty: full URLs).
-    pub fn new(terminal: bool, root: &[u8]) -> Arc<Live> {
+    /// Bars when `terminal`, plain lines otherwise; `tree`: the job copies a tree.
+    pub fn new(terminal: bool, tree: bool) -> Live {
         let bars = terminal.then(|| {
             let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
             *lock(&BARS) = Some(mp.clone());
             mp
         });
-        Arc::new(Live {
+        Live {
             bars,
-            overall: Mutex::new(None),
-            root: root.to_vec(),
-            state: Mutex::new(State::default()),
-        })
+            overall: None,
+            tree,
+            flights: HashMap::new(),
+        }
+    }
+
+    /// Shows `event`'s news, `state` being the job's with it folded in.
+    pub fn show(&mut self, event: &JobEvent, state: &JobState) {
+        match event {
+            JobEvent::Planned(outline) if self.tree && !outline.dry_run => {
+                let t = state.totals();
+                let bytes = state.files().map(|e| e.plan.size.unwrap_or(0)).sum();
+                self.set_totals(t.files_total.unwrap_or(0), bytes);
+            }
+            JobEvent::Started { entry } if state.entries[*entry].is_copy() => {
+                self.begin(*entry, state)
+            }
+            JobEvent::File { entry, event } => self.file(*entry, event, state),
+            JobEvent::Ended { entry, outcome, .. } => self.end(*entry, outcome, state),
+            _ => {}
+        }
     }
 
     /// Shows the overall bar of a tree: `files` files of `bytes` bytes to copy.
-    pub fn set_totals(&self, files: usize, bytes: u64) {
-        lock(&self.state).files_total = files;
+    fn set_totals(&mut self, files: usize, bytes: u64) {
         let Some(mp) = &self.bars else {
-            eprintln!(
-                "fxp: {files} files to copy, {}",
-                super::tree::bytes_iec(bytes)
-            );
+            eprintln!("fxp: {files} files to copy, {}", bytes_iec(bytes));
             return;
         };
         let bar = mp.insert(0, ProgressBar::new(bytes));
@@ -145,7 +143,7 @@ impl Live {
         }
         bar.set_prefix(format!("files 0/{files}"));
         bar.enable_steady_tick(TICK);
-        *lock(&self.overall) = Some(bar);
+        self.overall = Some(bar);
     }
 
     /// A line above the bars (or on stderr).
@@ -159,11 +157,11 @@ impl Live {
     }
 
     /// Removes the bars (before the summary is printed).
-    pub fn finish(&self) {
-        if let Some(bar) = lock(&self.overall).take() {
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.overall.take() {
             bar.finish_and_clear();
         }
-        for f in lock(&self.state).flights.values() {
+        for f in self.flights.values() {
             if let Some(bar) = &f.bar {
                 bar.finish_and_clear();
             }
@@ -174,42 +172,24 @@ impl Live {
         }
     }
 
-    /// The files in flight now, for the report of an interrupted copy.
-    pub fn left(&self) -> Vec<Left> {
-        let mut v: Vec<Left> = lock(&self.state)
-            .flights
-            .values()
-            .map(|f| Left {
-                name: f.name.clone(),
-                dst: f.dst.clone(),
-                done: f.done,
-                total: f.total,
+    /// The files in flight in `state`, for the report of an interrupted copy.
+    pub fn left(state: &JobState) -> Vec<Left> {
+        let mut v: Vec<Left> = state
+            .files()
+            .filter(|e| e.status == super::job::Status::Running)
+            .map(|e| Left {
+                name: e.plan.path.clone(),
+                dst: e.plan.dst.clone(),
+                done: e.done,
+                total: e.total,
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
-    /// The callback for the events of the file keyed `key`.
-    fn callback(self: &Arc<Live>, key: Vec<u8>) -> Progress {
-        let me = self.clone();
-        Arc::new(move |e: &Event| me.on_event(&key, e))
-    }
-
-    fn name(&self, src: &FtpUrl) -> String {
-        let rel = src
-            .path
-            .strip_prefix(self.root.as_slice())
-            .filter(|_| !self.root.is_empty())
-            .map(|r| r.strip_prefix(b"/").unwrap_or(r));
-        match rel {
-            Some(r) => String::from_utf8_lossy(r).into_owned(),
-            None => src.to_string(),
-        }
-    }
-
-    fn begin(&self, src: &FtpUrl, dst: &FtpUrl) {
-        let name = self.name(src);
+    fn begin(&mut self, entry: usize, state: &JobState) {
+        let name = &state.entries[entry].plan.path;
         let bar = self.bars.as_ref().map(|mp| {
             let bar = mp.add(ProgressBar::no_length());
             if let Ok(style) = ProgressStyle::with_template(
@@ -220,69 +200,52 @@ impl Live {
             bar.set_message(name.clone());
             bar
         });
-        lock(&self.state).flights.insert(
-            src.path.clone(),
+        self.flights.insert(
+            entry,
             Flight {
-                name,
-                dst: dst.clone(),
                 bar,
-                done: 0,
-                total: None,
                 printed: Instant::now(),
             },
         );
     }
 
-    fn on_event(&self, key: &[u8], e: &Event) {
-        let mut st = lock(&self.state);
-        let finished = st.bytes_finished;
-        let Some(f) = st.flights.get_mut(key) else {
+    fn file(&mut self, entry: usize, event: &FileEvent, state: &JobState) {
+        let e = &state.entries[entry];
+        let Some(f) = self.flights.get_mut(&entry) else {
             return;
         };
-        match e {
-            Event::Started { size, .. } => {
-                f.total = *size;
+        match event {
+            FileEvent::SourceSize { size } => {
                 if let (Some(bar), Some(n)) = (&f.bar, size) {
                     bar.set_length(*n);
                 }
                 // Plain lines for a tree: the end of each file only (see `end`).
-                if f.bar.is_none() && self.root.is_empty() {
-                    eprintln!("{}", line(e));
+                if f.bar.is_none() && !self.tree {
+                    let size = size.map_or(String::new(), |n| format!(" ({})", bytes_iec(n)));
+                    eprintln!("fxp: {} -> {}{size}", e.plan.src, e.plan.dst);
                 }
             }
-            Event::Bytes { done, total } => {
-                f.done = *done;
-                if total.is_some() {
-                    f.total = *total;
-                }
+            FileEvent::Bytes { .. } => {
                 match &f.bar {
-                    Some(bar) => bar.set_position(*done),
+                    Some(bar) => bar.set_position(e.done),
                     None if f.printed.elapsed() >= PLAIN_EVERY => {
                         f.printed = Instant::now();
-                        eprintln!("fxp: {}: {}", f.name, line(e));
+                        eprintln!("fxp: {}: {}", e.plan.path, line(event));
                     }
                     None => {}
                 }
-                let in_flight: u64 = st.flights.values().map(|f| f.done).sum();
-                if let Some(bar) = lock(&self.overall).as_ref() {
-                    bar.set_position(finished + in_flight);
+                if let Some(bar) = &self.overall {
+                    bar.set_position(state.totals().bytes_done);
                 }
             }
             // Which method is tried is noise on a terminal; a failure or a retry is not.
-            Event::Trying { .. } if f.bar.is_some() || !self.root.is_empty() => {}
-            other => {
-                let text = format!("fxp: {}: {}", f.name, line(other));
-                drop(st);
-                self.println(&text);
-            }
+            FileEvent::Trying { .. } if f.bar.is_some() || self.tree => {}
+            other => self.println(&format!("fxp: {}: {}", e.plan.path, line(other))),
         }
     }
-}
 
-impl Live {
-    fn end(&self, src: &FtpUrl, result: Result<&Report, &FxpError>) {
-        let mut st = lock(&self.state);
-        let Some(f) = st.flights.remove(&src.path) else {
+    fn end(&mut self, entry: usize, outcome: &EntryOutcome, state: &JobState) {
+        let Some(f) = self.flights.remove(&entry) else {
             return;
         };
         if let Some(bar) = &f.bar {
@@ -291,64 +254,35 @@ impl Live {
                 mp.remove(bar);
             }
         }
-        st.files_done += 1;
-        st.bytes_finished += match result {
-            Ok(r) => r.bytes.max(f.done),
-            Err(_) => f.done,
-        };
-        let (done, total, finished) = (st.files_done, st.files_total, st.bytes_finished);
-        let in_flight: u64 = st.flights.values().map(|f| f.done).sum();
-        drop(st);
-        if let Some(bar) = lock(&self.overall).as_ref() {
-            bar.set_prefix(format!("files {done}/{total}"));
-            bar.set_position(finished + in_flight);
+        if let Some(bar) = &self.overall {
+            let ended = state.files().filter(|e| !e.status.is_active()).count();
+            let t = state.totals();
+            bar.set_prefix(format!("files {ended}/{}", t.files_total.unwrap_or(0)));
+            bar.set_position(t.bytes_done);
         }
-        match result {
-            Err(FxpError::Cancelled) => {}
-            Err(e) => self.println(&format!("fxp: FAILED {}: {e}", f.name)),
-            Ok(r) if self.bars.is_none() => eprintln!(
-                "fxp: {}: copied, {} by {}",
-                f.name,
-                super::tree::bytes_iec(r.bytes),
+        let name = &state.entries[entry].plan.path;
+        match outcome {
+            EntryOutcome::Failed(e) if e.kind == FailureKind::Cancelled => {}
+            EntryOutcome::Failed(e) => self.println(&format!("fxp: FAILED {name}: {e}")),
+            EntryOutcome::Copied(r) if self.bars.is_none() => eprintln!(
+                "fxp: {name}: copied, {} by {}",
+                bytes_iec(r.bytes),
                 r.method
             ),
-            Ok(_) => {}
+            _ => {}
         }
     }
 }
 
-/// A [`Live`] as the engine's `Options::files`: a bar (or plain lines) per file, and the
-/// overall bar kept up to date.
-pub struct Hooks(pub Arc<Live>);
-
-impl FileHooks for Hooks {
-    fn started(&self, _index: usize, src: &FtpUrl, dst: &FtpUrl) -> Option<Progress> {
-        self.0.begin(src, dst);
-        Some(self.0.callback(src.path.clone()))
-    }
-
-    fn finished(
-        &self,
-        _index: usize,
-        src: &FtpUrl,
-        _dst: &FtpUrl,
-        result: Result<&Report, &FxpError>,
-    ) {
-        self.0.end(src, result);
-    }
-}
-
-/// An event as a plain line.
-pub fn line(e: &Event) -> String {
+/// A file's event as a plain line.
+pub fn line(e: &FileEvent) -> String {
     match e {
-        Event::Started { src, dst, size } => match size {
-            Some(n) => format!("fxp: {src} -> {dst} ({})", super::tree::bytes_iec(*n)),
-            None => format!("fxp: {src} -> {dst}"),
-        },
-        Event::Trying { method, offset: 0 } => format!("trying {method}"),
-        Event::Trying { method, offset } => format!("trying {method}, resuming at {offset}"),
-        Event::MethodFailed { method, error } => format!("{method} failed: {error}"),
-        Event::Bytes { done, total } => match total {
+        FileEvent::SourceSize { size: Some(n) } => format!("source size {}", bytes_iec(*n)),
+        FileEvent::SourceSize { size: None } => "source size unknown".into(),
+        FileEvent::Trying { method, offset: 0 } => format!("trying {method}"),
+        FileEvent::Trying { method, offset } => format!("trying {method}, resuming at {offset}"),
+        FileEvent::MethodFailed { method, error } => format!("{method} failed: {error}"),
+        FileEvent::Bytes { done, total } => match total {
             Some(t) => format!(
                 "{} of {}",
                 indicatif::HumanBytes(*done),
@@ -356,7 +290,7 @@ pub fn line(e: &Event) -> String {
             ),
             None => format!("{}", indicatif::HumanBytes(*done)),
         },
-        Event::Retrying {
+        FileEvent::Retrying {
             attempt,
             delay,
             error,

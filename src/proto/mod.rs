@@ -9,6 +9,7 @@
 //! - [`line`] frames the byte stream into lines (`\r\n` or bare `\n`) under a length limit.
 //! - [`command`] parses client commands into a normalised verb and raw argument bytes.
 //! - [`reply`] assembles server replies, multi-line ones included, line by line.
+//! - [`listing`] reads directory listings: `MLSD` facts and `ls -l` lines of `LIST`.
 //! - [`addr`] reads and writes the data-connection addresses of `227`, `228`, `229`,
 //!   `PORT`, `EPRT` and `LPRT`, and rewrites them in place, leaving every other byte as
 //!   it was.
@@ -19,6 +20,7 @@
 pub mod addr;
 pub mod command;
 pub mod line;
+pub mod listing;
 pub mod reply;
 
 pub use addr::AddrError;
@@ -27,4 +29,4 @@ pub use command::{
     parse_command,
 };
 pub use line::{LineTooLong, find_line, trim_eol};
-pub use reply::{Reply, ReplyAssembler, ReplyError, reply_line};
+pub use reply::{Reply, ReplyAssembler, ReplyError, quoted_path, reply_line};

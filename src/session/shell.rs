@@ -37,7 +37,9 @@ use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
 use crate::data::socket;
 use crate::fxp::client::{ExtraRoots, TlsPolicy};
-use crate::fxp::engine::{self, Event as FxpEvent, FxpError, Options};
+use crate::fxp::engine::{EngineOptions, FxpError};
+use crate::fxp::job::Order;
+use crate::fxp::runner;
 use crate::fxp::url::FtpUrl;
 use crate::metrics::{self, TlsSide};
 use crate::pool::Chosen;
@@ -716,36 +718,25 @@ impl Shell {
 
     fn start_fxp(&mut self, src: FtpUrl, dst: FtpUrl, rules: FxpRules, recursive: bool) {
         let (tx, news) = mpsc::unbounded_channel();
-        let progress_tx = tx.clone();
-        let mut opts = engine_options(rules, self.upstream_ca());
-        let progress: crate::fxp::Progress = Arc::new(move |e: &FxpEvent| {
-            let news = match e {
-                FxpEvent::Bytes { done, total } => Event::FxpProgress {
-                    done: *done,
-                    total: *total,
-                },
-                FxpEvent::Trying { method, .. } => Event::FxpTrying(*method),
-                _ => return,
-            };
-            let _ = progress_tx.send(news);
-        });
-        if recursive {
-            // A tree's files run side by side: their bytes are summed per file.
-            opts.files = Some(Arc::new(TreeNews {
-                tx: tx.clone(),
-                files: Arc::default(),
-            }));
+        let opts = engine_options(rules, self.upstream_ca());
+        let order = if recursive {
+            Order::Tree {
+                src,
+                dst,
+                mirror: Default::default(),
+            }
         } else {
-            opts.progress = Some(progress);
-        }
+            Order::File { src, dst }
+        };
+        // The job's events go to the machine as they come: it keeps the job's state.
         let task = tokio::spawn(
             async move {
-                let news = if recursive {
-                    Event::FxpTreeFinished(crate::fxp::tree::copy_tree(&src, &dst, &opts).await)
-                } else {
-                    Event::FxpFinished(engine::transfer(&src, &dst, &opts).await)
-                };
-                let _ = tx.send(news);
+                let mut events = runner::run(order, opts);
+                while let Some(e) = events.next().await {
+                    if tx.send(Event::FxpJob(e)).is_err() {
+                        break;
+                    }
+                }
             }
             .in_current_span(),
         );
@@ -790,92 +781,17 @@ impl Shell {
 /// The engine's options for a `SITE FXP` task, as the machine's `rules` say. The CA the
 /// rules name is the listener's `tls.upstream.ca`, read with the configuration: nothing
 /// is read here.
-fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> Options {
+fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> EngineOptions {
     let ca = match (rules.ca, loaded) {
         (Some(_), Some(certs)) => ExtraRoots::Loaded(certs),
         (Some(path), None) => ExtraRoots::File(path),
         (None, _) => ExtraRoots::None,
     };
-    Options {
+    EngineOptions {
         allow: Some(rules.allow),
         tls: TlsPolicy::new(rules.verify, ca),
         own: Some(rules.own),
-        ..Options::default()
-    }
-}
-
-/// One file of a `SITE FXP -r` tree: bytes so far, size, done.
-type TreeFile = (u64, Option<u64>, bool);
-
-/// A `SITE FXP -r` tree's progress, summed over its files for `STAT`.
-#[derive(Clone)]
-struct TreeNews {
-    tx: mpsc::UnboundedSender<Event>,
-    /// Per file: bytes so far, size, done.
-    files: Arc<std::sync::Mutex<Vec<TreeFile>>>,
-}
-
-impl TreeNews {
-    fn update(&self, f: impl FnOnce(&mut Vec<TreeFile>)) {
-        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut files);
-        let done = files.iter().map(|f| f.0).sum();
-        let total = files.iter().map(|f| f.1).sum();
-        let copied = files.iter().filter(|f| f.2).count();
-        let _ = self.tx.send(Event::FxpProgress { done, total });
-        let _ = self.tx.send(Event::FxpFiles {
-            done: copied,
-            total: files.len(),
-        });
-    }
-}
-
-impl crate::fxp::engine::FileHooks for TreeNews {
-    fn listed(&self, list: &[(FtpUrl, FtpUrl)]) {
-        self.update(|files| *files = vec![(0, None, false); list.len()]);
-    }
-
-    fn started(&self, index: usize, _src: &FtpUrl, _dst: &FtpUrl) -> Option<crate::fxp::Progress> {
-        let me = self.clone();
-        Some(Arc::new(move |e: &FxpEvent| me.event(index, e)))
-    }
-
-    fn finished(
-        &self,
-        index: usize,
-        _src: &FtpUrl,
-        _dst: &FtpUrl,
-        result: Result<&crate::fxp::Report, &crate::fxp::FxpError>,
-    ) {
-        self.update(|files| {
-            if let (Some(f), Ok(r)) = (files.get_mut(index), result) {
-                (f.0, f.1, f.2) = (r.bytes, f.1.or(Some(r.bytes)), true);
-            }
-        });
-    }
-}
-
-impl TreeNews {
-    fn event(&self, index: usize, event: &FxpEvent) {
-        let news = match event {
-            FxpEvent::Trying { method, .. } => Event::FxpTrying(*method),
-            FxpEvent::Started { size, .. } => {
-                return self.update(|files| {
-                    if let Some(f) = files.get_mut(index) {
-                        f.1 = *size;
-                    }
-                });
-            }
-            FxpEvent::Bytes { done, total } => {
-                return self.update(|files| {
-                    if let Some(f) = files.get_mut(index) {
-                        (f.0, f.1) = (*done, total.or(f.1));
-                    }
-                });
-            }
-            _ => return,
-        };
-        let _ = self.tx.send(news);
+        ..EngineOptions::default()
     }
 }
 

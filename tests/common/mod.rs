@@ -139,3 +139,17 @@ pub fn fxprelay_fxp<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, Str
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs an FXP job to its end and folds its events: the state every front end reads.
+pub async fn run_job(
+    order: fxprelay::fxp::Order,
+    opts: fxprelay::fxp::EngineOptions,
+) -> fxprelay::fxp::JobState {
+    use futures_util::StreamExt;
+    let mut events = fxprelay::fxp::runner::run(order, opts);
+    let mut state = fxprelay::fxp::JobState::new();
+    while let Some(e) = events.next().await {
+        state.apply(&e);
+    }
+    state
+}

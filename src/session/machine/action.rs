@@ -80,9 +80,8 @@ pub enum Action {
     /// Stop the running transfer now (both data connections close).
     AbortTransfer,
     /// Run a `SITE FXP` copy (a tree when `recursive`) as a task, with the engine's
-    /// options as `rules` says; report with [`Event::FxpTrying`], [`Event::FxpProgress`]
-    /// (a tree: [`Event::FxpFiles`] too) and [`Event::FxpFinished`] (a tree:
-    /// [`Event::FxpTreeFinished`]), then [`Event::FxpTaskEnded`].
+    /// options as `rules` says (`fxp::job::run`); report each of the job's events with
+    /// [`Event::FxpJob`], then [`Event::FxpTaskEnded`].
     StartFxp {
         src: FtpUrl,
         dst: FtpUrl,

@@ -14,8 +14,8 @@ use super::action::Action;
 use super::action::Slot;
 use crate::data::LeaseError;
 use crate::data::relay::Moved;
-use crate::fxp::engine::{FxpError, Method, Report};
-use crate::fxp::tree::TreeReport;
+use crate::fxp::engine::FxpError;
+use crate::fxp::job::JobEvent;
 use crate::net::HostPort;
 
 /// One thing that happened, for [`Machine::handle`].
@@ -77,16 +77,8 @@ pub enum Event {
 
     // A `SITE FXP` task's news (after [`Action::StartFxp`] or
     // [`Action::CheckFxpDestination`]).
-    /// The copy tries this method now.
-    FxpTrying(Method),
-    /// Bytes at the destination so far (a tree: summed over its files).
-    FxpProgress { done: u64, total: Option<u64> },
-    /// A tree copy's files: `done` copied of `total` listed.
-    FxpFiles { done: usize, total: usize },
-    /// A one-file copy ended.
-    FxpFinished(FxpResult),
-    /// A tree copy (`-r`) ended.
-    FxpTreeFinished(Result<TreeReport, FxpError>),
+    /// An event of the copy's job, in order; the last is `Finished`.
+    FxpJob(JobEvent),
     /// The login to a `SITE FXP TO` destination succeeded or failed.
     FxpChecked(Result<(), FxpError>),
     /// The task is gone, after its last word or without one (it panicked).
@@ -132,7 +124,5 @@ pub enum DataConnectError {
 
 /// What a relayed transfer came to: the bytes it moved, or why it failed.
 pub type TransferResult = Result<Moved, String>;
-/// What a one-file `SITE FXP` copy came to.
-pub type FxpResult = Result<Report, FxpError>;
 /// A leased data port, or why there is none.
 pub type LeaseResult = Result<u16, LeaseError>;

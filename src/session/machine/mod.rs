@@ -39,8 +39,7 @@ mod tls;
 
 pub use action::{Action, ClientLeg, ConnectRequest, Count, FxpRules, Slot, UpstreamLeg};
 pub use event::{
-    Backend, ConnectFailure, Connected, DataConnectError, Event, FxpResult, LeaseResult,
-    TransferResult,
+    Backend, ConnectFailure, Connected, DataConnectError, Event, LeaseResult, TransferResult,
 };
 pub use login::{parse_target, permitted};
 pub use site::is_site_fxp;
@@ -439,11 +438,7 @@ impl Machine {
             Event::UpstreamSecured { result, discarded } => {
                 self.on_upstream_secured(result, discarded, now)
             }
-            Event::FxpTrying(method) => self.on_fxp_trying(method),
-            Event::FxpProgress { done, total } => self.on_fxp_progress(done, total),
-            Event::FxpFiles { done, total } => self.on_fxp_files(done, total),
-            Event::FxpFinished(result) => self.on_fxp_finished(result, now),
-            Event::FxpTreeFinished(result) => self.on_fxp_tree_finished(result, now),
+            Event::FxpJob(event) => self.on_fxp_job(event, now),
             Event::FxpChecked(result) => self.on_fxp_destination_checked(result, now),
             Event::FxpTaskEnded => self.on_fxp_task_ended(now),
         }

@@ -25,10 +25,11 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Action, Count, FxpResult, FxpRules, Machine, Say};
-use crate::fxp::client::FtpError;
-use crate::fxp::engine::{FxpError, Method};
-use crate::fxp::tree::TreeReport;
+use super::{Action, Count, FxpRules, Machine, Say};
+use crate::fxp::engine::FxpError;
+use crate::fxp::job::plan::Plan;
+use crate::fxp::job::{Failure, FailureKind, JobEvent, JobState};
+use crate::fxp::render;
 use crate::fxp::url::{FtpUrl, Security};
 use crate::net::AllowList;
 use crate::proto::command::{Command, Verb, VerbClass};
@@ -69,14 +70,11 @@ impl SiteState {
 struct Copy {
     src: String,
     dst: String,
-    /// When it started, and the method the engine tries now (for the metric of a
-    /// cancelled copy).
+    /// When it started (for the metric of a cancelled copy).
     started: Instant,
-    method: Option<Method>,
-    done: u64,
-    total: Option<u64>,
-    /// A tree's files copied and listed (`None` for one file, or before the listing).
-    files: Option<(usize, usize)>,
+    /// Its job's progress, folded from the job's events: what `STAT` and the final
+    /// reply show.
+    job: JobState,
 }
 
 /// What a `SITE FXP` failure is about: where it is answered differs.
@@ -94,24 +92,13 @@ pub enum Stage {
 /// session ending); other permanent refusals (a `5xx` from a server, an untrusted
 /// certificate): `550`; anything a retry may mend (unreachable, no answer, a `4xx`):
 /// `451`.
-pub fn answer(stage: Stage, e: &FxpError) -> FxpAnswer {
-    let server = match e {
-        FxpError::Server { error, .. } => Some(error),
-        _ => None,
-    };
-    let by_rule = matches!(
-        server,
-        Some(FtpError::Denied { .. } | FtpError::SelfTarget(_))
-    );
-    let login = matches!(
-        server,
-        Some(FtpError::Refused { cmd, code, .. })
-            if *code / 100 == 5 && (cmd.starts_with("USER") || cmd.starts_with("PASS"))
-    );
+pub fn answer(stage: Stage, e: &Failure) -> FxpAnswer {
+    let by_rule = e.kind == FailureKind::NotAllowed;
+    let login = e.kind == FailureKind::LoginRefused && e.code.is_some_and(|c| c / 100 == 5);
     match stage {
         Stage::Destination if by_rule => FxpAnswer::NotAllowed,
         Stage::Destination if login => FxpAnswer::LoginRefused,
-        _ if e.is_permanent() || by_rule => FxpAnswer::Permanent,
+        _ if e.permanent || by_rule => FxpAnswer::Permanent,
         _ => FxpAnswer::Temporary,
     }
 }
@@ -198,7 +185,7 @@ impl Machine {
                 warn!(destination = %u, error = %e, "SITE FXP TO refused");
                 let text = format!("FXP destination {u}: {e}");
                 self.say(Say::FxpFailed {
-                    answer: answer(Stage::Destination, &e),
+                    answer: answer(Stage::Destination, &Failure::from(&e)),
                     text,
                 });
             }
@@ -257,14 +244,16 @@ impl Machine {
             dst: shown_dst.clone(),
         });
         info!(source = %src, destination = %dst, recursive, "SITE FXP copy");
+        // A file's plan is known now; a tree's once the job has listed it.
+        let mut job = JobState::new();
+        if !recursive {
+            job.apply(&JobEvent::Planned(Plan::file(&src, &dst).outline()));
+        }
         self.site.running = Some(Copy {
             src: shown_src,
             dst: shown_dst,
             started: now,
-            method: None,
-            done: 0,
-            total: None,
-            files: None,
+            job,
         });
         let rules = self.fxp_rules(self.fxp_allow());
         self.act(Action::StartFxp {
@@ -304,11 +293,15 @@ impl Machine {
                     return self.act(Action::ToClient(reply));
                 }
                 let Some(c) = &self.site.running else { return };
-                let of = c.total.map(|t| format!(" of {t}")).unwrap_or_default();
+                let t = c.job.totals();
+                let of = t
+                    .bytes_total
+                    .map(|t| format!(" of {t}"))
+                    .unwrap_or_default();
                 let first = format!("FXP copy in progress: {} to {}.", c.src, c.dst);
-                let mut lines = vec![format!("{} bytes so far{of}.", c.done)];
-                if let Some((done, total)) = c.files {
-                    lines.push(format!("{done} of {total} files copied."));
+                let mut lines = vec![format!("{} bytes so far{of}.", t.bytes_done)];
+                if let (true, Some(total)) = (c.job.is_tree(), t.files_total) {
+                    lines.push(format!("{} of {total} files copied.", t.files_copied));
                 }
                 self.act(Action::ToClient(multi_line(211, &first, lines)));
             }
@@ -340,93 +333,40 @@ impl Machine {
             info!(why, "SITE FXP copy cancelled");
             self.act(Action::CancelFxp);
             self.count(Count::FxpCancelled {
-                method: c.method,
+                method: c.job.totals().method,
                 took: now.saturating_duration_since(c.started),
             });
             self.site.last = Some(format!("FXP copy {why}."));
         }
     }
 
-    /// The engine tries `method` now.
-    pub(super) fn on_fxp_trying(&mut self, method: Method) {
-        if let Some(c) = self.site.running.as_mut() {
-            c.method = Some(method);
-        }
-    }
-
-    /// Bytes at the destination so far.
-    pub(super) fn on_fxp_progress(&mut self, done: u64, total: Option<u64>) {
-        if let Some(c) = self.site.running.as_mut() {
-            c.done = done;
-            c.total = total.or(c.total);
-        }
-    }
-
-    /// A tree copy's files: `done` copied of `total` listed.
-    pub(super) fn on_fxp_files(&mut self, done: usize, total: usize) {
-        if let Some(c) = self.site.running.as_mut() {
-            c.files = Some((done, total));
-        }
-    }
-
-    /// A tree copy (`-r`) ended.
-    pub(super) fn on_fxp_tree_finished(
-        &mut self,
-        result: Result<TreeReport, FxpError>,
-        now: Instant,
-    ) {
-        let reply = match result {
-            Ok(r) if r.failed.is_empty() => Say::FxpDone {
-                text: format!("FXP tree {}.", r.summary()),
-            },
-            Ok(r) => {
-                // Per-file errors come as text: the first one is shown. A rerun copies
-                // what failed (the others again too), so this is not final: 451.
-                let (path, error) = &r.failed[0];
-                Say::FxpFailed {
-                    answer: FxpAnswer::Temporary,
-                    text: format!("FXP tree {}; first failure: {path}: {error}", r.summary()),
-                }
-            }
-            Err(e) => Say::FxpFailed {
-                answer: answer(Stage::Copy, &e),
-                text: format!("FXP tree copy failed: {e}"),
-            },
+    /// News of the running copy's job; its `Finished` is answered.
+    pub(super) fn on_fxp_job(&mut self, event: JobEvent, now: Instant) {
+        let Some(c) = self.site.running.as_mut() else {
+            return;
         };
-        self.copy_ended(reply, now);
+        c.job.apply(&event);
+        if c.job.is_finished() {
+            let reply = copy_reply(&c.job);
+            self.copy_ended(reply, now);
+        }
     }
 
     /// The task is gone: if it had not said how the copy or the check ended, it
     /// stopped (it panicked), and the client hears so.
     pub(super) fn on_fxp_task_ended(&mut self, now: Instant) {
-        let stopped = |what: &str| FxpError::Other(format!("the {what} task stopped"));
+        let stopped = |what: &str| format!("the {what} task stopped");
         if self.site.checking.is_some() {
-            self.on_fxp_destination_checked(Err(stopped("login check")), now);
+            let e = FxpError::Other(stopped("login check"));
+            self.on_fxp_destination_checked(Err(e), now);
         } else if self.site.running.is_some() {
-            self.on_fxp_finished(Err(stopped("copy")), now);
+            let error = Failure::new(FailureKind::Other, stopped("copy"));
+            let finished = JobEvent::Finished {
+                error: Some(error),
+                took: std::time::Duration::ZERO,
+            };
+            self.on_fxp_job(finished, now);
         }
-    }
-
-    /// A one-file copy ended.
-    pub(super) fn on_fxp_finished(&mut self, result: FxpResult, now: Instant) {
-        let reply = match result {
-            Ok(r) => Say::FxpDone {
-                text: format!(
-                    "FXP copy done: {} bytes by {} in {:.2} s.",
-                    r.bytes,
-                    r.method.as_str(),
-                    r.duration.as_secs_f64()
-                ),
-            },
-            Err(e) => {
-                warn!(error = %e, "SITE FXP copy failed");
-                Say::FxpFailed {
-                    answer: answer(Stage::Copy, &e),
-                    text: format!("FXP copy failed: {e}"),
-                }
-            }
-        };
-        self.copy_ended(reply, now);
     }
 
     /// Answers the end of the running copy (nothing when it was cancelled meanwhile).
@@ -441,6 +381,50 @@ impl Machine {
         }
         self.say(reply);
         self.settle(now);
+    }
+}
+
+/// The reply to a copy whose job has finished, from its state.
+fn copy_reply(job: &JobState) -> Say {
+    let failed = |e: &Failure, what: &str| {
+        warn!(error = %e, "SITE FXP copy failed");
+        Say::FxpFailed {
+            answer: answer(Stage::Copy, e),
+            text: format!("{what} failed: {e}"),
+        }
+    };
+    if !job.is_tree() {
+        return match job.outcome() {
+            Some(Ok(r)) => Say::FxpDone {
+                text: format!(
+                    "FXP copy done: {} bytes by {} in {:.2} s.",
+                    r.bytes,
+                    r.method.as_str(),
+                    r.duration.as_secs_f64()
+                ),
+            },
+            Some(Err(e)) => failed(&e, "FXP copy"),
+            None => failed(&Failure::new(FailureKind::Other, "no outcome"), "FXP copy"),
+        };
+    }
+    if let Some(e) = job.finished.as_ref().and_then(|f| f.error.as_ref()) {
+        return failed(e, "FXP tree copy");
+    }
+    let summary = render::summary(job);
+    match job.failures().next() {
+        None => Say::FxpDone {
+            text: format!("FXP tree {summary}."),
+        },
+        // Per-file errors come as text: the first one is shown. A rerun copies what
+        // failed (the others again too), so this is not final: 451.
+        Some(first) => Say::FxpFailed {
+            answer: FxpAnswer::Temporary,
+            text: format!(
+                "FXP tree {summary}; first failure: {}: {}",
+                first.plan.path,
+                first.error.as_ref().map_or("", |f| f.message.as_str())
+            ),
+        },
     }
 }
 

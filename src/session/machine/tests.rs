@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::data::relay::Moved;
 use crate::data::{LeaseError, PortPool};
 use crate::fxp::engine::{FxpError, Method, Report};
+use crate::fxp::job::{EntryOutcome, Failure, FileEvent, JobEvent};
 use crate::pool::Chosen;
 use crate::proto::command::Direction;
 use crate::session::context::ListenerCtx;
@@ -1693,7 +1694,7 @@ fn site_fxp_paths_stay_bytes() {
         .expect("a copy starts");
     assert_eq!(src.path, b"d\xe9j\xe0.bin");
     assert_eq!(dst.path, b"caf\xe9/\xff");
-    t.m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), t.now);
+    copy_ends(&mut t, Err(FxpError::Other("x".into())));
     t.take();
     t.client("SITE FXP TO ftp://u:pw@203.0.113.5/100%zz");
     assert!(starts(
@@ -1864,7 +1865,7 @@ fn site_fxp_failures_map_to_one_set_of_codes() {
         ),
     ];
     for (stage, e, want, code) in cases {
-        let got = answer(stage, &e);
+        let got = answer(stage, &Failure::from(&e));
         assert_eq!((got, got.code()), (want, code), "{stage:?} {e}");
     }
 }
@@ -1891,16 +1892,13 @@ fn site_fxp_put_and_get_take_r_for_trees() {
         (&b"pub/tree"[..], &b"in/copied"[..])
     );
     assert_eq!(src.host, "198.18.0.2");
-    t.m.handle(Event::FxpFiles { done: 1, total: 3 }, t.now);
+    job(&mut t, tree_planned(3));
+    job(&mut t, file_ended(0, Ok(())));
     t.client("STAT");
     assert!(t.client_bytes()[0].contains(" 1 of 3 files copied."));
-    let report = crate::fxp::tree::TreeReport {
-        files: 3,
-        dirs: 1,
-        bytes: 30,
-        ..Default::default()
-    };
-    t.m.handle(Event::FxpTreeFinished(Ok(report)), t.now);
+    job(&mut t, file_ended(1, Ok(())));
+    job(&mut t, file_ended(2, Ok(())));
+    job(&mut t, finished());
     assert!(starts(
         &t.client_bytes(),
         "226 FXP tree copied 3 files in 1 directories"
@@ -1913,12 +1911,10 @@ fn site_fxp_put_and_get_take_r_for_trees() {
     });
     let (src, recursive) = start.expect("a tree copy starts");
     assert!(recursive && src.host == "203.0.113.5" && src.path == b"in/tree");
-    let failed = crate::fxp::tree::TreeReport {
-        files: 1,
-        failed: vec![("ftp://b/x".into(), "553 no".into())],
-        ..Default::default()
-    };
-    t.m.handle(Event::FxpTreeFinished(Ok(failed)), t.now);
+    job(&mut t, tree_planned(2));
+    job(&mut t, file_ended(0, Ok(())));
+    job(&mut t, file_ended(1, Err(FxpError::Other("553 no".into()))));
+    job(&mut t, finished());
     assert!(starts(&t.client_bytes(), "451 FXP tree copied 1 files"));
     // `-r` alone is not a file name.
     t.client("SITE FXP PUT -r");
@@ -1935,12 +1931,16 @@ fn stat_during_a_copy_reports_progress() {
             "211-FXP copy in progress: ftp://u:***@198.18.0.2/big.bin to ftp://u:***@203.0.113.5/in/.\r\n 0 bytes so far.\r\n211 End\r\n"
         ]
     );
-    t.m.handle(
-        Event::FxpProgress {
-            done: 4096,
-            total: Some(8192),
+    job(&mut t, JobEvent::Started { entry: 0 });
+    job(
+        &mut t,
+        JobEvent::File {
+            entry: 0,
+            event: FileEvent::Bytes {
+                done: 4096,
+                total: Some(8192),
+            },
         },
-        t.now,
     );
     t.client("STAT");
     assert!(t.client_bytes()[0].contains(" 4096 bytes so far of 8192."));
@@ -1960,7 +1960,7 @@ fn stat_during_a_copy_reports_progress() {
         duration: Duration::from_millis(1500),
         verified: crate::fxp::engine::Check::Size,
     };
-    t.m.handle(Event::FxpFinished(Ok(report)), t.now);
+    copy_ends(&mut t, Ok(report));
     t.drain();
     assert_eq!(
         t.sent_client(),
@@ -1986,10 +1986,7 @@ fn abor_cancels_a_copy_and_the_session_goes_on() {
     assert!(t.sent_upstream().is_empty());
     t.take();
     // The engine's late word changes nothing.
-    t.m.handle(
-        Event::FxpFinished(Err(FxpError::Other("cancelled".into()))),
-        t.now,
-    );
+    copy_ends(&mut t, Err(FxpError::Cancelled));
     assert!(t.client_bytes().is_empty());
     t.client("PWD");
     assert_eq!(t.sent_upstream(), ["PWD\r\n"]);
@@ -1998,10 +1995,7 @@ fn abor_cancels_a_copy_and_the_session_goes_on() {
 #[test]
 fn a_failed_copy_answers_451_or_550() {
     let mut t = copying();
-    t.m.handle(
-        Event::FxpFinished(Err(FxpError::Stalled(Duration::from_secs(30)))),
-        t.now,
-    );
+    copy_ends(&mut t, Err(FxpError::Stalled(Duration::from_secs(30))));
     assert!(starts(
         &t.client_bytes(),
         "451 FXP copy failed: no progress"
@@ -2156,7 +2150,7 @@ proptest! {
                 Input::DataConnected(ok) => m.handle(Event::DataConnected(if ok { Ok(()) } else { Err(DataConnectError::Timeout) }), now),
                 Input::Resolved => m.handle(Event::Resolved(Ok(vec![ip("203.0.113.7")])), now),
                 Input::TransferDone(ok) => m.handle(Event::TransferFinished(if ok { Ok(Moved { upload: 1, download: 0 }) } else { Err("broke".into()) }), now),
-                Input::FxpDone => m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), now),
+                Input::FxpDone => m.handle(Event::FxpJob(JobEvent::Finished { error: Some(Failure::from(&FxpError::Other("x".into()))), took: Duration::ZERO }), now),
                 Input::FxpChecked(ok) => m.handle(Event::FxpChecked(if ok { Ok(()) } else { Err(FxpError::Other("x".into())) }), now),
                 Input::Tick(s) => {
                     now += Duration::from_secs(u64::from(s % 400));
@@ -2768,7 +2762,16 @@ fn a_pooled_session_reports_the_backend_it_could_not_reach_by_its_index() {
 #[test]
 fn a_cancelled_copy_is_counted_with_the_method_it_was_trying() {
     let mut t = copying();
-    t.m.handle(Event::FxpTrying(Method::ReverseFxp), t.now);
+    job(
+        &mut t,
+        JobEvent::File {
+            entry: 0,
+            event: FileEvent::Trying {
+                method: Method::ReverseFxp,
+                offset: 0,
+            },
+        },
+    );
     t.now += Duration::from_secs(3);
     t.client("ABOR");
     assert!(t.has(|a| matches!(a, Action::CancelFxp)));
@@ -2805,7 +2808,7 @@ fn a_task_that_ends_without_a_word_is_answered_and_one_that_spoke_is_not() {
     assert_eq!(t.sent_upstream(), ["NOOP\r\n"]);
 
     let mut t = copying();
-    t.m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), t.now);
+    copy_ends(&mut t, Err(FxpError::Other("x".into())));
     t.take();
     t.m.handle(Event::FxpTaskEnded, t.now);
     assert!(t.take().is_empty());
@@ -2878,6 +2881,78 @@ fn the_machine_holds_tls_settings_and_the_shell_the_material() {
     assert_eq!(*machine_side, ctx.services.tls.as_ref().unwrap().settings);
     let shell_side = ctx.services.tls.as_ref().unwrap();
     assert!(shell_side.client.is_some() && shell_side.upstream.is_some());
+}
+
+/// An event of the running `SITE FXP` copy's job.
+fn job(t: &mut T, e: JobEvent) {
+    t.m.handle(Event::FxpJob(e), t.now);
+}
+
+/// The running one-file copy's job ends with `outcome`.
+fn copy_ends(t: &mut T, outcome: Result<Report, FxpError>) {
+    let outcome = match outcome {
+        Ok(r) => EntryOutcome::Copied(r),
+        Err(e) => EntryOutcome::Failed(Failure::from(&e)),
+    };
+    job(
+        t,
+        JobEvent::Ended {
+            entry: 0,
+            took: Duration::ZERO,
+            outcome,
+        },
+    );
+    job(t, finished());
+}
+
+fn finished() -> JobEvent {
+    JobEvent::Finished {
+        error: None,
+        took: Duration::from_millis(20),
+    }
+}
+
+/// A tree of one directory and `files` files of 10 bytes, listed.
+fn tree_planned(files: usize) -> JobEvent {
+    use crate::fxp::job::mirror::{Kind, Operation, Reason};
+    use crate::fxp::job::plan::{Outline, OutlineEntry, Shape};
+    JobEvent::Planned(Outline {
+        shape: Shape::Tree,
+        dirs: 1,
+        dry_run: false,
+        entries: (0..files)
+            .map(|i| OutlineEntry {
+                path: format!("f{i}"),
+                src: format!("ftp://a/tree/f{i}"),
+                dst: format!("ftp://b/in/copied/f{i}"),
+                kind: Kind::File,
+                operation: Operation::Copy,
+                reason: Reason::Missing,
+                size: Some(10),
+            })
+            .collect(),
+    })
+}
+
+/// File `entry` of a tree copied (10 bytes), or failed.
+fn file_ended(entry: usize, outcome: Result<(), FxpError>) -> JobEvent {
+    let outcome = match outcome {
+        Ok(()) => EntryOutcome::Copied(Report {
+            method: Method::Fxp,
+            bytes: 10,
+            relayed_bytes: 0,
+            resumed_from: 0,
+            attempts: 1,
+            duration: Duration::from_millis(5),
+            verified: crate::fxp::engine::Check::Size,
+        }),
+        Err(e) => EntryOutcome::Failed(Failure::from(&e)),
+    };
+    JobEvent::Ended {
+        entry,
+        took: Duration::from_millis(5),
+        outcome,
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -18,15 +18,16 @@ use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::time::timeout;
 
-use super::client::{FtpError, refused};
-use super::error::{FxpError, Side};
+use super::attempts::Fail;
 use super::pair::{Done, Pair, Run, State, classify};
-use super::plan::Fail;
-use super::report::{Event, Method};
-use super::stream::Stream;
 use crate::data::copy::{self, CopyError};
 use crate::data::secure;
 use crate::data::socket;
+use crate::fxp::client::{FtpError, refused};
+use crate::fxp::client_stream::ClientStream;
+use crate::fxp::error::{FxpError, Side};
+use crate::fxp::job::event::FileEvent as Event;
+use crate::fxp::method::Method;
 
 impl Run<'_> {
     /// `PASV` on both; the engine connects to both data ports and copies.
@@ -128,14 +129,14 @@ impl Run<'_> {
             bytes: self.offset + copied,
             relayed: copied,
             offset: self.offset,
-            verified: super::report::Check::None,
+            verified: crate::fxp::digest::Check::None,
             dst_size: None,
         })
     }
 
     /// Copies until EOF; every read and write must progress within the timeout. The
     /// byte count reaches the front end at most every `poll_interval`.
-    async fn pump(&self, from: &mut Stream, to: &mut Stream) -> Result<u64, CopyError> {
+    async fn pump(&self, from: &mut ClientStream, to: &mut ClientStream) -> Result<u64, CopyError> {
         let mut reported = Instant::now();
         let progress = |copied: u64| {
             if reported.elapsed() >= self.opts.poll_interval {
@@ -147,7 +148,7 @@ impl Run<'_> {
             }
         };
         match (from, to) {
-            (Stream::Plain(from), Stream::Plain(to)) => {
+            (ClientStream::Plain(from), ClientStream::Plain(to)) => {
                 socket::copy_tcp_to_eof(from, to, self.opts.timeout, progress).await
             }
             (from, to) => copy::copy_to_eof(from, to, self.opts.timeout, progress).await,

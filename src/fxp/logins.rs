@@ -1,4 +1,4 @@
-//! Logged-in control sessions kept for the next file ([`Sessions`]): a tree or a list
+//! Logged-in control sessions kept for the next file ([`LoginPool`]): a tree or a list
 //! logs in to each server once per parallel transfer, not once per file (vsftpd's PAM
 //! login alone takes ~35 ms, more than copying a 100 KB file).
 //!
@@ -10,16 +10,16 @@
 //! server closed while it waited (`421` idle timeout, EOF) is dropped and a fresh login
 //! takes its place, so the file never sees it.
 //!
-//! Sessions are keyed by everything that makes a login: scheme, host (as written, case
+//! LoginPool are keyed by everything that makes a login: scheme, host (as written, case
 //! folded), port, user and password. A pool lives as long as one tree, list or
-//! single-file transfer; [`Sessions::close`] quits what is left.
+//! single-file transfer; [`LoginPool::close`] quits what is left.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::client::{Client, FtpError};
-use super::options::Options;
+use super::options::EngineOptions;
 use super::url::{FtpUrl, Security};
 
 /// How long a session taken from the pool gets to answer its reset (grown with its round
@@ -35,7 +35,7 @@ const LOGIN_HEDGE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A login to `url`'s server, hedged after [`LOGIN_HEDGE`]. A refusal of the first login
 /// is the answer; the second one's only if the first has not finished.
-async fn hedged_login(url: &FtpUrl, opts: &Options) -> Result<Client, FtpError> {
+async fn hedged_login(url: &FtpUrl, opts: &EngineOptions) -> Result<Client, FtpError> {
     let first = opts.open(url);
     let second = async {
         tokio::time::sleep(LOGIN_HEDGE).await;
@@ -71,7 +71,7 @@ impl Key {
 }
 
 /// Idle logged-in sessions, per server, and how many logins were made.
-pub struct Sessions {
+pub struct LoginPool {
     idle: Mutex<HashMap<Key, Vec<Client>>>,
     /// Idle sessions kept per server; more are quit when they come back.
     keep: usize,
@@ -79,11 +79,11 @@ pub struct Sessions {
     reused: AtomicUsize,
 }
 
-impl Sessions {
+impl LoginPool {
     /// A pool keeping up to `keep` idle sessions per server (a tree copy with
     /// concurrency N needs N, plus one for watching a copy grow).
-    pub fn new(keep: usize) -> Sessions {
-        Sessions {
+    pub fn new(keep: usize) -> LoginPool {
+        LoginPool {
             idle: Mutex::default(),
             keep: keep.max(1),
             logins: AtomicUsize::new(0),
@@ -93,7 +93,7 @@ impl Sessions {
 
     /// A logged-in session to `url`'s server: an idle one that is still good, else a
     /// fresh login (within `opts`' allow list and TLS policy).
-    pub async fn lease(&self, url: &FtpUrl, opts: &Options) -> Result<Client, FtpError> {
+    pub async fn lease(&self, url: &FtpUrl, opts: &EngineOptions) -> Result<Client, FtpError> {
         let key = Key::of(url);
         while let Some(mut c) = self.take(&key) {
             // One that does not answer within REUSE_PROBE may have lost the connection
@@ -122,7 +122,7 @@ impl Sessions {
     /// Logs in `n` sessions to `url`'s server at once and keeps them for the files to
     /// come (as many as there is room for). A login that fails is only logged: the file
     /// that needs the session logs in itself and reports why it could not.
-    pub async fn prefill(&self, url: &FtpUrl, opts: &Options, n: usize) {
+    pub async fn prefill(&self, url: &FtpUrl, opts: &EngineOptions, n: usize) {
         let login = || async {
             match opts.open(url).await {
                 Ok(c) => {
@@ -187,7 +187,7 @@ impl Sessions {
         self.logins.load(Ordering::Relaxed)
     }
 
-    /// Sessions taken from the pool instead of logging in.
+    /// LoginPool taken from the pool instead of logging in.
     pub fn reused(&self) -> usize {
         self.reused.load(Ordering::Relaxed)
     }
@@ -285,11 +285,11 @@ mod tests {
     async fn reuse_after(ending: Ending) -> (usize, usize, usize) {
         let (addr, seen) = fake(ending).await;
         let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
-        let opts = Options {
+        let opts = EngineOptions {
             timeout: Duration::from_secs(5),
-            ..Options::default()
+            ..EngineOptions::default()
         };
-        let pool = Sessions::new(2);
+        let pool = LoginPool::new(2);
         let mut c = pool.lease(&url, &opts).await.unwrap();
         c.simple(b"NOOP", |c| c == 200).await.unwrap();
         pool.put(&url, c).await;
@@ -328,8 +328,8 @@ mod tests {
     async fn a_session_with_a_reply_outstanding_is_not_kept() {
         let (addr, seen) = fake(Ending::Never).await;
         let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
-        let opts = Options::default();
-        let pool = Sessions::new(2);
+        let opts = EngineOptions::default();
+        let pool = LoginPool::new(2);
         let mut c = pool.lease(&url, &opts).await.unwrap();
         // Sent, never read: the reply would answer the next file's first command.
         c.send(b"NOOP").await.unwrap();
@@ -384,11 +384,11 @@ mod tests {
     async fn a_login_left_unanswered_is_overtaken_by_a_second() {
         let (addr, accepted) = login_fake(true).await;
         let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
-        let opts = Options {
+        let opts = EngineOptions {
             timeout: Duration::from_secs(60),
-            ..Options::default()
+            ..EngineOptions::default()
         };
-        let pool = Sessions::new(2);
+        let pool = LoginPool::new(2);
         let lease = tokio::time::timeout(Duration::from_secs(30), pool.lease(&url, &opts));
         let mut c = lease.await.expect("the mute login was waited for").unwrap();
         c.simple(b"TYPE I", |c| c == 200).await.unwrap();
@@ -400,9 +400,9 @@ mod tests {
     async fn a_refused_login_is_not_tried_twice() {
         let (addr, accepted) = login_fake(false).await;
         let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
-        let pool = Sessions::new(2);
+        let pool = LoginPool::new(2);
         let e = pool
-            .lease(&url, &Options::default())
+            .lease(&url, &EngineOptions::default())
             .await
             .err()
             .expect("refused");

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use super::client::{Client, FtpError, RTT_PATIENCE, refused, with_arg};
-use super::error::{FxpError, Side};
-use super::options::Options;
-use super::plan::Fail;
-use super::report::{Check, Event, Method, Progress};
-use super::sessions::Sessions;
-use super::url::FtpUrl;
+use super::attempts::Fail;
+use crate::fxp::client::{Client, FtpError, RTT_PATIENCE, refused, with_arg};
+use crate::fxp::digest::Check;
+use crate::fxp::error::{FxpError, Side};
+use crate::fxp::job::event::FileEvent as Event;
+use crate::fxp::logins::LoginPool;
+use crate::fxp::method::Method;
+use crate::fxp::options::EngineOptions;
+use crate::fxp::options::Progress;
+use crate::fxp::url::FtpUrl;
 
 /// Two logged-in sessions.
 pub(super) struct Pair {
@@ -83,19 +86,19 @@ pub(super) struct Done {
 }
 
 /// What a method reads of the transfer's options.
-pub(super) struct Settings<'a> {
+pub(super) struct Context<'a> {
     /// Bound on every control step, and on a transfer making no progress.
     pub(super) timeout: Duration,
     /// How often progress is reported (and the destination's `SIZE` polled).
     pub(super) poll_interval: Duration,
     pub(super) progress: Option<&'a Progress>,
     /// Where a session watching the destination comes from (and goes back to).
-    pub(super) sessions: &'a Sessions,
+    pub(super) sessions: &'a LoginPool,
     /// How such a session logs in.
-    pub(super) options: &'a Options,
+    pub(super) options: &'a EngineOptions,
 }
 
-impl Settings<'_> {
+impl Context<'_> {
     pub(super) fn emit(&self, e: Event) {
         if let Some(p) = self.progress {
             p(&e);
@@ -107,10 +110,10 @@ impl Settings<'_> {
 pub(super) struct Run<'a> {
     pub(super) src: &'a FtpUrl,
     pub(super) dst: &'a FtpUrl,
-    pub(super) opts: Settings<'a>,
+    pub(super) opts: Context<'a>,
     pub(super) total: Option<u64>,
     pub(super) offset: u64,
-    /// How often a server lost this file in this attempt (`Plan::losses`).
+    /// How often a server lost this file in this attempt (`Attempts::losses`).
     pub(super) losses: u32,
 }
 

@@ -27,8 +27,8 @@
 
 use std::time::Duration;
 
-use super::error::FxpError;
-use super::report::Method;
+use crate::fxp::error::FxpError;
+use crate::fxp::method::Method;
 
 /// How often one attempt runs the same method again after a server lost the file
 /// ([`Fail::Lost`]) before moving on to the next method, each time twice as patient (see
@@ -42,7 +42,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// What the caller asked for (the fields of the engine's `Options` of the same names).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Policy {
+pub(super) struct Choices {
     /// Start with reverse FXP (skip standard FXP).
     pub(super) reverse: bool,
     /// Relay the bytes when neither FXP direction works.
@@ -55,23 +55,23 @@ pub(super) struct Policy {
     pub(super) clear_data: bool,
 }
 
-/// The methods one attempt tries, in order. Never empty: every policy keeps at least one
+/// The methods one attempt tries, in order. Never empty: every choices keeps at least one
 /// direct method.
-pub(super) fn methods(policy: Policy) -> Vec<Method> {
+pub(super) fn methods(choices: Choices) -> Vec<Method> {
     use Method::*;
-    let mut v = if policy.secure {
+    let mut v = if choices.secure {
         let mut v = vec![FxpSscn, ReverseFxpSscn, FxpCpsv, ReverseFxpCpsv];
-        if policy.clear_data {
+        if choices.clear_data {
             v.extend([FxpClear, ReverseFxpClear]);
         }
         v
     } else {
         vec![Fxp, ReverseFxp]
     };
-    if policy.reverse {
+    if choices.reverse {
         v.retain(|m| m.is_reverse());
     }
-    if policy.relay_fallback {
+    if choices.relay_fallback {
         v.push(Relay);
     }
     v
@@ -190,9 +190,9 @@ impl<T> Step<T> {
 
 /// Where a transfer stands: which attempt, which method, what failed so far.
 #[derive(Debug)]
-pub(super) struct Plan {
-    policy: Policy,
-    /// [`methods`] of the policy.
+pub(super) struct Attempts {
+    choices: Choices,
+    /// [`methods`] of the choices.
     order: Vec<Method>,
     /// 1-based.
     attempt: u32,
@@ -206,11 +206,11 @@ pub(super) struct Plan {
     lost: u32,
 }
 
-impl Plan {
-    pub(super) fn new(policy: Policy) -> Plan {
-        Plan {
-            policy,
-            order: methods(policy),
+impl Attempts {
+    pub(super) fn new(choices: Choices) -> Attempts {
+        Attempts {
+            choices,
+            order: methods(choices),
             attempt: 1,
             at: 0,
             tried: vec![],
@@ -289,7 +289,7 @@ impl Plan {
 
     /// The attempt failed with `e`: retry, unless retrying is no use or none is left.
     fn end_attempt<T>(&mut self, e: FxpError, close: Close) -> Step<T> {
-        if e.is_permanent() || self.attempt > self.policy.retries {
+        if e.is_permanent() || self.attempt > self.choices.retries {
             return Step::GiveUp(close, e);
         }
         let failed = self.attempt;
@@ -322,7 +322,7 @@ mod tests {
     use crate::fxp::client::FtpError;
     use crate::fxp::error::Side;
 
-    const ALL: Policy = Policy {
+    const ALL: Choices = Choices {
         reverse: false,
         relay_fallback: true,
         retries: 2,
@@ -330,7 +330,7 @@ mod tests {
         clear_data: false,
     };
 
-    const SECURE: Policy = Policy {
+    const SECURE: Choices = Choices {
         secure: true,
         ..ALL
     };
@@ -357,8 +357,8 @@ mod tests {
     }
 
     /// The methods one attempt tries, each refused while negotiating.
-    fn order(policy: Policy) -> Vec<Method> {
-        let mut plan = Plan::new(policy);
+    fn order(choices: Choices) -> Vec<Method> {
+        let mut plan = Attempts::new(choices);
         let mut step = plan.start::<()>();
         let mut seen = vec![];
         while let Step::Try(m) = step {
@@ -372,17 +372,17 @@ mod tests {
     fn the_methods_come_in_order_and_the_options_drop_some() {
         use Method::*;
         assert_eq!(order(ALL), [Fxp, ReverseFxp, Relay]);
-        let reverse = Policy {
+        let reverse = Choices {
             reverse: true,
             ..ALL
         };
         assert_eq!(order(reverse), [ReverseFxp, Relay]);
-        let direct = Policy {
+        let direct = Choices {
             relay_fallback: false,
             ..ALL
         };
         assert_eq!(order(direct), [Fxp, ReverseFxp]);
-        let reverse_only = Policy {
+        let reverse_only = Choices {
             relay_fallback: false,
             ..reverse
         };
@@ -398,7 +398,7 @@ mod tests {
         );
         // Clear data between the servers only when the operator allows it, after the
         // protected ways and before the relay.
-        let clear = Policy {
+        let clear = Choices {
             clear_data: true,
             ..SECURE
         };
@@ -417,13 +417,13 @@ mod tests {
         // Never plain FXP between TLS servers, and no clear data for plain ones either.
         assert!(!order(clear).contains(&Fxp) && !order(clear).contains(&ReverseFxp));
         assert_eq!(
-            order(Policy {
+            order(Choices {
                 clear_data: true,
                 ..ALL
             }),
             [Fxp, ReverseFxp, Relay]
         );
-        let reverse = Policy {
+        let reverse = Choices {
             reverse: true,
             relay_fallback: false,
             ..clear
@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn unsupported_methods_are_passed_over_quietly() {
-        let mut plan = Plan::new(SECURE);
+        let mut plan = Attempts::new(SECURE);
         let unsupported = |why: &str| Outcome::<()>::Unsupported(other(why));
         assert!(unsupported("x").method_error().is_none());
         // Neither offers SSCN, nor CPSV: straight to the relay, on the same sessions.
@@ -459,7 +459,7 @@ mod tests {
 
     #[test]
     fn when_nothing_could_be_tried_the_reasons_are_told() {
-        let mut plan = Plan::new(Policy {
+        let mut plan = Attempts::new(Choices {
             relay_fallback: false,
             retries: 0,
             ..SECURE
@@ -480,7 +480,7 @@ mod tests {
 
     #[test]
     fn a_copy_is_done_and_quits() {
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         let step = plan.next(Outcome::Copied(7));
         assert!(matches!(step, Step::Done(7)), "{step:?}");
         assert_eq!(step.close(), Some(Close::Quit));
@@ -489,14 +489,14 @@ mod tests {
 
     #[test]
     fn the_first_step_tries_the_first_method_keeping_nothing() {
-        let step = Plan::new(ALL).start::<()>();
+        let step = Attempts::new(ALL).start::<()>();
         assert!(matches!(step, Step::Try(Method::Fxp)), "{step:?}");
         assert_eq!(step.close(), None);
     }
 
     #[test]
     fn a_refused_negotiation_keeps_the_sessions() {
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         let step = plan.next(negotiation("PORT refused"));
         assert!(matches!(step, Step::Try(Method::ReverseFxp)), "{step:?}");
         assert_eq!(step.close(), None);
@@ -504,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_failed_transfer_aborts_and_reconnects() {
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         let step = plan.next(transfer("425"));
         assert!(
             matches!(step, Step::Reconnect(Method::ReverseFxp, Close::Abort)),
@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn a_size_mismatch_quits_and_reconnects() {
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         let step = plan.next::<()>(Outcome::Mismatch(FxpError::SizeMismatch { src: 9, dst: 4 }));
         assert!(
             matches!(step, Step::Reconnect(Method::ReverseFxp, Close::Quit)),
@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn a_refusal_of_the_file_ends_everything_at_once() {
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         let step = plan.next::<()>(Outcome::Failed(Fail::Fatal(refused(550))));
         // The file's own refusal, not a list of methods; no retry although two are left.
         let Step::GiveUp(Close::Abort, e) = step else {
@@ -537,7 +537,7 @@ mod tests {
 
     #[test]
     fn a_transient_refusal_of_the_file_retries_from_the_first_method() {
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         assert!(matches!(plan.next(negotiation("a")), Step::Try(_)));
         let step = plan.next::<()>(Outcome::Failed(Fail::Fatal(refused(451))));
         let Step::Retry {
@@ -558,7 +558,7 @@ mod tests {
 
     #[test]
     fn an_attempt_that_cannot_start_quits_and_retries_unless_permanent() {
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         let step = plan.next::<()>(Outcome::NotStarted(other("connection refused")));
         assert!(
             matches!(
@@ -579,7 +579,7 @@ mod tests {
 
     #[test]
     fn every_method_failing_ends_the_attempt_with_each_reason() {
-        let mut plan = Plan::new(Policy { retries: 0, ..ALL });
+        let mut plan = Attempts::new(Choices { retries: 0, ..ALL });
         plan.next(negotiation("fxp refused"));
         plan.next(transfer("reverse stalled"));
         let step = plan.next(negotiation("relay refused"));
@@ -600,7 +600,7 @@ mod tests {
 
     #[test]
     fn a_last_method_failing_in_transfer_aborts() {
-        let mut plan = Plan::new(Policy {
+        let mut plan = Attempts::new(Choices {
             reverse: true,
             relay_fallback: false,
             retries: 0,
@@ -620,7 +620,7 @@ mod tests {
     #[test]
     fn a_lost_file_runs_the_same_method_again_a_few_times_per_attempt() {
         let lost = || Outcome::<()>::Failed(Fail::Lost(other("silent")));
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         for n in 0..LOST_AGAIN {
             assert_eq!(
                 plan.losses(),
@@ -663,7 +663,7 @@ mod tests {
     #[test]
     fn the_last_methods_code_decides_whether_to_retry() {
         // A 5xx refusal of PORT, then a 425 of the relay: worth another attempt.
-        let mut plan = Plan::new(Policy {
+        let mut plan = Attempts::new(Choices {
             reverse: true,
             ..ALL
         });
@@ -678,7 +678,7 @@ mod tests {
 
     #[test]
     fn retries_start_afresh_until_none_are_left() {
-        let mut plan = Plan::new(Policy {
+        let mut plan = Attempts::new(Choices {
             relay_fallback: false,
             ..ALL
         });
@@ -716,7 +716,7 @@ mod tests {
 
     #[test]
     fn a_copy_after_retries_counts_its_attempts() {
-        let mut plan = Plan::new(ALL);
+        let mut plan = Attempts::new(ALL);
         plan.next::<()>(Outcome::NotStarted(other("timeout")));
         plan.next::<()>(Outcome::NotStarted(other("timeout")));
         assert!(matches!(plan.next(Outcome::Copied(())), Step::Done(())));

@@ -32,11 +32,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 
-use super::client::{Client, FtpError, PORT_REPLY, RTT_PATIENCE, refused, with_arg};
-use super::error::{FxpError, Side};
+use super::attempts::Fail;
 use super::pair::{Done, Pair, Run, State, classify};
-use super::plan::Fail;
-use super::report::{Event, Method, Protection};
+use crate::fxp::client::{Client, FtpError, PORT_REPLY, RTT_PATIENCE, refused, with_arg};
+use crate::fxp::error::{FxpError, Side};
+use crate::fxp::job::event::FileEvent as Event;
+use crate::fxp::method::{Method, Protection};
 
 impl Run<'_> {
     /// Standard or reverse FXP (`method.is_reverse()`), its data protected as
@@ -124,7 +125,7 @@ impl Run<'_> {
             .start_and_wait(p, &mut watcher, state, dst_active)
             .await;
         if let Some(c) = watcher {
-            // Kept only if its last SIZE was answered (see `Sessions::put`).
+            // Kept only if its last SIZE was answered (see `LoginPool::put`).
             self.opts.sessions.put(self.dst, c).await;
         }
         let dst_size = result?;
@@ -133,7 +134,7 @@ impl Run<'_> {
             bytes: self.total.unwrap_or(0),
             relayed: 0,
             offset: self.offset,
-            verified: super::report::Check::None,
+            verified: crate::fxp::digest::Check::None,
             dst_size,
         })
     }

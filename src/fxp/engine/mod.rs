@@ -1,7 +1,7 @@
-//! One file from a source server to a destination server: [`transfer`] carries out what
-//! `plan` decides.
+//! One file from a source server to a destination server: [`transfer_with`] carries out what
+//! `attempts` decides.
 //!
-//! Methods, tried in this order until one works (`Options::reverse` skips the first):
+//! Methods, tried in this order until one works (`EngineOptions::reverse` skips the first):
 //! 1. standard FXP: `PASV`/`EPSV` on the source, `PORT`/`EPRT` on the destination naming
 //!    the source's control address and announced port (never another host, never a port
 //!    below 1024), `STOR` then `RETR`; the servers move the bytes (`direct`);
@@ -12,7 +12,7 @@
 //! When a server speaks TLS (`ftpes://`, `ftps://`) the direct methods keep the data
 //! encrypted between the servers: `SSCN ON` on one of them, or `CPSV` on the passive
 //! one, where a server offers it (`FEAT`); FXP with `PROT C` only when the operator
-//! allows clear data (`Options::allow_clear_data`); otherwise the relay, with the engine
+//! allows clear data (`EngineOptions::allow_clear_data`); otherwise the relay, with the engine
 //! the TLS client of each leg whose server speaks TLS (resuming that session's control
 //! connection's TLS session, as vsftpd and proftpd require). See `plan::methods`.
 //!
@@ -23,86 +23,56 @@
 //! A refusal about the file itself (`550` on `RETR`/`SIZE`, `553` on `STOR`) ends the
 //! transfer at once with the server's text; other failures are retried with backoff.
 //!
-//! After the copy: `SIZE` on both ends, then (`Options::verify`, `auto` by default) the
+//! After the copy: `SIZE` on both ends, then (`EngineOptions::verify`, `auto` by default) the
 //! strongest hash both servers compute (`HASH`, `XSHA256`, ... as `FEAT` lists them;
 //! see `digest`), asked of both at once; the [`Report`] says which check was made
 //! ([`Check`]). A differing hash fails the file for good, the copy renamed to
-//! `NAME.fxprelay-mismatch` or deleted (`Options::on_mismatch`).
+//! `NAME.fxprelay-mismatch` or deleted (`EngineOptions::on_mismatch`).
 //!
 //! Here: the loop that runs the plan's steps (logging in, checking the
 //! source, resuming, verifying the copy, closing sessions), and the [`Report`]; the
-//! engine's [`Options`] are in `options`.
+//! engine's [`EngineOptions`] are in `options`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
+mod attempts;
+mod direct;
+mod pair;
+mod relay_method;
+
+use self::attempts::{Attempts, Choices, Close, Fail, Outcome, Step};
+use self::pair::{Context, Done, Pair, Run, State};
 use super::client::{Client, FtpError};
 use super::digest::{self, Choice, Support};
 pub use super::digest::{Check, OnMismatch, Verify};
 pub use super::error::{FxpError, Side};
-pub use super::hooks::FileHooks;
-use super::pair::{Done, Pair, Run, Settings, State};
-use super::plan::{Close, Fail, Outcome, Plan, Policy, Step};
-pub use super::report::{Event, Method, Progress, Protection, Report};
-use super::sessions::Sessions;
+use super::job::event::Failure;
+pub use super::job::event::{FileEvent, Report};
+pub use super::job::plan::destination_path;
+use super::logins::LoginPool;
+pub use super::method::{Method, Protection};
+pub use super::options::Progress;
 use super::url::FtpUrl;
 use crate::metrics;
 
-pub use super::options::{DEFAULT_CONCURRENCY, HASH_TIMEOUT, Options};
+pub use super::options::{DEFAULT_CONCURRENCY, EngineOptions, HASH_TIMEOUT};
 
 /// Longest wait between two attempts, however many retries were asked for.
-pub use super::plan::MAX_BACKOFF;
+pub use self::attempts::MAX_BACKOFF;
 
 /// Copies `src` to `dst` (a `dst` path that is empty or ends in `/` names a directory:
-/// the file keeps its name). Never returns before both control sessions are closed.
-/// With `Options::files`, tells those hooks where the file starts and how it ends (as
-/// file 0 of a list of one).
-pub async fn transfer(src: &FtpUrl, dst: &FtpUrl, opts: &Options) -> Result<Report, FxpError> {
-    let sessions = Sessions::new(2);
-    let result = transfer_with(&sessions, 0, src, dst, opts).await;
-    sessions.close().await;
-    result
-}
-
-/// [`transfer`] on sessions from `sessions` (and back to it once the file is copied),
-/// as file `index` of a list (the index the hooks hear): the files of a tree or list
-/// share their logins. The caller closes `sessions`.
-pub async fn transfer_with(
-    sessions: &Sessions,
-    index: usize,
+/// the file keeps its name) on sessions from `sessions`, and back to it once the file
+/// is copied: the files of a job share their logins. The caller closes `sessions`.
+/// The job runner's one call into the engine (`runner::run`, an `Order::File` for one
+/// file).
+pub(crate) async fn transfer_with(
+    sessions: &LoginPool,
     src: &FtpUrl,
     dst: &FtpUrl,
-    opts: &Options,
-) -> Result<Report, FxpError> {
-    let Some(hooks) = &opts.files else {
-        return transfer_one(sessions, src, dst, opts).await;
-    };
-    let dst = destination_path(src, dst);
-    let mut own = opts.clone();
-    own.files = None;
-    if let Some(file) = hooks.started(index, src, &dst) {
-        // The file's own callback, besides the whole transfer's.
-        let outer = opts.progress.clone();
-        own.progress = Some(Arc::new(move |e: &Event| {
-            file(e);
-            if let Some(p) = &outer {
-                p(e);
-            }
-        }));
-    }
-    let r = transfer_one(sessions, src, &dst, &own).await;
-    hooks.finished(index, src, &dst, r.as_ref());
-    r
-}
-
-async fn transfer_one(
-    sessions: &Sessions,
-    src: &FtpUrl,
-    dst: &FtpUrl,
-    opts: &Options,
+    opts: &EngineOptions,
 ) -> Result<Report, FxpError> {
     let dst = &destination_path(src, dst);
     if same_file(src, dst) {
@@ -114,7 +84,7 @@ async fn transfer_one(
     metrics::fxp_active(1.0);
     let _active = ActiveGuard;
     let started = Instant::now();
-    let mut plan = Plan::new(Policy {
+    let mut plan = Attempts::new(Choices {
         reverse: opts.reverse,
         relay_fallback: opts.relay_fallback,
         retries: opts.retries,
@@ -159,15 +129,6 @@ async fn transfer_one(
     }
 }
 
-/// `dst`, with the source's file name appended when it names a directory.
-pub fn destination_path(src: &FtpUrl, dst: &FtpUrl) -> FtpUrl {
-    if dst.path.is_empty() || dst.path.ends_with(b"/") {
-        dst.join(src.file_name())
-    } else {
-        dst.clone()
-    }
-}
-
 fn same_file(a: &FtpUrl, b: &FtpUrl) -> bool {
     a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port && a.user == b.user && a.path == b.path
 }
@@ -185,9 +146,9 @@ impl Drop for ActiveGuard {
 struct Transfer<'a> {
     src: &'a FtpUrl,
     dst: &'a FtpUrl,
-    opts: &'a Options,
+    opts: &'a EngineOptions,
     /// Where sessions come from, and go back to once the file is copied.
-    sessions: &'a Sessions,
+    sessions: &'a LoginPool,
     state: State,
     /// The sessions in hand, if any.
     pair: Option<Pair>,
@@ -198,7 +159,7 @@ struct Transfer<'a> {
 
 impl Transfer<'_> {
     /// Carries out `plan`'s steps until it is done or gives up.
-    async fn follow(&mut self, plan: &mut Plan) -> Result<Done, FxpError> {
+    async fn follow(&mut self, plan: &mut Attempts) -> Result<Done, FxpError> {
         let mut step = plan.start();
         let cancel = self.opts.cancel.clone();
         let cancelled = || async {
@@ -228,10 +189,10 @@ impl Transfer<'_> {
                     method,
                     ..
                 } => {
-                    self.opts.emit(Event::Retrying {
+                    self.opts.emit(FileEvent::Retrying {
                         attempt,
                         delay: after,
-                        error: error.to_string(),
+                        error: Failure::from(&error),
                     });
                     tokio::select! {
                         () = sleep(after) => {}
@@ -249,9 +210,9 @@ impl Transfer<'_> {
                 () = cancelled() => return Err(self.abort().await),
             };
             if let Some(e) = outcome.method_error() {
-                self.opts.emit(Event::MethodFailed {
+                self.opts.emit(FileEvent::MethodFailed {
                     method,
-                    error: e.to_string(),
+                    error: Failure::from(e),
                 });
             }
             step = plan.next(outcome);
@@ -262,7 +223,7 @@ impl Transfer<'_> {
     /// (`copied`) are clean for the next file and go back to the pool, and so does a
     /// session with nothing outstanding when the other server lost the file.
     async fn end(&self, p: Pair, how: Close, copied: bool) {
-        async fn one(sessions: &Sessions, url: &FtpUrl, c: Client, how: Close, copied: bool) {
+        async fn one(sessions: &LoginPool, url: &FtpUrl, c: Client, how: Close, copied: bool) {
             if copied || (how == Close::Lost && c.is_idle()) {
                 sessions.put(url, c).await;
             } else if how == Close::Quit {
@@ -287,7 +248,7 @@ impl Transfer<'_> {
 
     /// `method` on the sessions in hand, logging in first when there are none; the first
     /// method of an attempt checks the source first. `losses`: how often a server lost
-    /// this file in this attempt ([`Plan::losses`]).
+    /// this file in this attempt ([`Attempts::losses`]).
     async fn try_method(&mut self, method: Method, losses: u32) -> Outcome<Done> {
         let (src, dst, opts, sessions) = (self.src, self.dst, self.opts, self.sessions);
         let p = match &mut self.pair {
@@ -318,12 +279,12 @@ impl Transfer<'_> {
             Ok(offset) => offset,
             Err(fail) => return Outcome::Failed(fail),
         };
-        opts.emit(Event::Trying { method, offset });
+        opts.emit(FileEvent::Trying { method, offset });
         self.state.last_method = Some(method);
         let run = Run {
             src,
             dst,
-            opts: Settings {
+            opts: Context {
                 timeout: opts.timeout,
                 poll_interval: opts.poll_interval,
                 progress: opts.progress.as_ref(),
@@ -371,7 +332,7 @@ async fn check_source(
     p: &mut Pair,
     src: &FtpUrl,
     dst: &FtpUrl,
-    opts: &Options,
+    opts: &EngineOptions,
 ) -> Result<Option<u64>, FxpError> {
     if p.src.peer() == p.dst.peer() && src.user == dst.user && src.path == dst.path {
         // The same file under two names of one server (a host name and its address,
@@ -386,11 +347,7 @@ async fn check_source(
         .size(&src.path)
         .await
         .map_err(|e| p.err(Side::Source, e))?;
-    opts.emit(Event::Started {
-        src: src.to_string(),
-        dst: dst.to_string(),
-        size: total,
-    });
+    opts.emit(FileEvent::SourceSize { size: total });
     Ok(total)
 }
 
@@ -472,7 +429,7 @@ async fn verify(
     (src, dst): (&FtpUrl, &FtpUrl),
     total: Option<u64>,
     hash: Option<Choice>,
-    opts: &Options,
+    opts: &EngineOptions,
     mut done: Done,
 ) -> Outcome<Done> {
     if opts.verify == Verify::None {
@@ -576,41 +533,45 @@ async fn dispose(p: &mut Pair, path: &[u8], how: OnMismatch) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
     use crate::fxp::client::TlsPolicy;
+
+    /// One file on a pool of its own, closed after.
+    async fn transfer(
+        src: &FtpUrl,
+        dst: &FtpUrl,
+        opts: &EngineOptions,
+    ) -> Result<Report, FxpError> {
+        let sessions = LoginPool::new(2);
+        let result = transfer_with(&sessions, src, dst, opts).await;
+        sessions.close().await;
+        result
+    }
     use crate::net::AllowList;
 
     fn url(s: &str) -> FtpUrl {
         FtpUrl::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
-    #[test]
-    fn a_directory_destination_keeps_the_name() {
-        let src = url("ftp://a/pub/big.bin");
-        assert_eq!(destination_path(&src, &url("ftp://b/")).path, b"big.bin");
-        assert_eq!(
-            destination_path(&src, &url("ftp://b/in/")).path,
-            b"in/big.bin"
-        );
-        assert_eq!(destination_path(&src, &url("ftp://b/x.bin")).path, b"x.bin");
-    }
-
     #[tokio::test]
     async fn the_same_file_is_refused_without_connecting() {
         // Port 1 on a dead address: any connection attempt would fail differently.
         let u = url("ftp://u:p@127.0.0.99:1/f.bin");
-        let e = transfer(&u, &u, &Options::default()).await.unwrap_err();
+        let e = transfer(&u, &u, &EngineOptions::default())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("same file"), "{e}");
         let other = url("ftp://u:p@127.0.0.99:1/g.bin");
         let e = transfer(
             &u,
             &other,
-            &Options {
+            &EngineOptions {
                 retries: 0,
                 timeout: Duration::from_secs(2),
-                ..Options::default()
+                ..EngineOptions::default()
             },
         )
         .await
@@ -619,7 +580,7 @@ mod tests {
     }
 
     /// A copy between two dead addresses that the checks in `opts` must stop.
-    async fn refused_copy(opts: &Options) -> FxpError {
+    async fn refused_copy(opts: &EngineOptions) -> FxpError {
         let (src, dst) = (url("ftp://127.0.0.99:1/a"), url("ftp://127.0.0.98:1/b"));
         transfer(&src, &dst, opts).await.unwrap_err()
     }
@@ -630,10 +591,10 @@ mod tests {
     #[tokio::test]
     async fn the_host_check_sees_each_urls_own_host() {
         let listed = AllowList::new(vec!["localhost".parse().unwrap()]);
-        let opts = Options {
+        let opts = EngineOptions {
             retries: 0,
             allow: Some(Arc::new(listed)),
-            ..Options::default()
+            ..EngineOptions::default()
         };
         let (named, other) = (url("ftp://localhost:1/a"), url("ftp://127.1:1/b"));
         let e = transfer(&other, &named, &opts)
@@ -655,18 +616,14 @@ mod tests {
         );
     }
 
-    /// The API and SITE front ends spawn transfers on the runtime: the future must be Send.
+    /// Jobs spawn transfers on the runtime: the future must be Send (`job::run`'s test
+    /// holds the job's stream to the same).
     #[test]
     fn transfers_can_be_spawned() {
         fn spawnable<T: Send + 'static>(_: T) {}
         let (src, dst) = (url("ftp://a/x"), url("ftp://b/y"));
-        let opts = Options::default();
+        let opts = EngineOptions::default();
         spawnable(async move { transfer(&src, &dst, &opts).await.map(|r| r.bytes) });
-        let jobs = vec![(url("ftp://a/x"), url("ftp://b/y"))];
-        let opts = Options::default();
-        spawnable(async move { crate::fxp::tree::copy_list(&jobs, &opts).await.files });
-        let (src, dst, opts) = (url("ftp://a/x"), url("ftp://b/y"), Options::default());
-        spawnable(async move { crate::fxp::tree::copy_tree(&src, &dst, &opts).await.is_ok() });
     }
 
     /// A TLS setup that cannot work (an unreadable CA file) fails before any connection
@@ -675,18 +632,18 @@ mod tests {
     async fn a_broken_tls_setup_fails_at_once() {
         let retries = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let seen = retries.clone();
-        let opts = Options {
+        let opts = EngineOptions {
             retries: 3,
             tls: TlsPolicy::new(
                 true,
                 crate::fxp::ExtraRoots::File("/nonexistent/ca.pem".into()),
             ),
-            progress: Some(Arc::new(move |e: &Event| {
-                if let Event::Retrying { .. } = e {
+            progress: Some(Arc::new(move |e: &FileEvent| {
+                if let FileEvent::Retrying { .. } = e {
                     seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             })),
-            ..Options::default()
+            ..EngineOptions::default()
         };
         let (src, dst) = (url("ftpes://127.0.0.99:1/a"), url("ftp://127.0.0.98:1/b"));
         let e = transfer(&src, &dst, &opts).await.unwrap_err().to_string();
@@ -699,11 +656,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_allow_list_is_checked_before_connecting() {
-        let opts = Options {
+        let opts = EngineOptions {
             retries: 0,
             // Empty: admits nothing.
             allow: Some(Arc::new(AllowList::default())),
-            ..Options::default()
+            ..EngineOptions::default()
         };
         let e = refused_copy(&opts).await;
         assert!(e.to_string().contains("not allowed"), "{e}");

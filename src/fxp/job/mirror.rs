@@ -1,6 +1,6 @@
 //! Mirror semantics, pure: given the source tree's listing and the destination's, decide
 //! for every entry whether to create it, copy it, skip it or delete it ([`decide`]).
-//! No I/O here: `tree` lists both servers and carries the decisions out; the CLI, the
+//! No I/O here: the runner lists both servers and carries the decisions out; the CLI, the
 //! HTTP API and `SITE` share the option set ([`MirrorOptions`], deserializable as JSON).
 //!
 //! - Paths are relative to the tree's root, as bytes (`sub/a.bin`), `/`-separated.
@@ -23,13 +23,7 @@ use std::path::Path;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-/// A file or a directory (links and special files are never listed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    File,
-    Dir,
-}
+pub use crate::proto::listing::{Kind, Timestamp};
 
 /// What a tree copy does besides copying: [`TransferOptions`](super::options::TransferOptions)'s
 /// `skip_existing`, `dry_run`, `include`, `exclude` and `delete` (the flags' help there
@@ -136,24 +130,6 @@ impl Filter {
     }
 }
 
-/// A modification time in UTC, to the second: `YYYYMMDDHHMMSS` read as a number, which
-/// orders like the time it names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// `MLSD`'s `modify` fact or `MDTM`'s `213` text (RFC 3659 `time-val`:
-    /// `YYYYMMDDHHMMSS[.sss]`); fractions are dropped (servers differ in precision).
-    pub fn parse(text: &[u8]) -> Option<Timestamp> {
-        let text = text.trim_ascii();
-        let whole = text.split(|&b| b == b'.').next()?;
-        if whole.len() != 14 || !whole.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(whole).ok()?.parse().ok().map(Timestamp)
-    }
-}
-
 /// One entry of a listed tree, its path relative to the tree's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
@@ -164,9 +140,11 @@ pub struct Item {
 }
 
 /// What to do with one entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub enum Operation {
     /// `MKD` on the destination.
     CreateDir,
     /// Copy the source file over.
@@ -180,7 +158,7 @@ pub enum Action {
 }
 
 /// Why, in words an operator reads in the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Not at the destination.
@@ -217,7 +195,7 @@ impl Reason {
 pub struct Decision {
     pub rel: Vec<u8>,
     pub kind: Kind,
-    pub action: Action,
+    pub operation: Operation,
     pub reason: Reason,
     /// The source's size (for copies and skips), else the destination's.
     pub size: Option<u64>,
@@ -254,18 +232,18 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
         .map(|i| Decision {
             rel: i.rel.clone(),
             kind: Kind::Dir,
-            action: Action::CreateDir,
+            operation: Operation::CreateDir,
             reason: Reason::Missing,
             size: None,
         })
         .collect();
 
     for s in src.iter().filter(admitted).filter(|i| i.kind == Kind::File) {
-        let (action, reason) = file_action(s, at_dst.get(s.rel.as_slice()).copied(), opts);
+        let (operation, reason) = file_operation(s, at_dst.get(s.rel.as_slice()).copied(), opts);
         out.push(Decision {
             rel: s.rel.clone(),
             kind: Kind::File,
-            action,
+            operation,
             reason,
             size: s.size,
         });
@@ -285,10 +263,10 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
         out.extend(gone.into_iter().map(|d| Decision {
             rel: d.rel.clone(),
             kind: d.kind,
-            action: if d.kind == Kind::Dir {
-                Action::RemoveDir
+            operation: if d.kind == Kind::Dir {
+                Operation::RemoveDir
             } else {
-                Action::Delete
+                Operation::Delete
             },
             reason: Reason::NotInSource,
             size: d.size,
@@ -297,20 +275,20 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
     out
 }
 
-fn file_action(s: &Item, d: Option<&Item>, opts: &MirrorOptions) -> (Action, Reason) {
+fn file_operation(s: &Item, d: Option<&Item>, opts: &MirrorOptions) -> (Operation, Reason) {
     let Some(d) = d else {
-        return (Action::Copy, Reason::Missing);
+        return (Operation::Copy, Reason::Missing);
     };
     if !opts.skip_existing {
-        return (Action::Copy, Reason::Overwrite);
+        return (Operation::Copy, Reason::Overwrite);
     }
     match (s.size, d.size) {
-        (Some(a), Some(b)) if a != b => (Action::Copy, Reason::SizeDiffers),
+        (Some(a), Some(b)) if a != b => (Operation::Copy, Reason::SizeDiffers),
         (Some(_), Some(_)) => match (s.modified, d.modified) {
-            (Some(sm), Some(dm)) if dm < sm => (Action::Copy, Reason::Older),
-            _ => (Action::Skip, Reason::UpToDate),
+            (Some(sm), Some(dm)) if dm < sm => (Operation::Copy, Reason::Older),
+            _ => (Operation::Skip, Reason::UpToDate),
         },
-        _ => (Action::Copy, Reason::SizeUnknown),
+        _ => (Operation::Copy, Reason::SizeUnknown),
     }
 }
 
@@ -347,19 +325,19 @@ mod tests {
         }
     }
 
-    fn summary(d: &[Decision]) -> Vec<(String, Action, Reason)> {
+    fn summary(d: &[Decision]) -> Vec<(String, Operation, Reason)> {
         d.iter()
             .map(|d| {
                 (
                     String::from_utf8_lossy(&d.rel).into_owned(),
-                    d.action,
+                    d.operation,
                     d.reason,
                 )
             })
             .collect()
     }
 
-    fn s(rel: &str, a: Action, r: Reason) -> (String, Action, Reason) {
+    fn s(rel: &str, a: Operation, r: Reason) -> (String, Operation, Reason) {
         (rel.to_owned(), a, r)
     }
 
@@ -376,11 +354,11 @@ mod tests {
         assert_eq!(
             summary(&d),
             vec![
-                s("a", Action::CreateDir, Reason::Missing),
-                s("b", Action::CreateDir, Reason::Missing),
-                s("a/deep", Action::CreateDir, Reason::Missing),
-                s("top.bin", Action::Copy, Reason::Missing),
-                s("a/deep/x", Action::Copy, Reason::Missing),
+                s("a", Operation::CreateDir, Reason::Missing),
+                s("b", Operation::CreateDir, Reason::Missing),
+                s("a/deep", Operation::CreateDir, Reason::Missing),
+                s("top.bin", Operation::Copy, Reason::Missing),
+                s("a/deep/x", Operation::Copy, Reason::Missing),
             ]
         );
     }
@@ -409,17 +387,20 @@ mod tests {
         assert_eq!(
             summary(&decide(&src, &dst, &skip, &Filter::default())),
             vec![
-                s("same", Action::Skip, Reason::UpToDate),
-                s("bigger", Action::Copy, Reason::SizeDiffers),
-                s("newer-src", Action::Copy, Reason::Older),
-                s("older-src", Action::Skip, Reason::UpToDate),
-                s("one-time", Action::Skip, Reason::UpToDate),
-                s("new", Action::Copy, Reason::Missing),
+                s("same", Operation::Skip, Reason::UpToDate),
+                s("bigger", Operation::Copy, Reason::SizeDiffers),
+                s("newer-src", Operation::Copy, Reason::Older),
+                s("older-src", Operation::Skip, Reason::UpToDate),
+                s("one-time", Operation::Skip, Reason::UpToDate),
+                s("new", Operation::Copy, Reason::Missing),
             ]
         );
         // Without the option everything is copied again.
         let all = decide(&src, &dst, &MirrorOptions::default(), &Filter::default());
-        assert!(all.iter().all(|d| d.action == Action::Copy), "{all:?}");
+        assert!(
+            all.iter().all(|d| d.operation == Operation::Copy),
+            "{all:?}"
+        );
         assert_eq!(all[0].reason, Reason::Overwrite);
     }
 
@@ -444,11 +425,11 @@ mod tests {
         assert_eq!(
             summary(&d),
             vec![
-                s("keep/a", Action::Copy, Reason::Overwrite),
-                s("gone/deeper/f", Action::Delete, Reason::NotInSource),
-                s("keep/stale", Action::Delete, Reason::NotInSource),
-                s("gone/deeper", Action::RemoveDir, Reason::NotInSource),
-                s("gone", Action::RemoveDir, Reason::NotInSource),
+                s("keep/a", Operation::Copy, Reason::Overwrite),
+                s("gone/deeper/f", Operation::Delete, Reason::NotInSource),
+                s("keep/stale", Operation::Delete, Reason::NotInSource),
+                s("gone/deeper", Operation::RemoveDir, Reason::NotInSource),
+                s("gone", Operation::RemoveDir, Reason::NotInSource),
             ]
         );
     }
@@ -481,20 +462,6 @@ mod tests {
             ..MirrorOptions::default()
         };
         assert!(Filter::new(&bad).unwrap_err().to_string().contains("\"[\""));
-    }
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(
-            Timestamp::parse(b"20261124160000"),
-            Some(Timestamp(20261124160000))
-        );
-        assert_eq!(
-            Timestamp::parse(b" 20261124160000.123\r\n"),
-            Some(Timestamp(20261124160000))
-        );
-        assert_eq!(Timestamp::parse(b"2026112416"), None);
-        assert_eq!(Timestamp::parse(b"2026112416000x"), None);
     }
 
     fn tree() -> impl Strategy<Value = Vec<Item>> {
@@ -568,27 +535,27 @@ mod tests {
             let mut created = BTreeSet::new();
             for x in &d {
                 // Each entry once, and never one the filter leaves out.
-                prop_assert!(seen.insert((x.rel.clone(), x.action)), "{x:?} twice");
+                prop_assert!(seen.insert((x.rel.clone(), x.operation)), "{x:?} twice");
                 prop_assert!(filter.admits(&x.rel, x.kind));
-                match x.action {
-                    Action::CreateDir => {
+                match x.operation {
+                    Operation::CreateDir => {
                         prop_assert!(at_dst.get(x.rel.as_slice()).is_none_or(|d| d.kind != Kind::Dir));
                         created.insert(x.rel.clone());
                     }
-                    Action::Copy | Action::Skip => {
+                    Operation::Copy | Operation::Skip => {
                         // Every parent exists or was created before.
                         for (n, _) in x.rel.iter().enumerate().filter(|(_, b)| **b == b'/') {
                             let p = &x.rel[..n];
                             let is_dir = at_dst.get(p).is_some_and(|d| d.kind == Kind::Dir);
                             prop_assert!(is_dir || created.contains(p), "{x:?}");
                         }
-                        if x.action == Action::Skip {
+                        if x.operation == Operation::Skip {
                             let there = at_dst[x.rel.as_slice()];
                             prop_assert!(skip_existing);
                             prop_assert_eq!(there.size, x.size);
                         }
                     }
-                    Action::Delete | Action::RemoveDir => {
+                    Operation::Delete | Operation::RemoveDir => {
                         prop_assert!(delete);
                         prop_assert!(!src.iter().any(|s| s.rel == x.rel));
                         prop_assert!(at_dst.contains_key(x.rel.as_slice()));
@@ -598,10 +565,10 @@ mod tests {
             // Every admitted source file is copied or skipped.
             for s in src.iter().filter(|s| s.kind == Kind::File && filter.admits(&s.rel, s.kind)) {
                 prop_assert!(d.iter().any(|x| x.rel == s.rel
-                    && matches!(x.action, Action::Copy | Action::Skip)));
+                    && matches!(x.operation, Operation::Copy | Operation::Skip)));
             }
             // Deleted directories come after everything deleted beneath them.
-            for (i, x) in d.iter().enumerate().filter(|(_, x)| x.action == Action::RemoveDir) {
+            for (i, x) in d.iter().enumerate().filter(|(_, x)| x.operation == Operation::RemoveDir) {
                 let mut prefix = x.rel.clone();
                 prefix.push(b'/');
                 prop_assert!(!d[i..].iter().any(|y| y.rel.starts_with(&prefix)));
