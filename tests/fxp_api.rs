@@ -119,6 +119,16 @@ fn transfers_ordered_over_the_api() {
         "",
     );
     assert_eq!(status, 404);
+    // Every line of a job names it and who ordered it.
+    let log = proxy.log();
+    let ordered = log
+        .lines()
+        .find(|l| l.contains("transfer ordered"))
+        .unwrap_or_else(|| panic!("no `transfer ordered` line:\n{log}"));
+    assert!(
+        ordered.contains("fxp_job{id=") && ordered.contains("caller=127."),
+        "{ordered}"
+    );
 }
 
 /// The job as JSON.

@@ -197,6 +197,10 @@ pub async fn serve(
 #[derive(Debug, Clone, Copy)]
 struct LocalAddr(std::net::SocketAddr);
 
+/// The address a request came from (the job lines name who ordered a transfer).
+#[derive(Debug, Clone, Copy)]
+struct PeerAddr(std::net::SocketAddr);
+
 /// The accept loop: one task per connection, a slot each (see [`conns`]), closed on
 /// `stop` (gracefully: a request in flight is answered first), or at once when an idle
 /// connection must make room.
@@ -237,6 +241,7 @@ async fn serve_bounded(
             if let Some(local) = local {
                 req.extensions_mut().insert(LocalAddr(local));
             }
+            req.extensions_mut().insert(PeerAddr(peer));
             let busy = Busy::start(&busy_slots, id);
             let answer = inner.call(req);
             async move {
@@ -660,6 +665,7 @@ fn says_json(headers: &HeaderMap) -> Result<(), String> {
 
 async fn submit_transfer(
     State(state): State<AdminState>,
+    peer: Option<axum::Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -680,7 +686,7 @@ async fn submit_transfer(
         Ok(r) => r,
         Err(e) => return error(ErrorCode::InvalidJson, format!("the body: {e}")),
     };
-    match state.jobs.submit(req) {
+    match state.jobs.submit_from(req, peer.map(|p| p.0.0)) {
         Ok(view) => {
             let location = format!("/api/v1/transfers/{}", view.id);
             (

@@ -611,6 +611,15 @@ impl Jobs {
 
     /// Validates and queues a transfer; it starts when a slot is free.
     pub fn submit(&self, req: Request) -> Result<JobView, SubmitError> {
+        self.submit_from(req, None)
+    }
+
+    /// [`Jobs::submit`] for the API client at `caller`, whom every line of the job names.
+    pub fn submit_from(
+        &self,
+        req: Request,
+        caller: Option<std::net::SocketAddr>,
+    ) -> Result<JobView, SubmitError> {
         let parse = |field, s: &str| {
             if s.len() > MAX_URL {
                 return Err(SubmitError::BadRequest {
@@ -684,7 +693,9 @@ impl Jobs {
             ..options.engine(ca)
         };
         let watch = job.watch.clone();
-        let span = tracing::info_span!("fxp_job", %id);
+        let caller = caller.map_or_else(|| "-".to_string(), |c| c.to_string());
+        let span = tracing::info_span!("fxp_job", %id, %caller);
+        span.in_scope(|| info!(source = %src, destination = %dst, "transfer ordered"));
         // Spawned with the registry locked: the task's first step (`start`) waits for
         // the lock, so the job and its abort handle are in place before it can run and
         // a cancel at any moment after this returns stops it.
