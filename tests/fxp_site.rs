@@ -84,6 +84,10 @@ fn site_fxp_put_get_status_help_and_failures() {
         "FEAT/HELP list the commands: {out}"
     );
     assert!(out.contains("200 FXP destination set to"), "{out}");
+    // Each successful copy has its line in the log, like the session's own transfers.
+    wait_for("the copies' log lines", || {
+        proxy.log().matches("SITE FXP copy done").count() >= 2
+    });
     assert!(
         !out.contains(&format!(":{}@", peers::PASS)),
         "password echoed: {out}"

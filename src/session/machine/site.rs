@@ -376,6 +376,10 @@ impl Machine {
         }
         // A copy can outlast limits.idle_timeout; the client was waiting, not idle.
         self.last_command = now;
+        if let Say::FxpDone { text } = &reply {
+            // A failure was logged where it was worded; a success gets its line here.
+            info!(result = %text, "SITE FXP copy done");
+        }
         if let Say::FxpDone { text } | Say::FxpFailed { text, .. } = &reply {
             self.site.last = Some(text.clone());
         }
