@@ -335,8 +335,11 @@ fn missing_source_file_reports_the_server_text_and_closes_sessions() {
 fn refused_destination_reports_the_server_text_and_closes_sessions() {
     let a = FtpServer::start_fxp(ServerKind::Vsftpd);
     let b = FtpServer::start_fxp(ServerKind::Vsftpd);
+    // A directory where the file should go: vsftpd refuses the STOR (a missing parent
+    // would be made first, see `one_file_into_missing_directories_makes_them`).
+    b.put("taken", None);
     let started = Instant::now();
-    let e = copy(&url(&a, "big.bin"), &url(&b, "no/such/dir/x.bin"), &opts()).unwrap_err();
+    let e = copy(&url(&a, "big.bin"), &url(&b, "taken"), &opts()).unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -633,4 +636,32 @@ fn a_passive_reply_naming_a_privileged_port_is_refused() {
     assert_eq!(b.commands(&["PORT", "EPRT"]), Vec::<String>::new());
     assert_eq!(b.commands(&["STOR"]), Vec::<String>::new());
     assert_eq!(a.commands(&["RETR"]), Vec::<String>::new());
+}
+
+/// One file into a directory that does not exist yet: its parents are made first, as a
+/// tree's root is, by the engine (what the API and `SITE FXP` run) and by the CLI; a
+/// parent that cannot be made fails the file with the server's words.
+#[test]
+fn one_file_into_missing_directories_makes_them() {
+    let a = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
+    let r = copy(&url(&a, "big.bin"), &url(&b, "new/dir/copy.bin"), &opts())
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&a, &b)));
+    assert_eq!(r.bytes, peers::BIG_LEN as u64);
+    assert_big_copied(&b, "new/dir/copy.bin");
+    // The CLI, and an existing parent (made once, then found).
+    let cli_url =
+        |s: &FtpServer, path: &str| format!("ftp://{}:{}@{}/{path}", s.user, s.pass, s.addr);
+    let (ok, out, err) =
+        common::fxprelay_fxp(&[cli_url(&a, "big.bin"), cli_url(&b, "new/other/cli.bin")]);
+    assert!(ok, "{out}{err}");
+    assert_big_copied(&b, "new/other/cli.bin");
+    // A parent that is a file: the copy fails saying so, nothing is written.
+    let e = copy(
+        &url(&a, "big.bin"),
+        &url(&b, "new/dir/copy.bin/x.bin"),
+        &opts(),
+    )
+    .expect_err("a file cannot be a directory");
+    assert!(e.message.contains("could not be created"), "{e:?}");
 }

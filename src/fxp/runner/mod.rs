@@ -171,7 +171,7 @@ impl Runner {
     async fn carry_out(&self, plan: &Plan) -> Result<(), FxpError> {
         let broken = match &plan.roots {
             Some(_) => self.make_dirs(plan).await?,
-            None => Broken::default(),
+            None => self.make_parents(plan).await,
         };
         self.copy_files(plan, &broken).await;
         if !self.cancelled() {
@@ -239,6 +239,53 @@ impl Runner {
         }
         sessions.put(root, c).await;
         Ok(broken)
+    }
+
+    /// A single file's or a list's missing destination directories, as `mkdir -p` (a
+    /// tree's root gets the same): `new/dir/f` makes `new` and `new/dir` first. Each
+    /// directory once; one that cannot be made fails the files beneath it, not the job.
+    async fn make_parents(&self, plan: &Plan) -> Broken {
+        let mut broken = Broken::default();
+        // Each server (host, port, user) and directory once.
+        type Made<'a> = ((&'a str, u16, &'a str), Vec<u8>);
+        let mut made: Vec<Made> = Vec::new();
+        for e in plan
+            .entries
+            .iter()
+            .filter(|e| e.operation == Operation::Copy)
+        {
+            let Some(slash) = e.dst.path.iter().rposition(|&b| b == b'/') else {
+                continue;
+            };
+            let parent = e.dst.path[..slash].to_vec();
+            let server = (e.dst.host.as_str(), e.dst.port, e.dst.user.as_str());
+            if parent.is_empty() || made.iter().any(|(s, p)| *s == server && *p == parent) {
+                continue;
+            }
+            made.push((server, parent.clone()));
+            if let Err(why) = self.mkdir_p(&e.dst, &parent).await {
+                broken.0.push((parent, why));
+            }
+        }
+        broken
+    }
+
+    /// Every level of `dir` on `url`'s server, over one of the job's sessions.
+    async fn mkdir_p(&self, url: &crate::fxp::url::FtpUrl, dir: &[u8]) -> Result<(), String> {
+        let mut c = self
+            .sessions
+            .lease(url, &self.opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let home = pwd(&mut c).await;
+        for level in levels(dir) {
+            if let Err(e) = make_dir(&mut c, &level, home.as_deref()).await {
+                c.quit().await;
+                return Err(e.to_string());
+            }
+        }
+        self.sessions.put(url, c).await;
+        Ok(())
     }
 
     /// The files, `concurrency` at a time; failures are recorded, the others go on.
@@ -358,14 +405,15 @@ impl Runner {
 struct Broken(Vec<(Vec<u8>, String)>);
 
 impl Broken {
-    /// Why `e` is not attempted, when it lies beneath a broken directory.
+    /// Why `e` is not attempted, when it lies beneath a broken directory: a tree's
+    /// (by its path in the tree) or a file's parent (by its destination path).
     fn beneath(&self, e: &Entry) -> Option<Failure> {
-        let rel = &e.rel;
+        let under = |path: &[u8], dir: &[u8]| {
+            path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
+        };
         self.0
             .iter()
-            .find(|(dir, _)| {
-                rel.len() > dir.len() && rel.starts_with(dir) && rel[dir.len()] == b'/'
-            })
+            .find(|(dir, _)| under(&e.rel, dir) || (e.rel.is_empty() && under(&e.dst.path, dir)))
             .map(|(dir, why)| {
                 Failure::new(
                     FailureKind::Other,
