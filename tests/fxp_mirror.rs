@@ -365,7 +365,8 @@ fn passwords_off_the_command_line() {
     }
     assert!(err.contains("credentials"), "{err}");
 
-    // Without any password the destination refuses the login, and says so.
+    // Without any password for the destination's user (and no terminal to ask on), the
+    // CLI says where one can come from, before any login.
     let o = fxprelay()
         .args([&src, &dst, "--retries", "0", "--netrc-file"])
         .arg(&netrc)
@@ -373,7 +374,10 @@ fn passwords_off_the_command_line() {
         .unwrap();
     let (_, err) = text(&o);
     assert!(!o.status.success());
-    assert!(err.contains("530"), "{err}");
+    assert!(
+        err.contains("needs a password") && err.contains("FXPRELAY_DST_PASSWORD"),
+        "{err}"
+    );
     // A named netrc file that does not exist is an error of its own.
     let o = run(&[&src, &dst, "--netrc-file", "/nonexistent/netrc"]);
     assert!(

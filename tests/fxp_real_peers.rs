@@ -665,3 +665,32 @@ fn one_file_into_missing_directories_makes_them() {
     .expect_err("a file cannot be a directory");
     assert!(e.message.contains("could not be created"), "{e:?}");
 }
+
+/// The CLI without a terminal: a user without a password is an error that says where one
+/// can come from (never a silent empty password), and a failed single file is reported
+/// once.
+#[test]
+fn cli_errors_are_said_once_and_a_missing_password_is_one() {
+    let ip = unique_loopback_ip();
+    let nobody = std::net::SocketAddr::new(ip.into(), common::free_port(ip.into()));
+    let (ok, out, err) = common::fxprelay_fxp(&[
+        format!("ftp://bob@{nobody}/f"),
+        format!("ftp://x:y@{nobody}/g"),
+    ]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.contains("bob@")
+            && err.contains("needs a password")
+            && err.contains("FXPRELAY_SRC_PASSWORD")
+            && err.contains(".netrc"),
+        "{err}"
+    );
+    let (ok, out, err) = common::fxprelay_fxp(&[
+        "--retries".to_string(),
+        "0".to_string(),
+        format!("ftp://bob:pw@{nobody}/f"),
+        format!("ftp://x:y@{nobody}/g"),
+    ]);
+    assert!(!ok, "{out}{err}");
+    assert_eq!(err.matches("cannot connect").count(), 1, "{err}");
+}

@@ -181,6 +181,7 @@ fn fill_credentials(args: &mut FxpArgs) -> Result<(), credentials::CredentialErr
     ] {
         let with = Lookup {
             env: std::env::var(var).ok(),
+            env_name: var,
             netrc: netrc.as_ref(),
             prompt: terminal.then_some(&ask as credentials::Prompt<'_>),
         };

@@ -9,7 +9,8 @@
 //!    the `default` entry; for a URL without a user, the entry's login and password
 //!    replace the anonymous login;
 //! 4. a prompt on the terminal, when the URL names a user and stdin is a terminal;
-//! 5. none: an anonymous login, or an empty password.
+//! 5. none: an anonymous login; a named user without any of these is an error saying
+//!    where a password can come from (an empty one is written `ftp://user:@host/`).
 //!
 //! The password itself is never printed, logged or put in JSON: [`Source`] tells only
 //! where it came from.
@@ -38,6 +39,16 @@ pub enum CredentialError {
         user: String,
         host: String,
         source: std::io::Error,
+    },
+    #[error(
+        "{user}@{host} needs a password and there is no terminal to ask for it: set {env}, add `machine {machine} login {user} password ...` to ~/.netrc (or --netrc-file), or write it in the URL (ftp://{user}:PASSWORD@{host}/; an empty one as ftp://{user}:@{host}/)"
+    )]
+    NoPassword {
+        user: String,
+        host: String,
+        /// The host alone, as netrc names machines.
+        machine: String,
+        env: &'static str,
     },
 }
 
@@ -95,6 +106,8 @@ pub type Prompt<'a> = &'a dyn Fn(&str) -> std::io::Result<String>;
 pub struct Lookup<'a> {
     /// `FXPRELAY_SRC_PASSWORD` or `FXPRELAY_DST_PASSWORD`, as read.
     pub env: Option<String>,
+    /// Which of the two it is, for the error that names it.
+    pub env_name: &'static str,
     pub netrc: Option<&'a Netrc>,
     /// Asks for a password (a terminal prompt); `None` when there is no terminal.
     pub prompt: Option<Prompt<'a>>,
@@ -140,7 +153,12 @@ pub fn fill(url: &mut FtpUrl, with: &Lookup<'_>) -> Result<Source, CredentialErr
         url.password = Some(password);
         return Ok(Source::Prompt);
     }
-    Ok(Source::None)
+    Err(CredentialError::NoPassword {
+        user: url.user.clone(),
+        host: url.host_port(),
+        machine: url.host.clone(),
+        env: with.env_name,
+    })
 }
 
 #[cfg(test)]
@@ -158,6 +176,7 @@ mod tests {
     fn none() -> Lookup<'static> {
         Lookup {
             env: None,
+            env_name: "FXPRELAY_SRC_PASSWORD",
             netrc: None,
             prompt: None,
         }
@@ -169,6 +188,7 @@ mod tests {
         let ask = |_: &str| Ok("typed".to_owned());
         let all = Lookup {
             env: Some("from-env".into()),
+            env_name: "FXPRELAY_SRC_PASSWORD",
             netrc: Some(&n),
             prompt: Some(&ask),
         };
@@ -190,9 +210,20 @@ mod tests {
         assert_eq!(fill(&mut u, &no_env).unwrap(), Source::Prompt);
         assert_eq!(u.password.as_deref(), Some("typed"));
 
-        // Nothing at all: an empty password.
+        // Nothing at all, and no terminal: an error that says where a password can come
+        // from, never a silent empty one.
         let mut u = url("ftp://carol@files.example/");
-        assert_eq!(fill(&mut u, &none()).unwrap(), Source::None);
+        let e = fill(&mut u, &none()).unwrap_err().to_string();
+        assert!(
+            e.contains("carol@files.example")
+                && e.contains("FXPRELAY_SRC_PASSWORD")
+                && e.contains(".netrc")
+                && e.contains("ftp://carol:PASSWORD@"),
+            "{e}"
+        );
+        // An empty password written as such is taken.
+        let mut u = url("ftp://carol:@files.example/");
+        assert_eq!(fill(&mut u, &none()).unwrap(), Source::Url);
         assert_eq!(u.login_password(), "");
     }
 

@@ -262,6 +262,8 @@ impl Live {
         }
         let name = &state.entries[entry].plan.path;
         match outcome {
+            // A single file's end is the command's own last line (once).
+            _ if !state.is_tree() => {}
             EntryOutcome::Failed(e) if e.kind == FailureKind::Cancelled => {}
             EntryOutcome::Failed(e) => self.println(&format!("fxp: FAILED {name}: {e}")),
             EntryOutcome::Copied(r) if self.bars.is_none() => eprintln!(
