@@ -667,3 +667,40 @@ fn a_missing_password_is_asked_on_the_terminal() {
     );
     assert_eq!(std::fs::read(b.file("asked.txt")).unwrap(), peers::HELLO);
 }
+
+/// On a terminal a single file's bar is labelled with the file's name, not its URL cut
+/// to the bar's width.
+#[test]
+fn a_single_file_bar_is_labelled_by_its_name() {
+    let a = slow_server(100_000);
+    let b = FtpServer::start_fxp(ServerKind::Vsftpd);
+    a.put("slow-one.bin", Some(&payload(800_000, 7)));
+    let line = format!(
+        "{} -c /nonexistent/fxprelay.yaml fxp {} {}; echo EXIT=$?; sleep 600",
+        env!("CARGO_BIN_EXE_fxprelay"),
+        url(&a, "slow-one.bin"),
+        url(&b, "copy.bin")
+    );
+    let tmux = Tmux::start(&line);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let bar = loop {
+        let pane = tmux.pane();
+        if let Some(l) = pane
+            .lines()
+            .find(|l| l.contains('[') && l.contains("/781.25 KiB"))
+        {
+            break l.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline && !pane.contains("EXIT="),
+            "no bar seen:\n{pane}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        bar.trim_start().starts_with("slow-one.bin") && !bar.contains("ftp://"),
+        "{bar}"
+    );
+    wait_for("the copy to end", || tmux.pane().contains("EXIT="));
+    assert!(tmux.pane().contains("EXIT=0"), "{}", tmux.pane());
+}

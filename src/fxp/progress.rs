@@ -189,7 +189,13 @@ impl Live {
     }
 
     fn begin(&mut self, entry: usize, state: &JobState) {
-        let name = &state.entries[entry].plan.path;
+        let plan = &state.entries[entry].plan;
+        // A tree's file by its path in the tree; a single file by its name (a URL cut to
+        // the bar's width would end mid-host).
+        let name = match state.is_tree() {
+            true => plan.path.clone(),
+            false => plan.src.rsplit('/').next().unwrap_or(&plan.src).to_owned(),
+        };
         let bar = self.bars.as_ref().map(|mp| {
             let bar = mp.add(ProgressBar::no_length());
             if let Ok(style) = ProgressStyle::with_template(
@@ -197,7 +203,7 @@ impl Live {
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }
-            bar.set_message(name.clone());
+            bar.set_message(name);
             bar
         });
         self.flights.insert(
