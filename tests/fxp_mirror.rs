@@ -164,7 +164,7 @@ fn mirror_round(src_kind: ServerKind, dst_kind: ServerKind) {
     assert!(o.status.success(), "{out}\n{err}");
     for line in [
         "would copy   sub/a.txt (11 bytes, size differs)",
-        "would copy   sub/new.bin (4096 bytes (4.00 KiB), missing at the destination)",
+        "would copy   sub/new.bin (4096 bytes (4.00 KiB), new at the destination)",
         "would delete sub/stale.bin (not in the source)",
         "skipped      top.bin (same size, not older)",
     ] {

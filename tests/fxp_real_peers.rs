@@ -656,6 +656,23 @@ fn one_file_into_missing_directories_makes_them() {
         common::fxprelay_fxp(&[cli_url(&a, "big.bin"), cli_url(&b, "new/other/cli.bin")]);
     assert!(ok, "{out}{err}");
     assert_big_copied(&b, "new/other/cli.bin");
+    // `--json` says whether the file was new there or overwritten.
+    let reason = |dst: &str| {
+        let (ok, out, err) = common::fxprelay_fxp(&[
+            "--json".to_string(),
+            cli_url(&a, "big.bin"),
+            cli_url(&b, dst),
+        ]);
+        assert!(ok, "{out}{err}");
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        v["files"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(reason("new/json.bin"), "new");
+    assert_eq!(reason("new/json.bin"), "overwrite");
     // A parent that is a file: the copy fails saying so, nothing is written.
     let e = copy(
         &url(&a, "big.bin"),

@@ -237,7 +237,9 @@ fn file_result(args: &FxpArgs, state: &JobState, seconds: f64) -> ExitCode {
     let dst = destination_path(&args.src, &args.dst);
     let outcome = state.outcome();
     if args.json {
-        print_json(&JsonResult::file(args, &dst, outcome.clone(), seconds));
+        // New there or overwritten, as the plan found the destination.
+        let reason = state.entries.first().map_or(Reason::Overwrite, |e| e.plan.reason);
+        print_json(&JsonResult::file(args, &dst, outcome.clone(), reason, seconds));
     }
     match outcome {
         Some(Ok(report)) => {
@@ -381,13 +383,14 @@ impl JsonResult {
         args: &FxpArgs,
         dst: &FtpUrl,
         r: Option<Result<&Report, Failure>>,
+        reason: Reason,
         seconds: f64,
     ) -> JsonResult {
         let mut rec = FileRecord {
             path: args.src.to_string(),
             kind: Kind::File,
             result: EntryResult::Copied,
-            reason: Reason::Overwrite,
+            reason,
             bytes: 0,
             method: None,
             verified: None,

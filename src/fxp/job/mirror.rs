@@ -161,7 +161,8 @@ pub enum Operation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
-    /// Not at the destination.
+    /// Not at the destination: a new file (`new` in reports).
+    #[serde(rename = "new")]
     Missing,
     /// At the destination, copied again (no `skip_existing`).
     Overwrite,
@@ -179,7 +180,7 @@ pub enum Reason {
 impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::Missing => "missing at the destination",
+            Reason::Missing => "new at the destination",
             Reason::Overwrite => "exists, overwritten",
             Reason::SizeDiffers => "size differs",
             Reason::SizeUnknown => "size unknown",
