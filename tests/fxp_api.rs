@@ -1210,3 +1210,35 @@ fn an_interrupted_transfer_keeps_its_record() {
     stop.cancel();
     runtime.block_on(served).unwrap().unwrap();
 }
+
+/// One file into directories that do not exist yet, over the API: they are made first;
+/// with `skip_existing` the same file again is left alone and the job is done.
+#[test]
+fn a_file_into_missing_directories_and_skipped_when_there() {
+    let (a, b) = (
+        FtpServer::start_fxp(ServerKind::Vsftpd),
+        FtpServer::start_fxp(ServerKind::Pyftpdlib),
+    );
+    let extra = format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
+        a.addr.ip(),
+        b.addr.ip()
+    );
+    let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &extra);
+    let api = proxy.admin;
+    let post = |body: &str| {
+        let (status, resp) = http(api, "POST", "/api/v1/transfers", None, body);
+        assert_eq!(status, 202, "{resp}");
+        let id = field(&resp, "id").unwrap().to_owned();
+        wait_ended(api, &id);
+        job_json(api, &id)
+    };
+    let v = post(&transfer(&a, "big.bin", &b, "made/by/api.bin"));
+    assert_eq!(v["state"], "done", "{v}");
+    assert!(std::fs::read(b.file("made/by/api.bin")).unwrap() == peers::big_bin());
+    let again = transfer(&a, "big.bin", &b, "made/by/api.bin")
+        .replace("\"}", "\", \"options\": {\"skip_existing\": true}}");
+    let v = post(&again);
+    assert_eq!(v["state"], "done", "{v}");
+    assert_eq!(v["bytes_done"], 0, "nothing copied: {v}");
+}

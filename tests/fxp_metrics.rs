@@ -31,7 +31,11 @@ fn transfers_are_counted_by_result_and_method() {
         .build()
         .unwrap();
     let copy = |src, dst| {
-        let order = fxp::Order::File { src, dst };
+        let order = fxp::Order::File {
+            src,
+            dst,
+            skip_existing: false,
+        };
         let state = rt.block_on(common::run_job(order, opts.clone()));
         state.outcome().expect("an outcome").cloned()
     };

@@ -258,6 +258,7 @@ fn copies_by_fxp_again(stall: Stall, reason: &str) {
             fxp::Order::File {
                 src: url(&a, "small.bin"),
                 dst,
+                skip_existing: false,
             },
             opts,
         ))

@@ -56,6 +56,7 @@ fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, Fa
     let order = fxp::Order::File {
         src: src.clone(),
         dst: dst.clone(),
+        skip_existing: false,
     };
     rt().block_on(common::run_job(order, o.clone()))
         .outcome()
@@ -673,6 +674,35 @@ fn one_file_into_missing_directories_makes_them() {
     };
     assert_eq!(reason("new/json.bin"), "new");
     assert_eq!(reason("new/json.bin"), "overwrite");
+    // `--skip-existing` for one file: left alone when the destination has it (same size,
+    // not older), copied when it differs.
+    let skip = |dst: &str| {
+        let (ok, out, err) = common::fxprelay_fxp(&[
+            "--json".to_string(),
+            "--skip-existing".to_string(),
+            cli_url(&a, "big.bin"),
+            cli_url(&b, dst),
+        ]);
+        assert!(ok, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let v = skip("new/json.bin");
+    assert_eq!(
+        (
+            v["files_skipped"].as_u64(),
+            v["files"][0]["reason"].as_str()
+        ),
+        (Some(1), Some("up_to_date")),
+        "{v:#}"
+    );
+    std::fs::write(b.file("new/json.bin"), b"shorter").unwrap();
+    let v = skip("new/json.bin");
+    assert_eq!(
+        (v["files_copied"].as_u64(), v["files"][0]["reason"].as_str()),
+        (Some(1), Some("size_differs")),
+        "{v:#}"
+    );
+    assert_big_copied(&b, "new/json.bin");
     // A parent that is a file: the copy fails saying so, nothing is written.
     let e = copy(
         &url(&a, "big.bin"),

@@ -73,6 +73,8 @@ fn site_fxp_put_get_status_help_and_failures() {
             &to_b,
             "SITE FXP PUT big.bin copy.bin+",
             "SITE FXP GET copy.bin back.bin+",
+            // Into directories that do not exist yet: they are made first.
+            "SITE FXP PUT big.bin made/by/site.bin+",
             "SITE FXP STATUS",
             "SITE FXP PUT missing.bin x.bin+",
         ],
@@ -86,8 +88,9 @@ fn site_fxp_put_get_status_help_and_failures() {
     assert!(out.contains("200 FXP destination set to"), "{out}");
     // Each successful copy has its line in the log, like the session's own transfers.
     wait_for("the copies' log lines", || {
-        proxy.log().matches("SITE FXP copy done").count() >= 2
+        proxy.log().matches("SITE FXP copy done").count() >= 3
     });
+    assert!(std::fs::read(b.file("made/by/site.bin")).unwrap() == peers::big_bin());
     assert!(
         !out.contains(&format!(":{}@", peers::PASS)),
         "password echoed: {out}"

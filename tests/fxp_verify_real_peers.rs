@@ -56,6 +56,7 @@ fn copy(src: &FtpUrl, dst: &FtpUrl, o: &EngineOptions) -> Result<fxp::Report, Fa
     let order = fxp::Order::File {
         src: src.clone(),
         dst: dst.clone(),
+        skip_existing: false,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -57,10 +57,10 @@ pub struct FxpArgs {
 }
 
 pub fn run(mut args: FxpArgs) -> ExitCode {
-    if args.opts.mirror().any() && !args.opts.recursive {
+    if args.opts.mirror().tree_only() && !args.opts.recursive {
         eprintln!(
-            "fxprelay fxp: --skip-existing, --dry-run, --include, --exclude and --delete \
-             apply to trees: add --recursive"
+            "fxprelay fxp: --dry-run, --include, --exclude and --delete apply to trees: \
+             add --recursive"
         );
         return ExitCode::from(2);
     }
@@ -94,6 +94,7 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
         Order::File {
             src: args.src.clone(),
             dst: args.dst.clone(),
+            skip_existing: args.opts.skip_existing,
         }
     };
     let started = Instant::now();
@@ -235,11 +236,35 @@ pub fn record_line(r: &FileRecord) -> String {
 
 fn file_result(args: &FxpArgs, state: &JobState, seconds: f64) -> ExitCode {
     let dst = destination_path(&args.src, &args.dst);
+    if state.skipped() {
+        let reason = state.entries[0].plan.reason;
+        if args.json {
+            let mut out = JsonResult::file(args, &dst, None, reason, seconds);
+            out.interrupted = false;
+            out.files_skipped = 1;
+            if let Some(rec) = out.files.first_mut() {
+                rec.result = EntryResult::Skipped;
+            }
+            print_json(&out);
+        } else {
+            println!("{} -> {dst}: skipped ({})", args.src, reason.as_str());
+        }
+        return ExitCode::SUCCESS;
+    }
     let outcome = state.outcome();
     if args.json {
         // New there or overwritten, as the plan found the destination.
-        let reason = state.entries.first().map_or(Reason::Overwrite, |e| e.plan.reason);
-        print_json(&JsonResult::file(args, &dst, outcome.clone(), reason, seconds));
+        let reason = state
+            .entries
+            .first()
+            .map_or(Reason::Overwrite, |e| e.plan.reason);
+        print_json(&JsonResult::file(
+            args,
+            &dst,
+            outcome.clone(),
+            reason,
+            seconds,
+        ));
     }
     match outcome {
         Some(Ok(report)) => {

@@ -676,6 +676,7 @@ impl Jobs {
             Order::File {
                 src: src.clone(),
                 dst: dst.clone(),
+                skip_existing: options.skip_existing,
             }
         };
         let plan = (!options.recursive).then(|| Plan::file(&src, &dst));
@@ -776,6 +777,11 @@ impl Jobs {
             let watch = job.watch.clone();
             let record = watch.lock();
             let state = &record.state;
+            if !job.options.recursive && state.skipped() {
+                job.state = State::Done;
+                info!("transfer skipped: the destination has the file (skip_existing)");
+                return;
+            }
             if !job.options.recursive {
                 match state.outcome() {
                     Some(Ok(r)) => {

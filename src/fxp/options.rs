@@ -306,11 +306,10 @@ impl TransferOptions {
             );
         }
         let mirror = self.mirror();
-        if mirror.any() && !self.recursive {
+        if mirror.tree_only() && !self.recursive {
             return bad(
                 "options.recursive",
-                "skip_existing, dry_run, include, exclude and delete apply to trees: set recursive"
-                    .into(),
+                "dry_run, include, exclude and delete apply to trees: set recursive".into(),
             );
         }
         if let Err(e) = super::job::mirror::Filter::new(&mirror) {

@@ -726,7 +726,11 @@ impl Shell {
                 mirror: Default::default(),
             }
         } else {
-            Order::File { src, dst }
+            Order::File {
+                src,
+                dst,
+                skip_existing: false,
+            }
         };
         // The job's events go to the machine as they come: it keeps the job's state.
         let task = tokio::spawn(

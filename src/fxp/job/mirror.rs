@@ -42,6 +42,16 @@ impl MirrorOptions {
     pub fn any(&self) -> bool {
         *self != MirrorOptions::default()
     }
+
+    /// Whether an option only a tree can use is set (all but `skip_existing`, which a
+    /// single file follows too).
+    pub fn tree_only(&self) -> bool {
+        MirrorOptions {
+            skip_existing: false,
+            ..self.clone()
+        }
+        .any()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,7 +286,9 @@ pub fn decide(src: &[Item], dst: &[Item], opts: &MirrorOptions, filter: &Filter)
     out
 }
 
-fn file_operation(s: &Item, d: Option<&Item>, opts: &MirrorOptions) -> (Operation, Reason) {
+/// What to do with the file `s` given what the destination has (`d`): the tree's rule,
+/// which a single file with `skip_existing` follows too.
+pub fn file_operation(s: &Item, d: Option<&Item>, opts: &MirrorOptions) -> (Operation, Reason) {
     let Some(d) = d else {
         return (Operation::Copy, Reason::Missing);
     };

@@ -17,7 +17,13 @@ use crate::fxp::url::FtpUrl;
 pub enum Order {
     /// One file. A destination path that is empty or ends in `/` names a directory: the
     /// file keeps its name there.
-    File { src: FtpUrl, dst: FtpUrl },
+    File {
+        src: FtpUrl,
+        dst: FtpUrl,
+        /// Leave it when the destination has it already, as a tree's `skip_existing`
+        /// would (same size, not older).
+        skip_existing: bool,
+    },
     /// Files, each pair copied as [`Order::File`] would.
     List(Vec<(FtpUrl, FtpUrl)>),
     /// The tree under `src` into `dst` (`dst` ending in `/` gets the source directory's

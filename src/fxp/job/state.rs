@@ -177,7 +177,22 @@ impl JobState {
         }
         match event {
             JobEvent::Planned(outline) => {
-                if self.shape.is_some() || self.stopped.is_some() {
+                // A provisional plan (the API shows a file job's entry while it is
+                // queued) gives way to the runner's, which knows what the destination
+                // has: the same entries, refined, before work begins. Any other second
+                // plan changes nothing.
+                let begun = self
+                    .entries
+                    .iter()
+                    .any(|e| !matches!(e.status, Status::Queued | Status::Skipped));
+                let refines = self.shape == Some(outline.shape)
+                    && self.entries.len() == outline.entries.len()
+                    && self
+                        .entries
+                        .iter()
+                        .zip(&outline.entries)
+                        .all(|(e, o)| e.plan.path == o.path && e.plan.dst == o.dst);
+                if (self.shape.is_some() && (begun || !refines)) || self.stopped.is_some() {
                     return;
                 }
                 self.shape = Some(outline.shape);
@@ -266,6 +281,12 @@ impl JobState {
             .as_ref()
             .and_then(|f| f.error.as_ref())
             .or_else(|| self.failures().find_map(|e| e.error.as_ref()))
+    }
+
+    /// A one-file job whose file was left alone (`skip_existing`: the destination has
+    /// it). It has no copy and no failure.
+    pub fn skipped(&self) -> bool {
+        self.entries.len() == 1 && self.entries[0].status == Status::Skipped
     }
 
     /// A one-file job's outcome: the copy's record, or why there is none (the job's own
@@ -752,6 +773,20 @@ mod tests {
         s.apply(&JobEvent::Started { entry: 0 });
         s.apply(&ended(0, copied(Method::Fxp, 7, 1)));
         assert_eq!(s.outcome().unwrap().unwrap().bytes, 7);
+
+        // A provisional plan gives way to the runner's (which found the file there and
+        // up to date) until work begins; after, a second plan changes nothing.
+        let mut s = JobState::new();
+        s.apply(&JobEvent::Planned(plan.outline()));
+        let mut skip = plan.clone();
+        skip.entries[0].operation = Operation::Skip;
+        s.apply(&JobEvent::Planned(skip.outline()));
+        assert!(s.skipped() && s.outcome().is_none());
+        let mut s = JobState::new();
+        s.apply(&JobEvent::Planned(plan.outline()));
+        s.apply(&JobEvent::Started { entry: 0 });
+        s.apply(&JobEvent::Planned(skip.outline()));
+        assert!(!s.skipped());
 
         // A job that failed before its file: the job's own error.
         let mut s = JobState::new();

@@ -24,7 +24,7 @@ mod walk;
 
 use self::walk::{levels, make_dir, pwd, server_err};
 use super::job::event::{EntryOutcome, Failure, FailureKind, FileEvent, JobEvent, StopReason};
-use super::job::mirror::{Operation, Reason};
+use super::job::mirror::Operation;
 use super::job::plan::{Entry, Order, Plan};
 use crate::fxp::client::{refused, with_arg};
 use crate::fxp::engine::{self, EngineOptions, FxpError, Side};
@@ -38,38 +38,23 @@ pub async fn plan(
     opts: &EngineOptions,
 ) -> Result<Plan, FxpError> {
     match order {
-        Order::File { src, dst } => {
+        Order::File {
+            src,
+            dst,
+            skip_existing,
+        } => {
             let mut plan = Plan::file(src, dst);
-            // Whether it is new there, for the report (`--json`'s `reason`): one `SIZE`
-            // on the destination session the copy uses next.
-            if let Some(e) = plan.entries.first_mut()
-                && !destination_has(sessions, &e.dst, opts).await
-            {
-                e.reason = Reason::Missing;
+            // New there, overwritten, or (`skip_existing`) up to date: a `SIZE` (and
+            // with `skip_existing` perhaps `MDTM`) on the sessions the copy uses next.
+            if let Some(e) = plan.entries.first_mut() {
+                (e.operation, e.reason) =
+                    walk::single_file(sessions, &e.src, &e.dst, *skip_existing, opts).await;
             }
             Ok(plan)
         }
         Order::List(pairs) => Ok(Plan::list(pairs)),
         Order::Tree { src, dst, mirror } => walk::list_tree(sessions, src, dst, opts, mirror).await,
     }
-}
-
-/// Whether `url`'s file is at its server (`SIZE` answered `213`). Anything but a `550`
-/// (a refused login, a server without `SIZE`) counts as there: the copy says the rest.
-async fn destination_has(
-    sessions: &LoginPool,
-    url: &crate::fxp::url::FtpUrl,
-    opts: &EngineOptions,
-) -> bool {
-    let Ok(mut c) = sessions.lease(url, opts).await else {
-        return true;
-    };
-    let there = match c.command(&with_arg(b"SIZE", &url.path)).await {
-        Ok(r) => r.code != 550,
-        Err(_) => true,
-    };
-    sessions.put(url, c).await;
-    there
 }
 
 /// Carries `order` out with `opts`: `Planned` first (unless planning failed), an event
@@ -471,6 +456,7 @@ mod tests {
         let order = Order::File {
             src: url("ftp://a/x"),
             dst: url("ftp://b/y"),
+            skip_existing: false,
         };
         spawnable(run(order, EngineOptions::default()));
     }
@@ -483,6 +469,7 @@ mod tests {
         let order = Order::File {
             src: u.clone(),
             dst: u,
+            skip_existing: false,
         };
         let events: Vec<JobEvent> = run(order, EngineOptions::default()).collect().await;
         assert!(matches!(events[0], JobEvent::Planned(_)), "{events:?}");

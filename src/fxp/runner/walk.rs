@@ -7,7 +7,9 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::fxp::client::{Client, FtpError, refused, with_arg};
 use crate::fxp::engine::{EngineOptions, FxpError, Side};
-use crate::fxp::job::mirror::{self, Filter, Item, Kind, MirrorOptions, Timestamp};
+use crate::fxp::job::mirror::{
+    self, Filter, Item, Kind, MirrorOptions, Operation, Reason, Timestamp,
+};
 use crate::fxp::job::plan::Plan;
 use crate::fxp::logins::LoginPool;
 use crate::fxp::url::FtpUrl;
@@ -107,6 +109,61 @@ async fn fill_times(
             di.modified = mdtm(d, &dst.join(&di.rel).path).await;
         }
     }
+}
+
+/// What a single file's copy is to do, by the tree's rule (`mirror::file_operation`):
+/// without `skip_existing` only whether the destination has it (new, or overwritten);
+/// with it, both sizes and, when they agree, both times. Over the job's sessions, which
+/// the copy uses next; a server that cannot answer leaves the copy to say why.
+pub(super) async fn single_file(
+    sessions: &LoginPool,
+    src: &FtpUrl,
+    dst: &FtpUrl,
+    skip_existing: bool,
+    opts: &EngineOptions,
+) -> (Operation, Reason) {
+    let overwrite = (Operation::Copy, Reason::Overwrite);
+    let Ok(mut d) = sessions.lease(dst, opts).await else {
+        return overwrite;
+    };
+    let at_dst = match d.size(&dst.path).await {
+        Ok(size) => Some(size),
+        Err(FtpError::Refused { code: 550, .. }) => None,
+        Err(_) => {
+            sessions.put(dst, d).await;
+            return overwrite;
+        }
+    };
+    let item = |size| Item {
+        rel: Vec::new(),
+        kind: Kind::File,
+        size,
+        modified: None,
+    };
+    let mirror = MirrorOptions {
+        skip_existing,
+        ..MirrorOptions::default()
+    };
+    let decided = match at_dst {
+        None => mirror::file_operation(&item(None), None, &mirror),
+        Some(_) if !skip_existing => overwrite,
+        Some(dst_size) => match sessions.lease(src, opts).await {
+            Err(_) => overwrite,
+            Ok(mut s) => {
+                let mut si = item(s.size(&src.path).await.ok().flatten());
+                let mut di = item(dst_size);
+                if mirror::needs_times(&si, &di) && s.features.has("MDTM") && d.features.has("MDTM")
+                {
+                    si.modified = mdtm(&mut s, &src.path).await;
+                    di.modified = mdtm(&mut d, &dst.path).await;
+                }
+                sessions.put(src, s).await;
+                mirror::file_operation(&si, Some(&di), &mirror)
+            }
+        },
+    };
+    sessions.put(dst, d).await;
+    decided
 }
 
 /// `MDTM path`, `None` when refused or unreadable.
