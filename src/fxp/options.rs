@@ -222,8 +222,8 @@ pub struct TransferOptions {
     /// (at disk speed, often 100-500 MB/s), so this is far longer than --timeout.
     #[arg(long, value_name = "SECS", default_value_t = HASH_TIMEOUT.as_secs())]
     pub hash_timeout: u64,
-    /// With --recursive: skip files the destination already has, so a rerun copies only
-    /// what is new or changed. A file is up to date when its size is the source's and it
+    /// Skip a file (or, with --recursive, each file) the destination already has, so a
+    /// rerun copies only what is new or changed. A file is up to date when its size is the source's and it
     /// is not older (its modification time, in UTC to the second, from MLSD or MDTM,
     /// compared only where both servers tell it); otherwise it is copied again.
     #[arg(long)]
