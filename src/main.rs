@@ -36,20 +36,29 @@ struct Cli {
     config: PathBuf,
 
     /// Log format: human-readable text or one JSON object per line.
-    #[arg(
-        long,
-        global = true,
-        env = "FXPRELAY_LOG_FORMAT",
-        default_value = "text"
-    )]
+    #[arg(long, env = "FXPRELAY_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 
     /// Log filter, e.g. `info`, `debug`, `fxprelay=debug`. RUST_LOG overrides it.
-    #[arg(long, global = true, env = "FXPRELAY_LOG", default_value = "info")]
+    #[arg(long, env = "FXPRELAY_LOG", default_value = "info")]
     log: String,
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The log options of the commands that log (`run`, `check`, `config`, `fxp`): only they
+/// offer them; written before the command they apply too.
+#[derive(Debug, Args)]
+struct LogOptions {
+    /// Log format: human-readable text or one JSON object per line [default: before the
+    /// command, else $FXPRELAY_LOG_FORMAT, else text].
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info`, `debug`, `fxprelay=debug`; RUST_LOG overrides it
+    /// [default: before the command, else $FXPRELAY_LOG, else info].
+    #[arg(long)]
+    log: Option<String>,
 }
 
 /// `-c` of the commands that read the configuration. Only they take it, so the others'
@@ -66,12 +75,19 @@ struct ConfigFile {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (the default when no command is given).
-    Run(ConfigFile),
+    Run {
+        #[command(flatten)]
+        file: ConfigFile,
+        #[command(flatten)]
+        log: LogOptions,
+    },
     /// Validate the configuration file and exit: 0 when valid (warnings printed), 1 with
     /// the error otherwise.
     Check {
         #[command(flatten)]
         file: ConfigFile,
+        #[command(flatten)]
+        log: LogOptions,
         /// Also try to bind every listener and the admin endpoint (then release them):
         /// catches addresses this host lacks, ports in use and missing privileges.
         #[arg(long)]
@@ -84,7 +100,12 @@ enum Command {
     },
     /// Print the effective configuration (every default filled in, `${VAR}`s expanded)
     /// as YAML.
-    Config(ConfigFile),
+    Config {
+        #[command(flatten)]
+        file: ConfigFile,
+        #[command(flatten)]
+        log: LogOptions,
+    },
     /// Ask a running proxy's admin endpoint whether it is healthy (`GET /healthz`): exit
     /// 0 when it answers 200, 1 otherwise. For container health checks.
     Healthcheck {
@@ -125,7 +146,12 @@ enum Command {
     },
     /// Copy a file (or, with --recursive, a tree) from one FTP server to another by FXP,
     /// falling back to reverse FXP and then to relaying the bytes. Needs no config file.
-    Fxp(Box<fxprelay::fxp::cli::FxpArgs>),
+    Fxp {
+        #[command(flatten)]
+        log: LogOptions,
+        #[command(flatten)]
+        args: Box<fxprelay::fxp::cli::FxpArgs>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -136,19 +162,34 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    let command = cli
-        .command
-        .take()
-        .unwrap_or(Command::Run(ConfigFile { config: None }));
-    // A command's own `-c` wins over one written before it.
-    if let Command::Run(file)
+    let command = cli.command.take().unwrap_or(Command::Run {
+        file: ConfigFile { config: None },
+        log: LogOptions {
+            log_format: None,
+            log: None,
+        },
+    });
+    // A command's own `-c` and log options win over those written before it.
+    if let Command::Run { file, .. }
     | Command::Check { file, .. }
-    | Command::Config(file)
+    | Command::Config { file, .. }
     | Command::Healthcheck { file, .. }
     | Command::Status { file, .. } = &command
         && let Some(path) = &file.config
     {
         cli.config = path.clone();
+    }
+    if let Command::Run { log, .. }
+    | Command::Check { log, .. }
+    | Command::Config { log, .. }
+    | Command::Fxp { log, .. } = &command
+    {
+        if let Some(format) = log.log_format {
+            cli.log_format = format;
+        }
+        if let Some(filter) = &log.log {
+            cli.log = filter.clone();
+        }
     }
     match command {
         Command::Completions { shell } => {
@@ -170,9 +211,9 @@ fn main() -> ExitCode {
     let probe = matches!(command, Command::Check { probe: true, .. });
     let (check_only, try_binds) = match command {
         // `fxp` runs for its own user with URLs on the command line: no config file.
-        Command::Fxp(args) => return fxprelay::fxp::cli::run(*args),
+        Command::Fxp { args, .. } => return fxprelay::fxp::cli::run(*args),
         Command::Check { bind, .. } => (true, bind),
-        Command::Config(_) => (true, false),
+        Command::Config { .. } => (true, false),
         _ => (false, false),
     };
     // The file, then the TLS files it names: `check` and `config` read them all too, so
@@ -185,7 +226,7 @@ fn main() -> ExitCode {
         }
     };
     let config = &loaded.config;
-    if matches!(command, Command::Config(_)) {
+    if matches!(command, Command::Config { .. }) {
         print!("{}", config.effective_yaml());
         return ExitCode::SUCCESS;
     }

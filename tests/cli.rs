@@ -215,7 +215,8 @@ fn help_describes_commands() {
     }
 }
 
-/// `-c` is offered by the commands that read the configuration and by no other.
+/// `-c` is offered by the commands that read the configuration and by no other; the log
+/// options by the commands that log.
 #[test]
 fn each_command_offers_only_its_own_options() {
     for command in ["run", "check", "config", "healthcheck", "status"] {
@@ -225,6 +226,15 @@ fn each_command_offers_only_its_own_options() {
     for command in ["fxp", "man", "completions"] {
         let (ok, out) = fxprelay(&[command, "--help"]);
         assert!(ok && !out.contains("--config"), "{command}: {out}");
+    }
+    // The log options where something logs, and nowhere else.
+    for command in ["run", "check", "config", "fxp"] {
+        let (ok, out) = fxprelay(&[command, "--help"]);
+        assert!(ok && out.contains("--log-format"), "{command}: {out}");
+    }
+    for command in ["man", "completions", "healthcheck", "status"] {
+        let (ok, out) = fxprelay(&[command, "--help"]);
+        assert!(ok && !out.contains("--log"), "{command}: {out}");
     }
 }
 
