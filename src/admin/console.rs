@@ -58,7 +58,7 @@ pub(super) async fn page(State(state): State<AdminState>) -> impl IntoResponse {
 <a href="/metrics">/metrics</a> (Prometheus), <a href="/healthz">/healthz</a> (200 ok, 503 while draining),
 <a href="/api/v1/openapi.json">the API</a>: <a href="/api/v1/listeners">/api/v1/listeners</a>,
 <a href="/api/v1/sessions">/api/v1/sessions</a>, <a href="/api/v1/upstreams">/api/v1/upstreams</a>,
-<a href="/api/v1/transfers">/api/v1/transfers</a> (bearer token if admin.token is set).</p>
+<a href="/api/v1/transfers">/api/v1/transfers</a>, <a href="/api/v1/bans">/api/v1/bans</a> (bearer token if admin.token is set).</p>
 <div id="auth" hidden><form class="inline">The API needs the admin token (<code>admin.token</code>):
 <input id="token" type="password" autocomplete="off"> <button>Use</button></form></div>
 <h2>Listeners</h2>
