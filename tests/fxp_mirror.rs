@@ -649,6 +649,23 @@ fn a_missing_password_is_asked_on_the_terminal() {
     wait_for("the password prompt", || {
         tmux.pane().contains(prompt.trim_end())
     });
+    // The prompt is written just before echo is turned off: type once the terminal says
+    // it is off (`-echo`), as a person reading the prompt would.
+    let tty = tmux
+        .cmd()
+        .args(["display", "-p", "-t", "t", "#{pane_tty}"])
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&tty.stdout).trim().to_owned();
+    wait_for("echo off on the pane's terminal", || {
+        let stty = Command::new("stty")
+            .args(["-a", "-F", &tty])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&stty.stdout)
+            .split_whitespace()
+            .any(|w| w == "-echo")
+    });
     let typed = tmux
         .cmd()
         .args(["send-keys", "-t", "t", a.pass, "Enter"])
