@@ -372,13 +372,19 @@ fn try_bind(config: &Config) -> Result<usize, String> {
     Ok(held)
 }
 
+/// A one-thread runtime for the commands that are clients of something (`status`,
+/// `check --probe`, `check --bind` next to a running proxy).
+fn client_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
 /// What the proxy running with this config's admin address holds.
 fn running_binds(config: &Config) -> Result<Vec<std::net::SocketAddr>, String> {
     let admin = fxprelay::admin::reachable(config.admin.bind);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = client_runtime()?;
     let token = config.admin.token.as_deref();
     runtime
         .block_on(fxprelay::admin::status::held_binds(
@@ -457,13 +463,10 @@ fn config_reference_page(readme: &str) -> String {
 /// `check --probe`: every reverse listener's servers, one report each on stdout. Whether
 /// none had a problem.
 fn probe_servers(loaded: &Loaded) -> bool {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("fxprelay: cannot start the async runtime: {e}");
+            eprintln!("fxprelay: {e}");
             return false;
         }
     };
@@ -518,13 +521,10 @@ fn status(
     let config = Config::load(&cli.config).ok();
     let addr = admin.unwrap_or_else(|| admin_address(config.as_ref()));
     let token = token.or_else(|| config.and_then(|c| c.admin.token));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("fxprelay: cannot start the async runtime: {e}");
+            eprintln!("fxprelay: {e}");
             return ExitCode::FAILURE;
         }
     };
