@@ -28,6 +28,15 @@ fn transfer(a: &FtpServer, src: &str, b: &FtpServer, dst: &str) -> String {
     )
 }
 
+/// Top-level YAML letting the FXP API reach both servers.
+fn fxp_allows(a: &FtpServer, b: &FtpServer) -> String {
+    format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
+        a.addr.ip(),
+        b.addr.ip()
+    )
+}
+
 /// The job's current view.
 fn job(api: SocketAddr, id: &str) -> String {
     http(api, "GET", &format!("/api/v1/transfers/{id}"), None, "").1
@@ -54,11 +63,7 @@ fn transfers_ordered_over_the_api() {
         FtpServer::start_fxp(ServerKind::Vsftpd),
     );
     // The API needs a listener in the config; any upstream will do.
-    let extra = format!(
-        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
-        a.addr.ip(),
-        b.addr.ip()
-    );
+    let extra = fxp_allows(&a, &b);
     let mut spec = ListenerSpec::new(a.addr);
     spec.data = "relay";
     let proxy = Proxy::start_with(unique_loopback_ip(), spec, &extra);
@@ -157,11 +162,7 @@ fn a_running_transfer_shows_growing_bytes_and_a_cancel_what_moved() {
         FtpServer::start(ServerKind::Pyftpdlib, opts)
     };
     let (a, b) = (server(Some(256 * 1024)), server(None));
-    let extra = format!(
-        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
-        a.addr.ip(),
-        b.addr.ip()
-    );
+    let extra = fxp_allows(&a, &b);
     let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &extra);
     let api = proxy.admin;
     let cancelled = |method| {
@@ -480,11 +481,7 @@ fn the_answers_match_the_openapi_document() {
         FtpServer::start_fxp(ServerKind::Vsftpd),
         FtpServer::start_fxp(ServerKind::Vsftpd),
     );
-    let extra = format!(
-        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
-        a.addr.ip(),
-        b.addr.ip()
-    );
+    let extra = fxp_allows(&a, &b);
     let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &extra);
     let api = proxy.admin;
     let mut c = Contract::fetch(api);
@@ -841,11 +838,7 @@ fn the_readme_curl_example_works() {
         FtpServer::start_fxp(ServerKind::Vsftpd),
         FtpServer::start_fxp(ServerKind::Vsftpd),
     );
-    let extra = format!(
-        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
-        a.addr.ip(),
-        b.addr.ip()
-    );
+    let extra = fxp_allows(&a, &b);
     let mut spec = ListenerSpec::new(a.addr);
     spec.admin_token = Some("s3cret");
     let proxy = Proxy::start_with(unique_loopback_ip(), spec, &extra);
@@ -1080,11 +1073,7 @@ fn slow_pair() -> (FtpServer, FtpServer, String) {
         FtpServer::start(ServerKind::Pyftpdlib, opts)
     };
     let (a, b) = (server(Some(256 * 1024)), server(None));
-    let extra = format!(
-        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
-        a.addr.ip(),
-        b.addr.ip()
-    );
+    let extra = fxp_allows(&a, &b);
     (a, b, extra)
 }
 
@@ -1219,11 +1208,7 @@ fn a_file_into_missing_directories_and_skipped_when_there() {
         FtpServer::start_fxp(ServerKind::Vsftpd),
         FtpServer::start_fxp(ServerKind::Pyftpdlib),
     );
-    let extra = format!(
-        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
-        a.addr.ip(),
-        b.addr.ip()
-    );
+    let extra = fxp_allows(&a, &b);
     let proxy = Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &extra);
     let api = proxy.admin;
     let post = |body: &str| {
