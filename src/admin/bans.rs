@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{AdminState, ErrorCode, error, error_body, says_json};
+use super::{AdminState, ErrorCode, error, error_body, json_body};
 use crate::bans::BanError;
 
 /// The longest ban an operator may set: a year (a lasting block belongs in a firewall).
@@ -47,16 +47,9 @@ pub(super) async fn ban(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(why) = says_json(&headers) {
-        return error(ErrorCode::UnsupportedMediaType, why);
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return error(ErrorCode::InvalidJson, e.body_text()),
-    };
-    let req: BanRequest = match serde_json::from_slice(&body) {
+    let req: BanRequest = match json_body(&headers, body) {
         Ok(r) => r,
-        Err(e) => return error(ErrorCode::InvalidJson, format!("the body: {e}")),
+        Err(refused) => return *refused,
     };
     let ip = match address(&req.address) {
         Ok(ip) => ip,

@@ -663,28 +663,35 @@ fn says_json(headers: &HeaderMap) -> Result<(), String> {
     ))
 }
 
+/// An API request's JSON body as `T`, or the error answer: a type that is not JSON
+/// (`415`), a body over the limit (`413`), JSON that does not fit `T` (`400`).
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Box<Response>> {
+    let refuse = |r: Response| Box::new(r);
+    says_json(headers).map_err(|why| refuse(error(ErrorCode::UnsupportedMediaType, why)))?;
+    let body = body.map_err(|e| {
+        refuse(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let why = format!("the request body is larger than {API_BODY_LIMIT} bytes");
+            error(ErrorCode::BodyTooLarge, why)
+        } else {
+            error(ErrorCode::InvalidJson, e.body_text())
+        })
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| refuse(error(ErrorCode::InvalidJson, format!("the body: {e}"))))
+}
+
 async fn submit_transfer(
     State(state): State<AdminState>,
     peer: Option<axum::Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(why) = says_json(&headers) {
-        return error(ErrorCode::UnsupportedMediaType, why);
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                ErrorCode::BodyTooLarge,
-                format!("the request body is larger than {API_BODY_LIMIT} bytes"),
-            );
-        }
-        Err(e) => return error(ErrorCode::InvalidJson, e.body_text()),
-    };
-    let req: jobs::Request = match serde_json::from_slice(&body) {
+    let req: jobs::Request = match json_body(&headers, body) {
         Ok(r) => r,
-        Err(e) => return error(ErrorCode::InvalidJson, format!("the body: {e}")),
+        Err(refused) => return *refused,
     };
     match state.jobs.submit_from(req, peer.map(|p| p.0.0)) {
         Ok(view) => {
