@@ -105,5 +105,6 @@ pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -11,7 +11,7 @@
 //! - One validator per section, each module owning its section's typed settings and
 //!   its rules: `admin` (an open endpoint needs a token), `data` (no listener on a data
 //!   port), `limits` (each limit a rule about its own value, checked as it is parsed),
-//!   `fxp` (bundle names), `defense` (the edge defense, a listener's overrides of it),
+//!   `fxp` (bundle names), `state` (the store's URL, key file and instance name), `defense` (the edge defense, a listener's overrides of it),
 //!   `listener` (names, binds, upstreams by mode, keys a mode ignores), `pool` (a reverse
 //!   listener's backends and health checks, with [`PoolError`]), `route` (a reverse
 //!   listener's `routes:`, each with what it overrides of the listener's settings, and
@@ -44,6 +44,7 @@ mod pool;
 mod print;
 mod route;
 mod schema;
+mod state;
 mod tls;
 mod validate;
 mod values;
@@ -66,6 +67,7 @@ pub use schema::{
     Balance, CheckLogin, DEFAULT_ADMIN_BIND, DataMode, Mode, ProxyProtocol, ProxyVersion, RouteTls,
     UpstreamConnect, UpstreamData,
 };
+pub use state::{StateConfig, StoreUrl, without_password as state_url_without_password};
 pub use yaml::did_you_mean;
 
 /// The whole configuration, validated: plain data, printed by `fxprelay config` in the
@@ -74,6 +76,7 @@ pub use yaml::did_you_mean;
 pub struct Config {
     pub admin: AdminConfig,
     pub fxp: FxpConfig,
+    pub state: StateConfig,
     pub limits: Limits,
     pub data: DataConfig,
     pub defense: DefenseConfig,

@@ -46,6 +46,8 @@ pub(super) struct FileConfig {
     pub fxp: FileFxp,
     #[serde(default)]
     pub defense: Option<Spanned<FileDefense>>,
+    #[serde(default)]
+    pub state: Option<Spanned<FileState>>,
     pub listeners: Spanned<Vec<FileListener>>,
 }
 
@@ -158,6 +160,72 @@ fn default_fxp_allow() -> AllowList {
 
 fn default_fxp_concurrency() -> usize {
     4
+}
+
+/// `state:`. Without the section the store is in memory (see `state::StateConfig`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileState {
+    #[serde(default = "default_state_url")]
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub instance: Option<String>,
+    #[serde(
+        default = "default_keep_finished",
+        deserialize_with = "values::positive"
+    )]
+    pub keep_finished: usize,
+    #[serde(
+        default = "default_keep_for",
+        deserialize_with = "values::nonzero_duration::deserialize"
+    )]
+    pub keep_for: Duration,
+    #[serde(
+        default = "default_lease",
+        deserialize_with = "values::nonzero_duration::deserialize"
+    )]
+    pub lease: Duration,
+}
+
+impl Default for FileState {
+    fn default() -> Self {
+        FileState {
+            url: default_state_url(),
+            key_file: None,
+            instance: None,
+            keep_finished: default_keep_finished(),
+            keep_for: default_keep_for(),
+            lease: default_lease(),
+        }
+    }
+}
+
+/// The store a `state:` section without `url` uses: a file in the working directory.
+pub const DEFAULT_STATE_URL: &str = "sqlite://./fxprelay-state.db";
+
+fn default_state_url() -> Spanned<String> {
+    Spanned::new(
+        DEFAULT_STATE_URL.to_owned(),
+        Location::UNKNOWN,
+        Location::UNKNOWN,
+    )
+}
+
+fn default_keep_finished() -> usize {
+    // What the in-memory registry kept before the store existed.
+    1000
+}
+
+fn default_keep_for() -> Duration {
+    // A week: long enough to look at last weekend's failures on Monday.
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_lease() -> Duration {
+    // Renewed every 3 s; a killed instance's jobs are taken over within 15 s.
+    Duration::from_secs(15)
 }
 
 /// One entry of `listeners:`. Keys whose absence means something (a warning names a key

@@ -12,6 +12,7 @@ use super::fxp;
 use super::listener::Listeners;
 use super::origin::Origin;
 use super::schema::FileConfig;
+use super::state;
 
 pub(super) fn validate(file: FileConfig, mut origin: Origin) -> Result<Config, ConfigError> {
     if file.listeners.value.is_empty() {
@@ -43,9 +44,11 @@ pub(super) fn validate(file: FileConfig, mut origin: Origin) -> Result<Config, C
         .collect::<Result<Vec<_>, ConfigError>>()?;
     admin::warn(&admin, &mut warnings);
     let fxp = fxp::validate(file.fxp, &mut origin, &mut warnings)?;
+    let state = state::validate(file.state)?;
     Ok(Config {
         admin,
         fxp,
+        state,
         limits: file.limits,
         data,
         defense,
