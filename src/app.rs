@@ -34,6 +34,7 @@ use crate::server::{self, Shutdown};
 use crate::session::ListenerCtx;
 use crate::session::context::{own_sockets, route_pool_name};
 use crate::session::registry::Sessions;
+use crate::state::StateStore;
 
 /// How long sessions get to say `421` and close after the grace period ran out.
 const HARD_STOP_WAIT: Duration = Duration::from_secs(5);
@@ -85,6 +86,17 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
     let admin = TcpListener::bind(config.admin.bind)
         .await
         .with_context(|| format!("cannot bind admin.bind {}", config.admin.bind))?;
+    // Before any listener: an unreachable or too new store stops the start, and nothing
+    // has been served without it.
+    let store = StateStore::open(&config.state).await.with_context(|| {
+        format!(
+            "cannot open the state store (state.url {})",
+            config.state.url
+        )
+    })?;
+    if store.durable {
+        info!(url = %config.state.url, instance = %config.state.instance, "state store open");
+    }
     let ports = PortPool::new(&config.data.ports);
     let mut sockets = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -114,7 +126,7 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
         tls: tls.clone(),
         ports,
         sessions,
-        jobs: Jobs::new(config.fxp.allow.clone(), config.fxp.concurrency),
+        jobs: Jobs::with_store(config.fxp.allow.clone(), config.fxp.concurrency, store),
         bans,
     })
 }
@@ -168,6 +180,8 @@ pub async fn run(
         &bound.config,
         own_binds(&bound.admin, &bound.listeners),
     )));
+    // Stored jobs resume once the guard is in place: none may reach the proxy itself.
+    state.jobs.start();
     let admin_limits = bound.config.admin.limits;
     let mut live = Live {
         admin: state.clone(),
@@ -331,6 +345,9 @@ impl Live {
                 .unwrap_or_else(PoisonError::into_inner) =
                 new.admin.token.as_deref().map(Arc::from);
             info!("admin.token changed: the API takes the new one from now on");
+        }
+        if new.state != self.config.state {
+            warn!("state: changed: takes effect after a restart (the store stays open as it is)");
         }
         self.admin
             .jobs

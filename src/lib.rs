@@ -66,13 +66,19 @@
 //!   their machines report; the INFO lines per ban and unban, the ban metrics, and what
 //!   [`admin`]'s `/api/v1/bans` lists and changes.
 //!
+//! - [`state`] is the state store: what outlives the process and is shared by a fleet
+//!   (the FXP API's jobs, with their URLs' passwords sealed), behind one small trait with
+//!   a SQLite backend (the default, one file or memory) and a PostgreSQL one (for N
+//!   instances); the lease, retention and migration decisions are pure. [`fxp::jobs`]
+//!   keeps its jobs there and claims them to run.
+//!
 //! - [`logging`] is the text log's field formatter: control characters a client or a
 //!   server sent are escaped, so a log read in a terminal shows them instead of obeying.
 //!
 //! Imports run one way, without cycles among siblings at any level
 //! (`scripts/module-cycles.py` checks, `.ci/run` runs it): `app` -> {`server`, `admin`}
 //! -> `session` -> {`fxp`, `pool`, `upstream`} -> `data` -> {`proxy_protocol`, `bans`}
-//! -> `config` -> {`rewrite`, `codec`, `tls`, `defense`} -> {`net`, `proto`}, each layer
+//! -> `state` -> `config` -> {`rewrite`, `codec`, `tls`, `defense`} -> {`net`, `proto`}, each layer
 //! using any below it;
 //! [`metrics`] is used from anywhere. The configuration is plain data every runtime
 //! module reads; it depends on none of them. Inside [`session`]: `shell` -> `machine` ->

@@ -581,6 +581,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// 503: the ban table is full of bans that have not ended.
     BanTableFull,
+    /// 503: the state store (`state.url`) does not answer; FTP sessions go on, and
+    /// running transfers write back once it is back.
+    StoreUnavailable,
 }
 
 impl ErrorCode {
@@ -605,7 +608,9 @@ impl ErrorCode {
             C::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             C::TooManyTransfers => StatusCode::TOO_MANY_REQUESTS,
-            C::ShuttingDown | C::BanTableFull => StatusCode::SERVICE_UNAVAILABLE,
+            C::ShuttingDown | C::BanTableFull | C::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -693,7 +698,7 @@ async fn submit_transfer(
         Ok(r) => r,
         Err(refused) => return *refused,
     };
-    match state.jobs.submit_from(req, peer.map(|p| p.0.0)) {
+    match state.jobs.submit_from(req, peer.map(|p| p.0.0)).await {
         Ok(view) => {
             let location = format!("/api/v1/transfers/{}", view.id);
             (
@@ -714,6 +719,7 @@ async fn submit_transfer(
         }
         Err(e @ SubmitError::TooMany(_)) => error(ErrorCode::TooManyTransfers, e.to_string()),
         Err(e @ SubmitError::ShuttingDown(_)) => error(ErrorCode::ShuttingDown, e.to_string()),
+        Err(e @ SubmitError::Unavailable(_)) => error(ErrorCode::StoreUnavailable, e.to_string()),
     }
 }
 
@@ -745,7 +751,10 @@ async fn list_transfers(
         Ok(after) => after,
         Err(e) => return error(ErrorCode::InvalidQuery, format!("cursor: {e}")),
     };
-    let (transfers, next) = state.jobs.list(after, limit);
+    let (transfers, next) = match state.jobs.list(after, limit).await {
+        Ok(page) => page,
+        Err(e) => return store_down(&e),
+    };
     Json(json!({"transfers": transfers, "next_cursor": next})).into_response()
 }
 
@@ -763,9 +772,10 @@ async fn get_transfer(
         Ok(id) => id,
         Err(why) => return error(ErrorCode::InvalidId, why),
     };
-    match state.jobs.get(id) {
-        Some(v) => Json(v).into_response(),
-        None => error(ErrorCode::TransferNotFound, format!("no transfer {id}")),
+    match state.jobs.get(id).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(ErrorCode::TransferNotFound, format!("no transfer {id}")),
+        Err(e) => store_down(&e),
     }
 }
 
@@ -777,8 +787,15 @@ async fn cancel_transfer(
         Ok(id) => id,
         Err(why) => return error(ErrorCode::InvalidId, why),
     };
-    match state.jobs.cancel(id) {
-        Some(v) => Json(v).into_response(),
-        None => error(ErrorCode::TransferNotFound, format!("no transfer {id}")),
+    match state.jobs.cancel(id).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(ErrorCode::TransferNotFound, format!("no transfer {id}")),
+        Err(e) => store_down(&e),
     }
+}
+
+/// The state store did not answer a read or a cancel.
+fn store_down(e: &crate::state::StoreError) -> Response {
+    warn!(error = %e, "the state store did not answer an API request");
+    error(ErrorCode::StoreUnavailable, e.to_string())
 }

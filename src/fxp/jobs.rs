@@ -1,19 +1,28 @@
-//! FXP transfers ordered over the admin HTTP API: a registry of jobs, each one a task
-//! running the engine, with the state the API reports. Passwords are kept only inside
-//! the task that needs them; everything the API shows is redacted.
+//! FXP transfers ordered over the admin HTTP API: jobs kept in the state store
+//! ([`crate::state`]), run by whichever instance claims them, with the state the API
+//! reports. A job is committed to the store before the API answers `202`; its URLs are
+//! stored sealed (their passwords never in clear) and opened only by the task that runs
+//! it; everything the API shows is redacted.
 //!
-//! A job's task folds the events of [`job::run`] into the job's [`JobState`], behind a
-//! lock of its own, and a `GET` renders it. The JSON a job shows is [`JobView`];
-//! `src/openapi.json` describes it (a test holds the two together). Once a job ends its
-//! view's counts are fixed and a tree's records cut to [`MAX_FILE_RECORDS`].
+//! This instance's scheduler claims jobs while it has free slots (`fxp.concurrency`):
+//! queued ones, those a shutdown interrupted, and those whose runner's lease ran out
+//! (killed, cut off), which go on from where the destination file ends (`REST`). A
+//! job's task folds the events of [`runner::run`] into the job's [`JobState`], behind a
+//! lock of its own, and renews its lease with the progress at a bounded rate (every
+//! [`lease::renew_every`]); a renewal that finds the job cancelled (through any
+//! instance) stops it. A `GET` reads the store, and shows a job running here with its
+//! live progress. The JSON a job shows is [`JobView`]; `src/openapi.json` describes it
+//! (a test holds the two together). Once a job ends its view's counts are fixed and a
+//! tree's records cut to [`MAX_FILE_RECORDS`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,12 +36,16 @@ use super::job::event::{JobEvent, StopReason, bounded};
 use super::job::plan::Plan;
 use super::job::{EntryState, JobState, Order, Status, Totals};
 pub use super::job_id::{BadJobId, JobId};
+use super::method::Method;
 pub use super::options::{MAX_RETRIES, TransferOptions};
 use super::render;
 use super::runner;
 use super::url::FtpUrl;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
+use crate::state::{
+    Ending, JobRow, NewJob, Renewal, StateStore, StoreError, from_millis, lease, millis, now_millis,
+};
 use crate::tls::CaBundles;
 
 /// What a client posts to `POST /api/v1/transfers`.
@@ -62,34 +75,18 @@ pub const MAX_FILE_TEXT: usize = 1024;
 /// `GET /api/v1/transfers` pages: the default and the largest `limit`.
 pub const PAGE_DEFAULT: usize = 100;
 pub const PAGE_MAX: usize = 1000;
-/// Finished jobs kept for `GET` (the newest); older ones are forgotten so a long-running
-/// proxy's registry does not grow without bound.
-pub const MAX_FINISHED: usize = 1000;
-/// Queued and running jobs at most: each queued job holds its URLs (with passwords) and
-/// a task, so a flood of submissions is refused rather than buffered without bound.
+/// Queued and running jobs at most (in the whole fleet): a flood of submissions is
+/// refused rather than stored without bound. (Finished jobs are kept as
+/// `state.keep_finished` and `state.keep_for` say.)
 pub const MAX_ACTIVE: usize = 1000;
+/// How often the scheduler looks for jobs it did not hear of (submitted through another
+/// instance, or whose runner's lease ran out) when nothing woke it.
+const POLL: Duration = Duration::from_secs(1);
+/// How often finished jobs beyond `state.keep_finished` and `state.keep_for` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-/// A job's (or one of its files') state. `queued` and `running` change; the others are
-/// final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Queued,
-    Running,
-    Done,
-    Failed,
-    /// Stopped by `DELETE` (or, for a file of a tree, with its job).
-    Cancelled,
-    /// Stopped because the proxy shut down (SIGTERM or SIGINT): queued jobs at once,
-    /// running ones when `limits.shutdown_grace` ran out.
-    Interrupted,
-}
-
-impl State {
-    fn is_active(self) -> bool {
-        matches!(self, State::Queued | State::Running)
-    }
-}
+/// A job's (or one of its files') state, as the store keeps it.
+pub use crate::state::Phase as State;
 
 /// A job as the API shows it (`GET /api/v1/transfers/{id}`; the list leaves out `files`).
 #[derive(Debug, Clone, Serialize)]
@@ -139,15 +136,28 @@ pub struct JobView {
     pub error: Option<String>,
     /// The reply code behind `error`, when a server refused something.
     pub reply_code: Option<u16>,
+    /// The instance (`state.instance`) running the job, or that last ran it.
+    pub instance: Option<String>,
+    /// Every start of the job, oldest first: more than one when it was resumed after a
+    /// restart or taken over from an instance that stopped renewing its lease.
+    pub runs: Vec<RunView>,
+}
+
+/// One start of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub instance: String,
+    /// RFC 3339 (UTC).
+    pub started_at: String,
 }
 
 /// One file of a tree job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileView {
     pub source: String,
     pub destination: String,
     pub state: State,
-    pub method: Option<&'static str>,
+    pub method: Option<Method>,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
     /// How the copy was checked once done: `sha-256` (or another hash), `size`, `none`.
@@ -163,7 +173,7 @@ impl FileView {
             source: bounded(e.plan.src.clone(), MAX_FILE_TEXT),
             destination: bounded(e.plan.dst.clone(), MAX_FILE_TEXT),
             state: State::of(e.status),
-            method: e.method.map(|m| m.as_str()),
+            method: e.method,
             verified: e.report.as_ref().map(|r| r.verified),
             bytes_done: e.done,
             bytes_total: e.total,
@@ -178,7 +188,7 @@ impl FileView {
 
 impl State {
     /// A file's state from its entry's.
-    fn of(status: Status) -> State {
+    pub fn of(status: Status) -> State {
         match status {
             Status::Queued => State::Queued,
             Status::Running => State::Running,
@@ -210,6 +220,9 @@ pub enum SubmitError {
     /// [`MAX_ACTIVE`] jobs are queued or running already.
     #[error("{0}")]
     TooMany(String),
+    /// The state store does not answer: the job could not be committed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A job's progress: its [`JobState`] while it runs, what its view keeps once it has
@@ -219,19 +232,20 @@ struct Record {
     state: JobState,
     /// Set once the job has ended: the view's counts and records as they were then
     /// (what arrives afterwards is not applied).
-    sealed: Option<Sealed>,
+    sealed: Option<Snapshot>,
 }
 
-/// An ended job's view: counts fixed, a tree's records cut to [`MAX_FILE_RECORDS`].
-#[derive(Debug, Clone)]
-struct Sealed {
+/// A job's progress as the view shows it, and as the store keeps it (JSON): counts,
+/// and a tree's records (an ended one's cut to [`MAX_FILE_RECORDS`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Snapshot {
     counts: Counts,
     files: Vec<FileView>,
     omitted: usize,
 }
 
 /// What a job's view shows of its [`Totals`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Counts {
     bytes_done: u64,
     bytes_total: Option<u64>,
@@ -239,7 +253,7 @@ struct Counts {
     files_done: usize,
     files_failed: usize,
     files_total: Option<usize>,
-    method: Option<&'static str>,
+    method: Option<Method>,
     verified: Option<Check>,
 }
 
@@ -252,7 +266,7 @@ impl From<Totals> for Counts {
             files_done: t.files_copied,
             files_failed: t.files_failed,
             files_total: t.files_total,
-            method: t.method.map(|m| m.as_str()),
+            method: t.method,
             verified: t.weakest_check,
         }
     }
@@ -260,14 +274,14 @@ impl From<Totals> for Counts {
 
 impl Record {
     /// The counts, and a tree's file records, now.
-    fn view(&self) -> (Counts, Vec<FileView>, usize) {
+    fn view(&self) -> Snapshot {
         match &self.sealed {
-            Some(s) => (s.counts.clone(), s.files.clone(), s.omitted),
-            None => (
-                self.state.totals().into(),
-                self.state.files().map(FileView::of).collect(),
-                0,
-            ),
+            Some(s) => s.clone(),
+            None => Snapshot {
+                counts: self.state.totals().into(),
+                files: self.state.files().map(FileView::of).collect(),
+                omitted: 0,
+            },
         }
     }
 
@@ -278,7 +292,7 @@ impl Record {
         }
         let files: Vec<FileView> = self.state.files().map(FileView::of).collect();
         let (files, omitted) = kept_records(&files);
-        self.sealed = Some(Sealed {
+        self.sealed = Some(Snapshot {
             counts: self.state.totals().into(),
             files,
             omitted,
@@ -304,109 +318,15 @@ impl Watch {
             r.state.apply(e);
         }
     }
+
+    /// The progress as the store keeps it.
+    fn json(&self) -> String {
+        progress_json(&self.lock().view())
+    }
 }
 
-struct Job {
-    id: JobId,
-    source: String,
-    destination: String,
-    options: TransferOptions,
-    state: State,
-    submitted: SystemTime,
-    /// Wall-clock time for the view, monotonic time for durations.
-    started: Option<(SystemTime, Instant)>,
-    finished: Option<(SystemTime, Instant)>,
-    error: Option<String>,
-    reply_code: Option<u16>,
-    watch: Watch,
-    /// Installed under the registry lock in the same step as the job itself, so a
-    /// cancel can always reach the task.
-    abort: Option<AbortHandle>,
-    /// Stops the engine cleanly (`ABOR` to both servers): how a shutdown ends a running
-    /// job, while `DELETE` drops it at once.
-    stop: CancellationToken,
-}
-
-impl Job {
-    /// `plan`: what the job is known to do before it runs (one file's plan; a tree's
-    /// comes once listed).
-    fn new(
-        id: JobId,
-        source: String,
-        destination: String,
-        options: TransferOptions,
-        plan: Option<&Plan>,
-    ) -> Job {
-        let watch = Watch::default();
-        if let Some(plan) = plan {
-            watch.apply(&JobEvent::Planned(plan.outline()));
-        }
-        Job {
-            id,
-            source,
-            destination,
-            options,
-            state: State::Queued,
-            submitted: SystemTime::now(),
-            started: None,
-            finished: None,
-            error: None,
-            reply_code: None,
-            watch,
-            abort: None,
-            stop: CancellationToken::new(),
-        }
-    }
-
-    fn fail(&mut self, error: &str, code: Option<u16>) {
-        self.state = State::Failed;
-        self.error = Some(bounded(error.to_owned(), MAX_ERROR));
-        self.reply_code = code;
-    }
-
-    /// The job as the API shows it now; `files` for the single view of a tree.
-    fn view(&self, files: bool) -> JobView {
-        let (t, records, omitted) = self.watch.lock().view();
-        let seconds = self.started.map(|(_, at)| match self.finished {
-            Some((_, end)) => end.duration_since(at).as_secs_f64(),
-            None => at.elapsed().as_secs_f64(),
-        });
-        let rate = seconds
-            .filter(|&s| s > 0.0)
-            .map(|s| t.bytes_done as f64 / s);
-        let eta = match (self.state, t.bytes_total, rate) {
-            (State::Running, Some(total), Some(r)) if r > 0.0 => {
-                Some(total.saturating_sub(t.bytes_done) as f64 / r)
-            }
-            _ => None,
-        };
-        let tree = files && self.options.recursive;
-        JobView {
-            id: self.id,
-            source: self.source.clone(),
-            destination: self.destination.clone(),
-            state: self.state,
-            options: self.options.clone(),
-            method: t.method,
-            bytes_done: t.bytes_done,
-            bytes_total: t.bytes_total,
-            relayed_bytes: t.relayed_bytes,
-            rate_bytes_per_second: rate,
-            eta_seconds: eta,
-            verified: t.verified,
-            files_done: t.files_done,
-            files_failed: t.files_failed,
-            files_total: t.files_total,
-            files: tree.then_some(records),
-            files_omitted: tree.then_some(omitted),
-            submitted_at: rfc3339(self.submitted),
-            started_at: self.started.map(|(t, _)| rfc3339(t)),
-            finished_at: self.finished.map(|(t, _)| rfc3339(t)),
-            seconds,
-            error: self.error.clone(),
-            reply_code: self.reply_code,
-        }
-    }
+fn progress_json(s: &Snapshot) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
 }
 
 /// What a finished tree keeps of its records: failures first, then the others in order,
@@ -428,45 +348,56 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Everything behind the registry's one lock.
+/// The URLs as the caller gave them (passwords included): what is sealed in the store.
+#[derive(Serialize, Deserialize)]
+struct Urls {
+    source: String,
+    destination: String,
+}
+
+/// What a run here decides a job's record says, until the store has it: how it ended
+/// (a cancel or a shutdown stops it before the engine has), and when.
+#[derive(Debug, Clone)]
+struct LocalEnd {
+    state: State,
+    error: Option<String>,
+    at: SystemTime,
+}
+
+/// A job this instance runs.
+struct Local {
+    watch: Watch,
+    options: TransferOptions,
+    started: Instant,
+    /// The task (a cancel aborts it at once).
+    abort: Option<AbortHandle>,
+    /// Stops the engine cleanly (`ABOR` to both servers): how a shutdown ends a running
+    /// job, while a cancel drops it at once.
+    stop: CancellationToken,
+    /// Set when a cancel or the shutdown ended it here.
+    ended: Option<LocalEnd>,
+}
+
+/// This instance's side of the jobs: the ones it runs, and whether it still takes any.
+#[derive(Default)]
 struct Registry {
-    /// By id: in the order submitted.
-    jobs: BTreeMap<JobId, Job>,
-    /// Finished jobs' ids, oldest first, for dropping beyond [`MAX_FINISHED`].
-    finished: VecDeque<JobId>,
-    /// Shutdown has begun: no job is submitted or started any more.
+    running: BTreeMap<JobId, Local>,
+    /// Shutdown has begun: no job is submitted or claimed any more.
     draining: bool,
 }
 
-impl Registry {
-    fn active(&self) -> usize {
-        self.jobs.values().filter(|j| j.state.is_active()).count()
-    }
-
-    /// Records that `id` has reached a final state and forgets the oldest finished jobs
-    /// beyond [`MAX_FINISHED`]; a finished tree's records shrink to what it keeps.
-    fn finished(&mut self, id: JobId) {
-        if let Some(job) = self.jobs.get_mut(&id) {
-            job.finished = Some((SystemTime::now(), Instant::now()));
-            job.abort = None;
-            job.watch.lock().seal();
-        }
-        self.finished.push_back(id);
-        while self.finished.len() > MAX_FINISHED {
-            if let Some(old) = self.finished.pop_front() {
-                self.jobs.remove(&old);
-            }
-        }
-    }
-}
-
-/// The registry shared by the API handlers.
+/// The jobs: the state store, and this instance's scheduler and runs.
 #[derive(Clone)]
 pub struct Jobs {
+    store: StateStore,
     reg: Arc<Mutex<Registry>>,
     slots: Arc<Semaphore>,
-    /// Every job's task, so a shutdown can wait for them to end.
+    /// Every job's task (and the scheduler), so a shutdown can wait for them to end.
     tasks: TaskTracker,
+    /// Wakes the scheduler: a job was submitted here, or a slot came free.
+    wake: Arc<Notify>,
+    /// The scheduler runs (started once, by [`Jobs::start`] or the first submission).
+    scheduling: Arc<AtomicBool>,
     /// `fxp.allow` and `fxp.concurrency` as last loaded; a reload replaces them.
     settings: Arc<RwLock<Settings>>,
     /// What callers may ask for, as last loaded.
@@ -489,17 +420,38 @@ struct Settings {
     own: Option<Arc<OwnSockets>>,
 }
 
+/// The options a job runs with when it starts again (after a restart, a shutdown or a
+/// takeover): a file goes on from where the destination's copy ends (`REST`, when both
+/// servers offer it; else from the start); a tree also skips the files the destination
+/// already has whole, so none is copied twice from the start.
+pub fn resumed(options: &TransferOptions, earlier_runs: usize) -> TransferOptions {
+    let mut o = options.clone();
+    if earlier_runs > 0 {
+        o.resume = true;
+        if o.recursive {
+            o.skip_existing = true;
+        }
+    }
+    o
+}
+
 impl Jobs {
-    /// `allow` is the top-level `fxp.allow` list: the only servers jobs may reach.
+    /// Jobs in memory (nothing outlives the process): a configuration without `state:`,
+    /// and tests. `allow` is the top-level `fxp.allow` list: the only servers jobs may
+    /// reach.
     pub fn new(allow: AllowList, concurrency: usize) -> Jobs {
+        Jobs::with_store(allow, concurrency, StateStore::memory())
+    }
+
+    /// Jobs kept in `store`.
+    pub fn with_store(allow: AllowList, concurrency: usize, store: StateStore) -> Jobs {
         Jobs {
-            reg: Arc::new(Mutex::new(Registry {
-                jobs: BTreeMap::new(),
-                finished: VecDeque::new(),
-                draining: false,
-            })),
+            store,
+            reg: Arc::default(),
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             tasks: TaskTracker::new(),
+            wake: Arc::default(),
+            scheduling: Arc::default(),
             settings: Arc::new(RwLock::new(Settings {
                 allow: Arc::new(allow),
                 concurrency: concurrency.max(1),
@@ -507,6 +459,348 @@ impl Jobs {
             })),
             permits: Arc::default(),
         }
+    }
+
+    /// The store the jobs are kept in.
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// Starts the scheduler (once): the jobs this instance was running when it was
+    /// killed are claimable again at once, then queued, interrupted and abandoned jobs
+    /// run as slots come free. Call it once the permits and the guard are set.
+    pub fn start(&self) {
+        if self.scheduling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            match me.store.store.recover(&me.store.instance).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(
+                        jobs = n,
+                        "resuming the transfers this instance was running when it stopped"
+                    )
+                }
+                Err(e) => warn!(error = %e, "cannot look for this instance's unfinished transfers"),
+            }
+            me.schedule().await;
+        });
+    }
+
+    /// Claims jobs while slots are free, until shutdown.
+    async fn schedule(self) {
+        let lease = millis(self.store.lease);
+        let mut pruned = Instant::now();
+        let mut store_down = false;
+        loop {
+            if self.lock().draining {
+                break;
+            }
+            while let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                if self.lock().draining {
+                    break;
+                }
+                match self
+                    .store
+                    .store
+                    .claim(&self.store.instance, now_millis(), lease)
+                    .await
+                {
+                    Ok(Some(row)) => {
+                        store_down = false;
+                        self.launch(row, slot);
+                    }
+                    Ok(None) => {
+                        store_down = false;
+                        break;
+                    }
+                    Err(e) => {
+                        if !store_down {
+                            warn!(error = %e, "cannot claim transfers; the running ones go on");
+                        }
+                        store_down = true;
+                        break;
+                    }
+                }
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                if let Err(e) = self
+                    .store
+                    .store
+                    .prune(self.store.retention, now_millis())
+                    .await
+                {
+                    warn!(error = %e, "cannot forget old finished transfers");
+                }
+            }
+            let _ = tokio::time::timeout(POLL, self.wake.notified()).await;
+        }
+        if !self.store.durable {
+            self.interrupt_queued().await;
+        }
+    }
+
+    /// Runs a job this instance has just claimed, on `slot`.
+    fn launch(&self, row: JobRow, slot: OwnedSemaphorePermit) {
+        let Ok(id) = row.id.parse::<JobId>() else {
+            warn!(id = %row.id, "a stored transfer's id is not one; left alone");
+            return;
+        };
+        let span = tracing::info_span!("fxp_job", %id);
+        let prepared = span.in_scope(|| self.prepare(&row));
+        let (order, opts, options) = match prepared {
+            Ok(p) => p,
+            Err(why) => {
+                span.in_scope(|| warn!(error = %why, "transfer failed before it started"));
+                let me = self.clone();
+                let progress = row.progress.clone();
+                self.tasks.spawn(async move {
+                    let _slot = slot;
+                    let end = Ending {
+                        phase: State::Failed,
+                        error: Some(bounded(why, MAX_ERROR)),
+                        reply_code: None,
+                        progress,
+                        at: now_millis(),
+                    };
+                    me.write_end(id, &end).await;
+                });
+                return;
+            }
+        };
+        let watch = Watch::default();
+        if !options.recursive {
+            // A file's plan is known before it runs; a tree's comes once listed.
+            if let Order::File { src, dst, .. } = &order {
+                watch.apply(&JobEvent::Planned(Plan::file(src, dst).outline()));
+            }
+        }
+        let stop = opts.cancel.clone().unwrap_or_default();
+        let me = self.clone();
+        let task_watch = watch.clone();
+        let resumed_run = row.runs.len() > 1;
+        // Spawned with the registry locked: the task's record (and its abort handle) is
+        // in place before it can run, so a cancel at any moment reaches it.
+        let mut reg = self.lock();
+        let task = self.tasks.spawn(
+            async move {
+                let _slot = slot;
+                if resumed_run {
+                    info!(source = %row.source, destination = %row.destination, "transfer resumed");
+                } else {
+                    info!(source = %row.source, destination = %row.destination, "transfer started");
+                }
+                me.run(id, order, opts, task_watch).await;
+                me.wake.notify_one();
+            }
+            .instrument(span),
+        );
+        reg.running.insert(
+            id,
+            Local {
+                watch,
+                options,
+                started: Instant::now(),
+                abort: Some(task.abort_handle()),
+                stop,
+                ended: None,
+            },
+        );
+    }
+
+    /// The order and engine options of a claimed job, from its row (the URLs unsealed).
+    fn prepare(
+        &self,
+        row: &JobRow,
+    ) -> Result<(Order, engine::EngineOptions, TransferOptions), String> {
+        let plain = self
+            .store
+            .sealer
+            .open(&row.id, &row.sealed)
+            .map_err(|e| e.to_string())?;
+        let urls: Urls = serde_json::from_slice(&plain).map_err(|e| format!("stored URLs: {e}"))?;
+        let options: TransferOptions =
+            serde_json::from_str(&row.options).map_err(|e| format!("stored options: {e}"))?;
+        let src = FtpUrl::parse(&urls.source).map_err(|e| format!("source: {e}"))?;
+        let dst = FtpUrl::parse(&urls.destination).map_err(|e| format!("destination: {e}"))?;
+        for url in [&src, &dst] {
+            self.check_literal(url).map_err(|e| e.to_string())?;
+        }
+        let ca = self.trust(&options).map_err(|e| e.to_string())?;
+        let run = resumed(&options, row.runs.len().saturating_sub(1));
+        let order = if run.recursive {
+            Order::Tree {
+                src,
+                dst,
+                mirror: run.mirror(),
+            }
+        } else {
+            Order::File {
+                src,
+                dst,
+                skip_existing: run.skip_existing,
+            }
+        };
+        let opts = engine::EngineOptions {
+            allow: Some(self.allow()),
+            own: self.own(),
+            cancel: Some(CancellationToken::new()),
+            ..run.engine(ca)
+        };
+        Ok((order, opts, options))
+    }
+
+    /// Drives a job's events into its watch, renewing its lease with the progress; then
+    /// writes how it ended.
+    async fn run(&self, id: JobId, order: Order, opts: engine::EngineOptions, watch: Watch) {
+        let lease = self.store.lease;
+        let mut renew = tokio::time::interval(lease::renew_every(lease));
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        let mut events = runner::run(order, opts);
+        let mut store_down = false;
+        loop {
+            tokio::select! {
+                e = events.next() => match e {
+                    Some(e) => watch.apply(&e),
+                    None => break,
+                },
+                _ = renew.tick() => {
+                    let renewal = self.store.store.renew(
+                        &id.to_string(),
+                        &self.store.instance,
+                        now_millis(),
+                        millis(lease),
+                        &watch.json(),
+                    ).await;
+                    match renewal {
+                        Ok(Renewal::Kept) => store_down = false,
+                        Ok(Renewal::Cancelled) => {
+                            // Dropping the events stops the engine (both sessions close).
+                            drop(events);
+                            info!("transfer cancelled (through another instance)");
+                            self.stopped_here(id, State::Cancelled, None);
+                            self.write_progress_and_forget(id).await;
+                            return;
+                        }
+                        Ok(Renewal::Lost) => {
+                            drop(events);
+                            warn!("transfer taken over by another instance (this one's lease ran out); stopped here");
+                            self.lock().running.remove(&id);
+                            return;
+                        }
+                        Err(e) => {
+                            if !store_down {
+                                warn!(error = %e, "cannot renew the transfer's lease; it goes on and writes back when the store answers");
+                            }
+                            store_down = true;
+                        }
+                    }
+                }
+            }
+        }
+        self.finish(id).await;
+    }
+
+    /// The job's run is over: its state says how it went; a cancel or a shutdown that
+    /// ended it here first wins.
+    async fn finish(&self, id: JobId) {
+        let end = {
+            let reg = self.lock();
+            let Some(local) = reg.running.get(&id) else {
+                return;
+            };
+            let mut record = local.watch.lock();
+            let (state, error, code) = match &local.ended {
+                Some(e) => (e.state, e.error.clone(), None),
+                None => outcome(local.options.recursive, &record.state),
+            };
+            record.seal();
+            Ending {
+                phase: state,
+                error: error.map(|e| bounded(e, MAX_ERROR)),
+                reply_code: code,
+                progress: progress_json(&record.view()),
+                at: local
+                    .ended
+                    .as_ref()
+                    .map_or_else(now_millis, |e| crate::state::to_millis(e.at)),
+            }
+        };
+        self.write_end(id, &end).await;
+        self.lock().running.remove(&id);
+    }
+
+    /// Writes how a run ended, again until the store answers (the job's record here
+    /// shows it meanwhile) or the process stops.
+    async fn write_end(&self, id: JobId, end: &Ending) {
+        let mut warned = false;
+        loop {
+            match self
+                .store
+                .store
+                .settle(&id.to_string(), &self.store.instance, end)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    if !warned {
+                        warn!(error = %e, "cannot record the transfer's end; trying again until the store answers");
+                        warned = true;
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    }
+
+    /// A job cancelled (here or through another instance) or interrupted here: the
+    /// record here shows it at once, with what had moved, and counts it.
+    fn stopped_here(&self, id: JobId, how: State, error: Option<String>) {
+        let mut reg = self.lock();
+        let Some(local) = reg.running.get_mut(&id) else {
+            return;
+        };
+        if local.ended.is_some() {
+            return;
+        }
+        local.ended = Some(LocalEnd {
+            state: how,
+            error,
+            at: SystemTime::now(),
+        });
+        count_stopped(local, how);
+    }
+
+    /// After a cancel: what had moved goes to the store, and the job is no longer here.
+    async fn write_progress_and_forget(&self, id: JobId) {
+        let end = {
+            let reg = self.lock();
+            let Some(local) = reg.running.get(&id) else {
+                return;
+            };
+            Ending {
+                phase: State::Cancelled,
+                error: None,
+                reply_code: None,
+                progress: local.watch.json(),
+                at: now_millis(),
+            }
+        };
+        // `settle` of a cancelled job writes only its progress; once is enough (the
+        // job's state is already final in the store).
+        if let Err(e) = self
+            .store
+            .store
+            .settle(&id.to_string(), &self.store.instance, &end)
+            .await
+        {
+            warn!(%id, error = %e, "cannot record what the cancelled transfer had moved");
+        }
+        self.lock().running.remove(&id);
     }
 
     /// What jobs submitted from now on may ask for: FXP with `PROT C` between TLS
@@ -553,8 +847,8 @@ impl Jobs {
         }
     }
 
-    /// Applies a reloaded `fxp.allow` and `fxp.concurrency` to jobs submitted from now on
-    /// (and, for concurrency, to jobs still queued). Running jobs keep going.
+    /// Applies a reloaded `fxp.allow` and `fxp.concurrency` to jobs started from now on
+    /// (and, for concurrency, to how many run here at once). Running jobs keep going.
     pub fn reconfigure(&self, allow: AllowList, concurrency: usize) {
         let mut settings = self
             .settings
@@ -565,6 +859,7 @@ impl Jobs {
         settings.concurrency = new;
         if new > old {
             self.slots.add_permits(new - old);
+            self.wake.notify_one();
         } else if new < old {
             // Take the surplus slots out of circulation as running jobs hand them back.
             let slots = self.slots.clone();
@@ -593,7 +888,7 @@ impl Jobs {
             .clone()
     }
 
-    /// The list as it is now; a job keeps the one it was submitted under. The engine
+    /// The list as it is now; a job keeps the one it was started under. The engine
     /// checks every connection against it: a host named in the list may resolve
     /// anywhere, but only for its own connection; any other host's addresses must fall
     /// inside a listed network.
@@ -609,13 +904,14 @@ impl Jobs {
         self.reg.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Validates and queues a transfer; it starts when a slot is free.
-    pub fn submit(&self, req: Request) -> Result<JobView, SubmitError> {
-        self.submit_from(req, None)
+    /// Validates a transfer and commits it to the store (queued); it starts when an
+    /// instance has a free slot.
+    pub async fn submit(&self, req: Request) -> Result<JobView, SubmitError> {
+        self.submit_from(req, None).await
     }
 
-    /// [`Jobs::submit`] for the API client at `caller`, whom every line of the job names.
-    pub fn submit_from(
+    /// [`Jobs::submit`] for the API client at `caller`, whom the job's first line names.
+    pub async fn submit_from(
         &self,
         req: Request,
         caller: Option<std::net::SocketAddr>,
@@ -642,7 +938,7 @@ impl Jobs {
             field: e.field,
             message: e.message,
         })?;
-        let ca = self.trust(&options)?;
+        self.trust(&options)?;
         if options.allow_clear_data && !self.permits().allow_clear_data {
             return Err(SubmitError::NotPermitted(
                 "options.allow_clear_data: this proxy does not permit FXP with clear data \
@@ -650,82 +946,68 @@ impl Jobs {
                     .into(),
             ));
         }
-        let me = self.clone();
-        let mut reg = self.lock();
-        if reg.draining {
-            return Err(SubmitError::ShuttingDown(
-                "this proxy is shutting down and starts no new transfer; submit it again \
-                 once it is back"
-                    .into(),
-            ));
+        if self.lock().draining {
+            return Err(shutting_down());
         }
-        if reg.active() >= MAX_ACTIVE {
+        let unavailable = |e: StoreError| {
+            SubmitError::Unavailable(format!(
+                "{e}; the transfer was not stored: submit it again once the store answers"
+            ))
+        };
+        let active = self.store.store.active_jobs().await.map_err(unavailable)?;
+        if active >= MAX_ACTIVE {
             return Err(SubmitError::TooMany(format!(
                 "too many transfers queued or running (at most {MAX_ACTIVE}): \
                  try again once some have finished"
             )));
         }
         let id = JobId::new();
-        let order = if options.recursive {
-            Order::Tree {
-                src: src.clone(),
-                dst: dst.clone(),
-                mirror: options.mirror(),
-            }
-        } else {
-            Order::File {
-                src: src.clone(),
-                dst: dst.clone(),
-                skip_existing: options.skip_existing,
-            }
+        let watch = Watch::default();
+        if !options.recursive {
+            watch.apply(&JobEvent::Planned(Plan::file(&src, &dst).outline()));
+        }
+        let urls = Urls {
+            source: req.source,
+            destination: req.destination,
         };
-        let plan = (!options.recursive).then(|| Plan::file(&src, &dst));
-        let job = Job::new(
-            id,
-            src.to_string(),
-            dst.to_string(),
-            options.clone(),
-            plan.as_ref(),
-        );
-        let opts = engine::EngineOptions {
-            allow: Some(self.allow()),
-            own: self.own(),
-            cancel: Some(job.stop.clone()),
-            ..options.engine(ca)
+        let plain = serde_json::to_vec(&urls).unwrap_or_default();
+        let job = NewJob {
+            id: id.to_string(),
+            source: src.to_string(),
+            destination: dst.to_string(),
+            sealed: self.store.sealer.seal(&id.to_string(), &plain),
+            options: serde_json::to_string(&options).unwrap_or_else(|_| "{}".into()),
+            progress: watch.json(),
+            submitted: now_millis(),
         };
-        let watch = job.watch.clone();
+        self.store
+            .store
+            .insert_job(&job)
+            .await
+            .map_err(unavailable)?;
         let caller = caller.map_or_else(|| "-".to_string(), |c| c.to_string());
-        let span = tracing::info_span!("fxp_job", %id, %caller);
-        span.in_scope(|| info!(source = %src, destination = %dst, "transfer ordered"));
-        // Spawned with the registry locked: the task's first step (`start`) waits for
-        // the lock, so the job and its abort handle are in place before it can run and
-        // a cancel at any moment after this returns stops it.
-        let task = self.tasks.spawn(
-            async move {
-                let Ok(_slot) = me.slots.clone().acquire_owned().await else {
-                    return;
-                };
-                if !me.start(id) {
-                    return;
-                }
-                info!(source = %src, destination = %dst, "transfer started");
-                let mut events = runner::run(order, opts);
-                while let Some(e) = events.next().await {
-                    watch.apply(&e);
-                }
-                me.finish(id);
-            }
-            .instrument(span),
-        );
-        let view = job.view(true);
-        reg.jobs.insert(
-            id,
-            Job {
-                abort: Some(task.abort_handle()),
-                ..job
-            },
-        );
-        Ok(view)
+        tracing::info_span!("fxp_job", %id, %caller)
+            .in_scope(|| info!(source = %src, destination = %dst, "transfer ordered"));
+        self.start();
+        self.wake.notify_one();
+        let row = JobRow {
+            id: job.id,
+            source: job.source,
+            destination: job.destination,
+            sealed: Vec::new(),
+            options: job.options,
+            phase: State::Queued,
+            progress: job.progress,
+            error: None,
+            reply_code: None,
+            submitted: job.submitted,
+            started: None,
+            finished: None,
+            owner: None,
+            lease_until: None,
+            runs: Vec::new(),
+        };
+        self.view(&row, true).map_err(unavailable)
     }
 
     /// A URL whose host is an IP literal outside the allow list, or that is the proxy
@@ -745,220 +1027,300 @@ impl Jobs {
             .map_err(|d| SubmitError::Forbidden(d.to_string()))
     }
 
-    /// Queued -> running; `false` when the job is no longer queued (cancelled).
-    fn start(&self, id: JobId) -> bool {
-        let mut reg = self.lock();
-        match reg.jobs.get_mut(&id) {
-            Some(job) if job.state == State::Queued => {
-                job.state = State::Running;
-                job.started = Some((SystemTime::now(), Instant::now()));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Applies a running job's outcome; a job cancelled meanwhile stays cancelled.
-    fn settle(&self, id: JobId, f: impl FnOnce(&mut Job)) {
-        let mut reg = self.lock();
-        let Some(job) = reg.jobs.get_mut(&id) else {
-            return;
+    /// A stored job as the API shows it: a job running here with its live progress (and
+    /// how a cancel or the shutdown ended it, before the store has heard).
+    fn view(&self, row: &JobRow, files: bool) -> Result<JobView, StoreError> {
+        let options: TransferOptions = serde_json::from_str(&row.options)
+            .map_err(|e| StoreError::Corrupt(format!("job {}: options: {e}", row.id)))?;
+        let id: JobId = row
+            .id
+            .parse()
+            .map_err(|e: BadJobId| StoreError::Corrupt(e.to_string()))?;
+        let reg = self.lock();
+        let local = reg.running.get(&id);
+        let snap = match local {
+            Some(l) => l.watch.lock().view(),
+            None => serde_json::from_str(&row.progress)
+                .map_err(|e| StoreError::Corrupt(format!("job {}: progress: {e}", row.id)))?,
         };
-        if job.state != State::Running {
-            return;
-        }
-        f(job);
-        reg.finished(id);
-    }
-
-    /// The job's run is over: its state says how it went.
-    fn finish(&self, id: JobId) {
-        self.settle(id, |job| {
-            let watch = job.watch.clone();
-            let record = watch.lock();
-            let state = &record.state;
-            if !job.options.recursive && state.skipped() {
-                job.state = State::Done;
-                info!("transfer skipped: the destination has the file (skip_existing)");
-                return;
-            }
-            if !job.options.recursive {
-                match state.outcome() {
-                    Some(Ok(r)) => {
-                        job.state = State::Done;
-                        info!(method = r.method.as_str(), bytes = r.bytes, "transfer done");
-                    }
-                    Some(Err(e)) => {
-                        warn!(error = %e, "transfer failed");
-                        job.fail(&e.message, e.code);
-                    }
-                    None => job.fail("the transfer ended without an outcome", None),
-                }
-                return;
-            }
-            let t = state.totals();
-            match state.finished.as_ref().and_then(|f| f.error.as_ref()) {
-                Some(e) => {
-                    warn!(error = %e, "tree copy failed");
-                    job.fail(&e.message, e.code);
-                }
-                None if t.failed == 0 => {
-                    job.state = State::Done;
-                    info!(
-                        files = t.files_copied,
-                        bytes = t.bytes_copied,
-                        "tree copied"
-                    );
-                }
-                None => {
-                    warn!(failed = t.failed, "tree copied with failures");
-                    job.fail(&render::summary(state), None);
-                }
-            }
+        let ended = local.and_then(|l| l.ended.clone());
+        drop(reg);
+        let (state, error, reply_code, finished) = match ended {
+            Some(e) if row.phase == State::Running => (e.state, e.error, None, Some(e.at)),
+            _ => (
+                row.phase,
+                row.error.clone(),
+                row.reply_code,
+                row.finished.map(from_millis),
+            ),
+        };
+        let started = row.started.map(from_millis);
+        let seconds = started.map(|at| {
+            let end = finished.unwrap_or_else(SystemTime::now);
+            end.duration_since(at).unwrap_or_default().as_secs_f64()
         });
+        let t = snap.counts;
+        let rate = seconds
+            .filter(|&s| s > 0.0)
+            .map(|s| t.bytes_done as f64 / s);
+        let eta = match (state, t.bytes_total, rate) {
+            (State::Running, Some(total), Some(r)) if r > 0.0 => {
+                Some(total.saturating_sub(t.bytes_done) as f64 / r)
+            }
+            _ => None,
+        };
+        let tree = files && options.recursive;
+        Ok(JobView {
+            id,
+            source: row.source.clone(),
+            destination: row.destination.clone(),
+            state,
+            method: t.method.map(Method::as_str),
+            bytes_done: t.bytes_done,
+            bytes_total: t.bytes_total,
+            relayed_bytes: t.relayed_bytes,
+            rate_bytes_per_second: rate,
+            eta_seconds: eta,
+            verified: t.verified,
+            files_done: t.files_done,
+            files_failed: t.files_failed,
+            files_total: t.files_total,
+            files: tree.then_some(snap.files),
+            files_omitted: tree.then_some(snap.omitted),
+            submitted_at: rfc3339(from_millis(row.submitted)),
+            started_at: started.map(rfc3339),
+            finished_at: finished.map(rfc3339),
+            seconds,
+            error,
+            reply_code,
+            options,
+            instance: row.owner.clone(),
+            runs: row
+                .runs
+                .iter()
+                .map(|r| RunView {
+                    instance: r.instance.clone(),
+                    started_at: rfc3339(from_millis(r.at)),
+                })
+                .collect(),
+        })
     }
 
     /// Up to `limit` jobs submitted after `after` (from the first without), oldest first
     /// (without trees' per-file records), and the cursor for the next page (`None` on
     /// the last one).
-    pub fn list(&self, after: Option<JobId>, limit: usize) -> (Vec<JobView>, Option<JobId>) {
-        use std::ops::Bound;
-        let reg = self.lock();
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut page: Vec<JobView> = reg
-            .jobs
-            .range((from, Bound::Unbounded))
-            .take(limit.saturating_add(1))
-            .map(|(_, j)| j.view(false))
-            .collect();
+    pub async fn list(
+        &self,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<(Vec<JobView>, Option<JobId>), StoreError> {
+        let after = after.map(|a| a.to_string());
+        let rows = self
+            .store
+            .store
+            .jobs(after.as_deref(), limit.saturating_add(1))
+            .await?;
+        let mut page = rows
+            .iter()
+            .map(|r| self.view(r, false))
+            .collect::<Result<Vec<_>, _>>()?;
         let next = (page.len() > limit).then(|| {
             page.truncate(limit);
             page.last().map(|v| v.id)
         });
-        (page, next.flatten())
+        Ok((page, next.flatten()))
     }
 
-    pub fn get(&self, id: JobId) -> Option<JobView> {
-        self.lock().jobs.get(&id).map(|j| j.view(true))
-    }
-
-    /// Stops a queued or running job (dropping the engine's future closes both control
-    /// connections) and counts it as `result="cancelled"`; its view keeps the bytes
-    /// that had moved. A finished job is left as it is.
-    pub fn cancel(&self, id: JobId) -> Option<JobView> {
-        let mut reg = self.lock();
-        let job = reg.jobs.get_mut(&id)?;
-        if job.state.is_active() {
-            // Even if the task is past its last await, `settle` will not overwrite this.
-            if let Some(a) = job.abort.take() {
-                a.abort();
-            }
-            job.state = State::Cancelled;
-            count_stopped(job, State::Cancelled);
-            info!(%id, "transfer cancelled");
-            reg.finished(id);
+    pub async fn get(&self, id: JobId) -> Result<Option<JobView>, StoreError> {
+        match self.store.store.job(&id.to_string()).await? {
+            Some(row) => self.view(&row, true).map(Some),
+            None => Ok(None),
         }
-        reg.jobs.get(&id).map(|j| j.view(true))
     }
 
-    /// Shutdown begins: no job is submitted from now on ([`SubmitError::ShuttingDown`]),
-    /// and the queued ones are interrupted (they never start); running ones go on, until
-    /// [`Jobs::settled`] or [`Jobs::interrupt`].
-    pub fn drain(&self) {
-        let mut reg = self.lock();
-        reg.draining = true;
-        let queued: Vec<JobId> = reg
-            .jobs
-            .values()
-            .filter(|j| j.state == State::Queued)
-            .map(|j| j.id)
-            .collect();
-        for id in queued {
-            if let Some(job) = reg.jobs.get_mut(&id) {
-                // Waiting for a slot: nothing to stop cleanly.
-                if let Some(a) = job.abort.take() {
-                    a.abort();
+    /// Stops a queued or running job, wherever it runs (here at once: dropping the
+    /// engine's future closes both control connections; elsewhere at its runner's next
+    /// renewal) and counts it as `result="cancelled"`; its view keeps the bytes that had
+    /// moved. A finished job is left as it is.
+    pub async fn cancel(&self, id: JobId) -> Result<Option<JobView>, StoreError> {
+        let Some(row) = self
+            .store
+            .store
+            .cancel(&id.to_string(), now_millis())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let here = {
+            let mut reg = self.lock();
+            match reg.running.get_mut(&id) {
+                Some(local) if row.phase == State::Cancelled && local.ended.is_none() => {
+                    if let Some(a) = local.abort.take() {
+                        a.abort();
+                    }
+                    true
                 }
-                interrupted(job, "the proxy shut down before it started");
-                reg.finished(id);
+                _ => false,
             }
+        };
+        if here {
+            self.stopped_here(id, State::Cancelled, None);
+            info!(%id, "transfer cancelled");
+            let view = self.view(&row, true);
+            self.write_progress_and_forget(id).await;
+            self.wake.notify_one();
+            return view.map(Some);
         }
-        drop(reg);
+        if row.phase == State::Cancelled && row.owner.is_none() {
+            metrics::fxp_transfer("cancelled", "none", 0, Duration::ZERO);
+            info!(%id, "transfer cancelled");
+        }
+        self.view(&row, true).map(Some)
+    }
+
+    /// Shutdown begins: no job is submitted or claimed from now on
+    /// ([`SubmitError::ShuttingDown`]); running ones go on, until [`Jobs::settled`] or
+    /// [`Jobs::interrupt`]. Queued jobs stay queued in a durable store (the next start,
+    /// or another instance, runs them); in memory they are interrupted, as they will
+    /// never run.
+    pub fn drain(&self) {
+        self.lock().draining = true;
+        // The scheduler, woken, stops claiming (and in memory marks the queued jobs).
+        self.wake.notify_one();
         self.tasks.close();
     }
 
-    /// Running jobs now (after [`Jobs::drain`], what shutdown waits for).
+    /// In memory, at shutdown: every queued job is marked interrupted (it will never
+    /// run).
+    async fn interrupt_queued(&self) {
+        let error = "interrupted: the proxy shut down before it started (SIGTERM or SIGINT)";
+        match self.store.store.interrupt_queued(now_millis(), error).await {
+            Ok(rows) => {
+                for row in rows {
+                    metrics::fxp_transfer("interrupted", "none", 0, Duration::ZERO);
+                    warn!(id = %row.id, source = %row.source, destination = %row.destination, bytes_done = 0, "transfer interrupted: the proxy shut down before it started");
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot mark the queued transfers interrupted"),
+        }
+    }
+
+    /// Running jobs here now (after [`Jobs::drain`], what shutdown waits for).
     pub fn running(&self) -> usize {
         self.lock()
-            .jobs
+            .running
             .values()
-            .filter(|j| j.state == State::Running)
+            .filter(|l| l.ended.is_none())
             .count()
     }
 
-    /// Returns once every job's task has ended (after [`Jobs::drain`]; before it, it
-    /// waits for that too).
+    /// Returns once every job's task (and the scheduler) has ended (after
+    /// [`Jobs::drain`]; before it, it waits for that too).
     pub async fn settled(&self) {
         self.tasks.wait().await;
     }
 
-    /// The shutdown's grace period is over: every running job is interrupted. Each
+    /// The shutdown's grace period is over: every job running here is interrupted. Each
     /// sends `ABOR` to both servers and closes its sessions (wait with
-    /// [`Jobs::settled`]); its record stays for `GET`, state `interrupted`, with what
-    /// had moved.
+    /// [`Jobs::settled`]); its record says `interrupted`, with what had moved, and the
+    /// next start (or another instance) resumes it.
     pub fn interrupt(&self) {
-        let mut reg = self.lock();
-        let running: Vec<JobId> = reg
-            .jobs
-            .values()
-            .filter(|j| j.state == State::Running)
-            .map(|j| j.id)
+        let ids: Vec<JobId> = self
+            .lock()
+            .running
+            .iter()
+            .filter(|(_, l)| l.ended.is_none())
+            .map(|(id, _)| *id)
             .collect();
-        for id in running {
-            if let Some(job) = reg.jobs.get_mut(&id) {
-                // `settle` leaves an interrupted job alone: the engine's own end (a
-                // cancelled transfer) is not applied.
-                job.stop.cancel();
-                job.abort = None;
-                interrupted(job, "the proxy shut down before it ended");
-                reg.finished(id);
+        for id in ids {
+            let reg = self.lock();
+            let Some(local) = reg.running.get(&id) else {
+                continue;
+            };
+            // The run's own end (a cancelled transfer) is not what the record says.
+            local.stop.cancel();
+            drop(reg);
+            self.stopped_here(
+                id,
+                State::Interrupted,
+                Some("interrupted: the proxy shut down before it ended (SIGTERM or SIGINT)".into()),
+            );
+            let reg = self.lock();
+            if let Some(local) = reg.running.get(&id) {
+                let bytes_done = local.watch.lock().view().counts.bytes_done;
+                warn!(%id, bytes_done, "transfer interrupted: the proxy shut down before it ended");
             }
         }
     }
 }
 
-/// Marks `job` interrupted by the shutdown, counts it and says so in the log.
-fn interrupted(job: &mut Job, when: &str) {
-    job.state = State::Interrupted;
-    job.error = Some(format!("interrupted: {when} (SIGTERM or SIGINT)"));
-    count_stopped(job, State::Interrupted);
-    let bytes_done = job.watch.lock().view().0.bytes_done;
-    warn!(
-        id = %job.id,
-        source = %job.source,
-        destination = %job.destination,
-        bytes_done,
-        "transfer interrupted: {when}"
-    );
+fn shutting_down() -> SubmitError {
+    SubmitError::ShuttingDown(
+        "this proxy is shutting down and starts no new transfer; submit it again once it \
+         is back"
+            .into(),
+    )
+}
+
+/// How a run went, from its state: the job's state, its error and reply code.
+fn outcome(recursive: bool, state: &JobState) -> (State, Option<String>, Option<u16>) {
+    if !recursive && state.skipped() {
+        info!("transfer skipped: the destination has the file (skip_existing)");
+        return (State::Done, None, None);
+    }
+    if !recursive {
+        return match state.outcome() {
+            Some(Ok(r)) => {
+                info!(method = r.method.as_str(), bytes = r.bytes, "transfer done");
+                (State::Done, None, None)
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "transfer failed");
+                (State::Failed, Some(e.message.clone()), e.code)
+            }
+            None => (
+                State::Failed,
+                Some("the transfer ended without an outcome".into()),
+                None,
+            ),
+        };
+    }
+    let t = state.totals();
+    match state.finished.as_ref().and_then(|f| f.error.as_ref()) {
+        Some(e) => {
+            warn!(error = %e, "tree copy failed");
+            (State::Failed, Some(e.message.clone()), e.code)
+        }
+        None if t.failed == 0 => {
+            info!(
+                files = t.files_copied,
+                bytes = t.bytes_copied,
+                "tree copied"
+            );
+            (State::Done, None, None)
+        }
+        None => {
+            warn!(failed = t.failed, "tree copied with failures");
+            (State::Failed, Some(render::summary(state)), None)
+        }
+    }
 }
 
 /// `fxprelay_fxp_transfers_total{result="cancelled"}` (or `"interrupted"`, as `how`
 /// says): one per file that was under way (by the method it was on), or one with
 /// `method="none"` for a job that had not got that far. The files under way take the
 /// job's state.
-fn count_stopped(job: &mut Job, how: State) {
+fn count_stopped(local: &mut Local, how: State) {
     let result = match how {
         State::Interrupted => "interrupted",
         _ => "cancelled",
     };
-    let took = job
-        .started
-        .map_or(Default::default(), |(_, at)| at.elapsed());
+    let took = local.started.elapsed();
     let stopped = match how {
         State::Interrupted => StopReason::Interrupted,
         _ => StopReason::Cancelled,
     };
-    let mut record = job.watch.lock();
+    let mut record = local.watch.lock();
     let mut counted = false;
     for f in record.state.files().filter(|f| f.status.is_active()) {
         if f.status == Status::Running || f.method.is_some() {
@@ -996,47 +1358,106 @@ mod tests {
         }
     }
 
-    /// A job placed in the registry directly, without a task.
-    fn insert(jobs: &Jobs, state: State) -> JobId {
-        let mut reg = jobs.lock();
+    /// A job placed in the store directly, in `state`, without a task; a running one is
+    /// this instance's, with a task-less watch.
+    async fn insert(jobs: &Jobs, state: State) -> JobId {
+        insert_with(jobs, state, false).await
+    }
+
+    async fn insert_with(jobs: &Jobs, state: State, recursive: bool) -> JobId {
         let id = JobId::new();
-        let plan = Plan::file(
-            &FtpUrl::parse("ftp://a/x").unwrap(),
-            &FtpUrl::parse("ftp://b/y").unwrap(),
+        let (src, dst) = (
+            FtpUrl::parse("ftp://a/x").unwrap(),
+            FtpUrl::parse("ftp://b/y").unwrap(),
         );
-        let mut job = Job::new(
-            id,
-            "ftp://a/x".into(),
-            "ftp://b/y".into(),
-            TransferOptions::default(),
-            Some(&plan),
-        );
-        job.state = state;
-        if state == State::Running {
-            job.started = Some((SystemTime::now(), Instant::now()));
+        let watch = Watch::default();
+        if !recursive {
+            watch.apply(&JobEvent::Planned(Plan::file(&src, &dst).outline()));
         }
-        reg.jobs.insert(id, job);
+        let options = TransferOptions {
+            recursive,
+            ..TransferOptions::default()
+        };
+        let store = &jobs.store.store;
+        store
+            .insert_job(&NewJob {
+                id: id.to_string(),
+                source: src.to_string(),
+                destination: dst.to_string(),
+                sealed: vec![],
+                options: serde_json::to_string(&options).unwrap(),
+                progress: watch.json(),
+                submitted: now_millis(),
+            })
+            .await
+            .unwrap();
+        let me = &jobs.store.instance;
+        match state {
+            State::Queued => {}
+            State::Cancelled => {
+                store.cancel(&id.to_string(), now_millis()).await.unwrap();
+            }
+            _ => {
+                let row = store
+                    .claim(me, now_millis(), 60_000)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(row.id, id.to_string());
+                jobs.lock().running.insert(
+                    id,
+                    Local {
+                        watch,
+                        options,
+                        started: Instant::now(),
+                        abort: None,
+                        stop: CancellationToken::new(),
+                        ended: None,
+                    },
+                );
+                if state != State::Running {
+                    jobs.lock().running.remove(&id);
+                    let end = Ending {
+                        phase: state,
+                        error: None,
+                        reply_code: None,
+                        progress: "{}".into(),
+                        at: now_millis(),
+                    };
+                    let end = Ending {
+                        progress: progress_json(&Snapshot::default()),
+                        ..end
+                    };
+                    store.settle(&id.to_string(), me, &end).await.unwrap();
+                }
+            }
+        }
         id
     }
 
+    fn watch(jobs: &Jobs, id: JobId) -> Watch {
+        jobs.lock().running[&id].watch.clone()
+    }
+
     /// A one-file job's run ends with `outcome`, then the job is finished.
-    fn finish(jobs: &Jobs, id: JobId, outcome: Result<Report, FxpError>) {
-        let watch = jobs.lock().jobs[&id].watch.clone();
-        watch.apply(&JobEvent::Started { entry: 0 });
-        let outcome = match outcome {
-            Ok(r) => EntryOutcome::Copied(r),
-            Err(e) => EntryOutcome::Failed(Failure::from(&e)),
-        };
-        watch.apply(&JobEvent::Ended {
-            entry: 0,
-            took: Duration::ZERO,
-            outcome,
-        });
-        watch.apply(&JobEvent::Finished {
-            error: None,
-            took: Duration::ZERO,
-        });
-        jobs.finish(id);
+    async fn finish(jobs: &Jobs, id: JobId, outcome: Result<Report, FxpError>) {
+        if let Some(watch) = jobs.lock().running.get(&id).map(|l| l.watch.clone()) {
+            watch.apply(&JobEvent::Started { entry: 0 });
+            let outcome = match outcome {
+                Ok(r) => EntryOutcome::Copied(r),
+                Err(e) => EntryOutcome::Failed(Failure::from(&e)),
+            };
+            watch.apply(&JobEvent::Ended {
+                entry: 0,
+                took: Duration::ZERO,
+                outcome,
+            });
+            watch.apply(&JobEvent::Finished {
+                error: None,
+                took: Duration::ZERO,
+            });
+        }
+        jobs.finish(id).await;
     }
 
     fn report() -> Report {
@@ -1051,8 +1472,16 @@ mod tests {
         }
     }
 
-    fn state(jobs: &Jobs, id: JobId) -> State {
-        jobs.get(id).map(|v| v.state).unwrap()
+    async fn get(jobs: &Jobs, id: JobId) -> Option<JobView> {
+        jobs.get(id).await.unwrap()
+    }
+
+    async fn state(jobs: &Jobs, id: JobId) -> State {
+        get(jobs, id).await.map(|v| v.state).unwrap()
+    }
+
+    async fn list(jobs: &Jobs) -> Vec<JobView> {
+        jobs.list(None, PAGE_MAX).await.unwrap().0
     }
 
     #[test]
@@ -1078,29 +1507,32 @@ mod tests {
         let jobs = jobs(&["localhost"]);
         let view = jobs
             .submit(request("ftp://127.1:1/x", "ftp://localhost:1/y"))
+            .await
             .unwrap();
         let end = tokio::time::Instant::now() + Duration::from_secs(20);
         let v = loop {
-            let v = jobs.get(view.id).unwrap();
+            let v = get(&jobs, view.id).await.unwrap();
             if v.state == State::Failed || tokio::time::Instant::now() > end {
                 break v;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(v.state, State::Failed, "{v:?}");
-        let e = v.error.unwrap_or_default();
+        let e = v.error.clone().unwrap_or_default();
         assert!(
             e.contains("source 127.1:1") && e.contains("not in fxp.allow"),
             "{e}"
         );
+        assert_eq!(v.runs.len(), 1, "{v:?}");
+        assert_eq!(v.instance.as_deref(), Some("local"));
     }
 
-    #[test]
-    fn too_many_retries_are_a_bad_request() {
+    #[tokio::test]
+    async fn too_many_retries_are_a_bad_request() {
         let jobs = jobs(&["127.0.0.0/8"]);
         let mut req = request("ftp://127.0.0.2/x", "ftp://127.0.0.3/y");
         req.options.retries = MAX_RETRIES + 1;
-        let e = jobs.submit(req).unwrap_err();
+        let e = jobs.submit(req).await.unwrap_err();
         assert!(
             matches!(
                 e,
@@ -1111,15 +1543,16 @@ mod tests {
             ),
             "{e}"
         );
-        assert!(jobs.list(None, PAGE_MAX).0.is_empty());
+        assert!(list(&jobs).await.is_empty());
     }
 
-    #[test]
-    fn a_url_over_the_cap_is_refused_and_never_held() {
+    #[tokio::test]
+    async fn a_url_over_the_cap_is_refused_and_never_held() {
         let jobs = jobs(&["127.0.0.0/8"]);
         let long = format!("ftp://127.0.0.2/{}", "a".repeat(1 << 20));
         let e = jobs
             .submit(request(&long, "ftp://127.0.0.3/y"))
+            .await
             .unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -1127,9 +1560,10 @@ mod tests {
         );
         let e = jobs
             .submit(request("ftp://127.0.0.3/y", &long))
+            .await
             .unwrap_err();
         assert!(e.to_string().starts_with("destination: longer than"), "{e}");
-        assert!(jobs.list(None, PAGE_MAX).0.is_empty());
+        assert!(list(&jobs).await.is_empty());
         let e = bounded("é".repeat(MAX_ERROR), MAX_ERROR);
         assert!(
             e.len() <= MAX_ERROR + 6 && e.ends_with(" [...]"),
@@ -1139,7 +1573,7 @@ mod tests {
     }
 
     /// `options.ca` names one of the operator's bundles, never a file; `insecure` needs
-    /// `fxp.allow_insecure`. Refused before any task exists, so nothing is read.
+    /// `fxp.allow_insecure`. Refused before anything is stored, so nothing is read.
     #[tokio::test]
     async fn a_caller_names_a_ca_bundle_never_a_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -1151,15 +1585,15 @@ mod tests {
             ca_bundles: CaBundles::load([("corp", ca.as_path())]).unwrap(),
             ..Permits::default()
         });
-        let with = |f: fn(&mut TransferOptions)| {
+        let with = async |f: fn(&mut TransferOptions)| {
             let mut req = request("ftpes://127.0.0.99:1/x", "ftp://127.0.0.98:1/y");
             f(&mut req.options);
-            jobs.submit(req)
+            jobs.submit(req).await
         };
         for path in ["/dev/zero", "/etc/passwd", "/nonexistent"] {
             let mut req = request("ftpes://127.0.0.99:1/x", "ftp://127.0.0.98:1/y");
             req.options.ca = Some(path.into());
-            let e = jobs.submit(req).unwrap_err();
+            let e = jobs.submit(req).await.unwrap_err();
             assert!(
                 matches!(
                     e,
@@ -1177,22 +1611,22 @@ mod tests {
             );
             assert!(!text.contains(&ca.display().to_string()), "{text}");
         }
-        let e = with(|o| o.insecure = true).unwrap_err();
+        let e = with(|o| o.insecure = true).await.unwrap_err();
         assert!(matches!(e, SubmitError::NotPermitted(_)), "{e}");
         assert!(e.to_string().contains("fxp.allow_insecure"), "{e}");
-        assert!(jobs.list(None, PAGE_MAX).0.is_empty(), "nothing was queued");
+        assert!(list(&jobs).await.is_empty(), "nothing was queued");
 
-        let v = with(|o| o.ca = Some("corp".into())).unwrap();
+        let v = with(|o| o.ca = Some("corp".into())).await.unwrap();
         assert_eq!(v.options.ca.as_deref(), Some("corp"));
         jobs.set_permits(Permits {
             allow_insecure: true,
             ..Permits::default()
         });
-        with(|o| o.insecure = true).unwrap();
+        with(|o| o.insecure = true).await.unwrap();
     }
 
-    #[test]
-    fn jobs_naming_the_proxy_itself_are_refused_at_once() {
+    #[tokio::test]
+    async fn jobs_naming_the_proxy_itself_are_refused_at_once() {
         let jobs = jobs(&["127.0.0.0/8"]);
         jobs.guard_against(Arc::new(OwnSockets::new(
             vec!["127.0.0.1:9464".parse().unwrap()],
@@ -1205,138 +1639,163 @@ mod tests {
             "ftp://0.0.0.0:9464/x",
             "ftp://127.0.0.1:50005/x",
         ] {
-            let e = jobs.submit(request("ftp://127.0.0.2/x", dst)).unwrap_err();
+            let e = jobs
+                .submit(request("ftp://127.0.0.2/x", dst))
+                .await
+                .unwrap_err();
             assert!(matches!(e, SubmitError::Forbidden(_)), "{dst}: {e}");
             assert!(e.to_string().contains("is this proxy itself"), "{e}");
         }
     }
 
+    /// What the store keeps of a job's URLs: the shown (masked) ones, and the given ones
+    /// sealed; the password is nowhere in clear.
+    #[tokio::test]
+    async fn a_stored_job_holds_no_password_in_clear() {
+        let jobs = jobs(&["127.0.0.0/8"]);
+        let v = jobs
+            .submit(request(
+                "ftp://u:hunter2secret@127.0.0.99:1/x",
+                "ftp://v:otherpass99@127.0.0.98:1/y",
+            ))
+            .await
+            .unwrap();
+        let row = jobs
+            .store
+            .store
+            .job(&v.id.to_string())
+            .await
+            .unwrap()
+            .unwrap();
+        let text = format!("{row:?}");
+        for secret in ["hunter2secret", "otherpass99"] {
+            assert!(!text.contains(secret), "{text}");
+            assert!(
+                !row.sealed
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_bytes())
+            );
+        }
+        assert_eq!(row.source, "ftp://u:***@127.0.0.99:1/x");
+        let urls: Urls =
+            serde_json::from_slice(&jobs.store.sealer.open(&row.id, &row.sealed).unwrap()).unwrap();
+        assert_eq!(urls.source, "ftp://u:hunter2secret@127.0.0.99:1/x");
+    }
+
     #[test]
-    fn the_list_comes_in_pages() {
+    fn a_job_started_again_resumes_and_a_tree_skips_what_it_has() {
+        let file = TransferOptions::default();
+        assert_eq!(resumed(&file, 0), file);
+        let again = resumed(&file, 1);
+        assert!(again.resume && !again.skip_existing);
+        let tree = TransferOptions {
+            recursive: true,
+            ..TransferOptions::default()
+        };
+        let again = resumed(&tree, 2);
+        assert!(again.resume && again.skip_existing && again.recursive);
+    }
+
+    #[tokio::test]
+    async fn the_list_comes_in_pages() {
         let jobs = jobs(&[]);
-        let ids: Vec<JobId> = (0..5).map(|_| insert(&jobs, State::Done)).collect();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(insert(&jobs, State::Done).await);
+        }
         let ids_of = |page: Vec<JobView>| page.iter().map(|v| v.id).collect::<Vec<_>>();
-        let (page, next) = jobs.list(None, 2);
+        let (page, next) = jobs.list(None, 2).await.unwrap();
         assert_eq!(ids_of(page), ids[..2]);
         assert_eq!(next, Some(ids[1]));
-        let (page, next) = jobs.list(Some(ids[1]), 2);
+        let (page, next) = jobs.list(Some(ids[1]), 2).await.unwrap();
         assert_eq!(ids_of(page), ids[2..4]);
         assert_eq!(next, Some(ids[3]));
-        let (page, next) = jobs.list(Some(ids[3]), 2);
+        let (page, next) = jobs.list(Some(ids[3]), 2).await.unwrap();
         assert_eq!(ids_of(page), ids[4..]);
         assert_eq!(next, None);
     }
 
-    #[test]
-    fn submissions_beyond_the_active_cap_are_refused() {
+    #[tokio::test]
+    async fn submissions_beyond_the_active_cap_are_refused() {
         let jobs = jobs(&["127.0.0.0/8"]);
-        for i in 0..MAX_ACTIVE {
-            insert(
-                &jobs,
-                if i % 2 == 0 {
-                    State::Queued
-                } else {
-                    State::Running
-                },
-            );
+        for _ in 0..MAX_ACTIVE {
+            insert(&jobs, State::Queued).await;
         }
-        // Refused before anything is spawned (this test has no runtime).
         let e = jobs
             .submit(request("ftp://127.0.0.2/x", "ftp://127.0.0.3/y"))
+            .await
             .unwrap_err();
         assert!(matches!(e, SubmitError::TooMany(_)), "{e}");
         assert!(e.to_string().contains("too many transfers"), "{e}");
-        assert_eq!(jobs.list(None, PAGE_MAX).0.len(), MAX_ACTIVE);
+        assert_eq!(list(&jobs).await.len(), MAX_ACTIVE);
     }
 
-    #[test]
-    fn only_the_newest_finished_jobs_are_kept() {
+    #[tokio::test]
+    async fn a_cancelled_job_never_starts_and_keeps_its_state() {
         let jobs = jobs(&[]);
-        let ids: Vec<JobId> = (0..MAX_FINISHED + 5)
-            .map(|_| insert(&jobs, State::Running))
-            .collect();
-        let waiting = insert(&jobs, State::Queued);
-        for &id in &ids {
-            finish(&jobs, id, Ok(report()));
-        }
-        // The five oldest finished jobs are gone; the queued one stays whatever its age.
-        assert_eq!(jobs.list(None, usize::MAX).0.len(), MAX_FINISHED + 1);
-        assert!(ids[..5].iter().all(|&id| jobs.get(id).is_none()));
-        assert_eq!(state(&jobs, ids[5]), State::Done);
-        assert_eq!(state(&jobs, waiting), State::Queued);
-        // A cancelled job counts as finished too.
-        jobs.cancel(waiting);
-        assert!(jobs.get(ids[5]).is_none());
-        assert_eq!(state(&jobs, waiting), State::Cancelled);
-    }
-
-    #[test]
-    fn a_cancelled_job_never_starts_and_keeps_its_state() {
-        let jobs = jobs(&[]);
-        // Cancelled while queued, before any abort handle: the task must not start.
-        let queued = insert(&jobs, State::Queued);
-        jobs.cancel(queued);
-        assert!(!jobs.start(queued));
-        assert_eq!(state(&jobs, queued), State::Cancelled);
+        // Cancelled while queued: no instance claims it.
+        let queued = insert(&jobs, State::Queued).await;
+        jobs.cancel(queued).await.unwrap();
+        assert!(
+            jobs.store
+                .store
+                .claim("any", now_millis(), 1000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(state(&jobs, queued).await, State::Cancelled);
         // Cancelled while running: the outcome that arrives afterwards is not applied.
         for outcome in [Ok(report()), Err(FxpError::Other("boom".into()))] {
-            let running = insert(&jobs, State::Running);
-            jobs.cancel(running);
-            finish(&jobs, running, outcome);
-            let v = jobs.get(running).unwrap();
+            let running = insert(&jobs, State::Running).await;
+            let w = watch(&jobs, running);
+            jobs.cancel(running).await.unwrap();
+            jobs.lock().running.insert(
+                running,
+                Local {
+                    watch: w,
+                    options: TransferOptions::default(),
+                    started: Instant::now(),
+                    abort: None,
+                    stop: CancellationToken::new(),
+                    ended: None,
+                },
+            );
+            finish(&jobs, running, outcome).await;
+            let v = get(&jobs, running).await.unwrap();
             assert_eq!(v.state, State::Cancelled, "{v:?}");
             assert!(v.error.is_none() && v.method.is_none(), "{v:?}");
         }
-        let running = insert(&jobs, State::Running);
-        jobs.cancel(running);
-        jobs.lock().jobs[&running].watch.apply(&JobEvent::Finished {
-            error: Some(Failure::from(&FxpError::Other("boom".into()))),
-            took: Duration::ZERO,
-        });
-        jobs.finish(running);
-        assert_eq!(state(&jobs, running), State::Cancelled);
         // A finished job is not cancelled, nor finished twice.
-        let done = insert(&jobs, State::Running);
-        finish(&jobs, done, Ok(report()));
-        jobs.cancel(done);
-        finish(&jobs, done, Err(FxpError::Other("late".into())));
-        assert_eq!(state(&jobs, done), State::Done);
+        let done = insert(&jobs, State::Running).await;
+        finish(&jobs, done, Ok(report())).await;
+        jobs.cancel(done).await.unwrap();
+        assert_eq!(state(&jobs, done).await, State::Done);
     }
 
-    /// A cancel straight after submission, before the task has run at all (on this
+    /// A cancel straight after submission, before the scheduler has run at all (on this
     /// single-threaded runtime it cannot run until the test yields).
     #[tokio::test]
     async fn a_cancel_right_after_submit_sticks() {
         let jobs = jobs(&["127.0.0.0/8"]);
         let view = jobs
             .submit(request("ftp://127.0.0.99:1/x", "ftp://127.0.0.98:1/y"))
+            .await
             .unwrap();
-        let v = jobs.cancel(view.id).unwrap();
+        let v = jobs.cancel(view.id).await.unwrap().unwrap();
         assert_eq!(v.state, State::Cancelled);
         // Time for the task to have run had it not been stopped (its connects are
         // refused at once, so it would have failed by now).
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(state(&jobs, view.id), State::Cancelled);
-        assert!(jobs.get(view.id).unwrap().error.is_none());
+        assert_eq!(state(&jobs, view.id).await, State::Cancelled);
+        assert!(get(&jobs, view.id).await.unwrap().error.is_none());
     }
 
-    /// A job placed in the registry as running, with a task-less watch.
-    fn running(jobs: &Jobs, recursive: bool) -> (JobId, Watch) {
-        let id = insert(jobs, State::Running);
-        let mut reg = jobs.lock();
-        let job = reg.jobs.get_mut(&id).unwrap();
-        job.options.recursive = recursive;
-        if recursive {
-            // A tree: nothing known until it is listed.
-            job.watch.lock().state = JobState::default();
-        }
-        (id, job.watch.clone())
-    }
-
-    #[test]
-    fn a_running_file_shows_its_progress_and_a_cancel_keeps_what_moved() {
+    #[tokio::test]
+    async fn a_running_file_shows_its_progress_and_a_cancel_keeps_what_moved() {
         let jobs = jobs(&[]);
-        let (id, watch) = running(&jobs, false);
+        let id = insert(&jobs, State::Running).await;
+        let watch = watch(&jobs, id);
         let progress = |event: FileEvent| watch.apply(&JobEvent::File { entry: 0, event });
         watch.apply(&JobEvent::Started { entry: 0 });
         progress(FileEvent::SourceSize { size: Some(1000) });
@@ -1344,36 +1803,39 @@ mod tests {
             method: Method::Fxp,
             offset: 0,
         });
-        let v = jobs.get(id).unwrap();
+        let v = get(&jobs, id).await.unwrap();
         assert_eq!((v.bytes_done, v.bytes_total), (0, Some(1000)));
         assert_eq!((v.files_total, v.method), (Some(1), Some("fxp")));
         progress(FileEvent::Bytes {
             done: 400,
             total: Some(1000),
         });
-        std::thread::sleep(Duration::from_millis(5));
-        let v = jobs.get(id).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let v = get(&jobs, id).await.unwrap();
         assert_eq!(v.bytes_done, 400);
         assert!(v.rate_bytes_per_second.is_some_and(|r| r > 0.0), "{v:?}");
         assert!(v.eta_seconds.is_some_and(|e| e > 0.0), "{v:?}");
         assert!(v.started_at.is_some() && v.finished_at.is_none(), "{v:?}");
 
-        let v = jobs.cancel(id).unwrap();
+        let v = jobs.cancel(id).await.unwrap().unwrap();
         assert_eq!((v.state, v.bytes_done), (State::Cancelled, 400));
         assert!(v.finished_at.is_some() && v.eta_seconds.is_none(), "{v:?}");
-        // What a stopped engine might still report is not applied.
+        // What a stopped engine might still report is not applied, and the store has
+        // what had moved.
         progress(FileEvent::Bytes {
             done: 900,
             total: Some(1000),
         });
-        assert_eq!(jobs.get(id).unwrap().bytes_done, 400);
+        assert!(jobs.lock().running.is_empty());
+        assert_eq!(get(&jobs, id).await.unwrap().bytes_done, 400);
     }
 
-    #[test]
-    fn a_tree_counts_its_files_and_keeps_failures_first() {
+    #[tokio::test]
+    async fn a_tree_counts_its_files_and_keeps_failures_first() {
         let jobs = jobs(&[]);
-        let (id, watch) = running(&jobs, true);
-        let v = jobs.get(id).unwrap();
+        let id = insert_with(&jobs, State::Running, true).await;
+        let watch = watch(&jobs, id);
+        let v = get(&jobs, id).await.unwrap();
         assert_eq!(
             (v.files_total, v.bytes_total),
             (None, None),
@@ -1411,7 +1873,7 @@ mod tests {
             last,
             EntryOutcome::Failed(Failure::from(&FxpError::Other("550 no".into()))),
         );
-        let v = jobs.get(id).unwrap();
+        let v = get(&jobs, id).await.unwrap();
         assert_eq!(
             (v.files_total, v.files_done, v.files_failed),
             (Some(list.len()), 1, 1)
@@ -1421,7 +1883,7 @@ mod tests {
         assert_eq!(files[1].state, State::Running);
         assert!(!files[0].source.contains("secret"), "{:?}", files[0]);
         assert!(
-            jobs.list(None, 10).0[0].files.is_none(),
+            jobs.list(None, 10).await.unwrap().0[0].files.is_none(),
             "the list leaves files out"
         );
 
@@ -1429,8 +1891,10 @@ mod tests {
             error: None,
             took: Duration::ZERO,
         });
-        jobs.finish(id);
-        let v = jobs.get(id).unwrap();
+        jobs.finish(id).await;
+        // Read back from the store: this instance no longer runs it.
+        assert!(jobs.lock().running.is_empty());
+        let v = get(&jobs, id).await.unwrap();
         // A file failed: so did the tree, and it says so in its summary.
         assert_eq!(v.state, State::Failed);
         assert!(v.error.as_deref().unwrap().contains("1 FAILED"), "{v:?}");
@@ -1440,13 +1904,14 @@ mod tests {
         assert_eq!(v.files_omitted, Some(2));
         assert_eq!(files[0].state, State::Failed, "failures first");
         assert_eq!(files[0].error.as_deref(), Some("550 no"));
+        assert_eq!(files[0].method, None);
     }
 
-    #[test]
-    fn times_are_rfc3339() {
+    #[tokio::test]
+    async fn times_are_rfc3339() {
         let jobs = jobs(&[]);
-        let id = insert(&jobs, State::Queued);
-        let v = jobs.get(id).unwrap();
+        let id = insert(&jobs, State::Queued).await;
+        let v = get(&jobs, id).await.unwrap();
         assert!(
             humantime::parse_rfc3339(&v.submitted_at).is_ok(),
             "{}",
@@ -1466,26 +1931,31 @@ mod tests {
             for jobs in [&first, &second] {
                 let v = jobs
                     .submit(request("ftp://127.0.0.99:1/x", "ftp://127.0.0.98:1/y"))
+                    .await
                     .unwrap();
                 assert!(seen.insert(v.id), "{} twice", v.id);
                 assert_ne!(v.id.to_string(), "1");
             }
         }
         for jobs in [&first, &second] {
-            let ids: Vec<JobId> = jobs.list(None, PAGE_MAX).0.iter().map(|v| v.id).collect();
+            let ids: Vec<JobId> = list(jobs).await.iter().map(|v| v.id).collect();
             assert_eq!(ids.len(), 50);
             assert!(ids.windows(2).all(|w| w[0] < w[1]));
         }
     }
 
-    /// SIGTERM: queued jobs are interrupted at once, running ones go on until the grace
-    /// period ends; then they are interrupted too, keeping what had moved; nothing new is
-    /// taken meanwhile, and what the engine reports afterwards is not applied.
+    /// SIGTERM, in memory: queued jobs are interrupted (they would never run), running
+    /// ones go on until the grace period ends; then they are interrupted too, keeping
+    /// what had moved; nothing new is taken meanwhile, and what the engine reports
+    /// afterwards is not applied.
     #[tokio::test]
     async fn a_drain_interrupts_queued_jobs_then_running_ones_and_keeps_their_records() {
         let jobs = jobs(&["127.0.0.0/8"]);
-        let queued = insert(&jobs, State::Queued);
-        let (running, watch) = running(&jobs, false);
+        // (Inserted so: the helper claims the oldest claimable job.)
+        let done = insert(&jobs, State::Done).await;
+        let running = insert(&jobs, State::Running).await;
+        let queued = insert(&jobs, State::Queued).await;
+        let watch = watch(&jobs, running);
         watch.apply(&JobEvent::Started { entry: 0 });
         watch.apply(&JobEvent::File {
             entry: 0,
@@ -1494,33 +1964,43 @@ mod tests {
                 total: Some(1000),
             },
         });
-        let done = insert(&jobs, State::Done);
+        // The scheduler runs (a submission would start it), with no free slot.
+        let held = jobs.slots.clone().acquire_owned().await.unwrap();
+        jobs.start();
         jobs.drain();
-        let v = jobs.get(queued).unwrap();
-        assert_eq!(v.state, State::Interrupted, "{v:?}");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while state(&jobs, queued).await != State::Interrupted {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let v = get(&jobs, queued).await.unwrap();
         assert!(
             v.error.as_deref().unwrap().contains("before it started"),
             "{v:?}"
         );
-        assert_eq!(state(&jobs, running), State::Running);
+        assert_eq!(state(&jobs, running).await, State::Running);
         assert_eq!(jobs.running(), 1);
         let e = jobs
             .submit(request("ftp://127.0.0.2/x", "ftp://127.0.0.3/y"))
+            .await
             .unwrap_err();
         assert!(matches!(e, SubmitError::ShuttingDown(_)), "{e}");
 
-        let stop = jobs.lock().jobs[&running].stop.clone();
+        let stop = jobs.lock().running[&running].stop.clone();
         jobs.interrupt();
         assert!(stop.is_cancelled(), "the engine is told to ABOR");
-        let v = jobs.get(running).unwrap();
+        let v = get(&jobs, running).await.unwrap();
         assert_eq!((v.state, v.bytes_done), (State::Interrupted, 300), "{v:?}");
         assert!(v.finished_at.is_some(), "{v:?}");
         assert!(v.error.as_deref().unwrap().contains("shut down"), "{v:?}");
-        finish(&jobs, running, Err(FxpError::Cancelled));
-        assert_eq!(state(&jobs, running), State::Interrupted);
-        assert_eq!(state(&jobs, done), State::Done);
+        finish(&jobs, running, Err(FxpError::Cancelled)).await;
+        let v = get(&jobs, running).await.unwrap();
+        assert_eq!((v.state, v.bytes_done), (State::Interrupted, 300), "{v:?}");
+        assert_eq!(state(&jobs, done).await, State::Done);
         assert_eq!(jobs.running(), 0);
-        // No task runs (these jobs had none): settled at once.
+        drop(held);
         tokio::time::timeout(Duration::from_secs(5), jobs.settled())
             .await
             .unwrap();

@@ -38,10 +38,11 @@ pub fn renewal(phase: Phase, owner: Option<&str>, me: &str) -> Renewal {
     }
 }
 
-/// How often a runner renews a lease of `lease`: five tries before it runs out, so a
-/// store that is slow for a moment does not cost the job.
+/// How often a runner renews a lease of `lease` (and writes the job's progress, and
+/// hears of a cancel through another instance): at least five tries before it runs out,
+/// so a store that is slow for a moment does not cost the job, and at most every second.
 pub fn renew_every(lease: std::time::Duration) -> std::time::Duration {
-    lease / 5
+    (lease / 5).min(std::time::Duration::from_secs(1))
 }
 
 #[cfg(test)]
@@ -83,10 +84,12 @@ mod tests {
     }
 
     #[test]
-    fn renewals_come_five_times_a_lease() {
+    fn renewals_come_five_times_a_lease_and_at_least_each_second() {
+        use std::time::Duration;
+        assert_eq!(renew_every(Duration::from_secs(15)), Duration::from_secs(1));
         assert_eq!(
-            renew_every(std::time::Duration::from_secs(15)),
-            std::time::Duration::from_secs(3)
+            renew_every(Duration::from_secs(2)),
+            Duration::from_millis(400)
         );
     }
 }

@@ -211,6 +211,13 @@ pub trait Store: Send + Sync + 'static {
     /// at its next renewal); `None` when there is no such job.
     fn cancel<'a>(&'a self, id: &'a str, now: Millis)
     -> BoxFuture<'a, StoreResult<Option<JobRow>>>;
+    /// Marks every queued job interrupted with `error` (a store in memory, at shutdown:
+    /// they will never run); returns them.
+    fn interrupt_queued<'a>(
+        &'a self,
+        now: Millis,
+        error: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<JobRow>>>;
     /// At start: the jobs `me` was running when it last stopped (killed) can be claimed
     /// again at once. Returns how many.
     fn recover<'a>(&'a self, me: &'a str) -> BoxFuture<'a, StoreResult<usize>>;

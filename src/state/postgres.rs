@@ -401,6 +401,25 @@ impl Store for Postgres {
         })
     }
 
+    fn interrupt_queued<'a>(
+        &'a self,
+        now: Millis,
+        error: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<JobRow>>> {
+        Box::pin(async move {
+            let rows = with_client!(self, |c| c
+                .query(
+                    &format!(
+                        "UPDATE jobs SET phase = 'interrupted', error = $1, finished = $2 \
+                         WHERE phase = 'queued' RETURNING {COLUMNS}"
+                    ),
+                    &[&error, &now],
+                )
+                .await)?;
+            rows.iter().map(job_row).collect()
+        })
+    }
+
     fn recover<'a>(&'a self, me: &'a str) -> BoxFuture<'a, StoreResult<usize>> {
         Box::pin(async move {
             let n = with_client!(self, |c| c

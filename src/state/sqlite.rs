@@ -382,6 +382,21 @@ impl Store for Sqlite {
         })
     }
 
+    fn interrupt_queued<'a>(
+        &'a self,
+        now: Millis,
+        error: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<JobRow>>> {
+        let error = error.to_owned();
+        self.call(move |c| {
+            let mut q = c.prepare_cached(&format!(
+                "UPDATE jobs SET phase = 'interrupted', error = ?1, finished = ?2 \
+                 WHERE phase = 'queued' RETURNING {COLUMNS}"
+            ))?;
+            q.query_map(params![error, now], job_row)?.collect()
+        })
+    }
+
     fn recover<'a>(&'a self, me: &'a str) -> BoxFuture<'a, StoreResult<usize>> {
         let me = me.to_owned();
         self.call(move |c| {
