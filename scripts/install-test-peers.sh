@@ -5,7 +5,8 @@
 #     iptables, iproute2, haproxy, tmux (drives `fxprelay fxp` on a terminal in a test),
 #     prometheus (for `promtool`: ~22 MB, checks the metrics and alert rules), systemd
 #     (for `systemd-analyze verify` of the shipped unit), chromium and python3-websocket
-#     (the console's test drives the page in headless Chromium), and the runtime
+#     (the console's test drives the page in headless Chromium), postgresql (the state
+#     store's fleet tests start their own server on loopback), and the runtime
 #     libraries of pure-ftpd and proftpd;
 #   - pure-ftpd and proftpd-core conflict with vsftpd in apt (virtual `ftp-server`), so they
 #     are fetched with `apt-get download` and unpacked with `dpkg -x` into `.peers/` at the
@@ -28,7 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS="$ROOT/.peers"
 export DEBIAN_FRONTEND=noninteractive
 
-APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy prometheus systemd tmux chromium python3-websocket)
+APT_PACKAGES=(vsftpd lftp curl python3-pyftpdlib python3-openssl iptables iproute2 libpam-modules haproxy prometheus systemd tmux chromium python3-websocket postgresql)
 EXTRACTED=(pure-ftpd proftpd-core proftpd-mod-crypto proftpd-mod-proxy)
 
 log() { printf 'install-test-peers: %s\n' "$*" >&2; }
@@ -170,4 +171,5 @@ ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo '?'; }
     echo "  curl         $(ver curl)"
     echo "  iptables     $(ver iptables), iproute2 $(ver iproute2)"
     echo "  chromium     $(ver chromium) (headless, the console test)"
+    echo "  postgresql   $(ver postgresql) (a server per state-store test binary)"
 } >&2

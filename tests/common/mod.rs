@@ -7,6 +7,7 @@ pub mod control;
 pub mod haproxy;
 pub mod netns;
 pub mod peers;
+pub mod postgres;
 pub mod proxy;
 pub mod tls;
 

@@ -1,0 +1,287 @@
+//! The state store shared by a fleet (issue 23): two fxprelay processes on one real
+//! PostgreSQL (started here, on its own loopback address and port, stopped by pid). A
+//! job posted to one is listed and cancelled through the other; a killed instance's job
+//! is finished by the other once the lease ran out; fifty jobs posted to both run once
+//! each; `pg_dump` shows no password.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::peers::{self, FtpServer, ServerKind, ServerOptions};
+use common::postgres::Postgres;
+use common::proxy::{ListenerSpec, Proxy, http};
+use common::{payload, unique_loopback_ip, wait_for_within};
+
+const DB: &str = "fxprelay";
+
+fn job_json(api: SocketAddr, id: &str) -> serde_json::Value {
+    let (status, body) = http(api, "GET", &format!("/api/v1/transfers/{id}"), None, "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn submitted(api: SocketAddr, body: &str) -> String {
+    let (status, resp) = http(api, "POST", "/api/v1/transfers", None, body);
+    assert_eq!(status, 202, "{resp}");
+    let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// A pyftpdlib source (throttled to 256 KiB/s when `slow`) and destination, both
+/// allowing FXP.
+fn pair(slow: bool) -> (FtpServer, FtpServer) {
+    let server = |throttle| {
+        let mut opts = ServerOptions::new(unique_loopback_ip());
+        opts.foreign_data = true;
+        opts.throttle = throttle;
+        FtpServer::start(ServerKind::Pyftpdlib, opts)
+    };
+    (server(slow.then_some(256 * 1024)), server(None))
+}
+
+fn put(server: &FtpServer, rel: &str, data: &[u8]) {
+    let p = server.file(rel);
+    std::fs::write(&p, data).unwrap();
+    let meta = std::fs::metadata(&server.root).unwrap();
+    std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())).unwrap();
+}
+
+fn order(a: &FtpServer, src: &str, b: &FtpServer, dst: &str) -> String {
+    format!(
+        r#"{{"source": "ftp://{u}:{p}@{a}/{src}", "destination": "ftp://{u}:{p}@{b}/{dst}"}}"#,
+        u = peers::USER,
+        p = peers::PASS,
+        a = a.addr,
+        b = b.addr
+    )
+}
+
+/// One instance of the fleet: the store on `pg`, the key in `dir`, lease 2 s.
+fn instance(
+    a: &FtpServer,
+    b: &FtpServer,
+    pg: &Postgres,
+    dir: &Path,
+    name: &str,
+    concurrency: usize,
+) -> Proxy {
+    let yaml = format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n  concurrency: {concurrency}\nstate:\n  url: \"{}\"\n  key_file: \"{}\"\n  instance: {name}\n  lease: 2s\n",
+        a.addr.ip(),
+        b.addr.ip(),
+        pg.url(DB),
+        dir.join("fleet.key").display(),
+    );
+    Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &yaml)
+}
+
+fn pyftpdlib_uploads(log: &str, name: &str) -> Vec<(bool, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let at = l.find("STOR ")?;
+            let mut words = l[at + 5..].split_whitespace();
+            if !words.next()?.ends_with(&format!("/{name}")) {
+                return None;
+            }
+            let completed = words.next()?.strip_prefix("completed=")? == "1";
+            let bytes = words.next()?.strip_prefix("bytes=")?.parse().ok()?;
+            Some((completed, bytes))
+        })
+        .collect()
+}
+
+/// Posted to A, listed and shown by B, cancelled through B: A's runner stops it within
+/// about two seconds (its next renewal), and the copy stops growing.
+#[test]
+fn a_job_posted_to_one_instance_is_listed_and_cancelled_through_the_other() {
+    let pg = Postgres::start(DB);
+    let (a, b) = pair(true);
+    let dir = tempfile::tempdir().unwrap();
+    put(&a, "big.bin", &payload(8 << 20, 3));
+    let one = instance(&a, &b, &pg, dir.path(), "a", 4);
+    let id = submitted(one.admin, &order(&a, "big.bin", &b, "big.copy"));
+    wait_for_within(Duration::from_secs(10), "A to run it", || {
+        job_json(one.admin, &id)["bytes_done"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    });
+    // B starts once A holds the job: it must not take it.
+    let two = instance(&a, &b, &pg, dir.path(), "b", 4);
+    let v = job_json(two.admin, &id);
+    assert_eq!(
+        (v["state"].as_str(), v["instance"].as_str()),
+        (Some("running"), Some("a")),
+        "{v}"
+    );
+    let (status, list) = http(two.admin, "GET", "/api/v1/transfers", None, "");
+    assert_eq!(status, 200);
+    assert!(list.contains(&id), "{list}");
+
+    let asked = Instant::now();
+    let (status, resp) = http(
+        two.admin,
+        "DELETE",
+        &format!("/api/v1/transfers/{id}"),
+        None,
+        "",
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains("\"state\":\"cancelled\""), "{resp}");
+    wait_for_within(Duration::from_secs(5), "A to stop the job", || {
+        one.log()
+            .contains("transfer cancelled (through another instance)")
+    });
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "A stopped it {took:?} after the cancel"
+    );
+    // The copy no longer grows (the servers were told to stop with the sessions).
+    let size = || std::fs::metadata(b.file("big.copy")).map_or(0, |m| m.len());
+    std::thread::sleep(Duration::from_millis(1500));
+    let then = size();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(size(), then, "the copy still grows after the cancel");
+    assert!(then < 8 << 20);
+    for api in [one.admin, two.admin] {
+        let v = job_json(api, &id);
+        assert_eq!(v["state"], "cancelled", "{v}");
+        assert_eq!(v["runs"].as_array().unwrap().len(), 1, "{v}");
+    }
+}
+
+/// `kill -9` of the instance running a job: the other takes it over once the lease ran
+/// out, goes on with `REST` from where the destination's copy ends, and finishes it
+/// byte-identical; the job's runs show both instances.
+#[test]
+fn a_killed_instance_s_job_is_finished_by_the_other_after_its_lease() {
+    let pg = Postgres::start(DB);
+    let (a, b) = pair(true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = payload(2 << 20, 5);
+    put(&a, "two.bin", &data);
+    let mut one = instance(&a, &b, &pg, dir.path(), "a", 4);
+    let id = submitted(one.admin, &order(&a, "two.bin", &b, "two.copy"));
+    wait_for_within(Duration::from_secs(15), "A to copy a part", || {
+        job_json(one.admin, &id)["bytes_done"]
+            .as_u64()
+            .is_some_and(|n| n > 400 * 1024)
+    });
+    let two = instance(&a, &b, &pg, dir.path(), "b", 4);
+    assert_eq!(job_json(two.admin, &id)["instance"], "a");
+    let killed = Instant::now();
+    unsafe { libc::kill(one.pid() as i32, libc::SIGKILL) };
+    assert!(one.wait_exit(Duration::from_secs(5)).is_some());
+    wait_for_within(Duration::from_secs(10), "B to take the job over", || {
+        job_json(two.admin, &id)["instance"] == "b"
+    });
+    // Not before the lease (2 s, renewed each 400 ms) ran out.
+    assert!(
+        killed.elapsed() > Duration::from_millis(1500),
+        "{:?}",
+        killed.elapsed()
+    );
+    wait_for_within(Duration::from_secs(30), "B to finish it", || {
+        job_json(two.admin, &id)["state"] != "running"
+    });
+    let v = job_json(two.admin, &id);
+    assert_eq!(v["state"], "done", "{v}\n{}", two.log());
+    let runs: Vec<&str> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, ["a", "b"], "{v}");
+    assert_eq!(std::fs::read(b.file("two.copy")).unwrap(), data);
+    // What the destination received: A's part, then B's rest from where it ended
+    // (pyftpdlib logs the part cut off by the kill as an upload of its own).
+    let log = b.log();
+    let ups = pyftpdlib_uploads(&log, "two.copy");
+    let last = ups.last().expect("uploads logged").1;
+    assert!(
+        ups.len() >= 2 && last < data.len() as u64,
+        "B copied it again from the start:\n{log}"
+    );
+    let total: u64 = ups.iter().map(|u| u.1).sum();
+    assert!(
+        total <= data.len() as u64 + 64 * 1024,
+        "{total} bytes stored:\n{log}"
+    );
+}
+
+/// Fifty small jobs posted to both instances, which both run jobs: each runs once
+/// (one run in its history, one completed upload at the destination), every copy is
+/// byte-identical, and the store (`pg_dump`) holds no password in clear.
+#[test]
+fn fifty_jobs_posted_to_both_instances_each_run_once() {
+    let pg = Postgres::start(DB);
+    let (a, b) = pair(false);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        put(
+            &a,
+            &format!("s{i}.bin"),
+            &payload(20_000 + i, i as u64 + 100),
+        );
+    }
+    let one = instance(&a, &b, &pg, dir.path(), "a", 4);
+    let two = instance(&a, &b, &pg, dir.path(), "b", 4);
+    let ids: Vec<String> = (0..50)
+        .map(|i| {
+            let api = if i % 2 == 0 { one.admin } else { two.admin };
+            submitted(
+                api,
+                &order(&a, &format!("s{i}.bin"), &b, &format!("d{i}.bin")),
+            )
+        })
+        .collect();
+    wait_for_within(Duration::from_secs(90), "every job to end", || {
+        ids.iter().all(|id| {
+            matches!(
+                job_json(one.admin, id)["state"].as_str(),
+                Some("done" | "failed" | "cancelled")
+            )
+        })
+    });
+    let mut by = std::collections::BTreeMap::<String, usize>::new();
+    for (i, id) in ids.iter().enumerate() {
+        let v = job_json(two.admin, id);
+        assert_eq!(v["state"], "done", "{v}");
+        let runs = v["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{v}");
+        *by.entry(runs[0]["instance"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        assert_eq!(
+            std::fs::read(b.file(format!("d{i}.bin"))).unwrap(),
+            payload(20_000 + i, i as u64 + 100),
+            "d{i}.bin differs"
+        );
+    }
+    let log = b.log();
+    for i in 0..50 {
+        let ups = pyftpdlib_uploads(&log, &format!("d{i}.bin"));
+        assert_eq!(
+            ups.len(),
+            1,
+            "d{i}.bin uploaded {} times:\n{log}",
+            ups.len()
+        );
+    }
+    // Both instances did some of the work (each claims while it has free slots, and a
+    // post wakes the instance it reached).
+    assert_eq!(by.values().sum::<usize>(), 50, "{by:?}");
+    assert_eq!(by.len(), 2, "{by:?}");
+    let dump = pg.dump(DB);
+    let text = String::from_utf8_lossy(&dump);
+    assert!(text.contains("CREATE TABLE public.jobs"), "{text}");
+    assert!(
+        !text.contains(&format!("{}:{}@", peers::USER, peers::PASS)),
+        "pg_dump shows a password in clear"
+    );
+    assert!(!text.contains(&format!(":{}@", peers::PASS)));
+}
