@@ -204,6 +204,12 @@ pub async fn run(
     // Served only now, so the first `/healthz` 200 means every pool's series exist.
     info!(admin = %bound.admin.local_addr()?, "admin endpoint (/metrics, /healthz)");
     tokio::spawn(bound.bans.clone().run_sweeps(admin_stop.clone()));
+    // Bans go to a durable store and come from it: the fleet's, and this instance's
+    // own from before a restart.
+    let store = bound.jobs.store().clone();
+    if store.durable {
+        tokio::spawn(bound.bans.clone().share(store, admin_stop.clone()));
+    }
     let admin_task = tokio::spawn(admin::serve(
         bound.admin,
         state,

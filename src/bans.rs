@@ -8,12 +8,15 @@
 //! own. A reload keeps every table that still serves a listener, with its scores and
 //! bans, under the new settings.
 //!
-//! Bans live in memory: a restart forgets them. The tables are plain data behind one
-//! seam ([`Bans::list`], [`Bans::ban`], [`Bans::unban`] and the defender's own
-//! operations), which the state store will persist and share between instances once it
-//! exists.
+//! With a durable state store ([`crate::state`]) the bans are shared ([`Bans::share`]):
+//! every ban made here (by the defense or an operator) and every lifting is written to
+//! the store, and every half second the bans other instances wrote are applied here, so
+//! a client banned by one instance is refused by all within a second or two, and bans
+//! survive restarts (the first look after a start applies every ban still in force).
+//! Which stored rows to apply is [`to_apply`], pure. Without a durable store bans live
+//! in memory, and a restart forgets them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,9 +28,16 @@ use tracing::{info, warn};
 use crate::config::{Config, ListenerDefense, ProxyProtocol};
 use crate::defense::{Ban, Cause, Defender, DefenseEvent, Refusal, Settings};
 use crate::metrics;
+use crate::state::{self, BanRow, Millis, StateStore};
 
 /// How often ended bans are reported (logged, and taken off `fxprelay_bans_active`).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the bans of the fleet are read from the store (and this instance's new
+/// ones written): a ban reaches every instance within about this.
+const SHARE_EVERY: Duration = Duration::from_millis(500);
+/// How far back each look at the store reaches before the newest change seen: rows
+/// written by an instance whose clock lags this one's are still read.
+const SHARE_OVERLAP: Millis = 5_000;
 
 /// Which table a listener uses.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,21 +48,48 @@ enum TableId {
     Listener(String),
 }
 
+impl TableId {
+    /// The table's name in the store: `defense`, or `listener:NAME`.
+    fn stored(&self) -> String {
+        match self {
+            TableId::Shared => "defense".into(),
+            TableId::Listener(name) => format!("listener:{name}"),
+        }
+    }
+
+    fn from_stored(s: &str) -> Option<TableId> {
+        match s {
+            "defense" => Some(TableId::Shared),
+            _ => s
+                .strip_prefix("listener:")
+                .map(|n| TableId::Listener(n.to_owned())),
+        }
+    }
+}
+
 /// One ban table and the listeners it serves.
 #[derive(Debug)]
 pub struct Table {
+    id: TableId,
+    /// Where this table's new bans and liftings go for the fleet (`None`: not shared).
+    outbox: Outbox,
     defender: Mutex<Defender>,
     listeners: Mutex<Vec<String>>,
     /// `Defender::untracked` when last looked at, to warn once per sweep that saw more.
     untracked_seen: Mutex<u64>,
+    /// Keys banned here because another instance banned them (the API shows `fleet`).
+    adopted: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Table {
-    fn new(settings: Settings) -> Table {
+    fn new(id: TableId, outbox: Outbox, settings: Settings) -> Table {
         Table {
+            id,
+            outbox,
             defender: Mutex::new(Defender::new(settings)),
             listeners: Mutex::default(),
             untracked_seen: Mutex::default(),
+            adopted: Mutex::default(),
         }
     }
 
@@ -67,8 +104,13 @@ impl Table {
             .clone()
     }
 
+    fn adopted(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
+        self.adopted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Logs a new ban and counts it (`was`: it replaced a ban in force, counted already).
     fn announce(&self, ban: &Ban, was: bool) {
+        self.adopted().remove(&ban.key.to_string());
         let until = humantime::format_rfc3339_seconds(wall(ban.until));
         let length = humantime::format_duration(ban.length);
         let listeners = self.listeners().join(",");
@@ -76,7 +118,111 @@ impl Table {
         if !was {
             metrics::ban_imposed();
         }
+        self.outbox.push(&self.id, ban, false);
     }
+}
+
+/// Bans and liftings made here, waiting to be written to the store.
+#[derive(Debug, Clone, Default)]
+struct Outbox(Arc<Mutex<Option<Vec<Pending>>>>);
+
+/// A ban (or its lifting) made here, for the store.
+#[derive(Debug, Clone)]
+struct Pending {
+    table: String,
+    key: String,
+    until: Millis,
+    reason: String,
+    lifted: bool,
+    changed: Millis,
+}
+
+impl Outbox {
+    /// Queues `ban` of table `id` for the store, once sharing is on.
+    fn push(&self, id: &TableId, ban: &Ban, lifted: bool) {
+        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(q) = q.as_mut() {
+            q.push(Pending {
+                table: id.stored(),
+                key: ban.key.to_string(),
+                until: state::to_millis(wall(ban.until)),
+                reason: ban.events(),
+                lifted,
+                changed: state::now_millis(),
+            });
+        }
+    }
+
+    fn enable(&self) {
+        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        q.get_or_insert_with(Vec::new);
+    }
+
+    fn take(&self) -> Vec<Pending> {
+        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        q.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// What could not be written goes back to the front of the queue.
+    fn put_back(&self, mut failed: Vec<Pending>) {
+        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(q) = q.as_mut() {
+            failed.append(q);
+            *q = failed;
+        }
+    }
+}
+
+/// What to do with a stored ban row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Apply {
+    /// Ban `key` in table `table` until `until` (Unix ms).
+    Ban {
+        table: String,
+        key: String,
+        until: Millis,
+        by: String,
+    },
+    /// Lift the ban of `key` in table `table`.
+    Lift { table: String, key: String },
+}
+
+/// The stored ban rows to apply here: those another instance wrote (all of them at the
+/// first look after a start, this instance's own from before included), each change
+/// once (`applied` remembers the last change applied per table and key), bans only
+/// while they have not ended at `now`. Pure.
+pub fn to_apply(
+    rows: &[BanRow],
+    me: &str,
+    first: bool,
+    applied: &mut HashMap<(String, String), Millis>,
+    now: Millis,
+) -> Vec<Apply> {
+    let mut out = Vec::new();
+    for r in rows {
+        let id = (r.table.clone(), r.key.clone());
+        if applied.get(&id).is_some_and(|&c| c >= r.changed) {
+            continue;
+        }
+        applied.insert(id, r.changed);
+        if r.by == me && !first {
+            continue;
+        }
+        if r.lifted {
+            out.push(Apply::Lift {
+                table: r.table.clone(),
+                key: r.key.clone(),
+            });
+        } else if r.until > now {
+            out.push(Apply::Ban {
+                table: r.table.clone(),
+                key: r.key.clone(),
+                until: r.until,
+                by: r.by.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// What a listener's sessions and accept loop use: its table, and the balancers whose own
@@ -157,6 +303,8 @@ impl Guard {
 #[derive(Debug, Clone, Default)]
 pub struct Bans {
     tables: Arc<Mutex<BTreeMap<TableId, Arc<Table>>>>,
+    /// Shared by every table: what goes to the store.
+    outbox: Outbox,
 }
 
 /// A ban as `GET /api/v1/bans` shows it.
@@ -169,7 +317,8 @@ pub struct BanView {
     pub seconds_left: u64,
     /// How long it was given, in seconds (repeats double it).
     pub seconds: u64,
-    /// `defense` (a score that reached the threshold) or `api` (an operator).
+    /// `defense` (a score that reached the threshold), `api` (an operator), or `fleet`
+    /// (another instance banned it; shared through the state store).
     pub source: &'static str,
     /// The score that made it (0 for an operator's).
     pub score: u32,
@@ -255,9 +404,10 @@ impl Bans {
             keep
         });
         for (id, (settings, listeners)) in wanted {
+            let outbox = self.outbox.clone();
             let table = tables
-                .entry(id)
-                .or_insert_with(|| Arc::new(Table::new(settings.clone())));
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Table::new(id, outbox, settings.clone())));
             table.defender().reconfigure(settings.clone());
             *table
                 .listeners
@@ -322,8 +472,14 @@ impl Bans {
             .flat_map(|table| {
                 let listeners = table.listeners();
                 let bans = table.defender().bans(now);
-                bans.into_iter()
-                    .map(move |b| BanView::of(&b, now, listeners.clone()))
+                let adopted = table.adopted().clone();
+                bans.into_iter().map(move |b| {
+                    let mut view = BanView::of(&b, now, listeners.clone());
+                    if adopted.contains(&view.address) {
+                        view.source = "fleet";
+                    }
+                    view
+                })
             })
             .collect()
     }
@@ -370,10 +526,120 @@ impl Bans {
             if let Some(ban) = ban {
                 metrics::bans_ended(1);
                 info!(client = %ban.key, reason = "api", "unban");
+                table.outbox.push(&table.id, &ban, true);
                 lifted.push(BanView::of(&ban, now, table.listeners()));
             }
         }
         lifted
+    }
+
+    /// Shares the bans through `store` until `stop`: this instance's new bans and
+    /// liftings are written, the fleet's are applied here (see the module's comment).
+    pub async fn share(self, store: StateStore, stop: CancellationToken) {
+        self.outbox.enable();
+        let me = store.instance.clone();
+        let mut applied = HashMap::new();
+        let mut first = true;
+        let mut newest: Millis = 0;
+        let mut down = false;
+        let mut tick = tokio::time::interval(SHARE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let mut failed = Vec::new();
+            let mut pending = self.outbox.take().into_iter();
+            for p in pending.by_ref() {
+                let row = BanRow {
+                    table: p.table.clone(),
+                    key: p.key.clone(),
+                    until: p.until,
+                    reason: p.reason.clone(),
+                    lifted: p.lifted,
+                    changed: p.changed,
+                    by: me.to_string(),
+                };
+                if let Err(e) = store.store.put_ban(&row).await {
+                    if !down {
+                        warn!(error = %e, "cannot share bans through the state store; they hold here and are written once it answers");
+                    }
+                    down = true;
+                    failed.push(p);
+                    break;
+                }
+            }
+            failed.extend(pending);
+            if !failed.is_empty() {
+                self.outbox.put_back(failed);
+                continue;
+            }
+            let now = state::now_millis();
+            let since = if first {
+                0
+            } else {
+                newest.saturating_sub(SHARE_OVERLAP)
+            };
+            let rows = match store.store.bans_since(since, now).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    if !down {
+                        warn!(error = %e, "cannot read the fleet's bans from the state store");
+                    }
+                    down = true;
+                    continue;
+                }
+            };
+            down = false;
+            newest = rows
+                .iter()
+                .map(|r| r.changed)
+                .max()
+                .unwrap_or(newest)
+                .max(newest);
+            for action in to_apply(&rows, &me, first, &mut applied, now) {
+                self.adopt(&action, now);
+            }
+            first = false;
+        }
+    }
+
+    /// Applies a ban (or lifting) another instance made, or one from before a restart.
+    fn adopt(&self, action: &Apply, now_ms: Millis) {
+        let (Apply::Ban { table, key, .. } | Apply::Lift { table, key }) = action;
+        let Some(id) = TableId::from_stored(table) else {
+            return;
+        };
+        let Some(table) = self.registry().get(&id).cloned() else {
+            return;
+        };
+        // The key's first address: the key again under the table's own prefix.
+        let Some(ip) = key.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) else {
+            return;
+        };
+        let now = Instant::now();
+        match action {
+            Apply::Ban { until, by, .. } => {
+                let left = Duration::from_millis(until.saturating_sub(now_ms).max(0) as u64);
+                let made = table.defender().ban(ip, left, now);
+                if let Ok((ban, was)) = made {
+                    table.adopted().insert(ban.key.to_string());
+                    let until = humantime::format_rfc3339_seconds(wall(ban.until));
+                    info!(client = %ban.key, %until, from = %by, listeners = %table.listeners().join(","), "ban (from the state store)");
+                    if !was {
+                        metrics::ban_imposed();
+                    }
+                }
+            }
+            Apply::Lift { .. } => {
+                if let Some(ban) = table.defender().unban(ip) {
+                    table.adopted().remove(&ban.key.to_string());
+                    metrics::bans_ended(1);
+                    info!(client = %ban.key, reason = "store", "unban");
+                }
+            }
+        }
     }
 }
 
@@ -389,6 +655,54 @@ fn wall(at: Instant) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(key: &str, by: &str, until: Millis, lifted: bool, changed: Millis) -> BanRow {
+        BanRow {
+            table: "defense".into(),
+            key: key.into(),
+            until,
+            reason: "api".into(),
+            lifted,
+            changed,
+            by: by.into(),
+        }
+    }
+
+    #[test]
+    fn the_fleets_bans_are_applied_once_and_this_instances_own_only_after_a_restart() {
+        let mut applied = HashMap::new();
+        let rows = [
+            row("192.0.2.1", "a", 5_000, false, 10),
+            row("192.0.2.2", "b", 5_000, false, 11),
+            row("192.0.2.3", "b", 900, false, 12),
+        ];
+        // The first look after a start: this instance's own from before count too; a
+        // ban that has ended does not.
+        let first = to_apply(&rows, "a", true, &mut applied, 1_000);
+        assert_eq!(first.len(), 2, "{first:?}");
+        // Looked at again (the overlap reads them again): nothing new.
+        assert!(to_apply(&rows, "a", false, &mut applied, 1_000).is_empty());
+        // A lifting by another instance, then a new ban of this one's own: only the first.
+        let later = [
+            row("192.0.2.2", "b", 5_000, true, 20),
+            row("192.0.2.4", "a", 5_000, false, 21),
+        ];
+        assert_eq!(
+            to_apply(&later, "a", false, &mut applied, 1_000),
+            vec![Apply::Lift {
+                table: "defense".into(),
+                key: "192.0.2.2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn table_names_in_the_store_read_back() {
+        for id in [TableId::Shared, TableId::Listener("ftp-a".into())] {
+            assert_eq!(TableId::from_stored(&id.stored()), Some(id));
+        }
+        assert_eq!(TableId::from_stored("nonsense"), None);
+    }
 
     fn config(yaml: &str) -> Config {
         Config::parse(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))

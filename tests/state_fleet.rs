@@ -2,15 +2,18 @@
 //! PostgreSQL (started here, on its own loopback address and port, stopped by pid). A
 //! job posted to one is listed and cancelled through the other; a killed instance's job
 //! is finished by the other once the lease ran out; fifty jobs posted to both run once
-//! each; `pg_dump` shows no password.
+//! each; `pg_dump` shows no password; a ban made by one is honoured by the other, and
+//! survives a restart.
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::control::connect_from;
 use common::peers::{self, FtpServer, ServerKind, ServerOptions};
 use common::postgres::Postgres;
 use common::proxy::{ListenerSpec, Proxy, http};
@@ -69,8 +72,20 @@ fn instance(
     name: &str,
     concurrency: usize,
 ) -> Proxy {
+    instance_with(a, b, pg, dir, name, concurrency, "")
+}
+
+fn instance_with(
+    a: &FtpServer,
+    b: &FtpServer,
+    pg: &Postgres,
+    dir: &Path,
+    name: &str,
+    concurrency: usize,
+    extra: &str,
+) -> Proxy {
     let yaml = format!(
-        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n  concurrency: {concurrency}\nstate:\n  url: \"{}\"\n  key_file: \"{}\"\n  instance: {name}\n  lease: 2s\n",
+        "{extra}fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n  concurrency: {concurrency}\nstate:\n  url: \"{}\"\n  key_file: \"{}\"\n  instance: {name}\n  lease: 2s\n",
         a.addr.ip(),
         b.addr.ip(),
         pg.url(DB),
@@ -284,4 +299,85 @@ fn fifty_jobs_posted_to_both_instances_each_run_once() {
         "pg_dump shows a password in clear"
     );
     assert!(!text.contains(&format!(":{}@", peers::PASS)));
+}
+
+const REFUSAL: &str = "421 Too many failed logins from your address; try again later.";
+
+/// The first line a client at `source` reads from `to`.
+fn first_reply(source: Ipv4Addr, to: SocketAddr) -> String {
+    let mut s = connect_from(source, to).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.ends_with(b"\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = s.write_all(b"QUIT\r\n");
+    String::from_utf8_lossy(&got).trim_end().to_string()
+}
+
+fn bans(api: SocketAddr) -> serde_json::Value {
+    let (status, body) = http(api, "GET", "/api/v1/bans", None, "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["bans"].clone()
+}
+
+/// An operator's ban through A is honoured by B within about two seconds (listed there
+/// as `fleet`), survives B's restart, and its lifting through A reaches B too.
+#[test]
+fn a_ban_made_by_one_instance_is_honoured_by_the_other_and_survives_restarts() {
+    let pg = Postgres::start(DB);
+    let (a, b) = pair(false);
+    let dir = tempfile::tempdir().unwrap();
+    // Many connections from one address here are the test's, not an attack.
+    let defense = "defense:\n  enabled: true\n  connect_rate: 1000/1s\n";
+    let one = instance_with(&a, &b, &pg, dir.path(), "a", 1, defense);
+    let two = instance_with(&a, &b, &pg, dir.path(), "b", 1, defense);
+    let attacker = unique_loopback_ip();
+    assert!(first_reply(attacker, two.addr).starts_with("220"));
+    let body = format!("{{\"address\": \"{attacker}\", \"duration\": \"1h\"}}");
+    let asked = Instant::now();
+    let (status, made) = http(one.admin, "POST", "/api/v1/bans", None, &body);
+    assert_eq!(status, 201, "{made}");
+    wait_for_within(Duration::from_secs(5), "B to hold the ban", || {
+        !bans(two.admin).as_array().unwrap().is_empty()
+    });
+    let took = asked.elapsed();
+    assert_eq!(first_reply(attacker, two.addr), REFUSAL);
+    assert!(
+        took < Duration::from_millis(2500),
+        "B refused it {took:?} after the ban"
+    );
+    let listed = bans(two.admin);
+    assert_eq!(listed[0]["address"], attacker.to_string(), "{listed}");
+    assert_eq!(listed[0]["source"], "fleet", "{listed}");
+    assert!(
+        two.log().contains("ban (from the state store)"),
+        "{}",
+        two.log()
+    );
+
+    // B restarts: the ban is still in force there.
+    drop(two);
+    let two = instance_with(&a, &b, &pg, dir.path(), "b", 1, defense);
+    wait_for_within(Duration::from_secs(5), "the ban after B's restart", || {
+        !bans(two.admin).as_array().unwrap().is_empty()
+    });
+    assert_eq!(first_reply(attacker, two.addr), REFUSAL);
+    // A lets the client in again: so does B.
+    let (status, _) = http(
+        one.admin,
+        "DELETE",
+        &format!("/api/v1/bans/{attacker}"),
+        None,
+        "",
+    );
+    assert_eq!(status, 200);
+    wait_for_within(Duration::from_secs(5), "B to lift the ban", || {
+        bans(two.admin).as_array().unwrap().is_empty()
+    });
+    assert!(first_reply(attacker, two.addr).starts_with("220"));
 }
