@@ -561,7 +561,9 @@ impl Bans {
                     changed: p.changed,
                     by: me.to_string(),
                 };
-                if let Err(e) = store.store.put_ban(&row).await {
+                let put = store.store.put_ban(&row).await;
+                store.health.note(&put);
+                if let Err(e) = put {
                     if !down {
                         warn!(error = %e, "cannot share bans through the state store; they hold here and are written once it answers");
                     }
@@ -581,7 +583,9 @@ impl Bans {
             } else {
                 newest.saturating_sub(SHARE_OVERLAP)
             };
-            let rows = match store.store.bans_since(since, now).await {
+            let rows = store.store.bans_since(since, now).await;
+            store.health.note(&rows);
+            let rows = match rows {
                 Ok(rows) => rows,
                 Err(e) => {
                     if !down {

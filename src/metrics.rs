@@ -45,6 +45,7 @@ pub const TLS_CERTIFICATE_EXPIRY: &str = "fxprelay_tls_certificate_expiry_timest
 pub const BANS_ACTIVE: &str = "fxprelay_bans_active";
 pub const BANS_TOTAL: &str = "fxprelay_bans_total";
 pub const DEFENSE_EVENTS_TOTAL: &str = "fxprelay_defense_events_total";
+pub const STATE_STORE_UP: &str = "fxprelay_state_store_up";
 
 /// The version and commit this binary was built from (`build.rs` asks git; `unknown`
 /// when built outside a checkout, e.g. from a crates.io package).
@@ -232,6 +233,10 @@ fn describe() {
         "What the edge defense scored, by event (login_failed, bait_user, bad_command, early_close, rate_limited)."
     );
     describe_gauge!(
+        STATE_STORE_UP,
+        "1 while the state store (state.url) answers, 0 while it does not (FTP goes on; new API transfers get 503)."
+    );
+    describe_gauge!(
         CONFIG_LAST_RELOAD_SUCCESS,
         "1 when the last configuration load (start or SIGHUP) succeeded, 0 when it failed."
     );
@@ -345,6 +350,8 @@ pub fn process_started(data_ports: usize) {
     }
     gauge!(BANS_ACTIVE).increment(0.0);
     counter!(BANS_TOTAL).increment(0);
+    // The store opened before anything was served.
+    state_store_up(true);
     for event in DEFENSE_EVENTS {
         counter!(DEFENSE_EVENTS_TOTAL, "event" => *event).increment(0);
     }
@@ -468,6 +475,11 @@ pub fn defense_event(event: &'static str) {
 pub fn ban_imposed() {
     counter!(BANS_TOTAL).increment(1);
     gauge!(BANS_ACTIVE).increment(1.0);
+}
+
+/// Whether the state store answers.
+pub fn state_store_up(up: bool) {
+    gauge!(STATE_STORE_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 /// `n` bans ended, were lifted, or went with their table.

@@ -91,7 +91,7 @@ fn instance_with(
         pg.url(DB),
         dir.join("fleet.key").display(),
     );
-    Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr), &yaml)
+    Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr).relay(&[]), &yaml)
 }
 
 fn pyftpdlib_uploads(log: &str, name: &str) -> Vec<(bool, u64)> {
@@ -380,4 +380,102 @@ fn a_ban_made_by_one_instance_is_honoured_by_the_other_and_survives_restarts() {
         bans(two.admin).as_array().unwrap().is_empty()
     });
     assert!(first_reply(attacker, two.addr).starts_with("220"));
+}
+
+/// PostgreSQL stopped while a job runs: FTP sessions through the proxy go on, a new
+/// `POST` is answered `503 store_unavailable`, `/healthz` (still 200) and
+/// `fxprelay_state_store_up` say so; the running job goes on and its end is recorded
+/// once PostgreSQL is back.
+#[test]
+fn postgresql_stopped_mid_run_stops_nothing_but_new_jobs() {
+    use common::clients::{self, Mode};
+    let mut pg = Postgres::start(DB);
+    let (a, b) = pair(true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = payload(1 << 20, 8);
+    put(&a, "one.bin", &data);
+    let one = instance(&a, &b, &pg, dir.path(), "a", 4);
+    let id = submitted(one.admin, &order(&a, "one.bin", &b, "one.copy"));
+    wait_for_within(Duration::from_secs(10), "the copy to start", || {
+        job_json(one.admin, &id)["bytes_done"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    });
+    pg.stop();
+
+    let (status, resp) = http(
+        one.admin,
+        "POST",
+        "/api/v1/transfers",
+        None,
+        &order(&a, "one.bin", &b, "other.copy"),
+    );
+    assert_eq!(status, 503, "{resp}");
+    assert!(resp.contains("\"code\":\"store_unavailable\""), "{resp}");
+    assert!(!resp.contains(peers::PASS), "{resp}");
+    let (status, health) = http(one.admin, "GET", "/healthz", None, "");
+    assert_eq!(status, 200, "{health}");
+    assert!(health.contains("state store unreachable"), "{health}");
+    assert_eq!(one.metric("fxprelay_state_store_up", &[]), 0.0);
+    // An FTP session through the proxy (to the source server) works as ever.
+    let url = clients::ftp_url(peers::USER, peers::PASS, one.addr, peers::HELLO_NAME);
+    let got = clients::curl(&url, &Mode::Passive, std::iter::empty::<&str>());
+    assert!(got.ok(), "{got}");
+    assert_eq!(got.stdout_bytes, peers::HELLO);
+
+    // The job ends while the store is away; PostgreSQL comes back: it is recorded.
+    wait_for_within(Duration::from_secs(20), "the copy to end", || {
+        std::fs::metadata(b.file("one.copy")).is_ok_and(|m| m.len() == data.len() as u64)
+    });
+    pg.restart();
+    wait_for_within(Duration::from_secs(15), "the end to be recorded", || {
+        let (status, body) = http(
+            one.admin,
+            "GET",
+            &format!("/api/v1/transfers/{id}"),
+            None,
+            "",
+        );
+        status == 200 && body.contains("\"state\":\"done\"")
+    });
+    assert_eq!(
+        pg.psql(DB, &format!("SELECT phase FROM jobs WHERE id = '{id}'"))
+            .trim(),
+        "done"
+    );
+    assert_eq!(std::fs::read(b.file("one.copy")).unwrap(), data);
+    wait_for_within(Duration::from_secs(5), "the store to be up again", || {
+        one.metric("fxprelay_state_store_up", &[]) == 1.0
+    });
+    let (_, health) = http(one.admin, "GET", "/healthz", None, "");
+    assert_eq!(health, "ok\n");
+}
+
+/// PostgreSQL unreachable at start: a clear error naming the URL without its password,
+/// and nothing is served.
+#[test]
+fn an_unreachable_postgresql_at_start_is_an_error_naming_the_url_without_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = unique_loopback_ip();
+    let dead = common::free_port(ip.into());
+    let yaml = format!(
+        "state:\n  url: \"postgres://fx:sekr1tpw@{ip}:{dead}/fxprelay\"\n  key_file: \"{}\"\nlisteners:\n  - name: t\n    bind: \"{ip}:{}\"\n    upstream: \"127.0.0.1:21\"\n",
+        dir.path().join("k").display(),
+        common::free_port(ip.into()),
+    );
+    let config = dir.path().join("fxprelay.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("postgres://fx:***@{ip}:{dead}/fxprelay"))
+            && err.contains("cannot be reached"),
+        "{err}"
+    );
+    assert!(!err.contains("sekr1tpw"), "{err}");
 }

@@ -456,9 +456,16 @@ async fn list_listeners(State(state): State<AdminState>) -> Response {
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.draining.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned())
+    } else if let Some(why) = state.jobs.store().health.down() {
+        // Still 200: FTP sessions never depend on the store, so a balancer keeps
+        // sending clients; the detail is for the operator.
+        (
+            StatusCode::OK,
+            format!("ok\nstate store unreachable: {why}\n"),
+        )
     } else {
-        (StatusCode::OK, "ok\n")
+        (StatusCode::OK, "ok\n".to_owned())
     }
 }
 

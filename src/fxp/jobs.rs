@@ -422,15 +422,14 @@ struct Settings {
 
 /// The options a job runs with when it starts again (after a restart, a shutdown or a
 /// takeover): a file goes on from where the destination's copy ends (`REST`, when both
-/// servers offer it; else from the start); a tree also skips the files the destination
-/// already has whole, so none is copied twice from the start.
+/// servers offer it; else from the start), and a file the destination already has whole
+/// (the earlier run copied it, then stopped before it could say so) is left as it is,
+/// for a tree each of its files: none is copied twice from the start.
 pub fn resumed(options: &TransferOptions, earlier_runs: usize) -> TransferOptions {
     let mut o = options.clone();
     if earlier_runs > 0 {
         o.resume = true;
-        if o.recursive {
-            o.skip_existing = true;
-        }
+        o.skip_existing = true;
     }
     o
 }
@@ -502,12 +501,13 @@ impl Jobs {
                 if self.lock().draining {
                     break;
                 }
-                match self
+                let claimed = self
                     .store
                     .store
                     .claim(&self.store.instance, now_millis(), lease)
-                    .await
-                {
+                    .await;
+                self.store.health.note(&claimed);
+                match claimed {
                     Ok(Some(row)) => {
                         store_down = false;
                         self.launch(row, slot);
@@ -676,6 +676,7 @@ impl Jobs {
                         millis(lease),
                         &watch.json(),
                     ).await;
+                    self.store.health.note(&renewal);
                     match renewal {
                         Ok(Renewal::Kept) => store_down = false,
                         Ok(Renewal::Cancelled) => {
@@ -739,12 +740,13 @@ impl Jobs {
     async fn write_end(&self, id: JobId, end: &Ending) {
         let mut warned = false;
         loop {
-            match self
+            let settled = self
                 .store
                 .store
                 .settle(&id.to_string(), &self.store.instance, end)
-                .await
-            {
+                .await;
+            self.store.health.note(&settled);
+            match settled {
                 Ok(()) => return,
                 Err(e) => {
                     if !warned {
@@ -954,7 +956,9 @@ impl Jobs {
                 "{e}; the transfer was not stored: submit it again once the store answers"
             ))
         };
-        let active = self.store.store.active_jobs().await.map_err(unavailable)?;
+        let active = self.store.store.active_jobs().await;
+        self.store.health.note(&active);
+        let active = active.map_err(unavailable)?;
         if active >= MAX_ACTIVE {
             return Err(SubmitError::TooMany(format!(
                 "too many transfers queued or running (at most {MAX_ACTIVE}): \
@@ -980,11 +984,9 @@ impl Jobs {
             progress: watch.json(),
             submitted: now_millis(),
         };
-        self.store
-            .store
-            .insert_job(&job)
-            .await
-            .map_err(unavailable)?;
+        let inserted = self.store.store.insert_job(&job).await;
+        self.store.health.note(&inserted);
+        inserted.map_err(unavailable)?;
         let caller = caller.map_or_else(|| "-".to_string(), |c| c.to_string());
         tracing::info_span!("fxp_job", %id, %caller)
             .in_scope(|| info!(source = %src, destination = %dst, "transfer ordered"));
@@ -1119,7 +1121,9 @@ impl Jobs {
             .store
             .store
             .jobs(after.as_deref(), limit.saturating_add(1))
-            .await?;
+            .await;
+        self.store.health.note(&rows);
+        let rows = rows?;
         let mut page = rows
             .iter()
             .map(|r| self.view(r, false))
@@ -1132,7 +1136,9 @@ impl Jobs {
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<JobView>, StoreError> {
-        match self.store.store.job(&id.to_string()).await? {
+        let row = self.store.store.job(&id.to_string()).await;
+        self.store.health.note(&row);
+        match row? {
             Some(row) => self.view(&row, true).map(Some),
             None => Ok(None),
         }
@@ -1143,12 +1149,9 @@ impl Jobs {
     /// renewal) and counts it as `result="cancelled"`; its view keeps the bytes that had
     /// moved. A finished job is left as it is.
     pub async fn cancel(&self, id: JobId) -> Result<Option<JobView>, StoreError> {
-        let Some(row) = self
-            .store
-            .store
-            .cancel(&id.to_string(), now_millis())
-            .await?
-        else {
+        let row = self.store.store.cancel(&id.to_string(), now_millis()).await;
+        self.store.health.note(&row);
+        let Some(row) = row? else {
             return Ok(None);
         };
         let here = {
@@ -1687,7 +1690,7 @@ mod tests {
         let file = TransferOptions::default();
         assert_eq!(resumed(&file, 0), file);
         let again = resumed(&file, 1);
-        assert!(again.resume && !again.skip_existing);
+        assert!(again.resume && again.skip_existing && !again.recursive);
         let tree = TransferOptions {
             recursive: true,
             ..TransferOptions::default()

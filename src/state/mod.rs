@@ -16,7 +16,7 @@ pub mod retention;
 pub mod seal;
 pub mod sqlite;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
@@ -230,10 +230,48 @@ pub trait Store: Send + Sync + 'static {
     fn bans_since(&self, since: Millis, now: Millis) -> BoxFuture<'_, StoreResult<Vec<BanRow>>>;
 }
 
+/// Whether the store answered last time it was asked: `/healthz` says why not, and
+/// `fxprelay_state_store_up` follows it.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<Option<String>>>);
+
+impl Health {
+    /// What a call to the store found: a store that did not answer is down (logged and
+    /// counted once, until it answers again).
+    pub fn note<T>(&self, result: &StoreResult<T>) {
+        let down = match result {
+            Ok(_) | Err(StoreError::Corrupt(_) | StoreError::Schema(_)) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match (&*now, &down) {
+            (None, Some(why)) => {
+                tracing::warn!(error = %why, "state store unreachable: FTP goes on, new API transfers get 503, running ones write back when it answers");
+                crate::metrics::state_store_up(false);
+            }
+            (Some(_), None) => {
+                tracing::info!("state store answers again");
+                crate::metrics::state_store_up(true);
+            }
+            _ => {}
+        }
+        *now = down;
+    }
+
+    /// Why the store is down, if it is.
+    pub fn down(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// The store this configuration names, opened and migrated, with its sealer.
 #[derive(Clone)]
 pub struct StateStore {
     pub store: Arc<dyn Store>,
+    pub health: Health,
     pub sealer: Arc<Sealer>,
     pub instance: Arc<str>,
     pub lease: Duration,
@@ -274,6 +312,7 @@ impl StateStore {
         };
         Ok(StateStore {
             store,
+            health: Health::default(),
             sealer: Arc::new(sealer),
             instance: Arc::from(cfg.instance.as_str()),
             lease: cfg.lease,
@@ -290,6 +329,7 @@ impl StateStore {
     pub fn memory() -> StateStore {
         StateStore {
             store: Arc::new(sqlite::Sqlite::memory().expect("SQLite opens in memory")),
+            health: Health::default(),
             sealer: Arc::new(Sealer::ephemeral().expect("the system's random generator works")),
             instance: Arc::from("local"),
             lease: Duration::from_secs(15),
