@@ -91,7 +91,11 @@ fn instance_with(
         pg.url(DB),
         dir.join("fleet.key").display(),
     );
-    Proxy::start_with(unique_loopback_ip(), ListenerSpec::new(a.addr).relay(&[]), &yaml)
+    Proxy::start_with(
+        unique_loopback_ip(),
+        ListenerSpec::new(a.addr).relay(&[]),
+        &yaml,
+    )
 }
 
 fn pyftpdlib_uploads(log: &str, name: &str) -> Vec<(bool, u64)> {
