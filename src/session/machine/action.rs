@@ -15,6 +15,7 @@ use crate::fxp::url::FtpUrl;
 use crate::metrics::Rejection;
 use crate::net::{AllowList, HostName, HostPort, OwnSockets};
 use crate::proto::command::{Direction, Verb};
+use crate::route::RouteLabel;
 
 /// What the shell must do, in order.
 #[derive(Debug)]
@@ -33,9 +34,12 @@ pub enum Action {
         tried: Vec<usize>,
     },
     /// A listener with routes: the session takes route `route` (`None`: the default
-    /// route, the listener's own `upstream`), called `name`. Its pool, upstream TLS
+    /// route, the listener's own `upstream`), labelled `label`. Its pool, upstream TLS
     /// settings, metrics and log lines are that route's from now on.
-    Routed { route: Option<usize>, name: String },
+    Routed {
+        route: Option<usize>,
+        label: RouteLabel,
+    },
     /// The chosen backend `index` could not be reached: report it to the pool (it counts
     /// toward `fall`, like a failed check) and let go of it.
     BackendFailed { index: usize, error: String },
@@ -97,8 +101,8 @@ pub enum Action {
     /// Report what `client` did to the listener's ban table; answer with
     /// [`Event::Banned`] if the client is banned now, else nothing.
     Defend { client: IpAddr, event: DefenseEvent },
-    /// Record a metric.
-    Count(Count),
+    /// Record a metric, under the route the session had when it happened.
+    Count(Count, RouteLabel),
     /// The session is over ([`Machine::end_reason`] says why): close both connections.
     Close,
 }

@@ -641,7 +641,8 @@ impl Machine {
     }
 
     fn count(&mut self, c: Count) {
-        self.act(Action::Count(c));
+        let route = self.route_label();
+        self.act(Action::Count(c, route));
     }
 
     fn reject(&mut self, r: Rejection) {

@@ -23,7 +23,7 @@ use crate::metrics::Rejection;
 use crate::proto::command::{VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
-use crate::route::{Chosen, Decision, Said, normalize};
+use crate::route::{Chosen, Decision, RouteLabel, Said, normalize};
 use crate::session::policy::RouteTable;
 
 /// Where the session is in choosing its route.
@@ -46,6 +46,8 @@ pub(super) struct RouteState {
     /// The route was chosen by the client's `HOST`: the server gets it too, if it
     /// takes `HOST` (its `FEAT` says so).
     host_sent: bool,
+    /// The route's metrics label, once taken.
+    label: Option<RouteLabel>,
 }
 
 /// Passing the client's `HOST` on: the proxy asks the server's features, then sends it.
@@ -67,6 +69,15 @@ impl Machine {
     pub(super) fn route_name(&self) -> Option<String> {
         let (table, chosen) = (self.route.table.as_ref()?, self.route.chosen?);
         Some(table.name(chosen).to_string())
+    }
+
+    /// The route this session's metrics count under: the one it took, `none` while a
+    /// listener with routes has not chosen, `default` on a listener without routes.
+    pub(super) fn route_label(&self) -> RouteLabel {
+        match &self.route.label {
+            Some(label) => label.clone(),
+            None => RouteLabel::at_accept(self.routed()),
+        }
     }
 
     /// Whether this session's listener has routes.
@@ -115,16 +126,17 @@ impl Machine {
         let Some(policy) = table.target(chosen) else {
             return;
         };
-        let name = table.name(chosen).to_string();
-        info!(route = %name, host = self.route.name.as_deref().unwrap_or(""), "route chosen");
+        let label = table.label(chosen);
+        info!(route = %label, host = self.route.name.as_deref().unwrap_or(""), "route chosen");
         self.route.chosen = Some(chosen);
+        self.route.label = Some(label.clone());
         self.ctx = Arc::clone(policy);
         self.act(Action::Routed {
             route: match chosen {
                 Chosen::Route(i) => Some(i),
                 Chosen::Default => None,
             },
-            name,
+            label,
         });
     }
 
@@ -453,7 +465,7 @@ mod tests {
 
     fn routed(actions: &[Action]) -> Option<(Option<usize>, String)> {
         actions.iter().find_map(|a| match a {
-            Action::Routed { route, name } => Some((*route, name.clone())),
+            Action::Routed { route, label } => Some((*route, label.to_string())),
             _ => None,
         })
     }
@@ -566,6 +578,45 @@ mod tests {
         assert!(to_client(&a).concat().starts_with("503 "));
     }
 
+    /// What the session counts carries its route: `none` until one is taken, then the
+    /// route's name, for as long as the session lasts.
+    #[test]
+    fn counts_carry_the_route() {
+        use super::super::Count;
+        let counts = |actions: &[Action]| -> Vec<(Count, String)> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Count(c, route) => Some((c.clone(), route.to_string())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut s = S::new(policy(true, ""), None);
+        s.take();
+        let a = s.client("HOST nowhere.example.net");
+        assert!(
+            counts(&a).contains(&(Count::Rejected(Rejection::UnknownHost), "none".into())),
+            "{a:?}"
+        );
+        let a = s.client("USER alice@beta");
+        // The route is taken before anything is counted under it.
+        let routed_at = a.iter().position(|a| matches!(a, Action::Routed { .. }));
+        assert!(routed_at.is_some(), "{a:?}");
+        s.connected("10.0.0.12:21");
+        s.server("220 beta");
+        let a = s.server("331 pass");
+        assert_eq!(counts(&a), [(Count::Reply(331), "beta".to_string())]);
+        // The default route is `default`.
+        let mut s = S::new(policy(true, ""), None);
+        s.take();
+        s.client("USER carol");
+        s.connected("10.0.0.10:21");
+        s.server("220 default");
+        let a = s.server("331 pass");
+        assert_eq!(counts(&a), [(Count::Reply(331), "default".to_string())]);
+    }
+
     /// A login no route takes goes to the default route, as it came.
     #[test]
     fn an_unmatched_login_takes_the_default() {
@@ -592,7 +643,10 @@ mod tests {
         }
         assert!(b.iter().any(|a| matches!(
             a,
-            Action::Count(super::super::Count::Rejected(Rejection::NoRoute))
+            Action::Count(
+                super::super::Count::Rejected(Rejection::NoRoute),
+                RouteLabel::NotYet
+            )
         )));
         // The session goes on: another login may have a route.
         let a = s.client("USER dave@beta");

@@ -16,6 +16,7 @@ use crate::fxp::engine::{FxpError, Method, Report};
 use crate::fxp::job::{EntryOutcome, Failure, FileEvent, JobEvent};
 use crate::pool::Chosen;
 use crate::proto::command::Direction;
+use crate::route::RouteLabel;
 use crate::session::context::ListenerCtx;
 
 const CLIENT: &str = "198.51.100.7";
@@ -205,8 +206,10 @@ impl T {
         self.actions.iter().any(pred)
     }
 
+    /// Whether `c` was counted, under the `default` route (these listeners have no
+    /// routes: every session's upstream is the listener's own).
     fn counted(&self, c: Count) -> bool {
-        self.has(|a| matches!(a, Action::Count(x) if *x == c))
+        self.has(|a| matches!(a, Action::Count(x, RouteLabel::Default) if *x == c))
     }
 
     fn rejected(&self, r: Rejection) -> bool {
@@ -563,7 +566,7 @@ fn a_dns_client_address_is_resolved_before_the_port_goes_on() {
     t.client("PORT 10,0,0,5,4,1");
     let acts = t.take();
     assert!(
-        matches!(acts.as_slice(), [Action::Count(_), Action::Resolve(n)] if n.0 == "office.example"),
+        matches!(acts.as_slice(), [Action::Count(..), Action::Resolve(n)] if n.0 == "office.example"),
         "{acts:?}"
     );
     assert!(!t.m.wants_client_input());
@@ -1257,7 +1260,7 @@ fn a_server_that_keeps_answering_nothing_is_disconnected() {
         .filter(|a| {
             matches!(
                 a,
-                Action::Count(Count::Rejected(Rejection::UnsolicitedReply))
+                Action::Count(Count::Rejected(Rejection::UnsolicitedReply), _)
             )
         })
         .count();
@@ -2791,7 +2794,7 @@ fn a_cancelled_copy_is_counted_with_the_method_it_was_trying() {
     t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
     t.client("ABOR");
     assert!(t.has(|a| matches!(a, Action::CancelFxp)));
-    assert!(!t.has(|a| matches!(a, Action::Count(Count::FxpCancelled { .. }))));
+    assert!(!t.has(|a| matches!(a, Action::Count(Count::FxpCancelled { .. }, _))));
 }
 
 #[test]
