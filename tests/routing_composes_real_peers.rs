@@ -2,7 +2,8 @@
 //! - a routed listener behind HAProxy's PROXY protocol routes by `HOST` and by login,
 //!   and logs, counts and limits the real client's address, not the balancer's;
 //! - `SITE FXP` from a routed session copies from the route's server, logged in with
-//!   the name the route gives it, never from the listener's default server;
+//!   the name the route gives it (and, on a server with virtual hosts, asking it for the
+//!   client's `HOST`), never from the listener's default server;
 //! - the client's `HOST` goes on to a server whose `FEAT` lists `HOST` (pyftpdlib with
 //!   a `HOST` command) and never to one whose `FEAT` does not (vsftpd).
 
@@ -229,13 +230,18 @@ ftp.quit()
 
 /// `SITE FXP` from routed sessions: one routed by `HOST`, one by a login whose capture is
 /// the server's name. Each copy comes from its route's server (its own `who.bin`), not
-/// from the listener's default server, and the engine logs in to that server with the
-/// name the route gives it (proftpd knows `fxptest` only).
+/// from the listener's default server, and the engine logs in to that server as the
+/// session did: alpha has virtual hosts only (it refuses a login without `HOST`), so the
+/// engine asks it for `alpha.test` too; proftpd knows `fxptest` only, the name beta's
+/// route gives it.
 #[test]
 fn site_fxp_from_a_routed_session_copies_from_the_routes_server() {
-    let alpha = FtpServer::start_fxp(ServerKind::Vsftpd);
+    let mut opts = ServerOptions::new(unique_loopback_ip());
+    opts.foreign_data = true;
+    opts.host_command = true;
+    let alpha = FtpServer::start(ServerKind::Pyftpdlib, opts);
     let beta = FtpServer::start_fxp(ServerKind::Proftpd);
-    let default = FtpServer::start_fxp(ServerKind::Pyftpdlib);
+    let default = FtpServer::start_fxp(ServerKind::Vsftpd);
     let b = FtpServer::start_fxp(ServerKind::Pyftpdlib);
     let alpha_who = own_file(&alpha, 11);
     let beta_who = own_file(&beta, 12);
@@ -267,6 +273,12 @@ fn site_fxp_from_a_routed_session_copies_from_the_routes_server() {
     assert!(
         copied("from-alpha.bin") == Some(alpha_who),
         "HOST alpha.test: the copy is not alpha's file\n{r}"
+    );
+    // The session's login and the engine's each named the host.
+    assert!(
+        alpha.log().matches("HOST alpha.test").count() >= 2,
+        "{}",
+        alpha.log()
     );
 
     let beta_user = format!("{}@beta", peers::USER);

@@ -801,6 +801,7 @@ fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> Engin
         allow: Some(rules.allow),
         tls: TlsPolicy::new(rules.verify, ca),
         own: Some(rules.own),
+        virtual_host: rules.virtual_host,
         ..EngineOptions::default()
     }
 }

@@ -110,7 +110,8 @@ pub struct ServerOptions {
     /// 3 s, which a test of many wrong passwords need not sit out).
     pub auth_failed_delay: Option<Duration>,
     /// pyftpdlib only: take RFC 7151 `HOST` (listed in `FEAT`, logged as `HOST <name>`
-    /// when received), as a server with virtual hosts does.
+    /// when received) and refuse a login without it, as a server with name-based virtual
+    /// hosts only does.
     pub host_command: bool,
 }
 

@@ -157,8 +157,9 @@ def corrupting(base):
 
 
 def with_host(base):
-    """`base` that takes RFC 7151 HOST before login, lists it in FEAT and logs each one
-    (`HOST <name>`): a server with virtual hosts, as far as a proxy can tell."""
+    """`base` that takes RFC 7151 HOST before login, lists it in FEAT, logs each one
+    (`HOST <name>`) and refuses a login without one: a server with name-based virtual
+    hosts only (no default host), as far as a proxy can tell."""
     cmds = dict(base.proto_cmds)
     cmds["HOST"] = dict(perm=None, auth=False, arg=True,
                         help="Syntax: HOST <SP> host-name (virtual host).")
@@ -175,7 +176,14 @@ def with_host(base):
                 self.respond("503 HOST must come before USER.")
                 return
             logging.info("HOST %s", name)
+            self.virtual_host = name
             self.respond("220 Host %s accepted." % name)
+
+        def ftp_USER(self, line):
+            if getattr(self, "virtual_host", None) is None:
+                self.respond("530 Send HOST first: this server has virtual hosts only.")
+                return
+            super().ftp_USER(line)
 
     return Host
 

@@ -11,7 +11,7 @@ use super::{Event, Machine};
 use crate::config::ProxyVersion;
 use crate::defense::DefenseEvent;
 use crate::fxp::engine::Method;
-use crate::fxp::url::FtpUrl;
+use crate::fxp::url::{FtpUrl, VirtualHost};
 use crate::metrics::Rejection;
 use crate::net::{AllowList, HostName, HostPort, OwnSockets};
 use crate::proto::command::{Direction, Verb};
@@ -155,6 +155,9 @@ pub struct FxpRules {
     pub verify: bool,
     /// Extra trust roots: the listener's `tls.upstream.ca`.
     pub ca: Option<PathBuf>,
+    /// The name the session's server A took with `HOST` (a session routed by it): the
+    /// engine asks A for it too before logging in.
+    pub virtual_host: Option<VirtualHost>,
 }
 
 /// The resources the shell holds for the machine.

@@ -48,6 +48,9 @@ pub(super) struct RouteState {
     host_sent: bool,
     /// The route's metrics label, once taken.
     label: Option<RouteLabel>,
+    /// The server took the client's `HOST` (it serves several names): the `SITE FXP`
+    /// engine's own login to it names the host too.
+    host_taken: bool,
 }
 
 /// Passing the client's `HOST` on: the proxy asks the server's features, then sends it.
@@ -287,6 +290,11 @@ impl Machine {
         true
     }
 
+    /// The name the session's server took with `HOST`, if it did.
+    pub(super) fn host_taken(&self) -> Option<&str> {
+        self.route.name.as_deref().filter(|_| self.route.host_taken)
+    }
+
     /// The name a client's `HOST` chose its route with, still to pass to the server.
     pub(super) fn host_to_pass(&self) -> Option<&str> {
         self.route.name.as_deref().filter(|_| self.route.host_sent)
@@ -313,7 +321,10 @@ impl Machine {
                 return;
             }
             (HostStep::Features, _) => debug!("the server does not take HOST; not sent"),
-            (HostStep::Host, _) if reply.class() == 2 => debug!("the server took HOST"),
+            (HostStep::Host, _) if reply.class() == 2 => {
+                debug!("the server took HOST");
+                self.route.host_taken = true;
+            }
             (HostStep::Host, _) => {
                 // The proxy chose the server already; its own view of the name is
                 // its business, the session goes on.
@@ -539,6 +550,44 @@ mod tests {
         let a = s.server("504 no such host here");
         assert!(to_client(&a).is_empty(), "{a:?}");
         assert_eq!(to_server(&a), ["USER alice\r\n"]);
+    }
+
+    /// `SITE FXP` from a session whose server took the client's `HOST`: the engine asks
+    /// that server (A) for the same name; from one whose server does not take `HOST`, not.
+    #[test]
+    fn site_fxp_names_the_host_the_server_took() {
+        let rules_of = |lists_host: bool| {
+            let mut s = S::new(policy(true, ""), None);
+            s.take();
+            s.client("HOST alpha.example.net");
+            s.connected("10.0.0.11:21");
+            s.server("220 hi");
+            s.server("211-Features:");
+            if lists_host {
+                s.server(" HOST");
+            }
+            s.server("211 End");
+            if lists_host {
+                s.server("220 alpha it is");
+            }
+            s.client("USER alice");
+            s.server("331 pass");
+            s.client("PASS secret");
+            s.server("230 in");
+            let a = s.client("SITE FXP TO ftp://u:p@10.0.0.11/");
+            a.into_iter()
+                .find_map(|a| match a {
+                    Action::CheckFxpDestination { rules, .. } => Some(rules),
+                    _ => None,
+                })
+                .expect("the destination is checked")
+        };
+        let named = rules_of(true).virtual_host.expect("a virtual host");
+        assert_eq!(
+            (named.host.as_str(), named.port, named.name.as_str()),
+            ("10.0.0.11", 21, "alpha.example.net")
+        );
+        assert!(rules_of(false).virtual_host.is_none());
     }
 
     /// An unknown name: 504, and the session goes on (another HOST, or a login).
