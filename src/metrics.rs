@@ -18,6 +18,7 @@ pub const SESSIONS_ACTIVE: &str = "fxprelay_sessions_active";
 pub const SESSIONS_TOTAL: &str = "fxprelay_sessions_total";
 pub const ROUTE_SESSIONS_TOTAL: &str = "fxprelay_route_sessions_total";
 pub const SESSION_SECONDS: &str = "fxprelay_session_duration_seconds";
+pub const LOGINS_TOTAL: &str = "fxprelay_logins_total";
 pub const COMMANDS_TOTAL: &str = "fxprelay_commands_total";
 pub const REPLIES_TOTAL: &str = "fxprelay_replies_total";
 pub const REWRITES_TOTAL: &str = "fxprelay_rewrites_total";
@@ -104,6 +105,10 @@ fn describe() {
     describe_counter!(
         ROUTE_SESSIONS_TOTAL,
         "Sessions that took each route of a listener with routes (`default`: the listener's own upstream), per listener and route."
+    );
+    describe_counter!(
+        LOGINS_TOTAL,
+        "Logins, by result (ok: the server's 230; failed: its 530 to USER, PASS or ACCT, or the proxy's own refusal), per listener and route."
     );
     describe_histogram!(
         SESSION_SECONDS,
@@ -467,6 +472,10 @@ fn route_started(s: &Scope) {
     }
     gauge!(SESSIONS_ACTIVE, "listener" => s.l(), "route" => s.r()).increment(0.0);
     let _ = histogram!(SESSION_SECONDS, "listener" => s.l(), "route" => s.r());
+    for result in ["ok", "failed"] {
+        counter!(LOGINS_TOTAL, "listener" => s.l(), "route" => s.r(), "result" => result)
+            .increment(0);
+    }
     let _ = histogram!(UPSTREAM_CONNECT_SECONDS, "listener" => s.l(), "route" => s.r());
     for class in REPLY_CLASSES {
         counter!(REPLIES_TOTAL, "listener" => s.l(), "route" => s.r(), "class" => *class)
@@ -628,6 +637,11 @@ pub fn reply(s: &Scope, code: u16) {
         _ => "other",
     };
     counter!(REPLIES_TOTAL, "listener" => s.l(), "route" => s.r(), "class" => class).increment(1);
+}
+
+pub fn login(s: &Scope, ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!(LOGINS_TOTAL, "listener" => s.l(), "route" => s.r(), "result" => result).increment(1);
 }
 
 pub fn rewrite(s: &Scope, kind: &'static str, reason: &'static str) {

@@ -305,6 +305,15 @@ fn host_and_login_choose_the_server() {
     };
     assert_eq!(connects("alpha"), 1.0);
     assert_eq!(connects("none"), 0.0);
+    let logins = |route: &str, result: &str| {
+        lab.proxy.metric(
+            "fxprelay_logins_total",
+            &[("listener", "edge"), ("route", route), ("result", result)],
+        )
+    };
+    assert_eq!(logins("alpha", "ok"), 1.0);
+    assert!(logins("beta", "ok") >= 4.0);
+    assert_eq!(logins("beta", "failed"), 0.0);
     // Closed sessions are open nowhere: each one moved from `none` to its route and left.
     common::wait_for("every session closed", || {
         lab.proxy
@@ -573,6 +582,15 @@ fn host_answers_and_a_login_without_a_route() {
         ],
     );
     assert_eq!(no_route, 1.0);
+    let failed = lab.proxy.metric(
+        "fxprelay_logins_total",
+        &[
+            ("listener", "strict"),
+            ("route", "none"),
+            ("result", "failed"),
+        ],
+    );
+    assert_eq!(failed, 1.0);
     // The same listener's named route still works.
     let mut c = Control::connect(lab.strict);
     c.expect(220);

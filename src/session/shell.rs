@@ -843,6 +843,7 @@ fn count(scope: &metrics::Scope, c: Count) {
         Count::Rewrite { kind, reason } => metrics::rewrite(scope, kind, reason),
         Count::Rejected(r) => metrics::rejected(scope, r),
         Count::Transfer(result) => metrics::data_transfer(scope, result),
+        Count::Login { ok } => metrics::login(scope, ok),
         Count::FxpCancelled { method, took } => {
             let method = method.map_or("none", |m| m.as_str());
             metrics::fxp_transfer("cancelled", method, 0, took)

@@ -183,6 +183,11 @@ pub enum Count {
     Rejected(Rejection),
     /// A relayed transfer ended: `ok`, `failed` or `aborted`.
     Transfer(&'static str),
+    /// A login succeeded (the server's `230`) or failed (the server's `530` to `USER`,
+    /// `PASS` or `ACCT`, or the proxy's own refusal: no route, a forward target refused).
+    Login {
+        ok: bool,
+    },
     /// A `SITE FXP` copy was cancelled `took` after it started, while trying `method`
     /// (`None`: before the engine tried any). The engine counts copies that end.
     FxpCancelled {

@@ -185,6 +185,7 @@ impl Machine {
                 self.route.unrouted = false;
                 self.route.user_sent = false;
                 self.reject(Rejection::NoRoute);
+                self.count(super::Count::Login { ok: false });
                 self.say(Say::NoServerForLogin);
                 // As forward mode's refused targets: a client guessing names gets few tries.
                 self.route.refused += 1;
@@ -697,6 +698,11 @@ mod tests {
                 RouteLabel::NotYet
             )
         )));
+        let failed = super::super::Count::Login { ok: false };
+        assert!(
+            b.iter()
+                .any(|a| matches!(a, Action::Count(c, RouteLabel::NotYet) if *c == failed))
+        );
         // The session goes on: another login may have a route.
         let a = s.client("USER dave@beta");
         assert_eq!(connects(&a).as_deref(), Some("10.0.0.12:21"));

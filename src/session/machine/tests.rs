@@ -2993,6 +2993,35 @@ impl T {
     }
 }
 
+/// Logins are counted by result, with the defense on or off: the server's `530` to
+/// `USER`/`PASS` a failure, its `230` a success (once per login).
+#[test]
+fn logins_are_counted_by_result() {
+    let mut t = T::connected(reverse(""));
+    t.wrong_password();
+    assert!(t.counted(Count::Login { ok: false }));
+    assert!(!t.counted(Count::Login { ok: true }));
+    let mut t = T::connected(reverse(""));
+    t.client("USER u");
+    t.server("331 pass");
+    t.client("PASS secret");
+    t.server("230 in");
+    t.drain();
+    let logins = |t: &T| {
+        t.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Count(Count::Login { .. }, _)))
+            .count()
+    };
+    assert!(t.counted(Count::Login { ok: true }));
+    assert_eq!(logins(&t), 1);
+    // A second 230 (a server repeating itself) is not a second login.
+    t.client("NOOP");
+    t.server("230 still in");
+    t.drain();
+    assert_eq!(logins(&t), 1);
+}
+
 #[test]
 fn the_machine_reports_failed_logins_bait_users_bad_commands_and_logins() {
     use crate::defense::DefenseEvent as D;
