@@ -155,15 +155,8 @@ pub async fn run(
     };
     m::process_started(bound.config.data.ports.len());
     for (_, ctx) in &bound.listeners {
-        let routes = match &ctx.policy.routes {
-            Some(routes) => routes.labels(),
-            None => vec![RouteLabel::Default],
-        };
-        m::listener_started(
-            &ctx.policy.cfg.name,
-            ctx.policy.limits.max_sessions,
-            &routes,
-        );
+        m::listener_started(&ctx.policy.cfg.name, ctx.policy.limits.max_sessions);
+        m::routes_started(&ctx.policy.cfg.name, &route_labels(ctx));
     }
     state.jobs.set_permits(bound.tls.permits(&bound.config.fxp));
     state.jobs.guard_against(Arc::new(own_sockets(
@@ -377,6 +370,8 @@ impl Live {
                         }
                     }
                     start_checks(&mut self.checkers, &self.admin.pools, &ctx);
+                    // Routes the file added have their series from now on.
+                    m::routes_started(&l.name, &route_labels(&ctx));
                     self.show(&ctx);
                     tx.send_replace(Arc::new(ctx));
                 }
@@ -415,6 +410,14 @@ impl Live {
         }
         applied.admin.bind = self.config.admin.bind;
         self.config = applied;
+    }
+}
+
+/// The route labels `ctx`'s sessions can be counted under (see [`RouteLabel`]).
+fn route_labels(ctx: &ListenerCtx) -> Vec<RouteLabel> {
+    match &ctx.policy.routes {
+        Some(routes) => routes.labels(),
+        None => vec![RouteLabel::Default],
     }
 }
 

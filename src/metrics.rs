@@ -441,17 +441,22 @@ pub fn admin_rejected(reason: AdminRejection) {
     counter!(ADMIN_REJECTED_TOTAL, "reason" => reason.as_str()).increment(1);
 }
 
-/// Every series of one listener, at 0, for each route label its sessions can take
-/// (`routes`: [`RouteLabel::Default`] alone for a listener without routes). The gauges
-/// of a listener that a reload kept keep their value: `increment(0)` only creates what
-/// is missing.
-pub fn listener_started(listener: &str, max_sessions: usize, routes: &[RouteLabel]) {
+/// The series of one listener that carry no route, at 0; [`routes_started`] makes the
+/// rest.
+pub fn listener_started(listener: &str, max_sessions: usize) {
     let l = || listener.to_owned();
     gauge!(SESSIONS_LIMIT, "listener" => l()).set(max_sessions as f64);
     counter!(SESSIONS_TOTAL, "listener" => l()).increment(0);
     for verb in crate::proto::command::KNOWN_VERBS.iter().chain(&["OTHER"]) {
         counter!(COMMANDS_TOTAL, "listener" => l(), "verb" => *verb).increment(0);
     }
+}
+
+/// Every series of one listener's sessions, at 0, for each route label they can take
+/// (`routes`: [`RouteLabel::Default`] alone for a listener without routes): at start,
+/// and after a reload for routes the file added. Series that exist keep their values
+/// (`increment(0)` only creates what is missing).
+pub fn routes_started(listener: &str, routes: &[RouteLabel]) {
     // Only a listener with routes has sessions that take one (`none` is none taken).
     let routed = routes.contains(&RouteLabel::NotYet);
     for route in routes {

@@ -604,6 +604,30 @@ fn host_answers_and_a_login_without_a_route() {
         &[("listener", "strict"), ("route", "alpha.test")],
     );
     assert_eq!(on_route, 1.0);
+    // A route a reload adds has its series from then on, at 0.
+    let yaml = std::fs::read_to_string(&lab.proxy.config).unwrap();
+    let gamma = format!(
+        "      - match: {{host: gamma.test}}\n        name: gamma\n        upstream: \"{}\"\n  - name: implicit\n",
+        lab.alpha.addr
+    );
+    let yaml = yaml.replacen("  - name: implicit\n", &gamma, 1);
+    std::fs::write(&lab.proxy.config, yaml).unwrap();
+    lab.proxy.reload();
+    common::wait_for("the new route's series", || {
+        lab.proxy.metrics().lines().any(|l| {
+            l == "fxprelay_rejected_total{listener=\"strict\",route=\"gamma\",reason=\"bounce\"} 0"
+        })
+    });
+    let mut c = Control::connect(lab.strict);
+    c.expect(220);
+    c.cmd_expect("HOST gamma.test", 220);
+    c.cmd_expect(&format!("USER {user}"), 331);
+    c.cmd_expect(&format!("PASS {pass}"), 230);
+    let gamma = lab.proxy.metric(
+        "fxprelay_logins_total",
+        &[("listener", "strict"), ("route", "gamma"), ("result", "ok")],
+    );
+    assert_eq!(gamma, 1.0);
 }
 
 /// A route's own pool: its backends are checked and shown as `listener/route`, a stopped
