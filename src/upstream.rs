@@ -11,40 +11,7 @@ use tokio::time::timeout;
 use crate::metrics::{self, Scope};
 use crate::net::{HostName, HostPort};
 
-/// Why the proxy could not reach an upstream. The client only ever sees a generic `421`;
-/// this detail goes to the log and the `reason` label of `fxprelay_upstream_errors_total`.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("cannot resolve {0}: {1}")]
-    Resolve(String, io::Error),
-    #[error("{0} resolves to no address")]
-    NoAddress(String),
-    #[error("connecting to {0} timed out after {1:?}")]
-    Timeout(String, Duration),
-    #[error("connection to {0} refused")]
-    Refused(SocketAddr),
-    #[error("cannot connect to {0}: {1}")]
-    Io(SocketAddr, io::Error),
-    #[error("{0}")]
-    Denied(String),
-    /// The target is this proxy itself (see [`crate::net::OwnSockets`]).
-    #[error("{0}")]
-    SelfTarget(String),
-}
-
-impl ConnectError {
-    /// The metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ConnectError::Resolve(..) | ConnectError::NoAddress(_) => "resolve",
-            ConnectError::Timeout(..) => "timeout",
-            ConnectError::Refused(_) => "refused",
-            ConnectError::Io(..) => "io",
-            ConnectError::Denied(_) => "denied",
-            ConnectError::SelfTarget(_) => "self_target",
-        }
-    }
-}
+pub use crate::net::ConnectError;
 
 /// Resolves `target` and connects to its addresses in turn, all within `limit`.
 /// Records the connect latency or the failure reason under `scope`.

@@ -73,14 +73,7 @@ impl From<CopyError> for DataError {
     }
 }
 
-/// What a finished transfer moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Moved {
-    /// Client to server bytes.
-    pub upload: u64,
-    /// Server to client bytes.
-    pub download: u64,
-}
+pub use crate::proto::Moved;
 
 /// Which way the file goes; the other direction of the data connection carries nothing.
 pub use crate::proto::Direction;

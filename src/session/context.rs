@@ -195,3 +195,39 @@ impl PassiveRefusals {
 fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The policy the machine gets holds TLS settings (plain data, by its type); the
+    /// certificates, keys and rustls configs are the shell's services.
+    #[test]
+    fn the_machine_holds_tls_settings_and_the_shell_the_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        let yaml = format!(
+            "listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n    upstream: 198.18.0.2:21\n    tls:\n      client: {{mode: explicit, cert: {}, key: {}}}\n      upstream: {{mode: explicit}}\n",
+            cert.display(),
+            key.display()
+        );
+        let cfg = Config::parse(&yaml).unwrap();
+        let l = &cfg.listeners[0];
+        let material = ListenerTls::load(l.tls.as_ref().unwrap()).unwrap();
+        let ctx = ListenerCtx::of(
+            &cfg,
+            l,
+            Some(material),
+            PortPool::new(&cfg.data.ports),
+            Vec::new(),
+        );
+        let machine_side: &crate::tls::TlsSettings =
+            ctx.policy.cfg.tls.as_ref().expect("the settings");
+        let shell_side = ctx.services.tls.as_ref().unwrap();
+        assert_eq!(*machine_side, shell_side.settings);
+        assert!(shell_side.client.is_some() && shell_side.upstream.is_some());
+    }
+}

@@ -1,9 +1,9 @@
 //! One client session: a task that owns the client's control connection and its upstream
 //! control connection, and relays commands and replies between them.
 //!
-//! - [`machine`] decides everything, sans I/O: [`machine::Event`]s in through one
-//!   `handle`, [`machine::Action`]s out, time passed in; it holds only the listener's
-//!   [`policy`], immutable;
+//! - [`machine`] (in the pure core, `fxprelay_core`) decides everything, sans I/O:
+//!   [`machine::Event`]s in through one `handle`, [`machine::Action`]s out, time passed
+//!   in; it holds only the listener's [`policy`], immutable;
 //! - [`shell`] is the async half that owns sockets, ports, the chosen backend and tasks,
 //!   turns each completion into an event and carries the actions out with the listener's
 //!   services; [`handshake`] is its one TLS handshake for either control connection;
@@ -18,13 +18,11 @@
 
 pub mod context;
 mod handshake;
-pub mod machine;
-pub mod policy;
 pub mod registry;
-pub mod replies;
 mod shell;
 mod transparent;
-pub mod view;
+
+pub use fxprelay_core::session::{machine, policy, replies, view};
 
 pub use context::{ListenerCtx, PassiveRefusals, Services};
 pub use policy::Policy;

@@ -38,7 +38,7 @@ use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
 use crate::data::socket;
 use crate::fxp::client::{ExtraRoots, TlsPolicy};
 use crate::fxp::engine::{EngineOptions, FxpError};
-use crate::fxp::job::Order;
+use crate::fxp::job::{Failure, Order};
 use crate::fxp::runner;
 use crate::fxp::url::FtpUrl;
 use crate::metrics::{self, TlsSide};
@@ -769,11 +769,11 @@ impl Shell {
                         c.quit().await;
                         Ok(())
                     }
-                    Err(error) => Err(FxpError::Server {
+                    Err(error) => Err(Failure::from(&FxpError::Server {
                         side: crate::fxp::engine::Side::Destination,
                         host: url.host_port(),
                         error,
-                    }),
+                    })),
                 };
                 let _ = tx.send(Event::FxpChecked(result));
             }

@@ -23,7 +23,8 @@ pub mod diagnose;
 mod error;
 mod names;
 pub mod pem;
-pub mod settings;
+
+pub use fxprelay_core::tls::{MissingCertificate, advice, settings};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -147,9 +148,10 @@ impl ListenerTls {
             ClientTlsMode::Off => (None, None, None, None),
             mode => {
                 let (Some(cert), Some(key)) = (&settings.client.cert, &settings.client.key) else {
-                    return Err(own(TlsError::MissingCertificate {
+                    return Err(own(MissingCertificate {
                         mode: mode.as_str(),
-                    }));
+                    }
+                    .into()));
                 };
                 let default = certified_key(cert, key).map_err(own)?;
                 let certificate = CertificateInfo::of(&default.cert);

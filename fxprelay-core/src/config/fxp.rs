@@ -12,7 +12,7 @@ use super::error::ConfigError;
 use super::origin::{Origin, ca_bundle_key};
 use super::schema::{FXP_ALLOW, FileFxp};
 use crate::net::AllowList;
-use crate::tls::bundles;
+use crate::tls::{BadBundleName, is_bundle_name};
 
 /// The top-level `fxp:` block, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,8 +60,8 @@ pub(super) fn validate(
     for (name, path) in file.ca_bundles {
         let key = ca_bundle_key(&name);
         let line = path.referenced.line();
-        if !bundles::is_name(&name) {
-            let why = bundles::BundleError::BadName(name);
+        if !is_bundle_name(&name) {
+            let why = BadBundleName(name);
             return Err(ConfigError::invalid(key, line, why.to_string()));
         }
         origin.record(key, line);

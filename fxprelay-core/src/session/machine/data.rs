@@ -17,12 +17,12 @@ use super::{
     TransferResult, UpstreamLeg, Waiting, reply_text,
 };
 use crate::config::UpstreamData;
-use crate::data::LeaseError;
-use crate::metrics::Rejection;
+use crate::net::LeaseError;
 use crate::proto::addr;
 use crate::proto::command::{ActiveVerb, Command, Direction, PassiveVerb, Verb};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
+use crate::rejection::Rejection;
 use crate::rewrite::{self, ActiveTarget, Reason, ReplyAction};
 
 /// What the client asked for with its last data-setup command.

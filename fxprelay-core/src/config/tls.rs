@@ -6,7 +6,7 @@ use serde_saphyr::Spanned;
 
 use super::error::ConfigError;
 use super::schema::DataMode;
-use crate::tls::{ClientTlsMode, TlsError, TlsSettings, UpstreamPlan};
+use crate::tls::{ClientTlsMode, MissingCertificate, TlsSettings, UpstreamPlan};
 
 /// The block of listener `key` (`listeners[0].tls`) as validated: `None` when neither leg
 /// uses TLS. `warn` receives what works but is likely not meant.
@@ -29,7 +29,7 @@ pub(super) fn validate(
     }
     let client = &settings.client;
     if client.mode != ClientTlsMode::Off && (client.cert.is_none() || client.key.is_none()) {
-        let why = TlsError::MissingCertificate {
+        let why = MissingCertificate {
             mode: client.mode.as_str(),
         };
         return Err(ConfigError::invalid(key, line, why.to_string()));

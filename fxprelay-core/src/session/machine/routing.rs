@@ -19,10 +19,10 @@ use std::time::Instant;
 use tracing::{debug, info};
 
 use super::{Action, Answers, Machine, Phase, Say, Waiting};
-use crate::metrics::Rejection;
 use crate::proto::command::{VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
+use crate::rejection::Rejection;
 use crate::route::{Chosen, Decision, RouteLabel, Said, normalize};
 use crate::session::policy::RouteTable;
 
@@ -759,17 +759,9 @@ mod tests {
     /// server's greeting is not relayed.
     #[test]
     fn the_name_after_auth_tls_chooses() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = rcgen::generate_simple_self_signed(vec!["edge".into()]).unwrap();
-        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-        std::fs::write(&cert, c.cert.pem()).unwrap();
-        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
-        let tls = format!(
-            "    tls:\n      client: {{mode: explicit, cert: {}, key: {}}}\n",
-            cert.display(),
-            key.display()
-        );
-        let mut s = S::new(policy(false, &tls), None);
+        // The machine holds settings only: the files are the shell's to read.
+        let tls = "    tls:\n      client: {mode: explicit, cert: /nonexistent/c.pem, key: /nonexistent/k.pem}\n";
+        let mut s = S::new(policy(false, tls), None);
         s.take();
         let feat = to_client(&s.client("FEAT")).concat();
         assert!(

@@ -6,17 +6,21 @@
 //!   `allow`, `fxp.allow`), refusing with a [`Denied`] that names the list;
 //! - [`PortSpec`]: the operator's data port list (`data.ports`);
 //! - [`OwnSockets`]: the proxy's own listeners, admin endpoint and data ports, which
-//!   nothing it connects to on someone's behalf may be ([`SelfTarget`]).
+//!   nothing it connects to on someone's behalf may be ([`SelfTarget`]);
+//! - [`ConnectError`] and [`LeaseError`]: why a connection or a data port lease failed,
+//!   in the words every layer logs.
 //!
 //! Pure types with their parsers: nothing here does I/O or imports anything else from the
 //! crate, so every layer above can use them (the bottom of the graph, next to `proto`).
 
 mod allow;
+mod connect;
 mod host;
 mod own;
 mod ports;
 
 pub use allow::{AllowEntry, AllowList, Denied};
+pub use connect::ConnectError;
 pub use host::{HostName, HostPort};
 pub use own::{OwnSocket, OwnSockets, SelfTarget};
-pub use ports::{PortSpec, PortSpecError};
+pub use ports::{LeaseError, PortSpec, PortSpecError};

@@ -421,17 +421,8 @@ impl<'de> serde::Deserialize<'de> for Check {
 }
 
 /// How a copy is checked (`--verify`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Deserialize,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Verify {
     /// SIZE, then a hash both servers compute (HASH, XSHA512, XSHA256, XSHA1, XMD5, XCRC
@@ -448,17 +439,8 @@ pub enum Verify {
 }
 
 /// What happens to a copy whose hash differs from the source's (`--on-mismatch`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Deserialize,
-    serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum OnMismatch {
     /// Rename it to NAME.fxprelay-mismatch (RNFR/RNTO) for inspection.

@@ -10,14 +10,14 @@ use super::tls::AfterUpstream;
 use super::{Action, Answers, ConnectFailure, ConnectRequest, Connected, Machine, Phase, Say};
 use crate::config::Mode;
 use crate::defense::DefenseEvent;
-use crate::metrics::Rejection;
+use crate::net::ConnectError;
 use crate::net::HostPort;
 use crate::proto::command::{VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
+use crate::rejection::Rejection;
 use crate::session::policy::Policy;
 use crate::tls::UpstreamPlan;
-use crate::upstream::ConnectError;
 
 /// After this many refused `USER` attempts the client is disconnected.
 pub(super) const MAX_ATTEMPTS: u32 = 3;

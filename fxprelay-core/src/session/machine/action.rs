@@ -10,11 +10,11 @@ use std::time::Duration;
 use super::{Event, Machine};
 use crate::config::ProxyVersion;
 use crate::defense::DefenseEvent;
-use crate::fxp::engine::Method;
+use crate::fxp::method::Method;
 use crate::fxp::url::{FtpUrl, VirtualHost};
-use crate::metrics::Rejection;
 use crate::net::{AllowList, HostName, HostPort, OwnSockets};
 use crate::proto::command::{Direction, Verb};
+use crate::rejection::Rejection;
 use crate::route::RouteLabel;
 
 /// What the shell must do, in order.

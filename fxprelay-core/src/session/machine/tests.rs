@@ -1,8 +1,9 @@
 //! The session's policy, without sockets: each test drives a [`Machine`] with lines,
 //! outcomes and a clock it moves by hand, and checks the actions it answers with.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,14 +11,13 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::Config;
-use crate::data::relay::Moved;
-use crate::data::{LeaseError, PortPool};
-use crate::fxp::engine::{FxpError, Method, Report};
-use crate::fxp::job::{EntryOutcome, Failure, FileEvent, JobEvent};
-use crate::pool::Chosen;
+use crate::fxp::digest::Check;
+use crate::fxp::job::{EntryOutcome, Failure, FailureKind, FileEvent, JobEvent, Report};
+use crate::fxp::method::Method;
+use crate::net::LeaseError;
+use crate::proto::Moved;
 use crate::proto::command::Direction;
 use crate::route::RouteLabel;
-use crate::session::context::ListenerCtx;
 
 const CLIENT: &str = "198.51.100.7";
 const PROXY: &str = "127.0.0.1";
@@ -27,44 +27,79 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// A listener context from YAML lines added to one listener (indented four spaces) and
-/// top-level blocks.
-fn ctx(listener: &str, top: &str) -> Arc<ListenerCtx> {
+/// What the sessions of one listener share, as the shell holds it: the policy, a
+/// stand-in for the pool and the passive-refusal memo. The stand-in takes the next
+/// backend in the list (for a user name, the same one each time) that is neither down
+/// nor tried; the binary's pool, with its balancing and health, is tested there.
+struct Ctx {
+    policy: Arc<Policy>,
+    /// Backends a health check would have found down.
+    down: Mutex<HashSet<usize>>,
+    /// What the machine reported with `BackendFailed`: the index and the error.
+    failed: Mutex<Vec<(usize, String)>>,
+    /// Round robin's next start.
+    next: Mutex<usize>,
+    passive_refusals: Mutex<HashSet<SocketAddr>>,
+}
+
+impl Ctx {
+    fn new(policy: Policy) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            policy: Arc::new(policy),
+            down: Mutex::default(),
+            failed: Mutex::default(),
+            next: Mutex::default(),
+            passive_refusals: Mutex::default(),
+        })
+    }
+
+    fn choose(&self, user: Option<&[u8]>, tried: &[usize]) -> Option<Backend> {
+        let backends = &self.policy.cfg.pool.as_ref()?.backends;
+        let n = backends.len();
+        let start = match user {
+            Some(u) => u.iter().map(|&b| usize::from(b)).sum::<usize>(),
+            None => {
+                let mut next = self.next.lock().unwrap();
+                *next += 1;
+                *next - 1
+            }
+        };
+        let down = self.down.lock().unwrap();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|i| !down.contains(i) && !tried.contains(i))
+            .map(|index| Backend {
+                index,
+                target: backends[index].address.clone(),
+            })
+    }
+}
+
+/// A listener's shared context from YAML lines added to one listener (indented four
+/// spaces) and top-level blocks.
+fn ctx(listener: &str, top: &str) -> Arc<Ctx> {
     ctx_guarded(listener, top, crate::net::OwnSockets::default())
 }
 
 /// [`ctx`] with a self-target guard.
-fn ctx_guarded(listener: &str, top: &str, own: crate::net::OwnSockets) -> Arc<ListenerCtx> {
+fn ctx_guarded(listener: &str, top: &str, own: crate::net::OwnSockets) -> Arc<Ctx> {
     let yaml = format!("{top}listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n{listener}");
     let cfg = Config::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    let l = cfg.listeners[0].clone();
-    // The shell's TLS material, read from the settings as `app` reads it.
-    let tls = l
-        .tls
-        .as_ref()
-        .map(|s| crate::tls::ListenerTls::load(s).unwrap());
-    let mut c = ListenerCtx::new(
-        l,
-        cfg.limits.clone(),
-        &cfg.data,
-        PortPool::new(&cfg.data.ports),
-    );
-    c.services.tls = tls;
-    let policy = Arc::get_mut(&mut c.policy).expect("a policy of its own");
-    policy.fxp_allow = Arc::new(cfg.fxp.allow.clone());
-    policy.own = Arc::new(own);
-    // The edge defense only where a test writes `defense:` (it is on by default, and
-    // would add its reports to every other test's actions).
-    if top.contains("defense:") {
-        policy.defense = cfg.defense_of(&cfg.listeners[0]).cloned();
+    let mut policy = Policy::of(&cfg, &cfg.listeners[0], Arc::new(own));
+    // No pool unless a test asks for one ([`pooled`]), and the edge defense only where a
+    // test writes `defense:` (it is on by default, and would add its reports to every
+    // other test's actions).
+    policy.pool = None;
+    if !top.contains("defense:") {
+        policy.defense = None;
     }
-    Arc::new(c)
+    Ctx::new(policy)
 }
 
 /// The limits the tests count on (connect_timeout and data_accept_timeout as defaults).
 const LIMITS: &str = "limits:\n  login_timeout: 30s\n  idle_timeout: 300s\n";
 
-fn reverse(extra: &str) -> Arc<ListenerCtx> {
+fn reverse(extra: &str) -> Arc<Ctx> {
     ctx(&format!("    upstream: {SERVER}\n{extra}"), LIMITS)
 }
 
@@ -73,19 +108,19 @@ fn reverse(extra: &str) -> Arc<ListenerCtx> {
 /// pool, the passive-refusal memo) from `ctx`, which sessions of one listener share.
 struct T {
     m: Machine,
-    ctx: Arc<ListenerCtx>,
+    ctx: Arc<Ctx>,
     now: Instant,
     actions: Vec<Action>,
     /// The backend chosen for the session, held as the shell holds it.
-    backend: Option<Chosen>,
+    backend: Option<Backend>,
 }
 
 impl T {
-    fn new(ctx: Arc<ListenerCtx>) -> T {
+    fn new(ctx: Arc<Ctx>) -> T {
         Self::with_original(ctx, None)
     }
 
-    fn with_original(ctx: Arc<ListenerCtx>, original: Option<SocketAddr>) -> T {
+    fn with_original(ctx: Arc<Ctx>, original: Option<SocketAddr>) -> T {
         let now = Instant::now();
         let mut t = T {
             m: Machine::new(ctx.policy.clone(), ip(CLIENT), ip(PROXY), original, now),
@@ -99,7 +134,7 @@ impl T {
     }
 
     /// A reverse session to [`SERVER`] whose greeting reached the client.
-    fn connected(ctx: Arc<ListenerCtx>) -> T {
+    fn connected(ctx: Arc<Ctx>) -> T {
         let mut t = T::new(ctx);
         assert!(matches!(t.take().as_slice(), [Action::Connect(_)]));
         t.connect_ok(SERVER);
@@ -109,7 +144,7 @@ impl T {
     }
 
     /// Logged in with USER/PASS.
-    fn logged_in(ctx: Arc<ListenerCtx>) -> T {
+    fn logged_in(ctx: Arc<Ctx>) -> T {
         let mut t = T::connected(ctx);
         t.client("USER u");
         t.server("331 pass");
@@ -128,29 +163,23 @@ impl T {
 
     /// What the shell does with the listener's services for `a`.
     fn serve(&mut self, a: &Action) {
-        let services = &self.ctx.services;
         match a {
-            Action::ChooseBackend {
-                client,
-                user,
-                tried,
-            } => {
-                let pool = services.pool.as_ref();
-                let chosen = pool.and_then(|p| p.choose(*client, user.as_deref(), tried));
-                let backend = chosen.as_ref().map(|c| Backend {
-                    index: c.index,
-                    target: c.target.clone(),
-                });
-                self.backend = chosen;
+            Action::ChooseBackend { user, tried, .. } => {
+                let backend = self.ctx.choose(user.as_deref(), tried);
+                self.backend = backend.clone();
                 self.m.handle(Event::BackendChosen(backend), self.now);
             }
             Action::BackendFailed { index, error } => {
-                if let Some(pool) = &services.pool {
-                    pool.session_failed(*index, error);
-                }
+                self.ctx
+                    .failed
+                    .lock()
+                    .unwrap()
+                    .push((*index, error.clone()));
                 self.backend = None;
             }
-            Action::RememberPassiveRefusal(upstream) => services.passive_refusals.insert(*upstream),
+            Action::RememberPassiveRefusal(upstream) => {
+                self.ctx.passive_refusals.lock().unwrap().insert(*upstream);
+            }
             _ => {}
         }
     }
@@ -177,7 +206,7 @@ impl T {
         let c = Connected {
             peer,
             local: ip("198.18.0.1"),
-            refuses_passive: self.ctx.services.passive_refusals.contains(peer),
+            refuses_passive: self.ctx.passive_refusals.lock().unwrap().contains(&peer),
         };
         self.m.handle(Event::Connected(Ok(c)), self.now);
         self.drain();
@@ -1355,7 +1384,7 @@ fn the_address_of_a_continuation_line_is_never_used() {
 
 /// A proxy whose admin endpoint listens on every address of a host that the test's
 /// server (198.18.0.2) shares, with data ports 50000-50999.
-fn guarded(extra: &str) -> Arc<ListenerCtx> {
+fn guarded(extra: &str) -> Arc<Ctx> {
     let own = crate::net::OwnSockets::new(
         vec![
             "0.0.0.0:9464".parse().unwrap(),
@@ -1433,7 +1462,7 @@ fn forward_targets_and_fxp_destinations_that_are_the_proxy_are_refused() {
         ip(PROXY),
     );
     assert!(
-        matches!(e, Err(crate::upstream::ConnectError::SelfTarget(_))),
+        matches!(e, Err(crate::net::ConnectError::SelfTarget(_))),
         "{e:?}"
     );
     assert!(
@@ -1614,7 +1643,7 @@ fn feat_and_help_list_site_fxp() {
 // SITE FXP
 // ---------------------------------------------------------------------------------------
 
-fn site_ctx() -> Arc<ListenerCtx> {
+fn site_ctx() -> Arc<Ctx> {
     ctx(
         &format!("    upstream: {SERVER}\n"),
         "fxp:\n  allow: [\"203.0.113.0/24\"]\n",
@@ -1622,7 +1651,7 @@ fn site_ctx() -> Arc<ListenerCtx> {
 }
 
 /// `SITE FXP TO url`, its login checked by the shell with `result`: the check's URL.
-fn choose(t: &mut T, url: &str, result: Result<(), FxpError>) -> crate::fxp::url::FtpUrl {
+fn choose(t: &mut T, url: &str, result: Result<(), Failure>) -> crate::fxp::url::FtpUrl {
     t.client(&format!("SITE FXP TO {url}"));
     let checked = t.take().into_iter().find_map(|a| match a {
         Action::CheckFxpDestination { url, .. } => Some(url),
@@ -1697,7 +1726,7 @@ fn site_fxp_paths_stay_bytes() {
         .expect("a copy starts");
     assert_eq!(src.path, b"d\xe9j\xe0.bin");
     assert_eq!(dst.path, b"caf\xe9/\xff");
-    copy_ends(&mut t, Err(FxpError::Other("x".into())));
+    copy_ends(&mut t, Err(Failure::new(FailureKind::Other, "x")));
     t.take();
     t.client("SITE FXP TO ftp://u:pw@203.0.113.5/100%zz");
     assert!(starts(
@@ -1748,25 +1777,16 @@ fn site_fxp_to_outside_the_allow_list_is_refused_at_once() {
 
 #[test]
 fn site_fxp_to_answers_the_login_check() {
-    use crate::fxp::client::FtpError;
-    use crate::fxp::engine::Side;
-    let server = |error| {
-        Err(FxpError::Server {
-            side: Side::Destination,
-            host: "203.0.113.5:21".into(),
-            error,
-        })
-    };
     let mut t = T::logged_in(site_ctx());
     choose(&mut t, "ftp://u:pw@203.0.113.5/", Ok(()));
     t.take();
     // A wrong password: 530, and the destination chosen before is gone.
-    let refused = FtpError::Refused {
-        cmd: "PASS".into(),
-        code: 530,
-        text: "Login incorrect.".into(),
+    // As the binary's engine words a refused PASS (its own tests hold it to this).
+    let refused = Failure {
+        message: "destination 203.0.113.5:21: PASS refused: 530 Login incorrect.".into(),
+        ..failed(FailureKind::LoginRefused, Some(530), true)
     };
-    choose(&mut t, "ftp://u:bad@203.0.113.5/", server(refused));
+    choose(&mut t, "ftp://u:bad@203.0.113.5/", Err(refused));
     assert_eq!(
         t.client_bytes(),
         [
@@ -1779,11 +1799,8 @@ fn site_fxp_to_answers_the_login_check() {
         "503 Choose the other server first"
     ));
     // Unreachable: temporary, 451.
-    let down = FtpError::Connect {
-        host: "203.0.113.5:21".into(),
-        source: std::io::ErrorKind::ConnectionRefused.into(),
-    };
-    choose(&mut t, "ftp://u:pw@203.0.113.5/", server(down));
+    let down = failed(FailureKind::Unreachable, None, false);
+    choose(&mut t, "ftp://u:pw@203.0.113.5/", Err(down));
     assert!(starts(&t.client_bytes(), "451 FXP destination"));
     // While the check runs: STAT says so, ABOR cancels it.
     t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
@@ -1812,64 +1829,48 @@ fn site_fxp_to_answers_the_login_check() {
 #[test]
 fn site_fxp_failures_map_to_one_set_of_codes() {
     use super::site::{Stage, answer};
-    use crate::fxp::client::FtpError;
-    use crate::fxp::engine::Side;
     use crate::session::replies::FxpAnswer as A;
-    let server = |error| FxpError::Server {
-        side: Side::Destination,
-        host: "h:21".into(),
-        error,
-    };
-    let refused = |cmd: &str, code| {
-        server(FtpError::Refused {
-            cmd: cmd.into(),
-            code,
-            text: "no".into(),
-        })
-    };
-    let denied = || {
-        let allow = crate::net::AllowList::default().named("fxp.allow");
-        let why = allow.admits("h", ip("192.0.2.1")).unwrap_err();
-        server(FtpError::Denied {
-            host: "h".into(),
-            why,
-        })
-    };
-    let timeout = server(FtpError::Timeout {
-        what: "USER".into(),
-        after: Duration::from_secs(30),
-    });
+    use FailureKind as K;
+    // Each failure as the binary's engine reports it (`fxp::error`'s tests hold the
+    // engine to these kinds, codes and verdicts).
+    let denied = || failed(K::NotAllowed, None, true);
+    let refused = |kind, code| failed(kind, Some(code), code / 100 == 5);
+    let timeout = failed(K::Timeout, None, false);
     let cases = [
         (Stage::Destination, denied(), A::NotAllowed, 530),
         (
             Stage::Destination,
-            refused("PASS", 530),
+            refused(K::LoginRefused, 530),
             A::LoginRefused,
             530,
         ),
         (
             Stage::Destination,
-            refused("USER u", 530),
-            A::LoginRefused,
-            530,
+            refused(K::Refused, 550),
+            A::Permanent,
+            550,
         ),
-        (Stage::Destination, refused("CWD", 550), A::Permanent, 550),
-        (Stage::Destination, refused("PASS", 421), A::Temporary, 451),
-        (Stage::Destination, timeout, A::Temporary, 451),
-        // During a copy a 530 would read as the client's own session ending.
-        (Stage::Copy, denied(), A::Permanent, 550),
-        (Stage::Copy, refused("PASS", 530), A::Permanent, 550),
-        (Stage::Copy, refused("RETR", 550), A::Permanent, 550),
         (
-            Stage::Copy,
-            FxpError::Stalled(Duration::from_secs(30)),
+            Stage::Destination,
+            refused(K::LoginRefused, 421),
             A::Temporary,
             451,
         ),
+        (Stage::Destination, timeout, A::Temporary, 451),
+        // During a copy a 530 would read as the client's own session ending.
+        (Stage::Copy, denied(), A::Permanent, 550),
+        (
+            Stage::Copy,
+            refused(K::LoginRefused, 530),
+            A::Permanent,
+            550,
+        ),
+        (Stage::Copy, refused(K::Refused, 550), A::Permanent, 550),
+        (Stage::Copy, stalled(), A::Temporary, 451),
     ];
     for (stage, e, want, code) in cases {
-        let got = answer(stage, &Failure::from(&e));
-        assert_eq!((got, got.code()), (want, code), "{stage:?} {e}");
+        let got = answer(stage, &e);
+        assert_eq!((got, got.code()), (want, code), "{stage:?} {e:?}");
     }
 }
 
@@ -1916,7 +1917,10 @@ fn site_fxp_put_and_get_take_r_for_trees() {
     assert!(recursive && src.host == "203.0.113.5" && src.path == b"in/tree");
     job(&mut t, tree_planned(2));
     job(&mut t, file_ended(0, Ok(())));
-    job(&mut t, file_ended(1, Err(FxpError::Other("553 no".into()))));
+    job(
+        &mut t,
+        file_ended(1, Err(Failure::new(FailureKind::Other, "553 no"))),
+    );
     job(&mut t, finished());
     assert!(starts(&t.client_bytes(), "451 FXP tree copied 1 files"));
     // `-r` alone is not a file name.
@@ -1961,7 +1965,7 @@ fn stat_during_a_copy_reports_progress() {
         resumed_from: 0,
         attempts: 1,
         duration: Duration::from_millis(1500),
-        verified: crate::fxp::engine::Check::Size,
+        verified: Check::Size,
     };
     copy_ends(&mut t, Ok(report));
     t.drain();
@@ -1989,7 +1993,10 @@ fn abor_cancels_a_copy_and_the_session_goes_on() {
     assert!(t.sent_upstream().is_empty());
     t.take();
     // The engine's late word changes nothing.
-    copy_ends(&mut t, Err(FxpError::Cancelled));
+    copy_ends(
+        &mut t,
+        Err(Failure::new(FailureKind::Cancelled, "interrupted")),
+    );
     assert!(t.client_bytes().is_empty());
     t.client("PWD");
     assert_eq!(t.sent_upstream(), ["PWD\r\n"]);
@@ -1998,7 +2005,7 @@ fn abor_cancels_a_copy_and_the_session_goes_on() {
 #[test]
 fn a_failed_copy_answers_451_or_550() {
     let mut t = copying();
-    copy_ends(&mut t, Err(FxpError::Stalled(Duration::from_secs(30))));
+    copy_ends(&mut t, Err(stalled()));
     assert!(starts(
         &t.client_bytes(),
         "451 FXP copy failed: no progress"
@@ -2153,8 +2160,8 @@ proptest! {
                 Input::DataConnected(ok) => m.handle(Event::DataConnected(if ok { Ok(()) } else { Err(DataConnectError::Timeout) }), now),
                 Input::Resolved => m.handle(Event::Resolved(Ok(vec![ip("203.0.113.7")])), now),
                 Input::TransferDone(ok) => m.handle(Event::TransferFinished(if ok { Ok(Moved { upload: 1, download: 0 }) } else { Err("broke".into()) }), now),
-                Input::FxpDone => m.handle(Event::FxpJob(JobEvent::Finished { error: Some(Failure::from(&FxpError::Other("x".into()))), took: Duration::ZERO }), now),
-                Input::FxpChecked(ok) => m.handle(Event::FxpChecked(if ok { Ok(()) } else { Err(FxpError::Other("x".into())) }), now),
+                Input::FxpDone => m.handle(Event::FxpJob(JobEvent::Finished { error: Some(Failure::new(FailureKind::Other, "x")), took: Duration::ZERO }), now),
+                Input::FxpChecked(ok) => m.handle(Event::FxpChecked(if ok { Ok(()) } else { Err(Failure::new(FailureKind::Other, "x")) }), now),
                 Input::Tick(s) => {
                     now += Duration::from_secs(u64::from(s % 400));
                     if m.poll_timeout().is_some_and(|t| t <= now) {
@@ -2173,13 +2180,11 @@ proptest! {
 // FTPS
 // ---------------------------------------------------------------------------------------
 
-/// A listener with a `tls:` block; the certificate is made for the test.
-fn tls_ctx(client: &str, upstream: &str, extra: &str) -> (Arc<ListenerCtx>, tempfile::TempDir) {
+/// A listener with a `tls:` block. The machine holds the settings only: the files they
+/// name are the shell's to read, and need not exist here.
+fn tls_ctx(client: &str, upstream: &str, extra: &str) -> (Arc<Ctx>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
     let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, c.cert.pem()).unwrap();
-    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
     let listener = format!(
         "    upstream: {SERVER}\n    tls:\n      client: {{mode: {client}, cert: {}, key: {}}}\n      upstream: {{mode: {upstream}{extra}}}\n",
         cert.display(),
@@ -2554,19 +2559,12 @@ fn a_passthrough_transfer_runs_until_its_final_reply() {
 // Pools of upstreams
 // ---------------------------------------------------------------------------------------
 
-fn pooled(extra: &str) -> Arc<ListenerCtx> {
+fn pooled(extra: &str) -> Arc<Ctx> {
     let yaml = format!(
         "{LIMITS}listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n    upstream: [198.18.0.2:21, 198.18.0.3:21, 198.18.0.4:21]\n{extra}"
     );
     let cfg = Config::parse(&yaml).unwrap();
-    let ports = PortPool::new(&cfg.data.ports);
-    Arc::new(ListenerCtx::of(
-        &cfg,
-        &cfg.listeners[0],
-        None,
-        ports,
-        Vec::new(),
-    ))
+    Ctx::new(Policy::of(&cfg, &cfg.listeners[0], Arc::default()))
 }
 
 fn connect_target(actions: &[Action]) -> String {
@@ -2597,20 +2595,24 @@ fn a_pooled_session_connects_to_the_chosen_backend_and_skips_one_that_fails() {
     t.connect_ok(&second);
     t.server("220 hi");
     assert_eq!(t.client_bytes(), ["220 hi\r\n"]);
-    let st = ctx.services.pool.as_ref().unwrap().status();
-    let held: Vec<_> = st.backends.iter().filter(|b| b.sessions == 1).collect();
-    assert_eq!(held.len(), 1);
-    assert_eq!(held[0].address, second);
-    assert!(st.backends.iter().any(|b| b.last_error.is_some()));
+    // The pool heard of the failure (it counts toward the backend's `fall`), and the
+    // session holds the one it reached.
+    let failed = ctx.failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 1);
+    let first_index = ctx.policy.cfg.pool.as_ref().unwrap().backends[failed[0].0]
+        .address
+        .to_string();
+    assert_eq!((first_index, failed[0].1.as_str()), (first, "refused"));
+    assert_eq!(
+        t.backend.as_ref().map(|b| b.target.to_string()),
+        Some(second)
+    );
 }
 
 #[test]
 fn a_pool_that_is_all_down_answers_421_at_once() {
     let ctx = pooled("    health_check: {fall: 1}\n");
-    let pool = ctx.services.pool.clone().unwrap();
-    for i in 0..pool.len() {
-        pool.check_done(i, Err("refused".into()), Duration::ZERO);
-    }
+    ctx.down.lock().unwrap().extend(0..3);
     let mut t = T::new(ctx);
     let actions = t.take();
     assert!(!actions.iter().any(|a| matches!(a, Action::Connect(_))));
@@ -2629,16 +2631,18 @@ fn a_pool_that_is_all_down_answers_421_at_once() {
 }
 
 #[test]
-fn balance_user_greets_then_connects_after_user_to_the_same_backend_each_time() {
+fn balance_user_greets_then_chooses_by_the_user_name() {
     let ctx = pooled("    balance: user\n");
-    let mut targets = Vec::new();
     for _ in 0..3 {
         let mut t = T::new(ctx.clone());
         assert_eq!(t.client_bytes(), ["220 fxprelay FTP proxy ready.\r\n"]);
         t.client("PWD");
         assert!(t.client_bytes()[0].starts_with("530 "));
         t.client("USER alice");
-        let target = connect_target(&t.take());
+        let actions = t.take();
+        let by_name = |a: &Action| matches!(a, Action::ChooseBackend { user: Some(u), .. } if u.as_slice() == b"alice");
+        assert!(actions.iter().any(by_name), "{actions:?}");
+        let target = connect_target(&actions);
         t.connect_ok(&target);
         // The server's greeting is taken in place of the proxy's; USER goes on.
         t.server("220 server");
@@ -2651,9 +2655,7 @@ fn balance_user_greets_then_connects_after_user_to_the_same_backend_each_time() 
         );
         t.server("331 pass");
         assert_eq!(t.client_bytes(), ["331 pass\r\n"]);
-        targets.push(target);
     }
-    assert!(targets.windows(2).all(|w| w[0] == w[1]), "{targets:?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2811,7 +2813,7 @@ fn a_task_that_ends_without_a_word_is_answered_and_one_that_spoke_is_not() {
     assert_eq!(t.sent_upstream(), ["NOOP\r\n"]);
 
     let mut t = copying();
-    copy_ends(&mut t, Err(FxpError::Other("x".into())));
+    copy_ends(&mut t, Err(Failure::new(FailureKind::Other, "x")));
     t.take();
     t.m.handle(Event::FxpTaskEnded, t.now);
     assert!(t.take().is_empty());
@@ -2829,7 +2831,7 @@ fn a_task_that_ends_without_a_word_is_answered_and_one_that_spoke_is_not() {
 }
 
 /// The rules of the `SITE FXP TO` check for the listener `ctx`.
-fn check_rules(ctx: Arc<ListenerCtx>) -> FxpRules {
+fn check_rules(ctx: Arc<Ctx>) -> FxpRules {
     let mut t = T::logged_in(ctx);
     t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
     t.take()
@@ -2854,10 +2856,7 @@ fn site_fxp_reaches_and_trusts_what_the_listener_does() {
     // The listener's upstream trust, as for the session's own server (a client in clear:
     // the server's leg mirrors it).
     let dir = tempfile::tempdir().unwrap();
-    let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
     let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
-    std::fs::write(&ca, c.cert.pem()).unwrap();
-    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
     let tls = |verify: bool| {
         ctx_guarded(
             &format!(
@@ -2876,14 +2875,18 @@ fn site_fxp_reaches_and_trusts_what_the_listener_does() {
     assert!(!rules.verify);
 }
 
-#[test]
-fn the_machine_holds_tls_settings_and_the_shell_the_material() {
-    let (ctx, _dir) = tls_ctx("explicit", "explicit", "");
-    // The listener's configuration holds settings only (plain data, by its type).
-    let machine_side: &crate::tls::TlsSettings = ctx.policy.cfg.tls.as_ref().expect("the settings");
-    assert_eq!(*machine_side, ctx.services.tls.as_ref().unwrap().settings);
-    let shell_side = ctx.services.tls.as_ref().unwrap();
-    assert!(shell_side.client.is_some() && shell_side.upstream.is_some());
+/// A server's failure of `kind`, as plain data.
+fn failed(kind: FailureKind, code: Option<u16>, permanent: bool) -> Failure {
+    Failure {
+        code,
+        permanent,
+        ..Failure::new(kind, "no")
+    }
+}
+
+/// A copy that stopped moving, as the engine words it.
+fn stalled() -> Failure {
+    Failure::new(FailureKind::Stalled, "no progress for 30s")
 }
 
 /// An event of the running `SITE FXP` copy's job.
@@ -2892,10 +2895,10 @@ fn job(t: &mut T, e: JobEvent) {
 }
 
 /// The running one-file copy's job ends with `outcome`.
-fn copy_ends(t: &mut T, outcome: Result<Report, FxpError>) {
+fn copy_ends(t: &mut T, outcome: Result<Report, Failure>) {
     let outcome = match outcome {
         Ok(r) => EntryOutcome::Copied(r),
-        Err(e) => EntryOutcome::Failed(Failure::from(&e)),
+        Err(e) => EntryOutcome::Failed(e),
     };
     job(
         t,
@@ -2938,7 +2941,7 @@ fn tree_planned(files: usize) -> JobEvent {
 }
 
 /// File `entry` of a tree copied (10 bytes), or failed.
-fn file_ended(entry: usize, outcome: Result<(), FxpError>) -> JobEvent {
+fn file_ended(entry: usize, outcome: Result<(), Failure>) -> JobEvent {
     let outcome = match outcome {
         Ok(()) => EntryOutcome::Copied(Report {
             method: Method::Fxp,
@@ -2947,9 +2950,9 @@ fn file_ended(entry: usize, outcome: Result<(), FxpError>) -> JobEvent {
             resumed_from: 0,
             attempts: 1,
             duration: Duration::from_millis(5),
-            verified: crate::fxp::engine::Check::Size,
+            verified: Check::Size,
         }),
-        Err(e) => EntryOutcome::Failed(Failure::from(&e)),
+        Err(e) => EntryOutcome::Failed(e),
     };
     JobEvent::Ended {
         entry,
@@ -2962,7 +2965,7 @@ fn file_ended(entry: usize, outcome: Result<(), FxpError>) -> JobEvent {
 // The edge defense: what the machine reports, the tarpit
 // ---------------------------------------------------------------------------------------
 
-fn defended(defense: &str) -> Arc<ListenerCtx> {
+fn defended(defense: &str) -> Arc<Ctx> {
     ctx(
         &format!("    upstream: {SERVER}\n"),
         &format!("{LIMITS}defense:\n{defense}"),

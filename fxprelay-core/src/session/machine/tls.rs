@@ -11,11 +11,11 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::{Action, Answers, Machine, Phase, Say};
-use crate::metrics::Rejection;
 use crate::proto::command::{Command, Verb, VerbClass};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
-use crate::tls::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, diagnose};
+use crate::rejection::Rejection;
+use crate::tls::{ClientTlsMode, DataProtection, TlsSettings, UpstreamPlan, advice};
 
 /// The TLS state of both legs.
 #[derive(Debug, Default)]
@@ -176,13 +176,13 @@ impl Machine {
             // Mirroring a client that asked for TLS: it learns the server's answer and
             // decides itself whether to go on in clear.
             AfterUpstream::ClientAuth => {
-                warn!(reply = %text, "the FTP server refused the AUTH TLS a client asked for (tls.upstream.mode: mirror); {}", diagnose::NO_AUTH_TLS_FIX);
+                warn!(reply = %text, "the FTP server refused the AUTH TLS a client asked for (tls.upstream.mode: mirror); {}", advice::NO_AUTH_TLS_FIX);
                 self.say(Say::UpstreamRefusedTls { text })
             }
             // The operator wants TLS toward the server whatever the client does.
             _ => {
                 self.reject(Rejection::UpstreamTls);
-                warn!(reply = %text, "the FTP server refused AUTH TLS, which tls.upstream.mode requires; {}", diagnose::NO_AUTH_TLS_FIX);
+                warn!(reply = %text, "the FTP server refused AUTH TLS, which tls.upstream.mode requires; {}", advice::NO_AUTH_TLS_FIX);
                 self.say(Say::UpstreamTlsRequired);
                 self.close("upstream refused TLS");
             }
@@ -225,7 +225,7 @@ impl Machine {
             }
             Err(error) => {
                 self.reject(Rejection::UpstreamTls);
-                // The error says why, and what to set (`tls::diagnose`).
+                // The error says why, and what to set (the binary's `tls::diagnose`).
                 warn!(%error, "TLS with the FTP server failed");
                 self.say(Say::UpstreamTlsFailed);
                 self.close("upstream TLS failed");

@@ -12,11 +12,9 @@ use super::Machine;
 #[cfg(doc)]
 use super::action::Action;
 use super::action::Slot;
-use crate::data::LeaseError;
-use crate::data::relay::Moved;
-use crate::fxp::engine::FxpError;
-use crate::fxp::job::JobEvent;
-use crate::net::HostPort;
+use crate::fxp::job::{Failure, JobEvent};
+use crate::net::{HostPort, LeaseError};
+use crate::proto::Moved;
 
 /// One thing that happened, for [`Machine::handle`].
 #[derive(Debug)]
@@ -80,7 +78,7 @@ pub enum Event {
     /// An event of the copy's job, in order; the last is `Finished`.
     FxpJob(JobEvent),
     /// The login to a `SITE FXP TO` destination succeeded or failed.
-    FxpChecked(Result<(), FxpError>),
+    FxpChecked(Result<(), Failure>),
     /// The task is gone, after its last word or without one (it panicked).
     FxpTaskEnded,
 }

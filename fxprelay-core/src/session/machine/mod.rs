@@ -54,11 +54,11 @@ use tracing::{debug, info, warn};
 use super::policy::Policy;
 use super::replies::Say;
 use crate::config::{DataMode, Mode, UpstreamConnect};
-use crate::metrics::Rejection;
 use crate::net::HostPort;
 use crate::proto::command::{PassiveVerb, Verb, VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::{Reply, ReplyAssembler, ReplyError};
+use crate::rejection::Rejection;
 
 /// After this many consecutive unparseable command lines the client is disconnected:
 /// nobody types that much garbage by accident.

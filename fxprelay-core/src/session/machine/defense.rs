@@ -15,9 +15,9 @@ use tracing::info;
 use super::{Action, Machine};
 use crate::config::Mode;
 use crate::defense::{DefenseEvent, Tarpit};
-use crate::metrics::Rejection;
 use crate::proto::command::VerbClass;
 use crate::proto::line::trim_eol;
+use crate::rejection::Rejection;
 use crate::session::replies::Say;
 
 #[derive(Debug, Default)]

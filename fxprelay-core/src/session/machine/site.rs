@@ -26,7 +26,6 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::{Action, Count, FxpRules, Machine, Say};
-use crate::fxp::engine::FxpError;
 use crate::fxp::job::plan::Plan;
 use crate::fxp::job::{Failure, FailureKind, JobEvent, JobState};
 use crate::fxp::render;
@@ -140,7 +139,7 @@ impl Machine {
         if let Some(e) =
             literal.and_then(|ip| self.own_socket(std::net::SocketAddr::new(ip, u.port)))
         {
-            self.reject(crate::metrics::Rejection::SelfTarget);
+            self.reject(crate::rejection::Rejection::SelfTarget);
             warn!(error = %e, "SITE FXP TO names this proxy itself; refused");
             return self.refuse_destination(e.to_string());
         }
@@ -166,11 +165,7 @@ impl Machine {
     }
 
     /// The login to a `SITE FXP TO` destination succeeded or failed.
-    pub(super) fn on_fxp_destination_checked(
-        &mut self,
-        result: Result<(), FxpError>,
-        now: Instant,
-    ) {
+    pub(super) fn on_fxp_destination_checked(&mut self, result: Result<(), Failure>, now: Instant) {
         let Some(u) = self.site.checking.take() else {
             return;
         };
@@ -182,10 +177,10 @@ impl Machine {
                 self.say(Say::FxpDestinationSet { url });
             }
             Err(e) => {
-                warn!(destination = %u, error = %e, "SITE FXP TO refused");
-                let text = format!("FXP destination {u}: {e}");
+                warn!(destination = %u, error = %e.message, "SITE FXP TO refused");
+                let text = format!("FXP destination {u}: {}", e.message);
                 self.say(Say::FxpFailed {
-                    answer: answer(Stage::Destination, &Failure::from(&e)),
+                    answer: answer(Stage::Destination, &e),
                     text,
                 });
             }
@@ -362,7 +357,7 @@ impl Machine {
     pub(super) fn on_fxp_task_ended(&mut self, now: Instant) {
         let stopped = |what: &str| format!("the {what} task stopped");
         if self.site.checking.is_some() {
-            let e = FxpError::Other(stopped("login check"));
+            let e = Failure::new(FailureKind::Other, stopped("login check"));
             self.on_fxp_destination_checked(Err(e), now);
         } else if self.site.running.is_some() {
             let error = Failure::new(FailureKind::Other, stopped("copy"));

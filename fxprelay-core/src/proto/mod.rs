@@ -25,8 +25,8 @@ pub mod reply;
 
 pub use addr::AddrError;
 pub use command::{
-    ActiveVerb, Command, CommandError, Direction, PassiveVerb, Verb, VerbClass, is_known_verb,
-    parse_command,
+    ActiveVerb, Command, CommandError, Direction, Moved, PassiveVerb, Verb, VerbClass,
+    is_known_verb, parse_command,
 };
 pub use line::{LineTooLong, find_line, trim_eol};
 pub use reply::{Reply, ReplyAssembler, ReplyError, quoted_path, reply_line};

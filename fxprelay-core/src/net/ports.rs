@@ -1,8 +1,10 @@
 //! The operator's data port spec: a list of ports and inclusive ranges
-//! (`"21,80,50000-50100"`), parsed from the configuration. The pool that leases them is
-//! [`crate::data::ports`].
+//! (`"21,80,50000-50100"`), parsed from the configuration, and why a port of it could
+//! not be leased ([`LeaseError`]; the binary's `data::ports` leases them).
 
 use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
@@ -201,6 +203,42 @@ impl<'de> Deserialize<'de> for PortSpec {
         }
 
         deserializer.deserialize_any(SpecVisitor)
+    }
+}
+
+/// Why no data port could be leased.
+#[derive(Debug, Error)]
+pub enum LeaseError {
+    /// Every port of the spec is leased by this pool or held by another program.
+    #[error(
+        "no free data port on {ip} in the port list \"{spec}\": {leased} in use by this proxy, \
+         {busy} taken by other programs{}; widen the data port list (`data.ports`) or allow \
+         fewer concurrent transfers",
+        denied_note(.denied)
+    )]
+    Exhausted {
+        spec: String,
+        ip: IpAddr,
+        leased: usize,
+        busy: usize,
+        denied: usize,
+    },
+    /// `client` holds `max` ports already (`limits.max_data_ports_per_ip`).
+    #[error(
+        "{client} holds {max} data ports already (limits.max_data_ports_per_ip); \
+         finish or abort a transfer first"
+    )]
+    PerClient { client: IpAddr, max: usize },
+    /// A failure that is not about one port (e.g. `ip` is not an address of this host, or
+    /// the process is out of file descriptors), so trying other ports would not help.
+    #[error("could not open data port {addr}: {cause}")]
+    Bind { addr: SocketAddr, cause: io::Error },
+}
+
+fn denied_note(denied: &usize) -> String {
+    match denied {
+        0 => String::new(),
+        n => format!(", {n} refused by the system (ports below 1024 need CAP_NET_BIND_SERVICE)"),
     }
 }
 

@@ -92,6 +92,15 @@ pub enum Direction {
     Download,
 }
 
+/// What a finished transfer moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Client to server bytes.
+    pub upload: u64,
+    /// Server to client bytes.
+    pub download: u64,
+}
+
 /// What a verb does, as far as a proxy cares: the session dispatches on this instead of
 /// comparing verb strings at every call site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
