@@ -6,7 +6,7 @@
 //! testable in isolation, lets property tests throw arbitrary input at it, and makes the
 //! one hard guarantee easy to check: no input, however hostile, makes it panic.
 //!
-//! - [`line`] frames the byte stream into lines (`\r\n` or bare `\n`) under a length limit.
+//! - [`line`](mod@line) frames the byte stream into lines (`\r\n` or bare `\n`) under a length limit.
 //! - [`command`] parses client commands into a normalised verb and raw argument bytes.
 //! - [`reply`] assembles server replies, multi-line ones included, line by line.
 //! - [`listing`] reads directory listings: `MLSD` facts and `ls -l` lines of `LIST`.

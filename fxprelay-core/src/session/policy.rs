@@ -2,7 +2,7 @@
 //! the listener's sessions. Plain data: no lock, atomic, socket or TLS session cache is
 //! reachable from a [`Policy`]. What changes while sessions run (data ports, a pool's
 //! health and session counts, the passive-refusal memo, the registry) and the loaded TLS
-//! material are the shell's ([`super::context::Services`]); the machine reaches them only
+//! material are the shell's (the binary's `session::Services`); the machine reaches them only
 //! through actions and the events that answer them.
 
 use std::net::IpAddr;

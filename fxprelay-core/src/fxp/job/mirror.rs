@@ -25,7 +25,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 pub use crate::proto::listing::{Kind, Timestamp};
 
-/// What a tree copy does besides copying: [`TransferOptions`](super::options::TransferOptions)'s
+/// What a tree copy does besides copying: the binary's `fxp::options::TransferOptions`'s
 /// `skip_existing`, `dry_run`, `include`, `exclude` and `delete` (the flags' help there
 /// says what each means).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -12,16 +12,16 @@
 //! The parts (`handle` dispatches each event to the part that owns its concern):
 //! - this file: phases, reply sequencing (which command each upstream reply answers),
 //!   command dispatch, the control connections' events, limits and timers;
-//! - [`event`] and [`action`]: the vocabulary in and out;
-//! - [`login`]: the pre-session dialogue of forward mode and the connect outcomes;
-//! - [`balance`]: the backend of a pooled reverse listener;
-//! - [`data`]: relay mode's data connections (the proxy's own `PASV`/`PORT` exchange
+//! - `event` and `action`: the vocabulary in and out;
+//! - `login`: the pre-session dialogue of forward mode and the connect outcomes;
+//! - `balance`: the backend of a pooled reverse listener;
+//! - `data`: relay mode's data connections (the proxy's own `PASV`/`PORT` exchange
 //!   with the server, held `226`, `ABOR`) and passthrough's address fixes;
-//! - [`site`]: `SITE FXP`, whose copy runs as a task while the session goes on;
-//! - [`tls`]: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers);
-//! - [`defense`]: what the edge defense hears of the client (failed logins, bait users,
+//! - `site`: `SITE FXP`, whose copy runs as a task while the session goes on;
+//! - `tls`: FTPS on either leg (`AUTH TLS`, `PBSZ`/`PROT`, what `FEAT` offers);
+//! - `defense`: what the edge defense hears of the client (failed logins, bait users,
 //!   bad commands, early closes) and the tarpit on repeated failed logins;
-//! - [`audit`]: the login and transfer log lines, and the
+//! - `audit`: the login and transfer log lines, and the
 //!   [`Snapshot`](super::view::Snapshot) the API shows.
 
 mod action;
@@ -243,7 +243,7 @@ pub struct Machine {
     /// What the upstream's next final replies answer, oldest first.
     awaiting: VecDeque<Awaiting>,
     /// Client lines held back until the proxy is ready for them (see
-    /// [`Machine::must_defer`]).
+    /// `Machine::must_defer`).
     deferred: VecDeque<Vec<u8>>,
     /// When the proxy stops waiting for a server that leaves commands unanswered.
     deferred_until: Option<Instant>,
@@ -369,7 +369,7 @@ impl Machine {
     /// lookup, a data connection or the server's answer to the proxy's own command, later
     /// lines stay in the socket (TCP pushes back on a client that floods).
     /// While a transfer runs, a few lines are read and held in order (see
-    /// [`Machine::must_defer`]), so that an `ABOR` behind them is seen.
+    /// `Machine::must_defer`), so that an `ABOR` behind them is seen.
     pub fn wants_client_input(&self) -> bool {
         let held = self.deferred.is_empty()
             || (self.transfer_pending() && self.deferred.len() < MAX_HELD_DURING_TRANSFER);
