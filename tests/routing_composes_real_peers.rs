@@ -160,18 +160,21 @@ fn behind_haproxy_routes_by_host_and_login_and_limits_the_real_client() {
     held.cmd_expect("HOST alpha.test", 220);
     held.cmd_expect(&format!("USER {}", peers::USER), 331);
     held.cmd_expect(&format!("PASS {}", peers::PASS), 230);
+    let per_ip = || {
+        proxy.metric(
+            "fxprelay_rejected_total",
+            &[
+                ("listener", "edge"),
+                ("route", "none"),
+                ("reason", "max_sessions_per_ip"),
+            ],
+        )
+    };
+    let before = per_ip();
     let mut again = Control::connect(front);
     let refused = again.reply();
     assert!(refused.starts_with("421"), "{refused}");
-    let per_ip = proxy.metric(
-        "fxprelay_rejected_total",
-        &[
-            ("listener", "edge"),
-            ("route", "none"),
-            ("reason", "max_sessions_per_ip"),
-        ],
-    );
-    assert_eq!(per_ip, 1.0);
+    assert_eq!(per_ip(), before + 1.0);
     let other = Ipv4Addr::new(127, 0, 0, 77);
     let mut neighbour = Control::connect_from(other, front);
     neighbour.expect(220);
