@@ -1,6 +1,13 @@
 //! fxprelay: an FTP control-channel proxy that rewrites the addresses FTP carries so
 //! transfers work across NAT, firewalls and mismatched networks.
 //!
+//! The pure core is a crate of its own, `fxprelay_core`: the protocol ([`proto`]), the
+//! network types ([`net`]), the NAT policy ([`rewrite`]), the configuration ([`config`]),
+//! the edge defense's scoring ([`defense`]), route choice ([`route`]), the session
+//! machine ([`session::machine`], [`session::Policy`]) and the FXP job's plan and state
+//! ([`fxp::job`]). It depends on no async runtime, socket or TLS library; this crate
+//! re-exports its modules at the paths below and runs them.
+//!
 //! How data flows through the modules:
 //!
 //! - [`config`] loads and validates the YAML file into a typed [`config::Config`]: plain
@@ -75,40 +82,35 @@
 //! - [`logging`] is the text log's field formatter: control characters a client or a
 //!   server sent are escaped, so a log read in a terminal shows them instead of obeying.
 //!
-//! Imports run one way, without cycles among siblings at any level
-//! (`scripts/module-cycles.py` checks, `.ci/run` runs it): `app` -> {`server`, `admin`}
-//! -> `session` -> {`fxp`, `pool`, `upstream`} -> `data` -> {`proxy_protocol`, `bans`}
-//! -> `state` -> `config` -> {`rewrite`, `codec`, `tls`, `defense`} -> {`net`, `proto`}, each layer
-//! using any below it;
-//! [`metrics`] is used from anywhere. The configuration is plain data every runtime
-//! module reads; it depends on none of them. Inside [`session`]: `shell` -> `machine` ->
-//! {`policy`, `view`, `replies`}, and `context` -> {`policy`, `registry` -> `view`}: the
-//! machine never sees the context, the registry or the shell. Inside [`fxp`]: the front
-//! ends {`cli` -> `progress`, `jobs`} -> `runner` -> `engine` -> {`logins`, `options`,
-//! `error`} -> `job` (pure: plan, events, state) -> {`digest`, `method`, `url`}; the
+//! Imports run one way. The core cannot import this crate (the compiler holds that
+//! line); inside this crate, without cycles among siblings at any level
+//! (`scripts/module-cycles.py src`, run by `.ci/run`): `app` -> {`server`, `admin`} ->
+//! `session` -> {`fxp`, `pool`, `upstream`} -> {`data`, `codec`, `tls`} ->
+//! {`proxy_protocol`, `bans`} -> `state`, each layer using any below it and the core; [`metrics`] is used
+//! from anywhere. Inside [`session`]: `shell` -> `machine` (the core's), `context` ->
+//! `registry`: the machine never sees the context, the registry or the shell. Inside
+//! [`fxp`]: the front ends {`cli` -> `progress`, `jobs`} -> `runner` -> `engine` ->
+//! {`logins`, `options`, `error`} -> `job` (the core's: plan, events, state); the
 //! session machine uses `job` and `render`, never the runner.
 
 // The library's few unsafe blocks (pipes and splice(2) in `data::splice`) each say why
 // they are sound. (Tests call libc freely: the rule is the library's, not Cargo.toml's.)
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+// The pure core, at the paths the rest of the crate has always used.
+pub use fxprelay_core::{config, defense, net, proto, rewrite, route};
+
 pub mod admin;
 pub mod app;
 pub mod bans;
 pub mod codec;
-pub mod config;
 pub mod data;
-pub mod defense;
 pub mod fxp;
 pub mod logging;
 pub mod metrics;
-pub mod net;
 pub mod pool;
 pub mod probe;
-pub mod proto;
 pub mod proxy_protocol;
-pub mod rewrite;
-pub mod route;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -8,52 +8,19 @@ use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-use crate::metrics;
+use crate::metrics::{self, Scope};
 use crate::net::{HostName, HostPort};
 
-/// Why the proxy could not reach an upstream. The client only ever sees a generic `421`;
-/// this detail goes to the log and the `reason` label of `fxprelay_upstream_errors_total`.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("cannot resolve {0}: {1}")]
-    Resolve(String, io::Error),
-    #[error("{0} resolves to no address")]
-    NoAddress(String),
-    #[error("connecting to {0} timed out after {1:?}")]
-    Timeout(String, Duration),
-    #[error("connection to {0} refused")]
-    Refused(SocketAddr),
-    #[error("cannot connect to {0}: {1}")]
-    Io(SocketAddr, io::Error),
-    #[error("{0}")]
-    Denied(String),
-    /// The target is this proxy itself (see [`crate::net::OwnSockets`]).
-    #[error("{0}")]
-    SelfTarget(String),
-}
-
-impl ConnectError {
-    /// The metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ConnectError::Resolve(..) | ConnectError::NoAddress(_) => "resolve",
-            ConnectError::Timeout(..) => "timeout",
-            ConnectError::Refused(_) => "refused",
-            ConnectError::Io(..) => "io",
-            ConnectError::Denied(_) => "denied",
-            ConnectError::SelfTarget(_) => "self_target",
-        }
-    }
-}
+pub use crate::net::ConnectError;
 
 /// Resolves `target` and connects to its addresses in turn, all within `limit`.
-/// Records the connect latency or the failure reason for `listener`.
+/// Records the connect latency or the failure reason under `scope`.
 pub async fn connect(
-    listener: &str,
+    scope: &Scope,
     target: &HostPort,
     limit: Duration,
 ) -> Result<TcpStream, ConnectError> {
-    connect_checked(listener, target, limit, None, |_| Ok(())).await
+    connect_checked(scope, target, limit, None, |_| Ok(())).await
 }
 
 /// Like [`connect`], but only to resolved addresses that `check` accepts (the forward
@@ -62,7 +29,7 @@ pub async fn connect(
 /// address that is not allowed), and, with `source`, from that address even though it is
 /// not one of this host's (`IP_TRANSPARENT`: the upstream sees the client's address).
 pub async fn connect_checked(
-    listener: &str,
+    scope: &Scope,
     target: &HostPort,
     limit: Duration,
     source: Option<IpAddr>,
@@ -74,8 +41,8 @@ pub async fn connect_checked(
         Err(_) => Err(ConnectError::Timeout(target.to_string(), limit)),
     };
     match &result {
-        Ok(_) => metrics::upstream_connected(listener, started.elapsed()),
-        Err(e) => metrics::upstream_error(listener, e.reason()),
+        Ok(_) => metrics::upstream_connected(scope, started.elapsed()),
+        Err(e) => metrics::upstream_error(scope, e.reason()),
     }
     result
 }

@@ -12,8 +12,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 
-use fxprelay::proto::addr::*;
-use fxprelay::proto::{parse_command, trim_eol};
+use fxprelay_core::proto::addr::*;
+use fxprelay_core::proto::{parse_command, trim_eol};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

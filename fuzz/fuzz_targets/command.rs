@@ -7,8 +7,8 @@
 
 #![no_main]
 
-use fxprelay::proto::command::MAX_VERB_LEN;
-use fxprelay::proto::{Verb, is_known_verb, parse_command, trim_eol};
+use fxprelay_core::proto::command::MAX_VERB_LEN;
+use fxprelay_core::proto::{Verb, is_known_verb, parse_command, trim_eol};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@
 
 use std::str::FromStr;
 
-use fxprelay::net::PortSpec;
+use fxprelay_core::net::PortSpec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

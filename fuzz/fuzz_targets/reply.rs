@@ -9,7 +9,7 @@
 
 #![no_main]
 
-use fxprelay::proto::{LineTooLong, ReplyAssembler, ReplyError, find_line, trim_eol};
+use fxprelay_core::proto::{LineTooLong, ReplyAssembler, ReplyError, find_line, trim_eol};
 use libfuzzer_sys::fuzz_target;
 
 /// (longest line, largest reply), in bytes.

@@ -13,9 +13,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use arbitrary::{Arbitrary, Unstructured};
-use fxprelay::proto::addr;
-use fxprelay::proto::{Reply, parse_command};
-use fxprelay::rewrite::{
+use fxprelay_core::proto::addr;
+use fxprelay_core::proto::{Reply, parse_command};
+use fxprelay_core::rewrite::{
     Kind, NatMode, NatPolicy, PrivateRanges, Reason, ReplyAction, active_needs_rewrite,
     active_target, pick_replacement, rewrite_active, rewrite_passive_reply, should_replace,
 };

@@ -21,14 +21,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use fxprelay::config::Config;
-use fxprelay::data::LeaseError;
-use fxprelay::fxp::engine::FxpError;
-use fxprelay::net::OwnSockets;
-use fxprelay::proto::addr;
-use fxprelay::proto::reply::ReplyAssembler;
-use fxprelay::session::Policy;
-use fxprelay::session::machine::{
+use fxprelay_core::config::Config;
+use fxprelay_core::fxp::job::{Failure, FailureKind, JobEvent};
+use fxprelay_core::net::{LeaseError, OwnSockets};
+use fxprelay_core::proto::addr;
+use fxprelay_core::proto::reply::ReplyAssembler;
+use fxprelay_core::session::Policy;
+use fxprelay_core::session::machine::{
     Action, ConnectFailure, Connected, DataConnectError, Event, Machine, Slot,
 };
 use libfuzzer_sys::fuzz_target;
@@ -337,7 +336,7 @@ fuzz_target!(|input: Input| {
             ),
             Step::TransferDone(ok) => m.handle(
                 Event::TransferFinished(if ok {
-                    Ok(fxprelay::data::relay::Moved {
+                    Ok(fxprelay_core::proto::Moved {
                         upload: 1,
                         download: 0,
                     })
@@ -346,7 +345,13 @@ fuzz_target!(|input: Input| {
                 }),
                 now,
             ),
-            Step::FxpDone => m.handle(Event::FxpFinished(Err(FxpError::Other("x".into()))), now),
+            Step::FxpDone => m.handle(
+                Event::FxpJob(JobEvent::Finished {
+                    error: Some(Failure::new(FailureKind::Other, "x")),
+                    took: Duration::ZERO,
+                }),
+                now,
+            ),
             Step::Tick(s) => {
                 now += Duration::from_secs(u64::from(s % 400));
                 if m.poll_timeout().is_some_and(|t| t <= now) {

@@ -13,47 +13,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use thiserror::Error;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::metrics::{DATA_PORT_EXHAUSTED_TOTAL, DATA_PORTS_IN_USE};
 use crate::net::PortSpec;
 
-/// Why no data port could be leased.
-#[derive(Debug, Error)]
-pub enum LeaseError {
-    /// Every port of the spec is leased by this pool or held by another program.
-    #[error(
-        "no free data port on {ip} in the port list \"{spec}\": {leased} in use by this proxy, \
-         {busy} taken by other programs{}; widen the data port list (`data.ports`) or allow \
-         fewer concurrent transfers",
-        denied_note(.denied)
-    )]
-    Exhausted {
-        spec: String,
-        ip: IpAddr,
-        leased: usize,
-        busy: usize,
-        denied: usize,
-    },
-    /// `client` holds `max` ports already (`limits.max_data_ports_per_ip`).
-    #[error(
-        "{client} holds {max} data ports already (limits.max_data_ports_per_ip); \
-         finish or abort a transfer first"
-    )]
-    PerClient { client: IpAddr, max: usize },
-    /// A failure that is not about one port (e.g. `ip` is not an address of this host, or
-    /// the process is out of file descriptors), so trying other ports would not help.
-    #[error("could not open data port {addr}: {cause}")]
-    Bind { addr: SocketAddr, cause: io::Error },
-}
-
-fn denied_note(denied: &usize) -> String {
-    match denied {
-        0 => String::new(),
-        n => format!(", {n} refused by the system (ports below 1024 need CAP_NET_BIND_SERVICE)"),
-    }
-}
+pub use crate::net::LeaseError;
 
 /// Leases ports of one [`PortSpec`]. Cheap to clone; clones share the leases.
 #[derive(Clone)]

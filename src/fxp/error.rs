@@ -186,3 +186,77 @@ impl FxpError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fxp::job::FailureKind as K;
+
+    fn at_destination(error: FtpError) -> FxpError {
+        FxpError::at(Side::Destination, "203.0.113.5:21", error)
+    }
+
+    fn refused(cmd: &str, code: u16) -> FxpError {
+        at_destination(FtpError::Refused {
+            cmd: cmd.into(),
+            code,
+            text: "Login incorrect.".into(),
+        })
+    }
+
+    /// What the session machine's `SITE FXP` replies are decided by (its tests start
+    /// from these failures): the kind, the reply code, whether a retry could mend it,
+    /// and the words.
+    #[test]
+    fn each_failure_becomes_the_plain_data_front_ends_decide_by() {
+        let denied = {
+            let allow = crate::net::AllowList::default().named("fxp.allow");
+            let why = allow.admits("h", "192.0.2.1".parse().unwrap()).unwrap_err();
+            at_destination(FtpError::Denied {
+                host: "h".into(),
+                why,
+            })
+        };
+        let connect = at_destination(FtpError::Connect {
+            host: "203.0.113.5:21".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        });
+        let timeout = at_destination(FtpError::Timeout {
+            what: "USER".into(),
+            after: Duration::from_secs(30),
+        });
+        let cases = [
+            (denied, K::NotAllowed, None, true),
+            (refused("PASS", 530), K::LoginRefused, Some(530), true),
+            (refused("USER u", 530), K::LoginRefused, Some(530), true),
+            (refused("PASS", 421), K::LoginRefused, Some(421), false),
+            (refused("CWD", 550), K::Refused, Some(550), true),
+            (connect, K::Unreachable, None, false),
+            (timeout, K::Timeout, None, false),
+            (
+                FxpError::Stalled(Duration::from_secs(30)),
+                K::Stalled,
+                None,
+                false,
+            ),
+            (FxpError::Cancelled, K::Cancelled, None, false),
+        ];
+        for (e, kind, code, permanent) in cases {
+            let f = Failure::from(&e);
+            assert_eq!(
+                (f.kind, f.code, f.permanent),
+                (kind, code, permanent),
+                "{e}"
+            );
+            assert_eq!(f.message, e.to_string());
+        }
+        assert_eq!(
+            Failure::from(&refused("PASS", 530)).message,
+            "destination 203.0.113.5:21: PASS refused: 530 Login incorrect."
+        );
+        assert_eq!(
+            Failure::from(&FxpError::Stalled(Duration::from_secs(30))).message,
+            "no progress for 30s"
+        );
+    }
+}

@@ -37,19 +37,16 @@ pub mod cli;
 pub mod client;
 pub mod client_stream;
 pub mod credentials;
-pub mod digest;
 pub mod engine;
 mod error;
-pub mod job;
 mod job_id;
 pub mod jobs;
 pub mod logins;
-pub mod method;
 pub mod options;
 pub mod progress;
-pub mod render;
 pub mod runner;
-pub mod url;
+
+pub use fxprelay_core::fxp::{digest, job, method, render, url};
 
 pub use client::{Client, ExtraRoots, FtpError, TlsPolicy};
 pub use engine::{EngineOptions, FxpError, Method, Progress};

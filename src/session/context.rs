@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::bans::Guard;
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
+use crate::metrics::Scope;
 use crate::net::OwnSockets;
 use crate::pool::Pool;
+use crate::route::RouteLabel;
 use crate::tls::ListenerTls;
 
 use super::policy::Policy;
@@ -62,17 +64,18 @@ impl ListenerCtx {
         own_binds: Vec<SocketAddr>,
     ) -> Self {
         let own = Arc::new(own_sockets(config, own_binds.clone()));
-        let pool = l
-            .pool
-            .clone()
-            .map(|pool| Arc::new(Pool::new(&l.name, pool, l.upstream_proxy_protocol)));
+        let pp = l.upstream_proxy_protocol;
+        let pool = l.pool.clone().map(|pool| {
+            let scope = Scope::new(&l.name, RouteLabel::Default);
+            Arc::new(Pool::new(&l.name, scope, pool, pp))
+        });
         let route_pools = l
             .routes
             .iter()
             .map(|r| {
                 let name = route_pool_name(&l.name, &r.name);
-                let pool = r.pool.clone()?;
-                Some(Arc::new(Pool::new(&name, pool, l.upstream_proxy_protocol)))
+                let scope = Scope::new(&l.name, RouteLabel::Named(r.name.as_str().into()));
+                Some(Arc::new(Pool::new(&name, scope, r.pool.clone()?, pp)))
             })
             .collect();
         ListenerCtx {
@@ -95,6 +98,13 @@ impl ListenerCtx {
             policy: Arc::new(Policy::new(cfg, limits, data)),
             own_binds: Vec::new(),
         }
+    }
+
+    /// The listener's metrics scope for a client that has said nothing yet: route
+    /// `none` on a listener with routes, `default` on one without.
+    pub fn scope_at_accept(&self) -> Scope {
+        let has_routes = self.policy.routes.is_some();
+        Scope::new(&self.policy.cfg.name, RouteLabel::at_accept(has_routes))
     }
 
     /// The same context, guarded by the ban table `defense` (from [`crate::bans::Bans::apply`]).
@@ -124,8 +134,8 @@ impl Services {
     }
 }
 
-/// What a route's pool is called (its metrics' `listener` label, its health checks, the
-/// admin API's `upstreams`): `listener/route`.
+/// What a route's pool is called (its health checks' log lines, the admin API's
+/// `upstreams`): `listener/route`. Its metrics say `listener` and `route` apart.
 pub fn route_pool_name(listener: &str, route: &str) -> String {
     format!("{listener}/{route}")
 }
@@ -184,4 +194,40 @@ impl PassiveRefusals {
 /// IPv4-mapped addresses as plain IPv4: one server, one entry.
 fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The policy the machine gets holds TLS settings (plain data, by its type); the
+    /// certificates, keys and rustls configs are the shell's services.
+    #[test]
+    fn the_machine_holds_tls_settings_and_the_shell_the_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        let yaml = format!(
+            "listeners:\n  - name: t\n    bind: 127.0.0.1:2121\n    upstream: 198.18.0.2:21\n    tls:\n      client: {{mode: explicit, cert: {}, key: {}}}\n      upstream: {{mode: explicit}}\n",
+            cert.display(),
+            key.display()
+        );
+        let cfg = Config::parse(&yaml).unwrap();
+        let l = &cfg.listeners[0];
+        let material = ListenerTls::load(l.tls.as_ref().unwrap()).unwrap();
+        let ctx = ListenerCtx::of(
+            &cfg,
+            l,
+            Some(material),
+            PortPool::new(&cfg.data.ports),
+            Vec::new(),
+        );
+        let machine_side: &crate::tls::TlsSettings =
+            ctx.policy.cfg.tls.as_ref().expect("the settings");
+        let shell_side = ctx.services.tls.as_ref().unwrap();
+        assert_eq!(*machine_side, shell_side.settings);
+        assert!(shell_side.client.is_some() && shell_side.upstream.is_some());
+    }
 }

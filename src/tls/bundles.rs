@@ -9,8 +9,9 @@ use std::path::Path;
 use super::error::TlsError;
 use super::pem::CaCerts;
 
-/// Longest bundle name.
-pub const MAX_NAME: usize = 64;
+pub use fxprelay_core::tls::{
+    BadBundleName, MAX_BUNDLE_NAME as MAX_NAME, is_bundle_name as is_name,
+};
 
 /// The operator's CA bundles by name, read.
 #[derive(Debug, Clone, Default)]
@@ -19,10 +20,8 @@ pub struct CaBundles(BTreeMap<String, CaCerts>);
 /// Why a bundle cannot be used: its name, or its file.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error(
-        "`{0}` is not a bundle name: 1 to {MAX_NAME} letters, digits, `.`, `_` or `-`, starting with a letter or digit"
-    )]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] BadBundleName),
     #[error(transparent)]
     File(#[from] TlsError),
 }
@@ -36,7 +35,7 @@ impl CaBundles {
         for (name, path) in files {
             let fail = |e: BundleError| (name.to_owned(), e);
             if !is_name(name) {
-                return Err(fail(BundleError::BadName(name.to_owned())));
+                return Err(fail(BadBundleName(name.to_owned()).into()));
             }
             let certs = CaCerts::load(path).map_err(|e| fail(e.into()))?;
             read.insert(name.to_owned(), certs);
@@ -67,16 +66,6 @@ impl CaBundles {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
-
-/// What a caller may write in `options.ca`: short, and nothing a path would need (`/`),
-/// so a path is never mistaken for a name.
-pub fn is_name(name: &str) -> bool {
-    (1..=MAX_NAME).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 #[cfg(test)]

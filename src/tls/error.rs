@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use fxprelay_core::tls::MissingCertificate;
+
 /// Why a TLS setting cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -22,8 +24,8 @@ pub enum TlsError {
     BadKey { path: PathBuf, why: String },
     #[error("the key in {key} does not belong to the certificate in {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("`tls.client.mode: {mode}` needs `tls.client.cert` and `tls.client.key`")]
-    MissingCertificate { mode: &'static str },
+    #[error(transparent)]
+    MissingCertificate(#[from] MissingCertificate),
     #[error("no trust roots: the system has none and `tls.upstream.ca` is not set")]
     NoRoots,
     #[error("{0} is not a valid TLS server name")]

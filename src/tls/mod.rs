@@ -23,7 +23,8 @@ pub mod diagnose;
 mod error;
 mod names;
 pub mod pem;
-pub mod settings;
+
+pub use fxprelay_core::tls::{MissingCertificate, advice, settings};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,8 @@ pub struct RouteTls {
     /// Toward the data connections of clients whose control connection got this route's
     /// certificate.
     client_data: Option<TlsAcceptor>,
+    /// The route's own certificate, summarized (its expiry metric), when it has one.
+    pub certificate: Option<CertificateInfo>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -145,9 +148,10 @@ impl ListenerTls {
             ClientTlsMode::Off => (None, None, None, None),
             mode => {
                 let (Some(cert), Some(key)) = (&settings.client.cert, &settings.client.key) else {
-                    return Err(own(TlsError::MissingCertificate {
+                    return Err(own(MissingCertificate {
                         mode: mode.as_str(),
-                    }));
+                    }
+                    .into()));
                 };
                 let default = certified_key(cert, key).map_err(own)?;
                 let certificate = CertificateInfo::of(&default.cert);
@@ -203,11 +207,17 @@ impl ListenerTls {
                     }
                     _ => (None, None),
                 };
+            let certificate = names
+                .iter()
+                .find(|n| n.0 == i)
+                .and_then(|n| n.2.as_ref())
+                .and_then(|c| CertificateInfo::of(&c.cert));
             route_tls.push(RouteTls {
                 upstream,
                 upstream_ca,
                 client: route_client,
                 client_data,
+                certificate,
             });
         }
         Ok(ListenerTls {
