@@ -366,3 +366,41 @@ pub fn from_millis(ms: Millis) -> SystemTime {
 pub fn millis(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_follows_what_the_store_answered() {
+        let h = Health::default();
+        assert_eq!(h.down(), None);
+        h.note::<()>(&Err(StoreError::Unreachable {
+            url: "postgres://fx:***@db/x".into(),
+            message: "connection refused".into(),
+        }));
+        let why = h.down().unwrap();
+        assert!(
+            why.contains("cannot be reached") && why.contains("***"),
+            "{why}"
+        );
+        // A row it cannot read says nothing of whether the store answers.
+        h.note::<()>(&Err(StoreError::Corrupt("x".into())));
+        h.note(&Ok(()));
+        assert_eq!(h.down(), None);
+    }
+
+    #[test]
+    fn milliseconds_round_trip_either_side_of_the_epoch() {
+        for ms in [0, 1, 1_764_000_000_123, -5_000] {
+            assert_eq!(to_millis(from_millis(ms)), ms);
+        }
+        assert_eq!(millis(Duration::MAX), i64::MAX);
+        assert!(
+            Phase::ALL
+                .iter()
+                .all(|p| Phase::from_word(p.as_str()) == Some(*p))
+        );
+        assert_eq!(Phase::from_word("nonsense"), None);
+    }
+}
