@@ -39,8 +39,9 @@ pub fn renewal(phase: Phase, owner: Option<&str>, me: &str) -> Renewal {
 }
 
 /// How often a runner renews a lease of `lease` (and writes the job's progress, and
-/// hears of a cancel through another instance): at least five tries before it runs out,
-/// so a store that is slow for a moment does not cost the job, and at most every second.
+/// hears of a cancel through another instance): every second, so a cancel through any
+/// instance stops the job within one, and at least five times a lease, so a store that
+/// is slow for a moment does not cost the job.
 pub fn renew_every(lease: std::time::Duration) -> std::time::Duration {
     (lease / 5).min(std::time::Duration::from_secs(1))
 }

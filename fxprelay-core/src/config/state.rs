@@ -109,7 +109,8 @@ pub struct StateConfig {
     #[serde(serialize_with = "values::duration::serialize")]
     pub keep_for: Duration,
     /// How long a claim on a running job lasts unless its runner renews it (every
-    /// `lease / 5`); past it another instance takes the job over.
+    /// second, or every `lease / 5` when shorter); past it another instance takes the
+    /// job over.
     #[serde(serialize_with = "values::duration::serialize")]
     pub lease: Duration,
 }
@@ -138,7 +139,8 @@ pub fn default_instance() -> String {
         .unwrap_or_else(|| "fxprelay".to_owned())
 }
 
-/// Shortest lease: a renewal every `lease / 5` must fit several store round trips.
+/// Shortest lease: a renewal every `lease / 5` (200 ms) must still fit several store
+/// round trips.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 
 pub(super) fn validate(file: Option<Spanned<FileState>>) -> Result<StateConfig, ConfigError> {
@@ -187,7 +189,7 @@ pub(super) fn validate(file: Option<Spanned<FileState>>) -> Result<StateConfig, 
             "state.lease",
             line,
             format!(
-                "at least {} (renewed every fifth of it)",
+                "at least {} (renewed every fifth of it, or every second)",
                 humantime::format_duration(MIN_LEASE)
             ),
         ));
