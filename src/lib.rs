@@ -95,6 +95,7 @@
 pub use fxprelay_core::{config, defense, net, proto, rewrite, route};
 
 pub mod admin;
+pub mod agent;
 pub mod app;
 pub mod bans;
 pub mod codec;

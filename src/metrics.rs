@@ -14,6 +14,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub use fxprelay_core::rejection::Rejection;
 
 pub const SESSIONS_ACTIVE: &str = "fxprelay_sessions_active";
+pub const AGENT_UP: &str = "fxprelay_agent_up";
+pub const AGENT_REFUSED_TOTAL: &str = "fxprelay_agent_refused_total";
+pub const AGENT_LINK_UP: &str = "fxprelay_agent_link_up";
 pub const SESSIONS_TOTAL: &str = "fxprelay_sessions_total";
 pub const ROUTE_SESSIONS_TOTAL: &str = "fxprelay_route_sessions_total";
 pub const SESSION_SECONDS: &str = "fxprelay_session_duration_seconds";
@@ -92,6 +95,18 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn describe() {
+    describe_gauge!(
+        AGENT_UP,
+        "Edge: 1 while at least one agent of this name has its link up, else 0."
+    );
+    describe_counter!(
+        AGENT_REFUSED_TOTAL,
+        "Edge: agent links refused, by reason (credential: unknown name or token; protocol)."
+    );
+    describe_gauge!(
+        AGENT_LINK_UP,
+        "Agent: 1 while this agent's link to the edge is up, else 0."
+    );
     describe_gauge!(SESSIONS_ACTIVE, "Client sessions open now, per listener.");
     describe_counter!(
         SESSIONS_TOTAL,
@@ -554,6 +569,22 @@ pub fn upstream_connected(listener: &str, took: Duration) {
 pub fn upstream_error(listener: &str, reason: &'static str) {
     counter!(UPSTREAM_ERRORS_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
         .increment(1);
+}
+
+pub fn agent_up(agent: &str, up: bool) {
+    gauge!(AGENT_UP, "agent" => agent.to_owned()).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn agent_refused(reason: fxprelay_core::agent::Refused) {
+    let reason = match reason {
+        fxprelay_core::agent::Refused::Credential => "credential",
+        fxprelay_core::agent::Refused::Protocol => "protocol",
+    };
+    counter!(AGENT_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+pub fn agent_link(up: bool) {
+    gauge!(AGENT_LINK_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 pub fn config_reload(result: &'static str) {
