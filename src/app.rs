@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::agent::Hub;
 use crate::bans::Bans;
 use crate::config::{Config, ConfigError};
 use crate::data::PortPool;
@@ -55,6 +56,15 @@ pub struct Bound {
     pub jobs: Jobs,
     /// The edge defense's ban tables (`/api/v1/bans`).
     pub bans: Bans,
+    /// Where agents dial in (`agents:`), and the links they keep.
+    pub agents: Option<AgentsEdge>,
+}
+
+/// The edge's agents listener, bound, with its certificate and the hub of links.
+pub struct AgentsEdge {
+    pub socket: TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub hub: Arc<Hub>,
 }
 
 /// Every address the proxy listens on, for the forward mode's loop guard.
@@ -93,7 +103,18 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
             .with_context(|| format!("cannot bind listener `{}` to {}", l.name, l.bind))?;
         sockets.push((socket, (i, l)));
     }
-    let own_binds = own_binds(&admin, &sockets);
+    let agents = match (&config.agents, &tls.agents) {
+        (Some(a), Some(server)) => Some(AgentsEdge {
+            socket: TcpListener::bind(a.bind)
+                .await
+                .with_context(|| format!("cannot bind agents.bind {}", a.bind))?,
+            acceptor: tokio_rustls::TlsAcceptor::from(server.clone()),
+            hub: Hub::new(a.tokens.clone()),
+        }),
+        _ => None,
+    };
+    let mut own_binds = own_binds(&admin, &sockets);
+    own_binds.extend(agents.as_ref().and_then(|a| a.socket.local_addr().ok()));
     let sessions = Sessions::default();
     let bans = Bans::default();
     let guards = bans.apply(config);
@@ -102,7 +123,8 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
         .map(|(socket, (i, l))| {
             let ctx = ListenerCtx::of(config, l, tls.listener(i), ports.clone(), own_binds.clone())
                 .with_sessions(sessions.clone())
-                .with_defense(guards[i].clone());
+                .with_defense(guards[i].clone())
+                .with_agents(agents.as_ref().map(|a| a.hub.clone()));
             (socket, Arc::new(ctx))
         })
         .collect();
@@ -116,6 +138,7 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
         sessions,
         jobs: Jobs::new(config.fxp.allow.clone(), config.fxp.concurrency),
         bans,
+        agents,
     })
 }
 
@@ -144,6 +167,7 @@ pub async fn run(
         sessions: bound.sessions.clone(),
         bans: bound.bans.clone(),
         pools: admin::Pools::default(),
+        agents: bound.agents.as_ref().map(|a| a.hub.clone()),
         listeners: Arc::new(RwLock::new(
             bound
                 .listeners
@@ -169,7 +193,14 @@ pub async fn run(
         own_binds(&bound.admin, &bound.listeners),
     )));
     let admin_limits = bound.config.admin.limits;
+    let agents_stop = CancellationToken::new();
+    let hub = bound.agents.as_ref().map(|a| a.hub.clone());
+    if let Some(a) = bound.agents {
+        info!(bind = %a.socket.local_addr()?, "agents listener");
+        tokio::spawn(a.hub.serve(a.socket, a.acceptor, agents_stop.clone()));
+    }
     let mut live = Live {
+        hub,
         admin: state.clone(),
         config: bound.config,
         ports: bound.ports,
@@ -262,6 +293,7 @@ pub async fn run(
         );
     }
     admin_stop.cancel();
+    agents_stop.cancel();
     // Graceful shutdown waits for requests in flight; a client that never finishes
     // sending one must not keep the process alive.
     let mut admin_task = admin_task;
@@ -278,6 +310,8 @@ pub async fn run(
 
 /// What a reload may change: the configuration and each listener's shared context.
 struct Live {
+    /// The agents' links, whose tokens a reload replaces.
+    hub: Option<Arc<Hub>>,
     /// The admin API's token and FXP job settings, which a reload replaces in place.
     admin: AdminState,
     config: Config,
@@ -336,6 +370,11 @@ impl Live {
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
         self.admin.jobs.set_permits(tls.permits(&new.fxp));
+        match (&self.hub, &new.agents) {
+            (Some(hub), Some(a)) => hub.set_tokens(a.tokens.clone()),
+            (None, None) => {}
+            _ => warn!("agents: added or removed: takes effect after a restart"),
+        }
         // Ban tables carry over (scores and bans kept) under the new settings.
         let guards = self.admin.bans.apply(&new);
         // A new port list gets a new pool; open sessions keep their leases in the old one.
@@ -356,7 +395,8 @@ impl Live {
                     let mut ctx =
                         ListenerCtx::of(&new, l, tls.listener(i), self.ports.clone(), own_binds)
                             .with_sessions(self.admin.sessions.clone())
-                            .with_defense(guards[i].clone());
+                            .with_defense(guards[i].clone())
+                            .with_agents(self.hub.clone());
                     let old_pool = tx.borrow().services.pool.clone();
                     if let (Some(pool), Some(old)) =
                         (ctx.services.pool.as_mut().and_then(Arc::get_mut), old_pool)

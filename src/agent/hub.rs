@@ -2,10 +2,11 @@
 //! credential, keeps the links by agent name, and opens streams through them
 //! ([`Hub::dial`]): a request on the link, then the connection the agent dials back with.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use subtle::ConstantTimeEq;
@@ -53,6 +54,8 @@ struct Link {
     addr: SocketAddr,
     since: SystemTime,
     version: String,
+    /// The token it came with: a reload that changes or removes it ends the link.
+    token: String,
     /// Streams opened through it: new streams go to the link of a name that has opened
     /// the fewest, which spreads them evenly over the agents of one name.
     streams: Arc<AtomicUsize>,
@@ -79,11 +82,24 @@ pub struct LinkView {
 /// The connected agents, by name, and the requests in flight.
 #[derive(Default)]
 pub struct Hub {
-    tokens: HashMap<String, String>,
+    tokens: RwLock<BTreeMap<String, String>>,
     links: Mutex<HashMap<String, Vec<Link>>>,
     pending: Mutex<HashMap<(String, u64), Pending>>,
     next: AtomicU64,
     refusals: AtomicUsize,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names and counts only: the tokens are secrets.
+        let links: Vec<(String, usize)> = lock(&self.links)
+            .iter()
+            .map(|(n, l)| (n.clone(), l.len()))
+            .collect();
+        f.debug_struct("Hub")
+            .field("links", &links)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,11 +108,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     /// A hub that accepts the agents named in `tokens`, each with its token.
-    pub fn new(tokens: HashMap<String, String>) -> Arc<Hub> {
+    pub fn new(tokens: BTreeMap<String, String>) -> Arc<Hub> {
         Arc::new(Hub {
-            tokens,
+            tokens: RwLock::new(tokens),
             ..Hub::default()
         })
+    }
+
+    /// The tokens of a reloaded configuration: links whose name is gone or whose token
+    /// changed end now (their agents dial again, and are refused unless they know the
+    /// new token).
+    pub fn set_tokens(&self, tokens: BTreeMap<String, String>) {
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = tokens;
+        let mut links = lock(&self.links);
+        for (name, ls) in links.iter_mut() {
+            ls.retain(|l| self.admits(name, &l.token));
+        }
+        for (name, ls) in links.iter() {
+            if ls.is_empty() {
+                crate::metrics::agent_up(name, false);
+            }
+        }
+        links.retain(|_, ls| !ls.is_empty());
     }
 
     /// Whether agent `name` has a link up now.
@@ -241,6 +274,8 @@ impl Hub {
 
     fn admits(&self, name: &str, token: &str) -> bool {
         self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .is_some_and(|t| bool::from(t.as_bytes().ct_eq(token.as_bytes())))
     }
@@ -355,6 +390,7 @@ impl Hub {
                 addr,
                 since: SystemTime::now(),
                 version: version.clone(),
+                token,
                 streams: Arc::default(),
                 tx: tx.clone(),
             },

@@ -1,7 +1,7 @@
 //! The agent and the hub on loopback: a stream opened through the agent reaches a server
 //! the agent may reach, and nothing else.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,7 +26,7 @@ async fn edge(stop: &CancellationToken) -> Edge {
     std::fs::write(&cert, c.cert.pem()).unwrap();
     std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
     let acceptor = TlsAcceptor::from(server_config(&cert, &key).unwrap());
-    let hub = Hub::new(HashMap::from([("site-a".to_owned(), "s3cret".to_owned())]));
+    let hub = Hub::new(BTreeMap::from([("site-a".to_owned(), "s3cret".to_owned())]));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(hub.clone().serve(listener, acceptor, stop.clone()));

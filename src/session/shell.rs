@@ -32,6 +32,7 @@ use super::machine::{
 };
 use super::policy::Policy;
 use super::registry::Registration;
+use crate::agent::DialError;
 use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
@@ -482,27 +483,48 @@ impl Shell {
             .proxy_header
             .map(|v| crate::proxy_protocol::encode(v, self.client_addrs));
         let failed = |f: ConnectFailure| Completion::from(Event::Connected(Err(f)));
+        // A listener whose server accepts no inbound connection reaches it through its
+        // agent; the agent checks its own `allow`.
+        let via = listener
+            .policy
+            .cfg
+            .via
+            .clone()
+            .zip(listener.services.agents.clone());
         async move {
             let ctx = &listener.policy;
             let (name, limit) = (&ctx.cfg.name, ctx.limits.connect_timeout);
-            let r = if req.guarded {
-                let check = |addr: SocketAddr| permitted(ctx, &req.target.host, addr, client_local);
-                upstream::connect_checked(name, &req.target, limit, req.source, check).await
-            } else {
-                upstream::connect(name, &req.target, limit).await
-            };
-            let mut stream = match r {
-                Ok(s) => s,
-                Err(ConnectError::Denied(why)) => return failed(ConnectFailure::Denied(why)),
-                Err(ConnectError::SelfTarget(why)) => {
-                    return failed(ConnectFailure::SelfTarget(why));
+            let (mut stream, peer, local): (BoxStream, _, _) = if let Some((agent, hub)) = via {
+                match hub.dial(&agent, &req.target.to_string(), limit).await {
+                    Ok((s, peer, local)) => (Box::new(s), peer, local.ip()),
+                    Err(DialError::NotConnected(_)) => {
+                        return failed(ConnectFailure::AgentDown(agent));
+                    }
+                    Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
                 }
-                Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
-            };
-            let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
-                (Ok(peer), Ok(local)) => (peer, local.ip()),
-                (Err(e), _) | (_, Err(e)) => {
-                    return failed(ConnectFailure::Unreachable(e.to_string()));
+            } else {
+                let r = if req.guarded {
+                    let check =
+                        |addr: SocketAddr| permitted(ctx, &req.target.host, addr, client_local);
+                    upstream::connect_checked(name, &req.target, limit, req.source, check).await
+                } else {
+                    upstream::connect(name, &req.target, limit).await
+                };
+                let stream = match r {
+                    Ok(s) => s,
+                    Err(ConnectError::Denied(why)) => {
+                        return failed(ConnectFailure::Denied(why));
+                    }
+                    Err(ConnectError::SelfTarget(why)) => {
+                        return failed(ConnectFailure::SelfTarget(why));
+                    }
+                    Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
+                };
+                match (stream.peer_addr(), stream.local_addr()) {
+                    (Ok(peer), Ok(local)) => (Box::new(stream), peer, local.ip()),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return failed(ConnectFailure::Unreachable(e.to_string()));
+                    }
                 }
             };
             // The header comes first, before any TLS: it is for the server's TCP layer.
@@ -514,7 +536,7 @@ impl Shell {
                 }
             }
             let stream: BoxStream = match implicit {
-                None => Box::new(stream),
+                None => stream,
                 Some(Err(e)) => return failed(ConnectFailure::Tls(e)),
                 Some(Ok((connector, server_name))) => {
                     let how = Handshake::Connect(connector, server_name);

@@ -46,6 +46,8 @@ pub(super) struct FileConfig {
     pub fxp: FileFxp,
     #[serde(default)]
     pub defense: Option<Spanned<FileDefense>>,
+    #[serde(default)]
+    pub agents: Option<Spanned<super::agents::FileAgents>>,
     pub listeners: Spanned<Vec<FileListener>>,
 }
 
@@ -207,6 +209,9 @@ pub(super) struct FileListener {
     /// `upstream`, if any, is the default route).
     #[serde(default)]
     pub routes: Option<Spanned<Vec<Spanned<FileRoute>>>>,
+    /// Reverse mode: reach the upstream through this agent (`agents.tokens`).
+    #[serde(default)]
+    pub via: Option<Spanned<String>>,
 }
 
 /// A listener's `nat:`.

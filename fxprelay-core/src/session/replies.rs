@@ -21,6 +21,10 @@ pub enum Say {
     TooManyPreLogin,
     TooManyPreLoginFromYou,
     UpstreamUnreachable,
+    /// The listener reaches its server through agent `agent`, which has no link up.
+    AgentDown {
+        agent: String,
+    },
     LoginTimedOut,
     IdleTimeout,
     LineTooLong {
@@ -225,6 +229,7 @@ impl Say {
             | S::TooManyPreLogin
             | S::TooManyPreLoginFromYou
             | S::UpstreamUnreachable
+            | S::AgentDown { .. }
             | S::LoginTimedOut
             | S::IdleTimeout
             | S::TooManyInvalidCommands
@@ -282,6 +287,10 @@ impl Say {
             S::UpstreamUnreachable => {
                 fixed("Service not available: the FTP server behind this proxy cannot be reached.")
             }
+            // The name is the configuration's (letters, digits, `.`, `_`, `-`).
+            S::AgentDown { agent } => owned(format!(
+                "Service not available (agent {agent} is not connected)."
+            )),
             S::LoginTimedOut => fixed("Login timed out; closing the connection."),
             S::IdleTimeout => fixed("Idle timeout; closing the connection."),
             S::LineTooLong { max } => owned(format!(
