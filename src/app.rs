@@ -31,6 +31,7 @@ use crate::config::{Config, ConfigError};
 use crate::data::PortPool;
 use crate::fxp::jobs::Jobs;
 use crate::metrics as m;
+use crate::route::RouteLabel;
 use crate::server::{self, Shutdown};
 use crate::session::ListenerCtx;
 use crate::session::context::{own_sockets, route_pool_name};
@@ -179,13 +180,7 @@ pub async fn run(
     m::process_started(bound.config.data.ports.len());
     for (_, ctx) in &bound.listeners {
         m::listener_started(&ctx.policy.cfg.name, ctx.policy.limits.max_sessions);
-        if let Some(routes) = &ctx.policy.routes {
-            let mut names: Vec<&str> = routes.routes().iter().map(|r| r.name.as_str()).collect();
-            if routes.default_route().is_some() {
-                names.push(crate::route::DEFAULT_ROUTE);
-            }
-            m::routes_started(&ctx.policy.cfg.name, &names);
-        }
+        m::routes_started(&ctx.policy.cfg.name, &route_labels(ctx));
     }
     state.jobs.set_permits(bound.tls.permits(&bound.config.fxp));
     state.jobs.guard_against(Arc::new(own_sockets(
@@ -415,6 +410,8 @@ impl Live {
                         }
                     }
                     start_checks(&mut self.checkers, &self.admin.pools, &ctx);
+                    // Routes the file added have their series from now on.
+                    m::routes_started(&l.name, &route_labels(&ctx));
                     self.show(&ctx);
                     tx.send_replace(Arc::new(ctx));
                 }
@@ -456,12 +453,28 @@ impl Live {
     }
 }
 
-/// What the API shows of a listener, at `bound`; its certificate's expiry goes to the
-/// metric too.
+/// The route labels `ctx`'s sessions can be counted under (see [`RouteLabel`]).
+fn route_labels(ctx: &ListenerCtx) -> Vec<RouteLabel> {
+    match &ctx.policy.routes {
+        Some(routes) => routes.labels(),
+        None => vec![RouteLabel::Default],
+    }
+}
+
+/// What the API shows of a listener, at `bound`; its certificates' expiry (its own and
+/// its routes') goes to the metric too.
 fn summary(ctx: &ListenerCtx, bound: Option<SocketAddr>) -> admin::ListenerSummary {
     let tls = ctx.services.tls.as_ref();
+    let name = &ctx.policy.cfg.name;
     if let Some(cert) = tls.and_then(|t| t.certificate.as_ref()) {
-        m::tls_certificate_expiry(&ctx.policy.cfg.name, cert.not_after);
+        m::tls_certificate_expiry(&m::Scope::new(name, RouteLabel::Default), cert.not_after);
+    }
+    let routes = tls.map_or(&[][..], |t| &t.routes[..]);
+    for (route, r) in ctx.policy.cfg.routes.iter().zip(routes) {
+        if let Some(cert) = &r.certificate {
+            let label = RouteLabel::Named(route.name.as_str().into());
+            m::tls_certificate_expiry(&m::Scope::new(name, label), cert.not_after);
+        }
     }
     admin::ListenerSummary::of(&ctx.policy.cfg, bound, tls)
 }

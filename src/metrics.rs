@@ -4,13 +4,15 @@
 //! The Prometheus recorder is installed only by the binary; without it (unit and
 //! in-process tests) every call here is a cheap no-op.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub use crate::route::RouteLabel;
 pub use fxprelay_core::rejection::Rejection;
 
 pub const SESSIONS_ACTIVE: &str = "fxprelay_sessions_active";
@@ -20,6 +22,7 @@ pub const AGENT_LINK_UP: &str = "fxprelay_agent_link_up";
 pub const SESSIONS_TOTAL: &str = "fxprelay_sessions_total";
 pub const ROUTE_SESSIONS_TOTAL: &str = "fxprelay_route_sessions_total";
 pub const SESSION_SECONDS: &str = "fxprelay_session_duration_seconds";
+pub const LOGINS_TOTAL: &str = "fxprelay_logins_total";
 pub const COMMANDS_TOTAL: &str = "fxprelay_commands_total";
 pub const REPLIES_TOTAL: &str = "fxprelay_replies_total";
 pub const REWRITES_TOTAL: &str = "fxprelay_rewrites_total";
@@ -107,19 +110,26 @@ fn describe() {
         AGENT_LINK_UP,
         "Agent: 1 while this agent's link to the edge is up, else 0."
     );
-    describe_gauge!(SESSIONS_ACTIVE, "Client sessions open now, per listener.");
+    describe_gauge!(
+        SESSIONS_ACTIVE,
+        "Client sessions open now, per listener and route (`none`: no route chosen yet)."
+    );
     describe_counter!(
         SESSIONS_TOTAL,
-        "Client sessions accepted since start, per listener."
+        "Client sessions accepted since start, per listener (before any route: fxprelay_route_sessions_total counts them by route)."
     );
     describe_counter!(
         ROUTE_SESSIONS_TOTAL,
         "Sessions that took each route of a listener with routes (`default`: the listener's own upstream), per listener and route."
     );
+    describe_counter!(
+        LOGINS_TOTAL,
+        "Logins, by result (ok: the server's 230; failed: its 530 to USER, PASS or ACCT, or the proxy's own refusal), per listener and route."
+    );
     describe_histogram!(
         SESSION_SECONDS,
         Unit::Seconds,
-        "How long client sessions lasted."
+        "How long client sessions lasted, per listener and the route they took."
     );
     describe_counter!(
         COMMANDS_TOTAL,
@@ -127,20 +137,20 @@ fn describe() {
     );
     describe_counter!(
         REPLIES_TOTAL,
-        "Upstream replies relayed, by class (1xx..5xx)."
+        "Upstream replies relayed, by class (1xx..5xx), per listener and route."
     );
     describe_counter!(
         REWRITES_TOTAL,
-        "Addresses rewritten, by kind (pasv, lpsv, port, eprt, lprt) and reason (always, private)."
+        "Addresses rewritten, by kind (pasv, lpsv, port, eprt, lprt) and reason (always, private, foreign), per listener and route."
     );
     describe_histogram!(
         UPSTREAM_CONNECT_SECONDS,
         Unit::Seconds,
-        "Time to resolve and connect to an upstream control port."
+        "Time to resolve and connect to an upstream control port, per listener and route."
     );
     describe_counter!(
         UPSTREAM_ERRORS_TOTAL,
-        "Failed upstream connections, by reason."
+        "Failed upstream connections, by reason, per listener and route."
     );
     describe_gauge!(
         DATA_PORTS_IN_USE,
@@ -152,16 +162,16 @@ fn describe() {
     );
     describe_counter!(
         DATA_CONNECTIONS_TOTAL,
-        "Relay data connections established, by side (client, upstream)."
+        "Relay data connections established, by side (client, upstream), per listener and route."
     );
     describe_counter!(
         DATA_BYTES_TOTAL,
         Unit::Bytes,
-        "Bytes relayed on data connections, by direction (upload: client to server, download: server to client)."
+        "Bytes relayed on data connections, by direction (upload: client to server, download: server to client), per listener and route."
     );
     describe_counter!(
         DATA_TRANSFERS_TOTAL,
-        "Relayed transfers, by result (ok, failed, aborted)."
+        "Relayed transfers, by result (ok, failed, aborted), per listener and route."
     );
     describe_counter!(
         CONFIG_RELOADS_TOTAL,
@@ -169,7 +179,7 @@ fn describe() {
     );
     describe_counter!(
         REJECTED_TOTAL,
-        "Client connections, commands or upstream replies refused by the proxy, by reason."
+        "Client connections, commands or upstream replies refused by the proxy, by reason, per listener and route (`none`: before a route was chosen)."
     );
     describe_counter!(
         FXP_TRANSFERS_TOTAL,
@@ -201,24 +211,24 @@ fn describe() {
     );
     describe_gauge!(
         UPSTREAM_UP,
-        "Whether a pool backend takes new sessions (1) or is down after failed health checks or connects (0), per listener and upstream."
+        "Whether a pool backend takes new sessions (1) or is down after failed health checks or connects (0), per listener, route and upstream."
     );
     describe_gauge!(
         UPSTREAM_SESSIONS,
-        "Sessions open now on each pool backend, per listener and upstream."
+        "Sessions open now on each pool backend, per listener, route and upstream."
     );
     describe_histogram!(
         UPSTREAM_CHECK_SECONDS,
         Unit::Seconds,
-        "How long each health check of a pool backend took (connect, banner, optional login and NOOP), per listener and upstream."
+        "How long each health check of a pool backend took (connect, banner, optional login and NOOP), per listener, route and upstream."
     );
     describe_counter!(
         TLS_SESSIONS_TOTAL,
-        "Control connections that turned to TLS, per listener and side: compare with fxprelay_sessions_total to see how much traffic is encrypted."
+        "Control connections that turned to TLS, per listener, route and side: compare with fxprelay_sessions_total to see how much traffic is encrypted."
     );
     describe_gauge!(
         TLS_CERTIFICATE_EXPIRY,
-        "When the certificate a listener shows its clients expires, Unix time in seconds, per listener (listeners with TLS only)."
+        "When a certificate the proxy shows its clients expires, Unix time in seconds, per listener and route (`default`: the listener's own; a route's own certificate under its name)."
     );
     describe_gauge!(
         BUILD_INFO,
@@ -298,15 +308,57 @@ pub fn tls_handshake(
     }
 }
 
-/// The certificate `listener` shows its clients expires at `not_after` (Unix seconds);
-/// set at start and on every reload.
-pub fn tls_certificate_expiry(listener: &str, not_after: i64) {
-    gauge!(TLS_CERTIFICATE_EXPIRY, "listener" => listener.to_owned()).set(not_after as f64);
+/// Whose a session's series are: its listener, and the route it took (see
+/// [`RouteLabel`]). Every series of a session or its upstream carries both labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    listener: Arc<str>,
+    route: RouteLabel,
 }
 
-/// A control connection of `listener` turned to TLS on `side`.
-pub fn tls_session(listener: &str, side: TlsSide) {
-    counter!(TLS_SESSIONS_TOTAL, "listener" => listener.to_owned(), "side" => side.as_str())
+impl Scope {
+    pub fn new(listener: &str, route: RouteLabel) -> Scope {
+        Scope {
+            listener: listener.into(),
+            route,
+        }
+    }
+
+    /// The same listener, another route.
+    pub fn on(&self, route: RouteLabel) -> Scope {
+        Scope {
+            listener: self.listener.clone(),
+            route,
+        }
+    }
+
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    pub fn route(&self) -> &RouteLabel {
+        &self.route
+    }
+
+    fn l(&self) -> Arc<str> {
+        self.listener.clone()
+    }
+
+    fn r(&self) -> Arc<str> {
+        self.route.shared()
+    }
+}
+
+/// A certificate of `scope` (the listener's own under `default`, a route's own under its
+/// name) expires at `not_after` (Unix seconds); set at start and on every reload.
+pub fn tls_certificate_expiry(scope: &Scope, not_after: i64) {
+    gauge!(TLS_CERTIFICATE_EXPIRY, "listener" => scope.l(), "route" => scope.r())
+        .set(not_after as f64);
+}
+
+/// A control connection of `scope` turned to TLS on `side`.
+pub fn tls_session(scope: &Scope, side: TlsSide) {
+    counter!(TLS_SESSIONS_TOTAL, "listener" => scope.l(), "route" => scope.r(), "side" => side.as_str())
         .increment(1);
 }
 
@@ -405,42 +457,74 @@ pub fn admin_rejected(reason: AdminRejection) {
     counter!(ADMIN_REJECTED_TOTAL, "reason" => reason.as_str()).increment(1);
 }
 
-/// Every series of one listener, at 0 (the gauges of a listener that a reload kept
-/// keep their value: `increment(0)` only creates what is missing).
+/// The series of one listener that carry no route, at 0; [`routes_started`] makes the
+/// rest.
 pub fn listener_started(listener: &str, max_sessions: usize) {
     let l = || listener.to_owned();
-    for side in [TlsSide::Client, TlsSide::Upstream] {
-        counter!(TLS_SESSIONS_TOTAL, "listener" => l(), "side" => side.as_str()).increment(0);
-    }
     gauge!(SESSIONS_LIMIT, "listener" => l()).set(max_sessions as f64);
-    gauge!(SESSIONS_ACTIVE, "listener" => l()).increment(0.0);
     counter!(SESSIONS_TOTAL, "listener" => l()).increment(0);
-    let _ = histogram!(SESSION_SECONDS, "listener" => l());
-    let _ = histogram!(UPSTREAM_CONNECT_SECONDS, "listener" => l());
     for verb in crate::proto::command::KNOWN_VERBS.iter().chain(&["OTHER"]) {
         counter!(COMMANDS_TOTAL, "listener" => l(), "verb" => *verb).increment(0);
     }
+}
+
+/// Every series of one listener's sessions, at 0, for each route label they can take
+/// (`routes`: [`RouteLabel::Default`] alone for a listener without routes): at start,
+/// and after a reload for routes the file added. Series that exist keep their values
+/// (`increment(0)` only creates what is missing).
+pub fn routes_started(listener: &str, routes: &[RouteLabel]) {
+    // Only a listener with routes has sessions that take one (`none` is none taken).
+    let routed = routes.contains(&RouteLabel::NotYet);
+    for route in routes {
+        let scope = Scope::new(listener, route.clone());
+        route_started(&scope);
+        if routed && *route != RouteLabel::NotYet {
+            counter!(ROUTE_SESSIONS_TOTAL, "listener" => scope.l(), "route" => scope.r())
+                .increment(0);
+        }
+    }
+}
+
+/// The series of one listener's route, at 0.
+fn route_started(s: &Scope) {
+    for side in [TlsSide::Client, TlsSide::Upstream] {
+        counter!(TLS_SESSIONS_TOTAL, "listener" => s.l(), "route" => s.r(), "side" => side.as_str())
+            .increment(0);
+    }
+    gauge!(SESSIONS_ACTIVE, "listener" => s.l(), "route" => s.r()).increment(0.0);
+    let _ = histogram!(SESSION_SECONDS, "listener" => s.l(), "route" => s.r());
+    for result in ["ok", "failed"] {
+        counter!(LOGINS_TOTAL, "listener" => s.l(), "route" => s.r(), "result" => result)
+            .increment(0);
+    }
+    let _ = histogram!(UPSTREAM_CONNECT_SECONDS, "listener" => s.l(), "route" => s.r());
     for class in REPLY_CLASSES {
-        counter!(REPLIES_TOTAL, "listener" => l(), "class" => *class).increment(0);
+        counter!(REPLIES_TOTAL, "listener" => s.l(), "route" => s.r(), "class" => *class)
+            .increment(0);
     }
     for (kind, reason) in REWRITES {
-        counter!(REWRITES_TOTAL, "listener" => l(), "kind" => *kind, "reason" => *reason)
+        counter!(REWRITES_TOTAL, "listener" => s.l(), "route" => s.r(), "kind" => *kind, "reason" => *reason)
             .increment(0);
     }
     for reason in UPSTREAM_ERRORS {
-        counter!(UPSTREAM_ERRORS_TOTAL, "listener" => l(), "reason" => *reason).increment(0);
+        counter!(UPSTREAM_ERRORS_TOTAL, "listener" => s.l(), "route" => s.r(), "reason" => *reason)
+            .increment(0);
     }
     for r in Rejection::ALL {
-        counter!(REJECTED_TOTAL, "listener" => l(), "reason" => r.as_str()).increment(0);
+        counter!(REJECTED_TOTAL, "listener" => s.l(), "route" => s.r(), "reason" => r.as_str())
+            .increment(0);
     }
     for side in ["client", "upstream"] {
-        counter!(DATA_CONNECTIONS_TOTAL, "listener" => l(), "side" => side).increment(0);
+        counter!(DATA_CONNECTIONS_TOTAL, "listener" => s.l(), "route" => s.r(), "side" => side)
+            .increment(0);
     }
     for direction in ["upload", "download"] {
-        counter!(DATA_BYTES_TOTAL, "listener" => l(), "direction" => direction).increment(0);
+        counter!(DATA_BYTES_TOTAL, "listener" => s.l(), "route" => s.r(), "direction" => direction)
+            .increment(0);
     }
     for result in TRANSFER_RESULTS {
-        counter!(DATA_TRANSFERS_TOTAL, "listener" => l(), "result" => *result).increment(0);
+        counter!(DATA_TRANSFERS_TOTAL, "listener" => s.l(), "route" => s.r(), "result" => *result)
+            .increment(0);
     }
 }
 
@@ -507,29 +591,49 @@ pub fn config_loaded(ok: bool) {
     }
 }
 
-pub fn session_started(listener: &str) {
-    counter!(SESSIONS_TOTAL, "listener" => listener.to_owned()).increment(1);
-    gauge!(SESSIONS_ACTIVE, "listener" => listener.to_owned()).increment(1.0);
+/// One session's own series: counted in its listener's total and open under its route
+/// label from [`SessionMeter::start`], moved to the route it takes, closed with its
+/// duration when dropped (whichever way the session ends).
+#[derive(Debug)]
+pub struct SessionMeter {
+    scope: Scope,
+    started: Instant,
 }
 
-/// A session of `listener` took the route `route` (`default`: the listener's own
-/// upstream). Bounded: the routes come from the configuration.
-/// A listener's routes, at 0 (see [`listener_started`]).
-pub fn routes_started(listener: &str, routes: &[&str]) {
-    for route in routes {
-        counter!(ROUTE_SESSIONS_TOTAL, "listener" => listener.to_owned(), "route" => (*route).to_owned())
-            .increment(0);
+impl SessionMeter {
+    pub fn start(scope: Scope) -> SessionMeter {
+        counter!(SESSIONS_TOTAL, "listener" => scope.l()).increment(1);
+        gauge!(SESSIONS_ACTIVE, "listener" => scope.l(), "route" => scope.r()).increment(1.0);
+        SessionMeter {
+            scope,
+            started: Instant::now(),
+        }
+    }
+
+    /// The session's listener and route now.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The session took `route`: it is open there now, and counted among the route's
+    /// sessions (`fxprelay_route_sessions_total`).
+    pub fn routed(&mut self, route: RouteLabel) {
+        let to = self.scope.on(route);
+        gauge!(SESSIONS_ACTIVE, "listener" => self.scope.l(), "route" => self.scope.r())
+            .decrement(1.0);
+        gauge!(SESSIONS_ACTIVE, "listener" => to.l(), "route" => to.r()).increment(1.0);
+        counter!(ROUTE_SESSIONS_TOTAL, "listener" => to.l(), "route" => to.r()).increment(1);
+        self.scope = to;
     }
 }
 
-pub fn route_session(listener: &str, route: &str) {
-    counter!(ROUTE_SESSIONS_TOTAL, "listener" => listener.to_owned(), "route" => route.to_owned())
-        .increment(1);
-}
-
-pub fn session_ended(listener: &str, lasted: Duration) {
-    gauge!(SESSIONS_ACTIVE, "listener" => listener.to_owned()).decrement(1.0);
-    histogram!(SESSION_SECONDS, "listener" => listener.to_owned()).record(lasted.as_secs_f64());
+impl Drop for SessionMeter {
+    fn drop(&mut self) {
+        let s = &self.scope;
+        gauge!(SESSIONS_ACTIVE, "listener" => s.l(), "route" => s.r()).decrement(1.0);
+        histogram!(SESSION_SECONDS, "listener" => s.l(), "route" => s.r())
+            .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 /// Counts a client command. Verbs outside the known FTP set count as `OTHER`: a client
@@ -544,7 +648,7 @@ pub fn command(listener: &str, verb: &crate::proto::Verb) {
         .increment(1);
 }
 
-pub fn reply(listener: &str, code: u16) {
+pub fn reply(s: &Scope, code: u16) {
     let class = match code / 100 {
         1 => "1xx",
         2 => "2xx",
@@ -553,21 +657,26 @@ pub fn reply(listener: &str, code: u16) {
         5 => "5xx",
         _ => "other",
     };
-    counter!(REPLIES_TOTAL, "listener" => listener.to_owned(), "class" => class).increment(1);
+    counter!(REPLIES_TOTAL, "listener" => s.l(), "route" => s.r(), "class" => class).increment(1);
 }
 
-pub fn rewrite(listener: &str, kind: &'static str, reason: &'static str) {
-    counter!(REWRITES_TOTAL, "listener" => listener.to_owned(), "kind" => kind, "reason" => reason)
+pub fn login(s: &Scope, ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!(LOGINS_TOTAL, "listener" => s.l(), "route" => s.r(), "result" => result).increment(1);
+}
+
+pub fn rewrite(s: &Scope, kind: &'static str, reason: &'static str) {
+    counter!(REWRITES_TOTAL, "listener" => s.l(), "route" => s.r(), "kind" => kind, "reason" => reason)
         .increment(1);
 }
 
-pub fn upstream_connected(listener: &str, took: Duration) {
-    histogram!(UPSTREAM_CONNECT_SECONDS, "listener" => listener.to_owned())
+pub fn upstream_connected(s: &Scope, took: Duration) {
+    histogram!(UPSTREAM_CONNECT_SECONDS, "listener" => s.l(), "route" => s.r())
         .record(took.as_secs_f64());
 }
 
-pub fn upstream_error(listener: &str, reason: &'static str) {
-    counter!(UPSTREAM_ERRORS_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
+pub fn upstream_error(s: &Scope, reason: &'static str) {
+    counter!(UPSTREAM_ERRORS_TOTAL, "listener" => s.l(), "route" => s.r(), "reason" => reason)
         .increment(1);
 }
 
@@ -591,24 +700,25 @@ pub fn config_reload(result: &'static str) {
     counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
 }
 
-pub fn rejected(listener: &str, reason: Rejection) {
-    counter!(REJECTED_TOTAL, "listener" => listener.to_owned(), "reason" => reason.as_str())
+pub fn rejected(s: &Scope, reason: Rejection) {
+    counter!(REJECTED_TOTAL, "listener" => s.l(), "route" => s.r(), "reason" => reason.as_str())
         .increment(1);
 }
 
-pub fn data_connection(listener: &str, side: &'static str) {
-    counter!(DATA_CONNECTIONS_TOTAL, "listener" => listener.to_owned(), "side" => side)
+pub fn data_connection(s: &Scope, side: &'static str) {
+    counter!(DATA_CONNECTIONS_TOTAL, "listener" => s.l(), "route" => s.r(), "side" => side)
         .increment(1);
 }
 
-pub fn data_bytes(listener: &str, upload: u64, download: u64) {
-    let l = listener.to_owned();
-    counter!(DATA_BYTES_TOTAL, "listener" => l.clone(), "direction" => "upload").increment(upload);
-    counter!(DATA_BYTES_TOTAL, "listener" => l, "direction" => "download").increment(download);
+pub fn data_bytes(s: &Scope, upload: u64, download: u64) {
+    counter!(DATA_BYTES_TOTAL, "listener" => s.l(), "route" => s.r(), "direction" => "upload")
+        .increment(upload);
+    counter!(DATA_BYTES_TOTAL, "listener" => s.l(), "route" => s.r(), "direction" => "download")
+        .increment(download);
 }
 
-pub fn data_transfer(listener: &str, result: &'static str) {
-    counter!(DATA_TRANSFERS_TOTAL, "listener" => listener.to_owned(), "result" => result)
+pub fn data_transfer(s: &Scope, result: &'static str) {
+    counter!(DATA_TRANSFERS_TOTAL, "listener" => s.l(), "route" => s.r(), "result" => result)
         .increment(1);
 }
 
@@ -636,27 +746,29 @@ pub fn fxp_transfer(result: &'static str, method: &'static str, bytes: u64, took
 }
 
 /// A pool backend's series at their starting values (up, no sessions): created before
-/// the first scrape, like [`listener_started`]'s.
-pub fn upstream_started(listener: &str, upstream: &str) {
-    let (l, u) = (listener.to_owned(), upstream.to_owned());
-    gauge!(UPSTREAM_UP, "listener" => l.clone(), "upstream" => u.clone()).set(1.0);
-    gauge!(UPSTREAM_SESSIONS, "listener" => l.clone(), "upstream" => u.clone()).increment(0.0);
-    let _ = histogram!(UPSTREAM_CHECK_SECONDS, "listener" => l, "upstream" => u);
+/// the first scrape, like [`listener_started`]'s. `s` is the listener and route whose
+/// pool it is (`default`: the listener's own).
+pub fn upstream_started(s: &Scope, upstream: &str) {
+    let u = || upstream.to_owned();
+    gauge!(UPSTREAM_UP, "listener" => s.l(), "route" => s.r(), "upstream" => u()).set(1.0);
+    gauge!(UPSTREAM_SESSIONS, "listener" => s.l(), "route" => s.r(), "upstream" => u())
+        .increment(0.0);
+    let _ = histogram!(UPSTREAM_CHECK_SECONDS, "listener" => s.l(), "route" => s.r(), "upstream" => u());
 }
 
-pub fn upstream_up(listener: &str, upstream: &str, up: bool) {
-    let (l, u) = (listener.to_owned(), upstream.to_owned());
-    gauge!(UPSTREAM_UP, "listener" => l, "upstream" => u).set(if up { 1.0 } else { 0.0 });
+pub fn upstream_up(s: &Scope, upstream: &str, up: bool) {
+    gauge!(UPSTREAM_UP, "listener" => s.l(), "route" => s.r(), "upstream" => upstream.to_owned())
+        .set(if up { 1.0 } else { 0.0 });
 }
 
-pub fn upstream_sessions(listener: &str, upstream: &str, delta: f64) {
-    let (l, u) = (listener.to_owned(), upstream.to_owned());
-    gauge!(UPSTREAM_SESSIONS, "listener" => l, "upstream" => u).increment(delta);
+pub fn upstream_sessions(s: &Scope, upstream: &str, delta: f64) {
+    gauge!(UPSTREAM_SESSIONS, "listener" => s.l(), "route" => s.r(), "upstream" => upstream.to_owned())
+        .increment(delta);
 }
 
-pub fn upstream_check(listener: &str, upstream: &str, took: Duration) {
-    let (l, u) = (listener.to_owned(), upstream.to_owned());
-    histogram!(UPSTREAM_CHECK_SECONDS, "listener" => l, "upstream" => u).record(took.as_secs_f64());
+pub fn upstream_check(s: &Scope, upstream: &str, took: Duration) {
+    histogram!(UPSTREAM_CHECK_SECONDS, "listener" => s.l(), "route" => s.r(), "upstream" => upstream.to_owned())
+        .record(took.as_secs_f64());
 }
 
 #[cfg(test)]

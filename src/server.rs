@@ -83,7 +83,7 @@ pub async fn serve_reloadable(
             }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::rejected(&current.policy.cfg.name, metrics::Rejection::MaxSessions);
+            metrics::rejected(&current.scope_at_accept(), metrics::Rejection::MaxSessions);
             warn!(listener = %current.policy.cfg.name, client = %peer, max = current.policy.limits.max_sessions, "session limit reached; refusing client");
             shutdown.sessions.spawn(async move {
                 let mut stream = stream;
@@ -103,7 +103,7 @@ pub async fn serve_reloadable(
             };
             // Before anything costs: the upstream connect, a TLS handshake, a slot.
             if let Some(silent) = banned(&current, client.ip()) {
-                metrics::rejected(&current.policy.cfg.name, metrics::Rejection::Banned);
+                metrics::rejected(&current.scope_at_accept(), metrics::Rejection::Banned);
                 debug!(listener = %current.policy.cfg.name, %client, "banned client refused");
                 if !silent {
                     refuse(&mut stream, client, Say::Banned).await;
@@ -111,7 +111,7 @@ pub async fn serve_reloadable(
                 return;
             }
             let Some(_ip_slot) = per_ip.acquire(client.ip(), current.policy.limits.max_sessions_per_ip) else {
-                metrics::rejected(&current.policy.cfg.name, metrics::Rejection::MaxSessionsPerIp);
+                metrics::rejected(&current.scope_at_accept(), metrics::Rejection::MaxSessionsPerIp);
                 warn!(listener = %current.policy.cfg.name, %client, max = current.policy.limits.max_sessions_per_ip, "per-address session limit reached; refusing client");
                 refuse(&mut stream, client, Say::TooManySessionsFromYou).await;
                 return;
@@ -119,7 +119,7 @@ pub async fn serve_reloadable(
             let until_login = match pre_login.acquire(client.ip(), &current.policy.limits) {
                 Ok(slot) => slot,
                 Err((rejection, say)) => {
-                    metrics::rejected(&current.policy.cfg.name, rejection);
+                    metrics::rejected(&current.scope_at_accept(), rejection);
                     warn!(listener = %current.policy.cfg.name, %client, reason = %rejection, "too many sessions waiting to log in; refusing client");
                     refuse(&mut stream, client, say).await;
                     return;
@@ -168,7 +168,7 @@ async fn client_of(
     match proxy_protocol::read_header(&mut stream, ctx.policy.limits.connect_timeout).await {
         Ok(h) => Some((stream, h.source.unwrap_or(peer), h.rest)),
         Err(e) => {
-            metrics::rejected(&ctx.policy.cfg.name, metrics::Rejection::ProxyHeader);
+            metrics::rejected(&ctx.scope_at_accept(), metrics::Rejection::ProxyHeader);
             warn!(listener = %ctx.policy.cfg.name, balancer = %peer, error = %e, "dropping a load-balancer connection without a valid PROXY header");
             None
         }

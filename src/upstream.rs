@@ -8,19 +8,19 @@ use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-use crate::metrics;
+use crate::metrics::{self, Scope};
 use crate::net::{HostName, HostPort};
 
 pub use crate::net::ConnectError;
 
 /// Resolves `target` and connects to its addresses in turn, all within `limit`.
-/// Records the connect latency or the failure reason for `listener`.
+/// Records the connect latency or the failure reason under `scope`.
 pub async fn connect(
-    listener: &str,
+    scope: &Scope,
     target: &HostPort,
     limit: Duration,
 ) -> Result<TcpStream, ConnectError> {
-    connect_checked(listener, target, limit, None, |_| Ok(())).await
+    connect_checked(scope, target, limit, None, |_| Ok(())).await
 }
 
 /// Like [`connect`], but only to resolved addresses that `check` accepts (the forward
@@ -29,7 +29,7 @@ pub async fn connect(
 /// address that is not allowed), and, with `source`, from that address even though it is
 /// not one of this host's (`IP_TRANSPARENT`: the upstream sees the client's address).
 pub async fn connect_checked(
-    listener: &str,
+    scope: &Scope,
     target: &HostPort,
     limit: Duration,
     source: Option<IpAddr>,
@@ -41,8 +41,8 @@ pub async fn connect_checked(
         Err(_) => Err(ConnectError::Timeout(target.to_string(), limit)),
     };
     match &result {
-        Ok(_) => metrics::upstream_connected(listener, started.elapsed()),
-        Err(e) => metrics::upstream_error(listener, e.reason()),
+        Ok(_) => metrics::upstream_connected(scope, started.elapsed()),
+        Err(e) => metrics::upstream_error(scope, e.reason()),
     }
     result
 }

@@ -59,7 +59,8 @@ fn idle_proxy() -> Proxy {
 
 /// The metric families of a scrape (its `# TYPE` lines).
 /// A proxy with what the idle one lacks: a listener over a pool of two members (nobody
-/// listens there) that shows clients a certificate of the test CA.
+/// listens there) that shows clients a certificate of the test CA, with a route
+/// (`alpha`) that has a certificate of its own.
 fn tls_pool_proxy() -> (tempfile::TempDir, Proxy) {
     let ip = unique_loopback_ip();
     let dir = tempfile::tempdir().unwrap();
@@ -70,11 +71,12 @@ fn tls_pool_proxy() -> (tempfile::TempDir, Proxy) {
     );
     let member = || SocketAddr::new(ip.into(), free_port(ip.into()));
     let yaml = format!(
-        "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: edge\n    bind: \"{addr}\"\n    upstream: [\"{}\", \"{}\"]\n    data: relay\n    tls:\n      client: {{mode: explicit, cert: \"{}\", key: \"{}\"}}\n",
+        "admin:\n  bind: \"{admin}\"\nlisteners:\n  - name: edge\n    bind: \"{addr}\"\n    upstream: [\"{}\", \"{}\"]\n    data: relay\n    tls:\n      client: {{mode: explicit, cert: \"{cert}\", key: \"{key}\"}}\n    routes:\n      - match: {{host: alpha.test}}\n        name: alpha\n        upstream: \"{}\"\n        tls: {{cert: \"{cert}\", key: \"{key}\"}}\n",
         member(),
         member(),
-        files.cert.display(),
-        files.key.display()
+        member(),
+        cert = files.cert.display(),
+        key = files.key.display()
     );
     let proxy = Proxy::launch(&yaml, addr, admin, None, &[]);
     (dir, proxy)
@@ -126,11 +128,12 @@ fn a_fresh_proxy_exports_every_documented_series_and_promtool_accepts_them() {
         missing.is_empty(),
         "not in the first scrape: {missing:?}\n{scrape}"
     );
-    // Every known label value is there at 0, per listener.
+    // Every known label value is there at 0, per listener and route (`default`: a
+    // listener without routes has only its own upstream).
     for sample in [
-        "fxprelay_rejected_total{listener=\"test\",reason=\"bounce\"} 0",
-        "fxprelay_upstream_errors_total{listener=\"test\",reason=\"timeout\"} 0",
-        "fxprelay_data_transfers_total{listener=\"test\",result=\"failed\"} 0",
+        "fxprelay_rejected_total{listener=\"test\",route=\"default\",reason=\"bounce\"} 0",
+        "fxprelay_upstream_errors_total{listener=\"test\",route=\"default\",reason=\"timeout\"} 0",
+        "fxprelay_data_transfers_total{listener=\"test\",route=\"default\",result=\"failed\"} 0",
         "fxprelay_sessions_limit{listener=\"test\"} 1024",
         "fxprelay_config_last_reload_success 1",
         "fxprelay_data_ports_available 1000",
@@ -195,20 +198,46 @@ fn alert_rules_pass_promtool_checks_and_their_unit_tests() {
     let (_dir, full) = tls_pool_proxy();
     let scrape = full.metrics();
     let have = families(&scrape);
-    let expiry = scrape
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("fxprelay_tls_certificate_expiry_timestamp_seconds{listener=\"edge\"} ")
-        })
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no certificate expiry for edge:\n{scrape}"));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
+    // The listener's own certificate, and its route's.
+    for route in ["default", "alpha"] {
+        let series = format!(
+            "fxprelay_tls_certificate_expiry_timestamp_seconds{{listener=\"edge\",route=\"{route}\"}} "
+        );
+        let expiry = scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no certificate expiry for edge/{route}:\n{scrape}"));
+        assert!(
+            expiry > now + 86400.0,
+            "the test certificate expires at {expiry}"
+        );
+    }
+    // A listener with routes has every session series per route, `none` (no route
+    // chosen yet) and `default` included, at 0; its pool's under `default`.
+    for sample in [
+        "fxprelay_rejected_total{listener=\"edge\",route=\"none\",reason=\"unknown_host\"} 0",
+        "fxprelay_data_bytes_total{listener=\"edge\",route=\"alpha\",direction=\"download\"} 0",
+        "fxprelay_sessions_active{listener=\"edge\",route=\"default\"} 0",
+        "fxprelay_route_sessions_total{listener=\"edge\",route=\"alpha\"} 0",
+    ] {
+        assert!(
+            scrape.lines().any(|l| l == sample),
+            "missing {sample}\n{scrape}"
+        );
+    }
     assert!(
-        expiry > now + 86400.0,
-        "the test certificate expires at {expiry}"
+        scrape.contains("fxprelay_upstream_up{listener=\"edge\",route=\"default\",upstream="),
+        "{scrape}"
+    );
+    let (ok, out) = tool("promtool", &["check", "metrics"], Some(&scrape));
+    assert!(
+        ok && out.trim().is_empty(),
+        "promtool check metrics:\n{out}"
     );
     for name in metric_names(&text) {
         assert!(have.contains(family_of(&name)), "alerts.yml names {name}");

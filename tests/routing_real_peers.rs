@@ -272,6 +272,62 @@ fn host_and_login_choose_the_server() {
     assert_eq!(lab.route_sessions("edge", "alpha"), 1.0);
     assert!(lab.route_sessions("edge", "beta") >= 4.0);
     assert_eq!(lab.route_sessions("edge", "default"), 1.0);
+    // The sessions' own series carry their route: each route's bytes are its sessions'
+    // (a 200 kB download and a 150 kB upload each, beta's three clients' together).
+    let bytes = |route: &str, direction: &str| {
+        lab.proxy.metric(
+            "fxprelay_data_bytes_total",
+            &[
+                ("listener", "edge"),
+                ("route", route),
+                ("direction", direction),
+            ],
+        )
+    };
+    assert!(bytes("alpha", "download") >= 200_000.0);
+    assert_eq!(bytes("alpha", "upload"), 150_000.0);
+    assert!(bytes("beta", "download") >= 3.0 * 200_000.0);
+    assert_eq!(bytes("beta", "upload"), 3.0 * 150_000.0);
+    assert_eq!(bytes("default", "upload"), 150_000.0);
+    assert_eq!(bytes("none", "download"), 0.0);
+    let transfers = |route: &str| {
+        lab.proxy.metric(
+            "fxprelay_data_transfers_total",
+            &[("listener", "edge"), ("route", route), ("result", "ok")],
+        )
+    };
+    assert!(transfers("alpha") >= 3.0 && transfers("beta") >= 9.0);
+    let connects = |route: &str| {
+        lab.proxy.metric(
+            "fxprelay_upstream_connect_seconds_count",
+            &[("listener", "edge"), ("route", route)],
+        )
+    };
+    assert_eq!(connects("alpha"), 1.0);
+    assert_eq!(connects("none"), 0.0);
+    let logins = |route: &str, result: &str| {
+        lab.proxy.metric(
+            "fxprelay_logins_total",
+            &[("listener", "edge"), ("route", route), ("result", result)],
+        )
+    };
+    assert_eq!(logins("alpha", "ok"), 1.0);
+    assert!(logins("beta", "ok") >= 4.0);
+    assert_eq!(logins("beta", "failed"), 0.0);
+    // Closed sessions are open nowhere: each one moved from `none` to its route and left.
+    common::wait_for("every session closed", || {
+        lab.proxy
+            .metric("fxprelay_sessions_active", &[("listener", "edge")])
+            == 0.0
+    });
+    let seconds = |route: &str| {
+        lab.proxy.metric(
+            "fxprelay_session_duration_seconds_count",
+            &[("listener", "edge"), ("route", route)],
+        )
+    };
+    assert_eq!((seconds("alpha"), seconds("default")), (1.0, 1.0));
+    assert_eq!(seconds("none"), 0.0);
     assert!(
         lab.proxy.log().contains("route=beta"),
         "{}",
@@ -456,7 +512,26 @@ fn host_answers_and_a_login_without_a_route() {
     assert!(feat.contains(" HOST"), "{feat}");
     c.cmd_expect("HOST nowhere.test", 504);
     c.cmd_expect("NOOP", 200);
+    // Refused before any route: counted under `none`.
+    let unknown = lab.proxy.metric(
+        "fxprelay_rejected_total",
+        &[
+            ("listener", "edge"),
+            ("route", "none"),
+            ("reason", "unknown_host"),
+        ],
+    );
+    assert_eq!(unknown, 1.0);
+    // Open, and not yet on a route.
+    let open = |route: &str| {
+        lab.proxy.metric(
+            "fxprelay_sessions_active",
+            &[("listener", "edge"), ("route", route)],
+        )
+    };
+    assert_eq!((open("none"), open("alpha")), (1.0, 0.0));
     c.cmd_expect("HOST alpha.test", 220);
+    assert_eq!((open("none"), open("alpha")), (0.0, 1.0));
     c.cmd_expect(&format!("USER {user}"), 331);
     c.cmd_expect(&format!("PASS {pass}"), 230);
     // After the login: 503, and the session is still alpha's.
@@ -500,9 +575,22 @@ fn host_answers_and_a_login_without_a_route() {
     assert_eq!(connects(), 0.0, "{}", lab.proxy.log());
     let no_route = lab.proxy.metric(
         "fxprelay_rejected_total",
-        &[("listener", "strict"), ("reason", "no_route")],
+        &[
+            ("listener", "strict"),
+            ("route", "none"),
+            ("reason", "no_route"),
+        ],
     );
     assert_eq!(no_route, 1.0);
+    let failed = lab.proxy.metric(
+        "fxprelay_logins_total",
+        &[
+            ("listener", "strict"),
+            ("route", "none"),
+            ("result", "failed"),
+        ],
+    );
+    assert_eq!(failed, 1.0);
     // The same listener's named route still works.
     let mut c = Control::connect(lab.strict);
     c.expect(220);
@@ -510,6 +598,36 @@ fn host_answers_and_a_login_without_a_route() {
     c.cmd_expect(&format!("USER {user}"), 331);
     c.cmd_expect(&format!("PASS {pass}"), 230);
     assert_eq!(connects(), 1.0);
+    // An unnamed route is labelled by its host pattern.
+    let on_route = lab.proxy.metric(
+        "fxprelay_upstream_connect_seconds_count",
+        &[("listener", "strict"), ("route", "alpha.test")],
+    );
+    assert_eq!(on_route, 1.0);
+    // A route a reload adds has its series from then on, at 0.
+    let yaml = std::fs::read_to_string(&lab.proxy.config).unwrap();
+    let gamma = format!(
+        "      - match: {{host: gamma.test}}\n        name: gamma\n        upstream: \"{}\"\n  - name: implicit\n",
+        lab.alpha.addr
+    );
+    let yaml = yaml.replacen("  - name: implicit\n", &gamma, 1);
+    std::fs::write(&lab.proxy.config, yaml).unwrap();
+    lab.proxy.reload();
+    common::wait_for("the new route's series", || {
+        lab.proxy.metrics().lines().any(|l| {
+            l == "fxprelay_rejected_total{listener=\"strict\",route=\"gamma\",reason=\"bounce\"} 0"
+        })
+    });
+    let mut c = Control::connect(lab.strict);
+    c.expect(220);
+    c.cmd_expect("HOST gamma.test", 220);
+    c.cmd_expect(&format!("USER {user}"), 331);
+    c.cmd_expect(&format!("PASS {pass}"), 230);
+    let gamma = lab.proxy.metric(
+        "fxprelay_logins_total",
+        &[("listener", "strict"), ("route", "gamma"), ("result", "ok")],
+    );
+    assert_eq!(gamma, 1.0);
 }
 
 /// A route's own pool: its backends are checked and shown as `listener/route`, a stopped
@@ -533,7 +651,11 @@ fn a_routes_pool_is_checked_on_its_own() {
     let up = |b: &FtpServer| {
         proxy.metric(
             "fxprelay_upstream_up",
-            &[("listener", "edge/farm"), ("upstream", &b.addr.to_string())],
+            &[
+                ("listener", "edge"),
+                ("route", "farm"),
+                ("upstream", &b.addr.to_string()),
+            ],
         )
     };
     assert!(servers.iter().all(|s| up(s) == 1.0), "{}", proxy.metrics());
@@ -559,7 +681,11 @@ fn a_routes_pool_is_checked_on_its_own() {
     common::wait_for("the stopped backend to be down", || {
         proxy.metric(
             "fxprelay_upstream_up",
-            &[("listener", "edge/farm"), ("upstream", &stopped_addr)],
+            &[
+                ("listener", "edge"),
+                ("route", "farm"),
+                ("upstream", &stopped_addr),
+            ],
         ) == 0.0
     });
     for _ in 0..4 {

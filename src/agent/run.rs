@@ -80,7 +80,7 @@ impl Agent {
         hello: &Hello,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
         let limit = self.connect_timeout;
-        let tcp = crate::upstream::connect("agent", &self.edge, limit)
+        let tcp = crate::upstream::connect(&scope(), &self.edge, limit)
             .await
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
@@ -213,7 +213,7 @@ impl Agent {
         let own: [SocketAddr; 0] = [];
         let host = target.host.to_string();
         crate::upstream::connect_checked(
-            "agent",
+            &scope(),
             &target,
             self.connect_timeout,
             None,
@@ -226,4 +226,9 @@ impl Agent {
         .await
         .map_err(|e| e.to_string())
     }
+}
+
+/// The agent's own connections in its metrics: to the edge, and to the servers inside.
+fn scope() -> crate::metrics::Scope {
+    crate::metrics::Scope::new("agent", fxprelay_core::route::RouteLabel::Default)
 }

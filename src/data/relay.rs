@@ -23,7 +23,7 @@ use super::socket;
 use crate::bans::Guard;
 use crate::config::ProxyProtocol;
 use crate::metrics;
-use crate::metrics::Rejection;
+use crate::metrics::{Rejection, Scope};
 use crate::proxy_protocol::HeaderError;
 
 /// PROXY headers read at once on one leased port: the real client's connection and a
@@ -93,15 +93,15 @@ pub struct Timeouts {
 /// `progress` hears the running total after each write (the console's live bytes), so
 /// it must be cheap.
 pub async fn run(
-    listener: &str,
+    scope: &Scope,
     direction: Direction,
     (client, upstream): (Leg, Leg),
     protect: Protection,
     limits: Timeouts,
     progress: impl FnMut(u64),
 ) -> Result<Moved, DataError> {
-    let (c, _client_lease) = open(listener, "client", client, limits).await?;
-    let (u, _upstream_lease) = open(listener, "upstream", upstream, limits).await?;
+    let (c, _client_lease) = open(scope, "client", client, limits).await?;
+    let (u, _upstream_lease) = open(scope, "upstream", upstream, limits).await?;
     let bytes = if protect.is_clear() {
         let (mut from, mut to) = match direction {
             Direction::Upload => (c, u),
@@ -141,14 +141,14 @@ pub async fn run(
             download: bytes,
         },
     };
-    metrics::data_bytes(listener, moved.upload, moved.download);
+    metrics::data_bytes(scope, moved.upload, moved.download);
     Ok(moved)
 }
 
 /// Establishes one leg. The returned lease (for accepted legs) keeps the port reserved,
 /// and counted, until the transfer is over.
 async fn open(
-    listener: &str,
+    scope: &Scope,
     side: &'static str,
     leg: Leg,
     limits: Timeouts,
@@ -169,7 +169,7 @@ async fn open(
             guard,
         } => {
             let s = accept_from(
-                listener,
+                scope,
                 &leased,
                 expect,
                 balancers.as_ref(),
@@ -182,7 +182,7 @@ async fn open(
             (s, Some(lease))
         }
     };
-    metrics::data_connection(listener, side);
+    metrics::data_connection(scope, side);
     debug!(side, peer = ?stream.peer_addr().ok(), "data connection open");
     Ok((stream, lease))
 }
@@ -192,7 +192,7 @@ async fn open(
 /// Headers from trusted balancers are read beside the accept, each within the connect
 /// timeout, so a slow one does not hold up the client's connection.
 async fn accept_from(
-    listener: &str,
+    scope: &Scope,
     leased: &LeasedListener,
     expect: IpAddr,
     balancers: Option<&ProxyProtocol>,
@@ -244,14 +244,14 @@ async fn accept_from(
         if let (Some(client), Some(guard)) = (client, guard)
             && guard.is_banned(client)
         {
-            metrics::rejected(listener, Rejection::Banned);
+            metrics::rejected(scope, Rejection::Banned);
             warn!(%client, port, "refused a data connection from a banned client");
             continue;
         }
         match (peer::judge(&origin, expect), &origin) {
             (Verdict::Accept, _) => return Ok(stream),
             (Verdict::Refuse(reason), origin) => {
-                metrics::rejected(listener, reason);
+                metrics::rejected(scope, reason);
                 match origin {
                     Origin::NoHeader { balancer, error } => {
                         warn!(%balancer, %error, %expect, port, "refused a load-balancer data connection without a valid PROXY header");
@@ -283,6 +283,10 @@ mod tests {
 
     use super::*;
     use crate::data::PortPool;
+    use crate::metrics::RouteLabel;
+
+    static SCOPE: std::sync::LazyLock<Scope> =
+        std::sync::LazyLock::new(|| Scope::new("t", RouteLabel::Default));
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
     const BALANCER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
@@ -313,7 +317,14 @@ mod tests {
         let header = format!("PROXY TCP4 {CLIENT} 127.0.0.1 40000 {}\r\n", at.port());
         proxied.write_all(header.as_bytes()).await.unwrap();
         proxied.write_all(b"first bytes of the file").await.unwrap();
-        let accepted = accept_from("t", &leased, CLIENT.into(), Some(&balancers), None, limits);
+        let accepted = accept_from(
+            &SCOPE,
+            &leased,
+            CLIENT.into(),
+            Some(&balancers),
+            None,
+            limits,
+        );
         let mut s = tokio::time::timeout(Duration::from_secs(30), accepted)
             .await
             .expect("the proxied client's connection is taken at once")
@@ -345,7 +356,7 @@ mod tests {
             idle: Duration::from_secs(5),
         };
         let mut refused = connect_from(CLIENT, at).await;
-        let accepted = accept_from("t", &leased, CLIENT.into(), None, Some(&guard), limits);
+        let accepted = accept_from(&SCOPE, &leased, CLIENT.into(), None, Some(&guard), limits);
         assert!(matches!(
             accepted.await,
             Err(DataError::AcceptTimeout { .. })
@@ -356,7 +367,7 @@ mod tests {
         // Let in again: the same client's next connection is the transfer's.
         bans.unban(CLIENT.into());
         let _client = connect_from(CLIENT, at).await;
-        let accepted = accept_from("t", &leased, CLIENT.into(), None, Some(&guard), limits);
+        let accepted = accept_from(&SCOPE, &leased, CLIENT.into(), None, Some(&guard), limits);
         assert!(accepted.await.is_ok());
     }
 }

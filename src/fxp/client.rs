@@ -344,20 +344,22 @@ impl Client {
     /// Connects to `url`'s server, reads the greeting, logs in, sets `TYPE I` and asks
     /// `FEAT`. Every step is bounded by `limit`.
     pub async fn open(url: &FtpUrl, limit: Duration) -> Result<Client, FtpError> {
-        Self::open_checked(url, limit, None, &TlsPolicy::default(), None).await
+        Self::open_checked(url, limit, None, &TlsPolicy::default(), None, None).await
     }
 
     /// [`Client::open`], connecting only where `allow` admits the URL's host (the API's
     /// and SITE commands' `fxp.allow`); checked after DNS so a name cannot smuggle in an
     /// address. A TLS URL's server must show a certificate `tls` trusts. With `own`,
     /// neither the control connection nor a passive data address may be one of the
-    /// proxy's own sockets.
+    /// proxy's own sockets. With `virtual_host`, the server is asked for that name with
+    /// RFC 7151 `HOST` first.
     pub async fn open_checked(
         url: &FtpUrl,
         limit: Duration,
         allow: Option<&AllowList>,
         tls: &TlsPolicy,
         own: Option<&Arc<OwnSockets>>,
+        virtual_host: Option<&str>,
     ) -> Result<Client, FtpError> {
         let host = url.host_port();
         let secure = if url.security.is_tls() {
@@ -381,6 +383,15 @@ impl Client {
             greeting = c.read_reply("greeting").await?;
         }
         c.ok(greeting, "connect", |code| code == 220)?;
+        if let Some(name) = virtual_host {
+            // Before AUTH and USER (RFC 7151): the server picks the host, its
+            // certificate and its users. A refusal is the server's view of the name; the
+            // login that follows says whether it matters.
+            let r = c.command(format!("HOST {name}").as_bytes()).await?;
+            if r.class() != 2 {
+                debug!(host = %c.host, code = r.code, "the server refused HOST {name}");
+            }
+        }
         if let Some((connector, name)) = secure {
             if url.security == Security::Explicit {
                 c.simple(b"AUTH TLS", |code| code == 234).await?;
@@ -1174,6 +1185,50 @@ mod tests {
         );
     }
 
+    /// With a virtual host, `HOST` goes first (RFC 7151: before `USER`); without, never.
+    #[tokio::test]
+    async fn a_virtual_host_is_named_before_the_login() {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        async fn heard(virtual_host: Option<&str>) -> Vec<String> {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (s, _) = l.accept().await.unwrap();
+                let (r, mut w) = s.into_split();
+                w.write_all(b"220 hi\r\n").await.unwrap();
+                let mut lines = BufReader::new(r).lines();
+                let mut heard = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply: &[u8] = match line.split_whitespace().next().unwrap_or("") {
+                        "HOST" => b"220 that host\r\n",
+                        "USER" => b"331 pass\r\n",
+                        "PASS" => b"230 in\r\n",
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"200 ok\r\n",
+                    };
+                    heard.push(line);
+                    if w.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+                heard
+            });
+            let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+            let tls = TlsPolicy::default();
+            let limit = Duration::from_secs(10);
+            let c = Client::open_checked(&url, limit, None, &tls, None, virtual_host)
+                .await
+                .unwrap();
+            c.quit().await;
+            server.await.unwrap()
+        }
+        let named = heard(Some("v.example.net")).await;
+        assert_eq!(named[..2], ["HOST v.example.net", "USER u"]);
+        let plain = heard(None).await;
+        assert_eq!(plain[0], "USER u");
+        assert!(!plain.iter().any(|l| l.starts_with("HOST")), "{plain:?}");
+    }
+
     /// Bytes a server sends after its `234` and before the TLS handshake are plaintext
     /// posing as protected: the session ends there (the STARTTLS injection class).
     #[tokio::test]
@@ -1199,6 +1254,7 @@ mod tests {
             Duration::from_secs(5),
             None,
             &TlsPolicy::default(),
+            None,
             None,
         )
         .await

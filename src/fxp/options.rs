@@ -19,7 +19,7 @@ use super::client::{Client, ExtraRoots, FtpError, TlsPolicy};
 use super::digest::{OnMismatch, Verify};
 use super::job::event::FileEvent;
 use super::job::mirror::MirrorOptions;
-use super::url::FtpUrl;
+use super::url::{FtpUrl, VirtualHost};
 use crate::net::{AllowList, OwnSockets};
 
 /// Most retries the API accepts: each one logs in to both servers again.
@@ -79,6 +79,9 @@ pub struct EngineOptions {
     /// Cancelled: the transfers in flight send `ABOR` to both servers and end with
     /// [`FxpError::Cancelled`]; those not begun end so at once.
     pub cancel: Option<CancellationToken>,
+    /// A server to send `HOST` to before logging in (`SITE FXP` from a session whose
+    /// server took the client's `HOST`).
+    pub virtual_host: Option<VirtualHost>,
 }
 
 /// Progress callback of one file's copy; must be cheap (it runs on the engine's task).
@@ -114,6 +117,7 @@ impl Default for EngineOptions {
             on_mismatch: OnMismatch::Keep,
             hash_timeout: HASH_TIMEOUT,
             cancel: None,
+            virtual_host: None,
         }
     }
 }
@@ -139,12 +143,14 @@ impl std::fmt::Debug for EngineOptions {
 impl EngineOptions {
     /// A logged-in session to `url`, within the allow list.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
+        let host = self.virtual_host.as_ref().and_then(|v| v.name_for(url));
         Client::open_checked(
             url,
             self.timeout,
             self.allow.as_deref(),
             &self.tls,
             self.own.as_ref(),
+            host,
         )
         .await
     }

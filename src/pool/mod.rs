@@ -32,7 +32,11 @@ use select::{Candidate, Key, Ring};
 /// checker.
 #[derive(Debug)]
 pub struct Pool {
+    /// The pool's name: its listener's, or `listener/route` for a route's pool (the
+    /// admin API's `upstreams`, the log lines).
     pub listener: String,
+    /// Its metrics' listener and route (`default`: the listener's own pool).
+    scope: metrics::Scope,
     pub cfg: PoolConfig,
     /// `upstream_proxy_protocol`: the checks speak it too (a server that expects the
     /// header refuses a connection without one).
@@ -64,7 +68,7 @@ struct State {
 /// `fxprelay_upstream_sessions` until dropped.
 #[derive(Debug)]
 pub struct Lease {
-    listener: String,
+    scope: metrics::Scope,
     upstream: String,
     sessions: Arc<AtomicUsize>,
 }
@@ -72,7 +76,7 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.sessions.fetch_sub(1, Ordering::Relaxed);
-        metrics::upstream_sessions(&self.listener, &self.upstream, -1.0);
+        metrics::upstream_sessions(&self.scope, &self.upstream, -1.0);
     }
 }
 
@@ -108,7 +112,13 @@ pub struct PoolStatus {
 }
 
 impl Pool {
-    pub fn new(listener: &str, cfg: PoolConfig, proxy_protocol: Option<ProxyVersion>) -> Pool {
+    /// The pool called `listener` (see [`Pool::listener`]), counted under `scope`.
+    pub fn new(
+        listener: &str,
+        scope: metrics::Scope,
+        cfg: PoolConfig,
+        proxy_protocol: Option<ProxyVersion>,
+    ) -> Pool {
         let backends: Vec<Backend> = cfg
             .backends
             .iter()
@@ -126,6 +136,7 @@ impl Pool {
         );
         Pool {
             listener: listener.to_owned(),
+            scope,
             cfg,
             proxy_protocol,
             backends,
@@ -148,8 +159,8 @@ impl Pool {
     /// and again after a reload for backends the file added).
     pub fn announce(&self) {
         for b in &self.backends {
-            metrics::upstream_started(&self.listener, &b.name);
-            metrics::upstream_up(&self.listener, &b.name, lock(&b.state).health.is_up());
+            metrics::upstream_started(&self.scope, &b.name);
+            metrics::upstream_up(&self.scope, &b.name, lock(&b.state).health.is_up());
         }
     }
 
@@ -193,12 +204,12 @@ impl Pool {
         let index = select::choose(self.cfg.balance, &candidates, &order, turn, excluded)?;
         let b = &self.backends[index];
         b.sessions.fetch_add(1, Ordering::Relaxed);
-        metrics::upstream_sessions(&self.listener, &b.name, 1.0);
+        metrics::upstream_sessions(&self.scope, &b.name, 1.0);
         Some(Chosen {
             index,
             target: self.cfg.backends[index].address.clone(),
             lease: Lease {
-                listener: self.listener.clone(),
+                scope: self.scope.clone(),
                 upstream: b.name.clone(),
                 sessions: b.sessions.clone(),
             },
@@ -214,7 +225,7 @@ impl Pool {
     /// A check's result. The error is only words to show (`last_error`, the DOWN log
     /// line), so the pool keeps it as text.
     pub fn check_done(&self, index: usize, result: Result<(), String>, took: Duration) {
-        metrics::upstream_check(&self.listener, &self.backends[index].name, took);
+        metrics::upstream_check(&self.scope, &self.backends[index].name, took);
         {
             let mut s = lock(&self.backends[index].state);
             s.last_check = Some(SystemTime::now());
@@ -242,14 +253,14 @@ impl Pool {
         match (change, &result) {
             (Some(Change::Down), Err(error)) => {
                 warn!(listener, upstream, %error, fall, "upstream DOWN: no new sessions go to it");
-                metrics::upstream_up(listener, upstream, false);
+                metrics::upstream_up(&self.scope, upstream, false);
             }
             (Some(Change::Up), _) => {
                 info!(
                     listener,
                     upstream, rise, "upstream UP: it takes new sessions again"
                 );
-                metrics::upstream_up(listener, upstream, true);
+                metrics::upstream_up(&self.scope, upstream, true);
             }
             _ => {}
         }
@@ -308,7 +319,8 @@ mod tests {
         ))
         .unwrap();
         let l = c.listeners[0].clone();
-        Pool::new("p", l.pool.unwrap(), l.upstream_proxy_protocol)
+        let scope = metrics::Scope::new("p", metrics::RouteLabel::Default);
+        Pool::new("p", scope, l.pool.unwrap(), l.upstream_proxy_protocol)
     }
 
     #[test]

@@ -9,8 +9,10 @@ use crate::agent::Hub;
 use crate::bans::Guard;
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
+use crate::metrics::Scope;
 use crate::net::OwnSockets;
 use crate::pool::Pool;
+use crate::route::RouteLabel;
 use crate::tls::ListenerTls;
 
 use super::policy::Policy;
@@ -65,17 +67,18 @@ impl ListenerCtx {
         own_binds: Vec<SocketAddr>,
     ) -> Self {
         let own = Arc::new(own_sockets(config, own_binds.clone()));
-        let pool = l
-            .pool
-            .clone()
-            .map(|pool| Arc::new(Pool::new(&l.name, pool, l.upstream_proxy_protocol)));
+        let pp = l.upstream_proxy_protocol;
+        let pool = l.pool.clone().map(|pool| {
+            let scope = Scope::new(&l.name, RouteLabel::Default);
+            Arc::new(Pool::new(&l.name, scope, pool, pp))
+        });
         let route_pools = l
             .routes
             .iter()
             .map(|r| {
                 let name = route_pool_name(&l.name, &r.name);
-                let pool = r.pool.clone()?;
-                Some(Arc::new(Pool::new(&name, pool, l.upstream_proxy_protocol)))
+                let scope = Scope::new(&l.name, RouteLabel::Named(r.name.as_str().into()));
+                Some(Arc::new(Pool::new(&name, scope, r.pool.clone()?, pp)))
             })
             .collect();
         ListenerCtx {
@@ -98,6 +101,13 @@ impl ListenerCtx {
             policy: Arc::new(Policy::new(cfg, limits, data)),
             own_binds: Vec::new(),
         }
+    }
+
+    /// The listener's metrics scope for a client that has said nothing yet: route
+    /// `none` on a listener with routes, `default` on one without.
+    pub fn scope_at_accept(&self) -> Scope {
+        let has_routes = self.policy.routes.is_some();
+        Scope::new(&self.policy.cfg.name, RouteLabel::at_accept(has_routes))
     }
 
     /// The same context, guarded by the ban table `defense` (from [`crate::bans::Bans::apply`]).
@@ -134,8 +144,8 @@ impl Services {
     }
 }
 
-/// What a route's pool is called (its metrics' `listener` label, its health checks, the
-/// admin API's `upstreams`): `listener/route`.
+/// What a route's pool is called (its health checks' log lines, the admin API's
+/// `upstreams`): `listener/route`. Its metrics say `listener` and `route` apart.
 pub fn route_pool_name(listener: &str, route: &str) -> String {
     format!("{listener}/{route}")
 }

@@ -74,11 +74,13 @@ pub async fn run(
     );
     async move {
         let started = Instant::now();
-        metrics::session_started(&ctx.policy.cfg.name);
-        let name = ctx.policy.cfg.name.clone();
-        let session = Registered { registration, end };
+        let meter = metrics::SessionMeter::start(ctx.scope_at_accept());
+        let session = Registered {
+            registration,
+            end,
+            meter,
+        };
         let outcome = serve(client, peer, early, ctx, hard_stop, until_login, session).await;
-        metrics::session_ended(&name, started.elapsed());
         let ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(end) => info!(reason = %end, ms, "session ended"),
@@ -89,10 +91,12 @@ pub async fn run(
     .await
 }
 
-/// A session's place in the registry, and how an operator ends it.
+/// A session's place in the registry, how an operator ends it, and its series (closed
+/// when it is dropped, with the session).
 struct Registered {
     registration: registry::Registration,
     end: CancellationToken,
+    meter: metrics::SessionMeter,
 }
 
 async fn serve(
@@ -102,7 +106,11 @@ async fn serve(
     ctx: Arc<ListenerCtx>,
     hard_stop: CancellationToken,
     until_login: UntilLogin,
-    Registered { registration, end }: Registered,
+    Registered {
+        registration,
+        end,
+        meter,
+    }: Registered,
 ) -> anyhow::Result<&'static str> {
     let _ = client.set_nodelay(true);
     let client_local = client.local_addr()?.ip().to_canonical();
@@ -130,12 +138,12 @@ async fn serve(
             };
             match secured {
                 Ok(s) => {
-                    metrics::tls_session(&policy.cfg.name, TlsSide::Client);
+                    metrics::tls_session(meter.scope(), TlsSide::Client);
                     let name = handshake::client_name(&s);
                     (Box::new(s), Vec::new(), name)
                 }
                 Err(error) => {
-                    metrics::rejected(&policy.cfg.name, Rejection::ClientTls);
+                    metrics::rejected(meter.scope(), Rejection::ClientTls);
                     info!(%error, "client TLS handshake failed");
                     return Ok("client TLS handshake failed");
                 }
@@ -151,7 +159,7 @@ async fn serve(
         Instant::now(),
     );
     let local = SocketAddr::new(client_local, policy.cfg.bind.port());
-    Shell::new(ctx, machine, client, &early, client_local)
+    Shell::new(ctx, machine, client, &early, client_local, meter)
         .client_named(name)
         .client_addrs(peer, local)
         .registered(registration)

@@ -139,6 +139,9 @@ pub(super) struct Shell {
     /// The client's address and the one it connected to, for a PROXY header toward the
     /// server (`upstream_proxy_protocol`).
     client_addrs: Option<(SocketAddr, SocketAddr)>,
+    /// The session's own series, under its listener and the route the machine said it
+    /// took: what the shell counts itself (connects, TLS, data) is counted there.
+    meter: metrics::SessionMeter,
 }
 
 impl Shell {
@@ -150,6 +153,7 @@ impl Shell {
         client: BoxStream,
         early: &[u8],
         client_local: IpAddr,
+        meter: metrics::SessionMeter,
     ) -> Shell {
         let upstream_tls = listener
             .services
@@ -179,6 +183,7 @@ impl Shell {
             client_name: None,
             registration: None,
             client_addrs: None,
+            meter,
         };
         shell.set_client(client, early);
         shell
@@ -328,7 +333,7 @@ impl Shell {
                         .handle(Event::UpstreamError(e.to_string()), Instant::now());
                 }
             }
-            Action::Routed { route, name } => self.routed(route, name),
+            Action::Routed { route, label } => self.routed(route, label),
             Action::ChooseBackend {
                 client,
                 user,
@@ -451,7 +456,7 @@ impl Shell {
                     self.machine.handle(Event::Banned, Instant::now());
                 }
             }
-            Action::Count(c) => count(&self.ctx.cfg.name, c),
+            Action::Count(c, route) => count(&self.meter.scope().on(route), c),
             Action::Close => {
                 if let Some(w) = self.client_w.as_mut() {
                     let _ = w.shutdown().await;
@@ -483,6 +488,7 @@ impl Shell {
             .proxy_header
             .map(|v| crate::proxy_protocol::encode(v, self.client_addrs));
         let failed = |f: ConnectFailure| Completion::from(Event::Connected(Err(f)));
+        let scope = self.meter.scope().clone();
         // A listener whose server accepts no inbound connection reaches it through its
         // agent; the agent checks its own `allow`.
         let via = listener
@@ -493,7 +499,7 @@ impl Shell {
             .zip(listener.services.agents.clone());
         async move {
             let ctx = &listener.policy;
-            let (name, limit) = (&ctx.cfg.name, ctx.limits.connect_timeout);
+            let limit = ctx.limits.connect_timeout;
             let (mut stream, peer, local): (BoxStream, _, _) = if let Some((agent, hub)) = via {
                 match hub.dial(&agent, &req.target.to_string(), limit).await {
                     Ok((s, peer, local)) => (Box::new(s), peer, local.ip()),
@@ -506,9 +512,9 @@ impl Shell {
                 let r = if req.guarded {
                     let check =
                         |addr: SocketAddr| permitted(ctx, &req.target.host, addr, client_local);
-                    upstream::connect_checked(name, &req.target, limit, req.source, check).await
+                    upstream::connect_checked(&scope, &req.target, limit, req.source, check).await
                 } else {
-                    upstream::connect(name, &req.target, limit).await
+                    upstream::connect(&scope, &req.target, limit).await
                 };
                 let stream = match r {
                     Ok(s) => s,
@@ -542,7 +548,7 @@ impl Shell {
                     let how = Handshake::Connect(connector, server_name);
                     match handshake::secure(how, stream, limit).await {
                         Ok(s) => {
-                            metrics::tls_session(name, TlsSide::Upstream);
+                            metrics::tls_session(&scope, TlsSide::Upstream);
                             Box::new(s)
                         }
                         Err(e) => return failed(ConnectFailure::Tls(e)),
@@ -612,7 +618,7 @@ impl Shell {
         discarded: usize,
     ) {
         let limit = self.ctx.limits.connect_timeout;
-        let listener = self.ctx.cfg.name.clone();
+        let scope = self.meter.scope().clone();
         self.ops.push(
             async move {
                 let secured = match how {
@@ -622,7 +628,7 @@ impl Shell {
                 let (result, keep) = match secured {
                     Ok(s) => {
                         let name = handshake::client_name(&s);
-                        metrics::tls_session(&listener, side);
+                        metrics::tls_session(&scope, side);
                         let s: BoxStream = Box::new(s);
                         let keep = match side {
                             TlsSide::Client => Keep::Client(s, name),
@@ -642,11 +648,11 @@ impl Shell {
         );
     }
 
-    /// The machine took route `route` (`None`: the default) called `name`: its pool and
-    /// upstream TLS from now on, its name in the session's log lines and metrics.
-    fn routed(&mut self, route: Option<usize>, name: String) {
-        tracing::Span::current().record("route", name.as_str());
-        metrics::route_session(&self.ctx.cfg.name, &name);
+    /// The machine took route `route` (`None`: the default) labelled `label`: its pool
+    /// and upstream TLS from now on, its name in the session's log lines and metrics.
+    fn routed(&mut self, route: Option<usize>, label: metrics::RouteLabel) {
+        tracing::Span::current().record("route", label.as_str());
+        self.meter.routed(label);
         self.route = route;
         let tls = self.listener.services.tls.as_ref();
         self.upstream_tls = tls
@@ -706,7 +712,7 @@ impl Shell {
             connect: self.ctx.limits.connect_timeout,
             idle: self.ctx.limits.data_idle_timeout,
         };
-        let name = self.ctx.cfg.name.clone();
+        let scope = self.meter.scope().clone();
         let live = self
             .registration
             .as_ref()
@@ -720,7 +726,7 @@ impl Shell {
             async move {
                 let result = match (client, upstream) {
                     (Some(c), Some(u)) => {
-                        relay::run(&name, direction, (c, u), protect, limits, progress).await
+                        relay::run(&scope, direction, (c, u), protect, limits, progress).await
                     }
                     // The machine ordered a leg the shell does not hold: a bug, reported
                     // as a failed transfer rather than a hang.
@@ -817,6 +823,7 @@ fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> Engin
         allow: Some(rules.allow),
         tls: TlsPolicy::new(rules.verify, ca),
         own: Some(rules.own),
+        virtual_host: rules.virtual_host,
         ..EngineOptions::default()
     }
 }
@@ -850,13 +857,15 @@ fn closed_without_notify(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::UnexpectedEof
 }
 
-fn count(listener: &str, c: Count) {
+fn count(scope: &metrics::Scope, c: Count) {
     match c {
-        Count::Command(verb) => metrics::command(listener, &verb),
-        Count::Reply(code) => metrics::reply(listener, code),
-        Count::Rewrite { kind, reason } => metrics::rewrite(listener, kind, reason),
-        Count::Rejected(r) => metrics::rejected(listener, r),
-        Count::Transfer(result) => metrics::data_transfer(listener, result),
+        // A client's verbs are the same whatever the route: per listener only.
+        Count::Command(verb) => metrics::command(scope.listener(), &verb),
+        Count::Reply(code) => metrics::reply(scope, code),
+        Count::Rewrite { kind, reason } => metrics::rewrite(scope, kind, reason),
+        Count::Rejected(r) => metrics::rejected(scope, r),
+        Count::Transfer(result) => metrics::data_transfer(scope, result),
+        Count::Login { ok } => metrics::login(scope, ok),
         Count::FxpCancelled { method, took } => {
             let method = method.map_or("none", |m| m.as_str());
             metrics::fxp_transfer("cancelled", method, 0, took)

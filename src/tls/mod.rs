@@ -100,6 +100,8 @@ pub struct RouteTls {
     /// Toward the data connections of clients whose control connection got this route's
     /// certificate.
     client_data: Option<TlsAcceptor>,
+    /// The route's own certificate, summarized (its expiry metric), when it has one.
+    pub certificate: Option<CertificateInfo>,
 }
 
 impl fmt::Debug for ListenerTls {
@@ -205,11 +207,17 @@ impl ListenerTls {
                     }
                     _ => (None, None),
                 };
+            let certificate = names
+                .iter()
+                .find(|n| n.0 == i)
+                .and_then(|n| n.2.as_ref())
+                .and_then(|c| CertificateInfo::of(&c.cert));
             route_tls.push(RouteTls {
                 upstream,
                 upstream_ca,
                 client: route_client,
                 client_data,
+                certificate,
             });
         }
         Ok(ListenerTls {

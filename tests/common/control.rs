@@ -31,6 +31,17 @@ impl Control {
         }
     }
 
+    /// Connects from `local` (posing as another host) without reading the greeting.
+    pub fn connect_from(local: Ipv4Addr, addr: SocketAddr) -> Control {
+        let s = connect_from(local, addr)
+            .unwrap_or_else(|e| panic!("connect to {addr} from {local}: {e}"));
+        s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        Control {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
     /// Connects and logs in as the test user, in binary mode.
     pub fn login(addr: SocketAddr) -> Control {
         let mut c = Control::connect(addr);

@@ -109,6 +109,10 @@ pub struct ServerOptions {
     /// pyftpdlib only: how long its `530` to a wrong password waits (its own default is
     /// 3 s, which a test of many wrong passwords need not sit out).
     pub auth_failed_delay: Option<Duration>,
+    /// pyftpdlib only: take RFC 7151 `HOST` (listed in `FEAT`, logged as `HOST <name>`
+    /// when received) and refuse a login without it, as a server with name-based virtual
+    /// hosts only does.
+    pub host_command: bool,
 }
 
 /// Which hash commands a server offers. proftpd's are its own (`mod_digest`, shipped in
@@ -191,6 +195,7 @@ impl ServerOptions {
             tls: None,
             digests: Digests::None,
             corrupt_uploads: false,
+            host_command: false,
             hash_delay: None,
             data_timeout: None,
             auth_failed_delay: None,
@@ -332,7 +337,7 @@ impl FtpServer {
                 Digests::None => true,
                 Digests::Hash => matches!(kind, ServerKind::Proftpd | ServerKind::Pyftpdlib),
                 Digests::Legacy => kind == ServerKind::Pyftpdlib,
-            } && (!opts.corrupt_uploads && opts.hash_delay.is_none()
+            } && (!opts.corrupt_uploads && opts.hash_delay.is_none() && !opts.host_command
                 || kind == ServerKind::Pyftpdlib),
             "{:?} hash commands (corrupt uploads: {}) are not available on {} in this harness",
             opts.digests,
@@ -1018,6 +1023,9 @@ fn pyftpdlib(c: &Ctx) -> Spec {
     }
     if o.corrupt_uploads {
         args.push("--corrupt-uploads".into());
+    }
+    if o.host_command {
+        args.push("--host-command".into());
     }
     if let Some(d) = o.hash_delay {
         args.extend(["--hash-delay".into(), d.as_secs_f64().to_string().into()]);

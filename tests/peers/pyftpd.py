@@ -156,6 +156,38 @@ def corrupting(base):
     return Corrupting
 
 
+def with_host(base):
+    """`base` that takes RFC 7151 HOST before login, lists it in FEAT, logs each one
+    (`HOST <name>`) and refuses a login without one: a server with name-based virtual
+    hosts only (no default host), as far as a proxy can tell."""
+    cmds = dict(base.proto_cmds)
+    cmds["HOST"] = dict(perm=None, auth=False, arg=True,
+                        help="Syntax: HOST <SP> host-name (virtual host).")
+
+    class Host(base):
+        proto_cmds = cmds
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._extra_feats.append("HOST")
+
+        def ftp_HOST(self, name):
+            if self.authenticated or self.username:
+                self.respond("503 HOST must come before USER.")
+                return
+            logging.info("HOST %s", name)
+            self.virtual_host = name
+            self.respond("220 Host %s accepted." % name)
+
+        def ftp_USER(self, line):
+            if getattr(self, "virtual_host", None) is None:
+                self.respond("530 Send HOST first: this server has virtual hosts only.")
+                return
+            super().ftp_USER(line)
+
+    return Host
+
+
 def drop_privileges(user):
     """Switches to the system user `user` (if given and running as root): after binding."""
     if user and os.geteuid() == 0:
@@ -186,6 +218,8 @@ def main():
                        help="how long a failed login's 530 waits (pyftpdlib's default: 3)")
         p.add_argument("--corrupt-uploads", action="store_true",
                        help="flip the first byte of every uploaded file once it is stored")
+        p.add_argument("--host-command", action="store_true",
+                       help="take RFC 7151 HOST (listed in FEAT, logged when received)")
 
     a = parse_args(own_options)
     log_to_stderr("pyftpd", logging.INFO)
@@ -224,6 +258,8 @@ def main():
         Handler = with_digests(Handler, a.digest, a.hash_delay)
     if a.corrupt_uploads:
         Handler = corrupting(Handler)
+    if a.host_command:
+        Handler = with_host(Handler)
 
     server = FTPServer((a.ip, a.port), Handler)
     server.max_cons = 256

@@ -17,7 +17,7 @@ use super::schema::{DataMode, FileRoute, FileUpstream, RouteTls, UpstreamData};
 use crate::net::{HostName, HostPort};
 use crate::rewrite::{NatMode, NatPolicy};
 use crate::route::reach::{self, Finding};
-use crate::route::{DEFAULT_ROUTE, HostPattern, Match, Template, UserPattern};
+use crate::route::{DEFAULT_ROUTE, HostPattern, Match, NO_ROUTE_YET, Template, UserPattern};
 use crate::tls::{ClientTlsMode, TlsSettings, UpstreamPlan};
 
 /// One route, validated: printed in the file's own keys, every setting as it runs (the
@@ -288,14 +288,19 @@ fn one(
     Ok(route)
 }
 
-/// The route's name: as written (trimmed, not `default`, no control characters), or its
-/// host pattern, or `routes[N]`.
+/// The route's name: as written (trimmed, not `default` or `none`, no control
+/// characters), or its host pattern, or `routes[N]`.
 fn name(r: &FileRoute, j: usize, matches: &Match) -> Result<String, String> {
     let Some(written) = &r.name else {
-        return Ok(match matches {
-            Match::Host(p) => p.to_string(),
-            Match::User(_) => format!("routes[{j}]"),
-        });
+        return match matches {
+            Match::Host(p) if [DEFAULT_ROUTE, NO_ROUTE_YET].contains(&p.to_string().as_str()) => {
+                Err(format!(
+                    "the host `{p}` would name this route `{p}`, which metrics and logs use for sessions off the routes: give it a `name:`"
+                ))
+            }
+            Match::Host(p) => Ok(p.to_string()),
+            Match::User(_) => Ok(format!("routes[{j}]")),
+        };
     };
     let name = written.value.trim();
     if name.is_empty() {
@@ -304,6 +309,11 @@ fn name(r: &FileRoute, j: usize, matches: &Match) -> Result<String, String> {
     if name == DEFAULT_ROUTE {
         return Err(format!(
             "`{DEFAULT_ROUTE}` is the listener's own `upstream` (the default route); choose another name"
+        ));
+    }
+    if name == NO_ROUTE_YET {
+        return Err(format!(
+            "`{NO_ROUTE_YET}` labels the metrics of sessions that have no route yet; choose another name"
         ));
     }
     if name.chars().any(char::is_control) || name.len() > 100 {
@@ -524,6 +534,18 @@ listeners:
                 "routes[0].name",
                 6,
                 "default route",
+            ),
+            (
+                "      - name: none\n        match: {host: a.test}\n        upstream: h:21\n",
+                "routes[0].name",
+                6,
+                "no route yet",
+            ),
+            (
+                "      - match: {host: none}\n        upstream: h:21\n",
+                "routes[0].name",
+                6,
+                "give it a `name:`",
             ),
             (
                 "      - match: {host: a.test}\n        upstream: h:21\n        tls: {cert: /c.pem}\n",

@@ -68,6 +68,25 @@ pub struct FtpUrl {
     pub path: Vec<u8>,
 }
 
+/// A server that serves several names at one address (RFC 7151 virtual hosts), and the
+/// name to ask it for with `HOST` before logging in: what a routed session chose its
+/// server with, for the `SITE FXP` engine's own login to that server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualHost {
+    /// The server, as its URLs write it.
+    pub host: String,
+    pub port: u16,
+    /// The name it is asked for.
+    pub name: String,
+}
+
+impl VirtualHost {
+    /// The name to ask `url`'s server for, when it is this server.
+    pub fn name_for(&self, url: &FtpUrl) -> Option<&str> {
+        (url.host == self.host && url.port == self.port).then_some(self.name.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     #[error("not an ftp://, ftpes:// (explicit TLS) or ftps:// (implicit TLS) URL")]

@@ -27,11 +27,66 @@ pub use host::{HostPattern, normalize};
 pub use template::Template;
 pub use user::UserPattern;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// What the default route is called (in logs, metrics and `fxprelay config`): the
 /// listener's own `upstream`. No route may take the name.
 pub const DEFAULT_ROUTE: &str = "default";
+
+/// The `route` label of a session's metrics before a listener with routes chose one
+/// (an unknown `HOST`, a login no route takes, a client refused at accept). No route
+/// may take the name.
+pub const NO_ROUTE_YET: &str = "none";
+
+/// The route a session's metrics are counted under (their `route` label). Bounded: a
+/// route's name comes from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteLabel {
+    /// A listener with routes has not chosen one yet ([`NO_ROUTE_YET`]).
+    NotYet,
+    /// The listener's own upstream ([`DEFAULT_ROUTE`]): the default route, and every
+    /// session of a listener without routes.
+    Default,
+    /// A route, by its name.
+    Named(Arc<str>),
+}
+
+impl RouteLabel {
+    /// The label of a session that has said nothing yet: [`RouteLabel::NotYet`] on a
+    /// listener with routes, [`RouteLabel::Default`] on one without (its upstream is
+    /// known from the start).
+    pub fn at_accept(has_routes: bool) -> RouteLabel {
+        if has_routes {
+            RouteLabel::NotYet
+        } else {
+            RouteLabel::Default
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RouteLabel::NotYet => NO_ROUTE_YET,
+            RouteLabel::Default => DEFAULT_ROUTE,
+            RouteLabel::Named(name) => name,
+        }
+    }
+
+    /// The label as a shared string (a metric label value without a copy).
+    pub fn shared(&self) -> Arc<str> {
+        match self {
+            RouteLabel::Named(name) => name.clone(),
+            other => Arc::from(other.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for RouteLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Why a route's setting cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +213,30 @@ impl<T> Routes<T> {
         match chosen {
             Chosen::Route(i) => self.routes.get(i).map(|r| &r.to),
             Chosen::Default => self.default.as_ref(),
+        }
+    }
+
+    /// Every label a session of these routes can be counted under, in order: before a
+    /// choice, each route, the default route when there is one.
+    pub fn labels(&self) -> Vec<RouteLabel> {
+        let named = self
+            .routes
+            .iter()
+            .map(|r| RouteLabel::Named(r.name.as_str().into()));
+        let default = self.default.as_ref().map(|_| RouteLabel::Default);
+        std::iter::once(RouteLabel::NotYet)
+            .chain(named)
+            .chain(default)
+            .collect()
+    }
+
+    /// A chosen route's metrics label (once per session: it copies the name).
+    pub fn label(&self, chosen: Chosen) -> RouteLabel {
+        match chosen {
+            Chosen::Route(i) => self.routes.get(i).map_or(RouteLabel::Default, |r| {
+                RouteLabel::Named(r.name.as_str().into())
+            }),
+            Chosen::Default => RouteLabel::Default,
         }
     }
 
@@ -334,6 +413,28 @@ mod tests {
         );
         let name = r.upstream_user(Chosen::Route(0), b"web-carol", Some("ftp.test"));
         assert_eq!(name, b"carol@ftp.test");
+    }
+
+    #[test]
+    fn labels_are_bounded_by_the_configuration() {
+        let named = |n: &str| RouteLabel::Named(n.into());
+        let r = example(true);
+        assert_eq!(
+            r.labels(),
+            [
+                RouteLabel::NotYet,
+                named("alpha"),
+                named("beta"),
+                named("gamma"),
+                RouteLabel::Default
+            ]
+        );
+        assert_eq!(example(false).labels().last(), Some(&named("gamma")));
+        assert_eq!(r.label(Chosen::Route(1)), named("beta"));
+        assert_eq!(r.label(Chosen::Default).as_str(), DEFAULT_ROUTE);
+        assert_eq!(RouteLabel::at_accept(true).as_str(), NO_ROUTE_YET);
+        assert_eq!(RouteLabel::at_accept(false), RouteLabel::Default);
+        assert_eq!(&*named("beta").shared(), "beta");
     }
 
     #[test]

@@ -11,10 +11,11 @@ use super::{Event, Machine};
 use crate::config::ProxyVersion;
 use crate::defense::DefenseEvent;
 use crate::fxp::method::Method;
-use crate::fxp::url::FtpUrl;
+use crate::fxp::url::{FtpUrl, VirtualHost};
 use crate::net::{AllowList, HostName, HostPort, OwnSockets};
 use crate::proto::command::{Direction, Verb};
 use crate::rejection::Rejection;
+use crate::route::RouteLabel;
 
 /// What the shell must do, in order.
 #[derive(Debug)]
@@ -33,9 +34,12 @@ pub enum Action {
         tried: Vec<usize>,
     },
     /// A listener with routes: the session takes route `route` (`None`: the default
-    /// route, the listener's own `upstream`), called `name`. Its pool, upstream TLS
+    /// route, the listener's own `upstream`), labelled `label`. Its pool, upstream TLS
     /// settings, metrics and log lines are that route's from now on.
-    Routed { route: Option<usize>, name: String },
+    Routed {
+        route: Option<usize>,
+        label: RouteLabel,
+    },
     /// The chosen backend `index` could not be reached: report it to the pool (it counts
     /// toward `fall`, like a failed check) and let go of it.
     BackendFailed { index: usize, error: String },
@@ -97,8 +101,8 @@ pub enum Action {
     /// Report what `client` did to the listener's ban table; answer with
     /// [`Event::Banned`] if the client is banned now, else nothing.
     Defend { client: IpAddr, event: DefenseEvent },
-    /// Record a metric.
-    Count(Count),
+    /// Record a metric, under the route the session had when it happened.
+    Count(Count, RouteLabel),
     /// The session is over ([`Machine::end_reason`] says why): close both connections.
     Close,
 }
@@ -151,6 +155,9 @@ pub struct FxpRules {
     pub verify: bool,
     /// Extra trust roots: the listener's `tls.upstream.ca`.
     pub ca: Option<PathBuf>,
+    /// The name the session's server A took with `HOST` (a session routed by it): the
+    /// engine asks A for it too before logging in.
+    pub virtual_host: Option<VirtualHost>,
 }
 
 /// The resources the shell holds for the machine.
@@ -176,6 +183,11 @@ pub enum Count {
     Rejected(Rejection),
     /// A relayed transfer ended: `ok`, `failed` or `aborted`.
     Transfer(&'static str),
+    /// A login succeeded (the server's `230`) or failed (the server's `530` to `USER`,
+    /// `PASS` or `ACCT`, or the proxy's own refusal: no route, a forward target refused).
+    Login {
+        ok: bool,
+    },
     /// A `SITE FXP` copy was cancelled `took` after it started, while trying `method`
     /// (`None`: before the engine tried any). The engine counts copies that end.
     FxpCancelled {

@@ -84,6 +84,7 @@ impl Machine {
     /// proxy's own refusal): reported, and beyond the third in the window the answers
     /// to the client are held for the tarpit's delay.
     pub(super) fn login_failed(&mut self, now: Instant) {
+        self.count(super::Count::Login { ok: false });
         let Some(settings) = &self.ctx.defense else {
             return;
         };

@@ -641,7 +641,8 @@ impl Machine {
     }
 
     fn count(&mut self, c: Count) {
-        self.act(Action::Count(c));
+        let route = self.route_label();
+        self.act(Action::Count(c, route));
     }
 
     fn reject(&mut self, r: Rejection) {
@@ -997,8 +998,9 @@ impl Machine {
         let answers = front.answers;
         self.audit_reply(&reply);
         self.awaiting.pop_front();
-        if reply.code == 230 && matches!(answers, Answers::Forwarded(_)) {
+        if reply.code == 230 && matches!(answers, Answers::Forwarded(_)) && !self.logged_in {
             self.logged_in = true;
+            self.count(Count::Login { ok: true });
         }
         if let Answers::Forwarded(verb) = answers {
             self.defend_reply(verb.class(), reply.code, now);

@@ -23,7 +23,7 @@ use crate::proto::command::{VerbClass, parse_command};
 use crate::proto::line::trim_eol;
 use crate::proto::reply::Reply;
 use crate::rejection::Rejection;
-use crate::route::{Chosen, Decision, Said, normalize};
+use crate::route::{Chosen, Decision, RouteLabel, Said, normalize};
 use crate::session::policy::RouteTable;
 
 /// Where the session is in choosing its route.
@@ -46,6 +46,11 @@ pub(super) struct RouteState {
     /// The route was chosen by the client's `HOST`: the server gets it too, if it
     /// takes `HOST` (its `FEAT` says so).
     host_sent: bool,
+    /// The route's metrics label, once taken.
+    label: Option<RouteLabel>,
+    /// The server took the client's `HOST` (it serves several names): the `SITE FXP`
+    /// engine's own login to it names the host too.
+    host_taken: bool,
 }
 
 /// Passing the client's `HOST` on: the proxy asks the server's features, then sends it.
@@ -67,6 +72,15 @@ impl Machine {
     pub(super) fn route_name(&self) -> Option<String> {
         let (table, chosen) = (self.route.table.as_ref()?, self.route.chosen?);
         Some(table.name(chosen).to_string())
+    }
+
+    /// The route this session's metrics count under: the one it took, `none` while a
+    /// listener with routes has not chosen, `default` on a listener without routes.
+    pub(super) fn route_label(&self) -> RouteLabel {
+        match &self.route.label {
+            Some(label) => label.clone(),
+            None => RouteLabel::at_accept(self.routed()),
+        }
     }
 
     /// Whether this session's listener has routes.
@@ -115,16 +129,17 @@ impl Machine {
         let Some(policy) = table.target(chosen) else {
             return;
         };
-        let name = table.name(chosen).to_string();
-        info!(route = %name, host = self.route.name.as_deref().unwrap_or(""), "route chosen");
+        let label = table.label(chosen);
+        info!(route = %label, host = self.route.name.as_deref().unwrap_or(""), "route chosen");
         self.route.chosen = Some(chosen);
+        self.route.label = Some(label.clone());
         self.ctx = Arc::clone(policy);
         self.act(Action::Routed {
             route: match chosen {
                 Chosen::Route(i) => Some(i),
                 Chosen::Default => None,
             },
-            name,
+            label,
         });
     }
 
@@ -170,6 +185,7 @@ impl Machine {
                 self.route.unrouted = false;
                 self.route.user_sent = false;
                 self.reject(Rejection::NoRoute);
+                self.count(super::Count::Login { ok: false });
                 self.say(Say::NoServerForLogin);
                 // As forward mode's refused targets: a client guessing names gets few tries.
                 self.route.refused += 1;
@@ -275,6 +291,11 @@ impl Machine {
         true
     }
 
+    /// The name the session's server took with `HOST`, if it did.
+    pub(super) fn host_taken(&self) -> Option<&str> {
+        self.route.name.as_deref().filter(|_| self.route.host_taken)
+    }
+
     /// The name a client's `HOST` chose its route with, still to pass to the server.
     pub(super) fn host_to_pass(&self) -> Option<&str> {
         self.route.name.as_deref().filter(|_| self.route.host_sent)
@@ -301,7 +322,10 @@ impl Machine {
                 return;
             }
             (HostStep::Features, _) => debug!("the server does not take HOST; not sent"),
-            (HostStep::Host, _) if reply.class() == 2 => debug!("the server took HOST"),
+            (HostStep::Host, _) if reply.class() == 2 => {
+                debug!("the server took HOST");
+                self.route.host_taken = true;
+            }
             (HostStep::Host, _) => {
                 // The proxy chose the server already; its own view of the name is
                 // its business, the session goes on.
@@ -453,7 +477,7 @@ mod tests {
 
     fn routed(actions: &[Action]) -> Option<(Option<usize>, String)> {
         actions.iter().find_map(|a| match a {
-            Action::Routed { route, name } => Some((*route, name.clone())),
+            Action::Routed { route, label } => Some((*route, label.to_string())),
             _ => None,
         })
     }
@@ -529,6 +553,44 @@ mod tests {
         assert_eq!(to_server(&a), ["USER alice\r\n"]);
     }
 
+    /// `SITE FXP` from a session whose server took the client's `HOST`: the engine asks
+    /// that server (A) for the same name; from one whose server does not take `HOST`, not.
+    #[test]
+    fn site_fxp_names_the_host_the_server_took() {
+        let rules_of = |lists_host: bool| {
+            let mut s = S::new(policy(true, ""), None);
+            s.take();
+            s.client("HOST alpha.example.net");
+            s.connected("10.0.0.11:21");
+            s.server("220 hi");
+            s.server("211-Features:");
+            if lists_host {
+                s.server(" HOST");
+            }
+            s.server("211 End");
+            if lists_host {
+                s.server("220 alpha it is");
+            }
+            s.client("USER alice");
+            s.server("331 pass");
+            s.client("PASS secret");
+            s.server("230 in");
+            let a = s.client("SITE FXP TO ftp://u:p@10.0.0.11/");
+            a.into_iter()
+                .find_map(|a| match a {
+                    Action::CheckFxpDestination { rules, .. } => Some(rules),
+                    _ => None,
+                })
+                .expect("the destination is checked")
+        };
+        let named = rules_of(true).virtual_host.expect("a virtual host");
+        assert_eq!(
+            (named.host.as_str(), named.port, named.name.as_str()),
+            ("10.0.0.11", 21, "alpha.example.net")
+        );
+        assert!(rules_of(false).virtual_host.is_none());
+    }
+
     /// An unknown name: 504, and the session goes on (another HOST, or a login).
     #[test]
     fn an_unknown_host_gets_504_and_the_session_stays_usable() {
@@ -566,6 +628,45 @@ mod tests {
         assert!(to_client(&a).concat().starts_with("503 "));
     }
 
+    /// What the session counts carries its route: `none` until one is taken, then the
+    /// route's name, for as long as the session lasts.
+    #[test]
+    fn counts_carry_the_route() {
+        use super::super::Count;
+        let counts = |actions: &[Action]| -> Vec<(Count, String)> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Count(c, route) => Some((c.clone(), route.to_string())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut s = S::new(policy(true, ""), None);
+        s.take();
+        let a = s.client("HOST nowhere.example.net");
+        assert!(
+            counts(&a).contains(&(Count::Rejected(Rejection::UnknownHost), "none".into())),
+            "{a:?}"
+        );
+        let a = s.client("USER alice@beta");
+        // The route is taken before anything is counted under it.
+        let routed_at = a.iter().position(|a| matches!(a, Action::Routed { .. }));
+        assert!(routed_at.is_some(), "{a:?}");
+        s.connected("10.0.0.12:21");
+        s.server("220 beta");
+        let a = s.server("331 pass");
+        assert_eq!(counts(&a), [(Count::Reply(331), "beta".to_string())]);
+        // The default route is `default`.
+        let mut s = S::new(policy(true, ""), None);
+        s.take();
+        s.client("USER carol");
+        s.connected("10.0.0.10:21");
+        s.server("220 default");
+        let a = s.server("331 pass");
+        assert_eq!(counts(&a), [(Count::Reply(331), "default".to_string())]);
+    }
+
     /// A login no route takes goes to the default route, as it came.
     #[test]
     fn an_unmatched_login_takes_the_default() {
@@ -592,8 +693,16 @@ mod tests {
         }
         assert!(b.iter().any(|a| matches!(
             a,
-            Action::Count(super::super::Count::Rejected(Rejection::NoRoute))
+            Action::Count(
+                super::super::Count::Rejected(Rejection::NoRoute),
+                RouteLabel::NotYet
+            )
         )));
+        let failed = super::super::Count::Login { ok: false };
+        assert!(
+            b.iter()
+                .any(|a| matches!(a, Action::Count(c, RouteLabel::NotYet) if *c == failed))
+        );
         // The session goes on: another login may have a route.
         let a = s.client("USER dave@beta");
         assert_eq!(connects(&a).as_deref(), Some("10.0.0.12:21"));

@@ -29,7 +29,7 @@ use super::{Action, Count, FxpRules, Machine, Say};
 use crate::fxp::job::plan::Plan;
 use crate::fxp::job::{Failure, FailureKind, JobEvent, JobState};
 use crate::fxp::render;
-use crate::fxp::url::{FtpUrl, Security};
+use crate::fxp::url::{FtpUrl, Security, VirtualHost};
 use crate::net::AllowList;
 use crate::proto::command::{Command, Verb, VerbClass};
 use crate::proto::line::trim_eol;
@@ -268,6 +268,11 @@ impl Machine {
             own: self.ctx.own.clone(),
             verify: trust.is_none_or(|u| u.verify),
             ca: trust.and_then(|u| u.ca.clone()),
+            virtual_host: self.host_taken().map(|name| VirtualHost {
+                host: self.addrs.upstream.to_string(),
+                port: self.addrs.upstream_port,
+                name: name.to_string(),
+            }),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::fxp::method::Method;
 use crate::net::LeaseError;
 use crate::proto::Moved;
 use crate::proto::command::Direction;
+use crate::route::RouteLabel;
 
 const CLIENT: &str = "198.51.100.7";
 const PROXY: &str = "127.0.0.1";
@@ -234,8 +235,10 @@ impl T {
         self.actions.iter().any(pred)
     }
 
+    /// Whether `c` was counted, under the `default` route (these listeners have no
+    /// routes: every session's upstream is the listener's own).
     fn counted(&self, c: Count) -> bool {
-        self.has(|a| matches!(a, Action::Count(x) if *x == c))
+        self.has(|a| matches!(a, Action::Count(x, RouteLabel::Default) if *x == c))
     }
 
     fn rejected(&self, r: Rejection) -> bool {
@@ -592,7 +595,7 @@ fn a_dns_client_address_is_resolved_before_the_port_goes_on() {
     t.client("PORT 10,0,0,5,4,1");
     let acts = t.take();
     assert!(
-        matches!(acts.as_slice(), [Action::Count(_), Action::Resolve(n)] if n.0 == "office.example"),
+        matches!(acts.as_slice(), [Action::Count(..), Action::Resolve(n)] if n.0 == "office.example"),
         "{acts:?}"
     );
     assert!(!t.m.wants_client_input());
@@ -1286,7 +1289,7 @@ fn a_server_that_keeps_answering_nothing_is_disconnected() {
         .filter(|a| {
             matches!(
                 a,
-                Action::Count(Count::Rejected(Rejection::UnsolicitedReply))
+                Action::Count(Count::Rejected(Rejection::UnsolicitedReply), _)
             )
         })
         .count();
@@ -2793,7 +2796,7 @@ fn a_cancelled_copy_is_counted_with_the_method_it_was_trying() {
     t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
     t.client("ABOR");
     assert!(t.has(|a| matches!(a, Action::CancelFxp)));
-    assert!(!t.has(|a| matches!(a, Action::Count(Count::FxpCancelled { .. }))));
+    assert!(!t.has(|a| matches!(a, Action::Count(Count::FxpCancelled { .. }, _))));
 }
 
 #[test]
@@ -2991,6 +2994,35 @@ impl T {
         self.client("PASS wrong");
         self.server("530 Login incorrect.");
     }
+}
+
+/// Logins are counted by result, with the defense on or off: the server's `530` to
+/// `USER`/`PASS` a failure, its `230` a success (once per login).
+#[test]
+fn logins_are_counted_by_result() {
+    let mut t = T::connected(reverse(""));
+    t.wrong_password();
+    assert!(t.counted(Count::Login { ok: false }));
+    assert!(!t.counted(Count::Login { ok: true }));
+    let mut t = T::connected(reverse(""));
+    t.client("USER u");
+    t.server("331 pass");
+    t.client("PASS secret");
+    t.server("230 in");
+    t.drain();
+    let logins = |t: &T| {
+        t.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Count(Count::Login { .. }, _)))
+            .count()
+    };
+    assert!(t.counted(Count::Login { ok: true }));
+    assert_eq!(logins(&t), 1);
+    // A second 230 (a server repeating itself) is not a second login.
+    t.client("NOOP");
+    t.server("230 still in");
+    t.drain();
+    assert_eq!(logins(&t), 1);
 }
 
 #[test]
