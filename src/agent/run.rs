@@ -48,7 +48,81 @@ enum LinkError {
     Lost(String),
 }
 
+/// `fxprelay agent -c FILE`: reads the file and the files it names, then keeps the link
+/// up until SIGTERM or SIGINT.
+pub fn main(path: &std::path::Path) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let agent = match Agent::load(path) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fxprelay agent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fxprelay agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let stop = CancellationToken::new();
+        let signals = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            signals.cancel();
+        });
+        info!(agent = %agent.name, edge = %agent.edge, version = env!("CARGO_PKG_VERSION"), "fxprelay agent starting");
+        agent.run(stop).await;
+        info!("stopped");
+    });
+    ExitCode::SUCCESS
+}
+
 impl Agent {
+    /// The agent of configuration file `path`: its token read, the edge's CA loaded.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Agent> {
+        use anyhow::Context;
+        use fxprelay_core::config::{AgentConfig, TokenSource};
+        let c = AgentConfig::load(path)?;
+        let token = match &c.token {
+            TokenSource::Inline(t) => t.clone(),
+            TokenSource::File(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("agent.token_file {}", f.display()))?
+                .trim_end()
+                .to_owned(),
+        };
+        let ca = match &c.ca {
+            Some(p) => Some(crate::tls::CaCerts::load(p).with_context(|| "agent.ca".to_string())?),
+            None => None,
+        };
+        let tls = crate::tls::Upstream::new(true, ca.as_ref())
+            .context("agent.ca: the edge's certificate cannot be checked")?
+            .for_session();
+        let edge_name = crate::tls::server_name(&c.edge.host)
+            .with_context(|| format!("agent.edge {}", c.edge))?;
+        Ok(Agent {
+            name: c.name,
+            token,
+            edge: c.edge,
+            edge_name,
+            tls,
+            reach: Reach::new(c.allow),
+            connect_timeout: c.connect_timeout,
+        })
+    }
+
     /// Keeps a link to the edge up until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let me = Arc::new(self);

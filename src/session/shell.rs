@@ -16,7 +16,6 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
@@ -77,8 +76,9 @@ enum Keep {
     Client(BoxStream, Option<String>),
     /// The upstream's control connection, opened or now over TLS.
     Upstream(BoxStream),
-    /// The proxy's connection to the upstream's passive data port.
-    UpstreamData(TcpStream),
+    /// The proxy's connection to the upstream's passive data port (a socket, or a
+    /// stream through the listener's agent), as the transfer's upstream leg.
+    UpstreamData(Leg),
 }
 
 impl From<Event> for Completion {
@@ -123,7 +123,7 @@ pub(super) struct Shell {
     ops: FuturesUnordered<BoxFuture<'static, Completion>>,
     client_passive: Option<LeasedListener>,
     upstream_active: Option<LeasedListener>,
-    upstream_data: Option<TcpStream>,
+    upstream_data: Option<Leg>,
     transfer: Option<TransferTask>,
     fxp: Option<FxpTask>,
     /// Reverse mode over a pool: the backend chosen for the machine, one of its sessions
@@ -399,12 +399,27 @@ impl Shell {
             },
             Action::ConnectData(to) => {
                 let limit = limits.connect_timeout;
+                let via = self.listener.policy.cfg.via.clone();
+                let hub = self.listener.services.agents.clone();
                 self.ops.push(
                     async move {
+                        if let (Some(agent), Some(hub)) = (via, hub) {
+                            let r = hub.dial(&agent, &to.to_string(), limit).await;
+                            return match r {
+                                Ok((s, _, _)) => Completion {
+                                    event: Event::DataConnected(Ok(())),
+                                    keep: Some(Keep::UpstreamData(Leg::Agent(Box::new(s)))),
+                                },
+                                Err(e) => Event::DataConnected(Err(DataConnectError::Io(
+                                    e.to_string(),
+                                )))
+                                .into(),
+                            };
+                        }
                         match timeout(limit, socket::connect(to)).await {
                             Ok(Ok(s)) => Completion {
                                 event: Event::DataConnected(Ok(())),
-                                keep: Some(Keep::UpstreamData(s)),
+                                keep: Some(Keep::UpstreamData(Leg::Ready(s))),
                             },
                             Ok(Err(e)) => {
                                 Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
@@ -696,7 +711,7 @@ impl Shell {
             ClientLeg::Connect(to) => Some(Leg::Connect(to)),
         };
         let upstream = match upstream {
-            UpstreamLeg::Connected => self.upstream_data.take().map(Leg::Ready),
+            UpstreamLeg::Connected => self.upstream_data.take(),
             UpstreamLeg::Accept { expect } => {
                 self.upstream_active.take().map(|listener| Leg::Accept {
                     listener,

@@ -172,9 +172,6 @@ struct FileAgent {
         deserialize_with = "values::nonzero_duration::deserialize"
     )]
     connect_timeout: Duration,
-    /// Where the agent serves `/metrics` and `/healthz` (off when left out).
-    #[serde(default)]
-    metrics: Option<BindAddr>,
 }
 
 fn edge_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HostPort, D::Error> {
@@ -209,7 +206,6 @@ pub struct AgentConfig {
     /// What the edge may ask this agent to reach.
     pub allow: AllowList,
     pub connect_timeout: Duration,
-    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -271,7 +267,6 @@ impl AgentConfig {
             token,
             allow: a.allow.value.named("agent.allow"),
             connect_timeout: a.connect_timeout,
-            metrics: a.metrics.map(|b| b.0),
         })
     }
 }
