@@ -90,7 +90,8 @@ impl Edge {
     }
 
     fn links(&self) -> f64 {
-        self.proxy.metric("fxprelay_agent_up", &[("agent", "site-a")])
+        self.proxy
+            .metric("fxprelay_agent_up", &[("agent", "site-a")])
     }
 
     fn wait_linked(&self, agent: &AgentProc) {
@@ -148,7 +149,12 @@ fn ok(r: &ClientResult, what: &str, edge: &Edge, agent: &AgentProc) {
 
 fn same(path: &Path, want: &[u8], what: &str) {
     let got = std::fs::read(path).unwrap_or_default();
-    assert!(got == want, "{what}: {} bytes, want {}", got.len(), want.len());
+    assert!(
+        got == want,
+        "{what}: {} bytes, want {}",
+        got.len(),
+        want.len()
+    );
 }
 
 /// An upload's content: distinct per client, so a file cannot pass for another's.
@@ -191,7 +197,11 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
             let dest = url(addr, &format!("curl{i}.bin"));
             let args = [extra, &["-T", up.to_str().unwrap(), dest.as_str()][..]].concat();
             ok(&curl(&lab, &args), "curl upload", &edge, &agent);
-            same(&server.file(format!("curl{i}.bin")), &data, &format!("{kind} curl upload"));
+            same(
+                &server.file(format!("curl{i}.bin")),
+                &data,
+                &format!("{kind} curl upload"),
+            );
         }
         // lftp with its defaults (it fixes passive addresses it dislikes).
         let got = work.path().join(format!("{kind}-lftp.bin"));
@@ -203,10 +213,17 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
             got.display(),
             up.display()
         );
-        let r = clients::run(lab.in_client(&["lftp", "-c", &script]), Duration::from_secs(90));
+        let r = clients::run(
+            lab.in_client(&["lftp", "-c", &script]),
+            Duration::from_secs(90),
+        );
         ok(&r, "lftp", &edge, &agent);
         same(&got, big, &format!("{kind} lftp download"));
-        same(&server.file("lftp.bin"), &data, &format!("{kind} lftp upload"));
+        same(
+            &server.file("lftp.bin"),
+            &data,
+            &format!("{kind} lftp upload"),
+        );
         // Python's ftplib with its defaults (the 227 address ignored).
         let got = work.path().join(format!("{kind}-ftplib.bin"));
         let (up, data) = upload_file(work.path(), &format!("{kind}-ftplib-up"), 9);
@@ -217,7 +234,10 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
             peers::PASS,
             true,
             None,
-            &[FtplibOp::Get("big.bin", &got), FtplibOp::Put(&up, "ftplib.bin")],
+            &[
+                FtplibOp::Get("big.bin", &got),
+                FtplibOp::Put(&up, "ftplib.bin"),
+            ],
         );
         cmd.arg("--stock");
         let args: Vec<String> = std::iter::once(cmd.get_program())
@@ -228,10 +248,22 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
         let r = clients::run(lab.in_client(&args), Duration::from_secs(90));
         ok(&r, "ftplib", &edge, &agent);
         same(&got, big, &format!("{kind} ftplib download"));
-        same(&server.file("ftplib.bin"), &data, &format!("{kind} ftplib upload"));
+        same(
+            &server.file("ftplib.bin"),
+            &data,
+            &format!("{kind} ftplib upload"),
+        );
     }
-    assert_eq!(lab.inbound_drops(), 0, "something tried to connect into the inside network");
-    assert!(edge.proxy.metric("fxprelay_data_bytes_total", &[("direction", "download")]) > 0.0);
+    assert_eq!(
+        lab.inbound_drops(),
+        0,
+        "something tried to connect into the inside network"
+    );
+    assert!(
+        edge.proxy
+            .metric("fxprelay_data_bytes_total", &[("direction", "download")])
+            > 0.0
+    );
     drop(edge.dir);
 }
 
@@ -257,7 +289,14 @@ fn ftps_requiring_session_reuse_runs_end_to_end_through_the_agent() {
     let u = url(addr, "big.bin");
     let r = curl(
         &lab,
-        &["--ssl-reqd", "--cacert", ca_arg, "-o", got.to_str().unwrap(), &u],
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            ca_arg,
+            "-o",
+            got.to_str().unwrap(),
+            &u,
+        ],
     );
     ok(&r, "curl FTPS download", &edge, &agent);
     same(&got, peers::big_bin(), "FTPS download");
@@ -267,7 +306,16 @@ fn ftps_requiring_session_reuse_runs_end_to_end_through_the_agent() {
     // on the data connection (README, "TLS benchmark").
     let r = curl(
         &lab,
-        &["--ssl-reqd", "--tls-max", "1.2", "--cacert", ca_arg, "-T", up.to_str().unwrap(), &dest],
+        &[
+            "--ssl-reqd",
+            "--tls-max",
+            "1.2",
+            "--cacert",
+            ca_arg,
+            "-T",
+            up.to_str().unwrap(),
+            &dest,
+        ],
     );
     ok(&r, "curl FTPS upload", &edge, &agent);
     same(&server.file("tls-up.bin"), &data, "FTPS upload");
@@ -285,10 +333,16 @@ fn a_lost_agent_means_421_at_once_and_a_new_one_serves_within_seconds() {
     let mut second = edge.agent(&lab);
     wait_for_within(Duration::from_secs(10), "two links", || edge.listed() == 2);
     first.kill();
-    wait_for_within(Duration::from_secs(5), "one link left", || edge.listed() == 1);
+    wait_for_within(Duration::from_secs(5), "one link left", || {
+        edge.listed() == 1
+    });
     for _ in 0..3 {
         let g = greeting(&lab, addr);
-        assert!(g.starts_with("220"), "with one agent left: {g}\n{}", edge.proxy.log());
+        assert!(
+            g.starts_with("220"),
+            "with one agent left: {g}\n{}",
+            edge.proxy.log()
+        );
     }
     // The last one gone: a new session hears 421 naming the agent, within a second.
     second.kill();
@@ -337,15 +391,20 @@ fn the_agent_reaches_only_its_allow_list_and_trusts_only_the_edge() {
         IpAddr::V4(std::net::Ipv4Addr::from(u32::from(lab.inside_ip) - 1)),
         21,
     );
-    let edge = edge(&lab, &[("ok", server.addr, ""), ("denied", router_inside, "")]);
+    let edge = edge(
+        &lab,
+        &[("ok", server.addr, ""), ("denied", router_inside, "")],
+    );
     let agent = edge.agent_with(&lab, TOKEN, &edge.ca, &format!("\"{}\"", server.addr.ip()));
     edge.wait_linked(&agent);
     assert!(greeting(&lab, edge.listeners[0]).starts_with("220"));
     let g = greeting(&lab, edge.listeners[1]);
     assert!(g.starts_with("421 "), "{g}");
-    wait_for_within(Duration::from_secs(5), "the agent's refusal in its log", || {
-        agent.log().contains("agent.allow")
-    });
+    wait_for_within(
+        Duration::from_secs(5),
+        "the agent's refusal in its log",
+        || agent.log().contains("agent.allow"),
+    );
     assert!(
         agent.log().contains(&router_inside.ip().to_string()),
         "{}",
@@ -366,7 +425,9 @@ fn the_agent_reaches_only_its_allow_list_and_trusts_only_the_edge() {
     let other_ca = other.write_cert(edge.dir.path());
     let doubtful = edge.agent_with(&lab, TOKEN, &other_ca, "10.0.0.1");
     wait_for_within(Duration::from_secs(10), "the agent's TLS refusal", || {
-        doubtful.log().contains("TLS handshake with the edge failed")
+        doubtful
+            .log()
+            .contains("TLS handshake with the edge failed")
     });
     assert_eq!(edge.listed(), 1);
     assert_eq!(lab.inbound_drops(), 0);

@@ -22,8 +22,71 @@ use tracing::{info, warn};
 use fxprelay_core::agent::wire::{self, FromAgent, Hello, MAX_LINE, PROTOCOL, Refused, ToAgent};
 
 /// A stream the agent opened: the agent's connection to the edge, carrying the bytes of
-/// its connection to the target.
-pub type AgentStream = TlsStream<TcpStream>;
+/// its connection to the target. Counted while open (`fxprelay_agent_streams`) and by
+/// the bytes it carries (`fxprelay_agent_bytes_total`).
+pub struct AgentStream {
+    inner: TlsStream<TcpStream>,
+    meter: crate::metrics::AgentMeter,
+}
+
+impl std::fmt::Debug for AgentStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentStream")
+            .field("edge_side", &self.inner.get_ref().0.peer_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentStream {
+    fn new(inner: TlsStream<TcpStream>, agent: &str) -> AgentStream {
+        AgentStream {
+            inner,
+            meter: crate::metrics::AgentMeter::open(agent),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for AgentStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.meter.received(n);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for AgentStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.meter.sent(*n);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// How often an agent must say something on its link; twice this in silence and the
 /// edge drops the link.
@@ -66,7 +129,7 @@ struct Link {
 struct Pending {
     nonce: String,
     opened: Option<oneshot::Sender<Result<(SocketAddr, SocketAddr), String>>>,
-    stream: Option<oneshot::Sender<AgentStream>>,
+    stream: Option<oneshot::Sender<TlsStream<TcpStream>>>,
 }
 
 /// What `/api/v1/agents` shows of a connected link.
@@ -221,11 +284,9 @@ impl Hub {
                 .map_err(|_| failed("the agent's link closed".into()))?;
             Ok((stream, peer, local))
         };
-        let r = timeout(limit, both).await.map_err(|_| late())?;
-        if r.is_ok() {
-            streams.fetch_add(1, Ordering::Relaxed);
-        }
-        r
+        let (stream, peer, local) = timeout(limit, both).await.map_err(|_| late())??;
+        streams.fetch_add(1, Ordering::Relaxed);
+        Ok((AgentStream::new(stream, name), peer, local))
     }
 
     fn register(&self, name: &str, link: Link) {
@@ -258,7 +319,7 @@ impl Hub {
 
     /// A stream connection naming request `id`: handed to its dialer when the nonce is
     /// the request's, else dropped.
-    fn arrived(&self, name: &str, id: u64, nonce: &str, stream: AgentStream) -> bool {
+    fn arrived(&self, name: &str, id: u64, nonce: &str, stream: TlsStream<TcpStream>) -> bool {
         let mut pending = lock(&self.pending);
         let Some(p) = pending.get_mut(&(name.to_owned(), id)) else {
             return false;
@@ -346,7 +407,7 @@ impl Hub {
 
     async fn link(
         self: Arc<Hub>,
-        mut r: BufReader<AgentStream>,
+        mut r: BufReader<TlsStream<TcpStream>>,
         addr: SocketAddr,
         name: String,
         token: String,
@@ -447,7 +508,7 @@ impl Drop for Forget<'_> {
 /// The hello line, read a byte at a time: on a stream's connection the bytes after it are
 /// the stream's, and none may be taken into a buffer (they come from rustls' plaintext
 /// buffer, so this costs no system call per byte).
-async fn read_hello(tls: &mut AgentStream) -> std::io::Result<Vec<u8>> {
+async fn read_hello(tls: &mut TlsStream<TcpStream>) -> std::io::Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;
     let mut line = Vec::new();
     while line.len() <= MAX_LINE {

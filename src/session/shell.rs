@@ -410,10 +410,10 @@ impl Shell {
                                     event: Event::DataConnected(Ok(())),
                                     keep: Some(Keep::UpstreamData(Leg::Agent(Box::new(s)))),
                                 },
-                                Err(e) => Event::DataConnected(Err(DataConnectError::Io(
-                                    e.to_string(),
-                                )))
-                                .into(),
+                                Err(e) => {
+                                    Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
+                                        .into()
+                                }
                             };
                         }
                         match timeout(limit, socket::connect(to)).await {

@@ -384,33 +384,59 @@ impl AgentLab {
             sh(Some(ns), "ip link set lo up");
         }
         // client <-> root (the edge)
-        sh(None, &format!("ip link add {root_c} type veth peer name {cl}"));
+        sh(
+            None,
+            &format!("ip link add {root_c} type veth peer name {cl}"),
+        );
         sh(None, &format!("ip link set {cl} netns {c}"));
-        sh(None, &format!("ip addr add {}/24 dev {root_c}", self.edge_ip));
+        sh(
+            None,
+            &format!("ip addr add {}/24 dev {root_c}", self.edge_ip),
+        );
         sh(None, &format!("ip link set {root_c} up"));
-        sh(Some(c), &format!("ip addr add {}/24 dev {cl}", self.client_ip));
+        sh(
+            Some(c),
+            &format!("ip addr add {}/24 dev {cl}", self.client_ip),
+        );
         sh(Some(c), &format!("ip link set {cl} up"));
         // root <-> router: the only way out of the inside network
-        sh(None, &format!("ip link add {root_r} type veth peer name {re}"));
+        sh(
+            None,
+            &format!("ip link add {root_r} type veth peer name {re}"),
+        );
         sh(None, &format!("ip link set {re} netns {r}"));
-        sh(None, &format!("ip addr add {}/24 dev {root_r}", self.edge_agents_ip));
+        sh(
+            None,
+            &format!("ip addr add {}/24 dev {root_r}", self.edge_agents_ip),
+        );
         sh(None, &format!("ip link set {root_r} up"));
         sh(Some(r), &format!("ip addr add 198.20.{n}.2/24 dev {re}"));
         sh(Some(r), &format!("ip link set {re} up"));
         // router <-> inside
-        sh(Some(r), &format!("ip link add {ri} type veth peer name {ir}"));
+        sh(
+            Some(r),
+            &format!("ip link add {ri} type veth peer name {ir}"),
+        );
         sh(Some(r), &format!("ip link set {ir} netns {i}"));
         sh(Some(r), &format!("ip addr add 10.95.{n}.1/24 dev {ri}"));
         sh(Some(r), &format!("ip link set {ri} up"));
-        sh(Some(i), &format!("ip addr add {}/24 dev {ir}", self.inside_ip));
+        sh(
+            Some(i),
+            &format!("ip addr add {}/24 dev {ir}", self.inside_ip),
+        );
         sh(Some(i), &format!("ip link set {ir} up"));
         sh(Some(i), &format!("ip route add default via 10.95.{n}.1"));
         // The router: the inside may connect out (masqueraded); nothing comes in.
         sh(Some(r), "sysctl -qw net.ipv4.ip_forward=1");
-        sh(Some(r), &format!("iptables -t nat -A POSTROUTING -o {re} -j MASQUERADE"));
         sh(
             Some(r),
-            &format!("iptables -A FORWARD -i {re} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"),
+            &format!("iptables -t nat -A POSTROUTING -o {re} -j MASQUERADE"),
+        );
+        sh(
+            Some(r),
+            &format!(
+                "iptables -A FORWARD -i {re} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+            ),
         );
         sh(Some(r), &format!("iptables -A FORWARD -i {re} -j DROP"));
         // The inside's own firewall: established connections and loopback only.
@@ -421,7 +447,10 @@ impl AgentLab {
         );
         sh(Some(i), "iptables -A INPUT -j DROP");
         // The edge has no route into the inside network.
-        sh(None, &format!("ip route add unreachable {}", self.inside_net));
+        sh(
+            None,
+            &format!("ip route add unreachable {}", self.inside_net),
+        );
     }
 
     /// Inbound connection attempts the inside's firewall dropped so far.
@@ -434,7 +463,13 @@ impl AgentLab {
         let text = String::from_utf8_lossy(&out.stdout);
         text.lines()
             .filter(|l| l.split_whitespace().nth(2) == Some("DROP"))
-            .map(|l| l.split_whitespace().next().unwrap_or("0").parse::<u64>().unwrap_or(0))
+            .map(|l| {
+                l.split_whitespace()
+                    .next()
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
             .sum()
     }
 
@@ -452,8 +487,13 @@ impl AgentLab {
         let _ = Command::new("ip")
             .args(["route", "del", "unreachable", &self.inside_net])
             .output();
-        remove(&[&self.client_ns, &self.inside_ns, &self.router_ns], &self.root_ifs[0]);
-        let _ = Command::new("ip").args(["link", "del", &self.root_ifs[1]]).output();
+        remove(
+            &[&self.client_ns, &self.inside_ns, &self.router_ns],
+            &self.root_ifs[0],
+        );
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root_ifs[1]])
+            .output();
     }
 }
 
