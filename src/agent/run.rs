@@ -152,12 +152,13 @@ impl Agent {
     async fn dial_edge(
         &self,
         hello: &Hello,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    ) -> Result<tokio_rustls::client::TlsStream<super::hub::Batched>, String> {
         let limit = self.connect_timeout;
         let tcp = crate::upstream::connect(&scope(), &self.edge, limit)
             .await
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        let tcp = tokio::io::BufReader::with_capacity(super::hub::READ_BATCH, tcp);
         let mut tls = timeout(limit, self.tls.connect(self.edge_name.clone(), tcp))
             .await
             .map_err(|_| format!("TLS handshake with the edge timed out after {limit:?}"))?
@@ -277,7 +278,9 @@ impl Agent {
             }
         };
         let mut inside = inside;
-        let _ = tokio::io::copy_bidirectional(&mut inside, &mut edge).await;
+        // Whole TLS records toward the edge: a copy buffer of one record or more.
+        let size = super::hub::READ_BATCH;
+        let _ = tokio::io::copy_bidirectional_with_sizes(&mut inside, &mut edge, size, size).await;
     }
 
     /// A connection to `target` inside, to an address the rule admits.
