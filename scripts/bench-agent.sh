@@ -166,6 +166,29 @@ for ((run = 1; run <= RUNS; run++)); do
     log "run $run/$RUNS: plain $(mbs "${PLAIN[-1]%% *}") MB/s, agent $(mbs "${AGENT[-1]%% *}") MB/s"
 done
 
+# VIA -> bytes/s of 4 RETRs at once through VIA (all the bytes over the wall time from
+# the first start to the last end): streams side by side over one agent.
+parallel4() {
+    local u=$PLAIN_URL t0 t1 i pid
+    local -a pids=()
+    [[ $1 == agent ]] && u=$AGENT_URL
+    t0=$(now)
+    for i in 1 2 3 4; do
+        timeout $((CURL_MAX + 5)) curl -sS --max-time "$CURL_MAX" -o /dev/null "$u/big.bin" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || fail "a parallel RETR through $1 failed"
+    done
+    t1=$(now)
+    awk -v b=$((4 * SIZE_BYTES)) -v a="$t0" -v z="$t1" 'BEGIN { printf "%.0f\n", b / (z - a) }'
+}
+declare -a P4_PLAIN P4_AGENT
+for ((run = 1; run <= (RUNS + 1) / 2; run++)); do
+    P4_PLAIN+=("$(parallel4 plain)")
+    P4_AGENT+=("$(parallel4 agent)")
+done
+
 med() { printf '%s\n' "$@" | col "${COL:-1}" | median; }
 p_speed=$(med "${PLAIN[@]}")
 a_speed=$(med "${AGENT[@]}")
@@ -182,5 +205,8 @@ rule
 row 'plain relay' "$(mbs "$p_speed")" "$(ms "$p_pre")" "$(ms "$p_dc")"
 row 'through the agent' "$(mbs "$a_speed")" "$(ms "$a_pre")" "$(ms "$a_dc")"
 echo
+p4=$(printf '%s\n' "${P4_PLAIN[@]}" | median)
+a4=$(printf '%s\n' "${P4_AGENT[@]}" | median)
 echo "ratio agent/plain: $(ratio "$a_speed" "$p_speed") (target: at least 0.8)"
+echo "4 RETRs at once: plain $(mbs "$p4") MB/s, through the agent $(mbs "$a4") MB/s in all (ratio $(ratio "$a4" "$p4"))"
 echo "set-up through the agent: +$(awk -v a="$a_pre" -v p="$p_pre" 'BEGIN { printf "%.1f", (a - p) * 1e3 }') ms per session (control and data connection), +$(awk -v a="$a_dc" -v p="$p_dc" 'BEGIN { printf "%.1f", (a - p) * 1e3 }') ms per further data connection"

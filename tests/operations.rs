@@ -689,4 +689,29 @@ fn completions_man_healthcheck_and_the_systemd_unit() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
+
+    // The agent's unit, against the pages `fxprelay man --dir` writes (fxprelay-agent.1).
+    let pages = dir.path().join("man/man1");
+    let (ok, out) = fxprelay(&["man", "--dir", pages.to_str().unwrap()]);
+    assert!(ok && pages.join("fxprelay-agent.1").exists(), "{out}");
+    let unit = std::fs::read_to_string(repo("deploy/systemd/fxprelay-agent.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/fxprelay agent -c /etc/fxprelay/agent.yaml"));
+    let path = dir.path().join("fxprelay-agent.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/fxprelay", env!("CARGO_BIN_EXE_fxprelay")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .env("MANPATH", dir.path().join("man"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }

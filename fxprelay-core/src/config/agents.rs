@@ -311,6 +311,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_agent_file_loads() {
+        let c = AgentConfig::parse(include_str!("../../../config/agent.yaml")).unwrap();
+        assert_eq!((c.name.as_str(), c.edge.port), ("site-a", 8021));
+        assert!(matches!(c.token, TokenSource::File(_)));
+    }
+
+    #[test]
     fn the_agents_file_needs_a_credential_and_an_allow_list() {
         let ok = AgentConfig::parse(&format!(
             "agent:\n  name: site-a\n  edge: edge.example.net:8021\n  token: {TOKEN}\n  allow: [10.0.0.0/24]\n"
