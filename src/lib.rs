@@ -73,6 +73,11 @@
 //!   their machines report; the INFO lines per ban and unban, the ban metrics, and what
 //!   [`admin`]'s `/api/v1/bans` lists and changes.
 //!
+//! - [`agent`] reaches servers that accept no inbound connection: [`agent::Hub`] is the
+//!   edge's side (the agents listener, each link's token, [`agent::Hub::dial`] for a
+//!   session's or a transfer's connection), [`agent::Agent`] the `fxprelay agent` role
+//!   beside the servers; the session shell and [`data`] take its streams as connections.
+//!
 //! - [`logging`] is the text log's field formatter: control characters a client or a
 //!   server sent are escaped, so a log read in a terminal shows them instead of obeying.
 //!

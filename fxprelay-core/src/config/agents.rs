@@ -17,19 +17,9 @@ use serde_saphyr::Spanned;
 use super::error::ConfigError;
 use super::listener::ListenerConfig;
 use super::origin::{Origin, listener_key};
-use super::schema::{DataMode, Mode, UpstreamData};
-use super::values::{self, BindAddr};
+use super::schema::{DataMode, FileAgents, Mode, UpstreamData};
+use super::values;
 use crate::net::{AllowList, HostPort};
-
-/// `agents:` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileAgents {
-    pub bind: Spanned<BindAddr>,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub tokens: Spanned<BTreeMap<String, String>>,
-}
 
 /// The edge's `agents:` block, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -47,8 +47,18 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub defense: Option<Spanned<FileDefense>>,
     #[serde(default)]
-    pub agents: Option<Spanned<super::agents::FileAgents>>,
+    pub agents: Option<Spanned<FileAgents>>,
     pub listeners: Spanned<Vec<FileListener>>,
+}
+
+/// `agents:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAgents {
+    pub bind: Spanned<BindAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub tokens: Spanned<BTreeMap<String, String>>,
 }
 
 /// Default address of the admin listener (`/metrics`, `/healthz`).
