@@ -107,9 +107,10 @@ impl Agent {
             Some(p) => Some(crate::tls::CaCerts::load(p).with_context(|| "agent.ca".to_string())?),
             None => None,
         };
-        let tls = crate::tls::Upstream::new(true, ca.as_ref())
-            .context("agent.ca: the edge's certificate cannot be checked")?
-            .for_session();
+        let tls =
+            crate::tls::Upstream::with_provider(true, ca.as_ref(), crate::tls::agent_provider())
+                .context("agent.ca: the edge's certificate cannot be checked")?
+                .for_session();
         let edge_name = crate::tls::server_name(&c.edge.host)
             .with_context(|| format!("agent.edge {}", c.edge))?;
         Ok(Agent {
