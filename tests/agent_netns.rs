@@ -94,11 +94,10 @@ impl Edge {
             .metric("fxprelay_agent_up", &[("agent", "site-a")])
     }
 
-    fn wait_linked(&self, agent: &AgentProc) {
+    fn wait_linked(&self) {
         wait_for_within(Duration::from_secs(10), "the agent's link", || {
             self.links() == 1.0
         });
-        let _ = agent;
     }
 
     /// How many links the edge lists for `site-a` (`GET /api/v1/agents`).
@@ -175,7 +174,7 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
         &[("vsftpd", vsftpd.addr, ""), ("pyftpd", pyftpd.addr, "")],
     );
     let agent = edge.agent(&lab);
-    edge.wait_linked(&agent);
+    edge.wait_linked();
     assert_eq!(edge.listed(), 1);
     let work = tempfile::tempdir().unwrap();
     let big = peers::big_bin();
@@ -282,7 +281,7 @@ fn ftps_requiring_session_reuse_runs_end_to_end_through_the_agent() {
     );
     let edge = edge(&lab, &[("ftps", server.addr, keys.as_str())]);
     let agent = edge.agent(&lab);
-    edge.wait_linked(&agent);
+    edge.wait_linked();
     let addr = edge.listeners[0];
     let ca_arg = ca.to_str().unwrap();
     let got = dir.path().join("got.bin");
@@ -396,7 +395,7 @@ fn the_agent_reaches_only_its_allow_list_and_trusts_only_the_edge() {
         &[("ok", server.addr, ""), ("denied", router_inside, "")],
     );
     let agent = edge.agent_with(&lab, TOKEN, &edge.ca, &format!("\"{}\"", server.addr.ip()));
-    edge.wait_linked(&agent);
+    edge.wait_linked();
     assert!(greeting(&lab, edge.listeners[0]).starts_with("220"));
     let g = greeting(&lab, edge.listeners[1]);
     assert!(g.starts_with("421 "), "{g}");
