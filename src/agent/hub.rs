@@ -99,6 +99,10 @@ pub type Batched = tokio::io::BufReader<TcpStream>;
 /// Bytes a read under an agent connection's TLS may take at once.
 pub const READ_BATCH: usize = 128 * 1024;
 
+/// Connections to the agents listener that may be in their TLS handshake or hello at
+/// once.
+const MAX_UNPROVEN: usize = 64;
+
 /// How often an agent must say something on its link; twice this in silence and the
 /// edge drops the link.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -138,6 +142,8 @@ struct Link {
 
 /// A request waiting for its agent: the link's answer, then the stream's connection.
 struct Pending {
+    /// The link asked on: if it ends first, the request fails at once.
+    link: u64,
     nonce: String,
     opened: Option<oneshot::Sender<Result<(SocketAddr, SocketAddr), String>>>,
     stream: Option<oneshot::Sender<TlsStream<Batched>>>,
@@ -244,13 +250,13 @@ impl Hub {
         target: &str,
         limit: Duration,
     ) -> Result<(AgentStream, SocketAddr, SocketAddr), DialError> {
-        let (tx, streams) = {
+        let (link, tx, streams) = {
             let links = lock(&self.links);
             let link = links
                 .get(name)
                 .and_then(|ls| ls.iter().min_by_key(|l| l.streams.load(Ordering::Relaxed)))
                 .ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
-            (link.tx.clone(), link.streams.clone())
+            (link.id, link.tx.clone(), link.streams.clone())
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let nonce = uuid::Uuid::new_v4().simple().to_string();
@@ -260,6 +266,7 @@ impl Hub {
         lock(&self.pending).insert(
             key.clone(),
             Pending {
+                link,
                 nonce: nonce.clone(),
                 opened: Some(opened_tx),
                 stream: Some(stream_tx),
@@ -309,6 +316,8 @@ impl Hub {
     }
 
     fn unregister(&self, name: &str, id: u64) {
+        // Its requests in flight fail now (their dialers hear "the agent's link closed").
+        lock(&self.pending).retain(|_, p| p.link != id);
         let mut links = lock(&self.links);
         if let Some(ls) = links.get_mut(name) {
             ls.retain(|l| l.id != id);
@@ -360,6 +369,9 @@ impl Hub {
         shutdown: CancellationToken,
     ) {
         let tasks = tokio_util::task::TaskTracker::new();
+        // Connections that have not said who they are yet: anyone who reaches the port
+        // can open them, so they are bounded (each also by the hello's time limit).
+        let unproven = Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVEN));
         loop {
             let (tcp, addr) = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -371,11 +383,15 @@ impl Hub {
                     }
                 },
             };
+            let Ok(permit) = unproven.clone().try_acquire_owned() else {
+                warn!(%addr, "agents listener: too many connections without a hello; closed");
+                continue;
+            };
             let (hub, acceptor, stop) = (self.clone(), acceptor.clone(), shutdown.clone());
             tasks.spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => {}
-                    () = hub.connection(tcp, addr, acceptor) => {}
+                    () = hub.connection(tcp, addr, acceptor, permit) => {}
                 }
             });
         }
@@ -385,7 +401,13 @@ impl Hub {
 
     /// One connection from an agent: its TLS handshake and hello, then a link or a
     /// stream.
-    async fn connection(self: Arc<Hub>, tcp: TcpStream, addr: SocketAddr, acceptor: TlsAcceptor) {
+    async fn connection(
+        self: Arc<Hub>,
+        tcp: TcpStream,
+        addr: SocketAddr,
+        acceptor: TlsAcceptor,
+        unproven: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let _ = tcp.set_nodelay(true);
         let tcp = tokio::io::BufReader::with_capacity(READ_BATCH, tcp);
         let tls = match timeout(HEARTBEAT, acceptor.accept(tcp)).await {
@@ -398,6 +420,7 @@ impl Hub {
             Ok(Ok(line)) => wire::decode::<Hello>(&line),
             _ => return warn!(%addr, "agent connection without a hello"),
         };
+        drop(unproven);
         match hello {
             Ok(Hello::Link {
                 name,

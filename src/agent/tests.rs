@@ -128,3 +128,30 @@ async fn a_wrong_token_is_refused_and_never_linked() {
     assert!(e.hub.links().is_empty());
     stop.cancel();
 }
+
+#[tokio::test]
+async fn connections_without_a_hello_are_bounded() {
+    let stop = CancellationToken::new();
+    let e = edge(&stop).await;
+    // Plain TCP, no TLS: each holds a slot until the hello's time limit, so of 80 at
+    // most 64 stay open; the others are closed at once.
+    let mut conns = Vec::new();
+    for _ in 0..80 {
+        conns.push(tokio::net::TcpStream::connect(e.addr).await.unwrap());
+    }
+    let reads = conns.iter_mut().map(|c| async move {
+        let mut buf = [0; 1];
+        tokio::time::timeout(Duration::from_millis(1500), c.read(&mut buf)).await
+    });
+    let outcomes = futures_util::future::join_all(reads).await;
+    let closed = outcomes
+        .iter()
+        .filter(|r| matches!(r, Ok(Ok(0)) | Ok(Err(_))))
+        .count();
+    let open = outcomes.iter().filter(|r| r.is_err()).count();
+    assert!(
+        closed >= 16 && open <= 64,
+        "closed {closed}, still open {open}"
+    );
+    stop.cancel();
+}
