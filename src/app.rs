@@ -509,6 +509,10 @@ fn start_checks(
         pools.insert(key.clone(), pool.clone());
         let stop = CancellationToken::new();
         checkers.insert(key, stop.clone());
-        tokio::spawn(crate::pool::check::run(pool, stop));
+        let reach = match (&ctx.services.agents, &ctx.policy.cfg.via) {
+            (Some(hub), Some(agent)) => crate::pool::check::Reach::via(hub.clone(), agent.clone()),
+            _ => crate::pool::check::Reach::default(),
+        };
+        tokio::spawn(crate::pool::check::run(pool, reach, stop));
     }
 }

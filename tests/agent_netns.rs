@@ -59,8 +59,13 @@ fn edge(lab: &AgentLab, listeners: &[(&str, SocketAddr, &str)]) -> Edge {
     let mut addrs = Vec::new();
     for (name, upstream, extra) in listeners {
         let addr = SocketAddr::from((lab.edge_ip, free_port(lab.edge_ip.into())));
+        // Extra keys may bring their own `upstream:` (a pool).
+        let upstream = match extra.contains("    upstream:") {
+            true => String::new(),
+            false => format!("    upstream: \"{upstream}\"\n"),
+        };
         yaml.push_str(&format!(
-            "  - name: {name}\n    bind: \"{addr}\"\n    upstream: \"{upstream}\"\n    via: site-a\n    data: relay\n{extra}"
+            "  - name: {name}\n    bind: \"{addr}\"\n{upstream}    via: site-a\n    data: relay\n{extra}"
         ));
         addrs.push(addr);
     }
@@ -429,5 +434,43 @@ fn the_agent_reaches_only_its_allow_list_and_trusts_only_the_edge() {
             .contains("TLS handshake with the edge failed")
     });
     assert_eq!(edge.listed(), 1);
+    assert_eq!(lab.inbound_drops(), 0);
+}
+
+/// A pool behind the agent: both servers inside are health-checked through it (a check
+/// straight from the edge could not reach them), and sessions go to either.
+#[test]
+fn a_pool_inside_is_checked_and_used_through_the_agent() {
+    let lab = AgentLab::new();
+    let vsftpd = inside_server(&lab, ServerKind::Vsftpd, false);
+    let pyftpd = inside_server(&lab, ServerKind::Pyftpdlib, false);
+    let keys = format!(
+        "    balance: round_robin\n    health_check: {{interval: 1s, timeout: 2s, rise: 1, fall: 1}}\n    upstream: [\"{}\", \"{}\"]\n",
+        vsftpd.addr, pyftpd.addr
+    );
+    let edge = edge(&lab, &[("pool", vsftpd.addr, &keys)]);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    wait_for_within(
+        Duration::from_secs(15),
+        "both backends up through the agent",
+        || {
+            edge.proxy
+                .metric("fxprelay_upstream_up", &[("listener", "pool")])
+                == 2.0
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        let got = work.path().join(format!("{i}.bin"));
+        let u = url(edge.listeners[0], "big.bin");
+        ok(
+            &curl(&lab, &["-o", got.to_str().unwrap(), &u]),
+            "pooled download",
+            &edge,
+            &agent,
+        );
+        same(&got, peers::big_bin(), "pooled download");
+    }
     assert_eq!(lab.inbound_drops(), 0);
 }

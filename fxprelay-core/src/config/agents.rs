@@ -122,16 +122,24 @@ pub(super) fn validate_via(
     if l.data == DataMode::Passthrough {
         return bad("`via` needs `data: relay`: in passthrough the client would connect to the server's own data ports, which accept no inbound connection".into());
     }
-    if l.pool.is_some() || !l.routes.is_empty() {
-        return bad("`via` takes one `upstream` (no pool, no routes) in this version".into());
-    }
-    match l.upstream_data {
-        UpstreamData::Active => {
-            return bad("`upstream_data: active` cannot work through an agent: the server inside cannot connect out to the proxy; leave it out (passive is used)".into());
+    // Neither the listener nor a route may have the server connect out to the proxy; a
+    // server that refuses PASV cannot fall back to active either.
+    let passive = |data: &mut UpstreamData, whose: &str| match data {
+        UpstreamData::Active => Err(format!(
+            "{whose}`upstream_data: active` cannot work through an agent: the server inside cannot connect out to the proxy; leave it out (passive is used)"
+        )),
+        UpstreamData::Auto | UpstreamData::Passive => {
+            *data = UpstreamData::Passive;
+            Ok(())
         }
-        // A server that refuses PASV cannot fall back to active either.
-        UpstreamData::Auto => l.upstream_data = UpstreamData::Passive,
-        UpstreamData::Passive => {}
+    };
+    if let Err(why) = passive(&mut l.upstream_data, "") {
+        return bad(why);
+    }
+    for r in &mut l.routes {
+        if let Err(why) = passive(&mut r.upstream_data, &format!("route `{}`: ", r.name)) {
+            return bad(why);
+        }
     }
     l.via = Some(name.to_owned());
     Ok(())
