@@ -60,7 +60,7 @@ fn edge(lab: &AgentLab, listeners: &[(&str, SocketAddr, &str)]) -> Edge {
     for (name, upstream, extra) in listeners {
         let addr = SocketAddr::from((lab.edge_ip, free_port(lab.edge_ip.into())));
         // Extra keys may bring their own `upstream:` (a pool).
-        let upstream = match extra.contains("    upstream:") {
+        let upstream = match extra.lines().any(|l| l.starts_with("    upstream:")) {
             true => String::new(),
             false => format!("    upstream: \"{upstream}\"\n"),
         };
