@@ -474,3 +474,38 @@ fn a_pool_inside_is_checked_and_used_through_the_agent() {
     }
     assert_eq!(lab.inbound_drops(), 0);
 }
+
+/// A token changed in the edge's file (revoked, a new one issued) ends the agent's link
+/// on reload, and its redials with the old one are refused.
+#[test]
+fn changing_a_token_and_reloading_revokes_the_agent() {
+    let lab = AgentLab::new();
+    let server = inside_server(&lab, ServerKind::Vsftpd, false);
+    let edge = edge(&lab, &[("site", server.addr, "")]);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let yaml = std::fs::read_to_string(&edge.proxy.config).unwrap();
+    let revoked = yaml.replace(
+        &format!("tokens: {{site-a: {TOKEN}}}"),
+        "tokens: {site-a: a-new-token-the-old-agent-does-not-have}",
+    );
+    assert_ne!(yaml, revoked);
+    std::fs::write(&edge.proxy.config, revoked).unwrap();
+    edge.proxy.reload();
+    wait_for_within(
+        Duration::from_secs(10),
+        "the link ended and the redial refused",
+        || {
+            edge.listed() == 0
+                && edge
+                    .proxy
+                    .metric("fxprelay_agent_refused_total", &[("reason", "credential")])
+                    >= 1.0
+        },
+    );
+    assert!(
+        greeting(&lab, edge.listeners[0]).starts_with("421 "),
+        "{}",
+        agent.log()
+    );
+}

@@ -134,6 +134,8 @@ struct Link {
     version: String,
     /// The token it came with: a reload that changes or removes it ends the link.
     token: String,
+    /// Ends the link's task (a revoked token).
+    end: CancellationToken,
     /// Streams opened through it: new streams go to the link of a name that has opened
     /// the fewest, which spreads them evenly over the agents of one name.
     streams: Arc<AtomicUsize>,
@@ -202,7 +204,13 @@ impl Hub {
         *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = tokens;
         let mut links = lock(&self.links);
         for (name, ls) in links.iter_mut() {
-            ls.retain(|l| self.admits(name, &l.token));
+            ls.retain(|l| {
+                let keep = self.admits(name, &l.token);
+                if !keep {
+                    l.end.cancel();
+                }
+                keep
+            });
         }
         for (name, ls) in links.iter() {
             if ls.is_empty() {
@@ -479,6 +487,7 @@ impl Hub {
         }
         let (tx, mut rx) = mpsc::channel::<ToAgent>(64);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let end = CancellationToken::new();
         self.register(
             &name,
             Link {
@@ -487,6 +496,7 @@ impl Hub {
                 since: SystemTime::now(),
                 version: version.clone(),
                 token,
+                end: end.clone(),
                 streams: Arc::default(),
                 tx: tx.clone(),
             },
@@ -525,6 +535,7 @@ impl Hub {
         let why = tokio::select! {
             why = reader => why,
             () = writer => "the link could not be written".to_string(),
+            () = end.cancelled() => "its token was revoked (a reload changed agents.tokens)".to_string(),
         };
         self.unregister(&name, id);
         info!(%addr, agent = %name, reason = %why, "agent disconnected");
