@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
+use crate::agent::Hub;
 use crate::bans::Bans;
 use crate::config::{Config, ConfigError};
 use crate::data::PortPool;
@@ -57,6 +58,15 @@ pub struct Bound {
     pub jobs: Jobs,
     /// The edge defense's ban tables (`/api/v1/bans`).
     pub bans: Bans,
+    /// Where agents dial in (`agents:`), and the links they keep.
+    pub agents: Option<AgentsEdge>,
+}
+
+/// The edge's agents listener, bound, with its certificate and the hub of links.
+pub struct AgentsEdge {
+    pub socket: TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub hub: Arc<Hub>,
 }
 
 /// Every address the proxy listens on, for the forward mode's loop guard.
@@ -106,7 +116,18 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
             .with_context(|| format!("cannot bind listener `{}` to {}", l.name, l.bind))?;
         sockets.push((socket, (i, l)));
     }
-    let own_binds = own_binds(&admin, &sockets);
+    let agents = match (&config.agents, &tls.agents) {
+        (Some(a), Some(server)) => Some(AgentsEdge {
+            socket: TcpListener::bind(a.bind)
+                .await
+                .with_context(|| format!("cannot bind agents.bind {}", a.bind))?,
+            acceptor: tokio_rustls::TlsAcceptor::from(server.clone()),
+            hub: Hub::new(a.tokens.clone()),
+        }),
+        _ => None,
+    };
+    let mut own_binds = own_binds(&admin, &sockets);
+    own_binds.extend(agents.as_ref().and_then(|a| a.socket.local_addr().ok()));
     let sessions = Sessions::default();
     let bans = Bans::default();
     let guards = bans.apply(config);
@@ -115,7 +136,8 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
         .map(|(socket, (i, l))| {
             let ctx = ListenerCtx::of(config, l, tls.listener(i), ports.clone(), own_binds.clone())
                 .with_sessions(sessions.clone())
-                .with_defense(guards[i].clone());
+                .with_defense(guards[i].clone())
+                .with_agents(agents.as_ref().map(|a| a.hub.clone()));
             (socket, Arc::new(ctx))
         })
         .collect();
@@ -129,6 +151,7 @@ pub async fn bind(loaded: &Loaded) -> anyhow::Result<Bound> {
         sessions,
         jobs: Jobs::with_store(config.fxp.allow.clone(), config.fxp.concurrency, store),
         bans,
+        agents,
     })
 }
 
@@ -157,6 +180,7 @@ pub async fn run(
         sessions: bound.sessions.clone(),
         bans: bound.bans.clone(),
         pools: admin::Pools::default(),
+        agents: bound.agents.as_ref().map(|a| a.hub.clone()),
         listeners: Arc::new(RwLock::new(
             bound
                 .listeners
@@ -178,7 +202,14 @@ pub async fn run(
     // Stored jobs resume once the guard is in place: none may reach the proxy itself.
     state.jobs.start();
     let admin_limits = bound.config.admin.limits;
+    let agents_stop = CancellationToken::new();
+    let hub = bound.agents.as_ref().map(|a| a.hub.clone());
+    if let Some(a) = bound.agents {
+        info!(bind = %a.socket.local_addr()?, "agents listener");
+        tokio::spawn(a.hub.serve(a.socket, a.acceptor, agents_stop.clone()));
+    }
     let mut live = Live {
+        hub,
         admin: state.clone(),
         config: bound.config,
         ports: bound.ports,
@@ -277,6 +308,7 @@ pub async fn run(
         );
     }
     admin_stop.cancel();
+    agents_stop.cancel();
     // Graceful shutdown waits for requests in flight; a client that never finishes
     // sending one must not keep the process alive.
     let mut admin_task = admin_task;
@@ -293,6 +325,8 @@ pub async fn run(
 
 /// What a reload may change: the configuration and each listener's shared context.
 struct Live {
+    /// The agents' links, whose tokens a reload replaces.
+    hub: Option<Arc<Hub>>,
     /// The admin API's token and FXP job settings, which a reload replaces in place.
     admin: AdminState,
     config: Config,
@@ -354,6 +388,11 @@ impl Live {
             .jobs
             .reconfigure(new.fxp.allow.clone(), new.fxp.concurrency);
         self.admin.jobs.set_permits(tls.permits(&new.fxp));
+        match (&self.hub, &new.agents) {
+            (Some(hub), Some(a)) => hub.set_tokens(a.tokens.clone()),
+            (None, None) => {}
+            _ => warn!("agents: added or removed: takes effect after a restart"),
+        }
         // Ban tables carry over (scores and bans kept) under the new settings.
         let guards = self.admin.bans.apply(&new);
         // A new port list gets a new pool; open sessions keep their leases in the old one.
@@ -374,7 +413,8 @@ impl Live {
                     let mut ctx =
                         ListenerCtx::of(&new, l, tls.listener(i), self.ports.clone(), own_binds)
                             .with_sessions(self.admin.sessions.clone())
-                            .with_defense(guards[i].clone());
+                            .with_defense(guards[i].clone())
+                            .with_agents(self.hub.clone());
                     let old_pool = tx.borrow().services.pool.clone();
                     if let (Some(pool), Some(old)) =
                         (ctx.services.pool.as_mut().and_then(Arc::get_mut), old_pool)
@@ -492,6 +532,10 @@ fn start_checks(
         pools.insert(key.clone(), pool.clone());
         let stop = CancellationToken::new();
         checkers.insert(key, stop.clone());
-        tokio::spawn(crate::pool::check::run(pool, stop));
+        let reach = match (&ctx.services.agents, &ctx.policy.cfg.via) {
+            (Some(hub), Some(agent)) => crate::pool::check::Reach::via(hub.clone(), agent.clone()),
+            _ => crate::pool::check::Reach::default(),
+        };
+        tokio::spawn(crate::pool::check::run(pool, reach, stop));
     }
 }

@@ -78,6 +78,10 @@
 //!   a SQLite backend (the default, one file or memory) and a PostgreSQL one (for N
 //!   instances); the lease, retention and migration decisions are pure. [`fxp::jobs`]
 //!   keeps its jobs there and claims them to run.
+//! - [`agent`] reaches servers that accept no inbound connection: [`agent::Hub`] is the
+//!   edge's side (the agents listener, each link's token, [`agent::Hub::dial`] for a
+//!   session's or a transfer's connection), [`agent::Agent`] the `fxprelay agent` role
+//!   beside the servers; the session shell and [`data`] take its streams as connections.
 //!
 //! - [`logging`] is the text log's field formatter: control characters a client or a
 //!   server sent are escaped, so a log read in a terminal shows them instead of obeying.
@@ -101,6 +105,7 @@
 pub use fxprelay_core::{config, defense, net, proto, rewrite, route};
 
 pub mod admin;
+pub mod agent;
 pub mod app;
 pub mod bans;
 pub mod codec;

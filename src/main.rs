@@ -144,6 +144,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Run as an agent beside FTP servers that accept no inbound connection: dial out to
+    /// the edge fxprelay (its `agents:` listener) and carry the sessions and transfers it
+    /// asks for to the servers inside `agent.allow`. Listens on no port.
+    Agent {
+        /// The agent's configuration file (YAML, an `agent:` block).
+        #[arg(short, long, default_value = "/etc/fxprelay/agent.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        log: LogOptions,
+    },
     /// Copy a file (or, with --recursive, a tree) from one FTP server to another by FXP,
     /// falling back to reverse FXP and then to relaying the bytes. Needs no config file.
     Fxp {
@@ -182,6 +192,7 @@ fn main() -> ExitCode {
     if let Command::Run { log, .. }
     | Command::Check { log, .. }
     | Command::Config { log, .. }
+    | Command::Agent { log, .. }
     | Command::Fxp { log, .. } = &command
     {
         if let Some(format) = log.log_format {
@@ -212,6 +223,7 @@ fn main() -> ExitCode {
     let (check_only, try_binds) = match command {
         // `fxp` runs for its own user with URLs on the command line: no config file.
         Command::Fxp { args, .. } => return fxprelay::fxp::cli::run(*args),
+        Command::Agent { config, .. } => return fxprelay::agent::run::main(&config),
         Command::Check { bind, .. } => (true, bind),
         Command::Config { .. } => (true, false),
         _ => (false, false),

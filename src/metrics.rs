@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Gauge, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -16,6 +17,11 @@ pub use crate::route::RouteLabel;
 pub use fxprelay_core::rejection::Rejection;
 
 pub const SESSIONS_ACTIVE: &str = "fxprelay_sessions_active";
+pub const AGENT_UP: &str = "fxprelay_agent_up";
+pub const AGENT_REFUSED_TOTAL: &str = "fxprelay_agent_refused_total";
+pub const AGENT_LINK_UP: &str = "fxprelay_agent_link_up";
+pub const AGENT_STREAMS: &str = "fxprelay_agent_streams";
+pub const AGENT_BYTES_TOTAL: &str = "fxprelay_agent_bytes_total";
 pub const SESSIONS_TOTAL: &str = "fxprelay_sessions_total";
 pub const ROUTE_SESSIONS_TOTAL: &str = "fxprelay_route_sessions_total";
 pub const SESSION_SECONDS: &str = "fxprelay_session_duration_seconds";
@@ -96,6 +102,27 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn describe() {
+    describe_gauge!(
+        AGENT_UP,
+        "Edge: 1 while at least one agent of this name has its link up, else 0."
+    );
+    describe_counter!(
+        AGENT_REFUSED_TOTAL,
+        "Edge: agent links refused, by reason (credential: unknown name or token; protocol)."
+    );
+    describe_gauge!(
+        AGENT_STREAMS,
+        "Edge: streams open through an agent now (control and data connections to its servers)."
+    );
+    describe_counter!(
+        AGENT_BYTES_TOTAL,
+        Unit::Bytes,
+        "Edge: bytes carried through an agent, by direction (to_agent: toward its servers; from_agent)."
+    );
+    describe_gauge!(
+        AGENT_LINK_UP,
+        "Agent: 1 while this agent's link to the edge is up, else 0."
+    );
     describe_gauge!(
         SESSIONS_ACTIVE,
         "Client sessions open now, per listener and route (`none`: no route chosen yet)."
@@ -675,6 +702,56 @@ pub fn upstream_connected(s: &Scope, took: Duration) {
 pub fn upstream_error(s: &Scope, reason: &'static str) {
     counter!(UPSTREAM_ERRORS_TOTAL, "listener" => s.l(), "route" => s.r(), "reason" => reason)
         .increment(1);
+}
+
+pub fn agent_up(agent: &str, up: bool) {
+    gauge!(AGENT_UP, "agent" => agent.to_owned()).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn agent_refused(reason: fxprelay_core::agent::Refused) {
+    let reason = match reason {
+        fxprelay_core::agent::Refused::Credential => "credential",
+        fxprelay_core::agent::Refused::Protocol => "protocol",
+    };
+    counter!(AGENT_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// One stream through an agent: counted open until dropped, and by the bytes it carries
+/// (handles taken once, so a read costs an atomic add).
+pub struct AgentMeter {
+    open: Gauge,
+    to_agent: Counter,
+    from_agent: Counter,
+}
+
+impl AgentMeter {
+    pub fn open(agent: &str) -> AgentMeter {
+        let open = gauge!(AGENT_STREAMS, "agent" => agent.to_owned());
+        open.increment(1.0);
+        AgentMeter {
+            open,
+            to_agent: counter!(AGENT_BYTES_TOTAL, "agent" => agent.to_owned(), "direction" => "to_agent"),
+            from_agent: counter!(AGENT_BYTES_TOTAL, "agent" => agent.to_owned(), "direction" => "from_agent"),
+        }
+    }
+
+    pub fn sent(&self, n: usize) {
+        self.to_agent.increment(n as u64);
+    }
+
+    pub fn received(&self, n: usize) {
+        self.from_agent.increment(n as u64);
+    }
+}
+
+impl Drop for AgentMeter {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
+pub fn agent_link(up: bool) {
+    gauge!(AGENT_LINK_UP).set(if up { 1.0 } else { 0.0 });
 }
 
 pub fn config_reload(result: &'static str) {

@@ -254,6 +254,7 @@ fn man_writes_a_page_per_command() {
         "completions",
         "man",
         "fxp",
+        "agent",
     ] {
         let page = dir.path().join(format!("fxprelay-{command}.1"));
         let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{page:?}: {e}"));

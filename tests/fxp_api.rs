@@ -1158,6 +1158,7 @@ fn an_interrupted_transfer_keeps_its_record() {
         bans: Default::default(),
         listeners: Default::default(),
         pools: Default::default(),
+        agents: None,
     };
     let served = runtime.spawn(admin::serve(
         listener,

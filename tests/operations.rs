@@ -677,10 +677,30 @@ fn completions_man_healthcheck_and_the_systemd_unit() {
     std::fs::write(&path, unit).unwrap();
     std::fs::create_dir_all(dir.path().join("man/man1")).unwrap();
     std::fs::write(dir.path().join("man/man1/fxprelay.1"), &man).unwrap();
+    verify_unit(&path, &dir.path().join("man"));
+
+    // The agent's unit, against the pages `fxprelay man --dir` writes (fxprelay-agent.1).
+    let pages = dir.path().join("man/man1");
+    let (ok, out) = fxprelay(&["man", "--dir", pages.to_str().unwrap()]);
+    assert!(ok && pages.join("fxprelay-agent.1").exists(), "{out}");
+    let unit = std::fs::read_to_string(repo("deploy/systemd/fxprelay-agent.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/fxprelay agent -c /etc/fxprelay/agent.yaml"));
+    let path = dir.path().join("fxprelay-agent.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/fxprelay", env!("CARGO_BIN_EXE_fxprelay")),
+    )
+    .unwrap();
+    verify_unit(&path, &dir.path().join("man"));
+}
+
+/// `systemd-analyze verify` finds nothing to say about the unit at `path` (its
+/// executables exist, its `man:` pages are in `manpath`).
+fn verify_unit(path: &Path, manpath: &Path) {
     let out = Command::new("systemd-analyze")
         .arg("verify")
-        .arg(&path)
-        .env("MANPATH", dir.path().join("man"))
+        .arg(path)
+        .env("MANPATH", manpath)
         .output()
         .expect("systemd-analyze (Debian package systemd): run scripts/install-test-peers.sh");
     let text = format!(
@@ -688,5 +708,9 @@ fn completions_man_healthcheck_and_the_systemd_unit() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "{}: {text}",
+        path.display()
+    );
 }

@@ -53,6 +53,7 @@ fn listener_cfg(upstream: SocketAddr, passive: NatMode, active: NatMode) -> List
         },
         defense: Default::default(),
         routes: Vec::new(),
+        via: None,
     }
 }
 

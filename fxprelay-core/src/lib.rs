@@ -16,6 +16,8 @@
 //! - [`session`]: one client session's [`session::machine::Machine`] over its listener's
 //!   [`session::Policy`], the proxy's own replies and the session's admin view.
 //! - [`fxp`]: an FXP job's plan, events and state, URLs, methods, digests and rendering.
+//! - [`agent`]: the outbound-only agent's messages, its reach rule and its redial
+//!   backoff.
 //!
 //! Imports run one way: `session` -> {`config`, `fxp`, `rejection`}, `config` ->
 //! {`route`, `rewrite`, `tls`, `defense`}, `rewrite` -> {`net`, `proto`}, `fxp` ->
@@ -23,6 +25,7 @@
 //! from the crate. The compiler holds the crate's edge (nothing here can reach the
 //! binary), `scripts/module-cycles.py fxprelay-core/src` the modules inside.
 
+pub mod agent;
 pub mod config;
 pub mod defense;
 pub mod fxp;

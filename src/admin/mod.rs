@@ -75,6 +75,8 @@ pub struct AdminState {
     /// The pools of upstreams, per listener (`GET /api/v1/upstreams`); a reload replaces
     /// them.
     pub pools: Pools,
+    /// The edge's agent links (`GET /api/v1/agents`), when `agents:` is configured.
+    pub agents: Option<Arc<crate::agent::Hub>>,
 }
 
 /// The running pools by listener name.
@@ -169,6 +171,7 @@ pub async fn serve(
         .route("/api/v1/sessions/{id}", axum::routing::delete(end_session))
         .route("/api/v1/listeners", get(list_listeners))
         .route("/api/v1/upstreams", get(list_upstreams))
+        .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/bans", get(bans::list).post(bans::ban))
         .route("/api/v1/bans/{address}", delete(bans::unban))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -388,6 +391,12 @@ async fn list_upstreams(State(state): State<AdminState>) -> Json<serde_json::Val
     let pools = state.pools.read().unwrap_or_else(PoisonError::into_inner);
     let list: Vec<crate::pool::PoolStatus> = pools.values().map(|p| p.status()).collect();
     Json(json!({ "pools": list }))
+}
+
+/// The connected agent links: name, address, since, version, streams opened.
+async fn list_agents(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let links = state.agents.as_ref().map(|h| h.links()).unwrap_or_default();
+    Json(json!({ "agents": links }))
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

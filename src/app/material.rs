@@ -44,6 +44,8 @@ pub struct TlsMaterial {
     listeners: Vec<Option<ListenerTls>>,
     /// `fxp.ca_bundles`, which API jobs may name.
     pub ca_bundles: CaBundles,
+    /// The certificate agents dial in to (`agents.cert`, `agents.key`).
+    pub agents: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl TlsMaterial {
@@ -84,9 +86,27 @@ impl TlsMaterial {
             .map(|(name, path)| (name.as_str(), path.as_path()));
         let ca_bundles = CaBundles::load(bundles)
             .map_err(|(name, e)| origin.error(&ca_bundle_key(&name), e.to_string()))?;
+        let agents = match &config.agents {
+            None => None,
+            Some(a) => {
+                let c = crate::tls::server_config(&a.cert, &a.key).map_err(|e| {
+                    let field = if e.path() == Some(a.key.as_path()) {
+                        "key"
+                    } else {
+                        "cert"
+                    };
+                    match e.path() {
+                        Some(path) => origin.file_error("agents", field, path, e.to_string()),
+                        None => origin.error(crate::config::AGENTS_TLS_KEY, e.to_string()),
+                    }
+                })?;
+                Some(c)
+            }
+        };
         Ok(TlsMaterial {
             listeners,
             ca_bundles,
+            agents,
         })
     }
 

@@ -18,8 +18,10 @@ use super::copy::{self, CopyError};
 use super::peer::{self, Origin, Verdict};
 use super::ports::{LeasedListener, PortLease};
 use super::secure;
+use super::secure::DataStream;
 pub use super::secure::Protection;
 use super::socket;
+use crate::agent::AgentStream;
 use crate::bans::Guard;
 use crate::config::ProxyProtocol;
 use crate::metrics;
@@ -47,6 +49,25 @@ pub enum Leg {
     Connect(SocketAddr),
     /// Already connected (the upstream's passive port is reached before the command).
     Ready(TcpStream),
+    /// Already connected through the listener's agent (`via`): a stream the agent
+    /// carries to the server's passive port.
+    Agent(Box<AgentStream>),
+}
+
+/// An open leg: a socket of this host (spliced when both legs are clear), or an
+/// agent's stream.
+enum Conn {
+    Tcp(TcpStream),
+    Agent(Box<AgentStream>),
+}
+
+impl Conn {
+    fn boxed(self) -> Box<dyn DataStream> {
+        match self {
+            Conn::Tcp(s) => Box::new(s),
+            Conn::Agent(s) => s,
+        }
+    }
 }
 
 /// Why a transfer failed. The session turns it into a `425`/`426` for the client.
@@ -102,13 +123,40 @@ pub async fn run(
 ) -> Result<Moved, DataError> {
     let (c, _client_lease) = open(scope, "client", client, limits).await?;
     let (u, _upstream_lease) = open(scope, "upstream", upstream, limits).await?;
-    let bytes = if protect.is_clear() {
-        let (mut from, mut to) = match direction {
-            Direction::Upload => (c, u),
-            Direction::Download => (u, c),
-        };
-        socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, progress).await?
-    } else {
+    let bytes = match (c, u) {
+        (Conn::Tcp(c), Conn::Tcp(u)) if protect.is_clear() => {
+            let (mut from, mut to) = match direction {
+                Direction::Upload => (c, u),
+                Direction::Download => (u, c),
+            };
+            socket::copy_tcp_to_eof(&mut from, &mut to, limits.idle, progress).await?
+        }
+        (c, u) => protected(direction, (c.boxed(), u.boxed()), protect, limits, progress).await?,
+    };
+    let moved = match direction {
+        Direction::Upload => Moved {
+            upload: bytes,
+            download: 0,
+        },
+        Direction::Download => Moved {
+            upload: 0,
+            download: bytes,
+        },
+    };
+    metrics::data_bytes(scope, moved.upload, moved.download);
+    Ok(moved)
+}
+
+/// The copy where a leg is not a plain socket of this host: TLS on either leg, or an
+/// agent's stream.
+async fn protected(
+    direction: Direction,
+    (c, u): (Box<dyn DataStream>, Box<dyn DataStream>),
+    protect: Protection,
+    limits: Timeouts,
+    progress: impl FnMut(u64),
+) -> Result<u64, DataError> {
+    {
         let (c, u) = protect.secure(c, u, limits.connect).await?;
         let (mut from, mut to) = match direction {
             Direction::Upload => (c, u),
@@ -129,20 +177,8 @@ pub async fn run(
             let _ = timeout(wait, from.shutdown()).await;
         };
         tokio::join!(answer, secure::await_close(&mut to, wait));
-        n
-    };
-    let moved = match direction {
-        Direction::Upload => Moved {
-            upload: bytes,
-            download: 0,
-        },
-        Direction::Download => Moved {
-            upload: 0,
-            download: bytes,
-        },
-    };
-    metrics::data_bytes(scope, moved.upload, moved.download);
-    Ok(moved)
+        Ok(n)
+    }
 }
 
 /// Establishes one leg. The returned lease (for accepted legs) keeps the port reserved,
@@ -152,9 +188,14 @@ async fn open(
     side: &'static str,
     leg: Leg,
     limits: Timeouts,
-) -> Result<(TcpStream, Option<PortLease>), DataError> {
+) -> Result<(Conn, Option<PortLease>), DataError> {
     let (stream, lease) = match leg {
         Leg::Ready(s) => (s, None),
+        Leg::Agent(s) => {
+            metrics::data_connection(scope, side);
+            debug!(side, "data connection open through the agent");
+            return Ok((Conn::Agent(s), None));
+        }
         Leg::Connect(to) => {
             let s = timeout(limits.connect, socket::connect(to))
                 .await
@@ -184,7 +225,7 @@ async fn open(
     };
     metrics::data_connection(scope, side);
     debug!(side, peer = ?stream.peer_addr().ok(), "data connection open");
-    Ok((stream, lease))
+    Ok((Conn::Tcp(stream), lease))
 }
 
 /// Accepts the first connection from `expect`, refusing (and counting) any other peer,

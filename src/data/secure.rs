@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -45,12 +44,12 @@ impl Protection {
     /// Runs the handshakes of the protected legs, within `limit` each.
     pub async fn secure(
         self,
-        client: TcpStream,
-        upstream: TcpStream,
+        client: Box<dyn DataStream>,
+        upstream: Box<dyn DataStream>,
         limit: Duration,
     ) -> Result<(Box<dyn DataStream>, Box<dyn DataStream>), HandshakeFailed> {
         let client: Box<dyn DataStream> = match self.client {
-            None => Box::new(client),
+            None => client,
             Some(acceptor) => {
                 let started = Instant::now();
                 let r = timeout(limit, acceptor.accept(batched(client))).await;
@@ -61,7 +60,7 @@ impl Protection {
             }
         };
         let upstream: Box<dyn DataStream> = match self.upstream {
-            None => Box::new(upstream),
+            None => upstream,
             Some((connector, name)) => {
                 let started = Instant::now();
                 let r = timeout(limit, connector.connect(name, batched(upstream))).await;
@@ -82,8 +81,8 @@ impl Protection {
 /// scripts/mem-tls.sh: 256 KiB made a running TLS transfer ~600 KiB. 128 KiB is between.
 const READ_BATCH: usize = 128 * 1024;
 
-fn batched(tcp: TcpStream) -> BufReader<TcpStream> {
-    BufReader::with_capacity(READ_BATCH, tcp)
+fn batched(stream: Box<dyn DataStream>) -> BufReader<Box<dyn DataStream>> {
+    BufReader::with_capacity(READ_BATCH, stream)
 }
 
 /// How long a protected data connection's receiver gets to close after the proxy's

@@ -41,8 +41,19 @@ pub enum CheckError {
     Timeout(Duration),
 }
 
+/// How a check reaches its backends: straight, or through the listener's agent (`via`).
+#[derive(Clone, Default)]
+pub struct Reach(Option<(Arc<crate::agent::Hub>, String)>);
+
+impl Reach {
+    /// Through agent `name` of `hub`.
+    pub fn via(hub: Arc<crate::agent::Hub>, name: String) -> Reach {
+        Reach(Some((hub, name)))
+    }
+}
+
 /// Checks `pool`'s backends every `interval` until `stop`.
-pub async fn run(pool: Arc<Pool>, stop: CancellationToken) {
+pub async fn run(pool: Arc<Pool>, reach: Reach, stop: CancellationToken) {
     let health = pool.cfg.health.clone();
     let targets = pool.targets();
     let mut tick = tokio::time::interval(health.interval);
@@ -54,7 +65,7 @@ pub async fn run(pool: Arc<Pool>, stop: CancellationToken) {
         }
         let checks = targets.iter().map(|t| async {
             let started = Instant::now();
-            let result = check(t, &health, pool.proxy_protocol).await;
+            let result = check_via(&reach, t, &health, pool.proxy_protocol).await;
             (result, started.elapsed())
         });
         let results = tokio::select! {
@@ -74,27 +85,52 @@ pub async fn check(
     health: &HealthCheck,
     proxy: Option<ProxyVersion>,
 ) -> Result<(), CheckError> {
-    tokio::time::timeout(health.timeout, probe(target, health, proxy))
+    check_via(&Reach::default(), target, health, proxy).await
+}
+
+/// [`check`], reaching the backend as `reach` says.
+async fn check_via(
+    reach: &Reach,
+    target: &HostPort,
+    health: &HealthCheck,
+    proxy: Option<ProxyVersion>,
+) -> Result<(), CheckError> {
+    let probe = async {
+        let stream: Box<dyn crate::data::secure::DataStream> = match &reach.0 {
+            Some((hub, agent)) => {
+                let (s, _, _) = hub
+                    .dial(agent, &target.to_string(), health.timeout)
+                    .await
+                    .map_err(|e| CheckError::Connect(std::io::Error::other(e)))?;
+                Box::new(s)
+            }
+            None => {
+                let s = TcpStream::connect((target.host.as_str(), target.port))
+                    .await
+                    .map_err(CheckError::Connect)?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+        };
+        probe(stream, health, proxy).await
+    };
+    tokio::time::timeout(health.timeout, probe)
         .await
         .unwrap_or(Err(CheckError::Timeout(health.timeout)))
 }
 
 /// One check of one backend, unbounded in time ([`check`] bounds it).
 async fn probe(
-    target: &HostPort,
+    mut stream: Box<dyn crate::data::secure::DataStream>,
     health: &HealthCheck,
     proxy: Option<ProxyVersion>,
 ) -> Result<(), CheckError> {
-    let mut stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(CheckError::Connect)?;
-    let _ = stream.set_nodelay(true);
     if let Some(version) = proxy {
         // LOCAL: "this connection is the proxy's own", as HAProxy's checks send.
         let header = crate::proxy_protocol::encode(version, None);
         stream.write_all(&header).await.map_err(CheckError::Write)?;
     }
-    let (r, mut w) = stream.split();
+    let (r, mut w) = tokio::io::split(stream);
     let mut server = ReplyReader::new(r, MAX_REPLY);
     let banner = server.final_reply().await?;
     expect(&banner, &[code::SERVICE_READY], "banner")?;

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::agent::Hub;
 use crate::bans::Guard;
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
@@ -50,6 +51,8 @@ pub struct Services {
     /// The listener's ban table (`None`: `defense: off`): asked at accept and on relay
     /// data ports, told what the sessions' machines report.
     pub defense: Option<Guard>,
+    /// The edge's agent links, for a listener whose upstream is reached `via` one.
+    pub agents: Option<Arc<Hub>>,
 }
 
 impl ListenerCtx {
@@ -114,6 +117,12 @@ impl ListenerCtx {
     }
 
     /// The same context, registering its sessions in `sessions`.
+    /// The agents' hub, kept only by a listener that reaches its upstream through one.
+    pub fn with_agents(mut self, hub: Option<Arc<Hub>>) -> Self {
+        self.services.agents = hub.filter(|_| self.policy.cfg.via.is_some());
+        self
+    }
+
     pub fn with_sessions(mut self, sessions: Sessions) -> Self {
         self.services.sessions = sessions;
         self
@@ -130,6 +139,7 @@ impl Services {
             sessions: Sessions::default(),
             tls: None,
             defense: None,
+            agents: None,
         }
     }
 }

@@ -16,7 +16,6 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::codec::FramedRead;
@@ -32,6 +31,7 @@ use super::machine::{
 };
 use super::policy::Policy;
 use super::registry::Registration;
+use crate::agent::DialError;
 use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
@@ -76,8 +76,9 @@ enum Keep {
     Client(BoxStream, Option<String>),
     /// The upstream's control connection, opened or now over TLS.
     Upstream(BoxStream),
-    /// The proxy's connection to the upstream's passive data port.
-    UpstreamData(TcpStream),
+    /// The proxy's connection to the upstream's passive data port (a socket, or a
+    /// stream through the listener's agent), as the transfer's upstream leg.
+    UpstreamData(Leg),
 }
 
 impl From<Event> for Completion {
@@ -122,7 +123,7 @@ pub(super) struct Shell {
     ops: FuturesUnordered<BoxFuture<'static, Completion>>,
     client_passive: Option<LeasedListener>,
     upstream_active: Option<LeasedListener>,
-    upstream_data: Option<TcpStream>,
+    upstream_data: Option<Leg>,
     transfer: Option<TransferTask>,
     fxp: Option<FxpTask>,
     /// Reverse mode over a pool: the backend chosen for the machine, one of its sessions
@@ -398,12 +399,27 @@ impl Shell {
             },
             Action::ConnectData(to) => {
                 let limit = limits.connect_timeout;
+                let via = self.listener.policy.cfg.via.clone();
+                let hub = self.listener.services.agents.clone();
                 self.ops.push(
                     async move {
+                        if let (Some(agent), Some(hub)) = (via, hub) {
+                            let r = hub.dial(&agent, &to.to_string(), limit).await;
+                            return match r {
+                                Ok((s, _, _)) => Completion {
+                                    event: Event::DataConnected(Ok(())),
+                                    keep: Some(Keep::UpstreamData(Leg::Agent(Box::new(s)))),
+                                },
+                                Err(e) => {
+                                    Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
+                                        .into()
+                                }
+                            };
+                        }
                         match timeout(limit, socket::connect(to)).await {
                             Ok(Ok(s)) => Completion {
                                 event: Event::DataConnected(Ok(())),
-                                keep: Some(Keep::UpstreamData(s)),
+                                keep: Some(Keep::UpstreamData(Leg::Ready(s))),
                             },
                             Ok(Err(e)) => {
                                 Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
@@ -488,27 +504,48 @@ impl Shell {
             .map(|v| crate::proxy_protocol::encode(v, self.client_addrs));
         let failed = |f: ConnectFailure| Completion::from(Event::Connected(Err(f)));
         let scope = self.meter.scope().clone();
+        // A listener whose server accepts no inbound connection reaches it through its
+        // agent; the agent checks its own `allow`.
+        let via = listener
+            .policy
+            .cfg
+            .via
+            .clone()
+            .zip(listener.services.agents.clone());
         async move {
             let ctx = &listener.policy;
             let limit = ctx.limits.connect_timeout;
-            let r = if req.guarded {
-                let check = |addr: SocketAddr| permitted(ctx, &req.target.host, addr, client_local);
-                upstream::connect_checked(&scope, &req.target, limit, req.source, check).await
-            } else {
-                upstream::connect(&scope, &req.target, limit).await
-            };
-            let mut stream = match r {
-                Ok(s) => s,
-                Err(ConnectError::Denied(why)) => return failed(ConnectFailure::Denied(why)),
-                Err(ConnectError::SelfTarget(why)) => {
-                    return failed(ConnectFailure::SelfTarget(why));
+            let (mut stream, peer, local): (BoxStream, _, _) = if let Some((agent, hub)) = via {
+                match hub.dial(&agent, &req.target.to_string(), limit).await {
+                    Ok((s, peer, local)) => (Box::new(s), peer, local.ip()),
+                    Err(DialError::NotConnected(_)) => {
+                        return failed(ConnectFailure::AgentDown(agent));
+                    }
+                    Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
                 }
-                Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
-            };
-            let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
-                (Ok(peer), Ok(local)) => (peer, local.ip()),
-                (Err(e), _) | (_, Err(e)) => {
-                    return failed(ConnectFailure::Unreachable(e.to_string()));
+            } else {
+                let r = if req.guarded {
+                    let check =
+                        |addr: SocketAddr| permitted(ctx, &req.target.host, addr, client_local);
+                    upstream::connect_checked(&scope, &req.target, limit, req.source, check).await
+                } else {
+                    upstream::connect(&scope, &req.target, limit).await
+                };
+                let stream = match r {
+                    Ok(s) => s,
+                    Err(ConnectError::Denied(why)) => {
+                        return failed(ConnectFailure::Denied(why));
+                    }
+                    Err(ConnectError::SelfTarget(why)) => {
+                        return failed(ConnectFailure::SelfTarget(why));
+                    }
+                    Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
+                };
+                match (stream.peer_addr(), stream.local_addr()) {
+                    (Ok(peer), Ok(local)) => (Box::new(stream), peer, local.ip()),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return failed(ConnectFailure::Unreachable(e.to_string()));
+                    }
                 }
             };
             // The header comes first, before any TLS: it is for the server's TCP layer.
@@ -520,7 +557,7 @@ impl Shell {
                 }
             }
             let stream: BoxStream = match implicit {
-                None => Box::new(stream),
+                None => stream,
                 Some(Err(e)) => return failed(ConnectFailure::Tls(e)),
                 Some(Ok((connector, server_name))) => {
                     let how = Handshake::Connect(connector, server_name);
@@ -674,7 +711,7 @@ impl Shell {
             ClientLeg::Connect(to) => Some(Leg::Connect(to)),
         };
         let upstream = match upstream {
-            UpstreamLeg::Connected => self.upstream_data.take().map(Leg::Ready),
+            UpstreamLeg::Connected => self.upstream_data.take(),
             UpstreamLeg::Accept { expect } => {
                 self.upstream_active.take().map(|listener| Leg::Accept {
                     listener,

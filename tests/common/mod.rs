@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod browser;
 pub mod clients;
 pub mod control;

@@ -317,6 +317,199 @@ impl Drop for TransparentLab {
     }
 }
 
+/// Servers that accept no inbound connection, reached through an agent; torn down on
+/// drop:
+///
+/// ```text
+///  client ns 10.96.N.2 ── root namespace: the edge ── router ns ── inside ns 10.95.N.2
+///                  10.96.N.1 |  198.20.N.1        198.20.N.2 | 10.95.N.1   (FTP servers, agent)
+/// ```
+///
+/// The router masquerades the inside's outbound connections and forwards nothing inbound;
+/// the inside's own firewall drops every inbound connection attempt (counted, see
+/// [`AgentLab::inbound_drops`]); the root namespace (the edge) has no route into the
+/// inside network at all (an `unreachable` route).
+pub struct AgentLab {
+    pub client_ns: String,
+    pub router_ns: String,
+    pub inside_ns: String,
+    pub client_ip: Ipv4Addr,
+    /// The edge's address toward clients.
+    pub edge_ip: Ipv4Addr,
+    /// The edge's address toward the agent (its agents listener).
+    pub edge_agents_ip: Ipv4Addr,
+    /// The servers' (and the agent's) address inside.
+    pub inside_ip: Ipv4Addr,
+    root_ifs: [String; 2],
+    inside_net: String,
+}
+
+impl AgentLab {
+    pub fn new() -> AgentLab {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n: u8 = ((std::process::id() * 13 + k) % 200 + 20) as u8;
+        let tag = format!("{}{k}", std::process::id() % 10000);
+        let lab = AgentLab {
+            client_ns: format!("fxac{tag}"),
+            router_ns: format!("fxar{tag}"),
+            inside_ns: format!("fxai{tag}"),
+            client_ip: Ipv4Addr::new(10, 96, n, 2),
+            edge_ip: Ipv4Addr::new(10, 96, n, 1),
+            edge_agents_ip: Ipv4Addr::new(198, 20, n, 1),
+            inside_ip: Ipv4Addr::new(10, 95, n, 2),
+            root_ifs: [format!("fac{tag}"), format!("far{tag}")],
+            inside_net: format!("10.95.{n}.0/24"),
+        };
+        lab.teardown();
+        lab.build(n, &tag);
+        lab
+    }
+
+    fn build(&self, n: u8, tag: &str) {
+        let (c, r, i) = (
+            self.client_ns.as_str(),
+            self.router_ns.as_str(),
+            self.inside_ns.as_str(),
+        );
+        let [root_c, root_r] = &self.root_ifs;
+        let (cl, re, ri, ir) = (
+            format!("fcl{tag}"),
+            format!("fre{tag}"),
+            format!("fri{tag}"),
+            format!("fir{tag}"),
+        );
+        for ns in [c, r, i] {
+            sh(None, &format!("ip netns add {ns}"));
+            sh(Some(ns), "ip link set lo up");
+        }
+        // client <-> root (the edge)
+        sh(
+            None,
+            &format!("ip link add {root_c} type veth peer name {cl}"),
+        );
+        sh(None, &format!("ip link set {cl} netns {c}"));
+        sh(
+            None,
+            &format!("ip addr add {}/24 dev {root_c}", self.edge_ip),
+        );
+        sh(None, &format!("ip link set {root_c} up"));
+        sh(
+            Some(c),
+            &format!("ip addr add {}/24 dev {cl}", self.client_ip),
+        );
+        sh(Some(c), &format!("ip link set {cl} up"));
+        // root <-> router: the only way out of the inside network
+        sh(
+            None,
+            &format!("ip link add {root_r} type veth peer name {re}"),
+        );
+        sh(None, &format!("ip link set {re} netns {r}"));
+        sh(
+            None,
+            &format!("ip addr add {}/24 dev {root_r}", self.edge_agents_ip),
+        );
+        sh(None, &format!("ip link set {root_r} up"));
+        sh(Some(r), &format!("ip addr add 198.20.{n}.2/24 dev {re}"));
+        sh(Some(r), &format!("ip link set {re} up"));
+        // router <-> inside
+        sh(
+            Some(r),
+            &format!("ip link add {ri} type veth peer name {ir}"),
+        );
+        sh(Some(r), &format!("ip link set {ir} netns {i}"));
+        sh(Some(r), &format!("ip addr add 10.95.{n}.1/24 dev {ri}"));
+        sh(Some(r), &format!("ip link set {ri} up"));
+        sh(
+            Some(i),
+            &format!("ip addr add {}/24 dev {ir}", self.inside_ip),
+        );
+        sh(Some(i), &format!("ip link set {ir} up"));
+        sh(Some(i), &format!("ip route add default via 10.95.{n}.1"));
+        // The router: the inside may connect out (masqueraded); nothing comes in.
+        sh(Some(r), "sysctl -qw net.ipv4.ip_forward=1");
+        sh(
+            Some(r),
+            &format!("iptables -t nat -A POSTROUTING -o {re} -j MASQUERADE"),
+        );
+        sh(
+            Some(r),
+            &format!(
+                "iptables -A FORWARD -i {re} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+            ),
+        );
+        sh(Some(r), &format!("iptables -A FORWARD -i {re} -j DROP"));
+        // The inside's own firewall: established connections and loopback only.
+        sh(Some(i), "iptables -A INPUT -i lo -j ACCEPT");
+        sh(
+            Some(i),
+            "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        );
+        sh(Some(i), "iptables -A INPUT -j DROP");
+        // The edge has no route into the inside network.
+        sh(
+            None,
+            &format!("ip route add unreachable {}", self.inside_net),
+        );
+    }
+
+    /// Inbound connection attempts the inside's firewall dropped so far.
+    pub fn inbound_drops(&self) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.inside_ns])
+            .args(["iptables", "-L", "INPUT", "-v", "-x", "-n"])
+            .output()
+            .expect("iptables -L");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .filter(|l| l.split_whitespace().nth(2) == Some("DROP"))
+            .map(|l| {
+                l.split_whitespace()
+                    .next()
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Runs `args` inside the client namespace (curl, lftp, python3).
+    pub fn in_client(&self, args: &[&str]) -> Command {
+        in_ns(&self.client_ns, args)
+    }
+
+    /// Runs `args` inside the inside namespace.
+    pub fn in_inside(&self, args: &[&str]) -> Command {
+        in_ns(&self.inside_ns, args)
+    }
+
+    fn teardown(&self) {
+        let _ = Command::new("ip")
+            .args(["route", "del", "unreachable", &self.inside_net])
+            .output();
+        remove(
+            &[&self.client_ns, &self.inside_ns, &self.router_ns],
+            &self.root_ifs[0],
+        );
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root_ifs[1]])
+            .output();
+    }
+}
+
+impl Drop for AgentLab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// `args` run inside namespace `ns`.
+pub fn in_ns(ns: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).args(args);
+    cmd
+}
+
 /// Deletes a lab's namespaces and its root-namespace link, whichever exist: deleting a
 /// namespace removes its veths, whose peers and routes go with them.
 fn remove(namespaces: &[&str], root_if: &str) {

@@ -113,6 +113,9 @@ pub struct ServerOptions {
     /// when received) and refuse a login without it, as a server with name-based virtual
     /// hosts only does.
     pub host_command: bool,
+    /// With `netns`: the test (in the root namespace) cannot reach the server, so its
+    /// readiness is probed from inside the namespace (a server behind an agent).
+    pub unreachable_from_root: bool,
 }
 
 /// Which hash commands a server offers. proftpd's are its own (`mod_digest`, shipped in
@@ -199,6 +202,7 @@ impl ServerOptions {
             hash_delay: None,
             data_timeout: None,
             auth_failed_delay: None,
+            unreachable_from_root: false,
         }
     }
 
@@ -238,6 +242,8 @@ pub struct FtpServer {
     config: String,
     /// Extra log files the server writes.
     logs: Vec<PathBuf>,
+    /// The namespace readiness is probed from (see `unreachable_from_root`).
+    probe_netns: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -409,6 +415,7 @@ impl FtpServer {
             output,
             config: spec.config.clone(),
             logs: spec.logs.clone(),
+            probe_netns: opts.netns.clone().filter(|_| opts.unreachable_from_root),
             dir,
         };
         if spec.inetd {
@@ -455,15 +462,26 @@ impl FtpServer {
                     self.log()
                 );
             }
-            let first_line = if self.implicit_tls {
-                let ca = fs::read_to_string(self.ca_file.as_ref().unwrap()).unwrap();
-                let mut roots = rustls::RootCertStore::empty();
-                roots
-                    .add(rustls_pki_types::pem::PemObject::from_pem_slice(ca.as_bytes()).unwrap())
-                    .unwrap();
-                super::tls::implicit_greeting(self.addr, super::tls::client_config(roots))
-            } else {
-                greeting(self.addr)
+            let (addr, implicit, ca_file) = (self.addr, self.implicit_tls, self.ca_file.clone());
+            let probe = move || {
+                if implicit {
+                    let ca = fs::read_to_string(ca_file.as_ref().unwrap()).unwrap();
+                    let mut roots = rustls::RootCertStore::empty();
+                    let pem = rustls_pki_types::pem::PemObject::from_pem_slice(ca.as_bytes());
+                    roots.add(pem.unwrap()).unwrap();
+                    super::tls::implicit_greeting(addr, super::tls::client_config(roots))
+                } else {
+                    greeting(addr)
+                }
+            };
+            let first_line = match &self.probe_netns {
+                None => probe(),
+                // A thread of its own joins the namespace; the test's threads stay out.
+                Some(ns) => std::thread::scope(|t| {
+                    t.spawn(|| enter_netns(ns).and_then(|()| probe()))
+                        .join()
+                        .expect("the readiness probe's thread")
+                }),
             };
             let last = match first_line {
                 Ok(line) if line.starts_with("220") => return self,

@@ -82,6 +82,9 @@ pub struct ListenerConfig {
     /// pool) is then the default route, and may be left out.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// Reverse mode: the agent the upstream is reached through (`via:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl ListenerConfig {
@@ -219,6 +222,8 @@ impl<'a> Listeners<'a> {
             routes,
             // Over the top-level `defense:`, by the validation pass.
             defense: ListenerDefense::Shared,
+            // With `agents:`, by the validation pass.
+            via: None,
         })
     }
 

@@ -31,6 +31,7 @@
 //! a file it names the file and quotes the lines around the problem.
 
 mod admin;
+mod agents;
 mod data;
 mod defense;
 mod env;
@@ -53,6 +54,7 @@ mod yaml;
 use serde::Serialize;
 
 pub use admin::{AdminConfig, AdminLimits};
+pub use agents::{AGENTS_TLS_KEY, AgentConfig, AgentsConfig, TokenSource};
 pub use data::{DEFAULT_DATA_PORTS, DataConfig};
 pub use defense::{DefenseConfig, ListenerDefense};
 pub use env::expand_env;
@@ -80,6 +82,9 @@ pub struct Config {
     pub limits: Limits,
     pub data: DataConfig,
     pub defense: DefenseConfig,
+    /// Where outbound-only agents dial in (`agents:`), when any listener uses one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agents: Option<AgentsConfig>,
     pub listeners: Vec<ListenerConfig>,
     /// Settings that load but do nothing or will likely not work as meant, worded for
     /// the operator (`fxprelay check` prints them; `run` logs them).

@@ -48,7 +48,19 @@ pub(super) struct FileConfig {
     pub defense: Option<Spanned<FileDefense>>,
     #[serde(default)]
     pub state: Option<Spanned<FileState>>,
+    #[serde(default)]
+    pub agents: Option<Spanned<FileAgents>>,
     pub listeners: Spanned<Vec<FileListener>>,
+}
+
+/// `agents:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAgents {
+    pub bind: Spanned<BindAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub tokens: Spanned<BTreeMap<String, String>>,
 }
 
 /// Default address of the admin listener (`/metrics`, `/healthz`).
@@ -275,6 +287,9 @@ pub(super) struct FileListener {
     /// `upstream`, if any, is the default route).
     #[serde(default)]
     pub routes: Option<Spanned<Vec<Spanned<FileRoute>>>>,
+    /// Reverse mode: reach the upstream through this agent (`agents.tokens`).
+    #[serde(default)]
+    pub via: Option<Spanned<String>>,
 }
 
 /// A listener's `nat:`.

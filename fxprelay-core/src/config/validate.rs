@@ -6,6 +6,7 @@
 
 use super::Config;
 use super::admin;
+use super::agents;
 use super::defense;
 use super::error::ConfigError;
 use super::fxp;
@@ -28,6 +29,7 @@ pub(super) fn validate(file: FileConfig, mut origin: Origin) -> Result<Config, C
     let admin = admin::validate(file.admin);
     data.refuse_port("admin.bind", admin_line, admin.bind.port())?;
     let defense = defense::validate(file.defense.as_ref())?;
+    let agents = agents::validate(file.agents, &mut origin)?;
     let mut rules = Listeners::new(admin.bind, &data);
     let listeners = file
         .listeners
@@ -36,9 +38,11 @@ pub(super) fn validate(file: FileConfig, mut origin: Origin) -> Result<Config, C
         .enumerate()
         .map(|(i, mut l)| {
             let own = l.defense.take();
+            let via = l.via.take();
             let mut listener = rules.validate(i, l, &mut origin, &mut warnings)?;
             listener.defense =
                 defense::validate_listener(i, &defense, own.as_ref(), &mut warnings)?;
+            agents::validate_via(i, via.as_ref(), &mut listener, agents.as_ref())?;
             Ok(listener)
         })
         .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -52,6 +56,7 @@ pub(super) fn validate(file: FileConfig, mut origin: Origin) -> Result<Config, C
         limits: file.limits,
         data,
         defense,
+        agents,
         listeners,
         warnings,
         origin,

@@ -21,6 +21,10 @@ pub enum Say {
     TooManyPreLogin,
     TooManyPreLoginFromYou,
     UpstreamUnreachable,
+    /// The listener reaches its server through agent `agent`, which has no link up.
+    AgentDown {
+        agent: String,
+    },
     LoginTimedOut,
     IdleTimeout,
     LineTooLong {
@@ -150,6 +154,9 @@ pub enum Say {
         error: String,
     },
     FxpNoDestination,
+    /// `SITE FXP` on a listener whose server is reached through an agent (its engine
+    /// connects to servers itself, and cannot reach that one).
+    FxpThroughAgent,
     FxpLoginFirst,
     FxpCopying {
         src: String,
@@ -225,6 +232,7 @@ impl Say {
             | S::TooManyPreLogin
             | S::TooManyPreLoginFromYou
             | S::UpstreamUnreachable
+            | S::AgentDown { .. }
             | S::LoginTimedOut
             | S::IdleTimeout
             | S::TooManyInvalidCommands
@@ -251,7 +259,7 @@ impl Say {
             S::ControlByte => 501,
             S::BadActiveArgs { .. } | S::OnlyEpsv | S::FxpUsage | S::FxpNotAnUrl { .. } => 501,
             S::FxpNoDestination | S::FxpBusy => 503,
-            S::Bounce { .. } | S::SelfTarget { .. } => 504,
+            S::Bounce { .. } | S::SelfTarget { .. } | S::FxpThroughAgent => 504,
             S::ForwardLoginFirst
             | S::ForwardBadTarget
             | S::ForwardDenied { .. }
@@ -282,6 +290,10 @@ impl Say {
             S::UpstreamUnreachable => {
                 fixed("Service not available: the FTP server behind this proxy cannot be reached.")
             }
+            // The name is the configuration's (letters, digits, `.`, `_`, `-`).
+            S::AgentDown { agent } => owned(format!(
+                "Service not available (agent {agent} is not connected)."
+            )),
             S::LoginTimedOut => fixed("Login timed out; closing the connection."),
             S::IdleTimeout => fixed("Idle timeout; closing the connection."),
             S::LineTooLong { max } => owned(format!(
@@ -413,6 +425,9 @@ impl Say {
                 fixed("Choose the other server first: SITE FXP TO ftp://user:pass@host/dir/")
             }
             S::FxpLoginFirst => fixed("Log in first."),
+            S::FxpThroughAgent => fixed(
+                "SITE FXP is not available on this listener: its server is reached through an agent.",
+            ),
             S::FxpCopying { src, dst } => owned(format!("Copying {src} to {dst}.")),
             S::FxpDone { text } | S::FxpFailed { text, .. } => owned(text.clone()),
             S::FxpBusy => fixed(

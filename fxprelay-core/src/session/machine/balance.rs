@@ -106,7 +106,11 @@ impl Machine {
     ) -> bool {
         let error = match failure {
             ConnectFailure::Unreachable(e) | ConnectFailure::Denied(e) => e,
-            ConnectFailure::Tls(_) | ConnectFailure::SelfTarget(_) => return false,
+            ConnectFailure::Tls(_)
+            | ConnectFailure::SelfTarget(_)
+            | ConnectFailure::AgentDown(_) => {
+                return false;
+            }
         };
         let Some(index) = self.balance.chosen.take() else {
             return false;

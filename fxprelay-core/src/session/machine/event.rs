@@ -101,6 +101,9 @@ pub enum ConnectFailure {
     /// A resolved address was this proxy itself (and none was allowed).
     SelfTarget(String),
     Unreachable(String),
+    /// The listener's upstream is reached through agent `.0` (`via`), which has no link
+    /// up.
+    AgentDown(String),
     /// Connected, but implicit TLS with the server failed.
     Tls(String),
 }

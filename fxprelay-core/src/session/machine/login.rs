@@ -223,6 +223,11 @@ impl Machine {
     ) {
         let (why, rejection) = match failure {
             ConnectFailure::Unreachable(error) => return self.unreachable(target, error),
+            ConnectFailure::AgentDown(agent) => {
+                warn!(upstream = %target, %agent, "the upstream's agent is not connected");
+                self.say(Say::AgentDown { agent });
+                return self.close("agent not connected");
+            }
             ConnectFailure::Denied(why) => (why, None),
             ConnectFailure::SelfTarget(why) => (why, Some(Rejection::SelfTarget)),
             // `on_connected` answers a TLS failure before it gets here.

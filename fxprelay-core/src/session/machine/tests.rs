@@ -3187,3 +3187,52 @@ fn a_banned_client_hears_421_and_nothing_more_reaches_the_server() {
     t.drain();
     assert!(t.sent_client().is_empty() && t.closed());
 }
+
+// ---------------------------------------------------------------------------------------
+// A server reached through an agent (`via`)
+// ---------------------------------------------------------------------------------------
+
+fn via_ctx() -> Arc<Ctx> {
+    ctx(
+        &format!("    upstream: {SERVER}\n    via: site-a\n    data: relay\n"),
+        &format!(
+            "{LIMITS}agents:\n  bind: 127.0.0.1:8021\n  cert: /e.crt\n  key: /e.key\n  tokens: {{site-a: 0123456789abcdef0123}}\n"
+        ),
+    )
+}
+
+#[test]
+fn a_session_whose_agent_is_down_hears_421_naming_it_and_ends() {
+    let mut t = T::new(via_ctx());
+    assert!(matches!(t.take().as_slice(), [Action::Connect(_)]));
+    t.m.handle(
+        Event::Connected(Err(ConnectFailure::AgentDown("site-a".into()))),
+        t.now,
+    );
+    t.drain();
+    assert!(t.closed());
+    assert_eq!(
+        t.sent_client(),
+        ["421 Service not available (agent site-a is not connected).\r\n"]
+    );
+}
+
+#[test]
+fn through_an_agent_data_goes_passive_toward_the_server_and_site_fxp_is_refused() {
+    let ctx = via_ctx();
+    assert_eq!(
+        ctx.policy.cfg.upstream_data,
+        crate::config::UpstreamData::Passive
+    );
+    let mut t = T::logged_in(ctx);
+    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
+    let said = t.client_bytes();
+    assert!(
+        said[0].starts_with("504 SITE FXP is not available"),
+        "{said:?}"
+    );
+    assert!(
+        t.sent_upstream().is_empty(),
+        "the URL's password never goes upstream"
+    );
+}

@@ -1,0 +1,22 @@
+//! The outbound-only agent, pure: what the edge and an agent say to each other, what an
+//! agent agrees to reach, and when it dials again after losing the edge.
+//!
+//! An agent runs beside servers that accept no inbound connection. It dials out to the
+//! edge and keeps one TLS *link* up, on which the edge asks for connections
+//! ([`ToAgent::Open`]); for each one the agent connects to the target inside, then dials
+//! the edge once more and names the request on that new connection ([`Hello::Stream`]),
+//! which from then on carries the bytes both ways. One connection per stream, as the
+//! commercial DMZ gateways do: no head-of-line blocking between a session's control
+//! connection and its transfers, and the kernel's flow control per transfer.
+//!
+//! - [`wire`]: the messages, one JSON object per line, bounded in length;
+//! - [`Backoff`]: the delay before the agent dials again, growing, with full jitter;
+//! - [`Reach`]: the agent's own rule for what the edge may ask it to reach.
+
+mod backoff;
+mod reach;
+pub mod wire;
+
+pub use backoff::Backoff;
+pub use reach::{Reach, Refusal};
+pub use wire::{FromAgent, Hello, Refused, ToAgent, WireError};

@@ -1,0 +1,511 @@
+//! Servers that accept no inbound connection, reached through `fxprelay agent`: network
+//! namespaces for the client, the router in front of the inside network and the inside
+//! network itself (`common::netns::AgentLab`). The inside's firewall drops every inbound
+//! connection attempt and the edge (the root namespace, where the proxy runs) has no
+//! route into it; the agent runs inside beside the real servers and dials out. Clients
+//! in the client namespace must list, download and upload through the edge, byte for
+//! byte, and the drop counter must show that nothing ever tried to connect in.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::agent::AgentProc;
+use common::clients::{self, ClientResult, FtplibOp};
+use common::netns::AgentLab;
+use common::peers::{self, FtpServer, ServerKind, ServerOptions};
+use common::proxy::Proxy;
+use common::{free_port, tls, wait_for_within};
+
+const TOKEN: &str = "0d2c6f0e8a9b4d7f9e1c2b3a4f5e6d7c";
+
+/// A server inside, which only the agent can reach.
+fn inside_server(lab: &AgentLab, kind: ServerKind, tls: bool) -> FtpServer {
+    let mut opts = ServerOptions::new(lab.inside_ip);
+    if tls {
+        opts = opts.with_tls();
+    }
+    opts.netns = Some(lab.inside_ns.clone());
+    opts.unreachable_from_root = true;
+    FtpServer::start(kind, opts)
+}
+
+/// The edge: fxprelay in the root namespace with an agents listener and one reverse
+/// listener per `(name, upstream, extra keys)`, each `via: site-a`.
+struct Edge {
+    proxy: Proxy,
+    /// Where the agent dials.
+    agents: SocketAddr,
+    /// The CA of the edge's certificates (what the agent and TLS clients trust).
+    ca: PathBuf,
+    /// Each listener's address, in order.
+    listeners: Vec<SocketAddr>,
+    dir: tempfile::TempDir,
+}
+
+fn edge(lab: &AgentLab, listeners: &[(&str, SocketAddr, &str)]) -> Edge {
+    let dir = tempfile::tempdir().unwrap();
+    let agents_id = tls::identity_for(IpAddr::V4(lab.edge_agents_ip)).write(dir.path(), "edge");
+    let ca = tls::test_ca().write_cert(dir.path());
+    let agents = SocketAddr::from((lab.edge_agents_ip, free_port(lab.edge_agents_ip.into())));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1].into())));
+    let mut yaml = format!(
+        "admin:\n  bind: \"{admin}\"\nagents:\n  bind: \"{agents}\"\n  cert: \"{}\"\n  key: \"{}\"\n  tokens: {{site-a: {TOKEN}}}\nlisteners:\n",
+        agents_id.cert.display(),
+        agents_id.key.display()
+    );
+    let mut addrs = Vec::new();
+    for (name, upstream, extra) in listeners {
+        let addr = SocketAddr::from((lab.edge_ip, free_port(lab.edge_ip.into())));
+        // Extra keys may bring their own `upstream:` (a pool).
+        let upstream = match extra.lines().any(|l| l.starts_with("    upstream:")) {
+            true => String::new(),
+            false => format!("    upstream: \"{upstream}\"\n"),
+        };
+        yaml.push_str(&format!(
+            "  - name: {name}\n    bind: \"{addr}\"\n{upstream}    via: site-a\n    data: relay\n{extra}"
+        ));
+        addrs.push(addr);
+    }
+    let proxy = Proxy::launch(&yaml, addrs[0], admin, None, &[]);
+    Edge {
+        proxy,
+        agents,
+        ca,
+        listeners: addrs,
+        dir,
+    }
+}
+
+impl Edge {
+    /// An agent named `site-a` inside, with `token`, trusting `ca`, allowed `allow`.
+    fn agent_with(&self, lab: &AgentLab, token: &str, ca: &Path, allow: &str) -> AgentProc {
+        let yaml = format!(
+            "agent:\n  name: site-a\n  edge: \"{}\"\n  ca: \"{}\"\n  token: {token}\n  allow: [{allow}]\n  connect_timeout: 5s\n",
+            self.agents,
+            ca.display()
+        );
+        AgentProc::launch(&yaml, &lab.inside_ns)
+    }
+
+    fn agent(&self, lab: &AgentLab) -> AgentProc {
+        self.agent_with(lab, TOKEN, &self.ca, &lab.inside_ip.to_string())
+    }
+
+    fn links(&self) -> f64 {
+        self.proxy
+            .metric("fxprelay_agent_up", &[("agent", "site-a")])
+    }
+
+    fn wait_linked(&self) {
+        wait_for_within(Duration::from_secs(10), "the agent's link", || {
+            self.links() == 1.0
+        });
+    }
+
+    /// How many links the edge lists for `site-a` (`GET /api/v1/agents`).
+    fn listed(&self) -> usize {
+        let (status, body) =
+            common::proxy::http_get(self.proxy.admin, "/api/v1/agents").expect("GET agents");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["agents"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|l| l["name"] == "site-a").count())
+    }
+}
+
+/// The first line a new session hears from listener `addr`, read in the client
+/// namespace.
+fn greeting(lab: &AgentLab, addr: SocketAddr) -> String {
+    let script = format!(
+        "import socket; s = socket.create_connection(('{}', {}), 5); s.settimeout(5); print(s.recv(512).decode(errors='replace').strip())",
+        addr.ip(),
+        addr.port()
+    );
+    let r = clients::run(
+        lab.in_client(&["python3", "-c", &script]),
+        Duration::from_secs(15),
+    );
+    r.stdout.trim().to_string()
+}
+
+fn curl(lab: &AgentLab, args: &[&str]) -> ClientResult {
+    let mut all = vec!["curl", "-sS", "--connect-timeout", "5", "--max-time", "60"];
+    all.extend_from_slice(args);
+    clients::run(lab.in_client(&all), Duration::from_secs(70))
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("ftp://{}:{}@{addr}/{path}", peers::USER, peers::PASS)
+}
+
+fn ok(r: &ClientResult, what: &str, edge: &Edge, agent: &AgentProc) {
+    assert!(
+        r.ok(),
+        "{what}: {r}\nedge log:\n{}\nagent log:\n{}",
+        edge.proxy.log(),
+        agent.log()
+    );
+}
+
+fn same(path: &Path, want: &[u8], what: &str) {
+    let got = std::fs::read(path).unwrap_or_default();
+    assert!(
+        got == want,
+        "{what}: {} bytes, want {}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// An upload's content: distinct per client, so a file cannot pass for another's.
+fn upload_file(dir: &Path, name: &str, seed: u64) -> (PathBuf, Vec<u8>) {
+    let data = common::payload(3 * 1024 * 1024 + 17, seed);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+#[test]
+fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
+    let lab = AgentLab::new();
+    let vsftpd = inside_server(&lab, ServerKind::Vsftpd, false);
+    let pyftpd = inside_server(&lab, ServerKind::Pyftpdlib, false);
+    let edge = edge(
+        &lab,
+        &[("vsftpd", vsftpd.addr, ""), ("pyftpd", pyftpd.addr, "")],
+    );
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    assert_eq!(edge.listed(), 1);
+    let work = tempfile::tempdir().unwrap();
+    let big = peers::big_bin();
+
+    for (server, addr) in [(&vsftpd, edge.listeners[0]), (&pyftpd, edge.listeners[1])] {
+        let kind = server.kind.name();
+        // curl as it comes (EPSV), then with PASV: downloads, a listing, uploads.
+        for (i, extra) in [&[][..], &["--disable-epsv"][..]].iter().enumerate() {
+            let got = work.path().join(format!("{kind}-curl{i}.bin"));
+            let mut args = extra.to_vec();
+            let u = url(addr, "big.bin");
+            args.extend(["-o", got.to_str().unwrap(), u.as_str()]);
+            ok(&curl(&lab, &args), "curl download", &edge, &agent);
+            same(&got, big, &format!("{kind} curl {extra:?} download"));
+            let list = curl(&lab, &[extra, &[url(addr, "").as_str()][..]].concat());
+            ok(&list, "curl list", &edge, &agent);
+            assert!(list.stdout.contains("big.bin"), "{kind}: {}", list.stdout);
+            let (up, data) = upload_file(work.path(), &format!("{kind}-up{i}"), i as u64 + 1);
+            let dest = url(addr, &format!("curl{i}.bin"));
+            let args = [extra, &["-T", up.to_str().unwrap(), dest.as_str()][..]].concat();
+            ok(&curl(&lab, &args), "curl upload", &edge, &agent);
+            same(
+                &server.file(format!("curl{i}.bin")),
+                &data,
+                &format!("{kind} curl upload"),
+            );
+        }
+        // lftp with its defaults (it fixes passive addresses it dislikes).
+        let got = work.path().join(format!("{kind}-lftp.bin"));
+        let (up, data) = upload_file(work.path(), &format!("{kind}-lftp-up"), 7);
+        let script = format!(
+            "set net:max-retries 1; set net:timeout 15; open -u {},{} ftp://{addr}; get big.bin -o {}; put {} -o lftp.bin; cls",
+            peers::USER,
+            peers::PASS,
+            got.display(),
+            up.display()
+        );
+        let r = clients::run(
+            lab.in_client(&["lftp", "-c", &script]),
+            Duration::from_secs(90),
+        );
+        ok(&r, "lftp", &edge, &agent);
+        same(&got, big, &format!("{kind} lftp download"));
+        same(
+            &server.file("lftp.bin"),
+            &data,
+            &format!("{kind} lftp upload"),
+        );
+        // Python's ftplib with its defaults (the 227 address ignored).
+        let got = work.path().join(format!("{kind}-ftplib.bin"));
+        let (up, data) = upload_file(work.path(), &format!("{kind}-ftplib-up"), 9);
+        let mut cmd = clients::ftplib_command(
+            Path::new("/usr/bin/python3"),
+            addr,
+            peers::USER,
+            peers::PASS,
+            true,
+            None,
+            &[
+                FtplibOp::Get("big.bin", &got),
+                FtplibOp::Put(&up, "ftplib.bin"),
+            ],
+        );
+        cmd.arg("--stock");
+        let args: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = clients::run(lab.in_client(&args), Duration::from_secs(90));
+        ok(&r, "ftplib", &edge, &agent);
+        same(&got, big, &format!("{kind} ftplib download"));
+        same(
+            &server.file("ftplib.bin"),
+            &data,
+            &format!("{kind} ftplib upload"),
+        );
+    }
+    assert_eq!(
+        lab.inbound_drops(),
+        0,
+        "something tried to connect into the inside network"
+    );
+    assert!(
+        edge.proxy
+            .metric("fxprelay_data_bytes_total", &[("direction", "download")])
+            > 0.0
+    );
+    drop(edge.dir);
+}
+
+#[test]
+fn ftps_requiring_session_reuse_runs_end_to_end_through_the_agent() {
+    let lab = AgentLab::new();
+    let server = inside_server(&lab, ServerKind::Vsftpd, true);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_id = tls::identity_for(IpAddr::V4(lab.edge_ip)).write(dir.path(), "proxy");
+    let ca = tls::test_ca().write_cert(dir.path());
+    let keys = format!(
+        "    tls:\n      client: {{mode: explicit, cert: \"{}\", key: \"{}\"}}\n      upstream: {{mode: explicit, ca: \"{}\"}}\n",
+        proxy_id.cert.display(),
+        proxy_id.key.display(),
+        ca.display()
+    );
+    let edge = edge(&lab, &[("ftps", server.addr, keys.as_str())]);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let addr = edge.listeners[0];
+    let ca_arg = ca.to_str().unwrap();
+    let got = dir.path().join("got.bin");
+    let u = url(addr, "big.bin");
+    let r = curl(
+        &lab,
+        &[
+            "--ssl-reqd",
+            "--cacert",
+            ca_arg,
+            "-o",
+            got.to_str().unwrap(),
+            &u,
+        ],
+    );
+    ok(&r, "curl FTPS download", &edge, &agent);
+    same(&got, peers::big_bin(), "FTPS download");
+    let (up, data) = upload_file(dir.path(), "up.bin", 3);
+    let dest = url(addr, "tls-up.bin");
+    // TLS 1.2 for uploads: over 1.3 vsftpd sends a session ticket curl leaves unread
+    // on the data connection (README, "TLS benchmark").
+    let r = curl(
+        &lab,
+        &[
+            "--ssl-reqd",
+            "--tls-max",
+            "1.2",
+            "--cacert",
+            ca_arg,
+            "-T",
+            up.to_str().unwrap(),
+            &dest,
+        ],
+    );
+    ok(&r, "curl FTPS upload", &edge, &agent);
+    same(&server.file("tls-up.bin"), &data, "FTPS upload");
+    assert_eq!(lab.inbound_drops(), 0);
+}
+
+#[test]
+fn a_lost_agent_means_421_at_once_and_a_new_one_serves_within_seconds() {
+    let lab = AgentLab::new();
+    let server = inside_server(&lab, ServerKind::Vsftpd, false);
+    let edge = edge(&lab, &[("site", server.addr, "")]);
+    let addr = edge.listeners[0];
+    // Two agents of one name share the sessions; losing one loses nothing.
+    let mut first = edge.agent(&lab);
+    let mut second = edge.agent(&lab);
+    wait_for_within(Duration::from_secs(10), "two links", || edge.listed() == 2);
+    first.kill();
+    wait_for_within(Duration::from_secs(5), "one link left", || {
+        edge.listed() == 1
+    });
+    for _ in 0..3 {
+        let g = greeting(&lab, addr);
+        assert!(
+            g.starts_with("220"),
+            "with one agent left: {g}\n{}",
+            edge.proxy.log()
+        );
+    }
+    // The last one gone: a new session hears 421 naming the agent, within a second.
+    second.kill();
+    let killed = Instant::now();
+    let want = "421 Service not available (agent site-a is not connected).";
+    loop {
+        let g = greeting(&lab, addr);
+        if g == want {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "still `{g}` {:?} after the agent died\n{}",
+            killed.elapsed(),
+            edge.proxy.log()
+        );
+    }
+    assert!(killed.elapsed() < Duration::from_secs(1));
+    assert_eq!(edge.links(), 0.0);
+    // A new agent: sessions work again within 5 s of its start.
+    let started = Instant::now();
+    let third = edge.agent(&lab);
+    loop {
+        let g = greeting(&lab, addr);
+        if g.starts_with("220") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "`{g}` {:?} after a new agent started\n{}",
+            started.elapsed(),
+            third.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lab.inbound_drops(), 0);
+}
+
+#[test]
+fn the_agent_reaches_only_its_allow_list_and_trusts_only_the_edge() {
+    let lab = AgentLab::new();
+    let server = inside_server(&lab, ServerKind::Vsftpd, false);
+    // The second listener names a host inside that the agent's `allow` leaves out (the
+    // router's inside address).
+    let router_inside = SocketAddr::new(
+        IpAddr::V4(std::net::Ipv4Addr::from(u32::from(lab.inside_ip) - 1)),
+        21,
+    );
+    let edge = edge(
+        &lab,
+        &[("ok", server.addr, ""), ("denied", router_inside, "")],
+    );
+    let agent = edge.agent_with(&lab, TOKEN, &edge.ca, &format!("\"{}\"", server.addr.ip()));
+    edge.wait_linked();
+    assert!(greeting(&lab, edge.listeners[0]).starts_with("220"));
+    let g = greeting(&lab, edge.listeners[1]);
+    assert!(g.starts_with("421 "), "{g}");
+    wait_for_within(
+        Duration::from_secs(5),
+        "the agent's refusal in its log",
+        || agent.log().contains("agent.allow"),
+    );
+    assert!(
+        agent.log().contains(&router_inside.ip().to_string()),
+        "{}",
+        agent.log()
+    );
+
+    // A wrong token: refused by the edge, counted, never linked.
+    let mut wrong = edge.agent_with(&lab, "not-the-token-of-site-a-at-all", &edge.ca, "10.0.0.1");
+    wait_for_within(Duration::from_secs(10), "the edge's refusal", || {
+        edge.proxy
+            .metric("fxprelay_agent_refused_total", &[("reason", "credential")])
+            >= 1.0
+    });
+    assert_eq!(edge.listed(), 1, "only the genuine agent is listed");
+    wrong.kill();
+    // An edge whose certificate the agent does not trust: no link is made.
+    let other = tls::Ca::new("not the edge's CA");
+    let other_ca = other.write_cert(edge.dir.path());
+    let doubtful = edge.agent_with(&lab, TOKEN, &other_ca, "10.0.0.1");
+    wait_for_within(Duration::from_secs(10), "the agent's TLS refusal", || {
+        doubtful
+            .log()
+            .contains("TLS handshake with the edge failed")
+    });
+    assert_eq!(edge.listed(), 1);
+    assert_eq!(lab.inbound_drops(), 0);
+}
+
+/// A pool behind the agent: both servers inside are health-checked through it (a check
+/// straight from the edge could not reach them), and sessions go to either.
+#[test]
+fn a_pool_inside_is_checked_and_used_through_the_agent() {
+    let lab = AgentLab::new();
+    let vsftpd = inside_server(&lab, ServerKind::Vsftpd, false);
+    let pyftpd = inside_server(&lab, ServerKind::Pyftpdlib, false);
+    let keys = format!(
+        "    balance: round_robin\n    health_check: {{interval: 1s, timeout: 2s, rise: 1, fall: 1}}\n    upstream: [\"{}\", \"{}\"]\n",
+        vsftpd.addr, pyftpd.addr
+    );
+    let edge = edge(&lab, &[("pool", vsftpd.addr, &keys)]);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    wait_for_within(
+        Duration::from_secs(15),
+        "both backends up through the agent",
+        || {
+            edge.proxy
+                .metric("fxprelay_upstream_up", &[("listener", "pool")])
+                == 2.0
+        },
+    );
+    let work = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        let got = work.path().join(format!("{i}.bin"));
+        let u = url(edge.listeners[0], "big.bin");
+        ok(
+            &curl(&lab, &["-o", got.to_str().unwrap(), &u]),
+            "pooled download",
+            &edge,
+            &agent,
+        );
+        same(&got, peers::big_bin(), "pooled download");
+    }
+    assert_eq!(lab.inbound_drops(), 0);
+}
+
+/// A token changed in the edge's file (revoked, a new one issued) ends the agent's link
+/// on reload, and its redials with the old one are refused.
+#[test]
+fn changing_a_token_and_reloading_revokes_the_agent() {
+    let lab = AgentLab::new();
+    let server = inside_server(&lab, ServerKind::Vsftpd, false);
+    let edge = edge(&lab, &[("site", server.addr, "")]);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let yaml = std::fs::read_to_string(&edge.proxy.config).unwrap();
+    let revoked = yaml.replace(
+        &format!("tokens: {{site-a: {TOKEN}}}"),
+        "tokens: {site-a: a-new-token-the-old-agent-does-not-have}",
+    );
+    assert_ne!(yaml, revoked);
+    std::fs::write(&edge.proxy.config, revoked).unwrap();
+    edge.proxy.reload();
+    wait_for_within(
+        Duration::from_secs(10),
+        "the link ended and the redial refused",
+        || {
+            edge.listed() == 0
+                && edge
+                    .proxy
+                    .metric("fxprelay_agent_refused_total", &[("reason", "credential")])
+                    >= 1.0
+        },
+    );
+    assert!(
+        greeting(&lab, edge.listeners[0]).starts_with("421 "),
+        "{}",
+        agent.log()
+    );
+}
