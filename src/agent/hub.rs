@@ -27,6 +27,14 @@ use fxprelay_core::agent::wire::{self, FromAgent, Hello, MAX_LINE, PROTOCOL, Ref
 pub struct AgentStream {
     inner: TlsStream<Batched>,
     meter: crate::metrics::AgentMeter,
+    /// Its link's count of open streams, decremented when it is dropped.
+    link_open: Arc<AtomicUsize>,
+}
+
+impl Drop for AgentStream {
+    fn drop(&mut self) {
+        self.link_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for AgentStream {
@@ -41,10 +49,12 @@ impl std::fmt::Debug for AgentStream {
 }
 
 impl AgentStream {
-    fn new(inner: TlsStream<Batched>, agent: &str) -> AgentStream {
+    fn new(inner: TlsStream<Batched>, agent: &str, link_open: Arc<AtomicUsize>) -> AgentStream {
+        link_open.fetch_add(1, Ordering::Relaxed);
         AgentStream {
             inner,
             meter: crate::metrics::AgentMeter::open(agent),
+            link_open,
         }
     }
 }
@@ -136,8 +146,8 @@ struct Link {
     token: String,
     /// Ends the link's task (a revoked token).
     end: CancellationToken,
-    /// Streams opened through it: new streams go to the link of a name that has opened
-    /// the fewest, which spreads them evenly over the agents of one name.
+    /// Streams open through it now: a new stream goes to the link of its name with the
+    /// fewest, which spreads sessions over the agents of one name.
     streams: Arc<AtomicUsize>,
     tx: mpsc::Sender<ToAgent>,
 }
@@ -158,7 +168,8 @@ pub struct LinkView {
     pub address: SocketAddr,
     pub since: String,
     pub version: String,
-    pub streams_opened: usize,
+    /// Streams (control and data connections) open through it now.
+    pub streams: usize,
 }
 
 /// The connected agents, by name, and the requests in flight.
@@ -241,7 +252,7 @@ impl Hub {
                     address: l.addr,
                     since: humantime::format_rfc3339_seconds(l.since).to_string(),
                     version: l.version.clone(),
-                    streams_opened: l.streams.load(Ordering::Relaxed),
+                    streams: l.streams.load(Ordering::Relaxed),
                 })
             })
             .collect();
@@ -311,8 +322,7 @@ impl Hub {
             Ok((stream, peer, local))
         };
         let (stream, peer, local) = timeout(limit, both).await.map_err(|_| late())??;
-        streams.fetch_add(1, Ordering::Relaxed);
-        Ok((AgentStream::new(stream, name), peer, local))
+        Ok((AgentStream::new(stream, name, streams), peer, local))
     }
 
     fn register(&self, name: &str, link: Link) {

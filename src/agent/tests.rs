@@ -102,6 +102,10 @@ async fn a_stream_through_the_agent_carries_bytes_both_ways_and_only_inside_allo
     let mut echo = [0; 6];
     s.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"NOOP\r\n");
+    // Counted open on its link while it lives.
+    assert_eq!(e.hub.links()[0].streams, 1);
+    drop(s);
+    assert_eq!(e.hub.links()[0].streams, 0);
     // Outside the agent's allow: refused by the agent, not tried.
     let r = e
         .hub
