@@ -120,6 +120,28 @@ pub struct JobRow {
     pub runs: Vec<Run>,
 }
 
+impl JobRow {
+    /// Claims the job for instance `me` at `now` for `lease`, as both backends record it:
+    /// `None` when `lease::claimable` says it is not free; else the row as it now stands
+    /// (running, owned, a run added) and its runs as the stored JSON.
+    pub fn claim(&mut self, me: &str, now: Millis, lease: Millis) -> Option<String> {
+        if !lease::claimable(self.phase, self.lease_until, now) {
+            return None;
+        }
+        self.runs.push(Run {
+            instance: me.to_owned(),
+            at: now,
+        });
+        self.phase = Phase::Running;
+        self.owner = Some(me.to_owned());
+        self.lease_until = Some(now.saturating_add(lease));
+        self.started = self.started.or(Some(now));
+        self.finished = None;
+        self.error = None;
+        Some(serde_json::to_string(&self.runs).unwrap_or_else(|_| "[]".into()))
+    }
+}
+
 /// How a run ended, written by the instance that ran it.
 #[derive(Debug, Clone)]
 pub struct Ending {

@@ -14,7 +14,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::lease::{self, Millis, Renewal};
 use super::migrate::{self, Migration};
 use super::retention::{self, Retention};
-use super::{BanRow, Ending, JobRow, NewJob, Phase, Run, Store, StoreError, StoreResult};
+use super::{BanRow, Ending, JobRow, NewJob, Phase, Store, StoreError, StoreResult};
 use crate::config::state_url_without_password;
 
 /// The schema, step by step (never edit a released step: add one).
@@ -278,28 +278,18 @@ impl Store for Postgres {
                 return Ok(None);
             };
             let mut row = job_row(&row)?;
-            if !lease::claimable(row.phase, row.lease_until, now) {
+            let Some(runs) = row.claim(me, now, lease) else {
                 return Ok(None);
-            }
-            row.runs.push(Run {
-                instance: me.to_owned(),
-                at: now,
-            });
-            let runs = serde_json::to_string(&row.runs).unwrap_or_else(|_| "[]".into());
-            let until = now.saturating_add(lease);
+            };
             tx.execute(
                 "UPDATE jobs SET phase = 'running', owner = $2, lease_until = $3, \
                  started = COALESCE(started, $4), finished = NULL, error = NULL, runs = $5 \
                  WHERE id = $1",
-                &[&row.id, &me, &until, &now, &runs],
+                &[&row.id, &me, &row.lease_until, &now, &runs],
             )
             .await
             .map_err(|e| self.failed(e))?;
             tx.commit().await.map_err(|e| self.failed(e))?;
-            row.phase = Phase::Running;
-            row.owner = Some(me.to_owned());
-            row.lease_until = Some(until);
-            row.started = row.started.or(Some(now));
             Ok(Some(row))
         })
     }

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::lease::{self, Millis, Renewal};
 use super::migrate::{self, Migration};
 use super::retention::{self, Retention};
-use super::{BanRow, Ending, JobRow, NewJob, Phase, Run, Store, StoreError, StoreResult};
+use super::{BanRow, Ending, JobRow, NewJob, Phase, Store, StoreError, StoreResult};
 
 /// The schema, step by step (never edit a released step: add one).
 const MIGRATIONS: &[Migration] = &[Migration {
@@ -270,26 +270,16 @@ impl Store for Sqlite {
             let Some(mut row) = row else {
                 return Ok(None);
             };
-            if !lease::claimable(row.phase, row.lease_until, now) {
+            let Some(runs) = row.claim(&me, now, lease) else {
                 return Ok(None);
-            }
-            row.runs.push(Run {
-                instance: me.clone(),
-                at: now,
-            });
-            let runs = serde_json::to_string(&row.runs).unwrap_or_else(|_| "[]".into());
-            let until = now.saturating_add(lease);
+            };
             tx.execute(
                 "UPDATE jobs SET phase = 'running', owner = ?2, lease_until = ?3, \
                  started = COALESCE(started, ?4), finished = NULL, error = NULL, runs = ?5 \
                  WHERE id = ?1",
-                params![row.id, me, until, now, runs],
+                params![row.id, me, row.lease_until, now, runs],
             )?;
             tx.commit()?;
-            row.phase = Phase::Running;
-            row.owner = Some(me);
-            row.lease_until = Some(until);
-            row.started = row.started.or(Some(now));
             Ok(Some(row))
         })
     }
