@@ -467,15 +467,7 @@ fn an_unreachable_postgresql_at_start_is_an_error_naming_the_url_without_passwor
         dir.path().join("k").display(),
         common::free_port(ip.into()),
     );
-    let config = dir.path().join("fxprelay.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fxprelay"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::run_refused(dir.path(), &yaml);
     assert!(
         err.contains(&format!("postgres://fx:***@{ip}:{dead}/fxprelay"))
             && err.contains("cannot be reached"),

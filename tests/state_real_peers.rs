@@ -288,15 +288,7 @@ fn a_store_from_a_newer_release_is_refused_at_start() {
         db.display(),
         common::free_port(ip.into()),
     );
-    let config = dir.path().join("fxprelay.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fxprelay"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::run_refused(dir.path(), &yaml);
     assert!(
         err.contains("version 999") && err.contains("newer"),
         "{err}"

@@ -155,3 +155,18 @@ pub async fn run_job(
     }
     state
 }
+
+/// `fxprelay run -c FILE` with `yaml` as FILE (in `dir`), expected to refuse to start:
+/// its stderr.
+#[allow(dead_code)] // not every test binary starts a proxy that must refuse
+pub fn run_refused(dir: &std::path::Path, yaml: &str) -> String {
+    let config = dir.join("fxprelay.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "fxprelay started with\n{yaml}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
