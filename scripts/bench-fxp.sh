@@ -141,6 +141,10 @@ log "pyftpdlib pid $DST_PID on $DEST_IP:$DST_PORT, passive ports $dlo-$dhi"
 
 # --- the copies -----------------------------------------------------------------------------
 logins() { grep -c 'OK LOGIN' "$WORK/vsftpd.log" 2>/dev/null || true; }
+# pyftpdlib's CPU time so far, in clock ticks (one process: every session's commands and
+# every byte it stores cost it; the tool sending fewer commands costs it less).
+dst_ticks() { awk '{ print $14 + $15 }' "/proc/$DST_PID/stat"; }
+TICK_HZ=$(getconf CLK_TCK)
 
 check_copy() { # NAME: the copy DST_ROOT/NAME holds every file of the tree, byte for byte
     local name=$1 n
@@ -154,8 +158,9 @@ check_copy() { # NAME: the copy DST_ROOT/NAME holds every file of the tree, byte
 # KIND ROUND -> "SECONDS LOGINS LOST": one copy of the tree, checked, then removed. LOST: the
 # transfers fxprelay gave up and ran again (a server lost them; lftp's count is not known).
 copy_with() {
-    local kind=$1 tag=$2 t0 t1 l0 l1 rc=0 summary lost=0
+    local kind=$1 tag=$2 t0 t1 l0 l1 c0 c1 rc=0 summary lost=0
     l0=$(logins)
+    c0=$(dst_ticks)
     t0=$(now)
     if [[ $kind == fxprelay ]]; then
         local -a log=()
@@ -191,7 +196,9 @@ copy_with() {
         fi
     fi
     l1=$(logins)
-    awk -v a="$t0" -v b="$t1" -v l=$((l1 - l0)) -v x="$lost" 'BEGIN { printf "%.3f %d %d\n", b - a, l, x }'
+    c1=$(dst_ticks)
+    awk -v a="$t0" -v b="$t1" -v l=$((l1 - l0)) -v x="$lost" -v c=$((c1 - c0)) -v hz="$TICK_HZ" \
+        'BEGIN { printf "%.3f %d %d %.0f\n", b - a, l, x, 1000 * c / hz }'
 }
 
 log "warm-up: one copy each (not counted)"
@@ -210,8 +217,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     fi
     awk -v r="$round" -v n="$ROUNDS" -v f="${fx[-1]}" -v l="${lf[-1]}" 'BEGIN {
         split(f, a, " "); split(l, b, " ")
-        printf "round %d/%d: fxprelay %.3f s (%d vsftpd logins, %d lost and run again)   lftp %.3f s (%d logins)   ratio %.2f\n",
-            r, n, a[1], a[2], a[3], b[1], b[2], a[1] / b[1]
+        printf "round %d/%d: fxprelay %.3f s (%d vsftpd logins, %d lost and run again, pyftpdlib CPU %d ms)   lftp %.3f s (%d logins, pyftpdlib CPU %d ms)   ratio %.2f\n",
+            r, n, a[1], a[2], a[3], a[4], b[1], b[2], b[4], a[1] / b[1]
     }' >&2
 done
 
@@ -220,14 +227,16 @@ med_fx=$(printf '%s\n' "${fx[@]}" | col 1 | median)
 med_lf=$(printf '%s\n' "${lf[@]}" | col 1 | median)
 log_fx=$(printf '%s\n' "${fx[@]}" | col 2 | median)
 log_lf=$(printf '%s\n' "${lf[@]}" | col 2 | median)
+cpu_fx=$(printf '%s\n' "${fx[@]}" | col 4 | median)
+cpu_lf=$(printf '%s\n' "${lf[@]}" | col 4 | median)
 ratios=$(for ((i = 0; i < ROUNDS; i++)); do
     awk -v f="${fx[i]%% *}" -v l="${lf[i]%% *}" 'BEGIN { printf "%.4f\n", f / l }'
 done | sort -g)
 echo
 echo "$FILES files of $FILE_KB KB, vsftpd -> pyftpdlib, median of $ROUNDS rounds (every copy checked byte for byte):"
-printf '  fxprelay fxp --recursive%s  %7.3f s  (%s logins on the source)\n' \
-    "${FXP_BENCH_ARGS:+ $FXP_BENCH_ARGS}" "$med_fx" "$log_fx"
-printf '  lftp mirror --parallel=4 (FXP)  %7.3f s  (%s logins on the source)\n' "$med_lf" "$log_lf"
+printf '  fxprelay fxp --recursive%s  %7.3f s  (%s logins on the source, pyftpdlib CPU %s ms)\n' \
+    "${FXP_BENCH_ARGS:+ $FXP_BENCH_ARGS}" "$med_fx" "$log_fx" "$cpu_fx"
+printf '  lftp mirror --parallel=4 (FXP)  %7.3f s  (%s logins on the source, pyftpdlib CPU %s ms)\n' "$med_lf" "$log_lf" "$cpu_lf"
 awk -v f="$med_fx" -v l="$med_lf" -v lo="$(head -n 1 <<<"$ratios")" -v hi="$(tail -n 1 <<<"$ratios")" \
     -v m="$(median <<<"$ratios")" 'BEGIN {
         printf "  ratio fxprelay/lftp: %.2f of the medians; per round median %.2f (%.2f to %.2f); target <= 2.00\n",

@@ -56,6 +56,9 @@ pub const PORT_REPLY: Duration = Duration::from_millis(30);
 /// trip): a live server answers at once, and the connection ends either way. A session
 /// whose server stopped reading it (pyftpdlib, see `direct`) would otherwise hold up the
 /// end of a whole tree copy.
+/// How recently a session must have answered to be reused without a `TYPE I` round trip
+/// (see [`Client::reset_for_reuse`]).
+const REUSE_FRESH: Duration = Duration::from_millis(50);
 const QUIT_WAIT: Duration = Duration::from_millis(50);
 const ABOR_WAIT: Duration = Duration::from_millis(250);
 /// Round trips [`Client::patience`] allows: a login (greeting, `USER`, `PASS`, `TYPE`,
@@ -336,6 +339,9 @@ pub struct Client {
     rtt: Option<Duration>,
     /// When the command now awaited went out, if nothing else was outstanding.
     sent_at: Option<Instant>,
+    /// When the last final reply arrived: a session that answered moments ago needs no
+    /// round trip to prove it still does ([`Client::reset_for_reuse`]).
+    answered_at: Option<Instant>,
     /// The connection's local port: tells one session's lines from another's in the log.
     local_port: u16,
 }
@@ -443,6 +449,7 @@ impl Client {
             sscn: false,
             rtt: None,
             sent_at: None,
+            answered_at: None,
         }
     }
 
@@ -608,6 +615,7 @@ impl Client {
                     Ok(Some(reply)) => {
                         debug!(host = %self.host, session = self.local_port, "< {}", String::from_utf8_lossy(&reply.raw).trim_end());
                         if reply.class() != 1 {
+                            self.answered_at = Some(Instant::now());
                             self.outstanding = self.outstanding.saturating_sub(1);
                             if self.outstanding == 0
                                 && let Some(at) = self.sent_at.take()
@@ -714,9 +722,12 @@ impl Client {
     /// unasked: a `421` idle timeout or the connection's end (EOF) means it is gone.
     /// Then the state a file may leave behind is set back explicitly:
     /// - `SSCN OFF` if a secure method turned it on;
-    /// - `TYPE I` always: the engine's only type, and the round trip that proves the
-    ///   session still answers (a server may close it between the check and the next
-    ///   command; that shows here, and the caller logs in afresh).
+    /// - `TYPE I`: the engine's only type (set at login and never changed), sent as the
+    ///   round trip that proves the session still answers (a server may close it between
+    ///   the check and the next command; that shows here, and the caller logs in
+    ///   afresh). Left out when the session's last reply came less than [`REUSE_FRESH`]
+    ///   ago: no server closes a session for idleness that soon, and between the files
+    ///   of a queue that round trip was a tenth of a small file's copy.
     ///
     /// `PROT` needs nothing: it is tracked and every method sets what it needs
     /// ([`Client::set_private`]). `REST` needs nothing: only a transfer command follows
@@ -748,6 +759,9 @@ impl Client {
         }
         if self.sscn {
             self.sscn(false).await?;
+        }
+        if self.answered_at.is_some_and(|t| t.elapsed() < REUSE_FRESH) {
+            return Ok(());
         }
         self.simple(b"TYPE I", |c| c == 200).await?;
         Ok(())
@@ -801,7 +815,14 @@ impl Client {
 
     /// `SIZE path`: `Ok(None)` when the server does not support it (500/502/504).
     pub async fn size(&mut self, path: &[u8]) -> Result<Option<u64>, FtpError> {
-        let r = self.command(&with_arg(b"SIZE", path)).await?;
+        self.send(&with_arg(b"SIZE", path)).await?;
+        self.size_reply(path).await
+    }
+
+    /// The reply to a `SIZE path` already sent (pipelined behind another command), as
+    /// [`Client::size`] reads it.
+    pub async fn size_reply(&mut self, path: &[u8]) -> Result<Option<u64>, FtpError> {
+        let r = self.read_final("SIZE").await?;
         match r.code {
             213 => {
                 let text = String::from_utf8_lossy(r.text());
@@ -853,10 +874,10 @@ impl Client {
         }
     }
 
-    /// `ABOR` after a finished transfer (see `direct`): read to its final reply, past a
-    /// `426` where a server sends one.
-    pub async fn abort_finished(&mut self) -> Result<(), FtpError> {
-        self.send(b"ABOR").await?;
+    /// The replies to an `ABOR` sent after a finished transfer (see `direct`; another
+    /// command may be pipelined behind it): read to the final one, past a `426` where a
+    /// server sends one.
+    pub async fn abort_reply(&mut self) -> Result<(), FtpError> {
         loop {
             let r = self.read_reply("ABOR").await?;
             if r.code != 426 && r.class() != 1 {

@@ -13,10 +13,24 @@
 //! LoginPool are keyed by everything that makes a login: scheme, host (as written, case
 //! folded), port, user and password. A pool lives as long as one tree, list or
 //! single-file transfer; [`LoginPool::close`] quits what is left.
+//!
+//! Logins made ahead ([`LoginPool::prefill`]) are waited for by a lease that finds no
+//! idle session, instead of a login of its own: the tree's walk starts on the first of
+//! them to finish (vsftpd's logins, made together, end 30 ms apart under load).
+//!
+//! The pool also keeps, per server, the transfers whose active (connecting) side has
+//! finished but not yet answered the `ABOR` that follows ([`LoginPool::settling`]): a
+//! new `PORT` to that server waits for them ([`LoginPool::settled`]). pyftpdlib 1.5
+//! closes a finished active connector again when that `ABOR` arrives, unregistering the
+//! descriptor number the connection had; a `PORT` connector made in between may have
+//! been given that number and is never heard of again (see `engine::direct`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::client::{Client, FtpError};
 use super::options::EngineOptions;
@@ -32,6 +46,10 @@ const REUSE_PROBE: std::time::Duration = std::time::Duration::from_millis(100);
 /// `direct`), and the login would wait for the whole session timeout. A slow server
 /// (PAM, LDAP) costs one login given up.
 const LOGIN_HEDGE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long a lease waits for logins made ahead before it logs in itself: they started
+/// when its own would have, so this is only for one the server leaves unanswered.
+const AHEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A login to `url`'s server, hedged after [`LOGIN_HEDGE`]. A refusal of the first login
 /// is the answer; the second one's only if the first has not finished.
@@ -73,6 +91,11 @@ impl Key {
 /// Idle logged-in sessions, per server, and how many logins were made.
 pub struct LoginPool {
     idle: Mutex<HashMap<Key, Vec<Client>>>,
+    /// Per server: logins made ahead that have not finished, and transfers settling
+    /// (see the module's doc).
+    counts: Mutex<HashMap<Key, Counts>>,
+    /// Woken when a session comes back or a count above drops.
+    changed: Notify,
     /// Idle sessions kept per server; more are quit when they come back.
     keep: usize,
     logins: AtomicUsize,
@@ -85,6 +108,8 @@ impl LoginPool {
     pub fn new(keep: usize) -> LoginPool {
         LoginPool {
             idle: Mutex::default(),
+            counts: Mutex::default(),
+            changed: Notify::new(),
             keep: keep.max(1),
             logins: AtomicUsize::new(0),
             reused: AtomicUsize::new(0),
@@ -95,7 +120,22 @@ impl LoginPool {
     /// fresh login (within `opts`' allow list and TLS policy).
     pub async fn lease(&self, url: &FtpUrl, opts: &EngineOptions) -> Result<Client, FtpError> {
         let key = Key::of(url);
-        while let Some(mut c) = self.take(&key) {
+        let ahead_until = tokio::time::Instant::now() + AHEAD_WAIT;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let Some(mut c) = self.take(&key) else {
+                if self.count(&key, |c| c.logging_in) == 0 {
+                    break;
+                }
+                // A login made ahead is under way: the first of them to finish, unless
+                // they take longer than AHEAD_WAIT (then one of our own, hedged).
+                if tokio::time::timeout_at(ahead_until, changed).await.is_err() {
+                    break;
+                }
+                continue;
+            };
             // One that does not answer within REUSE_PROBE may have lost the connection
             // (pyftpdlib can stop reading a control connection; see `direct`).
             let reset = tokio::time::timeout(c.patience(REUSE_PROBE), c.reset_for_reuse());
@@ -120,21 +160,74 @@ impl LoginPool {
     }
 
     /// Logs in `n` sessions to `url`'s server at once and keeps them for the files to
-    /// come (as many as there is room for). A login that fails is only logged: the file
-    /// that needs the session logs in itself and reports why it could not.
-    pub async fn prefill(&self, url: &FtpUrl, opts: &EngineOptions, n: usize) {
-        let login = || async {
-            match opts.open(url).await {
-                Ok(c) => {
-                    self.logins.fetch_add(1, Ordering::Relaxed);
-                    self.put(url, c).await;
+    /// come (as many as there is room for); a lease meanwhile waits for the first of
+    /// them. A login that fails is only logged: the file that needs the session logs in
+    /// itself and reports why it could not. The logins count as under way from this
+    /// call, before the returned future is first polled.
+    pub fn prefill<'a>(
+        &'a self,
+        url: &'a FtpUrl,
+        opts: &'a EngineOptions,
+        n: usize,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        let key = Key::of(url);
+        self.adjust(&key, |c| c.logging_in += n);
+        let login = move || {
+            let key = key.clone();
+            async move {
+                let result = opts.open(url).await;
+                self.adjust(&key, |c| c.logging_in = c.logging_in.saturating_sub(1));
+                match result {
+                    Ok(c) => {
+                        self.logins.fetch_add(1, Ordering::Relaxed);
+                        self.put(url, c).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(host = %url.host_port(), error = %e, "login ahead of the copy failed")
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(host = %url.host_port(), error = %e, "login ahead of the copy failed")
-                }
+                self.changed.notify_waiters();
             }
         };
-        futures_util::future::join_all((0..n).map(|_| login())).await;
+        async move {
+            futures_util::future::join_all((0..n).map(|_| login())).await;
+        }
+    }
+
+    /// Marks a transfer to `url`'s server as settling (its active side finished, its
+    /// `ABOR` not yet answered) until the guard is dropped.
+    pub fn settling(&self, url: &FtpUrl) -> Settling<'_> {
+        let key = Key::of(url);
+        self.adjust(&key, |c| c.settling += 1);
+        Settling { pool: self, key }
+    }
+
+    /// Waits, at most `bound`, until no transfer to `url`'s server is settling: then a
+    /// `PORT` to it cannot be given a descriptor number about to be unregistered.
+    pub async fn settled(&self, url: &FtpUrl, bound: Duration) {
+        let key = Key::of(url);
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if self.count(&key, |c| c.settling) == 0 {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        let _ = tokio::time::timeout(bound, wait).await;
+    }
+
+    fn adjust(&self, key: &Key, f: impl FnOnce(&mut Counts)) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        f(counts.entry(key.clone()).or_default());
+    }
+
+    fn count(&self, key: &Key, f: impl Fn(&Counts) -> usize) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(key).map_or(0, f)
     }
 
     fn take(&self, key: &Key) -> Option<Client> {
@@ -157,6 +250,7 @@ impl LoginPool {
         } else {
             Some(c)
         };
+        self.changed.notify_waiters();
         if let Some(c) = back {
             c.quit().await;
         }
@@ -190,6 +284,28 @@ impl LoginPool {
     /// LoginPool taken from the pool instead of logging in.
     pub fn reused(&self) -> usize {
         self.reused.load(Ordering::Relaxed)
+    }
+}
+
+/// A server's logins made ahead and not yet finished, and its transfers settling.
+#[derive(Default)]
+struct Counts {
+    logging_in: usize,
+    settling: usize,
+}
+
+/// A transfer settling (see [`LoginPool::settling`]); dropped once its `ABOR` is
+/// answered, or the transfer ends some other way.
+pub struct Settling<'a> {
+    pool: &'a LoginPool,
+    key: Key,
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        self.pool
+            .adjust(&self.key, |c| c.settling = c.settling.saturating_sub(1));
+        self.pool.changed.notify_waiters();
     }
 }
 
@@ -322,6 +438,76 @@ mod tests {
     #[tokio::test]
     async fn a_good_session_is_reused() {
         assert_eq!(reuse_after(Ending::Never).await, (1, 1, 1));
+    }
+
+    /// A session that answered moments ago is handed out without a `TYPE I` round trip:
+    /// the next command the server sees after `NOOP` is the caller's (here answered
+    /// `421`, which a probe would have met instead, logging in afresh).
+    #[tokio::test]
+    async fn a_session_that_just_answered_is_reused_without_a_probe() {
+        let (addr, seen) = fake(Ending::On421Reply).await;
+        let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+        let opts = EngineOptions::default();
+        let pool = LoginPool::new(2);
+        let mut c = pool.lease(&url, &opts).await.unwrap();
+        c.simple(b"NOOP", |c| c == 200).await.unwrap();
+        pool.put(&url, c).await;
+        let mut c = pool.lease(&url, &opts).await.unwrap();
+        assert_eq!((pool.logins(), pool.reused()), (1, 1));
+        let r = c.command(b"TYPE I").await.unwrap();
+        assert_eq!(r.code, 421);
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    /// A lease while logins made ahead are under way takes the first of them instead of
+    /// logging in itself.
+    #[tokio::test]
+    async fn a_lease_takes_a_login_made_ahead() {
+        let (addr, seen) = fake(Ending::Never).await;
+        let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+        let opts = EngineOptions::default();
+        let pool = LoginPool::new(2);
+        let ahead = pool.prefill(&url, &opts, 1);
+        // The lease is polled first: the login ahead counts from `prefill`'s call.
+        let (c, ()) = tokio::join!(pool.lease(&url, &opts), ahead);
+        let c = c.unwrap();
+        assert_eq!((seen.load(Ordering::SeqCst), pool.logins()), (1, 1));
+        pool.put(&url, c).await;
+        pool.close().await;
+    }
+
+    /// A `PORT` waits while another transfer to the same server settles, until its guard
+    /// is dropped or the bound passes; other servers are not held.
+    #[tokio::test]
+    async fn a_port_waits_for_the_servers_settling_transfers() {
+        let a = FtpUrl::parse("ftp://u:p@127.0.0.1:2121/f").unwrap();
+        let b = FtpUrl::parse("ftp://u:p@127.0.0.2:2121/f").unwrap();
+        let pool = LoginPool::new(1);
+        let guard = pool.settling(&a);
+        let t = std::time::Instant::now();
+        pool.settled(&b, Duration::from_secs(10)).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "another server waited"
+        );
+        pool.settled(&a, Duration::from_millis(50)).await;
+        assert!(t.elapsed() >= Duration::from_millis(50), "did not wait");
+        let t = std::time::Instant::now();
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(guard);
+        };
+        tokio::join!(pool.settled(&a, Duration::from_secs(10)), release);
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(20), "{took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "waited past the guard: {took:?}"
+        );
+        // Nothing settling: at once.
+        let t = std::time::Instant::now();
+        pool.settled(&a, Duration::from_secs(10)).await;
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

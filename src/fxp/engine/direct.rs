@@ -84,6 +84,14 @@ impl Run<'_> {
                 passive.pasv(extended).await
             };
             let announced = announced.map_err(|e| self.err(passive_side, e))?;
+            // Not while another transfer of the active server is settling (see
+            // `LoginPool::settling`): its `ABOR` may unregister this `PORT`'s connection.
+            let active_url = if active_side == Side::Destination {
+                self.dst
+            } else {
+                self.src
+            };
+            self.opts.sessions.settled(active_url, SETTLED_WAIT).await;
             // The active server connects to the passive one before it answers: no
             // farther than the two are from here, as a rule.
             let wait = grown(PORT_REPLY, self.losses)
@@ -160,20 +168,53 @@ impl Run<'_> {
         let (source_done, done_seen) = watch::channel(false);
         // Set by a side whose server stopped answering after its `226` (see `after_end`).
         let unanswered = std::sync::OnceLock::new();
+        // From either side's `226` until the active side's `ABOR` is answered, this
+        // transfer is settling: no other `PORT` goes to the active server meanwhile.
+        let active_url = if dst_active { self.dst } else { self.src };
+        let settling = std::sync::Mutex::new(None);
+        let settle = |on: bool| {
+            let mut held = settling.lock().unwrap_or_else(|p| p.into_inner());
+            if !on {
+                *held = None;
+            } else if held.is_none() {
+                *held = Some(self.opts.sessions.settling(active_url));
+            }
+        };
         let outcome = {
             let mut retr = pin!(async {
                 finish(src, "RETR", &self.src.path, limit, false).await?;
-                let nothing = async |_: &mut Client| Ok(());
-                (self.after_end(Side::Source, src, !dst_active, nothing, &unanswered)).await
+                settle(true);
+                let ended = self.after_end(Side::Source, src, !dst_active, None, &unanswered);
+                let ended = ended.await;
+                if !dst_active {
+                    settle(false);
+                }
+                ended?;
+                Ok(())
             });
             let mut stor = pin!(async {
                 finish(dst, "STOR", &self.dst.path, limit, opened).await?;
-                let check =
-                    async |c: &mut Client| check_stored(c, &self.dst.path, self.total).await;
-                let checked =
-                    self.after_end(Side::Destination, dst, dst_active, check, &unanswered);
-                if let Some(n) = checked.await? {
-                    let _ = stored.set(n);
+                settle(true);
+                // A short file means the source's data connection broke (pure-ftpd
+                // accepts a foreign peer, then drops it and never answers `RETR`), which
+                // is better known now than after waiting for the source.
+                let total = self.total.filter(|_| dst.features.has("SIZE"));
+                let path = total.map(|_| &self.dst.path[..]);
+                let size = self.after_end(Side::Destination, dst, dst_active, path, &unanswered);
+                let size = size.await;
+                if dst_active {
+                    settle(false);
+                }
+                match (size?, total) {
+                    (Some(n), Some(total)) if n < total => {
+                        return Err(FtpError::Other(format!(
+                            "the destination stored {n} of {total} bytes"
+                        )));
+                    }
+                    (Some(n), _) => {
+                        let _ = stored.set(n);
+                    }
+                    (None, _) => {}
                 }
                 Ok(())
             });
@@ -230,10 +271,12 @@ impl Run<'_> {
     }
 
     /// What follows a side's `226`, bounded as a reply that should come at once: for the
-    /// server that connected out (`active`), `ABOR`, then `then` (the destination's
-    /// `SIZE`). A server that has stopped answering this session (pyftpdlib, see the
-    /// module's doc) is recorded in `unanswered`: the file runs again on fresh sessions,
-    /// as a lost one does, instead of waiting for the session timeout.
+    /// server that connected out (`active`), `ABOR`, then `SIZE size_of` when given (the
+    /// destination's size, returned), both sent at once: the replies come in order, and
+    /// the pair costs one round trip instead of two. A server that has stopped answering
+    /// this session (pyftpdlib, see the module's doc) is recorded in `unanswered`: the
+    /// file runs again on fresh sessions, as a lost one does, instead of waiting for the
+    /// session timeout.
     ///
     /// `ABOR` with no transfer in progress is a no-op (RFC 959: `225`/`226`). pyftpdlib
     /// 1.5 takes it to drop the finished connector that it would otherwise close again
@@ -241,21 +284,30 @@ impl Run<'_> {
     /// connection has been given its descriptor number since: sent at once, that leaves
     /// the least time for one to be. Measured on a 200-file tree: transfers lost per run
     /// from about seven to about four, none of them any more with bytes in flight.
-    async fn after_end<T>(
+    async fn after_end(
         &self,
         side: Side,
         c: &mut Client,
         active: bool,
-        then: impl AsyncFnOnce(&mut Client) -> Result<T, FtpError>,
+        size_of: Option<&[u8]>,
         unanswered: &std::sync::OnceLock<Side>,
-    ) -> Result<T, FtpError> {
+    ) -> Result<Option<u64>, FtpError> {
         let wait =
             grown(AFTER_END_WAIT, self.losses).max(c.round_trip().saturating_mul(RTT_PATIENCE));
         let steps = async {
             if active {
-                c.abort_finished().await?;
+                c.send(b"ABOR").await?;
             }
-            then(c).await
+            if let Some(path) = size_of {
+                c.send(&with_arg(b"SIZE", path)).await?;
+            }
+            if active {
+                c.abort_reply().await?;
+            }
+            match size_of {
+                Some(path) => c.size_reply(path).await,
+                None => Ok(None),
+            }
         };
         match timeout(wait, steps).await {
             Ok(r) => r,
@@ -341,26 +393,6 @@ async fn finish(
     }
 }
 
-/// After the destination's `226`: a short file means the source's data connection broke
-/// (pure-ftpd accepts a foreign peer, then drops it and never answers `RETR`), which is
-/// better known now than after waiting for the source. The size it read, so the check
-/// after the copy need not ask again.
-async fn check_stored(
-    c: &mut Client,
-    path: &[u8],
-    total: Option<u64>,
-) -> Result<Option<u64>, FtpError> {
-    let Some(total) = total.filter(|_| c.features.has("SIZE")) else {
-        return Ok(None);
-    };
-    match c.size(path).await? {
-        Some(n) if n < total => Err(FtpError::Other(format!(
-            "the destination stored {n} of {total} bytes"
-        ))),
-        n => Ok(n),
-    }
-}
-
 /// How long a destination may go without storing more, once the source has sent the
 /// whole file, before the transfer counts as lost (see the module's doc): as long as the
 /// copy took until then, within these bounds. Its `SIZE` is asked every quarter of that
@@ -377,6 +409,10 @@ const AFTER_SOURCE_POLL: Duration = Duration::from_millis(50);
 /// one sends at once (grown with its round trip and each loss, as the others).
 const AFTER_END_WAIT: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_millis(20);
+/// How long a `PORT` waits for the active server's other transfers to settle (see
+/// `LoginPool::settling`): a live server answers their `ABOR` within a millisecond; one
+/// that does not is no reason to hold this transfer longer.
+const SETTLED_WAIT: Duration = Duration::from_millis(10);
 
 /// How long a destination may stay silent after the source's end: `took` is how long the
 /// copy ran until then, `rtt` the destination's quickest round trip (a distant server

@@ -120,22 +120,52 @@ impl Runner {
     async fn job(self, order: Order) {
         let started = Instant::now();
         let stop = self.opts.cancel.clone().unwrap_or_default();
-        let planned = tokio::select! {
-            plan = self.plan(&order) => Some(plan),
-            // Stopped while listing: the plan is never made.
-            () = stop.cancelled() => None,
+        // A tree's copy logins, made while the trees are walked and the first files copy
+        // (vsftpd's PAM login takes ~50 ms): counted as under way from here, so the walk
+        // and each file's lease take the first to finish; given up once the job is done.
+        let (src_dst, n) = match &order {
+            Order::Tree { src, dst, mirror } if !mirror.dry_run => (
+                Some((src, Plan::tree_root(src, dst))),
+                self.opts.concurrency.max(1),
+            ),
+            _ => (None, 0),
         };
-        let result = match planned {
-            None => Ok(()),
-            Some(Err(e)) => Err(e),
-            Some(Ok(plan)) => {
-                self.emit(JobEvent::Planned(plan.outline()));
-                if plan.dry_run() {
-                    Ok(())
-                } else {
-                    self.carry_out(&plan).await
+        // The destination gets one more, for watching a copy.
+        let ahead = src_dst.as_ref().map(|(src, dst)| {
+            (
+                self.sessions.prefill(src, &self.opts, n),
+                self.sessions.prefill(dst, &self.opts, n + 1),
+            )
+        });
+        let warm = async {
+            if let Some((src, dst)) = ahead {
+                tokio::join!(src, dst);
+            }
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        let work = async {
+            let planned = tokio::select! {
+                plan = self.plan(&order) => Some(plan),
+                // Stopped while listing: the plan is never made.
+                () = stop.cancelled() => None,
+            };
+            match planned {
+                None => Ok(()),
+                Some(Err(e)) => Err(e),
+                Some(Ok(plan)) => {
+                    self.emit(JobEvent::Planned(plan.outline()));
+                    if plan.dry_run() {
+                        Ok(())
+                    } else {
+                        self.carry_out(&plan).await
+                    }
                 }
             }
+        };
+        let result = tokio::select! {
+            biased;
+            result = work => result,
+            never = warm => match never {},
         };
         self.sessions.close().await;
         if self.cancelled() {
@@ -151,31 +181,14 @@ impl Runner {
         });
     }
 
-    /// [`plan`], with a tree's copy logins made while the trees are walked (vsftpd's PAM
-    /// login takes ~50 ms), and before any file: pyftpdlib may stop reading a connection
-    /// made while its transfers run (see `engine::direct`).
+    /// [`plan`], once more when a tree's walk failed while logins made ahead left
+    /// sessions: a server that takes fewer logins at once may have refused the walk's.
     async fn plan(&self, order: &Order) -> Result<Plan, FxpError> {
         let (opts, sessions) = (&self.opts, &self.sessions);
-        let Order::Tree { src, dst, mirror } = order else {
-            return plan(sessions, order, opts).await;
-        };
-        let warm = async {
-            if !mirror.dry_run {
-                let n = opts.concurrency.max(1);
-                let dst = Plan::tree_root(src, dst);
-                // The walk brings one session to each; the destination gets one more,
-                // for watching a copy.
-                tokio::join!(
-                    sessions.prefill(src, opts, n - 1),
-                    sessions.prefill(&dst, opts, n)
-                );
+        match plan(sessions, order, opts).await {
+            Err(_) if matches!(order, Order::Tree { .. }) && sessions.idle() > 0 => {
+                plan(sessions, order, opts).await
             }
-        };
-        let (planned, ()) = tokio::join!(plan(sessions, order, opts), warm);
-        match planned {
-            // A server that takes fewer logins at once may have refused the walk's for
-            // those made ahead: once more, with a session those made.
-            Err(_) if sessions.idle() > 0 => plan(sessions, order, opts).await,
             planned => planned,
         }
     }
