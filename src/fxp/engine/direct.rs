@@ -34,20 +34,24 @@ use tokio::time::{sleep, timeout};
 
 use super::attempts::Fail;
 use super::pair::{Done, Pair, Run, State, classify};
-use crate::fxp::client::{Client, FtpError, PORT_REPLY, RTT_PATIENCE, refused, with_arg};
+use crate::fxp::client::{
+    Announced, Client, FtpError, PORT_REPLY, RTT_PATIENCE, refused, with_arg,
+};
 use crate::fxp::error::{FxpError, Side};
 use crate::fxp::job::event::FileEvent as Event;
 use crate::fxp::method::{Method, Protection};
 
 impl Run<'_> {
     /// Standard or reverse FXP (`method.is_reverse()`), its data protected as
-    /// `protection` says.
+    /// `protection` says. `early`: the passive server's answer to a `PASV`/`EPSV` already
+    /// sent with the source's `SIZE` (see [`early_passive`]).
     pub(super) async fn direct(
         &self,
         p: &mut Pair,
         method: Method,
         protection: Protection,
         state: &mut State,
+        early: Option<Result<Announced, FtpError>>,
     ) -> Result<Done, Fail> {
         let (passive_side, active_side) = if method.is_reverse() {
             (Side::Destination, Side::Source)
@@ -58,11 +62,7 @@ impl Run<'_> {
             return Err(Fail::Negotiation(e));
         }
         let (passive, active) = roles(p, passive_side);
-        // CPSV is PASV's counterpart only: IPv4 and `227`.
-        let extended = protection != Protection::Cpsv
-            && passive.features.has("EPSV")
-            && active.features.has("EPRT")
-            && passive.peer().is_ipv4() == active.peer().is_ipv4();
+        let extended = extended(passive, active, protection);
         // With SSCN, the server that is the data connection's TLS client.
         let sscn_side = (protection == Protection::Sscn).then(|| {
             if active.features.has("SSCN") {
@@ -78,10 +78,10 @@ impl Run<'_> {
         // naming a third host or port 25 cannot turn the active server into a weapon)
         // and only `port_to` takes.
         let negotiated = async {
-            let announced = if protection == Protection::Cpsv {
-                passive.cpsv().await
-            } else {
-                passive.pasv(extended).await
+            let announced = match early {
+                Some(announced) => announced,
+                None if protection == Protection::Cpsv => passive.cpsv().await,
+                None => passive.pasv(extended).await,
             };
             let announced = announced.map_err(|e| self.err(passive_side, e))?;
             // Not while another transfer of the active server is settling (see
@@ -168,12 +168,15 @@ impl Run<'_> {
         let (source_done, done_seen) = watch::channel(false);
         // Set by a side whose server stopped answering after its `226` (see `after_end`).
         let unanswered = std::sync::OnceLock::new();
-        // From either side's `226` until the active side's `ABOR` is answered, this
-        // transfer is settling: no other `PORT` goes to the active server meanwhile.
+        // From either side's `226` (the passive one's comes as the active server reads
+        // the end of the data) until the active side's `ABOR` is answered, this transfer
+        // is settling: other `PORT`s to the active server wait meanwhile (a little: one
+        // that lost this transfer holds it until the loss is found). Opening it only at
+        // the active side's `226` left twice the losses.
         let active_url = if dst_active { self.dst } else { self.src };
-        let settling = std::sync::Mutex::new(None);
-        let settle = |on: bool| {
-            let mut held = settling.lock().unwrap_or_else(|p| p.into_inner());
+        let held = std::sync::Mutex::new(None);
+        let settling = |on: bool| {
+            let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
             if !on {
                 *held = None;
             } else if held.is_none() {
@@ -183,18 +186,18 @@ impl Run<'_> {
         let outcome = {
             let mut retr = pin!(async {
                 finish(src, "RETR", &self.src.path, limit, false).await?;
-                settle(true);
+                settling(true);
                 let ended = self.after_end(Side::Source, src, !dst_active, None, &unanswered);
                 let ended = ended.await;
                 if !dst_active {
-                    settle(false);
+                    settling(false);
                 }
                 ended?;
                 Ok(())
             });
             let mut stor = pin!(async {
                 finish(dst, "STOR", &self.dst.path, limit, opened).await?;
-                settle(true);
+                settling(true);
                 // A short file means the source's data connection broke (pure-ftpd
                 // accepts a foreign peer, then drops it and never answers `RETR`), which
                 // is better known now than after waiting for the source.
@@ -203,7 +206,7 @@ impl Run<'_> {
                 let size = self.after_end(Side::Destination, dst, dst_active, path, &unanswered);
                 let size = size.await;
                 if dst_active {
-                    settle(false);
+                    settling(false);
                 }
                 match (size?, total) {
                     (Some(n), Some(total)) if n < total => {
@@ -337,6 +340,25 @@ async fn protect(p: &mut Pair, protection: Protection) -> Result<(), FxpError> {
     Ok(())
 }
 
+/// Whether a direct transfer between `passive` and `active` uses `EPSV`/`EPRT` (else
+/// `PASV`/`PORT`): both offer them and share an address family; `CPSV` is `PASV`'s
+/// counterpart only (IPv4, `227`).
+fn extended(passive: &Client, active: &Client, protection: Protection) -> bool {
+    protection != Protection::Cpsv
+        && passive.features.has("EPSV")
+        && active.features.has("EPRT")
+        && passive.peer().is_ipv4() == active.peer().is_ipv4()
+}
+
+/// For `method` on these sessions, the passive command that may go to the source with
+/// its `SIZE`, before the method starts (`Some(extended)`): standard FXP in the clear,
+/// whose first step is just that command. Nothing for the others (TLS protection, `SSCN`
+/// and `CPSV` come first, or the destination is the passive one).
+pub(super) fn early_passive(method: Method, p: &Pair) -> Option<bool> {
+    let plain = method.protection() == Some(Protection::Plain) && !method.is_reverse();
+    plain.then(|| extended(&p.src, &p.dst, Protection::Plain))
+}
+
 /// `(passive, active)` sessions for a direct transfer whose passive side is `passive`.
 fn roles(p: &mut Pair, passive: Side) -> (&mut Client, &mut Client) {
     match passive {
@@ -411,8 +433,9 @@ const AFTER_END_WAIT: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_millis(20);
 /// How long a `PORT` waits for the active server's other transfers to settle (see
 /// `LoginPool::settling`): a live server answers their `ABOR` within a millisecond; one
-/// that does not is no reason to hold this transfer longer.
-const SETTLED_WAIT: Duration = Duration::from_millis(10);
+/// that does not (it lost that transfer) is no reason to hold this one longer. At 10 ms,
+/// a lost transfer slowed every other file by that much until it was found.
+const SETTLED_WAIT: Duration = Duration::from_millis(3);
 
 /// How long a destination may stay silent after the source's end: `took` is how long the
 /// copy ran until then, `rtt` the destination's quickest round trip (a distant server

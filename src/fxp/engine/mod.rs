@@ -265,12 +265,21 @@ impl Transfer<'_> {
             Ok(choice) => choice,
             Err(e) => return Outcome::NotStarted(e),
         };
+        // The first method of an attempt asks the source's size; for standard FXP in the
+        // clear, the source's `PASV`/`EPSV` goes with it (one round trip).
+        let mut early = None;
         let total = match self.source_size {
             Some(total) => total,
-            None => match check_source(p, src, dst, opts).await {
-                Ok(total) => *self.source_size.insert(total),
-                Err(e) => return Outcome::NotStarted(e),
-            },
+            None => {
+                let pasv = direct::early_passive(method, p);
+                match check_source(p, src, dst, opts, pasv).await {
+                    Ok((total, announced)) => {
+                        early = announced;
+                        *self.source_size.insert(total)
+                    }
+                    Err(e) => return Outcome::NotStarted(e),
+                }
+            }
         };
         if let Err(why) = supported(method, p) {
             return Outcome::Unsupported(why);
@@ -296,7 +305,7 @@ impl Transfer<'_> {
             losses,
         };
         let result = match method.protection() {
-            Some(protection) => run.direct(p, method, protection, &mut self.state).await,
+            Some(protection) => (run.direct(p, method, protection, &mut self.state, early)).await,
             None => run.relay(p, &mut self.state).await,
         };
         match result {
@@ -327,13 +336,16 @@ fn supported(method: Method, p: &Pair) -> Result<(), FxpError> {
 }
 
 /// The start of an attempt: refuses one file under two names, and returns the source's
-/// size (a missing file ends everything here, before the destination is touched).
+/// size (a missing file ends everything here, before the destination is touched), with
+/// the source's answer to `PASV` (`pasv`: `Some(false)`) or `EPSV` (`Some(true)`) sent
+/// along with the `SIZE`.
 async fn check_source(
     p: &mut Pair,
     src: &FtpUrl,
     dst: &FtpUrl,
     opts: &EngineOptions,
-) -> Result<Option<u64>, FxpError> {
+    pasv: Option<bool>,
+) -> Result<(Option<u64>, Option<Early>), FxpError> {
     if p.src.peer() == p.dst.peer() && src.user == dst.user && src.path == dst.path {
         // The same file under two names of one server (a host name and its address,
         // say): STOR would truncate what RETR is about to read.
@@ -342,14 +354,21 @@ async fn check_source(
             p.src.peer()
         )));
     }
-    let total = p
-        .src
-        .size(&src.path)
-        .await
-        .map_err(|e| p.err(Side::Source, e))?;
+    let (total, announced) = match pasv {
+        Some(extended) => {
+            let both = p.src.size_and_pasv(&src.path, extended).await;
+            let (total, announced) = both.map_err(|e| p.err(Side::Source, e))?;
+            (total, Some(announced))
+        }
+        None => (p.src.size(&src.path).await, None),
+    };
+    let total = total.map_err(|e| p.err(Side::Source, e))?;
     opts.emit(FileEvent::SourceSize { size: total });
-    Ok(total)
+    Ok((total, announced))
 }
+
+/// The source's answer to a `PASV`/`EPSV` sent with its `SIZE` (see `direct::early_passive`).
+type Early = Result<super::client::Announced, FtpError>;
 
 /// How long the destination gets to tell its size before a resumed try (grown with its
 /// round trip): a live server answers at once.
