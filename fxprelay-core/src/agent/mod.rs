@@ -20,3 +20,12 @@ pub mod wire;
 pub use backoff::Backoff;
 pub use reach::{Reach, Refusal};
 pub use wire::{FromAgent, Hello, Refused, ToAgent, WireError};
+
+/// Whether `name` may name an agent (`agents.tokens`, `agent.name`, a listener's `via`,
+/// an FXP URL's `?via=`): 1 to 64 letters, digits, `.`, `_` or `-`.
+pub fn is_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -19,6 +19,7 @@ use super::listener::ListenerConfig;
 use super::origin::{Origin, listener_key};
 use super::schema::{DataMode, FileAgents, Mode, UpstreamData};
 use super::values;
+use crate::agent::is_name as is_agent_name;
 use crate::net::{AllowList, HostPort};
 
 /// The edge's `agents:` block, validated.
@@ -87,13 +88,6 @@ pub(super) fn validate(
         key: a.key,
         tokens: a.tokens.value,
     }))
-}
-
-fn is_agent_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Listener `i`'s `via:`, checked against the listener's other keys and `agents:`.

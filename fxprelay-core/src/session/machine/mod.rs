@@ -916,9 +916,7 @@ impl Machine {
         match class {
             // SITE FXP is the proxy's own; other SITE commands go to the server.
             VerbClass::Site if is_site_fxp(cmd.args) => {
-                if self.logged_in && self.ctx.cfg.via.is_some() {
-                    self.say(Say::FxpThroughAgent);
-                } else if self.logged_in {
+                if self.logged_in {
                     self.on_site_fxp(cmd.args, now);
                 } else {
                     // Never forwarded: the server would see the destination's password.

@@ -3218,21 +3218,42 @@ fn a_session_whose_agent_is_down_hears_421_naming_it_and_ends() {
 }
 
 #[test]
-fn through_an_agent_data_goes_passive_toward_the_server_and_site_fxp_is_refused() {
+fn through_an_agent_data_goes_passive_toward_the_server() {
     let ctx = via_ctx();
     assert_eq!(
         ctx.policy.cfg.upstream_data,
         crate::config::UpstreamData::Passive
     );
-    let mut t = T::logged_in(ctx);
-    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
-    let said = t.client_bytes();
-    assert!(
-        said[0].starts_with("504 SITE FXP is not available"),
-        "{said:?}"
+}
+
+/// `SITE FXP` on a listener behind an agent: the engine reaches A through the same
+/// agent (`?via=site-a`), and a destination behind an agent is not checked against the
+/// proxy's own sockets (its address is the agent's network's).
+#[test]
+fn site_fxp_through_an_agent_reaches_a_through_it() {
+    let ctx = ctx(
+        &format!("    upstream: {SERVER}\n    via: site-a\n    data: relay\n"),
+        &format!(
+            "{LIMITS}fxp:\n  allow: [\"203.0.113.0/24\"]\nagents:\n  bind: 127.0.0.1:8021\n  cert: /e.crt\n  key: /e.key\n  tokens: {{site-a: 0123456789abcdef0123}}\n"
+        ),
     );
+    let mut t = T::logged_in(ctx);
+    let b = choose(&mut t, "ftp://u:pw@203.0.113.5/in/", Ok(()));
+    assert_eq!(b.via, None);
     assert!(
         t.sent_upstream().is_empty(),
         "the URL's password never goes upstream"
     );
+    t.take();
+    t.client("SITE FXP PUT big.bin");
+    let src = t.take().into_iter().find_map(|a| match a {
+        Action::StartFxp { src, .. } => Some(src),
+        _ => None,
+    });
+    let src = src.expect("a copy starts");
+    assert_eq!(
+        (src.host.as_str(), src.via.as_deref(), src.path.as_slice()),
+        ("198.18.0.2", Some("site-a"), &b"big.bin"[..])
+    );
+    assert!(src.to_string().ends_with("/big.bin?via=site-a"), "{src}");
 }
