@@ -231,6 +231,14 @@ impl Hub {
         links.retain(|_, ls| !ls.is_empty());
     }
 
+    /// Whether agent `name` is one the edge accepts (`agents.tokens`), linked or not.
+    pub fn knows(&self, name: &str) -> bool {
+        self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(name)
+    }
+
     /// Whether agent `name` has a link up now.
     pub fn connected(&self, name: &str) -> bool {
         lock(&self.links).get(name).is_some_and(|l| !l.is_empty())

@@ -85,6 +85,16 @@ pub enum DataError {
     Io(#[from] io::Error),
 }
 
+impl From<crate::agent::Conn> for Leg {
+    /// A connection the listener's dialer made toward the server.
+    fn from(conn: crate::agent::Conn) -> Leg {
+        match conn {
+            crate::agent::Conn::Direct(s) => Leg::Ready(s),
+            crate::agent::Conn::Agent { stream, .. } => Leg::Agent(stream),
+        }
+    }
+}
+
 impl From<CopyError> for DataError {
     fn from(e: CopyError) -> Self {
         match e {

@@ -41,6 +41,7 @@ pub use super::options::{MAX_RETRIES, TransferOptions};
 use super::render;
 use super::runner;
 use super::url::FtpUrl;
+use crate::agent::Hub;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
 use crate::state::{
@@ -420,6 +421,8 @@ struct Settings {
     concurrency: usize,
     /// The proxy's own sockets, which no job may reach.
     own: Option<Arc<OwnSockets>>,
+    /// The edge's agent links, for URLs naming `?via=AGENT`.
+    agents: Option<Arc<Hub>>,
 }
 
 /// The options a job runs with when it starts again (after a restart, a shutdown or a
@@ -457,6 +460,7 @@ impl Jobs {
                 allow: Arc::new(allow),
                 concurrency: concurrency.max(1),
                 own: None,
+                agents: None,
             })),
             permits: Arc::default(),
         }
@@ -649,6 +653,7 @@ impl Jobs {
         let opts = engine::EngineOptions {
             allow: Some(self.allow()),
             own: self.own(),
+            agents: self.agents(),
             cancel: Some(CancellationToken::new()),
             ..run.engine(ca)
         };
@@ -884,6 +889,23 @@ impl Jobs {
             .own = Some(own);
     }
 
+    /// The edge's agent links (`agents:`), through which jobs reach the servers their
+    /// URLs name with `?via=AGENT`.
+    pub fn reach_agents(&self, hub: Option<Arc<Hub>>) {
+        self.settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .agents = hub;
+    }
+
+    fn agents(&self) -> Option<Arc<Hub>> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .agents
+            .clone()
+    }
+
     fn own(&self) -> Option<Arc<OwnSockets>> {
         self.settings
             .read()
@@ -934,7 +956,8 @@ impl Jobs {
         };
         let src = parse("source", &req.source)?;
         let dst = parse("destination", &req.destination)?;
-        for url in [&src, &dst] {
+        for (field, url) in [("source", &src), ("destination", &dst)] {
+            self.check_agent(field, url)?;
             self.check_literal(url)?;
         }
         let options = req.options;
@@ -1021,7 +1044,8 @@ impl Jobs {
         let Ok(ip) = url.host.parse::<IpAddr>() else {
             return Ok(());
         };
-        if let Some(own) = self.own() {
+        // An address behind an agent is one of the agent's network, never this proxy's.
+        if let (Some(own), None) = (self.own(), &url.via) {
             own.check(std::net::SocketAddr::new(ip, url.port), &[])
                 .map_err(|e| SubmitError::Forbidden(e.to_string()))?;
         }
@@ -1029,6 +1053,25 @@ impl Jobs {
         self.allow()
             .admits(&url.host, ip)
             .map_err(|d| SubmitError::Forbidden(d.to_string()))
+    }
+
+    /// A URL's `?via=` must name an agent of this proxy's `agents.tokens` (whether it is
+    /// connected is found when the job runs: it may dial in before then).
+    fn check_agent(&self, field: &'static str, url: &FtpUrl) -> Result<(), SubmitError> {
+        let Some(agent) = &url.via else {
+            return Ok(());
+        };
+        let message = match self.agents() {
+            None => format!(
+                "names agent {agent} (?via=), but this proxy has no `agents:` block: it reaches \
+                 no server through an agent"
+            ),
+            Some(hub) if !hub.knows(agent) => {
+                format!("names agent {agent} (?via=), which is not in this proxy's agents.tokens")
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(SubmitError::BadRequest { field, message })
     }
 
     /// A stored job as the API shows it: a job running here with its live progress (and

@@ -31,7 +31,7 @@ use super::machine::{
 };
 use super::policy::Policy;
 use super::registry::Registration;
-use crate::agent::DialError;
+use crate::agent::{DialError, DialFailure};
 use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
@@ -399,33 +399,25 @@ impl Shell {
             },
             Action::ConnectData(to) => {
                 let limit = limits.connect_timeout;
-                let via = self.listener.policy.cfg.via.clone();
-                let hub = self.listener.services.agents.clone();
+                let dialer = self.listener.services.dialer.clone();
                 self.ops.push(
                     async move {
-                        if let (Some(agent), Some(hub)) = (via, hub) {
-                            let r = hub.dial(&agent, &to.to_string(), limit).await;
-                            return match r {
-                                Ok((s, _, _)) => Completion {
-                                    event: Event::DataConnected(Ok(())),
-                                    keep: Some(Keep::UpstreamData(Leg::Agent(Box::new(s)))),
-                                },
-                                Err(e) => {
-                                    Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
-                                        .into()
-                                }
-                            };
-                        }
-                        match timeout(limit, socket::connect(to)).await {
-                            Ok(Ok(s)) => Completion {
+                        let direct = async {
+                            match timeout(limit, socket::connect(to)).await {
+                                Ok(r) => r.map_err(|e| DataConnectError::Io(e.to_string())),
+                                Err(_) => Err(DataConnectError::Timeout),
+                            }
+                        };
+                        match dialer.dial(&to.to_string(), limit, direct).await {
+                            Ok(conn) => Completion {
                                 event: Event::DataConnected(Ok(())),
-                                keep: Some(Keep::UpstreamData(Leg::Ready(s))),
+                                keep: Some(Keep::UpstreamData(Leg::from(conn))),
                             },
-                            Ok(Err(e)) => {
+                            Err(DialFailure::Agent(e)) => {
                                 Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
                                     .into()
                             }
-                            Err(_) => Event::DataConnected(Err(DataConnectError::Timeout)).into(),
+                            Err(DialFailure::Direct(e)) => Event::DataConnected(Err(e)).into(),
                         }
                     }
                     .boxed(),
@@ -506,48 +498,37 @@ impl Shell {
         let scope = self.meter.scope().clone();
         // A listener whose server accepts no inbound connection reaches it through its
         // agent; the agent checks its own `allow`.
-        let via = listener
-            .policy
-            .cfg
-            .via
-            .clone()
-            .zip(listener.services.agents.clone());
+        let dialer = listener.services.dialer.clone();
         async move {
             let ctx = &listener.policy;
             let limit = ctx.limits.connect_timeout;
-            let (mut stream, peer, local): (BoxStream, _, _) = if let Some((agent, hub)) = via {
-                match hub.dial(&agent, &req.target.to_string(), limit).await {
-                    Ok((s, peer, local)) => (Box::new(s), peer, local.ip()),
-                    Err(DialError::NotConnected(_)) => {
-                        return failed(ConnectFailure::AgentDown(agent));
-                    }
-                    Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
-                }
-            } else {
-                let r = if req.guarded {
+            let direct = async {
+                if req.guarded {
                     let check =
                         |addr: SocketAddr| permitted(ctx, &req.target.host, addr, client_local);
                     upstream::connect_checked(&scope, &req.target, limit, req.source, check).await
                 } else {
                     upstream::connect(&scope, &req.target, limit).await
-                };
-                let stream = match r {
-                    Ok(s) => s,
-                    Err(ConnectError::Denied(why)) => {
-                        return failed(ConnectFailure::Denied(why));
-                    }
-                    Err(ConnectError::SelfTarget(why)) => {
-                        return failed(ConnectFailure::SelfTarget(why));
-                    }
-                    Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
-                };
-                match (stream.peer_addr(), stream.local_addr()) {
-                    (Ok(peer), Ok(local)) => (Box::new(stream), peer, local.ip()),
-                    (Err(e), _) | (_, Err(e)) => {
-                        return failed(ConnectFailure::Unreachable(e.to_string()));
-                    }
                 }
             };
+            let conn = match dialer.dial(&req.target.to_string(), limit, direct).await {
+                Ok(conn) => conn,
+                Err(DialFailure::Agent(DialError::NotConnected(agent))) => {
+                    return failed(ConnectFailure::AgentDown(agent));
+                }
+                Err(DialFailure::Direct(ConnectError::Denied(why))) => {
+                    return failed(ConnectFailure::Denied(why));
+                }
+                Err(DialFailure::Direct(ConnectError::SelfTarget(why))) => {
+                    return failed(ConnectFailure::SelfTarget(why));
+                }
+                Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
+            };
+            let (peer, local) = match conn.addrs() {
+                Ok((peer, local)) => (peer, local.ip()),
+                Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
+            };
+            let mut stream: BoxStream = Box::new(conn);
             // The header comes first, before any TLS: it is for the server's TCP layer.
             if let Some(header) = proxy_header {
                 use tokio::io::AsyncWriteExt;
@@ -761,7 +742,7 @@ impl Shell {
 
     fn start_fxp(&mut self, src: FtpUrl, dst: FtpUrl, rules: FxpRules, recursive: bool) {
         let (tx, news) = mpsc::unbounded_channel();
-        let opts = engine_options(rules, self.upstream_ca());
+        let opts = engine_options(rules, self.upstream_ca(), &self.listener);
         let order = if recursive {
             Order::Tree {
                 src,
@@ -798,7 +779,7 @@ impl Shell {
     /// out again.
     fn check_fxp_destination(&mut self, url: FtpUrl, rules: FxpRules) {
         let (tx, news) = mpsc::unbounded_channel();
-        let opts = engine_options(rules, self.upstream_ca());
+        let opts = engine_options(rules, self.upstream_ca(), &self.listener);
         let task = tokio::spawn(
             async move {
                 let result = match opts.open(&url).await {
@@ -823,12 +804,16 @@ impl Shell {
     }
 }
 
-/// The engine's options for a `SITE FXP` task: what the machine's `rules` allow and
-/// trust, the engine's defaults otherwise.
-/// The engine's options for a `SITE FXP` task, as the machine's `rules` say. The CA the
-/// rules name is the listener's `tls.upstream.ca`, read with the configuration: nothing
-/// is read here.
-fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> EngineOptions {
+/// The engine's options for a `SITE FXP` task, as the machine's `rules` say, the
+/// engine's defaults otherwise. The CA the rules name is the listener's
+/// `tls.upstream.ca`, read with the configuration: nothing is read here. URLs naming an
+/// agent (`?via=`, the session's own server on a `via` listener) go through the edge's
+/// agent links.
+fn engine_options(
+    rules: FxpRules,
+    loaded: Option<crate::tls::CaCerts>,
+    listener: &ListenerCtx,
+) -> EngineOptions {
     let ca = match (rules.ca, loaded) {
         (Some(_), Some(certs)) => ExtraRoots::Loaded(certs),
         (Some(path), None) => ExtraRoots::File(path),
@@ -839,6 +824,7 @@ fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> Engin
         tls: TlsPolicy::new(rules.verify, ca),
         own: Some(rules.own),
         virtual_host: rules.virtual_host,
+        agents: listener.services.agents.clone(),
         ..EngineOptions::default()
     }
 }
