@@ -23,7 +23,13 @@ const TOKEN: &str = "0d2c6f0e8a9b4d7f9e1c2b3a4f5e6d7c";
 
 /// A server inside, which only the agent can reach.
 fn inside_server(lab: &AgentLab, kind: ServerKind, tls: bool) -> FtpServer {
+    inside_server_with(lab, kind, tls, false)
+}
+
+/// [`inside_server`], allowing FXP (`PORT` to a foreign address) when `fxp`.
+fn inside_server_with(lab: &AgentLab, kind: ServerKind, tls: bool, fxp: bool) -> FtpServer {
     let mut opts = ServerOptions::new(lab.inside_ip);
+    opts.foreign_data = fxp;
     if tls {
         opts = opts.with_tls();
     }
@@ -46,13 +52,23 @@ struct Edge {
 }
 
 fn edge(lab: &AgentLab, listeners: &[(&str, SocketAddr, &str)]) -> Edge {
+    edge_with(lab, listeners, "", "")
+}
+
+/// [`edge`] with more `agents.tokens` entries (`, name: token`) and more top-level keys.
+fn edge_with(
+    lab: &AgentLab,
+    listeners: &[(&str, SocketAddr, &str)],
+    more_agents: &str,
+    top: &str,
+) -> Edge {
     let dir = tempfile::tempdir().unwrap();
     let agents_id = tls::identity_for(IpAddr::V4(lab.edge_agents_ip)).write(dir.path(), "edge");
     let ca = tls::test_ca().write_cert(dir.path());
     let agents = SocketAddr::from((lab.edge_agents_ip, free_port(lab.edge_agents_ip.into())));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port([127, 0, 0, 1].into())));
     let mut yaml = format!(
-        "admin:\n  bind: \"{admin}\"\nagents:\n  bind: \"{agents}\"\n  cert: \"{}\"\n  key: \"{}\"\n  tokens: {{site-a: {TOKEN}}}\nlisteners:\n",
+        "{top}admin:\n  bind: \"{admin}\"\nagents:\n  bind: \"{agents}\"\n  cert: \"{}\"\n  key: \"{}\"\n  tokens: {{site-a: {TOKEN}{more_agents}}}\nlisteners:\n",
         agents_id.cert.display(),
         agents_id.key.display()
     );
@@ -507,5 +523,210 @@ fn changing_a_token_and_reloading_revokes_the_agent() {
         greeting(&lab, edge.listeners[0]).starts_with("421 "),
         "{}",
         agent.log()
+    );
+}
+
+/// The JSON field `key` of a flat JSON object, as text.
+fn field(v: &serde_json::Value, key: &str) -> String {
+    match &v[key] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Orders a copy over the API; the job once it has ended.
+fn api_copy(edge: &Edge, src: &str, dst: &str, options: &str) -> serde_json::Value {
+    let body = format!(r#"{{"source": "{src}", "destination": "{dst}", "options": {options}}}"#);
+    let (status, resp) =
+        common::proxy::http(edge.proxy.admin, "POST", "/api/v1/transfers", None, &body);
+    assert_eq!(status, 202, "{resp}");
+    let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+    let path = format!("/api/v1/transfers/{}", field(&v, "id"));
+    let mut last = serde_json::Value::Null;
+    wait_for_within(Duration::from_secs(60), "the transfer to end", || {
+        let (_, body) = common::proxy::http(edge.proxy.admin, "GET", &path, None, "");
+        last = serde_json::from_str(&body).unwrap();
+        matches!(field(&last, "state").as_str(), "done" | "failed")
+    });
+    last
+}
+
+/// FXP between a server behind the agent (vsftpd inside) and one the edge reaches
+/// straight (pyftpdlib in the edge's own namespace, on the address the agent dials):
+/// over the API both ways, the server inside always the active one (it connects out,
+/// the inside firewall lets nothing in), byte for byte; the relay through the agent when
+/// asked for a direction that cannot work; `SITE FXP` from a session on the agent's
+/// listener; and jobs naming an agent that is not connected, or not known, refused
+/// with its name.
+#[test]
+fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
+    let lab = AgentLab::new();
+    let inside = inside_server_with(&lab, ServerKind::Vsftpd, false, true);
+    let mut opts = ServerOptions::new(lab.edge_agents_ip);
+    opts.foreign_data = true;
+    let direct = FtpServer::start(ServerKind::Pyftpdlib, opts);
+    let top = format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n",
+        lab.inside_ip, lab.edge_agents_ip
+    );
+    let more = ", site-b: 5a1e9c0d7b3f4e2a8c6d0f1b3a5e7c9d";
+    let edge = edge_with(&lab, &[("inside", inside.addr, "")], more, &top);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let login = format!("{}:{}", peers::USER, peers::PASS);
+    let inside_url = |path: &str| format!("ftp://{login}@{}/{path}?via=site-a", inside.addr);
+    let direct_url = |path: &str| format!("ftp://{login}@{}/{path}", direct.addr);
+    let done = |job: &serde_json::Value, method: &str, what: &str| {
+        assert_eq!(
+            (field(job, "state").as_str(), field(job, "method").as_str()),
+            ("done", method),
+            "{what}: {job}\nedge log:\n{}\nagent log:\n{}",
+            edge.proxy.log(),
+            agent.log()
+        );
+    };
+
+    // Inside to the edge's side: reverse FXP (PASV on the destination, PORT on the
+    // source inside, which connects out).
+    let job = api_copy(
+        &edge,
+        &inside_url("big.bin"),
+        &direct_url("from-inside.bin"),
+        "{}",
+    );
+    done(&job, "reverse_fxp", "inside to outside");
+    assert!(
+        field(&job, "source").ends_with("/big.bin?via=site-a"),
+        "{job}"
+    );
+    let secret = format!(":{}@", peers::PASS);
+    assert!(!job.to_string().contains(&secret), "{job}");
+    same(
+        &direct.file("from-inside.bin"),
+        peers::big_bin(),
+        "API copy out",
+    );
+    // The edge's side to inside: standard FXP (the destination inside is the active
+    // one).
+    let job = api_copy(
+        &edge,
+        &direct_url("big.bin"),
+        &inside_url("to-inside.bin"),
+        "{}",
+    );
+    done(&job, "fxp", "outside to inside");
+    same(
+        &inside.file("to-inside.bin"),
+        peers::big_bin(),
+        "API copy in",
+    );
+    // Reverse FXP asked for a destination inside cannot work: the relay carries the
+    // bytes, its data connection to the server inside through the agent.
+    let job = api_copy(
+        &edge,
+        &direct_url("big.bin"),
+        &inside_url("relayed.bin"),
+        r#"{"reverse": true}"#,
+    );
+    done(&job, "relay", "relay into the inside");
+    assert_eq!(
+        job["relayed_bytes"].as_u64(),
+        Some(peers::big_bin().len() as u64)
+    );
+    same(
+        &inside.file("relayed.bin"),
+        peers::big_bin(),
+        "relayed copy",
+    );
+    // Both behind the one agent: they share the inside network, either may listen.
+    let job = api_copy(
+        &edge,
+        &inside_url("big.bin"),
+        &inside_url("same-agent.bin"),
+        "{}",
+    );
+    done(&job, "fxp", "inside to inside");
+    same(
+        &inside.file("same-agent.bin"),
+        peers::big_bin(),
+        "copy inside",
+    );
+    // An agent of the configuration that is not connected: the job fails naming it.
+    let job = api_copy(
+        &edge,
+        &format!("ftp://{login}@{}/big.bin?via=site-b", inside.addr),
+        &direct_url("never.bin"),
+        r#"{"retries": 0}"#,
+    );
+    assert_eq!(field(&job, "state"), "failed", "{job}");
+    assert!(
+        field(&job, "error").contains("agent site-b is not connected"),
+        "{job}"
+    );
+    // One the configuration does not know: refused at once, naming it.
+    let body = format!(
+        r#"{{"source": "{}", "destination": "{}"}}"#,
+        inside_url("big.bin").replace("site-a", "site-z"),
+        direct_url("x.bin")
+    );
+    let (status, resp) =
+        common::proxy::http(edge.proxy.admin, "POST", "/api/v1/transfers", None, &body);
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp.contains("site-z") && resp.contains("agents.tokens"),
+        "{resp}"
+    );
+
+    // SITE FXP from a session on the agent's listener: A is reached through the agent.
+    let script = format!(
+        r#"
+import ftplib
+f = ftplib.FTP()
+f.connect('{ip}', {port}, timeout=60)
+f.login('{user}', '{pw}')
+print(f.sendcmd('SITE FXP TO {dst}'))
+print(f.sendcmd('SITE FXP PUT big.bin site-put.bin'))
+print(f.voidresp())
+print(f.sendcmd('SITE FXP GET big.bin site-get.bin'))
+print(f.voidresp())
+f.quit()
+"#,
+        ip = edge.listeners[0].ip(),
+        port = edge.listeners[0].port(),
+        user = peers::USER,
+        pw = peers::PASS,
+        dst = direct_url(""),
+    );
+    let r = clients::run(
+        lab.in_client(&["/usr/bin/python3", "-c", &script]),
+        Duration::from_secs(90),
+    );
+    ok(&r, "SITE FXP", &edge, &agent);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("200 FXP destination set"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[2].starts_with("226 ") && lines[4].starts_with("226 "),
+        "{}",
+        r.stdout
+    );
+    same(
+        &direct.file("site-put.bin"),
+        peers::big_bin(),
+        "SITE FXP PUT",
+    );
+    same(
+        &inside.file("site-get.bin"),
+        peers::big_bin(),
+        "SITE FXP GET",
+    );
+
+    assert_eq!(
+        lab.inbound_drops(),
+        0,
+        "something tried to connect into the inside network"
     );
 }
