@@ -689,6 +689,10 @@ print(f.sendcmd('SITE FXP PUT big.bin site-put.bin'))
 print(f.voidresp())
 print(f.sendcmd('SITE FXP GET big.bin site-get.bin'))
 print(f.voidresp())
+try:
+    f.sendcmd('SITE FXP TO {absent}')
+except ftplib.error_temp as e:
+    print(e)
 f.quit()
 "#,
         ip = edge.listeners[0].ip(),
@@ -696,6 +700,7 @@ f.quit()
         user = peers::USER,
         pw = peers::PASS,
         dst = direct_url(""),
+        absent = format!("ftp://{login}@{}/?via=site-b", inside.addr),
     );
     let r = clients::run(
         lab.in_client(&["/usr/bin/python3", "-c", &script]),
@@ -710,6 +715,12 @@ f.quit()
     );
     assert!(
         lines[2].starts_with("226 ") && lines[4].starts_with("226 "),
+        "{}",
+        r.stdout
+    );
+    // A destination whose agent is not connected: answered at once, naming it.
+    assert!(
+        lines[5].starts_with("451 ") && lines[5].contains("agent site-b is not connected"),
         "{}",
         r.stdout
     );
