@@ -651,6 +651,26 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
         peers::big_bin(),
         "copy inside",
     );
+    // A tree: the source inside is listed (MLSD) over a data connection through the
+    // agent, then each file copied.
+    let (a, b) = (common::payload(70_000, 11), common::payload(5_000, 12));
+    inside.put("tree", None);
+    inside.put("tree/a.bin", Some(&a));
+    inside.put("tree/sub", None);
+    inside.put("tree/sub/b.bin", Some(&b));
+    let job = api_copy(
+        &edge,
+        &inside_url("tree"),
+        &direct_url("tree-copy"),
+        r#"{"recursive": true}"#,
+    );
+    done(&job, "reverse_fxp", "a tree from inside");
+    same(&direct.file("tree-copy/a.bin"), &a, "tree file");
+    same(
+        &direct.file("tree-copy/sub/b.bin"),
+        &b,
+        "tree file in a subdirectory",
+    );
     // An agent of the configuration that is not connected: the job fails naming it.
     let job = api_copy(
         &edge,

@@ -56,6 +56,8 @@ struct Key {
     port: u16,
     user: String,
     password: String,
+    /// Through which agent: one address may be another server behind another agent.
+    via: Option<String>,
 }
 
 impl Key {
@@ -66,6 +68,7 @@ impl Key {
             port: url.port,
             user: url.user.clone(),
             password: url.login_password().to_owned(),
+            via: url.via.clone(),
         }
     }
 }
