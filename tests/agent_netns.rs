@@ -698,6 +698,7 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
     );
 
     // SITE FXP from a session on the agent's listener: A is reached through the agent.
+    let absent = format!("ftp://{login}@{}/?via=site-b", inside.addr);
     let script = format!(
         r#"
 import ftplib
@@ -720,7 +721,6 @@ f.quit()
         user = peers::USER,
         pw = peers::PASS,
         dst = direct_url(""),
-        absent = format!("ftp://{login}@{}/?via=site-b", inside.addr),
     );
     let r = clients::run(
         lab.in_client(&["/usr/bin/python3", "-c", &script]),
