@@ -1575,6 +1575,37 @@ mod tests {
         assert_eq!(v.instance.as_deref(), Some("local"));
     }
 
+    /// `?via=` must name an agent of `agents.tokens`; a proxy without `agents:` has
+    /// none. Neither job is kept.
+    #[tokio::test]
+    async fn a_url_naming_an_unknown_agent_is_a_bad_request() {
+        let jobs = jobs(&["10.0.0.0/8", "127.0.0.0/8"]);
+        let req = || request("ftp://10.0.0.5/x?via=site-a", "ftp://127.0.0.3/y");
+        let e = jobs.submit(req()).await.unwrap_err();
+        assert!(
+            matches!(&e, SubmitError::BadRequest { field: "source", message }
+                if message.contains("site-a") && message.contains("no `agents:` block")),
+            "{e}"
+        );
+        let hub = Hub::new([("site-b".to_string(), "0123456789abcdef".to_string())].into());
+        jobs.reach_agents(Some(hub));
+        let e = jobs.submit(req()).await.unwrap_err();
+        assert!(
+            matches!(&e, SubmitError::BadRequest { field: "source", message }
+                if message.contains("site-a") && message.contains("agents.tokens")),
+            "{e}"
+        );
+        assert!(list(&jobs).await.is_empty());
+        // A known agent is taken (whether it is connected is found when the job runs).
+        let ok = request("ftp://127.0.0.2/x", "ftp://10.0.0.5/y?via=site-b");
+        let view = jobs.submit(ok).await.unwrap();
+        assert!(
+            view.destination.ends_with("/y?via=site-b"),
+            "{}",
+            view.destination
+        );
+    }
+
     #[tokio::test]
     async fn too_many_retries_are_a_bad_request() {
         let jobs = jobs(&["127.0.0.0/8"]);

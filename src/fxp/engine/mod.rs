@@ -672,6 +672,39 @@ mod tests {
         assert_eq!(retries.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
+    /// Servers behind two different agents cannot reach each other: without the relay
+    /// the copy is refused at once, naming both. A URL naming an agent where there are
+    /// no agent links (the CLI) says so without connecting.
+    #[tokio::test]
+    async fn agents_that_leave_no_method_are_refused_before_connecting() {
+        let opts = EngineOptions {
+            retries: 0,
+            relay_fallback: false,
+            ..EngineOptions::default()
+        };
+        let (src, dst) = (
+            url("ftp://127.0.0.99:1/a?via=site-a"),
+            url("ftp://127.0.0.98:1/b?via=site-b"),
+        );
+        let e = transfer(&src, &dst, &opts).await.unwrap_err().to_string();
+        assert!(
+            e.contains("agent site-a") && e.contains("agent site-b") && e.contains("relay"),
+            "{e}"
+        );
+        let e = transfer(
+            &src,
+            &url("ftp://127.0.0.98:1/b"),
+            &EngineOptions {
+                retries: 0,
+                ..EngineOptions::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agent site-a") && e.contains("agents:"), "{e}");
+    }
+
     #[tokio::test]
     async fn the_allow_list_is_checked_before_connecting() {
         let opts = EngineOptions {
