@@ -586,8 +586,17 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
         );
     };
 
+    // Whether the edge's log since `from` shows `method` tried and failed: the server
+    // inside was never tried as the passive one (its own method may be tried again
+    // after a lost transfer, never the other direction).
+    let tried = |from: usize, method: &str| {
+        edge.proxy.log()[from..]
+            .lines()
+            .any(|l| l.contains("fxp method failed") && l.contains(&format!("method={method} ")))
+    };
     // Inside to the edge's side: reverse FXP (PASV on the destination, PORT on the
     // source inside, which connects out).
+    let from = edge.proxy.log().len();
     let job = api_copy(
         &edge,
         &inside_url("big.bin"),
@@ -595,6 +604,7 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
         "{}",
     );
     done(&job, "reverse_fxp", "inside to outside");
+    assert!(!tried(from, "fxp"), "{}", edge.proxy.log());
     assert!(
         field(&job, "source").ends_with("/big.bin?via=site-a"),
         "{job}"
@@ -608,6 +618,7 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
     );
     // The edge's side to inside: standard FXP (the destination inside is the active
     // one).
+    let from = edge.proxy.log().len();
     let job = api_copy(
         &edge,
         &direct_url("big.bin"),
@@ -615,6 +626,7 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
         "{}",
     );
     done(&job, "fxp", "outside to inside");
+    assert!(!tried(from, "reverse_fxp"), "{}", edge.proxy.log());
     same(
         &inside.file("to-inside.bin"),
         peers::big_bin(),
@@ -622,6 +634,7 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
     );
     // Reverse FXP asked for a destination inside cannot work: the relay carries the
     // bytes, its data connection to the server inside through the agent.
+    let from = edge.proxy.log().len();
     let job = api_copy(
         &edge,
         &direct_url("big.bin"),
@@ -629,6 +642,7 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
         r#"{"reverse": true}"#,
     );
     done(&job, "relay", "relay into the inside");
+    assert!(!tried(from, "reverse_fxp"), "{}", edge.proxy.log());
     assert_eq!(
         job["relayed_bytes"].as_u64(),
         Some(peers::big_bin().len() as u64)
