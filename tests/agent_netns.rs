@@ -775,3 +775,52 @@ f.quit()
         "something tried to connect into the inside network"
     );
 }
+
+/// A TLS-only vsftpd behind the agent, requiring data connections to resume the control
+/// connection's TLS session, copied to a plain server on the edge's side: the servers
+/// cannot protect the data between themselves, so the engine relays it, TLS end to end
+/// from the edge through the agent on the inside leg (the session resumed, or vsftpd
+/// refuses), byte for byte.
+#[test]
+fn a_tls_server_behind_the_agent_is_relayed_with_its_session_resumed() {
+    let lab = AgentLab::new();
+    let inside = inside_server(&lab, ServerKind::Vsftpd, true);
+    let direct = FtpServer::start(
+        ServerKind::Pyftpdlib,
+        ServerOptions::new(lab.edge_agents_ip),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls::test_ca().write_cert(dir.path());
+    let top = format!(
+        "fxp:\n  allow: [\"{}/32\", \"{}/32\"]\n  ca_bundles: {{test: \"{}\"}}\n",
+        lab.inside_ip,
+        lab.edge_agents_ip,
+        ca.display()
+    );
+    let edge = edge_with(&lab, &[("inside", inside.addr, "")], "", &top);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let login = format!("{}:{}", peers::USER, peers::PASS);
+    let job = api_copy(
+        &edge,
+        &format!("ftpes://{login}@{}/big.bin?via=site-a", inside.addr),
+        &format!("ftp://{login}@{}/tls-relayed.bin", direct.addr),
+        r#"{"ca": "test"}"#,
+    );
+    assert_eq!(
+        (
+            field(&job, "state").as_str(),
+            field(&job, "method").as_str()
+        ),
+        ("done", "relay"),
+        "{job}\nedge log:\n{}\nagent log:\n{}",
+        edge.proxy.log(),
+        agent.log()
+    );
+    same(
+        &direct.file("tls-relayed.bin"),
+        peers::big_bin(),
+        "TLS source relayed",
+    );
+    assert_eq!(lab.inbound_drops(), 0);
+}
