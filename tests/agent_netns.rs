@@ -548,6 +548,15 @@ fn api_copy(edge: &Edge, src: &str, dst: &str, options: &str) -> serde_json::Val
         last = serde_json::from_str(&body).unwrap();
         matches!(field(&last, "state").as_str(), "done" | "failed")
     });
+    // The figures the README quotes (`cargo test --test agent_netns -- --nocapture`).
+    eprintln!(
+        "job {} -> {}: {} {} bytes in {} s",
+        field(&last, "source"),
+        field(&last, "destination"),
+        field(&last, "method"),
+        field(&last, "bytes_done"),
+        field(&last, "seconds")
+    );
     last
 }
 
