@@ -8,7 +8,7 @@
 pub mod hub;
 pub mod run;
 
-pub use hub::{AgentStream, DialError, Hub, LinkView};
+pub use hub::{AgentStream, DialError, Hub, Inside, InsideError, LinkView};
 pub use run::Agent;
 
 #[cfg(test)]
