@@ -23,10 +23,17 @@ const TOKEN: &str = "0d2c6f0e8a9b4d7f9e1c2b3a4f5e6d7c";
 
 /// A server inside, which only the agent can reach.
 fn inside_server(lab: &AgentLab, kind: ServerKind, tls: bool) -> FtpServer {
+    inside_server_with(lab, kind, tls, true)
+}
+
+/// [`inside_server`], refusing passive mode unless `passive` (its `PASV`/`EPSV` answered
+/// with a `5xx`: only active mode reaches it).
+fn inside_server_with(lab: &AgentLab, kind: ServerKind, tls: bool, passive: bool) -> FtpServer {
     let mut opts = ServerOptions::new(lab.inside_ip);
     if tls {
         opts = opts.with_tls();
     }
+    opts.passive = passive;
     opts.netns = Some(lab.inside_ns.clone());
     opts.unreachable_from_root = true;
     FtpServer::start(kind, opts)
@@ -169,6 +176,92 @@ fn upload_file(dir: &Path, name: &str, seed: u64) -> (PathBuf, Vec<u8>) {
     (path, data)
 }
 
+/// curl (its defaults, EPSV, and `--disable-epsv`), lftp and Python's ftplib with their
+/// defaults, in the client namespace, through the edge's listener `addr` to `server`
+/// inside: each downloads, lists and uploads, byte for byte.
+fn every_client(
+    lab: &AgentLab,
+    edge: &Edge,
+    agent: &AgentProc,
+    server: &FtpServer,
+    addr: SocketAddr,
+    work: &Path,
+) {
+    let big = peers::big_bin();
+    let kind = server.kind.name();
+    // curl as it comes (EPSV), then with PASV: downloads, a listing, uploads.
+    for (i, extra) in [&[][..], &["--disable-epsv"][..]].iter().enumerate() {
+        let got = work.join(format!("{kind}-curl{i}.bin"));
+        let mut args = extra.to_vec();
+        let u = url(addr, "big.bin");
+        args.extend(["-o", got.to_str().unwrap(), u.as_str()]);
+        ok(&curl(lab, &args), "curl download", edge, agent);
+        same(&got, big, &format!("{kind} curl {extra:?} download"));
+        let list = curl(lab, &[extra, &[url(addr, "").as_str()][..]].concat());
+        ok(&list, "curl list", edge, agent);
+        assert!(list.stdout.contains("big.bin"), "{kind}: {}", list.stdout);
+        let (up, data) = upload_file(work, &format!("{kind}-up{i}"), i as u64 + 1);
+        let dest = url(addr, &format!("curl{i}.bin"));
+        let args = [extra, &["-T", up.to_str().unwrap(), dest.as_str()][..]].concat();
+        ok(&curl(lab, &args), "curl upload", edge, agent);
+        same(
+            &server.file(format!("curl{i}.bin")),
+            &data,
+            &format!("{kind} curl upload"),
+        );
+    }
+    // lftp with its defaults (it fixes passive addresses it dislikes).
+    let got = work.join(format!("{kind}-lftp.bin"));
+    let (up, data) = upload_file(work, &format!("{kind}-lftp-up"), 7);
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 15; open -u {},{} ftp://{addr}; get big.bin -o {}; put {} -o lftp.bin; cls",
+        peers::USER,
+        peers::PASS,
+        got.display(),
+        up.display()
+    );
+    let r = clients::run(
+        lab.in_client(&["lftp", "-c", &script]),
+        Duration::from_secs(90),
+    );
+    ok(&r, "lftp", edge, agent);
+    same(&got, big, &format!("{kind} lftp download"));
+    same(
+        &server.file("lftp.bin"),
+        &data,
+        &format!("{kind} lftp upload"),
+    );
+    // Python's ftplib with its defaults (the 227 address ignored).
+    let got = work.join(format!("{kind}-ftplib.bin"));
+    let (up, data) = upload_file(work, &format!("{kind}-ftplib-up"), 9);
+    let mut cmd = clients::ftplib_command(
+        Path::new("/usr/bin/python3"),
+        addr,
+        peers::USER,
+        peers::PASS,
+        true,
+        None,
+        &[
+            FtplibOp::Get("big.bin", &got),
+            FtplibOp::Put(&up, "ftplib.bin"),
+        ],
+    );
+    cmd.arg("--stock");
+    let args: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = clients::run(lab.in_client(&args), Duration::from_secs(90));
+    ok(&r, "ftplib", edge, agent);
+    same(&got, big, &format!("{kind} ftplib download"));
+    same(
+        &server.file("ftplib.bin"),
+        &data,
+        &format!("{kind} ftplib upload"),
+    );
+}
+
 #[test]
 fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
     let lab = AgentLab::new();
@@ -182,81 +275,9 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
     edge.wait_linked();
     assert_eq!(edge.listed(), 1);
     let work = tempfile::tempdir().unwrap();
-    let big = peers::big_bin();
 
     for (server, addr) in [(&vsftpd, edge.listeners[0]), (&pyftpd, edge.listeners[1])] {
-        let kind = server.kind.name();
-        // curl as it comes (EPSV), then with PASV: downloads, a listing, uploads.
-        for (i, extra) in [&[][..], &["--disable-epsv"][..]].iter().enumerate() {
-            let got = work.path().join(format!("{kind}-curl{i}.bin"));
-            let mut args = extra.to_vec();
-            let u = url(addr, "big.bin");
-            args.extend(["-o", got.to_str().unwrap(), u.as_str()]);
-            ok(&curl(&lab, &args), "curl download", &edge, &agent);
-            same(&got, big, &format!("{kind} curl {extra:?} download"));
-            let list = curl(&lab, &[extra, &[url(addr, "").as_str()][..]].concat());
-            ok(&list, "curl list", &edge, &agent);
-            assert!(list.stdout.contains("big.bin"), "{kind}: {}", list.stdout);
-            let (up, data) = upload_file(work.path(), &format!("{kind}-up{i}"), i as u64 + 1);
-            let dest = url(addr, &format!("curl{i}.bin"));
-            let args = [extra, &["-T", up.to_str().unwrap(), dest.as_str()][..]].concat();
-            ok(&curl(&lab, &args), "curl upload", &edge, &agent);
-            same(
-                &server.file(format!("curl{i}.bin")),
-                &data,
-                &format!("{kind} curl upload"),
-            );
-        }
-        // lftp with its defaults (it fixes passive addresses it dislikes).
-        let got = work.path().join(format!("{kind}-lftp.bin"));
-        let (up, data) = upload_file(work.path(), &format!("{kind}-lftp-up"), 7);
-        let script = format!(
-            "set net:max-retries 1; set net:timeout 15; open -u {},{} ftp://{addr}; get big.bin -o {}; put {} -o lftp.bin; cls",
-            peers::USER,
-            peers::PASS,
-            got.display(),
-            up.display()
-        );
-        let r = clients::run(
-            lab.in_client(&["lftp", "-c", &script]),
-            Duration::from_secs(90),
-        );
-        ok(&r, "lftp", &edge, &agent);
-        same(&got, big, &format!("{kind} lftp download"));
-        same(
-            &server.file("lftp.bin"),
-            &data,
-            &format!("{kind} lftp upload"),
-        );
-        // Python's ftplib with its defaults (the 227 address ignored).
-        let got = work.path().join(format!("{kind}-ftplib.bin"));
-        let (up, data) = upload_file(work.path(), &format!("{kind}-ftplib-up"), 9);
-        let mut cmd = clients::ftplib_command(
-            Path::new("/usr/bin/python3"),
-            addr,
-            peers::USER,
-            peers::PASS,
-            true,
-            None,
-            &[
-                FtplibOp::Get("big.bin", &got),
-                FtplibOp::Put(&up, "ftplib.bin"),
-            ],
-        );
-        cmd.arg("--stock");
-        let args: Vec<String> = std::iter::once(cmd.get_program())
-            .chain(cmd.get_args())
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let r = clients::run(lab.in_client(&args), Duration::from_secs(90));
-        ok(&r, "ftplib", &edge, &agent);
-        same(&got, big, &format!("{kind} ftplib download"));
-        same(
-            &server.file("ftplib.bin"),
-            &data,
-            &format!("{kind} ftplib upload"),
-        );
+        every_client(&lab, &edge, &agent, server, addr, work.path());
     }
     assert_eq!(
         lab.inbound_drops(),
@@ -273,17 +294,31 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
 
 #[test]
 fn ftps_requiring_session_reuse_runs_end_to_end_through_the_agent() {
+    ftps_through_the_agent(false);
+}
+
+/// The same with a server that refuses passive mode: the agent listens inside for the
+/// server's TLS data connection, which still resumes the control connection's session.
+#[test]
+fn ftps_in_active_mode_toward_the_server_runs_end_to_end_through_the_agent() {
+    ftps_through_the_agent(true);
+}
+
+fn ftps_through_the_agent(active: bool) {
     let lab = AgentLab::new();
-    let server = inside_server(&lab, ServerKind::Vsftpd, true);
+    let server = inside_server_with(&lab, ServerKind::Vsftpd, true, !active);
     let dir = tempfile::tempdir().unwrap();
     let proxy_id = tls::identity_for(IpAddr::V4(lab.edge_ip)).write(dir.path(), "proxy");
     let ca = tls::test_ca().write_cert(dir.path());
-    let keys = format!(
+    let mut keys = format!(
         "    tls:\n      client: {{mode: explicit, cert: \"{}\", key: \"{}\"}}\n      upstream: {{mode: explicit, ca: \"{}\"}}\n",
         proxy_id.cert.display(),
         proxy_id.key.display(),
         ca.display()
     );
+    if active {
+        keys.push_str("    upstream_data: active\n");
+    }
     let edge = edge(&lab, &[("ftps", server.addr, keys.as_str())]);
     let agent = edge.agent(&lab);
     edge.wait_linked();
@@ -324,6 +359,88 @@ fn ftps_requiring_session_reuse_runs_end_to_end_through_the_agent() {
     ok(&r, "curl FTPS upload", &edge, &agent);
     same(&server.file("tls-up.bin"), &data, "FTPS upload");
     assert_eq!(lab.inbound_drops(), 0);
+    if active {
+        assert_agent_ports_used_and_closed(&lab, &edge, &agent, 2);
+    }
+}
+
+/// The agent listened inside at least `transfers` times (active mode was used), and
+/// every port it opened is closed again: none in the edge's gauge, no listening socket
+/// of the agent's process inside, no connection to one from anyone but the server.
+fn assert_agent_ports_used_and_closed(
+    lab: &AgentLab,
+    edge: &Edge,
+    agent: &AgentProc,
+    transfers: usize,
+) {
+    let listened = agent
+        .log()
+        .matches("listening for the server's active-mode data connection")
+        .count();
+    assert!(
+        listened >= transfers,
+        "the agent listened {listened} times for {transfers} transfers\n{}",
+        agent.log()
+    );
+    let agent_label = [("agent", "site-a")];
+    wait_for_within(Duration::from_secs(5), "the agent's ports closed", || {
+        edge.proxy.metric("fxprelay_agent_listens", &agent_label) == 0.0
+    });
+    let ss = clients::run(lab.in_inside(&["ss", "-Hltnp"]), Duration::from_secs(10));
+    assert!(ss.ok(), "{ss}");
+    assert!(
+        !ss.stdout.contains("fxprelay"),
+        "the agent still listens inside:\n{}",
+        ss.stdout
+    );
+    assert_eq!(
+        edge.proxy
+            .metric("fxprelay_agent_port_theft_total", &agent_label),
+        0.0
+    );
+}
+
+/// Servers that refuse passive mode, reached in active mode: the agent listens on an
+/// ephemeral port inside for each transfer, the `PORT` names that port, and the
+/// server's connection travels to the edge on the agent's own outbound connection.
+#[test]
+fn active_mode_toward_servers_inside_goes_through_ports_the_agent_opens_inside() {
+    let lab = AgentLab::new();
+    let vsftpd = inside_server_with(&lab, ServerKind::Vsftpd, false, false);
+    let pyftpd = inside_server_with(&lab, ServerKind::Pyftpdlib, false, false);
+    let active = "    upstream_data: active\n";
+    let edge = edge(
+        &lab,
+        &[
+            ("vsftpd", vsftpd.addr, active),
+            ("pyftpd", pyftpd.addr, active),
+            // `auto`: the server's 5xx to PASV, then active through the agent.
+            ("auto", vsftpd.addr, ""),
+        ],
+    );
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let work = tempfile::tempdir().unwrap();
+    for (server, addr) in [(&vsftpd, edge.listeners[0]), (&pyftpd, edge.listeners[1])] {
+        every_client(&lab, &edge, &agent, server, addr, work.path());
+    }
+    let got = work.path().join("auto.bin");
+    let u = url(edge.listeners[2], "big.bin");
+    ok(
+        &curl(&lab, &["-o", got.to_str().unwrap(), &u]),
+        "curl download, auto",
+        &edge,
+        &agent,
+    );
+    same(&got, peers::big_bin(), "auto download");
+    assert_eq!(
+        lab.inbound_drops(),
+        0,
+        "something tried to connect into the inside network"
+    );
+    // Per server: curl x2 (download, list, upload), lftp (download, upload, list),
+    // ftplib (download, upload).
+    assert_agent_ports_used_and_closed(&lab, &edge, &agent, 2 * 11 + 1);
 }
 
 #[test]
