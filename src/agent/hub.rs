@@ -154,10 +154,6 @@ pub enum DialError {
         after: Duration,
     },
     #[error(
-        "the link of agent {0} that carries this session is gone (the agent lost its link since): reconnect"
-    )]
-    LinkGone(String),
-    #[error(
         "agent {agent} runs version {version}, too old to listen for active-mode data connections: upgrade it"
     )]
     TooOld { agent: String, version: String },
@@ -327,11 +323,24 @@ impl Hub {
         target: &str,
         limit: Duration,
     ) -> Result<(AgentStream, SocketAddr, SocketAddr), DialError> {
+        self.dial_on(name, None, target, limit).await
+    }
+
+    /// [`Hub::dial`] through link `on` while it is up (a data connection of a session
+    /// whose control connection it carries: servers accept a passive data connection
+    /// only from their control connection's client address, the same agent's host).
+    pub async fn dial_on(
+        &self,
+        name: &str,
+        on: Option<u64>,
+        target: &str,
+        limit: Duration,
+    ) -> Result<(AgentStream, SocketAddr, SocketAddr), DialError> {
         let (link, tx, streams) = {
             let links = lock(&self.links);
             let link = links
                 .get(name)
-                .and_then(|ls| ls.iter().min_by_key(|l| l.streams.load(Ordering::Relaxed)))
+                .and_then(|ls| pick(ls, on))
                 .ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
             (link.id, link.tx.clone(), link.streams.clone())
         };
@@ -409,7 +418,8 @@ impl Hub {
 
     /// Has agent `name` listen inside for `server`'s active-mode data connection, on the
     /// link `link` (the one that carries the session's control connection: the agent
-    /// whose address the server knows as its client's); the agent keeps the port for
+    /// whose address the server knows as its client's; if that link was lost, the least
+    /// busy of the name's, most often the same agent linked again); the agent keeps the port for
     /// at most `wait`. Answers once the agent listens (within `limit`); the server's
     /// connection is then awaited with [`Inside::accepted`]. Dropping the [`Inside`]
     /// closes the port on the agent.
@@ -421,22 +431,19 @@ impl Hub {
         wait: Duration,
         limit: Duration,
     ) -> Result<Inside, DialError> {
-        let (tx, streams) = {
+        let (link, tx, streams) = {
             let links = lock(&self.links);
             let ls = links
                 .get(name)
                 .ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
-            let l = ls
-                .iter()
-                .find(|l| l.id == link)
-                .ok_or_else(|| DialError::LinkGone(name.to_owned()))?;
+            let l = pick(ls, Some(link)).ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
             if l.protocol < LISTEN_PROTOCOL {
                 return Err(DialError::TooOld {
                     agent: name.to_owned(),
                     version: l.version.clone(),
                 });
             }
-            (l.tx.clone(), l.streams.clone())
+            (l.id, l.tx.clone(), l.streams.clone())
         };
         let (notes_tx, notes) = mpsc::channel(NOTES);
         let (key, nonce, answer, stream) = self.pending_for(name, link, Some(notes_tx));
@@ -463,7 +470,7 @@ impl Hub {
             wait_ms,
         };
         if inside.tx.send(ask).await.is_err() {
-            return Err(DialError::LinkGone(name.to_owned()));
+            return Err(DialError::NotConnected(name.to_owned()));
         }
         inside.asked = true;
         let failed = |reason: String| DialError::Failed {
@@ -882,6 +889,17 @@ impl Drop for Inside {
             }
         }
     }
+}
+
+/// The link a request goes to: `on` while it is up; else (none asked for, or it was lost
+/// and its agent may have linked again since: most often the same host) the least busy.
+fn pick(links: &[Link], on: Option<u64>) -> Option<&Link> {
+    on.and_then(|id| links.iter().find(|l| l.id == id))
+        .or_else(|| {
+            links
+                .iter()
+                .min_by_key(|l| l.streams.load(Ordering::Relaxed))
+        })
 }
 
 /// Removes a request from the hub when its dialer is done with it.

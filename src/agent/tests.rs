@@ -305,12 +305,15 @@ async fn the_agent_listens_inside_for_its_server_alone_and_closes_the_port_on_ev
     );
     drop(held);
     until(|| listens.len() == 0).await;
-    // A link that is not the session's: refused on the edge, never asked.
-    let r = e
+    // The session's link lost (here: a link that never was): the least busy one of the
+    // name listens (most often the same agent, linked again).
+    let inside = e
         .hub
         .listen("site-a", link + 1_000, server, wait, limit)
-        .await;
-    assert!(matches!(r, Err(DialError::LinkGone(_))), "{r:?}");
+        .await
+        .unwrap();
+    assert_eq!(inside.addr().ip(), server.ip());
+    drop(inside);
     drop(control);
     stop.cancel();
 }
@@ -350,5 +353,36 @@ async fn a_lost_link_closes_the_agents_ports() {
     assert!(r.is_err());
     until(|| listens.len() == 0).await;
     assert!(refused(at).await);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_sessions_data_connections_go_through_the_agent_of_its_control_connection() {
+    let stop = CancellationToken::new();
+    let e = edge(&stop).await;
+    let server = echo_server().await;
+    // Two agents of one name (on two hosts, in production: a server sees them as two
+    // clients, and takes data connections only from its control connection's).
+    tokio::spawn(agent(&e, "s3cret", &["127.0.0.1"]).run(stop.clone()));
+    tokio::spawn(agent(&e, "s3cret", &["127.0.0.1"]).run(stop.clone()));
+    until(|| e.hub.links().len() == 2).await;
+    let target = server.to_string();
+    let limit = Duration::from_secs(5);
+    let (control, _, _) = e.hub.dial("site-a", &target, limit).await.unwrap();
+    let link = control.link();
+    // Least busy alone would alternate; pinned, every one goes through `link`.
+    let mut data = Vec::new();
+    for _ in 0..4 {
+        let (s, _, _) = e
+            .hub
+            .dial_on("site-a", Some(link), &target, limit)
+            .await
+            .unwrap();
+        assert_eq!(s.link(), link);
+        data.push(s);
+    }
+    // Unpinned, the other link takes the next.
+    let (other, _, _) = e.hub.dial("site-a", &target, limit).await.unwrap();
+    assert_ne!(other.link(), link);
     stop.cancel();
 }

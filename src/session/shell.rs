@@ -415,10 +415,13 @@ impl Shell {
                 let limit = limits.connect_timeout;
                 let via = self.listener.policy.cfg.via.clone();
                 let hub = self.listener.services.agents.clone();
+                // The agent that carries the control connection: the server takes the
+                // data connection only from its control connection's client's address.
+                let on = *self.agent_link.lock().unwrap_or_else(|e| e.into_inner());
                 self.ops.push(
                     async move {
                         if let (Some(agent), Some(hub)) = (via, hub) {
-                            let r = hub.dial(&agent, &to.to_string(), limit).await;
+                            let r = hub.dial_on(&agent, on, &to.to_string(), limit).await;
                             return match r {
                                 Ok((s, _, _)) => Completion {
                                     event: Event::DataConnected(Ok(())),
