@@ -626,3 +626,154 @@ fn changing_a_token_and_reloading_revokes_the_agent() {
         agent.log()
     );
 }
+
+/// A stand-in FTP server inside that takes only active mode and, on `RETR`, first has a
+/// second host inside (`thief`) connect to the `PORT` address and write, then connects
+/// from its own address and sends the file: a port thief racing the server, made
+/// deterministic. It logs what the thief's connection read back.
+const THIEF_SERVER: &str = r#"
+import socket, sys, threading
+ip, port, thief_ip, out, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+payload = bytes((i * 7 + 3) % 251 for i in range(size))
+log = open(out, "a", buffering=1)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((ip, port))
+srv.listen(8)
+
+def session(c):
+    f = c.makefile("rb")
+    say = lambda t: c.sendall((t + "\r\n").encode())
+    say("220 active-only stand-in")
+    to = None
+    for line in f:
+        cmd = line.decode("latin-1").strip()
+        verb = cmd.split(" ")[0].upper()
+        log.write("> %s\n" % cmd)
+        if verb == "USER": say("331 password")
+        elif verb == "PASS": say("230 in")
+        elif verb == "PWD": say('257 "/"')
+        elif verb in ("PASV", "EPSV"): say("502 active mode only")
+        elif verb == "PORT":
+            n = cmd[5:].split(",")
+            to = (".".join(n[:4]), int(n[4]) * 256 + int(n[5]))
+            say("200 PORT ok")
+        elif verb == "SIZE": say("213 %d" % len(payload))
+        elif verb == "RETR":
+            t = socket.socket()
+            t.bind((thief_ip, 0))
+            t.settimeout(10)
+            t.connect(to)
+            try:
+                t.sendall(b"STOLEN")
+                got = t.recv(64)
+            except OSError as e:
+                got = b""
+            log.write("thief read %r\n" % got)
+            t.close()
+            say("150 here it comes")
+            d = socket.socket()
+            d.bind((ip, 0))
+            d.settimeout(10)
+            d.connect(to)
+            d.sendall(payload)
+            d.close()
+            say("226 done")
+        elif verb == "QUIT":
+            say("221 bye")
+            break
+        else: say("200 ok")
+    c.close()
+
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=session, args=(c,), daemon=True).start()
+"#;
+
+/// A child process killed (and reaped) when dropped, by its pid.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A second host inside connects to the agent's active-mode port before the server: the
+/// agent closes it unread and reports it (counted on the edge, per agent and for the
+/// session), and the server's own connection still carries the file.
+#[test]
+fn the_agent_refuses_a_connection_to_its_port_from_anyone_but_the_server() {
+    let lab = AgentLab::new();
+    let thief = std::net::Ipv4Addr::from(u32::from(lab.inside_ip) + 75);
+    lab.add_inside_address(thief);
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("server.log");
+    let server = SocketAddr::from((lab.inside_ip, 2121));
+    let size = 200_000;
+    let script = work.path().join("server.py");
+    std::fs::write(&script, THIEF_SERVER).unwrap();
+    let args = [
+        "/usr/bin/python3".to_string(),
+        script.display().to_string(),
+        lab.inside_ip.to_string(),
+        server.port().to_string(),
+        thief.to_string(),
+        log.display().to_string(),
+        size.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _server = Killed(
+        lab.in_inside(&args)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_within(Duration::from_secs(10), "the stand-in listening", || {
+        let ss = clients::run(lab.in_inside(&["ss", "-Hltn"]), Duration::from_secs(5));
+        ss.stdout.contains(&server.to_string())
+    });
+    let edge = edge(&lab, &[("thief", server, "    upstream_data: active\n")]);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let got = work.path().join("got.bin");
+    let u = url(edge.listeners[0], "file.bin");
+    ok(
+        &curl(&lab, &["-o", got.to_str().unwrap(), &u]),
+        "curl download past a thief",
+        &edge,
+        &agent,
+    );
+    let want: Vec<u8> = (0..size).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+    same(&got, &want, "the server's file, not the thief's bytes");
+    let server_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        server_log.contains("thief read b''"),
+        "the thief's connection was closed unread:\n{server_log}"
+    );
+    let agent_label = [("agent", "site-a")];
+    assert_eq!(
+        edge.proxy
+            .metric("fxprelay_agent_port_theft_total", &agent_label),
+        1.0
+    );
+    assert_eq!(
+        edge.proxy.metric(
+            "fxprelay_rejected_total",
+            &[("listener", "thief"), ("reason", "port_theft")]
+        ),
+        1.0
+    );
+    assert!(
+        agent
+            .log()
+            .contains("refused a connection to an active-mode port"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(lab.inbound_drops(), 0);
+    wait_for_within(Duration::from_secs(5), "the agent's port closed", || {
+        edge.proxy.metric("fxprelay_agent_listens", &agent_label) == 0.0
+    });
+}
