@@ -72,6 +72,10 @@ impl Listens {
         decide: impl FnOnce(usize) -> Result<SocketAddr, ListenRefusal>,
     ) -> Result<(SocketAddr, ListenGuard), ListenRefusal> {
         let mut open = self.lock();
+        if open.contains_key(&id) {
+            // One port per request: a second would outlive the first one's guard.
+            return Err(ListenRefusal::Duplicate(id));
+        }
         let bind = decide(open.len())?;
         open.insert(id, Listening { addr: None, stop });
         Ok((bind, ListenGuard(self.clone(), id)))

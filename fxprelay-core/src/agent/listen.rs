@@ -36,6 +36,8 @@ pub enum ListenRefusal {
     NoAddress { server: SocketAddr, local: IpAddr },
     #[error("this agent's link already holds {MAX_LISTENS} listening ports")]
     Busy,
+    #[error("request {0} already has a listening port")]
+    Duplicate(u64),
 }
 
 /// Where to listen for `server`'s active-mode connection: `local` is the address the
