@@ -23,16 +23,27 @@ const TOKEN: &str = "0d2c6f0e8a9b4d7f9e1c2b3a4f5e6d7c";
 
 /// A server inside, which only the agent can reach.
 fn inside_server(lab: &AgentLab, kind: ServerKind, tls: bool) -> FtpServer {
-    inside_server_with(lab, kind, tls, false)
+    inside_server_with(lab, kind, tls, Allows::default())
 }
 
-/// [`inside_server`], allowing FXP (`PORT` to a foreign address) when `fxp`.
-fn inside_server_with(lab: &AgentLab, kind: ServerKind, tls: bool, fxp: bool) -> FtpServer {
+/// What a server inside takes beyond the defaults.
+#[derive(Clone, Copy, Default)]
+struct Allows {
+    /// FXP: `PORT` to a foreign address.
+    fxp: bool,
+    /// No passive mode: its `PASV`/`EPSV` answered with a `5xx` (only active mode
+    /// reaches it).
+    no_passive: bool,
+}
+
+/// [`inside_server`], with what it `allows`.
+fn inside_server_with(lab: &AgentLab, kind: ServerKind, tls: bool, allows: Allows) -> FtpServer {
     let mut opts = ServerOptions::new(lab.inside_ip);
-    opts.foreign_data = fxp;
+    opts.foreign_data = allows.fxp;
     if tls {
         opts = opts.with_tls();
     }
+    opts.passive = !allows.no_passive;
     opts.netns = Some(lab.inside_ns.clone());
     opts.unreachable_from_root = true;
     FtpServer::start(kind, opts)
@@ -185,6 +196,92 @@ fn upload_file(dir: &Path, name: &str, seed: u64) -> (PathBuf, Vec<u8>) {
     (path, data)
 }
 
+/// curl (its defaults, EPSV, and `--disable-epsv`), lftp and Python's ftplib with their
+/// defaults, in the client namespace, through the edge's listener `addr` to `server`
+/// inside: each downloads, lists and uploads, byte for byte.
+fn every_client(
+    lab: &AgentLab,
+    edge: &Edge,
+    agent: &AgentProc,
+    server: &FtpServer,
+    addr: SocketAddr,
+    work: &Path,
+) {
+    let big = peers::big_bin();
+    let kind = server.kind.name();
+    // curl as it comes (EPSV), then with PASV: downloads, a listing, uploads.
+    for (i, extra) in [&[][..], &["--disable-epsv"][..]].iter().enumerate() {
+        let got = work.join(format!("{kind}-curl{i}.bin"));
+        let mut args = extra.to_vec();
+        let u = url(addr, "big.bin");
+        args.extend(["-o", got.to_str().unwrap(), u.as_str()]);
+        ok(&curl(lab, &args), "curl download", edge, agent);
+        same(&got, big, &format!("{kind} curl {extra:?} download"));
+        let list = curl(lab, &[extra, &[url(addr, "").as_str()][..]].concat());
+        ok(&list, "curl list", edge, agent);
+        assert!(list.stdout.contains("big.bin"), "{kind}: {}", list.stdout);
+        let (up, data) = upload_file(work, &format!("{kind}-up{i}"), i as u64 + 1);
+        let dest = url(addr, &format!("curl{i}.bin"));
+        let args = [extra, &["-T", up.to_str().unwrap(), dest.as_str()][..]].concat();
+        ok(&curl(lab, &args), "curl upload", edge, agent);
+        same(
+            &server.file(format!("curl{i}.bin")),
+            &data,
+            &format!("{kind} curl upload"),
+        );
+    }
+    // lftp with its defaults (it fixes passive addresses it dislikes).
+    let got = work.join(format!("{kind}-lftp.bin"));
+    let (up, data) = upload_file(work, &format!("{kind}-lftp-up"), 7);
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 15; open -u {},{} ftp://{addr}; get big.bin -o {}; put {} -o lftp.bin; cls",
+        peers::USER,
+        peers::PASS,
+        got.display(),
+        up.display()
+    );
+    let r = clients::run(
+        lab.in_client(&["lftp", "-c", &script]),
+        Duration::from_secs(90),
+    );
+    ok(&r, "lftp", edge, agent);
+    same(&got, big, &format!("{kind} lftp download"));
+    same(
+        &server.file("lftp.bin"),
+        &data,
+        &format!("{kind} lftp upload"),
+    );
+    // Python's ftplib with its defaults (the 227 address ignored).
+    let got = work.join(format!("{kind}-ftplib.bin"));
+    let (up, data) = upload_file(work, &format!("{kind}-ftplib-up"), 9);
+    let mut cmd = clients::ftplib_command(
+        Path::new("/usr/bin/python3"),
+        addr,
+        peers::USER,
+        peers::PASS,
+        true,
+        None,
+        &[
+            FtplibOp::Get("big.bin", &got),
+            FtplibOp::Put(&up, "ftplib.bin"),
+        ],
+    );
+    cmd.arg("--stock");
+    let args: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = clients::run(lab.in_client(&args), Duration::from_secs(90));
+    ok(&r, "ftplib", edge, agent);
+    same(&got, big, &format!("{kind} ftplib download"));
+    same(
+        &server.file("ftplib.bin"),
+        &data,
+        &format!("{kind} ftplib upload"),
+    );
+}
+
 #[test]
 fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
     let lab = AgentLab::new();
@@ -198,81 +295,9 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
     edge.wait_linked();
     assert_eq!(edge.listed(), 1);
     let work = tempfile::tempdir().unwrap();
-    let big = peers::big_bin();
 
     for (server, addr) in [(&vsftpd, edge.listeners[0]), (&pyftpd, edge.listeners[1])] {
-        let kind = server.kind.name();
-        // curl as it comes (EPSV), then with PASV: downloads, a listing, uploads.
-        for (i, extra) in [&[][..], &["--disable-epsv"][..]].iter().enumerate() {
-            let got = work.path().join(format!("{kind}-curl{i}.bin"));
-            let mut args = extra.to_vec();
-            let u = url(addr, "big.bin");
-            args.extend(["-o", got.to_str().unwrap(), u.as_str()]);
-            ok(&curl(&lab, &args), "curl download", &edge, &agent);
-            same(&got, big, &format!("{kind} curl {extra:?} download"));
-            let list = curl(&lab, &[extra, &[url(addr, "").as_str()][..]].concat());
-            ok(&list, "curl list", &edge, &agent);
-            assert!(list.stdout.contains("big.bin"), "{kind}: {}", list.stdout);
-            let (up, data) = upload_file(work.path(), &format!("{kind}-up{i}"), i as u64 + 1);
-            let dest = url(addr, &format!("curl{i}.bin"));
-            let args = [extra, &["-T", up.to_str().unwrap(), dest.as_str()][..]].concat();
-            ok(&curl(&lab, &args), "curl upload", &edge, &agent);
-            same(
-                &server.file(format!("curl{i}.bin")),
-                &data,
-                &format!("{kind} curl upload"),
-            );
-        }
-        // lftp with its defaults (it fixes passive addresses it dislikes).
-        let got = work.path().join(format!("{kind}-lftp.bin"));
-        let (up, data) = upload_file(work.path(), &format!("{kind}-lftp-up"), 7);
-        let script = format!(
-            "set net:max-retries 1; set net:timeout 15; open -u {},{} ftp://{addr}; get big.bin -o {}; put {} -o lftp.bin; cls",
-            peers::USER,
-            peers::PASS,
-            got.display(),
-            up.display()
-        );
-        let r = clients::run(
-            lab.in_client(&["lftp", "-c", &script]),
-            Duration::from_secs(90),
-        );
-        ok(&r, "lftp", &edge, &agent);
-        same(&got, big, &format!("{kind} lftp download"));
-        same(
-            &server.file("lftp.bin"),
-            &data,
-            &format!("{kind} lftp upload"),
-        );
-        // Python's ftplib with its defaults (the 227 address ignored).
-        let got = work.path().join(format!("{kind}-ftplib.bin"));
-        let (up, data) = upload_file(work.path(), &format!("{kind}-ftplib-up"), 9);
-        let mut cmd = clients::ftplib_command(
-            Path::new("/usr/bin/python3"),
-            addr,
-            peers::USER,
-            peers::PASS,
-            true,
-            None,
-            &[
-                FtplibOp::Get("big.bin", &got),
-                FtplibOp::Put(&up, "ftplib.bin"),
-            ],
-        );
-        cmd.arg("--stock");
-        let args: Vec<String> = std::iter::once(cmd.get_program())
-            .chain(cmd.get_args())
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let r = clients::run(lab.in_client(&args), Duration::from_secs(90));
-        ok(&r, "ftplib", &edge, &agent);
-        same(&got, big, &format!("{kind} ftplib download"));
-        same(
-            &server.file("ftplib.bin"),
-            &data,
-            &format!("{kind} ftplib upload"),
-        );
+        every_client(&lab, &edge, &agent, server, addr, work.path());
     }
     assert_eq!(
         lab.inbound_drops(),
@@ -289,17 +314,39 @@ fn clients_reach_servers_that_accept_no_inbound_connection_through_the_agent() {
 
 #[test]
 fn ftps_requiring_session_reuse_runs_end_to_end_through_the_agent() {
+    ftps_through_the_agent(false);
+}
+
+/// The same with a server that refuses passive mode: the agent listens inside for the
+/// server's TLS data connection, which still resumes the control connection's session.
+#[test]
+fn ftps_in_active_mode_toward_the_server_runs_end_to_end_through_the_agent() {
+    ftps_through_the_agent(true);
+}
+
+fn ftps_through_the_agent(active: bool) {
     let lab = AgentLab::new();
-    let server = inside_server(&lab, ServerKind::Vsftpd, true);
+    let server = inside_server_with(
+        &lab,
+        ServerKind::Vsftpd,
+        true,
+        Allows {
+            no_passive: active,
+            ..Allows::default()
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let proxy_id = tls::identity_for(IpAddr::V4(lab.edge_ip)).write(dir.path(), "proxy");
     let ca = tls::test_ca().write_cert(dir.path());
-    let keys = format!(
+    let mut keys = format!(
         "    tls:\n      client: {{mode: explicit, cert: \"{}\", key: \"{}\"}}\n      upstream: {{mode: explicit, ca: \"{}\"}}\n",
         proxy_id.cert.display(),
         proxy_id.key.display(),
         ca.display()
     );
+    if active {
+        keys.push_str("    upstream_data: active\n");
+    }
     let edge = edge(&lab, &[("ftps", server.addr, keys.as_str())]);
     let agent = edge.agent(&lab);
     edge.wait_linked();
@@ -340,6 +387,104 @@ fn ftps_requiring_session_reuse_runs_end_to_end_through_the_agent() {
     ok(&r, "curl FTPS upload", &edge, &agent);
     same(&server.file("tls-up.bin"), &data, "FTPS upload");
     assert_eq!(lab.inbound_drops(), 0);
+    if active {
+        assert_agent_ports_used_and_closed(&lab, &edge, &agent, 2);
+    }
+}
+
+/// The agent listened inside at least `transfers` times (active mode was used), and
+/// every port it opened is closed again: none in the edge's gauge, no listening socket
+/// of the agent's process inside, no connection to one from anyone but the server.
+fn assert_agent_ports_used_and_closed(
+    lab: &AgentLab,
+    edge: &Edge,
+    agent: &AgentProc,
+    transfers: usize,
+) {
+    let listened = agent
+        .log()
+        .matches("listening for the server's active-mode data connection")
+        .count();
+    assert!(
+        listened >= transfers,
+        "the agent listened {listened} times for {transfers} transfers\n{}",
+        agent.log()
+    );
+    let agent_label = [("agent", "site-a")];
+    wait_for_within(Duration::from_secs(5), "the agent's ports closed", || {
+        edge.proxy.metric("fxprelay_agent_listens", &agent_label) == 0.0
+    });
+    let ss = clients::run(lab.in_inside(&["ss", "-Hltnp"]), Duration::from_secs(10));
+    assert!(ss.ok(), "{ss}");
+    assert!(
+        !ss.stdout.contains("fxprelay"),
+        "the agent still listens inside:\n{}",
+        ss.stdout
+    );
+    assert_eq!(
+        edge.proxy
+            .metric("fxprelay_agent_port_theft_total", &agent_label),
+        0.0
+    );
+}
+
+/// Servers that refuse passive mode, reached in active mode: the agent listens on an
+/// ephemeral port inside for each transfer, the `PORT` names that port, and the
+/// server's connection travels to the edge on the agent's own outbound connection.
+#[test]
+fn active_mode_toward_servers_inside_goes_through_ports_the_agent_opens_inside() {
+    let lab = AgentLab::new();
+    let vsftpd = inside_server_with(
+        &lab,
+        ServerKind::Vsftpd,
+        false,
+        Allows {
+            no_passive: true,
+            ..Allows::default()
+        },
+    );
+    let pyftpd = inside_server_with(
+        &lab,
+        ServerKind::Pyftpdlib,
+        false,
+        Allows {
+            no_passive: true,
+            ..Allows::default()
+        },
+    );
+    let active = "    upstream_data: active\n";
+    let edge = edge(
+        &lab,
+        &[
+            ("vsftpd", vsftpd.addr, active),
+            ("pyftpd", pyftpd.addr, active),
+            // `auto`: the server's 5xx to PASV, then active through the agent.
+            ("auto", vsftpd.addr, ""),
+        ],
+    );
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let work = tempfile::tempdir().unwrap();
+    for (server, addr) in [(&vsftpd, edge.listeners[0]), (&pyftpd, edge.listeners[1])] {
+        every_client(&lab, &edge, &agent, server, addr, work.path());
+    }
+    let got = work.path().join("auto.bin");
+    let u = url(edge.listeners[2], "big.bin");
+    ok(
+        &curl(&lab, &["-o", got.to_str().unwrap(), &u]),
+        "curl download, auto",
+        &edge,
+        &agent,
+    );
+    same(&got, peers::big_bin(), "auto download");
+    assert_eq!(
+        lab.inbound_drops(),
+        0,
+        "something tried to connect into the inside network"
+    );
+    // Per server: curl x2 (download, list, upload), lftp (download, upload, list),
+    // ftplib (download, upload).
+    assert_agent_ports_used_and_closed(&lab, &edge, &agent, 2 * 11 + 1);
 }
 
 #[test]
@@ -570,7 +715,15 @@ fn api_copy(edge: &Edge, src: &str, dst: &str, options: &str) -> serde_json::Val
 #[test]
 fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
     let lab = AgentLab::new();
-    let inside = inside_server_with(&lab, ServerKind::Vsftpd, false, true);
+    let inside = inside_server_with(
+        &lab,
+        ServerKind::Vsftpd,
+        false,
+        Allows {
+            fxp: true,
+            ..Allows::default()
+        },
+    );
     let mut opts = ServerOptions::new(lab.edge_agents_ip);
     opts.foreign_data = true;
     let direct = FtpServer::start(ServerKind::Pyftpdlib, opts);
@@ -832,4 +985,155 @@ fn a_tls_server_behind_the_agent_is_relayed_with_its_session_resumed() {
         "TLS source relayed",
     );
     assert_eq!(lab.inbound_drops(), 0);
+}
+
+/// A stand-in FTP server inside that takes only active mode and, on `RETR`, first has a
+/// second host inside (`thief`) connect to the `PORT` address and write, then connects
+/// from its own address and sends the file: a port thief racing the server, made
+/// deterministic. It logs what the thief's connection read back.
+const THIEF_SERVER: &str = r#"
+import socket, sys, threading
+ip, port, thief_ip, out, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+payload = bytes((i * 7 + 3) % 251 for i in range(size))
+log = open(out, "a", buffering=1)
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((ip, port))
+srv.listen(8)
+
+def session(c):
+    f = c.makefile("rb")
+    say = lambda t: c.sendall((t + "\r\n").encode())
+    say("220 active-only stand-in")
+    to = None
+    for line in f:
+        cmd = line.decode("latin-1").strip()
+        verb = cmd.split(" ")[0].upper()
+        log.write("> %s\n" % cmd)
+        if verb == "USER": say("331 password")
+        elif verb == "PASS": say("230 in")
+        elif verb == "PWD": say('257 "/"')
+        elif verb in ("PASV", "EPSV"): say("502 active mode only")
+        elif verb == "PORT":
+            n = cmd[5:].split(",")
+            to = (".".join(n[:4]), int(n[4]) * 256 + int(n[5]))
+            say("200 PORT ok")
+        elif verb == "SIZE": say("213 %d" % len(payload))
+        elif verb == "RETR":
+            t = socket.socket()
+            t.bind((thief_ip, 0))
+            t.settimeout(10)
+            t.connect(to)
+            try:
+                t.sendall(b"STOLEN")
+                got = t.recv(64)
+            except OSError as e:
+                got = b""
+            log.write("thief read %r\n" % got)
+            t.close()
+            say("150 here it comes")
+            d = socket.socket()
+            d.bind((ip, 0))
+            d.settimeout(10)
+            d.connect(to)
+            d.sendall(payload)
+            d.close()
+            say("226 done")
+        elif verb == "QUIT":
+            say("221 bye")
+            break
+        else: say("200 ok")
+    c.close()
+
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=session, args=(c,), daemon=True).start()
+"#;
+
+/// A child process killed (and reaped) when dropped, by its pid.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A second host inside connects to the agent's active-mode port before the server: the
+/// agent closes it unread and reports it (counted on the edge, per agent and for the
+/// session), and the server's own connection still carries the file.
+#[test]
+fn the_agent_refuses_a_connection_to_its_port_from_anyone_but_the_server() {
+    let lab = AgentLab::new();
+    let thief = std::net::Ipv4Addr::from(u32::from(lab.inside_ip) + 75);
+    lab.add_inside_address(thief);
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("server.log");
+    let server = SocketAddr::from((lab.inside_ip, 2121));
+    let size = 200_000;
+    let script = work.path().join("server.py");
+    std::fs::write(&script, THIEF_SERVER).unwrap();
+    let args = [
+        "/usr/bin/python3".to_string(),
+        script.display().to_string(),
+        lab.inside_ip.to_string(),
+        server.port().to_string(),
+        thief.to_string(),
+        log.display().to_string(),
+        size.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _server = Killed(
+        lab.in_inside(&args)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_within(Duration::from_secs(10), "the stand-in listening", || {
+        let ss = clients::run(lab.in_inside(&["ss", "-Hltn"]), Duration::from_secs(5));
+        ss.stdout.contains(&server.to_string())
+    });
+    let edge = edge(&lab, &[("thief", server, "    upstream_data: active\n")]);
+    let agent = edge.agent(&lab);
+    edge.wait_linked();
+    let got = work.path().join("got.bin");
+    let u = url(edge.listeners[0], "file.bin");
+    ok(
+        &curl(&lab, &["-o", got.to_str().unwrap(), &u]),
+        "curl download past a thief",
+        &edge,
+        &agent,
+    );
+    let want: Vec<u8> = (0..size).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+    same(&got, &want, "the server's file, not the thief's bytes");
+    let server_log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        server_log.contains("thief read b''"),
+        "the thief's connection was closed unread:\n{server_log}"
+    );
+    let agent_label = [("agent", "site-a")];
+    assert_eq!(
+        edge.proxy
+            .metric("fxprelay_agent_port_theft_total", &agent_label),
+        1.0
+    );
+    assert_eq!(
+        edge.proxy.metric(
+            "fxprelay_rejected_total",
+            &[("listener", "thief"), ("reason", "port_theft")]
+        ),
+        1.0
+    );
+    assert!(
+        agent
+            .log()
+            .contains("refused a connection to an active-mode port"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(lab.inbound_drops(), 0);
+    wait_for_within(Duration::from_secs(5), "the agent's port closed", || {
+        edge.proxy.metric("fxprelay_agent_listens", &agent_label) == 0.0
+    });
 }

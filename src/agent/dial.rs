@@ -20,7 +20,11 @@ use super::hub::{AgentStream, DialError, Hub};
 
 /// How connections toward one server are made: straight, or through an agent.
 #[derive(Clone, Default)]
-pub struct Dialer(Option<(Arc<Hub>, String)>);
+pub struct Dialer {
+    via: Option<(Arc<Hub>, String)>,
+    /// The agent's link to take while it is up ([`Dialer::pinned`]).
+    on: Option<u64>,
+}
 
 impl std::fmt::Debug for Dialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,17 +68,30 @@ impl DialFailure<io::Error> {
 impl Dialer {
     /// Straight from this host.
     pub fn direct() -> Dialer {
-        Dialer(None)
+        Dialer::default()
     }
 
     /// Through agent `name`, whose links `hub` keeps.
     pub fn via(hub: Arc<Hub>, name: impl Into<String>) -> Dialer {
-        Dialer(Some((hub, name.into())))
+        Dialer {
+            via: Some((hub, name.into())),
+            on: None,
+        }
     }
 
     /// The agent connections go through, if any.
     pub fn agent(&self) -> Option<&str> {
-        self.0.as_ref().map(|(_, name)| name.as_str())
+        self.via.as_ref().map(|(_, name)| name.as_str())
+    }
+
+    /// This dialer, taking the link that carries `control` while it is up: a server
+    /// takes a session's data connections only from its control connection's client
+    /// address, which is that agent's host when several agents share a name.
+    pub fn pinned(&self, link: Option<u64>) -> Dialer {
+        Dialer {
+            via: self.via.clone(),
+            on: link,
+        }
     }
 
     /// A connection to `target` (`host:port`, as the agent resolves it when there is
@@ -86,10 +103,10 @@ impl Dialer {
         limit: Duration,
         direct: impl Future<Output = Result<TcpStream, E>>,
     ) -> Result<Conn, DialFailure<E>> {
-        match &self.0 {
+        match &self.via {
             Some((hub, agent)) => {
                 let (stream, peer, local) = hub
-                    .dial(agent, target, limit)
+                    .dial_on(agent, self.on, target, limit)
                     .await
                     .map_err(DialFailure::Agent)?;
                 Ok(Conn::Agent {
@@ -116,6 +133,14 @@ impl Conn {
     /// Whether the bytes go through an agent.
     pub fn is_agent(&self) -> bool {
         matches!(self, Conn::Agent { .. })
+    }
+
+    /// The agent's link that carries it, if it goes through one (see [`Dialer::pinned`]).
+    pub fn link(&self) -> Option<u64> {
+        match self {
+            Conn::Direct(_) => None,
+            Conn::Agent { stream, .. } => Some(stream.link()),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub mod hub;
 pub mod run;
 
 pub use dial::{Conn, DialFailure, Dialer};
-pub use hub::{AgentStream, DialError, Hub, LinkView};
+pub use hub::{AgentStream, DialError, Hub, Inside, InsideError, LinkView};
 pub use run::Agent;
 
 #[cfg(test)]

@@ -399,6 +399,9 @@ impl Client {
                     why,
                 })?;
         }
+        // Its data connections go through the agent that carries this one: the server
+        // takes them only from its control connection's client address.
+        let dialer = dialer.pinned(tcp.link());
         let stream = match (&secure, url.security) {
             (Some((connector, name)), Security::Implicit) => {
                 handshake(connector, name.clone(), tcp, limit, "control").await?
@@ -406,7 +409,7 @@ impl Client {
             _ => ClientStream::Plain(tcp),
         };
         let mut c = Client::over(stream, None, peer, limit, host, own.cloned());
-        c.dialer = dialer.clone();
+        c.dialer = dialer;
         let mut greeting = c.read_reply("greeting").await?;
         while greeting.class() == 1 {
             greeting = c.read_reply("greeting").await?;

@@ -31,7 +31,7 @@ use super::machine::{
 };
 use super::policy::Policy;
 use super::registry::Registration;
-use crate::agent::{DialError, DialFailure};
+use crate::agent::{DialError, DialFailure, Inside};
 use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
@@ -79,6 +79,8 @@ enum Keep {
     /// The proxy's connection to the upstream's passive data port (a socket, or a
     /// stream through the listener's agent), as the transfer's upstream leg.
     UpstreamData(Leg),
+    /// The agent's listening port inside, for the server's active-mode connection.
+    UpstreamInside(Inside),
 }
 
 impl From<Event> for Completion {
@@ -123,6 +125,11 @@ pub(super) struct Shell {
     ops: FuturesUnordered<BoxFuture<'static, Completion>>,
     client_passive: Option<LeasedListener>,
     upstream_active: Option<LeasedListener>,
+    /// Through an agent, [`Slot::UpstreamActive`] is the agent's port inside.
+    upstream_inside: Option<Inside>,
+    /// Through an agent, the link that carries the control connection: the agent that
+    /// listens for this session's active-mode data connections (set by the connect).
+    agent_link: Arc<std::sync::Mutex<Option<u64>>>,
     upstream_data: Option<Leg>,
     transfer: Option<TransferTask>,
     fxp: Option<FxpTask>,
@@ -175,6 +182,8 @@ impl Shell {
             ops: FuturesUnordered::new(),
             client_passive: None,
             upstream_active: None,
+            upstream_inside: None,
+            agent_link: Arc::default(),
             upstream_data: None,
             transfer: None,
             fxp: None,
@@ -307,6 +316,7 @@ impl Shell {
             }
             Some(Keep::Upstream(s)) => self.set_upstream(s),
             Some(Keep::UpstreamData(s)) => self.upstream_data = Some(s),
+            Some(Keep::UpstreamInside(l)) => self.upstream_inside = Some(l),
             None => {}
         }
         done.event
@@ -392,14 +402,21 @@ impl Shell {
                 self.machine
                     .handle(Event::Leased { slot, result }, Instant::now());
             }
+            Action::ListenInside { server } => self.listen_inside(server),
             Action::Release(slot) => match slot {
                 Slot::ClientPassive => self.client_passive = None,
-                Slot::UpstreamActive => self.upstream_active = None,
+                Slot::UpstreamActive => {
+                    self.upstream_active = None;
+                    self.upstream_inside = None;
+                }
                 Slot::UpstreamData => self.upstream_data = None,
             },
             Action::ConnectData(to) => {
                 let limit = limits.connect_timeout;
-                let dialer = self.listener.services.dialer.clone();
+                // The agent that carries the control connection: the server takes the
+                // data connection only from its control connection's client's address.
+                let on = *self.agent_link.lock().unwrap_or_else(|e| e.into_inner());
+                let dialer = self.listener.services.dialer.pinned(on);
                 self.ops.push(
                     async move {
                         let direct = async {
@@ -499,6 +516,7 @@ impl Shell {
         // A listener whose server accepts no inbound connection reaches it through its
         // agent; the agent checks its own `allow`.
         let dialer = listener.services.dialer.clone();
+        let pin = self.agent_link.clone();
         async move {
             let ctx = &listener.policy;
             let limit = ctx.limits.connect_timeout;
@@ -528,6 +546,8 @@ impl Shell {
                 Ok((peer, local)) => (peer, local.ip()),
                 Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
             };
+            // The session's data connections go through the same agent (Dialer::pinned).
+            *pin.lock().unwrap_or_else(|e| e.into_inner()) = conn.link();
             let mut stream: BoxStream = Box::new(conn);
             // The header comes first, before any TLS: it is for the server's TCP layer.
             if let Some(header) = proxy_header {
@@ -562,6 +582,35 @@ impl Shell {
             }
         }
         .boxed()
+    }
+
+    /// Asks the agent that carries the control connection to listen inside for the
+    /// server's active-mode connection, for as long as a transfer may take to start.
+    fn listen_inside(&mut self, server: SocketAddr) {
+        let limits = &self.ctx.limits;
+        let (limit, wait) = (
+            limits.connect_timeout,
+            limits.connect_timeout + limits.data_accept_timeout,
+        );
+        let via = self.ctx.cfg.via.clone();
+        let hub = self.listener.services.agents.clone();
+        let link = *self.agent_link.lock().unwrap_or_else(|e| e.into_inner());
+        self.ops.push(
+            async move {
+                let (Some(agent), Some(hub), Some(link)) = (via, hub, link) else {
+                    let why = "the control connection does not go through an agent";
+                    return Event::ListeningInside(Err(why.into())).into();
+                };
+                match hub.listen(&agent, link, server, wait, limit).await {
+                    Ok(inside) => Completion {
+                        event: Event::ListeningInside(Ok(inside.addr())),
+                        keep: Some(Keep::UpstreamInside(inside)),
+                    },
+                    Err(e) => Event::ListeningInside(Err(e.to_string())).into(),
+                }
+            }
+            .boxed(),
+        );
     }
 
     /// Hands the client connection to a TLS handshake as the server, dropping whatever
@@ -693,6 +742,9 @@ impl Shell {
         };
         let upstream = match upstream {
             UpstreamLeg::Connected => self.upstream_data.take(),
+            UpstreamLeg::Accept { .. } if self.upstream_inside.is_some() => {
+                self.upstream_inside.take().map(Leg::Inside)
+            }
             UpstreamLeg::Accept { expect } => {
                 self.upstream_active.take().map(|listener| Leg::Accept {
                     listener,

@@ -11,9 +11,12 @@
 //!
 //! - [`wire`]: the messages, one JSON object per line, bounded in length;
 //! - [`Backoff`]: the delay before the agent dials again, growing, with full jitter;
-//! - [`Reach`]: the agent's own rule for what the edge may ask it to reach.
+//! - [`Reach`]: the agent's own rule for what the edge may ask it to reach;
+//! - [`listen`]: active mode toward a server inside ([`ToAgent::Listen`]): where the
+//!   agent listens for the server's data connection, and who may connect.
 
 mod backoff;
+pub mod listen;
 mod reach;
 pub mod wire;
 

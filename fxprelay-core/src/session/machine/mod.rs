@@ -430,6 +430,7 @@ impl Machine {
             Event::Resolved(result) => self.on_resolved(result, now),
             Event::Leased { slot, result } => self.on_leased(slot, result, now),
             Event::DataConnected(result) => self.on_data_connected(result, now),
+            Event::ListeningInside(result) => self.on_listening_inside(result, now),
             Event::TransferFinished(result) => self.on_transfer_finished(result, now),
             Event::ClientNamed(name) => self.on_client_named(&name),
             Event::ClientSecured { result, discarded } => {
