@@ -9,9 +9,11 @@
 #   1. builds `cargo build --release` (root needed: vsftpd logs in the system user
 #      `fxptest`; scripts/install-test-peers.sh is run if vsftpd/curl/the user are missing);
 #   2. writes SIZE_MIB of /dev/urandom on tmpfs; starts vsftpd on 127.0.0.81;
-#   3. starts fxprelay on 127.0.0.82 with two reverse listeners to that vsftpd in relay
-#      mode: `plain` (the proxy connects to the server) and `agent` (`via: bench`, through
-#      an agents listener with a self-signed certificate), then `fxprelay agent` on the
+#   3. starts fxprelay on 127.0.0.82 with three reverse listeners to that vsftpd in relay
+#      mode: `plain` (the proxy connects to the server), `agent` (`via: bench`, through
+#      an agents listener with a self-signed certificate) and `active` (the same agent in
+#      active mode toward the server: it listens for vsftpd's data connection), then
+#      `fxprelay agent` on the
 #      same host (allow: 127.0.0.81 only), and waits for its link;
 #   4. checks one download through each listener byte for byte;
 #   5. RETR through each listener, RUNS times, interleaved with the order flipping every
@@ -62,6 +64,7 @@ load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at start
 software: fxprelay $(git_rev) ($BIN), vsftpd $(pkg_ver vsftpd), $(curl --version | head -n 1 | cut -d' ' -f1-2)
 paths:    plain  curl -> fxprelay (relay) -> vsftpd
           agent  curl -> fxprelay (relay, via) ==TLS==> fxprelay agent -> vsftpd
+          active the same, active mode toward vsftpd (it connects to the agent's port)
 EOF
 
 FTP_ROOT=$WORK/root
@@ -75,6 +78,7 @@ start_vsftpd "$FTP_ROOT" 100 50
 pick_proxy_ports
 PLAIN_PORT=$PROXY_PORT
 AGENT_PORT=$(free_port "$PROXY_IP")
+ACTIVE_PORT=$(free_port "$PROXY_IP")
 AGENTS_PORT=$(free_port "$PROXY_IP")
 make_cert edge "$PROXY_IP"
 TOKEN=$(openssl rand -hex 32)
@@ -101,6 +105,12 @@ listeners:
     upstream: $SERVER_IP:$VSFTPD_PORT
     data: relay
     via: bench
+  - name: active
+    bind: $PROXY_IP:$ACTIVE_PORT
+    upstream: $SERVER_IP:$VSFTPD_PORT
+    data: relay
+    via: bench
+    upstream_data: active
 EOF
 start_fxprelay "$WORK/fxprelay.yaml"
 cat >"$WORK/agent.yaml" <<EOF
@@ -125,11 +135,15 @@ log "fxprelay pid $PROXY_PID, agent pid $AGENT_PID linked"
 url() { echo "ftp://$FTP_USER:$FTP_PASS@$PROXY_IP:$1"; }
 PLAIN_URL=$(url "$PLAIN_PORT")
 AGENT_URL=$(url "$AGENT_PORT")
+# VIA -> the port of its listener.
+port_of() {
+    case $1 in plain) echo "$PLAIN_PORT" ;; agent) echo "$AGENT_PORT" ;; active) echo "$ACTIVE_PORT" ;; esac
+}
 
 # VIA [OUT] -> "BYTES_PER_S PRETRANSFER_S": one RETR of big.bin through listener VIA.
 retr() {
-    local u=$PLAIN_URL res size pre total
-    [[ $1 == agent ]] && u=$AGENT_URL
+    local u res size pre total
+    u=$(url "$(port_of "$1")")
     res=$(timeout $((CURL_MAX + 5)) curl -sS --max-time "$CURL_MAX" -o "${2:-/dev/null}" \
         -w '%{size_download} %{time_pretransfer} %{time_total}' "$u/big.bin") ||
         fail "RETR through $1 failed (curl exit $?)"
@@ -142,8 +156,8 @@ retr() {
 # lists 20 times (each a PASV, a data connection through the path, the listing and its
 # 226); the mean. (Not curl: 7.88 at times idles a second on its own after a quick 229.)
 per_listing() {
-    local port=$PLAIN_PORT
-    [[ $1 == agent ]] && port=$AGENT_PORT
+    local port
+    port=$(port_of "$1")
     timeout 60 "$PY" - "$PROXY_IP" "$port" "$FTP_USER" "$FTP_PASS" <<'PYEOF'
 import ftplib, sys, time
 host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -159,19 +173,27 @@ f.quit()
 PYEOF
 }
 
-for via in plain agent; do
+for via in plain agent active; do
     retr "$via" "$WORK/check.bin" >/dev/null
     cmp -s "$FTP_ROOT/big.bin" "$WORK/check.bin" || fail "the download through $via differs"
     rm -f "$WORK/check.bin"
 done
 
-declare -a PLAIN AGENT PLAIN_DC AGENT_DC
+declare -a PLAIN AGENT ACTIVE PLAIN_DC AGENT_DC ACTIVE_DC
 for ((run = 1; run <= RUNS; run++)); do
-    if ((run % 2)); then order=(plain agent); else order=(agent plain); fi
+    case $((run % 3)) in
+    1) order=(plain agent active) ;;
+    2) order=(active plain agent) ;;
+    *) order=(agent active plain) ;;
+    esac
     for via in "${order[@]}"; do
         r=$(retr "$via")
         d=$(per_listing "$via") || fail "listings through $via failed"
-        if [[ $via == plain ]]; then PLAIN+=("$r"); PLAIN_DC+=("$d"); else AGENT+=("$r"); AGENT_DC+=("$d"); fi
+        case $via in
+        plain) PLAIN+=("$r"); PLAIN_DC+=("$d") ;;
+        agent) AGENT+=("$r"); AGENT_DC+=("$d") ;;
+        active) ACTIVE+=("$r"); ACTIVE_DC+=("$d") ;;
+        esac
     done
     log "run $run/$RUNS: plain $(mbs "${PLAIN[-1]%% *}") MB/s, agent $(mbs "${AGENT[-1]%% *}") MB/s"
 done
@@ -206,6 +228,9 @@ p_pre=$(COL=2 med "${PLAIN[@]}")
 a_pre=$(COL=2 med "${AGENT[@]}")
 p_dc=$(printf '%s\n' "${PLAIN_DC[@]}" | median)
 a_dc=$(printf '%s\n' "${AGENT_DC[@]}" | median)
+v_speed=$(med "${ACTIVE[@]}")
+v_pre=$(COL=2 med "${ACTIVE[@]}")
+v_dc=$(printf '%s\n' "${ACTIVE_DC[@]}" | median)
 
 echo
 echo "median of $RUNS runs of ${SIZE_MIB} MiB RETR; MB/s = 10^6 bytes/s of the data flow (150 to 226)"
@@ -214,9 +239,11 @@ row path 'MB/s' 'to the 150 (ms)' 'per data connection (ms)'
 rule
 row 'plain relay' "$(mbs "$p_speed")" "$(ms "$p_pre")" "$(ms "$p_dc")"
 row 'through the agent' "$(mbs "$a_speed")" "$(ms "$a_pre")" "$(ms "$a_dc")"
+row 'agent, active toward vsftpd' "$(mbs "$v_speed")" "$(ms "$v_pre")" "$(ms "$v_dc")"
 echo
 p4=$(printf '%s\n' "${P4_PLAIN[@]}" | median)
 a4=$(printf '%s\n' "${P4_AGENT[@]}" | median)
 echo "ratio agent/plain: $(ratio "$a_speed" "$p_speed") (target: at least 0.8)"
 echo "4 RETRs at once: plain $(mbs "$p4") MB/s, through the agent $(mbs "$a4") MB/s in all (ratio $(ratio "$a4" "$p4"))"
 echo "set-up through the agent: +$(awk -v a="$a_pre" -v p="$p_pre" 'BEGIN { printf "%.1f", (a - p) * 1e3 }') ms per session (control and data connection), +$(awk -v a="$a_dc" -v p="$p_dc" 'BEGIN { printf "%.1f", (a - p) * 1e3 }') ms per further data connection"
+echo "active mode through the agent: ratio to plain $(ratio "$v_speed" "$p_speed"), +$(awk -v a="$v_dc" -v p="$p_dc" 'BEGIN { printf "%.1f", (a - p) * 1e3 }') ms per further data connection"

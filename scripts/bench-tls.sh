@@ -31,7 +31,9 @@
 #      (direct path's CPU per GiB over the proxied path's), and the issue's targets
 #      (fxprelay >= 0.6x direct TLS, goal 0.8x; >= 1.2x mod_proxy), and fxprelay's CPU per
 #      GiB as a multiple of the floor, `openssl speed -evp aes-256-gcm` measured in the same
-#      run (decrypting and encrypting every byte once; target <= 1.3x). Every process it
+#      run (decrypting and encrypting every byte once; target <= 1.3x), and how often
+#      fxprelay's threads were woken per MiB moved (voluntary context switches: the cost
+#      that scales with the number of batches the relay handles). Every process it
 #      started is killed by pid (vsftpd and proftpd: their process groups) and every
 #      temporary file/mount removed on exit, including on errors and signals.
 #
@@ -376,10 +378,16 @@ proxy_ticks() { # PATH -> its CPU ticks so far
         ;;
     esac
 }
+wakeups() { # PID -> how often its threads have slept and been woken so far (voluntary
+    # context switches): the wake-ups a relay pays per batch of records it handles
+    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { s += $2 } END { print s + 0 }'
+}
+declare -A WAKE
 n=${#PATHS[@]}
 for kind in RETR STOR; do
-    declare -A t0=()
+    declare -A t0=() w0=()
     for via in "${PATHS[@]:1}"; do t0[$via]=$(proxy_ticks "$via"); done
+    for via in "${PATHS[@]:1}"; do [[ $via == fxprelay* ]] && w0[$via]=$(wakeups "${FXP_PID[$via]}"); done
     for via in "${PATHS[@]}"; do RES[$kind.$via]=; done
     for ((run = 1; run <= RUNS; run++)); do
         # The order rotates every run (direct first, then fxprelay first, ...) so no
@@ -397,6 +405,8 @@ for kind in RETR STOR; do
         t1=$(proxy_ticks "$via")
         CPU[$kind.$via]=$(awk -v t=$((t1 - t0[$via])) -v hz="$CLK_TCK" -v g="$GIB_PER_KIND" \
             'BEGIN { printf "%.2f", t / hz / g }')
+        [[ $via == fxprelay* ]] && WAKE[$kind.$via]=$(awk -v w=$(($(wakeups "${FXP_PID[$via]}") - w0[$via])) \
+            -v g="$GIB_PER_KIND" 'BEGIN { printf "%.1f", w / g / 1024 }')
     done
     for via in "${PATHS[@]}"; do
         MED[$kind.$via]=$(awk 'NF { print $1 }' <<<"${RES[$kind.$via]}" | median)
@@ -495,6 +505,10 @@ echo "CPU per GiB moved: fxprelay utime+stime of its process; mod_proxy utime+st
 echo "     of its master (its session processes included); curl+vsftpd: the two endpoints"
 echo "     together, median per transfer (on $(nproc) CPUs a proxy's decrypt + encrypt competes"
 echo "     with theirs for the same cores)."
+for via in "${PATHS[@]:1}"; do
+    [[ $via == fxprelay* ]] || continue
+    echo "${NAME[$via]} wake-ups per MiB moved (its threads' voluntary context switches): RETR ${WAKE[RETR.$via]}; STOR ${WAKE[STOR.$via]}"
+done
 echo "fxprelay peak RSS (VmHWM): $hwm; took $((SECONDS - START)) s"
 echo
 echo "the floor: one core's AES-256-GCM (openssl speed, 16 KiB blocks) $(awk -v k="$aes_kbs" 'BEGIN { printf "%.0f", k / 1000 }') MB/s;"

@@ -195,6 +195,9 @@ pub async fn run(
         m::routes_started(&ctx.policy.cfg.name, &route_labels(ctx));
     }
     state.jobs.set_permits(bound.tls.permits(&bound.config.fxp));
+    state
+        .jobs
+        .reach_agents(bound.agents.as_ref().map(|a| a.hub.clone()));
     state.jobs.guard_against(Arc::new(own_sockets(
         &bound.config,
         own_binds(&bound.admin, &bound.listeners),
@@ -532,10 +535,7 @@ fn start_checks(
         pools.insert(key.clone(), pool.clone());
         let stop = CancellationToken::new();
         checkers.insert(key, stop.clone());
-        let reach = match (&ctx.services.agents, &ctx.policy.cfg.via) {
-            (Some(hub), Some(agent)) => crate::pool::check::Reach::via(hub.clone(), agent.clone()),
-            _ => crate::pool::check::Reach::default(),
-        };
-        tokio::spawn(crate::pool::check::run(pool, reach, stop));
+        let dialer = ctx.services.dialer.clone();
+        tokio::spawn(crate::pool::check::run(pool, dialer, stop));
     }
 }

@@ -81,7 +81,10 @@
 //! - [`agent`] reaches servers that accept no inbound connection: [`agent::Hub`] is the
 //!   edge's side (the agents listener, each link's token, [`agent::Hub::dial`] for a
 //!   session's or a transfer's connection), [`agent::Agent`] the `fxprelay agent` role
-//!   beside the servers; the session shell and [`data`] take its streams as connections.
+//!   beside the servers; [`agent::Dialer`] is the one "straight, or through the agent"
+//!   of every connection toward a server (a session's, a health check's, the FXP
+//!   engine's, for a URL naming `?via=`); the session shell and [`data`] take its streams
+//!   as connections.
 //!
 //! - [`logging`] is the text log's field formatter: control characters a client or a
 //!   server sent are escaped, so a log read in a terminal shows them instead of obeying.

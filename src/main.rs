@@ -146,7 +146,8 @@ enum Command {
     },
     /// Run as an agent beside FTP servers that accept no inbound connection: dial out to
     /// the edge fxprelay (its `agents:` listener) and carry the sessions and transfers it
-    /// asks for to the servers inside `agent.allow`. Listens on no port.
+    /// asks for to the servers inside `agent.allow`. Listens on no fixed port (only, per
+    /// active-mode transfer, on one ephemeral port for that server).
     Agent {
         /// The agent's configuration file (YAML, an `agent:` block).
         #[arg(short, long, default_value = "/etc/fxprelay/agent.yaml")]

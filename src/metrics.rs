@@ -22,6 +22,8 @@ pub const AGENT_REFUSED_TOTAL: &str = "fxprelay_agent_refused_total";
 pub const AGENT_LINK_UP: &str = "fxprelay_agent_link_up";
 pub const AGENT_STREAMS: &str = "fxprelay_agent_streams";
 pub const AGENT_BYTES_TOTAL: &str = "fxprelay_agent_bytes_total";
+pub const AGENT_LISTENS: &str = "fxprelay_agent_listens";
+pub const AGENT_PORT_THEFT_TOTAL: &str = "fxprelay_agent_port_theft_total";
 pub const SESSIONS_TOTAL: &str = "fxprelay_sessions_total";
 pub const ROUTE_SESSIONS_TOTAL: &str = "fxprelay_route_sessions_total";
 pub const SESSION_SECONDS: &str = "fxprelay_session_duration_seconds";
@@ -118,6 +120,14 @@ fn describe() {
         AGENT_BYTES_TOTAL,
         Unit::Bytes,
         "Edge: bytes carried through an agent, by direction (to_agent: toward its servers; from_agent)."
+    );
+    describe_gauge!(
+        AGENT_LISTENS,
+        "Edge: ports an agent holds open inside now for servers' active-mode data connections."
+    );
+    describe_counter!(
+        AGENT_PORT_THEFT_TOTAL,
+        "Edge: connections to an agent's active-mode port from someone other than its server, refused by the agent."
     );
     describe_gauge!(
         AGENT_LINK_UP,
@@ -706,6 +716,9 @@ pub fn upstream_error(s: &Scope, reason: &'static str) {
 
 pub fn agent_up(agent: &str, up: bool) {
     gauge!(AGENT_UP, "agent" => agent.to_owned()).set(if up { 1.0 } else { 0.0 });
+    // The agent's other series from its first link on, at 0.
+    gauge!(AGENT_LISTENS, "agent" => agent.to_owned()).increment(0.0);
+    counter!(AGENT_PORT_THEFT_TOTAL, "agent" => agent.to_owned()).increment(0);
 }
 
 pub fn agent_refused(reason: fxprelay_core::agent::Refused) {
@@ -748,6 +761,28 @@ impl Drop for AgentMeter {
     fn drop(&mut self) {
         self.open.decrement(1.0);
     }
+}
+
+/// An agent's listening port for one active-mode transfer, counted in
+/// `fxprelay_agent_listens` until dropped.
+pub struct AgentListen(Gauge);
+
+impl AgentListen {
+    pub fn open(agent: &str) -> AgentListen {
+        let g = gauge!(AGENT_LISTENS, "agent" => agent.to_owned());
+        g.increment(1.0);
+        AgentListen(g)
+    }
+}
+
+impl Drop for AgentListen {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+pub fn agent_port_theft(agent: &str) {
+    counter!(AGENT_PORT_THEFT_TOTAL, "agent" => agent.to_owned()).increment(1);
 }
 
 pub fn agent_link(up: bool) {

@@ -346,3 +346,23 @@ fn a_misspelt_key_gets_a_suggestion_naming_the_file() {
     );
     assert_eq!(out.matches("unknown field").count(), 1, "{out}");
 }
+
+/// `fxprelay fxp` runs outside any proxy and has no agent links: a URL naming an agent
+/// is refused before anything is connected, with where such a copy can be ordered.
+#[test]
+fn the_cli_refuses_a_url_naming_an_agent() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fxprelay"))
+        .args([
+            "fxp",
+            "ftp://u:p@10.0.0.5/a.bin?via=site-a",
+            "ftp://u:p@127.0.0.99:1/b.bin",
+        ])
+        .output()
+        .expect("run fxprelay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("agent site-a") && err.contains("/api/v1/transfers"),
+        "{err}"
+    );
+}

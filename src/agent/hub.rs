@@ -1,10 +1,12 @@
 //! The edge's side of the agents: it accepts their TLS connections, checks each link's
 //! credential, keeps the links by agent name, and opens streams through them
 //! ([`Hub::dial`]): a request on the link, then the connection the agent dials back with.
+//! For active mode toward a server, [`Hub::listen`] has the agent listen inside; the
+//! server's connection arrives the same way, as a stream ([`Inside`]).
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -19,7 +21,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use fxprelay_core::agent::wire::{self, FromAgent, Hello, MAX_LINE, PROTOCOL, Refused, ToAgent};
+use fxprelay_core::agent::listen::MAX_REPORTED;
+use fxprelay_core::agent::wire::{
+    self, FromAgent, Hello, LISTEN_PROTOCOL, MAX_LINE, MIN_PROTOCOL, PROTOCOL, Refused, ToAgent,
+};
 
 /// A stream the agent opened: the agent's connection to the edge, carrying the bytes of
 /// its connection to the target. Counted while open (`fxprelay_agent_streams`) and by
@@ -29,6 +34,8 @@ pub struct AgentStream {
     meter: crate::metrics::AgentMeter,
     /// Its link's count of open streams, decremented when it is dropped.
     link_open: Arc<AtomicUsize>,
+    /// The link it was asked for on: the agent (one process, one host) that carries it.
+    link: u64,
 }
 
 impl Drop for AgentStream {
@@ -49,13 +56,25 @@ impl std::fmt::Debug for AgentStream {
 }
 
 impl AgentStream {
-    fn new(inner: TlsStream<Batched>, agent: &str, link_open: Arc<AtomicUsize>) -> AgentStream {
+    fn new(
+        inner: TlsStream<Batched>,
+        agent: &str,
+        (link, link_open): (u64, Arc<AtomicUsize>),
+    ) -> AgentStream {
         link_open.fetch_add(1, Ordering::Relaxed);
         AgentStream {
             inner,
             meter: crate::metrics::AgentMeter::open(agent),
             link_open,
+            link,
         }
+    }
+
+    /// The link of the agent that carries this stream: an active-mode data connection
+    /// of the same session must be listened for by that agent ([`Hub::listen`]), on the
+    /// host the server knows as its client.
+    pub fn link(&self) -> u64 {
+        self.link
     }
 }
 
@@ -134,6 +153,10 @@ pub enum DialError {
         target: String,
         after: Duration,
     },
+    #[error(
+        "agent {agent} runs version {version}, too old to listen for active-mode data connections: upgrade it"
+    )]
+    TooOld { agent: String, version: String },
 }
 
 /// What the edge knows of one connected link.
@@ -149,16 +172,40 @@ struct Link {
     /// Streams open through it now: a new stream goes to the link of its name with the
     /// fewest, which spreads sessions over the agents of one name.
     streams: Arc<AtomicUsize>,
+    /// The protocol version it speaks (listens need [`LISTEN_PROTOCOL`]).
+    protocol: u32,
     tx: mpsc::Sender<ToAgent>,
 }
+
+/// What a link answered to a request.
+enum Answer {
+    /// [`FromAgent::Opened`]: the agent's connection's far and near ends.
+    Opened(SocketAddr, SocketAddr),
+    /// [`FromAgent::Listening`]: where it listens.
+    Listening(SocketAddr),
+}
+
+/// What a link says about a listen after its first answer.
+enum Note {
+    /// A connection from someone else than the server, refused by the agent.
+    Intruder(SocketAddr),
+    /// The agent gave up the port (its wait ran out, or it could not dial back).
+    Failed(String),
+}
+
+/// Notes a listen keeps unread; beyond, the agent's reports are dropped (it reports at
+/// most [`MAX_REPORTED`] intruders per port anyway).
+const NOTES: usize = MAX_REPORTED as usize + 2;
 
 /// A request waiting for its agent: the link's answer, then the stream's connection.
 struct Pending {
     /// The link asked on: if it ends first, the request fails at once.
     link: u64,
     nonce: String,
-    opened: Option<oneshot::Sender<Result<(SocketAddr, SocketAddr), String>>>,
+    answer: Option<oneshot::Sender<Result<Answer, String>>>,
     stream: Option<oneshot::Sender<TlsStream<Batched>>>,
+    /// A listen's later news.
+    notes: Option<mpsc::Sender<Note>>,
 }
 
 /// What `/api/v1/agents` shows of a connected link.
@@ -180,6 +227,7 @@ pub struct Hub {
     pending: Mutex<HashMap<(String, u64), Pending>>,
     next: AtomicU64,
     refusals: AtomicUsize,
+    thefts: AtomicUsize,
 }
 
 impl std::fmt::Debug for Hub {
@@ -231,6 +279,14 @@ impl Hub {
         links.retain(|_, ls| !ls.is_empty());
     }
 
+    /// Whether agent `name` is one the edge accepts (`agents.tokens`), linked or not.
+    pub fn knows(&self, name: &str) -> bool {
+        self.tokens
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(name)
+    }
+
     /// Whether agent `name` has a link up now.
     pub fn connected(&self, name: &str) -> bool {
         lock(&self.links).get(name).is_some_and(|l| !l.is_empty())
@@ -239,6 +295,12 @@ impl Hub {
     /// Links refused since start (a wrong name, token or protocol).
     pub fn refusals(&self) -> usize {
         self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// Connections to agents' active-mode ports from someone other than the server,
+    /// as the agents reported them, since start.
+    pub fn thefts(&self) -> usize {
+        self.thefts.load(Ordering::Relaxed)
     }
 
     /// The connected links, for the API.
@@ -269,29 +331,30 @@ impl Hub {
         target: &str,
         limit: Duration,
     ) -> Result<(AgentStream, SocketAddr, SocketAddr), DialError> {
+        self.dial_on(name, None, target, limit).await
+    }
+
+    /// [`Hub::dial`] through link `on` while it is up (a data connection of a session
+    /// whose control connection it carries: servers accept a passive data connection
+    /// only from their control connection's client address, the same agent's host).
+    pub async fn dial_on(
+        &self,
+        name: &str,
+        on: Option<u64>,
+        target: &str,
+        limit: Duration,
+    ) -> Result<(AgentStream, SocketAddr, SocketAddr), DialError> {
         let (link, tx, streams) = {
             let links = lock(&self.links);
             let link = links
                 .get(name)
-                .and_then(|ls| ls.iter().min_by_key(|l| l.streams.load(Ordering::Relaxed)))
+                .and_then(|ls| pick(ls, on))
                 .ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
             (link.id, link.tx.clone(), link.streams.clone())
         };
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let (opened_tx, opened_rx) = oneshot::channel();
-        let (stream_tx, stream_rx) = oneshot::channel();
-        let key = (name.to_owned(), id);
-        lock(&self.pending).insert(
-            key.clone(),
-            Pending {
-                link,
-                nonce: nonce.clone(),
-                opened: Some(opened_tx),
-                stream: Some(stream_tx),
-            },
-        );
+        let (key, nonce, answer, stream_rx) = self.pending_for(name, link, None);
         // Whatever happens below, the request does not outlive this call.
+        let id = key.1;
         let _forget = Forget(self, key);
         let open = ToAgent::Open {
             id,
@@ -312,17 +375,132 @@ impl Hub {
             after: limit,
         };
         let both = async {
-            let (peer, local) = opened_rx
+            let (peer, local) = match answer
                 .await
                 .map_err(|_| failed("the agent's link closed".into()))?
-                .map_err(failed)?;
+                .map_err(failed)?
+            {
+                Answer::Opened(peer, local) => (peer, local),
+                Answer::Listening(_) => return Err(failed("a confused answer".into())),
+            };
             let stream = stream_rx
                 .await
                 .map_err(|_| failed("the agent's link closed".into()))?;
             Ok((stream, peer, local))
         };
         let (stream, peer, local) = timeout(limit, both).await.map_err(|_| late())??;
-        Ok((AgentStream::new(stream, name, streams), peer, local))
+        Ok((AgentStream::new(stream, name, (link, streams)), peer, local))
+    }
+
+    /// A request of link `link` in flight: its key, nonce, and where its answer and
+    /// stream arrive (a listen's later notes too, when `notes` is given).
+    #[allow(clippy::type_complexity)]
+    fn pending_for(
+        &self,
+        name: &str,
+        link: u64,
+        notes: Option<mpsc::Sender<Note>>,
+    ) -> (
+        (String, u64),
+        String,
+        oneshot::Receiver<Result<Answer, String>>,
+        oneshot::Receiver<TlsStream<Batched>>,
+    ) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let (stream_tx, stream_rx) = oneshot::channel();
+        let key = (name.to_owned(), id);
+        lock(&self.pending).insert(
+            key.clone(),
+            Pending {
+                link,
+                nonce: nonce.clone(),
+                answer: Some(answer_tx),
+                stream: Some(stream_tx),
+                notes,
+            },
+        );
+        (key, nonce, answer_rx, stream_rx)
+    }
+
+    /// Has agent `name` listen inside for `server`'s active-mode data connection, on the
+    /// link `link` (the one that carries the session's control connection: the agent
+    /// whose address the server knows as its client's; if that link was lost, the least
+    /// busy of the name's, most often the same agent linked again); the agent keeps the port for
+    /// at most `wait`. Answers once the agent listens (within `limit`); the server's
+    /// connection is then awaited with [`Inside::accepted`]. Dropping the [`Inside`]
+    /// closes the port on the agent.
+    pub async fn listen(
+        self: &Arc<Self>,
+        name: &str,
+        link: u64,
+        server: SocketAddr,
+        wait: Duration,
+        limit: Duration,
+    ) -> Result<Inside, DialError> {
+        let (link, tx, streams) = {
+            let links = lock(&self.links);
+            let ls = links
+                .get(name)
+                .ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
+            let l = pick(ls, Some(link)).ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
+            if l.protocol < LISTEN_PROTOCOL {
+                return Err(DialError::TooOld {
+                    agent: name.to_owned(),
+                    version: l.version.clone(),
+                });
+            }
+            (l.id, l.tx.clone(), l.streams.clone())
+        };
+        let (notes_tx, notes) = mpsc::channel(NOTES);
+        let (key, nonce, answer, stream) = self.pending_for(name, link, Some(notes_tx));
+        // From here the handle owns the request: dropped on any path, it forgets it
+        // and tells the agent to close the port.
+        let mut inside = Inside {
+            hub: self.clone(),
+            key,
+            tx,
+            addr: None,
+            server,
+            stream: Some(stream),
+            notes,
+            link: (link, streams),
+            asked: false,
+            _gauge: crate::metrics::AgentListen::open(name),
+        };
+        let id = inside.key.1;
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let ask = ToAgent::Listen {
+            id,
+            server,
+            nonce,
+            wait_ms,
+        };
+        if inside.tx.send(ask).await.is_err() {
+            return Err(DialError::NotConnected(name.to_owned()));
+        }
+        inside.asked = true;
+        let failed = |reason: String| DialError::Failed {
+            agent: name.to_owned(),
+            target: format!("a listening port for {server}"),
+            reason,
+        };
+        let answered = timeout(limit, answer)
+            .await
+            .map_err(|_| DialError::Timeout {
+                agent: name.to_owned(),
+                target: format!("a listening port for {server}"),
+                after: limit,
+            })?;
+        match answered
+            .map_err(|_| failed("the agent's link closed".into()))?
+            .map_err(failed)?
+        {
+            Answer::Listening(at) => inside.addr = Some(at),
+            Answer::Opened(..) => return Err(failed("a confused answer".into())),
+        }
+        Ok(inside)
     }
 
     fn register(&self, name: &str, link: Link) {
@@ -346,12 +524,45 @@ impl Hub {
         }
     }
 
-    /// The answer on a link to request `id`.
-    fn answered(&self, name: &str, id: u64, result: Result<(SocketAddr, SocketAddr), String>) {
-        if let Some(p) = lock(&self.pending).get_mut(&(name.to_owned(), id))
-            && let Some(tx) = p.opened.take()
-        {
-            let _ = tx.send(result);
+    /// The answer on link `link` to request `id`; a failure after the answer is a
+    /// listen's note (the agent gave up its port).
+    fn answered(&self, name: &str, link: u64, id: u64, result: Result<Answer, String>) {
+        let mut pending = lock(&self.pending);
+        let Some(p) = pending.get_mut(&(name.to_owned(), id)) else {
+            return;
+        };
+        if p.link != link {
+            // Another link's request: a confused or hostile agent may not answer it.
+            return;
+        }
+        match (p.answer.take(), result) {
+            (Some(tx), result) => {
+                let _ = tx.send(result);
+            }
+            (None, Err(reason)) => {
+                if let Some(notes) = &p.notes {
+                    let _ = notes.try_send(Note::Failed(reason));
+                }
+                // No stream follows.
+                p.stream = None;
+            }
+            (None, Ok(_)) => {}
+        }
+    }
+
+    /// Link `link` reports an intruder on listen `id`'s port.
+    fn intruder(&self, name: &str, link: u64, id: u64, peer: SocketAddr) {
+        let pending = lock(&self.pending);
+        let Some(p) = pending.get(&(name.to_owned(), id)) else {
+            return;
+        };
+        if p.link != link {
+            return;
+        }
+        if let Some(notes) = &p.notes {
+            self.thefts.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::agent_port_theft(name);
+            let _ = notes.try_send(Note::Intruder(peer));
         }
     }
 
@@ -469,7 +680,7 @@ impl Hub {
     ) {
         let refuse = if !self.admits(&name, &token) {
             Some(Refused::Credential)
-        } else if protocol != PROTOCOL {
+        } else if !(MIN_PROTOCOL..=PROTOCOL).contains(&protocol) {
             Some(Refused::Protocol)
         } else {
             None
@@ -508,6 +719,7 @@ impl Hub {
                 token,
                 end: end.clone(),
                 streams: Arc::default(),
+                protocol,
                 tx: tx.clone(),
             },
         );
@@ -534,10 +746,22 @@ impl Hub {
                     Ok(FromAgent::Ping) => {
                         let _ = tx.send(ToAgent::Pong).await;
                     }
-                    Ok(FromAgent::Opened { id, peer, local }) => {
-                        self.answered(&name, id, Ok((peer, local)));
+                    Ok(FromAgent::Opened {
+                        id: req,
+                        peer,
+                        local,
+                    }) => {
+                        self.answered(&name, id, req, Ok(Answer::Opened(peer, local)));
                     }
-                    Ok(FromAgent::Failed { id, reason }) => self.answered(&name, id, Err(reason)),
+                    Ok(FromAgent::Listening { id: req, addr }) => {
+                        self.answered(&name, id, req, Ok(Answer::Listening(addr)));
+                    }
+                    Ok(FromAgent::Intruder { id: req, peer }) => {
+                        self.intruder(&name, id, req, peer);
+                    }
+                    Ok(FromAgent::Failed { id: req, reason }) => {
+                        self.answered(&name, id, req, Err(reason));
+                    }
                     Err(e) => return format!("the agent said something else: {e}"),
                 }
             }
@@ -550,6 +774,140 @@ impl Hub {
         self.unregister(&name, id);
         info!(%addr, agent = %name, reason = %why, "agent disconnected");
     }
+}
+
+/// An agent listening inside for one active-mode data connection ([`Hub::listen`]).
+/// Dropped before the server's connection arrived, it tells the agent to close the port.
+pub struct Inside {
+    hub: Arc<Hub>,
+    key: (String, u64),
+    tx: mpsc::Sender<ToAgent>,
+    addr: Option<SocketAddr>,
+    server: SocketAddr,
+    stream: Option<oneshot::Receiver<TlsStream<Batched>>>,
+    notes: mpsc::Receiver<Note>,
+    link: (u64, Arc<AtomicUsize>),
+    /// The agent was asked and has not handed over the server's connection: its port
+    /// may be open.
+    asked: bool,
+    /// `fxprelay_agent_listens`, while the port may be open.
+    _gauge: crate::metrics::AgentListen,
+}
+
+/// Why no connection came through an agent's listening port.
+#[derive(Debug, thiserror::Error)]
+pub enum InsideError {
+    #[error("no data connection from {server} to agent {agent}'s port {at} within {after:?}")]
+    Timeout {
+        agent: String,
+        server: IpAddr,
+        at: SocketAddr,
+        after: Duration,
+    },
+    #[error("agent {agent} gave up its port {at}: {reason}")]
+    Failed {
+        agent: String,
+        at: SocketAddr,
+        reason: String,
+    },
+}
+
+impl std::fmt::Debug for Inside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inside")
+            .field("agent", &self.key.0)
+            .field("id", &self.key.1)
+            .field("addr", &self.addr)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inside {
+    /// Where the agent listens: what the `PORT` to the server names.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+            .unwrap_or_else(|| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0))
+    }
+
+    /// The server's connection, carried to the edge as a stream, within `within`;
+    /// connections from anyone else the agent refused are counted as port theft under
+    /// `scope`.
+    pub async fn accepted(
+        mut self,
+        scope: &crate::metrics::Scope,
+        within: Duration,
+    ) -> Result<AgentStream, InsideError> {
+        let agent = self.key.0.clone();
+        let at = self.addr();
+        let server = self.server.ip();
+        let deadline = tokio::time::Instant::now() + within;
+        let Some(mut stream) = self.stream.take() else {
+            return Err(InsideError::Failed {
+                agent,
+                at,
+                reason: "already taken".into(),
+            });
+        };
+        loop {
+            tokio::select! {
+                s = &mut stream => {
+                    return match s {
+                        Ok(s) => {
+                            // Arrived: the agent's port is closed already.
+                            self.asked = false;
+                            Ok(AgentStream::new(s, &agent, self.link.clone()))
+                        }
+                        Err(_) => {
+                            let reason = match self.notes.try_recv() {
+                                Ok(Note::Failed(reason)) => reason,
+                                _ => "the agent's link closed".into(),
+                            };
+                            Err(InsideError::Failed { agent, at, reason })
+                        }
+                    };
+                }
+                Some(note) = self.notes.recv() => match note {
+                    Note::Intruder(peer) => {
+                        crate::metrics::rejected(scope, crate::metrics::Rejection::PortTheft);
+                        warn!(%agent, %peer, expect = %server, port = at.port(), "the agent refused a data connection from an unexpected address");
+                    }
+                    Note::Failed(reason) => return Err(InsideError::Failed { agent, at, reason }),
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(InsideError::Timeout { agent, server, at, after: within });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        lock(&self.hub.pending).remove(&self.key);
+        if self.asked {
+            // The port may still be open on the agent: close it now rather than at the
+            // end of its wait (which ends it anyway if even this word is lost).
+            let close = ToAgent::Close { id: self.key.1 };
+            if let Err(mpsc::error::TrySendError::Full(close)) = self.tx.try_send(close)
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                let tx = self.tx.clone();
+                rt.spawn(async move { tx.send(close).await });
+            }
+        }
+    }
+}
+
+/// The link a request goes to: `on` while it is up; else (none asked for, or it was lost
+/// and its agent may have linked again since: most often the same host) the least busy.
+fn pick(links: &[Link], on: Option<u64>) -> Option<&Link> {
+    on.and_then(|id| links.iter().find(|l| l.id == id))
+        .or_else(|| {
+            links
+                .iter()
+                .min_by_key(|l| l.streams.load(Ordering::Relaxed))
+        })
 }
 
 /// Removes a request from the hub when its dialer is done with it.

@@ -1,21 +1,26 @@
 //! `fxprelay agent`: the side beside the servers. It dials the edge, keeps its link up
 //! (heartbeats; after a loss, backoff with jitter), and for each request on the link
 //! connects to the target inside its `allow`, tells the edge, and dials the edge once
-//! more for the stream's bytes. It never listens on any port.
+//! more for the stream's bytes. It listens on no fixed port: only, for a server's
+//! active-mode data connection, on one ephemeral port per transfer, on its address
+//! toward that server, for that server alone, for a bounded time
+//! (`fxprelay_core::agent::listen`).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use fxprelay_core::agent::listen::{self, Expected, ListenRefusal, Verdict};
 use fxprelay_core::agent::wire::{self, FromAgent, Hello, MAX_LINE, PROTOCOL, ToAgent};
 use fxprelay_core::agent::{Backoff, Reach};
 use fxprelay_core::net::HostPort;
@@ -35,6 +40,79 @@ pub struct Agent {
     pub reach: Reach,
     /// Connecting to the edge or to a target must succeed within this.
     pub connect_timeout: Duration,
+    /// The ports it listens on now, for servers' active-mode connections.
+    pub(super) listens: Arc<Listens>,
+}
+
+/// The agent's listening ports, by the edge's request id: each closed when its
+/// transfer's connection came, its wait ran out, the edge said `close` or the link was
+/// lost (its entry goes with its task, whatever ends it).
+#[derive(Default)]
+pub(super) struct Listens {
+    open: Mutex<HashMap<u64, Listening>>,
+}
+
+struct Listening {
+    /// Where it listens, once bound.
+    addr: Option<SocketAddr>,
+    stop: CancellationToken,
+}
+
+impl Listens {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Listening>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a place for listen `id` if the rule allows one (the limit counted under the
+    /// same lock); the place is given back when the returned guard drops.
+    fn reserve(
+        self: &Arc<Self>,
+        id: u64,
+        stop: CancellationToken,
+        decide: impl FnOnce(usize) -> Result<SocketAddr, ListenRefusal>,
+    ) -> Result<(SocketAddr, ListenGuard), ListenRefusal> {
+        let mut open = self.lock();
+        if open.contains_key(&id) {
+            // One port per request: a second would outlive the first one's guard.
+            return Err(ListenRefusal::Duplicate(id));
+        }
+        let bind = decide(open.len())?;
+        open.insert(id, Listening { addr: None, stop });
+        Ok((bind, ListenGuard(self.clone(), id)))
+    }
+
+    fn bound(&self, id: u64, addr: SocketAddr) {
+        if let Some(l) = self.lock().get_mut(&id) {
+            l.addr = Some(addr);
+        }
+    }
+
+    /// The edge no longer waits for `id`.
+    fn close(&self, id: u64) {
+        if let Some(l) = self.lock().get(&id) {
+            l.stop.cancel();
+        }
+    }
+
+    /// Where it listens now: none of these is a target the edge may have it connect to.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.lock().values().filter_map(|l| l.addr).collect()
+    }
+
+    /// Listening ports open now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// A listen's place in [`Listens`], given back on drop.
+struct ListenGuard(Arc<Listens>, u64);
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        self.0.lock().remove(&self.1);
+    }
 }
 
 /// Why a link ended (logged, then the agent dials again).
@@ -121,6 +199,7 @@ impl Agent {
             tls,
             reach: Reach::new(c.allow),
             connect_timeout: c.connect_timeout,
+            listens: Arc::default(),
         })
     }
 
@@ -210,6 +289,9 @@ impl Agent {
             }
         };
         let streams = tokio_util::task::TaskTracker::new();
+        // Ends this link's listening ports with it: the edge forgot their requests.
+        let link_end = CancellationToken::new();
+        let _ports_closed = link_end.clone().drop_guard();
         let reader = async {
             loop {
                 let line = match timeout(2 * heartbeat, read_line(&mut read)).await {
@@ -223,6 +305,17 @@ impl Agent {
                     Ok(ToAgent::Open { id, target, nonce }) => {
                         streams.spawn(self.clone().open(id, target, nonce, tx.clone()));
                     }
+                    Ok(ToAgent::Listen {
+                        id,
+                        server,
+                        nonce,
+                        wait_ms,
+                    }) => {
+                        let stop = link_end.child_token();
+                        let ask = (id, server, nonce, listen::wait(wait_ms));
+                        streams.spawn(self.clone().listen(ask, stop, tx.clone()));
+                    }
+                    Ok(ToAgent::Close { id }) => self.listens.close(id),
                     Ok(other) => return format!("unexpected on the link: {other:?}"),
                     Err(e) => return format!("the edge said something else: {e}"),
                 }
@@ -272,23 +365,117 @@ impl Agent {
             id,
             nonce,
         };
-        let mut edge = match self.dial_edge(&hello).await {
+        let edge = match self.dial_edge(&hello).await {
             Ok(s) => s,
             Err(error) => {
                 return warn!(agent = %self.name, %error, "cannot open the stream's connection to the edge");
             }
         };
-        let mut inside = inside;
-        // Whole TLS records toward the edge: a copy buffer of one record or more.
-        let size = super::hub::READ_BATCH;
-        let _ = tokio::io::copy_bidirectional_with_sizes(&mut inside, &mut edge, size, size).await;
+        carry(inside, edge).await;
+    }
+
+    /// Listen `id`: a port inside for `server`'s active-mode data connection, if the
+    /// rule allows one; answer on the link, wait for the server (anyone else is refused
+    /// and reported), then carry its connection to the edge as a stream.
+    async fn listen(
+        self: Arc<Self>,
+        (id, server, nonce, wait): (u64, SocketAddr, String, Duration),
+        stop: CancellationToken,
+        tx: mpsc::Sender<FromAgent>,
+    ) {
+        let failed = |reason: String| FromAgent::Failed { id, reason };
+        // The address the kernel would use toward the server: the one the server knows
+        // as its FTP client, which its `PORT` check wants.
+        let local = match route_source(server) {
+            Ok(ip) => ip,
+            Err(e) => {
+                let reason = format!("no route to {server}: {e}");
+                return warn_failed(&tx, &self.name, failed(reason)).await;
+            }
+        };
+        let decide = |open| listen::listen_on(&self.reach, server, local, open);
+        let (bind, _place) = match self.listens.reserve(id, stop.clone(), decide) {
+            Ok(p) => p,
+            Err(refusal) => {
+                return warn_failed(&tx, &self.name, failed(refusal.to_string())).await;
+            }
+        };
+        let listener = match TcpListener::bind(bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                let reason = format!("cannot listen on {bind}: {e}");
+                return warn_failed(&tx, &self.name, failed(reason)).await;
+            }
+        };
+        let Ok(addr) = listener.local_addr() else {
+            let reason = "the listening port has no address".to_string();
+            return warn_failed(&tx, &self.name, failed(reason)).await;
+        };
+        self.listens.bound(id, addr);
+        info!(agent = %self.name, %addr, %server, ?wait, "listening for the server's active-mode data connection");
+        if tx.send(FromAgent::Listening { id, addr }).await.is_err() {
+            return;
+        }
+        let mut expected = Expected::new(server);
+        let deadline = sleep(wait);
+        tokio::pin!(deadline);
+        let accepted = loop {
+            tokio::select! {
+                () = stop.cancelled() => break None,
+                () = &mut deadline => {
+                    let reason = format!("no connection from {} to {addr} within {wait:?}", server.ip());
+                    let _ = tx.send(failed(reason)).await;
+                    break None;
+                }
+                r = listener.accept() => match r {
+                    Ok((s, peer)) => match expected.judge(peer) {
+                        Verdict::Accept => break Some(s),
+                        Verdict::Refuse { report } => {
+                            drop(s);
+                            warn!(agent = %self.name, %peer, expect = %server.ip(), %addr, "refused a connection to an active-mode port from an unexpected address");
+                            if report {
+                                let _ = tx.try_send(FromAgent::Intruder { id, peer });
+                            }
+                        }
+                    },
+                    Err(error) => {
+                        // A peer that reset before the accept completed, or no file
+                        // descriptor to spare: keep waiting, without spinning.
+                        warn!(agent = %self.name, %error, %addr, "accept on an active-mode port failed");
+                        sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        };
+        // The port takes one connection: closed before anything else happens.
+        drop(listener);
+        drop(_place);
+        let Some(inside) = accepted else {
+            return info!(agent = %self.name, %addr, "active-mode port closed unused");
+        };
+        let _ = inside.set_nodelay(true);
+        let hello = Hello::Stream {
+            name: self.name.clone(),
+            id,
+            nonce,
+        };
+        let edge = match self.dial_edge(&hello).await {
+            Ok(s) => s,
+            Err(error) => {
+                warn!(agent = %self.name, %error, "cannot open the stream's connection to the edge");
+                let _ = tx.send(failed(error)).await;
+                return;
+            }
+        };
+        carry(inside, edge).await;
     }
 
     /// A connection to `target` inside, to an address the rule admits.
     async fn connect_inside(&self, target: &str) -> Result<TcpStream, String> {
         let target = HostPort::parse_or_port(target, 21).map_err(|e| e.to_string())?;
-        // No listening socket yet: active mode toward the server is not carried.
-        let own: [SocketAddr; 0] = [];
+        // The agent's own listening ports are never a target: the edge could otherwise
+        // pose as the server on one of them.
+        let own = self.listens.addrs();
         let host = target.host.to_string();
         crate::upstream::connect_checked(
             &scope(),
@@ -306,7 +493,38 @@ impl Agent {
     }
 }
 
+/// Logs a refused or failed listen and tells the edge.
+async fn warn_failed(tx: &mpsc::Sender<FromAgent>, agent: &str, answer: FromAgent) {
+    if let FromAgent::Failed { reason, .. } = &answer {
+        warn!(%agent, %reason, "agent refused or could not open an active-mode port");
+    }
+    let _ = tx.send(answer).await;
+}
+
+/// The local address the kernel picks toward `server` (a routing lookup: connecting a
+/// UDP socket sends nothing).
+fn route_source(server: SocketAddr) -> std::io::Result<IpAddr> {
+    let any: IpAddr = match server {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let probe = std::net::UdpSocket::bind((any, 0))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}
+
 /// The agent's own connections in its metrics: to the edge, and to the servers inside.
 fn scope() -> crate::metrics::Scope {
     crate::metrics::Scope::new("agent", fxprelay_core::route::RouteLabel::Default)
+}
+
+/// Carries a stream's bytes both ways between the connection inside and its connection
+/// to the edge until both have ended.
+async fn carry(
+    mut inside: TcpStream,
+    mut edge: tokio_rustls::client::TlsStream<super::hub::Batched>,
+) {
+    // Whole TLS records toward the edge: a copy buffer of one record or more.
+    let size = super::hub::READ_BATCH;
+    let _ = tokio::io::copy_bidirectional_with_sizes(&mut inside, &mut edge, size, size).await;
 }

@@ -48,6 +48,7 @@ fn agent(e: &Edge, token: &str, allow: &[&str]) -> Agent {
         tls: Upstream::new(true, Some(&e.ca)).unwrap().for_session(),
         reach: Reach::new(allow),
         connect_timeout: Duration::from_secs(5),
+        listens: Default::default(),
     }
 }
 
@@ -157,5 +158,231 @@ async fn connections_without_a_hello_are_bounded() {
         closed >= 16 && open <= 64,
         "closed {closed}, still open {open}"
     );
+    stop.cancel();
+}
+
+/// An echo server that greets, standing for the FTP server inside.
+async fn echo_server() -> std::net::SocketAddr {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(b"220 inside\r\n").await;
+                let mut buf = [0; 64];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Whether nothing listens at `addr` any more.
+async fn refused(addr: std::net::SocketAddr) -> bool {
+    tokio::net::TcpStream::connect(addr).await.is_err()
+}
+
+#[tokio::test]
+async fn the_agent_listens_inside_for_its_server_alone_and_closes_the_port_on_every_path() {
+    let stop = CancellationToken::new();
+    let e = edge(&stop).await;
+    let server = echo_server().await;
+    let a = agent(&e, "s3cret", &["127.0.0.1"]);
+    let listens = a.listens.clone();
+    tokio::spawn(a.run(stop.clone()));
+    until(|| e.hub.connected("site-a")).await;
+    // The session's control connection, through the agent: its link listens.
+    let (control, _, _) = e
+        .hub
+        .dial("site-a", &server.to_string(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let link = control.link();
+    let scope = crate::metrics::Scope::new("t", fxprelay_core::route::RouteLabel::Default);
+    let (wait, limit) = (Duration::from_secs(30), Duration::from_secs(5));
+
+    let inside = e
+        .hub
+        .listen("site-a", link, server, wait, limit)
+        .await
+        .unwrap();
+    let at = inside.addr();
+    // On the agent's address toward the server (loopback here), an ephemeral port.
+    assert_eq!(at.ip(), server.ip());
+    assert_ne!(at.port(), 0);
+    assert_eq!(listens.len(), 1);
+    // Someone else first: the agent closes it, and the port keeps waiting.
+    let thief = tokio::net::TcpSocket::new_v4().unwrap();
+    thief.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut thief = thief.connect(at).await.unwrap();
+    let mut buf = [0; 8];
+    let stolen = tokio::time::timeout(Duration::from_secs(5), thief.read(&mut buf)).await;
+    assert!(
+        matches!(stolen, Ok(Ok(0)) | Ok(Err(_))),
+        "the thief's connection is closed: {stolen:?}"
+    );
+    // ...and reported to the edge, on the link (counted there, and by the session).
+    until(|| e.hub.thefts() == 1).await;
+    // The server: its bytes reach the edge through the agent's stream, both ways.
+    let from_server = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(at).await.unwrap();
+        s.write_all(b"file bytes").await.unwrap();
+        let mut back = [0; 3];
+        s.read_exact(&mut back).await.unwrap();
+        back
+    });
+    let mut s = inside.accepted(&scope, limit).await.unwrap();
+    let mut got = [0; 10];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"file bytes");
+    s.write_all(b"ack").await.unwrap();
+    assert_eq!(&from_server.await.unwrap(), b"ack");
+    // One connection per port: closed as soon as the server's came.
+    assert_eq!(listens.len(), 0);
+    assert!(refused(at).await);
+    drop(s);
+
+    // The edge gives up before the server came (a refused PORT): the port closes now,
+    // not at the end of its wait.
+    let inside = e
+        .hub
+        .listen("site-a", link, server, wait, limit)
+        .await
+        .unwrap();
+    let at = inside.addr();
+    assert!(!refused(at).await);
+    drop(inside);
+    until(|| listens.len() == 0).await;
+    assert!(refused(at).await);
+
+    // Its wait runs out: the agent closes the port and says so, before the edge's own
+    // limit.
+    let inside = e
+        .hub
+        .listen("site-a", link, server, Duration::from_millis(1), limit)
+        .await
+        .unwrap();
+    let at = inside.addr();
+    let started = std::time::Instant::now();
+    let r = inside.accepted(&scope, Duration::from_secs(20)).await;
+    assert!(
+        matches!(&r, Err(crate::agent::InsideError::Failed { reason, .. }) if reason.contains("no connection from 127.0.0.1")),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(refused(at).await);
+    assert_eq!(listens.len(), 0);
+
+    // A server outside the agent's allow: no port for it.
+    let outside = "127.0.0.3:21".parse().unwrap();
+    let r = e.hub.listen("site-a", link, outside, wait, limit).await;
+    match r {
+        Err(DialError::Failed { reason, .. }) => {
+            assert!(reason.contains("agent.allow"), "{reason}")
+        }
+        other => panic!("expected the agent's refusal, got {other:?}"),
+    }
+    // At most so many ports at once per link.
+    let max = fxprelay_core::agent::listen::MAX_LISTENS;
+    let mut held = Vec::new();
+    for _ in 0..max {
+        held.push(
+            e.hub
+                .listen("site-a", link, server, wait, limit)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(listens.len(), max);
+    let r = e.hub.listen("site-a", link, server, wait, limit).await;
+    assert!(
+        matches!(&r, Err(DialError::Failed { reason, .. }) if reason.contains("already holds")),
+        "{r:?}"
+    );
+    drop(held);
+    until(|| listens.len() == 0).await;
+    // The session's link lost (here: a link that never was): the least busy one of the
+    // name listens (most often the same agent, linked again).
+    let inside = e
+        .hub
+        .listen("site-a", link + 1_000, server, wait, limit)
+        .await
+        .unwrap();
+    assert_eq!(inside.addr().ip(), server.ip());
+    drop(inside);
+    drop(control);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_lost_link_closes_the_agents_ports() {
+    let stop = CancellationToken::new();
+    let e = edge(&stop).await;
+    let server = echo_server().await;
+    let a = agent(&e, "s3cret", &["127.0.0.1"]);
+    let listens = a.listens.clone();
+    let agent_stop = CancellationToken::new();
+    tokio::spawn(a.run(agent_stop.clone()));
+    until(|| e.hub.connected("site-a")).await;
+    let (control, _, _) = e
+        .hub
+        .dial("site-a", &server.to_string(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let scope = crate::metrics::Scope::new("t", fxprelay_core::route::RouteLabel::Default);
+    let inside = e
+        .hub
+        .listen(
+            "site-a",
+            control.link(),
+            server,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let at = inside.addr();
+    // The agent stops: its link goes, and with it the port; the edge's waiter hears
+    // at once rather than at the end of its wait.
+    agent_stop.cancel();
+    let r = inside.accepted(&scope, Duration::from_secs(30)).await;
+    assert!(r.is_err());
+    until(|| listens.len() == 0).await;
+    assert!(refused(at).await);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_sessions_data_connections_go_through_the_agent_of_its_control_connection() {
+    let stop = CancellationToken::new();
+    let e = edge(&stop).await;
+    let server = echo_server().await;
+    // Two agents of one name (on two hosts, in production: a server sees them as two
+    // clients, and takes data connections only from its control connection's).
+    tokio::spawn(agent(&e, "s3cret", &["127.0.0.1"]).run(stop.clone()));
+    tokio::spawn(agent(&e, "s3cret", &["127.0.0.1"]).run(stop.clone()));
+    until(|| e.hub.links().len() == 2).await;
+    let target = server.to_string();
+    let limit = Duration::from_secs(5);
+    let (control, _, _) = e.hub.dial("site-a", &target, limit).await.unwrap();
+    let link = control.link();
+    // Least busy alone would alternate; pinned, every one goes through `link`.
+    let mut data = Vec::new();
+    for _ in 0..4 {
+        let (s, _, _) = e
+            .hub
+            .dial_on("site-a", Some(link), &target, limit)
+            .await
+            .unwrap();
+        assert_eq!(s.link(), link);
+        data.push(s);
+    }
+    // Unpinned, the other link takes the next.
+    let (other, _, _) = e.hub.dial("site-a", &target, limit).await.unwrap();
+    assert_ne!(other.link(), link);
     stop.cancel();
 }

@@ -21,7 +21,7 @@ use super::secure;
 use super::secure::DataStream;
 pub use super::secure::Protection;
 use super::socket;
-use crate::agent::AgentStream;
+use crate::agent::{AgentStream, Inside, InsideError};
 use crate::bans::Guard;
 use crate::config::ProxyProtocol;
 use crate::metrics;
@@ -52,6 +52,9 @@ pub enum Leg {
     /// Already connected through the listener's agent (`via`): a stream the agent
     /// carries to the server's passive port.
     Agent(Box<AgentStream>),
+    /// The listener's agent listens inside for the server's active-mode connection (it
+    /// refuses anyone else), which arrives as a stream the agent carries.
+    Inside(Inside),
 }
 
 /// An open leg: a socket of this host (spliced when both legs are clear), or an
@@ -75,6 +78,8 @@ impl Conn {
 pub enum DataError {
     #[error("no data connection from {expect} within {after:?}")]
     AcceptTimeout { expect: IpAddr, after: Duration },
+    #[error(transparent)]
+    Inside(#[from] InsideError),
     #[error("cannot open the data connection to {0}: {1}")]
     Connect(SocketAddr, io::Error),
     #[error("no data moved for {0:?}")]
@@ -83,6 +88,16 @@ pub enum DataError {
     Tls(#[from] secure::HandshakeFailed),
     #[error("data connection broke: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<crate::agent::Conn> for Leg {
+    /// A connection the listener's dialer made toward the server.
+    fn from(conn: crate::agent::Conn) -> Leg {
+        match conn {
+            crate::agent::Conn::Direct(s) => Leg::Ready(s),
+            crate::agent::Conn::Agent { stream, .. } => Leg::Agent(stream),
+        }
+    }
 }
 
 impl From<CopyError> for DataError {
@@ -195,6 +210,12 @@ async fn open(
             metrics::data_connection(scope, side);
             debug!(side, "data connection open through the agent");
             return Ok((Conn::Agent(s), None));
+        }
+        Leg::Inside(inside) => {
+            let s = inside.accepted(scope, limits.accept).await?;
+            metrics::data_connection(scope, side);
+            debug!(side, "data connection accepted by the agent inside");
+            return Ok((Conn::Agent(Box::new(s)), None));
         }
         Leg::Connect(to) => {
             let s = timeout(limits.connect, socket::connect(to))

@@ -64,6 +64,15 @@ pub fn run(mut args: FxpArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // The CLI runs outside any proxy: it has no agent links.
+    if let Some(url) = [&args.src, &args.dst].into_iter().find(|u| u.via.is_some()) {
+        let e = EngineOptions::default().dialer(url).err();
+        eprintln!(
+            "fxprelay fxp: {}",
+            e.map(|e| e.to_string()).unwrap_or_default()
+        );
+        return ExitCode::from(2);
+    }
     if let Err(e) = fill_credentials(&mut args) {
         eprintln!("fxprelay fxp: {e}");
         return ExitCode::FAILURE;

@@ -13,6 +13,10 @@
 //! Each session has its own TLS session cache ([`tls::Upstream::for_session`]), so its
 //! data connections resume its control connection's session, as vsftpd and proftpd
 //! require.
+//!
+//! A server behind an agent (`?via=`) is reached through it ([`Dialer`]): the control
+//! connection, and the data connections the engine makes itself (a listing, the relay).
+//! Its address is then the one the agent connected to, in the agent's network.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -30,7 +34,9 @@ use tracing::debug;
 use super::client_stream::ClientStream;
 use super::digest;
 use super::url::{FtpUrl, Security};
+use crate::agent::{Conn, DialError, DialFailure, Dialer};
 use crate::codec::{LineCodec, LineError, LineWriter};
+use crate::data::socket;
 use crate::net::{AllowList, Denied, OwnSockets, SelfTarget};
 use crate::proto::addr::{
     format_eprt_command, format_port_command, parse_epsv_reply, parse_pasv_reply,
@@ -112,6 +118,9 @@ pub enum FtpError {
     TlsSetup(String),
     #[error("{host} is not allowed: {why}")]
     Denied { host: String, why: Denied },
+    /// The server's agent could not open the connection (it has no link, say).
+    #[error("{0}")]
+    Agent(DialError),
     /// A control or data address that is the proxy itself (its admin endpoint, a
     /// listener, a data port).
     #[error("refused: {0}")]
@@ -247,7 +256,7 @@ pub struct DataTls(Option<(TlsConnector, ServerName<'static>)>);
 impl DataTls {
     /// `tcp` as the data connection: through a TLS handshake (within `limit`) under
     /// `PROT P`, as it is otherwise.
-    pub async fn wrap(self, tcp: TcpStream, limit: Duration) -> Result<ClientStream, FtpError> {
+    pub async fn wrap(self, tcp: Conn, limit: Duration) -> Result<ClientStream, FtpError> {
         match self.0 {
             Some((connector, name)) => handshake(&connector, name, tcp, limit, "data").await,
             None => Ok(ClientStream::Plain(tcp)),
@@ -349,13 +358,16 @@ pub struct Client {
     answered_at: Option<Instant>,
     /// The connection's local port: tells one session's lines from another's in the log.
     local_port: u16,
+    /// How this server is reached: straight, or through its agent.
+    dialer: Dialer,
 }
 
 impl Client {
     /// Connects to `url`'s server, reads the greeting, logs in, sets `TYPE I` and asks
     /// `FEAT`. Every step is bounded by `limit`.
     pub async fn open(url: &FtpUrl, limit: Duration) -> Result<Client, FtpError> {
-        Self::open_checked(url, limit, None, &TlsPolicy::default(), None, None).await
+        let tls = TlsPolicy::default();
+        Self::open_checked(url, limit, None, &tls, None, None, &Dialer::direct()).await
     }
 
     /// [`Client::open`], connecting only where `allow` admits the URL's host (the API's
@@ -363,7 +375,9 @@ impl Client {
     /// address. A TLS URL's server must show a certificate `tls` trusts. With `own`,
     /// neither the control connection nor a passive data address may be one of the
     /// proxy's own sockets. With `virtual_host`, the server is asked for that name with
-    /// RFC 7151 `HOST` first.
+    /// RFC 7151 `HOST` first. `dialer` reaches the server (through its agent, the
+    /// address the agent connected to is the one `allow` checks; `own` does not apply:
+    /// it is an address of the agent's network).
     pub async fn open_checked(
         url: &FtpUrl,
         limit: Duration,
@@ -371,6 +385,7 @@ impl Client {
         tls: &TlsPolicy,
         own: Option<&Arc<OwnSockets>>,
         virtual_host: Option<&str>,
+        dialer: &Dialer,
     ) -> Result<Client, FtpError> {
         let host = url.host_port();
         let secure = if url.security.is_tls() {
@@ -380,8 +395,24 @@ impl Client {
         } else {
             None
         };
-        let tcp = connect(&url.host, url.port, &host, limit, allow, own).await?;
-        let peer = tcp.peer_addr()?;
+        let own = own.filter(|_| dialer.agent().is_none());
+        let direct = connect(&url.host, url.port, &host, limit, allow, own);
+        let tcp = match dialer.dial(&host, limit, direct).await {
+            Ok(conn) => conn,
+            Err(DialFailure::Direct(e)) => return Err(e),
+            Err(DialFailure::Agent(e)) => return Err(FtpError::Agent(e)),
+        };
+        let peer = tcp.addrs()?.0;
+        if let (Some(list), true) = (allow, tcp.is_agent()) {
+            list.admits(&url.host, peer.ip())
+                .map_err(|why| FtpError::Denied {
+                    host: peer.to_string(),
+                    why,
+                })?;
+        }
+        // Its data connections go through the agent that carries this one: the server
+        // takes them only from its control connection's client address.
+        let dialer = dialer.pinned(tcp.link());
         let stream = match (&secure, url.security) {
             (Some((connector, name)), Security::Implicit) => {
                 handshake(connector, name.clone(), tcp, limit, "control").await?
@@ -389,6 +420,7 @@ impl Client {
             _ => ClientStream::Plain(tcp),
         };
         let mut c = Client::over(stream, None, peer, limit, host, own.cloned());
+        c.dialer = dialer;
         let mut greeting = c.read_reply("greeting").await?;
         while greeting.class() == 1 {
             greeting = c.read_reply("greeting").await?;
@@ -437,7 +469,7 @@ impl Client {
         host: String,
         own: Option<Arc<OwnSockets>>,
     ) -> Client {
-        let local_port = stream.tcp().local_addr().map_or(0, |a| a.port());
+        let local_port = stream.conn().addrs().map_or(0, |(_, a)| a.port());
         let (r, w) = tokio::io::split(stream);
         Client {
             local_port,
@@ -455,6 +487,7 @@ impl Client {
             rtt: None,
             sent_at: None,
             answered_at: None,
+            dialer: Dialer::direct(),
         }
     }
 
@@ -479,6 +512,7 @@ impl Client {
             timeout: limit,
             host,
             own,
+            dialer,
             ..
         } = self;
         let ClientStream::Plain(tcp) = reader.into_inner().unsplit(writer.into_inner()) else {
@@ -490,7 +524,9 @@ impl Client {
             name,
             private: false,
         };
-        Ok(Client::over(stream, Some(secure), peer, limit, host, own))
+        let mut c = Client::over(stream, Some(secure), peer, limit, host, own);
+        c.dialer = dialer;
+        Ok(c)
     }
 
     /// Whether the control connection is TLS.
@@ -532,6 +568,33 @@ impl Client {
     /// The server's control address, as connected.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The agent this server is reached through, if any.
+    pub fn agent(&self) -> Option<&str> {
+        self.dialer.agent()
+    }
+
+    /// The engine's own data connection to `port` of this server's control address (so
+    /// a server cannot point the engine anywhere else), as the control connection was
+    /// made: straight, or through the server's agent; within the session timeout.
+    pub async fn connect_data(&self, port: u16) -> Result<Conn, FtpError> {
+        let addr = SocketAddr::new(self.peer.ip(), port);
+        let limit = self.timeout;
+        let direct = async {
+            match timeout(limit, socket::connect(addr)).await {
+                Ok(r) => r.map_err(FtpError::Data),
+                Err(_) => Err(FtpError::Timeout {
+                    what: format!("data connection to {addr}"),
+                    after: limit,
+                }),
+            }
+        };
+        match self.dialer.dial(&addr.to_string(), limit, direct).await {
+            Ok(conn) => Ok(conn),
+            Err(DialFailure::Direct(e)) => Err(e),
+            Err(DialFailure::Agent(e)) => Err(FtpError::Agent(e)),
+        }
     }
 
     pub fn host(&self) -> &str {
@@ -1004,11 +1067,8 @@ impl Client {
         let extended = self.features.has("EPSV");
         // `pasv` answers with the control address, whatever 227 said (a server behind NAT
         // often announces a private one).
-        let addr = self.pasv(extended).await?.addr();
-        let tcp = timeout(self.timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| self.timed_out("data connection"))?
-            .map_err(FtpError::Data)?;
+        let port = self.pasv(extended).await?.addr().port();
+        let tcp = self.connect_data(port).await?;
         let verb: &[u8] = if mlsd { b"MLSD" } else { b"LIST" };
         let cmd = if dir.is_empty() {
             verb.to_vec()
@@ -1066,7 +1126,7 @@ impl Client {
 async fn handshake(
     connector: &TlsConnector,
     name: ServerName<'static>,
-    tcp: TcpStream,
+    tcp: Conn,
     limit: Duration,
     channel: &'static str,
 ) -> Result<ClientStream, FtpError> {
@@ -1284,7 +1344,8 @@ mod tests {
             let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
             let tls = TlsPolicy::default();
             let limit = Duration::from_secs(10);
-            let c = Client::open_checked(&url, limit, None, &tls, None, virtual_host)
+            let direct = Dialer::direct();
+            let c = Client::open_checked(&url, limit, None, &tls, None, virtual_host, &direct)
                 .await
                 .unwrap();
             c.quit().await;
@@ -1324,6 +1385,7 @@ mod tests {
             &TlsPolicy::default(),
             None,
             None,
+            &Dialer::direct(),
         )
         .await
         .err()

@@ -1,18 +1,20 @@
-//! A connection of the engine that is plain TCP or TLS over TCP: the control connection
-//! after `AUTH TLS` (or from the first byte), and data connections under `PROT P`.
+//! A connection of the engine that is plain or TLS, over TCP or through an agent
+//! ([`Conn`]): the control connection after `AUTH TLS` (or from the first byte), and
+//! data connections under `PROT P`.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// Plain TCP, or the engine as TLS client over TCP.
+use crate::agent::Conn;
+
+/// Plain, or the engine as TLS client, over a connection its dialer made.
 pub enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Conn),
+    Tls(Box<TlsStream<Conn>>),
 }
 
 impl ClientStream {
@@ -20,8 +22,8 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_))
     }
 
-    /// The TCP connection underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The connection underneath.
+    pub fn conn(&self) -> &Conn {
         match self {
             ClientStream::Plain(s) => s,
             ClientStream::Tls(s) => s.get_ref().0,

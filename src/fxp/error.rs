@@ -156,7 +156,9 @@ impl FxpError {
     pub fn kind(&self) -> FailureKind {
         match self {
             FxpError::Server { error, .. } => match error {
-                FtpError::Resolve { .. } | FtpError::Connect { .. } => FailureKind::Unreachable,
+                FtpError::Resolve { .. } | FtpError::Connect { .. } | FtpError::Agent(_) => {
+                    FailureKind::Unreachable
+                }
                 FtpError::Timeout { .. } => FailureKind::Timeout,
                 FtpError::Refused { cmd, .. }
                     if cmd.starts_with("USER") || cmd.starts_with("PASS") =>

@@ -41,6 +41,7 @@ pub use super::options::{MAX_RETRIES, TransferOptions};
 use super::render;
 use super::runner;
 use super::url::FtpUrl;
+use crate::agent::Hub;
 use crate::metrics;
 use crate::net::{AllowList, OwnSockets};
 use crate::state::{
@@ -420,6 +421,8 @@ struct Settings {
     concurrency: usize,
     /// The proxy's own sockets, which no job may reach.
     own: Option<Arc<OwnSockets>>,
+    /// The edge's agent links, for URLs naming `?via=AGENT`.
+    agents: Option<Arc<Hub>>,
 }
 
 /// The options a job runs with when it starts again (after a restart, a shutdown or a
@@ -457,6 +460,7 @@ impl Jobs {
                 allow: Arc::new(allow),
                 concurrency: concurrency.max(1),
                 own: None,
+                agents: None,
             })),
             permits: Arc::default(),
         }
@@ -649,6 +653,7 @@ impl Jobs {
         let opts = engine::EngineOptions {
             allow: Some(self.allow()),
             own: self.own(),
+            agents: self.agents(),
             cancel: Some(CancellationToken::new()),
             ..run.engine(ca)
         };
@@ -884,6 +889,23 @@ impl Jobs {
             .own = Some(own);
     }
 
+    /// The edge's agent links (`agents:`), through which jobs reach the servers their
+    /// URLs name with `?via=AGENT`.
+    pub fn reach_agents(&self, hub: Option<Arc<Hub>>) {
+        self.settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .agents = hub;
+    }
+
+    fn agents(&self) -> Option<Arc<Hub>> {
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .agents
+            .clone()
+    }
+
     fn own(&self) -> Option<Arc<OwnSockets>> {
         self.settings
             .read()
@@ -934,7 +956,8 @@ impl Jobs {
         };
         let src = parse("source", &req.source)?;
         let dst = parse("destination", &req.destination)?;
-        for url in [&src, &dst] {
+        for (field, url) in [("source", &src), ("destination", &dst)] {
+            self.check_agent(field, url)?;
             self.check_literal(url)?;
         }
         let options = req.options;
@@ -1021,7 +1044,8 @@ impl Jobs {
         let Ok(ip) = url.host.parse::<IpAddr>() else {
             return Ok(());
         };
-        if let Some(own) = self.own() {
+        // An address behind an agent is one of the agent's network, never this proxy's.
+        if let (Some(own), None) = (self.own(), &url.via) {
             own.check(std::net::SocketAddr::new(ip, url.port), &[])
                 .map_err(|e| SubmitError::Forbidden(e.to_string()))?;
         }
@@ -1029,6 +1053,25 @@ impl Jobs {
         self.allow()
             .admits(&url.host, ip)
             .map_err(|d| SubmitError::Forbidden(d.to_string()))
+    }
+
+    /// A URL's `?via=` must name an agent of this proxy's `agents.tokens` (whether it is
+    /// connected is found when the job runs: it may dial in before then).
+    fn check_agent(&self, field: &'static str, url: &FtpUrl) -> Result<(), SubmitError> {
+        let Some(agent) = &url.via else {
+            return Ok(());
+        };
+        let message = match self.agents() {
+            None => format!(
+                "names agent {agent} (?via=), but this proxy has no `agents:` block: it reaches \
+                 no server through an agent"
+            ),
+            Some(hub) if !hub.knows(agent) => {
+                format!("names agent {agent} (?via=), which is not in this proxy's agents.tokens")
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(SubmitError::BadRequest { field, message })
     }
 
     /// A stored job as the API shows it: a job running here with its live progress (and
@@ -1530,6 +1573,37 @@ mod tests {
         );
         assert_eq!(v.runs.len(), 1, "{v:?}");
         assert_eq!(v.instance.as_deref(), Some("local"));
+    }
+
+    /// `?via=` must name an agent of `agents.tokens`; a proxy without `agents:` has
+    /// none. Neither job is kept.
+    #[tokio::test]
+    async fn a_url_naming_an_unknown_agent_is_a_bad_request() {
+        let jobs = jobs(&["10.0.0.0/8", "127.0.0.0/8"]);
+        let req = || request("ftp://10.0.0.5/x?via=site-a", "ftp://127.0.0.3/y");
+        let e = jobs.submit(req()).await.unwrap_err();
+        assert!(
+            matches!(&e, SubmitError::BadRequest { field: "source", message }
+                if message.contains("site-a") && message.contains("no `agents:` block")),
+            "{e}"
+        );
+        let hub = Hub::new([("site-b".to_string(), "0123456789abcdef".to_string())].into());
+        jobs.reach_agents(Some(hub));
+        let e = jobs.submit(req()).await.unwrap_err();
+        assert!(
+            matches!(&e, SubmitError::BadRequest { field: "source", message }
+                if message.contains("site-a") && message.contains("agents.tokens")),
+            "{e}"
+        );
+        assert!(list(&jobs).await.is_empty());
+        // A known agent is taken (whether it is connected is found when the job runs).
+        let ok = request("ftp://127.0.0.2/x", "ftp://10.0.0.5/y?via=site-b");
+        let view = jobs.submit(ok).await.unwrap();
+        assert!(
+            view.destination.ends_with("/y?via=site-b"),
+            "{}",
+            view.destination
+        );
     }
 
     #[tokio::test]

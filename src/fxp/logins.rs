@@ -74,6 +74,8 @@ struct Key {
     port: u16,
     user: String,
     password: String,
+    /// Through which agent: one address may be another server behind another agent.
+    via: Option<String>,
 }
 
 impl Key {
@@ -84,6 +86,7 @@ impl Key {
             port: url.port,
             user: url.user.clone(),
             password: url.login_password().to_owned(),
+            via: url.via.clone(),
         }
     }
 }

@@ -20,6 +20,7 @@ use super::digest::{OnMismatch, Verify};
 use super::job::event::FileEvent;
 use super::job::mirror::MirrorOptions;
 use super::url::{FtpUrl, VirtualHost};
+use crate::agent::{Dialer, Hub};
 use crate::net::{AllowList, OwnSockets};
 
 /// Most retries the API accepts: each one logs in to both servers again.
@@ -82,6 +83,9 @@ pub struct EngineOptions {
     /// A server to send `HOST` to before logging in (`SITE FXP` from a session whose
     /// server took the client's `HOST`).
     pub virtual_host: Option<VirtualHost>,
+    /// The edge's agent links, through which a URL's `?via=AGENT` server is reached: the
+    /// API and SITE commands pass the proxy's (the CLI runs outside any proxy).
+    pub agents: Option<Arc<Hub>>,
 }
 
 /// Progress callback of one file's copy; must be cheap (it runs on the engine's task).
@@ -118,6 +122,7 @@ impl Default for EngineOptions {
             hash_timeout: HASH_TIMEOUT,
             cancel: None,
             virtual_host: None,
+            agents: None,
         }
     }
 }
@@ -141,9 +146,11 @@ impl std::fmt::Debug for EngineOptions {
 }
 
 impl EngineOptions {
-    /// A logged-in session to `url`, within the allow list.
+    /// A logged-in session to `url`, within the allow list, through the URL's agent
+    /// when it names one.
     pub async fn open(&self, url: &FtpUrl) -> Result<Client, FtpError> {
         let host = self.virtual_host.as_ref().and_then(|v| v.name_for(url));
+        let dialer = self.dialer(url)?;
         Client::open_checked(
             url,
             self.timeout,
@@ -151,8 +158,24 @@ impl EngineOptions {
             &self.tls,
             self.own.as_ref(),
             host,
+            &dialer,
         )
         .await
+    }
+
+    /// How `url`'s server is reached: straight, or through its `?via=` agent, which only
+    /// a proxy with `agents:` has.
+    pub fn dialer(&self, url: &FtpUrl) -> Result<Dialer, FtpError> {
+        match (&url.via, &self.agents) {
+            (None, _) => Ok(Dialer::direct()),
+            (Some(agent), Some(hub)) => Ok(Dialer::via(hub.clone(), agent.clone())),
+            (Some(agent), None) => Err(FtpError::Other(format!(
+                "{} is reached through agent {agent} (?via=), which only a running proxy \
+                 with `agents:` can do: order the copy from its API (POST /api/v1/transfers) or \
+                 with SITE FXP",
+                url.host_port()
+            ))),
+        }
     }
 
     pub(super) fn emit(&self, e: FileEvent) {

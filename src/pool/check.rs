@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::Pool;
+use crate::agent::Dialer;
 use crate::codec::{ReadReplyError, ReplyReader};
 use crate::config::{HealthCheck, ProxyVersion};
 use crate::net::HostPort;
@@ -41,19 +42,9 @@ pub enum CheckError {
     Timeout(Duration),
 }
 
-/// How a check reaches its backends: straight, or through the listener's agent (`via`).
-#[derive(Clone, Default)]
-pub struct Reach(Option<(Arc<crate::agent::Hub>, String)>);
-
-impl Reach {
-    /// Through agent `name` of `hub`.
-    pub fn via(hub: Arc<crate::agent::Hub>, name: String) -> Reach {
-        Reach(Some((hub, name)))
-    }
-}
-
-/// Checks `pool`'s backends every `interval` until `stop`.
-pub async fn run(pool: Arc<Pool>, reach: Reach, stop: CancellationToken) {
+/// Checks `pool`'s backends every `interval` until `stop`, reaching them as `dialer`
+/// says (the listener's: straight, or through its agent).
+pub async fn run(pool: Arc<Pool>, dialer: Dialer, stop: CancellationToken) {
     let health = pool.cfg.health.clone();
     let targets = pool.targets();
     let mut tick = tokio::time::interval(health.interval);
@@ -65,7 +56,7 @@ pub async fn run(pool: Arc<Pool>, reach: Reach, stop: CancellationToken) {
         }
         let checks = targets.iter().map(|t| async {
             let started = Instant::now();
-            let result = check_via(&reach, t, &health, pool.proxy_protocol).await;
+            let result = check_via(&dialer, t, &health, pool.proxy_protocol).await;
             (result, started.elapsed())
         });
         let results = tokio::select! {
@@ -85,34 +76,27 @@ pub async fn check(
     health: &HealthCheck,
     proxy: Option<ProxyVersion>,
 ) -> Result<(), CheckError> {
-    check_via(&Reach::default(), target, health, proxy).await
+    check_via(&Dialer::direct(), target, health, proxy).await
 }
 
-/// [`check`], reaching the backend as `reach` says.
+/// [`check`], reaching the backend as `dialer` says.
 async fn check_via(
-    reach: &Reach,
+    dialer: &Dialer,
     target: &HostPort,
     health: &HealthCheck,
     proxy: Option<ProxyVersion>,
 ) -> Result<(), CheckError> {
     let probe = async {
-        let stream: Box<dyn crate::data::secure::DataStream> = match &reach.0 {
-            Some((hub, agent)) => {
-                let (s, _, _) = hub
-                    .dial(agent, &target.to_string(), health.timeout)
-                    .await
-                    .map_err(|e| CheckError::Connect(std::io::Error::other(e)))?;
-                Box::new(s)
-            }
-            None => {
-                let s = TcpStream::connect((target.host.as_str(), target.port))
-                    .await
-                    .map_err(CheckError::Connect)?;
-                let _ = s.set_nodelay(true);
-                Box::new(s)
-            }
+        let direct = async {
+            let s = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            let _ = s.set_nodelay(true);
+            Ok(s)
         };
-        probe(stream, health, proxy).await
+        let conn = dialer
+            .dial(&target.to_string(), health.timeout, direct)
+            .await
+            .map_err(|e| CheckError::Connect(e.into_io()))?;
+        probe(Box::new(conn), health, proxy).await
     };
     tokio::time::timeout(health.timeout, probe)
         .await

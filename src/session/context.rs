@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::agent::Hub;
+use crate::agent::{Dialer, Hub};
 use crate::bans::Guard;
 use crate::config::{Config, DataConfig, Limits, ListenerConfig};
 use crate::data::PortPool;
@@ -51,8 +51,10 @@ pub struct Services {
     /// The listener's ban table (`None`: `defense: off`): asked at accept and on relay
     /// data ports, told what the sessions' machines report.
     pub defense: Option<Guard>,
-    /// The edge's agent links, for a listener whose upstream is reached `via` one.
+    /// The edge's agent links (`agents:`): what `SITE FXP` URLs naming `?via=` use.
     pub agents: Option<Arc<Hub>>,
+    /// How the listener's servers are reached: straight, or through its agent (`via`).
+    pub dialer: Dialer,
 }
 
 impl ListenerCtx {
@@ -116,13 +118,17 @@ impl ListenerCtx {
         self
     }
 
-    /// The same context, registering its sessions in `sessions`.
-    /// The agents' hub, kept only by a listener that reaches its upstream through one.
+    /// The agents' hub; a listener with `via` reaches its servers through that agent.
     pub fn with_agents(mut self, hub: Option<Arc<Hub>>) -> Self {
-        self.services.agents = hub.filter(|_| self.policy.cfg.via.is_some());
+        self.services.dialer = match (&hub, &self.policy.cfg.via) {
+            (Some(hub), Some(agent)) => Dialer::via(hub.clone(), agent.clone()),
+            _ => Dialer::direct(),
+        };
+        self.services.agents = hub;
         self
     }
 
+    /// The same context, registering its sessions in `sessions`.
     pub fn with_sessions(mut self, sessions: Sessions) -> Self {
         self.services.sessions = sessions;
         self
@@ -140,6 +146,7 @@ impl Services {
             tls: None,
             defense: None,
             agents: None,
+            dialer: Dialer::direct(),
         }
     }
 }

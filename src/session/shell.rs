@@ -31,7 +31,7 @@ use super::machine::{
 };
 use super::policy::Policy;
 use super::registry::Registration;
-use crate::agent::DialError;
+use crate::agent::{DialError, DialFailure, Inside};
 use crate::codec::{LineCodec, LineError, LineWriter};
 use crate::data::LeasedListener;
 use crate::data::relay::{self, DataError, Leg, Moved, Protection, Timeouts};
@@ -79,6 +79,8 @@ enum Keep {
     /// The proxy's connection to the upstream's passive data port (a socket, or a
     /// stream through the listener's agent), as the transfer's upstream leg.
     UpstreamData(Leg),
+    /// The agent's listening port inside, for the server's active-mode connection.
+    UpstreamInside(Inside),
 }
 
 impl From<Event> for Completion {
@@ -123,6 +125,11 @@ pub(super) struct Shell {
     ops: FuturesUnordered<BoxFuture<'static, Completion>>,
     client_passive: Option<LeasedListener>,
     upstream_active: Option<LeasedListener>,
+    /// Through an agent, [`Slot::UpstreamActive`] is the agent's port inside.
+    upstream_inside: Option<Inside>,
+    /// Through an agent, the link that carries the control connection: the agent that
+    /// listens for this session's active-mode data connections (set by the connect).
+    agent_link: Arc<std::sync::Mutex<Option<u64>>>,
     upstream_data: Option<Leg>,
     transfer: Option<TransferTask>,
     fxp: Option<FxpTask>,
@@ -175,6 +182,8 @@ impl Shell {
             ops: FuturesUnordered::new(),
             client_passive: None,
             upstream_active: None,
+            upstream_inside: None,
+            agent_link: Arc::default(),
             upstream_data: None,
             transfer: None,
             fxp: None,
@@ -307,6 +316,7 @@ impl Shell {
             }
             Some(Keep::Upstream(s)) => self.set_upstream(s),
             Some(Keep::UpstreamData(s)) => self.upstream_data = Some(s),
+            Some(Keep::UpstreamInside(l)) => self.upstream_inside = Some(l),
             None => {}
         }
         done.event
@@ -392,40 +402,39 @@ impl Shell {
                 self.machine
                     .handle(Event::Leased { slot, result }, Instant::now());
             }
+            Action::ListenInside { server } => self.listen_inside(server),
             Action::Release(slot) => match slot {
                 Slot::ClientPassive => self.client_passive = None,
-                Slot::UpstreamActive => self.upstream_active = None,
+                Slot::UpstreamActive => {
+                    self.upstream_active = None;
+                    self.upstream_inside = None;
+                }
                 Slot::UpstreamData => self.upstream_data = None,
             },
             Action::ConnectData(to) => {
                 let limit = limits.connect_timeout;
-                let via = self.listener.policy.cfg.via.clone();
-                let hub = self.listener.services.agents.clone();
+                // The agent that carries the control connection: the server takes the
+                // data connection only from its control connection's client's address.
+                let on = *self.agent_link.lock().unwrap_or_else(|e| e.into_inner());
+                let dialer = self.listener.services.dialer.pinned(on);
                 self.ops.push(
                     async move {
-                        if let (Some(agent), Some(hub)) = (via, hub) {
-                            let r = hub.dial(&agent, &to.to_string(), limit).await;
-                            return match r {
-                                Ok((s, _, _)) => Completion {
-                                    event: Event::DataConnected(Ok(())),
-                                    keep: Some(Keep::UpstreamData(Leg::Agent(Box::new(s)))),
-                                },
-                                Err(e) => {
-                                    Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
-                                        .into()
-                                }
-                            };
-                        }
-                        match timeout(limit, socket::connect(to)).await {
-                            Ok(Ok(s)) => Completion {
+                        let direct = async {
+                            match timeout(limit, socket::connect(to)).await {
+                                Ok(r) => r.map_err(|e| DataConnectError::Io(e.to_string())),
+                                Err(_) => Err(DataConnectError::Timeout),
+                            }
+                        };
+                        match dialer.dial(&to.to_string(), limit, direct).await {
+                            Ok(conn) => Completion {
                                 event: Event::DataConnected(Ok(())),
-                                keep: Some(Keep::UpstreamData(Leg::Ready(s))),
+                                keep: Some(Keep::UpstreamData(Leg::from(conn))),
                             },
-                            Ok(Err(e)) => {
+                            Err(DialFailure::Agent(e)) => {
                                 Event::DataConnected(Err(DataConnectError::Io(e.to_string())))
                                     .into()
                             }
-                            Err(_) => Event::DataConnected(Err(DataConnectError::Timeout)).into(),
+                            Err(DialFailure::Direct(e)) => Event::DataConnected(Err(e)).into(),
                         }
                     }
                     .boxed(),
@@ -506,48 +515,40 @@ impl Shell {
         let scope = self.meter.scope().clone();
         // A listener whose server accepts no inbound connection reaches it through its
         // agent; the agent checks its own `allow`.
-        let via = listener
-            .policy
-            .cfg
-            .via
-            .clone()
-            .zip(listener.services.agents.clone());
+        let dialer = listener.services.dialer.clone();
+        let pin = self.agent_link.clone();
         async move {
             let ctx = &listener.policy;
             let limit = ctx.limits.connect_timeout;
-            let (mut stream, peer, local): (BoxStream, _, _) = if let Some((agent, hub)) = via {
-                match hub.dial(&agent, &req.target.to_string(), limit).await {
-                    Ok((s, peer, local)) => (Box::new(s), peer, local.ip()),
-                    Err(DialError::NotConnected(_)) => {
-                        return failed(ConnectFailure::AgentDown(agent));
-                    }
-                    Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
-                }
-            } else {
-                let r = if req.guarded {
+            let direct = async {
+                if req.guarded {
                     let check =
                         |addr: SocketAddr| permitted(ctx, &req.target.host, addr, client_local);
                     upstream::connect_checked(&scope, &req.target, limit, req.source, check).await
                 } else {
                     upstream::connect(&scope, &req.target, limit).await
-                };
-                let stream = match r {
-                    Ok(s) => s,
-                    Err(ConnectError::Denied(why)) => {
-                        return failed(ConnectFailure::Denied(why));
-                    }
-                    Err(ConnectError::SelfTarget(why)) => {
-                        return failed(ConnectFailure::SelfTarget(why));
-                    }
-                    Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
-                };
-                match (stream.peer_addr(), stream.local_addr()) {
-                    (Ok(peer), Ok(local)) => (Box::new(stream), peer, local.ip()),
-                    (Err(e), _) | (_, Err(e)) => {
-                        return failed(ConnectFailure::Unreachable(e.to_string()));
-                    }
                 }
             };
+            let conn = match dialer.dial(&req.target.to_string(), limit, direct).await {
+                Ok(conn) => conn,
+                Err(DialFailure::Agent(DialError::NotConnected(agent))) => {
+                    return failed(ConnectFailure::AgentDown(agent));
+                }
+                Err(DialFailure::Direct(ConnectError::Denied(why))) => {
+                    return failed(ConnectFailure::Denied(why));
+                }
+                Err(DialFailure::Direct(ConnectError::SelfTarget(why))) => {
+                    return failed(ConnectFailure::SelfTarget(why));
+                }
+                Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
+            };
+            let (peer, local) = match conn.addrs() {
+                Ok((peer, local)) => (peer, local.ip()),
+                Err(e) => return failed(ConnectFailure::Unreachable(e.to_string())),
+            };
+            // The session's data connections go through the same agent (Dialer::pinned).
+            *pin.lock().unwrap_or_else(|e| e.into_inner()) = conn.link();
+            let mut stream: BoxStream = Box::new(conn);
             // The header comes first, before any TLS: it is for the server's TCP layer.
             if let Some(header) = proxy_header {
                 use tokio::io::AsyncWriteExt;
@@ -581,6 +582,35 @@ impl Shell {
             }
         }
         .boxed()
+    }
+
+    /// Asks the agent that carries the control connection to listen inside for the
+    /// server's active-mode connection, for as long as a transfer may take to start.
+    fn listen_inside(&mut self, server: SocketAddr) {
+        let limits = &self.ctx.limits;
+        let (limit, wait) = (
+            limits.connect_timeout,
+            limits.connect_timeout + limits.data_accept_timeout,
+        );
+        let via = self.ctx.cfg.via.clone();
+        let hub = self.listener.services.agents.clone();
+        let link = *self.agent_link.lock().unwrap_or_else(|e| e.into_inner());
+        self.ops.push(
+            async move {
+                let (Some(agent), Some(hub), Some(link)) = (via, hub, link) else {
+                    let why = "the control connection does not go through an agent";
+                    return Event::ListeningInside(Err(why.into())).into();
+                };
+                match hub.listen(&agent, link, server, wait, limit).await {
+                    Ok(inside) => Completion {
+                        event: Event::ListeningInside(Ok(inside.addr())),
+                        keep: Some(Keep::UpstreamInside(inside)),
+                    },
+                    Err(e) => Event::ListeningInside(Err(e.to_string())).into(),
+                }
+            }
+            .boxed(),
+        );
     }
 
     /// Hands the client connection to a TLS handshake as the server, dropping whatever
@@ -712,6 +742,9 @@ impl Shell {
         };
         let upstream = match upstream {
             UpstreamLeg::Connected => self.upstream_data.take(),
+            UpstreamLeg::Accept { .. } if self.upstream_inside.is_some() => {
+                self.upstream_inside.take().map(Leg::Inside)
+            }
             UpstreamLeg::Accept { expect } => {
                 self.upstream_active.take().map(|listener| Leg::Accept {
                     listener,
@@ -761,7 +794,7 @@ impl Shell {
 
     fn start_fxp(&mut self, src: FtpUrl, dst: FtpUrl, rules: FxpRules, recursive: bool) {
         let (tx, news) = mpsc::unbounded_channel();
-        let opts = engine_options(rules, self.upstream_ca());
+        let opts = engine_options(rules, self.upstream_ca(), &self.listener);
         let order = if recursive {
             Order::Tree {
                 src,
@@ -798,7 +831,7 @@ impl Shell {
     /// out again.
     fn check_fxp_destination(&mut self, url: FtpUrl, rules: FxpRules) {
         let (tx, news) = mpsc::unbounded_channel();
-        let opts = engine_options(rules, self.upstream_ca());
+        let opts = engine_options(rules, self.upstream_ca(), &self.listener);
         let task = tokio::spawn(
             async move {
                 let result = match opts.open(&url).await {
@@ -823,12 +856,16 @@ impl Shell {
     }
 }
 
-/// The engine's options for a `SITE FXP` task: what the machine's `rules` allow and
-/// trust, the engine's defaults otherwise.
-/// The engine's options for a `SITE FXP` task, as the machine's `rules` say. The CA the
-/// rules name is the listener's `tls.upstream.ca`, read with the configuration: nothing
-/// is read here.
-fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> EngineOptions {
+/// The engine's options for a `SITE FXP` task, as the machine's `rules` say, the
+/// engine's defaults otherwise. The CA the rules name is the listener's
+/// `tls.upstream.ca`, read with the configuration: nothing is read here. URLs naming an
+/// agent (`?via=`, the session's own server on a `via` listener) go through the edge's
+/// agent links.
+fn engine_options(
+    rules: FxpRules,
+    loaded: Option<crate::tls::CaCerts>,
+    listener: &ListenerCtx,
+) -> EngineOptions {
     let ca = match (rules.ca, loaded) {
         (Some(_), Some(certs)) => ExtraRoots::Loaded(certs),
         (Some(path), None) => ExtraRoots::File(path),
@@ -839,6 +876,7 @@ fn engine_options(rules: FxpRules, loaded: Option<crate::tls::CaCerts>) -> Engin
         tls: TlsPolicy::new(rules.verify, ca),
         own: Some(rules.own),
         virtual_host: rules.virtual_host,
+        agents: listener.services.agents.clone(),
         ..EngineOptions::default()
     }
 }

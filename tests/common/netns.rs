@@ -453,6 +453,16 @@ impl AgentLab {
         );
     }
 
+    /// Adds `ip` to the inside namespace (on its loopback): a second host address inside,
+    /// for a test's stand-in of another machine there. Traffic between the two stays on
+    /// loopback, which the inside's firewall lets through.
+    pub fn add_inside_address(&self, ip: Ipv4Addr) {
+        sh(
+            Some(&self.inside_ns),
+            &format!("ip addr add {ip}/32 dev lo"),
+        );
+    }
+
     /// Inbound connection attempts the inside's firewall dropped so far.
     pub fn inbound_drops(&self) -> u64 {
         let out = Command::new("ip")

@@ -11,12 +11,24 @@
 //!
 //! - [`wire`]: the messages, one JSON object per line, bounded in length;
 //! - [`Backoff`]: the delay before the agent dials again, growing, with full jitter;
-//! - [`Reach`]: the agent's own rule for what the edge may ask it to reach.
+//! - [`Reach`]: the agent's own rule for what the edge may ask it to reach;
+//! - [`listen`]: active mode toward a server inside ([`ToAgent::Listen`]): where the
+//!   agent listens for the server's data connection, and who may connect.
 
 mod backoff;
+pub mod listen;
 mod reach;
 pub mod wire;
 
 pub use backoff::Backoff;
 pub use reach::{Reach, Refusal};
 pub use wire::{FromAgent, Hello, Refused, ToAgent, WireError};
+
+/// Whether `name` may name an agent (`agents.tokens`, `agent.name`, a listener's `via`,
+/// an FXP URL's `?via=`): 1 to 64 letters, digits, `.`, `_` or `-`.
+pub fn is_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -5,6 +5,10 @@
 //! the edge asks on, [`Hello::Stream`] for the connection that carries one stream. The
 //! edge answers a link's hello with [`ToAgent::Welcome`] or [`ToAgent::Refused`]; a
 //! stream's hello gets no answer: the bytes that follow are the stream's.
+//!
+//! Protocol 2 adds active mode toward the server: [`ToAgent::Listen`] asks for one
+//! listening port inside, for one transfer, answered by [`FromAgent::Listening`]; the
+//! server's connection to it arrives at the edge as a stream, like an opened one.
 
 use std::net::SocketAddr;
 
@@ -13,8 +17,15 @@ use serde::{Deserialize, Serialize};
 /// Longest line either end reads: room for a target name and an error message.
 pub const MAX_LINE: usize = 4096;
 
-/// The version this build speaks; an edge refuses an agent with another.
-pub const PROTOCOL: u32 = 1;
+/// The version this build speaks.
+pub const PROTOCOL: u32 = 2;
+
+/// The oldest version an edge still links with: such an agent carries everything but
+/// active mode toward its servers ([`ToAgent::Listen`], protocol 2).
+pub const MIN_PROTOCOL: u32 = 1;
+
+/// The first version that understands [`ToAgent::Listen`].
+pub const LISTEN_PROTOCOL: u32 = 2;
 
 /// The first line of every connection an agent opens to the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +64,19 @@ pub enum ToAgent {
         target: String,
         nonce: String,
     },
+    /// Listen on an ephemeral port inside, on the address this agent reaches `server`
+    /// from, for one connection from `server`'s address (an active-mode data
+    /// connection), for at most `wait_ms`; answer [`FromAgent::Listening`]; once it is
+    /// accepted, dial back with [`Hello::Stream`] and `nonce`, as for [`ToAgent::Open`].
+    Listen {
+        id: u64,
+        server: SocketAddr,
+        nonce: String,
+        wait_ms: u64,
+    },
+    /// The edge no longer waits for request `id` (a refused `PORT`, an aborted
+    /// transfer, an ended session): close its listening port now.
+    Close { id: u64 },
     /// Answer to [`FromAgent::Ping`].
     Pong,
 }
@@ -90,8 +114,15 @@ pub enum FromAgent {
         peer: SocketAddr,
         local: SocketAddr,
     },
-    /// Stream `id` could not be opened: outside the agent's `allow`, or unreachable.
+    /// Stream `id` could not be opened: outside the agent's `allow`, or unreachable; for
+    /// a listen, also said later when no connection came within its time.
     Failed { id: u64, reason: String },
+    /// Request `id` ([`ToAgent::Listen`]) listens at `addr`: what the edge's `PORT`
+    /// names to the server.
+    Listening { id: u64, addr: SocketAddr },
+    /// Someone other than the expected server connected to listen `id`'s port: closed
+    /// at once, and the port keeps waiting (port theft, reported a few times per listen).
+    Intruder { id: u64, peer: SocketAddr },
     /// A heartbeat; the edge answers [`ToAgent::Pong`].
     Ping,
 }
@@ -157,6 +188,13 @@ mod tests {
                 target: "10.0.0.5:21".into(),
                 nonce: "abc".into(),
             },
+            ToAgent::Listen {
+                id: 3,
+                server: "10.0.0.5:21".parse().unwrap(),
+                nonce: "def".into(),
+                wait_ms: 30_000,
+            },
+            ToAgent::Close { id: 3 },
             ToAgent::Pong,
         ];
         for m in to {
@@ -171,6 +209,14 @@ mod tests {
             FromAgent::Failed {
                 id: 2,
                 reason: "refused".into(),
+            },
+            FromAgent::Listening {
+                id: 3,
+                addr: "10.0.0.9:41234".parse().unwrap(),
+            },
+            FromAgent::Intruder {
+                id: 3,
+                peer: "10.0.0.66:20".parse().unwrap(),
             },
             FromAgent::Ping,
         ];
@@ -195,7 +241,69 @@ mod tests {
         ));
     }
 
+    fn addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+            (any::<[u16; 8]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::from((ip, p))),
+        ]
+    }
+
+    fn to_agent() -> impl Strategy<Value = ToAgent> {
+        prop_oneof![
+            (any::<u64>(), addr(), "\\PC{0,40}", any::<u64>()).prop_map(
+                |(id, server, nonce, wait_ms)| ToAgent::Listen {
+                    id,
+                    server,
+                    nonce,
+                    wait_ms
+                }
+            ),
+            any::<u64>().prop_map(|id| ToAgent::Close { id }),
+            (any::<u64>(), ".{0,60}", "\\PC{0,40}")
+                .prop_map(|(id, target, nonce)| { ToAgent::Open { id, target, nonce } }),
+        ]
+    }
+
+    fn from_agent() -> impl Strategy<Value = FromAgent> {
+        prop_oneof![
+            (any::<u64>(), addr()).prop_map(|(id, addr)| FromAgent::Listening { id, addr }),
+            (any::<u64>(), addr()).prop_map(|(id, peer)| FromAgent::Intruder { id, peer }),
+            (any::<u64>(), ".{0,200}").prop_map(|(id, reason)| FromAgent::Failed { id, reason }),
+            (any::<u64>(), addr(), addr()).prop_map(|(id, peer, local)| FromAgent::Opened {
+                id,
+                peer,
+                local
+            }),
+        ]
+    }
+
     proptest! {
+        #[test]
+        fn any_message_is_one_line_and_comes_back(to in to_agent(), from in from_agent()) {
+            for line in [encode(&to), encode(&from)] {
+                // One line: a newline inside a field would split it in two.
+                prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+                prop_assert!(line.len() <= MAX_LINE);
+            }
+            prop_assert_eq!(decode::<ToAgent>(&encode(&to)), Ok(to));
+            prop_assert_eq!(decode::<FromAgent>(&encode(&from)), Ok(from));
+        }
+
+        #[test]
+        fn a_listen_with_any_field_cut_or_mistyped_fails_cleanly(cut in 0usize..120) {
+            let line = encode(&ToAgent::Listen {
+                id: 9,
+                server: "10.0.0.5:21".parse().unwrap(),
+                nonce: "0123456789abcdef".into(),
+                wait_ms: 1000,
+            });
+            let cut = cut.min(line.len());
+            let r = decode::<ToAgent>(&line[..cut]);
+            prop_assert!(cut >= line.len() - 1 || r.is_err());
+            let bad = String::from_utf8_lossy(&line).replace("10.0.0.5:21", "10.0.0.256:21");
+            prop_assert!(decode::<ToAgent>(bad.as_bytes()).is_err());
+        }
+
         #[test]
         fn any_bytes_decode_or_fail_cleanly(line in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = decode::<ToAgent>(&line);

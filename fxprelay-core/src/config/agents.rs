@@ -2,8 +2,8 @@
 //!
 //! - on the edge, the top-level `agents:` block (where agents dial in, the edge's
 //!   certificate, each agent's token) and a reverse listener's `via:` (reach the
-//!   upstream through that agent), with their rules: `via` needs relay-mode data, no
-//!   active mode toward the server and a single upstream;
+//!   upstream through that agent), with their rules: `via` needs relay-mode data (in
+//!   either direction toward the server: the agent listens inside for active mode);
 //! - beside the servers, the agent's own file (`fxprelay agent -c agent.yaml`), read by
 //!   [`AgentConfig::load`].
 
@@ -17,8 +17,9 @@ use serde_saphyr::Spanned;
 use super::error::ConfigError;
 use super::listener::ListenerConfig;
 use super::origin::{Origin, listener_key};
-use super::schema::{DataMode, FileAgents, Mode, UpstreamData};
+use super::schema::{DataMode, FileAgents, Mode};
 use super::values;
+use crate::agent::is_name as is_agent_name;
 use crate::net::{AllowList, HostPort};
 
 /// The edge's `agents:` block, validated.
@@ -89,13 +90,6 @@ pub(super) fn validate(
     }))
 }
 
-fn is_agent_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 /// Listener `i`'s `via:`, checked against the listener's other keys and `agents:`.
 pub(super) fn validate_via(
     i: usize,
@@ -122,25 +116,9 @@ pub(super) fn validate_via(
     if l.data == DataMode::Passthrough {
         return bad("`via` needs `data: relay`: in passthrough the client would connect to the server's own data ports, which accept no inbound connection".into());
     }
-    // Neither the listener nor a route may have the server connect out to the proxy; a
-    // server that refuses PASV cannot fall back to active either.
-    let passive = |data: &mut UpstreamData, whose: &str| match data {
-        UpstreamData::Active => Err(format!(
-            "{whose}`upstream_data: active` cannot work through an agent: the server inside cannot connect out to the proxy; leave it out (passive is used)"
-        )),
-        UpstreamData::Auto | UpstreamData::Passive => {
-            *data = UpstreamData::Passive;
-            Ok(())
-        }
-    };
-    if let Err(why) = passive(&mut l.upstream_data, "") {
-        return bad(why);
-    }
-    for r in &mut l.routes {
-        if let Err(why) = passive(&mut r.upstream_data, &format!("route `{}`: ", r.name)) {
-            return bad(why);
-        }
-    }
+    // Active mode toward the server works too: the agent listens on a port inside for
+    // the server's data connection (`fxprelay_core::agent::listen`), so `upstream_data`
+    // keeps its meaning (`auto`: passive, then active where the server refuses passive).
     l.via = Some(name.to_owned());
     Ok(())
 }
@@ -272,7 +250,7 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, UpstreamData};
 
     const TOKEN: &str = "0123456789abcdef0123";
 
@@ -283,21 +261,25 @@ mod tests {
     }
 
     #[test]
-    fn via_names_a_known_agent_and_takes_passive_relay_data() {
+    fn via_names_a_known_agent_and_takes_relay_data_either_way() {
         let c = edge("    via: site-a\n").unwrap();
         let l = &c.listeners[0];
         assert_eq!(l.via.as_deref(), Some("site-a"));
-        assert_eq!(l.upstream_data, UpstreamData::Passive);
+        // Passive first, active where the server refuses passive: the agent listens.
+        assert_eq!(l.upstream_data, UpstreamData::Auto);
+        for (text, mode) in [
+            ("active", UpstreamData::Active),
+            ("passive", UpstreamData::Passive),
+        ] {
+            let c = edge(&format!("    via: site-a\n    upstream_data: {text}\n")).unwrap();
+            assert_eq!(c.listeners[0].upstream_data, mode);
+        }
         assert_eq!(c.agents.as_ref().unwrap().tokens.len(), 1);
         // The token never appears in `fxprelay config`.
         assert!(!c.effective_yaml().contains(TOKEN));
         for (extra, why) in [
             ("    via: site-b\n", "no agent `site-b`"),
             ("    via: site-a\n    data: passthrough\n", "data: relay"),
-            (
-                "    via: site-a\n    upstream_data: active\n",
-                "cannot work through an agent",
-            ),
         ] {
             let e = edge(extra).unwrap_err().to_string();
             assert!(e.contains(why), "{extra}: {e}");

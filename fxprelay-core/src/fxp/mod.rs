@@ -6,7 +6,8 @@
 //!   [`job::mirror`] decides a tree's entries: create, copy, skip, delete), its events
 //!   ([`JobEvent`], plain data) and [`JobState`], which folds them into per-file
 //!   progress, totals and records. Every front end renders a `JobState`.
-//! - [`method`] names the ways a file is copied (standard or reverse FXP, relay).
+//! - [`method`] names the ways a file is copied (standard or reverse FXP, relay), and
+//!   which server may be passive when one is reached through an agent.
 //! - [`digest`]: which hash both servers compute (`HASH`, `XSHA256`, ...), their replies,
 //!   and the `--verify` / `--on-mismatch` choices.
 //! - [`render`] words a job's numbers (IEC bytes, the summary line) for the CLI and

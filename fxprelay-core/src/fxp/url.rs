@@ -7,6 +7,11 @@
 //! reads it); `%2F` at its start makes it absolute. Decoded fields that would end a
 //! control line (CR, LF, NUL) are refused: a URL must never smuggle in a second command.
 //! `Display` never shows the password.
+//!
+//! `?via=AGENT` after the path (or the host) says the server accepts no inbound
+//! connection and is reached through that agent of the edge (`agents.tokens`), the
+//! host and port as the agent sees them: `ftp://alice@10.0.0.5/big.iso?via=site-a`. It is
+//! the URL's only parameter; a literal `?` in a path is written `%3F`.
 
 use std::fmt;
 
@@ -66,6 +71,8 @@ pub struct FtpUrl {
     pub port: u16,
     /// Path after the host, decoded, without the leading `/`. Empty: the login directory.
     pub path: Vec<u8>,
+    /// The agent the server is reached through (`?via=AGENT`); `None`: straight.
+    pub via: Option<String>,
 }
 
 /// A server that serves several names at one address (RFC 7151 virtual hosts), and the
@@ -103,6 +110,12 @@ pub enum UrlError {
     Control(&'static str),
     #[error("`%` must be followed by two hex digits (write a literal % as %25)")]
     BadEscape,
+    #[error(
+        "unknown URL parameter `{0}`: the only one is via=AGENT (write a literal ? in a path as %3F)"
+    )]
+    Parameter(String),
+    #[error("`{0}` is not an agent name: 1 to 64 letters, digits, `.`, `_` or `-`")]
+    Agent(String),
 }
 
 impl FtpUrl {
@@ -128,10 +141,23 @@ impl FtpUrl {
             .into_iter()
             .find(|sec| scheme.eq_ignore_ascii_case(sec.scheme()))
             .ok_or(UrlError::Scheme)?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, ""),
+        // The query starts at the first `?` of the path, or of the host when there is no
+        // path (`ftp://h?via=a`; a `?` in the user info, before the last `@`, is the
+        // password's).
+        let (authority, path, query) = match rest.find('/') {
+            Some(i) => {
+                let (path, query) = split_query(&rest[i + 1..]);
+                (&rest[..i], path, query)
+            }
+            None => {
+                let at = rest.rfind('@').map_or(0, |i| i + 1);
+                match rest[at..].find('?') {
+                    Some(q) => (&rest[..at + q], "", Some(&rest[at + q + 1..])),
+                    None => (rest, "", None),
+                }
+            }
         };
+        let via = query.map(parse_query).transpose()?.flatten();
         // The last `@` ends the user info, so an unencoded `@` in a password still works.
         let (userinfo, hostport) = match authority.rfind('@') {
             Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
@@ -163,6 +189,7 @@ impl FtpUrl {
             host,
             port,
             path,
+            via,
         })
     }
 
@@ -210,6 +237,33 @@ impl FtpUrl {
             None => p,
         }
     }
+}
+
+fn split_query(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    }
+}
+
+/// The query's parameters: `via=AGENT` (the last one counts), nothing else.
+fn parse_query(query: &str) -> Result<Option<String>, UrlError> {
+    let mut via = None;
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        if key != "via" {
+            let key: Vec<u8> = percent_decode_str(key).collect();
+            return Err(UrlError::Parameter(
+                String::from_utf8_lossy(&key).chars().take(64).collect(),
+            ));
+        }
+        let name = decode_text(value, "agent name")?;
+        if !crate::agent::is_name(&name) {
+            return Err(UrlError::Agent(name.chars().take(64).collect()));
+        }
+        via = Some(name);
+    }
+    Ok(via)
 }
 
 fn split_host_port(hostport: &str, default_port: u16) -> Result<(String, u16), UrlError> {
@@ -288,7 +342,12 @@ impl fmt::Display for FtpUrl {
         }
         write!(f, "/")?;
         // Bytes, escaped as they are: the shown URL names the same file.
-        write!(f, "{}", percent_encode(&self.path, PATH_SHOWN))
+        write!(f, "{}", percent_encode(&self.path, PATH_SHOWN))?;
+        // An agent name needs no escaping (letters, digits, `.`, `_`, `-`).
+        if let Some(via) = &self.via {
+            write!(f, "?via={via}")?;
+        }
+        Ok(())
     }
 }
 
@@ -443,6 +502,67 @@ mod tests {
             assert_eq!(FtpUrl::parse(bad), Err(UrlError::BadEscape), "{bad}");
         }
         assert_eq!(FtpUrl::parse("ftp://h/100%25").unwrap().path, b"100%");
+    }
+
+    #[test]
+    fn via_names_the_agent_and_round_trips() {
+        let u = FtpUrl::parse("ftp://alice:pw@10.0.0.5/dir/big.iso?via=site-a").unwrap();
+        assert_eq!(u.via.as_deref(), Some("site-a"));
+        assert_eq!(u.path, b"dir/big.iso");
+        assert_eq!(u.host_port(), "10.0.0.5:21");
+        assert_eq!(
+            u.to_string(),
+            "ftp://alice:***@10.0.0.5/dir/big.iso?via=site-a"
+        );
+        let back = FtpUrl::parse(&u.to_string().replace("***", "pw")).unwrap();
+        assert_eq!(back, u);
+        // Kept by a join and a new path: the files of a tree are on the same server.
+        assert_eq!(u.join(b"x").via.as_deref(), Some("site-a"));
+        assert_eq!(u.with_path(b"y".to_vec()).via.as_deref(), Some("site-a"));
+        // Without a path; after a port; the last one counts; an empty query is none.
+        let u = FtpUrl::parse("ftp://h:2121?via=b.c_d-1").unwrap();
+        assert_eq!(
+            (u.port, u.via.as_deref(), &u.path[..]),
+            (2121, Some("b.c_d-1"), &b""[..])
+        );
+        assert_eq!(u.to_string(), "ftp://h:2121/?via=b.c_d-1");
+        let u = FtpUrl::parse("ftp://h/f?via=a&via=b").unwrap();
+        assert_eq!(u.via.as_deref(), Some("b"));
+        let u = FtpUrl::parse("ftp://h/f?").unwrap();
+        assert_eq!((u.via.as_deref(), &u.path[..]), (None, &b"f"[..]));
+        // A `?` in the password (before the last `@`) is the password's.
+        let u = FtpUrl::parse("ftp://u:p?w@h?via=a").unwrap();
+        assert_eq!((u.password.as_deref(), u.host.as_str()), (Some("p?w"), "h"));
+        assert_eq!(u.via.as_deref(), Some("a"));
+        // A literal `?` in a path is `%3F`, and shown so.
+        let u = FtpUrl::parse("ftp://h/what%3F.txt").unwrap();
+        assert_eq!(
+            (u.path.as_slice(), u.via.as_deref()),
+            (&b"what?.txt"[..], None)
+        );
+        assert_eq!(u.to_string(), "ftp://h/what%3F.txt");
+    }
+
+    #[test]
+    fn a_query_other_than_via_is_refused() {
+        assert_eq!(
+            FtpUrl::parse("ftp://h/f?what.txt"),
+            Err(UrlError::Parameter("what.txt".into()))
+        );
+        assert_eq!(
+            FtpUrl::parse("ftp://h/f?via=a&x=1"),
+            Err(UrlError::Parameter("x".into()))
+        );
+        assert!(
+            FtpUrl::parse("ftp://h/f?x")
+                .unwrap_err()
+                .to_string()
+                .contains("%3F")
+        );
+        for bad in ["", "a b", "a/b", "a%0Ab", &"x".repeat(65)] {
+            let u = format!("ftp://h/f?via={}", bad.replace(' ', "%20"));
+            assert!(FtpUrl::parse(&u).is_err(), "{u}");
+        }
     }
 
     #[test]

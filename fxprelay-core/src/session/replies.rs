@@ -154,9 +154,6 @@ pub enum Say {
         error: String,
     },
     FxpNoDestination,
-    /// `SITE FXP` on a listener whose server is reached through an agent (its engine
-    /// connects to servers itself, and cannot reach that one).
-    FxpThroughAgent,
     FxpLoginFirst,
     FxpCopying {
         src: String,
@@ -259,7 +256,7 @@ impl Say {
             S::ControlByte => 501,
             S::BadActiveArgs { .. } | S::OnlyEpsv | S::FxpUsage | S::FxpNotAnUrl { .. } => 501,
             S::FxpNoDestination | S::FxpBusy => 503,
-            S::Bounce { .. } | S::SelfTarget { .. } | S::FxpThroughAgent => 504,
+            S::Bounce { .. } | S::SelfTarget { .. } => 504,
             S::ForwardLoginFirst
             | S::ForwardBadTarget
             | S::ForwardDenied { .. }
@@ -425,9 +422,6 @@ impl Say {
                 fixed("Choose the other server first: SITE FXP TO ftp://user:pass@host/dir/")
             }
             S::FxpLoginFirst => fixed("Log in first."),
-            S::FxpThroughAgent => fixed(
-                "SITE FXP is not available on this listener: its server is reached through an agent.",
-            ),
             S::FxpCopying { src, dst } => owned(format!("Copying {src} to {dst}.")),
             S::FxpDone { text } | S::FxpFailed { text, .. } => owned(text.clone()),
             S::FxpBusy => fixed(

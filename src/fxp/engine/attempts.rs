@@ -6,7 +6,9 @@
 //!   FXP, relay. When a server speaks TLS: FXP with `SSCN` (standard, then reverse), FXP
 //!   with `CPSV` (the same), FXP with `PROT C` only if clear data is allowed, then the
 //!   relay (TLS on each of its legs whose server speaks TLS). `reverse` keeps only the
-//!   reverse direct methods, no `relay_fallback` drops the relay.
+//!   reverse direct methods, no `relay_fallback` drops the relay. A server behind an
+//!   agent is never the passive one ([`Passive`]): the direct methods that would make it
+//!   so are left out.
 //! - A method these servers cannot do ([`Outcome::Unsupported`]: neither offers `SSCN`,
 //!   say) is passed over quietly, on the same sessions; its reason is told only if no
 //!   method could be tried at all.
@@ -28,7 +30,7 @@
 use std::time::Duration;
 
 use crate::fxp::error::FxpError;
-use crate::fxp::method::Method;
+use crate::fxp::method::{Method, Passive};
 
 /// How often one attempt runs the same method again after a server lost the file
 /// ([`Fail::Lost`]) before moving on to the next method, each time twice as patient (see
@@ -53,10 +55,13 @@ pub(super) struct Choices {
     pub(super) secure: bool,
     /// `fxp.allow_clear_data`: FXP with `PROT C` may be tried between TLS servers.
     pub(super) clear_data: bool,
+    /// Which server may be passive (the agents the URLs name).
+    pub(super) passive: Passive,
 }
 
-/// The methods one attempt tries, in order. Never empty: every choices keeps at least one
-/// direct method.
+/// The methods one attempt tries, in order. Never empty unless the servers are behind
+/// agents that leave no direct method and the relay is off (the engine refuses that
+/// before it starts).
 pub(super) fn methods(choices: Choices) -> Vec<Method> {
     use Method::*;
     let mut v = if choices.secure {
@@ -71,6 +76,7 @@ pub(super) fn methods(choices: Choices) -> Vec<Method> {
     if choices.reverse {
         v.retain(|m| m.is_reverse());
     }
+    v.retain(|m| choices.passive.admits(*m));
     if choices.relay_fallback {
         v.push(Relay);
     }
@@ -328,6 +334,7 @@ mod tests {
         retries: 2,
         secure: false,
         clear_data: false,
+        passive: Passive::Either,
     };
 
     const SECURE: Choices = Choices {
@@ -387,6 +394,28 @@ mod tests {
             ..reverse
         };
         assert_eq!(order(reverse_only), [ReverseFxp]);
+    }
+
+    /// A server behind an agent is the active one: standard FXP when it is the
+    /// destination, reverse when it is the source, only the relay between two agents.
+    #[test]
+    fn a_server_behind_an_agent_is_never_passive() {
+        use Method::*;
+        let with = |passive, c: Choices| order(Choices { passive, ..c });
+        assert_eq!(with(Passive::Source, ALL), [Fxp, Relay]);
+        assert_eq!(with(Passive::Destination, ALL), [ReverseFxp, Relay]);
+        assert_eq!(with(Passive::Neither, ALL), [Relay]);
+        assert_eq!(with(Passive::Source, SECURE), [FxpSscn, FxpCpsv, Relay]);
+        let no_relay = Choices {
+            relay_fallback: false,
+            ..ALL
+        };
+        assert_eq!(with(Passive::Destination, no_relay), [ReverseFxp]);
+        let none = Choices {
+            passive: Passive::Neither,
+            ..no_relay
+        };
+        assert!(methods(none).is_empty());
     }
 
     #[test]

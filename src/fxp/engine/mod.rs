@@ -53,7 +53,7 @@ use super::job::event::Failure;
 pub use super::job::event::{FileEvent, Report};
 pub use super::job::plan::destination_path;
 use super::logins::LoginPool;
-pub use super::method::{Method, Protection};
+pub use super::method::{Method, Passive, Protection};
 pub use super::options::Progress;
 use super::url::FtpUrl;
 use crate::metrics;
@@ -81,6 +81,15 @@ pub(crate) async fn transfer_with(
             "{src} and {dst} are the same file"
         )));
     }
+    // A server behind an agent accepts no inbound connection: it is never the passive
+    // one, and between two agents only the relay can copy.
+    let (src_via, dst_via) = (src.via.as_deref(), dst.via.as_deref());
+    let passive = Passive::of(src_via, dst_via);
+    if !opts.relay_fallback
+        && let Some(why) = passive.without_relay(src_via, dst_via, opts.reverse)
+    {
+        return Err(FxpError::Other(format!("{src} to {dst}: {why}")));
+    }
     metrics::fxp_active(1.0);
     let _active = ActiveGuard;
     let started = Instant::now();
@@ -90,6 +99,7 @@ pub(crate) async fn transfer_with(
         retries: opts.retries,
         secure: src.security.is_tls() || dst.security.is_tls(),
         clear_data: opts.allow_clear_data,
+        passive,
     });
     let mut copy = Transfer {
         src,
@@ -130,7 +140,11 @@ pub(crate) async fn transfer_with(
 }
 
 fn same_file(a: &FtpUrl, b: &FtpUrl) -> bool {
-    a.host.eq_ignore_ascii_case(&b.host) && a.port == b.port && a.user == b.user && a.path == b.path
+    a.host.eq_ignore_ascii_case(&b.host)
+        && a.port == b.port
+        && a.user == b.user
+        && a.path == b.path
+        && a.via == b.via
 }
 
 /// Holds the `fxp_active` gauge up while a transfer runs, whichever way it ends.
@@ -346,7 +360,11 @@ async fn check_source(
     opts: &EngineOptions,
     pasv: Option<bool>,
 ) -> Result<(Option<u64>, Option<Early>), FxpError> {
-    if p.src.peer() == p.dst.peer() && src.user == dst.user && src.path == dst.path {
+    if p.src.peer() == p.dst.peer()
+        && src.user == dst.user
+        && src.path == dst.path
+        && src.via == dst.via
+    {
         // The same file under two names of one server (a host name and its address,
         // say): STOR would truncate what RETR is about to read.
         return Err(FxpError::Other(format!(
@@ -671,6 +689,39 @@ mod tests {
             "{e}"
         );
         assert_eq!(retries.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    /// Servers behind two different agents cannot reach each other: without the relay
+    /// the copy is refused at once, naming both. A URL naming an agent where there are
+    /// no agent links (the CLI) says so without connecting.
+    #[tokio::test]
+    async fn agents_that_leave_no_method_are_refused_before_connecting() {
+        let opts = EngineOptions {
+            retries: 0,
+            relay_fallback: false,
+            ..EngineOptions::default()
+        };
+        let (src, dst) = (
+            url("ftp://127.0.0.99:1/a?via=site-a"),
+            url("ftp://127.0.0.98:1/b?via=site-b"),
+        );
+        let e = transfer(&src, &dst, &opts).await.unwrap_err().to_string();
+        assert!(
+            e.contains("agent site-a") && e.contains("agent site-b") && e.contains("relay"),
+            "{e}"
+        );
+        let e = transfer(
+            &src,
+            &url("ftp://127.0.0.98:1/b"),
+            &EngineOptions {
+                retries: 0,
+                ..EngineOptions::default()
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agent site-a") && e.contains("agents:"), "{e}");
     }
 
     #[tokio::test]

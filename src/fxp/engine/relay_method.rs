@@ -1,6 +1,8 @@
 //! The relay method: `PASV` on both servers, the engine connects to both data ports and
 //! copies the bytes itself. The last resort when neither server accepts a foreign peer;
-//! it connects only to the servers' control addresses, whatever their `227` says.
+//! it connects only to the servers' control addresses, whatever their `227` says, and
+//! to a server behind an agent through that agent (the only method between servers
+//! behind two different agents).
 //!
 //! The bytes go through the same sockets and copy loop as relay-mode data connections
 //! ([`crate::data::socket`]): one tuning for every byte the proxy copies.
@@ -12,7 +14,6 @@
 //! ends may be a truncated file), and the destination's is awaited after the engine's
 //! own, so the destination has read everything before the engine closes.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
@@ -20,10 +21,11 @@ use tokio::time::timeout;
 
 use super::attempts::Fail;
 use super::pair::{Done, Pair, Run, State, classify};
+use crate::agent::Conn;
 use crate::data::copy::{self, CopyError};
 use crate::data::secure;
 use crate::data::socket;
-use crate::fxp::client::{FtpError, refused};
+use crate::fxp::client::refused;
 use crate::fxp::client_stream::ClientStream;
 use crate::fxp::error::{FxpError, Side};
 use crate::fxp::job::event::FileEvent as Event;
@@ -47,19 +49,8 @@ impl Run<'_> {
             let announced = announced.map_err(|e| Fail::Negotiation(self.err(side, e)))?;
             // The engine's own connection: the control address with the announced port,
             // so a server cannot point the engine anywhere else.
-            let addr = SocketAddr::new(c.peer().ip(), announced.addr().port());
-            let sock = match timeout(limit, socket::connect(addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(Fail::Negotiation(self.err(side, FtpError::Data(e)))),
-                Err(_) => {
-                    let e = FtpError::Timeout {
-                        what: format!("data connection to {addr}"),
-                        after: limit,
-                    };
-                    return Err(Fail::Negotiation(self.err(side, e)));
-                }
-            };
-            socks.push(sock);
+            let sock = c.connect_data(announced.addr().port()).await;
+            socks.push(sock.map_err(|e| Fail::Negotiation(self.err(side, e)))?);
         }
         let (Some(to), Some(from)) = (socks.pop(), socks.pop()) else {
             return Err(Fail::Negotiation(FxpError::Other(
@@ -148,7 +139,7 @@ impl Run<'_> {
             }
         };
         match (from, to) {
-            (ClientStream::Plain(from), ClientStream::Plain(to)) => {
+            (ClientStream::Plain(Conn::Direct(from)), ClientStream::Plain(Conn::Direct(to))) => {
                 socket::copy_tcp_to_eof(from, to, self.opts.timeout, progress).await
             }
             (from, to) => copy::copy_to_eof(from, to, self.opts.timeout, progress).await,

@@ -54,7 +54,13 @@ pub enum Action {
         bind: IpAddr,
         client: IpAddr,
     },
-    /// Drop what `slot` holds (a leased port, a connected data socket).
+    /// The listener reaches its server through an agent (`via`): have the agent that
+    /// carries this session's control connection listen, inside, for the server's
+    /// active-mode data connection (from `server`'s address only), held in
+    /// [`Slot::UpstreamActive`]; answer with [`Event::ListeningInside`].
+    ListenInside { server: SocketAddr },
+    /// Drop what `slot` holds (a leased port, an agent's listening port, a connected
+    /// data socket).
     Release(Slot),
     /// Connect to the upstream's passive data port, into [`Slot::UpstreamData`]; answer
     /// with [`Event::DataConnected`].
@@ -138,7 +144,8 @@ pub enum ClientLeg {
 pub enum UpstreamLeg {
     /// Already connected: the socket in [`Slot::UpstreamData`].
     Connected,
-    /// The server connects to the port in [`Slot::UpstreamActive`], only from `expect`.
+    /// The server connects to the port in [`Slot::UpstreamActive`] (the proxy's, or the
+    /// agent's inside), only from `expect`.
     Accept { expect: IpAddr },
 }
 
@@ -165,7 +172,8 @@ pub struct FxpRules {
 pub enum Slot {
     /// A port leased for the client's passive data connection.
     ClientPassive,
-    /// A port leased for the upstream's active data connection.
+    /// A port leased for the upstream's active data connection, or through an agent the
+    /// port it listens on inside.
     UpstreamActive,
     /// The proxy's connection to the upstream's passive data port.
     UpstreamData,

@@ -382,19 +382,13 @@ impl Machine {
                     });
                 }
             },
-            (Some(Waiting::Setup(mut setup)), Slot::UpstreamActive)
+            (Some(Waiting::Setup(setup)), Slot::UpstreamActive)
                 if matches!(setup.step, Step::Leasing) =>
             {
                 match result {
                     Ok(port) => {
                         let me = SocketAddr::new(self.addrs.upstream_local, port);
-                        let cmd = match me {
-                            SocketAddr::V4(v4) => addr::format_port_command(v4),
-                            SocketAddr::V6(_) => addr::format_eprt_command(me),
-                        };
-                        setup.step = Step::Active;
-                        self.own_command(cmd, Answers::OwnActive, now);
-                        self.waiting = Some(Waiting::Setup(setup));
+                        self.send_active(setup, me, now);
                     }
                     Err(e) => {
                         warn!(error = %e, "no data port for the upstream");
@@ -413,6 +407,49 @@ impl Machine {
                 // Not asked for (any more): give it back.
                 if result.is_ok() {
                     self.act(Action::Release(slot));
+                }
+                self.waiting = other;
+            }
+        }
+        self.settle(now);
+    }
+
+    /// Tells the server to connect to `to` (`PORT`, `EPRT` for IPv6) for the transfer
+    /// `setup` is opening.
+    fn send_active(&mut self, mut setup: Setup, to: SocketAddr, now: Instant) {
+        let cmd = match to {
+            SocketAddr::V4(v4) => addr::format_port_command(v4),
+            SocketAddr::V6(_) => addr::format_eprt_command(to),
+        };
+        setup.step = Step::Active;
+        self.own_command(cmd, Answers::OwnActive, now);
+        self.waiting = Some(Waiting::Setup(setup));
+    }
+
+    /// The agent answered [`Action::ListenInside`]: the server is told the agent's
+    /// address, the one inside, never the proxy's (which it cannot reach).
+    pub(super) fn on_listening_inside(&mut self, result: Result<SocketAddr, String>, now: Instant) {
+        match self.waiting.take() {
+            Some(Waiting::Setup(setup)) if matches!(setup.step, Step::Leasing) => match result {
+                Ok(at) if at.ip().is_unspecified() || at.port() == 0 => {
+                    self.act(Action::Release(Slot::UpstreamActive));
+                    warn!(%at, "the agent listens at an address no server can connect to");
+                    let why = format!("the agent listens at {at}, which the server cannot reach");
+                    self.fail_setup(setup, why);
+                }
+                Ok(at) => {
+                    debug!(%at, "the agent listens inside for the server's data connection");
+                    self.send_active(setup, at, now);
+                }
+                Err(why) => {
+                    warn!(%why, "the agent cannot listen for the server's data connection");
+                    self.fail_setup(setup, format!("its agent cannot listen for it: {why}"));
+                }
+            },
+            other => {
+                // Not asked for (any more): the agent closes the port.
+                if result.is_ok() {
+                    self.act(Action::Release(Slot::UpstreamActive));
                 }
                 self.waiting = other;
             }
@@ -560,8 +597,13 @@ impl Machine {
 
     fn begin_active(&mut self, mut setup: Setup) {
         setup.step = Step::Leasing;
-        let bind = self.ctx.data_bind.unwrap_or(self.addrs.upstream_local);
         self.waiting = Some(Waiting::Setup(setup));
+        if self.ctx.cfg.via.is_some() {
+            // The server cannot reach the proxy: its agent listens inside instead.
+            let server = self.addrs.upstream_control();
+            return self.act(Action::ListenInside { server });
+        }
+        let bind = self.ctx.data_bind.unwrap_or(self.addrs.upstream_local);
         self.act(Action::Lease {
             slot: Slot::UpstreamActive,
             bind,

@@ -55,6 +55,8 @@ pub enum Event {
     Leased { slot: Slot, result: LeaseResult },
     /// To [`Action::ConnectData`].
     DataConnected(Result<(), DataConnectError>),
+    /// To [`Action::ListenInside`]: the address the agent listens at, or why it does not.
+    ListeningInside(Result<SocketAddr, String>),
     /// To [`Action::StartTransfer`]: the transfer task ended.
     TransferFinished(TransferResult),
     /// Before [`Event::ClientSecured`]: the name the client asked for in its TLS

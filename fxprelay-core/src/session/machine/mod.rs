@@ -430,6 +430,7 @@ impl Machine {
             Event::Resolved(result) => self.on_resolved(result, now),
             Event::Leased { slot, result } => self.on_leased(slot, result, now),
             Event::DataConnected(result) => self.on_data_connected(result, now),
+            Event::ListeningInside(result) => self.on_listening_inside(result, now),
             Event::TransferFinished(result) => self.on_transfer_finished(result, now),
             Event::ClientNamed(name) => self.on_client_named(&name),
             Event::ClientSecured { result, discarded } => {
@@ -916,9 +917,7 @@ impl Machine {
         match class {
             // SITE FXP is the proxy's own; other SITE commands go to the server.
             VerbClass::Site if is_site_fxp(cmd.args) => {
-                if self.logged_in && self.ctx.cfg.via.is_some() {
-                    self.say(Say::FxpThroughAgent);
-                } else if self.logged_in {
+                if self.logged_in {
                     self.on_site_fxp(cmd.args, now);
                 } else {
                     // Never forwarded: the server would see the destination's password.

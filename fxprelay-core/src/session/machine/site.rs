@@ -136,8 +136,9 @@ impl Machine {
     /// their addresses then) and [`super::Event::FxpChecked`] answers.
     fn site_destination(&mut self, u: FtpUrl) {
         let literal = u.host.parse::<std::net::IpAddr>().ok();
-        if let Some(e) =
-            literal.and_then(|ip| self.own_socket(std::net::SocketAddr::new(ip, u.port)))
+        // An address behind an agent is one of the agent's network, never this proxy's.
+        let here = literal.filter(|_| u.via.is_none());
+        if let Some(e) = here.and_then(|ip| self.own_socket(std::net::SocketAddr::new(ip, u.port)))
         {
             self.reject(crate::rejection::Rejection::SelfTarget);
             warn!(error = %e, "SITE FXP TO names this proxy itself; refused");
@@ -226,6 +227,8 @@ impl Machine {
             host: self.addrs.upstream.to_string(),
             port: self.addrs.upstream_port,
             path: Vec::new(),
+            // Through this listener's agent, when its server is behind one.
+            via: self.ctx.cfg.via.clone(),
         };
         let (src_base, dst_base) = if put { (&a, &b) } else { (&b, &a) };
         let src = src_base.join(from);

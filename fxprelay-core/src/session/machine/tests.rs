@@ -1041,6 +1041,182 @@ fn a_server_refusing_the_transfer_is_passed_on() {
     assert_eq!(t.sent_client(), ["550 No such file\r\n"]);
 }
 
+/// A listener whose server is reached through agent `site-a` (`via`).
+fn via(extra: &str) -> Arc<Ctx> {
+    let top = format!(
+        "{LIMITS}agents:\n  bind: 127.0.0.1:8021\n  cert: /e.crt\n  key: /e.key\n  tokens: {{site-a: 0123456789abcdef0123}}\n"
+    );
+    ctx(
+        &format!("    upstream: {SERVER}\n    via: site-a\n{extra}"),
+        &top,
+    )
+}
+
+fn listen_inside_asked(acts: &[Action]) -> bool {
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let asked = acts
+        .iter()
+        .any(|a| matches!(a, Action::ListenInside { server: s } if *s == server));
+    // Never a port of the proxy's own: the server cannot reach it.
+    let leased = acts.iter().any(|a| {
+        matches!(
+            a,
+            Action::Lease {
+                slot: Slot::UpstreamActive,
+                ..
+            }
+        )
+    });
+    asked && !leased
+}
+
+#[test]
+fn active_mode_through_an_agent_names_the_agents_inside_address_never_the_proxys() {
+    let mut t = T::logged_in(via("    upstream_data: active\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    let acts = t.take();
+    assert!(listen_inside_asked(&acts), "{acts:?}");
+    assert!(t.sent_upstream().is_empty());
+    // The agent listens on its own address inside, not the control connection's local
+    // address the proxy knows (198.18.0.1 here), and not the proxy's.
+    t.m.handle(
+        Event::ListeningInside(Ok("10.0.0.9:41234".parse().unwrap())),
+        t.now,
+    );
+    t.drain();
+    assert_eq!(t.sent_upstream(), ["PORT 10,0,0,9,161,18\r\n"]);
+    t.take();
+    t.server("200 PORT ok");
+    assert_eq!(t.sent_upstream(), ["RETR f\r\n"]);
+    let expect = ip("198.18.0.2");
+    assert!(t.has(|a| matches!(
+        a,
+        Action::StartTransfer {
+            direction: Direction::Download,
+            upstream: UpstreamLeg::Accept { expect: e },
+            ..
+        } if *e == expect
+    )));
+
+    // IPv6 inside: EPRT.
+    let mut t = T::logged_in(via("    upstream_data: active\n"));
+    client_pasv(&mut t, 50001);
+    t.client("STOR g");
+    t.take();
+    t.m.handle(
+        Event::ListeningInside(Ok("[2001:db8::9]:40000".parse().unwrap())),
+        t.now,
+    );
+    t.drain();
+    assert_eq!(t.sent_upstream(), ["EPRT |2|2001:db8::9|40000|\r\n"]);
+}
+
+#[test]
+fn an_agent_that_cannot_listen_fails_the_transfer_with_425_and_frees_everything() {
+    let mut t = T::logged_in(via("    upstream_data: active\n"));
+    client_pasv(&mut t, 50001);
+    t.client("RETR f");
+    t.take();
+    t.m.handle(
+        Event::ListeningInside(Err(
+            "this agent's link already holds 64 listening ports".into()
+        )),
+        t.now,
+    );
+    t.drain();
+    assert!(t.has(|a| matches!(a, Action::Release(Slot::ClientPassive))));
+    assert!(t.counted(Count::Transfer("failed")));
+    assert!(starts(
+        &t.sent_client(),
+        "425 Can't open data connection to the server: its agent cannot listen for it: this agent's link already holds 64"
+    ));
+    assert!(t.sent_upstream().is_empty());
+    // An address no server can connect to is never sent; the agent's port is let go.
+    client_pasv(&mut t, 50002);
+    t.client("RETR f");
+    t.take();
+    t.m.handle(
+        Event::ListeningInside(Ok("0.0.0.0:41000".parse().unwrap())),
+        t.now,
+    );
+    t.drain();
+    assert!(t.has(|a| matches!(a, Action::Release(Slot::UpstreamActive))));
+    assert!(t.sent_upstream().is_empty());
+    assert!(starts(&t.sent_client(), "425 "));
+    // The server refuses the PORT: the agent's port is let go, the client hears why.
+    client_pasv(&mut t, 50003);
+    t.client("RETR f");
+    t.take();
+    t.m.handle(
+        Event::ListeningInside(Ok("10.0.0.9:41001".parse().unwrap())),
+        t.now,
+    );
+    t.drain();
+    t.take();
+    t.server("500 Illegal PORT command.");
+    assert!(t.has(|a| matches!(a, Action::Release(Slot::UpstreamActive))));
+    assert!(starts(&t.sent_client(), "425 "));
+    // An answer nobody waits for any more (the transfer failed meanwhile) is let go.
+    t.take();
+    t.m.handle(
+        Event::ListeningInside(Ok("10.0.0.9:41002".parse().unwrap())),
+        t.now,
+    );
+    t.drain();
+    assert!(t.has(|a| matches!(a, Action::Release(Slot::UpstreamActive))));
+    assert!(t.sent_upstream().is_empty());
+}
+
+#[test]
+fn through_an_agent_auto_falls_back_to_the_agents_listening_port() {
+    // A server that refuses passive mode (or whose passive address is wrong) is reached
+    // in active mode through the agent, as a direct one would be.
+    let mut t = T::logged_in(via(""));
+    client_pasv(&mut t, 50001);
+    t.client("STOR f");
+    assert_eq!(t.sent_upstream(), ["PASV\r\n"]);
+    t.take();
+    t.server("502 No passive mode here");
+    let acts = t.take();
+    assert!(listen_inside_asked(&acts), "{acts:?}");
+    t.m.handle(
+        Event::ListeningInside(Ok("10.0.0.9:41234".parse().unwrap())),
+        t.now,
+    );
+    t.drain();
+    assert_eq!(t.sent_upstream(), ["PORT 10,0,0,9,161,18\r\n"]);
+}
+
+proptest! {
+    /// Whatever the agent answers, the machine neither panics nor names an address to
+    /// the server other than the one the agent listens at.
+    #[test]
+    fn any_listening_answer_is_sent_as_is_or_refused(
+        ip in any::<[u8; 4]>(),
+        port in any::<u16>(),
+        ok in any::<bool>(),
+    ) {
+        let mut t = T::logged_in(via("    upstream_data: active\n"));
+        client_pasv(&mut t, 50001);
+        t.client("RETR f");
+        t.take();
+        let at = SocketAddr::from((ip, port));
+        let answer = if ok { Ok(at) } else { Err("no".to_string()) };
+        t.m.handle(Event::ListeningInside(answer), t.now);
+        t.drain();
+        let sent = t.sent_upstream();
+        if ok && !at.ip().is_unspecified() && port != 0 {
+            let v4 = std::net::SocketAddrV4::new(ip.into(), port);
+            let want = String::from_utf8(crate::proto::addr::format_port_command(v4)).unwrap();
+            prop_assert_eq!(sent, vec![want]);
+        } else {
+            prop_assert!(sent.is_empty());
+            prop_assert!(starts(&t.sent_client(), "425 "));
+        }
+    }
+}
+
 #[test]
 fn upstream_data_auto_falls_back_to_active_and_remembers_a_5xx() {
     let c = reverse("");
@@ -3193,12 +3369,7 @@ fn a_banned_client_hears_421_and_nothing_more_reaches_the_server() {
 // ---------------------------------------------------------------------------------------
 
 fn via_ctx() -> Arc<Ctx> {
-    ctx(
-        &format!("    upstream: {SERVER}\n    via: site-a\n    data: relay\n"),
-        &format!(
-            "{LIMITS}agents:\n  bind: 127.0.0.1:8021\n  cert: /e.crt\n  key: /e.key\n  tokens: {{site-a: 0123456789abcdef0123}}\n"
-        ),
-    )
+    via("    data: relay\n")
 }
 
 #[test]
@@ -3218,21 +3389,43 @@ fn a_session_whose_agent_is_down_hears_421_naming_it_and_ends() {
 }
 
 #[test]
-fn through_an_agent_data_goes_passive_toward_the_server_and_site_fxp_is_refused() {
+fn through_an_agent_data_keeps_the_listeners_upstream_data() {
     let ctx = via_ctx();
+    // Passive first, active (the agent listens inside) where the server refuses it.
     assert_eq!(
         ctx.policy.cfg.upstream_data,
-        crate::config::UpstreamData::Passive
+        crate::config::UpstreamData::Auto
+    );
+}
+
+/// `SITE FXP` on a listener behind an agent: the engine reaches A through the same
+/// agent (`?via=site-a`), and a destination behind an agent is not checked against the
+/// proxy's own sockets (its address is the agent's network's).
+#[test]
+fn site_fxp_through_an_agent_reaches_a_through_it() {
+    let ctx = ctx(
+        &format!("    upstream: {SERVER}\n    via: site-a\n    data: relay\n"),
+        &format!(
+            "{LIMITS}fxp:\n  allow: [\"203.0.113.0/24\"]\nagents:\n  bind: 127.0.0.1:8021\n  cert: /e.crt\n  key: /e.key\n  tokens: {{site-a: 0123456789abcdef0123}}\n"
+        ),
     );
     let mut t = T::logged_in(ctx);
-    t.client("SITE FXP TO ftp://u:pw@203.0.113.5/");
-    let said = t.client_bytes();
-    assert!(
-        said[0].starts_with("504 SITE FXP is not available"),
-        "{said:?}"
-    );
+    let b = choose(&mut t, "ftp://u:pw@203.0.113.5/in/", Ok(()));
+    assert_eq!(b.via, None);
     assert!(
         t.sent_upstream().is_empty(),
         "the URL's password never goes upstream"
     );
+    t.take();
+    t.client("SITE FXP PUT big.bin");
+    let src = t.take().into_iter().find_map(|a| match a {
+        Action::StartFxp { src, .. } => Some(src),
+        _ => None,
+    });
+    let src = src.expect("a copy starts");
+    assert_eq!(
+        (src.host.as_str(), src.via.as_deref(), src.path.as_slice()),
+        ("198.18.0.2", Some("site-a"), &b"big.bin"[..])
+    );
+    assert!(src.to_string().ends_with("/big.bin?via=site-a"), "{src}");
 }
