@@ -123,6 +123,9 @@ impl Runner {
         // A tree's copy logins, made while the trees are walked and the first files copy
         // (vsftpd's PAM login takes ~50 ms): counted as under way from here, so the walk
         // and each file's lease take the first to finish; given up once the job is done.
+        // One that pyftpdlib leaves unanswered (a login made while its transfers run may
+        // be, see `engine::direct`) holds a lease at most `AHEAD_WAIT` (see `logins`),
+        // which then logs in itself, hedged.
         let (src_dst, n) = match &order {
             Order::Tree { src, dst, mirror } if !mirror.dry_run => (
                 Some((src, Plan::tree_root(src, dst))),
