@@ -360,18 +360,7 @@ impl Agent {
             }
         };
         let _ = tx.send(FromAgent::Opened { id, peer, local }).await;
-        let hello = Hello::Stream {
-            name: self.name.clone(),
-            id,
-            nonce,
-        };
-        let edge = match self.dial_edge(&hello).await {
-            Ok(s) => s,
-            Err(error) => {
-                return warn!(agent = %self.name, %error, "cannot open the stream's connection to the edge");
-            }
-        };
-        carry(inside, edge).await;
+        let _ = self.carry(id, nonce, inside).await;
     }
 
     /// Listen `id`: a port inside for `server`'s active-mode data connection, if the
@@ -454,20 +443,26 @@ impl Agent {
             return info!(agent = %self.name, %addr, "active-mode port closed unused");
         };
         let _ = inside.set_nodelay(true);
+        if let Err(error) = self.carry(id, nonce, inside).await {
+            let _ = tx.send(failed(error)).await;
+        }
+    }
+
+    /// Opens stream `id`'s connection to the edge (named by its `nonce`) and carries the
+    /// bytes of `inside` both ways through it until both have ended.
+    async fn carry(&self, id: u64, nonce: String, mut inside: TcpStream) -> Result<(), String> {
         let hello = Hello::Stream {
             name: self.name.clone(),
             id,
             nonce,
         };
-        let edge = match self.dial_edge(&hello).await {
-            Ok(s) => s,
-            Err(error) => {
-                warn!(agent = %self.name, %error, "cannot open the stream's connection to the edge");
-                let _ = tx.send(failed(error)).await;
-                return;
-            }
-        };
-        carry(inside, edge).await;
+        let mut edge = self.dial_edge(&hello).await.inspect_err(|error| {
+            warn!(agent = %self.name, %error, "cannot open the stream's connection to the edge");
+        })?;
+        // Whole TLS records toward the edge: a copy buffer of one record or more.
+        let size = super::hub::READ_BATCH;
+        let _ = tokio::io::copy_bidirectional_with_sizes(&mut inside, &mut edge, size, size).await;
+        Ok(())
     }
 
     /// A connection to `target` inside, to an address the rule admits.
@@ -516,15 +511,4 @@ fn route_source(server: SocketAddr) -> std::io::Result<IpAddr> {
 /// The agent's own connections in its metrics: to the edge, and to the servers inside.
 fn scope() -> crate::metrics::Scope {
     crate::metrics::Scope::new("agent", fxprelay_core::route::RouteLabel::Default)
-}
-
-/// Carries a stream's bytes both ways between the connection inside and its connection
-/// to the edge until both have ended.
-async fn carry(
-    mut inside: TcpStream,
-    mut edge: tokio_rustls::client::TlsStream<super::hub::Batched>,
-) {
-    // Whole TLS records toward the edge: a copy buffer of one record or more.
-    let size = super::hub::READ_BATCH;
-    let _ = tokio::io::copy_bidirectional_with_sizes(&mut inside, &mut edge, size, size).await;
 }
