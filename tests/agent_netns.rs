@@ -875,6 +875,7 @@ fn fxp_jobs_and_site_fxp_reach_a_server_behind_the_agent() {
 
     // SITE FXP from a session on the agent's listener: A is reached through the agent.
     let absent = format!("ftp://{login}@{}/?via=site-b", inside.addr);
+    let unknown = format!("ftp://{login}@{}/?via=site-z", inside.addr);
     let script = format!(
         r#"
 import ftplib
@@ -889,6 +890,10 @@ print(f.voidresp())
 try:
     f.sendcmd('SITE FXP TO {absent}')
 except ftplib.error_temp as e:
+    print(e)
+try:
+    f.sendcmd('SITE FXP TO {unknown}')
+except ftplib.error_perm as e:
     print(e)
 f.quit()
 "#,
@@ -917,6 +922,14 @@ f.quit()
     // A destination whose agent is not connected: answered at once, naming it.
     assert!(
         lines[5].starts_with("451 ") && lines[5].contains("agent site-b is not connected"),
+        "{}",
+        r.stdout
+    );
+    // One no agent may ever link as: a permanent refusal, naming it and the setting.
+    assert!(
+        lines[6].starts_with("550 ")
+            && lines[6].contains("no agent is named site-z")
+            && lines[6].contains("agents.tokens"),
         "{}",
         r.stdout
     );

@@ -141,6 +141,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub enum DialError {
     #[error("agent {0} is not connected")]
     NotConnected(String),
+    /// A name that no agent may link with (not in `agents.tokens`): nothing to wait for.
+    #[error("no agent is named {0} here (agents.tokens)")]
+    Unknown(String),
     #[error("agent {agent} could not reach {target}: {reason}")]
     Failed {
         agent: String,
@@ -287,6 +290,15 @@ impl Hub {
             .contains_key(name)
     }
 
+    /// Why no link of `name` can take a request: unknown, or known and not linked.
+    fn absent(&self, name: &str) -> DialError {
+        if self.knows(name) {
+            DialError::NotConnected(name.to_owned())
+        } else {
+            DialError::Unknown(name.to_owned())
+        }
+    }
+
     /// Whether agent `name` has a link up now.
     pub fn connected(&self, name: &str) -> bool {
         lock(&self.links).get(name).is_some_and(|l| !l.is_empty())
@@ -349,7 +361,7 @@ impl Hub {
             let link = links
                 .get(name)
                 .and_then(|ls| pick(ls, on))
-                .ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
+                .ok_or_else(|| self.absent(name))?;
             (link.id, link.tx.clone(), link.streams.clone())
         };
         let (key, nonce, answer, stream_rx) = self.pending_for(name, link, None);
@@ -441,9 +453,7 @@ impl Hub {
     ) -> Result<Inside, DialError> {
         let (link, tx, streams) = {
             let links = lock(&self.links);
-            let ls = links
-                .get(name)
-                .ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
+            let ls = links.get(name).ok_or_else(|| self.absent(name))?;
             let l = pick(ls, Some(link)).ok_or_else(|| DialError::NotConnected(name.to_owned()))?;
             if l.protocol < LISTEN_PROTOCOL {
                 return Err(DialError::TooOld {

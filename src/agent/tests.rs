@@ -88,6 +88,13 @@ async fn a_stream_through_the_agent_carries_bytes_both_ways_and_only_inside_allo
             .await,
         Err(DialError::NotConnected(_))
     ));
+    // A name no agent may link as: nothing to wait for, said apart from a known one.
+    assert!(matches!(
+        e.hub
+            .dial("site-z", &server_addr.to_string(), Duration::from_secs(1))
+            .await,
+        Err(DialError::Unknown(n)) if n == "site-z"
+    ));
     tokio::spawn(agent(&e, "s3cret", &["127.0.0.1"]).run(stop.clone()));
     until(|| e.hub.connected("site-a")).await;
     let (mut s, peer, _local) = e

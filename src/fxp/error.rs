@@ -105,8 +105,15 @@ impl FxpError {
     /// that no retry can mend, such as an untrusted certificate): retrying would get the
     /// same answer.
     pub fn is_permanent(&self) -> bool {
-        let unreachable_by_rule =
-            |e: &FtpError| matches!(e, FtpError::Denied { .. } | FtpError::SelfTarget(_));
+        // An agent name the proxy has no token for never links: as final as a rule.
+        let unreachable_by_rule = |e: &FtpError| {
+            matches!(
+                e,
+                FtpError::Denied { .. }
+                    | FtpError::SelfTarget(_)
+                    | FtpError::Agent(crate::agent::DialError::Unknown(_))
+            )
+        };
         matches!(
             self,
             FxpError::HashMismatch { .. } | FxpError::Unverified(_)
@@ -192,6 +199,7 @@ impl FxpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::DialError;
     use crate::fxp::job::FailureKind as K;
 
     fn at_destination(error: FtpError) -> FxpError {
@@ -223,6 +231,9 @@ mod tests {
             host: "203.0.113.5:21".into(),
             source: std::io::ErrorKind::ConnectionRefused.into(),
         });
+        // An agent that may link again later, and a name none may ever link as.
+        let absent = at_destination(FtpError::Agent(DialError::NotConnected("a".into())));
+        let unknown = at_destination(FtpError::Agent(DialError::Unknown("z".into())));
         let timeout = at_destination(FtpError::Timeout {
             what: "USER".into(),
             after: Duration::from_secs(30),
@@ -234,6 +245,8 @@ mod tests {
             (refused("PASS", 421), K::LoginRefused, Some(421), false),
             (refused("CWD", 550), K::Refused, Some(550), true),
             (connect, K::Unreachable, None, false),
+            (absent, K::Unreachable, None, false),
+            (unknown, K::Unreachable, None, true),
             (timeout, K::Timeout, None, false),
             (
                 FxpError::Stalled(Duration::from_secs(30)),
