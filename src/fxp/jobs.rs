@@ -381,6 +381,22 @@ struct Local {
     ended: Option<LocalEnd>,
 }
 
+impl Local {
+    /// A cancel or the shutdown ended it here (the first of them is what the record
+    /// says, and what is counted).
+    fn stopped(&mut self, how: State, error: Option<String>) {
+        if self.ended.is_some() {
+            return;
+        }
+        self.ended = Some(LocalEnd {
+            state: how,
+            error,
+            at: SystemTime::now(),
+        });
+        count_stopped(self, how);
+    }
+}
+
 /// This instance's side of the jobs: the ones it runs, and whether it still takes any.
 #[derive(Default)]
 struct Registry {
@@ -769,19 +785,9 @@ impl Jobs {
     /// A job cancelled (here or through another instance) or interrupted here: the
     /// record here shows it at once, with what had moved, and counts it.
     fn stopped_here(&self, id: JobId, how: State, error: Option<String>) {
-        let mut reg = self.lock();
-        let Some(local) = reg.running.get_mut(&id) else {
-            return;
-        };
-        if local.ended.is_some() {
-            return;
+        if let Some(local) = self.lock().running.get_mut(&id) {
+            local.stopped(how, error);
         }
-        local.ended = Some(LocalEnd {
-            state: how,
-            error,
-            at: SystemTime::now(),
-        });
-        count_stopped(local, how);
     }
 
     /// After a cancel: what had moved goes to the store, and the job is no longer here.
@@ -1203,6 +1209,9 @@ impl Jobs {
             let mut reg = self.lock();
             match reg.running.get_mut(&id) {
                 Some(local) if row.phase == State::Cancelled && local.ended.is_none() => {
+                    // Said before the task is stopped: a run ending on another thread
+                    // meanwhile finds the cancel, not its own failure, to record.
+                    local.stopped(State::Cancelled, None);
                     if let Some(a) = local.abort.take() {
                         a.abort();
                     }
@@ -1212,7 +1221,6 @@ impl Jobs {
             }
         };
         if here {
-            self.stopped_here(id, State::Cancelled, None);
             info!(%id, "transfer cancelled");
             let view = self.view(&row, true);
             self.write_progress_and_forget(id).await;
@@ -1281,23 +1289,18 @@ impl Jobs {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            let reg = self.lock();
-            let Some(local) = reg.running.get(&id) else {
+            let mut reg = self.lock();
+            let Some(local) = reg.running.get_mut(&id) else {
                 continue;
             };
-            // The run's own end (a cancelled transfer) is not what the record says.
+            // The run's own end (a cancelled transfer) is not what the record says: the
+            // interruption is noted first, under the lock the run's end reads it with,
+            // then the run is stopped.
+            let error = "interrupted: the proxy shut down before it ended (SIGTERM or SIGINT)";
+            local.stopped(State::Interrupted, Some(error.into()));
             local.stop.cancel();
-            drop(reg);
-            self.stopped_here(
-                id,
-                State::Interrupted,
-                Some("interrupted: the proxy shut down before it ended (SIGTERM or SIGINT)".into()),
-            );
-            let reg = self.lock();
-            if let Some(local) = reg.running.get(&id) {
-                let bytes_done = local.watch.lock().view().counts.bytes_done;
-                warn!(%id, bytes_done, "transfer interrupted: the proxy shut down before it ended");
-            }
+            let bytes_done = local.watch.lock().view().counts.bytes_done;
+            warn!(%id, bytes_done, "transfer interrupted: the proxy shut down before it ended");
         }
     }
 }
