@@ -60,13 +60,13 @@ const MAX_LISTING: usize = 64 * 1024 * 1024;
 /// the gap to lftp; pyftpdlib answers in under a millisecond on loopback, and a slow
 /// answer taken for a loss costs one login and one more try, with twice the patience.
 pub const PORT_REPLY: Duration = Duration::from_millis(10);
+/// How recently a session must have answered to be reused without a `TYPE I` round trip
+/// (see [`Client::reset_for_reuse`]).
+const REUSE_FRESH: Duration = Duration::from_millis(50);
 /// How long `QUIT` waits for its `221` and `ABOR` for its answer (grown with the round
 /// trip): a live server answers at once, and the connection ends either way. A session
 /// whose server stopped reading it (pyftpdlib, see `direct`) would otherwise hold up the
 /// end of a whole tree copy.
-/// How recently a session must have answered to be reused without a `TYPE I` round trip
-/// (see [`Client::reset_for_reuse`]).
-const REUSE_FRESH: Duration = Duration::from_millis(50);
 const QUIT_WAIT: Duration = Duration::from_millis(50);
 const ABOR_WAIT: Duration = Duration::from_millis(250);
 /// Round trips [`Client::patience`] allows: a login (greeting, `USER`, `PASS`, `TYPE`,
