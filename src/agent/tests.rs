@@ -193,21 +193,36 @@ async fn refused(addr: std::net::SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
 }
 
-#[tokio::test]
-async fn the_agent_listens_inside_for_its_server_alone_and_closes_the_port_on_every_path() {
-    let stop = CancellationToken::new();
-    let e = edge(&stop).await;
+/// An edge (until `stop`), an echo server, an agent linked to the edge for it (until
+/// `agent_stop`) with its listening ports, and a control connection through the agent:
+/// a session whose link listens for its server.
+async fn linked_session(
+    stop: &CancellationToken,
+    agent_stop: &CancellationToken,
+) -> (
+    Edge,
+    std::net::SocketAddr,
+    std::sync::Arc<run::Listens>,
+    AgentStream,
+) {
+    let e = edge(stop).await;
     let server = echo_server().await;
     let a = agent(&e, "s3cret", &["127.0.0.1"]);
     let listens = a.listens.clone();
-    tokio::spawn(a.run(stop.clone()));
+    tokio::spawn(a.run(agent_stop.clone()));
     until(|| e.hub.connected("site-a")).await;
-    // The session's control connection, through the agent: its link listens.
     let (control, _, _) = e
         .hub
         .dial("site-a", &server.to_string(), Duration::from_secs(5))
         .await
         .unwrap();
+    (e, server, listens, control)
+}
+
+#[tokio::test]
+async fn the_agent_listens_inside_for_its_server_alone_and_closes_the_port_on_every_path() {
+    let stop = CancellationToken::new();
+    let (e, server, listens, control) = linked_session(&stop, &stop).await;
     let link = control.link();
     let scope = crate::metrics::Scope::new("t", fxprelay_core::route::RouteLabel::Default);
     let (wait, limit) = (Duration::from_secs(30), Duration::from_secs(5));
@@ -328,18 +343,8 @@ async fn the_agent_listens_inside_for_its_server_alone_and_closes_the_port_on_ev
 #[tokio::test]
 async fn a_lost_link_closes_the_agents_ports() {
     let stop = CancellationToken::new();
-    let e = edge(&stop).await;
-    let server = echo_server().await;
-    let a = agent(&e, "s3cret", &["127.0.0.1"]);
-    let listens = a.listens.clone();
     let agent_stop = CancellationToken::new();
-    tokio::spawn(a.run(agent_stop.clone()));
-    until(|| e.hub.connected("site-a")).await;
-    let (control, _, _) = e
-        .hub
-        .dial("site-a", &server.to_string(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let (e, server, listens, control) = linked_session(&stop, &agent_stop).await;
     let scope = crate::metrics::Scope::new("t", fxprelay_core::route::RouteLabel::Default);
     let inside = e
         .hub
