@@ -172,9 +172,22 @@ build_fxprelay() { # sets BIN: FXPRELAY_BIN if given, else a fresh release build
 
 cpu_model() { awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo; }
 
+# A control or admin port comes from 20000-29999: below the kernel's ephemeral ports
+# (32768 on), so no outgoing connection holds it, and apart from the data port ranges
+# (free_range's 40000-49999, the fixed 51000-51199 of bench-relay and bench-agent), so
+# fxprelay never finds a listener inside its own `data.ports` (it refuses that config).
 free_port() { # IP -> a port free on IP now
-    "$PY" -c 'import socket, sys
-s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
+    "$PY" -c 'import random, socket, sys
+for _ in range(200):
+    s = socket.socket()
+    try:
+        s.bind((sys.argv[1], random.randrange(20000, 30000)))
+        print(s.getsockname()[1]); sys.exit(0)
+    except OSError:
+        pass
+    finally:
+        s.close()
+sys.exit("no free port on " + sys.argv[1])' "$1"
 }
 
 free_range() { # IP LEN -> "LO HI", LEN consecutive ports in 40000-49999 free on IP now
