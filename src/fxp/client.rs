@@ -621,19 +621,29 @@ impl Client {
 
     /// Sends one command line (no terminator in `line`).
     pub async fn send(&mut self, line: &[u8]) -> Result<(), FtpError> {
-        let verb = verb_of(line);
-        if verb != "PASS" {
-            debug!(host = %self.host, session = self.local_port, "> {}", String::from_utf8_lossy(line));
+        self.send_lines(&[line]).await
+    }
+
+    /// Sends command lines pipelined (each without its terminator) in one write: the
+    /// server reads them in one go and answers them in order, and neither side is woken
+    /// once per line.
+    pub async fn send_lines(&mut self, lines: &[&[u8]]) -> Result<(), FtpError> {
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
+        for line in lines {
+            if verb_of(line) != "PASS" {
+                debug!(host = %self.host, session = self.local_port, "> {}", String::from_utf8_lossy(line));
+            }
+            buf.extend_from_slice(line);
+            buf.extend_from_slice(b"\r\n");
         }
-        let mut buf = Vec::with_capacity(line.len() + 2);
-        buf.extend_from_slice(line);
-        buf.extend_from_slice(b"\r\n");
         if self.outstanding == 0 {
             self.sent_at = Some(Instant::now());
         }
-        self.outstanding += 1;
+        self.outstanding += lines.len();
         self.writer.send(&buf).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::TimedOut => self.timed_out(&verb),
+            std::io::ErrorKind::TimedOut => {
+                self.timed_out(&lines.first().map(|l| verb_of(l)).unwrap_or_default())
+            }
             _ => FtpError::Io(e),
         })
     }
@@ -846,8 +856,8 @@ impl Client {
         extended: bool,
     ) -> Result<SizeAndPassive, FtpError> {
         let cmd = if extended { "EPSV" } else { "PASV" };
-        self.send(&with_arg(b"SIZE", path)).await?;
-        self.send(cmd.as_bytes()).await?;
+        self.send_lines(&[&with_arg(b"SIZE", path), cmd.as_bytes()])
+            .await?;
         // Only a reply the command was refused with, or an address refused here, leaves
         // the session in step; anything else fails both.
         let in_step = |e: &FtpError| {
@@ -1392,6 +1402,42 @@ mod tests {
         .unwrap();
         assert!(e.to_string().contains("sent more after 234"), "{e}");
         assert_eq!(server.await.unwrap(), "AUTH TLS\r\n");
+    }
+
+    /// `SIZE` and `EPSV` go out in one write (the server's first read after the login
+    /// holds both lines), and both replies are read, in order.
+    #[tokio::test]
+    async fn pipelined_commands_leave_in_one_write() {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"220 hi\r\n").await.unwrap();
+            let mut buf = [0u8; 512];
+            // The login, a command at a time, answered as it comes.
+            for reply in [&b"331 pass\r\n"[..], b"230 in\r\n", b"200 binary\r\n"] {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                s.write_all(reply).await.unwrap();
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(b"211 no features\r\n").await.unwrap();
+            assert!(buf[..n].starts_with(b"FEAT"));
+            // One read: both pipelined lines.
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(b"213 1234\r\n229 Entering Extended Passive Mode (|||40123|)\r\n")
+                .await
+                .unwrap();
+            buf[..n].to_vec()
+        });
+        let url = FtpUrl::parse(&format!("ftp://u:p@{addr}/f")).unwrap();
+        let mut c = Client::open(&url, Duration::from_secs(5)).await.unwrap();
+        let (size, announced) = c.size_and_pasv(b"f", true).await.unwrap();
+        assert_eq!(size.unwrap(), Some(1234));
+        assert_eq!(announced.unwrap().addr.port(), 40123);
+        assert!(c.is_idle());
+        assert_eq!(server.await.unwrap(), b"SIZE f\r\nEPSV\r\n");
     }
 
     #[test]

@@ -26,6 +26,15 @@ const TICK: Duration = Duration::from_millis(200);
 /// The bars on screen, when there are any: log lines go above them.
 static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
+/// A plain line on stderr in one write. `eprintln!` writes each piece of its format on
+/// its own (stderr is unbuffered): seven system calls for a file's line, 14,000 for a
+/// tree of 2,000 files.
+fn say(args: std::fmt::Arguments<'_>) {
+    let mut line = args.to_string();
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -132,7 +141,10 @@ impl Live {
     /// Shows the overall bar of a tree: `files` files of `bytes` bytes to copy.
     fn set_totals(&mut self, files: usize, bytes: u64) {
         let Some(mp) = &self.bars else {
-            eprintln!("fxp: {files} files to copy, {}", bytes_iec(bytes));
+            say(format_args!(
+                "fxp: {files} files to copy, {}",
+                bytes_iec(bytes)
+            ));
             return;
         };
         let bar = mp.insert(0, ProgressBar::new(bytes));
@@ -152,7 +164,7 @@ impl Live {
             Some(mp) => {
                 let _ = mp.println(line);
             }
-            None => eprintln!("{line}"),
+            None => say(format_args!("{line}")),
         }
     }
 
@@ -228,7 +240,7 @@ impl Live {
                 // Plain lines for a tree: the end of each file only (see `end`).
                 if f.bar.is_none() && !self.tree {
                     let size = size.map_or(String::new(), |n| format!(" ({})", bytes_iec(n)));
-                    eprintln!("fxp: {} -> {}{size}", e.plan.src, e.plan.dst);
+                    say(format_args!("fxp: {} -> {}{size}", e.plan.src, e.plan.dst));
                 }
             }
             FileEvent::Bytes { .. } => {
@@ -236,7 +248,7 @@ impl Live {
                     Some(bar) => bar.set_position(e.done),
                     None if f.printed.elapsed() >= PLAIN_EVERY => {
                         f.printed = Instant::now();
-                        eprintln!("fxp: {}: {}", e.plan.path, line(event));
+                        say(format_args!("fxp: {}: {}", e.plan.path, line(event)));
                     }
                     None => {}
                 }
@@ -272,11 +284,11 @@ impl Live {
             _ if !state.is_tree() => {}
             EntryOutcome::Failed(e) if e.kind == FailureKind::Cancelled => {}
             EntryOutcome::Failed(e) => self.println(&format!("fxp: FAILED {name}: {e}")),
-            EntryOutcome::Copied(r) if self.bars.is_none() => eprintln!(
+            EntryOutcome::Copied(r) if self.bars.is_none() => say(format_args!(
                 "fxp: {name}: copied, {} by {}",
                 bytes_iec(r.bytes),
                 r.method
-            ),
+            )),
             _ => {}
         }
     }

@@ -275,8 +275,8 @@ impl Run<'_> {
 
     /// What follows a side's `226`, bounded as a reply that should come at once: for the
     /// server that connected out (`active`), `ABOR`, then `SIZE size_of` when given (the
-    /// destination's size, returned), both sent at once: the replies come in order, and
-    /// the pair costs one round trip instead of two. A server that has stopped answering
+    /// destination's size, returned), both sent in one write: the replies come in order,
+    /// and the pair costs one round trip instead of two. A server that has stopped answering
     /// this session (pyftpdlib, see the module's doc) is recorded in `unanswered`: the
     /// file runs again on fresh sessions, as a lost one does, instead of waiting for the
     /// session timeout.
@@ -298,11 +298,14 @@ impl Run<'_> {
         let wait =
             grown(AFTER_END_WAIT, self.losses).max(c.round_trip().saturating_mul(RTT_PATIENCE));
         let steps = async {
-            if active {
-                c.send(b"ABOR").await?;
-            }
-            if let Some(path) = size_of {
-                c.send(&with_arg(b"SIZE", path)).await?;
+            let size = size_of.map(|path| with_arg(b"SIZE", path));
+            let lines: Vec<&[u8]> = active
+                .then_some(&b"ABOR"[..])
+                .into_iter()
+                .chain(size.as_deref())
+                .collect();
+            if !lines.is_empty() {
+                c.send_lines(&lines).await?;
             }
             if active {
                 c.abort_reply().await?;
