@@ -276,10 +276,10 @@ impl Run<'_> {
     /// What follows a side's `226`, bounded as a reply that should come at once: for the
     /// server that connected out (`active`), `ABOR`, then `SIZE size_of` when given (the
     /// destination's size, returned), both sent in one write: the replies come in order,
-    /// and the pair costs one round trip instead of two. A server that has stopped answering
-    /// this session (pyftpdlib, see the module's doc) is recorded in `unanswered`: the
-    /// file runs again on fresh sessions, as a lost one does, instead of waiting for the
-    /// session timeout.
+    /// and the pair costs one round trip instead of two. A server that has stopped
+    /// answering this session (pyftpdlib, see the module's doc) is recorded in
+    /// `unanswered`: the file runs again on fresh sessions, as a lost one does, instead
+    /// of waiting for the session timeout.
     ///
     /// `ABOR` with no transfer in progress is a no-op (RFC 959: `225`/`226`). pyftpdlib
     /// 1.5 takes it to drop the finished connector that it would otherwise close again
