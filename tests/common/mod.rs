@@ -161,7 +161,15 @@ pub async fn run_job(
 #[allow(dead_code)] // not every test binary starts a proxy that must refuse
 pub fn run_refused(dir: &std::path::Path, yaml: &str) -> String {
     let config = dir.join("fxprelay.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    // Never the default admin port: a proxy running on this machine (README's command)
+    // holds it, and its refusal would come before the one the test looks for.
+    let yaml = if yaml.contains("admin:") {
+        yaml.to_owned()
+    } else {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        format!("admin:\n  bind: \"127.0.0.1:{}\"\n{yaml}", free_port(local))
+    };
+    std::fs::write(&config, &yaml).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fxprelay"))
         .args(["run", "-c"])
         .arg(&config)
